@@ -1,0 +1,32 @@
+# Hearth: `make run` serves the example Django app, `make test` runs every test.
+export PATH := /usr/local/go/bin:$(PATH)
+PYTHON        ?= /usr/bin/python3
+RUN_PACKAGES  := python3 python3-django
+TEST_PACKAGES := python3 python3-django python3-flask
+BENCH_PACKAGES := $(TEST_PACKAGES) gunicorn uwsgi-core uwsgi-plugin-python3 nginx-light wrk python3-matplotlib
+SOURCES := go.mod go.sum $(shell find . -path ./bin -prune -o \( -name '*.go' -o -name '*.py' \) -print | grep -v _test.go | grep -v '^./tests/' | grep -v '^./examples/')
+
+.PHONY: build run test test-unit test-integration bench clean
+
+build: bin/caddy
+
+bin/caddy: $(SOURCES)
+	xcaddy/build.sh
+
+run: build
+	@tests/ensure-packages.sh $(RUN_PACKAGES)
+	@echo "Serving the example Django app on http://localhost:2929 (Ctrl-C stops it)"
+	bin/caddy run --config examples/django/Caddyfile --adapter caddyfile
+
+test: build
+	@tests/ensure-packages.sh $(TEST_PACKAGES)
+	go vet ./...
+	$(PYTHON) -m unittest discover -s tests/python -t tests/python
+	HEARTH_CADDY=$(CURDIR)/bin/caddy HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
+
+bench: build
+	@tests/ensure-packages.sh $(BENCH_PACKAGES)
+	tests/bench/run.sh
+
+clean:
+	rm -rf bin

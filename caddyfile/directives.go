@@ -1,0 +1,23 @@
+// Package caddyfile registers Hearth's Caddyfile directives and their order.
+// Each directive's syntax is parsed by its module's UnmarshalCaddyfile.
+package caddyfile
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/hearth-dev/hearth/modules/python"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("wsgi", parseWSGI)
+	// like reverse_proxy: a terminal handler, after handle_path and
+	// friends, before file_server
+	httpcaddyfile.RegisterDirectiveOrder("wsgi", httpcaddyfile.After, "reverse_proxy")
+}
+
+func parseWSGI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	w := new(python.WSGI)
+	err := w.UnmarshalCaddyfile(h.Dispenser)
+	return w, err
+}

@@ -1,0 +1,124 @@
+// Package hearth is the "hearth" Caddy app: it owns every worker pool across
+// config reloads and serves Hearth's routes on Caddy's admin API.
+//
+// Pools are shared through a caddy.UsagePool keyed by a hash of the pool's
+// spec: a reload whose pool spec did not change gets the running pool back
+// (same workers), a changed spec gets a new pool that the new config's Start
+// launches and waits for before the old config is stopped and its pool,
+// no longer referenced, drains and stops.
+package hearth
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Pool is a long-lived set of supervised processes serving one app.
+type Pool interface {
+	caddy.Destructor
+	// Start launches the pool's processes and returns once they are ready,
+	// or with an error saying why they cannot start. Starting a pool that
+	// already runs does nothing.
+	Start() error
+	// Name is the app name shown in status and logs.
+	Name() string
+	// Status is a JSON-serializable snapshot of the pool.
+	Status() any
+}
+
+// pools holds every pool of every loaded config, reference-counted by the
+// handlers that use them.
+var pools = caddy.NewUsagePool()
+
+// App is the "hearth" app. It starts the pools used by the current config.
+// It needs no configuration: handlers that use pools load it implicitly.
+type App struct {
+	used   []Pool // provisioning of one config is sequential: no lock needed
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "hearth",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets up the app.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	return nil
+}
+
+// UsePool returns the pool registered under key, creating it with newPool
+// when no loaded config uses it yet, and records it as used by this config.
+// Every successful call must be paired with ReleasePool(key) at Cleanup.
+func (a *App) UsePool(key string, newPool func() (Pool, error)) (Pool, error) {
+	val, loaded, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) { return newPool() })
+	if err != nil {
+		return nil, err
+	}
+	p := val.(Pool)
+	a.used = append(a.used, p)
+	if loaded {
+		a.logger.Debug("reusing running pool", zap.String("app", p.Name()))
+	}
+	return p, nil
+}
+
+// ReleasePool drops one reference to the pool under key; the last release
+// drains and stops it.
+func ReleasePool(key string) {
+	if _, err := pools.Delete(key); err != nil {
+		caddy.Log().Named("hearth").Error("stopping pool", zap.Error(err))
+	}
+}
+
+// Start launches every pool this config uses that is not running yet, in
+// parallel, and fails (refusing the config) if any cannot start.
+func (a *App) Start() error {
+	used := a.used
+	errs := make([]error, len(used))
+	var wg sync.WaitGroup
+	for i, p := range used {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Start(); err != nil {
+				errs[i] = fmt.Errorf("app %q: %w", p.Name(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Stop does nothing: pools stop when the last config using them is cleaned up.
+func (a *App) Stop() error { return nil }
+
+// Pools returns every pool currently held, sorted by app name.
+func Pools() []Pool {
+	var list []Pool
+	pools.Range(func(_, v any) bool {
+		list = append(list, v.(Pool))
+		return true
+	})
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Name() < list[j].Name() })
+	return list
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

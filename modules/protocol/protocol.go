@@ -1,0 +1,181 @@
+// Package protocol is the framed binary wire format spoken between Caddy and
+// a Hearth worker process over a private stream socket (a socketpair).
+//
+// Every frame is a 10-byte header followed by a payload:
+//
+//	offset size field
+//	0      4    payload length, big endian (at most MaxPayload)
+//	4      1    frame type (Type)
+//	5      1    flags (FlagEnd, …)
+//	6      4    stream id, big endian (a request id; 0 for control frames)
+//
+// A request travels as one RequestHead frame (NUL-separated key/value pairs,
+// latin-1) and zero or more RequestBody frames, the last flagged FlagEnd (a
+// head flagged FlagEnd has no body). The worker answers with one ResponseHead
+// frame ("<status line>\0name\0value\0…") and ResponseBody frames, the last
+// flagged FlagEnd, or with an Abort frame when the application failed after
+// the head was sent. A worker announces itself with Hello (or Fatal with a
+// traceback when the application cannot be imported).
+//
+// The Python side of this protocol lives in modules/python/runtime.
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// HeaderSize is the size of a frame header in bytes.
+const HeaderSize = 10
+
+// MaxPayload bounds one frame's payload; larger bodies are split into
+// several frames. A peer announcing more is a protocol error.
+const MaxPayload = 1 << 20
+
+// Type identifies what a frame carries.
+type Type uint8
+
+// Frame types. Values are part of the wire format: never renumber.
+const (
+	Hello        Type = 1 // worker → Caddy: imported the app, ready for requests
+	Fatal        Type = 2 // worker → Caddy: cannot start; payload is the traceback
+	RequestHead  Type = 3 // Caddy → worker: request metadata as key\0value pairs
+	RequestBody  Type = 4 // Caddy → worker: a chunk of the request body
+	ResponseHead Type = 5 // worker → Caddy: status line and header pairs
+	ResponseBody Type = 6 // worker → Caddy: a chunk of the response body
+	Abort        Type = 7 // worker → Caddy: the app failed mid-response
+)
+
+// FlagEnd marks the last frame of a request or response body.
+const FlagEnd uint8 = 1
+
+func (t Type) String() string {
+	switch t {
+	case Hello:
+		return "hello"
+	case Fatal:
+		return "fatal"
+	case RequestHead:
+		return "request-head"
+	case RequestBody:
+		return "request-body"
+	case ResponseHead:
+		return "response-head"
+	case ResponseBody:
+		return "response-body"
+	case Abort:
+		return "abort"
+	}
+	return fmt.Sprintf("unknown(%d)", uint8(t))
+}
+
+// Header is a decoded frame header.
+type Header struct {
+	Length uint32
+	Type   Type
+	Flags  uint8
+	Stream uint32
+}
+
+// End reports whether the frame carries FlagEnd.
+func (h Header) End() bool { return h.Flags&FlagEnd != 0 }
+
+// ErrTooLarge is returned for a frame whose announced payload exceeds MaxPayload.
+var ErrTooLarge = errors.New("frame payload exceeds protocol maximum")
+
+// PutHeader encodes h into the first HeaderSize bytes of b.
+func PutHeader(b []byte, h Header) {
+	binary.BigEndian.PutUint32(b[0:4], h.Length)
+	b[4] = byte(h.Type)
+	b[5] = h.Flags
+	binary.BigEndian.PutUint32(b[6:10], h.Stream)
+}
+
+// ParseHeader decodes a frame header from b, which must hold HeaderSize bytes,
+// and validates its type and length.
+func ParseHeader(b []byte) (Header, error) {
+	h := Header{
+		Length: binary.BigEndian.Uint32(b[0:4]),
+		Type:   Type(b[4]),
+		Flags:  b[5],
+		Stream: binary.BigEndian.Uint32(b[6:10]),
+	}
+	if h.Length > MaxPayload {
+		return h, fmt.Errorf("%s frame of %d bytes: %w", h.Type, h.Length, ErrTooLarge)
+	}
+	if h.Type < Hello || h.Type > Abort {
+		return h, fmt.Errorf("unknown frame type %d", uint8(h.Type))
+	}
+	return h, nil
+}
+
+// AppendFrame appends a complete frame (header and payload) to dst.
+// The payload must not exceed MaxPayload.
+func AppendFrame(dst []byte, t Type, flags uint8, stream uint32, payload []byte) []byte {
+	var hdr [HeaderSize]byte
+	PutHeader(hdr[:], Header{Length: uint32(len(payload)), Type: t, Flags: flags, Stream: stream})
+	dst = append(dst, hdr[:]...)
+	return append(dst, payload...)
+}
+
+// Reader reads frames from a buffered stream. Payload slices it returns
+// are only valid until the next call to Next.
+type Reader struct {
+	r   io.Reader
+	hdr [HeaderSize]byte
+	buf []byte
+}
+
+// NewReader returns a Reader on r; r should be buffered.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{r: r, buf: make([]byte, 0, 64<<10)}
+}
+
+// Next reads one frame. The payload is valid until the following call.
+func (fr *Reader) Next() (Header, []byte, error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return Header{}, nil, err
+	}
+	h, err := ParseHeader(fr.hdr[:])
+	if err != nil {
+		return h, nil, err
+	}
+	if int(h.Length) > cap(fr.buf) {
+		fr.buf = make([]byte, h.Length)
+	}
+	p := fr.buf[:h.Length]
+	if _, err := io.ReadFull(fr.r, p); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return h, nil, fmt.Errorf("reading %s payload: %w", h.Type, err)
+	}
+	return h, p, nil
+}
+
+// AppendPair appends "key\0value\0" to dst: the encoding of request heads.
+func AppendPair(dst []byte, key, value string) []byte {
+	dst = append(dst, key...)
+	dst = append(dst, 0)
+	dst = append(dst, value...)
+	return append(dst, 0)
+}
+
+// Fields iterates over NUL-separated fields of a head payload, calling fn for
+// each; a trailing NUL is optional. It stops early when fn returns false.
+func Fields(p []byte, fn func(field []byte) bool) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, 0)
+		if i < 0 {
+			fn(p)
+			return
+		}
+		if !fn(p[:i]) {
+			return
+		}
+		p = p[i+1:]
+	}
+}

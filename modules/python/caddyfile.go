@@ -1,0 +1,184 @@
+package python
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
+)
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	wsgi <module:callable> {
+//		name          <name>
+//		dir           <path>
+//		python        <interpreter>
+//		venv          <path>
+//		env           <key> <value>
+//		env_file      <path>
+//		workers       <n>
+//		threads       <n>
+//		max_queue     <n>
+//		queue_timeout <duration>
+//		max_body      <size>
+//		start_timeout <duration>
+//		stop_timeout  <duration>
+//		before_start  <command> [<args…>]
+//	}
+func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if !d.NextArg() {
+		return d.Err("wsgi needs the app to serve, as module:callable (for example `wsgi mysite.wsgi:application`)")
+	}
+	h.App = d.Val()
+	if d.NextArg() {
+		return d.Errf("wsgi takes one app, got also %q; put options inside a { } block", d.Val())
+	}
+	for d.NextBlock(0) {
+		if err := h.unmarshalOption(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wsgiOptions lists the subdirectives, for error messages.
+var wsgiOptions = []string{
+	"name", "dir", "python", "venv", "env", "env_file", "workers", "threads", "max_queue",
+	"queue_timeout", "max_body", "start_timeout", "stop_timeout", "before_start",
+}
+
+func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
+	option := d.Val()
+	switch option {
+	case "name":
+		return oneArg(d, &h.Name)
+	case "dir":
+		return oneArg(d, &h.Dir)
+	case "python":
+		return oneArg(d, &h.Python)
+	case "venv":
+		return oneArg(d, &h.Venv)
+	case "env_file":
+		return oneArg(d, &h.EnvFile)
+	case "env":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return d.Errf("env takes a name and a value, like `env DJANGO_SETTINGS_MODULE mysite.settings`; got %d arguments", len(args))
+		}
+		if h.Env == nil {
+			h.Env = map[string]string{}
+		}
+		h.Env[args[0]] = args[1]
+		return nil
+	case "workers":
+		return count(d, &h.Workers)
+	case "threads":
+		return count(d, &h.Threads)
+	case "max_queue":
+		return count(d, &h.MaxQueue)
+	case "queue_timeout":
+		return duration(d, &h.QueueTimeout)
+	case "start_timeout":
+		return duration(d, &h.StartTimeout)
+	case "stop_timeout":
+		return duration(d, &h.StopTimeout)
+	case "max_body":
+		var size string
+		if err := oneArg(d, &size); err != nil {
+			return err
+		}
+		n, err := humanize.ParseBytes(size)
+		if err != nil || n == 0 || n > math.MaxInt64 {
+			return d.Errf("max_body %q is not a size; write it like 10MB, 512KiB or 1GB", size)
+		}
+		h.MaxBody = int64(n)
+		return nil
+	case "before_start":
+		h.BeforeStart = d.RemainingArgs()
+		if len(h.BeforeStart) == 0 {
+			return d.Err("before_start needs a command, like `before_start python manage.py migrate --noinput`")
+		}
+		return nil
+	}
+	hint := ""
+	if s := closest(option, wsgiOptions); s != "" {
+		hint = "did you mean " + strconv.Quote(s) + "? "
+	}
+	return d.Errf("unknown wsgi subdirective %q; %svalid ones are: %s", option, hint, strings.Join(wsgiOptions, ", "))
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	option := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s takes exactly one value, got %d", option, len(args))
+	}
+	*dst = args[0]
+	return nil
+}
+
+func count(d *caddyfile.Dispenser, dst *int) error {
+	option := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return d.Errf("%s must be a whole number of at least 1, got %q", option, s)
+	}
+	*dst = n
+	return nil
+}
+
+func duration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	option := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s %q is not a positive duration; write it like 30s, 2m or 1h", option, s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// closest returns the option nearest to a misspelling, if one is close.
+func closest(word string, options []string) string {
+	best, bestDist := "", 3
+	for _, o := range options {
+		if d := editDistance(word, o); d < bestDist {
+			best, bestDist = o, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*WSGI)(nil)

@@ -1,0 +1,283 @@
+package python
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Defaults of the pool options, documented in the README.
+const (
+	DefaultMaxQueue     = 1024
+	DefaultQueueTimeout = 30 * time.Second
+	DefaultStartTimeout = 60 * time.Second
+	DefaultStopTimeout  = 30 * time.Second
+	DefaultMaxBody      = 100 << 20
+	DefaultPython       = "python3"
+)
+
+// PoolConfig configures a pool of Python worker processes. It is shared by
+// every handler that serves Python apps.
+type PoolConfig struct {
+	// Name of the app, shown in logs and status. Default: the top-level
+	// package of the app's module ("engwrite" for "engwrite.wsgi:application").
+	Name string `json:"name,omitempty"`
+
+	// Dir is the app's working directory, put first on sys.path.
+	// Default: Caddy's working directory.
+	Dir string `json:"dir,omitempty"`
+
+	// Python is the interpreter to run. Default: "python3" from PATH, or the
+	// venv's interpreter when Venv is set.
+	Python string `json:"python,omitempty"`
+
+	// Venv is a virtual environment directory: its bin/python runs the
+	// workers, with VIRTUAL_ENV and PATH set as `activate` would.
+	Venv string `json:"venv,omitempty"`
+
+	// Env sets environment variables of the workers (and of before_start).
+	// Values may use global placeholders such as {env.HOME}.
+	Env map[string]string `json:"env,omitempty"`
+
+	// EnvFile is a dotenv file (KEY=value lines, # comments, optional
+	// quotes and `export`) loaded into the environment; Env wins on conflict.
+	EnvFile string `json:"env_file,omitempty"`
+
+	// Workers is the number of worker processes. Default: the number of CPUs.
+	Workers int `json:"workers,omitempty"`
+
+	// Threads is the number of requests one worker handles at once, each
+	// in its own thread. Default: 1.
+	Threads int `json:"threads,omitempty"`
+
+	// MaxQueue is how many requests may wait for a free worker; more get
+	// 503 with Retry-After. Default: 1024.
+	MaxQueue int `json:"max_queue,omitempty"`
+
+	// QueueTimeout is how long a request may wait for a free worker before
+	// it gets 503 with Retry-After. Default: 30s.
+	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+
+	// StartTimeout bounds how long a worker may take to import the app and
+	// become ready. Default: 60s.
+	StartTimeout caddy.Duration `json:"start_timeout,omitempty"`
+
+	// StopTimeout bounds how long a stopping pool waits for requests in
+	// flight before it terminates its workers. Default: 30s.
+	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
+
+	// BeforeStart is a command (program and arguments) run once, in the
+	// app's directory and environment, before the workers start, such as
+	// ["python", "manage.py", "migrate", "--noinput"]. A bare "python" runs
+	// the app's interpreter. If it fails, the config is refused with its output.
+	BeforeStart []string `json:"before_start,omitempty"`
+}
+
+// poolSpec is the resolved, immutable description of a pool. Its hash keys
+// the pool across config reloads: same spec, same running workers.
+type poolSpec struct {
+	App          string        `json:"app"`
+	Name         string        `json:"name"`
+	Dir          string        `json:"dir"`
+	Python       string        `json:"python"`
+	Env          []string      `json:"env"`
+	Workers      int           `json:"workers"`
+	Threads      int           `json:"threads"`
+	MaxQueue     int           `json:"max_queue"`
+	QueueTimeout time.Duration `json:"queue_timeout"`
+	StartTimeout time.Duration `json:"start_timeout"`
+	StopTimeout  time.Duration `json:"stop_timeout"`
+	BeforeStart  []string      `json:"before_start"`
+}
+
+// key is the identity of the spec across reloads.
+func (s *poolSpec) key() string {
+	b, _ := json.Marshal(s)
+	sum := sha256.Sum256(b)
+	return "python:" + hex.EncodeToString(sum[:])
+}
+
+// resolve validates the config, applies defaults and reads env_file.
+// appSpec is "module:callable".
+func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
+	module, callable, _ := strings.Cut(appSpec, ":")
+	if module == "" || strings.ContainsAny(appSpec, " \t/") || strings.HasSuffix(appSpec, ":") || strings.Contains(callable, ":") {
+		return nil, fmt.Errorf("app %q is not of the form module:callable (for example mysite.wsgi:application)", appSpec)
+	}
+	s := &poolSpec{
+		App:          appSpec,
+		Name:         c.Name,
+		Workers:      c.Workers,
+		Threads:      c.Threads,
+		MaxQueue:     c.MaxQueue,
+		QueueTimeout: time.Duration(c.QueueTimeout),
+		StartTimeout: time.Duration(c.StartTimeout),
+		StopTimeout:  time.Duration(c.StopTimeout),
+	}
+	if s.Name == "" {
+		s.Name, _, _ = strings.Cut(module, ".")
+	}
+	if err := s.applyCounts(); err != nil {
+		return nil, err
+	}
+	dir, err := absDir(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s.Dir = dir
+	env, err := c.environment(dir)
+	if err != nil {
+		return nil, err
+	}
+	if s.Python, err = c.interpreter(dir, env); err != nil {
+		return nil, err
+	}
+	s.Env = env
+	s.BeforeStart = c.BeforeStart
+	return s, nil
+}
+
+func (s *poolSpec) applyCounts() error {
+	for _, f := range []struct {
+		name  string
+		value *int
+		def   int
+	}{
+		{"workers", &s.Workers, runtime.NumCPU()},
+		{"threads", &s.Threads, 1},
+		{"max_queue", &s.MaxQueue, DefaultMaxQueue},
+	} {
+		if *f.value < 0 {
+			return fmt.Errorf("%s must be a positive number, got %d", f.name, *f.value)
+		}
+		if *f.value == 0 {
+			*f.value = f.def
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		value *time.Duration
+		def   time.Duration
+	}{
+		{"queue_timeout", &s.QueueTimeout, DefaultQueueTimeout},
+		{"start_timeout", &s.StartTimeout, DefaultStartTimeout},
+		{"stop_timeout", &s.StopTimeout, DefaultStopTimeout},
+	} {
+		if *f.value < 0 {
+			return fmt.Errorf("%s must be a positive duration, got %s", f.name, *f.value)
+		}
+		if *f.value == 0 {
+			*f.value = f.def
+		}
+	}
+	return nil
+}
+
+func absDir(dir string) (string, error) {
+	if dir == "" {
+		dir = "."
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("dir %q: %w", dir, err)
+	}
+	info, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("dir %q: %w; set `dir` to the directory holding your app", dir, err)
+	}
+	if !info.IsDir() {
+		return "", fmt.Errorf("dir %q is not a directory", dir)
+	}
+	return abs, nil
+}
+
+// environment builds the workers' environment: Caddy's own, then the venv's
+// activation variables, then env_file, then env (placeholders replaced).
+func (c PoolConfig) environment(dir string) ([]string, error) {
+	vars := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	if c.Venv != "" {
+		venv := c.Venv
+		if !filepath.IsAbs(venv) {
+			venv = filepath.Join(dir, venv)
+		}
+		vars["VIRTUAL_ENV"] = venv
+		vars["PATH"] = filepath.Join(venv, "bin") + string(os.PathListSeparator) + vars["PATH"]
+		delete(vars, "PYTHONHOME")
+	}
+	if c.EnvFile != "" {
+		path := c.EnvFile
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		fileVars, err := readEnvFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range fileVars {
+			vars[k] = v
+		}
+	}
+	repl := caddy.NewReplacer()
+	for k, v := range c.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
+		}
+		vars[k] = repl.ReplaceKnown(v, "")
+	}
+	vars["PYTHONUNBUFFERED"] = "1"
+	env := make([]string, 0, len(vars))
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env, nil
+}
+
+// interpreter resolves the Python executable to an absolute path.
+func (c PoolConfig) interpreter(dir string, env []string) (string, error) {
+	python := c.Python
+	switch {
+	case python != "" && c.Venv != "":
+		return "", fmt.Errorf("python and venv are both set; use venv alone (it runs the venv's bin/python)")
+	case c.Venv != "":
+		venv := c.Venv
+		if !filepath.IsAbs(venv) {
+			venv = filepath.Join(dir, venv)
+		}
+		python = filepath.Join(venv, "bin", "python")
+		if _, err := os.Stat(python); err != nil {
+			return "", fmt.Errorf("venv %q has no bin/python (%v); create it with `python3 -m venv %s`", c.Venv, err, c.Venv)
+		}
+		return python, nil
+	case python == "":
+		python = DefaultPython
+	}
+	if strings.ContainsRune(python, '/') {
+		if !filepath.IsAbs(python) {
+			python = filepath.Join(dir, python)
+		}
+		if _, err := os.Stat(python); err != nil {
+			return "", fmt.Errorf("python interpreter %q: %w", c.Python, err)
+		}
+		return python, nil
+	}
+	path, err := exec.LookPath(python)
+	if err != nil {
+		return "", fmt.Errorf("python interpreter %q not found in PATH; install it (apt-get install python3) or set `python /path/to/python3`", python)
+	}
+	return path, nil
+}

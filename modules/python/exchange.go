@@ -1,0 +1,390 @@
+package python
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
+)
+
+// streamMemLimit is how much of a streamed response Caddy keeps in memory
+// while the client is slower than the worker; the rest spills to disk.
+const streamMemLimit = 1 << 20
+
+// headBuffers recycles the buffers request heads are encoded into.
+var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// errWorkerBroken marks exchange failures after which the worker's channel
+// can no longer be trusted.
+var errWorkerBroken = errors.New("worker channel broken")
+
+// serve forwards one request, whose body is already buffered, to a worker
+// and relays the response. A request whose worker died before answering is
+// retried once on another worker when its method is idempotent.
+func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, body *requestBody) error {
+	bufp := headBuffers.Get().(*[]byte)
+	defer headBuffers.Put(bufp)
+	head := appendEnviron((*bufp)[:protocol.HeaderSize], r, scriptName, body.size)
+	*bufp = head
+	if len(head)-protocol.HeaderSize > protocol.MaxPayload {
+		return caddyhttp.Error(http.StatusRequestHeaderFieldsTooLarge,
+			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(head), protocol.MaxPayload))
+	}
+	for attempt := 1; ; attempt++ {
+		s, err := p.acquire(r.Context())
+		if err != nil {
+			return p.unavailable(w, err)
+		}
+		retry, err := p.exchange(s, w, r, head, body)
+		if retry && attempt == 1 && idempotent(r.Method) {
+			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
+			continue
+		}
+		return err
+	}
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// unavailable turns a queueing failure into a 503 with Retry-After.
+func (p *Pool) unavailable(w http.ResponseWriter, err error) error {
+	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
+		w.Header().Set("Retry-After", "1")
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("app %s: %w", p.spec.Name, err))
+	}
+	return err // the client went away while queued
+}
+
+// exchange runs one request on slot s. It always gives s back (or retires
+// its worker). retry reports that the worker failed before it answered.
+func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, head []byte, body *requestBody) (retry bool, err error) {
+	s.stream++
+	sid := s.stream
+	flags := uint8(0)
+	if body.size == 0 {
+		flags = protocol.FlagEnd
+	}
+	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: flags, Stream: sid})
+	out := head
+	var bodySent chan error
+	switch {
+	case body.file != nil:
+		bodySent = make(chan error, 1)
+		if _, err := s.conn.Write(out); err != nil {
+			return true, p.broken(s, err)
+		}
+		go func() { bodySent <- writeBodyFrames(s, sid, body.reader()) }()
+		out = nil
+	case body.size > 0:
+		out = appendBodyFrames(head, sid, body.mem) // after the head, in its buffer
+	}
+	if out != nil {
+		if _, err := s.conn.Write(out); err != nil {
+			return true, p.broken(s, err)
+		}
+	}
+	release := func() error {
+		if bodySent != nil {
+			if err := <-bodySent; err != nil {
+				return p.broken(s, err)
+			}
+		}
+		p.release(s)
+		return nil
+	}
+
+	h, payload, err := s.frames.Next()
+	if err != nil {
+		return true, p.broken(s, err)
+	}
+	status, err := p.responseHead(h, payload, sid, w.Header())
+	if err != nil {
+		return false, p.broken(s, err)
+	}
+	h, payload, err = s.frames.Next()
+	if err == nil && h.Stream != sid {
+		err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, sid)
+	}
+	if err != nil {
+		return false, p.broken(s, err)
+	}
+	switch {
+	case h.Type == protocol.Abort:
+		p.logger.Error("app failed before sending its response body", zap.String("error", string(payload)))
+		if err := release(); err != nil {
+			return false, err
+		}
+		return false, caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s aborted the response", p.spec.Name))
+	case h.Type != protocol.ResponseBody:
+		return false, p.broken(s, fmt.Errorf("unexpected %s frame in a response", h.Type))
+	case h.End():
+		return false, p.finishSmall(w, r, status, payload, release)
+	}
+	return false, p.stream(w, s, sid, status, payload, release)
+}
+
+// finishSmall answers a response that came in one frame: the slot is
+// released before the client is written to, so a slow client holds no worker.
+func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, release func() error) error {
+	var small [512]byte
+	var body []byte
+	if len(payload) <= len(small) {
+		body = append(small[:0], payload...)
+	} else {
+		body = append([]byte(nil), payload...)
+	}
+	if err := release(); err != nil {
+		return err
+	}
+	hdr := w.Header()
+	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
+		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	w.WriteHeader(status)
+	if len(body) > 0 && r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+	return nil
+}
+
+// stream relays a multi-frame response: a pump goroutine takes frames from
+// the worker as fast as it sends them into a spool (memory, then disk), and
+// this goroutine writes the spool to the client, flushing whenever it has
+// caught up with the worker.
+func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, first []byte, release func() error) error {
+	sp := newSpool(streamMemLimit)
+	_, _ = sp.Write(first)
+	go func() {
+		err := p.pump(s, sid, sp)
+		if errors.Is(err, errWorkerBroken) {
+			sp.CloseWithError(err)
+			return
+		}
+		if rerr := release(); rerr != nil && err == nil {
+			err = rerr
+		}
+		sp.CloseWithError(err)
+	}()
+	w.WriteHeader(status)
+	rc := http.NewResponseController(w)
+	for {
+		chunk, more, err := sp.Next()
+		if err == io.EOF {
+			sp.Close()
+			return nil
+		}
+		if err != nil {
+			sp.Discard()
+			p.logger.Error("response interrupted", zap.Error(err))
+			panic(http.ErrAbortHandler) // the client must see a truncated response, not a complete one
+		}
+		if _, err := w.Write(chunk); err != nil {
+			sp.Discard() // the client is gone; the pump still drains the worker
+			return nil
+		}
+		if !more {
+			_ = rc.Flush()
+		}
+	}
+}
+
+// pump copies response body frames from the worker into sp until the end.
+func (p *Pool) pump(s *slot, sid uint32, sp *spool) error {
+	for {
+		h, payload, err := s.frames.Next()
+		if err == nil && h.Stream != sid {
+			err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, sid)
+		}
+		if err != nil {
+			return p.broken(s, err)
+		}
+		switch h.Type {
+		case protocol.ResponseBody:
+			if _, err := sp.Write(payload); err != nil {
+				sp.Discard()
+				p.logger.Error("buffering response", zap.Error(err))
+			}
+			if h.End() {
+				return nil
+			}
+		case protocol.Abort:
+			p.logger.Error("app failed in the middle of its response", zap.String("error", string(payload)))
+			return fmt.Errorf("app %s aborted the response: %s", p.spec.Name, payload)
+		default:
+			return p.broken(s, fmt.Errorf("unexpected %s frame in a response body", h.Type))
+		}
+	}
+}
+
+// broken retires the slot's worker after a channel failure and returns the
+// 502 error for the client.
+func (p *Pool) broken(s *slot, err error) error {
+	p.fail(s, err)
+	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s: %w: %w", p.spec.Name, errWorkerBroken, err))
+}
+
+// appendBodyFrames appends body as request-body frames, the last flagged end.
+func appendBodyFrames(dst []byte, sid uint32, body []byte) []byte {
+	for {
+		n := min(len(body), protocol.MaxPayload)
+		flags := uint8(0)
+		if n == len(body) {
+			flags = protocol.FlagEnd
+		}
+		dst = protocol.AppendFrame(dst, protocol.RequestBody, flags, sid, body[:n])
+		body = body[n:]
+		if flags != 0 {
+			return dst
+		}
+	}
+}
+
+// writeBodyFrames streams a spilled request body to the worker.
+func writeBodyFrames(s *slot, sid uint32, body io.Reader) error {
+	buf := make([]byte, protocol.HeaderSize+256<<10)
+	for {
+		n, err := io.ReadFull(body, buf[protocol.HeaderSize:])
+		last := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !last {
+			return fmt.Errorf("reading buffered request body: %w", err)
+		}
+		flags := uint8(0)
+		if last {
+			flags = protocol.FlagEnd
+		}
+		protocol.PutHeader(buf, protocol.Header{Length: uint32(n), Type: protocol.RequestBody, Flags: flags, Stream: sid})
+		if _, err := s.conn.Write(buf[:protocol.HeaderSize+n]); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+// responseHead validates a response-head frame and copies its status and
+// headers into hdr.
+func (p *Pool) responseHead(h protocol.Header, payload []byte, sid uint32, hdr http.Header) (int, error) {
+	if h.Stream != sid {
+		return 0, fmt.Errorf("response for stream %d during stream %d", h.Stream, sid)
+	}
+	if h.Type != protocol.ResponseHead {
+		return 0, fmt.Errorf("expected a response head, got a %s frame", h.Type)
+	}
+	return parseResponseHead(payload, hdr)
+}
+
+// parseResponseHead decodes "<status line>\0name\0value\0…" into hdr. It
+// validates everything before touching hdr.
+func parseResponseHead(p []byte, hdr http.Header) (int, error) {
+	var fields [][]byte
+	var stack [32][]byte
+	fields = stack[:0]
+	protocol.Fields(p, func(f []byte) bool { fields = append(fields, f); return true })
+	if len(fields) == 0 || len(fields)%2 != 1 {
+		return 0, fmt.Errorf("malformed response head from the app")
+	}
+	status, err := parseStatus(fields[0])
+	if err != nil {
+		return 0, err
+	}
+	for i := 1; i < len(fields); i += 2 {
+		if !validHeaderName(fields[i]) {
+			return 0, fmt.Errorf("the app sent an invalid response header name %q", fields[i])
+		}
+		for _, c := range fields[i+1] {
+			if c == '\r' || c == '\n' {
+				return 0, fmt.Errorf("the app sent a line break in response header %s", fields[i])
+			}
+		}
+	}
+	for i := 1; i < len(fields); i += 2 {
+		name, known := responseHeaderNames[string(fields[i])]
+		if !known {
+			name = textproto.CanonicalMIMEHeaderKey(string(fields[i]))
+		}
+		if hopByHop[name] {
+			continue
+		}
+		hdr[name] = append(hdr[name], string(fields[i+1]))
+	}
+	if hdr["Content-Type"] == nil {
+		hdr["Content-Type"] = nil // no sniffing: the app said what it said
+	}
+	return status, nil
+}
+
+func parseStatus(line []byte) (int, error) {
+	if len(line) < 3 || (len(line) > 3 && line[3] != ' ') {
+		return 0, fmt.Errorf("the app sent an invalid status line %q (want \"200 OK\")", line)
+	}
+	code := 0
+	for _, c := range line[:3] {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("the app sent an invalid status line %q (want \"200 OK\")", line)
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 {
+		return 0, fmt.Errorf("the app sent status %d; WSGI responses must be 200 or above", code)
+	}
+	return code, nil
+}
+
+func validHeaderName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || c == ':' || c == '(' || c == ')' || c == '<' || c == '>' ||
+			c == '@' || c == ',' || c == ';' || c == '\\' || c == '"' || c == '/' || c == '[' ||
+			c == ']' || c == '?' || c == '=' || c == '{' || c == '}' {
+			return false
+		}
+	}
+	return true
+}
+
+// hopByHop headers belong to one connection; apps must not set them
+// (PEP 3333) and Caddy manages its own.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Transfer-Encoding": true, "Te": true, "Trailer": true, "Upgrade": true,
+}
+
+// responseHeaderNames maps the header names apps commonly send, in the
+// spellings they use, to canonical form without allocating.
+var responseHeaderNames = func() map[string]string {
+	m := map[string]string{}
+	for _, h := range []string{
+		"Content-Type", "Content-Length", "Content-Encoding", "Content-Disposition",
+		"Content-Language", "Cache-Control", "Expires", "Last-Modified", "Etag", "Vary",
+		"Location", "Set-Cookie", "X-Frame-Options", "X-Content-Type-Options",
+		"Referrer-Policy", "Cross-Origin-Opener-Policy", "Strict-Transport-Security",
+		"Content-Security-Policy", "Access-Control-Allow-Origin", "Allow", "Pragma",
+		"Www-Authenticate", "Retry-After", "Server", "Date", "Connection",
+		"Transfer-Encoding", "Keep-Alive",
+	} {
+		m[h] = h
+		m[strings.ToLower(h)] = h
+	}
+	m["ETag"] = "Etag"
+	m["WWW-Authenticate"] = "Www-Authenticate"
+	return m
+}()

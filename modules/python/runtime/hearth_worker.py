@@ -1,0 +1,349 @@
+"""Hearth worker runtime: serves one WSGI application to Caddy.
+
+Caddy launches this file with the app's interpreter and environment and
+passes one connected stream socket per request slot (HEARTH_FDS). Requests
+arrive over Hearth's framed protocol (see modules/protocol in the Go code),
+already parsed by Caddy; this process never talks HTTP and never sees the
+internet. Standard library only; Python 3.9+.
+"""
+
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+HEADER = struct.Struct('!IBBI')  # payload length, type, flags, stream id
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 1 << 20
+
+HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT = range(1, 8)
+END = 1
+
+_pack = HEADER.pack
+_unpack = HEADER.unpack
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid Hearth frame sequence."""
+
+
+def frames(kind, sid, data, last):
+    """Encode data as one or more frames of kind; the last one flagged END if last."""
+    if len(data) <= MAX_PAYLOAD:
+        return _pack(len(data), kind, END if last else 0, sid) + data
+    view = memoryview(data)
+    out = []
+    for start in range(0, len(data), MAX_PAYLOAD):
+        part = view[start:start + MAX_PAYLOAD]
+        final = last and start + MAX_PAYLOAD >= len(data)
+        out.append(_pack(len(part), kind, END if final else 0, sid))
+        out.append(part)
+    return b''.join(out)
+
+
+class Channel:
+    """One request slot: a socket to Caddy, read through a buffer."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rfile = sock.makefile('rb', 65536)
+        self.send = sock.sendall
+
+    def read_frame(self):
+        """Return (type, flags, stream, payload), or None at a clean end of stream."""
+        head = self.rfile.read(HEADER_SIZE)
+        if len(head) < HEADER_SIZE:
+            if not head:
+                return None
+            raise ProtocolError('truncated frame header (%d of %d bytes)' % (len(head), HEADER_SIZE))
+        size, kind, flags, sid = _unpack(head)
+        if size > MAX_PAYLOAD:
+            raise ProtocolError('frame announces %d bytes, more than the maximum %d' % (size, MAX_PAYLOAD))
+        payload = self.rfile.read(size) if size else b''
+        if len(payload) < size:
+            raise ProtocolError('truncated frame payload (%d of %d bytes)' % (len(payload), size))
+        return kind, flags, sid, payload
+
+
+class Input:
+    """wsgi.input: the request body, read from body frames as the app asks for it."""
+
+    def __init__(self, channel, done):
+        self.channel = channel
+        self.buf = bytearray()
+        self.pos = 0
+        self.done = done
+
+    def _fill(self):
+        if self.done:
+            return False
+        frame = self.channel.read_frame()
+        if frame is None:
+            raise ProtocolError('connection closed in the middle of a request body')
+        kind, flags, _, payload = frame
+        if kind != REQ_BODY:
+            raise ProtocolError('expected a request-body frame, got type %d' % kind)
+        if flags & END:
+            self.done = True
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += payload
+        return True
+
+    def _take(self, end):
+        data = bytes(self.buf[self.pos:end])
+        self.pos = end
+        return data
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self.buf))
+        while len(self.buf) - self.pos < size and self._fill():
+            pass
+        return self._take(min(len(self.buf), self.pos + size))
+
+    def readline(self, size=-1):
+        while True:
+            nl = self.buf.find(b'\n', self.pos)
+            if nl >= 0:
+                end = nl + 1
+                break
+            if 0 <= size <= len(self.buf) - self.pos or not self._fill():
+                end = len(self.buf)
+                break
+        if size is not None and size >= 0:
+            end = min(end, self.pos + size)
+        return self._take(end)
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def drain(self):
+        """Discard what the app did not read, up to the end of the body."""
+        while self._fill():
+            self.buf.clear()
+            self.pos = 0
+
+
+class Worker:
+    """Serves requests on its channels with one WSGI application."""
+
+    def __init__(self, app, name, threads):
+        self.app = app
+        self.name = name
+        self.base_environ = {
+            'wsgi.version': (1, 0),
+            'wsgi.multithread': threads > 1,
+            'wsgi.multiprocess': True,
+            'wsgi.run_once': False,
+            'wsgi.errors': sys.stderr,
+            'SCRIPT_NAME': '',
+        }
+
+    def serve(self, channel):
+        """Serve requests on channel until Caddy closes it."""
+        try:
+            while True:
+                frame = channel.read_frame()
+                if frame is None:
+                    return
+                kind, flags, sid, payload = frame
+                if kind != REQ_HEAD:
+                    raise ProtocolError('expected a request-head frame, got type %d' % kind)
+                self.handle(channel, sid, payload, flags & END)
+        except ProtocolError as exc:
+            sys.stderr.write('hearth worker %d: protocol error from Caddy: %s; closing the connection\n'
+                             % (os.getpid(), exc))
+            channel.sock.close()
+            os._exit(3)
+        except OSError as exc:
+            sys.stderr.write('hearth worker %d: connection to Caddy lost: %s\n' % (os.getpid(), exc))
+            os._exit(3)
+
+    def handle(self, channel, sid, payload, no_body):
+        fields = payload.decode('latin-1').split('\0')
+        environ = self.base_environ.copy()
+        pairs = iter(fields)
+        environ.update(zip(pairs, pairs))
+        body = Input(channel, no_body)
+        environ['wsgi.input'] = body
+        send = channel.send
+        state = [None, None, False]  # status, headers, head sent
+
+        def head_frame():
+            status, headers = state[0], state[1]
+            parts = [status]
+            for name, value in headers:
+                parts.append(name)
+                parts.append(value)
+            state[2] = True
+            head = '\0'.join(parts).encode('latin-1')
+            return _pack(len(head), RESP_HEAD, 0, sid) + head
+
+        def write(data):
+            if state[0] is None:
+                raise AssertionError('write() called before start_response()')
+            if not state[2]:
+                send(head_frame() + frames(RESP_BODY, sid, data, False))
+            elif data:
+                send(frames(RESP_BODY, sid, data, False))
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info:
+                try:
+                    if state[2]:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif state[0] is not None:
+                raise AssertionError('start_response() called a second time without exc_info')
+            state[0], state[1] = status, headers
+            return write
+
+        result = None
+        try:
+            result = self.app(environ, start_response)
+            if type(result) is list or type(result) is tuple:
+                data = b''.join(result)
+                if state[0] is None:
+                    raise AssertionError('the app returned without calling start_response()')
+                if state[2]:
+                    send(frames(RESP_BODY, sid, data, True))
+                else:
+                    send(head_frame() + frames(RESP_BODY, sid, data, True))
+            else:
+                for chunk in result:
+                    if chunk:
+                        write(chunk)
+                if state[0] is None:
+                    raise AssertionError('the app returned without calling start_response()')
+                if state[2]:
+                    send(_pack(0, RESP_BODY, END, sid))
+                else:
+                    send(head_frame() + _pack(0, RESP_BODY, END, sid))
+        except (ProtocolError, OSError):
+            raise
+        except BaseException as exc:
+            self.report_error(environ, exc)
+            if state[2]:
+                message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
+                send(_pack(len(message), ABORT, 0, sid) + message)
+            else:
+                self.send_500(send, sid)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            close = getattr(result, 'close', None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self.report_error(environ, exc)
+        body.drain()
+
+    def report_error(self, environ, exc):
+        text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write('Error handling request %s %s\n%s' % (
+            environ.get('REQUEST_METHOD', '?'), environ.get('PATH_INFO', '?'), text))
+        sys.stderr.flush()
+
+    @staticmethod
+    def send_500(send, sid):
+        body = b'Internal Server Error\n'
+        head = ('500 Internal Server Error\0Content-Type\0text/plain; charset=utf-8\0'
+                'Content-Length\0%d' % len(body)).encode('latin-1')
+        send(_pack(len(head), RESP_HEAD, 0, sid) + head + _pack(len(body), RESP_BODY, END, sid) + body)
+
+
+def load_app(spec):
+    """Import "module:attribute" (attribute defaults to "application")."""
+    module_name, _, attr = spec.partition(':')
+    attr = attr or 'application'
+    module = __import__(module_name, fromlist=['_'])
+    obj = module
+    for part in attr.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError('module %r has no attribute %r (from HEARTH app spec %r)'
+                                 % (module_name, attr, spec)) from None
+    if not callable(obj):
+        raise TypeError('%s is a %s, not a callable WSGI application' % (spec, type(obj).__name__))
+    return obj
+
+
+def watch_parent(parent):
+    """Exit as soon as Caddy is gone, whatever the app is doing."""
+    while True:
+        time.sleep(1)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def main():
+    spec = os.environ.pop('HEARTH_APP')
+    name = os.environ.pop('HEARTH_NAME', spec)
+    fds = [int(fd) for fd in os.environ.pop('HEARTH_FDS').split(',')]
+    app_dir = os.environ.pop('HEARTH_DIR', '') or os.getcwd()
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    channels = [Channel(s) for s in sockets]
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop
+
+    def stop_reading(signum, frame):
+        # finish the request in progress, take no new one
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop_reading)
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        app = load_app(spec)
+    except BaseException:
+        text = traceback.format_exc().encode('utf-8', 'replace')[-MAX_PAYLOAD:]
+        sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
+        sys.exit(1)
+
+    worker = Worker(app, name, len(channels))
+    hello = str(os.getpid()).encode()
+    for channel in channels:
+        channel.send(_pack(len(hello), HELLO, 0, 0) + hello)
+    if len(channels) == 1:
+        worker.serve(channels[0])
+        return
+    threads = [threading.Thread(target=worker.serve, args=(c,), daemon=True) for c in channels]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(1)
+
+
+if __name__ == '__main__':
+    main()

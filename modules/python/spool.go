@@ -1,0 +1,162 @@
+package python
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+)
+
+// spool is an ordered byte queue between one producer and one consumer that
+// never blocks the producer: it keeps up to memLimit unread bytes in memory
+// and spills the rest to a temporary file. It lets a worker hand over a
+// response as fast as it produces it while a slow client reads it at its own
+// pace, with bounded memory.
+type spool struct {
+	mu       sync.Mutex
+	wake     chan struct{} // signalled when data arrives or the producer ends
+	memLimit int
+
+	mem      [][]byte // unread in-memory chunks, oldest first
+	memBytes int
+
+	file         *os.File // spill file; once used, new data goes there until drained
+	fileR, fileW int64
+	closed       bool  // producer is done
+	err          error // producer's error, reported after the data
+	discard      bool  // consumer is gone: drop everything
+	readBuf      []byte
+}
+
+func newSpool(memLimit int) *spool {
+	return &spool{wake: make(chan struct{}, 1), memLimit: memLimit}
+}
+
+func (s *spool) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Write appends a copy of p. It never blocks on the consumer.
+func (s *spool) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.discard {
+		return len(p), nil
+	}
+	if s.file == nil && s.memBytes+len(p) <= s.memLimit {
+		s.mem = append(s.mem, append([]byte(nil), p...))
+		s.memBytes += len(p)
+		s.signal()
+		return len(p), nil
+	}
+	if s.file == nil {
+		f, err := os.CreateTemp("", "hearth-response-*")
+		if err != nil {
+			return 0, err
+		}
+		_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
+		s.file = f
+	}
+	if _, err := s.file.WriteAt(p, s.fileW); err != nil {
+		return 0, err
+	}
+	s.fileW += int64(len(p))
+	s.signal()
+	return len(p), nil
+}
+
+// CloseWithError ends the stream; err (may be nil) is reported to the
+// consumer after the data written so far.
+func (s *spool) CloseWithError(err error) {
+	s.mu.Lock()
+	s.closed, s.err = true, err
+	s.mu.Unlock()
+	s.signal()
+}
+
+// Next returns the next unread chunk, blocking until one is available.
+// more reports whether more data is already buffered (so the caller can
+// delay flushing). It returns io.EOF at the end, or the producer's error.
+func (s *spool) Next() (chunk []byte, more bool, err error) {
+	for {
+		s.mu.Lock()
+		if len(s.mem) > 0 {
+			chunk = s.mem[0]
+			s.mem[0] = nil
+			s.mem = s.mem[1:]
+			s.memBytes -= len(chunk)
+			more = len(s.mem) > 0 || s.fileR < s.fileW
+			s.mu.Unlock()
+			return chunk, more, nil
+		}
+		if s.fileR < s.fileW {
+			chunk, err = s.readFileLocked()
+			more = s.fileR < s.fileW
+			s.mu.Unlock()
+			return chunk, more, err
+		}
+		if s.closed {
+			err = s.err
+			s.mu.Unlock()
+			if err == nil {
+				err = io.EOF
+			}
+			return nil, false, err
+		}
+		s.mu.Unlock()
+		<-s.wake
+	}
+}
+
+func (s *spool) readFileLocked() ([]byte, error) {
+	if s.readBuf == nil {
+		s.readBuf = make([]byte, 64<<10)
+	}
+	n := int64(len(s.readBuf))
+	if left := s.fileW - s.fileR; left < n {
+		n = left
+	}
+	read, err := s.file.ReadAt(s.readBuf[:n], s.fileR)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	s.fileR += int64(read)
+	if s.fileR == s.fileW {
+		// caught up: reuse the file from its start
+		s.fileR, s.fileW = 0, 0
+		if len(s.mem) == 0 {
+			s.file.Close()
+			s.file = nil
+		}
+	}
+	return s.readBuf[:read], nil // valid until the next call, like every chunk
+}
+
+// Discard is called by a consumer that stops reading (the client went
+// away): buffered and future data is dropped.
+func (s *spool) Discard() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.discard = true
+	s.mem, s.memBytes = nil, 0
+	s.release()
+}
+
+// release frees the spill file.
+func (s *spool) release() {
+	if s.file != nil {
+		s.file.Close()
+		s.file = nil
+	}
+	s.fileR, s.fileW = 0, 0
+}
+
+// Close frees resources once the consumer is done.
+func (s *spool) Close() {
+	s.mu.Lock()
+	s.release()
+	s.mu.Unlock()
+}

@@ -1,0 +1,193 @@
+package python
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+// worker is one Python process of a pool, with one slot (a private socket
+// to it) per thread.
+type worker struct {
+	proc  *supervisor.Process
+	slots []*slot
+
+	// guarded by the pool's mutex
+	busy    int
+	retired bool
+	served  int64
+}
+
+// slot is one request-at-a-time channel to a worker.
+type slot struct {
+	worker *worker
+	conn   net.Conn
+	frames *protocol.Reader
+	stream uint32 // id of the current request
+}
+
+// startupError is a worker that could not become ready; Traceback holds
+// what the app printed, when it got that far.
+type startupError struct {
+	reason    string
+	traceback string
+}
+
+func (e *startupError) Error() string {
+	if e.traceback == "" {
+		return e.reason
+	}
+	return e.reason + ":\n" + strings.TrimRight(e.traceback, "\n")
+}
+
+// spawnWorker launches one worker process and waits until it has imported
+// the app and greeted every slot.
+func (p *Pool) spawnWorker() (*worker, error) {
+	threads := p.spec.Threads
+	local := make([]net.Conn, 0, threads)
+	remote := make([]*os.File, 0, threads)
+	closeAll := func() {
+		for _, c := range local {
+			c.Close()
+		}
+		for _, f := range remote {
+			f.Close()
+		}
+	}
+	fds := make([]string, 0, threads)
+	for i := 0; i < threads; i++ {
+		conn, peer, err := socketPair()
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("creating worker channel: %w", err)
+		}
+		local = append(local, conn)
+		remote = append(remote, peer)
+		fds = append(fds, strconv.Itoa(3+i))
+	}
+	env := append(append([]string(nil), p.spec.Env...),
+		"HEARTH_APP="+p.spec.App,
+		"HEARTH_NAME="+p.spec.Name,
+		"HEARTH_DIR="+p.spec.Dir,
+		"HEARTH_FDS="+strings.Join(fds, ","),
+	)
+	proc, err := supervisor.Start(supervisor.Command{
+		Path:       p.spec.Python,
+		Args:       []string{p.runtimePath},
+		Dir:        p.spec.Dir,
+		Env:        env,
+		ExtraFiles: remote,
+	}, p.logger)
+	for _, f := range remote {
+		f.Close()
+	}
+	remote = nil
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	w := &worker{proc: proc}
+	for _, c := range local {
+		w.slots = append(w.slots, &slot{
+			worker: w,
+			conn:   c,
+			frames: protocol.NewReader(bufio.NewReaderSize(c, 64<<10)),
+		})
+	}
+	if err := p.awaitHello(w); err != nil {
+		w.close()
+		proc.Stop(syscall.SIGKILL, time.Second)
+		return nil, err
+	}
+	return w, nil
+}
+
+// awaitHello reads each slot's greeting within start_timeout.
+func (p *Pool) awaitHello(w *worker) error {
+	deadline := time.Now().Add(p.spec.StartTimeout)
+	for _, s := range w.slots {
+		_ = s.conn.SetReadDeadline(deadline)
+		h, payload, err := s.frames.Next()
+		_ = s.conn.SetReadDeadline(time.Time{})
+		switch {
+		case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+			return &startupError{reason: fmt.Sprintf("worker %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", w.proc.Pid(), p.spec.StartTimeout)}
+		case err != nil:
+			select {
+			case <-w.proc.Done():
+			case <-time.After(2 * time.Second):
+			}
+			return &startupError{reason: fmt.Sprintf("worker %d exited before it was ready (%s); its output is in the log", w.proc.Pid(), exitOrErr(w.proc, err))}
+		case h.Type == protocol.Fatal:
+			return &startupError{reason: fmt.Sprintf("worker %d could not load %s", w.proc.Pid(), p.spec.App), traceback: string(payload)}
+		case h.Type != protocol.Hello:
+			return &startupError{reason: fmt.Sprintf("worker %d sent %s instead of hello", w.proc.Pid(), h.Type)}
+		}
+	}
+	return nil
+}
+
+func exitOrErr(proc *supervisor.Process, err error) string {
+	if proc.Exited() {
+		return proc.ExitDescription()
+	}
+	return err.Error()
+}
+
+// close closes Caddy's end of every slot: the worker sees the end of its
+// input and exits once its current request is answered.
+func (w *worker) close() {
+	for _, s := range w.slots {
+		s.conn.Close()
+	}
+}
+
+// stop ends the worker: close its channels, then SIGTERM, then SIGKILL.
+func (w *worker) stop(grace time.Duration) {
+	w.close()
+	w.proc.Stop(syscall.SIGTERM, grace)
+}
+
+// socketPair returns a connected pair: Caddy's end as a net.Conn, the
+// worker's end as a file to hand to the child.
+func socketPair() (net.Conn, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	localFile := os.NewFile(uintptr(fds[0]), "hearth-caddy")
+	remote := os.NewFile(uintptr(fds[1]), "hearth-worker")
+	conn, err := net.FileConn(localFile)
+	localFile.Close()
+	if err != nil {
+		remote.Close()
+		return nil, nil, err
+	}
+	return conn, remote, nil
+}
+
+// workerStatus is one worker in GET /hearth/apps.
+type workerStatus struct {
+	Pid       int       `json:"pid"`
+	State     string    `json:"state"`
+	Busy      int       `json:"busy_threads"`
+	Requests  int64     `json:"requests"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+func (w *worker) status() workerStatus {
+	state := "idle"
+	if w.busy > 0 {
+		state = "busy"
+	}
+	return workerStatus{Pid: w.proc.Pid(), State: state, Busy: w.busy, Requests: w.served, StartedAt: w.proc.StartedAt()}
+}

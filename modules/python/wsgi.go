@@ -1,0 +1,122 @@
+// Package python serves Python web applications from pools of supervised
+// worker processes. This folder is the whole path of a request from Caddy to
+// Python: the handler module (wsgi.go) buffers the request body (body.go),
+// encodes the WSGI environ (environ.go), takes a worker slot from the pool
+// (pool.go, worker.go), exchanges frames with it (exchange.go, spool.go), and
+// the worker runtime (runtime/hearth_worker.py, embedded by runtime.go) calls
+// the app.
+package python
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+)
+
+func init() {
+	caddy.RegisterModule(WSGI{})
+}
+
+// WSGI serves a Python WSGI application (Django, Flask, any PEP 3333 app)
+// from a pool of worker processes that Caddy launches and supervises.
+// Handlers with identical pool settings share one pool, and a reload that
+// leaves them unchanged keeps the running workers.
+type WSGI struct {
+	// App is the WSGI callable as "module:callable", e.g.
+	// "mysite.wsgi:application"; the callable may be a dotted attribute path.
+	App string `json:"app"`
+
+	PoolConfig
+
+	// MaxBody is the largest request body accepted, in bytes; larger
+	// requests get 413. Bodies are buffered by Caddy (in memory up to
+	// 256 KiB, then in a temporary file) before a worker is taken.
+	// Default: 100 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	pool    *Pool
+	poolKey string
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (WSGI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wsgi",
+		New: func() caddy.Module { return new(WSGI) },
+	}
+}
+
+// Provision validates the config and registers the pool with the hearth
+// app, which starts it. No process is started here.
+func (h *WSGI) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.MaxBody < 0 {
+		return fmt.Errorf("wsgi %s: max_body must be positive, got %d", h.App, h.MaxBody)
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = DefaultMaxBody
+	}
+	spec, err := h.PoolConfig.resolve(h.App)
+	if err != nil {
+		return fmt.Errorf("wsgi %s: %w", h.App, err)
+	}
+	appModule, err := ctx.App("hearth")
+	if err != nil {
+		return err
+	}
+	key := spec.key()
+	pool, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
+		return newPool(spec, h.logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	h.pool, h.poolKey = pool.(*Pool), key
+	return nil
+}
+
+// Cleanup releases the pool; the last config using it stops it.
+func (h *WSGI) Cleanup() error {
+	if h.poolKey != "" {
+		hearth.ReleasePool(h.poolKey)
+	}
+	return nil
+}
+
+// ServeHTTP buffers the request body, then runs the request on a worker.
+func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	body, err := readRequestBody(r, h.MaxBody)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	return h.pool.serve(w, r, scriptName(r), body)
+}
+
+// scriptName is the part of the path a handle_path (or uri strip_prefix)
+// removed: the mount point of the app, SCRIPT_NAME in WSGI terms.
+func scriptName(r *http.Request) string {
+	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+	if !ok || orig.URL == nil {
+		return ""
+	}
+	full, rest := orig.URL.Path, r.URL.Path
+	if len(full) > len(rest) && strings.HasSuffix(full, rest) {
+		return strings.TrimSuffix(full[:len(full)-len(rest)], "/")
+	}
+	return ""
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*WSGI)(nil)
+	_ caddy.CleanerUpper          = (*WSGI)(nil)
+	_ caddyhttp.MiddlewareHandler = (*WSGI)(nil)
+)
