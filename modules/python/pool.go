@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
@@ -32,12 +33,12 @@ type Pool struct {
 	seats     sync.WaitGroup
 
 	mu        sync.Mutex
-	state     string // starting, running, failed, stopping, stopped
+	state     string // starting, running, draining, stopped, failed
 	workers   []*worker
 	idle      []*slot
 	waiters   []chan *slot
 	busySlots int
-	drained   chan struct{} // closed when busySlots drops to 0 while stopping
+	drained   chan struct{} // closed when a draining pool has nothing left to serve
 	restarts  map[string]int
 	failures  int
 	lastError string
@@ -203,7 +204,7 @@ func (p *Pool) keepSeat(w *worker) {
 			delay = backoff.Failed(0)
 		}
 		p.mu.Lock()
-		if p.state != "running" {
+		if p.state != "running" && p.state != "draining" {
 			p.mu.Unlock()
 			w.stop(time.Second)
 			return
@@ -264,7 +265,7 @@ func (p *Pool) acquire(ctx context.Context) (*slot, error) {
 		return s, nil
 	}
 	switch p.state {
-	case "starting", "running":
+	case "starting", "running", "draining":
 	default:
 		p.mu.Unlock()
 		return nil, errPoolStopped
@@ -295,6 +296,7 @@ func (p *Pool) acquire(ctx context.Context) (*slot, error) {
 	for i, c := range p.waiters {
 		if c == ch {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.noteDrainLocked()
 			p.mu.Unlock()
 			return nil, err
 		}
@@ -339,16 +341,13 @@ func (p *Pool) release(s *slot) {
 	if !s.worker.retired {
 		p.giveLocked(s)
 	}
-	if p.busySlots == 0 && p.drained != nil {
-		close(p.drained)
-		p.drained = nil
-	}
+	p.noteDrainLocked()
 	p.mu.Unlock()
 }
 
 // giveLocked hands a free slot to the longest-waiting request, or idles it.
 func (p *Pool) giveLocked(s *slot) {
-	if len(p.waiters) > 0 && (p.state == "running") {
+	if len(p.waiters) > 0 && (p.state == "running" || p.state == "draining") {
 		ch := p.waiters[0]
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
@@ -368,10 +367,7 @@ func (p *Pool) fail(s *slot, err error) {
 	p.mu.Lock()
 	s.worker.busy--
 	p.busySlots--
-	if p.busySlots == 0 && p.drained != nil {
-		close(p.drained)
-		p.drained = nil
-	}
+	p.noteDrainLocked()
 	p.mu.Unlock()
 	_ = s.worker.proc.Signal(syscall.SIGKILL)
 }
@@ -383,14 +379,29 @@ func (p *Pool) failWaitersLocked() {
 	p.waiters = nil
 }
 
-// Destruct stops the pool when no loaded config uses it any more: requests
-// in flight may finish within stop_timeout, then the workers are stopped.
+// Destruct stops the pool once no loaded config uses it. On a reload the
+// old config's requests may still be running or queued here: they are
+// served (for up to stop_timeout) before the workers are stopped, in the
+// background so the reload is not held up. When Caddy exits, its servers
+// have already finished their requests and the pool stops right away.
 func (p *Pool) Destruct() error {
 	p.mu.Lock()
-	p.state = "stopping"
-	p.failWaitersLocked()
+	if p.state == "starting" || p.state == "running" {
+		p.state = "draining"
+	}
+	p.mu.Unlock()
+	if caddy.Exiting() {
+		p.drainAndStop()
+	} else {
+		go p.drainAndStop()
+	}
+	return nil
+}
+
+func (p *Pool) drainAndStop() {
+	p.mu.Lock()
 	var drained chan struct{}
-	if p.busySlots > 0 {
+	if !p.idleLocked() {
 		drained = make(chan struct{})
 		p.drained = drained
 	}
@@ -405,9 +416,10 @@ func (p *Pool) Destruct() error {
 	p.cancel()
 	p.seats.Wait()
 	p.mu.Lock()
+	p.state = "stopped"
+	p.failWaitersLocked()
 	workers := p.workers
 	p.workers, p.idle = nil, nil
-	p.state = "stopped"
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -421,7 +433,19 @@ func (p *Pool) Destruct() error {
 	if len(workers) > 0 {
 		p.logger.Info("worker pool stopped", zap.Int("workers", len(workers)))
 	}
-	return nil
+}
+
+// idleLocked reports whether no request is running or waiting.
+func (p *Pool) idleLocked() bool {
+	return p.busySlots == 0 && len(p.waiters) == 0
+}
+
+// noteDrainLocked wakes a draining pool once it is idle.
+func (p *Pool) noteDrainLocked() {
+	if p.drained != nil && p.idleLocked() {
+		close(p.drained)
+		p.drained = nil
+	}
 }
 
 // poolStatus is one app in GET /hearth/apps.

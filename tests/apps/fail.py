@@ -1,0 +1,24 @@
+"""Fails on purpose: /raise before the response, /midway after streaming
+a first chunk, /slow sleeps (for load tests), anything else says hello."""
+import time
+
+
+class DeliberateFailure(Exception):
+    pass
+
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/raise':
+        raise DeliberateFailure('the app failed on purpose (secret-marker-not-for-clients)')
+    if path == '/midway':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+
+        def body():
+            yield b'first part\n'
+            raise DeliberateFailure('failed in the middle of the response')
+        return body()
+    if path == '/slow':
+        time.sleep(float(environ.get('QUERY_STRING') or '0.05'))
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [('hello from %d\n' % __import__('os').getpid()).encode()]

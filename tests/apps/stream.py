@@ -1,0 +1,38 @@
+"""Streams: a generator that waits between chunks, and the write() callable.
+
+GET /gen?n=5&delay=0.2 yields n chunks, delay seconds apart.
+GET /write uses the legacy write() callable before returning more.
+GET /big?mb=50 yields mb chunks of 1 MiB (a large response).
+"""
+import time
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+
+def stream(environ, start_response):
+    query = parse_qs(environ.get('QUERY_STRING', ''))
+    path = environ['PATH_INFO']
+    if path == '/write':
+        write = start_response('200 OK', [('Content-Type', 'text/plain')])
+        write(b'written-1\n')
+        write(b'written-2\n')
+        return [b'returned\n']
+    if path == '/big':
+        mb = int(query.get('mb', ['50'])[0])
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(mb << 20))])
+        chunk = bytes(range(256)) * 4096
+        return (chunk for _ in range(mb))
+    n = int(query.get('n', ['5'])[0])
+    delay = float(query.get('delay', ['0.2'])[0])
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+
+    def chunks():
+        for i in range(n):
+            yield ('chunk %d %.3f\n' % (i, time.time())).encode()
+            if i < n - 1:
+                time.sleep(delay)
+    return chunks()
+
+
+application = validator(stream)

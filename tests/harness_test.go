@@ -1,0 +1,347 @@
+// Package tests holds Hearth's integration tests: they start the built
+// bin/caddy (HEARTH_CADDY) on loopback with real Python workers
+// (HEARTH_PYTHON) and stop everything they started, by PID.
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// caddyBinary is the caddy under test.
+func caddyBinary(t testing.TB) string {
+	if p := os.Getenv("HEARTH_CADDY"); p != "" {
+		return p
+	}
+	p, _ := filepath.Abs("../bin/caddy")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no caddy binary at %s: run `make build` (or `make test`) first", p)
+	}
+	return p
+}
+
+// pythonPath is the interpreter with Debian's Django and Flask.
+func pythonPath() string {
+	if p := os.Getenv("HEARTH_PYTHON"); p != "" {
+		return p
+	}
+	return "/usr/bin/python3"
+}
+
+// repoPath is a path inside the repository.
+func repoPath(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(file), ".."}, parts...)...)
+}
+
+// freePort returns a loopback TCP port nobody listens on now.
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer collects caddy's log safely across goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// caddyProc is a caddy started by a test.
+type caddyProc struct {
+	t       testing.TB
+	cmd     *exec.Cmd
+	admin   string // host:port of the admin API
+	dir     string
+	log     *lockedBuffer
+	exited  chan struct{}
+	seenPID map[int]bool // every worker pid observed, checked gone at the end
+}
+
+// caddyfileVars are substituted in test Caddyfiles.
+func caddyfileVars(c *caddyProc) *strings.Replacer {
+	return strings.NewReplacer(
+		"{ADMIN}", c.admin,
+		"{PYTHON}", pythonPath(),
+		"{APPS}", repoPath("tests", "apps"),
+		"{EXAMPLES}", repoPath("examples"),
+		"{TMP}", c.dir,
+	)
+}
+
+// launchCaddy starts caddy with caddyfile ({ADMIN}, {PYTHON}, {APPS},
+// {EXAMPLES}, {TMP} substituted) and registers its stop and the orphan
+// check with t.Cleanup. It does not wait for readiness.
+func launchCaddy(t testing.TB, caddyfile string) *caddyProc {
+	t.Helper()
+	dir := t.TempDir()
+	c := &caddyProc{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: dir, log: &lockedBuffer{}, exited: make(chan struct{}), seenPID: map[int]bool{}}
+	config := "{\n\tadmin " + c.admin + "\n}\n" + caddyfileVars(c).Replace(caddyfile)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(caddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
+	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
+	c.cmd.Stdout = c.log
+	c.cmd.Stderr = c.log
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(c.cleanup)
+	return c
+}
+
+// startCaddy launches caddy and waits until every app's pool is running.
+func startCaddy(t testing.TB, caddyfile string) *caddyProc {
+	t.Helper()
+	c := launchCaddy(t, caddyfile)
+	c.waitRunning()
+	return c
+}
+
+// waitRunning polls /hearth/apps until every app is running.
+func (c *caddyProc) waitRunning() {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.exited:
+			c.t.Fatalf("caddy exited during start-up:\n%s", c.log.String())
+		default:
+		}
+		apps, err := c.apps()
+		if err == nil && len(apps) > 0 && allRunning(apps) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("caddy did not become ready within 60s; log:\n%s", c.log.String())
+}
+
+func allRunning(apps []appStatus) bool {
+	for _, a := range apps {
+		if a.State != "running" {
+			return false
+		}
+	}
+	return true
+}
+
+// appStatus mirrors GET /hearth/apps.
+type appStatus struct {
+	Name    string `json:"name"`
+	App     string `json:"app"`
+	State   string `json:"state"`
+	Threads int    `json:"threads"`
+	Queue   int    `json:"queue"`
+	Workers []struct {
+		Pid       int       `json:"pid"`
+		State     string    `json:"state"`
+		Requests  int64     `json:"requests"`
+		StartedAt time.Time `json:"started_at"`
+	} `json:"workers"`
+	Restarts            map[string]int `json:"restarts"`
+	ConsecutiveFailures int            `json:"consecutive_failures"`
+	LastError           string         `json:"last_error"`
+}
+
+// apps reads GET /hearth/apps and remembers every worker pid it shows.
+func (c *caddyProc) apps() ([]appStatus, error) {
+	resp, err := http.Get("http://" + c.admin + "/hearth/apps")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	var body struct {
+		Apps []appStatus `json:"apps"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, err
+	}
+	for _, a := range body.Apps {
+		for _, w := range a.Workers {
+			c.seenPID[w.Pid] = true
+		}
+	}
+	return body.Apps, nil
+}
+
+// mustApps is apps() failing the test on error.
+func (c *caddyProc) mustApps() []appStatus {
+	c.t.Helper()
+	apps, err := c.apps()
+	if err != nil {
+		c.t.Fatalf("GET /hearth/apps: %v", err)
+	}
+	return apps
+}
+
+// workerPIDs lists the pids of the running workers of every app.
+func (c *caddyProc) workerPIDs() []int {
+	c.t.Helper()
+	var pids []int
+	for _, a := range c.mustApps() {
+		for _, w := range a.Workers {
+			pids = append(pids, w.Pid)
+		}
+	}
+	return pids
+}
+
+// load posts a new Caddyfile to the admin API, as `caddy reload` does.
+func (c *caddyProc) load(caddyfile string) (int, string) {
+	c.t.Helper()
+	config := "{\n\tadmin " + c.admin + "\n}\n" + caddyfileVars(c).Replace(caddyfile)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(config))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	client := &http.Client{Timeout: 120 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		c.t.Fatalf("POST /load: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// waitExit waits for caddy to exit on its own and returns its exit code.
+func (c *caddyProc) waitExit(timeout time.Duration) int {
+	c.t.Helper()
+	select {
+	case <-c.exited:
+		return c.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		c.t.Fatalf("caddy did not exit within %s", timeout)
+		return -1
+	}
+}
+
+// stop ends caddy gracefully (SIGTERM), then by SIGKILL after 20s.
+func (c *caddyProc) stop() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		c.t.Errorf("caddy did not stop within 20s of SIGTERM; killing it")
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// cleanup stops caddy and fails the test if any worker it ever showed is
+// still alive (and then kills it, by pid).
+func (c *caddyProc) cleanup() {
+	select {
+	case <-c.exited:
+	default:
+		_, _ = c.apps() // remember the last workers
+	}
+	c.stop()
+	for pid := range c.seenPID {
+		if !waitGone(pid, 10*time.Second) {
+			c.t.Errorf("worker %d outlived caddy; killing it", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if c.t.Failed() {
+		c.t.Logf("caddy log:\n%s", tail(c.log.String(), 60))
+	}
+}
+
+// alive reports whether a process exists (and is not a zombie).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// waitGone waits until pid no longer runs.
+func waitGone(pid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if !alive(pid) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+// waitFor polls cond every 20ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", timeout, what)
+}
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func removeFile(t testing.TB, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,455 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// site returns a Caddyfile serving app on a fresh loopback port, and its URL.
+func site(t *testing.T, app, options string) (string, string) {
+	port := freePort(t)
+	return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	wsgi %s {
+		dir {APPS}
+		python {PYTHON}
+		%s
+	}
+}
+`, port, app, options), fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp, string(body)
+}
+
+type echoReply struct {
+	Environ      map[string]string `json:"environ"`
+	Multithread  bool              `json:"multithread"`
+	Multiprocess bool              `json:"multiprocess"`
+	BodySHA256   string            `json:"body_sha256"`
+	BodySize     int64             `json:"body_size"`
+	Pid          int               `json:"pid"`
+}
+
+func decodeEcho(t *testing.T, body string) echoReply {
+	t.Helper()
+	var e echoReply
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("echo reply is not JSON (%v): %s", err, body)
+	}
+	return e
+}
+
+func TestHelloAndStatus(t *testing.T) {
+	config, url := site(t, "hello:application", "workers 2")
+	c := startCaddy(t, config)
+	resp, body := get(t, url+"/")
+	if resp.StatusCode != 200 || body != "Hello, world!\n" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Content-Type") != "text/plain" || resp.Header.Get("Content-Length") != "14" {
+		t.Errorf("headers: %v", resp.Header)
+	}
+	apps := c.mustApps()
+	if len(apps) != 1 || apps[0].Name != "hello" || len(apps[0].Workers) != 2 {
+		t.Fatalf("status: %+v", apps)
+	}
+	var served int64
+	for _, w := range apps[0].Workers {
+		if w.Pid <= 0 || w.StartedAt.IsZero() || w.State != "idle" {
+			t.Errorf("worker status: %+v", w)
+		}
+		served += w.Requests
+	}
+	if served != 1 {
+		t.Errorf("workers served %d requests in total, want 1", served)
+	}
+	// the admin routes refuse what they do not know
+	resp, _ = get(t, "http://"+c.admin+"/hearth/apps/nosuchapp")
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown app: status %d", resp.StatusCode)
+	}
+	r, err := http.Post("http://"+c.admin+"/hearth/apps", "text/plain", nil)
+	if err != nil || r.StatusCode != 405 {
+		t.Errorf("POST /hearth/apps: %v %v", r.StatusCode, err)
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	handle_path /mounted/* {
+		wsgi echo:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+		}
+	}
+	wsgi echo:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+`, port))
+	_ = c
+	req, _ := http.NewRequest("POST", url+"/some/p%C3%A4th?x=1&y=%20", strings.NewReader("hello body"))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Add("X-Multi", "one")
+	req.Header.Add("X-Multi", "two")
+	req.Header.Add("Cookie", "a=1")
+	req.Header.Add("Cookie", "b=2")
+	req.Header.Set("X_Spoofed", "dropped")
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, raw)
+	}
+	e := decodeEcho(t, string(raw))
+	want := map[string]string{
+		"REQUEST_METHOD":  "POST",
+		"SCRIPT_NAME":     "",
+		"PATH_INFO":       "/some/p\u00c3\u00a4th", // UTF-8 bytes decoded as latin-1 (PEP 3333)
+		"QUERY_STRING":    "x=1&y=%20",
+		"CONTENT_TYPE":    "text/plain",
+		"CONTENT_LENGTH":  "10",
+		"SERVER_NAME":     "127.0.0.1",
+		"SERVER_PORT":     fmt.Sprint(port),
+		"SERVER_PROTOCOL": "HTTP/1.1",
+		"REMOTE_ADDR":     "127.0.0.1",
+		"wsgi.url_scheme": "http",
+		"HTTP_HOST":       fmt.Sprintf("127.0.0.1:%d", port),
+		"HTTP_X_MULTI":    "one, two",
+		"HTTP_COOKIE":     "a=1; b=2",
+	}
+	for k, v := range want {
+		if got, ok := e.Environ[k]; !ok || got != v {
+			t.Errorf("environ[%s] = %q (present %v), want %q", k, got, ok, v)
+		}
+	}
+	for _, k := range []string{"HTTP_X_SPOOFED", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"} {
+		if _, ok := e.Environ[k]; ok {
+			t.Errorf("environ has %s", k)
+		}
+	}
+	if e.Environ["REMOTE_PORT"] == "" || e.Environ["REMOTE_PORT"] == "0" {
+		t.Errorf("REMOTE_PORT = %q", e.Environ["REMOTE_PORT"])
+	}
+	if e.BodySize != 10 || e.BodySHA256 != sha("hello body") {
+		t.Errorf("body: %d %s", e.BodySize, e.BodySHA256)
+	}
+	if e.Multithread || !e.Multiprocess {
+		t.Errorf("multithread %v multiprocess %v", e.Multithread, e.Multiprocess)
+	}
+
+	// mounted under handle_path: SCRIPT_NAME is the mount point
+	_, body := get(t, url+"/mounted/inner/page")
+	e = decodeEcho(t, body)
+	if e.Environ["SCRIPT_NAME"] != "/mounted" || e.Environ["PATH_INFO"] != "/inner/page" {
+		t.Errorf("mounted: SCRIPT_NAME %q PATH_INFO %q", e.Environ["SCRIPT_NAME"], e.Environ["PATH_INFO"])
+	}
+	// a GET has no CONTENT_LENGTH and an empty body
+	if _, ok := e.Environ["CONTENT_LENGTH"]; ok || e.BodySize != 0 {
+		t.Errorf("GET: CONTENT_LENGTH %q, body %d", e.Environ["CONTENT_LENGTH"], e.BodySize)
+	}
+	// wsgi.errors goes to Caddy's log with the app name and pid
+	waitFor(t, 5*time.Second, "wsgi.errors line in the log", func() bool {
+		return strings.Contains(c.log.String(), "echo saw GET /inner/page")
+	})
+	for _, line := range strings.Split(c.log.String(), "\n") {
+		if strings.Contains(line, "echo saw GET /inner/page") {
+			var entry map[string]any
+			if err := json.Unmarshal([]byte(line), &entry); err != nil {
+				t.Fatalf("log line is not JSON: %s", line)
+			}
+			if entry["app"] != "echo" || entry["pid"] == nil || entry["stream"] != "stderr" {
+				t.Errorf("log entry lacks app/pid/stream: %s", line)
+			}
+		}
+	}
+}
+
+func TestChunkedUploadAndReadline(t *testing.T) {
+	config, url := site(t, "lines:application", "workers 1")
+	startCaddy(t, config)
+	// a body without Content-Length (chunked): Caddy buffers it and tells
+	// the app its real length
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("first line\nsecond"))
+		pw.Write([]byte(" line\nthird\nfourth"))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", url+"/", pr)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got struct {
+		First  string   `json:"first"`
+		Second string   `json:"second"`
+		Rest   []string `json:"rest"`
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("%d %s", resp.StatusCode, raw)
+	}
+	if got.First != "first line\n" || got.Second != "seco" || strings.Join(got.Rest, "|") != "nd line\n|third\n|fourth" {
+		t.Errorf("readline results: %+v", got)
+	}
+}
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestStreamingResponse(t *testing.T) {
+	config, url := site(t, "stream:application", "workers 1")
+	startCaddy(t, config)
+	resp, err := http.Get(url + "/gen?n=4&delay=0.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	reader := bufio.NewReader(resp.Body)
+	var arrivals []time.Time
+	for {
+		line, err := reader.ReadString('\n')
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		arrivals = append(arrivals, time.Now())
+		if !strings.HasPrefix(line, fmt.Sprintf("chunk %d ", len(arrivals)-1)) {
+			t.Fatalf("line %d: %q", len(arrivals), line)
+		}
+	}
+	if len(arrivals) != 4 {
+		t.Fatalf("got %d chunks", len(arrivals))
+	}
+	// chunks arrive as the app yields them, not all at the end: the first
+	// one is read while the app still sleeps before the last
+	if spread := arrivals[3].Sub(arrivals[0]); spread < 800*time.Millisecond {
+		t.Errorf("chunks arrived together (spread %s): the response was accumulated, not streamed", spread)
+	}
+	_, body := get(t, url+"/write")
+	if body != "written-1\nwritten-2\nreturned\n" {
+		t.Errorf("write() callable: %q", body)
+	}
+}
+
+func TestLargeResponseAndUpload(t *testing.T) {
+	config, url := site(t, "stream:application", "workers 1")
+	c := startCaddy(t, config)
+	resp, err := http.Get(url + "/big?mb=50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat(func() []byte {
+		b := make([]byte, 256)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}(), 4096)
+	want := sha256.New()
+	for i := 0; i < 50; i++ {
+		want.Write(chunk)
+	}
+	got := sha256.New()
+	// read slowly at first: the worker must not wait for us, and caddy's
+	// memory must stay bounded while it holds the rest
+	buf := make([]byte, 64<<10)
+	n, _ := io.ReadFull(resp.Body, buf)
+	got.Write(buf[:n])
+	waitFor(t, 20*time.Second, "the worker to be free while the client is slow", func() bool {
+		apps := c.mustApps()
+		return len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].State == "idle" && apps[0].Workers[0].Requests == 1
+	})
+	rss := rssKiB(t, c.cmd.Process.Pid)
+	copied, err := io.Copy(got, resp.Body)
+	resp.Body.Close()
+	if err != nil || copied+int64(n) != 50<<20 {
+		t.Fatalf("read %d bytes: %v", copied+int64(n), err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("50 MB response corrupted")
+	}
+	if rss > 120<<10 {
+		t.Errorf("caddy RSS %d KiB while holding a 50 MB response for a slow client", rss)
+	}
+
+	// upload 50 MB: the app sees every byte
+	echoConfig, echoURL := site(t, "echo:application", "workers 1")
+	startCaddy(t, echoConfig)
+	payload := make([]byte, 50<<20)
+	rand.Read(payload)
+	sum := sha256.Sum256(payload)
+	r, err := http.Post(echoURL+"/upload", "application/octet-stream", bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	e := decodeEcho(t, string(raw))
+	if e.BodySize != 50<<20 || e.BodySHA256 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("upload: size %d sha %s", e.BodySize, e.BodySHA256)
+	}
+}
+
+// rssKiB is the resident memory of a process.
+func rssKiB(t *testing.T, pid int) int {
+	data, err := readFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(data, "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kib int
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kib)
+			return kib
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+func TestMaxBody(t *testing.T) {
+	config, url := site(t, "echo:application", "workers 1\n\t\tmax_body 1KB")
+	startCaddy(t, config)
+	r, err := http.Post(url+"/", "text/plain", strings.NewReader(strings.Repeat("x", 1001)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 413 {
+		t.Errorf("1001 bytes over max_body 1KB: status %d", r.StatusCode)
+	}
+	r, err = http.Post(url+"/", "text/plain", strings.NewReader(strings.Repeat("x", 1000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 200 {
+		t.Errorf("1000 bytes: status %d", r.StatusCode)
+	}
+}
+
+func TestAppException(t *testing.T) {
+	config, url := site(t, "fail:application", "workers 1")
+	c := startCaddy(t, config)
+	resp, body := get(t, url+"/raise")
+	if resp.StatusCode != 500 {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	if strings.Contains(body, "secret-marker") || strings.Contains(body, "Traceback") {
+		t.Errorf("the traceback leaked into the response: %q", body)
+	}
+	waitFor(t, 5*time.Second, "the traceback in the log", func() bool {
+		log := c.log.String()
+		return strings.Contains(log, "Traceback") && strings.Contains(log, "DeliberateFailure: the app failed on purpose")
+	})
+	// a failure after the first chunk: the client sees a truncated body,
+	// never a complete-looking one
+	resp2, err := http.Get(url + "/midway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	if err == nil {
+		t.Errorf("a response the app aborted midway looked complete")
+	}
+	// the worker survives both
+	resp, body = get(t, url+"/")
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from") {
+		t.Errorf("after failures: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestImportFailureRefusesConfig(t *testing.T) {
+	config, _ := site(t, "broken_import:application", "workers 2")
+	c := launchCaddy(t, config)
+	code := c.waitExit(60 * time.Second)
+	if code == 0 {
+		t.Fatalf("caddy run exited 0 with an app that cannot be imported")
+	}
+	log := c.log.String()
+	for _, want := range []string{"Traceback", "json.decoder.JSONDecodeError", "broken_import.py"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the error lacks %q:\n%s", want, tail(log, 30))
+		}
+	}
+}
+
+func TestQueueLimits(t *testing.T) {
+	config, url := site(t, "fail:application", "workers 1\n\t\tmax_queue 1\n\t\tqueue_timeout 300ms")
+	startCaddy(t, config)
+	results := make(chan *http.Response, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			r, err := http.Get(url + "/slow?1.5")
+			if err != nil {
+				results <- nil
+				return
+			}
+			r.Body.Close()
+			results <- r
+		}()
+		time.Sleep(100 * time.Millisecond)
+	}
+	counts := map[int]int{}
+	for i := 0; i < 3; i++ {
+		r := <-results
+		if r == nil {
+			t.Fatal("request failed")
+		}
+		counts[r.StatusCode]++
+		if r.StatusCode == 503 && r.Header.Get("Retry-After") == "" {
+			t.Errorf("503 without Retry-After")
+		}
+	}
+	// one runs, one waits past queue_timeout, one finds the queue full
+	if counts[200] != 1 || counts[503] != 2 {
+		t.Errorf("status counts %v", counts)
+	}
+}
+
+func readFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return string(b), err
+}
