@@ -128,6 +128,7 @@ def application(environ, start_response):
 	port := freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
+	bind 127.0.0.1
 	wsgi flaky:application {
 		dir %s
 		python {PYTHON}
@@ -165,7 +166,7 @@ func TestReloadUnchangedKeepsWorkers(t *testing.T) {
 	l.waitServed(t, 30)
 	for i := 0; i < 3; i++ {
 		// the same pool in a different config (an extra site): must be kept
-		extra := fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\trespond \"extra %d\"\n}\n", freePort(t), i)
+		extra := fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond \"extra %d\"\n}\n", freePort(t), i)
 		if code, body := c.load(config + extra); code != 200 {
 			t.Fatalf("reload: %d %s", code, body)
 		}
@@ -182,6 +183,7 @@ func TestReloadChangedReplacesWorkers(t *testing.T) {
 	config := func(workers int) string {
 		return fmt.Sprintf(`
 http://127.0.0.1:%d {
+	bind 127.0.0.1
 	wsgi fail:application {
 		dir {APPS}
 		python {PYTHON}

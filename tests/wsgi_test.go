@@ -21,6 +21,7 @@ func site(t *testing.T, app, options string) (string, string) {
 	port := freePort(t)
 	return fmt.Sprintf(`
 http://127.0.0.1:%d {
+	bind 127.0.0.1
 	wsgi %s {
 		dir {APPS}
 		python {PYTHON}
@@ -103,6 +104,7 @@ func TestEnviron(t *testing.T) {
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
+	bind 127.0.0.1
 	handle_path /mounted/* {
 		wsgi echo:application {
 			dir {APPS}

@@ -26,7 +26,7 @@ import (
 //		max_body      <size>
 //		start_timeout <duration>
 //		stop_timeout  <duration>
-//		before_start  <command> [<args…>]
+//		before_start  <command> [<args…>]   # repeatable, run in order
 //	}
 func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -98,10 +98,11 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		h.MaxBody = int64(n)
 		return nil
 	case "before_start":
-		h.BeforeStart = d.RemainingArgs()
-		if len(h.BeforeStart) == 0 {
+		command := d.RemainingArgs()
+		if len(command) == 0 {
 			return d.Err("before_start needs a command, like `before_start python manage.py migrate --noinput`")
 		}
+		h.BeforeStart = append(h.BeforeStart, command)
 		return nil
 	}
 	hint := ""

@@ -76,11 +76,12 @@ type PoolConfig struct {
 	// flight before it terminates its workers. Default: 30s.
 	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
 
-	// BeforeStart is a command (program and arguments) run once, in the
-	// app's directory and environment, before the workers start, such as
-	// ["python", "manage.py", "migrate", "--noinput"]. A bare "python" runs
-	// the app's interpreter. If it fails, the config is refused with its output.
-	BeforeStart []string `json:"before_start,omitempty"`
+	// BeforeStart lists commands (each a program and its arguments) run
+	// once, in order, in the app's directory and environment, before the
+	// workers start, such as [["python", "manage.py", "migrate", "--noinput"]].
+	// A bare "python" runs the app's interpreter. If one fails, the config
+	// is refused with its output.
+	BeforeStart [][]string `json:"before_start,omitempty"`
 }
 
 // poolSpec is the resolved, immutable description of a pool. Its hash keys
@@ -97,7 +98,7 @@ type poolSpec struct {
 	QueueTimeout time.Duration `json:"queue_timeout"`
 	StartTimeout time.Duration `json:"start_timeout"`
 	StopTimeout  time.Duration `json:"stop_timeout"`
-	BeforeStart  []string      `json:"before_start"`
+	BeforeStart  [][]string    `json:"before_start"`
 }
 
 // key is the identity of the spec across reloads.

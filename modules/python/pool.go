@@ -142,28 +142,40 @@ func firstError(errs []error) error {
 	return nil
 }
 
-// runBeforeStart runs the before_start command in the app's environment.
+// runBeforeStart runs the before_start commands in the app's environment.
 func (p *Pool) runBeforeStart() error {
-	argv := p.spec.BeforeStart
-	if len(argv) == 0 {
-		return nil
+	for _, argv := range p.spec.BeforeStart {
+		if err := p.runCommand(argv); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+func (p *Pool) runCommand(argv []string) error {
 	program := argv[0]
 	if program == "python" || program == "python3" {
 		program = p.spec.Python
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Minute)
+	ctx, cancel := context.WithTimeout(p.ctx, beforeStartTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, program, argv[1:]...)
 	cmd.Dir = p.spec.Dir
 	cmd.Env = p.spec.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("still running after %s", beforeStartTimeout)
+	}
 	if err != nil {
 		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
 	}
 	p.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", string(out)))
 	return nil
 }
+
+// beforeStartTimeout bounds each before_start command.
+const beforeStartTimeout = 10 * time.Minute
 
 func (p *Pool) addWorkerLocked(w *worker) {
 	p.workers = append(p.workers, w)

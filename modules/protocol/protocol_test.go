@@ -1,0 +1,134 @@
+package protocol
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	frames := []struct {
+		typ     Type
+		flags   uint8
+		stream  uint32
+		payload []byte
+	}{
+		{Hello, 0, 0, []byte("1234")},
+		{RequestHead, 0, 1, AppendPair(AppendPair(nil, "REQUEST_METHOD", "GET"), "PATH_INFO", "/")},
+		{RequestBody, FlagEnd, 1, []byte("body")},
+		{ResponseHead, 0, 1, []byte("200 OK\x00Content-Type\x00text/plain")},
+		{ResponseBody, FlagEnd, 1, nil},
+		{ResponseBody, 0, 7, bytes.Repeat([]byte{0xff}, MaxPayload)},
+		{Abort, 0, 0xffffffff, []byte("boom")},
+		{Fatal, 0, 0, []byte("Traceback …")},
+	}
+	var wire []byte
+	for _, f := range frames {
+		wire = AppendFrame(wire, f.typ, f.flags, f.stream, f.payload)
+	}
+	r := NewReader(bufio.NewReader(bytes.NewReader(wire)))
+	for i, f := range frames {
+		h, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if h.Type != f.typ || h.Flags != f.flags || h.Stream != f.stream || !bytes.Equal(p, f.payload) {
+			t.Fatalf("frame %d: got %+v %q", i, h, truncate(p))
+		}
+		if h.End() != (f.flags&FlagEnd != 0) {
+			t.Fatalf("frame %d: End() = %v", i, h.End())
+		}
+	}
+	if _, _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+func truncate(p []byte) []byte {
+	if len(p) > 32 {
+		return p[:32]
+	}
+	return p
+}
+
+func TestMalformed(t *testing.T) {
+	valid := AppendFrame(nil, ResponseBody, 0, 1, []byte("abc"))
+	for _, tc := range []struct {
+		name string
+		wire []byte
+		want string
+	}{
+		{"truncated header", valid[:5], "unexpected EOF"},
+		{"truncated payload", valid[:len(valid)-1], "reading response-body payload"},
+		{"unknown type", func() []byte { b := append([]byte(nil), valid...); b[4] = 99; return b }(), "unknown frame type 99"},
+		{"type zero", func() []byte { b := append([]byte(nil), valid...); b[4] = 0; return b }(), "unknown frame type 0"},
+		{"oversized", func() []byte {
+			var b [HeaderSize]byte
+			PutHeader(b[:], Header{Length: MaxPayload + 1, Type: ResponseBody})
+			return b[:]
+		}(), "exceeds protocol maximum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := NewReader(bytes.NewReader(tc.wire)).Next()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+	var b [HeaderSize]byte
+	PutHeader(b[:], Header{Length: MaxPayload + 1, Type: ResponseBody})
+	if _, err := ParseHeader(b[:]); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized frame: %v", err)
+	}
+}
+
+func TestFields(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"a", []string{"a"}},
+		{"a\x00", []string{"a"}},
+		{"a\x00b", []string{"a", "b"}},
+		{"a\x00\x00b\x00", []string{"a", "", "b"}},
+	} {
+		var got []string
+		Fields([]byte(tc.in), func(f []byte) bool { got = append(got, string(f)); return true })
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") || len(got) != len(tc.want) {
+			t.Errorf("Fields(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzReader feeds arbitrary bytes to the decoder: it must return frames or
+// an error, never panic, never allocate beyond MaxPayload per frame, and
+// re-encoding what it decoded must give back the same bytes.
+func FuzzReader(f *testing.F) {
+	f.Add(AppendFrame(nil, RequestHead, 0, 1, []byte("REQUEST_METHOD\x00GET\x00")))
+	f.Add(AppendFrame(AppendFrame(nil, ResponseHead, 0, 3, []byte("200 OK")), ResponseBody, FlagEnd, 3, []byte("hi")))
+	f.Add([]byte{0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 'x'})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 5, 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		r := NewReader(bytes.NewReader(wire))
+		var again []byte
+		consumed := 0
+		for {
+			h, p, err := r.Next()
+			if err != nil {
+				break
+			}
+			if len(p) > MaxPayload || int(h.Length) != len(p) {
+				t.Fatalf("payload of %d bytes for header %+v", len(p), h)
+			}
+			again = AppendFrame(again, h.Type, h.Flags, h.Stream, p)
+			consumed += HeaderSize + len(p)
+		}
+		if !bytes.Equal(again, wire[:consumed]) {
+			t.Fatalf("re-encoding differs")
+		}
+	})
+}

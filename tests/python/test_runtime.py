@@ -1,0 +1,207 @@
+"""Tests of the embedded worker runtime (modules/python/runtime/hearth_worker.py),
+run as a real process speaking the framed protocol over a socketpair:
+well-formed exchanges, then malformed and random frames, which must end in a
+logged protocol error and a clean exit (Caddy replaces the worker), never a
+hang or a response to garbage."""
+
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUNTIME = os.path.join(HERE, '..', '..', 'modules', 'python', 'runtime', 'hearth_worker.py')
+HEADER = struct.Struct('!IBBI')
+HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT = range(1, 8)
+END = 1
+
+sys.path.insert(0, os.path.dirname(RUNTIME))
+import hearth_worker  # noqa: E402
+
+
+def frame(kind, flags, sid, payload=b''):
+    return HEADER.pack(len(payload), kind, flags, sid) + payload
+
+
+def head(**environ):
+    pairs = []
+    for k, v in environ.items():
+        pairs += [k.replace('__', '.'), v]
+    return ('\0'.join(pairs) + '\0').encode('latin-1')
+
+
+class Worker:
+    """The runtime started as Caddy starts it, with an app from source."""
+
+    def __init__(self, app_source):
+        self.dir = tempfile.TemporaryDirectory()
+        with open(os.path.join(self.dir.name, 'testapp.py'), 'w') as f:
+            f.write(textwrap.dedent(app_source))
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, HEARTH_APP='testapp:application', HEARTH_FDS=str(theirs.fileno()),
+                   HEARTH_DIR=self.dir.name, PYTHONUNBUFFERED='1')
+        self.proc = subprocess.Popen([sys.executable, RUNTIME], env=env, pass_fds=[theirs.fileno()],
+                                     stderr=subprocess.PIPE, cwd=self.dir.name)
+        theirs.close()
+        self.sock = ours
+        self.sock.settimeout(10)
+        self.rfile = ours.makefile('rb')
+
+    def read_frame(self):
+        h = self.rfile.read(HEADER.size)
+        if len(h) < HEADER.size:
+            return None
+        size, kind, flags, sid = HEADER.unpack(h)
+        return kind, flags, sid, self.rfile.read(size)
+
+    def request(self, sid, environ, body=b''):
+        data = frame(REQ_HEAD, 0 if body else END, sid, head(**environ))
+        if body:
+            data += frame(REQ_BODY, END, sid, body)
+        self.sock.sendall(data)
+        status = self.read_frame()
+        chunks = []
+        while True:
+            kind, flags, rsid, payload = self.read_frame()
+            assert rsid == sid, (rsid, sid)
+            if kind == ABORT:
+                return status, b''.join(chunks), 'aborted'
+            chunks.append(payload)
+            if flags & END:
+                return status, b''.join(chunks), None
+
+    def finish(self):
+        self.rfile.close()
+        self.sock.close()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise AssertionError('worker did not exit after its channel closed')
+        self.dir.cleanup()
+        return self.proc.returncode, err.decode()
+
+
+BASE = dict(REQUEST_METHOD='GET', PATH_INFO='/', QUERY_STRING='', SERVER_NAME='localhost',
+            SERVER_PORT='80', SERVER_PROTOCOL='HTTP/1.1', wsgi__url_scheme='http')
+
+ECHO = '''
+def application(environ, start_response):
+    body = environ['wsgi.input'].read()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('X-Path', environ['PATH_INFO'])])
+    return [b'got:', body]
+'''
+
+
+class ExchangeTest(unittest.TestCase):
+    def test_hello_request_response(self):
+        w = Worker(ECHO)
+        kind, _, _, pid = w.read_frame()
+        self.assertEqual(kind, HELLO)
+        self.assertEqual(int(pid), w.proc.pid)
+        (kind, _, sid, status), body, err = w.request(5, dict(BASE, PATH_INFO='/x', CONTENT_LENGTH='3'), b'abc')
+        self.assertEqual((kind, sid, err), (RESP_HEAD, 5, None))
+        self.assertEqual(status.split(b'\0'), [b'200 OK', b'Content-Type', b'text/plain', b'X-Path', b'/x'])
+        self.assertEqual(body, b'got:abc')
+        # the app ignoring its body leaves no bytes behind for the next request
+        code, _ = w.finish()
+        self.assertEqual(code, 0)
+
+    def test_unread_body_is_drained(self):
+        w = Worker('''
+def application(environ, start_response):
+    start_response('204 No Content', [])
+    return []
+''')
+        w.read_frame()
+        for sid in (1, 2, 3):
+            (kind, _, rsid, status), body, _ = w.request(sid, dict(BASE, CONTENT_LENGTH='5'), b'12345')
+            self.assertEqual((kind, rsid, status), (RESP_HEAD, sid, b'204 No Content'))
+        self.assertEqual(w.finish()[0], 0)
+
+    def test_import_error_sends_fatal(self):
+        w = Worker('raise ImportError("no module named nothere")\n')
+        kind, _, _, payload = w.read_frame()
+        self.assertEqual(kind, FATAL)
+        self.assertIn(b'Traceback', payload)
+        self.assertIn(b'no module named nothere', payload)
+        code, _ = w.finish()
+        self.assertEqual(code, 1)
+
+
+class GarbageTest(unittest.TestCase):
+    """Malformed frames: a logged protocol error and an exit, never a reply."""
+
+    def expect_protocol_error(self, data):
+        w = Worker(ECHO)
+        self.assertEqual(w.read_frame()[0], HELLO)
+        w.sock.sendall(data)
+        w.sock.shutdown(socket.SHUT_WR)
+        self.assertIsNone(w.read_frame(), 'the worker answered garbage')
+        code, err = w.finish()
+        self.assertEqual(code, 3, err)
+        self.assertIn('protocol error from Caddy', err)
+
+    def test_unknown_frame_type(self):
+        self.expect_protocol_error(frame(42, 0, 1, b'x'))
+
+    def test_body_before_head(self):
+        self.expect_protocol_error(frame(REQ_BODY, END, 1, b'x'))
+
+    def test_oversized_frame(self):
+        self.expect_protocol_error(HEADER.pack(hearth_worker.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1))
+
+    def test_truncated_header(self):
+        self.expect_protocol_error(b'\x00\x00\x00')
+
+    def test_truncated_body(self):
+        self.expect_protocol_error(frame(REQ_HEAD, 0, 1, head(**BASE)) + HEADER.pack(10, REQ_BODY, END, 1) + b'abc')
+
+    def test_random_garbage(self):
+        rng = random.Random(2929)
+        for _ in range(25):
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+            if data[4:5] == bytes([REQ_HEAD]):
+                continue  # might be a valid request head
+            with self.subTest(data=data.hex()):
+                self.expect_protocol_error(data)
+
+
+class InputTest(unittest.TestCase):
+    """wsgi.input semantics over body frames split at awkward places."""
+
+    def make(self, *chunks):
+        a, b = socket.socketpair()
+        data = b''.join(frame(REQ_BODY, END if i == len(chunks) - 1 else 0, 1, c) for i, c in enumerate(chunks))
+        a.sendall(data)
+        a.close()
+        return hearth_worker.Input(hearth_worker.Channel(b), False)
+
+    def test_read_sizes(self):
+        i = self.make(b'hel', b'lo wor', b'ld')
+        self.assertEqual(i.read(2), b'he')
+        self.assertEqual(i.read(5), b'llo w')
+        self.assertEqual(i.read(), b'orld')
+        self.assertEqual(i.read(), b'')
+        self.assertEqual(i.read(3), b'')
+
+    def test_readline_and_iteration(self):
+        i = self.make(b'one\ntw', b'o\nthree\n', b'four')
+        self.assertEqual(i.readline(), b'one\n')
+        self.assertEqual(i.readline(2), b'tw')
+        self.assertEqual(list(i), [b'o\n', b'three\n', b'four'])
+
+    def test_readlines_hint(self):
+        i = self.make(b'a\nb\nc\n')
+        self.assertEqual(i.readlines(2), [b'a\n', b'b\n'])
+        self.assertEqual(i.readlines(), [b'c\n'])
+
+
+if __name__ == '__main__':
+    unittest.main()
