@@ -191,7 +191,7 @@ func TestExampleDjango(t *testing.T) {
 	if apps := c.mustApps(); len(apps) != 1 || apps[0].Name != "engwrite" || len(apps[0].Workers) != 2 {
 		t.Fatalf("status: %+v", apps)
 	}
-	// before_start ran `manage.py prepare`: migrated and collected static files
+	// the before_start commands ran: migrated, then collected static files
 	for _, f := range []string{"db.sqlite3", "staticfiles/notes/notes.css", "staticfiles/admin/css/base.css"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("before_start did not create %s: %v", f, err)
