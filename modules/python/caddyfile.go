@@ -34,6 +34,9 @@ func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("wsgi needs the app to serve, as module:callable (for example `wsgi mysite.wsgi:application`)")
 	}
 	h.App = d.Val()
+	if _, err := checkAppSpec(h.App); err != nil {
+		return d.Err(err.Error())
+	}
 	if d.NextArg() {
 		return d.Errf("wsgi takes one app, got also %q; put options inside a { } block", d.Val())
 	}

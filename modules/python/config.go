@@ -108,12 +108,21 @@ func (s *poolSpec) key() string {
 	return "python:" + hex.EncodeToString(sum[:])
 }
 
+// checkAppSpec validates "module:callable" and returns the module.
+func checkAppSpec(appSpec string) (string, error) {
+	module, callable, _ := strings.Cut(appSpec, ":")
+	if module == "" || strings.ContainsAny(appSpec, " \t/\\") || strings.HasSuffix(appSpec, ":") || strings.Contains(callable, ":") {
+		return "", fmt.Errorf("app %q is not of the form module:callable (for example mysite.wsgi:application); the module is a dotted Python import path relative to `dir`", appSpec)
+	}
+	return module, nil
+}
+
 // resolve validates the config, applies defaults and reads env_file.
 // appSpec is "module:callable".
 func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
-	module, callable, _ := strings.Cut(appSpec, ":")
-	if module == "" || strings.ContainsAny(appSpec, " \t/") || strings.HasSuffix(appSpec, ":") || strings.Contains(callable, ":") {
-		return nil, fmt.Errorf("app %q is not of the form module:callable (for example mysite.wsgi:application)", appSpec)
+	module, err := checkAppSpec(appSpec)
+	if err != nil {
+		return nil, err
 	}
 	s := &poolSpec{
 		App:          appSpec,

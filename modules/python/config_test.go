@@ -1,0 +1,136 @@
+package python
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func TestParseEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     map[string]string
+		err      string
+	}{
+		{"plain", "A=1\nB = two words \n", map[string]string{"A": "1", "B": "two words"}, ""},
+		{"comments and blanks", "# c\n\nA=1 # trailing\n  # indented\n", map[string]string{"A": "1"}, ""},
+		{"export", "export SECRET_KEY=abc\n", map[string]string{"SECRET_KEY": "abc"}, ""},
+		{"single quotes literal", `A='x # y \n'`, map[string]string{"A": `x # y \n`}, ""},
+		{"double quotes escapes", `A="line\nnext \"q\" \\"`, map[string]string{"A": "line\nnext \"q\" \\"}, ""},
+		{"empty value", "A=\n", map[string]string{"A": ""}, ""},
+		{"crlf", "A=1\r\nB=2\r\n", map[string]string{"A": "1", "B": "2"}, ""},
+		{"equals in value", "URL=postgres://u:p@h/db?x=1", map[string]string{"URL": "postgres://u:p@h/db?x=1"}, ""},
+		{"no equals", "A=1\nJUSTAWORD\n", nil, "line 2: expected KEY=value"},
+		{"bad name", "1A=x", nil, "line 1: expected KEY=value"},
+		{"unterminated double", `A="abc`, nil, "line 1 (A): unterminated double quote"},
+		{"unterminated single", `A='abc`, nil, "line 1 (A): unterminated single quote"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseEnv(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestParseEnvDoesNotEchoSecrets(t *testing.T) {
+	_, err := parseEnv("SECRET_KEY the-real-secret-value-that-must-not-leak")
+	if err == nil || strings.Contains(err.Error(), "must-not-leak") {
+		t.Fatalf("error %v echoes the whole line", err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, ".env")
+	os.WriteFile(envFile, []byte("FROM_FILE=1\nBOTH=file\n"), 0o600)
+	venv := filepath.Join(dir, "venv")
+	os.MkdirAll(filepath.Join(venv, "bin"), 0o755)
+	os.WriteFile(filepath.Join(venv, "bin", "python"), []byte("#!/bin/sh\n"), 0o755)
+	t.Setenv("HEARTH_TEST_HOME", "/home/test")
+
+	spec, err := PoolConfig{
+		Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 3,
+		Env: map[string]string{"BOTH": "env", "HOME_COPY": "{env.HEARTH_TEST_HOME}"},
+	}.resolve("mysite.wsgi:application")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Join(spec.Env, "\n") + "\n"
+	for _, want := range []string{"FROM_FILE=1\n", "BOTH=env\n", "HOME_COPY=/home/test\n", "VIRTUAL_ENV=" + venv + "\n", "PATH=" + venv + "/bin:"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("environment lacks %q", want)
+		}
+	}
+	if spec.Name != "mysite" || spec.Python != filepath.Join(venv, "bin", "python") || spec.Workers != 3 || spec.Threads != 1 {
+		t.Errorf("spec: %+v", spec)
+	}
+	if spec.MaxQueue != DefaultMaxQueue || spec.QueueTimeout != DefaultQueueTimeout || spec.StartTimeout != DefaultStartTimeout {
+		t.Errorf("defaults not applied: %+v", spec)
+	}
+	again, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 3,
+		Env: map[string]string{"BOTH": "env", "HOME_COPY": "{env.HEARTH_TEST_HOME}"}}.resolve("mysite.wsgi:application")
+	if again.key() != spec.key() {
+		t.Errorf("the same config gave two pool keys")
+	}
+	changed, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 4}.resolve("mysite.wsgi:application")
+	if changed.key() == spec.key() {
+		t.Errorf("a changed config kept the pool key")
+	}
+}
+
+func TestResolveErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		app  string
+		cfg  PoolConfig
+		want string
+	}{
+		{"no module", ":app", PoolConfig{Dir: dir}, "not of the form module:callable"},
+		{"a file path", "app.py/x", PoolConfig{Dir: dir}, "not of the form module:callable"},
+		{"negative workers", "a:b", PoolConfig{Dir: dir, Workers: -1}, "workers must be a positive number"},
+		{"negative threads", "a:b", PoolConfig{Dir: dir, Threads: -3}, "threads must be a positive number"},
+		{"negative timeout", "a:b", PoolConfig{Dir: dir, QueueTimeout: caddy.Duration(-time.Second)}, "queue_timeout must be a positive duration"},
+		{"missing dir", "a:b", PoolConfig{Dir: filepath.Join(dir, "nope")}, "set `dir` to the directory holding your app"},
+		{"python and venv", "a:b", PoolConfig{Dir: dir, Python: "/usr/bin/python3", Venv: "v"}, "python and venv are both set"},
+		{"venv without python", "a:b", PoolConfig{Dir: dir, Venv: "v"}, "has no bin/python"},
+		{"unknown interpreter", "a:b", PoolConfig{Dir: dir, Python: "python-does-not-exist"}, "not found in PATH"},
+		{"missing env_file", "a:b", PoolConfig{Dir: dir, EnvFile: "missing.env"}, "env_file"},
+		{"bad env name", "a:b", PoolConfig{Dir: dir, Env: map[string]string{"A=B": "x"}}, "not a valid variable name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.cfg.resolve(tc.app)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestClosest(t *testing.T) {
+	for in, want := range map[string]string{"wokers": "workers", "thread": "threads", "env_fil": "env_file", "zzzzzz": ""} {
+		if got := closest(in, wsgiOptions); got != want {
+			t.Errorf("closest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package python
+
+import (
+	"context"
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func TestParseResponseHead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		head   string
+		status int
+		want   http.Header
+		err    string
+	}{
+		{"simple", "200 OK\x00Content-Type\x00text/plain", 200, http.Header{"Content-Type": {"text/plain"}}, ""},
+		{"lowercase names canonicalized", "404 Not Found\x00content-type\x00text/html\x00x-custom-thing\x00v", 404,
+			http.Header{"Content-Type": {"text/html"}, "X-Custom-Thing": {"v"}}, ""},
+		{"repeated headers kept", "302 Found\x00Set-Cookie\x00a=1\x00Set-Cookie\x00b=2\x00Location\x00/x", 302,
+			http.Header{"Set-Cookie": {"a=1", "b=2"}, "Location": {"/x"}, "Content-Type": nil}, ""},
+		{"hop-by-hop dropped", "200 OK\x00Connection\x00close\x00Transfer-Encoding\x00chunked\x00Content-Type\x00a/b", 200,
+			http.Header{"Content-Type": {"a/b"}}, ""},
+		{"no content type: no sniffing", "204 No Content", 204, http.Header{"Content-Type": nil}, ""},
+		{"bare code", "200", 200, http.Header{"Content-Type": nil}, ""},
+		{"bad status", "OK 200", 0, nil, "invalid status line"},
+		{"1xx refused", "100 Continue", 0, nil, "must be 200 or above"},
+		{"odd fields", "200 OK\x00Content-Type", 0, nil, "malformed response head"},
+		{"bad header name", "200 OK\x00Bad Name\x00v", 0, nil, "invalid response header name"},
+		{"header injection", "200 OK\x00X-A\x00v\r\nSet-Cookie: evil=1", 0, nil, "line break"},
+		{"empty", "", 0, nil, "malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := http.Header{}
+			status, err := parseResponseHead([]byte(tc.head), hdr)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				if len(hdr) != 0 {
+					t.Fatalf("headers set despite the error: %v", hdr)
+				}
+				return
+			}
+			if err != nil || status != tc.status {
+				t.Fatalf("status %d err %v", status, err)
+			}
+			if len(hdr) != len(tc.want) {
+				t.Fatalf("headers %v, want %v", hdr, tc.want)
+			}
+			for k, v := range tc.want {
+				if strings.Join(hdr[k], "|") != strings.Join(v, "|") || (v == nil) != (hdr[k] == nil) {
+					t.Errorf("%s = %q, want %q", k, hdr[k], v)
+				}
+			}
+		})
+	}
+}
+
+// FuzzParseResponseHead: whatever a worker sends as a response head is
+// either refused or yields only valid header names and values.
+func FuzzParseResponseHead(f *testing.F) {
+	f.Add([]byte("200 OK\x00Content-Type\x00text/plain"))
+	f.Add([]byte("500 x\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, head []byte) {
+		hdr := http.Header{}
+		status, err := parseResponseHead(head, hdr)
+		if err != nil {
+			return
+		}
+		if status < 200 || status > 999 {
+			t.Fatalf("status %d accepted", status)
+		}
+		for k, vs := range hdr {
+			if !validHeaderName([]byte(k)) {
+				t.Fatalf("invalid name %q accepted", k)
+			}
+			for _, v := range vs {
+				if strings.ContainsAny(v, "\r\n\x00") {
+					t.Fatalf("value %q accepted", v)
+				}
+			}
+		}
+	})
+}
+
+func TestHeaderEnvironKey(t *testing.T) {
+	for in, want := range map[string]string{"User-Agent": "HTTP_USER_AGENT", "X-Csrftoken": "HTTP_X_CSRFTOKEN", "Dnt": "HTTP_DNT", "x-lower": "HTTP_X_LOWER"} {
+		if got := headerEnvironKey(in); got != want {
+			t.Errorf("%s → %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestScriptName(t *testing.T) {
+	for _, tc := range []struct{ orig, now, want string }{
+		{"/blog/post/1", "/post/1", "/blog"},
+		{"/blog/", "/", "/blog"},
+		{"/same", "/same", ""},
+		{"/a/b", "/other", ""},
+	} {
+		r := httptest.NewRequest("GET", tc.orig, nil)
+		orig := *r
+		orig.URL = &(*r.URL)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, orig))
+		u := *r.URL
+		u.Path = tc.now
+		r.URL = &u
+		if got := scriptName(r); got != tc.want {
+			t.Errorf("%s → %s: SCRIPT_NAME %q, want %q", tc.orig, tc.now, got, tc.want)
+		}
+	}
+}
+
+func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
+	sp := newSpool(10)
+	var want bytes.Buffer
+	for i := 0; i < 50; i++ {
+		chunk := bytes.Repeat([]byte{byte('a' + i%26)}, i+1)
+		sp.Write(chunk)
+		want.Write(chunk)
+		if i == 3 && sp.file != nil {
+			t.Fatal("spilled to disk before the memory limit")
+		}
+	}
+	if sp.file == nil || sp.memBytes > 10 {
+		t.Fatalf("memory not bounded: %d bytes in memory, file %v", sp.memBytes, sp.file)
+	}
+	sp.CloseWithError(nil)
+	var got bytes.Buffer
+	for {
+		chunk, _, err := sp.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Write(chunk)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("spool reordered or lost data: %d of %d bytes", got.Len(), want.Len())
+	}
+	sp.Close()
+}
+
+func TestSpoolReportsProducerError(t *testing.T) {
+	sp := newSpool(1 << 10)
+	sp.Write([]byte("part"))
+	sp.CloseWithError(io.ErrUnexpectedEOF)
+	if chunk, _, err := sp.Next(); err != nil || string(chunk) != "part" {
+		t.Fatalf("first: %q %v", chunk, err)
+	}
+	if _, _, err := sp.Next(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("then: %v", err)
+	}
+}
