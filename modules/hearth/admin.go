@@ -3,7 +3,9 @@ package hearth
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,9 +40,10 @@ type appsStatus struct {
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	path := strings.TrimSuffix(r.URL.Path, "/")
+	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/hearth/"), "/")
+	parts := strings.Split(path, "/")
 	switch {
-	case path == "/hearth/apps":
+	case path == "apps":
 		if err := requireMethod(r, http.MethodGet); err != nil {
 			return err
 		}
@@ -49,29 +52,123 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			status.Apps = append(status.Apps, p.Status())
 		}
 		return writeJSON(w, status)
-	case strings.HasPrefix(path, "/hearth/apps/"):
+	case len(parts) == 2 && parts[0] == "apps":
 		if err := requireMethod(r, http.MethodGet); err != nil {
 			return err
 		}
-		name := strings.TrimPrefix(path, "/hearth/apps/")
-		status := appsStatus{Apps: []any{}}
-		for _, p := range Pools() {
-			if p.Name() == name {
-				status.Apps = append(status.Apps, p.Status())
-			}
+		pools, err := poolsNamed(parts[1], false)
+		if err != nil {
+			return err
 		}
-		if len(status.Apps) == 0 {
-			return caddy.APIError{
-				HTTPStatus: http.StatusNotFound,
-				Err:        fmt.Errorf("no app named %q is running; GET /hearth/apps lists them", name),
-			}
+		status := appsStatus{Apps: []any{}}
+		for _, p := range pools {
+			status.Apps = append(status.Apps, p.Status())
 		}
 		return writeJSON(w, status)
+	case len(parts) == 3 && parts[0] == "apps" && parts[2] == "restart":
+		return a.restart(w, r, parts[1])
+	case len(parts) == 3 && parts[0] == "apps" && parts[2] == "scale":
+		return a.scale(w, r, parts[1])
 	}
 	return caddy.APIError{
 		HTTPStatus: http.StatusNotFound,
-		Err:        fmt.Errorf("unknown Hearth admin route %s; try GET /hearth/apps", r.URL.Path),
+		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale", r.URL.Path),
 	}
+}
+
+// poolsNamed returns the pools of the app called name (only running ones
+// if running is set), or a 404 error.
+func poolsNamed(name string, running bool) ([]Pool, error) {
+	var found []Pool
+	for _, p := range Pools() {
+		if p.Name() == name && (!running || p.Running()) {
+			found = append(found, p)
+		}
+	}
+	if len(found) == 0 {
+		return nil, caddy.APIError{
+			HTTPStatus: http.StatusNotFound,
+			Err:        fmt.Errorf("no running app named %q; GET /hearth/apps lists them", name),
+		}
+	}
+	return found, nil
+}
+
+// restart serves POST /hearth/apps/{name}/restart: a rolling restart.
+func (a adminAPI) restart(w http.ResponseWriter, r *http.Request, name string) error {
+	if err := requireMethod(r, http.MethodPost); err != nil {
+		return err
+	}
+	pools, err := poolsNamed(name, true)
+	if err != nil {
+		return err
+	}
+	for _, p := range pools {
+		if err := p.Restart(); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		}
+	}
+	return writeJSON(w, map[string]any{"restarted": name, "apps": statuses(pools)})
+}
+
+// scaleRequest is the body of POST /hearth/apps/{name}/scale.
+type scaleRequest struct {
+	Workers *int `json:"workers"`
+}
+
+// scale serves POST /hearth/apps/{name}/scale with {"workers": N} (or
+// ?workers=N).
+func (a adminAPI) scale(w http.ResponseWriter, r *http.Request, name string) error {
+	if err := requireMethod(r, http.MethodPost); err != nil {
+		return err
+	}
+	n, err := workerCount(r)
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	pools, err := poolsNamed(name, true)
+	if err != nil {
+		return err
+	}
+	for _, p := range pools {
+		if err := p.Scale(n); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
+		}
+	}
+	return writeJSON(w, map[string]any{"scaled": name, "workers": n, "apps": statuses(pools)})
+}
+
+// maxScale bounds a scale request.
+const maxScale = 1024
+
+func workerCount(r *http.Request) (int, error) {
+	const usage = `send {"workers": N} (or ?workers=N) with N a whole number from 1 to 1024`
+	var req scaleRequest
+	if q := r.URL.Query().Get("workers"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil {
+			return 0, fmt.Errorf("workers=%q is not a number; %s", q, usage)
+		}
+		req.Workers = &n
+	} else {
+		dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return 0, fmt.Errorf("reading the request body: %v; %s", err, usage)
+		}
+	}
+	if req.Workers == nil || *req.Workers < 1 || *req.Workers > maxScale {
+		return 0, fmt.Errorf("missing or out-of-range worker count; %s", usage)
+	}
+	return *req.Workers, nil
+}
+
+func statuses(pools []Pool) []any {
+	list := make([]any, 0, len(pools))
+	for _, p := range pools {
+		list = append(list, p.Status())
+	}
+	return list
 }
 
 func requireMethod(r *http.Request, method string) error {

@@ -33,6 +33,14 @@ type Pool interface {
 	Name() string
 	// Status is a JSON-serializable snapshot of the pool.
 	Status() any
+	// Running reports whether the pool serves the current config's
+	// requests (not starting, draining or stopped).
+	Running() bool
+	// Restart replaces every worker without dropping a request, loading
+	// the app's code anew.
+	Restart() error
+	// Scale sets the number of workers.
+	Scale(workers int) error
 }
 
 // pools holds every pool of every loaded config, reference-counted by the

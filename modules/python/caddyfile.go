@@ -2,6 +2,7 @@ package python
 
 import (
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -19,8 +20,17 @@ import (
 //		venv          <path>
 //		env           <key> <value>
 //		env_file      <path>
-//		workers       <n>
+//		workers       <n> [<max>]
+//		min_workers   <n>
+//		max_workers   <n>
+//		idle_timeout  <duration>
 //		threads       <n>
+//		timeout       <duration>|off
+//		max_requests  <n>
+//		max_requests_jitter <n>
+//		max_memory    <size>
+//		max_lifetime  <duration>
+//		watch         [<glob>…]
 //		max_queue     <n>
 //		queue_timeout <duration>
 //		max_body      <size>
@@ -50,8 +60,10 @@ func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // wsgiOptions lists the subdirectives, for error messages.
 var wsgiOptions = []string{
-	"name", "dir", "python", "venv", "env", "env_file", "workers", "threads", "max_queue",
-	"queue_timeout", "max_body", "start_timeout", "stop_timeout", "before_start",
+	"name", "dir", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
+	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
+	"max_lifetime", "watch", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"stop_timeout", "before_start",
 }
 
 func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
@@ -78,7 +90,57 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		h.Env[args[0]] = args[1]
 		return nil
 	case "workers":
+		args := d.RemainingArgs()
+		if len(args) < 1 || len(args) > 2 {
+			return d.Errf("workers takes a count, or a minimum and a maximum to autoscale (`workers 2 8`); got %d values", len(args))
+		}
+		var err error
+		if h.Workers, err = parseCount(d, "workers", args[0]); err != nil {
+			return err
+		}
+		if len(args) == 2 {
+			if h.MaxWorkers, err = parseCount(d, "workers", args[1]); err != nil {
+				return err
+			}
+			if h.MaxWorkers < h.Workers {
+				return d.Errf("workers %d %d: the maximum is below the minimum", h.Workers, h.MaxWorkers)
+			}
+		}
+		return nil
+	case "min_workers":
 		return count(d, &h.Workers)
+	case "max_workers":
+		return count(d, &h.MaxWorkers)
+	case "idle_timeout":
+		return duration(d, &h.IdleTimeout)
+	case "max_requests":
+		return count(d, &h.MaxRequests)
+	case "max_requests_jitter":
+		return count(d, &h.MaxRequestsJitter)
+	case "max_lifetime":
+		return duration(d, &h.MaxLifetime)
+	case "max_memory":
+		return size(d, &h.MaxMemory)
+	case "timeout":
+		if d.CountRemainingArgs() == 1 && d.NextArg() {
+			if d.Val() == "off" {
+				h.Timeout = -1
+				return nil
+			}
+			d.Prev()
+		}
+		return duration(d, &h.Timeout)
+	case "watch":
+		h.Watch = d.RemainingArgs()
+		if len(h.Watch) == 0 {
+			h.Watch = []string{"**/*.py"}
+		}
+		for _, g := range h.Watch {
+			if _, err := filepath.Match(strings.TrimPrefix(g, "**/"), "x"); err != nil {
+				return d.Errf("watch glob %q is malformed: %v", g, err)
+			}
+		}
+		return nil
 	case "threads":
 		return count(d, &h.Threads)
 	case "max_queue":
@@ -90,16 +152,7 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 	case "stop_timeout":
 		return duration(d, &h.StopTimeout)
 	case "max_body":
-		var size string
-		if err := oneArg(d, &size); err != nil {
-			return err
-		}
-		n, err := humanize.ParseBytes(size)
-		if err != nil || n == 0 || n > math.MaxInt64 {
-			return d.Errf("max_body %q is not a size; write it like 10MB, 512KiB or 1GB", size)
-		}
-		h.MaxBody = int64(n)
-		return nil
+		return size(d, &h.MaxBody)
 	case "before_start":
 		command := d.RemainingArgs()
 		if len(command) == 0 {
@@ -131,11 +184,30 @@ func count(d *caddyfile.Dispenser, dst *int) error {
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
+	n, err := parseCount(d, option, s)
+	*dst = n
+	return err
+}
+
+func parseCount(d *caddyfile.Dispenser, option, s string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 {
-		return d.Errf("%s must be a whole number of at least 1, got %q", option, s)
+		return 0, d.Errf("%s must be a whole number of at least 1, got %q", option, s)
 	}
-	*dst = n
+	return n, nil
+}
+
+func size(d *caddyfile.Dispenser, dst *int64) error {
+	option := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > math.MaxInt64 {
+		return d.Errf("%s %q is not a size; write it like 10MB, 512KiB or 1GB", option, s)
+	}
+	*dst = int64(n)
 	return nil
 }
 
@@ -147,7 +219,11 @@ func duration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil || dur <= 0 {
-		return d.Errf("%s %q is not a positive duration; write it like 30s, 2m or 1h", option, s)
+		orOff := ""
+		if option == "timeout" {
+			orOff = ", or off"
+		}
+		return d.Errf("%s %q is not a positive duration; write it like 30s, 2m or 1h%s", option, s, orOff)
 	}
 	*dst = caddy.Duration(dur)
 	return nil

@@ -22,6 +22,8 @@ const (
 	DefaultQueueTimeout = 30 * time.Second
 	DefaultStartTimeout = 60 * time.Second
 	DefaultStopTimeout  = 30 * time.Second
+	DefaultIdleTimeout  = 60 * time.Second
+	DefaultTimeout      = 30 * time.Second
 	DefaultMaxBody      = 100 << 20
 	DefaultPython       = "python3"
 )
@@ -53,8 +55,43 @@ type PoolConfig struct {
 	// quotes and `export`) loaded into the environment; Env wins on conflict.
 	EnvFile string `json:"env_file,omitempty"`
 
-	// Workers is the number of worker processes. Default: the number of CPUs.
+	// Workers is the number of worker processes, or the minimum when
+	// MaxWorkers is set. Default: the number of CPUs.
 	Workers int `json:"workers,omitempty"`
+
+	// MaxWorkers turns on autoscaling: a worker is added (one at a time, up
+	// to MaxWorkers) while requests wait in the queue, and a worker idle for
+	// IdleTimeout is retired, never going below Workers. Default: 0 (a
+	// fixed number of workers).
+	MaxWorkers int `json:"max_workers,omitempty"`
+
+	// IdleTimeout is how long an extra worker of an autoscaled pool may
+	// stay idle before it is retired. Default: 60s.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// MaxRequests recycles a worker after it has served this many requests
+	// (a replacement is started first and the old worker retires once the
+	// replacement is ready). Default: 0 (never).
+	MaxRequests int `json:"max_requests,omitempty"`
+
+	// MaxRequestsJitter adds a random 0…N to each worker's MaxRequests, so
+	// workers do not recycle all at once. Default: 0.
+	MaxRequestsJitter int `json:"max_requests_jitter,omitempty"`
+
+	// MaxMemory recycles a worker whose resident memory exceeds this many
+	// bytes, after its current request (sampled every second).
+	// Default: 0 (no limit).
+	MaxMemory int64 `json:"max_memory,omitempty"`
+
+	// MaxLifetime recycles a worker after it has run this long (plus up to
+	// 10% jitter). Default: 0 (never).
+	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
+
+	// Watch, for development, restarts the workers (each replacement ready
+	// before its predecessor retires) when a file under Dir matching one of
+	// these globs changes; "**/" matches any depth. Checked every second.
+	// An empty list in the Caddyfile (`watch` alone) means ["**/*.py"].
+	Watch []string `json:"watch,omitempty"`
 
 	// Threads is the number of requests one worker handles at once, each
 	// in its own thread. Default: 1.
@@ -93,6 +130,13 @@ type poolSpec struct {
 	Python       string        `json:"python"`
 	Env          []string      `json:"env"`
 	Workers      int           `json:"workers"`
+	MaxWorkers   int           `json:"max_workers"`
+	IdleTimeout  time.Duration `json:"idle_timeout"`
+	MaxRequests  int           `json:"max_requests"`
+	Jitter       int           `json:"max_requests_jitter"`
+	MaxMemory    int64         `json:"max_memory"`
+	MaxLifetime  time.Duration `json:"max_lifetime"`
+	Watch        []string      `json:"watch"`
 	Threads      int           `json:"threads"`
 	MaxQueue     int           `json:"max_queue"`
 	QueueTimeout time.Duration `json:"queue_timeout"`
@@ -128,6 +172,13 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		App:          appSpec,
 		Name:         c.Name,
 		Workers:      c.Workers,
+		MaxWorkers:   c.MaxWorkers,
+		IdleTimeout:  time.Duration(c.IdleTimeout),
+		MaxRequests:  c.MaxRequests,
+		Jitter:       c.MaxRequestsJitter,
+		MaxMemory:    c.MaxMemory,
+		MaxLifetime:  time.Duration(c.MaxLifetime),
+		Watch:        c.Watch,
 		Threads:      c.Threads,
 		MaxQueue:     c.MaxQueue,
 		QueueTimeout: time.Duration(c.QueueTimeout),
@@ -138,6 +189,9 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		s.Name, _, _ = strings.Cut(module, ".")
 	}
 	if err := s.applyCounts(); err != nil {
+		return nil, err
+	}
+	if err := s.checkRecycling(); err != nil {
 		return nil, err
 	}
 	dir, err := absDir(c.Dir)
@@ -182,6 +236,7 @@ func (s *poolSpec) applyCounts() error {
 		{"queue_timeout", &s.QueueTimeout, DefaultQueueTimeout},
 		{"start_timeout", &s.StartTimeout, DefaultStartTimeout},
 		{"stop_timeout", &s.StopTimeout, DefaultStopTimeout},
+		{"idle_timeout", &s.IdleTimeout, DefaultIdleTimeout},
 	} {
 		if *f.value < 0 {
 			return fmt.Errorf("%s must be a positive duration, got %s", f.name, *f.value)
@@ -189,6 +244,28 @@ func (s *poolSpec) applyCounts() error {
 		if *f.value == 0 {
 			*f.value = f.def
 		}
+	}
+	return nil
+}
+
+// checkRecycling validates the autoscaling and recycling limits.
+func (s *poolSpec) checkRecycling() error {
+	switch {
+	case s.MaxWorkers < 0:
+		return fmt.Errorf("max_workers must be positive, got %d", s.MaxWorkers)
+	case s.MaxWorkers > 0 && s.MaxWorkers < s.Workers:
+		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", s.MaxWorkers, s.Workers)
+	case s.MaxRequests < 0 || s.Jitter < 0:
+		return fmt.Errorf("max_requests and max_requests_jitter must be positive")
+	case s.Jitter > 0 && s.MaxRequests == 0:
+		return fmt.Errorf("max_requests_jitter needs max_requests")
+	case s.MaxMemory < 0:
+		return fmt.Errorf("max_memory must be positive")
+	case s.MaxLifetime < 0:
+		return fmt.Errorf("max_lifetime must be a positive duration")
+	}
+	if s.Watch != nil && len(s.Watch) == 0 {
+		s.Watch = []string{"**/*.py"}
 	}
 	return nil
 }

@@ -6,9 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -31,7 +34,7 @@ var errWorkerBroken = errors.New("worker channel broken")
 // serve forwards one request, whose body is already buffered, to a worker
 // and relays the response. A request whose worker died before answering is
 // retried once on another worker when its method is idempotent.
-func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, body *requestBody) error {
+func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, body *requestBody, timeout time.Duration) error {
 	bufp := headBuffers.Get().(*[]byte)
 	defer headBuffers.Put(bufp)
 	head := appendEnviron((*bufp)[:protocol.HeaderSize], r, scriptName, body.size)
@@ -41,10 +44,11 @@ func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, 
 			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(head), protocol.MaxPayload))
 	}
 	for attempt := 1; ; attempt++ {
-		s, err := p.acquire(r.Context())
+		s, err := p.acquire(r.Context(), r.URL.Path)
 		if err != nil {
 			return p.unavailable(w, err)
 		}
+		s.setDeadline(timeout)
 		retry, err := p.exchange(s, w, r, head, body)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
@@ -111,7 +115,9 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, head []
 
 	h, payload, err := s.frames.Next()
 	if err != nil {
-		return true, p.broken(s, err)
+		// the worker died before answering: the request may be retried
+		// elsewhere, unless it hung (it would hang there too)
+		return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
 	}
 	status, err := p.responseHead(h, payload, sid, w.Header())
 	if err != nil {
@@ -232,11 +238,53 @@ func (p *Pool) pump(s *slot, sid uint32, sp *spool) error {
 	}
 }
 
+// setDeadline bounds the exchange about to start on s by timeout (none
+// if timeout ≤ 0).
+func (s *slot) setDeadline(timeout time.Duration) {
+	if timeout > 0 {
+		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+		s.hasDeadline = true
+	} else if s.hasDeadline {
+		_ = s.conn.SetReadDeadline(time.Time{})
+		s.hasDeadline = false
+	}
+}
+
 // broken retires the slot's worker after a channel failure and returns the
-// 502 error for the client.
+// error for the client: 504 when the request ran past its timeout (the
+// worker's stack is dumped to the log and the worker terminated), 502
+// otherwise (the worker is killed).
 func (p *Pool) broken(s *slot, err error) error {
-	p.fail(s, err)
+	w := s.worker
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		p.mu.Lock()
+		path, age := s.path, time.Since(s.since)
+		p.mu.Unlock()
+		p.logger.Error("request timed out; dumping the worker's Python stack and terminating it",
+			zap.Int("pid", w.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
+		p.discard(s, "timeout")
+		go terminateHung(w)
+		return caddyhttp.Error(http.StatusGatewayTimeout, fmt.Errorf("app %s: request to %s ran longer than its timeout: %w", p.spec.Name, path, errWorkerBroken))
+	}
+	p.logger.Error("worker channel broken; killing the worker", zap.Int("pid", w.proc.Pid()), zap.Error(err))
+	p.discard(s, "crash")
+	_ = w.proc.Signal(syscall.SIGKILL)
 	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s: %w: %w", p.spec.Name, errWorkerBroken, err))
+}
+
+// hungGrace is how long a hung worker gets between SIGTERM and SIGKILL.
+const hungGrace = 2 * time.Second
+
+// terminateHung dumps a hung worker's Python stacks (faulthandler, all
+// threads, into the log), then sends SIGTERM and, after hungGrace, SIGKILL.
+func terminateHung(w *worker) {
+	_ = syscall.Kill(w.proc.Pid(), syscall.SIGUSR1)
+	_ = w.proc.Signal(syscall.SIGTERM)
+	select {
+	case <-w.proc.Done():
+	case <-time.After(hungGrace):
+		_ = w.proc.Signal(syscall.SIGKILL)
+	}
 }
 
 // appendBodyFrames appends body as request-body frames, the last flagged end.

@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
-	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // Pool is a set of supervised Python worker processes serving one app.
@@ -32,17 +31,22 @@ type Pool struct {
 	cancel    context.CancelFunc
 	seats     sync.WaitGroup
 
-	mu        sync.Mutex
-	state     string // starting, running, draining, stopped, failed
-	workers   []*worker
-	idle      []*slot
-	waiters   []chan *slot
-	busySlots int
-	drained   chan struct{} // closed when a draining pool has nothing left to serve
-	restarts  map[string]int
-	failures  int
-	lastError string
-	backoff   time.Time
+	mu         sync.Mutex
+	state      string    // starting, running, draining, stopped, failed
+	workers    []*worker // in service
+	retiring   []*worker // finishing their last requests
+	seatList   []*seat
+	idle       []*slot
+	waiters    []*waiter
+	busySlots  int
+	growing    int // workers being added
+	minWorkers int // autoscaling bounds (equal for a fixed-size pool)
+	maxWorkers int
+	drained    chan struct{} // closed when a draining pool has nothing left to serve
+	restarts   map[string]int
+	failures   int
+	lastError  string
+	backoff    time.Time
 }
 
 // errPoolStopped is returned to requests that reach a pool after it stopped.
@@ -63,6 +67,9 @@ func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
 		cancel:   cancel,
 		state:    "starting",
 		restarts: map[string]int{},
+
+		minWorkers: spec.Workers,
+		maxWorkers: max(spec.Workers, spec.MaxWorkers),
 	}
 }
 
@@ -122,6 +129,7 @@ func (p *Pool) start() error {
 	}
 	p.state = "running"
 	for _, w := range workers {
+		w.seat = newSeat()
 		p.addWorkerLocked(w)
 	}
 	p.mu.Unlock()
@@ -129,6 +137,8 @@ func (p *Pool) start() error {
 		p.seats.Add(1)
 		go p.keepSeat(w)
 	}
+	p.seats.Add(1)
+	go p.monitor()
 	p.logger.Info("worker pool ready", zap.Int("workers", len(workers)), zap.Int("threads", p.spec.Threads))
 	return nil
 }
@@ -177,220 +187,6 @@ func (p *Pool) runCommand(argv []string) error {
 // beforeStartTimeout bounds each before_start command.
 const beforeStartTimeout = 10 * time.Minute
 
-func (p *Pool) addWorkerLocked(w *worker) {
-	p.workers = append(p.workers, w)
-	for _, s := range w.slots {
-		p.giveLocked(s)
-	}
-}
-
-// keepSeat watches one worker and replaces it whenever it exits, backing
-// off exponentially while replacements keep failing.
-func (p *Pool) keepSeat(w *worker) {
-	defer p.seats.Done()
-	backoff := supervisor.DefaultBackoff()
-	for {
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-w.proc.Done():
-		}
-		lived := time.Since(w.proc.StartedAt())
-		p.retire(w, "crash")
-		p.logger.Error("worker exited; replacing it",
-			zap.Int("pid", w.proc.Pid()), zap.String("exit", w.proc.ExitDescription()), zap.Duration("uptime", lived))
-		delay := backoff.Failed(lived)
-		for {
-			if !p.sleepBackoff(delay, backoff.Failures()) {
-				return
-			}
-			next, err := p.spawnWorker()
-			if err == nil {
-				w = next
-				break
-			}
-			p.logger.Error("replacement worker failed to start", zap.Error(err), zap.Int("consecutive_failures", backoff.Failures()))
-			p.mu.Lock()
-			p.lastError = err.Error()
-			p.mu.Unlock()
-			delay = backoff.Failed(0)
-		}
-		p.mu.Lock()
-		if p.state != "running" && p.state != "draining" {
-			p.mu.Unlock()
-			w.stop(time.Second)
-			return
-		}
-		p.failures, p.backoff = 0, time.Time{}
-		p.addWorkerLocked(w)
-		p.mu.Unlock()
-	}
-}
-
-// sleepBackoff waits delay, reporting it in status; false if the pool stops.
-func (p *Pool) sleepBackoff(delay time.Duration, failures int) bool {
-	p.mu.Lock()
-	p.failures, p.backoff = failures, time.Now().Add(delay)
-	p.mu.Unlock()
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-p.ctx.Done():
-		return false
-	}
-}
-
-// retire removes w from service: its idle slots leave the idle list, busy
-// ones are dropped when released.
-func (p *Pool) retire(w *worker, reason string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if w.retired {
-		return
-	}
-	w.retired = true
-	p.restarts[reason]++
-	kept := p.idle[:0]
-	for _, s := range p.idle {
-		if s.worker != w {
-			kept = append(kept, s)
-		}
-	}
-	clear(p.idle[len(kept):])
-	p.idle = kept
-	for i, x := range p.workers {
-		if x == w {
-			p.workers = append(p.workers[:i], p.workers[i+1:]...)
-			break
-		}
-	}
-	w.close()
-}
-
-// acquire takes a free slot, waiting in the queue up to queue_timeout.
-func (p *Pool) acquire(ctx context.Context) (*slot, error) {
-	p.mu.Lock()
-	if s := p.takeIdleLocked(); s != nil {
-		p.mu.Unlock()
-		return s, nil
-	}
-	switch p.state {
-	case "starting", "running", "draining":
-	default:
-		p.mu.Unlock()
-		return nil, errPoolStopped
-	}
-	if len(p.waiters) >= p.spec.MaxQueue {
-		p.mu.Unlock()
-		return nil, errQueueFull
-	}
-	ch := make(chan *slot, 1)
-	p.waiters = append(p.waiters, ch)
-	p.mu.Unlock()
-
-	timer := time.NewTimer(p.spec.QueueTimeout)
-	defer timer.Stop()
-	var err error
-	select {
-	case s := <-ch:
-		if s == nil {
-			return nil, errPoolStopped
-		}
-		return s, nil
-	case <-timer.C:
-		err = errQueueTimeout
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	p.mu.Lock()
-	for i, c := range p.waiters {
-		if c == ch {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			p.noteDrainLocked()
-			p.mu.Unlock()
-			return nil, err
-		}
-	}
-	p.mu.Unlock()
-	// a slot was handed to us as we gave up: pass it on
-	if s := <-ch; s != nil {
-		p.release(s)
-	}
-	return nil, err
-}
-
-// takeIdleLocked pops the idle slot of the least busy worker.
-func (p *Pool) takeIdleLocked() *slot {
-	n := len(p.idle)
-	if n == 0 {
-		return nil
-	}
-	best := n - 1 // most recently used: warm caches
-	if p.spec.Threads > 1 {
-		for i := n - 2; i >= 0; i-- {
-			if p.idle[i].worker.busy < p.idle[best].worker.busy {
-				best = i
-			}
-		}
-	}
-	s := p.idle[best]
-	p.idle[best] = p.idle[n-1]
-	p.idle[n-1] = nil
-	p.idle = p.idle[:n-1]
-	s.worker.busy++
-	p.busySlots++
-	return s
-}
-
-// release gives a slot back after a complete exchange.
-func (p *Pool) release(s *slot) {
-	p.mu.Lock()
-	s.worker.busy--
-	s.worker.served++
-	p.busySlots--
-	if !s.worker.retired {
-		p.giveLocked(s)
-	}
-	p.noteDrainLocked()
-	p.mu.Unlock()
-}
-
-// giveLocked hands a free slot to the longest-waiting request, or idles it.
-func (p *Pool) giveLocked(s *slot) {
-	if len(p.waiters) > 0 && (p.state == "running" || p.state == "draining") {
-		ch := p.waiters[0]
-		p.waiters[0] = nil
-		p.waiters = p.waiters[1:]
-		s.worker.busy++
-		p.busySlots++
-		ch <- s
-		return
-	}
-	p.idle = append(p.idle, s)
-}
-
-// fail takes a slot whose worker broke mid-exchange out of service and
-// kills the worker; its seat starts a replacement.
-func (p *Pool) fail(s *slot, err error) {
-	p.logger.Error("worker channel broken; killing the worker", zap.Int("pid", s.worker.proc.Pid()), zap.Error(err))
-	p.retire(s.worker, "crash")
-	p.mu.Lock()
-	s.worker.busy--
-	p.busySlots--
-	p.noteDrainLocked()
-	p.mu.Unlock()
-	_ = s.worker.proc.Signal(syscall.SIGKILL)
-}
-
-func (p *Pool) failWaitersLocked() {
-	for _, ch := range p.waiters {
-		ch <- nil
-	}
-	p.waiters = nil
-}
-
 // Destruct stops the pool once no loaded config uses it. On a reload the
 // old config's requests may still be running or queued here: they are
 // served (for up to stop_timeout) before the workers are stopped, in the
@@ -430,8 +226,8 @@ func (p *Pool) drainAndStop() {
 	p.mu.Lock()
 	p.state = "stopped"
 	p.failWaitersLocked()
-	workers := p.workers
-	p.workers, p.idle = nil, nil
+	workers := append(p.workers, p.retiring...)
+	p.workers, p.retiring, p.idle = nil, nil, nil
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -460,6 +256,9 @@ func (p *Pool) noteDrainLocked() {
 	}
 }
 
+// restartReasons are why workers get replaced, as counted in status.
+var restartReasons = []string{"crash", "timeout", "max_requests", "memory", "lifetime", "reload", "scale"}
+
 // poolStatus is one app in GET /hearth/apps.
 type poolStatus struct {
 	Name                string         `json:"name"`
@@ -468,6 +267,8 @@ type poolStatus struct {
 	State               string         `json:"state"`
 	Workers             []workerStatus `json:"workers"`
 	Threads             int            `json:"threads"`
+	MinWorkers          int            `json:"min_workers"`
+	MaxWorkers          int            `json:"max_workers"`
 	Queue               int            `json:"queue"`
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
@@ -482,13 +283,18 @@ func (p *Pool) Status() any {
 	st := poolStatus{
 		Name: p.spec.Name, App: p.spec.App, Dir: p.spec.Dir, State: p.state,
 		Workers: []workerStatus{}, Threads: p.spec.Threads, Queue: len(p.waiters),
+		MinWorkers: p.minWorkers, MaxWorkers: p.maxWorkers,
 		Restarts: map[string]int{}, ConsecutiveFailures: p.failures, LastError: p.lastError,
 	}
+	now := time.Now()
 	for _, w := range p.workers {
-		st.Workers = append(st.Workers, w.status())
+		st.Workers = append(st.Workers, w.status(now))
 	}
-	for k, v := range p.restarts {
-		st.Restarts[k] = v
+	for _, w := range p.retiring {
+		st.Workers = append(st.Workers, w.status(now))
+	}
+	for _, reason := range restartReasons {
+		st.Restarts[reason] = p.restarts[reason]
 	}
 	if time.Now().Before(p.backoff) {
 		b := p.backoff
@@ -498,3 +304,10 @@ func (p *Pool) Status() any {
 }
 
 var _ hearth.Pool = (*Pool)(nil)
+
+// Running reports whether the pool serves the current config.
+func (p *Pool) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state == "running"
+}

@@ -22,9 +22,16 @@ type worker struct {
 	slots []*slot
 
 	// guarded by the pool's mutex
-	busy    int
-	retired bool
-	served  int64
+	seat       *seat
+	busy       int       // slots in use
+	served     int64     // requests completed
+	limit      int64     // max_requests (with jitter) before recycling; 0: none
+	lastUsed   time.Time // when a request last finished
+	rss        int64     // resident memory in bytes, sampled by the monitor
+	recycling  bool      // a replacement has been asked for
+	retired    bool      // out of service: takes no new request
+	stopping   bool      // its process is being stopped
+	exitReason string    // why Hearth ended it (timeout, …); "" for a crash
 }
 
 // slot is one request-at-a-time channel to a worker.
@@ -33,6 +40,12 @@ type slot struct {
 	conn   net.Conn
 	frames *protocol.Reader
 	stream uint32 // id of the current request
+
+	hasDeadline bool // a read deadline is set on conn
+
+	// guarded by the pool's mutex
+	path  string    // path of the request in flight, "" when idle
+	since time.Time // when that request took the slot
 }
 
 // startupError is a worker that could not become ready; Traceback holds
@@ -177,17 +190,36 @@ func socketPair() (net.Conn, *os.File, error) {
 
 // workerStatus is one worker in GET /hearth/apps.
 type workerStatus struct {
-	Pid       int       `json:"pid"`
-	State     string    `json:"state"`
-	Busy      int       `json:"busy_threads"`
-	Requests  int64     `json:"requests"`
-	StartedAt time.Time `json:"started_at"`
+	Pid       int             `json:"pid"`
+	State     string          `json:"state"`
+	Busy      int             `json:"busy_threads"`
+	Requests  int64           `json:"requests"`
+	RSS       int64           `json:"rss_bytes"`
+	StartedAt time.Time       `json:"started_at"`
+	Current   []requestStatus `json:"current_requests"`
 }
 
-func (w *worker) status() workerStatus {
+// requestStatus is a request in flight.
+type requestStatus struct {
+	Path       string  `json:"path"`
+	AgeSeconds float64 `json:"age_seconds"`
+}
+
+// status reports w; the pool's mutex must be held.
+func (w *worker) status(now time.Time) workerStatus {
 	state := "idle"
-	if w.busy > 0 {
+	switch {
+	case w.retired:
+		state = "retiring"
+	case w.busy > 0:
 		state = "busy"
 	}
-	return workerStatus{Pid: w.proc.Pid(), State: state, Busy: w.busy, Requests: w.served, StartedAt: w.proc.StartedAt()}
+	st := workerStatus{Pid: w.proc.Pid(), State: state, Busy: w.busy, Requests: w.served, RSS: w.rss,
+		StartedAt: w.proc.StartedAt(), Current: []requestStatus{}}
+	for _, s := range w.slots {
+		if s.path != "" {
+			st.Current = append(st.Current, requestStatus{Path: s.path, AgeSeconds: now.Sub(s.since).Seconds()})
+		}
+	}
+	return st
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -33,6 +34,13 @@ type WSGI struct {
 	App string `json:"app"`
 
 	PoolConfig
+
+	// Timeout bounds how long a request may run in the worker. Past it, the
+	// worker's Python stack (all threads) is dumped to the log, the worker
+	// is terminated (SIGTERM, then SIGKILL after 2s) and replaced, and the
+	// client gets 504. Handlers sharing a pool may have different timeouts.
+	// A negative value disables it. Default: 30s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// MaxBody is the largest request body accepted, in bytes; larger
 	// requests get 413. Bodies are buffered by Caddy (in memory up to
@@ -62,6 +70,9 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 	}
 	if h.MaxBody == 0 {
 		h.MaxBody = DefaultMaxBody
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(DefaultTimeout)
 	}
 	spec, err := h.PoolConfig.resolve(h.App)
 	if err != nil {
@@ -97,7 +108,7 @@ func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		return err
 	}
 	defer body.Close()
-	return h.pool.serve(w, r, scriptName(r), body)
+	return h.pool.serve(w, r, scriptName(r), body, time.Duration(h.Timeout))
 }
 
 // scriptName is the part of the path a handle_path (or uri strip_prefix)

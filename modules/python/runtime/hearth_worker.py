@@ -7,6 +7,7 @@ already parsed by Caddy; this process never talks HTTP and never sees the
 internet. Standard library only; Python 3.9+.
 """
 
+import faulthandler
 import os
 import signal
 import socket
@@ -319,6 +320,10 @@ def main():
                 pass
 
     signal.signal(signal.SIGTERM, stop_reading)
+    # Caddy sends SIGUSR1 to a worker whose request ran past its timeout:
+    # every thread's stack goes to stderr (so into Caddy's log), even when
+    # the app is stuck outside the interpreter
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
 
     if app_dir not in sys.path:

@@ -1,0 +1,157 @@
+package python
+
+import (
+	"context"
+	"time"
+)
+
+// waiter is a request queued for a free slot.
+type waiter struct {
+	ch   chan *slot
+	path string
+}
+
+// acquire takes a free slot for a request to path, waiting in the queue up
+// to queue_timeout. A queued request may make an autoscaled pool grow.
+func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
+	p.mu.Lock()
+	if s := p.takeIdleLocked(path); s != nil {
+		p.mu.Unlock()
+		return s, nil
+	}
+	switch p.state {
+	case "starting", "running", "draining":
+	default:
+		p.mu.Unlock()
+		return nil, errPoolStopped
+	}
+	if len(p.waiters) >= p.spec.MaxQueue {
+		p.mu.Unlock()
+		return nil, errQueueFull
+	}
+	w := &waiter{ch: make(chan *slot, 1), path: path}
+	p.waiters = append(p.waiters, w)
+	p.growLocked()
+	p.mu.Unlock()
+
+	timer := time.NewTimer(p.spec.QueueTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case s := <-w.ch:
+		if s == nil {
+			return nil, errPoolStopped
+		}
+		return s, nil
+	case <-timer.C:
+		err = errQueueTimeout
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	p.mu.Lock()
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.noteDrainLocked()
+			p.mu.Unlock()
+			return nil, err
+		}
+	}
+	p.mu.Unlock()
+	// a slot was handed to us as we gave up: pass it on
+	if s := <-w.ch; s != nil {
+		p.release(s)
+	}
+	return nil, err
+}
+
+// takeIdleLocked pops the idle slot of the least busy worker.
+func (p *Pool) takeIdleLocked(path string) *slot {
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	best := n - 1 // most recently used: warm caches, and extra workers stay idle
+	if p.spec.Threads > 1 {
+		for i := n - 2; i >= 0; i-- {
+			if p.idle[i].worker.busy < p.idle[best].worker.busy {
+				best = i
+			}
+		}
+	}
+	s := p.idle[best]
+	copy(p.idle[best:], p.idle[best+1:])
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	p.occupyLocked(s, path)
+	return s
+}
+
+func (p *Pool) occupyLocked(s *slot, path string) {
+	s.worker.busy++
+	p.busySlots++
+	s.path, s.since = path, time.Now()
+}
+
+// release gives a slot back after a complete exchange. A worker that has
+// served max_requests asks its seat for a replacement; it keeps serving
+// until the replacement is ready.
+func (p *Pool) release(s *slot) {
+	p.mu.Lock()
+	w := s.worker
+	w.busy--
+	w.served++
+	w.lastUsed = time.Now()
+	p.busySlots--
+	s.path = ""
+	switch {
+	case w.retired:
+		if w.busy == 0 {
+			w.finishDrain()
+		}
+	default:
+		if w.limit > 0 && w.served >= w.limit {
+			w.requestRecycle("max_requests")
+		}
+		p.giveLocked(s)
+	}
+	p.noteDrainLocked()
+	p.mu.Unlock()
+}
+
+// giveLocked hands a free slot to the longest-waiting request, or idles it.
+func (p *Pool) giveLocked(s *slot) {
+	if len(p.waiters) > 0 && (p.state == "running" || p.state == "draining") {
+		w := p.waiters[0]
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+		p.occupyLocked(s, w.path)
+		w.ch <- s
+		return
+	}
+	p.idle = append(p.idle, s)
+}
+
+// discard takes a slot whose worker broke or hung mid-exchange out of
+// service with its worker; the caller ends the process and its seat starts
+// a replacement.
+func (p *Pool) discard(s *slot, reason string) {
+	w := s.worker
+	p.mu.Lock()
+	if w.exitReason == "" {
+		w.exitReason = reason
+	}
+	p.retireLocked(w, reason, false)
+	w.busy--
+	p.busySlots--
+	s.path = ""
+	p.noteDrainLocked()
+	p.mu.Unlock()
+}
+
+func (p *Pool) failWaitersLocked() {
+	for _, w := range p.waiters {
+		w.ch <- nil
+	}
+	p.waiters = nil
+}

@@ -1,0 +1,154 @@
+package python
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// monitorInterval is how often a pool samples its workers' memory, retires
+// idle extra workers and checks watched files.
+const monitorInterval = time.Second
+
+// monitor runs the pool's periodic duties until the pool stops.
+func (p *Pool) monitor() {
+	defer p.seats.Done()
+	ticker := time.NewTicker(monitorInterval)
+	defer ticker.Stop()
+	var watched fileState
+	if len(p.spec.Watch) > 0 {
+		watched = p.scanWatched()
+	}
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		p.sampleMemory()
+		if p.spec.MaxWorkers > 0 {
+			p.mu.Lock()
+			if p.shrinkLocked(p.spec.IdleTimeout) {
+				p.logger.Info("scaling down: a worker was idle for idle_timeout", zap.Duration("idle_timeout", p.spec.IdleTimeout))
+			}
+			p.mu.Unlock()
+		}
+		if len(p.spec.Watch) > 0 {
+			if now := p.scanWatched(); now != watched {
+				watched = now
+				p.logger.Info("watched files changed; restarting workers", zap.Strings("watch", p.spec.Watch))
+				if err := p.Restart(); err != nil {
+					p.logger.Error("restart after a file change failed; the old workers keep serving", zap.Error(err))
+				}
+			}
+		}
+	}
+}
+
+// sampleMemory records each worker's resident memory and recycles those
+// over max_memory.
+func (p *Pool) sampleMemory() {
+	p.mu.Lock()
+	workers := append([]*worker(nil), p.workers...)
+	p.mu.Unlock()
+	for _, w := range workers {
+		rss := residentBytes(w.proc.Pid())
+		p.mu.Lock()
+		w.rss = rss
+		if p.spec.MaxMemory > 0 && rss > p.spec.MaxMemory && !w.recycling && !w.retired {
+			p.logger.Warn("worker over max_memory; replacing it after its current request",
+				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", p.spec.MaxMemory))
+			w.requestRecycle("memory")
+		}
+		p.mu.Unlock()
+	}
+}
+
+// residentBytes reads a process's resident set size; 0 if it is gone.
+func residentBytes(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(fields[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// fileState summarizes the watched files: any change, addition or removal
+// changes it.
+type fileState struct {
+	count  int
+	size   int64
+	newest int64
+	modSum int64
+}
+
+// scanWatched walks the app directory for files matching the watch globs,
+// skipping version control, caches and virtual environments.
+func (p *Pool) scanWatched() fileState {
+	var st fileState
+	_ = filepath.WalkDir(p.spec.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if path != p.spec.Dir && skipWatchDir(path, d.Name()) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		rel, _ := filepath.Rel(p.spec.Dir, path)
+		if !matchesAny(p.spec.Watch, filepath.ToSlash(rel)) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		mod := info.ModTime().UnixNano()
+		st.count++
+		st.size += info.Size()
+		st.modSum += mod
+		st.newest = max(st.newest, mod)
+		return nil
+	})
+	return st
+}
+
+func skipWatchDir(path, name string) bool {
+	switch name {
+	case ".git", ".hg", "__pycache__", "node_modules", ".mypy_cache", ".pytest_cache", ".tox":
+		return true
+	}
+	_, err := os.Stat(filepath.Join(path, "pyvenv.cfg")) // a virtualenv
+	return err == nil
+}
+
+// matchesAny matches a slash-separated relative path against globs where
+// a leading "**/" matches any number of directories.
+func matchesAny(globs []string, rel string) bool {
+	for _, g := range globs {
+		if rest, ok := strings.CutPrefix(g, "**/"); ok {
+			parts := strings.Split(rel, "/")
+			for i := range parts {
+				if ok, _ := filepath.Match(rest, strings.Join(parts[i:], "/")); ok {
+					return true
+				}
+			}
+			continue
+		}
+		if ok, _ := filepath.Match(g, rel); ok {
+			return true
+		}
+	}
+	return false
+}
