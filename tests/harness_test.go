@@ -171,6 +171,7 @@ type appStatus struct {
 		Pid       int       `json:"pid"`
 		State     string    `json:"state"`
 		Requests  int64     `json:"requests"`
+		RSS       int64     `json:"rss_bytes"`
 		StartedAt time.Time `json:"started_at"`
 	} `json:"workers"`
 	Restarts            map[string]int `json:"restarts"`
@@ -212,13 +213,16 @@ func (c *caddyProc) mustApps() []appStatus {
 	return apps
 }
 
-// workerPIDs lists the pids of the running workers of every app.
+// workerPIDs lists the pids of the workers in service (not retiring) of
+// every app.
 func (c *caddyProc) workerPIDs() []int {
 	c.t.Helper()
 	var pids []int
 	for _, a := range c.mustApps() {
 		for _, w := range a.Workers {
-			pids = append(pids, w.Pid)
+			if w.State != "retiring" {
+				pids = append(pids, w.Pid)
+			}
 		}
 	}
 	return pids

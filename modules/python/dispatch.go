@@ -72,9 +72,11 @@ func (p *Pool) takeIdleLocked(path string) *slot {
 		return nil
 	}
 	best := n - 1 // most recently used: warm caches, and extra workers stay idle
-	if p.spec.Threads > 1 {
+	if p.spec.Threads > 1 || p.idle[best].worker.recycling {
+		// the least busy worker; one waiting for its replacement only
+		// when no other is free
 		for i := n - 2; i >= 0; i-- {
-			if p.idle[i].worker.busy < p.idle[best].worker.busy {
+			if less(p.idle[i].worker, p.idle[best].worker) {
 				best = i
 			}
 		}
@@ -85,6 +87,15 @@ func (p *Pool) takeIdleLocked(path string) *slot {
 	p.idle = p.idle[:n-1]
 	p.occupyLocked(s, path)
 	return s
+}
+
+// less orders workers for dispatch: not being recycled first, then the
+// fewest requests in flight.
+func less(a, b *worker) bool {
+	if a.recycling != b.recycling {
+		return !a.recycling
+	}
+	return a.busy < b.busy
 }
 
 func (p *Pool) occupyLocked(s *slot, path string) {

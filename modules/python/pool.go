@@ -130,6 +130,7 @@ func (p *Pool) start() error {
 	p.state = "running"
 	for _, w := range workers {
 		w.seat = newSeat()
+		w.rss = residentBytes(w.proc.Pid())
 		p.addWorkerLocked(w)
 	}
 	p.mu.Unlock()

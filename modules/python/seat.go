@@ -158,7 +158,9 @@ func (p *Pool) recycleWorker(w *worker, req recycleRequest) *worker {
 // adopt puts next into service and, if old is set, retires old gracefully.
 // It returns false (and stops next) if the pool is stopping.
 func (p *Pool) adopt(next, old *worker, reason string) bool {
+	rss := residentBytes(next.proc.Pid())
 	p.mu.Lock()
+	next.rss = rss
 	if p.state != "running" && p.state != "draining" {
 		p.mu.Unlock()
 		next.stop(time.Second)
