@@ -17,6 +17,7 @@ func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
+		p.queueWait.Observe(0)
 		return s, nil
 	}
 	switch p.state {
@@ -34,6 +35,7 @@ func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
 	p.growLocked()
 	p.mu.Unlock()
 
+	queued := time.Now()
 	timer := time.NewTimer(p.spec.QueueTimeout)
 	defer timer.Stop()
 	var err error
@@ -42,6 +44,7 @@ func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
 		if s == nil {
 			return nil, errPoolStopped
 		}
+		p.queueWait.Observe(time.Since(queued).Seconds())
 		return s, nil
 	case <-timer.C:
 		err = errQueueTimeout
@@ -110,9 +113,11 @@ func (p *Pool) occupyLocked(s *slot, path string) {
 func (p *Pool) release(s *slot) {
 	p.mu.Lock()
 	w := s.worker
+	now := time.Now()
+	p.duration.Observe(now.Sub(s.since).Seconds())
 	w.busy--
 	w.served++
-	w.lastUsed = time.Now()
+	w.lastUsed = now
 	p.busySlots--
 	s.path = ""
 	switch {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
@@ -24,6 +25,8 @@ type Pool struct {
 	spec        *poolSpec
 	logger      *zap.Logger
 	runtimePath string
+	queueWait   prometheus.Observer
+	duration    prometheus.Observer
 
 	startOnce sync.Once
 	startErr  error
@@ -65,6 +68,9 @@ func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
 		logger:   logger.With(zap.String("app", spec.Name)),
 		ctx:      ctx,
 		cancel:   cancel,
+
+		queueWait: queueWaitSeconds.WithLabelValues(spec.Name),
+		duration:  requestDurationSeconds.WithLabelValues(spec.Name),
 		state:    "starting",
 		restarts: map[string]int{},
 

@@ -262,6 +262,7 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 	}
 	w.retired = true
 	p.restarts[reason]++
+	restartsTotal.WithLabelValues(p.spec.Name, reason).Inc()
 	kept := p.idle[:0]
 	for _, s := range p.idle {
 		if s.worker != w {

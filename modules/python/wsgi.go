@@ -78,6 +78,9 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("wsgi %s: %w", h.App, err)
 	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	appModule, err := ctx.App("hearth")
 	if err != nil {
 		return err

@@ -1,0 +1,90 @@
+"""Small process helpers for tests/bench/run.sh (stdlib only, Linux /proc).
+
+    procs.py freeport            a loopback TCP port nobody listens on now
+    procs.py tree PID...         the PIDs given and all their descendants
+    procs.py snapshot PID...     JSON: CPU ticks of those trees and of the machine
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+
+def freeport():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _stat(pid):
+    """(ppid, comm, utime+stime ticks) of a process, or None if it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as f:
+            raw = f.read().decode('utf-8', 'replace')
+    except OSError:
+        return None
+    # comm is in parentheses and may itself contain spaces or parentheses.
+    lpar, rpar = raw.index('('), raw.rindex(')')
+    comm = raw[lpar + 1:rpar]
+    fields = raw[rpar + 2:].split()
+    # fields[0] is state (field 3); ppid is field 4, utime 14, stime 15.
+    return int(fields[1]), comm, int(fields[11]) + int(fields[12])
+
+
+def tree(roots):
+    """{pid: (comm, ticks)} for the roots and every descendant."""
+    table = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st:
+                table[int(name)] = st
+    children = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, [r for r in roots if r in table]
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out[pid] = (table[pid][1], table[pid][2])
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def machine_ticks():
+    with open('/proc/stat') as f:
+        first = f.readline().split()
+    values = [int(v) for v in first[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    # guest time is already counted in user/nice.
+    total = sum(values[:8])
+    return total, idle
+
+
+def main(argv):
+    if not argv:
+        sys.exit(__doc__)
+    cmd, args = argv[0], [int(a) for a in argv[1:]]
+    if cmd == 'freeport':
+        print(freeport())
+    elif cmd == 'tree':
+        print(' '.join(str(p) for p in sorted(tree(args))))
+    elif cmd == 'snapshot':
+        total, idle = machine_ticks()
+        procs = tree(args)
+        print(json.dumps({
+            'time': time.monotonic(),
+            'hz': os.sysconf('SC_CLK_TCK'),
+            'machine_total': total,
+            'machine_idle': idle,
+            'procs': {str(p): [c, t] for p, (c, t) in procs.items()},
+        }))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,492 @@
+"""Turns a tests/bench/run.sh run directory into results.md and results.png.
+
+    /usr/bin/python3 tests/bench/report.py RUN_DIR RESULTS_MD RESULTS_PNG
+"""
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+PEERS = {
+    'hearth': 'Hearth (`wsgi`, 2 workers)',
+    'caddy-gunicorn': 'Caddy `reverse_proxy` → gunicorn (unix socket)',
+    'gunicorn': 'gunicorn direct',
+    'nginx-uwsgi': 'nginx `uwsgi_pass` → uWSGI (unix socket)',
+    'caddy-respond': 'Caddy `respond` (ceiling, no Python)',
+}
+SHORT = {
+    'hearth': 'Hearth',
+    'caddy-gunicorn': 'Caddy→gunicorn',
+    'gunicorn': 'gunicorn',
+    'nginx-uwsgi': 'nginx→uWSGI',
+    'caddy-respond': 'Caddy respond\n(ceiling)',
+}
+APPS = {
+    'hello': '`tests/apps/hello.py` (hello world WSGI)',
+    'django': '`tests/bench/djangoapp` (Django, default middleware, one plain view)',
+}
+TARGETS = [('caddy-gunicorn', 2.0), ('nginx-uwsgi', 1.0)]
+
+UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1e3, 'm': 60e3, 'h': 3600e3}
+
+
+def to_ms(text):
+    m = re.fullmatch(r'([\d.]+)(us|ms|s|m|h)', text)
+    if not m:
+        raise ValueError(f'unknown wrk time {text!r}')
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(text):
+    """Requests/s, p99 (ms), requests, non-2xx/3xx count, socket errors of one wrk run."""
+    out = {'rps': None, 'p99': None, 'p50': None, 'requests': None, 'non2xx': 0,
+           'socket_errors': {}, 'raw': text}
+    m = re.search(r'^Requests/sec:\s+([\d.]+)', text, re.M)
+    if m:
+        out['rps'] = float(m.group(1))
+    m = re.search(r'^\s+99%\s+(\S+)', text, re.M)
+    if m:
+        out['p99'] = to_ms(m.group(1))
+    m = re.search(r'^\s+50%\s+(\S+)', text, re.M)
+    if m:
+        out['p50'] = to_ms(m.group(1))
+    m = re.search(r'^\s+(\d+) requests in', text, re.M)
+    if m:
+        out['requests'] = int(m.group(1))
+    m = re.search(r'Non-2xx or 3xx responses:\s+(\d+)', text)
+    if m:
+        out['non2xx'] = int(m.group(1))
+    m = re.search(r'Socket errors:\s+(.*)', text)
+    if m:
+        for part in m.group(1).split(','):
+            name, value = part.split()
+            if int(value):
+                out['socket_errors'][name] = int(value)
+    return out
+
+
+FRONTS = {'caddy', 'nginx'}  # process names of the HTTP fronts; the rest run Python
+
+
+def cpu_split(before_file, after_file):
+    """CPU used over the measurement: {comm: (processes, cpu seconds)}, the
+    window in seconds, and the whole machine's busy %."""
+    try:
+        before = json.loads(Path(before_file).read_text())
+        after = json.loads(Path(after_file).read_text())
+    except (OSError, ValueError):
+        return None, None, None
+    seconds = after['time'] - before['time']
+    hz = after['hz']
+    by_comm = {}
+    for pid, (comm, ticks) in after['procs'].items():
+        if pid not in before['procs']:
+            continue
+        used = (ticks - before['procs'][pid][1]) / hz
+        n, cpu = by_comm.get(comm, (0, 0.0))
+        by_comm[comm] = (n + 1, cpu + used)
+    total = after['machine_total'] - before['machine_total']
+    idle = after['machine_idle'] - before['machine_idle']
+    busy = 100.0 * (total - idle) / total if total else None
+    return by_comm, seconds, busy
+
+
+def status_line(path):
+    try:
+        first = Path(path).read_text(errors='replace').splitlines()[0]
+    except (OSError, IndexError):
+        return '(no response)'
+    return first.strip()
+
+
+# Caddy warnings that every plain-HTTP Caddy prints at start and stop.
+BENIGN = ('HTTP/2 skipped because it requires TLS', 'HTTP/3 skipped because it requires TLS',
+          'exiting; byeee!!')
+
+
+def caddy_log_problems(path, wrk_ends):
+    """Distinct warn/error messages of a Caddy JSON log:
+    {message: [count within 1 s before a wrk run returned, count at other times]}."""
+    found = {}
+    try:
+        lines = Path(path).read_text(errors='replace').splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        level = entry.get('level', '')
+        if level not in ('warn', 'error', 'panic', 'fatal'):
+            continue
+        msg = entry.get('msg', '')
+        if any(b in msg for b in BENIGN):
+            continue
+        key = f"{level} {entry.get('logger', '')}: {msg}"
+        if entry.get('error') and entry['error'] != msg:
+            key += f" ({str(entry['error'])[:160]})"
+        if entry.get('status'):
+            key += f" status {entry['status']}"
+        ts = entry.get('ts', 0)
+        at_end = any(end - 1.0 <= ts <= end + 0.2 for end in wrk_ends)
+        found.setdefault(key, [0, 0])[0 if at_end else 1] += 1
+    return found
+
+
+def run(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f'(unavailable: {e})'
+    text = (p.stdout + p.stderr).strip()
+    return text.splitlines()[0] if text else '(no output)'
+
+
+def machine(settings, repo):
+    cpu = '(unknown)'
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ''
+    try:
+        for line in Path('/proc/meminfo').read_text().splitlines():
+            if line.startswith('MemTotal'):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    py = settings['python']
+    commit = run(['git', '-C', str(repo), 'rev-parse', '--short', 'HEAD'])
+    dirty = subprocess.run(['git', '-C', str(repo), 'status', '--porcelain', '--untracked-files=no'],
+                           capture_output=True, text=True).stdout.strip()
+    return [
+        ('CPUs (nproc)', str(os.cpu_count())),
+        ('CPU model', cpu),
+        ('Memory', mem),
+        ('Kernel', f'{platform.system()} {platform.release()} ({platform.machine()})'),
+        ('Run', f"{settings.get('started', '?')} → {settings.get('finished', '?')}"),
+        ('Load average before / after', f"{settings.get('loadavg_before', '?')} / {settings.get('loadavg_after', '?')}"),
+        ('Hearth commit', commit + (' + uncommitted changes' if dirty else '')),
+        ('Caddy (bin/caddy)', run([settings['caddy'], 'version']).split(' h1:')[0]),
+        ('Python', run([py, '--version']) + f' ({py})'),
+        ('Django', run([py, '-c', 'import django; print(django.get_version())'])),
+        ('gunicorn', run([settings['gunicorn'], '--version'])),
+        ('uWSGI', run([settings['uwsgi'], '--version'])),
+        ('nginx', run([settings['nginx'], '-v']).replace('nginx version: ', '')),
+        ('wrk', run([settings['wrk'], '-v']).split(' Copyright')[0]),
+    ]
+
+
+def fmt_rps(v):
+    return '—' if v is None else f'{v:,.0f}'
+
+
+def fmt_ms(v):
+    return '—' if v is None else (f'{v:.2f} ms' if v < 10 else f'{v:.1f} ms')
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def main(run_dir, out_md, out_png):
+    run_dir = Path(run_dir).resolve()
+    repo = Path(__file__).resolve().parents[2]
+    settings = dict(line.split('\t', 1) for line in
+                    (run_dir / 'settings.tsv').read_text().splitlines() if '\t' in line)
+    rows = [line.split('\t') for line in (run_dir / 'measurements.tsv').read_text().splitlines()[1:]]
+
+    data = {}  # (app, peer) -> list of measurements
+    order_seen = {}  # round -> app -> [peers in order]
+    for rnd, pos, app, peer, d in rows:
+        d = Path(d)
+        m = parse_wrk((d / 'wrk.txt').read_text(errors='replace'))
+        m['round'], m['position'], m['dir'] = int(rnd), int(pos), d
+        m['cpu'], m['window'], m['busy'] = cpu_split(d / 'cpu-before.json', d / 'cpu-after.json')
+        m['status_before'] = status_line(d / 'response.txt')
+        m['status_after'] = status_line(d / 'response-after.txt')
+        m['leftovers'] = (d / 'leftovers.txt').read_text().strip() if (d / 'leftovers.txt').exists() else ''
+        try:
+            ends = [float(t) for t in (d / 'wrk-ends.txt').read_text().split()]
+        except OSError:
+            ends = []
+        m['caddy_problems'] = caddy_log_problems(d / 'caddy.log', ends)
+        data.setdefault((app, peer), []).append(m)
+        order_seen.setdefault(int(rnd), {}).setdefault(app, []).append(peer)
+
+    apps = [a for a in APPS if any(k[0] == a for k in data)]
+    peers = [p for p in PEERS if any(k[1] == p for k in data)]
+    summary = {}
+    for key, ms in data.items():
+        summary[key] = {
+            'rps': median(m['rps'] for m in ms),
+            'p99': median(m['p99'] for m in ms),
+            'rounds': [m['rps'] for m in sorted(ms, key=lambda m: m['round'])],
+            'non2xx': sum(m['non2xx'] for m in ms),
+            'requests': sum(m['requests'] or 0 for m in ms),
+            'socket_errors': {},
+        }
+        for m in ms:
+            for k, v in m['socket_errors'].items():
+                summary[key]['socket_errors'][k] = summary[key]['socket_errors'].get(k, 0) + v
+
+    def ratio(app, peer):
+        h, p = summary.get((app, 'hearth')), summary.get((app, peer))
+        if not h or not p or not h['rps'] or not p['rps']:
+            return None
+        return h['rps'] / p['rps']
+
+    quick = settings['duration'] != '10s' or settings['rounds'] != '3'
+    L = []
+    L.append('# Hearth benchmark results')
+    L.append('')
+    L.append('Written by `make bench` (`tests/bench/run.sh`, then `tests/bench/report.py`). '
+             'Numbers are only comparable within one run on one machine: every peer below '
+             'was measured in the same run, on the same machine, over loopback.')
+    if quick:
+        L.append('')
+        L.append(f"**This is a quick run** (duration {settings['duration']}, {settings['rounds']} "
+                 'round(s)), not the default 10s × 3 rounds: treat the numbers as rough.')
+    L.append('')
+
+    # --- targets
+    L.append('## Targets')
+    L.append('')
+    L.append('| target | app | Hearth req/s | peer req/s | ratio | result |')
+    L.append('|---|---|---:|---:|---:|---|')
+    all_met = True
+    for peer, goal in TARGETS:
+        for app in APPS:
+            r = ratio(app, peer)
+            h, p = summary.get((app, 'hearth')), summary.get((app, peer))
+            if r is None:
+                verdict, all_met = 'not measured', False
+            elif r >= goal:
+                verdict = 'met'
+            else:
+                verdict, all_met = '**NOT met**', False
+            L.append(f"| Hearth ≥ {goal:.1f}× {SHORT[peer]} | {app} | {fmt_rps(h and h['rps'])} | "
+                     f"{fmt_rps(p and p['rps'])} | {'—' if r is None else f'{r:.2f}×'} | {verdict} |")
+    L.append('')
+    L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
+    L.append('')
+
+    # --- tables per app
+    for app in apps:
+        L.append(f'## {app}: {APPS[app]}')
+        L.append('')
+        L.append('| peer | req/s (median) | p99 latency (median) | Hearth ÷ peer (req/s) | '
+                 'req/s per round | non-2xx/3xx | socket errors |')
+        L.append('|---|---:|---:|---:|---|---:|---|')
+        for peer in peers:
+            s = summary.get((app, peer))
+            if not s:
+                continue
+            r = ratio(app, peer)
+            errs = ', '.join(f'{k} {v}' for k, v in s['socket_errors'].items()) or '0'
+            L.append(f"| {PEERS[peer]} | {fmt_rps(s['rps'])} | {fmt_ms(s['p99'])} | "
+                     f"{'—' if peer == 'hearth' or r is None else f'{r:.2f}×'} | "
+                     f"{' / '.join(fmt_rps(v) for v in s['rounds'])} | {s['non2xx']} | {errs} |")
+        L.append('')
+        L.append('CPU use of the servers during the measured wrk run (median over rounds): '
+                 'per process name, in % of one core (the machine has '
+                 f"{os.cpu_count()} cores; wrk and the kernel use the rest), and CPU time per "
+                 'request of the HTTP front (caddy, nginx) and of the Python side (workers, '
+                 'masters):')
+        L.append('')
+        L.append('| peer | processes (count × name: % of a core) | front µs/request | '
+                 'Python side µs/request | whole machine busy |')
+        L.append('|---|---|---:|---:|---:|')
+        for peer in peers:
+            ms = data.get((app, peer))
+            if not ms:
+                continue
+            comms, front_us, py_us = {}, [], []
+            for m in ms:
+                if not m['cpu'] or not m['window']:
+                    continue
+                front = py = 0.0
+                for comm, (n, cpu) in m['cpu'].items():
+                    comms.setdefault(comm, []).append((n, cpu / m['window'] * 100))
+                    if comm in FRONTS:
+                        front += cpu
+                    else:
+                        py += cpu
+                if m['requests']:
+                    front_us.append(front / m['requests'] * 1e6 if front else None)
+                    py_us.append(py / m['requests'] * 1e6 if py else None)
+            parts = []
+            for comm, vals in sorted(comms.items(), key=lambda kv: -median(v[1] for v in kv[1])):
+                n = max(v[0] for v in vals)
+                parts.append(f"{n} × {comm}: {median(v[1] for v in vals):.0f}%")
+            busy = median(m['busy'] for m in ms)
+            fu, pu = median(front_us), median(py_us)
+            L.append(f"| {PEERS[peer]} | {'; '.join(parts) or '—'} | "
+                     f"{'—' if fu is None else f'{fu:.0f}'} | {'—' if pu is None else f'{pu:.0f}'} | "
+                     f"{'—' if busy is None else f'{busy:.0f}%'} |")
+        L.append('')
+
+    L.append('![requests per second per peer and app](results.png)')
+    L.append('')
+
+    # --- anomalies
+    L.append('## Errors and anomalies')
+    L.append('')
+    notes = []
+    for (app, peer), ms in sorted(data.items()):
+        for m in sorted(ms, key=lambda m: m['round']):
+            where = f"{app} / {SHORT[peer].splitlines()[0]} / round {m['round']}"
+            if m['rps'] is None:
+                notes.append(f"{where}: wrk printed no Requests/sec (see {m['dir'] / 'wrk.txt'})")
+            if m['non2xx']:
+                notes.append(f"{where}: {m['non2xx']} non-2xx/3xx responses of {m['requests']}")
+            if m['socket_errors']:
+                notes.append(f"{where}: socket errors " + ', '.join(f'{k} {v}' for k, v in m['socket_errors'].items()))
+            for label, line in (('before', m['status_before']), ('after', m['status_after'])):
+                if ' 200' not in line:
+                    notes.append(f"{where}: single request {label} the load answered `{line}`")
+            if m['leftovers']:
+                notes.append(f"{where}: on stop: {m['leftovers']}")
+            for msg, (at_end, other) in m['caddy_problems'].items():
+                if at_end:
+                    notes.append(f"{where}: Caddy log {at_end}× `{msg}` within 1 s before a wrk run "
+                                 '(warm-up or measured) returned, i.e. when wrk closed its connections '
+                                 'with requests still in flight')
+                if other:
+                    notes.append(f"{where}: Caddy log {other}× `{msg}` at other times (under load, "
+                                 'at start or at stop)')
+    exit_left = run_dir / 'leftovers-at-exit.txt'
+    if exit_left.exists() and exit_left.read_text().strip():
+        notes.append('at exit: ' + exit_left.read_text().strip())
+    if notes:
+        L.extend(f'- {n}' for n in notes)
+    else:
+        L.append('None: every wrk run reported 0 non-2xx/3xx responses and 0 socket errors '
+                 '(connect, read, write, timeout); a single request before and after each load '
+                 'answered 200; no Caddy warn/error log lines (other than the HTTP/2 and HTTP/3 '
+                 '"requires TLS" notices and the exit notice); every server stopped on SIGTERM '
+                 'with no process left behind.')
+    L.append('')
+
+    # --- method
+    L.append('## Method')
+    L.append('')
+    L.append(f"- Load: `wrk -t{settings['threads']} -c{settings['connections']} -d{settings['duration']} "
+             f"--latency --timeout 10s http://127.0.0.1:PORT/` (keep-alive, GET /), on the same machine "
+             "as the servers, so wrk competes with them for the cores, as it does for every peer.")
+    L.append(f"- Each measurement starts the peer's servers fresh on random free loopback ports, checks "
+             f"that the response body is the app's, warms up with a {settings['warmup']} wrk run of "
+             "the same shape (discarded), measures, then stops the servers by PID (SIGTERM, bounded "
+             "wait) and checks that none of their processes is left.")
+    L.append(f"- {settings['rounds']} round(s). Each round measures every app on every peer; the "
+             'peer order is the list rotated by r on even rounds r, rotated by r+1 and reversed on '
+             'odd rounds (the app order flips too), so no peer is always first, last or right '
+             'after the same peer, and drift over the run hits every peer. The tables '
+             'give the median of the rounds (req/s and p99 separately).')
+    orders = []
+    for rnd in sorted(order_seen):
+        for app, ps in order_seen[rnd].items():
+            orders.append(f"round {rnd} {app}: {', '.join(SHORT[p].splitlines()[0] for p in ps)}")
+    L.append('- Orders in this run: ' + '; '.join(orders) + '.')
+    L.append(f"- {settings['workers']} Python worker processes for every peer, one request at a "
+             'time each (Hearth default `threads 1`, gunicorn `--worker-class sync`, uWSGI '
+             '`--processes 2` without threads). Per-request access logs are off everywhere '
+             '(Caddy and gunicorn log none by default; uWSGI `--disable-logging`; nginx `access_log off`).')
+    L.append('- Hearth: `wsgi <app> { dir …; python /usr/bin/python3; workers 2 }` in a `:PORT { bind 127.0.0.1 }` '
+             'site, everything else default.')
+    L.append('- Caddy → gunicorn: the same bin/caddy with `reverse_proxy unix//…sock` (default transport) '
+             'to `gunicorn --workers 2 --worker-class sync --bind unix:…` (Debian /usr/bin/gunicorn). '
+             'A unix socket, the faster of the usual choices, so the peer is not handicapped.')
+    L.append('- gunicorn direct: `gunicorn --workers 2 --worker-class sync --bind 127.0.0.1:PORT`. '
+             'Sync workers close the connection after every response, so wrk reconnects each time.')
+    L.append('- nginx → uWSGI: nginx-light with a generated config (nothing from /etc/nginx; '
+             '`daemon off`, `worker_processes auto`, `access_log off`, `keepalive_requests 100000`, '
+             "Debian's uwsgi_params inline) doing `uwsgi_pass unix:…` to `uwsgi --plugin python3 "
+             '--master --processes 2 --socket … --module <app> --disable-logging`.')
+    L.append('- Caddy `respond`: the same bin/caddy answering the app\'s body with `respond`, no '
+             'backend: the ceiling of what any Caddy-fronted peer can reach on this machine.')
+    L.append('- Django: a minimal bench project of our own, `tests/bench/djangoapp` '
+             '(`benchsite.wsgi:application`), not `examples/django`, so the benchmark does not change when '
+             "the example does: DEBUG False, Django's default `startproject` middleware stack and "
+             'contrib apps, no database (the view touches neither session nor user), one view '
+             'returning `HttpResponse("hello")`.')
+    L.append('- CPU use comes from /proc (utime+stime of each server process and its descendants, '
+             'and /proc/stat for the machine) sampled just before and after the measured run.')
+    L.append(f"- Raw wrk output, configs and server logs: `{run_dir.relative_to(repo) if run_dir.is_relative_to(repo) else run_dir}` "
+             '(scratch, not committed).')
+    L.append('')
+
+    # --- machine
+    L.append('## Machine and versions')
+    L.append('')
+    L.append('| | |')
+    L.append('|---|---|')
+    for k, v in machine(settings, repo):
+        L.append(f'| {k} | {v} |')
+    L.append('')
+
+    Path(out_md).write_text('\n'.join(L))
+    chart(apps, peers, summary, data, ratio, out_png, quick)
+
+
+def chart(apps, peers, summary, data, ratio, out_png, quick):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(apps), figsize=(6.5 * len(apps), 5.2), squeeze=False)
+    colors = {'hearth': '#d9480f', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
+              'nginx-uwsgi': '#2f9e44', 'caddy-respond': '#adb5bd'}
+    for ax, app in zip(axes[0], apps):
+        ps = [p for p in peers if (app, p) in summary]
+        meds = [summary[(app, p)]['rps'] or 0 for p in ps]
+        lows = [m - min(v for v in summary[(app, p)]['rounds'] if v is not None) for m, p in zip(meds, ps)]
+        highs = [max(v for v in summary[(app, p)]['rounds'] if v is not None) - m for m, p in zip(meds, ps)]
+        # A ceiling far above the Python peers (Django) would flatten them:
+        # clip its bar then, and say so.
+        others = [m + h for m, h, p in zip(meds, highs, ps) if p != 'caddy-respond'] or [1]
+        top = max(m + h for m, h in zip(meds, highs)) * 1.22 or 1
+        clipped = top > 3 * max(others) * 1.22
+        if clipped:
+            top = max(others) * 1.6
+        shown = [min(m, top * 0.9) for m in meds]
+        errs = [[0 if shown[i] < meds[i] else lows[i] for i in range(len(ps))],
+                [0 if shown[i] < meds[i] else highs[i] for i in range(len(ps))]]
+        bars = ax.bar(range(len(ps)), shown, color=[colors[p] for p in ps],
+                      yerr=errs, capsize=4, ecolor='#333333')
+        for i, (b, p) in enumerate(zip(bars, ps)):
+            label = f'{meds[i]:,.0f}'
+            if shown[i] < meds[i]:
+                b.set_hatch('//')
+                label += ' (bar clipped)'
+            r = ratio(app, p)
+            if p != 'hearth' and r is not None:
+                label += f'\nHearth {r:.2f}×'
+            ax.annotate(label, (b.get_x() + b.get_width() / 2, shown[i] + errs[1][i]),
+                        ha='center', va='bottom', fontsize=8, xytext=(0, 2), textcoords='offset points')
+        ax.set_xticks(range(len(ps)))
+        ax.set_xticklabels([SHORT[p] for p in ps], fontsize=8)
+        ax.set_ylabel('requests/s (median; bars: min–max of rounds)')
+        ax.set_title(f'{app}')
+        ax.set_ylim(0, top)
+        ax.grid(axis='y', alpha=0.3)
+    fig.suptitle('Hearth vs peers, 2 Python workers each, wrk on loopback'
+                 + (' (quick run)' if quick else ''))
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+
+
+if __name__ == '__main__':
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
