@@ -59,7 +59,7 @@ func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
 // appGauges are an app's gauge values, summed over its pools.
 type appGauges struct {
 	idle, busy, retiring, queue int
-	rss                          int64
+	rss                         int64
 }
 
 // Collect implements prometheus.Collector.

@@ -64,15 +64,15 @@ var (
 func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		spec:     spec,
-		logger:   logger.With(zap.String("app", spec.Name)),
-		ctx:      ctx,
-		cancel:   cancel,
+		spec:   spec,
+		logger: logger.With(zap.String("app", spec.Name)),
+		ctx:    ctx,
+		cancel: cancel,
 
 		queueWait: queueWaitSeconds.WithLabelValues(spec.Name),
 		duration:  requestDurationSeconds.WithLabelValues(spec.Name),
-		state:    "starting",
-		restarts: map[string]int{},
+		state:     "starting",
+		restarts:  map[string]int{},
 
 		minWorkers: spec.Workers,
 		maxWorkers: max(spec.Workers, spec.MaxWorkers),

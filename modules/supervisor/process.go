@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // Command describes a process to launch.
@@ -34,13 +35,15 @@ type Command struct {
 	ExtraFiles []*os.File
 }
 
-// Process is a running child process.
+// Process is a running process: a child started by Start, or a process
+// forked by another and adopted with Adopt.
 type Process struct {
-	cmd     *exec.Cmd
+	pid     int
 	started time.Time
 	done    chan struct{}
 	logs    sync.WaitGroup
 	exitErr error
+	adopted bool
 }
 
 // Start launches cmd in its own process group with a parent-death signal,
@@ -54,28 +57,90 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 		Setpgid:   true,            // its own group: signals reach it and its children only
 		Pdeathsig: syscall.SIGKILL, // dies with Caddy, even when Caddy is SIGKILLed
 	}
-	stdout, err := cmd.StdoutPipe()
+	stdout, stderr, err := OutputPipes()
 	if err != nil {
 		return nil, err
 	}
-	stderr, err := cmd.StderrPipe()
+	cmd.Stdout, cmd.Stderr = stdout.Write, stderr.Write
+	err = cmd.Start()
+	stdout.Write.Close()
+	stderr.Write.Close()
 	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
+		stdout.Read.Close()
+		stderr.Read.Close()
 		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
 	}
-	p := &Process{cmd: cmd, started: time.Now(), done: make(chan struct{})}
-	plog := logger.With(zap.Int("pid", cmd.Process.Pid))
+	p := &Process{pid: cmd.Process.Pid, started: time.Now(), done: make(chan struct{})}
+	p.watch(logger, stdout.Read, stderr.Read, func() { p.exitErr = cmd.Wait() })
+	return p, nil
+}
+
+// Pipe is an output pipe for a child process.
+type Pipe struct{ Read, Write *os.File }
+
+// OutputPipes returns pipes for a child's stdout and stderr.
+func OutputPipes() (stdout, stderr Pipe, err error) {
+	if stdout.Read, stdout.Write, err = os.Pipe(); err != nil {
+		return
+	}
+	if stderr.Read, stderr.Write, err = os.Pipe(); err != nil {
+		stdout.Read.Close()
+		stdout.Write.Close()
+	}
+	return
+}
+
+// Adopt watches a process that is not Caddy's child (a worker forked by a
+// preloading template), through a pidfd, forwarding what it writes to its
+// stdout and stderr pipes (whose read ends Adopt takes over). Its exit
+// status is not known here: its parent reaps it.
+func Adopt(pid int, stdout, stderr *os.File, logger *zap.Logger) (*Process, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		stdout.Close()
+		stderr.Close()
+		return nil, fmt.Errorf("watching process %d: %w", pid, err)
+	}
+	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), adopted: true}
+	p.watch(logger, stdout, stderr, func() {
+		defer unix.Close(pidfd)
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		for {
+			// readable once the process has terminated
+			if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+				return
+			}
+		}
+	})
+	return p, nil
+}
+
+// outputDrain bounds how long, after a process exits, its output is still
+// read (a grandchild may hold the pipes open).
+const outputDrain = 2 * time.Second
+
+// watch forwards the output pipes to the log and closes Done once wait
+// has returned (the process exited) and the output is read.
+func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()) {
+	plog := logger.With(zap.Int("pid", p.pid))
 	p.logs.Add(2)
 	go p.forward(stdout, plog.With(zap.String("stream", "stdout")))
 	go p.forward(stderr, plog.With(zap.String("stream", "stderr")))
 	go func() {
-		p.logs.Wait() // Wait closes the pipes: read them to the end first
-		p.exitErr = cmd.Wait()
+		wait()
+		drained := make(chan struct{})
+		go func() {
+			p.logs.Wait()
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-time.After(outputDrain):
+		}
+		stdout.Close()
+		stderr.Close()
 		close(p.done)
 	}()
-	return p, nil
 }
 
 // maxLogLine bounds one log entry; longer output lines are split.
@@ -99,7 +164,7 @@ func (p *Process) forward(r io.Reader, logger *zap.Logger) {
 }
 
 // Pid is the process id (also its process group id).
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int { return p.pid }
 
 // StartedAt is when the process was launched.
 func (p *Process) StartedAt() time.Time { return p.started }
@@ -120,6 +185,9 @@ func (p *Process) Exited() bool {
 // ExitDescription describes how the process ended ("exit status 1",
 // "signal: killed"); valid after Done is closed.
 func (p *Process) ExitDescription() string {
+	if p.adopted {
+		return "exited"
+	}
 	if p.exitErr == nil {
 		return "exit status 0"
 	}
