@@ -177,6 +177,7 @@ type appStatus struct {
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	LastError           string         `json:"last_error"`
+	TemplatePid         int            `json:"template_pid"`
 }
 
 // apps reads GET /hearth/apps and remembers every worker pid it shows.
@@ -198,6 +199,9 @@ func (c *caddyProc) apps() ([]appStatus, error) {
 	for _, a := range body.Apps {
 		for _, w := range a.Workers {
 			c.seenPID[w.Pid] = true
+		}
+		if a.TemplatePid > 0 {
+			c.seenPID[a.TemplatePid] = true
 		}
 	}
 	return body.Apps, nil
@@ -288,8 +292,10 @@ func (c *caddyProc) cleanup() {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	if c.t.Failed() {
-		c.t.Logf("caddy log:\n%s", tail(c.log.String(), 60))
+	if log := c.log.String(); strings.Contains(log, "DATA RACE") || strings.Contains(log, "panic:") {
+		c.t.Errorf("caddy reported a data race or a panic:\n%s", log)
+	} else if c.t.Failed() {
+		c.t.Logf("caddy log:\n%s", tail(log, 60))
 	}
 }
 

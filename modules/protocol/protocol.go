@@ -47,6 +47,7 @@ const (
 	ResponseHead Type = 5 // worker → Caddy: status line and header pairs
 	ResponseBody Type = 6 // worker → Caddy: a chunk of the response body
 	Abort        Type = 7 // worker → Caddy: the app failed mid-response
+	Fork         Type = 8 // Caddy → template: fork a worker (fds attached); template → Caddy: its pid
 )
 
 // FlagEnd marks the last frame of a request or response body.
@@ -68,6 +69,8 @@ func (t Type) String() string {
 		return "response-body"
 	case Abort:
 		return "abort"
+	case Fork:
+		return "fork"
 	}
 	return fmt.Sprintf("unknown(%d)", uint8(t))
 }
@@ -106,7 +109,7 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Length > MaxPayload {
 		return h, fmt.Errorf("%s frame of %d bytes: %w", h.Type, h.Length, ErrTooLarge)
 	}
-	if h.Type < Hello || h.Type > Abort {
+	if h.Type < Hello || h.Type > Fork {
 		return h, fmt.Errorf("unknown frame type %d", uint8(h.Type))
 	}
 	return h, nil

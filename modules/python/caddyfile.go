@@ -30,6 +30,7 @@ import (
 //		max_requests_jitter <n>
 //		max_memory    <size>
 //		max_lifetime  <duration>
+//		preload
 //		watch         [<glob>…]
 //		max_queue     <n>
 //		queue_timeout <duration>
@@ -62,7 +63,7 @@ func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var wsgiOptions = []string{
 	"name", "dir", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
-	"max_lifetime", "watch", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"max_lifetime", "preload", "watch", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
 }
 
@@ -130,6 +131,12 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 			d.Prev()
 		}
 		return duration(d, &h.Timeout)
+	case "preload":
+		if d.NextArg() {
+			return d.Errf("preload takes no value, got %q", d.Val())
+		}
+		h.Preload = true
+		return nil
 	case "watch":
 		h.Watch = d.RemainingArgs()
 		if len(h.Watch) == 0 {

@@ -87,6 +87,15 @@ type PoolConfig struct {
 	// 10% jitter). Default: 0 (never).
 	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
 
+	// Preload imports the app once in a template process and forks the
+	// workers from it: they share its memory copy-on-write and start fast
+	// (scale-up, recycling). The trade-off: whatever the app did at import
+	// time is shared by every worker (a database connection or a thread
+	// opened at import breaks under fork), and recycled workers run the
+	// code the template loaded; a restart loads a new template.
+	// Default: off.
+	Preload bool `json:"preload,omitempty"`
+
 	// Watch, for development, restarts the workers (each replacement ready
 	// before its predecessor retires) when a file under Dir matching one of
 	// these globs changes; "**/" matches any depth. Checked every second.
@@ -137,6 +146,7 @@ type poolSpec struct {
 	MaxMemory    int64         `json:"max_memory"`
 	MaxLifetime  time.Duration `json:"max_lifetime"`
 	Watch        []string      `json:"watch"`
+	Preload      bool          `json:"preload"`
 	Threads      int           `json:"threads"`
 	MaxQueue     int           `json:"max_queue"`
 	QueueTimeout time.Duration `json:"queue_timeout"`
@@ -179,6 +189,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		MaxMemory:    c.MaxMemory,
 		MaxLifetime:  time.Duration(c.MaxLifetime),
 		Watch:        c.Watch,
+		Preload:      c.Preload,
 		Threads:      c.Threads,
 		MaxQueue:     c.MaxQueue,
 		QueueTimeout: time.Duration(c.QueueTimeout),

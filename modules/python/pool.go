@@ -28,6 +28,9 @@ type Pool struct {
 	queueWait   prometheus.Observer
 	duration    prometheus.Observer
 
+	templateMu sync.Mutex // serializes template (re)starts
+	template   *template  // preload mode: the process workers are forked from (guarded by mu)
+
 	startOnce sync.Once
 	startErr  error
 	ctx       context.Context // cancelled when the pool stops
@@ -105,6 +108,11 @@ func (p *Pool) start() error {
 	p.runtimePath = path
 	if err := p.runBeforeStart(); err != nil {
 		return err
+	}
+	if p.spec.Preload {
+		if _, err := p.liveTemplate(); err != nil {
+			return fmt.Errorf("starting the preload template: %w", err)
+		}
 	}
 	workers := make([]*worker, p.spec.Workers)
 	errs := make([]error, p.spec.Workers)
@@ -245,6 +253,9 @@ func (p *Pool) drainAndStop() {
 		}()
 	}
 	wg.Wait()
+	if p.template != nil {
+		p.template.stop()
+	}
 	if len(workers) > 0 {
 		p.logger.Info("worker pool stopped", zap.Int("workers", len(workers)))
 	}
@@ -281,6 +292,7 @@ type poolStatus struct {
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
 	LastError           string         `json:"last_error,omitempty"`
+	TemplatePid         int            `json:"template_pid,omitempty"`
 }
 
 // Status reports the pool's state for the admin API.
@@ -299,6 +311,9 @@ func (p *Pool) Status() any {
 	}
 	for _, w := range p.retiring {
 		st.Workers = append(st.Workers, w.status(now))
+	}
+	if p.template != nil {
+		st.TemplatePid = p.template.proc.Pid()
 	}
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]

@@ -405,6 +405,16 @@ func (p *Pool) Restart() error {
 	}
 	seats := append([]*seat(nil), p.seatList...)
 	p.mu.Unlock()
+	if p.spec.Preload {
+		// load the new code once, in a new template, before any worker
+		old, err := p.replaceTemplate()
+		if err != nil {
+			return fmt.Errorf("restarting app %s: %w", p.spec.Name, err)
+		}
+		if old != nil {
+			defer old.stop()
+		}
+	}
 	for _, st := range seats {
 		done := make(chan error, 1)
 		select {

@@ -62,50 +62,39 @@ func (e *startupError) Error() string {
 	return e.reason + ":\n" + strings.TrimRight(e.traceback, "\n")
 }
 
-// spawnWorker launches one worker process and waits until it has imported
-// the app and greeted every slot.
+// spawnWorker launches one worker process (or, with preload, has the
+// template fork one) and waits until it has the app loaded and has greeted
+// every slot.
 func (p *Pool) spawnWorker() (*worker, error) {
-	threads := p.spec.Threads
-	local := make([]net.Conn, 0, threads)
-	remote := make([]*os.File, 0, threads)
-	closeAll := func() {
-		for _, c := range local {
-			c.Close()
-		}
+	local := make([]net.Conn, 0, p.spec.Threads)
+	remote := make([]*os.File, 0, p.spec.Threads)
+	defer func() {
 		for _, f := range remote {
 			f.Close()
 		}
-	}
-	fds := make([]string, 0, threads)
-	for i := 0; i < threads; i++ {
+	}()
+	for i := 0; i < p.spec.Threads; i++ {
 		conn, peer, err := socketPair()
 		if err != nil {
-			closeAll()
+			for _, c := range local {
+				c.Close()
+			}
 			return nil, fmt.Errorf("creating worker channel: %w", err)
 		}
 		local = append(local, conn)
 		remote = append(remote, peer)
-		fds = append(fds, strconv.Itoa(3+i))
 	}
-	env := append(append([]string(nil), p.spec.Env...),
-		"HEARTH_APP="+p.spec.App,
-		"HEARTH_NAME="+p.spec.Name,
-		"HEARTH_DIR="+p.spec.Dir,
-		"HEARTH_FDS="+strings.Join(fds, ","),
-	)
-	proc, err := supervisor.Start(supervisor.Command{
-		Path:       p.spec.Python,
-		Args:       []string{p.runtimePath},
-		Dir:        p.spec.Dir,
-		Env:        env,
-		ExtraFiles: remote,
-	}, p.logger)
-	for _, f := range remote {
-		f.Close()
+	var proc *supervisor.Process
+	var err error
+	if p.spec.Preload {
+		proc, err = p.forkWorker(remote)
+	} else {
+		proc, err = supervisor.Start(p.command(remote), p.logger)
 	}
-	remote = nil
 	if err != nil {
-		closeAll()
+		for _, c := range local {
+			c.Close()
+		}
 		return nil, err
 	}
 	w := &worker{proc: proc}
@@ -116,7 +105,7 @@ func (p *Pool) spawnWorker() (*worker, error) {
 			frames: protocol.NewReader(bufio.NewReaderSize(c, 64<<10)),
 		})
 	}
-	if err := p.awaitHello(w); err != nil {
+	if err := p.awaitHello(proc, w.slots); err != nil {
 		w.close()
 		proc.Stop(syscall.SIGKILL, time.Second)
 		return nil, err
@@ -124,26 +113,48 @@ func (p *Pool) spawnWorker() (*worker, error) {
 	return w, nil
 }
 
+// command is how the runtime is launched with the given channel ends as
+// fds 3, 4, …, plus extra environment variables.
+func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Command {
+	fds := make([]string, len(channels))
+	for i := range channels {
+		fds[i] = strconv.Itoa(3 + i)
+	}
+	env := append(append([]string(nil), p.spec.Env...),
+		"HEARTH_APP="+p.spec.App,
+		"HEARTH_NAME="+p.spec.Name,
+		"HEARTH_DIR="+p.spec.Dir,
+		"HEARTH_FDS="+strings.Join(fds, ","),
+	)
+	return supervisor.Command{
+		Path:       p.spec.Python,
+		Args:       []string{p.runtimePath},
+		Dir:        p.spec.Dir,
+		Env:        append(env, extraEnv...),
+		ExtraFiles: channels,
+	}
+}
+
 // awaitHello reads each slot's greeting within start_timeout.
-func (p *Pool) awaitHello(w *worker) error {
+func (p *Pool) awaitHello(proc *supervisor.Process, slots []*slot) error {
 	deadline := time.Now().Add(p.spec.StartTimeout)
-	for _, s := range w.slots {
+	for _, s := range slots {
 		_ = s.conn.SetReadDeadline(deadline)
 		h, payload, err := s.frames.Next()
 		_ = s.conn.SetReadDeadline(time.Time{})
 		switch {
 		case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-			return &startupError{reason: fmt.Sprintf("worker %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", w.proc.Pid(), p.spec.StartTimeout)}
+			return &startupError{reason: fmt.Sprintf("worker %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", proc.Pid(), p.spec.StartTimeout)}
 		case err != nil:
 			select {
-			case <-w.proc.Done():
+			case <-proc.Done():
 			case <-time.After(2 * time.Second):
 			}
-			return &startupError{reason: fmt.Sprintf("worker %d exited before it was ready (%s); its output is in the log", w.proc.Pid(), exitOrErr(w.proc, err))}
+			return &startupError{reason: fmt.Sprintf("worker %d exited before it was ready (%s); its output is in the log", proc.Pid(), exitOrErr(proc, err))}
 		case h.Type == protocol.Fatal:
-			return &startupError{reason: fmt.Sprintf("worker %d could not load %s", w.proc.Pid(), p.spec.App), traceback: string(payload)}
+			return &startupError{reason: fmt.Sprintf("worker %d could not load %s", proc.Pid(), p.spec.App), traceback: string(payload)}
 		case h.Type != protocol.Hello:
-			return &startupError{reason: fmt.Sprintf("worker %d sent %s instead of hello", w.proc.Pid(), h.Type)}
+			return &startupError{reason: fmt.Sprintf("worker %d sent %s instead of hello", proc.Pid(), h.Type)}
 		}
 	}
 	return nil

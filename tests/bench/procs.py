@@ -3,6 +3,7 @@
     procs.py freeport            a loopback TCP port nobody listens on now
     procs.py tree PID...         the PIDs given and all their descendants
     procs.py snapshot PID...     JSON: CPU ticks of those trees and of the machine
+    procs.py busy SECONDS        % of the machine's CPU time not idle over SECONDS
 """
 
 import json
@@ -55,31 +56,41 @@ def tree(roots):
 
 
 def machine_ticks():
+    """All CPUs' ticks: total, idle (with iowait), and charged to tasks
+    (user + nice + system, without irq, softirq and steal)."""
     with open('/proc/stat') as f:
         first = f.readline().split()
     values = [int(v) for v in first[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     # guest time is already counted in user/nice.
     total = sum(values[:8])
-    return total, idle
+    tasks = values[0] + values[1] + values[2]
+    return total, idle, tasks
 
 
 def main(argv):
     if not argv:
         sys.exit(__doc__)
-    cmd, args = argv[0], [int(a) for a in argv[1:]]
+    cmd, args = argv[0], [float(a) if '.' in a else int(a) for a in argv[1:]]
     if cmd == 'freeport':
         print(freeport())
     elif cmd == 'tree':
         print(' '.join(str(p) for p in sorted(tree(args))))
+    elif cmd == 'busy':
+        total0, idle0, _ = machine_ticks()
+        time.sleep(args[0])
+        total1, idle1, _ = machine_ticks()
+        total = total1 - total0
+        print(round(100 * (total - (idle1 - idle0)) / total) if total else 0)
     elif cmd == 'snapshot':
-        total, idle = machine_ticks()
+        total, idle, tasks = machine_ticks()
         procs = tree(args)
         print(json.dumps({
             'time': time.monotonic(),
             'hz': os.sysconf('SC_CLK_TCK'),
             'machine_total': total,
             'machine_idle': idle,
+            'machine_tasks': tasks,
             'procs': {str(p): [c, t] for p, (c, t) in procs.items()},
         }))
     else:

@@ -71,6 +71,7 @@ def parse_wrk(text):
 
 
 FRONTS = {'caddy', 'nginx'}  # process names of the HTTP fronts; the rest run Python
+OTHERS_LIMIT = 10  # % of one core used by other processes that marks a round as disturbed
 
 
 def cpu_split(before_file, after_file):
@@ -93,7 +94,26 @@ def cpu_split(before_file, after_file):
     total = after['machine_total'] - before['machine_total']
     idle = after['machine_idle'] - before['machine_idle']
     busy = 100.0 * (total - idle) / total if total else None
+    # CPU charged to all tasks on the machine (user+nice+system, all cores).
+    tasks = after.get('machine_tasks', 0) - before.get('machine_tasks', 0)
+    by_comm[None] = (0, tasks / hz)
     return by_comm, seconds, busy
+
+
+def child_cpu_seconds(before_file, after_file):
+    """CPU seconds (user+sys) of the children the shell reaped between two
+    `times` outputs: here, wrk alone."""
+    def parse(path):
+        lines = Path(path).read_text().split('\n')
+        total = 0.0
+        for part in lines[1].split():
+            m = re.fullmatch(r'(\d+)m([\d.]+)s', part)
+            total += int(m.group(1)) * 60 + float(m.group(2))
+        return total
+    try:
+        return parse(after_file) - parse(before_file)
+    except (OSError, IndexError, AttributeError, ValueError):
+        return None
 
 
 def status_line(path):
@@ -213,6 +233,14 @@ def main(run_dir, out_md, out_png):
         m = parse_wrk((d / 'wrk.txt').read_text(errors='replace'))
         m['round'], m['position'], m['dir'] = int(rnd), int(pos), d
         m['cpu'], m['window'], m['busy'] = cpu_split(d / 'cpu-before.json', d / 'cpu-after.json')
+        m['wrk_cpu'] = child_cpu_seconds(d / 'times-before.txt', d / 'times-after.txt')
+        m['others'] = None  # % of one core used by processes that are neither servers nor wrk
+        if m['cpu'] and m['wrk_cpu'] is not None and m['window']:
+            machine_s = m['cpu'].pop(None)[1]
+            servers_s = sum(cpu for _, cpu in m['cpu'].values())
+            m['others'] = max(0.0, machine_s - servers_s - m['wrk_cpu']) / m['window'] * 100
+        elif m['cpu']:
+            m['cpu'].pop(None, None)
         m['status_before'] = status_line(d / 'response.txt')
         m['status_after'] = status_line(d / 'response-after.txt')
         m['leftovers'] = (d / 'leftovers.txt').read_text().strip() if (d / 'leftovers.txt').exists() else ''
@@ -298,15 +326,16 @@ def main(run_dir, out_md, out_png):
                      f"{'—' if peer == 'hearth' or r is None else f'{r:.2f}×'} | "
                      f"{' / '.join(fmt_rps(v) for v in s['rounds'])} | {s['non2xx']} | {errs} |")
         L.append('')
-        L.append('CPU use of the servers during the measured wrk run (median over rounds): '
-                 'per process name, in % of one core (the machine has '
-                 f"{os.cpu_count()} cores; wrk and the kernel use the rest), and CPU time per "
-                 'request of the HTTP front (caddy, nginx) and of the Python side (workers, '
-                 'masters):')
+        L.append('CPU use during the measured wrk run (median over rounds): the servers per '
+                 f"process name, in % of one core (the machine has {os.cpu_count()} cores, "
+                 f"{os.cpu_count() * 100}% in all), their CPU time per request (HTTP front: caddy, "
+                 'nginx; Python side: workers and masters), wrk, everything else (user, nice and '
+                 'system time of all other processes and kernel threads: other jobs), and the '
+                 'whole machine busy (all time not idle, irq and softirq included):')
         L.append('')
         L.append('| peer | processes (count × name: % of a core) | front µs/request | '
-                 'Python side µs/request | whole machine busy |')
-        L.append('|---|---|---:|---:|---:|')
+                 'Python side µs/request | wrk | everything else | whole machine busy |')
+        L.append('|---|---|---:|---:|---:|---:|---:|')
         for peer in peers:
             ms = data.get((app, peer))
             if not ms:
@@ -331,8 +360,13 @@ def main(run_dir, out_md, out_png):
                 parts.append(f"{n} × {comm}: {median(v[1] for v in vals):.0f}%")
             busy = median(m['busy'] for m in ms)
             fu, pu = median(front_us), median(py_us)
+            wrk = median(m['wrk_cpu'] / m['window'] * 100 for m in ms
+                         if m['wrk_cpu'] is not None and m['window'])
+            others = median(m['others'] for m in ms)
             L.append(f"| {PEERS[peer]} | {'; '.join(parts) or '—'} | "
                      f"{'—' if fu is None else f'{fu:.0f}'} | {'—' if pu is None else f'{pu:.0f}'} | "
+                     f"{'—' if wrk is None else f'{wrk:.0f}%'} | "
+                     f"{'—' if others is None else f'{others:.0f}%'} | "
                      f"{'—' if busy is None else f'{busy:.0f}%'} |")
         L.append('')
 
@@ -355,6 +389,10 @@ def main(run_dir, out_md, out_png):
             for label, line in (('before', m['status_before']), ('after', m['status_after'])):
                 if ' 200' not in line:
                     notes.append(f"{where}: single request {label} the load answered `{line}`")
+            if m['others'] is not None and m['others'] > OTHERS_LIMIT:
+                notes.append(f"{where}: processes other than the servers and wrk used "
+                             f"{m['others']:.0f}% of a core during the measurement: another job "
+                             'was running, so this round is disturbed')
             if m['leftovers']:
                 notes.append(f"{where}: on stop: {m['leftovers']}")
             for msg, (at_end, other) in m['caddy_problems'].items():
@@ -388,6 +426,11 @@ def main(run_dir, out_md, out_png):
              f"that the response body is the app's, warms up with a {settings['warmup']} wrk run of "
              "the same shape (discarded), measures, then stops the servers by PID (SIGTERM, bounded "
              "wait) and checks that none of their processes is left.")
+    L.append('- Before each measurement, with none of its servers up, the run waits (up to '
+             'BENCH_QUIET_WAIT, default 120 s) until the machine is under 10% busy, so that other '
+             'jobs (builds, tests) do not share the cores; CPU used during a measurement by '
+             'processes other than the servers and wrk is still recorded, and a round where it '
+             f'exceeds {OTHERS_LIMIT}% of a core is listed under "Errors and anomalies" as disturbed.')
     L.append(f"- {settings['rounds']} round(s). Each round measures every app on every peer; the "
              'peer order is the list rotated by r on even rounds r, rotated by r+1 and reversed on '
              'odd rounds (the app order flips too), so no peer is always first, last or right '

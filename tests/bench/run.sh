@@ -25,6 +25,8 @@
 #   BENCH_THREADS=2  BENCH_CONNECTIONS=64  BENCH_WORKERS=2
 #   BENCH_APPS="hello django"
 #   BENCH_PEERS="hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
+#   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
+#   be under BENCH_QUIET_BUSY=10 % busy with other jobs; 0 disables the wait)
 #   HEARTH_CADDY=bin/caddy  BENCH_RESULTS=results.md  BENCH_CHART=results.png
 # A quick run: BENCH_DURATION=2s BENCH_WARMUP=1s BENCH_ROUNDS=1 tests/bench/run.sh
 set -euo pipefail
@@ -49,6 +51,8 @@ read -r -a PEERS <<<"${BENCH_PEERS:-hearth caddy-gunicorn gunicorn nginx-uwsgi c
 OUT_MD=${BENCH_RESULTS:-$HERE/results.md}
 OUT_PNG=${BENCH_CHART:-$HERE/results.png}
 READY_TRIES=${BENCH_READY_TRIES:-150} # × 0.2 s
+QUIET_WAIT=${BENCH_QUIET_WAIT:-120}   # s to wait for other jobs to finish before a measurement
+QUIET_BUSY=${BENCH_QUIET_BUSY:-10}    # % of all CPUs busy (with no server up) that counts as quiet
 STOP_TRIES=150                        # × 0.1 s, then SIGKILL
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -302,11 +306,26 @@ stop_peer() { # dir: front first, then backends
 	done
 }
 
+wait_quiet() { # before a measurement, while none of our servers runs
+	local waited=0 busy
+	((QUIET_WAIT > 0)) || return 0
+	while busy=$($PY "$HERE/procs.py" busy 1.0) && ((busy > QUIET_BUSY)); do
+		if ((waited >= QUIET_WAIT)); then
+			log "the machine is still ${busy}% busy with other jobs after ${QUIET_WAIT}s; measuring anyway (the report flags disturbed rounds)"
+			return 0
+		fi
+		((waited == 0)) && log "the machine is ${busy}% busy with other jobs; waiting up to ${QUIET_WAIT}s for it to settle"
+		sleep 2
+		waited=$((waited + 3))
+	done
+}
+
 measure() { # round position app peer
 	local round=$1 position=$2 app=$3 peer=$4 dir rps p99
 	dir=$RUN/r$round-$app-$peer
 	mkdir -p "$dir"
 	app_setup "$app"
+	wait_quiet
 	start_peer "$app" "$peer" "$dir"
 	wait_ready "$URL" "$APP_BODY" "$dir" "${PEER_PIDS[@]}" || die "$peer did not become ready for $app"
 	curl -s -i --max-time 5 "$URL" >"$dir/response.txt" || true
@@ -314,8 +333,13 @@ measure() { # round position app peer
 	# closing its connections with requests in flight from errors under load.
 	"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --latency "$URL" >"$dir/warmup.txt" 2>&1
 	date +%s.%N >>"$dir/wrk-ends.txt"
+	# CPU accounting: the servers' process trees and the machine from /proc
+	# (procs.py snapshot), wrk's own from the shell's `times` of reaped children
+	# (a builtin: no fork, so only wrk is reaped between the two).
 	$PY "$HERE/procs.py" snapshot "${PEER_PIDS[@]}" >"$dir/cpu-before.json"
+	times >"$dir/times-before.txt"
 	"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency --timeout 10s "$URL" >"$dir/wrk.txt" 2>&1
+	times >"$dir/times-after.txt"
 	date +%s.%N >>"$dir/wrk-ends.txt"
 	$PY "$HERE/procs.py" snapshot "${PEER_PIDS[@]}" >"$dir/cpu-after.json"
 	curl -s -i --max-time 5 "$URL" >"$dir/response-after.txt" || true

@@ -21,7 +21,7 @@ HEADER = struct.Struct('!IBBI')  # payload length, type, flags, stream id
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 20
 
-HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT = range(1, 8)
+HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK = range(1, 9)
 END = 1
 
 _pack = HEADER.pack
@@ -301,15 +301,9 @@ def watch_parent(parent):
             os._exit(1)
 
 
-def main():
-    spec = os.environ.pop('HEARTH_APP')
-    name = os.environ.pop('HEARTH_NAME', spec)
-    fds = [int(fd) for fd in os.environ.pop('HEARTH_FDS').split(',')]
-    app_dir = os.environ.pop('HEARTH_DIR', '') or os.getcwd()
-    sockets = [socket.socket(fileno=fd) for fd in fds]
+def serve_forever(app, name, sockets):
+    """Run as a worker: greet Caddy on every channel, then serve requests."""
     channels = [Channel(s) for s in sockets]
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop
 
     def stop_reading(signum, frame):
         # finish the request in progress, take no new one
@@ -320,21 +314,7 @@ def main():
                 pass
 
     signal.signal(signal.SIGTERM, stop_reading)
-    # Caddy sends SIGUSR1 to a worker whose request ran past its timeout:
-    # every thread's stack goes to stderr (so into Caddy's log), even when
-    # the app is stuck outside the interpreter
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
-
-    if app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
-    try:
-        app = load_app(spec)
-    except BaseException:
-        text = traceback.format_exc().encode('utf-8', 'replace')[-MAX_PAYLOAD:]
-        sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
-        sys.exit(1)
-
     worker = Worker(app, name, len(channels))
     hello = str(os.getpid()).encode()
     for channel in channels:
@@ -348,6 +328,90 @@ def main():
     for t in threads:
         while t.is_alive():
             t.join(1)
+
+
+def set_parent_death_signal():
+    """Die with the parent (the template), like Caddy's own children."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def serve_as_template(app, name, control):
+    """Preload mode: the app is imported; fork a worker for each request
+    from Caddy. A fork request carries the worker's channel sockets and its
+    stdout and stderr pipes as SCM_RIGHTS file descriptors."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our workers
+    parent = os.getppid()
+    threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, HEADER_SIZE, 64)
+        except OSError as exc:
+            sys.stderr.write('hearth template %d: control channel failed: %s\n' % (os.getpid(), exc))
+            os._exit(3)
+        if not data:
+            return  # Caddy closed the channel: the pool stopped
+        if len(data) != HEADER_SIZE or _unpack(data)[1] != FORK or len(fds) < 3:
+            sys.stderr.write('hearth template %d: protocol error from Caddy: bad fork request; exiting\n' % os.getpid())
+            os._exit(3)
+        channel_fds, out_fd, err_fd = fds[:-2], fds[-2], fds[-1]
+        template_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()
+                os.setpgid(0, 0)
+                set_parent_death_signal()
+                if os.getppid() != template_pid:
+                    os._exit(1)  # the template died while we forked
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the app may run subprocesses
+                os.dup2(out_fd, 1)
+                os.dup2(err_fd, 2)
+                os.close(out_fd)
+                os.close(err_fd)
+                serve_forever(app, name, [socket.socket(fileno=fd) for fd in channel_fds])
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+            os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        reply = str(pid).encode()
+        control.sendall(_pack(len(reply), FORK, 0, 0) + reply)
+
+
+def main():
+    spec = os.environ.pop('HEARTH_APP')
+    name = os.environ.pop('HEARTH_NAME', spec)
+    fds = [int(fd) for fd in os.environ.pop('HEARTH_FDS').split(',')]
+    app_dir = os.environ.pop('HEARTH_DIR', '') or os.getcwd()
+    template = os.environ.pop('HEARTH_MODE', '') == 'template'
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop
+    # Caddy sends SIGUSR1 to a worker whose request ran past its timeout:
+    # every thread's stack goes to stderr (so into Caddy's log), even when
+    # the app is stuck outside the interpreter
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        app = load_app(spec)
+    except BaseException:
+        text = traceback.format_exc().encode('utf-8', 'replace')[-MAX_PAYLOAD:]
+        sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
+        sys.exit(1)
+    if template:
+        hello = str(os.getpid()).encode()
+        sockets[0].sendall(_pack(len(hello), HELLO, 0, 0) + hello)
+        serve_as_template(app, name, sockets[0])
+    else:
+        serve_forever(app, name, sockets)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,123 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type preloadReply struct {
+	Pid, Ppid, ImportedIn, Pgid, Version int
+}
+
+func preloadGet(t *testing.T, url string) preloadReply {
+	t.Helper()
+	_, body := get(t, url)
+	var r preloadReply
+	if err := json.Unmarshal([]byte(body), &struct {
+		Pid        *int `json:"pid"`
+		Ppid       *int `json:"ppid"`
+		ImportedIn *int `json:"imported_in"`
+		Pgid       *int `json:"pgid"`
+		Version    *int `json:"version"`
+	}{&r.Pid, &r.Ppid, &r.ImportedIn, &r.Pgid, &r.Version}); err != nil {
+		t.Fatalf("reply %q: %v", body, err)
+	}
+	return r
+}
+
+func TestPreloadForksFromTemplate(t *testing.T) {
+	dir := t.TempDir()
+	source, err := os.ReadFile(repoPath("tests", "apps", "preloaded.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir+"/preloaded.py", string(source))
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi preloaded:application {
+		dir %s
+		python {PYTHON}
+		workers 2
+		preload
+	}
+}`, port, dir))
+	templatePid := func() int {
+		var pid int
+		waitFor(t, 10*time.Second, "a template pid in status", func() bool {
+			apps, err := c.apps()
+			if err != nil {
+				return false
+			}
+			pid = apps[0].TemplatePid
+			return pid > 0
+		})
+		c.seenPID[pid] = true
+		return pid
+	}
+	tpl := templatePid()
+	workers := c.workerPIDs()
+	seen := map[int]bool{}
+	for i := 0; i < 10; i++ {
+		r := preloadGet(t, url)
+		seen[r.Pid] = true
+		if r.ImportedIn != tpl || r.Ppid != tpl {
+			t.Fatalf("worker %d: imported in %d, parent %d; want both the template %d", r.Pid, r.ImportedIn, r.Ppid, tpl)
+		}
+		if r.Pgid != r.Pid {
+			t.Errorf("worker %d is in process group %d, not its own", r.Pid, r.Pgid)
+		}
+		if !contains(workers, r.Pid) {
+			t.Errorf("served by %d, not one of the workers %v", r.Pid, workers)
+		}
+	}
+	// a killed forked worker is replaced by a new fork
+	syscall.Kill(workers[0], syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "a forked replacement", func() bool {
+		p := c.workerPIDs()
+		return len(p) == 2 && !contains(p, workers[0])
+	})
+	if r := preloadGet(t, url); r.ImportedIn != tpl {
+		t.Errorf("replacement not forked from the template: %+v", r)
+	}
+	// a restart loads the new code in a new template
+	writeFile(t, dir+"/preloaded.py", string(source)+"\nVERSION = 2\n")
+	if code, body := adminPost(t, c, "/hearth/apps/preloaded/restart", ""); code != 200 {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	newTpl := templatePid()
+	if newTpl == tpl {
+		t.Fatal("restart kept the old template")
+	}
+	if !waitGone(tpl, 10*time.Second) {
+		t.Errorf("old template %d still running after the restart", tpl)
+	}
+	for i := 0; i < 4; i++ {
+		if r := preloadGet(t, url); r.Version != 2 || r.ImportedIn != newTpl {
+			t.Errorf("after restart: %+v, want version 2 from template %d", r, newTpl)
+		}
+	}
+}
+
+func TestPreloadDiesWithCaddy(t *testing.T) {
+	config, _ := site(t, "preloaded:application", "workers 2\n\t\tpreload")
+	c := startCaddy(t, config)
+	apps, err := c.apps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := append(c.workerPIDs(), apps[0].TemplatePid)
+	c.cmd.Process.Kill()
+	c.waitExit(10 * time.Second)
+	for _, pid := range pids {
+		if !waitGone(pid, 5*time.Second) {
+			t.Errorf("process %d survived caddy's SIGKILL", pid)
+		}
+	}
+}
