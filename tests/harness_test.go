@@ -176,6 +176,7 @@ type appStatus struct {
 	} `json:"workers"`
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
+	BackoffUntil        *time.Time     `json:"backoff_until"`
 	LastError           string         `json:"last_error"`
 	TemplatePid         int            `json:"template_pid"`
 }

@@ -138,10 +138,15 @@ http://127.0.0.1:%d {
 	pid := c.workerPIDs()[0]
 	removeFile(t, dir+"/ok")
 	syscall.Kill(pid, syscall.SIGKILL)
+	sawBackoff := false
 	waitFor(t, 20*time.Second, "three consecutive failures", func() bool {
 		a := c.mustApps()[0]
+		sawBackoff = sawBackoff || a.BackoffUntil != nil
 		return a.ConsecutiveFailures >= 3 && strings.Contains(a.LastError, "flaky cannot start")
 	})
+	if !sawBackoff {
+		t.Errorf("the backoff never showed in status (backoff_until)")
+	}
 	// the delays double: 100ms, 200ms, 400ms … (not a hot loop)
 	starts := strings.Count(c.log.String(), "replacement worker failed to start")
 	if starts > 8 {
