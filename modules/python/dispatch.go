@@ -2,18 +2,23 @@ package python
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
-// waiter is a request queued for a free slot.
+// waiter is a request queued for a free slot. frames, when set, are the
+// request's complete frames: whoever frees a slot sends them to the worker
+// right away, so the worker does not wait for the waiting goroutine to be
+// scheduled.
 type waiter struct {
-	ch   chan *slot
-	path string
+	ch     chan *slot
+	path   string
+	frames []byte
 }
 
 // acquire takes a free slot for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
+func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete bool) (*slot, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
@@ -31,6 +36,9 @@ func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
 		return nil, errQueueFull
 	}
 	w := &waiter{ch: make(chan *slot, 1), path: path}
+	if complete {
+		w.frames = frames
+	}
 	p.waiters = append(p.waiters, w)
 	p.growLocked()
 	p.mu.Unlock()
@@ -52,18 +60,17 @@ func (p *Pool) acquire(ctx context.Context, path string) (*slot, error) {
 		err = ctx.Err()
 	}
 	p.mu.Lock()
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			p.noteDrainLocked()
-			p.mu.Unlock()
-			return nil, err
-		}
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+		p.noteDrainLocked()
+		p.mu.Unlock()
+		return nil, err
 	}
 	p.mu.Unlock()
-	// a slot was handed to us as we gave up: pass it on
+	// a slot was handed to us (and the request maybe sent) as we gave up:
+	// serve the request after all
 	if s := <-w.ch; s != nil {
-		p.release(s)
+		return s, nil
 	}
 	return nil, err
 }
@@ -120,6 +127,7 @@ func (p *Pool) release(s *slot) {
 	w.lastUsed = now
 	p.busySlots--
 	s.path = ""
+	var next *waiter
 	switch {
 	case w.retired:
 		if w.busy == 0 {
@@ -129,23 +137,37 @@ func (p *Pool) release(s *slot) {
 		if w.limit > 0 && w.served >= w.limit {
 			w.requestRecycle("max_requests")
 		}
-		p.giveLocked(s)
+		next = p.giveLocked(s)
 	}
 	p.noteDrainLocked()
 	p.mu.Unlock()
+	if next != nil {
+		p.handOff(s, next)
+	}
 }
 
-// giveLocked hands a free slot to the longest-waiting request, or idles it.
-func (p *Pool) giveLocked(s *slot) {
+// handOff gives slot s to a waiting request, sending its frames first
+// when they are ready, so the worker starts on it at once.
+func (p *Pool) handOff(s *slot, w *waiter) {
+	if w.frames != nil {
+		_, s.sendErr = s.conn.Write(w.frames)
+		s.sent = true
+	}
+	w.ch <- s
+}
+
+// giveLocked assigns a free slot to the longest-waiting request, which
+// the caller must then hand it to (handOff, after unlocking), or idles it.
+func (p *Pool) giveLocked(s *slot) *waiter {
 	if len(p.waiters) > 0 && (p.state == "running" || p.state == "draining") {
 		w := p.waiters[0]
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
 		p.occupyLocked(s, w.path)
-		w.ch <- s
-		return
+		return w
 	}
 	p.idle = append(p.idle, s)
+	return nil
 }
 
 // discard takes a slot whose worker broke or hung mid-exchange out of

@@ -37,19 +37,31 @@ var errWorkerBroken = errors.New("worker channel broken")
 func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, body *requestBody, timeout time.Duration) error {
 	bufp := headBuffers.Get().(*[]byte)
 	defer headBuffers.Put(bufp)
+	// the request's frames, encoded once before a worker is taken: head,
+	// then the body when it is in memory (a spilled body is streamed)
+	sid := p.nextStream.Add(1)
 	head := appendEnviron((*bufp)[:protocol.HeaderSize], r, scriptName, body.size)
-	*bufp = head
 	if len(head)-protocol.HeaderSize > protocol.MaxPayload {
 		return caddyhttp.Error(http.StatusRequestHeaderFieldsTooLarge,
 			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(head), protocol.MaxPayload))
 	}
+	flags := uint8(0)
+	if body.size == 0 {
+		flags = protocol.FlagEnd
+	}
+	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: flags, Stream: sid})
+	frames := head
+	if body.file == nil && body.size > 0 {
+		frames = appendBodyFrames(head, sid, body.mem)
+	}
+	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		s, err := p.acquire(r.Context(), r.URL.Path)
+		s, err := p.acquire(r.Context(), r.URL.Path, frames, body.file == nil)
 		if err != nil {
 			return p.unavailable(w, err)
 		}
 		s.setDeadline(timeout)
-		retry, err := p.exchange(s, w, r, head, body)
+		retry, err := p.exchange(s, w, r, sid, frames, body)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
 			continue
@@ -66,41 +78,39 @@ func idempotent(method string) bool {
 	return false
 }
 
+// statusClientClosedRequest is logged for requests whose client left while
+// they waited for a worker (nginx's 499): not a server error.
+const statusClientClosedRequest = 499
+
 // unavailable turns a queueing failure into a 503 with Retry-After.
 func (p *Pool) unavailable(w http.ResponseWriter, err error) error {
 	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
 		w.Header().Set("Retry-After", "1")
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("app %s: %w", p.spec.Name, err))
 	}
-	return err // the client went away while queued
+	return caddyhttp.Error(statusClientClosedRequest, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
 
-// exchange runs one request on slot s. It always gives s back (or retires
-// its worker). retry reports that the worker failed before it answered.
-func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, head []byte, body *requestBody) (retry bool, err error) {
-	s.stream++
-	sid := s.stream
-	flags := uint8(0)
-	if body.size == 0 {
-		flags = protocol.FlagEnd
-	}
-	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: flags, Stream: sid})
-	out := head
+// exchange runs one request on slot s: it sends the request's frames
+// (unless the slot came with them already sent) and relays the response.
+// It always gives s back (or retires its worker). retry reports that the
+// worker failed before it answered.
+func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *requestBody) (retry bool, err error) {
+	s.stream = sid
 	var bodySent chan error
-	switch {
-	case body.file != nil:
-		bodySent = make(chan error, 1)
-		if _, err := s.conn.Write(out); err != nil {
+	if s.sent {
+		s.sent = false
+		if err := s.sendErr; err != nil {
+			s.sendErr = nil
 			return true, p.broken(s, err)
 		}
-		go func() { bodySent <- writeBodyFrames(s, sid, body.reader()) }()
-		out = nil
-	case body.size > 0:
-		out = appendBodyFrames(head, sid, body.mem) // after the head, in its buffer
-	}
-	if out != nil {
-		if _, err := s.conn.Write(out); err != nil {
+	} else {
+		if _, err := s.conn.Write(frames); err != nil {
 			return true, p.broken(s, err)
+		}
+		if body.file != nil {
+			bodySent = make(chan error, 1)
+			go func() { bodySent <- writeBodyFrames(s, sid, body.reader()) }()
 		}
 	}
 	release := func() error {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ type Pool struct {
 	spec        *poolSpec
 	logger      *zap.Logger
 	runtimePath string
+	nextStream  atomic.Uint32 // request ids
 	queueWait   prometheus.Observer
 	duration    prometheus.Observer
 

@@ -3,6 +3,7 @@ package python
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"syscall"
 	"time"
 
@@ -80,12 +81,7 @@ func (p *Pool) keepSeat(w *worker) {
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
-		for i, x := range p.seatList {
-			if x == st {
-				p.seatList = append(p.seatList[:i], p.seatList[i+1:]...)
-				break
-			}
-		}
+		p.seatList = without(p.seatList, st)
 		p.mu.Unlock()
 	}()
 	backoff := supervisor.DefaultBackoff()
@@ -249,7 +245,9 @@ func (p *Pool) addWorkerLocked(w *worker) {
 	w.lastUsed = time.Now()
 	p.workers = append(p.workers, w)
 	for _, s := range w.slots {
-		p.giveLocked(s)
+		if next := p.giveLocked(s); next != nil {
+			next.ch <- s // the waiter sends its request itself
+		}
 	}
 }
 
@@ -263,20 +261,8 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 	w.retired = true
 	p.restarts[reason]++
 	restartsTotal.WithLabelValues(p.spec.Name, reason).Inc()
-	kept := p.idle[:0]
-	for _, s := range p.idle {
-		if s.worker != w {
-			kept = append(kept, s)
-		}
-	}
-	clear(p.idle[len(kept):])
-	p.idle = kept
-	for i, x := range p.workers {
-		if x == w {
-			p.workers = append(p.workers[:i], p.workers[i+1:]...)
-			break
-		}
-	}
+	p.idle = slices.DeleteFunc(p.idle, func(s *slot) bool { return s.worker == w })
+	p.workers = without(p.workers, w)
 	if !graceful {
 		w.stopping = true
 		w.close()
@@ -286,12 +272,7 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 	go func() {
 		<-w.proc.Done()
 		p.mu.Lock()
-		for i, x := range p.retiring {
-			if x == w {
-				p.retiring = append(p.retiring[:i], p.retiring[i+1:]...)
-				break
-			}
-		}
+		p.retiring = without(p.retiring, w)
 		p.mu.Unlock()
 	}()
 	if w.busy == 0 {
@@ -305,6 +286,19 @@ func (p *Pool) growLocked() {
 	if p.state != "running" || p.growing > 0 || len(p.workers)+p.growing >= p.maxWorkers {
 		return
 	}
+	p.addSeatLocked(func(w *worker) {
+		p.logger.Info("scaled up: requests were waiting", zap.Int("pid", w.proc.Pid()))
+		p.mu.Lock()
+		if len(p.waiters) > 0 {
+			p.growLocked()
+		}
+		p.mu.Unlock()
+	})
+}
+
+// addSeatLocked starts one more worker, in a seat of its own, in the
+// background; started (if set) runs once it serves.
+func (p *Pool) addSeatLocked(started func(*worker)) {
 	p.growing++
 	p.seats.Add(1)
 	go func() {
@@ -312,23 +306,26 @@ func (p *Pool) growLocked() {
 		p.mu.Lock()
 		p.growing--
 		p.mu.Unlock()
-		if err != nil {
+		if err != nil || !p.adopt(w, nil, "") {
 			p.seats.Done()
-			p.logger.Error("could not add a worker", zap.Error(err))
+			if err != nil {
+				p.logger.Error("could not add a worker", zap.Error(err))
+			}
 			return
 		}
-		if !p.adopt(w, nil, "") {
-			p.seats.Done()
-			return
+		if started != nil {
+			started(w)
 		}
-		p.logger.Info("scaled up", zap.Int("pid", w.proc.Pid()))
-		p.mu.Lock()
-		if len(p.waiters) > 0 {
-			p.growLocked()
-		}
-		p.mu.Unlock()
 		p.keepSeat(w)
 	}()
+}
+
+// without returns list without the element x (compared by identity).
+func without[T comparable](list []T, x T) []T {
+	if i := slices.Index(list, x); i >= 0 {
+		return slices.Delete(list, i, i+1)
+	}
+	return list
 }
 
 // shrinkLocked retires the worker idle the longest, if the pool has more
@@ -363,22 +360,7 @@ func (p *Pool) Scale(n int) error {
 		p.minWorkers, p.maxWorkers = n, n
 	}
 	for len(p.workers)+p.growing < n {
-		p.growing++
-		p.seats.Add(1)
-		go func() {
-			w, err := p.spawnWorker()
-			p.mu.Lock()
-			p.growing--
-			p.mu.Unlock()
-			if err != nil || !p.adopt(w, nil, "") {
-				p.seats.Done()
-				if err != nil {
-					p.logger.Error("could not add a worker", zap.Error(err))
-				}
-				return
-			}
-			p.keepSeat(w)
-		}()
+		p.addSeatLocked(nil)
 	}
 	for excess := len(p.workers) + p.growing - n; excess > 0; excess-- {
 		if !p.shrinkLocked(0) {

@@ -41,6 +41,10 @@ type slot struct {
 	frames *protocol.Reader
 	stream uint32 // id of the current request
 
+	// set by handOff when it sent the request for the slot's new owner
+	sent    bool
+	sendErr error
+
 	hasDeadline bool // a read deadline is set on conn
 
 	// guarded by the pool's mutex
