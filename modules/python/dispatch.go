@@ -3,6 +3,7 @@ package python
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -11,10 +12,17 @@ import (
 // right away, so the worker does not wait for the waiting goroutine to be
 // scheduled.
 type waiter struct {
-	ch     chan *slot
-	path   string
-	frames []byte
+	ch       chan *slot // receives the slot, or nil (pool stopped) or expired
+	path     string
+	frames   []byte
+	deadline time.Time // end of its queue_timeout
 }
+
+// expired is sent to a waiter whose queue_timeout passed.
+var expired = new(slot)
+
+// waiters are recycled: one is allocated per queued request otherwise.
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot, 1)} }}
 
 // acquire takes a free slot for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
@@ -35,44 +43,76 @@ func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete
 		p.mu.Unlock()
 		return nil, errQueueFull
 	}
-	w := &waiter{ch: make(chan *slot, 1), path: path}
+	queued := time.Now()
+	w := waiterPool.Get().(*waiter)
+	w.path, w.frames, w.deadline = path, nil, queued.Add(p.spec.QueueTimeout)
 	if complete {
 		w.frames = frames
 	}
 	p.waiters = append(p.waiters, w)
+	if len(p.waiters) == 1 {
+		p.armQueueTimerLocked(p.spec.QueueTimeout)
+	}
 	p.growLocked()
 	p.mu.Unlock()
 
-	queued := time.Now()
-	timer := time.NewTimer(p.spec.QueueTimeout)
-	defer timer.Stop()
-	var err error
+	var s *slot
 	select {
-	case s := <-w.ch:
-		if s == nil {
-			return nil, errPoolStopped
-		}
-		p.queueWait.Observe(time.Since(queued).Seconds())
-		return s, nil
-	case <-timer.C:
-		err = errQueueTimeout
+	case s = <-w.ch:
 	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	p.mu.Lock()
-	if i := slices.Index(p.waiters, w); i >= 0 {
-		p.waiters = slices.Delete(p.waiters, i, i+1)
-		p.noteDrainLocked()
+		p.mu.Lock()
+		if i := slices.Index(p.waiters, w); i >= 0 {
+			p.waiters = slices.Delete(p.waiters, i, i+1)
+			p.noteDrainLocked()
+			p.mu.Unlock()
+			waiterPool.Put(w)
+			return nil, ctx.Err()
+		}
 		p.mu.Unlock()
-		return nil, err
+		// a slot was handed to us (and the request maybe sent) as the
+		// client left: serve the request after all
+		s = <-w.ch
 	}
-	p.mu.Unlock()
-	// a slot was handed to us (and the request maybe sent) as we gave up:
-	// serve the request after all
-	if s := <-w.ch; s != nil {
-		return s, nil
+	w.frames = nil
+	waiterPool.Put(w)
+	switch s {
+	case nil:
+		return nil, errPoolStopped
+	case expired:
+		return nil, errQueueTimeout
 	}
-	return nil, err
+	p.queueWait.Observe(time.Since(queued).Seconds())
+	return s, nil
+}
+
+// armQueueTimerLocked makes expireWaiters run in d. One timer serves the
+// whole queue: waiters share queue_timeout, so the oldest expires first.
+func (p *Pool) armQueueTimerLocked(d time.Duration) {
+	if p.queueTimer == nil {
+		p.queueTimer = time.AfterFunc(d, p.expireWaiters)
+		return
+	}
+	p.queueTimer.Reset(d)
+}
+
+// expireWaiters answers the requests queued for longer than queue_timeout
+// and re-arms the timer for the oldest remaining one.
+func (p *Pool) expireWaiters() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	n := 0
+	for n < len(p.waiters) && !p.waiters[n].deadline.After(now) {
+		p.waiters[n].ch <- expired
+		n++
+	}
+	if n > 0 {
+		p.waiters = slices.Delete(p.waiters, 0, n)
+		p.noteDrainLocked()
+	}
+	if len(p.waiters) > 0 {
+		p.armQueueTimerLocked(p.waiters[0].deadline.Sub(now))
+	}
 }
 
 // takeIdleLocked pops the idle slot of the least busy worker.

@@ -113,16 +113,6 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 			go func() { bodySent <- writeBodyFrames(s, sid, body.reader()) }()
 		}
 	}
-	release := func() error {
-		if bodySent != nil {
-			if err := <-bodySent; err != nil {
-				return p.broken(s, err)
-			}
-		}
-		p.release(s)
-		return nil
-	}
-
 	h, payload, err := s.frames.Next()
 	if err != nil {
 		// the worker died before answering: the request may be retried
@@ -143,21 +133,33 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 	switch {
 	case h.Type == protocol.Abort:
 		p.logger.Error("app failed before sending its response body", zap.String("error", string(payload)))
-		if err := release(); err != nil {
+		if err := p.finish(s, bodySent); err != nil {
 			return false, err
 		}
 		return false, caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s aborted the response", p.spec.Name))
 	case h.Type != protocol.ResponseBody:
 		return false, p.broken(s, fmt.Errorf("unexpected %s frame in a response", h.Type))
 	case h.End():
-		return false, p.finishSmall(w, r, status, payload, release)
+		return false, p.finishSmall(w, r, status, payload, s, bodySent)
 	}
-	return false, p.stream(w, s, sid, status, payload, release)
+	return false, p.stream(w, s, sid, status, payload, bodySent)
+}
+
+// finish gives s back once the exchange is complete, after the request
+// body (when it was streamed from a file) has been fully sent.
+func (p *Pool) finish(s *slot, bodySent chan error) error {
+	if bodySent != nil {
+		if err := <-bodySent; err != nil {
+			return p.broken(s, err)
+		}
+	}
+	p.release(s)
+	return nil
 }
 
 // finishSmall answers a response that came in one frame: the slot is
 // released before the client is written to, so a slow client holds no worker.
-func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, release func() error) error {
+func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *slot, bodySent chan error) error {
 	var small [512]byte
 	var body []byte
 	if len(payload) <= len(small) {
@@ -165,7 +167,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	} else {
 		body = append([]byte(nil), payload...)
 	}
-	if err := release(); err != nil {
+	if err := p.finish(s, bodySent); err != nil {
 		return err
 	}
 	hdr := w.Header()
@@ -183,7 +185,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
-func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, first []byte, release func() error) error {
+func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, first []byte, bodySent chan error) error {
 	sp := newSpool(streamMemLimit)
 	_, _ = sp.Write(first)
 	go func() {
@@ -192,7 +194,7 @@ func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, fi
 			sp.CloseWithError(err)
 			return
 		}
-		if rerr := release(); rerr != nil && err == nil {
+		if rerr := p.finish(s, bodySent); rerr != nil && err == nil {
 			err = rerr
 		}
 		sp.CloseWithError(err)

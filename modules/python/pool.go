@@ -45,7 +45,8 @@ type Pool struct {
 	retiring   []*worker // finishing their last requests
 	seatList   []*seat
 	idle       []*slot
-	waiters    []*waiter
+	waiters    []*waiter   // FIFO
+	queueTimer *time.Timer // expires waiters past queue_timeout
 	busySlots  int
 	growing    int // workers being added
 	minWorkers int // autoscaling bounds (equal for a fixed-size pool)
