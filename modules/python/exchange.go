@@ -157,28 +157,54 @@ func (p *Pool) finish(s *slot, bodySent chan error) error {
 	return nil
 }
 
-// finishSmall answers a response that came in one frame: the slot is
-// released before the client is written to, so a slow client holds no worker.
+// bufferedWrite is the size up to which net/http (and Caddy's HTTP/2 and
+// HTTP/3 writers) take a response body into their own buffer without
+// writing to the client's connection.
+const bufferedWrite = 2048
+
+// finishSmall answers a response that came in one frame. The slot is
+// released before anything can block on the client (a small body goes into
+// the response writer's buffer, a larger one is copied first), so a slow
+// client holds no worker.
 func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *slot, bodySent chan error) error {
-	var small [512]byte
-	var body []byte
-	if len(payload) <= len(small) {
-		body = append(small[:0], payload...)
-	} else {
-		body = append([]byte(nil), payload...)
+	hdr := w.Header()
+	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
+		hdr["Content-Length"] = contentLength(len(payload))
 	}
+	send := len(payload) > 0 && r.Method != http.MethodHead
+	if len(payload) <= bufferedWrite {
+		w.WriteHeader(status)
+		if send {
+			_, _ = w.Write(payload)
+		}
+		return p.finish(s, bodySent)
+	}
+	body := append([]byte(nil), payload...)
 	if err := p.finish(s, bodySent); err != nil {
 		return err
 	}
-	hdr := w.Header()
-	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
-		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
-	}
 	w.WriteHeader(status)
-	if len(body) > 0 && r.Method != http.MethodHead {
+	if send {
 		_, _ = w.Write(body)
 	}
 	return nil
+}
+
+// smallLengths are the Content-Length values of small bodies, made once.
+var smallLengths = func() [][]string {
+	v := make([][]string, bufferedWrite+1)
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+// contentLength is a Content-Length header value for n bytes.
+func contentLength(n int) []string {
+	if n < len(smallLengths) {
+		return smallLengths[n][:1:1] // full slice: an append copies
+	}
+	return []string{strconv.Itoa(n)}
 }
 
 // stream relays a multi-frame response: a pump goroutine takes frames from
