@@ -23,6 +23,8 @@ test: build
 	go vet ./...
 	$(PYTHON) -m unittest discover -s tests/python -t tests/python
 	HEARTH_CADDY=$(CURDIR)/bin/caddy HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
+	go test -run '^$$' -fuzz FuzzReader -fuzztime 10s ./modules/protocol
+	go test -run '^$$' -fuzz FuzzParseResponseHead -fuzztime 10s ./modules/python
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)

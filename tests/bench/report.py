@@ -185,9 +185,6 @@ def machine(settings, repo):
     except OSError:
         pass
     py = settings['python']
-    commit = run(['git', '-C', str(repo), 'rev-parse', '--short', 'HEAD'])
-    dirty = subprocess.run(['git', '-C', str(repo), 'status', '--porcelain', '--untracked-files=no'],
-                           capture_output=True, text=True).stdout.strip()
     return [
         ('CPUs (nproc)', str(os.cpu_count())),
         ('CPU model', cpu),
@@ -195,8 +192,11 @@ def machine(settings, repo):
         ('Kernel', f'{platform.system()} {platform.release()} ({platform.machine()})'),
         ('Run', f"{settings.get('started', '?')} → {settings.get('finished', '?')}"),
         ('Load average before / after', f"{settings.get('loadavg_before', '?')} / {settings.get('loadavg_after', '?')}"),
-        ('Hearth commit', commit + (' + uncommitted changes' if dirty else '')),
-        ('Caddy (bin/caddy)', run([settings['caddy'], 'version']).split(' h1:')[0]),
+        ('Hearth commit at the start', settings.get('commit', '?')),
+        ('Caddy', (settings.get('caddy_version') or run([settings['caddy'], 'version']).split(' h1:')[0])
+         + f" ({settings.get('caddy_orig', 'bin/caddy')} built {settings.get('caddy_built', '?')}, "
+           f"sha256 {settings.get('caddy_sha256', '?')}…, copied into the run directory at the start "
+           'and run from there)'),
         ('Python', run([py, '--version']) + f' ({py})'),
         ('Django', run([py, '-c', 'import django; print(django.get_version())'])),
         ('gunicorn', run([settings['gunicorn'], '--version'])),
@@ -308,6 +308,13 @@ def main(run_dir, out_md, out_png):
     L.append('')
     L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
     L.append('')
+    measured = [m for ms in data.values() for m in ms]
+    disturbed = [m for m in measured if m['others'] is not None and m['others'] > OTHERS_LIMIT]
+    if disturbed:
+        L.append(f'{len(disturbed)} of {len(measured)} measurements ran while other jobs used more '
+                 f'than {OTHERS_LIMIT}% of a core (listed under "Errors and anomalies"); the median '
+                 'over rounds damps that, but the numbers are less certain than on an idle machine.')
+        L.append('')
 
     # --- tables per app
     for app in apps:

@@ -79,6 +79,13 @@ SOCKDIR=$RUN/s
 mkdir -p "$SOCKDIR"
 [ ${#SOCKDIR} -lt 90 ] || die "scratch path $SOCKDIR is too long for unix sockets; move the repository to a shorter path"
 export XDG_CONFIG_HOME=$RUN/xdg/config XDG_DATA_HOME=$RUN/xdg/data
+# Run a copy of the caddy binary, so that a rebuild of bin/caddy during the run
+# cannot mix two builds in one set of results.
+CADDY_BUILT=$(date -u -r "$CADDY" '+%Y-%m-%d %H:%M:%S UTC')
+cp "$CADDY" "$RUN/caddy"
+CADDY_ORIG=$CADDY CADDY=$RUN/caddy
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT + uncommitted changes"
 
 # --- processes ---------------------------------------------------------------
 # Every server runs in its own session and process group (setsid without a
@@ -132,6 +139,7 @@ cleanup() {
 	for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
 		stop "${STARTED[i]}" "$RUN/leftovers-at-exit.txt"
 	done
+	rm -f "$RUN/caddy" # the copy of bin/caddy (50 MB)
 }
 trap cleanup EXIT
 trap 'log "interrupted; stopping servers"; exit 130' INT
@@ -356,6 +364,9 @@ measure() { # round position app peer
 		"$DURATION" "$WARMUP" "$ROUNDS" "$THREADS" "$CONNECTIONS" "$WORKERS"
 	printf 'caddy\t%s\npython\t%s\ngunicorn\t%s\nuwsgi\t%s\nnginx\t%s\nwrk\t%s\n' \
 		"$CADDY" "$PY" "$GUNICORN" "$UWSGI" "$NGINX" "$WRK"
+	printf 'caddy_orig\t%s\ncaddy_built\t%s\ncaddy_sha256\t%s\ncaddy_version\t%s\ncommit\t%s\n' \
+		"$CADDY_ORIG" "$CADDY_BUILT" "$(sha256sum "$CADDY" | cut -c1-16)" \
+		"$("$CADDY" version 2>&1 | head -n 1 | cut -d' ' -f1)" "$COMMIT"
 	printf 'started\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 	printf 'loadavg_before\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RUN/settings.tsv"
