@@ -7,6 +7,7 @@ import (
 	// the Caddyfile directives
 	_ "github.com/hearth-dev/hearth/caddyfile"
 	// the modules
+	_ "github.com/hearth-dev/hearth/modules/guard"
 	_ "github.com/hearth-dev/hearth/modules/hearth"
 	_ "github.com/hearth-dev/hearth/modules/python"
 )

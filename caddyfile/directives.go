@@ -6,6 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/python"
 )
 
@@ -14,6 +15,15 @@ func init() {
 	// like reverse_proxy: a terminal handler, after handle_path and
 	// friends, before file_server
 	httpcaddyfile.RegisterDirectiveOrder("wsgi", httpcaddyfile.After, "reverse_proxy")
+	httpcaddyfile.RegisterHandlerDirective("guard", parseGuard)
+	// first of the response-shaping handlers: it sees every response
+	httpcaddyfile.RegisterDirectiveOrder("guard", httpcaddyfile.Before, "header")
+}
+
+func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(guard.Guard)
+	err := g.UnmarshalCaddyfile(h.Dispenser)
+	return g, err
 }
 
 func parseWSGI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -179,6 +179,11 @@ type appStatus struct {
 	BackoffUntil        *time.Time     `json:"backoff_until"`
 	LastError           string         `json:"last_error"`
 	TemplatePid         int            `json:"template_pid"`
+	Guard               string         `json:"guard"`
+	Findings            []struct {
+		ID       string `json:"id"`
+		Blocking bool   `json:"blocking"`
+	} `json:"findings"`
 }
 
 // apps reads GET /hearth/apps and remembers every worker pid it shows.

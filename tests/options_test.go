@@ -29,6 +29,7 @@ func TestEnvVenvAndDir(t *testing.T) {
 	}
 	envFile := filepath.Join(tmp, "app.env")
 	writeFile(t, envFile, "# settings\nFROM_FILE=file value\nOVERRIDDEN=from file\nexport QUOTED=\"a b\"\n")
+	os.Chmod(envFile, 0o600) // the guard refuses env files others can read
 	os.Setenv("HEARTH_TEST_OUTER", "outer-value")
 	defer os.Unsetenv("HEARTH_TEST_OUTER")
 	port := freePort(t)

@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
+
+	"github.com/hearth-dev/hearth/modules/guard"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
@@ -32,6 +34,10 @@ import (
 //		max_lifetime  <duration>
 //		preload
 //		watch         [<glob>…]
+//		guard         enforce|warn|off {
+//			allow <finding id…>
+//			hosts <host…>     # and the other options of the guard directive
+//		}
 //		max_queue     <n>
 //		queue_timeout <duration>
 //		max_body      <size>
@@ -63,7 +69,7 @@ func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var wsgiOptions = []string{
 	"name", "dir", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
-	"max_lifetime", "preload", "watch", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"max_lifetime", "preload", "watch", "guard", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
 }
 
@@ -131,6 +137,8 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 			d.Prev()
 		}
 		return duration(d, &h.Timeout)
+	case "guard":
+		return h.unmarshalGuard(d)
 	case "preload":
 		if d.NextArg() {
 			return d.Errf("preload takes no value, got %q", d.Val())
@@ -173,6 +181,45 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		hint = "did you mean " + strconv.Quote(s) + "? "
 	}
 	return d.Errf("unknown wsgi subdirective %q; %svalid ones are: %s", option, hint, strings.Join(wsgiOptions, ", "))
+}
+
+// unmarshalGuard parses `guard enforce|warn|off [{ allow …; <guard option> … }]`.
+func (h *WSGI) unmarshalGuard(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("guard needs a mode: enforce, warn or off")
+	}
+	if h.Guard == nil {
+		h.Guard = new(GuardConfig)
+	}
+	h.Guard.Mode = d.Val()
+	if err := (&GuardConfig{Mode: h.Guard.Mode}).checkMode(); err != nil {
+		return d.Err(err.Error())
+	}
+	if d.NextArg() {
+		return d.Errf("guard takes one mode, got also %q", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if d.Val() == "allow" {
+			ids := d.RemainingArgs()
+			if len(ids) == 0 {
+				return d.Err("allow needs finding ids, like `allow HG-HOST-01`")
+			}
+			for _, id := range ids {
+				if !strings.HasPrefix(id, "HG-") {
+					return d.Errf("allow %q is not a finding id (they look like HG-HOST-01; see the README)", id)
+				}
+			}
+			h.Guard.Allow = append(h.Guard.Allow, ids...)
+			continue
+		}
+		if h.Guard.HTTP == nil {
+			h.Guard.HTTP = new(guard.Guard)
+		}
+		if err := h.Guard.HTTP.UnmarshalOption(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func oneArg(d *caddyfile.Dispenser, dst *string) error {

@@ -122,6 +122,11 @@ type PoolConfig struct {
 	// flight before it terminates its workers. Default: 30s.
 	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
 
+	// Guard configures the pre-launch checks (run in the app's own
+	// environment before it starts) and the HTTP guard around the app.
+	// Default: enforce.
+	Guard *GuardConfig `json:"guard,omitempty"`
+
 	// BeforeStart lists commands (each a program and its arguments) run
 	// once, in order, in the app's directory and environment, before the
 	// workers start, such as [["python", "manage.py", "migrate", "--noinput"]].
@@ -153,6 +158,9 @@ type poolSpec struct {
 	StartTimeout time.Duration `json:"start_timeout"`
 	StopTimeout  time.Duration `json:"stop_timeout"`
 	BeforeStart  [][]string    `json:"before_start"`
+	EnvFile      string        `json:"env_file"`
+	GuardMode    string        `json:"guard_mode"`
+	GuardAllow   []string      `json:"guard_allow"`
 }
 
 // key is the identity of the spec across reloads.
@@ -219,6 +227,20 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	}
 	s.Env = env
 	s.BeforeStart = c.BeforeStart
+	if c.EnvFile != "" {
+		s.EnvFile = c.EnvFile
+		if !filepath.IsAbs(s.EnvFile) {
+			s.EnvFile = filepath.Join(dir, s.EnvFile)
+		}
+	}
+	var g GuardConfig
+	if c.Guard != nil {
+		g = *c.Guard
+	}
+	if err := g.checkMode(); err != nil {
+		return nil, err
+	}
+	s.GuardMode, s.GuardAllow = g.Mode, g.Allow
 	return s, nil
 }
 

@@ -53,6 +53,7 @@ type Pool struct {
 	maxWorkers int
 	drained    chan struct{} // closed when a draining pool has nothing left to serve
 	restarts   map[string]int
+	findings   []Finding // from the pre-launch checks
 	failures   int
 	lastError  string
 	backoff    time.Time
@@ -109,6 +110,9 @@ func (p *Pool) start() error {
 		return err
 	}
 	p.runtimePath = path
+	if err := p.runGuardChecks(); err != nil {
+		return err
+	}
 	if err := p.runBeforeStart(); err != nil {
 		return err
 	}
@@ -296,6 +300,8 @@ type poolStatus struct {
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
 	LastError           string         `json:"last_error,omitempty"`
 	TemplatePid         int            `json:"template_pid,omitempty"`
+	Guard               string         `json:"guard"`
+	Findings            []Finding      `json:"findings"`
 }
 
 // Status reports the pool's state for the admin API.
@@ -318,6 +324,7 @@ func (p *Pool) Status() any {
 	if p.template != nil {
 		st.TemplatePid = p.template.proc.Pid()
 	}
+	st.Guard, st.Findings = p.spec.GuardMode, append([]Finding{}, p.findings...)
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
@@ -50,6 +51,7 @@ type WSGI struct {
 
 	pool    *Pool
 	poolKey string
+	guard   *guard.Guard // the HTTP guard, unless guard is off
 	logger  *zap.Logger
 }
 
@@ -93,6 +95,15 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.pool, h.poolKey = pool.(*Pool), key
+	if spec.GuardMode != GuardOff {
+		h.guard = new(guard.Guard)
+		if h.Guard != nil && h.Guard.HTTP != nil {
+			h.guard = h.Guard.HTTP
+		}
+		if err := h.guard.Prepare(ctx.Logger().Named("guard")); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -104,8 +115,16 @@ func (h *WSGI) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP buffers the request body, then runs the request on a worker.
+// ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.guard != nil {
+		return h.guard.ServeHTTP(w, r, caddyhttp.HandlerFunc(h.serve))
+	}
+	return h.serve(w, r)
+}
+
+// serve buffers the request body, then runs the request on a worker.
+func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 	body, err := readRequestBody(r, h.MaxBody)
 	if err != nil {
 		return err

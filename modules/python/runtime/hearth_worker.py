@@ -8,6 +8,7 @@ internet. Standard library only; Python 3.9+.
 """
 
 import faulthandler
+import json
 import os
 import signal
 import socket
@@ -384,12 +385,84 @@ def serve_as_template(app, name, control):
         control.sendall(_pack(len(reply), FORK, 0, 0) + reply)
 
 
+# Names that betray a placeholder secret rather than a generated one.
+PLACEHOLDER_WORDS = ('changeme', 'change-me', 'change_me', 'secret', 'password', 'your', 'example',
+                     'insecure', 'default', 'dummy', 'test', 'xxx', 'todo', 'replace', 'django')
+
+
+def describe_secret(value):
+    """Facts about a secret key that judge its strength without revealing it."""
+    if value is None:
+        return {'present': False}
+    if isinstance(value, bytes):
+        value = value.decode('latin-1')
+    value = str(value)
+    lowered = value.lower()
+    repeated = False
+    for size in range(1, len(value) // 2 + 1):
+        if len(value) % size == 0 and value[:size] * (len(value) // size) == value:
+            repeated = True
+            break
+    return {
+        'present': bool(value),
+        'length': len(value),
+        'distinct': len(set(value)),
+        'insecure_prefix': value.startswith('django-insecure-'),
+        'placeholder': repeated or any(w in lowered for w in PLACEHOLDER_WORDS),
+    }
+
+
+def inspect_django():
+    from django.conf import settings
+    report = {
+        'debug': bool(getattr(settings, 'DEBUG', False)),
+        'secret_key': describe_secret(getattr(settings, 'SECRET_KEY', None)),
+        'allowed_hosts': [str(h) for h in getattr(settings, 'ALLOWED_HOSTS', [])],
+        'csrf_middleware': 'django.middleware.csrf.CsrfViewMiddleware' in list(getattr(settings, 'MIDDLEWARE', None) or []),
+        'csrf_trusted_origins': [str(o) for o in getattr(settings, 'CSRF_TRUSTED_ORIGINS', [])],
+        'password_validators': len(getattr(settings, 'AUTH_PASSWORD_VALIDATORS', []) or []),
+        'debug_tooling': [a for a in getattr(settings, 'INSTALLED_APPS', [])
+                          if str(a).split('.')[0] in ('debug_toolbar', 'django_extensions', 'silk')],
+    }
+    return report
+
+
+def inspect_flask(app):
+    return {
+        'debug': bool(getattr(app, 'debug', False)),
+        'secret_key': describe_secret(app.config.get('SECRET_KEY')),
+    }
+
+
+def inspect(app):
+    """What the pre-launch guard checks need to know, as JSON-ready data.
+    Secret values never leave this function."""
+    report = {'framework': 'unknown', 'env_flags': {}}
+    for flag in ('FLASK_DEBUG', 'DJANGO_DEBUG', 'PYTHONDEVMODE', 'WERKZEUG_DEBUG_PIN', 'DEBUG'):
+        value = os.environ.get(flag)
+        if value is not None and value.strip().lower() not in ('', '0', 'false', 'no', 'off'):
+            report['env_flags'][flag] = value if flag != 'WERKZEUG_DEBUG_PIN' else 'set'
+    conf = sys.modules.get('django.conf')
+    if conf is not None and conf.settings.configured:
+        report['framework'] = 'django'
+        report['django'] = inspect_django()
+        return report
+    flask = sys.modules.get('flask')
+    if flask is not None:
+        debugger = type(app).__name__ == 'DebuggedApplication'  # Werkzeug's debugger around the app
+        target = getattr(app, 'app', None) if debugger else app
+        if isinstance(target, flask.Flask):
+            report['framework'] = 'flask'
+            report['flask'] = dict(inspect_flask(target), debugger=debugger)
+    return report
+
+
 def main():
     spec = os.environ.pop('HEARTH_APP')
     name = os.environ.pop('HEARTH_NAME', spec)
     fds = [int(fd) for fd in os.environ.pop('HEARTH_FDS').split(',')]
     app_dir = os.environ.pop('HEARTH_DIR', '') or os.getcwd()
-    template = os.environ.pop('HEARTH_MODE', '') == 'template'
+    mode = os.environ.pop('HEARTH_MODE', '')
     sockets = [socket.socket(fileno=fd) for fd in fds]
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop
@@ -406,7 +479,11 @@ def main():
         text = traceback.format_exc().encode('utf-8', 'replace')[-MAX_PAYLOAD:]
         sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
         sys.exit(1)
-    if template:
+    if mode == 'inspect':
+        report = json.dumps(inspect(app)).encode()
+        sockets[0].sendall(_pack(len(report), HELLO, 0, 0) + report)
+        return
+    if mode == 'template':
         hello = str(os.getpid()).encode()
         sockets[0].sendall(_pack(len(hello), HELLO, 0, 0) + hello)
         serve_as_template(app, name, sockets[0])

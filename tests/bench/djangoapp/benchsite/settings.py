@@ -7,7 +7,7 @@ benchmark stays the same while the examples change.
 """
 
 DEBUG = False
-SECRET_KEY = 'bench-only-not-secret-0123456789abcdefghijklmnopqrstuvwxyz'
+SECRET_KEY = 'k9Vq2ZrT7mWb4NxLp8HsYc3DfGj6QaEu1RtKo5PiMnBv0XlJzS'  # bench only
 ALLOWED_HOSTS = ['127.0.0.1', 'localhost']
 ROOT_URLCONF = 'benchsite.urls'
 WSGI_APPLICATION = 'benchsite.wsgi.application'

@@ -1,0 +1,204 @@
+// Package guard is Hearth's per-response protection for apps served from a
+// home machine: the `guard` HTTP handler refuses requests for a foreign Host
+// and for files that must never be served, keeps framework debug pages and
+// tracebacks from reaching clients, and adds the security headers an app
+// forgot.
+package guard
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Guard{})
+}
+
+// Guard is the `guard` HTTP handler. It wraps the handlers after it:
+//
+//   - a request whose Host is not one of Hosts gets 421 Misdirected Request
+//     (Host-header attacks poison password-reset links and caches);
+//   - requests for debugger consoles and for files that are never meant to
+//     be served (`__debugger__`, `/console`, `/.env`, `/.git/`, `*.sqlite3`,
+//     `*.py`, …) get 404;
+//   - an error response that carries a Django, Werkzeug/Flask or Starlette
+//     debug page or a Python traceback is replaced by a plain 500, and the
+//     original is logged;
+//   - security headers are added when the app did not set them:
+//     Strict-Transport-Security (HTTPS only), X-Content-Type-Options,
+//     X-Frame-Options and Referrer-Policy;
+//   - Server and X-Powered-By headers set by the app are removed.
+type Guard struct {
+	// Hosts are the host names requests may carry (a leading "*." matches
+	// one label). Empty: any host. The Caddyfile sets the site's hosts.
+	Hosts []string `json:"hosts,omitempty"`
+
+	// Refuse adds path patterns to refuse (404), in the syntax of
+	// path.Match, matched against the path and each of its segments.
+	Refuse []string `json:"refuse,omitempty"`
+
+	// HSTSMaxAge is the max-age of Strict-Transport-Security on HTTPS
+	// responses, in seconds. Default: 31536000 (one year); -1 disables it.
+	HSTSMaxAge int `json:"hsts_max_age,omitempty"`
+
+	// ScanLimit is how many bytes of an error response are held back and
+	// searched for debug pages. Default: 256 KiB.
+	ScanLimit int `json:"scan_limit,omitempty"`
+
+	hosts  hostSet
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Guard) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.guard",
+		New: func() caddy.Module { return new(Guard) },
+	}
+}
+
+// Provision sets defaults.
+func (g *Guard) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	return g.Prepare(g.logger)
+}
+
+// Prepare validates the settings and applies defaults; it is used by
+// handlers that embed a Guard.
+func (g *Guard) Prepare(logger *zap.Logger) error {
+	g.logger = logger
+	if g.HSTSMaxAge == 0 {
+		g.HSTSMaxAge = 31536000
+	}
+	if g.ScanLimit <= 0 {
+		g.ScanLimit = 256 << 10
+	}
+	for _, p := range g.Refuse {
+		if _, err := path.Match(p, "x"); err != nil {
+			return fmt.Errorf("guard: refuse pattern %q: %w", p, err)
+		}
+	}
+	hosts, err := newHostSet(g.Hosts)
+	if err != nil {
+		return err
+	}
+	g.hosts = hosts
+	return nil
+}
+
+// ServeHTTP guards the request and its response.
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !g.hosts.allows(r.Host) {
+		return caddyhttp.Error(http.StatusMisdirectedRequest,
+			fmt.Errorf("guard: Host %q is not one of this site's hosts %v", r.Host, g.Hosts))
+	}
+	if reason := g.refused(r); reason != "" {
+		g.logger.Warn("guard refused a request", zap.String("path", r.URL.Path), zap.String("reason", reason))
+		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("guard: %s", reason))
+	}
+	gw := g.wrap(w, r)
+	err := next.ServeHTTP(gw, r)
+	if ferr := gw.finish(); ferr != nil && err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// hostSet matches Host headers against the allowed names.
+type hostSet struct {
+	exact    map[string]bool
+	wildcard []string // ".example.net" for "*.example.net"
+}
+
+func newHostSet(hosts []string) (hostSet, error) {
+	s := hostSet{exact: map[string]bool{}}
+	for _, h := range hosts {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		switch {
+		case h == "" || strings.ContainsAny(h, "/ "):
+			return s, fmt.Errorf("guard: %q is not a host name", h)
+		case strings.HasPrefix(h, "*."):
+			s.wildcard = append(s.wildcard, h[1:])
+		default:
+			s.exact[h] = true
+		}
+	}
+	return s, nil
+}
+
+func (s hostSet) allows(hostport string) bool {
+	if len(s.exact) == 0 && len(s.wildcard) == 0 {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if s.exact[host] {
+		return true
+	}
+	for _, suffix := range s.wildcard {
+		if rest, ok := strings.CutSuffix(host, suffix); ok && rest != "" && !strings.Contains(rest, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// refusedSegments are path segments (or suffixes) never served.
+var (
+	refusedSegments = []string{".env", ".git", ".hg", ".svn", "__debugger__", ".DS_Store", "__pycache__"}
+	refusedSuffixes = []string{".sqlite3", ".sqlite", ".py", ".pyc", ".env", ".bak", ".swp"}
+	refusedPaths    = []string{"/console"}
+)
+
+// refused says why a request must not reach the app, or "".
+func (g *Guard) refused(r *http.Request) string {
+	p := r.URL.Path
+	lower := strings.ToLower(p)
+	if r.URL.Query().Has("__debugger__") {
+		return "a Werkzeug debugger request"
+	}
+	for _, rp := range refusedPaths {
+		if lower == rp || strings.HasPrefix(lower, rp+"/") {
+			return "a debug console path"
+		}
+	}
+	for _, seg := range strings.Split(lower, "/") {
+		for _, bad := range refusedSegments {
+			if seg == strings.ToLower(bad) || strings.HasPrefix(seg, ".env.") {
+				return "a path that is never served (" + bad + ")"
+			}
+		}
+		for _, pattern := range g.Refuse {
+			if ok, _ := path.Match(pattern, seg); ok {
+				return "a path refused by the guard's refuse list"
+			}
+		}
+	}
+	for _, pattern := range g.Refuse {
+		if ok, _ := path.Match(pattern, p); ok {
+			return "a path refused by the guard's refuse list"
+		}
+	}
+	for _, suffix := range refusedSuffixes {
+		if strings.HasSuffix(lower, suffix) {
+			return "a file type that is never served (" + suffix + ")"
+		}
+	}
+	return ""
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Guard)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
+)

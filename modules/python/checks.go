@@ -1,0 +1,270 @@
+package python
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/protocol"
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+// Guard modes of the pre-launch checks.
+const (
+	GuardEnforce = "enforce" // blocking findings refuse the config
+	GuardWarn    = "warn"    // findings are logged, the app starts
+	GuardOff     = "off"     // no checks, no HTTP guard
+)
+
+// GuardConfig configures an app's pre-launch checks and its HTTP guard.
+type GuardConfig struct {
+	// Mode is enforce (blocking findings refuse the config load), warn
+	// (findings are logged at WARN and the app starts) or off (no checks and
+	// no HTTP guard). Default: enforce.
+	Mode string `json:"mode,omitempty"`
+
+	// Allow acknowledges findings by id (such as "HG-HOST-01"): they are
+	// logged but never block.
+	Allow []string `json:"allow,omitempty"`
+
+	// HTTP configures the HTTP guard that wraps the app's handler when
+	// Mode is not off (see the guard handler: hosts, refuse, …).
+	HTTP *guard.Guard `json:"http,omitempty"`
+}
+
+// checkMode validates the mode and allow list and applies the default.
+func (g *GuardConfig) checkMode() error {
+	switch g.Mode {
+	case "":
+		g.Mode = GuardEnforce
+	case GuardEnforce, GuardWarn, GuardOff:
+	default:
+		return fmt.Errorf("guard mode %q is not one of enforce, warn, off", g.Mode)
+	}
+	for _, id := range g.Allow {
+		if !strings.HasPrefix(id, "HG-") {
+			return fmt.Errorf("guard allow %q is not a finding id (they look like HG-HOST-01; see the README)", id)
+		}
+	}
+	return nil
+}
+
+// Finding is one problem found before launch.
+type Finding struct {
+	// ID is stable and documented; Allow takes it.
+	ID string `json:"id"`
+	// Blocking findings refuse the config in enforce mode.
+	Blocking bool `json:"blocking"`
+	// Problem says what is wrong; it never contains a secret.
+	Problem string `json:"problem"`
+	// Fix says exactly what to do.
+	Fix string `json:"fix"`
+}
+
+func (f Finding) String() string {
+	return fmt.Sprintf("%s %s; fix: %s", f.ID, f.Problem, f.Fix)
+}
+
+// appReport is what the worker runtime reports in inspect mode.
+type appReport struct {
+	Framework string            `json:"framework"`
+	EnvFlags  map[string]string `json:"env_flags"`
+	Django    *struct {
+		Debug              bool         `json:"debug"`
+		SecretKey          secretReport `json:"secret_key"`
+		AllowedHosts       []string     `json:"allowed_hosts"`
+		CSRFMiddleware     bool         `json:"csrf_middleware"`
+		CSRFTrustedOrigins []string     `json:"csrf_trusted_origins"`
+		PasswordValidators int          `json:"password_validators"`
+		DebugTooling       []string     `json:"debug_tooling"`
+	} `json:"django"`
+	Flask *struct {
+		Debug     bool         `json:"debug"`
+		Debugger  bool         `json:"debugger"`
+		SecretKey secretReport `json:"secret_key"`
+	} `json:"flask"`
+}
+
+// secretReport describes a secret key without revealing it.
+type secretReport struct {
+	Present        bool `json:"present"`
+	Length         int  `json:"length"`
+	Distinct       int  `json:"distinct"`
+	InsecurePrefix bool `json:"insecure_prefix"`
+	Placeholder    bool `json:"placeholder"`
+}
+
+// inspectApp imports the app in its real environment (interpreter, venv,
+// env, dir) with the runtime in inspect mode and returns its report.
+func (p *Pool) inspectApp() (*appReport, error) {
+	conn, peer, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	proc, err := supervisor.Start(p.command([]*os.File{peer}, "HEARTH_MODE=inspect"), p.logger.With(zap.String("role", "guard-check")))
+	peer.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer proc.Stop(syscall.SIGKILL, time.Second)
+	frames := protocol.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(p.spec.StartTimeout))
+	h, payload, err := frames.Next()
+	switch {
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, fmt.Errorf("checking the app: it did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", p.spec.StartTimeout)
+	case err != nil:
+		return nil, fmt.Errorf("checking the app: the check process exited (%v); its output is in the log", err)
+	case h.Type == protocol.Fatal:
+		return nil, &startupError{reason: "checking the app: could not load " + p.spec.App, traceback: string(payload)}
+	case h.Type != protocol.Hello:
+		return nil, fmt.Errorf("checking the app: unexpected %s frame", h.Type)
+	}
+	var report appReport
+	if err := json.Unmarshal(payload, &report); err != nil {
+		return nil, fmt.Errorf("checking the app: malformed report: %w", err)
+	}
+	return &report, nil
+}
+
+// runGuardChecks runs the pre-launch checks and, in enforce mode, refuses
+// the app when a blocking finding is not allowed.
+func (p *Pool) runGuardChecks() error {
+	mode := p.spec.GuardMode
+	if mode == GuardOff {
+		return nil
+	}
+	report, err := p.inspectApp()
+	if err != nil {
+		return err
+	}
+	findings := append(p.fileFindings(), reportFindings(report)...)
+	var blocking []string
+	for _, f := range findings {
+		allowed := slices.Contains(p.spec.GuardAllow, f.ID)
+		fields := []zap.Field{zap.String("id", f.ID), zap.String("problem", f.Problem), zap.String("fix", f.Fix), zap.Bool("allowed", allowed)}
+		switch {
+		case f.Blocking && !allowed && mode == GuardEnforce:
+			blocking = append(blocking, "  "+f.String())
+		default:
+			p.logger.Warn("guard finding", fields...)
+		}
+	}
+	p.mu.Lock()
+	p.findings = findings
+	p.mu.Unlock()
+	if len(blocking) > 0 {
+		return fmt.Errorf("guard refused to start app %s (guard enforce):\n%s\nfix them, or acknowledge one with `guard enforce { allow <id> }` in its wsgi block",
+			p.spec.Name, strings.Join(blocking, "\n"))
+	}
+	return nil
+}
+
+// reportFindings turns the app's report into findings.
+func reportFindings(r *appReport) []Finding {
+	var out []Finding
+	add := func(id string, blocking bool, problem, fix string) {
+		out = append(out, Finding{ID: id, Blocking: blocking, Problem: problem, Fix: fix})
+	}
+	for _, flag := range sortedKeys(r.EnvFlags) {
+		add("HG-ENV-01", true, fmt.Sprintf("the environment sets %s=%s, a development flag", flag, r.EnvFlags[flag]),
+			fmt.Sprintf("remove %s from the app's env and env_file", flag))
+	}
+	if d := r.Django; d != nil {
+		if d.Debug {
+			add("HG-DEBUG-01", true, "Django runs with DEBUG = True: error pages show settings and code to anyone",
+				"set DEBUG = False in production, e.g. `DEBUG = os.environ.get(\"DJANGO_DEBUG\") == \"1\"` in settings.py")
+		}
+		out = append(out, keyFindings("SECRET_KEY", "Django", d.SecretKey)...)
+		hostFindings(d.AllowedHosts, add)
+		if !d.CSRFMiddleware {
+			add("HG-CSRF-01", true, "django.middleware.csrf.CsrfViewMiddleware is not in MIDDLEWARE: forms can be forged from other sites",
+				"add 'django.middleware.csrf.CsrfViewMiddleware' to MIDDLEWARE")
+		}
+		for _, origin := range d.CSRFTrustedOrigins {
+			if strings.Contains(origin, "*") && !strings.Contains(origin, "://*.") || origin == "*" {
+				add("HG-CSRF-02", true, fmt.Sprintf("CSRF_TRUSTED_ORIGINS contains %q: any site may post forms", origin),
+					"list the exact origins, like https://example.net")
+			}
+		}
+		if d.PasswordValidators == 0 {
+			add("HG-PASS-01", false, "AUTH_PASSWORD_VALIDATORS is empty: any password is accepted",
+				"keep the validators `startproject` writes in settings.py")
+		}
+		for _, app := range d.DebugTooling {
+			add("HG-TOOL-01", true, fmt.Sprintf("%s is in INSTALLED_APPS: a development tool that exposes internals", app),
+				fmt.Sprintf("remove %s from INSTALLED_APPS in production", app))
+		}
+	}
+	if f := r.Flask; f != nil {
+		if f.Debug || f.Debugger {
+			add("HG-FLASK-01", true, "Flask runs in debug mode (the Werkzeug debugger lets anyone run code)",
+				"do not set app.debug or FLASK_DEBUG, and do not wrap the app in DebuggedApplication")
+		}
+		out = append(out, keyFindings("SECRET_KEY", "Flask", f.SecretKey)...)
+	}
+	return out
+}
+
+// keyFindings judges a secret key from its description.
+func keyFindings(name, framework string, k secretReport) []Finding {
+	fix := fmt.Sprintf("set %s from the environment (env_file, mode 0600) to a fresh random value; generate one with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`", name)
+	switch {
+	case !k.Present:
+		return []Finding{{ID: "HG-KEY-01", Blocking: true, Problem: fmt.Sprintf("%s %s is missing or empty", framework, name), Fix: fix}}
+	case k.InsecurePrefix:
+		return []Finding{{ID: "HG-KEY-03", Blocking: true, Problem: fmt.Sprintf("%s is the django-insecure- key that startproject wrote (it is in your repository)", name), Fix: fix}}
+	case k.Length < 32 || k.Distinct < 10:
+		return []Finding{{ID: "HG-KEY-02", Blocking: true, Problem: fmt.Sprintf("%s %s is weak (%d characters, %d distinct; want at least 32 and 10)", framework, name, k.Length, k.Distinct), Fix: fix}}
+	case k.Placeholder:
+		return []Finding{{ID: "HG-KEY-04", Blocking: true, Problem: fmt.Sprintf("%s %s looks like a placeholder (a repeated chunk or words like secret, changeme, example)", framework, name), Fix: fix}}
+	}
+	return nil
+}
+
+// hostFindings judges Django's ALLOWED_HOSTS.
+func hostFindings(hosts []string, add func(id string, blocking bool, problem, fix string)) {
+	const fix = "list the site's host names in ALLOWED_HOSTS, like ['example.net', 'www.example.net']"
+	if len(hosts) == 0 {
+		add("HG-HOST-02", true, "ALLOWED_HOSTS is empty: with DEBUG off Django answers every request with 400", fix)
+	}
+	for _, h := range hosts {
+		switch {
+		case h == "*":
+			add("HG-HOST-01", true, "ALLOWED_HOSTS contains '*': Host-header attacks (poisoned password-reset links) are possible", fix)
+		case strings.HasPrefix(h, ".") && !strings.Contains(h[1:], "."):
+			add("HG-HOST-03", true, fmt.Sprintf("ALLOWED_HOSTS contains %q, a whole top-level domain", h), fix)
+		}
+	}
+}
+
+// fileFindings checks the files around the app.
+func (p *Pool) fileFindings() []Finding {
+	var out []Finding
+	if path := p.spec.EnvFile; path != "" {
+		if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+			out = append(out, Finding{ID: "HG-FILE-01", Blocking: true,
+				Problem: fmt.Sprintf("env_file %s is readable by other users (mode %04o)", path, info.Mode().Perm()),
+				Fix:     fmt.Sprintf("chmod 600 %s", path)})
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,121 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkedSite is a Caddyfile serving app from dir with extra wsgi options.
+func checkedSite(t *testing.T, app, dir, options string) string {
+	return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi %s {
+		dir %s
+		python {PYTHON}
+		workers 1
+		%s
+	}
+}`, freePort(t), app, dir, options)
+}
+
+// refused starts caddy with config and returns its log once it exits
+// non-zero; the test fails if it starts.
+func refused(t *testing.T, config string) string {
+	t.Helper()
+	c := launchCaddy(t, config)
+	if code := c.waitExit(60 * time.Second); code == 0 {
+		t.Fatalf("caddy accepted the config")
+	}
+	return c.log.String()
+}
+
+func TestGuardRefusesStartprojectDefaults(t *testing.T) {
+	dir := t.TempDir()
+	// a project exactly as Django's own startproject writes it
+	if out, err := exec.Command(pythonPath(), "-m", "django", "startproject", "mysite", dir).CombinedOutput(); err != nil {
+		t.Fatalf("startproject: %v\n%s", err, out)
+	}
+	log := refused(t, checkedSite(t, "mysite.wsgi:application", dir, ""))
+	for _, id := range []string{"HG-DEBUG-01", "HG-KEY-03", "HG-HOST-02"} {
+		if !strings.Contains(log, id) {
+			t.Errorf("the refusal lacks %s:\n%s", id, tail(log, 20))
+		}
+	}
+	if strings.Contains(log, "django-insecure-") && strings.Contains(log, "SECRET_KEY = ") {
+		t.Errorf("the key's value leaked into the log")
+	}
+	// apply the fixes the lines give: settings read DEBUG, the key and the
+	// hosts from the environment, which the Caddyfile sets
+	settings := filepath.Join(dir, "mysite", "settings.py")
+	src, _ := os.ReadFile(settings)
+	fixed := string(src) + `
+import os
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
+`
+	writeFile(t, settings, fixed)
+	envFile := filepath.Join(dir, ".env")
+	writeFile(t, envFile, "DJANGO_SECRET_KEY=k9Vq2ZrT7mWb4NxLp8HsYc3DfGj6QaEu1RtKo5PiMnBv0XlJzSw\nDJANGO_ALLOWED_HOSTS=127.0.0.1,localhost\n")
+	// a world-readable env_file is refused too
+	os.Chmod(envFile, 0o644)
+	log = refused(t, checkedSite(t, "mysite.wsgi:application", dir, "env_file "+envFile))
+	if !strings.Contains(log, "HG-FILE-01") || !strings.Contains(log, "chmod 600 "+envFile) {
+		t.Errorf("world-readable env_file not refused with its fix:\n%s", tail(log, 10))
+	}
+	os.Chmod(envFile, 0o600)
+	c := startCaddy(t, checkedSite(t, "mysite.wsgi:application", dir, "env_file "+envFile))
+	if a := c.mustApps()[0]; len(a.Findings) != 0 {
+		t.Errorf("findings after the fixes: %+v", a.Findings)
+	}
+}
+
+func TestGuardRefusesFlaskDebug(t *testing.T) {
+	log := refused(t, checkedSite(t, "flask_debug:app", "{APPS}", ""))
+	for _, id := range []string{"HG-FLASK-01", "HG-KEY-02"} {
+		if !strings.Contains(log, id) {
+			t.Errorf("the refusal lacks %s:\n%s", id, tail(log, 20))
+		}
+	}
+	log = refused(t, checkedSite(t, "werkzeug_debug:application", "{APPS}", ""))
+	if !strings.Contains(log, "HG-FLASK-01") {
+		t.Errorf("the Werkzeug debugger was not refused:\n%s", tail(log, 10))
+	}
+}
+
+func TestGuardWarnAndAllow(t *testing.T) {
+	// warn: the app starts, the findings are in the log and the status
+	c := startCaddy(t, checkedSite(t, "flask_debug:app", "{APPS}", "guard warn"))
+	a := c.mustApps()[0]
+	ids := map[string]bool{}
+	for _, f := range a.Findings {
+		ids[f.ID] = true
+	}
+	if !ids["HG-FLASK-01"] || !ids["HG-KEY-02"] || a.Guard != "warn" {
+		t.Errorf("status findings %+v (guard %q)", a.Findings, a.Guard)
+	}
+	if !strings.Contains(c.log.String(), `"level":"warn"`) || !strings.Contains(c.log.String(), "HG-FLASK-01") {
+		t.Errorf("findings not logged at WARN")
+	}
+	// enforce with both findings acknowledged: starts
+	startCaddy(t, checkedSite(t, "flask_debug:app", "{APPS}", "guard enforce {\n\t\t\tallow HG-FLASK-01 HG-KEY-02\n\t\t}"))
+	// one acknowledged, one not: refused for the other only
+	log := refused(t, checkedSite(t, "flask_debug:app", "{APPS}", "guard enforce {\n\t\t\tallow HG-FLASK-01\n\t\t}"))
+	if !strings.Contains(log, "HG-KEY-02") || strings.Contains(log, "  HG-FLASK-01") {
+		t.Errorf("allow did not work per finding:\n%s", tail(log, 10))
+	}
+}
+
+func TestGuardDevelopmentEnvFlags(t *testing.T) {
+	log := refused(t, checkedSite(t, "hello:application", "{APPS}", "env FLASK_DEBUG 1"))
+	if !strings.Contains(log, "HG-ENV-01") || !strings.Contains(log, "FLASK_DEBUG") {
+		t.Errorf("FLASK_DEBUG=1 not refused:\n%s", tail(log, 10))
+	}
+	startCaddy(t, checkedSite(t, "hello:application", "{APPS}", "env FLASK_DEBUG 0"))
+}
