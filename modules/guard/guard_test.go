@@ -44,11 +44,11 @@ func TestRefused(t *testing.T) {
 
 func TestLeak(t *testing.T) {
 	for body, want := range map[string]bool{
-		"Traceback (most recent call last):\n  File \"x.py\"": true,
-		"You’re seeing this error because you have <code>DEBUG = True</code> in\n your": true,
+		"Traceback (most recent call last):\n  File \"x.py\"":                                                        true,
+		"You’re seeing this error because you have <code>DEBUG = True</code> in\n your":                              true,
 		"<title>RuntimeError // Werkzeug Debugger</title> The debugger caught an exception in your WSGI application": true,
-		`<div class="traceback-container">`: true,
-		"<h1>Forbidden (403)</h1><p>CSRF verification failed.</p>":                 false,
+		`<div class="traceback-container">`:                                                                          true,
+		"<h1>Forbidden (403)</h1><p>CSRF verification failed.</p>":                                                   false,
 		"no such page": false,
 	} {
 		if got := leak([]byte(body)) != ""; got != want {
