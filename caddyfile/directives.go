@@ -3,10 +3,13 @@
 package caddyfile
 
 import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/python"
 )
 
@@ -15,9 +18,18 @@ func init() {
 	// like reverse_proxy: a terminal handler, after handle_path and
 	// friends, before file_server
 	httpcaddyfile.RegisterDirectiveOrder("wsgi", httpcaddyfile.After, "reverse_proxy")
+	httpcaddyfile.RegisterGlobalOption("hearth", parseHearthOption)
 	httpcaddyfile.RegisterHandlerDirective("guard", parseGuard)
 	// first of the response-shaping handlers: it sees every response
 	httpcaddyfile.RegisterDirectiveOrder("guard", httpcaddyfile.Before, "header")
+}
+
+func parseHearthOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(hearth.App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "hearth", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

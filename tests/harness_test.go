@@ -102,7 +102,17 @@ func caddyfileVars(c *caddyProc) *strings.Replacer {
 // check with t.Cleanup. It does not wait for readiness.
 func launchCaddy(t testing.TB, caddyfile string) *caddyProc {
 	t.Helper()
+	return launchCaddyWithData(t, caddyfile, "")
+}
+
+// launchCaddyWithData is launchCaddy with Caddy's data directory (its
+// XDG_DATA_HOME) at data, so that two runs can share it.
+func launchCaddyWithData(t testing.TB, caddyfile, data string) *caddyProc {
+	t.Helper()
 	dir := t.TempDir()
+	if data == "" {
+		data = dir + "/data"
+	}
 	c := &caddyProc{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: dir, log: &lockedBuffer{}, exited: make(chan struct{}), seenPID: map[int]bool{}}
 	config := "{\n\tadmin " + c.admin + "\n}\n" + caddyfileVars(c).Replace(caddyfile)
 	path := filepath.Join(dir, "Caddyfile")
@@ -110,7 +120,7 @@ func launchCaddy(t testing.TB, caddyfile string) *caddyProc {
 		t.Fatal(err)
 	}
 	c.cmd = exec.Command(caddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
-	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
+	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+data, "XDG_CONFIG_HOME="+dir+"/config")
 	c.cmd.Stdout = c.log
 	c.cmd.Stderr = c.log
 	if err := c.cmd.Start(); err != nil {
@@ -183,6 +193,7 @@ type appStatus struct {
 	Findings            []struct {
 		ID       string `json:"id"`
 		Blocking bool   `json:"blocking"`
+		Problem  string `json:"problem"`
 	} `json:"findings"`
 }
 

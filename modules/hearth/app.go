@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -50,7 +51,13 @@ var pools = caddy.NewUsagePool()
 // App is the "hearth" app. It starts the pools used by the current config.
 // It needs no configuration: handlers that use pools load it implicitly.
 type App struct {
+	// Guard is the default guard mode of apps whose blocks do not set one:
+	// enforce, warn or off. Default: enforce.
+	Guard string `json:"guard,omitempty"`
+
 	used   []Pool // provisioning of one config is sequential: no lock needed
+	keys   map[Pool]string
+	ctx    caddy.Context
 	logger *zap.Logger
 }
 
@@ -64,7 +71,8 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the app.
 func (a *App) Provision(ctx caddy.Context) error {
-	a.logger = ctx.Logger()
+	a.ctx, a.logger = ctx, ctx.Logger()
+	a.keys = map[Pool]string{}
 	return nil
 }
 
@@ -78,6 +86,7 @@ func (a *App) UsePool(key string, newPool func() (Pool, error)) (Pool, error) {
 	}
 	p := val.(Pool)
 	a.used = append(a.used, p)
+	a.keys[p] = key
 	if loaded {
 		a.logger.Debug("reusing running pool", zap.String("app", p.Name()))
 	}
@@ -96,6 +105,7 @@ func ReleasePool(key string) {
 // parallel, and fails (refusing the config) if any cannot start.
 func (a *App) Start() error {
 	used := a.used
+	a.tellSites()
 	errs := make([]error, len(used))
 	var wg sync.WaitGroup
 	for i, p := range used {
@@ -109,6 +119,23 @@ func (a *App) Start() error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// tellSites tells each pool of this config where it is served, before it
+// starts (its settings and checks depend on the site's hosts).
+func (a *App) tellSites() {
+	httpApp, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	sites := discoverSites(httpApp.(*caddyhttp.App))
+	for _, p := range a.used {
+		if aware, ok := p.(SiteAware); ok {
+			if site := sites[a.keys[p]]; site != nil {
+				aware.SetSite(*site)
+			}
+		}
+	}
 }
 
 // Stop does nothing: pools stop when the last config using them is cleaned up.

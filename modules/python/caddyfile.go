@@ -34,6 +34,7 @@ import (
 //		max_lifetime  <duration>
 //		preload
 //		watch         [<glob>…]
+//		settings      auto
 //		guard         enforce|warn|off {
 //			allow <finding id…>
 //			hosts <host…>     # and the other options of the guard directive
@@ -69,7 +70,7 @@ func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var wsgiOptions = []string{
 	"name", "dir", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
-	"max_lifetime", "preload", "watch", "guard", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"max_lifetime", "preload", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
 }
 
@@ -139,6 +140,14 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		return duration(d, &h.Timeout)
 	case "guard":
 		return h.unmarshalGuard(d)
+	case "settings":
+		if err := oneArg(d, &h.Settings); err != nil {
+			return err
+		}
+		if h.Settings != "auto" {
+			return d.Errf("settings %q is not known; the only value is auto (`settings auto`)", h.Settings)
+		}
+		return nil
 	case "preload":
 		if d.NextArg() {
 			return d.Errf("preload takes no value, got %q", d.Val())

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -78,6 +81,18 @@ type appReport struct {
 	Framework string            `json:"framework"`
 	EnvFlags  map[string]string `json:"env_flags"`
 	Django    *struct {
+		DeployChecks []struct {
+			ID       string `json:"id"`
+			Level    int    `json:"level"`
+			Msg      string `json:"msg"`
+			Hint     string `json:"hint"`
+			Silenced bool   `json:"silenced"`
+		} `json:"deploy_checks"`
+		SQLite []struct {
+			Path         string `json:"path"`
+			FileWritable *bool  `json:"file_writable"`
+			DirWritable  bool   `json:"dir_writable"`
+		} `json:"sqlite"`
 		Debug              bool         `json:"debug"`
 		SecretKey          secretReport `json:"secret_key"`
 		AllowedHosts       []string     `json:"allowed_hosts"`
@@ -95,11 +110,12 @@ type appReport struct {
 
 // secretReport describes a secret key without revealing it.
 type secretReport struct {
-	Present        bool `json:"present"`
-	Length         int  `json:"length"`
-	Distinct       int  `json:"distinct"`
-	InsecurePrefix bool `json:"insecure_prefix"`
-	Placeholder    bool `json:"placeholder"`
+	InFiles        []string `json:"in_files"`
+	Present        bool     `json:"present"`
+	Length         int      `json:"length"`
+	Distinct       int      `json:"distinct"`
+	InsecurePrefix bool     `json:"insecure_prefix"`
+	Placeholder    bool     `json:"placeholder"`
 }
 
 // inspectApp imports the app in its real environment (interpreter, venv,
@@ -139,29 +155,25 @@ func (p *Pool) inspectApp() (*appReport, error) {
 // runGuardChecks runs the pre-launch checks and, in enforce mode, refuses
 // the app when a blocking finding is not allowed.
 func (p *Pool) runGuardChecks() error {
-	mode := p.spec.GuardMode
-	if mode == GuardOff {
+	if p.spec.GuardMode == GuardOff {
 		return nil
 	}
-	report, err := p.inspectApp()
+	findings, err := p.collectFindings()
 	if err != nil {
 		return err
-	}
-	findings := append(p.fileFindings(), reportFindings(report)...)
-	var blocking []string
-	for _, f := range findings {
-		allowed := slices.Contains(p.spec.GuardAllow, f.ID)
-		fields := []zap.Field{zap.String("id", f.ID), zap.String("problem", f.Problem), zap.String("fix", f.Fix), zap.Bool("allowed", allowed)}
-		switch {
-		case f.Blocking && !allowed && mode == GuardEnforce:
-			blocking = append(blocking, "  "+f.String())
-		default:
-			p.logger.Warn("guard finding", fields...)
-		}
 	}
 	p.mu.Lock()
 	p.findings = findings
 	p.mu.Unlock()
+	var blocking []string
+	for _, f := range findings {
+		if p.blocks(f) {
+			blocking = append(blocking, "  "+f.String())
+			continue
+		}
+		p.logger.Warn("guard finding", zap.String("id", f.ID), zap.String("problem", f.Problem),
+			zap.String("fix", f.Fix), zap.Bool("allowed", slices.Contains(p.spec.GuardAllow, f.ID)))
+	}
 	if len(blocking) > 0 {
 		return fmt.Errorf("guard refused to start app %s (guard enforce):\n%s\nfix them, or acknowledge one with `guard enforce { allow <id> }` in its wsgi block",
 			p.spec.Name, strings.Join(blocking, "\n"))
@@ -169,8 +181,27 @@ func (p *Pool) runGuardChecks() error {
 	return nil
 }
 
-// reportFindings turns the app's report into findings.
-func reportFindings(r *appReport) []Finding {
+// blocks reports whether f refuses the app under the pool's guard settings.
+func (p *Pool) blocks(f Finding) bool {
+	return f.Blocking && p.spec.GuardMode == GuardEnforce && !slices.Contains(p.spec.GuardAllow, f.ID)
+}
+
+// collectFindings inspects the app and its surroundings.
+func (p *Pool) collectFindings() ([]Finding, error) {
+	report, err := p.inspectApp()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	site := p.site
+	p.mu.Unlock()
+	findings := append(p.fileFindings(site), reportFindings(report, site)...)
+	return append(findings, networkFindings()...), nil
+}
+
+// reportFindings turns the app's report into findings; site is where
+// Caddy serves the app.
+func reportFindings(r *appReport, site hearth.Site) []Finding {
 	var out []Finding
 	add := func(id string, blocking bool, problem, fix string) {
 		out = append(out, Finding{ID: id, Blocking: blocking, Problem: problem, Fix: fix})
@@ -185,7 +216,7 @@ func reportFindings(r *appReport) []Finding {
 				"set DEBUG = False in production, e.g. `DEBUG = os.environ.get(\"DJANGO_DEBUG\") == \"1\"` in settings.py")
 		}
 		out = append(out, keyFindings("SECRET_KEY", "Django", d.SecretKey)...)
-		hostFindings(d.AllowedHosts, add)
+		hostFindings(d.AllowedHosts, site.Hosts, add)
 		if !d.CSRFMiddleware {
 			add("HG-CSRF-01", true, "django.middleware.csrf.CsrfViewMiddleware is not in MIDDLEWARE: forms can be forged from other sites",
 				"add 'django.middleware.csrf.CsrfViewMiddleware' to MIDDLEWARE")
@@ -194,6 +225,32 @@ func reportFindings(r *appReport) []Finding {
 			if strings.Contains(origin, "*") && !strings.Contains(origin, "://*.") || origin == "*" {
 				add("HG-CSRF-02", true, fmt.Sprintf("CSRF_TRUSTED_ORIGINS contains %q: any site may post forms", origin),
 					"list the exact origins, like https://example.net")
+			}
+			if strings.HasPrefix(origin, "http://") && servesHTTPS(site) {
+				add("HG-CSRF-03", true, fmt.Sprintf("CSRF_TRUSTED_ORIGINS contains %q, a plain-HTTP origin, for a site served over HTTPS", origin),
+					"use the https:// origins of the site")
+			}
+		}
+		for _, dc := range d.DeployChecks {
+			if coveredDjangoChecks[dc.ID] {
+				continue
+			}
+			problem := fmt.Sprintf("Django's deploy check %s: %s", dc.ID, dc.Msg)
+			if dc.Silenced {
+				problem += " (silenced in SILENCED_SYSTEM_CHECKS)"
+			}
+			fix := dc.Hint
+			if fix == "" {
+				fix = "see https://docs.djangoproject.com/en/stable/ref/checks/ for " + dc.ID
+			}
+			// Django's errors block; its warnings (many concern HTTPS
+			// settings that depend on the deployment) are reported
+			add("HG-DJANGO-"+dc.ID, dc.Level >= 40 && !dc.Silenced, problem, fix)
+		}
+		for _, db := range d.SQLite {
+			if db.FileWritable != nil && !*db.FileWritable || !db.DirWritable {
+				add("HG-DB-01", true, fmt.Sprintf("the SQLite database %s (or its directory, for the journal) is not writable by the worker user: writes fail with \"attempt to write a readonly database\"", db.Path),
+					fmt.Sprintf("give the worker user write access to %s and to its directory", db.Path))
 			}
 		}
 		if d.PasswordValidators == 0 {
@@ -215,9 +272,22 @@ func reportFindings(r *appReport) []Finding {
 	return out
 }
 
+// coveredDjangoChecks are Django checks that Hearth's own findings already
+// report, more precisely.
+var coveredDjangoChecks = map[string]bool{
+	"security.W003": true, // CSRF middleware: HG-CSRF-01
+	"security.W009": true, // weak SECRET_KEY: HG-KEY-*
+	"security.W018": true, // DEBUG: HG-DEBUG-01
+	"security.W020": true, // ALLOWED_HOSTS empty: HG-HOST-02
+}
+
 // keyFindings judges a secret key from its description.
 func keyFindings(name, framework string, k secretReport) []Finding {
-	fix := fmt.Sprintf("set %s from the environment (env_file, mode 0600) to a fresh random value; generate one with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`", name)
+	fix := fmt.Sprintf("set %s from the environment (an env_file, mode 0600) to a fresh random value; generate one with `caddy hearth secret-key`, or use `settings auto`", name)
+	if len(k.InFiles) > 0 {
+		return []Finding{{ID: "HG-KEY-05", Blocking: true, Problem: fmt.Sprintf("%s %s is written in files tracked by git: %s", framework, name, strings.Join(k.InFiles, ", ")),
+			Fix: "remove it from those files, read it from the environment, and replace it (it is in your history): " + fix}}
+	}
 	switch {
 	case !k.Present:
 		return []Finding{{ID: "HG-KEY-01", Blocking: true, Problem: fmt.Sprintf("%s %s is missing or empty", framework, name), Fix: fix}}
@@ -231,8 +301,9 @@ func keyFindings(name, framework string, k secretReport) []Finding {
 	return nil
 }
 
-// hostFindings judges Django's ALLOWED_HOSTS.
-func hostFindings(hosts []string, add func(id string, blocking bool, problem, fix string)) {
+// hostFindings judges Django's ALLOWED_HOSTS, also against the hosts the
+// Caddy site serves.
+func hostFindings(hosts, siteHosts []string, add func(id string, blocking bool, problem, fix string)) {
 	const fix = "list the site's host names in ALLOWED_HOSTS, like ['example.net', 'www.example.net']"
 	if len(hosts) == 0 {
 		add("HG-HOST-02", true, "ALLOWED_HOSTS is empty: with DEBUG off Django answers every request with 400", fix)
@@ -245,19 +316,82 @@ func hostFindings(hosts []string, add func(id string, blocking bool, problem, fi
 			add("HG-HOST-03", true, fmt.Sprintf("ALLOWED_HOSTS contains %q, a whole top-level domain", h), fix)
 		}
 	}
+	for _, site := range siteHosts {
+		if !strings.Contains(site, "*") && !djangoAllows(hosts, site) {
+			add("HG-HOST-04", true, fmt.Sprintf("ALLOWED_HOSTS does not allow %s, a host the Caddy site serves: Django answers it with 400", site),
+				fmt.Sprintf("add %q to ALLOWED_HOSTS", site))
+		}
+	}
+}
+
+// djangoAllows matches a host as Django's ALLOWED_HOSTS does.
+func djangoAllows(allowed []string, host string) bool {
+	host = strings.ToLower(host)
+	for _, a := range allowed {
+		a = strings.ToLower(a)
+		if a == "*" || a == host || strings.HasPrefix(a, ".") && (host == a[1:] || strings.HasSuffix(host, a)) {
+			return true
+		}
+	}
+	return false
+}
+
+func servesHTTPS(site hearth.Site) bool {
+	for _, o := range site.Origins {
+		if strings.HasPrefix(o, "https://") {
+			return true
+		}
+	}
+	return false
 }
 
 // fileFindings checks the files around the app.
-func (p *Pool) fileFindings() []Finding {
+func (p *Pool) fileFindings(site hearth.Site) []Finding {
 	var out []Finding
-	if path := p.spec.EnvFile; path != "" {
-		if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
-			out = append(out, Finding{ID: "HG-FILE-01", Blocking: true,
-				Problem: fmt.Sprintf("env_file %s is readable by other users (mode %04o)", path, info.Mode().Perm()),
-				Fix:     fmt.Sprintf("chmod 600 %s", path)})
+	if _, err := os.Stat(filepath.Join(p.spec.Dir, ".git")); err == nil {
+		if root := under(p.spec.Dir, site.Roots); root != "" {
+			out = append(out, Finding{ID: "HG-FILE-04", Blocking: true,
+				Problem: fmt.Sprintf("the app directory %s, with its .git, is inside %s, which file_server serves: the code and its history can be downloaded", p.spec.Dir, root),
+				Fix:     "serve only a directory of collected static files (like Django's STATIC_ROOT), outside the app directory"})
 		}
 	}
+	path := p.spec.EnvFile
+	if path == "" {
+		return out
+	}
+	if root := under(path, site.Roots); root != "" {
+		out = append(out, Finding{ID: "HG-FILE-03", Blocking: true,
+			Problem: fmt.Sprintf("env_file %s is inside %s, which file_server serves", path, root),
+			Fix:     "move the env_file out of every directory Caddy serves"})
+	}
+	if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+		out = append(out, Finding{ID: "HG-FILE-01", Blocking: true,
+			Problem: fmt.Sprintf("env_file %s is readable by other users (mode %04o)", path, info.Mode().Perm()),
+			Fix:     fmt.Sprintf("chmod 600 %s", path)})
+	}
+	if trackedByGit(path) {
+		out = append(out, Finding{ID: "HG-FILE-02", Blocking: true,
+			Problem: fmt.Sprintf("env_file %s is tracked by git: its secrets are in the repository", path),
+			Fix:     fmt.Sprintf("`git rm --cached %s`, add it to .gitignore, and replace the secrets it held", filepath.Base(path))})
+	}
 	return out
+}
+
+// under returns the root that contains path, or "".
+func under(path string, roots []string) string {
+	for _, root := range roots {
+		if rel, err := filepath.Rel(root, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return root
+		}
+	}
+	return ""
+}
+
+// trackedByGit reports whether git tracks path.
+func trackedByGit(path string) bool {
+	cmd := exec.Command("git", "ls-files", "--error-unmatch", filepath.Base(path))
+	cmd.Dir = filepath.Dir(path)
+	return cmd.Run() == nil
 }
 
 func sortedKeys(m map[string]string) []string {

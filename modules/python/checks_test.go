@@ -1,7 +1,11 @@
 package python
 
 import (
+	"net"
+	"strconv"
+
 	"encoding/json"
+	"github.com/hearth-dev/hearth/modules/hearth"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,6 +55,10 @@ func TestReportFindings(t *testing.T) {
 		{"debug toolbar", `{"django": ` + strings.Replace(cleanDjango, `"debug_tooling": []`, `"debug_tooling": ["debug_toolbar"]`, 1) + `}`, []string{"HG-TOOL-01"}},
 		{"flask debug", `{"flask": {"debug": true, "secret_key": ` + goodKey + `}}`, []string{"HG-FLASK-01"}},
 		{"werkzeug debugger", `{"flask": {"debugger": true, "secret_key": ` + goodKey + `}}`, []string{"HG-FLASK-01"}},
+		{"readonly sqlite", `{"django": ` + strings.Replace(cleanDjango, `"debug": false`, `"debug": false, "sqlite": [{"path": "/srv/db.sqlite3", "file_writable": false, "dir_writable": true}]`, 1) + `}`, []string{"HG-DB-01"}},
+		{"readonly sqlite dir", `{"django": ` + strings.Replace(cleanDjango, `"debug": false`, `"debug": false, "sqlite": [{"path": "/srv/db.sqlite3", "file_writable": true, "dir_writable": false}]`, 1) + `}`, []string{"HG-DB-01"}},
+		{"writable sqlite", `{"django": ` + strings.Replace(cleanDjango, `"debug": false`, `"debug": false, "sqlite": [{"path": "/srv/db.sqlite3", "file_writable": null, "dir_writable": true}]`, 1) + `}`, nil},
+		{"key in git", `{"django": ` + strings.Replace(cleanDjango, goodKey, `{"present": true, "length": 50, "distinct": 40, "in_files": ["mysite/settings.py"]}`, 1) + `}`, []string{"HG-KEY-05"}},
 		{"flask weak key", `{"flask": {"secret_key": {"present": true, "length": 3, "distinct": 3}}}`, []string{"HG-KEY-02"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,7 +66,7 @@ func TestReportFindings(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.report), &r); err != nil {
 				t.Fatal(err)
 			}
-			findings := reportFindings(&r)
+			findings := reportFindings(&r, hearth.Site{})
 			if got := ids(findings); !slices.Equal(got, tc.want) {
 				t.Fatalf("findings %v, want %v", got, tc.want)
 			}
@@ -71,17 +79,62 @@ func TestReportFindings(t *testing.T) {
 	}
 }
 
+func TestSiteFindings(t *testing.T) {
+	report := func(hosts, origins string) *appReport {
+		var r appReport
+		json.Unmarshal([]byte(`{"django": {"secret_key": `+goodKey+`, "allowed_hosts": `+hosts+`, "csrf_middleware": true,
+			"csrf_trusted_origins": `+origins+`, "password_validators": 1}}`), &r)
+		return &r
+	}
+	https := hearth.Site{Hosts: []string{"example.net", "www.example.net"}, Origins: []string{"https://example.net", "https://www.example.net"}}
+	for _, tc := range []struct {
+		hosts, origins string
+		want           []string
+	}{
+		{`["example.net", "www.example.net"]`, `[]`, nil},
+		{`[".example.net"]`, `["https://example.net"]`, nil},
+		{`["example.net"]`, `[]`, []string{"HG-HOST-04"}},
+		{`["example.net", "www.example.net"]`, `["http://example.net"]`, []string{"HG-CSRF-03"}},
+	} {
+		if got := ids(reportFindings(report(tc.hosts, tc.origins), https)); !slices.Equal(got, tc.want) {
+			t.Errorf("hosts %s origins %s: %v, want %v", tc.hosts, tc.origins, got, tc.want)
+		}
+	}
+}
+
+func TestParseProcAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0100007F:1F90":                         "127.0.0.1:8080",
+		"00000000:1538":                         "0.0.0.0:5432",
+		"00000000000000000000000000000000:0050": "[::]:80",
+		"00000000000000000000000001000000:0050": "[::1]:80",
+	} {
+		ip, port, ok := parseProcAddr(in)
+		if got := net.JoinHostPort(ip.String(), strconv.Itoa(port)); !ok || got != want {
+			t.Errorf("%s → %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestFileFindings(t *testing.T) {
 	dir := t.TempDir()
 	env := filepath.Join(dir, ".env")
 	os.WriteFile(env, []byte("A=1\n"), 0o644)
-	p := &Pool{spec: &poolSpec{EnvFile: env}}
-	if got := ids(p.fileFindings()); !slices.Equal(got, []string{"HG-FILE-01"}) {
+	p := &Pool{spec: &poolSpec{EnvFile: env, Dir: dir}}
+	if got := ids(p.fileFindings(hearth.Site{})); !slices.Equal(got, []string{"HG-FILE-01"}) {
 		t.Errorf("0644 env_file: %v", got)
 	}
 	os.Chmod(env, 0o600)
-	if got := ids(p.fileFindings()); got != nil {
+	if got := ids(p.fileFindings(hearth.Site{})); got != nil {
 		t.Errorf("0600 env_file: %v", got)
+	}
+	// served by file_server: the env_file, and the app with its .git
+	os.Mkdir(filepath.Join(dir, ".git"), 0o755)
+	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}})); !slices.Equal(got, []string{"HG-FILE-03", "HG-FILE-04"}) {
+		t.Errorf("under a served root: %v", got)
+	}
+	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Join(dir, "static")}})); got != nil {
+		t.Errorf("a served root inside the app: %v", got)
 	}
 }
 

@@ -122,6 +122,14 @@ type PoolConfig struct {
 	// flight before it terminates its workers. Default: 30s.
 	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
 
+	// Settings "auto" gives the app SECRET_KEY (generated once with a
+	// CSPRNG, stored 0600 in Caddy's data directory, stable across
+	// restarts, never logged), DEBUG=False, and ALLOWED_HOSTS and
+	// CSRF_TRUSTED_ORIGINS (comma-separated) from the addresses of the
+	// sites serving it, as environment variables; env and env_file win.
+	// Default: "" (none).
+	Settings string `json:"settings,omitempty"`
+
 	// Guard configures the pre-launch checks (run in the app's own
 	// environment before it starts) and the HTTP guard around the app.
 	// Default: enforce.
@@ -160,6 +168,8 @@ type poolSpec struct {
 	BeforeStart  [][]string    `json:"before_start"`
 	EnvFile      string        `json:"env_file"`
 	GuardMode    string        `json:"guard_mode"`
+	Settings     string        `json:"settings"`
+	Explicit     []string      `json:"explicit"`
 	GuardAllow   []string      `json:"guard_allow"`
 }
 
@@ -241,6 +251,15 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	s.GuardMode, s.GuardAllow = g.Mode, g.Allow
+	switch c.Settings {
+	case "", "auto":
+		s.Settings = c.Settings
+	default:
+		return nil, fmt.Errorf("settings %q is not known; the only value is auto", c.Settings)
+	}
+	if s.Explicit, err = c.explicitNames(dir); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -365,6 +384,29 @@ func (c PoolConfig) environment(dir string) ([]string, error) {
 	}
 	sort.Strings(env)
 	return env, nil
+}
+
+// explicitNames lists the variables env and env_file set.
+func (c PoolConfig) explicitNames(dir string) ([]string, error) {
+	var names []string
+	for k := range c.Env {
+		names = append(names, k)
+	}
+	if c.EnvFile != "" {
+		path := c.EnvFile
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		vars, err := readEnvFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for k := range vars {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // interpreter resolves the Python executable to an absolute path.

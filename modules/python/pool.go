@@ -53,7 +53,9 @@ type Pool struct {
 	maxWorkers int
 	drained    chan struct{} // closed when a draining pool has nothing left to serve
 	restarts   map[string]int
-	findings   []Finding // from the pre-launch checks
+	findings   []Finding   // from the pre-launch checks
+	site       hearth.Site // where the pool is served
+	autoEnv    []string    // from `settings auto`
 	failures   int
 	lastError  string
 	backoff    time.Time
@@ -110,6 +112,9 @@ func (p *Pool) start() error {
 		return err
 	}
 	p.runtimePath = path
+	if err := p.prepareAutoSettings(); err != nil {
+		return err
+	}
 	if err := p.runGuardChecks(); err != nil {
 		return err
 	}

@@ -76,16 +76,24 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 	if h.Timeout == 0 {
 		h.Timeout = caddy.Duration(DefaultTimeout)
 	}
-	spec, err := h.PoolConfig.resolve(h.App)
+	appModule, err := ctx.App("hearth")
+	if err != nil {
+		return err
+	}
+	config := h.PoolConfig
+	if def := appModule.(*hearth.App).Guard; def != "" && (config.Guard == nil || config.Guard.Mode == "") {
+		g := GuardConfig{Mode: def}
+		if config.Guard != nil {
+			g.Allow, g.HTTP = config.Guard.Allow, config.Guard.HTTP
+		}
+		config.Guard = &g
+	}
+	spec, err := config.resolve(h.App)
 	if err != nil {
 		return fmt.Errorf("wsgi %s: %w", h.App, err)
 	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
-	}
-	appModule, err := ctx.App("hearth")
-	if err != nil {
-		return err
 	}
 	key := spec.key()
 	pool, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
@@ -106,6 +114,9 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 	}
 	return nil
 }
+
+// PoolKey identifies the handler's pool (hearth.PoolHandler).
+func (h *WSGI) PoolKey() string { return h.poolKey }
 
 // Cleanup releases the pool; the last config using it stops it.
 func (h *WSGI) Cleanup() error {

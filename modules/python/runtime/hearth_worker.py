@@ -412,11 +412,76 @@ def describe_secret(value):
     }
 
 
+def tracked_files_containing(secret):
+    """Files tracked by git under the app directory that contain secret
+    literally (their names only)."""
+    if not secret or len(secret) < 8:
+        return []
+    import subprocess
+    try:
+        listing = subprocess.run(['git', 'ls-files', '-z'], capture_output=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    needle = secret.encode('utf-8', 'replace') if isinstance(secret, str) else bytes(secret)
+    found = []
+    for name in listing.decode('utf-8', 'replace').split('\0'):
+        try:
+            if name and os.path.getsize(name) <= 1 << 20:
+                with open(name, 'rb') as f:
+                    if needle in f.read():
+                        found.append(name)
+        except OSError:
+            pass
+    return found
+
+
+def sqlite_databases():
+    """SQLite databases of the Django settings, and whether this user can
+    write them and their directory (for the journal)."""
+    from django.conf import settings
+    out = []
+    for alias, db in (getattr(settings, 'DATABASES', {}) or {}).items():
+        if 'sqlite3' not in str(db.get('ENGINE', '')):
+            continue
+        name = str(db.get('NAME', ''))
+        if not name or name == ':memory:' or name.startswith('file:'):
+            continue
+        path = os.path.abspath(name)
+        directory = os.path.dirname(path)
+        out.append({
+            'alias': alias,
+            'path': path,
+            'file_writable': os.access(path, os.W_OK) if os.path.exists(path) else None,
+            'dir_writable': os.access(directory, os.W_OK),
+        })
+    return out
+
+
+def deploy_checks():
+    """Django's own deployment checks (`check --deploy`), including those
+    the project silenced, which are marked as such."""
+    from django.conf import settings
+    from django.core import checks
+    silenced = list(getattr(settings, 'SILENCED_SYSTEM_CHECKS', []) or [])
+    try:
+        settings.SILENCED_SYSTEM_CHECKS = []
+        messages = checks.run_checks(include_deployment_checks=True)
+    except Exception as exc:  # a check that crashes is reported, not fatal
+        return [{'id': 'run', 'level': 40, 'msg': 'the checks failed: %s' % exc, 'silenced': False}]
+    finally:
+        settings.SILENCED_SYSTEM_CHECKS = silenced
+    return [{'id': m.id or '', 'level': m.level, 'msg': str(m.msg), 'hint': str(m.hint or ''),
+             'silenced': m.id in silenced} for m in messages if m.level >= checks.WARNING]
+
+
 def inspect_django():
     from django.conf import settings
+    secret = getattr(settings, 'SECRET_KEY', None)
     report = {
+        'deploy_checks': deploy_checks(),
         'debug': bool(getattr(settings, 'DEBUG', False)),
-        'secret_key': describe_secret(getattr(settings, 'SECRET_KEY', None)),
+        'secret_key': dict(describe_secret(secret), in_files=tracked_files_containing(secret)),
+        'sqlite': sqlite_databases(),
         'allowed_hosts': [str(h) for h in getattr(settings, 'ALLOWED_HOSTS', [])],
         'csrf_middleware': 'django.middleware.csrf.CsrfViewMiddleware' in list(getattr(settings, 'MIDDLEWARE', None) or []),
         'csrf_trusted_origins': [str(o) for o in getattr(settings, 'CSRF_TRUSTED_ORIGINS', [])],
@@ -428,9 +493,10 @@ def inspect_django():
 
 
 def inspect_flask(app):
+    secret = app.config.get('SECRET_KEY')
     return {
         'debug': bool(getattr(app, 'debug', False)),
-        'secret_key': describe_secret(app.config.get('SECRET_KEY')),
+        'secret_key': dict(describe_secret(secret), in_files=tracked_files_containing(secret)),
     }
 
 

@@ -1,0 +1,40 @@
+package hearth
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the app from the `hearth` global option:
+//
+//	{
+//		hearth {
+//			guard enforce|warn|off
+//		}
+//	}
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.Errf("hearth takes no arguments, got %q; put options inside a { } block", d.Val())
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "guard":
+			if !d.NextArg() {
+				return d.Err("guard needs a mode: enforce, warn or off")
+			}
+			a.Guard = d.Val()
+			if a.Guard != "enforce" && a.Guard != "warn" && a.Guard != "off" {
+				return d.Errf("guard mode %q is not one of enforce, warn, off", a.Guard)
+			}
+			if d.NextArg() {
+				return d.Errf("guard takes one mode, got also %q", d.Val())
+			}
+		default:
+			return d.Errf("unknown hearth option %q; the only one is guard", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*App)(nil)

@@ -1,0 +1,48 @@
+package hearth
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "hearth",
+		Usage: "<command>",
+		Short: "Hearth's helpers for serving Python apps",
+		Long: `Hearth's command-line helpers.
+
+  caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
+  caddy hearth secret-key                 prints a fresh random secret key (for SECRET_KEY)`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(checkCommand())
+			cmd.AddCommand(&cobra.Command{
+				Use:   "secret-key",
+				Short: "Prints a fresh random secret key",
+				Long:  "Prints a secret key made of 50 random bytes (URL-safe base64), for SECRET_KEY in an env_file.",
+				Args:  cobra.NoArgs,
+				RunE: func(cmd *cobra.Command, _ []string) error {
+					key, err := NewSecretKey()
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(cmd.OutOrStdout(), key)
+					return err
+				},
+			})
+		},
+	})
+}
+
+// NewSecretKey returns 50 bytes from the system's CSPRNG, base64url-encoded.
+func NewSecretKey() (string, error) {
+	b := make([]byte, 50)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("reading random bytes: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

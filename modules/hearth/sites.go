@@ -1,0 +1,135 @@
+package hearth
+
+import (
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
+)
+
+// Site describes where a pool is served: the host names of the routes that
+// lead to its handlers, and the origins (scheme://host[:port]) clients use.
+type Site struct {
+	Hosts   []string
+	Origins []string
+	// Roots are the directories file_server serves on the same servers.
+	Roots []string
+}
+
+// PoolHandler is an HTTP handler that serves requests from a pool.
+type PoolHandler interface {
+	PoolKey() string
+}
+
+// SiteAware pools are told where they are served before they start.
+type SiteAware interface {
+	SetSite(Site)
+}
+
+// discoverSites walks the HTTP app's routes and returns, per pool key, the
+// hosts and origins of the sites whose routes lead to it.
+func discoverSites(app *caddyhttp.App) map[string]*Site {
+	sites := map[string]*Site{}
+	if app == nil {
+		return sites
+	}
+	for _, srv := range app.Servers {
+		scheme := "http"
+		if len(srv.TLSConnPolicies) > 0 {
+			scheme = "https"
+		}
+		var ports []string
+		for _, addr := range srv.Listen {
+			if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+				ports = append(ports, addr[i+1:])
+			}
+		}
+		roots := servedRoots(srv.Routes)
+		walkRoutes(srv.Routes, nil, func(key string, hosts []string) {
+			site := sites[key]
+			if site == nil {
+				site = &Site{}
+				sites[key] = site
+			}
+			for _, r := range roots {
+				if !slices.Contains(site.Roots, r) {
+					site.Roots = append(site.Roots, r)
+				}
+			}
+			for _, h := range hosts {
+				if !slices.Contains(site.Hosts, h) {
+					site.Hosts = append(site.Hosts, h)
+				}
+				if strings.Contains(h, "*") {
+					continue
+				}
+				for _, port := range ports {
+					origin := scheme + "://" + h
+					if !(scheme == "http" && port == "80" || scheme == "https" && port == "443") {
+						origin = scheme + "://" + net.JoinHostPort(h, port)
+					}
+					if !slices.Contains(site.Origins, origin) {
+						site.Origins = append(site.Origins, origin)
+					}
+				}
+			}
+		})
+	}
+	return sites
+}
+
+// servedRoots lists the static roots of routes: file_server's own root,
+// or the one the `root` directive sets (a vars handler).
+func servedRoots(routes caddyhttp.RouteList) []string {
+	var roots []string
+	for _, route := range routes {
+		for _, h := range route.Handlers {
+			var root string
+			switch handler := h.(type) {
+			case *fileserver.FileServer:
+				root = handler.Root
+			case caddyhttp.VarsMiddleware:
+				root, _ = handler["root"].(string)
+			case *caddyhttp.VarsMiddleware:
+				root, _ = (*handler)["root"].(string)
+			case *caddyhttp.Subroute:
+				roots = append(roots, servedRoots(handler.Routes)...)
+			}
+			if root != "" && !strings.Contains(root, "{") {
+				if abs, err := filepath.Abs(root); err == nil {
+					roots = append(roots, abs)
+				}
+			}
+		}
+	}
+	return roots
+}
+
+// walkRoutes calls found for every pool handler under routes, with the
+// host names the route's host matchers (or its parents') require.
+func walkRoutes(routes caddyhttp.RouteList, hosts []string, found func(key string, hosts []string)) {
+	for _, route := range routes {
+		routeHosts := hosts
+		for _, set := range route.MatcherSets {
+			for _, m := range set {
+				switch mh := m.(type) {
+				case caddyhttp.MatchHost:
+					routeHosts = append(slices.Clone(routeHosts), mh...)
+				case *caddyhttp.MatchHost:
+					routeHosts = append(slices.Clone(routeHosts), (*mh)...)
+				}
+			}
+		}
+		for _, h := range route.Handlers {
+			switch handler := h.(type) {
+			case PoolHandler:
+				found(handler.PoolKey(), routeHosts)
+			case *caddyhttp.Subroute:
+				walkRoutes(handler.Routes, routeHosts, found)
+			}
+		}
+	}
+}

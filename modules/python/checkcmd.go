@@ -1,0 +1,178 @@
+package python
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+)
+
+func init() {
+	hearth.RegisterChecker(checkConfig)
+}
+
+// checkConfig runs the pre-launch checks of every wsgi app of a JSON
+// config without starting anything (for `caddy hearth check`).
+func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen      []string          `json:"listen"`
+					Routes      []json.RawMessage `json:"routes"`
+					TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
+				} `json:"servers"`
+			} `json:"http"`
+			Hearth struct {
+				Guard string `json:"guard"`
+			} `json:"hearth"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	var out []hearth.CheckedApp
+	seen := map[string]bool{}
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		scheme := "http"
+		if len(srv.TLSPolicies) > 0 {
+			scheme = "https"
+		}
+		for _, found := range findHandlers(srv.Routes, nil) {
+			var h WSGI
+			if err := json.Unmarshal(found.handler, &h); err != nil {
+				return nil, fmt.Errorf("reading a wsgi handler: %w", err)
+			}
+			if h.Guard == nil {
+				h.Guard = &GuardConfig{Mode: cfg.Apps.Hearth.Guard}
+			} else if h.Guard.Mode == "" {
+				h.Guard.Mode = cfg.Apps.Hearth.Guard
+			}
+			checked := hearth.CheckedApp{Name: h.App}
+			spec, err := h.PoolConfig.resolve(h.App)
+			if err != nil {
+				checked.Error = err.Error()
+				out = append(out, checked)
+				continue
+			}
+			checked.Name = spec.Name
+			if seen[spec.key()] {
+				continue
+			}
+			seen[spec.key()] = true
+			p := newPool(spec, zap.NewNop())
+			p.site = siteOf(found.hosts, scheme, srv.Listen)
+			checked.Findings, err = p.checkOnly()
+			if err != nil {
+				checked.Error = err.Error()
+			}
+			out = append(out, checked)
+		}
+	}
+	slices.SortFunc(out, func(a, b hearth.CheckedApp) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// checkOnly runs the checks of a pool that is not started.
+func (p *Pool) checkOnly() ([]hearth.CheckFinding, error) {
+	if p.spec.GuardMode == GuardOff {
+		return nil, nil
+	}
+	path, err := writeRuntime()
+	if err != nil {
+		return nil, err
+	}
+	p.runtimePath = path
+	if err := p.prepareAutoSettings(); err != nil {
+		return nil, err
+	}
+	findings, err := p.collectFindings()
+	if err != nil {
+		return nil, err
+	}
+	var out []hearth.CheckFinding
+	for _, f := range findings {
+		severity := "warning"
+		switch {
+		case p.blocks(f):
+			severity = "blocking"
+		case f.Blocking && slices.Contains(p.spec.GuardAllow, f.ID):
+			severity = "allowed"
+		case f.Blocking:
+			severity = "blocking (warn mode)"
+		}
+		out = append(out, hearth.CheckFinding{ID: f.ID, Severity: severity, Blocks: p.blocks(f), Problem: f.Problem, Fix: f.Fix})
+	}
+	return out, nil
+}
+
+// foundHandler is a wsgi handler in a JSON config, with the hosts its
+// routes match.
+type foundHandler struct {
+	handler json.RawMessage
+	hosts   []string
+}
+
+// findHandlers walks JSON routes (and subroutes) for wsgi handlers.
+func findHandlers(routes []json.RawMessage, hosts []string) []foundHandler {
+	var out []foundHandler
+	for _, raw := range routes {
+		var route struct {
+			Match  []map[string]json.RawMessage `json:"match"`
+			Handle []json.RawMessage            `json:"handle"`
+		}
+		if json.Unmarshal(raw, &route) != nil {
+			continue
+		}
+		routeHosts := hosts
+		for _, m := range route.Match {
+			var hs []string
+			if json.Unmarshal(m["host"], &hs) == nil {
+				routeHosts = append(slices.Clone(routeHosts), hs...)
+			}
+		}
+		for _, h := range route.Handle {
+			var head struct {
+				Handler string            `json:"handler"`
+				Routes  []json.RawMessage `json:"routes"`
+			}
+			if json.Unmarshal(h, &head) != nil {
+				continue
+			}
+			switch head.Handler {
+			case "wsgi":
+				out = append(out, foundHandler{handler: h, hosts: routeHosts})
+			case "subroute":
+				out = append(out, findHandlers(head.Routes, routeHosts)...)
+			}
+		}
+	}
+	return out
+}
+
+// siteOf builds the site of hosts served by a server listening on listen.
+func siteOf(hosts []string, scheme string, listen []string) hearth.Site {
+	site := hearth.Site{Hosts: hosts}
+	for _, h := range hosts {
+		if strings.Contains(h, "*") {
+			continue
+		}
+		for _, addr := range listen {
+			_, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				continue
+			}
+			if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+				site.Origins = append(site.Origins, scheme+"://"+h)
+			} else {
+				site.Origins = append(site.Origins, scheme+"://"+net.JoinHostPort(h, port))
+			}
+		}
+	}
+	return site
+}
