@@ -307,6 +307,10 @@ def main(run_dir, out_md, out_png):
                      f"{fmt_rps(p and p['rps'])} | {'—' if r is None else f'{r:.2f}×'} | {verdict} |")
     L.append('')
     L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
+    analysis = Path(__file__).with_name('analysis.md')
+    if analysis.exists():  # the profile of where the time goes, written by hand
+        L.append('')
+        L.append(analysis.read_text().rstrip())
     L.append('')
     measured = [m for ms in data.values() for m in ms]
     disturbed = [m for m in measured if m['others'] is not None and m['others'] > OTHERS_LIMIT]
