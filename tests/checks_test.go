@@ -128,3 +128,45 @@ func TestGuardDevelopmentEnvFlags(t *testing.T) {
 	}
 	startCaddy(t, checkedSite(t, "hello:application", "{APPS}", "env FLASK_DEBUG 0"))
 }
+
+func TestGuardRefusesPublicAdminAndServedCode(t *testing.T) {
+	// Caddy's admin API on every interface: blocking
+	log := refused(t, fmt.Sprintf("{\n\tadmin 0.0.0.0:%d\n}\n", freePort(t))+checkedSite(t, "hello:application", "{APPS}", ""))
+	if !strings.Contains(log, "HG-NET-02") {
+		t.Errorf("a public admin API was not refused:\n%s", tail(log, 8))
+	}
+	// the app directory, with its .git, served by file_server
+	dir := t.TempDir()
+	writeFile(t, dir+"/served.py", "def application(e, s):\n    s('200 OK', [])\n    return [b'x']\n")
+	os.Mkdir(dir+"/.git", 0o755)
+	port := freePort(t)
+	log = refused(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	handle_path /files/* {
+		root * %s
+		file_server
+	}
+	wsgi served:application {
+		dir %s
+		python {PYTHON}
+		workers 1
+	}
+}`, port, dir, dir))
+	if !strings.Contains(log, "HG-FILE-04") {
+		t.Errorf("an app served by file_server with its .git was not refused:\n%s", tail(log, 8))
+	}
+}
+
+func TestGuardRefusalOnReloadKeepsOldConfig(t *testing.T) {
+	config := checkedSite(t, "hello:application", "{APPS}", "")
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	code, body := c.load(checkedSite(t, "flask_debug:app", "{APPS}", ""))
+	if code == 200 || !strings.Contains(body, "HG-FLASK-01") {
+		t.Fatalf("a config refused by the guard was loaded: %d %s", code, body)
+	}
+	if after := c.workerPIDs(); sortedPIDs(after) != sortedPIDs(before) {
+		t.Errorf("the running app changed: %v → %v", before, after)
+	}
+}

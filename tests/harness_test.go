@@ -115,6 +115,9 @@ func launchCaddyWithData(t testing.TB, caddyfile, data string) *caddyProc {
 	}
 	c := &caddyProc{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: dir, log: &lockedBuffer{}, exited: make(chan struct{}), seenPID: map[int]bool{}}
 	config := "{\n\tadmin " + c.admin + "\n}\n" + caddyfileVars(c).Replace(caddyfile)
+	if strings.HasPrefix(strings.TrimSpace(caddyfile), "{") { // the test brings its own global options
+		config = caddyfileVars(c).Replace(caddyfile)
+	}
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ type Site struct {
 	Origins []string
 	// Roots are the directories file_server serves on the same servers.
 	Roots []string
+	// ServerPorts are the ports every HTTP server of the config listens on.
+	ServerPorts []string
 }
 
 // PoolHandler is an HTTP handler that serves requests from a pool.
@@ -36,6 +38,19 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 	if app == nil {
 		return sites
 	}
+	var allPorts []string
+	for _, srv := range app.Servers {
+		for _, addr := range srv.Listen {
+			if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+				allPorts = append(allPorts, addr[i+1:])
+			}
+		}
+	}
+	defer func() {
+		for _, site := range sites {
+			site.ServerPorts = allPorts
+		}
+	}()
 	for _, srv := range app.Servers {
 		scheme := "http"
 		if len(srv.TLSConnPolicies) > 0 {

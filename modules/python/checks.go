@@ -196,7 +196,7 @@ func (p *Pool) collectFindings() ([]Finding, error) {
 	site := p.site
 	p.mu.Unlock()
 	findings := append(p.fileFindings(site), reportFindings(report, site)...)
-	return append(findings, networkFindings()...), nil
+	return append(findings, networkFindings(site.ServerPorts)...), nil
 }
 
 // reportFindings turns the app's report into findings; site is where

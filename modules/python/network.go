@@ -20,13 +20,22 @@ type listener struct {
 }
 
 // networkFindings reports listening sockets on non-loopback addresses
-// that Caddy does not own: databases, caches and development servers
-// reachable from the network.
-func networkFindings() []Finding {
+// that Caddy does not own (databases, caches and development servers
+// reachable from the network), and Caddy's own non-loopback listeners that
+// serve no site (its admin API moved off loopback).
+func networkFindings(serverPorts []string) []Finding {
 	own := ownSocketInodes()
 	var out []Finding
 	for _, l := range listeners() {
-		if l.addr.IsLoopback() || own[l.inode] {
+		if l.addr.IsLoopback() {
+			continue
+		}
+		if own[l.inode] {
+			if !slices.Contains(serverPorts, strconv.Itoa(l.port)) {
+				out = append(out, Finding{ID: "HG-NET-02", Blocking: true,
+					Problem: fmt.Sprintf("Caddy listens on %s for something other than a site: its admin API (which can change the whole config) reachable from the network", net.JoinHostPort(l.addr.String(), strconv.Itoa(l.port))),
+					Fix:     "keep the admin endpoint on loopback: `admin localhost:2019` (the default) in the global options"})
+			}
 			continue
 		}
 		where := net.JoinHostPort(l.addr.String(), strconv.Itoa(l.port))
