@@ -6,7 +6,8 @@
 - GET /api/entries the entries as JSON
 - /static/...      served by Caddy's file_server (Flask serves no static files)
 
-Configuration comes from the environment: FLASK_SECRET_KEY (required) and
+Configuration comes from the environment: SECRET_KEY (required; Hearth's
+`settings auto` provides it) and
 GUESTBOOK_DATABASE (default: db.sqlite3 beside this file). Create the
 database with `python -m flask --app guestbook init-db`.
 """
@@ -30,9 +31,9 @@ CREATE TABLE IF NOT EXISTS entry (
 )
 """
 
-secret_key = os.environ.get("FLASK_SECRET_KEY")
+secret_key = os.environ.get("SECRET_KEY")
 if not secret_key:
-    raise RuntimeError("Set FLASK_SECRET_KEY (for example `env FLASK_SECRET_KEY <value>` in the Caddyfile's wsgi block)")
+    raise RuntimeError("Set SECRET_KEY: `settings auto` in the Caddyfile's wsgi block provides one")
 
 app = Flask(__name__, static_folder=None)  # Caddy serves /static/
 app.config.update(

@@ -198,7 +198,7 @@ func (p *Pool) runCommand(argv []string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, program, argv[1:]...)
 	cmd.Dir = p.spec.Dir
-	cmd.Env = p.spec.Env
+	cmd.Env = append(append([]string(nil), p.spec.Env...), p.autoEnv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() == context.DeadlineExceeded {

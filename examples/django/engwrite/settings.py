@@ -1,9 +1,11 @@
 """Settings of the engwrite example.
 
-Everything that differs between machines comes from the environment, with
-defaults that are safe in production: DEBUG is off, only localhost is an
-allowed host, and there is no built-in SECRET_KEY (Django refuses to start
-without DJANGO_SECRET_KEY). The example Caddyfile sets these with `env`.
+Everything that differs between machines comes from the environment, which
+Hearth's `settings auto` fills in (see the Caddyfile): SECRET_KEY (generated
+once and kept in Caddy's data directory), DEBUG=False, and ALLOWED_HOSTS and
+CSRF_TRUSTED_ORIGINS from the site's addresses. The defaults are safe in
+production: DEBUG is off, only localhost is allowed, and there is no
+built-in SECRET_KEY.
 """
 
 import os
@@ -18,13 +20,14 @@ def env_list(name, default):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     raise ImproperlyConfigured(
-        "Set DJANGO_SECRET_KEY (for example `env DJANGO_SECRET_KEY <value>` in the Caddyfile's wsgi block)"
+        "Set SECRET_KEY: `settings auto` in the Caddyfile's wsgi block provides one"
     )
-DEBUG = os.environ.get("DJANGO_DEBUG", "false").lower() in ("1", "true", "yes", "on")
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+DEBUG = os.environ.get("DEBUG", "False").lower() in ("1", "true", "yes", "on")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 # Behind HTTPS, set DJANGO_SECURE_COOKIES=true so cookies never travel in clear.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = os.environ.get("DJANGO_SECURE_COOKIES", "false").lower() in ("1", "true", "yes", "on")
