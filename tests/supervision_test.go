@@ -253,7 +253,14 @@ func TestCaddySIGKILLLeavesNoWorkers(t *testing.T) {
 	}
 	// one of them busy in a request when caddy dies
 	go http.Get(url + "/slow?30")
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, 10*time.Second, "a busy worker", func() bool {
+		for _, w := range c.mustApps()[0].Workers {
+			if w.State == "busy" {
+				return true
+			}
+		}
+		return false
+	})
 	if err := c.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

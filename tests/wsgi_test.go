@@ -419,12 +419,12 @@ func TestImportFailureRefusesConfig(t *testing.T) {
 }
 
 func TestQueueLimits(t *testing.T) {
-	config, url := site(t, "fail:application", "workers 1\n\t\tmax_queue 1\n\t\tqueue_timeout 300ms")
-	startCaddy(t, config)
+	config, url := site(t, "fail:application", "workers 1\n\t\tmax_queue 1\n\t\tqueue_timeout 1s")
+	c := startCaddy(t, config)
 	results := make(chan *http.Response, 3)
-	for i := 0; i < 3; i++ {
+	send := func() {
 		go func() {
-			r, err := http.Get(url + "/slow?1.5")
+			r, err := http.Get(url + "/slow?3")
 			if err != nil {
 				results <- nil
 				return
@@ -432,8 +432,14 @@ func TestQueueLimits(t *testing.T) {
 			r.Body.Close()
 			results <- r
 		}()
-		time.Sleep(100 * time.Millisecond)
 	}
+	// the first request takes the only worker, the second waits in the
+	// queue, the third finds the queue full
+	send()
+	waitFor(t, 10*time.Second, "the worker busy", func() bool { return c.mustApps()[0].Workers[0].State == "busy" })
+	send()
+	waitFor(t, 10*time.Second, "one request queued", func() bool { return c.mustApps()[0].Queue == 1 })
+	send()
 	counts := map[int]int{}
 	for i := 0; i < 3; i++ {
 		r := <-results
