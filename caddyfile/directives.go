@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/hearth-dev/hearth/modules/ddns"
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/python"
@@ -19,6 +20,7 @@ func init() {
 	// friends, before file_server
 	httpcaddyfile.RegisterDirectiveOrder("wsgi", httpcaddyfile.After, "reverse_proxy")
 	httpcaddyfile.RegisterGlobalOption("hearth", parseHearthOption)
+	httpcaddyfile.RegisterGlobalOption("ddns", parseDDNSOption)
 	httpcaddyfile.RegisterHandlerDirective("guard", parseGuard)
 	// first of the response-shaping handlers: it sees every response
 	httpcaddyfile.RegisterDirectiveOrder("guard", httpcaddyfile.Before, "header")
@@ -30,6 +32,14 @@ func parseHearthOption(d *caddyfile.Dispenser, _ any) (any, error) {
 		return nil, err
 	}
 	return httpcaddyfile.App{Name: "hearth", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseDDNSOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(ddns.App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "ddns", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

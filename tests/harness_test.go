@@ -256,6 +256,9 @@ func (c *caddyProc) workerPIDs() []int {
 func (c *caddyProc) load(caddyfile string) (int, string) {
 	c.t.Helper()
 	config := "{\n\tadmin " + c.admin + "\n}\n" + caddyfileVars(c).Replace(caddyfile)
+	if strings.HasPrefix(strings.TrimSpace(caddyfile), "{") {
+		config = caddyfileVars(c).Replace(caddyfile)
+	}
 	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(config))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	client := &http.Client{Timeout: 120 * time.Second}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -42,6 +43,9 @@ type appsStatus struct {
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/hearth/"), "/")
 	parts := strings.Split(path, "/")
+	if h, ok := extraRoutes.Load(parts[0]); ok {
+		return h.(AdminHandler)(w, r, parts[1:])
+	}
 	switch {
 	case path == "apps":
 		if err := requireMethod(r, http.MethodGet); err != nil {
@@ -171,6 +175,14 @@ func statuses(pools []Pool) []any {
 	return list
 }
 
+// AdminHandler serves /hearth/<name>/<rest…> for another Hearth module.
+type AdminHandler func(w http.ResponseWriter, r *http.Request, rest []string) error
+
+var extraRoutes sync.Map // name → AdminHandler
+
+// HandleAdmin routes /hearth/<name>… on the admin API to h.
+func HandleAdmin(name string, h AdminHandler) { extraRoutes.Store(name, h) }
+
 func requireMethod(r *http.Request, method string) error {
 	if r.Method == method {
 		return nil
@@ -180,6 +192,9 @@ func requireMethod(r *http.Request, method string) error {
 		Err:        fmt.Errorf("method %s not allowed on %s; use %s", r.Method, r.URL.Path, method),
 	}
 }
+
+// WriteJSON writes v as an indented JSON response.
+func WriteJSON(w http.ResponseWriter, v any) error { return writeJSON(w, v) }
 
 func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -150,6 +151,20 @@ func Pools() []Pool {
 	})
 	sort.SliceStable(list, func(i, j int) bool { return list[i].Name() < list[j].Name() })
 	return list
+}
+
+// RegisterCollector adds a metrics collector to a config's registry,
+// once (registering it again is not an error).
+func RegisterCollector(registry *prometheus.Registry, c prometheus.Collector) error {
+	if registry == nil {
+		return nil
+	}
+	err := registry.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		return nil
+	}
+	return err
 }
 
 // Interface guards

@@ -1,8 +1,6 @@
 package python
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
@@ -35,15 +33,7 @@ type poolCollector struct{}
 
 // registerMetrics adds the pool metrics to a config's registry, once.
 func registerMetrics(registry *prometheus.Registry) error {
-	if registry == nil {
-		return nil
-	}
-	err := registry.Register(poolCollector{})
-	var already prometheus.AlreadyRegisteredError
-	if errors.As(err, &already) {
-		return nil
-	}
-	return err
+	return hearth.RegisterCollector(registry, poolCollector{})
 }
 
 // Describe implements prometheus.Collector.

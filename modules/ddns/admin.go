@@ -1,0 +1,52 @@
+package ddns
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+)
+
+// current is the running app, for the admin routes.
+var current atomic.Pointer[App]
+
+func init() {
+	hearth.HandleAdmin("ddns", serveAdmin)
+}
+
+// status is the body of GET /hearth/ddns.
+type status struct {
+	Interval string        `json:"interval"`
+	DryRun   bool          `json:"dry_run"`
+	Records  []recordState `json:"records"`
+}
+
+// serveAdmin serves GET /hearth/ddns (the state of every record) and
+// POST /hearth/ddns/check (check now, reading the records back).
+func serveAdmin(w http.ResponseWriter, r *http.Request, rest []string) error {
+	a := current.Load()
+	if a == nil {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("no ddns app is running; configure the ddns global option")}
+	}
+	switch {
+	case len(rest) == 0 && r.Method == http.MethodGet:
+	case len(rest) == 1 && rest[0] == "check" && r.Method == http.MethodPost:
+		if err := a.CheckNow(r.Context()); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("checking: %w", err)}
+		}
+	case len(rest) == 0 || len(rest) == 1 && rest[0] == "check":
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("use GET /hearth/ddns or POST /hearth/ddns/check")}
+	default:
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("unknown ddns route; use GET /hearth/ddns or POST /hearth/ddns/check")}
+	}
+	records := a.state.snapshot(a.Domains)
+	if records == nil {
+		records = []recordState{}
+	}
+	return hearth.WriteJSON(w, status{Interval: time.Duration(a.Interval).String(), DryRun: a.DryRun, Records: records})
+}

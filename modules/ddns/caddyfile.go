@@ -1,0 +1,133 @@
+package ddns
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the app from the `ddns` global option:
+//
+//	ddns {
+//		provider  <name> { … }
+//		domains   { <zone> <name…> }
+//		ip_source static <ip> | command <cmd…> | http <url> | interface <name> | upnp
+//		versions  ipv4 ipv6
+//		interval  <duration>
+//		ttl       <duration>
+//		recheck_every <n>
+//		dry_run
+//	}
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.Errf("ddns takes no arguments, got %q; put options inside a { } block", d.Val())
+	}
+	for d.NextBlock(0) {
+		if err := a.unmarshalOption(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *App) unmarshalOption(d *caddyfile.Dispenser) error {
+	switch option := d.Val(); option {
+	case "provider":
+		if !d.NextArg() {
+			return d.Err("provider needs a DNS provider name, like `provider rfc2136 { … }`")
+		}
+		name := d.Val()
+		unm, err := caddyfile.UnmarshalModule(d, "dns.providers."+name)
+		if err != nil {
+			return err
+		}
+		a.ProviderRaw = caddyconfig.JSONModuleObject(unm, "name", name, nil)
+	case "domains":
+		if d.NextArg() {
+			return d.Err("domains takes a block: `domains { example.net @ home }`")
+		}
+		if a.Domains == nil {
+			a.Domains = map[string][]string{}
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			zone := d.Val()
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.Errf("zone %s lists no names; use @ for the zone itself, like `%s @ home`", zone, zone)
+			}
+			a.Domains[zone] = append(a.Domains[zone], names...)
+		}
+	case "ip_source":
+		src, err := parseSource(d)
+		if err != nil {
+			return err
+		}
+		a.IPSources = append(a.IPSources, src)
+	case "versions":
+		a.Versions = d.RemainingArgs()
+		if len(a.Versions) == 0 {
+			return d.Err("versions needs ipv4 and/or ipv6")
+		}
+	case "interval", "ttl":
+		if !d.NextArg() {
+			return d.Errf("%s needs a duration, like 5m", option)
+		}
+		dur, err := caddy.ParseDuration(d.Val())
+		if err != nil || dur <= 0 {
+			return d.Errf("%s %q is not a duration; write it like 5m", option, d.Val())
+		}
+		if option == "interval" {
+			a.Interval = caddy.Duration(dur)
+		} else {
+			a.TTL = caddy.Duration(dur)
+		}
+	case "recheck_every":
+		if !d.NextArg() {
+			return d.Err("recheck_every needs a number of checks")
+		}
+		n, err := strconv.Atoi(d.Val())
+		if err != nil || n < 1 {
+			return d.Errf("recheck_every %q is not a positive number", d.Val())
+		}
+		a.RecheckEvery = n
+	case "dry_run":
+		a.DryRun = true
+	default:
+		return d.Errf("unknown ddns option %q; valid ones are provider, domains, ip_source, versions, interval, ttl, recheck_every, dry_run", option)
+	}
+	return nil
+}
+
+func parseSource(d *caddyfile.Dispenser) (IPSource, error) {
+	if !d.NextArg() {
+		return IPSource{}, d.Err("ip_source needs a kind: static, command, http, interface or upnp")
+	}
+	src := IPSource{Source: d.Val()}
+	args := d.RemainingArgs()
+	switch src.Source {
+	case "static":
+		if len(args) == 1 {
+			src.IP = args[0]
+		}
+	case "command":
+		src.Command = args
+	case "http":
+		if len(args) == 1 {
+			src.URL = args[0]
+		}
+	case "interface":
+		if len(args) == 1 {
+			src.Interface = args[0]
+		}
+	}
+	if err := src.check(); err != nil {
+		return src, d.Errf("ip_source: %v", err)
+	}
+	return src, nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*App)(nil)

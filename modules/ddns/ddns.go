@@ -1,0 +1,440 @@
+// Package ddns is the "ddns" Caddy app: it keeps DNS address records
+// pointed at this machine's public IP, through any dns.providers.* module
+// (the same providers Caddy uses for ACME DNS challenges).
+package ddns
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/libdns/libdns"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Defaults and bounds, documented in the README.
+const (
+	DefaultInterval = 5 * time.Minute
+	MinInterval     = 30 * time.Second
+	DefaultTTL      = 5 * time.Minute
+	DefaultRecheck  = 12
+)
+
+// App keeps the address records of Domains at the IP that IPSources
+// detect, checking every Interval.
+type App struct {
+	// ProviderRaw is the DNS provider, any dns.providers.* module that
+	// can set records (libdns.RecordSetter), such as rfc2136 or cloudflare.
+	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=dns.providers inline_key=name"`
+
+	// Domains maps each zone to the names to keep updated in it, relative
+	// to the zone ("@" for the zone's apex).
+	Domains map[string][]string `json:"domains,omitempty"`
+
+	// IPSources detect the public IP, tried in order. With more than one
+	// http source, two must agree. Default: none (an error).
+	IPSources []IPSource `json:"ip_sources,omitempty"`
+
+	// Versions are the IP versions to keep: "ipv4" (A records) and/or
+	// "ipv6" (AAAA). Default: ipv4.
+	Versions []string `json:"versions,omitempty"`
+
+	// Interval between checks; at least 30s. Default: 5m.
+	Interval caddy.Duration `json:"interval,omitempty"`
+
+	// TTL of the records written. Default: 5m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// RecheckEvery reads the records back from DNS every N checks (and at
+	// start) to repair changes made elsewhere. Default: 12.
+	RecheckEvery int `json:"recheck_every,omitempty"`
+
+	// DryRun logs what would change and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+
+	setter libdns.RecordSetter
+	getter libdns.RecordGetter
+	state  *state
+	logger *zap.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+	kick   chan chan struct{}
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "ddns",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision loads the provider and validates the config.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.Interval == 0 {
+		a.Interval = caddy.Duration(DefaultInterval)
+	}
+	if time.Duration(a.Interval) < MinInterval {
+		return fmt.Errorf("ddns: interval %s is below the minimum of %s (DNS providers rate-limit updates); use `interval 30s` or more", time.Duration(a.Interval), MinInterval)
+	}
+	if a.TTL == 0 {
+		a.TTL = caddy.Duration(DefaultTTL)
+	}
+	if a.RecheckEvery <= 0 {
+		a.RecheckEvery = DefaultRecheck
+	}
+	if len(a.Versions) == 0 {
+		a.Versions = []string{"ipv4"}
+	}
+	for _, v := range a.Versions {
+		if v != "ipv4" && v != "ipv6" {
+			return fmt.Errorf("ddns: version %q is not ipv4 or ipv6", v)
+		}
+	}
+	if err := a.checkDomains(); err != nil {
+		return err
+	}
+	if len(a.IPSources) == 0 {
+		return fmt.Errorf("ddns: no ip_source; add one, such as `ip_source http https://api.ipify.org` or `ip_source upnp`")
+	}
+	for i := range a.IPSources {
+		if err := a.IPSources[i].check(); err != nil {
+			return fmt.Errorf("ddns: ip_source %d: %w", i+1, err)
+		}
+	}
+	if a.ProviderRaw == nil {
+		return fmt.Errorf("ddns: no provider; add one, such as `provider rfc2136 { … }` or `provider cloudflare { … }`")
+	}
+	mod, err := ctx.LoadModule(a, "ProviderRaw")
+	if err != nil {
+		return fmt.Errorf("ddns: loading the DNS provider: %w (is the provider module built in? `caddy list-modules` shows dns.providers.*)", err)
+	}
+	setter, ok := mod.(libdns.RecordSetter)
+	if !ok {
+		return fmt.Errorf("ddns: DNS provider %T cannot set records (it does not implement libdns.RecordSetter); choose another provider", mod)
+	}
+	a.setter = setter
+	a.getter, _ = mod.(libdns.RecordGetter)
+	for _, c := range []prometheus.Collector{updatesTotal, errorsTotal, lastSuccess} {
+		if err := hearth.RegisterCollector(ctx.GetMetricsRegistry(), c); err != nil {
+			return fmt.Errorf("ddns: registering metrics: %w", err)
+		}
+	}
+	val, _, err := memories.LoadOrNew("ddns", func() (caddy.Destructor, error) { return &state{records: map[string]*recordState{}}, nil })
+	if err != nil {
+		return err
+	}
+	a.state = val.(*state)
+	return nil
+}
+
+// checkDomains validates the zones and names.
+func (a *App) checkDomains() error {
+	if len(a.Domains) == 0 {
+		return fmt.Errorf("ddns: no domains; add `domains { example.net @ home }` (a zone, then names in it)")
+	}
+	for zone, names := range a.Domains {
+		z := strings.TrimSuffix(strings.ToLower(zone), ".")
+		if z == "" || strings.ContainsAny(z, " /:") {
+			return fmt.Errorf("ddns: %q is not a DNS zone", zone)
+		}
+		if len(names) == 0 {
+			return fmt.Errorf("ddns: zone %s lists no names; use @ for the zone itself", zone)
+		}
+		for _, name := range names {
+			n := strings.ToLower(name)
+			if strings.HasSuffix(n, ".") { // a fully qualified name: must be inside the zone
+				fq := strings.TrimSuffix(n, ".")
+				if fq != z && !strings.HasSuffix(fq, "."+z) {
+					return fmt.Errorf("ddns: %s is not inside the zone %s; list it under its own zone", name, zone)
+				}
+			}
+			if strings.ContainsAny(n, " /:*") || n == "" {
+				return fmt.Errorf("ddns: %q is not a name in zone %s", name, zone)
+			}
+		}
+	}
+	return nil
+}
+
+// Start begins checking: once at once, then every interval.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
+	current.Store(a)
+	go a.run(ctx)
+	return nil
+}
+
+// Stop ends the checks.
+func (a *App) Stop() error {
+	if a.cancel != nil {
+		a.cancel()
+		<-a.done
+	}
+	current.CompareAndSwap(a, nil)
+	return nil
+}
+
+// Cleanup releases the remembered state.
+func (a *App) Cleanup() error {
+	_, err := memories.Delete("ddns")
+	return err
+}
+
+func (a *App) run(ctx context.Context) {
+	defer close(a.done)
+	interval := time.Duration(a.Interval)
+	delay := time.Duration(0)
+	checks := 0
+	for {
+		timer := time.NewTimer(delay)
+		var reply chan struct{}
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		case reply = <-a.kick:
+			timer.Stop()
+		}
+		failed := a.check(ctx, checks%a.RecheckEvery == 0 || reply != nil)
+		checks++
+		delay = interval
+		if failed {
+			delay = a.state.backoff(interval)
+		} else {
+			a.state.resetBackoff()
+		}
+		if reply != nil {
+			close(reply)
+		}
+	}
+}
+
+// CheckNow runs a check (with a read-back of the records) and waits for it.
+func (a *App) CheckNow(ctx context.Context) error {
+	reply := make(chan struct{})
+	select {
+	case a.kick <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// check detects the IP and updates the records that differ; it reports
+// whether anything failed.
+func (a *App) check(ctx context.Context, readBack bool) bool {
+	now := time.Now()
+	failed := false
+	for _, version := range a.Versions {
+		ip, err := a.detect(ctx, version)
+		if err != nil {
+			a.logger.Error("detecting the public IP", zap.String("version", version), zap.Error(err))
+			a.state.setAll(a.Domains, version, func(r *recordState) { r.LastCheck, r.LastError = now, err.Error() })
+			failed = true
+			continue
+		}
+		for zone, names := range a.Domains {
+			if readBack {
+				a.readBack(ctx, zone, version)
+			}
+			for _, name := range names {
+				if err := a.update(ctx, zone, name, version, ip, now); err != nil {
+					failed = true
+				}
+			}
+		}
+	}
+	return failed
+}
+
+// readBack refreshes what DNS holds for the zone's names.
+func (a *App) readBack(ctx context.Context, zone, version string) {
+	if a.getter == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	records, err := a.getter.GetRecords(ctx, zone)
+	if err != nil {
+		a.logger.Warn("reading the records back", zap.String("zone", zone), zap.Error(err))
+		return
+	}
+	for _, name := range a.Domains[zone] {
+		value := ""
+		for _, rec := range records {
+			rr := rec.RR()
+			if sameName(rr.Name, name, zone) && rr.Type == recordType(version) {
+				value = rr.Data
+			}
+		}
+		a.state.update(zone, name, version, func(r *recordState) { r.RecordValue = value })
+	}
+}
+
+// update sets one record if it differs from ip.
+func (a *App) update(ctx context.Context, zone, name, version string, ip netip.Addr, now time.Time) error {
+	var value string
+	a.state.update(zone, name, version, func(r *recordState) {
+		r.CurrentIP, r.LastCheck = ip.String(), now
+		value = r.RecordValue
+	})
+	if value == ip.String() {
+		return nil
+	}
+	fields := []zap.Field{zap.String("zone", zone), zap.String("name", name), zap.String("from", value), zap.String("to", ip.String())}
+	if a.DryRun {
+		a.logger.Info("dry_run: would update the record", fields...)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rec := libdns.Address{Name: relativeName(name, zone), TTL: time.Duration(a.TTL), IP: ip}
+	if _, err := a.setter.SetRecords(ctx, zone, []libdns.Record{rec}); err != nil {
+		if msg := err.Error(); strings.Contains(msg, "bad authentication") || strings.Contains(msg, "NOTAUTH") {
+			err = fmt.Errorf("%w (the DNS server refused the update's signature: check the provider's key name, algorithm and key)", err)
+		}
+		a.logger.Error("updating the record", append(fields, zap.Error(err))...)
+		a.state.update(zone, name, version, func(r *recordState) { r.LastError = err.Error() })
+		errorsTotal.Inc()
+		return err
+	}
+	a.logger.Info("record updated", fields...)
+	a.state.update(zone, name, version, func(r *recordState) {
+		r.RecordValue, r.LastChange, r.LastError = ip.String(), now, ""
+	})
+	updatesTotal.Inc()
+	lastSuccess.SetToCurrentTime()
+	return nil
+}
+
+func recordType(version string) string {
+	if version == "ipv6" {
+		return "AAAA"
+	}
+	return "A"
+}
+
+// relativeName turns a configured name into libdns's zone-relative form.
+func relativeName(name, zone string) string {
+	n := strings.ToLower(name)
+	z := strings.TrimSuffix(strings.ToLower(zone), ".")
+	if fq, ok := strings.CutSuffix(n, "."); ok {
+		if fq == z {
+			return "@"
+		}
+		return strings.TrimSuffix(fq, "."+z)
+	}
+	return n
+}
+
+func sameName(recordName, name, zone string) bool {
+	return strings.EqualFold(relativeName(recordName+".", zone), relativeName(name, zone)) ||
+		strings.EqualFold(recordName, relativeName(name, zone))
+}
+
+// state is what the app remembers across config reloads.
+type state struct {
+	mu       sync.Mutex
+	records  map[string]*recordState
+	failures int
+}
+
+// recordState is one record in GET /hearth/ddns.
+type recordState struct {
+	Zone        string    `json:"zone"`
+	Name        string    `json:"name"`
+	Type        string    `json:"type"`
+	CurrentIP   string    `json:"current_ip"`
+	RecordValue string    `json:"record_value"`
+	LastCheck   time.Time `json:"last_check"`
+	LastChange  time.Time `json:"last_change,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+func (s *state) update(zone, name, version string, fn func(*recordState)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := zone + "|" + name + "|" + version
+	r := s.records[key]
+	if r == nil {
+		r = &recordState{Zone: zone, Name: name, Type: recordType(version)}
+		s.records[key] = r
+	}
+	fn(r)
+}
+
+func (s *state) setAll(domains map[string][]string, version string, fn func(*recordState)) {
+	for zone, names := range domains {
+		for _, name := range names {
+			s.update(zone, name, version, fn)
+		}
+	}
+}
+
+// backoff doubles the wait after consecutive failures, up to 8 intervals.
+func (s *state) backoff(interval time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures++
+	d := interval
+	for i := 1; i < s.failures && d < 8*interval; i++ {
+		d *= 2
+	}
+	return min(d, 8*interval)
+}
+
+func (s *state) resetBackoff() {
+	s.mu.Lock()
+	s.failures = 0
+	s.mu.Unlock()
+}
+
+func (s *state) snapshot(domains map[string][]string) []recordState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []recordState
+	for _, r := range s.records {
+		if slices.Contains(domains[r.Zone], r.Name) {
+			out = append(out, *r)
+		}
+	}
+	slices.SortFunc(out, func(a, b recordState) int {
+		return strings.Compare(a.Zone+a.Name+a.Type, b.Zone+b.Name+b.Type)
+	})
+	return out
+}
+
+// Destruct implements caddy.Destructor.
+func (s *state) Destruct() error { return nil }
+
+// memories keeps the state across reloads.
+var memories = caddy.NewUsagePool()
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

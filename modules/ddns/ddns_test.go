@@ -1,0 +1,74 @@
+package ddns
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestPublicIP(t *testing.T) {
+	for ip, want := range map[string]string{
+		"203.0.113.7": "", "8.8.8.8": "", "2001:db8::1": "",
+		"192.168.1.10": "not a public", "10.0.0.1": "not a public", "172.16.5.4": "not a public",
+		"127.0.0.1": "not a public", "169.254.1.1": "not a public", "fe80::1": "not a public",
+		"::1": "not a public", "0.0.0.0": "not a public", "224.0.0.1": "not a public",
+		"100.64.0.1": "carrier NAT", "100.127.255.254": "carrier NAT", "100.128.0.1": "",
+	} {
+		err := publicIP(netip.MustParseAddr(ip))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", ip, err, want)
+		}
+	}
+}
+
+func ipServer(t *testing.T, body string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(body)) }))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestDetectNeedsTwoHTTPSourcesToAgree(t *testing.T) {
+	a, b, c := ipServer(t, "203.0.113.5\n"), ipServer(t, "203.0.113.6"), ipServer(t, " 203.0.113.5 ")
+	ctx := context.Background()
+	app := &App{IPSources: []IPSource{{Source: "http", URL: a}, {Source: "http", URL: b}}}
+	if _, err := app.detect(ctx, "ipv4"); err == nil || !strings.Contains(err.Error(), "do not agree") {
+		t.Errorf("two disagreeing http sources: %v", err)
+	}
+	app.IPSources = append(app.IPSources, IPSource{Source: "http", URL: c})
+	if ip, err := app.detect(ctx, "ipv4"); err != nil || ip.String() != "203.0.113.5" {
+		t.Errorf("two of three agree: %v %v", ip, err)
+	}
+	// a single http source needs no agreement; a private answer is refused
+	app.IPSources = []IPSource{{Source: "http", URL: ipServer(t, "192.168.0.2")}, {Source: "http", URL: b}}
+	if _, err := app.detect(ctx, "ipv4"); err == nil {
+		t.Errorf("a private address and one public vote were accepted")
+	}
+	app.IPSources = []IPSource{{Source: "http", URL: b}}
+	if ip, err := app.detect(ctx, "ipv4"); err != nil || ip.String() != "203.0.113.6" {
+		t.Errorf("one http source: %v %v", ip, err)
+	}
+	// the version filters: no IPv6 from an IPv4-only source
+	if _, err := app.detect(ctx, "ipv6"); err == nil {
+		t.Errorf("an IPv4 answer was taken for ipv6")
+	}
+	// a command source, and a failing one before it
+	app.IPSources = []IPSource{{Source: "command", Command: []string{"false"}}, {Source: "command", Command: []string{"echo", "2001:db8::5"}}}
+	if ip, err := app.detect(ctx, "ipv6"); err != nil || ip.String() != "2001:db8::5" {
+		t.Errorf("command sources: %v %v", ip, err)
+	}
+}
+
+func TestRelativeName(t *testing.T) {
+	for _, tc := range []struct{ name, zone, want string }{
+		{"@", "example.net", "@"}, {"home", "example.net", "home"},
+		{"home.example.net.", "example.net", "home"}, {"example.net.", "example.net.", "@"},
+		{"a.b.example.net.", "example.net", "a.b"},
+	} {
+		if got := relativeName(tc.name, tc.zone); got != tc.want {
+			t.Errorf("relativeName(%q, %q) = %q, want %q", tc.name, tc.zone, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,204 @@
+package ddns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// IPSource is one way to learn this machine's public IP.
+type IPSource struct {
+	// Source is static, command, http, interface or upnp.
+	Source string `json:"source"`
+	// IP is the address of a static source.
+	IP string `json:"ip,omitempty"`
+	// Command is the program and arguments of a command source; it prints
+	// the IP on its standard output.
+	Command []string `json:"command,omitempty"`
+	// URL of an http source, answering the caller's IP in plain text.
+	URL string `json:"url,omitempty"`
+	// Interface is the network interface of an interface source.
+	Interface string `json:"interface,omitempty"`
+}
+
+func (s IPSource) check() error {
+	switch s.Source {
+	case "static":
+		if _, err := netip.ParseAddr(s.IP); err != nil {
+			return fmt.Errorf("static %q is not an IP address", s.IP)
+		}
+	case "command":
+		if len(s.Command) == 0 {
+			return errors.New("command needs a program, like `ip_source command curl -s https://ifconfig.me`")
+		}
+	case "http":
+		if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
+			return fmt.Errorf("http %q is not an http(s) URL", s.URL)
+		}
+	case "interface":
+		if s.Interface == "" {
+			return errors.New("interface needs an interface name, like `ip_source interface eth0`")
+		}
+	case "upnp":
+		return errors.New("upnp is not available in this build yet; use an http, interface, command or static source")
+	default:
+		return fmt.Errorf("unknown ip_source %q; use static, command, http, interface or upnp", s.Source)
+	}
+	return nil
+}
+
+// errCarrierNAT explains a CGNAT address.
+var errCarrierNAT = errors.New("this connection is behind carrier NAT (a 100.64.0.0/10 address): port forwarding cannot work, ask your provider for a public IP or use a tunnel")
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// publicIP rejects addresses the internet cannot reach.
+func publicIP(ip netip.Addr) error {
+	switch {
+	case cgnat.Contains(ip):
+		return errCarrierNAT
+	case ip.IsPrivate(), ip.IsLoopback(), ip.IsLinkLocalUnicast(), ip.IsUnspecified(),
+		ip.IsMulticast(), ip.IsLinkLocalMulticast(), !ip.IsGlobalUnicast():
+		return fmt.Errorf("%s is not a public address", ip)
+	}
+	return nil
+}
+
+func wantVersion(ip netip.Addr, version string) bool {
+	return version == "ipv6" && ip.Is6() && !ip.Is4In6() || version == "ipv4" && (ip.Is4() || ip.Is4In6())
+}
+
+// detect asks the sources, in order, for a public IP of the version. With
+// more than one http source, two of them must agree.
+func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
+	var errs []error
+	httpVotes := map[netip.Addr]int{}
+	httpSources := 0
+	for _, src := range a.IPSources {
+		if src.Source == "http" {
+			httpSources++
+		}
+	}
+	for _, src := range a.IPSources {
+		ips, err := src.lookup(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s source: %w", src.Source, err))
+			continue
+		}
+		var ip netip.Addr
+		var reject error
+		for _, candidate := range ips {
+			if !wantVersion(candidate, version) {
+				continue
+			}
+			if err := publicIP(candidate); err != nil {
+				reject = err
+				continue
+			}
+			ip = candidate.Unmap()
+			break
+		}
+		if !ip.IsValid() {
+			if errors.Is(reject, errCarrierNAT) {
+				return netip.Addr{}, reject
+			}
+			if reject == nil {
+				reject = fmt.Errorf("no %s address", version)
+			}
+			errs = append(errs, fmt.Errorf("%s source: %w", src.Source, reject))
+			continue
+		}
+		if src.Source == "http" && httpSources > 1 {
+			httpVotes[ip]++
+			if httpVotes[ip] >= 2 {
+				return ip, nil
+			}
+			continue
+		}
+		return ip, nil
+	}
+	if httpSources > 1 && len(httpVotes) > 0 {
+		errs = append(errs, errors.New("the http sources do not agree"))
+	}
+	return netip.Addr{}, fmt.Errorf("no public %s address: %w", version, errors.Join(errs...))
+}
+
+// lookup returns the addresses a source reports.
+func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	switch s.Source {
+	case "static":
+		ip, err := netip.ParseAddr(s.IP)
+		return []netip.Addr{ip}, err
+	case "command":
+		out, err := exec.CommandContext(ctx, s.Command[0], s.Command[1:]...).Output()
+		if err != nil {
+			return nil, fmt.Errorf("`%s`: %w", strings.Join(s.Command, " "), err)
+		}
+		return parseIPs(string(out))
+	case "http":
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s answered %s", s.URL, resp.Status)
+		}
+		return parseIPs(string(body))
+	case "interface":
+		iface, err := net.InterfaceByName(s.Interface)
+		if err != nil {
+			return nil, err
+		}
+		addrs, err := iface.Addrs()
+		if err != nil {
+			return nil, err
+		}
+		var ips []netip.Addr
+		for _, addr := range addrs {
+			if prefix, err := netip.ParsePrefix(addr.String()); err == nil {
+				ips = append(ips, prefix.Addr())
+			}
+		}
+		return ips, nil
+	}
+	return nil, fmt.Errorf("unknown source %q", s.Source)
+}
+
+// parseIPs reads whitespace-separated IP addresses.
+func parseIPs(text string) ([]netip.Addr, error) {
+	var ips []netip.Addr
+	for _, field := range strings.Fields(text) {
+		if ip, err := netip.ParseAddr(field); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("no IP address in %q", truncate(text, 80))
+	}
+	return ips, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

@@ -1,0 +1,309 @@
+package tests
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// named is a BIND9 server started by a test on a loopback port, with a zone
+// (example.test) that accepts updates and transfers signed with a TSIG key.
+type named struct {
+	port   int
+	secret string
+	cmd    *exec.Cmd
+}
+
+const testZone = "example.test"
+
+func startNamed(t *testing.T) *named {
+	t.Helper()
+	bin := "/usr/sbin/named"
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("BIND9 is not installed (%v): `make test` installs the bind9 package", err)
+	}
+	dir := t.TempDir()
+	key := make([]byte, 32)
+	rand.Read(key)
+	n := &named{port: freePort(t), secret: base64.StdEncoding.EncodeToString(key)}
+	writeFile(t, filepath.Join(dir, "zone"), `$TTL 300
+@   IN SOA ns.example.test. admin.example.test. ( 1 3600 600 86400 300 )
+@   IN NS  ns.example.test.
+ns  IN A   127.0.0.1
+`)
+	conf := filepath.Join(dir, "named.conf")
+	writeFile(t, conf, fmt.Sprintf(`
+options {
+	directory "%[1]s";
+	pid-file "%[1]s/named.pid";
+	listen-on port %[2]d { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	dnssec-validation no;
+	notify no;
+};
+controls { };
+key "hearth-test." {
+	algorithm hmac-sha256;
+	secret "%[3]s";
+};
+zone "example.test" {
+	type primary;
+	file "%[1]s/zone";
+	allow-update { key "hearth-test."; };
+	allow-transfer { key "hearth-test."; };
+};
+`, dir, n.port, n.secret))
+	n.cmd = exec.Command(bin, "-g", "-n", "1", "-c", conf)
+	log := &lockedBuffer{}
+	n.cmd.Stdout, n.cmd.Stderr = log, log
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { n.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			n.cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("named log:\n%s", tail(log.String(), 30))
+		}
+	})
+	waitFor(t, 15*time.Second, "named to answer", func() bool { return n.serialOrZero() > 0 })
+	return n
+}
+
+func (n *named) query(name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, fmt.Sprintf("127.0.0.1:%d", n.port))
+	return r, err
+}
+
+func (n *named) serialOrZero() uint32 {
+	r, err := n.query(testZone, dns.TypeSOA)
+	if err != nil || len(r.Answer) == 0 {
+		return 0
+	}
+	return r.Answer[0].(*dns.SOA).Serial
+}
+
+// addresses returns the A records of name.
+func (n *named) addresses(t *testing.T, name string) string {
+	t.Helper()
+	r, err := n.query(name, dns.TypeA)
+	if err != nil {
+		t.Fatalf("querying %s: %v", name, err)
+	}
+	var ips []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ips = append(ips, a.A.String())
+		}
+	}
+	return strings.Join(ips, ",")
+}
+
+// nsupdate changes a record behind Hearth's back, with BIND's own tool.
+func (n *named) nsupdate(t *testing.T, name, ip string) {
+	t.Helper()
+	cmd := exec.Command("nsupdate", "-y", "hmac-sha256:hearth-test.:"+n.secret)
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("server 127.0.0.1 %d\nupdate delete %s A\nupdate add %s 300 A %s\nsend\n", n.port, name, name, ip))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nsupdate: %v\n%s", err, out)
+	}
+}
+
+// ddnsConfig is a Caddyfile with only the ddns app, updating example.test.
+func ddnsConfig(n *named, secret, options string) string {
+	return fmt.Sprintf(`{
+	admin {ADMIN}
+	ddns {
+		provider rfc2136 {
+			key_name hearth-test
+			key_alg hmac-sha256
+			key %s
+			server 127.0.0.1:%d
+		}
+		domains {
+			example.test @ home www
+		}
+		interval 1h
+		%s
+	}
+}
+`, secret, n.port, options)
+}
+
+type ddnsStatus struct {
+	DryRun  bool `json:"dry_run"`
+	Records []struct {
+		Name        string `json:"name"`
+		CurrentIP   string `json:"current_ip"`
+		RecordValue string `json:"record_value"`
+		LastError   string `json:"last_error"`
+		LastChange  string `json:"last_change"`
+	} `json:"records"`
+}
+
+func ddnsState(t *testing.T, c *caddyProc, method string) ddnsStatus {
+	t.Helper()
+	path := "/hearth/ddns"
+	if method == http.MethodPost {
+		path += "/check"
+	}
+	req, _ := http.NewRequest(method, "http://"+c.admin+path, nil)
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return ddnsStatus{}
+	}
+	defer resp.Body.Close()
+	var st ddnsStatus
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return ddnsStatus{}
+	}
+	return st
+}
+
+// allRecords reports whether the three names hold ip, per Hearth.
+func (st ddnsStatus) allRecords(ip string) bool {
+	if len(st.Records) != 3 {
+		return false
+	}
+	for _, r := range st.Records {
+		if r.RecordValue != ip || r.CurrentIP != ip {
+			return false
+		}
+	}
+	return true
+}
+
+func TestDDNSWithBIND(t *testing.T) {
+	n := startNamed(t)
+	start := n.serialOrZero()
+	c := launchCaddy(t, ddnsConfig(n, n.secret, "ip_source static 203.0.113.10"))
+	waitFor(t, 30*time.Second, "the records created", func() bool { return ddnsState(t, c, http.MethodGet).allRecords("203.0.113.10") })
+	for _, name := range []string{"example.test", "home.example.test", "www.example.test"} {
+		if got := n.addresses(t, name); got != "203.0.113.10" {
+			t.Errorf("%s: A %q in BIND", name, got)
+		}
+	}
+	created := n.serialOrZero()
+	if created <= start {
+		t.Fatalf("the zone's serial did not move (%d → %d)", start, created)
+	}
+	// nothing changed: a check sends no update
+	ddnsState(t, c, http.MethodPost)
+	ddnsState(t, c, http.MethodPost)
+	if s := n.serialOrZero(); s != created {
+		t.Errorf("checks without a change updated the zone (serial %d → %d)", created, s)
+	}
+	// the IP moves (a command source now): the records follow, after a reload
+	if code, body := c.load(ddnsConfig(n, n.secret, "ip_source command echo 203.0.113.11")); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "the records changed", func() bool { return ddnsState(t, c, http.MethodGet).allRecords("203.0.113.11") })
+	if got := n.addresses(t, "home.example.test"); got != "203.0.113.11" {
+		t.Errorf("home: A %q after the change", got)
+	}
+	changed := n.serialOrZero()
+	// changed behind our back: repaired at the next read-back
+	n.nsupdate(t, "home.example.test", "198.51.100.99")
+	if got := n.addresses(t, "home.example.test"); got != "198.51.100.99" {
+		t.Fatalf("nsupdate did not take: %q", got)
+	}
+	ddnsState(t, c, http.MethodPost)
+	if got := n.addresses(t, "home.example.test"); got != "203.0.113.11" {
+		t.Errorf("home was not repaired: A %q", got)
+	}
+	if got := n.addresses(t, "www.example.test"); got != "203.0.113.11" {
+		t.Errorf("www changed: A %q", got)
+	}
+	if s := n.serialOrZero(); s <= changed {
+		t.Errorf("the repair did not update the zone")
+	}
+	// the metrics count the updates: 3 created, 3 changed, 1 repaired
+	m := scrape(t, c)
+	if m["hearth_ddns_updates_total"] != 7 {
+		t.Errorf("hearth_ddns_updates_total = %v, want 7", m["hearth_ddns_updates_total"])
+	}
+	// a wrong key: the server's refusal is reported, the records stay
+	wrong := base64.StdEncoding.EncodeToString([]byte("not-the-right-key-not-the-right"))
+	if code, body := c.load(ddnsConfig(n, wrong, "ip_source static 203.0.113.12")); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "the error reported", func() bool {
+		for _, r := range ddnsState(t, c, http.MethodGet).Records {
+			if strings.Contains(r.LastError, "NOTAUTH") || strings.Contains(strings.ToLower(r.LastError), "bad") {
+				t.Logf("the server's answer to a wrong key: %s", r.LastError)
+				return true
+			}
+		}
+		return false
+	})
+	if got := n.addresses(t, "home.example.test"); got != "203.0.113.11" {
+		t.Errorf("an update with a wrong key changed the record: %q", got)
+	}
+}
+
+func TestDDNSDryRunAndCarrierNAT(t *testing.T) {
+	n := startNamed(t)
+	c := launchCaddy(t, ddnsConfig(n, n.secret, "ip_source static 203.0.113.20\n\t\tdry_run"))
+	waitFor(t, 30*time.Second, "a dry-run check", func() bool {
+		st := ddnsState(t, c, http.MethodGet)
+		return st.DryRun && len(st.Records) == 3 && st.Records[0].CurrentIP == "203.0.113.20"
+	})
+	if got := n.addresses(t, "home.example.test"); got != "" {
+		t.Errorf("dry_run created a record: %q", got)
+	}
+	if !strings.Contains(c.log.String(), "dry_run: would update the record") {
+		t.Errorf("dry_run did not log what it would do")
+	}
+	if code, body := c.load(ddnsConfig(n, n.secret, "ip_source static 100.64.12.34")); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "the carrier NAT reported", func() bool {
+		st := ddnsState(t, c, http.MethodGet)
+		return len(st.Records) > 0 && strings.Contains(st.Records[0].LastError, "carrier NAT")
+	})
+}
+
+func TestDDNSConfigErrors(t *testing.T) {
+	n := &named{port: 53535, secret: base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))}
+	for _, tc := range []struct {
+		config, want string
+	}{
+		{strings.Replace(ddnsConfig(n, n.secret, "ip_source static 203.0.113.1"), "interval 1h", "interval 10s", 1), "below the minimum of 30s"},
+		{strings.Replace(ddnsConfig(n, n.secret, "ip_source static 203.0.113.1"), "provider rfc2136 {", "provider nosuchdns {", 1), "dns.providers.nosuchdns"},
+		{strings.Replace(ddnsConfig(n, n.secret, "ip_source static 203.0.113.1"), "example.test @ home www", "example.test @ home.example.org.", 1), "not inside the zone"},
+		{ddnsConfig(n, n.secret, "ip_source static 10.1.2.3.4"), "not an IP address"},
+		{ddnsConfig(n, n.secret, "ip_source carrier-pigeon"), "unknown ip_source"},
+		{ddnsConfig(n, n.secret, ""), "no ip_source"},
+	} {
+		c := launchCaddy(t, tc.config)
+		if code := c.waitExit(30 * time.Second); code == 0 {
+			t.Errorf("accepted: %s", tc.want)
+		}
+		if !strings.Contains(c.log.String(), tc.want) {
+			t.Errorf("the error lacks %q:\n%s", tc.want, tail(c.log.String(), 5))
+		}
+	}
+}
