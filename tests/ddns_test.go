@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +25,13 @@ type named struct {
 	port   int
 	secret string
 	cmd    *exec.Cmd
+	log    *lockedBuffer
+}
+
+// queries counts the queries named logged (zone transfers and updates
+// included).
+func (n *named) queries() int {
+	return strings.Count(n.log.String(), "query:") + strings.Count(n.log.String(), "update '")
 }
 
 const testZone = "example.test"
@@ -52,6 +61,7 @@ options {
 	recursion no;
 	dnssec-validation no;
 	notify no;
+	querylog yes;
 };
 controls { };
 key "hearth-test." {
@@ -67,6 +77,7 @@ zone "example.test" {
 `, dir, n.port, n.secret))
 	n.cmd = exec.Command(bin, "-g", "-n", "1", "-c", conf)
 	log := &lockedBuffer{}
+	n.log = log
 	n.cmd.Stdout, n.cmd.Stderr = log, log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
@@ -161,6 +172,7 @@ type ddnsStatus struct {
 		RecordValue string `json:"record_value"`
 		LastError   string `json:"last_error"`
 		LastChange  string `json:"last_change"`
+		LastCheck   string `json:"last_check"`
 	} `json:"records"`
 }
 
@@ -305,5 +317,177 @@ func TestDDNSConfigErrors(t *testing.T) {
 		if !strings.Contains(c.log.String(), tc.want) {
 			t.Errorf("the error lacks %q:\n%s", tc.want, tail(c.log.String(), 5))
 		}
+	}
+}
+
+func TestDDNSReloadUnchangedMakesNoTraffic(t *testing.T) {
+	n := startNamed(t)
+	config := ddnsConfig(n, n.secret, "ip_source static 203.0.113.50")
+	c := launchCaddy(t, config)
+	waitFor(t, 30*time.Second, "the records created", func() bool { return ddnsState(t, c, http.MethodGet).allRecords("203.0.113.50") })
+	before := ddnsState(t, c, http.MethodGet).Records[0]
+	queries, serial := n.queries(), n.serialOrZero()
+	// a reload that changes another part of the config (a new site)
+	extra := fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond ok\n}\n", freePort(t))
+	if code, body := c.load(config + extra); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	time.Sleep(500 * time.Millisecond) // an immediate check would have run by now
+	after := ddnsState(t, c, http.MethodGet).Records[0]
+	if after.LastCheck != before.LastCheck {
+		t.Errorf("the unchanged ddns config checked again on reload (%s → %s)", before.LastCheck, after.LastCheck)
+	}
+	// the serial query above is ours; nothing else reached named
+	if got := n.queries() - queries; got != 1 {
+		t.Errorf("%d DNS queries during an unchanged reload, want only the test's own", got-1)
+	}
+	if n.serialOrZero() != serial {
+		t.Errorf("the zone changed")
+	}
+}
+
+// fakeDynDNS2 is an update service speaking the dyndns2 protocol, whose
+// reply the test sets.
+type fakeDynDNS2 struct {
+	mu       sync.Mutex
+	reply    string
+	requests []string
+}
+
+func (f *fakeDynDNS2) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	user, pass, _ := r.BasicAuth()
+	f.requests = append(f.requests, fmt.Sprintf("%s %s:%s %s", r.URL.Path, user, pass, r.URL.RawQuery))
+	if user != "me" || pass != "right" {
+		w.Write([]byte("badauth"))
+		return
+	}
+	w.Write([]byte(strings.ReplaceAll(f.reply, "IP", r.URL.Query().Get("myip"))))
+}
+
+func (f *fakeDynDNS2) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.requests)
+}
+
+func TestDDNSDynDNS2(t *testing.T) {
+	fake := &fakeDynDNS2{reply: "good IP"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: fake}
+	go srv.Serve(ln)
+	defer srv.Close()
+	config := func(password, ip string) string {
+		return fmt.Sprintf(`{
+	admin {ADMIN}
+	ddns {
+		provider dyndns2 {
+			server http://%s
+			username me
+			password %s
+		}
+		domains {
+			example.net home
+		}
+		ip_source static %s
+		interval 1h
+	}
+}
+`, ln.Addr(), password, ip)
+	}
+	c := launchCaddy(t, config("right", "203.0.113.60"))
+	waitFor(t, 30*time.Second, "the update", func() bool {
+		st := ddnsState(t, c, http.MethodGet)
+		return len(st.Records) == 1 && st.Records[0].RecordValue == "203.0.113.60"
+	})
+	if fake.requests[0] != "/nic/update me:right hostname=home.example.net&myip=203.0.113.60" {
+		t.Errorf("request %q", fake.requests[0])
+	}
+	// nochg is never repeated
+	fake.mu.Lock()
+	fake.reply = "nochg IP"
+	fake.mu.Unlock()
+	if code, body := c.load(config("right", "203.0.113.61")); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "the nochg update", func() bool { return fake.count() == 2 })
+	ddnsState(t, c, http.MethodPost)
+	ddnsState(t, c, http.MethodPost)
+	if got := fake.count(); got != 2 {
+		t.Errorf("%d requests: an update answered nochg was repeated", got)
+	}
+	// badauth stops the updates until the config changes
+	if code, body := c.load(config("wrong", "203.0.113.62")); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "badauth reported", func() bool {
+		st := ddnsState(t, c, http.MethodGet)
+		return len(st.Records) == 1 && strings.Contains(st.Records[0].LastError, "badauth") && strings.Contains(st.Records[0].LastError, "stopped")
+	})
+	stoppedAt := fake.count()
+	ddnsState(t, c, http.MethodPost)
+	ddnsState(t, c, http.MethodPost)
+	if got := fake.count(); got != stoppedAt {
+		t.Errorf("%d more requests after badauth", got-stoppedAt)
+	}
+	fake.mu.Lock()
+	fake.reply = "good IP"
+	fake.mu.Unlock()
+	if code, body := c.load(config("right", "203.0.113.62")); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "updates resumed with the fixed config", func() bool {
+		st := ddnsState(t, c, http.MethodGet)
+		return len(st.Records) == 1 && st.Records[0].RecordValue == "203.0.113.62" && st.Records[0].LastError == ""
+	})
+}
+
+func TestExampleDDNS(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	out, err := exec.Command(repoPath("examples", "ddns", "setup-bind.sh"), dir, "example.test", fmt.Sprint(port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("setup-bind.sh: %v\n%s", err, out)
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "ddns.env"))
+	key := strings.TrimSpace(strings.TrimPrefix(string(env), "DDNS_TSIG_KEY="))
+	if info, _ := os.Stat(filepath.Join(dir, "ddns.env")); info.Mode().Perm() != 0o600 {
+		t.Errorf("the key file is mode %o", info.Mode().Perm())
+	}
+	n := &named{port: port, secret: key, log: &lockedBuffer{}}
+	n.cmd = exec.Command("/usr/sbin/named", "-g", "-n", "1", "-c", filepath.Join(dir, "named.conf"))
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { n.cmd.Process.Kill(); n.cmd.Wait() }()
+	waitFor(t, 15*time.Second, "named to answer", func() bool { return n.serialOrZero() > 0 })
+	// the example's own file, with test values for what it reads from the
+	// environment (no address service on the internet is asked)
+	t.Setenv("DDNS_TSIG_KEY", key)
+	t.Setenv("DDNS_SERVER", fmt.Sprintf("127.0.0.1:%d", port))
+	t.Setenv("DDNS_IP_SOURCE_1", "static 203.0.113.90")
+	t.Setenv("DDNS_IP_SOURCE_2", "static 203.0.113.90")
+	caddyfile, err := os.ReadFile(repoPath("examples", "ddns", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := strings.Replace(string(caddyfile), "{\n\tddns {", "{\n\tadmin {ADMIN}\n\tddns {", 1)
+	config = config[strings.Index(config, "{\n\tadmin"):] // the global block first
+	c := launchCaddy(t, config)
+	waitFor(t, 30*time.Second, "the example's records", func() bool {
+		st := ddnsState(t, c, http.MethodGet)
+		return len(st.Records) == 2 && st.Records[0].RecordValue == "203.0.113.90" && st.Records[1].RecordValue == "203.0.113.90"
+	})
+	if got := n.addresses(t, "home.example.test"); got != "203.0.113.90" {
+		t.Errorf("home.example.test: %q", got)
+	}
+	if strings.Contains(c.log.String(), key) {
+		t.Errorf("the TSIG key is in Caddy's log")
 	}
 }

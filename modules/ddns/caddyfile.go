@@ -13,7 +13,7 @@ import (
 //	ddns {
 //		provider  <name> { … }
 //		domains   { <zone> <name…> }
-//		ip_source static <ip> | command <cmd…> | http <url> | interface <name> | upnp
+//		ip_source static <ip> | command <cmd…> | http <url> | interface <name> | upnp  [timeout <d>]
 //		versions  ipv4 ipv6
 //		interval  <duration>
 //		ttl       <duration>
@@ -107,6 +107,13 @@ func parseSource(d *caddyfile.Dispenser) (IPSource, error) {
 	}
 	src := IPSource{Source: d.Val()}
 	args := d.RemainingArgs()
+	if n := len(args); n >= 2 && args[n-2] == "timeout" {
+		dur, err := caddy.ParseDuration(args[n-1])
+		if err != nil || dur <= 0 {
+			return src, d.Errf("ip_source timeout %q is not a duration, like 5s", args[n-1])
+		}
+		src.Timeout, args = caddy.Duration(dur), args[:n-2]
+	}
 	switch src.Source {
 	case "static":
 		if len(args) == 1 {

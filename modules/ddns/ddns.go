@@ -5,6 +5,8 @@ package ddns
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -65,13 +67,14 @@ type App struct {
 	// DryRun logs what would change and changes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
 
-	setter libdns.RecordSetter
-	getter libdns.RecordGetter
-	state  *state
-	logger *zap.Logger
-	cancel context.CancelFunc
-	done   chan struct{}
-	kick   chan chan struct{}
+	fingerprint string // of the settings that decide what is written
+	setter      libdns.RecordSetter
+	getter      libdns.RecordGetter
+	state       *state
+	logger      *zap.Logger
+	cancel      context.CancelFunc
+	done        chan struct{}
+	kick        chan chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -119,6 +122,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ProviderRaw == nil {
 		return fmt.Errorf("ddns: no provider; add one, such as `provider rfc2136 { … }` or `provider cloudflare { … }`")
 	}
+	a.fingerprint = a.configFingerprint()
 	mod, err := ctx.LoadModule(a, "ProviderRaw")
 	if err != nil {
 		return fmt.Errorf("ddns: loading the DNS provider: %w (is the provider module built in? `caddy list-modules` shows dns.providers.*)", err)
@@ -196,11 +200,18 @@ func (a *App) Cleanup() error {
 	return err
 }
 
+// configFingerprint identifies the settings that decide what is written:
+// a reload that keeps them keeps the schedule (and makes no DNS traffic).
+func (a *App) configFingerprint() string {
+	b, _ := json.Marshal([]any{a.ProviderRaw, a.Domains, a.IPSources, a.Versions, a.TTL, a.DryRun, a.Interval})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 func (a *App) run(ctx context.Context) {
 	defer close(a.done)
 	interval := time.Duration(a.Interval)
-	delay := time.Duration(0)
-	checks := 0
+	delay, checks := a.state.resume(a.fingerprint, interval)
 	for {
 		timer := time.NewTimer(delay)
 		var reply chan struct{}
@@ -214,6 +225,7 @@ func (a *App) run(ctx context.Context) {
 		}
 		failed := a.check(ctx, checks%a.RecheckEvery == 0 || reply != nil)
 		checks++
+		a.state.ran(a.fingerprint, checks)
 		delay = interval
 		if failed {
 			delay = a.state.backoff(interval)
@@ -356,9 +368,30 @@ func sameName(recordName, name, zone string) bool {
 
 // state is what the app remembers across config reloads.
 type state struct {
-	mu       sync.Mutex
-	records  map[string]*recordState
-	failures int
+	mu          sync.Mutex
+	records     map[string]*recordState
+	failures    int
+	fingerprint string    // of the config that ran last
+	lastRun     time.Time // when it last checked
+	checks      int       // how many checks it made
+}
+
+// resume returns how long a new app waits before its first check, and
+// the check count to continue from: a reload with the same settings keeps
+// the schedule; new settings are checked at once.
+func (s *state) resume(fingerprint string, interval time.Duration) (time.Duration, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fingerprint != fingerprint || s.lastRun.IsZero() {
+		return 0, 0
+	}
+	return max(0, time.Until(s.lastRun.Add(interval))), s.checks
+}
+
+func (s *state) ran(fingerprint string, checks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fingerprint, s.lastRun, s.checks = fingerprint, time.Now(), checks
 }
 
 // recordState is one record in GET /hearth/ddns.

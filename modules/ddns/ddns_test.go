@@ -2,6 +2,9 @@ package ddns
 
 import (
 	"context"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -70,5 +73,31 @@ func TestRelativeName(t *testing.T) {
 		if got := relativeName(tc.name, tc.zone); got != tc.want {
 			t.Errorf("relativeName(%q, %q) = %q, want %q", tc.name, tc.zone, got, tc.want)
 		}
+	}
+}
+
+func TestSourceTimeoutAndCarrierNAT(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never answers before the client gives up
+	}))
+	defer hang.Close()
+	ctx := context.Background()
+	app := &App{IPSources: []IPSource{{Source: "http", URL: hang.URL, Timeout: caddy.Duration(200 * time.Millisecond)}}}
+	start := time.Now()
+	if _, err := app.detect(ctx, "ipv4"); err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Errorf("a hanging source: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("the source's timeout was not applied")
+	}
+	// a timed-out source falls through to the next one
+	app.IPSources = append(app.IPSources, IPSource{Source: "static", IP: "203.0.113.77"})
+	if ip, err := app.detect(ctx, "ipv4"); err != nil || ip.String() != "203.0.113.77" {
+		t.Errorf("after a timeout: %v %v", ip, err)
+	}
+	// an http source behind carrier NAT stops the check with the explanation
+	app.IPSources = []IPSource{{Source: "http", URL: ipServer(t, "100.72.1.2")}}
+	if _, err := app.detect(ctx, "ipv4"); err == nil || !strings.Contains(err.Error(), "carrier NAT") {
+		t.Errorf("a CGNAT answer: %v", err)
 	}
 }

@@ -2,8 +2,10 @@ package ddns
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/caddyserver/caddy/v2"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +28,8 @@ type IPSource struct {
 	URL string `json:"url,omitempty"`
 	// Interface is the network interface of an interface source.
 	Interface string `json:"interface,omitempty"`
+	// Timeout bounds an http or command source. Default: 15s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
 func (s IPSource) check() error {
@@ -132,7 +136,11 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 
 // lookup returns the addresses a source reports.
 func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	timeout := time.Duration(s.Timeout)
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	switch s.Source {
 	case "static":

@@ -1,0 +1,302 @@
+package ddns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/libdns/libdns"
+)
+
+func init() {
+	caddy.RegisterModule(DynDNS2{})
+	caddy.RegisterModule(DuckDNS{})
+}
+
+// userAgent identifies Hearth to update services (dyndns2 refuses generic
+// agents with badagent).
+const userAgent = "Hearth-DDNS/1.0 (Caddy; +https://github.com/hearth-dev/hearth)"
+
+// ErrStopped marks a refusal that must not be retried until the config
+// changes (the service said the credentials, host or client are wrong).
+var ErrStopped = errors.New("updates stopped until the config changes")
+
+// updateService is what the dyndns2 and duckdns providers share: one HTTP
+// GET per record, remembered answers, and a stop after fatal replies.
+type updateService struct {
+	mu      sync.Mutex
+	stopped error             // a fatal reply: no more requests
+	nochg   map[string]string // host → IP the service said was already set
+}
+
+// do runs the request unless the service is stopped or already holds ip
+// for host (a repeated nochg counts as abuse to dyndns2).
+func (s *updateService) do(ctx context.Context, host, ip string, req func(context.Context) error) error {
+	s.mu.Lock()
+	if s.stopped != nil {
+		err := s.stopped
+		s.mu.Unlock()
+		return err
+	}
+	if s.nochg[host] == ip {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	return req(ctx)
+}
+
+func (s *updateService) stop(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = fmt.Errorf("%w: %w", err, ErrStopped)
+	return s.stopped
+}
+
+func (s *updateService) noChange(host, ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nochg == nil {
+		s.nochg = map[string]string{}
+	}
+	s.nochg[host] = ip
+}
+
+// get sends one update request and returns the reply's text.
+func get(ctx context.Context, u string, user, pass string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("User-Agent", userAgent)
+	if user != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return "badauth", nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("the update service answered %s", resp.Status)
+	}
+	return strings.TrimSpace(string(body)), nil
+}
+
+// fqdn joins a zone-relative name and the zone.
+func fqdn(name, zone string) string {
+	zone = strings.TrimSuffix(zone, ".")
+	if name == "@" || name == "" {
+		return zone
+	}
+	return strings.TrimSuffix(name, ".") + "." + zone
+}
+
+// DynDNS2 updates records with the dyndns2 protocol that most routers,
+// No-IP, Dynu and others speak: an authenticated GET of
+// /nic/update?hostname=…&myip=….
+type DynDNS2 struct {
+	// Server is the service's base URL, such as https://dynupdate.no-ip.com.
+	Server string `json:"server,omitempty"`
+	// Username and Password authenticate (Basic auth).
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+
+	svc *updateService
+}
+
+// CaddyModule returns the Caddy module information.
+func (DynDNS2) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "dns.providers.dyndns2", New: func() caddy.Module { return new(DynDNS2) }}
+}
+
+// Provision replaces placeholders and validates.
+func (p *DynDNS2) Provision(caddy.Context) error {
+	repl := caddy.NewReplacer()
+	p.Server, p.Username, p.Password = repl.ReplaceAll(p.Server, ""), repl.ReplaceAll(p.Username, ""), repl.ReplaceAll(p.Password, "")
+	if _, err := url.ParseRequestURI(p.Server); err != nil || p.Server == "" {
+		return fmt.Errorf("dyndns2: server %q is not a URL, like https://dynupdate.no-ip.com", p.Server)
+	}
+	if p.Username == "" || p.Password == "" {
+		return errors.New("dyndns2: username and password are required")
+	}
+	p.svc = new(updateService)
+	return nil
+}
+
+// dyndns2Replies classifies the protocol's reply codes.
+var dyndns2Replies = map[string]struct {
+	ok, stop bool
+	meaning  string
+}{
+	"good":     {ok: true, meaning: "updated"},
+	"nochg":    {ok: true, meaning: "already set"},
+	"badauth":  {stop: true, meaning: "the username or password is wrong"},
+	"nohost":   {stop: true, meaning: "the host name does not exist in this account"},
+	"notfqdn":  {stop: true, meaning: "the host name is not a fully qualified domain name"},
+	"abuse":    {stop: true, meaning: "the service blocked updates for abuse"},
+	"badagent": {stop: true, meaning: "the service refused this client"},
+	"!donator": {stop: true, meaning: "the feature needs a paid account"},
+	"dnserr":   {meaning: "the service's DNS failed; retrying later"},
+	"911":      {meaning: "the service is in trouble; retrying later"},
+}
+
+// SetRecords sends one update per address record.
+func (p *DynDNS2) SetRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	var done []libdns.Record
+	for _, rec := range records {
+		rr := rec.RR()
+		host, ip := fqdn(rr.Name, zone), rr.Data
+		err := p.svc.do(ctx, host, ip, func(ctx context.Context) error {
+			q := url.Values{"hostname": {host}, "myip": {ip}}
+			reply, err := get(ctx, strings.TrimSuffix(p.Server, "/")+"/nic/update?"+q.Encode(), p.Username, p.Password)
+			if err != nil {
+				return err
+			}
+			code, _, _ := strings.Cut(reply, " ")
+			kind, known := dyndns2Replies[code]
+			switch {
+			case !known:
+				return fmt.Errorf("dyndns2: unexpected reply %q for %s", truncate(reply, 80), host)
+			case kind.stop:
+				return p.svc.stop(fmt.Errorf("dyndns2 %s for %s: %s", code, host, kind.meaning))
+			case !kind.ok:
+				return fmt.Errorf("dyndns2 %s for %s: %s", code, host, kind.meaning)
+			case code == "nochg":
+				p.svc.noChange(host, ip)
+			}
+			return nil
+		})
+		if err != nil {
+			return done, err
+		}
+		done = append(done, rec)
+	}
+	return done, nil
+}
+
+// UnmarshalCaddyfile parses `provider dyndns2 { server …; username …; password … }`.
+func (p *DynDNS2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalFields(d, map[string]*string{"server": &p.Server, "username": &p.Username, "password": &p.Password})
+}
+
+// DuckDNS updates records of duckdns.org names with Duck DNS's update API
+// (GET /update?domains=…&token=…&ip=…, answered OK or KO).
+type DuckDNS struct {
+	// Token is the account's token.
+	Token string `json:"token,omitempty"`
+	// Server is the API's base URL. Default: https://www.duckdns.org.
+	Server string `json:"server,omitempty"`
+
+	svc *updateService
+}
+
+// CaddyModule returns the Caddy module information.
+func (DuckDNS) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "dns.providers.duckdns", New: func() caddy.Module { return new(DuckDNS) }}
+}
+
+// Provision replaces placeholders and validates.
+func (p *DuckDNS) Provision(caddy.Context) error {
+	repl := caddy.NewReplacer()
+	p.Token, p.Server = repl.ReplaceAll(p.Token, ""), repl.ReplaceAll(p.Server, "")
+	if p.Server == "" {
+		p.Server = "https://www.duckdns.org"
+	}
+	if p.Token == "" {
+		return errors.New("duckdns: token is required")
+	}
+	p.svc = new(updateService)
+	return nil
+}
+
+// SetRecords sends one update per address record; the zone is
+// duckdns.org and the names are the subdomains.
+func (p *DuckDNS) SetRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	var done []libdns.Record
+	for _, rec := range records {
+		rr := rec.RR()
+		host, ip := fqdn(rr.Name, zone), rr.Data
+		sub := strings.TrimSuffix(host, ".duckdns.org")
+		err := p.svc.do(ctx, host, ip, func(ctx context.Context) error {
+			q := url.Values{"domains": {sub}, "token": {p.Token}}
+			if strings.Contains(ip, ":") {
+				q.Set("ipv6", ip)
+			} else {
+				q.Set("ip", ip)
+			}
+			reply, err := get(ctx, strings.TrimSuffix(p.Server, "/")+"/update?"+q.Encode(), "", "")
+			if err != nil {
+				return err
+			}
+			switch strings.ToUpper(strings.Fields(reply + " x")[0]) {
+			case "OK":
+				return nil
+			case "KO":
+				return p.svc.stop(fmt.Errorf("duckdns KO for %s: the token or the domain is wrong", sub))
+			}
+			return fmt.Errorf("duckdns: unexpected reply %q for %s", truncate(reply, 80), sub)
+		})
+		if err != nil {
+			return done, err
+		}
+		done = append(done, rec)
+	}
+	return done, nil
+}
+
+// UnmarshalCaddyfile parses `provider duckdns { token …; server … }`.
+func (p *DuckDNS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalFields(d, map[string]*string{"token": &p.Token, "server": &p.Server})
+}
+
+// unmarshalFields parses a block of `name value` lines into fields.
+func unmarshalFields(d *caddyfile.Dispenser, fields map[string]*string) error {
+	d.Next() // provider name
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dst, ok := fields[d.Val()]
+		if !ok {
+			names := make([]string, 0, len(fields))
+			for k := range fields {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			return d.Errf("unknown option %q; valid ones are %s", d.Val(), strings.Join(names, ", "))
+		}
+		if !d.NextArg() {
+			return d.Errf("%s needs a value", d.Val())
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.Errf("too many values for %s", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ libdns.RecordSetter   = (*DynDNS2)(nil)
+	_ libdns.RecordSetter   = (*DuckDNS)(nil)
+	_ caddyfile.Unmarshaler = (*DynDNS2)(nil)
+	_ caddyfile.Unmarshaler = (*DuckDNS)(nil)
+	_ caddy.Provisioner     = (*DynDNS2)(nil)
+)

@@ -1,0 +1,113 @@
+package ddns
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/libdns/libdns"
+)
+
+// fakeUpdateServer answers update requests with reply and counts them.
+func fakeUpdateServer(t *testing.T, reply *atomic.Value, requests *atomic.Int32, check func(*http.Request)) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		check(r)
+		w.Write([]byte(reply.Load().(string)))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func addr(name, ip string) []libdns.Record {
+	return []libdns.Record{libdns.Address{Name: name, IP: netip.MustParseAddr(ip)}}
+}
+
+// TestDynDNS2Replies drives the provider through every reply code of the
+// protocol and checks the behaviour it requires.
+func TestDynDNS2Replies(t *testing.T) {
+	for _, tc := range []struct {
+		reply   string
+		ok      bool
+		stopped bool
+	}{
+		{"good 203.0.113.9", true, false},
+		{"nochg 203.0.113.9", true, false},
+		{"badauth", false, true},
+		{"nohost", false, true},
+		{"notfqdn", false, true},
+		{"abuse", false, true},
+		{"badagent", false, true},
+		{"dnserr", false, false},
+		{"911", false, false},
+		{"something else", false, false},
+	} {
+		t.Run(tc.reply, func(t *testing.T) {
+			var reply atomic.Value
+			reply.Store(tc.reply)
+			var requests atomic.Int32
+			url := fakeUpdateServer(t, &reply, &requests, func(r *http.Request) {
+				user, pass, ok := r.BasicAuth()
+				q := r.URL.Query()
+				if r.URL.Path != "/nic/update" || !ok || user != "u" || pass != "p" ||
+					q.Get("hostname") != "home.example.net" || q.Get("myip") != "203.0.113.9" ||
+					!strings.Contains(r.UserAgent(), "Hearth") {
+					t.Errorf("request %s %v %q", r.URL, r.Header, r.UserAgent())
+				}
+			})
+			p := &DynDNS2{Server: url, Username: "u", Password: "p"}
+			if err := p.Provision(caddy.Context{}); err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			_, err := p.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9"))
+			if (err == nil) != tc.ok || errors.Is(err, ErrStopped) != tc.stopped {
+				t.Fatalf("reply %q: err %v", tc.reply, err)
+			}
+			// again: a stop sends nothing more; nochg is never repeated;
+			// good and temporary failures are tried again
+			p.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9"))
+			want := int32(2)
+			if tc.stopped || strings.HasPrefix(tc.reply, "nochg") {
+				want = 1
+			}
+			if got := requests.Load(); got != want {
+				t.Errorf("reply %q: %d requests after two updates, want %d", tc.reply, got, want)
+			}
+		})
+	}
+}
+
+func TestDuckDNS(t *testing.T) {
+	var reply atomic.Value
+	reply.Store("OK")
+	var requests atomic.Int32
+	url := fakeUpdateServer(t, &reply, &requests, func(r *http.Request) {
+		q := r.URL.Query()
+		if r.URL.Path != "/update" || q.Get("domains") != "myhome" || q.Get("token") != "tok" || q.Get("ip") != "203.0.113.9" {
+			t.Errorf("request %s", r.URL)
+		}
+	})
+	p := &DuckDNS{Server: url, Token: "tok"}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := p.SetRecords(ctx, "duckdns.org", addr("myhome", "203.0.113.9")); err != nil {
+		t.Fatalf("OK: %v", err)
+	}
+	reply.Store("KO")
+	if _, err := p.SetRecords(ctx, "duckdns.org", addr("myhome", "203.0.113.9")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("KO: %v", err)
+	}
+	p.SetRecords(ctx, "duckdns.org", addr("myhome", "203.0.113.9"))
+	if got := requests.Load(); got != 2 {
+		t.Errorf("%d requests, want 2 (none after KO)", got)
+	}
+}
