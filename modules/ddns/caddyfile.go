@@ -13,7 +13,7 @@ import (
 //	ddns {
 //		provider  <name> { … }
 //		domains   { <zone> <name…> }
-//		ip_source static <ip> | command <cmd…> | http <url> | interface <name> | upnp  [timeout <d>]
+//		ip_source static <ip> | command <cmd…> | http <url> | interface <name> | upnp [<url>]  [timeout <d>]
 //		versions  ipv4 ipv6
 //		interval  <duration>
 //		ttl       <duration>
@@ -121,7 +121,7 @@ func parseSource(d *caddyfile.Dispenser) (IPSource, error) {
 		}
 	case "command":
 		src.Command = args
-	case "http":
+	case "http", "upnp":
 		if len(args) == 1 {
 			src.URL = args[0]
 		}

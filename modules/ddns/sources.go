@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"github.com/caddyserver/caddy/v2"
+	"github.com/huin/goupnp/dcps/internetgateway2"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os/exec"
 	"strings"
 	"time"
@@ -24,7 +26,9 @@ type IPSource struct {
 	// Command is the program and arguments of a command source; it prints
 	// the IP on its standard output.
 	Command []string `json:"command,omitempty"`
-	// URL of an http source, answering the caller's IP in plain text.
+	// URL of an http source, answering the caller's IP in plain text; for
+	// a upnp source, the router's device description (found by SSDP
+	// discovery when empty).
 	URL string `json:"url,omitempty"`
 	// Interface is the network interface of an interface source.
 	Interface string `json:"interface,omitempty"`
@@ -51,7 +55,11 @@ func (s IPSource) check() error {
 			return errors.New("interface needs an interface name, like `ip_source interface eth0`")
 		}
 	case "upnp":
-		return errors.New("upnp is not available in this build yet; use an http, interface, command or static source")
+		if s.URL != "" {
+			if _, err := url.ParseRequestURI(s.URL); err != nil {
+				return fmt.Errorf("upnp %q is not the URL of a gateway's device description", s.URL)
+			}
+		}
 	default:
 		return fmt.Errorf("unknown ip_source %q; use static, command, http, interface or upnp", s.Source)
 	}
@@ -170,6 +178,8 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 			return nil, fmt.Errorf("%s answered %s", s.URL, resp.Status)
 		}
 		return parseIPs(string(body))
+	case "upnp":
+		return upnpExternalIPs(ctx, s.URL)
 	case "interface":
 		iface, err := net.InterfaceByName(s.Interface)
 		if err != nil {
@@ -188,6 +198,67 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		return ips, nil
 	}
 	return nil, fmt.Errorf("unknown source %q", s.Source)
+}
+
+// externalIPGetter is a router's WAN connection service.
+type externalIPGetter interface {
+	GetExternalIPAddressCtx(ctx context.Context) (string, error)
+}
+
+// upnpExternalIPs asks the router (an Internet Gateway Device) for its
+// external address, at the given device description URL, or found by
+// SSDP discovery on the local network when there is none.
+func upnpExternalIPs(ctx context.Context, location string) ([]netip.Addr, error) {
+	var services []externalIPGetter
+	var errs []error
+	if location != "" {
+		loc, err := url.Parse(location)
+		if err != nil {
+			return nil, err
+		}
+		ip1, err1 := internetgateway2.NewWANIPConnection1ClientsByURLCtx(ctx, loc)
+		ip2, err2 := internetgateway2.NewWANIPConnection2ClientsByURLCtx(ctx, loc)
+		ppp, err3 := internetgateway2.NewWANPPPConnection1ClientsByURLCtx(ctx, loc)
+		errs = append(errs, err1, err2, err3)
+		services = appendServices(services, ip1, ip2, ppp)
+	} else {
+		ip1, _, err1 := internetgateway2.NewWANIPConnection1ClientsCtx(ctx)
+		ip2, _, err2 := internetgateway2.NewWANIPConnection2ClientsCtx(ctx)
+		ppp, _, err3 := internetgateway2.NewWANPPPConnection1ClientsCtx(ctx)
+		errs = append(errs, err1, err2, err3)
+		services = appendServices(services, ip1, ip2, ppp)
+	}
+	if len(services) == 0 {
+		return nil, fmt.Errorf("no UPnP Internet gateway with a WAN connection answered (is UPnP enabled on the router?): %w", errors.Join(errs...))
+	}
+	var ips []netip.Addr
+	for _, svc := range services {
+		text, err := svc.GetExternalIPAddressCtx(ctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ip, err := netip.ParseAddr(strings.TrimSpace(text)); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("the router did not give its external address: %w", errors.Join(errs...))
+	}
+	return ips, nil
+}
+
+func appendServices(out []externalIPGetter, ip1 []*internetgateway2.WANIPConnection1, ip2 []*internetgateway2.WANIPConnection2, ppp []*internetgateway2.WANPPPConnection1) []externalIPGetter {
+	for _, c := range ip1 {
+		out = append(out, c)
+	}
+	for _, c := range ip2 {
+		out = append(out, c)
+	}
+	for _, c := range ppp {
+		out = append(out, c)
+	}
+	return out
 }
 
 // parseIPs reads whitespace-separated IP addresses.
