@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // Defaults of the pool options, documented in the README.
@@ -340,50 +342,28 @@ func absDir(dir string) (string, error) {
 	return abs, nil
 }
 
-// environment builds the workers' environment: Caddy's own, then the venv's
-// activation variables, then env_file, then env (placeholders replaced).
+// environment builds the workers' environment: Caddy's own, then the
+// venv's activation variables, then env_file, then env.
 func (c PoolConfig) environment(dir string) ([]string, error) {
-	vars := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		vars[k] = v
+	envFile := c.EnvFile
+	if envFile != "" && !filepath.IsAbs(envFile) {
+		envFile = filepath.Join(dir, envFile)
 	}
-	if c.Venv != "" {
-		venv := c.Venv
-		if !filepath.IsAbs(venv) {
-			venv = filepath.Join(dir, venv)
+	env, err := supervisor.Environment(envFile, c.Env, func(vars map[string]string) {
+		if c.Venv != "" {
+			venv := c.Venv
+			if !filepath.IsAbs(venv) {
+				venv = filepath.Join(dir, venv)
+			}
+			vars["VIRTUAL_ENV"] = venv
+			vars["PATH"] = filepath.Join(venv, "bin") + string(os.PathListSeparator) + vars["PATH"]
+			delete(vars, "PYTHONHOME")
 		}
-		vars["VIRTUAL_ENV"] = venv
-		vars["PATH"] = filepath.Join(venv, "bin") + string(os.PathListSeparator) + vars["PATH"]
-		delete(vars, "PYTHONHOME")
+	})
+	if err != nil {
+		return nil, err
 	}
-	if c.EnvFile != "" {
-		path := c.EnvFile
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(dir, path)
-		}
-		fileVars, err := readEnvFile(path)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range fileVars {
-			vars[k] = v
-		}
-	}
-	repl := caddy.NewReplacer()
-	for k, v := range c.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
-		}
-		vars[k] = repl.ReplaceKnown(v, "")
-	}
-	vars["PYTHONUNBUFFERED"] = "1"
-	env := make([]string, 0, len(vars))
-	for k, v := range vars {
-		env = append(env, k+"="+v)
-	}
-	sort.Strings(env)
-	return env, nil
+	return append(env, "PYTHONUNBUFFERED=1"), nil
 }
 
 // explicitNames lists the variables env and env_file set.
@@ -397,7 +377,7 @@ func (c PoolConfig) explicitNames(dir string) ([]string, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(dir, path)
 		}
-		vars, err := readEnvFile(path)
+		vars, err := supervisor.ReadEnvFile(path)
 		if err != nil {
 			return nil, err
 		}

@@ -1,16 +1,19 @@
-package python
+package supervisor
 
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
-// readEnvFile parses a dotenv file: KEY=value lines, blank lines and
+// ReadEnvFile parses a dotenv file: KEY=value lines, blank lines and
 // # comments ignored, an optional `export ` prefix, values optionally in
 // single quotes (taken literally) or double quotes (with \n, \t, \" and \\
 // escapes). Unquoted values end at " #" (an inline comment) and are trimmed.
-func readEnvFile(path string) (map[string]string, error) {
+func ReadEnvFile(path string) (map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("env_file: %w", err)
@@ -106,4 +109,41 @@ func firstWords(line string) string {
 		return line[:20] + "…"
 	}
 	return line
+}
+
+// Environment builds a child's environment: Caddy's own, then adjust (for
+// settings such as a venv's), then the env file, then env, whose values may
+// use global placeholders such as {env.HOME}. It returns KEY=value lines,
+// sorted.
+func Environment(envFile string, env map[string]string, adjust func(vars map[string]string)) ([]string, error) {
+	vars := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	if adjust != nil {
+		adjust(vars)
+	}
+	if envFile != "" {
+		fileVars, err := ReadEnvFile(envFile)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range fileVars {
+			vars[k] = v
+		}
+	}
+	repl := caddy.NewReplacer()
+	for k, v := range env {
+		if !validEnvName(k) {
+			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
+		}
+		vars[k] = repl.ReplaceKnown(v, "")
+	}
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out, nil
 }
