@@ -14,5 +14,6 @@ import (
 	_ "github.com/hearth-dev/hearth/modules/ddns"
 	_ "github.com/hearth-dev/hearth/modules/guard"
 	_ "github.com/hearth-dev/hearth/modules/hearth"
+	_ "github.com/hearth-dev/hearth/modules/process"
 	_ "github.com/hearth-dev/hearth/modules/python"
 )

@@ -14,6 +14,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-dns/rfc2136"
+
+	_ "github.com/hearth-dev/hearth/modules/process"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output of the golden files")

@@ -156,7 +156,9 @@ func (c *caddyProc) waitRunning() {
 		default:
 		}
 		apps, err := c.apps()
-		if err == nil && len(apps) > 0 && allRunning(apps) {
+		// every app's pool runs, and Caddy has started all its apps (the
+		// HTTP servers too)
+		if err == nil && len(apps) > 0 && allRunning(apps) && strings.Contains(c.log.String(), "serving initial configuration") {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)

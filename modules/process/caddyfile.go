@@ -1,0 +1,89 @@
+package process
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the source from Caddyfile tokens:
+//
+//	dynamic process <program> [<args…>] {
+//		name          <name>
+//		dir           <path>
+//		env           <key> <value>
+//		env_file      <path>
+//		workers       <n>
+//		ready_path    <path>
+//		start_timeout <duration>
+//		stop_signal   SIGTERM|SIGINT|SIGQUIT|SIGHUP
+//		stop_timeout  <duration>
+//	}
+func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "process"
+	u.Command = d.RemainingArgs()
+	if len(u.Command) == 0 {
+		return d.Err("dynamic process needs the command to run, like `dynamic process node server.js`")
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		args := d.RemainingArgs()
+		one := func() (string, error) {
+			if len(args) != 1 {
+				return "", d.Errf("%s takes exactly one value, got %d", option, len(args))
+			}
+			return args[0], nil
+		}
+		var err error
+		switch option {
+		case "name":
+			u.Name, err = one()
+		case "dir":
+			u.Dir, err = one()
+		case "env_file":
+			u.EnvFile, err = one()
+		case "ready_path":
+			u.ReadyPath, err = one()
+		case "stop_signal":
+			u.StopSignal, err = one()
+		case "env":
+			if len(args) != 2 {
+				return d.Errf("env takes a name and a value, got %d values", len(args))
+			}
+			if u.Env == nil {
+				u.Env = map[string]string{}
+			}
+			u.Env[args[0]] = args[1]
+		case "workers":
+			var v string
+			if v, err = one(); err == nil {
+				if u.Workers, err = strconv.Atoi(v); err != nil || u.Workers < 1 {
+					return d.Errf("workers must be a whole number of at least 1, got %q", v)
+				}
+			}
+		case "start_timeout", "stop_timeout":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur <= 0 {
+					return d.Errf("%s %q is not a positive duration; write it like 30s", option, v)
+				}
+				if option == "start_timeout" {
+					u.StartTimeout = caddy.Duration(dur)
+				} else {
+					u.StopTimeout = caddy.Duration(dur)
+				}
+			}
+		default:
+			return d.Errf("unknown process option %q; valid ones are name, dir, env, env_file, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Upstreams)(nil)

@@ -1,0 +1,345 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+// Group is the set of instances of one process upstream (a hearth.Pool).
+type Group struct {
+	spec   *spec
+	logger *zap.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	seats  sync.WaitGroup
+
+	startOnce sync.Once
+	startErr  error
+
+	mu        sync.Mutex
+	state     string
+	instances []*instance // one per seat, nil while being replaced
+	restarts  map[string]int
+	lastError string
+
+	ready atomic.Pointer[[]*reverseproxy.Upstream] // what reverse_proxy gets
+}
+
+// instance is one running copy of the command.
+type instance struct {
+	proc     *supervisor.Process
+	addr     string
+	upstream *reverseproxy.Upstream
+}
+
+func newGroup(s *spec, logger *zap.Logger) *Group {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Group{spec: s, logger: logger.With(zap.String("app", s.Name)), ctx: ctx, cancel: cancel,
+		state: "starting", instances: make([]*instance, s.Workers), restarts: map[string]int{"crash": 0, "reload": 0}}
+}
+
+// Name is the group's name.
+func (g *Group) Name() string { return g.spec.Name }
+
+// Running reports whether the group serves the current config.
+func (g *Group) Running() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.state == "running"
+}
+
+// Start launches the instances and waits until all are ready.
+func (g *Group) Start() error {
+	g.startOnce.Do(func() { g.startErr = g.start() })
+	return g.startErr
+}
+
+func (g *Group) start() error {
+	errs := make([]error, g.spec.Workers)
+	var wg sync.WaitGroup
+	for i := range g.instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.instances[i], errs[i] = g.launch()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, in := range g.instances {
+			if in != nil {
+				in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+			}
+		}
+		g.mu.Lock()
+		g.state, g.lastError = "failed", err.Error()
+		g.mu.Unlock()
+		return err
+	}
+	g.mu.Lock()
+	g.state = "running"
+	g.publishLocked()
+	g.mu.Unlock()
+	for i := range g.instances {
+		g.seats.Add(1)
+		go g.keepSeat(i)
+	}
+	g.logger.Info("process upstream ready", zap.Int("instances", len(g.instances)))
+	return nil
+}
+
+// launch starts one instance on a free loopback port and waits until it
+// is ready.
+func (g *Group) launch() (*instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	ps := strconv.Itoa(port)
+	args := make([]string, len(g.spec.Args))
+	for i, a := range g.spec.Args {
+		// the Caddyfile turns the {port} shorthand into {http.request.port}
+		args[i] = strings.NewReplacer("{port}", ps, "{http.request.port}", ps).Replace(a)
+	}
+	proc, err := supervisor.Start(supervisor.Command{
+		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
+		Env: append(append([]string(nil), g.spec.Env...), "PORT="+ps, "HEARTH_PORT="+ps),
+	}, g.logger)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{proc: proc, addr: net.JoinHostPort("127.0.0.1", ps)}
+	in.upstream = &reverseproxy.Upstream{Dial: in.addr}
+	if err := g.awaitReady(in); err != nil {
+		proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+		return nil, err
+	}
+	return in, nil
+}
+
+// awaitReady polls the instance until it accepts connections (or answers
+// ready_path below 500), it exits, or start_timeout passes.
+func (g *Group) awaitReady(in *instance) error {
+	deadline := time.Now().Add(g.spec.StartTimeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-in.proc.Done():
+			return fmt.Errorf("%s (pid %d) exited before it was ready (%s); its output is in the log", g.spec.Name, in.proc.Pid(), in.proc.ExitDescription())
+		case <-g.ctx.Done():
+			return errors.New("stopped while starting")
+		default:
+		}
+		if g.spec.ReadyPath != "" {
+			if resp, err := client.Get("http://" + in.addr + g.spec.ReadyPath); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode < 500 {
+					return nil
+				}
+			}
+		} else if conn, err := net.DialTimeout("tcp", in.addr, time.Second); err == nil {
+			conn.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (pid %d) was not ready on %s within start_timeout (%s): it must listen on the port given in $PORT or {port}", g.spec.Name, in.proc.Pid(), in.addr, g.spec.StartTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// keepSeat replaces the instance of seat i whenever it exits, backing off
+// while replacements fail.
+func (g *Group) keepSeat(i int) {
+	defer g.seats.Done()
+	backoff := supervisor.DefaultBackoff()
+	for {
+		g.mu.Lock()
+		in := g.instances[i]
+		g.mu.Unlock()
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-in.proc.Done():
+		}
+		lived := time.Since(in.proc.StartedAt())
+		g.mu.Lock()
+		g.instances[i] = nil
+		g.restarts["crash"]++
+		g.publishLocked()
+		g.mu.Unlock()
+		g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
+		delay := backoff.Failed(lived)
+		for {
+			t := time.NewTimer(delay)
+			select {
+			case <-g.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			next, err := g.launch()
+			if err == nil {
+				g.mu.Lock()
+				g.instances[i] = next
+				g.publishLocked()
+				g.mu.Unlock()
+				break
+			}
+			delay = backoff.Failed(0)
+			g.mu.Lock()
+			g.lastError = err.Error()
+			g.mu.Unlock()
+			g.logger.Error("replacement failed to start", zap.Error(err), zap.Duration("retry_in", delay))
+		}
+	}
+}
+
+// publishLocked updates what GetUpstreams returns.
+func (g *Group) publishLocked() {
+	ups := make([]*reverseproxy.Upstream, 0, len(g.instances))
+	for _, in := range g.instances {
+		if in != nil {
+			ups = append(ups, in.upstream)
+		}
+	}
+	g.ready.Store(&ups)
+}
+
+// Destruct stops the group once no config uses it: in the background on a
+// reload (after the requests in flight to it, up to stop_timeout), at once
+// when Caddy exits.
+func (g *Group) Destruct() error {
+	g.mu.Lock()
+	g.state = "draining"
+	g.mu.Unlock()
+	if caddy.Exiting() {
+		g.stop()
+	} else {
+		go g.stop()
+	}
+	return nil
+}
+
+func (g *Group) stop() {
+	deadline := time.Now().Add(g.spec.StopTimeout)
+	for g.inFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	g.cancel()
+	g.seats.Wait()
+	g.mu.Lock()
+	instances := slices.Clone(g.instances)
+	g.state = "stopped"
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, in := range instances {
+		if in == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+		}()
+	}
+	wg.Wait()
+	g.logger.Info("process upstream stopped")
+}
+
+// inFlight counts the requests reverse_proxy has in flight to the group.
+func (g *Group) inFlight() int {
+	n := 0
+	if ups := g.ready.Load(); ups != nil {
+		for _, u := range *ups {
+			if u.Host != nil {
+				n += u.Host.NumRequests()
+			}
+		}
+	}
+	return n
+}
+
+// Restart replaces every instance, one at a time, each new one ready
+// before the old one stops.
+func (g *Group) Restart() error {
+	for i := range g.spec.Workers {
+		next, err := g.launch()
+		if err != nil {
+			return fmt.Errorf("restarting %s: %w", g.spec.Name, err)
+		}
+		g.mu.Lock()
+		old := g.instances[i]
+		g.instances[i] = next
+		g.restarts["reload"]++
+		g.publishLocked()
+		g.mu.Unlock()
+		if old != nil {
+			go old.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+		}
+	}
+	return nil
+}
+
+// Scale is not supported for process upstreams yet.
+func (g *Group) Scale(int) error {
+	return fmt.Errorf("%s is a process upstream: change `workers` in its config to scale it", g.spec.Name)
+}
+
+// instanceStatus is one instance in GET /hearth/apps.
+type instanceStatus struct {
+	Pid       int       `json:"pid"`
+	Address   string    `json:"address"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// groupStatus is a process upstream in GET /hearth/apps.
+type groupStatus struct {
+	Name      string           `json:"name"`
+	Kind      string           `json:"kind"`
+	Command   []string         `json:"command"`
+	State     string           `json:"state"`
+	Workers   []instanceStatus `json:"workers"`
+	Restarts  map[string]int   `json:"restarts"`
+	LastError string           `json:"last_error,omitempty"`
+}
+
+// Status reports the group for the admin API.
+func (g *Group) Status() any {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := groupStatus{Name: g.spec.Name, Kind: "process", Command: append([]string{g.spec.Path}, g.spec.Args...),
+		State: g.state, Workers: []instanceStatus{}, Restarts: maps.Clone(g.restarts), LastError: g.lastError}
+	for _, in := range g.instances {
+		if in != nil {
+			st.Workers = append(st.Workers, instanceStatus{Pid: in.proc.Pid(), Address: in.addr, StartedAt: in.proc.StartedAt()})
+		}
+	}
+	return st
+}
+
+// freePort returns a loopback TCP port nobody listens on now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

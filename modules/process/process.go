@@ -1,0 +1,192 @@
+// Package process is the reverse_proxy upstream source that launches and
+// supervises any command serving HTTP on the port it is given (Node.js,
+// gunicorn, a FastCGI responder …): `reverse_proxy { dynamic process
+// <command…> { … } }`. Caddy's own reverse_proxy (and its transports)
+// proxies to the instances that are ready.
+package process
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+func init() {
+	caddy.RegisterModule(Upstreams{})
+}
+
+// Upstreams launches Workers copies of Command, each told a free loopback
+// port (in the PORT environment variable and as {port} in the arguments),
+// waits until each is ready, restarts those that exit (with backoff), and
+// gives reverse_proxy the ready ones. Like the Python pools, the processes
+// are shared by identical configs across reloads and a changed config
+// gets new ones, ready before the old ones stop.
+type Upstreams struct {
+	// Command is the program and its arguments; "{port}" in an argument
+	// is replaced by the instance's port.
+	Command []string `json:"command"`
+
+	// Name shown in status and logs. Default: the program's base name.
+	Name string `json:"name,omitempty"`
+
+	// Dir is the working directory. Default: Caddy's.
+	Dir string `json:"dir,omitempty"`
+
+	// Env sets environment variables (placeholders such as {env.HOME}
+	// allowed); EnvFile loads a dotenv file first.
+	Env     map[string]string `json:"env,omitempty"`
+	EnvFile string            `json:"env_file,omitempty"`
+
+	// Workers is the number of instances. Default: 1.
+	Workers int `json:"workers,omitempty"`
+
+	// ReadyPath, if set, is requested (HTTP GET) until it answers below
+	// 500; otherwise an instance is ready once its port accepts
+	// connections.
+	ReadyPath string `json:"ready_path,omitempty"`
+
+	// StartTimeout bounds how long an instance may take to be ready.
+	// Default: 60s.
+	StartTimeout caddy.Duration `json:"start_timeout,omitempty"`
+
+	// StopSignal asks an instance to stop: SIGTERM (default), SIGINT,
+	// SIGQUIT or SIGHUP.
+	StopSignal string `json:"stop_signal,omitempty"`
+
+	// StopTimeout is how long a stopping instance has before SIGKILL, and
+	// how long a replaced group waits for requests in flight. Default: 30s.
+	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
+
+	group *Group
+	key   string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Upstreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.upstreams.process",
+		New: func() caddy.Module { return new(Upstreams) },
+	}
+}
+
+// spec is the resolved configuration of a group; its hash keys the group
+// across reloads.
+type spec struct {
+	Name         string        `json:"name"`
+	Path         string        `json:"path"`
+	Args         []string      `json:"args"`
+	Dir          string        `json:"dir"`
+	Env          []string      `json:"env"`
+	Workers      int           `json:"workers"`
+	ReadyPath    string        `json:"ready_path"`
+	StartTimeout time.Duration `json:"start_timeout"`
+	StopSignal   syscall.Signal
+	StopTimeout  time.Duration `json:"stop_timeout"`
+}
+
+var stopSignals = map[string]syscall.Signal{
+	"": syscall.SIGTERM, "SIGTERM": syscall.SIGTERM, "SIGINT": syscall.SIGINT,
+	"SIGQUIT": syscall.SIGQUIT, "SIGHUP": syscall.SIGHUP,
+}
+
+// Provision validates the config and registers the group with the hearth
+// app, which starts it; nothing is launched here.
+func (u *Upstreams) Provision(ctx caddy.Context) error {
+	s, err := u.resolve()
+	if err != nil {
+		return fmt.Errorf("process %s: %w", strings.Join(u.Command, " "), err)
+	}
+	b, _ := json.Marshal(s)
+	sum := sha256.Sum256(b)
+	key := "process:" + hex.EncodeToString(sum[:])
+	appModule, err := ctx.App("hearth")
+	if err != nil {
+		return err
+	}
+	pool, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
+		return newGroup(s, ctx.Logger()), nil
+	})
+	if err != nil {
+		return err
+	}
+	u.group, u.key = pool.(*Group), key
+	return nil
+}
+
+func (u *Upstreams) resolve() (*spec, error) {
+	if len(u.Command) == 0 {
+		return nil, fmt.Errorf("no command; write `dynamic process <program> [<args…>]`")
+	}
+	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath,
+		StartTimeout: time.Duration(u.StartTimeout), StopTimeout: time.Duration(u.StopTimeout)}
+	if s.Name == "" {
+		s.Name = filepath.Base(s.Path)
+	}
+	if s.Workers < 0 {
+		return nil, fmt.Errorf("workers must be positive, got %d", s.Workers)
+	}
+	s.Workers = max(s.Workers, 1)
+	if s.StartTimeout <= 0 {
+		s.StartTimeout = 60 * time.Second
+	}
+	if s.StopTimeout <= 0 {
+		s.StopTimeout = 30 * time.Second
+	}
+	sig, ok := stopSignals[strings.ToUpper(u.StopSignal)]
+	if !ok {
+		return nil, fmt.Errorf("stop_signal %q is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP", u.StopSignal)
+	}
+	s.StopSignal = sig
+	if s.ReadyPath != "" && !strings.HasPrefix(s.ReadyPath, "/") {
+		return nil, fmt.Errorf("ready_path %q must start with /", s.ReadyPath)
+	}
+	dir, err := filepath.Abs(u.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s.Dir = dir
+	envFile := u.EnvFile
+	if envFile != "" && !filepath.IsAbs(envFile) {
+		envFile = filepath.Join(dir, envFile)
+	}
+	if s.Env, err = supervisor.Environment(envFile, u.Env, nil); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// GetUpstreams returns the instances that are ready.
+func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
+	ups := u.group.ready.Load()
+	if ups == nil || len(*ups) == 0 {
+		return nil, fmt.Errorf("process %s: no instance is ready", u.group.spec.Name)
+	}
+	return *ups, nil
+}
+
+// Cleanup releases the group; the last config using it stops it.
+func (u *Upstreams) Cleanup() error {
+	if u.key != "" {
+		hearth.ReleasePool(u.key)
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Upstreams)(nil)
+	_ caddy.CleanerUpper          = (*Upstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*Upstreams)(nil)
+)

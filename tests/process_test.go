@@ -1,0 +1,128 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nodeSite is the example's Caddyfile on port, with workers instances.
+func nodeSite(t *testing.T, port, workers int) (string, string) {
+	t.Helper()
+	src, err := os.ReadFile(repoPath("examples", "node", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := strings.ReplaceAll(string(src), "http://127.0.0.1:4040", fmt.Sprintf("http://127.0.0.1:%d", port))
+	config = strings.Replace(config, "workers 2", fmt.Sprintf("workers %d", workers), 1)
+	t.Setenv("HEARTH_EXAMPLES", repoPath("examples"))
+	return config, fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+func nodePid(t *testing.T, url string) int {
+	t.Helper()
+	resp, body := get(t, url+"/x")
+	var r struct {
+		Service string `json:"service"`
+		Pid     int    `json:"pid"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &r) != nil || r.Service != "servicec" {
+		t.Fatalf("node replied %d %q", resp.StatusCode, body)
+	}
+	return r.Pid
+}
+
+func TestProcessUpstreamNode(t *testing.T) {
+	port := freePort(t)
+	config, url := nodeSite(t, port, 2)
+	c := startCaddy(t, config)
+	pids := c.workerPIDs()
+	if len(pids) != 2 {
+		t.Fatalf("instances: %v", pids)
+	}
+	served := map[int]bool{}
+	for i := 0; i < 20; i++ {
+		served[nodePid(t, url)] = true
+	}
+	for p := range served {
+		if !contains(pids, p) {
+			t.Errorf("served by %d, not an instance %v", p, pids)
+		}
+	}
+	// a killed instance is replaced
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "a replacement instance", func() bool {
+		p := c.workerPIDs()
+		return len(p) == 2 && !contains(p, pids[0])
+	})
+	for i := 0; i < 10; i++ {
+		nodePid(t, url)
+	}
+	// an unchanged reload keeps the instances; a changed one replaces them
+	before := sortedPIDs(c.workerPIDs())
+	extra := fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond ok\n}\n", freePort(t))
+	if code, body := c.load(config + extra); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	if after := sortedPIDs(c.workerPIDs()); after != before {
+		t.Errorf("instances changed on an unchanged reload: %s → %s", before, after)
+	}
+	old := c.workerPIDs()
+	changed, _ := nodeSite(t, port, 3)
+	if code, body := c.load(changed); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	waitFor(t, 20*time.Second, "three new instances, the old ones gone", func() bool {
+		p := c.workerPIDs()
+		for _, o := range old {
+			if contains(p, o) || alive(o) {
+				return false
+			}
+		}
+		return len(p) == 3
+	})
+	nodePid(t, url)
+}
+
+func TestProcessUpstreamGunicorn(t *testing.T) {
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process /usr/bin/gunicorn --bind 127.0.0.1:{port} --workers 1 hello:application {
+			dir {APPS}
+		}
+	}
+}`, port))
+	resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if resp.StatusCode != 200 || body != "Hello, world!\n" {
+		t.Errorf("gunicorn behind the process upstream: %d %q", resp.StatusCode, body)
+	}
+	if a := c.mustApps(); len(a) != 1 || a[0].Name != "gunicorn" || len(a[0].Workers) != 1 {
+		t.Errorf("status: %+v", a)
+	}
+}
+
+func TestProcessUpstreamThatNeverListens(t *testing.T) {
+	port := freePort(t)
+	c := launchCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process sleep 30 {
+			start_timeout 1s
+		}
+	}
+}`, port))
+	if code := c.waitExit(30 * time.Second); code == 0 {
+		t.Fatal("a process that never listens was accepted")
+	}
+	if !strings.Contains(c.log.String(), "was not ready on 127.0.0.1:") || !strings.Contains(c.log.String(), "$PORT or {port}") {
+		t.Errorf("the error does not explain:\n%s", tail(c.log.String(), 5))
+	}
+}
