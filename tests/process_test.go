@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,5 +125,76 @@ http://127.0.0.1:%d {
 	}
 	if !strings.Contains(c.log.String(), "was not ready on 127.0.0.1:") || !strings.Contains(c.log.String(), "$PORT or {port}") {
 		t.Errorf("the error does not explain:\n%s", tail(c.log.String(), 5))
+	}
+}
+
+func TestServicesAndStatusCommand(t *testing.T) {
+	p1, p2 := freePort(t), freePort(t)
+	t.Setenv("HEARTH_EXAMPLES", repoPath("examples"))
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	ddns {
+		provider rfc2136 {
+			key_name k
+			key_alg hmac-sha256
+			key a2V5a2V5a2V5a2V5
+			server 127.0.0.1:9
+		}
+		domains {
+			example.test home
+		}
+		ip_source static 203.0.113.70
+		dry_run
+	}
+}
+http://home.example.test:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process node server.js {
+			name servicec
+			dir {EXAMPLES}/node
+		}
+	}
+}`, p1, p2))
+	resp, body := get(t, "http://"+c.admin+"/hearth/services")
+	var list []struct {
+		Name   string   `json:"name"`
+		Listen []string `json:"listen"`
+		Hosts  []string `json:"hosts"`
+		DDNS   []string `json:"ddns"`
+		Pools  []struct {
+			State string `json:"state"`
+		} `json:"pools"`
+	}
+	if err := json.Unmarshal([]byte(body), &list); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /hearth/services: %d %s", resp.StatusCode, body)
+	}
+	if len(list) != 2 || list[0].Name != "hello" || list[1].Name != "servicec" {
+		t.Fatalf("services: %s", body)
+	}
+	hello, node := list[0], list[1]
+	if !strings.Contains(strings.Join(hello.Listen, ","), fmt.Sprint(p1)) || strings.Join(hello.Hosts, ",") != "home.example.test" ||
+		strings.Join(hello.DDNS, ",") != "home.example.test" || hello.Pools[0].State != "running" {
+		t.Errorf("hello service: %+v", hello)
+	}
+	if !strings.Contains(strings.Join(node.Listen, ","), fmt.Sprint(p2)) || len(node.DDNS) != 0 || node.Pools[0].State != "running" {
+		t.Errorf("node service: %+v", node)
+	}
+	out, err := exec.Command(caddyBinary(t), "hearth", "status", "--address", c.admin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("caddy hearth status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"SERVICE", "hello", "servicec", "home.example.test", "running", fmt.Sprint(p2)} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -180,8 +180,20 @@ func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
 	current.Store(a)
+	hearth.SetDDNSNames(a.names)
 	go a.run(ctx)
 	return nil
+}
+
+// names are the fully qualified names the app keeps updated.
+func (a *App) names() []string {
+	var out []string
+	for zone, names := range a.Domains {
+		for _, n := range names {
+			out = append(out, fqdn(relativeName(n, zone), strings.ToLower(zone)))
+		}
+	}
+	return out
 }
 
 // Stop ends the checks.

@@ -47,6 +47,11 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return h.(AdminHandler)(w, r, parts[1:])
 	}
 	switch {
+	case path == "services":
+		if err := requireMethod(r, http.MethodGet); err != nil {
+			return err
+		}
+		return writeJSON(w, servicesStatus())
 	case path == "apps":
 		if err := requireMethod(r, http.MethodGet); err != nil {
 			return err
@@ -76,7 +81,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	return caddy.APIError{
 		HTTPStatus: http.StatusNotFound,
-		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale", r.URL.Path),
+		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
 	}
 }
 

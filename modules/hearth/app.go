@@ -130,6 +130,7 @@ func (a *App) tellSites() {
 		return
 	}
 	sites := discoverSites(httpApp.(*caddyhttp.App))
+	a.buildServices(httpApp.(*caddyhttp.App))
 	for _, p := range a.used {
 		if aware, ok := p.(SiteAware); ok {
 			if site := sites[a.keys[p]]; site != nil {

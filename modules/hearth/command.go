@@ -16,10 +16,12 @@ func init() {
 		Short: "Hearth's helpers for serving Python apps",
 		Long: `Hearth's command-line helpers.
 
+  caddy hearth status                     shows the running services (ports, hosts, pools, findings, DDNS)
   caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
   caddy hearth secret-key                 prints a fresh random secret key (for SECRET_KEY)`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(checkCommand())
+			cmd.AddCommand(statusCommand())
 			cmd.AddCommand(&cobra.Command{
 				Use:   "secret-key",
 				Short: "Prints a fresh random secret key",

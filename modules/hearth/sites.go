@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // Site describes where a pool is served: the host names of the routes that
@@ -144,6 +145,10 @@ func walkRoutes(routes caddyhttp.RouteList, hosts []string, found func(key strin
 				found(handler.PoolKey(), routeHosts)
 			case *caddyhttp.Subroute:
 				walkRoutes(handler.Routes, routeHosts, found)
+			case *reverseproxy.Handler:
+				if source, ok := handler.DynamicUpstreams.(PoolHandler); ok {
+					found(source.PoolKey(), routeHosts)
+				}
 			}
 		}
 	}

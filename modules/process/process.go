@@ -176,6 +176,9 @@ func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error
 	return *ups, nil
 }
 
+// PoolKey identifies the group (hearth.PoolHandler).
+func (u *Upstreams) PoolKey() string { return u.key }
+
 // Cleanup releases the group; the last config using it stops it.
 func (u *Upstreams) Cleanup() error {
 	if u.key != "" {

@@ -1,0 +1,172 @@
+package hearth
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/spf13/cobra"
+)
+
+// Service is a site block that serves a Hearth pool, named after its app.
+type Service struct {
+	Name   string   `json:"name"`
+	Listen []string `json:"listen"`
+	Hosts  []string `json:"hosts"`
+	Pools  []any    `json:"pools"`
+	// DDNS lists the names the ddns app keeps pointed at this machine
+	// that are among the service's hosts.
+	DDNS []string `json:"ddns"`
+}
+
+// services is the current config's service list.
+var services atomic.Pointer[[]Service]
+
+// ddnsNames returns the names the ddns app manages (set by that app).
+var ddnsNames atomic.Pointer[func() []string]
+
+// SetDDNSNames lets the ddns app say which names it keeps updated.
+func SetDDNSNames(fn func() []string) { ddnsNames.Store(&fn) }
+
+// buildServices lists the config's services: per HTTP server, each pool
+// its routes lead to.
+func (a *App) buildServices(app *caddyhttp.App) {
+	byKey := map[string]Pool{}
+	for p, key := range a.keys {
+		byKey[key] = p
+	}
+	list := []Service{}
+	index := map[string]int{}
+	for _, srv := range app.Servers {
+		walkRoutes(srv.Routes, nil, func(key string, hosts []string) {
+			p := byKey[key]
+			if p == nil {
+				return
+			}
+			id := p.Name() + "|" + strings.Join(srv.Listen, ",")
+			i, ok := index[id]
+			if !ok {
+				i = len(list)
+				index[id] = i
+				list = append(list, Service{Name: p.Name(), Listen: srv.Listen, Hosts: []string{}, Pools: []any{p}, DDNS: []string{}})
+			}
+			s := &list[i]
+			for _, host := range hosts {
+				if !slices.Contains(s.Hosts, host) {
+					s.Hosts = append(s.Hosts, host)
+				}
+			}
+		})
+	}
+	slices.SortFunc(list, func(x, y Service) int { return strings.Compare(x.Name, y.Name) })
+	services.Store(&list)
+}
+
+// servicesStatus is the body of GET /hearth/services: the pools as their
+// current status.
+func servicesStatus() []Service {
+	list := services.Load()
+	if list == nil {
+		return []Service{}
+	}
+	var managed []string
+	if fn := ddnsNames.Load(); fn != nil {
+		managed = (*fn)()
+	}
+	out := make([]Service, len(*list))
+	for i, s := range *list {
+		s.DDNS = []string{}
+		for _, host := range s.Hosts {
+			if slices.Contains(managed, strings.ToLower(host)) {
+				s.DDNS = append(s.DDNS, host)
+			}
+		}
+		s.Pools = slices.Clone(s.Pools)
+		for j, p := range s.Pools {
+			s.Pools[j] = p.(Pool).Status()
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// statusCommand is `caddy hearth status`: the services of the running
+// instance, as a table.
+func statusCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status [--address <admin address>] [--json]",
+		Short: "Shows the services of the running Caddy: ports, hosts, pools, findings, DDNS",
+		Args:  cobra.NoArgs,
+	}
+	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	asJSON := cmd.Flags().Bool("json", false, "print JSON")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
+		if err != nil {
+			return err
+		}
+		resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, "/hearth/services", nil, nil)
+		if err != nil {
+			return fmt.Errorf("asking the running Caddy at %s (is it running? is its admin API elsewhere? use --address): %w", addr, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			_, err := cmd.OutOrStdout().Write(body)
+			return err
+		}
+		var list []serviceRow
+		if err := json.Unmarshal(body, &list); err != nil {
+			return fmt.Errorf("reading the answer: %w", err)
+		}
+		return printServices(cmd.OutOrStdout(), list)
+	}
+	return cmd
+}
+
+// serviceRow is what the status table shows of a service.
+type serviceRow struct {
+	Name   string   `json:"name"`
+	Listen []string `json:"listen"`
+	Hosts  []string `json:"hosts"`
+	DDNS   []string `json:"ddns"`
+	Pools  []struct {
+		State    string            `json:"state"`
+		Workers  []json.RawMessage `json:"workers"`
+		Findings []json.RawMessage `json:"findings"`
+		Restarts map[string]int    `json:"restarts"`
+	} `json:"pools"`
+}
+
+func printServices(out io.Writer, list []serviceRow) error {
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tHOSTS\tSTATE\tWORKERS\tRESTARTS\tFINDINGS\tDDNS")
+	for _, s := range list {
+		for _, p := range s.Pools {
+			restarts := 0
+			for _, n := range p.Restarts {
+				restarts += n
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", s.Name, strings.Join(s.Listen, ","), orDash(s.Hosts),
+				p.State, len(p.Workers), restarts, len(p.Findings), orDash(s.DDNS))
+		}
+	}
+	return tw.Flush()
+}
+
+func orDash(list []string) string {
+	if len(list) == 0 {
+		return "-"
+	}
+	return strings.Join(list, ",")
+}
