@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/spf13/cobra"
 )
 
@@ -71,24 +69,9 @@ blocking findings; 2: the config or an app could not be checked.`,
 }
 
 func runCheck(out io.Writer, configFile, adapterName string, asJSON bool) (int, error) {
-	if configFile == "" {
-		return checkFailed, errors.New("--config is required: the Caddyfile (or JSON config) to check")
-	}
-	data, err := os.ReadFile(configFile)
+	data, err := adaptConfig(configFile, adapterName)
 	if err != nil {
 		return checkFailed, err
-	}
-	if adapterName == "" && strings.HasPrefix(filepath.Base(configFile), "Caddyfile") {
-		adapterName = "caddyfile"
-	}
-	if adapterName != "" {
-		adapter := caddyconfig.GetAdapter(adapterName)
-		if adapter == nil {
-			return checkFailed, fmt.Errorf("unknown config adapter %q", adapterName)
-		}
-		if data, _, err = adapter.Adapt(data, map[string]any{"filename": configFile}); err != nil {
-			return checkFailed, fmt.Errorf("adapting %s: %w", configFile, err)
-		}
 	}
 	if checker == nil {
 		return checkFailed, errors.New("no app module with checks is built in")

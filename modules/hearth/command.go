@@ -18,10 +18,14 @@ func init() {
 
   caddy hearth status                     shows the running services (ports, hosts, pools, findings, DDNS)
   caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
+  caddy hearth ports --config Caddyfile   prints the router forwarding and firewall rules the config needs
+  caddy hearth systemd --config Caddyfile prints a hardened systemd unit for Caddy and every app
   caddy hearth secret-key                 prints a fresh random secret key (for SECRET_KEY)`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(checkCommand())
 			cmd.AddCommand(statusCommand())
+			cmd.AddCommand(portsCommand())
+			cmd.AddCommand(systemdCommand())
 			cmd.AddCommand(&cobra.Command{
 				Use:   "secret-key",
 				Short: "Prints a fresh random secret key",

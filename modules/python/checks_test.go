@@ -1,9 +1,6 @@
 package python
 
 import (
-	"net"
-	"strconv"
-
 	"encoding/json"
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"os"
@@ -98,20 +95,6 @@ func TestSiteFindings(t *testing.T) {
 	} {
 		if got := ids(reportFindings(report(tc.hosts, tc.origins), https)); !slices.Equal(got, tc.want) {
 			t.Errorf("hosts %s origins %s: %v, want %v", tc.hosts, tc.origins, got, tc.want)
-		}
-	}
-}
-
-func TestParseProcAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"0100007F:1F90":                         "127.0.0.1:8080",
-		"00000000:1538":                         "0.0.0.0:5432",
-		"00000000000000000000000000000000:0050": "[::]:80",
-		"00000000000000000000000001000000:0050": "[::1]:80",
-	} {
-		ip, port, ok := parseProcAddr(in)
-		if got := net.JoinHostPort(ip.String(), strconv.Itoa(port)); !ok || got != want {
-			t.Errorf("%s → %s, want %s", in, got, want)
 		}
 	}
 }

@@ -1,0 +1,398 @@
+package hearth
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-dev/hearth/modules/netinfo"
+)
+
+// deployment is what the deployment helpers read from a config.
+type deployment struct {
+	ports []sitePort
+	apps  []string // app names
+	dirs  []string // app directories, written to by the apps
+}
+
+// sitePort is a port an HTTP server listens on.
+type sitePort struct {
+	host     string // the listen host ("" for every address)
+	port     int
+	https    bool
+	siteName []string
+}
+
+// loadDeployment adapts a config file and reads its servers and apps.
+func loadDeployment(configFile, adapterName string) (*deployment, error) {
+	data, err := adaptConfig(configFile, adapterName)
+	if err != nil {
+		return nil, err
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen      []string          `json:"listen"`
+					Routes      []json.RawMessage `json:"routes"`
+					TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
+					AutoHTTPS   struct {
+						Disable bool     `json:"disable"`
+						Skip    []string `json:"skip"`
+					} `json:"automatic_https"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	d := &deployment{}
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		hosts, apps := scanRoutes(srv.Routes)
+		for _, app := range apps {
+			if !slices.Contains(d.apps, app.name) {
+				d.apps = append(d.apps, app.name)
+			}
+			if app.dir != "" && !slices.Contains(d.dirs, app.dir) {
+				d.dirs = append(d.dirs, app.dir)
+			}
+		}
+		for _, addr := range srv.Listen {
+			host, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(addr, "tcp/"), "tcp4/"))
+			if err != nil {
+				continue
+			}
+			p, err := strconv.Atoi(port)
+			if err != nil {
+				continue // a port range
+			}
+			// automatic HTTPS serves TLS for a domain name on any port but 80
+			https := len(srv.TLSPolicies) > 0
+			for _, h := range hosts {
+				if p != 80 && !srv.AutoHTTPS.Disable && !slices.Contains(srv.AutoHTTPS.Skip, h) &&
+					net.ParseIP(h) == nil && h != "localhost" {
+					https = true
+				}
+			}
+			d.ports = append(d.ports, sitePort{host: host, port: p, https: https, siteName: hosts})
+		}
+	}
+	sort.Slice(d.ports, func(i, j int) bool { return d.ports[i].port < d.ports[j].port })
+	sort.Strings(d.apps)
+	sort.Strings(d.dirs)
+	return d, nil
+}
+
+func adaptConfig(configFile, adapterName string) ([]byte, error) {
+	if configFile == "" {
+		return nil, fmt.Errorf("--config is required: the Caddyfile (or JSON config)")
+	}
+	data, err := os.ReadFile(configFile)
+	if err != nil {
+		return nil, err
+	}
+	if adapterName == "" && strings.HasPrefix(filepath.Base(configFile), "Caddyfile") {
+		adapterName = "caddyfile"
+	}
+	if adapterName == "" {
+		return data, nil
+	}
+	adapter := caddyconfig.GetAdapter(adapterName)
+	if adapter == nil {
+		return nil, fmt.Errorf("unknown config adapter %q", adapterName)
+	}
+	out, _, err := adapter.Adapt(data, map[string]any{"filename": configFile})
+	if err != nil {
+		return nil, fmt.Errorf("adapting %s: %w", configFile, err)
+	}
+	return out, nil
+}
+
+// appRef is an app found in a config's routes.
+type appRef struct{ name, dir string }
+
+// scanRoutes collects the host names of JSON routes and the apps (wsgi
+// handlers and process upstreams) under them.
+func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
+	for _, raw := range routes {
+		var route struct {
+			Match  []map[string]json.RawMessage `json:"match"`
+			Handle []map[string]json.RawMessage `json:"handle"`
+		}
+		if json.Unmarshal(raw, &route) != nil {
+			continue
+		}
+		for _, m := range route.Match {
+			var hs []string
+			if json.Unmarshal(m["host"], &hs) == nil {
+				hosts = append(hosts, hs...)
+			}
+		}
+		for _, h := range route.Handle {
+			var kind string
+			json.Unmarshal(h["handler"], &kind)
+			switch kind {
+			case "wsgi":
+				apps = append(apps, appFrom(h["name"], h["app"], h["dir"]))
+			case "reverse_proxy":
+				var dyn map[string]json.RawMessage
+				if json.Unmarshal(h["dynamic_upstreams"], &dyn) == nil {
+					var cmd []string
+					json.Unmarshal(dyn["command"], &cmd)
+					if len(cmd) > 0 {
+						b, _ := json.Marshal(filepath.Base(cmd[0]))
+						apps = append(apps, appFrom(dyn["name"], b, dyn["dir"]))
+					}
+				}
+			case "subroute":
+				var sub []json.RawMessage
+				json.Unmarshal(h["routes"], &sub)
+				subHosts, subApps := scanRoutes(sub)
+				hosts = append(hosts, subHosts...)
+				apps = append(apps, subApps...)
+			}
+		}
+	}
+	return hosts, apps
+}
+
+func appFrom(nameRaw, fallbackRaw, dirRaw json.RawMessage) appRef {
+	var name, fallback, dir string
+	json.Unmarshal(nameRaw, &name)
+	json.Unmarshal(fallbackRaw, &fallback)
+	json.Unmarshal(dirRaw, &dir)
+	if name == "" {
+		name, _, _ = strings.Cut(fallback, ".")
+		name, _, _ = strings.Cut(name, ":")
+	}
+	if dir != "" {
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+	}
+	return appRef{name: name, dir: dir}
+}
+
+// lanAddress is this machine's address on its local network, for the
+// router's port forwarding: the first private IPv4 of an interface that is
+// up, else the first non-loopback one.
+func lanAddress() string {
+	ifaces, _ := net.Interfaces()
+	var fallback string
+	for _, iface := range ifaces {
+		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			prefix, err := netip.ParsePrefix(a.String())
+			if err != nil || !prefix.Addr().Is4() {
+				continue
+			}
+			if prefix.Addr().IsPrivate() {
+				return prefix.Addr().String()
+			}
+			if fallback == "" {
+				fallback = prefix.Addr().String()
+			}
+		}
+	}
+	if fallback == "" {
+		return "<this machine's LAN address>"
+	}
+	return fallback
+}
+
+func portsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ports --config <file>",
+		Short: "Prints the router port forwarding and firewall rules the config needs (changes nothing)",
+		Args:  cobra.NoArgs,
+	}
+	configFile := cmd.Flags().String("config", "", "the config (a Caddyfile or JSON)")
+	adapter := cmd.Flags().String("adapter", "", "the config adapter")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		d, err := loadDeployment(*configFile, *adapter)
+		if err != nil {
+			return err
+		}
+		return printPorts(cmd.OutOrStdout(), d, lanAddress(), netinfo.Listeners())
+	}
+	return cmd
+}
+
+// printPorts writes the forwarding rules, firewall commands and conflicts.
+func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Listener) error {
+	var public, local []sitePort
+	for _, p := range d.ports {
+		if ip := net.ParseIP(p.host); ip != nil && ip.IsLoopback() || p.host == "localhost" {
+			local = append(local, p)
+		} else {
+			public = append(public, p)
+		}
+	}
+	fmt.Fprintf(out, "Router port forwarding (to this machine, %s):\n", lan)
+	if len(public) == 0 {
+		fmt.Fprintln(out, "  none: every site listens on loopback only")
+	}
+	var tcp, udp []string
+	for _, p := range public {
+		sites := strings.Join(p.siteName, ", ")
+		if sites == "" {
+			sites = "any host name"
+		}
+		fmt.Fprintf(out, "  external port %d TCP -> %s:%d TCP   (%s)\n", p.port, lan, p.port, sites)
+		tcp = append(tcp, strconv.Itoa(p.port))
+		if p.https {
+			fmt.Fprintf(out, "  external port %d UDP -> %s:%d UDP   (HTTP/3 for %s)\n", p.port, lan, p.port, sites)
+			udp = append(udp, strconv.Itoa(p.port))
+		}
+	}
+	if len(tcp) > 0 {
+		fmt.Fprintln(out, "\nFirewall, ufw:")
+		for _, p := range tcp {
+			fmt.Fprintf(out, "  sudo ufw allow %s/tcp\n", p)
+		}
+		for _, p := range udp {
+			fmt.Fprintf(out, "  sudo ufw allow %s/udp\n", p)
+		}
+		fmt.Fprintln(out, "\nFirewall, nftables (in a table inet filter with an input chain):")
+		fmt.Fprintf(out, "  sudo nft add rule inet filter input tcp dport { %s } accept\n", strings.Join(tcp, ", "))
+		if len(udp) > 0 {
+			fmt.Fprintf(out, "  sudo nft add rule inet filter input udp dport { %s } accept\n", strings.Join(udp, ", "))
+		}
+	}
+	if len(local) > 0 {
+		fmt.Fprintln(out, "\nNot forwarded (loopback only):")
+		for _, p := range local {
+			fmt.Fprintf(out, "  %s\n", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
+		}
+	}
+	var conflicts []string
+	for _, p := range d.ports {
+		for _, l := range listening {
+			if l.Port != p.port {
+				continue
+			}
+			who := l.Process
+			if who == "" {
+				who = "a process"
+			}
+			note := ""
+			if strings.HasPrefix(who, "caddy ") {
+				note = " (Caddy: this config may already be running)"
+			}
+			conflicts = append(conflicts, fmt.Sprintf("  port %d: %s already listens on %s%s", p.port, who, net.JoinHostPort(l.Addr.String(), strconv.Itoa(l.Port)), note))
+		}
+	}
+	if len(conflicts) > 0 {
+		fmt.Fprintln(out, "\nPorts already in use:")
+		fmt.Fprintln(out, strings.Join(slices.Compact(conflicts), "\n"))
+	}
+	return nil
+}
+
+func systemdCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "systemd --config <file>",
+		Short: "Prints a hardened systemd unit running Caddy (and every app) for the config (changes nothing)",
+		Args:  cobra.NoArgs,
+	}
+	configFile := cmd.Flags().String("config", "", "the config (a Caddyfile or JSON), as the unit will use it")
+	adapter := cmd.Flags().String("adapter", "", "the config adapter")
+	user := cmd.Flags().String("user", "caddy", "the user Caddy runs as (create it with `useradd --system --home /var/lib/caddy caddy`)")
+	binary := cmd.Flags().String("binary", "", "the caddy binary (default: this one)")
+	dataDir := cmd.Flags().String("data-dir", "/var/lib/caddy", "Caddy's data directory (certificates, Hearth's runtime and secrets)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		d, err := loadDeployment(*configFile, *adapter)
+		if err != nil {
+			return err
+		}
+		bin := *binary
+		if bin == "" {
+			if bin, err = os.Executable(); err != nil {
+				return err
+			}
+		}
+		config, err := filepath.Abs(*configFile)
+		if err != nil {
+			return err
+		}
+		return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: *adapter, user: *user, dataDir: *dataDir})
+	}
+	return cmd
+}
+
+// unitOptions are the deployment choices of the unit.
+type unitOptions struct{ binary, config, adapter, user, dataDir string }
+
+// writeUnit writes the systemd unit.
+func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
+	low := false
+	for _, p := range d.ports {
+		low = low || p.port < 1024
+	}
+	adapterFlag := ""
+	if o.adapter != "" {
+		adapterFlag = " --adapter " + o.adapter
+	}
+	apps := strings.Join(d.apps, ", ")
+	if apps == "" {
+		apps = "no Python apps"
+	}
+	rw := append([]string{o.dataDir}, d.dirs...)
+	fmt.Fprintf(out, `# Generated by "caddy hearth systemd" for %[1]s.
+# Review it, then install it:
+#   sudo cp caddy.service /etc/systemd/system/caddy.service
+#   sudo systemctl daemon-reload && sudo systemctl enable --now caddy
+[Unit]
+Description=Caddy with Hearth (%[2]s)
+Documentation=https://caddyserver.com/docs/
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+User=%[3]s
+Group=%[3]s
+Environment=XDG_DATA_HOME=%[4]s XDG_CONFIG_HOME=%[5]s
+ExecStart=%[6]s run --environ --config %[1]s%[7]s
+ExecReload=%[6]s reload --config %[1]s%[7]s --force
+TimeoutStopSec=60s
+Restart=always
+RestartSec=2s
+LimitNOFILE=1048576
+NoNewPrivileges=true
+PrivateTmp=true
+PrivateDevices=true
+ProtectSystem=strict
+ProtectHome=read-only
+ProtectKernelTunables=true
+ProtectKernelModules=true
+ProtectControlGroups=true
+RestrictSUIDSGID=true
+LockPersonality=true
+ReadWritePaths=%[8]s
+`, o.config, apps, o.user, filepath.Dir(o.dataDir), filepath.Join(o.dataDir, "config"), o.binary, adapterFlag, strings.Join(rw, " "))
+	if low {
+		fmt.Fprintln(out, "# a site listens on a port below 1024")
+		fmt.Fprintln(out, "AmbientCapabilities=CAP_NET_BIND_SERVICE")
+		fmt.Fprintln(out, "CapabilityBoundingSet=CAP_NET_BIND_SERVICE")
+	} else {
+		fmt.Fprintln(out, "CapabilityBoundingSet=")
+	}
+	fmt.Fprint(out, "\n[Install]\nWantedBy=multi-user.target\n")
+	return nil
+}

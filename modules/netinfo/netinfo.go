@@ -1,0 +1,107 @@
+// Package netinfo reads this machine's listening sockets from /proc: what
+// listens where, and which process holds it.
+package netinfo
+
+import (
+	"encoding/hex"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Listener is a listening TCP socket of this machine.
+type Listener struct {
+	Addr    net.IP
+	Port    int
+	Inode   string
+	Process string // "name (pid N)" when it could be found
+}
+
+// Listeners parses /proc/net/tcp and tcp6 for sockets in LISTEN state.
+func Listeners() []Listener {
+	var out []Listener
+	names := socketOwners()
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			ip, port, ok := ParseProcAddr(f[1])
+			if !ok {
+				continue
+			}
+			out = append(out, Listener{Addr: ip, Port: port, Inode: f[9], Process: names[f[9]]})
+		}
+	}
+	return out
+}
+
+// ParseProcAddr decodes "0100007F:1F90" (little-endian words) into an IP
+// and a port.
+func ParseProcAddr(s string) (net.IP, int, bool) {
+	host, portHex, ok := strings.Cut(s, ":")
+	if !ok {
+		return nil, 0, false
+	}
+	raw, err := hex.DecodeString(host)
+	if err != nil || (len(raw) != 4 && len(raw) != 16) {
+		return nil, 0, false
+	}
+	for i := 0; i+4 <= len(raw); i += 4 { // each 32-bit word is little-endian
+		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	port, err := strconv.ParseInt(portHex, 16, 32)
+	if err != nil {
+		return nil, 0, false
+	}
+	return net.IP(raw), int(port), true
+}
+
+// OwnSocketInodes are the sockets of this (Caddy's) process.
+func OwnSocketInodes() map[string]bool {
+	own := map[string]bool{}
+	for inode := range socketInodes("/proc/self/fd") {
+		own[inode] = true
+	}
+	return own
+}
+
+// socketOwners maps socket inodes to the names of the processes holding
+// them (as far as this user may look).
+func socketOwners() map[string]string {
+	owners := map[string]string{}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, proc := range procs {
+		comm, err := os.ReadFile(filepath.Join(proc, "comm"))
+		if err != nil {
+			continue
+		}
+		for inode := range socketInodes(filepath.Join(proc, "fd")) {
+			owners[inode] = strings.TrimSpace(string(comm)) + " (pid " + filepath.Base(proc) + ")"
+		}
+	}
+	return owners
+}
+
+// socketInodes yields the socket inodes among the fds in dir.
+func socketInodes(dir string) map[string]struct{} {
+	out := map[string]struct{}{}
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return out
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if inode, ok := strings.CutPrefix(target, "socket:["); err == nil && ok {
+			out[strings.TrimSuffix(inode, "]")] = struct{}{}
+		}
+	}
+	return out
+}
