@@ -12,6 +12,9 @@ import (
 //	dynamic process <program> [<args…>] {
 //		name          <name>
 //		dir           <path>
+//		user          <user>
+//		group         <group>
+//		allow_root
 //		env           <key> <value>
 //		env_file      <path>
 //		workers       <n>
@@ -41,6 +44,15 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u.Name, err = one()
 		case "dir":
 			u.Dir, err = one()
+		case "user":
+			u.User, err = one()
+		case "group":
+			u.Group, err = one()
+		case "allow_root":
+			if len(args) != 0 {
+				return d.Errf("allow_root takes no value")
+			}
+			u.AllowRoot = true
 		case "env_file":
 			u.EnvFile, err = one()
 		case "ready_path":
@@ -76,7 +88,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		default:
-			return d.Errf("unknown process option %q; valid ones are name, dir, env, env_file, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
+			return d.Errf("unknown process option %q; valid ones are name, dir, user, group, allow_root, env, env_file, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
 		}
 		if err != nil {
 			return err

@@ -119,7 +119,8 @@ func (g *Group) launch() (*instance, error) {
 	}
 	proc, err := supervisor.Start(supervisor.Command{
 		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
-		Env: append(append([]string(nil), g.spec.Env...), "PORT="+ps, "HEARTH_PORT="+ps),
+		Env:        append(append([]string(nil), g.spec.Env...), "PORT="+ps, "HEARTH_PORT="+ps),
+		Credential: g.spec.credential,
 	}, g.logger)
 	if err != nil {
 		return nil, err

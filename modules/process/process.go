@@ -49,6 +49,12 @@ type Upstreams struct {
 	Env     map[string]string `json:"env,omitempty"`
 	EnvFile string            `json:"env_file,omitempty"`
 
+	// User and Group run the instances as that account (Caddy must be
+	// root); root is refused unless AllowRoot.
+	User      string `json:"user,omitempty"`
+	Group     string `json:"group,omitempty"`
+	AllowRoot bool   `json:"allow_root,omitempty"`
+
 	// Workers is the number of instances. Default: 1.
 	Workers int `json:"workers,omitempty"`
 
@@ -94,6 +100,9 @@ type spec struct {
 	StartTimeout time.Duration `json:"start_timeout"`
 	StopSignal   syscall.Signal
 	StopTimeout  time.Duration `json:"stop_timeout"`
+	User         string        `json:"user"`
+	Group        string        `json:"group"`
+	credential   *syscall.Credential
 }
 
 var stopSignals = map[string]syscall.Signal{
@@ -149,6 +158,11 @@ func (u *Upstreams) resolve() (*spec, error) {
 		return nil, fmt.Errorf("stop_signal %q is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP", u.StopSignal)
 	}
 	s.StopSignal = sig
+	cred, err := supervisor.Credential(u.User, u.Group, u.AllowRoot)
+	if err != nil {
+		return nil, err
+	}
+	s.credential, s.User, s.Group = cred, u.User, u.Group
 	if s.ReadyPath != "" && !strings.HasPrefix(s.ReadyPath, "/") {
 		return nil, fmt.Errorf("ready_path %q must start with /", s.ReadyPath)
 	}

@@ -18,6 +18,9 @@ import (
 //	wsgi <module:callable> {
 //		name          <name>
 //		dir           <path>
+//		user          <user>
+//		group         <group>
+//		allow_root
 //		python        <interpreter>
 //		venv          <path>
 //		env           <key> <value>
@@ -68,7 +71,7 @@ func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // wsgiOptions lists the subdirectives, for error messages.
 var wsgiOptions = []string{
-	"name", "dir", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
+	"name", "dir", "user", "group", "allow_root", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
 	"max_lifetime", "preload", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
@@ -81,6 +84,16 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		return oneArg(d, &h.Name)
 	case "dir":
 		return oneArg(d, &h.Dir)
+	case "user":
+		return oneArg(d, &h.User)
+	case "group":
+		return oneArg(d, &h.Group)
+	case "allow_root":
+		if d.NextArg() {
+			return d.Errf("allow_root takes no value, got %q", d.Val())
+		}
+		h.AllowRoot = true
+		return nil
 	case "python":
 		return oneArg(d, &h.Python)
 	case "venv":

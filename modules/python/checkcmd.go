@@ -83,7 +83,7 @@ func (p *Pool) checkOnly() ([]hearth.CheckFinding, error) {
 	if p.spec.GuardMode == GuardOff {
 		return nil, nil
 	}
-	path, err := writeRuntime()
+	path, err := writeRuntime(p.spec.credential != nil)
 	if err != nil {
 		return nil, err
 	}

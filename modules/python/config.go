@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -56,6 +57,13 @@ type PoolConfig struct {
 	// EnvFile is a dotenv file (KEY=value lines, # comments, optional
 	// quotes and `export`) loaded into the environment; Env wins on conflict.
 	EnvFile string `json:"env_file,omitempty"`
+
+	// User runs the workers (and before_start) as this user when Caddy
+	// runs as root; Group overrides the user's primary group. Root is
+	// refused unless AllowRoot. Default: Caddy's own user.
+	User      string `json:"user,omitempty"`
+	Group     string `json:"group,omitempty"`
+	AllowRoot bool   `json:"allow_root,omitempty"`
 
 	// Workers is the number of worker processes, or the minimum when
 	// MaxWorkers is set. Default: the number of CPUs.
@@ -171,8 +179,11 @@ type poolSpec struct {
 	EnvFile      string        `json:"env_file"`
 	GuardMode    string        `json:"guard_mode"`
 	Settings     string        `json:"settings"`
-	Explicit     []string      `json:"explicit"`
-	GuardAllow   []string      `json:"guard_allow"`
+	User         string        `json:"user"`
+	Group        string        `json:"group"`
+	credential   *syscall.Credential
+	Explicit     []string `json:"explicit"`
+	GuardAllow   []string `json:"guard_allow"`
 }
 
 // key is the identity of the spec across reloads.
@@ -253,6 +264,10 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	s.GuardMode, s.GuardAllow = g.Mode, g.Allow
+	if s.credential, err = supervisor.Credential(c.User, c.Group, c.AllowRoot); err != nil {
+		return nil, err
+	}
+	s.User, s.Group = c.User, c.Group
 	switch c.Settings {
 	case "", "auto":
 		s.Settings = c.Settings

@@ -107,7 +107,7 @@ func (p *Pool) Start() error {
 }
 
 func (p *Pool) start() error {
-	path, err := writeRuntime()
+	path, err := writeRuntime(p.spec.credential != nil)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func (p *Pool) runCommand(argv []string) error {
 	cmd := exec.CommandContext(ctx, program, argv[1:]...)
 	cmd.Dir = p.spec.Dir
 	cmd.Env = append(append([]string(nil), p.spec.Env...), p.autoEnv...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.spec.credential}
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("still running after %s", beforeStartTimeout)

@@ -136,6 +136,7 @@ func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Comma
 		Dir:        p.spec.Dir,
 		Env:        append(env, extraEnv...),
 		ExtraFiles: channels,
+		Credential: p.spec.credential,
 	}
 }
 

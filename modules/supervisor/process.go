@@ -33,6 +33,9 @@ type Command struct {
 	// ExtraFiles become fds 3, 4, … in the child; the caller closes its
 	// copies after Start returns.
 	ExtraFiles []*os.File
+	// Credential, if set, runs the child as another user (Caddy must be
+	// root); the parent-death signal is set after the switch.
+	Credential *syscall.Credential
 }
 
 // Process is a running process: a child started by Start, or a process
@@ -54,8 +57,9 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 	cmd.Env = c.Env
 	cmd.ExtraFiles = c.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:   true,            // its own group: signals reach it and its children only
-		Pdeathsig: syscall.SIGKILL, // dies with Caddy, even when Caddy is SIGKILLed
+		Setpgid:    true,            // its own group: signals reach it and its children only
+		Pdeathsig:  syscall.SIGKILL, // dies with Caddy, even when Caddy is SIGKILLed
+		Credential: c.Credential,
 	}
 	stdout, stderr, err := OutputPipes()
 	if err != nil {

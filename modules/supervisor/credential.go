@@ -1,0 +1,49 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"syscall"
+)
+
+// Credential resolves the user (and optionally group) a child runs as.
+// It refuses root unless allowRoot, and another user when Caddy itself
+// is not root (it could not switch).
+func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential, error) {
+	if userName == "" {
+		if groupName != "" {
+			return nil, fmt.Errorf("group %q is set without user; set user too", groupName)
+		}
+		return nil, nil
+	}
+	u, err := user.Lookup(userName)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w; create it (useradd --system %s) or fix the name", userName, err, userName)
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	if groupName != "" {
+		g, err := user.LookupGroup(groupName)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", groupName, err)
+		}
+		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+	}
+	if uid == 0 && !allowRoot {
+		return nil, fmt.Errorf("user %s is root: the app would run with every privilege; set user to an unprivileged account, or add allow_root if you really mean it", userName)
+	}
+	if euid := os.Geteuid(); euid != 0 && uint64(euid) != uid {
+		me, _ := user.LookupId(strconv.Itoa(euid))
+		name := strconv.Itoa(euid)
+		if me != nil {
+			name = me.Username
+		}
+		return nil, fmt.Errorf("Caddy runs as %s and cannot start processes as %s: run Caddy as root (the processes then run as %s) or remove user", name, userName, userName)
+	}
+	if uint64(os.Geteuid()) == uid && uint64(os.Getegid()) == gid {
+		return nil, nil // already that user
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
