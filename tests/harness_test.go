@@ -84,6 +84,8 @@ type caddyProc struct {
 	log     *lockedBuffer
 	exited  chan struct{}
 	seenPID map[int]bool // every worker pid observed, checked gone at the end
+
+	lastConfig string // the Caddyfile given at launch (before substitution)
 }
 
 // caddyfileVars are substituted in test Caddyfiles.
@@ -113,7 +115,7 @@ func launchCaddyWithData(t testing.TB, caddyfile, data string) *caddyProc {
 	if data == "" {
 		data = dir + "/data"
 	}
-	c := &caddyProc{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: dir, log: &lockedBuffer{}, exited: make(chan struct{}), seenPID: map[int]bool{}}
+	c := &caddyProc{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: dir, log: &lockedBuffer{}, exited: make(chan struct{}), seenPID: map[int]bool{}, lastConfig: caddyfile}
 	config := "{\n\tadmin " + c.admin + "\n}\n" + caddyfileVars(c).Replace(caddyfile)
 	if strings.HasPrefix(strings.TrimSpace(caddyfile), "{") { // the test brings its own global options
 		config = caddyfileVars(c).Replace(caddyfile)

@@ -44,9 +44,14 @@ func serveAdmin(w http.ResponseWriter, r *http.Request, rest []string) error {
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("unknown ddns route; use GET /hearth/ddns or POST /hearth/ddns/check")}
 	}
+	return hearth.WriteJSON(w, a.status())
+}
+
+// status is the app's state for the admin API and the dashboard.
+func (a *App) status() status {
 	records := a.state.snapshot(a.Domains)
 	if records == nil {
 		records = []recordState{}
 	}
-	return hearth.WriteJSON(w, status{Interval: time.Duration(a.Interval).String(), DryRun: a.DryRun, Records: records})
+	return status{Interval: time.Duration(a.Interval).String(), DryRun: a.DryRun, Records: records}
 }

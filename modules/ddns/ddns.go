@@ -181,6 +181,7 @@ func (a *App) Start() error {
 	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
 	current.Store(a)
 	hearth.SetDDNSNames(a.names)
+	hearth.SetDDNSStatus(func() any { return a.status() })
 	go a.run(ctx)
 	return nil
 }

@@ -56,6 +56,14 @@ type App struct {
 	// enforce, warn or off. Default: enforce.
 	Guard string `json:"guard,omitempty"`
 
+	// Dashboard, if set, is the address of a read-only status page (every
+	// service, its pools and workers, restarts, guard findings and DDNS),
+	// refreshing itself, with no external assets. A bare port listens on
+	// 127.0.0.1 only.
+	Dashboard string `json:"dashboard,omitempty"`
+
+	dashboard *dashboard
+
 	used   []Pool // provisioning of one config is sequential: no lock needed
 	keys   map[Pool]string
 	ctx    caddy.Context
@@ -107,6 +115,13 @@ func ReleasePool(key string) {
 func (a *App) Start() error {
 	used := a.used
 	a.tellSites()
+	if a.Dashboard != "" {
+		d, err := startDashboard(a.ctx, a.Dashboard, a.logger)
+		if err != nil {
+			return err
+		}
+		a.dashboard = d
+	}
 	errs := make([]error, len(used))
 	var wg sync.WaitGroup
 	for i, p := range used {
@@ -140,8 +155,14 @@ func (a *App) tellSites() {
 	}
 }
 
-// Stop does nothing: pools stop when the last config using them is cleaned up.
-func (a *App) Stop() error { return nil }
+// Stop closes the dashboard; pools stop when the last config using them
+// is cleaned up.
+func (a *App) Stop() error {
+	if a.dashboard != nil {
+		a.dashboard.stop()
+	}
+	return nil
+}
 
 // Pools returns every pool currently held, sorted by app name.
 func Pools() []Pool {

@@ -8,7 +8,8 @@ import (
 //
 //	{
 //		hearth {
-//			guard enforce|warn|off
+//			guard     enforce|warn|off
+//			dashboard [<address>]
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -29,8 +30,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("guard takes one mode, got also %q", d.Val())
 			}
+		case "dashboard":
+			a.Dashboard = "127.0.0.1:2020"
+			if d.NextArg() {
+				a.Dashboard = d.Val()
+			}
+			if d.NextArg() {
+				return d.Errf("dashboard takes one address, got also %q", d.Val())
+			}
 		default:
-			return d.Errf("unknown hearth option %q; the only one is guard", d.Val())
+			return d.Errf("unknown hearth option %q; valid ones are guard and dashboard", d.Val())
 		}
 	}
 	return nil
