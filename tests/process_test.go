@@ -198,3 +198,38 @@ http://127.0.0.1:%d {
 		}
 	}
 }
+
+func TestProcessUpstreamUnixSocketAndFastCGI(t *testing.T) {
+	p1, p2 := freePort(t), freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process /usr/bin/gunicorn --bind unix:{socket} --workers 1 hello:application {
+			dir {APPS}
+			socket
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} fcgi_responder.py {
+			name fcgi
+			dir {APPS}
+		}
+		transport fastcgi
+	}
+}`, p1, p2))
+	if resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", p1)); resp.StatusCode != 200 || body != "Hello, world!\n" {
+		t.Errorf("gunicorn on a unix socket: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/index.php", p2)); resp.StatusCode != 200 || !strings.HasPrefix(body, "fastcgi GET /index.php") {
+		t.Errorf("a FastCGI responder: %d %q", resp.StatusCode, body)
+	}
+	for _, a := range c.mustApps() {
+		if len(a.Workers) != 1 {
+			t.Errorf("%s: %d instances", a.Name, len(a.Workers))
+		}
+	}
+}

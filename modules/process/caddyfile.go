@@ -17,6 +17,7 @@ import (
 //		allow_root
 //		env           <key> <value>
 //		env_file      <path>
+//		socket
 //		workers       <n>
 //		ready_path    <path>
 //		start_timeout <duration>
@@ -48,6 +49,11 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u.User, err = one()
 		case "group":
 			u.Group, err = one()
+		case "socket":
+			if len(args) != 0 {
+				return d.Errf("socket takes no value")
+			}
+			u.Socket = true
 		case "allow_root":
 			if len(args) != 0 {
 				return d.Errf("allow_root takes no value")
@@ -88,7 +94,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		default:
-			return d.Errf("unknown process option %q; valid ones are name, dir, user, group, allow_root, env, env_file, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
+			return d.Errf("unknown process option %q; valid ones are name, dir, user, group, allow_root, socket, env, env_file, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
 		}
 		if err != nil {
 			return err

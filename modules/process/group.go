@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,7 +46,8 @@ type Group struct {
 // instance is one running copy of the command.
 type instance struct {
 	proc     *supervisor.Process
-	addr     string
+	network  string // tcp or unix
+	addr     string // host:port or socket path
 	upstream *reverseproxy.Upstream
 }
 
@@ -104,34 +107,59 @@ func (g *Group) start() error {
 	return nil
 }
 
-// launch starts one instance on a free loopback port and waits until it
-// is ready.
+// launch starts one instance on a free loopback port (or a fresh unix
+// socket) and waits until it is ready.
 func (g *Group) launch() (*instance, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	var network, address, env string
+	var repl *strings.Replacer
+	if g.spec.Socket {
+		address = filepath.Join(socketDir(), fmt.Sprintf("%s-%d-%d.sock", g.spec.Name, os.Getpid(), socketSeq.Add(1)))
+		_ = os.Remove(address)
+		network, env = "unix", "HEARTH_SOCKET="+address
+		repl = strings.NewReplacer("{socket}", address)
+	} else {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ps := strconv.Itoa(port)
+		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), "PORT="+ps
+		// the Caddyfile turns the {port} shorthand into {http.request.port}
+		repl = strings.NewReplacer("{port}", ps, "{http.request.port}", ps)
 	}
-	ps := strconv.Itoa(port)
 	args := make([]string, len(g.spec.Args))
 	for i, a := range g.spec.Args {
-		// the Caddyfile turns the {port} shorthand into {http.request.port}
-		args[i] = strings.NewReplacer("{port}", ps, "{http.request.port}", ps).Replace(a)
+		args[i] = repl.Replace(a)
 	}
 	proc, err := supervisor.Start(supervisor.Command{
 		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
-		Env:        append(append([]string(nil), g.spec.Env...), "PORT="+ps, "HEARTH_PORT="+ps),
+		Env:        append(append([]string(nil), g.spec.Env...), env, "HEARTH_"+env),
 		Credential: g.spec.credential,
 	}, g.logger)
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{proc: proc, addr: net.JoinHostPort("127.0.0.1", ps)}
-	in.upstream = &reverseproxy.Upstream{Dial: in.addr}
+	in := &instance{proc: proc, network: network, addr: address}
+	dial := address
+	if network == "unix" {
+		dial = "unix/" + address
+	}
+	in.upstream = &reverseproxy.Upstream{Dial: dial}
 	if err := g.awaitReady(in); err != nil {
 		proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
 		return nil, err
 	}
 	return in, nil
+}
+
+// socketSeq numbers the sockets of this process.
+var socketSeq atomic.Int64
+
+// socketDir holds the instances' sockets: private to Caddy's user.
+func socketDir() string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("hearth-sockets-%d", os.Geteuid()))
+	_ = os.MkdirAll(dir, 0o711)
+	return dir
 }
 
 // awaitReady polls the instance until it accepts connections (or answers
@@ -148,13 +176,13 @@ func (g *Group) awaitReady(in *instance) error {
 		default:
 		}
 		if g.spec.ReadyPath != "" {
-			if resp, err := client.Get("http://" + in.addr + g.spec.ReadyPath); err == nil {
+			if resp, err := readyClient(client, in).Get("http://" + hostOf(in) + g.spec.ReadyPath); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode < 500 {
 					return nil
 				}
 			}
-		} else if conn, err := net.DialTimeout("tcp", in.addr, time.Second); err == nil {
+		} else if conn, err := net.DialTimeout(in.network, in.addr, time.Second); err == nil {
 			conn.Close()
 			return nil
 		}
@@ -163,6 +191,25 @@ func (g *Group) awaitReady(in *instance) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// readyClient is client, dialling the instance's unix socket if it has one.
+func readyClient(client *http.Client, in *instance) *http.Client {
+	if in.network != "unix" {
+		return client
+	}
+	return &http.Client{Timeout: client.Timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", in.addr)
+		},
+	}}
+}
+
+func hostOf(in *instance) string {
+	if in.network == "unix" {
+		return "localhost"
+	}
+	return in.addr
 }
 
 // keepSeat replaces the instance of seat i whenever it exits, backing off
@@ -258,6 +305,9 @@ func (g *Group) stop() {
 		go func() {
 			defer wg.Done()
 			in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+			if in.network == "unix" {
+				_ = os.Remove(in.addr)
+			}
 		}()
 	}
 	wg.Wait()

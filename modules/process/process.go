@@ -55,6 +55,10 @@ type Upstreams struct {
 	Group     string `json:"group,omitempty"`
 	AllowRoot bool   `json:"allow_root,omitempty"`
 
+	// Socket gives each instance a unix socket instead of a port: its path
+	// is in HEARTH_SOCKET and replaces {socket} in the arguments.
+	Socket bool `json:"socket,omitempty"`
+
 	// Workers is the number of instances. Default: 1.
 	Workers int `json:"workers,omitempty"`
 
@@ -102,6 +106,7 @@ type spec struct {
 	StopTimeout  time.Duration `json:"stop_timeout"`
 	User         string        `json:"user"`
 	Group        string        `json:"group"`
+	Socket       bool          `json:"socket"`
 	credential   *syscall.Credential
 }
 
@@ -138,7 +143,7 @@ func (u *Upstreams) resolve() (*spec, error) {
 	if len(u.Command) == 0 {
 		return nil, fmt.Errorf("no command; write `dynamic process <program> [<args…>]`")
 	}
-	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath,
+	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath, Socket: u.Socket,
 		StartTimeout: time.Duration(u.StartTimeout), StopTimeout: time.Duration(u.StopTimeout)}
 	if s.Name == "" {
 		s.Name = filepath.Base(s.Path)
