@@ -19,11 +19,19 @@ func init() {
 	// like reverse_proxy: a terminal handler, after handle_path and
 	// friends, before file_server
 	httpcaddyfile.RegisterDirectiveOrder("wsgi", httpcaddyfile.After, "reverse_proxy")
+	httpcaddyfile.RegisterHandlerDirective("asgi", parseASGI)
+	httpcaddyfile.RegisterDirectiveOrder("asgi", httpcaddyfile.After, "reverse_proxy")
 	httpcaddyfile.RegisterGlobalOption("hearth", parseHearthOption)
 	httpcaddyfile.RegisterGlobalOption("ddns", parseDDNSOption)
 	httpcaddyfile.RegisterHandlerDirective("guard", parseGuard)
 	// first of the response-shaping handlers: it sees every response
 	httpcaddyfile.RegisterDirectiveOrder("guard", httpcaddyfile.Before, "header")
+}
+
+func parseASGI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	a := new(python.ASGI)
+	err := a.UnmarshalCaddyfile(h.Dispenser)
+	return a, err
 }
 
 func parseHearthOption(d *caddyfile.Dispenser, _ any) (any, error) {

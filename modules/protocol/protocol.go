@@ -48,6 +48,7 @@ const (
 	ResponseBody Type = 6 // worker → Caddy: a chunk of the response body
 	Abort        Type = 7 // worker → Caddy: the app failed mid-response
 	Fork         Type = 8 // Caddy → template: fork a worker (fds attached); template → Caddy: its pid
+	Cancel       Type = 9 // Caddy → worker: the client went away (ASGI: http.disconnect)
 )
 
 // FlagEnd marks the last frame of a request or response body.
@@ -71,6 +72,8 @@ func (t Type) String() string {
 		return "abort"
 	case Fork:
 		return "fork"
+	case Cancel:
+		return "cancel"
 	}
 	return fmt.Sprintf("unknown(%d)", uint8(t))
 }
@@ -109,7 +112,7 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Length > MaxPayload {
 		return h, fmt.Errorf("%s frame of %d bytes: %w", h.Type, h.Length, ErrTooLarge)
 	}
-	if h.Type < Hello || h.Type > Fork {
+	if h.Type < Hello || h.Type > Cancel {
 		return h, fmt.Errorf("unknown frame type %d", uint8(h.Type))
 	}
 	return h, nil

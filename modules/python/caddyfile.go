@@ -50,18 +50,33 @@ import (
 //		before_start  <command> [<args…>]   # repeatable, run in order
 //	}
 func (h *WSGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	h.directive = "wsgi"
+	return h.unmarshal(d, nil)
+}
+
+// unmarshal parses the directive; extra, if set, handles options of the
+// handler embedding WSGI first (reporting whether it did).
+func (h *WSGI) unmarshal(d *caddyfile.Dispenser, extra func(*caddyfile.Dispenser) (bool, error)) error {
 	d.Next() // directive name
 	if !d.NextArg() {
-		return d.Err("wsgi needs the app to serve, as module:callable (for example `wsgi mysite.wsgi:application`)")
+		return d.Errf("%s needs the app to serve, as module:callable (for example `%s mysite.%s:application`)", h.directive, h.directive, h.directive)
 	}
 	h.App = d.Val()
 	if _, err := checkAppSpec(h.App); err != nil {
 		return d.Err(err.Error())
 	}
 	if d.NextArg() {
-		return d.Errf("wsgi takes one app, got also %q; put options inside a { } block", d.Val())
+		return d.Errf("%s takes one app, got also %q; put options inside a { } block", h.directive, d.Val())
 	}
 	for d.NextBlock(0) {
+		if extra != nil {
+			if handled, err := extra(d); handled || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		if err := h.unmarshalOption(d); err != nil {
 			return err
 		}
@@ -202,7 +217,7 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 	if s := closest(option, wsgiOptions); s != "" {
 		hint = "did you mean " + strconv.Quote(s) + "? "
 	}
-	return d.Errf("unknown wsgi subdirective %q; %svalid ones are: %s", option, hint, strings.Join(wsgiOptions, ", "))
+	return d.Errf("unknown %s subdirective %q; %svalid ones are: %s", h.directive, option, hint, strings.Join(wsgiOptions, ", "))
 }
 
 // unmarshalGuard parses `guard enforce|warn|off [{ allow …; <guard option> … }]`.

@@ -112,6 +112,8 @@ type PoolConfig struct {
 	// An empty list in the Caddyfile (`watch` alone) means ["**/*.py"].
 	Watch []string `json:"watch,omitempty"`
 
+	kind, lifespan string // set by the ASGI handler
+
 	// Threads is the number of requests one worker handles at once, each
 	// in its own thread. Default: 1.
 	Threads int `json:"threads,omitempty"`
@@ -179,11 +181,21 @@ type poolSpec struct {
 	EnvFile      string        `json:"env_file"`
 	GuardMode    string        `json:"guard_mode"`
 	Settings     string        `json:"settings"`
+	Kind         string        `json:"kind"`     // wsgi or asgi
+	Lifespan     string        `json:"lifespan"` // asgi: auto, on or off
 	User         string        `json:"user"`
 	Group        string        `json:"group"`
 	credential   *syscall.Credential
 	Explicit     []string `json:"explicit"`
 	GuardAllow   []string `json:"guard_allow"`
+}
+
+// kind is wsgi or asgi.
+func (s *poolSpec) kind() string {
+	if s.Kind == "" {
+		return "wsgi"
+	}
+	return s.Kind
 }
 
 // key is the identity of the spec across reloads.
@@ -268,6 +280,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	s.User, s.Group = c.User, c.Group
+	s.Kind, s.Lifespan = c.kind, c.lifespan
 	switch c.Settings {
 	case "", "auto":
 		s.Settings = c.Settings

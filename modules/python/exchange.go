@@ -1,6 +1,7 @@
 package python
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -142,7 +143,68 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 	case h.End():
 		return false, p.finishSmall(w, r, status, payload, s, bodySent)
 	}
+	if p.spec.kind() == "asgi" {
+		return false, p.streamDirect(w, r, s, sid, status, payload, bodySent)
+	}
 	return false, p.stream(w, s, sid, status, payload, bodySent)
+}
+
+// streamDirect relays an ASGI response as it comes, without a spool: a
+// slow client slows the app's send (its channel fills up), which only
+// holds one of the worker's many concurrent channels. When the client goes
+// away, the app is told (http.disconnect) and the rest is discarded.
+func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *slot, sid uint32, status int, first []byte, bodySent chan error) error {
+	w.WriteHeader(status)
+	rc := http.NewResponseController(w)
+	clientGone := false
+	write := func(b []byte) {
+		if clientGone {
+			return
+		}
+		if _, err := w.Write(b); err == nil {
+			err = rc.Flush()
+		}
+		if r.Context().Err() != nil && !clientGone {
+			clientGone = true
+			p.cancelStream(s, sid)
+		}
+	}
+	stop := context.AfterFunc(r.Context(), func() { p.cancelStream(s, sid) })
+	defer stop()
+	write(first)
+	for {
+		h, payload, err := s.frames.Next()
+		if err == nil && h.Stream != sid {
+			err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, sid)
+		}
+		if err != nil {
+			p.broken(s, err)
+			panic(http.ErrAbortHandler)
+		}
+		switch h.Type {
+		case protocol.ResponseBody:
+			write(payload)
+			if h.End() {
+				return p.finish(s, bodySent)
+			}
+		case protocol.Abort:
+			p.logger.Error("app failed in the middle of its response", zap.String("error", string(payload)))
+			if err := p.finish(s, bodySent); err != nil {
+				return err
+			}
+			panic(http.ErrAbortHandler)
+		default:
+			p.broken(s, fmt.Errorf("unexpected %s frame in a response body", h.Type))
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// cancelStream tells the worker that the client of stream sid left.
+func (p *Pool) cancelStream(s *slot, sid uint32) {
+	var frame [protocol.HeaderSize]byte
+	protocol.PutHeader(frame[:], protocol.Header{Type: protocol.Cancel, Stream: sid})
+	_, _ = s.conn.Write(frame[:])
 }
 
 // finish gives s back once the exchange is complete, after the request

@@ -129,6 +129,8 @@ func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Comma
 		"HEARTH_NAME="+p.spec.Name,
 		"HEARTH_DIR="+p.spec.Dir,
 		"HEARTH_FDS="+strings.Join(fds, ","),
+		"HEARTH_KIND="+p.spec.kind(),
+		"HEARTH_LIFESPAN="+p.spec.Lifespan,
 	)
 	return supervisor.Command{
 		Path:       p.spec.Python,

@@ -49,10 +49,13 @@ type WSGI struct {
 	// Default: 100 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
-	pool    *Pool
-	poolKey string
-	guard   *guard.Guard // the HTTP guard, unless guard is off
-	logger  *zap.Logger
+	pool      *Pool
+	poolKey   string
+	kind      string // "asgi" when provisioned by the ASGI handler
+	lifespan  string
+	directive string       // for Caddyfile errors: wsgi or asgi
+	guard     *guard.Guard // the HTTP guard, unless guard is off
+	logger    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -81,6 +84,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		return err
 	}
 	config := h.PoolConfig
+	config.kind, config.lifespan = h.kind, h.lifespan
 	if def := appModule.(*hearth.App).Guard; def != "" && (config.Guard == nil || config.Guard.Mode == "") {
 		g := GuardConfig{Mode: def}
 		if config.Guard != nil {

@@ -22,7 +22,7 @@ HEADER = struct.Struct('!IBBI')  # payload length, type, flags, stream id
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 20
 
-HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK = range(1, 9)
+HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK, CANCEL = range(1, 10)
 END = 1
 
 _pack = HEADER.pack
@@ -277,6 +277,272 @@ class Worker:
         send(_pack(len(head), RESP_HEAD, 0, sid) + head + _pack(len(body), RESP_BODY, END, sid) + body)
 
 
+class AsgiWorker:
+    """Serves an ASGI 3 application: one asyncio loop, one coroutine per
+    channel, so a worker runs as many requests at once as it has channels
+    (max_concurrency); lifespan startup runs before the worker says hello."""
+
+    def __init__(self, app, name, lifespan):
+        self.app = app
+        self.name = name
+        self.lifespan = lifespan
+        self.state = {}
+        self.busy = 0
+
+    # -- lifespan ----------------------------------------------------------
+
+    async def startup(self):
+        """Run the lifespan startup; return an error text, or None."""
+        import asyncio
+        if self.lifespan == 'off':
+            return None
+        loop = asyncio.get_running_loop()
+        self.lifespan_queue = asyncio.Queue()
+        started = loop.create_future()
+        self.lifespan_shutdown = loop.create_future()
+
+        async def receive():
+            return await self.lifespan_queue.get()
+
+        async def send(message):
+            kind = message['type']
+            if kind == 'lifespan.startup.complete' and not started.done():
+                started.set_result(None)
+            elif kind == 'lifespan.startup.failed' and not started.done():
+                started.set_result('lifespan startup failed: %s' % (message.get('message') or 'no message'))
+            elif kind in ('lifespan.shutdown.complete', 'lifespan.shutdown.failed') and not self.lifespan_shutdown.done():
+                self.lifespan_shutdown.set_result(message.get('message'))
+
+        async def run():
+            scope = {'type': 'lifespan', 'asgi': {'version': '3.0', 'spec_version': '2.0'}, 'state': self.state}
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as exc:
+                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                if not started.done():
+                    if self.lifespan == 'on':
+                        started.set_result('the app failed in lifespan startup:\n' + text)
+                    else:  # auto: an app without lifespan support
+                        sys.stderr.write('lifespan not supported by the app; continuing without it\n')
+                        self.lifespan = 'off'
+                        started.set_result(None)
+            if not started.done():
+                started.set_result('the app returned from lifespan without completing startup')
+            if not self.lifespan_shutdown.done():
+                self.lifespan_shutdown.set_result(None)
+
+        self.lifespan_task = asyncio.ensure_future(run())
+        await self.lifespan_queue.put({'type': 'lifespan.startup'})
+        return await started
+
+    async def shutdown(self):
+        import asyncio
+        if self.lifespan == 'off':
+            return
+        await self.lifespan_queue.put({'type': 'lifespan.shutdown'})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.lifespan_shutdown), 30)
+        except asyncio.TimeoutError:
+            sys.stderr.write('lifespan shutdown did not complete within 30s\n')
+
+    # -- requests ----------------------------------------------------------
+
+    async def read_frame(self, reader):
+        import asyncio
+        try:
+            head = await reader.readexactly(HEADER_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise ProtocolError('truncated frame header')
+        size, kind, flags, sid = _unpack(head)
+        if size > MAX_PAYLOAD:
+            raise ProtocolError('frame announces %d bytes, more than the maximum %d' % (size, MAX_PAYLOAD))
+        try:
+            payload = await reader.readexactly(size) if size else b''
+        except asyncio.IncompleteReadError:
+            raise ProtocolError('truncated frame payload')
+        return kind, flags, sid, payload
+
+    async def serve_channel(self, reader, writer):
+        """One channel: a reader that routes frames to the request in
+        progress, which runs as its own task."""
+        import asyncio
+        request = None
+        try:
+            while True:
+                frame = await self.read_frame(reader)
+                if frame is None:
+                    if request is not None:
+                        request['events'].put_nowait(None)
+                        await request['task']
+                    return
+                kind, flags, sid, payload = frame
+                if kind == REQ_HEAD:
+                    if request is not None and not request['task'].done():
+                        raise ProtocolError('a request head arrived while a request was running')
+                    request = {'events': asyncio.Queue(), 'sid': sid}
+                    request['task'] = asyncio.ensure_future(
+                        self.handle(writer, sid, payload, bool(flags & END), request['events']))
+                elif kind in (REQ_BODY, CANCEL) and request is not None and sid == request['sid']:
+                    request['events'].put_nowait((kind, flags, payload))
+                elif kind == CANCEL:
+                    pass  # for a request that already ended
+                else:
+                    raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
+        except ProtocolError as exc:
+            sys.stderr.write('hearth worker %d: protocol error from Caddy: %s; closing the connection\n' % (os.getpid(), exc))
+            os._exit(3)
+        except (OSError, ConnectionError) as exc:
+            sys.stderr.write('hearth worker %d: connection to Caddy lost: %s\n' % (os.getpid(), exc))
+            os._exit(3)
+
+    def scope(self, env):
+        headers = []
+        for key, value in env.items():
+            if key.startswith('HTTP_'):
+                headers.append((key[5:].replace('_', '-').lower().encode('latin-1'), value.encode('latin-1')))
+            elif key in ('CONTENT_TYPE', 'CONTENT_LENGTH'):
+                headers.append((key.replace('_', '-').lower().encode('latin-1'), value.encode('latin-1')))
+        protocol = env.get('SERVER_PROTOCOL', 'HTTP/1.1').split('/')[-1]
+        raw_path = env.get('REQUEST_URI', '').split('?')[0].encode('latin-1')
+        path = env.get('PATH_INFO', '/').encode('latin-1').decode('utf-8', 'replace')
+        return {
+            'type': 'http', 'asgi': {'version': '3.0', 'spec_version': '2.3'},
+            'http_version': '2' if protocol.startswith('2') else ('1.0' if protocol == '1.0' else '1.1'),
+            'method': env.get('REQUEST_METHOD', 'GET'), 'scheme': env.get('wsgi.url_scheme', 'http'),
+            'path': path, 'raw_path': raw_path or path.encode('utf-8'),
+            'query_string': env.get('QUERY_STRING', '').encode('latin-1'),
+            'root_path': env.get('SCRIPT_NAME', ''), 'headers': headers,
+            'client': [env.get('REMOTE_ADDR', ''), int(env.get('REMOTE_PORT') or 0)],
+            'server': [env.get('SERVER_NAME', ''), int(env.get('SERVER_PORT') or 0)],
+            'state': dict(self.state),
+        }
+
+    async def handle(self, writer, sid, payload, no_body, events):
+        import asyncio
+        fields = payload.decode('latin-1').split('\0')
+        pairs = iter(fields)
+        env = dict(zip(pairs, pairs))
+        scope = self.scope(env)
+        state = {'body_done': no_body, 'disconnected': False, 'started': False, 'ended': False, 'head': None}
+        self.busy += 1
+
+        async def next_event():
+            event = await events.get()
+            if event is None or event[0] == CANCEL:
+                state['disconnected'] = True
+                return None
+            return event
+
+        async def receive():
+            if not state['body_done'] and not state['disconnected']:
+                event = await next_event()
+                if event is not None:
+                    _, flags, body = event
+                    state['body_done'] = bool(flags & END)
+                    return {'type': 'http.request', 'body': body, 'more_body': not state['body_done']}
+            while not state['disconnected']:
+                await next_event()  # only a cancel (or the end) can come now
+            return {'type': 'http.disconnect'}
+
+        async def send(message):
+            kind = message['type']
+            if kind == 'http.response.start':
+                if state['started']:
+                    raise RuntimeError('http.response.start sent twice')
+                status = int(message['status'])
+                parts = ['%d %s' % (status, STATUS_TEXT.get(status, 'Status'))]
+                for name, value in message.get('headers', []):
+                    parts.append(name.decode('latin-1') if isinstance(name, bytes) else str(name))
+                    parts.append(value.decode('latin-1') if isinstance(value, bytes) else str(value))
+                head = '\0'.join(parts).encode('latin-1')
+                state['head'] = _pack(len(head), RESP_HEAD, 0, sid) + head
+                state['started'] = True
+            elif kind == 'http.response.body':
+                if not state['started']:
+                    raise RuntimeError('http.response.body before http.response.start')
+                if state['ended']:
+                    return
+                body = bytes(message.get('body', b''))
+                more = bool(message.get('more_body', False))
+                data = frames(RESP_BODY, sid, body, not more)
+                if state['head'] is not None:
+                    data, state['head'] = state['head'] + data, None
+                state['ended'] = not more
+                writer.write(data)
+                await writer.drain()  # a slow client slows the app down
+            else:
+                raise RuntimeError('unknown ASGI message type %r' % kind)
+
+        try:
+            await self.app(scope, receive, send)
+            if not state['started']:
+                raise RuntimeError('the app returned without sending a response')
+            if not state['ended']:
+                data = (state['head'] or b'') + _pack(0, RESP_BODY, END, sid)
+                state['head'], state['ended'] = None, True
+                writer.write(data)
+        except (ProtocolError, OSError):
+            raise
+        except BaseException as exc:
+            text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write('Error handling request %s %s\n%s' % (scope['method'], scope['path'], text))
+            if not state['started'] or state['head'] is not None:
+                Worker.send_500(writer.write, sid)
+            elif not state['ended']:
+                message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
+                writer.write(_pack(len(message), ABORT, 0, sid) + message)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self.busy -= 1
+        await writer.drain()
+        # the body the app did not read
+        while not state['body_done'] and not state['disconnected']:
+            event = await next_event()
+            if event is not None:
+                state['body_done'] = bool(event[1] & END)
+
+    async def run(self, sockets):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        failure = await self.startup()
+        if failure:
+            text = str(failure).encode('utf-8', 'replace')[-MAX_PAYLOAD:]
+            sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
+            os._exit(1)
+        hello = str(os.getpid()).encode()
+        streams = []
+        for s in sockets:
+            s.sendall(_pack(len(hello), HELLO, 0, 0) + hello)
+            s.setblocking(False)
+            streams.append(await asyncio.open_connection(sock=s, limit=2 * MAX_PAYLOAD))
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        tasks = [asyncio.ensure_future(self.serve_channel(r, w)) for r, w in streams]
+        all_done = asyncio.ensure_future(asyncio.wait(tasks))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([all_done, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            for _, w in streams:  # take no new request; finish those running
+                try:
+                    w.transport.pause_reading()
+                except Exception:
+                    pass
+            deadline = loop.time() + 30
+            while self.busy and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        await self.shutdown()
+
+
+STATUS_TEXT = {200: 'OK', 201: 'Created', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found',
+               304: 'Not Modified', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request',
+               401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
+               409: 'Conflict', 413: 'Payload Too Large', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
+               500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable'}
+
+
 def load_app(spec):
     """Import "module:attribute" (attribute defaults to "application")."""
     module_name, _, attr = spec.partition(':')
@@ -529,6 +795,8 @@ def main():
     fds = [int(fd) for fd in os.environ.pop('HEARTH_FDS').split(',')]
     app_dir = os.environ.pop('HEARTH_DIR', '') or os.getcwd()
     mode = os.environ.pop('HEARTH_MODE', '')
+    kind = os.environ.pop('HEARTH_KIND', 'wsgi')
+    lifespan = os.environ.pop('HEARTH_LIFESPAN', 'auto')
     sockets = [socket.socket(fileno=fd) for fd in fds]
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop
@@ -548,6 +816,10 @@ def main():
     if mode == 'inspect':
         report = json.dumps(inspect(app)).encode()
         sockets[0].sendall(_pack(len(report), HELLO, 0, 0) + report)
+        return
+    if kind == 'asgi':
+        import asyncio
+        asyncio.run(AsgiWorker(app, name, lifespan).run(sockets))
         return
     if mode == 'template':
         hello = str(os.getpid()).encode()

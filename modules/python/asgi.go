@@ -1,0 +1,111 @@
+package python
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(ASGI{})
+}
+
+// ASGI serves a Python ASGI 3 application (FastAPI, Starlette, Django's
+// ASGI handler …) from the same supervised pools as WSGI: each worker runs
+// an asyncio loop serving up to MaxConcurrency requests at once, one per
+// private channel, with the lifespan protocol around the worker's life.
+// Every option of WSGI applies (threads excepted: see MaxConcurrency).
+type ASGI struct {
+	WSGI
+
+	// MaxConcurrency is how many requests one worker's event loop runs at
+	// once. Default: 100.
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
+
+	// Lifespan runs the ASGI lifespan protocol in each worker: startup
+	// before the worker takes requests (a failure refuses the config, with
+	// the app's message), shutdown when it stops. "auto" (default) goes on
+	// without it when the app does not support it; "on" requires it; "off"
+	// skips it.
+	Lifespan string `json:"lifespan,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (ASGI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.asgi",
+		New: func() caddy.Module { return new(ASGI) },
+	}
+}
+
+// DefaultMaxConcurrency is the default of max_concurrency.
+const DefaultMaxConcurrency = 100
+
+// Provision validates the config and registers the pool.
+func (h *ASGI) Provision(ctx caddy.Context) error {
+	switch h.Lifespan {
+	case "":
+		h.Lifespan = "auto"
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("asgi %s: lifespan %q is not one of auto, on, off", h.App, h.Lifespan)
+	}
+	if h.Threads != 0 {
+		return fmt.Errorf("asgi %s: threads does not apply to ASGI apps; use max_concurrency (requests per worker's event loop)", h.App)
+	}
+	if h.Preload {
+		return fmt.Errorf("asgi %s: preload is not available for ASGI apps yet", h.App)
+	}
+	if h.MaxConcurrency < 0 {
+		return fmt.Errorf("asgi %s: max_concurrency must be positive", h.App)
+	}
+	if h.MaxConcurrency == 0 {
+		h.MaxConcurrency = DefaultMaxConcurrency
+	}
+	h.kind, h.lifespan, h.Threads = "asgi", h.Lifespan, h.MaxConcurrency
+	err := h.WSGI.Provision(ctx)
+	h.Threads = 0 // keep the config as written
+	return err
+}
+
+// ServeHTTP runs the request on a worker, behind the HTTP guard.
+func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return h.WSGI.ServeHTTP(w, r, next)
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens: the
+// subdirectives of wsgi (but threads), plus
+//
+//	max_concurrency <n>
+//	lifespan        auto|on|off
+func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	h.directive = "asgi"
+	return h.WSGI.unmarshal(d, func(d *caddyfile.Dispenser) (bool, error) {
+		switch d.Val() {
+		case "max_concurrency":
+			return true, count(d, &h.MaxConcurrency)
+		case "lifespan":
+			if err := oneArg(d, &h.Lifespan); err != nil {
+				return true, err
+			}
+			if h.Lifespan != "auto" && h.Lifespan != "on" && h.Lifespan != "off" {
+				return true, d.Errf("lifespan %q is not one of auto, on, off", h.Lifespan)
+			}
+			return true, nil
+		case "threads":
+			return true, d.Err("threads does not apply to asgi: use max_concurrency (requests per worker's event loop)")
+		}
+		return false, nil
+	})
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*ASGI)(nil)
+	_ caddy.CleanerUpper          = (*ASGI)(nil)
+	_ caddyhttp.MiddlewareHandler = (*ASGI)(nil)
+	_ caddyfile.Unmarshaler       = (*ASGI)(nil)
+)

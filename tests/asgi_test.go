@@ -1,0 +1,157 @@
+package tests
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func asgiSite(t *testing.T, app, options string) (string, string) {
+	port := freePort(t)
+	return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	asgi %s {
+		dir {APPS}
+		python {PYTHON}
+		%s
+	}
+}`, port, app, options), fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+func TestASGIFastAPI(t *testing.T) {
+	config, url := asgiSite(t, "fastapi_app:app", "workers 2\n\t\tlifespan on")
+	c := startCaddy(t, config)
+	resp, body := get(t, url+"/items/42?q=hello")
+	var item map[string]any
+	if json.Unmarshal([]byte(body), &item) != nil || resp.StatusCode != 200 || item["item_id"] != 42.0 || item["q"] != "hello" {
+		t.Fatalf("GET /items/42: %d %s", resp.StatusCode, body)
+	}
+	if item["started_in"] != item["pid"] {
+		t.Errorf("lifespan state not set in the worker: %v", item)
+	}
+	// validation errors, from FastAPI itself
+	if resp, body := get(t, url+"/items/not-a-number"); resp.StatusCode != 422 || !strings.Contains(body, "item_id") {
+		t.Errorf("path validation: %d %s", resp.StatusCode, body)
+	}
+	r, err := http.Post(url+"/items", "application/json", strings.NewReader(`{"name": "lamp", "price": 10}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || !strings.Contains(string(b), `"price_with_tax":12.0`) {
+		t.Errorf("POST /items: %d %s", r.StatusCode, b)
+	}
+	r, _ = http.Post(url+"/items", "application/json", strings.NewReader(`{"name": "lamp"}`))
+	b, _ = io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 422 || !strings.Contains(string(b), "price") {
+		t.Errorf("body validation: %d %s", r.StatusCode, b)
+	}
+	// the scope
+	req, _ := http.NewRequest("GET", url+"/scope?a=1", nil)
+	req.Header.Set("X-Custom", "yes")
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scope struct {
+		HTTPVersion string     `json:"http_version"`
+		Scheme      string     `json:"scheme"`
+		Client      []any      `json:"client"`
+		Server      []any      `json:"server"`
+		Path        string     `json:"path"`
+		RawPath     string     `json:"raw_path"`
+		Query       string     `json:"query_string"`
+		Headers     [][]string `json:"headers"`
+	}
+	json.NewDecoder(resp2.Body).Decode(&scope)
+	resp2.Body.Close()
+	hasHeader := false
+	for _, h := range scope.Headers {
+		hasHeader = hasHeader || h[0] == "x-custom" && h[1] == "yes"
+	}
+	if scope.HTTPVersion != "1.1" || scope.Scheme != "http" || scope.Client[0] != "127.0.0.1" || scope.Path != "/scope" ||
+		scope.RawPath != "/scope" || scope.Query != "a=1" || !hasHeader || scope.Server[1] == 0.0 {
+		t.Errorf("scope: %+v", scope)
+	}
+	// concurrency: one worker's event loop runs many requests at once
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, _ := get(t, url+"/sleep?seconds=1"); resp.StatusCode != 200 {
+				t.Errorf("sleep: %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if elapsed := time.Since(start); elapsed > 8*time.Second {
+		t.Errorf("20 one-second requests on 2 workers took %s: not concurrent", elapsed)
+	}
+	_ = c
+}
+
+func TestASGIStreamingAndDisconnect(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "disconnected")
+	config, url := asgiSite(t, "fastapi_app:app", "workers 1")
+	startCaddy(t, config)
+	resp, err := http.Get(url + "/stream?n=4&delay=0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := bufio.NewReader(resp.Body)
+	var times []time.Time
+	for {
+		line, err := reader.ReadString('\n')
+		if err != nil {
+			break
+		}
+		times = append(times, time.Now())
+		if !strings.HasPrefix(line, "chunk ") {
+			t.Fatalf("line %q", line)
+		}
+	}
+	resp.Body.Close()
+	if len(times) != 4 || times[3].Sub(times[0]) < 600*time.Millisecond {
+		t.Errorf("streamed %d chunks over %v: not streamed as produced", len(times), times)
+	}
+	// the client leaves in the middle: the app gets http.disconnect
+	os.Setenv("DISCONNECT_MARKER", marker)
+	defer os.Unsetenv("DISCONNECT_MARKER")
+	dconfig, durl := asgiSite(t, "fastapi_app:disconnect_app", "workers 1\n\t\tenv DISCONNECT_MARKER "+marker)
+	startCaddy(t, dconfig)
+	resp, err = http.Get(durl + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	io.ReadFull(resp.Body, buf)
+	resp.Body.Close() // hang up mid-stream
+	waitFor(t, 10*time.Second, "the app to see http.disconnect", func() bool {
+		data, _ := os.ReadFile(marker)
+		return string(data) == "disconnected"
+	})
+}
+
+func TestASGILifespanFailureRefusesConfig(t *testing.T) {
+	config, _ := asgiSite(t, "lifespan_fails:app", "workers 1")
+	c := launchCaddy(t, config)
+	if code := c.waitExit(30 * time.Second); code == 0 {
+		t.Fatal("a failing lifespan startup was accepted")
+	}
+	if !strings.Contains(c.log.String(), "cannot reach the database (on purpose)") {
+		t.Errorf("the app's message is not in the error:\n%s", tail(c.log.String(), 5))
+	}
+}
