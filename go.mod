@@ -6,6 +6,7 @@ require (
 	github.com/caddy-dns/cloudflare v0.2.1
 	github.com/caddy-dns/rfc2136 v1.0.0
 	github.com/caddyserver/caddy/v2 v2.11.9
+	github.com/coder/websocket v1.8.14
 	github.com/dustin/go-humanize v1.1.0
 	github.com/huin/goupnp v1.3.0
 	github.com/libdns/libdns v1.1.1

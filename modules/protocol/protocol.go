@@ -40,16 +40,22 @@ type Type uint8
 
 // Frame types. Values are part of the wire format: never renumber.
 const (
-	Hello        Type = 1 // worker → Caddy: imported the app, ready for requests
-	Fatal        Type = 2 // worker → Caddy: cannot start; payload is the traceback
-	RequestHead  Type = 3 // Caddy → worker: request metadata as key\0value pairs
-	RequestBody  Type = 4 // Caddy → worker: a chunk of the request body
-	ResponseHead Type = 5 // worker → Caddy: status line and header pairs
-	ResponseBody Type = 6 // worker → Caddy: a chunk of the response body
-	Abort        Type = 7 // worker → Caddy: the app failed mid-response
-	Fork         Type = 8 // Caddy → template: fork a worker (fds attached); template → Caddy: its pid
-	Cancel       Type = 9 // Caddy → worker: the client went away (ASGI: http.disconnect)
+	Hello        Type = 1  // worker → Caddy: imported the app, ready for requests
+	Fatal        Type = 2  // worker → Caddy: cannot start; payload is the traceback
+	RequestHead  Type = 3  // Caddy → worker: request metadata as key\0value pairs
+	RequestBody  Type = 4  // Caddy → worker: a chunk of the request body
+	ResponseHead Type = 5  // worker → Caddy: status line and header pairs
+	ResponseBody Type = 6  // worker → Caddy: a chunk of the response body
+	Abort        Type = 7  // worker → Caddy: the app failed mid-response
+	Fork         Type = 8  // Caddy → template: fork a worker (fds attached); template → Caddy: its pid
+	Cancel       Type = 9  // Caddy → worker: the client went away (ASGI: http.disconnect)
+	WSAccept     Type = 10 // worker → Caddy: the app accepts a WebSocket; payload: the subprotocol
+	WSMessage    Type = 11 // both ways: a WebSocket message (FlagBinary for binary)
+	WSClose      Type = 12 // both ways: a WebSocket close; payload: 2-byte code, then the reason
 )
+
+// FlagBinary marks a binary WebSocket message (text otherwise).
+const FlagBinary uint8 = 2
 
 // FlagEnd marks the last frame of a request or response body.
 const FlagEnd uint8 = 1
@@ -74,6 +80,12 @@ func (t Type) String() string {
 		return "fork"
 	case Cancel:
 		return "cancel"
+	case WSAccept:
+		return "ws-accept"
+	case WSMessage:
+		return "ws-message"
+	case WSClose:
+		return "ws-close"
 	}
 	return fmt.Sprintf("unknown(%d)", uint8(t))
 }
@@ -112,7 +124,7 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Length > MaxPayload {
 		return h, fmt.Errorf("%s frame of %d bytes: %w", h.Type, h.Length, ErrTooLarge)
 	}
-	if h.Type < Hello || h.Type > Cancel {
+	if h.Type < Hello || h.Type > WSClose {
 		return h, fmt.Errorf("unknown frame type %d", uint8(h.Type))
 	}
 	return h, nil

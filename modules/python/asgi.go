@@ -73,6 +73,9 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if isWebSocket(r) {
+		return h.pool.serveWebSocket(w, r, scriptName(r))
+	}
 	return h.WSGI.ServeHTTP(w, r, next)
 }
 

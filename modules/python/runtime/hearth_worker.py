@@ -22,8 +22,9 @@ HEADER = struct.Struct('!IBBI')  # payload length, type, flags, stream id
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 20
 
-HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK, CANCEL = range(1, 10)
+HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK, CANCEL, WS_ACCEPT, WS_MSG, WS_CLOSE = range(1, 13)
 END = 1
+BINARY = 2
 
 _pack = HEADER.pack
 _unpack = HEADER.unpack
@@ -379,15 +380,15 @@ class AsgiWorker:
                     return
                 kind, flags, sid, payload = frame
                 if kind == REQ_HEAD:
-                    if request is not None and not request['task'].done():
-                        raise ProtocolError('a request head arrived while a request was running')
+                    # (the previous request's task may still be reading the
+                    # frames routed to it; it finishes on its own)
                     request = {'events': asyncio.Queue(), 'sid': sid}
                     request['task'] = asyncio.ensure_future(
                         self.handle(writer, sid, payload, bool(flags & END), request['events']))
-                elif kind in (REQ_BODY, CANCEL) and request is not None and sid == request['sid']:
+                elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request['sid']:
                     request['events'].put_nowait((kind, flags, payload))
-                elif kind == CANCEL:
-                    pass  # for a request that already ended
+                elif kind in (CANCEL, WS_MSG, WS_CLOSE):
+                    pass  # for a request or WebSocket that already ended
                 else:
                     raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
         except ProtocolError as exc:
@@ -425,6 +426,8 @@ class AsgiWorker:
         pairs = iter(fields)
         env = dict(zip(pairs, pairs))
         scope = self.scope(env)
+        if env.get('hearth.websocket') == '1':
+            return await self.handle_websocket(writer, sid, scope, events)
         state = {'body_done': no_body, 'disconnected': False, 'started': False, 'ended': False, 'head': None}
         self.busy += 1
 
@@ -503,6 +506,83 @@ class AsgiWorker:
             event = await next_event()
             if event is not None:
                 state['body_done'] = bool(event[1] & END)
+
+    async def handle_websocket(self, writer, sid, scope, events):
+        """A WebSocket: connect, then messages both ways, until a close."""
+        scope = dict(scope, type='websocket', scheme='wss' if scope['scheme'] == 'https' else 'ws')
+        protocols = [v.decode('latin-1') for k, v in scope['headers'] if k == b'sec-websocket-protocol']
+        scope['subprotocols'] = [p.strip() for v in protocols for p in v.split(',') if p.strip()]
+        state = {'connected': False, 'accepted': False, 'closed': False, 'ended': False}
+        self.busy += 1
+
+        async def receive():
+            if not state['connected']:
+                state['connected'] = True
+                return {'type': 'websocket.connect'}
+            if state['closed']:
+                return {'type': 'websocket.disconnect', 'code': 1006}
+            event = await events.get()
+            if event is None or event[0] == CANCEL:
+                state['closed'] = True
+                return {'type': 'websocket.disconnect', 'code': 1006}
+            kind, flags, payload = event
+            if kind == WS_CLOSE:
+                state['closed'] = True
+                code = struct.unpack('!H', payload[:2])[0] if len(payload) >= 2 else 1005
+                return {'type': 'websocket.disconnect', 'code': code}
+            if flags & BINARY:
+                return {'type': 'websocket.receive', 'bytes': payload, 'text': None}
+            return {'type': 'websocket.receive', 'text': payload.decode('utf-8', 'replace'), 'bytes': None}
+
+        async def send(message):
+            kind = message['type']
+            if kind == 'websocket.accept':
+                sub = (message.get('subprotocol') or '').encode('latin-1')
+                state['accepted'] = True
+                writer.write(_pack(len(sub), WS_ACCEPT, 0, sid) + sub)
+            elif kind == 'websocket.send':
+                if not state['accepted'] or state['closed']:
+                    return
+                if message.get('bytes') is not None:
+                    data, flags = bytes(message['bytes']), BINARY
+                else:
+                    data, flags = str(message.get('text', '')).encode('utf-8'), 0
+                writer.write(_pack(len(data), WS_MSG, flags, sid) + data)
+            elif kind == 'websocket.close':
+                if not state['accepted']:  # refused before the handshake: 403
+                    body = b'Forbidden\n'
+                    head = b'403 Forbidden\0Content-Type\0text/plain\0Content-Length\0' + str(len(body)).encode()
+                    writer.write(_pack(len(head), RESP_HEAD, 0, sid) + head + _pack(len(body), RESP_BODY, END, sid) + body)
+                    state['ended'] = True
+                elif not state['closed']:
+                    code = int(message.get('code', 1000))
+                    reason = (message.get('reason') or '').encode('utf-8')[:120]
+                    payload = struct.pack('!H', code) + reason
+                    writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
+                state['closed'] = True
+            else:
+                raise RuntimeError('unknown ASGI message type %r' % kind)
+            await writer.drain()
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write('Error in WebSocket %s\n%s' % (scope['path'], text))
+            if not state['accepted'] and not state['ended']:
+                Worker.send_500(writer.write, sid)
+                state['ended'] = True
+        finally:
+            self.busy -= 1
+        if not state['ended']:
+            if not state['accepted']:  # the app returned without accepting
+                await send({'type': 'websocket.close'})
+            else:
+                if not state['closed']:
+                    payload = struct.pack('!H', 1000)
+                    writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
+                writer.write(_pack(0, RESP_BODY, END, sid))  # the channel is free again
+        await writer.drain()
 
     async def run(self, sockets):
         import asyncio

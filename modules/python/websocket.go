@@ -1,0 +1,181 @@
+package python
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
+)
+
+// isWebSocket reports a WebSocket upgrade request (HTTP/1.1).
+func isWebSocket(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// serveWebSocket runs an ASGI WebSocket: the app decides (accept or
+// close), then messages flow both ways until either side closes. The
+// channel to the worker is held for the connection's life.
+func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName string) error {
+	sid := p.nextStream.Add(1)
+	head := appendEnviron(make([]byte, protocol.HeaderSize, 2048), r, scriptName, 0)
+	head = protocol.AppendPair(head, "hearth.websocket", "1")
+	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
+	s, err := p.acquire(r.Context(), r.URL.Path, nil, false)
+	if err != nil {
+		return p.unavailable(w, err)
+	}
+	s.stream = sid
+	s.setDeadline(0)
+	if _, err := s.conn.Write(head); err != nil {
+		return p.broken(s, err)
+	}
+	h, payload, err := s.frames.Next()
+	if err == nil && h.Stream != sid {
+		err = fmt.Errorf("frame for stream %d during stream %d", h.Stream, sid)
+	}
+	if err != nil {
+		return p.broken(s, err)
+	}
+	switch h.Type {
+	case protocol.ResponseHead: // the app closed before accepting: an HTTP answer
+		status, err := p.responseHead(h, payload, sid, w.Header())
+		if err != nil {
+			return p.broken(s, err)
+		}
+		h, payload, err = s.frames.Next()
+		if err != nil || h.Type != protocol.ResponseBody || !h.End() {
+			return p.broken(s, fmt.Errorf("expected the end of a refusal, got %v %v", h.Type, err))
+		}
+		return p.finishSmall(w, r, status, payload, s, nil)
+	case protocol.WSAccept:
+	default:
+		return p.broken(s, fmt.Errorf("unexpected %s frame in a WebSocket handshake", h.Type))
+	}
+	var subprotocols []string
+	if len(payload) > 0 {
+		subprotocols = []string{string(payload)}
+	}
+	// the app decides on origins, as with any ASGI server
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: subprotocols, InsecureSkipVerify: true})
+	if err != nil {
+		p.sendClose(s, sid, 1006, "")
+		p.drainToEnd(s, sid)
+		return nil
+	}
+	conn.SetReadLimit(protocol.MaxPayload)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clientDone := make(chan struct{})
+	go func() {
+		defer close(clientDone)
+		p.clientToWorker(ctx, conn, s, sid)
+	}()
+	p.workerToClient(ctx, conn, s, sid, clientDone)
+	return nil
+}
+
+// clientToWorker forwards the client's messages, then its close.
+func (p *Pool) clientToWorker(ctx context.Context, conn *websocket.Conn, s *slot, sid uint32) {
+	for {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			code := int(websocket.CloseStatus(err))
+			if code < 0 {
+				code = 1006 // gone without a close frame
+			}
+			p.sendClose(s, sid, code, "")
+			return
+		}
+		flags := uint8(0)
+		if typ == websocket.MessageBinary {
+			flags = protocol.FlagBinary
+		}
+		frame := protocol.AppendFrame(make([]byte, 0, protocol.HeaderSize+len(data)), protocol.WSMessage, flags, sid, data)
+		if _, err := s.conn.Write(frame); err != nil {
+			return
+		}
+	}
+}
+
+// workerToClient forwards the app's messages and close, until the app's
+// handler ends (the end of the stream), then gives the channel back.
+func (p *Pool) workerToClient(ctx context.Context, conn *websocket.Conn, s *slot, sid uint32, clientDone <-chan struct{}) {
+	// the channel is given back only once nothing more is written to it
+	release := func() {
+		conn.CloseNow()
+		<-clientDone
+		p.release(s)
+	}
+	for {
+		h, payload, err := s.frames.Next()
+		if err == nil && h.Stream != sid {
+			err = fmt.Errorf("frame for stream %d during stream %d", h.Stream, sid)
+		}
+		if err != nil {
+			p.broken(s, err)
+			conn.Close(websocket.StatusInternalError, "")
+			return
+		}
+		switch h.Type {
+		case protocol.WSMessage:
+			typ := websocket.MessageText
+			if h.Flags&protocol.FlagBinary != 0 {
+				typ = websocket.MessageBinary
+			}
+			if err := conn.Write(ctx, typ, payload); err != nil {
+				p.logger.Debug("writing to a WebSocket client", zap.Error(err))
+			}
+		case protocol.WSClose:
+			code, reason := parseClose(payload)
+			conn.Close(websocket.StatusCode(code), reason)
+		case protocol.ResponseBody:
+			if h.End() {
+				release()
+				return
+			}
+		case protocol.Abort:
+			p.logger.Error("app failed during a WebSocket", zap.String("error", string(payload)))
+			conn.Close(websocket.StatusInternalError, "")
+			release()
+			return
+		default:
+			p.broken(s, fmt.Errorf("unexpected %s frame on a WebSocket", h.Type))
+			conn.Close(websocket.StatusInternalError, "")
+			return
+		}
+	}
+}
+
+func (p *Pool) sendClose(s *slot, sid uint32, code int, reason string) {
+	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
+	_, _ = s.conn.Write(protocol.AppendFrame(nil, protocol.WSClose, 0, sid, append(payload, reason...)))
+}
+
+// drainToEnd reads the worker's frames of sid until its end.
+func (p *Pool) drainToEnd(s *slot, sid uint32) {
+	for {
+		h, _, err := s.frames.Next()
+		if err != nil {
+			p.broken(s, err)
+			return
+		}
+		if h.Type == protocol.ResponseBody && h.End() || h.Type == protocol.Abort {
+			p.release(s)
+			return
+		}
+	}
+}
+
+func parseClose(payload []byte) (int, string) {
+	if len(payload) < 2 {
+		return 1000, ""
+	}
+	return int(binary.BigEndian.Uint16(payload)), string(payload[2:])
+}

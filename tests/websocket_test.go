@@ -1,0 +1,169 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func wsDial(t *testing.T, url string, subprotocols ...string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: subprotocols})
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	return c
+}
+
+func wsRoundTrip(t *testing.T, c *websocket.Conn, typ websocket.MessageType, msg string) (websocket.MessageType, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, typ, []byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	rt, data, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return rt, string(data)
+}
+
+func TestWebSocket(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "ws.log")
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		env WS_LOG %s
+	}
+}`, port, log))
+	base := fmt.Sprintf("ws://127.0.0.1:%d", port)
+	ws := wsDial(t, base+"/echo", "echo.v1")
+	if ws.Subprotocol() != "echo.v1" {
+		t.Errorf("subprotocol %q", ws.Subprotocol())
+	}
+	if typ, got := wsRoundTrip(t, ws, websocket.MessageText, "héllo"); typ != websocket.MessageText || got != "echo:héllo" {
+		t.Errorf("text echo: %v %q", typ, got)
+	}
+	if typ, got := wsRoundTrip(t, ws, websocket.MessageBinary, "\x01\x02\x03"); typ != websocket.MessageBinary || got != "\x03\x02\x01" {
+		t.Errorf("binary echo: %v %q", typ, got)
+	}
+	// the app closes with a code
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws.Write(ctx, websocket.MessageText, []byte("close-me"))
+	_, _, err := ws.Read(ctx)
+	if websocket.CloseStatus(err) != 4001 {
+		t.Errorf("the app's close: %v", err)
+	}
+	// the client closes with a code; then one just goes away
+	ws2 := wsDial(t, base+"/echo")
+	wsRoundTrip(t, ws2, websocket.MessageText, "x")
+	ws2.Close(4002, "bye")
+	ws3 := wsDial(t, base+"/echo")
+	wsRoundTrip(t, ws3, websocket.MessageText, "y")
+	ws3.CloseNow()
+	waitFor(t, 10*time.Second, "both disconnects seen by the app", func() bool {
+		data, _ := os.ReadFile(log)
+		return strings.Contains(string(data), "disconnect 4002") && strings.Contains(string(data), "disconnect 1006")
+	})
+	// a refusal before the handshake
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	if _, resp, err := websocket.Dial(dctx, base+"/refuse", nil); err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Errorf("a refused WebSocket: %v %v", resp, err)
+	}
+	// broadcast to every client of the worker
+	var conns []*websocket.Conn
+	for i := 0; i < 3; i++ {
+		conns = append(conns, wsDial(t, base+"/broadcast"))
+	}
+	conns[0].Write(ctx, websocket.MessageText, []byte("news"))
+	for i, cn := range conns {
+		_, data, err := cn.Read(ctx)
+		if err != nil || string(data) != "all:news" {
+			t.Errorf("client %d got %q %v", i, data, err)
+		}
+		cn.Close(websocket.StatusNormalClosure, "")
+	}
+	// the worker's channels are free again
+	waitFor(t, 10*time.Second, "no busy channel", func() bool { return c.mustApps()[0].Workers[0].State == "idle" })
+}
+
+func TestThousandWebSockets(t *testing.T) {
+	port := freePort(t)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 2
+		max_concurrency 600
+		max_queue 2000
+	}
+}`, port))
+	url := fmt.Sprintf("ws://127.0.0.1:%d/echo", port)
+	const n = 1000
+	conns := make([]*websocket.Conn, n)
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, url, nil)
+			if err != nil {
+				failures.Add(1)
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	if f := failures.Load(); f > 0 {
+		t.Fatalf("%d of %d connections failed", f, n)
+	}
+	// all open at once: each echoes
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			msg := fmt.Sprint(i)
+			if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				failures.Add(1)
+				return
+			}
+			_, data, err := c.Read(ctx)
+			if err != nil || string(data) != "echo:"+msg {
+				failures.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+	if f := failures.Load(); f > 0 {
+		t.Errorf("%d of %d echoes failed", f, n)
+	}
+}
