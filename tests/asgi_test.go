@@ -155,3 +155,55 @@ func TestASGILifespanFailureRefusesConfig(t *testing.T) {
 		t.Errorf("the app's message is not in the error:\n%s", tail(c.log.String(), 5))
 	}
 }
+
+func TestASGIDjangoAndTimeout(t *testing.T) {
+	config, url := asgiSite(t, "djasgi:application", "workers 1\n\t\tguard warn")
+	startCaddy(t, config)
+	if resp, body := get(t, url+"/hello"); resp.StatusCode != 200 || body != "hello from django asgi at /hello" {
+		t.Errorf("Django through its ASGI handler: %d %q", resp.StatusCode, body)
+	}
+	// the supervision options apply: a request past its timeout gets 504
+	// and its worker is replaced
+	config, url = asgiSite(t, "fastapi_app:app", "workers 1\n\t\ttimeout 1s")
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	if resp, _ := get(t, url+"/sleep?seconds=30"); resp.StatusCode != 504 {
+		t.Errorf("a hung ASGI request: %d", resp.StatusCode)
+	}
+	waitFor(t, 20*time.Second, "the replacement", func() bool {
+		p := c.workerPIDs()
+		return len(p) == 1 && p[0] != before[0] && c.mustApps()[0].Restarts["timeout"] == 1
+	})
+	if resp, _ := get(t, url+"/items/1"); resp.StatusCode != 200 {
+		t.Errorf("after the replacement: %d", resp.StatusCode)
+	}
+}
+
+func TestExampleFastAPI(t *testing.T) {
+	src, err := os.ReadFile(repoPath("examples", "fastapi", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	t.Setenv("HEARTH_EXAMPLES", repoPath("examples"))
+	startCaddy(t, strings.ReplaceAll(string(src), "127.0.0.1:3131", fmt.Sprintf("127.0.0.1:%d", port)))
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	r, err := http.Post(url+"/notes", "application/json", strings.NewReader(`{"text": "buy milk", "priority": 2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || !strings.Contains(string(b), `"index":`) {
+		t.Errorf("POST /notes: %d %s", r.StatusCode, b)
+	}
+	r, _ = http.Post(url+"/notes", "application/json", strings.NewReader(`{"priority": "high"}`))
+	r.Body.Close()
+	if r.StatusCode != 422 {
+		t.Errorf("an invalid note: %d", r.StatusCode)
+	}
+	if resp, body := get(t, url+"/events?count=3"); resp.StatusCode != 200 || strings.Count(body, "data: tick") != 3 ||
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Errorf("events: %d %q", resp.StatusCode, body)
+	}
+}

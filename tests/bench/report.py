@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 PEERS = {
-    'hearth': 'Hearth (`wsgi`, 2 workers)',
+    'hearth': 'Hearth (`{kind}`, 2 workers)',
     'caddy-gunicorn': 'Caddy `reverse_proxy` → gunicorn (unix socket)',
     'gunicorn': 'gunicorn direct',
     'nginx-uwsgi': 'nginx `uwsgi_pass` → uWSGI (unix socket)',
+    'caddy-uvicorn': 'Caddy `reverse_proxy` → uvicorn (unix socket)',
+    'uvicorn': 'uvicorn direct',
     'caddy-respond': 'Caddy `respond` (ceiling, no Python)',
 }
 SHORT = {
@@ -24,13 +26,23 @@ SHORT = {
     'caddy-gunicorn': 'Caddy→gunicorn',
     'gunicorn': 'gunicorn',
     'nginx-uwsgi': 'nginx→uWSGI',
+    'caddy-uvicorn': 'Caddy→uvicorn',
+    'uvicorn': 'uvicorn',
     'caddy-respond': 'Caddy respond\n(ceiling)',
 }
 APPS = {
     'hello': '`tests/apps/hello.py` (hello world WSGI)',
     'django': '`tests/bench/djangoapp` (Django, default middleware, one plain view)',
+    'asgi': '`tests/bench/asgi_hello.py` (hello world ASGI, no framework)',
 }
-TARGETS = [('caddy-gunicorn', 2.0), ('nginx-uwsgi', 1.0)]
+KIND = {'hello': 'wsgi', 'django': 'wsgi', 'asgi': 'asgi'}  # Hearth's directive per app
+# (peer, Hearth ÷ peer at least, apps)
+TARGETS = [('caddy-gunicorn', 2.0, ('hello', 'django')), ('nginx-uwsgi', 1.0, ('hello', 'django')),
+           ('caddy-uvicorn', 1.5, ('asgi',))]
+
+
+def peer_label(peer, app):
+    return PEERS[peer].replace('{kind}', KIND[app])
 
 UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1e3, 'm': 60e3, 'h': 3600e3}
 
@@ -159,6 +171,28 @@ def caddy_log_problems(path, wrk_ends):
     return found
 
 
+# Warning and error lines of the Python servers' own logs (Hearth's workers log
+# into caddy.log, uWSGI's and nginx's logs are not read).
+PY_LOGS = (('uvicorn.log', re.compile(r'^(WARNING|ERROR|CRITICAL):\s+(.*)')),
+           ('gunicorn.log', re.compile(r'\[(WARNING|ERROR|CRITICAL)\]\s+(.*)')))
+
+
+def python_log_problems(d):
+    """{'<log>: <LEVEL> <message>': count} of the warn/error lines of the Python servers' logs."""
+    found = {}
+    for name, pattern in PY_LOGS:
+        try:
+            lines = (d / name).read_text(errors='replace').splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            m = pattern.search(line)
+            if m:
+                key = f'{name}: {m.group(1)} {m.group(2).strip()[:160]}'
+                found[key] = found.get(key, 0) + 1
+    return found
+
+
 def run(cmd):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
@@ -200,6 +234,9 @@ def machine(settings, repo):
         ('Python', run([py, '--version']) + f' ({py})'),
         ('Django', run([py, '-c', 'import django; print(django.get_version())'])),
         ('gunicorn', run([settings['gunicorn'], '--version'])),
+        ('uvicorn', run([py, '-m', 'uvicorn', '--version'])
+         + (f" ({settings['uvicorn_impl']}: what `--loop auto --http auto` picks here)"
+            if settings.get('uvicorn_impl') else '')),
         ('uWSGI', run([settings['uwsgi'], '--version'])),
         ('nginx', run([settings['nginx'], '-v']).replace('nginx version: ', '')),
         ('wrk', run([settings['wrk'], '-v']).split(' Copyright')[0]),
@@ -249,6 +286,7 @@ def main(run_dir, out_md, out_png):
         except OSError:
             ends = []
         m['caddy_problems'] = caddy_log_problems(d / 'caddy.log', ends)
+        m['python_problems'] = python_log_problems(d)
         data.setdefault((app, peer), []).append(m)
         order_seen.setdefault(int(rnd), {}).setdefault(app, []).append(peer)
 
@@ -293,8 +331,8 @@ def main(run_dir, out_md, out_png):
     L.append('| target | app | Hearth req/s | peer req/s | ratio | result |')
     L.append('|---|---|---:|---:|---:|---|')
     all_met = True
-    for peer, goal in TARGETS:
-        for app in APPS:
+    for peer, goal, target_apps in TARGETS:
+        for app in target_apps:
             r = ratio(app, peer)
             h, p = summary.get((app, 'hearth')), summary.get((app, peer))
             if r is None:
@@ -333,7 +371,7 @@ def main(run_dir, out_md, out_png):
                 continue
             r = ratio(app, peer)
             errs = ', '.join(f'{k} {v}' for k, v in s['socket_errors'].items()) or '0'
-            L.append(f"| {PEERS[peer]} | {fmt_rps(s['rps'])} | {fmt_ms(s['p99'])} | "
+            L.append(f"| {peer_label(peer, app)} | {fmt_rps(s['rps'])} | {fmt_ms(s['p99'])} | "
                      f"{'—' if peer == 'hearth' or r is None else f'{r:.2f}×'} | "
                      f"{' / '.join(fmt_rps(v) for v in s['rounds'])} | {s['non2xx']} | {errs} |")
         L.append('')
@@ -374,7 +412,7 @@ def main(run_dir, out_md, out_png):
             wrk = median(m['wrk_cpu'] / m['window'] * 100 for m in ms
                          if m['wrk_cpu'] is not None and m['window'])
             others = median(m['others'] for m in ms)
-            L.append(f"| {PEERS[peer]} | {'; '.join(parts) or '—'} | "
+            L.append(f"| {peer_label(peer, app)} | {'; '.join(parts) or '—'} | "
                      f"{'—' if fu is None else f'{fu:.0f}'} | {'—' if pu is None else f'{pu:.0f}'} | "
                      f"{'—' if wrk is None else f'{wrk:.0f}%'} | "
                      f"{'—' if others is None else f'{others:.0f}%'} | "
@@ -414,6 +452,8 @@ def main(run_dir, out_md, out_png):
                 if other:
                     notes.append(f"{where}: Caddy log {other}× `{msg}` at other times (under load, "
                                  'at start or at stop)')
+            for msg, count in m['python_problems'].items():
+                notes.append(f"{where}: {count}× `{msg}`")
     exit_left = run_dir / 'leftovers-at-exit.txt'
     if exit_left.exists() and exit_left.read_text().strip():
         notes.append('at exit: ' + exit_left.read_text().strip())
@@ -423,7 +463,8 @@ def main(run_dir, out_md, out_png):
         L.append('None: every wrk run reported 0 non-2xx/3xx responses and 0 socket errors '
                  '(connect, read, write, timeout); a single request before and after each load '
                  'answered 200; no Caddy warn/error log lines (other than the HTTP/2 and HTTP/3 '
-                 '"requires TLS" notices and the exit notice); every server stopped on SIGTERM '
+                 '"requires TLS" notices and the exit notice) and none in the gunicorn and uvicorn '
+                 'logs; every server stopped on SIGTERM '
                  'with no process left behind.')
     L.append('')
 
@@ -452,12 +493,16 @@ def main(run_dir, out_md, out_png):
         for app, ps in order_seen[rnd].items():
             orders.append(f"round {rnd} {app}: {', '.join(SHORT[p].splitlines()[0] for p in ps)}")
     L.append('- Orders in this run: ' + '; '.join(orders) + '.')
-    L.append(f"- {settings['workers']} Python worker processes for every peer, one request at a "
+    L.append(f"- {settings['workers']} Python worker processes for every peer. WSGI: one request at a "
              'time each (Hearth default `threads 1`, gunicorn `--worker-class sync`, uWSGI '
-             '`--processes 2` without threads). Per-request access logs are off everywhere '
-             '(Caddy and gunicorn log none by default; uWSGI `--disable-logging`; nginx `access_log off`).')
-    L.append('- Hearth: `wsgi <app> { dir …; python /usr/bin/python3; workers 2 }` in a `:PORT { bind 127.0.0.1 }` '
-             'site, everything else default.')
+             '`--processes 2` without threads). ASGI: one asyncio event loop each, running many '
+             'requests at once (Hearth default `max_concurrency 100` per worker, more than wrk\'s '
+             f"{settings['connections']} connections; uvicorn has no limit by default). "
+             'Per-request access logs are off everywhere (Caddy and gunicorn log none by default; '
+             'uWSGI `--disable-logging`; nginx `access_log off`; uvicorn `--no-access-log`).')
+    L.append('- Hearth: `wsgi <app> { dir …; python /usr/bin/python3; workers 2 }` (for the ASGI app '
+             '`asgi <app> { … }` with the same options) in a `:PORT { bind 127.0.0.1 }` '
+             'site, everything else default (ASGI `lifespan auto`).')
     L.append('- Caddy → gunicorn: the same bin/caddy with `reverse_proxy unix//…sock` (default transport) '
              'to `gunicorn --workers 2 --worker-class sync --bind unix:…` (Debian /usr/bin/gunicorn). '
              'A unix socket, the faster of the usual choices, so the peer is not handicapped.')
@@ -467,6 +512,15 @@ def main(run_dir, out_md, out_png):
              '`daemon off`, `worker_processes auto`, `access_log off`, `keepalive_requests 100000`, '
              "Debian's uwsgi_params inline) doing `uwsgi_pass unix:…` to `uwsgi --plugin python3 "
              '--master --processes 2 --socket … --module <app> --disable-logging`.')
+    L.append('- uvicorn direct: Debian\'s python3-uvicorn, `python3 -m uvicorn asgi_hello:app --app-dir '
+             'tests/bench --workers 2 --host 127.0.0.1 --port PORT --no-access-log`, everything else '
+             'default (`--loop auto --http auto`, `--lifespan auto`; the loop and HTTP parser it '
+             'picks on this machine are in the versions table). It keeps connections alive.')
+    L.append('- Caddy → uvicorn: the same bin/caddy with `reverse_proxy unix//…sock` (default transport) '
+             'to the same uvicorn command with `--uds …sock` instead of host and port.')
+    L.append('- ASGI app: `tests/bench/asgi_hello.py`, a plain `async def app(scope, receive, send)` '
+             'answering 200 `Hello, world!` with content-type and content-length in two `send` calls '
+             '(start, body), and completing lifespan startup and shutdown.')
     L.append('- Caddy `respond`: the same bin/caddy answering the app\'s body with `respond`, no '
              'backend: the ceiling of what any Caddy-fronted peer can reach on this machine.')
     L.append('- Django: a minimal bench project of our own, `tests/bench/djangoapp` '
@@ -500,7 +554,8 @@ def chart(apps, peers, summary, data, ratio, out_png, quick):
 
     fig, axes = plt.subplots(1, len(apps), figsize=(6.5 * len(apps), 5.2), squeeze=False)
     colors = {'hearth': '#d9480f', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
-              'nginx-uwsgi': '#2f9e44', 'caddy-respond': '#adb5bd'}
+              'nginx-uwsgi': '#2f9e44', 'caddy-uvicorn': '#7048e8', 'uvicorn': '#b197fc',
+              'caddy-respond': '#adb5bd'}
     for ax, app in zip(axes[0], apps):
         ps = [p for p in peers if (app, p) in summary]
         meds = [summary[(app, p)]['rps'] or 0 for p in ps]
@@ -531,7 +586,7 @@ def chart(apps, peers, summary, data, ratio, out_png, quick):
         ax.set_xticks(range(len(ps)))
         ax.set_xticklabels([SHORT[p] for p in ps], fontsize=8)
         ax.set_ylabel('requests/s (median; bars: min–max of rounds)')
-        ax.set_title(f'{app}')
+        ax.set_title(f'{app} ({KIND[app].upper()})')
         ax.set_ylim(0, top)
         ax.grid(axis='y', alpha=0.3)
     fig.suptitle('Hearth vs peers, 2 Python workers each, wrk on loopback'

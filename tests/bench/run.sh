@@ -3,17 +3,24 @@
 # its peers, on loopback, on this machine, in one run; writes
 # tests/bench/results.md and tests/bench/results.png.
 #
-# Peers (2 Python workers each):
+# Apps, each with its own peers:
+#   hello           tests/apps/hello.py (WSGI)
+#   django          tests/bench/djangoapp: Django's default middleware stack and
+#                   one plain view returning HttpResponse("hello"), no database (WSGI)
+#   asgi            tests/bench/asgi_hello.py: a pure ASGI 3 hello world (no framework)
+# Peers of the WSGI apps (2 Python workers each):
 #   hearth          bin/caddy with `wsgi <app> { workers 2 }`
 #   caddy-gunicorn  the same bin/caddy as a plain reverse_proxy to gunicorn
 #                   (sync workers) over a unix socket
 #   gunicorn        gunicorn sync workers, direct (no proxy)
 #   nginx-uwsgi     nginx (uwsgi_pass, uwsgi protocol) to uWSGI over a unix socket
 #   caddy-respond   bin/caddy `respond` with the same body, no backend: the ceiling
-# Apps:
-#   hello           tests/apps/hello.py
-#   django          tests/bench/djangoapp: Django's default middleware stack and
-#                   one plain view returning HttpResponse("hello"), no database
+# Peers of the ASGI app (2 Python workers each):
+#   hearth          bin/caddy with `asgi <app> { workers 2 }`
+#   caddy-uvicorn   the same bin/caddy as a plain reverse_proxy to uvicorn
+#                   (Debian's, `--workers 2`) over a unix socket
+#   uvicorn         uvicorn `--workers 2`, direct (no proxy)
+#   caddy-respond   the ceiling, as above
 #
 # Every measurement starts the peer's servers fresh on random loopback ports,
 # checks the response body, warms up, runs wrk, and stops them by PID. The
@@ -23,8 +30,11 @@
 # Knobs (environment):
 #   BENCH_DURATION=10s  BENCH_WARMUP=3s  BENCH_ROUNDS=3
 #   BENCH_THREADS=2  BENCH_CONNECTIONS=64  BENCH_WORKERS=2
-#   BENCH_APPS="hello django"
-#   BENCH_PEERS="hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
+#   BENCH_APPS="hello django asgi"
+#   BENCH_WSGI_PEERS="hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
+#   BENCH_ASGI_PEERS="hearth caddy-uvicorn uvicorn caddy-respond"
+#   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
+#   every app they apply to)
 #   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
 #   be under BENCH_QUIET_BUSY=10 % busy with other jobs; 0 disables the wait)
 #   HEARTH_CADDY=bin/caddy  BENCH_RESULTS=results.md  BENCH_CHART=results.png
@@ -46,8 +56,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-2}
-read -r -a APPS <<<"${BENCH_APPS:-hello django}"
-read -r -a PEERS <<<"${BENCH_PEERS:-hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
+read -r -a APPS <<<"${BENCH_APPS:-hello django asgi}"
+read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
+read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth caddy-uvicorn uvicorn caddy-respond}"
+read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 OUT_MD=${BENCH_RESULTS:-$HERE/results.md}
 OUT_PNG=${BENCH_CHART:-$HERE/results.png}
 READY_TRIES=${BENCH_READY_TRIES:-150} # × 0.2 s
@@ -59,9 +71,9 @@ die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
 for bin in "$PY" "$CADDY" "$GUNICORN" "$UWSGI" "$NGINX" "$WRK" /usr/bin/curl; do
-	[ -x "$bin" ] || die "$bin is missing; \`make bench\` builds bin/caddy and installs the Debian packages (gunicorn uwsgi-core uwsgi-plugin-python3 nginx-light wrk python3-matplotlib)"
+	[ -x "$bin" ] || die "$bin is missing; \`make bench\` builds bin/caddy and installs the Debian packages (gunicorn uwsgi-core uwsgi-plugin-python3 nginx-light wrk python3-matplotlib python3-uvicorn)"
 done
-$PY -c 'import django, matplotlib' 2>/dev/null || die "$PY lacks Django or matplotlib; install python3-django python3-matplotlib"
+$PY -c 'import django, matplotlib, uvicorn' 2>/dev/null || die "$PY lacks Django, matplotlib or uvicorn; install python3-django python3-matplotlib python3-uvicorn"
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || die "uWSGI's python3 plugin is missing; install uwsgi-plugin-python3"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a whole number ≥ 1, got $ROUNDS"
 
@@ -178,12 +190,27 @@ wait_ready() { # url expected-body dir pid…
 }
 
 # --- apps --------------------------------------------------------------------
-app_setup() { # app → APP_DIR APP_MODULE APP_BODY
+app_setup() { # app → APP_KIND (wsgi|asgi) APP_DIR APP_MODULE APP_BODY
 	case $1 in
-	hello) APP_DIR=$ROOT/tests/apps APP_MODULE=hello:application APP_BODY='Hello, world!' ;;
-	django) APP_DIR=$HERE/djangoapp APP_MODULE=benchsite.wsgi:application APP_BODY='hello' ;;
-	*) die "unknown app $1 (known: hello django)" ;;
+	hello) APP_KIND=wsgi APP_DIR=$ROOT/tests/apps APP_MODULE=hello:application APP_BODY='Hello, world!' ;;
+	django) APP_KIND=wsgi APP_DIR=$HERE/djangoapp APP_MODULE=benchsite.wsgi:application APP_BODY='hello' ;;
+	asgi) APP_KIND=asgi APP_DIR=$HERE APP_MODULE=asgi_hello:app APP_BODY='Hello, world!' ;;
+	*) die "unknown app $1 (known: hello django asgi)" ;;
 	esac
+}
+
+app_peers() { # app → APP_PEERS: the app's peer list, filtered by BENCH_PEERS
+	local all p q
+	app_setup "$1"
+	if [ "$APP_KIND" = asgi ]; then all=("${ASGI_PEERS[@]}"); else all=("${WSGI_PEERS[@]}"); fi
+	APP_PEERS=()
+	if ((${#ONLY_PEERS[@]} == 0)); then
+		APP_PEERS=("${all[@]}")
+		return 0
+	fi
+	for q in "${ONLY_PEERS[@]}"; do
+		for p in "${all[@]}"; do [ "$p" = "$q" ] && APP_PEERS+=("$p"); done
+	done
 }
 
 # --- peers -------------------------------------------------------------------
@@ -262,13 +289,24 @@ http {
 EOF
 }
 
+start_uvicorn() { # dir bind-options… → PID
+	local dir=$1
+	shift
+	start "$dir/uvicorn.log" "$PY" -m uvicorn "$APP_MODULE" --app-dir "$APP_DIR" \
+		--workers "$WORKERS" --no-access-log "$@"
+}
+
 # start_peer app peer dir → URL, PEER_PIDS (start order)
 start_peer() {
 	local peer=$2 dir=$3 sock
 	PEER_PIDS=()
+	case $APP_KIND:$peer in
+	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | *:hearth | *:caddy-respond) ;;
+	*) die "peer $peer does not serve $APP_KIND apps like $1" ;;
+	esac
 	case $peer in
 	hearth)
-		start_caddy "$dir" "	wsgi $APP_MODULE {
+		start_caddy "$dir" "	$APP_KIND $APP_MODULE {
 		dir $APP_DIR
 		python $PY
 		workers $WORKERS
@@ -302,7 +340,19 @@ start_peer() {
 		start "$dir/nginx.log" "$NGINX" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log"
 		PEER_PIDS+=("$PID")
 		;;
-	*) die "unknown peer $peer (known: hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond)" ;;
+	caddy-uvicorn)
+		sock=$(mktemp -u "$SOCKDIR/v.XXXX").sock
+		start_uvicorn "$dir" --uds "$sock"
+		PEER_PIDS+=("$PID")
+		start_caddy "$dir" "	reverse_proxy unix/$sock"
+		PEER_PIDS+=("$PID")
+		;;
+	uvicorn)
+		PORT=$(freeport)
+		start_uvicorn "$dir" --host 127.0.0.1 --port "$PORT"
+		PEER_PIDS+=("$PID")
+		;;
+	*) die "unknown peer $peer (known: hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn caddy-respond)" ;;
 	esac
 	URL=http://127.0.0.1:$PORT/
 }
@@ -364,6 +414,9 @@ measure() { # round position app peer
 		"$DURATION" "$WARMUP" "$ROUNDS" "$THREADS" "$CONNECTIONS" "$WORKERS"
 	printf 'caddy\t%s\npython\t%s\ngunicorn\t%s\nuwsgi\t%s\nnginx\t%s\nwrk\t%s\n' \
 		"$CADDY" "$PY" "$GUNICORN" "$UWSGI" "$NGINX" "$WRK"
+	# uvicorn's --loop auto and --http auto pick uvloop and httptools when importable.
+	printf 'uvicorn\t%s -m uvicorn\nuvicorn_impl\t%s\n' "$PY" \
+		"$($PY -c 'import importlib.util as u; print("loop", "uvloop" if u.find_spec("uvloop") else "asyncio", "http", "httptools" if u.find_spec("httptools") else "h11")')"
 	printf 'caddy_orig\t%s\ncaddy_built\t%s\ncaddy_sha256\t%s\ncaddy_version\t%s\ncommit\t%s\n' \
 		"$CADDY_ORIG" "$CADDY_BUILT" "$(sha256sum "$CADDY" | cut -c1-16)" \
 		"$("$CADDY" version 2>&1 | head -n 1 | cut -d' ' -f1)" "$COMMIT"
@@ -372,26 +425,36 @@ measure() { # round position app peer
 } >"$RUN/settings.tsv"
 
 log "run directory $RUN"
-log "${#APPS[@]} apps × ${#PEERS[@]} peers × $ROUNDS rounds, wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a ${WARMUP} warm-up"
-n=${#PEERS[@]}
+plan=()
+for app in "${APPS[@]}"; do
+	app_peers "$app"
+	((${#APP_PEERS[@]} > 0)) || die "no peer of BENCH_PEERS=${ONLY_PEERS[*]} serves the $app app"
+	plan+=("$app: ${APP_PEERS[*]}")
+done
+log "${#APPS[@]} apps × their peers × $ROUNDS rounds, wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a ${WARMUP} warm-up"
+for line in "${plan[@]}"; do log "  $line"; done
 for ((r = 0; r < ROUNDS; r++)); do
-	# Round r: even rounds run the peer list rotated by r, odd rounds the list
-	# rotated by r+1 and reversed (the app order flips too). 5 peers, 3 rounds:
-	# ABCDE, BAEDC, CDEAB; 2 peers: AB, BA, AB. So no peer always runs first,
-	# last or right after the same peer.
+	# Round r: even rounds run each app's peer list rotated by r, odd rounds the
+	# list rotated by r+1 and reversed (the app order flips too). 5 peers, 3
+	# rounds: ABCDE, BAEDC, CDEAB; 4 peers: ABCD, BADC, CDAB; 2 peers: AB, BA,
+	# AB. So no peer always runs first, last or right after the same peer.
 	rot=$((r % 2 == 1 ? r + 1 : r))
-	order=()
-	for ((i = 0; i < n; i++)); do order+=("${PEERS[(i + rot) % n]}"); done
 	apps=("${APPS[@]}")
 	if ((r % 2 == 1)); then
-		rev=()
-		for ((i = n - 1; i >= 0; i--)); do rev+=("${order[i]}"); done
-		order=("${rev[@]}")
 		rev=()
 		for ((i = ${#apps[@]} - 1; i >= 0; i--)); do rev+=("${apps[i]}"); done
 		apps=("${rev[@]}")
 	fi
 	for app in "${apps[@]}"; do
+		app_peers "$app"
+		n=${#APP_PEERS[@]}
+		order=()
+		for ((i = 0; i < n; i++)); do order+=("${APP_PEERS[(i + rot) % n]}"); done
+		if ((r % 2 == 1)); then
+			rev=()
+			for ((i = n - 1; i >= 0; i--)); do rev+=("${order[i]}"); done
+			order=("${rev[@]}")
+		fi
 		pos=0
 		for peer in "${order[@]}"; do
 			pos=$((pos + 1))

@@ -428,7 +428,8 @@ class AsgiWorker:
         scope = self.scope(env)
         if env.get('hearth.websocket') == '1':
             return await self.handle_websocket(writer, sid, scope, events)
-        state = {'body_done': no_body, 'disconnected': False, 'started': False, 'ended': False, 'head': None}
+        state = {'body_done': no_body, 'body_sent': False, 'disconnected': False, 'started': False,
+                 'ended': False, 'head': None}
         self.busy += 1
 
         async def next_event():
@@ -443,8 +444,11 @@ class AsgiWorker:
                 event = await next_event()
                 if event is not None:
                     _, flags, body = event
-                    state['body_done'] = bool(flags & END)
+                    state['body_done'] = state['body_sent'] = bool(flags & END)
                     return {'type': 'http.request', 'body': body, 'more_body': not state['body_done']}
+            if not state['body_sent']:  # a request without a body still gets one http.request
+                state['body_sent'] = True
+                return {'type': 'http.request', 'body': b'', 'more_body': False}
             while not state['disconnected']:
                 await next_event()  # only a cancel (or the end) can come now
             return {'type': 'http.disconnect'}
