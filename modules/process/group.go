@@ -75,17 +75,18 @@ func (g *Group) Start() error {
 
 func (g *Group) start() error {
 	errs := make([]error, g.spec.Workers)
+	launched := make([]*instance, g.spec.Workers)
 	var wg sync.WaitGroup
-	for i := range g.instances {
+	for i := range launched {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g.instances[i], errs[i] = g.launch()
+			launched[i], errs[i] = g.launch()
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		for _, in := range g.instances {
+		for _, in := range launched {
 			if in != nil {
 				in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
 			}
@@ -97,6 +98,7 @@ func (g *Group) start() error {
 	}
 	g.mu.Lock()
 	g.state = "running"
+	copy(g.instances, launched)
 	g.publishLocked()
 	g.mu.Unlock()
 	for i := range g.instances {

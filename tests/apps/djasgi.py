@@ -6,7 +6,7 @@ from django.urls import path
 
 settings.configure(
     DEBUG=False,
-    SECRET_KEY='k9Vq2ZrT7mWb4NxLp8HsYc3DfGj6QaEu1RtKo5PiMnBv0XlJzSw',
+    SECRET_KEY='djasgi-test-only-not-a-secret-Zr8Qm2Lx7Vb4Nc9Wd3Ke6Ty1Pu5',
     ALLOWED_HOSTS=['127.0.0.1', 'localhost'],
     ROOT_URLCONF=__name__,
     MIDDLEWARE=['django.middleware.csrf.CsrfViewMiddleware'],

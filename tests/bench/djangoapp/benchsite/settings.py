@@ -7,7 +7,9 @@ benchmark stays the same while the examples change.
 """
 
 DEBUG = False
-SECRET_KEY = 'k9Vq2ZrT7mWb4NxLp8HsYc3DfGj6QaEu1RtKo5PiMnBv0XlJzS'  # bench only
+# a fresh key per process: the benchmark's view uses no session or signed data,
+# and no key is written in this (tracked) file
+SECRET_KEY = __import__('secrets').token_urlsafe(50)
 ALLOWED_HOSTS = ['127.0.0.1', 'localhost']
 ROOT_URLCONF = 'benchsite.urls'
 WSGI_APPLICATION = 'benchsite.wsgi.application'
