@@ -18,7 +18,8 @@ PEERS = {
     'gunicorn': 'gunicorn direct',
     'nginx-uwsgi': 'nginx `uwsgi_pass` → uWSGI (unix socket)',
     'caddy-uvicorn': 'Caddy `reverse_proxy` → uvicorn (unix socket)',
-    'uvicorn': 'uvicorn direct',
+    'uvicorn': 'uvicorn direct (`--workers 2`: Nagle left on, see Method)',
+    'uvicorn-nodelay': 'uvicorn direct with TCP_NODELAY (`uvicorn_nodelay.py`)',
     'caddy-respond': 'Caddy `respond` (ceiling, no Python)',
 }
 SHORT = {
@@ -27,7 +28,8 @@ SHORT = {
     'gunicorn': 'gunicorn',
     'nginx-uwsgi': 'nginx→uWSGI',
     'caddy-uvicorn': 'Caddy→uvicorn',
-    'uvicorn': 'uvicorn',
+    'uvicorn': 'uvicorn\n(Nagle on)',
+    'uvicorn-nodelay': 'uvicorn+NODELAY',
     'caddy-respond': 'Caddy respond\n(ceiling)',
 }
 APPS = {
@@ -515,7 +517,16 @@ def main(run_dir, out_md, out_png):
     L.append('- uvicorn direct: Debian\'s python3-uvicorn, `python3 -m uvicorn asgi_hello:app --app-dir '
              'tests/bench --workers 2 --host 127.0.0.1 --port PORT --no-access-log`, everything else '
              'default (`--loop auto --http auto`, `--lifespan auto`; the loop and HTTP parser it '
-             'picks on this machine are in the versions table). It keeps connections alive.')
+             'picks on this machine are in the versions table). It keeps connections alive, but '
+             'with `--workers` it binds the listening socket itself with protocol 0, and asyncio '
+             'sets TCP_NODELAY only on sockets whose protocol is TCP: Nagle\'s algorithm then holds '
+             'the body (written separately from the head) until wrk\'s delayed ACK, ~40 ms per '
+             'request on a kept-alive connection (uvicorn issue #3149; `--workers 1` is not affected). '
+             'That is what this command gives, so it stays as measured, but it is a bug, not '
+             'uvicorn\'s speed:')
+    L.append('- uvicorn direct with TCP_NODELAY: the same command through `tests/bench/uvicorn_nodelay.py`, '
+             'which only re-wraps the listening socket\'s descriptor so that it reports protocol TCP '
+             '(the workers then set TCP_NODELAY on every connection) and then runs uvicorn\'s own `main`.')
     L.append('- Caddy → uvicorn: the same bin/caddy with `reverse_proxy unix//…sock` (default transport) '
              'to the same uvicorn command with `--uds …sock` instead of host and port.')
     L.append('- ASGI app: `tests/bench/asgi_hello.py`, a plain `async def app(scope, receive, send)` '
@@ -555,6 +566,7 @@ def chart(apps, peers, summary, data, ratio, out_png, quick):
     fig, axes = plt.subplots(1, len(apps), figsize=(6.5 * len(apps), 5.2), squeeze=False)
     colors = {'hearth': '#d9480f', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
               'nginx-uwsgi': '#2f9e44', 'caddy-uvicorn': '#7048e8', 'uvicorn': '#b197fc',
+              'uvicorn-nodelay': '#d0bfff',
               'caddy-respond': '#adb5bd'}
     for ax, app in zip(axes[0], apps):
         ps = [p for p in peers if (app, p) in summary]

@@ -20,6 +20,10 @@
 #   caddy-uvicorn   the same bin/caddy as a plain reverse_proxy to uvicorn
 #                   (Debian's, `--workers 2`) over a unix socket
 #   uvicorn         uvicorn `--workers 2`, direct (no proxy)
+#   uvicorn-nodelay the same through tests/bench/uvicorn_nodelay.py, which only
+#                   makes asyncio set TCP_NODELAY on its connections: with
+#                   --workers, uvicorn's own listener leaves Nagle on (~40 ms
+#                   per keep-alive request; uvicorn issue #3149)
 #   caddy-respond   the ceiling, as above
 #
 # Every measurement starts the peer's servers fresh on random loopback ports,
@@ -32,7 +36,7 @@
 #   BENCH_THREADS=2  BENCH_CONNECTIONS=64  BENCH_WORKERS=2
 #   BENCH_APPS="hello django asgi"
 #   BENCH_WSGI_PEERS="hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
-#   BENCH_ASGI_PEERS="hearth caddy-uvicorn uvicorn caddy-respond"
+#   BENCH_ASGI_PEERS="hearth caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
 #   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
 #   every app they apply to)
 #   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
@@ -58,7 +62,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-2}
 read -r -a APPS <<<"${BENCH_APPS:-hello django asgi}"
 read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
-read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth caddy-uvicorn uvicorn caddy-respond}"
+read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 OUT_MD=${BENCH_RESULTS:-$HERE/results.md}
 OUT_PNG=${BENCH_CHART:-$HERE/results.png}
@@ -209,7 +213,9 @@ app_peers() { # app → APP_PEERS: the app's peer list, filtered by BENCH_PEERS
 		return 0
 	fi
 	for q in "${ONLY_PEERS[@]}"; do
-		for p in "${all[@]}"; do [ "$p" = "$q" ] && APP_PEERS+=("$p"); done
+		for p in "${all[@]}"; do
+			if [ "$p" = "$q" ]; then APP_PEERS+=("$p"); fi
+		done
 	done
 }
 
@@ -289,10 +295,11 @@ http {
 EOF
 }
 
-start_uvicorn() { # dir bind-options… → PID
-	local dir=$1
-	shift
-	start "$dir/uvicorn.log" "$PY" -m uvicorn "$APP_MODULE" --app-dir "$APP_DIR" \
+start_uvicorn() { # dir plain|nodelay bind-options… → PID
+	local dir=$1 how=(-m uvicorn)
+	[ "$2" = nodelay ] && how=("$HERE/uvicorn_nodelay.py")
+	shift 2
+	start "$dir/uvicorn.log" "$PY" "${how[@]}" "$APP_MODULE" --app-dir "$APP_DIR" \
 		--workers "$WORKERS" --no-access-log "$@"
 }
 
@@ -301,7 +308,7 @@ start_peer() {
 	local peer=$2 dir=$3 sock
 	PEER_PIDS=()
 	case $APP_KIND:$peer in
-	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | *:hearth | *:caddy-respond) ;;
+	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:caddy-respond) ;;
 	*) die "peer $peer does not serve $APP_KIND apps like $1" ;;
 	esac
 	case $peer in
@@ -342,17 +349,22 @@ start_peer() {
 		;;
 	caddy-uvicorn)
 		sock=$(mktemp -u "$SOCKDIR/v.XXXX").sock
-		start_uvicorn "$dir" --uds "$sock"
+		start_uvicorn "$dir" plain --uds "$sock"
 		PEER_PIDS+=("$PID")
 		start_caddy "$dir" "	reverse_proxy unix/$sock"
 		PEER_PIDS+=("$PID")
 		;;
 	uvicorn)
 		PORT=$(freeport)
-		start_uvicorn "$dir" --host 127.0.0.1 --port "$PORT"
+		start_uvicorn "$dir" plain --host 127.0.0.1 --port "$PORT"
 		PEER_PIDS+=("$PID")
 		;;
-	*) die "unknown peer $peer (known: hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn caddy-respond)" ;;
+	uvicorn-nodelay)
+		PORT=$(freeport)
+		start_uvicorn "$dir" nodelay --host 127.0.0.1 --port "$PORT"
+		PEER_PIDS+=("$PID")
+		;;
+	*) die "unknown peer $peer (known: hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
 	esac
 	URL=http://127.0.0.1:$PORT/
 }
