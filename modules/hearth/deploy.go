@@ -40,23 +40,9 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cfg struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Listen      []string          `json:"listen"`
-					Routes      []json.RawMessage `json:"routes"`
-					TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
-					AutoHTTPS   struct {
-						Disable bool     `json:"disable"`
-						Skip    []string `json:"skip"`
-					} `json:"automatic_https"`
-				} `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("reading the config: %w", err)
+	cfg, err := ReadConfig(data)
+	if err != nil {
+		return nil, err
 	}
 	d := &deployment{}
 	for _, srv := range cfg.Apps.HTTP.Servers {
@@ -124,47 +110,31 @@ func adaptConfig(configFile, adapterName string) ([]byte, error) {
 type appRef struct{ name, dir string }
 
 // scanRoutes collects the host names of JSON routes and the apps (wsgi
-// handlers and process upstreams) under them.
+// and asgi handlers, process upstreams) under them.
 func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
-	for _, raw := range routes {
-		var route struct {
-			Match  []map[string]json.RawMessage `json:"match"`
-			Handle []map[string]json.RawMessage `json:"handle"`
-		}
-		if json.Unmarshal(raw, &route) != nil {
-			continue
-		}
-		for _, m := range route.Match {
-			var hs []string
-			if json.Unmarshal(m["host"], &hs) == nil {
-				hosts = append(hosts, hs...)
+	WalkHandlers(routes, nil, func(h map[string]json.RawMessage, routeHosts []string) {
+		for _, host := range routeHosts {
+			if !slices.Contains(hosts, host) {
+				hosts = append(hosts, host)
 			}
 		}
-		for _, h := range route.Handle {
-			var kind string
-			json.Unmarshal(h["handler"], &kind)
-			switch kind {
-			case "wsgi":
-				apps = append(apps, appFrom(h["name"], h["app"], h["dir"]))
-			case "reverse_proxy":
-				var dyn map[string]json.RawMessage
-				if json.Unmarshal(h["dynamic_upstreams"], &dyn) == nil {
-					var cmd []string
-					json.Unmarshal(dyn["command"], &cmd)
-					if len(cmd) > 0 {
-						b, _ := json.Marshal(filepath.Base(cmd[0]))
-						apps = append(apps, appFrom(dyn["name"], b, dyn["dir"]))
-					}
+		var kind string
+		_ = json.Unmarshal(h["handler"], &kind)
+		switch kind {
+		case "wsgi", "asgi":
+			apps = append(apps, appFrom(h["name"], h["app"], h["dir"]))
+		case "reverse_proxy":
+			var dyn map[string]json.RawMessage
+			if json.Unmarshal(h["dynamic_upstreams"], &dyn) == nil {
+				var cmd []string
+				_ = json.Unmarshal(dyn["command"], &cmd)
+				if len(cmd) > 0 {
+					b, _ := json.Marshal(filepath.Base(cmd[0]))
+					apps = append(apps, appFrom(dyn["name"], b, dyn["dir"]))
 				}
-			case "subroute":
-				var sub []json.RawMessage
-				json.Unmarshal(h["routes"], &sub)
-				subHosts, subApps := scanRoutes(sub)
-				hosts = append(hosts, subHosts...)
-				apps = append(apps, subApps...)
 			}
 		}
-	}
+	})
 	return hosts, apps
 }
 

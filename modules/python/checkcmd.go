@@ -19,22 +19,9 @@ func init() {
 // checkConfig runs the pre-launch checks of every wsgi app of a JSON
 // config without starting anything (for `caddy hearth check`).
 func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
-	var cfg struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Listen      []string          `json:"listen"`
-					Routes      []json.RawMessage `json:"routes"`
-					TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
-				} `json:"servers"`
-			} `json:"http"`
-			Hearth struct {
-				Guard string `json:"guard"`
-			} `json:"hearth"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(config, &cfg); err != nil {
-		return nil, fmt.Errorf("reading the config: %w", err)
+	cfg, err := hearth.ReadConfig(config)
+	if err != nil {
+		return nil, err
 	}
 	var out []hearth.CheckedApp
 	seen := map[string]bool{}
@@ -47,6 +34,9 @@ func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
 			var h WSGI
 			if err := json.Unmarshal(found.handler, &h); err != nil {
 				return nil, fmt.Errorf("reading a wsgi handler: %w", err)
+			}
+			if found.kind == "asgi" {
+				h.PoolConfig.kind = "asgi"
 			}
 			if h.Guard == nil {
 				h.Guard = &GuardConfig{Mode: cfg.Apps.Hearth.Guard}
@@ -111,47 +101,25 @@ func (p *Pool) checkOnly() ([]hearth.CheckFinding, error) {
 	return out, nil
 }
 
-// foundHandler is a wsgi handler in a JSON config, with the hosts its
+// foundHandler is a Python handler in a JSON config, with the hosts its
 // routes match.
 type foundHandler struct {
+	kind    string
 	handler json.RawMessage
 	hosts   []string
 }
 
-// findHandlers walks JSON routes (and subroutes) for wsgi handlers.
+// findHandlers lists the wsgi and asgi handlers under JSON routes.
 func findHandlers(routes []json.RawMessage, hosts []string) []foundHandler {
 	var out []foundHandler
-	for _, raw := range routes {
-		var route struct {
-			Match  []map[string]json.RawMessage `json:"match"`
-			Handle []json.RawMessage            `json:"handle"`
+	hearth.WalkHandlers(routes, hosts, func(h map[string]json.RawMessage, routeHosts []string) {
+		var kind string
+		_ = json.Unmarshal(h["handler"], &kind)
+		if kind == "wsgi" || kind == "asgi" {
+			raw, _ := json.Marshal(h)
+			out = append(out, foundHandler{kind: kind, handler: raw, hosts: routeHosts})
 		}
-		if json.Unmarshal(raw, &route) != nil {
-			continue
-		}
-		routeHosts := hosts
-		for _, m := range route.Match {
-			var hs []string
-			if json.Unmarshal(m["host"], &hs) == nil {
-				routeHosts = append(slices.Clone(routeHosts), hs...)
-			}
-		}
-		for _, h := range route.Handle {
-			var head struct {
-				Handler string            `json:"handler"`
-				Routes  []json.RawMessage `json:"routes"`
-			}
-			if json.Unmarshal(h, &head) != nil {
-				continue
-			}
-			switch head.Handler {
-			case "wsgi":
-				out = append(out, foundHandler{handler: h, hosts: routeHosts})
-			case "subroute":
-				out = append(out, findHandlers(head.Routes, routeHosts)...)
-			}
-		}
-	}
+	})
 	return out
 }
 

@@ -1,0 +1,72 @@
+package hearth
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// ConfigServer is an HTTP server of a JSON config, as the commands that
+// read a config without loading it (check, ports, systemd) see it.
+type ConfigServer struct {
+	Listen      []string          `json:"listen"`
+	Routes      []json.RawMessage `json:"routes"`
+	TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
+	AutoHTTPS   struct {
+		Disable bool     `json:"disable"`
+		Skip    []string `json:"skip"`
+	} `json:"automatic_https"`
+}
+
+// ConfigFile is the part of a JSON config those commands read.
+type ConfigFile struct {
+	Apps struct {
+		HTTP struct {
+			Servers map[string]ConfigServer `json:"servers"`
+		} `json:"http"`
+		Hearth struct {
+			Guard string `json:"guard"`
+		} `json:"hearth"`
+	} `json:"apps"`
+}
+
+// ReadConfig decodes a JSON config.
+func ReadConfig(data []byte) (*ConfigFile, error) {
+	var cfg ConfigFile
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	return &cfg, nil
+}
+
+// WalkHandlers calls fn for every handler object under JSON routes
+// (subroutes included), with the host names the routes leading to it match.
+func WalkHandlers(routes []json.RawMessage, hosts []string, fn func(handler map[string]json.RawMessage, hosts []string)) {
+	for _, raw := range routes {
+		var route struct {
+			Match  []map[string]json.RawMessage `json:"match"`
+			Handle []map[string]json.RawMessage `json:"handle"`
+		}
+		if json.Unmarshal(raw, &route) != nil {
+			continue
+		}
+		routeHosts := hosts
+		for _, m := range route.Match {
+			var hs []string
+			if json.Unmarshal(m["host"], &hs) == nil {
+				routeHosts = append(slices.Clone(routeHosts), hs...)
+			}
+		}
+		for _, h := range route.Handle {
+			var kind string
+			_ = json.Unmarshal(h["handler"], &kind)
+			if kind == "subroute" {
+				var sub []json.RawMessage
+				_ = json.Unmarshal(h["routes"], &sub)
+				WalkHandlers(sub, routeHosts, fn)
+				continue
+			}
+			fn(h, routeHosts)
+		}
+	}
+}
