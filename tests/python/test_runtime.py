@@ -38,13 +38,13 @@ def head(**environ):
 class Worker:
     """The runtime started as Caddy starts it, with an app from source."""
 
-    def __init__(self, app_source):
+    def __init__(self, app_source, kind='wsgi'):
         self.dir = tempfile.TemporaryDirectory()
         with open(os.path.join(self.dir.name, 'testapp.py'), 'w') as f:
             f.write(textwrap.dedent(app_source))
         ours, theirs = socket.socketpair()
         env = dict(os.environ, HEARTH_APP='testapp:application', HEARTH_FDS=str(theirs.fileno()),
-                   HEARTH_DIR=self.dir.name, PYTHONUNBUFFERED='1')
+                   HEARTH_DIR=self.dir.name, PYTHONUNBUFFERED='1', HEARTH_KIND=kind, HEARTH_LIFESPAN='auto')
         self.proc = subprocess.Popen([sys.executable, RUNTIME], env=env, pass_fds=[theirs.fileno()],
                                      stderr=subprocess.PIPE, cwd=self.dir.name)
         theirs.close()
@@ -171,6 +171,44 @@ class GarbageTest(unittest.TestCase):
                 continue  # might be a valid request head
             with self.subTest(data=data.hex()):
                 self.expect_protocol_error(data)
+
+
+ASGI_ECHO = '''
+async def application(scope, receive, send):
+    if scope['type'] != 'http':
+        return
+    body = b''
+    while True:
+        message = await receive()
+        body += message.get('body', b'')
+        if not message.get('more_body'):
+            break
+    await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})
+    await send({'type': 'http.response.body', 'body': b'got:' + body})
+'''
+
+
+class AsgiRuntimeTest(unittest.TestCase):
+    def test_exchange(self):
+        w = Worker(ASGI_ECHO, kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        (kind, _, sid, status), body, err = w.request(9, dict(BASE, PATH_INFO='/x', CONTENT_LENGTH='3'), b'abc')
+        self.assertEqual((kind, sid, err), (RESP_HEAD, 9, None))
+        self.assertEqual(status.split(b'\0')[:3], [b'200 OK', b'content-type', b'text/plain'])
+        self.assertEqual(body, b'got:abc')
+        self.assertEqual(w.finish()[0], 0)
+
+    def test_garbage(self):
+        for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00'):
+            with self.subTest(data=data.hex()):
+                w = Worker(ASGI_ECHO, kind='asgi')
+                self.assertEqual(w.read_frame()[0], HELLO)
+                w.sock.sendall(data)
+                w.sock.shutdown(socket.SHUT_WR)
+                self.assertIsNone(w.read_frame())
+                code, err = w.finish()
+                self.assertEqual(code, 3, err)
+                self.assertIn('protocol error from Caddy', err)
 
 
 class InputTest(unittest.TestCase):

@@ -328,7 +328,11 @@ class AsgiWorker:
                         self.lifespan = 'off'
                         started.set_result(None)
             if not started.done():
-                started.set_result('the app returned from lifespan without completing startup')
+                if self.lifespan == 'on':
+                    started.set_result('the app returned from lifespan without completing startup')
+                else:  # auto: the app ignores lifespan scopes
+                    self.lifespan = 'off'
+                    started.set_result(None)
             if not self.lifespan_shutdown.done():
                 self.lifespan_shutdown.set_result(None)
 
