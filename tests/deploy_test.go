@@ -92,7 +92,7 @@ func TestSystemdCommand(t *testing.T) {
 	}
 	unit := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), true))
 	for _, want := range []string{
-		"Restart=always", "NoNewPrivileges=true", "ProtectSystem=strict", "User=caddy",
+		"Restart=always", "Environment=GODEBUG=http2xconnect=1", "NoNewPrivileges=true", "ProtectSystem=strict", "User=caddy",
 		"AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"ReadWritePaths=/var/lib/caddy " + repoPath("examples", "node") + " " + repoPath("tests", "apps"),
 		"ExecReload=" + caddyBinary(t) + " reload --config ", "Description=Caddy with Hearth (echo, engwrite, node)",

@@ -338,6 +338,8 @@ Type=notify
 User=%[3]s
 Group=%[3]s
 Environment=XDG_DATA_HOME=%[4]s XDG_CONFIG_HOME=%[5]s
+# WebSockets over HTTP/2 (RFC 8441 extended CONNECT)
+Environment=GODEBUG=http2xconnect=1
 ExecStart=%[6]s run --environ --config %[1]s%[7]s
 ExecReload=%[6]s reload --config %[1]s%[7]s --force
 TimeoutStopSec=60s

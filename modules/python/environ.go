@@ -87,9 +87,10 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 			continue
 		}
 		if !known {
-			if strings.IndexByte(name, '_') >= 0 {
+			if strings.IndexByte(name, '_') >= 0 || strings.HasPrefix(name, ":") {
 				// "X_Forwarded_For" would collide with "X-Forwarded-For" in
-				// the environ: drop it, as nginx and Gunicorn do.
+				// the environ: drop it, as nginx and Gunicorn do. HTTP/2's
+				// ":protocol" pseudo-header is not a header for the app.
 				continue
 			}
 			key = headerEnvironKey(name)

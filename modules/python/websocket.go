@@ -13,9 +13,10 @@ import (
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
-// isWebSocket reports a WebSocket upgrade request (HTTP/1.1).
+// isWebSocket reports a WebSocket opening: an HTTP/1.1 upgrade or an
+// HTTP/2 extended CONNECT.
 func isWebSocket(r *http.Request) bool {
-	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+	return isExtendedConnect(r) || r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
 		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
 }
 
@@ -58,18 +59,12 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	default:
 		return p.broken(s, fmt.Errorf("unexpected %s frame in a WebSocket handshake", h.Type))
 	}
-	var subprotocols []string
-	if len(payload) > 0 {
-		subprotocols = []string{string(payload)}
-	}
-	// the app decides on origins, as with any ASGI server
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: subprotocols, InsecureSkipVerify: true})
+	conn, err := acceptWebSocket(w, r, string(payload))
 	if err != nil {
 		p.sendClose(s, sid, 1006, "")
 		p.drainToEnd(s, sid)
 		return nil
 	}
-	conn.SetReadLimit(protocol.MaxPayload)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clientDone := make(chan struct{})
@@ -81,12 +76,30 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	return nil
 }
 
+// acceptWebSocket completes the opening the app accepted, with the
+// subprotocol it chose ("" for none).
+func acceptWebSocket(w http.ResponseWriter, r *http.Request, subprotocol string) (wsPeer, error) {
+	if isExtendedConnect(r) {
+		return acceptStream(w, r, subprotocol)
+	}
+	var subprotocols []string
+	if subprotocol != "" {
+		subprotocols = []string{subprotocol}
+	}
+	// the app decides on origins, as with any ASGI server
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: subprotocols, InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(protocol.MaxPayload)
+	return upgradedPeer{conn}, nil
+}
+
 // clientToWorker forwards the client's messages, then its close.
-func (p *Pool) clientToWorker(ctx context.Context, conn *websocket.Conn, s *slot, sid uint32) {
+func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *slot, sid uint32) {
 	for {
-		typ, data, err := conn.Read(ctx)
+		isBinary, data, code, err := conn.read(ctx)
 		if err != nil {
-			code := int(websocket.CloseStatus(err))
 			if code < 0 {
 				code = 1006 // gone without a close frame
 			}
@@ -94,7 +107,7 @@ func (p *Pool) clientToWorker(ctx context.Context, conn *websocket.Conn, s *slot
 			return
 		}
 		flags := uint8(0)
-		if typ == websocket.MessageBinary {
+		if isBinary {
 			flags = protocol.FlagBinary
 		}
 		frame := protocol.AppendFrame(make([]byte, 0, protocol.HeaderSize+len(data)), protocol.WSMessage, flags, sid, data)
@@ -106,10 +119,10 @@ func (p *Pool) clientToWorker(ctx context.Context, conn *websocket.Conn, s *slot
 
 // workerToClient forwards the app's messages and close, until the app's
 // handler ends (the end of the stream), then gives the channel back.
-func (p *Pool) workerToClient(ctx context.Context, conn *websocket.Conn, s *slot, sid uint32, clientDone <-chan struct{}) {
+func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *slot, sid uint32, clientDone <-chan struct{}) {
 	// the channel is given back only once nothing more is written to it
 	release := func() {
-		conn.CloseNow()
+		conn.closeNow()
 		<-clientDone
 		p.release(s)
 	}
@@ -120,21 +133,17 @@ func (p *Pool) workerToClient(ctx context.Context, conn *websocket.Conn, s *slot
 		}
 		if err != nil {
 			p.broken(s, err)
-			conn.Close(websocket.StatusInternalError, "")
+			conn.close(1011, "")
 			return
 		}
 		switch h.Type {
 		case protocol.WSMessage:
-			typ := websocket.MessageText
-			if h.Flags&protocol.FlagBinary != 0 {
-				typ = websocket.MessageBinary
-			}
-			if err := conn.Write(ctx, typ, payload); err != nil {
+			if err := conn.write(ctx, h.Flags&protocol.FlagBinary != 0, payload); err != nil {
 				p.logger.Debug("writing to a WebSocket client", zap.Error(err))
 			}
 		case protocol.WSClose:
 			code, reason := parseClose(payload)
-			conn.Close(websocket.StatusCode(code), reason)
+			conn.close(code, reason)
 		case protocol.ResponseBody:
 			if h.End() {
 				release()
@@ -142,12 +151,12 @@ func (p *Pool) workerToClient(ctx context.Context, conn *websocket.Conn, s *slot
 			}
 		case protocol.Abort:
 			p.logger.Error("app failed during a WebSocket", zap.String("error", string(payload)))
-			conn.Close(websocket.StatusInternalError, "")
+			conn.close(1011, "")
 			release()
 			return
 		default:
 			p.broken(s, fmt.Errorf("unexpected %s frame on a WebSocket", h.Type))
-			conn.Close(websocket.StatusInternalError, "")
+			conn.close(1011, "")
 			return
 		}
 	}

@@ -1,0 +1,266 @@
+package python
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
+)
+
+// wsPeer is the client side of a WebSocket as the pool sees it: an
+// HTTP/1.1 upgrade (coder/websocket) or an HTTP/2 extended CONNECT
+// stream (RFC 8441, framed here).
+type wsPeer interface {
+	// read returns the next message, or an error and the close code the
+	// client sent (-1 when it left without a close frame).
+	read(ctx context.Context) (binary bool, data []byte, closeCode int, err error)
+	write(ctx context.Context, binary bool, data []byte) error
+	// close starts the closing handshake with code and reason.
+	close(code int, reason string)
+	// closeNow drops the connection, unblocking read.
+	closeNow()
+}
+
+// upgradedPeer is a WebSocket over an HTTP/1.1 upgrade.
+type upgradedPeer struct{ conn *websocket.Conn }
+
+func (u upgradedPeer) read(ctx context.Context) (bool, []byte, int, error) {
+	typ, data, err := u.conn.Read(ctx)
+	if err != nil {
+		return false, nil, int(websocket.CloseStatus(err)), err
+	}
+	return typ == websocket.MessageBinary, data, 0, nil
+}
+
+func (u upgradedPeer) write(ctx context.Context, binary bool, data []byte) error {
+	typ := websocket.MessageText
+	if binary {
+		typ = websocket.MessageBinary
+	}
+	return u.conn.Write(ctx, typ, data)
+}
+
+func (u upgradedPeer) close(code int, reason string) {
+	_ = u.conn.Close(websocket.StatusCode(code), reason)
+}
+
+func (u upgradedPeer) closeNow() { _ = u.conn.CloseNow() }
+
+// isExtendedConnect reports a WebSocket bootstrapped over HTTP/2 (RFC
+// 8441). Go's HTTP/2 server (and so Caddy) accepts these only when Caddy
+// runs with GODEBUG=http2xconnect=1.
+func isExtendedConnect(r *http.Request) bool {
+	return r.ProtoMajor == 2 && r.Method == http.MethodConnect && r.Header.Get(":protocol") == "websocket"
+}
+
+// WebSocket opcodes (RFC 6455 §5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xA
+)
+
+// streamPeer is a WebSocket carried by an HTTP/2 stream: the request body
+// brings the client's (masked) frames, the response carries ours.
+type streamPeer struct {
+	body io.ReadCloser
+	in   *bufio.Reader
+	rc   *http.ResponseController
+	w    http.ResponseWriter
+
+	mu         sync.Mutex // one frame written at a time (pongs come from the reader)
+	closeSent  bool
+	writeError error
+}
+
+// acceptStream answers an extended CONNECT with 200 and the chosen
+// subprotocol; the stream is then the WebSocket.
+func acceptStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*streamPeer, error) {
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "unsupported Sec-WebSocket-Version (only 13 is)", http.StatusBadRequest)
+		return nil, errors.New("unsupported Sec-WebSocket-Version")
+	}
+	if subprotocol != "" {
+		w.Header().Set("Sec-WebSocket-Protocol", subprotocol)
+	}
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
+	}
+	return &streamPeer{body: r.Body, in: bufio.NewReader(r.Body), rc: rc, w: w}, nil
+}
+
+func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
+	var message []byte
+	messageOp := -1
+	for {
+		fin, op, payload, err := s.readFrame()
+		if err != nil {
+			return false, nil, -1, err
+		}
+		switch op {
+		case opPing:
+			_ = s.writeFrame(opPong, payload)
+			continue
+		case opPong:
+			continue
+		case opClose:
+			code, reason := parseClose(payload)
+			if len(payload) == 0 {
+				code = 1005 // no status received
+			}
+			s.close(code, reason)
+			return false, nil, code, fmt.Errorf("closed by the client (%d)", code)
+		case opText, opBinary:
+			if messageOp >= 0 {
+				return false, nil, -1, s.fail(1002, "a new message inside a fragmented one")
+			}
+			messageOp = op
+		case opContinuation:
+			if messageOp < 0 {
+				return false, nil, -1, s.fail(1002, "a continuation frame without a message")
+			}
+		default:
+			return false, nil, -1, s.fail(1002, fmt.Sprintf("unknown opcode %d", op))
+		}
+		if len(message)+len(payload) > protocol.MaxPayload {
+			return false, nil, -1, s.fail(1009, "message too big")
+		}
+		message = append(message, payload...)
+		if fin {
+			if messageOp == opText && !utf8.Valid(message) {
+				return false, nil, -1, s.fail(1007, "text message is not UTF-8")
+			}
+			return messageOp == opBinary, message, 0, nil
+		}
+	}
+}
+
+// readFrame reads one client frame and unmasks it.
+func (s *streamPeer) readFrame() (fin bool, op int, payload []byte, err error) {
+	var head [2]byte
+	if _, err := io.ReadFull(s.in, head[:]); err != nil {
+		return false, 0, nil, err
+	}
+	fin, op = head[0]&0x80 != 0, int(head[0]&0x0F)
+	if head[0]&0x70 != 0 {
+		return false, 0, nil, s.fail(1002, "reserved bits set (no extension was negotiated)")
+	}
+	if head[1]&0x80 == 0 {
+		return false, 0, nil, s.fail(1002, "client frames must be masked")
+	}
+	size := uint64(head[1] & 0x7F)
+	switch size {
+	case 126:
+		var ext [2]byte
+		if _, err := io.ReadFull(s.in, ext[:]); err != nil {
+			return false, 0, nil, err
+		}
+		size = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		if _, err := io.ReadFull(s.in, ext[:]); err != nil {
+			return false, 0, nil, err
+		}
+		size = binary.BigEndian.Uint64(ext[:])
+	}
+	if op >= opClose && (size > 125 || !fin) {
+		return false, 0, nil, s.fail(1002, "control frames must be whole and at most 125 bytes")
+	}
+	if size > protocol.MaxPayload {
+		return false, 0, nil, s.fail(1009, "frame too big")
+	}
+	var mask [4]byte
+	if _, err := io.ReadFull(s.in, mask[:]); err != nil {
+		return false, 0, nil, err
+	}
+	payload = make([]byte, size)
+	if _, err := io.ReadFull(s.in, payload); err != nil {
+		return false, 0, nil, err
+	}
+	for i := range payload {
+		payload[i] ^= mask[i%4]
+	}
+	return fin, op, payload, nil
+}
+
+// fail closes with a protocol error and returns it.
+func (s *streamPeer) fail(code int, reason string) error {
+	s.close(code, reason)
+	return fmt.Errorf("WebSocket protocol error from the client: %s", reason)
+}
+
+func (s *streamPeer) write(_ context.Context, binary bool, data []byte) error {
+	op := opText
+	if binary {
+		op = opBinary
+	}
+	return s.writeFrame(op, data)
+}
+
+// writeFrame writes one unmasked, final frame and flushes it.
+func (s *streamPeer) writeFrame(op int, payload []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writeError != nil {
+		return s.writeError
+	}
+	if s.closeSent {
+		return errors.New("the WebSocket is closing")
+	}
+	frame := make([]byte, 0, 10+len(payload))
+	frame = append(frame, 0x80|byte(op))
+	switch n := len(payload); {
+	case n < 126:
+		frame = append(frame, byte(n))
+	case n <= 0xFFFF:
+		frame = binary.BigEndian.AppendUint16(append(frame, 126), uint16(n))
+	default:
+		frame = binary.BigEndian.AppendUint64(append(frame, 127), uint64(n))
+	}
+	frame = append(frame, payload...)
+	if _, err := s.w.Write(frame); err != nil {
+		s.writeError = err
+		return err
+	}
+	if err := s.rc.Flush(); err != nil {
+		s.writeError = err
+		return err
+	}
+	if op == opClose {
+		s.closeSent = true
+	}
+	return nil
+}
+
+func (s *streamPeer) close(code int, reason string) {
+	_ = s.writeFrame(opClose, closePayload(code, reason))
+}
+
+// closePayload is a close frame's body; the codes that only report
+// (1005 none given, 1006 gone, 1015 TLS) are never sent (RFC 6455 §7.4.1).
+func closePayload(code int, reason string) []byte {
+	if code == 1005 || code == 1006 || code == 1015 {
+		return nil
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
+}
+
+func (s *streamPeer) closeNow() { _ = s.body.Close() }
