@@ -124,10 +124,7 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 	if err != nil {
 		return false, p.broken(s, err)
 	}
-	h, payload, err = s.frames.Next()
-	if err == nil && h.Stream != sid {
-		err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, sid)
-	}
+	h, payload, err = s.next()
 	if err != nil {
 		return false, p.broken(s, err)
 	}
@@ -173,10 +170,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *slot, sid
 	defer stop()
 	write(first)
 	for {
-		h, payload, err := s.frames.Next()
-		if err == nil && h.Stream != sid {
-			err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, sid)
-		}
+		h, payload, err := s.next()
 		if err != nil {
 			p.broken(s, err)
 			panic(http.ErrAbortHandler)
@@ -313,10 +307,7 @@ func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, fi
 // pump copies response body frames from the worker into sp until the end.
 func (p *Pool) pump(s *slot, sid uint32, sp *spool) error {
 	for {
-		h, payload, err := s.frames.Next()
-		if err == nil && h.Stream != sid {
-			err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, sid)
-		}
+		h, payload, err := s.next()
 		if err != nil {
 			return p.broken(s, err)
 		}

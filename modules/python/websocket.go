@@ -37,10 +37,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	if _, err := s.conn.Write(head); err != nil {
 		return p.broken(s, err)
 	}
-	h, payload, err := s.frames.Next()
-	if err == nil && h.Stream != sid {
-		err = fmt.Errorf("frame for stream %d during stream %d", h.Stream, sid)
-	}
+	h, payload, err := s.next()
 	if err != nil {
 		return p.broken(s, err)
 	}
@@ -127,10 +124,7 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *slot, sid uin
 		p.release(s)
 	}
 	for {
-		h, payload, err := s.frames.Next()
-		if err == nil && h.Stream != sid {
-			err = fmt.Errorf("frame for stream %d during stream %d", h.Stream, sid)
-		}
+		h, payload, err := s.next()
 		if err != nil {
 			p.broken(s, err)
 			conn.close(1011, "")

@@ -142,6 +142,16 @@ func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Comma
 	}
 }
 
+// next reads the worker's next frame of the slot's current stream; a
+// frame of another stream is a protocol error.
+func (s *slot) next() (protocol.Header, []byte, error) {
+	h, payload, err := s.frames.Next()
+	if err == nil && h.Stream != s.stream {
+		err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, s.stream)
+	}
+	return h, payload, err
+}
+
 // awaitHello reads each slot's greeting within start_timeout.
 func (p *Pool) awaitHello(proc *supervisor.Process, slots []*slot) error {
 	deadline := time.Now().Add(p.spec.StartTimeout)
