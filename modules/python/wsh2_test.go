@@ -108,3 +108,24 @@ func TestStreamPeerWrite(t *testing.T) {
 		}
 	}
 }
+
+func TestAcceptStreamVersion(t *testing.T) {
+	for _, tt := range []struct {
+		version    string
+		wantStatus int
+	}{{"13", http.StatusOK}, {"8", http.StatusBadRequest}, {"", http.StatusBadRequest}} {
+		r := httptest.NewRequest(http.MethodConnect, "/ws", nil)
+		r.Header.Set("Sec-WebSocket-Version", tt.version)
+		rec := httptest.NewRecorder()
+		_, err := acceptStream(rec, r, "chat")
+		if rec.Code != tt.wantStatus || (err != nil) != (tt.wantStatus != http.StatusOK) {
+			t.Errorf("version %q: status %d, err %v; want %d", tt.version, rec.Code, err, tt.wantStatus)
+		}
+		if tt.wantStatus == http.StatusOK && rec.Header().Get("Sec-WebSocket-Protocol") != "chat" {
+			t.Errorf("the chosen subprotocol is missing")
+		}
+		if tt.wantStatus != http.StatusOK && rec.Header().Get("Sec-WebSocket-Version") != "13" {
+			t.Errorf("a refusal does not name the supported version")
+		}
+	}
+}
