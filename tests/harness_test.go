@@ -184,6 +184,10 @@ type appStatus struct {
 	State   string `json:"state"`
 	Threads int    `json:"threads"`
 	Queue   int    `json:"queue"`
+	// Pipeline is the app's pipeline setting; Pipelined counts the
+	// requests ever pipelined behind another on a worker.
+	Pipeline  string `json:"pipeline"`
+	Pipelined int64  `json:"pipelined_requests"`
 	Workers []struct {
 		Pid       int       `json:"pid"`
 		State     string    `json:"state"`

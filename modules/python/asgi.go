@@ -56,6 +56,9 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 	if h.Threads != 0 {
 		return fmt.Errorf("asgi %s: threads does not apply to ASGI apps; use max_concurrency (requests per worker's event loop)", h.App)
 	}
+	if h.Pipeline != "" {
+		return fmt.Errorf("asgi %s: pipeline does not apply to ASGI apps: their workers run many requests at once (max_concurrency)", h.App)
+	}
 	if h.Preload {
 		return fmt.Errorf("asgi %s: preload is not available for ASGI apps yet", h.App)
 	}
@@ -100,6 +103,8 @@ func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return true, nil
 		case "threads":
 			return true, d.Err("threads does not apply to asgi: use max_concurrency (requests per worker's event loop)")
+		case "pipeline":
+			return true, d.Err("pipeline does not apply to asgi: its workers already run many requests at once (max_concurrency)")
 		}
 		return false, nil
 	})

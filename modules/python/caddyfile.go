@@ -36,6 +36,7 @@ import (
 //		max_memory    <size>
 //		max_lifetime  <duration>
 //		preload
+//		pipeline      auto|off
 //		watch         [<glob>…]
 //		settings      auto
 //		guard         enforce|warn|off {
@@ -88,7 +89,7 @@ func (h *WSGI) unmarshal(d *caddyfile.Dispenser, extra func(*caddyfile.Dispenser
 var wsgiOptions = []string{
 	"name", "dir", "user", "group", "allow_root", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
-	"max_lifetime", "preload", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"max_lifetime", "preload", "pipeline", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
 }
 
@@ -181,6 +182,14 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 			return d.Errf("preload takes no value, got %q", d.Val())
 		}
 		h.Preload = true
+		return nil
+	case "pipeline":
+		if err := oneArg(d, &h.Pipeline); err != nil {
+			return err
+		}
+		if h.Pipeline != "auto" && h.Pipeline != "off" {
+			return d.Errf("pipeline %q is not known; use auto (the default) or off", h.Pipeline)
+		}
 		return nil
 	case "watch":
 		h.Watch = d.RemainingArgs()

@@ -10,23 +10,49 @@ import (
 // waiter is a request queued for a free slot. frames, when set, are the
 // request's complete frames: whoever frees a slot sends them to the worker
 // right away, so the worker does not wait for the waiting goroutine to be
-// scheduled.
+// scheduled. A waiter may also be pipelined behind the request running on
+// a slot (see pipelineLocked); it then leaves the queue.
 type waiter struct {
-	ch       chan *slot // receives the slot, or nil (pool stopped) or expired
+	ch       chan *slot // receives the slot, or nil (pool stopped), expired or requeued
 	path     string
 	frames   []byte
 	deadline time.Time // end of its queue_timeout
+	sendErr  error     // writing its frames to the slot it was pipelined on failed
 }
 
 // expired is sent to a waiter whose queue_timeout passed.
 var expired = new(slot)
 
+// requeued is sent to a pipelined waiter whose worker broke before it
+// started the request: the request never ran and is dispatched again.
+var requeued = new(slot)
+
 // waiters are recycled: one is allocated per queued request otherwise.
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot, 1)} }}
+
+// Pipelining: when requests queue, the slot that frees up also gets the
+// next request written behind the one it starts, so the worker reads it as
+// soon as it answers instead of sleeping until Caddy hands it one. It only
+// applies while the pool's requests are short (a request pipelined behind
+// a long one would wait for it even if another worker frees up first), to
+// requests whose frames are small, and to WSGI pools with pipeline on.
+const (
+	pipelineBelow     = 5 * time.Millisecond // mean request time above which nothing is pipelined
+	pipelineMaxFrames = 64 << 10             // larger requests are never pipelined
+)
 
 // acquire takes a free slot for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
 func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete bool) (*slot, error) {
+	for {
+		s, err := p.acquireOnce(ctx, path, frames, complete)
+		if s != requeued {
+			return s, err
+		}
+	}
+}
+
+func (p *Pool) acquireOnce(ctx context.Context, path string, frames []byte, complete bool) (*slot, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
@@ -39,13 +65,13 @@ func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete
 		p.mu.Unlock()
 		return nil, errPoolStopped
 	}
-	if len(p.waiters) >= p.spec.MaxQueue {
+	if len(p.waiters)+p.pipelined >= p.spec.MaxQueue {
 		p.mu.Unlock()
 		return nil, errQueueFull
 	}
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
-	w.path, w.frames, w.deadline = path, nil, queued.Add(p.spec.QueueTimeout)
+	w.path, w.frames, w.sendErr, w.deadline = path, nil, nil, queued.Add(p.spec.QueueTimeout)
 	if complete {
 		w.frames = frames
 	}
@@ -69,17 +95,19 @@ func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete
 			return nil, ctx.Err()
 		}
 		p.mu.Unlock()
-		// a slot was handed to us (and the request maybe sent) as the
-		// client left: serve the request after all
+		// a slot was handed to us (and the request maybe sent, or it was
+		// pipelined) as the client left: serve the request after all
 		s = <-w.ch
 	}
-	w.frames = nil
+	w.frames, w.sendErr = nil, nil
 	waiterPool.Put(w)
 	switch s {
 	case nil:
 		return nil, errPoolStopped
 	case expired:
 		return nil, errQueueTimeout
+	case requeued:
+		return requeued, nil
 	}
 	p.queueWait.Observe(time.Since(queued).Seconds())
 	return s, nil
@@ -161,39 +189,81 @@ func (p *Pool) release(s *slot) {
 	p.mu.Lock()
 	w := s.worker
 	now := time.Now()
-	p.duration.Observe(now.Sub(s.since).Seconds())
-	w.busy--
+	took := now.Sub(s.since)
+	p.duration.Observe(took.Seconds())
+	p.meanDuration += (took - p.meanDuration) / 32
 	w.served++
 	w.lastUsed = now
+	if !w.retired && w.limit > 0 && w.served >= w.limit {
+		w.requestRecycle("max_requests")
+	}
+	if next := s.queued; next != nil {
+		// the worker already has the pipelined request: it runs next
+		s.queued = nil
+		p.pipelined--
+		s.path, s.since = next.path, now
+		s.sent, s.sendErr = true, next.sendErr
+		piped := p.pipelineLocked(s)
+		p.mu.Unlock()
+		p.deliver(s, next, piped)
+		return
+	}
+	w.busy--
 	p.busySlots--
 	s.path = ""
-	var next *waiter
-	switch {
-	case w.retired:
+	var next, piped *waiter
+	if w.retired {
 		if w.busy == 0 {
 			w.finishDrain()
 		}
-	default:
-		if w.limit > 0 && w.served >= w.limit {
-			w.requestRecycle("max_requests")
-		}
-		next = p.giveLocked(s)
+	} else if next = p.giveLocked(s); next != nil && next.frames != nil {
+		piped = p.pipelineLocked(s)
 	}
 	p.noteDrainLocked()
 	p.mu.Unlock()
 	if next != nil {
-		p.handOff(s, next)
+		p.handOff(s, next, piped)
 	}
 }
 
 // handOff gives slot s to a waiting request, sending its frames first
-// when they are ready, so the worker starts on it at once.
-func (p *Pool) handOff(s *slot, w *waiter) {
-	if w.frames != nil {
-		_, s.sendErr = s.conn.Write(w.frames)
+// when they are ready, so the worker starts on it at once; piped, when
+// set, is sent right behind it.
+func (p *Pool) handOff(s *slot, next, piped *waiter) {
+	if next.frames != nil {
+		_, s.sendErr = s.conn.Write(next.frames)
 		s.sent = true
 	}
-	w.ch <- s
+	p.deliver(s, next, piped)
+}
+
+// deliver sends the pipelined request's frames, if any, and gives s to
+// next, whose frames the worker already has.
+func (p *Pool) deliver(s *slot, next, piped *waiter) {
+	if piped != nil {
+		_, piped.sendErr = s.conn.Write(piped.frames)
+	}
+	next.ch <- s
+}
+
+// pipelineLocked moves the longest-waiting request onto s, which has just
+// started a request, when pipelining applies; the caller writes its frames
+// (in deliver) before anything else can be sent on s.
+func (p *Pool) pipelineLocked(s *slot) *waiter {
+	if !p.spec.pipelining() || len(p.waiters) == 0 || p.meanDuration > pipelineBelow ||
+		s.worker.retired || s.worker.recycling {
+		return nil
+	}
+	n := p.waiters[0]
+	if n.frames == nil || len(n.frames) > pipelineMaxFrames {
+		return nil
+	}
+	p.waiters[0] = nil
+	p.waiters = p.waiters[1:]
+	s.queued = n
+	p.pipelined++
+	p.pipelinedTotal++
+	return n
 }
 
 // giveLocked assigns a free slot to the longest-waiting request, which
@@ -220,6 +290,12 @@ func (p *Pool) discard(s *slot, reason string) {
 		w.exitReason = reason
 	}
 	p.retireLocked(w, reason, false)
+	if q := s.queued; q != nil {
+		// the worker never started it: dispatch it again
+		s.queued = nil
+		p.pipelined--
+		q.ch <- requeued
+	}
 	w.busy--
 	p.busySlots--
 	s.path = ""

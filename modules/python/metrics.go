@@ -82,7 +82,7 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 func (p *Pool) addGauges(g *appGauges) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	g.queue += len(p.waiters)
+	g.queue += len(p.waiters) + p.pipelined
 	for _, w := range p.workers {
 		if w.busy > 0 {
 			g.busy++

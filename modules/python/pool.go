@@ -39,26 +39,29 @@ type Pool struct {
 	cancel    context.CancelFunc
 	seats     sync.WaitGroup
 
-	mu         sync.Mutex
-	state      string    // starting, running, draining, stopped, failed
-	workers    []*worker // in service
-	retiring   []*worker // finishing their last requests
-	seatList   []*seat
-	idle       []*slot
-	waiters    []*waiter   // FIFO
-	queueTimer *time.Timer // expires waiters past queue_timeout
-	busySlots  int
-	growing    int // workers being added
-	minWorkers int // autoscaling bounds (equal for a fixed-size pool)
-	maxWorkers int
-	drained    chan struct{} // closed when a draining pool has nothing left to serve
-	restarts   map[string]int
-	findings   []Finding   // from the pre-launch checks
-	site       hearth.Site // where the pool is served
-	autoEnv    []string    // from `settings auto`
-	failures   int
-	lastError  string
-	backoff    time.Time
+	mu             sync.Mutex
+	state          string    // starting, running, draining, stopped, failed
+	workers        []*worker // in service
+	retiring       []*worker // finishing their last requests
+	seatList       []*seat
+	idle           []*slot
+	waiters        []*waiter   // FIFO
+	queueTimer     *time.Timer // expires waiters past queue_timeout
+	busySlots      int
+	pipelined      int           // requests pipelined on slots now (see dispatch.go)
+	pipelinedTotal int64         // requests ever pipelined
+	meanDuration   time.Duration // moving average of request times, for pipelining
+	growing        int           // workers being added
+	minWorkers     int           // autoscaling bounds (equal for a fixed-size pool)
+	maxWorkers     int
+	drained        chan struct{} // closed when a draining pool has nothing left to serve
+	restarts       map[string]int
+	findings       []Finding   // from the pre-launch checks
+	site           hearth.Site // where the pool is served
+	autoEnv        []string    // from `settings auto`
+	failures       int
+	lastError      string
+	backoff        time.Time
 }
 
 // errPoolStopped is returned to requests that reach a pool after it stopped.
@@ -300,6 +303,8 @@ type poolStatus struct {
 	MinWorkers          int            `json:"min_workers"`
 	MaxWorkers          int            `json:"max_workers"`
 	Queue               int            `json:"queue"`
+	Pipeline            string         `json:"pipeline,omitempty"`
+	Pipelined           int64          `json:"pipelined_requests"`
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
@@ -315,8 +320,8 @@ func (p *Pool) Status() any {
 	defer p.mu.Unlock()
 	st := poolStatus{
 		Name: p.spec.Name, App: p.spec.App, Dir: p.spec.Dir, State: p.state,
-		Workers: []workerStatus{}, Threads: p.spec.Threads, Queue: len(p.waiters),
-		MinWorkers: p.minWorkers, MaxWorkers: p.maxWorkers,
+		Workers: []workerStatus{}, Threads: p.spec.Threads, Queue: len(p.waiters) + p.pipelined,
+		MinWorkers: p.minWorkers, MaxWorkers: p.maxWorkers, Pipelined: p.pipelinedTotal,
 		Restarts: map[string]int{}, ConsecutiveFailures: p.failures, LastError: p.lastError,
 	}
 	now := time.Now()
@@ -328,6 +333,9 @@ func (p *Pool) Status() any {
 	}
 	if p.template != nil {
 		st.TemplatePid = p.template.proc.Pid()
+	}
+	if p.spec.kind() == "wsgi" {
+		st.Pipeline = p.spec.Pipeline
 	}
 	st.Guard, st.Findings = p.spec.GuardMode, append([]Finding{}, p.findings...)
 	for _, reason := range restartReasons {

@@ -48,8 +48,9 @@ type slot struct {
 	hasDeadline bool // a read deadline is set on conn
 
 	// guarded by the pool's mutex
-	path  string    // path of the request in flight, "" when idle
-	since time.Time // when that request took the slot
+	path   string    // path of the request in flight, "" when idle
+	since  time.Time // when that request took the slot
+	queued *waiter   // a request pipelined behind it (frames already sent)
 }
 
 // startupError is a worker that could not become ready; Traceback holds

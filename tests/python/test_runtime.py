@@ -125,6 +125,62 @@ def application(environ, start_response):
             self.assertEqual((kind, rsid, status), (RESP_HEAD, sid, b'204 No Content'))
         self.assertEqual(w.finish()[0], 0)
 
+    def test_declared_length_ends_the_body_in_its_last_chunk(self):
+        # an iterable that is not a list (Django's HttpResponse, generators)
+        # whose Content-Length is reached: the chunk reaching it is the last
+        # frame, so a one-chunk body travels as head + one END frame, and
+        # bytes beyond the declared length are not sent
+        w = Worker('''
+class OneChunk:
+    def __init__(self, body):
+        self.body = body
+    def __iter__(self):
+        return iter([self.body])
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/one':
+        start_response('200 OK', [('Content-Length', '5')])
+        return OneChunk(b'hello')
+    if path == '/two':
+        start_response('200 OK', [('content-length', '6')])
+        return (c for c in [b'abc', b'', b'def'])
+    if path == '/over':
+        start_response('200 OK', [('Content-Length', '4')])
+        return (c for c in [b'ab', b'cdef', b'never'])
+    start_response('200 OK', [])
+    return (c for c in [b'no', b'length'])
+''')
+        w.read_frame()
+
+        def frames_of(sid, path):
+            w.sock.sendall(frame(REQ_HEAD, END, sid, head(**dict(BASE, PATH_INFO=path))))
+            got = [w.read_frame()]
+            while not got[-1][1] & END:
+                got.append(w.read_frame())
+            return [(kind, flags, payload) for kind, flags, _, payload in got]
+
+        self.assertEqual(frames_of(1, '/one'), [(RESP_HEAD, 0, b'200 OK\0Content-Length\x005'), (RESP_BODY, END, b'hello')])
+        self.assertEqual(frames_of(2, '/two')[1:], [(RESP_BODY, 0, b'abc'), (RESP_BODY, END, b'def')])
+        self.assertEqual(frames_of(3, '/over')[1:], [(RESP_BODY, 0, b'ab'), (RESP_BODY, END, b'cd')])
+        self.assertEqual(frames_of(4, '/none')[1:], [(RESP_BODY, 0, b'no'), (RESP_BODY, 0, b'length'), (RESP_BODY, END, b'')])
+        self.assertEqual(w.finish()[0], 0)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        # Caddy may write a request behind the one running (pipelining):
+        # the worker answers them one after the other
+        w = Worker(ECHO)
+        w.read_frame()
+        w.sock.sendall(b''.join(frame(REQ_HEAD, END, sid, head(**dict(BASE, PATH_INFO='/%d' % sid)))
+                                for sid in (7, 8, 9)))
+        for sid in (7, 8, 9):
+            kind, _, rsid, status = w.read_frame()
+            self.assertEqual((kind, rsid), (RESP_HEAD, sid))
+            self.assertIn(('/%d' % sid).encode(), status)
+            kind, flags, rsid, body = w.read_frame()
+            self.assertEqual((kind, flags & END, rsid, body), (RESP_BODY, END, sid, b'got:'))
+        self.assertEqual(w.finish()[0], 0)
+
     def test_import_error_sends_fatal(self):
         w = Worker('raise ImportError("no module named nothere")\n')
         kind, _, _, payload = w.read_frame()

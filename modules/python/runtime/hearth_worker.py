@@ -148,6 +148,18 @@ class Input:
             self.pos = 0
 
 
+def declared_length(headers):
+    """The Content-Length the app declared, or -1 (none, or not a number)."""
+    if headers:
+        for name, value in headers:
+            if len(name) == 14 and name.lower() == 'content-length':
+                try:
+                    return max(int(value), -1)
+                except (TypeError, ValueError):
+                    return -1
+    return -1
+
+
 class Worker:
     """Serves requests on its channels with one WSGI application."""
 
@@ -235,12 +247,27 @@ class Worker:
                 else:
                     send(head_frame() + frames(RESP_BODY, sid, data, True))
             else:
+                finished = False
+                expected, sent = None, 0
                 for chunk in result:
-                    if chunk:
-                        write(chunk)
+                    if not chunk:
+                        continue
+                    if expected is None:
+                        expected = declared_length(state[1])
+                    if sent + len(chunk) >= expected >= 0:
+                        # the declared length is complete: this chunk ends
+                        # the body (one frame for the usual one-chunk body)
+                        last = frames(RESP_BODY, sid, chunk[:expected - sent], True)
+                        send(last if state[2] else head_frame() + last)
+                        finished = True
+                        break
+                    write(chunk)
+                    sent += len(chunk)
                 if state[0] is None:
                     raise AssertionError('the app returned without calling start_response()')
-                if state[2]:
+                if finished:
+                    pass
+                elif state[2]:
                     send(_pack(0, RESP_BODY, END, sid))
                 else:
                     send(head_frame() + _pack(0, RESP_BODY, END, sid))
