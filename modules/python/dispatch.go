@@ -13,7 +13,7 @@ import (
 // scheduled. A waiter may also be pipelined behind the request running on
 // a slot (see pipelineLocked); it then leaves the queue.
 type waiter struct {
-	ch       chan *slot // receives the slot, or nil (pool stopped), expired or requeued
+	ch       chan *slot // receives the slot, or nil (pool stopped) or expired
 	path     string
 	frames   []byte
 	deadline time.Time // end of its queue_timeout
@@ -23,36 +23,26 @@ type waiter struct {
 // expired is sent to a waiter whose queue_timeout passed.
 var expired = new(slot)
 
-// requeued is sent to a pipelined waiter whose worker broke before it
-// started the request: the request never ran and is dispatched again.
-var requeued = new(slot)
-
 // waiters are recycled: one is allocated per queued request otherwise.
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot, 1)} }}
 
 // Pipelining: when requests queue, the slot that frees up also gets the
-// next request written behind the one it starts, so the worker reads it as
-// soon as it answers instead of sleeping until Caddy hands it one. It only
-// applies while the pool's requests are short (a request pipelined behind
-// a long one would wait for it even if another worker frees up first), to
-// requests whose frames are small, and to WSGI pools with pipeline on.
+// next waiting requests (up to pipelineDepth) written behind the one it
+// starts, so the worker reads its next request as soon as it answers
+// instead of sleeping until Caddy hands it one. It only applies while the
+// pool's requests are short (a request pipelined behind a long one waits
+// for it even if another worker frees up first), to requests whose frames
+// are small (together they fit the socket's buffer, so writing them never
+// waits for the worker), and to WSGI pools with pipeline auto.
 const (
 	pipelineBelow     = 5 * time.Millisecond // mean request time above which nothing is pipelined
-	pipelineMaxFrames = 64 << 10             // larger requests are never pipelined
+	pipelineMaxFrames = 16 << 10             // larger requests are never pipelined
+	pipelineDepth     = 3                    // requests pipelined behind one on a slot, at most
 )
 
 // acquire takes a free slot for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
 func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete bool) (*slot, error) {
-	for {
-		s, err := p.acquireOnce(ctx, path, frames, complete)
-		if s != requeued {
-			return s, err
-		}
-	}
-}
-
-func (p *Pool) acquireOnce(ctx context.Context, path string, frames []byte, complete bool) (*slot, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
@@ -106,8 +96,6 @@ func (p *Pool) acquireOnce(ctx context.Context, path string, frames []byte, comp
 		return nil, errPoolStopped
 	case expired:
 		return nil, errQueueTimeout
-	case requeued:
-		return requeued, nil
 	}
 	p.queueWait.Observe(time.Since(queued).Seconds())
 	return s, nil
@@ -197,9 +185,10 @@ func (p *Pool) release(s *slot) {
 	if !w.retired && w.limit > 0 && w.served >= w.limit {
 		w.requestRecycle("max_requests")
 	}
-	if next := s.queued; next != nil {
+	if len(s.queued) > 0 {
 		// the worker already has the pipelined request: it runs next
-		s.queued = nil
+		next := s.queued[0]
+		s.queued = s.queued[1:]
 		p.pipelined--
 		s.path, s.since = next.path, now
 		s.sent, s.sendErr = true, next.sendErr
@@ -211,7 +200,8 @@ func (p *Pool) release(s *slot) {
 	w.busy--
 	p.busySlots--
 	s.path = ""
-	var next, piped *waiter
+	var next *waiter
+	var piped []*waiter
 	if w.retired {
 		if w.busy == 0 {
 			w.finishDrain()
@@ -229,7 +219,7 @@ func (p *Pool) release(s *slot) {
 // handOff gives slot s to a waiting request, sending its frames first
 // when they are ready, so the worker starts on it at once; piped, when
 // set, is sent right behind it.
-func (p *Pool) handOff(s *slot, next, piped *waiter) {
+func (p *Pool) handOff(s *slot, next *waiter, piped []*waiter) {
 	if next.frames != nil {
 		_, s.sendErr = s.conn.Write(next.frames)
 		s.sent = true
@@ -237,33 +227,36 @@ func (p *Pool) handOff(s *slot, next, piped *waiter) {
 	p.deliver(s, next, piped)
 }
 
-// deliver sends the pipelined request's frames, if any, and gives s to
+// deliver sends the newly pipelined requests' frames and gives s to
 // next, whose frames the worker already has.
-func (p *Pool) deliver(s *slot, next, piped *waiter) {
-	if piped != nil {
-		_, piped.sendErr = s.conn.Write(piped.frames)
+func (p *Pool) deliver(s *slot, next *waiter, piped []*waiter) {
+	for _, w := range piped {
+		_, w.sendErr = s.conn.Write(w.frames)
 	}
 	next.ch <- s
 }
 
-// pipelineLocked moves the longest-waiting request onto s, which has just
-// started a request, when pipelining applies; the caller writes its frames
-// (in deliver) before anything else can be sent on s.
-func (p *Pool) pipelineLocked(s *slot) *waiter {
-	if !p.spec.pipelining() || len(p.waiters) == 0 || p.meanDuration > pipelineBelow ||
-		s.worker.retired || s.worker.recycling {
+// pipelineLocked moves the longest-waiting requests onto s, which has just
+// started a request, when pipelining applies, and returns those it added;
+// the caller writes their frames (in deliver) before it hands s over, so
+// nothing else can be sent on s in between.
+func (p *Pool) pipelineLocked(s *slot) []*waiter {
+	if !p.spec.pipelining() || p.meanDuration > pipelineBelow || s.worker.retired || s.worker.recycling {
 		return nil
 	}
-	n := p.waiters[0]
-	if n.frames == nil || len(n.frames) > pipelineMaxFrames {
-		return nil
+	first := len(s.queued)
+	for len(s.queued) < pipelineDepth && len(p.waiters) > 0 {
+		n := p.waiters[0]
+		if n.frames == nil || len(n.frames) > pipelineMaxFrames {
+			break
+		}
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+		s.queued = append(s.queued, n)
+		p.pipelined++
+		p.pipelinedTotal++
 	}
-	p.waiters[0] = nil
-	p.waiters = p.waiters[1:]
-	s.queued = n
-	p.pipelined++
-	p.pipelinedTotal++
-	return n
+	return s.queued[first:]
 }
 
 // giveLocked assigns a free slot to the longest-waiting request, which
@@ -290,17 +283,54 @@ func (p *Pool) discard(s *slot, reason string) {
 		w.exitReason = reason
 	}
 	p.retireLocked(w, reason, false)
-	if q := s.queued; q != nil {
-		// the worker never started it: dispatch it again
-		s.queued = nil
-		p.pipelined--
-		q.ch <- requeued
-	}
+	handOffs := p.requeueLocked(s.queued)
+	s.queued = nil
 	w.busy--
 	p.busySlots--
 	s.path = ""
 	p.noteDrainLocked()
 	p.mu.Unlock()
+	for _, h := range handOffs {
+		p.handOff(h.slot, h.waiter, nil)
+	}
+}
+
+// handOffTo is a slot given to a waiting request under the pool's lock,
+// to be handed over after it is released.
+type handOffTo struct {
+	slot   *slot
+	waiter *waiter
+}
+
+// requeueLocked puts requests that were pipelined on a broken worker, which
+// never started them, back at the head of the queue in their order, and
+// gives them the idle slots there are.
+func (p *Pool) requeueLocked(queued []*waiter) []handOffTo {
+	if len(queued) == 0 {
+		return nil
+	}
+	p.pipelined -= len(queued)
+	switch p.state {
+	case "starting", "running", "draining":
+	default:
+		for _, q := range queued {
+			q.ch <- nil
+		}
+		return nil
+	}
+	p.waiters = append(slices.Clone(queued), p.waiters...)
+	p.armQueueTimerLocked(time.Until(p.waiters[0].deadline))
+	var handOffs []handOffTo
+	for len(p.waiters) > 0 {
+		s := p.takeIdleLocked(p.waiters[0].path)
+		if s == nil {
+			break
+		}
+		handOffs = append(handOffs, handOffTo{s, p.waiters[0]})
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+	}
+	return handOffs
 }
 
 func (p *Pool) failWaitersLocked() {

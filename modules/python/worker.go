@@ -50,7 +50,7 @@ type slot struct {
 	// guarded by the pool's mutex
 	path   string    // path of the request in flight, "" when idle
 	since  time.Time // when that request took the slot
-	queued *waiter   // a request pipelined behind it (frames already sent)
+	queued []*waiter // requests pipelined behind it, in order (frames sent)
 }
 
 // startupError is a worker that could not become ready; Traceback holds
