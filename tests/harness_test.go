@@ -188,7 +188,7 @@ type appStatus struct {
 	// requests ever pipelined behind another on a worker.
 	Pipeline  string `json:"pipeline"`
 	Pipelined int64  `json:"pipelined_requests"`
-	Workers []struct {
+	Workers   []struct {
 		Pid       int       `json:"pid"`
 		State     string    `json:"state"`
 		Requests  int64     `json:"requests"`

@@ -13,15 +13,20 @@ import (
 // scheduled. A waiter may also be pipelined behind the request running on
 // a slot (see pipelineLocked); it then leaves the queue.
 type waiter struct {
-	ch       chan *slot // receives the slot, or nil (pool stopped) or expired
-	path     string
-	frames   []byte
-	deadline time.Time // end of its queue_timeout
-	sendErr  error     // writing its frames to the slot it was pipelined on failed
+	ch         chan *slot // receives the slot, or nil (pool stopped), expired or abandoned
+	path       string
+	idempotent bool // its method may be sent again after a worker failure
+	frames     []byte
+	deadline   time.Time // end of its queue_timeout
+	sendErr    error     // writing its frames to the slot it was pipelined on failed
 }
 
 // expired is sent to a waiter whose queue_timeout passed.
 var expired = new(slot)
+
+// abandoned is sent to a pipelined request that is not idempotent when its
+// worker failed in a way that does not prove it never started the request.
+var abandoned = new(slot)
 
 // waiters are recycled: one is allocated per queued request otherwise.
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot, 1)} }}
@@ -42,7 +47,7 @@ const (
 
 // acquire takes a free slot for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete bool) (*slot, error) {
+func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (*slot, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
@@ -61,7 +66,7 @@ func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete
 	}
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
-	w.path, w.frames, w.sendErr, w.deadline = path, nil, nil, queued.Add(p.spec.QueueTimeout)
+	w.path, w.idempotent, w.frames, w.sendErr, w.deadline = path, idempotent, nil, nil, queued.Add(p.spec.QueueTimeout)
 	if complete {
 		w.frames = frames
 	}
@@ -96,6 +101,8 @@ func (p *Pool) acquire(ctx context.Context, path string, frames []byte, complete
 		return nil, errPoolStopped
 	case expired:
 		return nil, errQueueTimeout
+	case abandoned:
+		return nil, errPipelineAbandoned
 	}
 	p.queueWait.Observe(time.Since(queued).Seconds())
 	return s, nil
@@ -275,15 +282,17 @@ func (p *Pool) giveLocked(s *slot) *waiter {
 
 // discard takes a slot whose worker broke or hung mid-exchange out of
 // service with its worker; the caller ends the process and its seat starts
-// a replacement.
-func (p *Pool) discard(s *slot, reason string) {
+// a replacement. The requests pipelined on the slot are dispatched again
+// when gone (the worker's channel ended before the current response did,
+// so the worker never reached them), else only the idempotent ones.
+func (p *Pool) discard(s *slot, reason string, gone bool) {
 	w := s.worker
 	p.mu.Lock()
 	if w.exitReason == "" {
 		w.exitReason = reason
 	}
 	p.retireLocked(w, reason, false)
-	handOffs := p.requeueLocked(s.queued)
+	handOffs := p.requeueLocked(s.queued, gone)
 	s.queued = nil
 	w.busy--
 	p.busySlots--
@@ -302,14 +311,26 @@ type handOffTo struct {
 	waiter *waiter
 }
 
-// requeueLocked puts requests that were pipelined on a broken worker, which
-// never started them, back at the head of the queue in their order, and
-// gives them the idle slots there are.
-func (p *Pool) requeueLocked(queued []*waiter) []handOffTo {
+// requeueLocked puts requests that were pipelined on a broken worker back
+// at the head of the queue in their order, and gives them the idle slots
+// there are. Unless the worker provably never started them (gone), those
+// that are not idempotent are answered with 502 instead.
+func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 	if len(queued) == 0 {
 		return nil
 	}
 	p.pipelined -= len(queued)
+	if !gone {
+		queued = slices.DeleteFunc(slices.Clone(queued), func(q *waiter) bool {
+			if !q.idempotent {
+				q.ch <- abandoned
+			}
+			return !q.idempotent
+		})
+		if len(queued) == 0 {
+			return nil
+		}
+	}
 	switch p.state {
 	case "starting", "running", "draining":
 	default:

@@ -57,7 +57,7 @@ func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, 
 	}
 	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		s, err := p.acquire(r.Context(), r.URL.Path, frames, body.file == nil)
+		s, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil)
 		if err != nil {
 			return p.unavailable(w, err)
 		}
@@ -83,11 +83,15 @@ func idempotent(method string) bool {
 // they waited for a worker (nginx's 499): not a server error.
 const statusClientClosedRequest = 499
 
-// unavailable turns a queueing failure into a 503 with Retry-After.
+// unavailable turns a queueing failure into a 503 with Retry-After (or a
+// 502 for a pipelined request lost with its worker).
 func (p *Pool) unavailable(w http.ResponseWriter, err error) error {
 	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
 		w.Header().Set("Retry-After", "1")
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("app %s: %w", p.spec.Name, err))
+	}
+	if errors.Is(err, errPipelineAbandoned) {
+		return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s: %w", p.spec.Name, err))
 	}
 	return caddyhttp.Error(statusClientClosedRequest, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
@@ -353,14 +357,22 @@ func (p *Pool) broken(s *slot, err error) error {
 		p.mu.Unlock()
 		p.logger.Error("request timed out; dumping the worker's Python stack and terminating it",
 			zap.Int("pid", w.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
-		p.discard(s, "timeout")
+		p.discard(s, "timeout", false)
 		go terminateHung(w)
 		return caddyhttp.Error(http.StatusGatewayTimeout, fmt.Errorf("app %s: request to %s ran longer than its timeout: %w", p.spec.Name, path, errWorkerBroken))
 	}
 	p.logger.Error("worker channel broken; killing the worker", zap.Int("pid", w.proc.Pid()), zap.Error(err))
-	p.discard(s, "crash")
+	p.discard(s, "crash", workerGone(err))
 	_ = w.proc.Signal(syscall.SIGKILL)
 	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s: %w: %w", p.spec.Name, errWorkerBroken, err))
+}
+
+// workerGone reports whether err means the worker's end of the channel is
+// closed: it exited (or closed it) before it finished the current
+// response, so it never read the requests pipelined behind it.
+func workerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // hungGrace is how long a hung worker gets between SIGTERM and SIGKILL.

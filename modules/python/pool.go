@@ -71,6 +71,9 @@ var errPoolStopped = errors.New("the app's worker pool is not running")
 var (
 	errQueueFull    = errors.New("all workers are busy and the queue is full (max_queue)")
 	errQueueTimeout = errors.New("no worker became free within queue_timeout")
+	// errPipelineAbandoned fails a pipelined request that is not
+	// idempotent when its worker broke after it may have started it.
+	errPipelineAbandoned = errors.New("the worker this request was pipelined to broke, and as it may have started the request (not idempotent), it is not sent again; set `pipeline off` to keep such requests in the shared queue")
 )
 
 func newPool(spec *poolSpec, logger *zap.Logger) *Pool {

@@ -28,7 +28,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	head := appendEnviron(make([]byte, protocol.HeaderSize, 2048), r, scriptName, 0)
 	head = protocol.AppendPair(head, "hearth.websocket", "1")
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
-	s, err := p.acquire(r.Context(), r.URL.Path, nil, false)
+	s, err := p.acquire(r.Context(), r.URL.Path, false, nil, false)
 	if err != nil {
 		return p.unavailable(w, err)
 	}

@@ -1,6 +1,8 @@
 """For the pipelining tests. /id?X answers "X <pid>"; /wait blocks until
 the file named by PIPELINE_GATE exists; POST /exit dies mid-request;
-POST /record appends its body (one line) to PIPELINE_RECORD and echoes it."""
+POST /record appends its body (one line) to PIPELINE_RECORD and echoes it;
+/badheader answers with a header name HTTP does not allow (Caddy rejects
+the response and replaces the worker)."""
 import os
 import time
 
@@ -22,5 +24,8 @@ def application(environ, start_response):
         body = environ['wsgi.input'].read(size)
         with open(os.environ['PIPELINE_RECORD'], 'ab') as f:
             f.write(body + b'\n')
+    elif path == '/badheader':
+        start_response('200 OK', [('Bad Header', 'x'), ('Content-Length', str(len(body)))])
+        return [body]
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
