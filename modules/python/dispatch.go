@@ -195,7 +195,9 @@ func (p *Pool) release(s *slot) {
 	if len(s.queued) > 0 {
 		// the worker already has the pipelined request: it runs next
 		next := s.queued[0]
-		s.queued = s.queued[1:]
+		n := copy(s.queued, s.queued[1:])
+		s.queued[n] = nil
+		s.queued = s.queued[:n]
 		p.pipelined--
 		s.path, s.since = next.path, now
 		s.sent, s.sendErr = true, next.sendErr
@@ -320,26 +322,21 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 		return nil
 	}
 	p.pipelined -= len(queued)
-	if !gone {
-		queued = slices.DeleteFunc(slices.Clone(queued), func(q *waiter) bool {
-			if !q.idempotent {
-				q.ch <- abandoned
-			}
-			return !q.idempotent
-		})
-		if len(queued) == 0 {
-			return nil
+	resend := make([]*waiter, 0, len(queued))
+	for _, q := range queued {
+		switch {
+		case !gone && !q.idempotent:
+			q.ch <- abandoned
+		case p.state != "starting" && p.state != "running" && p.state != "draining":
+			q.ch <- nil
+		default:
+			resend = append(resend, q)
 		}
 	}
-	switch p.state {
-	case "starting", "running", "draining":
-	default:
-		for _, q := range queued {
-			q.ch <- nil
-		}
+	if len(resend) == 0 {
 		return nil
 	}
-	p.waiters = append(slices.Clone(queued), p.waiters...)
+	p.waiters = append(resend, p.waiters...)
 	p.armQueueTimerLocked(time.Until(p.waiters[0].deadline))
 	var handOffs []handOffTo
 	for len(p.waiters) > 0 {

@@ -247,7 +247,6 @@ class Worker:
                 else:
                     send(head_frame() + frames(RESP_BODY, sid, data, True))
             else:
-                finished = False
                 expected, sent = None, 0
                 for chunk in result:
                     if not chunk:
@@ -259,18 +258,14 @@ class Worker:
                         # the body (one frame for the usual one-chunk body)
                         last = frames(RESP_BODY, sid, chunk[:expected - sent], True)
                         send(last if state[2] else head_frame() + last)
-                        finished = True
                         break
                     write(chunk)
                     sent += len(chunk)
-                if state[0] is None:
-                    raise AssertionError('the app returned without calling start_response()')
-                if finished:
-                    pass
-                elif state[2]:
-                    send(_pack(0, RESP_BODY, END, sid))
                 else:
-                    send(head_frame() + _pack(0, RESP_BODY, END, sid))
+                    if state[0] is None:
+                        raise AssertionError('the app returned without calling start_response()')
+                    end = _pack(0, RESP_BODY, END, sid)
+                    send(end if state[2] else head_frame() + end)
         except (ProtocolError, OSError):
             raise
         except BaseException as exc:
