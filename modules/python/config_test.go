@@ -62,6 +62,7 @@ func TestResolveErrors(t *testing.T) {
 		{"negative workers", "a:b", PoolConfig{Dir: dir, Workers: -1}, "workers must be a positive number"},
 		{"negative threads", "a:b", PoolConfig{Dir: dir, Threads: -3}, "threads must be a positive number"},
 		{"negative timeout", "a:b", PoolConfig{Dir: dir, QueueTimeout: caddy.Duration(-time.Second)}, "queue_timeout must be a positive duration"},
+		{"unknown pipeline", "a:b", PoolConfig{Dir: dir, Pipeline: "on"}, `pipeline "on" is not one of auto, off`},
 		{"missing dir", "a:b", PoolConfig{Dir: filepath.Join(dir, "nope")}, "set `dir` to the directory holding your app"},
 		{"python and venv", "a:b", PoolConfig{Dir: dir, Python: "/usr/bin/python3", Venv: "v"}, "python and venv are both set"},
 		{"venv without python", "a:b", PoolConfig{Dir: dir, Venv: "v"}, "has no bin/python"},
