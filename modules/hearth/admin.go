@@ -38,6 +38,16 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 // appsStatus is the body of GET /hearth/apps.
 type appsStatus struct {
 	Apps []any `json:"apps"`
+	// CaddyCPUs is how many CPUs Caddy's own code uses at once (GOMAXPROCS),
+	// of CPUs available (see the caddy_cpus option).
+	CaddyCPUs int `json:"caddy_cpus"`
+	CPUs      int `json:"cpus"`
+}
+
+func newAppsStatus() appsStatus {
+	status := appsStatus{Apps: []any{}}
+	status.CaddyCPUs, status.CPUs = cpuStatus()
+	return status
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
@@ -56,7 +66,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		if err := requireMethod(r, http.MethodGet); err != nil {
 			return err
 		}
-		status := appsStatus{Apps: []any{}}
+		status := newAppsStatus()
 		for _, p := range Pools() {
 			status.Apps = append(status.Apps, p.Status())
 		}
@@ -69,7 +79,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		status := appsStatus{Apps: []any{}}
+		status := newAppsStatus()
 		for _, p := range pools {
 			status.Apps = append(status.Apps, p.Status())
 		}

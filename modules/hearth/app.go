@@ -62,7 +62,17 @@ type App struct {
 	// 127.0.0.1 only.
 	Dashboard string `json:"dashboard,omitempty"`
 
+	// CaddyCPUs is how many CPUs Caddy's own Go code may use at once
+	// (GOMAXPROCS) while the config runs pools: "auto" leaves half of the
+	// CPUs to the worker processes (Caddy uses at most half, at least one),
+	// "all" lets Go use every CPU, a number sets it. On a machine that also
+	// runs the Python workers, Go's scheduler otherwise keeps waking threads
+	// on the CPUs the workers need. The GOMAXPROCS environment variable, if
+	// set, takes precedence. Default: auto.
+	CaddyCPUs string `json:"caddy_cpus,omitempty"`
+
 	dashboard *dashboard
+	started   bool // applyCaddyCPUs was called: Stop undoes it
 
 	used   []Pool // provisioning of one config is sequential: no lock needed
 	keys   map[Pool]string
@@ -82,7 +92,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
 	a.keys = map[Pool]string{}
-	return nil
+	return parseCaddyCPUs(a.CaddyCPUs)
 }
 
 // UsePool returns the pool registered under key, creating it with newPool
@@ -134,7 +144,15 @@ func (a *App) Start() error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		if a.dashboard != nil {
+			a.dashboard.stop()
+		}
+		return err
+	}
+	applyCaddyCPUs(a.CaddyCPUs, len(used), a.logger)
+	a.started = true
+	return nil
 }
 
 // tellSites tells each pool of this config where it is served, before it
@@ -160,6 +178,9 @@ func (a *App) tellSites() {
 func (a *App) Stop() error {
 	if a.dashboard != nil {
 		a.dashboard.stop()
+	}
+	if a.started {
+		releaseCaddyCPUs()
 	}
 	return nil
 }

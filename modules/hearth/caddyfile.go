@@ -10,6 +10,7 @@ import (
 //		hearth {
 //			guard     enforce|warn|off
 //			dashboard [<address>]
+//			caddy_cpus auto|all|<n>
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -38,8 +39,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("dashboard takes one address, got also %q", d.Val())
 			}
+		case "caddy_cpus":
+			if !d.NextArg() {
+				return d.Err("caddy_cpus needs a value: auto, all or a number of CPUs")
+			}
+			a.CaddyCPUs = d.Val()
+			if err := parseCaddyCPUs(a.CaddyCPUs); err != nil {
+				return d.Err(err.Error())
+			}
+			if d.NextArg() {
+				return d.Errf("caddy_cpus takes one value, got also %q", d.Val())
+			}
 		default:
-			return d.Errf("unknown hearth option %q; valid ones are guard and dashboard", d.Val())
+			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard and caddy_cpus", d.Val())
 		}
 	}
 	return nil

@@ -1,0 +1,113 @@
+package hearth
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// CaddyCPUs settings. A number is also accepted.
+const (
+	// CaddyCPUsAuto leaves half of the CPUs to the worker processes while
+	// the config runs pools: Caddy's Go code uses at most half of them (at
+	// least one).
+	CaddyCPUsAuto = "auto"
+	// CaddyCPUsAll lets Caddy's Go code use every CPU (Go's default).
+	CaddyCPUsAll = "all"
+)
+
+// goProcs arbitrates GOMAXPROCS, which is process-wide, between the
+// hearth apps of the configs that run at once during a reload: the newest
+// started one decides, and when the last one stops, Go's setting from
+// before Hearth changed it comes back.
+var goProcs struct {
+	sync.Mutex
+	running  int // hearth apps started and not stopped
+	baseline int // GOMAXPROCS before Hearth changed it; 0 until then
+}
+
+// parseCaddyCPUs validates a caddy_cpus setting.
+func parseCaddyCPUs(setting string) error {
+	switch setting {
+	case "", CaddyCPUsAuto, CaddyCPUsAll:
+		return nil
+	}
+	if n, err := strconv.Atoi(setting); err != nil || n < 1 {
+		return fmt.Errorf("caddy_cpus %q is not auto, all or a number of CPUs of at least 1", setting)
+	}
+	return nil
+}
+
+// caddyCPUsFor is how many CPUs Caddy's Go code may use under setting,
+// out of all (the CPUs available to Caddy), when the config runs pools
+// (running) or not.
+func caddyCPUsFor(setting string, all int, running bool) int {
+	switch setting {
+	case CaddyCPUsAll:
+		return all
+	case "", CaddyCPUsAuto:
+		if !running {
+			return all
+		}
+		return max(1, all/2)
+	}
+	n, _ := strconv.Atoi(setting)
+	return min(n, all)
+}
+
+// applyCaddyCPUs sets GOMAXPROCS for a starting config, unless the
+// GOMAXPROCS environment variable says what it must be.
+func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	goProcs.running++
+	if env := os.Getenv("GOMAXPROCS"); env != "" {
+		if setting != "" {
+			logger.Warn("the GOMAXPROCS environment variable decides how many CPUs Caddy uses; caddy_cpus is ignored",
+				zap.String("GOMAXPROCS", env), zap.String("caddy_cpus", setting))
+		}
+		return
+	}
+	if goProcs.baseline == 0 {
+		goProcs.baseline = runtime.GOMAXPROCS(0)
+	}
+	n := caddyCPUsFor(setting, goProcs.baseline, pools > 0)
+	if runtime.GOMAXPROCS(n) != n {
+		logger.Info("set how many CPUs Caddy's own code uses at once; the others stay free for the workers",
+			zap.Int("caddy_cpus", n), zap.Int("cpus", goProcs.baseline), zap.String("setting", orAuto(setting)))
+	}
+}
+
+// releaseCaddyCPUs undoes applyCaddyCPUs when the last config stops.
+func releaseCaddyCPUs() {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	goProcs.running--
+	if goProcs.running == 0 && goProcs.baseline != 0 {
+		runtime.GOMAXPROCS(goProcs.baseline)
+		goProcs.baseline = 0
+	}
+}
+
+// cpuStatus is how many CPUs Caddy's Go code uses, in GET /hearth/apps.
+func cpuStatus() (using, available int) {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	using = runtime.GOMAXPROCS(0)
+	available = goProcs.baseline
+	if available == 0 {
+		available = using
+	}
+	return using, available
+}
+
+func orAuto(setting string) string {
+	if setting == "" {
+		return CaddyCPUsAuto
+	}
+	return setting
+}
