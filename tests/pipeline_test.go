@@ -206,3 +206,47 @@ func TestPipelinedPOSTIsNotResentWhenItMayHaveRun(t *testing.T) {
 		t.Errorf("the log does not explain the 502 of the pipelined POST:\n%s", tail(c.log.String(), 20))
 	}
 }
+
+// Requests that take milliseconds are not pipelined: a request queued
+// behind a slow one would wait for it even if another worker freed up.
+func TestSlowRequestsAreNotPipelined(t *testing.T) {
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`
+:%d {
+	bind 127.0.0.1
+	wsgi pipeline:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, port))
+	var wg sync.WaitGroup
+	errs := make(chan string, 40)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 20 * time.Second}
+			for i := 0; i < 10; i++ {
+				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/slow", port))
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Sprintf("status %d", resp.StatusCode)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if app := c.appNamed("pipeline"); app.Pipelined != 0 {
+		t.Errorf("%d requests of 5 ms were pipelined, want none", app.Pipelined)
+	}
+}

@@ -107,16 +107,17 @@ type PoolConfig struct {
 	Preload bool `json:"preload,omitempty"`
 
 	// Pipeline, when requests queue for busy workers, writes the next
-	// waiting requests (up to 3) to a worker right behind the one it is
-	// running, so the worker starts on the next the moment it answers
-	// instead of waiting for Caddy to hand it one (a large gain for short
-	// requests). "auto" does so only while the app's requests take under
-	// 5ms on average and for requests under 16 KiB; a request pipelined
-	// behind one that turns out slow waits for it even if another worker
-	// frees up first, and leaves the queue (queue_timeout no longer applies
-	// to it). "off" keeps every waiting request in the shared queue until a
-	// worker is free: choose it for apps that mix fast requests with slow
-	// ones. WSGI only. Default: auto.
+	// waiting requests to a worker right behind the one it is running, so
+	// the worker starts on the next the moment it answers instead of
+	// waiting for Caddy to hand it one (a large gain for short requests).
+	// "auto" pipelines at most 2ms of the app's mean request time behind a
+	// running request (up to 8 requests; none once requests average 2ms),
+	// and only requests under 16 KiB; a request pipelined behind one that
+	// turns out slow waits for it even if another worker frees up first,
+	// and leaves the queue (queue_timeout no longer applies to it). "off"
+	// keeps every waiting request in the shared queue until a worker is
+	// free: choose it for apps that mix fast requests with slow ones. WSGI
+	// only. Default: auto.
 	Pipeline string `json:"pipeline,omitempty"`
 
 	// Watch, for development, restarts the workers (each replacement ready

@@ -32,18 +32,43 @@ var abandoned = new(slot)
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot, 1)} }}
 
 // Pipelining: when requests queue, the slot that frees up also gets the
-// next waiting requests (up to pipelineDepth) written behind the one it
-// starts, so the worker reads its next request as soon as it answers
-// instead of sleeping until Caddy hands it one. It only applies while the
-// pool's requests are short (a request pipelined behind a long one waits
-// for it even if another worker frees up first), to requests whose frames
-// are small (together they fit the socket's buffer, so writing them never
-// waits for the worker), and to WSGI pools with pipeline auto.
+// next waiting requests written behind the one it starts, so the worker
+// reads its next request as soon as it answers instead of sleeping until
+// Caddy hands it one, and Caddy finds answers ready when it reads. A
+// request pipelined behind a slow one waits for it even if another worker
+// frees up first, so the depth is bounded by the work it commits: at most
+// pipelineBudget of the pool's mean request time is put behind a running
+// request (for a 40 µs hello world, pipelineMaxDepth requests; for 1 ms
+// requests, 2; from 2 ms on, none). Only requests whose frames are small
+// are pipelined, and no more than pipelineMaxBytes per slot, so writing
+// them never waits for the worker (they fit the socket's buffer). Only WSGI
+// pools with pipeline auto pipeline.
+//
+// A pipeline is topped up when at least two places are free in it (or it
+// is empty), so the requests added go to the worker together, in one
+// system call, and the worker reads them in one.
 const (
-	pipelineBelow     = 5 * time.Millisecond // mean request time above which nothing is pipelined
+	pipelineBudget    = 2 * time.Millisecond // expected work queued behind a running request, at most
+	pipelineMaxDepth  = 8                    // requests pipelined behind one on a slot, at most
 	pipelineMaxFrames = 16 << 10             // larger requests are never pipelined
-	pipelineDepth     = 3                    // requests pipelined behind one on a slot, at most
+	pipelineMaxBytes  = 64 << 10             // frames pipelined on one slot, at most
+	// pipelineSampleCap bounds one request's weight in the mean request
+	// time: a single slow request lowers the depth for a while, it does
+	// not turn pipelining off for the next few hundred.
+	pipelineSampleCap = 8 * pipelineBudget
 )
+
+// pipelineDepthLocked is how many requests may wait behind a running one
+// on a slot, given the pool's mean request time.
+func (p *Pool) pipelineDepthLocked() int {
+	if !p.spec.pipelining() {
+		return 0
+	}
+	if p.meanDuration <= 0 {
+		return 0 // nothing measured yet
+	}
+	return int(min(pipelineBudget/p.meanDuration, pipelineMaxDepth))
+}
 
 // acquire takes a free slot for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
@@ -186,7 +211,11 @@ func (p *Pool) release(s *slot) {
 	now := time.Now()
 	took := now.Sub(s.since)
 	p.duration.Observe(took.Seconds())
-	p.meanDuration += (took - p.meanDuration) / 32
+	if sample := min(took, pipelineSampleCap); p.meanDuration == 0 {
+		p.meanDuration = max(sample, 1)
+	} else {
+		p.meanDuration += (sample - p.meanDuration) / 32
+	}
 	w.served++
 	w.lastUsed = now
 	if !w.retired && w.limit > 0 && w.served >= w.limit {
@@ -195,6 +224,7 @@ func (p *Pool) release(s *slot) {
 	if len(s.queued) > 0 {
 		// the worker already has the pipelined request: it runs next
 		next := s.queued[0]
+		s.queuedBytes -= len(next.frames)
 		n := copy(s.queued, s.queued[1:])
 		s.queued[n] = nil
 		s.queued = s.queued[:n]
@@ -227,22 +257,51 @@ func (p *Pool) release(s *slot) {
 
 // handOff gives slot s to a waiting request, sending its frames first
 // when they are ready, so the worker starts on it at once; piped, when
-// set, is sent right behind it.
+// set, is sent right behind it, in the same system call.
 func (p *Pool) handOff(s *slot, next *waiter, piped []*waiter) {
-	if next.frames != nil {
-		_, s.sendErr = s.conn.Write(next.frames)
-		s.sent = true
+	if next.frames == nil {
+		p.deliver(s, next, piped)
+		return
 	}
-	p.deliver(s, next, piped)
+	s.sent = true
+	s.sendErr = s.send(next.frames, piped)
+	for _, w := range piped {
+		w.sendErr = s.sendErr
+	}
+	next.ch <- s
 }
 
 // deliver sends the newly pipelined requests' frames and gives s to
 // next, whose frames the worker already has.
 func (p *Pool) deliver(s *slot, next *waiter, piped []*waiter) {
-	for _, w := range piped {
-		_, w.sendErr = s.conn.Write(w.frames)
+	if len(piped) > 0 {
+		err := s.send(nil, piped)
+		for _, w := range piped {
+			w.sendErr = err
+		}
 	}
 	next.ch <- s
+}
+
+// send writes first (if set) and the frames of piped to the worker in one
+// system call. Only the goroutine handing s over may call it.
+func (s *slot) send(first []byte, piped []*waiter) error {
+	bufs := s.sendBufs[:0]
+	if first != nil {
+		bufs = append(bufs, first)
+	}
+	for _, w := range piped {
+		bufs = append(bufs, w.frames)
+	}
+	s.sendBufs = bufs[:0]
+	var err error
+	if len(bufs) == 1 {
+		_, err = s.conn.Write(bufs[0])
+	} else {
+		_, err = bufs.WriteTo(s.conn) // writev
+	}
+	clear(s.sendBufs[:cap(s.sendBufs)]) // keep no request's frames alive
+	return err
 }
 
 // pipelineLocked moves the longest-waiting requests onto s, which has just
@@ -250,18 +309,21 @@ func (p *Pool) deliver(s *slot, next *waiter, piped []*waiter) {
 // the caller writes their frames (in deliver) before it hands s over, so
 // nothing else can be sent on s in between.
 func (p *Pool) pipelineLocked(s *slot) []*waiter {
-	if !p.spec.pipelining() || p.meanDuration > pipelineBelow || s.worker.retired || s.worker.recycling {
+	depth := p.pipelineDepthLocked()
+	free := depth - len(s.queued)
+	if free <= 0 || (free < 2 && len(s.queued) > 0) || s.worker.retired || s.worker.recycling {
 		return nil
 	}
 	first := len(s.queued)
-	for len(s.queued) < pipelineDepth && len(p.waiters) > 0 {
+	for len(s.queued) < depth && len(p.waiters) > 0 {
 		n := p.waiters[0]
-		if n.frames == nil || len(n.frames) > pipelineMaxFrames {
+		if n.frames == nil || len(n.frames) > pipelineMaxFrames || s.queuedBytes+len(n.frames) > pipelineMaxBytes {
 			break
 		}
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
 		s.queued = append(s.queued, n)
+		s.queuedBytes += len(n.frames)
 		p.pipelined++
 		p.pipelinedTotal++
 	}
@@ -295,7 +357,7 @@ func (p *Pool) discard(s *slot, reason string, gone bool) {
 	}
 	p.retireLocked(w, reason, false)
 	handOffs := p.requeueLocked(s.queued, gone)
-	s.queued = nil
+	s.queued, s.queuedBytes = nil, 0
 	w.busy--
 	p.busySlots--
 	s.path = ""

@@ -50,7 +50,7 @@ type Pool struct {
 	busySlots      int
 	pipelined      int           // requests pipelined on slots now (see dispatch.go)
 	pipelinedTotal int64         // requests ever pipelined
-	meanDuration   time.Duration // moving average of request times, for pipelining
+	meanDuration   time.Duration // moving average of request times (each at most pipelineSampleCap), for pipelining
 	growing        int           // workers being added
 	minWorkers     int           // autoscaling bounds (equal for a fixed-size pool)
 	maxWorkers     int

@@ -45,12 +45,14 @@ type slot struct {
 	sent    bool
 	sendErr error
 
-	hasDeadline bool // a read deadline is set on conn
+	hasDeadline bool        // a read deadline is set on conn
+	sendBufs    net.Buffers // scratch of send, reused
 
 	// guarded by the pool's mutex
-	path   string    // path of the request in flight, "" when idle
-	since  time.Time // when that request took the slot
-	queued []*waiter // requests pipelined behind it, in order (frames sent)
+	path        string    // path of the request in flight, "" when idle
+	since       time.Time // when that request took the slot
+	queued      []*waiter // requests pipelined behind it, in order (frames sent)
+	queuedBytes int       // their frames' size
 }
 
 // startupError is a worker that could not become ready; Traceback holds

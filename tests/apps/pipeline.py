@@ -2,7 +2,7 @@
 the file named by PIPELINE_GATE exists; POST /exit dies mid-request;
 POST /record appends its body (one line) to PIPELINE_RECORD and echoes it;
 /badheader answers with a header name HTTP does not allow (Caddy rejects
-the response and replaces the worker)."""
+the response and replaces the worker); /slow takes 5 ms."""
 import os
 import time
 
@@ -16,6 +16,8 @@ def application(environ, start_response):
         deadline = time.monotonic() + 10
         while not os.path.exists(os.environ['PIPELINE_GATE']) and time.monotonic() < deadline:
             time.sleep(0.002)
+    elif path == '/slow':
+        time.sleep(0.005)
     elif path == '/exit':
         time.sleep(0.05)
         os._exit(1)
