@@ -153,18 +153,20 @@ func (s hostSet) allows(hostport string) bool {
 	return false
 }
 
-// refusedSegments are path segments (or suffixes) never served.
+// refusedSegments are path segments (or suffixes) never served, in lower
+// case (paths are compared in lower case).
 var (
-	refusedSegments = []string{".env", ".git", ".hg", ".svn", "__debugger__", ".DS_Store", "__pycache__"}
+	refusedSegments = []string{".env", ".git", ".hg", ".svn", "__debugger__", ".ds_store", "__pycache__"}
 	refusedSuffixes = []string{".sqlite3", ".sqlite", ".py", ".pyc", ".env", ".bak", ".swp"}
 	refusedPaths    = []string{"/console"}
 )
 
-// refused says why a request must not reach the app, or "".
+// refused says why a request must not reach the app, or "". It runs on
+// every request, so it does not allocate for the paths it lets through.
 func (g *Guard) refused(r *http.Request) string {
 	p := r.URL.Path
 	lower := strings.ToLower(p)
-	if r.URL.Query().Has("__debugger__") {
+	if strings.Contains(r.URL.RawQuery, "__debugger__") && r.URL.Query().Has("__debugger__") {
 		return "a Werkzeug debugger request"
 	}
 	for _, rp := range refusedPaths {
@@ -172,9 +174,9 @@ func (g *Guard) refused(r *http.Request) string {
 			return "a debug console path"
 		}
 	}
-	for _, seg := range strings.Split(lower, "/") {
+	for seg := range strings.SplitSeq(lower, "/") {
 		for _, bad := range refusedSegments {
-			if seg == strings.ToLower(bad) || strings.HasPrefix(seg, ".env.") {
+			if seg == bad || strings.HasPrefix(seg, ".env.") {
 				return "a path that is never served (" + bad + ")"
 			}
 		}

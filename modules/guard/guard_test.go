@@ -31,8 +31,9 @@ func TestRefused(t *testing.T) {
 	for target, refused := range map[string]bool{
 		"/.env": true, "/.ENV": true, "/.env.local": true, "/a/.git/config": true, "/db.sqlite3": true,
 		"/app/models.py": true, "/console": true, "/console/x": true, "/?__debugger__=yes": true,
-		"/private/x": true, "/old.bak": true, "/x/__pycache__/m.pyc": true,
-		"/": false, "/environment": false, "/consoles": false, "/static/app.css": false, "/python": false,
+		"/private/x": true, "/old.bak": true, "/x/__pycache__/m.pyc": true, "/a/.DS_Store": true,
+		"/?a=1&__debugger__=yes&cmd=x": true,
+		"/?q=__debugger__":             false, "/": false, "/environment": false, "/consoles": false, "/static/app.css": false, "/python": false,
 		"/envelope.env-file": false, "/blog/.well-known/x": false,
 	} {
 		r := httptest.NewRequest("GET", target, nil)

@@ -119,7 +119,13 @@ func serverAddress(r *http.Request) (string, string) {
 	if err != nil {
 		name, port = r.Host, ""
 	}
-	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+	switch local := r.Context().Value(http.LocalAddrContextKey).(type) {
+	case *net.TCPAddr: // the common case, without formatting the address
+		port = strconv.Itoa(local.Port)
+		if name == "" {
+			name = local.IP.String()
+		}
+	case net.Addr:
 		if host, p, err := net.SplitHostPort(local.String()); err == nil {
 			port = p
 			if name == "" {

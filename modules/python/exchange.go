@@ -334,15 +334,30 @@ func (p *Pool) pump(s *slot, sid uint32, sp *spool) error {
 }
 
 // setDeadline bounds the exchange about to start on s by timeout (none
-// if timeout ≤ 0).
+// if timeout ≤ 0). The deadline in force is kept while it falls within
+// deadlineSlack of timeout, so a busy slot re-arms it a few times a second
+// rather than on every request: a request times out between timeout and
+// timeout plus 1%.
 func (s *slot) setDeadline(timeout time.Duration) {
-	if timeout > 0 {
-		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
-		s.hasDeadline = true
-	} else if s.hasDeadline {
-		_ = s.conn.SetReadDeadline(time.Time{})
-		s.hasDeadline = false
+	if timeout <= 0 {
+		if !s.deadline.IsZero() {
+			_ = s.conn.SetReadDeadline(time.Time{})
+			s.deadline = time.Time{}
+		}
+		return
 	}
+	due := time.Now().Add(timeout)
+	slack := deadlineSlack(timeout)
+	if s.deadline.Before(due) || s.deadline.Sub(due) > slack {
+		s.deadline = due.Add(slack)
+		_ = s.conn.SetReadDeadline(s.deadline)
+	}
+}
+
+// deadlineSlack is how much later than its timeout a request may time
+// out: 1% of it, at most a second.
+func deadlineSlack(timeout time.Duration) time.Duration {
+	return min(timeout/100, time.Second)
 }
 
 // broken retires the slot's worker after a channel failure and returns the

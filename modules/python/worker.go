@@ -45,8 +45,8 @@ type slot struct {
 	sent    bool
 	sendErr error
 
-	hasDeadline bool        // a read deadline is set on conn
-	sendBufs    net.Buffers // scratch of send, reused
+	deadline time.Time   // the read deadline set on conn; zero: none
+	sendBufs net.Buffers // scratch of send, reused
 
 	// guarded by the pool's mutex
 	path        string    // path of the request in flight, "" when idle

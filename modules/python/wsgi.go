@@ -36,7 +36,8 @@ type WSGI struct {
 
 	PoolConfig
 
-	// Timeout bounds how long a request may run in the worker. Past it, the
+	// Timeout bounds how long a request may run in the worker (to within
+	// 1%, at most a second). Past it, the
 	// worker's Python stack (all threads) is dumped to the log, the worker
 	// is terminated (SIGTERM, then SIGKILL after 2s) and replaced, and the
 	// client gets 504. Handlers sharing a pool may have different timeouts.
