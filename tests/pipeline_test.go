@@ -51,33 +51,12 @@ func TestPipelineAnswersEveryRequest(t *testing.T) {
 	}
 }`, port))
 	for _, prefix := range []string{"auto", "off"} {
-		var wg sync.WaitGroup
-		errs := make(chan string, 1000)
-		for g := 0; g < 24; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				client := &http.Client{Timeout: 20 * time.Second}
-				for i := 0; i < 40; i++ {
-					id := fmt.Sprintf("%s-%d-%d", prefix, g, i)
-					resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/%s/id?%s", port, prefix, id))
-					if err != nil {
-						errs <- err.Error()
-						return
-					}
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 || !strings.HasPrefix(string(body), id+" ") {
-						errs <- fmt.Sprintf("request %s got %d %q", id, resp.StatusCode, body)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for e := range errs {
-			t.Error(e)
-		}
+		getConcurrently(t, 24, 40, func(g, i int) (string, func(int, string) bool) {
+			id := fmt.Sprintf("%s-%d-%d", prefix, g, i)
+			return fmt.Sprintf("http://127.0.0.1:%d/%s/id?%s", port, prefix, id), func(status int, body string) bool {
+				return status == 200 && strings.HasPrefix(body, id+" ")
+			}
+		})
 	}
 	piped, unpiped := c.appNamed("piped"), c.appNamed("unpiped")
 	if piped.Pipeline != "auto" || piped.Pipelined == 0 {
@@ -87,6 +66,40 @@ func TestPipelineAnswersEveryRequest(t *testing.T) {
 		t.Errorf("pipeline off: pipeline=%q pipelined_requests=%d, want off and 0", unpiped.Pipeline, unpiped.Pipelined)
 	}
 	t.Logf("960 requests on 2 workers: %d pipelined", piped.Pipelined)
+}
+
+// getConcurrently sends GETs from clients goroutines, each requests of
+// them in turn; request(g, i) names the URL of client g's request i and
+// how to judge its answer. Every failed request fails the test.
+func getConcurrently(t *testing.T, clients, requests int, request func(g, i int) (string, func(status int, body string) bool)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan string, clients*requests)
+	for g := 0; g < clients; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 20 * time.Second}
+			for i := 0; i < requests; i++ {
+				url, ok := request(g, i)
+				resp, err := client.Get(url)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !ok(resp.StatusCode, string(body)) {
+					errs <- fmt.Sprintf("GET %s: %d %q", url, resp.StatusCode, body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }
 
 // reply is a response's status and body.
@@ -220,32 +233,9 @@ func TestSlowRequestsAreNotPipelined(t *testing.T) {
 		workers 1
 	}
 }`, port))
-	var wg sync.WaitGroup
-	errs := make(chan string, 40)
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Timeout: 20 * time.Second}
-			for i := 0; i < 10; i++ {
-				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/slow", port))
-				if err != nil {
-					errs <- err.Error()
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					errs <- fmt.Sprintf("status %d", resp.StatusCode)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
+	getConcurrently(t, 4, 10, func(int, int) (string, func(int, string) bool) {
+		return fmt.Sprintf("http://127.0.0.1:%d/slow", port), func(status int, _ string) bool { return status == 200 }
+	})
 	if app := c.appNamed("pipeline"); app.Pipelined != 0 {
 		t.Errorf("%d requests of 5 ms were pipelined, want none", app.Pipelined)
 	}
