@@ -233,7 +233,7 @@ func (p *Pool) release(s *slot) {
 		s.sent, s.sendErr = true, next.sendErr
 		piped := p.pipelineLocked(s)
 		p.mu.Unlock()
-		p.deliver(s, next, piped)
+		p.deliver(s, next, nil, piped) // next's frames were sent when it was pipelined
 		return
 	}
 	w.busy--
@@ -259,23 +259,21 @@ func (p *Pool) release(s *slot) {
 // when they are ready, so the worker starts on it at once; piped, when
 // set, is sent right behind it, in the same system call.
 func (p *Pool) handOff(s *slot, next *waiter, piped []*waiter) {
-	if next.frames == nil {
-		p.deliver(s, next, piped)
-		return
+	if next.frames != nil {
+		s.sent = true
 	}
-	s.sent = true
-	s.sendErr = s.send(next.frames, piped)
-	for _, w := range piped {
-		w.sendErr = s.sendErr
-	}
-	next.ch <- s
+	p.deliver(s, next, next.frames, piped)
 }
 
-// deliver sends the newly pipelined requests' frames and gives s to
-// next, whose frames the worker already has.
-func (p *Pool) deliver(s *slot, next *waiter, piped []*waiter) {
-	if len(piped) > 0 {
-		err := s.send(nil, piped)
+// deliver writes first (next's frames, unless the worker already has them)
+// and the newly pipelined requests' frames, then gives s to next. A failed
+// write is reported to each request it carried.
+func (p *Pool) deliver(s *slot, next *waiter, first []byte, piped []*waiter) {
+	if first != nil || len(piped) > 0 {
+		err := s.send(first, piped)
+		if first != nil {
+			s.sendErr = err
+		}
 		for _, w := range piped {
 			w.sendErr = err
 		}
