@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -130,5 +131,81 @@ func TestGuardModes(t *testing.T) {
 	}
 	if err := (&GuardConfig{Allow: []string{"DEBUG"}}).checkMode(); err == nil {
 		t.Errorf("allow DEBUG accepted")
+	}
+}
+
+// describeSecrets runs the worker runtime's describe_secret, in a real
+// interpreter, on each key.
+func describeSecrets(t *testing.T, keys []string) []secretReport {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hearth_worker.py"), workerRuntime, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := "import json, sys, hearth_worker\n" +
+		"print(json.dumps([hearth_worker.describe_secret(k) for k in json.load(sys.stdin)]))\n"
+	cmd := exec.Command("/usr/bin/python3", "-c", script)
+	cmd.Dir = dir
+	input, _ := json.Marshal(keys)
+	cmd.Stdin = strings.NewReader(string(input))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("describe_secret: %v", err)
+	}
+	var reports []secretReport
+	if err := json.Unmarshal(out, &reports); err != nil || len(reports) != len(keys) {
+		t.Fatalf("describe_secret output %.200s: %v", out, err)
+	}
+	return reports
+}
+
+// TestDescribeSecret judges keys written by people and keys made by
+// generators, with the runtime's own code.
+func TestDescribeSecret(t *testing.T) {
+	generated, err := hearth.NewSecretKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		key         string
+		placeholder bool
+	}{
+		{"your-secret-key-goes-here-please-change-it", true},
+		{"my-production-secret-key-please-change-me-soon-2024", true},
+		{"dev-key-change-in-production-do-not-use-it-in-prod", false}, // no placeholder word: HG-KEY-02/distinct judge it
+		{"THIS_IS_A_TEST_KEY_FOR_THE_STAGING_SERVER_1234567", true},
+		{strings.Repeat("aB3$", 12), true},
+		{generated, false},
+		{generated[:20] + "xxx" + generated[23:], false}, // a word by chance in a generated key
+		{generated[:30] + "Test" + generated[34:], false},
+		{"q8#n(v)2m!k@x4=r_p+w9&z^y7%j*c-b6h5g3f1d0s$a", false},
+		{"django-insecure-q8#n(v)2m!k@x4=r_p+w9&z^y7%j*c-b6h5g", false}, // HG-KEY-03 judges it
+	}
+	keys := make([]string, len(cases))
+	for i, c := range cases {
+		keys[i] = c.key
+	}
+	for i, r := range describeSecrets(t, keys) {
+		if r.Placeholder != cases[i].placeholder {
+			t.Errorf("%q: placeholder %v, want %v", cases[i].key, r.Placeholder, cases[i].placeholder)
+		}
+	}
+}
+
+// TestGeneratedKeysPass: keys from `caddy hearth secret-key` (and so
+// `settings auto`) are never judged placeholders. Before this held, about one
+// key in 300 held a placeholder word by chance and the guard refused it.
+func TestGeneratedKeysPass(t *testing.T) {
+	keys := make([]string, 20000)
+	for i := range keys {
+		var err error
+		if keys[i], err = hearth.NewSecretKey(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range describeSecrets(t, keys) {
+		if r.Placeholder || r.Length < 32 || r.Distinct < 10 || r.InsecurePrefix {
+			t.Fatalf("generated key %d judged weak: %+v", i, r)
+		}
 	}
 }

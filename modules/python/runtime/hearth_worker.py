@@ -766,6 +766,19 @@ PLACEHOLDER_WORDS = ('changeme', 'change-me', 'change_me', 'secret', 'password',
                      'insecure', 'default', 'dummy', 'test', 'xxx', 'todo', 'replace', 'django')
 
 
+def looks_generated(value):
+    """True for a key shaped like a generator's output: at least three of
+    lower case, upper case, digits and other characters, and at least 24
+    distinct characters. Random keys (Django's get_random_secret_key,
+    secrets.token_urlsafe, `caddy hearth secret-key`) are, with overwhelming
+    probability; phrases written by people are not. A placeholder word found
+    by chance inside such a key (about 1 generated key in 300 holds one of
+    them) does not make it a placeholder."""
+    classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
+               + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
+    return classes >= 3 and len(set(value)) >= 24
+
+
 def describe_secret(value):
     """Facts about a secret key that judge its strength without revealing it."""
     if value is None:
@@ -779,12 +792,13 @@ def describe_secret(value):
         if len(value) % size == 0 and value[:size] * (len(value) // size) == value:
             repeated = True
             break
+    worded = any(w in lowered for w in PLACEHOLDER_WORDS) and not looks_generated(value)
     return {
         'present': bool(value),
         'length': len(value),
         'distinct': len(set(value)),
         'insecure_prefix': value.startswith('django-insecure-'),
-        'placeholder': repeated or any(w in lowered for w in PLACEHOLDER_WORDS),
+        'placeholder': repeated or worded,
     }
 
 
