@@ -2,6 +2,7 @@ package python
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"net/http"
@@ -20,10 +21,37 @@ func isWebSocket(r *http.Request) bool {
 		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
 }
 
+// openingProblem checks what the WebSocket opening must hold beyond
+// isWebSocket (RFC 6455 §4.2.1, RFC 8441 §5), before the app is asked: a
+// malformed opening gets 400 without occupying a worker, and an app never
+// accepts a connection that could not be completed. It returns "" for a
+// good opening.
+func openingProblem(r *http.Request) string {
+	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
+		return fmt.Sprintf("unsupported Sec-WebSocket-Version %q: this server speaks version 13", v)
+	}
+	if isExtendedConnect(r) {
+		return "" // HTTP/2 openings carry no key
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return fmt.Sprintf("the opening carries %d Sec-WebSocket-Key headers: it needs exactly one", len(keys))
+	}
+	if key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(key) != 16 {
+		return "Sec-WebSocket-Key is not 16 bytes in base64"
+	}
+	return ""
+}
+
 // serveWebSocket runs an ASGI WebSocket: the app decides (accept or
 // close), then messages flow both ways until either side closes. The
 // channel to the worker is held for the connection's life.
 func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName string) error {
+	if problem := openingProblem(r); problem != "" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "bad WebSocket opening: "+problem, http.StatusBadRequest)
+		return nil
+	}
 	sid := p.nextStream.Add(1)
 	head := appendEnviron(make([]byte, protocol.HeaderSize, 2048), r, scriptName, 0)
 	head = protocol.AppendPair(head, "hearth.websocket", "1")

@@ -86,13 +86,9 @@ type streamPeer struct {
 }
 
 // acceptStream answers an extended CONNECT with 200 and the chosen
-// subprotocol; the stream is then the WebSocket.
+// subprotocol; the stream is then the WebSocket. openingProblem has
+// checked the request.
 func acceptStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*streamPeer, error) {
-	if r.Header.Get("Sec-WebSocket-Version") != "13" {
-		w.Header().Set("Sec-WebSocket-Version", "13")
-		http.Error(w, "unsupported Sec-WebSocket-Version (only 13 is)", http.StatusBadRequest)
-		return nil, errors.New("unsupported Sec-WebSocket-Version")
-	}
 	if subprotocol != "" {
 		w.Header().Set("Sec-WebSocket-Protocol", subprotocol)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -109,23 +110,53 @@ func TestStreamPeerWrite(t *testing.T) {
 	}
 }
 
-func TestAcceptStreamVersion(t *testing.T) {
+func TestAcceptStream(t *testing.T) {
+	r := httptest.NewRequest(http.MethodConnect, "/ws", nil)
+	rec := httptest.NewRecorder()
+	if _, err := acceptStream(rec, r, "chat"); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("status %d, err %v; want 200", rec.Code, err)
+	}
+	if rec.Header().Get("Sec-WebSocket-Protocol") != "chat" {
+		t.Errorf("the chosen subprotocol is missing")
+	}
+}
+
+// TestOpeningProblem: what a WebSocket opening must carry, over HTTP/1.1
+// and HTTP/2, before the app is asked.
+func TestOpeningProblem(t *testing.T) {
+	const key = "dGhlIHNhbXBsZSBub25jZQ=="
 	for _, tt := range []struct {
-		version    string
-		wantStatus int
-	}{{"13", http.StatusOK}, {"8", http.StatusBadRequest}, {"", http.StatusBadRequest}} {
-		r := httptest.NewRequest(http.MethodConnect, "/ws", nil)
-		r.Header.Set("Sec-WebSocket-Version", tt.version)
-		rec := httptest.NewRecorder()
-		_, err := acceptStream(rec, r, "chat")
-		if rec.Code != tt.wantStatus || (err != nil) != (tt.wantStatus != http.StatusOK) {
-			t.Errorf("version %q: status %d, err %v; want %d", tt.version, rec.Code, err, tt.wantStatus)
+		name    string
+		http2   bool
+		version string
+		keys    []string
+		want    string
+	}{
+		{"http/1.1", false, "13", []string{key}, ""},
+		{"http/1.1 key with spaces", false, "13", []string{" " + key + " "}, ""},
+		{"http/2 needs no key", true, "13", nil, ""},
+		{"http/1.1 version 8", false, "8", []string{key}, `unsupported Sec-WebSocket-Version "8"`},
+		{"http/2 version 8", true, "8", nil, `unsupported Sec-WebSocket-Version "8"`},
+		{"http/2 no version", true, "", nil, `unsupported Sec-WebSocket-Version ""`},
+		{"no key", false, "13", nil, "0 Sec-WebSocket-Key headers"},
+		{"two keys", false, "13", []string{key, key}, "2 Sec-WebSocket-Key headers"},
+		{"short key", false, "13", []string{"c2hvcnQ="}, "not 16 bytes"},
+		{"key not base64", false, "13", []string{"not base64 at all!!"}, "not 16 bytes"},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+		if tt.http2 {
+			r.Method, r.ProtoMajor = http.MethodConnect, 2
+			r.Header.Set(":protocol", "websocket")
 		}
-		if tt.wantStatus == http.StatusOK && rec.Header().Get("Sec-WebSocket-Protocol") != "chat" {
-			t.Errorf("the chosen subprotocol is missing")
+		if tt.version != "" {
+			r.Header.Set("Sec-WebSocket-Version", tt.version)
 		}
-		if tt.wantStatus != http.StatusOK && rec.Header().Get("Sec-WebSocket-Version") != "13" {
-			t.Errorf("a refusal does not name the supported version")
+		for _, k := range tt.keys {
+			r.Header.Add("Sec-WebSocket-Key", k)
+		}
+		got := openingProblem(r)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }

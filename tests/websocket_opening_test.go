@@ -1,0 +1,85 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TestWebSocketBadOpening: a malformed WebSocket opening gets 400 saying
+// what is wrong, and the app never sees it (it would otherwise accept a
+// connection that cannot be completed and see it drop).
+func TestWebSocketBadOpening(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "ws.log")
+	port := freePort(t)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		env WS_LOG %s
+	}
+}`, port, log))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	const goodKey = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	for _, tc := range []struct {
+		name, headers, want string
+	}{
+		{"version 8", "Sec-WebSocket-Version: 8\r\n" + goodKey, `unsupported Sec-WebSocket-Version "8"`},
+		{"no version", goodKey, `unsupported Sec-WebSocket-Version ""`},
+		{"no key", "Sec-WebSocket-Version: 13\r\n", "0 Sec-WebSocket-Key headers"},
+		{"two keys", "Sec-WebSocket-Version: 13\r\n" + goodKey + goodKey, "2 Sec-WebSocket-Key headers"},
+		{"short key", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n", "not 16 bytes in base64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, version, body := rawOpening(t, addr, tc.headers)
+			if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
+				t.Errorf("status %d, body %q; want 400 with %q", status, body, tc.want)
+			}
+			if version != "13" {
+				t.Errorf("Sec-WebSocket-Version %q in the refusal, want 13", version)
+			}
+		})
+	}
+	ws := wsDial(t, "ws://"+addr+"/echo")
+	wsRoundTrip(t, ws, websocket.MessageText, "still fine")
+	ws.Close(1000, "")
+	waitFor(t, 20*time.Second, "the good connection's disconnect in the app's log", func() bool {
+		data, _ := os.ReadFile(log)
+		return len(data) > 0
+	})
+	if data, _ := os.ReadFile(log); strings.TrimSpace(string(data)) != "disconnect 1000" {
+		t.Errorf("the app saw other connections than the good one: %q", data)
+	}
+}
+
+// rawOpening sends a WebSocket opening for /echo with extra header lines
+// and returns the answer's status, Sec-WebSocket-Version and body.
+func rawOpening(t *testing.T, addr, headers string) (int, string, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(conn, "GET /echo HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n%s\r\n", addr, headers)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Sec-WebSocket-Version"), string(body)
+}
