@@ -4,7 +4,7 @@ PYTHON        ?= /usr/bin/python3
 RUN_PACKAGES  := python3 python3-django
 TEST_PACKAGES := python3 python3-django python3-flask bind9 bind9-dnsutils git gunicorn nodejs chromium python3-fastapi
 BENCH_PACKAGES := $(TEST_PACKAGES) uwsgi-core uwsgi-plugin-python3 nginx-light wrk python3-matplotlib python3-uvicorn
-SOURCES := go.mod go.sum $(shell find . -path ./bin -prune -o \( -name '*.go' -o -name '*.py' \) -print | grep -v _test.go | grep -v '^./tests/' | grep -v '^./examples/')
+SOURCES := go.mod go.sum $(shell find . -path ./bin -prune -o \( -name '*.go' -o -name '*.py' -o -name '*.html' \) -print | grep -v _test.go | grep -v '^./tests/' | grep -v '^./examples/')
 
 .PHONY: build run test test-unit test-integration bench clean
 

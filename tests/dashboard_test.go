@@ -71,8 +71,10 @@ http://home.example.test:%d {
 		return strings.Contains(body, "203.0.113.80")
 	})
 	pids := c.workerPIDs()
+	using, all := c.cpuUse()
 	dom := chromium(t, "--dump-dom", url)
 	for _, want := range []string{
+		fmt.Sprintf("Caddy's own code uses %d of %d CPUs", using, all),
 		"<title>Hearth dashboard</title>", `id="service-hello"`, "home.example.test", "state-running",
 		fmt.Sprint(pids[0]), fmt.Sprint(pids[1]), "HG-ENV-01", "DDNS keeps", "203.0.113.80", "refreshes every 5 seconds",
 	} {

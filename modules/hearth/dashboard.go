@@ -79,12 +79,15 @@ func startDashboard(ctx caddy.Context, address string, logger *zap.Logger) (*das
 // different kinds have different fields).
 type dashboardData struct {
 	Generated time.Time        `json:"generated"`
+	CaddyCPUs int              `json:"caddy_cpus"` // as in GET /hearth/apps
+	CPUs      int              `json:"cpus"`
 	Services  []map[string]any `json:"services"`
 	DDNS      map[string]any   `json:"ddns"`
 }
 
 func (d *dashboard) data() dashboardData {
 	data := dashboardData{Generated: time.Now()}
+	data.CaddyCPUs, data.CPUs = cpuStatus()
 	roundTrip(servicesStatus(), &data.Services)
 	if fn := ddnsStatus.Load(); fn != nil {
 		roundTrip((*fn)(), &data.DDNS)
