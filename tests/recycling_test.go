@@ -79,23 +79,8 @@ func contains(list []int, x int) bool {
 }
 
 func TestMaxRequestsRecyclesWithoutFailures(t *testing.T) {
-	config, url := site(t, "fail:application", "workers 2\n\t\tmax_requests 50\n\t\tmax_requests_jitter 5")
-	c := startCaddy(t, config)
-	first := c.workerPIDs()
-	l := startLoad(url+"/slow?0.002", 8)
-	waitFor(t, 60*time.Second, "ten recycles", func() bool {
-		return c.mustApps()[0].Restarts["max_requests"] >= 10
-	})
-	l.finish(t, 500)
-	a := c.mustApps()[0]
-	if a.Restarts["crash"] != 0 {
-		t.Errorf("crash restarts during recycling: %v", a.Restarts)
-	}
-	for _, p := range first {
-		if contains(c.workerPIDs(), p) {
-			t.Errorf("worker %d was never recycled", p)
-		}
-	}
+	c, first, l := underLoad(t, "fail:application", "workers 2\n\t\tmax_requests 50\n\t\tmax_requests_jitter 5", "/slow?0.002", 8)
+	a := recycleUnderLoad(t, c, first, l, "max_requests", 10, 500)
 	// a worker past its limit keeps serving only until its replacement is
 	// ready (spawn before retire), so a little over 55 requests
 	for _, w := range a.Workers {
@@ -106,23 +91,8 @@ func TestMaxRequestsRecyclesWithoutFailures(t *testing.T) {
 }
 
 func TestMaxMemoryRecyclesLeakyWorker(t *testing.T) {
-	config, url := site(t, "leaky:application", "workers 2\n\t\tmax_memory 120MiB")
-	c := startCaddy(t, config)
-	first := c.workerPIDs()
-	l := startLoad(url+"/", 4)
-	waitFor(t, 60*time.Second, "a memory recycle", func() bool {
-		return c.mustApps()[0].Restarts["memory"] >= 2
-	})
-	l.finish(t, 50)
-	a := c.mustApps()[0]
-	if a.Restarts["crash"] != 0 {
-		t.Errorf("crashes: %v", a.Restarts)
-	}
-	for _, p := range first {
-		if contains(c.workerPIDs(), p) {
-			t.Errorf("leaky worker %d still serving", p)
-		}
-	}
+	c, first, l := underLoad(t, "leaky:application", "workers 2\n\t\tmax_memory 120MiB", "/", 4)
+	a := recycleUnderLoad(t, c, first, l, "memory", 2, 50)
 	for _, w := range a.Workers {
 		if w.RSS < 1<<20 {
 			t.Errorf("worker %d reports an RSS of %d bytes", w.Pid, w.RSS)
@@ -130,10 +100,31 @@ func TestMaxMemoryRecyclesLeakyWorker(t *testing.T) {
 	}
 }
 
+// recycleUnderLoad waits while l runs until the pool has replaced workers
+// for reason at least n times, then finishes l, wanting minOK successful
+// requests. It fails the test if a worker crashed meanwhile or if one of
+// the first workers is still in service, and returns the app's status for
+// the caller's own checks.
+func recycleUnderLoad(t *testing.T, c *caddyProc, first []int, l *load, reason string, n int, minOK int64) appStatus {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d %s recycles", n, reason), func() bool {
+		return c.mustApps()[0].Restarts[reason] >= n
+	})
+	l.finish(t, minOK)
+	a := c.mustApps()[0]
+	if a.Restarts["crash"] != 0 {
+		t.Errorf("crash restarts during %s recycling: %v", reason, a.Restarts)
+	}
+	for _, p := range first {
+		if contains(c.workerPIDs(), p) {
+			t.Errorf("worker %d was never recycled (%s)", p, reason)
+		}
+	}
+	return a
+}
+
 func TestMaxLifetime(t *testing.T) {
-	config, url := site(t, "fail:application", "workers 2\n\t\tmax_lifetime 1s")
-	c := startCaddy(t, config)
-	l := startLoad(url+"/", 4)
+	c, _, l := underLoad(t, "fail:application", "workers 2\n\t\tmax_lifetime 1s", "/", 4)
 	waitFor(t, 30*time.Second, "lifetime recycles", func() bool {
 		return c.mustApps()[0].Restarts["lifetime"] >= 4
 	})
@@ -194,10 +185,7 @@ func adminPost(t *testing.T, c *caddyProc, path, body string) (int, string) {
 }
 
 func TestAdminRestartAndScaleUnderLoad(t *testing.T) {
-	config, url := site(t, "fail:application", "workers 2")
-	c := startCaddy(t, config)
-	first := c.workerPIDs()
-	l := startLoad(url+"/slow?0.01", 8)
+	c, first, l := underLoad(t, "fail:application", "workers 2", "/slow?0.01", 8)
 	l.waitServed(t, 30)
 	if code, body := adminPost(t, c, "/hearth/apps/fail/restart", ""); code != 200 {
 		t.Fatalf("restart: %d %s", code, body)

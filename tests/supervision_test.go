@@ -98,16 +98,24 @@ func (l *load) waitServed(t *testing.T, n int64) {
 	waitFor(t, 30*time.Second, fmt.Sprintf("%d more requests", n), func() bool { return l.ok.Load() >= target })
 }
 
+// underLoad starts caddy with a site serving app with options, and load
+// from clients goroutines on path. It returns caddy, the workers in
+// service before the load began, and the load.
+func underLoad(t *testing.T, app, options, path string, clients int) (*caddyProc, []int, *load) {
+	t.Helper()
+	config, url := site(t, app, options)
+	c := startCaddy(t, config)
+	first := c.workerPIDs()
+	return c, first, startLoad(url+path, clients)
+}
+
 func sortedPIDs(pids []int) string {
 	sort.Ints(pids)
 	return fmt.Sprint(pids)
 }
 
 func TestWorkerKilledUnderLoad(t *testing.T) {
-	config, url := site(t, "fail:application", "workers 2")
-	c := startCaddy(t, config)
-	before := c.workerPIDs()
-	l := startLoad(url+"/slow?0.01", 8)
+	c, before, l := underLoad(t, "fail:application", "workers 2", "/slow?0.01", 8)
 	l.waitServed(t, 50)
 	victim := before[0]
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
