@@ -185,22 +185,34 @@ func lanAddress() string {
 	return fallback
 }
 
-func portsCommand() *cobra.Command {
+// deploymentCommand is a command that reads the config named by its
+// --config and --adapter flags and runs run on the deployment it
+// describes; configHelp explains --config.
+func deploymentCommand(use, short, configHelp string, run func(cmd *cobra.Command, d *deployment, configFile, adapter string) error) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "ports --config <file>",
-		Short: "Prints the router port forwarding and firewall rules the config needs (changes nothing)",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 	}
-	configFile := cmd.Flags().String("config", "", "the config (a Caddyfile or JSON)")
+	configFile := cmd.Flags().String("config", "", configHelp)
 	adapter := cmd.Flags().String("adapter", "", "the config adapter")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		d, err := loadDeployment(*configFile, *adapter)
 		if err != nil {
 			return err
 		}
-		return printPorts(cmd.OutOrStdout(), d, lanAddress(), netinfo.Listeners())
+		return run(cmd, d, *configFile, *adapter)
 	}
 	return cmd
+}
+
+func portsCommand() *cobra.Command {
+	return deploymentCommand("ports --config <file>",
+		"Prints the router port forwarding and firewall rules the config needs (changes nothing)",
+		"the config (a Caddyfile or JSON)",
+		func(cmd *cobra.Command, d *deployment, _, _ string) error {
+			return printPorts(cmd.OutOrStdout(), d, lanAddress(), netinfo.Listeners())
+		})
 }
 
 // printPorts writes the forwarding rules, firewall commands and conflicts.
@@ -275,33 +287,27 @@ func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Li
 }
 
 func systemdCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "systemd --config <file>",
-		Short: "Prints a hardened systemd unit running Caddy (and every app) for the config (changes nothing)",
-		Args:  cobra.NoArgs,
-	}
-	configFile := cmd.Flags().String("config", "", "the config (a Caddyfile or JSON), as the unit will use it")
-	adapter := cmd.Flags().String("adapter", "", "the config adapter")
-	user := cmd.Flags().String("user", "caddy", "the user Caddy runs as (create it with `useradd --system --home /var/lib/caddy caddy`)")
-	binary := cmd.Flags().String("binary", "", "the caddy binary (default: this one)")
-	dataDir := cmd.Flags().String("data-dir", "/var/lib/caddy", "Caddy's data directory (certificates, Hearth's runtime and secrets)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		d, err := loadDeployment(*configFile, *adapter)
-		if err != nil {
-			return err
-		}
-		bin := *binary
-		if bin == "" {
-			if bin, err = os.Executable(); err != nil {
+	var user, binary, dataDir *string
+	cmd := deploymentCommand("systemd --config <file>",
+		"Prints a hardened systemd unit running Caddy (and every app) for the config (changes nothing)",
+		"the config (a Caddyfile or JSON), as the unit will use it",
+		func(cmd *cobra.Command, d *deployment, configFile, adapter string) error {
+			bin := *binary
+			if bin == "" {
+				var err error
+				if bin, err = os.Executable(); err != nil {
+					return err
+				}
+			}
+			config, err := filepath.Abs(configFile)
+			if err != nil {
 				return err
 			}
-		}
-		config, err := filepath.Abs(*configFile)
-		if err != nil {
-			return err
-		}
-		return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: *adapter, user: *user, dataDir: *dataDir})
-	}
+			return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: adapter, user: *user, dataDir: *dataDir})
+		})
+	user = cmd.Flags().String("user", "caddy", "the user Caddy runs as (create it with `useradd --system --home /var/lib/caddy caddy`)")
+	binary = cmd.Flags().String("binary", "", "the caddy binary (default: this one)")
+	dataDir = cmd.Flags().String("data-dir", "/var/lib/caddy", "Caddy's data directory (certificates, Hearth's runtime and secrets)")
 	return cmd
 }
 
