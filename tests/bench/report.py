@@ -253,9 +253,58 @@ def fmt_ms(v):
     return '—' if v is None else (f'{v:.2f} ms' if v < 10 else f'{v:.1f} ms')
 
 
+def or_dash(v, template):
+    """template formatted with v, or a dash where v is None."""
+    return '—' if v is None else template.format(v)
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def table(headings, align, rows):
+    """The lines of a Markdown table; align has a letter a column, l (left)
+    or r (right), and each row is a list of cells."""
+    lines = ['| ' + ' | '.join(headings) + ' |',
+             '|' + ''.join('---:|' if a == 'r' else '---|' for a in align)]
+    return lines + ['| ' + ' | '.join(cells) + ' |' for cells in rows]
+
+
+def speed_row(label, s, r):
+    """A peer's row in an app's speed table: its summary s, and Hearth ÷
+    peer r (None for Hearth itself)."""
+    errs = ', '.join(f'{k} {v}' for k, v in s['socket_errors'].items()) or '0'
+    return [label, fmt_rps(s['rps']), fmt_ms(s['p99']), or_dash(r, '{:.2f}×'),
+            ' / '.join(fmt_rps(v) for v in s['rounds']), str(s['non2xx']), errs]
+
+
+def cpu_row(label, ms):
+    """A peer's row in an app's CPU table, from its measurements ms."""
+    comms, front_us, py_us = {}, [], []
+    for m in ms:
+        if not m['cpu'] or not m['window']:
+            continue
+        front = py = 0.0
+        for comm, (n, cpu) in m['cpu'].items():
+            comms.setdefault(comm, []).append((n, cpu / m['window'] * 100))
+            if comm in FRONTS:
+                front += cpu
+            else:
+                py += cpu
+        if m['requests']:
+            front_us.append(front / m['requests'] * 1e6 if front else None)
+            py_us.append(py / m['requests'] * 1e6 if py else None)
+    parts = []
+    for comm, vals in sorted(comms.items(), key=lambda kv: -median(v[1] for v in kv[1])):
+        n = max(v[0] for v in vals)
+        parts.append(f"{n} × {comm}: {median(v[1] for v in vals):.0f}%")
+    wrk = median(m['wrk_cpu'] / m['window'] * 100 for m in ms
+                 if m['wrk_cpu'] is not None and m['window'])
+    return [label, '; '.join(parts) or '—', or_dash(median(front_us), '{:.0f}'),
+            or_dash(median(py_us), '{:.0f}'), or_dash(wrk, '{:.0f}%'),
+            or_dash(median(m['others'] for m in ms), '{:.0f}%'),
+            or_dash(median(m['busy'] for m in ms), '{:.0f}%')]
 
 
 def main(run_dir, out_md, out_png):
@@ -330,9 +379,7 @@ def main(run_dir, out_md, out_png):
     # --- targets
     L.append('## Targets')
     L.append('')
-    L.append('| target | app | Hearth req/s | peer req/s | ratio | result |')
-    L.append('|---|---|---:|---:|---:|---|')
-    all_met = True
+    rows, all_met = [], True
     for peer, goal, target_apps in TARGETS:
         for app in target_apps:
             r = ratio(app, peer)
@@ -343,8 +390,9 @@ def main(run_dir, out_md, out_png):
                 verdict = 'met'
             else:
                 verdict, all_met = '**NOT met**', False
-            L.append(f"| Hearth ≥ {goal:.1f}× {SHORT[peer]} | {app} | {fmt_rps(h and h['rps'])} | "
-                     f"{fmt_rps(p and p['rps'])} | {'—' if r is None else f'{r:.2f}×'} | {verdict} |")
+            rows.append([f'Hearth ≥ {goal:.1f}× {SHORT[peer]}', app, fmt_rps(h and h['rps']),
+                         fmt_rps(p and p['rps']), or_dash(r, '{:.2f}×'), verdict])
+    L.extend(table(['target', 'app', 'Hearth req/s', 'peer req/s', 'ratio', 'result'], 'llrrrl', rows))
     L.append('')
     L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
     analysis = Path(__file__).with_name('analysis.md')
@@ -364,18 +412,11 @@ def main(run_dir, out_md, out_png):
     for app in apps:
         L.append(f'## {app}: {APPS[app]}')
         L.append('')
-        L.append('| peer | req/s (median) | p99 latency (median) | Hearth ÷ peer (req/s) | '
-                 'req/s per round | non-2xx/3xx | socket errors |')
-        L.append('|---|---:|---:|---:|---|---:|---|')
-        for peer in peers:
-            s = summary.get((app, peer))
-            if not s:
-                continue
-            r = ratio(app, peer)
-            errs = ', '.join(f'{k} {v}' for k, v in s['socket_errors'].items()) or '0'
-            L.append(f"| {peer_label(peer, app)} | {fmt_rps(s['rps'])} | {fmt_ms(s['p99'])} | "
-                     f"{'—' if peer == 'hearth' or r is None else f'{r:.2f}×'} | "
-                     f"{' / '.join(fmt_rps(v) for v in s['rounds'])} | {s['non2xx']} | {errs} |")
+        L.extend(table(['peer', 'req/s (median)', 'p99 latency (median)', 'Hearth ÷ peer (req/s)',
+                        'req/s per round', 'non-2xx/3xx', 'socket errors'], 'lrrrlrl',
+                       [speed_row(peer_label(peer, app), summary[(app, peer)],
+                                  None if peer == 'hearth' else ratio(app, peer))
+                        for peer in peers if summary.get((app, peer))]))
         L.append('')
         L.append('CPU use during the measured wrk run (median over rounds): the servers per '
                  f"process name, in % of one core (the machine has {os.cpu_count()} cores, "
@@ -384,41 +425,11 @@ def main(run_dir, out_md, out_png):
                  'system time of all other processes and kernel threads: other jobs), and the '
                  'whole machine busy (all time not idle, irq and softirq included):')
         L.append('')
-        L.append('| peer | processes (count × name: % of a core) | front µs/request | '
-                 'Python side µs/request | wrk | everything else | whole machine busy |')
-        L.append('|---|---|---:|---:|---:|---:|---:|')
-        for peer in peers:
-            ms = data.get((app, peer))
-            if not ms:
-                continue
-            comms, front_us, py_us = {}, [], []
-            for m in ms:
-                if not m['cpu'] or not m['window']:
-                    continue
-                front = py = 0.0
-                for comm, (n, cpu) in m['cpu'].items():
-                    comms.setdefault(comm, []).append((n, cpu / m['window'] * 100))
-                    if comm in FRONTS:
-                        front += cpu
-                    else:
-                        py += cpu
-                if m['requests']:
-                    front_us.append(front / m['requests'] * 1e6 if front else None)
-                    py_us.append(py / m['requests'] * 1e6 if py else None)
-            parts = []
-            for comm, vals in sorted(comms.items(), key=lambda kv: -median(v[1] for v in kv[1])):
-                n = max(v[0] for v in vals)
-                parts.append(f"{n} × {comm}: {median(v[1] for v in vals):.0f}%")
-            busy = median(m['busy'] for m in ms)
-            fu, pu = median(front_us), median(py_us)
-            wrk = median(m['wrk_cpu'] / m['window'] * 100 for m in ms
-                         if m['wrk_cpu'] is not None and m['window'])
-            others = median(m['others'] for m in ms)
-            L.append(f"| {peer_label(peer, app)} | {'; '.join(parts) or '—'} | "
-                     f"{'—' if fu is None else f'{fu:.0f}'} | {'—' if pu is None else f'{pu:.0f}'} | "
-                     f"{'—' if wrk is None else f'{wrk:.0f}%'} | "
-                     f"{'—' if others is None else f'{others:.0f}%'} | "
-                     f"{'—' if busy is None else f'{busy:.0f}%'} |")
+        L.extend(table(['peer', 'processes (count × name: % of a core)', 'front µs/request',
+                        'Python side µs/request', 'wrk', 'everything else', 'whole machine busy'],
+                       'llrrrrr',
+                       [cpu_row(peer_label(peer, app), data[(app, peer)])
+                        for peer in peers if data.get((app, peer))]))
         L.append('')
 
     L.append('![requests per second per peer and app](results.png)')
