@@ -14,17 +14,10 @@ import (
 	"time"
 )
 
+// asgiSite returns a Caddyfile serving the ASGI app from the test apps on
+// a fresh loopback port, and its URL.
 func asgiSite(t *testing.T, app, options string) (string, string) {
-	port := freePort(t)
-	return fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	asgi %s {
-		dir {APPS}
-		python {PYTHON}
-		%s
-	}
-}`, port, app, options), fmt.Sprintf("http://127.0.0.1:%d", port)
+	return appSite(t, "asgi", app, "{APPS}", options)
 }
 
 func TestASGIFastAPI(t *testing.T) {

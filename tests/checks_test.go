@@ -12,16 +12,8 @@ import (
 
 // checkedSite is a Caddyfile serving app from dir with extra wsgi options.
 func checkedSite(t *testing.T, app, dir, options string) string {
-	return fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi %s {
-		dir %s
-		python {PYTHON}
-		workers 1
-		%s
-	}
-}`, freePort(t), app, dir, options)
+	config, _ := appSite(t, "wsgi", app, dir, "workers 1\n\t\t"+options)
+	return config
 }
 
 // refused starts caddy with config and returns its log once it exits

@@ -150,19 +150,11 @@ func concurrentGets(t *testing.T, url string, n int) map[string]bool {
 func TestBeforeStart(t *testing.T) {
 	tmp := t.TempDir()
 	marker := filepath.Join(tmp, "ran")
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi envinfo:application {
-		dir {APPS}
-		python {PYTHON}
-		env MARKER %s
+	config, _ := site(t, "envinfo:application", `env MARKER `+marker+`
 		workers 1
 		before_start python -c "import os; open(os.environ['MARKER'], 'w').write('first')"
-		before_start /bin/sh -c "echo second >> $MARKER"
-	}
-}`, port, marker))
+		before_start /bin/sh -c "echo second >> $MARKER"`)
+	c := startCaddy(t, config)
 	data, _ := os.ReadFile(marker)
 	if string(data) != "firstsecond\n" {
 		t.Errorf("before_start commands: marker holds %q", data)

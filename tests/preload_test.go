@@ -2,7 +2,6 @@ package tests
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -36,18 +35,8 @@ func TestPreloadForksFromTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, dir+"/preloaded.py", string(source))
-	port := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	c := startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi preloaded:application {
-		dir %s
-		python {PYTHON}
-		workers 2
-		preload
-	}
-}`, port, dir))
+	config, url := appSite(t, "wsgi", "preloaded:application", dir, "workers 2\n\t\tpreload")
+	c := startCaddy(t, config)
 	templatePid := func() int {
 		var pid int
 		waitFor(t, 10*time.Second, "a template pid in status", func() bool {

@@ -261,18 +261,8 @@ func TestAdminBadInput(t *testing.T) {
 func TestWatchRestartsOnChange(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir+"/watched.py", "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'version 1']\n")
-	port := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	c := startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi watched:application {
-		dir %s
-		python {PYTHON}
-		workers 2
-		watch
-	}
-}`, port, dir))
+	config, url := appSite(t, "wsgi", "watched:application", dir, "workers 2\n\t\twatch")
+	c := startCaddy(t, config)
 	if _, body := get(t, url); body != "version 1" {
 		t.Fatalf("got %q", body)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -124,23 +123,13 @@ func closeFrame(code uint16, reason string) []byte {
 func TestWebSocketOverHTTP2(t *testing.T) {
 	t.Setenv("GODEBUG", "http2xconnect=1") // inherited by the caddy process
 	log := filepath.Join(t.TempDir(), "ws.log")
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`{
+	config, base := asgiSite(t, "ws_app:app", "workers 1\n\t\tenv WS_LOG "+log)
+	c := startCaddy(t, `{
 	admin {ADMIN}
 	servers {
 		protocols h1 h2c
 	}
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	asgi ws_app:app {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-		env WS_LOG %s
-	}
-}`, port, log))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+}`+config)
 
 	ws, resp := dialH2WebSocket(t, base+"/echo", "echo.v1")
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || resp.Header.Get("Sec-WebSocket-Protocol") != "echo.v1" {

@@ -41,18 +41,9 @@ func wsRoundTrip(t *testing.T, c *websocket.Conn, typ websocket.MessageType, msg
 
 func TestWebSocket(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "ws.log")
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	asgi ws_app:app {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-		env WS_LOG %s
-	}
-}`, port, log))
-	base := fmt.Sprintf("ws://127.0.0.1:%d", port)
+	config, url := asgiSite(t, "ws_app:app", "workers 1\n\t\tenv WS_LOG "+log)
+	c := startCaddy(t, config)
+	base := "ws" + strings.TrimPrefix(url, "http")
 	ws := wsDial(t, base+"/echo", "echo.v1")
 	if ws.Subprotocol() != "echo.v1" {
 		t.Errorf("subprotocol %q", ws.Subprotocol())
@@ -106,19 +97,9 @@ http://127.0.0.1:%d {
 }
 
 func TestThousandWebSockets(t *testing.T) {
-	port := freePort(t)
-	startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	asgi ws_app:app {
-		dir {APPS}
-		python {PYTHON}
-		workers 2
-		max_concurrency 600
-		max_queue 2000
-	}
-}`, port))
-	url := fmt.Sprintf("ws://127.0.0.1:%d/echo", port)
+	config, url := asgiSite(t, "ws_app:app", "workers 2\n\t\tmax_concurrency 600\n\t\tmax_queue 2000")
+	startCaddy(t, config)
+	url = "ws" + strings.TrimPrefix(url, "http") + "/echo"
 	const n = 1000
 	conns := make([]*websocket.Conn, n)
 	var wg sync.WaitGroup

@@ -16,19 +16,27 @@ import (
 	"time"
 )
 
-// site returns a Caddyfile serving app on a fresh loopback port, and its URL.
+// site returns a Caddyfile serving the WSGI app from the test apps on a
+// fresh loopback port, and its URL.
 func site(t *testing.T, app, options string) (string, string) {
+	return appSite(t, "wsgi", app, "{APPS}", options)
+}
+
+// appSite returns a Caddyfile whose one site, on a fresh loopback port,
+// runs app from dir with the handler (wsgi or asgi) and its options, and
+// the site's URL.
+func appSite(t *testing.T, handler, app, dir, options string) (string, string) {
 	port := freePort(t)
 	return fmt.Sprintf(`
 http://127.0.0.1:%d {
 	bind 127.0.0.1
-	wsgi %s {
-		dir {APPS}
+	%s %s {
+		dir %s
 		python {PYTHON}
 		%s
 	}
 }
-`, port, app, options), fmt.Sprintf("http://127.0.0.1:%d", port)
+`, port, handler, app, dir, options), fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
 func get(t *testing.T, url string) (*http.Response, string) {
