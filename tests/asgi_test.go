@@ -140,12 +140,8 @@ func TestASGIStreamingAndDisconnect(t *testing.T) {
 
 func TestASGILifespanFailureRefusesConfig(t *testing.T) {
 	config, _ := asgiSite(t, "lifespan_fails:app", "workers 1")
-	c := launchCaddy(t, config)
-	if code := c.waitExit(30 * time.Second); code == 0 {
-		t.Fatal("a failing lifespan startup was accepted")
-	}
-	if !strings.Contains(c.log.String(), "cannot reach the database (on purpose)") {
-		t.Errorf("the app's message is not in the error:\n%s", tail(c.log.String(), 5))
+	if log := refused(t, config); !strings.Contains(log, "cannot reach the database (on purpose)") {
+		t.Errorf("the app's message is not in the error:\n%s", tail(log, 5))
 	}
 }
 

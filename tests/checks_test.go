@@ -7,24 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // checkedSite is a Caddyfile serving app from dir with extra wsgi options.
 func checkedSite(t *testing.T, app, dir, options string) string {
 	config, _ := appSite(t, "wsgi", app, dir, "workers 1\n\t\t"+options)
 	return config
-}
-
-// refused starts caddy with config and returns its log once it exits
-// non-zero; the test fails if it starts.
-func refused(t *testing.T, config string) string {
-	t.Helper()
-	c := launchCaddy(t, config)
-	if code := c.waitExit(60 * time.Second); code == 0 {
-		t.Fatalf("caddy accepted the config")
-	}
-	return c.log.String()
 }
 
 func TestGuardRefusesStartprojectDefaults(t *testing.T) {

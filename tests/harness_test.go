@@ -291,6 +291,17 @@ func (c *caddyProc) waitExit(timeout time.Duration) int {
 	}
 }
 
+// refused starts caddy with config and returns its log once it exits
+// non-zero; the test fails if it starts.
+func refused(t testing.TB, config string) string {
+	t.Helper()
+	c := launchCaddy(t, config)
+	if code := c.waitExit(60 * time.Second); code == 0 {
+		t.Fatalf("caddy accepted the config")
+	}
+	return c.log.String()
+}
+
 // stop ends caddy gracefully (SIGTERM), then by SIGKILL after 20s.
 func (c *caddyProc) stop() {
 	select {
