@@ -24,6 +24,22 @@ func nodeSite(t *testing.T, port, workers int) (string, string) {
 	return config, fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
+// processSite returns a Caddyfile whose one site, on a fresh loopback
+// port, proxies to a process upstream running command with options, and
+// the site's URL.
+func processSite(t *testing.T, command, options string) (string, string) {
+	port := freePort(t)
+	return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process %s {
+			%s
+		}
+	}
+}`, port, command, options), fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
 func nodePid(t *testing.T, url string) int {
 	t.Helper()
 	resp, body := get(t, url+"/x")
@@ -90,17 +106,9 @@ func TestProcessUpstreamNode(t *testing.T) {
 }
 
 func TestProcessUpstreamGunicorn(t *testing.T) {
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	reverse_proxy {
-		dynamic process /usr/bin/gunicorn --bind 127.0.0.1:{port} --workers 1 hello:application {
-			dir {APPS}
-		}
-	}
-}`, port))
-	resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	config, url := processSite(t, "/usr/bin/gunicorn --bind 127.0.0.1:{port} --workers 1 hello:application", "dir {APPS}")
+	c := startCaddy(t, config)
+	resp, body := get(t, url+"/")
 	if resp.StatusCode != 200 || body != "Hello, world!\n" {
 		t.Errorf("gunicorn behind the process upstream: %d %q", resp.StatusCode, body)
 	}
@@ -110,16 +118,8 @@ http://127.0.0.1:%d {
 }
 
 func TestProcessUpstreamThatNeverListens(t *testing.T) {
-	port := freePort(t)
-	log := refused(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	reverse_proxy {
-		dynamic process sleep 30 {
-			start_timeout 1s
-		}
-	}
-}`, port))
+	config, _ := processSite(t, "sleep 30", "start_timeout 1s")
+	log := refused(t, config)
 	if !strings.Contains(log, "was not ready on 127.0.0.1:") || !strings.Contains(log, "$PORT or {port}") {
 		t.Errorf("the error does not explain:\n%s", tail(log, 5))
 	}
