@@ -127,6 +127,19 @@ func fetch(t *testing.T, client *http.Client, target string, form url.Values) (*
 	return resp, string(body)
 }
 
+// postRedirectsHome posts form to base+path in client's session and fails
+// the test unless the answer redirects to "/" with status; it returns the
+// home page fetched afterwards.
+func postRedirectsHome(t *testing.T, client *http.Client, base, path string, form url.Values, status int) string {
+	t.Helper()
+	resp, body := fetch(t, client, base+path, form)
+	if resp.StatusCode != status || resp.Header.Get("Location") != "/" {
+		t.Fatalf("POST %s: %d Location %q\n%s", path, resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	_, page := fetch(t, client, base+"/", nil)
+	return page
+}
+
 // hiddenInput finds the value of the hidden form field name in page.
 func hiddenInput(t *testing.T, page, name string) string {
 	t.Helper()
@@ -210,17 +223,13 @@ func TestExampleDjango(t *testing.T) {
 
 	// a POST with the token and the csrftoken cookie creates the note and redirects
 	title := fmt.Sprintf("Note from the test %d", time.Now().UnixNano())
-	resp, body := fetch(t, client, base+"/", url.Values{"csrfmiddlewaretoken": {token}, "title": {title}, "body": {"line one\nline two"}})
-	if resp.StatusCode != 302 || resp.Header.Get("Location") != "/" {
-		t.Fatalf("POST /: %d Location %q\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
-	}
-	_, page = fetch(t, client, base+"/", nil)
+	page = postRedirectsHome(t, client, base, "/", url.Values{"csrfmiddlewaretoken": {token}, "title": {title}, "body": {"line one\nline two"}}, 302)
 	if !strings.Contains(page, "<h2>"+title+"</h2>") || !strings.Contains(page, "line one<br>line two") {
 		t.Errorf("the new note is not listed:\n%s", page)
 	}
 
 	// without the token: 403, and nothing is created
-	resp, body = fetch(t, client, base+"/", url.Values{"title": {"forged"}, "body": {"x"}})
+	resp, body := fetch(t, client, base+"/", url.Values{"title": {"forged"}, "body": {"x"}})
 	if resp.StatusCode != 403 || !strings.Contains(body, "CSRF") {
 		t.Errorf("POST without CSRF token: %d\n%s", resp.StatusCode, body)
 	}
@@ -280,11 +289,7 @@ func TestExampleFlask(t *testing.T) {
 
 	// a POST with the session's token adds the entry and redirects
 	name := fmt.Sprintf("Tester %d", time.Now().UnixNano())
-	resp, body := fetch(t, client, base+"/sign", url.Values{"csrf_token": {token}, "name": {name}, "message": {"Hello <from> the test"}})
-	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/" {
-		t.Fatalf("POST /sign: %d Location %q\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
-	}
-	_, page = fetch(t, client, base+"/", nil)
+	page = postRedirectsHome(t, client, base, "/sign", url.Values{"csrf_token": {token}, "name": {name}, "message": {"Hello <from> the test"}}, 303)
 	if !strings.Contains(page, "<strong>"+name+"</strong>") || !strings.Contains(page, "Hello &lt;from&gt; the test") {
 		t.Errorf("the new entry is not listed (escaped):\n%s", page)
 	}
@@ -302,13 +307,13 @@ func TestExampleFlask(t *testing.T) {
 		"wrong token": {client, url.Values{"csrf_token": {token + "x"}, "name": {"forged"}, "message": {"x"}}},
 		"no session":  {browser(t), url.Values{"csrf_token": {token}, "name": {"forged"}, "message": {"x"}}},
 	} {
-		if resp, body = fetch(t, post.client, base+"/sign", post.form); resp.StatusCode != 403 || !strings.Contains(body, "CSRF") {
+		if resp, body := fetch(t, post.client, base+"/sign", post.form); resp.StatusCode != 403 || !strings.Contains(body, "CSRF") {
 			t.Errorf("POST /sign with %s: %d\n%s", what, resp.StatusCode, body)
 		}
 	}
 
 	// the JSON API sees the entry and none of the forged ones
-	resp, body = fetch(t, browser(t), base+"/api/entries", nil)
+	resp, body := fetch(t, browser(t), base+"/api/entries", nil)
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /api/entries: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
