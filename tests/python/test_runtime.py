@@ -4,6 +4,7 @@ well-formed exchanges, then malformed and random frames, which must end in a
 logged protocol error and a clean exit (Caddy replaces the worker), never a
 hang or a response to garbage."""
 
+import hashlib
 import os
 import random
 import socket
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -254,8 +257,48 @@ class AsgiRuntimeTest(unittest.TestCase):
         self.assertEqual(body, b'got:abc')
         self.assertEqual(w.finish()[0], 0)
 
+    def test_frames_split_across_reads(self):
+        """Frames arriving a few bytes at a time, then many in one read."""
+        w = Worker(ASGI_ECHO, kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        data = frame(REQ_HEAD, 0, 3, head(**BASE)) + frame(REQ_BODY, 0, 3, b'ab') + frame(REQ_BODY, END, 3, b'cd')
+        for i in range(0, len(data), 5):
+            w.sock.sendall(data[i:i + 5])
+            time.sleep(0.002)
+        kind, _, sid, status = w.read_frame()
+        self.assertEqual((kind, sid, status.split(b'\0')[0]), (RESP_HEAD, 3, b'200 OK'))
+        self.assertEqual(w.read_frame()[3], b'got:abcd')
+        for sid in (4, 5, 6):  # requests one after the other on the channel
+            (kind, _, rsid, _), body, err = w.request(sid, BASE, b'n%d' % sid)
+            self.assertEqual((kind, rsid, body, err), (RESP_HEAD, sid, b'got:n%d' % sid, None))
+        self.assertEqual(w.finish()[0], 0)
+
+    def test_large_body(self):
+        """A body of several maximum-size frames, written at once."""
+        w = Worker(ASGI_ECHO, kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        body = bytes(random.Random(7).randrange(256) for _ in range(1 << 16)) * 40  # 2.5 MiB
+        size = hearth_worker.MAX_PAYLOAD
+        data = frame(REQ_HEAD, 0, 1, head(**BASE))
+        for start in range(0, len(body), size):
+            data += frame(REQ_BODY, END if start + size >= len(body) else 0, 1, body[start:start + size])
+        sender = threading.Thread(target=w.sock.sendall, args=(data,))
+        sender.start()
+        self.assertEqual(w.read_frame()[0], RESP_HEAD)
+        got = b''
+        while True:
+            kind, flags, _, payload = w.read_frame()
+            got += payload
+            if flags & END:
+                break
+        sender.join()
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(b'got:' + body).hexdigest())
+        self.assertEqual(w.finish()[0], 0)
+
     def test_garbage(self):
-        for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00'):
+        for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00',
+                     HEADER.pack(hearth_worker.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),
+                     frame(REQ_HEAD, 0, 1, head(**BASE)) + HEADER.pack(10, REQ_BODY, END, 1) + b'abc'):
             with self.subTest(data=data.hex()):
                 w = Worker(ASGI_ECHO, kind='asgi')
                 self.assertEqual(w.read_frame()[0], HELLO)
@@ -275,6 +318,7 @@ class InputTest(unittest.TestCase):
         data = b''.join(frame(REQ_BODY, END if i == len(chunks) - 1 else 0, 1, c) for i, c in enumerate(chunks))
         a.sendall(data)
         a.close()
+        self.addCleanup(b.close)
         return hearth_worker.Input(hearth_worker.Channel(b), False)
 
     def test_read_sizes(self):

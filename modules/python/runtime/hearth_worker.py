@@ -300,10 +300,122 @@ class Worker:
         send(_pack(len(head), RESP_HEAD, 0, sid) + head + _pack(len(body), RESP_BODY, END, sid) + body)
 
 
+def asgi_channel_class():
+    """AsgiChannel, defined on first use: asyncio is imported only by ASGI
+    workers."""
+    import asyncio
+
+    class AsgiChannel(asyncio.Protocol):
+        """One channel to Caddy for an ASGI worker. Frames are parsed as they
+        arrive (no reader task between the socket and the request) and
+        routed to the request in progress, which runs as its own task; the
+        channel is also that request's writer (write, drain)."""
+
+        def __init__(self, worker):
+            self.worker = worker
+            self.buffer = bytearray()  # a frame not complete yet
+            self.needed = HEADER_SIZE  # bytes the buffer needs before it is parsed again
+            self.request = None  # (stream id, its events queue, its task)
+            self.loop = asyncio.get_running_loop()
+            self.closed = self.loop.create_future()  # done when Caddy closed it and its request ended
+            self.paused = False
+            self.drain_waiters = []
+            self.lost = None
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if self.buffer:  # the rest of a frame that began earlier
+                self.buffer += data
+                if len(self.buffer) < self.needed:
+                    return
+                data = bytes(self.buffer)
+                self.buffer.clear()
+            offset, n = 0, len(data)
+            try:
+                while n - offset >= HEADER_SIZE:
+                    size, kind, flags, sid = HEADER.unpack_from(data, offset)
+                    if size > MAX_PAYLOAD:
+                        raise ProtocolError('frame announces %d bytes, more than the maximum %d' % (size, MAX_PAYLOAD))
+                    end = offset + HEADER_SIZE + size
+                    if n < end:
+                        break
+                    self.route(kind, flags, sid, data[offset + HEADER_SIZE:end])
+                    offset = end
+            except ProtocolError as exc:
+                sys.stderr.write('hearth worker %d: protocol error from Caddy: %s; closing the connection\n' % (os.getpid(), exc))
+                os._exit(3)
+            if offset < n:
+                self.buffer += memoryview(data)[offset:]
+                self.needed = HEADER_SIZE + (HEADER.unpack_from(data, offset)[0] if n - offset >= HEADER_SIZE else 0)
+
+        def route(self, kind, flags, sid, payload):
+            request = self.request
+            if kind == REQ_HEAD:
+                # (the previous request's task may still be reading the
+                # frames routed to it; it finishes on its own)
+                events = asyncio.Queue()
+                task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
+                self.request = (sid, events, task)
+            elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
+                request[1].put_nowait((kind, flags, payload))
+            elif kind not in (CANCEL, WS_MSG, WS_CLOSE):  # those may come for a request that already ended
+                raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
+
+        def eof_received(self):
+            return False  # close the transport: connection_lost follows
+
+        def connection_lost(self, exc):
+            if self.buffer:
+                sys.stderr.write('hearth worker %d: protocol error from Caddy: truncated frame; closing the connection\n' % os.getpid())
+                os._exit(3)
+            if exc is not None:
+                sys.stderr.write('hearth worker %d: connection to Caddy lost: %s\n' % (os.getpid(), exc))
+                os._exit(3)
+            self.lost = ConnectionResetError('Connection lost')
+            self.resume_writing()
+            if self.request is None:
+                self.closed.set_result(None)
+                return
+            self.request[1].put_nowait(None)
+            self.request[2].add_done_callback(lambda _: self.closed.done() or self.closed.set_result(None))
+
+        # -- the writer side, for the request in progress --------------------
+
+        def write(self, data):
+            self.transport.write(data)
+
+        async def drain(self):
+            """Wait while the socket's buffer is full: a slow client slows
+            the app down."""
+            if self.lost is not None:
+                raise self.lost
+            if self.paused:
+                waiter = self.loop.create_future()
+                self.drain_waiters.append(waiter)
+                await waiter
+                if self.lost is not None:
+                    raise self.lost
+
+        def pause_writing(self):
+            self.paused = True
+
+        def resume_writing(self):
+            self.paused = False
+            waiters, self.drain_waiters = self.drain_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    return AsgiChannel
+
+
 class AsgiWorker:
-    """Serves an ASGI 3 application: one asyncio loop, one coroutine per
-    channel, so a worker runs as many requests at once as it has channels
-    (max_concurrency); lifespan startup runs before the worker says hello."""
+    """Serves an ASGI 3 application: one asyncio loop, one AsgiChannel per
+    channel and a task per request, so a worker runs as many requests at
+    once as it has channels (max_concurrency); lifespan startup runs before
+    the worker says hello."""
 
     def __init__(self, app, name, lifespan):
         self.app = app
@@ -374,55 +486,19 @@ class AsgiWorker:
 
     # -- requests ----------------------------------------------------------
 
-    async def read_frame(self, reader):
+    async def open_channels(self, sockets):
+        """Greet Caddy on every channel and serve each with an AsgiChannel."""
         import asyncio
-        try:
-            head = await reader.readexactly(HEADER_SIZE)
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None
-            raise ProtocolError('truncated frame header')
-        size, kind, flags, sid = _unpack(head)
-        if size > MAX_PAYLOAD:
-            raise ProtocolError('frame announces %d bytes, more than the maximum %d' % (size, MAX_PAYLOAD))
-        try:
-            payload = await reader.readexactly(size) if size else b''
-        except asyncio.IncompleteReadError:
-            raise ProtocolError('truncated frame payload')
-        return kind, flags, sid, payload
-
-    async def serve_channel(self, reader, writer):
-        """One channel: a reader that routes frames to the request in
-        progress, which runs as its own task."""
-        import asyncio
-        request = None
-        try:
-            while True:
-                frame = await self.read_frame(reader)
-                if frame is None:
-                    if request is not None:
-                        request['events'].put_nowait(None)
-                        await request['task']
-                    return
-                kind, flags, sid, payload = frame
-                if kind == REQ_HEAD:
-                    # (the previous request's task may still be reading the
-                    # frames routed to it; it finishes on its own)
-                    request = {'events': asyncio.Queue(), 'sid': sid}
-                    request['task'] = asyncio.ensure_future(
-                        self.handle(writer, sid, payload, bool(flags & END), request['events']))
-                elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request['sid']:
-                    request['events'].put_nowait((kind, flags, payload))
-                elif kind in (CANCEL, WS_MSG, WS_CLOSE):
-                    pass  # for a request or WebSocket that already ended
-                else:
-                    raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
-        except ProtocolError as exc:
-            sys.stderr.write('hearth worker %d: protocol error from Caddy: %s; closing the connection\n' % (os.getpid(), exc))
-            os._exit(3)
-        except (OSError, ConnectionError) as exc:
-            sys.stderr.write('hearth worker %d: connection to Caddy lost: %s\n' % (os.getpid(), exc))
-            os._exit(3)
+        loop = asyncio.get_running_loop()
+        hello = str(os.getpid()).encode()
+        channel_class = asgi_channel_class()
+        channels = []
+        for s in sockets:
+            s.sendall(_pack(len(hello), HELLO, 0, 0) + hello)
+            s.setblocking(False)
+            _, channel = await loop.create_connection(lambda: channel_class(self), sock=s)
+            channels.append(channel)
+        return channels
 
     def scope(self, env):
         headers = []
@@ -622,22 +698,16 @@ class AsgiWorker:
             text = str(failure).encode('utf-8', 'replace')[-MAX_PAYLOAD:]
             sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
             os._exit(1)
-        hello = str(os.getpid()).encode()
-        streams = []
-        for s in sockets:
-            s.sendall(_pack(len(hello), HELLO, 0, 0) + hello)
-            s.setblocking(False)
-            streams.append(await asyncio.open_connection(sock=s, limit=2 * MAX_PAYLOAD))
+        channels = await self.open_channels(sockets)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        tasks = [asyncio.ensure_future(self.serve_channel(r, w)) for r, w in streams]
-        all_done = asyncio.ensure_future(asyncio.wait(tasks))
+        all_done = asyncio.ensure_future(asyncio.wait([c.closed for c in channels]))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([all_done, stopping], return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
-            for _, w in streams:  # take no new request; finish those running
+            for c in channels:  # take no new request; finish those running
                 try:
-                    w.transport.pause_reading()
+                    c.transport.pause_reading()
                 except Exception:
                     pass
             deadline = loop.time() + 30
