@@ -20,18 +20,9 @@ import (
 // connection that cannot be completed and see it drop).
 func TestWebSocketBadOpening(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "ws.log")
-	port := freePort(t)
-	startCaddy(t, fmt.Sprintf(`
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	asgi ws_app:app {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-		env WS_LOG %s
-	}
-}`, port, log))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	config, url := asgiSite(t, "ws_app:app", "workers 1\n\t\tenv WS_LOG "+log)
+	startCaddy(t, config)
+	addr := strings.TrimPrefix(url, "http://")
 	const goodKey = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 	for _, tc := range []struct {
 		name, headers, want string
