@@ -41,19 +41,7 @@ func TestDashboardInChromium(t *testing.T) {
 	hearth {
 		dashboard 127.0.0.1:%d
 	}
-	ddns {
-		provider rfc2136 {
-			key_name k
-			key_alg hmac-sha256
-			key a2V5a2V5a2V5a2V5
-			server 127.0.0.1:9
-		}
-		domains {
-			example.test home
-		}
-		ip_source static 203.0.113.80
-		dry_run
-	}
+%s
 }
 http://home.example.test:%d {
 	bind 127.0.0.1
@@ -64,7 +52,7 @@ http://home.example.test:%d {
 		guard warn
 		env FLASK_DEBUG 1
 	}
-}`, dashPort, appPort))
+}`, dashPort, dryRunDDNS("203.0.113.80"), appPort))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", dashPort)
 	waitFor(t, 30*time.Second, "the dry-run DDNS record on the page", func() bool {
 		_, body := get(t, url)

@@ -397,3 +397,22 @@ func removeFile(t testing.TB, path string) {
 		t.Fatal(err)
 	}
 }
+
+// dryRunDDNS is a global ddns block that detects ip (a static source) for
+// home.example.test and changes nothing (dry_run; its DNS server is a
+// closed port).
+func dryRunDDNS(ip string) string {
+	return `	ddns {
+		provider rfc2136 {
+			key_name k
+			key_alg hmac-sha256
+			key a2V5a2V5a2V5a2V5
+			server 127.0.0.1:9
+		}
+		domains {
+			example.test home
+		}
+		ip_source static ` + ip + `
+		dry_run
+	}`
+}

@@ -113,19 +113,8 @@ type reply struct {
 // with a body after a space) one after the other, opens the gate and
 // returns the replies in order, the caddy and the first worker's pid.
 func pipelineBehind(t *testing.T, requests ...string) ([]reply, *caddyProc, int) {
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`
-:%d {
-	bind 127.0.0.1
-	wsgi pipeline:application {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-		env PIPELINE_GATE {TMP}/gate
-		env PIPELINE_RECORD {TMP}/record
-	}
-}`, port))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	config, base := site(t, "pipeline:application", "workers 1\n\t\tenv PIPELINE_GATE {TMP}/gate\n\t\tenv PIPELINE_RECORD {TMP}/record")
+	c := startCaddy(t, config)
 	for i := 0; i < 50; i++ { // short requests: pipelining applies
 		get(t, base+"/id?warm")
 	}
@@ -223,18 +212,10 @@ func TestPipelinedPOSTIsNotResentWhenItMayHaveRun(t *testing.T) {
 // Requests that take milliseconds are not pipelined: a request queued
 // behind a slow one would wait for it even if another worker freed up.
 func TestSlowRequestsAreNotPipelined(t *testing.T) {
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`
-:%d {
-	bind 127.0.0.1
-	wsgi pipeline:application {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-	}
-}`, port))
+	config, url := site(t, "pipeline:application", "workers 1")
+	c := startCaddy(t, config)
 	getConcurrently(t, 4, 10, func(int, int) (string, func(int, string) bool) {
-		return fmt.Sprintf("http://127.0.0.1:%d/slow", port), func(status int, _ string) bool { return status == 200 }
+		return url + "/slow", func(status int, _ string) bool { return status == 200 }
 	})
 	if app := c.appNamed("pipeline"); app.Pipelined != 0 {
 		t.Errorf("%d requests of 5 ms were pipelined, want none", app.Pipelined)

@@ -130,19 +130,7 @@ func TestServicesAndStatusCommand(t *testing.T) {
 	t.Setenv("HEARTH_EXAMPLES", repoPath("examples"))
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
-	ddns {
-		provider rfc2136 {
-			key_name k
-			key_alg hmac-sha256
-			key a2V5a2V5a2V5a2V5
-			server 127.0.0.1:9
-		}
-		domains {
-			example.test home
-		}
-		ip_source static 203.0.113.70
-		dry_run
-	}
+%s
 }
 http://home.example.test:%d {
 	bind 127.0.0.1
@@ -160,7 +148,7 @@ http://127.0.0.1:%d {
 			dir {EXAMPLES}/node
 		}
 	}
-}`, p1, p2))
+}`, dryRunDDNS("203.0.113.70"), p1, p2))
 	resp, body := get(t, "http://"+c.admin+"/hearth/services")
 	var list []struct {
 		Name   string   `json:"name"`
