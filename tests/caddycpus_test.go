@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -12,19 +13,29 @@ import (
 // GET /hearth/apps.
 func (c *caddyProc) cpuUse() (using, available int) {
 	c.t.Helper()
+	body := c.goRuntime()
+	return body.CaddyCPUs, body.CPUs
+}
+
+// goRuntimeStatus is what GET /hearth/apps says of Go's settings.
+type goRuntimeStatus struct {
+	CaddyCPUs      int `json:"caddy_cpus"`
+	CPUs           int `json:"cpus"`
+	CaddyGCPercent int `json:"caddy_gc_percent"`
+}
+
+func (c *caddyProc) goRuntime() goRuntimeStatus {
+	c.t.Helper()
 	resp, err := http.Get("http://" + c.admin + "/hearth/apps")
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body struct {
-		CaddyCPUs int `json:"caddy_cpus"`
-		CPUs      int `json:"cpus"`
-	}
+	var body goRuntimeStatus
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		c.t.Fatal(err)
 	}
-	return body.CaddyCPUs, body.CPUs
+	return body
 }
 
 // TestCaddyCPUsLeavesCPUsToWorkers: while a config runs pools, Caddy's Go
@@ -78,4 +89,78 @@ http://127.0.0.1:%d {
 	if got, _ := c.cpuUse(); got != all {
 		t.Errorf("with no pool left, caddy uses %d CPUs, want all %d back", got, all)
 	}
+}
+
+// TestCaddyGCFloor: while a config runs pools, Go collects Caddy's
+// garbage only once its heap reaches the floor (a few MiB are live here,
+// so the GC percent is raised well above Go's 100),
+// caddy_gc_floor off and a floor the heap has already passed leave Go's
+// 100, and once no config runs a pool, Go's 100 comes back.
+func TestCaddyGCFloor(t *testing.T) {
+	if os.Getenv("GOGC") != "" {
+		t.Skip("GOGC is set in the environment: it decides, caddy_gc_floor does not apply")
+	}
+	port := freePort(t)
+	site := func(global string) string {
+		return fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, global, port)
+	}
+	c := startCaddy(t, site(""))
+	// auto: a 64th of Caddy's memory limit (90% of the machine's memory),
+	// at most 64 MiB; with 2 GiB or more that is 28 MiB or more
+	if memTotal(t) >= 2<<30 {
+		if got := c.goRuntime().CaddyGCPercent; got < 200 {
+			t.Errorf("default (auto) floor over a heap of a few MiB: GC percent %d, want at least 200", got)
+		}
+	}
+	for _, tt := range []struct {
+		option   string
+		min, max int
+	}{
+		{"caddy_gc_floor 64MiB", 300, 10000},
+		{"caddy_gc_floor off", 100, 100},
+		{"caddy_gc_floor 1MiB", 100, 100}, // the live heap is past it
+		{"caddy_gc_floor 1GiB", 1000, 10000},
+	} {
+		if code, body := c.load(site(tt.option)); code != 200 {
+			t.Fatalf("reload with %s: %d %s", tt.option, code, body)
+		}
+		if got := c.goRuntime().CaddyGCPercent; got < tt.min || got > tt.max {
+			t.Errorf("%s: GC percent %d, want %d to %d", tt.option, got, tt.min, tt.max)
+		}
+	}
+	if code, body := c.load(fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond \"no pools\"\n}", port)); code != 200 {
+		t.Fatalf("reload without pools: %d %s", code, body)
+	}
+	if got := c.goRuntime().CaddyGCPercent; got != 100 {
+		t.Errorf("with no pool left, GC percent %d, want Go's 100 back", got)
+	}
+}
+
+// memTotal is the machine's memory, from /proc/meminfo.
+func memTotal(t *testing.T) int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kib int64
+	for _, line := range strings.Split(string(data), "\n") {
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kib); err == nil {
+			return kib << 10
+		}
+	}
+	t.Fatal("no MemTotal in /proc/meminfo")
+	return 0
 }

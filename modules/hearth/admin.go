@@ -42,11 +42,16 @@ type appsStatus struct {
 	// of CPUs available (see the caddy_cpus option).
 	CaddyCPUs int `json:"caddy_cpus"`
 	CPUs      int `json:"cpus"`
+	// CaddyGCPercent is Go's GC percent now (see the caddy_gc_floor
+	// option): the heap grows by this much of its live part before Go
+	// collects; -1 when collection is off.
+	CaddyGCPercent int `json:"caddy_gc_percent"`
 }
 
 func newAppsStatus() appsStatus {
 	status := appsStatus{Apps: []any{}}
 	status.CaddyCPUs, status.CPUs = cpuStatus()
+	status.CaddyGCPercent = gcStatus()
 	return status
 }
 

@@ -71,8 +71,22 @@ type App struct {
 	// set, takes precedence. Default: auto.
 	CaddyCPUs string `json:"caddy_cpus,omitempty"`
 
+	// CaddyGCFloor is how large Caddy's Go heap may grow before Go collects
+	// garbage, while the config runs pools: "auto", a size, or "off" for
+	// Go's default (collect when the heap has doubled since the last
+	// collection). Serving a Python app, Caddy's live heap is a few
+	// megabytes and each request allocates a few kilobytes, so by default
+	// Go would collect dozens of times a second; the floor makes that a
+	// few times, at the cost of about its size in memory. "auto" is a 64th
+	// of the memory Caddy may use (its Go memory limit, which Caddy sets
+	// from the container's or the machine's memory), at most 64MiB. Above
+	// the floor the heap grows as Go's default allows, and the memory
+	// limit still bounds it. The GOGC environment variable, if set, takes
+	// precedence. Default: auto.
+	CaddyGCFloor string `json:"caddy_gc_floor,omitempty"`
+
 	dashboard *dashboard
-	started   bool // applyCaddyCPUs was called: Stop undoes it
+	started   bool // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
 
 	used   []Pool // provisioning of one config is sequential: no lock needed
 	keys   map[Pool]string
@@ -92,6 +106,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
 	a.keys = map[Pool]string{}
+	if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
+		return err
+	}
 	return parseCaddyCPUs(a.CaddyCPUs)
 }
 
@@ -151,6 +168,7 @@ func (a *App) Start() error {
 		return err
 	}
 	applyCaddyCPUs(a.CaddyCPUs, len(used), a.logger)
+	applyCaddyGCFloor(a.CaddyGCFloor, len(used), a.logger)
 	a.started = true
 	return nil
 }
@@ -181,6 +199,7 @@ func (a *App) Stop() error {
 	}
 	if a.started {
 		releaseCaddyCPUs()
+		releaseCaddyGCFloor()
 	}
 	return nil
 }

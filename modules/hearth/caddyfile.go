@@ -11,6 +11,7 @@ import (
 //			guard     enforce|warn|off
 //			dashboard [<address>]
 //			caddy_cpus auto|all|<n>
+//			caddy_gc_floor auto|<size>|off
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -50,8 +51,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("caddy_cpus takes one value, got also %q", d.Val())
 			}
+		case "caddy_gc_floor":
+			if !d.NextArg() {
+				return d.Err("caddy_gc_floor needs a value: auto, a size like 32MiB, or off")
+			}
+			a.CaddyGCFloor = d.Val()
+			if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
+				return d.Err(err.Error())
+			}
+			if d.NextArg() {
+				return d.Errf("caddy_gc_floor takes one value, got also %q", d.Val())
+			}
 		default:
-			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard and caddy_cpus", d.Val())
+			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus and caddy_gc_floor", d.Val())
 		}
 	}
 	return nil

@@ -1,0 +1,191 @@
+package hearth
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
+)
+
+// CaddyGCFloor settings. A size (like 64MiB) is also accepted.
+const (
+	// CaddyGCFloorAuto is a 64th of the memory Caddy may use (its Go
+	// memory limit: GOMEMLIMIT, or what Caddy sets from the container's or
+	// the machine's memory), at most maxAutoGCFloor.
+	CaddyGCFloorAuto = "auto"
+	// CaddyGCFloorOff leaves Go's garbage collector as it is.
+	CaddyGCFloorOff = "off"
+)
+
+// maxAutoGCFloor is the auto floor on machines with 4 GiB or more.
+const maxAutoGCFloor = 64 << 20
+
+// gcTuneEvery is how often the tuner looks at the live heap again.
+const gcTuneEvery = time.Second
+
+// maxGCPercent bounds the GC percent the floor may ask for (a heap of
+// under a megabyte would otherwise ask for a huge one).
+const maxGCPercent = 10000
+
+// gcFloor arbitrates Go's GC percent, which is process-wide, between the
+// hearth apps of the configs that run at once during a reload, like
+// goProcs does for GOMAXPROCS: the newest started one decides, and when
+// the last one stops, the percent from before comes back.
+var gcFloor struct {
+	sync.Mutex
+	running  int           // hearth apps started and not stopped
+	floor    uint64        // the heap size below which Go should not collect; 0: off
+	baseline int           // GC percent before Hearth changed it
+	tuning   bool          // baseline is set and the tuner runs
+	percent  int           // the GC percent set last
+	stop     chan struct{} // closed to stop the tuner
+}
+
+// parseCaddyGCFloor validates a caddy_gc_floor setting and returns the
+// floor in bytes (0 for off).
+func parseCaddyGCFloor(setting string) (uint64, error) {
+	switch setting {
+	case "", CaddyGCFloorAuto:
+		return autoGCFloor(debug.SetMemoryLimit(-1)), nil
+	case CaddyGCFloorOff:
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(setting)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("caddy_gc_floor %q is not auto, off or a size; write it like 32MiB or 128MB", setting)
+	}
+	return n, nil
+}
+
+// autoGCFloor is the auto floor under a Go memory limit of memoryLimit
+// bytes (math.MaxInt64 when there is none).
+func autoGCFloor(memoryLimit int64) uint64 {
+	return min(maxAutoGCFloor, uint64(max(memoryLimit, 0))/64)
+}
+
+// gcPercentFor is the GC percent that lets a heap whose live part is live
+// bytes grow to floor bytes before the next collection, and never less
+// than baseline: Go collects when the heap reaches live × (1 + percent/100).
+func gcPercentFor(floor, live uint64, baseline int) int {
+	if floor == 0 || baseline < 0 {
+		return baseline // off, or the collector is off (GOGC=off) anyway
+	}
+	live = max(live, 1<<20)
+	if live >= floor {
+		return baseline
+	}
+	need := (floor - live) * 100 / live
+	return max(baseline, int(min(need, maxGCPercent)))
+}
+
+// applyCaddyGCFloor sets the GC floor for a starting config, unless the
+// GOGC environment variable says how Go collects.
+func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) {
+	floor, _ := parseCaddyGCFloor(setting) // validated in Provision
+	if pools == 0 {
+		floor = 0
+	}
+	gcFloor.Lock()
+	defer gcFloor.Unlock()
+	gcFloor.running++
+	if env := os.Getenv("GOGC"); env != "" {
+		if setting != "" {
+			logger.Warn("the GOGC environment variable decides how Go collects garbage; caddy_gc_floor is ignored",
+				zap.String("GOGC", env), zap.String("caddy_gc_floor", setting))
+		}
+		return
+	}
+	if !gcFloor.tuning {
+		gcFloor.baseline = readGCPercent()
+		gcFloor.percent = gcFloor.baseline
+		gcFloor.stop = make(chan struct{})
+		gcFloor.tuning = true
+		go tuneGC(gcFloor.stop)
+	}
+	gcFloor.floor = floor
+	retuneGCLocked()
+	if floor != 0 {
+		logger.Debug("Caddy's heap may grow to the GC floor before Go collects garbage",
+			zap.String("caddy_gc_floor", humanize.IBytes(floor)), zap.Int("gc_percent", gcFloor.percent))
+	}
+}
+
+// releaseCaddyGCFloor undoes applyCaddyGCFloor when the last config stops.
+func releaseCaddyGCFloor() {
+	gcFloor.Lock()
+	defer gcFloor.Unlock()
+	gcFloor.running--
+	if gcFloor.running == 0 && gcFloor.tuning {
+		close(gcFloor.stop)
+		gcFloor.tuning = false
+		debug.SetGCPercent(gcFloor.baseline)
+		gcFloor.percent = gcFloor.baseline
+	}
+}
+
+// tuneGC follows the live heap: as it grows, the percent needed to reach
+// the floor shrinks, down to the baseline once the heap is past it.
+func tuneGC(stop chan struct{}) {
+	tick := time.NewTicker(gcTuneEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			gcFloor.Lock()
+			if gcFloor.tuning {
+				retuneGCLocked()
+			}
+			gcFloor.Unlock()
+		}
+	}
+}
+
+// retuneGCLocked sets the GC percent the floor asks for now, when it
+// differs by more than a tenth from the one set (the live heap wobbles
+// from one collection to the next).
+func retuneGCLocked() {
+	want := gcPercentFor(gcFloor.floor, readLiveHeap(), gcFloor.baseline)
+	if want == gcFloor.percent {
+		return
+	}
+	if diff := math.Abs(float64(want - gcFloor.percent)); want != gcFloor.baseline && diff*10 < float64(gcFloor.percent) {
+		return
+	}
+	debug.SetGCPercent(want)
+	gcFloor.percent = want
+}
+
+// gcStatus is the GC percent in use, in GET /hearth/apps.
+func gcStatus() int {
+	return readGCPercent()
+}
+
+func readGCPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 100
+	}
+	v := s[0].Value.Uint64()
+	if v > math.MaxInt32 {
+		return -1 // GOGC=off reads as a huge number
+	}
+	return int(v)
+}
+
+func readLiveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
