@@ -38,17 +38,10 @@ func (c *caddyProc) goRuntime() goRuntimeStatus {
 	return body
 }
 
-// TestCaddyCPUsLeavesCPUsToWorkers: while a config runs pools, Caddy's Go
-// code uses half of the CPUs by default, all of them with caddy_cpus all,
-// a set number with caddy_cpus <n>, and every CPU again once no config
-// runs a pool.
-func TestCaddyCPUsLeavesCPUsToWorkers(t *testing.T) {
-	if os.Getenv("GOMAXPROCS") != "" {
-		t.Skip("GOMAXPROCS is set in the environment: it decides, caddy_cpus does not apply")
-	}
-	port := freePort(t)
-	site := func(global string) string {
-		return fmt.Sprintf(`{
+// hearthOptionSite is a one-worker hello site on port with global as the
+// hearth global option's body.
+func hearthOptionSite(port int, global string) string {
+	return fmt.Sprintf(`{
 	admin {ADMIN}
 	hearth {
 		%s
@@ -62,7 +55,18 @@ http://127.0.0.1:%d {
 		workers 1
 	}
 }`, global, port)
+}
+
+// TestCaddyCPUsLeavesCPUsToWorkers: while a config runs pools, Caddy's Go
+// code uses half of the CPUs by default, all of them with caddy_cpus all,
+// a set number with caddy_cpus <n>, and every CPU again once no config
+// runs a pool.
+func TestCaddyCPUsLeavesCPUsToWorkers(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set in the environment: it decides, caddy_cpus does not apply")
 	}
+	port := freePort(t)
+	site := func(global string) string { return hearthOptionSite(port, global) }
 	c := startCaddy(t, site(""))
 	using, all := c.cpuUse()
 	if all < 1 || using != max(1, all/2) {
@@ -101,22 +105,7 @@ func TestCaddyGCFloor(t *testing.T) {
 		t.Skip("GOGC is set in the environment: it decides, caddy_gc_floor does not apply")
 	}
 	port := freePort(t)
-	site := func(global string) string {
-		return fmt.Sprintf(`{
-	admin {ADMIN}
-	hearth {
-		%s
-	}
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi hello:application {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-	}
-}`, global, port)
-	}
+	site := func(global string) string { return hearthOptionSite(port, global) }
 	c := startCaddy(t, site(""))
 	// auto: a 64th of Caddy's memory limit (90% of the machine's memory),
 	// at most 64 MiB; with 2 GiB or more that is 28 MiB or more
@@ -163,4 +152,24 @@ func memTotal(t *testing.T) int64 {
 	}
 	t.Fatal("no MemTotal in /proc/meminfo")
 	return 0
+}
+
+// TestEnvironmentWinsOverGoOptions: GOMAXPROCS and GOGC in Caddy's
+// environment decide over caddy_cpus and caddy_gc_floor, and Caddy's log
+// says that the options are ignored.
+func TestEnvironmentWinsOverGoOptions(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "1")
+	t.Setenv("GOGC", "150")
+	c := startCaddy(t, hearthOptionSite(freePort(t), "caddy_cpus all\n\t\tcaddy_gc_floor 64MiB"))
+	if got := c.goRuntime(); got.CaddyCPUs != 1 || got.CaddyGCPercent != 150 {
+		t.Errorf("with GOMAXPROCS=1 GOGC=150: caddy_cpus %d, caddy_gc_percent %d; want 1 and 150", got.CaddyCPUs, got.CaddyGCPercent)
+	}
+	for _, want := range []string{
+		"the GOMAXPROCS environment variable takes precedence; caddy_cpus is ignored",
+		"the GOGC environment variable takes precedence; caddy_gc_floor is ignored",
+	} {
+		if !strings.Contains(c.log.String(), want) {
+			t.Errorf("caddy's log lacks %q", want)
+		}
+	}
 }

@@ -65,11 +65,7 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	goProcs.running++
-	if env := os.Getenv("GOMAXPROCS"); env != "" {
-		if setting != "" {
-			logger.Warn("the GOMAXPROCS environment variable decides how many CPUs Caddy uses; caddy_cpus is ignored",
-				zap.String("GOMAXPROCS", env), zap.String("caddy_cpus", setting))
-		}
+	if envDecides("GOMAXPROCS", "caddy_cpus", setting, logger) {
 		return
 	}
 	if goProcs.baseline == 0 {
@@ -103,6 +99,21 @@ func cpuStatus() (using, available int) {
 		available = using
 	}
 	return using, available
+}
+
+// envDecides reports whether the environment variable name is set, which
+// overrides the Hearth option that sets the same Go setting, and warns
+// when the option was set explicitly (and so is ignored).
+func envDecides(name, option, setting string, logger *zap.Logger) bool {
+	env := os.Getenv(name)
+	if env == "" {
+		return false
+	}
+	if setting != "" {
+		logger.Warn("the "+name+" environment variable takes precedence; "+option+" is ignored",
+			zap.String(name, env), zap.String(option, setting))
+	}
+	return true
 }
 
 func orAuto(setting string) string {

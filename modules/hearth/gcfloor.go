@@ -3,7 +3,6 @@ package hearth
 import (
 	"fmt"
 	"math"
-	"os"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
@@ -94,11 +93,7 @@ func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) {
 	gcFloor.Lock()
 	defer gcFloor.Unlock()
 	gcFloor.running++
-	if env := os.Getenv("GOGC"); env != "" {
-		if setting != "" {
-			logger.Warn("the GOGC environment variable decides how Go collects garbage; caddy_gc_floor is ignored",
-				zap.String("GOGC", env), zap.String("caddy_gc_floor", setting))
-		}
+	if envDecides("GOGC", "caddy_gc_floor", setting, logger) {
 		return
 	}
 	if !gcFloor.tuning {
