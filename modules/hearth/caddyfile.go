@@ -41,30 +41,34 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("dashboard takes one address, got also %q", d.Val())
 			}
 		case "caddy_cpus":
-			if !d.NextArg() {
-				return d.Err("caddy_cpus needs a value: auto, all or a number of CPUs")
-			}
-			a.CaddyCPUs = d.Val()
-			if err := parseCaddyCPUs(a.CaddyCPUs); err != nil {
-				return d.Err(err.Error())
-			}
-			if d.NextArg() {
-				return d.Errf("caddy_cpus takes one value, got also %q", d.Val())
+			if err := oneValue(d, &a.CaddyCPUs, "auto, all or a number of CPUs", parseCaddyCPUs); err != nil {
+				return err
 			}
 		case "caddy_gc_floor":
-			if !d.NextArg() {
-				return d.Err("caddy_gc_floor needs a value: auto, a size like 32MiB, or off")
-			}
-			a.CaddyGCFloor = d.Val()
-			if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
-				return d.Err(err.Error())
-			}
-			if d.NextArg() {
-				return d.Errf("caddy_gc_floor takes one value, got also %q", d.Val())
+			check := func(v string) error { _, err := parseCaddyGCFloor(v); return err }
+			if err := oneValue(d, &a.CaddyGCFloor, "auto, a size like 32MiB, or off", check); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus and caddy_gc_floor", d.Val())
 		}
+	}
+	return nil
+}
+
+// oneValue reads the one value of the option at d's cursor into dst,
+// after check accepts it; need says what the option takes.
+func oneValue(d *caddyfile.Dispenser, dst *string, need string, check func(string) error) error {
+	option := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s needs a value: %s", option, need)
+	}
+	if err := check(d.Val()); err != nil {
+		return d.Err(err.Error())
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s takes one value, got also %q", option, d.Val())
 	}
 	return nil
 }
