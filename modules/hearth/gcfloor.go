@@ -97,6 +97,9 @@ func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) {
 		return
 	}
 	if !gcFloor.tuning {
+		if floor == 0 {
+			return // nothing to change, nothing to follow
+		}
 		gcFloor.baseline = readGCPercent()
 		gcFloor.percent = gcFloor.baseline
 		gcFloor.stop = make(chan struct{})
