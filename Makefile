@@ -25,6 +25,7 @@ test: build
 	HEARTH_CADDY=$(CURDIR)/bin/caddy HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
 	go test -run '^$$' -fuzz FuzzReader -fuzztime 10s ./modules/protocol
 	go test -run '^$$' -fuzz FuzzParseResponseHead -fuzztime 10s ./modules/python
+	go test -run '^$$' -fuzz FuzzRequestHead -fuzztime 10s ./modules/python
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)

@@ -1,6 +1,8 @@
 package python
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -49,13 +51,77 @@ func headerEnvironKey(name string) string {
 	return string(b)
 }
 
+// appendRequestHead appends the payload of r's request-head frame (its
+// WSGI environ as NUL-separated key/value pairs, then extra pairs) to dst.
+//
+// The frame is NUL-separated, so a NUL inside any value would shift the
+// pairs that follow and let a client set environ keys of its choosing
+// (REMOTE_USER, REMOTE_ADDR, HTTP_HOST …). Such a request is refused with
+// 400 before any worker sees it: no byte a client sends can add, remove or
+// override a key. (Go's HTTP servers already refuse NUL in header names
+// and values and in the raw request target; it reaches here through
+// percent-decoding of the path, %00.) The check is one count of NUL bytes
+// over the payload against the number of pairs written.
+func appendRequestHead(dst []byte, r *http.Request, scriptName string, bodySize int64, extra ...string) ([]byte, error) {
+	start := len(dst)
+	dst, pairs := appendEnviron(dst, r, scriptName, bodySize)
+	for i := 0; i+1 < len(extra); i += 2 {
+		dst = protocol.AppendPair(dst, extra[i], extra[i+1])
+		pairs++
+	}
+	payload := dst[start:]
+	if bytes.Count(payload, nul) != 2*pairs {
+		return dst, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf(
+			"refused a request whose %s contains a NUL byte (%%00): no app can be given it safely", nulField(r, scriptName)))
+	}
+	if len(payload) > protocol.MaxPayload {
+		return dst, caddyhttp.Error(http.StatusRequestHeaderFieldsTooLarge,
+			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(payload), protocol.MaxPayload))
+	}
+	return dst, nil
+}
+
+var nul = []byte{0}
+
+// nulField names the part of r that holds a NUL byte, for the log (never
+// its value: it is the client's).
+func nulField(r *http.Request, scriptName string) string {
+	switch {
+	case strings.IndexByte(r.URL.Path, 0) >= 0 || strings.IndexByte(scriptName, 0) >= 0:
+		return "path"
+	case strings.IndexByte(r.URL.RawQuery, 0) >= 0:
+		return "query string"
+	case strings.IndexByte(r.RequestURI, 0) >= 0:
+		return "request target"
+	case strings.IndexByte(r.Host, 0) >= 0:
+		return "Host"
+	case strings.IndexByte(r.Method, 0) >= 0:
+		return "method"
+	}
+	for name, values := range r.Header {
+		if strings.IndexByte(name, 0) >= 0 {
+			return "header names"
+		}
+		for _, v := range values {
+			if strings.IndexByte(v, 0) >= 0 {
+				return "header " + name
+			}
+		}
+	}
+	return "head"
+}
+
 // appendEnviron appends the WSGI environ of r, as protocol key/value pairs,
-// to dst. scriptName is the mount point stripped by handle_path, if any.
-func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int64) []byte {
+// to dst, and returns how many pairs it wrote. scriptName is the mount
+// point stripped by handle_path, if any. Use appendRequestHead, which
+// checks that the pairs can be framed.
+func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int64) ([]byte, int) {
 	pair := protocol.AppendPair
 	dst = pair(dst, "REQUEST_METHOD", r.Method)
+	pairs := 11 // the pairs always written below
 	if scriptName != "" {
 		dst = pair(dst, "SCRIPT_NAME", scriptName)
+		pairs++
 	}
 	path := r.URL.Path
 	if path == "" {
@@ -79,6 +145,7 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 	if bodySize > 0 || r.Header["Content-Length"] != nil {
 		dst = append(dst, "CONTENT_LENGTH\x00"...)
 		dst = append(strconv.AppendInt(dst, bodySize, 10), 0)
+		pairs++
 	}
 	dst = pair(dst, "HTTP_HOST", r.Host)
 	for name, values := range r.Header {
@@ -87,14 +154,17 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 			continue
 		}
 		if !known {
-			if strings.IndexByte(name, '_') >= 0 || strings.HasPrefix(name, ":") {
+			if strings.IndexByte(name, '_') >= 0 || strings.HasPrefix(name, ":") || name == "Host" {
 				// "X_Forwarded_For" would collide with "X-Forwarded-For" in
 				// the environ: drop it, as nginx and Gunicorn do. HTTP/2's
-				// ":protocol" pseudo-header is not a header for the app.
+				// ":protocol" pseudo-header is not a header for the app, and
+				// HTTP_HOST is r.Host, the one Caddy routed by, whatever a
+				// stray Host field says.
 				continue
 			}
 			key = headerEnvironKey(name)
 		}
+		pairs++
 		dst = append(dst, key...)
 		dst = append(dst, 0)
 		sep := ", "
@@ -109,7 +179,7 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 		}
 		dst = append(dst, 0)
 	}
-	return dst
+	return dst, pairs
 }
 
 // serverAddress returns SERVER_NAME (the requested host) and SERVER_PORT

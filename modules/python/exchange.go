@@ -41,10 +41,9 @@ func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, 
 	// the request's frames, encoded once before a worker is taken: head,
 	// then the body when it is in memory (a spilled body is streamed)
 	sid := p.nextStream.Add(1)
-	head := appendEnviron((*bufp)[:protocol.HeaderSize], r, scriptName, body.size)
-	if len(head)-protocol.HeaderSize > protocol.MaxPayload {
-		return caddyhttp.Error(http.StatusRequestHeaderFieldsTooLarge,
-			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(head), protocol.MaxPayload))
+	head, err := appendRequestHead((*bufp)[:protocol.HeaderSize], r, scriptName, body.size)
+	if err != nil {
+		return err
 	}
 	flags := uint8(0)
 	if body.size == 0 {
@@ -126,7 +125,7 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 	}
 	status, err := p.responseHead(h, payload, sid, w.Header())
 	if err != nil {
-		return false, p.broken(s, err)
+		return false, p.badHead(s, sid, bodySent, err)
 	}
 	h, payload, err = s.next()
 	if err != nil {
@@ -456,28 +455,72 @@ func (p *Pool) responseHead(h protocol.Header, payload []byte, sid uint32, hdr h
 	return parseResponseHead(payload, hdr)
 }
 
+// badHeadError is a response head the worker framed correctly but whose
+// content may not be sent: the app's fault, not the channel's.
+type badHeadError struct{ reason string }
+
+func (e *badHeadError) Error() string { return e.reason }
+
+// badHead answers a response head that could not be used. A head the app
+// filled with what no HTTP response may carry (a control character in a
+// header, say) costs that request a plain 500 and nothing more: the rest
+// of the response is read and dropped and the worker keeps serving, so a
+// client who gets an app to reflect its input into a header cannot kill
+// workers. Anything else means the channel is broken.
+func (p *Pool) badHead(s *slot, sid uint32, bodySent chan error, err error) error {
+	var bad *badHeadError
+	if !errors.As(err, &bad) {
+		return p.broken(s, err)
+	}
+	p.mu.Lock()
+	path := s.path
+	p.mu.Unlock()
+	p.logger.Error("refused the app's response: it cannot be sent as it is; the client gets 500",
+		zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.String("reason", bad.reason))
+	for {
+		h, _, err := s.next()
+		if err != nil {
+			return p.broken(s, err)
+		}
+		if h.Type == protocol.Abort || h.Type == protocol.ResponseBody && h.End() {
+			break
+		}
+		if h.Type != protocol.ResponseBody {
+			return p.broken(s, fmt.Errorf("unexpected %s frame in a response body", h.Type))
+		}
+	}
+	if err := p.finish(s, bodySent); err != nil {
+		return err
+	}
+	return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("app %s: %w", p.spec.Name, err))
+}
+
 // parseResponseHead decodes "<status line>\0name\0value\0…" into hdr. It
-// validates everything before touching hdr.
+// validates everything before touching hdr: header names are tokens, and
+// neither values nor the status line hold a control character (NUL, CR,
+// LF …; a tab is allowed in values) — what Gunicorn and uWSGI refuse too.
+// Errors name the header and the reason, never the value.
 func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 	var fields [][]byte
 	var stack [32][]byte
 	fields = stack[:0]
 	protocol.Fields(p, func(f []byte) bool { fields = append(fields, f); return true })
 	if len(fields) == 0 || len(fields)%2 != 1 {
-		return 0, fmt.Errorf("malformed response head from the app")
+		return 0, &badHeadError{"malformed response head from the app (an odd number of fields)"}
+	}
+	if i := controlByte(fields[0], false); i >= 0 {
+		return 0, &badHeadError{fmt.Sprintf("the app's status line holds a control character (%s) at byte %d", describeByte(fields[0][i]), i)}
 	}
 	status, err := parseStatus(fields[0])
 	if err != nil {
-		return 0, err
+		return 0, &badHeadError{err.Error()}
 	}
 	for i := 1; i < len(fields); i += 2 {
 		if !validHeaderName(fields[i]) {
-			return 0, fmt.Errorf("the app sent an invalid response header name %q", fields[i])
+			return 0, &badHeadError{fmt.Sprintf("the app sent an invalid response header name %s (a header name is a token: letters, digits and !#$%%&'*+-.^_`|~)", quoteName(fields[i]))}
 		}
-		for _, c := range fields[i+1] {
-			if c == '\r' || c == '\n' {
-				return 0, fmt.Errorf("the app sent a line break in response header %s", fields[i])
-			}
+		if j := controlByte(fields[i+1], true); j >= 0 {
+			return 0, &badHeadError{fmt.Sprintf("the app's response header %s holds a control character (%s) at byte %d of its value: header injection refused", fields[i], describeByte(fields[i+1][j]), j)}
 		}
 	}
 	for i := 1; i < len(fields); i += 2 {
@@ -494,6 +537,40 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 		hdr["Content-Type"] = nil // no sniffing: the app said what it said
 	}
 	return status, nil
+}
+
+// controlByte returns the index of the first control character in b
+// (bytes below 0x20 and DEL; a tab is allowed when tab is true), or -1.
+func controlByte(b []byte, tab bool) int {
+	for i, c := range b {
+		if c < 0x20 && !(tab && c == '\t') || c == 0x7f {
+			return i
+		}
+	}
+	return -1
+}
+
+// describeByte names a control character for a log line.
+func describeByte(c byte) string {
+	switch c {
+	case 0:
+		return "NUL"
+	case '\r':
+		return "CR"
+	case '\n':
+		return "LF"
+	case '\t':
+		return "tab"
+	}
+	return fmt.Sprintf("0x%02x", c)
+}
+
+// quoteName quotes a header name the app sent, at most 64 bytes of it.
+func quoteName(b []byte) string {
+	if len(b) > 64 {
+		return strconv.Quote(string(b[:64])) + "…"
+	}
+	return strconv.Quote(string(b))
 }
 
 func parseStatus(line []byte) (int, error) {

@@ -33,7 +33,7 @@ func TestParseResponseHead(t *testing.T) {
 		{"1xx refused", "100 Continue", 0, nil, "must be 200 or above"},
 		{"odd fields", "200 OK\x00Content-Type", 0, nil, "malformed response head"},
 		{"bad header name", "200 OK\x00Bad Name\x00v", 0, nil, "invalid response header name"},
-		{"header injection", "200 OK\x00X-A\x00v\r\nSet-Cookie: evil=1", 0, nil, "line break"},
+		{"header injection", "200 OK\x00X-A\x00v\r\nSet-Cookie: evil=1", 0, nil, "control character (CR)"},
 		{"empty", "", 0, nil, "malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,8 +82,10 @@ func FuzzParseResponseHead(f *testing.F) {
 				t.Fatalf("invalid name %q accepted", k)
 			}
 			for _, v := range vs {
-				if strings.ContainsAny(v, "\r\n\x00") {
-					t.Fatalf("value %q accepted", v)
+				for _, c := range []byte(v) {
+					if c < ' ' && c != '\t' || c == 0x7f {
+						t.Fatalf("value %q with a control character accepted", v)
+					}
 				}
 			}
 		}

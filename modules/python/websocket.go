@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
@@ -53,8 +54,10 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 		return nil
 	}
 	sid := p.nextStream.Add(1)
-	head := appendEnviron(make([]byte, protocol.HeaderSize, 2048), r, scriptName, 0)
-	head = protocol.AppendPair(head, "hearth.websocket", "1")
+	head, err := appendRequestHead(make([]byte, protocol.HeaderSize, 2048), r, scriptName, 0, "hearth.websocket", "1")
+	if err != nil {
+		return err
+	}
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
 	s, err := p.acquire(r.Context(), r.URL.Path, false, nil, false)
 	if err != nil {
@@ -73,7 +76,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	case protocol.ResponseHead: // the app closed before accepting: an HTTP answer
 		status, err := p.responseHead(h, payload, sid, w.Header())
 		if err != nil {
-			return p.broken(s, err)
+			return p.badHead(s, sid, nil, err)
 		}
 		h, payload, err = s.frames.Next()
 		if err != nil || h.Type != protocol.ResponseBody || !h.End() {
@@ -81,6 +84,15 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 		}
 		return p.finishSmall(w, r, status, payload, s, nil)
 	case protocol.WSAccept:
+		if sub := string(payload); sub != "" && !offered(r, sub) {
+			// the subprotocol goes into a response header: only one the
+			// client asked for, which Go's server has checked, may
+			p.logger.Error("the app accepted a WebSocket with a subprotocol the client did not offer; refusing the opening",
+				zap.String("path", r.URL.Path), zap.String("subprotocol", quoteName(payload)))
+			p.sendClose(s, sid, 1006, "")
+			p.drainToEnd(s, sid)
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.spec.Name))
+		}
 	default:
 		return p.broken(s, fmt.Errorf("unexpected %s frame in a WebSocket handshake", h.Type))
 	}
@@ -99,6 +111,19 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	}()
 	p.workerToClient(ctx, conn, s, sid, clientDone)
 	return nil
+}
+
+// offered reports whether the client offered subprotocol in its
+// Sec-WebSocket-Protocol headers.
+func offered(r *http.Request, subprotocol string) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(p) == subprotocol {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // acceptWebSocket completes the opening the app accepted, with the

@@ -10,6 +10,7 @@ internet. Standard library only; Python 3.9+.
 import faulthandler
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -32,6 +33,63 @@ _unpack = HEADER.unpack
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid Hearth frame sequence."""
+
+
+class HeaderError(ValueError):
+    """The app set a response status or header that no HTTP response may
+    carry (a NUL, CR, LF or other control character): sending it would let
+    whoever chose the value add headers of their own. The request gets a
+    plain 500; the message names the header, never its value."""
+
+
+# Control characters a response head may not hold; NUL is counted apart
+# (it separates the fields), a tab is allowed (in values).
+_CONTROL = re.compile('[\x01-\x08\x0a-\x1f\x7f]')
+
+
+def encode_head(status, headers):
+    """The response-head payload: the status line and the header pairs,
+    NUL-separated, latin-1. Raises HeaderError when a field would not reach
+    the client as the app wrote it. Costs one count and one regex search
+    over the joined head, in C."""
+    parts = [status]
+    for name, value in headers:
+        parts.append(name)
+        parts.append(value)
+    try:
+        head = '\0'.join(parts)
+    except TypeError:
+        raise HeaderError(head_problem(parts)) from None
+    if head.count('\0') != len(parts) - 1 or _CONTROL.search(head) is not None:
+        raise HeaderError(head_problem(parts))
+    try:
+        return head.encode('latin-1')
+    except UnicodeEncodeError:
+        raise HeaderError(head_problem(parts)) from None
+
+
+def head_problem(parts):
+    """Says which field of a response head is unusable, and why."""
+    for i, part in enumerate(parts):
+        if i == 0:
+            where = 'the status line'
+        elif i % 2:
+            where = 'a response header name (%r)' % (part[:40] if isinstance(part, str) else type(part).__name__)
+        else:
+            where = 'the value of response header %r' % (parts[i - 1][:40],)
+        if not isinstance(part, str):
+            return '%s is a %s, not a str' % (where, type(part).__name__)
+        for j, c in enumerate(part):
+            if c < ' ' and c != '\t' or c == '\x7f':
+                return ('%s holds a control character (%s) at position %d: refused, it would let its '
+                        'author add response headers' % (where, CONTROL_NAMES.get(c, '0x%02x' % ord(c)), j))
+            if c > '\xff':
+                return ('%s holds %r, which is not latin-1: HTTP headers carry latin-1; encode it '
+                        '(RFC 8187 for file names, or percent-encoding)' % (where, c))
+    return 'the response head is malformed'
+
+
+CONTROL_NAMES = {'\0': 'NUL', '\r': 'CR', '\n': 'LF', '\t': 'tab'}
 
 
 def frames(kind, sid, data, last):
@@ -197,6 +255,8 @@ class Worker:
 
     def handle(self, channel, sid, payload, no_body):
         fields = payload.decode('latin-1').split('\0')
+        if not len(fields) & 1:  # pairs, each ended by a NUL, then ''
+            raise ProtocolError('malformed request head (%d fields)' % len(fields))
         environ = self.base_environ.copy()
         pairs = iter(fields)
         environ.update(zip(pairs, pairs))
@@ -206,13 +266,8 @@ class Worker:
         state = [None, None, False]  # status, headers, head sent
 
         def head_frame():
-            status, headers = state[0], state[1]
-            parts = [status]
-            for name, value in headers:
-                parts.append(name)
-                parts.append(value)
+            head = encode_head(state[0], state[1])
             state[2] = True
-            head = '\0'.join(parts).encode('latin-1')
             return _pack(len(head), RESP_HEAD, 0, sid) + head
 
         def write(data):
@@ -525,6 +580,8 @@ class AsgiWorker:
     async def handle(self, writer, sid, payload, no_body, events):
         import asyncio
         fields = payload.decode('latin-1').split('\0')
+        if not len(fields) & 1:  # pairs, each ended by a NUL, then ''
+            raise ProtocolError('malformed request head (%d fields)' % len(fields))
         pairs = iter(fields)
         env = dict(zip(pairs, pairs))
         scope = self.scope(env)
@@ -561,11 +618,10 @@ class AsgiWorker:
                 if state['started']:
                     raise RuntimeError('http.response.start sent twice')
                 status = int(message['status'])
-                parts = ['%d %s' % (status, STATUS_TEXT.get(status, 'Status'))]
-                for name, value in message.get('headers', []):
-                    parts.append(name.decode('latin-1') if isinstance(name, bytes) else str(name))
-                    parts.append(value.decode('latin-1') if isinstance(value, bytes) else str(value))
-                head = '\0'.join(parts).encode('latin-1')
+                head = encode_head('%d %s' % (status, STATUS_TEXT.get(status, 'Status')), [
+                    (name.decode('latin-1') if isinstance(name, bytes) else str(name),
+                     value.decode('latin-1') if isinstance(value, bytes) else str(value))
+                    for name, value in message.get('headers', [])])
                 state['head'] = _pack(len(head), RESP_HEAD, 0, sid) + head
                 state['started'] = True
             elif kind == 'http.response.body':
