@@ -3,6 +3,8 @@ package tests
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,4 +116,127 @@ func listeningOn(port int) []string {
 		}
 	}
 	return out
+}
+
+// dashboardGet sends GET url with the given Host header.
+func dashboardGet(t *testing.T, url, host string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s (Host %s): %v", url, host, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestDashboardChecksHost: the dashboard answers loopback names, the host
+// of its listen address and the names given with `hosts`; any other Host
+// (a page that rebinds its own name to this machine: DNS rebinding) gets
+// 403 and a message naming the option, in a real browser too.
+func TestDashboardChecksHost(t *testing.T) {
+	dashPort, appPort := freePort(t), freePort(t)
+	startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		dashboard 127.0.0.2:%d {
+			hosts box.lan
+		}
+	}
+}
+:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard warn
+	}
+}`, dashPort, appPort))
+	base := fmt.Sprintf("http://127.0.0.2:%d", dashPort)
+	p := fmt.Sprint(dashPort)
+	for _, path := range []string{"/", "/status.json"} {
+		for _, host := range []string{"127.0.0.2:" + p, "127.0.0.2", "localhost:" + p, "localhost", "127.0.0.1:" + p, "[::1]:" + p, "box.lan", "BOX.LAN:" + p} {
+			if code, body := dashboardGet(t, base+path, host); code != 200 || !strings.Contains(body, "hello") {
+				t.Errorf("GET %s with Host %s: %d, want 200 with the hello service:\n%s", path, host, code, truncateString(body, 500))
+			}
+		}
+		for _, host := range []string{"evil.example", "evil.example:" + p, "box.lan.evil.example", "127.0.0.3:" + p} {
+			code, body := dashboardGet(t, base+path, host)
+			if code != http.StatusForbidden && code != http.StatusMisdirectedRequest {
+				t.Errorf("GET %s with Host %s: %d, want 403 or 421:\n%s", path, host, code, truncateString(body, 500))
+			}
+			if strings.Contains(body, "hello") || !strings.Contains(body, "does not answer to the host") || !strings.Contains(body, "hosts <name>...") {
+				t.Errorf("GET %s with Host %s: the refusal shows data or does not say how to fix it:\n%s", path, host, truncateString(body, 500))
+			}
+		}
+	}
+	// a browser whose DNS gives evil.example the dashboard's address
+	dom := chromium(t, "--no-proxy-server", fmt.Sprintf("--host-resolver-rules=MAP evil.example 127.0.0.2:%d", dashPort),
+		"--dump-dom", fmt.Sprintf("http://evil.example:%d/", dashPort))
+	if strings.Contains(dom, "hello") || !strings.Contains(dom, "does not answer to the host") {
+		t.Errorf("a page under a rebound name read the dashboard:\n%s", truncateString(dom, 2000))
+	}
+}
+
+// TestDashboardShowsNoCredentials: with DDNS failing (a Duck DNS update
+// and an ip_source URL, both with a token in the query, against a closed
+// port) and an app given secrets in env, neither the page nor
+// /status.json shows a secret, though both show the errors.
+func TestDashboardShowsNoCredentials(t *testing.T) {
+	dashPort, appPort, closed := freePort(t), freePort(t), freePort(t)
+	secrets := []string{"duck-token-5f0c2a9e", "ip-source-token-77ab31", "django-secret-key-93d1e0", "api-token-c4b8f2"}
+	startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		dashboard 127.0.0.1:%d
+	}
+	ddns {
+		provider duckdns {
+			token %s
+			server http://127.0.0.1:%d
+		}
+		domains {
+			duckdns.org myhome
+		}
+		ip_source http http://127.0.0.1:%d/ip?token=%s
+		ip_source static 203.0.113.81
+		versions ipv4 ipv6
+		interval 1m
+	}
+}
+:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard warn
+		env SECRET_KEY %s
+		env API_TOKEN %s
+	}
+}`, dashPort, secrets[0], closed, closed, secrets[1], appPort, secrets[2], secrets[3]))
+	base := fmt.Sprintf("http://127.0.0.1:%d", dashPort)
+	// both records fail: A at the update, AAAA at detection
+	waitFor(t, 30*time.Second, "both DDNS records' errors in /status.json", func() bool {
+		_, body := dashboardGet(t, base+"/status.json", "127.0.0.1")
+		return strings.Count(body, `"last_error"`) == 2 && strings.Contains(body, "203.0.113.81")
+	})
+	_, status := dashboardGet(t, base+"/status.json", "127.0.0.1")
+	_, page := dashboardGet(t, base+"/", "127.0.0.1")
+	for what, body := range map[string]string{"/status.json": status, "the page": page} {
+		if !strings.Contains(body, "127.0.0.1:"+fmt.Sprint(closed)) || !strings.Contains(body, "hello") {
+			t.Errorf("%s does not show the service and the DDNS errors:\n%s", what, truncateString(body, 3000))
+		}
+		for _, secret := range secrets {
+			if strings.Contains(body, secret) {
+				t.Errorf("%s shows the secret %q:\n%s", what, secret, truncateString(body, 3000))
+			}
+		}
+	}
 }

@@ -62,6 +62,12 @@ type App struct {
 	// 127.0.0.1 only.
 	Dashboard string `json:"dashboard,omitempty"`
 
+	// DashboardHosts are the names, besides localhost, 127.0.0.1, [::1]
+	// and the host of Dashboard's address, that the dashboard answers to
+	// in a request's Host header; other names get 403 (this stops DNS
+	// rebinding). Ports in a Host header are ignored.
+	DashboardHosts []string `json:"dashboard_hosts,omitempty"`
+
 	// CaddyCPUs is how many CPUs Caddy's own Go code may use at once
 	// (GOMAXPROCS) while the config runs pools: "auto" leaves half of the
 	// CPUs to the worker processes (Caddy uses at most half, at least one),
@@ -143,7 +149,7 @@ func (a *App) Start() error {
 	used := a.used
 	a.tellSites()
 	if a.Dashboard != "" {
-		d, err := startDashboard(a.ctx, a.Dashboard, a.logger)
+		d, err := startDashboard(a.ctx, a.Dashboard, a.DashboardHosts, a.logger)
 		if err != nil {
 			return err
 		}

@@ -9,7 +9,9 @@ import (
 //	{
 //		hearth {
 //			guard     enforce|warn|off
-//			dashboard [<address>]
+//			dashboard [<address>] {
+//				hosts <name>...
+//			}
 //			caddy_cpus auto|all|<n>
 //			caddy_gc_floor auto|<size>|off
 //		}
@@ -39,6 +41,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if d.NextArg() {
 				return d.Errf("dashboard takes one address, got also %q", d.Val())
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if d.Val() != "hosts" {
+					return d.Errf("unknown dashboard option %q; the one valid option is hosts", d.Val())
+				}
+				names := d.RemainingArgs()
+				if len(names) == 0 {
+					return d.Err("hosts needs one or more names the dashboard answers to, like `hosts box.lan 192.168.1.5`")
+				}
+				a.DashboardHosts = append(a.DashboardHosts, names...)
 			}
 		case "caddy_cpus":
 			if err := oneValue(d, &a.CaddyCPUs, "auto, all or a number of CPUs", parseCaddyCPUs); err != nil {

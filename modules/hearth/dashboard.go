@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,8 +42,10 @@ type dashboard struct {
 }
 
 // startDashboard listens on address (loopback unless a host is given)
-// through Caddy's listener pool, so reloads keep the socket.
-func startDashboard(ctx caddy.Context, address string, logger *zap.Logger) (*dashboard, error) {
+// through Caddy's listener pool, so reloads keep the socket. It answers
+// only requests whose Host is a loopback name, the address's own host,
+// or one of hosts (see checkHost).
+func startDashboard(ctx caddy.Context, address string, hosts []string, logger *zap.Logger) (*dashboard, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		host, port = address, ""
@@ -65,7 +68,7 @@ func startDashboard(ctx caddy.Context, address string, logger *zap.Logger) (*das
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.page)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) { _ = writeJSON(w, d.data()) })
-	d.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	d.server = &http.Server{Handler: checkHost(dashboardHosts(host, hosts), mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := d.server.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			logger.Error("dashboard stopped", zap.Error(err))
@@ -73,6 +76,61 @@ func startDashboard(ctx caddy.Context, address string, logger *zap.Logger) (*das
 	}()
 	logger.Info("dashboard serving", zap.String("address", d.listener.Addr().String()))
 	return d, nil
+}
+
+// dashboardHosts is the set of names the dashboard answers to: the
+// loopback names, the listen address's own host (unless it is a wildcard
+// address such as 0.0.0.0), and the configured names.
+func dashboardHosts(listenHost string, configured []string) map[string]bool {
+	allowed := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+	if ip := net.ParseIP(hostName(listenHost)); ip == nil || !ip.IsUnspecified() {
+		allowed[hostName(listenHost)] = true
+	}
+	for _, h := range configured {
+		allowed[hostName(h)] = true
+	}
+	delete(allowed, "")
+	return allowed
+}
+
+// hostName is the name in a Host header or a configured name, without
+// port, IPv6 brackets or trailing dot, in lower case.
+func hostName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// checkHost answers 403 to a request whose Host is not allowed, before
+// next sees it, as Caddy's admin API does. This stops DNS rebinding: a
+// web page at attacker.example, open in a browser on this machine or the
+// LAN, can point its own name at the dashboard's address and then read
+// the dashboard as same-origin, but its requests carry Host:
+// attacker.example. There is no Origin check: every route is a GET that
+// changes nothing, the page runs no scripts, and no answer carries CORS
+// headers, so a cross-origin page cannot read an answer; rebinding is the
+// way around that, and the Host check closes it.
+func checkHost(allowed map[string]bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allowed[hostName(r.Host)] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		shown := r.Host
+		if len(shown) > 100 {
+			shown = shown[:100] + "…"
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprintf(w, "The Hearth dashboard does not answer to the host %q (the Host header of this request).\n"+
+			"It answers to localhost, 127.0.0.1 and [::1], to the host of its listen address, and to the names "+
+			"given in the Caddyfile's global options as\n\n\thearth {\n\t\tdashboard <address> {\n\t\t\thosts <name>...\n\t\t}\n\t}\n\n"+
+			"(in JSON, apps.hearth.dashboard_hosts). To open it under this name, add the name there and reload Caddy.\n"+
+			"The check stops web pages that point their own name at this machine (DNS rebinding) from reading the dashboard.\n", shown)
+	})
 }
 
 // dashboardData is what the page shows, as generic JSON data (pools of

@@ -1,0 +1,59 @@
+package hearth
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// TestDashboardHostCheck: the dashboard answers loopback names, its listen
+// address's host and the configured names, with or without a port, in
+// any case; any other Host gets 403 and a message naming the hosts option.
+func TestDashboardHostCheck(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "status") })
+	for _, tc := range []struct {
+		listen string
+		hosts  []string
+		host   string
+		want   int
+	}{
+		{"127.0.0.1", nil, "127.0.0.1:2020", 200},
+		{"127.0.0.1", nil, "127.0.0.1", 200},
+		{"127.0.0.1", nil, "localhost:2020", 200},
+		{"127.0.0.1", nil, "LocalHost", 200},
+		{"127.0.0.1", nil, "localhost.", 200},
+		{"127.0.0.1", nil, "[::1]:2020", 200},
+		{"127.0.0.1", nil, "[::1]", 200},
+		{"192.168.1.5", nil, "192.168.1.5:2020", 200},
+		{"192.168.1.5", nil, "192.168.1.6:2020", 403},
+		{"::", nil, "[::]:2020", 403},
+		{"0.0.0.0", nil, "0.0.0.0:2020", 403},
+		{"0.0.0.0", []string{"box.lan", "Home.Example.NET", "fd00::5"}, "box.lan:2020", 200},
+		{"0.0.0.0", []string{"box.lan", "Home.Example.NET", "fd00::5"}, "home.example.net", 200},
+		{"0.0.0.0", []string{"box.lan", "Home.Example.NET", "fd00::5"}, "[fd00::5]:2020", 200},
+		{"0.0.0.0", []string{"box.lan"}, "box.lan.evil.example", 403},
+		{"127.0.0.1", nil, "evil.example", 403},
+		{"127.0.0.1", nil, "evil.example:2020", 403},
+		{"127.0.0.1", nil, "localhost.evil.example", 403},
+		{"127.0.0.1", nil, "", 403},
+	} {
+		h := checkHost(dashboardHosts(tc.listen, tc.hosts), ok)
+		r := httptest.NewRequest("GET", "/status.json", nil)
+		r.Host = tc.host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("listen %s, hosts %v, Host %q: %d, want %d (%s)", tc.listen, tc.hosts, tc.host, w.Code, tc.want, w.Body)
+		}
+		if tc.want == 403 {
+			body := w.Body.String()
+			if strings.Contains(body, "status") || !strings.Contains(body, "does not answer to the host") ||
+				!strings.Contains(body, "hosts <name>...") || !strings.Contains(body, "dashboard_hosts") ||
+				!strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+				t.Errorf("Host %q: the refusal does not explain itself: %s %q", tc.host, w.Header().Get("Content-Type"), body)
+			}
+		}
+	}
+}
