@@ -7,7 +7,6 @@ package guard
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"path"
 	"strings"
@@ -24,20 +23,26 @@ func init() {
 // Guard is the `guard` HTTP handler. It wraps the handlers after it:
 //
 //   - a request whose Host is not one of Hosts gets 421 Misdirected Request
-//     (Host-header attacks poison password-reset links and caches);
+//     (Host-header attacks poison password-reset links and caches); without
+//     Hosts, a guard that serves an app (the wsgi and asgi handlers' own)
+//     uses the hosts the app itself allows (Django's ALLOWED_HOSTS, read
+//     before launch, or what `settings auto` gave it);
 //   - requests for debugger consoles and for files that are never meant to
 //     be served (`__debugger__`, `/console`, `/.env`, `/.git/`, `*.sqlite3`,
-//     `*.py`, …) get 404;
+//     `*.py`, …) get 404, judged by their decoded path and query in every
+//     reading an app or a file system may make of them (refuse.go);
 //   - an error response that carries a Django, Werkzeug/Flask or Starlette
-//     debug page or a Python traceback is replaced by a plain 500, and the
-//     original is logged;
+//     debug page or a Python traceback, compressed or not, is replaced by a
+//     plain page of its status class (a 4xx keeps its status, a 5xx becomes
+//     500), and the original is logged;
 //   - security headers are added when the app did not set them:
 //     Strict-Transport-Security (HTTPS only), X-Content-Type-Options,
 //     X-Frame-Options and Referrer-Policy;
 //   - Server and X-Powered-By headers set by the app are removed.
 type Guard struct {
 	// Hosts are the host names requests may carry (a leading "*." matches
-	// one label). Empty: any host. The Caddyfile sets the site's hosts.
+	// one label). Empty: the hosts the app allows, when the guard serves
+	// an app whose hosts are known (see UseAppHosts); any host otherwise.
 	Hosts []string `json:"hosts,omitempty"`
 
 	// Refuse adds path patterns to refuse (404), in the syntax of
@@ -49,11 +54,14 @@ type Guard struct {
 	HSTSMaxAge int `json:"hsts_max_age,omitempty"`
 
 	// ScanLimit is how many bytes of an error response are held back and
-	// searched for debug pages. Default: 256 KiB.
+	// searched for debug pages; of a compressed one, how many decoded bytes
+	// are searched (and up to 128 KiB more of it are held, a zstd block).
+	// Default: 256 KiB.
 	ScanLimit int `json:"scan_limit,omitempty"`
 
-	hosts  hostSet
-	logger *zap.Logger
+	hosts    hostSet
+	appHosts func() *AppHosts // the hosts the app allows, when Hosts is empty
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -95,13 +103,8 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 
 // ServeHTTP guards the request and its response.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !g.hosts.allows(r.Host) {
-		return caddyhttp.Error(http.StatusMisdirectedRequest,
-			fmt.Errorf("guard: Host %q is not one of this site's hosts %v", r.Host, g.Hosts))
-	}
-	if reason := g.refused(r); reason != "" {
-		g.logger.Warn("guard refused a request", zap.String("path", r.URL.Path), zap.String("reason", reason))
-		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("guard: %s", reason))
+	if err := g.Check(r); err != nil {
+		return err
 	}
 	gw := g.wrap(w, r)
 	err := next.ServeHTTP(gw, r)
@@ -111,46 +114,30 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return err
 }
 
-// hostSet matches Host headers against the allowed names.
-type hostSet struct {
-	exact    map[string]bool
-	wildcard []string // ".example.net" for "*.example.net"
+// Check judges a request before anything serves it: a Host that is not
+// the site's (Hosts, or the hosts the app allows) gets 421, and a path or
+// query that is never served gets 404, as a caddyhttp.HandlerError. It
+// returns nil for a request that may go on. Handlers that serve what the
+// guard cannot wrap (WebSocket openings) call it themselves.
+func (g *Guard) Check(r *http.Request) error {
+	if err := g.checkHost(r); err != nil {
+		return err
+	}
+	if reason := g.refused(r); reason != "" {
+		g.logger.Warn("guard refused a request", zap.String("path", r.URL.Path), zap.String("reason", reason))
+		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("guard: %s", reason))
+	}
+	return nil
 }
 
-func newHostSet(hosts []string) (hostSet, error) {
-	s := hostSet{exact: map[string]bool{}}
-	for _, h := range hosts {
-		h = strings.ToLower(strings.TrimSuffix(h, "."))
-		switch {
-		case h == "" || strings.ContainsAny(h, "/ "):
-			return s, fmt.Errorf("guard: %q is not a host name", h)
-		case strings.HasPrefix(h, "*."):
-			s.wildcard = append(s.wildcard, h[1:])
-		default:
-			s.exact[h] = true
-		}
+// IsWebSocket reports a WebSocket opening: an HTTP/1.1 upgrade or an
+// HTTP/2 extended CONNECT (RFC 8441).
+func IsWebSocket(r *http.Request) bool {
+	if r.ProtoMajor == 2 && r.Method == http.MethodConnect {
+		return r.Header.Get(":protocol") == "websocket"
 	}
-	return s, nil
-}
-
-func (s hostSet) allows(hostport string) bool {
-	if len(s.exact) == 0 && len(s.wildcard) == 0 {
-		return true
-	}
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
-	if s.exact[host] {
-		return true
-	}
-	for _, suffix := range s.wildcard {
-		if rest, ok := strings.CutSuffix(host, suffix); ok && rest != "" && !strings.Contains(rest, ".") {
-			return true
-		}
-	}
-	return false
+	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
 }
 
 // refusedSegments are path segments (or suffixes) never served, in lower

@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/hearth-dev/hearth/modules/guard"
 )
 
 func init() {
@@ -76,7 +78,14 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if isWebSocket(r) {
+	if guard.IsWebSocket(r) {
+		// the guard judges the opening (host, path) like any request; its
+		// answer is a protocol switch, which the guard does not wrap
+		if h.guard != nil {
+			if err := h.guard.Check(r); err != nil {
+				return err
+			}
+		}
 		return h.pool.serveWebSocket(w, r, scriptName(r))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)

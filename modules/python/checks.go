@@ -80,32 +80,35 @@ func (f Finding) String() string {
 type appReport struct {
 	Framework string            `json:"framework"`
 	EnvFlags  map[string]string `json:"env_flags"`
-	Django    *struct {
-		DeployChecks []struct {
-			ID       string `json:"id"`
-			Level    int    `json:"level"`
-			Msg      string `json:"msg"`
-			Hint     string `json:"hint"`
-			Silenced bool   `json:"silenced"`
-		} `json:"deploy_checks"`
-		SQLite []struct {
-			Path         string `json:"path"`
-			FileWritable *bool  `json:"file_writable"`
-			DirWritable  bool   `json:"dir_writable"`
-		} `json:"sqlite"`
-		Debug              bool         `json:"debug"`
-		SecretKey          secretReport `json:"secret_key"`
-		AllowedHosts       []string     `json:"allowed_hosts"`
-		CSRFMiddleware     bool         `json:"csrf_middleware"`
-		CSRFTrustedOrigins []string     `json:"csrf_trusted_origins"`
-		PasswordValidators int          `json:"password_validators"`
-		DebugTooling       []string     `json:"debug_tooling"`
-	} `json:"django"`
-	Flask *struct {
+	Django    *djangoReport     `json:"django"`
+	Flask     *struct {
 		Debug     bool         `json:"debug"`
 		Debugger  bool         `json:"debugger"`
 		SecretKey secretReport `json:"secret_key"`
 	} `json:"flask"`
+}
+
+// djangoReport is what the runtime reports of a Django project.
+type djangoReport struct {
+	DeployChecks []struct {
+		ID       string `json:"id"`
+		Level    int    `json:"level"`
+		Msg      string `json:"msg"`
+		Hint     string `json:"hint"`
+		Silenced bool   `json:"silenced"`
+	} `json:"deploy_checks"`
+	SQLite []struct {
+		Path         string `json:"path"`
+		FileWritable *bool  `json:"file_writable"`
+		DirWritable  bool   `json:"dir_writable"`
+	} `json:"sqlite"`
+	Debug              bool         `json:"debug"`
+	SecretKey          secretReport `json:"secret_key"`
+	AllowedHosts       []string     `json:"allowed_hosts"`
+	CSRFMiddleware     bool         `json:"csrf_middleware"`
+	CSRFTrustedOrigins []string     `json:"csrf_trusted_origins"`
+	PasswordValidators int          `json:"password_validators"`
+	DebugTooling       []string     `json:"debug_tooling"`
 }
 
 // secretReport describes a secret key without revealing it.
@@ -192,6 +195,7 @@ func (p *Pool) collectFindings() ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.appHosts.Store(report.appHosts(p.autoHosts))
 	p.mu.Lock()
 	site := p.site
 	p.mu.Unlock()
@@ -326,14 +330,27 @@ func hostFindings(hosts, siteHosts []string, add func(id string, blocking bool, 
 
 // djangoAllows matches a host as Django's ALLOWED_HOSTS does.
 func djangoAllows(allowed []string, host string) bool {
-	host = strings.ToLower(host)
-	for _, a := range allowed {
-		a = strings.ToLower(a)
-		if a == "*" || a == host || strings.HasPrefix(a, ".") && (host == a[1:] || strings.HasSuffix(host, a)) {
-			return true
+	hosts := guard.NewAppHosts(allowed, "ALLOWED_HOSTS")
+	return hosts == nil || hosts.Allows(host)
+}
+
+// appHosts are the hosts the app allows, for the HTTP guard of a site
+// without `hosts`: Django's ALLOWED_HOSTS as the app read it (with
+// Django's own default under DEBUG when it is empty), or for another
+// framework the ALLOWED_HOSTS `settings auto` gave it (auto). Nil: any
+// host (unknown, or "*").
+func (r *appReport) appHosts(auto []string) *guard.AppHosts {
+	if d := r.Django; d != nil {
+		hosts := d.AllowedHosts
+		if len(hosts) == 0 && d.Debug {
+			hosts = []string{".localhost", "127.0.0.1", "[::1]"}
 		}
+		return guard.NewAppHosts(hosts, "ALLOWED_HOSTS")
 	}
-	return false
+	if len(auto) > 0 {
+		return guard.NewAppHosts(auto, "the ALLOWED_HOSTS of `settings auto`")
+	}
+	return nil
 }
 
 func servesHTTPS(site hearth.Site) bool {

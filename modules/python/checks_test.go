@@ -209,3 +209,39 @@ func TestGeneratedKeysPass(t *testing.T) {
 		}
 	}
 }
+
+// TestAppHostsFromReport: the hosts the guard holds a site without
+// `hosts` to are Django's ALLOWED_HOSTS (its DEBUG default when empty),
+// else what `settings auto` gave the app; "*" or nothing known: no check.
+func TestAppHostsFromReport(t *testing.T) {
+	django := func(debug bool, hosts ...string) *appReport {
+		r := &appReport{Framework: "django"}
+		r.Django = &djangoReport{Debug: debug, AllowedHosts: hosts}
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		report *appReport
+		auto   []string
+		allows map[string]bool // nil: no check at all
+	}{
+		{"django list", django(false, "localhost"), []string{"ignored.example"}, map[string]bool{"localhost:80": true, "ignored.example": false}},
+		{"django star", django(false, "*"), nil, nil},
+		{"django empty, debug", django(true), nil, map[string]bool{"localhost": true, "a.localhost": true, "127.0.0.1:8000": true, "[::1]": true, "evil.example": false}},
+		{"django empty", django(false), nil, map[string]bool{"localhost": false}},
+		{"flask with settings auto", &appReport{Framework: "flask"}, []string{"localhost", "127.0.0.1"}, map[string]bool{"127.0.0.1:2929": true, "evil.example": false}},
+		{"flask", &appReport{Framework: "flask"}, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hosts := tc.report.appHosts(tc.auto)
+			if (hosts == nil) != (tc.allows == nil) {
+				t.Fatalf("hosts %v, want a check: %v", hosts, tc.allows != nil)
+			}
+			for host, want := range tc.allows {
+				if got := hosts.Allows(host); got != want {
+					t.Errorf("Allows(%q) = %v, want %v", host, got, want)
+				}
+			}
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
@@ -56,9 +57,11 @@ type Pool struct {
 	maxWorkers     int
 	drained        chan struct{} // closed when a draining pool has nothing left to serve
 	restarts       map[string]int
-	findings       []Finding   // from the pre-launch checks
-	site           hearth.Site // where the pool is served
-	autoEnv        []string    // from `settings auto`
+	findings       []Finding                      // from the pre-launch checks
+	site           hearth.Site                    // where the pool is served
+	autoEnv        []string                       // from `settings auto`
+	autoHosts      []string                       // the ALLOWED_HOSTS `settings auto` gives the app
+	appHosts       atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
 	failures       int
 	lastError      string
 	backoff        time.Time

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
@@ -51,6 +52,9 @@ func (p *Pool) prepareAutoSettings() error {
 		"DEBUG":                "False",
 		"ALLOWED_HOSTS":        strings.Join(hosts, ","),
 		"CSRF_TRUSTED_ORIGINS": strings.Join(site.Origins, ","),
+	}
+	if !slices.Contains(p.spec.Explicit, "ALLOWED_HOSTS") {
+		p.autoHosts = hosts
 	}
 	var env []string
 	for _, name := range []string{"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"} {
@@ -97,3 +101,8 @@ func storedSecretKey(app string) (string, error) {
 	}
 	return key, nil
 }
+
+// AppHosts returns the hosts the app allows, once the pre-launch checks
+// have read them (nil before, or when it allows any host): the HTTP guard
+// of a site without `hosts` answers 421 to the others.
+func (p *Pool) AppHosts() *guard.AppHosts { return p.appHosts.Load() }

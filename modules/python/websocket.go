@@ -15,15 +15,8 @@ import (
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
-// isWebSocket reports a WebSocket opening: an HTTP/1.1 upgrade or an
-// HTTP/2 extended CONNECT.
-func isWebSocket(r *http.Request) bool {
-	return isExtendedConnect(r) || r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
-		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
-}
-
 // openingProblem checks what the WebSocket opening must hold beyond
-// isWebSocket (RFC 6455 §4.2.1, RFC 8441 §5), before the app is asked: a
+// guard.IsWebSocket (RFC 6455 §4.2.1, RFC 8441 §5), before the app is asked: a
 // malformed opening gets 400 without occupying a worker, and an app never
 // accepts a connection that could not be completed. It returns "" for a
 // good opening.

@@ -116,6 +116,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		if err := h.guard.Prepare(ctx.Logger().Named("guard")); err != nil {
 			return err
 		}
+		h.guard.UseAppHosts(h.pool.AppHosts)
 	}
 	return nil
 }

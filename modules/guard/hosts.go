@@ -1,0 +1,147 @@
+package guard
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// checkHost refuses, with 421, a request for a host this site does not
+// serve: one not in Hosts or, without Hosts, not among the hosts the app
+// allows. The app would refuse it too (Django answers 400), but only after
+// a worker was taken; here no worker is asked.
+func (g *Guard) checkHost(r *http.Request) error {
+	if len(g.Hosts) > 0 {
+		if g.hosts.allows(r.Host) {
+			return nil
+		}
+		return caddyhttp.Error(http.StatusMisdirectedRequest,
+			fmt.Errorf("guard: Host %q is not one of this site's hosts %v", r.Host, g.Hosts))
+	}
+	if g.appHosts == nil {
+		return nil
+	}
+	app := g.appHosts()
+	if app == nil || app.Allows(r.Host) {
+		return nil
+	}
+	g.warnForeignHost(r.Host, app)
+	return caddyhttp.Error(http.StatusMisdirectedRequest,
+		fmt.Errorf("guard: Host %q is not one the app allows (%s: %s)", r.Host, app.Source, strings.Join(app.Patterns, ", ")))
+}
+
+// lastHostWarning rate-limits the warning about foreign hosts: scanners
+// send them all day, but the person who opens the site by a name the app
+// does not list needs to read why it refuses.
+var lastHostWarning atomic.Int64
+
+func (g *Guard) warnForeignHost(host string, app *AppHosts) {
+	now := time.Now().UnixNano()
+	last := lastHostWarning.Load()
+	if now-last < int64(time.Minute) || !lastHostWarning.CompareAndSwap(last, now) {
+		return
+	}
+	g.logger.Warn("guard answered 421 to a Host the app does not allow (at most one such line a minute)",
+		zap.String("host", host), zap.String("allowed_by", app.Source), zap.Strings("allowed", app.Patterns),
+		zap.String("fix", "if this is a name or address you open the site by, add it to "+app.Source+", or list the site's names with `guard { hosts … }`"))
+}
+
+// UseAppHosts makes a guard without Hosts refuse hosts the app does not
+// allow: hosts returns them (nil while unknown, or when the app allows
+// any host). The wsgi and asgi handlers call it in Provision, before
+// requests arrive.
+func (g *Guard) UseAppHosts(hosts func() *AppHosts) { g.appHosts = hosts }
+
+// AppHosts are the host names an app allows, written as Django's
+// ALLOWED_HOSTS writes them: "example.net" for that name,
+// ".example.net" for it and every name under it, "[::1]" for an IPv6
+// address; case and a trailing dot do not matter, nor does the port.
+type AppHosts struct {
+	// Patterns are the names, as the app lists them.
+	Patterns []string
+	// Source names where they come from, for messages: "ALLOWED_HOSTS".
+	Source string
+}
+
+// NewAppHosts returns the matcher for patterns, or nil when they allow
+// every host ("*" among them).
+func NewAppHosts(patterns []string, source string) *AppHosts {
+	for _, p := range patterns {
+		if p == "*" {
+			return nil
+		}
+	}
+	return &AppHosts{Patterns: patterns, Source: source}
+}
+
+// Allows reports whether the app allows the request's Host (host[:port]),
+// matched as Django's validate_host matches it.
+func (a *AppHosts) Allows(hostport string) bool {
+	host := strings.ToLower(hostport)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]" // Django keeps IPv6 addresses in brackets
+		}
+	}
+	host = strings.TrimSuffix(host, ".")
+	if host == "" {
+		return false
+	}
+	for _, p := range a.Patterns {
+		p = strings.ToLower(p)
+		if p == "*" || p == host ||
+			strings.HasPrefix(p, ".") && (host == p[1:] || strings.HasSuffix(host, p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostSet matches Host headers against the allowed names.
+type hostSet struct {
+	exact    map[string]bool
+	wildcard []string // ".example.net" for "*.example.net"
+}
+
+func newHostSet(hosts []string) (hostSet, error) {
+	s := hostSet{exact: map[string]bool{}}
+	for _, h := range hosts {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		switch {
+		case h == "" || strings.ContainsAny(h, "/ "):
+			return s, fmt.Errorf("guard: %q is not a host name", h)
+		case strings.HasPrefix(h, "*."):
+			s.wildcard = append(s.wildcard, h[1:])
+		default:
+			s.exact[h] = true
+		}
+	}
+	return s, nil
+}
+
+func (s hostSet) allows(hostport string) bool {
+	if len(s.exact) == 0 && len(s.wildcard) == 0 {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if s.exact[host] {
+		return true
+	}
+	for _, suffix := range s.wildcard {
+		if rest, ok := strings.CutSuffix(host, suffix); ok && rest != "" && !strings.Contains(rest, ".") {
+			return true
+		}
+	}
+	return false
+}

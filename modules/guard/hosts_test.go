@@ -1,0 +1,26 @@
+package guard
+
+import "testing"
+
+// TestAppHostsMatchLikeDjango: the hosts an app allows are matched as
+// Django's validate_host matches ALLOWED_HOSTS.
+func TestAppHostsMatchLikeDjango(t *testing.T) {
+	hosts := NewAppHosts([]string{"localhost", ".example.net", "[::1]", "192.168.1.5", "Mixed.Example"}, "ALLOWED_HOSTS")
+	for host, want := range map[string]bool{
+		"localhost": true, "localhost:2929": true, "LOCALHOST": true, "localhost.": true,
+		"example.net": true, "www.example.net": true, "a.b.example.net:443": true,
+		"[::1]": true, "[::1]:2929": true, "192.168.1.5:2929": true, "mixed.example": true,
+		"evil.example": false, "localhost.evil.example": false, "notexample.net": false,
+		"127.0.0.1": false, "[::2]:80": false, "": false, ":2929": false, "192.168.1.50": false,
+	} {
+		if got := hosts.Allows(host); got != want {
+			t.Errorf("Allows(%q) = %v, want %v", host, got, want)
+		}
+	}
+	if NewAppHosts([]string{"example.net", "*"}, "ALLOWED_HOSTS") != nil {
+		t.Errorf("'*' among the hosts must mean no check")
+	}
+	if NewAppHosts(nil, "ALLOWED_HOSTS").Allows("localhost") {
+		t.Errorf("an empty list allows nothing")
+	}
+}
