@@ -29,6 +29,7 @@ func TestGuardUsesAppHosts(t *testing.T) {
 		dir {APPS}
 		python {PYTHON}
 		workers 1
+		settings auto
 	}
 }`, port))
 	base := fmt.Sprintf("http://127.0.0.1:%d/", port)

@@ -1,12 +1,15 @@
 package tests
 
 import (
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // guardSite serves app (from tests/apps) with the site-level `guard {
@@ -64,12 +67,151 @@ func TestGuardHidesDjangoDebugPages(t *testing.T) {
 	if resp.StatusCode != 500 || strings.Contains(body, "hunter2") || strings.Contains(body, "Traceback") || strings.Contains(body, "Django") {
 		t.Errorf("guarded debug 500: %d %q", resp.StatusCode, truncateString(body, 200))
 	}
+	// a client error keeps its status, without the page
 	resp, body = fetchHost(t, url+"/nowhere", "")
-	if resp.StatusCode != 500 || strings.Contains(body, "URLconf") {
+	if resp.StatusCode != 404 || body != "Not Found\n" {
 		t.Errorf("guarded technical 404: %d %q", resp.StatusCode, truncateString(body, 200))
 	}
 	if resp, body := fetchHost(t, url+"/ok", ""); resp.StatusCode != 200 || body != "fine" {
 		t.Errorf("a normal page through the guard: %d %q", resp.StatusCode, body)
+	}
+}
+
+// fetchEncoded GETs url with Host host (unless "") and Accept-Encoding
+// acceptEncoding, and returns the response and its body decoded from its
+// Content-Encoding (Go's client decodes only what it asked for itself).
+func fetchEncoded(t *testing.T, url, host, acceptEncoding string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if host != "" {
+		req.Host = host
+	}
+	req.Header.Set("Accept-Encoding", acceptEncoding)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body io.Reader = resp.Body
+	switch ce := resp.Header.Get("Content-Encoding"); ce {
+	case "":
+	case "gzip":
+		if body, err = gzip.NewReader(resp.Body); err != nil {
+			t.Fatalf("%s: a gzip body that does not decode: %v", url, err)
+		}
+	case "zstd":
+		d, err := zstd.NewReader(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		body = d
+	default:
+		t.Fatalf("%s: Content-Encoding %q", url, ce)
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatalf("%s: reading the %s body: %v", url, resp.Header.Get("Content-Encoding"), err)
+	}
+	return resp, string(b)
+}
+
+// TestGuardHidesCompressedDebugPages: debug pages compressed by the app
+// (Django's GZipMiddleware, for gzip) or by Caddy's encode under a site
+// guard (for zstd) are decoded to be checked, and replaced within their
+// status class.
+func TestGuardHidesCompressedDebugPages(t *testing.T) {
+	bare, guarded, encoded := freePort(t), freePort(t), freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`
+http://:%d {
+	bind 127.0.0.1
+	wsgi djgzip:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard off
+	}
+}
+http://:%d {
+	bind 127.0.0.1
+	wsgi djgzip:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard warn {
+			hosts 127.0.0.1 evil.example # more than the app allows, to reach its DisallowedHost
+		}
+	}
+}
+http://:%d {
+	bind 127.0.0.1
+	guard
+	encode zstd gzip
+	wsgi djgzip:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard off
+	}
+}`, bare, guarded, encoded))
+	at := func(port int, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", port, path) }
+
+	// unguarded, the compressed pages leak: the test app is right
+	for path, host := range map[string]string{"/boom": "", "/nowhere": "", "/ok": "evil.example"} {
+		resp, body := fetchEncoded(t, at(bare, path), host, "gzip")
+		if resp.Header.Get("Content-Encoding") != "gzip" || !strings.Contains(body, "DEBUG = True") {
+			t.Fatalf("the unguarded app's %s (Host %q) is not a gzipped debug page (%d, %q), so this test proves nothing",
+				path, host, resp.StatusCode, resp.Header.Get("Content-Encoding"))
+		}
+	}
+
+	for _, site := range []struct {
+		port   int
+		accept string
+	}{{guarded, "gzip"}, {encoded, "zstd"}, {encoded, "gzip"}} {
+		name := fmt.Sprintf("port %d, Accept-Encoding %s", site.port, site.accept)
+		resp, body := fetchEncoded(t, at(site.port, "/boom"), "", site.accept)
+		if resp.StatusCode != 500 || body != "Internal Server Error\n" {
+			t.Errorf("%s: a failing view: %d %q", name, resp.StatusCode, truncateString(body, 200))
+		}
+		resp, body = fetchEncoded(t, at(site.port, "/nowhere"), "", site.accept)
+		if resp.StatusCode != 404 || body != "Not Found\n" {
+			t.Errorf("%s: the technical 404: %d %q", name, resp.StatusCode, truncateString(body, 200))
+		}
+		// a page that passes is still compressed
+		resp, body = fetchEncoded(t, at(site.port, "/ok"), "", site.accept)
+		if resp.StatusCode != 200 || !strings.HasPrefix(body, "fine") || resp.Header.Get("Content-Encoding") != site.accept {
+			t.Errorf("%s: a normal page: %d %q %q", name, resp.StatusCode, resp.Header.Get("Content-Encoding"), truncateString(body, 50))
+		}
+	}
+	// Django's DisallowedHost page (with DEBUG on) stays a 400
+	for _, site := range []struct {
+		port   int
+		accept string
+	}{{guarded, "gzip"}, {encoded, "zstd"}} {
+		resp, body := fetchEncoded(t, at(site.port, "/ok"), "evil.example", site.accept)
+		if resp.StatusCode != 400 || body != "Bad Request\n" {
+			t.Errorf("port %d, Accept-Encoding %s: DisallowedHost: %d %q", site.port, site.accept, resp.StatusCode, truncateString(body, 200))
+		}
+	}
+
+	// each page was decoded and found out (not replaced as one that could
+	// not be checked), and the log names its exception (read from the
+	// decoded page) but holds none of the page
+	var logged int
+	for line := range strings.SplitSeq(c.log.String(), "\n") {
+		if strings.Contains(line, "could not check") {
+			t.Errorf("a page was not decoded: %s", truncateString(line, 400))
+		}
+		if strings.Contains(line, "guard replaced a response that carried a debug page") && strings.Contains(line, `"path":"/boom"`) {
+			logged++
+			if !strings.Contains(line, `"status":500`) || !strings.Contains(line, `"signature":`) || !strings.Contains(line, `"page":"RuntimeError"`) || strings.Contains(line, "hunter2") {
+				t.Errorf("the log line of a replaced compressed page: %s", truncateString(line, 400))
+			}
+		}
+	}
+	if logged != 3 {
+		t.Errorf("%d log lines for the 3 replaced /boom pages:\n%s", logged, tail(c.log.String(), 20))
 	}
 }
 
@@ -86,6 +228,16 @@ func TestGuardHidesWerkzeugDebugger(t *testing.T) {
 	if resp, _ := fetchHost(t, url+"/?__debugger__=yes&cmd=resource&f=style.css", ""); resp.StatusCode != 404 {
 		t.Errorf("a __debugger__ request: %d", resp.StatusCode)
 	}
+	// the debugger's key percent-encoded is the same key to Werkzeug
+	const encoded = "/?%5F%5Fdebugger%5F%5F=yes&cmd=resource&f=style.css"
+	if resp, body := fetchHost(t, bare+encoded, ""); resp.StatusCode != 200 || !strings.Contains(body, "font-family") {
+		t.Fatalf("Werkzeug did not serve its debugger's style sheet to the encoded key (%d), so this test proves nothing", resp.StatusCode)
+	}
+	for _, q := range []string{encoded, "/?%5f%5fdebugger%5f%5f=yes&cmd=resource&f=style.css", "/?x=1&__debugger%5F%5F=yes&cmd=resource&f=debugger.js"} {
+		if resp, body := fetchHost(t, url+q, ""); resp.StatusCode != 404 || strings.Contains(body, "font-family") {
+			t.Errorf("%s: %d %q", q, resp.StatusCode, truncateString(body, 100))
+		}
+	}
 	if resp, _ := fetchHost(t, url+"/console", ""); resp.StatusCode != 404 {
 		t.Errorf("/console: %d", resp.StatusCode)
 	}
@@ -93,12 +245,15 @@ func TestGuardHidesWerkzeugDebugger(t *testing.T) {
 
 func TestGuardRefusesPathsAndHosts(t *testing.T) {
 	url := guardSite(t, "headers:application", "off", "\t\thosts app.example 127.0.0.1 *.home.example\n\t\trefuse /private/*")
-	for _, p := range []string{"/.env", "/.env.production", "/.git/config", "/db.sqlite3", "/app/settings.py", "/x/__pycache__/y", "/private/notes", "/static/../.git/HEAD"} {
+	for _, p := range []string{"/.env", "/.env.production", "/.git/config", "/db.sqlite3", "/app/settings.py", "/x/__pycache__/y", "/private/notes", "/static/../.git/HEAD",
+		// the same files, spelled otherwise
+		"/.ENV", "/.Git/config", "/.env/", "/.env.", "/.env%20", "/.env;x", "/.env%00x", "/db.sqlite3%00.png", "/x/..%2f.env",
+		"/static/..%5C.git%5Cconfig", "/app/settings.py::$DATA", "/x/..%2Fprivate/notes", "//private/notes", "/%2eenv"} {
 		if resp, body := fetchHost(t, url+p, ""); resp.StatusCode != 404 || strings.Contains(body, "served") {
 			t.Errorf("%s: %d %q", p, resp.StatusCode, body)
 		}
 	}
-	for _, p := range []string{"/", "/environment", "/static/app.css", "/python-guide"} {
+	for _, p := range []string{"/", "/environment", "/static/app.css", "/python-guide", "/%252eenv", "/notes./", "/a;b/c"} {
 		if resp, body := fetchHost(t, url+p, ""); resp.StatusCode != 200 || !strings.HasPrefix(body, "served") {
 			t.Errorf("%s was refused: %d %q", p, resp.StatusCode, body)
 		}

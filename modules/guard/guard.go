@@ -148,39 +148,21 @@ var (
 	refusedPaths    = []string{"/console"}
 )
 
-// refused says why a request must not reach the app, or "". It runs on
-// every request, so it does not allocate for the paths it lets through.
+// refused says why a request must not reach the app, or "". It judges the
+// decoded query and path, in every reading an app or a file system may make
+// of them (see refuse.go). It runs on every request, so it does not
+// allocate for the requests it lets through, unless their path is odd.
 func (g *Guard) refused(r *http.Request) string {
-	p := r.URL.Path
-	lower := strings.ToLower(p)
-	if strings.Contains(r.URL.RawQuery, "__debugger__") && r.URL.Query().Has("__debugger__") {
+	if debuggerQuery(r.URL.RawQuery) {
 		return "a Werkzeug debugger request"
 	}
-	for _, rp := range refusedPaths {
-		if lower == rp || strings.HasPrefix(lower, rp+"/") {
-			return "a debug console path"
-		}
+	p := r.URL.Path
+	if reason := g.refusedPath(p); reason != "" || !oddPath(p) {
+		return reason
 	}
-	for seg := range strings.SplitSeq(lower, "/") {
-		for _, bad := range refusedSegments {
-			if seg == bad || strings.HasPrefix(seg, ".env.") {
-				return "a path that is never served (" + bad + ")"
-			}
-		}
-		for _, pattern := range g.Refuse {
-			if ok, _ := path.Match(pattern, seg); ok {
-				return "a path refused by the guard's refuse list"
-			}
-		}
-	}
-	for _, pattern := range g.Refuse {
-		if ok, _ := path.Match(pattern, p); ok {
-			return "a path refused by the guard's refuse list"
-		}
-	}
-	for _, suffix := range refusedSuffixes {
-		if strings.HasSuffix(lower, suffix) {
-			return "a file type that is never served (" + suffix + ")"
+	for _, reading := range pathReadings(p) {
+		if reason := g.refusedPath(reading); reason != "" {
+			return reason
 		}
 	}
 	return ""

@@ -1,8 +1,23 @@
 package guard
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/klauspost/compress/zstd"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestHostSet(t *testing.T) {
@@ -35,6 +50,32 @@ func TestRefused(t *testing.T) {
 		"/?a=1&__debugger__=yes&cmd=x": true,
 		"/?q=__debugger__":             false, "/": false, "/environment": false, "/consoles": false, "/static/app.css": false, "/python": false,
 		"/envelope.env-file": false, "/blog/.well-known/x": false,
+
+		// the decoded path, in every reading an app or a file system may make of it
+		"/%2eenv": true, "/.Env": true, "/.GIT/config": true, "/.git": true, "/.git/": true, "/.env/": true,
+		"/db.sqlite3/": true, "/app/models.py//": true, "/x/..%2f.env": true, "/x/..%2F..%2F.git%2FHEAD": true,
+		"/.env%00x": true, "/.env%00": true, "/a%00/.env%00x": true, "/db.sqlite3%00.png": true, "/.env%0a": true,
+		"/.git%09/config": true, "/app/settings.py%00": true, "/db.sqlite3%00/x": true, "/app/views.py%00/../x": true,
+		"/.env;x": true, "/app/models.py;jsessionid=1": true, "/.git;x/config": true, "/console;x": true,
+		"/.env.": true, "/.env%20": true, "/.git./config": true, "/.git%20/config": true, "/db.sqlite3.": true,
+		"/settings.py%20": true, "/old.bak..": true,
+		"/static/..%5c.env": true, "/static%5C..%5C.git%5Cconfig": true, "/a%5C__pycache__%5Cm.pyc": true,
+		"/.env::$DATA": true, "/app/settings.py::$DATA": true,
+		"/x/../private/notes": true, "//private/notes": true, "/PRIVATE/notes": true, "/x/%2e%2e/private/n": true,
+		"/CONSOLE": true, "/console/": true, "/x/../console": true,
+		// double encoding is not decoded by apps either: left alone
+		"/%252eenv": false, "/%252e%252e/x": false,
+		// odd but harmless paths pass, a NUL that hides nothing is the channel's
+		"/x%00y": false, "/a;b/c": false, "/wiki/Special:Search": false, "/files/a..b": false, "/docs/v1.2/": false,
+		"/my%20file.txt": false, "/notes./": false, "/blog/": false, "/x/../y/": false, "/python./": false,
+
+		// the decoded query, split and decoded as Werkzeug does, in any case
+		"/?%5F%5Fdebugger%5F%5F=yes&cmd=resource": true, "/?%5f%5fdebugger%5f%5f=yes": true,
+		"/?__debugger%5F%5F=yes": true, "/?%5F%5FDEBUGGER%5F%5F=yes": true, "/?__DEBUGGER__=yes": true,
+		"/?x=1;__debugger__=yes": true, "/?%5F_debugger__=yes&cmd=pinauth": true, "/?__debugger__": true,
+		"/?%5F%5F%64%65%62%75%67%67%65%72%5F%5F=yes": true, "/x?a=1&%5F%5Fdebugger%5F%5F": true,
+		"/?q=%5F%5Fdebugger%5F%5F": false, "/?__debugger__x=yes": false, "/?q=a%26__debugger__%3Dyes": false,
+		"/?__debugger__+=yes": false, "/?%255F%255Fdebugger%255F%255F=yes": false, "/?q=%zz__": false,
 	} {
 		r := httptest.NewRequest("GET", target, nil)
 		if got := g.refused(r) != ""; got != refused {
@@ -55,5 +96,292 @@ func TestLeak(t *testing.T) {
 		if got := leak([]byte(body)) != ""; got != want {
 			t.Errorf("%q: leak %v, want %v", body, got, want)
 		}
+	}
+}
+
+func TestRefusedDoesNotAllocate(t *testing.T) {
+	g := &Guard{Refuse: []string{"/private/*", "*.bak"}}
+	for _, target := range []string{
+		"/", "/blog/post-1/", "/static/app.css?v=3", "/search?q=caf%C3%A9&page=2", "/api/items?__x=1&y=%20",
+		"/a.b/c.d/", "/my%20file.txt?a+b=c", // (an upper-case path is lowered: one allocation, as before)
+	} {
+		r := httptest.NewRequest("GET", target, nil)
+		if reason := g.refused(r); reason != "" {
+			t.Fatalf("%s refused: %s", target, reason)
+		}
+		if allocs := testing.AllocsPerRun(100, func() { g.refused(r) }); allocs != 0 {
+			t.Errorf("%s: %v allocations per request", target, allocs)
+		}
+	}
+}
+
+// Pages as the frameworks render them with DEBUG on, and a clean one.
+const (
+	djangoDebug500   = "<!DOCTYPE html><html><head><title>RuntimeError at /boom</title></head><body>Traceback (most recent call last):\n  File \"views.py\", line 3\nRuntimeError: database password is hunter2</body></html>"
+	djangoDebug404   = "<!DOCTYPE html><html><head><title>Page not found at /nowhere</title></head><body><p>Using the URLconf defined in <code>urls</code></p><p>You’re seeing this error because you have <code>DEBUG = True</code> in\n your Django settings file.</p></body></html>"
+	werkzeugDebugger = "<!doctype html><title>RuntimeError // Werkzeug Debugger</title><p>The debugger caught an exception in your WSGI application. hunter2</p>"
+	cleanPage        = "<!doctype html><title>Not here</title><h1>Page not found</h1>"
+)
+
+func gzipped(t testing.TB, s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func zlibbed(t testing.TB, s string) []byte {
+	var b bytes.Buffer
+	zw := zlib.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func deflated(t testing.TB, s string) []byte {
+	var b bytes.Buffer
+	fw, _ := flate.NewWriter(&b, flate.DefaultCompression)
+	_, _ = fw.Write([]byte(s))
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func zstded(t testing.TB, s string) []byte {
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zw.Close()
+	return zw.EncodeAll([]byte(s), nil)
+}
+
+// randomText is n bytes of text that does not compress.
+func randomText(n int) string {
+	rng := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'a' + byte(rng.IntN(26))
+	}
+	return string(b)
+}
+
+// guardedResponse runs a response (status, header, body written in chunks
+// of chunk bytes) through a guard with the given scan limit, and returns
+// what the client gets and the guard's log.
+func guardedResponse(t testing.TB, scanLimit, status int, header http.Header, body []byte, chunk int) (*httptest.ResponseRecorder, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	g := &Guard{ScanLimit: scanLimit}
+	if err := g.Prepare(zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		maps.Copy(w.Header(), header)
+		w.WriteHeader(status)
+		for rest := body; len(rest) > 0; {
+			n := min(chunk, len(rest))
+			if _, err := w.Write(rest[:n]); err != nil {
+				return err
+			}
+			rest = rest[n:]
+		}
+		return nil
+	})
+	if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/page", nil), next); err != nil {
+		t.Fatal(err)
+	}
+	return rec, logs
+}
+
+func TestGuardResponses(t *testing.T) {
+	const html = "text/html; charset=utf-8"
+	var twice bytes.Buffer // gzip over gzip
+	zw := gzip.NewWriter(&twice)
+	_, _ = zw.Write(gzipped(t, werkzeugDebugger))
+	_ = zw.Close()
+	bigDebug := djangoDebug500 + randomText(400<<10) // compressed, far over the scan limit below
+	bigClean := cleanPage + randomText(400<<10)      // likewise, with nothing to find
+	corrupt := gzipped(t, djangoDebug500)            // a gzip header, then garbage
+	corrupt = append(corrupt[:10:10], bytes.Repeat([]byte{0xff}, 40)...)
+	for _, c := range []struct {
+		name      string
+		scanLimit int
+		status    int
+		ct, ce    string
+		body      []byte
+		// want: the status and body the client gets; replaced: the body
+		// is the plain page (else the original, byte for byte, with its
+		// Content-Encoding); sig: the signature logged, "" for none
+		wantStatus int
+		replaced   bool
+		sig        string
+	}{
+		{"gzip Django 500", 0, 500, html, "gzip", gzipped(t, djangoDebug500), 500, true, "Traceback (most recent call last)"},
+		{"x-gzip Django 500", 0, 500, html, "x-gzip", gzipped(t, djangoDebug500), 500, true, "Traceback (most recent call last)"},
+		{"deflate (zlib) Werkzeug 500", 0, 500, html, "deflate", zlibbed(t, werkzeugDebugger), 500, true, "The debugger caught an exception in your WSGI application"},
+		{"deflate (raw) technical 404", 0, 404, html, "Deflate", deflated(t, djangoDebug404), 404, true, "because you have <code>DEBUG = True</code> in"},
+		{"zstd DisallowedHost 400", 0, 400, html, "zstd", zstded(t, djangoDebug404), 400, true, "because you have <code>DEBUG = True</code> in"},
+		{"gzip, gzip Werkzeug 503", 0, 503, "", "gzip, gzip", twice.Bytes(), 500, true, "The debugger caught an exception in your WSGI application"},
+		{"gzip clean 404", 0, 404, html, "gzip", gzipped(t, cleanPage), 404, false, ""},
+		{"deflate clean 500", 0, 500, html, "deflate", zlibbed(t, cleanPage), 500, false, ""},
+		{"zstd clean 410", 0, 410, "application/json", "zstd", zstded(t, `{"error": "gone"}`), 410, false, ""},
+		{"identity debug 404", 0, 404, html, "identity", []byte(djangoDebug404), 404, true, "because you have <code>DEBUG = True</code> in"},
+		{"gzip debug over the limit", 4 << 10, 500, html, "gzip", gzipped(t, bigDebug), 500, true, "Traceback (most recent call last)"},
+		{"gzip clean over the limit", 4 << 10, 500, html, "gzip", gzipped(t, bigClean), 500, false, ""},
+		{"zstd debug over the limit", 4 << 10, 500, html, "zstd", zstded(t, bigDebug), 500, true, "Traceback (most recent call last)"},
+		{"zstd clean over the limit", 4 << 10, 500, html, "zstd", zstded(t, bigClean), 500, false, ""},
+		{"deflate clean over the limit", 4 << 10, 404, html, "deflate", zlibbed(t, bigClean), 404, false, ""},
+		{"corrupt gzip", 0, 500, html, "gzip", corrupt, 500, true, ""},
+		{"truncated gzip", 0, 404, html, "gzip", gzipped(t, cleanPage)[:30], 404, true, ""},
+		{"unknown coding", 0, 404, html, "br", []byte("\x1b\x03\x00\xf8\xa5\x40\x02"), 404, true, ""},
+		{"too many codings", 0, 500, html, "gzip, gzip, gzip, gzip", gzipped(t, cleanPage), 500, true, ""},
+		{"not scannable, corrupt", 0, 500, "image/png", "gzip", []byte("\x89PNG not gzip"), 500, false, ""},
+		{"empty gzip body", 0, 500, html, "gzip", nil, 500, false, ""},
+		// the status class is kept, encoded or not
+		{"debug 400", 0, 400, html, "", []byte(djangoDebug404), 400, true, "because you have <code>DEBUG = True</code> in"},
+		{"debug 404", 0, 404, html, "", []byte(djangoDebug404), 404, true, "because you have <code>DEBUG = True</code> in"},
+		{"debug 418", 0, 418, html, "", []byte(werkzeugDebugger), 418, true, "The debugger caught an exception in your WSGI application"},
+		{"debug 499 (no status text)", 0, 499, html, "", []byte(werkzeugDebugger), 400, true, "The debugger caught an exception in your WSGI application"},
+		{"debug 503", 0, 503, html, "", []byte(djangoDebug500), 500, true, "Traceback (most recent call last)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.scanLimit > 0 && len(c.body) <= c.scanLimit+zstdMaxBlock {
+				t.Fatalf("the body (%d bytes) is held whole: it does not test a body judged by its beginning", len(c.body))
+			}
+			h := http.Header{}
+			if c.ct != "" {
+				h.Set("Content-Type", c.ct)
+			}
+			if c.ce != "" {
+				h.Set("Content-Encoding", c.ce)
+			}
+			rec, logs := guardedResponse(t, c.scanLimit, c.status, h, c.body, 1000)
+			if rec.Code != c.wantStatus {
+				t.Errorf("status %d, want %d", rec.Code, c.wantStatus)
+			}
+			got := rec.Body.Bytes()
+			if c.replaced {
+				if want := http.StatusText(c.wantStatus) + "\n"; string(got) != want || rec.Header().Get("Content-Encoding") != "" ||
+					rec.Header().Get("Content-Type") != "text/plain; charset=utf-8" {
+					t.Errorf("replaced: %q (%v), want %q, plain and unencoded", truncate(got, 100), rec.Header(), want)
+				}
+			} else if !bytes.Equal(got, c.body) || rec.Header().Get("Content-Encoding") != c.ce {
+				t.Errorf("not passed through byte for byte: %d bytes, want %d; Content-Encoding %q", len(got), len(c.body), rec.Header().Get("Content-Encoding"))
+			}
+			entries := logs.FilterLevelExact(zap.ErrorLevel).All()
+			switch {
+			case !c.replaced && len(entries) != 0:
+				t.Errorf("logged a response it let through: %v", entries[0].Message)
+			case c.replaced && len(entries) != 1:
+				t.Fatalf("%d log lines for a replaced response", len(entries))
+			case c.replaced:
+				fields := entries[0].ContextMap()
+				if fields["path"] != "/page" || fields["status"] != int64(c.status) {
+					t.Errorf("log line %q %v: the path and the original status must be named", entries[0].Message, fields)
+				}
+				if c.sig == "" {
+					if fields["error"] == nil {
+						t.Errorf("a response that could not be checked logged without its error: %v", fields)
+					}
+					break
+				}
+				if page := fields["page"]; fields["signature"] != c.sig || page != "RuntimeError" && page != "Page not found" {
+					t.Errorf("log line %v: want signature %q and the page's name, read from the decoded page", fields, c.sig)
+				}
+				if strings.Contains(fmt.Sprint(fields), "hunter2") {
+					t.Errorf("log line %v: the page's contents are in the log", fields)
+				}
+			}
+		})
+	}
+}
+
+// bomb is 1 GiB of zeros, gzipped: 1024 gzip members of 1 MiB each, about
+// 1 MiB in all.
+func bomb(t testing.TB) []byte {
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	_, _ = zw.Write(make([]byte, 1<<20))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Repeat(member.Bytes(), 1024)
+}
+
+func TestGuardGzipBomb(t *testing.T) {
+	b := bomb(t)
+	h := http.Header{"Content-Encoding": {"gzip"}}
+	if text, err := decodedPrefix(h, b, 256<<10, true); err != nil || len(text) != 256<<10 {
+		t.Fatalf("decoded %d bytes (%v), want the first 256 KiB", len(text), err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	rec, _ := guardedResponse(t, 256<<10, 500, http.Header{"Content-Type": {"text/html"}, "Content-Encoding": {"gzip"}}, b, 32<<10)
+	runtime.ReadMemStats(&after)
+	// the body passes (its beginning is clean), and checking it cost the
+	// held part and the scan limit, not the gigabyte it expands to
+	if rec.Code != 500 || !bytes.Equal(rec.Body.Bytes(), b) {
+		t.Errorf("the bomb did not pass through intact: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("checking a gzip bomb allocated %d MiB", alloc>>20)
+	}
+}
+
+func TestDecodedPrefix(t *testing.T) {
+	page := cleanPage + randomText(8<<10)
+	gz := gzipped(t, page)
+	for _, c := range []struct {
+		name     string
+		coding   string
+		body     []byte
+		limit    int
+		complete bool
+		want     string // the decoded prefix; "error" for an error
+	}{
+		{"no coding", "", []byte(page), 10, true, page}, // an unencoded body is judged as it is held
+		{"identity", "identity", []byte(page), 10, true, page},
+		{"whole", "gzip", gz, 64 << 10, true, page},
+		{"limited", "gzip", gz, 100, true, page[:100]},
+		{"limited, held in part", "gzip", gz[:len(gz)/2], 100, false, page[:100]},
+		// a stream cut where the guard stopped holding it is judged by
+		// what it decodes to; cut where the response ended, it is corrupt
+		{"held in part", "gzip", gz[:len(gz)/2], 64 << 10, false, "prefix"},
+		{"truncated", "gzip", gz[:len(gz)/2], 64 << 10, true, "error"},
+		{"held in part, nothing decoded", "gzip", gz[:5], 64 << 10, false, "error"},
+		{"zstd held in part, nothing decoded", "zstd", zstded(t, page)[:len(page)/2], 64 << 10, false, "error"},
+		{"deflate header cut", "deflate", []byte{0x78}, 64 << 10, true, "error"},
+		{"unknown", "compress", gz, 64 << 10, true, "error"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := http.Header{}
+			if c.coding != "" {
+				h.Set("Content-Encoding", c.coding)
+			}
+			got, err := decodedPrefix(h, c.body, c.limit, c.complete)
+			switch {
+			case c.want == "error":
+				if err == nil {
+					t.Errorf("no error; decoded %d bytes", len(got))
+				}
+			case err != nil:
+				t.Errorf("error %v", err)
+			case c.want == "prefix":
+				if len(got) == 0 || !strings.HasPrefix(page, string(got)) || len(got) == len(page) {
+					t.Errorf("decoded %d bytes, want a part of the page", len(got))
+				}
+			case string(got) != c.want:
+				t.Errorf("decoded %q, want %q", truncate(got, 40), truncate([]byte(c.want), 40))
+			}
+		})
 	}
 }

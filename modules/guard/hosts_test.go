@@ -24,3 +24,21 @@ func TestAppHostsMatchLikeDjango(t *testing.T) {
 		t.Errorf("an empty list allows nothing")
 	}
 }
+
+// TestPageName: the log names a replaced debug page without any of its
+// contents beyond the exception's name.
+func TestPageName(t *testing.T) {
+	for page, want := range map[string]string{
+		"<html><head><title>RuntimeError at /boom</title>":                                            "RuntimeError",
+		"<title>ZeroDivisionError: division by zero (secret hunter2) // Werkzeug Debugger</title>":    "ZeroDivisionError",
+		"<TITLE>Page not found at /nowhere</TITLE>":                                                   "Page not found",
+		"<title>DisallowedHost at /</title>":                                                          "DisallowedHost",
+		"Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'password hunter2'\n": "KeyError",
+		"<title>caf\xc3\xa9 hunter2</title>":                                                          "",
+		"plain text":                                                                                  "",
+	} {
+		if got := pageName([]byte(page)); got != want {
+			t.Errorf("pageName(%q) = %q, want %q", page, got, want)
+		}
+	}
+}

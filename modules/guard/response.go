@@ -32,6 +32,7 @@ type guardedWriter struct {
 	wroteHeader bool
 	status      int
 	holding     bool // an error response is being held for scanning
+	holdLimit   int  // how many bytes of it are held at most
 	held        bytes.Buffer
 	discard     bool // the response was replaced: drop the rest
 }
@@ -56,7 +57,12 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	gw.wroteHeader, gw.status = true, status
 	gw.secureHeaders(gw.Header())
 	if status >= 400 && scannable(gw.Header().Get("Content-Type")) {
-		gw.holding = true
+		gw.holding, gw.holdLimit = true, gw.g.ScanLimit
+		if len(gw.Header()["Content-Encoding"]) > 0 {
+			// a zstd block is decoded only whole: hold one more, so that
+			// ScanLimit bytes can be decoded from what is held
+			gw.holdLimit += zstdMaxBlock
+		}
 		return
 	}
 	gw.ResponseWriter.WriteHeader(status)
@@ -71,8 +77,8 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	case gw.holding:
 		gw.held.Write(p)
-		if gw.held.Len() > gw.g.ScanLimit {
-			gw.release() // too large to hold: judge it by its beginning
+		if gw.held.Len() > gw.holdLimit {
+			gw.release(false) // too large to hold: judge it by its beginning
 		}
 		return len(p), nil
 	}
@@ -90,20 +96,35 @@ func (gw *guardedWriter) Flush() {
 // finish sends a response still held back.
 func (gw *guardedWriter) finish() error {
 	if gw.holding {
-		gw.release()
+		gw.release(true)
 	}
 	return nil
 }
 
-// release decides on a held response: replaced if it leaks a debug page,
-// sent as it was otherwise.
-func (gw *guardedWriter) release() {
+// release decides on a held response: replaced if it leaks a debug page
+// or, compressed, cannot be decoded to be checked; sent as it was
+// otherwise. complete says whether the whole response was held. A
+// compressed body is judged by its first ScanLimit decoded bytes, as an
+// uncompressed one is by its first ScanLimit bytes.
+func (gw *guardedWriter) release(complete bool) {
 	gw.holding = false
 	body := gw.held.Bytes()
-	if sig := leak(body); sig != "" {
+	text, err := decodedPrefix(gw.Header(), body, gw.g.ScanLimit, complete)
+	if err != nil {
+		gw.g.logger.Error("guard replaced a compressed error response it could not check",
+			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status),
+			zap.Strings("content_encoding", gw.Header().Values("Content-Encoding")), zap.Error(err))
+		gw.replace()
+		return
+	}
+	if sig := leak(text); sig != "" {
+		// the page itself stays out of the log: a debug page shows the
+		// request's cookies and Authorization header, settings and local
+		// variables; the app's own log has its traceback
 		gw.g.logger.Error("guard replaced a response that carried a debug page or traceback",
 			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.String("signature", sig),
-			zap.String("original", truncate(body, 8<<10)))
+			zap.String("page", pageName(text)),
+			zap.String("fix", "debug pages are for development: turn off DEBUG (Django) or debug mode (Flask, Starlette); the traceback is in the app's log"))
 		gw.replace()
 		return
 	}
@@ -112,17 +133,27 @@ func (gw *guardedWriter) release() {
 	gw.held.Reset()
 }
 
-// replace sends a plain 500 instead of the response.
+// replace sends a plain page of the same status class instead of the
+// response: a client error keeps its status (a 404 stays a 404, so that
+// clients and crawlers still see what happened), a server error becomes a
+// 500.
 func (gw *guardedWriter) replace() {
 	gw.discard = true
+	status := http.StatusInternalServerError
+	if gw.status < 500 {
+		status = gw.status
+		if http.StatusText(status) == "" {
+			status = http.StatusBadRequest
+		}
+	}
 	h := gw.Header()
 	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Disposition", "Etag", "Last-Modified", "Vary"} {
 		delete(h, k)
 	}
-	body := []byte("Internal Server Error\n")
+	body := []byte(http.StatusText(status) + "\n")
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	gw.ResponseWriter.WriteHeader(http.StatusInternalServerError)
+	gw.ResponseWriter.WriteHeader(status)
 	_, _ = gw.ResponseWriter.Write(body)
 	gw.held.Reset()
 }
@@ -171,4 +202,42 @@ func truncate(b []byte, n int) string {
 		return string(b[:n]) + "…"
 	}
 	return string(b)
+}
+
+// pageName names a debug page or traceback for the log: its <title> up
+// to " at ", ":" or " //" ("RuntimeError" from "RuntimeError at /boom" or
+// "RuntimeError: … // Werkzeug Debugger", "Page not found" from Django's
+// technical 404), or the exception on a traceback's last line. Never the
+// exception's message, which may hold whatever the app was handling.
+func pageName(text []byte) string {
+	var line []byte
+	if i := bytes.Index(bytes.ToLower(text[:min(len(text), 4096)]), []byte("<title>")); i >= 0 {
+		line = text[i+len("<title>"):]
+	} else if i := bytes.Index(text, []byte("Traceback (most recent call last)")); i >= 0 {
+		// the first line after the traceback's own that does not start
+		// with a space is the exception's
+		for rest := text[i:]; ; {
+			j := bytes.IndexByte(rest, '\n')
+			if j < 0 {
+				break
+			}
+			rest = rest[j+1:]
+			if len(rest) > 0 && rest[0] != ' ' && rest[0] != '\t' {
+				line = rest
+				break
+			}
+		}
+	}
+	line = bytes.TrimSpace(line[:min(len(line), 80)])
+	for _, end := range []string{" at ", ":", " //", "<", "\n"} {
+		if i := bytes.Index(line, []byte(end)); i >= 0 {
+			line = line[:i]
+		}
+	}
+	for _, c := range line {
+		if c < ' ' || c > '~' {
+			return ""
+		}
+	}
+	return string(bytes.TrimSpace(line))
 }

@@ -1,6 +1,8 @@
 """A Django app whose ALLOWED_HOSTS is ['localhost'] and nothing else, on
 settings that pass the guard. Every request that reaches it is logged as
-"djhosts saw <Host>", before Django looks at the host."""
+"djhosts saw <Host>", before Django looks at the host. Its SECRET_KEY
+comes from `settings auto`."""
+import os
 import sys
 
 import django
@@ -10,7 +12,7 @@ from django.urls import path
 
 settings.configure(
     DEBUG=False,
-    SECRET_KEY='djhosts-test-only-not-a-secret-Qw7Rt2Yu9Io4Pa6Sd1Fg8Hj3Kl5',
+    SECRET_KEY=os.environ['SECRET_KEY'],
     ALLOWED_HOSTS=['localhost'],
     ROOT_URLCONF=__name__,
     MIDDLEWARE=['django.middleware.csrf.CsrfViewMiddleware'],

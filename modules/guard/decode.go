@@ -1,0 +1,113 @@
+package guard
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// maxCodings is how many content codings, one over another, the guard
+// undoes to check a body; a body with more is not checked, so replaced.
+const maxCodings = 3
+
+// zstdMaxBlock is the largest zstd block (RFC 8878): one is decoded only
+// whole, so this much more of a compressed response is held back.
+const zstdMaxBlock = 128 << 10
+
+// zstdMaxWindow is the largest zstd window the guard decodes with: 8 MiB,
+// the most a zstd content coding may use (RFC 9659), so that a frame header
+// cannot make the guard allocate more.
+const zstdMaxWindow = 8 << 20
+
+// decodedPrefix returns the beginning, at most limit bytes, of body decoded
+// from the content codings named by the Content-Encoding header h (in the
+// order they were applied, so undone in reverse). A body without codings
+// is returned as it is. complete says whether body is the whole response:
+// a stream that ends early is corrupt if so, and only held back in part if
+// not (then what it decodes to is its beginning, unless it decodes to
+// nothing). No more than limit decoded bytes are produced, whatever body
+// expands to. An error means the body could not be checked: an unknown
+// coding, corrupt data, or nothing decoded.
+func decodedPrefix(h http.Header, body []byte, limit int, complete bool) ([]byte, error) {
+	var codings []string
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	if len(codings) == 0 || len(body) == 0 {
+		return body, nil
+	}
+	if len(codings) > maxCodings {
+		return nil, fmt.Errorf("%d content codings (%s), more than the %d the guard undoes", len(codings), strings.Join(codings, ", "), maxCodings)
+	}
+	var src io.Reader = bytes.NewReader(body)
+	for i := len(codings) - 1; i >= 0; i-- {
+		d, err := decoder(codings[i], src)
+		if err != nil {
+			return nil, fmt.Errorf("content coding %s: %w", codings[i], err)
+		}
+		defer d.Close()
+		src = d
+	}
+	var out bytes.Buffer
+	out.Grow(min(limit, 64<<10))
+	_, err := io.CopyN(&out, src, int64(limit))
+	if err != nil && err != io.EOF && (complete || !errors.Is(err, io.ErrUnexpectedEOF) || out.Len() == 0) {
+		return nil, fmt.Errorf("content coding %s: %w", strings.Join(codings, ", "), err)
+	}
+	return out.Bytes(), nil
+}
+
+// decoder returns a reader that undoes one content coding. Brotli (br) is
+// not among them: no brotli decoder is in Hearth's module graph.
+func decoder(coding string, src io.Reader) (io.ReadCloser, error) {
+	switch coding {
+	case "gzip", "x-gzip":
+		return gzip.NewReader(src)
+	case "deflate":
+		// RFC 9110's deflate is zlib (RFC 1950), but some servers send a
+		// raw deflate stream (RFC 1951) instead; clients accept both.
+		br := bufio.NewReader(src)
+		if head, err := br.Peek(2); err == nil && isZlibHeader(head) {
+			return zlib.NewReader(br)
+		} else if err != nil {
+			return nil, noEOF(err)
+		}
+		return flate.NewReader(br), nil
+	case "zstd":
+		d, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			return nil, err
+		}
+		return d.IOReadCloser(), nil
+	}
+	return nil, fmt.Errorf("no decoder for this coding")
+}
+
+// isZlibHeader reports whether b starts with a zlib header: deflate method
+// and a valid header checksum.
+func isZlibHeader(b []byte) bool {
+	return b[0]&0x0f == 8 && b[0]>>4 <= 7 && (uint16(b[0])<<8|uint16(b[1]))%31 == 0
+}
+
+// noEOF turns the end of a stream too short for a header into
+// io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
