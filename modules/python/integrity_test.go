@@ -555,3 +555,25 @@ func TestOffered(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeResponseHead: an app that reflects a large input into a header
+// (more than a frame can carry) gets a 500, and its worker keeps serving
+// rather than breaking the channel.
+func TestHugeResponseHead(t *testing.T) {
+	rp := startRuntime(t, "wsgi", reflectApp)
+	for i, size := range []int{protocol.MaxPayload + 1, 100} {
+		spec, _ := json.Marshal(map[string]any{"status": "200 OK", "headers": [][]string{{"X-Big", strings.Repeat("x", size)}}})
+		sid := uint32(i + 1)
+		frames := protocol.AppendFrame(nil, protocol.RequestHead, 0, sid, []byte("REQUEST_METHOD\x00POST\x00PATH_INFO\x00/\x00"))
+		frames = appendBodyFrames(frames, sid, spec)
+		head, _ := rp.exchange(t, frames, sid)
+		hdr := http.Header{}
+		status, err := parseResponseHead(head, hdr)
+		if want := map[int]int{0: 500, 1: 200}[i]; err != nil || status != want {
+			t.Fatalf("a %d-byte header: status %d, %v; want %d", size, status, err, want)
+		}
+	}
+	if !strings.Contains(rp.stderr.String(), "more than the 1048576 a response head may have") {
+		t.Errorf("the log does not say why:\n%s", rp.stderr)
+	}
+}

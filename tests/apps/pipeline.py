@@ -1,8 +1,8 @@
 """For the pipelining tests. /id?X answers "X <pid>"; /wait blocks until
 the file named by PIPELINE_GATE exists; POST /exit dies mid-request;
 POST /record appends its body (one line) to PIPELINE_RECORD and echoes it;
-/badheader answers with a header name HTTP does not allow (Caddy rejects
-the response and replaces the worker); /slow takes 5 ms."""
+/hang sleeps 20 s (past the test's timeout: Caddy ends the worker);
+/slow takes 5 ms."""
 import os
 import time
 
@@ -26,8 +26,7 @@ def application(environ, start_response):
         body = environ['wsgi.input'].read(size)
         with open(os.environ['PIPELINE_RECORD'], 'ab') as f:
             f.write(body + b'\n')
-    elif path == '/badheader':
-        start_response('200 OK', [('Bad Header', 'x'), ('Content-Length', str(len(body)))])
-        return [body]
+    elif path == '/hang':
+        time.sleep(20)
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]

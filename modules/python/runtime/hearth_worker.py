@@ -63,9 +63,13 @@ def encode_head(status, headers):
     if head.count('\0') != len(parts) - 1 or _CONTROL.search(head) is not None:
         raise HeaderError(head_problem(parts))
     try:
-        return head.encode('latin-1')
+        data = head.encode('latin-1')
     except UnicodeEncodeError:
         raise HeaderError(head_problem(parts)) from None
+    if len(data) > MAX_PAYLOAD:
+        raise HeaderError('the response head is %d bytes, more than the %d a response head may have'
+                          % (len(data), MAX_PAYLOAD))
+    return data
 
 
 def head_problem(parts):
