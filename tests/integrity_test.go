@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,147 @@ func TestResponseIntegrity(t *testing.T) {
 	}
 	if !strings.Contains(log, "Content-Disposition") && !strings.Contains(log, "content-disposition") || !strings.Contains(log, "control character") {
 		t.Errorf("the log does not name the header and the reason:\n%s", tail(log, 30))
+	}
+}
+
+// TestPushyAppsAreStopped: an ASGI app whose answer Caddy refuses (a
+// header name HTTP does not allow; a WebSocket subprotocol the client did
+// not offer) while it keeps sending is told the client is gone, so it
+// stops and its channel serves again: with one channel in all, the next
+// request is answered at once rather than after the app's timeout.
+func TestPushyAppsAreStopped(t *testing.T) {
+	config, base := asgiSite(t, "asgi_pushy:app", "workers 1\n\t\tmax_concurrency 1\n\t\ttimeout 60s")
+	startCaddy(t, config)
+	addr := strings.TrimPrefix(base, "http://")
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, attempt := range []func() int{
+		func() int {
+			resp, err := client.Get(base + "/bad-header-stream")
+			if err != nil {
+				t.Fatalf("the refused stream: %v", err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		},
+		func() int { return h1Opening(t, addr, addr, "/bogus") },
+	} {
+		if status := attempt(); status != 500 {
+			t.Errorf("a refused answer: %d, want 500", status)
+		}
+		resp, err := client.Get(base + "/ok")
+		if err != nil {
+			t.Fatalf("the next request waited for the pushy app: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "ok ") {
+			t.Errorf("the next request: %d %q", resp.StatusCode, body)
+		}
+	}
+}
+
+// TestScriptNameIsAMountPoint: SCRIPT_NAME is only ever a prefix the
+// config strips (handle_path), never what a client wrote before a path
+// another rewrite produced.
+func TestScriptNameIsAMountPoint(t *testing.T) {
+	port := freePort(t)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	handle_path /mounted/* {
+		wsgi integrity:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+		}
+	}
+	handle {
+		rewrite /legacy/* /landing
+		wsgi integrity:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+		}
+	}
+}`, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for target, want := range map[string]string{
+		"/mounted/x":                         "/mounted",
+		"/legacy/%2F%2Fevil.example/landing": "",
+		"/legacy/anything":                   "",
+	} {
+		resp, body := rawGet(t, "h1", addr, target)
+		var got struct {
+			Environ map[string]string `json:"environ"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &got) != nil {
+			t.Fatalf("%s: %d %s", target, resp.StatusCode, body)
+		}
+		if got.Environ["SCRIPT_NAME"] != want {
+			t.Errorf("%s: SCRIPT_NAME %q, want %q", target, got.Environ["SCRIPT_NAME"], want)
+		}
+	}
+}
+
+// TestUnixSocketServerPort: on a site bound to a unix socket, SERVER_PORT
+// is the scheme's default, never the port a client writes in Host (which
+// may not be a number at all).
+func TestUnixSocketServerPort(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "site.sock")
+	startCaddy(t, fmt.Sprintf(`
+http:// {
+	bind unix/%s
+	asgi asgi_pushy:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		timeout 60s
+	}
+}`, sock))
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	for _, host := range []string{"x:abc", "x:99999999999999999999", "x"} {
+		req, _ := http.NewRequest("GET", "http://x/ok", nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("Host %s: %v", host, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok 80 " {
+			t.Errorf("Host %s: %d %q, want 200 \"ok 80 \"", host, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestAbsoluteFormTarget: a request target in absolute form
+// ("GET http://host/path") reaches the app as a path, like any other:
+// REQUEST_URI (and the ASGI raw_path made from it) never holds a scheme
+// and host the client chose.
+func TestAbsoluteFormTarget(t *testing.T) {
+	_, sites := integritySites(t)
+	addr := sites["wsgi"]
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(conn, "GET http://%s/admin/x?a=1 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr, addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	var got struct {
+		Environ map[string]string `json:"environ"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got.Environ["REQUEST_URI"] != "/admin/x?a=1" || got.Environ["PATH_INFO"] != "/admin/x" {
+		t.Errorf("REQUEST_URI %q PATH_INFO %q, want /admin/x?a=1 and /admin/x", got.Environ["REQUEST_URI"], got.Environ["PATH_INFO"])
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
 
 // Site describes where a pool is served: the host names of the routes that
@@ -20,6 +21,10 @@ type Site struct {
 	Roots []string
 	// ServerPorts are the ports every HTTP server of the config listens on.
 	ServerPorts []string
+	// Mounts are the path prefixes that rewrites (handle_path, uri
+	// strip_prefix) strip on the servers that lead to the pool: the only
+	// values SCRIPT_NAME may take.
+	Mounts []string
 }
 
 // PoolHandler is an HTTP handler that serves requests from a pool.
@@ -64,11 +69,17 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 			}
 		}
 		roots := servedRoots(srv.Routes)
+		mounts := strippedPrefixes(srv.Routes)
 		walkRoutes(srv.Routes, nil, func(key string, hosts []string) {
 			site := sites[key]
 			if site == nil {
 				site = &Site{}
 				sites[key] = site
+			}
+			for _, m := range mounts {
+				if !slices.Contains(site.Mounts, m) {
+					site.Mounts = append(site.Mounts, m)
+				}
 			}
 			for _, r := range roots {
 				if !slices.Contains(site.Roots, r) {
@@ -95,6 +106,26 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 		})
 	}
 	return sites
+}
+
+// strippedPrefixes lists the path prefixes rewrites under routes strip
+// (without a trailing slash), as handle_path and uri strip_prefix write
+// them; prefixes with placeholders are left out (they are not known).
+func strippedPrefixes(routes caddyhttp.RouteList) []string {
+	var out []string
+	for _, route := range routes {
+		for _, h := range route.Handlers {
+			switch handler := h.(type) {
+			case *rewrite.Rewrite:
+				if p := strings.TrimSuffix(handler.StripPathPrefix, "/"); p != "" && !strings.Contains(p, "{") {
+					out = append(out, p)
+				}
+			case *caddyhttp.Subroute:
+				out = append(out, strippedPrefixes(handler.Routes)...)
+			}
+		}
+	}
+	return out
 }
 
 // servedRoots lists the static roots of routes: file_server's own root,

@@ -129,7 +129,13 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 	}
 	dst = pair(dst, "PATH_INFO", path)
 	dst = pair(dst, "QUERY_STRING", r.URL.RawQuery)
-	dst = pair(dst, "REQUEST_URI", r.RequestURI)
+	requestURI := r.RequestURI
+	if !strings.HasPrefix(requestURI, "/") {
+		// absolute-form ("http://host/path") or "*": the app is told the
+		// path and query only, as for every other request
+		requestURI = r.URL.RequestURI()
+	}
+	dst = pair(dst, "REQUEST_URI", requestURI)
 	dst = pair(dst, "SERVER_PROTOCOL", r.Proto)
 	if r.TLS != nil {
 		dst = pair(dst, "wsgi.url_scheme", "https")
@@ -183,12 +189,15 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 }
 
 // serverAddress returns SERVER_NAME (the requested host) and SERVER_PORT
-// (the local port the connection arrived on).
+// (the local port the connection arrived on; on a unix socket, the
+// scheme's default — never the port a client wrote in Host, which may be
+// anything).
 func serverAddress(r *http.Request) (string, string) {
-	name, port, err := net.SplitHostPort(r.Host)
+	name, _, err := net.SplitHostPort(r.Host)
 	if err != nil {
-		name, port = r.Host, ""
+		name = r.Host
 	}
+	port := ""
 	switch local := r.Context().Value(http.LocalAddrContextKey).(type) {
 	case *net.TCPAddr: // the common case, without formatting the address
 		port = strconv.Itoa(local.Port)
@@ -197,7 +206,9 @@ func serverAddress(r *http.Request) (string, string) {
 		}
 	case net.Addr:
 		if host, p, err := net.SplitHostPort(local.String()); err == nil {
-			port = p
+			if _, err := strconv.Atoi(p); err == nil {
+				port = p
+			}
 			if name == "" {
 				name = host
 			}

@@ -1,6 +1,7 @@
 package python
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -477,6 +478,9 @@ func (p *Pool) badHead(s *slot, sid uint32, bodySent chan error, err error) erro
 	p.mu.Unlock()
 	p.logger.Error("refused the app's response: it cannot be sent as it is; the client gets 500",
 		zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.String("reason", bad.reason))
+	if p.spec.kind() == "asgi" {
+		p.cancelStream(s, sid) // an app streaming its answer stops (http.disconnect)
+	}
 	for {
 		h, _, err := s.next()
 		if err != nil {
@@ -521,6 +525,15 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 		}
 		if j := controlByte(fields[i+1], true); j >= 0 {
 			return 0, &badHeadError{fmt.Sprintf("the app's response header %s holds a control character (%s) at byte %d of its value: header injection refused", fields[i], describeByte(fields[i+1][j]), j)}
+		}
+	}
+	var contentLength []byte
+	for i := 1; i < len(fields); i += 2 {
+		if len(fields[i]) == len("Content-Length") && strings.EqualFold(string(fields[i]), "Content-Length") {
+			if contentLength != nil && !bytes.Equal(bytes.TrimSpace(contentLength), bytes.TrimSpace(fields[i+1])) {
+				return 0, &badHeadError{"the app sent two different Content-Length headers: a client or proxy could read the body either way"}
+			}
+			contentLength = fields[i+1]
 		}
 	}
 	for i := 1; i < len(fields); i += 2 {
@@ -575,12 +588,12 @@ func quoteName(b []byte) string {
 
 func parseStatus(line []byte) (int, error) {
 	if len(line) < 3 || (len(line) > 3 && line[3] != ' ') {
-		return 0, fmt.Errorf("the app sent an invalid status line %q (want \"200 OK\")", line)
+		return 0, fmt.Errorf("the app sent an invalid status line %s (want \"200 OK\")", quoteName(line))
 	}
 	code := 0
 	for _, c := range line[:3] {
 		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("the app sent an invalid status line %q (want \"200 OK\")", line)
+			return 0, fmt.Errorf("the app sent an invalid status line %s (want \"200 OK\")", quoteName(line))
 		}
 		code = code*10 + int(c-'0')
 	}

@@ -62,6 +62,7 @@ type Pool struct {
 	autoEnv        []string                       // from `settings auto`
 	autoHosts      []string                       // the ALLOWED_HOSTS `settings auto` gives the app
 	appHosts       atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
+	mounts         atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)
 	failures       int
 	lastError      string
 	backoff        time.Time

@@ -20,6 +20,17 @@ func (p *Pool) SetSite(site hearth.Site) {
 	p.mu.Lock()
 	p.site = site
 	p.mu.Unlock()
+	mounts := slices.Clone(site.Mounts)
+	p.mounts.Store(&mounts)
+}
+
+// Mounts are the path prefixes the config strips before the pool's
+// handlers: the values SCRIPT_NAME may take.
+func (p *Pool) Mounts() []string {
+	if m := p.mounts.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 // prepareAutoSettings computes the environment of `settings auto`:

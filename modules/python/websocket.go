@@ -83,7 +83,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 			p.logger.Error("the app accepted a WebSocket with a subprotocol the client did not offer; refusing the opening",
 				zap.String("path", r.URL.Path), zap.String("subprotocol", quoteName(payload)))
 			p.sendClose(s, sid, 1006, "")
-			p.drainToEnd(s, sid)
+			go p.drainToEnd(s, sid) // the client's answer does not wait for the app to stop
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.spec.Name))
 		}
 	default:
@@ -92,7 +92,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	conn, err := acceptWebSocket(w, r, string(payload))
 	if err != nil {
 		p.sendClose(s, sid, 1006, "")
-		p.drainToEnd(s, sid)
+		go p.drainToEnd(s, sid)
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -147,19 +147,33 @@ func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer body.Close()
-	return h.pool.serve(w, r, scriptName(r), body, time.Duration(h.Timeout))
+	return h.pool.serve(w, r, scriptName(r, h.pool.Mounts()), body, time.Duration(h.Timeout))
 }
 
 // scriptName is the part of the path a handle_path (or uri strip_prefix)
-// removed: the mount point of the app, SCRIPT_NAME in WSGI terms.
-func scriptName(r *http.Request) string {
+// removed: the mount point of the app, SCRIPT_NAME in WSGI terms. It is
+// one of mounts, the prefixes the config strips, or "": a difference
+// between the original and the rewritten path that another rewrite made
+// (`rewrite /old/* /new` leaves whatever the client wrote before /new)
+// is not a mount point, and a client must not choose the prefix every
+// URL the app generates starts with.
+func scriptName(r *http.Request, mounts []string) string {
+	if len(mounts) == 0 {
+		return ""
+	}
 	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
 	if !ok || orig.URL == nil {
 		return ""
 	}
 	full, rest := orig.URL.Path, r.URL.Path
-	if len(full) > len(rest) && strings.HasSuffix(full, rest) {
-		return strings.TrimSuffix(full[:len(full)-len(rest)], "/")
+	if len(full) <= len(rest) || !strings.HasSuffix(full, rest) {
+		return ""
+	}
+	prefix := strings.TrimSuffix(full[:len(full)-len(rest)], "/")
+	for _, m := range mounts {
+		if strings.EqualFold(prefix, m) {
+			return prefix
+		}
 	}
 	return ""
 }

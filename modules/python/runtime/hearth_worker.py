@@ -42,6 +42,12 @@ class HeaderError(ValueError):
     plain 500; the message names the header, never its value."""
 
 
+class ClientDisconnected(OSError):
+    """Raised by an ASGI app's send() once the client is gone (Caddy sent a
+    cancel, or the WebSocket's close): an app that only sends learns that
+    it may stop, as the ASGI spec asks."""
+
+
 # Control characters a response head may not hold; NUL is counted apart
 # (it separates the fields), a tab is allowed (in values).
 _CONTROL = re.compile('[\x01-\x08\x0a-\x1f\x7f]')
@@ -347,7 +353,7 @@ class Worker:
 
     def report_error(self, environ, exc):
         text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write('Error handling request %s %s\n%s' % (
+        sys.stderr.write('Error handling request %s %r\n%s' % (
             environ.get('REQUEST_METHOD', '?'), environ.get('PATH_INFO', '?'), text))
         sys.stderr.flush()
 
@@ -415,9 +421,12 @@ def asgi_channel_class():
                 # (the previous request's task may still be reading the
                 # frames routed to it; it finishes on its own)
                 events = asyncio.Queue()
+                events.peer_closed = False  # a cancel or a WebSocket close came
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
                 self.request = (sid, events, task)
             elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
+                if kind in (CANCEL, WS_CLOSE):
+                    request[1].peer_closed = True
                 request[1].put_nowait((kind, flags, payload))
             elif kind not in (CANCEL, WS_MSG, WS_CLOSE):  # those may come for a request that already ended
                 raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
@@ -437,6 +446,7 @@ def asgi_channel_class():
             if self.request is None:
                 self.closed.set_result(None)
                 return
+            self.request[1].peer_closed = True
             self.request[1].put_nowait(None)
             self.request[2].add_done_callback(lambda _: self.closed.done() or self.closed.set_result(None))
 
@@ -576,8 +586,8 @@ class AsgiWorker:
             'path': path, 'raw_path': raw_path or path.encode('utf-8'),
             'query_string': env.get('QUERY_STRING', '').encode('latin-1'),
             'root_path': env.get('SCRIPT_NAME', ''), 'headers': headers,
-            'client': [env.get('REMOTE_ADDR', ''), int(env.get('REMOTE_PORT') or 0)],
-            'server': [env.get('SERVER_NAME', ''), int(env.get('SERVER_PORT') or 0)],
+            'client': [env.get('REMOTE_ADDR', ''), port_number(env.get('REMOTE_PORT'))],
+            'server': [env.get('SERVER_NAME', ''), port_number(env.get('SERVER_PORT'))],
             'state': dict(self.state),
         }
 
@@ -588,7 +598,12 @@ class AsgiWorker:
             raise ProtocolError('malformed request head (%d fields)' % len(fields))
         pairs = iter(fields)
         env = dict(zip(pairs, pairs))
-        scope = self.scope(env)
+        try:
+            scope = self.scope(env)
+        except Exception:
+            sys.stderr.write('Error building the ASGI scope of %r\n%s' % (env.get('PATH_INFO'), traceback.format_exc()))
+            Worker.send_500(writer.write, sid)
+            return
         if env.get('hearth.websocket') == '1':
             return await self.handle_websocket(writer, sid, scope, events)
         state = {'body_done': no_body, 'body_sent': False, 'disconnected': False, 'started': False,
@@ -633,6 +648,8 @@ class AsgiWorker:
                     raise RuntimeError('http.response.body before http.response.start')
                 if state['ended']:
                     return
+                if events.peer_closed:
+                    raise ClientDisconnected('the client is gone')
                 body = bytes(message.get('body', b''))
                 more = bool(message.get('more_body', False))
                 data = frames(RESP_BODY, sid, body, not more)
@@ -652,11 +669,16 @@ class AsgiWorker:
                 data = (state['head'] or b'') + _pack(0, RESP_BODY, END, sid)
                 state['head'], state['ended'] = None, True
                 writer.write(data)
+        except ClientDisconnected:
+            # the client left: end the stream (Caddy discards the rest)
+            if not state['ended']:
+                writer.write((state['head'] or b'') + _pack(0, RESP_BODY, END, sid))
+                state['head'], state['ended'] = None, True
         except (ProtocolError, OSError):
             raise
         except BaseException as exc:
             text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            sys.stderr.write('Error handling request %s %s\n%s' % (scope['method'], scope['path'], text))
+            sys.stderr.write('Error handling request %s %r\n%s' % (scope['method'], scope['path'], text))
             if not state['started'] or state['head'] is not None:
                 Worker.send_500(writer.write, sid)
             elif not state['ended']:
@@ -707,7 +729,9 @@ class AsgiWorker:
                 state['accepted'] = True
                 writer.write(_pack(len(sub), WS_ACCEPT, 0, sid) + sub)
             elif kind == 'websocket.send':
-                if not state['accepted'] or state['closed']:
+                if state['accepted'] and (state['closed'] or events.peer_closed):
+                    raise ClientDisconnected('the WebSocket is closed')
+                if not state['accepted']:
                     return
                 if message.get('bytes') is not None:
                     data, flags = bytes(message['bytes']), BINARY
@@ -732,9 +756,11 @@ class AsgiWorker:
 
         try:
             await self.app(scope, receive, send)
+        except ClientDisconnected:
+            pass  # the app learnt the client was gone; the stream ends below
         except Exception as exc:
             text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            sys.stderr.write('Error in WebSocket %s\n%s' % (scope['path'], text))
+            sys.stderr.write('Error in WebSocket %r\n%s' % (scope['path'], text))
             if not state['accepted'] and not state['ended']:
                 Worker.send_500(writer.write, sid)
                 state['ended'] = True
@@ -781,6 +807,14 @@ STATUS_TEXT = {200: 'OK', 201: 'Created', 204: 'No Content', 301: 'Moved Permane
                401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
                409: 'Conflict', 413: 'Payload Too Large', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
                500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable'}
+
+
+def port_number(value):
+    """A port from the environ as an int (0 when absent or not a number)."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 def load_app(spec):
