@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -71,7 +72,7 @@ func TestPortsCommand(t *testing.T) {
 		"external port 2929 UDP", // HTTP/3 on the HTTPS site
 		fmt.Sprintf("external port %d TCP", port),
 		"sudo ufw allow 2929/tcp", fmt.Sprintf("sudo ufw allow %d/tcp", port), "sudo ufw allow 2929/udp",
-		fmt.Sprintf("tcp dport { 2929, %d } accept", port),
+		fmt.Sprintf("tcp dport { 80, 2929, %d } accept", port), // 80: automatic HTTPS's redirects
 		"Not forwarded (loopback only):\n  127.0.0.1:4040",
 		fmt.Sprintf("port %d: ", port), "already listens on 127.0.0.1:" + fmt.Sprint(port),
 	} {
@@ -86,34 +87,68 @@ func TestPortsCommand(t *testing.T) {
 
 func TestSystemdCommand(t *testing.T) {
 	dir := t.TempDir()
-	high := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), false))
-	if strings.Contains(high, "AmbientCapabilities") || !strings.Contains(high, "CapabilityBoundingSet=\n") {
-		t.Errorf("no port below 1024, yet a capability:\n%s", high)
+	// no site below 1024, and automatic HTTPS off: no CAP_NET_BIND_SERVICE
+	highPath := filepath.Join(dir, "high.Caddyfile")
+	writeFile(t, highPath, fmt.Sprintf("http://127.0.0.1:%d {\n\trespond ok\n}\n", freePort(t)))
+	high := runHearth(t, "systemd", "--config", highPath, "--adapter", "caddyfile")
+	if !strings.Contains(high, "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL\n") || strings.Contains(high, "Capabilities=CAP_SETUID CAP_SETGID CAP_KILL CAP_NET_BIND_SERVICE") {
+		t.Errorf("no port below 1024, yet CAP_NET_BIND_SERVICE (or no CAP_SETUID):\n%s", high)
 	}
-	unit := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), true))
+	// home.example.net:2929 is served over HTTPS: automatic HTTPS also
+	// listens on port 80 (redirects, ACME), which needs the capability
+	unit := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), false))
 	for _, want := range []string{
-		"Restart=always", "Environment=GODEBUG=http2xconnect=1", "NoNewPrivileges=true", "ProtectSystem=strict", "User=caddy",
-		"AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
-		"ReadWritePaths=/var/lib/caddy " + repoPath("examples", "node") + " " + repoPath("tests", "apps"),
-		"ExecReload=" + caddyBinary(t) + " reload --config ", "Description=Caddy with Hearth (echo, engwrite, node)",
+		"Restart=always", "Environment=GODEBUG=http2xconnect=1", "NoNewPrivileges=true", "ProtectSystem=strict", "User=caddy\nGroup=caddy\n",
+		"AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL CAP_NET_BIND_SERVICE\n",
+		"CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL CAP_NET_BIND_SERVICE\n",
+		"ReadWritePaths=" + repoPath("examples", "node") + " " + repoPath("tests", "apps") + "\n",
+		"StateDirectory=caddy\nStateDirectoryMode=0700\n", "RuntimeDirectory=caddy\nRuntimeDirectoryMode=0700\n",
+		"Environment=\"CADDY_ADMIN=unix//run/caddy/admin.sock|0600\"\n", "Environment=HEARTH_DEFAULT_USER=hearth-apps:caddy\n",
+		"EnvironmentFile=-/etc/caddy/caddy.env\n", "sudo install -m 0600 -o root -g root /dev/null /etc/caddy/caddy.env",
+		"ProtectProc=invisible\n", "UMask=0077\n",
+		"ExecStart=" + caddyBinary(t) + " run --config ", "ExecReload=" + caddyBinary(t) + " reload --config ", "Description=Caddy with Hearth (echo, engwrite, node)",
 	} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("the unit lacks %q:\n%s", want, unit)
 		}
 	}
-	// systemd's own checker, when the machine has it
+	if strings.Contains(unit, "--environ") {
+		t.Errorf("the unit prints Caddy's environment (credentials) into the journal:\n%s", unit)
+	}
+	out := runHearth(t, "ports", "--config", deployCaddyfile(t, freePort(t), false))
+	if !strings.Contains(out, "external port 80 TCP") {
+		t.Errorf("ports misses automatic HTTPS's port 80:\n%s", out)
+	}
+	for name, text := range map[string]string{"low": unit, "high": high} {
+		checkUnit(t, filepath.Join(dir, name+".service"), text)
+	}
+}
+
+// checkUnit runs systemd's own checks on a unit: verify finds nothing and
+// the exposure score of `systemd-analyze security --offline=true` is at
+// most 2.0 (the unit of an earlier Hearth scored 5.0).
+func checkUnit(t *testing.T, path, unit string) {
+	t.Helper()
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Log("systemd-analyze is not installed: the unit was checked by content only")
-		return
+		t.Skip("systemd-analyze is not installed: the unit was checked by content only")
 	}
-	path := filepath.Join(dir, "caddy.service")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(unit, "User=caddy\nGroup=caddy", "User=root\nGroup=root")), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// it exits 0 even for lines it ignores: any output is a finding
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	out, err := exec.Command(analyze, "verify", "--man=no", path).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		t.Errorf("systemd-analyze verify %s: %v\n%s", filepath.Base(path), err, out)
+	}
+	out, err = exec.Command(analyze, "security", "--offline=true", "--threshold=20", path).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze security %s: exposure above 2.0 (%v):\n%s", filepath.Base(path), err, out)
+	}
+	score := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindStringSubmatch(string(out))
+	if score == nil {
+		t.Errorf("no exposure level in:\n%s", out)
+	} else {
+		t.Logf("%s: exposure %s", filepath.Base(path), score[1])
 	}
 }

@@ -111,6 +111,14 @@ func launchCaddy(t testing.TB, caddyfile string) *caddyProc {
 // XDG_DATA_HOME) at data, so that two runs can share it.
 func launchCaddyWithData(t testing.TB, caddyfile, data string) *caddyProc {
 	t.Helper()
+	return launchCaddyWithFiles(t, caddyfile, data, nil)
+}
+
+// launchCaddyWithFiles is launchCaddyWithData with files that caddy
+// inherits as fds 3, 4, … (without close-on-exec, as from a shell's
+// `exec 3<file` or socket activation).
+func launchCaddyWithFiles(t testing.TB, caddyfile, data string, files []*os.File) *caddyProc {
+	t.Helper()
 	dir := t.TempDir()
 	if data == "" {
 		data = dir + "/data"
@@ -128,6 +136,7 @@ func launchCaddyWithData(t testing.TB, caddyfile, data string) *caddyProc {
 	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+data, "XDG_CONFIG_HOME="+dir+"/config")
 	c.cmd.Stdout = c.log
 	c.cmd.Stderr = c.log
+	c.cmd.ExtraFiles = files
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

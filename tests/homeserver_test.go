@@ -154,8 +154,9 @@ func TestHomeserverDeployHelpers(t *testing.T) {
 	wd, _ := os.Getwd()
 	for _, want := range []string{
 		"Description=Caddy with Hearth (engwrite, guestbook, servicec)",
-		"ReadWritePaths=/var/lib/caddy " + filepath.Join(wd, "examples", "django") + " " + filepath.Join(wd, "examples", "flask") + " " + filepath.Join(wd, "examples", "node"),
-		"CapabilityBoundingSet=\n", "ExecStart=" + caddyBinary(t) + " run --environ --config " + config,
+		"ReadWritePaths=" + filepath.Join(wd, "examples", "django") + " " + filepath.Join(wd, "examples", "flask") + " " + filepath.Join(wd, "examples", "node") + "\n",
+		"StateDirectory=caddy\n", // the data directory, /var/lib/caddy
+		"CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL\n", "ExecStart=" + caddyBinary(t) + " run --config " + config + "\n",
 	} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("unit lacks %q:\n%s", want, unit)

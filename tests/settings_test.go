@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -41,7 +43,11 @@ http://localhost:%d, http://127.0.0.1:%d {
 	if got.Debug || got.KeyLength < 50 || strings.Join(got.AllowedHosts, ",") != "localhost,127.0.0.1" || strings.Join(got.CSRFTrustedOrigins, ",") != wantOrigins {
 		t.Errorf("settings auto gave %+v", got)
 	}
-	keyFile := filepath.Join(data, "caddy", "hearth", "secrets", "djsettings.key")
+	keyFiles, _ := filepath.Glob(filepath.Join(data, "caddy", "hearth", "secrets", "djsettings-*.key"))
+	if len(keyFiles) != 1 {
+		t.Fatalf("key files: %v", keyFiles)
+	}
+	keyFile := keyFiles[0]
 	info, err := os.Stat(keyFile)
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v %v", info, err)
@@ -212,5 +218,170 @@ example.net:2929 {
 	writeFile(t, caddyfile, fmt.Sprintf(":3131 {\n\twsgi hello:application {\n\t\tdir %s\n\t\tpython %s\n\t}\n}\n", repoPath("tests", "apps"), pythonPath()))
 	if code, out := run(); code != 0 {
 		t.Errorf("clean config: code %d:\n%s", code, out)
+	}
+}
+
+// keyApp writes app.py (default name "app") into a new directory: it
+// answers a hash of its SECRET_KEY.
+func keyApp(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "app.py"), `import hashlib, os
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [hashlib.sha256(os.environ.get('SECRET_KEY', '').encode()).hexdigest().encode()]
+`)
+	return dir
+}
+
+// keySite is a site serving the keyApp in dir with `settings auto`.
+func keySite(port int, dir, options string) string {
+	return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi app:app {
+		dir %s
+		python {PYTHON}
+		workers 1
+		settings auto
+		guard warn
+		%s
+	}
+}`, port, dir, options)
+}
+
+// TestSettingsAutoKeyPerAppIdentity: the key of `settings auto` belongs
+// to the app's name and directory. Two apps of one name in different
+// directories in one config are refused, by `caddy run` and by
+// `caddy validate`, naming both directories and the fix; run one after
+// the other they get different keys; a key stored by name alone (earlier
+// versions) stays with the first app of that name, and only with it.
+func TestSettingsAutoKeyPerAppIdentity(t *testing.T) {
+	dirA, dirB := keyApp(t), keyApp(t)
+	portA, portB := freePort(t), freePort(t)
+	both := keySite(portA, dirA, "") + keySite(portB, dirB, "")
+	wants := []string{"two apps are named", dirA, dirB, "`name <another>`"}
+	log := refused(t, both)
+	for _, want := range wants {
+		if !strings.Contains(log, want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, tail(log, 5))
+		}
+	}
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, caddyfile, strings.ReplaceAll(both, "{PYTHON}", pythonPath()))
+	validate := exec.Command(caddyBinary(t), "validate", "--config", caddyfile, "--adapter", "caddyfile")
+	validate.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
+	out, err := validate.CombinedOutput()
+	if err == nil {
+		t.Errorf("caddy validate accepted two apps named app")
+	}
+	for _, want := range wants {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("caddy validate's refusal lacks %q:\n%s", want, tail(string(out), 5))
+		}
+	}
+
+	// run alone, one after the other, with one data directory
+	data := t.TempDir()
+	keyOf := func(config string, ports ...int) []string {
+		c := launchCaddyWithData(t, config, data)
+		c.waitRunning()
+		var hashes []string
+		for _, port := range ports {
+			_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+			hashes = append(hashes, body)
+		}
+		c.stop()
+		return hashes
+	}
+	a := keyOf(keySite(portA, dirA, ""), portA)[0]
+	b := keyOf(keySite(portB, dirB, ""), portB)[0]
+	if a == b {
+		t.Errorf("two apps named app in different directories got the same key")
+	}
+	if again := keyOf(keySite(portA, dirA, ""), portA)[0]; again != a {
+		t.Errorf("the key of app in %s changed across restarts", dirA)
+	}
+	// the fix the refusal gives: a name
+	named := keyOf(keySite(portA, dirA, "")+keySite(portB, dirB, "name b"), portA, portB)
+	if named[0] != a || named[1] == a || named[1] == b {
+		t.Errorf("with a name for the second app: keys %v, want %s and a new one", named, a)
+	}
+	secrets, _ := filepath.Glob(filepath.Join(data, "caddy", "hearth", "secrets", "*.key"))
+	if len(secrets) != 3 {
+		t.Errorf("key files %v, want one per app identity (3)", secrets)
+	}
+
+	// a key stored by name alone, as earlier versions did
+	data = t.TempDir()
+	legacy := "a-key-stored-by-an-earlier-version-0123456789abcdef0123456789"
+	if err := os.MkdirAll(filepath.Join(data, "caddy", "hearth", "secrets"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "caddy", "hearth", "secrets", "app.key"), []byte(legacy+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(legacy))
+	if got := keyOf(keySite(portA, dirA, ""), portA)[0]; got != hex.EncodeToString(sum[:]) {
+		t.Errorf("the app did not keep the key stored under its name")
+	}
+	if got := keyOf(keySite(portB, dirB, ""), portB)[0]; got == hex.EncodeToString(sum[:]) {
+		t.Errorf("another app of the same name in another directory got the stored key too")
+	}
+	if got := keyOf(keySite(portA, dirA, ""), portA)[0]; got != hex.EncodeToString(sum[:]) {
+		t.Errorf("the app lost the key it took over")
+	}
+}
+
+// TestEnvFileErrorShowsLineNotValue: an env_file line that does not parse
+// is reported as file:line with the variable's name, never with the
+// value, in Caddy's log and in the admin API's answer to a reload.
+func TestEnvFileErrorShowsLineNotValue(t *testing.T) {
+	const secret = "sk_live_51Hx9f8e7d6c5b4a3f2e1d0c"
+	for _, tc := range []struct {
+		name, env string
+		line      int
+		want      []string
+	}{
+		{"an unterminated quote", "DEBUG=False\nSECRET_KEY=\"" + secret + "\n", 2, []string{"SECRET_KEY", "unterminated double quote"}},
+		{"a value without its name", "DEBUG=False\n# the key\n" + secret + "\n", 3, []string{"expected KEY=value, and the line has no"}},
+		{"a space in the name", "STRIPE KEY=" + secret + "\n", 1, []string{"a space at column 7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := keyApp(t)
+			envFile := filepath.Join(dir, ".env")
+			if err := os.WriteFile(envFile, []byte(tc.env), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			site := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi app:app {
+		dir %s
+		python {PYTHON}
+		env_file .env
+	}
+}`, freePort(t), dir)
+			log := refused(t, site)
+			// and through the admin API, into a running Caddy
+			c := startCaddy(t, keySite(freePort(t), keyApp(t), ""))
+			code, body := c.load(site)
+			if code == 200 {
+				t.Errorf("the reload was accepted")
+			}
+			for what, text := range map[string]string{"the log": log, "the reload's answer": body, "the running Caddy's log": c.log.String()} {
+				for _, want := range append([]string{fmt.Sprintf("%s:%d: ", envFile, tc.line)}, tc.want...) {
+					if what != "the running Caddy's log" && !strings.Contains(text, want) {
+						t.Errorf("%s lacks %q:\n%s", what, want, tail(text, 3))
+					}
+				}
+				for i := 0; i+6 <= len(secret); i++ {
+					if strings.Contains(text, secret[i:i+6]) {
+						t.Fatalf("%s shows part of the value (%q):\n%s", what, secret[i:i+6], tail(text, 3))
+					}
+				}
+			}
+		})
 	}
 }

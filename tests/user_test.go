@@ -2,10 +2,14 @@ package tests
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +34,9 @@ http://127.0.0.1:%d {
 		dir %s
 		python {PYTHON}
 		workers 1
+		guard enforce {
+			allow HG-ADMIN-01 # the harness's admin API is on TCP
+		}
 		%s
 	}
 }`, freePort(t), dir, options)
@@ -54,4 +61,149 @@ http://127.0.0.1:%d {
 		t.Errorf("user root accepted: exit %d\n%s", code, tail(c2.log.String(), 5))
 	}
 	startCaddy(t, config("user root\n\t\tallow_root"))
+}
+
+// TestRuntimeDirectoryRefusedWhenHostile: with `user`, the worker runtime
+// lives in a directory of the temporary directory that the workers can
+// read. Another local user who made that directory first (owning it, or
+// making it a symbolic link to theirs, or leaving it writable), with a
+// runtime and a json.py of their own in it (Python puts the script's
+// directory first on sys.path), never gets their code run: the pool is
+// refused with the directory named, nothing they planted runs, now or when
+// a running pool starts workers after the directory was swapped. The
+// name earlier versions used (hearth-runtime) is planted too: it is no
+// longer used at all.
+func TestRuntimeDirectoryRefusedWhenHostile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs workers as another user: nothing is written for other users")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("no user nobody on this machine: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	base := t.TempDir() // before TMPDIR changes: Caddy's own files stay here
+	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	appDir := filepath.Join(base, "app")
+	os.Mkdir(appDir, 0o755)
+	writeFile(t, filepath.Join(appDir, "whoami.py"), "import os\n\ndef application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [str(os.getuid()).encode()]\n")
+	markers := filepath.Join(base, "markers") // where planted code, run as nobody, would write
+	os.Mkdir(markers, 0o777)
+	os.Chmod(markers, 0o777)
+	runtimeName := "hearth_worker-000000000000.py" // the binary's, learnt below
+	// plant fills dir (as nobody would) with a runtime and a json module
+	// that leave a marker
+	plant := func(dir, tag string) {
+		code := fmt.Sprintf("open(%q, 'a').write('ran')\n", filepath.Join(markers, tag))
+		for _, name := range []string{runtimeName, "json.py"} {
+			writeFile(t, filepath.Join(dir, name), code)
+			os.Chown(filepath.Join(dir, name), uid, gid)
+		}
+	}
+	hostileDir := func(path, tag string, owner int, mode os.FileMode) {
+		if err := os.Mkdir(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(path, mode)
+		os.Chown(path, owner, gid)
+		plant(path, tag)
+	}
+	port := freePort(t)
+	config := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi whoami:application {
+		dir %s
+		python {PYTHON}
+		workers 1
+		user nobody
+		guard enforce {
+			allow HG-ADMIN-01 # the harness's admin API is on TCP
+		}
+	}
+}`, port, appDir)
+	runtimeDir := fmt.Sprintf("hearth-runtime-%d", os.Geteuid())
+	newTmp := func(name string, mode os.FileMode) string {
+		tmp := filepath.Join(base, name)
+		os.Mkdir(tmp, mode)
+		os.Chmod(tmp, mode)
+		hostileDir(filepath.Join(tmp, "hearth-runtime"), name+"-legacy", uid, 0o777) // the old name
+		return tmp
+	}
+	t.Run("made by Caddy, then swapped while the pool runs", func(t *testing.T) {
+		tmp := newTmp("swapped", os.ModeSticky|0o777)
+		t.TempDir()
+		t.Setenv("TMPDIR", tmp)
+		c := startCaddy(t, config)
+		if _, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); body != nobody.Uid {
+			t.Fatalf("the worker answered %q, not nobody's uid", body)
+		}
+		dir := filepath.Join(tmp, runtimeDir)
+		info, err := os.Lstat(dir)
+		if err != nil || !info.IsDir() || info.Mode().Perm() != 0o755 || info.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Fatalf("the runtime's directory: %v %v", info, err)
+		}
+		files, _ := filepath.Glob(filepath.Join(dir, "hearth_worker-*.py"))
+		if len(files) != 1 {
+			t.Fatalf("the runtime's directory holds %v", files)
+		}
+		runtimeName = filepath.Base(files[0])
+		if info, err := os.Lstat(files[0]); err != nil || info.Mode().Perm() != 0o644 || info.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Fatalf("the runtime file: %v %v", info, err)
+		}
+		// a tmp cleaner removed it; nobody made it again, with their code
+		os.RemoveAll(dir)
+		hostileDir(dir, "swapped", uid, 0o755)
+		resp, err := http.Post("http://"+c.admin+"/hearth/apps/whoami/restart", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || !strings.Contains(string(body)+c.log.String(), "is owned by nobody") {
+			t.Errorf("a restart with a swapped runtime directory: %d %s\n%s", resp.StatusCode, body, tail(c.log.String(), 10))
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		setup func(tmp string)
+		want  string
+	}{
+		{"owned by nobody", func(tmp string) {
+			hostileDir(filepath.Join(tmp, runtimeDir), "owned", uid, 0o755)
+		}, "is owned by nobody"},
+		{"a symbolic link to nobody's directory", func(tmp string) {
+			hostileDir(filepath.Join(tmp, "theirs"), "symlink", uid, 0o755)
+			os.Symlink(filepath.Join(tmp, "theirs"), filepath.Join(tmp, runtimeDir))
+			os.Lchown(filepath.Join(tmp, runtimeDir), uid, gid)
+		}, "is a symbolic link"},
+		{"Caddy's but writable by others", func(tmp string) {
+			hostileDir(filepath.Join(tmp, runtimeDir), "writable", 0, 0o777)
+		}, "is writable by group or others"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := newTmp(strings.ReplaceAll(tc.name, " ", "-"), os.ModeSticky|0o777)
+			tc.setup(tmp)
+			t.TempDir() // Caddy's files: in the real temporary directory
+			t.Setenv("TMPDIR", tmp)
+			log := refused(t, config)
+			if !strings.Contains(log, filepath.Join(tmp, runtimeDir)) || !strings.Contains(log, tc.want) || !strings.Contains(log, "rm -rf") {
+				t.Errorf("the refusal does not name the directory, the reason (%q) and the fix:\n%s", tc.want, tail(log, 10))
+			}
+		})
+	}
+	t.Run("under a temporary directory others can write without the sticky bit", func(t *testing.T) {
+		tmp := newTmp("no-sticky", 0o777)
+		t.TempDir()
+		t.Setenv("TMPDIR", tmp)
+		if log := refused(t, config); !strings.Contains(log, tmp+" is writable by group or others without the sticky bit") {
+			t.Errorf("the refusal does not name the temporary directory:\n%s", tail(log, 10))
+		}
+	})
+	if planted, _ := os.ReadDir(markers); len(planted) > 0 {
+		t.Errorf("planted code ran: %v", planted)
+	}
 }

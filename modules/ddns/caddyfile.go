@@ -131,7 +131,7 @@ func parseSource(d *caddyfile.Dispenser) (IPSource, error) {
 		}
 	}
 	if err := src.check(); err != nil {
-		return src, d.Errf("ip_source: %v", err)
+		return src, d.Errf("ip_source: %s", (*redactor)(nil).text(err.Error())) // a URL's query may hold a token
 	}
 	return src, nil
 }

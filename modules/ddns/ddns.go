@@ -70,6 +70,7 @@ type App struct {
 	fingerprint string // of the settings that decide what is written
 	setter      libdns.RecordSetter
 	getter      libdns.RecordGetter
+	redact      *redactor // removes credentials from what is logged and recorded
 	state       *state
 	logger      *zap.Logger
 	cancel      context.CancelFunc
@@ -85,9 +86,12 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the provider and validates the config.
-func (a *App) Provision(ctx caddy.Context) error {
-	a.logger = ctx.Logger()
+// Provision loads the provider and validates the config. Its errors,
+// like everything the app logs or records, are redacted of credentials.
+func (a *App) Provision(ctx caddy.Context) (err error) {
+	a.redact = newRedactor(a.ProviderRaw, a.IPSources)
+	a.logger = a.redact.logger(ctx.Logger())
+	defer func() { err = a.redact.err(err) }()
 	if a.Interval == 0 {
 		a.Interval = caddy.Duration(DefaultInterval)
 	}
@@ -276,7 +280,7 @@ func (a *App) check(ctx context.Context, readBack bool) bool {
 		ip, err := a.detect(ctx, version)
 		if err != nil {
 			a.logger.Error("detecting the public IP", zap.String("version", version), zap.Error(err))
-			a.state.setAll(a.Domains, version, func(r *recordState) { r.LastCheck, r.LastError = now, err.Error() })
+			a.recordAll(version, func(r *recordState) { r.LastCheck, r.LastError = now, err.Error() })
 			failed = true
 			continue
 		}
@@ -314,14 +318,14 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 				value = rr.Data
 			}
 		}
-		a.state.update(zone, name, version, func(r *recordState) { r.RecordValue = value })
+		a.record(zone, name, version, func(r *recordState) { r.RecordValue = value })
 	}
 }
 
 // update sets one record if it differs from ip.
 func (a *App) update(ctx context.Context, zone, name, version string, ip netip.Addr, now time.Time) error {
 	var value string
-	a.state.update(zone, name, version, func(r *recordState) {
+	a.record(zone, name, version, func(r *recordState) {
 		r.CurrentIP, r.LastCheck = ip.String(), now
 		value = r.RecordValue
 	})
@@ -341,17 +345,36 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 			err = fmt.Errorf("%w (the DNS server refused the update's signature: check the provider's key name, algorithm and key)", err)
 		}
 		a.logger.Error("updating the record", append(fields, zap.Error(err))...)
-		a.state.update(zone, name, version, func(r *recordState) { r.LastError = err.Error() })
+		a.record(zone, name, version, func(r *recordState) { r.LastError = err.Error() })
 		errorsTotal.Inc()
 		return err
 	}
 	a.logger.Info("record updated", fields...)
-	a.state.update(zone, name, version, func(r *recordState) {
+	a.record(zone, name, version, func(r *recordState) {
 		r.RecordValue, r.LastChange, r.LastError = ip.String(), now, ""
 	})
 	updatesTotal.Inc()
 	lastSuccess.SetToCurrentTime()
 	return nil
+}
+
+// record changes the state of a record. Its last_error is redacted here,
+// where every error of a record is recorded (GET /hearth/ddns and the
+// dashboard show it).
+func (a *App) record(zone, name, version string, fn func(*recordState)) {
+	a.state.update(zone, name, version, func(r *recordState) {
+		fn(r)
+		r.LastError = a.redact.text(r.LastError)
+	})
+}
+
+// recordAll changes the state of every record of the version.
+func (a *App) recordAll(version string, fn func(*recordState)) {
+	for zone, names := range a.Domains {
+		for _, name := range names {
+			a.record(zone, name, version, fn)
+		}
+	}
 }
 
 func recordType(version string) string {
@@ -429,14 +452,6 @@ func (s *state) update(zone, name, version string, fn func(*recordState)) {
 		s.records[key] = r
 	}
 	fn(r)
-}
-
-func (s *state) setAll(domains map[string][]string, version string, fn func(*recordState)) {
-	for zone, names := range domains {
-		for _, name := range names {
-			s.update(zone, name, version, fn)
-		}
-	}
 }
 
 // backoff doubles the wait after consecutive failures, up to 8 intervals.

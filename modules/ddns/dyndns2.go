@@ -77,15 +77,15 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return "", hideURLQuery(err)
+		return "", err
 	}
 	req.Header.Set("User-Agent", userAgent)
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) // its error quotes the URL: the app redacts the token
 	if err != nil {
-		return "", hideURLQuery(err)
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -99,29 +99,6 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 		return "", fmt.Errorf("the update service answered %s", resp.Status)
 	}
 	return strings.TrimSpace(string(body)), nil
-}
-
-// hideURLQuery hides the query of the URL that a failed request's error
-// (a *url.Error) quotes: Duck DNS's update URL carries the account's token
-// there, as an ip_source URL may, and the error reaches the log, the
-// record's last_error, GET /hearth/ddns and the dashboard.
-func hideURLQuery(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		ue.URL = safeURL(ue.URL)
-	}
-	return err
-}
-
-// safeURL is raw without its query and its password, for messages.
-func safeURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		raw = u.Redacted()
-	}
-	if base, _, ok := strings.Cut(raw, "?"); ok {
-		return base + "?…"
-	}
-	return raw
 }
 
 // fqdn joins a zone-relative name and the zone.
@@ -304,12 +281,13 @@ func unmarshalFields(d *caddyfile.Dispenser, fields map[string]*string) error {
 			sort.Strings(names)
 			return d.Errf("unknown option %q; valid ones are %s", d.Val(), strings.Join(names, ", "))
 		}
+		name := d.Val()
 		if !d.NextArg() {
-			return d.Errf("%s needs a value", d.Val())
+			return d.Errf("%s needs a value", name)
 		}
 		*dst = d.Val()
-		if d.NextArg() {
-			return d.Errf("too many values for %s", d.Val())
+		if d.NextArg() { // named, not quoted: the values may be credentials
+			return d.Errf("too many values for %s (quote a value that has spaces)", name)
 		}
 	}
 	return nil

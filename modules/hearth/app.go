@@ -111,6 +111,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the app.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
+	recordAdminEndpoint(ctx)
 	a.keys = map[Pool]string{}
 	if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
 		return err
@@ -127,6 +128,10 @@ func (a *App) UsePool(key string, newPool func() (Pool, error)) (Pool, error) {
 		return nil, err
 	}
 	p := val.(Pool)
+	if err := a.checkName(p); err != nil {
+		_, _ = pools.Delete(key)
+		return nil, err
+	}
 	a.used = append(a.used, p)
 	a.keys[p] = key
 	if loaded {
@@ -135,11 +140,40 @@ func (a *App) UsePool(key string, newPool func() (Pool, error)) (Pool, error) {
 	return p, nil
 }
 
+// Placed is a pool of an app that lives in a directory.
+type Placed interface {
+	// AppDir is the app's directory.
+	AppDir() string
+}
+
+// checkName refuses a pool whose name another app of this config, in
+// another directory, already has: Hearth keeps the secret key of
+// `settings auto` per name and directory, but status, logs, metrics and
+// the `caddy hearth` commands tell apps apart by name alone.
+func (a *App) checkName(p Pool) error {
+	placed, ok := p.(Placed)
+	if !ok {
+		return nil
+	}
+	for _, q := range a.used {
+		other, ok := q.(Placed)
+		if !ok || q == p || q.Name() != p.Name() || other.AppDir() == placed.AppDir() {
+			continue
+		}
+		return fmt.Errorf("two apps are named %q: one in %s, the other in %s; an app's name must be its own (status, logs, metrics, `caddy hearth` commands and the secret key of `settings auto` go by it): give one of them another name, with `name <another>` in its block", p.Name(), other.AppDir(), placed.AppDir())
+	}
+	return nil
+}
+
 // ReleasePool drops one reference to the pool under key; the last release
 // drains and stops it.
 func ReleasePool(key string) {
-	if _, err := pools.Delete(key); err != nil {
+	deleted, err := pools.Delete(key)
+	if err != nil {
 		caddy.Log().Named("hearth").Error("stopping pool", zap.Error(err))
+	}
+	if deleted {
+		unlockPool(key) // once the pool has stopped
 	}
 }
 
@@ -147,6 +181,16 @@ func ReleasePool(key string) {
 // parallel, and fails (refusing the config) if any cannot start.
 func (a *App) Start() error {
 	used := a.used
+	// one instance per app and machine (instancelock.go): before anything
+	// of a new pool runs, before_start included
+	if err := lockPools(used, a.keys); err != nil {
+		for _, p := range used {
+			if r, ok := p.(interface{ Refuse(error) }); ok {
+				r.Refuse(err) // requests waiting for it fail at once
+			}
+		}
+		return err
+	}
 	a.tellSites()
 	if a.Dashboard != "" {
 		d, err := startDashboard(a.ctx, a.Dashboard, a.DashboardHosts, a.logger)

@@ -13,16 +13,22 @@ type ConfigServer struct {
 	Routes      []json.RawMessage `json:"routes"`
 	TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
 	AutoHTTPS   struct {
-		Disable bool     `json:"disable"`
-		Skip    []string `json:"skip"`
+		Disable          bool     `json:"disable"`
+		DisableRedirects bool     `json:"disable_redirects"`
+		Skip             []string `json:"skip"`
 	} `json:"automatic_https"`
 }
 
 // ConfigFile is the part of a JSON config those commands read.
 type ConfigFile struct {
+	Admin struct {
+		Disabled bool   `json:"disabled"`
+		Listen   string `json:"listen"`
+	} `json:"admin"`
 	Apps struct {
 		HTTP struct {
-			Servers map[string]ConfigServer `json:"servers"`
+			Servers  map[string]ConfigServer `json:"servers"`
+			HTTPPort int                     `json:"http_port"`
 		} `json:"http"`
 		Hearth struct {
 			Guard string `json:"guard"`

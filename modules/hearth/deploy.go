@@ -45,6 +45,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 		return nil, err
 	}
 	d := &deployment{}
+	var redirects []string // host names automatic HTTPS redirects from HTTP
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		hosts, apps := scanRoutes(srv.Routes)
 		for _, app := range apps {
@@ -73,6 +74,21 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 				}
 			}
 			d.ports = append(d.ports, sitePort{host: host, port: p, https: https, siteName: hosts})
+			if https && !srv.AutoHTTPS.Disable && !srv.AutoHTTPS.DisableRedirects {
+				redirects = append(redirects, hosts...)
+			}
+		}
+	}
+	// automatic HTTPS also listens on the HTTP port (80 unless http_port
+	// says otherwise) for its HTTP->HTTPS redirects and ACME challenges
+	if len(redirects) > 0 {
+		httpPort := cfg.Apps.HTTP.HTTPPort
+		if httpPort == 0 {
+			httpPort = 80
+		}
+		if !slices.ContainsFunc(d.ports, func(p sitePort) bool { return p.port == httpPort }) {
+			slices.Sort(redirects)
+			d.ports = append(d.ports, sitePort{port: httpPort, siteName: slices.Compact(redirects)})
 		}
 	}
 	sort.Slice(d.ports, func(i, j int) bool { return d.ports[i].port < d.ports[j].port })
@@ -287,7 +303,7 @@ func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Li
 }
 
 func systemdCommand() *cobra.Command {
-	var user, binary, dataDir *string
+	var user, appsUser, binary, dataDir, envFile *string
 	cmd := deploymentCommand("systemd --config <file>",
 		"Prints a hardened systemd unit running Caddy (and every app) for the config (changes nothing)",
 		"the config (a Caddyfile or JSON), as the unit will use it",
@@ -303,23 +319,40 @@ func systemdCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: adapter, user: *user, dataDir: *dataDir})
+			if *user == *appsUser || *appsUser == "" || *appsUser == "root" {
+				return fmt.Errorf("--apps-user %q: the apps need an account of their own, neither Caddy's (%s) nor root", *appsUser, *user)
+			}
+			return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: adapter, user: *user,
+				appsUser: *appsUser, dataDir: filepath.Clean(*dataDir), envFile: *envFile})
 		})
 	user = cmd.Flags().String("user", "caddy", "the user Caddy runs as (create it with `useradd --system --home /var/lib/caddy caddy`)")
+	appsUser = cmd.Flags().String("apps-user", "hearth-apps", "the account of every app whose block sets no `user` (HEARTH_DEFAULT_USER)")
 	binary = cmd.Flags().String("binary", "", "the caddy binary (default: this one)")
-	dataDir = cmd.Flags().String("data-dir", "/var/lib/caddy", "Caddy's data directory (certificates, Hearth's runtime and secrets)")
+	dataDir = cmd.Flags().String("data-dir", "/var/lib/caddy", "Caddy's data directory (certificates, Hearth's secrets); its last element must be caddy")
+	envFile = cmd.Flags().String("env-file", "/etc/caddy/caddy.env", "the file of provider credentials (KEY=value lines, mode 0600) the unit passes to Caddy's environment")
 	return cmd
 }
 
 // unitOptions are the deployment choices of the unit.
-type unitOptions struct{ binary, config, adapter, user, dataDir string }
+type unitOptions struct{ binary, config, adapter, user, appsUser, dataDir, envFile string }
+
+// unitCapabilities are the capabilities Caddy keeps: CAP_SETUID and
+// CAP_SETGID start the apps as their account, CAP_KILL signals them,
+// CAP_NET_BIND_SERVICE binds ports below 1024 (only when the config has
+// one). Hearth clears them from the inheritable and ambient sets at start,
+// so that no child receives any.
+func unitCapabilities(d *deployment) string {
+	caps := "CAP_SETUID CAP_SETGID CAP_KILL"
+	for _, p := range d.ports {
+		if p.port < 1024 {
+			return caps + " CAP_NET_BIND_SERVICE"
+		}
+	}
+	return caps
+}
 
 // writeUnit writes the systemd unit.
 func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
-	low := false
-	for _, p := range d.ports {
-		low = low || p.port < 1024
-	}
 	adapterFlag := ""
 	if o.adapter != "" {
 		adapterFlag = " --adapter " + o.adapter
@@ -328,9 +361,48 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	if apps == "" {
 		apps = "no Python apps"
 	}
-	rw := append([]string{o.dataDir}, d.dirs...)
+	if filepath.Base(o.dataDir) != "caddy" {
+		return fmt.Errorf("--data-dir %s: Caddy keeps its data in $XDG_DATA_HOME/caddy, so the directory must be named caddy", o.dataDir)
+	}
+	// the data directory: systemd creates /var/lib/caddy (StateDirectory,
+	// mode 0700, owned by Caddy's user); another one is the operator's
+	state := "StateDirectory=caddy\nStateDirectoryMode=0700\n"
+	rw := d.dirs
+	if o.dataDir != "/var/lib/caddy" {
+		state = ""
+		rw = append([]string{o.dataDir}, rw...)
+	}
+	rwLine := ""
+	if len(rw) > 0 {
+		rwLine = "ReadWritePaths=" + strings.Join(rw, " ") + "\n"
+	}
+	chown := "#   (no app directory in the config)\n"
+	if len(d.dirs) > 0 {
+		chown = fmt.Sprintf("#   sudo chown -R %s:%s %s   (or only what the apps write: databases, media, static files)\n", o.appsUser, o.user, strings.Join(d.dirs, " "))
+	}
+	caps := unitCapabilities(d)
 	fmt.Fprintf(out, `# Generated by "caddy hearth systemd" for %[1]s.
-# Review it, then install it:
+#
+# Accounts. Caddy runs as %[3]s; every app whose block sets no `+"`user`"+` runs as
+# %[9]s with group %[3]s (HEARTH_DEFAULT_USER), so that Caddy can serve the
+# files apps write (their umask is 0027), yet they can neither open Caddy's
+# admin socket nor read its data directory %[4]s (certificates' keys, the
+# apps' secrets): those are 0700, and Caddy's own files 0600 (UMask=0077).
+#   sudo useradd --system --home-dir %[4]s --no-create-home --shell /usr/sbin/nologin %[3]s
+#   sudo useradd --system --no-create-home --shell /usr/sbin/nologin %[9]s
+# The apps' directories must be readable by %[9]s, and writable where they write:
+%[12]s#
+# Credentials (DDNS TSIG keys, DNS provider tokens) go in %[10]s, KEY=value
+# lines readable by root only; systemd reads it before starting Caddy, which
+# uses them as {env.KEY} in the Caddyfile. Nothing prints them:
+#   sudo install -d -m 0755 %[11]s
+#   sudo install -m 0600 -o root -g root /dev/null %[10]s
+#   sudoedit %[10]s      # e.g. DDNS_TSIG_KEY=...
+#
+# The admin API is the unix socket /run/caddy/admin.sock (directory mode 0700):
+# `+"`caddy reload`"+` and `+"`caddy hearth status`"+` run as root or %[3]s find it without flags.
+#
+# Install:
 #   sudo cp caddy.service /etc/systemd/system/caddy.service
 #   sudo systemctl daemon-reload && sudo systemctl enable --now caddy
 [Unit]
@@ -343,34 +415,59 @@ Wants=network-online.target
 Type=notify
 User=%[3]s
 Group=%[3]s
-Environment=XDG_DATA_HOME=%[4]s XDG_CONFIG_HOME=%[5]s
+Environment=XDG_DATA_HOME=%[5]s XDG_CONFIG_HOME=%[6]s
 # WebSockets over HTTP/2 (RFC 8441 extended CONNECT)
 Environment=GODEBUG=http2xconnect=1
-ExecStart=%[6]s run --environ --config %[1]s%[7]s
-ExecReload=%[6]s reload --config %[1]s%[7]s --force
+Environment="CADDY_ADMIN=unix//run/caddy/admin.sock|0600"
+Environment=HEARTH_DEFAULT_USER=%[9]s:%[3]s
+EnvironmentFile=-%[10]s
+ExecStart=%[7]s run --config %[1]s%[8]s
+ExecReload=%[7]s reload --config %[1]s%[8]s --force
 TimeoutStopSec=60s
 Restart=always
 RestartSec=2s
 LimitNOFILE=1048576
+RuntimeDirectory=caddy
+RuntimeDirectoryMode=0700
+%[13]sUMask=0077
+# CAP_SETUID and CAP_SETGID start the apps as their account, CAP_KILL signals
+# them, CAP_NET_BIND_SERVICE (when a port is below 1024) binds the ports.
+# Caddy clears them from its inheritable and ambient sets at start, so that
+# no app, before_start command or process upstream receives any.
+AmbientCapabilities=%[14]s
+CapabilityBoundingSet=%[14]s
 NoNewPrivileges=true
 PrivateTmp=true
 PrivateDevices=true
+DevicePolicy=closed
+PrivateMounts=true
 ProtectSystem=strict
 ProtectHome=read-only
 ProtectKernelTunables=true
 ProtectKernelModules=true
+ProtectKernelLogs=true
 ProtectControlGroups=true
+ProtectClock=true
+ProtectHostname=true
+ProtectProc=invisible
+ProcSubset=pid
 RestrictSUIDSGID=true
+RestrictRealtime=true
+RestrictNamespaces=true
 LockPersonality=true
-ReadWritePaths=%[8]s
-`, o.config, apps, o.user, filepath.Dir(o.dataDir), filepath.Join(o.dataDir, "config"), o.binary, adapterFlag, strings.Join(rw, " "))
-	if low {
-		fmt.Fprintln(out, "# a site listens on a port below 1024")
-		fmt.Fprintln(out, "AmbientCapabilities=CAP_NET_BIND_SERVICE")
-		fmt.Fprintln(out, "CapabilityBoundingSet=CAP_NET_BIND_SERVICE")
-	} else {
-		fmt.Fprintln(out, "CapabilityBoundingSet=")
-	}
-	fmt.Fprint(out, "\n[Install]\nWantedBy=multi-user.target\n")
+RemoveIPC=true
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@resources
+SystemCallErrorNumber=EPERM
+# AF_NETLINK: network interfaces (UPnP and interface IP sources)
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# not set: MemoryDenyWriteExecute (Node's and other JITs need writable code),
+# PrivateUsers (the apps' account must exist), IPAddressDeny (a web server)
+%[15]s
+[Install]
+WantedBy=multi-user.target
+`, o.config, apps, o.user, o.dataDir, filepath.Dir(o.dataDir), filepath.Join(o.dataDir, "config"), o.binary, adapterFlag,
+		o.appsUser, o.envFile, filepath.Dir(o.envFile), chown, state, caps, strings.TrimSuffix(rwLine, "\n"))
 	return nil
 }

@@ -19,11 +19,12 @@ type Listener struct {
 	Process string // "name (pid N)" when it could be found
 }
 
-// Listeners parses /proc/net/tcp and tcp6 for sockets in LISTEN state.
+// Listeners parses /proc/net/tcp and tcp6 for sockets in LISTEN state (by
+// /proc/self/net, which systemd's ProcSubset=pid leaves visible).
 func Listeners() []Listener {
 	var out []Listener
 	names := socketOwners()
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, file := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			continue

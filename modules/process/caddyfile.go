@@ -5,6 +5,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens:
@@ -17,6 +19,8 @@ import (
 //		allow_root
 //		env           <key> <value>
 //		env_file      <path>
+//		env_inherit   <name…>
+//		umask         <octal>
 //		socket
 //		workers       <n>
 //		ready_path    <path>
@@ -61,6 +65,22 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u.AllowRoot = true
 		case "env_file":
 			u.EnvFile, err = one()
+		case "env_inherit":
+			if len(args) == 0 {
+				return d.Err("env_inherit needs the names of variables to pass from Caddy's environment, like `env_inherit NODE_OPTIONS HTTPS_PROXY`")
+			}
+			if err := supervisor.CheckEnvNames("env_inherit", args); err != nil {
+				return d.Err(err.Error())
+			}
+			u.EnvInherit = append(u.EnvInherit, args...)
+		case "umask":
+			if u.Umask, err = one(); err == nil {
+				mask, perr := supervisor.ParseUmask(u.Umask)
+				if perr != nil {
+					return d.Err(perr.Error())
+				}
+				u.Umask = supervisor.FormatUmask(mask) // four digits in the JSON
+			}
 		case "ready_path":
 			u.ReadyPath, err = one()
 		case "stop_signal":
@@ -94,7 +114,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		default:
-			return d.Errf("unknown process option %q; valid ones are name, dir, user, group, allow_root, socket, env, env_file, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
+			return d.Errf("unknown process option %q; valid ones are name, dir, user, group, allow_root, socket, env, env_file, env_inherit, umask, workers, ready_path, start_timeout, stop_signal, stop_timeout", option)
 		}
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -115,7 +116,11 @@ func (g *Group) launch() (*instance, error) {
 	var network, address, env string
 	var repl *strings.Replacer
 	if g.spec.Socket {
-		address = filepath.Join(socketDir(), fmt.Sprintf("%s-%d-%d.sock", g.spec.Name, os.Getpid(), socketSeq.Add(1)))
+		dir, err := socketDir()
+		if err != nil {
+			return nil, err
+		}
+		address = filepath.Join(dir, fmt.Sprintf("%s-%d-%d.sock", g.spec.Name, os.Getpid(), socketSeq.Add(1)))
 		_ = os.Remove(address)
 		network, env = "unix", "HEARTH_SOCKET="+address
 		repl = strings.NewReplacer("{socket}", address)
@@ -137,6 +142,7 @@ func (g *Group) launch() (*instance, error) {
 		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
 		Env:        append(append([]string(nil), g.spec.Env...), env, "HEARTH_"+env),
 		Credential: g.spec.credential,
+		Umask:      g.spec.Umask,
 	}, g.logger)
 	if err != nil {
 		return nil, err
@@ -157,11 +163,15 @@ func (g *Group) launch() (*instance, error) {
 // socketSeq numbers the sockets of this process.
 var socketSeq atomic.Int64
 
-// socketDir holds the instances' sockets: private to Caddy's user.
-func socketDir() string {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("hearth-sockets-%d", os.Geteuid()))
-	_ = os.MkdirAll(dir, 0o711)
-	return dir
+// socketDir holds the instances' sockets: Caddy's user's (mode 0711),
+// checked before every use, and refused if someone else made it (they
+// could replace a socket and receive the requests).
+func socketDir() (string, error) {
+	dir, err := safedir.Ensure(filepath.Join(os.TempDir(), fmt.Sprintf("hearth-sockets-%d", os.Geteuid())), 0o711)
+	if err != nil {
+		return "", fmt.Errorf("the sockets' directory: %w", err)
+	}
+	return dir, nil
 }
 
 // awaitReady polls the instance until it accepts connections (or answers

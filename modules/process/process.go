@@ -49,6 +49,15 @@ type Upstreams struct {
 	Env     map[string]string `json:"env,omitempty"`
 	EnvFile string            `json:"env_file,omitempty"`
 
+	// EnvInherit names variables passed from Caddy's environment: the
+	// instances start from a clean one (PATH, LANG, LC_*, TZ, TMPDIR, HOME,
+	// USER and LOGNAME of their account), then these, EnvFile and Env.
+	EnvInherit []string `json:"env_inherit,omitempty"`
+
+	// Umask is the instances' file mode creation mask, in octal ("0027").
+	// Default: 0027.
+	Umask string `json:"umask,omitempty"`
+
 	// User and Group run the instances as that account (Caddy must be
 	// root); root is refused unless AllowRoot.
 	User      string `json:"user,omitempty"`
@@ -107,6 +116,7 @@ type spec struct {
 	User         string        `json:"user"`
 	Group        string        `json:"group"`
 	Socket       bool          `json:"socket"`
+	Umask        uint32        `json:"umask"`
 	credential   *syscall.Credential
 }
 
@@ -180,7 +190,10 @@ func (u *Upstreams) resolve() (*spec, error) {
 	if envFile != "" && !filepath.IsAbs(envFile) {
 		envFile = filepath.Join(dir, envFile)
 	}
-	if s.Env, err = supervisor.Environment(envFile, u.Env, nil); err != nil {
+	if s.Env, err = (supervisor.Env{Inherit: u.EnvInherit, Credential: s.credential, File: envFile, Vars: u.Env}).Build(); err != nil {
+		return nil, err
+	}
+	if s.Umask, err = supervisor.ParseUmask(u.Umask); err != nil {
 		return nil, err
 	}
 	return s, nil

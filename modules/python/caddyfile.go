@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
@@ -25,6 +26,8 @@ import (
 //		venv          <path>
 //		env           <key> <value>
 //		env_file      <path>
+//		env_inherit   <name…>               # repeatable
+//		umask         <octal>
 //		workers       <n> [<max>]
 //		min_workers   <n>
 //		max_workers   <n>
@@ -87,7 +90,7 @@ func (h *WSGI) unmarshal(d *caddyfile.Dispenser, extra func(*caddyfile.Dispenser
 
 // wsgiOptions lists the subdirectives, for error messages.
 var wsgiOptions = []string{
-	"name", "dir", "user", "group", "allow_root", "python", "venv", "env", "env_file", "workers", "min_workers", "max_workers",
+	"name", "dir", "user", "group", "allow_root", "python", "venv", "env", "env_file", "env_inherit", "umask", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
 	"max_lifetime", "preload", "pipeline", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
@@ -116,6 +119,26 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		return oneArg(d, &h.Venv)
 	case "env_file":
 		return oneArg(d, &h.EnvFile)
+	case "env_inherit":
+		names := d.RemainingArgs()
+		if len(names) == 0 {
+			return d.Err("env_inherit needs the names of variables to pass from Caddy's environment, like `env_inherit SSL_CERT_FILE HTTPS_PROXY`")
+		}
+		if err := supervisor.CheckEnvNames("env_inherit", names); err != nil {
+			return d.Err(err.Error())
+		}
+		h.EnvInherit = append(h.EnvInherit, names...)
+		return nil
+	case "umask":
+		if err := oneArg(d, &h.Umask); err != nil {
+			return err
+		}
+		mask, err := supervisor.ParseUmask(h.Umask)
+		if err != nil {
+			return d.Err(err.Error())
+		}
+		h.Umask = supervisor.FormatUmask(mask) // four digits in the JSON
+		return nil
 	case "env":
 		args := d.RemainingArgs()
 		if len(args) != 2 {

@@ -23,6 +23,7 @@ func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
 	if err != nil {
 		return nil, err
 	}
+	hearth.SetAdminEndpoint(cfg.Admin.Listen, cfg.Admin.Disabled)
 	var out []hearth.CheckedApp
 	seen := map[string]bool{}
 	for _, srv := range cfg.Apps.HTTP.Servers {

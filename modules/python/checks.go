@@ -17,7 +17,6 @@ import (
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/protocol"
-	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // Guard modes of the pre-launch checks.
@@ -129,7 +128,7 @@ func (p *Pool) inspectApp() (*appReport, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	proc, err := supervisor.Start(p.command([]*os.File{peer}, "HEARTH_MODE=inspect"), p.logger.With(zap.String("role", "guard-check")))
+	proc, err := p.startRuntime(p.command([]*os.File{peer}, "HEARTH_MODE=inspect"), p.logger.With(zap.String("role", "guard-check")))
 	peer.Close()
 	if err != nil {
 		return nil, err
@@ -200,6 +199,7 @@ func (p *Pool) collectFindings() ([]Finding, error) {
 	site := p.site
 	p.mu.Unlock()
 	findings := append(p.fileFindings(site), reportFindings(report, site)...)
+	findings = append(findings, p.adminEndpointFindings()...)
 	return append(findings, networkFindings(site.ServerPorts)...), nil
 }
 

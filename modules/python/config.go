@@ -58,6 +58,16 @@ type PoolConfig struct {
 	// quotes and `export`) loaded into the environment; Env wins on conflict.
 	EnvFile string `json:"env_file,omitempty"`
 
+	// EnvInherit names variables passed from Caddy's environment. The
+	// workers (and before_start, and the pre-launch check) start from a
+	// clean environment: PATH, LANG, LC_*, TZ, TMPDIR, HOME, USER and
+	// LOGNAME of their account, then these, then EnvFile and Env.
+	EnvInherit []string `json:"env_inherit,omitempty"`
+
+	// Umask is the workers' (and before_start's) file mode creation mask,
+	// in octal ("0027"). Default: 0027.
+	Umask string `json:"umask,omitempty"`
+
 	// User runs the workers (and before_start) as this user when Caddy
 	// runs as root; Group overrides the user's primary group. Root is
 	// refused unless AllowRoot. Default: Caddy's own user.
@@ -194,6 +204,7 @@ type poolSpec struct {
 	StopTimeout  time.Duration `json:"stop_timeout"`
 	BeforeStart  [][]string    `json:"before_start"`
 	EnvFile      string        `json:"env_file"`
+	Umask        uint32        `json:"umask"`
 	GuardMode    string        `json:"guard_mode"`
 	Settings     string        `json:"settings"`
 	Kind         string        `json:"kind"`     // wsgi or asgi
@@ -282,7 +293,11 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	s.Dir = dir
-	env, err := c.environment(dir)
+	// the account first: the environment has its HOME, USER and LOGNAME
+	if s.credential, err = supervisor.Credential(c.User, c.Group, c.AllowRoot); err != nil {
+		return nil, err
+	}
+	env, err := c.environment(dir, s.credential)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +305,9 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	s.Env = env
+	if s.Umask, err = supervisor.ParseUmask(c.Umask); err != nil {
+		return nil, err
+	}
 	s.BeforeStart = c.BeforeStart
 	if c.EnvFile != "" {
 		s.EnvFile = c.EnvFile
@@ -305,9 +323,6 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	s.GuardMode, s.GuardAllow = g.Mode, g.Allow
-	if s.credential, err = supervisor.Credential(c.User, c.Group, c.AllowRoot); err != nil {
-		return nil, err
-	}
 	s.User, s.Group = c.User, c.Group
 	s.Kind, s.Lifespan = c.kind, c.lifespan
 	switch c.Settings {
@@ -399,14 +414,15 @@ func absDir(dir string) (string, error) {
 	return abs, nil
 }
 
-// environment builds the workers' environment: Caddy's own, then the
-// venv's activation variables, then env_file, then env.
-func (c PoolConfig) environment(dir string) ([]string, error) {
+// environment builds the workers' environment (supervisor.Env): the clean
+// base and env_inherit, then the venv's activation variables, then
+// env_file, then env.
+func (c PoolConfig) environment(dir string, cred *syscall.Credential) ([]string, error) {
 	envFile := c.EnvFile
 	if envFile != "" && !filepath.IsAbs(envFile) {
 		envFile = filepath.Join(dir, envFile)
 	}
-	env, err := supervisor.Environment(envFile, c.Env, func(vars map[string]string) {
+	env, err := supervisor.Env{Inherit: c.EnvInherit, Credential: cred, File: envFile, Vars: c.Env, Adjust: func(vars map[string]string) {
 		if c.Venv != "" {
 			venv := c.Venv
 			if !filepath.IsAbs(venv) {
@@ -416,16 +432,22 @@ func (c PoolConfig) environment(dir string) ([]string, error) {
 			vars["PATH"] = filepath.Join(venv, "bin") + string(os.PathListSeparator) + vars["PATH"]
 			delete(vars, "PYTHONHOME")
 		}
-	})
+		if c.Watch != nil {
+			// Python trusts a cached .pyc whose source has the same size
+			// and modification second: an edit within the second of the
+			// last would restart the workers into the old code
+			vars["PYTHONDONTWRITEBYTECODE"] = "1"
+		}
+	}}.Build()
 	if err != nil {
 		return nil, err
 	}
 	return append(env, "PYTHONUNBUFFERED=1"), nil
 }
 
-// explicitNames lists the variables env and env_file set.
+// explicitNames lists the variables env, env_file and env_inherit set.
 func (c PoolConfig) explicitNames(dir string) ([]string, error) {
-	var names []string
+	names := supervisor.Inherited(c.EnvInherit)
 	for k := range c.Env {
 		names = append(names, k)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // monitorInterval is how often a pool samples its workers' memory, retires
@@ -71,7 +73,7 @@ func (p *Pool) sampleMemory() {
 
 // residentBytes reads a process's resident set size; 0 if it is gone.
 func residentBytes(pid int) int64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	data, err := supervisor.ReadProc(pid, "statm")
 	if err != nil {
 		return 0
 	}

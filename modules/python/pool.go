@@ -1,6 +1,7 @@
 package python
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // Pool is a set of supervised Python worker processes serving one app.
@@ -56,6 +58,7 @@ type Pool struct {
 	minWorkers     int           // autoscaling bounds (equal for a fixed-size pool)
 	maxWorkers     int
 	drained        chan struct{} // closed when a draining pool has nothing left to serve
+	stopped        chan struct{} // closed once Destruct has stopped every worker
 	restarts       map[string]int
 	findings       []Finding                      // from the pre-launch checks
 	site           hearth.Site                    // where the pool is served
@@ -92,6 +95,7 @@ func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
 		duration:  requestDurationSeconds.WithLabelValues(spec.Name),
 		state:     "starting",
 		restarts:  map[string]int{},
+		stopped:   make(chan struct{}),
 
 		minWorkers: spec.Workers,
 		maxWorkers: max(spec.Workers, spec.MaxWorkers),
@@ -100,6 +104,10 @@ func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
 
 // Name is the app name.
 func (p *Pool) Name() string { return p.spec.Name }
+
+// AppDir is the app's directory (hearth.Placed): two apps of one name in
+// different directories are refused.
+func (p *Pool) AppDir() string { return p.spec.Dir }
 
 // Start runs before_start, then launches the workers and waits until all
 // are ready. It runs once; later calls return the first result.
@@ -115,6 +123,23 @@ func (p *Pool) Start() error {
 	})
 	return p.startErr
 }
+
+// Refuse fails a pool that will never start (its config was refused):
+// a later Start returns err, and requests waiting for it fail at once.
+// A pool that was started is not affected.
+func (p *Pool) Refuse(err error) {
+	p.startOnce.Do(func() {
+		p.startErr = err
+		p.mu.Lock()
+		p.state, p.lastError = "failed", err.Error()
+		p.failWaitersLocked()
+		p.mu.Unlock()
+	})
+}
+
+// Stopped is closed once the pool has stopped every worker (Destruct):
+// Hearth holds the app's instance lock until then.
+func (p *Pool) Stopped() <-chan struct{} { return p.stopped }
 
 func (p *Pool) start() error {
 	path, err := writeRuntime(p.spec.credential != nil)
@@ -165,7 +190,7 @@ func (p *Pool) start() error {
 	}
 	p.state = "running"
 	for _, w := range workers {
-		w.seat = newSeat()
+		w.seat = p.newSeatLocked()
 		w.rss = residentBytes(w.proc.Pid())
 		p.addWorkerLocked(w)
 	}
@@ -210,14 +235,19 @@ func (p *Pool) runCommand(argv []string) error {
 	cmd.Dir = p.spec.Dir
 	cmd.Env = append(append([]string(nil), p.spec.Env...), p.autoEnv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.spec.credential}
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer // stdout and stderr, as CombinedOutput
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := supervisor.StartCmd(cmd, p.spec.Umask)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("still running after %s", beforeStartTimeout)
 	}
 	if err != nil {
-		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
+		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(out.String(), "\n"))
 	}
-	p.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", string(out)))
+	p.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", out.String()))
 	return nil
 }
 
@@ -281,6 +311,7 @@ func (p *Pool) drainAndStop() {
 	if len(workers) > 0 {
 		p.logger.Info("worker pool stopped", zap.Int("workers", len(workers)))
 	}
+	close(p.stopped)
 }
 
 // idleLocked reports whether no request is running or waiting.

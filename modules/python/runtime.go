@@ -5,11 +5,16 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/safedir"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // workerRuntime is the Python side of Hearth: the program every worker runs.
@@ -19,44 +24,47 @@ var workerRuntime []byte
 
 var runtimeMu sync.Mutex
 
-// writeRuntime writes the embedded worker runtime (named by its content
-// hash, so upgrades never mix versions) and returns its path: into Caddy's
-// data directory, or, for workers running as another user, into a
-// world-readable directory under the system's temporary directory. It is
-// rewritten if something (a tmp cleaner) removed it.
+// writeRuntime makes sure the embedded worker runtime (named by its
+// content hash, so upgrades never mix versions) is in place and returns
+// its path. Its directory is Caddy's, created with a known mode and
+// checked (owner, mode, no symbolic link, safe parents) before every use,
+// and a file that is missing or differs is replaced through a temporary
+// file: Python puts the runtime's directory first on sys.path, so anything
+// another user could put there would run as the app. Workers of Caddy's
+// own user use hearth/runtime in Caddy's data directory (mode 0700);
+// workers running as another user, who cannot read that, use
+// hearth-runtime-<Caddy's uid> in the system's temporary directory
+// (mode 0755, the file 0644). A directory there that someone else made is
+// refused with the fix.
 func writeRuntime(shared bool) (string, error) {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
 	sum := sha256.Sum256(workerRuntime)
-	dir := filepath.Join(caddy.AppDataDir(), "hearth", "runtime")
+	dir, dirMode, fileMode := filepath.Join(caddy.AppDataDir(), "hearth", "runtime"), fs.FileMode(0o700), fs.FileMode(0o600)
 	if shared {
-		dir = filepath.Join(os.TempDir(), "hearth-runtime")
+		dir, dirMode, fileMode = filepath.Join(os.TempDir(), fmt.Sprintf("hearth-runtime-%d", os.Geteuid())), 0o755, 0o644
 	}
-	path := filepath.Join(dir, "hearth_worker-"+hex.EncodeToString(sum[:6])+".py")
-	if existing, err := os.ReadFile(path); err == nil && string(existing) == string(workerRuntime) {
-		return path, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("writing the worker runtime: %w", err)
-	}
-	if shared {
-		_ = os.Chmod(dir, 0o755)
-	}
-	tmp, err := os.CreateTemp(dir, "hearth_worker-*.tmp")
+	dir, err := safedir.Ensure(dir, dirMode)
 	if err != nil {
+		return "", fmt.Errorf("the worker runtime's directory: %w", err)
+	}
+	name := "hearth_worker-" + hex.EncodeToString(sum[:6]) + ".py"
+	if err := safedir.WriteFile(dir, name, workerRuntime, fileMode); err != nil {
 		return "", fmt.Errorf("writing the worker runtime: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(workerRuntime); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("writing the worker runtime: %w", err)
+	return filepath.Join(dir, name), nil
+}
+
+// startRuntime starts a process of the worker runtime, checking the
+// runtime's directory and file again first: between two starts a tmp
+// cleaner may have removed them, and someone else made the directory anew.
+func (p *Pool) startRuntime(cmd supervisor.Command, logger *zap.Logger) (*supervisor.Process, error) {
+	path, err := writeRuntime(p.spec.credential != nil)
+	if err != nil {
+		return nil, err
 	}
-	tmp.Close()
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return "", fmt.Errorf("writing the worker runtime: %w", err)
+	if len(cmd.Args) > 0 && cmd.Args[0] == p.runtimePath {
+		cmd.Args = append([]string{path}, cmd.Args[1:]...)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", fmt.Errorf("writing the worker runtime: %w", err)
-	}
-	return path, nil
+	return supervisor.Start(cmd, logger)
 }

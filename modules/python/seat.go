@@ -16,6 +16,13 @@ const sigKill = syscall.SIGKILL
 
 // seat is one place in the pool, held by one worker at a time: when the
 // worker exits, is recycled or restarted, the next one takes the seat.
+//
+// Seats are how many workers the pool should have: a seat exists (in the
+// pool's seatList) from the moment it is decided, at start or when the
+// pool grows, through every replacement of its worker, until it leaves
+// (scale down) or the pool stops. Growth, scaling and shrinking count
+// seats (seatCountLocked), never the workers in service at the moment,
+// which are one fewer while a crashed worker's replacement starts.
 type seat struct {
 	recycle chan recycleRequest
 	leave   chan struct{} // closed to remove the seat (scale down)
@@ -24,6 +31,38 @@ type seat struct {
 
 func newSeat() *seat {
 	return &seat{recycle: make(chan recycleRequest, 1), leave: make(chan struct{})}
+}
+
+// newSeatLocked creates a seat and counts it in the pool at once,
+// before its worker is spawned.
+func (p *Pool) newSeatLocked() *seat {
+	st := newSeat()
+	p.seatList = append(p.seatList, st)
+	return st
+}
+
+// seatCountLocked is the number of workers the pool is meant to have now:
+// its seats that are not leaving, whether their worker serves, starts
+// (the pool grows) or is being replaced (it crashed, or is recycled).
+func (p *Pool) seatCountLocked() int {
+	n := 0
+	for _, st := range p.seatList {
+		if !st.leaving {
+			n++
+		}
+	}
+	return n
+}
+
+// leaveLocked makes the seat leave: its worker retires (once it is in
+// service) and the seat ends.
+func (st *seat) leaveLocked() bool {
+	if st.leaving {
+		return false
+	}
+	st.leaving = true
+	close(st.leave)
+	return true
 }
 
 // recycleRequest asks a seat to replace its worker: spawn the replacement,
@@ -54,9 +93,7 @@ func (w *worker) removeSeatLocked() bool {
 	if w.seat == nil || w.seat.leaving || w.retired {
 		return false
 	}
-	w.seat.leaving = true
-	close(w.seat.leave)
-	return true
+	return w.seat.leaveLocked()
 }
 
 // finishDrain stops a retired worker once its last request is done; the
@@ -75,10 +112,7 @@ func (w *worker) finishDrain() {
 // when the pool scales down or stops.
 func (p *Pool) keepSeat(w *worker) {
 	defer p.seats.Done()
-	st := w.seat
-	p.mu.Lock()
-	p.seatList = append(p.seatList, st)
-	p.mu.Unlock()
+	st := w.seat // already in seatList (newSeatLocked)
 	defer func() {
 		p.mu.Lock()
 		p.seatList = without(p.seatList, st)
@@ -196,6 +230,11 @@ func (p *Pool) replaceExited(w *worker, backoff *supervisor.Backoff) *worker {
 		if !p.sleepBackoff(delay, backoff.Failures()) {
 			return nil
 		}
+		select {
+		case <-w.seat.leave:
+			return nil // scaled down meanwhile: the seat ends with its worker
+		default:
+		}
 		next, err := p.spawnWorker()
 		if err == nil {
 			next.seat = w.seat
@@ -281,9 +320,12 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 }
 
 // growLocked adds one worker to an autoscaled pool whose requests queue,
-// up to max_workers, one at a time.
+// up to max_workers, one at a time. It counts seats, not workers in
+// service: a seat whose worker crashed and is being replaced still counts
+// (counting workers, a fixed pool of 2 grew to 3 when requests queued while
+// a killed worker's replacement started).
 func (p *Pool) growLocked() {
-	if p.state != "running" || p.growing > 0 || len(p.workers)+p.growing >= p.maxWorkers {
+	if p.state != "running" || p.growing > 0 || p.seatCountLocked() >= p.maxWorkers {
 		return
 	}
 	p.addSeatLocked(func(w *worker) {
@@ -299,6 +341,7 @@ func (p *Pool) growLocked() {
 // addSeatLocked starts one more worker, in a seat of its own, in the
 // background; started (if set) runs once it serves.
 func (p *Pool) addSeatLocked(started func(*worker)) {
+	st := p.newSeatLocked()
 	p.growing++
 	p.seats.Add(1)
 	go func() {
@@ -306,7 +349,14 @@ func (p *Pool) addSeatLocked(started func(*worker)) {
 		p.mu.Lock()
 		p.growing--
 		p.mu.Unlock()
+		if err == nil {
+			w.seat = st
+		}
 		if err != nil || !p.adopt(w, nil, "") {
+			p.mu.Lock()
+			st.leaveLocked()
+			p.seatList = without(p.seatList, st)
+			p.mu.Unlock()
 			p.seats.Done()
 			if err != nil {
 				p.logger.Error("could not add a worker", zap.Error(err))
@@ -331,7 +381,7 @@ func without[T comparable](list []T, x T) []T {
 // shrinkLocked retires the worker idle the longest, if the pool has more
 // than it needs; reason is counted as a restart reason.
 func (p *Pool) shrinkLocked(idleFor time.Duration) bool {
-	if len(p.workers) <= p.minWorkers {
+	if p.seatCountLocked() <= p.minWorkers {
 		return false
 	}
 	var victim *worker
@@ -359,14 +409,15 @@ func (p *Pool) Scale(n int) error {
 	} else {
 		p.minWorkers, p.maxWorkers = n, n
 	}
-	for len(p.workers)+p.growing < n {
+	for p.seatCountLocked() < n {
 		p.addSeatLocked(nil)
 	}
-	for excess := len(p.workers) + p.growing - n; excess > 0; excess-- {
+	for excess := p.seatCountLocked() - n; excess > 0; excess-- {
 		if !p.shrinkLocked(0) {
-			// busy workers leave when their request is done
-			for _, w := range p.workers {
-				if w.removeSeatLocked() {
+			// a seat whose worker is busy or starting: the worker leaves
+			// when its request is done, or as soon as it is ready
+			for i := len(p.seatList) - 1; i >= 0; i-- {
+				if p.seatList[i].leaveLocked() {
 					break
 				}
 			}
@@ -411,6 +462,9 @@ func (p *Pool) Restart() error {
 			if err != nil {
 				return fmt.Errorf("restarting app %s: %w", p.spec.Name, err)
 			}
+		case <-st.leave:
+			// scaled away, or its first worker never started: nobody
+			// may answer, and no worker of that seat is left to restart
 		case <-p.ctx.Done():
 			return errPoolStopped
 		}

@@ -1,6 +1,8 @@
 package python
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,9 +12,11 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/safedir"
 )
 
 // SetSite records where the pool is served (hearth.SiteAware).
@@ -41,9 +45,12 @@ func (p *Pool) prepareAutoSettings() error {
 	if p.spec.Settings != "auto" {
 		return nil
 	}
-	key, err := storedSecretKey(p.spec.Name)
+	key, migrated, err := storedSecretKey(p.spec.Name, p.spec.Dir)
 	if err != nil {
 		return err
+	}
+	if migrated {
+		p.logger.Info("settings auto: the secret key stored under the app's name alone is now this app's (name and directory)", zap.String("dir", p.spec.Dir))
 	}
 	p.mu.Lock()
 	site := p.site
@@ -77,40 +84,97 @@ func (p *Pool) prepareAutoSettings() error {
 	return nil
 }
 
-// storedSecretKey returns the app's secret key, generating and storing it
-// on first use.
-func storedSecretKey(app string) (string, error) {
-	dir := filepath.Join(caddy.AppDataDir(), "hearth", "secrets")
-	path := filepath.Join(dir, app+".key")
-	if data, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(data))) >= 32 {
-		return strings.TrimSpace(string(data)), nil
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("settings auto: reading the secret key: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("settings auto: %w", err)
-	}
-	key, err := hearth.NewSecretKey()
+// storedSecretKey returns the secret key of the app named name in
+// directory appDir, generating and storing it on first use. Keys live in
+// hearth/secrets in Caddy's data directory (mode 0700, checked before every
+// use like the runtime's directory), one file (mode 0600) per app identity,
+// name plus directory: <name>-<12 hex digits of a hash of both>.key, so
+// two apps that happen to share a name never share a key. A key stored
+// by earlier versions under the name alone (<name>.key) is moved to the
+// first app of that name that starts: a config never holds two apps of one
+// name in different directories (Provision refuses it), so that is the app
+// the key was made for. migrated reports that move.
+func storedSecretKey(name, appDir string) (key string, migrated bool, err error) {
+	dir, err := safedir.Ensure(filepath.Join(caddy.AppDataDir(), "hearth", "secrets"), 0o700)
 	if err != nil {
-		return "", err
+		return "", false, fmt.Errorf("settings auto: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, app+".key.*")
-	if err != nil {
-		return "", fmt.Errorf("settings auto: storing the secret key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(key + "\n"); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("settings auto: storing the secret key: %w", err)
-	}
-	tmp.Close() // CreateTemp made it 0600
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) { // another instance was first: use its key
-			return storedSecretKey(app)
+	path := filepath.Join(dir, keyFileName(name, appDir))
+	for attempt := 0; attempt < 3; attempt++ {
+		data, err := safedir.ReadFile(path, 0o600, 4096)
+		if err == nil {
+			if key := strings.TrimSpace(string(data)); len(key) >= 32 {
+				return key, migrated, nil
+			}
+			return "", false, fmt.Errorf("settings auto: %s holds no usable secret key (fewer than 32 characters); remove it and Hearth generates a new one", path)
 		}
-		return "", fmt.Errorf("settings auto: storing the secret key: %w", err)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", false, fmt.Errorf("settings auto: reading the secret key: %w", err)
+		}
+		if legacy := legacyKeyFile(dir, name); legacy != "" {
+			_, err := safedir.ReadFile(legacy, 0o600, 4096)
+			if err == nil {
+				if err := os.Link(legacy, path); err != nil && !errors.Is(err, fs.ErrExist) {
+					return "", false, fmt.Errorf("settings auto: moving the secret key %s to %s: %w", legacy, path, err)
+				}
+				_ = os.Remove(legacy)
+				migrated = true
+				continue
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return "", false, fmt.Errorf("settings auto: the secret key stored by an earlier version: %w", err)
+			}
+		}
+		key, err := hearth.NewSecretKey()
+		if err != nil {
+			return "", false, err
+		}
+		tmp, err := os.CreateTemp(dir, ".new-key.*") // O_EXCL, mode 0600
+		if err != nil {
+			return "", false, fmt.Errorf("settings auto: storing the secret key: %w", err)
+		}
+		_, err = tmp.WriteString(key + "\n")
+		tmp.Close()
+		if err == nil {
+			err = os.Link(tmp.Name(), path) // fails if another start was first: then use its key
+		}
+		os.Remove(tmp.Name())
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", false, fmt.Errorf("settings auto: storing the secret key: %w", err)
+		}
 	}
-	return key, nil
+	return "", false, fmt.Errorf("settings auto: %s keeps changing while Hearth reads it", path)
+}
+
+// keyFileName is the file of an app identity's key: the name, made safe
+// for a file name, then a hash of name and directory.
+func keyFileName(name, appDir string) string {
+	sum := sha256.Sum256([]byte(name + "\x00" + appDir))
+	return safeFileName(name) + "-" + hex.EncodeToString(sum[:6]) + ".key"
+}
+
+// legacyKeyFile is where earlier versions kept the key of the app name
+// (by name alone), or "" when that name could not have been a file there.
+func legacyKeyFile(dir, name string) string {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return ""
+	}
+	return filepath.Join(dir, name+".key")
+}
+
+// safeFileName keeps letters, digits, '.', '_' and '-' of name (at most
+// 64), replacing the rest with '_'.
+func safeFileName(name string) string {
+	b := []byte(name)
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	return strings.TrimLeft(string(b), ".")
 }
 
 // AppHosts returns the hosts the app allows, once the pre-launch checks

@@ -36,7 +36,7 @@ func (p *Pool) startTemplate() (*template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the template channel: %w", err)
 	}
-	proc, err := supervisor.Start(p.command([]*os.File{peer}, "HEARTH_MODE=template"), p.logger.With(zap.String("role", "template")))
+	proc, err := p.startRuntime(p.command([]*os.File{peer}, "HEARTH_MODE=template"), p.logger.With(zap.String("role", "template")))
 	peer.Close()
 	if err != nil {
 		conn.Close()

@@ -96,7 +96,7 @@ func (p *Pool) spawnWorker() (*worker, error) {
 	if p.spec.Preload {
 		proc, err = p.forkWorker(remote)
 	} else {
-		proc, err = supervisor.Start(p.command(remote), p.logger)
+		proc, err = p.startRuntime(p.command(remote), p.logger)
 	}
 	if err != nil {
 		for _, c := range local {
@@ -142,6 +142,7 @@ func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Comma
 		Env:        append(env, extraEnv...),
 		ExtraFiles: channels,
 		Credential: p.spec.credential,
+		Umask:      p.spec.Umask,
 	}
 }
 

@@ -5,13 +5,25 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
-// Credential resolves the user (and optionally group) a child runs as.
-// It refuses root unless allowRoot, and another user when Caddy itself
-// is not root (it could not switch).
+// DefaultUserEnv names the environment variable holding the account
+// ("user" or "user:group") of processes whose config sets no `user` (the
+// unit `caddy hearth systemd` writes sets it to hearth-apps:caddy: the
+// apps' own account, in Caddy's group so that Caddy can serve the files
+// they write); unset, they run as Caddy's own user.
+const DefaultUserEnv = "HEARTH_DEFAULT_USER"
+
+// Credential resolves the user (and optionally group) a child runs as:
+// userName, else the account in $HEARTH_DEFAULT_USER, else Caddy's own.
+// It refuses root unless allowRoot, and another user when Caddy can not
+// switch (it is neither root nor holds CAP_SETUID and CAP_SETGID).
 func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential, error) {
+	if userName == "" && groupName == "" {
+		userName, groupName, _ = strings.Cut(os.Getenv(DefaultUserEnv), ":")
+	}
 	if userName == "" {
 		if groupName != "" {
 			return nil, fmt.Errorf("group %q is set without user; set user too", groupName)
@@ -34,13 +46,13 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 	if uid == 0 && !allowRoot {
 		return nil, fmt.Errorf("user %s is root: the app would run with every privilege; set user to an unprivileged account, or add allow_root if you really mean it", userName)
 	}
-	if euid := os.Geteuid(); euid != 0 && uint64(euid) != uid {
+	if euid := os.Geteuid(); !CanSwitchUsers() && uint64(euid) != uid {
 		me, _ := user.LookupId(strconv.Itoa(euid))
 		name := strconv.Itoa(euid)
 		if me != nil {
 			name = me.Username
 		}
-		return nil, fmt.Errorf("Caddy runs as %s and cannot start processes as %s: run Caddy as root (the processes then run as %s) or remove user", name, userName, userName)
+		return nil, fmt.Errorf("Caddy runs as %s and cannot start processes as %s: run Caddy as root or with CAP_SETUID and CAP_SETGID (the processes then run as %s) or remove user", name, userName, userName)
 	}
 	if uint64(os.Geteuid()) == uid && uint64(os.Getegid()) == gid {
 		return nil, nil // already that user

@@ -3,10 +3,7 @@ package supervisor
 import (
 	"fmt"
 	"os"
-	"sort"
 	"strings"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // ReadEnvFile parses a dotenv file: KEY=value lines, blank lines and
@@ -19,10 +16,47 @@ func ReadEnvFile(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("env_file: %w", err)
 	}
 	vars, err := parseEnv(string(data))
+	if le, ok := err.(*envLineError); ok {
+		return nil, fmt.Errorf("env_file %s:%d: %s", path, le.line, le.problem)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("env_file %s: %w", path, err)
 	}
 	return vars, nil
+}
+
+// envLineError is a line of an env file that does not parse. Its text
+// names the line and, when it has one, the variable, never the line's
+// text: that may be a secret (a value pasted without its name, or a
+// value whose quote is not closed).
+type envLineError struct {
+	line    int
+	problem string
+}
+
+func (e *envLineError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.problem) }
+
+// badName describes what is wrong with name, which is not a variable
+// name, without quoting it.
+func badName(name string) string {
+	if name == "" {
+		return `nothing before "=": expected KEY=value`
+	}
+	for i, c := range name {
+		if c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		what := fmt.Sprintf("%q", string(c))
+		if c >= '0' && c <= '9' {
+			what = "a digit"
+		} else if c == ' ' || c == '\t' {
+			what = "a space"
+		} else if c > 0x7e || c < 0x20 {
+			what = "a non-ASCII or control character"
+		}
+		return fmt.Sprintf(`the name before "=" is not a variable name: %s at column %d (names are letters, digits and _, not starting with a digit; the text is not shown, it may be a secret)`, what, i+1)
+	}
+	return `the name before "=" is not a variable name`
 }
 
 func parseEnv(text string) (map[string]string, error) {
@@ -35,12 +69,15 @@ func parseEnv(text string) (map[string]string, error) {
 		line = strings.TrimPrefix(line, "export ")
 		key, value, ok := strings.Cut(line, "=")
 		key = strings.TrimSpace(key)
-		if !ok || !validEnvName(key) {
-			return nil, fmt.Errorf("line %d: expected KEY=value, got %q", n+1, firstWords(line))
+		if !ok {
+			return nil, &envLineError{n + 1, `expected KEY=value, and the line has no "=" (its text is not shown: it may be a secret)`}
+		}
+		if !validEnvName(key) {
+			return nil, &envLineError{n + 1, badName(key)}
 		}
 		value, err := parseEnvValue(strings.TrimSpace(value))
 		if err != nil {
-			return nil, fmt.Errorf("line %d (%s): %w", n+1, key, err)
+			return nil, &envLineError{n + 1, key + ": " + err.Error() + " (the value is not shown)"}
 		}
 		vars[key] = value
 	}
@@ -100,50 +137,4 @@ func validEnvName(k string) bool {
 		return false
 	}
 	return true
-}
-
-// firstWords shortens a line for an error message without echoing a whole
-// value (it may be a secret).
-func firstWords(line string) string {
-	if len(line) > 20 {
-		return line[:20] + "…"
-	}
-	return line
-}
-
-// Environment builds a child's environment: Caddy's own, then adjust (for
-// settings such as a venv's), then the env file, then env, whose values may
-// use global placeholders such as {env.HOME}. It returns KEY=value lines,
-// sorted.
-func Environment(envFile string, env map[string]string, adjust func(vars map[string]string)) ([]string, error) {
-	vars := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		vars[k] = v
-	}
-	if adjust != nil {
-		adjust(vars)
-	}
-	if envFile != "" {
-		fileVars, err := ReadEnvFile(envFile)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range fileVars {
-			vars[k] = v
-		}
-	}
-	repl := caddy.NewReplacer()
-	for k, v := range env {
-		if !validEnvName(k) {
-			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
-		}
-		vars[k] = repl.ReplaceKnown(v, "")
-	}
-	out := make([]string, 0, len(vars))
-	for k, v := range vars {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out, nil
 }

@@ -1,6 +1,9 @@
 package supervisor
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -20,9 +23,9 @@ func TestParseEnv(t *testing.T) {
 		{"crlf", "A=1\r\nB=2\r\n", map[string]string{"A": "1", "B": "2"}, ""},
 		{"equals in value", "URL=postgres://u:p@h/db?x=1", map[string]string{"URL": "postgres://u:p@h/db?x=1"}, ""},
 		{"no equals", "A=1\nJUSTAWORD\n", nil, "line 2: expected KEY=value"},
-		{"bad name", "1A=x", nil, "line 1: expected KEY=value"},
-		{"unterminated double", `A="abc`, nil, "line 1 (A): unterminated double quote"},
-		{"unterminated single", `A='abc`, nil, "line 1 (A): unterminated single quote"},
+		{"bad name", "1A=x", nil, "line 1: the name before \"=\" is not a variable name: a digit at column 1"},
+		{"unterminated double", `A="abc`, nil, "line 1: A: unterminated double quote"},
+		{"unterminated single", `A='abc`, nil, "line 1: A: unterminated single quote"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseEnv(tc.in)
@@ -51,5 +54,47 @@ func TestParseEnvDoesNotEchoSecrets(t *testing.T) {
 	_, err := parseEnv("SECRET_KEY the-real-secret-value-that-must-not-leak")
 	if err == nil || strings.Contains(err.Error(), "must-not-leak") {
 		t.Fatalf("error %v echoes the whole line", err)
+	}
+}
+
+// TestEnvFileErrorsNameTheLineNotTheValue: a line that does not parse is
+// reported as file:line, with the variable's name when the line has one,
+// and never with any part of the value or of the line.
+func TestEnvFileErrorsNameTheLineNotTheValue(t *testing.T) {
+	const secret = "s3cr3t+VALUE/4b1d9e"
+	for _, tc := range []struct {
+		name, text string
+		line       int
+		want       []string // in the error, besides path:line
+	}{
+		{"a pasted value", "A=1\n" + secret + "\n", 2, []string{`no "="`}},
+		{"a colon for =", "SECRET_KEY: " + secret + "\n", 1, []string{`no "="`}},
+		{"a pasted value ending in =", "A=1\n\nB=2\n" + secret + "=\n", 4, []string{`"+" at column 7`}},
+		{"a space in the name", "MY SECRET=" + secret + "\n", 1, []string{"a space at column 3"}},
+		{"a digit first", "1PASSWORD=" + secret + "\n", 1, []string{"a digit at column 1"}},
+		{"an unterminated double quote", "A=1\nexport SECRET_KEY=\"" + secret + "\n", 2, []string{"SECRET_KEY: unterminated double quote"}},
+		{"an unterminated single quote", "DB_PASSWORD='" + secret + "\n", 1, []string{"DB_PASSWORD: unterminated single quote"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), ".env")
+			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := ReadEnvFile(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			for _, want := range append([]string{fmt.Sprintf("env_file %s:%d: ", path, tc.line)}, tc.want...) {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q lacks %q", msg, want)
+				}
+			}
+			for i := 0; i+4 <= len(secret); i++ { // not even four characters of it
+				if strings.Contains(msg, secret[i:i+4]) {
+					t.Fatalf("error %q shows part of the value (%q)", msg, secret[i:i+4])
+				}
+			}
+		})
 	}
 }

@@ -36,6 +36,8 @@ type Command struct {
 	// Credential, if set, runs the child as another user (Caddy must be
 	// root); the parent-death signal is set after the switch.
 	Credential *syscall.Credential
+	// Umask is the child's file mode creation mask; 0 is DefaultUmask.
+	Umask uint32
 }
 
 // Process is a running process: a child started by Start, or a process
@@ -52,6 +54,9 @@ type Process struct {
 // Start launches cmd in its own process group with a parent-death signal,
 // forwarding its output to logger (fields "pid" and "stream" are added).
 func Start(c Command, logger *zap.Logger) (*Process, error) {
+	if capsErr != nil {
+		return nil, capsErr
+	}
 	cmd := exec.Command(c.Path, c.Args...)
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
@@ -66,7 +71,7 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = stdout.Write, stderr.Write
-	err = cmd.Start()
+	err = StartCmd(cmd, c.Umask)
 	stdout.Write.Close()
 	stderr.Write.Close()
 	if err != nil {
@@ -75,6 +80,9 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
 	}
 	p := &Process{pid: cmd.Process.Pid, started: time.Now(), done: make(chan struct{})}
+	if c.Credential != nil {
+		childCreds.Store(p.pid, c.Credential)
+	}
 	p.watch(logger, stdout.Read, stderr.Read, func() { p.exitErr = cmd.Wait() })
 	return p, nil
 }
@@ -143,6 +151,7 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 		}
 		stdout.Close()
 		stderr.Close()
+		childCreds.Delete(p.pid)
 		close(p.done)
 	}()
 }

@@ -914,6 +914,8 @@ def serve_as_template(app, name, control):
                 os.dup2(err_fd, 2)
                 os.close(out_fd)
                 os.close(err_fd)
+                for fd in channel_fds:
+                    os.set_inheritable(fd, False)  # the app's subprocesses never hold a channel
                 serve_forever(app, name, [socket.socket(fileno=fd) for fd in channel_fds])
             except BaseException:
                 traceback.print_exc()
@@ -1085,6 +1087,8 @@ def main():
     mode = os.environ.pop('HEARTH_MODE', '')
     kind = os.environ.pop('HEARTH_KIND', 'wsgi')
     lifespan = os.environ.pop('HEARTH_LIFESPAN', 'auto')
+    for fd in fds:
+        os.set_inheritable(fd, False)  # the app's subprocesses never hold a channel
     sockets = [socket.socket(fileno=fd) for fd in fds]
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop

@@ -1,0 +1,245 @@
+package ddns
+
+import (
+	"encoding/json"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// redacted stands for a credential removed from a message.
+const redacted = "[redacted]"
+
+// redactor removes credentials from the text of errors before they are
+// recorded anywhere: the app's log (its logger's core passes every message
+// and field through it), the records' last_error (GET /hearth/ddns, the
+// dashboard, `caddy hearth status`) and Provision's errors. Metrics carry
+// no error text. It removes
+//
+//   - the values of the provider's credential fields (any field named like
+//     token, key, secret or password, at any depth, as written and with
+//     placeholders such as {env.DDNS_TSIG_KEY} replaced, also URL-escaped,
+//     and their beginnings where a message was cut short),
+//     and the query values and passwords of URLs in the ip_sources: a
+//     provider or a server may echo them in any form, such as a Cloudflare
+//     error that quotes the token or a Provision error that prints it;
+//   - what looks like a credential whatever its source: the query and the
+//     user information of any URL, key=value pairs named like a credential,
+//     Authorization headers and Bearer or Basic credentials.
+type redactor struct {
+	values []string // longest first
+}
+
+// secretField reports whether a config field holds a credential.
+func secretField(name string) bool {
+	n := strings.ToLower(strings.NewReplacer("-", "_", " ", "_").Replace(name))
+	for _, word := range []string{"token", "secret", "password", "passwd", "credential", "apikey", "api_key", "private", "auth"} {
+		if strings.Contains(n, word) {
+			return true
+		}
+	}
+	return n == "pass" || strings.HasSuffix(n, "key") // key, tsig_key, apikey; not key_name or key_alg
+}
+
+// newRedactor collects the credentials of the provider's config and of
+// the ip_sources.
+func newRedactor(provider json.RawMessage, sources []IPSource) *redactor {
+	r := &redactor{}
+	var cfg any
+	if json.Unmarshal(provider, &cfg) == nil {
+		r.collect(cfg, false)
+	}
+	for _, src := range sources {
+		for _, s := range append([]string{src.URL}, src.Command...) {
+			r.collectURL(s)
+		}
+	}
+	slices.SortFunc(r.values, func(a, b string) int { return len(b) - len(a) })
+	r.values = slices.Compact(r.values)
+	return r
+}
+
+// collect walks a JSON value; secret says the value is under a credential
+// field.
+func (r *redactor) collect(v any, secret bool) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			r.collect(child, secret || secretField(k))
+		}
+	case []any:
+		for _, child := range v {
+			r.collect(child, secret)
+		}
+	case string:
+		if secret {
+			r.add(v)
+		}
+		r.collectURL(v)
+	}
+}
+
+// collectURL adds the query values and the password of a URL.
+func (r *redactor) collectURL(s string) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || u.Host == "" {
+		return
+	}
+	if pass, ok := u.User.Password(); ok {
+		r.add(pass)
+	}
+	for _, values := range u.Query() {
+		for _, v := range values {
+			r.add(v)
+		}
+	}
+}
+
+// add records a credential in every form a message may show it.
+func (r *redactor) add(v string) {
+	for _, s := range []string{v, caddy.NewReplacer().ReplaceAll(v, "")} {
+		s = strings.TrimSpace(s)
+		if len(s) < 4 { // too short to tell from ordinary words
+			continue
+		}
+		quoted := strconv.Quote(s)
+		r.values = append(r.values, s, url.QueryEscape(s), url.PathEscape(s), quoted[1:len(quoted)-1])
+	}
+}
+
+var (
+	// urlPattern finds URLs in a message.
+	urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>\x60]+`)
+	// pairPattern finds name=value pairs named like a credential.
+	pairPattern = regexp.MustCompile(`(?i)\b([a-z0-9_.-]*(?:token|secret|password|passwd|pass|pwd|key|auth|signature|sig|credential)[a-z0-9_.-]*)=([^&\s"',;]+)`)
+	// authPattern finds Authorization headers, as text or Go's %v of a header map.
+	authPattern = regexp.MustCompile(`(?i)\b((?:proxy-)?authorization|x-auth-key|x-auth-token|x-api-key|api-key|cookie)(["']?\s*[:=]\s*\[?\s*["']?)(?:(?:bearer|basic|digest|token)\s+)?[^\s\]"',;}]+`)
+	// schemePattern finds what may be Bearer and Basic credentials
+	// wherever they are (looksLikeCredential decides).
+	schemePattern = regexp.MustCompile(`(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})`)
+)
+
+// looksLikeCredential tells a credential after "Bearer" or "Basic" from a
+// word ("Basic authentication"): it has a digit or one of + / = _, or is
+// long.
+func looksLikeCredential(s string) bool {
+	return len(s) >= 20 || strings.ContainsAny(s, "0123456789+/=_")
+}
+
+// text removes credentials from s.
+func (r *redactor) text(s string) string {
+	s = authPattern.ReplaceAllString(s, "${1}${2}"+redacted)
+	s = schemePattern.ReplaceAllStringFunc(s, func(m string) string {
+		scheme, cred, _ := strings.Cut(m, " ")
+		if cred = strings.TrimSpace(cred); !looksLikeCredential(cred) {
+			return m
+		}
+		return scheme + " " + redacted
+	})
+	s = urlPattern.ReplaceAllStringFunc(s, redactURL)
+	s = pairPattern.ReplaceAllString(s, "${1}="+redacted)
+	if r == nil {
+		return s
+	}
+	for _, v := range r.values {
+		s = strings.ReplaceAll(s, v, redacted)
+	}
+	for _, v := range r.values { // cut short by a message's truncation
+		for k := len(v) - 1; k >= 6; k-- {
+			for _, cut := range []string{"…", "..."} {
+				s = strings.ReplaceAll(s, v[:k]+cut, redacted+cut)
+			}
+			if strings.HasSuffix(s, v[:k]) {
+				s = s[:len(s)-k] + redacted
+			}
+		}
+	}
+	return s
+}
+
+// redactURL keeps a URL's scheme, host and path.
+func redactURL(s string) string {
+	scheme, rest, _ := strings.Cut(s, "://")
+	if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
+		rest = redacted + rest[at:]
+	}
+	if base, _, ok := strings.Cut(rest, "?"); ok {
+		rest = base + "?" + redacted
+	}
+	return scheme + "://" + rest
+}
+
+// err returns err with its text redacted; errors.Is and errors.As still
+// see the original.
+func (r *redactor) err(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*redactedError); ok {
+		return err
+	}
+	return &redactedError{msg: r.text(err.Error()), orig: err}
+}
+
+type redactedError struct {
+	msg  string
+	orig error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.orig }
+
+// logger is base with every message and field redacted.
+func (r *redactor) logger(base *zap.Logger) *zap.Logger {
+	return base.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return &redactingCore{Core: c, r: r} }))
+}
+
+// redactingCore redacts entries before its Core writes them.
+type redactingCore struct {
+	zapcore.Core
+	r *redactor
+}
+
+func (c *redactingCore) With(fields []zapcore.Field) zapcore.Core {
+	return &redactingCore{Core: c.Core.With(c.fields(fields)), r: c.r}
+}
+
+func (c *redactingCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *redactingCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	e.Message = c.r.text(e.Message)
+	return c.Core.Write(e, c.fields(fields))
+}
+
+// fields redacts strings, errors and anything else that prints as text.
+func (c *redactingCore) fields(in []zapcore.Field) []zapcore.Field {
+	out := make([]zapcore.Field, len(in))
+	for i, f := range in {
+		switch f.Type {
+		case zapcore.StringType:
+			f.String = c.r.text(f.String)
+		case zapcore.ErrorType:
+			if err, ok := f.Interface.(error); ok {
+				f = zap.NamedError(f.Key, c.r.err(err))
+			}
+		case zapcore.StringerType, zapcore.ReflectType, zapcore.ByteStringType, zapcore.BinaryType, zapcore.ObjectMarshalerType, zapcore.ArrayMarshalerType:
+			enc := zapcore.NewMapObjectEncoder()
+			f.AddTo(enc)
+			b, _ := json.Marshal(enc.Fields[f.Key])
+			f = zap.String(f.Key, c.r.text(strings.Trim(string(b), `"`)))
+		}
+		out[i] = f
+	}
+	return out
+}

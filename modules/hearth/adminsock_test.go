@@ -1,0 +1,33 @@
+package hearth
+
+import (
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestAdminFromContext: the admin address of the config being provisioned
+// is read from Caddy's context (a Caddy upgrade that moves it fails here).
+func TestAdminFromContext(t *testing.T) {
+	defer SetAdminEndpoint("", false)
+	for _, tc := range []struct {
+		admin   *caddy.AdminConfig
+		listen  string
+		enabled bool
+	}{
+		{&caddy.AdminConfig{Listen: "unix//run/caddy/admin.sock|0600"}, "unix//run/caddy/admin.sock|0600", true},
+		{&caddy.AdminConfig{Disabled: true}, "", false},
+		{&caddy.AdminConfig{Listen: "127.0.0.1:2999"}, "127.0.0.1:2999", true},
+		{nil, caddy.DefaultAdminListen, true},
+	} {
+		ctx, err := caddy.ProvisionContext(&caddy.Config{Admin: tc.admin})
+		SetAdminEndpoint("stale", true)
+		recordAdminEndpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listen, enabled := AdminEndpoint(); listen != tc.listen || enabled != tc.enabled {
+			t.Errorf("admin %+v: got %q %v, want %q %v", tc.admin, listen, enabled, tc.listen, tc.enabled)
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package hearth
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+// placedPool is a pool of an app in a directory, for UsePool.
+type placedPool struct {
+	name, dir string
+	placed    bool
+	destructs *int
+}
+
+func (p *placedPool) Destruct() error { *p.destructs++; return nil }
+func (p *placedPool) Start() error    { return nil }
+func (p *placedPool) Name() string    { return p.name }
+func (p *placedPool) Status() any     { return nil }
+func (p *placedPool) Running() bool   { return true }
+func (p *placedPool) Restart() error  { return nil }
+func (p *placedPool) Scale(int) error { return nil }
+func (p *placedPool) AppDir() string  { return p.dir }
+
+// unplaced hides AppDir: a pool that has no directory (such as a process
+// upstream's).
+type unplaced struct{ *placedPool }
+
+func (u unplaced) AppDir() {}
+
+// TestConfigRefusesTwoAppsOfOneName: within one config, two apps of one
+// name in different directories are refused naming both directories and
+// the fix; the same app used twice, apps of other names, and pools that
+// have no directory are not.
+func TestConfigRefusesTwoAppsOfOneName(t *testing.T) {
+	for i, tc := range []struct {
+		name  string
+		pools []*placedPool
+		err   []string // in the error of the last UsePool; none: all accepted
+	}{
+		{"same name, same directory", []*placedPool{{name: "app", dir: "/srv/a", placed: true}, {name: "app", dir: "/srv/a", placed: true}}, nil},
+		{"other names", []*placedPool{{name: "a", dir: "/srv/a", placed: true}, {name: "b", dir: "/srv/b", placed: true}}, nil},
+		{"same name, two directories", []*placedPool{{name: "app", dir: "/srv/a", placed: true}, {name: "other", dir: "/srv/c", placed: true}, {name: "app", dir: "/srv/b", placed: true}},
+			[]string{`two apps are named "app"`, "/srv/a", "/srv/b", "`name <another>`"}},
+		{"same name, no directories", []*placedPool{{name: "node", dir: "/srv/a"}, {name: "node", dir: "/srv/b"}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &App{keys: map[Pool]string{}, logger: zap.NewNop()}
+			destructs := 0
+			var keys []string
+			var err error
+			for j, p := range tc.pools {
+				p.destructs = &destructs
+				key := fmt.Sprintf("names-test-%d-%d", i, j)
+				var pool Pool = p
+				if !p.placed {
+					pool = unplaced{p}
+				}
+				_, err = a.UsePool(key, func() (Pool, error) { return pool, nil })
+				if err != nil {
+					if j != len(tc.pools)-1 {
+						t.Fatalf("pool %d refused: %v", j+1, err)
+					}
+					break
+				}
+				keys = append(keys, key)
+			}
+			if len(tc.err) == 0 && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			for _, want := range tc.err {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("error %v lacks %q", err, want)
+				}
+			}
+			if err != nil && (destructs != 1 || len(a.used) != len(tc.pools)-1) {
+				t.Errorf("the refused pool was kept: %d destructed, %d used", destructs, len(a.used))
+			}
+			for _, key := range keys {
+				ReleasePool(key)
+			}
+		})
+	}
+}

@@ -1,0 +1,197 @@
+// Package safedir keeps the directories Hearth writes files into for its
+// workers (the Python runtime, the secret keys of `settings auto`, the
+// sockets of process upstreams) safe from other local users: a directory
+// is created by Caddy with a known mode, and before every use it must be a
+// real directory (not a symbolic link) owned by Caddy's user that nobody
+// else can write, under parents that nobody else can rename it out of. A
+// directory that fails these checks is refused, never repaired: someone
+// else may have created it to plant code that the workers would run.
+package safedir
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// Ensure creates dir with mode if it does not exist (its missing parents
+// with mode 0700) and verifies it and its parents. It returns the
+// directory's path with symbolic links in its parents resolved (use that
+// path: it is the one verified). An existing directory of Caddy's user
+// with more read or search permission than mode is narrowed to mode; one
+// that is a symbolic link, is owned by someone else, or is writable by
+// group or others is refused, with the reason and the fix.
+func Ensure(dir string, mode fs.FileMode) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", parent, err)
+	}
+	if parent, err = filepath.EvalSymlinks(parent); err != nil {
+		return "", err
+	}
+	if err := checkParents(parent); err != nil {
+		return "", err
+	}
+	dir = filepath.Join(parent, filepath.Base(dir))
+	created := false
+	if err := os.Mkdir(dir, mode); err == nil {
+		created = true
+	} else if !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	info, err := os.Lstat(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := checkOwned(dir, info); err != nil {
+		return "", err
+	}
+	if !info.IsDir() {
+		return "", refuse(dir, "is not a directory")
+	}
+	if info.Mode().Perm()&0o022 != 0 {
+		return "", refuse(dir, fmt.Sprintf("is writable by group or others (mode %04o)", info.Mode().Perm()))
+	}
+	// created (the umask may have narrowed mode), or ours with more read
+	// access than wanted: set exactly mode
+	if created || info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != mode {
+		if err := os.Chmod(dir, mode); err != nil {
+			return "", fmt.Errorf("setting the mode of %s: %w", dir, err)
+		}
+	}
+	return dir, nil
+}
+
+// checkParents refuses a parent that another user owns, or that group or
+// others can write without the sticky bit (they could rename the
+// directory away and put their own in its place).
+func checkParents(dir string) error {
+	for {
+		info, err := os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no owner information", dir)
+		}
+		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+			return fmt.Errorf("%s is owned by %s, not by root or Caddy's user, %s: another user could replace what Hearth writes under it; use a directory of root or Caddy's user (for the temporary directory, set TMPDIR)", dir, owner(st.Uid), owner(uint32(os.Geteuid())))
+		}
+		if info.Mode().Perm()&0o022 != 0 && info.Mode()&fs.ModeSticky == 0 {
+			return fmt.Errorf("%s is writable by group or others without the sticky bit (mode %04o): another user could replace what Hearth writes under it; `chmod go-w %s` (or `chmod +t` for a shared temporary directory)", dir, info.Mode().Perm(), dir)
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			return nil
+		}
+		dir = up
+	}
+}
+
+// checkOwned refuses a symbolic link and what Caddy's user does not own.
+func checkOwned(path string, info fs.FileInfo) error {
+	if info.Mode()&fs.ModeSymlink != 0 {
+		return refuse(path, "is a symbolic link")
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner information", path)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return refuse(path, fmt.Sprintf("is owned by %s, not by Caddy's user, %s", owner(st.Uid), owner(uint32(os.Geteuid()))))
+	}
+	return nil
+}
+
+// refuse explains a refused path.
+func refuse(path, problem string) error {
+	return fmt.Errorf("%s %s: someone else may have made it to plant code or files that Hearth's workers would use, so Hearth will not use it; look at what it holds, remove it (`rm -rf %s`) and start Caddy again", path, problem, path)
+}
+
+// owner names a uid for messages.
+func owner(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username + " (uid " + id + ")"
+	}
+	return "uid " + id
+}
+
+// WriteFile makes dir/name hold data with mode: it is left alone when it
+// already does (a regular file of Caddy's user with that content and no
+// more permission than mode), and otherwise written to a new temporary
+// file in dir and renamed over it, then checked again. dir must have
+// passed Ensure.
+func WriteFile(dir, name string, data []byte, mode fs.FileMode) error {
+	path := filepath.Join(dir, name)
+	if current, err := ReadFile(path, mode, int64(len(data))+1); err == nil && bytes.Equal(current, data) {
+		return nil
+	}
+	tmp, err := os.CreateTemp(dir, "."+name+".*.tmp") // O_EXCL, mode 0600
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	written, err := ReadFile(path, mode, int64(len(data))+1)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(written, data) {
+		return fmt.Errorf("%s changed while Hearth wrote it", path)
+	}
+	return nil
+}
+
+// ReadFile reads path, at most limit bytes, if it is a regular file (not
+// a symbolic link) of Caddy's user with no more permission than mode;
+// otherwise it returns an error (fs.ErrNotExist when there is no file).
+func ReadFile(path string, mode fs.FileMode, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, refuse(path, "is a symbolic link")
+		}
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwned(path, info); err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, refuse(path, "is not a regular file")
+	}
+	if info.Mode().Perm()&^mode != 0 {
+		return nil, fmt.Errorf("%s has mode %04o, more than %04o", path, info.Mode().Perm(), mode)
+	}
+	return io.ReadAll(io.LimitReader(f, limit))
+}

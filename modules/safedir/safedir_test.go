@@ -1,0 +1,199 @@
+package safedir
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// nobody returns the uid and gid of the user nobody, skipping the test
+// when it cannot make files of another user (not root).
+func nobody(t *testing.T) (int, int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make files of another user")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+func mkdir(t *testing.T, path string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnsure(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode fs.FileMode
+		// setup prepares base and returns the directory to ensure
+		setup func(t *testing.T, base string) string
+		err   string // "" for success
+	}{
+		{"created 0755", 0o755, func(t *testing.T, base string) string { return filepath.Join(base, "d") }, ""},
+		{"created 0700 with missing parents", 0o700, func(t *testing.T, base string) string { return filepath.Join(base, "a", "b", "d") }, ""},
+		{"ours, narrowed", 0o700, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "d"), 0o755)
+			return filepath.Join(base, "d")
+		}, ""},
+		{"ours, writable by others", 0o755, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "d"), 0o777)
+			return filepath.Join(base, "d")
+		}, "is writable by group or others (mode 0777)"},
+		{"ours, writable by the group", 0o700, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "d"), 0o770)
+			return filepath.Join(base, "d")
+		}, "is writable by group or others"},
+		{"a symbolic link to a directory of ours", 0o755, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "real"), 0o755)
+			os.Symlink(filepath.Join(base, "real"), filepath.Join(base, "d"))
+			return filepath.Join(base, "d")
+		}, "is a symbolic link"},
+		{"a dangling symbolic link", 0o755, func(t *testing.T, base string) string {
+			os.Symlink(filepath.Join(base, "nowhere"), filepath.Join(base, "d"))
+			return filepath.Join(base, "d")
+		}, "is a symbolic link"},
+		{"a file", 0o755, func(t *testing.T, base string) string {
+			os.WriteFile(filepath.Join(base, "d"), nil, 0o644)
+			return filepath.Join(base, "d")
+		}, "is not a directory"},
+		{"owned by nobody", 0o755, func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			mkdir(t, filepath.Join(base, "d"), 0o755)
+			os.Chown(filepath.Join(base, "d"), uid, gid)
+			return filepath.Join(base, "d")
+		}, "is owned by nobody"},
+		{"in a world-writable parent without the sticky bit", 0o755, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "tmp"), 0o777)
+			return filepath.Join(base, "tmp", "d")
+		}, "without the sticky bit"},
+		{"in a world-writable parent with the sticky bit", 0o755, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "tmp"), 0o777|fs.ModeSticky)
+			return filepath.Join(base, "tmp", "d")
+		}, ""},
+		{"under a parent of nobody's", 0o755, func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			mkdir(t, filepath.Join(base, "theirs"), 0o755)
+			os.Chown(filepath.Join(base, "theirs"), uid, gid)
+			return filepath.Join(base, "theirs", "d")
+		}, "is owned by nobody"},
+		{"through a symbolic link in the parents", 0o755, func(t *testing.T, base string) string {
+			mkdir(t, filepath.Join(base, "real"), 0o755)
+			os.Symlink(filepath.Join(base, "real"), filepath.Join(base, "link"))
+			return filepath.Join(base, "link", "d")
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base, _ := filepath.EvalSymlinks(t.TempDir())
+			dir := tc.setup(t, base)
+			got, err := Ensure(dir, tc.mode)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Ensure(%s) = %q, %v; want an error with %q", dir, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := os.Lstat(got)
+			if err != nil || !info.IsDir() || info.Mode().Perm() != tc.mode || int(info.Sys().(*syscall.Stat_t).Uid) != os.Geteuid() {
+				t.Fatalf("%s: %v %v", got, info, err)
+			}
+			if resolved, _ := filepath.EvalSymlinks(got); resolved != got {
+				t.Errorf("returned %s, which resolves to %s", got, resolved)
+			}
+		})
+	}
+}
+
+func TestWriteFile(t *testing.T) {
+	data := []byte("print('the real runtime')\n")
+	for _, tc := range []struct {
+		name  string
+		mode  fs.FileMode
+		setup func(t *testing.T, dir, path string)
+	}{
+		{"new", 0o644, func(*testing.T, string, string) {}},
+		{"the same already", 0o600, func(t *testing.T, _, path string) { os.WriteFile(path, data, 0o600) }},
+		{"other content", 0o644, func(t *testing.T, _, path string) { os.WriteFile(path, []byte("planted"), 0o644) }},
+		{"more permission", 0o600, func(t *testing.T, _, path string) { os.WriteFile(path, data, 0o666); os.Chmod(path, 0o666) }},
+		{"a symbolic link to another file", 0o644, func(t *testing.T, dir, path string) {
+			os.WriteFile(filepath.Join(dir, "target"), []byte("untouched"), 0o644)
+			os.Symlink(filepath.Join(dir, "target"), path)
+		}},
+		{"nobody's", 0o644, func(t *testing.T, _, path string) {
+			uid, gid := nobody(t)
+			os.WriteFile(path, data, 0o644)
+			os.Chown(path, uid, gid)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := Ensure(filepath.Join(t.TempDir(), "d"), 0o755)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "runtime.py")
+			tc.setup(t, dir, path)
+			if err := WriteFile(dir, "runtime.py", data, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			got, err := ReadFile(path, tc.mode, 1<<20)
+			if err != nil || string(got) != string(data) {
+				t.Fatalf("ReadFile: %q, %v", got, err)
+			}
+			if info, _ := os.Lstat(path); info.Mode() != tc.mode {
+				t.Errorf("mode %v, want %v", info.Mode(), tc.mode)
+			}
+			if target, err := os.ReadFile(filepath.Join(dir, "target")); err == nil && string(target) != "untouched" {
+				t.Errorf("the link's target was written: %q", target)
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, ".*.tmp")); len(left) > 0 {
+				t.Errorf("temporary files left: %v", left)
+			}
+		})
+	}
+}
+
+func TestReadFileRefuses(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "key"), []byte("k"), 0o600)
+	os.Symlink(filepath.Join(dir, "key"), filepath.Join(dir, "link"))
+	os.WriteFile(filepath.Join(dir, "open"), []byte("k"), 0o644)
+	os.Mkdir(filepath.Join(dir, "dir"), 0o700)
+	for _, tc := range []struct{ name, err string }{
+		{"link", "is a symbolic link"},
+		{"open", "more than 0600"},
+		{"dir", "is not a regular file"},
+	} {
+		if _, err := ReadFile(filepath.Join(dir, tc.name), 0o600, 100); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.err)
+		}
+	}
+	if _, err := ReadFile(filepath.Join(dir, "missing"), 0o600, 100); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		uid, gid := nobody(t)
+		os.Chown(filepath.Join(dir, "key"), uid, gid)
+		if _, err := ReadFile(filepath.Join(dir, "key"), 0o600, 100); err == nil || !strings.Contains(err.Error(), "is owned by nobody") {
+			t.Errorf("nobody's file: %v", err)
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Env describes the environment of a child process (a worker, a
+// before_start command, the pre-launch check, a process upstream). A child
+// starts from a clean environment, never from Caddy's whole one: Caddy's
+// holds credentials meant for Caddy alone (DNS provider tokens, TSIG keys),
+// and NOTIFY_SOCKET, which would let a child speak to systemd for Caddy.
+// Build assembles, each layer winning over the ones before it:
+//
+//  1. the base: PATH, LANG, LC_*, TZ and TMPDIR as Caddy has them (PATH
+//     defaults to the usual system directories when Caddy has none), and
+//     HOME, USER and LOGNAME of the account the child runs as;
+//  2. Inherit: the variables named there, from Caddy's environment (a
+//     name Caddy's environment lacks is skipped);
+//  3. Adjust: what Hearth itself sets (a venv's VIRTUAL_ENV and PATH);
+//  4. File: the env_file;
+//  5. Vars: env, whose values may use global placeholders ({env.HOME}).
+//
+// Variables a caller adds afterwards (settings auto, HEARTH_*, PORT) come
+// last.
+type Env struct {
+	// Inherit names variables passed from Caddy's environment (env_inherit).
+	Inherit []string
+	// Credential is the account the child runs as (Credential's answer
+	// for the `user` option or HEARTH_DEFAULT_USER); nil is Caddy's own.
+	Credential *syscall.Credential
+	// Adjust, if set, edits the variables after the base and Inherit.
+	Adjust func(vars map[string]string)
+	// File is a dotenv file (an absolute path), "" for none.
+	File string
+	// Vars are the explicit variables (env).
+	Vars map[string]string
+}
+
+// DefaultPath is a child's PATH when Caddy's environment has none (the
+// same as systemd's default).
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Build returns the child's environment as sorted KEY=value lines.
+func (e Env) Build() ([]string, error) {
+	return e.build(os.Environ(), lookupAccount)
+}
+
+// account is what the base takes from the child's account.
+type account struct{ home, name string }
+
+// lookupAccount finds an account by its uid ("" is Caddy's own).
+func lookupAccount(uid string) (account, error) {
+	if uid == "" {
+		uid = strconv.Itoa(os.Geteuid())
+	}
+	u, err := user.LookupId(uid)
+	if err != nil {
+		return account{}, err
+	}
+	return account{home: u.HomeDir, name: u.Username}, nil
+}
+
+// baseNames are taken from Caddy's environment as they are; LC_* too.
+var baseNames = []string{"PATH", "LANG", "TZ", "TMPDIR"}
+
+func (e Env) build(parent []string, lookup func(string) (account, error)) ([]string, error) {
+	if err := CheckEnvNames("env_inherit", e.Inherit); err != nil {
+		return nil, err
+	}
+	caddyEnv := map[string]string{}
+	for _, kv := range parent {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			caddyEnv[k] = v
+		}
+	}
+	vars := map[string]string{"PATH": DefaultPath}
+	for k, v := range caddyEnv {
+		if strings.HasPrefix(k, "LC_") || slices.Contains(baseNames, k) {
+			vars[k] = v
+		}
+	}
+	if err := e.setAccount(vars, caddyEnv, lookup); err != nil {
+		return nil, err
+	}
+	for _, k := range e.Inherit {
+		if v, ok := caddyEnv[k]; ok {
+			vars[k] = v
+		}
+	}
+	if e.Adjust != nil {
+		e.Adjust(vars)
+	}
+	if e.File != "" {
+		fileVars, err := ReadEnvFile(e.File)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range fileVars {
+			vars[k] = v
+		}
+	}
+	repl := caddy.NewReplacer()
+	for k, v := range e.Vars {
+		if !validEnvName(k) {
+			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
+		}
+		vars[k] = repl.ReplaceKnown(v, "")
+	}
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// setAccount sets HOME, USER and LOGNAME: those of the child's account
+// when it is not Caddy's, or for Caddy's own account Caddy's values,
+// looked up where Caddy has none.
+func (e Env) setAccount(vars, caddyEnv map[string]string, lookup func(string) (account, error)) error {
+	if e.Credential != nil {
+		uid := strconv.FormatUint(uint64(e.Credential.Uid), 10)
+		a, err := lookup(uid)
+		if err != nil {
+			return fmt.Errorf("the account of uid %s: %w", uid, err)
+		}
+		vars["HOME"], vars["USER"], vars["LOGNAME"] = a.home, a.name, a.name
+		return nil
+	}
+	var own *account
+	for _, k := range []string{"HOME", "USER", "LOGNAME"} {
+		if v, ok := caddyEnv[k]; ok && v != "" {
+			vars[k] = v
+			continue
+		}
+		if own == nil {
+			a, err := lookup("")
+			if err != nil {
+				continue // an account without a passwd entry (a container's uid): leave it unset
+			}
+			own = &a
+		}
+		if k == "HOME" {
+			vars[k] = own.home
+		} else {
+			vars[k] = own.name
+		}
+	}
+	return nil
+}
+
+// Inherited lists the names of Caddy's environment among names: the
+// variables env_inherit passes.
+func Inherited(names []string) []string {
+	var out []string
+	for _, k := range names {
+		if _, ok := os.LookupEnv(k); ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// CheckEnvNames validates a list of variable names given to option.
+func CheckEnvNames(option string, names []string) error {
+	for _, k := range names {
+		if !validEnvName(k) {
+			return fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", option, k)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,118 @@
+package supervisor
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestEnvBuild(t *testing.T) {
+	t.Setenv("HEARTH_UNIT_PLACEHOLDER", "placeholder value")
+	caddyEnv := []string{
+		"PATH=/caddy/bin:/usr/bin", "LANG=C.UTF-8", "LC_TIME=en_GB.UTF-8", "LC_ALL=C.UTF-8", "TZ=Europe/Paris",
+		"TMPDIR=/caddy/tmp", "HOME=/var/lib/caddy", "USER=caddy", "LOGNAME=caddy",
+		"DDNS_TSIG_KEY=tsig-secret", "CF_API_TOKEN=cf-secret", "NOTIFY_SOCKET=/run/systemd/notify",
+		"PYTHONPATH=/caddy/py", "PYTHONHOME=/caddy/home", "HTTPS_PROXY=http://proxy:3128", "SHELL=/bin/bash",
+	}
+	accounts := map[string]account{
+		"":     {home: "/home/owner", name: "owner"},
+		"1001": {home: "/srv/app", name: "app"},
+	}
+	lookup := func(name string) (account, error) {
+		a, ok := accounts[name]
+		if !ok {
+			return account{}, errors.New("unknown user")
+		}
+		return a, nil
+	}
+	envFile := filepath.Join(t.TempDir(), "app.env")
+	if err := os.WriteFile(envFile, []byte("FROM_FILE=file\nOVERRIDE=file\nLANG=de_DE.UTF-8\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"HOME=/var/lib/caddy", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "LC_TIME=en_GB.UTF-8", "LOGNAME=caddy",
+		"PATH=/caddy/bin:/usr/bin", "TMPDIR=/caddy/tmp", "TZ=Europe/Paris", "USER=caddy"}
+	with := func(list []string, kv ...string) []string {
+		out := slices.Clone(list)
+		for _, x := range kv {
+			k, _, _ := strings.Cut(x, "=")
+			out = slices.DeleteFunc(out, func(y string) bool { return strings.HasPrefix(y, k+"=") })
+			out = append(out, x)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		parent []string
+		env    Env
+		want   []string
+		err    string
+	}{
+		{name: "the base only: no secret, no NOTIFY_SOCKET, no PYTHONPATH", parent: caddyEnv, want: base},
+		{name: "inherit passes named variables", parent: caddyEnv, env: Env{Inherit: []string{"HTTPS_PROXY", "PYTHONPATH", "ABSENT"}},
+			want: with(base, "HTTPS_PROXY=http://proxy:3128", "PYTHONPATH=/caddy/py")},
+		{name: "another account's HOME, USER and LOGNAME", parent: caddyEnv, env: Env{Credential: &syscall.Credential{Uid: 1001, Gid: 1001}},
+			want: with(base, "HOME=/srv/app", "USER=app", "LOGNAME=app")},
+		{name: "Caddy's own account, looked up where Caddy's environment lacks it", parent: []string{"PATH=/bin", "HOME=/h"},
+			want: []string{"HOME=/h", "LOGNAME=owner", "PATH=/bin", "USER=owner"}},
+		{name: "no PATH in Caddy's environment", parent: []string{"HOME=/h", "USER=u", "LOGNAME=u"},
+			want: []string{"HOME=/h", "LOGNAME=u", "PATH=" + DefaultPath, "USER=u"}},
+		{name: "adjust after inherit, then env_file, then env", parent: caddyEnv, env: Env{
+			Inherit: []string{"PYTHONHOME", "HTTPS_PROXY"},
+			Adjust: func(v map[string]string) {
+				v["VIRTUAL_ENV"] = "/venv"
+				v["PATH"] = "/venv/bin:" + v["PATH"]
+				delete(v, "PYTHONHOME")
+			},
+			File: envFile,
+			Vars: map[string]string{"OVERRIDE": "env", "HTTPS_PROXY": "none"},
+		}, want: with(base, "VIRTUAL_ENV=/venv", "PATH=/venv/bin:/caddy/bin:/usr/bin", "FROM_FILE=file", "OVERRIDE=env",
+			"LANG=de_DE.UTF-8", "HTTPS_PROXY=none")},
+		{name: "env values take global placeholders (of Caddy's real environment)", parent: caddyEnv,
+			env: Env{Vars: map[string]string{"X": "{env.HEARTH_UNIT_PLACEHOLDER}"}}, want: with(base, "X=placeholder value")},
+		{name: "a bad inherit name", parent: caddyEnv, env: Env{Inherit: []string{"OK", "NOT-OK"}}, err: `env_inherit: "NOT-OK" is not a variable name`},
+		{name: "an inherit name with =", parent: caddyEnv, env: Env{Inherit: []string{"A=B"}}, err: `env_inherit: "A=B" is not a variable name`},
+		{name: "an account without a passwd entry", parent: caddyEnv, env: Env{Credential: &syscall.Credential{Uid: 4242}}, err: `the account of uid 4242`},
+		{name: "a bad env name", parent: caddyEnv, env: Env{Vars: map[string]string{"1X": "y"}}, err: `env: "1X" is not a valid variable name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.env.build(tc.parent, lookup)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got\n  %v\nwant\n  %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvBuildStartsClean(t *testing.T) {
+	t.Setenv("HEARTH_UNIT_SECRET", "must-not-pass")
+	got, err := Env{}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range got {
+		if strings.HasPrefix(kv, "HEARTH_UNIT_SECRET=") {
+			t.Errorf("Caddy's environment leaks into the child's: %s", kv)
+		}
+	}
+	got, err = Env{Inherit: []string{"HEARTH_UNIT_SECRET"}}.Build()
+	if err != nil || !slices.Contains(got, "HEARTH_UNIT_SECRET=must-not-pass") {
+		t.Errorf("env_inherit does not pass the variable: %v %v", got, err)
+	}
+	if names := Inherited([]string{"HEARTH_UNIT_SECRET", "HEARTH_UNIT_ABSENT"}); !slices.Equal(names, []string{"HEARTH_UNIT_SECRET"}) {
+		t.Errorf("Inherited: %v", names)
+	}
+}

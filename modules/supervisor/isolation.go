@@ -1,0 +1,148 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultUmask is the file mode creation mask of every child Hearth starts
+// unless configured (`umask`): files the app creates are readable by its
+// group and by no one else (0640, directories 0750). Caddy's own 0022
+// would make everything an app writes (its SQLite database, uploads,
+// logs) readable by every local account. The group keeps read access so
+// that a Caddy running under another account in the app's group can still
+// serve what the app writes (collectstatic output, uploads); Caddy running
+// as the app's own account, or as root, reads it anyway.
+const DefaultUmask = 0o027
+
+// ParseUmask reads an octal umask of up to four digits ("0027", "027",
+// "77"); "" is DefaultUmask. A mask that lets others write the files the
+// app creates (no 2 in the last digit, such as 0000) is refused.
+func ParseUmask(s string) (uint32, error) {
+	if s == "" {
+		return DefaultUmask, nil
+	}
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || len(s) > 4 || v > 0o777 {
+		return 0, fmt.Errorf("umask %q is not an octal file mode mask like 0027", s)
+	}
+	if v&0o002 == 0 {
+		return 0, fmt.Errorf("umask %s would let every account on the machine write the files the app creates; use 0027 (the default), 0022 or 0002", s)
+	}
+	return uint32(v), nil
+}
+
+// FormatUmask writes a mask as four octal digits ("0027").
+func FormatUmask(mask uint32) string { return fmt.Sprintf("%04o", mask) }
+
+// The umask of a child. A child starts with the umask of the thread that
+// forked it, and Go's exec has no way to set another one in the child;
+// the umask belongs to the process (all of Caddy's threads share it), so
+// changing it around a fork would change it for every file Caddy creates
+// meanwhile. Instead every child is started from one spawner thread that
+// has its own filesystem attributes (unshare(CLONE_FS): cwd, root and
+// umask no longer shared with Caddy's other threads; Caddy never changes
+// its cwd, and every child Hearth starts has its own Dir anyway) and sets
+// the child's umask on itself just before the fork. The spawner goroutine is locked
+// to that thread and never exits, so the thread lives as long as Caddy:
+// Pdeathsig, which fires when the thread that forked a child ends, still
+// means "when Caddy dies", and the Go runtime creates no threads from a
+// locked one (they would inherit its attributes). This works the same for
+// every kind of child (workers, the template, the check, before_start,
+// process upstreams), costs nothing at exec, and needs no shell.
+
+type spawnRequest struct {
+	cmd   *exec.Cmd
+	umask uint32
+	done  chan error
+}
+
+var (
+	spawnRequests = make(chan spawnRequest)
+	spawnerOnce   sync.Once
+)
+
+func init() {
+	markInheritedCloseOnExec()
+}
+
+func spawner() {
+	runtime.LockOSThread() // for good: the thread's umask is its own
+	if unix.Gettid() == unix.Getpid() {
+		// Caddy's main thread, whose umask /proc/<pid>/status shows as
+		// Caddy's: spawn from another thread. While this goroutine holds
+		// the main thread, the new one cannot be given it.
+		moved := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(moved)
+			serveSpawns()
+		}()
+		<-moved
+		runtime.UnlockOSThread()
+		return
+	}
+	serveSpawns()
+}
+
+func serveSpawns() {
+	err := unix.Unshare(unix.CLONE_FS)
+	if err != nil {
+		err = fmt.Errorf("giving child processes their own umask: unshare(CLONE_FS): %w (a seccomp filter must allow unshare without namespace flags)", err)
+	}
+	for r := range spawnRequests {
+		if err != nil {
+			r.done <- err
+			continue
+		}
+		unix.Umask(int(r.umask))
+		r.done <- r.cmd.Start()
+	}
+}
+
+// StartCmd starts cmd (cmd.Start) with umask as its file mode creation
+// mask; 0 means DefaultUmask. Every child Hearth launches goes through it.
+func StartCmd(cmd *exec.Cmd, umask uint32) error {
+	if umask == 0 {
+		umask = DefaultUmask
+	}
+	spawnerOnce.Do(func() { go spawner() })
+	done := make(chan error, 1)
+	spawnRequests <- spawnRequest{cmd: cmd, umask: umask, done: done}
+	return <-done
+}
+
+// markInheritedCloseOnExec marks every file descriptor above 2 close-on-
+// exec. It runs once, when Caddy starts, before anything else: the only
+// descriptors then open are those Caddy inherited (Go opens its own
+// close-on-exec), and one inherited without close-on-exec (from a shell's
+// `exec 7<file`, a supervisor, socket activation) would otherwise be
+// passed on to every worker, before_start command and process upstream.
+// Caddy itself keeps them open and usable (its `fd/N` listener addresses
+// work as before); children get only 0-2 and the descriptors Hearth hands
+// them (ExtraFiles: a worker's channels).
+func markInheritedCloseOnExec() {
+	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	// kernels before 5.11: one by one
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags|unix.FD_CLOEXEC)
+		}
+	}
+}

@@ -1,0 +1,480 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// What every child Hearth starts (workers, a preload template and the
+// workers it forks, before_start commands, the pre-launch check, process
+// upstreams) gets from Caddy: a clean environment, a defined umask, and
+// no file descriptor Caddy inherited. tests/apps/childprobe.py reports
+// what it was given.
+
+// childReport is what tests/apps/childprobe.py reports of its process.
+type childReport struct {
+	Pid   int               `json:"pid"`
+	Env   map[string]string `json:"env"`
+	Umask string            `json:"umask"`
+	Fds   map[string]string `json:"fds"`
+	// ChildFds: with ?child, those of a subprocess of the app
+	ChildFds map[string]string `json:"child_fds"`
+}
+
+func childGet(t *testing.T, url string) childReport {
+	t.Helper()
+	resp, body := get(t, url)
+	var r childReport
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &r) != nil {
+		t.Fatalf("%s: %d %q", url, resp.StatusCode, body)
+	}
+	return r
+}
+
+func childRead(t *testing.T, path string) childReport {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	var r childReport
+	if err != nil || json.Unmarshal(data, &r) != nil {
+		t.Fatalf("the before_start report %s: %v %q", path, err, data)
+	}
+	return r
+}
+
+// childUmask is a process's umask, from /proc/<pid>/status.
+func childUmask(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no Umask in /proc/%d/status", pid)
+	return ""
+}
+
+// childFds lists a process's open descriptors and what they point to.
+func childFds(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			out[e.Name()] = target
+		}
+	}
+	return out
+}
+
+// childApp finds an app (or process upstream) in GET /hearth/apps.
+func childApp(t *testing.T, c *caddyProc, name string) appStatus {
+	t.Helper()
+	for _, a := range c.mustApps() {
+		if a.Name == name {
+			if len(a.Workers) == 0 {
+				t.Fatalf("%s has no workers", name)
+			}
+			return a
+		}
+	}
+	t.Fatalf("no app %s", name)
+	return appStatus{}
+}
+
+// baseEnvName reports whether a variable belongs to a child's base
+// environment.
+func baseEnvName(k string) bool {
+	switch k {
+	case "PATH", "LANG", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME":
+		return true
+	}
+	return strings.HasPrefix(k, "LC_")
+}
+
+// checkCleanEnv fails unless env holds only the base and extra, and what
+// it holds of Caddy's environment is as Caddy has it.
+func checkCleanEnv(t *testing.T, who string, env map[string]string, home string, extra ...string) {
+	t.Helper()
+	var stray []string
+	for k := range env {
+		if !baseEnvName(k) && !slices.Contains(extra, k) {
+			stray = append(stray, k)
+		}
+	}
+	sort.Strings(stray)
+	if len(stray) > 0 {
+		t.Errorf("%s: variables outside the clean base: %v", who, stray)
+	}
+	if env["HOME"] != home {
+		t.Errorf("%s: HOME=%q, want Caddy's %q", who, env["HOME"], home)
+	}
+	if want := os.Getenv("PATH"); env["PATH"] != want {
+		t.Errorf("%s: PATH=%q, want Caddy's %q", who, env["PATH"], want)
+	}
+}
+
+// TestWorkerIsolationEnvironment: a variable of Caddy's environment
+// reaches no worker, before_start command or process upstream unless it
+// is listed in env_inherit; they start from the documented base.
+func TestWorkerIsolationEnvironment(t *testing.T) {
+	t.Setenv("HEARTH_TEST_SECRET", "caddy-only-secret")
+	t.Setenv("HEARTH_TEST_PASSED", "passed-on")
+	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		name iso_clean
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		env FROM_ENV set-by-env
+		before_start python childprobe.py write {TMP}/clean.json
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		name iso_inherit
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		env_inherit HEARTH_TEST_PASSED
+		before_start python childprobe.py write {TMP}/inherit.json
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} childprobe.py serve {
+			name proc_clean
+			dir {APPS}
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} childprobe.py serve {
+			name proc_inherit
+			dir {APPS}
+			env_inherit HEARTH_TEST_PASSED HEARTH_TEST_ABSENT
+		}
+	}
+}`, ports[0], ports[1], ports[2], ports[3]))
+	url := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d/", ports[i]) }
+	reports := []struct {
+		who     string
+		r       childReport
+		extra   []string
+		inherit bool
+	}{
+		{"the worker", childGet(t, url(0)), []string{"FROM_ENV", "PYTHONUNBUFFERED"}, false},
+		{"before_start", childRead(t, filepath.Join(c.dir, "clean.json")), []string{"FROM_ENV", "PYTHONUNBUFFERED"}, false},
+		{"the process upstream", childGet(t, url(2)), []string{"PORT", "HEARTH_PORT"}, false},
+		{"the worker with env_inherit", childGet(t, url(1)), []string{"HEARTH_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
+		{"before_start with env_inherit", childRead(t, filepath.Join(c.dir, "inherit.json")), []string{"HEARTH_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
+		{"the process upstream with env_inherit", childGet(t, url(3)), []string{"HEARTH_TEST_PASSED", "PORT", "HEARTH_PORT"}, true},
+	}
+	for _, rep := range reports {
+		env := rep.r.Env
+		if _, ok := env["HEARTH_TEST_SECRET"]; ok {
+			t.Errorf("%s sees HEARTH_TEST_SECRET from Caddy's environment", rep.who)
+		}
+		if v, ok := env["HEARTH_TEST_PASSED"]; rep.inherit != ok || ok && v != "passed-on" {
+			t.Errorf("%s: HEARTH_TEST_PASSED=%q (set: %v), want it only with env_inherit", rep.who, v, ok)
+		}
+		checkCleanEnv(t, rep.who, env, c.dir, rep.extra...)
+	}
+	if env := reports[0].r.Env; env["FROM_ENV"] != "set-by-env" || env["PYTHONUNBUFFERED"] != "1" {
+		t.Errorf("env and Hearth's own variables are missing: %v", env)
+	}
+}
+
+// TestWorkerIsolationCheckEnvironment: the pre-launch check imports the
+// app in the clean environment too: FLASK_DEBUG=1 in Caddy's environment
+// is no finding, unless passed with env_inherit.
+func TestWorkerIsolationCheckEnvironment(t *testing.T) {
+	t.Setenv("FLASK_DEBUG", "1")
+	config := func(options string) string {
+		return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard enforce
+		%s
+	}
+}`, freePort(t), options)
+	}
+	c := startCaddy(t, config(""))
+	for _, f := range c.mustApps()[0].Findings {
+		if f.ID == "HG-ENV-01" {
+			t.Errorf("the check saw Caddy's FLASK_DEBUG: %s", f.Problem)
+		}
+	}
+	if log := refused(t, config("env_inherit FLASK_DEBUG")); !strings.Contains(log, "HG-ENV-01") || !strings.Contains(log, "FLASK_DEBUG") {
+		t.Errorf("with env_inherit FLASK_DEBUG the check does not report it:\n%s", tail(log, 10))
+	}
+}
+
+// TestWorkerIsolationUmask: workers (spawned, or forked from a preload
+// template), before_start and process upstreams get the documented
+// default umask 0027, or the `umask` option's; Caddy's own is untouched.
+func TestWorkerIsolationUmask(t *testing.T) {
+	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	c := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		name umask_default
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		before_start python childprobe.py write {TMP}/default.json
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		name umask_strict
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		preload
+		umask 0077
+		before_start python childprobe.py write {TMP}/strict.json
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} childprobe.py serve {
+			name umask_proc_default
+			dir {APPS}
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} childprobe.py serve {
+			name umask_proc_group
+			dir {APPS}
+			umask 0002
+		}
+	}
+}`, ports[0], ports[1], ports[2], ports[3]))
+	mine := childUmask(t, os.Getpid())
+	if got := childUmask(t, c.cmd.Process.Pid); got != mine {
+		t.Errorf("Caddy's own umask changed: %s, it was started with %s", got, mine)
+	}
+	strict := childApp(t, c, "umask_strict")
+	if strict.TemplatePid == 0 {
+		t.Fatalf("umask_strict has no template")
+	}
+	for _, tc := range []struct {
+		who  string
+		pid  int
+		want string
+	}{
+		{"the worker", childApp(t, c, "umask_default").Workers[0].Pid, "0027"},
+		{"the worker forked from the template", strict.Workers[0].Pid, "0077"},
+		{"the template", strict.TemplatePid, "0077"},
+		{"the process upstream", childApp(t, c, "umask_proc_default").Workers[0].Pid, "0027"},
+		{"the process upstream with umask 0002", childApp(t, c, "umask_proc_group").Workers[0].Pid, "0002"},
+	} {
+		if got := childUmask(t, tc.pid); got != tc.want {
+			t.Errorf("%s (pid %d) has umask %s, want %s", tc.who, tc.pid, got, tc.want)
+		}
+	}
+	for name, want := range map[string]string{"default": "0027", "strict": "0077"} {
+		if got := childRead(t, filepath.Join(c.dir, name+".json")).Umask; got != want {
+			t.Errorf("before_start of umask_%s has umask %s, want %s", name, got, want)
+		}
+	}
+	// and it applies to what they create
+	for name, want := range map[string]os.FileMode{"default": 0o640, "strict": 0o600} {
+		info, err := os.Stat(filepath.Join(c.dir, name+".json.created"))
+		if err != nil || info.Mode().Perm() != want {
+			t.Errorf("a file before_start of umask_%s created: %v %v, want mode %o", name, info.Mode(), err, want)
+		}
+	}
+}
+
+// TestWorkerIsolationFileDescriptors: a descriptor Caddy inherited
+// without close-on-exec (a file, and a listening socket Caddy itself
+// serves on through `bind fd/4`) reaches no child: a worker holds 0-2 and
+// its channel, a preload worker and its template the same, before_start
+// 0-2, a process upstream 0-2 and its own sockets, and a subprocess of
+// the app no channel. Caddy keeps both and serves on the socket.
+func TestWorkerIsolationFileDescriptors(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "inherited-marker")
+	writeFile(t, marker, "caddy's, not the apps'\n")
+	markerFile, err := os.Open(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer markerFile.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnFile, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnFile.Close()
+	fdPort := ln.Addr().(*net.TCPAddr).Port
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	c := launchCaddyWithFiles(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind fd/4
+	respond "served on an inherited socket"
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		name fd_plain
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		before_start python childprobe.py write {TMP}/fds.json
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		name fd_preload
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		preload
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} childprobe.py serve {
+			name fd_proc
+			dir {APPS}
+		}
+	}
+}`, fdPort, ports[0], ports[1], ports[2]), "", []*os.File{markerFile, lnFile})
+	c.waitRunning()
+	if resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", fdPort)); resp.StatusCode != 200 || body != "served on an inherited socket" {
+		t.Errorf("Caddy's fd/4 listener: %d %q", resp.StatusCode, body)
+	}
+	caddyFds := childFds(t, c.cmd.Process.Pid)
+	listener := caddyFds["4"]
+	if caddyFds["3"] != marker || !strings.HasPrefix(listener, "socket:") {
+		t.Fatalf("Caddy does not hold the inherited descriptors: 3=%q 4=%q", caddyFds["3"], listener)
+	}
+	// what each child holds beyond 0-2: only sockets, none Caddy's
+	// listener, and exactly as many as Hearth gives it channels
+	check := func(who string, fds map[string]string, sockets int) {
+		t.Helper()
+		got := 0
+		for fd, target := range fds {
+			n, _ := strconv.Atoi(fd)
+			switch {
+			case target == marker || target == listener:
+				t.Errorf("%s holds Caddy's inherited fd: %s -> %s", who, fd, target)
+			case n <= 2:
+			case strings.HasPrefix(target, "socket:"):
+				got++
+			default:
+				t.Errorf("%s holds fd %s -> %s", who, fd, target)
+			}
+		}
+		for _, fd := range []string{"0", "1", "2"} {
+			if _, ok := fds[fd]; !ok {
+				t.Errorf("%s has no fd %s", who, fd)
+			}
+		}
+		if sockets >= 0 && got != sockets {
+			t.Errorf("%s holds %d sockets beyond 0-2, want %d: %v", who, got, sockets, fds)
+		}
+	}
+	plain := childApp(t, c, "fd_plain").Workers[0].Pid
+	plainFds := childFds(t, plain)
+	check("the worker", plainFds, 1)
+	if _, ok := plainFds["3"]; !ok || len(plainFds) != 4 {
+		t.Errorf("the worker's descriptors are not 0-3: %v", plainFds)
+	}
+	preload := childApp(t, c, "fd_preload")
+	check("the forked worker", childFds(t, preload.Workers[0].Pid), 1)
+	check("the template", childFds(t, preload.TemplatePid), 1)
+	check("before_start", childRead(t, filepath.Join(c.dir, "fds.json")).Fds, 0)
+	check("the process upstream", childFds(t, childApp(t, c, "fd_proc").Workers[0].Pid), -1) // its listener and connections
+	// the worker's own view agrees; a subprocess of the app that takes
+	// every inheritable descriptor gets no channel (nor anything else)
+	for i, who := range []string{"the worker", "the forked worker"} {
+		r := childGet(t, fmt.Sprintf("http://127.0.0.1:%d/?child", ports[i]))
+		if i == 0 && (r.Pid != plain || len(r.Fds) != 4) {
+			t.Errorf("the worker reports %v", r.Fds)
+		}
+		check("a subprocess of "+who, r.ChildFds, 0)
+	}
+}
+
+// TestWorkerIsolationAccountEnvironment: HOME, USER and LOGNAME are those
+// of the account the app runs as, here the default account of apps
+// (HEARTH_DEFAULT_USER), not Caddy's.
+func TestWorkerIsolationAccountEnvironment(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching to another account needs root")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	src, err := os.ReadFile(repoPath("tests", "apps", "childprobe.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "childprobe.py"), string(src))
+	os.Chmod(filepath.Join(dir, "childprobe.py"), 0o644)
+	t.Setenv("HEARTH_DEFAULT_USER", "nobody")
+	port := freePort(t)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi childprobe:application {
+		dir %s
+		python {PYTHON}
+		workers 1
+		guard enforce {
+			allow HG-ADMIN-01
+		}
+	}
+}`, port, dir))
+	env := childGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port)).Env
+	if env["USER"] != "nobody" || env["LOGNAME"] != "nobody" || env["HOME"] != nobody.HomeDir {
+		t.Errorf("the app running as nobody has USER=%q LOGNAME=%q HOME=%q, want nobody's (home %s)", env["USER"], env["LOGNAME"], env["HOME"], nobody.HomeDir)
+	}
+}

@@ -1,0 +1,489 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The isolation tests start Caddy the way the unit of `caddy hearth
+// systemd` starts it: the unit is generated, then its User=, Environment=,
+// EnvironmentFile=, capabilities, NoNewPrivileges=, UMask=,
+// RuntimeDirectory= (/run/caddy, mode 0700, on a private /run) and
+// ProtectProc=/ProcSubset= (/proc remounted hidepid=invisible,subset=pid)
+// are applied with unshare and setpriv. The file-system protections
+// (ProtectSystem=, PrivateTmp=, ReadWritePaths=) and the system call filter
+// are left to systemd-analyze.
+
+// caddyUser and appsUser are the accounts of these tests: Caddy's (a
+// system account that exists on Debian) and the apps'.
+const caddyUser, appsUser = "www-data", "nobody"
+
+// unitCaddy is a Caddy started as its unit starts it.
+type unitCaddy struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	log    *lockedBuffer
+	exited chan struct{}
+}
+
+// needUnitRun skips unless the test can switch users and namespaces.
+func needUnitRun(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("running Caddy as its unit does needs root (setpriv, unshare)")
+	}
+	for _, tool := range []string{"setpriv", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	for _, name := range []string{caddyUser, appsUser} {
+		if _, err := user.Lookup(name); err != nil {
+			t.Skipf("no user %s: %v", name, err)
+		}
+	}
+}
+
+// openToAll makes dir and its parents up to the temp directory traversable
+// by every user (t.TempDir makes them 0700).
+func openToAll(t *testing.T, dir string) {
+	t.Helper()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// chownTree gives a tree to a user and the primary group of another.
+func chownTree(t *testing.T, root, name, groupOf string) {
+	t.Helper()
+	u, _ := user.Lookup(name)
+	g, _ := user.Lookup(groupOf)
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(g.Gid)
+	err := filepath.Walk(root, func(path string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// unitFor writes the config and returns the unit `caddy hearth systemd`
+// prints for it, with Caddy's data in dataDir and credentials in envFile.
+func unitFor(t *testing.T, config, dataDir, envFile string) string {
+	t.Helper()
+	return runHearth(t, "systemd", "--config", config, "--adapter", "caddyfile", "--user", caddyUser, "--apps-user", appsUser,
+		"--binary", caddyBinary(t), "--data-dir", dataDir, "--env-file", envFile)
+}
+
+// unitSettings reads a unit's [Service] settings (repeated keys in order).
+func unitSettings(unit string) map[string][]string {
+	out := map[string][]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// unitEnvironment is what Environment= and EnvironmentFile= give Caddy.
+func unitEnvironment(t *testing.T, s map[string][]string) []string {
+	t.Helper()
+	var env []string
+	for _, v := range s["Environment"] {
+		if strings.HasPrefix(v, `"`) {
+			env = append(env, strings.Trim(v, `"`))
+			continue
+		}
+		env = append(env, strings.Fields(v)...)
+	}
+	for _, file := range s["EnvironmentFile"] {
+		f, err := os.Open(strings.TrimPrefix(file, "-"))
+		if err != nil {
+			if strings.HasPrefix(file, "-") {
+				continue
+			}
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+				env = append(env, line)
+			}
+		}
+		f.Close()
+	}
+	return env
+}
+
+// startAsUnit generates the unit for caddyfile and starts Caddy as it
+// does; envFile lines are the unit's EnvironmentFile (mode 0600).
+func startAsUnit(t *testing.T, caddyfile string, envFile map[string]string) (*unitCaddy, string) {
+	t.Helper()
+	needUnitRun(t)
+	dir := t.TempDir()
+	openToAll(t, dir)
+	config := filepath.Join(dir, "Caddyfile")
+	writeFile(t, config, caddyfile)
+	data := filepath.Join(dir, "lib", "caddy")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(data), 0o755)
+	chownTree(t, data, caddyUser, caddyUser)
+	envPath := filepath.Join(dir, "caddy.env")
+	var lines []string
+	for k, v := range envFile {
+		lines = append(lines, k+"="+v)
+	}
+	if err := os.WriteFile(envPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unit := unitFor(t, config, data, envPath)
+	s := unitSettings(unit)
+	u, _ := user.Lookup(s["User"][0])
+	caps := strings.ToLower(strings.ReplaceAll(strings.Join(s["AmbientCapabilities"], " "), "CAP_", ""))
+	capList := "+" + strings.Join(strings.Fields(caps), ",+")
+	bounding := strings.ToLower(strings.ReplaceAll(strings.Join(s["CapabilityBoundingSet"], " "), "CAP_", ""))
+	setpriv := []string{"setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--clear-groups",
+		"--inh-caps=" + capList, "--ambient-caps=" + capList, "--bounding-set=-all,+" + strings.Join(strings.Fields(bounding), ",+")}
+	if s["NoNewPrivileges"][0] == "true" {
+		setpriv = append(setpriv, "--no-new-privs")
+	}
+	proc := "hidepid=" + s["ProtectProc"][0] + ",subset=" + s["ProcSubset"][0]
+	exec0 := strings.Fields(s["ExecStart"][0])
+	script := fmt.Sprintf(`set -e
+mount -t proc -o %s proc /proc
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -m %s /run/%s
+chown %s:%s /run/%s
+umask %s
+exec "$@"`, proc, s["RuntimeDirectoryMode"][0], s["RuntimeDirectory"][0], u.Uid, u.Gid, s["RuntimeDirectory"][0], s["UMask"][0])
+	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh"}, setpriv...)
+	args = append(args, "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin")
+	args = append(args, unitEnvironment(t, s)...)
+	args = append(args, exec0...)
+	c := &unitCaddy{t: t, log: &lockedBuffer{}, exited: make(chan struct{})}
+	c.cmd = exec.Command("unshare", args...)
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(c.stop)
+	waitFor(t, 30*time.Second, "the admin socket", func() bool {
+		select {
+		case <-c.exited:
+			t.Fatalf("caddy exited:\n%s", c.log.String())
+		default:
+		}
+		_, err := os.Stat(c.socket())
+		return err == nil
+	})
+	return c, unit
+}
+
+// socket is the admin socket, seen from outside Caddy's mount namespace.
+func (c *unitCaddy) socket() string {
+	return fmt.Sprintf("/proc/%d/root/run/caddy/admin.sock", c.cmd.Process.Pid)
+}
+
+// admin sends a request to the admin socket.
+func (c *unitCaddy) admin(method, path string) (int, string) {
+	c.t.Helper()
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket())
+		}}}
+	req, _ := http.NewRequest(method, "http://127.0.0.1"+path, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s on the admin socket: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// waitRunning waits until every app's pool runs.
+func (c *unitCaddy) waitRunning(apps int) []appStatus {
+	c.t.Helper()
+	var status struct {
+		Apps []appStatus `json:"apps"`
+	}
+	waitFor(c.t, 90*time.Second, "the apps to run", func() bool {
+		select {
+		case <-c.exited:
+			c.t.Fatalf("caddy exited:\n%s", c.log.String())
+		default:
+		}
+		code, body := c.admin(http.MethodGet, "/hearth/apps")
+		return code == 200 && json.Unmarshal([]byte(body), &status) == nil && len(status.Apps) == apps && allRunning(status.Apps)
+	})
+	return status.Apps
+}
+
+// inCaddyNamespace runs a command in Caddy's mount namespace (where
+// /run/caddy is) as root or, with asUser, as that user.
+func (c *unitCaddy) inCaddyNamespace(asUser string, env []string, args ...string) (string, error) {
+	cmdline := []string{"-t", strconv.Itoa(c.cmd.Process.Pid), "-m", "--"}
+	if asUser != "" {
+		u, _ := user.Lookup(asUser)
+		cmdline = append(cmdline, "setpriv", "--reuid="+u.Uid, "--regid="+u.Gid, "--clear-groups", "--")
+	}
+	cmd := exec.Command("nsenter", append(cmdline, args...)...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=/"}, env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *unitCaddy) stop() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		c.t.Errorf("caddy did not stop within 20s of SIGTERM; killing it")
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	if c.t.Failed() {
+		c.t.Logf("caddy log:\n%s", tail(c.log.String(), 60))
+	}
+}
+
+// probeApp copies the SSRF probe into a directory every user can read.
+func probeApp(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	openToAll(t, dir)
+	src, err := os.ReadFile(repoPath("tests", "apps", "adminprobe.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "adminprobe.py"), string(src))
+	return dir
+}
+
+// probeResult is what tests/apps/adminprobe.py answers.
+type probeResult struct {
+	UID     int                          `json:"uid"`
+	Caps    map[string]string            `json:"caps"`
+	Reached map[string]map[string]string `json:"reached"`
+}
+
+func probe(t *testing.T, url string) probeResult {
+	t.Helper()
+	resp, body := get(t, url)
+	var r probeResult
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &r) != nil {
+		t.Fatalf("the probe answered %d %s", resp.StatusCode, body)
+	}
+	return r
+}
+
+// TestAdminUnreachableFromApps is the SSRF case of issue 14: app code (any
+// view that fetches a URL) tries to read the config and load one through
+// every admin endpoint it can find. Run as its unit runs it, Caddy's
+// admin API is a socket the app's account cannot open, and the app holds
+// no capability.
+func TestAdminUnreachableFromApps(t *testing.T) {
+	needUnitRun(t)
+	port, tcpAdmin := freePort(t), freePort(t)
+	c, _ := startAsUnit(t, fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi adminprobe:application {
+		dir %s
+		python %s
+		workers 1
+		env ADMIN_PROBE_TCP 127.0.0.1:%d
+		env ADMIN_PROBE_UNIX /run/caddy/admin.sock
+	}
+}
+`, port, probeApp(t), pythonPath(), tcpAdmin), nil)
+	apps := c.waitRunning(1)
+	r := probe(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	nobody, _ := user.Lookup(appsUser)
+	if strconv.Itoa(r.UID) != nobody.Uid {
+		t.Errorf("the app runs as uid %d, not %s (HEARTH_DEFAULT_USER)", r.UID, appsUser)
+	}
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapAmb"} {
+		if r.Caps[set] != "0000000000000000" {
+			t.Errorf("the app holds capabilities: %s %s", set, r.Caps[set])
+		}
+	}
+	if len(r.Reached) != 2 {
+		t.Fatalf("the probe tried %d endpoints: %v", len(r.Reached), r.Reached)
+	}
+	for endpoint, tries := range r.Reached {
+		for what, result := range tries {
+			if !strings.HasPrefix(result, "error: ") {
+				t.Errorf("the app reached the admin API: %s on %s answered %q", what, endpoint, result)
+			}
+		}
+	}
+	if unix := r.Reached["unix /run/caddy/admin.sock"]["GET /config/"]; !strings.Contains(unix, "Permission denied") {
+		t.Errorf("the socket refused the app for another reason than its permissions: %q", unix)
+	}
+	// Caddy itself holds only the unit's capabilities, none to pass on
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	for _, want := range []string{"CapInh:\t0000000000000000", "CapAmb:\t0000000000000000", "CapEff:\t00000000000000e0"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("Caddy's capabilities: want %s:\n%s", want, status)
+		}
+	}
+	// with /proc hiding the app's processes, Caddy still reads their memory
+	if len(apps[0].Workers) != 1 || apps[0].Workers[0].RSS == 0 {
+		t.Errorf("no resident memory for the worker under ProtectProc=invisible: %+v", apps[0].Workers)
+	}
+	if strings.Contains(c.log.String(), "HG-ADMIN-01") {
+		t.Errorf("HG-ADMIN-01 reported for the unit's socket:\n%s", c.log.String())
+	}
+}
+
+// TestAdminFindingTCP: with the admin API on TCP, the probe (the positive
+// control of the test above) reaches it, and HG-ADMIN-01 says so: a
+// warning for an app running as Caddy's own user, blocking for one under
+// another `user`, in the log and in `caddy hearth check`.
+func TestAdminFindingTCP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("user nobody needs root")
+	}
+	dir := probeApp(t)
+	port := freePort(t)
+	config := func(options string) string {
+		return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi adminprobe:application {
+		dir %s
+		python {PYTHON}
+		workers 1
+		env ADMIN_PROBE_TCP {ADMIN}
+		%s
+	}
+}`, port, dir, options)
+	}
+	// another user, enforce: refused
+	log := refused(t, config("user nobody"))
+	if !strings.Contains(log, "HG-ADMIN-01") || !strings.Contains(log, "listens on TCP") {
+		t.Errorf("user nobody with a TCP admin API was not refused for HG-ADMIN-01:\n%s", tail(log, 10))
+	}
+	// another user, warn: the app starts and reaches the admin API
+	c := startCaddy(t, config("user nobody\n\t\tguard warn"))
+	r := probe(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	tcp := r.Reached["tcp "+c.admin]
+	if !strings.Contains(tcp["GET /config/"], " 200 ") || !strings.Contains(tcp["POST /load"], " 400 ") {
+		t.Errorf("the probe did not reach a TCP admin API: %v", r.Reached)
+	}
+	if !strings.Contains(c.log.String(), `"id":"HG-ADMIN-01"`) {
+		t.Errorf("no HG-ADMIN-01 warning:\n%s", tail(c.log.String(), 10))
+	}
+	// Caddy's own user: a warning, the app starts
+	c.stop()
+	own := startCaddy(t, config(""))
+	if !strings.Contains(own.log.String(), `"id":"HG-ADMIN-01"`) || !strings.Contains(own.log.String(), "runs as Caddy's own user") {
+		t.Errorf("no HG-ADMIN-01 warning for an app running as Caddy's user:\n%s", tail(own.log.String(), 10))
+	}
+	// caddy hearth check: blocking for user nobody
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, path, "{\n\tadmin 127.0.0.1:2999\n}\n"+strings.NewReplacer("{PYTHON}", pythonPath(), "{ADMIN}", "127.0.0.1:2999").Replace(config("user nobody")))
+	out, err := exec.Command(caddyBinary(t), "hearth", "check", "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "HG-ADMIN-01") || !strings.Contains(string(out), "blocking") {
+		t.Errorf("caddy hearth check (%v) does not block on HG-ADMIN-01:\n%s", err, out)
+	}
+}
+
+// TestHomeserverAsUnit: examples/homeserver, started as the unit generated
+// for it starts Caddy (its user, capabilities, environment file, admin
+// socket, hidden /proc), serves its three services with the apps under
+// their own account; `caddy hearth status` and `caddy reload` find the
+// socket without flags as root and as Caddy's user, and the apps' account
+// cannot use them.
+func TestHomeserverAsUnit(t *testing.T) {
+	needUnitRun(t)
+	ports, _ := homeserverEnv(t)
+	root := os.Getenv("HEARTH_EXAMPLES")
+	openToAll(t, root)
+	chownTree(t, root, appsUser, caddyUser) // the apps write their database and static files, Caddy serves them
+	env := map[string]string{}
+	for _, k := range []string{"HEARTH_EXAMPLES", "HOME_BIND", "HOME_HOST", "ENGWRITE_PORT", "GUESTBOOK_PORT", "SERVICEC_PORT",
+		"DASHBOARD", "DDNS_TSIG_KEY", "DDNS_SERVER", "DDNS_IP_SOURCE_1", "DDNS_IP_SOURCE_2"} {
+		env[k] = os.Getenv(k)
+	}
+	src, err := os.ReadFile(repoPath("examples", "homeserver", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, unit := startAsUnit(t, string(src), env)
+	apps := c.waitRunning(3)
+	nobody, _ := user.Lookup(appsUser)
+	for _, a := range apps {
+		for _, w := range a.Workers {
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.Pid))
+			if !strings.Contains(string(status), "Uid:\t"+nobody.Uid+"\t") || !strings.Contains(string(status), "CapEff:\t0000000000000000") {
+				t.Errorf("%s worker %d does not run as %s without capabilities:\n%s", a.Name, w.Pid, appsUser, status)
+			}
+		}
+	}
+	if resp, body := get(t, fmt.Sprintf("http://localhost:%d/", ports[0])); resp.StatusCode != 200 || !strings.Contains(body, "csrfmiddlewaretoken") {
+		t.Errorf("engwrite: %d %s", resp.StatusCode, truncateString(body, 200))
+	}
+	if resp, _ := get(t, fmt.Sprintf("http://localhost:%d/static/admin/css/base.css", ports[0])); resp.StatusCode != 200 {
+		t.Errorf("engwrite static: %d", resp.StatusCode)
+	}
+	if resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", ports[1])); resp.StatusCode != 200 || !strings.Contains(strings.ToLower(body), "guestbook") {
+		t.Errorf("guestbook: %d %s", resp.StatusCode, truncateString(body, 200))
+	}
+	nodePid(t, fmt.Sprintf("http://127.0.0.1:%d", ports[2]))
+	// the CLI finds the socket (CADDY_ADMIN unset) as root and as Caddy's user
+	for _, as := range []string{"", caddyUser} {
+		out, err := c.inCaddyNamespace(as, nil, caddyBinary(t), "hearth", "status")
+		if err != nil || !strings.Contains(out, "engwrite") || !strings.Contains(out, "servicec") {
+			t.Errorf("caddy hearth status as %q: %v\n%s", as, err, out)
+		}
+	}
+	out, err := c.inCaddyNamespace(appsUser, nil, caddyBinary(t), "hearth", "status")
+	if err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("caddy hearth status as %s: %v\n%s", appsUser, err, out)
+	}
+	var envLines []string
+	for k, v := range env {
+		envLines = append(envLines, k+"="+v)
+	}
+	reload := strings.Fields(unitSettings(unit)["ExecReload"][0])
+	if out, err := c.inCaddyNamespace("", envLines, reload...); err != nil {
+		t.Errorf("%s: %v\n%s", strings.Join(reload, " "), err, out)
+	}
+	c.waitRunning(3)
+	if strings.Contains(c.log.String(), env["DDNS_TSIG_KEY"]) {
+		t.Errorf("the TSIG key from the environment file is in Caddy's log")
+	}
+}
