@@ -64,8 +64,10 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 	if h.Preload {
 		return fmt.Errorf("asgi %s: preload is not available for ASGI apps yet", h.App)
 	}
-	if h.MaxConcurrency < 0 {
-		return fmt.Errorf("asgi %s: max_concurrency must be positive", h.App)
+	if h.MaxConcurrency != 0 {
+		if err := checkCount("max_concurrency", h.MaxConcurrency); err != nil {
+			return fmt.Errorf("asgi %s: %w", h.App, err)
+		}
 	}
 	if h.MaxConcurrency == 0 {
 		h.MaxConcurrency = DefaultMaxConcurrency

@@ -1,14 +1,12 @@
 package python
 
 import (
-	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/dustin/go-humanize"
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/supervisor"
@@ -84,6 +82,10 @@ func (h *WSGI) unmarshal(d *caddyfile.Dispenser, extra func(*caddyfile.Dispenser
 		if err := h.unmarshalOption(d); err != nil {
 			return err
 		}
+	}
+	// the rules between options, with the block's file:line
+	if err := h.PoolConfig.checkFields(); err != nil {
+		return d.Errf("%s %s: %v", h.directive, h.App, err)
 	}
 	return nil
 }
@@ -317,6 +319,9 @@ func parseCount(d *caddyfile.Dispenser, option, s string) (int, error) {
 	if err != nil || n < 1 {
 		return 0, d.Errf("%s must be a whole number of at least 1, got %q", option, s)
 	}
+	if err := checkCount(option, n); err != nil {
+		return 0, d.Err(err.Error())
+	}
 	return n, nil
 }
 
@@ -326,11 +331,11 @@ func size(d *caddyfile.Dispenser, dst *int64) error {
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
-	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > math.MaxInt64 {
-		return d.Errf("%s %q is not a size; write it like 10MB, 512KiB or 1GB", option, s)
+	n, err := parseSize(option, s)
+	if err != nil {
+		return d.Err(err.Error())
 	}
-	*dst = int64(n)
+	*dst = n
 	return nil
 }
 

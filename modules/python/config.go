@@ -5,16 +5,19 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/dustin/go-humanize"
 
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -253,6 +256,15 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	threads := c.Threads
+	if c.kind == "asgi" {
+		threads = 0 // max_concurrency, checked by the asgi handler
+	}
+	check := c
+	check.Threads = threads
+	if err := check.checkFields(); err != nil {
+		return nil, err
+	}
 	s := &poolSpec{
 		App:          appSpec,
 		Name:         c.Name,
@@ -335,6 +347,92 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// countLimits are the largest values count options take: a pool starts
+// all its workers at once, and every thread or event-loop slot holds a
+// channel and its buffers. workers follows the admin API's scale route.
+var countLimits = map[string]int{
+	"workers": 1024, "min_workers": 1024, "max_workers": 1024,
+	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20,
+}
+
+// checkCount is the one rule for a count option set to n (0 means "the
+// default" in JSON and is not passed here): a whole number from 1 to its
+// limit. The Caddyfile parser and JSON provisioning both use it.
+func checkCount(option string, n int) error {
+	if n < 1 {
+		return fmt.Errorf("%s must be a whole number of at least 1, got %d", option, n)
+	}
+	if limit, ok := countLimits[option]; ok && n > limit {
+		hint := "every worker starts at once; a few per CPU core is usual"
+		switch option {
+		case "threads":
+			hint = "each thread holds a channel to Caddy; use more workers instead"
+		case "max_concurrency":
+			hint = "each request or WebSocket a worker runs at once holds a channel to Caddy; use more workers instead"
+		case "max_queue":
+			hint = "requests beyond it get 503 with Retry-After"
+		}
+		return fmt.Errorf("%s %d is more than the %d allowed (%s)", option, n, limit, hint)
+	}
+	return nil
+}
+
+// parseSize reads a size such as 512MiB, 1.5GB or 100000 as a whole
+// number of bytes: the Caddyfile parser's one rule for sizes. A value
+// that is not a whole number of bytes (1.5, or 0.3KB) is refused rather
+// than rounded.
+func parseSize(option, v string) (int64, error) {
+	i := strings.IndexFunc(v, func(r rune) bool { return !(r >= '0' && r <= '9' || r == '.') })
+	number, unit := v, "B"
+	if i >= 0 {
+		number, unit = v[:i], strings.TrimSpace(v[i:])
+	}
+	f, ferr := strconv.ParseFloat(number, 64)
+	mult, uerr := humanize.ParseBytes("1" + unit)
+	if number == "" || ferr != nil || uerr != nil || f <= 0 {
+		return 0, fmt.Errorf("%s %q is not a size; write it like 10MB, 512KiB or 1GB", option, v)
+	}
+	n := f * float64(mult)
+	if n != math.Trunc(n) || n > math.MaxInt64/2 {
+		return 0, fmt.Errorf("%s %q is not a whole number of bytes; write a size like 512MiB or 1.5GiB", option, v)
+	}
+	return int64(n), nil
+}
+
+// checkFields holds the rules between fields that need no file system:
+// the Caddyfile parser runs it at the end of the block (so its errors
+// carry file:line) and resolve runs it for JSON configs.
+func (c PoolConfig) checkFields() error {
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"workers", c.Workers}, {"max_workers", c.MaxWorkers}, {"threads", c.Threads}, {"max_queue", c.MaxQueue}} {
+		if f.n != 0 {
+			if err := checkCount(f.name, f.n); err != nil {
+				return err
+			}
+		}
+	}
+	switch {
+	case c.MaxWorkers > 0 && c.MaxWorkers < c.Workers:
+		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", c.MaxWorkers, c.Workers)
+	case c.MaxRequests < 0 || c.MaxRequestsJitter < 0:
+		return fmt.Errorf("max_requests and max_requests_jitter must be positive")
+	case c.MaxRequestsJitter > 0 && c.MaxRequests == 0:
+		return fmt.Errorf("max_requests_jitter needs max_requests")
+	case c.MaxMemory < 0:
+		return fmt.Errorf("max_memory must be positive")
+	case c.Python != "" && c.Venv != "":
+		return fmt.Errorf("python and venv are both set; use venv alone (it runs the venv's bin/python)")
+	}
+	for i, cmd := range c.BeforeStart {
+		if len(cmd) == 0 || strings.TrimSpace(cmd[0]) == "" {
+			return fmt.Errorf("before_start command %d is empty: it needs a program, like `before_start python manage.py migrate`", i+1)
+		}
+	}
+	return nil
 }
 
 func (s *poolSpec) applyCounts() error {

@@ -59,8 +59,15 @@ func TestResolveErrors(t *testing.T) {
 	}{
 		{"no module", ":app", PoolConfig{Dir: dir}, "not of the form module:callable"},
 		{"a file path", "app.py/x", PoolConfig{Dir: dir}, "not of the form module:callable"},
-		{"negative workers", "a:b", PoolConfig{Dir: dir, Workers: -1}, "workers must be a positive number"},
-		{"negative threads", "a:b", PoolConfig{Dir: dir, Threads: -3}, "threads must be a positive number"},
+		{"negative workers", "a:b", PoolConfig{Dir: dir, Workers: -1}, "workers must be a whole number of at least 1, got -1"},
+		{"negative threads", "a:b", PoolConfig{Dir: dir, Threads: -3}, "threads must be a whole number of at least 1, got -3"},
+		{"too many workers", "a:b", PoolConfig{Dir: dir, Workers: 100000}, "workers 100000 is more than the 1024 allowed"},
+		{"too many max_workers", "a:b", PoolConfig{Dir: dir, Workers: 2, MaxWorkers: 5000}, "max_workers 5000 is more than the 1024 allowed"},
+		{"too many threads", "a:b", PoolConfig{Dir: dir, Threads: 100000}, "threads 100000 is more than the 1024 allowed"},
+		{"max_workers below workers", "a:b", PoolConfig{Dir: dir, Workers: 3, MaxWorkers: 2}, "max_workers (2) is below workers (3)"},
+		{"jitter alone", "a:b", PoolConfig{Dir: dir, MaxRequestsJitter: 5}, "max_requests_jitter needs max_requests"},
+		{"empty before_start", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{}}}, "before_start command 1 is empty"},
+		{"before_start without a program", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{"true"}, {" ", "x"}}}, "before_start command 2 is empty"},
 		{"negative timeout", "a:b", PoolConfig{Dir: dir, QueueTimeout: caddy.Duration(-time.Second)}, "queue_timeout must be a positive duration"},
 		{"unknown pipeline", "a:b", PoolConfig{Dir: dir, Pipeline: "on"}, `pipeline "on" is not one of auto, off`},
 		{"missing dir", "a:b", PoolConfig{Dir: filepath.Join(dir, "nope")}, "set `dir` to the directory holding your app"},
@@ -83,6 +90,37 @@ func TestClosest(t *testing.T) {
 	for in, want := range map[string]string{"wokers": "workers", "thread": "threads", "env_fil": "env_file", "zzzzzz": ""} {
 		if got := closest(in, wsgiOptions); got != want {
 			t.Errorf("closest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{"512MiB", 512 << 20, ""},
+		{"1.5GiB", 3 << 29, ""},
+		{"100000", 100000, ""},
+		{"10MB", 10_000_000, ""},
+		{"1.5", 0, "not a whole number of bytes"},
+		{"0.3KB", 300, ""},
+		{"0.0001KB", 0, "not a whole number of bytes"},
+		{"0", 0, "not a size"},
+		{"-5MB", 0, "not a size"},
+		{"lots", 0, "not a size"},
+		{"5 parsecs", 0, "not a size"},
+	} {
+		got, err := parseSize("max_memory", tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %d, %v; want an error with %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 }
