@@ -26,6 +26,12 @@ test: build
 	go test -run '^$$' -fuzz FuzzReader -fuzztime 10s ./modules/protocol
 	go test -run '^$$' -fuzz FuzzParseResponseHead -fuzztime 10s ./modules/python
 	go test -run '^$$' -fuzz FuzzRequestHead -fuzztime 10s ./modules/python
+	go test -run '^$$' -fuzz '^FuzzWSGIConfig$$' -fuzztime 10s ./modules/python
+	go test -run '^$$' -fuzz '^FuzzASGIConfig$$' -fuzztime 10s ./modules/python
+	go test -run '^$$' -fuzz '^FuzzProcessConfig$$' -fuzztime 10s ./modules/process
+	go test -run '^$$' -fuzz '^FuzzGuardConfig$$' -fuzztime 10s ./modules/guard
+	go test -run '^$$' -fuzz '^FuzzHearthConfig$$' -fuzztime 10s ./modules/hearth
+	go test -run '^$$' -fuzz '^FuzzDDNSConfig$$' -fuzztime 10s ./modules/ddns
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)

@@ -153,6 +153,9 @@ func (u *Upstreams) resolve() (*spec, error) {
 	if len(u.Command) == 0 {
 		return nil, fmt.Errorf("no command; write `dynamic process <program> [<args…>]`")
 	}
+	if strings.TrimSpace(u.Command[0]) == "" {
+		return nil, fmt.Errorf("the command's program is empty; write `dynamic process <program> [<args…>]`")
+	}
 	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath, Socket: u.Socket,
 		StartTimeout: time.Duration(u.StartTimeout), StopTimeout: time.Duration(u.StopTimeout)}
 	if s.Name == "" {

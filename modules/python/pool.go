@@ -225,6 +225,9 @@ func (p *Pool) runBeforeStart() error {
 }
 
 func (p *Pool) runCommand(argv []string) error {
+	if len(argv) == 0 || strings.TrimSpace(argv[0]) == "" { // refused at provision (checkFields); never a panic here
+		return fmt.Errorf("before_start has an empty command: it needs a program, like `before_start python manage.py migrate`")
+	}
 	program := argv[0]
 	if program == "python" || program == "python3" {
 		program = p.spec.Python
