@@ -312,19 +312,23 @@ func refused(t testing.TB, config string) string {
 }
 
 // stop ends caddy gracefully (SIGTERM), then by SIGKILL after 20s.
-func (c *caddyProc) stop() {
+func (c *caddyProc) stop() { stopCaddy(c.t, c.cmd, c.exited) }
+
+// stopCaddy ends the caddy of cmd (exited closes when it has) with
+// SIGTERM, then SIGKILL after 20s.
+func stopCaddy(t testing.TB, cmd *exec.Cmd, exited <-chan struct{}) {
 	select {
-	case <-c.exited:
+	case <-exited:
 		return
 	default:
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-c.exited:
+	case <-exited:
 	case <-time.After(20 * time.Second):
-		c.t.Errorf("caddy did not stop within 20s of SIGTERM; killing it")
-		_ = c.cmd.Process.Kill()
-		<-c.exited
+		t.Errorf("caddy did not stop within 20s of SIGTERM; killing it")
+		_ = cmd.Process.Kill()
+		<-exited
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -261,19 +260,7 @@ func (c *unitCaddy) inCaddyNamespace(asUser string, env []string, args ...string
 }
 
 func (c *unitCaddy) stop() {
-	select {
-	case <-c.exited:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(20 * time.Second):
-		c.t.Errorf("caddy did not stop within 20s of SIGTERM; killing it")
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
+	stopCaddy(c.t, c.cmd, c.exited)
 	if c.t.Failed() {
 		c.t.Logf("caddy log:\n%s", tail(c.log.String(), 60))
 	}

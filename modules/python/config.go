@@ -472,19 +472,12 @@ func (s *poolSpec) applyCounts() error {
 	return nil
 }
 
-// checkRecycling validates the autoscaling and recycling limits.
+// checkRecycling validates what checkFields cannot: max_workers against
+// the defaulted workers (the number of CPUs when unset), and max_lifetime.
 func (s *poolSpec) checkRecycling() error {
 	switch {
-	case s.MaxWorkers < 0:
-		return fmt.Errorf("max_workers must be positive, got %d", s.MaxWorkers)
 	case s.MaxWorkers > 0 && s.MaxWorkers < s.Workers:
 		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", s.MaxWorkers, s.Workers)
-	case s.MaxRequests < 0 || s.Jitter < 0:
-		return fmt.Errorf("max_requests and max_requests_jitter must be positive")
-	case s.Jitter > 0 && s.MaxRequests == 0:
-		return fmt.Errorf("max_requests_jitter needs max_requests")
-	case s.MaxMemory < 0:
-		return fmt.Errorf("max_memory must be positive")
 	case s.MaxLifetime < 0:
 		return fmt.Errorf("max_lifetime must be a positive duration")
 	}
