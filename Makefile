@@ -23,15 +23,15 @@ test: build
 	go vet ./...
 	$(PYTHON) -m unittest discover -s tests/python -t tests/python
 	HEARTH_CADDY=$(CURDIR)/bin/caddy HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
-	go test -run '^$$' -fuzz FuzzReader -fuzztime 10s ./modules/protocol
-	go test -run '^$$' -fuzz FuzzParseResponseHead -fuzztime 10s ./modules/python
-	go test -run '^$$' -fuzz FuzzRequestHead -fuzztime 10s ./modules/python
-	go test -run '^$$' -fuzz '^FuzzWSGIConfig$$' -fuzztime 10s ./modules/python
-	go test -run '^$$' -fuzz '^FuzzASGIConfig$$' -fuzztime 10s ./modules/python
-	go test -run '^$$' -fuzz '^FuzzProcessConfig$$' -fuzztime 10s ./modules/process
-	go test -run '^$$' -fuzz '^FuzzGuardConfig$$' -fuzztime 10s ./modules/guard
-	go test -run '^$$' -fuzz '^FuzzHearthConfig$$' -fuzztime 10s ./modules/hearth
-	go test -run '^$$' -fuzz '^FuzzDDNSConfig$$' -fuzztime 10s ./modules/ddns
+	tests/fuzz.sh FuzzReader ./modules/protocol
+	tests/fuzz.sh FuzzParseResponseHead ./modules/python
+	tests/fuzz.sh FuzzRequestHead ./modules/python
+	tests/fuzz.sh FuzzWSGIConfig ./modules/python
+	tests/fuzz.sh FuzzASGIConfig ./modules/python
+	tests/fuzz.sh FuzzProcessConfig ./modules/process
+	tests/fuzz.sh FuzzGuardConfig ./modules/guard
+	tests/fuzz.sh FuzzHearthConfig ./modules/hearth
+	tests/fuzz.sh FuzzDDNSConfig ./modules/ddns
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)
