@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -335,15 +336,23 @@ func stopCaddy(t testing.TB, cmd *exec.Cmd, exited <-chan struct{}) {
 // cleanup stops caddy and fails the test if any worker it ever showed is
 // still alive (and then kills it, by pid).
 func (c *caddyProc) cleanup() {
+	var below []int
 	select {
 	case <-c.exited:
 	default:
 		_, _ = c.apps() // remember the last workers
+		below = descendants(c.cmd.Process.Pid)
 	}
 	c.stop()
 	for pid := range c.seenPID {
 		if !waitGone(pid, 10*time.Second) {
 			c.t.Errorf("worker %d outlived caddy; killing it", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	for _, pid := range below { // the keeper, and whatever else Caddy started
+		if !waitGone(pid, 10*time.Second) {
+			c.t.Errorf("process %d (%s) outlived caddy; killing it", pid, cmdline(pid))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
@@ -362,6 +371,41 @@ func alive(pid int) bool {
 	}
 	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
 	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// descendants lists every process below pid (children first).
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		if len(fields) > 1 {
+			pp, _ := strconv.Atoi(fields[1])
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// cmdline is a process's command line, for messages.
+func cmdline(pid int) string {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.TrimSpace(strings.ReplaceAll(string(data), "\x00", " "))
 }
 
 // waitGone waits until pid no longer runs.

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 func init() {
@@ -186,7 +187,10 @@ func (a *App) Start() error {
 	current.Store(a)
 	hearth.SetDDNSNames(a.names)
 	hearth.SetDDNSStatus(func() any { return a.status() })
-	go a.run(ctx)
+	go func() {
+		defer close(a.done)
+		panics.Keep(a.logger, "keeping DNS records up to date", ctx.Done(), func() { a.run(ctx) })
+	}()
 	return nil
 }
 
@@ -226,7 +230,6 @@ func (a *App) configFingerprint() string {
 }
 
 func (a *App) run(ctx context.Context) {
-	defer close(a.done)
 	interval := time.Duration(a.Interval)
 	delay, checks := a.state.resume(a.fingerprint, interval)
 	for {

@@ -14,6 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 func init() {
@@ -102,12 +104,13 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 }
 
 // ServeHTTP guards the request and its response.
-func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	defer panics.Recover(g.logger, "guarding "+r.Method+" "+r.URL.Path, &err) // a 500 for this request only
 	if err := g.Check(r); err != nil {
 		return err
 	}
 	gw := g.wrap(w, r)
-	err := next.ServeHTTP(gw, r)
+	err = next.ServeHTTP(gw, r)
 	if ferr := gw.finish(); ferr != nil && err == nil {
 		err = ferr
 	}

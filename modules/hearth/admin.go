@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 func init() {
@@ -31,7 +33,7 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 // Routes returns the admin routes.
 func (a adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
-		{Pattern: "/hearth/", Handler: caddy.AdminHandlerFunc(a.serve)},
+		{Pattern: "/hearth/", Handler: caddy.AdminHandlerFunc(a.serveRecovered)},
 	}
 }
 
@@ -53,6 +55,13 @@ func newAppsStatus() appsStatus {
 	status.CaddyCPUs, status.CPUs = cpuStatus()
 	status.CaddyGCPercent = gcStatus()
 	return status
+}
+
+// serveRecovered is serve with a panic turned into a 500 for that request
+// (logged with its stack), never a dead Caddy.
+func (a adminAPI) serveRecovered(w http.ResponseWriter, r *http.Request) (err error) {
+	defer panics.Recover(caddy.Log().Named("admin.api.hearth"), "answering "+r.Method+" "+r.URL.Path, &err)
+	return a.serve(w, r)
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {

@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 func init() {
@@ -199,19 +201,7 @@ func (a *App) Start() error {
 		}
 		a.dashboard = d
 	}
-	errs := make([]error, len(used))
-	var wg sync.WaitGroup
-	for i, p := range used {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.Start(); err != nil {
-				errs[i] = fmt.Errorf("app %q: %w", p.Name(), err)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := startPools(used, a.logger); err != nil {
 		if a.dashboard != nil {
 			a.dashboard.stop()
 		}
@@ -221,6 +211,25 @@ func (a *App) Start() error {
 	applyCaddyGCFloor(a.CaddyGCFloor, len(used), a.logger)
 	a.started = true
 	return nil
+}
+
+// startPools starts pools in parallel and joins their errors; a panic in
+// a pool's Start is that pool's error (logged with its stack): the config
+// is refused, Caddy and its running config stay.
+func startPools(pools []Pool, logger *zap.Logger) error {
+	errs := make([]error, len(pools))
+	var wg sync.WaitGroup
+	for i, p := range pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := panics.Call(logger, fmt.Sprintf("starting app %q", p.Name()), p.Start); err != nil {
+				errs[i] = fmt.Errorf("app %q: %w", p.Name(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // tellSites tells each pool of this config where it is served, before it

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 //go:embed dashboard.html
@@ -68,7 +70,7 @@ func startDashboard(ctx caddy.Context, address string, hosts []string, logger *z
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.page)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) { _ = writeJSON(w, d.data()) })
-	d.server = &http.Server{Handler: checkHost(dashboardHosts(host, hosts), mux), ReadHeaderTimeout: 10 * time.Second}
+	d.server = &http.Server{Handler: recovered(logger, checkHost(dashboardHosts(host, hosts), mux)), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := d.server.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			logger.Error("dashboard stopped", zap.Error(err))
@@ -76,6 +78,20 @@ func startDashboard(ctx caddy.Context, address string, hosts []string, logger *z
 	}()
 	logger.Info("dashboard serving", zap.String("address", d.listener.Addr().String()))
 	return d, nil
+}
+
+// recovered answers 500 for a request whose handler panicked (logged with
+// its stack) instead of net/http's dropped connection.
+func recovered(logger *zap.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := panics.Call(logger, "serving the dashboard's "+r.URL.Path, func() error {
+			h.ServeHTTP(w, r)
+			return nil
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
 }
 
 // dashboardHosts is the set of names the dashboard answers to: the

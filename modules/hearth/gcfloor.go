@@ -10,6 +10,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 // CaddyGCFloor settings. A size (like 64MiB) is also accepted.
@@ -104,7 +106,8 @@ func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) {
 		gcFloor.percent = gcFloor.baseline
 		gcFloor.stop = make(chan struct{})
 		gcFloor.tuning = true
-		go tuneGC(gcFloor.stop)
+		stop := gcFloor.stop
+		panics.Go(logger, "tuning the GC floor", func() { tuneGC(stop) })
 	}
 	gcFloor.floor = floor
 	retuneGCLocked()

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/safedir"
 )
 
@@ -122,10 +123,10 @@ func unlockPool(key string) {
 		instanceMu.Unlock()
 	}
 	if s, ok := p.(interface{ Stopped() <-chan struct{} }); ok {
-		go func() {
+		panics.Go(caddy.Log().Named("hearth"), "releasing an instance lock", func() {
 			<-s.Stopped() // its workers may serve a while yet (drain)
 			release()
-		}()
+		})
 		return
 	}
 	release()

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -70,7 +71,7 @@ func (g *Group) Running() bool {
 
 // Start launches the instances and waits until all are ready.
 func (g *Group) Start() error {
-	g.startOnce.Do(func() { g.startErr = g.start() })
+	g.startOnce.Do(func() { g.startErr = panics.Call(g.logger, "starting the process upstream", g.start) })
 	return g.startErr
 }
 
@@ -112,7 +113,8 @@ func (g *Group) start() error {
 
 // launch starts one instance on a free loopback port (or a fresh unix
 // socket) and waits until it is ready.
-func (g *Group) launch() (*instance, error) {
+func (g *Group) launch() (_ *instance, err error) {
+	defer panics.Recover(g.logger, "starting a process", &err)
 	var network, address, env string
 	var repl *strings.Replacer
 	if g.spec.Socket {
@@ -229,45 +231,62 @@ func hostOf(in *instance) string {
 func (g *Group) keepSeat(i int) {
 	defer g.seats.Done()
 	backoff := supervisor.DefaultBackoff()
-	for {
-		g.mu.Lock()
-		in := g.instances[i]
-		g.mu.Unlock()
-		select {
-		case <-g.ctx.Done():
-			return
-		case <-in.proc.Done():
-		}
-		lived := time.Since(in.proc.StartedAt())
-		g.mu.Lock()
-		g.instances[i] = nil
-		g.restarts["crash"]++
-		g.publishLocked()
-		g.mu.Unlock()
-		g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
-		delay := backoff.Failed(lived)
+	// a panic in one turn is logged and the seat goes on (an empty seat
+	// is filled first)
+	panics.Keep(g.logger, "supervising a process", g.ctx.Done(), func() {
 		for {
-			t := time.NewTimer(delay)
-			select {
-			case <-g.ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			next, err := g.launch()
-			if err == nil {
+			g.mu.Lock()
+			in := g.instances[i]
+			g.mu.Unlock()
+			var delay time.Duration
+			if in == nil {
+				delay = backoff.Failed(0)
+			} else {
+				select {
+				case <-g.ctx.Done():
+					return
+				case <-in.proc.Done():
+				}
+				lived := time.Since(in.proc.StartedAt())
 				g.mu.Lock()
-				g.instances[i] = next
+				g.instances[i] = nil
+				g.restarts["crash"]++
 				g.publishLocked()
 				g.mu.Unlock()
-				break
+				g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
+				delay = backoff.Failed(lived)
 			}
-			delay = backoff.Failed(0)
-			g.mu.Lock()
-			g.lastError = err.Error()
-			g.mu.Unlock()
-			g.logger.Error("replacement failed to start", zap.Error(err), zap.Duration("retry_in", delay))
+			if !g.refill(i, delay, &backoff) {
+				return
+			}
 		}
+	})
+}
+
+// refill launches a process into the empty seat i after delay, retrying
+// with backoff until one starts (true) or the group stops (false).
+func (g *Group) refill(i int, delay time.Duration, backoff *supervisor.Backoff) bool {
+	for {
+		t := time.NewTimer(delay)
+		select {
+		case <-g.ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		next, err := g.launch()
+		if err == nil {
+			g.mu.Lock()
+			g.instances[i] = next
+			g.publishLocked()
+			g.mu.Unlock()
+			return true
+		}
+		delay = backoff.Failed(0)
+		g.mu.Lock()
+		g.lastError = err.Error()
+		g.mu.Unlock()
+		g.logger.Error("replacement failed to start", zap.Error(err), zap.Duration("retry_in", delay))
 	}
 }
 
@@ -292,7 +311,7 @@ func (g *Group) Destruct() error {
 	if caddy.Exiting() {
 		g.stop()
 	} else {
-		go g.stop()
+		panics.Go(g.logger, "stopping the process upstream", g.stop)
 	}
 	return nil
 }
@@ -314,13 +333,13 @@ func (g *Group) stop() {
 			continue
 		}
 		wg.Add(1)
-		go func() {
+		panics.Go(g.logger, "stopping a process", func() {
 			defer wg.Done()
 			in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
 			if in.network == "unix" {
 				_ = os.Remove(in.addr)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	g.logger.Info("process upstream stopped")

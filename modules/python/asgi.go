@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 func init() {
@@ -79,7 +80,8 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 }
 
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
-func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	defer panics.Recover(h.logger, "serving "+r.Method+" "+r.URL.Path, &err) // a 500 for this request only
 	if guard.IsWebSocket(r) {
 		// the guard judges the opening (host, path) like any request; its
 		// answer is a protocol switch, which the guard does not wrap

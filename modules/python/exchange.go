@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
@@ -115,7 +116,9 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 		}
 		if body.file != nil {
 			bodySent = make(chan error, 1)
-			go func() { bodySent <- writeBodyFrames(s, sid, body.reader()) }()
+			go func() {
+				bodySent <- panics.Call(p.logger, "sending a request body to a worker", func() error { return writeBodyFrames(s, sid, body.reader()) })
+			}()
 		}
 	}
 	h, payload, err := s.frames.Next()
@@ -275,7 +278,11 @@ func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, fi
 	sp := newSpool(streamMemLimit)
 	_, _ = sp.Write(first)
 	go func() {
-		err := p.pump(s, sid, sp)
+		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp) })
+		if _, ok := err.(*panics.Error); ok { // the channel's state is unknown: treated as broken
+			sp.CloseWithError(p.broken(s, err))
+			return
+		}
 		if errors.Is(err, errWorkerBroken) {
 			sp.CloseWithError(err)
 			return
@@ -373,7 +380,7 @@ func (p *Pool) broken(s *slot, err error) error {
 		p.logger.Error("request timed out; dumping the worker's Python stack and terminating it",
 			zap.Int("pid", w.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
 		p.discard(s, "timeout", false)
-		go terminateHung(w)
+		panics.Go(p.logger, "terminating a hung worker", func() { terminateHung(w) })
 		return caddyhttp.Error(http.StatusGatewayTimeout, fmt.Errorf("app %s: request to %s ran longer than its timeout: %w", p.spec.Name, path, errWorkerBroken))
 	}
 	p.logger.Error("worker channel broken; killing the worker", zap.Int("pid", w.proc.Pid()), zap.Error(err))

@@ -19,7 +19,6 @@ const monitorInterval = time.Second
 
 // monitor runs the pool's periodic duties until the pool stops.
 func (p *Pool) monitor() {
-	defer p.seats.Done()
 	ticker := time.NewTicker(monitorInterval)
 	defer ticker.Stop()
 	var watched fileState

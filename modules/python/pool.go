@@ -1,15 +1,12 @@
 package python
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -113,7 +111,7 @@ func (p *Pool) AppDir() string { return p.spec.Dir }
 // are ready. It runs once; later calls return the first result.
 func (p *Pool) Start() error {
 	p.startOnce.Do(func() {
-		p.startErr = p.start()
+		p.startErr = panics.Call(p.logger, "starting the pool", p.start)
 		if p.startErr != nil {
 			p.mu.Lock()
 			p.state, p.lastError = "failed", p.startErr.Error()
@@ -168,7 +166,7 @@ func (p *Pool) start() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			workers[i], errs[i] = p.spawnWorker()
+			workers[i], errs[i] = p.spawnWorker() // a panic in it is its error
 		}()
 	}
 	wg.Wait()
@@ -200,7 +198,10 @@ func (p *Pool) start() error {
 		go p.keepSeat(w)
 	}
 	p.seats.Add(1)
-	go p.monitor()
+	go func() {
+		defer p.seats.Done()
+		panics.Keep(p.logger, "watching the pool (memory, idle workers, watched files)", p.ctx.Done(), p.monitor)
+	}()
 	p.logger.Info("worker pool ready", zap.Int("workers", len(workers)), zap.Int("threads", p.spec.Threads))
 	return nil
 }
@@ -234,23 +235,19 @@ func (p *Pool) runCommand(argv []string) error {
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, beforeStartTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, program, argv[1:]...)
-	cmd.Dir = p.spec.Dir
-	cmd.Env = append(append([]string(nil), p.spec.Env...), p.autoEnv...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.spec.credential}
-	var out bytes.Buffer // stdout and stderr, as CombinedOutput
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := supervisor.StartCmd(cmd, p.spec.Umask)
-	if err == nil {
-		err = cmd.Wait()
-	}
-	if ctx.Err() == context.DeadlineExceeded {
+	out, err := supervisor.Run(ctx, supervisor.Command{
+		Path: program, Args: argv[1:], Dir: p.spec.Dir,
+		Env:        append(append([]string(nil), p.spec.Env...), p.autoEnv...),
+		Credential: p.spec.credential,
+		Umask:      p.spec.Umask,
+	}, p.logger)
+	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("still running after %s", beforeStartTimeout)
 	}
 	if err != nil {
-		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(out.String(), "\n"))
+		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
 	}
-	p.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", out.String()))
+	p.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", string(out)))
 	return nil
 }
 
@@ -271,7 +268,7 @@ func (p *Pool) Destruct() error {
 	if caddy.Exiting() {
 		p.drainAndStop()
 	} else {
-		go p.drainAndStop()
+		panics.Go(p.logger, "stopping the pool", p.drainAndStop)
 	}
 	return nil
 }
@@ -302,10 +299,10 @@ func (p *Pool) drainAndStop() {
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Add(1)
-		go func() {
+		panics.Go(p.logger, "stopping a worker", func() {
 			defer wg.Done()
 			w.stop(10 * time.Second)
-		}()
+		})
 	}
 	wg.Wait()
 	if p.template != nil {

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -119,33 +120,36 @@ func (p *Pool) keepSeat(w *worker) {
 		p.mu.Unlock()
 	}()
 	backoff := supervisor.DefaultBackoff()
-	for {
-		lifetime := p.lifetimeTimer(w)
-		select {
-		case <-p.ctx.Done():
-			lifetime.Stop()
-			return
-		case <-st.leave:
-			lifetime.Stop()
-			p.mu.Lock()
-			p.retireLocked(w, "scale", true)
-			p.mu.Unlock()
-			return
-		case req := <-st.recycle:
-			lifetime.Stop()
-			if req.worker != nil && req.worker != w {
-				continue // about a worker that already left
-			}
-			w = p.recycleWorker(w, req)
-		case <-lifetime.C:
-			w = p.recycleWorker(w, recycleRequest{reason: "lifetime"})
-		case <-w.proc.Done():
-			lifetime.Stop()
-			if w = p.replaceExited(w, &backoff); w == nil {
+	// a panic in one turn is logged and the seat goes on with its worker
+	panics.Keep(p.logger, "supervising a worker", p.ctx.Done(), func() {
+		for {
+			lifetime := p.lifetimeTimer(w)
+			select {
+			case <-p.ctx.Done():
+				lifetime.Stop()
 				return
+			case <-st.leave:
+				lifetime.Stop()
+				p.mu.Lock()
+				p.retireLocked(w, "scale", true)
+				p.mu.Unlock()
+				return
+			case req := <-st.recycle:
+				lifetime.Stop()
+				if req.worker != nil && req.worker != w {
+					continue // about a worker that already left
+				}
+				w = p.recycleWorker(w, req)
+			case <-lifetime.C:
+				w = p.recycleWorker(w, recycleRequest{reason: "lifetime"})
+			case <-w.proc.Done():
+				lifetime.Stop()
+				if w = p.replaceExited(w, &backoff); w == nil {
+					return
+				}
 			}
 		}
-	}
+	})
 }
 
 // lifetimeTimer fires when w reaches max_lifetime (plus up to 10% jitter,
@@ -308,12 +312,12 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 		return
 	}
 	p.retiring = append(p.retiring, w)
-	go func() {
+	panics.Go(p.logger, "retiring a worker", func() {
 		<-w.proc.Done()
 		p.mu.Lock()
 		p.retiring = without(p.retiring, w)
 		p.mu.Unlock()
-	}()
+	})
 	if w.busy == 0 {
 		w.finishDrain()
 	}
@@ -344,7 +348,17 @@ func (p *Pool) addSeatLocked(started func(*worker)) {
 	st := p.newSeatLocked()
 	p.growing++
 	p.seats.Add(1)
-	go func() {
+	panics.Go(p.logger, "adding a worker", func() {
+		supervised := false
+		defer func() { // also after a panic: the seat is not left counted
+			if !supervised {
+				p.mu.Lock()
+				st.leaveLocked()
+				p.seatList = without(p.seatList, st)
+				p.mu.Unlock()
+				p.seats.Done()
+			}
+		}()
 		w, err := p.spawnWorker()
 		p.mu.Lock()
 		p.growing--
@@ -353,21 +367,17 @@ func (p *Pool) addSeatLocked(started func(*worker)) {
 			w.seat = st
 		}
 		if err != nil || !p.adopt(w, nil, "") {
-			p.mu.Lock()
-			st.leaveLocked()
-			p.seatList = without(p.seatList, st)
-			p.mu.Unlock()
-			p.seats.Done()
 			if err != nil {
 				p.logger.Error("could not add a worker", zap.Error(err))
 			}
 			return
 		}
 		if started != nil {
-			started(w)
+			_ = panics.Call(p.logger, "announcing a new worker", func() error { started(w); return nil })
 		}
+		supervised = true
 		p.keepSeat(w)
-	}()
+	})
 }
 
 // without returns list without the element x (compared by identity).

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
@@ -83,7 +84,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 			p.logger.Error("the app accepted a WebSocket with a subprotocol the client did not offer; refusing the opening",
 				zap.String("path", r.URL.Path), zap.String("subprotocol", quoteName(payload)))
 			p.sendClose(s, sid, 1006, "")
-			go p.drainToEnd(s, sid) // the client's answer does not wait for the app to stop
+			panics.Go(p.logger, "ending a refused WebSocket", func() { p.drainToEnd(s, sid) }) // the client's answer does not wait for the app to stop
 			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.spec.Name))
 		}
 	default:
@@ -92,16 +93,16 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	conn, err := acceptWebSocket(w, r, string(payload))
 	if err != nil {
 		p.sendClose(s, sid, 1006, "")
-		go p.drainToEnd(s, sid)
+		panics.Go(p.logger, "ending a WebSocket", func() { p.drainToEnd(s, sid) })
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clientDone := make(chan struct{})
-	go func() {
+	panics.Go(p.logger, "relaying a WebSocket to the app", func() {
 		defer close(clientDone)
 		p.clientToWorker(ctx, conn, s, sid)
-	}()
+	})
 	p.workerToClient(ctx, conn, s, sid, clientDone)
 	return nil
 }

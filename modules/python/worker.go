@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -72,7 +73,8 @@ func (e *startupError) Error() string {
 // spawnWorker launches one worker process (or, with preload, has the
 // template fork one) and waits until it has the app loaded and has greeted
 // every slot.
-func (p *Pool) spawnWorker() (*worker, error) {
+func (p *Pool) spawnWorker() (_ *worker, err error) {
+	defer panics.Recover(p.logger, "starting a worker", &err)
 	local := make([]net.Conn, 0, p.spec.Threads)
 	remote := make([]*os.File, 0, p.spec.Threads)
 	defer func() {
@@ -92,7 +94,6 @@ func (p *Pool) spawnWorker() (*worker, error) {
 		remote = append(remote, peer)
 	}
 	var proc *supervisor.Process
-	var err error
 	if p.spec.Preload {
 		proc, err = p.forkWorker(remote)
 	} else {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 )
 
 func init() {
@@ -133,7 +134,8 @@ func (h *WSGI) Cleanup() error {
 }
 
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
-func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) (err error) {
+	defer panics.Recover(h.logger, "serving "+r.Method+" "+r.URL.Path, &err) // a 500 for this request only
 	if h.guard != nil {
 		return h.guard.ServeHTTP(w, r, caddyhttp.HandlerFunc(h.serve))
 	}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Capabilities. Caddy run by the unit `caddy hearth systemd` writes is a
@@ -149,4 +152,39 @@ func readAs(path string, cred *syscall.Credential) ([]byte, error) {
 	}()
 	r := <-done
 	return r.data, r.err
+}
+
+// raiseAmbientCaps makes those of caps that the calling thread holds
+// ambient on it, so that a program it executes receives them (the keeper).
+// Root needs none: its capabilities survive execve anyway. Only the
+// calling thread changes; the caller ends it afterwards.
+func raiseAmbientCaps(caps ...int) error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	hdr := capHeader{version: capVersion}
+	var data [2]capData
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPGET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("reading capabilities: %w", e)
+	}
+	var held []int
+	for _, c := range caps {
+		if data[0].permitted&(1<<c) != 0 {
+			held = append(held, c)
+			data[0].inheritable |= 1 << c
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	hdr.pid = 0 // this thread
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("passing capabilities %v to the process keeper: capset: %w", held, e)
+	}
+	for _, c := range held {
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c), 0, 0); err != nil {
+			return fmt.Errorf("passing capability %d to the process keeper: %w", c, err)
+		}
+	}
+	return nil
 }

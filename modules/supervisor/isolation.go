@@ -3,10 +3,7 @@ package supervisor
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,81 +38,13 @@ func ParseUmask(s string) (uint32, error) {
 // FormatUmask writes a mask as four octal digits ("0027").
 func FormatUmask(mask uint32) string { return fmt.Sprintf("%04o", mask) }
 
-// The umask of a child. A child starts with the umask of the thread that
-// forked it, and Go's exec has no way to set another one in the child;
-// the umask belongs to the process (all of Caddy's threads share it), so
-// changing it around a fork would change it for every file Caddy creates
-// meanwhile. Instead every child is started from one spawner thread that
-// has its own filesystem attributes (unshare(CLONE_FS): cwd, root and
-// umask no longer shared with Caddy's other threads; Caddy never changes
-// its cwd, and every child Hearth starts has its own Dir anyway) and sets
-// the child's umask on itself just before the fork. The spawner goroutine is locked
-// to that thread and never exits, so the thread lives as long as Caddy:
-// Pdeathsig, which fires when the thread that forked a child ends, still
-// means "when Caddy dies", and the Go runtime creates no threads from a
-// locked one (they would inherit its attributes). This works the same for
-// every kind of child (workers, the template, the check, before_start,
-// process upstreams), costs nothing at exec, and needs no shell.
-
-type spawnRequest struct {
-	cmd   *exec.Cmd
-	umask uint32
-	done  chan error
-}
-
-var (
-	spawnRequests = make(chan spawnRequest)
-	spawnerOnce   sync.Once
-)
+// The umask of a child is set by the keeper (keeper.go), which forks every
+// child from a thread of its own and changes nothing of Caddy's: the
+// umask belongs to a process, so setting it in Caddy around a fork would
+// change it for every file Caddy creates meanwhile.
 
 func init() {
 	markInheritedCloseOnExec()
-}
-
-func spawner() {
-	runtime.LockOSThread() // for good: the thread's umask is its own
-	if unix.Gettid() == unix.Getpid() {
-		// Caddy's main thread, whose umask /proc/<pid>/status shows as
-		// Caddy's: spawn from another thread. While this goroutine holds
-		// the main thread, the new one cannot be given it.
-		moved := make(chan struct{})
-		go func() {
-			runtime.LockOSThread()
-			close(moved)
-			serveSpawns()
-		}()
-		<-moved
-		runtime.UnlockOSThread()
-		return
-	}
-	serveSpawns()
-}
-
-func serveSpawns() {
-	err := unix.Unshare(unix.CLONE_FS)
-	if err != nil {
-		err = fmt.Errorf("giving child processes their own umask: unshare(CLONE_FS): %w (a seccomp filter must allow unshare without namespace flags)", err)
-	}
-	for r := range spawnRequests {
-		if err != nil {
-			r.done <- err
-			continue
-		}
-		unix.Umask(int(r.umask))
-		r.done <- r.cmd.Start()
-	}
-}
-
-// StartCmd starts cmd (cmd.Start) with umask as its file mode creation
-// mask; 0 means DefaultUmask. Every child Hearth launches goes through it.
-func StartCmd(cmd *exec.Cmd, umask uint32) error {
-	if umask == 0 {
-		umask = DefaultUmask
-	}
-	spawnerOnce.Do(func() { go spawner() })
-	done := make(chan error, 1)
-	spawnRequests <- spawnRequest{cmd: cmd, umask: umask, done: done}
-	return <-done
 }
 
 // markInheritedCloseOnExec marks every file descriptor above 2 close-on-

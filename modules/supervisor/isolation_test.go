@@ -1,13 +1,15 @@
 package supervisor
 
 import (
+	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,20 +56,14 @@ func TestParseUmask(t *testing.T) {
 // childUmask runs a shell that prints its umask, started with mask.
 func childUmask(t *testing.T, mask uint32) string {
 	t.Helper()
-	cmd := exec.Command("/bin/sh", "-c", "umask")
-	var out strings.Builder
-	cmd.Stdout = &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := StartCmd(cmd, mask); err != nil {
+	out, err := Run(context.Background(), Command{Path: "/bin/sh", Args: []string{"-c", "umask"}, Umask: mask}, zap.NewNop())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(out.String())
+	return strings.TrimSpace(string(out))
 }
 
-func TestStartCmdUmask(t *testing.T) {
+func TestChildUmask(t *testing.T) {
 	old := syscall.Umask(0o022)
 	defer syscall.Umask(old)
 	for _, tc := range []struct {
@@ -118,21 +114,21 @@ func TestInheritedDescriptorsNotPassedOn(t *testing.T) {
 		t.Errorf("the descriptor is no longer usable: %v", err)
 	}
 	// a child started like Hearth's has 0-2 and its ExtraFiles only
+	core, logs := observer.New(zap.InfoLevel)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cmd := exec.Command("/bin/sh", "-c", "ls /proc/$$/fd")
-	var out strings.Builder
-	cmd.Stdout = &out
-	cmd.ExtraFiles = []*os.File{w}
-	if err := StartCmd(cmd, 0); err != nil {
+	p, err := Start(Command{Path: "/bin/sh", Args: []string{"-c", "ls /proc/$$/fd"}, ExtraFiles: []*os.File{w}}, zap.New(core))
+	w.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
-	if err := cmd.Wait(); err != nil {
-		t.Fatal(err)
+	<-p.Done()
+	var out strings.Builder
+	for _, e := range logs.FilterField(zap.String("stream", "stdout")).All() {
+		out.WriteString(e.Message + " ")
 	}
 	fds := strings.Fields(out.String())
 	want := []string{"0", "1", "2", "3"}

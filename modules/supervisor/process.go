@@ -1,6 +1,7 @@
 // Package supervisor starts, watches and stops child processes for Hearth:
-// every child runs in its own process group, is killed by the kernel when
-// Caddy dies (even on SIGKILL), has its stdout and stderr forwarded line by
+// every child runs in its own process group, is ended with everything it
+// started when Caddy dies (even on SIGKILL: see keeper.go), has its
+// stdout and stderr forwarded line by
 // line into Caddy's structured log, and is stopped with a signal followed by
 // SIGKILL after a grace period. Restart policy (Backoff) lives here too, so
 // every kind of pool supervises its processes the same way.
@@ -8,11 +9,12 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
 	"syscall"
 	"time"
@@ -34,7 +36,7 @@ type Command struct {
 	// copies after Start returns.
 	ExtraFiles []*os.File
 	// Credential, if set, runs the child as another user (Caddy must be
-	// root); the parent-death signal is set after the switch.
+	// root or hold CAP_SETUID and CAP_SETGID).
 	Credential *syscall.Credential
 	// Umask is the child's file mode creation mask; 0 is DefaultUmask.
 	Umask uint32
@@ -51,27 +53,15 @@ type Process struct {
 	adopted bool
 }
 
-// Start launches cmd in its own process group with a parent-death signal,
-// forwarding its output to logger (fields "pid" and "stream" are added).
+// Start launches c through the keeper (see keeper.go), in its own process
+// group, forwarding its output to logger (fields "pid" and "stream" are
+// added).
 func Start(c Command, logger *zap.Logger) (*Process, error) {
-	if capsErr != nil {
-		return nil, capsErr
-	}
-	cmd := exec.Command(c.Path, c.Args...)
-	cmd.Dir = c.Dir
-	cmd.Env = c.Env
-	cmd.ExtraFiles = c.ExtraFiles
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,            // its own group: signals reach it and its children only
-		Pdeathsig:  syscall.SIGKILL, // dies with Caddy, even when Caddy is SIGKILLed
-		Credential: c.Credential,
-	}
 	stdout, stderr, err := OutputPipes()
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = stdout.Write, stderr.Write
-	err = StartCmd(cmd, c.Umask)
+	pid, end, err := spawn(c, stdout.Write, stderr.Write, logger)
 	stdout.Write.Close()
 	stderr.Write.Close()
 	if err != nil {
@@ -79,13 +69,59 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 		stderr.Read.Close()
 		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
 	}
-	p := &Process{pid: cmd.Process.Pid, started: time.Now(), done: make(chan struct{})}
+	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{})}
 	if c.Credential != nil {
 		childCreds.Store(p.pid, c.Credential)
 	}
-	p.watch(logger, stdout.Read, stderr.Read, func() { p.exitErr = cmd.Wait() })
+	p.watch(logger, stdout.Read, stderr.Read, func() { p.exitErr = endError(<-end) })
 	return p, nil
 }
+
+// Run runs c to its end and returns what it wrote to stdout and stderr
+// (interleaved, at most maxRunOutput bytes; the rest is dropped). When ctx
+// ends first, c's whole process group is killed and ctx's error returned.
+// A descendant that keeps the output open delays the return by at most
+// outputDrain. logger receives what concerns the keeper.
+func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	pid, end, err := spawn(c, w, w, logger)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
+	}
+	var out bytes.Buffer
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		_, _ = io.Copy(&out, io.LimitReader(r, maxRunOutput))
+		_, _ = io.Copy(io.Discard, r)
+	}()
+	var result keeperReply
+	select {
+	case result = <-end:
+	case <-ctx.Done():
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-end
+		result.Status = -2
+	}
+	select {
+	case <-read:
+	case <-time.After(outputDrain):
+	}
+	r.Close()
+	<-read
+	if result.Status == -2 {
+		return out.Bytes(), ctx.Err()
+	}
+	return out.Bytes(), endError(result)
+}
+
+// maxRunOutput bounds the output Run keeps.
+const maxRunOutput = 1 << 20
 
 // Pipe is an output pipe for a child process.
 type Pipe struct{ Read, Write *os.File }

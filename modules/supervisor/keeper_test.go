@@ -1,0 +1,286 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// parentModeEnv makes the test binary act as a Caddy that starts
+// processes through Start, prints "ready", and then ends as the value says:
+// "panic" (a Go panic) or "wait" (until the test SIGKILLs it).
+const parentModeEnv = "HEARTH_TEST_PARENT_MODE"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(parentModeEnv); mode != "" {
+		os.Exit(actAsParent(mode))
+	}
+	os.Exit(m.Run())
+}
+
+// actAsParent starts the kinds of descendants that used to outlive Caddy:
+// a shell's child in the shell's group, a child in a session of its own,
+// and a daemon that forked twice (its parent exits at once).
+func actAsParent(mode string) int {
+	scripts := []string{
+		`sleep 600 & wait`,
+		`setsid sleep 600 & wait`,
+		`setsid sh -c 'sleep 600 & exit 0'; sleep 600`,
+	}
+	for _, s := range scripts {
+		if _, err := Start(Command{Path: "/bin/sh", Args: []string{"-c", s}, Env: []string{"PATH=/usr/bin:/bin"}}, zap.NewNop()); err != nil {
+			os.Stdout.WriteString("error: " + err.Error() + "\n")
+			return 1
+		}
+	}
+	os.Stdout.WriteString("ready\n")
+	if mode == "panic" {
+		time.Sleep(300 * time.Millisecond) // the shells have started theirs
+		panic("a panic in Caddy")
+	}
+	select {}
+}
+
+// descendants lists every process below pid.
+func descendants(pid int) []int {
+	parents := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if p, err := strconv.Atoi(e.Name()); err == nil {
+			pp := parentPID(p)
+			parents[pp] = append(parents[pp], p)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range parents[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+func running(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && !strings.HasPrefix(string(data[i+1:]), " Z")
+}
+
+func TestNothingOutlivesItsCaddy(t *testing.T) {
+	for _, mode := range []string{"wait", "panic"} {
+		t.Run(mode, func(t *testing.T) {
+			cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+			cmd.Env = append(os.Environ(), parentModeEnv+"="+mode)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(exited) }()
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			if line != "ready\n" {
+				_ = cmd.Process.Kill()
+				t.Fatalf("the parent said %q", line)
+			}
+			// four sleeps: one in a shell's group, one in a session of its
+			// own, and one of each kind from the daemon's script
+			var procs []int
+			sleeps := func() (n int) {
+				procs = descendants(cmd.Process.Pid)
+				for _, pid := range procs {
+					if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); string(comm) == "sleep\n" {
+						n++
+					}
+				}
+				return n
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for sleeps() < 4 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := sleeps(); n != 4 {
+				_ = cmd.Process.Kill()
+				t.Fatalf("the parent has %d sleeps among its descendants %v, want 4", n, procs)
+			}
+			if mode == "wait" {
+				_ = cmd.Process.Kill()
+			}
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the parent did not end")
+			}
+			deadline = time.Now().Add(5 * time.Second)
+			for _, pid := range procs {
+				for running(pid) && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if running(pid) {
+					cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+					t.Errorf("process %d (%q) outlived its Caddy by 5s", pid, cmdline)
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		})
+	}
+}
+
+func TestRunReportsTheEnd(t *testing.T) {
+	big := strings.Repeat("x", 3*keeperPacket) // an environment spread over several packets
+	for _, tc := range []struct {
+		script, want, out string
+	}{
+		{`echo "${#BIG}"`, "", strconv.Itoa(len(big)) + "\n"},
+		{`echo to-stderr >&2; exit 3`, "exit status 3", "to-stderr\n"},
+		{`kill -9 $$`, "signal: killed", ""},
+		// SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM and
+		// SIGTERM not ignored: a child can be stopped by them
+		// (signals 1 to 16: the last four hex digits of the mask)
+		{`exec awk '/^SigIgn/ { print substr($2, 13) }' /proc/self/status`, "", "0000\n"},
+	} {
+		out, err := Run(context.Background(), Command{Path: "sh", Args: []string{"-c", tc.script}, Env: []string{"BIG=" + big}}, zap.NewNop())
+		if got := ""; err != nil {
+			got = err.Error()
+			if got != tc.want {
+				t.Errorf("%s: %q, want %q", tc.script, got, tc.want)
+			}
+		} else if tc.want != "" {
+			t.Errorf("%s: no error, want %q", tc.script, tc.want)
+		}
+		if string(out) != tc.out {
+			t.Errorf("%s: output %q, want %q", tc.script, out, tc.out)
+		}
+	}
+	_, err := Run(context.Background(), Command{Path: "/nonexistent/program"}, zap.NewNop())
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "/nonexistent/program") {
+		t.Errorf("a missing program: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = Run(ctx, Command{Path: "/bin/sh", Args: []string{"-c", "sleep 60; echo never"}}, zap.NewNop())
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Errorf("a timed-out run: %v after %s", err, time.Since(start))
+	}
+}
+
+func TestManyDescriptorsReachTheChild(t *testing.T) {
+	// a worker with hundreds of channels: more than one packet can carry
+	var files []*os.File
+	for i := 0; i < 300; i++ {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		files = append(files, w)
+	}
+	out, err := Run(context.Background(), Command{Path: "/bin/sh", Args: []string{"-c", "ls /proc/$$/fd | wc -l"}, ExtraFiles: files}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0-2, the 300, and the directory ls reads (or sh's own)
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(out))); n < 303 || n > 305 {
+		t.Errorf("the child has %s descriptors, want 303 and the one ls reads", out)
+	}
+}
+
+// TestQuickProcessesEndCleanly: a process that ends before its starter
+// has seen its pid (the keeper reports both at once) is still reported
+// with its own exit status, never as lost with the keeper.
+func TestQuickProcessesEndCleanly(t *testing.T) {
+	errs := make(chan error, 200)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 50; i++ {
+				_, err := Run(context.Background(), Command{Path: "/bin/true"}, zap.NewNop())
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < 200; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("run %d of /bin/true: %v", i, err)
+		}
+	}
+}
+
+// TestChildGetsOnlyItsDescriptors: the keeper's socket to Caddy (its fd
+// 3) reaches no child: one given no extra descriptors has 0, 1 and 2.
+func TestChildGetsOnlyItsDescriptors(t *testing.T) {
+	out, err := Run(context.Background(), Command{Path: "/bin/sh", Args: []string{"-c", "ls /proc/$$/fd"}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Fields(string(out)), " "); got != "0 1 2" {
+		t.Errorf("the child's descriptors: %s, want 0 1 2", got)
+	}
+}
+
+// TestNoKeeperFromASecureExecution: a Caddy binary with file capabilities,
+// run by another user under the keeper's name, refuses to act as one (it
+// would start any program as any user).
+func TestNoKeeperFromASecureExecution(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (setcap, setpriv)")
+	}
+	for _, tool := range []string{"setcap", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir makes its parent 0700
+	self, _ := os.Executable()
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := dir + "/caddy-with-caps"
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("setcap", "cap_kill+ep", bin).CombinedOutput(); err != nil {
+		t.Skipf("setcap on %s: %v %s", dir, err, out)
+	}
+	sock, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(sock[0])
+	theirs := os.NewFile(uintptr(sock[1]), "keeper")
+	defer theirs.Close()
+	// a keeper that accepted would serve until its socket closes
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c", `exec -a hearth-keeper "$0"`, bin)
+	cmd.Env = []string{keeperFDEnv + "=3"}
+	cmd.ExtraFiles = []*os.File{theirs}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing to run from a setuid, setgid or file-capability execution") {
+		t.Errorf("a keeper from a file-capability binary: %v %s", err, out)
+	}
+}

@@ -1,0 +1,317 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// keeperConn is Caddy's side of the keeper: requests go out on conn; one
+// goroutine reads the answers and the ends of processes.
+type keeperConn struct {
+	conn *os.File
+	pid  int
+
+	writeMu sync.Mutex
+	closed  bool // conn is closed (under writeMu)
+
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan spawned  // requests waiting for their pid
+	ends    map[int]chan keeperReply // started processes not yet ended
+	gone    bool                     // the keeper ended; every waiter was told
+
+	exited chan struct{} // closed once the keeper process has been reaped
+	exit   string        // how it ended ("signal: killed")
+}
+
+// spawned is the keeper's answer to a request, with the channel that will
+// receive the process's end (registered before the end can arrive).
+type spawned struct {
+	reply keeperReply
+	end   <-chan keeperReply
+}
+
+var (
+	keeperMu      sync.Mutex
+	currentKeeper *keeperConn
+)
+
+// errKeeperGone is the end of a process whose keeper ended before it did
+// (the keeper was killed): the process was killed with it.
+var errKeeperGone = errors.New("killed: Hearth's process keeper ended")
+
+// theKeeper returns the running keeper, starting one if there is none or
+// the last one ended.
+func theKeeper(logger *zap.Logger) (*keeperConn, error) {
+	keeperMu.Lock()
+	defer keeperMu.Unlock()
+	if k := currentKeeper; k != nil {
+		k.mu.Lock()
+		gone := k.gone
+		k.mu.Unlock()
+		if !gone {
+			return k, nil
+		}
+	}
+	k, err := launchKeeper(logger)
+	if err != nil {
+		return nil, err
+	}
+	currentKeeper = k
+	return k, nil
+}
+
+// launchKeeper starts Caddy's binary as the keeper. It is started from a
+// thread of its own that then ends: that thread is given, as ambient
+// capabilities, those of CAP_SETUID, CAP_SETGID and CAP_KILL Caddy holds,
+// so that a Caddy that is not root (the systemd unit's) keeps being able
+// to start processes as another user and to end them. The keeper clears
+// them for its own children as Caddy does (see caps.go).
+func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("starting Hearth's process keeper: socketpair: %w", err)
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "hearth-keeper"), os.NewFile(uintptr(fds[1]), "hearth-keeper")
+	defer theirs.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{keeperName}
+	cmd.Env = []string{keeperFDEnv + "=3"}
+	for _, v := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"} { // read by Caddy's package init, which the keeper runs too
+		if s, ok := os.LookupEnv(v); ok {
+			cmd.Env = append(cmd.Env, v+"="+s)
+		}
+	}
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stderr = os.Stderr
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // away from the terminal's signals
+	started := make(chan error, 1)
+	go onDisposableThread(func() {
+		if err := raiseAmbientCaps(capSetUID, capSetGID, capKill); err != nil {
+			started <- err
+			return
+		}
+		started <- cmd.Start()
+	})
+	if err := <-started; err != nil {
+		mine.Close()
+		return nil, fmt.Errorf("starting Hearth's process keeper (%s run as %s): %w", "/proc/self/exe", keeperName, err)
+	}
+	k := &keeperConn{conn: mine, pid: cmd.Process.Pid, pending: map[uint64]chan spawned{}, ends: map[int]chan keeperReply{}, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		k.exit = cmd.ProcessState.String()
+		close(k.exited)
+	}()
+	go k.read(logger)
+	return k, nil
+}
+
+// onDisposableThread runs f on an OS thread of its own that ends with it,
+// so that what f changes in the thread (capabilities) goes with it. The
+// main thread never ends (and /proc/<pid>/status shows it as Caddy's):
+// should this goroutine be on it, f runs from another one.
+func onDisposableThread(f func()) {
+	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+	if unix.Gettid() != unix.Getpid() {
+		f()
+		return
+	}
+	done := make(chan struct{})
+	go func() { // not on the main thread: this goroutine holds it
+		defer close(done)
+		runtime.LockOSThread()
+		f()
+	}()
+	<-done
+	runtime.UnlockOSThread() // the main thread is kept, unchanged
+}
+
+// read delivers the keeper's messages until its socket closes, then
+// tells every waiter that the keeper is gone and kills what it started.
+func (k *keeperConn) read(logger *zap.Logger) {
+	buf := make([]byte, keeperPacket)
+	var readErr error
+	for {
+		n, _, _, _, err := unix.Recvmsg(int(k.conn.Fd()), buf, nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			readErr = err
+			break
+		}
+		var r keeperReply
+		if json.Unmarshal(buf[:n], &r) != nil {
+			continue
+		}
+		k.mu.Lock()
+		if r.ID != 0 {
+			if ch := k.pending[r.ID]; ch != nil {
+				delete(k.pending, r.ID)
+				answer := spawned{reply: r}
+				if r.Pid > 0 {
+					end := make(chan keeperReply, 1)
+					k.ends[r.Pid], answer.end = end, end
+				}
+				ch <- answer
+			} else if r.Pid > 1 { // an answer given up on: nobody would supervise it
+				_ = syscall.Kill(-r.Pid, syscall.SIGKILL)
+			}
+		} else if ch := k.ends[r.Pid]; ch != nil {
+			delete(k.ends, r.Pid)
+			ch <- r
+		}
+		k.mu.Unlock()
+	}
+	k.mu.Lock()
+	k.gone = true
+	for id, ch := range k.pending {
+		ch <- spawned{reply: keeperReply{ID: id, Errno: int(unix.EPIPE), Err: "Hearth's process keeper ended"}}
+	}
+	for pid, ch := range k.ends {
+		// its parent-death signal has killed it; its group too, now
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		ch <- keeperReply{Pid: pid, Status: -1}
+	}
+	killed := len(k.ends)
+	k.pending, k.ends = nil, nil
+	k.mu.Unlock()
+	k.writeMu.Lock() // no send is using the descriptor's number, and none will
+	k.closed = true
+	k.conn.Close()
+	k.writeMu.Unlock()
+	exit := "still running"
+	select {
+	case <-k.exited:
+		exit = k.exit
+	case <-time.After(time.Second):
+	}
+	logger.Error("Hearth's process keeper ended; the processes it had started were killed and are replaced through a new keeper",
+		zap.Int("keeper_pid", k.pid), zap.String("exit", exit), zap.Int("processes", killed), zap.NamedError("read_error", readErr))
+}
+
+// spawn has the keeper start c with stdout, stderr and c.ExtraFiles as its
+// fds 1, 2, 3, …; it returns the pid and a channel that receives the
+// process's end.
+func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan keeperReply, error) {
+	path := c.Path
+	if lp := exec.Command(c.Path); lp.Err != nil { // a bare name is looked up in Caddy's PATH, as os/exec does
+		return 0, nil, lp.Err
+	} else {
+		path = lp.Path
+	}
+	k, err := theKeeper(logger)
+	if err != nil {
+		return 0, nil, err
+	}
+	files := append([]*os.File{stdout, stderr}, c.ExtraFiles...)
+	k.mu.Lock()
+	if k.gone {
+		k.mu.Unlock()
+		return 0, nil, errors.New("Hearth's process keeper ended; try again")
+	}
+	k.nextID++
+	req := keeperRequest{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: c.Env, Credential: c.Credential, Umask: c.Umask, Files: len(files)}
+	answer := make(chan spawned, 1)
+	k.pending[req.ID] = answer
+	k.mu.Unlock()
+	if err := k.send(req, files); err != nil {
+		k.mu.Lock()
+		delete(k.pending, req.ID)
+		k.mu.Unlock()
+		return 0, nil, fmt.Errorf("asking Hearth's process keeper to start %s: %w", path, err)
+	}
+	var a spawned
+	select {
+	case a = <-answer:
+	case <-time.After(keeperAnswerWait):
+		k.mu.Lock()
+		delete(k.pending, req.ID) // should it come, its process is killed
+		k.mu.Unlock()
+		return 0, nil, fmt.Errorf("Hearth's process keeper (pid %d) did not start %s within %s", k.pid, path, keeperAnswerWait)
+	}
+	if r := a.reply; r.Pid <= 0 {
+		if r.Errno != 0 && r.Err == syscall.Errno(r.Errno).Error() {
+			return 0, nil, &os.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(r.Errno)}
+		}
+		return 0, nil, errors.New(r.Err)
+	}
+	return a.reply.Pid, a.end, nil
+}
+
+// keeperAnswerWait bounds the wait for the keeper's answer to a request.
+const keeperAnswerWait = time.Minute
+
+// send writes req in packets of at most keeperPacket bytes and
+// keeperPacketFDs descriptors (a worker with many channels has hundreds).
+func (k *keeperConn) send(req keeperRequest, files []*os.File) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	k.writeMu.Lock()
+	defer k.writeMu.Unlock()
+	if k.closed {
+		return errors.New("Hearth's process keeper ended")
+	}
+	for first := true; first || len(body) > 0 || len(fds) > 0; first = false {
+		chunk := body[:min(len(body), keeperPacket)]
+		body = body[len(chunk):]
+		rights := fds[:min(len(fds), keeperPacketFDs)]
+		fds = fds[len(rights):]
+		flag := byte(0)
+		if first {
+			flag |= packetFirst
+		}
+		if len(body) > 0 || len(fds) > 0 {
+			flag |= packetMore
+		}
+		var oob []byte
+		if len(rights) > 0 {
+			oob = unix.UnixRights(rights...)
+		}
+		if err := unix.Sendmsg(int(k.conn.Fd()), append([]byte{flag}, chunk...), oob, nil, 0); err != nil {
+			return err
+		}
+	}
+	runtime.KeepAlive(files)
+	return nil
+}
+
+// endError turns a process's end into an error like os/exec's ("exit
+// status 1", "signal: killed"); nil for a clean exit.
+func endError(r keeperReply) error {
+	if r.Status == -1 {
+		return errKeeperGone
+	}
+	ws := syscall.WaitStatus(r.Status)
+	switch {
+	case ws.Exited() && ws.ExitStatus() == 0:
+		return nil
+	case ws.Exited():
+		return fmt.Errorf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		s := "signal: " + ws.Signal().String()
+		if ws.CoreDump() {
+			s += " (core dumped)"
+		}
+		return errors.New(s)
+	}
+	return fmt.Errorf("ended with wait status %#x", r.Status)
+}
