@@ -23,6 +23,7 @@ import (
 // (example.test) that accepts updates and transfers signed with a TSIG key.
 type named struct {
 	port   int
+	zone   string
 	secret string
 	cmd    *exec.Cmd
 	log    *lockedBuffer
@@ -38,6 +39,13 @@ const testZone = "example.test"
 
 func startNamed(t *testing.T) *named {
 	t.Helper()
+	return startNamedAt(t, freePort(t), testZone)
+}
+
+// startNamedAt starts BIND on 127.0.0.1:port with zone (its name server,
+// ns.<zone>, at 127.0.0.1).
+func startNamedAt(t *testing.T, port int, zone string) *named {
+	t.Helper()
 	bin := "/usr/sbin/named"
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("BIND9 is not installed (%v): `make test` installs the bind9 package", err)
@@ -45,12 +53,12 @@ func startNamed(t *testing.T) *named {
 	dir := t.TempDir()
 	key := make([]byte, 32)
 	rand.Read(key)
-	n := &named{port: freePort(t), secret: base64.StdEncoding.EncodeToString(key)}
-	writeFile(t, filepath.Join(dir, "zone"), `$TTL 300
-@   IN SOA ns.example.test. admin.example.test. ( 1 3600 600 86400 300 )
-@   IN NS  ns.example.test.
+	n := &named{port: port, zone: zone, secret: base64.StdEncoding.EncodeToString(key)}
+	writeFile(t, filepath.Join(dir, "zone"), fmt.Sprintf(`$TTL 300
+@   IN SOA ns.%[1]s. admin.%[1]s. ( 1 3600 600 86400 300 )
+@   IN NS  ns.%[1]s.
 ns  IN A   127.0.0.1
-`)
+`, zone))
 	conf := filepath.Join(dir, "named.conf")
 	writeFile(t, conf, fmt.Sprintf(`
 options {
@@ -68,13 +76,13 @@ key "hearth-test." {
 	algorithm hmac-sha256;
 	secret "%[3]s";
 };
-zone "example.test" {
+zone "%[4]s" {
 	type primary;
 	file "%[1]s/zone";
 	allow-update { key "hearth-test."; };
 	allow-transfer { key "hearth-test."; };
 };
-`, dir, n.port, n.secret))
+`, dir, n.port, n.secret, zone))
 	n.cmd = exec.Command(bin, "-g", "-n", "1", "-c", conf)
 	log := &lockedBuffer{}
 	n.log = log
@@ -110,7 +118,7 @@ func (n *named) query(name string, qtype uint16) (*dns.Msg, error) {
 }
 
 func (n *named) serialOrZero() uint32 {
-	r, err := n.query(testZone, dns.TypeSOA)
+	r, err := n.query(n.zone, dns.TypeSOA)
 	if err != nil || len(r.Answer) == 0 {
 		return 0
 	}
@@ -458,7 +466,7 @@ func TestExampleDDNS(t *testing.T) {
 	if info, _ := os.Stat(filepath.Join(dir, "ddns.env")); info.Mode().Perm() != 0o600 {
 		t.Errorf("the key file is mode %o", info.Mode().Perm())
 	}
-	n := &named{port: port, secret: key, log: &lockedBuffer{}}
+	n := &named{port: port, zone: "example.test", secret: key, log: &lockedBuffer{}}
 	n.cmd = exec.Command("/usr/sbin/named", "-g", "-n", "1", "-c", filepath.Join(dir, "named.conf"))
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -19,6 +19,7 @@ import (
 //		ttl       <duration>
 //		recheck_every <n>
 //		dry_run
+//		dns_challenge on|off
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // option name
@@ -95,8 +96,13 @@ func (a *App) unmarshalOption(d *caddyfile.Dispenser) error {
 		a.RecheckEvery = n
 	case "dry_run":
 		a.DryRun = true
+	case "dns_challenge":
+		if !d.NextArg() || (d.Val() != "on" && d.Val() != DNSChallengeOff) || d.NextArg() {
+			return d.Err("dns_challenge takes on or off: `dns_challenge off` leaves these names' certificates to Caddy's defaults (HTTP and TLS-ALPN challenges on ports 80 and 443)")
+		}
+		a.DNSChallenge = d.Val()
 	default:
-		return d.Errf("unknown ddns option %q; valid ones are provider, domains, ip_source, versions, interval, ttl, recheck_every, dry_run", option)
+		return d.Errf("unknown ddns option %q; valid ones are provider, domains, ip_source, versions, interval, ttl, recheck_every, dry_run, dns_challenge", option)
 	}
 	return nil
 }

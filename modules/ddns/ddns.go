@@ -68,6 +68,14 @@ type App struct {
 	// DryRun logs what would change and changes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
 
+	// DNSChallenge is "off" to leave the certificates of Domains to
+	// Caddy's defaults. Otherwise, when the provider can create and
+	// delete records, Caddy obtains them with the ACME DNS-01 challenge
+	// through the provider (no port needs to be forwarded for it), with
+	// the issuer settings of Caddy's defaults (acme_ca, email, …); a
+	// site's own `tls` settings still win. Default: on.
+	DNSChallenge string `json:"dns_challenge,omitempty"`
+
 	fingerprint string // of the settings that decide what is written
 	setter      libdns.RecordSetter
 	getter      libdns.RecordGetter
@@ -124,10 +132,14 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 			return fmt.Errorf("ddns: ip_source %d: %w", i+1, err)
 		}
 	}
+	if a.DNSChallenge != "" && a.DNSChallenge != DNSChallengeOff && a.DNSChallenge != "on" {
+		return fmt.Errorf("ddns: dns_challenge %q is not on or off", a.DNSChallenge)
+	}
 	if a.ProviderRaw == nil {
 		return fmt.Errorf("ddns: no provider; add one, such as `provider rfc2136 { … }` or `provider cloudflare { … }`")
 	}
 	a.fingerprint = a.configFingerprint()
+	providerJSON := slices.Clone(a.ProviderRaw) // LoadModule lets go of it; the DNS challenge reuses it
 	mod, err := ctx.LoadModule(a, "ProviderRaw")
 	if err != nil {
 		return fmt.Errorf("ddns: loading the DNS provider: %w (is the provider module built in? `caddy list-modules` shows dns.providers.*)", err)
@@ -148,7 +160,7 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 		return err
 	}
 	a.state = val.(*state)
-	return nil
+	return a.setUpDNSChallenge(ctx, mod, providerJSON)
 }
 
 // checkDomains validates the zones and names.

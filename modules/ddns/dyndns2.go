@@ -263,6 +263,56 @@ func (p *DuckDNS) SetRecords(ctx context.Context, zone string, records []libdns.
 	return done, nil
 }
 
+// Duck DNS keeps one TXT record per domain, answered for every name under
+// it (_acme-challenge.home.duckdns.org included), set with the same update
+// API (txt=…, clear=true): enough for the ACME DNS challenge, which adds
+// one value and then removes it. libdns/duckdns (behind caddy-dns/duckdns)
+// does the same but hard-codes https://www.duckdns.org, so it cannot be
+// tested against a local server; this provider takes `server`.
+
+// AppendRecords sets the TXT record of the Duck DNS domain each record is
+// under; other types are refused.
+func (p *DuckDNS) AppendRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	return p.changeTXT(ctx, zone, records, false)
+}
+
+// DeleteRecords clears the TXT record of the Duck DNS domain each record
+// is under.
+func (p *DuckDNS) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	return p.changeTXT(ctx, zone, records, true)
+}
+
+func (p *DuckDNS) changeTXT(ctx context.Context, zone string, records []libdns.Record, clear bool) ([]libdns.Record, error) {
+	var done []libdns.Record
+	for _, rec := range records {
+		rr := rec.RR()
+		if rr.Type != "TXT" {
+			return done, fmt.Errorf("duckdns: only TXT records can be added or deleted, not %s", rr.Type)
+		}
+		host := strings.TrimSuffix(fqdn(rr.Name, zone), ".duckdns.org")
+		labels := strings.Split(host, ".")
+		sub := labels[len(labels)-1] // _acme-challenge.home → home
+		q := url.Values{"domains": {sub}, "token": {p.Token}, "txt": {rr.Data}}
+		if clear {
+			q.Set("txt", "")
+			q.Set("clear", "true")
+		}
+		reply, err := get(ctx, strings.TrimSuffix(p.Server, "/")+"/update?"+q.Encode(), "", "")
+		if err != nil {
+			return done, err
+		}
+		switch strings.ToUpper(strings.Fields(reply + " x")[0]) {
+		case "OK":
+		case "KO":
+			return done, fmt.Errorf("duckdns KO setting the TXT record of %s: the token or the domain is wrong", sub)
+		default:
+			return done, fmt.Errorf("duckdns: unexpected reply %q for %s", truncate(reply, 80), sub)
+		}
+		done = append(done, rec)
+	}
+	return done, nil
+}
+
 // UnmarshalCaddyfile parses `provider duckdns { token …; server … }`.
 func (p *DuckDNS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return unmarshalFields(d, map[string]*string{"token": &p.Token, "server": &p.Server})
@@ -297,6 +347,8 @@ func unmarshalFields(d *caddyfile.Dispenser, fields map[string]*string) error {
 var (
 	_ libdns.RecordSetter   = (*DynDNS2)(nil)
 	_ libdns.RecordSetter   = (*DuckDNS)(nil)
+	_ libdns.RecordAppender = (*DuckDNS)(nil) // with RecordDeleter: certmagic.DNSProvider
+	_ libdns.RecordDeleter  = (*DuckDNS)(nil)
 	_ caddyfile.Unmarshaler = (*DynDNS2)(nil)
 	_ caddyfile.Unmarshaler = (*DuckDNS)(nil)
 	_ caddy.Provisioner     = (*DynDNS2)(nil)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 )
 
@@ -109,5 +110,43 @@ func TestDuckDNS(t *testing.T) {
 	p.SetRecords(ctx, "duckdns.org", addr("myhome", "203.0.113.9"))
 	if got := requests.Load(); got != 2 {
 		t.Errorf("%d requests, want 2 (none after KO)", got)
+	}
+}
+
+// TestDuckDNSTXT: the ACME DNS challenge's records go through Duck DNS's
+// update API: the value with txt=, its removal with clear=true, on the
+// domain the challenge name is under; KO is an error naming the domain.
+func TestDuckDNSTXT(t *testing.T) {
+	var reply atomic.Value
+	reply.Store("OK")
+	var requests atomic.Int32
+	var queries []string
+	p := &DuckDNS{Token: "tok", Server: fakeUpdateServer(t, &reply, &requests, func(r *http.Request) {
+		if r.URL.Path != "/update" {
+			t.Errorf("path %s", r.URL.Path)
+		}
+		queries = append(queries, r.URL.Query().Encode())
+	})}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	var _ certmagic.DNSProvider = p // what Caddy asks of a DNS-01 provider
+	challenge := []libdns.Record{libdns.TXT{Name: "_acme-challenge.home", Text: "key-authorization-digest"}}
+	if done, err := p.AppendRecords(context.Background(), "duckdns.org.", challenge); err != nil || len(done) != 1 {
+		t.Fatalf("AppendRecords: %v %v", done, err)
+	}
+	if done, err := p.DeleteRecords(context.Background(), "duckdns.org.", challenge); err != nil || len(done) != 1 {
+		t.Fatalf("DeleteRecords: %v %v", done, err)
+	}
+	want := []string{"domains=home&token=tok&txt=key-authorization-digest", "clear=true&domains=home&token=tok&txt="}
+	if strings.Join(queries, " ") != strings.Join(want, " ") {
+		t.Errorf("queries %q, want %q", queries, want)
+	}
+	reply.Store("KO")
+	if _, err := p.AppendRecords(context.Background(), "duckdns.org.", challenge); err == nil || !strings.Contains(err.Error(), "KO") || !strings.Contains(err.Error(), "home") {
+		t.Errorf("a KO: %v", err)
+	}
+	if _, err := p.AppendRecords(context.Background(), "duckdns.org.", addr("home", "203.0.113.1")); err == nil {
+		t.Error("an address record was appended")
 	}
 }
