@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -229,9 +231,36 @@ func acmeSiteConfig(n *named, p *pebble, ca *testCA, port int, extra string) str
 
 home.%s:%d {
 	bind 127.0.0.1
-	respond "hello over HTTPS"
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
 }
 `, p.directory, ca.path, n.zone, n.port, extra, n.secret, n.port, n.zone, n.zone, port)
+}
+
+// serviceCertificates reads the certificate states of GET /hearth/services.
+func serviceCertificates(t *testing.T, c *caddyProc) map[string]map[string]any {
+	t.Helper()
+	resp, err := http.Get("http://" + c.admin + "/hearth/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var services []struct {
+		Certificates []map[string]any `json:"certificates"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&services); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{}
+	for _, s := range services {
+		for _, cert := range s.Certificates {
+			out[cert["name"].(string)] = cert
+		}
+	}
+	return out
 }
 
 // TestDNSChallengeThroughDDNSProvider: a site on a port no CA can reach
@@ -272,7 +301,7 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if string(body) != "hello over HTTPS" {
+	if string(body) != "Hello, world!\n" {
 		t.Errorf("the site answered %d %q", resp.StatusCode, body)
 	}
 	if log := c.log.String(); !strings.Contains(log, "ACME DNS challenge through the ddns provider") || !strings.Contains(log, `"challenge_type":"dns-01"`) {
@@ -283,6 +312,48 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 		return err == nil && len(r.Answer) == 0
 	}
 	waitFor(t, 20*time.Second, "the challenge's TXT record removed", challengeGone)
+
+	// the status shows the certificate: valid, from Pebble, when it expires
+	// and when it renews
+	home := serviceCertificates(t, c)["home.hearth.test"]
+	if home["state"] != "valid" || !strings.Contains(fmt.Sprint(home["issuer"]), "Pebble") || home["not_after"] == nil || home["renewal"] == nil {
+		t.Errorf("the status of home's certificate: %v", home)
+	}
+	if notAfter, _ := time.Parse(time.RFC3339, fmt.Sprint(home["not_after"])); !notAfter.Equal(first.NotAfter) {
+		t.Errorf("not_after %v, the certificate's %v", home["not_after"], first.NotAfter)
+	}
+
+	// a wrong TSIG key: a new name's certificate cannot be obtained, and
+	// the status says so with the DNS server's answer; `caddy hearth
+	// status` never shows that service as simply running
+	wrong := *n
+	wrong.secret = base64.StdEncoding.EncodeToString([]byte("not-the-right-key-not-the-right!"))
+	wwwPort := freePort(t)
+	withWWW := acmeSiteConfig(&wrong, p, ca, port, "http_port "+fmt.Sprint(freePort(t))) +
+		fmt.Sprintf("\nwww.hearth.test:%d {\n\tbind 127.0.0.1\n\twsgi hello:application {\n\t\tdir {APPS}\n\t\tpython {PYTHON}\n\t\tworkers 1\n\t}\n}\n", wwwPort)
+	withWWW = strings.Replace(withWWW, "domains {\n\t\t\thearth.test home", "domains {\n\t\t\thearth.test home www", 1)
+	if code, body := c.load(withWWW); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	var www map[string]any
+	waitFor(t, 60*time.Second, "www's certificate to fail", func() bool {
+		www = serviceCertificates(t, c)["www.hearth.test"]
+		return www != nil && www["state"] == "failed"
+	})
+	t.Logf("the status of a certificate the DNS server refused: %v", www["last_error"])
+	if msg := fmt.Sprint(www["last_error"]); msg == "" || strings.Contains(msg, wrong.secret) {
+		t.Errorf("last_error %q: want the DNS server's answer, without the key", msg)
+	}
+	status := exec.Command(caddyBinary(t), "hearth", "status", "--address", c.admin)
+	out, err := status.CombinedOutput()
+	if err != nil {
+		t.Fatalf("caddy hearth status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"running, no certificate", "www.hearth.test: failed", "home.hearth.test: valid to", "certificate of www.hearth.test (failed): the last attempt failed:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("caddy hearth status lacks %q:\n%s", want, out)
+		}
+	}
 
 }
 

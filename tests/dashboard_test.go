@@ -37,9 +37,10 @@ func chromium(t *testing.T, args ...string) string {
 }
 
 func TestDashboardInChromium(t *testing.T) {
-	dashPort, appPort := freePort(t), freePort(t)
+	dashPort, appPort, securePort := freePort(t), freePort(t), freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
+	skip_install_trust
 	hearth {
 		dashboard 127.0.0.1:%d
 	}
@@ -54,11 +55,24 @@ http://home.example.test:%d {
 		guard warn
 		env FLASK_DEBUG 1
 	}
-}`, dashPort, dryRunDDNS("203.0.113.80"), appPort))
+}
+secure.example.test:%d {
+	bind 127.0.0.1
+	tls internal
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, dashPort, dryRunDDNS("203.0.113.80"), appPort, securePort))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", dashPort)
 	waitFor(t, 30*time.Second, "the dry-run DDNS record on the page", func() bool {
 		_, body := get(t, url)
 		return strings.Contains(body, "203.0.113.80")
+	})
+	waitFor(t, 30*time.Second, "the HTTPS site's certificate", func() bool {
+		_, body := get(t, url+"status.json")
+		return strings.Contains(body, `"valid"`) // a certificate's state
 	})
 	pids := c.workerPIDs()
 	using, all := c.cpuUse()
@@ -67,6 +81,8 @@ http://home.example.test:%d {
 		fmt.Sprintf("Caddy's own code uses %d of %d CPUs", using, all),
 		"<title>Hearth dashboard</title>", `id="service-hello"`, "home.example.test", "state-running",
 		fmt.Sprint(pids[0]), fmt.Sprint(pids[1]), "HG-ENV-01", "DDNS keeps", "203.0.113.80", "refreshes every 5 seconds",
+		// the HTTPS site's certificate, from Caddy's own CA here
+		"Certificate for <code>secure.example.test</code>", "valid until", "Caddy Local Authority", "renews from",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q:\n%s", want, truncateString(dom, 3000))
@@ -81,7 +97,7 @@ http://home.example.test:%d {
 	}
 	waitFor(t, 30*time.Second, "the dashboard after a reload", func() bool {
 		resp, body := get(t, url)
-		return resp.StatusCode == 200 && strings.Count(body, "<tr><td>") >= 1 && len(c.workerPIDs()) == 1
+		return resp.StatusCode == 200 && strings.Count(body, "<tr><td>") >= 1 && len(c.workerPIDs()) == 2 // 1 + the HTTPS site's
 	})
 	// a screenshot for people to look at
 	dir := repoPath("tests", "artifacts")

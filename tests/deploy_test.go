@@ -83,6 +83,35 @@ func TestPortsCommand(t *testing.T) {
 	if strings.Contains(out, "external port 4040") {
 		t.Errorf("a loopback-only site is forwarded:\n%s", out)
 	}
+	// no CA reaches port 2929: without the DNS challenge, port 80 must be forwarded
+	if !strings.Contains(out, "home.example.net:2929  HTTP-01: forward external port 80") {
+		t.Errorf("ports does not say how home.example.net gets its certificate:\n%s", out)
+	}
+	// with the name in a ddns block whose provider can set TXT records: DNS-01
+	config := deployCaddyfile(t, port, false)
+	src, _ := os.ReadFile(config)
+	ddns := "{\n\tddns {\n\t\tprovider rfc2136 {\n\t\t\tkey_name k\n\t\t\tkey_alg hmac-sha256\n\t\t\tkey c2VjcmV0\n\t\t\tserver 127.0.0.1:53\n\t\t}\n" +
+		"\t\tdomains {\n\t\t\texample.net home\n\t\t}\n\t\tip_source static 203.0.113.9\n\t}\n"
+	writeFile(t, config, ddns+strings.TrimPrefix(strings.TrimSpace(string(src)), "{")) // into its global options
+	out = runHearth(t, "ports", "--config", config)
+	if !strings.Contains(out, "home.example.net:2929  DNS-01 through the ddns provider (rfc2136): no port needs forwarding for it") {
+		t.Errorf("ports does not say the DNS challenge serves home.example.net:\n%s", out)
+	}
+	// port 80 is only the redirect server: ports says how to do without it,
+	// and with auto_https disable_redirects neither ports nor the unit's
+	// capabilities have it
+	if !strings.Contains(out, "Port 80 is only automatic HTTPS's redirect server") || !strings.Contains(out, "auto_https disable_redirects") {
+		t.Errorf("ports does not explain port 80:\n%s", out)
+	}
+	src, _ = os.ReadFile(config)
+	writeFile(t, config, strings.Replace(string(src), "{\n", "{\n\tauto_https disable_redirects\n", 1))
+	out = runHearth(t, "ports", "--config", config)
+	if strings.Contains(out, "external port 80 TCP") || strings.Contains(out, "Port 80 is only") {
+		t.Errorf("port 80 listed with the redirects off:\n%s", out)
+	}
+	if unit := runHearth(t, "systemd", "--config", config); !strings.Contains(unit, "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL\n") {
+		t.Errorf("the unit grants CAP_NET_BIND_SERVICE for a config that binds no port below 1024:\n%s", unit)
+	}
 }
 
 func TestSystemdCommand(t *testing.T) {

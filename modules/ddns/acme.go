@@ -39,8 +39,8 @@ type acmeCapable interface {
 // setUpDNSChallenge adds the DNS-01 policy for the app's names, or warns
 // when sites on ports a CA cannot reach will get no certificate.
 func (a *App) setUpDNSChallenge(ctx caddy.Context, provider any, providerJSON json.RawMessage) error {
-	if a.DNSChallenge == DNSChallengeOff {
-		return nil
+	if a.DNSChallenge == DNSChallengeOff || a.DryRun {
+		return nil // dry_run writes nothing to DNS, TXT records included
 	}
 	if _, ok := provider.(certmagic.DNSProvider); !ok {
 		a.warnUnreachableChallenges(ctx, provider)

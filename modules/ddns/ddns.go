@@ -198,6 +198,7 @@ func (a *App) Start() error {
 	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
 	current.Store(a)
 	hearth.SetDDNSNames(a.names)
+	hearth.SetCertificateRedactor(a.redact.text) // DNS-01 errors come from the same provider
 	hearth.SetDDNSStatus(func() any { return a.status() })
 	go func() {
 		defer close(a.done)

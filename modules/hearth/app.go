@@ -100,6 +100,8 @@ type App struct {
 	keys   map[Pool]string
 	ctx    caddy.Context
 	logger *zap.Logger
+
+	certLog *certLog // certificate attempts (certs.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -115,6 +117,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
 	recordAdminEndpoint(ctx)
 	a.keys = map[Pool]string{}
+	if err := a.watchCertificates(ctx); err != nil {
+		return err
+	}
 	if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
 		return err
 	}
@@ -194,6 +199,7 @@ func (a *App) Start() error {
 		return err
 	}
 	a.tellSites()
+	a.publishCertificates()
 	if a.Dashboard != "" {
 		d, err := startDashboard(a.ctx, a.Dashboard, a.DashboardHosts, a.logger)
 		if err != nil {
@@ -288,8 +294,17 @@ func RegisterCollector(registry *prometheus.Registry, c prometheus.Collector) er
 	return err
 }
 
+// Cleanup lets go of what Provision took.
+func (a *App) Cleanup() error {
+	if a.certLog != nil {
+		_, _ = certLogs.Delete(certLogKey)
+	}
+	return nil
+}
+
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

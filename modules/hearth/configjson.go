@@ -33,6 +33,13 @@ type ConfigFile struct {
 		Hearth struct {
 			Guard string `json:"guard"`
 		} `json:"hearth"`
+		DDNS *struct {
+			Provider struct {
+				Name string `json:"name"`
+			} `json:"provider"`
+			Domains      map[string][]string `json:"domains"`
+			DNSChallenge string              `json:"dns_challenge"`
+		} `json:"ddns"`
 	} `json:"apps"`
 }
 

@@ -13,7 +13,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-dev/hearth/modules/netinfo"
@@ -22,8 +24,9 @@ import (
 // deployment is what the deployment helpers read from a config.
 type deployment struct {
 	ports []sitePort
-	apps  []string // app names
-	dirs  []string // app directories, written to by the apps
+	certs []siteChallenge // how each HTTPS site gets its certificate
+	apps  []string        // app names
+	dirs  []string        // app directories, written to by the apps
 }
 
 // sitePort is a port an HTTP server listens on.
@@ -32,6 +35,7 @@ type sitePort struct {
 	port     int
 	https    bool
 	siteName []string
+	redirect bool // only automatic HTTPS's HTTP->HTTPS redirect server
 }
 
 // loadDeployment adapts a config file and reads its servers and apps.
@@ -88,10 +92,11 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 		}
 		if !slices.ContainsFunc(d.ports, func(p sitePort) bool { return p.port == httpPort }) {
 			slices.Sort(redirects)
-			d.ports = append(d.ports, sitePort{port: httpPort, siteName: slices.Compact(redirects)})
+			d.ports = append(d.ports, sitePort{port: httpPort, siteName: slices.Compact(redirects), redirect: true})
 		}
 	}
 	sort.Slice(d.ports, func(i, j int) bool { return d.ports[i].port < d.ports[j].port })
+	d.certs = challenges(cfg, d.ports)
 	sort.Strings(d.apps)
 	sort.Strings(d.dirs)
 	return d, nil
@@ -276,6 +281,19 @@ func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Li
 		fmt.Fprintln(out, "\nNot forwarded (loopback only):")
 		for _, p := range local {
 			fmt.Fprintf(out, "  %s\n", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
+		}
+	}
+	for _, p := range d.ports {
+		if p.redirect {
+			fmt.Fprintf(out, "\nPort %d is only automatic HTTPS's redirect server (http:// to https://). If you do not forward it,\n"+
+				"add `auto_https disable_redirects` to the global options: Caddy then does not bind it (a privileged port,\n"+
+				"which `caddy hearth systemd` would otherwise grant CAP_NET_BIND_SERVICE for).\n", p.port)
+		}
+	}
+	if len(d.certs) > 0 {
+		fmt.Fprintln(out, "\nCertificates (ACME challenge per HTTPS site, unless the site sets its own tls):")
+		for _, c := range d.certs {
+			fmt.Fprintf(out, "  %s:%d  %s\n", c.host, c.port, c.how)
 		}
 	}
 	var conflicts []string
@@ -470,4 +488,67 @@ WantedBy=multi-user.target
 `, o.config, apps, o.user, o.dataDir, filepath.Dir(o.dataDir), filepath.Join(o.dataDir, "config"), o.binary, adapterFlag,
 		o.appsUser, o.envFile, filepath.Dir(o.envFile), chown, state, caps, strings.TrimSuffix(rwLine, "\n"))
 	return nil
+}
+
+// siteChallenge says how an HTTPS site's certificate is obtained.
+type siteChallenge struct {
+	host string
+	port int
+	how  string
+}
+
+// challenges tells, for each HTTPS site name, which ACME challenge Caddy
+// will use and what that needs forwarded: DNS-01 through the ddns provider
+// for its names (when the provider can set TXT records), otherwise
+// TLS-ALPN-01 on 443 or HTTP-01 on port 80 — the only ports a CA checks.
+func challenges(cfg *ConfigFile, ports []sitePort) []siteChallenge {
+	ddnsNames, provider, dnsCapable := map[string]bool{}, "", false
+	if dd := cfg.Apps.DDNS; dd != nil {
+		provider = dd.Provider.Name
+		if mod, err := caddy.GetModule("dns.providers." + provider); err == nil {
+			_, dnsCapable = mod.New().(certmagic.DNSProvider)
+		}
+		dnsCapable = dnsCapable && dd.DNSChallenge != "off"
+		for zone, names := range dd.Domains {
+			zone = strings.TrimSuffix(strings.ToLower(zone), ".")
+			for _, n := range names {
+				n = strings.ToLower(n)
+				switch {
+				case n == "@":
+					n = zone
+				case strings.HasSuffix(n, "."):
+					n = strings.TrimSuffix(n, ".")
+				default:
+					n += "." + zone
+				}
+				ddnsNames[n] = true
+			}
+		}
+	}
+	httpPort := cfg.Apps.HTTP.HTTPPort
+	if httpPort == 0 {
+		httpPort = 80
+	}
+	var out []siteChallenge
+	for _, p := range ports {
+		if !p.https {
+			continue
+		}
+		for _, h := range p.siteName {
+			if net.ParseIP(h) != nil || h == "localhost" || strings.HasSuffix(h, ".localhost") {
+				continue // a locally trusted certificate, no CA
+			}
+			c := siteChallenge{host: h, port: p.port}
+			switch {
+			case ddnsNames[strings.ToLower(h)] && dnsCapable:
+				c.how = fmt.Sprintf("DNS-01 through the ddns provider (%s): no port needs forwarding for it", provider)
+			case p.port == 443:
+				c.how = fmt.Sprintf("TLS-ALPN-01 on port 443 (forwarded above), or HTTP-01 on port %d", httpPort)
+			default:
+				c.how = fmt.Sprintf("HTTP-01: forward external port 80 to this machine's port %d (the CA checks ports 80 and 443 only), or add %s to a ddns block whose provider can set TXT records (rfc2136, cloudflare, duckdns)", httpPort, h)
+			}
+			out = append(out, c)
+		}
+	}
+	return out
 }

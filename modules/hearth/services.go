@@ -24,6 +24,10 @@ type Service struct {
 	// DDNS lists the names the ddns app keeps pointed at this machine
 	// that are among the service's hosts.
 	DDNS []string `json:"ddns"`
+	// Certificates are those of the hosts, when the service is HTTPS.
+	Certificates []CertificateState `json:"certificates"`
+
+	https bool // its server terminates TLS
 }
 
 // services is the current config's service list.
@@ -55,7 +59,7 @@ func (a *App) buildServices(app *caddyhttp.App) {
 			if !ok {
 				i = len(list)
 				index[id] = i
-				list = append(list, Service{Name: p.Name(), Listen: srv.Listen, Hosts: []string{}, Pools: []any{p}, DDNS: []string{}})
+				list = append(list, Service{Name: p.Name(), Listen: srv.Listen, Hosts: []string{}, Pools: []any{p}, DDNS: []string{}, https: len(srv.TLSConnPolicies) > 0})
 			}
 			s := &list[i]
 			for _, host := range hosts {
@@ -87,6 +91,10 @@ func servicesStatus() []Service {
 			if slices.Contains(managed, strings.ToLower(host)) {
 				s.DDNS = append(s.DDNS, host)
 			}
+		}
+		s.Certificates = []CertificateState{}
+		if s.https {
+			s.Certificates = certificateStates(s.Hosts)
 		}
 		s.Pools = slices.Clone(s.Pools)
 		for j, p := range s.Pools {
@@ -136,11 +144,12 @@ func statusCommand() *cobra.Command {
 
 // serviceRow is what the status table shows of a service.
 type serviceRow struct {
-	Name   string   `json:"name"`
-	Listen []string `json:"listen"`
-	Hosts  []string `json:"hosts"`
-	DDNS   []string `json:"ddns"`
-	Pools  []struct {
+	Name         string             `json:"name"`
+	Listen       []string           `json:"listen"`
+	Hosts        []string           `json:"hosts"`
+	DDNS         []string           `json:"ddns"`
+	Certificates []CertificateState `json:"certificates"`
+	Pools        []struct {
 		State    string            `json:"state"`
 		Workers  []json.RawMessage `json:"workers"`
 		Findings []json.RawMessage `json:"findings"`
@@ -150,18 +159,55 @@ type serviceRow struct {
 
 func printServices(out io.Writer, list []serviceRow) error {
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tLISTEN\tHOSTS\tSTATE\tWORKERS\tRESTARTS\tFINDINGS\tDDNS")
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tHOSTS\tSTATE\tWORKERS\tRESTARTS\tFINDINGS\tDDNS\tCERTIFICATE")
+	var failures []CertificateState
 	for _, s := range list {
+		certs, ok := certificateSummary(s.Certificates)
 		for _, p := range s.Pools {
 			restarts := 0
 			for _, n := range p.Restarts {
 				restarts += n
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", s.Name, strings.Join(s.Listen, ","), orDash(s.Hosts),
-				p.State, len(p.Workers), restarts, len(p.Findings), orDash(s.DDNS))
+			state := p.State
+			if !ok && state == "running" {
+				state = "running, no certificate" // visitors get a TLS alert
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Name, strings.Join(s.Listen, ","), orDash(s.Hosts),
+				state, len(p.Workers), restarts, len(p.Findings), orDash(s.DDNS), certs)
+		}
+		for _, c := range s.Certificates {
+			if c.LastError != "" {
+				failures = append(failures, c)
+			}
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, c := range failures {
+		fmt.Fprintf(out, "\ncertificate of %s (%s): the last attempt failed: %s\n", c.Name, c.State, c.LastError)
+	}
+	return nil
+}
+
+// certificateSummary is the CERTIFICATE column, and whether every host
+// has a certificate to serve.
+func certificateSummary(certs []CertificateState) (string, bool) {
+	if len(certs) == 0 {
+		return "-", true
+	}
+	var parts []string
+	ok := true
+	for _, c := range certs {
+		switch c.State {
+		case CertValid:
+			parts = append(parts, fmt.Sprintf("%s: valid to %s (%s)", c.Name, c.NotAfter.Format("2006-01-02"), c.Issuer))
+		default:
+			ok = false
+			parts = append(parts, c.Name+": "+c.State)
+		}
+	}
+	return strings.Join(parts, "; "), ok
 }
 
 func orDash(list []string) string {

@@ -1,0 +1,258 @@
+package hearth
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/certmagic"
+)
+
+// What the status shows of each HTTPS site's certificate: a site whose
+// certificate could not be obtained is not "running" for its visitors,
+// who get a TLS alert. The certificate itself is read from Caddy's
+// storage (where the policy's issuers keep it); what happened when Caddy
+// last tried to obtain or renew it comes from the tls app's events
+// (cert_obtaining, cert_obtained, cert_failed), kept across reloads.
+
+// Certificate states.
+const (
+	CertValid     = "valid"     // held, not expired
+	CertExpired   = "expired"   // held, past its not_after
+	CertObtaining = "obtaining" // none yet; Caddy is asking the CA
+	CertFailed    = "failed"    // the last attempt failed (last_error says why)
+	CertNone      = "none"      // none yet, no attempt seen
+)
+
+// CertificateState is one HTTPS site name's certificate.
+type CertificateState struct {
+	// Name is the site name (the certificate's subject).
+	Name string `json:"name"`
+	// State is valid, expired, obtaining, failed or none.
+	State string `json:"state"`
+	// Issuer is the certificate's issuer (its CA's name).
+	Issuer string `json:"issuer,omitempty"`
+	// NotAfter is when it expires.
+	NotAfter *time.Time `json:"not_after,omitempty"`
+	// Renewal is when Caddy starts renewing it (once a third of its
+	// lifetime is left, unless renewal_window_ratio or the CA's renewal
+	// information say otherwise).
+	Renewal *time.Time `json:"renewal,omitempty"`
+	// LastError is the CA's or DNS server's answer to the last failed
+	// attempt, and LastErrorAt its time; cleared when one succeeds.
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+}
+
+// certAttempt is what the tls app's events said of a name last.
+type certAttempt struct {
+	obtaining bool
+	lastError string
+	at        time.Time
+}
+
+// certLog holds the attempts per name, for every config (a reload keeps it).
+type certLog struct {
+	mu       sync.Mutex
+	attempts map[string]certAttempt
+}
+
+func (*certLog) Destruct() error { return nil }
+
+var certLogs = caddy.NewUsagePool()
+
+const certLogKey = "hearth.certificates"
+
+// certSource is what the status reads certificates through: the running
+// config's tls app and storage.
+type certSource struct {
+	tls     *caddytls.TLS
+	storage certmagic.Storage
+	log     *certLog
+}
+
+var currentCerts atomic.Pointer[certSource]
+
+// certRedactor removes credentials from certificate errors (a DNS
+// provider's error may quote its request); set by the ddns app.
+var certRedactor atomic.Pointer[func(string) string]
+
+// SetCertificateRedactor sets what removes credentials from the errors of
+// certificate attempts before the status shows them.
+func SetCertificateRedactor(fn func(string) string) { certRedactor.Store(&fn) }
+
+// certEvents is the events handler that records attempts.
+type certEvents struct{ log *certLog }
+
+// Handle records a tls app event about a certificate.
+func (h certEvents) Handle(_ context.Context, e caddy.Event) error {
+	name, _ := e.Data["identifier"].(string)
+	if name == "" {
+		return nil
+	}
+	name = strings.ToLower(name)
+	h.log.mu.Lock()
+	defer h.log.mu.Unlock()
+	a := h.log.attempts[name]
+	switch e.Name() {
+	case "cert_obtaining":
+		a.obtaining = true
+	case "cert_obtained":
+		a = certAttempt{}
+	case "cert_failed":
+		a.obtaining = false
+		a.lastError, a.at = fmt.Sprint(e.Data["error"]), e.Timestamp()
+	}
+	h.log.attempts[name] = a
+	return nil
+}
+
+// watchCertificates subscribes to the tls app's certificate events.
+func (a *App) watchCertificates(ctx caddy.Context) error {
+	val, _, err := certLogs.LoadOrNew(certLogKey, func() (caddy.Destructor, error) {
+		return &certLog{attempts: map[string]certAttempt{}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	a.certLog = val.(*certLog)
+	eventsAny, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("hearth: loading the events app to follow certificates: %w", err)
+	}
+	events := eventsAny.(*caddyevents.App)
+	for _, name := range []string{"cert_obtaining", "cert_obtained", "cert_failed"} {
+		if err := events.On(name, certEvents{a.certLog}); err != nil {
+			return fmt.Errorf("hearth: following %s events: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// publishCertificates makes the running config's tls app the one the
+// status reads certificates from (at Start).
+func (a *App) publishCertificates() {
+	tlsAny, err := a.ctx.AppIfConfigured("tls")
+	if err != nil {
+		return
+	}
+	currentCerts.Store(&certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog})
+}
+
+// certificateStates reports the certificate of each name.
+func certificateStates(names []string) []CertificateState {
+	src := currentCerts.Load()
+	out := []CertificateState{}
+	for _, name := range names {
+		state := CertificateState{Name: name, State: CertNone}
+		if src != nil {
+			src.read(&state)
+		}
+		out = append(out, state)
+	}
+	return out
+}
+
+// read fills in the certificate held for s.Name and the last attempt.
+func (src *certSource) read(s *CertificateState) {
+	if cert := src.load(s.Name); cert != nil {
+		notAfter := cert.NotAfter
+		renewal := cert.NotAfter.Add(-time.Duration(float64(cert.NotAfter.Sub(cert.NotBefore)) * src.renewalRatio(s.Name)))
+		s.Issuer, s.NotAfter, s.Renewal = cert.Issuer.CommonName, &notAfter, &renewal
+		if len(cert.Issuer.Organization) > 0 && s.Issuer == "" {
+			s.Issuer = cert.Issuer.Organization[0]
+		}
+		s.State = CertValid
+		if time.Now().After(cert.NotAfter) {
+			s.State = CertExpired
+		}
+	}
+	if src.log == nil {
+		return
+	}
+	src.log.mu.Lock()
+	attempt, ok := src.log.attempts[strings.ToLower(s.Name)]
+	src.log.mu.Unlock()
+	if !ok {
+		return
+	}
+	if attempt.lastError != "" {
+		at := attempt.at
+		s.LastError, s.LastErrorAt = attempt.lastError, &at
+		if fn := certRedactor.Load(); fn != nil {
+			s.LastError = (*fn)(s.LastError)
+		}
+	}
+	switch {
+	case s.State == CertValid || s.State == CertExpired:
+	case attempt.obtaining:
+		s.State = CertObtaining
+	case attempt.lastError != "":
+		s.State = CertFailed
+	}
+}
+
+// policyFor is the automation policy Caddy uses for name: the first whose
+// subjects match, else the first without subjects.
+func (src *certSource) policyFor(name string) *caddytls.AutomationPolicy {
+	if src.tls.Automation == nil {
+		return nil
+	}
+	var catchAll *caddytls.AutomationPolicy
+	for _, ap := range src.tls.Automation.Policies {
+		if len(ap.SubjectsRaw) == 0 {
+			if catchAll == nil {
+				catchAll = ap
+			}
+			continue
+		}
+		for _, subject := range ap.SubjectsRaw {
+			if certmagic.MatchWildcard(name, subject) {
+				return ap
+			}
+		}
+	}
+	return catchAll
+}
+
+func (src *certSource) renewalRatio(name string) float64 {
+	if ap := src.policyFor(name); ap != nil && ap.RenewalWindowRatio > 0 {
+		return ap.RenewalWindowRatio
+	}
+	return certmagic.DefaultRenewalWindowRatio
+}
+
+// load reads name's certificate from storage, as any of its policy's
+// issuers keeps it.
+func (src *certSource) load(name string) *x509.Certificate {
+	ap := src.policyFor(name)
+	if ap == nil || src.storage == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var newest *x509.Certificate
+	for _, iss := range ap.Issuers {
+		data, err := src.storage.Load(ctx, certmagic.StorageKeys.SiteCert(iss.IssuerKey(), name))
+		if err != nil {
+			continue
+		}
+		block, _ := pem.Decode(data)
+		if block == nil {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err == nil && (newest == nil || cert.NotAfter.After(newest.NotAfter)) {
+			newest = cert
+		}
+	}
+	return newest
+}

@@ -1,0 +1,50 @@
+package hearth
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+)
+
+// TestCertificateAttempts: the tls app's events decide the state of a
+// name without a certificate (obtaining, failed with the error, cleared
+// by success), and the error is redacted before the status shows it.
+func TestCertificateAttempts(t *testing.T) {
+	log := &certLog{attempts: map[string]certAttempt{}}
+	old := currentCerts.Load()
+	defer currentCerts.Store(old)
+	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log})
+	defer certRedactor.Store(nil)
+	SetCertificateRedactor(func(s string) string { return strings.ReplaceAll(s, "tok-123", "[redacted]") })
+	h := certEvents{log}
+	state := func() CertificateState { return certificateStates([]string{"Home.Example.net"})[0] }
+	if s := state(); s.State != CertNone {
+		t.Errorf("before any event: %+v", s)
+	}
+	emit := func(name string, data map[string]any) {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		e, err := caddy.NewEvent(ctx, name, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Handle(ctx, e)
+	}
+	emit("cert_obtaining", map[string]any{"identifier": "home.example.net"})
+	if s := state(); s.State != CertObtaining {
+		t.Errorf("while obtaining: %+v", s)
+	}
+	emit("cert_failed", map[string]any{"identifier": "home.example.net", "error": "adding a record: API answered 403 for token tok-123"})
+	s := state()
+	if s.State != CertFailed || !strings.Contains(s.LastError, "403") || strings.Contains(s.LastError, "tok-123") || s.LastErrorAt == nil || time.Since(*s.LastErrorAt) > time.Minute {
+		t.Errorf("after a failure: %+v", s)
+	}
+	emit("cert_obtained", map[string]any{"identifier": "home.example.net"})
+	if s := state(); s.State != CertNone || s.LastError != "" {
+		t.Errorf("after success (no certificate in this test's storage): %+v", s)
+	}
+}
