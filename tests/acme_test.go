@@ -266,7 +266,8 @@ func serviceCertificates(t *testing.T, c *caddyProc) map[string]map[string]any {
 // TestDNSChallengeThroughDDNSProvider: a site on a port no CA can reach
 // gets its certificate from the ACME CA (Pebble) by the DNS challenge,
 // through the ddns block's own provider (RFC 2136 to BIND), with no TLS
-// settings of its own; the challenge's TXT record is removed afterwards.
+// settings of its own, and renews it the same way; the challenge's TXT
+// record is removed afterwards.
 func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 	if !inOwnNetwork(t) {
 		return
@@ -278,7 +279,11 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 	ca := newTestCA(t, dir)
 	p := startPebble(t, ca, "127.0.0.1:53")
 	port := freePort(t)
-	c := launchCaddy(t, acmeSiteConfig(n, p, ca, port, "http_port "+fmt.Sprint(freePort(t))))
+	// renewal: Caddy checks every second, and a certificate is due once
+	// 0.9999999 of its lifetime is left (Pebble's last five years: due
+	// after about 16 s); Debian's Pebble cannot issue short-lived ones
+	settings := "http_port " + fmt.Sprint(freePort(t)) + "\n\trenew_interval 1s"
+	c := launchCaddy(t, acmeSiteConfig(n, p, ca, port, settings+"\n\trenewal_window_ratio 0.9999999"))
 	roots := p.issuingRoots(t)
 	var first *x509.Certificate
 	waitFor(t, 90*time.Second, "a certificate from Pebble", func() bool {
@@ -307,11 +312,22 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 	if log := c.log.String(); !strings.Contains(log, "ACME DNS challenge through the ddns provider") || !strings.Contains(log, `"challenge_type":"dns-01"`) {
 		t.Errorf("the log does not show the DNS challenge:\n%s", tail(log, 30))
 	}
+	waitFor(t, 90*time.Second, "the certificate renewed (by DNS-01 again: nothing answers the other challenges)", func() bool {
+		cert, err := servedCertificate(port, "home.hearth.test", roots)
+		return err == nil && cert.SerialNumber.Cmp(first.SerialNumber) != 0
+	})
+	if code, body := c.load(acmeSiteConfig(n, p, ca, port, settings)); code != 200 { // no longer due
+		t.Fatalf("reload: %d %s", code, body)
+	}
 	challengeGone := func() bool {
 		r, err := n.query("_acme-challenge.home.hearth.test", dns.TypeTXT)
 		return err == nil && len(r.Answer) == 0
 	}
-	waitFor(t, 20*time.Second, "the challenge's TXT record removed", challengeGone)
+	waitFor(t, 30*time.Second, "the challenge's TXT record removed", challengeGone)
+	current, err := servedCertificate(port, "home.hearth.test", roots)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// the status shows the certificate: valid, from Pebble, when it expires
 	// and when it renews
@@ -319,8 +335,8 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 	if home["state"] != "valid" || !strings.Contains(fmt.Sprint(home["issuer"]), "Pebble") || home["not_after"] == nil || home["renewal"] == nil {
 		t.Errorf("the status of home's certificate: %v", home)
 	}
-	if notAfter, _ := time.Parse(time.RFC3339, fmt.Sprint(home["not_after"])); !notAfter.Equal(first.NotAfter) {
-		t.Errorf("not_after %v, the certificate's %v", home["not_after"], first.NotAfter)
+	if notAfter, _ := time.Parse(time.RFC3339, fmt.Sprint(home["not_after"])); !notAfter.Equal(current.NotAfter) {
+		t.Errorf("not_after %v, the served certificate's %v", home["not_after"], current.NotAfter)
 	}
 
 	// a wrong TSIG key: a new name's certificate cannot be obtained, and
@@ -329,7 +345,7 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 	wrong := *n
 	wrong.secret = base64.StdEncoding.EncodeToString([]byte("not-the-right-key-not-the-right!"))
 	wwwPort := freePort(t)
-	withWWW := acmeSiteConfig(&wrong, p, ca, port, "http_port "+fmt.Sprint(freePort(t))) +
+	withWWW := acmeSiteConfig(&wrong, p, ca, port, settings) +
 		fmt.Sprintf("\nwww.hearth.test:%d {\n\tbind 127.0.0.1\n\twsgi hello:application {\n\t\tdir {APPS}\n\t\tpython {PYTHON}\n\t\tworkers 1\n\t}\n}\n", wwwPort)
 	withWWW = strings.Replace(withWWW, "domains {\n\t\t\thearth.test home", "domains {\n\t\t\thearth.test home www", 1)
 	if code, body := c.load(withWWW); code != 200 {
@@ -399,5 +415,14 @@ www.example.test {
 	}
 	if strings.Contains(log, "www.example.test:443 will get no certificate") {
 		t.Errorf("the site on 443 was warned about:\n%s", log)
+	}
+	// naming dyndns2 for Caddy's own DNS challenge made Caddy panic (a
+	// type assertion to certmagic.DNSProvider); now it loads, and the
+	// provider refuses the TXT record with the reason when used
+	writeFile(t, config, "{\n\tacme_dns dyndns2 {\n\t\tserver http://127.0.0.1:9\n\t\tusername me\n\t\tpassword secret\n\t}\n}\nhome.example.test:2929 {\n\trespond hi\n}\n")
+	cmd = exec.Command(caddyBinary(t), "validate", "--config", config, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(out), "panic") {
+		t.Errorf("acme_dns dyndns2: %v\n%s", err, out)
 	}
 }

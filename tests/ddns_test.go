@@ -499,3 +499,39 @@ func TestExampleDDNS(t *testing.T) {
 		t.Errorf("the TSIG key is in Caddy's log")
 	}
 }
+
+// TestDDNSSharedStorageWritesOnce: two Caddy instances (their own data
+// directories, as on two machines) with one ddns config and one shared
+// storage make one update per record and address change between them,
+// not one each.
+func TestDDNSSharedStorageWritesOnce(t *testing.T) {
+	n := startNamed(t)
+	shared := t.TempDir()
+	config := func(ip string) string {
+		return strings.Replace(ddnsConfig(n, n.secret, "ip_source static "+ip), "\tddns {", "\tstorage file_system "+shared+"\n\tddns {", 1)
+	}
+	adds := func() int { return strings.Count(n.log.String(), "adding an RR at") }
+	a := launchCaddyWithData(t, config("203.0.113.20"), t.TempDir())
+	b := launchCaddyWithData(t, config("203.0.113.20"), t.TempDir())
+	for _, c := range []*caddyProc{a, b} {
+		waitFor(t, 30*time.Second, "the records set, as each instance sees them", func() bool { return ddnsState(t, c, http.MethodGet).allRecords("203.0.113.20") })
+	}
+	if got := adds(); got != 3 {
+		t.Errorf("%d record writes for 3 new records by two instances, want 3:\n%s", got, tail(n.log.String(), 20))
+	}
+	// the address changes: both see it, one writes
+	for _, c := range []*caddyProc{a, b} {
+		if code, body := c.load(config("203.0.113.21")); code != 200 {
+			t.Fatalf("reload: %d %s", code, body)
+		}
+	}
+	for _, c := range []*caddyProc{a, b} {
+		waitFor(t, 30*time.Second, "the records changed", func() bool { return ddnsState(t, c, http.MethodGet).allRecords("203.0.113.21") })
+	}
+	if got := adds(); got != 6 {
+		t.Errorf("%d record writes after one change of 3 records, want 6 in all", got)
+	}
+	if got := n.addresses(t, "home.example.test"); got != "203.0.113.21" {
+		t.Errorf("home: A %q", got)
+	}
+}

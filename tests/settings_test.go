@@ -385,3 +385,58 @@ http://127.0.0.1:%d {
 		})
 	}
 }
+
+// TestSecretKeyInSharedStorage: `settings auto` keeps the app's key in
+// Caddy's storage. Two Caddy processes (their own data directories, as on
+// two machines) that share a storage give the app the same key; a key an
+// earlier run kept in this machine's data directory moves into the shared
+// storage the first time it is used, never generated anew.
+func TestSecretKeyInSharedStorage(t *testing.T) {
+	dir := keyApp(t)
+	shared := t.TempDir()
+	withStorage := func(port int, storage string) string {
+		return "{\n\tadmin {ADMIN}\n\tstorage file_system " + storage + "\n}\n" + keySite(port, dir, "")
+	}
+	hashOf := func(c *caddyProc, port int) string {
+		c.waitRunning()
+		_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if len(body) != 64 {
+			t.Fatalf("the app answered %q", body)
+		}
+		return body
+	}
+	portA, portB := freePort(t), freePort(t)
+	a := launchCaddyWithData(t, withStorage(portA, shared), t.TempDir())
+	keyA := hashOf(a, portA)
+	b := launchCaddyWithData(t, withStorage(portB, shared), t.TempDir())
+	if keyB := hashOf(b, portB); keyB != keyA {
+		t.Errorf("two instances sharing a storage gave the app different keys")
+	}
+	a.stop()
+	b.stop()
+	if _, err := os.Stat(filepath.Join(shared, "hearth", "secrets")); err != nil {
+		t.Errorf("the key is not in the shared storage: %v", err)
+	}
+
+	// an earlier run's key, in this machine's data directory, is moved
+	data, moved := t.TempDir(), t.TempDir()
+	port := freePort(t)
+	c := launchCaddyWithData(t, keySite(port, dir, ""), data)
+	before := hashOf(c, port)
+	c.stop()
+	local, _ := filepath.Glob(filepath.Join(data, "caddy", "hearth", "secrets", "app-*.key"))
+	if len(local) != 1 {
+		t.Fatalf("the first run kept its key in %v", local)
+	}
+	c = launchCaddyWithData(t, withStorage(port, moved), data)
+	if after := hashOf(c, port); after != before {
+		t.Errorf("the key changed when the storage did: it must be moved, never generated anew")
+	}
+	c.stop()
+	if _, err := os.Stat(local[0]); !os.IsNotExist(err) {
+		t.Errorf("the local copy of the key is still there (%v): one copy of a secret", err)
+	}
+	if stored, _ := filepath.Glob(filepath.Join(moved, "hearth", "secrets", "app-*.key")); len(stored) != 1 {
+		t.Errorf("the key is not in the new storage: %v", stored)
+	}
+}

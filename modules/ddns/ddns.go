@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -76,7 +77,8 @@ type App struct {
 	// site's own `tls` settings still win. Default: on.
 	DNSChallenge string `json:"dns_challenge,omitempty"`
 
-	fingerprint string // of the settings that decide what is written
+	fingerprint string            // of the settings that decide what is written
+	storage     certmagic.Storage // Caddy's: coordinates instances that share it
 	setter      libdns.RecordSetter
 	getter      libdns.RecordGetter
 	redact      *redactor // removes credentials from what is logged and recorded
@@ -160,6 +162,7 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 		return err
 	}
 	a.state = val.(*state)
+	a.storage = ctx.Storage()
 	return a.setUpDNSChallenge(ctx, mod, providerJSON)
 }
 
@@ -301,11 +304,13 @@ func (a *App) check(ctx context.Context, readBack bool) bool {
 			continue
 		}
 		for zone, names := range a.Domains {
+			var readAt time.Time // when DNS was last read for these records, in this check
 			if readBack {
+				readAt = time.Now()
 				a.readBack(ctx, zone, version)
 			}
 			for _, name := range names {
-				if err := a.update(ctx, zone, name, version, ip, now); err != nil {
+				if err := a.update(ctx, zone, name, version, ip, now, readAt); err != nil {
 					failed = true
 				}
 			}
@@ -338,8 +343,10 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 	}
 }
 
-// update sets one record if it differs from ip.
-func (a *App) update(ctx context.Context, zone, name, version string, ip netip.Addr, now time.Time) error {
+// update sets one record if it differs from ip. Instances that share
+// Caddy's storage take the record's lock there and skip a write another
+// one has just made (see sharedWrite).
+func (a *App) update(ctx context.Context, zone, name, version string, ip netip.Addr, now, readAt time.Time) error {
 	var value string
 	a.record(zone, name, version, func(r *recordState) {
 		r.CurrentIP, r.LastCheck = ip.String(), now
@@ -355,6 +362,16 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	written, done, err := a.sharedWrite(ctx, zone, name, version, ip, readAt)
+	if err != nil {
+		a.logger.Warn("coordinating the update through Caddy's storage; updating anyway", append(fields, zap.Error(err))...)
+	}
+	defer done()
+	if written {
+		a.logger.Info("record already updated by another instance sharing Caddy's storage", fields...)
+		a.record(zone, name, version, func(r *recordState) { r.RecordValue, r.LastError = ip.String(), "" })
+		return nil
+	}
 	rec := libdns.Address{Name: relativeName(name, zone), TTL: time.Duration(a.TTL), IP: ip}
 	if _, err := a.setter.SetRecords(ctx, zone, []libdns.Record{rec}); err != nil {
 		if msg := err.Error(); strings.Contains(msg, "bad authentication") || strings.Contains(msg, "NOTAUTH") {
@@ -366,6 +383,7 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 		return err
 	}
 	a.logger.Info("record updated", fields...)
+	a.storeWrite(ctx, zone, name, version, ip)
 	a.record(zone, name, version, func(r *recordState) {
 		r.RecordValue, r.LastChange, r.LastError = ip.String(), now, ""
 	})

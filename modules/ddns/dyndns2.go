@@ -193,6 +193,27 @@ func (p *DynDNS2) SetRecords(ctx context.Context, zone string, records []libdns.
 	return done, nil
 }
 
+// errNoTXT is why dyndns2 cannot solve the ACME DNS challenge.
+var errNoTXT = errors.New("dyndns2 updates addresses only and cannot create the TXT record of the ACME DNS challenge: " +
+	"remove it from acme_dns or the site's `tls { dns … }`, and forward port 80 to this machine (HTTP challenge), " +
+	"or use a DNS provider that can set TXT records (rfc2136, cloudflare, duckdns)")
+
+// AppendRecords refuses: the protocol cannot set TXT records. It exists so
+// that `acme_dns dyndns2` is an error that says so, not a panic in Caddy's
+// type assertion to certmagic.DNSProvider.
+func (p *DynDNS2) AppendRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
+	return nil, errNoTXT
+}
+
+// DeleteRecords refuses, like AppendRecords.
+func (p *DynDNS2) DeleteRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
+	return nil, errNoTXT
+}
+
+// SolvesDNSChallenge reports that dyndns2 cannot solve the ACME DNS
+// challenge, although it has the methods certmagic.DNSProvider asks for.
+func (p *DynDNS2) SolvesDNSChallenge() bool { return false }
+
 // UnmarshalCaddyfile parses `provider dyndns2 { server …; username …; password … }`.
 func (p *DynDNS2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return unmarshalFields(d, map[string]*string{"server": &p.Server, "username": &p.Username, "password": &p.Password})
@@ -346,6 +367,8 @@ func unmarshalFields(d *caddyfile.Dispenser, fields map[string]*string) error {
 // Interface guards
 var (
 	_ libdns.RecordSetter   = (*DynDNS2)(nil)
+	_ libdns.RecordAppender = (*DynDNS2)(nil) // refusing, with the reason (see errNoTXT)
+	_ libdns.RecordDeleter  = (*DynDNS2)(nil)
 	_ libdns.RecordSetter   = (*DuckDNS)(nil)
 	_ libdns.RecordAppender = (*DuckDNS)(nil) // with RecordDeleter: certmagic.DNSProvider
 	_ libdns.RecordDeleter  = (*DuckDNS)(nil)

@@ -150,3 +150,20 @@ func TestDuckDNSTXT(t *testing.T) {
 		t.Error("an address record was appended")
 	}
 }
+
+// TestDynDNS2RefusesTXT: dyndns2 has the methods of a DNS challenge
+// provider only to refuse with the reason and the ways out.
+func TestDynDNS2RefusesTXT(t *testing.T) {
+	p := &DynDNS2{}
+	var _ certmagic.DNSProvider = p
+	if SolvesDNSChallenge(p) {
+		t.Error("dyndns2 claims to solve the DNS challenge")
+	}
+	_, err := p.AppendRecords(context.Background(), "example.net.", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: "x"}})
+	if err == nil || !strings.Contains(err.Error(), "cannot create the TXT record") || !strings.Contains(err.Error(), "forward port 80") {
+		t.Errorf("AppendRecords: %v", err)
+	}
+	if !SolvesDNSChallenge(&DuckDNS{}) {
+		t.Error("duckdns does not solve the DNS challenge")
+	}
+}

@@ -248,6 +248,9 @@ func (a *App) tellSites() {
 	sites := discoverSites(httpApp.(*caddyhttp.App))
 	a.buildServices(httpApp.(*caddyhttp.App))
 	for _, p := range a.used {
+		if aware, ok := p.(StorageAware); ok {
+			aware.SetStorage(a.ctx.Storage())
+		}
 		if aware, ok := p.(SiteAware); ok {
 			if site := sites[a.keys[p]]; site != nil {
 				aware.SetSite(*site)

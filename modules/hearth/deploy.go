@@ -506,7 +506,11 @@ func challenges(cfg *ConfigFile, ports []sitePort) []siteChallenge {
 	if dd := cfg.Apps.DDNS; dd != nil {
 		provider = dd.Provider.Name
 		if mod, err := caddy.GetModule("dns.providers." + provider); err == nil {
-			_, dnsCapable = mod.New().(certmagic.DNSProvider)
+			p := mod.New()
+			_, dnsCapable = p.(certmagic.DNSProvider)
+			if c, ok := p.(interface{ SolvesDNSChallenge() bool }); ok && !c.SolvesDNSChallenge() {
+				dnsCapable = false // dyndns2: the methods, to refuse with a reason
+			}
 		}
 		dnsCapable = dnsCapable && dd.DNSChallenge != "off"
 		for zone, names := range dd.Domains {

@@ -2,6 +2,8 @@ package hearth
 
 import (
 	"net"
+
+	"github.com/caddyserver/certmagic"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,6 +37,13 @@ type PoolHandler interface {
 // SiteAware pools are told where they are served before they start.
 type SiteAware interface {
 	SetSite(Site)
+}
+
+// StorageAware pools are given the config's storage (Caddy's `storage`,
+// files in its data directory by default) before they start: state that
+// instances sharing a storage must share lives there.
+type StorageAware interface {
+	SetStorage(certmagic.Storage)
 }
 
 // discoverSites walks the HTTP app's routes and returns, per pool key, the

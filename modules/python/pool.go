@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -61,6 +62,7 @@ type Pool struct {
 	findings       []Finding                      // from the pre-launch checks
 	site           hearth.Site                    // where the pool is served
 	autoEnv        []string                       // from `settings auto`
+	storage        certmagic.Storage              // the config's, for `settings auto`
 	autoHosts      []string                       // the ALLOWED_HOSTS `settings auto` gives the app
 	appHosts       atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
 	mounts         atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)

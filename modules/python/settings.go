@@ -1,17 +1,20 @@
 package python
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/guard"
@@ -45,7 +48,10 @@ func (p *Pool) prepareAutoSettings() error {
 	if p.spec.Settings != "auto" {
 		return nil
 	}
-	key, migrated, err := storedSecretKey(p.spec.Name, p.spec.Dir)
+	p.mu.Lock()
+	storage := p.storage
+	p.mu.Unlock()
+	key, migrated, err := secretKey(p.ctx, storage, p.spec.Name, p.spec.Dir)
 	if err != nil {
 		return err
 	}
@@ -82,6 +88,83 @@ func (p *Pool) prepareAutoSettings() error {
 	}
 	p.autoEnv = env
 	return nil
+}
+
+// SetStorage gives the pool the config's storage (hearth.StorageAware),
+// where `settings auto` keeps the app's secret key.
+func (p *Pool) SetStorage(storage certmagic.Storage) {
+	p.mu.Lock()
+	p.storage = storage
+	p.mu.Unlock()
+}
+
+// secretKey returns the app's secret key from Caddy's storage. With the
+// default storage (files in Caddy's data directory on this machine) that
+// is storedSecretKey, which also checks the directory. With another
+// storage (a shared file system, Redis, Consul, S3…) every instance that
+// shares it gets the same key: generated once under the storage's lock,
+// or moved there from this machine's files where an earlier run kept it
+// (never generated anew).
+func secretKey(ctx context.Context, storage certmagic.Storage, name, appDir string) (string, bool, error) {
+	if fsStorage, ok := storage.(*certmagic.FileStorage); storage == nil || ok && filepath.Clean(fsStorage.Path) == filepath.Clean(caddy.AppDataDir()) {
+		return storedSecretKey(name, appDir)
+	}
+	storeKey := path.Join("hearth", "secrets", keyFileName(name, appDir))
+	if err := storage.Lock(ctx, storeKey); err != nil {
+		return "", false, fmt.Errorf("settings auto: locking the secret key in Caddy's storage (%s): %w", storeKey, err)
+	}
+	defer func() { _ = storage.Unlock(context.WithoutCancel(ctx), storeKey) }()
+	data, err := storage.Load(ctx, storeKey)
+	if err == nil {
+		if key := strings.TrimSpace(string(data)); len(key) >= 32 {
+			return key, false, nil
+		}
+		return "", false, fmt.Errorf("settings auto: %s in Caddy's storage holds no usable secret key (fewer than 32 characters); delete it and Hearth generates a new one", storeKey)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("settings auto: reading the secret key from Caddy's storage: %w", err)
+	}
+	key, local, err := localSecretKey(name, appDir)
+	if err != nil {
+		return "", false, err
+	}
+	if key == "" {
+		if key, err = hearth.NewSecretKey(); err != nil {
+			return "", false, err
+		}
+	}
+	if err := storage.Store(ctx, storeKey, []byte(key+"\n")); err != nil {
+		return "", false, fmt.Errorf("settings auto: storing the secret key in Caddy's storage: %w", err)
+	}
+	for _, f := range local {
+		_ = os.Remove(f) // now in the storage: one copy of the secret
+	}
+	return key, len(local) > 0, nil
+}
+
+// localSecretKey reads the key an earlier run kept in this machine's data
+// directory for the app, without creating anything; files are the files
+// it was read from ("" and none when there is none).
+func localSecretKey(name, appDir string) (key string, files []string, err error) {
+	dir := filepath.Join(caddy.AppDataDir(), "hearth", "secrets")
+	candidates := []string{filepath.Join(dir, keyFileName(name, appDir))}
+	if legacy := legacyKeyFile(dir, name); legacy != "" {
+		candidates = append(candidates, legacy)
+	}
+	for _, f := range candidates {
+		data, err := safedir.ReadFile(f, 0o600, 4096)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("settings auto: the secret key an earlier run kept: %w", err)
+		}
+		if k := strings.TrimSpace(string(data)); len(k) >= 32 && key == "" {
+			key = k
+			files = append(files, f)
+		}
+	}
+	return key, files, nil
 }
 
 // storedSecretKey returns the secret key of the app named name in
