@@ -80,7 +80,7 @@ secure.example.test:%d {
 	for _, want := range []string{
 		fmt.Sprintf("Caddy's own code uses %d of %d CPUs", using, all),
 		"<title>Hearth dashboard</title>", `id="service-hello"`, "home.example.test", "state-running",
-		fmt.Sprint(pids[0]), fmt.Sprint(pids[1]), "HG-ENV-01", "DDNS keeps", "203.0.113.80", "refreshes every 5 seconds",
+		fmt.Sprint(pids[0]), fmt.Sprint(pids[1]), "HG-ENV-01", "DDNS would keep", "runs with <code>dry_run</code>: it writes nothing", "203.0.113.80", "refreshes every 5 seconds",
 		// the HTTPS site's certificate, from Caddy's own CA here
 		"Certificate for <code>secure.example.test</code>", "valid until", "Caddy Local Authority", "renews from",
 	} {

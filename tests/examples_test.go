@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -335,4 +336,39 @@ func TestExampleFlask(t *testing.T) {
 	checkStatic(t, c, base, map[string]string{
 		"/static/guestbook.css": filepath.Join(dir, "static", "guestbook.css"),
 	})
+}
+
+// TestDDNSExamplesStayOffline: as they are (no environment set), the
+// examples' ddns blocks ask no address service on the internet: their
+// sources default to a fixed documentation address.
+func TestDDNSExamplesStayOffline(t *testing.T) {
+	for _, example := range []string{"homeserver", "ddns"} {
+		cmd := exec.Command(caddyBinary(t), "adapt", "--config", repoPath("examples", example, "Caddyfile"), "--adapter", "caddyfile")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("adapting examples/%s: %v", example, err)
+		}
+		var cfg struct {
+			Apps struct {
+				DDNS struct {
+					IPSources []struct {
+						Source string `json:"source"`
+					} `json:"ip_sources"`
+				} `json:"ddns"`
+			} `json:"apps"`
+		}
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		sources := cfg.Apps.DDNS.IPSources
+		if len(sources) == 0 {
+			t.Errorf("examples/%s: no ip_source", example)
+		}
+		for _, s := range sources {
+			if s.Source != "static" {
+				t.Errorf("examples/%s asks %q for the address when run as it is: it must run offline", example, s.Source)
+			}
+		}
+	}
 }

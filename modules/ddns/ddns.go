@@ -142,6 +142,12 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 	}
 	a.fingerprint = a.configFingerprint()
 	providerJSON := slices.Clone(a.ProviderRaw) // LoadModule lets go of it; the DNS challenge reuses it
+	if err := emptyCredential(a.ProviderRaw); err != nil {
+		if !a.DryRun {
+			return err
+		}
+		a.logger.Warn("dry_run: nothing is written, but turning it off will fail: "+err.Error(), zap.String("fix", "set the variable, or write the value"))
+	}
 	mod, err := ctx.LoadModule(a, "ProviderRaw")
 	if err != nil {
 		return fmt.Errorf("ddns: loading the DNS provider: %w (is the provider module built in? `caddy list-modules` shows dns.providers.*)", err)
@@ -201,6 +207,7 @@ func (a *App) Start() error {
 	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
 	current.Store(a)
 	hearth.SetDDNSNames(a.names)
+	hearth.SetDDNSDryRun(a.DryRun)
 	hearth.SetCertificateRedactor(a.redact.text) // DNS-01 errors come from the same provider
 	hearth.SetDDNSStatus(func() any { return a.status() })
 	go func() {
@@ -319,7 +326,11 @@ func (a *App) check(ctx context.Context, readBack bool) bool {
 	return failed
 }
 
-// readBack refreshes what DNS holds for the zone's names.
+// readBackFailed begins the last_error of a failed read-back.
+const readBackFailed = "reading the records back: "
+
+// readBack refreshes what DNS holds for the zone's names; a failure is
+// each record's last_error until a read-back succeeds.
 func (a *App) readBack(ctx context.Context, zone, version string) {
 	if a.getter == nil {
 		return
@@ -329,6 +340,9 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 	records, err := a.getter.GetRecords(ctx, zone)
 	if err != nil {
 		a.logger.Warn("reading the records back", zap.String("zone", zone), zap.Error(err))
+		for _, name := range a.Domains[zone] {
+			a.record(zone, name, version, func(r *recordState) { r.LastError = readBackFailed + err.Error() })
+		}
 		return
 	}
 	for _, name := range a.Domains[zone] {
@@ -339,7 +353,12 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 				value = rr.Data
 			}
 		}
-		a.record(zone, name, version, func(r *recordState) { r.RecordValue = value })
+		a.record(zone, name, version, func(r *recordState) {
+			r.RecordValue = value
+			if strings.HasPrefix(r.LastError, readBackFailed) {
+				r.LastError = "" // read back fine now
+			}
+		})
 	}
 }
 

@@ -2,10 +2,13 @@ package ddns
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/libdns/libdns"
+	"go.uber.org/zap"
 )
 
 // readOnlyProvider is a DNS provider that cannot set records.
@@ -32,6 +35,10 @@ func TestProvisionErrors(t *testing.T) {
 		want   string
 	}{
 		{"read-only provider", func(a *App) { a.ProviderRaw = []byte(`{"name": "hearth_test_readonly"}`) }, "cannot set records"},
+		{"a key from an unset variable", func(a *App) {
+			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha256", "key": "{env.HEARTH_TEST_UNSET_KEY}", "server": "127.0.0.1:53"}`)
+		}, "the provider's key is empty: it comes from the environment variable HEARTH_TEST_UNSET_KEY, which is not set in Caddy's environment"},
+		{"an empty token", func(a *App) { a.ProviderRaw = []byte(`{"name": "cloudflare", "api_token": ""}`) }, "the provider's api_token is empty"},
 		{"unknown provider", func(a *App) { a.ProviderRaw = []byte(`{"name": "nosuch"}`) }, "nosuch"},
 		{"no provider", func(a *App) {}, "no provider"},
 		{"bad version", func(a *App) { a.Versions = []string{"ipv5"} }, "not ipv4 or ipv6"},
@@ -46,5 +53,30 @@ func TestProvisionErrors(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// failingGetter is a provider whose records cannot be read back.
+type failingGetter struct{}
+
+func (failingGetter) GetRecords(context.Context, string) ([]libdns.Record, error) {
+	return nil, errors.New("zone transfer refused")
+}
+
+// TestReadBackErrorShows: a read-back that fails is each record's
+// last_error (GET /hearth/ddns, the dashboard), not only a log line,
+// until a read-back succeeds.
+func TestReadBackErrorShows(t *testing.T) {
+	a := &App{Domains: map[string][]string{"example.net": {"home", "@"}}, getter: failingGetter{},
+		state: &state{records: map[string]*recordState{}}, redact: newRedactor(nil, nil), logger: zap.NewNop()}
+	a.readBack(context.Background(), "example.net", "ipv4")
+	st := a.status()
+	if len(st.Records) != 2 {
+		t.Fatalf("records: %+v", st.Records)
+	}
+	for _, r := range st.Records {
+		if r.LastError != "reading the records back: zone transfer refused" {
+			t.Errorf("%s: last_error %q", r.Name, r.LastError)
+		}
 	}
 }

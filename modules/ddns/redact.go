@@ -2,6 +2,7 @@ package ddns
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"regexp"
 	"slices"
@@ -243,3 +244,52 @@ func (c *redactingCore) fields(in []zapcore.Field) []zapcore.Field {
 	}
 	return out
 }
+
+// emptyCredential finds a credential setting of the provider (a field
+// named like token, key, secret or password) that is, or resolves to,
+// nothing: `key {env.DDNS_TSIG_KEY}` with the variable unset would
+// otherwise sign updates with an empty key and fail later with a vaguer
+// error, or not at all.
+func emptyCredential(provider json.RawMessage) error {
+	var cfg any
+	if json.Unmarshal(provider, &cfg) != nil {
+		return nil
+	}
+	return findEmptyCredential(cfg, "")
+}
+
+func findEmptyCredential(v any, field string) error {
+	switch v := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			if err := findEmptyCredential(v[k], k); err != nil {
+				return err
+			}
+		}
+	case string:
+		if field == "" || !secretField(field) {
+			return nil
+		}
+		if strings.TrimSpace(caddy.NewReplacer().ReplaceAll(v, "")) != "" {
+			return nil
+		}
+		if vars := envPlaceholders.FindAllStringSubmatch(v, -1); len(vars) > 0 {
+			var names []string
+			for _, m := range vars {
+				names = append(names, m[1])
+			}
+			return fmt.Errorf("ddns: the provider's %s is empty: it comes from the environment variable %s, which is not set in Caddy's environment; set it (with the systemd unit, in its EnvironmentFile) or write the value in the config",
+				field, strings.Join(names, ", "))
+		}
+		return fmt.Errorf("ddns: the provider's %s is empty; set it", field)
+	}
+	return nil
+}
+
+// envPlaceholders matches {env.NAME} and {$NAME} placeholders.
+var envPlaceholders = regexp.MustCompile(`\{(?:env\.|\$)([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}`)

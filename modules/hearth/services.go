@@ -24,6 +24,8 @@ type Service struct {
 	// DDNS lists the names the ddns app keeps pointed at this machine
 	// that are among the service's hosts.
 	DDNS []string `json:"ddns"`
+	// DDNSDryRun says the ddns app runs in dry_run: it writes nothing.
+	DDNSDryRun bool `json:"ddns_dry_run,omitempty"`
 	// Certificates are those of the hosts, when the service is HTTPS.
 	Certificates []CertificateState `json:"certificates"`
 
@@ -38,6 +40,12 @@ var ddnsNames atomic.Pointer[func() []string]
 
 // SetDDNSNames lets the ddns app say which names it keeps updated.
 func SetDDNSNames(fn func() []string) { ddnsNames.Store(&fn) }
+
+// ddnsDryRun is the ddns app's dry_run.
+var ddnsDryRun atomic.Bool
+
+// SetDDNSDryRun lets the ddns app say it writes nothing (dry_run).
+func SetDDNSDryRun(on bool) { ddnsDryRun.Store(on) }
 
 // buildServices lists the config's services: per HTTP server, each pool
 // its routes lead to.
@@ -92,6 +100,7 @@ func servicesStatus() []Service {
 				s.DDNS = append(s.DDNS, host)
 			}
 		}
+		s.DDNSDryRun = len(s.DDNS) > 0 && ddnsDryRun.Load()
 		s.Certificates = []CertificateState{}
 		if s.https {
 			s.Certificates = certificateStates(s.Hosts)
@@ -148,6 +157,7 @@ type serviceRow struct {
 	Listen       []string           `json:"listen"`
 	Hosts        []string           `json:"hosts"`
 	DDNS         []string           `json:"ddns"`
+	DDNSDryRun   bool               `json:"ddns_dry_run"`
 	Certificates []CertificateState `json:"certificates"`
 	Pools        []struct {
 		State    string            `json:"state"`
@@ -173,7 +183,7 @@ func printServices(out io.Writer, list []serviceRow) error {
 				state = "running, no certificate" // visitors get a TLS alert
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Name, strings.Join(s.Listen, ","), orDash(s.Hosts),
-				state, len(p.Workers), restarts, len(p.Findings), orDash(s.DDNS), certs)
+				state, len(p.Workers), restarts, len(p.Findings), ddnsColumn(s.DDNS, s.DDNSDryRun), certs)
 		}
 		for _, c := range s.Certificates {
 			if c.LastError != "" {
@@ -208,6 +218,14 @@ func certificateSummary(certs []CertificateState) (string, bool) {
 		}
 	}
 	return strings.Join(parts, "; "), ok
+}
+
+// ddnsColumn is the DDNS column: the names, marked when nothing is written.
+func ddnsColumn(names []string, dryRun bool) string {
+	if dryRun && len(names) > 0 {
+		return orDash(names) + " (dry_run: not written)"
+	}
+	return orDash(names)
 }
 
 func orDash(list []string) string {
