@@ -469,3 +469,62 @@ func readFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
 }
+
+// TestDjangoErrorsReachCaddysLog: a Django view that raises, with DEBUG
+// off and no LOGGING (where Django logs nothing, mailing ADMINS only),
+// leaves its traceback in Caddy's log once, with the method and path;
+// the visitor gets Django's plain 500.
+func TestDjangoErrorsReachCaddysLog(t *testing.T) {
+	config, url := site(t, "djerrors:application", "workers 1\n\t\tguard warn")
+	c := startCaddy(t, config)
+	if resp, body := get(t, url+"/ok"); resp.StatusCode != 200 || body != "fine" {
+		t.Fatalf("/ok: %d %q", resp.StatusCode, body)
+	}
+	resp, body := get(t, url+"/boom")
+	if resp.StatusCode != 500 || strings.Contains(body, "hearth-test-view-failed") {
+		t.Errorf("/boom: %d %q", resp.StatusCode, body)
+	}
+	waitFor(t, 10*time.Second, "the traceback in Caddy's log", func() bool {
+		return strings.Contains(c.log.String(), "RuntimeError: hearth-test-view-failed")
+	})
+	log := c.log.String()
+	if n := strings.Count(log, "RuntimeError: hearth-test-view-failed"); n != 1 {
+		t.Errorf("the error is in Caddy's log %d times, want once:\n%s", n, tail(log, 30))
+	}
+	for _, want := range []string{"request error (GET): Internal Server Error: /boom", "Traceback (most recent call last)", "in boom"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("Caddy's log lacks %q:\n%s", want, tail(log, 30))
+		}
+	}
+}
+
+// TestFlaskAndASGIErrorsReachCaddysLog: the same for a Flask view (Flask
+// logs it to wsgi.errors) and a FastAPI endpoint (the runtime logs what
+// the app raises): once, with the method, the path and the traceback.
+func TestFlaskAndASGIErrorsReachCaddysLog(t *testing.T) {
+	for _, tc := range []struct {
+		handler, app, marker string
+		want                 []string
+	}{
+		{"wsgi", "flask_errors:app", "RuntimeError: hearth-test-flask-view-failed", []string{"Exception on /boom [GET]", "Traceback (most recent call last)"}},
+		{"asgi", "fastapi_errors:app", "RuntimeError: hearth-test-asgi-view-failed", []string{"GET '/boom'", "Traceback (most recent call last)"}},
+	} {
+		t.Run(tc.handler, func(t *testing.T) {
+			config, url := appSite(t, tc.handler, tc.app, "{APPS}", "workers 1\n\t\tguard warn")
+			c := startCaddy(t, config)
+			if resp, body := get(t, url+"/boom"); resp.StatusCode != 500 || strings.Contains(body, "view-failed") {
+				t.Errorf("/boom: %d %q", resp.StatusCode, body)
+			}
+			waitFor(t, 10*time.Second, "the traceback in Caddy's log", func() bool { return strings.Contains(c.log.String(), tc.marker) })
+			log := c.log.String()
+			if n := strings.Count(log, tc.marker); n != 1 {
+				t.Errorf("the error is in Caddy's log %d times, want once:\n%s", n, tail(log, 30))
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(log, want) {
+					t.Errorf("Caddy's log lacks %q:\n%s", want, tail(log, 30))
+				}
+			}
+		})
+	}
+}

@@ -834,6 +834,38 @@ def load_app(spec):
     return obj
 
 
+def route_request_errors():
+    """Make Django's request errors reach Caddy's log.
+
+    With DEBUG off and no LOGGING setting, Django sends an unhandled
+    exception in a view to mail_admins only (its console handler wants
+    DEBUG): the visitor gets "Server Error (500)" and no log says why.
+    Then one handler on the 'django.request' logger writes each such error
+    to stderr, which is Caddy's log: once, with the method, the path and
+    the traceback. An app that configures LOGGING keeps its own."""
+    conf = sys.modules.get('django.conf')
+    if conf is None:
+        return
+    try:
+        settings = conf.settings
+        if not settings.configured or settings.DEBUG or getattr(settings, 'LOGGING', None):
+            return
+    except Exception:
+        return
+    import logging
+
+    class RequestErrors(logging.Formatter):
+        def format(self, record):
+            request = getattr(record, 'request', None)
+            method = getattr(request, 'method', None) or '-'
+            return 'request error (%s): %s' % (method, super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.ERROR)
+    handler.setFormatter(RequestErrors('%(message)s'))
+    logging.getLogger('django.request').addHandler(handler)
+
+
 def watch_parent(parent):
     """Exit as soon as Caddy is gone, whatever the app is doing."""
     while True:
@@ -1109,6 +1141,7 @@ def main():
         report = json.dumps(inspect(app)).encode()
         sockets[0].sendall(_pack(len(report), HELLO, 0, 0) + report)
         return
+    route_request_errors()
     if kind == 'asgi':
         import asyncio
         asyncio.run(AsgiWorker(app, name, lifespan).run(sockets))
