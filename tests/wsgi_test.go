@@ -528,3 +528,20 @@ func TestFlaskAndASGIErrorsReachCaddysLog(t *testing.T) {
 		})
 	}
 }
+
+// TestMistypedModuleGetsAFix: a module name with a typo (hellp for
+// hello) is refused with where it was looked for and the nearest module
+// that exists, as the app line to write.
+func TestMistypedModuleGetsAFix(t *testing.T) {
+	config, _ := site(t, "hellp:application", "workers 1")
+	c := launchCaddy(t, config)
+	if code := c.waitExit(60 * time.Second); code == 0 {
+		t.Fatalf("caddy run exited 0 with a module that does not exist")
+	}
+	log := c.log.String()
+	for _, want := range []string{"no module 'hellp' in " + repoPath("tests", "apps"), `did you mean hello? (the app is \"hello:application\")`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, tail(log, 10))
+		}
+	}
+}

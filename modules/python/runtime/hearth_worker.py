@@ -817,11 +817,46 @@ def port_number(value):
         return 0
 
 
+def nearest_module(name):
+    """The importable module whose dotted name is closest to name (a typo
+    such as mysite.wgsi for mysite.wsgi), or None."""
+    import difflib
+    import pkgutil
+    parts = name.split('.')
+    # the deepest package of name that imports, and the names beside it
+    for depth in range(len(parts) - 1, -1, -1):
+        prefix = '.'.join(parts[:depth])
+        try:
+            path = __import__(prefix, fromlist=['_']).__path__ if prefix else None
+        except Exception:
+            continue
+        try:
+            names = [m.name for m in pkgutil.iter_modules(path)]
+        except Exception:
+            return None
+        if prefix:
+            names = [prefix + '.' + n for n in names]
+        close = difflib.get_close_matches('.'.join(parts[:depth + 1]), names, n=1, cutoff=0.6)
+        if close:
+            return close[0] + ('.' + '.'.join(parts[depth + 1:]) if depth + 1 < len(parts) else '')
+        return None
+    return None
+
+
 def load_app(spec):
     """Import "module:attribute" (attribute defaults to "application")."""
     module_name, _, attr = spec.partition(':')
     attr = attr or 'application'
-    module = __import__(module_name, fromlist=['_'])
+    try:
+        module = __import__(module_name, fromlist=['_'])
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + '.')):
+            raise  # the app's own import of something else failed: its traceback says what
+        hint = nearest_module(module_name)
+        fix = ('did you mean %s? (the app is "%s:%s")' % (hint, hint, attr) if hint
+               else 'check the module path in the wsgi/asgi line and the `dir` setting')
+        raise ModuleNotFoundError('no module %r in %s (looked for by the app %r): %s'
+                                  % (module_name, sys.path[0], spec, fix), name=exc.name) from None
     obj = module
     for part in attr.split('.'):
         try:
