@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
 // HTTPS for the names the app keeps pointed here. A home server usually
@@ -31,18 +33,6 @@ import (
 // DNSChallengeOff is the value of DNSChallenge that turns it off.
 const DNSChallengeOff = "off"
 
-// SolvesDNSChallenge reports whether a DNS provider module can solve the
-// ACME DNS challenge: it creates and deletes records (certmagic's
-// DNSProvider) and does not say it cannot (dyndns2 has the methods, to
-// refuse with a reason rather than make Caddy panic).
-func SolvesDNSChallenge(provider any) bool {
-	if _, ok := provider.(certmagic.DNSProvider); !ok {
-		return false
-	}
-	c, ok := provider.(interface{ SolvesDNSChallenge() bool })
-	return !ok || c.SolvesDNSChallenge()
-}
-
 // acmeCapable is an issuer that is, or wraps, an ACME issuer.
 type acmeCapable interface {
 	GetACMEIssuer() *caddytls.ACMEIssuer
@@ -54,7 +44,7 @@ func (a *App) setUpDNSChallenge(ctx caddy.Context, provider any, providerJSON js
 	if a.DNSChallenge == DNSChallengeOff || a.DryRun {
 		return nil // dry_run writes nothing to DNS, TXT records included
 	}
-	if !SolvesDNSChallenge(provider) {
+	if !hearth.SolvesDNSChallenge(provider) {
 		a.warnUnreachableChallenges(ctx, provider)
 		return nil
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
 // fakeUpdateServer answers update requests with reply and counts them.
@@ -156,14 +158,14 @@ func TestDuckDNSTXT(t *testing.T) {
 func TestDynDNS2RefusesTXT(t *testing.T) {
 	p := &DynDNS2{}
 	var _ certmagic.DNSProvider = p
-	if SolvesDNSChallenge(p) {
+	if hearth.SolvesDNSChallenge(p) {
 		t.Error("dyndns2 claims to solve the DNS challenge")
 	}
 	_, err := p.AppendRecords(context.Background(), "example.net.", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: "x"}})
 	if err == nil || !strings.Contains(err.Error(), "cannot create the TXT record") || !strings.Contains(err.Error(), "forward port 80") {
 		t.Errorf("AppendRecords: %v", err)
 	}
-	if !SolvesDNSChallenge(&DuckDNS{}) {
+	if !hearth.SolvesDNSChallenge(&DuckDNS{}) {
 		t.Error("duckdns does not solve the DNS challenge")
 	}
 }

@@ -506,11 +506,7 @@ func challenges(cfg *ConfigFile, ports []sitePort) []siteChallenge {
 	if dd := cfg.Apps.DDNS; dd != nil {
 		provider = dd.Provider.Name
 		if mod, err := caddy.GetModule("dns.providers." + provider); err == nil {
-			p := mod.New()
-			_, dnsCapable = p.(certmagic.DNSProvider)
-			if c, ok := p.(interface{ SolvesDNSChallenge() bool }); ok && !c.SolvesDNSChallenge() {
-				dnsCapable = false // dyndns2: the methods, to refuse with a reason
-			}
+			dnsCapable = SolvesDNSChallenge(mod.New())
 		}
 		dnsCapable = dnsCapable && dd.DNSChallenge != "off"
 		for zone, names := range dd.Domains {
@@ -555,4 +551,16 @@ func challenges(cfg *ConfigFile, ports []sitePort) []siteChallenge {
 		}
 	}
 	return out
+}
+
+// SolvesDNSChallenge reports whether a DNS provider module can solve the
+// ACME DNS challenge: it creates and deletes records (certmagic's
+// DNSProvider) and does not say it cannot (dyndns2 has the methods, to
+// refuse with a reason rather than make Caddy panic).
+func SolvesDNSChallenge(provider any) bool {
+	if _, ok := provider.(certmagic.DNSProvider); !ok {
+		return false
+	}
+	c, ok := provider.(interface{ SolvesDNSChallenge() bool })
+	return !ok || c.SolvesDNSChallenge()
 }
