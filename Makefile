@@ -23,15 +23,15 @@ test: build
 	go vet ./...
 	$(PYTHON) -m unittest discover -s tests/python -t tests/python
 	HEARTH_CADDY=$(CURDIR)/bin/caddy HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
-	tests/fuzz.sh FuzzReader ./modules/protocol
-	tests/fuzz.sh FuzzParseResponseHead ./modules/python
-	tests/fuzz.sh FuzzRequestHead ./modules/python
-	tests/fuzz.sh FuzzWSGIConfig ./modules/python
-	tests/fuzz.sh FuzzASGIConfig ./modules/python
-	tests/fuzz.sh FuzzProcessConfig ./modules/process
-	tests/fuzz.sh FuzzGuardConfig ./modules/guard
-	tests/fuzz.sh FuzzHearthConfig ./modules/hearth
-	tests/fuzz.sh FuzzDDNSConfig ./modules/ddns
+	tests/fuzz.sh FuzzReader ./modules/protocol 300000
+	tests/fuzz.sh FuzzParseResponseHead ./modules/python 20000
+	tests/fuzz.sh FuzzRequestHead ./modules/python 20000
+	tests/fuzz.sh FuzzWSGIConfig ./modules/python 8000
+	tests/fuzz.sh FuzzASGIConfig ./modules/python 8000
+	tests/fuzz.sh FuzzProcessConfig ./modules/process 8000
+	tests/fuzz.sh FuzzGuardConfig ./modules/guard 8000
+	tests/fuzz.sh FuzzHearthConfig ./modules/hearth 8000
+	tests/fuzz.sh FuzzDDNSConfig ./modules/ddns 8000
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)
