@@ -80,12 +80,16 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	return g.Prepare(g.logger)
 }
 
+// DefaultHSTSMaxAge is the max-age of Strict-Transport-Security when
+// HSTSMaxAge is unset: one year.
+const DefaultHSTSMaxAge = 31536000
+
 // Prepare validates the settings and applies defaults; it is used by
 // handlers that embed a Guard.
 func (g *Guard) Prepare(logger *zap.Logger) error {
 	g.logger = logger
 	if g.HSTSMaxAge == 0 {
-		g.HSTSMaxAge = 31536000
+		g.HSTSMaxAge = DefaultHSTSMaxAge
 	}
 	if g.ScanLimit <= 0 {
 		g.ScanLimit = 256 << 10

@@ -6,17 +6,38 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 )
 
 // CheckedApp is one app in the report of `caddy hearth check`.
 type CheckedApp struct {
-	Name     string         `json:"app"`
+	// Name is the app's name.
+	Name string `json:"app"`
+	// Settings is what `settings auto` or `settings overlay` gave the app
+	// (nil without a settings option).
+	Settings *AppSettings `json:"settings,omitempty"`
+	// Findings are the pre-launch findings.
 	Findings []CheckFinding `json:"findings"`
-	Error    string         `json:"error,omitempty"`
+	// Error says why the app could not be checked.
+	Error string `json:"error,omitempty"`
+}
+
+// HiddenValue stands for a secret in AppSettings.Set.
+const HiddenValue = "(hidden)"
+
+// AppSettings is what `settings auto` or `settings overlay` set for an app.
+type AppSettings struct {
+	// Mode is auto or overlay.
+	Mode string `json:"mode"`
+	// Module is, for overlay, the project's settings module it loaded.
+	Module string `json:"module,omitempty"`
+	// Set maps each setting (overlay) or environment variable (auto) that
+	// Hearth set to its value; a secret key's is "(hidden)".
+	Set map[string]any `json:"set"`
 }
 
 // CheckFinding is a finding with its effect under the app's guard mode.
@@ -96,18 +117,129 @@ func runCheck(out io.Writer, configFile, adapterName string, asJSON bool) (int, 
 		enc.SetIndent("", "  ")
 		return code, enc.Encode(map[string]any{"apps": apps, "exit_code": code})
 	}
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tID\tSEVERITY\tFINDING\tFIX")
-	for _, a := range apps {
+	return code, writeCheckReport(out, apps, code)
+}
+
+// reportWidth is the width `caddy hearth check` wraps its report to.
+const reportWidth = 80
+
+// writeCheckReport prints the report for a terminal: per app, what its
+// settings option set, then each finding with its id and effect, the
+// problem and the fix, wrapped to reportWidth; then a summary.
+func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
+	var b strings.Builder
+	blocking, warnings := 0, 0
+	for i, a := range apps {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "APP %s\n", a.Name)
+		if a.Settings != nil {
+			names := make([]string, 0, len(a.Settings.Set))
+			width := 0
+			for name := range a.Settings.Set {
+				names = append(names, name)
+				width = max(width, len(name))
+			}
+			sort.Strings(names)
+			head := "settings " + a.Settings.Mode + " set"
+			if a.Settings.Module != "" {
+				head = "settings overlay, over " + a.Settings.Module + ", set"
+			}
+			if len(names) == 0 {
+				head += " nothing (the app's own settings are used)"
+			}
+			b.WriteString(wrap("  ", head+":", "  "))
+			for _, name := range names {
+				prefix := fmt.Sprintf("    %-*s  ", width, name)
+				value := pythonValue(a.Settings.Set[name])
+				if a.Settings.Set[name] == HiddenValue {
+					value = "(hidden; kept in Caddy's storage, never printed)"
+				}
+				b.WriteString(wrap(prefix, value, "        "))
+			}
+		}
 		if a.Error != "" {
-			fmt.Fprintf(tw, "%s\t-\tcould not check\t%s\t\n", a.Name, strings.ReplaceAll(a.Error, "\n", " | "))
+			b.WriteString("  could not check the app:\n")
+			for _, line := range strings.Split(strings.TrimRight(a.Error, "\n"), "\n") {
+				b.WriteString(wrap("    ", line, "      "))
+			}
 		}
 		if a.Error == "" && len(a.Findings) == 0 {
-			fmt.Fprintf(tw, "%s\t-\tclean\tno findings\t\n", a.Name)
+			b.WriteString("  no findings\n")
 		}
 		for _, f := range a.Findings {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Name, f.ID, f.Severity, f.Problem, f.Fix)
+			if f.Blocks {
+				blocking++
+			} else {
+				warnings++
+			}
+			fmt.Fprintf(&b, "  %s  %s\n", f.ID, f.Severity)
+			b.WriteString(wrap("    ", f.Problem, "    "))
+			b.WriteString(wrap("    fix: ", f.Fix, "         "))
 		}
 	}
-	return code, tw.Flush()
+	b.WriteString("\n")
+	var summary string
+	switch code {
+	case checkClean:
+		summary = fmt.Sprintf("%d app(s) checked: nothing blocks them (%d warning(s)).", len(apps), warnings)
+	case checkBlocking:
+		summary = fmt.Sprintf("%d app(s) checked: %d blocking finding(s) would refuse the config; fix them, or acknowledge one with `guard enforce { allow <id> }`.", len(apps), blocking)
+	default:
+		summary = fmt.Sprintf("%d app(s) checked: some could not be checked (see above).", len(apps))
+	}
+	b.WriteString(wrap("", summary, ""))
+	_, err := io.WriteString(out, b.String())
+	return err
+}
+
+// wrap breaks text into lines of at most reportWidth columns at spaces:
+// the first line starts with first, the others with rest. A word longer
+// than a line (a path, a URL) gets a line of its own.
+func wrap(first, text, rest string) string {
+	var b strings.Builder
+	line := first
+	empty := true
+	for _, word := range strings.Fields(text) {
+		switch {
+		case !empty && len(line)+1+len(word) > reportWidth:
+			b.WriteString(line + "\n")
+			line, empty = rest, true
+		case empty && line != rest && len(line)+len(word) > reportWidth && len(rest)+len(word) <= reportWidth:
+			b.WriteString(strings.TrimRight(line, " ") + "\n") // a long first word fits the next line
+			line = rest
+		}
+		if !empty {
+			line += " "
+		}
+		line += word
+		empty = false
+	}
+	b.WriteString(line + "\n")
+	return b.String()
+}
+
+// pythonValue writes a setting's value as Python would.
+func pythonValue(v any) string {
+	switch v := v.(type) {
+	case bool:
+		if v {
+			return "True"
+		}
+		return "False"
+	case string:
+		return strconv.Quote(v)
+	case []any:
+		items := make([]string, len(v))
+		for i, e := range v {
+			items[i] = pythonValue(e)
+		}
+		return "[" + strings.Join(items, ", ") + "]"
+	case nil:
+		return "None"
+	case float64: // JSON numbers
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
 }

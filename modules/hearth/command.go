@@ -17,6 +17,7 @@ func init() {
 		Long: `Hearth's command-line helpers.
 
   caddy hearth status                     shows the running services (ports, hosts, pools, findings, DDNS)
+  caddy hearth restart <app>              restarts an app's workers, to load changed code
   caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
   caddy hearth ports --config Caddyfile   prints the router forwarding and firewall rules the config needs
   caddy hearth systemd --config Caddyfile prints a hardened systemd unit for Caddy and every app
@@ -24,6 +25,10 @@ func init() {
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(checkCommand())
 			cmd.AddCommand(statusCommand())
+			cmd.AddCommand(restartCommand())
+			for _, c := range moduleCommands {
+				cmd.AddCommand(c())
+			}
 			cmd.AddCommand(portsCommand())
 			cmd.AddCommand(systemdCommand())
 			cmd.AddCommand(&cobra.Command{
@@ -42,6 +47,20 @@ func init() {
 			})
 		},
 	})
+}
+
+// moduleCommands are the `caddy hearth` subcommands of other modules.
+var moduleCommands []func() *cobra.Command
+
+// RegisterCommand adds a `caddy hearth` subcommand from another module
+// (call it from init).
+func RegisterCommand(c func() *cobra.Command) { moduleCommands = append(moduleCommands, c) }
+
+// LoadConfigFile reads a config file (a Caddyfile or JSON) as JSON,
+// choosing the adapter exactly as `caddy run` does; configFile "" is
+// ./Caddyfile.
+func LoadConfigFile(configFile, adapterName string) ([]byte, error) {
+	return adaptConfig(configFile, adapterName)
 }
 
 // NewSecretKey returns 50 bytes from the system's CSPRNG, base64url-encoded.

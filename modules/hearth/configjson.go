@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // ConfigServer is an HTTP server of a JSON config, as the commands that
@@ -17,6 +19,22 @@ type ConfigServer struct {
 		DisableRedirects bool     `json:"disable_redirects"`
 		Skip             []string `json:"skip"`
 	} `json:"automatic_https"`
+}
+
+// ServesHTTPS reports whether the server serves host on port over HTTPS,
+// as Caddy decides it: it has TLS connection policies, or automatic HTTPS
+// applies (not disabled, host not skipped, port not the HTTP port
+// httpPort, 80 when 0, and host qualifies for a certificate, from a public
+// CA or Caddy's internal one).
+func (srv ConfigServer) ServesHTTPS(host string, port, httpPort int) bool {
+	if len(srv.TLSPolicies) > 0 {
+		return true
+	}
+	if httpPort == 0 {
+		httpPort = 80
+	}
+	return !srv.AutoHTTPS.Disable && !slices.Contains(srv.AutoHTTPS.Skip, host) && port != httpPort &&
+		host != "" && certmagic.SubjectQualifiesForCert(host)
 }
 
 // ConfigFile is the part of a JSON config those commands read.

@@ -102,29 +102,58 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	return d, nil
 }
 
+// adaptConfig reads a config file (a Caddyfile or JSON) as JSON, choosing
+// the adapter exactly as `caddy run` and `caddy validate` do (see
+// chooseAdapter), without their log lines.
 func adaptConfig(configFile, adapterName string) ([]byte, error) {
-	if configFile == "" {
-		return nil, fmt.Errorf("--config is required: the Caddyfile (or JSON config)")
-	}
-	data, err := os.ReadFile(configFile)
+	file, adapterName, err := chooseAdapter(configFile, adapterName)
 	if err != nil {
 		return nil, err
 	}
-	if adapterName == "" && strings.HasPrefix(filepath.Base(configFile), "Caddyfile") {
-		adapterName = "caddyfile"
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
 	}
 	if adapterName == "" {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("%s is not valid JSON (%v); if it is a Caddyfile, pass --adapter caddyfile or name it Caddyfile or *.caddyfile", file, err)
+		}
 		return data, nil
 	}
 	adapter := caddyconfig.GetAdapter(adapterName)
 	if adapter == nil {
 		return nil, fmt.Errorf("unknown config adapter %q", adapterName)
 	}
-	out, _, err := adapter.Adapt(data, map[string]any{"filename": configFile})
+	out, _, err := adapter.Adapt(data, map[string]any{"filename": file})
 	if err != nil {
-		return nil, fmt.Errorf("adapting %s: %w", configFile, err)
+		return nil, fmt.Errorf("adapting %s: %w", file, err)
 	}
 	return out, nil
+}
+
+// chooseAdapter is Caddy's rule (cmd.LoadConfig) for which file and
+// adapter a command uses: without --config, ./Caddyfile with the caddyfile
+// adapter; a file whose name starts with "caddyfile" or ends in
+// ".caddyfile" (any case), unless it ends in ".json", is a Caddyfile;
+// anything else is JSON unless --adapter says otherwise.
+func chooseAdapter(configFile, adapterName string) (string, string, error) {
+	if configFile == "" {
+		if adapterName != "" {
+			return "", "", fmt.Errorf("--adapter needs --config: the file to adapt")
+		}
+		if _, err := os.Stat("Caddyfile"); err != nil {
+			return "", "", fmt.Errorf("no config: pass --config <your Caddyfile>, or run this in the directory of a file named Caddyfile")
+		}
+		return "Caddyfile", "caddyfile", nil
+	}
+	if adapterName == "" {
+		base := strings.ToLower(filepath.Base(configFile))
+		if filepath.Ext(base) != ".json" && (strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")) {
+			adapterName = "caddyfile"
+		}
+	}
+	return configFile, adapterName, nil
 }
 
 // appRef is an app found in a config's routes.

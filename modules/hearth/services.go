@@ -129,12 +129,7 @@ func statusCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, "/hearth/services", nil, nil)
-		if err != nil {
-			return fmt.Errorf("asking the running Caddy at %s (is it running? is its admin API elsewhere? use --address): %w", addr, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
+		body, err := adminCall(addr, http.MethodGet, "/hearth/services")
 		if err != nil {
 			return err
 		}

@@ -195,11 +195,21 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 	case "guard":
 		return h.unmarshalGuard(d)
 	case "settings":
-		if err := oneArg(d, &h.Settings); err != nil {
-			return err
+		if !d.NextArg() {
+			return d.Err("settings needs a value: `settings overlay` (Django: production settings set over the project's own) or `settings auto` (environment variables for a settings.py that reads them)")
 		}
-		if h.Settings != "auto" {
-			return d.Errf("settings %q is not known; the only value is auto (`settings auto`)", h.Settings)
+		h.Settings = d.Val()
+		switch h.Settings {
+		case SettingsAuto:
+		case SettingsOverlay:
+			if d.NextArg() {
+				h.SettingsModule = d.Val()
+			}
+		default:
+			return d.Errf("settings %q is not known; use `settings overlay [<settings module>]` (Django) or `settings auto`", h.Settings)
+		}
+		if d.NextArg() {
+			return d.Errf("settings %s takes no more values, got %q", h.Settings, d.Val())
 		}
 		return nil
 	case "preload":

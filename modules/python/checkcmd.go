@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -19,22 +20,56 @@ func init() {
 // checkConfig runs the pre-launch checks of every wsgi app of a JSON
 // config without starting anything (for `caddy hearth check`).
 func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
+	pools, err := configuredPools(config)
+	if err != nil {
+		return nil, err
+	}
+	var out []hearth.CheckedApp
+	for _, c := range pools {
+		checked := hearth.CheckedApp{Name: c.name}
+		if c.err != nil {
+			checked.Error = c.err.Error()
+		} else if err := c.pool.checkOnly(&checked); err != nil {
+			checked.Error = err.Error()
+		}
+		out = append(out, checked)
+	}
+	slices.SortFunc(out, func(a, b hearth.CheckedApp) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// configuredPool is an app of a JSON config, as a pool that is not started
+// (or why its config is refused).
+type configuredPool struct {
+	name string
+	pool *Pool
+	err  error
+}
+
+// configuredPools reads every wsgi and asgi app of a JSON config into a
+// pool that is not started, with the site that serves it: what the
+// commands that work beside a config (check, manage, exec) need.
+func configuredPools(config []byte) ([]configuredPool, error) {
 	cfg, err := hearth.ReadConfig(config)
 	if err != nil {
 		return nil, err
 	}
 	hearth.SetAdminEndpoint(cfg.Admin.Listen, cfg.Admin.Disabled)
-	var out []hearth.CheckedApp
+	var out []configuredPool
 	seen := map[string]bool{}
+	var serverPorts []string
 	for _, srv := range cfg.Apps.HTTP.Servers {
-		scheme := "http"
-		if len(srv.TLSPolicies) > 0 {
-			scheme = "https"
+		for _, addr := range srv.Listen {
+			if _, port, err := net.SplitHostPort(addr); err == nil && !slices.Contains(serverPorts, port) {
+				serverPorts = append(serverPorts, port)
+			}
 		}
+	}
+	for _, srv := range cfg.Apps.HTTP.Servers {
 		for _, found := range findHandlers(srv.Routes, nil) {
 			var h WSGI
 			if err := json.Unmarshal(found.handler, &h); err != nil {
-				return nil, fmt.Errorf("reading a wsgi handler: %w", err)
+				return nil, fmt.Errorf("reading a %s handler: %w", found.kind, err)
 			}
 			if found.kind == "asgi" {
 				h.PoolConfig.kind = "asgi"
@@ -44,49 +79,42 @@ func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
 			} else if h.Guard.Mode == "" {
 				h.Guard.Mode = cfg.Apps.Hearth.Guard
 			}
-			checked := hearth.CheckedApp{Name: h.App}
 			spec, err := h.PoolConfig.resolve(h.App)
 			if err != nil {
-				checked.Error = err.Error()
-				out = append(out, checked)
+				out = append(out, configuredPool{name: h.App, err: err})
 				continue
 			}
-			checked.Name = spec.Name
 			if seen[spec.key()] {
 				continue
 			}
 			seen[spec.key()] = true
 			p := newPool(spec, zap.NewNop())
-			p.site = siteOf(found.hosts, scheme, srv.Listen)
-			checked.Findings, err = p.checkOnly()
-			if err != nil {
-				checked.Error = err.Error()
-			}
-			out = append(out, checked)
+			p.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
+			p.site.ServerPorts = serverPorts
+			out = append(out, configuredPool{name: spec.Name, pool: p})
 		}
 	}
-	slices.SortFunc(out, func(a, b hearth.CheckedApp) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
-// checkOnly runs the checks of a pool that is not started.
-func (p *Pool) checkOnly() ([]hearth.CheckFinding, error) {
+// checkOnly runs the checks of a pool that is not started, into checked.
+func (p *Pool) checkOnly(checked *hearth.CheckedApp) error {
 	if p.spec.GuardMode == GuardOff {
-		return nil, nil
+		return nil
 	}
 	path, err := writeRuntime(p.spec.credential != nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	p.runtimePath = path
-	if err := p.prepareAutoSettings(); err != nil {
-		return nil, err
+	if err := p.prepareSettings(); err != nil {
+		return err
 	}
 	findings, err := p.collectFindings()
+	checked.Settings = p.settingsReport()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []hearth.CheckFinding
 	for _, f := range findings {
 		severity := "warning"
 		switch {
@@ -97,9 +125,36 @@ func (p *Pool) checkOnly() ([]hearth.CheckFinding, error) {
 		case f.Blocking:
 			severity = "blocking (warn mode)"
 		}
-		out = append(out, hearth.CheckFinding{ID: f.ID, Severity: severity, Blocks: p.blocks(f), Problem: f.Problem, Fix: f.Fix})
+		checked.Findings = append(checked.Findings, hearth.CheckFinding{ID: f.ID, Severity: severity, Blocks: p.blocks(f), Problem: f.Problem, Fix: f.Fix})
 	}
-	return out, nil
+	return nil
+}
+
+// settingsReport is what the app's settings option set: for auto, the
+// environment variables; for overlay, the settings the overlay reported
+// (nil before the checks ran).
+func (p *Pool) settingsReport() *hearth.AppSettings {
+	switch p.spec.Settings {
+	case SettingsAuto:
+		set := map[string]any{}
+		for _, kv := range p.settingsEnv {
+			name, value, _ := strings.Cut(kv, "=")
+			if name == "SECRET_KEY" {
+				value = hearth.HiddenValue
+			}
+			set[name] = value
+		}
+		return &hearth.AppSettings{Mode: SettingsAuto, Set: set}
+	case SettingsOverlay:
+		p.mu.Lock()
+		overlay := p.overlay
+		p.mu.Unlock()
+		if overlay == nil {
+			return nil
+		}
+		return &hearth.AppSettings{Mode: SettingsOverlay, Module: overlay.Module, Set: overlay.Applied}
+	}
+	return nil
 }
 
 // foundHandler is a Python handler in a JSON config, with the hosts its
@@ -124,22 +179,31 @@ func findHandlers(routes []json.RawMessage, hosts []string) []foundHandler {
 	return out
 }
 
-// siteOf builds the site of hosts served by a server listening on listen.
-func siteOf(hosts []string, scheme string, listen []string) hearth.Site {
+// siteOf builds the site of hosts served by srv, each origin's scheme as
+// Caddy serves it.
+func siteOf(hosts []string, srv hearth.ConfigServer, httpPort int) hearth.Site {
 	site := hearth.Site{Hosts: hosts}
 	for _, h := range hosts {
 		if strings.Contains(h, "*") {
 			continue
 		}
-		for _, addr := range listen {
-			_, port, err := net.SplitHostPort(addr)
+		for _, addr := range srv.Listen {
+			_, portText, err := net.SplitHostPort(addr)
 			if err != nil {
 				continue
 			}
-			if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+			port, err := strconv.Atoi(portText)
+			if err != nil {
+				continue // a range
+			}
+			scheme := "http"
+			if srv.ServesHTTPS(h, port, httpPort) {
+				scheme = "https"
+			}
+			if scheme == "http" && port == 80 || scheme == "https" && port == 443 {
 				site.Origins = append(site.Origins, scheme+"://"+h)
 			} else {
-				site.Origins = append(site.Origins, scheme+"://"+net.JoinHostPort(h, port))
+				site.Origins = append(site.Origins, scheme+"://"+net.JoinHostPort(h, portText))
 			}
 		}
 	}

@@ -80,6 +80,7 @@ type appReport struct {
 	Framework string            `json:"framework"`
 	EnvFlags  map[string]string `json:"env_flags"`
 	Django    *djangoReport     `json:"django"`
+	Overlay   *overlayReport    `json:"overlay"`
 	Flask     *struct {
 		Debug     bool         `json:"debug"`
 		Debugger  bool         `json:"debugger"`
@@ -87,15 +88,16 @@ type appReport struct {
 	} `json:"flask"`
 }
 
+// overlayReport is what `settings overlay` set over the project's
+// settings module (the secret key as "(hidden)").
+type overlayReport struct {
+	Module  string         `json:"module"`
+	Applied map[string]any `json:"applied"`
+}
+
 // djangoReport is what the runtime reports of a Django project.
 type djangoReport struct {
-	DeployChecks []struct {
-		ID       string `json:"id"`
-		Level    int    `json:"level"`
-		Msg      string `json:"msg"`
-		Hint     string `json:"hint"`
-		Silenced bool   `json:"silenced"`
-	} `json:"deploy_checks"`
+	DeployChecks []djangoCheck `json:"deploy_checks"`
 	SQLite []struct {
 		Path         string `json:"path"`
 		FileWritable *bool  `json:"file_writable"`
@@ -197,15 +199,21 @@ func (p *Pool) collectFindings() ([]Finding, error) {
 	p.appHosts.Store(report.appHosts(p.autoHosts))
 	p.mu.Lock()
 	site := p.site
+	p.overlay = report.Overlay
 	p.mu.Unlock()
-	findings := append(p.fileFindings(site), reportFindings(report, site)...)
+	findings := append(p.fileFindings(site), reportFindings(report, site, p.spec.HSTSMaxAge)...)
+	if p.spec.Settings == SettingsOverlay && report.Framework != "django" {
+		findings = append(findings, Finding{ID: "HG-SET-01", Problem: fmt.Sprintf("`settings overlay` sets Django's settings, but this app is %s: it gets nothing from it", frameworkName(report.Framework)),
+			Fix: "use `settings auto` and read SECRET_KEY, DEBUG and ALLOWED_HOSTS from os.environ in the app"})
+	}
 	findings = append(findings, p.adminEndpointFindings()...)
 	return append(findings, networkFindings(site.ServerPorts)...), nil
 }
 
 // reportFindings turns the app's report into findings; site is where
-// Caddy serves the app.
-func reportFindings(r *appReport, site hearth.Site) []Finding {
+// Caddy serves the app, hsts the max-age of the HSTS its guard adds (0:
+// none).
+func reportFindings(r *appReport, site hearth.Site, hsts int) []Finding {
 	var out []Finding
 	add := func(id string, blocking bool, problem, fix string) {
 		out = append(out, Finding{ID: id, Blocking: blocking, Problem: problem, Fix: fix})
@@ -235,22 +243,7 @@ func reportFindings(r *appReport, site hearth.Site) []Finding {
 					"use the https:// origins of the site")
 			}
 		}
-		for _, dc := range d.DeployChecks {
-			if coveredDjangoChecks[dc.ID] {
-				continue
-			}
-			problem := fmt.Sprintf("Django's deploy check %s: %s", dc.ID, dc.Msg)
-			if dc.Silenced {
-				problem += " (silenced in SILENCED_SYSTEM_CHECKS)"
-			}
-			fix := dc.Hint
-			if fix == "" {
-				fix = "see https://docs.djangoproject.com/en/stable/ref/checks/ for " + dc.ID
-			}
-			// Django's errors block; its warnings (many concern HTTPS
-			// settings that depend on the deployment) are reported
-			add("HG-DJANGO-"+dc.ID, dc.Level >= 40 && !dc.Silenced, problem, fix)
-		}
+		out = append(out, djangoDeployFindings(d.DeployChecks, site, hsts)...)
 		for _, db := range d.SQLite {
 			if db.FileWritable != nil && !*db.FileWritable || !db.DirWritable {
 				add("HG-DB-01", true, fmt.Sprintf("the SQLite database %s (or its directory, for the journal) is not writable by the worker user: writes fail with \"attempt to write a readonly database\"", db.Path),
@@ -276,14 +269,6 @@ func reportFindings(r *appReport, site hearth.Site) []Finding {
 	return out
 }
 
-// coveredDjangoChecks are Django checks that Hearth's own findings already
-// report, more precisely.
-var coveredDjangoChecks = map[string]bool{
-	"security.W003": true, // CSRF middleware: HG-CSRF-01
-	"security.W009": true, // weak SECRET_KEY: HG-KEY-*
-	"security.W018": true, // DEBUG: HG-DEBUG-01
-	"security.W020": true, // ALLOWED_HOSTS empty: HG-HOST-02
-}
 
 // keyFindings judges a secret key from its description.
 func keyFindings(name, framework string, k secretReport) []Finding {
@@ -293,6 +278,10 @@ func keyFindings(name, framework string, k secretReport) []Finding {
 			Fix: "remove it from those files, read it from the environment, and replace it (it is in your history): " + fix}}
 	}
 	switch {
+	case !k.Present && framework == "Flask":
+		// without a key Flask refuses to use sessions (an error, not a
+		// forgery): an app that keeps no session needs none
+		return []Finding{{ID: "HG-KEY-01", Blocking: false, Problem: "Flask SECRET_KEY is not set: sessions and logins fail with an error until it is", Fix: fix}}
 	case !k.Present:
 		return []Finding{{ID: "HG-KEY-01", Blocking: true, Problem: fmt.Sprintf("%s %s is missing or empty", framework, name), Fix: fix}}
 	case k.InsecurePrefix:
@@ -353,6 +342,18 @@ func (r *appReport) appHosts(auto []string) *guard.AppHosts {
 	return nil
 }
 
+// frameworkName is how findings name the framework the runtime found.
+func frameworkName(framework string) string {
+	switch framework {
+	case "flask":
+		return "a Flask app"
+	case "django":
+		return "a Django project"
+	}
+	return "not a Django project"
+}
+
+// servesHTTPS reports whether the site has an HTTPS origin.
 func servesHTTPS(site hearth.Site) bool {
 	for _, o := range site.Origins {
 		if strings.HasPrefix(o, "https://") {

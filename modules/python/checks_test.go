@@ -2,13 +2,15 @@ package python
 
 import (
 	"encoding/json"
-	"github.com/hearth-dev/hearth/modules/hearth"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
 func ids(findings []Finding) []string {
@@ -64,7 +66,7 @@ func TestReportFindings(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.report), &r); err != nil {
 				t.Fatal(err)
 			}
-			findings := reportFindings(&r, hearth.Site{})
+			findings := reportFindings(&r, hearth.Site{}, guard.DefaultHSTSMaxAge)
 			if got := ids(findings); !slices.Equal(got, tc.want) {
 				t.Fatalf("findings %v, want %v", got, tc.want)
 			}
@@ -94,7 +96,7 @@ func TestSiteFindings(t *testing.T) {
 		{`["example.net"]`, `[]`, []string{"HG-HOST-04"}},
 		{`["example.net", "www.example.net"]`, `["http://example.net"]`, []string{"HG-CSRF-03"}},
 	} {
-		if got := ids(reportFindings(report(tc.hosts, tc.origins), https)); !slices.Equal(got, tc.want) {
+		if got := ids(reportFindings(report(tc.hosts, tc.origins), https, guard.DefaultHSTSMaxAge)); !slices.Equal(got, tc.want) {
 			t.Errorf("hosts %s origins %s: %v, want %v", tc.hosts, tc.origins, got, tc.want)
 		}
 	}

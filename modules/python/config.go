@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/dustin/go-humanize"
 
+	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -161,13 +162,23 @@ type PoolConfig struct {
 	// flight before it terminates its workers. Default: 30s.
 	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
 
-	// Settings "auto" gives the app SECRET_KEY (generated once with a
-	// CSPRNG, stored 0600 in Caddy's data directory, stable across
-	// restarts, never logged), DEBUG=False, and ALLOWED_HOSTS and
+	// Settings gives the app its production settings. "auto": SECRET_KEY
+	// (generated once with a CSPRNG, kept in Caddy's storage, stable
+	// across restarts, never logged), DEBUG=False, and ALLOWED_HOSTS and
 	// CSRF_TRUSTED_ORIGINS (comma-separated) from the addresses of the
-	// sites serving it, as environment variables; env and env_file win.
-	// Default: "" (none).
+	// sites serving it, as environment variables, for a settings.py that
+	// reads them. "overlay" (Django): the same values, plus STATIC_ROOT
+	// (<dir>/staticfiles) when the project has none and, on HTTPS sites,
+	// SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE and SECURE_HSTS_SECONDS,
+	// set over the project's own settings module with no edit to it.
+	// Either way env and env_file win. Default: "" (none).
 	Settings string `json:"settings,omitempty"`
+
+	// SettingsModule is the project's Django settings module that
+	// `settings overlay` loads. Default: DJANGO_SETTINGS_MODULE of env or
+	// env_file, else the default the app's module sets (as startproject's
+	// wsgi.py does), else <package>.settings.
+	SettingsModule string `json:"settings_module,omitempty"`
 
 	// Guard configures the pre-launch checks (run in the app's own
 	// environment before it starts) and the HTTP guard around the app.
@@ -185,38 +196,40 @@ type PoolConfig struct {
 // poolSpec is the resolved, immutable description of a pool. Its hash keys
 // the pool across config reloads: same spec, same running workers.
 type poolSpec struct {
-	App          string        `json:"app"`
-	Name         string        `json:"name"`
-	Dir          string        `json:"dir"`
-	Python       string        `json:"python"`
-	Env          []string      `json:"env"`
-	Workers      int           `json:"workers"`
-	MaxWorkers   int           `json:"max_workers"`
-	IdleTimeout  time.Duration `json:"idle_timeout"`
-	MaxRequests  int           `json:"max_requests"`
-	Jitter       int           `json:"max_requests_jitter"`
-	MaxMemory    int64         `json:"max_memory"`
-	MaxLifetime  time.Duration `json:"max_lifetime"`
-	Watch        []string      `json:"watch"`
-	Preload      bool          `json:"preload"`
-	Pipeline     string        `json:"pipeline"`
-	Threads      int           `json:"threads"`
-	MaxQueue     int           `json:"max_queue"`
-	QueueTimeout time.Duration `json:"queue_timeout"`
-	StartTimeout time.Duration `json:"start_timeout"`
-	StopTimeout  time.Duration `json:"stop_timeout"`
-	BeforeStart  [][]string    `json:"before_start"`
-	EnvFile      string        `json:"env_file"`
-	Umask        uint32        `json:"umask"`
-	GuardMode    string        `json:"guard_mode"`
-	Settings     string        `json:"settings"`
-	Kind         string        `json:"kind"`     // wsgi or asgi
-	Lifespan     string        `json:"lifespan"` // asgi: auto, on or off
-	User         string        `json:"user"`
-	Group        string        `json:"group"`
-	credential   *syscall.Credential
-	Explicit     []string `json:"explicit"`
-	GuardAllow   []string `json:"guard_allow"`
+	App            string        `json:"app"`
+	Name           string        `json:"name"`
+	Dir            string        `json:"dir"`
+	Python         string        `json:"python"`
+	Env            []string      `json:"env"`
+	Workers        int           `json:"workers"`
+	MaxWorkers     int           `json:"max_workers"`
+	IdleTimeout    time.Duration `json:"idle_timeout"`
+	MaxRequests    int           `json:"max_requests"`
+	Jitter         int           `json:"max_requests_jitter"`
+	MaxMemory      int64         `json:"max_memory"`
+	MaxLifetime    time.Duration `json:"max_lifetime"`
+	Watch          []string      `json:"watch"`
+	Preload        bool          `json:"preload"`
+	Pipeline       string        `json:"pipeline"`
+	Threads        int           `json:"threads"`
+	MaxQueue       int           `json:"max_queue"`
+	QueueTimeout   time.Duration `json:"queue_timeout"`
+	StartTimeout   time.Duration `json:"start_timeout"`
+	StopTimeout    time.Duration `json:"stop_timeout"`
+	BeforeStart    [][]string    `json:"before_start"`
+	EnvFile        string        `json:"env_file"`
+	Umask          uint32        `json:"umask"`
+	GuardMode      string        `json:"guard_mode"`
+	Settings       string        `json:"settings"`
+	SettingsModule string        `json:"settings_module"`
+	HSTSMaxAge     int           `json:"hsts_max_age"` // the HTTP guard's (0: none)
+	Kind           string        `json:"kind"`         // wsgi or asgi
+	Lifespan       string        `json:"lifespan"`     // asgi: auto, on or off
+	User           string        `json:"user"`
+	Group          string        `json:"group"`
+	credential     *syscall.Credential
+	Explicit       []string `json:"explicit"`
+	GuardAllow     []string `json:"guard_allow"`
 }
 
 // kind is wsgi or asgi.
@@ -338,10 +351,25 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	s.User, s.Group = c.User, c.Group
 	s.Kind, s.Lifespan = c.kind, c.lifespan
 	switch c.Settings {
-	case "", "auto":
+	case "", SettingsAuto, SettingsOverlay:
 		s.Settings = c.Settings
 	default:
-		return nil, fmt.Errorf("settings %q is not known; the only value is auto", c.Settings)
+		return nil, fmt.Errorf("settings %q is not known; it is auto (environment variables) or overlay (Django: set over the project's settings module)", c.Settings)
+	}
+	if c.SettingsModule != "" {
+		if c.Settings != SettingsOverlay {
+			return nil, fmt.Errorf("settings_module %q is only used with `settings overlay`", c.SettingsModule)
+		}
+		if !pythonModule.MatchString(c.SettingsModule) {
+			return nil, fmt.Errorf("settings_module %q is not a Python module name, like mysite.settings", c.SettingsModule)
+		}
+		s.SettingsModule = c.SettingsModule
+	}
+	if g.Mode != GuardOff {
+		s.HSTSMaxAge = guard.DefaultHSTSMaxAge
+		if g.HTTP != nil && g.HTTP.HSTSMaxAge != 0 {
+			s.HSTSMaxAge = max(g.HTTP.HSTSMaxAge, 0)
+		}
 	}
 	if s.Explicit, err = c.explicitNames(dir); err != nil {
 		return nil, err

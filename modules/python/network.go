@@ -13,7 +13,9 @@ import (
 // networkFindings reports listening sockets on non-loopback addresses
 // that Caddy does not own (databases, caches and development servers
 // reachable from the network), and Caddy's own non-loopback listeners that
-// serve no site (its admin API moved off loopback).
+// serve no site (its admin API moved off loopback). A Caddy process
+// listening on a port of serverPorts is the one serving the config, when
+// `caddy hearth check` runs beside it: not a finding.
 func networkFindings(serverPorts []string) []Finding {
 	own := netinfo.OwnSocketInodes()
 	var out []Finding
@@ -28,6 +30,9 @@ func networkFindings(serverPorts []string) []Finding {
 					Fix:     "keep the admin endpoint on loopback: `admin localhost:2019` (the default) in the global options"})
 			}
 			continue
+		}
+		if slices.Contains(serverPorts, strconv.Itoa(l.Port)) && strings.HasPrefix(l.Process, "caddy ") {
+			continue // the running Caddy, serving this config: `caddy hearth check` runs beside it
 		}
 		where := net.JoinHostPort(l.Addr.String(), strconv.Itoa(l.Port))
 		who := "a process"

@@ -61,7 +61,8 @@ type Pool struct {
 	restarts       map[string]int
 	findings       []Finding                      // from the pre-launch checks
 	site           hearth.Site                    // where the pool is served
-	autoEnv        []string                       // from `settings auto`
+	overlay        *overlayReport                 // what `settings overlay` set, from the last checks
+	settingsEnv    []string                       // from `settings auto` or `settings overlay` (appEnv)
 	storage        certmagic.Storage              // the config's, for `settings auto`
 	autoHosts      []string                       // the ALLOWED_HOSTS `settings auto` gives the app
 	appHosts       atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
@@ -147,7 +148,7 @@ func (p *Pool) start() error {
 		return err
 	}
 	p.runtimePath = path
-	if err := p.prepareAutoSettings(); err != nil {
+	if err := p.prepareSettings(); err != nil {
 		return err
 	}
 	if err := p.runGuardChecks(); err != nil {
@@ -239,7 +240,7 @@ func (p *Pool) runCommand(argv []string) error {
 	defer cancel()
 	out, err := supervisor.Run(ctx, supervisor.Command{
 		Path: program, Args: argv[1:], Dir: p.spec.Dir,
-		Env:        append(append([]string(nil), p.spec.Env...), p.autoEnv...),
+		Env:        p.appEnv(),
 		Credential: p.spec.credential,
 		Umask:      p.spec.Umask,
 	}, p.logger)

@@ -22,11 +22,25 @@ import (
 //go:embed runtime/hearth_worker.py
 var workerRuntime []byte
 
+// settingsOverlay is the Django settings module of `settings overlay`,
+// written beside the worker runtime as overlayModule.
+//
+//go:embed runtime/hearth_overlay.py
+var settingsOverlay []byte
+
+// overlayModule is the module name of settingsOverlay: named by its content
+// hash like the runtime, and a valid Python identifier (the runtime's own
+// file name, with a hyphen, cannot be imported from the directory).
+var overlayModule = func() string {
+	sum := sha256.Sum256(settingsOverlay)
+	return "hearth_overlay_" + hex.EncodeToString(sum[:6])
+}()
+
 var runtimeMu sync.Mutex
 
-// writeRuntime makes sure the embedded worker runtime (named by its
-// content hash, so upgrades never mix versions) is in place and returns
-// its path. Its directory is Caddy's, created with a known mode and
+// writeRuntime makes sure the embedded worker runtime and the settings
+// overlay (named by their content hash, so upgrades never mix versions)
+// are in place and returns the runtime's path. Its directory is Caddy's, created with a known mode and
 // checked (owner, mode, no symbolic link, safe parents) before every use,
 // and a file that is missing or differs is replaced through a temporary
 // file: Python puts the runtime's directory first on sys.path, so anything
@@ -51,6 +65,9 @@ func writeRuntime(shared bool) (string, error) {
 	name := "hearth_worker-" + hex.EncodeToString(sum[:6]) + ".py"
 	if err := safedir.WriteFile(dir, name, workerRuntime, fileMode); err != nil {
 		return "", fmt.Errorf("writing the worker runtime: %w", err)
+	}
+	if err := safedir.WriteFile(dir, overlayModule+".py", settingsOverlay, fileMode); err != nil {
+		return "", fmt.Errorf("writing the settings overlay: %w", err)
 	}
 	return filepath.Join(dir, name), nil
 }

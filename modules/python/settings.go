@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -40,23 +43,42 @@ func (p *Pool) Mounts() []string {
 	return nil
 }
 
-// prepareAutoSettings computes the environment of `settings auto`:
-// SECRET_KEY (generated once, stored 0600 in Caddy's data directory),
-// DEBUG=False, and ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS from the site's
-// addresses. Variables the app's env or env_file set explicitly win.
-func (p *Pool) prepareAutoSettings() error {
-	if p.spec.Settings != "auto" {
+// The values of `settings`.
+const (
+	// SettingsAuto gives the app its production settings as environment
+	// variables (SECRET_KEY, DEBUG, ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS)
+	// for a settings.py that reads them.
+	SettingsAuto = "auto"
+	// SettingsOverlay (Django) loads the project's own settings module and
+	// sets the production settings over it, without any edit to it.
+	SettingsOverlay = "overlay"
+)
+
+// prepareSettings computes what `settings auto` or `settings overlay`
+// gives the app: the secret key (generated once, kept in Caddy's storage),
+// DEBUG off, the allowed hosts and trusted origins of the sites serving it
+// and, for the overlay, STATIC_ROOT when the project has none and the
+// secure cookies and HSTS of an HTTPS site. What env or env_file set
+// explicitly wins.
+func (p *Pool) prepareSettings() error {
+	if p.spec.Settings != SettingsAuto && p.spec.Settings != SettingsOverlay {
 		return nil
 	}
-	p.mu.Lock()
-	storage := p.storage
-	p.mu.Unlock()
-	key, migrated, err := secretKey(p.ctx, storage, p.spec.Name, p.spec.Dir)
-	if err != nil {
-		return err
-	}
-	if migrated {
-		p.logger.Info("settings auto: the secret key stored under the app's name alone is now this app's (name and directory)", zap.String("dir", p.spec.Dir))
+	key, explicitKey := envValue(p.spec.Env, "SECRET_KEY")
+	if !explicitKey || p.spec.Settings == SettingsAuto {
+		p.mu.Lock()
+		storage := p.storage
+		p.mu.Unlock()
+		stored, migrated, err := secretKey(p.ctx, storage, p.spec.Name, p.spec.Dir)
+		if err != nil {
+			return err
+		}
+		if migrated {
+			p.logger.Info("settings: the secret key stored under the app's name alone is now this app's (name and directory)", zap.String("dir", p.spec.Dir))
+		}
+		if !explicitKey {
+			key = stored
+		}
 	}
 	p.mu.Lock()
 	site := p.site
@@ -71,14 +93,22 @@ func (p *Pool) prepareAutoSettings() error {
 	if len(hosts) == 0 { // a port-only site: this machine's own names
 		hosts = []string{"localhost", "127.0.0.1", "[::1]"}
 	}
+	if !slices.Contains(p.spec.Explicit, "ALLOWED_HOSTS") {
+		p.autoHosts = hosts
+	}
+	if p.spec.Settings == SettingsOverlay {
+		env, err := p.overlayEnv(key, hosts, site)
+		if err != nil {
+			return err
+		}
+		p.settingsEnv = env
+		return nil
+	}
 	values := map[string]string{
 		"SECRET_KEY":           key,
 		"DEBUG":                "False",
 		"ALLOWED_HOSTS":        strings.Join(hosts, ","),
 		"CSRF_TRUSTED_ORIGINS": strings.Join(site.Origins, ","),
-	}
-	if !slices.Contains(p.spec.Explicit, "ALLOWED_HOSTS") {
-		p.autoHosts = hosts
 	}
 	var env []string
 	for _, name := range []string{"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"} {
@@ -86,8 +116,152 @@ func (p *Pool) prepareAutoSettings() error {
 			env = append(env, name+"="+values[name])
 		}
 	}
-	p.autoEnv = env
+	p.settingsEnv = env
 	return nil
+}
+
+// overlayEnv is the environment of `settings overlay`: Django's settings
+// module is Hearth's overlay (beside the runtime, first on PYTHONPATH),
+// which imports the project's module and sets the JSON of
+// HEARTH_SETTINGS_OVERLAY over it. Values of env and env_file win: they
+// are parsed as settings.py would (a comma-separated list of hosts, a
+// boolean DEBUG).
+func (p *Pool) overlayEnv(key string, hosts []string, site hearth.Site) ([]string, error) {
+	project, err := projectSettingsModule(p.spec)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]any{"SECRET_KEY": key, "DEBUG": false, "ALLOWED_HOSTS": hosts, "CSRF_TRUSTED_ORIGINS": site.Origins}
+	if site.Origins == nil {
+		set["CSRF_TRUSTED_ORIGINS"] = []string{}
+	}
+	unset := map[string]any{"STATIC_ROOT": filepath.Join(p.spec.Dir, "staticfiles")}
+	if servesHTTPS(site) {
+		set["SESSION_COOKIE_SECURE"] = true
+		set["CSRF_COOKIE_SECURE"] = true
+		if p.spec.HSTSMaxAge > 0 {
+			set["SECURE_HSTS_SECONDS"] = p.spec.HSTSMaxAge
+		}
+	}
+	if v, ok := envValue(p.spec.Env, "DEBUG"); ok {
+		set["DEBUG"] = truthy(v)
+	}
+	for _, name := range []string{"ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"} {
+		if v, ok := envValue(p.spec.Env, name); ok {
+			set[name] = splitList(v)
+		}
+	}
+	if v, ok := envValue(p.spec.Env, "STATIC_ROOT"); ok {
+		delete(unset, "STATIC_ROOT")
+		set["STATIC_ROOT"] = v
+	}
+	overlay, err := json.Marshal(map[string]any{"set": set, "unset": unset})
+	if err != nil {
+		return nil, err
+	}
+	runtimeDir := filepath.Dir(p.runtimePath)
+	pythonPath := runtimeDir
+	if v, ok := envValue(p.spec.Env, "PYTHONPATH"); ok && v != "" {
+		pythonPath += string(os.PathListSeparator) + v
+	}
+	return []string{
+		"DJANGO_SETTINGS_MODULE=" + overlayModule,
+		"HEARTH_PROJECT_SETTINGS=" + project,
+		"HEARTH_SETTINGS_OVERLAY=" + string(overlay),
+		"PYTHONPATH=" + pythonPath,
+	}, nil
+}
+
+// appEnv is the app's environment: the spec's, with what `settings` sets
+// replacing variables of the same name.
+func (p *Pool) appEnv() []string {
+	env := make([]string, 0, len(p.spec.Env)+len(p.settingsEnv))
+	for _, kv := range p.spec.Env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.ContainsFunc(p.settingsEnv, func(s string) bool { return strings.HasPrefix(s, name+"=") }) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, p.settingsEnv...)
+}
+
+// envValue is the value of name in env (KEY=value entries; the last wins).
+func envValue(env []string, name string) (string, bool) {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// truthy reads a boolean as a settings.py commonly does.
+func truthy(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+// splitList reads a comma-separated list, dropping empty items.
+func splitList(v string) []string {
+	out := []string{}
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// pythonModule matches a dotted Python module name.
+var pythonModule = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// settingsModuleDefault finds the DJANGO_SETTINGS_MODULE a project file
+// (wsgi.py, asgi.py, manage.py) sets by default.
+var settingsModuleDefault = regexp.MustCompile(`DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z0-9_.]+)["']`)
+
+// projectSettingsModule is the Django settings module the overlay loads:
+// the one `settings overlay <module>` names; else DJANGO_SETTINGS_MODULE
+// from env or env_file; else the default the app's module sets (as
+// startproject's wsgi.py and asgi.py do); else <package>.settings.
+func projectSettingsModule(spec *poolSpec) (string, error) {
+	module := spec.SettingsModule
+	if module == "" {
+		module, _ = envValue(spec.Env, "DJANGO_SETTINGS_MODULE")
+	}
+	if module == "" {
+		appModule, _, _ := strings.Cut(spec.App, ":")
+		base := filepath.Join(append([]string{spec.Dir}, strings.Split(appModule, ".")...)...)
+		for _, file := range []string{base + ".py", filepath.Join(base, "__init__.py")} {
+			if m := settingsModuleDefault.FindSubmatch(readHead(file, 64<<10)); m != nil {
+				module = string(m[1])
+				break
+			}
+		}
+	}
+	if module == "" {
+		appModule, _, _ := strings.Cut(spec.App, ":")
+		pkg, _, _ := strings.Cut(appModule, ".")
+		module = pkg + ".settings"
+	}
+	if !pythonModule.MatchString(module) || module == overlayModule {
+		return "", fmt.Errorf("settings overlay: %q is not a Python module name; name the project's settings module, like `settings overlay mysite.settings`", module)
+	}
+	return module, nil
+}
+
+// readHead returns up to limit bytes of the file at path (nil if it cannot
+// be read).
+func readHead(path string, limit int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, limit))
+	return b
 }
 
 // SetStorage gives the pool the config's storage (hearth.StorageAware),

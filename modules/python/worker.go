@@ -128,7 +128,7 @@ func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Comma
 	for i := range channels {
 		fds[i] = strconv.Itoa(3 + i)
 	}
-	env := append(append(append([]string(nil), p.spec.Env...), p.autoEnv...),
+	env := append(p.appEnv(),
 		"HEARTH_APP="+p.spec.App,
 		"HEARTH_NAME="+p.spec.Name,
 		"HEARTH_DIR="+p.spec.Dir,

@@ -1135,6 +1135,10 @@ def inspect(app):
     if conf is not None and conf.settings.configured:
         report['framework'] = 'django'
         report['django'] = inspect_django()
+        overlay = sys.modules.get(os.environ.get('DJANGO_SETTINGS_MODULE', ''))
+        if overlay is not None and hasattr(overlay, 'applied') and os.environ.get('HEARTH_PROJECT_SETTINGS'):
+            report['overlay'] = {'module': os.environ['HEARTH_PROJECT_SETTINGS'],
+                                 'applied': {k: v for k, v in overlay.applied.items()}}
         return report
     flask = sys.modules.get('flask')
     if flask is not None:

@@ -1,0 +1,43 @@
+package hearth
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+)
+
+// TestChooseAdapterAsCaddy: the commands that read a config pick the file
+// and adapter exactly as Caddy's own loader does, for every kind of name.
+func TestChooseAdapterAsCaddy(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, tc := range []struct{ file, adapter string }{
+		{"Caddyfile", ""}, {"typo.Caddyfile", ""}, {"site.caddyfile", ""}, {"Caddyfile.prod", ""},
+		{"caddyfile.json", ""}, {"config.json", ""}, {"my.conf", ""}, {"CADDYFILE", ""},
+		{"config.json", "caddyfile"}, {"my.conf", "caddyfile"}, {"", ""},
+	} {
+		if tc.file != "" {
+			if err := os.WriteFile(filepath.Join(dir, tc.file), []byte("{\n}\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, wantFile, wantAdapter, wantErr := caddycmd.LoadConfig(tc.file, tc.adapter)
+		file, adapter, err := chooseAdapter(tc.file, tc.adapter)
+		if (err != nil) != (wantErr != nil) || err == nil && (file != wantFile || adapter != wantAdapter) {
+			t.Errorf("%q --adapter %q: chose %q, %q (%v); Caddy chose %q, %q (%v)", tc.file, tc.adapter, file, adapter, err, wantFile, wantAdapter, wantErr)
+		}
+		if _, err := adaptConfig(tc.file, tc.adapter); err != nil {
+			t.Errorf("%q --adapter %q: %v", tc.file, tc.adapter, err)
+		}
+	}
+	// no Caddyfile here and no --config: a clear error, as Caddy has no config
+	if err := os.Remove(filepath.Join(dir, "Caddyfile")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := chooseAdapter("", ""); err == nil {
+		t.Errorf("no config accepted")
+	}
+}
