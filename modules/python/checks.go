@@ -98,7 +98,7 @@ type overlayReport struct {
 // djangoReport is what the runtime reports of a Django project.
 type djangoReport struct {
 	DeployChecks []djangoCheck `json:"deploy_checks"`
-	SQLite []struct {
+	SQLite       []struct {
 		Path         string `json:"path"`
 		FileWritable *bool  `json:"file_writable"`
 		DirWritable  bool   `json:"dir_writable"`
@@ -268,7 +268,6 @@ func reportFindings(r *appReport, site hearth.Site, hsts int) []Finding {
 	}
 	return out
 }
-
 
 // keyFindings judges a secret key from its description.
 func keyFindings(name, framework string, k secretReport) []Finding {
