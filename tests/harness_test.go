@@ -135,18 +135,39 @@ func launchCaddyWithFiles(t testing.TB, caddyfile, data string, files []*os.File
 	}
 	c.cmd = exec.Command(caddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
 	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+data, "XDG_CONFIG_HOME="+dir+"/config")
+	c.cmd.ExtraFiles = files
+	c.start()
+	return c
+}
+
+// launchCaddyIn runs `caddy run` in dir, as a user would: Caddy reads
+// ./Caddyfile; its admin API is on a free port through CADDY_ADMIN and its
+// data directory is data. env adds variables.
+func launchCaddyIn(t testing.TB, dir, data string, env ...string) *caddyProc {
+	t.Helper()
+	home := t.TempDir()
+	c := &caddyProc{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: home, log: &lockedBuffer{}, exited: make(chan struct{}), seenPID: map[int]bool{}}
+	c.cmd = exec.Command(caddyBinary(t), "run")
+	c.cmd.Dir = dir
+	c.cmd.Env = append(append(os.Environ(), "CADDY_ADMIN="+c.admin, "HOME="+home, "XDG_DATA_HOME="+data, "XDG_CONFIG_HOME="+home+"/config"), env...)
+	c.start()
+	return c
+}
+
+// start starts c.cmd with its output in c.log, and registers the stop and
+// the orphan check with t.Cleanup.
+func (c *caddyProc) start() {
+	c.t.Helper()
 	c.cmd.Stdout = c.log
 	c.cmd.Stderr = c.log
-	c.cmd.ExtraFiles = files
 	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	go func() {
 		_ = c.cmd.Wait()
 		close(c.exited)
 	}()
-	t.Cleanup(c.cleanup)
-	return c
+	c.t.Cleanup(c.cleanup)
 }
 
 // startCaddy launches caddy and waits until every app's pool is running.

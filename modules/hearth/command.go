@@ -17,6 +17,9 @@ func init() {
 		Long: `Hearth's command-line helpers.
 
   caddy hearth status                     shows the running services (ports, hosts, pools, findings, DDNS)
+  caddy hearth init [<dir>]               writes a Caddyfile for the Django, Flask or FastAPI project in <dir>
+  caddy hearth manage <app> <args…>       runs the app's manage.py in its exact environment
+  caddy hearth exec <app> -- <command…>   runs a command in the app's exact environment
   caddy hearth restart <app>              restarts an app's workers, to load changed code
   caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
   caddy hearth ports --config Caddyfile   prints the router forwarding and firewall rules the config needs

@@ -93,6 +93,7 @@ func djangoDeployFindings(checks []djangoCheck, site hearth.Site, hsts int) []Fi
 		out = append(out, Finding{ID: "HG-DJANGO-" + dc.ID, Blocking: dc.Level >= 40 && !dc.Silenced, Problem: problem, Fix: fix})
 	}
 	if len(plain) > 0 {
+		slices.Sort(plain)
 		out = append(out, Finding{ID: "HG-HTTPS-01",
 			Problem: fmt.Sprintf("the site is served over plain HTTP: passwords, session and CSRF cookies cross the network readable (Django's deploy checks %s)", strings.Join(plain, ", ")),
 			Fix: "before going online, give the site a domain name as its address (like `example.net:2929 {`, kept pointed here by `ddns`): Caddy gets it a certificate and serves HTTPS, " +

@@ -1,0 +1,311 @@
+package python
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+)
+
+func init() {
+	hearth.RegisterCommand(initCommand)
+}
+
+// initCommand is `caddy hearth init [<dir>] [--site <address>]`.
+func initCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "init [<dir>] [--site <address>]",
+		Short: "Writes a Caddyfile for the Django, Flask or FastAPI project in <dir>",
+		Long: `Finds the Django, Flask or FastAPI project in <dir> (default: this directory)
+and writes <dir>/Caddyfile to serve it: the site (default :2929), a wsgi or
+asgi block with the app's module, its dir and an interpreter that imports the
+framework (a venv in the project first), settings overlay, migrate and
+collectstatic before start and the static files route for Django, and the
+guard in enforce mode. It never writes over an existing Caddyfile and never
+edits the project's code; it adds .env, db.sqlite3 and staticfiles/ to
+.gitignore when they are missing, and prints the next steps.`,
+		Args: cobra.MaximumNArgs(1),
+	}
+	site := cmd.Flags().String("site", ":2929", "the site address, like home.example.net:2929 (a domain name gets HTTPS)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		dir := "."
+		if len(args) == 1 {
+			dir = args[0]
+		}
+		return initProject(cmd.OutOrStdout(), dir, *site)
+	}
+	return cmd
+}
+
+// project is what init found in a directory.
+type project struct {
+	framework string // django, flask or fastapi
+	kind      string // wsgi or asgi
+	app       string // module:callable
+	name      string // the app's name: its package or module
+	dir       string // absolute
+}
+
+// importName is the module a framework is imported as.
+func (p project) importName() string { return p.framework }
+
+// frameworkTitle is how messages name the framework.
+func (p project) frameworkTitle() string {
+	return map[string]string{"django": "Django", "flask": "Flask", "fastapi": "FastAPI", "starlette": "Starlette"}[p.framework]
+}
+
+var (
+	flaskApp   = regexp.MustCompile(`(?m)^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:flask\.)?Flask\(`)
+	asgiApp    = regexp.MustCompile(`(?m)^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:fastapi\.)?(FastAPI|Starlette)\(`)
+	appFactory = regexp.MustCompile(`(?m)^def (create_app|make_app)\(`)
+	// an app a factory made: app = create_app()
+	factoryApp = regexp.MustCompile(`(?m)^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:[A-Za-z_][A-Za-z0-9_]*\.)?(?:create_app|make_app)\(`)
+)
+
+// findProject looks for a Django project (manage.py naming a settings
+// module whose package has wsgi.py), else a module that creates a Flask
+// or FastAPI app at its top level.
+func findProject(dir string) (*project, error) {
+	if m := settingsModuleDefault.FindSubmatch(readHead(filepath.Join(dir, "manage.py"), 64<<10)); m != nil {
+		pkg, _, _ := strings.Cut(string(m[1]), ".")
+		for _, kind := range []string{"wsgi", "asgi"} {
+			if _, err := os.Stat(filepath.Join(dir, pkg, kind+".py")); err == nil {
+				return &project{framework: "django", kind: kind, app: pkg + "." + kind + ":application", name: pkg, dir: dir}, nil
+			}
+		}
+		return nil, fmt.Errorf("manage.py names the settings module %s, but %s has no wsgi.py or asgi.py: is the project complete?", m[1], filepath.Join(dir, pkg))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.py"))
+	// the usual names first, then the rest in order
+	rank := func(f string) int {
+		if i := slices.Index([]string{"app.py", "main.py", "wsgi.py", "asgi.py", "application.py", "server.py"}, filepath.Base(f)); i >= 0 {
+			return i
+		}
+		return 100
+	}
+	slices.SortStableFunc(files, func(a, b string) int { return rank(a) - rank(b) })
+	var factoryModule, factory string
+	for _, f := range files {
+		module := strings.TrimSuffix(filepath.Base(f), ".py")
+		if !pythonModule.MatchString(module) {
+			continue
+		}
+		head := readHead(f, 256<<10)
+		if m := flaskApp.FindSubmatch(head); m != nil {
+			return &project{framework: "flask", kind: "wsgi", app: module + ":" + string(m[1]), name: module, dir: dir}, nil
+		}
+		if m := asgiApp.FindSubmatch(head); m != nil {
+			framework := "fastapi"
+			if string(m[2]) == "Starlette" {
+				framework = "starlette"
+			}
+			return &project{framework: framework, kind: "asgi", app: module + ":" + string(m[1]), name: module, dir: dir}, nil
+		}
+		if m := factoryApp.FindSubmatch(head); m != nil {
+			if strings.Contains(strings.ToLower(string(head)), "fastapi") {
+				return &project{framework: "fastapi", kind: "asgi", app: module + ":" + string(m[1]), name: module, dir: dir}, nil
+			}
+			return &project{framework: "flask", kind: "wsgi", app: module + ":" + string(m[1]), name: module, dir: dir}, nil
+		}
+		if m := appFactory.FindSubmatch(head); m != nil && factory == "" {
+			factoryModule, factory = module, string(m[1])
+		}
+	}
+	if factory != "" {
+		return nil, fmt.Errorf("%s.py defines %s(), an app factory: Hearth serves an app object, so add a module wsgi.py with `from %s import %s` and `app = %s()`, then run init again",
+			factoryModule, factory, factoryModule, factory, factory)
+	}
+	return nil, fmt.Errorf("no Django, Flask or FastAPI project in %s: init looks for manage.py (Django), and for `app = Flask(...)` or `app = FastAPI(...)` at the top level of a .py file there; run it in your project's directory, or write the Caddyfile by hand (see the README)", dir)
+}
+
+// venvDirs are where a project's virtual environment usually is.
+var venvDirs = []string{".venv", "venv", "env", ".env"}
+
+// chooseInterpreter returns the Caddyfile line that names the project's
+// interpreter: a venv in the project first, else a system Python that
+// imports the framework; and a note when the choice may not work.
+func chooseInterpreter(p *project) (line, note string, err error) {
+	for _, v := range venvDirs {
+		python := filepath.Join(p.dir, v, "bin", "python")
+		if info, err := os.Stat(python); err == nil && !info.IsDir() {
+			if !imports(python, p.importName()) {
+				note = fmt.Sprintf("the venv %s cannot import %s yet: install it there (%s/bin/pip install %s)", v, p.importName(), v, p.importName())
+			}
+			return "venv " + v, note, nil
+		}
+	}
+	var tried []string
+	for _, candidate := range []string{"python3", "/usr/bin/python3", "/usr/local/bin/python3"} {
+		path, err := exec.LookPath(candidate)
+		if err != nil {
+			continue
+		}
+		if abs, err := filepath.EvalSymlinks(path); err == nil && slices.Contains(tried, abs) {
+			continue
+		} else if err == nil {
+			tried = append(tried, abs)
+		}
+		if imports(path, p.importName()) {
+			abs, _ := filepath.Abs(path)
+			return "python " + abs, "", nil
+		}
+	}
+	return "", "", fmt.Errorf("no Python here imports %s, and the project has no venv (%s): make one with `python3 -m venv .venv && .venv/bin/pip install %s` (or on Debian `apt install python3-%s`) and run init again",
+		p.importName(), strings.Join(venvDirs, ", "), p.importName(), p.importName())
+}
+
+// imports reports whether python can import module.
+func imports(python, module string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", "import "+module)
+	cmd.Dir = os.TempDir() // never a project module of that name
+	return cmd.Run() == nil
+}
+
+// initProject writes dir/Caddyfile for the project found there.
+func initProject(out io.Writer, dir, site string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(abs, "\"{}\n\t ") {
+		return fmt.Errorf("the project's path %q has a space, quote or brace: move the project to a plain path (the Caddyfile names it)", abs)
+	}
+	if site == "" || strings.ContainsAny(site, "{}\"\n\t ") {
+		return fmt.Errorf("--site %q is not a site address; examples: :2929, home.example.net:2929", site)
+	}
+	p, err := findProject(abs)
+	if err != nil {
+		return err
+	}
+	interpreter, note, err := chooseInterpreter(p)
+	if err != nil {
+		return err
+	}
+	caddyfile := filepath.Join(abs, "Caddyfile")
+	text := caddyfileFor(p, site, interpreter)
+	f, err := os.OpenFile(caddyfile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists; init never writes over it: remove or rename it to start again", caddyfile)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	added, err := extendGitignore(abs, p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Wrote %s for the %s app %s (%s %s, %s).\n", caddyfile, p.frameworkTitle(), p.name, p.kind, p.app, interpreter)
+	if len(added) > 0 {
+		fmt.Fprintf(out, "Added %s to .gitignore.\n", strings.Join(added, ", "))
+	}
+	if note != "" {
+		fmt.Fprintf(out, "Note: %s.\n", note)
+	}
+	url := "http://localhost" + site
+	if !strings.HasPrefix(site, ":") {
+		url = "https://" + strings.TrimPrefix(site, "https://")
+	}
+	fmt.Fprintf(out, "\nNext, in %s:\n", abs)
+	fmt.Fprintf(out, "  caddy hearth check                 what the guard finds, with the fixes\n")
+	fmt.Fprintf(out, "  caddy run                          serves it on %s (Ctrl-C stops it)\n", url)
+	if p.framework == "django" {
+		fmt.Fprintf(out, "  caddy hearth manage %s createsuperuser\n", p.name)
+	}
+	fmt.Fprintf(out, "After changing the code: caddy hearth restart %s. After changing the Caddyfile: caddy reload.\n", p.name)
+	if strings.HasPrefix(site, ":") {
+		fmt.Fprintf(out, "To go online, put your domain name in the site address (like home.example.net%s): Caddy then serves HTTPS.\n", site)
+	}
+	return nil
+}
+
+// caddyfileFor is the Caddyfile init writes.
+func caddyfileFor(p *project, site, interpreter string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by `caddy hearth init` for the %s app %s. Run it with `caddy run` here.\n", p.frameworkTitle(), p.name)
+	fmt.Fprintf(&b, "%s {\n", site)
+	if p.framework == "django" {
+		b.WriteString("\t# static files, collected by collectstatic below, served by Caddy\n")
+		fmt.Fprintf(&b, "\thandle_path /static/* {\n\t\troot * %s\n\t\tfile_server\n\t}\n", filepath.Join(p.dir, "staticfiles"))
+	}
+	fmt.Fprintf(&b, "\t%s %s {\n", p.kind, p.app)
+	fmt.Fprintf(&b, "\t\tdir %s\n", p.dir)
+	fmt.Fprintf(&b, "\t\t%s\n", interpreter)
+	switch p.framework {
+	case "django":
+		b.WriteString("\t\t# SECRET_KEY, DEBUG off, ALLOWED_HOSTS, STATIC_ROOT… over your settings.py, which stays as it is\n")
+		b.WriteString("\t\tsettings overlay\n")
+		b.WriteString("\t\tbefore_start python manage.py migrate --noinput\n")
+		b.WriteString("\t\tbefore_start python manage.py collectstatic --noinput\n")
+	default:
+		b.WriteString("\t\t# SECRET_KEY, DEBUG=False, ALLOWED_HOSTS as environment variables (read them with os.environ)\n")
+		b.WriteString("\t\tsettings auto\n")
+	}
+	b.WriteString("\t\t# production checks before start; a blocking finding refuses to start\n")
+	b.WriteString("\t\tguard enforce\n")
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// extendGitignore adds the entries a deployment must never commit to
+// dir/.gitignore (created if missing), returning those it added.
+func extendGitignore(dir string, p *project) ([]string, error) {
+	want := []string{".env", "db.sqlite3"}
+	if p.framework == "django" {
+		want = append(want, "staticfiles/")
+	}
+	path := filepath.Join(dir, ".gitignore")
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading .gitignore: %w", err)
+	}
+	have := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		have[strings.TrimPrefix(line, "/")] = true
+		have[strings.TrimSuffix(strings.TrimPrefix(line, "/"), "/")+"/"] = true
+	}
+	var added []string
+	for _, w := range want {
+		if !have[w] && !have[strings.TrimSuffix(w, "/")] {
+			added = append(added, w)
+		}
+	}
+	if len(added) == 0 {
+		return nil, nil
+	}
+	text := ""
+	if len(data) > 0 && !strings.HasSuffix(string(data), "\n") {
+		text = "\n"
+	}
+	text += "# added by caddy hearth init: never commit these\n" + strings.Join(added, "\n") + "\n"
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("adding to .gitignore: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return added, f.Close()
+}
