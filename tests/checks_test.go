@@ -23,7 +23,7 @@ func TestGuardRefusesStartprojectDefaults(t *testing.T) {
 	}
 	sawDeploy := false
 	log := refused(t, checkedSite(t, "mysite.wsgi:application", dir, ""))
-	for _, id := range []string{"HG-DEBUG-01", "HG-KEY-03", "HG-HOST-02"} {
+	for _, id := range []string{"HG-DEBUG-01", "HG-KEY-03", "HG-HOST-02", "HG-MIGRATE-01"} {
 		if !strings.Contains(log, id) {
 			t.Errorf("the refusal lacks %s:\n%s", id, tail(log, 20))
 		}
@@ -51,7 +51,7 @@ ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
 		t.Errorf("world-readable env_file not refused with its fix:\n%s", tail(log, 10))
 	}
 	os.Chmod(envFile, 0o600)
-	c := startCaddy(t, checkedSite(t, "mysite.wsgi:application", dir, "env_file "+envFile))
+	c := startCaddy(t, checkedSite(t, "mysite.wsgi:application", dir, "env_file "+envFile+"\n\t\tbefore_start python manage.py migrate --noinput"))
 	for _, f := range c.mustApps()[0].Findings {
 		if f.Blocking {
 			t.Errorf("a blocking finding after the fixes: %+v", f)

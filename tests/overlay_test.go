@@ -59,6 +59,7 @@ http://127.0.0.1:%d {
 		workers 1
 		%s
 		env ALLOWED_HOSTS 127.0.0.1,example.net
+		before_start python manage.py migrate --noinput
 		before_start python manage.py collectstatic --noinput
 	}
 }`, port, dir, settings)
@@ -127,6 +128,7 @@ https://localhost:2929 {
 		dir %s
 		python %s
 		settings overlay
+		before_start python manage.py migrate --noinput
 	}
 }
 :3131 {
@@ -159,5 +161,94 @@ https://localhost:2929 {
 		if len(line) > 80 && strings.Contains(strings.TrimSpace(line), " ") {
 			t.Errorf("a line of %d columns:\n%s", len(line), line)
 		}
+	}
+}
+
+// TestMigrationChecks: a project whose database lacks migrations is
+// refused unless before_start migrates (and the check never creates the
+// SQLite file); a model changed without a migration is a warning until
+// makemigrations; after migrate, nothing is found.
+func TestMigrationChecks(t *testing.T) {
+	dir, data := startproject(t, "mysite"), t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "notes"), 0o755) // startapp fills an existing directory
+	if out, err := exec.Command(pythonPath(), "-m", "django", "startapp", "notes", filepath.Join(dir, "notes")).CombinedOutput(); err != nil {
+		t.Fatalf("startapp: %v\n%s", err, out)
+	}
+	writeFile(t, filepath.Join(dir, "notes", "models.py"), "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.TextField()\n")
+	settings := filepath.Join(dir, "mysite", "settings.py")
+	src, _ := os.ReadFile(settings)
+	writeFile(t, settings, string(src)+"\nINSTALLED_APPS += ['notes']\n")
+	check := func(beforeStart string) map[string]bool {
+		t.Helper()
+		writeFile(t, filepath.Join(dir, "Caddyfile"), fmt.Sprintf(":%d {\n\twsgi mysite.wsgi:application {\n\t\tdir %s\n\t\tpython %s\n\t\tsettings overlay\n\t\t%s\n\t}\n}\n", freePort(t), dir, pythonPath(), beforeStart))
+		_, out := hearthCLI(t, dir, data, "check", "--json")
+		var report struct {
+			Apps []struct {
+				Findings []struct {
+					ID     string `json:"id"`
+					Blocks bool   `json:"blocks"`
+				} `json:"findings"`
+				Error string `json:"error"`
+			} `json:"apps"`
+		}
+		if err := json.Unmarshal([]byte(out), &report); err != nil || len(report.Apps) != 1 || report.Apps[0].Error != "" {
+			t.Fatalf("check --json: %v\n%s", err, out)
+		}
+		found := map[string]bool{}
+		for _, f := range report.Apps[0].Findings {
+			if strings.HasPrefix(f.ID, "HG-MIGRATE-") {
+				found[f.ID] = f.Blocks
+			}
+		}
+		return found
+	}
+	if got := check(""); len(got) != 2 || !got["HG-MIGRATE-01"] || got["HG-MIGRATE-02"] {
+		t.Errorf("no migrate before start: %v, want HG-MIGRATE-01 blocking and HG-MIGRATE-02 a warning", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "db.sqlite3")); err == nil {
+		t.Errorf("the check created the SQLite database")
+	}
+	if got := check("before_start python manage.py migrate --noinput"); len(got) != 1 || !hasKey(got, "HG-MIGRATE-02") || got["HG-MIGRATE-02"] {
+		t.Errorf("migrate before start: %v, want HG-MIGRATE-02 alone", got)
+	}
+	for _, args := range [][]string{{"makemigrations", "notes", "-v0"}, {"migrate", "-v0"}} {
+		if code, out := hearthCLI(t, dir, data, append([]string{"manage", "mysite"}, args...)...); code != 0 {
+			t.Fatalf("manage %v: %d\n%s", args, code, out)
+		}
+	}
+	if got := check(""); len(got) != 0 {
+		t.Errorf("after makemigrations and migrate: %v", got)
+	}
+}
+
+func hasKey(m map[string]bool, k string) bool { _, ok := m[k]; return ok }
+
+// TestCheckBesideRunningCaddy: `caddy hearth check` of the config a
+// running Caddy serves on every interface does not report that Caddy's
+// listener as "not Caddy" (HG-NET-01); another process there still is.
+func TestCheckBesideRunningCaddy(t *testing.T) {
+	port := freePort(t)
+	config := fmt.Sprintf(":%d {\n\twsgi hello:application {\n\t\tdir {APPS}\n\t\tpython {PYTHON}\n\t\tworkers 1\n\t}\n}\n", port)
+	c := startCaddy(t, config)
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, caddyfile, caddyfileVars(c).Replace(config))
+	code, out := hearthCLI(t, filepath.Dir(caddyfile), t.TempDir(), "check")
+	if code != 0 || strings.Contains(out, fmt.Sprintf(":%d,", port)) || strings.Contains(out, fmt.Sprintf(":%d ", port)) {
+		t.Errorf("check beside the running Caddy: %d\n%s", code, out)
+	}
+	// a process that is not Caddy on another of the config's ports is reported
+	other := exec.Command(pythonPath(), "-c", "import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)")
+	stdout, _ := other.StdoutPipe()
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	var otherPort int
+	if _, err := fmt.Fscan(stdout, &otherPort); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, caddyfile, caddyfileVars(c).Replace(config)+fmt.Sprintf(":%d {\n\trespond hi\n}\n", otherPort))
+	if _, out := hearthCLI(t, filepath.Dir(caddyfile), t.TempDir(), "check"); !strings.Contains(out, fmt.Sprintf("0.0.0.0:%d", otherPort)) {
+		t.Errorf("the python listener on a config port is not reported:\n%s", out)
 	}
 }

@@ -206,6 +206,10 @@ func TestReloadUnchangedKeepsWorkers(t *testing.T) {
 	if after := sortedPIDs(c.workerPIDs()); after != before {
 		t.Errorf("workers changed across unchanged reloads: %s → %s", before, after)
 	}
+	// the log says what the reload kept, and how changed code is loaded
+	if n := strings.Count(c.log.String(), "app kept running: its block did not change"); n != 3 || !strings.Contains(c.log.String(), "caddy hearth restart fail") {
+		t.Errorf("%d reloads said they kept the app (want 3, with the restart command):\n%s", n, tail(c.log.String(), 10))
+	}
 }
 
 func TestReloadChangedReplacesWorkers(t *testing.T) {

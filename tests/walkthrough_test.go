@@ -105,6 +105,15 @@ func TestNewcomerWalkthrough(t *testing.T) {
 		log := c.log.String()
 		return strings.Contains(log, "ZeroDivisionError") && strings.Contains(log, "/boom/")
 	})
+	// code that cannot start: restart says so, and the running workers keep serving
+	writeFile(t, urls, string(src)+"\ndef broken(:\n")
+	code, out = hearthCLI(t, dir, data, "restart", "mysite", "--address", c.admin)
+	if code == 0 || !strings.Contains(out, "SyntaxError") {
+		t.Errorf("restart into broken code: %d\n%s", code, out)
+	}
+	if resp, _ := get(t, base+"/admin/login/"); resp.StatusCode != 200 {
+		t.Errorf("after a failed restart, the admin login page: %d", resp.StatusCode)
+	}
 	if code, out := hearthCLI(t, dir, data, "restart", "nosuch", "--address", c.admin); code == 0 || !strings.Contains(out, `no running app named "nosuch"`) {
 		t.Errorf("restart of an unknown app: %d\n%s", code, out)
 	}

@@ -11,6 +11,7 @@ package hearth
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -139,11 +140,14 @@ func (a *App) UsePool(key string, newPool func() (Pool, error)) (Pool, error) {
 		_, _ = pools.Delete(key)
 		return nil, err
 	}
+	if loaded && !slices.Contains(a.used, p) {
+		// a reload that keeps the app: say so, since `caddy reload` is not
+		// how changed code gets loaded
+		a.logger.Info("app kept running: its block did not change, so its workers keep the code they loaded; to load changed code: caddy hearth restart "+p.Name(),
+			zap.String("app", p.Name()))
+	}
 	a.used = append(a.used, p)
 	a.keys[p] = key
-	if loaded {
-		a.logger.Debug("reusing running pool", zap.String("app", p.Name()))
-	}
 	return p, nil
 }
 

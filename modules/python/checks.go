@@ -97,7 +97,8 @@ type overlayReport struct {
 
 // djangoReport is what the runtime reports of a Django project.
 type djangoReport struct {
-	DeployChecks []djangoCheck `json:"deploy_checks"`
+	DeployChecks []djangoCheck    `json:"deploy_checks"`
+	Migrations   *migrationReport `json:"migrations"`
 	SQLite       []struct {
 		Path         string `json:"path"`
 		FileWritable *bool  `json:"file_writable"`
@@ -202,6 +203,9 @@ func (p *Pool) collectFindings() ([]Finding, error) {
 	p.overlay = report.Overlay
 	p.mu.Unlock()
 	findings := append(p.fileFindings(site), reportFindings(report, site, p.spec.HSTSMaxAge)...)
+	if report.Django != nil {
+		findings = append(findings, migrationFindings(report.Django.Migrations, p.spec.Name, p.migratesBeforeStart())...)
+	}
 	if p.spec.Settings == SettingsOverlay && report.Framework != "django" {
 		findings = append(findings, Finding{ID: "HG-SET-01", Problem: fmt.Sprintf("`settings overlay` sets Django's settings, but this app is %s: it gets nothing from it", frameworkName(report.Framework)),
 			Fix: "use `settings auto` and read SECRET_KEY, DEBUG and ALLOWED_HOSTS from os.environ in the app"})

@@ -101,3 +101,56 @@ func djangoDeployFindings(checks []djangoCheck, site hearth.Site, hsts int) []Fi
 	}
 	return out
 }
+
+// migrationReport is the state of a Django project's migrations.
+type migrationReport struct {
+	// Unapplied names the first unapplied migrations (app.name).
+	Unapplied []string `json:"unapplied"`
+	// UnappliedCount counts them all.
+	UnappliedCount int `json:"unapplied_count"`
+	// ChangedApps have model changes without a migration.
+	ChangedApps []string `json:"changed_apps"`
+	// Error says why the state could not be read.
+	Error string `json:"error"`
+}
+
+// migratesBeforeStart reports whether a before_start command runs
+// Django's migrate.
+func (p *Pool) migratesBeforeStart() bool {
+	for _, argv := range p.spec.BeforeStart {
+		if slices.Contains(argv, "migrate") {
+			return true
+		}
+	}
+	return false
+}
+
+// migrationFindings: migrations the database lacks block the app (its
+// pages would fail with 500) unless before_start applies them; models
+// changed without a migration are a warning.
+func migrationFindings(m *migrationReport, name string, migrates bool) []Finding {
+	if m == nil {
+		return nil
+	}
+	var out []Finding
+	if m.UnappliedCount > 0 && !migrates {
+		listed := strings.Join(m.Unapplied, ", ")
+		if m.UnappliedCount > len(m.Unapplied) {
+			listed += fmt.Sprintf(" and %d more", m.UnappliedCount-len(m.Unapplied))
+		}
+		out = append(out, Finding{ID: "HG-MIGRATE-01", Blocking: true,
+			Problem: fmt.Sprintf("%d migration(s) are not applied to the database (%s): pages that use those tables fail with 500", m.UnappliedCount, listed),
+			Fix:     fmt.Sprintf("add `before_start python manage.py migrate --noinput` to the app's block (it runs before the workers start), or run `caddy hearth manage %s migrate` now", name)})
+	}
+	if len(m.ChangedApps) > 0 {
+		out = append(out, Finding{ID: "HG-MIGRATE-02",
+			Problem: fmt.Sprintf("models changed without a migration in %s: the database will not match the code", strings.Join(m.ChangedApps, ", ")),
+			Fix:     fmt.Sprintf("run `caddy hearth manage %s makemigrations` where you develop, commit the new migration files, then migrate", name)})
+	}
+	if m.Error != "" {
+		out = append(out, Finding{ID: "HG-MIGRATE-03",
+			Problem: "the state of the migrations could not be read: " + m.Error,
+			Fix:     "check DATABASES in the settings and that the database server is running; `caddy hearth manage " + name + " showmigrations` shows the same error"})
+	}
+	return out
+}

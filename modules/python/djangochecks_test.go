@@ -71,3 +71,37 @@ func TestDjangoDeployFindings(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrationFindings: unapplied migrations block unless before_start
+// migrates; models changed without a migration warn; an unreadable state
+// is said; the fixes name the app.
+func TestMigrationFindings(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		m        *migrationReport
+		migrates bool
+		want     []string
+	}{
+		{"no report", nil, false, nil},
+		{"clean", &migrationReport{}, false, nil},
+		{"unapplied", &migrationReport{Unapplied: []string{"auth.0001_initial"}, UnappliedCount: 12}, false, []string{"HG-MIGRATE-01"}},
+		{"unapplied, migrate before start", &migrationReport{Unapplied: []string{"auth.0001_initial"}, UnappliedCount: 12}, true, nil},
+		{"models changed", &migrationReport{ChangedApps: []string{"notes"}}, true, []string{"HG-MIGRATE-02"}},
+		{"unreadable", &migrationReport{Error: "OperationalError: could not connect"}, false, []string{"HG-MIGRATE-03"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			findings := migrationFindings(tc.m, "mysite", tc.migrates)
+			if got := ids(findings); !slices.Equal(got, tc.want) {
+				t.Fatalf("findings %v, want %v", got, tc.want)
+			}
+			for _, f := range findings {
+				if f.Blocking != (f.ID == "HG-MIGRATE-01") || !strings.Contains(f.Fix, "caddy hearth manage mysite") {
+					t.Errorf("%+v", f)
+				}
+			}
+			if tc.name == "unapplied" && !strings.Contains(findings[0].Problem, "auth.0001_initial and 11 more") {
+				t.Errorf("%s", findings[0].Problem)
+			}
+		})
+	}
+}

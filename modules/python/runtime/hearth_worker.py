@@ -869,6 +869,19 @@ def load_app(spec):
     return obj
 
 
+def import_urlconf():
+    """Import a Django project's URLconf, and so its views, now. Django
+    imports it at the first request: code that cannot be imported would
+    start, then answer every visitor with 500. This way it fails the start
+    (or the restart, and the running workers keep serving) with its
+    traceback."""
+    conf = sys.modules.get('django.conf')
+    if conf is None or not conf.settings.configured:
+        return
+    from django.urls import get_resolver
+    get_resolver().url_patterns
+
+
 def route_request_errors():
     """Make Django's request errors reach Caddy's log.
 
@@ -1097,10 +1110,54 @@ def deploy_checks():
              'silenced': m.id in silenced} for m in messages if m.level >= checks.WARNING]
 
 
+def migration_state():
+    """Which migrations the default database lacks, and which apps have
+    model changes without a migration (makemigrations --check). A SQLite
+    database that does not exist yet is never created here: all its
+    migrations are unapplied."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.loader import MigrationLoader
+    state = {'unapplied': [], 'unapplied_count': 0, 'changed_apps': [], 'error': ''}
+    try:
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        graph = loader.graph
+        targets = graph.leaf_nodes()
+        db = connections.databases.get(DEFAULT_DB_ALIAS, {})
+        name = str(db.get('NAME', ''))
+        if 'sqlite3' in str(db.get('ENGINE', '')) and name and name != ':memory:' \
+                and not name.startswith('file:') and not os.path.exists(name):
+            applied = set()
+        else:
+            from django.db.migrations.recorder import MigrationRecorder
+            applied = set(MigrationRecorder(connections[DEFAULT_DB_ALIAS]).applied_migrations())
+        unapplied = []
+        for target in targets:
+            for node in graph.forwards_plan(target):
+                if node not in applied and node not in unapplied:
+                    unapplied.append(node)
+        state['unapplied_count'] = len(unapplied)
+        state['unapplied'] = ['%s.%s' % node for node in unapplied[:3]]
+    except Exception as exc:  # an unreachable database is reported, not fatal
+        state['error'] = '%s: %s' % (type(exc).__name__, exc)
+        return state
+    try:
+        from django.apps import apps
+        from django.db.migrations.autodetector import MigrationAutodetector
+        from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
+        from django.db.migrations.state import ProjectState
+        detector = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps),
+                                         NonInteractiveMigrationQuestioner(dry_run=True))
+        state['changed_apps'] = sorted(detector.changes(graph=graph))
+    except Exception as exc:
+        state['error'] = '%s: %s' % (type(exc).__name__, exc)
+    return state
+
+
 def inspect_django():
     from django.conf import settings
     secret = getattr(settings, 'SECRET_KEY', None)
     report = {
+        'migrations': migration_state(),
         'deploy_checks': deploy_checks(),
         'debug': bool(getattr(settings, 'DEBUG', False)),
         'secret_key': dict(describe_secret(secret), in_files=tracked_files_containing(secret)),
@@ -1172,6 +1229,7 @@ def main():
         sys.path.insert(0, app_dir)
     try:
         app = load_app(spec)
+        import_urlconf()
     except BaseException:
         text = traceback.format_exc().encode('utf-8', 'replace')[-MAX_PAYLOAD:]
         sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
