@@ -13,16 +13,20 @@ build: bin/caddy
 bin/caddy: $(SOURCES)
 	xcaddy/build.sh
 
+# the integration tests run the xcaddy build, with the race detector
+bin/caddy-race: $(SOURCES)
+	HEARTH_REQUIRE_XCADDY=1 xcaddy/build.sh --race
+
 run: build
 	@tests/ensure-packages.sh $(RUN_PACKAGES)
 	@echo "Serving the example Django app on http://localhost:2929 (Ctrl-C stops it)"
 	bin/caddy run --config examples/django/Caddyfile --adapter caddyfile
 
-test: build
+test: bin/caddy-race
 	@tests/ensure-packages.sh $(TEST_PACKAGES)
 	go vet ./...
 	$(PYTHON) -m unittest discover -s tests/python -t tests/python
-	HEARTH_CADDY=$(CURDIR)/bin/caddy HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
+	HEARTH_CADDY=$(CURDIR)/bin/caddy-race HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
 	tests/fuzz.sh FuzzReader ./modules/protocol 300000
 	tests/fuzz.sh FuzzParseResponseHead ./modules/python 20000
 	tests/fuzz.sh FuzzRequestHead ./modules/python 20000

@@ -8,6 +8,7 @@ require (
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/coder/websocket v1.8.14
 	github.com/dustin/go-humanize v1.1.0
+	github.com/fsnotify/fsnotify v1.9.0
 	github.com/huin/goupnp v1.3.0
 	github.com/klauspost/compress v1.20.1
 	github.com/libdns/libdns v1.1.1

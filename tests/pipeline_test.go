@@ -183,8 +183,10 @@ func TestPipelinedRequestSurvivesACrashAhead(t *testing.T) {
 		t.Errorf("the pipelined POSTs recorded %q, want each exactly once, in order", got)
 	}
 	app := c.appNamed("pipeline")
-	if app.Pipelined < 2 || app.Restarts["crash"] != 1 {
-		t.Errorf("pipelined_requests=%d restarts=%v, want ≥ 2 and one crash", app.Pipelined, app.Restarts)
+	// how many are pipelined follows the mean request time, which a loaded
+	// machine raises: at least the first POST must have been
+	if app.Pipelined < 1 || app.Restarts["crash"] != 1 {
+		t.Errorf("pipelined_requests=%d restarts=%v, want ≥ 1 and one crash", app.Pipelined, app.Restarts)
 	}
 	if alive(pid) {
 		t.Errorf("worker %d is still alive", pid)

@@ -79,6 +79,35 @@ func TestProcessUpstreamNode(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		nodePid(t, url)
 	}
+	// a restart replaces each instance once: no crash counted, no third
+	// process left running unsupervised
+	app := c.mustApps()[0]
+	beforeRestart, crashes := c.workerPIDs(), app.Restarts["crash"]
+	if code, out := hearthCLI(t, c.dir, t.TempDir(), "restart", app.Name, "--address", c.admin); code != 0 {
+		t.Fatalf("restart: %d\n%s", code, out)
+	}
+	waitFor(t, 20*time.Second, "the instances before the restart gone", func() bool {
+		for _, o := range beforeRestart {
+			if alive(o) {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(time.Second) // the supervision loops have seen the old instances end
+	app = c.mustApps()[0]
+	if len(app.Workers) != 2 || app.Restarts["crash"] != crashes || app.Restarts["reload"] != 2 {
+		t.Errorf("after a restart: %d instances, restarts %v (crashes before: %d)", len(app.Workers), app.Restarts, crashes)
+	}
+	nodes := 0
+	for _, pid := range descendants(c.cmd.Process.Pid) {
+		if strings.Contains(cmdline(pid), "server.js") {
+			nodes++
+		}
+	}
+	if nodes != 2 {
+		t.Errorf("%d node processes under Caddy after a restart, want 2", nodes)
+	}
 	// an unchanged reload keeps the instances; a changed one replaces them
 	before := sortedPIDs(c.workerPIDs())
 	extra := fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond ok\n}\n", freePort(t))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -271,8 +272,23 @@ func TestWatchRestartsOnChange(t *testing.T) {
 		_, body := get(t, url)
 		return body == "version 2" && c.mustApps()[0].Restarts["reload"] == 2
 	})
+	// files the globs do not match, or in a directory that is never
+	// watched: no restart
+	os.MkdirAll(dir+"/.git", 0o755)
+	writeFile(t, dir+"/notes.txt", "not code\n")
+	writeFile(t, dir+"/.git/hook.py", "x = 1\n")
+	time.Sleep(1500 * time.Millisecond) // well past the watcher's settling time
+	if n := c.mustApps()[0].Restarts["reload"]; n != 2 {
+		t.Errorf("%d restarts after changes to unwatched files, want 2", n)
+	}
+	// a directory created after the start is watched
+	os.MkdirAll(dir+"/pkg/sub", 0o755)
+	writeFile(t, dir+"/pkg/sub/helper.py", "x = 1\n")
+	waitFor(t, 20*time.Second, "the restart after a file in a new directory", func() bool {
+		return c.mustApps()[0].Restarts["reload"] == 4
+	})
 	// a change that breaks the app: the old workers keep serving
-	writeFile(t, dir+"/watched.py", "this is not python\n")
+	writeFile(t, dir+"/watched.py", "this is not python(\n")
 	waitFor(t, 20*time.Second, "the failed restart reported", func() bool {
 		return strings.Contains(c.log.String(), "restart after a file change failed")
 	})

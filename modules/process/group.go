@@ -249,6 +249,12 @@ func (g *Group) keepSeat(i int) {
 				}
 				lived := time.Since(in.proc.StartedAt())
 				g.mu.Lock()
+				if g.instances[i] != in {
+					// Restart put a new instance here before stopping this
+					// one: supervise that one, no crash
+					g.mu.Unlock()
+					continue
+				}
 				g.instances[i] = nil
 				g.restarts["crash"]++
 				g.publishLocked()

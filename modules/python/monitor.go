@@ -1,7 +1,6 @@
 package python
 
 import (
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,18 +12,14 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
-// monitorInterval is how often a pool samples its workers' memory, retires
-// idle extra workers and checks watched files.
+// monitorInterval is how often a pool samples its workers' memory and
+// retires idle extra workers.
 const monitorInterval = time.Second
 
 // monitor runs the pool's periodic duties until the pool stops.
 func (p *Pool) monitor() {
 	ticker := time.NewTicker(monitorInterval)
 	defer ticker.Stop()
-	var watched fileState
-	if len(p.spec.Watch) > 0 {
-		watched = p.scanWatched()
-	}
 	for {
 		select {
 		case <-p.ctx.Done():
@@ -38,15 +33,6 @@ func (p *Pool) monitor() {
 				p.logger.Info("scaling down: a worker was idle for idle_timeout", zap.Duration("idle_timeout", p.spec.IdleTimeout))
 			}
 			p.mu.Unlock()
-		}
-		if len(p.spec.Watch) > 0 {
-			if now := p.scanWatched(); now != watched {
-				watched = now
-				p.logger.Info("watched files changed; restarting workers", zap.Strings("watch", p.spec.Watch))
-				if err := p.Restart(); err != nil {
-					p.logger.Error("restart after a file change failed; the old workers keep serving", zap.Error(err))
-				}
-			}
 		}
 	}
 }
@@ -82,47 +68,6 @@ func residentBytes(pid int) int64 {
 	}
 	pages, _ := strconv.ParseInt(fields[1], 10, 64)
 	return pages * int64(os.Getpagesize())
-}
-
-// fileState summarizes the watched files: any change, addition or removal
-// changes it.
-type fileState struct {
-	count  int
-	size   int64
-	newest int64
-	modSum int64
-}
-
-// scanWatched walks the app directory for files matching the watch globs,
-// skipping version control, caches and virtual environments.
-func (p *Pool) scanWatched() fileState {
-	var st fileState
-	_ = filepath.WalkDir(p.spec.Dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if d.IsDir() {
-			if path != p.spec.Dir && skipWatchDir(path, d.Name()) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		rel, _ := filepath.Rel(p.spec.Dir, path)
-		if !matchesAny(p.spec.Watch, filepath.ToSlash(rel)) {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		mod := info.ModTime().UnixNano()
-		st.count++
-		st.size += info.Size()
-		st.modSum += mod
-		st.newest = max(st.newest, mod)
-		return nil
-	})
-	return st
 }
 
 func skipWatchDir(path, name string) bool {

@@ -31,7 +31,7 @@ func networkFindings(serverPorts []string) []Finding {
 			}
 			continue
 		}
-		if slices.Contains(serverPorts, strconv.Itoa(l.Port)) && strings.HasPrefix(l.Process, "caddy ") {
+		if slices.Contains(serverPorts, strconv.Itoa(l.Port)) && strings.HasPrefix(l.Process, "caddy") {
 			continue // the running Caddy, serving this config: `caddy hearth check` runs beside it
 		}
 		where := net.JoinHostPort(l.Addr.String(), strconv.Itoa(l.Port))

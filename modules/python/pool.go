@@ -203,8 +203,15 @@ func (p *Pool) start() error {
 	p.seats.Add(1)
 	go func() {
 		defer p.seats.Done()
-		panics.Keep(p.logger, "watching the pool (memory, idle workers, watched files)", p.ctx.Done(), p.monitor)
+		panics.Keep(p.logger, "watching the pool (memory, idle workers)", p.ctx.Done(), p.monitor)
 	}()
+	if len(p.spec.Watch) > 0 {
+		p.seats.Add(1)
+		go func() {
+			defer p.seats.Done()
+			panics.Keep(p.logger, "watching the app's files", p.ctx.Done(), p.watchFiles)
+		}()
+	}
 	p.logger.Info("worker pool ready", zap.Int("workers", len(workers)), zap.Int("threads", p.spec.Threads))
 	return nil
 }

@@ -19,12 +19,15 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNTIME = os.path.join(HERE, '..', '..', 'modules', 'python', 'runtime', 'hearth_worker.py')
-HEADER = struct.Struct('!IBBI')
-HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT = range(1, 8)
-END = 1
-
 sys.path.insert(0, os.path.dirname(RUNTIME))
 import hearth_worker  # noqa: E402
+
+# the wire constants are the runtime's own (TestWireConstantsAgree checks
+# them against Go's)
+HEADER = hearth_worker.HEADER
+HELLO, FATAL, REQ_HEAD, REQ_BODY = hearth_worker.HELLO, hearth_worker.FATAL, hearth_worker.REQ_HEAD, hearth_worker.REQ_BODY
+RESP_HEAD, RESP_BODY, ABORT = hearth_worker.RESP_HEAD, hearth_worker.RESP_BODY, hearth_worker.ABORT
+END = hearth_worker.END
 
 
 def frame(kind, flags, sid, payload=b''):
