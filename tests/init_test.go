@@ -141,7 +141,7 @@ func TestManageInteractive(t *testing.T) {
 	driver, answers := filepath.Join(t.TempDir(), "drive.py"), filepath.Join(t.TempDir(), "answers.json")
 	writeFile(t, driver, ptyDriver)
 	writeFile(t, answers, `[["Username", "alice"], ["Email address", "alice@example.invalid"], ["Password:", "Ho9-secret-PASS-42"], ["Password (again)", "Ho9-secret-PASS-42"]]`)
-	cmd := exec.Command(pythonPath(), driver, answers, caddyBinary(t), "hearth", "manage", "mysite", "createsuperuser")
+	cmd := exec.Command(pythonPath(), append(append([]string{driver, answers, caddyBinary(t), "hearth", "manage"}, asAppUser()...), "mysite", "createsuperuser")...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data, "TERM=dumb")
 	out, err := cmd.CombinedOutput()

@@ -440,3 +440,23 @@ func TestSecretKeyInSharedStorage(t *testing.T) {
 		t.Errorf("the key is not in the new storage: %v", stored)
 	}
 }
+
+// TestCommandsUseTheConfigStorage: with a config's `storage`, the secret
+// key `settings auto` gives the running app is the one `caddy hearth exec`
+// (and manage, and check) give the command: read from that storage, not
+// from the data directory of whoever runs the command.
+func TestCommandsUseTheConfigStorage(t *testing.T) {
+	dir, port := keyApp(t), freePort(t)
+	shared := t.TempDir()
+	config := "{\n\tadmin {ADMIN}\n\tstorage file_system " + shared + "\n}\n" + keySite(port, dir, "")
+	c := launchCaddyWithData(t, config, t.TempDir())
+	c.waitRunning()
+	_, served := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, caddyfile, caddyfileVars(c).Replace(config))
+	code, out := hearthCLI(t, filepath.Dir(caddyfile), t.TempDir(), "exec", "app", "--", "python", "-c",
+		"import hashlib, os; print(hashlib.sha256(os.environ['SECRET_KEY'].encode()).hexdigest())")
+	if code != 0 || strings.TrimSpace(out) != served {
+		t.Errorf("exec's SECRET_KEY hashes to %q (exit %d), the running app's to %q", strings.TrimSpace(out), code, served)
+	}
+}

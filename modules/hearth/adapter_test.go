@@ -3,6 +3,7 @@ package hearth
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -39,5 +40,21 @@ func TestChooseAdapterAsCaddy(t *testing.T) {
 	}
 	if _, _, err := chooseAdapter("", ""); err == nil {
 		t.Errorf("no config accepted")
+	}
+}
+
+// TestReportIsPrintable: text from an app (a traceback, a host name) never
+// puts a control character, such as an escape sequence, on the terminal.
+func TestReportIsPrintable(t *testing.T) {
+	var b strings.Builder
+	err := writeCheckReport(&b, []CheckedApp{{Name: "a\x1b]0;x\x07", Error: "Traceback\n\x1b[2J boom\r\x9b31m",
+		Findings: []CheckFinding{{ID: "HG-X\x1b", Severity: "warning", Problem: "host \x1b[31mevil", Fix: "fix\x00it"}}}}, checkFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range b.String() {
+		if r != '\n' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0) {
+			t.Fatalf("control character %q in the report:\n%q", r, b.String())
+		}
 	}
 }

@@ -133,7 +133,7 @@ func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "APP %s\n", a.Name)
+		fmt.Fprintf(&b, "APP %s\n", printable(a.Name))
 		if a.Settings != nil {
 			names := make([]string, 0, len(a.Settings.Set))
 			width := 0
@@ -151,7 +151,7 @@ func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
 			}
 			b.WriteString(wrap("  ", head+":", "  "))
 			for _, name := range names {
-				prefix := fmt.Sprintf("    %-*s  ", width, name)
+				prefix := fmt.Sprintf("    %-*s  ", width, printable(name))
 				value := pythonValue(a.Settings.Set[name])
 				if a.Settings.Set[name] == HiddenValue {
 					value = "(hidden; kept in Caddy's storage, never printed)"
@@ -174,7 +174,7 @@ func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
 			} else {
 				warnings++
 			}
-			fmt.Fprintf(&b, "  %s  %s\n", f.ID, f.Severity)
+			fmt.Fprintf(&b, "  %s  %s\n", printable(f.ID), f.Severity)
 			b.WriteString(wrap("    ", f.Problem, "    "))
 			b.WriteString(wrap("    fix: ", f.Fix, "         "))
 		}
@@ -198,6 +198,7 @@ func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
 // the first line starts with first, the others with rest. A word longer
 // than a line (a path, a URL) gets a line of its own.
 func wrap(first, text, rest string) string {
+	text = printable(text)
 	var b strings.Builder
 	line := first
 	empty := true
@@ -218,6 +219,21 @@ func wrap(first, text, rest string) string {
 	}
 	b.WriteString(line + "\n")
 	return b.String()
+}
+
+// printable replaces control characters (an escape sequence in an app's
+// traceback or host name) with '?': the report goes to a terminal, maybe
+// root's. Line breaks become spaces.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t':
+			return ' '
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0:
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // pythonValue writes a setting's value as Python would.

@@ -1,10 +1,12 @@
 package hearth
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 )
 
@@ -59,6 +61,35 @@ type ConfigFile struct {
 			DNSChallenge string              `json:"dns_challenge"`
 		} `json:"ddns"`
 	} `json:"apps"`
+}
+
+// ConfigStorage provisions the storage module a JSON config names (its
+// top-level "storage"), for the commands that work beside a config and must
+// read what the running Caddy keeps there (the apps' secret keys). It
+// returns nil for a config without one (Caddy's default: files in this
+// machine's data directory) and a function that releases the module.
+func ConfigStorage(config []byte) (certmagic.Storage, func(), error) {
+	var cfg struct {
+		StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
+	}
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		return nil, nil, fmt.Errorf("reading the config: %w", err)
+	}
+	if len(cfg.StorageRaw) == 0 {
+		return nil, func() {}, nil
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	val, err := ctx.LoadModule(&cfg, "StorageRaw")
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("loading the config's storage module: %w", err)
+	}
+	storage, err := val.(caddy.StorageConverter).CertMagicStorage()
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("opening the config's storage: %w", err)
+	}
+	return storage, cancel, nil
 }
 
 // ReadConfig decodes a JSON config.

@@ -47,14 +47,20 @@ type configuredPool struct {
 }
 
 // configuredPools reads every wsgi and asgi app of a JSON config into a
-// pool that is not started, with the site that serves it: what the
-// commands that work beside a config (check, manage, exec) need.
+// pool that is not started, with the site that serves it and the config's
+// storage: what the commands that work beside a config (check, manage,
+// exec) need. The storage is never released: these commands end soon.
 func configuredPools(config []byte) ([]configuredPool, error) {
 	cfg, err := hearth.ReadConfig(config)
 	if err != nil {
 		return nil, err
 	}
 	hearth.SetAdminEndpoint(cfg.Admin.Listen, cfg.Admin.Disabled)
+	// the config's storage, where the running apps' secret keys are
+	storage, _, err := hearth.ConfigStorage(config)
+	if err != nil {
+		return nil, err
+	}
 	var out []configuredPool
 	seen := map[string]bool{}
 	var serverPorts []string
@@ -91,6 +97,7 @@ func configuredPools(config []byte) ([]configuredPool, error) {
 			p := newPool(spec, zap.NewNop())
 			p.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
 			p.site.ServerPorts = serverPorts
+			p.storage = storage
 			out = append(out, configuredPool{name: spec.Name, pool: p})
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 func init() {
@@ -65,13 +66,14 @@ terminal is passed through; the exit code is the command's.
 func appCommand(cmd *cobra.Command, manage bool) *cobra.Command {
 	configFile := cmd.Flags().String("config", "", "the config (a Caddyfile or JSON; default ./Caddyfile)")
 	adapter := cmd.Flags().String("adapter", "", "the config adapter (default: as caddy run chooses it)")
+	account := cmd.Flags().String("user", "", "run as this account (user or user:group) when the app's block sets none; as root, required (`--user root` if the app runs as root)")
 	cmd.Flags().SetInterspersed(false) // what follows <app> is the command's
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		argv := args[1:]
 		if !manage && len(argv) > 0 && argv[0] == "--" {
 			argv = argv[1:]
 		}
-		c, err := prepareAppCommand(*configFile, *adapter, args[0], argv, manage)
+		c, err := prepareAppCommand(*configFile, *adapter, *account, args[0], argv, manage)
 		if err != nil {
 			return err
 		}
@@ -87,7 +89,7 @@ func appCommand(cmd *cobra.Command, manage bool) *cobra.Command {
 
 // prepareAppCommand builds the command that runs argv (manage: manage.py's
 // arguments) for the app named name of a config, in its environment.
-func prepareAppCommand(configFile, adapter, name string, argv []string, manage bool) (*exec.Cmd, error) {
+func prepareAppCommand(configFile, adapter, account, name string, argv []string, manage bool) (*exec.Cmd, error) {
 	if !manage && len(argv) == 0 {
 		return nil, errors.New("no command: write it after --, like `caddy hearth exec " + name + " -- python -V`")
 	}
@@ -120,8 +122,12 @@ func prepareAppCommand(configFile, adapter, name string, argv []string, manage b
 	if p.runtimePath, err = writeRuntime(p.spec.credential != nil); err != nil {
 		return nil, err
 	}
+	keyPlace, keyExisted := p.secretKeyExists()
 	if err := p.prepareSettings(); err != nil {
 		return nil, err
+	}
+	if _, keyExists := p.secretKeyExists(); (p.spec.Settings == SettingsAuto || p.spec.Settings == SettingsOverlay) && !keyExisted && keyExists {
+		fmt.Fprintf(os.Stderr, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", name, keyPlace)
 	}
 	env := p.appEnv()
 	program, args := "", argv
@@ -146,21 +152,55 @@ func prepareAppCommand(configFile, adapter, name string, argv []string, manage b
 		cmd.Args[0] = "python"
 	}
 	cmd.Dir = p.spec.Dir
-	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil { // a terminal
+	if isTerminal(os.Stdin) {
 		if t, ok := os.LookupEnv("TERM"); ok && !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
 			env = append(env, "TERM="+t) // for shell's line editing; not a secret
 		}
 	}
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if cred := p.spec.credential; cred != nil && (uint32(os.Geteuid()) != cred.Uid || uint32(os.Getegid()) != cred.Gid) {
-		if os.Geteuid() != 0 {
-			return nil, fmt.Errorf("app %s runs as user %s: run this as root (sudo caddy hearth …) so that the command runs as that user too", name, p.spec.User)
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cred, err := commandCredential(p.spec, account, name)
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		// a new session: the command has no controlling terminal, so the
+		// app's code cannot push keystrokes into this (root's) terminal
+		// with TIOCSTI; its stdin, stdout and stderr are still the terminal
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
 	}
 	syscall.Umask(int(p.spec.Umask)) // this process only starts the command
 	return cmd, nil
+}
+
+// commandCredential is the account a manage or exec command switches to
+// (nil: this process's own). The app's user when its block sets one
+// (which needs root, unless this is that user); else the --user account.
+// As root without either it refuses: the command runs the app's code
+// (settings.py, manage.py, the venv), which the app's account may have
+// changed, and it must not run as root unless the app does.
+func commandCredential(spec *poolSpec, account, name string) (*syscall.Credential, error) {
+	cred := spec.credential
+	if cred == nil && account != "" {
+		user, group, _ := strings.Cut(account, ":")
+		var err error
+		if cred, err = supervisor.Credential(user, group, user == "root"); err != nil {
+			return nil, fmt.Errorf("--user %s: %w", account, err)
+		}
+	}
+	if cred == nil {
+		if os.Geteuid() == 0 && account == "" {
+			return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", name)
+		}
+		return nil, nil
+	}
+	if uint32(os.Geteuid()) == cred.Uid && uint32(os.Getegid()) == cred.Gid {
+		return nil, nil // already that account
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("app %s runs as another account (uid %d): run this as root (sudo caddy hearth …) so that the command runs as that account too", name, cred.Uid)
+	}
+	return cred, nil
 }
 
 // lookPath finds program in the PATH of env (the app's: its venv's bin
@@ -171,8 +211,8 @@ func lookPath(program string, env []string) (string, error) {
 	}
 	path, _ := envValue(env, "PATH")
 	for _, dir := range filepath.SplitList(path) {
-		if dir == "" {
-			continue
+		if !filepath.IsAbs(dir) {
+			continue // "" or a relative entry would resolve against the app's directory
 		}
 		candidate := filepath.Join(dir, program)
 		if info, err := os.Stat(candidate); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
@@ -187,9 +227,13 @@ func lookPath(program string, env []string) (string, error) {
 // SIGTERM or SIGHUP sent to this process is passed on. It returns the
 // command's exit code (128+n for a command ended by signal n).
 func runAttached(cmd *exec.Cmd) (int, error) {
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
-	forward := make(chan os.Signal, 2)
-	signal.Notify(forward, syscall.SIGTERM, syscall.SIGHUP)
+	// caught, not ignored: an ignored signal stays ignored in the command
+	// (Ctrl-C would not stop `manage shell`), a caught one is reset to its
+	// default there. The terminal sends SIGINT and SIGQUIT to the whole
+	// foreground group, the command included; sent to this process alone
+	// (no terminal, or kill), they are passed on like SIGTERM and SIGHUP.
+	forward := make(chan os.Signal, 4)
+	signal.Notify(forward, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(forward)
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting %s: %w", cmd.Path, err)
@@ -199,6 +243,9 @@ func runAttached(cmd *exec.Cmd) (int, error) {
 		for {
 			select {
 			case sig := <-forward:
+				if (sig == syscall.SIGINT || sig == syscall.SIGQUIT) && cmd.SysProcAttr == nil && isTerminal(os.Stdin) {
+					continue // the terminal sent it to the command too
+				}
 				_ = cmd.Process.Signal(sig)
 			case <-done:
 				return
@@ -218,4 +265,10 @@ func runAttached(cmd *exec.Cmd) (int, error) {
 		return exit.ExitCode(), nil
 	}
 	return 0, err
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

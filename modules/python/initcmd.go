@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -170,8 +171,15 @@ func chooseInterpreter(p *project) (line, note string, err error) {
 func imports(python, module string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// in an empty directory of its own: the current directory is first on
+	// sys.path, and a django.py someone put in /tmp must not run
+	dir, err := os.MkdirTemp("", "hearth-init-*")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(dir)
 	cmd := exec.CommandContext(ctx, python, "-c", "import "+module)
-	cmd.Dir = os.TempDir() // never a project module of that name
+	cmd.Dir = dir
 	return cmd.Run() == nil
 }
 
@@ -299,7 +307,7 @@ func extendGitignore(dir string, p *project) ([]string, error) {
 		text = "\n"
 	}
 	text += "# added by caddy hearth init: never commit these\n" + strings.Join(added, "\n") + "\n"
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o644) // never through a symbolic link
 	if err != nil {
 		return nil, fmt.Errorf("adding to .gitignore: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -252,16 +253,35 @@ func projectSettingsModule(spec *poolSpec) (string, error) {
 	return module, nil
 }
 
-// readHead returns up to limit bytes of the file at path (nil if it cannot
-// be read).
+// readHead returns up to limit bytes of the regular file at path (nil if
+// it cannot be read, or is a FIFO or device, which could block forever).
 func readHead(path string, limit int64) []byte {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		return nil
+	}
 	b, _ := io.ReadAll(io.LimitReader(f, limit))
 	return b
+}
+
+// secretKeyExists reports where the app's key of `settings` is kept and
+// whether it is there yet.
+func (p *Pool) secretKeyExists() (string, bool) {
+	p.mu.Lock()
+	storage := p.storage
+	p.mu.Unlock()
+	name := keyFileName(p.spec.Name, p.spec.Dir)
+	if fsStorage, ok := storage.(*certmagic.FileStorage); storage == nil || ok && filepath.Clean(fsStorage.Path) == filepath.Clean(caddy.AppDataDir()) {
+		path := filepath.Join(caddy.AppDataDir(), "hearth", "secrets", name)
+		_, err := os.Lstat(path)
+		return path, err == nil
+	}
+	key := path.Join("hearth", "secrets", name)
+	return key + " in the config's storage", storage.Exists(p.ctx, key)
 }
 
 // SetStorage gives the pool the config's storage (hearth.StorageAware),

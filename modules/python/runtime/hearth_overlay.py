@@ -45,3 +45,5 @@ for _name, _value in (_overlay.get('unset') or {}).items():
     if globals().get(_name) in (None, ''):
         globals()[_name] = _value
         applied[_name] = _value
+
+del _overlay  # the key stays in the settings, nowhere else in this module
