@@ -535,3 +535,45 @@ func TestDDNSSharedStorageWritesOnce(t *testing.T) {
 		t.Errorf("home: A %q", got)
 	}
 }
+
+// TestServicesForgetARemovedDDNS: the status shows the names of the ddns
+// app of the running config, found by the hearth app when it starts: a
+// reload without a ddns app shows none (the ddns app used to publish its
+// names into a package variable, which outlived it).
+func TestServicesForgetARemovedDDNS(t *testing.T) {
+	port := freePort(t)
+	site := fmt.Sprintf(`
+http://home.example.test:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, port)
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n"+dryRunDDNS("203.0.113.10")+"\n}\n"+site)
+	ddnsOf := func() ([]string, bool) {
+		resp, err := http.Get("http://" + c.admin + "/hearth/services")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var list []struct {
+			DDNS   []string `json:"ddns"`
+			DryRun bool     `json:"ddns_dry_run"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list) != 1 {
+			t.Fatalf("services: %v %+v", err, list)
+		}
+		return list[0].DDNS, list[0].DryRun
+	}
+	if names, dry := ddnsOf(); len(names) != 1 || names[0] != "home.example.test" || !dry {
+		t.Errorf("with the ddns app: %v dry_run %v", names, dry)
+	}
+	if code, body := c.load(site); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	if names, dry := ddnsOf(); len(names) != 0 || dry {
+		t.Errorf("after a reload without the ddns app: %v dry_run %v", names, dry)
+	}
+}

@@ -138,7 +138,7 @@ https://localhost:2929 {
 		settings overlay
 	}
 }`, dir, pythonPath(), repoPath("tests", "apps"), pythonPath()))
-	cmd := exec.Command(caddyBinary(t), "hearth", "check", "--config", caddyfile)
+	cmd := exec.Command(caddyBinary(t), append([]string{"hearth", "check", "--config", caddyfile}, asAppUser()...)...)
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
 	out, err := cmd.Output()
 	if err != nil {

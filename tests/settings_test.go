@@ -171,7 +171,7 @@ example.net:2929 {
 	}
 }`, dir, pythonPath(), repoPath("tests", "apps"), pythonPath()))
 	run := func(args ...string) (int, string) {
-		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", "check", "--config", caddyfile}, args...)...)
+		cmd := exec.Command(caddyBinary(t), append(append([]string{"hearth", "check", "--config", caddyfile}, asAppUser()...), args...)...)
 		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
 		out, err := cmd.CombinedOutput()
 		code := 0

@@ -14,7 +14,7 @@ import (
 // data (where the secret keys are), and returns its exit code and output.
 func hearthCLI(t *testing.T, dir, data string, args ...string) (int, string) {
 	t.Helper()
-	if len(args) > 0 && (args[0] == "manage" || args[0] == "exec") {
+	if len(args) > 0 && (args[0] == "manage" || args[0] == "exec" || args[0] == "check") {
 		args = append([]string{args[0]}, append(asAppUser(), args[1:]...)...)
 	}
 	cmd := exec.Command(caddyBinary(t), append([]string{"hearth"}, args...)...)
@@ -30,9 +30,9 @@ func hearthCLI(t *testing.T, dir, data string, args ...string) (int, string) {
 	return code, string(out)
 }
 
-// asAppUser is what manage and exec need to run the apps of these tests,
-// which run as the tests' own account: as root, `--user root` (they refuse
-// to run an app's code as root unasked).
+// asAppUser is what check, manage and exec need to run the apps of these
+// tests, which run as the tests' own account: as root, `--user root` (they
+// refuse to run an app's code as root unasked).
 func asAppUser() []string {
 	if os.Geteuid() == 0 {
 		return []string{"--user", "root"}

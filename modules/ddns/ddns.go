@@ -201,15 +201,29 @@ func (a *App) checkDomains() error {
 	return nil
 }
 
+// ManagedNames are the names the app keeps pointed at this machine
+// (hearth.DDNSReporter: the hearth app finds this app with
+// ctx.AppIfConfigured and shows them in its status).
+func (a *App) ManagedNames() []string { return a.names() }
+
+// WritesNothing reports dry_run (hearth.DDNSReporter).
+func (a *App) WritesNothing() bool { return a.DryRun }
+
+// DashboardStatus is the app's status for the dashboard
+// (hearth.DDNSReporter).
+func (a *App) DashboardStatus() any { return a.status() }
+
+// Redact removes the provider's credentials from text, such as a DNS-01
+// error a certificate status shows (hearth.DDNSReporter).
+func (a *App) Redact(text string) string { return a.redact.text(text) }
+
+var _ hearth.DDNSReporter = (*App)(nil)
+
 // Start begins checking: once at once, then every interval.
 func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
 	current.Store(a)
-	hearth.SetDDNSNames(a.names)
-	hearth.SetDDNSDryRun(a.DryRun)
-	hearth.SetCertificateRedactor(a.redact.text) // DNS-01 errors come from the same provider
-	hearth.SetDDNSStatus(func() any { return a.status() })
 	go func() {
 		defer close(a.done)
 		panics.Keep(a.logger, "keeping DNS records up to date", ctx.Done(), func() { a.run(ctx) })

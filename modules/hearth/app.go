@@ -95,7 +95,8 @@ type App struct {
 	CaddyGCFloor string `json:"caddy_gc_floor,omitempty"`
 
 	dashboard *dashboard
-	started   bool // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
+	ddns      DDNSReporter // the config's ddns app (nil without one), found at Start
+	started   bool         // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
 
 	used   []Pool // provisioning of one config is sequential: no lock needed
 	keys   map[Pool]string
@@ -202,6 +203,7 @@ func (a *App) Start() error {
 		}
 		return err
 	}
+	a.ddns = findDDNS(a.ctx)
 	a.tellSites()
 	a.publishCertificates()
 	if a.Dashboard != "" {

@@ -77,17 +77,11 @@ type certSource struct {
 	tls     *caddytls.TLS
 	storage certmagic.Storage
 	log     *certLog
+	redact  func(string) string // the ddns app's, or nil: a DNS provider's error may quote its request
 }
 
 var currentCerts atomic.Pointer[certSource]
 
-// certRedactor removes credentials from certificate errors (a DNS
-// provider's error may quote its request); set by the ddns app.
-var certRedactor atomic.Pointer[func(string) string]
-
-// SetCertificateRedactor sets what removes credentials from the errors of
-// certificate attempts before the status shows them.
-func SetCertificateRedactor(fn func(string) string) { certRedactor.Store(&fn) }
 
 // certEvents is the events handler that records attempts.
 type certEvents struct{ log *certLog }
@@ -144,7 +138,11 @@ func (a *App) publishCertificates() {
 	if err != nil {
 		return
 	}
-	currentCerts.Store(&certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog})
+	src := &certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog}
+	if a.ddns != nil {
+		src.redact = a.ddns.Redact
+	}
+	currentCerts.Store(src)
 }
 
 // certificateStates reports the certificate of each name.
@@ -187,8 +185,8 @@ func (src *certSource) read(s *CertificateState) {
 	if attempt.lastError != "" {
 		at := attempt.at
 		s.LastError, s.LastErrorAt = attempt.lastError, &at
-		if fn := certRedactor.Load(); fn != nil {
-			s.LastError = (*fn)(s.LastError)
+		if src.redact != nil {
+			s.LastError = src.redact(s.LastError)
 		}
 	}
 	switch {

@@ -17,9 +17,8 @@ func TestCertificateAttempts(t *testing.T) {
 	log := &certLog{attempts: map[string]certAttempt{}}
 	old := currentCerts.Load()
 	defer currentCerts.Store(old)
-	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log})
-	defer certRedactor.Store(nil)
-	SetCertificateRedactor(func(s string) string { return strings.ReplaceAll(s, "tok-123", "[redacted]") })
+	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log,
+		redact: func(s string) string { return strings.ReplaceAll(s, "tok-123", "[redacted]") }})
 	h := certEvents{log}
 	state := func() CertificateState { return certificateStates([]string{"Home.Example.net"})[0] }
 	if s := state(); s.State != CertNone {

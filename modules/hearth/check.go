@@ -50,7 +50,8 @@ type CheckFinding struct {
 }
 
 // Checker checks every app of a JSON config without starting anything.
-type Checker func(config []byte) ([]CheckedApp, error)
+// account is --user: the account to import apps as whose block names none.
+type Checker func(config []byte, account string) ([]CheckedApp, error)
 
 var checker Checker
 
@@ -76,8 +77,9 @@ blocking findings; 2: the config or an app could not be checked.`,
 	configFile := cmd.Flags().String("config", "", "the config to check (a Caddyfile or JSON)")
 	adapter := cmd.Flags().String("adapter", "", "the config adapter (default: caddyfile for files named Caddyfile*)")
 	asJSON := cmd.Flags().Bool("json", false, "print the report as JSON")
+	account := cmd.Flags().String("user", "", "import the apps whose block names no user as this account (user or user:group); as root, required (`--user root` if Caddy runs them as root)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		code, err := runCheck(cmd.OutOrStdout(), *configFile, *adapter, *asJSON)
+		code, err := runCheck(cmd.OutOrStdout(), *configFile, *adapter, *account, *asJSON)
 		if err != nil {
 			fmt.Fprintln(cmd.ErrOrStderr(), "hearth check:", err)
 		}
@@ -89,7 +91,7 @@ blocking findings; 2: the config or an app could not be checked.`,
 	return cmd
 }
 
-func runCheck(out io.Writer, configFile, adapterName string, asJSON bool) (int, error) {
+func runCheck(out io.Writer, configFile, adapterName, account string, asJSON bool) (int, error) {
 	data, err := adaptConfig(configFile, adapterName)
 	if err != nil {
 		return checkFailed, err
@@ -97,7 +99,7 @@ func runCheck(out io.Writer, configFile, adapterName string, asJSON bool) (int, 
 	if checker == nil {
 		return checkFailed, errors.New("no app module with checks is built in")
 	}
-	apps, err := checker(data)
+	apps, err := checker(data, account)
 	if err != nil {
 		return checkFailed, err
 	}

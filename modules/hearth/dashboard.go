@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,12 +29,6 @@ var dashboardPage = template.Must(template.New("dashboard").Funcs(template.FuncM
 		return ""
 	},
 }).Parse(dashboardHTML))
-
-// ddnsStatus returns the ddns app's status (set by that app).
-var ddnsStatus atomic.Pointer[func() any]
-
-// SetDDNSStatus lets the ddns app show its records on the dashboard.
-func SetDDNSStatus(fn func() any) { ddnsStatus.Store(&fn) }
 
 // dashboard serves the read-only status page.
 type dashboard struct {
@@ -163,8 +156,8 @@ func (d *dashboard) data() dashboardData {
 	data := dashboardData{Generated: time.Now()}
 	data.CaddyCPUs, data.CPUs = cpuStatus()
 	roundTrip(servicesStatus(), &data.Services)
-	if fn := ddnsStatus.Load(); fn != nil {
-		roundTrip((*fn)(), &data.DDNS)
+	if view := services.Load(); view != nil && view.ddns != nil {
+		roundTrip(view.ddns.DashboardStatus(), &data.DDNS)
 	}
 	return data
 }

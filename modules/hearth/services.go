@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/spf13/cobra"
@@ -32,20 +33,41 @@ type Service struct {
 	https bool // its server terminates TLS
 }
 
-// services is the current config's service list.
-var services atomic.Pointer[[]Service]
+// services is the current config's service list, with its ddns app.
+var services atomic.Pointer[serviceView]
 
-// ddnsNames returns the names the ddns app manages (set by that app).
-var ddnsNames atomic.Pointer[func() []string]
+// serviceView is what the status routes and the dashboard read: the
+// services of the running config and the ddns app of that same config
+// (nil without one), so that a reload that removes the ddns app removes
+// its names from the status too.
+type serviceView struct {
+	list []Service
+	ddns DDNSReporter
+}
 
-// SetDDNSNames lets the ddns app say which names it keeps updated.
-func SetDDNSNames(fn func() []string) { ddnsNames.Store(&fn) }
+// DDNSReporter is what the hearth app learns from the config's ddns app,
+// which it finds with ctx.AppIfConfigured("ddns") when it starts.
+type DDNSReporter interface {
+	// ManagedNames are the names it keeps pointed at this machine.
+	ManagedNames() []string
+	// WritesNothing reports dry_run.
+	WritesNothing() bool
+	// DashboardStatus is its status, as the dashboard shows it.
+	DashboardStatus() any
+	// Redact removes its provider's credentials from text (a DNS-01
+	// error may quote a request).
+	Redact(text string) string
+}
 
-// ddnsDryRun is the ddns app's dry_run.
-var ddnsDryRun atomic.Bool
-
-// SetDDNSDryRun lets the ddns app say it writes nothing (dry_run).
-func SetDDNSDryRun(on bool) { ddnsDryRun.Store(on) }
+// findDDNS returns the config's ddns app, or nil.
+func findDDNS(ctx caddy.Context) DDNSReporter {
+	app, err := ctx.AppIfConfigured("ddns")
+	if err != nil {
+		return nil
+	}
+	r, _ := app.(DDNSReporter)
+	return r
+}
 
 // buildServices lists the config's services: per HTTP server, each pool
 // its routes lead to.
@@ -78,29 +100,30 @@ func (a *App) buildServices(app *caddyhttp.App) {
 		})
 	}
 	slices.SortFunc(list, func(x, y Service) int { return strings.Compare(x.Name, y.Name) })
-	services.Store(&list)
+	services.Store(&serviceView{list: list, ddns: a.ddns})
 }
 
 // servicesStatus is the body of GET /hearth/services: the pools as their
 // current status.
 func servicesStatus() []Service {
-	list := services.Load()
-	if list == nil {
+	view := services.Load()
+	if view == nil {
 		return []Service{}
 	}
 	var managed []string
-	if fn := ddnsNames.Load(); fn != nil {
-		managed = (*fn)()
+	dryRun := false
+	if view.ddns != nil {
+		managed, dryRun = view.ddns.ManagedNames(), view.ddns.WritesNothing()
 	}
-	out := make([]Service, len(*list))
-	for i, s := range *list {
+	out := make([]Service, len(view.list))
+	for i, s := range view.list {
 		s.DDNS = []string{}
 		for _, host := range s.Hosts {
 			if slices.Contains(managed, strings.ToLower(host)) {
 				s.DDNS = append(s.DDNS, host)
 			}
 		}
-		s.DDNSDryRun = len(s.DDNS) > 0 && ddnsDryRun.Load()
+		s.DDNSDryRun = len(s.DDNS) > 0 && dryRun
 		s.Certificates = []CertificateState{}
 		if s.https {
 			s.Certificates = certificateStates(s.Hosts)

@@ -19,8 +19,8 @@ func init() {
 
 // checkConfig runs the pre-launch checks of every wsgi app of a JSON
 // config without starting anything (for `caddy hearth check`).
-func checkConfig(config []byte) ([]hearth.CheckedApp, error) {
-	pools, err := configuredPools(config)
+func checkConfig(config []byte, account string) ([]hearth.CheckedApp, error) {
+	pools, err := configuredPools(config, account)
 	if err != nil {
 		return nil, err
 	}
@@ -47,10 +47,12 @@ type configuredPool struct {
 }
 
 // configuredPools reads every wsgi and asgi app of a JSON config into a
-// pool that is not started, with the site that serves it and the config's
-// storage: what the commands that work beside a config (check, manage,
-// exec) need. The storage is never released: these commands end soon.
-func configuredPools(config []byte) ([]configuredPool, error) {
+// pool that is not started, with the site that serves it, the config's
+// storage and the account its code runs as here (commandCredential, with
+// account from --user): what the commands that work beside a config
+// (check, manage, exec) need. The storage is never released: these
+// commands end soon.
+func configuredPools(config []byte, account string) ([]configuredPool, error) {
 	cfg, err := hearth.ReadConfig(config)
 	if err != nil {
 		return nil, err
@@ -94,6 +96,10 @@ func configuredPools(config []byte) ([]configuredPool, error) {
 				continue
 			}
 			seen[spec.key()] = true
+			if spec.credential, err = commandCredential(spec, account); err != nil {
+				out = append(out, configuredPool{name: spec.Name, err: err})
+				continue
+			}
 			p := newPool(spec, zap.NewNop())
 			p.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
 			p.site.ServerPorts = serverPorts

@@ -97,7 +97,7 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	if err != nil {
 		return nil, err
 	}
-	pools, err := configuredPools(config)
+	pools, err := configuredPools(config, account)
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +159,7 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	}
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cred, err := commandCredential(p.spec, account, name)
-	if err != nil {
-		return nil, err
-	}
-	if cred != nil {
+	if cred := p.spec.credential; cred != nil && (uint32(os.Geteuid()) != cred.Uid || uint32(os.Getegid()) != cred.Gid) {
 		// a new session: the command has no controlling terminal, so the
 		// app's code cannot push keystrokes into this (root's) terminal
 		// with TIOCSTI; its stdin, stdout and stderr are still the terminal
@@ -173,13 +169,13 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	return cmd, nil
 }
 
-// commandCredential is the account a manage or exec command switches to
-// (nil: this process's own). The app's user when its block sets one
-// (which needs root, unless this is that user); else the --user account.
-// As root without either it refuses: the command runs the app's code
-// (settings.py, manage.py, the venv), which the app's account may have
-// changed, and it must not run as root unless the app does.
-func commandCredential(spec *poolSpec, account, name string) (*syscall.Credential, error) {
+// commandCredential is the account a command beside a config (check,
+// manage, exec) runs the app's code as: the app's user when its block names
+// one; else the --user account (nil: this process's own). As root without
+// either it refuses: the app's code (settings.py, manage.py, the venv) may
+// have been changed by the app's account, and must not run as root unless
+// the app does. Switching to another account needs root.
+func commandCredential(spec *poolSpec, account string) (*syscall.Credential, error) {
 	cred := spec.credential
 	if cred == nil && account != "" {
 		user, group, _ := strings.Cut(account, ":")
@@ -190,7 +186,7 @@ func commandCredential(spec *poolSpec, account, name string) (*syscall.Credentia
 	}
 	if cred == nil {
 		if os.Geteuid() == 0 && account == "" {
-			return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", name)
+			return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", spec.Name)
 		}
 		return nil, nil
 	}
@@ -198,7 +194,7 @@ func commandCredential(spec *poolSpec, account, name string) (*syscall.Credentia
 		return nil, nil // already that account
 	}
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("app %s runs as another account (uid %d): run this as root (sudo caddy hearth …) so that the command runs as that account too", name, cred.Uid)
+		return nil, fmt.Errorf("app %s runs as another account (uid %d): run this as root (sudo caddy hearth …) so that its code runs as that account", spec.Name, cred.Uid)
 	}
 	return cred, nil
 }

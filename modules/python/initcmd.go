@@ -240,6 +240,9 @@ func initProject(out io.Writer, dir, site string) error {
 	if p.framework == "django" {
 		fmt.Fprintf(out, "  caddy hearth manage %s createsuperuser\n", p.name)
 	}
+	if os.Geteuid() == 0 {
+		fmt.Fprintf(out, "As root, check, manage and exec ask which account runs the app's code: add --user <account> (or --user root).\n")
+	}
 	fmt.Fprintf(out, "After changing the code: caddy hearth restart %s. After changing the Caddyfile: caddy reload.\n", p.name)
 	if strings.HasPrefix(site, ":") {
 		fmt.Fprintf(out, "To go online, put your domain name in the site address (like home.example.net%s): Caddy then serves HTTPS.\n", site)
