@@ -82,7 +82,6 @@ type certSource struct {
 
 var currentCerts atomic.Pointer[certSource]
 
-
 // certEvents is the events handler that records attempts.
 type certEvents struct{ log *certLog }
 

@@ -37,7 +37,7 @@ type Group struct {
 	startErr  error
 
 	mu        sync.Mutex
-	state     string
+	state     supervisor.State
 	instances []*instance // one per seat, nil while being replaced
 	restarts  map[string]int
 	lastError string
@@ -56,7 +56,7 @@ type instance struct {
 func newGroup(s *spec, logger *zap.Logger) *Group {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Group{spec: s, logger: logger.With(zap.String("app", s.Name)), ctx: ctx, cancel: cancel,
-		state: "starting", instances: make([]*instance, s.Workers), restarts: map[string]int{"crash": 0, "reload": 0}}
+		state: supervisor.Starting, instances: make([]*instance, s.Workers), restarts: map[string]int{"crash": 0, "reload": 0}}
 }
 
 // Name is the group's name.
@@ -66,7 +66,7 @@ func (g *Group) Name() string { return g.spec.Name }
 func (g *Group) Running() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.state == "running"
+	return g.state == supervisor.Running
 }
 
 // Start launches the instances and waits until all are ready.
@@ -94,12 +94,12 @@ func (g *Group) start() error {
 			}
 		}
 		g.mu.Lock()
-		g.state, g.lastError = "failed", err.Error()
+		g.state, g.lastError = supervisor.Failed, err.Error()
 		g.mu.Unlock()
 		return err
 	}
 	g.mu.Lock()
-	g.state = "running"
+	g.state = supervisor.Running
 	copy(g.instances, launched)
 	g.publishLocked()
 	g.mu.Unlock()
@@ -312,7 +312,7 @@ func (g *Group) publishLocked() {
 // when Caddy exits.
 func (g *Group) Destruct() error {
 	g.mu.Lock()
-	g.state = "draining"
+	g.state = supervisor.Draining
 	g.mu.Unlock()
 	if caddy.Exiting() {
 		g.stop()
@@ -331,7 +331,7 @@ func (g *Group) stop() {
 	g.seats.Wait()
 	g.mu.Lock()
 	instances := slices.Clone(g.instances)
-	g.state = "stopped"
+	g.state = supervisor.Stopped
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, in := range instances {
@@ -413,7 +413,7 @@ func (g *Group) Status() any {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st := groupStatus{Name: g.spec.Name, Kind: "process", Command: append([]string{g.spec.Path}, g.spec.Args...),
-		State: g.state, Workers: []instanceStatus{}, Restarts: maps.Clone(g.restarts), LastError: g.lastError}
+		State: string(g.state), Workers: []instanceStatus{}, Restarts: maps.Clone(g.restarts), LastError: g.lastError}
 	for _, in := range g.instances {
 		if in != nil {
 			st.Workers = append(st.Workers, instanceStatus{Pid: in.proc.Pid(), Address: in.addr, StartedAt: in.proc.StartedAt()})

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // waiter is a request queued for a free slot. frames, when set, are the
@@ -39,7 +41,7 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot,
 // frees up first, so the depth is bounded by the work it commits: at most
 // pipelineBudget of the pool's mean request time is put behind a running
 // request (for a 40 µs hello world, pipelineMaxDepth requests; for 1 ms
-// requests, 2; from 2 ms on, none). Only requests whose frames are small
+// requests, 2; beyond 2 ms, none). Only requests whose frames are small
 // are pipelined, and no more than pipelineMaxBytes per slot, so writing
 // them never waits for the worker (they fit the socket's buffer). Only WSGI
 // pools with pipeline auto pipeline.
@@ -79,9 +81,7 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 		p.queueWait.Observe(0)
 		return s, nil
 	}
-	switch p.state {
-	case "starting", "running", "draining":
-	default:
+	if !p.state.Serving() {
 		p.mu.Unlock()
 		return nil, errPoolStopped
 	}
@@ -331,7 +331,7 @@ func (p *Pool) pipelineLocked(s *slot) []*waiter {
 // giveLocked assigns a free slot to the longest-waiting request, which
 // the caller must then hand it to (handOff, after unlocking), or idles it.
 func (p *Pool) giveLocked(s *slot) *waiter {
-	if len(p.waiters) > 0 && (p.state == "running" || p.state == "draining") {
+	if len(p.waiters) > 0 && (p.state == supervisor.Running || p.state == supervisor.Draining) {
 		w := p.waiters[0]
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
@@ -387,7 +387,7 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 		switch {
 		case !gone && !q.idempotent:
 			q.ch <- abandoned
-		case p.state != "starting" && p.state != "running" && p.state != "draining":
+		case !p.state.Serving():
 			q.ch <- nil
 		default:
 			resend = append(resend, q)

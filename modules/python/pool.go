@@ -42,7 +42,7 @@ type Pool struct {
 	seats     sync.WaitGroup
 
 	mu             sync.Mutex
-	state          string    // starting, running, draining, stopped, failed
+	state          supervisor.State
 	workers        []*worker // in service
 	retiring       []*worker // finishing their last requests
 	seatList       []*seat
@@ -94,7 +94,7 @@ func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
 
 		queueWait: queueWaitSeconds.WithLabelValues(spec.Name),
 		duration:  requestDurationSeconds.WithLabelValues(spec.Name),
-		state:     "starting",
+		state:     supervisor.Starting,
 		restarts:  map[string]int{},
 		stopped:   make(chan struct{}),
 
@@ -117,7 +117,7 @@ func (p *Pool) Start() error {
 		p.startErr = panics.Call(p.logger, "starting the pool", p.start)
 		if p.startErr != nil {
 			p.mu.Lock()
-			p.state, p.lastError = "failed", p.startErr.Error()
+			p.state, p.lastError = supervisor.Failed, p.startErr.Error()
 			p.failWaitersLocked()
 			p.mu.Unlock()
 		}
@@ -132,7 +132,7 @@ func (p *Pool) Refuse(err error) {
 	p.startOnce.Do(func() {
 		p.startErr = err
 		p.mu.Lock()
-		p.state, p.lastError = "failed", err.Error()
+		p.state, p.lastError = supervisor.Failed, err.Error()
 		p.failWaitersLocked()
 		p.mu.Unlock()
 	})
@@ -182,14 +182,14 @@ func (p *Pool) start() error {
 		return fmt.Errorf("starting workers: %w", err)
 	}
 	p.mu.Lock()
-	if p.state != "starting" { // stopped while starting
+	if p.state != supervisor.Starting { // stopped while starting
 		p.mu.Unlock()
 		for _, w := range workers {
 			w.stop(time.Second)
 		}
 		return errPoolStopped
 	}
-	p.state = "running"
+	p.state = supervisor.Running
 	for _, w := range workers {
 		w.seat = p.newSeatLocked()
 		w.rss = residentBytes(w.proc.Pid())
@@ -271,8 +271,8 @@ const beforeStartTimeout = 10 * time.Minute
 // have already finished their requests and the pool stops right away.
 func (p *Pool) Destruct() error {
 	p.mu.Lock()
-	if p.state == "starting" || p.state == "running" {
-		p.state = "draining"
+	if p.state == supervisor.Starting || p.state == supervisor.Running {
+		p.state = supervisor.Draining
 	}
 	p.mu.Unlock()
 	if caddy.Exiting() {
@@ -301,7 +301,7 @@ func (p *Pool) drainAndStop() {
 	p.cancel()
 	p.seats.Wait()
 	p.mu.Lock()
-	p.state = "stopped"
+	p.state = supervisor.Stopped
 	p.failWaitersLocked()
 	workers := append(p.workers, p.retiring...)
 	p.workers, p.retiring, p.idle = nil, nil, nil
@@ -367,7 +367,7 @@ func (p *Pool) Status() any {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := poolStatus{
-		Name: p.spec.Name, App: p.spec.App, Dir: p.spec.Dir, State: p.state,
+		Name: p.spec.Name, App: p.spec.App, Dir: p.spec.Dir, State: string(p.state),
 		Workers: []workerStatus{}, Threads: p.spec.Threads, Queue: len(p.waiters) + p.pipelined,
 		MinWorkers: p.minWorkers, MaxWorkers: p.maxWorkers, Pipelined: p.pipelinedTotal,
 		Restarts: map[string]int{}, ConsecutiveFailures: p.failures, LastError: p.lastError,
@@ -402,5 +402,5 @@ var _ hearth.Pool = (*Pool)(nil)
 func (p *Pool) Running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.state == "running"
+	return p.state == supervisor.Running
 }

@@ -195,7 +195,7 @@ func (p *Pool) adopt(next, old *worker, reason string) bool {
 	rss := residentBytes(next.proc.Pid())
 	p.mu.Lock()
 	next.rss = rss
-	if p.state != "running" && p.state != "draining" {
+	if p.state != supervisor.Running && p.state != supervisor.Draining {
 		p.mu.Unlock()
 		next.stop(time.Second)
 		return false
@@ -329,7 +329,7 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 // (counting workers, a fixed pool of 2 grew to 3 when requests queued while
 // a killed worker's replacement started).
 func (p *Pool) growLocked() {
-	if p.state != "running" || p.growing > 0 || p.seatCountLocked() >= p.maxWorkers {
+	if p.state != supervisor.Running || p.growing > 0 || p.seatCountLocked() >= p.maxWorkers {
 		return
 	}
 	p.addSeatLocked(func(w *worker) {
@@ -409,7 +409,7 @@ func (p *Pool) shrinkLocked(idleFor time.Duration) bool {
 func (p *Pool) Scale(n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state != "running" {
+	if p.state != supervisor.Running {
 		return fmt.Errorf("app %s is %s, not running", p.spec.Name, p.state)
 	}
 	if p.spec.MaxWorkers > 0 {
@@ -442,7 +442,7 @@ func (p *Pool) Scale(n int) error {
 // workers keep serving) and returns why.
 func (p *Pool) Restart() error {
 	p.mu.Lock()
-	if p.state != "running" {
+	if p.state != supervisor.Running {
 		p.mu.Unlock()
 		return fmt.Errorf("app %s is %s, not running", p.spec.Name, p.state)
 	}
