@@ -138,13 +138,26 @@ https://localhost:2929 {
 		settings overlay
 	}
 }`, dir, pythonPath(), repoPath("tests", "apps"), pythonPath()))
-	cmd := exec.Command(caddyBinary(t), append([]string{"hearth", "check", "--config", caddyfile}, asAppUser()...)...)
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("check: %v\n%s", err, out)
+	data := t.TempDir()
+	check := func() (string, string) {
+		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", "check", "--config", caddyfile}, asAppUser()...)...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("check: %v\n%s%s", err, out, stderr.String())
+		}
+		return string(out), stderr.String()
 	}
-	report := string(out)
+	report, said := check()
+	// the key it had to create, it says where (once: the next run uses it)
+	if !strings.Contains(said, "created app mysite's secret key ("+filepath.Join(data, "caddy", "hearth", "secrets")) {
+		t.Errorf("check did not say it created the key:\n%s", said)
+	}
+	if _, said := check(); strings.Contains(said, "created") {
+		t.Errorf("the second check created a key again:\n%s", said)
+	}
 	for _, want := range []string{"settings overlay, over mysite.settings, set:", "DEBUG", "False",
 		`["localhost"]`, `["https://localhost:2929"]`, "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
 		"SECURE_HSTS_SECONDS", "31536000", filepath.Join(dir, "staticfiles"), "SECRET_KEY", "(hidden", "HG-SET-01"} {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,7 +121,7 @@ func (p *Pool) checkOnly(checked *hearth.CheckedApp) error {
 		return err
 	}
 	p.runtimePath = path
-	if err := p.prepareSettings(); err != nil {
+	if err := p.prepareSettingsSaying(os.Stderr); err != nil {
 		return err
 	}
 	findings, err := p.collectFindings()

@@ -3,6 +3,7 @@ package python
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -122,12 +123,8 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	if p.runtimePath, err = writeRuntime(p.spec.credential != nil); err != nil {
 		return nil, err
 	}
-	keyPlace, keyExisted := p.secretKeyExists()
-	if err := p.prepareSettings(); err != nil {
+	if err := p.prepareSettingsSaying(os.Stderr); err != nil {
 		return nil, err
-	}
-	if _, keyExists := p.secretKeyExists(); (p.spec.Settings == SettingsAuto || p.spec.Settings == SettingsOverlay) && !keyExisted && keyExists {
-		fmt.Fprintf(os.Stderr, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", name, keyPlace)
 	}
 	env := p.appEnv()
 	program, args := "", argv
@@ -197,6 +194,21 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 		return nil, fmt.Errorf("app %s runs as another account (uid %d): run this as root (sudo caddy hearth …) so that its code runs as that account", spec.Name, cred.Uid)
 	}
 	return cred, nil
+}
+
+// prepareSettingsSaying is prepareSettings for the commands that work
+// beside a config (check, manage, exec): when it has to create the app's
+// secret key, it says where on w, since a key made by another user than
+// Caddy's, or in another data directory, is not the one the app gets.
+func (p *Pool) prepareSettingsSaying(w io.Writer) error {
+	place, existed := p.secretKeyExists()
+	if err := p.prepareSettings(); err != nil {
+		return err
+	}
+	if _, exists := p.secretKeyExists(); (p.spec.Settings == SettingsAuto || p.spec.Settings == SettingsOverlay) && !existed && exists {
+		fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", p.spec.Name, place)
+	}
+	return nil
 }
 
 // lookPath finds program in the PATH of env (the app's: its venv's bin
