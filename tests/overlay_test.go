@@ -194,7 +194,9 @@ func TestMigrationChecks(t *testing.T) {
 	check := func(beforeStart string) map[string]bool {
 		t.Helper()
 		writeFile(t, filepath.Join(dir, "Caddyfile"), fmt.Sprintf(":%d {\n\twsgi mysite.wsgi:application {\n\t\tdir %s\n\t\tpython %s\n\t\tsettings overlay\n\t\t%s\n\t}\n}\n", freePort(t), dir, pythonPath(), beforeStart))
-		_, out := hearthCLI(t, dir, data, "check", "--json")
+		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", "check", "--json"}, asAppUser()...)...)
+		cmd.Dir, cmd.Env = dir, append(os.Environ(), "XDG_DATA_HOME="+data)
+		out, _ := cmd.Output() // the report; what it says on stderr is not JSON
 		var report struct {
 			Apps []struct {
 				Findings []struct {
@@ -204,7 +206,7 @@ func TestMigrationChecks(t *testing.T) {
 				Error string `json:"error"`
 			} `json:"apps"`
 		}
-		if err := json.Unmarshal([]byte(out), &report); err != nil || len(report.Apps) != 1 || report.Apps[0].Error != "" {
+		if err := json.Unmarshal(out, &report); err != nil || len(report.Apps) != 1 || report.Apps[0].Error != "" {
 			t.Fatalf("check --json: %v\n%s", err, out)
 		}
 		found := map[string]bool{}
