@@ -268,6 +268,13 @@ func readHead(path string, limit int64) []byte {
 	return b
 }
 
+// inDataDir reports whether storage is Caddy's default: files in this
+// machine's data directory, where storedSecretKey keeps the keys.
+func inDataDir(storage certmagic.Storage) bool {
+	fsStorage, ok := storage.(*certmagic.FileStorage)
+	return storage == nil || ok && filepath.Clean(fsStorage.Path) == filepath.Clean(caddy.AppDataDir())
+}
+
 // secretKeyExists reports where the app's key of `settings` is kept and
 // whether it is there yet.
 func (p *Pool) secretKeyExists() (string, bool) {
@@ -275,7 +282,7 @@ func (p *Pool) secretKeyExists() (string, bool) {
 	storage := p.storage
 	p.mu.Unlock()
 	name := keyFileName(p.spec.Name, p.spec.Dir)
-	if fsStorage, ok := storage.(*certmagic.FileStorage); storage == nil || ok && filepath.Clean(fsStorage.Path) == filepath.Clean(caddy.AppDataDir()) {
+	if inDataDir(storage) {
 		path := filepath.Join(caddy.AppDataDir(), "hearth", "secrets", name)
 		_, err := os.Lstat(path)
 		return path, err == nil
@@ -300,7 +307,7 @@ func (p *Pool) SetStorage(storage certmagic.Storage) {
 // or moved there from this machine's files where an earlier run kept it
 // (never generated anew).
 func secretKey(ctx context.Context, storage certmagic.Storage, name, appDir string) (string, bool, error) {
-	if fsStorage, ok := storage.(*certmagic.FileStorage); storage == nil || ok && filepath.Clean(fsStorage.Path) == filepath.Clean(caddy.AppDataDir()) {
+	if inDataDir(storage) {
 		return storedSecretKey(name, appDir)
 	}
 	storeKey := path.Join("hearth", "secrets", keyFileName(name, appDir))
