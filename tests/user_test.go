@@ -93,12 +93,16 @@ func TestRuntimeDirectoryRefusedWhenHostile(t *testing.T) {
 	markers := filepath.Join(base, "markers") // where planted code, run as nobody, would write
 	os.Mkdir(markers, 0o777)
 	os.Chmod(markers, 0o777)
-	runtimeName := "hearth_worker-000000000000.py" // the binary's, learnt below
-	// plant fills dir (as nobody would) with a runtime and a json module
-	// that leave a marker
+	version := "000000000000" // the binary's runtime version, learnt below
+	// plant fills dir (as nobody would) with a runtime, its package and a
+	// json module that leave a marker
 	plant := func(dir, tag string) {
 		code := fmt.Sprintf("open(%q, 'a').write('ran')\n", filepath.Join(markers, tag))
-		for _, name := range []string{runtimeName, "json.py"} {
+		for _, name := range []string{filepath.Join(version, "hearth_worker.py"), filepath.Join(version, "hearth_runtime", "__init__.py"), "json.py"} {
+			for d := filepath.Dir(filepath.Join(dir, name)); d != dir; d = filepath.Dir(d) {
+				os.MkdirAll(d, 0o777)
+				os.Chown(d, uid, gid)
+			}
 			writeFile(t, filepath.Join(dir, name), code)
 			os.Chown(filepath.Join(dir, name), uid, gid)
 		}
@@ -146,13 +150,24 @@ http://127.0.0.1:%d {
 		if err != nil || !info.IsDir() || info.Mode().Perm() != 0o755 || info.Sys().(*syscall.Stat_t).Uid != 0 {
 			t.Fatalf("the runtime's directory: %v %v", info, err)
 		}
-		files, _ := filepath.Glob(filepath.Join(dir, "hearth_worker-*.py"))
+		files, _ := filepath.Glob(filepath.Join(dir, "*", "hearth_worker.py"))
 		if len(files) != 1 {
 			t.Fatalf("the runtime's directory holds %v", files)
 		}
-		runtimeName = filepath.Base(files[0])
-		if info, err := os.Lstat(files[0]); err != nil || info.Mode().Perm() != 0o644 || info.Sys().(*syscall.Stat_t).Uid != 0 {
-			t.Fatalf("the runtime file: %v %v", info, err)
+		version = filepath.Base(filepath.Dir(files[0]))
+		pkg, _ := filepath.Glob(filepath.Join(dir, version, "hearth_runtime", "*.py"))
+		if len(pkg) < 2 {
+			t.Fatalf("the runtime's package holds %v", pkg)
+		}
+		for _, path := range append(pkg, files[0]) {
+			if info, err := os.Lstat(path); err != nil || info.Mode().Perm() != 0o644 || info.Sys().(*syscall.Stat_t).Uid != 0 {
+				t.Fatalf("the runtime file %s: %v %v", path, info, err)
+			}
+		}
+		for _, path := range []string{filepath.Join(dir, version), filepath.Join(dir, version, "hearth_runtime")} {
+			if info, err := os.Lstat(path); err != nil || !info.IsDir() || info.Mode().Perm() != 0o755 || info.Sys().(*syscall.Stat_t).Uid != 0 {
+				t.Fatalf("the runtime directory %s: %v %v", path, info, err)
+			}
 		}
 		// a tmp cleaner removed it; nobody made it again, with their code
 		os.RemoveAll(dir)

@@ -140,14 +140,10 @@ func TestGuardModes(t *testing.T) {
 // interpreter, on each key.
 func describeSecrets(t *testing.T, keys []string) []secretReport {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "hearth_worker.py"), workerRuntime, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	script := "import json, sys, hearth_worker\n" +
-		"print(json.dumps([hearth_worker.describe_secret(k) for k in json.load(sys.stdin)]))\n"
-	cmd := exec.Command("/usr/bin/python3", "-c", script)
-	cmd.Dir = dir
+	script := "import json, sys\nfrom hearth_runtime.inspection import describe_secret\n" +
+		"print(json.dumps([describe_secret(k) for k in json.load(sys.stdin)]))\n"
+	cmd := exec.Command("/usr/bin/python3", "-B", "-c", script)
+	cmd.Dir = "runtime"
 	input, _ := json.Marshal(keys)
 	cmd.Stdin = strings.NewReader(string(input))
 	out, err := cmd.Output()

@@ -72,8 +72,8 @@ func startRuntime(t *testing.T, kind, source string) *runtimeProc {
 		t.Skipf("no Python at %s", testPython())
 	}
 	dir := t.TempDir()
-	runtime := filepath.Join(dir, "hearth_worker.py")
-	if err := os.WriteFile(runtime, workerRuntime, 0o644); err != nil {
+	runtime, err := installRuntime(filepath.Join(dir, "runtime"), 0o755, 0o644)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "testapp.py"), []byte(source), 0o644); err != nil {

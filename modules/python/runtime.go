@@ -2,12 +2,13 @@ package python
 
 import (
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -17,20 +18,49 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
-// workerRuntime is the Python side of Hearth: the program every worker runs.
+// runtimeFiles is the Python side of Hearth: hearth_worker.py, the program
+// every worker runs, the hearth_runtime package it imports, and the
+// settings overlay.
 //
-//go:embed runtime/hearth_worker.py
-var workerRuntime []byte
+//go:embed runtime/*.py runtime/hearth_runtime/*.py
+var runtimeFiles embed.FS
+
+// runtimeVersion names the directory the runtime is written to: the
+// content hash of every file of it, so two versions of Hearth never mix
+// files, and a file that differs from this binary's is noticed.
+var runtimeVersion = func() string {
+	h := sha256.New()
+	for _, name := range runtimeFileNames() {
+		data, _ := runtimeFiles.ReadFile(name)
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(data))
+		h.Write(data)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}()
+
+// runtimeFileNames lists the embedded runtime's files, sorted, as paths
+// under runtime/.
+func runtimeFileNames() []string {
+	var names []string
+	fs.WalkDir(runtimeFiles, "runtime", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			names = append(names, path)
+		}
+		return nil
+	})
+	return names
+}
 
 // settingsOverlay is the Django settings module of `settings overlay`,
 // written beside the worker runtime as overlayModule.
-//
-//go:embed runtime/hearth_overlay.py
-var settingsOverlay []byte
+var settingsOverlay = func() []byte {
+	data, _ := runtimeFiles.ReadFile("runtime/hearth_overlay.py")
+	return data
+}()
 
-// overlayModule is the module name of settingsOverlay: named by its content
-// hash like the runtime, and a valid Python identifier (the runtime's own
-// file name, with a hyphen, cannot be imported from the directory).
+// overlayModule is the module name of the settings overlay: the project's
+// directory comes first on a worker's sys.path, so the name carries the
+// overlay's hash, which no project's module has.
 var overlayModule = func() string {
 	sum := sha256.Sum256(settingsOverlay)
 	return "hearth_overlay_" + hex.EncodeToString(sum[:6])
@@ -38,38 +68,55 @@ var overlayModule = func() string {
 
 var runtimeMu sync.Mutex
 
-// writeRuntime makes sure the embedded worker runtime and the settings
-// overlay (named by their content hash, so upgrades never mix versions)
-// are in place and returns the runtime's path. Its directory is Caddy's, created with a known mode and
-// checked (owner, mode, no symbolic link, safe parents) before every use,
-// and a file that is missing or differs is replaced through a temporary
-// file: Python puts the runtime's directory first on sys.path, so anything
-// another user could put there would run as the app. Workers of Caddy's
-// own user use hearth/runtime in Caddy's data directory (mode 0700);
-// workers running as another user, who cannot read that, use
-// hearth-runtime-<Caddy's uid> in the system's temporary directory
-// (mode 0755, the file 0644). A directory there that someone else made is
-// refused with the fix.
+// writeRuntime makes sure the embedded runtime is in place and returns the
+// path of its program, hearth_worker.py. The runtime's files go to a
+// directory named by runtimeVersion, in a root that is Caddy's, created
+// with a known mode and checked (owner, mode, no symbolic link, safe
+// parents) before every use, as is each directory below it; a file that
+// is missing or differs is replaced through a temporary file: Python puts
+// the program's directory first on sys.path, so anything another user
+// could put there would run as the app. Workers of Caddy's own user use
+// hearth/runtime in Caddy's data directory (mode 0700); workers running
+// as another user, who cannot read that, use hearth-runtime-<Caddy's uid>
+// in the system's temporary directory (mode 0755, files 0644). A
+// directory there that someone else made is refused with the fix.
 func writeRuntime(shared bool) (string, error) {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
-	sum := sha256.Sum256(workerRuntime)
-	dir, dirMode, fileMode := filepath.Join(caddy.AppDataDir(), "hearth", "runtime"), fs.FileMode(0o700), fs.FileMode(0o600)
+	root, dirMode, fileMode := filepath.Join(caddy.AppDataDir(), "hearth", "runtime"), fs.FileMode(0o700), fs.FileMode(0o600)
 	if shared {
-		dir, dirMode, fileMode = filepath.Join(os.TempDir(), fmt.Sprintf("hearth-runtime-%d", os.Geteuid())), 0o755, 0o644
+		root, dirMode, fileMode = filepath.Join(os.TempDir(), fmt.Sprintf("hearth-runtime-%d", os.Geteuid())), 0o755, 0o644
 	}
-	dir, err := safedir.Ensure(dir, dirMode)
+	return installRuntime(root, dirMode, fileMode)
+}
+
+// installRuntime writes the runtime's files into root/runtimeVersion and
+// returns the path of hearth_worker.py there.
+func installRuntime(root string, dirMode, fileMode fs.FileMode) (string, error) {
+	root, err := safedir.Ensure(root, dirMode)
 	if err != nil {
 		return "", fmt.Errorf("the worker runtime's directory: %w", err)
 	}
-	name := "hearth_worker-" + hex.EncodeToString(sum[:6]) + ".py"
-	if err := safedir.WriteFile(dir, name, workerRuntime, fileMode); err != nil {
-		return "", fmt.Errorf("writing the worker runtime: %w", err)
+	dirs := map[string]string{} // under runtime/ → its checked directory
+	for _, name := range runtimeFileNames() {
+		rel := strings.TrimPrefix(filepath.Dir(name), "runtime")
+		dir, ok := dirs[rel]
+		if !ok {
+			if dir, err = safedir.Ensure(filepath.Join(root, runtimeVersion, rel), dirMode); err != nil {
+				return "", fmt.Errorf("the worker runtime's directory: %w", err)
+			}
+			dirs[rel] = dir
+		}
+		data, _ := runtimeFiles.ReadFile(name)
+		base := filepath.Base(name)
+		if name == "runtime/hearth_overlay.py" {
+			base = overlayModule + ".py"
+		}
+		if err := safedir.WriteFile(dir, base, data, fileMode); err != nil {
+			return "", fmt.Errorf("writing the worker runtime: %w", err)
+		}
 	}
-	if err := safedir.WriteFile(dir, overlayModule+".py", settingsOverlay, fileMode); err != nil {
-		return "", fmt.Errorf("writing the settings overlay: %w", err)
-	}
-	return filepath.Join(dir, name), nil
+	return filepath.Join(dirs[""], "hearth_worker.py"), nil
 }
 
 // startRuntime starts a process of the worker runtime, checking the

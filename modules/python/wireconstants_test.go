@@ -16,7 +16,7 @@ import (
 func TestWireConstantsAgree(t *testing.T) {
 	script := `import json, sys
 sys.path.insert(0, sys.argv[1])
-import hearth_worker as w
+import hearth_runtime.protocol as w
 print(json.dumps({n: getattr(w, n) for n in sys.argv[2:]}))`
 	want := map[string]int{
 		"HEADER_SIZE": protocol.HeaderSize, "MAX_PAYLOAD": protocol.MaxPayload,
@@ -26,7 +26,7 @@ print(json.dumps({n: getattr(w, n) for n in sys.argv[2:]}))`
 		"WS_ACCEPT": int(protocol.WSAccept), "WS_MSG": int(protocol.WSMessage), "WS_CLOSE": int(protocol.WSClose),
 		"END": int(protocol.FlagEnd), "BINARY": int(protocol.FlagBinary),
 	}
-	args := []string{"-c", script, filepath.Join("runtime")}
+	args := []string{"-B", "-c", script, filepath.Join("runtime")}
 	for name := range want {
 		args = append(args, name)
 	}

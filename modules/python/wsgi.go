@@ -3,8 +3,8 @@
 // Python: the handler module (wsgi.go) buffers the request body (body.go),
 // encodes the WSGI environ (environ.go), takes a worker slot from the pool
 // (pool.go, worker.go), exchanges frames with it (exchange.go, spool.go), and
-// the worker runtime (runtime/hearth_worker.py, embedded by runtime.go) calls
-// the app.
+// the worker runtime (runtime/hearth_worker.py and its hearth_runtime
+// package, embedded by runtime.go) calls the app.
 package python
 
 import (

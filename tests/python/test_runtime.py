@@ -1,4 +1,5 @@
-"""Tests of the embedded worker runtime (modules/python/runtime/hearth_worker.py),
+"""Tests of the embedded worker runtime (modules/python/runtime: hearth_worker.py
+and its hearth_runtime package),
 run as a real process speaking the framed protocol over a socketpair:
 well-formed exchanges, then malformed and random frames, which must end in a
 logged protocol error and a clean exit (Caddy replaces the worker), never a
@@ -20,14 +21,14 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNTIME = os.path.join(HERE, '..', '..', 'modules', 'python', 'runtime', 'hearth_worker.py')
 sys.path.insert(0, os.path.dirname(RUNTIME))
-import hearth_worker  # noqa: E402
+from hearth_runtime import protocol, wsgi  # noqa: E402
 
 # the wire constants are the runtime's own (TestWireConstantsAgree checks
 # them against Go's)
-HEADER = hearth_worker.HEADER
-HELLO, FATAL, REQ_HEAD, REQ_BODY = hearth_worker.HELLO, hearth_worker.FATAL, hearth_worker.REQ_HEAD, hearth_worker.REQ_BODY
-RESP_HEAD, RESP_BODY, ABORT = hearth_worker.RESP_HEAD, hearth_worker.RESP_BODY, hearth_worker.ABORT
-END = hearth_worker.END
+HEADER = protocol.HEADER
+HELLO, FATAL, REQ_HEAD, REQ_BODY = protocol.HELLO, protocol.FATAL, protocol.REQ_HEAD, protocol.REQ_BODY
+RESP_HEAD, RESP_BODY, ABORT = protocol.RESP_HEAD, protocol.RESP_BODY, protocol.ABORT
+END = protocol.END
 
 
 def frame(kind, flags, sid, payload=b''):
@@ -217,7 +218,7 @@ class GarbageTest(unittest.TestCase):
         self.expect_protocol_error(frame(REQ_BODY, END, 1, b'x'))
 
     def test_oversized_frame(self):
-        self.expect_protocol_error(HEADER.pack(hearth_worker.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1))
+        self.expect_protocol_error(HEADER.pack(protocol.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1))
 
     def test_truncated_header(self):
         self.expect_protocol_error(b'\x00\x00\x00')
@@ -281,7 +282,7 @@ class AsgiRuntimeTest(unittest.TestCase):
         w = Worker(ASGI_ECHO, kind='asgi')
         self.assertEqual(w.read_frame()[0], HELLO)
         body = bytes(random.Random(7).randrange(256) for _ in range(1 << 16)) * 40  # 2.5 MiB
-        size = hearth_worker.MAX_PAYLOAD
+        size = protocol.MAX_PAYLOAD
         data = frame(REQ_HEAD, 0, 1, head(**BASE))
         for start in range(0, len(body), size):
             data += frame(REQ_BODY, END if start + size >= len(body) else 0, 1, body[start:start + size])
@@ -300,7 +301,7 @@ class AsgiRuntimeTest(unittest.TestCase):
 
     def test_garbage(self):
         for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00',
-                     HEADER.pack(hearth_worker.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),
+                     HEADER.pack(protocol.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),
                      frame(REQ_HEAD, 0, 1, head(**BASE)) + HEADER.pack(10, REQ_BODY, END, 1) + b'abc'):
             with self.subTest(data=data.hex()):
                 w = Worker(ASGI_ECHO, kind='asgi')
@@ -322,7 +323,7 @@ class InputTest(unittest.TestCase):
         a.sendall(data)
         a.close()
         self.addCleanup(b.close)
-        return hearth_worker.Input(hearth_worker.Channel(b), False)
+        return wsgi.Input(protocol.Channel(b), False)
 
     def test_read_sizes(self):
         i = self.make(b'hel', b'lo wor', b'ld')

@@ -1,0 +1,467 @@
+"""An ASGI worker: one asyncio loop, a channel per concurrent request
+(`max_concurrency`), lifespan, HTTP and WebSocket scopes. asyncio is
+imported only here, so WSGI workers never load it."""
+
+import os
+import signal
+import struct
+import sys
+import traceback
+
+from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, HELLO, MAX_PAYLOAD, REQ_BODY,
+                       REQ_HEAD, RESP_BODY, RESP_HEAD, WS_ACCEPT, WS_CLOSE, WS_MSG, ClientDisconnected,
+                       ProtocolError, encode_head, frames, send_500)
+
+_pack = HEADER.pack
+
+
+def asgi_channel_class():
+    """AsgiChannel, defined on first use: asyncio is imported only by ASGI
+    workers."""
+    import asyncio
+
+    class AsgiChannel(asyncio.Protocol):
+        """One channel to Caddy for an ASGI worker. Frames are parsed as they
+        arrive (no reader task between the socket and the request) and
+        routed to the request in progress, which runs as its own task; the
+        channel is also that request's writer (write, drain)."""
+
+        def __init__(self, worker):
+            self.worker = worker
+            self.buffer = bytearray()  # a frame not complete yet
+            self.needed = HEADER_SIZE  # bytes the buffer needs before it is parsed again
+            self.request = None  # (stream id, its events queue, its task)
+            self.loop = asyncio.get_running_loop()
+            self.closed = self.loop.create_future()  # done when Caddy closed it and its request ended
+            self.paused = False
+            self.drain_waiters = []
+            self.lost = None
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if self.buffer:  # the rest of a frame that began earlier
+                self.buffer += data
+                if len(self.buffer) < self.needed:
+                    return
+                data = bytes(self.buffer)
+                self.buffer.clear()
+            offset, n = 0, len(data)
+            try:
+                while n - offset >= HEADER_SIZE:
+                    size, kind, flags, sid = HEADER.unpack_from(data, offset)
+                    if size > MAX_PAYLOAD:
+                        raise ProtocolError('frame announces %d bytes, more than the maximum %d' % (size, MAX_PAYLOAD))
+                    end = offset + HEADER_SIZE + size
+                    if n < end:
+                        break
+                    self.route(kind, flags, sid, data[offset + HEADER_SIZE:end])
+                    offset = end
+            except ProtocolError as exc:
+                sys.stderr.write('hearth worker %d: protocol error from Caddy: %s; closing the connection\n' % (os.getpid(), exc))
+                os._exit(3)
+            if offset < n:
+                self.buffer += memoryview(data)[offset:]
+                self.needed = HEADER_SIZE + (HEADER.unpack_from(data, offset)[0] if n - offset >= HEADER_SIZE else 0)
+
+        def route(self, kind, flags, sid, payload):
+            request = self.request
+            if kind == REQ_HEAD:
+                # (the previous request's task may still be reading the
+                # frames routed to it; it finishes on its own)
+                events = asyncio.Queue()
+                events.peer_closed = False  # a cancel or a WebSocket close came
+                task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
+                self.request = (sid, events, task)
+            elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
+                if kind in (CANCEL, WS_CLOSE):
+                    request[1].peer_closed = True
+                request[1].put_nowait((kind, flags, payload))
+            elif kind not in (CANCEL, WS_MSG, WS_CLOSE):  # those may come for a request that already ended
+                raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
+
+        def eof_received(self):
+            return False  # close the transport: connection_lost follows
+
+        def connection_lost(self, exc):
+            if self.buffer:
+                sys.stderr.write('hearth worker %d: protocol error from Caddy: truncated frame; closing the connection\n' % os.getpid())
+                os._exit(3)
+            if exc is not None:
+                sys.stderr.write('hearth worker %d: connection to Caddy lost: %s\n' % (os.getpid(), exc))
+                os._exit(3)
+            self.lost = ConnectionResetError('Connection lost')
+            self.resume_writing()
+            if self.request is None:
+                self.closed.set_result(None)
+                return
+            self.request[1].peer_closed = True
+            self.request[1].put_nowait(None)
+            self.request[2].add_done_callback(lambda _: self.closed.done() or self.closed.set_result(None))
+
+        # -- the writer side, for the request in progress --------------------
+
+        def write(self, data):
+            self.transport.write(data)
+
+        async def drain(self):
+            """Wait while the socket's buffer is full: a slow client slows
+            the app down."""
+            if self.lost is not None:
+                raise self.lost
+            if self.paused:
+                waiter = self.loop.create_future()
+                self.drain_waiters.append(waiter)
+                await waiter
+                if self.lost is not None:
+                    raise self.lost
+
+        def pause_writing(self):
+            self.paused = True
+
+        def resume_writing(self):
+            self.paused = False
+            waiters, self.drain_waiters = self.drain_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    return AsgiChannel
+
+
+class AsgiWorker:
+    """Serves an ASGI 3 application: one asyncio loop, one AsgiChannel per
+    channel and a task per request, so a worker runs as many requests at
+    once as it has channels (max_concurrency); lifespan startup runs before
+    the worker says hello."""
+
+    def __init__(self, app, name, lifespan):
+        self.app = app
+        self.name = name
+        self.lifespan = lifespan
+        self.state = {}
+        self.busy = 0
+
+    # -- lifespan ----------------------------------------------------------
+
+    async def startup(self):
+        """Run the lifespan startup; return an error text, or None."""
+        import asyncio
+        if self.lifespan == 'off':
+            return None
+        loop = asyncio.get_running_loop()
+        self.lifespan_queue = asyncio.Queue()
+        started = loop.create_future()
+        self.lifespan_shutdown = loop.create_future()
+
+        async def receive():
+            return await self.lifespan_queue.get()
+
+        async def send(message):
+            kind = message['type']
+            if kind == 'lifespan.startup.complete' and not started.done():
+                started.set_result(None)
+            elif kind == 'lifespan.startup.failed' and not started.done():
+                started.set_result('lifespan startup failed: %s' % (message.get('message') or 'no message'))
+            elif kind in ('lifespan.shutdown.complete', 'lifespan.shutdown.failed') and not self.lifespan_shutdown.done():
+                self.lifespan_shutdown.set_result(message.get('message'))
+
+        async def run():
+            scope = {'type': 'lifespan', 'asgi': {'version': '3.0', 'spec_version': '2.0'}, 'state': self.state}
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as exc:
+                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                if not started.done():
+                    if self.lifespan == 'on':
+                        started.set_result('the app failed in lifespan startup:\n' + text)
+                    else:  # auto: an app without lifespan support
+                        sys.stderr.write('lifespan not supported by the app; continuing without it\n')
+                        self.lifespan = 'off'
+                        started.set_result(None)
+            if not started.done():
+                if self.lifespan == 'on':
+                    started.set_result('the app returned from lifespan without completing startup')
+                else:  # auto: the app ignores lifespan scopes
+                    self.lifespan = 'off'
+                    started.set_result(None)
+            if not self.lifespan_shutdown.done():
+                self.lifespan_shutdown.set_result(None)
+
+        self.lifespan_task = asyncio.ensure_future(run())
+        await self.lifespan_queue.put({'type': 'lifespan.startup'})
+        return await started
+
+    async def shutdown(self):
+        import asyncio
+        if self.lifespan == 'off':
+            return
+        await self.lifespan_queue.put({'type': 'lifespan.shutdown'})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.lifespan_shutdown), 30)
+        except asyncio.TimeoutError:
+            sys.stderr.write('lifespan shutdown did not complete within 30s\n')
+
+    # -- requests ----------------------------------------------------------
+
+    async def open_channels(self, sockets):
+        """Greet Caddy on every channel and serve each with an AsgiChannel."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        hello = str(os.getpid()).encode()
+        channel_class = asgi_channel_class()
+        channels = []
+        for s in sockets:
+            s.sendall(_pack(len(hello), HELLO, 0, 0) + hello)
+            s.setblocking(False)
+            _, channel = await loop.create_connection(lambda: channel_class(self), sock=s)
+            channels.append(channel)
+        return channels
+
+    def scope(self, env):
+        headers = []
+        for key, value in env.items():
+            if key.startswith('HTTP_'):
+                headers.append((key[5:].replace('_', '-').lower().encode('latin-1'), value.encode('latin-1')))
+            elif key in ('CONTENT_TYPE', 'CONTENT_LENGTH'):
+                headers.append((key.replace('_', '-').lower().encode('latin-1'), value.encode('latin-1')))
+        protocol = env.get('SERVER_PROTOCOL', 'HTTP/1.1').split('/')[-1]
+        raw_path = env.get('REQUEST_URI', '').split('?')[0].encode('latin-1')
+        path = env.get('PATH_INFO', '/').encode('latin-1').decode('utf-8', 'replace')
+        return {
+            'type': 'http', 'asgi': {'version': '3.0', 'spec_version': '2.3'},
+            'http_version': '2' if protocol.startswith('2') else ('1.0' if protocol == '1.0' else '1.1'),
+            'method': env.get('REQUEST_METHOD', 'GET'), 'scheme': env.get('wsgi.url_scheme', 'http'),
+            'path': path, 'raw_path': raw_path or path.encode('utf-8'),
+            'query_string': env.get('QUERY_STRING', '').encode('latin-1'),
+            'root_path': env.get('SCRIPT_NAME', ''), 'headers': headers,
+            'client': [env.get('REMOTE_ADDR', ''), port_number(env.get('REMOTE_PORT'))],
+            'server': [env.get('SERVER_NAME', ''), port_number(env.get('SERVER_PORT'))],
+            'state': dict(self.state),
+        }
+
+    async def handle(self, writer, sid, payload, no_body, events):
+        import asyncio
+        fields = payload.decode('latin-1').split('\0')
+        if not len(fields) & 1:  # pairs, each ended by a NUL, then ''
+            raise ProtocolError('malformed request head (%d fields)' % len(fields))
+        pairs = iter(fields)
+        env = dict(zip(pairs, pairs))
+        try:
+            scope = self.scope(env)
+        except Exception:
+            sys.stderr.write('Error building the ASGI scope of %r\n%s' % (env.get('PATH_INFO'), traceback.format_exc()))
+            send_500(writer.write, sid)
+            return
+        if env.get('hearth.websocket') == '1':
+            return await self.handle_websocket(writer, sid, scope, events)
+        state = {'body_done': no_body, 'body_sent': False, 'disconnected': False, 'started': False,
+                 'ended': False, 'head': None}
+        self.busy += 1
+
+        async def next_event():
+            event = await events.get()
+            if event is None or event[0] == CANCEL:
+                state['disconnected'] = True
+                return None
+            return event
+
+        async def receive():
+            if not state['body_done'] and not state['disconnected']:
+                event = await next_event()
+                if event is not None:
+                    _, flags, body = event
+                    state['body_done'] = state['body_sent'] = bool(flags & END)
+                    return {'type': 'http.request', 'body': body, 'more_body': not state['body_done']}
+            if not state['body_sent']:  # a request without a body still gets one http.request
+                state['body_sent'] = True
+                return {'type': 'http.request', 'body': b'', 'more_body': False}
+            while not state['disconnected']:
+                await next_event()  # only a cancel (or the end) can come now
+            return {'type': 'http.disconnect'}
+
+        async def send(message):
+            kind = message['type']
+            if kind == 'http.response.start':
+                if state['started']:
+                    raise RuntimeError('http.response.start sent twice')
+                status = int(message['status'])
+                head = encode_head('%d %s' % (status, STATUS_TEXT.get(status, 'Status')), [
+                    (name.decode('latin-1') if isinstance(name, bytes) else str(name),
+                     value.decode('latin-1') if isinstance(value, bytes) else str(value))
+                    for name, value in message.get('headers', [])])
+                state['head'] = _pack(len(head), RESP_HEAD, 0, sid) + head
+                state['started'] = True
+            elif kind == 'http.response.body':
+                if not state['started']:
+                    raise RuntimeError('http.response.body before http.response.start')
+                if state['ended']:
+                    return
+                if events.peer_closed:
+                    raise ClientDisconnected('the client is gone')
+                body = bytes(message.get('body', b''))
+                more = bool(message.get('more_body', False))
+                data = frames(RESP_BODY, sid, body, not more)
+                if state['head'] is not None:
+                    data, state['head'] = state['head'] + data, None
+                state['ended'] = not more
+                writer.write(data)
+                await writer.drain()  # a slow client slows the app down
+            else:
+                raise RuntimeError('unknown ASGI message type %r' % kind)
+
+        try:
+            await self.app(scope, receive, send)
+            if not state['started']:
+                raise RuntimeError('the app returned without sending a response')
+            if not state['ended']:
+                data = (state['head'] or b'') + _pack(0, RESP_BODY, END, sid)
+                state['head'], state['ended'] = None, True
+                writer.write(data)
+        except ClientDisconnected:
+            # the client left: end the stream (Caddy discards the rest)
+            if not state['ended']:
+                writer.write((state['head'] or b'') + _pack(0, RESP_BODY, END, sid))
+                state['head'], state['ended'] = None, True
+        except (ProtocolError, OSError):
+            raise
+        except BaseException as exc:
+            text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write('Error handling request %s %r\n%s' % (scope['method'], scope['path'], text))
+            if not state['started'] or state['head'] is not None:
+                send_500(writer.write, sid)
+            elif not state['ended']:
+                message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
+                writer.write(_pack(len(message), ABORT, 0, sid) + message)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self.busy -= 1
+        await writer.drain()
+        # the body the app did not read
+        while not state['body_done'] and not state['disconnected']:
+            event = await next_event()
+            if event is not None:
+                state['body_done'] = bool(event[1] & END)
+
+    async def handle_websocket(self, writer, sid, scope, events):
+        """A WebSocket: connect, then messages both ways, until a close."""
+        scope = dict(scope, type='websocket', scheme='wss' if scope['scheme'] == 'https' else 'ws')
+        protocols = [v.decode('latin-1') for k, v in scope['headers'] if k == b'sec-websocket-protocol']
+        scope['subprotocols'] = [p.strip() for v in protocols for p in v.split(',') if p.strip()]
+        state = {'connected': False, 'accepted': False, 'closed': False, 'ended': False}
+        self.busy += 1
+
+        async def receive():
+            if not state['connected']:
+                state['connected'] = True
+                return {'type': 'websocket.connect'}
+            if state['closed']:
+                return {'type': 'websocket.disconnect', 'code': 1006}
+            event = await events.get()
+            if event is None or event[0] == CANCEL:
+                state['closed'] = True
+                return {'type': 'websocket.disconnect', 'code': 1006}
+            kind, flags, payload = event
+            if kind == WS_CLOSE:
+                state['closed'] = True
+                code = struct.unpack('!H', payload[:2])[0] if len(payload) >= 2 else 1005
+                return {'type': 'websocket.disconnect', 'code': code}
+            if flags & BINARY:
+                return {'type': 'websocket.receive', 'bytes': payload, 'text': None}
+            return {'type': 'websocket.receive', 'text': payload.decode('utf-8', 'replace'), 'bytes': None}
+
+        async def send(message):
+            kind = message['type']
+            if kind == 'websocket.accept':
+                sub = (message.get('subprotocol') or '').encode('latin-1')
+                state['accepted'] = True
+                writer.write(_pack(len(sub), WS_ACCEPT, 0, sid) + sub)
+            elif kind == 'websocket.send':
+                if state['accepted'] and (state['closed'] or events.peer_closed):
+                    raise ClientDisconnected('the WebSocket is closed')
+                if not state['accepted']:
+                    return
+                if message.get('bytes') is not None:
+                    data, flags = bytes(message['bytes']), BINARY
+                else:
+                    data, flags = str(message.get('text', '')).encode('utf-8'), 0
+                writer.write(_pack(len(data), WS_MSG, flags, sid) + data)
+            elif kind == 'websocket.close':
+                if not state['accepted']:  # refused before the handshake: 403
+                    body = b'Forbidden\n'
+                    head = b'403 Forbidden\0Content-Type\0text/plain\0Content-Length\0' + str(len(body)).encode()
+                    writer.write(_pack(len(head), RESP_HEAD, 0, sid) + head + _pack(len(body), RESP_BODY, END, sid) + body)
+                    state['ended'] = True
+                elif not state['closed']:
+                    code = int(message.get('code', 1000))
+                    reason = (message.get('reason') or '').encode('utf-8')[:120]
+                    payload = struct.pack('!H', code) + reason
+                    writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
+                state['closed'] = True
+            else:
+                raise RuntimeError('unknown ASGI message type %r' % kind)
+            await writer.drain()
+
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnected:
+            pass  # the app learnt the client was gone; the stream ends below
+        except Exception as exc:
+            text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write('Error in WebSocket %r\n%s' % (scope['path'], text))
+            if not state['accepted'] and not state['ended']:
+                send_500(writer.write, sid)
+                state['ended'] = True
+        finally:
+            self.busy -= 1
+        if not state['ended']:
+            if not state['accepted']:  # the app returned without accepting
+                await send({'type': 'websocket.close'})
+            else:
+                if not state['closed']:
+                    payload = struct.pack('!H', 1000)
+                    writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
+                writer.write(_pack(0, RESP_BODY, END, sid))  # the channel is free again
+        await writer.drain()
+
+    async def run(self, sockets):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        failure = await self.startup()
+        if failure:
+            text = str(failure).encode('utf-8', 'replace')[-MAX_PAYLOAD:]
+            sockets[0].sendall(_pack(len(text), FATAL, 0, 0) + text)
+            os._exit(1)
+        channels = await self.open_channels(sockets)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        all_done = asyncio.ensure_future(asyncio.wait([c.closed for c in channels]))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([all_done, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            for c in channels:  # take no new request; finish those running
+                try:
+                    c.transport.pause_reading()
+                except Exception:
+                    pass
+            deadline = loop.time() + 30
+            while self.busy and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        await self.shutdown()
+
+
+STATUS_TEXT = {200: 'OK', 201: 'Created', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found',
+               304: 'Not Modified', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request',
+               401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
+               409: 'Conflict', 413: 'Payload Too Large', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
+               500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable'}
+
+
+def port_number(value):
+    """A port from the environ as an int (0 when absent or not a number)."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0

@@ -1,0 +1,72 @@
+"""The fork server of `preload`: a process that imported the app once and
+forks a worker for each fork request from Caddy (Go calls it the
+template)."""
+
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+
+from .protocol import FORK, HEADER, HEADER_SIZE
+from .wsgi import serve_forever, watch_parent
+
+_pack = HEADER.pack
+_unpack = HEADER.unpack
+
+
+def set_parent_death_signal():
+    """Die with the parent (the template), like Caddy's own children."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def serve_as_template(app, name, control):
+    """Preload mode: the app is imported; fork a worker for each request
+    from Caddy. A fork request carries the worker's channel sockets and its
+    stdout and stderr pipes as SCM_RIGHTS file descriptors."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our workers
+    parent = os.getppid()
+    threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, HEADER_SIZE, 64)
+        except OSError as exc:
+            sys.stderr.write('hearth template %d: control channel failed: %s\n' % (os.getpid(), exc))
+            os._exit(3)
+        if not data:
+            return  # Caddy closed the channel: the pool stopped
+        if len(data) != HEADER_SIZE or _unpack(data)[1] != FORK or len(fds) < 3:
+            sys.stderr.write('hearth template %d: protocol error from Caddy: bad fork request; exiting\n' % os.getpid())
+            os._exit(3)
+        channel_fds, out_fd, err_fd = fds[:-2], fds[-2], fds[-1]
+        template_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()
+                os.setpgid(0, 0)
+                set_parent_death_signal()
+                if os.getppid() != template_pid:
+                    os._exit(1)  # the template died while we forked
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the app may run subprocesses
+                os.dup2(out_fd, 1)
+                os.dup2(err_fd, 2)
+                os.close(out_fd)
+                os.close(err_fd)
+                for fd in channel_fds:
+                    os.set_inheritable(fd, False)  # the app's subprocesses never hold a channel
+                serve_forever(app, name, [socket.socket(fileno=fd) for fd in channel_fds])
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+            os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        reply = str(pid).encode()
+        control.sendall(_pack(len(reply), FORK, 0, 0) + reply)
