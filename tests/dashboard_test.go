@@ -37,7 +37,8 @@ func chromium(t *testing.T, args ...string) string {
 }
 
 func TestDashboardInChromium(t *testing.T) {
-	dashPort, appPort, securePort := freePort(t), freePort(t), freePort(t)
+	dashPort, appPort, securePort, brokenPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	noCA := freePort(t) // an ACME CA where nothing listens: its certificate fails
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
 	skip_install_trust
@@ -64,7 +65,21 @@ secure.example.test:%d {
 		python {PYTHON}
 		workers 1
 	}
-}`, dashPort, dryRunDDNS("203.0.113.80"), appPort, securePort))
+}
+broken.example.test:%d {
+	bind 127.0.0.1
+	tls {
+		issuer acme {
+			dir http://127.0.0.1:%d/directory
+		}
+	}
+	wsgi hello:application {
+		name broken
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, dashPort, dryRunDDNS("203.0.113.80"), appPort, securePort, brokenPort, noCA))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", dashPort)
 	waitFor(t, 30*time.Second, "the dry-run DDNS record on the page", func() bool {
 		_, body := get(t, url)
@@ -72,7 +87,7 @@ secure.example.test:%d {
 	})
 	waitFor(t, 30*time.Second, "the HTTPS site's certificate", func() bool {
 		_, body := get(t, url+"status.json")
-		return strings.Contains(body, `"valid"`) // a certificate's state
+		return strings.Contains(body, `"valid"`) && strings.Contains(body, `"failed"`) // certificates' states
 	})
 	pids := c.workerPIDs()
 	using, all := c.cpuUse()
@@ -83,6 +98,9 @@ secure.example.test:%d {
 		fmt.Sprint(pids[0]), fmt.Sprint(pids[1]), "HG-ENV-01", "DDNS would keep", "runs with <code>dry_run</code>: it writes nothing", "203.0.113.80", "refreshes every 5 seconds",
 		// the HTTPS site's certificate, from Caddy's own CA here
 		"Certificate for <code>secure.example.test</code>", "valid until", "Caddy Local Authority", "renews from",
+		// one that could not be obtained, with the reason
+		"Certificate for <code>broken.example.test</code>", "failed: visitors get a TLS error", "Last attempt failed:",
+		fmt.Sprintf("127.0.0.1:%d", noCA),
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q:\n%s", want, truncateString(dom, 3000))
@@ -97,7 +115,7 @@ secure.example.test:%d {
 	}
 	waitFor(t, 30*time.Second, "the dashboard after a reload", func() bool {
 		resp, body := get(t, url)
-		return resp.StatusCode == 200 && strings.Count(body, "<tr><td>") >= 1 && len(c.workerPIDs()) == 2 // 1 + the HTTPS site's
+		return resp.StatusCode == 200 && strings.Count(body, "<tr><td>") >= 1 && len(c.workerPIDs()) == 3 // 1 + the HTTPS sites' 2
 	})
 	// a screenshot for people to look at
 	dir := repoPath("tests", "artifacts")

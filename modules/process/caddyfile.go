@@ -96,8 +96,11 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "workers":
 			var v string
 			if v, err = one(); err == nil {
-				if u.Workers, err = strconv.Atoi(v); err != nil || u.Workers < 1 {
-					return d.Errf("workers must be a whole number of at least 1, got %q", v)
+				if u.Workers, err = strconv.Atoi(v); err != nil {
+					return d.Errf("workers must be a whole number from 1 to %d, got %q", maxWorkers, v)
+				}
+				if err := checkWorkers(u.Workers); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 		case "start_timeout", "stop_timeout":

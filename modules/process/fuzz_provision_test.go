@@ -31,6 +31,19 @@ func FuzzProcessConfig(f *testing.F) {
 	})
 }
 
+// TestWorkersBounds: workers is 1 to 1024 in JSON (0 is the default, 1).
+func TestWorkersBounds(t *testing.T) {
+	for _, tc := range []struct {
+		workers int
+		ok      bool
+	}{{0, true}, {1, true}, {1024, true}, {1025, false}, {100000, false}, {-1, false}} {
+		u := Upstreams{Command: []string{"node"}, Workers: tc.workers}
+		if _, err := u.resolve(); (err == nil) != tc.ok {
+			t.Errorf("workers %d: %v", tc.workers, err)
+		}
+	}
+}
+
 // TestEmptyProgramRefused: a command without a program is refused at
 // provision with a clear error.
 func TestEmptyProgramRefused(t *testing.T) {

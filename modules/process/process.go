@@ -149,6 +149,19 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// maxWorkers is the most instances a process upstream runs: they all start
+// at once, each on a port of its own (the same limit as a Python pool's).
+const maxWorkers = 1024
+
+// checkWorkers is the one rule for `workers`, used by the Caddyfile parser
+// and by provisioning.
+func checkWorkers(n int) error {
+	if n < 1 || n > maxWorkers {
+		return fmt.Errorf("workers must be a whole number from 1 to %d (every instance starts at once, each on a port of its own), got %d", maxWorkers, n)
+	}
+	return nil
+}
+
 func (u *Upstreams) resolve() (*spec, error) {
 	if len(u.Command) == 0 {
 		return nil, fmt.Errorf("no command; write `dynamic process <program> [<args…>]`")
@@ -161,8 +174,10 @@ func (u *Upstreams) resolve() (*spec, error) {
 	if s.Name == "" {
 		s.Name = filepath.Base(s.Path)
 	}
-	if s.Workers < 0 {
-		return nil, fmt.Errorf("workers must be positive, got %d", s.Workers)
+	if s.Workers != 0 { // 0: the default
+		if err := checkWorkers(s.Workers); err != nil {
+			return nil, err
+		}
 	}
 	s.Workers = max(s.Workers, 1)
 	if s.StartTimeout <= 0 {
