@@ -76,6 +76,41 @@ func killAndCount(t *testing.T, c *caddyProc, l *load, round, want, most int) {
 	}
 }
 
+// holdsAt fails unless the pool keeps exactly want workers in service for
+// longer than a worker takes to start (a second replacement or an extra
+// seat would show up within it).
+func holdsAt(t *testing.T, c *caddyProc, want int, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if serving, _, pids := inService(c); serving != want {
+			t.Errorf("%s: %d workers in service %v, want %d", what, serving, pids, want)
+			return
+		}
+	}
+}
+
+// TestKilledWorkerAtTheMinimumIdle: an idle autoscaled pool at its
+// minimum replaces a SIGKILLed worker once and does not grow.
+func TestKilledWorkerAtTheMinimumIdle(t *testing.T) {
+	config, _ := site(t, "hello:application", "workers 1\n\t\tmax_workers 3")
+	c := startCaddy(t, config)
+	for round := 1; round <= 3; round++ {
+		_, _, pids := inService(c)
+		if len(pids) != 1 {
+			t.Fatalf("round %d: %d workers in service, want the minimum 1", round, len(pids))
+		}
+		syscall.Kill(pids[0], syscall.SIGKILL)
+		waitFor(t, 30*time.Second, fmt.Sprintf("round %d: the worker replaced", round), func() bool {
+			serving, _, now := inService(c)
+			return serving == 1 && !contains(now, pids[0])
+		})
+		holdsAt(t, c, 1, fmt.Sprintf("round %d, idle after a kill", round))
+	}
+	if a := c.mustApps()[0]; a.Restarts["crash"] != 3 || a.Restarts["scale"] != 0 {
+		t.Errorf("restarts %v, want 3 crashes and no scaling", a.Restarts)
+	}
+}
+
 func TestKilledWorkersUnderLoadKeepPoolSize(t *testing.T) {
 	c, _, l := underLoad(t, "fail:application", "workers 2", "/slow?0.01", 8)
 	for round := 1; round <= 5; round++ {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -191,6 +192,11 @@ func TestAdminRestartAndScaleUnderLoad(t *testing.T) {
 	if code, body := adminPost(t, c, "/hearth/apps/fail/restart", ""); code != 200 {
 		t.Fatalf("restart: %d %s", code, body)
 	}
+	waitFor(t, 20*time.Second, "the restarted workers alone in service", func() bool {
+		serving, all, _ := inService(c)
+		return serving == 2 && all == 2
+	})
+	holdsAt(t, c, 2, "after a restart under load")
 	l.waitServed(t, 30)
 	second := c.workerPIDs()
 	for _, p := range first {
@@ -211,11 +217,20 @@ func TestAdminRestartAndScaleUnderLoad(t *testing.T) {
 			}
 			return live == n
 		})
+		holdsAt(t, c, n, fmt.Sprintf("scaled to %d under load", n))
 		l.waitServed(t, 30)
 	}
 	l.finish(t, 150)
+	// idle: a SIGKILLed worker is replaced once
+	_, _, pids := inService(c)
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	waitFor(t, 30*time.Second, "the killed worker replaced", func() bool {
+		serving, _, now := inService(c)
+		return serving == 3 && !contains(now, pids[0])
+	})
+	holdsAt(t, c, 3, "idle after a kill")
 	a := c.mustApps()[0]
-	if a.Restarts["reload"] != 2 || a.Restarts["crash"] != 0 {
+	if a.Restarts["reload"] != 2 || a.Restarts["crash"] != 1 {
 		t.Errorf("restarts %v", a.Restarts)
 	}
 }
