@@ -31,18 +31,35 @@ type Group struct {
 	logger *zap.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	seats  sync.WaitGroup
+	loops  sync.WaitGroup // the replicas' Keep
 
 	startOnce sync.Once
 	startErr  error
 
 	mu        sync.Mutex
 	state     supervisor.State
-	instances []*instance // one per seat, nil while being replaced
+	instances []*instance // in service: one per replica, except while one is replaced
+	replicas  []*supervisor.Replica[*instance]
 	restarts  map[string]int
 	lastError string
 
 	ready atomic.Pointer[[]*reverseproxy.Upstream] // what reverse_proxy gets
+}
+
+// Done is closed once the instance's process has exited
+// (supervisor.Occupant).
+func (in *instance) Done() <-chan struct{} { return in.proc.Done() }
+
+// StartedAt is when the instance's process started (supervisor.Occupant).
+func (in *instance) StartedAt() time.Time { return in.proc.StartedAt() }
+
+// stop ends the instance's process (stop_signal, then SIGKILL after
+// stop_timeout) and removes its socket.
+func (in *instance) stop(s *spec) {
+	in.proc.Stop(s.StopSignal, s.StopTimeout)
+	if in.network == "unix" {
+		_ = os.Remove(in.addr)
+	}
 }
 
 // instance is one running copy of the command.
@@ -56,7 +73,7 @@ type instance struct {
 func newGroup(s *spec, logger *zap.Logger) *Group {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Group{spec: s, logger: logger.With(zap.String("app", s.Name)), ctx: ctx, cancel: cancel,
-		state: supervisor.Starting, instances: make([]*instance, s.Workers), restarts: map[string]int{"crash": 0, "reload": 0}}
+		state: supervisor.Starting, restarts: map[string]int{"crash": 0, "reload": 0}}
 }
 
 // Name is the group's name.
@@ -90,7 +107,7 @@ func (g *Group) start() error {
 	if err := errors.Join(errs...); err != nil {
 		for _, in := range launched {
 			if in != nil {
-				in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+				in.stop(g.spec)
 			}
 		}
 		g.mu.Lock()
@@ -100,13 +117,18 @@ func (g *Group) start() error {
 	}
 	g.mu.Lock()
 	g.state = supervisor.Running
-	copy(g.instances, launched)
+	g.instances = launched
 	g.publishLocked()
-	g.mu.Unlock()
-	for i := range g.instances {
-		g.seats.Add(1)
-		go g.keepSeat(i)
+	for _, in := range launched {
+		r := supervisor.NewReplica[*instance]()
+		g.replicas = append(g.replicas, r)
+		g.loops.Add(1)
+		go func() {
+			defer g.loops.Done()
+			r.Keep(g.ctx, g.logger, g.hooks(), in)
+		}()
 	}
+	g.mu.Unlock()
 	g.logger.Info("process upstream ready", zap.Int("instances", len(g.instances)))
 	return nil
 }
@@ -226,83 +248,68 @@ func hostOf(in *instance) string {
 	return in.addr
 }
 
-// keepSeat replaces the instance of seat i whenever it exits, backing off
-// while replacements fail.
-func (g *Group) keepSeat(i int) {
-	defer g.seats.Done()
-	backoff := supervisor.DefaultBackoff()
-	// a panic in one turn is logged and the seat goes on (an empty seat
-	// is filled first)
-	panics.Keep(g.logger, "supervising a process", g.ctx.Done(), func() {
-		for {
+// hooks are what the group does at each step of a replica's life.
+func (g *Group) hooks() *supervisor.Hooks[*instance] {
+	return &supervisor.Hooks[*instance]{
+		Start: g.launch,
+		Adopt: g.adopt,
+		Exited: func(in *instance) string {
 			g.mu.Lock()
-			in := g.instances[i]
-			g.mu.Unlock()
-			var delay time.Duration
-			if in == nil {
-				delay = backoff.Failed(0)
-			} else {
-				select {
-				case <-g.ctx.Done():
-					return
-				case <-in.proc.Done():
-				}
-				lived := time.Since(in.proc.StartedAt())
-				g.mu.Lock()
-				if g.instances[i] != in {
-					// Restart put a new instance here before stopping this
-					// one: supervise that one, no crash
-					g.mu.Unlock()
-					continue
-				}
-				g.instances[i] = nil
-				g.restarts["crash"]++
-				g.publishLocked()
-				g.mu.Unlock()
-				g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
-				delay = backoff.Failed(lived)
-			}
-			if !g.refill(i, delay, &backoff) {
-				return
-			}
-		}
-	})
-}
-
-// refill launches a process into the empty seat i after delay, retrying
-// with backoff until one starts (true) or the group stops (false).
-func (g *Group) refill(i int, delay time.Duration, backoff *supervisor.Backoff) bool {
-	for {
-		t := time.NewTimer(delay)
-		select {
-		case <-g.ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-		next, err := g.launch()
-		if err == nil {
-			g.mu.Lock()
-			g.instances[i] = next
+			g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
+			g.restarts["crash"]++
 			g.publishLocked()
 			g.mu.Unlock()
-			return true
-		}
-		delay = backoff.Failed(0)
-		g.mu.Lock()
-		g.lastError = err.Error()
-		g.mu.Unlock()
-		g.logger.Error("replacement failed to start", zap.Error(err), zap.Duration("retry_in", delay))
+			g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
+			return "crash"
+		},
+		Leave: func(in *instance) {
+			g.mu.Lock()
+			g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
+			g.publishLocked()
+			g.mu.Unlock()
+			go in.stop(g.spec)
+		},
+		Failed: func(old *instance, reason string, err error, retryIn time.Duration) {
+			g.mu.Lock()
+			g.lastError = err.Error()
+			g.mu.Unlock()
+			if old != nil {
+				g.logger.Error("could not start a replacement; the old process keeps serving", zap.String("reason", reason), zap.Int("pid", old.proc.Pid()), zap.Error(err))
+			} else {
+				g.logger.Error("replacement failed to start", zap.Error(err), zap.Duration("retry_in", retryIn))
+			}
+		},
 	}
+}
+
+// adopt puts next into service and, if old is set, stops old (after
+// stop_signal, up to stop_timeout). It returns false (and stops next) if
+// the group is stopping.
+func (g *Group) adopt(_ *supervisor.Replica[*instance], next, old *instance, reason string) bool {
+	g.mu.Lock()
+	if g.state != supervisor.Running && g.state != supervisor.Draining {
+		g.mu.Unlock()
+		next.stop(g.spec)
+		return false
+	}
+	g.instances = append(g.instances, next)
+	if old != nil {
+		g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == old })
+		g.restarts[reason]++
+	}
+	g.publishLocked()
+	g.mu.Unlock()
+	if old != nil {
+		go old.stop(g.spec)
+	}
+	return true
 }
 
 // publishLocked updates what GetUpstreams returns.
 func (g *Group) publishLocked() {
 	ups := make([]*reverseproxy.Upstream, 0, len(g.instances))
 	for _, in := range g.instances {
-		if in != nil {
-			ups = append(ups, in.upstream)
-		}
+		ups = append(ups, in.upstream)
 	}
 	g.ready.Store(&ups)
 }
@@ -328,23 +335,17 @@ func (g *Group) stop() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	g.cancel()
-	g.seats.Wait()
+	g.loops.Wait()
 	g.mu.Lock()
 	instances := slices.Clone(g.instances)
 	g.state = supervisor.Stopped
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, in := range instances {
-		if in == nil {
-			continue
-		}
 		wg.Add(1)
 		panics.Go(g.logger, "stopping a process", func() {
 			defer wg.Done()
-			in.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
-			if in.network == "unix" {
-				_ = os.Remove(in.addr)
-			}
+			in.stop(g.spec)
 		})
 	}
 	wg.Wait()
@@ -367,19 +368,12 @@ func (g *Group) inFlight() int {
 // Restart replaces every instance, one at a time, each new one ready
 // before the old one stops.
 func (g *Group) Restart() error {
-	for i := range g.spec.Workers {
-		next, err := g.launch()
-		if err != nil {
+	g.mu.Lock()
+	replicas := slices.Clone(g.replicas)
+	g.mu.Unlock()
+	for _, r := range replicas {
+		if err := r.Recycle(g.ctx, "reload"); err != nil {
 			return fmt.Errorf("restarting %s: %w", g.spec.Name, err)
-		}
-		g.mu.Lock()
-		old := g.instances[i]
-		g.instances[i] = next
-		g.restarts["reload"]++
-		g.publishLocked()
-		g.mu.Unlock()
-		if old != nil {
-			go old.proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
 		}
 	}
 	return nil
@@ -415,9 +409,7 @@ func (g *Group) Status() any {
 	st := groupStatus{Name: g.spec.Name, Kind: "process", Command: append([]string{g.spec.Path}, g.spec.Args...),
 		State: string(g.state), Workers: []instanceStatus{}, Restarts: maps.Clone(g.restarts), LastError: g.lastError}
 	for _, in := range g.instances {
-		if in != nil {
-			st.Workers = append(st.Workers, instanceStatus{Pid: in.proc.Pid(), Address: in.addr, StartedAt: in.proc.StartedAt()})
-		}
+		st.Workers = append(st.Workers, instanceStatus{Pid: in.proc.Pid(), Address: in.addr, StartedAt: in.proc.StartedAt()})
 	}
 	return st
 }

@@ -203,7 +203,7 @@ func (p *Pool) occupyLocked(s *slot, path string) {
 }
 
 // release gives a slot back after a complete exchange. A worker that has
-// served max_requests asks its seat for a replacement; it keeps serving
+// served max_requests asks its replica for a replacement; it keeps serving
 // until the replacement is ready.
 func (p *Pool) release(s *slot) {
 	p.mu.Lock()
@@ -343,7 +343,7 @@ func (p *Pool) giveLocked(s *slot) *waiter {
 }
 
 // discard takes a slot whose worker broke or hung mid-exchange out of
-// service with its worker; the caller ends the process and its seat starts
+// service with its worker; the caller ends the process and its replica starts
 // a replacement. The requests pipelined on the slot are dispatched again
 // when gone (the worker's channel ended before the current response did,
 // so the worker never reached them), else only the idempotent ones.

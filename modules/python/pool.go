@@ -39,13 +39,13 @@ type Pool struct {
 	startErr  error
 	ctx       context.Context // cancelled when the pool stops
 	cancel    context.CancelFunc
-	seats     sync.WaitGroup
+	loops     sync.WaitGroup // the replicas' Keep, the monitor and the file watcher
 
 	mu             sync.Mutex
 	state          supervisor.State
 	workers        []*worker // in service
 	retiring       []*worker // finishing their last requests
-	seatList       []*seat
+	replicas       []*supervisor.Replica[*worker]
 	idle           []*slot
 	waiters        []*waiter   // FIFO
 	queueTimer     *time.Timer // expires waiters past queue_timeout
@@ -191,24 +191,24 @@ func (p *Pool) start() error {
 	}
 	p.state = supervisor.Running
 	for _, w := range workers {
-		w.seat = p.newSeatLocked()
+		w.replica = p.newReplicaLocked()
 		w.rss = residentBytes(w.proc.Pid())
 		p.addWorkerLocked(w)
 	}
 	p.mu.Unlock()
 	for _, w := range workers {
-		p.seats.Add(1)
-		go p.keepSeat(w)
+		p.loops.Add(1)
+		go p.keep(w)
 	}
-	p.seats.Add(1)
+	p.loops.Add(1)
 	go func() {
-		defer p.seats.Done()
+		defer p.loops.Done()
 		panics.Keep(p.logger, "watching the pool (memory, idle workers)", p.ctx.Done(), p.monitor)
 	}()
 	if len(p.spec.Watch) > 0 {
-		p.seats.Add(1)
+		p.loops.Add(1)
 		go func() {
-			defer p.seats.Done()
+			defer p.loops.Done()
 			panics.Keep(p.logger, "watching the app's files", p.ctx.Done(), p.watchFiles)
 		}()
 	}
@@ -299,7 +299,7 @@ func (p *Pool) drainAndStop() {
 		}
 	}
 	p.cancel()
-	p.seats.Wait()
+	p.loops.Wait()
 	p.mu.Lock()
 	p.state = supervisor.Stopped
 	p.failWaitersLocked()

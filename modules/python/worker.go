@@ -23,16 +23,16 @@ type worker struct {
 	slots []*slot
 
 	// guarded by the pool's mutex
-	seat       *seat
-	busy       int       // slots in use
-	served     int64     // requests completed
-	limit      int64     // max_requests (with jitter) before recycling; 0: none
-	lastUsed   time.Time // when a request last finished
-	rss        int64     // resident memory in bytes, sampled by the monitor
-	recycling  bool      // a replacement has been asked for
-	retired    bool      // out of service: takes no new request
-	stopping   bool      // its process is being stopped
-	exitReason string    // why Hearth ended it (timeout, …); "" for a crash
+	replica    *supervisor.Replica[*worker] // the place it holds in the pool
+	busy       int                          // slots in use
+	served     int64                        // requests completed
+	limit      int64                        // max_requests (with jitter) before recycling; 0: none
+	lastUsed   time.Time                    // when a request last finished
+	rss        int64                        // resident memory in bytes, sampled by the monitor
+	recycling  bool                         // a replacement has been asked for
+	retired    bool                         // out of service: takes no new request
+	stopping   bool                         // its process is being stopped
+	exitReason string                       // why Hearth ended it (timeout, …); "" for a crash
 }
 
 // slot is one request-at-a-time channel to a worker.
