@@ -378,7 +378,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 }
 
 // countLimits are the largest values count options take: a pool starts
-// all its workers at once, and every thread or event-loop slot holds a
+// all its workers at once, and every thread or event-loop channel holds a
 // channel and its buffers. workers follows the admin API's scale route.
 var countLimits = map[string]int{
 	"workers": 1024, "min_workers": 1024, "max_workers": 1024,

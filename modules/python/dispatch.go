@@ -9,31 +9,31 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
-// waiter is a request queued for a free slot. frames, when set, are the
-// request's complete frames: whoever frees a slot sends them to the worker
+// waiter is a request queued for a free channel. frames, when set, are the
+// request's complete frames: whoever frees a channel sends them to the worker
 // right away, so the worker does not wait for the waiting goroutine to be
 // scheduled. A waiter may also be pipelined behind the request running on
-// a slot (see pipelineLocked); it then leaves the queue.
+// a channel (see pipelineLocked); it then leaves the queue.
 type waiter struct {
-	ch         chan *slot // receives the slot, or nil (pool stopped), expired or abandoned
+	ch         chan *channel // receives the channel, or nil (pool stopped), expired or abandoned
 	path       string
 	idempotent bool // its method may be sent again after a worker failure
 	frames     []byte
 	deadline   time.Time // end of its queue_timeout
-	sendErr    error     // writing its frames to the slot it was pipelined on failed
+	sendErr    error     // writing its frames to the channel it was pipelined on failed
 }
 
 // expired is sent to a waiter whose queue_timeout passed.
-var expired = new(slot)
+var expired = new(channel)
 
 // abandoned is sent to a pipelined request that is not idempotent when its
 // worker failed in a way that does not prove it never started the request.
-var abandoned = new(slot)
+var abandoned = new(channel)
 
 // waiters are recycled: one is allocated per queued request otherwise.
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot, 1)} }}
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *channel, 1)} }}
 
-// Pipelining: when requests queue, the slot that frees up also gets the
+// Pipelining: when requests queue, the channel that frees up also gets the
 // next waiting requests written behind the one it starts, so the worker
 // reads its next request as soon as it answers instead of sleeping until
 // Caddy hands it one, and Caddy finds answers ready when it reads. A
@@ -42,7 +42,7 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot,
 // pipelineBudget of the pool's mean request time is put behind a running
 // request (for a 40 µs hello world, pipelineMaxDepth requests; for 1 ms
 // requests, 2; beyond 2 ms, none). Only requests whose frames are small
-// are pipelined, and no more than pipelineMaxBytes per slot, so writing
+// are pipelined, and no more than pipelineMaxBytes per channel, so writing
 // them never waits for the worker (they fit the socket's buffer). Only WSGI
 // pools with pipeline auto pipeline.
 //
@@ -51,9 +51,9 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *slot,
 // system call, and the worker reads them in one.
 const (
 	pipelineBudget    = 2 * time.Millisecond // expected work queued behind a running request, at most
-	pipelineMaxDepth  = 8                    // requests pipelined behind one on a slot, at most
+	pipelineMaxDepth  = 8                    // requests pipelined behind one on a channel, at most
 	pipelineMaxFrames = 16 << 10             // larger requests are never pipelined
-	pipelineMaxBytes  = 64 << 10             // frames pipelined on one slot, at most
+	pipelineMaxBytes  = 64 << 10             // frames pipelined on one channel, at most
 	// pipelineSampleCap bounds one request's weight in the mean request
 	// time: a single slow request lowers the depth for a while, it does
 	// not turn pipelining off for the next few hundred.
@@ -61,7 +61,7 @@ const (
 )
 
 // pipelineDepthLocked is how many requests may wait behind a running one
-// on a slot, given the pool's mean request time.
+// on a channel, given the pool's mean request time.
 func (p *Pool) pipelineDepthLocked() int {
 	if !p.spec.pipelining() {
 		return 0
@@ -72,9 +72,9 @@ func (p *Pool) pipelineDepthLocked() int {
 	return int(min(pipelineBudget/p.meanDuration, pipelineMaxDepth))
 }
 
-// acquire takes a free slot for a request to path, waiting in the queue up
+// acquire takes a free channel for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (*slot, error) {
+func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (*channel, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
@@ -102,7 +102,7 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 	p.growLocked()
 	p.mu.Unlock()
 
-	var s *slot
+	var s *channel
 	select {
 	case s = <-w.ch:
 	case <-ctx.Done():
@@ -115,7 +115,7 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 			return nil, ctx.Err()
 		}
 		p.mu.Unlock()
-		// a slot was handed to us (and the request maybe sent, or it was
+		// a channel was handed to us (and the request maybe sent, or it was
 		// pipelined) as the client left: serve the request after all
 		s = <-w.ch
 	}
@@ -163,8 +163,8 @@ func (p *Pool) expireWaiters() {
 	}
 }
 
-// takeIdleLocked pops the idle slot of the least busy worker.
-func (p *Pool) takeIdleLocked(path string) *slot {
+// takeIdleLocked pops the idle channel of the least busy worker.
+func (p *Pool) takeIdleLocked(path string) *channel {
 	n := len(p.idle)
 	if n == 0 {
 		return nil
@@ -196,16 +196,16 @@ func less(a, b *worker) bool {
 	return a.busy < b.busy
 }
 
-func (p *Pool) occupyLocked(s *slot, path string) {
+func (p *Pool) occupyLocked(s *channel, path string) {
 	s.worker.busy++
-	p.busySlots++
+	p.busyChannels++
 	s.path, s.since = path, time.Now()
 }
 
-// release gives a slot back after a complete exchange. A worker that has
+// release gives a channel back after a complete exchange. A worker that has
 // served max_requests asks its replica for a replacement; it keeps serving
 // until the replacement is ready.
-func (p *Pool) release(s *slot) {
+func (p *Pool) release(s *channel) {
 	p.mu.Lock()
 	w := s.worker
 	now := time.Now()
@@ -237,7 +237,7 @@ func (p *Pool) release(s *slot) {
 		return
 	}
 	w.busy--
-	p.busySlots--
+	p.busyChannels--
 	s.path = ""
 	var next *waiter
 	var piped []*waiter
@@ -255,10 +255,10 @@ func (p *Pool) release(s *slot) {
 	}
 }
 
-// handOff gives slot s to a waiting request, sending its frames first
+// handOff gives channel s to a waiting request, sending its frames first
 // when they are ready, so the worker starts on it at once; piped, when
 // set, is sent right behind it, in the same system call.
-func (p *Pool) handOff(s *slot, next *waiter, piped []*waiter) {
+func (p *Pool) handOff(s *channel, next *waiter, piped []*waiter) {
 	if next.frames != nil {
 		s.sent = true
 	}
@@ -268,7 +268,7 @@ func (p *Pool) handOff(s *slot, next *waiter, piped []*waiter) {
 // deliver writes first (next's frames, unless the worker already has them)
 // and the newly pipelined requests' frames, then gives s to next. A failed
 // write is reported to each request it carried.
-func (p *Pool) deliver(s *slot, next *waiter, first []byte, piped []*waiter) {
+func (p *Pool) deliver(s *channel, next *waiter, first []byte, piped []*waiter) {
 	if first != nil || len(piped) > 0 {
 		err := s.send(first, piped)
 		if first != nil {
@@ -283,7 +283,7 @@ func (p *Pool) deliver(s *slot, next *waiter, first []byte, piped []*waiter) {
 
 // send writes first (if set) and the frames of piped to the worker in one
 // system call. Only the goroutine handing s over may call it.
-func (s *slot) send(first []byte, piped []*waiter) error {
+func (s *channel) send(first []byte, piped []*waiter) error {
 	bufs := s.sendBufs[:0]
 	if first != nil {
 		bufs = append(bufs, first)
@@ -306,7 +306,7 @@ func (s *slot) send(first []byte, piped []*waiter) error {
 // started a request, when pipelining applies, and returns those it added;
 // the caller writes their frames (in deliver) before it hands s over, so
 // nothing else can be sent on s in between.
-func (p *Pool) pipelineLocked(s *slot) []*waiter {
+func (p *Pool) pipelineLocked(s *channel) []*waiter {
 	depth := p.pipelineDepthLocked()
 	free := depth - len(s.queued)
 	if free <= 0 || (free < 2 && len(s.queued) > 0) || s.worker.retired || s.worker.recycling {
@@ -328,9 +328,9 @@ func (p *Pool) pipelineLocked(s *slot) []*waiter {
 	return s.queued[first:]
 }
 
-// giveLocked assigns a free slot to the longest-waiting request, which
+// giveLocked assigns a free channel to the longest-waiting request, which
 // the caller must then hand it to (handOff, after unlocking), or idles it.
-func (p *Pool) giveLocked(s *slot) *waiter {
+func (p *Pool) giveLocked(s *channel) *waiter {
 	if len(p.waiters) > 0 && (p.state == supervisor.Running || p.state == supervisor.Draining) {
 		w := p.waiters[0]
 		p.waiters[0] = nil
@@ -342,12 +342,12 @@ func (p *Pool) giveLocked(s *slot) *waiter {
 	return nil
 }
 
-// discard takes a slot whose worker broke or hung mid-exchange out of
+// discard takes a channel whose worker broke or hung mid-exchange out of
 // service with its worker; the caller ends the process and its replica starts
-// a replacement. The requests pipelined on the slot are dispatched again
+// a replacement. The requests pipelined on the channel are dispatched again
 // when gone (the worker's channel ended before the current response did,
 // so the worker never reached them), else only the idempotent ones.
-func (p *Pool) discard(s *slot, reason string, gone bool) {
+func (p *Pool) discard(s *channel, reason string, gone bool) {
 	w := s.worker
 	p.mu.Lock()
 	if w.exitReason == "" {
@@ -357,24 +357,24 @@ func (p *Pool) discard(s *slot, reason string, gone bool) {
 	handOffs := p.requeueLocked(s.queued, gone)
 	s.queued, s.queuedBytes = nil, 0
 	w.busy--
-	p.busySlots--
+	p.busyChannels--
 	s.path = ""
 	p.noteDrainLocked()
 	p.mu.Unlock()
 	for _, h := range handOffs {
-		p.handOff(h.slot, h.waiter, nil)
+		p.handOff(h.channel, h.waiter, nil)
 	}
 }
 
-// handOffTo is a slot given to a waiting request under the pool's lock,
+// handOffTo is a channel given to a waiting request under the pool's lock,
 // to be handed over after it is released.
 type handOffTo struct {
-	slot   *slot
-	waiter *waiter
+	channel *channel
+	waiter  *waiter
 }
 
 // requeueLocked puts requests that were pipelined on a broken worker back
-// at the head of the queue in their order, and gives them the idle slots
+// at the head of the queue in their order, and gives them the idle channels
 // there are. Unless the worker provably never started them (gone), those
 // that are not idempotent are answered with 502 instead.
 func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {

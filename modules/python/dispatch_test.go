@@ -32,16 +32,16 @@ func TestPipelineDepthFollowsMeanRequestTime(t *testing.T) {
 	}
 }
 
-// A slot's read deadline is never earlier than the request's timeout and
+// A channel's read deadline is never earlier than the request's timeout and
 // at most 1% (at most a second) later; a shorter timeout re-arms it.
-func TestSlotDeadlineStaysWithinSlack(t *testing.T) {
+func TestChannelDeadlineStaysWithinSlack(t *testing.T) {
 	conn, peer, err := socketPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	defer peer.Close()
-	s := &slot{conn: conn}
+	s := &channel{conn: conn}
 	for _, timeout := range []time.Duration{30 * time.Second, 30 * time.Second, time.Second, 10 * time.Minute, time.Second} {
 		before := time.Now()
 		s.setDeadline(timeout)

@@ -97,11 +97,11 @@ func (p *Pool) unavailable(w http.ResponseWriter, err error) error {
 	return caddyhttp.Error(statusClientClosedRequest, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
 
-// exchange runs one request on slot s: it sends the request's frames
-// (unless the slot came with them already sent) and relays the response.
+// exchange runs one request on channel s: it sends the request's frames
+// (unless the channel came with them already sent) and relays the response.
 // It always gives s back (or retires its worker). retry reports that the
 // worker failed before it answered.
-func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *requestBody) (retry bool, err error) {
+func (p *Pool) exchange(s *channel, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *requestBody) (retry bool, err error) {
 	s.stream = sid
 	var bodySent chan error
 	if s.sent {
@@ -157,7 +157,7 @@ func (p *Pool) exchange(s *slot, w http.ResponseWriter, r *http.Request, sid uin
 // slow client slows the app's send (its channel fills up), which only
 // holds one of the worker's many concurrent channels. When the client goes
 // away, the app is told (http.disconnect) and the rest is discarded.
-func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *slot, sid uint32, status int, first []byte, bodySent chan error) error {
+func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	w.WriteHeader(status)
 	rc := http.NewResponseController(w)
 	clientGone := false
@@ -202,7 +202,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *slot, sid
 }
 
 // cancelStream tells the worker that the client of stream sid left.
-func (p *Pool) cancelStream(s *slot, sid uint32) {
+func (p *Pool) cancelStream(s *channel, sid uint32) {
 	var frame [protocol.HeaderSize]byte
 	protocol.PutHeader(frame[:], protocol.Header{Type: protocol.Cancel, Stream: sid})
 	_, _ = s.conn.Write(frame[:])
@@ -210,7 +210,7 @@ func (p *Pool) cancelStream(s *slot, sid uint32) {
 
 // finish gives s back once the exchange is complete, after the request
 // body (when it was streamed from a file) has been fully sent.
-func (p *Pool) finish(s *slot, bodySent chan error) error {
+func (p *Pool) finish(s *channel, bodySent chan error) error {
 	if bodySent != nil {
 		if err := <-bodySent; err != nil {
 			return p.broken(s, err)
@@ -225,11 +225,11 @@ func (p *Pool) finish(s *slot, bodySent chan error) error {
 // writing to the client's connection.
 const bufferedWrite = 2048
 
-// finishSmall answers a response that came in one frame. The slot is
+// finishSmall answers a response that came in one frame. The channel is
 // released before anything can block on the client (a small body goes into
 // the response writer's buffer, a larger one is copied first), so a slow
 // client holds no worker.
-func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *slot, bodySent chan error) error {
+func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *channel, bodySent chan error) error {
 	hdr := w.Header()
 	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
 		hdr["Content-Length"] = contentLength(len(payload))
@@ -274,7 +274,7 @@ func contentLength(n int) []string {
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
-func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, first []byte, bodySent chan error) error {
+func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	sp := newSpool(streamMemLimit)
 	_, _ = sp.Write(first)
 	go func() {
@@ -316,7 +316,7 @@ func (p *Pool) stream(w http.ResponseWriter, s *slot, sid uint32, status int, fi
 }
 
 // pump copies response body frames from the worker into sp until the end.
-func (p *Pool) pump(s *slot, sid uint32, sp *spool) error {
+func (p *Pool) pump(s *channel, sid uint32, sp *spool) error {
 	for {
 		h, payload, err := s.next()
 		if err != nil {
@@ -342,10 +342,10 @@ func (p *Pool) pump(s *slot, sid uint32, sp *spool) error {
 
 // setDeadline bounds the exchange about to start on s by timeout (none
 // if timeout ≤ 0). The deadline in force is kept while it falls within
-// deadlineSlack of timeout, so a busy slot re-arms it a few times a second
+// deadlineSlack of timeout, so a busy channel re-arms it a few times a second
 // rather than on every request: a request times out between timeout and
 // timeout plus 1%.
-func (s *slot) setDeadline(timeout time.Duration) {
+func (s *channel) setDeadline(timeout time.Duration) {
 	if timeout <= 0 {
 		if !s.deadline.IsZero() {
 			_ = s.conn.SetReadDeadline(time.Time{})
@@ -367,11 +367,11 @@ func deadlineSlack(timeout time.Duration) time.Duration {
 	return min(timeout/100, time.Second)
 }
 
-// broken retires the slot's worker after a channel failure and returns the
+// broken retires the channel's worker after a channel failure and returns the
 // error for the client: 504 when the request ran past its timeout (the
 // worker's stack is dumped to the log and the worker terminated), 502
 // otherwise (the worker is killed).
-func (p *Pool) broken(s *slot, err error) error {
+func (p *Pool) broken(s *channel, err error) error {
 	w := s.worker
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		p.mu.Lock()
@@ -429,7 +429,7 @@ func appendBodyFrames(dst []byte, sid uint32, body []byte) []byte {
 }
 
 // writeBodyFrames streams a spilled request body to the worker.
-func writeBodyFrames(s *slot, sid uint32, body io.Reader) error {
+func writeBodyFrames(s *channel, sid uint32, body io.Reader) error {
 	buf := make([]byte, protocol.HeaderSize+256<<10)
 	for {
 		n, err := io.ReadFull(body, buf[protocol.HeaderSize:])
@@ -475,7 +475,7 @@ func (e *badHeadError) Error() string { return e.reason }
 // of the response is read and dropped and the worker keeps serving, so a
 // client who gets an app to reflect its input into a header cannot kill
 // workers. Anything else means the channel is broken.
-func (p *Pool) badHead(s *slot, sid uint32, bodySent chan error, err error) error {
+func (p *Pool) badHead(s *channel, sid uint32, bodySent chan error, err error) error {
 	var bad *badHeadError
 	if !errors.As(err, &bad) {
 		return p.broken(s, err)

@@ -21,8 +21,8 @@ import (
 )
 
 // Pool is a set of supervised Python worker processes serving one app.
-// Requests take an idle slot (preferring the least busy worker), wait in a
-// bounded FIFO queue when none is free, and give the slot back when the
+// Requests take an idle channel (preferring the least busy worker), wait in a
+// bounded FIFO queue when none is free, and give the channel back when the
 // worker has produced the whole response.
 type Pool struct {
 	spec        *poolSpec
@@ -46,11 +46,11 @@ type Pool struct {
 	workers        []*worker // in service
 	retiring       []*worker // finishing their last requests
 	replicas       []*supervisor.Replica[*worker]
-	idle           []*slot
+	idle           []*channel
 	waiters        []*waiter   // FIFO
 	queueTimer     *time.Timer // expires waiters past queue_timeout
-	busySlots      int
-	pipelined      int           // requests pipelined on slots now (see dispatch.go)
+	busyChannels   int
+	pipelined      int           // requests pipelined on channels now (see dispatch.go)
 	pipelinedTotal int64         // requests ever pipelined
 	meanDuration   time.Duration // moving average of request times (each at most pipelineSampleCap), for pipelining
 	growing        int           // workers being added
@@ -326,7 +326,7 @@ func (p *Pool) drainAndStop() {
 
 // idleLocked reports whether no request is running or waiting.
 func (p *Pool) idleLocked() bool {
-	return p.busySlots == 0 && len(p.waiters) == 0
+	return p.busyChannels == 0 && len(p.waiters) == 0
 }
 
 // noteDrainLocked wakes a draining pool once it is idle.

@@ -163,7 +163,7 @@ func (p *Pool) adopt(r *supervisor.Replica[*worker], next, old *worker, reason s
 	return true
 }
 
-// addWorkerLocked puts w's slots into service.
+// addWorkerLocked puts w's channels into service.
 func (p *Pool) addWorkerLocked(w *worker) {
 	if p.spec.MaxRequests > 0 {
 		w.limit = int64(p.spec.MaxRequests)
@@ -173,7 +173,7 @@ func (p *Pool) addWorkerLocked(w *worker) {
 	}
 	w.lastUsed = time.Now()
 	p.workers = append(p.workers, w)
-	for _, s := range w.slots {
+	for _, s := range w.channels {
 		if next := p.giveLocked(s); next != nil {
 			next.ch <- s // the waiter sends its request itself
 		}
@@ -190,7 +190,7 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 	w.retired = true
 	p.restarts[reason]++
 	restartsTotal.WithLabelValues(p.spec.Name, reason).Inc()
-	p.idle = slices.DeleteFunc(p.idle, func(s *slot) bool { return s.worker == w })
+	p.idle = slices.DeleteFunc(p.idle, func(s *channel) bool { return s.worker == w })
 	p.workers = without(p.workers, w)
 	if !graceful {
 		w.stopping = true

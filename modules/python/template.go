@@ -43,7 +43,7 @@ func (p *Pool) startTemplate() (*template, error) {
 		return nil, err
 	}
 	t := &template{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(bufio.NewReader(conn))}
-	if err := p.awaitHello(proc, []*slot{{conn: conn, frames: t.frames}}); err != nil {
+	if err := p.awaitHello(proc, []*channel{{conn: conn, frames: t.frames}}); err != nil {
 		t.stop()
 		return nil, err
 	}

@@ -140,7 +140,7 @@ func acceptWebSocket(w http.ResponseWriter, r *http.Request, subprotocol string)
 }
 
 // clientToWorker forwards the client's messages, then its close.
-func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *slot, sid uint32) {
+func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *channel, sid uint32) {
 	for {
 		isBinary, data, code, err := conn.read(ctx)
 		if err != nil {
@@ -163,7 +163,7 @@ func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *slot, sid uin
 
 // workerToClient forwards the app's messages and close, until the app's
 // handler ends (the end of the stream), then gives the channel back.
-func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *slot, sid uint32, clientDone <-chan struct{}) {
+func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid uint32, clientDone <-chan struct{}) {
 	// the channel is given back only once nothing more is written to it
 	release := func() {
 		conn.closeNow()
@@ -203,13 +203,13 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *slot, sid uin
 	}
 }
 
-func (p *Pool) sendClose(s *slot, sid uint32, code int, reason string) {
+func (p *Pool) sendClose(s *channel, sid uint32, code int, reason string) {
 	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
 	_, _ = s.conn.Write(protocol.AppendFrame(nil, protocol.WSClose, 0, sid, append(payload, reason...)))
 }
 
 // drainToEnd reads the worker's frames of sid until its end.
-func (p *Pool) drainToEnd(s *slot, sid uint32) {
+func (p *Pool) drainToEnd(s *channel, sid uint32) {
 	for {
 		h, _, err := s.frames.Next()
 		if err != nil {

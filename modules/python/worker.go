@@ -16,15 +16,15 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
-// worker is one Python process of a pool, with one slot (a private socket
+// worker is one Python process of a pool, with one channel (a private socket
 // to it) per thread.
 type worker struct {
-	proc  *supervisor.Process
-	slots []*slot
+	proc     *supervisor.Process
+	channels []*channel
 
 	// guarded by the pool's mutex
 	replica    *supervisor.Replica[*worker] // the place it holds in the pool
-	busy       int                          // slots in use
+	busy       int                          // channels in use
 	served     int64                        // requests completed
 	limit      int64                        // max_requests (with jitter) before recycling; 0: none
 	lastUsed   time.Time                    // when a request last finished
@@ -35,14 +35,14 @@ type worker struct {
 	exitReason string                       // why Hearth ended it (timeout, …); "" for a crash
 }
 
-// slot is one request-at-a-time channel to a worker.
-type slot struct {
+// channel is one request-at-a-time channel to a worker.
+type channel struct {
 	worker *worker
 	conn   net.Conn
 	frames *protocol.Reader
 	stream uint32 // id of the current request
 
-	// set by handOff when it sent the request for the slot's new owner
+	// set by handOff when it sent the request for the channel's new owner
 	sent    bool
 	sendErr error
 
@@ -51,7 +51,7 @@ type slot struct {
 
 	// guarded by the pool's mutex
 	path        string    // path of the request in flight, "" when idle
-	since       time.Time // when that request took the slot
+	since       time.Time // when that request took the channel
 	queued      []*waiter // requests pipelined behind it, in order (frames sent)
 	queuedBytes int       // their frames' size
 }
@@ -72,7 +72,7 @@ func (e *startupError) Error() string {
 
 // spawnWorker launches one worker process (or, with preload, has the
 // template fork one) and waits until it has the app loaded and has greeted
-// every slot.
+// every channel.
 func (p *Pool) spawnWorker() (_ *worker, err error) {
 	defer panics.Recover(p.logger, "starting a worker", &err)
 	local := make([]net.Conn, 0, p.spec.Threads)
@@ -107,13 +107,13 @@ func (p *Pool) spawnWorker() (_ *worker, err error) {
 	}
 	w := &worker{proc: proc}
 	for _, c := range local {
-		w.slots = append(w.slots, &slot{
+		w.channels = append(w.channels, &channel{
 			worker: w,
 			conn:   c,
 			frames: protocol.NewReader(bufio.NewReaderSize(c, 64<<10)),
 		})
 	}
-	if err := p.awaitHello(proc, w.slots); err != nil {
+	if err := p.awaitHello(proc, w.channels); err != nil {
 		w.close()
 		proc.Stop(syscall.SIGKILL, time.Second)
 		return nil, err
@@ -147,9 +147,9 @@ func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Comma
 	}
 }
 
-// next reads the worker's next frame of the slot's current stream; a
+// next reads the worker's next frame of the channel's current stream; a
 // frame of another stream is a protocol error.
-func (s *slot) next() (protocol.Header, []byte, error) {
+func (s *channel) next() (protocol.Header, []byte, error) {
 	h, payload, err := s.frames.Next()
 	if err == nil && h.Stream != s.stream {
 		err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, s.stream)
@@ -157,10 +157,10 @@ func (s *slot) next() (protocol.Header, []byte, error) {
 	return h, payload, err
 }
 
-// awaitHello reads each slot's greeting within start_timeout.
-func (p *Pool) awaitHello(proc *supervisor.Process, slots []*slot) error {
+// awaitHello reads each channel's greeting within start_timeout.
+func (p *Pool) awaitHello(proc *supervisor.Process, channels []*channel) error {
 	deadline := time.Now().Add(p.spec.StartTimeout)
-	for _, s := range slots {
+	for _, s := range channels {
 		_ = s.conn.SetReadDeadline(deadline)
 		h, payload, err := s.frames.Next()
 		_ = s.conn.SetReadDeadline(time.Time{})
@@ -189,10 +189,10 @@ func exitOrErr(proc *supervisor.Process, err error) string {
 	return err.Error()
 }
 
-// close closes Caddy's end of every slot: the worker sees the end of its
+// close closes Caddy's end of every channel: the worker sees the end of its
 // input and exits once its current request is answered.
 func (w *worker) close() {
-	for _, s := range w.slots {
+	for _, s := range w.channels {
 		s.conn.Close()
 	}
 }
@@ -249,7 +249,7 @@ func (w *worker) status(now time.Time) workerStatus {
 	}
 	st := workerStatus{Pid: w.proc.Pid(), State: state, Busy: w.busy, Requests: w.served, RSS: w.rss,
 		StartedAt: w.proc.StartedAt(), Current: []requestStatus{}}
-	for _, s := range w.slots {
+	for _, s := range w.channels {
 		if s.path != "" {
 			st.Current = append(st.Current, requestStatus{Path: s.path, AgeSeconds: now.Sub(s.since).Seconds()})
 		}

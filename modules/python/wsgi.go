@@ -1,7 +1,7 @@
 // Package python serves Python web applications from pools of supervised
 // worker processes. This folder is the whole path of a request from Caddy to
 // Python: the handler module (wsgi.go) buffers the request body (body.go),
-// encodes the WSGI environ (environ.go), takes a worker slot from the pool
+// encodes the WSGI environ (environ.go), takes a worker channel from the pool
 // (pool.go, worker.go), exchanges frames with it (exchange.go, spool.go), and
 // the worker runtime (runtime/hearth_worker.py and its hearth_runtime
 // package, embedded by runtime.go) calls the app.
