@@ -90,7 +90,7 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				return err
 			}
 		}
-		return h.pool.serveWebSocket(w, r, scriptName(r, h.pool.Mounts()))
+		return httpError(w, h.pool.serveWebSocket(w, r, scriptName(r, h.pool.Mounts())))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)
 }

@@ -71,11 +71,11 @@ func appendRequestHead(dst []byte, r *http.Request, scriptName string, bodySize 
 	}
 	payload := dst[start:]
 	if bytes.Count(payload, nul) != 2*pairs {
-		return dst, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf(
+		return dst, failed(failRefused, fmt.Errorf(
 			"refused a request whose %s contains a NUL byte (%%00): no app can be given it safely", nulField(r, scriptName)))
 	}
 	if len(payload) > protocol.MaxPayload {
-		return dst, caddyhttp.Error(http.StatusRequestHeaderFieldsTooLarge,
+		return dst, failed(failHeadTooLarge,
 			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(payload), protocol.MaxPayload))
 	}
 	return dst, nil

@@ -17,8 +17,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
@@ -29,10 +27,6 @@ const streamMemLimit = 1 << 20
 
 // headBuffers recycles the buffers request heads are encoded into.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// errWorkerBroken marks exchange failures after which the worker's channel
-// can no longer be trusted.
-var errWorkerBroken = errors.New("worker channel broken")
 
 // serve forwards one request, whose body is already buffered, to a worker
 // and relays the response. A request whose worker died before answering is
@@ -60,7 +54,7 @@ func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, 
 	for attempt := 1; ; attempt++ {
 		s, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil)
 		if err != nil {
-			return p.unavailable(w, err)
+			return p.unavailable(err)
 		}
 		s.setDeadline(timeout)
 		retry, err := p.exchange(s, w, r, sid, frames, body)
@@ -80,21 +74,17 @@ func idempotent(method string) bool {
 	return false
 }
 
-// statusClientClosedRequest is logged for requests whose client left while
-// they waited for a worker (nginx's 499): not a server error.
-const statusClientClosedRequest = 499
-
-// unavailable turns a queueing failure into a 503 with Retry-After (or a
-// 502 for a pipelined request lost with its worker).
-func (p *Pool) unavailable(w http.ResponseWriter, err error) error {
+// unavailable says why a request got no worker: the queue (full, timed
+// out, or the pool stopped), a pipelined request lost with its worker, or
+// its client left.
+func (p *Pool) unavailable(err error) error {
 	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
-		w.Header().Set("Retry-After", "1")
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("app %s: %w", p.spec.Name, err))
+		return failed(failUnavailable, fmt.Errorf("app %s: %w", p.spec.Name, err))
 	}
 	if errors.Is(err, errPipelineAbandoned) {
-		return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s: %w", p.spec.Name, err))
+		return failed(failAbandoned, fmt.Errorf("app %s: %w", p.spec.Name, err))
 	}
-	return caddyhttp.Error(statusClientClosedRequest, fmt.Errorf("the client left while waiting for a worker: %w", err))
+	return failed(failClientLeft, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
 
 // exchange runs one request on channel s: it sends the request's frames
@@ -141,7 +131,7 @@ func (p *Pool) exchange(s *channel, w http.ResponseWriter, r *http.Request, sid 
 		if err := p.finish(s, bodySent); err != nil {
 			return false, err
 		}
-		return false, caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s aborted the response", p.spec.Name))
+		return false, failed(failAppAborted, fmt.Errorf("app %s aborted the response", p.spec.Name))
 	case h.Type != protocol.ResponseBody:
 		return false, p.broken(s, fmt.Errorf("unexpected %s frame in a response", h.Type))
 	case h.End():
@@ -283,7 +273,7 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 			sp.CloseWithError(p.broken(s, err))
 			return
 		}
-		if errors.Is(err, errWorkerBroken) {
+		if brokeChannel(err) {
 			sp.CloseWithError(err)
 			return
 		}
@@ -381,12 +371,12 @@ func (p *Pool) broken(s *channel, err error) error {
 			zap.Int("pid", w.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
 		p.discard(s, "timeout", false)
 		panics.Go(p.logger, "terminating a hung worker", func() { terminateHung(w) })
-		return caddyhttp.Error(http.StatusGatewayTimeout, fmt.Errorf("app %s: request to %s ran longer than its timeout: %w", p.spec.Name, path, errWorkerBroken))
+		return failed(failTimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; the worker was terminated", p.spec.Name, path))
 	}
 	p.logger.Error("worker channel broken; killing the worker", zap.Int("pid", w.proc.Pid()), zap.Error(err))
 	p.discard(s, "crash", workerGone(err))
 	_ = w.proc.Signal(syscall.SIGKILL)
-	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("app %s: %w: %w", p.spec.Name, errWorkerBroken, err))
+	return failed(failWorkerBroken, fmt.Errorf("app %s: worker channel broken: %w", p.spec.Name, err))
 }
 
 // workerGone reports whether err means the worker's end of the channel is
@@ -503,7 +493,7 @@ func (p *Pool) badHead(s *channel, sid uint32, bodySent chan error, err error) e
 	if err := p.finish(s, bodySent); err != nil {
 		return err
 	}
-	return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("app %s: %w", p.spec.Name, err))
+	return failed(failBadResponse, fmt.Errorf("app %s: %w", p.spec.Name, err))
 }
 
 // parseResponseHead decodes "<status line>\0name\0value\0…" into hdr. It

@@ -295,7 +295,7 @@ func TestRequestHeadIntegrity(t *testing.T) {
 		head, err := appendRequestHead(make([]byte, protocol.HeaderSize), r, "", 0)
 		if hasNUL(r) {
 			var he caddyhttp.HandlerError
-			if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest {
+			if !errors.As(httpError(httptest.NewRecorder(), err), &he) || he.StatusCode != http.StatusBadRequest {
 				t.Fatalf("request %d holds a NUL and was not refused with 400: %v", i, err)
 			}
 			refused++

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
@@ -55,7 +54,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
 	s, err := p.acquire(r.Context(), r.URL.Path, false, nil, false)
 	if err != nil {
-		return p.unavailable(w, err)
+		return p.unavailable(err)
 	}
 	s.stream = sid
 	s.setDeadline(0)
@@ -85,7 +84,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 				zap.String("path", r.URL.Path), zap.String("subprotocol", quoteName(payload)))
 			p.sendClose(s, sid, 1006, "")
 			panics.Go(p.logger, "ending a refused WebSocket", func() { p.drainToEnd(s, sid) }) // the client's answer does not wait for the app to stop
-			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.spec.Name))
+			return failed(failBadResponse, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.spec.Name))
 		}
 	default:
 		return p.broken(s, fmt.Errorf("unexpected %s frame in a WebSocket handshake", h.Type))

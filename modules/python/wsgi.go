@@ -149,7 +149,7 @@ func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer body.Close()
-	return h.pool.serve(w, r, scriptName(r, h.pool.Mounts()), body, time.Duration(h.Timeout))
+	return httpError(w, h.pool.serve(w, r, scriptName(r, h.pool.Mounts()), body, time.Duration(h.Timeout)))
 }
 
 // scriptName is the part of the path a handle_path (or uri strip_prefix)
