@@ -170,7 +170,7 @@ func (p *Pool) takeIdleLocked(path string) *channel {
 		return nil
 	}
 	best := n - 1 // most recently used: warm caches, and extra workers stay idle
-	if p.spec.Threads > 1 || p.idle[best].worker.recycling {
+	if p.spec.Threads > 1 || p.idle[best].worker.state == workerRecycling {
 		// the least busy worker; one waiting for its replacement only
 		// when no other is free
 		for i := n - 2; i >= 0; i-- {
@@ -190,8 +190,8 @@ func (p *Pool) takeIdleLocked(path string) *channel {
 // less orders workers for dispatch: not being recycled first, then the
 // fewest requests in flight.
 func less(a, b *worker) bool {
-	if a.recycling != b.recycling {
-		return !a.recycling
+	if ar, br := a.state == workerRecycling, b.state == workerRecycling; ar != br {
+		return !ar
 	}
 	return a.busy < b.busy
 }
@@ -218,7 +218,7 @@ func (p *Pool) release(s *channel) {
 	}
 	w.served++
 	w.lastUsed = now
-	if !w.retired && w.limit > 0 && w.served >= w.limit {
+	if !w.retired() && w.limit > 0 && w.served >= w.limit {
 		w.requestRecycle("max_requests")
 	}
 	if len(s.queued) > 0 {
@@ -241,7 +241,7 @@ func (p *Pool) release(s *channel) {
 	s.path = ""
 	var next *waiter
 	var piped []*waiter
-	if w.retired {
+	if w.retired() {
 		if w.busy == 0 {
 			w.finishDrain()
 		}
@@ -309,7 +309,7 @@ func (s *channel) send(first []byte, piped []*waiter) error {
 func (p *Pool) pipelineLocked(s *channel) []*waiter {
 	depth := p.pipelineDepthLocked()
 	free := depth - len(s.queued)
-	if free <= 0 || (free < 2 && len(s.queued) > 0) || s.worker.retired || s.worker.recycling {
+	if free <= 0 || (free < 2 && len(s.queued) > 0) || s.worker.state != workerServing {
 		return nil
 	}
 	first := len(s.queued)

@@ -47,7 +47,7 @@ func (p *Pool) sampleMemory() {
 		rss := residentBytes(w.proc.Pid())
 		p.mu.Lock()
 		w.rss = rss
-		if p.spec.MaxMemory > 0 && rss > p.spec.MaxMemory && !w.recycling && !w.retired {
+		if p.spec.MaxMemory > 0 && rss > p.spec.MaxMemory && w.state == workerServing {
 			p.logger.Warn("worker over max_memory; replacing it after its current request",
 				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", p.spec.MaxMemory))
 			w.requestRecycle("memory")

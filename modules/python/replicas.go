@@ -48,15 +48,17 @@ func (p *Pool) replicaCountLocked() int {
 // requestRecycle asks (once) for this worker's replacement; the pool's
 // mutex must be held.
 func (w *worker) requestRecycle(reason string) {
-	if w.recycling || w.retired || w.replica == nil {
+	if w.state != workerServing || w.replica == nil {
 		return
 	}
-	w.recycling = w.replica.RequestRecycle(reason, w)
+	if w.replica.RequestRecycle(reason, w) {
+		w.state = workerRecycling
+	}
 }
 
 // leaveLocked asks w's replica to retire w and end (scale down).
 func (w *worker) leaveLocked() bool {
-	if w.replica == nil || w.replica.Leaving() || w.retired {
+	if w.replica == nil || w.replica.Leaving() || w.retired() {
 		return false
 	}
 	return w.replica.LeaveLocked()
@@ -65,10 +67,10 @@ func (w *worker) leaveLocked() bool {
 // finishDrain stops a retired worker once its last request is done; the
 // pool's mutex must be held.
 func (w *worker) finishDrain() {
-	if w.stopping {
+	if w.state == workerStopping {
 		return
 	}
-	w.stopping = true
+	w.state = workerStopping
 	go w.stop(10 * time.Second)
 }
 
@@ -115,8 +117,8 @@ func (p *Pool) hooks() *supervisor.Hooks[*worker] {
 		Failed: func(old *worker, reason string, err error, retryIn time.Duration) {
 			p.mu.Lock()
 			p.lastError = err.Error()
-			if old != nil {
-				old.recycling = false
+			if old != nil && old.state == workerRecycling {
+				old.state = workerServing
 			}
 			p.mu.Unlock()
 			if old != nil {
@@ -184,16 +186,16 @@ func (p *Pool) addWorkerLocked(w *worker) {
 // Gracefully, w finishes its requests in flight and then stops; otherwise
 // its channels are closed at once (it crashed, hung or broke).
 func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
-	if w.retired {
+	if w.retired() {
 		return
 	}
-	w.retired = true
+	w.state = workerRetired
 	p.restarts[reason]++
 	restartsTotal.WithLabelValues(p.spec.Name, reason).Inc()
 	p.idle = slices.DeleteFunc(p.idle, func(s *channel) bool { return s.worker == w })
 	p.workers = without(p.workers, w)
 	if !graceful {
-		w.stopping = true
+		w.state = workerStopping
 		w.close()
 		return
 	}

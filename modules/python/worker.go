@@ -29,11 +29,24 @@ type worker struct {
 	limit      int64                        // max_requests (with jitter) before recycling; 0: none
 	lastUsed   time.Time                    // when a request last finished
 	rss        int64                        // resident memory in bytes, sampled by the monitor
-	recycling  bool                         // a replacement has been asked for
-	retired    bool                         // out of service: takes no new request
-	stopping   bool                         // its process is being stopped
-	exitReason string                       // why Hearth ended it (timeout, …); "" for a crash
+	state      workerState
+	exitReason string // why Hearth ended it (timeout, …); "" for a crash
 }
+
+// workerState is where a worker is in its life. It only moves forward,
+// except that a recycle whose replacement could not start puts the
+// worker back to serving.
+type workerState uint8
+
+const (
+	workerServing   workerState = iota // takes requests
+	workerRecycling                    // takes requests while its replacement starts
+	workerRetired                      // out of service: finishes its requests, takes no new one
+	workerStopping                     // out of service, its process being stopped
+)
+
+// retired reports whether the worker is out of service.
+func (w *worker) retired() bool { return w.state >= workerRetired }
 
 // channel is one request-at-a-time channel to a worker.
 type channel struct {
@@ -242,7 +255,7 @@ type requestStatus struct {
 func (w *worker) status(now time.Time) workerStatus {
 	state := "idle"
 	switch {
-	case w.retired:
+	case w.retired():
 		state = "retiring"
 	case w.busy > 0:
 		state = "busy"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 PEERS = {
     'hearth': 'Hearth (`{kind}`, 2 workers)',
+    'hearth-base': 'Hearth, base build (`BENCH_BASE_CADDY`: the A/B of a change)',
     'caddy-gunicorn': 'Caddy `reverse_proxy` → gunicorn (unix socket)',
     'gunicorn': 'gunicorn direct',
     'nginx-uwsgi': 'nginx `uwsgi_pass` → uWSGI (unix socket)',
@@ -24,6 +25,7 @@ PEERS = {
 }
 SHORT = {
     'hearth': 'Hearth',
+    'hearth-base': 'Hearth\n(base build)',
     'caddy-gunicorn': 'Caddy→gunicorn',
     'gunicorn': 'gunicorn',
     'nginx-uwsgi': 'nginx→uWSGI',
@@ -575,7 +577,7 @@ def chart(apps, peers, summary, data, ratio, out_png, quick):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(apps), figsize=(6.5 * len(apps), 5.2), squeeze=False)
-    colors = {'hearth': '#d9480f', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
+    colors = {'hearth': '#d9480f', 'hearth-base': '#ffa94d', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
               'nginx-uwsgi': '#2f9e44', 'caddy-uvicorn': '#7048e8', 'uvicorn': '#b197fc',
               'uvicorn-nodelay': '#d0bfff',
               'caddy-respond': '#adb5bd'}

@@ -15,6 +15,9 @@
 #   gunicorn        gunicorn sync workers, direct (no proxy)
 #   nginx-uwsgi     nginx (uwsgi_pass, uwsgi protocol) to uWSGI over a unix socket
 #   caddy-respond   bin/caddy `respond` with the same body, no backend: the ceiling
+#   hearth-base     (only when BENCH_BASE_CADDY names another build, e.g. of the
+#                   commit before a change) Hearth as above, run by that binary:
+#                   the A/B of a change, alternated with hearth in one run
 # Peers of the ASGI app (2 Python workers each):
 #   hearth          bin/caddy with `asgi <app> { workers 2 }`
 #   caddy-uvicorn   the same bin/caddy as a plain reverse_proxy to uvicorn
@@ -42,6 +45,8 @@
 #   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
 #   be under BENCH_QUIET_BUSY=10 % busy with other jobs; 0 disables the wait)
 #   HEARTH_CADDY=bin/caddy  BENCH_RESULTS=results.md  BENCH_CHART=results.png
+#   BENCH_BASE_CADDY (a build to compare against, as the peer hearth-base; e.g.
+#   BENCH_PEERS="hearth hearth-base" BENCH_APPS="hello django" for the A/B of a change)
 # A quick run: BENCH_DURATION=2s BENCH_WARMUP=1s BENCH_ROUNDS=1 tests/bench/run.sh
 set -euo pipefail
 
@@ -235,11 +240,11 @@ $4
 EOF
 }
 
-start_caddy() { # dir site-body → PID PORT
+start_caddy() { # dir site-body [binary] → PID PORT
 	local dir=$1
 	PORT=$(freeport)
 	caddy_config "$dir/Caddyfile" "$(freeport)" "$PORT" "$2"
-	start "$dir/caddy.log" "$CADDY" run --config "$dir/Caddyfile" --adapter caddyfile
+	start "$dir/caddy.log" "${3:-$CADDY}" run --config "$dir/Caddyfile" --adapter caddyfile
 }
 
 start_gunicorn() { # dir bind → PID
@@ -308,16 +313,20 @@ start_peer() {
 	local peer=$2 dir=$3 sock
 	PEER_PIDS=()
 	case $APP_KIND:$peer in
-	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:caddy-respond) ;;
+	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:hearth-base | *:caddy-respond) ;;
 	*) die "peer $peer does not serve $APP_KIND apps like $1" ;;
 	esac
 	case $peer in
-	hearth)
+	hearth | hearth-base)
+		local binary=$CADDY
+		if [ "$peer" = hearth-base ]; then
+			binary=${BENCH_BASE_CADDY:?hearth-base runs the build BENCH_BASE_CADDY names}
+		fi
 		start_caddy "$dir" "	$APP_KIND $APP_MODULE {
 		dir $APP_DIR
 		python $PY
 		workers $WORKERS
-	}"
+	}" "$binary"
 		PEER_PIDS+=("$PID")
 		;;
 	caddy-respond)
@@ -364,7 +373,7 @@ start_peer() {
 		start_uvicorn "$dir" nodelay --host 127.0.0.1 --port "$PORT"
 		PEER_PIDS+=("$PID")
 		;;
-	*) die "unknown peer $peer (known: hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
+	*) die "unknown peer $peer (known: hearth hearth-base caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
 	esac
 	URL=http://127.0.0.1:$PORT/
 }
