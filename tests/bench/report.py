@@ -378,9 +378,27 @@ def main(run_dir, out_md, out_png):
                  'round(s)), not the default 10s × 3 rounds: treat the numbers as rough.')
     L.append('')
 
+    ab = any(peer == 'hearth-base' for _, peer in summary)
+    if ab:  # the A/B of a change: the two builds, not the targets against the peers
+        L.append('## A/B: this build against the base build')
+        L.append('')
+        L.append(f"Base build: `{settings.get('base_orig', '?')}` (sha256 {settings.get('base_sha256', '?')}…, "
+                 f"built {settings.get('base_built', '?')}); this build: commit {settings.get('commit', '?')}. "
+                 'Both ran alternately in every round; the ratio is of medians.')
+        L.append('')
+        rows = []
+        for app in apps:
+            h, b = summary.get((app, 'hearth')), summary.get((app, 'hearth-base'))
+            rows.append([app, fmt_rps(h and h['rps']), fmt_rps(b and b['rps']), or_dash(ratio(app, 'hearth-base'), '{:.3f}×'),
+                         ' / '.join(fmt_rps(v) for v in (h or {}).get('rounds', [])),
+                         ' / '.join(fmt_rps(v) for v in (b or {}).get('rounds', []))])
+        L.extend(table(['app', 'this build req/s', 'base req/s', 'this ÷ base', 'this build per round', 'base per round'],
+                       'lrrrll', rows))
+
     # --- targets
-    L.append('## Targets')
-    L.append('')
+    if not ab:
+        L.append('## Targets')
+        L.append('')
     rows, all_met = [], True
     for peer, goal, target_apps in TARGETS:
         for app in target_apps:
@@ -394,11 +412,12 @@ def main(run_dir, out_md, out_png):
                 verdict, all_met = '**NOT met**', False
             rows.append([f'Hearth ≥ {goal:.1f}× {SHORT[peer]}', app, fmt_rps(h and h['rps']),
                          fmt_rps(p and p['rps']), or_dash(r, '{:.2f}×'), verdict])
-    L.extend(table(['target', 'app', 'Hearth req/s', 'peer req/s', 'ratio', 'result'], 'llrrrl', rows))
-    L.append('')
-    L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
+    if not ab:
+        L.extend(table(['target', 'app', 'Hearth req/s', 'peer req/s', 'ratio', 'result'], 'llrrrl', rows))
+        L.append('')
+        L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
     analysis = Path(__file__).with_name('analysis.md')
-    if analysis.exists():  # the profile of where the time goes, written by hand
+    if analysis.exists() and not ab:  # the profile of where the time goes, written by hand
         L.append('')
         L.append(analysis.read_text().rstrip())
     L.append('')

@@ -45,8 +45,9 @@
 #   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
 #   be under BENCH_QUIET_BUSY=10 % busy with other jobs; 0 disables the wait)
 #   HEARTH_CADDY=bin/caddy  BENCH_RESULTS=results.md  BENCH_CHART=results.png
-#   BENCH_BASE_CADDY (a build to compare against, as the peer hearth-base; e.g.
-#   BENCH_PEERS="hearth hearth-base" BENCH_APPS="hello django" for the A/B of a change)
+#   BENCH_BASE_CADDY (a build to compare against: the peer hearth-base joins every
+#   app's peers; BENCH_PEERS="hearth hearth-base" BENCH_APPS="hello django" is the
+#   A/B of a change)
 # A quick run: BENCH_DURATION=2s BENCH_WARMUP=1s BENCH_ROUNDS=1 tests/bench/run.sh
 set -euo pipefail
 
@@ -66,8 +67,9 @@ THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-2}
 read -r -a APPS <<<"${BENCH_APPS:-hello django asgi}"
-read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
-read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
+BASE_PEER=${BENCH_BASE_CADDY:+hearth-base}
+read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
+read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 OUT_MD=${BENCH_RESULTS:-$HERE/results.md}
 OUT_PNG=${BENCH_CHART:-$HERE/results.png}
@@ -105,6 +107,11 @@ export XDG_CONFIG_HOME=$RUN/xdg/config XDG_DATA_HOME=$RUN/xdg/data
 CADDY_BUILT=$(date -u -r "$CADDY" '+%Y-%m-%d %H:%M:%S UTC')
 cp "$CADDY" "$RUN/caddy"
 CADDY_ORIG=$CADDY CADDY=$RUN/caddy
+if [ -n "${BENCH_BASE_CADDY:-}" ]; then # the base build, also named caddy (the CPU tables go by name)
+	mkdir -p "$RUN/base"
+	cp "$BENCH_BASE_CADDY" "$RUN/base/caddy"
+	BASE_ORIG=$BENCH_BASE_CADDY BENCH_BASE_CADDY=$RUN/base/caddy
+fi
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$ROOT" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT + uncommitted changes"
 
@@ -441,6 +448,10 @@ measure() { # round position app peer
 	printf 'caddy_orig\t%s\ncaddy_built\t%s\ncaddy_sha256\t%s\ncaddy_version\t%s\ncommit\t%s\n' \
 		"$CADDY_ORIG" "$CADDY_BUILT" "$(sha256sum "$CADDY" | cut -c1-16)" \
 		"$("$CADDY" version 2>&1 | head -n 1 | cut -d' ' -f1)" "$COMMIT"
+	if [ -n "${BENCH_BASE_CADDY:-}" ]; then
+		printf 'base_orig\t%s\nbase_sha256\t%s\nbase_built\t%s\n' "$BASE_ORIG" \
+			"$(sha256sum "$BENCH_BASE_CADDY" | cut -c1-16)" "$(date -u -r "$BASE_ORIG" '+%Y-%m-%d %H:%M:%S UTC')"
+	fi
 	printf 'started\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 	printf 'loadavg_before\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RUN/settings.tsv"

@@ -1,0 +1,153 @@
+package python
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+// The dispatcher's decisions, on tiny fakes: workers and channels without
+// processes or sockets (the decisions never touch them).
+
+// fakeWorkers makes workers named by spec entries "<busy>[r]" (r: being
+// recycled), each with one idle channel, listed in idle order.
+func fakeWorkers(specs ...string) ([]*worker, []*channel) {
+	var workers []*worker
+	var idle []*channel
+	for _, spec := range specs {
+		w := &worker{}
+		if strings.HasSuffix(spec, "r") {
+			w.state = workerRecycling
+			spec = strings.TrimSuffix(spec, "r")
+		}
+		fmt.Sscan(spec, &w.busy)
+		c := &channel{worker: w}
+		w.channels = []*channel{c}
+		workers = append(workers, w)
+		idle = append(idle, c)
+	}
+	return workers, idle
+}
+
+func TestTakeIdle(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		threads int
+		idle    []string // idle channels' workers, oldest first
+		want    int      // index in idle of the channel taken; -1: none
+	}{
+		{"none idle", 1, nil, -1},
+		{"one thread: the most recently used", 1, []string{"0", "0", "0"}, 2},
+		{"one thread: not one being recycled while another is free", 1, []string{"0", "0", "0r"}, 1},
+		{"one thread: one being recycled when nothing else is free", 1, []string{"0r"}, 0},
+		{"threads: the least busy worker", 4, []string{"2", "0", "1"}, 1},
+		{"threads: ties go to the most recently used", 4, []string{"1", "1", "1"}, 2},
+		{"threads: a busier worker rather than one being recycled", 4, []string{"3", "0r", "2"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, idle := fakeWorkers(tc.idle...)
+			p := &Pool{spec: &poolSpec{Threads: tc.threads}, idle: slices.Clone(idle)}
+			got := p.takeIdleLocked("/x")
+			if tc.want < 0 {
+				if got != nil {
+					t.Fatalf("took a channel from an empty idle list")
+				}
+				return
+			}
+			if got != idle[tc.want] {
+				t.Fatalf("took channel %d, want %d", slices.Index(idle, got), tc.want)
+			}
+			if slices.Contains(p.idle, got) || len(p.idle) != len(idle)-1 {
+				t.Errorf("the channel taken is still idle, or another left: %d idle", len(p.idle))
+			}
+			if got.path != "/x" || p.busyChannels != 1 {
+				t.Errorf("the channel taken is not occupied: path %q, busy channels %d", got.path, p.busyChannels)
+			}
+		})
+	}
+}
+
+// queued makes waiters with frames of the given sizes (0: no frames, i.e.
+// a body that is streamed, which cannot be pipelined).
+func queued(sizes ...int) []*waiter {
+	var ws []*waiter
+	for i, size := range sizes {
+		w := &waiter{ch: make(chan *channel, 1), path: fmt.Sprintf("/w%d", i)}
+		if size > 0 {
+			w.frames = make([]byte, size)
+		}
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+func TestPipelineDecisions(t *testing.T) {
+	const mean = 250 * time.Microsecond // a depth of 8 (TestPipelineDepthFollowsMeanRequestTime)
+	for _, tc := range []struct {
+		name     string
+		state    workerState
+		already  []int // sizes of requests already pipelined on the channel
+		waiting  []int // sizes of the waiting requests, oldest first
+		wantMove int   // how many waiters move onto the channel
+	}{
+		{"small waiting requests move, up to the depth", workerServing, nil, []int{100, 100, 100, 100, 100, 100, 100, 100, 100, 100}, 8},
+		{"fewer than the depth: all of them", workerServing, nil, []int{100, 100, 100}, 3},
+		{"in order, stopping at one that cannot be pipelined", workerServing, nil, []int{100, 0, 100}, 1},
+		{"a large request is never pipelined", workerServing, nil, []int{pipelineMaxFrames + 1, 100}, 0},
+		{"at most pipelineMaxBytes on one channel", workerServing, nil, []int{pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames}, 4},
+		{"topped up when two places are free", workerServing, []int{100, 100, 100, 100, 100, 100}, []int{100, 100, 100}, 2},
+		{"not topped up for one place", workerServing, []int{100, 100, 100, 100, 100, 100, 100}, []int{100, 100}, 0},
+		{"never on a worker being recycled", workerRecycling, nil, []int{100, 100}, 0},
+		{"never on a retired worker", workerRetired, nil, []int{100, 100}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &worker{state: tc.state}
+			c := &channel{worker: w}
+			for _, r := range queued(tc.already...) {
+				c.queued = append(c.queued, r)
+				c.queuedBytes += len(r.frames)
+			}
+			waiting := queued(tc.waiting...)
+			p := &Pool{spec: &poolSpec{Kind: "wsgi", Pipeline: "auto"}, meanDuration: mean, waiters: slices.Clone(waiting)}
+			moved := p.pipelineLocked(c)
+			if !slices.Equal(moved, waiting[:tc.wantMove]) {
+				t.Fatalf("moved %d waiters, want the first %d", len(moved), tc.wantMove)
+			}
+			if !slices.Equal(p.waiters, waiting[tc.wantMove:]) {
+				t.Errorf("%d left waiting, want %d, in order", len(p.waiters), len(waiting)-tc.wantMove)
+			}
+			if p.pipelined != tc.wantMove || len(c.queued) != len(tc.already)+tc.wantMove {
+				t.Errorf("counted %d pipelined, %d queued on the channel", p.pipelined, len(c.queued))
+			}
+		})
+	}
+}
+
+func TestGive(t *testing.T) {
+	for _, tc := range []struct {
+		state   supervisor.State
+		waiting int
+		toFirst bool // the channel goes to the longest-waiting request; else it idles
+	}{
+		{supervisor.Running, 2, true},
+		{supervisor.Draining, 1, true},
+		{supervisor.Running, 0, false},
+		{supervisor.Stopped, 2, false},
+	} {
+		_, idle := fakeWorkers("0")
+		waiting := queued(make([]int, tc.waiting)...)
+		p := &Pool{spec: &poolSpec{Threads: 1}, state: tc.state, waiters: slices.Clone(waiting)}
+		got := p.giveLocked(idle[0])
+		if tc.toFirst {
+			if got != waiting[0] || len(p.waiters) != tc.waiting-1 || len(p.idle) != 0 || idle[0].path != waiting[0].path {
+				t.Errorf("%s, %d waiting: gave to %v, %d left waiting, %d idle", tc.state, tc.waiting, got, len(p.waiters), len(p.idle))
+			}
+		} else if got != nil || len(p.idle) != 1 || len(p.waiters) != tc.waiting {
+			t.Errorf("%s, %d waiting: gave to %v, want the channel idle and the queue untouched", tc.state, tc.waiting, got)
+		}
+	}
+}
