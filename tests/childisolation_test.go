@@ -14,7 +14,7 @@ import (
 	"testing"
 )
 
-// What every child Hearth starts (workers, a preload template and the
+// What every child Hearth starts (workers, a preload fork server and the
 // workers it forks, before_start commands, the pre-launch check, process
 // upstreams) gets from Caddy: a clean environment, a defined umask, and
 // no file descriptor Caddy inherited. tests/apps/childprobe.py reports
@@ -238,7 +238,7 @@ http://127.0.0.1:%d {
 }
 
 // TestWorkerIsolationUmask: workers (spawned, or forked from a preload
-// template), before_start and process upstreams get the documented
+// fork server), before_start and process upstreams get the documented
 // default umask 0027, or the `umask` option's; Caddy's own is untouched.
 func TestWorkerIsolationUmask(t *testing.T) {
 	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
@@ -289,8 +289,8 @@ http://127.0.0.1:%d {
 		t.Errorf("Caddy's own umask changed: %s, it was started with %s", got, mine)
 	}
 	strict := childApp(t, c, "umask_strict")
-	if strict.TemplatePid == 0 {
-		t.Fatalf("umask_strict has no template")
+	if strict.ForkServerPid == 0 {
+		t.Fatalf("umask_strict has no fork server")
 	}
 	for _, tc := range []struct {
 		who  string
@@ -298,8 +298,8 @@ http://127.0.0.1:%d {
 		want string
 	}{
 		{"the worker", childApp(t, c, "umask_default").Workers[0].Pid, "0027"},
-		{"the worker forked from the template", strict.Workers[0].Pid, "0077"},
-		{"the template", strict.TemplatePid, "0077"},
+		{"the worker forked from the fork server", strict.Workers[0].Pid, "0077"},
+		{"the fork server", strict.ForkServerPid, "0077"},
 		{"the process upstream", childApp(t, c, "umask_proc_default").Workers[0].Pid, "0027"},
 		{"the process upstream with umask 0002", childApp(t, c, "umask_proc_group").Workers[0].Pid, "0002"},
 	} {
@@ -324,7 +324,7 @@ http://127.0.0.1:%d {
 // TestWorkerIsolationFileDescriptors: a descriptor Caddy inherited
 // without close-on-exec (a file, and a listening socket Caddy itself
 // serves on through `bind fd/4`) reaches no child: a worker holds 0-2 and
-// its channel, a preload worker and its template the same, before_start
+// its channel, a preload worker and its fork server the same, before_start
 // 0-2, a process upstream 0-2 and its own sockets, and a subprocess of
 // the app no channel. Caddy keeps both and serves on the socket.
 func TestWorkerIsolationFileDescriptors(t *testing.T) {
@@ -424,7 +424,7 @@ http://127.0.0.1:%d {
 	}
 	preload := childApp(t, c, "fd_preload")
 	check("the forked worker", childFds(t, preload.Workers[0].Pid), 1)
-	check("the template", childFds(t, preload.TemplatePid), 1)
+	check("the fork server", childFds(t, preload.ForkServerPid), 1)
 	check("before_start", childRead(t, filepath.Join(c.dir, "fds.json")).Fds, 0)
 	check("the process upstream", childFds(t, childApp(t, c, "fd_proc").Workers[0].Pid), -1) // its listener and connections
 	// the worker's own view agrees; a subprocess of the app that takes

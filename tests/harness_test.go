@@ -230,7 +230,7 @@ type appStatus struct {
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until"`
 	LastError           string         `json:"last_error"`
-	TemplatePid         int            `json:"template_pid"`
+	ForkServerPid       int            `json:"fork_server_pid"`
 	Guard               string         `json:"guard"`
 	Findings            []struct {
 		ID       string `json:"id"`
@@ -259,8 +259,8 @@ func (c *caddyProc) apps() ([]appStatus, error) {
 		for _, w := range a.Workers {
 			c.seenPID[w.Pid] = true
 		}
-		if a.TemplatePid > 0 {
-			c.seenPID[a.TemplatePid] = true
+		if a.ForkServerPid > 0 {
+			c.seenPID[a.ForkServerPid] = true
 		}
 	}
 	return body.Apps, nil

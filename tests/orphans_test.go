@@ -10,7 +10,7 @@ import (
 
 // TestNothingOutlivesCaddy: when Caddy is SIGKILLed, every process it
 // started and everything those started are gone within 5 s: a pool's
-// workers, a preloading template and the workers it forked, a process
+// workers, a preloading fork server and the workers it forked, a process
 // upstream started through a shell together with the shell's children,
 // one in a session of its own, and a daemon that forked twice. (A panic
 // ends Caddy the same way; modules/supervisor's TestNothingOutlivesItsCaddy
@@ -36,7 +36,7 @@ func TestNothingOutlivesCaddy(t *testing.T) {
 			case strings.Contains(cl, "http.server"):
 				n["http.server"]++
 			case strings.Contains(cl, "hearth_worker"):
-				n["worker"]++ // workers, templates and the forked workers alike
+				n["worker"]++ // workers, fork servers and the forked workers alike
 			}
 		}
 		return n

@@ -28,7 +28,7 @@ func preloadGet(t *testing.T, url string) preloadReply {
 	return r
 }
 
-func TestPreloadForksFromTemplate(t *testing.T) {
+func TestPreloadForksFromForkServer(t *testing.T) {
 	dir := t.TempDir()
 	source, err := os.ReadFile(repoPath("tests", "apps", "preloaded.py"))
 	if err != nil {
@@ -37,27 +37,27 @@ func TestPreloadForksFromTemplate(t *testing.T) {
 	writeFile(t, dir+"/preloaded.py", string(source))
 	config, url := appSite(t, "wsgi", "preloaded:application", dir, "workers 2\n\t\tpreload")
 	c := startCaddy(t, config)
-	templatePid := func() int {
+	forkServerPid := func() int {
 		var pid int
-		waitFor(t, 10*time.Second, "a template pid in status", func() bool {
+		waitFor(t, 10*time.Second, "a fork server pid in status", func() bool {
 			apps, err := c.apps()
 			if err != nil {
 				return false
 			}
-			pid = apps[0].TemplatePid
+			pid = apps[0].ForkServerPid
 			return pid > 0
 		})
 		c.seenPID[pid] = true
 		return pid
 	}
-	tpl := templatePid()
+	tpl := forkServerPid()
 	workers := c.workerPIDs()
 	seen := map[int]bool{}
 	for i := 0; i < 10; i++ {
 		r := preloadGet(t, url)
 		seen[r.Pid] = true
 		if r.ImportedIn != tpl || r.Ppid != tpl {
-			t.Fatalf("worker %d: imported in %d, parent %d; want both the template %d", r.Pid, r.ImportedIn, r.Ppid, tpl)
+			t.Fatalf("worker %d: imported in %d, parent %d; want both the fork server %d", r.Pid, r.ImportedIn, r.Ppid, tpl)
 		}
 		if r.Pgid != r.Pid {
 			t.Errorf("worker %d is in process group %d, not its own", r.Pid, r.Pgid)
@@ -73,23 +73,23 @@ func TestPreloadForksFromTemplate(t *testing.T) {
 		return len(p) == 2 && !contains(p, workers[0])
 	})
 	if r := preloadGet(t, url); r.ImportedIn != tpl {
-		t.Errorf("replacement not forked from the template: %+v", r)
+		t.Errorf("replacement not forked from the fork server: %+v", r)
 	}
-	// a restart loads the new code in a new template
+	// a restart loads the new code in a new fork server
 	writeFile(t, dir+"/preloaded.py", string(source)+"\nVERSION = 2\n")
 	if code, body := adminPost(t, c, "/hearth/apps/preloaded/restart", ""); code != 200 {
 		t.Fatalf("restart: %d %s", code, body)
 	}
-	newTpl := templatePid()
+	newTpl := forkServerPid()
 	if newTpl == tpl {
-		t.Fatal("restart kept the old template")
+		t.Fatal("restart kept the old fork server")
 	}
 	if !waitGone(tpl, 10*time.Second) {
-		t.Errorf("old template %d still running after the restart", tpl)
+		t.Errorf("old fork server %d still running after the restart", tpl)
 	}
 	for i := 0; i < 4; i++ {
 		if r := preloadGet(t, url); r.Version != 2 || r.ImportedIn != newTpl {
-			t.Errorf("after restart: %+v, want version 2 from template %d", r, newTpl)
+			t.Errorf("after restart: %+v, want version 2 from fork server %d", r, newTpl)
 		}
 	}
 }
@@ -101,7 +101,7 @@ func TestPreloadDiesWithCaddy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids := append(c.workerPIDs(), apps[0].TemplatePid)
+	pids := append(c.workerPIDs(), apps[0].ForkServerPid)
 	c.cmd.Process.Kill()
 	c.waitExit(10 * time.Second)
 	for _, pid := range pids {

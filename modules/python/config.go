@@ -111,12 +111,12 @@ type PoolConfig struct {
 	// 10% jitter). Default: 0 (never).
 	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
 
-	// Preload imports the app once in a template process and forks the
+	// Preload imports the app once in a fork server process and forks the
 	// workers from it: they share its memory copy-on-write and start fast
 	// (scale-up, recycling). The trade-off: whatever the app did at import
 	// time is shared by every worker (a database connection or a thread
 	// opened at import breaks under fork), and recycled workers run the
-	// code the template loaded; a restart loads a new template.
+	// code the fork server loaded; a restart loads a new fork server.
 	// Default: off.
 	Preload bool `json:"preload,omitempty"`
 

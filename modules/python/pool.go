@@ -32,8 +32,8 @@ type Pool struct {
 	queueWait   prometheus.Observer
 	duration    prometheus.Observer
 
-	templateMu sync.Mutex // serializes template (re)starts
-	template   *template  // preload mode: the process workers are forked from (guarded by mu)
+	forkServerMu sync.Mutex  // serializes fork server (re)starts
+	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
 
 	startOnce sync.Once
 	startErr  error
@@ -158,8 +158,8 @@ func (p *Pool) start() error {
 		return err
 	}
 	if p.spec.Preload {
-		if _, err := p.liveTemplate(); err != nil {
-			return fmt.Errorf("starting the preload template: %w", err)
+		if _, err := p.liveForkServer(); err != nil {
+			return fmt.Errorf("starting the preload fork server: %w", err)
 		}
 	}
 	workers := make([]*worker, p.spec.Workers)
@@ -315,8 +315,8 @@ func (p *Pool) drainAndStop() {
 		})
 	}
 	wg.Wait()
-	if p.template != nil {
-		p.template.stop()
+	if p.forkServer != nil {
+		p.forkServer.stop()
 	}
 	if len(workers) > 0 {
 		p.logger.Info("worker pool stopped", zap.Int("workers", len(workers)))
@@ -357,7 +357,7 @@ type poolStatus struct {
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
 	LastError           string         `json:"last_error,omitempty"`
-	TemplatePid         int            `json:"template_pid,omitempty"`
+	ForkServerPid       int            `json:"fork_server_pid,omitempty"`
 	Guard               string         `json:"guard"`
 	Findings            []Finding      `json:"findings"`
 }
@@ -379,8 +379,8 @@ func (p *Pool) Status() any {
 	for _, w := range p.retiring {
 		st.Workers = append(st.Workers, w.status(now))
 	}
-	if p.template != nil {
-		st.TemplatePid = p.template.proc.Pid()
+	if p.forkServer != nil {
+		st.ForkServerPid = p.forkServer.proc.Pid()
 	}
 	if p.spec.kind() == "wsgi" {
 		st.Pipeline = p.spec.Pipeline

@@ -334,8 +334,8 @@ func (p *Pool) Restart() error {
 	replicas := slices.Clone(p.replicas)
 	p.mu.Unlock()
 	if p.spec.Preload {
-		// load the new code once, in a new template, before any worker
-		old, err := p.replaceTemplate()
+		// load the new code once, in a new fork server, before any worker
+		old, err := p.replaceForkServer()
 		if err != nil {
 			return fmt.Errorf("restarting app %s: %w", p.spec.Name, err)
 		}

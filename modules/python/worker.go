@@ -84,7 +84,7 @@ func (e *startupError) Error() string {
 }
 
 // spawnWorker launches one worker process (or, with preload, has the
-// template fork one) and waits until it has the app loaded and has greeted
+// fork server fork one) and waits until it has the app loaded and has greeted
 // every channel.
 func (p *Pool) spawnWorker() (_ *worker, err error) {
 	defer panics.Recover(p.logger, "starting a worker", &err)

@@ -62,11 +62,11 @@ def main():
         from hearth_runtime.asgi import AsgiWorker
         asyncio.run(AsgiWorker(app, name, lifespan).run(sockets))
         return
-    if mode == 'template':
+    if mode == 'fork_server':
         hello = str(os.getpid()).encode()
         sockets[0].sendall(_pack(len(hello), HELLO, 0, 0) + hello)
-        from hearth_runtime.forkserver import serve_as_template
-        serve_as_template(app, name, sockets[0])
+        from hearth_runtime.forkserver import serve_as_fork_server
+        serve_as_fork_server(app, name, sockets[0])
     else:
         serve_forever(app, name, sockets)
 

@@ -1,6 +1,5 @@
 """The fork server of `preload`: a process that imported the app once and
-forks a worker for each fork request from Caddy (Go calls it the
-template)."""
+forks a worker for each fork request from Caddy (Go: forkserver.go)."""
 
 import os
 import signal
@@ -17,7 +16,7 @@ _unpack = HEADER.unpack
 
 
 def set_parent_death_signal():
-    """Die with the parent (the template), like Caddy's own children."""
+    """Die with the parent (the fork server), like Caddy's own children."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -26,7 +25,7 @@ def set_parent_death_signal():
         pass
 
 
-def serve_as_template(app, name, control):
+def serve_as_fork_server(app, name, control):
     """Preload mode: the app is imported; fork a worker for each request
     from Caddy. A fork request carries the worker's channel sockets and its
     stdout and stderr pipes as SCM_RIGHTS file descriptors."""
@@ -37,23 +36,23 @@ def serve_as_template(app, name, control):
         try:
             data, fds, _, _ = socket.recv_fds(control, HEADER_SIZE, 64)
         except OSError as exc:
-            sys.stderr.write('hearth template %d: control channel failed: %s\n' % (os.getpid(), exc))
+            sys.stderr.write('hearth fork server %d: control channel failed: %s\n' % (os.getpid(), exc))
             os._exit(3)
         if not data:
             return  # Caddy closed the channel: the pool stopped
         if len(data) != HEADER_SIZE or _unpack(data)[1] != FORK or len(fds) < 3:
-            sys.stderr.write('hearth template %d: protocol error from Caddy: bad fork request; exiting\n' % os.getpid())
+            sys.stderr.write('hearth fork server %d: protocol error from Caddy: bad fork request; exiting\n' % os.getpid())
             os._exit(3)
         channel_fds, out_fd, err_fd = fds[:-2], fds[-2], fds[-1]
-        template_pid = os.getpid()
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
                 control.close()
                 os.setpgid(0, 0)
                 set_parent_death_signal()
-                if os.getppid() != template_pid:
-                    os._exit(1)  # the template died while we forked
+                if os.getppid() != server_pid:
+                    os._exit(1)  # the fork server died while we forked
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the app may run subprocesses
                 os.dup2(out_fd, 1)
                 os.dup2(err_fd, 2)

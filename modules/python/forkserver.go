@@ -17,43 +17,43 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
-// template is the process of a `preload` pool: it imported the app once and
+// forkServer is the process of a `preload` pool: it imported the app once and
 // forks workers on request; they share its memory copy-on-write and start
 // without importing anything.
-type template struct {
+type forkServer struct {
 	proc    *supervisor.Process
 	control *net.UnixConn
 	frames  *protocol.Reader
 	mu      sync.Mutex // one fork request at a time
 }
 
-// forkTimeout bounds a fork request to the template.
+// forkTimeout bounds a fork request to the fork server.
 const forkTimeout = 10 * time.Second
 
-// startTemplate launches a template and waits until it has imported the app.
-func (p *Pool) startTemplate() (*template, error) {
+// startForkServer launches a fork server and waits until it has imported the app.
+func (p *Pool) startForkServer() (*forkServer, error) {
 	conn, peer, err := socketPair()
 	if err != nil {
-		return nil, fmt.Errorf("creating the template channel: %w", err)
+		return nil, fmt.Errorf("creating the fork server channel: %w", err)
 	}
-	proc, err := p.startRuntime(p.command([]*os.File{peer}, "HEARTH_MODE=template"), p.logger.With(zap.String("role", "template")))
+	proc, err := p.startRuntime(p.command([]*os.File{peer}, "HEARTH_MODE=fork_server"), p.logger.With(zap.String("role", "fork-server")))
 	peer.Close()
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	t := &template{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(bufio.NewReader(conn))}
+	t := &forkServer{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(bufio.NewReader(conn))}
 	if err := p.awaitHello(proc, []*channel{{conn: conn, frames: t.frames}}); err != nil {
 		t.stop()
 		return nil, err
 	}
-	p.logger.Info("template loaded the app; workers will be forked from it", zap.Int("pid", proc.Pid()))
+	p.logger.Info("fork server loaded the app; workers will be forked from it", zap.Int("pid", proc.Pid()))
 	return t, nil
 }
 
-// fork asks the template for a worker with the given channel ends and
+// fork asks the fork server for a worker with the given channel ends and
 // output pipes, and returns its pid.
-func (t *template) fork(files []*os.File) (int, error) {
+func (t *forkServer) fork(files []*os.File) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	fds := make([]int, len(files))
@@ -62,69 +62,69 @@ func (t *template) fork(files []*os.File) (int, error) {
 	}
 	request := protocol.AppendFrame(nil, protocol.Fork, 0, 0, nil)
 	if _, _, err := t.control.WriteMsgUnix(request, unix.UnixRights(fds...), nil); err != nil {
-		return 0, fmt.Errorf("asking the template for a worker: %w", err)
+		return 0, fmt.Errorf("asking the fork server for a worker: %w", err)
 	}
 	_ = t.control.SetReadDeadline(time.Now().Add(forkTimeout))
 	h, payload, err := t.frames.Next()
 	_ = t.control.SetReadDeadline(time.Time{})
 	if err != nil {
-		return 0, fmt.Errorf("the template did not answer a fork request: %w", err)
+		return 0, fmt.Errorf("the fork server did not answer a fork request: %w", err)
 	}
 	pid, perr := strconv.Atoi(string(payload))
 	if h.Type != protocol.Fork || perr != nil {
-		return 0, fmt.Errorf("the template sent a %s frame instead of a worker pid", h.Type)
+		return 0, fmt.Errorf("the fork server sent a %s frame instead of a worker pid", h.Type)
 	}
 	return pid, nil
 }
 
-func (t *template) stop() {
+func (t *forkServer) stop() {
 	t.control.Close()
 	t.proc.Stop(syscall.SIGTERM, 5*time.Second)
 }
 
-// liveTemplate returns the pool's template, starting a new one if there is
+// liveForkServer returns the pool's fork server, starting a new one if there is
 // none or it died.
-func (p *Pool) liveTemplate() (*template, error) {
-	p.templateMu.Lock()
-	defer p.templateMu.Unlock()
+func (p *Pool) liveForkServer() (*forkServer, error) {
+	p.forkServerMu.Lock()
+	defer p.forkServerMu.Unlock()
 	p.mu.Lock()
-	t := p.template
+	t := p.forkServer
 	p.mu.Unlock()
 	if t != nil && !t.proc.Exited() {
 		return t, nil
 	}
 	if t != nil {
-		p.logger.Error("the template exited; starting a new one", zap.Int("pid", t.proc.Pid()), zap.String("exit", t.proc.ExitDescription()))
+		p.logger.Error("the fork server exited; starting a new one", zap.Int("pid", t.proc.Pid()), zap.String("exit", t.proc.ExitDescription()))
 	}
-	t, err := p.startTemplate()
+	t, err := p.startForkServer()
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
-	p.template = t
+	p.forkServer = t
 	p.mu.Unlock()
 	return t, nil
 }
 
-// replaceTemplate loads the app anew in a new template (for a restart) and
+// replaceForkServer loads the app anew in a new fork server (for a restart) and
 // returns the old one, to be stopped once its workers are replaced.
-func (p *Pool) replaceTemplate() (*template, error) {
-	p.templateMu.Lock()
-	defer p.templateMu.Unlock()
-	t, err := p.startTemplate()
+func (p *Pool) replaceForkServer() (*forkServer, error) {
+	p.forkServerMu.Lock()
+	defer p.forkServerMu.Unlock()
+	t, err := p.startForkServer()
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
-	old := p.template
-	p.template = t
+	old := p.forkServer
+	p.forkServer = t
 	p.mu.Unlock()
 	return old, nil
 }
 
-// forkWorker has the template fork a worker holding the given channel ends.
+// forkWorker has the fork server fork a worker holding the given channel ends.
 func (p *Pool) forkWorker(channels []*os.File) (*supervisor.Process, error) {
-	t, err := p.liveTemplate()
+	t, err := p.liveForkServer()
 	if err != nil {
 		return nil, err
 	}
