@@ -116,6 +116,13 @@ func (g *Group) start() error {
 		return err
 	}
 	g.mu.Lock()
+	if g.state != supervisor.Starting { // stopped while starting
+		g.mu.Unlock()
+		for _, in := range launched {
+			in.stop(g.spec)
+		}
+		return fmt.Errorf("%s stopped while starting", g.spec.Name)
+	}
 	g.state = supervisor.Running
 	g.instances = launched
 	g.publishLocked()
@@ -254,25 +261,16 @@ func (g *Group) hooks() *supervisor.Hooks[*instance] {
 		Start: g.launch,
 		Adopt: g.adopt,
 		Exited: func(in *instance) string {
-			g.mu.Lock()
-			g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
-			g.restarts["crash"]++
-			g.publishLocked()
-			g.mu.Unlock()
+			g.takeOut(in, "crash")
 			g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
 			return "crash"
 		},
 		Leave: func(in *instance) {
-			g.mu.Lock()
-			g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
-			g.publishLocked()
-			g.mu.Unlock()
+			g.takeOut(in, "")
 			go in.stop(g.spec)
 		},
 		Failed: func(old *instance, reason string, err error, retryIn time.Duration) {
-			g.mu.Lock()
-			g.lastError = err.Error()
-			g.mu.Unlock()
+			g.setLastError(err)
 			if old != nil {
 				g.logger.Error("could not start a replacement; the old process keeps serving", zap.String("reason", reason), zap.Int("pid", old.proc.Pid()), zap.Error(err))
 			} else {
@@ -282,23 +280,52 @@ func (g *Group) hooks() *supervisor.Hooks[*instance] {
 	}
 }
 
-// adopt puts next into service and, if old is set, stops old (after
-// stop_signal, up to stop_timeout). It returns false (and stops next) if
-// the group is stopping.
-func (g *Group) adopt(_ *supervisor.Replica[*instance], next, old *instance, reason string) bool {
+// putInService adds next to the instances in service (taking old out, if
+// set) unless the group is stopping.
+func (g *Group) putInService(next, old *instance, reason string) bool {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.state != supervisor.Running && g.state != supervisor.Draining {
-		g.mu.Unlock()
-		next.stop(g.spec)
 		return false
 	}
 	g.instances = append(g.instances, next)
-	if old != nil {
+	if old != nil && slices.Contains(g.instances, old) {
 		g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == old })
 		g.restarts[reason]++
 	}
 	g.publishLocked()
-	g.mu.Unlock()
+	return true
+}
+
+// takeOut takes in out of service, counting reason (if set) once: a step
+// run again after a panic does not count it twice.
+func (g *Group) takeOut(in *instance, reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !slices.Contains(g.instances, in) {
+		return
+	}
+	g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
+	if reason != "" {
+		g.restarts[reason]++
+	}
+	g.publishLocked()
+}
+
+func (g *Group) setLastError(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lastError = err.Error()
+}
+
+// adopt puts next into service and, if old is set, stops old (after
+// stop_signal, up to stop_timeout). It returns false (and stops next) if
+// the group is stopping.
+func (g *Group) adopt(_ *supervisor.Replica[*instance], next, old *instance, reason string) bool {
+	if !g.putInService(next, old, reason) {
+		next.stop(g.spec)
+		return false
+	}
 	if old != nil {
 		go old.stop(g.spec)
 	}
@@ -369,8 +396,11 @@ func (g *Group) inFlight() int {
 // before the old one stops.
 func (g *Group) Restart() error {
 	g.mu.Lock()
-	replicas := slices.Clone(g.replicas)
+	state, replicas := g.state, slices.Clone(g.replicas)
 	g.mu.Unlock()
+	if state != supervisor.Running {
+		return fmt.Errorf("%s is %s, not running", g.spec.Name, state)
+	}
 	for _, r := range replicas {
 		if err := r.Recycle(g.ctx, "reload"); err != nil {
 			return fmt.Errorf("restarting %s: %w", g.spec.Name, err)

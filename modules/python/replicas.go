@@ -98,29 +98,18 @@ func (p *Pool) hooks() *supervisor.Hooks[*worker] {
 		Start: p.spawnWorker,
 		Adopt: p.adopt,
 		Exited: func(w *worker) string {
-			p.mu.Lock()
-			reason := w.exitReason
-			if reason == "" {
-				reason = "crash"
-			}
-			p.retireLocked(w, reason, false)
-			p.mu.Unlock()
+			reason := p.retireExited(w)
 			p.logger.Error("worker exited; replacing it", zap.String("reason", reason),
 				zap.Int("pid", w.proc.Pid()), zap.String("exit", w.proc.ExitDescription()), zap.Duration("uptime", time.Since(w.proc.StartedAt())))
 			return reason
 		},
 		Leave: func(w *worker) {
 			p.mu.Lock()
+			defer p.mu.Unlock()
 			p.retireLocked(w, "scale", true)
-			p.mu.Unlock()
 		},
 		Failed: func(old *worker, reason string, err error, retryIn time.Duration) {
-			p.mu.Lock()
-			p.lastError = err.Error()
-			if old != nil && old.state == workerRecycling {
-				old.state = workerServing
-			}
-			p.mu.Unlock()
+			p.recycleFailed(old, err)
 			if old != nil {
 				p.logger.Error("could not start a replacement worker; the old one keeps serving",
 					zap.String("reason", reason), zap.Int("pid", old.proc.Pid()), zap.Error(err))
@@ -130,26 +119,24 @@ func (p *Pool) hooks() *supervisor.Hooks[*worker] {
 		},
 		Waiting: func(delay time.Duration, failures int) {
 			p.mu.Lock()
+			defer p.mu.Unlock()
 			p.failures, p.backoff = failures, time.Time{}
 			if delay > 0 {
 				p.backoff = time.Now().Add(delay)
 			}
-			p.mu.Unlock()
 		},
 		MaxLifetime: p.spec.MaxLifetime,
 	}
 }
 
-// adopt puts next into service in replica r and, if old is set, retires
-// old gracefully. It returns false (and stops next) if the pool is
-// stopping.
-func (p *Pool) adopt(r *supervisor.Replica[*worker], next, old *worker, reason string) bool {
+// putInService puts next into service (retiring old, if set) unless the
+// pool is stopping; it takes the pool's mutex.
+func (p *Pool) putInService(r *supervisor.Replica[*worker], next, old *worker, reason string) bool {
 	rss := residentBytes(next.proc.Pid())
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	next.rss = rss
 	if p.state != supervisor.Running && p.state != supervisor.Draining {
-		p.mu.Unlock()
-		next.stop(time.Second)
 		return false
 	}
 	next.replica = r
@@ -157,7 +144,41 @@ func (p *Pool) adopt(r *supervisor.Replica[*worker], next, old *worker, reason s
 	if old != nil {
 		p.retireLocked(old, reason, true)
 	}
-	p.mu.Unlock()
+	return true
+}
+
+// retireExited takes a worker that exited out of service and returns
+// why it ended: the reason Hearth ended it, or a crash.
+func (p *Pool) retireExited(w *worker) string {
+	p.mu.Lock()
+	defer p.mu.Unlock() // also if counting panics: a held lock would stop the pool
+	reason := w.exitReason
+	if reason == "" {
+		reason = "crash"
+	}
+	p.retireLocked(w, reason, false)
+	return reason
+}
+
+// recycleFailed records why a worker could not start; a worker whose
+// recycle failed serves on.
+func (p *Pool) recycleFailed(old *worker, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastError = err.Error()
+	if old != nil && old.state == workerRecycling {
+		old.state = workerServing
+	}
+}
+
+// adopt puts next into service in replica r and, if old is set, retires
+// old gracefully. It returns false (and stops next) if the pool is
+// stopping.
+func (p *Pool) adopt(r *supervisor.Replica[*worker], next, old *worker, reason string) bool {
+	if !p.putInService(r, next, old, reason) {
+		next.stop(time.Second)
+		return false
+	}
 	if old != nil {
 		p.logger.Info("worker recycled", zap.String("reason", reason),
 			zap.Int("old_pid", old.proc.Pid()), zap.Int("new_pid", next.proc.Pid()))

@@ -142,7 +142,8 @@ func (r *Replica[T]) Leaving() bool { return r.leaving }
 
 // Keep runs the replica with first as its process until it leaves (it
 // retires its process) or ctx ends (the group stops its processes). A
-// panic in a step is logged with its stack and the replica goes on.
+// panic in a step is logged with its stack and the replica goes on with
+// the process it last adopted.
 func (r *Replica[T]) Keep(ctx context.Context, logger *zap.Logger, h *Hooks[T], first T) {
 	backoff := h.Backoff
 	if backoff == (Backoff{}) {
@@ -150,9 +151,10 @@ func (r *Replica[T]) Keep(ctx context.Context, logger *zap.Logger, h *Hooks[T], 
 	}
 	current := first
 	var none T
+	var notBefore time.Time // no lifetime recycle before this, after one failed
 	panics.Keep(logger, "supervising a process", ctx.Done(), func() {
 		for current != none {
-			lifetime := h.lifetimeTimer(current)
+			lifetime := h.lifetimeTimer(current, notBefore)
 			select {
 			case <-ctx.Done():
 				lifetime.Stop()
@@ -164,97 +166,179 @@ func (r *Replica[T]) Keep(ctx context.Context, logger *zap.Logger, h *Hooks[T], 
 			case req := <-r.recycle:
 				lifetime.Stop()
 				if ctx.Err() != nil { // stopped as the request came
-					if req.done != nil {
-						req.done <- ErrStopped
-					}
+					req.answer(ErrStopped)
 					return
 				}
 				if req.occupant != none && req.occupant != current {
 					continue // about a process that already left
 				}
-				current = r.recycleNow(h, current, req)
+				r.recycleNow(ctx, logger, h, &current, req, &backoff)
 			case <-lifetime.C:
-				current = r.recycleNow(h, current, recycleRequest[T]{reason: "lifetime"})
+				if !r.recycleNow(ctx, logger, h, &current, recycleRequest[T]{reason: "lifetime"}, &backoff) {
+					notBefore = time.Now().Add(backoff.Failed(0)) // not at once again
+				}
 			case <-current.Done():
 				lifetime.Stop()
-				current = r.replace(ctx, h, current, &backoff)
+				r.replace(ctx, h, &current, &backoff, h.exited(current, &backoff))
 			}
 		}
 	})
 }
 
-// lifetimeTimer fires when p reaches MaxLifetime (with its jitter); it
-// never fires when MaxLifetime is not set.
-func (h *Hooks[T]) lifetimeTimer(p T) *time.Timer {
+// answer tells the requester the outcome, once.
+func (req *recycleRequest[T]) answer(err error) {
+	if req.done != nil {
+		req.done <- err
+		req.done = nil
+	}
+}
+
+// errPanicked answers a recycle whose step panicked (the panic is logged).
+var errPanicked = errors.New("internal error while recycling (a bug; the stack is in Caddy's log)")
+
+// lifetimeTimer fires when p reaches MaxLifetime (with its jitter), not
+// before notBefore; it never fires when MaxLifetime is not set.
+func (h *Hooks[T]) lifetimeTimer(p T, notBefore time.Time) *time.Timer {
 	if h.MaxLifetime <= 0 {
 		t := time.NewTimer(time.Hour)
 		t.Stop()
 		return t
 	}
 	jitter := time.Duration(rand.Int64N(int64(h.MaxLifetime)/10 + 1))
-	return time.NewTimer(time.Until(p.StartedAt().Add(h.MaxLifetime + jitter)))
+	due := p.StartedAt().Add(h.MaxLifetime + jitter)
+	if due.Before(notBefore) {
+		due = notBefore
+	}
+	return time.NewTimer(time.Until(due))
 }
 
-// recycleNow starts the next process and has it adopted in place of
-// current, which retires; if the next cannot start, current stays.
-func (r *Replica[T]) recycleNow(h *Hooks[T], current T, req recycleRequest[T]) T {
-	next, err := h.Start()
-	if err == nil && !h.Adopt(r, next, current, req.reason) {
-		err = ErrStopped
+// exited takes an exited process out of service and returns how long to
+// wait before the next start: a crash is backed off.
+func (h *Hooks[T]) exited(p T, backoff *Backoff) time.Duration {
+	if h.Exited(p) == "crash" {
+		return backoff.Failed(time.Since(p.StartedAt()))
 	}
-	if req.done != nil {
-		req.done <- err
-	}
-	if err != nil {
-		h.Failed(current, req.reason, err, 0)
-		return current
-	}
-	return next
+	return 0
 }
 
-// replace takes an exited process out of service and starts the next,
-// backing off after crashes and while starts fail. It returns the zero
-// value when the group stops or the replica leaves meanwhile.
-func (r *Replica[T]) replace(ctx context.Context, h *Hooks[T], exited T, backoff *Backoff) T {
+// startResult is what a start in the background gave.
+type startResult[T Occupant] struct {
+	next T
+	err  error
+}
+
+// recycleNow starts the next process and has it adopted in place of *cur,
+// which retires; if the next cannot start, *cur stays. If *cur exits while
+// the next starts, it is taken out of service at once (its crash counted),
+// and the next, or the replacement loop if it failed, takes its place. It
+// reports whether a next process serves.
+func (r *Replica[T]) recycleNow(ctx context.Context, logger *zap.Logger, h *Hooks[T], cur *T, req recycleRequest[T], backoff *Backoff) bool {
 	var none T
-	delay := time.Duration(0)
-	if reason := h.Exited(exited); reason == "crash" {
-		delay = backoff.Failed(time.Since(exited.StartedAt()))
+	old := *cur
+	defer req.answer(errPanicked) // if a step panics; a no-op once answered
+	started := make(chan startResult[T], 1)
+	go func() {
+		var res startResult[T]
+		res.err = panics.Call(logger, "starting a process", func() (err error) {
+			res.next, err = h.Start()
+			return err
+		})
+		started <- res
+	}()
+	var res startResult[T]
+	select {
+	case res = <-started:
+	case <-old.Done():
+		delay := h.exited(old, backoff) // out of service now, not when the next is ready
+		*cur = none
+		res = <-started
+		if res.err != nil {
+			req.answer(res.err)
+			h.Failed(none, "", res.err, delay)
+			r.replace(ctx, h, cur, backoff, delay)
+			return *cur != none
+		}
+		if !h.Adopt(r, res.next, none, "") {
+			req.answer(ErrStopped)
+			return false
+		}
+		*cur = res.next
+		req.answer(nil)
+		return true
 	}
+	if res.err == nil && !h.Adopt(r, res.next, old, req.reason) {
+		res.err = ErrStopped
+	}
+	if res.err != nil {
+		req.answer(res.err)
+		h.Failed(old, req.reason, res.err, 0)
+		return false
+	}
+	*cur = res.next
+	req.answer(nil)
+	return true
+}
+
+// replace starts the next process in place of one that exited (*cur is
+// set to it), after delay, backing off while starts fail. A recycle asked
+// for meanwhile (a restart) is answered by that next start. *cur stays the
+// zero value when the group stops or the replica leaves meanwhile.
+func (r *Replica[T]) replace(ctx context.Context, h *Hooks[T], cur *T, backoff *Backoff, delay time.Duration) {
+	var none T
+	*cur = none
+	var pending []recycleRequest[T]
+	answer := func(err error) {
+		for i := range pending {
+			pending[i].answer(err)
+		}
+		pending = nil
+	}
+	defer answer(ErrStopped) // when the group stops or the replica leaves
 	for {
 		if delay > 0 {
 			if h.Waiting != nil {
 				h.Waiting(delay, backoff.Failures())
 			}
 			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return none
-			case <-r.leave:
-				t.Stop()
-				return none
+		wait:
+			for {
+				select {
+				case <-t.C:
+					break wait
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-r.leave:
+					t.Stop()
+					return
+				case req := <-r.recycle:
+					if req.occupant == none { // a restart: the next start is one
+						pending = append(pending, req)
+					}
+				}
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return none
+			return
 		case <-r.leave:
-			return none // scaled down meanwhile: the replica ends with its process
+			return // scaled down meanwhile: the replica ends with its process
 		default:
 		}
 		next, err := h.Start()
 		if err == nil {
 			if !h.Adopt(r, next, none, "") {
-				return none
+				return
 			}
+			*cur = next
 			if h.Waiting != nil {
 				h.Waiting(0, 0)
 			}
-			return next
+			answer(nil)
+			return
 		}
 		delay = backoff.Failed(0)
 		h.Failed(none, "", err, delay)
+		answer(err) // a restart asked meanwhile learns why nothing started
 	}
 }

@@ -30,7 +30,8 @@ func (f *fakeProc) exit()                 { close(f.done) }
 type fakeGroup struct {
 	mu       sync.Mutex
 	next     int
-	failNext int // the next starts that fail
+	failNext int           // the next starts that fail
+	gate     chan struct{} // if set, a start waits for it
 	stopping bool
 	serving  []*fakeProc
 	events   []string
@@ -47,6 +48,12 @@ func (g *fakeGroup) record(format string, args ...any) {
 func (g *fakeGroup) hooks() *Hooks[*fakeProc] {
 	return &Hooks[*fakeProc]{
 		Start: func() (*fakeProc, error) {
+			g.mu.Lock()
+			gate := g.gate
+			g.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			g.next++
@@ -299,5 +306,132 @@ func TestReplicaPanicGoesOn(t *testing.T) {
 	got := g.waitEvents(t, 5)
 	if want := []string{"start 1", "adopt 1", "exited 1", "waiting 1ms after 1", "start 2"}; !slices.Equal(got[:5], want) {
 		t.Errorf("events %q, want %q first", got, want)
+	}
+}
+
+// TestReplicaRestartDuringBackoff: a restart asked while a crashed
+// process's replacement waits out its backoff is answered by that
+// replacement: one start, not two.
+func TestReplicaRestartDuringBackoff(t *testing.T) {
+	g := newFakeGroup()
+	h := g.hooks()
+	h.Backoff = Backoff{Min: 100 * time.Millisecond, Max: 100 * time.Millisecond, Stable: time.Hour}
+	r, first, _, _ := keptReplica(t, g, h)
+	first.exit()
+	g.waitEvents(t, 4) // start 1, adopt 1, exited 1, waiting
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Recycle(ctx, "reload"); err != nil {
+		t.Fatalf("Recycle: %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if want := []string{"start 1", "adopt 1", "exited 1", "waiting 100ms after 1", "start 2", "adopt 2", "waiting 0s after 0"}; !slices.Equal(g.events, want) {
+		t.Errorf("events:\n got %q\nwant %q", g.events, want)
+	}
+}
+
+// TestReplicaRestartWhileStartsFail: a restart of a replica whose
+// process crashed and cannot start again returns the start's error at
+// once, instead of waiting for a start that may never succeed.
+func TestReplicaRestartWhileStartsFail(t *testing.T) {
+	g := newFakeGroup()
+	h := g.hooks()
+	h.Backoff = Backoff{Min: 50 * time.Millisecond, Max: 50 * time.Millisecond, Stable: time.Hour}
+	r, first, _, _ := keptReplica(t, g, h)
+	g.mu.Lock()
+	g.failNext = 1000
+	g.mu.Unlock()
+	first.exit()
+	g.waitEvents(t, 4)
+	done := make(chan error, 1)
+	go func() { done <- r.Recycle(context.Background(), "reload") }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no luck") {
+			t.Errorf("Recycle: %v, want the start's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Recycle waits for a start that keeps failing")
+	}
+}
+
+// TestReplicaOldExitsWhileNextStarts: the process being recycled exits
+// while its successor starts: it is taken out of service at once (its
+// crash counted), and the successor takes its place.
+func TestReplicaOldExitsWhileNextStarts(t *testing.T) {
+	g := newFakeGroup()
+	h := g.hooks()
+	r, first, _, _ := keptReplica(t, g, h)
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.gate = gate
+	g.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- r.Recycle(context.Background(), "reload") }()
+	time.Sleep(20 * time.Millisecond) // the next one is starting
+	first.exit()
+	g.waitEvents(t, 3) // start 1, adopt 1, exited 1: before the next is ready
+	close(gate)
+	if err := <-done; err != nil {
+		t.Errorf("Recycle: %v", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if want := []string{"start 1", "adopt 1", "exited 1", "start 2", "adopt 2"}; !slices.Equal(g.events, want) {
+		t.Errorf("events:\n got %q\nwant %q", g.events, want)
+	}
+}
+
+// TestReplicaPanicInRecycleAnswers: a panic while adopting the next
+// process answers the restart with an error instead of leaving it
+// waiting.
+func TestReplicaPanicInRecycleAnswers(t *testing.T) {
+	g := newFakeGroup()
+	h := g.hooks()
+	adopt := h.Adopt
+	h.Adopt = func(r *Replica[*fakeProc], next, old *fakeProc, reason string) bool {
+		if old != nil {
+			panic("a bug")
+		}
+		return adopt(r, next, old, reason)
+	}
+	r, _, _, _ := keptReplica(t, g, h)
+	done := make(chan error, 1)
+	go func() { done <- r.Recycle(context.Background(), "reload") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errPanicked) {
+			t.Errorf("Recycle: %v, want the internal error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a recycle whose step panicked was never answered")
+	}
+}
+
+// TestReplicaFailedLifetimeRecycleWaits: when the recycle at max_lifetime
+// cannot start a process, the next try waits (backoff), instead of
+// starting processes in a tight loop.
+func TestReplicaFailedLifetimeRecycleWaits(t *testing.T) {
+	g := newFakeGroup()
+	h := g.hooks()
+	h.MaxLifetime = time.Millisecond
+	h.Backoff = Backoff{Min: 100 * time.Millisecond, Max: 100 * time.Millisecond, Stable: time.Hour}
+	keptReplica(t, g, h)
+	g.mu.Lock()
+	g.failNext = 1000
+	g.mu.Unlock()
+	time.Sleep(250 * time.Millisecond)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	attempts := 0
+	for _, e := range g.events {
+		if strings.HasSuffix(e, "failed") {
+			attempts++
+		}
+	}
+	if attempts < 1 || attempts > 4 {
+		t.Errorf("%d failed starts in 250 ms with a 100 ms backoff: %q", attempts, g.events)
 	}
 }
