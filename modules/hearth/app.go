@@ -9,10 +9,15 @@
 package hearth
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -126,6 +131,37 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	return parseCaddyCPUs(a.CaddyCPUs)
+}
+
+// AppName is the name an app goes by in status, logs, metrics and the
+// `caddy hearth` commands: its `name` if set; else, for a wsgi or asgi app
+// (kind "python"), the first component of its module (mysite for
+// mysite.wsgi:application); for a process upstream (kind "process"), the
+// base name of its program. The one rule, used by the handlers and by the
+// commands that read a config.
+func AppName(name, kind, source string) string {
+	if name != "" {
+		return name
+	}
+	if kind == "process" {
+		return filepath.Base(source)
+	}
+	name, _, _ = strings.Cut(source, ":")
+	name, _, _ = strings.Cut(name, ".")
+	return name
+}
+
+// PoolKey is the key a pool of kind ("python", "process") with this
+// resolved spec is kept under across reloads: the same spec, the same key,
+// the same running pool. spec must encode to JSON (its exported fields are
+// what counts).
+func PoolKey(kind string, spec any) string {
+	b, err := json.Marshal(spec)
+	if err != nil { // a spec that cannot be encoded is never shared
+		b = fmt.Appendf(nil, "%p", spec)
+	}
+	sum := sha256.Sum256(b)
+	return kind + ":" + hex.EncodeToString(sum[:])
 }
 
 // UsePool returns the pool registered under key, creating it with newPool

@@ -172,15 +172,15 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 		_ = json.Unmarshal(h["handler"], &kind)
 		switch kind {
 		case "wsgi", "asgi":
-			apps = append(apps, appFrom(h["name"], h["app"], h["dir"]))
+			apps = append(apps, appFrom(h["name"], "python", h["app"], h["dir"]))
 		case "reverse_proxy":
 			var dyn map[string]json.RawMessage
 			if json.Unmarshal(h["dynamic_upstreams"], &dyn) == nil {
 				var cmd []string
 				_ = json.Unmarshal(dyn["command"], &cmd)
 				if len(cmd) > 0 {
-					b, _ := json.Marshal(filepath.Base(cmd[0]))
-					apps = append(apps, appFrom(dyn["name"], b, dyn["dir"]))
+					b, _ := json.Marshal(cmd[0])
+					apps = append(apps, appFrom(dyn["name"], "process", b, dyn["dir"]))
 				}
 			}
 		}
@@ -188,15 +188,12 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 	return hosts, apps
 }
 
-func appFrom(nameRaw, fallbackRaw, dirRaw json.RawMessage) appRef {
-	var name, fallback, dir string
+func appFrom(nameRaw json.RawMessage, kind string, sourceRaw, dirRaw json.RawMessage) appRef {
+	var name, source, dir string
 	json.Unmarshal(nameRaw, &name)
-	json.Unmarshal(fallbackRaw, &fallback)
+	json.Unmarshal(sourceRaw, &source)
 	json.Unmarshal(dirRaw, &dir)
-	if name == "" {
-		name, _, _ = strings.Cut(fallback, ".")
-		name, _, _ = strings.Cut(name, ":")
-	}
+	name = AppName(name, kind, source)
 	if dir != "" {
 		if abs, err := filepath.Abs(dir); err == nil {
 			dir = abs

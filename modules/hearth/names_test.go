@@ -84,3 +84,26 @@ func TestConfigRefusesTwoAppsOfOneName(t *testing.T) {
 		})
 	}
 }
+
+// TestAppName: the one rule for an app's name, used by the handlers, the
+// process upstream and the commands that read a config (ports, systemd).
+func TestAppName(t *testing.T) {
+	for _, tc := range []struct{ name, kind, source, want string }{
+		{"shop", "python", "mysite.wsgi:application", "shop"},
+		{"", "python", "mysite.wsgi:application", "mysite"},
+		{"", "python", "mysite.wsgi", "mysite"},
+		{"", "python", "hello:application", "hello"},
+		{"", "python", "hello", "hello"},
+		{"", "process", "/usr/bin/python3.11", "python3.11"},
+		{"", "process", "node", "node"},
+		{"api", "process", "node", "api"},
+	} {
+		if got := AppName(tc.name, tc.kind, tc.source); got != tc.want {
+			t.Errorf("AppName(%q, %q, %q) = %q, want %q", tc.name, tc.kind, tc.source, got, tc.want)
+		}
+	}
+	a, b := PoolKey("python", map[string]int{"workers": 2}), PoolKey("python", map[string]int{"workers": 3})
+	if a == b || !strings.HasPrefix(a, "python:") || a != PoolKey("python", map[string]int{"workers": 2}) {
+		t.Errorf("PoolKey: %q, %q", a, b)
+	}
+}

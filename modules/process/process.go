@@ -6,9 +6,6 @@
 package process
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -132,9 +129,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("process %s: %w", strings.Join(u.Command, " "), err)
 	}
-	b, _ := json.Marshal(s)
-	sum := sha256.Sum256(b)
-	key := "process:" + hex.EncodeToString(sum[:])
+	key := hearth.PoolKey("process", s)
 	appModule, err := ctx.App("hearth")
 	if err != nil {
 		return err
@@ -171,9 +166,7 @@ func (u *Upstreams) resolve() (*spec, error) {
 	}
 	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath, Socket: u.Socket,
 		StartTimeout: time.Duration(u.StartTimeout), StopTimeout: time.Duration(u.StopTimeout)}
-	if s.Name == "" {
-		s.Name = filepath.Base(s.Path)
-	}
+	s.Name = hearth.AppName(s.Name, "process", s.Path)
 	if s.Workers != 0 { // 0: the default
 		if err := checkWorkers(s.Workers); err != nil {
 			return nil, err

@@ -1,9 +1,6 @@
 package python
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -20,6 +17,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -247,11 +245,7 @@ func (s *poolSpec) pipelining() bool {
 }
 
 // key is the identity of the spec across reloads.
-func (s *poolSpec) key() string {
-	b, _ := json.Marshal(s)
-	sum := sha256.Sum256(b)
-	return "python:" + hex.EncodeToString(sum[:])
-}
+func (s *poolSpec) key() string { return hearth.PoolKey("python", s) }
 
 // checkAppSpec validates "module:callable" and returns the module.
 func checkAppSpec(appSpec string) (string, error) {
@@ -297,9 +291,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		StartTimeout: time.Duration(c.StartTimeout),
 		StopTimeout:  time.Duration(c.StopTimeout),
 	}
-	if s.Name == "" {
-		s.Name, _, _ = strings.Cut(module, ".")
-	}
+	s.Name = hearth.AppName(s.Name, "python", module)
 	if err := s.applyCounts(); err != nil {
 		return nil, err
 	}
