@@ -2,7 +2,6 @@ package python
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -137,18 +136,9 @@ func (p *Pool) inspectApp() (*appReport, error) {
 		return nil, err
 	}
 	defer proc.Stop(syscall.SIGKILL, time.Second)
-	frames := protocol.NewReader(conn)
-	_ = conn.SetReadDeadline(time.Now().Add(p.spec.StartTimeout))
-	h, payload, err := frames.Next()
-	switch {
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, fmt.Errorf("checking the app: it did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", p.spec.StartTimeout)
-	case err != nil:
-		return nil, fmt.Errorf("checking the app: the check process exited (%v); its output is in the log", err)
-	case h.Type == protocol.Fatal:
-		return nil, &startupError{reason: "checking the app: could not load " + p.spec.App, traceback: string(payload)}
-	case h.Type != protocol.Hello:
-		return nil, fmt.Errorf("checking the app: unexpected %s frame", h.Type)
+	payload, err := p.hello(proc, "check process", &channel{conn: conn, frames: protocol.NewReader(conn)})
+	if err != nil {
+		return nil, err
 	}
 	var report appReport
 	if err := json.Unmarshal(payload, &report); err != nil {

@@ -43,7 +43,7 @@ func (p *Pool) startForkServer() (*forkServer, error) {
 		return nil, err
 	}
 	t := &forkServer{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(bufio.NewReader(conn))}
-	if err := p.awaitHello(proc, []*channel{{conn: conn, frames: t.frames}}); err != nil {
+	if _, err := p.hello(proc, "fork server", &channel{conn: conn, frames: t.frames}); err != nil {
 		t.stop()
 		return nil, err
 	}

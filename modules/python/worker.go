@@ -172,27 +172,38 @@ func (s *channel) next() (protocol.Header, []byte, error) {
 
 // awaitHello reads each channel's greeting within start_timeout.
 func (p *Pool) awaitHello(proc *supervisor.Process, channels []*channel) error {
-	deadline := time.Now().Add(p.spec.StartTimeout)
 	for _, s := range channels {
-		_ = s.conn.SetReadDeadline(deadline)
-		h, payload, err := s.frames.Next()
-		_ = s.conn.SetReadDeadline(time.Time{})
-		switch {
-		case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-			return &startupError{reason: fmt.Sprintf("worker %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", proc.Pid(), p.spec.StartTimeout)}
-		case err != nil:
-			select {
-			case <-proc.Done():
-			case <-time.After(2 * time.Second):
-			}
-			return &startupError{reason: fmt.Sprintf("worker %d exited before it was ready (%s); its output is in the log", proc.Pid(), exitOrErr(proc, err))}
-		case h.Type == protocol.Fatal:
-			return &startupError{reason: fmt.Sprintf("worker %d could not load %s", proc.Pid(), p.spec.App), traceback: string(payload)}
-		case h.Type != protocol.Hello:
-			return &startupError{reason: fmt.Sprintf("worker %d sent %s instead of hello", proc.Pid(), h.Type)}
+		if _, err := p.hello(proc, "worker", s); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// hello reads the greeting a runtime process (role: a worker, the fork
+// server, the check) sends on channel s once it has loaded the app, within
+// start_timeout, and returns its payload. Every way the start can fail is
+// a startupError saying what to do: too slow, exited, the app's traceback,
+// or a frame that is not a greeting.
+func (p *Pool) hello(proc *supervisor.Process, role string, s *channel) ([]byte, error) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(p.spec.StartTimeout))
+	h, payload, err := s.frames.Next()
+	_ = s.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, &startupError{reason: fmt.Sprintf("%s %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", role, proc.Pid(), p.spec.StartTimeout)}
+	case err != nil:
+		select {
+		case <-proc.Done():
+		case <-time.After(2 * time.Second):
+		}
+		return nil, &startupError{reason: fmt.Sprintf("%s %d exited before it was ready (%s); its output is in the log", role, proc.Pid(), exitOrErr(proc, err))}
+	case h.Type == protocol.Fatal:
+		return nil, &startupError{reason: fmt.Sprintf("%s %d could not load %s", role, proc.Pid(), p.spec.App), traceback: string(payload)}
+	case h.Type != protocol.Hello:
+		return nil, &startupError{reason: fmt.Sprintf("%s %d sent %s instead of hello", role, proc.Pid(), h.Type)}
+	}
+	return payload, nil
 }
 
 func exitOrErr(proc *supervisor.Process, err error) string {
