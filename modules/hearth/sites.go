@@ -122,18 +122,13 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 // them; prefixes with placeholders are left out (they are not known).
 func strippedPrefixes(routes caddyhttp.RouteList) []string {
 	var out []string
-	for _, route := range routes {
-		for _, h := range route.Handlers {
-			switch handler := h.(type) {
-			case *rewrite.Rewrite:
-				if p := strings.TrimSuffix(handler.StripPathPrefix, "/"); p != "" && !strings.Contains(p, "{") {
-					out = append(out, p)
-				}
-			case *caddyhttp.Subroute:
-				out = append(out, strippedPrefixes(handler.Routes)...)
+	eachHandler(routes, nil, func(h caddyhttp.MiddlewareHandler, _ []string) {
+		if handler, ok := h.(*rewrite.Rewrite); ok {
+			if p := strings.TrimSuffix(handler.StripPathPrefix, "/"); p != "" && !strings.Contains(p, "{") {
+				out = append(out, p)
 			}
 		}
-	}
+	})
 	return out
 }
 
@@ -141,32 +136,46 @@ func strippedPrefixes(routes caddyhttp.RouteList) []string {
 // or the one the `root` directive sets (a vars handler).
 func servedRoots(routes caddyhttp.RouteList) []string {
 	var roots []string
-	for _, route := range routes {
-		for _, h := range route.Handlers {
-			var root string
-			switch handler := h.(type) {
-			case *fileserver.FileServer:
-				root = handler.Root
-			case caddyhttp.VarsMiddleware:
-				root, _ = handler["root"].(string)
-			case *caddyhttp.VarsMiddleware:
-				root, _ = (*handler)["root"].(string)
-			case *caddyhttp.Subroute:
-				roots = append(roots, servedRoots(handler.Routes)...)
-			}
-			if root != "" && !strings.Contains(root, "{") {
-				if abs, err := filepath.Abs(root); err == nil {
-					roots = append(roots, abs)
-				}
+	eachHandler(routes, nil, func(h caddyhttp.MiddlewareHandler, _ []string) {
+		var root string
+		switch handler := h.(type) {
+		case *fileserver.FileServer:
+			root = handler.Root
+		case caddyhttp.VarsMiddleware:
+			root, _ = handler["root"].(string)
+		case *caddyhttp.VarsMiddleware:
+			root, _ = (*handler)["root"].(string)
+		}
+		if root != "" && !strings.Contains(root, "{") {
+			if abs, err := filepath.Abs(root); err == nil {
+				roots = append(roots, abs)
 			}
 		}
-	}
+	})
 	return roots
 }
 
 // walkRoutes calls found for every pool handler under routes, with the
 // host names the route's host matchers (or its parents') require.
 func walkRoutes(routes caddyhttp.RouteList, hosts []string, found func(key string, hosts []string)) {
+	eachHandler(routes, hosts, func(h caddyhttp.MiddlewareHandler, routeHosts []string) {
+		switch handler := h.(type) {
+		case PoolHandler:
+			found(handler.PoolKey(), routeHosts)
+		case *reverseproxy.Handler:
+			if source, ok := handler.DynamicUpstreams.(PoolHandler); ok {
+				found(source.PoolKey(), routeHosts)
+			}
+		}
+	})
+}
+
+// eachHandler calls fn for every handler of provisioned routes, subroutes
+// included (the subroute itself is not passed), with the host names the
+// route's host matchers, and its parents', require. It is the typed twin
+// of WalkHandlers, which reads a config's JSON for the commands that load
+// no config.
+func eachHandler(routes caddyhttp.RouteList, hosts []string, fn func(h caddyhttp.MiddlewareHandler, hosts []string)) {
 	for _, route := range routes {
 		routeHosts := hosts
 		for _, set := range route.MatcherSets {
@@ -180,16 +189,11 @@ func walkRoutes(routes caddyhttp.RouteList, hosts []string, found func(key strin
 			}
 		}
 		for _, h := range route.Handlers {
-			switch handler := h.(type) {
-			case PoolHandler:
-				found(handler.PoolKey(), routeHosts)
-			case *caddyhttp.Subroute:
-				walkRoutes(handler.Routes, routeHosts, found)
-			case *reverseproxy.Handler:
-				if source, ok := handler.DynamicUpstreams.(PoolHandler); ok {
-					found(source.PoolKey(), routeHosts)
-				}
+			if sub, ok := h.(*caddyhttp.Subroute); ok {
+				eachHandler(sub.Routes, routeHosts, fn)
+				continue
 			}
+			fn(h, routeHosts)
 		}
 	}
 }
