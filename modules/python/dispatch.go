@@ -15,7 +15,7 @@ import (
 // scheduled. A waiter may also be pipelined behind the request running on
 // a channel (see pipelineLocked); it then leaves the queue.
 type waiter struct {
-	ch         chan *channel // receives the channel, or nil (pool stopped), expired or abandoned
+	ch         chan grant // receives a channel, or why it gets none
 	path       string
 	idempotent bool // its method may be sent again after a worker failure
 	frames     []byte
@@ -23,15 +23,21 @@ type waiter struct {
 	sendErr    error     // writing its frames to the channel it was pipelined on failed
 }
 
-// expired is sent to a waiter whose queue_timeout passed.
-var expired = new(channel)
-
-// abandoned is sent to a pipelined request that is not idempotent when its
-// worker failed in a way that does not prove it never started the request.
-var abandoned = new(channel)
+// grant is what a request gets from the dispatcher: a channel to a worker
+// and whether its frames are already on their way there (written by whoever
+// handed the channel over, or pipelined earlier), or why it gets none:
+// errQueueTimeout, errPoolStopped, or errPipelineAbandoned for a pipelined
+// request that is not idempotent whose worker failed in a way that does not
+// prove it never started it.
+type grant struct {
+	channel *channel
+	sent    bool  // the request's frames were written to the worker
+	sendErr error // writing them failed (the worker is broken)
+	err     error // no channel, and why
+}
 
 // waiters are recycled: one is allocated per queued request otherwise.
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan *channel, 1)} }}
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan grant, 1)} }}
 
 // Pipelining: when requests queue, the channel that frees up also gets the
 // next waiting requests written behind the one it starts, so the worker
@@ -74,20 +80,20 @@ func (p *Pool) pipelineDepthLocked() int {
 
 // acquire takes a free channel for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (*channel, error) {
+func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (grant, error) {
 	p.mu.Lock()
 	if s := p.takeIdleLocked(path); s != nil {
 		p.mu.Unlock()
 		p.queueWait.Observe(0)
-		return s, nil
+		return grant{channel: s}, nil
 	}
 	if !p.state.Serving() {
 		p.mu.Unlock()
-		return nil, errPoolStopped
+		return grant{}, errPoolStopped
 	}
 	if len(p.waiters)+p.pipelined >= p.spec.MaxQueue {
 		p.mu.Unlock()
-		return nil, errQueueFull
+		return grant{}, errQueueFull
 	}
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
@@ -102,9 +108,9 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 	p.growLocked()
 	p.mu.Unlock()
 
-	var s *channel
+	var g grant
 	select {
-	case s = <-w.ch:
+	case g = <-w.ch:
 	case <-ctx.Done():
 		p.mu.Lock()
 		if i := slices.Index(p.waiters, w); i >= 0 {
@@ -112,25 +118,20 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 			p.noteDrainLocked()
 			p.mu.Unlock()
 			waiterPool.Put(w)
-			return nil, ctx.Err()
+			return grant{}, ctx.Err()
 		}
 		p.mu.Unlock()
 		// a channel was handed to us (and the request maybe sent, or it was
 		// pipelined) as the client left: serve the request after all
-		s = <-w.ch
+		g = <-w.ch
 	}
 	w.frames, w.sendErr = nil, nil
 	waiterPool.Put(w)
-	switch s {
-	case nil:
-		return nil, errPoolStopped
-	case expired:
-		return nil, errQueueTimeout
-	case abandoned:
-		return nil, errPipelineAbandoned
+	if g.err != nil {
+		return grant{}, g.err
 	}
 	p.queueWait.Observe(time.Since(queued).Seconds())
-	return s, nil
+	return g, nil
 }
 
 // armQueueTimerLocked makes expireWaiters run in d. One timer serves the
@@ -151,7 +152,7 @@ func (p *Pool) expireWaiters() {
 	now := time.Now()
 	n := 0
 	for n < len(p.waiters) && !p.waiters[n].deadline.After(now) {
-		p.waiters[n].ch <- expired
+		p.waiters[n].ch <- grant{err: errQueueTimeout}
 		n++
 	}
 	if n > 0 {
@@ -230,10 +231,10 @@ func (p *Pool) release(s *channel) {
 		s.queued = s.queued[:n]
 		p.pipelined--
 		s.path, s.since = next.path, now
-		s.sent, s.sendErr = true, next.sendErr
 		piped := p.pipelineLocked(s)
 		p.mu.Unlock()
-		p.deliver(s, next, nil, piped) // next's frames were sent when it was pipelined
+		// next's frames were sent when it was pipelined
+		p.deliver(s, next, grant{channel: s, sent: true, sendErr: next.sendErr}, nil, piped)
 		return
 	}
 	w.busy--
@@ -259,26 +260,23 @@ func (p *Pool) release(s *channel) {
 // when they are ready, so the worker starts on it at once; piped, when
 // set, is sent right behind it, in the same system call.
 func (p *Pool) handOff(s *channel, next *waiter, piped []*waiter) {
-	if next.frames != nil {
-		s.sent = true
-	}
-	p.deliver(s, next, next.frames, piped)
+	p.deliver(s, next, grant{channel: s, sent: next.frames != nil}, next.frames, piped)
 }
 
 // deliver writes first (next's frames, unless the worker already has them)
-// and the newly pipelined requests' frames, then gives s to next. A failed
-// write is reported to each request it carried.
-func (p *Pool) deliver(s *channel, next *waiter, first []byte, piped []*waiter) {
+// and the newly pipelined requests' frames, then gives next its grant g of
+// s. A failed write is reported to each request it carried.
+func (p *Pool) deliver(s *channel, next *waiter, g grant, first []byte, piped []*waiter) {
 	if first != nil || len(piped) > 0 {
 		err := s.send(first, piped)
 		if first != nil {
-			s.sendErr = err
+			g.sendErr = err
 		}
 		for _, w := range piped {
 			w.sendErr = err
 		}
 	}
-	next.ch <- s
+	next.ch <- g
 }
 
 // send writes first (if set) and the frames of piped to the worker in one
@@ -386,9 +384,9 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 	for _, q := range queued {
 		switch {
 		case !gone && !q.idempotent:
-			q.ch <- abandoned
+			q.ch <- grant{err: errPipelineAbandoned}
 		case !p.state.Serving():
-			q.ch <- nil
+			q.ch <- grant{err: errPoolStopped}
 		default:
 			resend = append(resend, q)
 		}
@@ -413,7 +411,7 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 
 func (p *Pool) failWaitersLocked() {
 	for _, w := range p.waiters {
-		w.ch <- nil
+		w.ch <- grant{err: errPoolStopped}
 	}
 	p.waiters = nil
 }

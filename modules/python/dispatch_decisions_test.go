@@ -76,7 +76,7 @@ func TestTakeIdle(t *testing.T) {
 func queued(sizes ...int) []*waiter {
 	var ws []*waiter
 	for i, size := range sizes {
-		w := &waiter{ch: make(chan *channel, 1), path: fmt.Sprintf("/w%d", i)}
+		w := &waiter{ch: make(chan grant, 1), path: fmt.Sprintf("/w%d", i)}
 		if size > 0 {
 			w.frames = make([]byte, size)
 		}
@@ -149,5 +149,62 @@ func TestGive(t *testing.T) {
 		} else if got != nil || len(p.idle) != 1 || len(p.waiters) != tc.waiting {
 			t.Errorf("%s, %d waiting: gave to %v, want the channel idle and the queue untouched", tc.state, tc.waiting, got)
 		}
+	}
+}
+
+// TestHandOverGrant: a waiting request learns from its grant whether its
+// frames are already with the worker, and whether writing them failed;
+// a request that gets no channel learns why, as an error.
+func TestHandOverGrant(t *testing.T) {
+	conn, peer, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &channel{worker: &worker{}, conn: conn}
+	p := &Pool{spec: &poolSpec{Threads: 1}}
+
+	ready := queued(10)[0] // its frames were complete when it queued
+	p.handOff(c, ready, nil)
+	if g := <-ready.ch; g.channel != c || !g.sent || g.sendErr != nil {
+		t.Errorf("a request with its frames: %+v, want them sent", g)
+	}
+	got := make([]byte, 10)
+	if n, _ := peer.Read(got); n != 10 {
+		t.Errorf("the worker got %d bytes of its frames, want 10", n)
+	}
+
+	streamed := queued(0)[0] // a streamed body: the waiter sends itself
+	p.handOff(c, streamed, nil)
+	if g := <-streamed.ch; g.channel != c || g.sent {
+		t.Errorf("a request without its frames: %+v, want them not sent", g)
+	}
+
+	peer.Close()
+	broken := queued(10)[0]
+	for range 50 { // the first write to a closed peer may still succeed
+		p.handOff(c, broken, nil)
+		if g := <-broken.ch; g.sendErr != nil {
+			break
+		} else if !g.sent {
+			t.Fatalf("a request with its frames: %+v", g)
+		}
+	}
+	p.handOff(c, broken, nil)
+	if g := <-broken.ch; g.sendErr == nil {
+		t.Errorf("writing to a closed worker channel: %+v, want the write's error", g)
+	}
+
+	late := queued(10)[0]
+	late.deadline = time.Now().Add(-time.Second)
+	p.waiters = []*waiter{late}
+	p.expireWaiters()
+	if g := <-late.ch; g.channel != nil || g.err != errQueueTimeout {
+		t.Errorf("a request past queue_timeout: %+v", g)
+	}
+	p.waiters = []*waiter{late}
+	p.failWaitersLocked()
+	if g := <-late.ch; g.channel != nil || g.err != errPoolStopped {
+		t.Errorf("a request of a stopping pool: %+v", g)
 	}
 }

@@ -52,12 +52,12 @@ func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, 
 	}
 	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		s, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil)
+		g, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil)
 		if err != nil {
 			return p.unavailable(err)
 		}
-		s.setDeadline(timeout)
-		retry, err := p.exchange(s, w, r, sid, frames, body)
+		g.channel.setDeadline(timeout)
+		retry, err := p.exchange(g, w, r, sid, frames, body)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
 			continue
@@ -87,18 +87,18 @@ func (p *Pool) unavailable(err error) error {
 	return failed(failClientLeft, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
 
-// exchange runs one request on channel s: it sends the request's frames
-// (unless the channel came with them already sent) and relays the response.
+// exchange runs one request on the granted channel s: it sends the
+// request's frames (unless the grant says they were sent) and relays the
+// response.
 // It always gives s back (or retires its worker). retry reports that the
 // worker failed before it answered.
-func (p *Pool) exchange(s *channel, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *requestBody) (retry bool, err error) {
+func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *requestBody) (retry bool, err error) {
+	s := g.channel
 	s.stream = sid
 	var bodySent chan error
-	if s.sent {
-		s.sent = false
-		if err := s.sendErr; err != nil {
-			s.sendErr = nil
-			return true, p.broken(s, err)
+	if g.sent {
+		if g.sendErr != nil {
+			return true, p.broken(s, g.sendErr)
 		}
 	} else {
 		if _, err := s.conn.Write(frames); err != nil {

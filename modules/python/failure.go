@@ -55,6 +55,9 @@ func failed(f failure, err error) error { return &requestError{failure: f, err: 
 
 // failureOf is err's failure, or 0 if the engine did not say.
 func failureOf(err error) failure {
+	if err == nil {
+		return 0
+	}
 	var re *requestError
 	if errors.As(err, &re) {
 		return re.failure
@@ -73,6 +76,9 @@ func brokeChannel(err error) bool {
 // caddyhttp.HandlerError with the failure's status (503 also says when to
 // come back). Other errors pass unchanged.
 func httpError(w http.ResponseWriter, err error) error {
+	if err == nil { // served: the usual case costs one comparison
+		return nil
+	}
 	f := failureOf(err)
 	if f == 0 {
 		return err

@@ -198,7 +198,7 @@ func (p *Pool) addWorkerLocked(w *worker) {
 	p.workers = append(p.workers, w)
 	for _, s := range w.channels {
 		if next := p.giveLocked(s); next != nil {
-			next.ch <- s // the waiter sends its request itself
+			next.ch <- grant{channel: s} // the waiter sends its request itself
 		}
 	}
 }

@@ -52,10 +52,11 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 		return err
 	}
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
-	s, err := p.acquire(r.Context(), r.URL.Path, false, nil, false)
+	g, err := p.acquire(r.Context(), r.URL.Path, false, nil, false)
 	if err != nil {
 		return p.unavailable(err)
 	}
+	s := g.channel // a WebSocket opening is never queued with its frames: the grant carries none
 	s.stream = sid
 	s.setDeadline(0)
 	if _, err := s.conn.Write(head); err != nil {

@@ -55,10 +55,6 @@ type channel struct {
 	frames *protocol.Reader
 	stream uint32 // id of the current request
 
-	// set by handOff when it sent the request for the channel's new owner
-	sent    bool
-	sendErr error
-
 	deadline time.Time   // the read deadline set on conn; zero: none
 	sendBufs net.Buffers // scratch of send, reused
 

@@ -386,14 +386,20 @@ def main(run_dir, out_md, out_png):
                  f"built {settings.get('base_built', '?')}); this build: commit {settings.get('commit', '?')}. "
                  'Both ran alternately in every round; the ratio is of medians.')
         L.append('')
+        L.append('The machine drifts between rounds (other VMs), so each round\'s two runs, next to each other in '
+                 'time, are compared first: "paired" is the median of the per-round ratios.')
+        L.append('')
         rows = []
         for app in apps:
             h, b = summary.get((app, 'hearth')), summary.get((app, 'hearth-base'))
+            pairs = [x / y for x, y in zip((h or {}).get('rounds', []), (b or {}).get('rounds', []))
+                     if x is not None and y]
             rows.append([app, fmt_rps(h and h['rps']), fmt_rps(b and b['rps']), or_dash(ratio(app, 'hearth-base'), '{:.3f}×'),
+                         or_dash(median(pairs), '{:.3f}×'), ' / '.join(f'{r:.2f}' for r in pairs),
                          ' / '.join(fmt_rps(v) for v in (h or {}).get('rounds', [])),
                          ' / '.join(fmt_rps(v) for v in (b or {}).get('rounds', []))])
-        L.extend(table(['app', 'this build req/s', 'base req/s', 'this ÷ base', 'this build per round', 'base per round'],
-                       'lrrrll', rows))
+        L.extend(table(['app', 'this build req/s', 'base req/s', 'ratio of medians', 'paired', 'per-round ratios',
+                        'this build per round', 'base per round'], 'lrrrrlll', rows))
 
     # --- targets
     if not ab:
