@@ -42,7 +42,10 @@ func newFakeGroup() *fakeGroup { return &fakeGroup{changed: make(chan struct{}, 
 
 func (g *fakeGroup) record(format string, args ...any) {
 	g.events = append(g.events, fmt.Sprintf(format, args...))
-	g.changed <- struct{}{}
+	select {
+	case g.changed <- struct{}{}:
+	default: // tokens are waiting already
+	}
 }
 
 func (g *fakeGroup) hooks() *Hooks[*fakeProc] {
