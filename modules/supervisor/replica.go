@@ -153,6 +153,9 @@ func (r *Replica[T]) Keep(ctx context.Context, logger *zap.Logger, h *Hooks[T], 
 	var none T
 	var notBefore time.Time // no lifetime recycle before this, after one failed
 	panics.Keep(logger, "supervising a process", ctx.Done(), func() {
+		if current == none { // run again after a panic while replacing: replace on
+			r.replace(ctx, h, &current, &backoff, backoff.Failed(0))
+		}
 		for current != none {
 			lifetime := h.lifetimeTimer(current, notBefore)
 			select {

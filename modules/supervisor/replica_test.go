@@ -438,3 +438,34 @@ func TestReplicaFailedLifetimeRecycleWaits(t *testing.T) {
 		t.Errorf("%d failed starts in 250 ms with a 100 ms backoff: %q", attempts, g.events)
 	}
 }
+
+// TestReplicaPanicWhileReplacing: a panic after a crashed process left
+// service (here: adopting its replacement) does not end the replica: it
+// starts another, so the group keeps its size.
+func TestReplicaPanicWhileReplacing(t *testing.T) {
+	g := newFakeGroup()
+	h := g.hooks()
+	adopt := h.Adopt
+	panicked := false
+	h.Adopt = func(r *Replica[*fakeProc], next, old *fakeProc, reason string) bool {
+		if next.id == 2 && !panicked {
+			panicked = true
+			panic("a bug")
+		}
+		return adopt(r, next, old, reason)
+	}
+	_, first, _, ended := keptReplica(t, g, h)
+	first.exit()
+	got := g.waitEvents(t, 8) // … start 2 (adopting it panics), then, after a backoff, start 3 and adopt 3
+	if want := []string{"start 1", "adopt 1", "exited 1", "waiting 1ms after 1", "start 2"}; !slices.Equal(got[:5], want) {
+		t.Errorf("events %q, want %q first", got, want)
+	}
+	if !slices.Contains(got, "adopt 3") {
+		t.Errorf("no process replaced the one whose adoption panicked: %q", got)
+	}
+	select {
+	case <-ended:
+		t.Error("the replica ended after a panic")
+	default:
+	}
+}
