@@ -32,6 +32,7 @@ type fakeGroup struct {
 	next     int
 	failNext int           // the next starts that fail
 	gate     chan struct{} // if set, a start waits for it
+	entered  chan struct{} // if set, told when a start begins to wait at the gate
 	stopping bool
 	serving  []*fakeProc
 	events   []string
@@ -52,9 +53,12 @@ func (g *fakeGroup) hooks() *Hooks[*fakeProc] {
 	return &Hooks[*fakeProc]{
 		Start: func() (*fakeProc, error) {
 			g.mu.Lock()
-			gate := g.gate
+			gate, entered := g.gate, g.entered
 			g.mu.Unlock()
 			if gate != nil {
+				if entered != nil {
+					entered <- struct{}{}
+				}
 				<-gate
 			}
 			g.mu.Lock()
@@ -367,13 +371,13 @@ func TestReplicaOldExitsWhileNextStarts(t *testing.T) {
 	g := newFakeGroup()
 	h := g.hooks()
 	r, first, _, _ := keptReplica(t, g, h)
-	gate := make(chan struct{})
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
 	g.mu.Lock()
-	g.gate = gate
+	g.gate, g.entered = gate, entered
 	g.mu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- r.Recycle(context.Background(), "reload") }()
-	time.Sleep(20 * time.Millisecond) // the next one is starting
+	<-entered // the next one is starting
 	first.exit()
 	g.waitEvents(t, 3) // start 1, adopt 1, exited 1: before the next is ready
 	close(gate)
