@@ -28,8 +28,8 @@ test: bin/caddy-race
 	$(PYTHON) -m unittest discover -s tests/python -t tests/python
 	HEARTH_CADDY=$(CURDIR)/bin/caddy-race HEARTH_PYTHON=$(PYTHON) go test -count=1 -timeout 15m ./...
 	tests/fuzz.sh FuzzReader ./modules/protocol 300000
-	tests/fuzz.sh FuzzParseResponseHead ./modules/python 20000
-	tests/fuzz.sh FuzzRequestHead ./modules/python 20000
+	tests/fuzz.sh FuzzParseResponseHead ./modules/python/engine 20000
+	tests/fuzz.sh FuzzRequestHead ./modules/python/engine 20000
 	tests/fuzz.sh FuzzWSGIConfig ./modules/python 8000
 	tests/fuzz.sh FuzzASGIConfig ./modules/python 8000
 	tests/fuzz.sh FuzzProcessConfig ./modules/process 8000

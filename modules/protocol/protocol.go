@@ -17,7 +17,7 @@
 // the head was sent. A worker announces itself with Hello (or Fatal with a
 // traceback when the application cannot be imported).
 //
-// The Python side of this protocol lives in modules/python/runtime.
+// The Python side of this protocol lives in modules/python/engine/runtime.
 package protocol
 
 import (

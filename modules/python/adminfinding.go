@@ -116,7 +116,7 @@ func accountName(uid uint32) string {
 
 // adminEndpointFindings is adminFindings for the pool, with the admin
 // address of the config it belongs to.
-func (p *Pool) adminEndpointFindings() []Finding {
+func (a *App) adminEndpointFindings() []Finding {
 	listen, enabled := hearth.AdminEndpoint()
-	return adminFindings(listen, enabled, p.spec.credential)
+	return adminFindings(listen, enabled, a.spec.Credential)
 }

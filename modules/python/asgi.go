@@ -10,6 +10,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/python/engine"
 )
 
 func init() {
@@ -90,7 +91,7 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				return err
 			}
 		}
-		return httpError(w, h.pool.serveWebSocket(w, r, scriptName(r, h.pool.Mounts())))
+		return httpError(w, h.app.pool.ServeWebSocket(w, r, &engine.Request{ScriptName: scriptName(r, h.app.Mounts()), ClientIP: clientIP(r)}))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)
 }

@@ -30,7 +30,7 @@ func checkConfig(config []byte, account string) ([]hearth.CheckedApp, error) {
 		checked := hearth.CheckedApp{Name: c.name}
 		if c.err != nil {
 			checked.Error = c.err.Error()
-		} else if err := c.pool.checkOnly(&checked); err != nil {
+		} else if err := c.app.checkOnly(&checked); err != nil {
 			checked.Error = err.Error()
 		}
 		out = append(out, checked)
@@ -43,7 +43,7 @@ func checkConfig(config []byte, account string) ([]hearth.CheckedApp, error) {
 // (or why its config is refused).
 type configuredPool struct {
 	name string
-	pool *Pool
+	app  *App
 	err  error
 }
 
@@ -97,49 +97,49 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 				continue
 			}
 			seen[spec.key()] = true
-			if spec.credential, err = commandCredential(spec, account); err != nil {
+			if spec.Credential, err = commandCredential(spec, account); err != nil {
 				out = append(out, configuredPool{name: spec.Name, err: err})
 				continue
 			}
-			p := newPool(spec, zap.NewNop())
-			p.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
-			p.site.ServerPorts = serverPorts
-			p.storage = storage
-			out = append(out, configuredPool{name: spec.Name, pool: p})
+			a := newApp(spec, zap.NewNop())
+			a.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
+			a.site.ServerPorts = serverPorts
+			a.storage = storage
+			out = append(out, configuredPool{name: spec.Name, app: a})
 		}
 	}
 	return out, nil
 }
 
 // checkOnly runs the checks of a pool that is not started, into checked.
-func (p *Pool) checkOnly(checked *hearth.CheckedApp) error {
-	if p.spec.GuardMode == GuardOff {
+func (a *App) checkOnly(checked *hearth.CheckedApp) error {
+	if a.spec.GuardMode == GuardOff {
 		return nil
 	}
-	path, err := writeRuntime(p.spec.credential != nil)
+	path, err := a.pool.Runtime()
 	if err != nil {
 		return err
 	}
-	p.runtimePath = path
-	if err := p.prepareSettingsSaying(os.Stderr); err != nil {
+	a.runtimePath = path
+	if err := a.prepareSettingsSaying(os.Stderr); err != nil {
 		return err
 	}
-	findings, err := p.collectFindings()
-	checked.Settings = p.settingsReport()
+	findings, err := a.collectFindings()
+	checked.Settings = a.settingsReport()
 	if err != nil {
 		return err
 	}
 	for _, f := range findings {
 		severity := "warning"
 		switch {
-		case p.blocks(f):
+		case a.blocks(f):
 			severity = "blocking"
-		case f.Blocking && slices.Contains(p.spec.GuardAllow, f.ID):
+		case f.Blocking && slices.Contains(a.spec.GuardAllow, f.ID):
 			severity = "allowed"
 		case f.Blocking:
 			severity = "blocking (warn mode)"
 		}
-		checked.Findings = append(checked.Findings, hearth.CheckFinding{ID: f.ID, Severity: severity, Blocks: p.blocks(f), Problem: f.Problem, Fix: f.Fix})
+		checked.Findings = append(checked.Findings, hearth.CheckFinding{ID: f.ID, Severity: severity, Blocks: a.blocks(f), Problem: f.Problem, Fix: f.Fix})
 	}
 	return nil
 }
@@ -147,11 +147,11 @@ func (p *Pool) checkOnly(checked *hearth.CheckedApp) error {
 // settingsReport is what the app's settings option set: for auto, the
 // environment variables; for overlay, the settings the overlay reported
 // (nil before the checks ran).
-func (p *Pool) settingsReport() *hearth.AppSettings {
-	switch p.spec.Settings {
+func (a *App) settingsReport() *hearth.AppSettings {
+	switch a.spec.Settings {
 	case SettingsAuto:
 		set := map[string]any{}
-		for _, kv := range p.settingsEnv {
+		for _, kv := range a.settingsEnv {
 			name, value, _ := strings.Cut(kv, "=")
 			if name == "SECRET_KEY" {
 				value = hearth.HiddenValue
@@ -160,9 +160,9 @@ func (p *Pool) settingsReport() *hearth.AppSettings {
 		}
 		return &hearth.AppSettings{Mode: SettingsAuto, Set: set}
 	case SettingsOverlay:
-		p.mu.Lock()
-		overlay := p.overlay
-		p.mu.Unlock()
+		a.mu.Lock()
+		overlay := a.overlay
+		a.mu.Unlock()
 		if overlay == nil {
 			return nil
 		}

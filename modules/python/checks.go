@@ -8,14 +8,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
-	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
 // Guard modes of the pre-launch checks.
@@ -124,19 +121,8 @@ type secretReport struct {
 
 // inspectApp imports the app in its real environment (interpreter, venv,
 // env, dir) with the runtime in inspect mode and returns its report.
-func (p *Pool) inspectApp() (*appReport, error) {
-	conn, peer, err := socketPair()
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	proc, err := p.startRuntime(p.command([]*os.File{peer}, "HEARTH_MODE=inspect"), p.logger.With(zap.String("role", "guard-check")))
-	peer.Close()
-	if err != nil {
-		return nil, err
-	}
-	defer proc.Stop(syscall.SIGKILL, time.Second)
-	payload, err := p.hello(proc, "check process", &channel{conn: conn, frames: protocol.NewReader(conn)})
+func (a *App) inspectApp() (*appReport, error) {
+	payload, err := a.pool.Inspect(a.appEnv())
 	if err != nil {
 		return nil, err
 	}
@@ -149,58 +135,58 @@ func (p *Pool) inspectApp() (*appReport, error) {
 
 // runGuardChecks runs the pre-launch checks and, in enforce mode, refuses
 // the app when a blocking finding is not allowed.
-func (p *Pool) runGuardChecks() error {
-	if p.spec.GuardMode == GuardOff {
+func (a *App) runGuardChecks() error {
+	if a.spec.GuardMode == GuardOff {
 		return nil
 	}
-	findings, err := p.collectFindings()
+	findings, err := a.collectFindings()
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	p.findings = findings
-	p.mu.Unlock()
+	a.mu.Lock()
+	a.findings = findings
+	a.mu.Unlock()
 	var blocking []string
 	for _, f := range findings {
-		if p.blocks(f) {
+		if a.blocks(f) {
 			blocking = append(blocking, "  "+f.String())
 			continue
 		}
-		p.logger.Warn("guard finding", zap.String("id", f.ID), zap.String("problem", f.Problem),
-			zap.String("fix", f.Fix), zap.Bool("allowed", slices.Contains(p.spec.GuardAllow, f.ID)))
+		a.logger.Warn("guard finding", zap.String("id", f.ID), zap.String("problem", f.Problem),
+			zap.String("fix", f.Fix), zap.Bool("allowed", slices.Contains(a.spec.GuardAllow, f.ID)))
 	}
 	if len(blocking) > 0 {
 		return fmt.Errorf("guard refused to start app %s (guard enforce):\n%s\nfix them, or acknowledge one with `guard enforce { allow <id> }` in its wsgi block",
-			p.spec.Name, strings.Join(blocking, "\n"))
+			a.spec.Name, strings.Join(blocking, "\n"))
 	}
 	return nil
 }
 
 // blocks reports whether f refuses the app under the pool's guard settings.
-func (p *Pool) blocks(f Finding) bool {
-	return f.Blocking && p.spec.GuardMode == GuardEnforce && !slices.Contains(p.spec.GuardAllow, f.ID)
+func (a *App) blocks(f Finding) bool {
+	return f.Blocking && a.spec.GuardMode == GuardEnforce && !slices.Contains(a.spec.GuardAllow, f.ID)
 }
 
 // collectFindings inspects the app and its surroundings.
-func (p *Pool) collectFindings() ([]Finding, error) {
-	report, err := p.inspectApp()
+func (a *App) collectFindings() ([]Finding, error) {
+	report, err := a.inspectApp()
 	if err != nil {
 		return nil, err
 	}
-	p.appHosts.Store(report.appHosts(p.autoHosts))
-	p.mu.Lock()
-	site := p.site
-	p.overlay = report.Overlay
-	p.mu.Unlock()
-	findings := append(p.fileFindings(site), reportFindings(report, site, p.spec.HSTSMaxAge)...)
+	a.appHosts.Store(report.appHosts(a.autoHosts))
+	a.mu.Lock()
+	site := a.site
+	a.overlay = report.Overlay
+	a.mu.Unlock()
+	findings := append(a.fileFindings(site), reportFindings(report, site, a.spec.HSTSMaxAge)...)
 	if report.Django != nil {
-		findings = append(findings, migrationFindings(report.Django.Migrations, p.spec.Name, p.migratesBeforeStart())...)
+		findings = append(findings, migrationFindings(report.Django.Migrations, a.spec.Name, a.migratesBeforeStart())...)
 	}
-	if p.spec.Settings == SettingsOverlay && report.Framework != "django" {
+	if a.spec.Settings == SettingsOverlay && report.Framework != "django" {
 		findings = append(findings, Finding{ID: "HG-SET-01", Problem: fmt.Sprintf("`settings overlay` sets Django's settings, but this app is %s: it gets nothing from it", frameworkName(report.Framework)),
 			Fix: "use `settings auto` and read SECRET_KEY, DEBUG and ALLOWED_HOSTS from os.environ in the app"})
 	}
-	findings = append(findings, p.adminEndpointFindings()...)
+	findings = append(findings, a.adminEndpointFindings()...)
 	return append(findings, networkFindings(site.ServerPorts)...), nil
 }
 
@@ -357,16 +343,16 @@ func servesHTTPS(site hearth.Site) bool {
 }
 
 // fileFindings checks the files around the app.
-func (p *Pool) fileFindings(site hearth.Site) []Finding {
+func (a *App) fileFindings(site hearth.Site) []Finding {
 	var out []Finding
-	if _, err := os.Stat(filepath.Join(p.spec.Dir, ".git")); err == nil {
-		if root := under(p.spec.Dir, site.Roots); root != "" {
+	if _, err := os.Stat(filepath.Join(a.spec.Dir, ".git")); err == nil {
+		if root := under(a.spec.Dir, site.Roots); root != "" {
 			out = append(out, Finding{ID: "HG-FILE-04", Blocking: true,
-				Problem: fmt.Sprintf("the app directory %s, with its .git, is inside %s, which file_server serves: the code and its history can be downloaded", p.spec.Dir, root),
+				Problem: fmt.Sprintf("the app directory %s, with its .git, is inside %s, which file_server serves: the code and its history can be downloaded", a.spec.Dir, root),
 				Fix:     "serve only a directory of collected static files (like Django's STATIC_ROOT), outside the app directory"})
 		}
 	}
-	path := p.spec.EnvFile
+	path := a.spec.EnvFile
 	if path == "" {
 		return out
 	}

@@ -1,6 +1,8 @@
 package python
 
 import (
+	"github.com/hearth-dev/hearth/modules/python/engine"
+
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -106,7 +108,7 @@ func TestFileFindings(t *testing.T) {
 	dir := t.TempDir()
 	env := filepath.Join(dir, ".env")
 	os.WriteFile(env, []byte("A=1\n"), 0o644)
-	p := &Pool{spec: &poolSpec{EnvFile: env, Dir: dir}}
+	p := &App{spec: &poolSpec{EnvFile: env, Options: engine.Options{Dir: dir}}}
 	if got := ids(p.fileFindings(hearth.Site{})); !slices.Equal(got, []string{"HG-FILE-01"}) {
 		t.Errorf("0644 env_file: %v", got)
 	}
@@ -143,7 +145,7 @@ func describeSecrets(t *testing.T, keys []string) []secretReport {
 	script := "import json, sys\nfrom hearth_runtime.inspection import describe_secret\n" +
 		"print(json.dumps([describe_secret(k) for k in json.load(sys.stdin)]))\n"
 	cmd := exec.Command("/usr/bin/python3", "-B", "-c", script)
-	cmd.Dir = "runtime"
+	cmd.Dir = "engine/runtime"
 	input, _ := json.Marshal(keys)
 	cmd.Stdin = strings.NewReader(string(input))
 	out, err := cmd.Output()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -191,57 +192,21 @@ type PoolConfig struct {
 	BeforeStart [][]string `json:"before_start,omitempty"`
 }
 
-// poolSpec is the resolved, immutable description of a pool. Its hash keys
-// the pool across config reloads: same spec, same running workers.
+// poolSpec is the resolved, immutable description of an app: the engine's
+// options and what Hearth does around its start. Its hash keys the app
+// across config reloads: same spec, same running workers.
 type poolSpec struct {
-	App            string        `json:"app"`
-	Name           string        `json:"name"`
-	Dir            string        `json:"dir"`
-	Python         string        `json:"python"`
-	Env            []string      `json:"env"`
-	Workers        int           `json:"workers"`
-	MaxWorkers     int           `json:"max_workers"`
-	IdleTimeout    time.Duration `json:"idle_timeout"`
-	MaxRequests    int           `json:"max_requests"`
-	Jitter         int           `json:"max_requests_jitter"`
-	MaxMemory      int64         `json:"max_memory"`
-	MaxLifetime    time.Duration `json:"max_lifetime"`
-	Watch          []string      `json:"watch"`
-	Preload        bool          `json:"preload"`
-	Pipeline       string        `json:"pipeline"`
-	Threads        int           `json:"threads"`
-	MaxQueue       int           `json:"max_queue"`
-	QueueTimeout   time.Duration `json:"queue_timeout"`
-	StartTimeout   time.Duration `json:"start_timeout"`
-	StopTimeout    time.Duration `json:"stop_timeout"`
-	BeforeStart    [][]string    `json:"before_start"`
-	EnvFile        string        `json:"env_file"`
-	Umask          uint32        `json:"umask"`
-	GuardMode      string        `json:"guard_mode"`
-	Settings       string        `json:"settings"`
-	SettingsModule string        `json:"settings_module"`
-	HSTSMaxAge     int           `json:"hsts_max_age"` // the HTTP guard's (0: none)
-	Kind           string        `json:"kind"`         // wsgi or asgi
-	Lifespan       string        `json:"lifespan"`     // asgi: auto, on or off
-	User           string        `json:"user"`
-	Group          string        `json:"group"`
-	credential     *syscall.Credential
-	Explicit       []string `json:"explicit"`
-	GuardAllow     []string `json:"guard_allow"`
-}
-
-// kind is wsgi or asgi.
-func (s *poolSpec) kind() string {
-	if s.Kind == "" {
-		return "wsgi"
-	}
-	return s.Kind
-}
-
-// pipelining reports whether waiting requests may be pipelined to busy
-// workers (see dispatch.go).
-func (s *poolSpec) pipelining() bool {
-	return s.kind() == "wsgi" && s.Pipeline != "off"
+	engine.Options
+	BeforeStart    [][]string `json:"before_start"`
+	EnvFile        string     `json:"env_file"`
+	GuardMode      string     `json:"guard_mode"`
+	Settings       string     `json:"settings"`
+	SettingsModule string     `json:"settings_module"`
+	HSTSMaxAge     int        `json:"hsts_max_age"` // the HTTP guard's (0: none)
+	User           string     `json:"user"`
+	Group          string     `json:"group"`
+	Explicit       []string   `json:"explicit"`
+	GuardAllow     []string   `json:"guard_allow"`
 }
 
 // key is the identity of the spec across reloads.
@@ -272,25 +237,26 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	if err := check.checkFields(); err != nil {
 		return nil, err
 	}
-	s := &poolSpec{
-		App:          appSpec,
-		Name:         c.Name,
-		Workers:      c.Workers,
-		MaxWorkers:   c.MaxWorkers,
-		IdleTimeout:  time.Duration(c.IdleTimeout),
-		MaxRequests:  c.MaxRequests,
-		Jitter:       c.MaxRequestsJitter,
-		MaxMemory:    c.MaxMemory,
-		MaxLifetime:  time.Duration(c.MaxLifetime),
-		Watch:        c.Watch,
-		Preload:      c.Preload,
-		Pipeline:     c.Pipeline,
-		Threads:      c.Threads,
-		MaxQueue:     c.MaxQueue,
-		QueueTimeout: time.Duration(c.QueueTimeout),
-		StartTimeout: time.Duration(c.StartTimeout),
-		StopTimeout:  time.Duration(c.StopTimeout),
-	}
+	s := &poolSpec{Options: engine.Options{
+		App:               appSpec,
+		Name:              c.Name,
+		Workers:           c.Workers,
+		MaxWorkers:        c.MaxWorkers,
+		IdleTimeout:       time.Duration(c.IdleTimeout),
+		MaxRequests:       c.MaxRequests,
+		MaxRequestsJitter: c.MaxRequestsJitter,
+		MaxMemory:         c.MaxMemory,
+		MaxLifetime:       time.Duration(c.MaxLifetime),
+		Watch:             c.Watch,
+		Preload:           c.Preload,
+		Pipeline:          c.Pipeline,
+		Threads:           c.Threads,
+		MaxQueue:          c.MaxQueue,
+		QueueTimeout:      time.Duration(c.QueueTimeout),
+		StartTimeout:      time.Duration(c.StartTimeout),
+		StopTimeout:       time.Duration(c.StopTimeout),
+		RuntimeDir:        filepath.Join(caddy.AppDataDir(), "hearth", "runtime"),
+	}}
 	s.Name = hearth.AppName(s.Name, "python", module)
 	if err := s.applyCounts(); err != nil {
 		return nil, err
@@ -311,10 +277,10 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	}
 	s.Dir = dir
 	// the account first: the environment has its HOME, USER and LOGNAME
-	if s.credential, err = supervisor.Credential(c.User, c.Group, c.AllowRoot); err != nil {
+	if s.Credential, err = supervisor.Credential(c.User, c.Group, c.AllowRoot); err != nil {
 		return nil, err
 	}
-	env, err := c.environment(dir, s.credential)
+	env, err := c.environment(dir, s.Credential)
 	if err != nil {
 		return nil, err
 	}

@@ -116,8 +116,8 @@ type migrationReport struct {
 
 // migratesBeforeStart reports whether a before_start command runs
 // Django's migrate.
-func (p *Pool) migratesBeforeStart() bool {
-	for _, argv := range p.spec.BeforeStart {
+func (a *App) migratesBeforeStart() bool {
+	for _, argv := range a.spec.BeforeStart {
 		if slices.Contains(argv, "migrate") {
 			return true
 		}

@@ -119,24 +119,24 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	if found.err != nil {
 		return nil, fmt.Errorf("the config of app %s is refused: %w", name, found.err)
 	}
-	p := found.pool
-	if p.runtimePath, err = writeRuntime(p.spec.credential != nil); err != nil {
+	a := found.app
+	if a.runtimePath, err = a.pool.Runtime(); err != nil {
 		return nil, err
 	}
-	if err := p.prepareSettingsSaying(os.Stderr); err != nil {
+	if err := a.prepareSettingsSaying(os.Stderr); err != nil {
 		return nil, err
 	}
-	env := p.appEnv()
+	env := a.appEnv()
 	program, args := "", argv
 	switch {
 	case manage:
-		script := filepath.Join(p.spec.Dir, "manage.py")
+		script := filepath.Join(a.spec.Dir, "manage.py")
 		if _, err := os.Stat(script); err != nil {
-			return nil, fmt.Errorf("app %s has no manage.py in %s (is it a Django project? for any other command: `caddy hearth exec %s -- <command>`)", name, p.spec.Dir, name)
+			return nil, fmt.Errorf("app %s has no manage.py in %s (is it a Django project? for any other command: `caddy hearth exec %s -- <command>`)", name, a.spec.Dir, name)
 		}
-		program, args = p.spec.Python, append([]string{script}, argv...)
+		program, args = a.spec.Python, append([]string{script}, argv...)
 	case argv[0] == "python" || argv[0] == "python3":
-		program, args = p.spec.Python, argv[1:]
+		program, args = a.spec.Python, argv[1:]
 	default:
 		if program, err = lookPath(argv[0], env); err != nil {
 			return nil, err
@@ -148,7 +148,7 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	if manage {
 		cmd.Args[0] = "python"
 	}
-	cmd.Dir = p.spec.Dir
+	cmd.Dir = a.spec.Dir
 	if isTerminal(os.Stdin) {
 		if t, ok := os.LookupEnv("TERM"); ok && !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
 			env = append(env, "TERM="+t) // for shell's line editing; not a secret
@@ -156,13 +156,13 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	}
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if cred := p.spec.credential; cred != nil && (uint32(os.Geteuid()) != cred.Uid || uint32(os.Getegid()) != cred.Gid) {
+	if cred := a.spec.Credential; cred != nil && (uint32(os.Geteuid()) != cred.Uid || uint32(os.Getegid()) != cred.Gid) {
 		// a new session: the command has no controlling terminal, so the
 		// app's code cannot push keystrokes into this (root's) terminal
 		// with TIOCSTI; its stdin, stdout and stderr are still the terminal
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
 	}
-	syscall.Umask(int(p.spec.Umask)) // this process only starts the command
+	syscall.Umask(int(a.spec.Umask)) // this process only starts the command
 	return cmd, nil
 }
 
@@ -173,7 +173,7 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 // have been changed by the app's account, and must not run as root unless
 // the app does. Switching to another account needs root.
 func commandCredential(spec *poolSpec, account string) (*syscall.Credential, error) {
-	cred := spec.credential
+	cred := spec.Credential
 	if cred == nil && account != "" {
 		user, group, _ := strings.Cut(account, ":")
 		var err error
@@ -200,13 +200,13 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 // beside a config (check, manage, exec): when it has to create the app's
 // secret key, it says where on w, since a key made by another user than
 // Caddy's, or in another data directory, is not the one the app gets.
-func (p *Pool) prepareSettingsSaying(w io.Writer) error {
-	place, existed := p.secretKeyExists()
-	if err := p.prepareSettings(); err != nil {
+func (a *App) prepareSettingsSaying(w io.Writer) error {
+	place, existed := a.secretKeyExists()
+	if err := a.prepareSettings(); err != nil {
 		return err
 	}
-	if _, exists := p.secretKeyExists(); (p.spec.Settings == SettingsAuto || p.spec.Settings == SettingsOverlay) && !existed && exists {
-		fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", p.spec.Name, place)
+	if _, exists := a.secretKeyExists(); (a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay) && !existed && exists {
+		fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", a.spec.Name, place)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/hearth-dev/hearth/modules/python/engine"
 )
 
 // TestHTTPError: each engine failure becomes its HTTP status in one place
@@ -18,16 +20,18 @@ func TestHTTPError(t *testing.T) {
 		status     int
 		retryAfter string
 	}{
-		{failed(failRefused, errors.New("NUL")), 400, ""},
-		{failed(failHeadTooLarge, errors.New("big")), 431, ""},
-		{failed(failUnavailable, errQueueFull), 503, "1"},
-		{failed(failAbandoned, errPipelineAbandoned), 502, ""},
-		{failed(failClientLeft, errors.New("gone")), 499, ""},
-		{failed(failWorkerBroken, errors.New("EOF")), 502, ""},
-		{failed(failTimedOut, errors.New("late")), 504, ""},
-		{failed(failAppAborted, errors.New("abort")), 502, ""},
-		{failed(failBadResponse, errors.New("bad header")), 500, ""},
-		{fmt.Errorf("relaying: %w", failed(failTimedOut, errors.New("late"))), 504, ""},
+		{engine.Failed(engine.BodyTooLarge, errors.New("big body")), 413, ""},
+		{engine.Failed(engine.BodyUnreadable, errors.New("short body")), 400, ""},
+		{engine.Failed(engine.Refused, errors.New("NUL")), 400, ""},
+		{engine.Failed(engine.HeadTooLarge, errors.New("big")), 431, ""},
+		{engine.Failed(engine.Unavailable, errors.New("queue full")), 503, "1"},
+		{engine.Failed(engine.Abandoned, errors.New("pipelined")), 502, ""},
+		{engine.Failed(engine.ClientLeft, errors.New("gone")), 499, ""},
+		{engine.Failed(engine.WorkerBroken, errors.New("EOF")), 502, ""},
+		{engine.Failed(engine.TimedOut, errors.New("late")), 504, ""},
+		{engine.Failed(engine.AppAborted, errors.New("abort")), 502, ""},
+		{engine.Failed(engine.BadResponse, errors.New("bad header")), 500, ""},
+		{fmt.Errorf("relaying: %w", engine.Failed(engine.TimedOut, errors.New("late"))), 504, ""},
 	} {
 		rec := httptest.NewRecorder()
 		var he caddyhttp.HandlerError
@@ -38,7 +42,7 @@ func TestHTTPError(t *testing.T) {
 			t.Errorf("%v: Retry-After %q, want %q", tc.err, got, tc.retryAfter)
 		}
 	}
-	for f := failure(1); f <= failBadResponse; f++ {
+	for f := engine.Failure(1); f <= engine.LastFailure; f++ {
 		if failureStatus[f] == 0 {
 			t.Errorf("failure %d has no HTTP status", f)
 		}
@@ -46,8 +50,5 @@ func TestHTTPError(t *testing.T) {
 	plain := errors.New("not the engine's")
 	if got := httpError(httptest.NewRecorder(), plain); got != plain {
 		t.Errorf("a plain error became %v", got)
-	}
-	if !brokeChannel(fmt.Errorf("x: %w", failed(failWorkerBroken, plain))) || brokeChannel(failed(failAppAborted, plain)) {
-		t.Error("brokeChannel does not follow the failure")
 	}
 }

@@ -21,28 +21,10 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/safedir"
 )
-
-// SetSite records where the pool is served (hearth.SiteAware).
-func (p *Pool) SetSite(site hearth.Site) {
-	p.mu.Lock()
-	p.site = site
-	p.mu.Unlock()
-	mounts := slices.Clone(site.Mounts)
-	p.mounts.Store(&mounts)
-}
-
-// Mounts are the path prefixes the config strips before the pool's
-// handlers: the values SCRIPT_NAME may take.
-func (p *Pool) Mounts() []string {
-	if m := p.mounts.Load(); m != nil {
-		return *m
-	}
-	return nil
-}
 
 // The values of `settings`.
 const (
@@ -61,29 +43,29 @@ const (
 // and, for the overlay, STATIC_ROOT when the project has none and the
 // secure cookies and HSTS of an HTTPS site. What env or env_file set
 // explicitly wins.
-func (p *Pool) prepareSettings() error {
-	if p.spec.Settings != SettingsAuto && p.spec.Settings != SettingsOverlay {
+func (a *App) prepareSettings() error {
+	if a.spec.Settings != SettingsAuto && a.spec.Settings != SettingsOverlay {
 		return nil
 	}
-	key, explicitKey := envValue(p.spec.Env, "SECRET_KEY")
-	if !explicitKey || p.spec.Settings == SettingsAuto {
-		p.mu.Lock()
-		storage := p.storage
-		p.mu.Unlock()
-		stored, migrated, err := secretKey(p.ctx, storage, p.spec.Name, p.spec.Dir)
+	key, explicitKey := envValue(a.spec.Env, "SECRET_KEY")
+	if !explicitKey || a.spec.Settings == SettingsAuto {
+		a.mu.Lock()
+		storage := a.storage
+		a.mu.Unlock()
+		stored, migrated, err := secretKey(a.pool.Context(), storage, a.spec.Name, a.spec.Dir)
 		if err != nil {
 			return err
 		}
 		if migrated {
-			p.logger.Info("settings: the secret key stored under the app's name alone is now this app's (name and directory)", zap.String("dir", p.spec.Dir))
+			a.logger.Info("settings: the secret key stored under the app's name alone is now this app's (name and directory)", zap.String("dir", a.spec.Dir))
 		}
 		if !explicitKey {
 			key = stored
 		}
 	}
-	p.mu.Lock()
-	site := p.site
-	p.mu.Unlock()
+	a.mu.Lock()
+	site := a.site
+	a.mu.Unlock()
 	hosts := make([]string, 0, len(site.Hosts))
 	for _, h := range site.Hosts {
 		if rest, ok := strings.CutPrefix(h, "*."); ok {
@@ -94,15 +76,15 @@ func (p *Pool) prepareSettings() error {
 	if len(hosts) == 0 { // a port-only site: this machine's own names
 		hosts = []string{"localhost", "127.0.0.1", "[::1]"}
 	}
-	if !slices.Contains(p.spec.Explicit, "ALLOWED_HOSTS") {
-		p.autoHosts = hosts
+	if !slices.Contains(a.spec.Explicit, "ALLOWED_HOSTS") {
+		a.autoHosts = hosts
 	}
-	if p.spec.Settings == SettingsOverlay {
-		env, err := p.overlayEnv(key, hosts, site)
+	if a.spec.Settings == SettingsOverlay {
+		env, err := a.overlayEnv(key, hosts, site)
 		if err != nil {
 			return err
 		}
-		p.settingsEnv = env
+		a.settingsEnv = env
 		return nil
 	}
 	values := map[string]string{
@@ -113,11 +95,11 @@ func (p *Pool) prepareSettings() error {
 	}
 	var env []string
 	for _, name := range []string{"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"} {
-		if !slices.Contains(p.spec.Explicit, name) {
+		if !slices.Contains(a.spec.Explicit, name) {
 			env = append(env, name+"="+values[name])
 		}
 	}
-	p.settingsEnv = env
+	a.settingsEnv = env
 	return nil
 }
 
@@ -127,8 +109,8 @@ func (p *Pool) prepareSettings() error {
 // HEARTH_SETTINGS_OVERLAY over it. Values of env and env_file win: they
 // are parsed as settings.py would (a comma-separated list of hosts, a
 // boolean DEBUG).
-func (p *Pool) overlayEnv(key string, hosts []string, site hearth.Site) ([]string, error) {
-	project, err := projectSettingsModule(p.spec)
+func (a *App) overlayEnv(key string, hosts []string, site hearth.Site) ([]string, error) {
+	project, err := projectSettingsModule(a.spec)
 	if err != nil {
 		return nil, err
 	}
@@ -136,23 +118,23 @@ func (p *Pool) overlayEnv(key string, hosts []string, site hearth.Site) ([]strin
 	if site.Origins == nil {
 		set["CSRF_TRUSTED_ORIGINS"] = []string{}
 	}
-	unset := map[string]any{"STATIC_ROOT": filepath.Join(p.spec.Dir, "staticfiles")}
+	unset := map[string]any{"STATIC_ROOT": filepath.Join(a.spec.Dir, "staticfiles")}
 	if servesHTTPS(site) {
 		set["SESSION_COOKIE_SECURE"] = true
 		set["CSRF_COOKIE_SECURE"] = true
-		if p.spec.HSTSMaxAge > 0 {
-			set["SECURE_HSTS_SECONDS"] = p.spec.HSTSMaxAge
+		if a.spec.HSTSMaxAge > 0 {
+			set["SECURE_HSTS_SECONDS"] = a.spec.HSTSMaxAge
 		}
 	}
-	if v, ok := envValue(p.spec.Env, "DEBUG"); ok {
+	if v, ok := envValue(a.spec.Env, "DEBUG"); ok {
 		set["DEBUG"] = truthy(v)
 	}
 	for _, name := range []string{"ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"} {
-		if v, ok := envValue(p.spec.Env, name); ok {
+		if v, ok := envValue(a.spec.Env, name); ok {
 			set[name] = splitList(v)
 		}
 	}
-	if v, ok := envValue(p.spec.Env, "STATIC_ROOT"); ok {
+	if v, ok := envValue(a.spec.Env, "STATIC_ROOT"); ok {
 		delete(unset, "STATIC_ROOT")
 		set["STATIC_ROOT"] = v
 	}
@@ -160,13 +142,13 @@ func (p *Pool) overlayEnv(key string, hosts []string, site hearth.Site) ([]strin
 	if err != nil {
 		return nil, err
 	}
-	runtimeDir := filepath.Dir(p.runtimePath)
+	runtimeDir := filepath.Dir(a.runtimePath)
 	pythonPath := runtimeDir
-	if v, ok := envValue(p.spec.Env, "PYTHONPATH"); ok && v != "" {
+	if v, ok := envValue(a.spec.Env, "PYTHONPATH"); ok && v != "" {
 		pythonPath += string(os.PathListSeparator) + v
 	}
 	return []string{
-		"DJANGO_SETTINGS_MODULE=" + overlayModule,
+		"DJANGO_SETTINGS_MODULE=" + engine.OverlayModule,
 		"HEARTH_PROJECT_SETTINGS=" + project,
 		"HEARTH_SETTINGS_OVERLAY=" + string(overlay),
 		"PYTHONPATH=" + pythonPath,
@@ -175,15 +157,15 @@ func (p *Pool) overlayEnv(key string, hosts []string, site hearth.Site) ([]strin
 
 // appEnv is the app's environment: the spec's, with what `settings` sets
 // replacing variables of the same name.
-func (p *Pool) appEnv() []string {
-	env := make([]string, 0, len(p.spec.Env)+len(p.settingsEnv))
-	for _, kv := range p.spec.Env {
+func (a *App) appEnv() []string {
+	env := make([]string, 0, len(a.spec.Env)+len(a.settingsEnv))
+	for _, kv := range a.spec.Env {
 		name, _, _ := strings.Cut(kv, "=")
-		if !slices.ContainsFunc(p.settingsEnv, func(s string) bool { return strings.HasPrefix(s, name+"=") }) {
+		if !slices.ContainsFunc(a.settingsEnv, func(s string) bool { return strings.HasPrefix(s, name+"=") }) {
 			env = append(env, kv)
 		}
 	}
-	return append(env, p.settingsEnv...)
+	return append(env, a.settingsEnv...)
 }
 
 // envValue is the value of name in env (KEY=value entries; the last wins).
@@ -247,7 +229,7 @@ func projectSettingsModule(spec *poolSpec) (string, error) {
 		pkg, _, _ := strings.Cut(appModule, ".")
 		module = pkg + ".settings"
 	}
-	if !pythonModule.MatchString(module) || module == overlayModule {
+	if !pythonModule.MatchString(module) || module == engine.OverlayModule {
 		return "", fmt.Errorf("settings overlay: %q is not a Python module name; name the project's settings module, like `settings overlay mysite.settings`", module)
 	}
 	return module, nil
@@ -277,26 +259,18 @@ func inDataDir(storage certmagic.Storage) bool {
 
 // secretKeyExists reports where the app's key of `settings` is kept and
 // whether it is there yet.
-func (p *Pool) secretKeyExists() (string, bool) {
-	p.mu.Lock()
-	storage := p.storage
-	p.mu.Unlock()
-	name := keyFileName(p.spec.Name, p.spec.Dir)
+func (a *App) secretKeyExists() (string, bool) {
+	a.mu.Lock()
+	storage := a.storage
+	a.mu.Unlock()
+	name := keyFileName(a.spec.Name, a.spec.Dir)
 	if inDataDir(storage) {
 		path := filepath.Join(caddy.AppDataDir(), "hearth", "secrets", name)
 		_, err := os.Lstat(path)
 		return path, err == nil
 	}
 	key := path.Join("hearth", "secrets", name)
-	return key + " in the config's storage", storage.Exists(p.ctx, key)
-}
-
-// SetStorage gives the pool the config's storage (hearth.StorageAware),
-// where `settings auto` keeps the app's secret key.
-func (p *Pool) SetStorage(storage certmagic.Storage) {
-	p.mu.Lock()
-	p.storage = storage
-	p.mu.Unlock()
+	return key + " in the config's storage", storage.Exists(a.pool.Context(), key)
 }
 
 // secretKey returns the app's secret key from Caddy's storage. With the
@@ -460,8 +434,3 @@ func safeFileName(name string) string {
 	}
 	return strings.TrimLeft(string(b), ".")
 }
-
-// AppHosts returns the hosts the app allows, once the pre-launch checks
-// have read them (nil before, or when it allows any host): the HTTP guard
-// of a site without `hosts` answers 421 to the others.
-func (p *Pool) AppHosts() *guard.AppHosts { return p.appHosts.Load() }

@@ -1,10 +1,12 @@
-// Package python serves Python web applications from pools of supervised
-// worker processes. This folder is the whole path of a request from Caddy to
-// Python: the handler module (wsgi.go) buffers the request body (body.go),
-// encodes the WSGI environ (environ.go), takes a worker channel from the pool
-// (pool.go, worker.go), exchanges frames with it (exchange.go, spool.go), and
-// the worker runtime (runtime/hearth_worker.py and its hearth_runtime
-// package, embedded by runtime.go) calls the app.
+// Package python is the Caddy side of Hearth's Python apps: the wsgi and
+// asgi handler modules and their Caddyfile, the resolution of their
+// config into the engine's options (config.go), what Hearth does around
+// an app's start (its production settings, the pre-launch checks,
+// before_start: app.go, settings.go, checks.go) and the commands that
+// work beside a config (check, init, manage, exec). The pool that serves
+// the requests, its workers and their runtime are the engine's
+// (modules/python/engine), which knows nothing of Caddy; status.go turns
+// its failures into HTTP statuses.
 package python
 
 import (
@@ -20,6 +22,7 @@ import (
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/python/engine"
 )
 
 func init() {
@@ -51,7 +54,7 @@ type WSGI struct {
 	// Default: 100 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
-	pool      *Pool
+	app       *App
 	poolKey   string
 	kind      string // "asgi" when provisioned by the ASGI handler
 	lifespan  string
@@ -102,13 +105,13 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	key := spec.key()
-	pool, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
-		return newPool(spec, h.logger), nil
+	app, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
+		return newApp(spec, h.logger), nil
 	})
 	if err != nil {
 		return err
 	}
-	h.pool, h.poolKey = pool.(*Pool), key
+	h.app, h.poolKey = app.(*App), key
 	if spec.GuardMode != GuardOff {
 		h.guard = new(guard.Guard)
 		if h.Guard != nil && h.Guard.HTTP != nil {
@@ -117,7 +120,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		if err := h.guard.Prepare(ctx.Logger().Named("guard")); err != nil {
 			return err
 		}
-		h.guard.UseAppHosts(h.pool.AppHosts)
+		h.guard.UseAppHosts(h.app.AppHosts)
 	}
 	return nil
 }
@@ -144,12 +147,24 @@ func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 
 // serve buffers the request body, then runs the request on a worker.
 func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
-	body, err := readRequestBody(r, h.MaxBody)
+	body, err := engine.ReadBody(r, h.MaxBody)
 	if err != nil {
-		return err
+		return httpError(w, err)
 	}
 	defer body.Close()
-	return httpError(w, h.pool.serve(w, r, scriptName(r, h.pool.Mounts()), body, time.Duration(h.Timeout)))
+	return httpError(w, h.app.pool.Serve(w, r, &engine.Request{
+		ScriptName: scriptName(r, h.app.Mounts()),
+		ClientIP:   clientIP(r),
+		Body:       body,
+		Timeout:    time.Duration(h.Timeout),
+	}))
+}
+
+// clientIP is the client's address as Caddy determined it (honouring
+// trusted_proxies), or "" to use the connection's peer.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
 }
 
 // scriptName is the part of the path a handle_path (or uri strip_prefix)

@@ -1,4 +1,4 @@
-"""Tests of the embedded worker runtime (modules/python/runtime: hearth_worker.py
+"""Tests of the embedded worker runtime (modules/python/engine/runtime: hearth_worker.py
 and its hearth_runtime package),
 run as a real process speaking the framed protocol over a socketpair:
 well-formed exchanges, then malformed and random frames, which must end in a
@@ -19,7 +19,7 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RUNTIME = os.path.join(HERE, '..', '..', 'modules', 'python', 'runtime', 'hearth_worker.py')
+RUNTIME = os.path.join(HERE, '..', '..', 'modules', 'python', 'engine', 'runtime', 'hearth_worker.py')
 sys.path.insert(0, os.path.dirname(RUNTIME))
 from hearth_runtime import protocol, wsgi  # noqa: E402
 

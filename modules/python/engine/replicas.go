@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"errors"
@@ -125,7 +125,7 @@ func (p *Pool) hooks() *supervisor.Hooks[*worker] {
 				p.backoff = time.Now().Add(delay)
 			}
 		},
-		MaxLifetime: p.spec.MaxLifetime,
+		MaxLifetime: p.opts.MaxLifetime,
 	}
 }
 
@@ -188,10 +188,10 @@ func (p *Pool) adopt(r *supervisor.Replica[*worker], next, old *worker, reason s
 
 // addWorkerLocked puts w's channels into service.
 func (p *Pool) addWorkerLocked(w *worker) {
-	if p.spec.MaxRequests > 0 {
-		w.limit = int64(p.spec.MaxRequests)
-		if p.spec.Jitter > 0 {
-			w.limit += rand.Int64N(int64(p.spec.Jitter) + 1)
+	if p.opts.MaxRequests > 0 {
+		w.limit = int64(p.opts.MaxRequests)
+		if p.opts.MaxRequestsJitter > 0 {
+			w.limit += rand.Int64N(int64(p.opts.MaxRequestsJitter) + 1)
 		}
 	}
 	w.lastUsed = time.Now()
@@ -212,7 +212,7 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 	}
 	w.state = workerRetired
 	p.restarts[reason]++
-	restartsTotal.WithLabelValues(p.spec.Name, reason).Inc()
+	restartsTotal.WithLabelValues(p.opts.Name, reason).Inc()
 	p.idle = slices.DeleteFunc(p.idle, func(s *channel) bool { return s.worker == w })
 	p.workers = without(p.workers, w)
 	if !graceful {
@@ -316,11 +316,11 @@ func (p *Pool) Scale(n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != supervisor.Running {
-		return fmt.Errorf("app %s is %s, not running", p.spec.Name, p.state)
+		return fmt.Errorf("app %s is %s, not running", p.opts.Name, p.state)
 	}
-	if p.spec.MaxWorkers > 0 {
-		if n < p.spec.Workers || n > p.spec.MaxWorkers {
-			return fmt.Errorf("app %s autoscales between %d and %d workers; scale it within those bounds or change `workers` in the Caddyfile", p.spec.Name, p.spec.Workers, p.spec.MaxWorkers)
+	if p.opts.MaxWorkers > 0 {
+		if n < p.opts.Workers || n > p.opts.MaxWorkers {
+			return fmt.Errorf("app %s autoscales between %d and %d workers; scale it within those bounds or change `workers` in the Caddyfile", p.opts.Name, p.opts.Workers, p.opts.MaxWorkers)
 		}
 	} else {
 		p.minWorkers, p.maxWorkers = n, n
@@ -350,15 +350,15 @@ func (p *Pool) Restart() error {
 	p.mu.Lock()
 	if p.state != supervisor.Running {
 		p.mu.Unlock()
-		return fmt.Errorf("app %s is %s, not running", p.spec.Name, p.state)
+		return fmt.Errorf("app %s is %s, not running", p.opts.Name, p.state)
 	}
 	replicas := slices.Clone(p.replicas)
 	p.mu.Unlock()
-	if p.spec.Preload {
+	if p.opts.Preload {
 		// load the new code once, in a new fork server, before any worker
 		old, err := p.replaceForkServer()
 		if err != nil {
-			return fmt.Errorf("restarting app %s: %w", p.spec.Name, err)
+			return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
 		}
 		if old != nil {
 			defer old.stop()
@@ -368,7 +368,7 @@ func (p *Pool) Restart() error {
 		if err := r.Recycle(p.ctx, "reload"); errors.Is(err, supervisor.ErrStopped) {
 			return errPoolStopped
 		} else if err != nil {
-			return fmt.Errorf("restarting app %s: %w", p.spec.Name, err)
+			return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
 		}
 	}
 	return nil

@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"fmt"
@@ -50,7 +50,7 @@ func TestTakeIdle(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, idle := fakeWorkers(tc.idle...)
-			p := &Pool{spec: &poolSpec{Threads: tc.threads}, idle: slices.Clone(idle)}
+			p := &Pool{opts: Options{Threads: tc.threads}, idle: slices.Clone(idle)}
 			got := p.takeIdleLocked("/x")
 			if tc.want < 0 {
 				if got != nil {
@@ -108,11 +108,11 @@ func TestPipelineDecisions(t *testing.T) {
 			w := &worker{state: tc.state}
 			c := &channel{worker: w}
 			for _, r := range queued(tc.already...) {
-				c.queued = append(c.queued, r)
-				c.queuedBytes += len(r.frames)
+				c.queued.waiters = append(c.queued.waiters, r)
+				c.queued.bytes += len(r.frames)
 			}
 			waiting := queued(tc.waiting...)
-			p := &Pool{spec: &poolSpec{Kind: "wsgi", Pipeline: "auto"}, meanDuration: mean, waiters: slices.Clone(waiting)}
+			p := &Pool{opts: Options{Kind: "wsgi", Pipeline: "auto"}, meanDuration: mean, waiters: slices.Clone(waiting)}
 			moved := p.pipelineLocked(c)
 			if !slices.Equal(moved, waiting[:tc.wantMove]) {
 				t.Fatalf("moved %d waiters, want the first %d", len(moved), tc.wantMove)
@@ -120,8 +120,8 @@ func TestPipelineDecisions(t *testing.T) {
 			if !slices.Equal(p.waiters, waiting[tc.wantMove:]) {
 				t.Errorf("%d left waiting, want %d, in order", len(p.waiters), len(waiting)-tc.wantMove)
 			}
-			if p.pipelined != tc.wantMove || len(c.queued) != len(tc.already)+tc.wantMove {
-				t.Errorf("counted %d pipelined, %d queued on the channel", p.pipelined, len(c.queued))
+			if p.pipelined != tc.wantMove || c.queued.len() != len(tc.already)+tc.wantMove {
+				t.Errorf("counted %d pipelined, %d queued on the channel", p.pipelined, c.queued.len())
 			}
 		})
 	}
@@ -140,7 +140,7 @@ func TestGive(t *testing.T) {
 	} {
 		_, idle := fakeWorkers("0")
 		waiting := queued(make([]int, tc.waiting)...)
-		p := &Pool{spec: &poolSpec{Threads: 1}, state: tc.state, waiters: slices.Clone(waiting)}
+		p := &Pool{opts: Options{Threads: 1}, state: tc.state, waiters: slices.Clone(waiting)}
 		got := p.giveLocked(idle[0])
 		if tc.toFirst {
 			if got != waiting[0] || len(p.waiters) != tc.waiting-1 || len(p.idle) != 0 || idle[0].path != waiting[0].path {
@@ -162,7 +162,7 @@ func TestHandOverGrant(t *testing.T) {
 	}
 	defer conn.Close()
 	c := &channel{worker: &worker{}, conn: conn}
-	p := &Pool{spec: &poolSpec{Threads: 1}}
+	p := &Pool{opts: Options{Threads: 1}}
 
 	ready := queued(10)[0] // its frames were complete when it queued
 	p.handOff(c, ready, nil)

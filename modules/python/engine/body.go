@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"bytes"
@@ -7,29 +7,32 @@ import (
 	"io"
 	"net/http"
 	"os"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // memBodyLimit is how much of a request body is kept in memory before the
 // rest is spilled to a temporary file.
 const memBodyLimit = 256 << 10
 
-// requestBody is a request body read completely before a worker is taken,
-// so a slow upload never occupies a worker.
-type requestBody struct {
+// Body is a request body read completely before a worker is taken, so a
+// slow upload never occupies a worker (ReadBody).
+type Body struct {
 	mem  []byte
 	file *os.File
 	size int64
 }
 
-// errBodyTooLarge is wrapped in a 413 error.
+// noBody stands for a request without a body (Request.Body nil); it is
+// only read.
+var noBody Body
+
+// errBodyTooLarge is the error of a BodyTooLarge failure.
 var errBodyTooLarge = errors.New("request body too large")
 
-// readRequestBody buffers r's body, bounded by maxBody. It returns a 413
-// error beyond that and a 400 error when the client sends a broken body.
-func readRequestBody(r *http.Request, maxBody int64) (*requestBody, error) {
-	b := &requestBody{}
+// ReadBody buffers r's body, bounded by maxBody. Beyond that it fails
+// with BodyTooLarge, and with BodyUnreadable when the client sends a
+// broken body. Close frees what it holds.
+func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
+	b := &Body{}
 	if r.ContentLength > maxBody {
 		return nil, tooLarge(maxBody)
 	}
@@ -73,7 +76,7 @@ func readRequestBody(r *http.Request, maxBody int64) (*requestBody, error) {
 	return b, nil
 }
 
-func (b *requestBody) check(maxBody int64) error {
+func (b *Body) check(maxBody int64) error {
 	if b.size > maxBody {
 		return tooLarge(maxBody)
 	}
@@ -81,28 +84,35 @@ func (b *requestBody) check(maxBody int64) error {
 }
 
 func tooLarge(maxBody int64) error {
-	return caddyhttp.Error(http.StatusRequestEntityTooLarge,
-		fmt.Errorf("%w: more than max_body (%d bytes)", errBodyTooLarge, maxBody))
+	return Failed(BodyTooLarge, fmt.Errorf("%w: more than max_body (%d bytes)", errBodyTooLarge, maxBody))
 }
 
 func clientBodyError(err error) error {
 	var maxErr *http.MaxBytesError
 	if errors.As(err, &maxErr) {
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+		return Failed(BodyTooLarge, err)
 	}
-	return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+	return Failed(BodyUnreadable, fmt.Errorf("reading request body: %w", err))
+}
+
+// Size is the body's length in bytes (0 for a nil Body).
+func (b *Body) Size() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.size
 }
 
 // Close frees the spill file, if any.
-func (b *requestBody) Close() {
-	if b.file != nil {
+func (b *Body) Close() {
+	if b != nil && b.file != nil {
 		b.file.Close()
 		b.file = nil
 	}
 }
 
 // reader returns the body from its start.
-func (b *requestBody) reader() io.Reader {
+func (b *Body) reader() io.Reader {
 	if b.file != nil {
 		return io.NewSectionReader(b.file, 0, b.size)
 	}

@@ -1,21 +1,16 @@
-package python
+package engine
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/hearth-dev/hearth/modules/guard"
-	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -25,12 +20,12 @@ import (
 // bounded FIFO queue when none is free, and give the channel back when the
 // worker has produced the whole response.
 type Pool struct {
-	spec        *poolSpec
-	logger      *zap.Logger
-	runtimePath string
-	nextStream  atomic.Uint32 // request ids
-	queueWait   prometheus.Observer
-	duration    prometheus.Observer
+	opts       Options
+	env        []string // the processes' environment, from Start's prepare step
+	logger     *zap.Logger
+	nextStream atomic.Uint32 // request ids
+	queueWait  prometheus.Observer
+	duration   prometheus.Observer
 
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
@@ -59,14 +54,6 @@ type Pool struct {
 	drained        chan struct{} // closed when a draining pool has nothing left to serve
 	stopped        chan struct{} // closed once Destruct has stopped every worker
 	restarts       map[string]int
-	findings       []Finding                      // from the pre-launch checks
-	site           hearth.Site                    // where the pool is served
-	overlay        *overlayReport                 // what `settings overlay` set, from the last checks
-	settingsEnv    []string                       // from `settings auto` or `settings overlay` (appEnv)
-	storage        certmagic.Storage              // the config's, for `settings auto`
-	autoHosts      []string                       // the ALLOWED_HOSTS `settings auto` gives the app
-	appHosts       atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
-	mounts         atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)
 	failures       int
 	lastError      string
 	backoff        time.Time
@@ -84,37 +71,43 @@ var (
 	errPipelineAbandoned = errors.New("the worker this request was pipelined to broke, and as it may have started the request (not idempotent), it is not sent again; set `pipeline off` to keep such requests in the shared queue")
 )
 
-func newPool(spec *poolSpec, logger *zap.Logger) *Pool {
+// New makes a pool that starts nothing until Start.
+func New(opts Options, logger *zap.Logger) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		spec:   spec,
-		logger: logger.With(zap.String("app", spec.Name)),
+		opts:   opts,
+		env:    opts.Env,
+		logger: logger.With(zap.String("app", opts.Name)),
 		ctx:    ctx,
 		cancel: cancel,
 
-		queueWait: queueWaitSeconds.WithLabelValues(spec.Name),
-		duration:  requestDurationSeconds.WithLabelValues(spec.Name),
+		queueWait: queueWaitSeconds.WithLabelValues(opts.Name),
+		duration:  requestDurationSeconds.WithLabelValues(opts.Name),
 		state:     supervisor.Starting,
 		restarts:  map[string]int{},
 		stopped:   make(chan struct{}),
 
-		minWorkers: spec.Workers,
-		maxWorkers: max(spec.Workers, spec.MaxWorkers),
+		minWorkers: opts.Workers,
+		maxWorkers: max(opts.Workers, opts.MaxWorkers),
 	}
 }
 
-// Name is the app name.
-func (p *Pool) Name() string { return p.spec.Name }
+// Options are the pool's options.
+func (p *Pool) Options() *Options { return &p.opts }
 
-// AppDir is the app's directory (hearth.Placed): two apps of one name in
-// different directories are refused.
-func (p *Pool) AppDir() string { return p.spec.Dir }
+// Logger is the pool's logger (with the app's name).
+func (p *Pool) Logger() *zap.Logger { return p.logger }
 
-// Start runs before_start, then launches the workers and waits until all
-// are ready. It runs once; later calls return the first result.
-func (p *Pool) Start() error {
+// Context is cancelled when the pool stops.
+func (p *Pool) Context() context.Context { return p.ctx }
+
+// Start runs prepare (the adapter's steps before launch: settings,
+// checks, before_start), which returns the processes' environment, then
+// launches the workers and waits until all are ready. It runs once;
+// later calls return the first result. A failure fails the pool.
+func (p *Pool) Start(prepare func() (env []string, err error)) error {
 	p.startOnce.Do(func() {
-		p.startErr = panics.Call(p.logger, "starting the pool", p.start)
+		p.startErr = panics.Call(p.logger, "starting the pool", func() error { return p.start(prepare) })
 		if p.startErr != nil {
 			p.mu.Lock()
 			p.state, p.lastError = supervisor.Failed, p.startErr.Error()
@@ -142,28 +135,19 @@ func (p *Pool) Refuse(err error) {
 // Hearth holds the app's instance lock until then.
 func (p *Pool) Stopped() <-chan struct{} { return p.stopped }
 
-func (p *Pool) start() error {
-	path, err := writeRuntime(p.spec.credential != nil)
+func (p *Pool) start(prepare func() ([]string, error)) error {
+	env, err := prepare()
 	if err != nil {
 		return err
 	}
-	p.runtimePath = path
-	if err := p.prepareSettings(); err != nil {
-		return err
-	}
-	if err := p.runGuardChecks(); err != nil {
-		return err
-	}
-	if err := p.runBeforeStart(); err != nil {
-		return err
-	}
-	if p.spec.Preload {
+	p.env = env
+	if p.opts.Preload {
 		if _, err := p.liveForkServer(); err != nil {
 			return fmt.Errorf("starting the preload fork server: %w", err)
 		}
 	}
-	workers := make([]*worker, p.spec.Workers)
-	errs := make([]error, p.spec.Workers)
+	workers := make([]*worker, p.opts.Workers)
+	errs := make([]error, p.opts.Workers)
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Add(1)
@@ -205,14 +189,14 @@ func (p *Pool) start() error {
 		defer p.loops.Done()
 		panics.Keep(p.logger, "watching the pool (memory, idle workers)", p.ctx.Done(), p.monitor)
 	}()
-	if len(p.spec.Watch) > 0 {
+	if len(p.opts.Watch) > 0 {
 		p.loops.Add(1)
 		go func() {
 			defer p.loops.Done()
 			panics.Keep(p.logger, "watching the app's files", p.ctx.Done(), p.watchFiles)
 		}()
 	}
-	p.logger.Info("worker pool ready", zap.Int("workers", len(workers)), zap.Int("threads", p.spec.Threads))
+	p.logger.Info("worker pool ready", zap.Int("workers", len(workers)), zap.Int("threads", p.opts.Threads))
 	return nil
 }
 
@@ -225,62 +209,21 @@ func firstError(errs []error) error {
 	return nil
 }
 
-// runBeforeStart runs the before_start commands in the app's environment.
-func (p *Pool) runBeforeStart() error {
-	for _, argv := range p.spec.BeforeStart {
-		if err := p.runCommand(argv); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (p *Pool) runCommand(argv []string) error {
-	if len(argv) == 0 || strings.TrimSpace(argv[0]) == "" { // refused at provision (checkFields); never a panic here
-		return fmt.Errorf("before_start has an empty command: it needs a program, like `before_start python manage.py migrate`")
-	}
-	program := argv[0]
-	if program == "python" || program == "python3" {
-		program = p.spec.Python
-	}
-	ctx, cancel := context.WithTimeout(p.ctx, beforeStartTimeout)
-	defer cancel()
-	out, err := supervisor.Run(ctx, supervisor.Command{
-		Path: program, Args: argv[1:], Dir: p.spec.Dir,
-		Env:        p.appEnv(),
-		Credential: p.spec.credential,
-		Umask:      p.spec.Umask,
-	}, p.logger)
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = fmt.Errorf("still running after %s", beforeStartTimeout)
-	}
-	if err != nil {
-		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
-	}
-	p.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", string(out)))
-	return nil
-}
-
-// beforeStartTimeout bounds each before_start command.
-const beforeStartTimeout = 10 * time.Minute
-
-// Destruct stops the pool once no loaded config uses it. On a reload the
-// old config's requests may still be running or queued here: they are
-// served (for up to stop_timeout) before the workers are stopped, in the
-// background so the reload is not held up. When Caddy exits, its servers
-// have already finished their requests and the pool stops right away.
-func (p *Pool) Destruct() error {
+// Stop stops the pool: it takes no new request, serves those running or
+// queued (for up to stop_timeout), then stops its workers; Stopped is
+// closed then. In the background (a reload, so the switch is not held
+// up), Stop returns at once.
+func (p *Pool) Stop(inBackground bool) {
 	p.mu.Lock()
 	if p.state == supervisor.Starting || p.state == supervisor.Running {
 		p.state = supervisor.Draining
 	}
 	p.mu.Unlock()
-	if caddy.Exiting() {
-		p.drainAndStop()
-	} else {
+	if inBackground {
 		panics.Go(p.logger, "stopping the pool", p.drainAndStop)
+	} else {
+		p.drainAndStop()
 	}
-	return nil
 }
 
 func (p *Pool) drainAndStop() {
@@ -294,8 +237,8 @@ func (p *Pool) drainAndStop() {
 	if drained != nil {
 		select {
 		case <-drained:
-		case <-time.After(p.spec.StopTimeout):
-			p.logger.Warn("requests still in flight at stop_timeout; stopping workers anyway", zap.Duration("stop_timeout", p.spec.StopTimeout))
+		case <-time.After(p.opts.StopTimeout):
+			p.logger.Warn("requests still in flight at stop_timeout; stopping workers anyway", zap.Duration("stop_timeout", p.opts.StopTimeout))
 		}
 	}
 	p.cancel()
@@ -340,8 +283,8 @@ func (p *Pool) noteDrainLocked() {
 // restartReasons are why workers get replaced, as counted in status.
 var restartReasons = []string{"crash", "timeout", "max_requests", "memory", "lifetime", "reload", "scale"}
 
-// poolStatus is one app in GET /hearth/apps.
-type poolStatus struct {
+// Status is a pool's state, for GET /hearth/apps.
+type Status struct {
 	Name                string         `json:"name"`
 	App                 string         `json:"app"`
 	Dir                 string         `json:"dir"`
@@ -358,17 +301,15 @@ type poolStatus struct {
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
 	LastError           string         `json:"last_error,omitempty"`
 	ForkServerPid       int            `json:"fork_server_pid,omitempty"`
-	Guard               string         `json:"guard"`
-	Findings            []Finding      `json:"findings"`
 }
 
-// Status reports the pool's state for the admin API.
-func (p *Pool) Status() any {
+// Status reports the pool's state.
+func (p *Pool) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := poolStatus{
-		Name: p.spec.Name, App: p.spec.App, Dir: p.spec.Dir, State: string(p.state),
-		Workers: []workerStatus{}, Threads: p.spec.Threads, Queue: len(p.waiters) + p.pipelined,
+	st := Status{
+		Name: p.opts.Name, App: p.opts.App, Dir: p.opts.Dir, State: string(p.state),
+		Workers: []workerStatus{}, Threads: p.opts.Threads, Queue: len(p.waiters) + p.pipelined,
 		MinWorkers: p.minWorkers, MaxWorkers: p.maxWorkers, Pipelined: p.pipelinedTotal,
 		Restarts: map[string]int{}, ConsecutiveFailures: p.failures, LastError: p.lastError,
 	}
@@ -382,10 +323,9 @@ func (p *Pool) Status() any {
 	if p.forkServer != nil {
 		st.ForkServerPid = p.forkServer.proc.Pid()
 	}
-	if p.spec.kind() == "wsgi" {
-		st.Pipeline = p.spec.Pipeline
+	if !p.opts.ASGI() {
+		st.Pipeline = p.opts.Pipeline
 	}
-	st.Guard, st.Findings = p.spec.GuardMode, append([]Finding{}, p.findings...)
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]
 	}
@@ -395,8 +335,6 @@ func (p *Pool) Status() any {
 	}
 	return st
 }
-
-var _ hearth.Pool = (*Pool)(nil)
 
 // Running reports whether the pool serves the current config.
 func (p *Pool) Running() bool {

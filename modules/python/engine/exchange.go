@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"bytes"
@@ -28,18 +28,38 @@ const streamMemLimit = 1 << 20
 // headBuffers recycles the buffers request heads are encoded into.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-// serve forwards one request, whose body is already buffered, to a worker
+// Request is what the engine needs of a request beyond its *http.Request,
+// as the handler decided it.
+type Request struct {
+	// ScriptName is the mount point a handle_path stripped (the app's
+	// SCRIPT_NAME), or "".
+	ScriptName string
+	// ClientIP is the client's address as Caddy determined it (honouring
+	// trusted_proxies); "" means the connection's peer.
+	ClientIP string
+	// Body is the request's body, buffered (ReadBody); nil for none.
+	Body *Body
+	// Timeout bounds the request's time in the worker; ≤ 0: none.
+	Timeout time.Duration
+}
+
+// Serve forwards one request, whose body is already buffered, to a worker
 // and relays the response. A request whose worker died before answering is
-// retried once on another worker when its method is idempotent.
-func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, body *requestBody, timeout time.Duration) error {
+// retried once on another worker when its method is idempotent. An error
+// the engine could not serve it for carries a Failure (FailureOf).
+func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error {
 	bufp := headBuffers.Get().(*[]byte)
 	defer headBuffers.Put(bufp)
 	// the request's frames, encoded once before a worker is taken: head,
 	// then the body when it is in memory (a spilled body is streamed)
 	sid := p.nextStream.Add(1)
-	head, err := appendRequestHead((*bufp)[:protocol.HeaderSize], r, scriptName, body.size)
+	head, err := appendRequestHead((*bufp)[:protocol.HeaderSize], r, rq)
 	if err != nil {
 		return err
+	}
+	body := rq.Body
+	if body == nil {
+		body = &noBody
 	}
 	flags := uint8(0)
 	if body.size == 0 {
@@ -56,7 +76,7 @@ func (p *Pool) serve(w http.ResponseWriter, r *http.Request, scriptName string, 
 		if err != nil {
 			return p.unavailable(err)
 		}
-		g.channel.setDeadline(timeout)
+		g.channel.setDeadline(rq.Timeout)
 		retry, err := p.exchange(g, w, r, sid, frames, body)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
@@ -79,12 +99,12 @@ func idempotent(method string) bool {
 // its client left.
 func (p *Pool) unavailable(err error) error {
 	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
-		return failed(failUnavailable, fmt.Errorf("app %s: %w", p.spec.Name, err))
+		return Failed(Unavailable, fmt.Errorf("app %s: %w", p.opts.Name, err))
 	}
 	if errors.Is(err, errPipelineAbandoned) {
-		return failed(failAbandoned, fmt.Errorf("app %s: %w", p.spec.Name, err))
+		return Failed(Abandoned, fmt.Errorf("app %s: %w", p.opts.Name, err))
 	}
-	return failed(failClientLeft, fmt.Errorf("the client left while waiting for a worker: %w", err))
+	return Failed(ClientLeft, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
 
 // exchange runs one request on the granted channel s: it sends the
@@ -92,7 +112,7 @@ func (p *Pool) unavailable(err error) error {
 // response.
 // It always gives s back (or retires its worker). retry reports that the
 // worker failed before it answered.
-func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *requestBody) (retry bool, err error) {
+func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *Body) (retry bool, err error) {
 	s := g.channel
 	s.stream = sid
 	var bodySent chan error
@@ -101,7 +121,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 			return true, p.broken(s, g.sendErr)
 		}
 	} else {
-		if _, err := s.conn.Write(frames); err != nil {
+		if err := s.write(frames); err != nil {
 			return true, p.broken(s, err)
 		}
 		if body.file != nil {
@@ -121,26 +141,53 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	if err != nil {
 		return false, p.badHead(s, sid, bodySent, err)
 	}
-	h, payload, err = s.next()
-	if err != nil {
-		return false, p.broken(s, err)
-	}
+	f, err := s.nextBody()
 	switch {
-	case h.Type == protocol.Abort:
-		p.logger.Error("app failed before sending its response body", zap.String("error", string(payload)))
+	case err != nil:
+		return false, p.broken(s, err)
+	case f.aborted:
+		aborted := p.appAborted(f.data, "before sending its response body")
 		if err := p.finish(s, bodySent); err != nil {
 			return false, err
 		}
-		return false, failed(failAppAborted, fmt.Errorf("app %s aborted the response", p.spec.Name))
-	case h.Type != protocol.ResponseBody:
-		return false, p.broken(s, fmt.Errorf("unexpected %s frame in a response", h.Type))
-	case h.End():
-		return false, p.finishSmall(w, r, status, payload, s, bodySent)
+		return false, aborted
+	case f.last:
+		return false, p.finishSmall(w, r, status, f.data, s, bodySent)
+	case p.opts.ASGI():
+		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent)
 	}
-	if p.spec.kind() == "asgi" {
-		return false, p.streamDirect(w, r, s, sid, status, payload, bodySent)
+	return false, p.stream(w, s, sid, status, f.data, bodySent)
+}
+
+// bodyFrame is a frame of a response body, as the relays read it.
+type bodyFrame struct {
+	data    []byte // body bytes; for an abort, the app's message
+	last    bool   // the response is complete: its last frame, or an abort
+	aborted bool   // the app failed after it sent the response head
+}
+
+// nextBody reads the next frame of the response body on s: the one frame
+// switch of every relay. An abort ends the response with the channel in
+// order; an error (the channel broke, or sent a frame that has no place in
+// a body) means the channel cannot be trusted (broken ends its worker).
+func (s *channel) nextBody() (bodyFrame, error) {
+	h, payload, err := s.next()
+	switch {
+	case err != nil:
+		return bodyFrame{}, err
+	case h.Type == protocol.ResponseBody:
+		return bodyFrame{data: payload, last: h.End()}, nil
+	case h.Type == protocol.Abort:
+		return bodyFrame{data: payload, last: true, aborted: true}, nil
 	}
-	return false, p.stream(w, s, sid, status, payload, bodySent)
+	return bodyFrame{}, fmt.Errorf("unexpected %s frame in a response body", h.Type)
+}
+
+// appAborted logs the app's failure after its response head (when says
+// where it was) and returns the request's error.
+func (p *Pool) appAborted(message []byte, when string) error {
+	p.logger.Error("app failed "+when, zap.String("error", string(message)))
+	return Failed(AppAborted, fmt.Errorf("app %s aborted the response (its error is logged above)", p.opts.Name))
 }
 
 // streamDirect relays an ASGI response as it comes, without a spool: a
@@ -160,42 +207,30 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 		}
 		if r.Context().Err() != nil && !clientGone {
 			clientGone = true
-			p.cancelStream(s, sid)
+			s.cancel(sid)
 		}
 	}
-	stop := context.AfterFunc(r.Context(), func() { p.cancelStream(s, sid) })
+	stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
 	defer stop()
 	write(first)
 	for {
-		h, payload, err := s.next()
-		if err != nil {
+		f, err := s.nextBody()
+		switch {
+		case err != nil:
 			p.broken(s, err)
 			panic(http.ErrAbortHandler)
-		}
-		switch h.Type {
-		case protocol.ResponseBody:
-			write(payload)
-			if h.End() {
-				return p.finish(s, bodySent)
-			}
-		case protocol.Abort:
-			p.logger.Error("app failed in the middle of its response", zap.String("error", string(payload)))
+		case f.aborted:
+			p.appAborted(f.data, "in the middle of its response")
 			if err := p.finish(s, bodySent); err != nil {
 				return err
 			}
 			panic(http.ErrAbortHandler)
-		default:
-			p.broken(s, fmt.Errorf("unexpected %s frame in a response body", h.Type))
-			panic(http.ErrAbortHandler)
+		}
+		write(f.data)
+		if f.last {
+			return p.finish(s, bodySent)
 		}
 	}
-}
-
-// cancelStream tells the worker that the client of stream sid left.
-func (p *Pool) cancelStream(s *channel, sid uint32) {
-	var frame [protocol.HeaderSize]byte
-	protocol.PutHeader(frame[:], protocol.Header{Type: protocol.Cancel, Stream: sid})
-	_, _ = s.conn.Write(frame[:])
 }
 
 // finish gives s back once the exchange is complete, after the request
@@ -308,53 +343,21 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 // pump copies response body frames from the worker into sp until the end.
 func (p *Pool) pump(s *channel, sid uint32, sp *spool) error {
 	for {
-		h, payload, err := s.next()
-		if err != nil {
+		f, err := s.nextBody()
+		switch {
+		case err != nil:
 			return p.broken(s, err)
+		case f.aborted:
+			return p.appAborted(f.data, "in the middle of its response")
 		}
-		switch h.Type {
-		case protocol.ResponseBody:
-			if _, err := sp.Write(payload); err != nil {
-				sp.Discard()
-				p.logger.Error("buffering response", zap.Error(err))
-			}
-			if h.End() {
-				return nil
-			}
-		case protocol.Abort:
-			p.logger.Error("app failed in the middle of its response", zap.String("error", string(payload)))
-			return fmt.Errorf("app %s aborted the response: %s", p.spec.Name, payload)
-		default:
-			return p.broken(s, fmt.Errorf("unexpected %s frame in a response body", h.Type))
+		if _, err := sp.Write(f.data); err != nil {
+			sp.Discard()
+			p.logger.Error("buffering response", zap.Error(err))
+		}
+		if f.last {
+			return nil
 		}
 	}
-}
-
-// setDeadline bounds the exchange about to start on s by timeout (none
-// if timeout ≤ 0). The deadline in force is kept while it falls within
-// deadlineSlack of timeout, so a busy channel re-arms it a few times a second
-// rather than on every request: a request times out between timeout and
-// timeout plus 1%.
-func (s *channel) setDeadline(timeout time.Duration) {
-	if timeout <= 0 {
-		if !s.deadline.IsZero() {
-			_ = s.conn.SetReadDeadline(time.Time{})
-			s.deadline = time.Time{}
-		}
-		return
-	}
-	due := time.Now().Add(timeout)
-	slack := deadlineSlack(timeout)
-	if s.deadline.Before(due) || s.deadline.Sub(due) > slack {
-		s.deadline = due.Add(slack)
-		_ = s.conn.SetReadDeadline(s.deadline)
-	}
-}
-
-// deadlineSlack is how much later than its timeout a request may time
-// out: 1% of it, at most a second.
-func deadlineSlack(timeout time.Duration) time.Duration {
-	return min(timeout/100, time.Second)
 }
 
 // broken retires the channel's worker after a channel failure and returns the
@@ -371,12 +374,12 @@ func (p *Pool) broken(s *channel, err error) error {
 			zap.Int("pid", w.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
 		p.discard(s, "timeout", false)
 		panics.Go(p.logger, "terminating a hung worker", func() { terminateHung(w) })
-		return failed(failTimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; the worker was terminated", p.spec.Name, path))
+		return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; the worker was terminated", p.opts.Name, path))
 	}
 	p.logger.Error("worker channel broken; killing the worker", zap.Int("pid", w.proc.Pid()), zap.Error(err))
 	p.discard(s, "crash", workerGone(err))
 	_ = w.proc.Signal(syscall.SIGKILL)
-	return failed(failWorkerBroken, fmt.Errorf("app %s: worker channel broken: %w", p.spec.Name, err))
+	return Failed(WorkerBroken, fmt.Errorf("app %s: worker channel broken: %w", p.opts.Name, err))
 }
 
 // workerGone reports whether err means the worker's end of the channel is
@@ -432,7 +435,7 @@ func writeBodyFrames(s *channel, sid uint32, body io.Reader) error {
 			flags = protocol.FlagEnd
 		}
 		protocol.PutHeader(buf, protocol.Header{Length: uint32(n), Type: protocol.RequestBody, Flags: flags, Stream: sid})
-		if _, err := s.conn.Write(buf[:protocol.HeaderSize+n]); err != nil {
+		if err := s.write(buf[:protocol.HeaderSize+n]); err != nil {
 			return err
 		}
 		if last {
@@ -475,25 +478,22 @@ func (p *Pool) badHead(s *channel, sid uint32, bodySent chan error, err error) e
 	p.mu.Unlock()
 	p.logger.Error("refused the app's response: it cannot be sent as it is; the client gets 500",
 		zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.String("reason", bad.reason))
-	if p.spec.kind() == "asgi" {
-		p.cancelStream(s, sid) // an app streaming its answer stops (http.disconnect)
+	if p.opts.ASGI() {
+		s.cancel(sid) // an app streaming its answer stops (http.disconnect)
 	}
 	for {
-		h, _, err := s.next()
+		f, err := s.nextBody()
 		if err != nil {
 			return p.broken(s, err)
 		}
-		if h.Type == protocol.Abort || h.Type == protocol.ResponseBody && h.End() {
+		if f.last {
 			break
-		}
-		if h.Type != protocol.ResponseBody {
-			return p.broken(s, fmt.Errorf("unexpected %s frame in a response body", h.Type))
 		}
 	}
 	if err := p.finish(s, bodySent); err != nil {
 		return err
 	}
-	return failed(failBadResponse, fmt.Errorf("app %s: %w", p.spec.Name, err))
+	return Failed(BadResponse, fmt.Errorf("app %s: %w", p.opts.Name, err))
 }
 
 // parseResponseHead decodes "<status line>\0name\0value\0…" into hdr. It

@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"os"
@@ -27,10 +27,10 @@ func (p *Pool) monitor() {
 		case <-ticker.C:
 		}
 		p.sampleMemory()
-		if p.spec.MaxWorkers > 0 {
+		if p.opts.MaxWorkers > 0 {
 			p.mu.Lock()
-			if p.shrinkLocked(p.spec.IdleTimeout) {
-				p.logger.Info("scaling down: a worker was idle for idle_timeout", zap.Duration("idle_timeout", p.spec.IdleTimeout))
+			if p.shrinkLocked(p.opts.IdleTimeout) {
+				p.logger.Info("scaling down: a worker was idle for idle_timeout", zap.Duration("idle_timeout", p.opts.IdleTimeout))
 			}
 			p.mu.Unlock()
 		}
@@ -47,9 +47,9 @@ func (p *Pool) sampleMemory() {
 		rss := residentBytes(w.proc.Pid())
 		p.mu.Lock()
 		w.rss = rss
-		if p.spec.MaxMemory > 0 && rss > p.spec.MaxMemory && w.state == workerServing {
+		if p.opts.MaxMemory > 0 && rss > p.opts.MaxMemory && w.state == workerServing {
 			p.logger.Warn("worker over max_memory; replacing it after its current request",
-				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", p.spec.MaxMemory))
+				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", p.opts.MaxMemory))
 			w.requestRecycle("memory")
 		}
 		p.mu.Unlock()

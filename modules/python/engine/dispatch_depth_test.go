@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"testing"
@@ -31,7 +31,7 @@ func TestPipelineDepth(t *testing.T) {
 		{"asgi multiplexes instead", "asgi", "auto", 40 * time.Microsecond, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPool(&poolSpec{Name: "t", Kind: tc.kind, Pipeline: tc.pipeline}, zap.NewNop())
+			p := New(Options{Name: "t", Kind: tc.kind, Pipeline: tc.pipeline}, zap.NewNop())
 			defer p.cancel()
 			p.meanDuration = tc.mean
 			if got := p.pipelineDepthLocked(); got != tc.want {

@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
@@ -62,20 +60,20 @@ func headerEnvironKey(name string) string {
 // and values and in the raw request target; it reaches here through
 // percent-decoding of the path, %00.) The check is one count of NUL bytes
 // over the payload against the number of pairs written.
-func appendRequestHead(dst []byte, r *http.Request, scriptName string, bodySize int64, extra ...string) ([]byte, error) {
+func appendRequestHead(dst []byte, r *http.Request, rq *Request, extra ...string) ([]byte, error) {
 	start := len(dst)
-	dst, pairs := appendEnviron(dst, r, scriptName, bodySize)
+	dst, pairs := appendEnviron(dst, r, rq)
 	for i := 0; i+1 < len(extra); i += 2 {
 		dst = protocol.AppendPair(dst, extra[i], extra[i+1])
 		pairs++
 	}
 	payload := dst[start:]
 	if bytes.Count(payload, nul) != 2*pairs {
-		return dst, failed(failRefused, fmt.Errorf(
-			"refused a request whose %s contains a NUL byte (%%00): no app can be given it safely", nulField(r, scriptName)))
+		return dst, Failed(Refused, fmt.Errorf(
+			"refused a request whose %s contains a NUL byte (%%00): no app can be given it safely", nulField(r, rq)))
 	}
 	if len(payload) > protocol.MaxPayload {
-		return dst, failed(failHeadTooLarge,
+		return dst, Failed(HeadTooLarge,
 			fmt.Errorf("request head of %d bytes is larger than the %d the worker protocol allows", len(payload), protocol.MaxPayload))
 	}
 	return dst, nil
@@ -85,10 +83,12 @@ var nul = []byte{0}
 
 // nulField names the part of r that holds a NUL byte, for the log (never
 // its value: it is the client's).
-func nulField(r *http.Request, scriptName string) string {
+func nulField(r *http.Request, rq *Request) string {
 	switch {
-	case strings.IndexByte(r.URL.Path, 0) >= 0 || strings.IndexByte(scriptName, 0) >= 0:
+	case strings.IndexByte(r.URL.Path, 0) >= 0 || strings.IndexByte(rq.ScriptName, 0) >= 0:
 		return "path"
+	case strings.IndexByte(rq.ClientIP, 0) >= 0:
+		return "client address"
 	case strings.IndexByte(r.URL.RawQuery, 0) >= 0:
 		return "query string"
 	case strings.IndexByte(r.RequestURI, 0) >= 0:
@@ -112,15 +112,15 @@ func nulField(r *http.Request, scriptName string) string {
 }
 
 // appendEnviron appends the WSGI environ of r, as protocol key/value pairs,
-// to dst, and returns how many pairs it wrote. scriptName is the mount
-// point stripped by handle_path, if any. Use appendRequestHead, which
-// checks that the pairs can be framed.
-func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int64) ([]byte, int) {
+// to dst, and returns how many pairs it wrote; rq says what the handler
+// decided (SCRIPT_NAME, the client's address) and holds the body. Use
+// appendRequestHead, which checks that the pairs can be framed.
+func appendEnviron(dst []byte, r *http.Request, rq *Request) ([]byte, int) {
 	pair := protocol.AppendPair
 	dst = pair(dst, "REQUEST_METHOD", r.Method)
 	pairs := 11 // the pairs always written below
-	if scriptName != "" {
-		dst = pair(dst, "SCRIPT_NAME", scriptName)
+	if rq.ScriptName != "" {
+		dst = pair(dst, "SCRIPT_NAME", rq.ScriptName)
 		pairs++
 	}
 	path := r.URL.Path
@@ -145,10 +145,10 @@ func appendEnviron(dst []byte, r *http.Request, scriptName string, bodySize int6
 	serverName, serverPort := serverAddress(r)
 	dst = pair(dst, "SERVER_NAME", serverName)
 	dst = pair(dst, "SERVER_PORT", serverPort)
-	remoteIP, remotePort := clientAddress(r)
+	remoteIP, remotePort := clientAddress(r, rq.ClientIP)
 	dst = pair(dst, "REMOTE_ADDR", remoteIP)
 	dst = pair(dst, "REMOTE_PORT", remotePort)
-	if bodySize > 0 || r.Header["Content-Length"] != nil {
+	if bodySize := rq.Body.Size(); bodySize > 0 || r.Header["Content-Length"] != nil {
 		dst = append(dst, "CONTENT_LENGTH\x00"...)
 		dst = append(strconv.AppendInt(dst, bodySize, 10), 0)
 		pairs++
@@ -226,14 +226,15 @@ func serverAddress(r *http.Request) (string, string) {
 	return strings.Trim(name, "[]"), port
 }
 
-// clientAddress returns the client's IP (as Caddy determined it, honouring
-// trusted_proxies) and the port of the connection's peer.
-func clientAddress(r *http.Request) (string, string) {
+// clientAddress returns the client's IP (clientIP, as Caddy determined
+// it honouring trusted_proxies, when set) and the port of the
+// connection's peer.
+func clientAddress(r *http.Request, clientIP string) (string, string) {
 	ip, port, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		ip, port = r.RemoteAddr, "0"
 	}
-	if clientIP, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && clientIP != "" {
+	if clientIP != "" {
 		ip = clientIP
 	}
 	return ip, port

@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"context"
@@ -69,7 +69,7 @@ const (
 // pipelineDepthLocked is how many requests may wait behind a running one
 // on a channel, given the pool's mean request time.
 func (p *Pool) pipelineDepthLocked() int {
-	if !p.spec.pipelining() {
+	if !p.opts.pipelining() {
 		return 0
 	}
 	if p.meanDuration <= 0 {
@@ -91,19 +91,19 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 		p.mu.Unlock()
 		return grant{}, errPoolStopped
 	}
-	if len(p.waiters)+p.pipelined >= p.spec.MaxQueue {
+	if len(p.waiters)+p.pipelined >= p.opts.MaxQueue {
 		p.mu.Unlock()
 		return grant{}, errQueueFull
 	}
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
-	w.path, w.idempotent, w.frames, w.sendErr, w.deadline = path, idempotent, nil, nil, queued.Add(p.spec.QueueTimeout)
+	w.path, w.idempotent, w.frames, w.sendErr, w.deadline = path, idempotent, nil, nil, queued.Add(p.opts.QueueTimeout)
 	if complete {
 		w.frames = frames
 	}
 	p.waiters = append(p.waiters, w)
 	if len(p.waiters) == 1 {
-		p.armQueueTimerLocked(p.spec.QueueTimeout)
+		p.armQueueTimerLocked(p.opts.QueueTimeout)
 	}
 	p.growLocked()
 	p.mu.Unlock()
@@ -171,7 +171,7 @@ func (p *Pool) takeIdleLocked(path string) *channel {
 		return nil
 	}
 	best := n - 1 // most recently used: warm caches, and extra workers stay idle
-	if p.spec.Threads > 1 || p.idle[best].worker.state == workerRecycling {
+	if p.opts.Threads > 1 || p.idle[best].worker.state == workerRecycling {
 		// the least busy worker; one waiting for its replacement only
 		// when no other is free
 		for i := n - 2; i >= 0; i-- {
@@ -197,10 +197,21 @@ func less(a, b *worker) bool {
 	return a.busy < b.busy
 }
 
+// occupyLocked and vacateLocked are the only places a channel becomes
+// busy or free, and the busy counts of its worker and of the pool change.
+
+// occupyLocked marks s busy with a request to path.
 func (p *Pool) occupyLocked(s *channel, path string) {
 	s.worker.busy++
 	p.busyChannels++
 	s.path, s.since = path, time.Now()
+}
+
+// vacateLocked marks s free.
+func (p *Pool) vacateLocked(s *channel) {
+	s.worker.busy--
+	p.busyChannels--
+	s.path = ""
 }
 
 // release gives a channel back after a complete exchange. A worker that has
@@ -222,14 +233,8 @@ func (p *Pool) release(s *channel) {
 	if !w.retired() && w.limit > 0 && w.served >= w.limit {
 		w.requestRecycle("max_requests")
 	}
-	if len(s.queued) > 0 {
+	if next := p.runPipelinedLocked(s); next != nil {
 		// the worker already has the pipelined request: it runs next
-		next := s.queued[0]
-		s.queuedBytes -= len(next.frames)
-		n := copy(s.queued, s.queued[1:])
-		s.queued[n] = nil
-		s.queued = s.queued[:n]
-		p.pipelined--
 		s.path, s.since = next.path, now
 		piped := p.pipelineLocked(s)
 		p.mu.Unlock()
@@ -237,9 +242,7 @@ func (p *Pool) release(s *channel) {
 		p.deliver(s, next, grant{channel: s, sent: true, sendErr: next.sendErr}, nil, piped)
 		return
 	}
-	w.busy--
-	p.busyChannels--
-	s.path = ""
+	p.vacateLocked(s)
 	var next *waiter
 	var piped []*waiter
 	if w.retired() {
@@ -279,51 +282,75 @@ func (p *Pool) deliver(s *channel, next *waiter, g grant, first []byte, piped []
 	next.ch <- g
 }
 
-// send writes first (if set) and the frames of piped to the worker in one
-// system call. Only the goroutine handing s over may call it.
-func (s *channel) send(first []byte, piped []*waiter) error {
-	bufs := s.sendBufs[:0]
-	if first != nil {
-		bufs = append(bufs, first)
-	}
-	for _, w := range piped {
-		bufs = append(bufs, w.frames)
-	}
-	s.sendBufs = bufs[:0]
-	var err error
-	if len(bufs) == 1 {
-		_, err = s.conn.Write(bufs[0])
-	} else {
-		_, err = bufs.WriteTo(s.conn) // writev
-	}
-	clear(s.sendBufs[:cap(s.sendBufs)]) // keep no request's frames alive
-	return err
-}
-
 // pipelineLocked moves the longest-waiting requests onto s, which has just
 // started a request, when pipelining applies, and returns those it added;
 // the caller writes their frames (in deliver) before it hands s over, so
 // nothing else can be sent on s in between.
 func (p *Pool) pipelineLocked(s *channel) []*waiter {
 	depth := p.pipelineDepthLocked()
-	free := depth - len(s.queued)
-	if free <= 0 || (free < 2 && len(s.queued) > 0) || s.worker.state != workerServing {
+	free := depth - s.queued.len()
+	if free <= 0 || (free < 2 && s.queued.len() > 0) || s.worker.state != workerServing {
 		return nil
 	}
-	first := len(s.queued)
-	for len(s.queued) < depth && len(p.waiters) > 0 {
+	first := s.queued.len()
+	for s.queued.len() < depth && len(p.waiters) > 0 && s.queued.fits(p.waiters[0].frames) {
 		n := p.waiters[0]
-		if n.frames == nil || len(n.frames) > pipelineMaxFrames || s.queuedBytes+len(n.frames) > pipelineMaxBytes {
-			break
-		}
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
-		s.queued = append(s.queued, n)
-		s.queuedBytes += len(n.frames)
-		p.pipelined++
-		p.pipelinedTotal++
+		p.pipelineOntoLocked(s, n)
 	}
-	return s.queued[first:]
+	return s.queued.waiters[first:]
+}
+
+// pipeline is the requests pipelined behind the one running on a channel,
+// in order; their frames are with the worker. It keeps its frames' size.
+type pipeline struct {
+	waiters []*waiter
+	bytes   int
+}
+
+func (q *pipeline) len() int { return len(q.waiters) }
+
+// fits reports whether a request of these frames may join the pipeline:
+// they are known, small, and keep the pipeline within what a socket's
+// buffer takes.
+func (q *pipeline) fits(frames []byte) bool {
+	return frames != nil && len(frames) <= pipelineMaxFrames && q.bytes+len(frames) <= pipelineMaxBytes
+}
+
+// The pool's count of pipelined requests (p.pipelined, the sum of its
+// channels' pipelines) changes only in the three methods below.
+
+// pipelineOntoLocked pipelines w behind the request running on s.
+func (p *Pool) pipelineOntoLocked(s *channel, w *waiter) {
+	s.queued.waiters = append(s.queued.waiters, w)
+	s.queued.bytes += len(w.frames)
+	p.pipelined++
+	p.pipelinedTotal++
+}
+
+// runPipelinedLocked takes the first request pipelined on s, which the
+// worker runs next, or returns nil.
+func (p *Pool) runPipelinedLocked(s *channel) *waiter {
+	q := &s.queued
+	if len(q.waiters) == 0 {
+		return nil
+	}
+	next := q.waiters[0]
+	n := copy(q.waiters, q.waiters[1:])
+	q.waiters[n] = nil
+	q.waiters = q.waiters[:n]
+	q.bytes -= len(next.frames)
+	p.pipelined--
+	return next
+}
+
+// unpipelineLocked takes every request pipelined on s off it, in order.
+func (p *Pool) unpipelineLocked(s *channel) []*waiter {
+	taken := s.queued.waiters
+	s.queued = pipeline{}
+	p.pipelined -= len(taken)
+	return taken
 }
 
 // giveLocked assigns a free channel to the longest-waiting request, which
@@ -352,11 +379,8 @@ func (p *Pool) discard(s *channel, reason string, gone bool) {
 		w.exitReason = reason
 	}
 	p.retireLocked(w, reason, false)
-	handOffs := p.requeueLocked(s.queued, gone)
-	s.queued, s.queuedBytes = nil, 0
-	w.busy--
-	p.busyChannels--
-	s.path = ""
+	handOffs := p.requeueLocked(p.unpipelineLocked(s), gone)
+	p.vacateLocked(s)
 	p.noteDrainLocked()
 	p.mu.Unlock()
 	for _, h := range handOffs {
@@ -379,7 +403,6 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 	if len(queued) == 0 {
 		return nil
 	}
-	p.pipelined -= len(queued)
 	resend := make([]*waiter, 0, len(queued))
 	for _, q := range queued {
 		switch {

@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ func (p *Pool) watchFiles() {
 		return
 	}
 	defer w.Close()
-	p.watchTree(w, p.spec.Dir)
+	p.watchTree(w, p.opts.Dir)
 	settle := time.NewTimer(watchSettle)
 	settle.Stop()
 	for {
@@ -58,13 +58,13 @@ func (p *Pool) watchFiles() {
 					continue
 				}
 			}
-			rel, err := filepath.Rel(p.spec.Dir, ev.Name)
-			if err != nil || ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) || !matchesAny(p.spec.Watch, filepath.ToSlash(rel)) {
+			rel, err := filepath.Rel(p.opts.Dir, ev.Name)
+			if err != nil || ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) || !matchesAny(p.opts.Watch, filepath.ToSlash(rel)) {
 				continue
 			}
 			settle.Reset(watchSettle)
 		case <-settle.C:
-			p.logger.Info("watched files changed; restarting workers", zap.Strings("watch", p.spec.Watch))
+			p.logger.Info("watched files changed; restarting workers", zap.Strings("watch", p.opts.Watch))
 			if err := p.Restart(); err != nil {
 				p.logger.Error("restart after a file change failed; the old workers keep serving", zap.Error(err))
 			}
@@ -83,12 +83,12 @@ func (p *Pool) watchTree(w *fsnotify.Watcher, dir string) (matched bool) {
 			return nil
 		}
 		if !d.IsDir() {
-			if rel, err := filepath.Rel(p.spec.Dir, path); err == nil && matchesAny(p.spec.Watch, filepath.ToSlash(rel)) {
+			if rel, err := filepath.Rel(p.opts.Dir, path); err == nil && matchesAny(p.opts.Watch, filepath.ToSlash(rel)) {
 				matched = true
 			}
 			return nil
 		}
-		if path != p.spec.Dir && skipWatchDir(path, d.Name()) {
+		if path != p.opts.Dir && skipWatchDir(path, d.Name()) {
 			return filepath.SkipDir
 		}
 		if err := w.Add(path); err != nil && !warned {

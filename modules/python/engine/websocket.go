@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"context"
@@ -37,17 +37,17 @@ func openingProblem(r *http.Request) string {
 	return ""
 }
 
-// serveWebSocket runs an ASGI WebSocket: the app decides (accept or
+// ServeWebSocket runs an ASGI WebSocket: the app decides (accept or
 // close), then messages flow both ways until either side closes. The
 // channel to the worker is held for the connection's life.
-func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName string) error {
+func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Request) error {
 	if problem := openingProblem(r); problem != "" {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		http.Error(w, "bad WebSocket opening: "+problem, http.StatusBadRequest)
 		return nil
 	}
 	sid := p.nextStream.Add(1)
-	head, err := appendRequestHead(make([]byte, protocol.HeaderSize, 2048), r, scriptName, 0, "hearth.websocket", "1")
+	head, err := appendRequestHead(make([]byte, protocol.HeaderSize, 2048), r, &Request{ScriptName: rq.ScriptName, ClientIP: rq.ClientIP}, "hearth.websocket", "1")
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 	s := g.channel // a WebSocket opening is never queued with its frames: the grant carries none
 	s.stream = sid
 	s.setDeadline(0)
-	if _, err := s.conn.Write(head); err != nil {
+	if err := s.write(head); err != nil {
 		return p.broken(s, err)
 	}
 	h, payload, err := s.next()
@@ -85,7 +85,7 @@ func (p *Pool) serveWebSocket(w http.ResponseWriter, r *http.Request, scriptName
 				zap.String("path", r.URL.Path), zap.String("subprotocol", quoteName(payload)))
 			p.sendClose(s, sid, 1006, "")
 			panics.Go(p.logger, "ending a refused WebSocket", func() { p.drainToEnd(s, sid) }) // the client's answer does not wait for the app to stop
-			return failed(failBadResponse, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.spec.Name))
+			return Failed(BadResponse, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.opts.Name))
 		}
 	default:
 		return p.broken(s, fmt.Errorf("unexpected %s frame in a WebSocket handshake", h.Type))
@@ -155,7 +155,7 @@ func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *channel, sid 
 			flags = protocol.FlagBinary
 		}
 		frame := protocol.AppendFrame(make([]byte, 0, protocol.HeaderSize+len(data)), protocol.WSMessage, flags, sid, data)
-		if _, err := s.conn.Write(frame); err != nil {
+		if err := s.write(frame); err != nil {
 			return
 		}
 	}
@@ -205,7 +205,7 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 
 func (p *Pool) sendClose(s *channel, sid uint32, code int, reason string) {
 	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
-	_, _ = s.conn.Write(protocol.AppendFrame(nil, protocol.WSClose, 0, sid, append(payload, reason...)))
+	_ = s.write(protocol.AppendFrame(nil, protocol.WSClose, 0, sid, append(payload, reason...)))
 }
 
 // drainToEnd reads the worker's frames of sid until its end.

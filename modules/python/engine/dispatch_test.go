@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"testing"
@@ -25,7 +25,7 @@ func TestPipelineDepthFollowsMeanRequestTime(t *testing.T) {
 		{"asgi", "", 40 * time.Microsecond, 0},
 	}
 	for _, tt := range tests {
-		p := &Pool{spec: &poolSpec{Kind: tt.kind, Pipeline: tt.pipeline}, meanDuration: tt.mean}
+		p := &Pool{opts: Options{Kind: tt.kind, Pipeline: tt.pipeline}, meanDuration: tt.mean}
 		if got := p.pipelineDepthLocked(); got != tt.want {
 			t.Errorf("%s pipeline %s, mean %v: depth %d, want %d", tt.kind, tt.pipeline, tt.mean, got, tt.want)
 		}

@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"crypto/sha256"
@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/safedir"
@@ -52,23 +51,24 @@ func runtimeFileNames() []string {
 }
 
 // settingsOverlay is the Django settings module of `settings overlay`,
-// written beside the worker runtime as overlayModule.
+// written beside the worker runtime as OverlayModule.
 var settingsOverlay = func() []byte {
 	data, _ := runtimeFiles.ReadFile("runtime/hearth_overlay.py")
 	return data
 }()
 
-// overlayModule is the module name of the settings overlay: the project's
-// directory comes first on a worker's sys.path, so the name carries the
-// overlay's hash, which no project's module has.
-var overlayModule = func() string {
+// OverlayModule is the module name of the settings overlay (written
+// beside the runtime's program): the project's directory comes first on a
+// worker's sys.path, so the name carries the overlay's hash, which no
+// project's module has.
+var OverlayModule = func() string {
 	sum := sha256.Sum256(settingsOverlay)
 	return "hearth_overlay_" + hex.EncodeToString(sum[:6])
 }()
 
 var runtimeMu sync.Mutex
 
-// writeRuntime makes sure the embedded runtime is in place and returns the
+// Runtime makes sure the embedded runtime is in place and returns the
 // path of its program, hearth_worker.py. The runtime's files go to a
 // directory named by runtimeVersion, in a root that is Caddy's, created
 // with a known mode and checked (owner, mode, no symbolic link, safe
@@ -76,16 +76,20 @@ var runtimeMu sync.Mutex
 // is missing or differs is replaced through a temporary file: Python puts
 // the program's directory first on sys.path, so anything another user
 // could put there would run as the app. Workers of Caddy's own user use
-// hearth/runtime in Caddy's data directory (mode 0700); workers running
-// as another user, who cannot read that, use hearth-runtime-<Caddy's uid>
-// in the system's temporary directory (mode 0755, files 0644). A
-// directory there that someone else made is refused with the fix.
-func writeRuntime(shared bool) (string, error) {
+// Options.RuntimeDir (hearth/runtime in Caddy's data directory, mode
+// 0700); workers running as another user, who cannot read that, use
+// hearth-runtime-<Caddy's uid> in the system's temporary directory (mode
+// 0755, files 0644). A directory there that someone else made is refused
+// with the fix.
+func (p *Pool) Runtime() (string, error) {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
-	root, dirMode, fileMode := filepath.Join(caddy.AppDataDir(), "hearth", "runtime"), fs.FileMode(0o700), fs.FileMode(0o600)
-	if shared {
+	root, dirMode, fileMode := p.opts.RuntimeDir, fs.FileMode(0o700), fs.FileMode(0o600)
+	if p.opts.Credential != nil {
 		root, dirMode, fileMode = filepath.Join(os.TempDir(), fmt.Sprintf("hearth-runtime-%d", os.Geteuid())), 0o755, 0o644
+	}
+	if root == "" {
+		return "", fmt.Errorf("no directory for the worker runtime (Options.RuntimeDir)")
 	}
 	return installRuntime(root, dirMode, fileMode)
 }
@@ -110,7 +114,7 @@ func installRuntime(root string, dirMode, fileMode fs.FileMode) (string, error) 
 		data, _ := runtimeFiles.ReadFile(name)
 		base := filepath.Base(name)
 		if name == "runtime/hearth_overlay.py" {
-			base = overlayModule + ".py"
+			base = OverlayModule + ".py"
 		}
 		if err := safedir.WriteFile(dir, base, data, fileMode); err != nil {
 			return "", fmt.Errorf("writing the worker runtime: %w", err)
@@ -123,12 +127,10 @@ func installRuntime(root string, dirMode, fileMode fs.FileMode) (string, error) 
 // runtime's directory and file again first: between two starts a tmp
 // cleaner may have removed them, and someone else made the directory anew.
 func (p *Pool) startRuntime(cmd supervisor.Command, logger *zap.Logger) (*supervisor.Process, error) {
-	path, err := writeRuntime(p.spec.credential != nil)
+	path, err := p.Runtime()
 	if err != nil {
 		return nil, err
 	}
-	if len(cmd.Args) > 0 && cmd.Args[0] == p.runtimePath {
-		cmd.Args = append([]string{path}, cmd.Args[1:]...)
-	}
+	cmd.Args = append([]string{path}, cmd.Args...)
 	return supervisor.Start(cmd, logger)
 }

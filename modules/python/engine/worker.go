@@ -1,4 +1,4 @@
-package python
+package engine
 
 import (
 	"bufio"
@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/protocol"
@@ -48,23 +51,6 @@ const (
 // retired reports whether the worker is out of service.
 func (w *worker) retired() bool { return w.state >= workerRetired }
 
-// channel is one request-at-a-time channel to a worker.
-type channel struct {
-	worker *worker
-	conn   net.Conn
-	frames *protocol.Reader
-	stream uint32 // id of the current request
-
-	deadline time.Time   // the read deadline set on conn; zero: none
-	sendBufs net.Buffers // scratch of send, reused
-
-	// guarded by the pool's mutex
-	path        string    // path of the request in flight, "" when idle
-	since       time.Time // when that request took the channel
-	queued      []*waiter // requests pipelined behind it, in order (frames sent)
-	queuedBytes int       // their frames' size
-}
-
 // startupError is a worker that could not become ready; Traceback holds
 // what the app printed, when it got that far.
 type startupError struct {
@@ -84,14 +70,14 @@ func (e *startupError) Error() string {
 // every channel.
 func (p *Pool) spawnWorker() (_ *worker, err error) {
 	defer panics.Recover(p.logger, "starting a worker", &err)
-	local := make([]net.Conn, 0, p.spec.Threads)
-	remote := make([]*os.File, 0, p.spec.Threads)
+	local := make([]net.Conn, 0, p.opts.Threads)
+	remote := make([]*os.File, 0, p.opts.Threads)
 	defer func() {
 		for _, f := range remote {
 			f.Close()
 		}
 	}()
-	for i := 0; i < p.spec.Threads; i++ {
+	for i := 0; i < p.opts.Threads; i++ {
 		conn, peer, err := socketPair()
 		if err != nil {
 			for _, c := range local {
@@ -103,7 +89,7 @@ func (p *Pool) spawnWorker() (_ *worker, err error) {
 		remote = append(remote, peer)
 	}
 	var proc *supervisor.Process
-	if p.spec.Preload {
+	if p.opts.Preload {
 		proc, err = p.forkWorker(remote)
 	} else {
 		proc, err = p.startRuntime(p.command(remote), p.logger)
@@ -131,39 +117,54 @@ func (p *Pool) spawnWorker() (_ *worker, err error) {
 }
 
 // command is how the runtime is launched with the given channel ends as
-// fds 3, 4, …, plus extra environment variables.
+// fds 3, 4, …, plus extra environment variables (startRuntime adds the
+// runtime's program).
 func (p *Pool) command(channels []*os.File, extraEnv ...string) supervisor.Command {
+	return p.commandIn(p.env, channels, extraEnv...)
+}
+
+// commandIn is command in the environment env.
+func (p *Pool) commandIn(env []string, channels []*os.File, extraEnv ...string) supervisor.Command {
 	fds := make([]string, len(channels))
 	for i := range channels {
 		fds[i] = strconv.Itoa(3 + i)
 	}
-	env := append(p.appEnv(),
-		"HEARTH_APP="+p.spec.App,
-		"HEARTH_NAME="+p.spec.Name,
-		"HEARTH_DIR="+p.spec.Dir,
+	env = append(slices.Clip(env),
+		"HEARTH_APP="+p.opts.App,
+		"HEARTH_NAME="+p.opts.Name,
+		"HEARTH_DIR="+p.opts.Dir,
 		"HEARTH_FDS="+strings.Join(fds, ","),
-		"HEARTH_KIND="+p.spec.kind(),
-		"HEARTH_LIFESPAN="+p.spec.Lifespan,
+		"HEARTH_KIND="+p.opts.KindName(),
+		"HEARTH_LIFESPAN="+p.opts.Lifespan,
 	)
 	return supervisor.Command{
-		Path:       p.spec.Python,
-		Args:       []string{p.runtimePath},
-		Dir:        p.spec.Dir,
+		Path:       p.opts.Python,
+		Dir:        p.opts.Dir,
 		Env:        append(env, extraEnv...),
 		ExtraFiles: channels,
-		Credential: p.spec.credential,
-		Umask:      p.spec.Umask,
+		Credential: p.opts.Credential,
+		Umask:      p.opts.Umask,
 	}
 }
 
-// next reads the worker's next frame of the channel's current stream; a
-// frame of another stream is a protocol error.
-func (s *channel) next() (protocol.Header, []byte, error) {
-	h, payload, err := s.frames.Next()
-	if err == nil && h.Stream != s.stream {
-		err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, s.stream)
+// Inspect runs the runtime once in inspect mode, in the environment env
+// (Start's is not known yet when the checks run): it imports the app as a
+// worker would and answers with its report (JSON facts for the checks)
+// instead of a greeting. Failing to import is a startup error, with the
+// app's traceback.
+func (p *Pool) Inspect(env []string) ([]byte, error) {
+	conn, peer, err := socketPair()
+	if err != nil {
+		return nil, err
 	}
-	return h, payload, err
+	defer conn.Close()
+	proc, err := p.startRuntime(p.commandIn(env, []*os.File{peer}, "HEARTH_MODE=inspect"), p.logger.With(zap.String("role", "guard-check")))
+	peer.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer proc.Stop(syscall.SIGKILL, time.Second)
+	return p.hello(proc, "check process", &channel{conn: conn, frames: protocol.NewReader(conn)})
 }
 
 // awaitHello reads each channel's greeting within start_timeout.
@@ -182,12 +183,12 @@ func (p *Pool) awaitHello(proc *supervisor.Process, channels []*channel) error {
 // a startupError saying what to do: too slow, exited, the app's traceback,
 // or a frame that is not a greeting.
 func (p *Pool) hello(proc *supervisor.Process, role string, s *channel) ([]byte, error) {
-	_ = s.conn.SetReadDeadline(time.Now().Add(p.spec.StartTimeout))
+	_ = s.conn.SetReadDeadline(time.Now().Add(p.opts.StartTimeout))
 	h, payload, err := s.frames.Next()
 	_ = s.conn.SetReadDeadline(time.Time{})
 	switch {
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, &startupError{reason: fmt.Sprintf("%s %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", role, proc.Pid(), p.spec.StartTimeout)}
+		return nil, &startupError{reason: fmt.Sprintf("%s %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", role, proc.Pid(), p.opts.StartTimeout)}
 	case err != nil:
 		select {
 		case <-proc.Done():
@@ -195,7 +196,7 @@ func (p *Pool) hello(proc *supervisor.Process, role string, s *channel) ([]byte,
 		}
 		return nil, &startupError{reason: fmt.Sprintf("%s %d exited before it was ready (%s); its output is in the log", role, proc.Pid(), exitOrErr(proc, err))}
 	case h.Type == protocol.Fatal:
-		return nil, &startupError{reason: fmt.Sprintf("%s %d could not load %s", role, proc.Pid(), p.spec.App), traceback: string(payload)}
+		return nil, &startupError{reason: fmt.Sprintf("%s %d could not load %s", role, proc.Pid(), p.opts.App), traceback: string(payload)}
 	case h.Type != protocol.Hello:
 		return nil, &startupError{reason: fmt.Sprintf("%s %d sent %s instead of hello", role, proc.Pid(), h.Type)}
 	}

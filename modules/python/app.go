@@ -1,0 +1,201 @@
+package python
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/guard"
+	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/python/engine"
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+// App is one Python app as a config describes it: the engine's pool that
+// serves it, and what Hearth does around the pool's start — the app's
+// production settings, the pre-launch checks, before_start — with what it
+// knows of the app's place in the config (its site, the config's
+// storage). The hearth app keeps Apps across reloads (a hearth.Pool,
+// keyed by the spec's hash), and every handler of the app serves through
+// its pool.
+type App struct {
+	spec   *poolSpec
+	pool   *engine.Pool
+	logger *zap.Logger
+
+	mu          sync.Mutex
+	findings    []Finding         // from the pre-launch checks
+	site        hearth.Site       // where the app is served
+	overlay     *overlayReport    // what `settings overlay` set, from the last checks
+	settingsEnv []string          // from `settings auto` or `settings overlay` (appEnv)
+	storage     certmagic.Storage // the config's, for `settings auto`
+	autoHosts   []string          // the ALLOWED_HOSTS `settings auto` gives the app
+	runtimePath string            // the runtime's program, once written (the overlay is beside it)
+
+	appHosts atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
+	mounts   atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)
+}
+
+// newApp makes the app of spec, with a pool that starts nothing yet.
+func newApp(spec *poolSpec, logger *zap.Logger) *App {
+	pool := engine.New(spec.Options, logger)
+	return &App{spec: spec, pool: pool, logger: pool.Logger()}
+}
+
+// Name is the app name.
+func (a *App) Name() string { return a.spec.Name }
+
+// AppDir is the app's directory (hearth.Placed): two apps of one name in
+// different directories are refused.
+func (a *App) AppDir() string { return a.spec.Dir }
+
+// Start prepares the app (its settings, the pre-launch checks, the
+// before_start commands), then starts its workers and waits until all are
+// ready. It runs once; later calls return the first result.
+func (a *App) Start() error {
+	return a.pool.Start(func() ([]string, error) {
+		path, err := a.pool.Runtime()
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.runtimePath = path
+		a.mu.Unlock()
+		if err := a.prepareSettings(); err != nil {
+			return nil, err
+		}
+		if err := a.runGuardChecks(); err != nil {
+			return nil, err
+		}
+		if err := a.runBeforeStart(); err != nil {
+			return nil, err
+		}
+		return a.appEnv(), nil
+	})
+}
+
+// Refuse fails an app that will never start (its config was refused): a
+// later Start returns err, and requests waiting for it fail at once.
+func (a *App) Refuse(err error) { a.pool.Refuse(err) }
+
+// Stopped is closed once the app's pool has stopped every worker: Hearth
+// holds the app's instance lock until then.
+func (a *App) Stopped() <-chan struct{} { return a.pool.Stopped() }
+
+// Destruct stops the app once no loaded config uses it. On a reload the
+// old config's requests may still be running or queued: they are served
+// (for up to stop_timeout) before the workers are stopped, in the
+// background so the reload is not held up. When Caddy exits, its servers
+// have already finished their requests and the pool stops right away.
+func (a *App) Destruct() error {
+	a.pool.Stop(!caddy.Exiting())
+	return nil
+}
+
+// Running reports whether the app serves the current config.
+func (a *App) Running() bool { return a.pool.Running() }
+
+// Restart replaces every worker, each replacement ready before its
+// predecessor stops taking requests (see engine.Pool.Restart).
+func (a *App) Restart() error { return a.pool.Restart() }
+
+// Scale sets the number of workers (see engine.Pool.Scale).
+func (a *App) Scale(n int) error { return a.pool.Scale(n) }
+
+// appStatus is one app in GET /hearth/apps: its pool's state, then the
+// guard's.
+type appStatus struct {
+	engine.Status
+	Guard    string    `json:"guard"`
+	Findings []Finding `json:"findings"`
+}
+
+// Status reports the app's state for the admin API.
+func (a *App) Status() any {
+	st := appStatus{Status: a.pool.Status(), Guard: a.spec.GuardMode}
+	a.mu.Lock()
+	st.Findings = append([]Finding{}, a.findings...)
+	a.mu.Unlock()
+	return st
+}
+
+var _ hearth.Pool = (*App)(nil)
+
+// runBeforeStart runs the before_start commands in the app's environment.
+func (a *App) runBeforeStart() error {
+	for _, argv := range a.spec.BeforeStart {
+		if err := a.runCommand(argv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *App) runCommand(argv []string) error {
+	if len(argv) == 0 || strings.TrimSpace(argv[0]) == "" { // refused at provision (checkFields); never a panic here
+		return fmt.Errorf("before_start has an empty command: it needs a program, like `before_start python manage.py migrate`")
+	}
+	program := argv[0]
+	if program == "python" || program == "python3" {
+		program = a.spec.Python
+	}
+	ctx, cancel := context.WithTimeout(a.pool.Context(), beforeStartTimeout)
+	defer cancel()
+	out, err := supervisor.Run(ctx, supervisor.Command{
+		Path: program, Args: argv[1:], Dir: a.spec.Dir,
+		Env:        a.appEnv(),
+		Credential: a.spec.Credential,
+		Umask:      a.spec.Umask,
+	}, a.logger)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("still running after %s", beforeStartTimeout)
+	}
+	if err != nil {
+		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
+	}
+	a.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", string(out)))
+	return nil
+}
+
+// beforeStartTimeout bounds each before_start command.
+const beforeStartTimeout = 10 * time.Minute
+
+// SetSite records where the app is served (hearth.SiteAware).
+func (a *App) SetSite(site hearth.Site) {
+	a.mu.Lock()
+	a.site = site
+	a.mu.Unlock()
+	mounts := slices.Clone(site.Mounts)
+	a.mounts.Store(&mounts)
+}
+
+// Mounts are the path prefixes the config strips before the app's
+// handlers: the values SCRIPT_NAME may take.
+func (a *App) Mounts() []string {
+	if m := a.mounts.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// SetStorage gives the app the config's storage (hearth.StorageAware),
+// where `settings auto` keeps the app's secret key.
+func (a *App) SetStorage(storage certmagic.Storage) {
+	a.mu.Lock()
+	a.storage = storage
+	a.mu.Unlock()
+}
+
+// AppHosts returns the hosts the app allows, once the pre-launch checks
+// have read them (nil before, or when it allows any host): the HTTP guard
+// of a site without `hosts` answers 421 to the others.
+func (a *App) AppHosts() *guard.AppHosts { return a.appHosts.Load() }

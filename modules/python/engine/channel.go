@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
+)
+
+// channel is one request-at-a-time channel to a worker.
+type channel struct {
+	worker *worker
+	conn   net.Conn
+	frames *protocol.Reader
+	stream uint32 // id of the current request
+
+	deadline time.Time   // the read deadline set on conn; zero: none
+	sendBufs net.Buffers // scratch of send, reused
+
+	// guarded by the pool's mutex
+	path   string    // path of the request in flight, "" when idle
+	since  time.Time // when that request took the channel
+	queued pipeline  // requests pipelined behind it (dispatch.go)
+}
+
+// Every write to a worker's channel goes through write or writeBatch.
+// Each write is whole: net.Conn serializes concurrent writes, so frames
+// written by different goroutines never interleave (a spilled body's
+// frames from their own goroutine, a Cancel when the client leaves, a
+// WebSocket client's messages). A request's head is written by the
+// goroutine holding the channel: the one serving the request, or the one
+// handing the channel over to it (send).
+
+// write sends frames to the worker.
+func (s *channel) write(frames []byte) error {
+	_, err := s.conn.Write(frames)
+	return err
+}
+
+// writeBatch sends several frames to the worker in one system call
+// (writev).
+func (s *channel) writeBatch(batch net.Buffers) error {
+	_, err := batch.WriteTo(s.conn)
+	return err
+}
+
+// send writes first (if set) and the frames of piped to the worker in one
+// system call. Only the goroutine handing s over may call it.
+func (s *channel) send(first []byte, piped []*waiter) error {
+	bufs := s.sendBufs[:0]
+	if first != nil {
+		bufs = append(bufs, first)
+	}
+	for _, w := range piped {
+		bufs = append(bufs, w.frames)
+	}
+	s.sendBufs = bufs[:0]
+	var err error
+	if len(bufs) == 1 {
+		err = s.write(bufs[0])
+	} else {
+		err = s.writeBatch(bufs)
+	}
+	clear(s.sendBufs[:cap(s.sendBufs)]) // keep no request's frames alive
+	return err
+}
+
+// cancel tells the worker that the client of stream sid left.
+func (s *channel) cancel(sid uint32) {
+	var frame [protocol.HeaderSize]byte
+	protocol.PutHeader(frame[:], protocol.Header{Type: protocol.Cancel, Stream: sid})
+	_ = s.write(frame[:])
+}
+
+// next reads the worker's next frame of the channel's current stream; a
+// frame of another stream is a protocol error.
+func (s *channel) next() (protocol.Header, []byte, error) {
+	h, payload, err := s.frames.Next()
+	if err == nil && h.Stream != s.stream {
+		err = fmt.Errorf("response frame for stream %d during stream %d", h.Stream, s.stream)
+	}
+	return h, payload, err
+}
+
+// setDeadline bounds the exchange about to start on s by timeout (none
+// if timeout ≤ 0). The deadline in force is kept while it falls within
+// deadlineSlack of timeout, so a busy channel re-arms it a few times a second
+// rather than on every request: a request times out between timeout and
+// timeout plus 1%.
+func (s *channel) setDeadline(timeout time.Duration) {
+	if timeout <= 0 {
+		if !s.deadline.IsZero() {
+			_ = s.conn.SetReadDeadline(time.Time{})
+			s.deadline = time.Time{}
+		}
+		return
+	}
+	due := time.Now().Add(timeout)
+	slack := deadlineSlack(timeout)
+	if s.deadline.Before(due) || s.deadline.Sub(due) > slack {
+		s.deadline = due.Add(slack)
+		_ = s.conn.SetReadDeadline(s.deadline)
+	}
+}
+
+// deadlineSlack is how much later than its timeout a request may time
+// out: 1% of it, at most a second.
+func deadlineSlack(timeout time.Duration) time.Duration {
+	return min(timeout/100, time.Second)
+}
