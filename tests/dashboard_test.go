@@ -44,6 +44,13 @@ func TestDashboardInChromium(t *testing.T) {
 	skip_install_trust
 	hearth {
 		dashboard 127.0.0.1:%d
+		service sleeper {
+			command /bin/sleep 3600 --hidden-arg
+		}
+		job flaky {
+			command /bin/sh -c "echo private-output; exit 4"
+			schedule every 1s
+		}
 	}
 %s
 }
@@ -89,6 +96,10 @@ broken.example.test:%d {
 		_, body := get(t, url+"status.json")
 		return strings.Contains(body, `"valid"`) && strings.Contains(body, `"failed"`) // certificates' states
 	})
+	waitFor(t, 30*time.Second, "a failed run of the job", func() bool {
+		_, body := get(t, url+"status.json")
+		return strings.Contains(body, `"last_result": "failed"`)
+	})
 	pids := c.workerPIDs()
 	using, all := c.cpuUse()
 	dom := chromium(t, "--dump-dom", url)
@@ -101,9 +112,18 @@ broken.example.test:%d {
 		// one that could not be obtained, with the reason
 		"Certificate for <code>broken.example.test</code>", "failed: visitors get a TLS error", "Last attempt failed:",
 		fmt.Sprintf("127.0.0.1:%d", noCA),
+		// the background service and the failing job
+		"Background services", `id="background-sleeper"`, fmt.Sprint(servicePID(c, "sleeper")),
+		"Jobs", `id="job-flaky"`, "every 1s", "failed", "exit status 4",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q:\n%s", want, truncateString(dom, 3000))
+		}
+	}
+	_, status := get(t, url+"status.json")
+	for _, private := range []string{"private-output", "--hidden-arg"} { // output and command lines stay in the admin API
+		if strings.Contains(dom, private) || strings.Contains(status, private) {
+			t.Errorf("the dashboard shows %q", private)
 		}
 	}
 	if strings.Contains(dom, "http://") && strings.Contains(dom, "<script src") {

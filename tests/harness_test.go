@@ -211,6 +211,7 @@ func allRunning(apps []appStatus) bool {
 // appStatus mirrors GET /hearth/apps.
 type appStatus struct {
 	Name    string `json:"name"`
+	Kind    string `json:"kind"`
 	App     string `json:"app"`
 	State   string `json:"state"`
 	Threads int    `json:"threads"`
@@ -277,11 +278,14 @@ func (c *caddyProc) mustApps() []appStatus {
 }
 
 // workerPIDs lists the pids of the workers in service (not retiring) of
-// every app.
+// every app (not of background services).
 func (c *caddyProc) workerPIDs() []int {
 	c.t.Helper()
 	var pids []int
 	for _, a := range c.mustApps() {
+		if a.Kind == "service" {
+			continue
+		}
 		for _, w := range a.Workers {
 			if w.State != "retiring" {
 				pids = append(pids, w.Pid)

@@ -102,10 +102,12 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.restart(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "apps" && parts[2] == "scale":
 		return a.scale(w, r, parts[1])
+	case parts[0] == "jobs":
+		return serveJobs(w, r, parts[1:])
 	}
 	return caddy.APIError{
 		HTTPStatus: http.StatusNotFound,
-		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
+		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/jobs, GET /hearth/jobs/{name}, POST /hearth/jobs/{name}/run, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
 	}
 }
 

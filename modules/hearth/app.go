@@ -26,6 +26,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/service"
 )
 
 func init() {
@@ -99,14 +101,28 @@ type App struct {
 	// precedence. Default: auto.
 	CaddyGCFloor string `json:"caddy_gc_floor,omitempty"`
 
+	// Services are long-running commands kept running beside the apps (a
+	// Celery worker, redis-server …): see the service package. Each needs
+	// a unique name, which no app of the config has.
+	Services []*service.Config `json:"services,omitempty"`
+
+	// Jobs are commands run on a schedule (see the job package); each
+	// needs a unique name.
+	Jobs []*job.Config `json:"jobs,omitempty"`
+
 	dashboard *dashboard
 	ddns      DDNSReporter // the config's ddns app (nil without one), found at Start
 	started   bool         // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
 
-	used   []Pool // provisioning of one config is sequential: no lock needed
-	keys   map[Pool]string
-	ctx    caddy.Context
-	logger *zap.Logger
+	used        []Pool // provisioning of one config is sequential: no lock needed
+	keys        map[Pool]string
+	serviceKeys []string // the services this config took at Start (Cleanup gives them back)
+	jobKeys     []string // the jobs it took
+	// stoppedServices are previous versions of services this config
+	// stopped to start their successors (servicegroups.go)
+	stoppedServices []*service.Group
+	ctx             caddy.Context
+	logger          *zap.Logger
 
 	certLog *certLog // certificate attempts (certs.go)
 }
@@ -129,6 +145,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
 		return err
+	}
+	if err := a.checkServices(); err != nil {
+		return err
+	}
+	if err := a.checkJobs(); err != nil {
+		return err
+	}
+	if err := RegisterCollector(ctx.GetMetricsRegistry(), serviceCollector{}); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	if err := RegisterCollector(ctx.GetMetricsRegistry(), jobCollector{}); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
 	}
 	return parseCaddyCPUs(a.CaddyCPUs)
 }
@@ -249,7 +277,14 @@ func (a *App) Start() error {
 		}
 		a.dashboard = d
 	}
-	if err := startPools(used, a.logger); err != nil {
+	err := startPools(used, a.logger)
+	if err == nil {
+		err = a.startServices() // after the apps: a service may run in one's environment
+	}
+	if err == nil {
+		err = a.startJobs()
+	}
+	if err != nil {
 		if a.dashboard != nil {
 			a.dashboard.stop()
 		}
@@ -341,6 +376,9 @@ func RegisterCollector(registry *prometheus.Registry, c prometheus.Collector) er
 
 // Cleanup lets go of what Provision took.
 func (a *App) Cleanup() error {
+	released := a.releaseServices()
+	a.releaseJobs()
+	a.reviveServices(released)
 	if a.certLog != nil {
 		_, _ = certLogs.Delete(certLogKey)
 	}

@@ -2,6 +2,9 @@ package hearth
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/service"
 )
 
 // UnmarshalCaddyfile sets up the app from the `hearth` global option:
@@ -14,6 +17,12 @@ import (
 //			}
 //			caddy_cpus auto|all|<n>
 //			caddy_gc_floor auto|<size>|off
+//			service <name> {
+//				…                   (see service.Config.UnmarshalCaddyfile)
+//			}
+//			job <name> {
+//				…                   (see job.Config.UnmarshalCaddyfile)
+//			}
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -61,8 +70,30 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneValue(d, &a.CaddyGCFloor, "auto, a size like 32MiB, or off", check); err != nil {
 				return err
 			}
+		case "service":
+			var c service.Config
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			for _, other := range a.Services {
+				if other.Name == c.Name {
+					return d.Errf("two services are named %s; give each its own name", c.Name)
+				}
+			}
+			a.Services = append(a.Services, &c)
+		case "job":
+			var c job.Config
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			for _, other := range a.Jobs {
+				if other.Name == c.Name {
+					return d.Errf("two jobs are named %s; give each its own name", c.Name)
+				}
+			}
+			a.Jobs = append(a.Jobs, &c)
 		default:
-			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus and caddy_gc_floor", d.Val())
+			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus, caddy_gc_floor, service and job", d.Val())
 		}
 	}
 	return nil

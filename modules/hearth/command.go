@@ -20,7 +20,8 @@ func init() {
   caddy hearth init [<dir>]               writes a Caddyfile for the Django, Flask or FastAPI project in <dir>
   caddy hearth manage <app> <args…>       runs the app's manage.py in its exact environment
   caddy hearth exec <app> -- <command…>   runs a command in the app's exact environment
-  caddy hearth restart <app>              restarts an app's workers, to load changed code
+  caddy hearth restart <app|service>      restarts an app's workers (to load changed code) or a service
+  caddy hearth jobs [run <name>]          lists the scheduled jobs, or runs one now
   caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
   caddy hearth ports --config Caddyfile   prints the router forwarding and firewall rules the config needs
   caddy hearth systemd --config Caddyfile prints a hardened systemd unit for Caddy and every app
@@ -29,6 +30,7 @@ func init() {
 			cmd.AddCommand(checkCommand())
 			cmd.AddCommand(statusCommand())
 			cmd.AddCommand(restartCommand())
+			cmd.AddCommand(jobsCommand())
 			for _, c := range moduleCommands {
 				cmd.AddCommand(c())
 			}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/service"
 )
 
 //go:embed dashboard.html
@@ -149,13 +150,39 @@ type dashboardData struct {
 	CaddyCPUs int              `json:"caddy_cpus"` // as in GET /hearth/apps
 	CPUs      int              `json:"cpus"`
 	Services  []map[string]any `json:"services"`
-	DDNS      map[string]any   `json:"ddns"`
+	// Background are the background services (kind "service").
+	Background []map[string]any `json:"background"`
+	// Jobs are the scheduled jobs.
+	Jobs []map[string]any `json:"jobs"`
+	DDNS map[string]any   `json:"ddns"`
 }
 
 func (d *dashboard) data() dashboardData {
 	data := dashboardData{Generated: time.Now()}
 	data.CaddyCPUs, data.CPUs = cpuStatus()
 	roundTrip(servicesStatus(), &data.Services)
+	// the page may be open to the LAN: command lines (a password in an
+	// argument) and jobs' output stay in the admin API
+	data.Background = []map[string]any{}
+	for _, p := range Pools() {
+		if _, ok := p.(*service.Group); ok {
+			var st map[string]any
+			roundTrip(p.Status(), &st)
+			delete(st, "command")
+			data.Background = append(data.Background, st)
+		}
+	}
+	roundTrip(jobStatuses(), &data.Jobs)
+	for _, j := range data.Jobs {
+		delete(j, "command")
+		if runs, ok := j["recent_runs"].([]any); ok {
+			for _, r := range runs {
+				if run, ok := r.(map[string]any); ok {
+					delete(run, "output_tail")
+				}
+			}
+		}
+	}
 	if view := services.Load(); view != nil && view.ddns != nil {
 		roundTrip(view.ddns.DashboardStatus(), &data.DDNS)
 	}

@@ -164,9 +164,70 @@ func statusCommand() *cobra.Command {
 		if err := json.Unmarshal(body, &list); err != nil {
 			return fmt.Errorf("reading the answer: %w", err)
 		}
-		return printServices(cmd.OutOrStdout(), list)
+		if err := printServices(cmd.OutOrStdout(), list); err != nil {
+			return err
+		}
+		body, err = adminCall(addr, http.MethodGet, "/hearth/apps")
+		if err != nil {
+			return err
+		}
+		var apps struct {
+			Apps []backgroundRow `json:"apps"`
+		}
+		if err := json.Unmarshal(body, &apps); err != nil {
+			return fmt.Errorf("reading the answer: %w", err)
+		}
+		return printBackground(cmd.OutOrStdout(), apps.Apps)
 	}
 	return cmd
+}
+
+// backgroundRow is what the status table shows of a background service
+// (an app of kind "service" in GET /hearth/apps).
+type backgroundRow struct {
+	Name      string            `json:"name"`
+	Kind      string            `json:"kind"`
+	App       string            `json:"app"`
+	State     string            `json:"state"`
+	Workers   []json.RawMessage `json:"workers"`
+	Restarts  map[string]int    `json:"restarts"`
+	LastError string            `json:"last_error"`
+}
+
+// printBackground prints the background services, if there are any.
+func printBackground(out io.Writer, apps []backgroundRow) error {
+	var rows []backgroundRow
+	for _, a := range apps {
+		if a.Kind == "service" {
+			rows = append(rows, a)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKGROUND SERVICE\tAPP\tSTATE\tPROCESSES\tRESTARTS\tLAST ERROR")
+	for _, r := range rows {
+		restarts := 0
+		for _, n := range r.Restarts {
+			restarts += n
+		}
+		lastError := r.LastError
+		if len(lastError) > 80 {
+			lastError = lastError[:80] + "…"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(lastError)))
+	}
+	return tw.Flush()
+}
+
+// nonEmpty is s as a list: none when empty.
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
 
 // serviceRow is what the status table shows of a service.

@@ -106,3 +106,62 @@ func socketInodes(dir string) map[string]struct{} {
 	}
 	return out
 }
+
+// GroupListens reports whether a process of the process group pgid
+// listens on TCP address addr (host:port; a wildcard listener on the
+// port counts for any host): the readiness of a service must be its new
+// process's, not that of a previous one still on the port.
+func GroupListens(pgid int, addr string) bool {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return false
+	}
+	want := net.ParseIP(host)
+	inodes := map[string]bool{}
+	for _, l := range Listeners() {
+		if l.Port == port && (want == nil || l.Addr.IsUnspecified() || l.Addr.Equal(want)) {
+			inodes[l.Inode] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return false
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, proc := range procs {
+		if processGroup(proc) != pgid {
+			continue
+		}
+		for inode := range socketInodes(filepath.Join(proc, "fd")) {
+			if inodes[inode] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// processGroup is the process group of the process at /proc/<pid>, or -1.
+func processGroup(proc string) int {
+	stat, err := os.ReadFile(filepath.Join(proc, "stat"))
+	if err != nil {
+		return -1
+	}
+	// pid (comm) state ppid pgrp …: comm may hold spaces and parentheses
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 3 {
+		return -1
+	}
+	pgid, err := strconv.Atoi(f[2])
+	if err != nil {
+		return -1
+	}
+	return pgid
+}

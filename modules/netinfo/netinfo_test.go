@@ -3,6 +3,7 @@ package netinfo
 import (
 	"net"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -17,5 +18,33 @@ func TestParseProcAddr(t *testing.T) {
 		if got := net.JoinHostPort(ip.String(), strconv.Itoa(port)); !ok || got != want {
 			t.Errorf("%s → %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestGroupListens: a listener of this process's group counts on its
+// address (and a wildcard listener on any host of its port); another
+// group, or another port, does not.
+func TestGroupListens(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+	pgid := syscall.Getpgrp()
+	if !GroupListens(pgid, addr) {
+		t.Errorf("this process group listens on %s, GroupListens says no", addr)
+	}
+	if GroupListens(pgid+100000, addr) {
+		t.Error("another process group was found listening")
+	}
+	other, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := other.Addr().(*net.TCPAddr).Port
+	other.Close()
+	if GroupListens(pgid, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))) {
+		t.Error("a closed port was found listening")
+	}
+	if GroupListens(pgid, "no-port") {
+		t.Error("an address without a port was accepted")
 	}
 }

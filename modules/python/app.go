@@ -199,3 +199,16 @@ func (a *App) SetStorage(storage certmagic.Storage) {
 // have read them (nil before, or when it allows any host): the HTTP guard
 // of a site without `hosts` answers 421 to the others.
 func (a *App) AppHosts() *guard.AppHosts { return a.appHosts.Load() }
+
+// Environment is the app's environment for a service or job that runs in
+// it (hearth.AppEnvironment): its interpreter, directory, environment
+// (what `settings` sets included), account and umask. It is known once the
+// app has started.
+func (a *App) Environment() (supervisor.Command, error) {
+	if !a.pool.Running() {
+		return supervisor.Command{}, fmt.Errorf("app %s is not running", a.spec.Name)
+	}
+	return supervisor.Command{Path: a.spec.Python, Dir: a.spec.Dir, Env: a.appEnv(), Credential: a.spec.Credential, Umask: a.spec.Umask}, nil
+}
+
+var _ hearth.AppEnvironment = (*App)(nil)

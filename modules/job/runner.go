@@ -1,0 +1,370 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/supervisor"
+)
+
+// keptRuns is how many runs of a job are kept; outputTail how much of
+// each run's output.
+const (
+	keptRuns   = 20
+	outputTail = 4 << 10
+)
+
+// Result is how a run ended.
+type Result string
+
+// The results of a run.
+const (
+	Running  Result = "running"
+	OK       Result = "ok"        // exit status 0
+	Failed   Result = "failed"    // another exit status, or it could not start
+	TimedOut Result = "timed_out" // killed (with its process group) at timeout
+	Stopped  Result = "stopped"   // killed because Caddy stopped
+)
+
+// Run is one run of a job.
+type Run struct {
+	ID        int64     `json:"id"`
+	Trigger   string    `json:"trigger"` // "schedule" or "manual"
+	StartedAt time.Time `json:"started_at"`
+	// Duration is how long it ran, in seconds (so far, while it runs).
+	Duration float64 `json:"duration_seconds"`
+	Result   Result  `json:"result"`
+	// Exit describes the end: "exit status 0", "exit status 2", a signal,
+	// or why it could not start.
+	Exit string `json:"exit,omitempty"`
+	// Output is the tail of what it wrote to stdout and stderr.
+	Output string `json:"output_tail"`
+}
+
+// history is what is kept of one job name across reloads (a job whose
+// block changed keeps its runs): its runs, whether one is running, and
+// totals. It lives in the histories pool while a config has the job.
+type history struct {
+	mu          sync.Mutex
+	runs        []Run // oldest first, at most keptRuns
+	running     bool
+	nextID      int64
+	total       int64
+	failures    int64
+	skipped     int64
+	lastSuccess time.Time
+}
+
+// Destruct lets go of the history (caddy.Destructor).
+func (*history) Destruct() error { return nil }
+
+// histories holds the history of every job name some loaded config has.
+var histories = caddy.NewUsagePool()
+
+// ErrRunning is the answer to running a job that is running.
+var ErrRunning = errors.New("the job is running; a job runs once at a time")
+
+// clock is time, replaceable in tests.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Job runs one job's command on its schedule. It is kept across reloads
+// by its spec's hash, like a pool.
+type Job struct {
+	spec   *Spec
+	logger *zap.Logger
+	clock  clock
+	hist   *history
+
+	ctx    context.Context // ends the schedule (the job left the config)
+	cancel context.CancelFunc
+	// runCtx ends running runs: only when Caddy exits (a reload lets a
+	// run finish, within its timeout)
+	runCtx    context.Context
+	runCancel context.CancelFunc
+	runs      sync.WaitGroup
+	loop      sync.WaitGroup
+
+	startOnce  sync.Once
+	stopOnce   sync.Once
+	generation uint64 // the order in which jobs were made
+
+	mu     sync.Mutex
+	next   time.Time // the next scheduled run
+	closed bool      // Destruct began: no run starts any more
+}
+
+// generations numbers the jobs as they are made.
+var generations atomic.Uint64
+
+// New makes the job of spec; Start starts its schedule.
+func New(spec *Spec, logger *zap.Logger) *Job {
+	return newJob(spec, logger, realClock{})
+}
+
+func newJob(spec *Spec, logger *zap.Logger, c clock) *Job {
+	if spec.schedule == nil { // a spec decoded, not resolved
+		spec.schedule, _ = ParseSchedule(spec.Schedule)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runCtx, runCancel := context.WithCancel(context.Background())
+	h, _, _ := histories.LoadOrNew(spec.Name, func() (caddy.Destructor, error) { return &history{}, nil })
+	return &Job{spec: spec, logger: logger.With(zap.String("job", spec.Name)), clock: c, hist: h.(*history),
+		ctx: ctx, cancel: cancel, runCtx: runCtx, runCancel: runCancel, generation: generations.Add(1)}
+}
+
+// Name is the job's name.
+func (j *Job) Name() string { return j.spec.Name }
+
+// Generation orders jobs by when they were made: of two jobs of a name
+// during a reload, the higher is the new config's.
+func (j *Job) Generation() uint64 { return j.generation }
+
+// Start starts the job's schedule; the first run is at its next time.
+func (j *Job) Start() error {
+	j.startOnce.Do(func() {
+		if j.spec.schedule == nil {
+			return
+		}
+		j.mu.Lock()
+		j.next = j.spec.schedule.Next(j.clock.Now())
+		j.mu.Unlock()
+		j.loop.Add(1)
+		panics.Go(j.logger, "scheduling a job", func() {
+			defer j.loop.Done()
+			j.schedule()
+		})
+		j.logger.Info("job scheduled", zap.String("schedule", j.spec.Schedule), zap.Time("next_run", j.Next()))
+	})
+	return nil
+}
+
+// schedule fires the job at each time of its schedule until it stops.
+func (j *Job) schedule() {
+	last := j.clock.Now()
+	for {
+		next := j.spec.schedule.Next(last)
+		if now := j.clock.Now(); next.Before(now) { // the machine slept, or the clock jumped: no catching up
+			next = j.spec.schedule.Next(now)
+		}
+		j.mu.Lock()
+		j.next = next
+		j.mu.Unlock()
+		select {
+		case <-j.ctx.Done():
+			return
+		case <-j.clock.After(next.Sub(j.clock.Now())):
+		}
+		select {
+		case <-j.ctx.Done():
+			return
+		default:
+		}
+		last = next
+		if _, err := j.start("schedule"); errors.Is(err, ErrRunning) {
+			j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
+		}
+	}
+}
+
+// Next is the time of the next scheduled run.
+func (j *Job) Next() time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.next
+}
+
+// RunNow starts a run at once (`caddy hearth jobs run`) and returns its
+// id; ErrRunning if one is running.
+func (j *Job) RunNow() (int64, error) { return j.start("manual") }
+
+// start starts a run unless one of this job's name is running (a
+// skipped scheduled run is counted).
+func (j *Job) start(trigger string) (int64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock() // held until the run is counted in j.runs: Destruct waits for it
+	if j.closed {
+		return 0, fmt.Errorf("job %s is no longer in the running config", j.spec.Name)
+	}
+	h := j.hist
+	h.mu.Lock()
+	if h.running {
+		if trigger == "schedule" {
+			h.skipped++
+		}
+		h.mu.Unlock()
+		return 0, ErrRunning
+	}
+	h.running = true
+	h.nextID++
+	run := Run{ID: h.nextID, Trigger: trigger, StartedAt: time.Now(), Result: Running}
+	h.runs = append(h.runs, run)
+	if len(h.runs) > keptRuns {
+		h.runs = h.runs[len(h.runs)-keptRuns:]
+	}
+	h.mu.Unlock()
+	j.runs.Add(1)
+	panics.Go(j.logger, "running a job", func() {
+		defer j.runs.Done()
+		j.execute(run)
+	})
+	return run.ID, nil
+}
+
+// execute runs the command to its end (or its timeout) and records it.
+func (j *Job) execute(run Run) {
+	ctx, cancel := context.WithTimeout(j.runCtx, j.spec.Timeout)
+	defer cancel()
+	j.logger.Info("job started", zap.Int64("run", run.ID), zap.String("trigger", run.Trigger))
+	result, exit := OK, "exit status 0"
+	var out []byte
+	err := panics.Call(j.logger, "running a job", func() error {
+		var err error
+		out, err = supervisor.Run(ctx, supervisor.Command{Path: j.spec.Path, Args: j.spec.Args, Dir: j.spec.Dir,
+			Env: j.spec.Env, Credential: j.spec.Credential, Umask: j.spec.Umask}, j.logger)
+		return err
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded):
+		result, exit = TimedOut, fmt.Sprintf("killed with its process group after its timeout (%s)", j.spec.Timeout)
+	case errors.Is(err, context.Canceled):
+		result, exit = Stopped, "killed with its process group: Caddy stopped"
+	default:
+		result, exit = Failed, err.Error()
+	}
+	took := time.Since(run.StartedAt)
+	tail := out
+	if len(tail) > outputTail {
+		tail = tail[len(tail)-outputTail:]
+	}
+	h := j.hist
+	h.mu.Lock()
+	h.running = false
+	h.total++
+	if result == OK {
+		h.lastSuccess = time.Now()
+	} else {
+		h.failures++
+	}
+	for i := range h.runs {
+		if h.runs[i].ID == run.ID {
+			h.runs[i].Duration, h.runs[i].Result, h.runs[i].Exit, h.runs[i].Output = took.Seconds(), result, exit, string(tail)
+		}
+	}
+	h.mu.Unlock()
+	fields := []zap.Field{zap.Int64("run", run.ID), zap.String("result", string(result)), zap.String("exit", exit), zap.Duration("duration", took)}
+	if result == OK {
+		j.logger.Info("job finished", fields...)
+	} else {
+		j.logger.Error("job failed", append(fields, zap.String("output_tail", lastLines(string(tail), 10)))...)
+	}
+}
+
+// lastLines is at most the last n lines of s.
+func lastLines(s string, n int) string {
+	end := len(s)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' && i < end-1 {
+			n--
+			if n == 0 {
+				return s[i+1:]
+			}
+		}
+	}
+	return s
+}
+
+// Destruct stops the job's schedule once no config has it. A run in
+// progress finishes (within its timeout) unless Caddy is exiting: then it
+// is killed with its process group, and Destruct waits for that.
+func (j *Job) Destruct() error {
+	j.stopOnce.Do(func() {
+		j.cancel()
+		j.loop.Wait()
+		j.mu.Lock()
+		j.closed = true
+		j.mu.Unlock()
+		if caddy.Exiting() {
+			j.runCancel()
+			j.runs.Wait()
+		}
+		_, _ = histories.Delete(j.spec.Name)
+	})
+	return nil
+}
+
+// Status is a job in GET /hearth/jobs.
+type Status struct {
+	Name        string     `json:"name"`
+	App         string     `json:"app,omitempty"`
+	Command     []string   `json:"command"`
+	Schedule    string     `json:"schedule"`
+	Timeout     float64    `json:"timeout_seconds"`
+	NextRun     *time.Time `json:"next_run,omitempty"`
+	Running     bool       `json:"running"`
+	Runs        int64      `json:"runs"`
+	Failures    int64      `json:"failures"`
+	Skipped     int64      `json:"skipped"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	// LastResult is the result of the latest finished run ("" before one).
+	LastResult Result `json:"last_result,omitempty"`
+	// Recent are the last runs, newest first.
+	Recent []Run `json:"recent_runs"`
+}
+
+// Status reports the job.
+func (j *Job) Status() Status {
+	st := Status{Name: j.spec.Name, App: j.spec.App, Command: append([]string{j.spec.Path}, j.spec.Args...),
+		Schedule: j.spec.Schedule, Timeout: j.spec.Timeout.Seconds(), Recent: []Run{}}
+	if next := j.Next(); !next.IsZero() {
+		st.NextRun = &next
+	}
+	h := j.hist
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st.Running, st.Runs, st.Failures, st.Skipped = h.running, h.total, h.failures, h.skipped
+	if !h.lastSuccess.IsZero() {
+		ls := h.lastSuccess
+		st.LastSuccess = &ls
+	}
+	now := time.Now()
+	for i := len(h.runs) - 1; i >= 0; i-- {
+		r := h.runs[i]
+		if r.Result == Running {
+			r.Duration = now.Sub(r.StartedAt).Seconds()
+		} else if st.LastResult == "" {
+			st.LastResult = r.Result
+		}
+		st.Recent = append(st.Recent, r)
+	}
+	return st
+}
+
+// Metrics are the job's counters: runs, failures, skipped runs, the last
+// success (zero: none) and whether it runs now.
+func (j *Job) Metrics() (runs, failures, skipped int64, lastSuccess time.Time, running bool) {
+	h := j.hist
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.total, h.failures, h.skipped, h.lastSuccess, h.running
+}
+
+// Scheduled reports whether the job's schedule runs (it has not been
+// stopped).
+func (j *Job) Scheduled() bool { return j.ctx.Err() == nil }

@@ -1,0 +1,140 @@
+package supervisor
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// Placement is where and as whom a command of its own runs (a service or
+// a job without an app), as a config gives it. Its fields are inlined in
+// the config of what embeds it.
+type Placement struct {
+	// Dir is the working directory. Default: Caddy's.
+	Dir string `json:"dir,omitempty"`
+	// Env sets environment variables (global placeholders such as
+	// {env.HOME} allowed); EnvFile loads a dotenv file first (relative to
+	// Dir); EnvInherit names variables passed from Caddy's environment.
+	// The command starts from a clean environment (see Env).
+	Env        map[string]string `json:"env,omitempty"`
+	EnvFile    string            `json:"env_file,omitempty"`
+	EnvInherit []string          `json:"env_inherit,omitempty"`
+	// Umask is the file mode creation mask, in octal. Default: 0027.
+	Umask string `json:"umask,omitempty"`
+	// User and Group run the command as that account (Caddy must be
+	// root); root itself only with AllowRoot. Default: Caddy's own.
+	User      string `json:"user,omitempty"`
+	Group     string `json:"group,omitempty"`
+	AllowRoot bool   `json:"allow_root,omitempty"`
+}
+
+// Options are the Caddyfile options of a Placement, for error messages.
+const PlacementOptions = "dir, env, env_file, env_inherit, umask, user, group, allow_root"
+
+// SetOptions names the options that are set, in a fixed order.
+func (p *Placement) SetOptions() []string {
+	var set []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{{"dir", p.Dir != ""}, {"env", len(p.Env) > 0}, {"env_file", p.EnvFile != ""}, {"env_inherit", len(p.EnvInherit) > 0},
+		{"umask", p.Umask != ""}, {"user", p.User != ""}, {"group", p.Group != ""}, {"allow_root", p.AllowRoot}} {
+		if o.set {
+			set = append(set, o.name)
+		}
+	}
+	return set
+}
+
+// Check validates what needs no lookup: variable names and the umask.
+func (p *Placement) Check() error {
+	if err := CheckEnvNames("env_inherit", p.EnvInherit); err != nil {
+		return err
+	}
+	_, err := ParseUmask(p.Umask)
+	return err
+}
+
+// Resolve turns the placement into a command template: Dir absolute, the
+// account's credential, the environment built, the umask parsed (Path
+// and Args are the caller's).
+func (p *Placement) Resolve() (Command, error) {
+	var c Command
+	var err error
+	if c.Dir, err = filepath.Abs(p.Dir); err != nil {
+		return c, err
+	}
+	if c.Credential, err = Credential(p.User, p.Group, p.AllowRoot); err != nil {
+		return c, err
+	}
+	envFile := p.EnvFile
+	if envFile != "" && !filepath.IsAbs(envFile) {
+		envFile = filepath.Join(c.Dir, envFile)
+	}
+	if c.Env, err = (Env{Inherit: p.EnvInherit, Credential: c.Credential, File: envFile, Vars: p.Env}).Build(); err != nil {
+		return c, err
+	}
+	c.Umask, err = ParseUmask(p.Umask)
+	return c, err
+}
+
+// UnmarshalOption reads the placement option at d's cursor, if it is one;
+// handled reports whether it was.
+func (p *Placement) UnmarshalOption(d *caddyfile.Dispenser) (handled bool, err error) {
+	option := d.Val()
+	one := func(dst *string) error {
+		if !d.NextArg() {
+			return d.Errf("%s needs a value", option)
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.Errf("%s takes one value, got also %q", option, d.Val())
+		}
+		return nil
+	}
+	switch option {
+	case "dir":
+		return true, one(&p.Dir)
+	case "env_file":
+		return true, one(&p.EnvFile)
+	case "umask":
+		return true, one(&p.Umask)
+	case "user":
+		return true, one(&p.User)
+	case "group":
+		return true, one(&p.Group)
+	case "allow_root":
+		if d.NextArg() {
+			return true, d.Errf("allow_root takes no value, got %q", d.Val())
+		}
+		p.AllowRoot = true
+		return true, nil
+	case "env_inherit":
+		names := d.RemainingArgs()
+		if len(names) == 0 {
+			return true, d.Err("env_inherit needs the names of variables to pass from Caddy's environment")
+		}
+		p.EnvInherit = append(p.EnvInherit, names...)
+		return true, nil
+	case "env":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return true, d.Err("env takes a name and a value: `env NAME value`")
+		}
+		if p.Env == nil {
+			p.Env = map[string]string{}
+		}
+		p.Env[args[0]] = args[1]
+		return true, nil
+	}
+	return false, nil
+}
+
+// InApp is the error for placement options given beside `app`.
+func (p *Placement) InApp(what, app string) error {
+	if set := p.SetOptions(); len(set) > 0 {
+		return fmt.Errorf("%s runs in app %s's environment: %s is the app's; set it in the app's block, or drop `app` to give it its own", what, app, set[0])
+	}
+	return nil
+}
