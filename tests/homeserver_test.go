@@ -127,6 +127,15 @@ func TestExampleHomeserver(t *testing.T) {
 			t.Errorf("table row %q does not match the JSON %+v", lines[i+1], s)
 		}
 	}
+	// the nightly clearsessions job, run now, in engwrite's environment
+	out, err = exec.Command(caddyBinary(t), "hearth", "jobs", "run", "clearsessions", "--address", c.admin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "clearsessions, run 1: ok (exit status 0)") {
+		t.Errorf("caddy hearth jobs run clearsessions: %v\n%s", err, out)
+	}
+	out, _ = exec.Command(caddyBinary(t), "hearth", "jobs", "--address", c.admin).CombinedOutput()
+	if !strings.Contains(string(out), "0 3 * * *") {
+		t.Errorf("caddy hearth jobs:\n%s", out)
+	}
 }
 
 func TestHomeserverDeployHelpers(t *testing.T) {
