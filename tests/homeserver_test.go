@@ -33,6 +33,7 @@ func homeserverEnv(t *testing.T) (ports [3]int, dashboard int) {
 		"ENGWRITE_PORT": fmt.Sprint(ports[0]), "GUESTBOOK_PORT": fmt.Sprint(ports[1]), "SERVICEC_PORT": fmt.Sprint(ports[2]),
 		"DASHBOARD": fmt.Sprintf("127.0.0.1:%d", dashboard), "DDNS_TSIG_KEY": "a2V5a2V5a2V5a2V5", "DDNS_SERVER": "127.0.0.1:9",
 		"DDNS_IP_SOURCE_1": "static 203.0.113.100", "DDNS_IP_SOURCE_2": "static 203.0.113.100",
+		"BACKUP_DIR": filepath.Join(root, "backups"),
 	} {
 		t.Setenv(k, v)
 	}
@@ -135,6 +136,25 @@ func TestExampleHomeserver(t *testing.T) {
 	out, _ = exec.Command(caddyBinary(t), "hearth", "jobs", "--address", c.admin).CombinedOutput()
 	if !strings.Contains(string(out), "0 3 * * *") {
 		t.Errorf("caddy hearth jobs:\n%s", out)
+	}
+	// a backup of engwrite's DATABASES["default"], now
+	out, err = exec.Command(caddyBinary(t), "hearth", "backup", "engwrite", "--address", c.admin).CombinedOutput()
+	copies, _ := filepath.Glob(filepath.Join(os.Getenv("BACKUP_DIR"), "engwrite-*.sqlite3"))
+	if err != nil || !strings.Contains(string(out), "backup engwrite, run 1: ok") || len(copies) != 1 || !strings.Contains(string(out), "db.sqlite3") {
+		t.Errorf("caddy hearth backup engwrite: %v, copies %v\n%s", err, copies, out)
+	}
+	if len(copies) == 1 {
+		engwrite := pools()["engwrite"]
+		out, err = exec.Command(caddyBinary(t), "hearth", "restore", "engwrite", copies[0], "--address", c.admin).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "restarted app engwrite's workers") {
+			t.Errorf("caddy hearth restore engwrite: %v\n%s", err, out)
+		}
+		if now := pools()["engwrite"]; len(now) != 2 || slices.Contains(now, engwrite[0]) || slices.Contains(now, engwrite[1]) {
+			t.Errorf("engwrite's workers after the restore: %v (before: %v)", now, engwrite)
+		}
+		if resp, _ := get(t, fmt.Sprintf("http://localhost:%d/", ports[0])); resp.StatusCode != 200 {
+			t.Errorf("engwrite after the restore: %d", resp.StatusCode)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/job"
 )
 
 func init() {
@@ -103,11 +104,13 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case len(parts) == 3 && parts[0] == "apps" && parts[2] == "scale":
 		return a.scale(w, r, parts[1])
 	case parts[0] == "jobs":
-		return serveJobs(w, r, parts[1:])
+		return serveJobs(w, r, job.KindJob, parts[1:])
+	case parts[0] == "backups":
+		return serveJobs(w, r, job.KindBackup, parts[1:])
 	}
 	return caddy.APIError{
 		HTTPStatus: http.StatusNotFound,
-		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/jobs, GET /hearth/jobs/{name}, POST /hearth/jobs/{name}/run, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
+		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/jobs, GET /hearth/jobs/{name}, POST /hearth/jobs/{name}/run, GET /hearth/backups, GET /hearth/backups/{name}, POST /hearth/backups/{name}/run, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
 	}
 }
 

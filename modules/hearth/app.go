@@ -110,6 +110,10 @@ type App struct {
 	// needs a unique name.
 	Jobs []*job.Config `json:"jobs,omitempty"`
 
+	// Backups are SQLite databases copied at an interval (see
+	// job.BackupConfig); each needs a unique name.
+	Backups []*job.BackupConfig `json:"backups,omitempty"`
+
 	dashboard *dashboard
 	ddns      DDNSReporter // the config's ddns app (nil without one), found at Start
 	started   bool         // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
@@ -150,6 +154,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := a.checkJobs(); err != nil {
+		return err
+	}
+	if err := a.checkBackups(); err != nil {
 		return err
 	}
 	if err := RegisterCollector(ctx.GetMetricsRegistry(), serviceCollector{}); err != nil {

@@ -23,6 +23,9 @@ import (
 //			job <name> {
 //				…                   (see job.Config.UnmarshalCaddyfile)
 //			}
+//			backup <name> {
+//				…                   (see job.BackupConfig.UnmarshalCaddyfile)
+//			}
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -92,8 +95,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			a.Jobs = append(a.Jobs, &c)
+		case "backup":
+			var c job.BackupConfig
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			for _, other := range a.Backups {
+				if other.Name == c.Name {
+					return d.Errf("two backups are named %s; give each its own name", c.Name)
+				}
+			}
+			a.Backups = append(a.Backups, &c)
 		default:
-			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus, caddy_gc_floor, service and job", d.Val())
+			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus, caddy_gc_floor, service, job and backup", d.Val())
 		}
 	}
 	return nil

@@ -22,6 +22,8 @@ func init() {
   caddy hearth exec <app> -- <command…>   runs a command in the app's exact environment
   caddy hearth restart <app|service>      restarts an app's workers (to load changed code) or a service
   caddy hearth jobs [run <name>]          lists the scheduled jobs, or runs one now
+  caddy hearth backup <name>              makes a backup of a SQLite database now
+  caddy hearth restore <name> <file>      puts a backup back into its database
   caddy hearth check --config Caddyfile   runs every app's pre-launch checks and prints a report
   caddy hearth ports --config Caddyfile   prints the router forwarding and firewall rules the config needs
   caddy hearth systemd --config Caddyfile prints a hardened systemd unit for Caddy and every app
@@ -31,6 +33,8 @@ func init() {
 			cmd.AddCommand(statusCommand())
 			cmd.AddCommand(restartCommand())
 			cmd.AddCommand(jobsCommand())
+			cmd.AddCommand(backupCommand())
+			cmd.AddCommand(restoreCommand())
 			for _, c := range moduleCommands {
 				cmd.AddCommand(c())
 			}

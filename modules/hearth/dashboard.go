@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/job"
 	"github.com/hearth-dev/hearth/modules/service"
 )
 
@@ -152,9 +153,10 @@ type dashboardData struct {
 	Services  []map[string]any `json:"services"`
 	// Background are the background services (kind "service").
 	Background []map[string]any `json:"background"`
-	// Jobs are the scheduled jobs.
-	Jobs []map[string]any `json:"jobs"`
-	DDNS map[string]any   `json:"ddns"`
+	// Jobs are the scheduled jobs, Backups the SQLite backups.
+	Jobs    []map[string]any `json:"jobs"`
+	Backups []map[string]any `json:"backups"`
+	DDNS    map[string]any   `json:"ddns"`
 }
 
 func (d *dashboard) data() dashboardData {
@@ -172,8 +174,9 @@ func (d *dashboard) data() dashboardData {
 			data.Background = append(data.Background, st)
 		}
 	}
-	roundTrip(jobStatuses(), &data.Jobs)
-	for _, j := range data.Jobs {
+	roundTrip(jobStatuses(job.KindJob), &data.Jobs)
+	roundTrip(jobStatuses(job.KindBackup), &data.Backups)
+	for _, j := range append(data.Jobs, data.Backups...) {
 		delete(j, "command")
 		if runs, ok := j["recent_runs"].([]any); ok {
 			for _, r := range runs {

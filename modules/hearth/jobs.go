@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // jobs holds the jobs of every loaded config, kept across reloads by
@@ -43,9 +45,64 @@ func (a *App) checkJobs() error {
 	return nil
 }
 
-// startJobs schedules the config's jobs once its apps run (a job may run
-// in an app's environment).
+// checkBackups validates the backups' configs (Provision).
+func (a *App) checkBackups() error {
+	seen := map[string]bool{}
+	for _, c := range a.Backups {
+		if c == nil {
+			return fmt.Errorf("backups: an empty backup; each needs a name, a database or path, and `to`")
+		}
+		if err := c.Check(); err != nil {
+			return err
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("two backups are named %s; give each its own name", c.Name)
+		}
+		seen[c.Name] = true
+	}
+	return nil
+}
+
+// DjangoProject is an app that can name its Django settings module (for
+// a backup of one of its DATABASES).
+type DjangoProject interface {
+	SettingsModule() (string, error)
+}
+
+// startJobs schedules the config's jobs and backups once its apps run (a
+// job may run in an app's environment).
 func (a *App) startJobs() error {
+	var specs []*job.Spec
+	for _, c := range a.Backups {
+		var app *supervisor.Command
+		module := ""
+		if name := c.AppName(); name != "" {
+			env, err := a.appEnvironment("backup "+c.Name, name)
+			if err != nil {
+				return err
+			}
+			cmd, err := env.Environment()
+			if err != nil {
+				return fmt.Errorf("backup %s: the environment of app %s: %w", c.Name, name, err)
+			}
+			app = &cmd
+			if project, ok := env.(DjangoProject); ok && c.Database != "" {
+				if module, err = project.SettingsModule(); err != nil {
+					return fmt.Errorf("backup %s: %w", c.Name, err)
+				}
+			}
+		}
+		spec, err := c.ResolveBackup(app, module)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, spec)
+	}
+	for _, spec := range specs {
+		if err := a.startJob(spec); err != nil {
+			return err
+		}
+	}
 	for _, c := range a.Jobs {
 		var spec *job.Spec
 		var err error
@@ -64,17 +121,22 @@ func (a *App) startJobs() error {
 		if err != nil {
 			return err
 		}
-		key := PoolKey("job", spec)
-		v, _, err := jobs.LoadOrNew(key, func() (caddy.Destructor, error) { return job.New(spec, a.logger), nil })
-		if err != nil {
-			return err
-		}
-		a.jobKeys = append(a.jobKeys, key)
-		if err := v.(*job.Job).Start(); err != nil {
+		if err := a.startJob(spec); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// startJob takes the job of spec for this config and starts its schedule.
+func (a *App) startJob(spec *job.Spec) error {
+	key := PoolKey("job", spec)
+	v, _, err := jobs.LoadOrNew(key, func() (caddy.Destructor, error) { return job.New(spec, a.logger), nil })
+	if err != nil {
+		return err
+	}
+	a.jobKeys = append(a.jobKeys, key)
+	return v.(*job.Job).Start()
 }
 
 // releaseJobs gives back what startJobs took (Cleanup).
@@ -85,13 +147,13 @@ func (a *App) releaseJobs() {
 	a.jobKeys = nil
 }
 
-// currentJobs is every scheduled job by name (during a reload, the
-// newest where two configs have one).
-func currentJobs() map[string]*job.Job {
+// currentJobs is every scheduled job of a kind by name (during a reload,
+// the newest where two configs have one).
+func currentJobs(kind job.Kind) map[string]*job.Job {
 	found := map[string]*job.Job{}
 	jobs.Range(func(_, v any) bool {
 		j := v.(*job.Job)
-		if prev := found[j.Name()]; j.Scheduled() && (prev == nil || j.Generation() > prev.Generation()) {
+		if prev := found[j.Name()]; j.Kind() == kind && j.Scheduled() && (prev == nil || j.Generation() > prev.Generation()) {
 			found[j.Name()] = j
 		}
 		return true
@@ -99,10 +161,10 @@ func currentJobs() map[string]*job.Job {
 	return found
 }
 
-// jobStatuses are the jobs' statuses, by name.
-func jobStatuses() []job.Status {
+// jobStatuses are the statuses of the jobs of a kind, by name.
+func jobStatuses(kind job.Kind) []job.Status {
 	list := []job.Status{}
-	for _, j := range currentJobs() {
+	for _, j := range currentJobs(kind) {
 		list = append(list, j.Status())
 	}
 	sort.Slice(list, func(i, k int) bool { return list[i].Name < list[k].Name })
@@ -110,19 +172,22 @@ func jobStatuses() []job.Status {
 }
 
 // serveJobs serves GET /hearth/jobs, GET /hearth/jobs/{name} and
-// POST /hearth/jobs/{name}/run.
-func serveJobs(w http.ResponseWriter, r *http.Request, parts []string) error {
+// POST /hearth/jobs/{name}/run, and the same under /hearth/backups.
+func serveJobs(w http.ResponseWriter, r *http.Request, kind job.Kind, parts []string) error {
+	list := string(kind) + "s"
 	switch {
 	case len(parts) == 0:
 		if err := requireMethod(r, http.MethodGet); err != nil {
 			return err
 		}
-		return writeJSON(w, map[string]any{"jobs": jobStatuses()})
+		return writeJSON(w, map[string]any{list: jobStatuses(kind)})
+	case kind == job.KindBackup && len(parts) == 2 && parts[1] == "restore":
+		return restoreBackup(w, r, parts[0])
 	case len(parts) == 1 || len(parts) == 2 && parts[1] == "run":
-		j, ok := currentJobs()[parts[0]]
+		j, ok := currentJobs(kind)[parts[0]]
 		if !ok {
 			return caddy.APIError{HTTPStatus: http.StatusNotFound,
-				Err: fmt.Errorf("no job named %q; GET /hearth/jobs lists them", parts[0])}
+				Err: fmt.Errorf("no %s named %q; GET /hearth/%s lists them", kind, parts[0], list)}
 		}
 		if len(parts) == 1 {
 			if err := requireMethod(r, http.MethodGet); err != nil {
@@ -135,17 +200,17 @@ func serveJobs(w http.ResponseWriter, r *http.Request, parts []string) error {
 		}
 		id, err := j.RunNow()
 		if errors.Is(err, job.ErrRunning) {
-			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("job %s: %w", parts[0], err)}
+			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("%s %s: %w", kind, parts[0], err)}
 		}
 		if err != nil {
 			return err
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
-		return json.NewEncoder(w).Encode(map[string]any{"job": parts[0], "run": id})
+		return json.NewEncoder(w).Encode(map[string]any{string(kind): parts[0], "run": id})
 	}
 	return caddy.APIError{HTTPStatus: http.StatusNotFound,
-		Err: fmt.Errorf("unknown route %s; the job routes are GET /hearth/jobs, GET /hearth/jobs/{name}, POST /hearth/jobs/{name}/run", r.URL.Path)}
+		Err: fmt.Errorf("unknown route %s; the routes are GET /hearth/%s, GET /hearth/%s/{name}, POST /hearth/%s/{name}/run", r.URL.Path, list, list, list)}
 }
 
 // Metrics of the jobs.
@@ -169,7 +234,11 @@ func (jobCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (jobCollector) Collect(ch chan<- prometheus.Metric) {
-	for name, j := range currentJobs() {
+	all := currentJobs(job.KindJob)
+	for name, b := range currentJobs(job.KindBackup) {
+		all["backup:"+name] = b // a backup's runs, under a name no job can have
+	}
+	for name, j := range all {
 		runs, failures, skipped, lastSuccess, running := j.Metrics()
 		last, on := 0.0, 0.0
 		if !lastSuccess.IsZero() {
@@ -223,7 +292,7 @@ output, and exits with 1 if it failed.`,
 			}
 			return printJobs(cmd.OutOrStdout(), list.Jobs)
 		case len(args) == 2 && args[0] == "run":
-			return runJob(cmd, addr, args[1], *asJSON)
+			return runJob(cmd, addr, "jobs", args[1], *asJSON)
 		}
 		return fmt.Errorf("usage: caddy hearth jobs [run <name>]")
 	}
@@ -257,9 +326,22 @@ func printJobs(out io.Writer, list []job.Status) error {
 	return tw.Flush()
 }
 
-// runJob starts a run of the job, waits for its end and prints it.
-func runJob(cmd *cobra.Command, addr, name string, asJSON bool) error {
-	body, err := adminCall(addr, http.MethodPost, "/hearth/jobs/"+url.PathEscape(name)+"/run")
+// runJob starts a run of the job (under list: jobs or backups), waits
+// for its end and prints it.
+func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
+	what := strings.TrimSuffix(list, "s")
+	var body []byte
+	var err error
+	for waited := time.Duration(0); ; waited += 250 * time.Millisecond {
+		body, err = adminCall(addr, http.MethodPost, "/hearth/"+list+"/"+url.PathEscape(name)+"/run")
+		if err == nil || !strings.Contains(err.Error(), job.ErrRunning.Error()) || waited > 10*time.Minute {
+			break
+		}
+		if waited == 0 {
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s %s is running now (on its schedule); waiting for that run to end…\n", what, name)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	if err != nil {
 		return err
 	}
@@ -270,7 +352,7 @@ func runJob(cmd *cobra.Command, addr, name string, asJSON bool) error {
 		return fmt.Errorf("reading the answer: %w", err)
 	}
 	for {
-		body, err := adminCall(addr, http.MethodGet, "/hearth/jobs/"+url.PathEscape(name))
+		body, err := adminCall(addr, http.MethodGet, "/hearth/"+list+"/"+url.PathEscape(name))
 		if err != nil {
 			return err
 		}
@@ -280,7 +362,7 @@ func runJob(cmd *cobra.Command, addr, name string, asJSON bool) error {
 		}
 		i := slices.IndexFunc(st.Recent, func(r job.Run) bool { return r.ID == started.Run })
 		if i < 0 {
-			return fmt.Errorf("run %d of job %s is no longer listed (more than 20 runs since?)", started.Run, name)
+			return fmt.Errorf("run %d of %s %s is no longer listed (more than 20 runs since?)", started.Run, what, name)
 		}
 		r := st.Recent[i]
 		if r.Result != job.Running {
@@ -289,7 +371,7 @@ func runJob(cmd *cobra.Command, addr, name string, asJSON bool) error {
 				_, err := fmt.Fprintln(cmd.OutOrStdout(), string(out))
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s, run %d: %s (%s) after %.1fs\n", name, r.ID, r.Result, r.Exit, r.Duration)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s, run %d: %s (%s) after %.1fs\n", what, name, r.ID, r.Result, r.Exit, r.Duration)
 			if r.Output != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "--- output (tail) ---\n%s", r.Output)
 				if !strings.HasSuffix(r.Output, "\n") {
@@ -297,10 +379,142 @@ func runJob(cmd *cobra.Command, addr, name string, asJSON bool) error {
 				}
 			}
 			if r.Result != job.OK {
-				return fmt.Errorf("job %s failed: %s", name, r.Exit)
+				return fmt.Errorf("%s %s failed: %s", what, name, r.Exit)
 			}
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// backupCommand is `caddy hearth backup <name>`: a copy now, waited for.
+func backupCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "backup <name> [--address <admin address>] [--json]",
+		Short: "Makes a backup of a SQLite database now, in the running Caddy",
+		Long: `Runs the backup block <name> of the running Caddy now: an online copy of the
+database through SQLite's backup API, checked with PRAGMA integrity_check,
+renamed into its directory, the oldest beyond keep removed. Prints the
+result and exits with 1 if it failed.`,
+		Args: cobra.ExactArgs(1),
+	}
+	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	asJSON := cmd.Flags().Bool("json", false, "print JSON")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
+		if err != nil {
+			return err
+		}
+		return runJob(cmd, addr, "backups", args[0], *asJSON)
+	}
+	return cmd
+}
+
+// restoreBackup serves POST /hearth/backups/{name}/restore?file=<copy>: it
+// puts the copy back into the database (the current one copied aside
+// first), waits for that, then restarts the app's workers, each new one
+// ready before an old one stops, so that none keeps what it read before.
+func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
+	if err := requireMethod(r, http.MethodPost); err != nil {
+		return err
+	}
+	file := r.URL.Query().Get("file")
+	if file == "" || !filepath.IsAbs(file) {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("give the copy to restore as ?file=<absolute path>, like one `caddy hearth backup %s` made", name)}
+	}
+	b, ok := currentJobs(job.KindBackup)[name]
+	if !ok {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no backup named %q; GET /hearth/backups lists them", name)}
+	}
+	id, err := b.Restore(file)
+	if errors.Is(err, job.ErrRunning) {
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("backup %s: a backup or restore is running; try again when it ends", name)}
+	}
+	if err != nil {
+		return err
+	}
+	for {
+		run, ok := b.Run(id)
+		if !ok {
+			return fmt.Errorf("the restore's run %d is no longer listed", id)
+		}
+		if run.Result == job.Running {
+			select {
+			case <-r.Context().Done():
+				return r.Context().Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if run.Result != job.OK {
+			return caddy.APIError{HTTPStatus: http.StatusInternalServerError,
+				Err: fmt.Errorf("restoring %s failed (%s): %s", name, run.Exit, strings.TrimSpace(run.Output))}
+		}
+		answer := map[string]any{"backup": name, "run": run}
+		if app := b.Status().App; app != "" {
+			pools, err := poolsNamed(app, true)
+			if err == nil {
+				for _, p := range pools {
+					if err := p.Restart(); err != nil {
+						return caddy.APIError{HTTPStatus: http.StatusInternalServerError,
+							Err: fmt.Errorf("the copy is restored, but restarting app %s's workers failed: %w; run `caddy hearth restart %s`", app, err, app)}
+					}
+				}
+				answer["restarted"] = app
+			}
+		}
+		return writeJSON(w, answer)
+	}
+}
+
+// restoreCommand is `caddy hearth restore <name> <file>`.
+func restoreCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "restore <name> <file> [--address <admin address>]",
+		Short: "Puts a backup of a SQLite database back, in the running Caddy",
+		Long: `Puts the copy <file> (one that backup <name> made) back into its database in the
+running Caddy: the copy must pass PRAGMA integrity_check; the current database
+is first copied aside into the backup's directory (<name>-before-restore-<time>);
+the copy is written in with SQLite's backup API, so the app's connections see
+the old data or the new, never a mix; then the app's workers are restarted.`,
+		Args: cobra.ExactArgs(2),
+	}
+	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
+		if err != nil {
+			return err
+		}
+		file, err := filepath.Abs(args[1])
+		if err != nil {
+			return err
+		}
+		var body []byte
+		for waited := time.Duration(0); ; waited += 250 * time.Millisecond {
+			body, err = adminCall(addr, http.MethodPost, "/hearth/backups/"+url.PathEscape(args[0])+"/restore?file="+url.QueryEscape(file))
+			if err == nil || !strings.Contains(err.Error(), "a backup or restore is running") || waited > 10*time.Minute {
+				break
+			}
+			if waited == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "backup %s is running now (on its schedule); waiting for it to end…\n", args[0])
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
+		var answer struct {
+			Run       job.Run `json:"run"`
+			Restarted string  `json:"restarted"`
+		}
+		if err := json.Unmarshal(body, &answer); err != nil {
+			return fmt.Errorf("reading the answer: %w", err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "restored %s into backup %s's database: %s\n", file, args[0], strings.TrimSpace(answer.Run.Output))
+		if answer.Restarted != "" {
+			fmt.Fprintf(cmd.OutOrStdout(), "restarted app %s's workers\n", answer.Restarted)
+		}
+		return nil
+	}
+	return cmd
 }

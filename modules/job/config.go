@@ -54,6 +54,7 @@ type Config struct {
 // Spec is a job resolved; its JSON is the job's identity across reloads.
 type Spec struct {
 	Name       string              `json:"name"`
+	Kind       Kind                `json:"kind"`
 	App        string              `json:"app"`
 	Path       string              `json:"path"`
 	Args       []string            `json:"args"`
@@ -65,8 +66,19 @@ type Spec struct {
 	User       string              `json:"user"`
 	Group      string              `json:"group"`
 	Credential *syscall.Credential `json:"-"`
-	schedule   Schedule
+	// Backup is what a backup copies (KindBackup).
+	Backup   *BackupTarget `json:"backup,omitempty"`
+	schedule Schedule
 }
+
+// Kind is what a job is.
+type Kind string
+
+// The kinds of jobs.
+const (
+	KindJob    Kind = "job"    // a `job` block: a command
+	KindBackup Kind = "backup" // a `backup` block: a SQLite copy
+)
 
 // Check validates what needs no app: name, command, schedule, timeout.
 func (c *Config) Check() error {
@@ -111,7 +123,7 @@ func (c *Config) Resolve(app *supervisor.Command) (*Spec, error) {
 		return nil, err
 	}
 	sched, _ := ParseSchedule(c.Schedule)
-	s := &Spec{Name: c.Name, App: c.App, Path: c.Command[0], Args: c.Command[1:], Schedule: strings.TrimSpace(c.Schedule),
+	s := &Spec{Name: c.Name, Kind: KindJob, App: c.App, Path: c.Command[0], Args: c.Command[1:], Schedule: strings.TrimSpace(c.Schedule),
 		Timeout: time.Duration(c.Timeout), User: c.User, Group: c.Group, schedule: sched}
 	if s.Timeout == 0 {
 		s.Timeout = DefaultTimeout

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,13 +124,20 @@ func newJob(spec *Spec, logger *zap.Logger, c clock) *Job {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	runCtx, runCancel := context.WithCancel(context.Background())
-	h, _, _ := histories.LoadOrNew(spec.Name, func() (caddy.Destructor, error) { return &history{}, nil })
+	h, _, _ := histories.LoadOrNew(spec.historyKey(), func() (caddy.Destructor, error) { return &history{}, nil })
 	return &Job{spec: spec, logger: logger.With(zap.String("job", spec.Name)), clock: c, hist: h.(*history),
 		ctx: ctx, cancel: cancel, runCtx: runCtx, runCancel: runCancel, generation: generations.Add(1)}
 }
 
 // Name is the job's name.
 func (j *Job) Name() string { return j.spec.Name }
+
+// Kind is what the job is: a job or a backup.
+func (j *Job) Kind() Kind { return j.spec.Kind }
+
+// historyKey names the history of a job's runs: a job and a backup may
+// share a name.
+func (s *Spec) historyKey() string { return string(s.Kind) + ":" + s.Name }
 
 // Generation orders jobs by when they were made: of two jobs of a name
 // during a reload, the higher is the new config's.
@@ -176,7 +184,7 @@ func (j *Job) schedule() {
 		default:
 		}
 		last = next
-		if _, err := j.start("schedule"); errors.Is(err, ErrRunning) {
+		if _, err := j.start("schedule", j.spec.Args); errors.Is(err, ErrRunning) {
 			j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
 		}
 	}
@@ -191,11 +199,11 @@ func (j *Job) Next() time.Time {
 
 // RunNow starts a run at once (`caddy hearth jobs run`) and returns its
 // id; ErrRunning if one is running.
-func (j *Job) RunNow() (int64, error) { return j.start("manual") }
+func (j *Job) RunNow() (int64, error) { return j.start("manual", j.spec.Args) }
 
-// start starts a run unless one of this job's name is running (a
-// skipped scheduled run is counted).
-func (j *Job) start(trigger string) (int64, error) {
+// start starts a run with args unless one of this job's name is running
+// (a skipped scheduled run is counted).
+func (j *Job) start(trigger string, args []string) (int64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock() // held until the run is counted in j.runs: Destruct waits for it
 	if j.closed {
@@ -221,13 +229,14 @@ func (j *Job) start(trigger string) (int64, error) {
 	j.runs.Add(1)
 	panics.Go(j.logger, "running a job", func() {
 		defer j.runs.Done()
-		j.execute(run)
+		j.execute(run, args)
 	})
 	return run.ID, nil
 }
 
-// execute runs the command to its end (or its timeout) and records it.
-func (j *Job) execute(run Run) {
+// execute runs the command with args to its end (or its timeout) and
+// records it.
+func (j *Job) execute(run Run, args []string) {
 	ctx, cancel := context.WithTimeout(j.runCtx, j.spec.Timeout)
 	defer cancel()
 	j.logger.Info("job started", zap.Int64("run", run.ID), zap.String("trigger", run.Trigger))
@@ -235,7 +244,7 @@ func (j *Job) execute(run Run) {
 	var out []byte
 	err := panics.Call(j.logger, "running a job", func() error {
 		var err error
-		out, err = supervisor.Run(ctx, supervisor.Command{Path: j.spec.Path, Args: j.spec.Args, Dir: j.spec.Dir,
+		out, err = supervisor.Run(ctx, supervisor.Command{Path: j.spec.Path, Args: args, Dir: j.spec.Dir,
 			Env: j.spec.Env, Credential: j.spec.Credential, Umask: j.spec.Umask}, j.logger)
 		return err
 	})
@@ -304,7 +313,7 @@ func (j *Job) Destruct() error {
 			j.runCancel()
 			j.runs.Wait()
 		}
-		_, _ = histories.Delete(j.spec.Name)
+		_, _ = histories.Delete(j.spec.historyKey())
 	})
 	return nil
 }
@@ -312,6 +321,7 @@ func (j *Job) Destruct() error {
 // Status is a job in GET /hearth/jobs.
 type Status struct {
 	Name        string     `json:"name"`
+	Kind        Kind       `json:"kind"`
 	App         string     `json:"app,omitempty"`
 	Command     []string   `json:"command"`
 	Schedule    string     `json:"schedule"`
@@ -322,15 +332,20 @@ type Status struct {
 	Failures    int64      `json:"failures"`
 	Skipped     int64      `json:"skipped"`
 	LastSuccess *time.Time `json:"last_success,omitempty"`
-	// LastResult is the result of the latest finished run ("" before one).
+	// LastResult is the result of the latest finished run ("" before one);
+	// LastError says why it failed (its exit and the last line it wrote).
 	LastResult Result `json:"last_result,omitempty"`
+	LastError  string `json:"last_error,omitempty"`
 	// Recent are the last runs, newest first.
 	Recent []Run `json:"recent_runs"`
+	// Backup (a backup): what it copies, where, and its newest copy.
+	Backup     *BackupTarget `json:"backup,omitempty"`
+	LastBackup *BackupFile   `json:"last_backup,omitempty"`
 }
 
 // Status reports the job.
 func (j *Job) Status() Status {
-	st := Status{Name: j.spec.Name, App: j.spec.App, Command: append([]string{j.spec.Path}, j.spec.Args...),
+	st := Status{Name: j.spec.Name, Kind: j.spec.Kind, App: j.spec.App, Command: j.command(), Backup: j.spec.Backup,
 		Schedule: j.spec.Schedule, Timeout: j.spec.Timeout.Seconds(), Recent: []Run{}}
 	if next := j.Next(); !next.IsZero() {
 		st.NextRun = &next
@@ -350,10 +365,28 @@ func (j *Job) Status() Status {
 			r.Duration = now.Sub(r.StartedAt).Seconds()
 		} else if st.LastResult == "" {
 			st.LastResult = r.Result
+			if r.Result != OK {
+				st.LastError = r.Exit
+				if line := lastLines(strings.TrimSpace(r.Output), 1); line != "" {
+					st.LastError += ": " + line
+				}
+			}
 		}
 		st.Recent = append(st.Recent, r)
 	}
+	if j.spec.Kind == KindBackup {
+		st.LastBackup = lastBackup(st.Recent)
+	}
 	return st
+}
+
+// command is the job's command line as status shows it (a backup's is
+// Hearth's own script: named, not printed).
+func (j *Job) command() []string {
+	if j.spec.Kind == KindBackup {
+		return []string{j.spec.Path, "(Hearth's SQLite backup)"}
+	}
+	return append([]string{j.spec.Path}, j.spec.Args...)
 }
 
 // Metrics are the job's counters: runs, failures, skipped runs, the last
@@ -363,6 +396,17 @@ func (j *Job) Metrics() (runs, failures, skipped int64, lastSuccess time.Time, r
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.total, h.failures, h.skipped, h.lastSuccess, h.running
+}
+
+// Run returns the run id of this job, as kept (ok false once it is no
+// longer among the last runs).
+func (j *Job) Run(id int64) (Run, bool) {
+	for _, r := range j.Status().Recent {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return Run{}, false
 }
 
 // Scheduled reports whether the job's schedule runs (it has not been

@@ -212,3 +212,10 @@ func (a *App) Environment() (supervisor.Command, error) {
 }
 
 var _ hearth.AppEnvironment = (*App)(nil)
+
+// SettingsModule is the app's Django settings module (hearth.DjangoProject):
+// the one a backup of one of its DATABASES loads when the app's environment
+// does not name one.
+func (a *App) SettingsModule() (string, error) { return projectSettingsModule(a.spec) }
+
+var _ hearth.DjangoProject = (*App)(nil)

@@ -1,0 +1,257 @@
+package tests
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sqliteWriter writes to the SQLite database at path until stopped:
+// transactions of two rows (n, 0) and (n, 1), so a copy taken in the
+// middle of one shows a half pair; it prints each n once committed.
+const sqliteWriter = `
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+db.execute('CREATE TABLE IF NOT EXISTS pairs (n INTEGER, half INTEGER, pad TEXT)')
+n = 0
+while True:
+    n += 1
+    db.execute('BEGIN IMMEDIATE')
+    db.execute('INSERT INTO pairs VALUES (?, 0, ?)', (n, 'x' * 200))
+    db.execute('INSERT INTO pairs VALUES (?, 1, ?)', (n, 'y' * 200))
+    db.execute('COMMIT')
+    print(n, flush=True)
+`
+
+// copyFacts opens a copy with Python's sqlite3 and reports its integrity
+// check, its highest pair and whether every pair is whole.
+const copyFacts = `
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])  # read-write: a killed writer's hot journal is rolled back first
+check = db.execute('PRAGMA integrity_check').fetchone()[0]
+top = db.execute('SELECT COALESCE(MAX(n), 0) FROM pairs').fetchone()[0]
+halves = db.execute('SELECT COUNT(*) FROM pairs').fetchone()[0]
+print(json.dumps({'check': check, 'top': top, 'whole': halves == 2 * top}))
+`
+
+// backupStatus mirrors a backup in GET /hearth/backups.
+type backupStatus struct {
+	Name       string `json:"name"`
+	Runs       int    `json:"runs"`
+	Failures   int    `json:"failures"`
+	LastResult string `json:"last_result"`
+	LastError  string `json:"last_error"`
+	Backup     struct {
+		To   string `json:"to"`
+		Keep int    `json:"keep"`
+	} `json:"backup"`
+	LastBackup *struct {
+		File string `json:"file"`
+		Size int64  `json:"size"`
+	} `json:"last_backup"`
+	Recent []struct {
+		Result string `json:"result"`
+		Exit   string `json:"exit"`
+		Output string `json:"output_tail"`
+	} `json:"recent_runs"`
+}
+
+func (c *caddyProc) backups() map[string]backupStatus {
+	c.t.Helper()
+	resp, err := http.Get("http://" + c.admin + "/hearth/backups")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Backups []backupStatus `json:"backups"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]backupStatus{}
+	for _, b := range body.Backups {
+		out[b.Name] = b
+	}
+	return out
+}
+
+// TestSQLiteBackups: copies of a database that another process writes
+// continuously are each consistent (integrity_check ok, no transaction
+// half there) and hold the rows up to the moment of the copy; keep holds;
+// `caddy hearth backup` makes one now; `caddy hearth restore` refuses a
+// damaged copy and puts a good one back, keeping the database it replaces
+// aside; a database that is not there is a failed run that says so.
+func TestSQLiteBackups(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "site.sqlite3")
+	writer := exec.Command(pythonPath(), "-c", sqliteWriter, db)
+	out, err := writer.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = writer.Process.Kill(); _ = writer.Wait() }()
+	written := make(chan int, 1<<16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			n, _ := strconv.Atoi(sc.Text())
+			select {
+			case written <- n:
+			default:
+			}
+		}
+	}()
+	latest := 0
+	drain := func() int {
+		for {
+			select {
+			case n := <-written:
+				latest = n
+			default:
+				return latest
+			}
+		}
+	}
+	waitFor(t, 10*time.Second, "the writer's first rows", func() bool { return drain() > 100 })
+
+	c := launchCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		backup site {
+			path %s
+			to %s
+			every 1s
+			keep 3
+		}
+		backup missing {
+			path %s
+			to %s
+			every 1h
+		}
+	}
+}
+`, db, filepath.Join(dir, "backups"), filepath.Join(dir, "nothing-here.sqlite3"), filepath.Join(dir, "missing")))
+	waitFor(t, 30*time.Second, "caddy serving the config (it has no app)", func() bool {
+		return strings.Contains(c.log.String(), "serving initial configuration")
+	})
+
+	before := drain()
+	waitFor(t, 30*time.Second, "five copies made", func() bool { return c.backups()["site"].Runs >= 5 })
+	after := drain()
+	st := c.backups()["site"]
+	if st.Failures != 0 || st.LastResult != "ok" || st.LastBackup == nil || st.LastBackup.Size < 4096 || st.Backup.Keep != 3 {
+		t.Fatalf("site backup status: %+v", st)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "backups", "site-*.sqlite3"))
+	sort.Strings(files)
+	if len(files) != 3 {
+		t.Fatalf("keep 3 left %d copies: %v", len(files), files)
+	}
+	if partial, _ := filepath.Glob(filepath.Join(dir, "backups", ".*")); len(partial) != 0 {
+		t.Errorf("partial copies left: %v", partial)
+	}
+	prev := 0
+	for _, f := range files {
+		info, _ := os.Stat(f)
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %04o, want 0600", f, info.Mode().Perm())
+		}
+		raw, err := exec.Command(pythonPath(), "-c", copyFacts, f).CombinedOutput()
+		if err != nil {
+			t.Fatalf("reading %s: %v %s", f, err, raw)
+		}
+		var facts struct {
+			Check string `json:"check"`
+			Top   int    `json:"top"`
+			Whole bool   `json:"whole"`
+		}
+		if err := json.Unmarshal(raw, &facts); err != nil {
+			t.Fatal(err)
+		}
+		if facts.Check != "ok" || !facts.Whole {
+			t.Errorf("%s is not a consistent copy: %+v", f, facts)
+		}
+		// rows up to the moment of the copy: more than before the copies
+		// began, never more than written since, never fewer than the copy before
+		if facts.Top < prev || facts.Top <= before || facts.Top > drain() {
+			t.Errorf("%s holds pairs up to %d: want after %d (the copy before) and %d (written before the first), at most %d", f, facts.Top, prev, before, after)
+		}
+		prev = facts.Top
+	}
+
+	code, cli := hearthCLI(t, c.dir, t.TempDir(), "backup", "site", "--address", c.admin)
+	if code != 0 || !strings.Contains(cli, "backup site, run") || !strings.Contains(cli, ": ok") {
+		t.Errorf("caddy hearth backup site: %d\n%s", code, cli)
+	}
+
+	// restore the oldest copy kept, with the writer stopped: the database
+	// holds what the copy holds, and what it held before is kept aside
+	_ = writer.Process.Kill()
+	_ = writer.Wait()
+	files, _ = filepath.Glob(filepath.Join(dir, "backups", "site-*.sqlite3"))
+	sort.Strings(files)
+	oldest := filepath.Join(dir, "chosen.sqlite3") // out of the directory that keep prunes
+	if data, err := os.ReadFile(files[0]); err != nil || os.WriteFile(oldest, data, 0o600) != nil {
+		t.Fatalf("copying %s: %v", files[0], err)
+	}
+	facts := func(path string) (top int, check string) {
+		raw, err := exec.Command(pythonPath(), "-c", copyFacts, path).CombinedOutput()
+		var f struct {
+			Check string `json:"check"`
+			Top   int    `json:"top"`
+		}
+		if err != nil || json.Unmarshal(raw, &f) != nil {
+			t.Fatalf("reading %s: %v %s", path, err, raw)
+		}
+		return f.Top, f.Check
+	}
+	liveTop, _ := facts(db)
+	copyTop, _ := facts(oldest)
+	garbage := filepath.Join(dir, "garbage.sqlite3")
+	writeFile(t, garbage, "SQLite format 3\x00 but not really")
+	if code, cli := hearthCLI(t, c.dir, t.TempDir(), "restore", "site", garbage, "--address", c.admin); code == 0 || !strings.Contains(cli, "integrity_check") {
+		t.Errorf("restoring a damaged copy: exit %d\n%s", code, cli)
+	}
+	if top, _ := facts(db); top != liveTop {
+		t.Errorf("a refused restore changed the database: %d → %d pairs", liveTop, top)
+	}
+	code, cli = hearthCLI(t, c.dir, t.TempDir(), "restore", "site", oldest, "--address", c.admin)
+	if code != 0 || !strings.Contains(cli, "kept_aside") {
+		t.Fatalf("caddy hearth restore site %s: exit %d\n%s", oldest, code, cli)
+	}
+	if top, check := facts(db); top != copyTop || check != "ok" || copyTop >= liveTop {
+		t.Errorf("after the restore the database holds %d pairs (%s), want the copy's %d (it held %d)", top, check, copyTop, liveTop)
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, "backups", "site-before-restore-*.sqlite3"))
+	if len(aside) != 1 {
+		t.Fatalf("the database before the restore was not kept aside: %v", aside)
+	}
+	if top, _ := facts(aside[0]); top != liveTop {
+		t.Errorf("the copy kept aside holds %d pairs, the database held %d", top, liveTop)
+	}
+
+	code, cli = hearthCLI(t, c.dir, t.TempDir(), "backup", "missing", "--address", c.admin)
+	missing := c.backups()["missing"]
+	if code == 0 || missing.Failures != 1 || !strings.Contains(missing.Recent[0].Output, "does not exist") || !strings.Contains(cli, "does not exist") ||
+		!strings.Contains(missing.LastError, "exit status 1: the database") {
+		t.Errorf("a backup of a missing database: exit %d, %+v\n%s", code, missing, cli)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
+		if entries, _ := os.ReadDir(filepath.Join(dir, "missing")); len(entries) != 0 {
+			t.Errorf("a failed backup left files: %v", entries)
+		}
+	}
+}
