@@ -155,12 +155,15 @@ func TestExampleHomeserver(t *testing.T) {
 		if resp, _ := get(t, fmt.Sprintf("http://localhost:%d/", ports[0])); resp.StatusCode != 200 {
 			t.Errorf("engwrite after the restore: %d", resp.StatusCode)
 		}
+		if log := c.log.String(); !strings.Contains(log, "paused: requests wait in the queue") || !strings.Contains(log, `"msg":"resumed"`) {
+			t.Error("the restore did not hold engwrite's requests around it (no paused/resumed in the log)")
+		}
 	}
 }
 
 func TestHomeserverDeployHelpers(t *testing.T) {
 	config := repoPath("examples", "homeserver", "Caddyfile")
-	for _, k := range []string{"HOME_BIND", "ENGWRITE_PORT", "GUESTBOOK_PORT", "SERVICEC_PORT", "HEARTH_EXAMPLES"} {
+	for _, k := range []string{"HOME_BIND", "ENGWRITE_PORT", "GUESTBOOK_PORT", "SERVICEC_PORT", "HEARTH_EXAMPLES", "BACKUP_DIR"} {
 		t.Setenv(k, "") // restored after the test
 		os.Unsetenv(k)  // the example's own defaults
 	}
@@ -183,7 +186,9 @@ func TestHomeserverDeployHelpers(t *testing.T) {
 	wd, _ := os.Getwd()
 	for _, want := range []string{
 		"Description=Caddy with Hearth (engwrite, guestbook, servicec)",
-		"ReadWritePaths=" + filepath.Join(wd, "examples", "django") + " " + filepath.Join(wd, "examples", "flask") + " " + filepath.Join(wd, "examples", "node") + "\n",
+		// the apps' directories, and the backup's (optional: it may not exist yet)
+		"ReadWritePaths=" + filepath.Join(wd, "examples", "django") + " " + filepath.Join(wd, "examples", "flask") + " " + filepath.Join(wd, "examples", "node") + " -/var/backups/engwrite\n",
+		"sudo install -d -o hearth-apps -g caddy -m 0750 /var/backups/engwrite\n",
 		"StateDirectory=caddy\n", // the data directory, /var/lib/caddy
 		"CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL\n", "ExecStart=" + caddyBinary(t) + " run --config " + config + "\n",
 	} {

@@ -52,6 +52,16 @@ type ConfigFile struct {
 		} `json:"http"`
 		Hearth struct {
 			Guard string `json:"guard"`
+			// where backups, services and jobs of their own write
+			Backups []struct {
+				To string `json:"to"`
+			} `json:"backups"`
+			Services []struct {
+				Dir string `json:"dir"`
+			} `json:"services"`
+			Jobs []struct {
+				Dir string `json:"dir"`
+			} `json:"jobs"`
 		} `json:"hearth"`
 		DDNS *struct {
 			Provider struct {

@@ -164,7 +164,8 @@ func (d *dashboard) data() dashboardData {
 	data.CaddyCPUs, data.CPUs = cpuStatus()
 	roundTrip(servicesStatus(), &data.Services)
 	// the page may be open to the LAN: command lines (a password in an
-	// argument) and jobs' output stay in the admin API
+	// argument) and jobs' output (output_tail, last_error) stay in the
+	// admin API
 	data.Background = []map[string]any{}
 	for _, p := range Pools() {
 		if _, ok := p.(*service.Group); ok {
@@ -178,6 +179,7 @@ func (d *dashboard) data() dashboardData {
 	roundTrip(jobStatuses(job.KindBackup), &data.Backups)
 	for _, j := range append(data.Jobs, data.Backups...) {
 		delete(j, "command")
+		delete(j, "last_error") // it quotes the run's output; the page shows the exit
 		if runs, ok := j["recent_runs"].([]any); ok {
 			for _, r := range runs {
 				if run, ok := r.(map[string]any); ok {

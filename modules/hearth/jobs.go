@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -410,10 +411,22 @@ result and exits with 1 if it failed.`,
 	return cmd
 }
 
-// restoreBackup serves POST /hearth/backups/{name}/restore?file=<copy>: it
-// puts the copy back into the database (the current one copied aside
-// first), waits for that, then restarts the app's workers, each new one
-// ready before an old one stops, so that none keeps what it read before.
+// Pausable is a pool that can hold its requests while its data is
+// replaced (a restore).
+type Pausable interface {
+	Pause(ctx context.Context) error
+	Resume()
+}
+
+// restorePause bounds how long a restore waits for the app's requests in
+// flight to end.
+const restorePause = time.Minute
+
+// restoreBackup serves POST /hearth/backups/{name}/restore?file=<copy>:
+// with the app's requests held (they wait in its queue) once none runs,
+// it puts the copy back into the database (the current one copied aside
+// first), replaces the app's workers (so that none keeps what it read
+// before), and lets the requests go on.
 func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	if err := requireMethod(r, http.MethodPost); err != nil {
 		return err
@@ -426,6 +439,27 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	if !ok {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no backup named %q; GET /hearth/backups lists them", name)}
 	}
+	app := b.Status().App
+	var held []Pool
+	if app != "" {
+		pools, _ := poolsNamed(app, true)
+		for _, p := range pools {
+			pausable, ok := p.(Pausable)
+			if !ok {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), restorePause)
+			err := pausable.Pause(ctx)
+			cancel()
+			held = append(held, p)
+			if err != nil {
+				resume(held)
+				return caddy.APIError{HTTPStatus: http.StatusConflict,
+					Err: fmt.Errorf("app %s still had requests running after %s; nothing was restored: %w", app, restorePause, err)}
+			}
+		}
+	}
+	defer resume(held)
 	id, err := b.Restore(file)
 	if errors.Is(err, job.ErrRunning) {
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("backup %s: a backup or restore is running; try again when it ends", name)}
@@ -451,19 +485,21 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 				Err: fmt.Errorf("restoring %s failed (%s): %s", name, run.Exit, strings.TrimSpace(run.Output))}
 		}
 		answer := map[string]any{"backup": name, "run": run}
-		if app := b.Status().App; app != "" {
-			pools, err := poolsNamed(app, true)
-			if err == nil {
-				for _, p := range pools {
-					if err := p.Restart(); err != nil {
-						return caddy.APIError{HTTPStatus: http.StatusInternalServerError,
-							Err: fmt.Errorf("the copy is restored, but restarting app %s's workers failed: %w; run `caddy hearth restart %s`", app, err, app)}
-					}
-				}
-				answer["restarted"] = app
+		for _, p := range held {
+			if err := p.Restart(); err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusInternalServerError,
+					Err: fmt.Errorf("the copy is restored, but restarting app %s's workers failed: %w; run `caddy hearth restart %s`", app, err, app)}
 			}
+			answer["restarted"] = app
 		}
 		return writeJSON(w, answer)
+	}
+}
+
+// resume lets the held pools' requests go on.
+func resume(held []Pool) {
+	for _, p := range held {
+		p.(Pausable).Resume()
 	}
 }
 
@@ -473,10 +509,11 @@ func restoreCommand() *cobra.Command {
 		Use:   "restore <name> <file> [--address <admin address>]",
 		Short: "Puts a backup of a SQLite database back, in the running Caddy",
 		Long: `Puts the copy <file> (one that backup <name> made) back into its database in the
-running Caddy: the copy must pass PRAGMA integrity_check; the current database
-is first copied aside into the backup's directory (<name>-before-restore-<time>);
-the copy is written in with SQLite's backup API, so the app's connections see
-the old data or the new, never a mix; then the app's workers are restarted.`,
+running Caddy: the copy must pass PRAGMA integrity_check; the app's new requests
+wait in its queue until none runs; the current database is first copied aside
+into the backup's directory (<name>-before-restore-<time>); the copy is written
+in with SQLite's backup API; the app's workers are replaced; then the waiting
+requests go on.`,
 		Args: cobra.ExactArgs(2),
 	}
 	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")

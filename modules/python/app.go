@@ -219,3 +219,12 @@ var _ hearth.AppEnvironment = (*App)(nil)
 func (a *App) SettingsModule() (string, error) { return projectSettingsModule(a.spec) }
 
 var _ hearth.DjangoProject = (*App)(nil)
+
+// Pause holds the app's new requests in its queue until Resume, once none
+// runs (hearth.Pausable: a restore of its database).
+func (a *App) Pause(ctx context.Context) error { return a.pool.Pause(ctx) }
+
+// Resume ends a Pause.
+func (a *App) Resume() { a.pool.Resume() }
+
+var _ hearth.Pausable = (*App)(nil)

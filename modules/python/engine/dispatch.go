@@ -82,10 +82,12 @@ func (p *Pool) pipelineDepthLocked() int {
 // to queue_timeout. A queued request may make an autoscaled pool grow.
 func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (grant, error) {
 	p.mu.Lock()
-	if s := p.takeIdleLocked(path); s != nil {
-		p.mu.Unlock()
-		p.queueWait.Observe(0)
-		return grant{channel: s}, nil
+	if !p.paused {
+		if s := p.takeIdleLocked(path); s != nil {
+			p.mu.Unlock()
+			p.queueWait.Observe(0)
+			return grant{channel: s}, nil
+		}
 	}
 	if !p.state.Serving() {
 		p.mu.Unlock()
@@ -287,6 +289,9 @@ func (p *Pool) deliver(s *channel, next *waiter, g grant, first []byte, piped []
 // the caller writes their frames (in deliver) before it hands s over, so
 // nothing else can be sent on s in between.
 func (p *Pool) pipelineLocked(s *channel) []*waiter {
+	if p.paused {
+		return nil
+	}
 	depth := p.pipelineDepthLocked()
 	free := depth - s.queued.len()
 	if free <= 0 || (free < 2 && s.queued.len() > 0) || s.worker.state != workerServing {
@@ -356,7 +361,7 @@ func (p *Pool) unpipelineLocked(s *channel) []*waiter {
 // giveLocked assigns a free channel to the longest-waiting request, which
 // the caller must then hand it to (handOff, after unlocking), or idles it.
 func (p *Pool) giveLocked(s *channel) *waiter {
-	if len(p.waiters) > 0 && (p.state == supervisor.Running || p.state == supervisor.Draining) {
+	if len(p.waiters) > 0 && !p.paused && (p.state == supervisor.Running || p.state == supervisor.Draining) {
 		w := p.waiters[0]
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
@@ -420,7 +425,7 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 	p.waiters = append(resend, p.waiters...)
 	p.armQueueTimerLocked(time.Until(p.waiters[0].deadline))
 	var handOffs []handOffTo
-	for len(p.waiters) > 0 {
+	for len(p.waiters) > 0 && !p.paused {
 		s := p.takeIdleLocked(p.waiters[0].path)
 		if s == nil {
 			break

@@ -52,6 +52,8 @@ type Pool struct {
 	minWorkers     int           // autoscaling bounds (equal for a fixed-size pool)
 	maxWorkers     int
 	drained        chan struct{} // closed when a draining pool has nothing left to serve
+	paused         bool          // requests wait in the queue; no channel is handed out (Pause)
+	pauseIdle      chan struct{} // closed when a paused pool has no request in flight
 	stopped        chan struct{} // closed once Destruct has stopped every worker
 	restarts       map[string]int
 	failures       int
@@ -272,8 +274,67 @@ func (p *Pool) idleLocked() bool {
 	return p.busyChannels == 0 && len(p.waiters) == 0
 }
 
-// noteDrainLocked wakes a draining pool once it is idle.
+// Pause holds every new request in the queue (queue_timeout still
+// applies: past it a request gets 503) and returns once no request runs
+// on a worker, or with ctx's error (still paused: Resume ends it). The
+// workers stay up; a Restart while paused replaces them, and the new ones
+// take no request either until Resume. It is how a database is restored
+// with no request touching it.
+func (p *Pool) Pause(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.state.Serving() {
+		p.mu.Unlock()
+		return fmt.Errorf("app %s is %s, not running", p.opts.Name, p.state)
+	}
+	p.paused = true
+	idle := make(chan struct{})
+	if p.busyChannels == 0 {
+		close(idle)
+	} else {
+		p.pauseIdle = idle
+	}
+	p.mu.Unlock()
+	select {
+	case <-idle:
+		p.logger.Info("paused: requests wait in the queue")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("app %s: requests still running: %w", p.opts.Name, ctx.Err())
+	}
+}
+
+// Resume ends a Pause: the waiting requests get the free channels, oldest
+// first.
+func (p *Pool) Resume() {
+	p.mu.Lock()
+	p.paused, p.pauseIdle = false, nil
+	var handOffs []handOffTo
+	for len(p.waiters) > 0 {
+		s := p.takeIdleLocked(p.waiters[0].path)
+		if s == nil {
+			break
+		}
+		handOffs = append(handOffs, handOffTo{s, p.waiters[0]})
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+	}
+	if len(p.waiters) > 0 {
+		p.growLocked()
+	}
+	p.mu.Unlock()
+	for _, h := range handOffs {
+		p.handOff(h.channel, h.waiter, nil)
+	}
+	p.logger.Info("resumed", zap.Int("handed_over", len(handOffs)))
+}
+
+// noteDrainLocked wakes a draining pool once it is idle, and a pausing
+// one once no request runs.
 func (p *Pool) noteDrainLocked() {
+	if p.pauseIdle != nil && p.busyChannels == 0 {
+		close(p.pauseIdle)
+		p.pauseIdle = nil
+	}
 	if p.drained != nil && p.idleLocked() {
 		close(p.drained)
 		p.drained = nil

@@ -238,7 +238,7 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 // counts (counting workers, a fixed pool of 2 grew to 3 when requests
 // queued while a killed worker's replacement started).
 func (p *Pool) growLocked() {
-	if p.state != supervisor.Running || p.growing > 0 || p.replicaCountLocked() >= p.maxWorkers {
+	if p.paused || p.state != supervisor.Running || p.growing > 0 || p.replicaCountLocked() >= p.maxWorkers {
 		return
 	}
 	p.addReplicaLocked(func(w *worker) {
