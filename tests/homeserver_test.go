@@ -33,7 +33,7 @@ func homeserverEnv(t *testing.T) (ports [3]int, dashboard int) {
 		"ENGWRITE_PORT": fmt.Sprint(ports[0]), "GUESTBOOK_PORT": fmt.Sprint(ports[1]), "SERVICEC_PORT": fmt.Sprint(ports[2]),
 		"DASHBOARD": fmt.Sprintf("127.0.0.1:%d", dashboard), "DDNS_TSIG_KEY": "a2V5a2V5a2V5a2V5", "DDNS_SERVER": "127.0.0.1:9",
 		"DDNS_IP_SOURCE_1": "static 203.0.113.100", "DDNS_IP_SOURCE_2": "static 203.0.113.100",
-		"BACKUP_DIR": filepath.Join(root, "backups"),
+		"BACKUP_DIR": filepath.Join(root, "backups"), "REDIS_PORT": fmt.Sprint(freePort(t)),
 	} {
 		t.Setenv(k, v)
 	}
@@ -118,8 +118,9 @@ func TestExampleHomeserver(t *testing.T) {
 	if err != nil {
 		t.Fatalf("caddy hearth status: %v\n%s", err, out)
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 4 {
+	sites, background, _ := strings.Cut(strings.TrimSpace(string(out)), "\n\n")
+	lines := strings.Split(sites, "\n")
+	if len(lines) != 4 || !strings.Contains(background, "BACKGROUND SERVICE") || !strings.Contains(background, "celery") || !strings.Contains(background, "redis") {
 		t.Fatalf("status table:\n%s", out)
 	}
 	for i, s := range services {
@@ -127,6 +128,12 @@ func TestExampleHomeserver(t *testing.T) {
 		if row[0] != s.Name || row[1] != strings.Join(s.Listen, ",") || row[3] != "running" || row[4] != fmt.Sprint(len(s.Pools[0].Workers)) {
 			t.Errorf("table row %q does not match the JSON %+v", lines[i+1], s)
 		}
+	}
+	// the Celery worker (a service in engwrite's environment) runs a task
+	// sent through the Redis service
+	send := `from engwrite.celery import app; print("notes:", app.send_task("notes.tasks.count_notes").get(timeout=30))`
+	if code, out := hearthCLI(t, c.dir, filepath.Join(c.dir, "data"), "exec", "engwrite", "--", "python", "-c", send); code != 0 || !strings.Contains(out, "notes: ") {
+		t.Errorf("a task through the celery and redis services: exit %d\n%s", code, out)
 	}
 	// the nightly clearsessions job, run now, in engwrite's environment
 	out, err = exec.Command(caddyBinary(t), "hearth", "jobs", "run", "clearsessions", "--address", c.admin).CombinedOutput()

@@ -240,7 +240,10 @@ func (c *unitCaddy) waitRunning(apps int) []appStatus {
 		default:
 		}
 		code, body := c.admin(http.MethodGet, "/hearth/apps")
-		return code == 200 && json.Unmarshal([]byte(body), &status) == nil && len(status.Apps) == apps && allRunning(status.Apps)
+		// and Caddy has started all its apps: the HTTP servers listen (the
+		// pools may run a moment before, while the hearth app schedules jobs)
+		return code == 200 && json.Unmarshal([]byte(body), &status) == nil && len(status.Apps) == apps && allRunning(status.Apps) &&
+			strings.Contains(c.log.String(), "serving initial configuration")
 	})
 	return status.Apps
 }
@@ -422,7 +425,7 @@ func TestHomeserverAsUnit(t *testing.T) {
 	chownTree(t, root, appsUser, caddyUser) // the apps write their database and static files, Caddy serves them
 	env := map[string]string{}
 	for _, k := range []string{"HEARTH_EXAMPLES", "HOME_BIND", "HOME_HOST", "ENGWRITE_PORT", "GUESTBOOK_PORT", "SERVICEC_PORT",
-		"DASHBOARD", "DDNS_TSIG_KEY", "DDNS_SERVER", "DDNS_IP_SOURCE_1", "DDNS_IP_SOURCE_2"} {
+		"DASHBOARD", "DDNS_TSIG_KEY", "DDNS_SERVER", "DDNS_IP_SOURCE_1", "DDNS_IP_SOURCE_2", "REDIS_PORT"} {
 		env[k] = os.Getenv(k)
 	}
 	src, err := os.ReadFile(repoPath("examples", "homeserver", "Caddyfile"))
@@ -430,7 +433,7 @@ func TestHomeserverAsUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, unit := startAsUnit(t, string(src), env)
-	apps := c.waitRunning(3)
+	apps := c.waitRunning(5) // three apps, the redis and celery services
 	nobody, _ := user.Lookup(appsUser)
 	for _, a := range apps {
 		for _, w := range a.Workers {
@@ -469,7 +472,7 @@ func TestHomeserverAsUnit(t *testing.T) {
 	if out, err := c.inCaddyNamespace("", envLines, reload...); err != nil {
 		t.Errorf("%s: %v\n%s", strings.Join(reload, " "), err, out)
 	}
-	c.waitRunning(3)
+	c.waitRunning(5) // three apps, the redis and celery services
 	if strings.Contains(c.log.String(), env["DDNS_TSIG_KEY"]) {
 		t.Errorf("the TSIG key from the environment file is in Caddy's log")
 	}

@@ -110,15 +110,19 @@ func socketInodes(dir string) map[string]struct{} {
 // GroupListens reports whether a process of the process group pgid
 // listens on TCP address addr (host:port; a wildcard listener on the
 // port counts for any host): the readiness of a service must be its new
-// process's, not that of a previous one still on the port.
-func GroupListens(pgid int, addr string) bool {
+// process's, not that of a previous one still on the port. known is false
+// when it cannot tell: nothing of the group could be read (its processes
+// run as another user, whose file descriptors this process may not list
+// without CAP_SYS_PTRACE, or /proc hides them, as under `caddy hearth
+// systemd`'s unit).
+func GroupListens(pgid int, addr string) (listens, known bool) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
-		return false
+		return false, true
 	}
 	port, err := strconv.Atoi(portText)
 	if err != nil {
-		return false
+		return false, true
 	}
 	want := net.ParseIP(host)
 	inodes := map[string]bool{}
@@ -128,20 +132,29 @@ func GroupListens(pgid int, addr string) bool {
 		}
 	}
 	if len(inodes) == 0 {
-		return false
+		return false, true
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
+	readable := 0
 	for _, proc := range procs {
 		if processGroup(proc) != pgid {
 			continue
 		}
-		for inode := range socketInodes(filepath.Join(proc, "fd")) {
-			if inodes[inode] {
-				return true
+		fds, err := os.ReadDir(filepath.Join(proc, "fd"))
+		if err != nil {
+			continue
+		}
+		readable++
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(proc, "fd", fd.Name()))
+			if inode, ok := strings.CutPrefix(target, "socket:["); err == nil && ok && inodes[strings.TrimSuffix(inode, "]")] {
+				return true, true
 			}
 		}
 	}
-	return false
+	// nothing of the group could be read: its processes are another
+	// user's, or hidden (ProtectProc=invisible shows only Caddy's own)
+	return false, readable > 0
 }
 
 // processGroup is the process group of the process at /proc/<pid>, or -1.

@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -192,7 +194,9 @@ func (g *Group) awaitReady(p *supervisor.Process) error {
 func (g *Group) isUp(p *supervisor.Process, ready Ready, left time.Duration) (bool, string) {
 	switch {
 	case ready.TCP != "":
-		if !netinfo.GroupListens(p.Pid(), ready.TCP) {
+		// (when Caddy may not read the process's descriptors, another
+		// user's, the connection alone decides)
+		if listens, known := netinfo.GroupListens(p.Pid(), ready.TCP); known && !listens {
 			return false, fmt.Sprintf("it does not listen on %s (ready tcp)", ready.TCP)
 		}
 		conn, err := net.DialTimeout("tcp", ready.TCP, min(max(left, 100*time.Millisecond), 2*time.Second))
@@ -366,8 +370,16 @@ func (g *Group) Holds(addr string) bool {
 	procs := slices.Clone(g.procs)
 	g.mu.Unlock()
 	for _, p := range procs {
-		if netinfo.GroupListens(p.p.Pid(), addr) {
+		listens, known := netinfo.GroupListens(p.p.Pid(), addr)
+		if listens {
 			return true
+		}
+		if !known { // another user's: whatever listens there may be it
+			for _, l := range netinfo.Listeners() {
+				if net.JoinHostPort(l.Addr.String(), strconv.Itoa(l.Port)) == addr || l.Addr.IsUnspecified() && strings.HasSuffix(addr, ":"+strconv.Itoa(l.Port)) {
+					return true
+				}
+			}
 		}
 	}
 	return false
