@@ -4,11 +4,14 @@ package netinfo
 
 import (
 	"encoding/hex"
+	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Listener is a listening TCP socket of this machine.
@@ -135,13 +138,20 @@ func GroupListens(pgid int, addr string) (listens, known bool) {
 		return false, true
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
-	readable := 0
+	members, readable, hidden := 0, 0, false
 	for _, proc := range procs {
 		if processGroup(proc) != pgid {
 			continue
 		}
+		members++
+		if stat, err := os.ReadFile(filepath.Join(proc, "stat")); err == nil && strings.Contains(string(stat), ") Z ") {
+			continue // exited: listens on nothing
+		}
 		fds, err := os.ReadDir(filepath.Join(proc, "fd"))
 		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				hidden = true // another user's
+			}
 			continue
 		}
 		readable++
@@ -152,9 +162,14 @@ func GroupListens(pgid int, addr string) (listens, known bool) {
 			}
 		}
 	}
-	// nothing of the group could be read: its processes are another
-	// user's, or hidden (ProtectProc=invisible shows only Caddy's own)
-	return false, readable > 0
+	if members == 0 {
+		// none in /proc: gone, or hidden (ProtectProc=invisible shows only
+		// Caddy's own processes); a signal 0 tells which
+		if err := syscall.Kill(pgid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			hidden = true
+		}
+	}
+	return false, readable > 0 || !hidden
 }
 
 // processGroup is the process group of the process at /proc/<pid>, or -1.
