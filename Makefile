@@ -3,7 +3,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 PYTHON        ?= /usr/bin/python3
 RUN_PACKAGES  := python3 python3-django
 TEST_PACKAGES := python3 python3-django python3-flask bind9 bind9-dnsutils git gunicorn nodejs chromium python3-fastapi pebble iproute2 util-linux redis-server python3-celery python3-redis
-BENCH_PACKAGES := $(TEST_PACKAGES) uwsgi-core uwsgi-plugin-python3 nginx-light wrk python3-matplotlib python3-uvicorn
+BENCH_PACKAGES := $(TEST_PACKAGES) uwsgi-core uwsgi-plugin-python3 nginx-light wrk nghttp2-client openssl python3-matplotlib python3-uvicorn
 SOURCES := go.mod go.sum $(shell find . -path ./bin -prune -o \( -name '*.go' -o -name '*.py' -o -name '*.html' \) -print | grep -v _test.go | grep -v '^./tests/' | grep -v '^./examples/')
 
 .PHONY: build run test test-unit test-integration bench clean

@@ -4,6 +4,9 @@
     procs.py tree PID...         the PIDs given and all their descendants
     procs.py snapshot PID...     JSON: CPU ticks of those trees and of the machine
     procs.py busy SECONDS        % of the machine's CPU time not idle over SECONDS
+    procs.py memwatch FILE PID...
+                                 until SIGTERM: every 0.25 s, the summed RSS and
+                                 PSS (kB) of those trees; FILE gets the peaks
 """
 
 import json
@@ -55,6 +58,43 @@ def tree(roots):
     return out
 
 
+def memory_kb(pid):
+    """(RSS, PSS) of a process in kB from smaps_rollup, or None if it is gone."""
+    rss = pss = None
+    try:
+        with open(f'/proc/{pid}/smaps_rollup') as f:
+            for line in f:
+                if line.startswith('Rss:'):
+                    rss = int(line.split()[1])
+                elif line.startswith('Pss:'):
+                    pss = int(line.split()[1])
+    except OSError:
+        return None
+    return (rss, pss) if rss is not None and pss is not None else None
+
+
+def memwatch(path, roots):
+    """Samples the trees' summed RSS and PSS until SIGTERM, then writes the
+    peaks (and the process count at the RSS peak) to path as JSON."""
+    import signal
+    peak = {'rss_kb': 0, 'pss_kb': 0, 'processes': 0, 'samples': 0}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    while not stop:
+        rss = pss = n = 0
+        for pid in tree(roots):
+            m = memory_kb(pid)
+            if m:
+                rss, pss, n = rss + m[0], pss + m[1], n + 1
+        if rss > peak['rss_kb']:
+            peak['rss_kb'], peak['processes'] = rss, n
+        peak['pss_kb'] = max(peak['pss_kb'], pss)
+        peak['samples'] += 1
+        time.sleep(0.25)
+    with open(path, 'w') as f:
+        json.dump(peak, f)
+
+
 def machine_ticks():
     """All CPUs' ticks: total, idle (with iowait), and charged to tasks
     (user + nice + system, without irq, softirq and steal)."""
@@ -71,7 +111,11 @@ def machine_ticks():
 def main(argv):
     if not argv:
         sys.exit(__doc__)
-    cmd, args = argv[0], [float(a) if '.' in a else int(a) for a in argv[1:]]
+    cmd = argv[0]
+    if cmd == 'memwatch':
+        memwatch(argv[1], [int(a) for a in argv[2:]])
+        return
+    args = [float(a) if '.' in a else int(a) for a in argv[1:]]
     if cmd == 'freeport':
         print(freeport())
     elif cmd == 'tree':

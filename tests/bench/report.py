@@ -1,6 +1,9 @@
 """Turns a tests/bench/run.sh run directory into results.md and results.png.
 
     /usr/bin/python3 tests/bench/report.py RUN_DIR RESULTS_MD RESULTS_PNG
+    /usr/bin/python3 tests/bench/report.py --peak RUN_DIR APP
+        the best median closed-loop req/s of the app's Python peers so far (run.sh
+        sets the open-loop rates from it)
 """
 
 import json
@@ -40,9 +43,15 @@ APPS = {
     'asgi': '`tests/bench/asgi_hello.py` (hello world ASGI, no framework)',
 }
 KIND = {'hello': 'wsgi', 'django': 'wsgi', 'asgi': 'asgi'}  # Hearth's directive per app
-# (peer, Hearth ÷ peer at least, apps)
-TARGETS = [('caddy-gunicorn', 2.0, ('hello', 'django')), ('nginx-uwsgi', 1.0, ('hello', 'django')),
-           ('caddy-uvicorn', 1.5, ('asgi',))]
+# Throughput: (peer, Hearth ÷ peer at least, apps), closed loop over plain HTTP.
+TARGETS = [('caddy-gunicorn', 2.0, ('hello', 'django')), ('nginx-uwsgi', 1.25, ('hello', 'django')),
+           ('caddy-uvicorn', 1.5, ('asgi',)), ('uvicorn-nodelay', 1.0, ('asgi',))]
+# The other targets of issue 20, each checked against nginx → uWSGI (gunicorn for memory).
+TLS_TARGET = 1.25          # HTTPS req/s ≥ 1.25× nginx (TLS) → uWSGI, HTTP/1.1 and HTTP/2
+OPEN_P99_LOADS = (25, 50)  # p99 at these loads ≤ nginx → uWSGI's
+SATURATED_P99 = 2.0        # closed-loop p99 ≤ 2× nginx → uWSGI's
+RSS_TARGET = 1.5           # whole-stack peak RSS ≤ 1.5× gunicorn's
+KINDS = {'closed': 'HTTP', 'tls-h1': 'HTTPS, HTTP/1.1 (wrk)', 'tls-h2': 'HTTPS, HTTP/2 (h2load, 16 connections × 4 streams)'}
 
 
 def peer_label(peer, app):
@@ -83,6 +92,87 @@ def parse_wrk(text):
             name, value = part.split()
             if int(value):
                 out['socket_errors'][name] = int(value)
+    return out
+
+
+def parse_h2load(text, log_path):
+    """The same fields as parse_wrk, from h2load's summary and its per-request log."""
+    out = {'rps': None, 'p99': None, 'p50': None, 'requests': None, 'non2xx': 0,
+           'socket_errors': {}, 'raw': text}
+    m = re.search(r'^finished in [\d.]+\w*, ([\d.]+) req/s', text, re.M)
+    if m:
+        out['rps'] = float(m.group(1))
+    m = re.search(r'^requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, '
+                  r'(\d+) errored, (\d+) timeout', text, re.M)
+    if m:
+        out['requests'] = int(m.group(3))
+        for name, value in zip(('failed', 'errored', 'timeout'), m.groups()[3:]):
+            if int(value):
+                out['socket_errors'][name] = int(value)
+    m = re.search(r'^status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx', text, re.M)
+    if m:
+        out['non2xx'] = int(m.group(1)) + int(m.group(2))
+    try:
+        durations = sorted(int(line.split('\t')[2]) for line in Path(log_path).read_text().splitlines()
+                           if line.count('\t') >= 2)
+    except (OSError, ValueError):
+        durations = []
+    if durations:
+        out['p50'] = durations[len(durations) // 2] / 1e3
+        out['p99'] = durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1e3
+    return out
+
+
+def read_rows(run_dir):
+    """measurements.tsv's rows as (round, position, app, peer, dir, kind)."""
+    rows = []
+    for line in (Path(run_dir) / 'measurements.tsv').read_text().splitlines()[1:]:
+        fields = line.split('\t')
+        rows.append(tuple(fields) if len(fields) == 6 else tuple(fields) + ('closed',))
+    return rows
+
+
+def peak(run_dir, app):
+    """The best median closed-loop req/s among the app's Python-serving peers."""
+    by_peer = {}
+    for rnd, pos, a, peer, d, kind in read_rows(run_dir):
+        if kind == 'closed' and a == app and peer not in ('caddy-respond', 'hearth-base'):
+            rps = parse_wrk((Path(d) / 'wrk.txt').read_text(errors='replace'))['rps']
+            by_peer.setdefault(peer, []).append(rps)
+    best = max((median(v) or 0 for v in by_peer.values()), default=0)
+    return int(best)
+
+
+def memory(d):
+    """Peak RSS and PSS (MB) of a measurement's servers, or (None, None)."""
+    try:
+        m = json.loads((Path(d) / 'memory.json').read_text())
+    except (OSError, ValueError):
+        return None, None
+    return m['rss_kb'] / 1024, m['pss_kb'] / 1024
+
+
+def open_results(d):
+    """{load %: the generator's JSON result} of an open-loop measurement, each
+    with the servers' CPU over the load added: front_pct and python_pct (% of
+    one core), front_us and python_us (µs per request at the load's rate)."""
+    out = {}
+    for f in sorted(Path(d).glob('open-*.json')):
+        try:
+            load = int(f.stem.split('-')[1])
+            r = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        by_comm, seconds, _ = cpu_split(Path(d) / f'cpu-before-{load}.json', Path(d) / f'cpu-after-{load}.json')
+        if by_comm and seconds:
+            by_comm.pop(None, None)
+            front = sum(cpu for comm, (_, cpu) in by_comm.items() if comm in FRONTS)
+            python = sum(cpu for comm, (_, cpu) in by_comm.items() if comm not in FRONTS)
+            r['front_pct'], r['python_pct'] = front / seconds * 100, python / seconds * 100
+            # The window also holds the warm-up at the same rate: requests ≈ rate × window.
+            r['front_us'] = front / (r['target_rate'] * seconds) * 1e6
+            r['python_us'] = python / (r['target_rate'] * seconds) * 1e6
+        out[load] = r
     return out
 
 
@@ -244,6 +334,8 @@ def machine(settings, repo):
         ('uWSGI', run([settings['uwsgi'], '--version'])),
         ('nginx', run([settings['nginx'], '-v']).replace('nginx version: ', '')),
         ('wrk', run([settings['wrk'], '-v']).split(' Copyright')[0]),
+        ('h2load', run([settings.get('h2load', 'h2load'), '--version'])),
+        ('OpenSSL', run(['openssl', 'version'])),
     ]
 
 
@@ -314,14 +406,23 @@ def main(run_dir, out_md, out_png):
     repo = Path(__file__).resolve().parents[2]
     settings = dict(line.split('\t', 1) for line in
                     (run_dir / 'settings.tsv').read_text().splitlines() if '\t' in line)
-    rows = [line.split('\t') for line in (run_dir / 'measurements.tsv').read_text().splitlines()[1:]]
+    rows = read_rows(run_dir)
 
-    data = {}  # (app, peer) -> list of measurements
+    data = {}  # (app, peer) -> list of closed-loop measurements over plain HTTP
+    tls_data = {}  # (app, peer, kind) -> list of closed-loop measurements over TLS
+    open_data = {}  # (app, peer) -> list of {load: result} of the open-loop runs
     order_seen = {}  # round -> app -> [peers in order]
-    for rnd, pos, app, peer, d in rows:
+    for rnd, pos, app, peer, d, kind in rows:
         d = Path(d)
-        m = parse_wrk((d / 'wrk.txt').read_text(errors='replace'))
-        m['round'], m['position'], m['dir'] = int(rnd), int(pos), d
+        if kind == 'open':
+            open_data.setdefault((app, peer), []).append({'round': int(rnd), 'dir': d, 'loads': open_results(d)})
+            continue
+        if kind == 'tls-h2':
+            m = parse_h2load((d / 'h2load.txt').read_text(errors='replace'), d / 'h2load.txt.requests')
+        else:
+            m = parse_wrk((d / 'wrk.txt').read_text(errors='replace'))
+        m['round'], m['position'], m['dir'], m['kind'] = int(rnd), int(pos), d, kind
+        m['rss'], m['pss'] = memory(d)
         m['cpu'], m['window'], m['busy'] = cpu_split(d / 'cpu-before.json', d / 'cpu-after.json')
         m['wrk_cpu'] = child_cpu_seconds(d / 'times-before.txt', d / 'times-after.txt')
         m['others'] = None  # % of one core used by processes that are neither servers nor wrk
@@ -340,6 +441,9 @@ def main(run_dir, out_md, out_png):
             ends = []
         m['caddy_problems'] = caddy_log_problems(d / 'caddy.log', ends)
         m['python_problems'] = python_log_problems(d)
+        if kind != 'closed':
+            tls_data.setdefault((app, peer, kind), []).append(m)
+            continue
         data.setdefault((app, peer), []).append(m)
         order_seen.setdefault(int(rnd), {}).setdefault(app, []).append(peer)
 
@@ -405,21 +509,61 @@ def main(run_dir, out_md, out_png):
     if not ab:
         L.append('## Targets')
         L.append('')
+        L.append('Each target compares Hearth with a peer measured in the same run; "per round" pairs the two '
+                 'runs of each round (next to each other in time), and a target is met only when it holds '
+                 'in every round.')
+        L.append('')
     rows, all_met = [], True
+
+    def target(name, app, hearth_ms, peer_ms, value, goal, higher, fmt):
+        """A row of the targets table: value(m) of Hearth's and the peer's
+        measurements, Hearth ÷ peer against goal (≥ if higher, else ≤)."""
+        nonlocal all_met
+        h = median(value(m) for m in hearth_ms or [])
+        p = median(value(m) for m in peer_ms or [])
+        r = h / p if h is not None and p else None
+        by_round = {m['round']: value(m) for m in peer_ms or []}
+        pairs = [value(m) / by_round[m['round']] for m in sorted(hearth_ms or [], key=lambda m: m['round'])
+                 if value(m) is not None and by_round.get(m['round'])]
+        ok = (lambda x: x >= goal) if higher else (lambda x: x <= goal)
+        if r is None:
+            verdict = 'not measured'
+        elif not ok(r):
+            verdict = '**NOT met**'
+        elif not all(ok(x) for x in pairs):
+            verdict = f'**NOT met** in {sum(not ok(x) for x in pairs)} of {len(pairs)} rounds (met by the medians)'
+        else:
+            verdict = 'met'
+        all_met = all_met and verdict == 'met'
+        rows.append([name, app, or_dash(h, fmt), or_dash(p, fmt), or_dash(r, '{:.2f}×'),
+                     ' / '.join(f'{x:.2f}' for x in pairs) or '—', verdict])
+
     for peer, goal, target_apps in TARGETS:
         for app in target_apps:
-            r = ratio(app, peer)
-            h, p = summary.get((app, 'hearth')), summary.get((app, peer))
-            if r is None:
-                verdict, all_met = 'not measured', False
-            elif r >= goal:
-                verdict = 'met'
-            else:
-                verdict, all_met = '**NOT met**', False
-            rows.append([f'Hearth ≥ {goal:.1f}× {SHORT[peer]}', app, fmt_rps(h and h['rps']),
-                         fmt_rps(p and p['rps']), or_dash(r, '{:.2f}×'), verdict])
+            target(f'req/s ≥ {goal:g}× {SHORT[peer]}', app, data.get((app, 'hearth')), data.get((app, peer)),
+                   lambda m: m['rps'], goal, True, '{:,.0f}')
+    for app in ('hello', 'django'):
+        target(f'saturated p99 (wrk -c{settings["connections"]}) ≤ {SATURATED_P99:g}× nginx→uWSGI', app,
+               data.get((app, 'hearth')), data.get((app, 'nginx-uwsgi')), lambda m: m['p99'], SATURATED_P99,
+               False, '{:.2f} ms')
+    for app in ('hello', 'django'):
+        for load in OPEN_P99_LOADS:
+            def p99_at(m, load=load):
+                r = m['loads'].get(load)
+                return r['latency_us']['p99'] / 1e3 if r else None
+            target(f'p99 at {load}% load ≤ nginx→uWSGI', app, open_data.get((app, 'hearth')),
+                   open_data.get((app, 'nginx-uwsgi')), p99_at, 1.0, False, '{:.2f} ms')
+    for app in sorted({k[0] for k in tls_data}):
+        for kind in ('tls-h1', 'tls-h2'):
+            target(f'{KINDS[kind].split(" (")[0]} req/s ≥ {TLS_TARGET:g}× nginx (TLS)→uWSGI', app,
+                   tls_data.get((app, 'hearth', kind)), tls_data.get((app, 'nginx-uwsgi', kind)),
+                   lambda m: m['rps'], TLS_TARGET, True, '{:,.0f}')
+    for app in ('hello', 'django'):
+        target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn', app, data.get((app, 'hearth')),
+               data.get((app, 'gunicorn')), lambda m: m['rss'], RSS_TARGET, False, '{:.0f} MB')
     if not ab:
-        L.extend(table(['target', 'app', 'Hearth req/s', 'peer req/s', 'ratio', 'result'], 'llrrrl', rows))
+        L.extend(table(['target', 'app', 'Hearth', 'peer', 'Hearth ÷ peer (medians)', 'per round', 'result'],
+                       'llrrrll', rows))
         L.append('')
         L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
     analysis = Path(__file__).with_name('analysis.md')
@@ -427,7 +571,7 @@ def main(run_dir, out_md, out_png):
         L.append('')
         L.append(analysis.read_text().rstrip())
     L.append('')
-    measured = [m for ms in data.values() for m in ms]
+    measured = [m for ms in list(data.values()) + list(tls_data.values()) for m in ms]
     disturbed = [m for m in measured if m['others'] is not None and m['others'] > OTHERS_LIMIT]
     if disturbed:
         L.append(f'{len(disturbed)} of {len(measured)} measurements ran while other jobs used more '
@@ -458,17 +602,87 @@ def main(run_dir, out_md, out_png):
                        [cpu_row(peer_label(peer, app), data[(app, peer)])
                         for peer in peers if data.get((app, peer))]))
         L.append('')
+        L.append('Memory: the peak, over the measured wrk run (sampled every ~0.25 s), of the summed resident '
+                 'size (RSS) and proportional set size (PSS: shared pages divided among the processes that '
+                 'share them) of all the peer\'s processes, front and Python side (median over rounds):')
+        L.append('')
+        L.extend(table(['peer', 'peak RSS', 'peak PSS', 'RSS per round'], 'lrrl',
+                       [[peer_label(peer, app), or_dash(median(m['rss'] for m in data[(app, peer)]), '{:.0f} MB'),
+                         or_dash(median(m['pss'] for m in data[(app, peer)]), '{:.0f} MB'),
+                         ' / '.join(or_dash(m['rss'], '{:.0f}') for m in sorted(data[(app, peer)], key=lambda m: m['round']))]
+                        for peer in peers if data.get((app, peer))]))
+        L.append('')
 
-    L.append('![requests per second per peer and app](results.png)')
+    # --- TLS
+    for app in sorted({k[0] for k in tls_data}):
+        L.append(f'## {app} over HTTPS (TLS 1.3)')
+        L.append('')
+        rows_tls = []
+        for kind in ('tls-h1', 'tls-h2'):
+            for peer in peers:
+                ms = tls_data.get((app, peer, kind))
+                if not ms:
+                    continue
+                base = tls_data.get((app, 'nginx-uwsgi', kind))
+                h, b = median(m['rps'] for m in ms), median(m['rps'] for m in base or [])
+                rows_tls.append([KINDS[kind], SHORT[peer].replace('\n', ' ') + (' (TLS)' if peer == 'nginx-uwsgi' else ''),
+                                 fmt_rps(h), fmt_ms(median(m['p50'] for m in ms)), fmt_ms(median(m['p99'] for m in ms)),
+                                 or_dash(h / b if peer != 'nginx-uwsgi' and h and b else None, '{:.2f}×'),
+                                 ' / '.join(fmt_rps(m['rps']) for m in sorted(ms, key=lambda m: m['round'])),
+                                 or_dash(median(m['rss'] for m in ms), '{:.0f} MB')])
+        L.extend(table(['protocol', 'peer', 'req/s (median)', 'p50', 'p99', '÷ nginx (TLS)→uWSGI',
+                        'req/s per round', 'peak RSS'], 'llrrrrlr', rows_tls))
+        L.append('')
+
+    # --- open loop
+    for app in [a for a in APPS if any(k[0] == a for k in open_data)]:
+        L.append(f'## {app}: latency at a fixed request rate (open loop)')
+        L.append('')
+        L.append('Each load is a share of the best median peak (closed loop, above) of the app\'s Python peers. '
+                 'Latency counts from when each request was due, not from when it was sent, so a server '
+                 'that stalls is charged for the requests that queue behind the stall. Medians over rounds; '
+                 'CPU is in % of one core and per request (the front: caddy or nginx; the Python side: '
+                 'workers and masters), "generator CPU" is tests/bench/loadgen\'s own.')
+        L.append('')
+        rows_open = []
+        for peer in peers:
+            ms = open_data.get((app, peer))
+            if not ms:
+                continue
+            for load in sorted({l for m in ms for l in m['loads']}):
+                rs = [m['loads'][load] for m in ms if load in m['loads']]
+
+                def med(f, rs=rs):
+                    return median(f(r) for r in rs)
+                lat = lambda q: med(lambda r: r['latency_us'][q] / 1e3)
+                rows_open.append([SHORT[peer].replace('\n', ' '), f'{load}%', fmt_rps(med(lambda r: r['target_rate'])),
+                                  fmt_rps(med(lambda r: r['achieved_rate'])), fmt_ms(lat('p50')), fmt_ms(lat('p90')),
+                                  fmt_ms(lat('p99')), fmt_ms(lat('p999')), fmt_ms(lat('max')),
+                                  ' / '.join(fmt_ms(r['latency_us']['p99'] / 1e3) for r in rs),
+                                  str(sum(r['errors'] + r['unsent'] for r in rs)),
+                                  or_dash(med(lambda r: r.get('front_pct')), '{:.0f}%') + ' / '
+                                  + or_dash(med(lambda r: r.get('front_us')), '{:.0f} µs'),
+                                  or_dash(med(lambda r: r.get('python_pct')), '{:.0f}%') + ' / '
+                                  + or_dash(med(lambda r: r.get('python_us')), '{:.0f} µs'),
+                                  or_dash(med(lambda r: r['cpu_fraction'] * 100), '{:.0f}%')])
+        L.extend(table(['peer', 'load', 'rate', 'achieved', 'p50', 'p90', 'p99', 'p99.9', 'max', 'p99 per round',
+                        'errors + unsent', 'front CPU (of a core / per request)', 'Python side CPU',
+                        'generator CPU'], 'lrrrrrrrrlrrrr', rows_open))
+        L.append('')
+
+    L.append('![requests per second per peer and app, and latency at fixed rates](results.png)')
     L.append('')
 
     # --- anomalies
     L.append('## Errors and anomalies')
     L.append('')
     notes = []
-    for (app, peer), ms in sorted(data.items()):
+    closed_like = [((app, peer, 'closed'), ms) for (app, peer), ms in data.items()]
+    closed_like += list(tls_data.items())
+    for (app, peer, kind), ms in sorted(closed_like):
         for m in sorted(ms, key=lambda m: m['round']):
-            where = f"{app} / {SHORT[peer].splitlines()[0]} / round {m['round']}"
+            where = (f"{app} / {SHORT[peer].splitlines()[0]} / round {m['round']}"
+                     + (f' / {KINDS[kind]}' if kind != 'closed' else ''))
             if m['rps'] is None:
                 notes.append(f"{where}: wrk printed no Requests/sec (see {m['dir'] / 'wrk.txt'})")
             if m['non2xx']:
@@ -494,6 +708,20 @@ def main(run_dir, out_md, out_png):
                                  'at start or at stop)')
             for msg, count in m['python_problems'].items():
                 notes.append(f"{where}: {count}× `{msg}`")
+    for (app, peer), ms in sorted(open_data.items()):
+        for m in sorted(ms, key=lambda m: m['round']):
+            where = f"{app} / {SHORT[peer].splitlines()[0]} / round {m['round']} / open loop"
+            for load, r in sorted(m['loads'].items()):
+                lost = {k: r[k] for k in ('errors', 'unsent') if r.get(k)}  # errors include timeouts
+                if lost:
+                    notes.append(f"{where} at {load}% ({r['target_rate']:,.0f} req/s): "
+                                 + ', '.join(f'{k} {v}' for k, v in lost.items()))
+                if r.get('cpu_fraction', 0) > 0.25:
+                    notes.append(f"{where} at {load}%: the generator used {r['cpu_fraction'] * 100:.0f}% of a core "
+                                 '(more than a quarter: it competed with the server)')
+            leftovers = m['dir'] / 'leftovers.txt'
+            if leftovers.exists() and leftovers.read_text().strip():
+                notes.append(f"{where}: on stop: {leftovers.read_text().strip()}")
     exit_left = run_dir / 'leftovers-at-exit.txt'
     if exit_left.exists() and exit_left.read_text().strip():
         notes.append('at exit: ' + exit_left.read_text().strip())
@@ -577,6 +805,20 @@ def main(run_dir, out_md, out_png):
              "the example does: DEBUG False, Django's default `startproject` middleware stack and "
              'contrib apps, no database (the view touches neither session nor user), one view '
              'returning `HttpResponse("hello")`.')
+    L.append('- HTTPS: the same servers with one ECDSA P-256 certificate made for the run, TLS 1.3 only '
+             '(Caddy `tls cert key { protocols tls1.3 }` with `servers { protocols h1 h2 }`; nginx '
+             '`listen … ssl http2; ssl_protocols TLSv1.3`, then `uwsgi_pass` as above). HTTP/1.1: '
+             f"`wrk https://…` as above; HTTP/2: `h2load -t{settings['threads']} -c16 -m4` (16 connections, 4 "
+             'streams each: the same 64 requests in flight), p50/p99 from its per-request log.')
+    L.append(f"- Open loop: `tests/bench/loadgen` (ours: one thread, epoll, {settings.get('open_connections', '64')} "
+             'kept-alive connections opened up front, one request at a time each) sends request i at '
+             'start + i/rate and measures each latency from that due time, so requests that wait for a '
+             'free connection or a stalled server count their wait (no coordinated omission). After a '
+             f"{settings.get('warmup', '?')} wrk warm-up, each load runs {settings.get('open_warmup', '?')} "
+             f"(discarded) then {settings.get('open_duration', '?')}, rising from the lowest; requests not "
+             'sent by the end (the server could not keep up) are counted as unsent.')
+    L.append('- Memory: `procs.py memwatch` sums RSS and PSS from /proc/PID/smaps_rollup over every process '
+             'of the peer every ~0.25 s during the measured wrk run, and keeps the peaks.')
     L.append('- CPU use comes from /proc (utime+stime of each server process and its descendants, '
              'and /proc/stat for the machine) sampled just before and after the measured run.')
     L.append(f"- Raw wrk output, configs and server logs: `{run_dir.relative_to(repo) if run_dir.is_relative_to(repo) else run_dir}` "
@@ -593,15 +835,17 @@ def main(run_dir, out_md, out_png):
     L.append('')
 
     Path(out_md).write_text('\n'.join(L))
-    chart(apps, peers, summary, data, ratio, out_png, quick)
+    chart(apps, peers, summary, data, ratio, out_png, quick, open_data)
 
 
-def chart(apps, peers, summary, data, ratio, out_png, quick):
+def chart(apps, peers, summary, data, ratio, out_png, quick, open_data):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(apps), figsize=(6.5 * len(apps), 5.2), squeeze=False)
+    open_apps = [a for a in APPS if any(k[0] == a for k in open_data)]
+    rows = 2 if open_apps else 1
+    fig, axes = plt.subplots(rows, len(apps), figsize=(6.5 * len(apps), 5.2 * rows), squeeze=False)
     colors = {'hearth': '#d9480f', 'hearth-base': '#ffa94d', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
               'nginx-uwsgi': '#2f9e44', 'caddy-uvicorn': '#7048e8', 'uvicorn': '#b197fc',
               'uvicorn-nodelay': '#d0bfff',
@@ -639,13 +883,38 @@ def chart(apps, peers, summary, data, ratio, out_png, quick):
         ax.set_title(f'{app} ({KIND[app].upper()})')
         ax.set_ylim(0, top)
         ax.grid(axis='y', alpha=0.3)
-    fig.suptitle('Hearth vs peers, 2 Python workers each, wrk on loopback'
+    for ax in axes[1] if rows == 2 else []:
+        ax.set_visible(False)
+    for ax, app in zip(axes[1] if rows == 2 else [], open_apps):
+        ax.set_visible(True)
+        for p in peers:
+            ms = open_data.get((app, p))
+            if not ms:
+                continue
+            loads = sorted({l for m in ms for l in m['loads']})
+            for q, style in (('p50', ':'), ('p90', '--'), ('p99', '-')):
+                ys = [median(m['loads'][l]['latency_us'][q] / 1e3 for m in ms if l in m['loads']) for l in loads]
+                ax.plot(loads, ys, style, marker='o', color=colors[p], markersize=3,
+                        label=f"{SHORT[p].splitlines()[0]} {q}")
+        ax.set_yscale('log')
+        ax.set_xlabel('load (% of the best peer\'s peak req/s)')
+        ax.set_ylabel('latency, ms (median over rounds; log scale)')
+        ax.set_title(f'{app}: latency at a fixed rate (open loop)')
+        ax.grid(alpha=0.3, which='both')
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle('Hearth vs peers, 2 Python workers each, on loopback'
                  + (' (quick run)' if quick else ''))
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 4:
+    if len(sys.argv) == 4 and sys.argv[1] == '--peak':
+        best = peak(sys.argv[2], sys.argv[3])
+        if not best:
+            sys.exit(f'no closed-loop measurement of {sys.argv[3]} in {sys.argv[2]}')
+        print(best)
+    elif len(sys.argv) == 4:
+        main(*sys.argv[1:])
+    else:
         sys.exit(__doc__)
-    main(*sys.argv[1:])

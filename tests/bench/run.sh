@@ -29,8 +29,20 @@
 #                   per keep-alive request; uvicorn issue #3149)
 #   caddy-respond   the ceiling, as above
 #
+# Three kinds of measurement, each alternating the peers over BENCH_ROUNDS rounds:
+#   closed  wrk -c64 over plain HTTP: peak requests/s, p99 at saturation, CPU per
+#           request, and the whole stack's peak RSS and PSS (procs.py memwatch)
+#   tls     the same closed loop over HTTPS (TLS 1.3, one ECDSA P-256 certificate
+#           made for the run): HTTP/1.1 with wrk, HTTP/2 with h2load (16
+#           connections × 4 streams); Hearth against nginx terminating TLS in
+#           front of uWSGI (BENCH_TLS_APPS, BENCH_TLS_PEERS)
+#   open    a fixed request rate (tests/bench/loadgen, open loop: latency counts
+#           from when each request was due, so a stalled server is not hidden
+#           by a waiting client) at 25, 50, 75 and 90% of the best peer's median
+#           peak in the closed runs: p50/p90/p99/p99.9/max, and the generator's
+#           own CPU (BENCH_OPEN_APPS, BENCH_OPEN_PEERS, BENCH_OPEN_LOADS)
 # Every measurement starts the peer's servers fresh on random loopback ports,
-# checks the response body, warms up, runs wrk, and stops them by PID. The
+# checks the response body, warms up, runs the load, and stops them by PID. The
 # order of peers (and of apps) changes from round to round; the report takes
 # the median over rounds.
 #
@@ -41,7 +53,11 @@
 #   BENCH_WSGI_PEERS="hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
 #   BENCH_ASGI_PEERS="hearth caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
 #   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
-#   every app they apply to)
+#   every app they apply to, in every kind of measurement)
+#   BENCH_TLS_APPS="hello"  BENCH_TLS_PEERS="hearth nginx-uwsgi" ("" skips TLS)
+#   BENCH_OPEN_APPS="hello django"  BENCH_OPEN_PEERS="hearth nginx-uwsgi" ("" skips)
+#   BENCH_OPEN_LOADS="25 50 75 90" (% of the best peer's peak)
+#   BENCH_OPEN_DURATION=5s  BENCH_OPEN_WARMUP=1s  BENCH_OPEN_CONNECTIONS=64
 #   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
 #   be under BENCH_QUIET_BUSY=10 % busy with other jobs; 0 disables the wait)
 #   HEARTH_CADDY=bin/caddy  BENCH_RESULTS=results.md  BENCH_CHART=results.png
@@ -59,6 +75,7 @@ GUNICORN=/usr/bin/gunicorn
 UWSGI=/usr/bin/uwsgi
 NGINX=/usr/sbin/nginx
 WRK=/usr/bin/wrk
+H2LOAD=/usr/bin/h2load
 
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-3s}
@@ -71,6 +88,14 @@ BASE_PEER=${BENCH_BASE_CADDY:+hearth-base}
 read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
 read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
+read -r -a TLS_APPS <<<"${BENCH_TLS_APPS-hello}"
+read -r -a TLS_PEERS <<<"${BENCH_TLS_PEERS-hearth $BASE_PEER nginx-uwsgi}"
+read -r -a OPEN_APPS <<<"${BENCH_OPEN_APPS-hello django}"
+read -r -a OPEN_PEERS <<<"${BENCH_OPEN_PEERS-hearth $BASE_PEER nginx-uwsgi}"
+read -r -a OPEN_LOADS <<<"${BENCH_OPEN_LOADS:-25 50 75 90}"
+OPEN_DURATION=${BENCH_OPEN_DURATION:-5s}
+OPEN_WARMUP=${BENCH_OPEN_WARMUP:-1s}
+OPEN_CONNECTIONS=${BENCH_OPEN_CONNECTIONS:-64}
 OUT_MD=${BENCH_RESULTS:-$HERE/results.md}
 OUT_PNG=${BENCH_CHART:-$HERE/results.png}
 READY_TRIES=${BENCH_READY_TRIES:-150} # × 0.2 s
@@ -81,12 +106,15 @@ STOP_TRIES=150                        # × 0.1 s, then SIGKILL
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
-for bin in "$PY" "$CADDY" "$GUNICORN" "$UWSGI" "$NGINX" "$WRK" /usr/bin/curl; do
-	[ -x "$bin" ] || die "$bin is missing; \`make bench\` builds bin/caddy and installs the Debian packages (gunicorn uwsgi-core uwsgi-plugin-python3 nginx-light wrk python3-matplotlib python3-uvicorn)"
+for bin in "$PY" "$CADDY" "$GUNICORN" "$UWSGI" "$NGINX" "$WRK" "$H2LOAD" /usr/bin/curl /usr/bin/openssl; do
+	[ -x "$bin" ] || die "$bin is missing; \`make bench\` builds bin/caddy and installs the Debian packages (gunicorn uwsgi-core uwsgi-plugin-python3 nginx-light wrk nghttp2-client openssl python3-matplotlib python3-uvicorn)"
 done
 $PY -c 'import django, matplotlib, uvicorn' 2>/dev/null || die "$PY lacks Django, matplotlib or uvicorn; install python3-django python3-matplotlib python3-uvicorn"
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || die "uWSGI's python3 plugin is missing; install uwsgi-plugin-python3"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a whole number ≥ 1, got $ROUNDS"
+for load in "${OPEN_LOADS[@]}"; do
+	[[ $load =~ ^[1-9][0-9]?$ ]] || die "BENCH_OPEN_LOADS are percentages from 1 to 99, got $load"
+done
 
 # --- scratch -----------------------------------------------------------------
 SCRATCH=$HERE/scratch
@@ -96,7 +124,7 @@ ln -sfn "$(basename "$RUN")" "$SCRATCH/latest"
 # Keep the five newest run directories.
 ls -1d "$SCRATCH"/run-* 2>/dev/null | sort | head -n -5 | while read -r old; do rm -rf -- "$old"; done
 MEASUREMENTS=$RUN/measurements.tsv
-printf 'round\tposition\tapp\tpeer\tdir\n' >"$MEASUREMENTS"
+printf 'round\tposition\tapp\tpeer\tdir\tkind\n' >"$MEASUREMENTS"
 # Unix socket paths must stay under 108 bytes.
 SOCKDIR=$RUN/s
 mkdir -p "$SOCKDIR"
@@ -111,6 +139,19 @@ if [ -n "${BENCH_BASE_CADDY:-}" ]; then # the base build, also named caddy (the 
 	mkdir -p "$RUN/base"
 	cp "$BENCH_BASE_CADDY" "$RUN/base/caddy"
 	BASE_ORIG=$BENCH_BASE_CADDY BENCH_BASE_CADDY=$RUN/base/caddy
+fi
+# The open-loop generator, built from tests/bench/loadgen for this run.
+LOADGEN=$RUN/loadgen
+if ((${#OPEN_APPS[@]} > 0 && ${#OPEN_PEERS[@]} > 0)); then
+	(cd "$ROOT" && go build -o "$LOADGEN" ./tests/bench/loadgen) || die "could not build tests/bench/loadgen (needs Go, as bin/caddy does)"
+fi
+# One certificate for every TLS peer: ECDSA P-256, for 127.0.0.1.
+CERT=$RUN/tls/cert.pem KEY=$RUN/tls/key.pem
+if ((${#TLS_APPS[@]} > 0 && ${#TLS_PEERS[@]} > 0)); then
+	mkdir -p "$RUN/tls"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+		-addext subjectAltName=IP:127.0.0.1 -keyout "$KEY" -out "$CERT" 2>"$RUN/tls/openssl.log" ||
+		die "openssl could not make the bench certificate: $(cat "$RUN/tls/openssl.log")"
 fi
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$ROOT" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT + uncommitted changes"
@@ -195,7 +236,7 @@ wait_ready() { # url expected-body dir pid…
 				return 1
 			fi
 		done
-		if body=$(curl -s --max-time 2 "$url" 2>/dev/null) && [[ $body == *"$expected"* ]]; then
+		if body=$(curl -s --max-time 2 --cacert "$CERT" "$url" 2>/dev/null) && [[ $body == *"$expected"* ]]; then
 			return 0
 		fi
 		sleep 0.2
@@ -215,33 +256,54 @@ app_setup() { # app → APP_KIND (wsgi|asgi) APP_DIR APP_MODULE APP_BODY
 	esac
 }
 
-app_peers() { # app → APP_PEERS: the app's peer list, filtered by BENCH_PEERS
-	local all p q
-	app_setup "$1"
-	if [ "$APP_KIND" = asgi ]; then all=("${ASGI_PEERS[@]}"); else all=("${WSGI_PEERS[@]}"); fi
-	APP_PEERS=()
-	if ((${#ONLY_PEERS[@]} == 0)); then
-		APP_PEERS=("${all[@]}")
-		return 0
-	fi
-	for q in "${ONLY_PEERS[@]}"; do
-		for p in "${all[@]}"; do
-			if [ "$p" = "$q" ]; then APP_PEERS+=("$p"); fi
+intersect() { # list-a… -- list-b… → OUT: the items of a that are in b, in a's order
+	local a=() p q
+	OUT=()
+	while [ "$1" != -- ]; do a+=("$1"); shift; done
+	shift
+	for p in "${a[@]+"${a[@]}"}"; do
+		for q in "$@"; do
+			if [ "$p" = "$q" ]; then OUT+=("$p"); fi
 		done
 	done
 }
 
+app_peers() { # kind app → APP_PEERS: the peers of the kind of measurement that serve the app, filtered by BENCH_PEERS
+	local all
+	app_setup "$2"
+	if [ "$APP_KIND" = asgi ]; then all=("${ASGI_PEERS[@]}"); else all=("${WSGI_PEERS[@]}"); fi
+	case $1 in
+	tls) intersect "${TLS_PEERS[@]+"${TLS_PEERS[@]}"}" -- "${all[@]}" && all=("${OUT[@]+"${OUT[@]}"}") ;;
+	open) intersect "${OPEN_PEERS[@]+"${OPEN_PEERS[@]}"}" -- "${all[@]}" && all=("${OUT[@]+"${OUT[@]}"}") ;;
+	esac
+	APP_PEERS=("${all[@]+"${all[@]}"}")
+	if ((${#ONLY_PEERS[@]} > 0)); then
+		intersect "${ONLY_PEERS[@]}" -- "${all[@]+"${all[@]}"}"
+		APP_PEERS=("${OUT[@]+"${OUT[@]}"}")
+	fi
+}
+
 # --- peers -------------------------------------------------------------------
-caddy_config() { # file admin-port port site-body
+caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's certificate)
+	local tls=''
+	if [ "${TLS:-0}" = 1 ]; then
+		tls="	tls $CERT $KEY {
+		protocols tls1.3
+	}"
+	fi
 	cat >"$1" <<EOF
 {
 	admin 127.0.0.1:$2
 	auto_https off
 	persist_config off
+	servers {
+		protocols h1 h2
+	}
 }
 
 :$3 {
 	bind 127.0.0.1
+$tls
 $4
 }
 EOF
@@ -259,7 +321,14 @@ start_gunicorn() { # dir bind → PID
 		--bind "$2" --chdir "$APP_DIR" "$APP_MODULE"
 }
 
-nginx_config() { # dir port socket
+nginx_config() { # dir port socket (TLS=1: HTTPS with the run's certificate, HTTP/2 offered)
+	local listen="listen 127.0.0.1:$2;"
+	if [ "${TLS:-0}" = 1 ]; then
+		listen="listen 127.0.0.1:$2 ssl http2;
+		ssl_certificate $CERT;
+		ssl_certificate_key $KEY;
+		ssl_protocols TLSv1.3;"
+	fi
 	mkdir -p "$1/tmp"
 	cat >"$1/nginx.conf" <<EOF
 # Generated by tests/bench/run.sh; nothing from /etc/nginx is used.
@@ -283,7 +352,7 @@ http {
 	scgi_temp_path $1/tmp/scgi;
 
 	server {
-		listen 127.0.0.1:$2;
+		$listen
 		location / {
 			uwsgi_pass unix:$3;
 			# Debian's uwsgi_params, inline.
@@ -383,6 +452,8 @@ start_peer() {
 	*) die "unknown peer $peer (known: hearth hearth-base caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
 	esac
 	URL=http://127.0.0.1:$PORT/
+	[ "${TLS:-0}" = 1 ] && URL=https://127.0.0.1:$PORT/
+	return 0
 }
 
 stop_peer() { # dir: front first, then backends
@@ -406,34 +477,116 @@ wait_quiet() { # before a measurement, while none of our servers runs
 	done
 }
 
-measure() { # round position app peer
-	local round=$1 position=$2 app=$3 peer=$4 dir rps p99
-	dir=$RUN/r$round-$app-$peer
+closed_load() { # mode duration outfile: wrk (plain HTTP or HTTPS, HTTP/1.1) or h2load (HTTP/2 over TLS)
+	if [ "$1" = h2 ]; then
+		"$H2LOAD" -t"$THREADS" -c$((CONNECTIONS / 4)) -m4 -D"$2" --log-file="$3.requests" "$URL" >"$3" 2>&1
+	else
+		"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency --timeout 10s "$URL" >"$3" 2>&1
+	fi
+}
+
+record() { # kind round position app peer dir
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$3" "$4" "$5" "$6" "$1" >>"$MEASUREMENTS"
+}
+
+start_measured() { # dir app peer: fresh servers, checked, and a closed-loop warm-up
+	wait_quiet
+	start_peer "$2" "$3" "$1"
+	wait_ready "$URL" "$APP_BODY" "$1" "${PEER_PIDS[@]}" || die "$3 did not become ready for $2"
+	curl -s -i --max-time 5 --cacert "$CERT" "$URL" >"$1/response.txt" || true
+}
+
+finish_measured() { # dir
+	curl -s -i --max-time 5 --cacert "$CERT" "$URL" >"$1/response-after.txt" || true
+	stop_peer "$1"
+}
+
+# A closed-loop measurement (kind closed: plain HTTP; tls-h1, tls-h2: HTTPS).
+measure() { # kind round position app peer
+	local kind=$1 round=$2 position=$3 app=$4 peer=$5 dir mode=h1 out=wrk.txt rps p99 watcher
+	dir=$RUN/$kind-r$round-$app-$peer
 	mkdir -p "$dir"
 	app_setup "$app"
-	wait_quiet
-	start_peer "$app" "$peer" "$dir"
-	wait_ready "$URL" "$APP_BODY" "$dir" "${PEER_PIDS[@]}" || die "$peer did not become ready for $app"
-	curl -s -i --max-time 5 "$URL" >"$dir/response.txt" || true
-	# wrk-ends.txt: when each wrk run returned, to tell log lines caused by wrk
-	# closing its connections with requests in flight from errors under load.
-	"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --latency "$URL" >"$dir/warmup.txt" 2>&1
+	TLS=0
+	case $kind in
+	tls-h1) TLS=1 ;;
+	tls-h2) TLS=1 mode=h2 out=h2load.txt ;;
+	esac
+	start_measured "$dir" "$app" "$peer"
+	# wrk-ends.txt: when each load run returned, to tell log lines caused by the
+	# client closing its connections with requests in flight from errors under load.
+	closed_load "$mode" "$WARMUP" "$dir/warmup.txt"
 	date +%s.%N >>"$dir/wrk-ends.txt"
+	# Memory: the servers' trees sampled through the measured run (peak RSS, PSS).
+	$PY "$HERE/procs.py" memwatch "$dir/memory.json" "${PEER_PIDS[@]}" &
+	watcher=$!
 	# CPU accounting: the servers' process trees and the machine from /proc
-	# (procs.py snapshot), wrk's own from the shell's `times` of reaped children
-	# (a builtin: no fork, so only wrk is reaped between the two).
+	# (procs.py snapshot), the load generator's own from the shell's `times` of
+	# reaped children (a builtin: no fork, so only the generator is reaped
+	# between the two).
 	$PY "$HERE/procs.py" snapshot "${PEER_PIDS[@]}" >"$dir/cpu-before.json"
 	times >"$dir/times-before.txt"
-	"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency --timeout 10s "$URL" >"$dir/wrk.txt" 2>&1
+	closed_load "$mode" "$DURATION" "$dir/$out"
 	times >"$dir/times-after.txt"
 	date +%s.%N >>"$dir/wrk-ends.txt"
 	$PY "$HERE/procs.py" snapshot "${PEER_PIDS[@]}" >"$dir/cpu-after.json"
-	curl -s -i --max-time 5 "$URL" >"$dir/response-after.txt" || true
-	stop_peer "$dir"
-	printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$position" "$app" "$peer" "$dir" >>"$MEASUREMENTS"
-	rps=$(awk '/^Requests\/sec/ {print $2}' "$dir/wrk.txt")
-	p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk.txt")
-	log "round $round  $(printf '%-7s %-15s' "$app" "$peer") ${rps:-?} req/s  p99 ${p99:-?}$(grep -h -E 'Non-2xx|Socket errors' "$dir/wrk.txt" | tr -s ' ' | sed 's/^/  /' | tr '\n' ' ')"
+	kill -TERM "$watcher" 2>/dev/null || true
+	wait "$watcher" 2>/dev/null || true
+	finish_measured "$dir"
+	record "$kind" "$round" "$position" "$app" "$peer" "$dir"
+	if [ "$mode" = h2 ]; then
+		rps=$(awk '/^finished in/ {print $4}' "$dir/$out")
+		p99=mean$(awk '/^time for request:/ {print $6}' "$dir/$out")
+	else
+		rps=$(awk '/^Requests\/sec/ {print $2}' "$dir/$out")
+		p99=$(awk '$1 == "99%" {print $2}' "$dir/$out")
+	fi
+	log "round $round  $(printf '%-7s %-7s %-15s' "$kind" "$app" "$peer") ${rps:-?} req/s  p99 ${p99:-?}$(grep -h -E 'Non-2xx|Socket errors|errored' "$dir/$out" | tr -s ' ' | sed 's/^/  /' | tr '\n' ' ')"
+}
+
+# An open-loop measurement: fixed rates, each a share of the app's peak.
+measure_open() { # round position app peer peak
+	local round=$1 position=$2 app=$3 peer=$4 peak=$5 dir load rate summary
+	dir=$RUN/open-r$round-$app-$peer
+	mkdir -p "$dir"
+	app_setup "$app"
+	TLS=0
+	start_measured "$dir" "$app" "$peer"
+	closed_load h1 "$WARMUP" "$dir/warmup.txt"
+	date +%s.%N >>"$dir/wrk-ends.txt"
+	summary=''
+	for load in "${OPEN_LOADS[@]}"; do
+		rate=$((peak * load / 100))
+		$PY "$HERE/procs.py" snapshot "${PEER_PIDS[@]}" >"$dir/cpu-before-$load.json"
+		"$LOADGEN" -url "$URL" -rate "$rate" -duration "$OPEN_DURATION" -warmup "$OPEN_WARMUP" \
+			-connections "$OPEN_CONNECTIONS" -json >"$dir/open-$load.json" 2>"$dir/open-$load.err" ||
+			log "loadgen failed at $rate req/s against $peer: $(tail -n 3 "$dir/open-$load.err")"
+		date +%s.%N >>"$dir/wrk-ends.txt"
+		$PY "$HERE/procs.py" snapshot "${PEER_PIDS[@]}" >"$dir/cpu-after-$load.json"
+		summary+=" $load%: $($PY -c 'import json,sys; r=json.load(open(sys.argv[1])); l=r["latency_us"]; print("p50 %.2f p99 %.2f ms" % (l["p50"] / 1e3, l["p99"] / 1e3))' "$dir/open-$load.json" 2>/dev/null || echo '?')"
+	done
+	finish_measured "$dir"
+	record open "$round" "$position" "$app" "$peer" "$dir"
+	log "round $round  $(printf '%-7s %-7s %-15s' open "$app" "$peer") peak $peak req/s;$summary"
+}
+
+rotated() { # round items… → ORDER: even rounds r rotate the list by r, odd rounds
+	# by r+1 and reverse it. 5 items, 3 rounds: ABCDE, BAEDC, CDEAB; 4 items:
+	# ABCD, BADC, CDAB; 2 items: AB, BA, AB. So no peer always runs first, last
+	# or right after the same peer.
+	local r=$1 rot n i items
+	shift
+	items=("$@")
+	n=${#items[@]}
+	rot=$((r % 2 == 1 ? r + 1 : r))
+	ORDER=()
+	for ((i = 0; i < n; i++)); do ORDER+=("${items[(i + rot) % n]}"); done
+	if ((r % 2 == 1)); then
+		items=("${ORDER[@]}")
+		ORDER=()
+		for ((i = n - 1; i >= 0; i--)); do ORDER+=("${items[i]}"); done
+	fi
+	return 0
 }
 
 # --- rounds ------------------------------------------------------------------
@@ -452,45 +605,68 @@ measure() { # round position app peer
 		printf 'base_orig\t%s\nbase_sha256\t%s\nbase_built\t%s\n' "$BASE_ORIG" \
 			"$(sha256sum "$BENCH_BASE_CADDY" | cut -c1-16)" "$(date -u -r "$BASE_ORIG" '+%Y-%m-%d %H:%M:%S UTC')"
 	fi
+	printf 'open_duration\t%s\nopen_warmup\t%s\nopen_connections\t%s\nopen_loads\t%s\nh2load\t%s\n' \
+		"$OPEN_DURATION" "$OPEN_WARMUP" "$OPEN_CONNECTIONS" "${OPEN_LOADS[*]}" "$H2LOAD"
 	printf 'started\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 	printf 'loadavg_before\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RUN/settings.tsv"
 
 log "run directory $RUN"
-plan=()
-for app in "${APPS[@]}"; do
-	app_peers "$app"
-	((${#APP_PEERS[@]} > 0)) || die "no peer of BENCH_PEERS=${ONLY_PEERS[*]} serves the $app app"
-	plan+=("$app: ${APP_PEERS[*]}")
-done
-log "${#APPS[@]} apps × their peers × $ROUNDS rounds, wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a ${WARMUP} warm-up"
-for line in "${plan[@]}"; do log "  $line"; done
-for ((r = 0; r < ROUNDS; r++)); do
-	# Round r: even rounds run each app's peer list rotated by r, odd rounds the
-	# list rotated by r+1 and reversed (the app order flips too). 5 peers, 3
-	# rounds: ABCDE, BAEDC, CDEAB; 4 peers: ABCD, BADC, CDAB; 2 peers: AB, BA,
-	# AB. So no peer always runs first, last or right after the same peer.
-	rot=$((r % 2 == 1 ? r + 1 : r))
-	apps=("${APPS[@]}")
-	if ((r % 2 == 1)); then
-		rev=()
-		for ((i = ${#apps[@]} - 1; i >= 0; i--)); do rev+=("${apps[i]}"); done
-		apps=("${rev[@]}")
-	fi
-	for app in "${apps[@]}"; do
-		app_peers "$app"
-		n=${#APP_PEERS[@]}
-		order=()
-		for ((i = 0; i < n; i++)); do order+=("${APP_PEERS[(i + rot) % n]}"); done
-		if ((r % 2 == 1)); then
-			rev=()
-			for ((i = n - 1; i >= 0; i--)); do rev+=("${order[i]}"); done
-			order=("${rev[@]}")
+# The plan: which peers serve which app in each kind of measurement.
+declare -A PLAN=()
+plan_kind() { # kind apps…
+	local kind=$1 app
+	shift
+	for app in "$@"; do
+		app_peers "$kind" "$app"
+		if ((${#APP_PEERS[@]} == 0)); then
+			[ "$kind" = closed ] && die "no peer of BENCH_PEERS=${ONLY_PEERS[*]} serves the $app app"
+			continue
 		fi
+		PLAN[$kind:$app]="${APP_PEERS[*]}"
+		log "  $kind $app: ${APP_PEERS[*]}"
+	done
+}
+log "${#APPS[@]} apps × their peers × $ROUNDS rounds, wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a ${WARMUP} warm-up"
+plan_kind closed "${APPS[@]}"
+plan_kind tls "${TLS_APPS[@]+"${TLS_APPS[@]}"}"
+plan_kind open "${OPEN_APPS[@]+"${OPEN_APPS[@]}"}"
+
+# The closed-loop rounds over plain HTTP, then over TLS (both HTTP versions in
+# the same round, alternated with the peers).
+for kind in closed tls; do
+	if [ "$kind" = closed ]; then kind_apps=("${APPS[@]}"); else kind_apps=("${TLS_APPS[@]+"${TLS_APPS[@]}"}"); fi
+	for ((r = 0; r < ROUNDS; r++)); do
+		rotated "$r" "${kind_apps[@]+"${kind_apps[@]}"}"
+		for app in "${ORDER[@]+"${ORDER[@]}"}"; do
+			[ -n "${PLAN[$kind:$app]:-}" ] || continue
+			read -r -a peers <<<"${PLAN[$kind:$app]}"
+			runs=()
+			for peer in "${peers[@]}"; do
+				if [ "$kind" = closed ]; then runs+=("closed/$peer"); else runs+=("tls-h1/$peer" "tls-h2/$peer"); fi
+			done
+			rotated "$r" "${runs[@]}"
+			pos=0
+			for run in "${ORDER[@]}"; do
+				pos=$((pos + 1))
+				measure "${run%%/*}" $((r + 1)) "$pos" "$app" "${run#*/}"
+			done
+		done
+	done
+done
+
+# The open-loop rounds, at shares of each app's best median peak so far.
+for ((r = 0; r < ROUNDS; r++)); do
+	rotated "$r" "${OPEN_APPS[@]+"${OPEN_APPS[@]}"}"
+	for app in "${ORDER[@]+"${ORDER[@]}"}"; do
+		[ -n "${PLAN[open:$app]:-}" ] || continue
+		peak=$($PY "$HERE/report.py" --peak "$RUN" "$app") || die "no closed-loop peak for $app to set the open-loop rates from: add it to BENCH_APPS"
+		read -r -a peers <<<"${PLAN[open:$app]}"
+		rotated "$r" "${peers[@]}"
 		pos=0
-		for peer in "${order[@]}"; do
+		for peer in "${ORDER[@]}"; do
 			pos=$((pos + 1))
-			measure $((r + 1)) "$pos" "$app" "$peer"
+			measure_open $((r + 1)) "$pos" "$app" "$peer" "$peak"
 		done
 	done
 done
