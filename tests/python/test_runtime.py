@@ -21,7 +21,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNTIME = os.path.join(HERE, '..', '..', 'modules', 'python', 'engine', 'runtime', 'hearth_worker.py')
 sys.path.insert(0, os.path.dirname(RUNTIME))
-from hearth_runtime import protocol, wsgi  # noqa: E402
+from hearth_runtime import asgi, protocol, wsgi  # noqa: E402
 
 # the wire constants are the runtime's own (TestWireConstantsAgree checks
 # them against Go's)
@@ -312,6 +312,67 @@ class AsgiRuntimeTest(unittest.TestCase):
                 code, err = w.finish()
                 self.assertEqual(code, 3, err)
                 self.assertIn('protocol error from Caddy', err)
+
+
+class AsgiChannelReadsTest(unittest.TestCase):
+    """The ASGI channel's own read buffer (a BufferedProtocol), fed the way
+    asyncio feeds it: whatever the reads' sizes, the same frames come out,
+    in order, and the buffer returns to its normal size."""
+
+    @staticmethod
+    def routed(data, cuts):
+        import asyncio
+
+        async def run():
+            got = []
+
+            class Recording(asgi.asgi_channel_class()):
+                def route(self, kind, flags, sid, payload):
+                    got.append((kind, flags, sid, payload))
+
+            ch = Recording(worker=None)
+            pos = 0
+            for size in cuts + [len(data)]:
+                piece = data[pos:pos + size]
+                pos += len(piece)
+                while piece:
+                    buf = ch.get_buffer(-1)
+                    assert len(buf) > 0, 'get_buffer returned an empty buffer'
+                    n = min(len(buf), len(piece))
+                    buf[:n] = piece[:n]
+                    del buf
+                    ch.buffer_updated(n)
+                    piece = piece[n:]
+            return got, len(ch.buffer), ch.end - ch.start
+        return asyncio.run(run())
+
+    def test_any_split_gives_the_same_frames(self):
+        rnd = random.Random(20)
+        sizes = [0, 1, 9, 100, 4000, 70000, 200000, protocol.MAX_PAYLOAD]
+        for trial in range(40):
+            want, data = [], b''
+            for i in range(rnd.randrange(1, 8)):
+                payload = rnd.randbytes(rnd.choice(sizes))
+                kind = REQ_HEAD if i == 0 else REQ_BODY
+                want.append((kind, 0, trial, payload))
+                data += frame(kind, 0, trial, payload)
+            cuts = []
+            while sum(cuts) < len(data):
+                cuts.append(rnd.choice([1, 3, HEADER.size, 777, 65536, 300000, len(data)]))
+            with self.subTest(trial=trial, sizes=[len(w[3]) for w in want]):
+                got, buffer_size, left = self.routed(data, cuts)
+                self.assertEqual(len(got), len(want))
+                for g, w in zip(got, want):
+                    self.assertEqual(g[:3], w[:3])
+                    self.assertEqual(type(g[3]), bytes)
+                    self.assertEqual(hashlib.sha256(g[3]).digest(), hashlib.sha256(w[3]).digest())
+                self.assertEqual(left, 0)
+                self.assertEqual(buffer_size, asgi.READ_BUFFER)
+
+    def test_partial_frame_waits(self):
+        data = frame(REQ_HEAD, 0, 1, b'x' * 100)
+        got, _, left = self.routed(data[:50], [])
+        self.assertEqual((got, left), ([], 50))
 
 
 class InputTest(unittest.TestCase):
