@@ -150,13 +150,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
 		return err
 	}
-	if err := a.checkServices(); err != nil {
+	if err := checkNamed("services", a.Services, "an empty service; each needs a name and a command",
+		(*service.Config).Check, func(c *service.Config) string { return c.Name }); err != nil {
 		return err
 	}
-	if err := a.checkJobs(); err != nil {
+	if err := checkNamed("jobs", a.Jobs, "an empty job; each needs a name, a command and a schedule",
+		(*job.Config).Check, func(c *job.Config) string { return c.Name }); err != nil {
 		return err
 	}
-	if err := a.checkBackups(); err != nil {
+	if err := checkNamed("backups", a.Backups, "an empty backup; each needs a name, a database or path, and `to`",
+		(*job.BackupConfig).Check, func(c *job.BackupConfig) string { return c.Name }); err != nil {
 		return err
 	}
 	if err := RegisterCollector(ctx.GetMetricsRegistry(), serviceCollector{}); err != nil {

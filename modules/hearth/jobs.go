@@ -28,38 +28,23 @@ import (
 // their spec's hash like the pools (an unchanged job keeps its schedule).
 var jobs = caddy.NewUsagePool()
 
-// checkJobs validates the jobs' configs (Provision).
-func (a *App) checkJobs() error {
+// checkNamed validates the configs of one kind, services, jobs or backups
+// (Provision: `caddy validate` runs it): each on its own, and their names
+// unique. kinds is the plural ("jobs"); empty says what a missing config
+// lacks.
+func checkNamed[C any](kinds string, configs []*C, empty string, check func(*C) error, name func(*C) string) error {
 	seen := map[string]bool{}
-	for _, c := range a.Jobs {
+	for _, c := range configs {
 		if c == nil {
-			return fmt.Errorf("jobs: an empty job; each needs a name, a command and a schedule")
+			return fmt.Errorf("%s: %s", kinds, empty)
 		}
-		if err := c.Check(); err != nil {
+		if err := check(c); err != nil {
 			return err
 		}
-		if seen[c.Name] {
-			return fmt.Errorf("two jobs are named %s; give each its own name", c.Name)
+		if seen[name(c)] {
+			return fmt.Errorf("two %s are named %s; give each its own name", kinds, name(c))
 		}
-		seen[c.Name] = true
-	}
-	return nil
-}
-
-// checkBackups validates the backups' configs (Provision).
-func (a *App) checkBackups() error {
-	seen := map[string]bool{}
-	for _, c := range a.Backups {
-		if c == nil {
-			return fmt.Errorf("backups: an empty backup; each needs a name, a database or path, and `to`")
-		}
-		if err := c.Check(); err != nil {
-			return err
-		}
-		if seen[c.Name] {
-			return fmt.Errorf("two backups are named %s; give each its own name", c.Name)
-		}
-		seen[c.Name] = true
+		seen[name(c)] = true
 	}
 	return nil
 }

@@ -22,25 +22,6 @@ type AppEnvironment interface {
 	Environment() (supervisor.Command, error)
 }
 
-// checkServices validates the services' configs (Provision: `caddy
-// validate` runs it): each on its own, and their names unique.
-func (a *App) checkServices() error {
-	seen := map[string]bool{}
-	for _, c := range a.Services {
-		if c == nil {
-			return fmt.Errorf("services: an empty service; each needs a name and a command")
-		}
-		if err := c.Check(); err != nil {
-			return err
-		}
-		if seen[c.Name] {
-			return fmt.Errorf("two services are named %s; give each its own name", c.Name)
-		}
-		seen[c.Name] = true
-	}
-	return nil
-}
-
 // startServices starts the config's services once its apps run (a
 // service may run in an app's environment, settings included). Each is a
 // pool kept across reloads by its spec: an unchanged service keeps its

@@ -424,6 +424,13 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 	}
 	p.waiters = append(resend, p.waiters...)
 	p.armQueueTimerLocked(time.Until(p.waiters[0].deadline))
+	return p.handOutLocked()
+}
+
+// handOutLocked takes the waiting requests, oldest first, off the queue
+// onto the idle channels there are (none while paused); the caller hands
+// each over once the lock is released.
+func (p *Pool) handOutLocked() []handOffTo {
 	var handOffs []handOffTo
 	for len(p.waiters) > 0 && !p.paused {
 		s := p.takeIdleLocked(p.waiters[0].path)

@@ -308,16 +308,7 @@ func (p *Pool) Pause(ctx context.Context) error {
 func (p *Pool) Resume() {
 	p.mu.Lock()
 	p.paused, p.pauseIdle = false, nil
-	var handOffs []handOffTo
-	for len(p.waiters) > 0 {
-		s := p.takeIdleLocked(p.waiters[0].path)
-		if s == nil {
-			break
-		}
-		handOffs = append(handOffs, handOffTo{s, p.waiters[0]})
-		p.waiters[0] = nil
-		p.waiters = p.waiters[1:]
-	}
+	handOffs := p.handOutLocked()
 	if len(p.waiters) > 0 {
 		p.growLocked()
 	}
