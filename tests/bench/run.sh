@@ -14,12 +14,16 @@
 #                   (sync workers) over a unix socket
 #   gunicorn        gunicorn sync workers, direct (no proxy)
 #   nginx-uwsgi     nginx (uwsgi_pass, uwsgi protocol) to uWSGI over a unix socket
+#   hearth-1g       Hearth as above with GOMEMLIMIT=1GiB: what the default
+#                   `caddy_gc_floor auto` gives on a 1 GiB board (a 16 MiB floor
+#                   instead of this machine's 64 MiB), for the memory rows
 #   caddy-respond   bin/caddy `respond` with the same body, no backend: the ceiling
 #   hearth-base     (only when BENCH_BASE_CADDY names another build, e.g. of the
 #                   commit before a change) Hearth as above, run by that binary:
 #                   the A/B of a change, alternated with hearth in one run
 # Peers of the ASGI app (2 Python workers each):
 #   hearth          bin/caddy with `asgi <app> { workers 2 }`
+#   hearth-1g       the same with GOMEMLIMIT=1GiB (see above)
 #   caddy-uvicorn   the same bin/caddy as a plain reverse_proxy to uvicorn
 #                   (Debian's, `--workers 2`) over a unix socket
 #   uvicorn         uvicorn `--workers 2`, direct (no proxy)
@@ -50,12 +54,13 @@
 #   BENCH_DURATION=10s  BENCH_WARMUP=3s  BENCH_ROUNDS=3
 #   BENCH_THREADS=2  BENCH_CONNECTIONS=64  BENCH_WORKERS=2
 #   BENCH_APPS="hello django asgi"
-#   BENCH_WSGI_PEERS="hearth caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
-#   BENCH_ASGI_PEERS="hearth caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
+#   BENCH_WSGI_PEERS="hearth hearth-1g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
+#   BENCH_ASGI_PEERS="hearth hearth-1g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
 #   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
 #   every app they apply to, in every kind of measurement)
 #   BENCH_TLS_APPS="hello"  BENCH_TLS_PEERS="hearth nginx-uwsgi" ("" skips TLS)
-#   BENCH_OPEN_APPS="hello django"  BENCH_OPEN_PEERS="hearth nginx-uwsgi" ("" skips)
+#   BENCH_OPEN_APPS="hello django"  BENCH_OPEN_PEERS="hearth nginx-uwsgi caddy-respond"
+#   ("" skips; caddy-respond there is the tail of a Caddy front with no Python at all)
 #   BENCH_OPEN_LOADS="25 50 75 90" (% of the best peer's peak)
 #   BENCH_OPEN_DURATION=5s  BENCH_OPEN_WARMUP=1s  BENCH_OPEN_CONNECTIONS=64
 #   BENCH_QUIET_WAIT=120 (s to wait, before each measurement, for the machine to
@@ -85,13 +90,13 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-2}
 read -r -a APPS <<<"${BENCH_APPS:-hello django asgi}"
 BASE_PEER=${BENCH_BASE_CADDY:+hearth-base}
-read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
-read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
+read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER hearth-1g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
+read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER hearth-1g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 read -r -a TLS_APPS <<<"${BENCH_TLS_APPS-hello}"
 read -r -a TLS_PEERS <<<"${BENCH_TLS_PEERS-hearth $BASE_PEER nginx-uwsgi}"
 read -r -a OPEN_APPS <<<"${BENCH_OPEN_APPS-hello django}"
-read -r -a OPEN_PEERS <<<"${BENCH_OPEN_PEERS-hearth $BASE_PEER nginx-uwsgi}"
+read -r -a OPEN_PEERS <<<"${BENCH_OPEN_PEERS-hearth $BASE_PEER nginx-uwsgi caddy-respond}"
 read -r -a OPEN_LOADS <<<"${BENCH_OPEN_LOADS:-25 50 75 90}"
 OPEN_DURATION=${BENCH_OPEN_DURATION:-5s}
 OPEN_WARMUP=${BENCH_OPEN_WARMUP:-1s}
@@ -309,11 +314,11 @@ $4
 EOF
 }
 
-start_caddy() { # dir site-body [binary] → PID PORT
-	local dir=$1
+start_caddy() { # dir site-body [binary [env…]] → PID PORT
+	local dir=$1 binary=${3:-$CADDY}
 	PORT=$(freeport)
 	caddy_config "$dir/Caddyfile" "$(freeport)" "$PORT" "$2"
-	start "$dir/caddy.log" "${3:-$CADDY}" run --config "$dir/Caddyfile" --adapter caddyfile
+	start "$dir/caddy.log" env "${@:4}" "$binary" run --config "$dir/Caddyfile" --adapter caddyfile
 }
 
 start_gunicorn() { # dir bind → PID
@@ -389,20 +394,22 @@ start_peer() {
 	local peer=$2 dir=$3 sock
 	PEER_PIDS=()
 	case $APP_KIND:$peer in
-	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:hearth-base | *:caddy-respond) ;;
+	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:hearth-base | *:hearth-1g | *:caddy-respond) ;;
 	*) die "peer $peer does not serve $APP_KIND apps like $1" ;;
 	esac
 	case $peer in
-	hearth | hearth-base)
-		local binary=$CADDY
+	hearth | hearth-base | hearth-1g)
+		local binary=$CADDY env=()
 		if [ "$peer" = hearth-base ]; then
 			binary=${BENCH_BASE_CADDY:?hearth-base runs the build BENCH_BASE_CADDY names}
+		elif [ "$peer" = hearth-1g ]; then
+			env=(GOMEMLIMIT=1GiB) # caddy_gc_floor auto: a 64th of the limit, 16 MiB
 		fi
 		start_caddy "$dir" "	$APP_KIND $APP_MODULE {
 		dir $APP_DIR
 		python $PY
 		workers $WORKERS
-	}" "$binary"
+	}" "$binary" "${env[@]}"
 		PEER_PIDS+=("$PID")
 		;;
 	caddy-respond)
@@ -449,7 +456,7 @@ start_peer() {
 		start_uvicorn "$dir" nodelay --host 127.0.0.1 --port "$PORT"
 		PEER_PIDS+=("$PID")
 		;;
-	*) die "unknown peer $peer (known: hearth hearth-base caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
+	*) die "unknown peer $peer (known: hearth hearth-base hearth-1g caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
 	esac
 	URL=http://127.0.0.1:$PORT/
 	[ "${TLS:-0}" = 1 ] && URL=https://127.0.0.1:$PORT/
