@@ -251,6 +251,24 @@ wait_ready() { # url expected-body dir pid…
 	return 1
 }
 
+wait_socket() { # path dir pid: until the upstream answers HTTP on its unix socket, so
+	# the Caddy in front of it is never asked before it can answer (no 502 in its log;
+	# a socket file alone is not enough: uvicorn binds it well before it listens)
+	local path=$1 dir=$2 pid=$3 i
+	for ((i = 0; i < READY_TRIES; i++)); do
+		curl -s -o /dev/null --max-time 2 --unix-socket "$path" http://localhost/ && return 0
+		if ! alive "$pid"; then
+			log "a server (pid $pid) exited before it listened on $path"
+			show_logs "$dir"
+			return 1
+		fi
+		sleep 0.2
+	done
+	log "nothing answered on $path after $READY_TRIES tries"
+	show_logs "$dir"
+	return 1
+}
+
 # --- apps --------------------------------------------------------------------
 app_setup() { # app → APP_KIND (wsgi|asgi) APP_DIR APP_MODULE APP_BODY
 	case $1 in
@@ -420,6 +438,7 @@ start_peer() {
 		sock=$(mktemp -u "$SOCKDIR/g.XXXX").sock
 		start_gunicorn "$dir" "unix:$sock"
 		PEER_PIDS+=("$PID")
+		wait_socket "$sock" "$dir" "$PID" || die "gunicorn did not start for caddy-gunicorn"
 		start_caddy "$dir" "	reverse_proxy unix/$sock"
 		PEER_PIDS+=("$PID")
 		;;
@@ -443,6 +462,7 @@ start_peer() {
 		sock=$(mktemp -u "$SOCKDIR/v.XXXX").sock
 		start_uvicorn "$dir" plain --uds "$sock"
 		PEER_PIDS+=("$PID")
+		wait_socket "$sock" "$dir" "$PID" || die "uvicorn did not start for caddy-uvicorn"
 		start_caddy "$dir" "	reverse_proxy unix/$sock"
 		PEER_PIDS+=("$PID")
 		;;
