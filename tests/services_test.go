@@ -170,6 +170,30 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 		return err == nil && r.Sum == 2
 	})
 
+	// a reload that changes redis again but is refused (a service after
+	// it cannot start): the redis this config had to stop for the new one
+	// is started again, and the queue works with it
+	redisPID = servicePID(c, "redis")
+	broken := fmt.Sprintf("stop_timeout 7s\n\t\t}\n\t\tservice broken {\n\t\t\tcommand /bin/false\n\t\t\tready tcp 127.0.0.1:%d\n\t\t\tstart_timeout 3s", freePort(t))
+	if code, body := c.load(servicesCaddyfile(redis, web, broken, "")); code == 200 {
+		t.Fatalf("a config with a service that cannot start was accepted: %s", body)
+	}
+	if !strings.Contains(c.log.String(), "could not start beside its previous version") ||
+		!strings.Contains(c.log.String(), "starting the previous version again") {
+		t.Fatalf("the refused reload did not replace redis and then start the previous one again:\n%s", tail(c.log.String(), 30))
+	}
+	waitFor(t, 60*time.Second, "the previous redis running again after the refused reload", func() bool {
+		p := servicePID(c, "redis")
+		return p != 0 && p != redisPID && alive(p) && strings.Contains(cmdline(p), "redis-server")
+	})
+	if alive(redisPID) {
+		t.Errorf("the redis process from before the refused reload (pid %d) still runs beside the revived one", redisPID)
+	}
+	waitFor(t, 60*time.Second, "the task queue working with the revived redis", func() bool {
+		r, err := enqueue(web, 2, 2)
+		return err == nil && r.Sum == 4
+	})
+
 	// a restart by name replaces the worker, the new one up first
 	celeryPID = servicePID(c, "celery")
 	if code, out := hearthCLI(t, c.dir, t.TempDir(), "restart", "celery", "--address", c.admin); code != 0 {
