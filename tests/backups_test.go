@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -253,5 +254,80 @@ func TestSQLiteBackups(t *testing.T) {
 		if entries, _ := os.ReadDir(filepath.Join(dir, "missing")); len(entries) != 0 {
 			t.Errorf("a failed backup left files: %v", entries)
 		}
+	}
+}
+
+// TestBackupInsideServedDirRefused: a backup whose copies would land in a
+// directory file_server serves is refused, saying where and what to do,
+// and the running config goes on. The attack it stops: a copy there is
+// the whole database, there for anyone to download (shown first with a
+// file put there by hand).
+func TestBackupInsideServedDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	public := filepath.Join(dir, "public")
+	if err := os.MkdirAll(filepath.Join(public, "backups"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "site.sqlite3")
+	if err := os.WriteFile(db, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	config := func(to string) string {
+		return fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		backup site {
+			path %s
+			to %s
+			every 1h
+		}
+	}
+}
+:%d {
+	bind 127.0.0.1
+	root * %s
+	file_server
+}
+`, db, to, port, public)
+	}
+	c := launchCaddy(t, config(filepath.Join(dir, "backups")))
+	waitFor(t, 30*time.Second, "caddy serving the config (it has no app)", func() bool {
+		return strings.Contains(c.log.String(), "serving initial configuration")
+	})
+	leak := filepath.Join(public, "backups", "site-20261202T000000Z.sqlite3")
+	if err := os.WriteFile(leak, []byte("SQLite format 3\x00 every row"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "every row") {
+		t.Fatalf("a file in the served directory: %d %q (the attack this guards against needs it downloadable)", resp.StatusCode, body)
+	}
+
+	for _, to := range []string{filepath.Join(public, "backups"), public, filepath.Join(dir, "link-into-public")} {
+		if strings.HasSuffix(to, "link-into-public") {
+			if err := os.Symlink(filepath.Join(public, "backups"), to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, msg := c.load(config(to))
+		if code == 200 || !strings.Contains(msg, "backup site") || !strings.Contains(msg, public) ||
+			!strings.Contains(msg, "file_server serves") || !strings.Contains(msg, "outside every root") {
+			t.Errorf("backup to %s: %d %s\nwant it refused, naming the backup, the served root and the fix", to, code, msg)
+		}
+	}
+	// the config that ran before goes on
+	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
+	if err != nil {
+		t.Fatalf("the running config stopped serving after the refused loads: %v", err)
+	}
+	resp.Body.Close()
+	if _, ok := c.backups()["site"]; !ok {
+		t.Error("the running config's backup is gone after the refused loads")
 	}
 }

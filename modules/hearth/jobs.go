@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -81,6 +82,9 @@ func (a *App) startJobs() error {
 		spec, err := c.ResolveBackup(app, module)
 		if err != nil {
 			return err
+		}
+		if root := ServedRootOf(spec.Backup.To, a.configRoots()); root != "" {
+			return fmt.Errorf("backup %s: its copies would go to %s, which is inside %s, a directory file_server serves: anyone could download the database; set `to` to a directory outside every root Caddy serves", c.Name, spec.Backup.To, root)
 		}
 		specs = append(specs, spec)
 	}
@@ -539,4 +543,18 @@ requests go on.`,
 		return nil
 	}
 	return cmd
+}
+
+// configRoots lists the directories file_server serves anywhere in this
+// config.
+func (a *App) configRoots() []string {
+	httpApp, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return nil
+	}
+	h, ok := httpApp.(*caddyhttp.App)
+	if !ok {
+		return nil
+	}
+	return allServedRoots(h)
 }

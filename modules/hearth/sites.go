@@ -155,6 +155,56 @@ func servedRoots(routes caddyhttp.RouteList) []string {
 	return roots
 }
 
+// allServedRoots lists the static roots of every server of app.
+func allServedRoots(app *caddyhttp.App) []string {
+	var roots []string
+	for _, srv := range app.Servers {
+		roots = append(roots, servedRoots(srv.Routes)...)
+	}
+	return roots
+}
+
+// ServedRootOf returns the root among roots (absolute directories that
+// file_server serves) that path is or is inside, or "": whatever is there
+// can be downloaded. Symbolic links are followed as far as the path
+// exists, so a link into a served root (or a root that is a link) is seen
+// through, even when the directory below it is yet to be made.
+func ServedRootOf(path string, roots []string) string {
+	paths := []string{path}
+	if real := resolveExisting(path); real != path {
+		paths = append(paths, real)
+	}
+	for _, root := range roots {
+		tops := []string{root}
+		if real, err := filepath.EvalSymlinks(root); err == nil && real != root {
+			tops = append(tops, real)
+		}
+		for _, top := range tops {
+			for _, p := range paths {
+				if rel, err := filepath.Rel(top, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+					return root
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// resolveExisting resolves the symbolic links of the longest part of path
+// that exists and appends the rest.
+func resolveExisting(path string) string {
+	rest := ""
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest)
+		}
+		if filepath.Dir(p) == p {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+}
+
 // walkRoutes calls found for every pool handler under routes, with the
 // host names the route's host matchers (or its parents') require.
 func walkRoutes(routes caddyhttp.RouteList, hosts []string, found func(key string, hosts []string)) {

@@ -346,7 +346,7 @@ func servesHTTPS(site hearth.Site) bool {
 func (a *App) fileFindings(site hearth.Site) []Finding {
 	var out []Finding
 	if _, err := os.Stat(filepath.Join(a.spec.Dir, ".git")); err == nil {
-		if root := under(a.spec.Dir, site.Roots); root != "" {
+		if root := hearth.ServedRootOf(a.spec.Dir, site.Roots); root != "" {
 			out = append(out, Finding{ID: "HG-FILE-04", Blocking: true,
 				Problem: fmt.Sprintf("the app directory %s, with its .git, is inside %s, which file_server serves: the code and its history can be downloaded", a.spec.Dir, root),
 				Fix:     "serve only a directory of collected static files (like Django's STATIC_ROOT), outside the app directory"})
@@ -356,7 +356,7 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 	if path == "" {
 		return out
 	}
-	if root := under(path, site.Roots); root != "" {
+	if root := hearth.ServedRootOf(path, site.Roots); root != "" {
 		out = append(out, Finding{ID: "HG-FILE-03", Blocking: true,
 			Problem: fmt.Sprintf("env_file %s is inside %s, which file_server serves", path, root),
 			Fix:     "move the env_file out of every directory Caddy serves"})
@@ -372,16 +372,6 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 			Fix:     fmt.Sprintf("`git rm --cached %s`, add it to .gitignore, and replace the secrets it held", filepath.Base(path))})
 	}
 	return out
-}
-
-// under returns the root that contains path, or "".
-func under(path string, roots []string) string {
-	for _, root := range roots {
-		if rel, err := filepath.Rel(root, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			return root
-		}
-	}
-	return ""
 }
 
 // trackedByGit reports whether git tracks path.
