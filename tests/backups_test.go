@@ -320,6 +320,9 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 			!strings.Contains(msg, "file_server serves") || !strings.Contains(msg, "outside every root") {
 			t.Errorf("backup to %s: %d %s\nwant it refused, naming the backup, the served root and the fix", to, code, msg)
 		}
+		if strings.HasSuffix(to, "link-into-public") && !strings.Contains(msg, "once its links are followed") {
+			t.Errorf("backup to a link: %s\nwant it to say where the link leads", msg)
+		}
 	}
 	// the config that ran before goes on
 	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))

@@ -84,7 +84,11 @@ func (a *App) startJobs() error {
 			return err
 		}
 		if root := ServedRootOf(spec.Backup.To, a.configRoots()); root != "" {
-			return fmt.Errorf("backup %s: its copies would go to %s, which is inside %s, a directory file_server serves: anyone could download the database; set `to` to a directory outside every root Caddy serves", c.Name, spec.Backup.To, root)
+			to := spec.Backup.To
+			if real := resolveExisting(to); real != to {
+				to += " (" + real + " once its links are followed)"
+			}
+			return fmt.Errorf("backup %s: its copies would go to %s, which is inside %s, a directory file_server serves: anyone could download the database; set `to` to a directory outside every root Caddy serves", c.Name, to, root)
 		}
 		specs = append(specs, spec)
 	}

@@ -3,7 +3,11 @@ package hearth
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 )
 
 func TestServedRootOf(t *testing.T) {
@@ -44,5 +48,28 @@ func TestServedRootOf(t *testing.T) {
 	}
 	if got := ServedRootOf(public, nil); got != "" {
 		t.Errorf("no roots: %q", got)
+	}
+}
+
+func TestAllServedRoots(t *testing.T) {
+	route := func(hs ...caddyhttp.MiddlewareHandler) caddyhttp.Route { return caddyhttp.Route{Handlers: hs} }
+	vars := func(root string) caddyhttp.VarsMiddleware { return caddyhttp.VarsMiddleware{"root": root} }
+	fromVars := &fileserver.FileServer{Root: "{http.vars.root}"} // file_server without its own root
+	for name, tc := range map[string]struct {
+		srv  *caddyhttp.Server
+		want []string
+	}{
+		"root and file_server":                   {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/public"), fromVars)}}, []string{"/srv/public"}},
+		"file_server's own root":                 {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(&fileserver.FileServer{Root: "/srv/files"})}}, []string{"/srv/files"}},
+		"root without file_server is not served": {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/app"))}}, nil},
+		"in a subroute":                          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(&caddyhttp.Subroute{Routes: caddyhttp.RouteList{route(vars("/srv/sub"), fromVars)}})}}, []string{"/srv/sub"}},
+		"in handle_errors":                       {&caddyhttp.Server{Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{route(vars("/srv/errors"), fromVars)}}}, []string{"/srv/errors"}},
+		"in a named route":                       {&caddyhttp.Server{NamedRoutes: map[string]*caddyhttp.Route{"static": {Handlers: []caddyhttp.MiddlewareHandler{vars("/srv/named"), fromVars}}}}, []string{"/srv/named"}},
+		"a placeholder root is skipped":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/{host}"), fromVars)}}, nil},
+	} {
+		got := allServedRoots(&caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": tc.srv}})
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
 	}
 }

@@ -133,33 +133,52 @@ func strippedPrefixes(routes caddyhttp.RouteList) []string {
 }
 
 // servedRoots lists the static roots of routes: file_server's own root,
-// or the one the `root` directive sets (a vars handler).
+// or the ones the `root` directive sets (a vars handler) when a
+// file_server of these routes serves from that variable (its default).
 func servedRoots(routes caddyhttp.RouteList) []string {
-	var roots []string
-	eachHandler(routes, nil, func(h caddyhttp.MiddlewareHandler, _ []string) {
-		var root string
-		switch handler := h.(type) {
-		case *fileserver.FileServer:
-			root = handler.Root
-		case caddyhttp.VarsMiddleware:
-			root, _ = handler["root"].(string)
-		case *caddyhttp.VarsMiddleware:
-			root, _ = (*handler)["root"].(string)
-		}
+	var roots, varsRoots []string
+	fromVars := false // a file_server serves {http.vars.root}
+	add := func(list *[]string, root string) {
 		if root != "" && !strings.Contains(root, "{") {
 			if abs, err := filepath.Abs(root); err == nil {
-				roots = append(roots, abs)
+				*list = append(*list, abs)
 			}
 		}
+	}
+	eachHandler(routes, nil, func(h caddyhttp.MiddlewareHandler, _ []string) {
+		switch handler := h.(type) {
+		case *fileserver.FileServer:
+			fromVars = fromVars || strings.Contains(handler.Root, "{http.vars.root}")
+			add(&roots, handler.Root)
+		case caddyhttp.VarsMiddleware:
+			root, _ := handler["root"].(string)
+			add(&varsRoots, root)
+		case *caddyhttp.VarsMiddleware:
+			root, _ := (*handler)["root"].(string)
+			add(&varsRoots, root)
+		}
 	})
+	if fromVars {
+		roots = append(roots, varsRoots...)
+	}
 	return roots
 }
 
-// allServedRoots lists the static roots of every server of app.
+// allServedRoots lists the static roots of every server of app: its
+// routes, its error routes and its named routes.
 func allServedRoots(app *caddyhttp.App) []string {
 	var roots []string
 	for _, srv := range app.Servers {
-		roots = append(roots, servedRoots(srv.Routes)...)
+		routes := slices.Clone(srv.Routes)
+		if srv.Errors != nil {
+			routes = append(routes, srv.Errors.Routes...)
+		}
+		for _, r := range srv.NamedRoutes {
+			if r != nil {
+				routes = append(routes, *r)
+			}
+		}
+		roots = append(roots, servedRoots(routes)...)
 	}
 	return roots
 }

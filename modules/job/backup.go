@@ -127,6 +127,7 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 	if !filepath.IsAbs(to) {
 		to = filepath.Join(place.Dir, to)
 	}
+	to = filepath.Clean(to) // the directory checked (no `..` after a link) is the one written
 	if path != "" && !filepath.IsAbs(path) {
 		path = filepath.Join(place.Dir, path)
 	}
