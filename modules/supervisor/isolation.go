@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
 
 // DefaultUmask is the file mode creation mask of every child Hearth starts
@@ -16,7 +18,7 @@ import (
 // that a Caddy running under another account in the app's group can still
 // serve what the app writes (collectstatic output, uploads); Caddy running
 // as the app's own account, or as root, reads it anyway.
-const DefaultUmask = 0o027
+const DefaultUmask = keeper.DefaultUmask
 
 // ParseUmask reads an octal umask of up to four digits ("0027", "027",
 // "77"); "" is DefaultUmask. A mask that lets others write the files the
@@ -38,7 +40,7 @@ func ParseUmask(s string) (uint32, error) {
 // FormatUmask writes a mask as four octal digits ("0027").
 func FormatUmask(mask uint32) string { return fmt.Sprintf("%04o", mask) }
 
-// The umask of a child is set by the keeper (keeper.go), which forks every
+// The umask of a child is set by the keeper (internal/keeper), which forks every
 // child from a thread of its own and changes nothing of Caddy's: the
 // umask belongs to a process, so setting it in Caddy around a fork would
 // change it for every file Caddy creates meanwhile.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
 
 // parentModeEnv makes the test binary act as a Caddy that starts
@@ -58,7 +60,7 @@ func descendants(pid int) []int {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		if p, err := strconv.Atoi(e.Name()); err == nil {
-			pp := parentPID(p)
+			pp := keeper.ParentPID(p)
 			parents[pp] = append(parents[pp], p)
 		}
 	}
@@ -147,7 +149,7 @@ func TestNothingOutlivesItsCaddy(t *testing.T) {
 }
 
 func TestRunReportsTheEnd(t *testing.T) {
-	big := strings.Repeat("x", 3*keeperPacket) // an environment spread over several packets
+	big := strings.Repeat("x", 3*keeper.PacketSize) // an environment spread over several packets
 	for _, tc := range []struct {
 		script, want, out string
 	}{
@@ -277,7 +279,7 @@ func TestNoKeeperFromASecureExecution(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c", `exec -a hearth-keeper "$0"`, bin)
-	cmd.Env = []string{keeperFDEnv + "=3"}
+	cmd.Env = []string{keeper.FDEnv + "=3"}
 	cmd.ExtraFiles = []*os.File{theirs}
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "refusing to run from a setuid, setgid or file-capability execution") {

@@ -1,6 +1,6 @@
 // Package supervisor starts, watches and stops child processes for Hearth:
 // every child runs in its own process group, is ended with everything it
-// started when Caddy dies (even on SIGKILL: see keeper.go), has its
+// started when Caddy dies (even on SIGKILL: see internal/keeper), has its
 // stdout and stderr forwarded line by
 // line into Caddy's structured log, and is stopped with a signal followed by
 // SIGKILL after a grace period. Restart policy (Backoff) lives here too, so
@@ -21,6 +21,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
 
 // Command describes a process to launch.
@@ -53,7 +55,7 @@ type Process struct {
 	adopted bool
 }
 
-// Start launches c through the keeper (see keeper.go), in its own process
+// Start launches c through the keeper (see internal/keeper), in its own process
 // group, forwarding its output to logger (fields "pid" and "stream" are
 // added).
 func Start(c Command, logger *zap.Logger) (*Process, error) {
@@ -100,7 +102,7 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 		_, _ = io.Copy(&out, io.LimitReader(r, maxRunOutput))
 		_, _ = io.Copy(io.Discard, r)
 	}()
-	var result keeperReply
+	var result keeper.Reply
 	select {
 	case result = <-end:
 	case <-ctx.Done():

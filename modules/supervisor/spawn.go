@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
 
 // keeperConn is Caddy's side of the keeper: requests go out on conn; one
@@ -26,9 +28,9 @@ type keeperConn struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	pending map[uint64]chan spawned  // requests waiting for their pid
-	ends    map[int]chan keeperReply // started processes not yet ended
-	gone    bool                     // the keeper ended; every waiter was told
+	pending map[uint64]chan spawned   // requests waiting for their pid
+	ends    map[int]chan keeper.Reply // started processes not yet ended
+	gone    bool                      // the keeper ended; every waiter was told
 
 	exited chan struct{} // closed once the keeper process has been reaped
 	exit   string        // how it ended ("signal: killed")
@@ -37,8 +39,8 @@ type keeperConn struct {
 // spawned is the keeper's answer to a request, with the channel that will
 // receive the process's end (registered before the end can arrive).
 type spawned struct {
-	reply keeperReply
-	end   <-chan keeperReply
+	reply keeper.Reply
+	end   <-chan keeper.Reply
 }
 
 var (
@@ -76,7 +78,7 @@ func theKeeper(logger *zap.Logger) (*keeperConn, error) {
 // capabilities, those of CAP_SETUID, CAP_SETGID and CAP_KILL Caddy holds,
 // so that a Caddy that is not root (the systemd unit's) keeps being able
 // to start processes as another user and to end them. The keeper clears
-// them for its own children as Caddy does (see caps.go).
+// them for its own children as Caddy does (see internal/keeper/caps.go).
 func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -85,20 +87,15 @@ func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
 	mine, theirs := os.NewFile(uintptr(fds[0]), "hearth-keeper"), os.NewFile(uintptr(fds[1]), "hearth-keeper")
 	defer theirs.Close()
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{keeperName}
-	cmd.Env = []string{keeperFDEnv + "=3"}
-	for _, v := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"} { // read by Caddy's package init, which the keeper runs too
-		if s, ok := os.LookupEnv(v); ok {
-			cmd.Env = append(cmd.Env, v+"="+s)
-		}
-	}
+	cmd.Args = []string{keeper.Name}
+	cmd.Env = []string{keeper.FDEnv + "=3"}
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // away from the terminal's signals
 	started := make(chan error, 1)
 	go onDisposableThread(func() {
-		if err := raiseAmbientCaps(capSetUID, capSetGID, capKill); err != nil {
+		if err := keeper.RaiseAmbientCaps(keeper.CapSetUID, keeper.CapSetGID, keeper.CapKill); err != nil {
 			started <- err
 			return
 		}
@@ -106,9 +103,9 @@ func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
 	})
 	if err := <-started; err != nil {
 		mine.Close()
-		return nil, fmt.Errorf("starting Hearth's process keeper (%s run as %s): %w", "/proc/self/exe", keeperName, err)
+		return nil, fmt.Errorf("starting Hearth's process keeper (%s run as %s): %w", "/proc/self/exe", keeper.Name, err)
 	}
-	k := &keeperConn{conn: mine, pid: cmd.Process.Pid, pending: map[uint64]chan spawned{}, ends: map[int]chan keeperReply{}, exited: make(chan struct{})}
+	k := &keeperConn{conn: mine, pid: cmd.Process.Pid, pending: map[uint64]chan spawned{}, ends: map[int]chan keeper.Reply{}, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		k.exit = cmd.ProcessState.String()
@@ -141,7 +138,7 @@ func onDisposableThread(f func()) {
 // read delivers the keeper's messages until its socket closes, then
 // tells every waiter that the keeper is gone and kills what it started.
 func (k *keeperConn) read(logger *zap.Logger) {
-	buf := make([]byte, keeperPacket)
+	buf := make([]byte, keeper.PacketSize)
 	var readErr error
 	for {
 		n, _, _, _, err := unix.Recvmsg(int(k.conn.Fd()), buf, nil, 0)
@@ -152,7 +149,7 @@ func (k *keeperConn) read(logger *zap.Logger) {
 			readErr = err
 			break
 		}
-		var r keeperReply
+		var r keeper.Reply
 		if json.Unmarshal(buf[:n], &r) != nil {
 			continue
 		}
@@ -162,7 +159,7 @@ func (k *keeperConn) read(logger *zap.Logger) {
 				delete(k.pending, r.ID)
 				answer := spawned{reply: r}
 				if r.Pid > 0 {
-					end := make(chan keeperReply, 1)
+					end := make(chan keeper.Reply, 1)
 					k.ends[r.Pid], answer.end = end, end
 				}
 				ch <- answer
@@ -178,12 +175,12 @@ func (k *keeperConn) read(logger *zap.Logger) {
 	k.mu.Lock()
 	k.gone = true
 	for id, ch := range k.pending {
-		ch <- spawned{reply: keeperReply{ID: id, Errno: int(unix.EPIPE), Err: "Hearth's process keeper ended"}}
+		ch <- spawned{reply: keeper.Reply{ID: id, Errno: int(unix.EPIPE), Err: "Hearth's process keeper ended"}}
 	}
 	for pid, ch := range k.ends {
 		// its parent-death signal has killed it; its group too, now
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		ch <- keeperReply{Pid: pid, Status: -1}
+		ch <- keeper.Reply{Pid: pid, Status: -1}
 	}
 	killed := len(k.ends)
 	k.pending, k.ends = nil, nil
@@ -205,7 +202,7 @@ func (k *keeperConn) read(logger *zap.Logger) {
 // spawn has the keeper start c with stdout, stderr and c.ExtraFiles as its
 // fds 1, 2, 3, …; it returns the pid and a channel that receives the
 // process's end.
-func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan keeperReply, error) {
+func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan keeper.Reply, error) {
 	path := c.Path
 	if lp := exec.Command(c.Path); lp.Err != nil { // a bare name is looked up in Caddy's PATH, as os/exec does
 		return 0, nil, lp.Err
@@ -223,7 +220,7 @@ func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan 
 		return 0, nil, errors.New("Hearth's process keeper ended; try again")
 	}
 	k.nextID++
-	req := keeperRequest{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: c.Env, Credential: c.Credential, Umask: c.Umask, Files: len(files)}
+	req := keeper.Request{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: c.Env, Credential: c.Credential, Umask: c.Umask}
 	answer := make(chan spawned, 1)
 	k.pending[req.ID] = answer
 	k.mu.Unlock()
@@ -254,13 +251,8 @@ func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan 
 // keeperAnswerWait bounds the wait for the keeper's answer to a request.
 const keeperAnswerWait = time.Minute
 
-// send writes req in packets of at most keeperPacket bytes and
-// keeperPacketFDs descriptors (a worker with many channels has hundreds).
-func (k *keeperConn) send(req keeperRequest, files []*os.File) error {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
+// send writes req with files as the child's descriptors 1, 2, 3, ….
+func (k *keeperConn) send(req keeper.Request, files []*os.File) error {
 	fds := make([]int, len(files))
 	for i, f := range files {
 		fds[i] = int(f.Fd())
@@ -270,33 +262,14 @@ func (k *keeperConn) send(req keeperRequest, files []*os.File) error {
 	if k.closed {
 		return errors.New("Hearth's process keeper ended")
 	}
-	for first := true; first || len(body) > 0 || len(fds) > 0; first = false {
-		chunk := body[:min(len(body), keeperPacket)]
-		body = body[len(chunk):]
-		rights := fds[:min(len(fds), keeperPacketFDs)]
-		fds = fds[len(rights):]
-		flag := byte(0)
-		if first {
-			flag |= packetFirst
-		}
-		if len(body) > 0 || len(fds) > 0 {
-			flag |= packetMore
-		}
-		var oob []byte
-		if len(rights) > 0 {
-			oob = unix.UnixRights(rights...)
-		}
-		if err := unix.Sendmsg(int(k.conn.Fd()), append([]byte{flag}, chunk...), oob, nil, 0); err != nil {
-			return err
-		}
-	}
+	err := keeper.WriteRequest(int(k.conn.Fd()), req, fds)
 	runtime.KeepAlive(files)
-	return nil
+	return err
 }
 
 // endError turns a process's end into an error like os/exec's ("exit
 // status 1", "signal: killed"); nil for a clean exit.
-func endError(r keeperReply) error {
+func endError(r keeper.Reply) error {
 	if r.Status == -1 {
 		return errKeeperGone
 	}

@@ -1,6 +1,6 @@
 //go:build cgo && linux
 
-package supervisor
+package keeper
 
 /*
 #include <linux/capability.h>
