@@ -324,6 +324,15 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 			t.Errorf("backup to a link: %s\nwant it to say where the link leads", msg)
 		}
 	}
+	// a file_server with no root serves Caddy's working directory
+	cwd, err := os.Getwd() // launchCaddy's caddy runs where the test does
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := strings.Replace(config(filepath.Join(cwd, "backups")), "\troot * "+public+"\n", "", 1)
+	if code, msg := c.load(bare); code == 200 || !strings.Contains(msg, "inside "+cwd+",") {
+		t.Errorf("backup to Caddy's working directory with a file_server that has no root: %d %s\nwant it refused, naming %s", code, msg, cwd)
+	}
 	// the config that ran before goes on
 	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
 	if err != nil {

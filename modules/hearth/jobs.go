@@ -60,6 +60,10 @@ type DjangoProject interface {
 // job may run in an app's environment).
 func (a *App) startJobs() error {
 	var specs []*job.Spec
+	var roots []string // what file_server serves: no backup may go there
+	if len(a.Backups) > 0 {
+		roots = a.configRoots()
+	}
 	for _, c := range a.Backups {
 		var app *supervisor.Command
 		module := ""
@@ -83,7 +87,7 @@ func (a *App) startJobs() error {
 		if err != nil {
 			return err
 		}
-		if root := ServedRootOf(spec.Backup.To, a.configRoots()); root != "" {
+		if root := ServedRootOf(spec.Backup.To, roots); root != "" {
 			to := spec.Backup.To
 			if real := resolveExisting(to); real != to {
 				to += " (" + real + " once its links are followed)"

@@ -55,6 +55,10 @@ func TestAllServedRoots(t *testing.T) {
 	route := func(hs ...caddyhttp.MiddlewareHandler) caddyhttp.Route { return caddyhttp.Route{Handlers: hs} }
 	vars := func(root string) caddyhttp.VarsMiddleware { return caddyhttp.VarsMiddleware{"root": root} }
 	fromVars := &fileserver.FileServer{Root: "{http.vars.root}"} // file_server without its own root
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, tc := range map[string]struct {
 		srv  *caddyhttp.Server
 		want []string
@@ -66,6 +70,7 @@ func TestAllServedRoots(t *testing.T) {
 		"in handle_errors":                       {&caddyhttp.Server{Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{route(vars("/srv/errors"), fromVars)}}}, []string{"/srv/errors"}},
 		"in a named route":                       {&caddyhttp.Server{NamedRoutes: map[string]*caddyhttp.Route{"static": {Handlers: []caddyhttp.MiddlewareHandler{vars("/srv/named"), fromVars}}}}, []string{"/srv/named"}},
 		"a placeholder root is skipped":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/{host}"), fromVars)}}, nil},
+		"no root at all: the working directory":  {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(fromVars)}}, []string{cwd}},
 	} {
 		got := allServedRoots(&caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": tc.srv}})
 		if !slices.Equal(got, tc.want) {

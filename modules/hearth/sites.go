@@ -135,9 +135,12 @@ func strippedPrefixes(routes caddyhttp.RouteList) []string {
 // servedRoots lists the static roots of routes: file_server's own root,
 // or the ones the `root` directive sets (a vars handler) when a
 // file_server of these routes serves from that variable (its default).
+// A file_server with no root anywhere in routes serves Caddy's working
+// directory, which is then listed.
 func servedRoots(routes caddyhttp.RouteList) []string {
 	var roots, varsRoots []string
 	fromVars := false // a file_server serves {http.vars.root}
+	setsRoot := false // a vars handler sets root (placeholders included)
 	add := func(list *[]string, root string) {
 		if root != "" && !strings.Contains(root, "{") {
 			if abs, err := filepath.Abs(root); err == nil {
@@ -145,21 +148,27 @@ func servedRoots(routes caddyhttp.RouteList) []string {
 			}
 		}
 	}
+	varsRoot := func(vars map[string]any) {
+		root, _ := vars["root"].(string)
+		setsRoot = setsRoot || root != ""
+		add(&varsRoots, root)
+	}
 	eachHandler(routes, nil, func(h caddyhttp.MiddlewareHandler, _ []string) {
 		switch handler := h.(type) {
 		case *fileserver.FileServer:
 			fromVars = fromVars || strings.Contains(handler.Root, "{http.vars.root}")
 			add(&roots, handler.Root)
 		case caddyhttp.VarsMiddleware:
-			root, _ := handler["root"].(string)
-			add(&varsRoots, root)
+			varsRoot(handler)
 		case *caddyhttp.VarsMiddleware:
-			root, _ := (*handler)["root"].(string)
-			add(&varsRoots, root)
+			varsRoot(*handler)
 		}
 	})
 	if fromVars {
 		roots = append(roots, varsRoots...)
+		if !setsRoot { // {http.vars.root} is empty: file_server serves "."
+			add(&roots, ".")
+		}
 	}
 	return roots
 }
