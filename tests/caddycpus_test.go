@@ -107,9 +107,9 @@ func TestCaddyGCFloor(t *testing.T) {
 	port := freePort(t)
 	site := func(global string) string { return hearthOptionSite(port, global) }
 	c := startCaddy(t, site(""))
-	// auto: a 64th of Caddy's memory limit (90% of the machine's memory),
-	// at most 64 MiB; with 2 GiB or more that is 28 MiB or more
-	if memTotal(t) >= 2<<30 {
+	// auto: a 128th of Caddy's memory limit (90% of the machine's memory),
+	// at most 64 MiB; with 4 GiB or more that is 28 MiB or more
+	if memTotal(t) >= 4<<30 {
 		if got := c.goRuntime().CaddyGCPercent; got < 200 {
 			t.Errorf("default (auto) floor over a heap of a few MiB: GC percent %d, want at least 200", got)
 		}

@@ -93,9 +93,10 @@ type App struct {
 	// collection). Serving a Python app, Caddy's live heap is a few
 	// megabytes and each request allocates a few kilobytes, so by default
 	// Go would collect dozens of times a second; the floor makes that a
-	// few times, at the cost of about its size in memory. "auto" is a 64th
+	// few times, at the cost of about its size in memory. "auto" is a 128th
 	// of the memory Caddy may use (its Go memory limit, which Caddy sets
-	// from the container's or the machine's memory), at most 64MiB. Above
+	// from the container's or the machine's memory), at most 64MiB: ~14MiB
+	// on a 2 GiB board, 64MiB from ~9 GiB. Above
 	// the floor the heap grows as Go's default allows, and the memory
 	// limit still bounds it. The GOGC environment variable, if set, takes
 	// precedence. Default: auto.

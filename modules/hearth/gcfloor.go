@@ -16,15 +16,17 @@ import (
 
 // CaddyGCFloor settings. A size (like 64MiB) is also accepted.
 const (
-	// CaddyGCFloorAuto is a 64th of the memory Caddy may use (its Go
+	// CaddyGCFloorAuto is a 128th of the memory Caddy may use (its Go
 	// memory limit: GOMEMLIMIT, or what Caddy sets from the container's or
-	// the machine's memory), at most maxAutoGCFloor.
+	// the machine's memory), at most maxAutoGCFloor: on a board with 1 or
+	// 2 GiB it is below or near the heap Go's default lets Caddy reach
+	// anyway, so memory goes to speed only where there is plenty.
 	CaddyGCFloorAuto = "auto"
 	// CaddyGCFloorOff leaves Go's garbage collector as it is.
 	CaddyGCFloorOff = "off"
 )
 
-// maxAutoGCFloor is the auto floor on machines with 4 GiB or more.
+// maxAutoGCFloor is the auto floor on machines with ~9 GiB or more.
 const maxAutoGCFloor = 64 << 20
 
 // gcTuneEvery is how often the tuner looks at the live heap again.
@@ -67,7 +69,7 @@ func parseCaddyGCFloor(setting string) (uint64, error) {
 // autoGCFloor is the auto floor under a Go memory limit of memoryLimit
 // bytes (math.MaxInt64 when there is none).
 func autoGCFloor(memoryLimit int64) uint64 {
-	return min(maxAutoGCFloor, uint64(max(memoryLimit, 0))/64)
+	return min(maxAutoGCFloor, uint64(max(memoryLimit, 0))/128)
 }
 
 // gcPercentFor is the GC percent that lets a heap whose live part is live

@@ -53,9 +53,10 @@ func TestAutoGCFloor(t *testing.T) {
 	}{
 		{math.MaxInt64, 64 * mib}, // no limit
 		{24 << 30, 64 * mib},
-		{4 << 30, 64 * mib},
-		{1 << 30, 16 * mib}, // a small board or container
-		{256 * mib, 4 * mib},
+		{8 << 30, 64 * mib},
+		{4 << 30, 32 * mib},
+		{1 << 30, 8 * mib}, // a small board or container
+		{256 * mib, 2 * mib},
 		{0, 0},
 	}
 	for _, tt := range tests {

@@ -18,7 +18,7 @@ from pathlib import Path
 PEERS = {
     'hearth': 'Hearth (`{kind}`, 2 workers)',
     'hearth-base': 'Hearth, base build (`BENCH_BASE_CADDY`: the A/B of a change)',
-    'hearth-1g': 'Hearth on a 1 GiB budget (`GOMEMLIMIT=1GiB`: `caddy_gc_floor auto` gives 16 MiB)',
+    'hearth-2g': 'Hearth as on a 2 GiB board (`GOMEMLIMIT=1843MiB`: `caddy_gc_floor auto` gives 14 MiB)',
     'caddy-gunicorn': 'Caddy `reverse_proxy` → gunicorn (unix socket)',
     'gunicorn': 'gunicorn direct',
     'nginx-uwsgi': 'nginx `uwsgi_pass` → uWSGI (unix socket)',
@@ -30,7 +30,7 @@ PEERS = {
 SHORT = {
     'hearth': 'Hearth',
     'hearth-base': 'Hearth\n(base build)',
-    'hearth-1g': 'Hearth\n(1 GiB budget)',
+    'hearth-2g': 'Hearth\n(2 GiB board)',
     'caddy-gunicorn': 'Caddy→gunicorn',
     'gunicorn': 'gunicorn',
     'nginx-uwsgi': 'nginx→uWSGI',
@@ -138,7 +138,7 @@ def peak(run_dir, app):
     """The best median closed-loop req/s among the app's Python-serving peers."""
     by_peer = {}
     for rnd, pos, a, peer, d, kind in read_rows(run_dir):
-        if kind == 'closed' and a == app and peer not in ('caddy-respond', 'hearth-base', 'hearth-1g'):
+        if kind == 'closed' and a == app and peer not in ('caddy-respond', 'hearth-base', 'hearth-2g'):
             rps = parse_wrk((Path(d) / 'wrk.txt').read_text(errors='replace'))['rps']
             by_peer.setdefault(peer, []).append(rps)
     best = max((median(v) or 0 for v in by_peer.values()), default=0)
@@ -564,9 +564,9 @@ def main(run_dir, out_md, out_png):
         target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn', app, data.get((app, 'hearth')),
                data.get((app, 'gunicorn')), lambda m: m['rss'], RSS_TARGET, False, '{:.0f} MB')
     for app in ('hello', 'django'):  # the same default where memory is not plentiful
-        if (app, 'hearth-1g') in data:
-            target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn, Hearth on a 1 GiB budget', app,
-                   data.get((app, 'hearth-1g')), data.get((app, 'gunicorn')), lambda m: m['rss'],
+        if (app, 'hearth-2g') in data:
+            target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn, Hearth as on a 2 GiB board', app,
+                   data.get((app, 'hearth-2g')), data.get((app, 'gunicorn')), lambda m: m['rss'],
                    RSS_TARGET, False, '{:.0f} MB')
     if not ab:
         L.extend(table(['target', 'app', 'Hearth', 'peer', 'Hearth ÷ peer (medians)', 'per round', 'result'],
@@ -778,12 +778,12 @@ def main(run_dir, out_md, out_png):
     L.append('- Hearth: `wsgi <app> { dir …; python /usr/bin/python3; workers 2 }` (for the ASGI app '
              '`asgi <app> { … }` with the same options) in a `:PORT { bind 127.0.0.1 }` '
              'site, everything else default (ASGI `lifespan auto`).')
-    L.append('- Hearth on a 1 GiB budget: the same, with `GOMEMLIMIT=1GiB` in Caddy\'s environment. Only '
-             'the default `caddy_gc_floor auto` reads it here: a 64th of the limit, a 16 MiB floor, where '
-             'this machine\'s memory gives the full 64 MiB (on a board with 1 GiB of memory Caddy sets '
-             '90% of it as its limit by itself: a 14 MiB floor). Go collects by the limit only near '
-             '1 GiB, far above these heaps. The row shows the memory and the speed of the default on a '
-             'small board.')
+    L.append('- Hearth as on a 2 GiB board: the same, with `GOMEMLIMIT=1843MiB` in Caddy\'s environment, '
+             'the limit Caddy sets by itself on a board with 2 GiB of memory (90% of it). Only the default '
+             '`caddy_gc_floor auto` reads it here: a 128th of the limit, a 14 MiB floor, where this '
+             'machine\'s memory gives the full 64 MiB (on a 1 GiB board it would be 7 MiB, below the heap '
+             'Go\'s default reaches anyway). Go collects by the limit only near it, far above these heaps. '
+             'The row shows the memory and the speed of the default on a small board.')
     L.append('- Caddy → gunicorn: the same bin/caddy with `reverse_proxy unix//…sock` (default transport) '
              'to `gunicorn --workers 2 --worker-class sync --bind unix:…` (Debian /usr/bin/gunicorn). '
              'A unix socket, the faster of the usual choices, so the peer is not handicapped.')
@@ -859,7 +859,7 @@ def chart(apps, peers, summary, data, ratio, out_png, quick, open_data):
     open_apps = [a for a in APPS if any(k[0] == a for k in open_data)]
     rows = 2 if open_apps else 1
     fig, axes = plt.subplots(rows, len(apps), figsize=(6.5 * len(apps), 5.2 * rows), squeeze=False)
-    colors = {'hearth': '#d9480f', 'hearth-base': '#ffa94d', 'hearth-1g': '#e8590c', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
+    colors = {'hearth': '#d9480f', 'hearth-base': '#ffa94d', 'hearth-2g': '#e8590c', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
               'nginx-uwsgi': '#2f9e44', 'caddy-uvicorn': '#7048e8', 'uvicorn': '#b197fc',
               'uvicorn-nodelay': '#d0bfff',
               'caddy-respond': '#adb5bd'}

@@ -14,16 +14,17 @@
 #                   (sync workers) over a unix socket
 #   gunicorn        gunicorn sync workers, direct (no proxy)
 #   nginx-uwsgi     nginx (uwsgi_pass, uwsgi protocol) to uWSGI over a unix socket
-#   hearth-1g       Hearth as above with GOMEMLIMIT=1GiB: what the default
-#                   `caddy_gc_floor auto` gives on a 1 GiB board (a 16 MiB floor
-#                   instead of this machine's 64 MiB), for the memory rows
+#   hearth-2g       Hearth as above with GOMEMLIMIT=1843MiB, the limit Caddy sets
+#                   on a 2 GiB board (90%): what the default `caddy_gc_floor auto`
+#                   gives there (a 14 MiB floor instead of this machine's 64 MiB),
+#                   for the memory rows
 #   caddy-respond   bin/caddy `respond` with the same body, no backend: the ceiling
 #   hearth-base     (only when BENCH_BASE_CADDY names another build, e.g. of the
 #                   commit before a change) Hearth as above, run by that binary:
 #                   the A/B of a change, alternated with hearth in one run
 # Peers of the ASGI app (2 Python workers each):
 #   hearth          bin/caddy with `asgi <app> { workers 2 }`
-#   hearth-1g       the same with GOMEMLIMIT=1GiB (see above)
+#   hearth-2g       the same with GOMEMLIMIT=1843MiB (see above)
 #   caddy-uvicorn   the same bin/caddy as a plain reverse_proxy to uvicorn
 #                   (Debian's, `--workers 2`) over a unix socket
 #   uvicorn         uvicorn `--workers 2`, direct (no proxy)
@@ -54,8 +55,8 @@
 #   BENCH_DURATION=10s  BENCH_WARMUP=3s  BENCH_ROUNDS=3
 #   BENCH_THREADS=2  BENCH_CONNECTIONS=64  BENCH_WORKERS=2
 #   BENCH_APPS="hello django asgi"
-#   BENCH_WSGI_PEERS="hearth hearth-1g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
-#   BENCH_ASGI_PEERS="hearth hearth-1g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
+#   BENCH_WSGI_PEERS="hearth hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
+#   BENCH_ASGI_PEERS="hearth hearth-2g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
 #   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
 #   every app they apply to, in every kind of measurement)
 #   BENCH_TLS_APPS="hello"  BENCH_TLS_PEERS="hearth nginx-uwsgi" ("" skips TLS)
@@ -90,8 +91,8 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-2}
 read -r -a APPS <<<"${BENCH_APPS:-hello django asgi}"
 BASE_PEER=${BENCH_BASE_CADDY:+hearth-base}
-read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER hearth-1g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
-read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER hearth-1g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
+read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
+read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER hearth-2g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 read -r -a TLS_APPS <<<"${BENCH_TLS_APPS-hello}"
 read -r -a TLS_PEERS <<<"${BENCH_TLS_PEERS-hearth $BASE_PEER nginx-uwsgi}"
@@ -412,16 +413,16 @@ start_peer() {
 	local peer=$2 dir=$3 sock
 	PEER_PIDS=()
 	case $APP_KIND:$peer in
-	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:hearth-base | *:hearth-1g | *:caddy-respond) ;;
+	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:hearth-base | *:hearth-2g | *:caddy-respond) ;;
 	*) die "peer $peer does not serve $APP_KIND apps like $1" ;;
 	esac
 	case $peer in
-	hearth | hearth-base | hearth-1g)
+	hearth | hearth-base | hearth-2g)
 		local binary=$CADDY env=()
 		if [ "$peer" = hearth-base ]; then
 			binary=${BENCH_BASE_CADDY:?hearth-base runs the build BENCH_BASE_CADDY names}
-		elif [ "$peer" = hearth-1g ]; then
-			env=(GOMEMLIMIT=1GiB) # caddy_gc_floor auto: a 64th of the limit, 16 MiB
+		elif [ "$peer" = hearth-2g ]; then
+			env=(GOMEMLIMIT=1843MiB) # 90% of 2 GiB; caddy_gc_floor auto: a 128th of it, 14 MiB
 		fi
 		start_caddy "$dir" "	$APP_KIND $APP_MODULE {
 		dir $APP_DIR
@@ -476,7 +477,7 @@ start_peer() {
 		start_uvicorn "$dir" nodelay --host 127.0.0.1 --port "$PORT"
 		PEER_PIDS+=("$PID")
 		;;
-	*) die "unknown peer $peer (known: hearth hearth-base hearth-1g caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
+	*) die "unknown peer $peer (known: hearth hearth-base hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
 	esac
 	URL=http://127.0.0.1:$PORT/
 	[ "${TLS:-0}" = 1 ] && URL=https://127.0.0.1:$PORT/
