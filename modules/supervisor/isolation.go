@@ -2,10 +2,7 @@ package supervisor
 
 import (
 	"fmt"
-	"os"
 	"strconv"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
@@ -46,34 +43,7 @@ func FormatUmask(mask uint32) string { return fmt.Sprintf("%04o", mask) }
 // change it for every file Caddy creates meanwhile.
 
 func init() {
-	markInheritedCloseOnExec()
-}
-
-// markInheritedCloseOnExec marks every file descriptor above 2 close-on-
-// exec. It runs once, when Caddy starts, before anything else: the only
-// descriptors then open are those Caddy inherited (Go opens its own
-// close-on-exec), and one inherited without close-on-exec (from a shell's
-// `exec 7<file`, a supervisor, socket activation) would otherwise be
-// passed on to every worker, before_start command and process upstream.
-// Caddy itself keeps them open and usable (its `fd/N` listener addresses
-// work as before); children get only 0-2 and the descriptors Hearth hands
-// them (ExtraFiles: a worker's channels).
-func markInheritedCloseOnExec() {
-	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
-		return
-	}
-	// kernels before 5.11: one by one
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd < 3 {
-			continue
-		}
-		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
-			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags|unix.FD_CLOEXEC)
-		}
-	}
+	// Caddy's descriptors inherited without close-on-exec reach no child
+	// (the keeper does the same for itself)
+	keeper.MarkInheritedCloseOnExec()
 }

@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
 
 func TestParseUmask(t *testing.T) {
@@ -104,7 +106,7 @@ func TestInheritedDescriptorsNotPassedOn(t *testing.T) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 		t.Fatal(err)
 	}
-	markInheritedCloseOnExec()
+	keeper.MarkInheritedCloseOnExec()
 	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 	if err != nil || flags&unix.FD_CLOEXEC == 0 {
 		t.Fatalf("fd %d is not close-on-exec after the sweep (flags %d, %v)", fd, flags, err)

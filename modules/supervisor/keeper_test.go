@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 // a shell's child in the shell's group, a child in a session of its own,
 // and a daemon that forked twice (its parent exits at once).
 func actAsParent(mode string) int {
+	if mode == "descriptors" {
+		return listChildDescriptors()
+	}
 	scripts := []string{
 		`sleep 600 & wait`,
 		`setsid sleep 600 & wait`,
@@ -52,6 +55,40 @@ func actAsParent(mode string) int {
 		panic("a panic in Caddy")
 	}
 	select {}
+}
+
+// listChildDescriptors opens a descriptor without close-on-exec (as a C
+// library in Caddy might, after Caddy's start) before the keeper starts,
+// then prints the descriptors of a child started through the keeper.
+func listChildDescriptors() int {
+	fd, err := syscall.Open("/", syscall.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		os.Stdout.WriteString("error: " + err.Error() + "\n")
+		return 1
+	}
+	out, err := Run(context.Background(), Command{Path: "/bin/sh", Args: []string{"-c", "ls /proc/$$/fd"}}, zap.NewNop())
+	if err != nil {
+		os.Stdout.WriteString("error: " + err.Error() + "\n")
+		return 1
+	}
+	os.Stdout.WriteString(strconv.Itoa(fd) + ": " + strings.Join(strings.Fields(string(out)), " ") + "\n")
+	return 0
+}
+
+// TestKeeperPassesOnNoInheritedDescriptor: a descriptor Caddy holds
+// without close-on-exec when it starts the keeper reaches the keeper, but
+// no child the keeper starts.
+func TestKeeperPassesOnNoInheritedDescriptor(t *testing.T) {
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), parentModeEnv+"=descriptors")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	fd, fds, _ := strings.Cut(strings.TrimSpace(string(out)), ": ")
+	if fds != "0 1 2" {
+		t.Errorf("the child's descriptors: %q, want 0 1 2 (fd %s is the one Caddy held without close-on-exec)", fds, fd)
+	}
 }
 
 // descendants lists every process below pid.

@@ -98,7 +98,7 @@ func RaiseAmbientCaps(caps ...int) error {
 	hdr := capHeader{version: capVersion}
 	var data [2]capData
 	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPGET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
-		return errors.New("reading capabilities: " + e.Error())
+		return &syscallError{"reading capabilities", e}
 	}
 	var held []int
 	for _, c := range caps {
@@ -112,12 +112,22 @@ func RaiseAmbientCaps(caps ...int) error {
 	}
 	hdr.pid = 0 // this thread
 	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
-		return errors.New("passing capabilities " + intList(held) + " to the process keeper: capset: " + e.Error())
+		return &syscallError{"passing capabilities " + intList(held) + " to the process keeper: capset", e}
 	}
 	for _, c := range held {
 		if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientRaise, uintptr(c), 0, 0, 0); e != 0 {
-			return errors.New("passing capability " + strconv.Itoa(c) + " to the process keeper: " + e.Error())
+			return &syscallError{"passing capability " + strconv.Itoa(c) + " to the process keeper", e}
 		}
 	}
 	return nil
 }
+
+// syscallError is a failed system call and what it was for; errors.Is
+// finds its errno.
+type syscallError struct {
+	doing string
+	errno syscall.Errno
+}
+
+func (e *syscallError) Error() string { return e.doing + ": " + e.errno.Error() }
+func (e *syscallError) Unwrap() error { return e.errno }

@@ -70,6 +70,8 @@ func init() {
 			os.Stderr.WriteString("hearth-keeper: refusing to run from a setuid, setgid or file-capability execution\n")
 			os.Exit(1)
 		}
+		// what Caddy holds without close-on-exec came along: pass it on to no child
+		MarkInheritedCloseOnExec()
 		os.Exit(serve(3))
 	}
 }
@@ -82,10 +84,12 @@ func secureExecution() bool {
 		return true
 	}
 	const atSecure = 23
-	word := func(b []byte) uint64 { return *(*uint64)(unsafe.Pointer(&b[0])) } // native byte order
-	for i := 0; i+16 <= len(auxv); i += 16 {
+	// entries of two words (of 4 bytes on 32-bit systems), native byte order
+	const size = int(unsafe.Sizeof(uintptr(0)))
+	word := func(b []byte) uintptr { return *(*uintptr)(unsafe.Pointer(&b[0])) }
+	for i := 0; i+2*size <= len(auxv); i += 2 * size {
 		if word(auxv[i:]) == atSecure {
-			return word(auxv[i+8:]) != 0
+			return word(auxv[i+size:]) != 0
 		}
 	}
 	return true
@@ -171,8 +175,8 @@ func (k *keeper) read(requests chan<- receivedRequest) {
 			}
 			body, files, truncated = nil, nil, false
 		}
-		if flags&syscall.MSG_CTRUNC != 0 {
-			truncated = true // descriptors lost: the request cannot be served
+		if flags&(syscall.MSG_CTRUNC|syscall.MSG_TRUNC) != 0 {
+			truncated = true // descriptors or bytes lost: the request cannot be served
 		}
 		if oobn > 0 {
 			msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
