@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,6 +48,9 @@ func TestKeeperSkipsCaddysInit(t *testing.T) {
 	n, err := mine.Read(reply)
 	if err != nil || !strings.Contains(string(reply[:n]), "malformed request to the process keeper") {
 		t.Errorf("the keeper's answer to a malformed request: %q, %v", reply[:n], err)
+	}
+	if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/comm"); string(comm) != "hearth-keeper\n" {
+		t.Errorf("the keeper's name in top and /proc/<pid>/comm: %q, want hearth-keeper", comm)
 	}
 	mine.Close()
 	if err := cmd.Wait(); err != nil {

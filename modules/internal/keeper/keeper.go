@@ -110,6 +110,11 @@ func serve(fd int) int {
 	// ends: every fork happens on this thread, which lives as long as the
 	// keeper.
 	runtime.LockOSThread()
+	// named as in ps's command column in top and /proc/<pid>/comm too
+	// (started as /proc/self/exe, it would be "exe"); init runs on the
+	// main thread, whose name is the process's
+	name := []byte(Name + "\x00")
+	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0)
 	// the socket to Caddy reaches no child, whatever else init did
 	if _, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_SETFD, syscall.FD_CLOEXEC); e != 0 {
 		os.Stderr.WriteString("hearth-keeper: fd " + strconv.Itoa(fd) + " is not Caddy's socket: " + e.Error() + "\n")
