@@ -539,6 +539,7 @@ def main(run_dir, out_md, out_png):
         all_met = all_met and verdict == 'met'
         rows.append([name, app, or_dash(h, fmt), or_dash(p, fmt), or_dash(r, '{:.2f}×'),
                      ' / '.join(f'{x:.2f}' for x in pairs) or '—', verdict])
+        return verdict == 'met'
 
     for peer, goal, target_apps in TARGETS:
         for app in target_apps:
@@ -560,19 +561,29 @@ def main(run_dir, out_md, out_png):
             target(f'{KINDS[kind].split(" (")[0]} req/s ≥ {TLS_TARGET:g}× nginx (TLS)→uWSGI', app,
                    tls_data.get((app, 'hearth', kind)), tls_data.get((app, 'nginx-uwsgi', kind)),
                    lambda m: m['rps'], TLS_TARGET, True, '{:,.0f}')
+    memory_met, small_board_met = True, True
     for app in ('hello', 'django'):
-        target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn', app, data.get((app, 'hearth')),
-               data.get((app, 'gunicorn')), lambda m: m['rss'], RSS_TARGET, False, '{:.0f} MB')
+        memory_met &= target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn, on this machine (the full GC floor)', app,
+                             data.get((app, 'hearth')), data.get((app, 'gunicorn')), lambda m: m['rss'],
+                             RSS_TARGET, False, '{:.0f} MB')
     for app in ('hello', 'django'):  # the same default where memory is not plentiful
         if (app, 'hearth-2g') in data:
-            target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn, Hearth as on a 2 GiB board', app,
-                   data.get((app, 'hearth-2g')), data.get((app, 'gunicorn')), lambda m: m['rss'],
-                   RSS_TARGET, False, '{:.0f} MB')
+            small_board_met &= target(f'peak whole-stack RSS ≤ {RSS_TARGET:g}× gunicorn, Hearth as on a 2 GiB board',
+                                      app, data.get((app, 'hearth-2g')), data.get((app, 'gunicorn')),
+                                      lambda m: m['rss'], RSS_TARGET, False, '{:.0f} MB')
+        else:
+            small_board_met = False
     if not ab:
         L.extend(table(['target', 'app', 'Hearth', 'peer', 'Hearth ÷ peer (medians)', 'per round', 'result'],
                        'llrrrll', rows))
         L.append('')
         L.append('All targets met.' if all_met else 'Not every target is met (see the rows above).')
+        if small_board_met and not memory_met:
+            L.append('')
+            L.append(f'Memory: the stack is within {RSS_TARGET:g}× gunicorn\'s as on a 2 GiB board, and above it here '
+                     'only by the GC floor, which the default `caddy_gc_floor auto` grows to its full 64 MiB only '
+                     'on machines with about 9 GiB of memory or more (a 128th of Caddy\'s memory limit): the '
+                     'documented trade of memory for speed only where memory is plentiful that the target allows.')
     analysis = Path(__file__).with_name('analysis.md')
     if analysis.exists() and not ab:  # the profile of where the time goes, written by hand
         L.append('')
