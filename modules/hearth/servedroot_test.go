@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,5 +77,28 @@ func TestAllServedRoots(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: %v, want %v", name, got, tc.want)
 		}
+	}
+}
+
+type testPool string
+
+func (p testPool) PoolKey() string { return string(p) }
+
+func (testPool) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler) error { return nil }
+
+// TestSiteRoots: a site's static roots, which the pre-launch checks compare
+// with the app's directory and env_file, include those its error routes
+// serve.
+func TestSiteRoots(t *testing.T) {
+	route := func(hs ...caddyhttp.MiddlewareHandler) caddyhttp.Route { return caddyhttp.Route{Handlers: hs} }
+	srv := &caddyhttp.Server{
+		Routes: caddyhttp.RouteList{route(testPool("app"))},
+		Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{
+			route(caddyhttp.VarsMiddleware{"root": "/srv/app"}, &fileserver.FileServer{Root: "{http.vars.root}"}),
+		}},
+	}
+	sites := discoverSites(&caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": srv}})
+	if site := sites["app"]; site == nil || !slices.Equal(site.Roots, []string{"/srv/app"}) {
+		t.Errorf("the site's roots: %+v, want /srv/app (served by handle_errors)", site)
 	}
 }

@@ -77,7 +77,7 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 				ports = append(ports, addr[i+1:])
 			}
 		}
-		roots := servedRoots(srv.Routes)
+		roots := servedRoots(serverRoutes(srv))
 		mounts := strippedPrefixes(srv.Routes)
 		walkRoutes(srv.Routes, nil, func(key string, hosts []string) {
 			site := sites[key]
@@ -173,23 +173,28 @@ func servedRoots(routes caddyhttp.RouteList) []string {
 	return roots
 }
 
-// allServedRoots lists the static roots of every server of app: its
-// routes, its error routes and its named routes.
+// allServedRoots lists the static roots of every server of app.
 func allServedRoots(app *caddyhttp.App) []string {
 	var roots []string
 	for _, srv := range app.Servers {
-		routes := slices.Clone(srv.Routes)
-		if srv.Errors != nil {
-			routes = append(routes, srv.Errors.Routes...)
-		}
-		for _, r := range srv.NamedRoutes {
-			if r != nil {
-				routes = append(routes, *r)
-			}
-		}
-		roots = append(roots, servedRoots(routes)...)
+		roots = append(roots, servedRoots(serverRoutes(srv))...)
 	}
 	return roots
+}
+
+// serverRoutes lists every route of srv that may serve a request: its
+// routes, its error routes and its named routes.
+func serverRoutes(srv *caddyhttp.Server) caddyhttp.RouteList {
+	routes := slices.Clone(srv.Routes)
+	if srv.Errors != nil {
+		routes = append(routes, srv.Errors.Routes...)
+	}
+	for _, r := range srv.NamedRoutes {
+		if r != nil {
+			routes = append(routes, *r)
+		}
+	}
+	return routes
 }
 
 // ServedRootOf returns the root among roots (absolute directories that
