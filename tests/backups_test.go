@@ -342,4 +342,42 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 	if _, ok := c.backups()["site"]; !ok {
 		t.Error("the running config's backup is gone after the refused loads")
 	}
+
+	// a root set for some paths only leaves file_server on the working
+	// directory for the others: a file there can be downloaded ...
+	partial := func(to string) string {
+		return strings.Replace(config(to), "\troot * "+public+"\n", "\troot /static/* "+public+"\n", 1)
+	}
+	if code, msg := c.load(partial(filepath.Join(dir, "backups"))); code != 200 {
+		t.Fatalf("a config with a root for /static/* only: %d %s", code, msg)
+	}
+	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups_test.go", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "TestBackupInsideServedDirRefused") {
+		t.Fatalf("a file of Caddy's working directory under a root for /static/* only: %d (the attack needs it downloadable)", resp.StatusCode)
+	}
+	// ... so a backup there is refused, by a load and by `caddy hearth check`
+	if code, msg := c.load(partial(filepath.Join(cwd, "backups"))); code == 200 || !strings.Contains(msg, "inside "+cwd+",") {
+		t.Errorf("backup to Caddy's working directory under a root for /static/* only: %d %s\nwant it refused, naming %s", code, msg, cwd)
+	}
+	if code, msg := c.load(strings.Replace(partial(filepath.Join(cwd, "backups")), "\tfile_server\n", "\tfile_server /static/*\n", 1)); code != 200 {
+		t.Errorf("backup to the working directory with file_server and root on the same paths: %d %s\nwant it loaded (the directory is not served)", code, msg)
+	}
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	check := func(config string) (int, string) {
+		writeFile(t, caddyfile, strings.Replace(config, "{ADMIN}", "off", 1))
+		return checkConfig(t, caddyfile, "")
+	}
+	for _, bad := range []string{config(filepath.Join(public, "backups")), partial(filepath.Join(cwd, "backups"))} {
+		if code, out := check(bad); code != 1 || !strings.Contains(out, "would be refused") || !strings.Contains(out, "backup site") || !strings.Contains(out, "outside every root") {
+			t.Errorf("caddy hearth check of a backup into a served directory: exit %d\n%s\nwant exit 1, the backup named and the fix", code, out)
+		}
+	}
+	if code, out := check(partial(filepath.Join(dir, "backups"))); code != 0 {
+		t.Errorf("caddy hearth check of a backup outside every served directory: exit %d\n%s", code, out)
+	}
 }

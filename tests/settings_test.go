@@ -170,18 +170,7 @@ example.net:2929 {
 		python %s
 	}
 }`, dir, pythonPath(), repoPath("tests", "apps"), pythonPath()))
-	run := func(args ...string) (int, string) {
-		cmd := exec.Command(caddyBinary(t), append(append([]string{"hearth", "check", "--config", caddyfile}, asAppUser()...), args...)...)
-		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if exit, ok := err.(*exec.ExitError); ok {
-			code = exit.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return code, string(out)
-	}
+	run := func(args ...string) (int, string) { return checkConfig(t, caddyfile, "", args...) }
 	code, out := run()
 	if code != 1 {
 		t.Errorf("exit code %d with blocking findings, want 1:\n%s", code, out)
@@ -218,6 +207,48 @@ example.net:2929 {
 	writeFile(t, caddyfile, fmt.Sprintf(":3131 {\n\twsgi hello:application {\n\t\tdir %s\n\t\tpython %s\n\t}\n}\n", repoPath("tests", "apps"), pythonPath()))
 	if code, out := run(); code != 0 {
 		t.Errorf("clean config: code %d:\n%s", code, out)
+	}
+}
+
+// checkConfig runs `caddy hearth check` on caddyfile in dir ("": here),
+// importing the apps as asAppUser says, and returns its exit code and
+// output.
+func checkConfig(t *testing.T, caddyfile, dir string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(caddyBinary(t), append(append([]string{"hearth", "check", "--config", caddyfile}, asAppUser()...), args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if exit, ok := err.(*exec.ExitError); ok {
+		return exit.ExitCode(), string(out)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestCheckSeesServedRoots: `caddy hearth check` reports an env_file
+// inside a directory file_server serves (HG-FILE-03), as a load does:
+// with a root for /static/* only, file_server serves the working
+// directory for the other paths.
+func TestCheckSeesServedRoots(t *testing.T) {
+	envDir := t.TempDir()
+	envFile := filepath.Join(envDir, ".env")
+	if err := os.WriteFile(envFile, []byte("GREETING=hi\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	static := t.TempDir()
+	run := func(fileServer string) (int, string) {
+		writeFile(t, caddyfile, fmt.Sprintf("{\n\tadmin off\n}\n:3131 {\n\troot /static/* %s\n\t%s\n\twsgi hello:application {\n\t\tdir %s\n\t\tpython %s\n\t\tenv_file %s\n\t}\n}\n",
+			static, fileServer, repoPath("tests", "apps"), pythonPath(), envFile))
+		return checkConfig(t, caddyfile, envDir) // where Caddy started here would serve from
+	}
+	if code, out := run("file_server"); code != 1 || !strings.Contains(out, "HG-FILE-03") || !strings.Contains(out, envDir) {
+		t.Errorf("env_file in the working directory, which file_server serves outside /static/: exit %d\n%s\nwant exit 1 with HG-FILE-03", code, out)
+	}
+	if code, out := run("file_server /static/*"); code != 0 || strings.Contains(out, "HG-FILE-03") {
+		t.Errorf("file_server only where its root is set: exit %d\n%s\nwant a clean report", code, out)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +19,8 @@ import (
 type CheckedApp struct {
 	// Name is the app's name.
 	Name string `json:"app"`
+	// Dir is the app's directory.
+	Dir string `json:"dir,omitempty"`
 	// Settings is what `settings auto` or `settings overlay` gave the app
 	// (nil without a settings option).
 	Settings *AppSettings `json:"settings,omitempty"`
@@ -103,7 +107,15 @@ func runCheck(out io.Writer, configFile, adapterName, account string, asJSON boo
 	if err != nil {
 		return checkFailed, err
 	}
+	cfg, err := ReadConfig(data)
+	if err != nil {
+		return checkFailed, err
+	}
+	refusals := configRefusals(cfg, apps)
 	code := checkClean
+	if len(refusals) > 0 {
+		code = checkBlocking
+	}
 	for _, a := range apps {
 		if a.Error != "" {
 			code = checkFailed
@@ -117,9 +129,42 @@ func runCheck(out io.Writer, configFile, adapterName, account string, asJSON boo
 	if asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return code, enc.Encode(map[string]any{"apps": apps, "exit_code": code})
+		return code, enc.Encode(map[string]any{"apps": apps, "refusals": refusals, "exit_code": code})
 	}
-	return code, writeCheckReport(out, apps, code)
+	return code, writeCheckReport(out, apps, refusals, code)
+}
+
+// configRefusals lists what in the config, beyond the apps' findings,
+// would make Caddy refuse it when it loads it: a backup whose copies go
+// to a directory file_server serves (relative directories and a
+// file_server with no root are taken from this command's working
+// directory, as Caddy started here would take them).
+func configRefusals(cfg *ConfigFile, apps []CheckedApp) []string {
+	var roots []string
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		roots = append(roots, srv.ServedRoots()...)
+	}
+	refusals := []string{}
+	for _, b := range cfg.Apps.Hearth.Backups {
+		dir := "" // Caddy's working directory
+		if name := b.AppName(); name != "" {
+			i := slices.IndexFunc(apps, func(a CheckedApp) bool { return a.Name == name })
+			if i < 0 {
+				continue // no such app: the load says so
+			}
+			dir = apps[i].Dir
+		}
+		if !filepath.IsAbs(dir) {
+			var err error
+			if dir, err = filepath.Abs(dir); err != nil {
+				continue
+			}
+		}
+		if err := backupServed(b.Name, b.Destination(dir), roots); err != nil {
+			refusals = append(refusals, err.Error())
+		}
+	}
+	return refusals
 }
 
 // reportWidth is the width `caddy hearth check` wraps its report to.
@@ -128,9 +173,16 @@ const reportWidth = 80
 // writeCheckReport prints the report for a terminal: per app, what its
 // settings option set, then each finding with its id and effect, the
 // problem and the fix, wrapped to reportWidth; then a summary.
-func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
+func writeCheckReport(out io.Writer, apps []CheckedApp, refusals []string, code int) error {
 	var b strings.Builder
 	blocking, warnings := 0, 0
+	if len(refusals) > 0 {
+		b.WriteString("CONFIG\n  would be refused when loaded:\n")
+		for _, r := range refusals {
+			b.WriteString(wrap("    ", r, "      "))
+		}
+		b.WriteString("\n")
+	}
 	for i, a := range apps {
 		if i > 0 {
 			b.WriteString("\n")
@@ -183,10 +235,16 @@ func writeCheckReport(out io.Writer, apps []CheckedApp, code int) error {
 	}
 	b.WriteString("\n")
 	var summary string
-	switch code {
-	case checkClean:
+	switch {
+	case code == checkClean:
 		summary = fmt.Sprintf("%d app(s) checked: nothing blocks them (%d warning(s)).", len(apps), warnings)
-	case checkBlocking:
+	case code == checkBlocking && len(refusals) > 0:
+		summary = fmt.Sprintf("%d app(s) checked: the config would be refused (see CONFIG above)", len(apps))
+		if blocking > 0 {
+			summary += fmt.Sprintf(", and %d blocking finding(s) would refuse it too", blocking)
+		}
+		summary += "."
+	case code == checkBlocking:
 		summary = fmt.Sprintf("%d app(s) checked: %d blocking finding(s) would refuse the config; fix them, or acknowledge one with `guard enforce { allow <id> }`.", len(apps), blocking)
 	default:
 		summary = fmt.Sprintf("%d app(s) checked: some could not be checked (see above).", len(apps))

@@ -8,14 +8,20 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+
+	"github.com/hearth-dev/hearth/modules/job"
 )
 
 // ConfigServer is an HTTP server of a JSON config, as the commands that
 // read a config without loading it (check, ports, systemd) see it.
 type ConfigServer struct {
-	Listen      []string          `json:"listen"`
-	Routes      []json.RawMessage `json:"routes"`
-	TLSPolicies []json.RawMessage `json:"tls_connection_policies"`
+	Listen []string          `json:"listen"`
+	Routes []json.RawMessage `json:"routes"`
+	Errors struct {
+		Routes []json.RawMessage `json:"routes"`
+	} `json:"errors"`
+	NamedRoutes map[string]json.RawMessage `json:"named_routes"`
+	TLSPolicies []json.RawMessage          `json:"tls_connection_policies"`
 	AutoHTTPS   struct {
 		Disable          bool     `json:"disable"`
 		DisableRedirects bool     `json:"disable_redirects"`
@@ -39,6 +45,20 @@ func (srv ConfigServer) ServesHTTPS(host string, port, httpPort int) bool {
 		host != "" && certmagic.SubjectQualifiesForCert(host)
 }
 
+// ServedRoots lists the directories file_server may serve on the server
+// (relative roots taken from this process's working directory), as
+// Caddy's loaded config would have them (servedroots.go).
+func (srv ConfigServer) ServedRoots() []string {
+	var later [][]staticRoute
+	if len(srv.Errors.Routes) > 0 {
+		later = append(later, configRoutes(srv.Errors.Routes))
+	}
+	for _, r := range srv.NamedRoutes {
+		later = append(later, configRoutes([]json.RawMessage{r}))
+	}
+	return servedRootsOf(configRoutes(srv.Routes), later...)
+}
+
 // ConfigFile is the part of a JSON config those commands read.
 type ConfigFile struct {
 	Admin struct {
@@ -53,9 +73,7 @@ type ConfigFile struct {
 		Hearth struct {
 			Guard string `json:"guard"`
 			// where backups, services and jobs of their own write
-			Backups []struct {
-				To string `json:"to"`
-			} `json:"backups"`
+			Backups  []job.BackupConfig `json:"backups"`
 			Services []struct {
 				Dir string `json:"dir"`
 			} `json:"services"`

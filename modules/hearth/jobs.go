@@ -87,12 +87,8 @@ func (a *App) startJobs() error {
 		if err != nil {
 			return err
 		}
-		if root := ServedRootOf(spec.Backup.To, roots); root != "" {
-			to := spec.Backup.To
-			if real := resolveExisting(to); real != to {
-				to += " (" + real + " once its links are followed)"
-			}
-			return fmt.Errorf("backup %s: its copies would go to %s, which is inside %s, a directory file_server serves: anyone could download the database; set `to` to a directory outside every root Caddy serves", c.Name, to, root)
+		if err := backupServed(c.Name, spec.Backup.To, roots); err != nil {
+			return err
 		}
 		specs = append(specs, spec)
 	}

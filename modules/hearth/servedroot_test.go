@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 )
@@ -56,6 +57,12 @@ func TestAllServedRoots(t *testing.T) {
 	route := func(hs ...caddyhttp.MiddlewareHandler) caddyhttp.Route { return caddyhttp.Route{Handlers: hs} }
 	vars := func(root string) caddyhttp.VarsMiddleware { return caddyhttp.VarsMiddleware{"root": root} }
 	fromVars := &fileserver.FileServer{Root: "{http.vars.root}"} // file_server without its own root
+	matched := func(m any, hs ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: caddyhttp.MatcherSets{{m}}, Handlers: hs}
+	}
+	path := func(p string) any { return caddyhttp.MatchPath{p} }
+	host := func(h string) any { return caddyhttp.MatchHost{h} }
+	grouped := func(r caddyhttp.Route) caddyhttp.Route { r.Group = "g"; return r }
 	cwd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +79,13 @@ func TestAllServedRoots(t *testing.T) {
 		"in a named route":                       {&caddyhttp.Server{NamedRoutes: map[string]*caddyhttp.Route{"static": {Handlers: []caddyhttp.MiddlewareHandler{vars("/srv/named"), fromVars}}}}, []string{"/srv/named"}},
 		"a placeholder root is skipped":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/{host}"), fromVars)}}, nil},
 		"no root at all: the working directory":  {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(fromVars)}}, []string{cwd}},
+		"a root for some paths only":             {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), route(fromVars)}}, []string{"/srv/a", cwd}},
+		"a root for the file_server's paths":     {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), matched(path("/static/*"), fromVars)}}, []string{"/srv/a"}},
+		"the same paths of another matcher":      {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), matched(host("/static/*"), fromVars)}}, []string{"/srv/a", cwd}},
+		"not the first of its group":             {&caddyhttp.Server{Routes: caddyhttp.RouteList{grouped(route(fromVars)), grouped(route(vars("/srv/a"))), route(fromVars)}}, []string{"/srv/a", cwd}},
+		"a site's root in its error routes":      {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(host("a.example"), &caddyhttp.Subroute{Routes: caddyhttp.RouteList{route(vars("/srv/a"))}})}, Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{matched(host("a.example"), fromVars)}}}, []string{"/srv/a"}},
+		"another file system":                    {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(caddyhttp.VarsMiddleware{"fs": "assets"}, fromVars)}}, nil},
+		"file_server's own file system":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(&fileserver.FileServer{Root: "/x", FileSystem: "assets"})}}, nil},
 	} {
 		got := allServedRoots(&caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": tc.srv}})
 		if !slices.Equal(got, tc.want) {
@@ -101,4 +115,79 @@ func TestSiteRoots(t *testing.T) {
 	if site := sites["app"]; site == nil || !slices.Equal(site.Roots, []string{"/srv/app"}) {
 		t.Errorf("the site's roots: %+v, want /srv/app (served by handle_errors)", site)
 	}
+}
+
+// TestConfigServedRoots: the directories file_server may serve, from a
+// Caddyfile's JSON as `caddy hearth check` reads it. A root the `root`
+// directive sets only for some paths leaves the others on Caddy's working
+// directory; a file_server on another file system serves nothing of this
+// machine.
+func TestConfigServedRoots(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, caddyfile string
+		want            []string
+	}{
+		{"root for every path", ":8080 {\n root * /srv/a\n file_server\n}", []string{"/srv/a"}},
+		{"root for some paths: the others serve the working directory", ":8080 {\n root /static/* /srv/a\n file_server\n}", []string{"/srv/a", cwd}},
+		{"root and file_server for the same paths", ":8080 {\n root /static/* /srv/a\n file_server /static/*\n}", []string{"/srv/a"}},
+		{"the paths of a second root are not those of file_server", ":8080 {\n root /a/* /srv/a\n root /b/* /srv/b\n file_server /a/*\n}", []string{"/srv/a", "/srv/b"}},
+		{"handle_path with its own root", ":8080 {\n handle_path /static/* {\n  root * /srv/a\n  file_server\n }\n handle {\n  respond ok\n }\n}", []string{"/srv/a"}},
+		{"a root inside handle does not reach a file_server outside it", ":8080 {\n handle /static/* {\n  root * /srv/a\n }\n file_server\n}", []string{"/srv/a", cwd}},
+		{"a site root reaches file_server in handle", ":8080 {\n root * /srv/a\n handle /static/* {\n  file_server\n }\n}", []string{"/srv/a"}},
+		{"one site's root is not another's", "a.example {\n root * /srv/a\n file_server\n}\nb.example {\n file_server\n}", []string{"/srv/a", cwd}},
+		{"handle_errors keeps the site's root", "a.example {\n root * /srv/a\n file_server\n handle_errors {\n  rewrite * /error.html\n  file_server\n }\n}", []string{"/srv/a"}},
+		{"handle_errors of a site with no root", "a.example {\n respond ok\n handle_errors {\n  file_server\n }\n}", []string{cwd}},
+		{"a named route", "&(static) {\n route {\n  root * /srv/n\n  file_server\n }\n}\n:8080 {\n invoke static\n}", []string{"/srv/n"}},
+		{"file_server's own root", ":8080 {\n file_server {\n  root /srv/own\n }\n}", []string{"/srv/own"}},
+		{"another file system", ":8080 {\n fs assets\n file_server\n}", nil},
+		{"another file system of file_server's own", ":8080 {\n file_server {\n  fs assets\n  root /x\n }\n}", nil},
+		{"a root that is a placeholder is not known", ":8080 {\n root * {env.SITE_ROOT}\n file_server\n}", nil},
+		{"no root at all", ":8080 {\n file_server\n}", []string{cwd}},
+		{"no file_server", ":8080 {\n root * /srv/a\n respond ok\n}", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.caddyfile), nil)
+			if err != nil {
+				t.Fatalf("adapting:\n%s\n%v %v", tc.caddyfile, err, warnings)
+			}
+			cfg, err := ReadConfig(adapted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, srv := range cfg.Apps.HTTP.Servers {
+				got = append(got, srv.ServedRoots()...)
+			}
+			slices.Sort(got)
+			want := slices.Clone(tc.want)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("%v, want %v\n%s", got, want, adapted)
+			}
+		})
+	}
+}
+
+// FuzzConfigServedRoots: no JSON makes the served-root analysis of the
+// commands that read a config panic, and what it lists is absolute.
+func FuzzConfigServedRoots(f *testing.F) {
+	f.Add([]byte(`{"apps":{"http":{"servers":{"s":{"routes":[{"match":[{"path":["/a/*"]}],"handle":[{"handler":"vars","root":"/srv"}]},{"handle":[{"handler":"subroute","routes":[{"group":"g","handle":[{"handler":"file_server","fs":"{http.vars.fs}"}]}]}]}],"errors":{"routes":[{"handle":[{"handler":"file_server","root":"rel"}]}]},"named_routes":{"n":{"handle":[{"handler":"vars","fs":"x","root":7}]}}}}}}}`))
+	f.Add([]byte(`{"apps":{"http":{"servers":{"s":{"routes":[{"handle":[{"handler":"subroute","routes":[{"handle":[{"handler":"subroute","routes":null}]}]}]},"x",1,null]}}}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ReadConfig(data)
+		if err != nil {
+			return
+		}
+		for _, srv := range cfg.Apps.HTTP.Servers {
+			for _, root := range srv.ServedRoots() {
+				if !filepath.IsAbs(root) {
+					t.Errorf("root %q is not absolute", root)
+				}
+			}
+		}
+	})
 }

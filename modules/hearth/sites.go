@@ -2,14 +2,12 @@ package hearth
 
 import (
 	"net"
-
-	"github.com/caddyserver/certmagic"
-	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
@@ -19,7 +17,8 @@ import (
 type Site struct {
 	Hosts   []string
 	Origins []string
-	// Roots are the directories file_server serves on the same servers.
+	// Roots are the directories file_server may serve on the same
+	// servers (servedroots.go).
 	Roots []string
 	// ServerPorts are the ports every HTTP server of the config listens on.
 	ServerPorts []string
@@ -77,7 +76,7 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 				ports = append(ports, addr[i+1:])
 			}
 		}
-		roots := servedRoots(serverRoutes(srv))
+		roots := serverServedRoots(srv)
 		mounts := strippedPrefixes(srv.Routes)
 		walkRoutes(srv.Routes, nil, func(key string, hosts []string) {
 			site := sites[key]
@@ -130,112 +129,6 @@ func strippedPrefixes(routes caddyhttp.RouteList) []string {
 		}
 	})
 	return out
-}
-
-// servedRoots lists the static roots of routes: file_server's own root,
-// or the ones the `root` directive sets (a vars handler) when a
-// file_server of these routes serves from that variable (its default).
-// A file_server with no root anywhere in routes serves Caddy's working
-// directory, which is then listed.
-func servedRoots(routes caddyhttp.RouteList) []string {
-	var roots, varsRoots []string
-	fromVars := false // a file_server serves {http.vars.root}
-	setsRoot := false // a vars handler sets root (placeholders included)
-	add := func(list *[]string, root string) {
-		if root != "" && !strings.Contains(root, "{") {
-			if abs, err := filepath.Abs(root); err == nil {
-				*list = append(*list, abs)
-			}
-		}
-	}
-	varsRoot := func(vars map[string]any) {
-		root, _ := vars["root"].(string)
-		setsRoot = setsRoot || root != ""
-		add(&varsRoots, root)
-	}
-	eachHandler(routes, nil, func(h caddyhttp.MiddlewareHandler, _ []string) {
-		switch handler := h.(type) {
-		case *fileserver.FileServer:
-			fromVars = fromVars || strings.Contains(handler.Root, "{http.vars.root}")
-			add(&roots, handler.Root)
-		case caddyhttp.VarsMiddleware:
-			varsRoot(handler)
-		case *caddyhttp.VarsMiddleware:
-			varsRoot(*handler)
-		}
-	})
-	if fromVars {
-		roots = append(roots, varsRoots...)
-		if !setsRoot { // {http.vars.root} is empty: file_server serves "."
-			add(&roots, ".")
-		}
-	}
-	return roots
-}
-
-// allServedRoots lists the static roots of every server of app.
-func allServedRoots(app *caddyhttp.App) []string {
-	var roots []string
-	for _, srv := range app.Servers {
-		roots = append(roots, servedRoots(serverRoutes(srv))...)
-	}
-	return roots
-}
-
-// serverRoutes lists every route of srv that may serve a request: its
-// routes, its error routes and its named routes.
-func serverRoutes(srv *caddyhttp.Server) caddyhttp.RouteList {
-	routes := slices.Clone(srv.Routes)
-	if srv.Errors != nil {
-		routes = append(routes, srv.Errors.Routes...)
-	}
-	for _, r := range srv.NamedRoutes {
-		if r != nil {
-			routes = append(routes, *r)
-		}
-	}
-	return routes
-}
-
-// ServedRootOf returns the root among roots (absolute directories that
-// file_server serves) that path is or is inside, or "": whatever is there
-// can be downloaded. Symbolic links are followed as far as the path
-// exists, so a link into a served root (or a root that is a link) is seen
-// through, even when the directory below it is yet to be made.
-func ServedRootOf(path string, roots []string) string {
-	paths := []string{path}
-	if real := resolveExisting(path); real != path {
-		paths = append(paths, real)
-	}
-	for _, root := range roots {
-		tops := []string{root}
-		if real, err := filepath.EvalSymlinks(root); err == nil && real != root {
-			tops = append(tops, real)
-		}
-		for _, top := range tops {
-			for _, p := range paths {
-				if rel, err := filepath.Rel(top, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-					return root
-				}
-			}
-		}
-	}
-	return ""
-}
-
-// resolveExisting resolves the symbolic links of the longest part of path
-// that exists and appends the rest.
-func resolveExisting(path string) string {
-	rest := ""
-	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			return filepath.Join(real, rest)
-		}
-		if filepath.Dir(p) == p {
-			return path
-		}
-		rest = filepath.Join(filepath.Base(p), rest)
-	}
 }
 
 // walkRoutes calls found for every pool handler under routes, with the

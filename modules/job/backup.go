@@ -92,6 +92,18 @@ func (c *BackupConfig) Check() error {
 	return nil
 }
 
+// Destination is the directory the copies go to: To, taken from dir (the
+// app's directory, or Caddy's working directory without an app) when it
+// is relative, and cleaned, so the directory checked (no `..` after a
+// link) is the one written.
+func (c *BackupConfig) Destination(dir string) string {
+	to := c.To
+	if !filepath.IsAbs(to) {
+		to = filepath.Join(dir, to)
+	}
+	return filepath.Clean(to)
+}
+
 // ResolveBackup turns the config into the spec of the job that makes the
 // copies. app is the environment of the app (nil without one: the
 // system's python3 then copies the file in Caddy's own clean
@@ -123,11 +135,7 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 		own.Path = "python3"
 		place = &own
 	}
-	to, path := c.To, c.Path
-	if !filepath.IsAbs(to) {
-		to = filepath.Join(place.Dir, to)
-	}
-	to = filepath.Clean(to) // the directory checked (no `..` after a link) is the one written
+	to, path := c.Destination(place.Dir), c.Path
 	if path != "" && !filepath.IsAbs(path) {
 		path = filepath.Join(place.Dir, path)
 	}

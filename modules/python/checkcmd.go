@@ -30,8 +30,11 @@ func checkConfig(config []byte, account string) ([]hearth.CheckedApp, error) {
 		checked := hearth.CheckedApp{Name: c.name}
 		if c.err != nil {
 			checked.Error = c.err.Error()
-		} else if err := c.app.checkOnly(&checked); err != nil {
-			checked.Error = err.Error()
+		} else {
+			checked.Dir = c.app.spec.Dir
+			if err := c.app.checkOnly(&checked); err != nil {
+				checked.Error = err.Error()
+			}
 		}
 		out = append(out, checked)
 	}
@@ -65,7 +68,7 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 		return nil, err
 	}
 	var out []configuredPool
-	seen := map[string]bool{}
+	seen := map[string]*App{} // by pool key; nil for a refused config
 	var serverPorts []string
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		for _, addr := range srv.Listen {
@@ -75,6 +78,7 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 		}
 	}
 	for _, srv := range cfg.Apps.HTTP.Servers {
+		roots := srv.ServedRoots() // for HG-FILE-03/04, as a load has them
 		for _, found := range findHandlers(srv.Routes, nil) {
 			var h WSGI
 			if err := json.Unmarshal(found.handler, &h); err != nil {
@@ -93,10 +97,17 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 				out = append(out, configuredPool{name: h.App, err: err})
 				continue
 			}
-			if seen[spec.key()] {
+			if a, ok := seen[spec.key()]; ok {
+				if a != nil { // served by several servers: what each serves counts
+					for _, root := range roots {
+						if !slices.Contains(a.site.Roots, root) {
+							a.site.Roots = append(a.site.Roots, root)
+						}
+					}
+				}
 				continue
 			}
-			seen[spec.key()] = true
+			seen[spec.key()] = nil
 			if spec.Credential, err = commandCredential(spec, account); err != nil {
 				out = append(out, configuredPool{name: spec.Name, err: err})
 				continue
@@ -104,6 +115,8 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 			a := newApp(spec, zap.NewNop())
 			a.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
 			a.site.ServerPorts = serverPorts
+			a.site.Roots = slices.Clone(roots)
+			seen[spec.key()] = a
 			a.storage = storage
 			out = append(out, configuredPool{name: spec.Name, app: a})
 		}
