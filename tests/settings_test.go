@@ -239,13 +239,18 @@ func TestCheckSeesServedRoots(t *testing.T) {
 	}
 	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
 	static := t.TempDir()
-	run := func(fileServer string) (int, string) {
+	run := func(fileServer string, args ...string) (int, string) {
 		writeFile(t, caddyfile, fmt.Sprintf("{\n\tadmin off\n}\n:3131 {\n\troot /static/* %s\n\t%s\n\twsgi hello:application {\n\t\tdir %s\n\t\tpython %s\n\t\tenv_file %s\n\t}\n}\n",
 			static, fileServer, repoPath("tests", "apps"), pythonPath(), envFile))
-		return checkConfig(t, caddyfile, envDir) // where Caddy started here would serve from
+		return checkConfig(t, caddyfile, envDir, args...) // where Caddy started here would serve from
 	}
-	if code, out := run("file_server"); code != 1 || !strings.Contains(out, "HG-FILE-03") || !strings.Contains(out, envDir) {
+	if code, out := run("file_server"); code != 1 || !strings.Contains(out, "HG-FILE-03") {
 		t.Errorf("env_file in the working directory, which file_server serves outside /static/: exit %d\n%s\nwant exit 1 with HG-FILE-03", code, out)
+	}
+	_, out := run("file_server", "--json")
+	var report struct{ Notes []string }
+	if err := json.Unmarshal([]byte(out), &report); err != nil || len(report.Notes) != 1 || !strings.Contains(report.Notes[0], "took it as "+envDir+",") {
+		t.Errorf("--json: %v\n%s\nwant a note naming the directory taken as Caddy's", err, out)
 	}
 	if code, out := run("file_server /static/*"); code != 0 || strings.Contains(out, "HG-FILE-03") {
 		t.Errorf("file_server only where its root is set: exit %d\n%s\nwant a clean report", code, out)

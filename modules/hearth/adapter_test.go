@@ -48,7 +48,7 @@ func TestChooseAdapterAsCaddy(t *testing.T) {
 func TestReportIsPrintable(t *testing.T) {
 	var b strings.Builder
 	err := writeCheckReport(&b, []CheckedApp{{Name: "a\x1b]0;x\x07", Error: "Traceback\n\x1b[2J boom\r\x9b31m",
-		Findings: []CheckFinding{{ID: "HG-X\x1b", Severity: "warning", Problem: "host \x1b[31mevil", Fix: "fix\x00it"}}}}, []string{"backup b: its copies would go to /srv/\x1b[2J"}, checkFailed)
+		Findings: []CheckFinding{{ID: "HG-X\x1b", Severity: "warning", Problem: "host \x1b[31mevil", Fix: "fix\x00it"}}}}, []string{"backup b: its copies would go to /srv/\x1b[2J"}, []string{"took it as /\x1b[2J"}, checkFailed)
 	if err != nil {
 		t.Fatal(err)
 	}

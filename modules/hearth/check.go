@@ -111,7 +111,12 @@ func runCheck(out io.Writer, configFile, adapterName, account string, asJSON boo
 	if err != nil {
 		return checkFailed, err
 	}
-	refusals := configRefusals(cfg, apps)
+	roots := cfg.ServedRoots()
+	refusals := configRefusals(cfg, roots, apps)
+	notes := []string{}
+	if cwd, err := os.Getwd(); err == nil && slices.Contains(roots, cwd) {
+		notes = append(notes, fmt.Sprintf("a file_server that some request reaches with no root set serves Caddy's working directory: this check took it as %s, its own; run it from the directory Caddy runs in (a systemd unit's WorkingDirectory)", cwd))
+	}
 	code := checkClean
 	if len(refusals) > 0 {
 		code = checkBlocking
@@ -129,9 +134,9 @@ func runCheck(out io.Writer, configFile, adapterName, account string, asJSON boo
 	if asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return code, enc.Encode(map[string]any{"apps": apps, "refusals": refusals, "exit_code": code})
+		return code, enc.Encode(map[string]any{"apps": apps, "refusals": refusals, "notes": notes, "exit_code": code})
 	}
-	return code, writeCheckReport(out, apps, refusals, code)
+	return code, writeCheckReport(out, apps, refusals, notes, code)
 }
 
 // configRefusals lists what in the config, beyond the apps' findings,
@@ -139,18 +144,14 @@ func runCheck(out io.Writer, configFile, adapterName, account string, asJSON boo
 // to a directory file_server serves (relative directories and a
 // file_server with no root are taken from this command's working
 // directory, as Caddy started here would take them).
-func configRefusals(cfg *ConfigFile, apps []CheckedApp) []string {
-	var roots []string
-	for _, srv := range cfg.Apps.HTTP.Servers {
-		roots = append(roots, srv.ServedRoots()...)
-	}
+func configRefusals(cfg *ConfigFile, roots []string, apps []CheckedApp) []string {
 	refusals := []string{}
 	for _, b := range cfg.Apps.Hearth.Backups {
 		dir := "" // Caddy's working directory
 		if name := b.AppName(); name != "" {
 			i := slices.IndexFunc(apps, func(a CheckedApp) bool { return a.Name == name })
-			if i < 0 {
-				continue // no such app: the load says so
+			if i < 0 || apps[i].Dir == "" {
+				continue // no such app, or its config is refused: the report says so
 			}
 			dir = apps[i].Dir
 		}
@@ -173,7 +174,7 @@ const reportWidth = 80
 // writeCheckReport prints the report for a terminal: per app, what its
 // settings option set, then each finding with its id and effect, the
 // problem and the fix, wrapped to reportWidth; then a summary.
-func writeCheckReport(out io.Writer, apps []CheckedApp, refusals []string, code int) error {
+func writeCheckReport(out io.Writer, apps []CheckedApp, refusals, notes []string, code int) error {
 	var b strings.Builder
 	blocking, warnings := 0, 0
 	if len(refusals) > 0 {
@@ -234,6 +235,9 @@ func writeCheckReport(out io.Writer, apps []CheckedApp, refusals []string, code 
 		}
 	}
 	b.WriteString("\n")
+	for _, n := range notes {
+		b.WriteString(wrap("note: ", n, "      "))
+	}
 	var summary string
 	switch {
 	case code == checkClean:

@@ -45,9 +45,22 @@ func (srv ConfigServer) ServesHTTPS(host string, port, httpPort int) bool {
 		host != "" && certmagic.SubjectQualifiesForCert(host)
 }
 
-// ServedRoots lists the directories file_server may serve on the server
-// (relative roots taken from this process's working directory), as
-// Caddy's loaded config would have them (servedroots.go).
+// ServedRoots lists the directories file_server may serve on any server
+// of the config (relative roots taken from this process's working
+// directory), as Caddy's loaded config would have them (servedroots.go).
+func (cfg *ConfigFile) ServedRoots() []string {
+	var roots []string
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		for _, root := range srv.ServedRoots() {
+			if !slices.Contains(roots, root) {
+				roots = append(roots, root)
+			}
+		}
+	}
+	return roots
+}
+
+// ServedRoots lists the directories file_server may serve on the server.
 func (srv ConfigServer) ServedRoots() []string {
 	var later [][]staticRoute
 	if len(srv.Errors.Routes) > 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
 
 func TestServedRootOf(t *testing.T) {
@@ -77,13 +78,19 @@ func TestAllServedRoots(t *testing.T) {
 		"in a subroute":                          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(&caddyhttp.Subroute{Routes: caddyhttp.RouteList{route(vars("/srv/sub"), fromVars)}})}}, []string{"/srv/sub"}},
 		"in handle_errors":                       {&caddyhttp.Server{Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{route(vars("/srv/errors"), fromVars)}}}, []string{"/srv/errors"}},
 		"in a named route":                       {&caddyhttp.Server{NamedRoutes: map[string]*caddyhttp.Route{"static": {Handlers: []caddyhttp.MiddlewareHandler{vars("/srv/named"), fromVars}}}}, []string{"/srv/named"}},
-		"a placeholder root is skipped":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/{host}"), fromVars)}}, nil},
+		"a root with a request's placeholder":    {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/{host}"), fromVars)}}, []string{"/srv"}},
+		"a root that is a placeholder":           {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("{query.d}"), fromVars)}}, []string{"/", cwd}},
 		"no root at all: the working directory":  {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(fromVars)}}, []string{cwd}},
 		"a root for some paths only":             {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), route(fromVars)}}, []string{"/srv/a", cwd}},
 		"a root for the file_server's paths":     {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), matched(path("/static/*"), fromVars)}}, []string{"/srv/a"}},
 		"the same paths of another matcher":      {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), matched(host("/static/*"), fromVars)}}, []string{"/srv/a", cwd}},
 		"not the first of its group":             {&caddyhttp.Server{Routes: caddyhttp.RouteList{grouped(route(fromVars)), grouped(route(vars("/srv/a"))), route(fromVars)}}, []string{"/srv/a", cwd}},
-		"a site's root in its error routes":      {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(host("a.example"), &caddyhttp.Subroute{Routes: caddyhttp.RouteList{route(vars("/srv/a"))}})}, Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{matched(host("a.example"), fromVars)}}}, []string{"/srv/a"}},
+		"error routes start with no root":        {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(host("a.example"), &caddyhttp.Subroute{Routes: caddyhttp.RouteList{route(vars("/srv/a"))}})}, Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{matched(host("a.example"), fromVars)}}}, []string{"/srv/a", cwd}},
+		"a not matcher is not a path":            {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(&caddyhttp.MatchNot{}, vars("/srv/a")), matched(&caddyhttp.MatchNot{}, fromVars)}}, []string{"/srv/a", cwd}},
+		"a handler between may change the path":  {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), route(&rewrite.Rewrite{StripPathPrefix: "/v1"}), matched(path("/static/*"), fromVars)}}, []string{"/srv/a", cwd}},
+		"an app between does not":                {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), matched(path("/api/*"), testPool("x")), matched(path("/static/*"), fromVars)}}, []string{"/srv/a"}},
+		"a root unset for some paths":            {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/a")), matched(path("/x/*"), vars("")), route(fromVars)}}, []string{"/srv/a", cwd}},
+		"back to this machine's files for some":  {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(caddyhttp.VarsMiddleware{"fs": "assets"}, vars("/srv/a")), matched(path("/x/*"), caddyhttp.VarsMiddleware{"fs": "default "}), route(fromVars)}}, []string{"/srv/a"}},
 		"another file system":                    {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(caddyhttp.VarsMiddleware{"fs": "assets"}, fromVars)}}, nil},
 		"file_server's own file system":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(&fileserver.FileServer{Root: "/x", FileSystem: "assets"})}}, nil},
 	} {
@@ -102,7 +109,8 @@ func (testPool) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler)
 
 // TestSiteRoots: a site's static roots, which the pre-launch checks compare
 // with the app's directory and env_file, include those its error routes
-// serve.
+// serve and those of every other server (whatever any serves can be
+// downloaded).
 func TestSiteRoots(t *testing.T) {
 	route := func(hs ...caddyhttp.MiddlewareHandler) caddyhttp.Route { return caddyhttp.Route{Handlers: hs} }
 	srv := &caddyhttp.Server{
@@ -111,9 +119,15 @@ func TestSiteRoots(t *testing.T) {
 			route(caddyhttp.VarsMiddleware{"root": "/srv/app"}, &fileserver.FileServer{Root: "{http.vars.root}"}),
 		}},
 	}
-	sites := discoverSites(&caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": srv}})
-	if site := sites["app"]; site == nil || !slices.Equal(site.Roots, []string{"/srv/app"}) {
-		t.Errorf("the site's roots: %+v, want /srv/app (served by handle_errors)", site)
+	other := &caddyhttp.Server{Routes: caddyhttp.RouteList{route(&fileserver.FileServer{Root: "/srv/other"})}}
+	sites := discoverSites(&caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": srv, "srv1": other}})
+	site := sites["app"]
+	if site == nil {
+		t.Fatal("no site for the app")
+	}
+	got := slices.Sorted(slices.Values(site.Roots))
+	if !slices.Equal(got, []string{"/srv/app", "/srv/other"}) {
+		t.Errorf("the site's roots: %v, want /srv/app (served by handle_errors) and /srv/other (by another server)", got)
 	}
 }
 
@@ -123,6 +137,7 @@ func TestSiteRoots(t *testing.T) {
 // directory; a file_server on another file system serves nothing of this
 // machine.
 func TestConfigServedRoots(t *testing.T) {
+	t.Setenv("HEARTH_TEST_SITE_ROOT", "/srv/env")
 	cwd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -139,13 +154,22 @@ func TestConfigServedRoots(t *testing.T) {
 		{"a root inside handle does not reach a file_server outside it", ":8080 {\n handle /static/* {\n  root * /srv/a\n }\n file_server\n}", []string{"/srv/a", cwd}},
 		{"a site root reaches file_server in handle", ":8080 {\n root * /srv/a\n handle /static/* {\n  file_server\n }\n}", []string{"/srv/a"}},
 		{"one site's root is not another's", "a.example {\n root * /srv/a\n file_server\n}\nb.example {\n file_server\n}", []string{"/srv/a", cwd}},
-		{"handle_errors keeps the site's root", "a.example {\n root * /srv/a\n file_server\n handle_errors {\n  rewrite * /error.html\n  file_server\n }\n}", []string{"/srv/a"}},
+		{"handle_errors starts with no root (a bad request fails before any route)", "a.example {\n root * /srv/a\n file_server\n handle_errors {\n  rewrite * /error.html\n  file_server\n }\n}", []string{"/srv/a", cwd}},
+		{"handle_errors with its own root", "a.example {\n root * /srv/a\n file_server\n handle_errors {\n  root * /srv/errors\n  rewrite * /error.html\n  file_server\n }\n}", []string{"/srv/a", "/srv/errors"}},
+		{"a response between root and file_server of the same paths", ":8080 {\n root /static/* /srv/a\n respond /api/* \"from the app\"\n file_server /static/*\n}", []string{"/srv/a"}},
+		{"a rewrite between root and file_server of the same paths", ":8080 {\n root /static/* /srv/a\n uri strip_prefix /v1\n file_server /static/*\n}", []string{"/srv/a", cwd}},
+		{"not matchers", ":8080 {\n @a not path /api/*\n @s not path /static/*\n root @a /srv/a\n file_server @s\n}", []string{"/srv/a", cwd}},
+		{"an error before the root", ":8080 {\n route {\n  error /api/* 502\n  root * /srv/a\n  file_server\n }\n handle_errors {\n  file_server\n }\n}", []string{"/srv/a", cwd}},
+		{"back to this machine's files for some paths", ":8080 {\n route {\n  fs assets\n  fs /api/* default\n  root * /srv/a\n  file_server\n }\n}", []string{"/srv/a"}},
+		{"a root from the environment", ":8080 {\n root * {env.HEARTH_TEST_SITE_ROOT}\n file_server\n}", []string{"/srv/env"}},
+		{"a root from an unset variable", ":8080 {\n root * {env.HEARTH_TEST_UNSET}\n file_server\n}", []string{cwd}},
+		{"a root from the request", ":8080 {\n root * /srv/{host}\n file_server\n}", []string{"/srv"}},
+		{"a root the request names", ":8080 {\n root * {query.d}\n file_server\n}", []string{"/", cwd}},
 		{"handle_errors of a site with no root", "a.example {\n respond ok\n handle_errors {\n  file_server\n }\n}", []string{cwd}},
 		{"a named route", "&(static) {\n route {\n  root * /srv/n\n  file_server\n }\n}\n:8080 {\n invoke static\n}", []string{"/srv/n"}},
 		{"file_server's own root", ":8080 {\n file_server {\n  root /srv/own\n }\n}", []string{"/srv/own"}},
 		{"another file system", ":8080 {\n fs assets\n file_server\n}", nil},
 		{"another file system of file_server's own", ":8080 {\n file_server {\n  fs assets\n  root /x\n }\n}", nil},
-		{"a root that is a placeholder is not known", ":8080 {\n root * {env.SITE_ROOT}\n file_server\n}", nil},
 		{"no root at all", ":8080 {\n file_server\n}", []string{cwd}},
 		{"no file_server", ":8080 {\n root * /srv/a\n respond ok\n}", nil},
 	} {

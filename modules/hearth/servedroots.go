@@ -3,11 +3,11 @@ package hearth
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 )
@@ -28,9 +28,12 @@ const (
 
 // staticRoute is what the served-root analysis needs of a route.
 type staticRoute struct {
-	// match identifies the route's matchers: routes with the same match
-	// run for the same requests; "" for none.
-	match string
+	// match identifies the route's matchers: "" for none. Two routes of one
+	// list with the same match run for the same requests when it is
+	// stable (only path and host matchers: what no handler of the analysis
+	// changes) and no handler between them may change the request.
+	match  string
+	stable bool
 	// group: of routes that run only when no earlier route of their
 	// group did ("" for none).
 	group    string
@@ -40,29 +43,33 @@ type staticRoute struct {
 // staticHandler is a handler of a staticRoute.
 type staticHandler struct {
 	kind handlerKind
-	// root and fs: a file_server's own (defaults: varsRoot, varsFS), or
-	// what a vars handler sets (with setsRoot, setsFS).
-	root, fs         string
-	setsRoot, setsFS bool
-	routes           []staticRoute // a subroute's
+	// a file_server's root and fs (defaults: varsRoot, varsFS)
+	root, fs string
+	vars     map[string]any // what a vars handler sets
+	routes   []staticRoute  // a subroute's
 }
 
 // handlerKind is what a handler means to the analysis.
 type handlerKind int
 
 const (
+	// otherHandler may change the request (rewrite, uri, headers …): the
+	// analysis no longer takes routes of one match for the same requests.
 	otherHandler handlerKind = iota
 	fileServerHandler
 	varsHandler
 	subrouteHandler
+	// inertHandler changes nothing of the request for the handlers after
+	// it: Hearth's apps, respond.
+	inertHandler
 )
 
 // rootScope is what every request that reaches a point of the routes has
 // had set by the routes before it.
 type rootScope struct {
-	root bool // a root (vars) is set
+	root bool // a root (vars) that cannot be empty is set
 	fs   bool // a file system other than the machine's is set (vars)
-	// the same, set for the requests a match of this route list selects
+	// the same, for the requests a stable match of this route list selects
 	rootFor, fsFor map[string]bool
 }
 
@@ -72,9 +79,11 @@ func (s rootScope) nested() rootScope {
 	return rootScope{root: s.root, fs: s.fs, rootFor: map[string]bool{}, fsFor: map[string]bool{}}
 }
 
-// clone is a copy of s to go on from.
-func (s rootScope) clone() rootScope {
-	return rootScope{root: s.root, fs: s.fs, rootFor: maps.Clone(s.rootFor), fsFor: maps.Clone(s.fsFor)}
+// forget drops what is known per match: a handler may have changed the
+// request, or what a root or file system is for some requests.
+func (s *rootScope) forget() {
+	clear(s.rootFor)
+	clear(s.fsFor)
 }
 
 // rootScan collects what file_server may serve.
@@ -86,75 +95,146 @@ type rootScan struct {
 }
 
 // walk scans routes, reached with scope in, and returns the scope after
-// them.
-func (s *rootScan) walk(routes []staticRoute, in rootScope) rootScope {
-	out := in.clone()
+// them and whether a handler of them may change the request.
+func (s *rootScan) walk(routes []staticRoute, in rootScope) (rootScope, bool) {
+	out := in.nested()
+	changed := false
 	groups := map[string]bool{} // the groups of the routes before
 	for _, r := range routes {
 		// the first route of a group runs for every request it matches
-		grouped := r.group != "" && groups[r.group]
+		maybe := r.group != "" && groups[r.group]
 		if r.group != "" {
 			groups[r.group] = true
 		}
-		// within the route, handlers run in order for every request it
-		// runs for; routes before with the same match ran for it too
-		local := rootScope{root: out.root || r.match != "" && out.rootFor[r.match], fs: out.fs || r.match != "" && out.fsFor[r.match]}
+		local := rootScope{root: out.root, fs: out.fs}
+		if r.stable {
+			local.root = local.root || out.rootFor[r.match]
+			local.fs = local.fs || out.fsFor[r.match]
+		}
+		lowered, routeChanged := false, false // the route unset a root or file system; changed the request
 		for _, h := range r.handlers {
 			switch h.kind {
 			case varsHandler:
-				if h.setsRoot {
-					local.root = true // a placeholder too: its directory is not known here
-					s.varsRoots = append(s.varsRoots, h.root)
+				if value, ok := h.vars["root"]; ok {
+					text, _ := value.(string) // (another type is a relative directory)
+					dir, exact := rootDir(text)
+					if dir != "" {
+						s.varsRoots = append(s.varsRoots, dir)
+					}
+					// empty, or a placeholder that may be: file_server
+					// serves the working directory
+					local.root = exact && dir != "" || !exact && !strings.HasPrefix(expand(text), "{")
+					lowered = lowered || !local.root
 				}
-				if h.setsFS {
-					local.fs = !machineFS(h.fs)
+				if value, ok := h.vars["fs"]; ok {
+					text, _ := value.(string)
+					local.fs = !machineFS(text)
+					lowered = lowered || !local.fs
+				}
+				for name, value := range h.vars {
+					if strings.Contains(name, "{") { // it may be root or fs
+						local.root, local.fs, lowered = false, false, true
+						text, _ := value.(string)
+						if dir, _ := rootDir(text); dir != "" {
+							s.varsRoots = append(s.varsRoots, dir)
+						}
+					}
 				}
 			case fileServerHandler:
-				if h.fs != varsFS && !machineFS(h.fs) || h.fs == varsFS && local.fs {
+				if !machineFS(h.fs) && h.fs != varsFS || h.fs == varsFS && local.fs {
 					continue // another file system: nothing of this machine's
 				}
-				if strings.Contains(h.root, varsRoot) {
+				if strings.Contains(h.root, varsRoot) { // what vars set, or "." for none
 					s.fromVars = true
-					s.cwd = s.cwd || !local.root // {http.vars.root} empty: "."
-				}
-				if h.root != varsRoot {
-					s.roots = append(s.roots, h.root)
+					s.cwd = s.cwd || !local.root
+				} else {
+					dir, _ := rootDir(h.root)
+					s.roots = append(s.roots, dir)
 				}
 			case subrouteHandler:
-				inner := s.walk(h.routes, local.nested())
+				inner, innerChanged := s.walk(h.routes, local.nested())
+				lowered = lowered || local.root && !inner.root || local.fs && !inner.fs
 				local.root, local.fs = inner.root, inner.fs
+				routeChanged = routeChanged || innerChanged
+			case inertHandler:
+			default:
+				routeChanged = true
 			}
 		}
 		switch {
-		case r.match == "" && !grouped:
+		case r.match == "" && !maybe:
 			out.root, out.fs = local.root, local.fs
-		case !grouped: // ran for every request of its match
-			out.rootFor[r.match] = out.rootFor[r.match] || local.root
-			out.fsFor[r.match] = out.fsFor[r.match] || local.fs
+		default: // for some requests only
+			out.root, out.fs = out.root && local.root, out.fs && local.fs
 		}
+		if lowered || routeChanged {
+			out.forget()
+		}
+		if r.stable && !maybe && !routeChanged {
+			out.rootFor[r.match], out.fsFor[r.match] = local.root, local.fs
+		}
+		changed = changed || routeChanged
 	}
-	return out
+	return out, changed
 }
 
 // machineFS reports whether a file system name (of file_server's fs or
 // the `fs` directive) is this machine's own: Caddy's default. A
 // placeholder may be anything, so it counts as the machine's too.
 func machineFS(name string) bool {
+	name = strings.TrimSpace(name) // as Caddy looks it up
 	return name == "" || name == "default" || strings.Contains(name, "{")
 }
 
+// expand replaces the placeholders whose value does not depend on the
+// request ({env.*}, {system.*}), as Caddy's replacer will.
+func expand(text string) string {
+	if !strings.Contains(text, "{") {
+		return text
+	}
+	return caddy.NewReplacer().ReplaceKnown(text, "")
+}
+
+// rootDir is the directory a root names, once what does not depend on
+// the request is expanded; for a root with a request placeholder left
+// ({host}, {query.d}), the directory before it (exact false), which the
+// root is inside of.
+func rootDir(root string) (dir string, exact bool) {
+	root = expand(root)
+	if !strings.Contains(root, "{") {
+		return root, true
+	}
+	return placeholderDir(root), false
+}
+
+// placeholderDir is the directory of text before its first placeholder:
+// "/" when none is written (the placeholder may name any directory).
+func placeholderDir(text string) string {
+	i := strings.IndexByte(text, '{')
+	if i < 0 {
+		return text
+	}
+	j := strings.LastIndexByte(text[:i], '/')
+	if j <= 0 {
+		return "/"
+	}
+	return text[:j]
+}
+
 // servedRootsOf lists the absolute directories file_server may serve
-// under a server's routes (then its error routes and named routes, which
-// a request reaches with what the routes set): file_server's own roots,
+// under a server's routes, then its error routes and named routes: file_server's own roots,
 // and when one serves {http.vars.root}, every root a vars handler (the
 // `root` directive) sets, plus Caddy's working directory when a request
-// may reach it with no root set. Placeholders are skipped (their value is
-// not known here).
+// may reach it with no root set. A root with a placeholder that depends
+// on the request counts as the directory before it. Error routes and
+// named routes are scanned as if nothing was set before them: an error
+// may come before the routes set a root (Caddy refuses a bad request
+// before any route), and a route may be invoked before its site's root.
 func servedRootsOf(routes []staticRoute, later ...[]staticRoute) []string {
 	var scan rootScan
-	top := scan.walk(routes, rootScope{}.nested())
+	scan.walk(routes, rootScope{}.nested())
 	for _, l := range later {
-		scan.walk(l, top)
+		scan.walk(l, rootScope{}.nested())
 	}
 	candidates := scan.roots
 	if scan.fromVars {
@@ -165,8 +245,8 @@ func servedRootsOf(routes []staticRoute, later ...[]staticRoute) []string {
 	}
 	var out []string
 	for _, root := range candidates {
-		if root == "" || strings.Contains(root, "{") {
-			continue
+		if root == "" {
+			root = "."
 		}
 		if abs, err := filepath.Abs(root); err == nil && !slices.Contains(out, abs) {
 			out = append(out, abs)
@@ -194,7 +274,11 @@ func serverServedRoots(srv *caddyhttp.Server) []string {
 func allServedRoots(app *caddyhttp.App) []string {
 	var roots []string
 	for _, srv := range app.Servers {
-		roots = append(roots, serverServedRoots(srv)...)
+		for _, root := range serverServedRoots(srv) {
+			if !slices.Contains(roots, root) {
+				roots = append(roots, root)
+			}
+		}
 	}
 	return roots
 }
@@ -203,7 +287,8 @@ func allServedRoots(app *caddyhttp.App) []string {
 func loadedRoutes(routes caddyhttp.RouteList) []staticRoute {
 	out := make([]staticRoute, 0, len(routes))
 	for _, route := range routes {
-		r := staticRoute{match: loadedMatch(route.MatcherSets), group: route.Group}
+		r := staticRoute{group: route.Group}
+		r.match, r.stable = loadedMatch(route.MatcherSets)
 		for _, h := range route.Handlers {
 			r.handlers = append(r.handlers, loadedHandler(h))
 		}
@@ -212,24 +297,28 @@ func loadedRoutes(routes caddyhttp.RouteList) []staticRoute {
 	return out
 }
 
-// loadedMatch identifies provisioned matchers by their types and JSON.
-func loadedMatch(sets caddyhttp.MatcherSets) string {
+// loadedMatch identifies provisioned matchers by their types and JSON;
+// stable when they are all path and host matchers.
+func loadedMatch(sets caddyhttp.MatcherSets) (match string, stable bool) {
 	if len(sets) == 0 {
-		return ""
+		return "", false
 	}
 	var b strings.Builder
+	stable = true
 	for _, set := range sets {
 		b.WriteString("[")
 		for _, m := range set {
-			text, err := json.Marshal(m)
-			if err != nil {
-				text = []byte(fmt.Sprintf("%p", m)) // unique: matches nothing else
+			switch m.(type) {
+			case caddyhttp.MatchPath, *caddyhttp.MatchPath, caddyhttp.MatchHost, *caddyhttp.MatchHost:
+			default:
+				stable = false // (a `not` matcher's JSON, for one, is gone once loaded)
 			}
+			text, _ := json.Marshal(m)
 			fmt.Fprintf(&b, "%T:%s;", m, text)
 		}
 		b.WriteString("]")
 	}
-	return b.String()
+	return b.String(), stable
 }
 
 func loadedHandler(h caddyhttp.MiddlewareHandler) staticHandler {
@@ -237,11 +326,13 @@ func loadedHandler(h caddyhttp.MiddlewareHandler) staticHandler {
 	case *fileserver.FileServer:
 		return fileServer(handler.Root, handler.FileSystem)
 	case caddyhttp.VarsMiddleware:
-		return vars(handler)
+		return staticHandler{kind: varsHandler, vars: handler}
 	case *caddyhttp.VarsMiddleware:
-		return vars(*handler)
+		return staticHandler{kind: varsHandler, vars: *handler}
 	case *caddyhttp.Subroute:
 		return staticHandler{kind: subrouteHandler, routes: loadedRoutes(handler.Routes)}
+	case PoolHandler, caddyhttp.StaticResponse, *caddyhttp.StaticResponse:
+		return staticHandler{kind: inertHandler}
 	}
 	return staticHandler{}
 }
@@ -256,15 +347,6 @@ func fileServer(root, fs string) staticHandler {
 		fs = varsFS
 	}
 	return staticHandler{kind: fileServerHandler, root: root, fs: fs}
-}
-
-// vars models a vars handler.
-func vars(values map[string]any) staticHandler {
-	h := staticHandler{kind: varsHandler}
-	h.root, h.setsRoot = values["root"].(string)
-	h.setsRoot = h.setsRoot && h.root != ""
-	h.fs, h.setsFS = values["fs"].(string)
-	return h
 }
 
 // configRoutes models the routes of a JSON config. A route that cannot be
@@ -283,7 +365,12 @@ func configRoutes(routes []json.RawMessage) []staticRoute {
 		r := staticRoute{group: route.Group}
 		if len(route.Match) > 0 {
 			text, _ := json.Marshal(route.Match) // map keys sorted: equal matchers, equal text
-			r.match = string(text)
+			r.match, r.stable = string(text), true
+			for _, set := range route.Match {
+				for name := range set {
+					r.stable = r.stable && (name == "path" || name == "host")
+				}
+			}
 		}
 		for _, h := range route.Handle {
 			r.handlers = append(r.handlers, configHandler(h))
@@ -304,17 +391,19 @@ func configHandler(h map[string]json.RawMessage) staticHandler {
 		return fileServer(root, fs)
 	case "vars":
 		values := map[string]any{}
-		for _, name := range []string{"root", "fs"} {
+		for name, raw := range h {
 			var value any
-			if json.Unmarshal(h[name], &value) == nil {
+			if name != "handler" && json.Unmarshal(raw, &value) == nil {
 				values[name] = value
 			}
 		}
-		return vars(values)
+		return staticHandler{kind: varsHandler, vars: values}
 	case "subroute":
 		var sub []json.RawMessage
 		_ = json.Unmarshal(h["routes"], &sub)
 		return staticHandler{kind: subrouteHandler, routes: configRoutes(sub)}
+	case "wsgi", "asgi", "static_response":
+		return staticHandler{kind: inertHandler}
 	}
 	return staticHandler{}
 }

@@ -17,8 +17,8 @@ import (
 type Site struct {
 	Hosts   []string
 	Origins []string
-	// Roots are the directories file_server may serve on the same
-	// servers (servedroots.go).
+	// Roots are the directories file_server may serve on any server of
+	// the config (servedroots.go).
 	Roots []string
 	// ServerPorts are the ports every HTTP server of the config listens on.
 	ServerPorts []string
@@ -60,9 +60,12 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 			}
 		}
 	}
+	// what any server serves can be downloaded, whichever serves the app
+	roots := allServedRoots(app)
 	defer func() {
 		for _, site := range sites {
 			site.ServerPorts = allPorts
+			site.Roots = roots
 		}
 	}()
 	for _, srv := range app.Servers {
@@ -76,7 +79,6 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 				ports = append(ports, addr[i+1:])
 			}
 		}
-		roots := serverServedRoots(srv)
 		mounts := strippedPrefixes(srv.Routes)
 		walkRoutes(srv.Routes, nil, func(key string, hosts []string) {
 			site := sites[key]
@@ -87,11 +89,6 @@ func discoverSites(app *caddyhttp.App) map[string]*Site {
 			for _, m := range mounts {
 				if !slices.Contains(site.Mounts, m) {
 					site.Mounts = append(site.Mounts, m)
-				}
-			}
-			for _, r := range roots {
-				if !slices.Contains(site.Roots, r) {
-					site.Roots = append(site.Roots, r)
 				}
 			}
 			for _, h := range hosts {

@@ -68,7 +68,8 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 		return nil, err
 	}
 	var out []configuredPool
-	seen := map[string]*App{} // by pool key; nil for a refused config
+	seen := map[string]bool{}
+	roots := cfg.ServedRoots() // for HG-FILE-03/04, as a load has them
 	var serverPorts []string
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		for _, addr := range srv.Listen {
@@ -78,7 +79,6 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 		}
 	}
 	for _, srv := range cfg.Apps.HTTP.Servers {
-		roots := srv.ServedRoots() // for HG-FILE-03/04, as a load has them
 		for _, found := range findHandlers(srv.Routes, nil) {
 			var h WSGI
 			if err := json.Unmarshal(found.handler, &h); err != nil {
@@ -97,17 +97,10 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 				out = append(out, configuredPool{name: h.App, err: err})
 				continue
 			}
-			if a, ok := seen[spec.key()]; ok {
-				if a != nil { // served by several servers: what each serves counts
-					for _, root := range roots {
-						if !slices.Contains(a.site.Roots, root) {
-							a.site.Roots = append(a.site.Roots, root)
-						}
-					}
-				}
+			if seen[spec.key()] {
 				continue
 			}
-			seen[spec.key()] = nil
+			seen[spec.key()] = true
 			if spec.Credential, err = commandCredential(spec, account); err != nil {
 				out = append(out, configuredPool{name: spec.Name, err: err})
 				continue
@@ -115,8 +108,7 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 			a := newApp(spec, zap.NewNop())
 			a.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
 			a.site.ServerPorts = serverPorts
-			a.site.Roots = slices.Clone(roots)
-			seen[spec.key()] = a
+			a.site.Roots = roots
 			a.storage = storage
 			out = append(out, configuredPool{name: spec.Name, app: a})
 		}
