@@ -110,3 +110,32 @@ func TestPreloadDiesWithCaddy(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersFreezeImportedObjects: every kind of worker takes what the
+// app's import made out of the cyclic collector's reach (gc.freeze), so
+// a full collection does not walk it and, under preload, the forked
+// workers do not write to the pages they share with the fork server.
+func TestWorkersFreezeImportedObjects(t *testing.T) {
+	var config string
+	urls := map[string]string{}
+	for _, tc := range []struct{ name, handler, app, options string }{
+		{"wsgi", "wsgi", "gcprobe:application", "name gc_wsgi\n\t\tworkers 1"},
+		{"preload", "wsgi", "gcprobe:application", "name gc_preload\n\t\tworkers 1\n\t\tpreload"},
+		{"asgi", "asgi", "gcprobe:app", "name gc_asgi\n\t\tworkers 1"},
+	} {
+		site, url := appSite(t, tc.handler, tc.app, repoPath("tests", "apps"), tc.options)
+		config += site
+		urls[tc.name] = url
+	}
+	startCaddy(t, config)
+	for name, url := range urls {
+		_, body := get(t, url)
+		var r struct{ Frozen, Tracked int }
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			t.Fatalf("%s: reply %q: %v", name, body, err)
+		}
+		if r.Frozen < 1000 { // the app's 1,000 lists at least
+			t.Errorf("%s: %d objects frozen (%d tracked), want what the import made", name, r.Frozen, r.Tracked)
+		}
+	}
+}
