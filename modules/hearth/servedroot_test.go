@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
 
@@ -91,6 +92,7 @@ func TestAllServedRoots(t *testing.T) {
 		"an app between does not":                {&caddyhttp.Server{Routes: caddyhttp.RouteList{matched(path("/static/*"), vars("/srv/a")), matched(path("/api/*"), testPool("x")), matched(path("/static/*"), fromVars)}}, []string{"/srv/a"}},
 		"a root unset for some paths":            {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/a")), matched(path("/x/*"), vars("")), route(fromVars)}}, []string{"/srv/a", cwd}},
 		"back to this machine's files for some":  {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(caddyhttp.VarsMiddleware{"fs": "assets"}, vars("/srv/a")), matched(path("/x/*"), caddyhttp.VarsMiddleware{"fs": "default "}), route(fromVars)}}, []string{"/srv/a"}},
+		"reverse_proxy's handle_response":        {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(vars("/srv/a"), &reverseproxy.Handler{HandleResponse: []caddyhttp.ResponseHandler{{Routes: caddyhttp.RouteList{route(fromVars)}}}})}}, []string{"/srv/a", cwd}},
 		"another file system":                    {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(caddyhttp.VarsMiddleware{"fs": "assets"}, fromVars)}}, nil},
 		"file_server's own file system":          {&caddyhttp.Server{Routes: caddyhttp.RouteList{route(&fileserver.FileServer{Root: "/x", FileSystem: "assets"})}}, nil},
 	} {
@@ -167,6 +169,8 @@ func TestConfigServedRoots(t *testing.T) {
 		{"a root the request names", ":8080 {\n root * {query.d}\n file_server\n}", []string{"/", cwd}},
 		{"handle_errors of a site with no root", "a.example {\n respond ok\n handle_errors {\n  file_server\n }\n}", []string{cwd}},
 		{"a named route", "&(static) {\n route {\n  root * /srv/n\n  file_server\n }\n}\n:8080 {\n invoke static\n}", []string{"/srv/n"}},
+		{"reverse_proxy's handle_response", ":8080 {\n root * /srv/a\n reverse_proxy 127.0.0.1:9 {\n  @404 status 404\n  handle_response @404 {\n   file_server\n  }\n }\n}", []string{"/srv/a", cwd}},
+		{"intercept's handle_response with its own root", ":8080 {\n intercept {\n  @404 status 404\n  handle_response @404 {\n   root * /srv/errors\n   file_server\n  }\n }\n respond ok\n}", []string{"/srv/errors"}},
 		{"file_server's own root", ":8080 {\n file_server {\n  root /srv/own\n }\n}", []string{"/srv/own"}},
 		{"another file system", ":8080 {\n fs assets\n file_server\n}", nil},
 		{"another file system of file_server's own", ":8080 {\n file_server {\n  fs assets\n  root /x\n }\n}", nil},

@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // The served-root analysis: which directories of this machine file_server
@@ -47,6 +49,9 @@ type staticHandler struct {
 	root, fs string
 	vars     map[string]any // what a vars handler sets
 	routes   []staticRoute  // a subroute's
+	// the routes a handler runs for a response (reverse_proxy's and
+	// intercept's handle_response), whatever the routes before them set
+	responseRoutes [][]staticRoute
 }
 
 // handlerKind is what a handler means to the analysis.
@@ -92,6 +97,8 @@ type rootScan struct {
 	varsRoots []string // roots vars handlers set
 	fromVars  bool     // a file_server serves {http.vars.root}
 	cwd       bool     // … and some request may reach it with no root set
+	// response routes met, to scan as if nothing was set before them
+	responseRoutes [][]staticRoute
 }
 
 // walk scans routes, reached with scope in, and returns the scope after
@@ -159,6 +166,7 @@ func (s *rootScan) walk(routes []staticRoute, in rootScope) (rootScope, bool) {
 			case inertHandler:
 			default:
 				routeChanged = true
+				s.responseRoutes = append(s.responseRoutes, h.responseRoutes...)
 			}
 		}
 		switch {
@@ -226,14 +234,20 @@ func placeholderDir(text string) string {
 // and when one serves {http.vars.root}, every root a vars handler (the
 // `root` directive) sets, plus Caddy's working directory when a request
 // may reach it with no root set. A root with a placeholder that depends
-// on the request counts as the directory before it. Error routes and
-// named routes are scanned as if nothing was set before them: an error
-// may come before the routes set a root (Caddy refuses a bad request
-// before any route), and a route may be invoked before its site's root.
+// on the request counts as the directory before it. Error routes, named
+// routes and response routes (handle_response) are scanned as if nothing
+// was set before them: an error may come before the routes set a root
+// (Caddy refuses a bad request before any route), and a route may be
+// invoked before its site's root.
 func servedRootsOf(routes []staticRoute, later ...[]staticRoute) []string {
 	var scan rootScan
 	scan.walk(routes, rootScope{}.nested())
 	for _, l := range later {
+		scan.walk(l, rootScope{}.nested())
+	}
+	for len(scan.responseRoutes) > 0 { // (which may hold more)
+		l := scan.responseRoutes[0]
+		scan.responseRoutes = scan.responseRoutes[1:]
 		scan.walk(l, rootScope{}.nested())
 	}
 	candidates := scan.roots
@@ -333,8 +347,20 @@ func loadedHandler(h caddyhttp.MiddlewareHandler) staticHandler {
 		return staticHandler{kind: subrouteHandler, routes: loadedRoutes(handler.Routes)}
 	case PoolHandler, caddyhttp.StaticResponse, *caddyhttp.StaticResponse:
 		return staticHandler{kind: inertHandler}
+	case *reverseproxy.Handler:
+		return staticHandler{responseRoutes: loadedResponseRoutes(handler.HandleResponse)}
+	case *intercept.Intercept:
+		return staticHandler{responseRoutes: loadedResponseRoutes(handler.HandleResponse)}
 	}
 	return staticHandler{}
+}
+
+func loadedResponseRoutes(handlers []caddyhttp.ResponseHandler) [][]staticRoute {
+	var out [][]staticRoute
+	for _, rh := range handlers {
+		out = append(out, loadedRoutes(rh.Routes))
+	}
+	return out
 }
 
 // fileServer models a file_server with its root and fs ("" for its
@@ -405,7 +431,17 @@ func configHandler(h map[string]json.RawMessage) staticHandler {
 	case "wsgi", "asgi", "static_response":
 		return staticHandler{kind: inertHandler}
 	}
-	return staticHandler{}
+	// any other handler: the routes of its handle_response (reverse_proxy,
+	// intercept)
+	var responses []struct {
+		Routes []json.RawMessage `json:"routes"`
+	}
+	_ = json.Unmarshal(h["handle_response"], &responses)
+	var out staticHandler
+	for _, rh := range responses {
+		out.responseRoutes = append(out.responseRoutes, configRoutes(rh.Routes))
+	}
+	return out
 }
 
 // backupServed refuses a backup whose copies would go to to, inside one
