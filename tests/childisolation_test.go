@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/user"
@@ -11,7 +13,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // What every child Hearth starts (workers, a preload fork server and the
@@ -477,4 +483,119 @@ http://127.0.0.1:%d {
 	if env["USER"] != "nobody" || env["LOGNAME"] != "nobody" || env["HOME"] != nobody.HomeDir {
 		t.Errorf("the app running as nobody has USER=%q LOGNAME=%q HOME=%q, want nobody's (home %s)", env["USER"], env["LOGNAME"], env["HOME"], nobody.HomeDir)
 	}
+}
+
+// TestWorkerIsolationTerminal: Caddy started from a terminal (`sudo caddy
+// run` in a shell) gives none of its children that terminal. Were a worker
+// in Caddy's session, the app's code (running as the pool's `user`) could
+// open /dev/tty and push a command into the shell's input with TIOCSTI, to
+// be run as root when Caddy stops. Caddy runs here as the session leader of
+// a pseudo-terminal; the worker tries that attack, and no process below
+// Caddy may have a controlling terminal.
+func TestWorkerIsolationTerminal(t *testing.T) {
+	master, slave := openPty(t)
+	dir := t.TempDir() // the app, readable by the pool's user
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	probe, err := os.ReadFile(repoPath("tests", "apps", "ttyprobe.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "ttyprobe.py"), string(probe))
+	os.Chmod(filepath.Join(dir, "ttyprobe.py"), 0o644)
+	account := ""
+	if os.Geteuid() == 0 {
+		account = "user nobody" // the privilege boundary the attack crosses
+	}
+	port := freePort(t)
+	c := newCaddyProc(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi ttyprobe:application {
+		dir %s
+		python {PYTHON}
+		workers 1
+		%s
+		guard enforce {
+			allow HG-ADMIN-01 # the harness's admin API is on TCP
+		}
+	}
+}`, port, dir, account), "")
+	c.cmd.Stdin = slave
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	c.start()
+	slave.Close()
+	c.waitRunning()
+
+	if sessionTTY(t, c.cmd.Process.Pid) == 0 {
+		t.Fatal("caddy has no controlling terminal: the test did not set up the attack")
+	}
+	const mark = "hearth-tiocsti-mark"
+	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/?push=%s", port, mark))
+	var r struct{ Tty, Pushed string }
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("the probe's answer %q: %v", body, err)
+	}
+	if r.Tty == "opened" || r.Pushed == "yes" {
+		t.Errorf("a worker reached Caddy's terminal: /dev/tty %s, TIOCSTI %s", r.Tty, r.Pushed)
+	}
+	below := descendants(c.cmd.Process.Pid)
+	if len(below) < 2 {
+		t.Fatalf("expected the keeper and a worker below caddy, found %v", below)
+	}
+	for _, pid := range below {
+		if tty := sessionTTY(t, pid); tty != 0 {
+			t.Errorf("process %d (%s) has caddy's terminal (%#x) as its controlling terminal", pid, cmdline(pid), tty)
+		}
+	}
+	// what the terminal echoed: nothing typed by the app
+	if err := master.SetReadDeadline(time.Now().Add(500 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	echoed, _ := io.ReadAll(master)
+	if strings.Contains(string(echoed), mark) {
+		t.Errorf("the terminal received the app's keystrokes: %q", echoed)
+	}
+}
+
+// openPty opens a pseudo-terminal: its master, and its slave for a child's
+// standard input.
+func openPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	master = os.NewFile(uintptr(fd), "/dev/ptmx") // non-blocking: read deadlines work
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slave.Close() })
+	return master, slave
+}
+
+// sessionTTY is a process's controlling terminal (0: none), from
+// /proc/<pid>/stat.
+func sessionTTY(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(fields) < 5 {
+		t.Fatalf("/proc/%d/stat: %q", pid, data)
+	}
+	tty, _ := strconv.Atoi(fields[4])
+	return tty
 }

@@ -120,6 +120,16 @@ func launchCaddyWithData(t testing.TB, caddyfile, data string) *caddyProc {
 // `exec 3<file` or socket activation).
 func launchCaddyWithFiles(t testing.TB, caddyfile, data string, files []*os.File) *caddyProc {
 	t.Helper()
+	c := newCaddyProc(t, caddyfile, data)
+	c.cmd.ExtraFiles = files
+	c.start()
+	return c
+}
+
+// newCaddyProc prepares what launchCaddyWithData starts, for a test that
+// changes how caddy is started (c.cmd) before c.start().
+func newCaddyProc(t testing.TB, caddyfile, data string) *caddyProc {
+	t.Helper()
 	dir := t.TempDir()
 	if data == "" {
 		data = dir + "/data"
@@ -135,8 +145,6 @@ func launchCaddyWithFiles(t testing.TB, caddyfile, data string, files []*os.File
 	}
 	c.cmd = exec.Command(caddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
 	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+data, "XDG_CONFIG_HOME="+dir+"/config")
-	c.cmd.ExtraFiles = files
-	c.start()
 	return c
 }
 
