@@ -163,7 +163,7 @@ func serve(fd int) int {
 // whoever started Caddy once it stops. The keeper stays in Caddy's session
 // (its process group is its own): moving the workers to a session of their
 // own changes how the kernel's sched_autogroup shares the CPUs between
-// them and Caddy, which cost a fifth of Django's throughput in the bench
+// them and Caddy, which cost 10-20% of Django's throughput in the bench
 // (tests/bench/analysis.md). A keeper with no terminal, or none it can
 // open, has nothing to give up: its children cannot open it either.
 func dropTerminal() error {
