@@ -40,7 +40,8 @@
 #   tls     the same closed loop over HTTPS (TLS 1.3, one ECDSA P-256 certificate
 #           made for the run): HTTP/1.1 with wrk, HTTP/2 with h2load (16
 #           connections × 4 streams); Hearth against nginx terminating TLS in
-#           front of uWSGI (BENCH_TLS_APPS, BENCH_TLS_PEERS)
+#           front of uWSGI, and Caddy `respond` as the ceiling of any Caddy
+#           front (BENCH_TLS_APPS, BENCH_TLS_PEERS)
 #   open    a fixed request rate (tests/bench/loadgen, open loop: latency counts
 #           from when each request was due, so a stalled server is not hidden
 #           by a waiting client) at 25, 50, 75 and 90% of the best peer's median
@@ -59,7 +60,7 @@
 #   BENCH_ASGI_PEERS="hearth hearth-2g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
 #   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
 #   every app they apply to, in every kind of measurement)
-#   BENCH_TLS_APPS="hello"  BENCH_TLS_PEERS="hearth nginx-uwsgi" ("" skips TLS)
+#   BENCH_TLS_APPS="hello"  BENCH_TLS_PEERS="hearth nginx-uwsgi caddy-respond" ("" skips TLS)
 #   BENCH_OPEN_APPS="hello django"  BENCH_OPEN_PEERS="hearth nginx-uwsgi caddy-respond"
 #   ("" skips; caddy-respond there is the tail of a Caddy front with no Python at all)
 #   BENCH_OPEN_LOADS="25 50 75 90" (% of the best peer's peak)
@@ -95,7 +96,7 @@ read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER hearth-2g caddy-
 read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER hearth-2g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 read -r -a TLS_APPS <<<"${BENCH_TLS_APPS-hello}"
-read -r -a TLS_PEERS <<<"${BENCH_TLS_PEERS-hearth $BASE_PEER nginx-uwsgi}"
+read -r -a TLS_PEERS <<<"${BENCH_TLS_PEERS-hearth $BASE_PEER nginx-uwsgi caddy-respond}"
 read -r -a OPEN_APPS <<<"${BENCH_OPEN_APPS-hello django}"
 read -r -a OPEN_PEERS <<<"${BENCH_OPEN_PEERS-hearth $BASE_PEER nginx-uwsgi caddy-respond}"
 read -r -a OPEN_LOADS <<<"${BENCH_OPEN_LOADS:-25 50 75 90}"
