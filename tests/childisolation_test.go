@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -485,34 +486,38 @@ http://127.0.0.1:%d {
 	}
 }
 
-// TestWorkerIsolationTerminal: Caddy started from a terminal (`sudo caddy
-// run` in a shell) gives none of its children that terminal. Were a worker
-// in Caddy's session, the app's code (running as the pool's `user`) could
-// open /dev/tty and push a command into the shell's input with TIOCSTI, to
-// be run as root when Caddy stops. Caddy runs here as the session leader of
-// a pseudo-terminal; the worker tries that attack, and no process below
-// Caddy may have a controlling terminal.
-func TestWorkerIsolationTerminal(t *testing.T) {
+// TestWorkerIsolationSession: Caddy started from a login's shell (`sudo
+// caddy run`) shares that session's controlling terminal and session
+// keyring; none of its children may. With the terminal, the app's code
+// (running as the pool's `user`) could open /dev/tty and push a command
+// into the shell's input with TIOCSTI, to be run as root when Caddy stops;
+// with the keyring, it possesses the login's kernel keys (a Kerberos
+// ticket, an encrypted home's passphrase) and can read them whatever its
+// account. Caddy runs here as the session leader of a pseudo-terminal,
+// with a session keyring holding a key; a worker, and a command of
+// `caddy hearth exec` as the app's user, try both.
+func TestWorkerIsolationSession(t *testing.T) {
 	master, slave := openPty(t)
 	dir := t.TempDir() // the app, readable by the pool's user
 	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)
 	}
-	probe, err := os.ReadFile(repoPath("tests", "apps", "ttyprobe.py"))
+	probe, err := os.ReadFile(repoPath("tests", "apps", "sessionprobe.py"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "ttyprobe.py"), string(probe))
-	os.Chmod(filepath.Join(dir, "ttyprobe.py"), 0o644)
+	writeFile(t, filepath.Join(dir, "sessionprobe.py"), string(probe))
+	os.Chmod(filepath.Join(dir, "sessionprobe.py"), 0o644)
 	account := ""
 	if os.Geteuid() == 0 {
-		account = "user nobody" // the privilege boundary the attack crosses
+		account = "user nobody" // the privilege boundary the attacks cross
 	}
 	port := freePort(t)
 	c := newCaddyProc(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
 	bind 127.0.0.1
-	wsgi ttyprobe:application {
+	wsgi sessionprobe:application {
+		name probe
 		dir %s
 		python {PYTHON}
 		workers 1
@@ -522,23 +527,32 @@ http://127.0.0.1:%d {
 		}
 	}
 }`, port, dir, account), "")
+	const keyName, secret = "hearth-test-login-key", "the-login's-secret"
+	withKeyring := func(cmd *exec.Cmd) *exec.Cmd { // cmd, started with the login's keyring
+		wrapped := exec.Command(pythonPath(), append([]string{filepath.Join(dir, "sessionprobe.py"), "keyring", keyName, secret, cmd.Path}, cmd.Args[1:]...)...)
+		wrapped.Env, wrapped.Dir = cmd.Env, cmd.Dir
+		return wrapped
+	}
+	c.cmd = withKeyring(c.cmd)
 	c.cmd.Stdin = slave
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	c.start()
-	slave.Close()
 	c.waitRunning()
 
 	if sessionTTY(t, c.cmd.Process.Pid) == 0 {
 		t.Fatal("caddy has no controlling terminal: the test did not set up the attack")
 	}
 	const mark = "hearth-tiocsti-mark"
-	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/?push=%s", port, mark))
-	var r struct{ Tty, Pushed string }
+	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/?push=%s&key=%s", port, mark, keyName))
+	var r struct{ Tty, Pushed, Key string }
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
 		t.Fatalf("the probe's answer %q: %v", body, err)
 	}
 	if r.Tty == "opened" || r.Pushed == "yes" {
 		t.Errorf("a worker reached Caddy's terminal: /dev/tty %s, TIOCSTI %s", r.Tty, r.Pushed)
+	}
+	if r.Key != "ENOKEY" {
+		t.Errorf("a worker looking for the login's key in its session keyring got %q, want ENOKEY", r.Key)
 	}
 	below := descendants(c.cmd.Process.Pid)
 	if len(below) < 2 {
@@ -556,6 +570,24 @@ http://127.0.0.1:%d {
 	echoed, _ := io.ReadAll(master)
 	if strings.Contains(string(echoed), mark) {
 		t.Errorf("the terminal received the app's keystrokes: %q", echoed)
+	}
+
+	// caddy hearth exec, run by the login as the app's user
+	if account == "" {
+		return // the same account on both sides: nothing to cross
+	}
+	cli := exec.Command(caddyBinary(t), "hearth", "exec", "probe", "--", "python", "sessionprobe.py", "report", keyName)
+	cli.Dir, cli.Env = c.dir, append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(c.dir, "data"))
+	out, err := withKeyring(cli).CombinedOutput()
+	var e struct {
+		UID int
+		Key string
+	}
+	if err != nil || json.Unmarshal(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:], &e) != nil {
+		t.Fatalf("caddy hearth exec: %v\n%s", err, out)
+	}
+	if e.UID == 0 || e.Key != "ENOKEY" {
+		t.Errorf("caddy hearth exec as the app's user (uid %d) looking for the login's key got %q, want ENOKEY", e.UID, e.Key)
 	}
 }
 

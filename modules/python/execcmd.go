@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -243,6 +245,16 @@ func runAttached(cmd *exec.Cmd) (int, error) {
 	forward := make(chan os.Signal, 4)
 	signal.Notify(forward, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(forward)
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Credential != nil {
+		// as the app's account: the command must not possess the keys of
+		// this login's session keyring. Only this thread leaves it, so the
+		// command is started from it; it is never given back to Go (this
+		// process ends with the command).
+		runtime.LockOSThread()
+		if err := keeper.LeaveSessionKeyring(); err != nil {
+			return 0, err
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting %s: %w", cmd.Path, err)
 	}

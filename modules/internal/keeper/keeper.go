@@ -115,8 +115,14 @@ func serve(fd int) int {
 	// main thread, whose name is the process's
 	name := []byte(Name + "\x00")
 	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0)
+	// what the keeper shares with the session Caddy was started in, its
+	// children must not (session.go)
 	if err := dropTerminal(); err != nil {
 		os.Stderr.WriteString("hearth-keeper: letting go of the terminal Caddy was started from: " + err.Error() + "\n")
+		return 1
+	}
+	if err := LeaveSessionKeyring(); err != nil {
+		os.Stderr.WriteString("hearth-keeper: " + err.Error() + "\n")
 		return 1
 	}
 	// the socket to Caddy reaches no child, whatever else init did
@@ -154,29 +160,6 @@ func serve(fd int) int {
 	signal.Stop(children) // endAll reaps by itself: a listed pid stays its until then
 	k.endAll()
 	return 0
-}
-
-// dropTerminal gives up the controlling terminal the keeper shares with
-// Caddy (`caddy run` in a shell), so that no process it starts has one:
-// app code running as the pool's user could otherwise open /dev/tty and
-// push keystrokes into that shell's input with TIOCSTI, to be run as
-// whoever started Caddy once it stops. The keeper stays in Caddy's session
-// (its process group is its own): moving the workers to a session of their
-// own changes how the kernel's sched_autogroup shares the CPUs between
-// them and Caddy, which cost 10-20% of Django's throughput in the bench
-// (tests/bench/analysis.md). A keeper with no terminal, or none it can
-// open, has nothing to give up: its children cannot open it either.
-func dropTerminal() error {
-	fd, err := syscall.Open("/dev/tty", syscall.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil
-	}
-	defer syscall.Close(fd)
-	// not a session leader: this only detaches the keeper (no SIGHUP to anyone)
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.TIOCNOTTY, 0); e != 0 {
-		return e
-	}
-	return nil
 }
 
 type receivedRequest struct {
