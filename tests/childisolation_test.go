@@ -493,9 +493,15 @@ http://127.0.0.1:%d {
 // into the shell's input with TIOCSTI, to be run as root when Caddy stops;
 // with the keyring, it possesses the login's kernel keys (a Kerberos
 // ticket, an encrypted home's passphrase) and can read them whatever its
-// account. Caddy runs here as the session leader of a pseudo-terminal,
-// with a session keyring holding a key; a worker, and a command of
-// `caddy hearth exec` as the app's user, try both.
+// account. Nor may a child keep a real-time or raised CPU or I/O priority,
+// or a personality without address randomization, that Caddy was started
+// with (`chrt`, `nice`, `ionice`, `setarch -R`): the app's account could
+// not have set them, and one busy loop at a real-time priority takes a
+// CPU from everything else. Caddy runs here as the session leader of a
+// pseudo-terminal, with a session keyring holding a key and those
+// priorities (as far as this machine allows: the test checks what Caddy
+// got); a worker, and a command of `caddy hearth exec` as the app's user,
+// try all of it.
 func TestWorkerIsolationSession(t *testing.T) {
 	master, slave := openPty(t)
 	dir := t.TempDir() // the app, readable by the pool's user
@@ -529,7 +535,7 @@ http://127.0.0.1:%d {
 }`, port, dir, account), "")
 	const keyName, secret = "hearth-test-login-key", "the-login's-secret"
 	withKeyring := func(cmd *exec.Cmd) *exec.Cmd { // cmd, started with the login's keyring
-		wrapped := exec.Command(pythonPath(), append([]string{filepath.Join(dir, "sessionprobe.py"), "keyring", keyName, secret, cmd.Path}, cmd.Args[1:]...)...)
+		wrapped := exec.Command(pythonPath(), append([]string{filepath.Join(dir, "sessionprobe.py"), "login", keyName, secret, cmd.Path}, cmd.Args[1:]...)...)
 		wrapped.Env, wrapped.Dir = cmd.Env, cmd.Dir
 		return wrapped
 	}
@@ -544,10 +550,15 @@ http://127.0.0.1:%d {
 	}
 	const mark = "hearth-tiocsti-mark"
 	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/?push=%s&key=%s", port, mark, keyName))
-	var r struct{ Tty, Pushed, Key string }
+	var r sessionReport
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
 		t.Fatalf("the probe's answer %q: %v", body, err)
 	}
+	caddy := caddyPriority(t, c.cmd.Process.Pid)
+	if caddy.Personality&addrNoRandomize == 0 || os.Geteuid() == 0 && caddy.Nice >= 0 {
+		t.Fatalf("caddy was not started with the priorities of the test (%+v)", caddy)
+	}
+	checkPriority(t, "a worker", caddy, r)
 	if r.Tty == "opened" || r.Pushed == "yes" {
 		t.Errorf("a worker reached Caddy's terminal: /dev/tty %s, TIOCSTI %s", r.Tty, r.Pushed)
 	}
@@ -579,15 +590,172 @@ http://127.0.0.1:%d {
 	cli := exec.Command(caddyBinary(t), "hearth", "exec", "probe", "--", "python", "sessionprobe.py", "report", keyName)
 	cli.Dir, cli.Env = c.dir, append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(c.dir, "data"))
 	out, err := withKeyring(cli).CombinedOutput()
-	var e struct {
-		UID int
-		Key string
-	}
+	var e sessionReport
 	if err != nil || json.Unmarshal(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:], &e) != nil {
 		t.Fatalf("caddy hearth exec: %v\n%s", err, out)
 	}
 	if e.UID == 0 || e.Key != "ENOKEY" {
 		t.Errorf("caddy hearth exec as the app's user (uid %d) looking for the login's key got %q, want ENOKEY", e.UID, e.Key)
+	}
+	checkPriority(t, "caddy hearth exec as the app's user", caddy, e)
+
+	// caddy hearth exec as the app's user, run from a terminal, is still
+	// interactive: its command reads what is typed and writes to the screen
+	execMaster, exited := execInTerminal(t, c.dir, "python", "-c", "print('reversed:', input('say: ')[::-1])")
+	waitShown(t, execMaster, "say: ")
+	if _, err := execMaster.Write([]byte("olleh\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitShown(t, execMaster, "reversed: hello")
+	waitExec(t, exited)
+
+	// a command that leaves a process behind: once it has ended, what is
+	// typed next is the shell's
+	lootDir := t.TempDir()
+	os.Chmod(lootDir, 0o777)
+	loot := filepath.Join(lootDir, "loot")
+	execMaster, exited = execInTerminal(t, c.dir, "python", "sessionprobe.py", "linger", loot)
+	waitShown(t, execMaster, "hello from the command")
+	waitExec(t, exited)
+	waitFor(t, 10*time.Second, "the process the command left behind", func() bool {
+		data, _ := os.ReadFile(loot)
+		return bytes.Contains(data, []byte("left behind"))
+	})
+	const typed = "the-root-password\n"
+	if _, err := execMaster.Write([]byte(typed)); err != nil {
+		t.Fatal(err)
+	}
+	var data []byte
+	waitFor(t, 10*time.Second, "the process left behind to end its read", func() bool {
+		data, _ = os.ReadFile(loot)
+		return bytes.Contains(data, []byte("read: "))
+	})
+	if bytes.Contains(data, []byte("root-password")) {
+		t.Errorf("a process the command left behind read what was typed into the terminal after it:\n%s", data)
+	}
+	var lingering int
+	if _, err := fmt.Sscanf(string(data), "left behind: pid %d", &lingering); err == nil && !waitGone(lingering, 5*time.Second) {
+		_ = syscall.Kill(lingering, syscall.SIGKILL)
+	}
+}
+
+// execInTerminal runs `caddy hearth exec <app "probe"> -- args…` in dir,
+// from a new terminal (as the session leader of a pseudo-terminal, as a
+// shell's command is in its foreground): the terminal's master, and where
+// the command's end is sent.
+func execInTerminal(t *testing.T, dir string, args ...string) (*os.File, chan error) {
+	t.Helper()
+	master, slave := openPty(t)
+	cli := exec.Command(caddyBinary(t), append([]string{"hearth", "exec", "probe", "--"}, args...)...)
+	cli.Dir, cli.Env = dir, append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
+	cli.Stdin, cli.Stdout, cli.Stderr = slave, slave, slave
+	cli.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cli.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cli.Process.Kill()
+		}
+	})
+	return master, exited
+}
+
+// waitShown reads the terminal until it has shown text (30 s at most).
+func waitShown(t *testing.T, master *os.File, text string) {
+	t.Helper()
+	var shown []byte
+	buf := make([]byte, 4096)
+	for deadline := time.Now().Add(30 * time.Second); !bytes.Contains(shown, []byte(text)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the terminal did not show %q: %q", text, shown)
+		}
+		master.SetReadDeadline(time.Now().Add(time.Second))
+		n, _ := master.Read(buf)
+		shown = append(shown, buf[:n]...)
+	}
+}
+
+// waitExec waits for caddy hearth exec to end, successfully.
+func waitExec(t *testing.T, exited chan error) {
+	t.Helper()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("caddy hearth exec: %v", err)
+		}
+		exited <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("caddy hearth exec did not end with its command")
+	}
+}
+
+// sessionReport is what tests/apps/sessionprobe.py reports.
+type sessionReport struct {
+	UID              int
+	Tty, Pushed, Key string
+	priority
+}
+
+// priority is a process's CPU and I/O priority and personality.
+type priority struct {
+	Nice        int
+	Policy      int // SCHED_*
+	IOClass     int `json:"io_class"` // IOPRIO_CLASS_*
+	Personality uint32
+}
+
+const (
+	schedFIFO       = 1
+	ioprioClassRT   = 1
+	addrNoRandomize = 0x0040000
+)
+
+// caddyPriority reads a process's priority from /proc and ioprio_get.
+func caddyPriority(t *testing.T, pid int) priority {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])) // from field 3, state
+	var p priority
+	p.Nice, _ = strconv.Atoi(fields[19-3])
+	p.Policy, _ = strconv.Atoi(fields[41-3])
+	persona, err := os.ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := strconv.ParseUint(strings.TrimSpace(string(persona)), 16, 32)
+	p.Personality = uint32(v)
+	io, _, errno := syscall.Syscall(syscall.SYS_IOPRIO_GET, 1, uintptr(pid), 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	p.IOClass = int(io >> 13)
+	return p
+}
+
+// checkPriority fails unless what a child of caddy reports is none of the
+// raised priorities caddy has.
+func checkPriority(t *testing.T, who string, caddy priority, child sessionReport) {
+	t.Helper()
+	if caddy.Nice < 0 && child.Nice < 0 {
+		t.Errorf("%s kept caddy's nice value %d", who, child.Nice)
+	}
+	if caddy.Policy == schedFIFO && child.Policy == schedFIFO {
+		t.Errorf("%s kept caddy's real-time scheduling policy", who)
+	}
+	if caddy.IOClass == ioprioClassRT && child.IOClass == ioprioClassRT {
+		t.Errorf("%s kept caddy's real-time I/O class", who)
+	}
+	if child.Personality&addrNoRandomize != 0 {
+		t.Errorf("%s runs without address randomization (personality %#x)", who, child.Personality)
 	}
 }
 

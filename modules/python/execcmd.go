@@ -159,9 +159,10 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if cred := a.spec.Credential; cred != nil && (uint32(os.Geteuid()) != cred.Uid || uint32(os.Getegid()) != cred.Gid) {
-		// a new session: the command has no controlling terminal, so the
-		// app's code cannot push keystrokes into this (root's) terminal
-		// with TIOCSTI; its stdin, stdout and stderr are still the terminal
+		// a new session, with a pseudo-terminal of its own in place of
+		// this (root's) terminal (runAttached): the app's code can neither
+		// push keystrokes into this one with TIOCSTI nor go on reading it
+		// once the command has ended
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
 	}
 	syscall.Umask(int(a.spec.Umask)) // this process only starts the command
@@ -245,18 +246,31 @@ func runAttached(cmd *exec.Cmd) (int, error) {
 	forward := make(chan os.Signal, 4)
 	signal.Notify(forward, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(forward)
+	var relay *ptyRelay
 	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Credential != nil {
 		// as the app's account: the command must not possess the keys of
-		// this login's session keyring. Only this thread leaves it, so the
-		// command is started from it; it is never given back to Go (this
-		// process ends with the command).
+		// this login's session keyring, nor keep a real-time or raised
+		// priority. Only this thread leaves them, so the command is started
+		// from it; it is never given back to Go (this process ends with the
+		// command).
 		runtime.LockOSThread()
-		if err := keeper.LeaveSessionKeyring(); err != nil {
+		if err := keeper.LeaveSession(); err != nil {
+			return 0, err
+		}
+		// nor hold this terminal (execpty.go)
+		var err error
+		if relay, err = attachPTY(cmd); err != nil {
 			return 0, err
 		}
 	}
 	if err := cmd.Start(); err != nil {
+		if relay != nil {
+			relay.finish()
+		}
 		return 0, fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
+	if relay != nil {
+		relay.started()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -274,6 +288,9 @@ func runAttached(cmd *exec.Cmd) (int, error) {
 	}()
 	err := cmd.Wait()
 	close(done)
+	if relay != nil {
+		relay.finish()
+	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:

@@ -1,17 +1,25 @@
-"""Tries what app code could take from the session Caddy was started in: its
-controlling terminal and its session keyring.
+"""Tries what app code could take from the session Caddy was started in, or
+from how it was started: its controlling terminal, its session keyring,
+its CPU and I/O priority, its personality flags.
 
 - WSGI (sessionprobe:application) answers the JSON of report(): "tty" is
   "opened" or the error opening /dev/tty raised; "pushed" is "yes" when
   TIOCSTI pushed ?push=<text> into the terminal's input, as if typed at
   the keyboard (into the shell of whoever started Caddy); "key" is the
   payload of the key ?key=<description> found through the session keyring,
-  or the error looking for it raised;
+  or the error looking for it raised; "nice", "policy" (os.SCHED_*),
+  "io_class" (1: real-time) and "personality" are the process's own;
 - `python sessionprobe.py report <description>`: prints the same for a
   command (`caddy hearth exec`), pushing nothing;
-- `python sessionprobe.py keyring <description> <secret> <command...>`:
+- `python sessionprobe.py linger <file>` (a command of `caddy hearth exec`):
+  prints a line and ends at once, leaving behind a process of its own
+  session that waits until it is gone, then reads what is typed next on
+  the command's standard input and writes it to file;
+- `python sessionprobe.py login <description> <secret> <command...>`:
   starts command (exec) with a new session keyring holding a user key, as
-  a login's keyring would hold a Kerberos ticket.
+  a login's keyring would hold a Kerberos ticket, and, as far as it is
+  allowed to, nice -5, the real-time policies for the CPU (SCHED_FIFO) and
+  for I/O, and the personality flag ADDR_NO_RANDOMIZE.
 """
 import ctypes
 import errno
@@ -20,11 +28,14 @@ import json
 import os
 import sys
 import termios
+import time
 from urllib.parse import parse_qs
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
-SYS_ADD_KEY, SYS_KEYCTL = 248, 250  # x86_64
+SYS_ADD_KEY, SYS_KEYCTL, SYS_IOPRIO_GET, SYS_IOPRIO_SET, SYS_PERSONALITY = 248, 250, 252, 251, 135  # x86_64
+IOPRIO_WHO_PROCESS, IOPRIO_CLASS_RT = 1, 1
+ADDR_NO_RANDOMIZE = 0x0040000
 KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_SEARCH, KEYCTL_READ = 1, 10, 11
 KEY_SPEC_SESSION_KEYRING = ctypes.c_long(-3)
 
@@ -61,7 +72,10 @@ def key(description):
 
 def report(push, description):
     opened, pushed = tty(push) if push else ('not tried', 'not tried')
-    return {'pid': os.getpid(), 'uid': os.getuid(), 'tty': opened, 'pushed': pushed, 'key': key(description)}
+    return {'pid': os.getpid(), 'uid': os.getuid(), 'tty': opened, 'pushed': pushed, 'key': key(description),
+            'nice': os.getpriority(os.PRIO_PROCESS, 0), 'policy': os.sched_getscheduler(0),
+            'io_class': libc.syscall(SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, 0) >> 13,
+            'personality': libc.syscall(SYS_PERSONALITY, ctypes.c_ulong(0xffffffff))}
 
 
 def application(environ, start_response):
@@ -74,10 +88,41 @@ def application(environ, start_response):
 if __name__ == '__main__':
     if sys.argv[1] == 'report':
         print(json.dumps(report('', sys.argv[2])))
-    elif sys.argv[1] == 'keyring':
+    elif sys.argv[1] == 'linger':
+        loot, parent = sys.argv[2], os.getpid()
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                with open(loot, 'a') as f:
+                    f.write('left behind: pid %d\n' % os.getpid())
+                for _ in range(100):  # until the command is gone (<= 5 s)
+                    try:
+                        os.kill(parent, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.05)
+                import select
+                try:
+                    ready, _, _ = select.select([0], [], [], 5)
+                    got = os.read(0, 200) if ready else b'(nothing within 5 s)'
+                except OSError as e:
+                    got = ('(' + error_name(e.errno) + ')').encode()
+                with open(loot, 'a') as f:
+                    f.write('read: %r\n' % got)
+            os._exit(0)
+        print('hello from the command', flush=True)
+    elif sys.argv[1] == 'login':
         description, secret, command = sys.argv[2], sys.argv[3].encode(), sys.argv[4:]
         if libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
             sys.exit('joining a new session keyring: ' + error_name(ctypes.get_errno()))
         if libc.syscall(SYS_ADD_KEY, b'user', description.encode(), secret, len(secret), KEY_SPEC_SESSION_KEYRING) < 0:
             sys.exit('adding the key: ' + error_name(ctypes.get_errno()))
+        for attempt in (lambda: os.setpriority(os.PRIO_PROCESS, 0, -5),
+                        lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))):
+            try:
+                attempt()
+            except OSError:
+                pass  # not allowed here: the test checks what Caddy got
+        libc.syscall(SYS_IOPRIO_SET, IOPRIO_WHO_PROCESS, 0, (IOPRIO_CLASS_RT << 13) | 4)
+        libc.syscall(SYS_PERSONALITY, ctypes.c_ulong(ADDR_NO_RANDOMIZE))
         os.execv(command[0], command)

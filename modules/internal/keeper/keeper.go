@@ -121,7 +121,7 @@ func serve(fd int) int {
 		os.Stderr.WriteString("hearth-keeper: letting go of the terminal Caddy was started from: " + err.Error() + "\n")
 		return 1
 	}
-	if err := LeaveSessionKeyring(); err != nil {
+	if err := LeaveSession(); err != nil {
 		os.Stderr.WriteString("hearth-keeper: " + err.Error() + "\n")
 		return 1
 	}

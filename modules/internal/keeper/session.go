@@ -3,12 +3,18 @@ package keeper
 import (
 	"errors"
 	"syscall"
+	"unsafe"
 )
 
-// What a process Hearth starts must not share with the session Caddy was
-// started in (`sudo caddy run` in a user's shell): its terminal and its
-// session keyring. The keeper gives up both on its main thread, the one
-// every child is forked from, before it starts anything.
+// What a process Hearth starts must not take from the session Caddy was
+// started in (`sudo caddy run` in a user's shell) or from how it was
+// started: its terminal, its session keyring, a real-time or raised CPU or
+// I/O priority, personality flags that turn off address randomization.
+// The app's code may run as another, unprivileged account, which could
+// never have set these itself. The keeper gives them up on its main
+// thread, the one every child is forked from, before it starts anything;
+// `caddy hearth exec` and `manage` do the same when the command runs as
+// the app's account (LeaveSession).
 
 // dropTerminal gives up the controlling terminal the keeper shares with
 // Caddy, so that no process it starts has one: app code running as the
@@ -33,8 +39,85 @@ func dropTerminal() error {
 	return nil
 }
 
-// keyctlJoinSessionKeyring is KEYCTL_JOIN_SESSION_KEYRING of <linux/keyctl.h>.
-const keyctlJoinSessionKeyring = 1
+// LeaveSession gives up, for the calling thread and the processes it then
+// starts, what LeaveSessionKeyring and lowerPriority do. It changes only
+// the calling thread, so the thread must stay the one that starts them.
+func LeaveSession() error {
+	if err := LeaveSessionKeyring(); err != nil {
+		return err
+	}
+	return lowerPriority()
+}
+
+// Constants of <linux/keyctl.h>, <linux/sched.h>, <linux/ioprio.h> and
+// <linux/personality.h>.
+const (
+	keyctlJoinSessionKeyring = 1
+
+	schedOther       = 0
+	schedFIFO        = 1
+	schedRR          = 2
+	schedDeadline    = 6
+	schedResetOnFork = 0x40000000
+
+	ioprioWhoProcess = 1
+	ioprioClassShift = 13
+	ioprioClassRT    = 1
+
+	// PER_CLEAR_ON_SETID: what the kernel clears when an execution
+	// changes the account (a setuid binary); here the account changes
+	// before the execution, so it would not
+	personalityClearOnSetID = 0x0400000 | 0x0040000 | 0x0200000 | 0x0100000 // READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, ADDR_COMPAT_LAYOUT, MMAP_PAGE_ZERO
+	personalityQuery        = 0xffffffff
+)
+
+// lowerPriority gives the calling thread the default scheduling policy
+// instead of a real-time one, a nice value of 0 instead of a negative one,
+// the default I/O class instead of the real-time one, and clears the
+// personality flags that weaken the children's address randomization.
+// Each is set only when it differs, so that a system call filter that
+// allows only queries (systemd's LockPersonality) does not get in the way
+// of a Caddy started without them. Lowering a priority needs no privilege;
+// a failure is an error (the children would keep what they must not have).
+func lowerPriority() error {
+	policy, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETSCHEDULER, 0, 0, 0)
+	if e != 0 {
+		return errors.New("reading the scheduling policy: " + e.Error())
+	}
+	if p := policy &^ schedResetOnFork; p == schedFIFO || p == schedRR || p == schedDeadline {
+		var param struct{ priority int32 }
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedOther, uintptr(unsafe.Pointer(&param))); e != 0 {
+			return errors.New("leaving the real-time scheduling policy Caddy was started with: " + e.Error())
+		}
+	}
+	// the system call's value is 20 - nice
+	if prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0); err != nil {
+		return errors.New("reading the nice value: " + err.Error())
+	} else if 20-prio < 0 {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, 0); err != nil {
+			return errors.New("leaving the negative nice value Caddy was started with: " + err.Error())
+		}
+	}
+	ioprio, _, e := syscall.RawSyscall(syscall.SYS_IOPRIO_GET, ioprioWhoProcess, 0, 0)
+	if e != 0 {
+		return errors.New("reading the I/O priority: " + e.Error())
+	}
+	if ioprio>>ioprioClassShift == ioprioClassRT {
+		if _, _, e := syscall.RawSyscall(syscall.SYS_IOPRIO_SET, ioprioWhoProcess, 0, 0); e != 0 {
+			return errors.New("leaving the real-time I/O class Caddy was started with: " + e.Error())
+		}
+	}
+	persona, _, e := syscall.RawSyscall(syscall.SYS_PERSONALITY, personalityQuery, 0, 0)
+	if e != 0 {
+		return errors.New("reading the personality: " + e.Error())
+	}
+	if persona&personalityClearOnSetID != 0 {
+		if _, _, e := syscall.RawSyscall(syscall.SYS_PERSONALITY, persona&^personalityClearOnSetID, 0, 0); e != 0 {
+			return errors.New("clearing the personality flags Caddy was started with (no address randomization): " + e.Error())
+		}
+	}
+	return nil
+}
 
 // LeaveSessionKeyring gives the calling thread a new, empty session
 // keyring, which the processes it then starts inherit instead of the one
