@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -33,13 +32,17 @@ type ptyRelay struct {
 	terminal      *os.File // where the command's output goes: stdout, stderr or stdin, the first that is the terminal
 	input         bool     // stdin is the terminal: keystrokes are relayed, and it is in raw mode
 	saved         *unix.Termios
-	output        sync.WaitGroup
-	winch         chan os.Signal
+	// closing stopInput (a pipe's write end; stopRead its read end) ends
+	// the input relay at once, without taking keys typed after it
+	stopInput, stopRead *os.File
+	winch               chan os.Signal
+	// closed when the relays have ended (nil: not started)
+	inputDone, outputDone, winchDone chan struct{}
 }
 
 // outputDrain bounds how long, once the command has ended, its last output
 // is relayed: a process it left behind may hold the pseudo-terminal open.
-const outputDrain = 200 * time.Millisecond
+const outputDrain = 100 * time.Millisecond
 
 // attachPTY gives cmd a pseudo-terminal in place of each of os.Stdin,
 // os.Stdout and os.Stderr that is a terminal (none: nil), as the
@@ -70,6 +73,10 @@ func attachPTY(cmd *exec.Cmd) (*ptyRelay, error) {
 		r.master.Close()
 		if r.slave != nil {
 			r.slave.Close()
+		}
+		if r.stopInput != nil {
+			r.stopInput.Close()
+			r.stopRead.Close()
 		}
 		return nil, fmt.Errorf("setting up the command's pseudo-terminal: %s: %w", what, err)
 	}
@@ -121,6 +128,9 @@ func attachPTY(cmd *exec.Cmd) (*ptyRelay, error) {
 	}
 	cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, tty
 	if r.input {
+		if r.stopRead, r.stopInput, err = os.Pipe(); err != nil {
+			return fail("a pipe to stop relaying input", err)
+		}
 		// raw: every keystroke (Ctrl-C too) goes to the command's terminal,
 		// whose own settings (those of this one) handle them
 		raw := *saved
@@ -148,32 +158,76 @@ func (r *ptyRelay) copySize() {
 // started begins relaying, once the command holds its terminal.
 func (r *ptyRelay) started() {
 	r.slave.Close() // the command's now; the master reads EIO once it and its children are gone
-	r.output.Add(1)
+	r.outputDone = make(chan struct{})
 	go func() {
-		defer r.output.Done()
+		defer close(r.outputDone)
 		_, _ = io.Copy(r.terminal, r.master)
 	}()
 	if r.input {
-		go func() { _, _ = io.Copy(r.master, os.Stdin) }() // ends with this process
+		r.inputDone = make(chan struct{})
+		go r.relayInput()
 	}
-	r.winch = make(chan os.Signal, 1)
+	r.winch, r.winchDone = make(chan os.Signal, 1), make(chan struct{})
 	signal.Notify(r.winch, syscall.SIGWINCH)
 	go func() {
+		defer close(r.winchDone)
 		for range r.winch {
 			r.copySize()
 		}
 	}()
 }
 
-// finish relays the command's last output, closes its terminal (hanging up
-// whatever still holds it) and gives this terminal its settings back.
+// relayInput passes what is typed on this terminal to the command's,
+// reading only what is there when stopRead has not been closed: once the
+// command has ended, keys typed next stay in this terminal for the shell.
+func (r *ptyRelay) relayInput() {
+	defer close(r.inputDone)
+	in := int(os.Stdin.Fd())
+	fds := []unix.PollFd{{Fd: int32(in), Events: unix.POLLIN}, {Fd: int32(r.stopRead.Fd()), Events: unix.POLLIN}}
+	buf := make([]byte, 4096)
+	for {
+		fds[0].Revents, fds[1].Revents = 0, 0
+		if _, err := unix.Poll(fds, -1); err == unix.EINTR {
+			continue
+		} else if err != nil || fds[1].Revents != 0 {
+			return
+		}
+		n, err := unix.Read(in, buf)
+		if n > 0 {
+			if _, err := r.master.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if n == 0 && err == nil || err != nil && err != unix.EINTR && err != unix.EAGAIN {
+			return // this terminal is gone
+		}
+	}
+}
+
+// finish stops relaying input, relays the command's last output, closes
+// its terminal (whatever still holds it reads end-of-file) and gives this
+// terminal its settings back.
 func (r *ptyRelay) finish() {
+	if r.stopInput != nil {
+		r.stopInput.Close()
+		if r.inputDone != nil {
+			_ = r.master.SetWriteDeadline(time.Now()) // a write the command's terminal had no room for
+			<-r.inputDone
+		}
+		r.stopRead.Close()
+	}
 	if r.winch != nil {
 		signal.Stop(r.winch)
 		close(r.winch)
+		<-r.winchDone
 	}
-	_ = r.master.SetReadDeadline(time.Now().Add(outputDrain))
-	r.output.Wait()
+	if r.outputDone != nil {
+		_ = r.master.SetReadDeadline(time.Now().Add(outputDrain))
+		select {
+		case <-r.outputDone:
+		case <-time.After(2 * outputDrain): // a write to this terminal that does not return (output stopped)
+		}
+	}
 	r.master.Close()
 	r.slave.Close() // (if the command never started)
 	if r.saved != nil {

@@ -7,7 +7,8 @@ its CPU and I/O priority, its personality flags.
   TIOCSTI pushed ?push=<text> into the terminal's input, as if typed at
   the keyboard (into the shell of whoever started Caddy); "key" is the
   payload of the key ?key=<description> found through the session keyring,
-  or the error looking for it raised; "nice", "policy" (os.SCHED_*),
+  or the error looking for it raised (?add=<description> first adds a key
+  of its own there); "nice", "policy" (os.SCHED_*),
   "io_class" (1: real-time) and "personality" are the process's own;
 - `python sessionprobe.py report <description>`: prints the same for a
   command (`caddy hearth exec`), pushing nothing;
@@ -15,11 +16,13 @@ its CPU and I/O priority, its personality flags.
   prints a line and ends at once, leaving behind a process of its own
   session that waits until it is gone, then reads what is typed next on
   the command's standard input and writes it to file;
-- `python sessionprobe.py login <description> <secret> <command...>`:
-  starts command (exec) with a new session keyring holding a user key, as
-  a login's keyring would hold a Kerberos ticket, and, as far as it is
-  allowed to, nice -5, the real-time policies for the CPU (SCHED_FIFO) and
-  for I/O, and the personality flag ADDR_NO_RANDOMIZE.
+- `python sessionprobe.py login <report> <description> <secret> <command...>`:
+  starts command (exec) with, as far as it is allowed to (a container's
+  system call filter may refuse some), a new session keyring holding a
+  user key, as a login's keyring would hold a Kerberos ticket, nice -5, the
+  real-time policies for the CPU (SCHED_FIFO) and for I/O, and the
+  personality flag ADDR_NO_RANDOMIZE; writes to report (JSON) whether the
+  key is there.
 """
 import ctypes
 import errno
@@ -70,16 +73,24 @@ def key(description):
     return buf.raw[:n].decode(errors='replace')
 
 
+def io_class():
+    value = libc.syscall(SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, 0)
+    return value >> 13 if value >= 0 else 'error ' + error_name(ctypes.get_errno())
+
+
 def report(push, description):
     opened, pushed = tty(push) if push else ('not tried', 'not tried')
     return {'pid': os.getpid(), 'uid': os.getuid(), 'tty': opened, 'pushed': pushed, 'key': key(description),
             'nice': os.getpriority(os.PRIO_PROCESS, 0), 'policy': os.sched_getscheduler(0),
-            'io_class': libc.syscall(SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, 0) >> 13,
+            'io_class': io_class(),
             'personality': libc.syscall(SYS_PERSONALITY, ctypes.c_ulong(0xffffffff))}
 
 
 def application(environ, start_response):
     query = parse_qs(environ.get('QUERY_STRING', ''))
+    if 'add' in query:  # a key of this app's, in its session keyring
+        payload = b'this app\'s key'
+        libc.syscall(SYS_ADD_KEY, b'user', query['add'][0].encode(), payload, len(payload), KEY_SPEC_SESSION_KEYRING)
     body = json.dumps(report(query.get('push', ['x'])[0], query.get('key', ['none'])[0])).encode()
     start_response('200 OK', [('Content-Type', 'application/json')])
     return [body]
@@ -112,11 +123,14 @@ if __name__ == '__main__':
             os._exit(0)
         print('hello from the command', flush=True)
     elif sys.argv[1] == 'login':
-        description, secret, command = sys.argv[2], sys.argv[3].encode(), sys.argv[4:]
+        out, description, secret, command = sys.argv[2], sys.argv[3], sys.argv[4].encode(), sys.argv[5:]
+        keyring = 'yes'
         if libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
-            sys.exit('joining a new session keyring: ' + error_name(ctypes.get_errno()))
-        if libc.syscall(SYS_ADD_KEY, b'user', description.encode(), secret, len(secret), KEY_SPEC_SESSION_KEYRING) < 0:
-            sys.exit('adding the key: ' + error_name(ctypes.get_errno()))
+            keyring = 'joining a new session keyring: ' + error_name(ctypes.get_errno())
+        elif libc.syscall(SYS_ADD_KEY, b'user', description.encode(), secret, len(secret), KEY_SPEC_SESSION_KEYRING) < 0:
+            keyring = 'adding the key: ' + error_name(ctypes.get_errno())
+        with open(out, 'w') as f:
+            json.dump({'keyring': keyring}, f)
         for attempt in (lambda: os.setpriority(os.PRIO_PROCESS, 0, -5),
                         lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))):
             try:

@@ -248,6 +248,12 @@ func (k *keeper) start(r receivedRequest) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	syscall.Umask(int(umask)) // the keeper creates no files; its children inherit it
+	// a session keyring of its own: what one app's process keeps there,
+	// another app's (another account's) does not possess
+	if err := LeaveSessionKeyring(); err != nil {
+		k.send(Reply{ID: r.req.ID, Errno: int(syscall.EDQUOT), Err: err.Error()})
+		return
+	}
 	pid, err := syscall.ForkExec(r.req.Path, r.req.Argv, &syscall.ProcAttr{
 		Dir:   r.req.Dir,
 		Env:   r.req.Env,

@@ -46,7 +46,31 @@ func LeaveSession() error {
 	if err := LeaveSessionKeyring(); err != nil {
 		return err
 	}
-	return lowerPriority()
+	if err := lowerPriority(); err != nil {
+		return err
+	}
+	return dropPriorityLimits()
+}
+
+// rlimitNice and rlimitRTPrio are RLIMIT_NICE and RLIMIT_RTPRIO.
+const (
+	rlimitNice   = 13
+	rlimitRTPrio = 14
+)
+
+// dropPriorityLimits sets the limits that let an unprivileged process
+// raise its own priority (RLIMIT_NICE, RLIMIT_RTPRIO: LimitNICE= and
+// LimitRTPRIO= of a systemd unit, or pam_limits) to none, for this process
+// and what it starts: with them, the app's account could give itself a
+// real-time policy or a negative nice value again. Neither the keeper nor
+// caddy hearth exec needs them. Lowering a limit needs no privilege.
+func dropPriorityLimits() error {
+	for _, resource := range []int{rlimitNice, rlimitRTPrio} {
+		if err := syscall.Setrlimit(resource, &syscall.Rlimit{}); err != nil {
+			return errors.New("dropping the limits that let a process raise its own priority (RLIMIT_NICE, RLIMIT_RTPRIO; LimitNICE= and LimitRTPRIO= of a systemd unit): " + err.Error())
+		}
+	}
+	return nil
 }
 
 // Constants of <linux/keyctl.h>, <linux/sched.h>, <linux/ioprio.h> and
@@ -87,7 +111,7 @@ func lowerPriority() error {
 	if p := policy &^ schedResetOnFork; p == schedFIFO || p == schedRR || p == schedDeadline {
 		var param struct{ priority int32 }
 		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedOther, uintptr(unsafe.Pointer(&param))); e != 0 {
-			return errors.New("leaving the real-time scheduling policy Caddy was started with: " + e.Error())
+			return errors.New("leaving the real-time scheduling policy Caddy was started with (chrt; systemd's CPUSchedulingPolicy=): " + e.Error())
 		}
 	}
 	// the system call's value is 20 - nice
@@ -95,16 +119,17 @@ func lowerPriority() error {
 		return errors.New("reading the nice value: " + err.Error())
 	} else if 20-prio < 0 {
 		if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, 0); err != nil {
-			return errors.New("leaving the negative nice value Caddy was started with: " + err.Error())
+			return errors.New("leaving the negative nice value Caddy was started with (nice; systemd's Nice=): " + err.Error())
 		}
 	}
+	// (ENOSYS: a kernel without block devices, so no I/O class either)
 	ioprio, _, e := syscall.RawSyscall(syscall.SYS_IOPRIO_GET, ioprioWhoProcess, 0, 0)
-	if e != 0 {
+	if e != 0 && e != syscall.ENOSYS {
 		return errors.New("reading the I/O priority: " + e.Error())
 	}
-	if ioprio>>ioprioClassShift == ioprioClassRT {
+	if e == 0 && ioprio>>ioprioClassShift == ioprioClassRT {
 		if _, _, e := syscall.RawSyscall(syscall.SYS_IOPRIO_SET, ioprioWhoProcess, 0, 0); e != 0 {
-			return errors.New("leaving the real-time I/O class Caddy was started with: " + e.Error())
+			return errors.New("leaving the real-time I/O class Caddy was started with (ionice; systemd's IOSchedulingClass=): " + e.Error())
 		}
 	}
 	persona, _, e := syscall.RawSyscall(syscall.SYS_PERSONALITY, personalityQuery, 0, 0)
@@ -121,7 +146,8 @@ func lowerPriority() error {
 
 // LeaveSessionKeyring gives the calling thread a new, empty session
 // keyring, which the processes it then starts inherit instead of the one
-// it had. A process possesses the keys of its session keyring whatever
+// it had. The keeper calls it before each child it starts, so that each
+// has its own. A process possesses the keys of its session keyring whatever
 // account it runs as: a worker started as the pool's user would otherwise
 // read the kernel keys of the session Caddy was started in (Kerberos
 // tickets, an encrypted home directory's passphrase, whatever a login or
@@ -136,5 +162,9 @@ func LeaveSessionKeyring() error {
 	case 0, syscall.ENOSYS, syscall.EPERM, syscall.EACCES:
 		return nil
 	}
-	return errors.New("giving the processes Hearth starts a session keyring of their own, not the one Caddy was started with (which holds the keys of that login): " + e.Error())
+	msg := "giving a process Hearth starts a session keyring of its own, not the one Caddy was started with (which holds the keys of that login): " + e.Error()
+	if e == syscall.EDQUOT {
+		msg += " (each process Hearth starts holds one keyring, counted against the quota of Caddy's account: raise /proc/sys/kernel/keys/maxkeys and maxbytes)"
+	}
+	return errors.New(msg)
 }
