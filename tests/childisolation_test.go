@@ -456,16 +456,7 @@ func TestWorkerIsolationAccountEnvironment(t *testing.T) {
 	if err != nil {
 		t.Skipf("no user nobody: %v", err)
 	}
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	src, err := os.ReadFile(repoPath("tests", "apps", "childprobe.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "childprobe.py"), string(src))
-	os.Chmod(filepath.Join(dir, "childprobe.py"), 0o644)
+	dir := readableAppDir(t, "childprobe.py")
 	t.Setenv("HEARTH_DEFAULT_USER", "nobody")
 	port := freePort(t)
 	startCaddy(t, fmt.Sprintf(`
@@ -504,16 +495,7 @@ http://127.0.0.1:%d {
 // try all of it.
 func TestWorkerIsolationSession(t *testing.T) {
 	master, slave := openPty(t)
-	dir := t.TempDir() // the app, readable by the pool's user
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	probe, err := os.ReadFile(repoPath("tests", "apps", "sessionprobe.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "sessionprobe.py"), string(probe))
-	os.Chmod(filepath.Join(dir, "sessionprobe.py"), 0o644)
+	dir := readableAppDir(t, "sessionprobe.py")
 	account := ""
 	if os.Geteuid() == 0 {
 		account = "user nobody" // the privilege boundary the attacks cross
@@ -798,6 +780,25 @@ func checkPriority(t *testing.T, who string, caddy priority, child sessionReport
 	if child.Personality&addrNoRandomize != 0 {
 		t.Errorf("%s runs without address randomization (personality %#x)", who, child.Personality)
 	}
+}
+
+// readableAppDir copies apps of tests/apps into a new directory that
+// every account can read (the app of a pool with another `user`).
+func readableAppDir(t *testing.T, names ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	for _, name := range names {
+		src, err := os.ReadFile(repoPath("tests", "apps", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, name), string(src))
+		os.Chmod(filepath.Join(dir, name), 0o644)
+	}
+	return dir
 }
 
 // openPty opens a pseudo-terminal: its master, and its slave for a child's
