@@ -139,3 +139,41 @@ func TestWorkersFreezeImportedObjects(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersCPUPolicy: every kind of worker, and the threads it starts,
+// runs under SCHED_BATCH by default (cpu_policy batch), so a worker Caddy
+// wakes does not preempt Caddy; cpu_policy normal keeps SCHED_OTHER.
+func TestWorkersCPUPolicy(t *testing.T) {
+	const schedOther, schedBatch = 0, 3
+	var config string
+	urls := map[string]string{}
+	want := map[string]int{}
+	for _, tc := range []struct {
+		name, handler, app, options string
+		policy                      int
+	}{
+		{"wsgi", "wsgi", "gcprobe:application", "name cpu_wsgi\n\t\tworkers 1", schedBatch},
+		{"preload", "wsgi", "gcprobe:application", "name cpu_preload\n\t\tworkers 1\n\t\tpreload", schedBatch},
+		{"asgi", "asgi", "gcprobe:app", "name cpu_asgi\n\t\tworkers 1", schedBatch},
+		{"normal", "wsgi", "gcprobe:application", "name cpu_normal\n\t\tworkers 1\n\t\tcpu_policy normal", schedOther},
+	} {
+		site, url := appSite(t, tc.handler, tc.app, repoPath("tests", "apps"), tc.options)
+		config += site
+		urls[tc.name] = url
+		want[tc.name] = tc.policy
+	}
+	startCaddy(t, config)
+	for name, url := range urls {
+		_, body := get(t, url)
+		var r struct {
+			Policy       int
+			ThreadPolicy int `json:"thread_policy"`
+		}
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			t.Fatalf("%s: reply %q: %v", name, body, err)
+		}
+		if r.Policy != want[name] || r.ThreadPolicy != want[name] {
+			t.Errorf("%s: the worker runs under policy %d and its thread under %d, want %d", name, r.Policy, r.ThreadPolicy, want[name])
+		}
+	}
+}

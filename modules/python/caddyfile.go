@@ -38,6 +38,7 @@ import (
 //		max_lifetime  <duration>
 //		preload
 //		pipeline      auto|off
+//		cpu_policy    batch|normal
 //		watch         [<glob>…]
 //		settings      auto
 //		guard         enforce|warn|off {
@@ -94,7 +95,7 @@ func (h *WSGI) unmarshal(d *caddyfile.Dispenser, extra func(*caddyfile.Dispenser
 var wsgiOptions = []string{
 	"name", "dir", "user", "group", "allow_root", "python", "venv", "env", "env_file", "env_inherit", "umask", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
-	"max_lifetime", "preload", "pipeline", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"max_lifetime", "preload", "pipeline", "cpu_policy", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
 }
 
@@ -224,6 +225,14 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		}
 		if h.Pipeline != "auto" && h.Pipeline != "off" {
 			return d.Errf("pipeline %q is not known; use auto (the default) or off", h.Pipeline)
+		}
+		return nil
+	case "cpu_policy":
+		if err := oneArg(d, &h.CPUPolicy); err != nil {
+			return err
+		}
+		if h.CPUPolicy != "batch" && h.CPUPolicy != "normal" {
+			return d.Errf("cpu_policy %q is not known; use batch (the default: a woken worker waits for the running thread's time slice) or normal (it may preempt it)", h.CPUPolicy)
 		}
 		return nil
 	case "watch":

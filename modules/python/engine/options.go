@@ -42,6 +42,8 @@ type Options struct {
 	Preload bool `json:"preload"`
 	// Pipeline is "auto" or "off" (see dispatch.go).
 	Pipeline string `json:"pipeline"`
+	// CPUPolicy is the workers' scheduling policy: "batch" or "normal".
+	CPUPolicy string `json:"cpu_policy"`
 	// Threads is the number of channels per worker: threads (WSGI) or
 	// concurrent requests (ASGI).
 	Threads int `json:"threads"`

@@ -136,6 +136,7 @@ func (p *Pool) commandIn(env []string, channels []*os.File, extraEnv ...string) 
 		"HEARTH_FDS="+strings.Join(fds, ","),
 		"HEARTH_KIND="+p.opts.KindName(),
 		"HEARTH_LIFESPAN="+p.opts.Lifespan,
+		"HEARTH_CPU_POLICY="+p.opts.CPUPolicy,
 	)
 	return supervisor.Command{
 		Path:       p.opts.Python,

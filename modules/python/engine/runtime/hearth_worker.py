@@ -25,7 +25,29 @@ from hearth_runtime.wsgi import serve_forever
 _pack = HEADER.pack
 
 
+def set_cpu_policy(name):
+    """Run this process (and the threads and processes it starts) under
+    the scheduling policy cpu_policy names: "batch" (SCHED_BATCH: a woken
+    worker does not preempt the thread running on its CPU, most often
+    Caddy's) or "normal" (SCHED_OTHER); "" leaves it as it is. A policy
+    the system refuses is reported and the worker runs on: it changes
+    when the worker runs, not what it does."""
+    want = {'batch': os.SCHED_BATCH, 'normal': os.SCHED_OTHER}.get(name)
+    if want is None:
+        return
+    try:
+        if os.sched_getscheduler(0) != want:
+            os.sched_setscheduler(0, want, os.sched_param(0))
+    except OSError as exc:
+        sys.stderr.write('hearth worker %d: could not set cpu_policy %s (%s); the worker runs under the policy '
+                         'it inherited from Caddy. A system call filter may refuse it (systemd: '
+                         'SystemCallFilter=~@resources), or Caddy runs under SCHED_IDLE, which only a '
+                         'privileged process may leave. Set cpu_policy to the policy Caddy runs under to '
+                         'silence this.\n' % (os.getpid(), name, exc.strerror or exc))
+
+
 def main():
+    set_cpu_policy(os.environ.pop('HEARTH_CPU_POLICY', ''))
     spec = os.environ.pop('HEARTH_APP')
     name = os.environ.pop('HEARTH_NAME', spec)
     fds = [int(fd) for fd in os.environ.pop('HEARTH_FDS').split(',')]
