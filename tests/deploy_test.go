@@ -135,6 +135,7 @@ func TestSystemdCommand(t *testing.T) {
 		"Environment=\"CADDY_ADMIN=unix//run/caddy/admin.sock|0600\"\n", "Environment=HEARTH_DEFAULT_USER=hearth-apps:caddy\n",
 		"EnvironmentFile=-/etc/caddy/caddy.env\n", "sudo install -m 0600 -o root -g root /dev/null /etc/caddy/caddy.env",
 		"ProtectProc=invisible\n", "UMask=0077\n",
+		"RestrictRealtime=true\n", "SystemCallFilter=~@resources\n", "SystemCallFilter=sched_setscheduler\n",
 		"ExecStart=" + caddyBinary(t) + " run --config ", "ExecReload=" + caddyBinary(t) + " reload --config ", "Description=Caddy with Hearth (echo, engwrite, node)",
 	} {
 		if !strings.Contains(unit, want) {
@@ -155,7 +156,10 @@ func TestSystemdCommand(t *testing.T) {
 
 // checkUnit runs systemd's own checks on a unit: verify finds nothing and
 // the exposure score of `systemd-analyze security --offline=true` is at
-// most 2.0 (the unit of an earlier Hearth scored 5.0).
+// most 2.1 (the unit of an earlier Hearth scored 5.0; 0.1 of it is
+// sched_setscheduler, allowed back from @resources for the workers'
+// cpu_policy: RestrictRealtime= and RLIMIT_NICE keep it from raising
+// any priority).
 func checkUnit(t *testing.T, path, unit string) {
 	t.Helper()
 	analyze, err := exec.LookPath("systemd-analyze")
@@ -170,9 +174,9 @@ func checkUnit(t *testing.T, path, unit string) {
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify %s: %v\n%s", filepath.Base(path), err, out)
 	}
-	out, err = exec.Command(analyze, "security", "--offline=true", "--threshold=20", path).CombinedOutput()
+	out, err = exec.Command(analyze, "security", "--offline=true", "--threshold=21", path).CombinedOutput()
 	if err != nil {
-		t.Errorf("systemd-analyze security %s: exposure above 2.0 (%v):\n%s", filepath.Base(path), err, out)
+		t.Errorf("systemd-analyze security %s: exposure above 2.1 (%v):\n%s", filepath.Base(path), err, out)
 	}
 	score := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindStringSubmatch(string(out))
 	if score == nil {

@@ -2,10 +2,13 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 type preloadReply struct {
@@ -142,38 +145,83 @@ func TestWorkersFreezeImportedObjects(t *testing.T) {
 
 // TestWorkersCPUPolicy: every kind of worker, and the threads it starts,
 // runs under SCHED_BATCH by default (cpu_policy batch), so a worker Caddy
-// wakes does not preempt Caddy; cpu_policy normal keeps SCHED_OTHER.
+// wakes does not preempt Caddy; cpu_policy normal gives SCHED_OTHER even
+// when Caddy runs under SCHED_BATCH; the variable that carries the choice
+// does not reach the app.
 func TestWorkersCPUPolicy(t *testing.T) {
 	const schedOther, schedBatch = 0, 3
-	var config string
-	urls := map[string]string{}
-	want := map[string]int{}
-	for _, tc := range []struct {
-		name, handler, app, options string
-		policy                      int
-	}{
-		{"wsgi", "wsgi", "gcprobe:application", "name cpu_wsgi\n\t\tworkers 1", schedBatch},
-		{"preload", "wsgi", "gcprobe:application", "name cpu_preload\n\t\tworkers 1\n\t\tpreload", schedBatch},
-		{"asgi", "asgi", "gcprobe:app", "name cpu_asgi\n\t\tworkers 1", schedBatch},
-		{"normal", "wsgi", "gcprobe:application", "name cpu_normal\n\t\tworkers 1\n\t\tcpu_policy normal", schedOther},
-	} {
-		site, url := appSite(t, tc.handler, tc.app, repoPath("tests", "apps"), tc.options)
-		config += site
-		urls[tc.name] = url
-		want[tc.name] = tc.policy
+	for _, caddyPolicy := range []int{schedOther, schedBatch} {
+		var config string
+		urls := map[string]string{}
+		want := map[string]int{}
+		for _, tc := range []struct {
+			name, handler, app, options string
+			policy                      int
+		}{
+			{"wsgi", "wsgi", "gcprobe:application", "workers 1", schedBatch},
+			{"preload", "wsgi", "gcprobe:application", "workers 1\n\t\tpreload", schedBatch},
+			{"asgi", "asgi", "gcprobe:app", "workers 1", schedBatch},
+			{"normal", "wsgi", "gcprobe:application", "workers 1\n\t\tcpu_policy normal", schedOther},
+		} {
+			options := fmt.Sprintf("name cpu_%s_%d\n\t\t%s", tc.name, caddyPolicy, tc.options)
+			site, url := appSite(t, tc.handler, tc.app, repoPath("tests", "apps"), options)
+			config += site
+			urls[tc.name] = url
+			want[tc.name] = tc.policy
+		}
+		c := startCaddyUnder(t, caddyPolicy, config)
+		if got := schedPolicy(t, c.cmd.Process.Pid); got != caddyPolicy {
+			t.Fatalf("caddy runs under policy %d, want %d", got, caddyPolicy)
+		}
+		for name, url := range urls {
+			_, body := get(t, url)
+			var r struct {
+				Policy       *int
+				ThreadPolicy *int     `json:"thread_policy"`
+				HearthEnv    []string `json:"hearth_env"`
+			}
+			if err := json.Unmarshal([]byte(body), &r); err != nil || r.Policy == nil || r.ThreadPolicy == nil {
+				t.Fatalf("%s: reply %q: %v", name, body, err)
+			}
+			if *r.Policy != want[name] || *r.ThreadPolicy != want[name] {
+				t.Errorf("caddy under %d, %s: the worker runs under policy %d and its thread under %d, want %d", caddyPolicy, name, *r.Policy, *r.ThreadPolicy, want[name])
+			}
+			if len(r.HearthEnv) > 0 {
+				t.Errorf("%s: the app's environment holds %v", name, r.HearthEnv)
+			}
+		}
+		c.stop()
 	}
-	startCaddy(t, config)
-	for name, url := range urls {
-		_, body := get(t, url)
-		var r struct {
-			Policy       int
-			ThreadPolicy int `json:"thread_policy"`
-		}
-		if err := json.Unmarshal([]byte(body), &r); err != nil {
-			t.Fatalf("%s: reply %q: %v", name, body, err)
-		}
-		if r.Policy != want[name] || r.ThreadPolicy != want[name] {
-			t.Errorf("%s: the worker runs under policy %d and its thread under %d, want %d", name, r.Policy, r.ThreadPolicy, want[name])
-		}
+}
+
+// startCaddyUnder starts Caddy under the scheduling policy policy (it
+// inherits it from the thread that starts it).
+func startCaddyUnder(t *testing.T, policy int, config string) *caddyProc {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	old := schedPolicy(t, 0)
+	setSchedPolicy(t, policy)
+	defer setSchedPolicy(t, old)
+	return startCaddy(t, config)
+}
+
+// schedPolicy is the scheduling policy of pid (0: the calling thread).
+func schedPolicy(t *testing.T, pid int) int {
+	t.Helper()
+	policy, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETSCHEDULER, uintptr(pid), 0, 0)
+	if e != 0 {
+		t.Fatalf("sched_getscheduler(%d): %v", pid, e)
+	}
+	return int(policy)
+}
+
+// setSchedPolicy puts the calling thread under policy (SCHED_OTHER or
+// SCHED_BATCH, priority 0).
+func setSchedPolicy(t *testing.T, policy int) {
+	t.Helper()
+	var param struct{ priority int32 }
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, uintptr(policy), uintptr(unsafe.Pointer(&param))); e != 0 {
+		t.Fatalf("sched_setscheduler(%d): %v", policy, e)
 	}
 }

@@ -530,6 +530,9 @@ RemoveIPC=true
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@resources
+# back from @resources: the workers' cpu_policy (SCHED_BATCH); RestrictRealtime=
+# and the keeper's RLIMIT_NICE of 0 keep any policy from raising a priority
+SystemCallFilter=sched_setscheduler
 SystemCallErrorNumber=EPERM
 # AF_NETLINK: network interfaces (UPnP and interface IP sources)
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK

@@ -139,12 +139,14 @@ type PoolConfig struct {
 	// Caddy's own, which has more requests to pass on); the worker runs
 	// once that thread's time slice ends or it waits, so Caddy serves the
 	// workers in batches. Its share of the CPU (its nice value) is
-	// unchanged. Measured on hello world with two workers on 2 CPUs: 13%
-	// more requests/s for ASGI and a shorter p99 at a quarter of the peak
-	// rate (tests/bench/analysis.md). "normal" (SCHED_OTHER, Linux's
-	// default) lets a woken worker preempt whatever runs: choose it when
-	// other busy programs share the machine and the app's latency matters
-	// more than theirs. Default: batch.
+	// unchanged. Measured on hello world with two workers on 2 CPUs: ASGI
+	// about 7% more requests/s, a shorter p99 at a quarter of the peak
+	// rate, a longer p99.9 at half of it (tests/bench/analysis.md).
+	// "normal" (SCHED_OTHER, Linux's default) lets a woken worker preempt
+	// what runs when the kernel finds it fair: choose it when other busy
+	// programs share the machine and the app's latency matters more than
+	// theirs. Workers of a Caddy under SCHED_IDLE stay there. Default:
+	// batch.
 	CPUPolicy string `json:"cpu_policy,omitempty"`
 
 	// Watch, for development, restarts the workers (each replacement ready

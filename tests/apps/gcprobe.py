@@ -1,6 +1,7 @@
 """Says how the worker that serves runs: how many objects the cyclic
 collector leaves alone (gc.freeze) and how many it tracks, and the
-scheduling policy (os.SCHED_*) of the worker and of a thread it starts."""
+scheduling policy (os.SCHED_*) of the worker and of a thread it starts,
+and the HEARTH_ variables left in its environment (none should be)."""
 import gc
 import json
 import os
@@ -15,7 +16,8 @@ def report():
     thread.start()
     thread.join()
     return json.dumps({'pid': os.getpid(), 'frozen': gc.get_freeze_count(), 'tracked': len(gc.get_objects()),
-                       'policy': os.sched_getscheduler(0), 'thread_policy': policies[0]}).encode()
+                       'policy': os.sched_getscheduler(0), 'thread_policy': policies[0],
+                       'hearth_env': sorted(k for k in os.environ if k.startswith('HEARTH_'))}).encode()
 
 
 def application(environ, start_response):

@@ -29,21 +29,24 @@ def set_cpu_policy(name):
     """Run this process (and the threads and processes it starts) under
     the scheduling policy cpu_policy names: "batch" (SCHED_BATCH: a woken
     worker does not preempt the thread running on its CPU, most often
-    Caddy's) or "normal" (SCHED_OTHER); "" leaves it as it is. A policy
-    the system refuses is reported and the worker runs on: it changes
-    when the worker runs, not what it does."""
+    Caddy's) or "normal" (SCHED_OTHER); "" leaves it as it is. Only a
+    worker under one of those two is switched: SCHED_IDLE, which Caddy's
+    administrator chose (chrt -i, systemd's CPUSchedulingPolicy=idle), is
+    kept. A policy the system refuses is reported and the worker runs on:
+    it changes when the worker runs, not what it does."""
     want = {'batch': os.SCHED_BATCH, 'normal': os.SCHED_OTHER}.get(name)
     if want is None:
         return
     try:
-        if os.sched_getscheduler(0) != want:
+        current = os.sched_getscheduler(0)
+        if current != want and current in (os.SCHED_OTHER, os.SCHED_BATCH):
             os.sched_setscheduler(0, want, os.sched_param(0))
     except OSError as exc:
         sys.stderr.write('hearth worker %d: could not set cpu_policy %s (%s); the worker runs under the policy '
-                         'it inherited from Caddy. A system call filter may refuse it (systemd: '
-                         'SystemCallFilter=~@resources), or Caddy runs under SCHED_IDLE, which only a '
-                         'privileged process may leave. Set cpu_policy to the policy Caddy runs under to '
-                         'silence this.\n' % (os.getpid(), name, exc.strerror or exc))
+                         'it inherited from Caddy. A system call filter refuses it: systemd\'s '
+                         'SystemCallFilter=~@resources does unless sched_setscheduler is allowed again '
+                         '(the unit `caddy hearth systemd` writes allows it).\n'
+                         % (os.getpid(), name, exc.strerror or exc))
 
 
 def main():
