@@ -35,7 +35,7 @@ func TestResolve(t *testing.T) {
 	if spec.Name != "mysite" || spec.Python != filepath.Join(venv, "bin", "python") || spec.Workers != 3 || spec.Threads != 1 {
 		t.Errorf("spec: %+v", spec)
 	}
-	if spec.MaxQueue != DefaultMaxQueue || spec.QueueTimeout != DefaultQueueTimeout || spec.StartTimeout != DefaultStartTimeout {
+	if spec.MaxQueue != DefaultMaxQueue || spec.QueueTimeout != DefaultQueueTimeout || spec.StartTimeout != DefaultStartTimeout || spec.CPUPolicy != "batch" {
 		t.Errorf("defaults not applied: %+v", spec)
 	}
 	again, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 3,
@@ -46,6 +46,14 @@ func TestResolve(t *testing.T) {
 	changed, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 4}.resolve("mysite.wsgi:application")
 	if changed.key() == spec.key() {
 		t.Errorf("a changed config kept the pool key")
+	}
+	// the default spelled out is the same pool; another policy is another
+	batch, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 3, CPUPolicy: "batch",
+		Env: map[string]string{"BOTH": "env", "HOME_COPY": "{env.HEARTH_TEST_HOME}"}}.resolve("mysite.wsgi:application")
+	normal, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 3, CPUPolicy: "normal",
+		Env: map[string]string{"BOTH": "env", "HOME_COPY": "{env.HEARTH_TEST_HOME}"}}.resolve("mysite.wsgi:application")
+	if batch.key() != spec.key() || normal.key() == spec.key() {
+		t.Errorf("cpu_policy batch gave another pool key (%v), or normal the same (%v)", batch.key() != spec.key(), normal.key() == spec.key())
 	}
 }
 
@@ -70,6 +78,7 @@ func TestResolveErrors(t *testing.T) {
 		{"before_start without a program", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{"true"}, {" ", "x"}}}, "before_start command 2 is empty"},
 		{"negative timeout", "a:b", PoolConfig{Dir: dir, QueueTimeout: caddy.Duration(-time.Second)}, "queue_timeout must be a positive duration"},
 		{"unknown pipeline", "a:b", PoolConfig{Dir: dir, Pipeline: "on"}, `pipeline "on" is not one of auto, off`},
+		{"unknown cpu_policy", "a:b", PoolConfig{Dir: dir, CPUPolicy: "idle"}, `cpu_policy "idle" is not one of batch, normal`},
 		{"missing dir", "a:b", PoolConfig{Dir: filepath.Join(dir, "nope")}, "set `dir` to the directory holding your app"},
 		{"python and venv", "a:b", PoolConfig{Dir: dir, Python: "/usr/bin/python3", Venv: "v"}, "python and venv are both set"},
 		{"venv without python", "a:b", PoolConfig{Dir: dir, Venv: "v"}, "has no bin/python"},
