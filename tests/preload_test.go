@@ -170,7 +170,7 @@ func TestWorkersCPUPolicy(t *testing.T) {
 			want[tc.name] = tc.policy
 		}
 		c := startCaddyUnder(t, caddyPolicy, config)
-		if got := schedPolicy(t, c.cmd.Process.Pid); got != caddyPolicy {
+		if got := caddyPriority(t, c.cmd.Process.Pid).Policy; got != caddyPolicy {
 			t.Fatalf("caddy runs under policy %d, want %d", got, caddyPolicy)
 		}
 		for name, url := range urls {
@@ -200,18 +200,18 @@ func startCaddyUnder(t *testing.T, policy int, config string) *caddyProc {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	old := schedPolicy(t, 0)
+	old := threadPolicy(t)
 	setSchedPolicy(t, policy)
 	defer setSchedPolicy(t, old)
 	return startCaddy(t, config)
 }
 
-// schedPolicy is the scheduling policy of pid (0: the calling thread).
-func schedPolicy(t *testing.T, pid int) int {
+// threadPolicy is the scheduling policy of the calling thread.
+func threadPolicy(t *testing.T) int {
 	t.Helper()
-	policy, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETSCHEDULER, uintptr(pid), 0, 0)
+	policy, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETSCHEDULER, 0, 0, 0)
 	if e != 0 {
-		t.Fatalf("sched_getscheduler(%d): %v", pid, e)
+		t.Fatalf("sched_getscheduler: %v", e)
 	}
 	return int(policy)
 }

@@ -50,12 +50,8 @@ const DefaultMaxConcurrency = 100
 
 // Provision validates the config and registers the pool.
 func (h *ASGI) Provision(ctx caddy.Context) error {
-	switch h.Lifespan {
-	case "":
-		h.Lifespan = "auto"
-	case "auto", "on", "off":
-	default:
-		return fmt.Errorf("asgi %s: lifespan %q is not one of auto, on, off", h.App, h.Lifespan)
+	if err := choose("lifespan", &h.Lifespan, "auto", "on", "off"); err != nil {
+		return fmt.Errorf("asgi %s: %w", h.App, err)
 	}
 	if h.Threads != 0 {
 		return fmt.Errorf("asgi %s: threads does not apply to ASGI apps; use max_concurrency (requests per worker's event loop)", h.App)

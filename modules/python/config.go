@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -278,19 +279,11 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	if err := s.applyCounts(); err != nil {
 		return nil, err
 	}
-	switch s.Pipeline {
-	case "":
-		s.Pipeline = "auto"
-	case "auto", "off":
-	default:
-		return nil, fmt.Errorf("pipeline %q is not one of auto, off", s.Pipeline)
+	if err := choose("pipeline", &s.Pipeline, "auto", "off"); err != nil {
+		return nil, err
 	}
-	switch s.CPUPolicy {
-	case "":
-		s.CPUPolicy = "batch"
-	case "batch", "normal":
-	default:
-		return nil, fmt.Errorf("cpu_policy %q is not one of batch, normal", s.CPUPolicy)
+	if err := choose("cpu_policy", &s.CPUPolicy, "batch", "normal"); err != nil {
+		return nil, err
 	}
 	if err := s.checkRecycling(); err != nil {
 		return nil, err
@@ -357,6 +350,18 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// choose checks that *value, the JSON value of option, is one of choices;
+// an empty value becomes the first, the default.
+func choose(option string, value *string, choices ...string) error {
+	switch {
+	case *value == "":
+		*value = choices[0]
+	case !slices.Contains(choices, *value):
+		return fmt.Errorf("%s %q is not one of %s", option, *value, strings.Join(choices, ", "))
+	}
+	return nil
 }
 
 // countLimits are the largest values count options take: a pool starts
