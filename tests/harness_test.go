@@ -48,15 +48,34 @@ func repoPath(parts ...string) string {
 	return filepath.Join(append([]string{filepath.Dir(file), ".."}, parts...)...)
 }
 
-// freePort returns a loopback TCP port nobody listens on now.
+// freePort returns a loopback TCP port nobody listens on now, and one it
+// has not returned before in this run.
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	givenPorts.Lock()
+	defer givenPorts.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// the kernel may hand a closed port out again: a test that took
+		// two (a site and the admin API) once got the same one twice
+		if !givenPorts.seen[port] {
+			givenPorts.seen[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port that was not handed out before in 100 tries")
+	return 0
 }
+
+// givenPorts are the ports freePort has handed out in this run.
+var givenPorts = struct {
+	sync.Mutex
+	seen map[int]bool
+}{seen: map[int]bool{}}
 
 // lockedBuffer collects caddy's log safely across goroutines.
 type lockedBuffer struct {
