@@ -139,11 +139,12 @@ func checkCleanEnv(t *testing.T, who string, env map[string]string, home string,
 
 // TestWorkerIsolationEnvironment: a variable of Caddy's environment
 // reaches no worker, before_start command or process upstream unless it
-// is listed in env_inherit; they start from the documented base.
+// is listed in env_inherit; they start from the documented base, and a
+// variable Hearth sets wins over the same name in env.
 func TestWorkerIsolationEnvironment(t *testing.T) {
 	t.Setenv("HEARTH_TEST_SECRET", "caddy-only-secret")
-	t.Setenv("HEARTH_TEST_PASSED", "passed-on")
-	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	t.Setenv("APP_TEST_PASSED", "passed-on")
+	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)}
 	c := startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -153,6 +154,7 @@ http://127.0.0.1:%d {
 		python {PYTHON}
 		workers 1
 		env FROM_ENV set-by-env
+		env PYTHONUNBUFFERED ""
 		before_start python childprobe.py write {TMP}/clean.json
 	}
 }
@@ -163,7 +165,7 @@ http://127.0.0.1:%d {
 		dir {APPS}
 		python {PYTHON}
 		workers 1
-		env_inherit HEARTH_TEST_PASSED
+		env_inherit APP_TEST_PASSED
 		before_start python childprobe.py write {TMP}/inherit.json
 	}
 }
@@ -182,10 +184,20 @@ http://127.0.0.1:%d {
 		dynamic process {PYTHON} childprobe.py serve {
 			name proc_inherit
 			dir {APPS}
-			env_inherit HEARTH_TEST_PASSED HEARTH_TEST_ABSENT
+			env_inherit APP_TEST_PASSED APP_TEST_ABSENT
 		}
 	}
-}`, ports[0], ports[1], ports[2], ports[3]))
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} childprobe.py serve {
+			name proc_socket
+			dir {APPS}
+			socket
+		}
+	}
+}`, ports[0], ports[1], ports[2], ports[3], ports[4]))
 	url := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d/", ports[i]) }
 	reports := []struct {
 		who     string
@@ -196,22 +208,25 @@ http://127.0.0.1:%d {
 		{"the worker", childGet(t, url(0)), []string{"FROM_ENV", "PYTHONUNBUFFERED"}, false},
 		{"before_start", childRead(t, filepath.Join(c.dir, "clean.json")), []string{"FROM_ENV", "PYTHONUNBUFFERED"}, false},
 		{"the process upstream", childGet(t, url(2)), []string{"PORT", "HEARTH_PORT"}, false},
-		{"the worker with env_inherit", childGet(t, url(1)), []string{"HEARTH_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
-		{"before_start with env_inherit", childRead(t, filepath.Join(c.dir, "inherit.json")), []string{"HEARTH_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
-		{"the process upstream with env_inherit", childGet(t, url(3)), []string{"HEARTH_TEST_PASSED", "PORT", "HEARTH_PORT"}, true},
+		{"the worker with env_inherit", childGet(t, url(1)), []string{"APP_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
+		{"before_start with env_inherit", childRead(t, filepath.Join(c.dir, "inherit.json")), []string{"APP_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
+		{"the process upstream with env_inherit", childGet(t, url(3)), []string{"APP_TEST_PASSED", "PORT", "HEARTH_PORT"}, true},
+		{"the process upstream on a socket", childGet(t, url(4)), []string{"HEARTH_SOCKET"}, false},
 	}
 	for _, rep := range reports {
 		env := rep.r.Env
 		if _, ok := env["HEARTH_TEST_SECRET"]; ok {
 			t.Errorf("%s sees HEARTH_TEST_SECRET from Caddy's environment", rep.who)
 		}
-		if v, ok := env["HEARTH_TEST_PASSED"]; rep.inherit != ok || ok && v != "passed-on" {
-			t.Errorf("%s: HEARTH_TEST_PASSED=%q (set: %v), want it only with env_inherit", rep.who, v, ok)
+		if v, ok := env["APP_TEST_PASSED"]; rep.inherit != ok || ok && v != "passed-on" {
+			t.Errorf("%s: APP_TEST_PASSED=%q (set: %v), want it only with env_inherit", rep.who, v, ok)
 		}
 		checkCleanEnv(t, rep.who, env, c.dir, rep.extra...)
 	}
-	if env := reports[0].r.Env; env["FROM_ENV"] != "set-by-env" || env["PYTHONUNBUFFERED"] != "1" {
-		t.Errorf("env and Hearth's own variables are missing: %v", env)
+	for _, rep := range reports[:2] { // env PYTHONUNBUFFERED "" loses to Hearth's
+		if env := rep.r.Env; env["FROM_ENV"] != "set-by-env" || env["PYTHONUNBUFFERED"] != "1" {
+			t.Errorf("%s: env and Hearth's own variables are missing: %v", rep.who, env)
+		}
 	}
 }
 
@@ -248,7 +263,7 @@ http://127.0.0.1:%d {
 // fork server), before_start and process upstreams get the documented
 // default umask 0027, or the `umask` option's; Caddy's own is untouched.
 func TestWorkerIsolationUmask(t *testing.T) {
-	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)}
 	c := startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
 	bind 127.0.0.1

@@ -86,13 +86,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "stop_signal":
 			u.StopSignal, err = one()
 		case "env":
-			if len(args) != 2 {
-				return d.Errf("env takes a name and a value, got %d values", len(args))
-			}
-			if u.Env == nil {
-				u.Env = map[string]string{}
-			}
-			u.Env[args[0]] = args[1]
+			err = supervisor.UnmarshalEnv(d, args, &u.Env)
 		case "workers":
 			var v string
 			if v, err = one(); err == nil {

@@ -144,7 +144,8 @@ func (g *Group) start() error {
 // socket) and waits until it is ready.
 func (g *Group) launch() (_ *instance, err error) {
 	defer panics.Recover(g.logger, "starting a process", &err)
-	var network, address, env string
+	var network, address string
+	var env []string
 	var repl *strings.Replacer
 	if g.spec.Socket {
 		dir, err := socketDir()
@@ -153,7 +154,7 @@ func (g *Group) launch() (_ *instance, err error) {
 		}
 		address = filepath.Join(dir, fmt.Sprintf("%s-%d-%d.sock", g.spec.Name, os.Getpid(), socketSeq.Add(1)))
 		_ = os.Remove(address)
-		network, env = "unix", "HEARTH_SOCKET="+address
+		network, env = "unix", []string{"HEARTH_SOCKET=" + address}
 		repl = strings.NewReplacer("{socket}", address)
 	} else {
 		port, err := freePort()
@@ -161,7 +162,7 @@ func (g *Group) launch() (_ *instance, err error) {
 			return nil, err
 		}
 		ps := strconv.Itoa(port)
-		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), "PORT="+ps
+		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), []string{"PORT=" + ps, "HEARTH_PORT=" + ps}
 		// the Caddyfile turns the {port} shorthand into {http.request.port}
 		repl = strings.NewReplacer("{port}", ps, "{http.request.port}", ps)
 	}
@@ -171,7 +172,7 @@ func (g *Group) launch() (_ *instance, err error) {
 	}
 	proc, err := supervisor.Start(supervisor.Command{
 		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
-		Env:        append(append([]string(nil), g.spec.Env...), env, "HEARTH_"+env),
+		Env:        append(slices.Clip(g.spec.Env), env...),
 		Credential: g.spec.credential,
 		Umask:      g.spec.Umask,
 	}, g.logger)

@@ -6,9 +6,11 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -42,7 +44,8 @@ type Upstreams struct {
 	Dir string `json:"dir,omitempty"`
 
 	// Env sets environment variables (placeholders such as {env.HOME}
-	// allowed); EnvFile loads a dotenv file first.
+	// allowed); EnvFile loads a dotenv file first. Neither may set PORT
+	// (unless Socket) or a name starting with HEARTH_: Hearth sets those.
 	Env     map[string]string `json:"env,omitempty"`
 	EnvFile string            `json:"env_file,omitempty"`
 
@@ -203,6 +206,9 @@ func (u *Upstreams) resolve() (*spec, error) {
 	}
 	if s.Env, err = (supervisor.Env{Inherit: u.EnvInherit, Credential: s.credential, File: envFile, Vars: u.Env}).Build(); err != nil {
 		return nil, err
+	}
+	if !s.Socket && slices.ContainsFunc(s.Env, func(kv string) bool { return strings.HasPrefix(kv, "PORT=") }) {
+		return nil, errors.New("env, env_file or env_inherit sets PORT, which Hearth sets to each instance's own port: remove it (the command finds its port in $PORT, $HEARTH_PORT or {port})")
 	}
 	if s.Umask, err = supervisor.ParseUmask(u.Umask); err != nil {
 		return nil, err

@@ -143,15 +143,7 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		h.Umask = supervisor.FormatUmask(mask) // four digits in the JSON
 		return nil
 	case "env":
-		args := d.RemainingArgs()
-		if len(args) != 2 {
-			return d.Errf("env takes a name and a value, like `env DJANGO_SETTINGS_MODULE mysite.settings`; got %d arguments", len(args))
-		}
-		if h.Env == nil {
-			h.Env = map[string]string{}
-		}
-		h.Env[args[0]] = args[1]
-		return nil
+		return supervisor.UnmarshalEnv(d, d.RemainingArgs(), &h.Env)
 	case "workers":
 		args := d.RemainingArgs()
 		if len(args) < 1 || len(args) > 2 {

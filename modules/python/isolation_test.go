@@ -14,7 +14,7 @@ import (
 // part of the pool's identity.
 func TestResolveIsolation(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("HEARTH_UNIT_SECRET", "caddy-only")
+	t.Setenv("APP_UNIT_SECRET", "caddy-only")
 	t.Setenv("SECRET_KEY", "inherited-key")
 	t.Setenv("PYTHONPATH", "/caddy/python")
 	spec, err := PoolConfig{Dir: dir, Python: "/usr/bin/python3"}.resolve("a:b")
@@ -22,7 +22,7 @@ func TestResolveIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, kv := range spec.Env {
-		if strings.HasPrefix(kv, "HEARTH_UNIT_SECRET=") || strings.HasPrefix(kv, "SECRET_KEY=") || strings.HasPrefix(kv, "PYTHONPATH=") {
+		if strings.HasPrefix(kv, "APP_UNIT_SECRET=") || strings.HasPrefix(kv, "SECRET_KEY=") || strings.HasPrefix(kv, "PYTHONPATH=") {
 			t.Errorf("Caddy's environment reaches the workers: %s", kv)
 		}
 	}
@@ -32,11 +32,11 @@ func TestResolveIsolation(t *testing.T) {
 	if spec.Umask != supervisor.DefaultUmask {
 		t.Errorf("default umask %04o", spec.Umask)
 	}
-	inherited, err := PoolConfig{Dir: dir, Python: "/usr/bin/python3", EnvInherit: []string{"HEARTH_UNIT_SECRET", "SECRET_KEY"}, Umask: "0077"}.resolve("a:b")
+	inherited, err := PoolConfig{Dir: dir, Python: "/usr/bin/python3", EnvInherit: []string{"APP_UNIT_SECRET", "SECRET_KEY"}, Umask: "0077"}.resolve("a:b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(inherited.Env, "HEARTH_UNIT_SECRET=caddy-only") || !slices.Contains(inherited.Env, "SECRET_KEY=inherited-key") {
+	if !slices.Contains(inherited.Env, "APP_UNIT_SECRET=caddy-only") || !slices.Contains(inherited.Env, "SECRET_KEY=inherited-key") {
 		t.Errorf("env_inherit does not pass the variables: %v", inherited.Env)
 	}
 	if !slices.Contains(inherited.Explicit, "SECRET_KEY") {

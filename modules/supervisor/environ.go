@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/user"
 	"slices"
@@ -30,7 +31,9 @@ import (
 //  5. Vars: env, whose values may use global placeholders ({env.HOME}).
 //
 // Variables a caller adds afterwards (settings auto, HEARTH_*, PORT) come
-// last.
+// last, and win (Start keeps the last of each name). Names starting with
+// ReservedPrefix are Hearth's own: Build refuses them in every layer, so
+// an app can rely on what Hearth puts there.
 type Env struct {
 	// Inherit names variables passed from Caddy's environment (env_inherit).
 	Inherit []string
@@ -69,6 +72,16 @@ func lookupAccount(uid string) (account, error) {
 	return account{home: u.HomeDir, name: u.Username}, nil
 }
 
+// ReservedPrefix starts the names of the variables Hearth passes its
+// children (HEARTH_APP, HEARTH_PORT, HEARTH_SOCKET, …): env, env_file and
+// env_inherit may not set them.
+const ReservedPrefix = "HEARTH_"
+
+// reservedName is the error for a variable named with ReservedPrefix.
+func reservedName(option, name string) error {
+	return fmt.Errorf("%s: %s: names starting with %s are Hearth's own (it tells each process its app, port or socket in them); rename the variable", option, name, ReservedPrefix)
+}
+
 // baseNames are taken from Caddy's environment as they are; LC_* too.
 var baseNames = []string{"PATH", "LANG", "TZ", "TMPDIR"}
 
@@ -104,14 +117,20 @@ func (e Env) build(parent []string, lookup func(string) (account, error)) ([]str
 		if err != nil {
 			return nil, err
 		}
-		for k, v := range fileVars {
-			vars[k] = v
+		for _, k := range slices.Sorted(maps.Keys(fileVars)) {
+			if strings.HasPrefix(k, ReservedPrefix) {
+				return nil, reservedName("env_file "+e.File, k)
+			}
+			vars[k] = fileVars[k]
 		}
 	}
 	repl := caddy.NewReplacer()
 	for k, v := range e.Vars {
 		if !validEnvName(k) {
 			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
+		}
+		if strings.HasPrefix(k, ReservedPrefix) {
+			return nil, reservedName("env", k)
 		}
 		vars[k] = repl.ReplaceKnown(v, "")
 	}
@@ -175,6 +194,9 @@ func CheckEnvNames(option string, names []string) error {
 	for _, k := range names {
 		if !validEnvName(k) {
 			return fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", option, k)
+		}
+		if strings.HasPrefix(k, ReservedPrefix) {
+			return reservedName(option, k)
 		}
 	}
 	return nil

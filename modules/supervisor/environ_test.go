@@ -33,6 +33,10 @@ func TestEnvBuild(t *testing.T) {
 	if err := os.WriteFile(envFile, []byte("FROM_FILE=file\nOVERRIDE=file\nLANG=de_DE.UTF-8\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	reservedFile := filepath.Join(t.TempDir(), "reserved.env")
+	if err := os.WriteFile(reservedFile, []byte("OK=1\nHEARTH_SETTINGS_OVERLAY={}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	base := []string{"HOME=/var/lib/caddy", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "LC_TIME=en_GB.UTF-8", "LOGNAME=caddy",
 		"PATH=/caddy/bin:/usr/bin", "TMPDIR=/caddy/tmp", "TZ=Europe/Paris", "USER=caddy"}
 	with := func(list []string, kv ...string) []string {
@@ -78,6 +82,12 @@ func TestEnvBuild(t *testing.T) {
 		{name: "an inherit name with =", parent: caddyEnv, env: Env{Inherit: []string{"A=B"}}, err: `env_inherit: "A=B" is not a variable name`},
 		{name: "an account without a passwd entry", parent: caddyEnv, env: Env{Credential: &syscall.Credential{Uid: 4242}}, err: `the account of uid 4242`},
 		{name: "a bad env name", parent: caddyEnv, env: Env{Vars: map[string]string{"1X": "y"}}, err: `env: "1X" is not a valid variable name`},
+		{name: "env may not set Hearth's own names", parent: caddyEnv, env: Env{Vars: map[string]string{"HEARTH_APP": "evil:app"}},
+			err: "env: HEARTH_APP: names starting with HEARTH_ are Hearth's own"},
+		{name: "nor may env_inherit", parent: append(caddyEnv, "HEARTH_PORT=1"), env: Env{Inherit: []string{"HEARTH_PORT"}},
+			err: "env_inherit: HEARTH_PORT: names starting with HEARTH_ are Hearth's own"},
+		{name: "nor may env_file", parent: caddyEnv, env: Env{File: reservedFile},
+			err: "env_file " + reservedFile + ": HEARTH_SETTINGS_OVERLAY: names starting with HEARTH_ are Hearth's own"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.env.build(tc.parent, lookup)
@@ -98,21 +108,34 @@ func TestEnvBuild(t *testing.T) {
 }
 
 func TestEnvBuildStartsClean(t *testing.T) {
-	t.Setenv("HEARTH_UNIT_SECRET", "must-not-pass")
+	t.Setenv("APP_UNIT_SECRET", "must-not-pass")
 	got, err := Env{}.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, kv := range got {
-		if strings.HasPrefix(kv, "HEARTH_UNIT_SECRET=") {
+		if strings.HasPrefix(kv, "APP_UNIT_SECRET=") {
 			t.Errorf("Caddy's environment leaks into the child's: %s", kv)
 		}
 	}
-	got, err = Env{Inherit: []string{"HEARTH_UNIT_SECRET"}}.Build()
-	if err != nil || !slices.Contains(got, "HEARTH_UNIT_SECRET=must-not-pass") {
+	got, err = Env{Inherit: []string{"APP_UNIT_SECRET"}}.Build()
+	if err != nil || !slices.Contains(got, "APP_UNIT_SECRET=must-not-pass") {
 		t.Errorf("env_inherit does not pass the variable: %v %v", got, err)
 	}
-	if names := Inherited([]string{"HEARTH_UNIT_SECRET", "HEARTH_UNIT_ABSENT"}); !slices.Equal(names, []string{"HEARTH_UNIT_SECRET"}) {
+	if names := Inherited([]string{"APP_UNIT_SECRET", "APP_UNIT_ABSENT"}); !slices.Equal(names, []string{"APP_UNIT_SECRET"}) {
 		t.Errorf("Inherited: %v", names)
+	}
+}
+
+func TestLastOfEach(t *testing.T) {
+	for _, tc := range []struct{ env, want []string }{
+		{nil, []string{}},
+		{[]string{"A=1", "B=2"}, []string{"A=1", "B=2"}},
+		{[]string{"PYTHONUNBUFFERED=", "A=1", "PYTHONUNBUFFERED=1"}, []string{"A=1", "PYTHONUNBUFFERED=1"}},
+		{[]string{"A=1", "A=2", "A=3=x", "B"}, []string{"A=3=x", "B"}},
+	} {
+		if got := lastOfEach(tc.env); !slices.Equal(got, tc.want) {
+			t.Errorf("lastOfEach(%q) = %q, want %q", tc.env, got, tc.want)
+		}
 	}
 }

@@ -118,15 +118,7 @@ func (p *Placement) UnmarshalOption(d *caddyfile.Dispenser) (handled bool, err e
 		p.EnvInherit = append(p.EnvInherit, names...)
 		return true, nil
 	case "env":
-		args := d.RemainingArgs()
-		if len(args) != 2 {
-			return true, d.Err("env takes a name and a value: `env NAME value`")
-		}
-		if p.Env == nil {
-			p.Env = map[string]string{}
-		}
-		p.Env[args[0]] = args[1]
-		return true, nil
+		return true, UnmarshalEnv(d, d.RemainingArgs(), &p.Env)
 	}
 	return false, nil
 }
@@ -136,5 +128,22 @@ func (p *Placement) InApp(what, app string) error {
 	if set := p.SetOptions(); len(set) > 0 {
 		return fmt.Errorf("%s runs in app %s's environment: %s is the app's; set it in the app's block, or drop `app` to give it its own", what, app, set[0])
 	}
+	return nil
+}
+
+// UnmarshalEnv sets the variable of an `env NAME value` option, args
+// being its arguments, in *env (made when nil): the one parser of env for
+// workers, services, jobs and process upstreams. d makes the errors.
+func UnmarshalEnv(d *caddyfile.Dispenser, args []string, env *map[string]string) error {
+	if len(args) != 2 {
+		return d.Errf("env takes a name and a value, like `env DJANGO_SETTINGS_MODULE mysite.settings`; got %d arguments", len(args))
+	}
+	if err := CheckEnvNames("env", args[:1]); err != nil {
+		return d.Err(err.Error())
+	}
+	if *env == nil {
+		*env = map[string]string{}
+	}
+	(*env)[args[0]] = args[1]
 	return nil
 }

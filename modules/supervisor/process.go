@@ -32,7 +32,8 @@ type Command struct {
 	Args []string
 	// Dir is the working directory.
 	Dir string
-	// Env is the complete environment ("KEY=value").
+	// Env is the complete environment ("KEY=value"); of two variables of
+	// the same name, the later one is passed.
 	Env []string
 	// ExtraFiles become fds 3, 4, … in the child; the caller closes its
 	// copies after Start returns.

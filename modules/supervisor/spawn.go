@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -199,6 +200,25 @@ func (k *keeperConn) read(logger *zap.Logger) {
 		zap.Int("keeper_pid", k.pid), zap.String("exit", exit), zap.Int("processes", killed), zap.NamedError("read_error", readErr))
 }
 
+// lastOfEach keeps the last variable of each name in env, where it is:
+// the child reads its environment from the start (glibc and Python take
+// the first of two), so without this a variable added after the user's
+// would lose to it.
+func lastOfEach(env []string) []string {
+	seen := make(map[string]bool, len(env))
+	out := make([]string, len(env))
+	n := len(env)
+	for i := len(env) - 1; i >= 0; i-- {
+		name, _, _ := strings.Cut(env[i], "=")
+		if !seen[name] {
+			seen[name] = true
+			n--
+			out[n] = env[i]
+		}
+	}
+	return out[n:]
+}
+
 // spawn has the keeper start c with stdout, stderr and c.ExtraFiles as its
 // fds 1, 2, 3, …; it returns the pid and a channel that receives the
 // process's end.
@@ -220,7 +240,7 @@ func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan 
 		return 0, nil, errors.New("Hearth's process keeper ended; try again")
 	}
 	k.nextID++
-	req := keeper.Request{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: c.Env, Credential: c.Credential, Umask: c.Umask}
+	req := keeper.Request{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: lastOfEach(c.Env), Credential: c.Credential, Umask: c.Umask}
 	answer := make(chan spawned, 1)
 	k.pending[req.ID] = answer
 	k.mu.Unlock()

@@ -7,7 +7,8 @@ its umask and its open file descriptors (with what they point to).
 - `python childprobe.py write <path>` (a before_start command): writes the
   report to path, and creates <path>.created to show the umask at work;
 - `python childprobe.py serve` (a process upstream): an HTTP server on $PORT
-  answering the report of the server's process.
+  (or the unix socket $HEARTH_SOCKET) answering the report of the server's
+  process.
 """
 import json
 import os
@@ -56,6 +57,20 @@ def serve():
         def log_message(self, *args):
             pass
 
+    if 'HEARTH_SOCKET' in os.environ:  # the `socket` option
+        import socket
+
+        class UnixServer(HTTPServer):
+            address_family = socket.AF_UNIX
+
+            def server_bind(self):
+                self.socket.bind(self.server_address)
+
+            def get_request(self):
+                conn, _ = self.socket.accept()
+                return conn, ('unix', 0)
+
+        UnixServer(os.environ['HEARTH_SOCKET'], Handler).serve_forever()
     HTTPServer(('127.0.0.1', int(os.environ['PORT'])), Handler).serve_forever()
 
 
