@@ -577,7 +577,11 @@ http://127.0.0.1:%[2]d {
 	if !keyring {
 		t.Logf("no session keyring checks: %s", login.Keyring)
 	}
+	if caddy.OOMScoreAdj >= 0 {
+		t.Logf("no oom_score_adj checks: the login wrapper could not lower caddy's (it needs CAP_SYS_RESOURCE)")
+	}
 	checkPriority(t, "a worker", caddy, r)
+	checkSignals(t, "a worker", r)
 	if r.Tty == "opened" || r.Pushed == "yes" {
 		t.Errorf("a worker reached Caddy's terminal: /dev/tty %s, TIOCSTI %s", r.Tty, r.Pushed)
 	}
@@ -735,6 +739,8 @@ type sessionReport struct {
 	UID              int
 	Tty, Pushed, Key string
 	priority
+	SigBlocked uint64 `json:"sig_blocked"` // bit n-1: signal n
+	SigIgnored uint64 `json:"sig_ignored"`
 }
 
 // priority is a process's CPU and I/O priority and personality.
@@ -743,6 +749,7 @@ type priority struct {
 	Policy      int // SCHED_*
 	IOClass     int `json:"io_class"` // IOPRIO_CLASS_*
 	Personality uint32
+	OOMScoreAdj int `json:"oom_score_adj"`
 }
 
 const (
@@ -773,6 +780,11 @@ func caddyPriority(t *testing.T, pid int) priority {
 		t.Fatal(errno)
 	}
 	p.IOClass = int(io >> 13)
+	oom, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.OOMScoreAdj, _ = strconv.Atoi(strings.TrimSpace(string(oom)))
 	return p
 }
 
@@ -794,6 +806,25 @@ func checkPriority(t *testing.T, who string, caddy priority, child sessionReport
 	}
 	if child.Personality&addrNoRandomize != 0 {
 		t.Errorf("%s runs without address randomization (personality %#x)", who, child.Personality)
+	}
+	if caddy.OOMScoreAdj < 0 && child.OOMScoreAdj < 0 {
+		t.Errorf("%s kept caddy's oom_score_adj %d: the OOM killer would spare it", who, child.OOMScoreAdj)
+	}
+}
+
+// checkSignals fails if a worker has a signal blocked or ignored that
+// Caddy uses to stop it or have it dump its stacks (the login wrapper
+// blocks them, and ignores SIGTERM, before it starts Caddy).
+func checkSignals(t *testing.T, who string, child sessionReport) {
+	t.Helper()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP} {
+		bit := uint64(1) << (sig - 1)
+		if child.SigBlocked&bit != 0 {
+			t.Errorf("%s has %v blocked, as it was where Caddy was started", who, sig)
+		}
+		if sig == syscall.SIGTERM && child.SigIgnored&bit != 0 {
+			t.Errorf("%s ignores %v, as it was ignored where Caddy was started", who, sig)
+		}
 	}
 }
 

@@ -9,7 +9,9 @@ its CPU and I/O priority, its personality flags.
   payload of the key ?key=<description> found through the session keyring,
   or the error looking for it raised (?add=<description> first adds a key
   of its own there); "nice", "policy" (os.SCHED_*),
-  "io_class" (1: real-time) and "personality" are the process's own;
+  "io_class" (1: real-time), "personality", "oom_score_adj", and the
+  blocked and ignored signals ("sig_blocked", "sig_ignored": bit n-1 is
+  signal n) are the process's own;
 - `python sessionprobe.py report <description>`: prints the same for a
   command (`caddy hearth exec`), pushing nothing;
 - `python sessionprobe.py linger <file>` (a command of `caddy hearth exec`):
@@ -20,9 +22,10 @@ its CPU and I/O priority, its personality flags.
   starts command (exec) with, as far as it is allowed to (a container's
   system call filter may refuse some), a new session keyring holding a
   user key, as a login's keyring would hold a Kerberos ticket, nice -5, the
-  real-time policies for the CPU (SCHED_FIFO) and for I/O, and the
-  personality flag ADDR_NO_RANDOMIZE; writes to report (JSON) whether the
-  key is there.
+  real-time policies for the CPU (SCHED_FIFO) and for I/O, the
+  personality flag ADDR_NO_RANDOMIZE, an oom_score_adj of -500, and
+  SIGTERM, SIGUSR1 and SIGHUP blocked (SIGTERM also ignored); writes to
+  report (JSON) whether the key is there.
 """
 import ctypes
 import errno
@@ -78,12 +81,27 @@ def io_class():
     return value >> 13 if value >= 0 else 'error ' + error_name(ctypes.get_errno())
 
 
+def status(name):
+    """A field of /proc/self/status, a hexadecimal signal set as an int."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(name + ':'):
+                return int(line.split()[1], 16)
+    return -1
+
+
+def oom_score_adj():
+    with open('/proc/self/oom_score_adj') as f:
+        return int(f.read())
+
+
 def report(push, description):
     opened, pushed = tty(push) if push else ('not tried', 'not tried')
     return {'pid': os.getpid(), 'uid': os.getuid(), 'tty': opened, 'pushed': pushed, 'key': key(description),
             'nice': os.getpriority(os.PRIO_PROCESS, 0), 'policy': os.sched_getscheduler(0),
             'io_class': io_class(),
-            'personality': libc.syscall(SYS_PERSONALITY, ctypes.c_ulong(0xffffffff))}
+            'personality': libc.syscall(SYS_PERSONALITY, ctypes.c_ulong(0xffffffff)),
+            'oom_score_adj': oom_score_adj(), 'sig_blocked': status('SigBlk'), 'sig_ignored': status('SigIgn')}
 
 
 def application(environ, start_response):
@@ -131,8 +149,16 @@ if __name__ == '__main__':
             keyring = 'adding the key: ' + error_name(ctypes.get_errno())
         with open(out, 'w') as f:
             json.dump({'keyring': keyring}, f)
+
+        def protect():
+            with open('/proc/self/oom_score_adj', 'w') as f:
+                f.write('-500')
+
+        import signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP})
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for attempt in (lambda: os.setpriority(os.PRIO_PROCESS, 0, -5),
-                        lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))):
+                        lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1)), protect):
             try:
                 attempt()
             except OSError:

@@ -2,6 +2,9 @@ package keeper
 
 import (
 	"errors"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 )
@@ -9,7 +12,9 @@ import (
 // What a process Hearth starts must not take from the session Caddy was
 // started in (`sudo caddy run` in a user's shell) or from how it was
 // started: its terminal, its session keyring, a real-time or raised CPU or
-// I/O priority, personality flags that turn off address randomization.
+// I/O priority, personality flags that turn off address randomization, a
+// negative oom_score_adj (the app would be the last process the kernel
+// kills when memory runs out, not the first).
 // The app's code may run as another, unprivileged account, which could
 // never have set these itself. The keeper gives them up on its main
 // thread, the one every child is forked from, before it starts anything;
@@ -97,6 +102,7 @@ const (
 
 // lowerPriority gives the calling thread the default scheduling policy
 // instead of a real-time one, a nice value of 0 instead of a negative one,
+// the process an oom_score_adj of 0 instead of a negative one,
 // the default I/O class instead of the real-time one, and clears the
 // personality flags that weaken the children's address randomization.
 // Each is set only when it differs, so that a system call filter that
@@ -131,6 +137,9 @@ func lowerPriority() error {
 		if _, _, e := syscall.RawSyscall(syscall.SYS_IOPRIO_SET, ioprioWhoProcess, 0, 0); e != 0 {
 			return errors.New("leaving the real-time I/O class Caddy was started with (ionice; systemd's IOSchedulingClass=): " + e.Error())
 		}
+	}
+	if err := leaveOOMProtection(oomScoreAdj); err != nil {
+		return err
 	}
 	persona, _, e := syscall.RawSyscall(syscall.SYS_PERSONALITY, personalityQuery, 0, 0)
 	if e != 0 {
@@ -167,4 +176,28 @@ func LeaveSessionKeyring() error {
 		msg += " (each process Hearth starts holds one keyring, counted against the quota of Caddy's account: raise /proc/sys/kernel/keys/maxkeys and maxbytes)"
 	}
 	return errors.New(msg)
+}
+
+// oomScoreAdj is the file of the process's oom_score_adj.
+const oomScoreAdj = "/proc/self/oom_score_adj"
+
+// leaveOOMProtection sets the process's oom_score_adj to 0 when it is
+// negative (systemd's OOMScoreAdjust= on Caddy's unit, choom): the
+// processes it starts inherit it, and a protected app is what the kernel's
+// OOM killer would spare while it kills the user's other programs. The
+// apps' workers are restarted when killed; a positive value is kept.
+// Raising it needs no privilege. Without /proc there is nothing to read
+// or change. file is oomScoreAdj but in tests.
+func leaveOOMProtection(file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	if v, err := strconv.Atoi(strings.TrimSpace(string(data))); err != nil || v >= 0 {
+		return nil
+	}
+	if err := os.WriteFile(file, []byte("0"), 0); err != nil {
+		return errors.New("leaving the negative oom_score_adj Caddy was started with (choom; systemd's OOMScoreAdjust=): " + err.Error())
+	}
+	return nil
 }
