@@ -761,11 +761,13 @@ const (
 // caddyPriority reads a process's priority from /proc and ioprio_get.
 func caddyPriority(t *testing.T, pid int) priority {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fields, err := procStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])) // from field 3, state
+	if len(fields) < 41-3+1 {
+		t.Fatalf("/proc/%d/stat: %q", pid, fields)
+	}
 	var p priority
 	p.Nice, _ = strconv.Atoi(fields[19-3])
 	p.Policy, _ = strconv.Atoi(fields[41-3])
@@ -876,14 +878,13 @@ func openPty(t *testing.T) (master, slave *os.File) {
 // /proc/<pid>/stat.
 func sessionTTY(t *testing.T, pid int) int {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fields, err := procStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
 	if len(fields) < 5 {
-		t.Fatalf("/proc/%d/stat: %q", pid, data)
+		t.Fatalf("/proc/%d/stat: %q", pid, fields)
 	}
-	tty, _ := strconv.Atoi(fields[4])
+	tty, _ := strconv.Atoi(fields[7-3])
 	return tty
 }

@@ -436,14 +436,21 @@ func dataRaces(log string) (ours, upstream []string) {
 	return ours, upstream
 }
 
-// alive reports whether a process exists (and is not a zombie).
-func alive(pid int) bool {
+// procStat is the fields of /proc/<pid>/stat from the third, the state,
+// on (the command name before them may hold spaces and parentheses): the
+// field numbered n in proc(5) is at n-3.
+func procStat(pid int) ([]string, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return nil, err
 	}
-	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
+	return strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])), nil
+}
+
+// alive reports whether a process exists (and is not a zombie).
+func alive(pid int) bool {
+	fields, err := procStat(pid)
+	return err == nil && len(fields) > 0 && fields[0] != "Z"
 }
 
 // descendants lists every process below pid (children first).
@@ -455,12 +462,8 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-		if len(fields) > 1 {
+		fields, err := procStat(p)
+		if err == nil && len(fields) > 1 {
 			pp, _ := strconv.Atoi(fields[1])
 			children[pp] = append(children[pp], p)
 		}
