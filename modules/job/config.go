@@ -88,6 +88,9 @@ func (c *Config) Check() error {
 	if len(c.Command) == 0 || strings.TrimSpace(c.Command[0]) == "" {
 		return fmt.Errorf("job %s has no command; write `command <program> [<args…>]` in its block", c.Name)
 	}
+	if err := supervisor.CheckCommand("job "+c.Name+"'s command", c.Command); err != nil {
+		return err
+	}
 	if _, err := ParseSchedule(c.Schedule); err != nil {
 		return fmt.Errorf("job %s: %w", c.Name, err)
 	}

@@ -66,13 +66,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "env_file":
 			u.EnvFile, err = one()
 		case "env_inherit":
-			if len(args) == 0 {
-				return d.Err("env_inherit needs the names of variables to pass from Caddy's environment, like `env_inherit NODE_OPTIONS HTTPS_PROXY`")
-			}
-			if err := supervisor.CheckEnvNames("env_inherit", args); err != nil {
-				return d.Err(err.Error())
-			}
-			u.EnvInherit = append(u.EnvInherit, args...)
+			err = supervisor.UnmarshalEnvInherit(d, args, &u.EnvInherit)
 		case "umask":
 			if u.Umask, err = one(); err == nil {
 				mask, perr := supervisor.ParseUmask(u.Umask)
@@ -116,6 +110,9 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	if _, ok := u.Env["PORT"]; ok && !u.Socket {
+		return d.Err(portSetError("env PORT"))
 	}
 	return nil
 }

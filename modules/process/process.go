@@ -160,12 +160,21 @@ func checkWorkers(n int) error {
 	return nil
 }
 
+// portSetError is the error for a PORT the user sets (source says
+// where) on a process upstream that is given a port.
+func portSetError(source string) string {
+	return source + ": Hearth sets PORT to each instance's own port, so the command may not get another: remove it (the command finds its port in $PORT, $HEARTH_PORT or {port}; for local development, keep PORT out of the env_file Hearth reads)"
+}
+
 func (u *Upstreams) resolve() (*spec, error) {
 	if len(u.Command) == 0 {
 		return nil, fmt.Errorf("no command; write `dynamic process <program> [<args…>]`")
 	}
 	if strings.TrimSpace(u.Command[0]) == "" {
 		return nil, fmt.Errorf("the command's program is empty; write `dynamic process <program> [<args…>]`")
+	}
+	if err := supervisor.CheckCommand("the command", u.Command); err != nil {
+		return nil, err
 	}
 	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath, Socket: u.Socket,
 		StartTimeout: time.Duration(u.StartTimeout), StopTimeout: time.Duration(u.StopTimeout)}
@@ -208,7 +217,13 @@ func (u *Upstreams) resolve() (*spec, error) {
 		return nil, err
 	}
 	if !s.Socket && slices.ContainsFunc(s.Env, func(kv string) bool { return strings.HasPrefix(kv, "PORT=") }) {
-		return nil, errors.New("env, env_file or env_inherit sets PORT, which Hearth sets to each instance's own port: remove it (the command finds its port in $PORT, $HEARTH_PORT or {port})")
+		source := "env_file " + envFile
+		if _, ok := u.Env["PORT"]; ok {
+			source = "env PORT"
+		} else if slices.Contains(supervisor.Inherited(u.EnvInherit), "PORT") {
+			source = "env_inherit PORT"
+		}
+		return nil, errors.New(portSetError(source))
 	}
 	if s.Umask, err = supervisor.ParseUmask(u.Umask); err != nil {
 		return nil, err

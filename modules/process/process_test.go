@@ -8,7 +8,8 @@ import (
 )
 
 // TestResolveEnv: an instance's environment may not carry a PORT or a
-// HEARTH_ name of the user's, which would shadow the ones Hearth sets.
+// HEARTH_ name of the user's, which would shadow the ones Hearth sets, nor
+// anything a process cannot be started with.
 func TestResolveEnv(t *testing.T) {
 	t.Setenv("PORT", "8000")
 	dir := t.TempDir()
@@ -16,22 +17,27 @@ func TestResolveEnv(t *testing.T) {
 	if err := os.WriteFile(portFile, []byte("PORT=8000\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const portErr = "env, env_file or env_inherit sets PORT, which Hearth sets to each instance's own port"
+	const portErr = ": Hearth sets PORT to each instance's own port"
 	for _, tc := range []struct {
 		name string
 		u    Upstreams
 		err  string
 	}{
 		{"a plain command", Upstreams{}, ""},
-		{"PORT in env", Upstreams{Env: map[string]string{"PORT": "8000"}}, portErr},
-		{"PORT in env_file", Upstreams{EnvFile: portFile}, portErr},
-		{"PORT from Caddy's environment", Upstreams{EnvInherit: []string{"PORT"}}, portErr},
+		{"PORT in env", Upstreams{Env: map[string]string{"PORT": "8000"}}, "env PORT" + portErr},
+		{"PORT in env_file", Upstreams{EnvFile: portFile}, "env_file " + portFile + portErr},
+		{"PORT from Caddy's environment", Upstreams{EnvInherit: []string{"PORT"}}, "env_inherit PORT" + portErr},
 		{"PORT with socket, where Hearth sets none", Upstreams{Socket: true, Env: map[string]string{"PORT": "8000"}}, ""},
+		{"a NUL in an argument", Upstreams{Command: []string{"/bin/true", "a\x00b"}}, "the command: argument 1 holds a NUL byte"},
+		{"a NUL in env", Upstreams{Env: map[string]string{"A": "a\x00b"}}, "env: A: the value holds a NUL byte"},
 		{"a HEARTH_ name", Upstreams{Socket: true, Env: map[string]string{"HEARTH_SOCKET": "/tmp/x"}}, "env: HEARTH_SOCKET: names starting with HEARTH_ are Hearth's own"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := tc.u
-			u.Command, u.Dir, u.User, u.AllowRoot = []string{"/bin/true"}, dir, "", true
+			if u.Command == nil {
+				u.Command = []string{"/bin/true"}
+			}
+			u.Dir, u.User, u.AllowRoot = dir, "", true
 			_, err := u.resolve()
 			if tc.err == "" && err != nil {
 				t.Fatalf("unexpected error: %v", err)

@@ -123,15 +123,7 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 	case "env_file":
 		return oneArg(d, &h.EnvFile)
 	case "env_inherit":
-		names := d.RemainingArgs()
-		if len(names) == 0 {
-			return d.Err("env_inherit needs the names of variables to pass from Caddy's environment, like `env_inherit SSL_CERT_FILE HTTPS_PROXY`")
-		}
-		if err := supervisor.CheckEnvNames("env_inherit", names); err != nil {
-			return d.Err(err.Error())
-		}
-		h.EnvInherit = append(h.EnvInherit, names...)
-		return nil
+		return supervisor.UnmarshalEnvInherit(d, d.RemainingArgs(), &h.EnvInherit)
 	case "umask":
 		if err := oneArg(d, &h.Umask); err != nil {
 			return err

@@ -446,6 +446,9 @@ func (c PoolConfig) checkFields() error {
 		if len(cmd) == 0 || strings.TrimSpace(cmd[0]) == "" {
 			return fmt.Errorf("before_start command %d is empty: it needs a program, like `before_start python manage.py migrate`", i+1)
 		}
+		if err := supervisor.CheckCommand(fmt.Sprintf("before_start command %d", i+1), cmd); err != nil {
+			return err
+		}
 	}
 	return nil
 }

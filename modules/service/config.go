@@ -116,6 +116,9 @@ func (c *Config) Check() error {
 	if len(c.Command) == 0 || strings.TrimSpace(c.Command[0]) == "" {
 		return fmt.Errorf("service %s has no command; write `command <program> [<args…>]` in its block", c.Name)
 	}
+	if err := supervisor.CheckCommand("service "+c.Name+"'s command", c.Command); err != nil {
+		return err
+	}
 	if c.Workers != 0 && (c.Workers < 1 || c.Workers > MaxWorkers) {
 		return fmt.Errorf("service %s: workers must be a whole number from 1 to %d, got %d", c.Name, MaxWorkers, c.Workers)
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -76,6 +77,9 @@ func parseEnv(text string) (map[string]string, error) {
 			return nil, &envLineError{n + 1, badName(key)}
 		}
 		value, err := parseEnvValue(strings.TrimSpace(value))
+		if err == nil {
+			err = checkEnvValue(value)
+		}
 		if err != nil {
 			return nil, &envLineError{n + 1, key + ": " + err.Error() + " (the value is not shown)"}
 		}
@@ -124,6 +128,16 @@ func parseEnvValue(v string) (string, error) {
 		v = v[:i]
 	}
 	return strings.TrimSpace(v), nil
+}
+
+// checkEnvValue refuses a value no environment can carry: a NUL byte
+// would end it early in the child (execve takes C strings), and Go's
+// process start refuses it, so the app would never start.
+func checkEnvValue(v string) error {
+	if strings.IndexByte(v, 0) >= 0 {
+		return errors.New("the value holds a NUL byte, which no environment variable can carry")
+	}
+	return nil
 }
 
 func validEnvName(k string) bool {

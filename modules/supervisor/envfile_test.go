@@ -26,6 +26,8 @@ func TestParseEnv(t *testing.T) {
 		{"bad name", "1A=x", nil, "line 1: the name before \"=\" is not a variable name: a digit at column 1"},
 		{"unterminated double", `A="abc`, nil, "line 1: A: unterminated double quote"},
 		{"unterminated single", `A='abc`, nil, "line 1: A: unterminated single quote"},
+		{"a NUL in a value", "A=1\nB=x\x00y\n", nil, "line 2: B: the value holds a NUL byte"},
+		{"an escaped NUL is no NUL", `A="x\0y"`, map[string]string{"A": "x0y"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseEnv(tc.in)
@@ -97,4 +99,92 @@ func TestEnvFileErrorsNameTheLineNotTheValue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseEnv: whatever an env file holds, parseEnv does not panic; what
+// it accepts has valid names and values an environment can carry; what it
+// refuses is reported without the value: a run of 16 or more letters and
+// digits after a line's "=" (the shape of a key or password) never appears
+// in the error.
+func FuzzParseEnv(f *testing.F) {
+	for _, seed := range []string{
+		"A=1\nB = two words \n", "# c\n\nA=1 # trailing\n", "export SECRET_KEY=abc\n", `A='x # y \n'`,
+		`A="line\nnext \"q\" \\"`, "A=1\r\nB=2\r\n", "JUSTAWORD", "1A=x", `A="abc`, `A='abc`,
+		"SECRET_KEY=\"k3y0f5ixteenchars0000\n", "A=\x00", "A B=sixteencharsormore99",
+		"X=ABCDEFGHIJKLMNOPQRS\nABCDEFGHIJKLMNOPQRS=\"ABCDEFGHIJKLMNOPQRS",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		vars, err := parseEnv(text)
+		if err == nil {
+			for k, v := range vars {
+				if !validEnvName(k) {
+					t.Fatalf("accepted the name %q", k)
+				}
+				if strings.IndexByte(v, 0) >= 0 {
+					t.Fatalf("accepted a value with a NUL for %s", k)
+				}
+			}
+			return
+		}
+		le, ok := err.(*envLineError)
+		if !ok {
+			t.Fatalf("an error without its line: %v", err)
+		}
+		lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
+		if le.line < 1 || le.line > len(lines) {
+			t.Fatalf("the error names line %d of %d", le.line, len(lines))
+		}
+		name, value, ok := strings.Cut(lines[le.line-1], "=")
+		if !ok {
+			name, value = "", name // a line without "=" is all value, as far as anyone knows
+		}
+		for _, run := range secretRuns(value) {
+			if strings.Contains(err.Error(), run) && !strings.Contains(name, run) { // the name may be shown
+				t.Fatalf("the error %q shows %q from the file", err, run)
+			}
+		}
+	})
+}
+
+// secretRuns is the runs of 16 or more ASCII letters and digits in s.
+func secretRuns(s string) []string {
+	var runs []string
+	start := -1
+	for i := 0; i <= len(s); i++ {
+		alnum := i < len(s) && (s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z' || s[i] >= '0' && s[i] <= '9')
+		if alnum && start < 0 {
+			start = i
+		}
+		if !alnum && start >= 0 {
+			if i-start >= 16 {
+				runs = append(runs, s[start:i])
+			}
+			start = -1
+		}
+	}
+	return runs
+}
+
+// FuzzEnvValueRoundTrip: any value without a NUL, written double-quoted
+// with the escapes the parser knows, reads back as itself.
+func FuzzEnvValueRoundTrip(f *testing.F) {
+	for _, seed := range []string{"", "plain", " spaced ", "quote \" and \\ backslash", "multi\nline\r\n\ttab", "# not a comment", "é ☃", "='x'"} {
+		f.Add(seed)
+	}
+	escape := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	f.Fuzz(func(t *testing.T, value string) {
+		if strings.IndexByte(value, 0) >= 0 {
+			return
+		}
+		text := "export NAME=\"" + escape.Replace(value) + "\"\n"
+		vars, err := parseEnv(text)
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		if vars["NAME"] != value {
+			t.Fatalf("%q read back as %q", value, vars["NAME"])
+		}
+	})
 }

@@ -132,7 +132,11 @@ func (e Env) build(parent []string, lookup func(string) (account, error)) ([]str
 		if strings.HasPrefix(k, ReservedPrefix) {
 			return nil, reservedName("env", k)
 		}
-		vars[k] = repl.ReplaceKnown(v, "")
+		v = repl.ReplaceKnown(v, "")
+		if err := checkEnvValue(v); err != nil {
+			return nil, fmt.Errorf("env: %s: %w (the value is not shown)", k, err)
+		}
+		vars[k] = v
 	}
 	out := make([]string, 0, len(vars))
 	for k, v := range vars {
@@ -187,6 +191,22 @@ func Inherited(names []string) []string {
 		}
 	}
 	return out
+}
+
+// CheckCommand refuses a command (what names it in the error) that no
+// process can be started with: a NUL byte in its program or an argument
+// would end it early (execve takes C strings), and Go's process start
+// refuses it, so it would fail at every start instead of once, here.
+func CheckCommand(what string, argv []string) error {
+	for i, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			if i == 0 {
+				return fmt.Errorf("%s: the program's name holds a NUL byte, which no command can carry", what)
+			}
+			return fmt.Errorf("%s: argument %d holds a NUL byte, which no command can carry", what, i)
+		}
+	}
+	return nil
 }
 
 // CheckEnvNames validates a list of variable names given to option.

@@ -139,3 +139,19 @@ func TestLastOfEach(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckCommand(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		err  string
+	}{
+		{[]string{"python", "manage.py", "migrate"}, ""},
+		{[]string{"python\x00", "x"}, "before_start command 1: the program's name holds a NUL byte"},
+		{[]string{"python", "ok", "a\x00b"}, "before_start command 1: argument 2 holds a NUL byte"},
+	} {
+		err := CheckCommand("before_start command 1", tc.argv)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: %v, want %q", tc.argv, err, tc.err)
+		}
+	}
+}

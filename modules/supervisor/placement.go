@@ -111,12 +111,7 @@ func (p *Placement) UnmarshalOption(d *caddyfile.Dispenser) (handled bool, err e
 		p.AllowRoot = true
 		return true, nil
 	case "env_inherit":
-		names := d.RemainingArgs()
-		if len(names) == 0 {
-			return true, d.Err("env_inherit needs the names of variables to pass from Caddy's environment")
-		}
-		p.EnvInherit = append(p.EnvInherit, names...)
-		return true, nil
+		return true, UnmarshalEnvInherit(d, d.RemainingArgs(), &p.EnvInherit)
 	case "env":
 		return true, UnmarshalEnv(d, d.RemainingArgs(), &p.Env)
 	}
@@ -145,5 +140,18 @@ func UnmarshalEnv(d *caddyfile.Dispenser, args []string, env *map[string]string)
 		*env = map[string]string{}
 	}
 	(*env)[args[0]] = args[1]
+	return nil
+}
+
+// UnmarshalEnvInherit adds the names of an `env_inherit NAME…` option,
+// args being its arguments, to *names: the one parser of env_inherit.
+func UnmarshalEnvInherit(d *caddyfile.Dispenser, args []string, names *[]string) error {
+	if len(args) == 0 {
+		return d.Err("env_inherit needs the names of variables to pass from Caddy's environment, like `env_inherit SSL_CERT_FILE HTTPS_PROXY`")
+	}
+	if err := CheckEnvNames("env_inherit", args); err != nil {
+		return d.Err(err.Error())
+	}
+	*names = append(*names, args...)
 	return nil
 }

@@ -138,8 +138,8 @@ func lowerPriority() error {
 			return errors.New("leaving the real-time I/O class Caddy was started with (ionice; systemd's IOSchedulingClass=): " + e.Error())
 		}
 	}
-	if err := leaveOOMProtection(oomScoreAdj); err != nil {
-		return err
+	if warning := leaveOOMProtection(oomScoreAdj); warning != "" {
+		os.Stderr.WriteString("hearth: " + warning + "\n")
 	}
 	persona, _, e := syscall.RawSyscall(syscall.SYS_PERSONALITY, personalityQuery, 0, 0)
 	if e != 0 {
@@ -186,18 +186,32 @@ const oomScoreAdj = "/proc/self/oom_score_adj"
 // processes it starts inherit it, and a protected app is what the kernel's
 // OOM killer would spare while it kills the user's other programs. The
 // apps' workers are restarted when killed; a positive value is kept.
-// Raising it needs no privilege. Without /proc there is nothing to read
-// or change. file is oomScoreAdj but in tests.
-func leaveOOMProtection(file string) error {
+// Raising it needs no privilege, but a process may lower it again down to
+// the value a privileged process last set (systemd sets it as root), and
+// nothing short of CAP_SYS_RESOURCE raises that floor: then the apps start
+// at 0 and could go back. What cannot be done is returned as a warning,
+// not an error: it decides whom the kernel kills when memory runs out, not
+// what the apps may do, and stopping every app for it would be worse.
+// Without /proc there is nothing to read or change. file is oomScoreAdj
+// but in tests.
+func leaveOOMProtection(file string) (warning string) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil
+		return ""
 	}
-	if v, err := strconv.Atoi(strings.TrimSpace(string(data))); err != nil || v >= 0 {
-		return nil
+	had := strings.TrimSpace(string(data))
+	if v, err := strconv.Atoi(had); err != nil || v >= 0 {
+		return ""
 	}
+	const fix = "remove OOMScoreAdjust= from Caddy's unit (or set it to 0 or more)"
 	if err := os.WriteFile(file, []byte("0"), 0); err != nil {
-		return errors.New("leaving the negative oom_score_adj Caddy was started with (choom; systemd's OOMScoreAdjust=): " + err.Error())
+		return "could not raise the oom_score_adj " + had + " Caddy was started with (choom; systemd's OOMScoreAdjust=) to 0: " + err.Error() + "; the apps keep it, and the kernel's OOM killer spares them over your other programs: " + fix
 	}
-	return nil
+	if os.WriteFile(file, []byte(had), 0) == nil { // back down: the floor allows it
+		if err := os.WriteFile(file, []byte("0"), 0); err != nil {
+			return "could not raise the oom_score_adj " + had + " back to 0: " + err.Error() + ": " + fix
+		}
+		return "Caddy was started with the oom_score_adj " + had + " set by a privileged process (systemd's OOMScoreAdjust=): the apps start at 0, but any of them may set theirs back down to " + had + " and be spared by the kernel's OOM killer over your other programs: " + fix
+	}
+	return ""
 }
