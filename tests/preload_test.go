@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -191,6 +193,50 @@ func TestWorkersCPUPolicy(t *testing.T) {
 			}
 		}
 		c.stop()
+	}
+}
+
+// TestWorkersCPUPolicyRefused: under a system call filter that refuses
+// sched_setscheduler (as systemd's SystemCallFilter=~@resources does), the
+// workers serve under the policy they inherited, and Caddy says so once
+// for the pool, not once per worker: two workers, then two more after a
+// restart, one warning.
+func TestWorkersCPUPolicyRefused(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("tests/apps/seccompwrap.py filters x86_64 system calls")
+	}
+	const warning = "not the one cpu_policy asks for"
+	site, url := appSite(t, "wsgi", "gcprobe:application", repoPath("tests", "apps"), "name cpu_refused\n\t\tworkers 2")
+	c := newCaddyProc(t, site, "")
+	wrapped := exec.Command(pythonPath(), append([]string{repoPath("tests", "apps", "seccompwrap.py"), c.cmd.Path}, c.cmd.Args[1:]...)...)
+	wrapped.Env, wrapped.Dir = c.cmd.Env, c.cmd.Dir
+	c.cmd = wrapped
+	c.start()
+	c.waitRunning()
+	policyOf := func() int {
+		_, body := get(t, url)
+		var r struct{ Policy *int }
+		if err := json.Unmarshal([]byte(body), &r); err != nil || r.Policy == nil {
+			t.Fatalf("reply %q: %v", body, err)
+		}
+		return *r.Policy
+	}
+	if got := policyOf(); got != 0 {
+		t.Fatalf("the worker runs under policy %d: the filter did not refuse SCHED_BATCH, so the test tests nothing", got)
+	}
+	first := c.workerPIDs()
+	if code, body := adminPost(t, c, "/hearth/apps/cpu_refused/restart", ""); code != 200 {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	waitFor(t, 30*time.Second, "two new workers", func() bool {
+		p := c.workerPIDs()
+		return len(p) == 2 && !contains(p, first[0]) && !contains(p, first[1])
+	})
+	if got := policyOf(); got != 0 {
+		t.Errorf("after the restart the worker runs under policy %d", got)
+	}
+	if n := strings.Count(c.log.String(), warning); n != 1 {
+		t.Errorf("%d warnings that cpu_policy was refused, want 1 for the pool:\n%s", n, c.log.String())
 	}
 }
 

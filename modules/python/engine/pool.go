@@ -24,8 +24,11 @@ type Pool struct {
 	env        []string // the processes' environment, from Start's prepare step
 	logger     *zap.Logger
 	nextStream atomic.Uint32 // request ids
-	queueWait  prometheus.Observer
-	duration   prometheus.Observer
+	// policyWarned is set once a worker was found under another
+	// scheduling policy than cpu_policy's (cpupolicy.go)
+	policyWarned atomic.Bool
+	queueWait    prometheus.Observer
+	duration     prometheus.Observer
 
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)

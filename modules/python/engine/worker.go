@@ -113,6 +113,7 @@ func (p *Pool) spawnWorker() (_ *worker, err error) {
 		proc.Stop(syscall.SIGKILL, time.Second)
 		return nil, err
 	}
+	p.checkCPUPolicy(proc.Pid())
 	return w, nil
 }
 

@@ -32,8 +32,10 @@ def set_cpu_policy(name):
     Caddy's) or "normal" (SCHED_OTHER); "" leaves it as it is. Only a
     worker under one of those two is switched: SCHED_IDLE, which Caddy's
     administrator chose (chrt -i, systemd's CPUSchedulingPolicy=idle), is
-    kept. A policy the system refuses is reported and the worker runs on:
-    it changes when the worker runs, not what it does."""
+    kept. A policy the system refuses is left as it is and the worker runs
+    on: it changes when the worker runs, not what it does. Caddy reads the
+    policy each worker ended up with and says so, once per pool
+    (engine/cpupolicy.go): a message here would come from every worker."""
     want = {'batch': os.SCHED_BATCH, 'normal': os.SCHED_OTHER}.get(name)
     if want is None:
         return
@@ -41,12 +43,8 @@ def set_cpu_policy(name):
         current = os.sched_getscheduler(0)
         if current != want and current in (os.SCHED_OTHER, os.SCHED_BATCH):
             os.sched_setscheduler(0, want, os.sched_param(0))
-    except OSError as exc:
-        sys.stderr.write('hearth worker %d: could not set cpu_policy %s (%s); the worker runs under the policy '
-                         'it inherited from Caddy. A system call filter refuses it: systemd\'s '
-                         'SystemCallFilter=~@resources does unless sched_setscheduler is allowed again '
-                         '(the unit `caddy hearth systemd` writes allows it).\n'
-                         % (os.getpid(), name, exc.strerror or exc))
+    except OSError:
+        pass
 
 
 def main():
