@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -144,13 +146,15 @@ func OutputPipes() (stdout, stderr Pipe, err error) {
 // Adopt watches a process that is not Caddy's child (a worker forked by a
 // preloading template), through a pidfd, forwarding what it writes to its
 // stdout and stderr pipes (whose read ends Adopt takes over). Its exit
-// status is not known here: its parent reaps it.
-func Adopt(pid int, stdout, stderr *os.File, logger *zap.Logger) (*Process, error) {
-	pidfd, err := unix.PidfdOpen(pid, 0)
+// status is not known here: its parent reaps it. The pid comes from
+// another process (the template), so it is taken only for a living child
+// of parent: Caddy will signal its process group.
+func Adopt(pid, parent int, stdout, stderr *os.File, logger *zap.Logger) (*Process, error) {
+	pidfd, err := adoptable(pid, parent)
 	if err != nil {
 		stdout.Close()
 		stderr.Close()
-		return nil, fmt.Errorf("watching process %d: %w", pid, err)
+		return nil, err
 	}
 	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), adopted: true}
 	p.watch(logger, stdout, stderr, func() {
@@ -164,6 +168,47 @@ func Adopt(pid int, stdout, stderr *os.File, logger *zap.Logger) (*Process, erro
 		}
 	})
 	return p, nil
+}
+
+// adoptable opens a pidfd on pid once it is known to be a living child of
+// parent: the pidfd pins the process, /proc then names its parent, and
+// the pidfd, still not readable, shows that /proc described that same
+// process and not one that took its pid after it ended.
+func adoptable(pid, parent int) (int, error) {
+	if pid <= 1 || pid == os.Getpid() || pid == parent {
+		return -1, fmt.Errorf("process %d, named as a new worker, is not one: refused", pid)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("watching process %d: %w", pid, err)
+	}
+	ppid, err := parentOf(pid)
+	if err == nil && ppid != parent {
+		err = fmt.Errorf("process %d, named as a new worker by process %d, is not its child (its parent is %d): refused", pid, parent, ppid)
+	}
+	if err == nil {
+		if n, perr := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 0); perr != nil || n != 0 {
+			err = fmt.Errorf("process %d ended before it could be watched", pid)
+		}
+	}
+	if err != nil {
+		unix.Close(pidfd)
+		return -1, err
+	}
+	return pidfd, nil
+}
+
+// parentOf is a process's parent pid, from /proc/<pid>/stat.
+func parentOf(pid int) (int, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("reading process %d: %w", pid, err)
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])) // from field 3, state
+	if len(fields) < 2 {
+		return 0, fmt.Errorf("reading process %d: /proc/%d/stat is malformed", pid, pid)
+	}
+	return strconv.Atoi(fields[1])
 }
 
 // outputDrain bounds how long, after a process exits, its output is still
@@ -271,6 +316,11 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 		return
 	case <-timer.C:
 	}
-	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
+		// not (yet) the leader of a group: a worker forked an instant ago
+		// makes its own group first thing; the pid is still its (p.done
+		// is not closed)
+		_ = syscall.Kill(p.Pid(), syscall.SIGKILL)
+	}
 	<-p.done
 }

@@ -84,14 +84,16 @@ func (s *channel) next() (protocol.Header, []byte, error) {
 }
 
 // setDeadline bounds the exchange about to start on s by timeout (none
-// if timeout ≤ 0). The deadline in force is kept while it falls within
+// if timeout ≤ 0): its reads and its writes, so a worker that stops
+// reading a request body it was sent (the socket's buffer full) times out
+// like one that does not answer. The deadline in force is kept while it falls within
 // deadlineSlack of timeout, so a busy channel re-arms it a few times a second
 // rather than on every request: a request times out between timeout and
 // timeout plus 1%.
 func (s *channel) setDeadline(timeout time.Duration) {
 	if timeout <= 0 {
 		if !s.deadline.IsZero() {
-			_ = s.conn.SetReadDeadline(time.Time{})
+			_ = s.conn.SetDeadline(time.Time{})
 			s.deadline = time.Time{}
 		}
 		return
@@ -100,7 +102,7 @@ func (s *channel) setDeadline(timeout time.Duration) {
 	slack := deadlineSlack(timeout)
 	if s.deadline.Before(due) || s.deadline.Sub(due) > slack {
 		s.deadline = due.Add(slack)
-		_ = s.conn.SetReadDeadline(s.deadline)
+		_ = s.conn.SetDeadline(s.deadline)
 	}
 }
 

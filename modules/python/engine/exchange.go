@@ -122,7 +122,8 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		}
 	} else {
 		if err := s.write(frames); err != nil {
-			return true, p.broken(s, err)
+			// a worker that stopped reading would stop reading there too
+			return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
 		}
 		if body.file != nil {
 			bodySent = make(chan error, 1)
@@ -496,16 +497,36 @@ func (p *Pool) badHead(s *channel, sid uint32, bodySent chan error, err error) e
 	return Failed(BadResponse, fmt.Errorf("app %s: %w", p.opts.Name, err))
 }
 
+// A response head from an app may have at most maxResponseHeaders headers
+// and maxResponseHeadBytes bytes (its frame alone could hold a megabyte:
+// some 350,000 empty headers, for Caddy to hold and send): far above what
+// an app sends (nginx takes 4 or 8 KiB of headers from an upstream by
+// default), far below what would let one app's responses crowd Caddy's
+// memory.
+const (
+	maxResponseHeaders   = 1000
+	maxResponseHeadBytes = 128 << 10
+)
+
 // parseResponseHead decodes "<status line>\0name\0value\0…" into hdr. It
 // validates everything before touching hdr: header names are tokens, and
 // neither values nor the status line hold a control character (NUL, CR,
 // LF …; a tab is allowed in values) — what Gunicorn and uWSGI refuse too.
 // Errors name the header and the reason, never the value.
 func parseResponseHead(p []byte, hdr http.Header) (int, error) {
+	if len(p) > maxResponseHeadBytes {
+		return 0, &badHeadError{fmt.Sprintf("the app's response head is %d bytes, more than the %d a response head may have", len(p), maxResponseHeadBytes)}
+	}
 	var fields [][]byte
 	var stack [32][]byte
 	fields = stack[:0]
-	protocol.Fields(p, func(f []byte) bool { fields = append(fields, f); return true })
+	protocol.Fields(p, func(f []byte) bool {
+		fields = append(fields, f)
+		return len(fields) <= 2*maxResponseHeaders+1
+	})
+	if len(fields) > 2*maxResponseHeaders+1 {
+		return 0, &badHeadError{fmt.Sprintf("the app's response has more than %d headers", maxResponseHeaders)}
+	}
 	if len(fields) == 0 || len(fields)%2 != 1 {
 		return 0, &badHeadError{"malformed response head from the app (an odd number of fields)"}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,11 @@ func TestParseResponseHead(t *testing.T) {
 		{"bad header name", "200 OK\x00Bad Name\x00v", 0, nil, "invalid response header name"},
 		{"header injection", "200 OK\x00X-A\x00v\r\nSet-Cookie: evil=1", 0, nil, "control character (CR)"},
 		{"empty", "", 0, nil, "malformed"},
+		{"as many headers as allowed", "200 OK" + strings.Repeat("\x00X-A\x00v", maxResponseHeaders), 200,
+			http.Header{"X-A": slices.Repeat([]string{"v"}, maxResponseHeaders), "Content-Type": nil}, ""},
+		{"a header too many", "200 OK" + strings.Repeat("\x00X-A\x00v", maxResponseHeaders+1), 0, nil, "more than 1000 headers"},
+		{"a megabyte of empty values", "200 OK" + strings.Repeat("\x00a\x00", 349000), 0, nil, "more than the 131072 a response head may have"},
+		{"a head too long", "200 OK\x00X-A\x00" + strings.Repeat("v", maxResponseHeadBytes), 0, nil, "a response head may have"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := http.Header{}

@@ -25,6 +25,10 @@ type forkServer struct {
 	control *net.UnixConn
 	frames  *protocol.Reader
 	mu      sync.Mutex // one fork request at a time
+	// requests numbers the fork requests (guarded by mu); an answer
+	// carries its request's number, so one that comes after its request
+	// timed out is not taken for the next request's
+	requests uint32
 }
 
 // forkTimeout bounds a fork request to the fork server.
@@ -60,21 +64,32 @@ func (t *forkServer) fork(files []*os.File) (int, error) {
 	for i, f := range files {
 		fds[i] = int(f.Fd())
 	}
-	request := protocol.AppendFrame(nil, protocol.Fork, 0, 0, nil)
+	t.requests++
+	request := protocol.AppendFrame(nil, protocol.Fork, 0, t.requests, nil)
 	if _, _, err := t.control.WriteMsgUnix(request, unix.UnixRights(fds...), nil); err != nil {
 		return 0, fmt.Errorf("asking the fork server for a worker: %w", err)
 	}
 	_ = t.control.SetReadDeadline(time.Now().Add(forkTimeout))
-	h, payload, err := t.frames.Next()
-	_ = t.control.SetReadDeadline(time.Time{})
-	if err != nil {
-		return 0, fmt.Errorf("the fork server did not answer a fork request: %w", err)
+	defer t.control.SetReadDeadline(time.Time{})
+	for {
+		h, payload, err := t.frames.Next()
+		if err != nil {
+			return 0, fmt.Errorf("the fork server did not answer a fork request within %s: %w", forkTimeout, err)
+		}
+		if h.Type != protocol.Fork {
+			return 0, fmt.Errorf("the fork server sent a %s frame instead of a worker pid", h.Type)
+		}
+		if h.Stream != t.requests {
+			// the late answer to a request that timed out: that worker's
+			// channels are closed, so it ends by itself
+			continue
+		}
+		pid, err := strconv.Atoi(string(payload))
+		if err != nil {
+			return 0, fmt.Errorf("the fork server sent %q instead of a worker pid", payload[:min(len(payload), 32)])
+		}
+		return pid, nil
 	}
-	pid, perr := strconv.Atoi(string(payload))
-	if h.Type != protocol.Fork || perr != nil {
-		return 0, fmt.Errorf("the fork server sent a %s frame instead of a worker pid", h.Type)
-	}
-	return pid, nil
 }
 
 func (t *forkServer) stop() {
@@ -140,5 +155,8 @@ func (p *Pool) forkWorker(channels []*os.File) (*supervisor.Process, error) {
 		stderr.Read.Close()
 		return nil, err
 	}
-	return supervisor.Adopt(pid, stdout.Read, stderr.Read, p.logger)
+	// the pid is the app's word: only a child of the fork server is taken,
+	// or a hostile app could name any process (1: kill(-1)) for Caddy
+	// to signal when it stops or recycles the worker
+	return supervisor.Adopt(pid, t.proc.Pid(), stdout.Read, stderr.Read, p.logger)
 }

@@ -68,4 +68,5 @@ def serve_as_fork_server(app, name, control):
         for fd in fds:
             os.close(fd)
         reply = str(pid).encode()
-        control.sendall(_pack(len(reply), FORK, 0, 0) + reply)
+        request = _unpack(data)[3]  # the answer names its request (the stream id)
+        control.sendall(_pack(len(reply), FORK, 0, request) + reply)
