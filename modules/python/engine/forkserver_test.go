@@ -46,18 +46,8 @@ func startGroup(t *testing.T) (*exec.Cmd, int) {
 // answer gives for the request's number, after closing the channel ends.
 func fakeForkServer(t *testing.T, server int, answer func(request uint32) []byte) *Pool {
 	t.Helper()
-	conn, peer, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	fc, err := net.FileConn(peer)
-	peer.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, fc := channelPair(t)
 	app := fc.(*net.UnixConn)
-	t.Cleanup(func() { app.Close() })
 	go func() {
 		buf, oob := make([]byte, 64), make([]byte, 256)
 		for {
@@ -78,17 +68,41 @@ func fakeForkServer(t *testing.T, server int, answer func(request uint32) []byte
 			}
 		}
 	}()
+	p := New(Options{Name: "forked", Kind: "wsgi", Threads: 1, Preload: true, StartTimeout: 2 * time.Second}, zap.NewNop())
+	p.forkServer = &forkServer{proc: adoptChild(t, server), control: conn.(*net.UnixConn), frames: protocol.NewReader(conn)}
+	return p
+}
+
+// channelPair is a channel's two ends: Caddy's and the worker's.
+func channelPair(t *testing.T) (caddy, worker net.Conn) {
+	t.Helper()
+	caddy, peer, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Close() })
+	worker, err = net.FileConn(peer)
+	peer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { worker.Close() })
+	return caddy, worker
+}
+
+// adoptChild watches pid, a child of the test, as Caddy watches a forked
+// worker (with no output).
+func adoptChild(t *testing.T, pid int) *supervisor.Process {
+	t.Helper()
 	r1, w1, _ := os.Pipe()
 	r2, w2, _ := os.Pipe()
 	w1.Close()
 	w2.Close()
-	proc, err := supervisor.Adopt(server, os.Getpid(), r1, r2, zap.NewNop())
+	proc, err := supervisor.Adopt(pid, os.Getpid(), r1, r2, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(Options{Name: "forked", Kind: "wsgi", Threads: 1, Preload: true, StartTimeout: 2 * time.Second}, zap.NewNop())
-	p.forkServer = &forkServer{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(conn)}
-	return p
+	return proc
 }
 
 func forkAnswer(request uint32, pid int) []byte {

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"net"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,31 +18,9 @@ import (
 // stand-in, in a process group of its own, that the pool may kill.
 func onePool(t *testing.T) (*Pool, net.Conn) {
 	t.Helper()
-	conn, peer, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	far, err := net.FileConn(peer)
-	peer.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { far.Close() })
-	cmd := exec.Command("sleep", "60")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-	r1, w1, _ := os.Pipe()
-	r2, w2, _ := os.Pipe()
-	w1.Close()
-	w2.Close()
-	proc, err := supervisor.Adopt(cmd.Process.Pid, os.Getpid(), r1, r2, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, far := channelPair(t)
+	stand, _ := startGroup(t)
+	proc := adoptChild(t, stand.Process.Pid)
 	p := New(Options{Name: "hostile", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
 	p.state = supervisor.Running
 	w := &worker{proc: proc}
