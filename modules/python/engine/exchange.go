@@ -25,6 +25,11 @@ import (
 // while the client is slower than the worker; the rest spills to disk.
 const streamMemLimit = 1 << 20
 
+// streamSpillLimit is how much of a streamed response may wait for its
+// client on disk (as nginx's proxy_max_temp_file_size, 1 GiB by default);
+// beyond it Caddy reads the worker only as fast as the client reads.
+const streamSpillLimit = 1 << 30
+
 // headBuffers recycles the buffers request heads are encoded into.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
@@ -301,7 +306,7 @@ func contentLength(n int) []string {
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
-	sp := newSpool(streamMemLimit)
+	sp := newSpool(streamMemLimit, streamSpillLimit)
 	_, _ = sp.Write(first)
 	go func() {
 		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp) })

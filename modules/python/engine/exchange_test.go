@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseResponseHead(t *testing.T) {
@@ -103,7 +104,7 @@ func TestHeaderEnvironKey(t *testing.T) {
 }
 
 func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
-	sp := newSpool(10)
+	sp := newSpool(10, 1<<20)
 	var want bytes.Buffer
 	for i := 0; i < 50; i++ {
 		chunk := bytes.Repeat([]byte{byte('a' + i%26)}, i+1)
@@ -135,7 +136,7 @@ func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
 }
 
 func TestSpoolReportsProducerError(t *testing.T) {
-	sp := newSpool(1 << 10)
+	sp := newSpool(1<<10, 1<<20)
 	sp.Write([]byte("part"))
 	sp.CloseWithError(io.ErrUnexpectedEOF)
 	if chunk, _, err := sp.Next(); err != nil || string(chunk) != "part" {
@@ -143,5 +144,69 @@ func TestSpoolReportsProducerError(t *testing.T) {
 	}
 	if _, _, err := sp.Next(); err != io.ErrUnexpectedEOF {
 		t.Fatalf("then: %v", err)
+	}
+}
+
+// TestSpoolBoundsTheSpill: past spillLimit unread bytes on disk the
+// producer waits for the consumer, whose reads let it go on; the data
+// arrives whole and in order; a consumer that leaves releases a waiting
+// producer.
+func TestSpoolBoundsTheSpill(t *testing.T) {
+	sp := newSpool(10, 100)
+	var want bytes.Buffer
+	wrote := make(chan int, 100)
+	go func() {
+		for i := 0; i < 60; i++ {
+			chunk := bytes.Repeat([]byte{byte('a' + i%26)}, 10)
+			want.Write(chunk)
+			sp.Write(chunk)
+			wrote <- i
+		}
+		sp.CloseWithError(nil)
+	}()
+	last := -1
+	for waited := false; !waited; {
+		select {
+		case last = <-wrote:
+		case <-time.After(200 * time.Millisecond):
+			waited = true
+		}
+	}
+	sp.mu.Lock()
+	unread := sp.fileW - sp.fileR
+	sp.mu.Unlock()
+	if last >= 20 || unread > 100 {
+		t.Fatalf("the producer wrote %d chunks with nothing read (%d bytes unread on disk), want it to wait past 100", last+1, unread)
+	}
+	var got bytes.Buffer
+	for {
+		chunk, _, err := sp.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Write(chunk)
+	}
+	if got.String() != want.String() {
+		t.Fatalf("got %d bytes, want %d, in order", got.Len(), want.Len())
+	}
+	sp.Close()
+
+	gone := newSpool(10, 100)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 60; i++ {
+			gone.Write(make([]byte, 10))
+		}
+		close(done)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	gone.Discard()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a producer waiting for a consumer that left is still waiting")
 	}
 }

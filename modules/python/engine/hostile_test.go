@@ -3,9 +3,12 @@ package engine
 import (
 	"bytes"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -76,5 +79,63 @@ func TestWorkerThatStopsReadingTimesOut(t *testing.T) {
 				t.Fatal("Serve still blocked 15 s into a request with a 1 s timeout")
 			}
 		})
+	}
+}
+
+// TestClosePayload: the close frame Caddy sends for an app over an
+// HTTP/2 WebSocket carries only a code a close frame may carry, and a
+// reason that is UTF-8 and at most 123 bytes, whatever the app asked for.
+func TestClosePayload(t *testing.T) {
+	long := strings.Repeat("é", 70) // 140 bytes: the cut falls inside a character
+	for _, tc := range []struct {
+		code   int
+		reason string
+		want   []byte
+	}{
+		{1000, "bye", append([]byte{0x03, 0xe8}, "bye"...)},
+		{4001, "", []byte{0x0f, 0xa1}},
+		{1005, "x", nil},
+		{1006, "", nil},
+		{999, "x", nil},
+		{1004, "x", nil},
+		{1015, "x", nil},
+		{2000, "x", nil},
+		{5000, "x", nil},
+		{65536 + 1000, "x", nil},
+		{1000, "a\xffb", append([]byte{0x03, 0xe8}, "ab"...)},
+		{1000, long, append([]byte{0x03, 0xe8}, long[:122]...)},
+	} {
+		got := closePayload(tc.code, tc.reason)
+		if !bytes.Equal(got, tc.want) {
+			t.Errorf("closePayload(%d, %q) = %q, want %q", tc.code, tc.reason, got, tc.want)
+		}
+		if len(got) > 125 || len(got) > 2 && !utf8.Valid(got[2:]) {
+			t.Errorf("closePayload(%d, %q): %d bytes, UTF-8 %v", tc.code, tc.reason, len(got), utf8.Valid(got[2:]))
+		}
+	}
+}
+
+// TestRefusalStatus: an app that refuses a WebSocket with a 2xx answer
+// over HTTP/2 does not open it: the client gets 403 (over HTTP/1.1 only a
+// 101 opens one, so the app's status stands).
+func TestRefusalStatus(t *testing.T) {
+	h2 := httptest.NewRequest("CONNECT", "/ws", nil)
+	h2.ProtoMajor, h2.ProtoMinor = 2, 0
+	h2.Header.Set(":protocol", "websocket")
+	h1 := httptest.NewRequest("GET", "/ws", nil)
+	for _, tc := range []struct {
+		name         string
+		r            *http.Request
+		status, want int
+	}{
+		{"HTTP/2, 200", h2, 200, 403},
+		{"HTTP/2, 204", h2, 204, 403},
+		{"HTTP/2, 401", h2, 401, 401},
+		{"HTTP/2, 302", h2, 302, 302},
+		{"HTTP/1.1, 200", h1, 200, 200},
+	} {
+		if got := refusalStatus(tc.r, tc.status); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }

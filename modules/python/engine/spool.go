@@ -7,15 +7,19 @@ import (
 	"sync"
 )
 
-// spool is an ordered byte queue between one producer and one consumer that
-// never blocks the producer: it keeps up to memLimit unread bytes in memory
-// and spills the rest to a temporary file. It lets a worker hand over a
-// response as fast as it produces it while a slow client reads it at its own
-// pace, with bounded memory.
+// spool is an ordered byte queue between one producer and one consumer: it
+// keeps up to memLimit unread bytes in memory and spills the rest to a
+// temporary file, up to spillLimit unread bytes there, beyond which the
+// producer waits for the consumer. It lets a worker hand over a response
+// as fast as it produces it while a slow client reads it at its own pace,
+// with bounded memory and bounded disk: an app streaming without end to a
+// client that does not read would otherwise fill the temporary directory.
 type spool struct {
-	mu       sync.Mutex
-	wake     chan struct{} // signalled when data arrives or the producer ends
-	memLimit int
+	mu         sync.Mutex
+	wake       chan struct{} // signalled when data arrives or the producer ends
+	room       chan struct{} // signalled when the consumer reads from the file or leaves
+	memLimit   int
+	spillLimit int64
 
 	mem      [][]byte // unread in-memory chunks, oldest first
 	memBytes int
@@ -28,21 +32,30 @@ type spool struct {
 	readBuf      []byte
 }
 
-func newSpool(memLimit int) *spool {
-	return &spool{wake: make(chan struct{}, 1), memLimit: memLimit}
+func newSpool(memLimit int, spillLimit int64) *spool {
+	return &spool{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), memLimit: memLimit, spillLimit: spillLimit}
 }
 
-func (s *spool) signal() {
+func (s *spool) signal() { wakeUp(s.wake) }
+
+// wakeUp wakes whoever waits on ch, if anyone does or will.
+func wakeUp(ch chan struct{}) {
 	select {
-	case s.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
-// Write appends a copy of p. It never blocks on the consumer.
+// Write appends a copy of p. It waits for the consumer only while the
+// spill file holds spillLimit unread bytes.
 func (s *spool) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for !s.discard && s.file != nil && s.fileW > s.fileR && s.fileW-s.fileR+int64(len(p)) > s.spillLimit {
+		s.mu.Unlock()
+		<-s.room
+		s.mu.Lock()
+	}
 	if s.discard {
 		return len(p), nil
 	}
@@ -96,6 +109,7 @@ func (s *spool) Next() (chunk []byte, more bool, err error) {
 			chunk, err = s.readFileLocked()
 			more = s.fileR < s.fileW
 			s.mu.Unlock()
+			wakeUp(s.room)
 			return chunk, more, err
 		}
 		if s.closed {
@@ -143,6 +157,7 @@ func (s *spool) Discard() {
 	s.discard = true
 	s.mem, s.memBytes = nil, 0
 	s.release()
+	wakeUp(s.room)
 }
 
 // release frees the spill file.

@@ -76,6 +76,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		if err != nil || h.Type != protocol.ResponseBody || !h.End() {
 			return p.broken(s, fmt.Errorf("expected the end of a refusal, got %v %v", h.Type, err))
 		}
+		status = refusalStatus(r, status)
 		return p.finishSmall(w, r, status, payload, s, nil)
 	case protocol.WSAccept:
 		if sub := string(payload); sub != "" && !offered(r, sub) {
@@ -228,4 +229,15 @@ func parseClose(payload []byte) (int, string) {
 		return 1000, ""
 	}
 	return int(binary.BigEndian.Uint16(payload)), string(payload[2:])
+}
+
+// refusalStatus is the status of an app's answer to a WebSocket opening
+// it did not accept. Over HTTP/2 (an extended CONNECT) a 2xx would tell
+// the client the WebSocket is open (RFC 8441 §5): it is sent as 403, the
+// status of a refusal without an answer of the app's own.
+func refusalStatus(r *http.Request, status int) int {
+	if isExtendedConnect(r) && status >= 200 && status < 300 {
+		return http.StatusForbidden
+	}
+	return status
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -247,16 +248,38 @@ func (s *streamPeer) close(code int, reason string) {
 	_ = s.writeFrame(opClose, closePayload(code, reason))
 }
 
-// closePayload is a close frame's body; the codes that only report
-// (1005 none given, 1006 gone, 1015 TLS) are never sent (RFC 6455 §7.4.1).
+// closePayload is a close frame's body. The code is the app's: one a
+// close frame may not carry (RFC 6455 §7.4: below 1000, the codes that
+// only report — 1005 none given, 1006 gone, 1015 TLS — and the reserved
+// ones) is sent as no code at all, which a client reads as 1005. The
+// reason is cut to the 123 bytes a close frame has room for, at a
+// character's boundary, and must be UTF-8, as the client checks.
 func closePayload(code int, reason string) []byte {
-	if code == 1005 || code == 1006 || code == 1015 {
+	if !sendableCloseCode(code) {
 		return nil
 	}
+	reason = strings.ToValidUTF8(reason, "")
 	if len(reason) > 123 {
-		reason = reason[:123]
+		cut := 123
+		for cut > 0 && !utf8.RuneStart(reason[cut]) { // the first byte left out is inside a character
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
+}
+
+// sendableCloseCode reports whether a close frame may carry code: the
+// defined codes an endpoint may send, and those for libraries (3000–3999)
+// and applications (4000–4999).
+func sendableCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 func (s *streamPeer) closeNow() { _ = s.body.Close() }
