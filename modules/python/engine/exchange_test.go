@@ -118,19 +118,9 @@ func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
 		t.Fatalf("memory not bounded: %d bytes in memory, file %v", sp.memBytes, sp.file)
 	}
 	sp.CloseWithError(nil)
-	var got bytes.Buffer
-	for {
-		chunk, _, err := sp.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got.Write(chunk)
-	}
-	if !bytes.Equal(got.Bytes(), want.Bytes()) {
-		t.Fatalf("spool reordered or lost data: %d of %d bytes", got.Len(), want.Len())
+	got := readSpool(t, sp)
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("spool reordered or lost data: %d of %d bytes", len(got), want.Len())
 	}
 	sp.Close()
 }
@@ -178,19 +168,9 @@ func TestSpoolBoundsTheSpill(t *testing.T) {
 	if last >= 20 || unread > 100 {
 		t.Fatalf("the producer wrote %d chunks with nothing read (%d bytes unread on disk), want it to wait past 100", last+1, unread)
 	}
-	var got bytes.Buffer
-	for {
-		chunk, _, err := sp.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got.Write(chunk)
-	}
-	if got.String() != want.String() {
-		t.Fatalf("got %d bytes, want %d, in order", got.Len(), want.Len())
+	got := readSpool(t, sp)
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("got %d bytes, want %d, in order", len(got), want.Len())
 	}
 	sp.Close()
 
@@ -208,5 +188,21 @@ func TestSpoolBoundsTheSpill(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a producer waiting for a consumer that left is still waiting")
+	}
+}
+
+// readSpool reads sp to its end.
+func readSpool(t *testing.T, sp *spool) []byte {
+	t.Helper()
+	var got bytes.Buffer
+	for {
+		chunk, _, err := sp.Next()
+		if err == io.EOF {
+			return got.Bytes()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Write(chunk)
 	}
 }
