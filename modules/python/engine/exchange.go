@@ -307,6 +307,9 @@ func contentLength(n int) []string {
 // caught up with the worker.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	sp := newSpool(streamMemLimit, streamSpillLimit)
+	// however this goroutine ends, the pump must not wait on it for room
+	// in the spool: it would hold the worker
+	defer sp.Discard()
 	_, _ = sp.Write(first)
 	go func() {
 		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp) })
