@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -269,5 +270,34 @@ func setSchedPolicy(t *testing.T, policy int) {
 	var param struct{ priority int32 }
 	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, uintptr(policy), uintptr(unsafe.Pointer(&param))); e != 0 {
 		t.Fatalf("sched_setscheduler(%d): %v", policy, e)
+	}
+}
+
+// TestPreloadUnderAWrapper: a `python` that is a wrapper script running
+// the interpreter as its child (no exec) still preloads. The workers'
+// parent is the fork server the script started, one process below the
+// one Caddy started; Caddy takes a forked worker's pid only from a child
+// of the fork server, whose own pid it takes from its greeting only if it
+// is at or below the process it started.
+func TestPreloadUnderAWrapper(t *testing.T) {
+	wrapper := filepath.Join(t.TempDir(), "python-wrapper")
+	writeFile(t, wrapper, "#!/bin/sh\n"+pythonPath()+" \"$@\"\n")
+	if err := os.Chmod(wrapper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi preloaded:application {
+		dir {APPS}
+		python %s
+		workers 1
+		preload
+	}
+}`, port, wrapper))
+	r := preloadGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if r.ImportedIn == 0 || r.Ppid != r.ImportedIn || r.Pid == r.ImportedIn {
+		t.Errorf("the worker %d (parent %d) was not forked from the fork server %d", r.Pid, r.Ppid, r.ImportedIn)
 	}
 }

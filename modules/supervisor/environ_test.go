@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -152,6 +153,30 @@ func TestCheckCommand(t *testing.T) {
 		err := CheckCommand("before_start command 1", tc.argv)
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%q: %v, want %q", tc.argv, err, tc.err)
+		}
+	}
+}
+
+func TestDescends(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	self, child := os.Getpid(), cmd.Process.Pid
+	for _, tc := range []struct {
+		pid, ancestor int
+		want          bool
+	}{
+		{self, self, true},
+		{child, self, true},
+		{child, os.Getppid(), true},
+		{self, child, false},
+		{1, self, false},
+		{1 << 30, self, false},
+	} {
+		if got := Descends(tc.pid, tc.ancestor); got != tc.want {
+			t.Errorf("Descends(%d, %d) = %v, want %v", tc.pid, tc.ancestor, got, tc.want)
 		}
 	}
 }

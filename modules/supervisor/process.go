@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,6 +57,9 @@ type Process struct {
 	logs    sync.WaitGroup
 	exitErr error
 	adopted bool
+	// ended is set as soon as the process is known to have ended, before
+	// its output is drained (done closes after that)
+	ended atomic.Bool
 }
 
 // Start launches c through the keeper (see internal/keeper), in its own process
@@ -198,6 +202,25 @@ func adoptable(pid, parent int) (int, error) {
 	return pidfd, nil
 }
 
+// Descends reports whether pid is ancestor or one of its descendants
+// (within a few generations: a wrapper script or two between them).
+func Descends(pid, ancestor int) bool {
+	for range 8 {
+		if pid == ancestor {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+		ppid, err := parentOf(pid)
+		if err != nil {
+			return false
+		}
+		pid = ppid
+	}
+	return false
+}
+
 // parentOf is a process's parent pid, from /proc/<pid>/stat.
 func parentOf(pid int) (int, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -224,6 +247,7 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 	go p.forward(stderr, plog.With(zap.String("stream", "stderr")))
 	go func() {
 		wait()
+		p.ended.Store(true)
 		drained := make(chan struct{})
 		go func() {
 			p.logs.Wait()
@@ -316,10 +340,10 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 		return
 	case <-timer.C:
 	}
-	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); errors.Is(err, syscall.ESRCH) && !p.ended.Load() {
 		// not (yet) the leader of a group: a worker forked an instant ago
-		// makes its own group first thing; the pid is still its (p.done
-		// is not closed)
+		// makes its own group first thing. Not once it is known to have
+		// ended: its parent may have reaped it and the pid be another's.
 		_ = syscall.Kill(p.Pid(), syscall.SIGKILL)
 	}
 	<-p.done

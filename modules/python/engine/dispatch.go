@@ -19,8 +19,9 @@ type waiter struct {
 	path       string
 	idempotent bool // its method may be sent again after a worker failure
 	frames     []byte
-	deadline   time.Time // end of its queue_timeout
-	sendErr    error     // writing its frames to the channel it was pipelined on failed
+	timeout    time.Duration // its request's timeout, for the channel it gets (0: none)
+	deadline   time.Time     // end of its queue_timeout
+	sendErr    error         // writing its frames to the channel it was pipelined on failed
 }
 
 // grant is what a request gets from the dispatcher: a channel to a worker
@@ -80,7 +81,7 @@ func (p *Pool) pipelineDepthLocked() int {
 
 // acquire takes a free channel for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool) (grant, error) {
+func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool, timeout time.Duration) (grant, error) {
 	p.mu.Lock()
 	if !p.paused {
 		if s := p.takeIdleLocked(path); s != nil {
@@ -99,7 +100,7 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 	}
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
-	w.path, w.idempotent, w.frames, w.sendErr, w.deadline = path, idempotent, nil, nil, queued.Add(p.opts.QueueTimeout)
+	w.path, w.idempotent, w.frames, w.sendErr, w.deadline, w.timeout = path, idempotent, nil, nil, queued.Add(p.opts.QueueTimeout), timeout
 	if complete {
 		w.frames = frames
 	}
@@ -272,6 +273,10 @@ func (p *Pool) handOff(s *channel, next *waiter, piped []*waiter) {
 // and the newly pipelined requests' frames, then gives next its grant g of
 // s. A failed write is reported to each request it carried.
 func (p *Pool) deliver(s *channel, next *waiter, g grant, first []byte, piped []*waiter) {
+	// next's exchange starts here: the channel's deadline is its, not that
+	// of the last request on s, which may have passed (an idle channel, a
+	// pool paused longer than the timeout), and writes obey it too
+	s.setDeadline(next.timeout)
 	if first != nil || len(piped) > 0 {
 		err := s.send(first, piped)
 		if first != nil {

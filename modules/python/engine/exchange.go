@@ -77,7 +77,7 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 	}
 	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		g, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil)
+		g, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil, rq.Timeout)
 		if err != nil {
 			return p.unavailable(err)
 		}

@@ -21,7 +21,11 @@ import (
 // forks workers on request; they share its memory copy-on-write and start
 // without importing anything.
 type forkServer struct {
-	proc    *supervisor.Process
+	proc *supervisor.Process
+	// pid is the fork server's own: proc's, or that of a descendant when
+	// the configured python is a wrapper that runs the interpreter as its
+	// child; the workers are its children
+	pid     int
 	control *net.UnixConn
 	frames  *protocol.Reader
 	mu      sync.Mutex // one fork request at a time
@@ -47,9 +51,16 @@ func (p *Pool) startForkServer() (*forkServer, error) {
 		return nil, err
 	}
 	t := &forkServer{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(bufio.NewReader(conn))}
-	if _, err := p.hello(proc, "fork server", &channel{conn: conn, frames: t.frames}); err != nil {
+	hello, err := p.hello(proc, "fork server", &channel{conn: conn, frames: t.frames})
+	if err != nil {
 		t.stop()
 		return nil, err
+	}
+	// its greeting is its pid: taken only if it is the process started or
+	// one below it (the workers' parent is named by the app's own code)
+	if t.pid, err = strconv.Atoi(string(hello)); err != nil || !supervisor.Descends(t.pid, proc.Pid()) {
+		t.stop()
+		return nil, fmt.Errorf("the fork server (pid %d) greeted with %q, which is not its pid or that of a process below it", proc.Pid(), hello[:min(len(hello), 32)])
 	}
 	p.logger.Info("fork server loaded the app; workers will be forked from it", zap.Int("pid", proc.Pid()))
 	return t, nil
@@ -158,5 +169,5 @@ func (p *Pool) forkWorker(channels []*os.File) (*supervisor.Process, error) {
 	// the pid is the app's word: only a child of the fork server is taken,
 	// or a hostile app could name any process (1: kill(-1)) for Caddy
 	// to signal when it stops or recycles the worker
-	return supervisor.Adopt(pid, t.proc.Pid(), stdout.Read, stderr.Read, p.logger)
+	return supervisor.Adopt(pid, t.pid, stdout.Read, stderr.Read, p.logger)
 }

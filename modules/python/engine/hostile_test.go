@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -137,5 +138,61 @@ func TestRefusalStatus(t *testing.T) {
 		if got := refusalStatus(tc.r, tc.status); got != tc.want {
 			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
+	}
+}
+
+// answerAll plays a worker that answers every request on its channel
+// with a small 200 once the request's frames are all in.
+func answerAll(worker net.Conn) {
+	frames := protocol.NewReader(worker)
+	for {
+		h, _, err := frames.Next()
+		if err != nil {
+			return
+		}
+		if (h.Type == protocol.RequestHead || h.Type == protocol.RequestBody) && h.End() {
+			out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK"))
+			out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("ok"))
+			if _, err := worker.Write(out); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestHandOverAfterTheDeadlinePassed: a request handed a channel whose
+// last request's deadline has passed (a pool paused for longer than the
+// timeout, as a restore does) is served: the hand-over writes under the
+// new request's deadline, not the old one, and no healthy worker is taken
+// for a hung one.
+func TestHandOverAfterTheDeadlinePassed(t *testing.T) {
+	p, worker := onePool(t)
+	go answerAll(worker)
+	serve := func() error {
+		r := httptest.NewRequest("POST", "/", strings.NewReader("body"))
+		body, err := ReadBody(r, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer body.Close()
+		return p.Serve(httptest.NewRecorder(), r, &Request{Body: body, Timeout: 200 * time.Millisecond})
+	}
+	if err := serve(); err != nil {
+		t.Fatalf("the first request: %v", err)
+	}
+	if err := p.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- serve() }()
+	time.Sleep(400 * time.Millisecond) // the queued request waits past the last one's deadline
+	p.Resume()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the request handed over after the pause: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request handed over after the pause did not end")
 	}
 }

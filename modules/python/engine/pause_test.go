@@ -54,7 +54,7 @@ func TestPauseHoldsRequests(t *testing.T) {
 
 	got := make(chan grant, 1)
 	go func() {
-		g, err := p.acquire(context.Background(), "/next", true, nil, false)
+		g, err := p.acquire(context.Background(), "/next", true, nil, false, 0)
 		if err != nil {
 			t.Error(err)
 		}
