@@ -2,6 +2,10 @@ package ddns
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -99,5 +103,29 @@ func TestSourceTimeoutAndCarrierNAT(t *testing.T) {
 	app.IPSources = []IPSource{{Source: "http", URL: ipServer(t, "100.72.1.2")}}
 	if _, err := app.detect(ctx, "ipv4"); err == nil || !strings.Contains(err.Error(), "carrier NAT") {
 		t.Errorf("a CGNAT answer: %v", err)
+	}
+}
+
+// A command source whose command leaves a process behind with the output
+// still open gives its address at once instead of waiting for that process;
+// its output is read only up to what an address needs.
+func TestCommandSourceLeavesNoWait(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	app := &App{IPSources: []IPSource{{Source: "command", Timeout: caddy.Duration(10 * time.Second), Command: []string{
+		"/bin/sh", "-c", `sleep 60 & echo $! > "$0"; echo 203.0.113.5; head -c 100000 /dev/zero`, pidFile}}}}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	start := time.Now()
+	ip, err := app.detect(context.Background(), "ipv4")
+	if err != nil || ip.String() != "203.0.113.5" {
+		t.Fatalf("got %v, %v", ip, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the source waited %s for the process the command left behind", d)
 	}
 }

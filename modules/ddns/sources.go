@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/huin/goupnp/dcps/internetgateway2"
 	"io"
 	"net"
 	"net/http"
@@ -155,8 +154,13 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		ip, err := netip.ParseAddr(s.IP)
 		return []netip.Addr{ip}, err
 	case "command":
-		out, err := exec.CommandContext(ctx, s.Command[0], s.Command[1:]...).Output()
-		if err != nil {
+		cmd := exec.CommandContext(ctx, s.Command[0], s.Command[1:]...)
+		var out firstBytes // an address is short: the rest is not kept
+		cmd.Stdout = &out
+		// a process the command left behind with its output open does
+		// not hold the source past the timeout
+		cmd.WaitDelay = time.Second
+		if err := cmd.Run(); err != nil && !errors.Is(err, exec.ErrWaitDelay) {
 			return nil, fmt.Errorf("`%s`: %w", strings.Join(s.Command, " "), err)
 		}
 		return parseIPs(string(out))
@@ -165,7 +169,7 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req) // the app redacts a token in the URL
+		resp, err := ipEchoClient.Do(req) // the app redacts a token in the URL
 		if err != nil {
 			return nil, err
 		}
@@ -179,7 +183,7 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		}
 		return parseIPs(string(body))
 	case "upnp":
-		return upnpExternalIPs(ctx, s.URL)
+		return routerUPnP.externalIPs(ctx, s.URL)
 	case "interface":
 		iface, err := net.InterfaceByName(s.Interface)
 		if err != nil {
@@ -200,65 +204,28 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 	return nil, fmt.Errorf("unknown source %q", s.Source)
 }
 
-// externalIPGetter is a router's WAN connection service.
-type externalIPGetter interface {
-	GetExternalIPAddressCtx(ctx context.Context) (string, error)
+// ipEchoClient fetches an http source. It follows a redirect only on the
+// source's own host (http to https, another path): an echo service that
+// sends Caddy elsewhere, to its own admin API on loopback say, is refused
+// instead of having the reply's first bytes quoted in an error.
+var ipEchoClient = &http.Client{
+	CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("more than 5 redirects")
+		}
+		if !strings.EqualFold(req.URL.Hostname(), via[0].URL.Hostname()) {
+			return fmt.Errorf("redirected to another host (%s), which is not followed: give that service's URL instead", req.URL.Redacted())
+		}
+		return nil
+	},
 }
 
-// upnpExternalIPs asks the router (an Internet Gateway Device) for its
-// external address, at the given device description URL, or found by
-// SSDP discovery on the local network when there is none.
-func upnpExternalIPs(ctx context.Context, location string) ([]netip.Addr, error) {
-	var services []externalIPGetter
-	var errs []error
-	if location != "" {
-		loc, err := url.Parse(location)
-		if err != nil {
-			return nil, err
-		}
-		ip1, err1 := internetgateway2.NewWANIPConnection1ClientsByURLCtx(ctx, loc)
-		ip2, err2 := internetgateway2.NewWANIPConnection2ClientsByURLCtx(ctx, loc)
-		ppp, err3 := internetgateway2.NewWANPPPConnection1ClientsByURLCtx(ctx, loc)
-		errs = append(errs, err1, err2, err3)
-		services = appendServices(services, ip1, ip2, ppp)
-	} else {
-		ip1, _, err1 := internetgateway2.NewWANIPConnection1ClientsCtx(ctx)
-		ip2, _, err2 := internetgateway2.NewWANIPConnection2ClientsCtx(ctx)
-		ppp, _, err3 := internetgateway2.NewWANPPPConnection1ClientsCtx(ctx)
-		errs = append(errs, err1, err2, err3)
-		services = appendServices(services, ip1, ip2, ppp)
-	}
-	if len(services) == 0 {
-		return nil, fmt.Errorf("no UPnP Internet gateway with a WAN connection answered (is UPnP enabled on the router?): %w", errors.Join(errs...))
-	}
-	var ips []netip.Addr
-	for _, svc := range services {
-		text, err := svc.GetExternalIPAddressCtx(ctx)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if ip, err := netip.ParseAddr(strings.TrimSpace(text)); err == nil {
-			ips = append(ips, ip)
-		}
-	}
-	if len(ips) == 0 {
-		return nil, fmt.Errorf("the router did not give its external address: %w", errors.Join(errs...))
-	}
-	return ips, nil
-}
+// firstBytes keeps the first 4 KiB written to it and drops the rest.
+type firstBytes []byte
 
-func appendServices(out []externalIPGetter, ip1 []*internetgateway2.WANIPConnection1, ip2 []*internetgateway2.WANIPConnection2, ppp []*internetgateway2.WANPPPConnection1) []externalIPGetter {
-	for _, c := range ip1 {
-		out = append(out, c)
-	}
-	for _, c := range ip2 {
-		out = append(out, c)
-	}
-	for _, c := range ppp {
-		out = append(out, c)
-	}
-	return out
+func (b *firstBytes) Write(p []byte) (int, error) {
+	*b = append(*b, p[:min(len(p), max(0, 4096-len(*b)))]...)
+	return len(p), nil
 }
 
 // parseIPs reads whitespace-separated IP addresses.
