@@ -524,6 +524,7 @@ http://127.0.0.1:%d {
 		dir %[3]s
 		python {PYTHON}
 		workers 1
+		before_start python sessionprobe.py report none
 		%[4]s
 		guard enforce {
 			allow HG-ADMIN-01 # the harness's admin API is on TCP
@@ -582,6 +583,8 @@ http://127.0.0.1:%[2]d {
 	}
 	checkPriority(t, "a worker", caddy, r)
 	checkSignals(t, "a worker", r)
+	// a process that is not a worker has no runtime to unblock its signals
+	checkSignals(t, "a before_start command", beforeStartReport(t, c))
 	if r.Tty == "opened" || r.Pushed == "yes" {
 		t.Errorf("a worker reached Caddy's terminal: /dev/tty %s, TIOCSTI %s", r.Tty, r.Pushed)
 	}
@@ -828,6 +831,25 @@ func checkSignals(t *testing.T, who string, child sessionReport) {
 			t.Errorf("%s ignores %v, as it was ignored where Caddy was started", who, sig)
 		}
 	}
+}
+
+// beforeStartReport is what `sessionprobe.py report`, run as the
+// before_start command, printed: Caddy logs it.
+func beforeStartReport(t *testing.T, c *caddyProc) sessionReport {
+	t.Helper()
+	for _, line := range strings.Split(c.log.String(), "\n") {
+		var entry struct{ Msg, Output string }
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Msg != "before_start finished" {
+			continue
+		}
+		var r sessionReport
+		if err := json.Unmarshal([]byte(entry.Output), &r); err != nil {
+			t.Fatalf("before_start's report %q: %v", entry.Output, err)
+		}
+		return r
+	}
+	t.Fatalf("no before_start report in Caddy's log:\n%s", c.log.String())
+	return sessionReport{}
 }
 
 // readableAppDir copies apps of tests/apps into a new directory that

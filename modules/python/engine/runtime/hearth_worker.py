@@ -60,10 +60,6 @@ def main():
         os.set_inheritable(fd, False)  # the app's subprocesses never hold a channel
     sockets = [socket.socket(fileno=fd) for fd in fds]
 
-    # Signals blocked where Caddy was started stay blocked in every process
-    # Go starts: Caddy's SIGTERM (stop) and SIGUSR1 (stack dump) would
-    # never arrive, nor anything the app waits for
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Caddy decides when workers stop
     # Caddy sends SIGUSR1 to a worker whose request ran past its timeout:
     # every thread's stack goes to stderr (so into Caddy's log), even when
