@@ -2,6 +2,7 @@ package ddns
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -107,25 +108,65 @@ func TestSourceTimeoutAndCarrierNAT(t *testing.T) {
 }
 
 // A command source whose command leaves a process behind with the output
-// still open gives its address at once instead of waiting for that process;
-// its output is read only up to what an address needs.
-func TestCommandSourceLeavesNoWait(t *testing.T) {
+// still open gives its address at once instead of waiting for that
+// process, and ends it.
+func TestCommandSourceLeavesNothingBehind(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	app := &App{IPSources: []IPSource{{Source: "command", Timeout: caddy.Duration(10 * time.Second), Command: []string{
-		"/bin/sh", "-c", `sleep 60 & echo $! > "$0"; echo 203.0.113.5; head -c 100000 /dev/zero`, pidFile}}}}
+		"/bin/sh", "-c", `sleep 60 & echo $! > "$0"; echo 203.0.113.5`, pidFile}}}}
+	pid := 0
 	t.Cleanup(func() {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
+		if pid > 1 {
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
 	start := time.Now()
 	ip, err := app.detect(context.Background(), "ipv4")
+	if b, rerr := os.ReadFile(pidFile); rerr == nil {
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
 	if err != nil || ip.String() != "203.0.113.5" {
 		t.Fatalf("got %v, %v", ip, err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the source waited %s for the process the command left behind", d)
+	}
+	if pid <= 1 {
+		t.Fatalf("the command wrote no pid")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil || strings.Contains(string(stat), ") Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the process the command left behind (%d) still runs", pid)
+		}
+	}
+}
+
+// What a command or http source answers is an address: more than 4 KiB is
+// refused (cut, it could end inside an address and publish another), and
+// a failing command's error says what it wrote on stderr.
+func TestSourceAnswers(t *testing.T) {
+	long := strings.Repeat(" ", sourceOutputLimit-12) + "203.0.113.123"
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, long) }))
+	defer echo.Close()
+	for _, tc := range []struct {
+		name    string
+		source  IPSource
+		wantErr string
+	}{
+		{"a command printing too much", IPSource{Source: "command", Command: []string{"/bin/sh", "-c", `printf '%4084s203.0.113.123' ''`}}, "printed more than 4096 bytes"},
+		{"an http source answering too much", IPSource{Source: "http", URL: echo.URL}, "answered more than 4096 bytes"},
+		{"a failing command", IPSource{Source: "command", Command: []string{"/bin/sh", "-c", "echo 'curl: (6) Could not resolve host' >&2; exit 6"}}, "exit status 6: curl: (6) Could not resolve host"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := &App{IPSources: []IPSource{tc.source}}
+			ip, err := app.detect(context.Background(), "ipv4")
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, %v; want an error with %q", ip, err, tc.wantErr)
+			}
+		})
 	}
 }

@@ -83,7 +83,7 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := http.DefaultClient.Do(req) // its error quotes the URL: the app redacts the token
+	resp, err := updateClient.Do(req) // its error quotes the URL: the app redacts the token
 	if err != nil {
 		return "", err
 	}
@@ -99,6 +99,17 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 		return "", fmt.Errorf("the update service answered %s", resp.Status)
 	}
 	return strings.TrimSpace(string(body)), nil
+}
+
+// updateClient sends updates. It follows no redirect: an update carries
+// credentials (Go keeps Basic auth across a redirect to another port or
+// from https to http on the same host, and duckdns's token is in the URL),
+// and a service that redirects elsewhere (its own loopback, Caddy's admin
+// API) would have the reply's first bytes quoted in the error.
+var updateClient = &http.Client{
+	CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("the update service redirected to %s://%s, which is not followed (the request carries credentials): set the provider's server to the address it redirects to", req.URL.Scheme, req.URL.Host)
+	},
 }
 
 // fqdn joins a zone-relative name and the zone.

@@ -169,3 +169,30 @@ func TestDynDNS2RefusesTXT(t *testing.T) {
 		t.Error("duckdns does not solve the DNS challenge")
 	}
 }
+
+// An update carries credentials: a service that redirects (to another
+// port of its host, where Go would send Basic auth again; to Caddy's admin
+// API) is not followed.
+func TestDynDNS2FollowsNoRedirect(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Write([]byte("good 203.0.113.9"))
+	}))
+	t.Cleanup(other.Close)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(srv.Close)
+	p := &DynDNS2{Server: srv.URL, Username: "u", Password: "p"}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.SetRecords(context.Background(), "example.net.", addr("home", "203.0.113.9"))
+	if err == nil || !strings.Contains(err.Error(), "not followed") {
+		t.Fatalf("a redirecting service: %v", err)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect was followed %d times (with the credentials)", n)
+	}
+}

@@ -2,10 +2,8 @@ package ddns
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/caddyserver/caddy/v2"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +11,10 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // IPSource is one way to learn this machine's public IP.
@@ -46,8 +47,8 @@ func (s IPSource) check() error {
 			return errors.New("command needs a program, like `ip_source command curl -s https://ifconfig.me`")
 		}
 	case "http":
-		if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
-			return fmt.Errorf("http %q is not an http(s) URL", s.URL)
+		if u, err := url.Parse(s.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("http %q is not an http(s) URL, like https://api.ipify.org", s.URL)
 		}
 	case "interface":
 		if s.Interface == "" {
@@ -55,8 +56,8 @@ func (s IPSource) check() error {
 		}
 	case "upnp":
 		if s.URL != "" {
-			if _, err := url.ParseRequestURI(s.URL); err != nil {
-				return fmt.Errorf("upnp %q is not the URL of a gateway's device description", s.URL)
+			if u, err := url.Parse(s.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+				return fmt.Errorf("upnp %q is not the http URL of a gateway's device description, like http://192.168.1.1:5000/rootDesc.xml", s.URL)
 			}
 		}
 	default:
@@ -155,15 +156,28 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		return []netip.Addr{ip}, err
 	case "command":
 		cmd := exec.CommandContext(ctx, s.Command[0], s.Command[1:]...)
-		var out firstBytes // an address is short: the rest is not kept
-		cmd.Stdout = &out
-		// a process the command left behind with its output open does
-		// not hold the source past the timeout
+		out, stderr := &firstBytes{limit: sourceOutputLimit}, &firstBytes{limit: 200}
+		cmd.Stdout, cmd.Stderr = out, stderr
+		// its own process group, ended with it: nothing it starts outlives
+		// the check (a process left behind with the output open would
+		// otherwise hold the source until it ended, and stay)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second
-		if err := cmd.Run(); err != nil && !errors.Is(err, exec.ErrWaitDelay) {
+		err := cmd.Run()
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what it left behind, if anything
+		}
+		if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
+			if text := strings.TrimSpace(string(stderr.b)); text != "" {
+				err = fmt.Errorf("%w: %s", err, text)
+			}
 			return nil, fmt.Errorf("`%s`: %w", strings.Join(s.Command, " "), err)
 		}
-		return parseIPs(string(out))
+		if out.over {
+			return nil, fmt.Errorf("`%s` printed more than %d bytes: it should print only the address", strings.Join(s.Command, " "), sourceOutputLimit)
+		}
+		return parseIPs(string(out.b))
 	case "http":
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 		if err != nil {
@@ -174,12 +188,15 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 			return nil, err
 		}
 		defer resp.Body.Close()
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		body, err := io.ReadAll(io.LimitReader(resp.Body, sourceOutputLimit+1))
 		if err != nil {
 			return nil, err
 		}
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s answered %s", s.URL, resp.Status)
+			return nil, fmt.Errorf("%s answered %s", s.URL, truncate(resp.Status, 64))
+		}
+		if len(body) > sourceOutputLimit {
+			return nil, fmt.Errorf("%s answered more than %d bytes: it should answer only the address", s.URL, sourceOutputLimit)
 		}
 		return parseIPs(string(body))
 	case "upnp":
@@ -220,13 +237,26 @@ var ipEchoClient = &http.Client{
 	},
 }
 
-// firstBytes keeps the first 4 KiB written to it and drops the rest.
-type firstBytes []byte
+// firstBytes keeps the first limit bytes written to it and drops the rest.
+type firstBytes struct {
+	b     []byte
+	limit int
+	over  bool // more was written
+}
 
-func (b *firstBytes) Write(p []byte) (int, error) {
-	*b = append(*b, p[:min(len(p), max(0, 4096-len(*b)))]...)
+func (f *firstBytes) Write(p []byte) (int, error) {
+	room := max(0, f.limit-len(f.b))
+	if len(p) > room {
+		f.over = true
+	}
+	f.b = append(f.b, p[:min(len(p), room)]...)
 	return len(p), nil
 }
+
+// sourceOutputLimit bounds what a command or http source may answer: an
+// address and some white space. A cut answer could end inside an address
+// and publish another one.
+const sourceOutputLimit = 4096
 
 // parseIPs reads whitespace-separated IP addresses.
 func parseIPs(text string) ([]netip.Addr, error) {

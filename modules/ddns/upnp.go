@@ -27,13 +27,17 @@ import (
 // answer a discovery in its place (a guest's phone, a compromised camera):
 //   - discovery takes only an answer whose description URL is on a default
 //     gateway of this machine (and that came from it), so no other device
-//     on the network can name the address the DNS records get;
-//   - nothing in a description can send Caddy to another host: its control
-//     URLs must be on the host of the description (a description naming
+//     on the network can name the address the DNS records get. A device
+//     that forges the gateway's address on its answer (UDP) can still pick
+//     the port and path, but only on the gateway: Caddy's connection goes
+//     to the real router;
+//   - nothing in a description can send Caddy elsewhere: its control URLs
+//     must be on the host and port of the description (one naming
 //     http://127.0.0.1:2019/stop would otherwise have Caddy post to its own
-//     admin API);
-//   - replies are bounded in size and time, redirects are not followed,
-//     and no proxy from the environment is used.
+//     admin API), and a description URL with a host name is resolved once,
+//     so a second answer to that name cannot move the next request;
+//   - replies are bounded in size, number and time, redirects are not
+//     followed, and no proxy from the environment is used.
 
 const (
 	// ssdpGroup is where SSDP discovery sends its search (UPnP Device
@@ -43,7 +47,12 @@ const (
 	ssdpWait = 2 * time.Second
 	// upnpDescriptionLimit bounds a device description (a router's is a
 	// few KiB).
-	upnpDescriptionLimit = 1 << 20
+	upnpDescriptionLimit = 64 << 10
+	// upnpMaxServices bounds how many WAN connection services are asked.
+	upnpMaxServices = 3
+	// upnpMaxErrors bounds the errors kept for the message, each cut to
+	// upnpErrorBytes.
+	upnpMaxErrors, upnpErrorBytes = 3, 200
 	// upnpReplyLimit bounds a control (SOAP) reply.
 	upnpReplyLimit = 64 << 10
 	// upnpStepTimeout bounds each exchange with the router.
@@ -108,14 +117,15 @@ func routerHTTPClient() *http.Client {
 // discovery when location is empty.
 func (u upnpClient) externalIPs(ctx context.Context, location string) ([]netip.Addr, error) {
 	var loc *url.URL
-	if location != "" {
+	discovered := location == ""
+	if discovered {
 		var err error
-		if loc, err = url.Parse(location); err != nil {
+		if loc, err = u.discover(ctx); err != nil {
 			return nil, err
 		}
 	} else {
 		var err error
-		if loc, err = u.discover(ctx); err != nil {
+		if loc, err = pinHost(ctx, location); err != nil {
 			return nil, err
 		}
 	}
@@ -123,36 +133,109 @@ func (u upnpClient) externalIPs(ctx context.Context, location string) ([]netip.A
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
-	var ips []netip.Addr
-	asked := 0
+	var errs boundedErrors
+	found, asked := 0, 0
 	for _, urn := range upnpServices {
 		for _, srv := range root.Device.FindService(urn) {
+			found++
+			if asked == upnpMaxServices || ctx.Err() != nil {
+				break
+			}
+			if !srv.ControlURL.Ok {
+				errs.add(fmt.Errorf("the router's %s service has no usable control URL (%q)", urn, truncate(srv.ControlURL.Str, 64)))
+				continue
+			}
 			control := srv.ControlURL.URL
-			if err := sameHost(loc, &control); err != nil {
-				errs = append(errs, err)
+			if err := sameHost(loc, &control, discovered); err != nil {
+				errs.add(err)
 				continue
 			}
 			asked++
 			text, err := u.getExternalIP(ctx, control, urn)
 			if err != nil {
-				errs = append(errs, err)
+				errs.add(err)
 				continue
 			}
-			if ip, err := netip.ParseAddr(strings.TrimSpace(text)); err == nil {
-				ips = append(ips, ip)
-			} else {
-				errs = append(errs, fmt.Errorf("the router's external address %q is not an IP address", truncate(text, 64)))
+			ip, err := netip.ParseAddr(strings.TrimSpace(text))
+			if err != nil {
+				errs.add(fmt.Errorf("the router's external address %q is not an IP address", truncate(text, 64)))
+				continue
 			}
+			return []netip.Addr{ip}, nil
 		}
 	}
-	if len(ips) > 0 {
-		return ips, nil
-	}
-	if asked == 0 && len(errs) == 0 {
+	if found == 0 {
 		return nil, fmt.Errorf("the router at %s has no WAN connection service (WANIPConnection or WANPPPConnection): is it the Internet gateway?", loc.Redacted())
 	}
-	return nil, fmt.Errorf("the router at %s did not give its external address: %w", loc.Redacted(), errors.Join(errs...))
+	if err := ctx.Err(); err != nil {
+		errs.add(err)
+	}
+	return nil, fmt.Errorf("the router at %s did not give its external address: %w", loc.Redacted(), errs.join())
+}
+
+// boundedErrors keeps the first few errors, each cut short: a router's
+// description may list thousands of services, each failing, and the error
+// ends up in every record's status.
+type boundedErrors struct {
+	errs    []error
+	dropped int
+}
+
+func (b *boundedErrors) add(err error) {
+	if len(b.errs) == upnpMaxErrors {
+		b.dropped++
+		return
+	}
+	if text := err.Error(); len(text) > upnpErrorBytes {
+		err = errors.New(truncate(strings.ToValidUTF8(text, ""), upnpErrorBytes))
+	}
+	b.errs = append(b.errs, err)
+}
+
+func (b *boundedErrors) join() error {
+	errs := b.errs
+	if b.dropped > 0 {
+		errs = append(errs[:len(errs):len(errs)], fmt.Errorf("and %d more", b.dropped))
+	}
+	return errors.Join(errs...)
+}
+
+// pinHost parses a configured description URL. A host name is resolved
+// once, here, and the URL rewritten to the address it had: each request
+// would otherwise resolve it again, and a device answering for the name
+// (router.local over mDNS, a rebinding DNS answer) could send the next
+// request (the control POST) to any address.
+func pinHost(ctx context.Context, location string) (*url.URL, error) {
+	loc, err := url.Parse(location)
+	if err != nil {
+		return nil, err
+	}
+	if loc.Scheme != "http" && loc.Scheme != "https" || loc.Host == "" {
+		return nil, fmt.Errorf("upnp %s is not the http URL of a gateway's device description", loc.Redacted())
+	}
+	if _, err := netip.ParseAddr(loc.Hostname()); err == nil || loc.Scheme == "https" {
+		return loc, nil // an address already; or a name the certificate is checked against
+	}
+	ctx, cancel := context.WithTimeout(ctx, upnpStepTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", loc.Hostname())
+	if err != nil || len(addrs) == 0 {
+		return nil, fmt.Errorf("the router's name %s did not resolve (%v): give its address, like http://192.168.1.1:5000/rootDesc.xml", loc.Hostname(), err)
+	}
+	pinned := *loc
+	pinned.Host = net.JoinHostPort(addrs[0].Unmap().String(), portOf(loc))
+	return &pinned, nil
+}
+
+// portOf is a URL's port, or its scheme's default.
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }
 
 // description fetches and reads the router's device description, and
@@ -183,8 +266,11 @@ func (u upnpClient) description(ctx context.Context, loc *url.URL) (*goupnp.Root
 	dec := xml.NewDecoder(bytes.NewReader(body))
 	dec.DefaultSpace = goupnp.DeviceXMLNamespace
 	if err := dec.Decode(root); err != nil {
-		return nil, fmt.Errorf("the device description at %s is not one (%w)", loc.Redacted(), err)
+		return nil, fmt.Errorf("the device description at %s is not one (%s)", loc.Redacted(), truncate(err.Error(), upnpErrorBytes))
 	}
+	root.Device.VisitServices(func(srv *goupnp.Service) { // as routers write them, padded
+		srv.ControlURL.Str = strings.TrimSpace(srv.ControlURL.Str)
+	})
 	base := loc
 	if root.URLBaseStr != "" {
 		// UPnP 1.0's URLBase: relative URLs resolve against it; the
@@ -214,10 +300,14 @@ func (u upnpClient) getExternalIP(ctx context.Context, control url.URL, urn stri
 }
 
 // sameHost refuses a URL of the router's description that leads to
-// another host than the description's own.
-func sameHost(loc, target *url.URL) error {
-	if target.Scheme != "http" && target.Scheme != "https" || !strings.EqualFold(target.Hostname(), loc.Hostname()) {
-		return fmt.Errorf("the router's description at %s sends its control to %s, not on that host: refused (a device that is not the router may have answered)", loc.Redacted(), target.Redacted())
+// another host or port than the description's own.
+func sameHost(loc, target *url.URL, discovered bool) error {
+	if target.Scheme != "http" && target.Scheme != "https" || !strings.EqualFold(target.Hostname(), loc.Hostname()) || portOf(target) != portOf(loc) {
+		hint := ""
+		if discovered {
+			hint = " (a device that is not the router may have answered)"
+		}
+		return fmt.Errorf("the router's description at %s sends its control to %s, not on that host and port: refused%s", loc.Redacted(), truncate(target.Redacted(), 100), hint)
 	}
 	return nil
 }
@@ -238,11 +328,11 @@ func (u upnpClient) discover(ctx context.Context) (*url.URL, error) {
 		return nil, fmt.Errorf("UPnP discovery: %w", err)
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
 	if err := conn.SetDeadline(time.Now().Add(u.wait)); err != nil {
 		return nil, fmt.Errorf("UPnP discovery: %w", err)
 	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
 	group := net.UDPAddrFromAddrPort(u.group)
 	for _, st := range upnpSearchTargets {
 		search := "M-SEARCH * HTTP/1.1\r\nHOST: " + ssdpGroup + "\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: " + st + "\r\n\r\n"
@@ -292,7 +382,7 @@ func gatewayLocation(datagram []byte, from netip.Addr, gateways []netip.Addr) (*
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s answered %s", from, resp.Status)
+		return nil, fmt.Errorf("%s answered %s", from, truncate(resp.Status, 64))
 	}
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || loc.Scheme != "http" || loc.Host == "" {

@@ -258,6 +258,10 @@ func TestUPnPRouterCannotSendCaddyElsewhere(t *testing.T) {
 	admin := serveOn(t, "127.0.0.2", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, soapReply("198.51.100.66"))
 	})
+	// a server on the router's own address, on another port
+	local := serveOn(t, "127.0.0.1", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, soapReply("198.51.100.67"))
+	})
 	big := strings.Repeat("x", upnpReplyLimit+1)
 	tests := []struct {
 		name    string
@@ -281,7 +285,10 @@ func TestUPnPRouterCannotSendCaddyElsewhere(t *testing.T) {
 			for i := 0; i <= upnpDescriptionLimit/len(big); i++ {
 				io.WriteString(w, big)
 			}
-		}, "larger than 1024 KiB"},
+		}, "description is larger than 64 KiB"},
+		{"a control URL on another port of the host", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, igdDescription("", local.URL+"/stop"))
+		}, "not on that host and port"},
 		{"a reply too large", func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/desc.xml" {
 				fmt.Fprint(w, igdDescription("", "/ctl"))
@@ -303,16 +310,91 @@ func TestUPnPRouterCannotSendCaddyElsewhere(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			admin.hits.Store(0)
+			local.hits.Store(0)
 			router := serveOn(t, "127.0.0.1", func(_ *hostServer, w http.ResponseWriter, r *http.Request) { tt.handler(w, r) })
 			u := upnpClient{gateways: gatewayIs("127.0.0.1"), http: routerHTTPClient()}
 			ips, err := u.externalIPs(context.Background(), router.URL+"/desc.xml")
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("got %v, %v; want an error with %q", ips, err, tt.wantErr)
 			}
-			if n := admin.hits.Load(); n != 0 {
-				t.Errorf("the other host was sent %d requests", n)
+			if n := admin.hits.Load() + local.hits.Load(); n != 0 {
+				t.Errorf("the other host or port was sent %d requests", n)
 			}
 		})
+	}
+}
+
+// A description listing hundreds of services has at most three asked,
+// and the error stays short.
+func TestUPnPManyServices(t *testing.T) {
+	for _, control := range []string{"/ctl", "http://127.0.0.2:9/ctl"} {
+		t.Run(control, func(t *testing.T) {
+			var controls atomic.Int64
+			router := serveOn(t, "127.0.0.1", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/desc.xml" {
+					one := igdDescription("", control)
+					i, j := strings.Index(one, "<service>"), strings.Index(one, "</service>")+len("</service>")
+					fmt.Fprint(w, one[:i]+strings.Repeat(one[i:j], 200)+one[j:])
+					return
+				}
+				controls.Add(1)
+				w.WriteHeader(http.StatusInternalServerError)
+				fmt.Fprint(w, strings.Repeat("no ", 5000))
+			})
+			u := upnpClient{http: routerHTTPClient()}
+			_, err := u.externalIPs(context.Background(), router.URL+"/desc.xml")
+			if err == nil || !strings.Contains(err.Error(), "did not give its external address") {
+				t.Fatalf("got %v", err)
+			}
+			if n := controls.Load(); n > upnpMaxServices {
+				t.Errorf("%d services asked, want at most %d", n, upnpMaxServices)
+			}
+			if len(err.Error()) > 1000 {
+				t.Errorf("an error of %d bytes", len(err.Error()))
+			}
+		})
+	}
+}
+
+// Routers pad their URLs with white space.
+func TestUPnPPaddedControlURL(t *testing.T) {
+	router := serveOn(t, "127.0.0.1", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/desc.xml" {
+			fmt.Fprint(w, igdDescription("", "\n   /ctl\n  "))
+			return
+		}
+		fmt.Fprint(w, soapReply("203.0.113.44"))
+	})
+	u := upnpClient{http: routerHTTPClient()}
+	if ips, err := u.externalIPs(context.Background(), router.URL+"/desc.xml"); err != nil || len(ips) != 1 || ips[0].String() != "203.0.113.44" {
+		t.Fatalf("got %v, %v", ips, err)
+	}
+}
+
+// A configured description URL with a host name is resolved once: every
+// request goes to that address.
+func TestPinHost(t *testing.T) {
+	ctx := context.Background()
+	for in, want := range map[string]string{
+		"http://192.168.1.1:5000/rootDesc.xml": "http://192.168.1.1:5000/rootDesc.xml",
+		"http://192.168.1.1/rootDesc.xml":      "http://192.168.1.1/rootDesc.xml",
+		"https://router.example/desc.xml":      "https://router.example/desc.xml", // the certificate names it
+	} {
+		if got, err := pinHost(ctx, in); err != nil || got.String() != want {
+			t.Errorf("pinHost(%s) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	got, err := pinHost(ctx, "http://localhost:5000/rootDesc.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip, err := netip.ParseAddr(got.Hostname()); err != nil || !ip.IsLoopback() || got.Port() != "5000" || got.Path != "/rootDesc.xml" {
+		t.Errorf("localhost pinned as %s", got)
+	}
+	for _, bad := range []string{"ftp://192.168.1.1/d.xml", "/rootDesc.xml", "http://[::1/d.xml"} {
+		if _, err := pinHost(ctx, bad); err == nil {
+			t.Errorf("pinHost(%s) took it", bad)
+		}
 	}
 }
 
