@@ -54,7 +54,7 @@ func TestScheduleNext(t *testing.T) {
 			prev = got
 		}
 	}
-	for _, bad := range []string{"", "61 * * * *", "* * * *", "* * * * * *", "0 25 * * *", "every 500ms", "every soon", "every", "TZ=UTC 0 3 * * *", "CRON_TZ=UTC 0 3 * * *", "@fortnightly"} {
+	for _, bad := range []string{"", "61 * * * *", "* * * *", "* * * * * *", "0 25 * * *", "every 500ms", "every soon", "every", "TZ=UTC 0 3 * * *", "CRON_TZ=UTC 0 3 * * *", "@fortnightly", "0 0 30 2 *", "0 0 31 4 *"} {
 		if _, err := ParseSchedule(bad); err == nil {
 			t.Errorf("%q was accepted", bad)
 		} else if !strings.Contains(err.Error(), "schedule") {
@@ -170,6 +170,37 @@ func TestScheduleFiresAndSkipsOverlaps(t *testing.T) {
 	third := clock.waiting(t)
 	if !third.Equal(second.Add(24 * time.Hour)) {
 		t.Errorf("third run at %s, want %s", third, second.Add(24*time.Hour))
+	}
+}
+
+// never is a schedule that never comes (as robfig/cron says of 30 February).
+type never struct{}
+
+func (never) Next(time.Time) time.Time { return time.Time{} }
+
+// A schedule that never comes never runs the job (its zero time would
+// have fired at once, forever).
+func TestScheduleThatNeverComes(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	spec, err := (&Config{Name: "never", Command: []string{"/bin/true"}, Schedule: "every 1h"}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.schedule = never{}
+	j := newJob(spec, zap.NewNop(), clock)
+	defer j.Destruct()
+	if err := j.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() { j.loop.Wait(); close(ended) }()
+	select {
+	case <-ended: // the schedule loop ends at once
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the schedule loop still runs (%d runs)", j.Status().Runs)
+	}
+	if st := j.Status(); st.Runs != 0 || st.Running {
+		t.Fatalf("a schedule that never comes ran the job: %+v", st)
 	}
 }
 

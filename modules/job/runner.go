@@ -170,6 +170,10 @@ func (j *Job) schedule() {
 		if now := j.clock.Now(); next.Before(now) { // the machine slept, or the clock jumped: no catching up
 			next = j.spec.schedule.Next(now)
 		}
+		if next.IsZero() { // refused by ParseSchedule: never a run at once, forever
+			j.logger.Error("job not scheduled: its schedule never comes", zap.String("schedule", j.spec.Schedule))
+			return
+		}
 		j.mu.Lock()
 		j.next = next
 		j.mu.Unlock()

@@ -43,6 +43,11 @@ func ParseSchedule(text string) (Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schedule %q is not a cron expression (five fields: minute hour day-of-month month day-of-week, like \"0 3 * * *\" for 03:00 every day) nor `every <duration>`: %v", text, err)
 	}
+	// a date no month has (30 February, 31 April): the parser takes it,
+	// and its Next is the zero time, which would fire at once, forever
+	if s.Next(time.Now()).IsZero() {
+		return nil, fmt.Errorf("schedule %q never comes: no month has that day (like 30 February or 31 April)", text)
+	}
 	return s, nil
 }
 

@@ -224,6 +224,34 @@ func TestRunReportsTheEnd(t *testing.T) {
 	}
 }
 
+// A run leaves nothing behind: what the command started in the
+// background and did not wait for ends with it.
+func TestRunLeavesNothingBehind(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	start := time.Now()
+	out, err := Run(context.Background(), Command{Path: "/bin/sh", Args: []string{"-c", `sleep 60 & echo $! > "$0"; echo done`, pidFile}}, zap.NewNop())
+	if err != nil || string(out) != "done\n" {
+		t.Fatalf("run: %q, %v", out, err)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	if pid <= 1 {
+		t.Fatalf("pid %q", data)
+	}
+	if d := time.Since(start); d > outputDrain+3*time.Second {
+		t.Errorf("the run took %s", d)
+	}
+	for deadline := time.Now().Add(5 * time.Second); running(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the background process %d outlived its run", pid)
+		}
+	}
+}
+
 func TestManyDescriptorsReachTheChild(t *testing.T) {
 	// a worker with hundreds of channels: more than one packet can carry
 	var files []*os.File

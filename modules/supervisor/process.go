@@ -89,8 +89,11 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 // Run runs c to its end and returns what it wrote to stdout and stderr
 // (interleaved, at most maxRunOutput bytes; the rest is dropped). When ctx
 // ends first, c's whole process group is killed and ctx's error returned.
-// A descendant that keeps the output open delays the return by at most
-// outputDrain. logger receives what concerns the keeper.
+// When c ends, what is left of its process group is killed: a run leaves
+// nothing behind (a job's `task &` would otherwise outlive every run, one
+// more each time, beyond its timeout and its one-run-at-a-time). A
+// descendant that left the group and keeps the output open delays the
+// return by at most outputDrain. logger receives what concerns the keeper.
 func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -117,6 +120,10 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 		<-end
 		result.Status = -2
 	}
+	// the group outlives its leader while a member is left; once empty
+	// its id is free (ESRCH), and a new group of that id would need the
+	// pid handed out again in between
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	select {
 	case <-read:
 	case <-time.After(outputDrain):
