@@ -381,3 +381,69 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 		t.Errorf("caddy hearth check of a backup outside every served directory: exit %d\n%s", code, out)
 	}
 }
+
+// TestRestoreOutlivesItsClient: a restore goes on to its end when the
+// client leaves (a Ctrl-C of `caddy hearth restore`): the app's workers are
+// restarted once the database is replaced, and its requests were held until
+// then. Before, the handler gave up with its client, which let the held
+// requests run against the database being replaced and left the workers
+// with what they had read before.
+func TestRestoreOutlivesItsClient(t *testing.T) {
+	dir := t.TempDir()
+	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "copy.sqlite3")
+	const fill = `
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute('CREATE TABLE blobs (b BLOB)')
+db.executemany('INSERT INTO blobs VALUES (?)', ((bytes(100000),) for _ in range(500)))
+db.commit()`
+	for _, path := range []string{db, copied} { // ~50 MB each: a restore takes a while
+		if out, err := exec.Command(pythonPath(), "-c", fill, path).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		backup site {
+			app hello
+			path %s
+			to %s
+			every 1h
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		name hello
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+`, db, filepath.Join(dir, "backups"), port))
+	before := c.workerPIDs()
+	impatient := &http.Client{Timeout: 50 * time.Millisecond}
+	resp, err := impatient.Post("http://"+c.admin+"/hearth/backups/site/restore?file="+copied, "", nil)
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("the restore answered within 50 ms (%d %s): the test needs a slower one", resp.StatusCode, body)
+	}
+	waitFor(t, 60*time.Second, "the restore to end", func() bool {
+		st := c.backups()["site"]
+		return len(st.Recent) > 0 && st.Recent[0].Result != "running"
+	})
+	if st := c.backups()["site"]; st.Recent[0].Result != "ok" {
+		t.Fatalf("the restore: %+v", st.Recent[0])
+	}
+	waitFor(t, 30*time.Second, "the app's workers to be restarted after the restore", func() bool {
+		now := c.workerPIDs()
+		return len(now) == 1 && len(before) == 1 && now[0] != before[0]
+	})
+	if resp, _ := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); resp.StatusCode != 200 {
+		t.Errorf("the app after the restore: %d", resp.StatusCode)
+	}
+}

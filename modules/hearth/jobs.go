@@ -460,17 +460,17 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	if err != nil {
 		return err
 	}
+	// Followed to its end whether or not the client stays (a Ctrl-C of
+	// `caddy hearth restore`): the app's requests stay held until the
+	// database is replaced and its workers restarted. The run's own
+	// timeout bounds the wait.
 	for {
 		run, ok := b.Run(id)
 		if !ok {
 			return fmt.Errorf("the restore's run %d is no longer listed", id)
 		}
 		if run.Result == job.Running {
-			select {
-			case <-r.Context().Done():
-				return r.Context().Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		if run.Result != job.OK {

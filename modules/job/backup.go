@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -126,7 +127,7 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	place := app
+	place, python := app, []string{"-c", backupScript}
 	if place == nil {
 		own, err := (&supervisor.Placement{}).Resolve()
 		if err != nil {
@@ -134,6 +135,10 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 		}
 		own.Path = "python3"
 		place = &own
+		// isolated: no module from the working directory (Caddy's, which
+		// may be an app's project) nor PYTHON* variables, as this may
+		// run as root
+		python = []string{"-I", "-c", backupScript}
 	}
 	to, path := c.Destination(place.Dir), c.Path
 	if path != "" && !filepath.IsAbs(path) {
@@ -149,7 +154,7 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", c.Name, err)
 	}
-	return &Spec{Name: c.Name, Kind: KindBackup, App: c.AppName(), Path: place.Path, Args: []string{"-c", backupScript, string(args)},
+	return &Spec{Name: c.Name, Kind: KindBackup, App: c.AppName(), Path: place.Path, Args: append(python, string(args)),
 		Schedule: schedule, Timeout: timeout, Dir: place.Dir, Env: place.Env, Umask: place.Umask, Credential: place.Credential,
 		schedule: sched, Backup: &BackupTarget{Database: c.Database, Path: path, To: to, Keep: keep}}, nil
 }
@@ -160,11 +165,12 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 // the app's open connections see it whole), and returns its id, to follow
 // with Run; ErrRunning while a backup or restore runs.
 func (j *Job) Restore(file string) (int64, error) {
-	if j.spec.Kind != KindBackup || len(j.spec.Args) != 3 {
+	last := len(j.spec.Args) - 1
+	if j.spec.Kind != KindBackup || last < 2 {
 		return 0, fmt.Errorf("%s is not a backup", j.spec.Name)
 	}
 	var spec map[string]any
-	if err := json.Unmarshal([]byte(j.spec.Args[2]), &spec); err != nil {
+	if err := json.Unmarshal([]byte(j.spec.Args[last]), &spec); err != nil {
 		return 0, err
 	}
 	spec["restore"] = file
@@ -172,7 +178,7 @@ func (j *Job) Restore(file string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return j.start("restore", []string{j.spec.Args[0], j.spec.Args[1], string(arg)})
+	return j.start("restore", append(slices.Clone(j.spec.Args[:last]), string(arg)))
 }
 
 // BackupTarget is what a backup copies, and where.

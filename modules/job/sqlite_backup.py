@@ -7,6 +7,12 @@ argv[1] is JSON: name, to, keep, and either path (the database file) or
 alias and settings_module (a Django DATABASES alias). It prints one JSON line
 (file, size, source, removed) and exits 0, or prints why and exits 1.
 
+The backup directory is opened once, without following a link, and must
+be this account's own and writable by no one else; every file in it is
+then reached through that open directory and created only if new, so no
+other account can have the copy written through a link it planted (which
+matters when this runs as root).
+
 With "restore" (a copy's path) in argv[1], it puts that copy back instead:
 the copy must pass integrity_check; the current database is first copied
 aside into `to` (<name>-before-restore-<time>.sqlite3); then the copy is
@@ -44,6 +50,29 @@ def django_database(alias, settings_module):
     return os.path.abspath(name)
 
 
+def open_destination(to):
+    """The backup directory, made if missing and opened without following
+    a link; it must belong to this account and be writable by no other."""
+    os.makedirs(to, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(to, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        fail('the backup directory %s cannot be opened as a directory (%s): if it is a symbolic link, give the directory it leads to' % (to, e.strerror))
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        fail('the backup directory %s belongs to uid %d with mode %03o: it must belong to the account the backup runs as (uid %d) and be writable by no other, '
+             'or another account could put a link there for the copy to be written through; fix it with: chown %d %s && chmod 700 %s'
+             % (to, st.st_uid, st.st_mode & 0o777, os.geteuid(), os.geteuid(), to, to))
+    return fd
+
+
+def create(fd, name):
+    """A new, empty file of the directory fd (never one that exists, nor a link)."""
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+    return '/proc/self/fd/%d/%s' % (fd, name)
+
+
 def checked(path):
     """The integrity check of the SQLite file at path ('ok' when sound)."""
     db = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
@@ -63,18 +92,22 @@ def restore(name, to, source, copy):
     check = checked(copy)
     if check != 'ok':
         fail('the copy %s failed PRAGMA integrity_check (%s): not restored' % (copy, check))
+    if os.geteuid() == 0 and os.path.islink(source):
+        fail('the database %s is a symbolic link, and this restore runs as root: it would write into wherever the link leads; '
+             'give the backup the path of the database itself' % source)
     aside = None
     if os.path.isfile(source):
-        os.makedirs(to, mode=0o700, exist_ok=True)
-        aside = os.path.join(to, '%s-before-restore-%s.sqlite3' % (name, stamp()))
+        fd = open_destination(to)
+        aside_name = '%s-before-restore-%s.sqlite3' % (name, stamp())
+        aside = os.path.join(to, aside_name)
         current = sqlite3.connect(source, timeout=60)
-        kept = sqlite3.connect(aside)
+        kept = sqlite3.connect(create(fd, aside_name))
         try:
             current.backup(kept)
         finally:
             kept.close()
             current.close()
-        os.chmod(aside, 0o600)
+            os.close(fd)
     src = sqlite3.connect('file:%s?mode=ro' % copy, uri=True)
     dst = sqlite3.connect(source, timeout=60)
     try:
@@ -105,12 +138,12 @@ def main():
         return
     if not os.path.isfile(source):
         fail('the database %s does not exist (yet): nothing to back up' % source)
-    os.makedirs(to, mode=0o700, exist_ok=True)
+    fd = open_destination(to)
     when = stamp()
-    final = os.path.join(to, '%s-%s.sqlite3' % (name, when))
-    partial = os.path.join(to, '.%s-%s.sqlite3.partial' % (name, when))
+    final_name = '%s-%s.sqlite3' % (name, when)
+    partial_name = '.%s-%s.sqlite3.partial' % (name, when)
     src = sqlite3.connect(source, timeout=60)
-    dst = sqlite3.connect(partial)
+    dst = sqlite3.connect(create(fd, partial_name))
     try:
         src.backup(dst)  # every page in one step: the copy is one consistent moment
         check = dst.execute('PRAGMA integrity_check').fetchall()
@@ -118,24 +151,24 @@ def main():
         dst.close()
         src.close()
     if check != [('ok',)]:
-        os.unlink(partial)
+        os.unlink(partial_name, dir_fd=fd)
         fail('the copy of %s failed PRAGMA integrity_check: %s' % (source, '; '.join(r[0] for r in check[:5])))
-    os.chmod(partial, 0o600)
-    with open(partial, 'rb') as f:
-        os.fsync(f.fileno())
-    os.rename(partial, final)
-    directory = os.open(to, os.O_RDONLY)
+    copy = os.open(partial_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
     try:
-        os.fsync(directory)
+        os.fsync(copy)
+        size = os.fstat(copy).st_size
     finally:
-        os.close(directory)
+        os.close(copy)
+    os.rename(partial_name, final_name, src_dir_fd=fd, dst_dir_fd=fd)
+    os.fsync(fd)
     pattern = re.compile(r'^%s-\d{8}T\d{9}Z\.sqlite3$' % re.escape(name))
-    copies = sorted(f for f in os.listdir(to) if pattern.match(f))
+    copies = sorted(f for f in os.listdir(fd) if pattern.match(f))
     removed = []
     for old in copies[:max(len(copies) - keep, 0)]:
-        os.unlink(os.path.join(to, old))
+        os.unlink(old, dir_fd=fd)
         removed.append(old)
-    print(json.dumps({'file': final, 'size': os.path.getsize(final), 'source': source, 'removed': removed}))
+    os.close(fd)
+    print(json.dumps({'file': os.path.join(to, final_name), 'size': size, 'source': source, 'removed': removed}))
 
 
 if __name__ == '__main__':

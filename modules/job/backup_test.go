@@ -1,0 +1,167 @@
+package job
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// makeDB writes a SQLite database holding row.
+func makeDB(t *testing.T, path, row string) {
+	t.Helper()
+	out, err := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.execute("insert into t values (?)", (sys.argv[2],)); db.commit()`, path, row).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// runBackup runs the backup's job once (a copy, or with restore a
+// restore) and returns the run.
+func runBackup(t *testing.T, spec *Spec, restore string) Run {
+	t.Helper()
+	j := New(spec, zap.NewNop())
+	defer j.Destruct()
+	var id int64
+	var err error
+	if restore != "" {
+		id, err = j.Restore(restore)
+	} else {
+		id, err = j.RunNow()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run Run
+	waitFor(t, "the run to end", func() bool {
+		r, ok := j.Run(id)
+		run = r
+		return ok && r.Result != Running
+	})
+	return run
+}
+
+// A backup without an app runs as Caddy's account, root under `sudo caddy
+// run`, in directories an app's account may own. Nothing that account
+// does there makes root run its code or write through its links.
+func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the attacks are on a backup that runs as root")
+	}
+	const appUID = 65534 // nobody: the app's account
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	owned := func(path string) string { // a directory of the app's account
+		if err := os.Mkdir(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(path, appUID, appUID); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	project := owned(filepath.Join(base, "project"))
+	db := filepath.Join(project, "db.sqlite3")
+	makeDB(t, db, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIATTACKER attacker")
+	victimDir := filepath.Join(base, "root-only")
+	if err := os.Mkdir(victimDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(victimDir, "authorized_keys")
+
+	t.Run("a module in the working directory", func(t *testing.T) {
+		marker := filepath.Join(base, "ran")
+		os.WriteFile(filepath.Join(project, "json.py"), []byte("open("+strconv.Quote(marker)+", 'w').write('ran')\n"), 0o644)
+		defer os.Remove(filepath.Join(project, "json.py"))
+		old, _ := os.Getwd()
+		if err := os.Chdir(project); err != nil { // `sudo caddy run` in the project
+			t.Fatal(err)
+		}
+		spec, err := (&BackupConfig{Name: "site", Path: db, To: filepath.Join(base, "copies")}).ResolveBackup(nil, "")
+		os.Chdir(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if _, err := os.Stat(marker); err == nil {
+			t.Errorf("json.py of the working directory ran during the backup (as root)")
+		}
+		if run.Result != OK {
+			t.Errorf("the backup: %s %s", run.Result, run.Output)
+		}
+	})
+
+	t.Run("links at the next copy's names", func(t *testing.T) {
+		to := owned(filepath.Join(base, "app-copies"))
+		now := time.Now().UTC()
+		for ms := 0; ms < 3000; ms++ {
+			at := now.Add(time.Duration(ms) * time.Millisecond)
+			os.Symlink(victim, filepath.Join(to, fmt.Sprintf(".site-%s%03dZ.sqlite3.partial", at.Format("20060102T150405"), at.Nanosecond()/1e6)))
+		}
+		spec, err := (&BackupConfig{Name: "site", Path: db, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if _, err := os.Lstat(victim); err == nil {
+			t.Fatalf("the backup (%s) wrote %s through a link the app's account planted", run.Result, victim)
+		}
+		if run.Result != Failed || !strings.Contains(run.Output, "must belong to the account the backup runs as (uid 0)") || !strings.Contains(run.Output, "chown 0 "+to) {
+			t.Errorf("a backup directory of another account: %s %q", run.Result, run.Output)
+		}
+	})
+
+	t.Run("the backup directory is a link", func(t *testing.T) {
+		to := filepath.Join(project, "copies-link")
+		os.Symlink(victimDir, to)
+		spec, err := (&BackupConfig{Name: "site", Path: db, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if entries, _ := os.ReadDir(victimDir); len(entries) != 0 {
+			t.Fatalf("the backup (%s) wrote into %s through a link: %v", run.Result, victimDir, entries)
+		}
+		if run.Result != Failed || !strings.Contains(run.Output, "symbolic link") {
+			t.Errorf("a backup directory that is a link: %s %q", run.Result, run.Output)
+		}
+	})
+
+	t.Run("a restore into a linked database", func(t *testing.T) {
+		other := filepath.Join(victimDir, "other.sqlite3")
+		makeDB(t, other, "another app's rows")
+		defer os.Remove(other)
+		linked := filepath.Join(project, "linked.sqlite3")
+		os.Symlink(other, linked)
+		to := filepath.Join(base, "copies-2")
+		spec, err := (&BackupConfig{Name: "site", Path: db, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run := runBackup(t, spec, ""); run.Result != OK {
+			t.Fatalf("the backup: %s %s", run.Result, run.Output)
+		}
+		copies, _ := filepath.Glob(filepath.Join(to, "site-*.sqlite3"))
+		if len(copies) != 1 {
+			t.Fatalf("copies: %v", copies)
+		}
+		spec, err = (&BackupConfig{Name: "site", Path: linked, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, copies[0])
+		if data, _ := os.ReadFile(other); !strings.Contains(string(data), "another app's rows") {
+			t.Fatalf("the restore (%s) wrote into the database the link leads to", run.Result)
+		}
+		if run.Result != Failed || !strings.Contains(run.Output, "symbolic link") {
+			t.Errorf("a restore into a link: %s %q", run.Result, run.Output)
+		}
+	})
+}
