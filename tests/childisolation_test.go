@@ -640,6 +640,7 @@ http://127.0.0.1:%[2]d {
 		t.Errorf("caddy hearth exec as the app's user (uid %d) looking for the login's key got %q, want ENOKEY", e.UID, e.Key)
 	}
 	checkPriority(t, "caddy hearth exec as the app's user", caddy, e)
+	checkSignals(t, "caddy hearth exec as the app's user", e)
 
 	// caddy hearth exec as the app's user, run from a terminal, is still
 	// interactive: its command reads what is typed and writes to the screen

@@ -85,6 +85,13 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 	}
 	resp, err := updateClient.Do(req) // its error quotes the URL: the app redacts the token
 	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			// a redirect's error names the Location the service sent, of any
+			// size: the error names the request's URL instead (whole, so that
+			// the app's redaction of a token in it still applies)
+			uerr.URL = u
+		}
 		return "", err
 	}
 	defer resp.Body.Close()
@@ -96,7 +103,7 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 		return "badauth", nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("the update service answered %s", resp.Status)
+		return "", fmt.Errorf("the update service answered %s", truncate(resp.Status, 64))
 	}
 	return strings.TrimSpace(string(body)), nil
 }
@@ -107,8 +114,13 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 // and a service that redirects elsewhere (its own loopback, Caddy's admin
 // API) would have the reply's first bytes quoted in the error.
 var updateClient = &http.Client{
+	Transport: func() http.RoundTripper {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxResponseHeaderBytes = 64 << 10 // an answer is a word or two
+		return t
+	}(),
 	CheckRedirect: func(req *http.Request, _ []*http.Request) error {
-		return fmt.Errorf("the update service redirected to %s://%s, which is not followed (the request carries credentials): set the provider's server to the address it redirects to", req.URL.Scheme, req.URL.Host)
+		return fmt.Errorf("the update service redirected to %s://%s, which is not followed (the request carries credentials): set the provider's server to the address it redirects to", req.URL.Scheme, truncate(req.URL.Host, 100))
 	},
 }
 

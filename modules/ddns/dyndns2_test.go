@@ -181,7 +181,11 @@ func TestDynDNS2FollowsNoRedirect(t *testing.T) {
 	}))
 	t.Cleanup(other.Close)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+		to := other.URL + r.URL.RequestURI()
+		if r.URL.Query().Get("hostname") == "long.example.net" { // a Location of 60 KB
+			to = "http://" + strings.Repeat("a", 60000) + ".example/"
+		}
+		http.Redirect(w, r, to, http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(srv.Close)
 	p := &DynDNS2{Server: srv.URL, Username: "u", Password: "p"}
@@ -191,6 +195,11 @@ func TestDynDNS2FollowsNoRedirect(t *testing.T) {
 	_, err := p.SetRecords(context.Background(), "example.net.", addr("home", "203.0.113.9"))
 	if err == nil || !strings.Contains(err.Error(), "not followed") {
 		t.Fatalf("a redirecting service: %v", err)
+	}
+	// the error, which goes into every record's status, stays short
+	_, err = p.SetRecords(context.Background(), "example.net.", addr("long", "203.0.113.9"))
+	if err == nil || !strings.Contains(err.Error(), "not followed") || len(err.Error()) > 1000 {
+		t.Fatalf("a redirect to a long Location: an error of %d bytes: %.300v", len(err.Error()), err)
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the redirect was followed %d times (with the credentials)", n)

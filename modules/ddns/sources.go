@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -272,9 +273,14 @@ func parseIPs(text string) ([]netip.Addr, error) {
 	return ips, nil
 }
 
+// truncate cuts s to at most n bytes, at a character's boundary, and
+// makes it valid UTF-8.
 func truncate(s string, n int) string {
 	if len(s) > n {
-		return s[:n] + "…"
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		return strings.ToValidUTF8(s[:n], "") + "…"
 	}
-	return s
+	return strings.ToValidUTF8(s, "")
 }

@@ -187,7 +187,7 @@ func (b *boundedErrors) add(err error) {
 		return
 	}
 	if text := err.Error(); len(text) > upnpErrorBytes {
-		err = errors.New(truncate(strings.ToValidUTF8(text, ""), upnpErrorBytes))
+		err = errors.New(truncate(text, upnpErrorBytes))
 	}
 	b.errs = append(b.errs, err)
 }
@@ -218,12 +218,21 @@ func pinHost(ctx context.Context, location string) (*url.URL, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, upnpStepTimeout)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", loc.Hostname())
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, loc.Hostname())
 	if err != nil || len(addrs) == 0 {
 		return nil, fmt.Errorf("the router's name %s did not resolve (%v): give its address, like http://192.168.1.1:5000/rootDesc.xml", loc.Hostname(), err)
 	}
+	// routers serve UPnP over IPv4: an IPv4 address first; an IPv6 one
+	// keeps its zone (a link-local fe80:: needs it)
+	pick := addrs[0]
+	for _, a := range addrs {
+		if a.IP.To4() != nil {
+			pick = a
+			break
+		}
+	}
 	pinned := *loc
-	pinned.Host = net.JoinHostPort(addrs[0].Unmap().String(), portOf(loc))
+	pinned.Host = net.JoinHostPort(pick.String(), portOf(loc))
 	return &pinned, nil
 }
 
@@ -256,7 +265,7 @@ func (u upnpClient) description(ctx context.Context, loc *url.URL) (*goupnp.Root
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("no UPnP Internet gateway at %s: it answered %s", loc.Redacted(), resp.Status)
+		return nil, fmt.Errorf("no UPnP Internet gateway at %s: it answered %s", loc.Redacted(), truncate(resp.Status, 64))
 	}
 	body, err := readBounded(resp.Body, upnpDescriptionLimit, "the router's device description")
 	if err != nil {

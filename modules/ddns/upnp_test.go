@@ -388,7 +388,7 @@ func TestPinHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ip, err := netip.ParseAddr(got.Hostname()); err != nil || !ip.IsLoopback() || got.Port() != "5000" || got.Path != "/rootDesc.xml" {
+	if got.Host != "127.0.0.1:5000" || got.Path != "/rootDesc.xml" { // IPv4 first: routers serve UPnP there
 		t.Errorf("localhost pinned as %s", got)
 	}
 	for _, bad := range []string{"ftp://192.168.1.1/d.xml", "/rootDesc.xml", "http://[::1/d.xml"} {
@@ -485,5 +485,19 @@ func TestHTTPSourceRedirects(t *testing.T) {
 	}
 	if n := other.hits.Load(); n != 0 {
 		t.Errorf("the other host was sent %d requests", n)
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	for in, want := range map[string]string{
+		"short":                        "short",
+		"exactly ten":                  "exactly te…",
+		"héllo wörld, ünïcode":         "héllo wö…", // 10 bytes: the ö whole
+		"bad \xff byte":                "bad  byte",
+		"hé\u00e9\u00e9\u00e9\u00e9xx": "hé\u00e9\u00e9\u00e9…", // never half a character
+	} {
+		if got := truncate(in, 10); got != want {
+			t.Errorf("truncate(%q, 10) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -110,11 +110,6 @@ func serve(fd int) int {
 	// ends: every fork happens on this thread, which lives as long as the
 	// keeper.
 	runtime.LockOSThread()
-	// and each starts with no signal blocked, whatever Caddy started with
-	if err := unblockSignals(); err != nil {
-		os.Stderr.WriteString("hearth-keeper: unblocking signals for the processes it starts: " + err.Error() + "\n")
-		return 1
-	}
 	// named as in ps's command column in top and /proc/<pid>/comm too
 	// (started as /proc/self/exe, it would be "exe"); init runs on the
 	// main thread, whose name is the process's

@@ -11,8 +11,8 @@ import (
 
 // What a process Hearth starts must not take from the session Caddy was
 // started in (`sudo caddy run` in a user's shell) or from how it was
-// started: its terminal, its session keyring, a real-time or raised CPU or
-// I/O priority, personality flags that turn off address randomization, a
+// started: its terminal, its session keyring, signals it blocked, a
+// real-time or raised CPU or I/O priority, personality flags that turn off address randomization, a
 // negative oom_score_adj (the app would be the last process the kernel
 // kills when memory runs out, not the first).
 // The app's code may run as another, unprivileged account, which could
@@ -45,9 +45,13 @@ func dropTerminal() error {
 }
 
 // LeaveSession gives up, for the calling thread and the processes it then
-// starts, what LeaveSessionKeyring and lowerPriority do. It changes only
-// the calling thread, so the thread must stay the one that starts them.
+// starts, what LeaveSessionKeyring and lowerPriority do, and the signals
+// blocked where Caddy was started (unblockSignals). It changes only the
+// calling thread, so the thread must stay the one that starts them.
 func LeaveSession() error {
+	if err := unblockSignals(); err != nil {
+		return errors.New("unblocking signals: " + err.Error())
+	}
 	if err := LeaveSessionKeyring(); err != nil {
 		return err
 	}
