@@ -70,6 +70,10 @@ func TestJobs(t *testing.T) {
 			command /bin/sleep 2.5
 			schedule every 1s
 		}
+		job escape {
+			command /usr/bin/python3 -c "print(chr(27) + ']0;owned' + chr(7) + ' done')"
+			schedule "0 3 1 1 *"
+		}
 		job hang {
 			command /bin/sh -c "sleep 60 & echo $! > {TMP}/hang-child; wait"
 			schedule "0 3 1 1 *"
@@ -113,6 +117,12 @@ func TestJobs(t *testing.T) {
 	}
 	if hang := c.jobs()["hang"]; hang.Runs != 1 || hang.Failures != 1 || hang.Recent[0].Trigger != "manual" || hang.Recent[0].Result != "timed_out" {
 		t.Errorf("hang: %+v", hang)
+	}
+
+	// the job's output reaches the terminal without its escape sequence
+	code, out = hearthCLI(t, c.dir, t.TempDir(), "jobs", "run", "escape", "--address", c.admin)
+	if code != 0 || !strings.Contains(out, "?]0;owned? done") || strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("caddy hearth jobs run escape: exit %d, output %q", code, out)
 	}
 
 	code, out = hearthCLI(t, c.dir, t.TempDir(), "jobs", "--address", c.admin)

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 )
@@ -288,16 +289,26 @@ func wrap(first, text, rest string) string {
 // printable replaces control characters (an escape sequence in an app's
 // traceback or host name) with '?': the report goes to a terminal, maybe
 // root's. Line breaks become spaces.
-func printable(s string) string {
+func printable(s string) string { return forTerminal(s, ' ') }
+
+// printableLines is printable for text of several lines (a job's output):
+// line breaks stay.
+func printableLines(s string) string { return forTerminal(s, '\n') }
+
+// forTerminal maps control characters to '?', and line breaks and tabs to
+// lineBreak (tabs to spaces when lines are kept).
+func forTerminal(s string, lineBreak rune) string {
 	return strings.Map(func(r rune) rune {
 		switch {
-		case r == '\n' || r == '\t':
+		case r == '\n':
+			return lineBreak
+		case r == '\t':
 			return ' '
-		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0:
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError:
 			return '?'
 		}
 		return r
-	}, s)
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 // pythonValue writes a setting's value as Python would.

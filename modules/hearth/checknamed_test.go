@@ -42,3 +42,22 @@ func TestCheckNamed(t *testing.T) {
 		})
 	}
 }
+
+// What an app or a remote service wrote reaches a terminal (maybe root's)
+// without an escape sequence.
+func TestForTerminal(t *testing.T) {
+	for _, tc := range []struct{ in, oneLine, lines string }{
+		{"plain text", "plain text", "plain text"},
+		{"two\nlines\ttab", "two lines tab", "two\nlines tab"},
+		{"\x1b]0;owned\x07\x1b[2J clear", "?]0;owned?\x3f[2J clear", "?]0;owned??[2J clear"},
+		{"c1 \u009b31m csi", "c1 ?31m csi", "c1 ?31m csi"},
+		{"bad \xff utf-8 \x7f", "bad ? utf-8 ?", "bad ? utf-8 ?"},
+	} {
+		if got := printable(tc.in); got != tc.oneLine {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.oneLine)
+		}
+		if got := printableLines(tc.in); got != tc.lines {
+			t.Errorf("printableLines(%q) = %q, want %q", tc.in, got, tc.lines)
+		}
+	}
+}

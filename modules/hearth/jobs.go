@@ -367,7 +367,8 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s, run %d: %s (%s) after %.1fs\n", what, name, r.ID, r.Result, r.Exit, r.Duration)
 			if r.Output != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "--- output (tail) ---\n%s", r.Output)
+				// the app's output, to a terminal (maybe root's): no escape sequence
+				fmt.Fprintf(cmd.OutOrStdout(), "--- output (tail) ---\n%s", printableLines(r.Output))
 				if !strings.HasSuffix(r.Output, "\n") {
 					fmt.Fprintln(cmd.OutOrStdout())
 				}
@@ -540,7 +541,7 @@ requests go on.`,
 		if err := json.Unmarshal(body, &answer); err != nil {
 			return fmt.Errorf("reading the answer: %w", err)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "restored %s into backup %s's database: %s\n", file, args[0], strings.TrimSpace(answer.Run.Output))
+		fmt.Fprintf(cmd.OutOrStdout(), "restored %s into backup %s's database: %s\n", file, args[0], printableLines(strings.TrimSpace(answer.Run.Output)))
 		if answer.Restarted != "" {
 			fmt.Fprintf(cmd.OutOrStdout(), "restarted app %s's workers\n", answer.Restarted)
 		}

@@ -66,10 +66,12 @@ func adminCall(addr, method, path string) ([]byte, error) {
 					Error string `json:"error"`
 				}
 				if json.Unmarshal([]byte(body), &e) == nil && e.Error != "" {
-					return nil, errors.New(e.Error)
+					// it may quote an app's output (a failed restore), and
+					// goes to a terminal
+					return nil, errors.New(printableLines(e.Error))
 				}
 			}
-			return nil, errors.New(answer)
+			return nil, errors.New(printableLines(answer))
 		}
 		return nil, fmt.Errorf("no answer from a running Caddy at %s (is `caddy run` going? is its admin API elsewhere? use --address): %w", addr, err)
 	}
