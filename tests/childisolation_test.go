@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // What every child Hearth starts (workers, a preload fork server and the
@@ -765,7 +767,7 @@ const (
 // caddyPriority reads a process's priority from /proc and ioprio_get.
 func caddyPriority(t *testing.T, pid int) priority {
 	t.Helper()
-	fields, err := procStat(pid)
+	fields, err := supervisor.ProcStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -901,7 +903,7 @@ func openPty(t *testing.T) (master, slave *os.File) {
 // /proc/<pid>/stat.
 func sessionTTY(t *testing.T, pid int) int {
 	t.Helper()
-	fields, err := procStat(pid)
+	fields, err := supervisor.ProcStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

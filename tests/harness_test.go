@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // caddyBinary is the caddy under test.
@@ -436,23 +438,6 @@ func dataRaces(log string) (ours, upstream []string) {
 	return ours, upstream
 }
 
-// procStat is the fields of /proc/<pid>/stat from the third, the state,
-// on (the command name before them may hold spaces and parentheses): the
-// field numbered n in proc(5) is at n-3.
-func procStat(pid int) ([]string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	return strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])), nil
-}
-
-// alive reports whether a process exists (and is not a zombie).
-func alive(pid int) bool {
-	fields, err := procStat(pid)
-	return err == nil && len(fields) > 0 && fields[0] != "Z"
-}
-
 // descendants lists every process below pid (children first).
 func descendants(pid int) []int {
 	children := map[int][]int{}
@@ -462,7 +447,7 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		fields, err := procStat(p)
+		fields, err := supervisor.ProcStat(p)
 		if err == nil && len(fields) > 1 {
 			pp, _ := strconv.Atoi(fields[1])
 			children[pp] = append(children[pp], p)
@@ -488,7 +473,7 @@ func cmdline(pid int) string {
 func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if !alive(pid) {
+		if !supervisor.Alive(pid) {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)

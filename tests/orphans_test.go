@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // TestNothingOutlivesCaddy: when Caddy is SIGKILLed, every process it
@@ -68,10 +70,10 @@ func TestNothingOutlivesCaddy(t *testing.T) {
 	c.waitExit(10 * time.Second)
 	deadline := time.Now().Add(5 * time.Second)
 	for _, pid := range below {
-		for alive(pid) && time.Now().Before(deadline) {
+		for supervisor.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if alive(pid) {
+		if supervisor.Alive(pid) {
 			t.Errorf("process %d (%s) outlived Caddy's SIGKILL by 5s; killing it", pid, cmdline(pid))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}

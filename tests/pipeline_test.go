@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // appNamed finds one app in GET /hearth/apps.
@@ -188,7 +190,7 @@ func TestPipelinedRequestSurvivesACrashAhead(t *testing.T) {
 	if app.Pipelined < 1 || app.Restarts["crash"] != 1 {
 		t.Errorf("pipelined_requests=%d restarts=%v, want ≥ 1 and one crash", app.Pipelined, app.Restarts)
 	}
-	if alive(pid) {
+	if supervisor.Alive(pid) {
 		t.Errorf("worker %d is still alive", pid)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // nodeSite is the example's Caddyfile on port, with workers instances.
@@ -88,7 +90,7 @@ func TestProcessUpstreamNode(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the instances before the restart gone", func() bool {
 		for _, o := range beforeRestart {
-			if alive(o) {
+			if supervisor.Alive(o) {
 				return false
 			}
 		}
@@ -125,7 +127,7 @@ func TestProcessUpstreamNode(t *testing.T) {
 	waitFor(t, 20*time.Second, "three new instances, the old ones gone", func() bool {
 		p := c.workerPIDs()
 		for _, o := range old {
-			if contains(p, o) || alive(o) {
+			if contains(p, o) || supervisor.Alive(o) {
 				return false
 			}
 		}

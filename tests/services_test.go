@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // servicesCaddyfile is a Django app whose view enqueues a Celery task, a
@@ -182,8 +184,8 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 	if code, body := c.load(servicesCaddyfile(redis, web, "stop_timeout 6s", "")); code != 200 {
 		t.Fatalf("reload with a changed redis: %d %s\n%s", code, body, tail(c.log.String(), 30))
 	}
-	if p := servicePID(c, "redis"); p == redisPID || p == 0 || alive(redisPID) {
-		t.Errorf("the changed redis service was not replaced: pid %d → %d (old alive: %v)", redisPID, p, alive(redisPID))
+	if p := servicePID(c, "redis"); p == redisPID || p == 0 || supervisor.Alive(redisPID) {
+		t.Errorf("the changed redis service was not replaced: pid %d → %d (old alive: %v)", redisPID, p, supervisor.Alive(redisPID))
 	}
 	if !strings.Contains(c.log.String(), "could not start beside its previous version") {
 		t.Error("the log does not say why the old redis was stopped first")
@@ -201,7 +203,7 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 	if p := servicePID(c, "celery"); p == celeryPID || p == 0 {
 		t.Errorf("restart kept the celery worker %d", celeryPID)
 	}
-	waitFor(t, 15*time.Second, "the old celery worker gone", func() bool { return !alive(celeryPID) })
+	waitFor(t, 15*time.Second, "the old celery worker gone", func() bool { return !supervisor.Alive(celeryPID) })
 	if r, err := enqueue(web, 20, 22); err != nil || r.Sum != 42 {
 		t.Errorf("after the restart: %+v %v", r, err)
 	}
@@ -211,7 +213,7 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 	if code, out := hearthCLI(t, c.dir, t.TempDir(), "restart", "redis", "--address", c.admin); code != 0 {
 		t.Fatalf("caddy hearth restart redis: %d %s", code, out)
 	}
-	if p := servicePID(c, "redis"); p == redisPID || p == 0 || alive(redisPID) {
+	if p := servicePID(c, "redis"); p == redisPID || p == 0 || supervisor.Alive(redisPID) {
 		t.Errorf("restart kept redis %d (now %d)", redisPID, p)
 	}
 	waitFor(t, 60*time.Second, "the task queue working after the redis restart", func() bool {
@@ -245,9 +247,9 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "the previous redis running again after the refused reload", func() bool {
 		p := servicePID(c, "redis")
-		return p != 0 && p != redisPID && alive(p) && strings.Contains(cmdline(p), "redis-server")
+		return p != 0 && p != redisPID && supervisor.Alive(p) && strings.Contains(cmdline(p), "redis-server")
 	})
-	if alive(redisPID) {
+	if supervisor.Alive(redisPID) {
 		t.Errorf("the redis process from before the refused reload (pid %d) still runs beside the revived one", redisPID)
 	}
 	waitFor(t, 30*time.Second, "the revived redis answering PING", func() bool {

@@ -15,6 +15,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 func TestPublicIP(t *testing.T) {
@@ -135,8 +137,7 @@ func TestCommandSourceLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the command wrote no pid")
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil || strings.Contains(string(stat), ") Z") {
+		if !supervisor.Alive(pid) {
 			break
 		}
 		if time.Now().After(deadline) {

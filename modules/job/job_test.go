@@ -1,7 +1,6 @@
 package job
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // TestScheduleNext: cron expressions (ranges, steps, lists, descriptors)
@@ -279,7 +280,6 @@ func assertGone(t *testing.T, file string) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the timed-out run's child to end", func() bool {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		return err != nil || strings.Contains(string(stat), ") Z ")
+		return !supervisor.Alive(pid)
 	})
 }

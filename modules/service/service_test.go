@@ -1,9 +1,7 @@
 package service
 
 import (
-	"fmt"
 	"net"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,10 +129,7 @@ func TestGroupKeepsItsProcesses(t *testing.T) {
 	}
 }
 
-func zombie(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err != nil || strings.Contains(string(stat), ") Z ")
-}
+func zombie(pid int) bool { return !supervisor.Alive(pid) }
 
 // TestReadyTCPIsTheNewProcesss: with ready tcp, a port another process
 // listens on does not make the service up: its own process must listen

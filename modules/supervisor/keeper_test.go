@@ -114,15 +114,6 @@ func descendants(pid int) []int {
 	return out
 }
 
-func running(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i > 0 && !strings.HasPrefix(string(data[i+1:]), " Z")
-}
-
 func TestNothingOutlivesItsCaddy(t *testing.T) {
 	for _, mode := range []string{"wait", "panic"} {
 		t.Run(mode, func(t *testing.T) {
@@ -172,10 +163,10 @@ func TestNothingOutlivesItsCaddy(t *testing.T) {
 			}
 			deadline = time.Now().Add(5 * time.Second)
 			for _, pid := range procs {
-				for running(pid) && time.Now().Before(deadline) {
+				for Alive(pid) && time.Now().Before(deadline) {
 					time.Sleep(10 * time.Millisecond)
 				}
-				if running(pid) {
+				if Alive(pid) {
 					cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 					t.Errorf("process %d (%q) outlived its Caddy by 5s", pid, cmdline)
 					_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -244,7 +235,7 @@ func TestRunLeavesNothingBehind(t *testing.T) {
 	if d := time.Since(start); d > outputDrain+3*time.Second {
 		t.Errorf("the run took %s", d)
 	}
-	for deadline := time.Now().Add(5 * time.Second); running(pid); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); Alive(pid); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("the background process %d outlived its run", pid)
@@ -349,5 +340,39 @@ func TestNoKeeperFromASecureExecution(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "refusing to run from a setuid, setgid or file-capability execution") {
 		t.Errorf("a keeper from a file-capability binary: %v %s", err, out)
+	}
+}
+
+// A command name may hold spaces and parentheses (a process may name
+// itself anything): ProcStat reads the fields after it.
+func TestProcStat(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "x) Z 1 (y")
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(name, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	fields, err := ProcStat(cmd.Process.Pid)
+	if err != nil || fields[0] == "Z" || fields[1] != strconv.Itoa(os.Getpid()) {
+		t.Fatalf("ProcStat of %q: %q, %v", name, fields, err)
+	}
+	if !Alive(cmd.Process.Pid) {
+		t.Error("a running process is not Alive")
+	}
+	cmd.Process.Kill()
+	cmd.Process.Wait()
+	if Alive(cmd.Process.Pid) {
+		t.Error("a reaped process is Alive")
+	}
+	if _, err := ProcStat(cmd.Process.Pid); err == nil {
+		t.Error("ProcStat of a process that is gone")
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -230,13 +229,9 @@ func Descends(pid, ancestor int) bool {
 
 // parentOf is a process's parent pid, from /proc/<pid>/stat.
 func parentOf(pid int) (int, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	fields, err := ProcStat(pid)
 	if err != nil {
-		return 0, fmt.Errorf("reading process %d: %w", pid, err)
-	}
-	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])) // from field 3, state
-	if len(fields) < 2 {
-		return 0, fmt.Errorf("reading process %d: /proc/%d/stat is malformed", pid, pid)
+		return 0, err
 	}
 	return strconv.Atoi(fields[1])
 }

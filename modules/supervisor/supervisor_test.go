@@ -3,7 +3,6 @@ package supervisor
 import (
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -62,7 +61,7 @@ func TestOutputForwardedAndGroupStopped(t *testing.T) {
 		if err := syscall.Kill(grandchild, 0); err == syscall.ESRCH {
 			break
 		}
-		if data, _ := os.ReadFile("/proc/" + strconv.Itoa(grandchild) + "/stat"); strings.Contains(string(data), ") Z ") {
+		if !Alive(grandchild) {
 			break
 		}
 		if i == 99 {

@@ -145,14 +145,7 @@ func TestForkedPidMustBeTheForkServersChild(t *testing.T) {
 }
 
 // running reports whether a process exists and is not a zombie.
-func running(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
-}
+func running(pid int) bool { return supervisor.Alive(pid) }
 
 // TestForkAnswerOfAnEarlierRequest: an answer carries its request's
 // number; one that arrives for an earlier request (one that timed out)
