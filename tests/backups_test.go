@@ -204,7 +204,7 @@ func TestSQLiteBackups(t *testing.T) {
 	_ = writer.Wait()
 	files, _ = filepath.Glob(filepath.Join(dir, "backups", "site-*.sqlite3"))
 	sort.Strings(files)
-	oldest := filepath.Join(dir, "chosen.sqlite3") // out of the directory that keep prunes
+	oldest := filepath.Join(dir, "backups", "chosen.sqlite3") // a name that keep does not prune
 	if data, err := os.ReadFile(files[0]); err != nil || os.WriteFile(oldest, data, 0o600) != nil {
 		t.Fatalf("copying %s: %v", files[0], err)
 	}
@@ -221,7 +221,7 @@ func TestSQLiteBackups(t *testing.T) {
 	}
 	liveTop, _ := facts(db)
 	copyTop, _ := facts(oldest)
-	garbage := filepath.Join(dir, "garbage.sqlite3")
+	garbage := filepath.Join(dir, "backups", "garbage.sqlite3")
 	writeFile(t, garbage, "SQLite format 3\x00 but not really")
 	if code, cli := hearthCLI(t, c.dir, t.TempDir(), "restore", "site", garbage, "--address", c.admin); code == 0 || !strings.Contains(cli, "integrity_check") {
 		t.Errorf("restoring a damaged copy: exit %d\n%s", code, cli)
@@ -390,7 +390,10 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 // with what they had read before.
 func TestRestoreOutlivesItsClient(t *testing.T) {
 	dir := t.TempDir()
-	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "copy.sqlite3")
+	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
 	const fill = `
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])

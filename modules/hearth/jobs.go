@@ -8,10 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -416,6 +418,10 @@ type Pausable interface {
 // flight to end.
 const restorePause = time.Minute
 
+// restoring holds the apps (and backups without one) a restore is under
+// way for.
+var restoring sync.Map
+
 // restoreBackup serves POST /hearth/backups/{name}/restore?file=<copy>:
 // with the app's requests held (they wait in its queue) once none runs,
 // it puts the copy back into the database (the current one copied aside
@@ -433,7 +439,31 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	if !ok {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no backup named %q; GET /hearth/backups lists them", name)}
 	}
-	app := b.Status().App
+	st := b.Status()
+	app := st.App
+	// checked before the app is held: a copy this backup's directory holds
+	// (a file of its own there, not a link), never any file of the machine
+	file = filepath.Clean(file)
+	if st.Backup == nil || filepath.Dir(file) != filepath.Clean(st.Backup.To) {
+		to := ""
+		if st.Backup != nil {
+			to = st.Backup.To
+		}
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("a restore takes a copy in backup %s's directory %s; %s is not there (copy it there first)", name, to, file)}
+	}
+	if info, err := os.Lstat(file); err != nil || !info.Mode().IsRegular() {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore (a regular file, not a link); `caddy hearth backups` shows the newest", file)}
+	}
+	// one restore at a time per app (per backup without one): a second
+	// one's refusal must not let go of requests the first holds
+	key := "backup " + name
+	if app != "" {
+		key = "app " + app
+	}
+	if _, busy := restoring.LoadOrStore(key, true); busy {
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("a restore of %s is in progress; wait for it to end (GET /hearth/backups/%s)", strings.TrimPrefix(strings.TrimPrefix(key, "app "), "backup "), name)}
+	}
+	defer restoring.Delete(key)
 	var held []Pool
 	if app != "" {
 		pools, _ := poolsNamed(app, true)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +51,9 @@ func runBackup(t *testing.T, spec *Spec, restore string) Run {
 
 // A backup without an app runs as Caddy's account, root under `sudo caddy
 // run`, in directories an app's account may own. Nothing that account
-// does there makes root run its code or write through its links.
+// does there makes root run its code, read a file for it, or write
+// through its links: the copy runs as the database's owner, and stays
+// root only for a database root owns where only root changes anything.
 func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the attacks are on a backup that runs as root")
@@ -58,6 +61,7 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 	const appUID = 65534 // nobody: the app's account
 	base := t.TempDir()
 	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755) // the app's account reaches its directories
 	owned := func(path string) string { // a directory of the app's account
 		if err := os.Mkdir(path, 0o755); err != nil {
 			t.Fatal(err)
@@ -89,12 +93,54 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		run := runBackup(t, spec, "")
+		runBackup(t, spec, "")
 		if _, err := os.Stat(marker); err == nil {
-			t.Errorf("json.py of the working directory ran during the backup (as root)")
+			t.Errorf("json.py of the working directory ran during the backup")
 		}
-		if run.Result != OK {
-			t.Errorf("the backup: %s %s", run.Result, run.Output)
+	})
+
+	t.Run("a database of the app's account is copied as that account", func(t *testing.T) {
+		own := filepath.Join(project, "own.sqlite3")
+		makeDB(t, own, "the app's rows")
+		os.Chown(own, appUID, appUID)
+		to := owned(filepath.Join(base, "own-copies"))
+		spec, err := (&BackupConfig{Name: "own", Path: own, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		copies, _ := filepath.Glob(filepath.Join(to, "own-*.sqlite3"))
+		if run.Result != OK || len(copies) != 1 {
+			t.Fatalf("the backup: %s %s %v", run.Result, run.Output, copies)
+		}
+		if st, err := os.Stat(copies[0]); err != nil || st.Sys().(*syscall.Stat_t).Uid != appUID || st.Mode().Perm() != 0o600 {
+			t.Errorf("the copy %s: %v %v, want the app's account's, 0600", copies[0], st.Mode(), err)
+		}
+	})
+
+	t.Run("a link of the app's account to a database of root's", func(t *testing.T) {
+		secret := filepath.Join(victimDir, "secret.sqlite3")
+		makeDB(t, secret, "root's secret rows")
+		defer os.Remove(secret)
+		link := filepath.Join(project, "stolen.sqlite3")
+		os.Symlink(secret, link)
+		os.Lchown(link, appUID, appUID)
+		to := owned(filepath.Join(base, "stolen-copies"))
+		spec, err := (&BackupConfig{Name: "stolen", Path: link, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		filepath.Walk(base, func(path string, info os.FileInfo, err error) error {
+			if err == nil && info.Mode().IsRegular() && path != secret {
+				if data, _ := os.ReadFile(path); strings.Contains(string(data), "root's secret rows") {
+					t.Errorf("root's database was copied to %s (%s)", path, run.Result)
+				}
+			}
+			return nil
+		})
+		if run.Result != Failed {
+			t.Errorf("a backup through the app's link to root's database: %s %q", run.Result, run.Output)
 		}
 	})
 
@@ -113,8 +159,8 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		if _, err := os.Lstat(victim); err == nil {
 			t.Fatalf("the backup (%s) wrote %s through a link the app's account planted", run.Result, victim)
 		}
-		if run.Result != Failed || !strings.Contains(run.Output, "must belong to the account the backup runs as (uid 0)") || !strings.Contains(run.Output, "chown 0 "+to) {
-			t.Errorf("a backup directory of another account: %s %q", run.Result, run.Output)
+		if run.Result != Failed || !strings.Contains(run.Output, "belongs to uid 65534") || !strings.Contains(run.Output, "app <name>") {
+			t.Errorf("root's database in a directory of another account: %s %q", run.Result, run.Output)
 		}
 	})
 
@@ -129,7 +175,7 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		if entries, _ := os.ReadDir(victimDir); len(entries) != 0 {
 			t.Fatalf("the backup (%s) wrote into %s through a link: %v", run.Result, victimDir, entries)
 		}
-		if run.Result != Failed || !strings.Contains(run.Output, "symbolic link") {
+		if run.Result != Failed {
 			t.Errorf("a backup directory that is a link: %s %q", run.Result, run.Output)
 		}
 	})
@@ -141,26 +187,20 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		linked := filepath.Join(project, "linked.sqlite3")
 		os.Symlink(other, linked)
 		to := filepath.Join(base, "copies-2")
-		spec, err := (&BackupConfig{Name: "site", Path: db, To: to}).ResolveBackup(nil, "")
+		if err := os.Mkdir(to, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		copied := filepath.Join(to, "site-20261202T000000000Z.sqlite3")
+		makeDB(t, copied, "the copy's rows")
+		spec, err := (&BackupConfig{Name: "site", Path: linked, To: to}).ResolveBackup(nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if run := runBackup(t, spec, ""); run.Result != OK {
-			t.Fatalf("the backup: %s %s", run.Result, run.Output)
-		}
-		copies, _ := filepath.Glob(filepath.Join(to, "site-*.sqlite3"))
-		if len(copies) != 1 {
-			t.Fatalf("copies: %v", copies)
-		}
-		spec, err = (&BackupConfig{Name: "site", Path: linked, To: to}).ResolveBackup(nil, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		run := runBackup(t, spec, copies[0])
+		run := runBackup(t, spec, copied)
 		if data, _ := os.ReadFile(other); !strings.Contains(string(data), "another app's rows") {
 			t.Fatalf("the restore (%s) wrote into the database the link leads to", run.Result)
 		}
-		if run.Result != Failed || !strings.Contains(run.Output, "symbolic link") {
+		if run.Result != Failed {
 			t.Errorf("a restore into a link: %s %q", run.Result, run.Output)
 		}
 	})

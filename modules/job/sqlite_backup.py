@@ -7,11 +7,13 @@ argv[1] is JSON: name, to, keep, and either path (the database file) or
 alias and settings_module (a Django DATABASES alias). It prints one JSON line
 (file, size, source, removed) and exits 0, or prints why and exits 1.
 
-The backup directory is opened once, without following a link, and must
-be this account's own and writable by no one else; every file in it is
-then reached through that open directory and created only if new, so no
-other account can have the copy written through a link it planted (which
-matters when this runs as root).
+Run as root (a backup without app under `sudo caddy run`), it first becomes
+the account that owns the database (the link, when the path is one): that
+account can change the directories the database and its copies are in,
+and root working there would follow its links. It stays root only for a
+database root owns in directories only root can change. The backup
+directory must belong to the account the copy runs as and be writable by
+no other; copies are created only if new, never through a link.
 
 With "restore" (a copy's path) in argv[1], it puts that copy back instead:
 the copy must pass integrity_check; the current database is first copied
@@ -21,7 +23,10 @@ database's write lock for the one step, so the app's open connections see
 the old data or the new, never a mix."""
 import json
 import os
+import pathlib
+import pwd
 import re
+import stat
 import sqlite3
 import sys
 import time
@@ -50,6 +55,51 @@ def django_database(alias, settings_module):
     return os.path.abspath(name)
 
 
+def become_owner(source):
+    """Running as root, become the account that owns the database (the
+    link itself when the path is one; the directory's owner when there is
+    no database yet), unless that is root and only root can change the
+    directories involved."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.lstat(source)
+    except FileNotFoundError:
+        st = os.stat(os.path.dirname(source))
+    if st.st_uid == 0:
+        return
+    try:
+        account = pwd.getpwuid(st.st_uid)
+        os.initgroups(account.pw_name, account.pw_gid)
+        gid = account.pw_gid
+    except KeyError:  # an owner with no name
+        os.setgroups([])
+        gid = st.st_gid
+    os.setgid(gid)
+    os.setuid(st.st_uid)
+
+
+def root_only(path, what):
+    """Fails unless every directory above path (as written and as resolved)
+    is root's and writable by no other account (a sticky one, like /tmp,
+    lets no other account move what root owns in it)."""
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        directory = os.path.dirname(start)
+        while True:
+            try:
+                st = os.stat(directory)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (st.st_uid != 0 or st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+                fail('the %s %s is root\'s, but the directory %s belongs to uid %d with mode %03o: another account could move links into the way of a backup running as root. '
+                     'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or the directory root\'s and writable by no other'
+                     % (what, path, directory, st.st_uid, st.st_mode & 0o777))
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
+
+
 def open_destination(to):
     """The backup directory, made if missing and opened without following
     a link; it must belong to this account and be writable by no other."""
@@ -73,9 +123,15 @@ def create(fd, name):
     return '/proc/self/fd/%d/%s' % (fd, name)
 
 
+def read_only(path):
+    """A read-only connection to the file at path (quoted: a ?, # or %
+    in a path would otherwise be read as part of the URI)."""
+    return sqlite3.connect(pathlib.Path(path).as_uri() + '?mode=ro', uri=True)
+
+
 def checked(path):
     """The integrity check of the SQLite file at path ('ok' when sound)."""
-    db = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
+    db = read_only(path)
     try:
         rows = db.execute('PRAGMA integrity_check').fetchall()
     except sqlite3.DatabaseError as e:
@@ -89,12 +145,19 @@ def restore(name, to, source, copy):
     copy = os.path.abspath(copy)
     if not os.path.isfile(copy):
         fail('the copy %s does not exist' % copy)
+    if os.path.exists(source) and os.path.samefile(copy, source):
+        fail('%s is the database itself, not a copy of it' % copy)
     check = checked(copy)
     if check != 'ok':
         fail('the copy %s failed PRAGMA integrity_check (%s): not restored' % (copy, check))
-    if os.geteuid() == 0 and os.path.islink(source):
-        fail('the database %s is a symbolic link, and this restore runs as root: it would write into wherever the link leads; '
-             'give the backup the path of the database itself' % source)
+    # the copy is read as the account that runs the restore (an admin's
+    # file may be root's), then the rest as the database's owner
+    src = read_only(copy)
+    src.execute('SELECT COUNT(*) FROM sqlite_master').fetchone()
+    become_owner(source)
+    if os.geteuid() == 0:
+        root_only(source, 'database')
+        root_only(os.path.join(to, 'x'), 'backup directory')
     aside = None
     if os.path.isfile(source):
         fd = open_destination(to)
@@ -108,7 +171,6 @@ def restore(name, to, source, copy):
             kept.close()
             current.close()
             os.close(fd)
-    src = sqlite3.connect('file:%s?mode=ro' % copy, uri=True)
     dst = sqlite3.connect(source, timeout=60)
     try:
         src.backup(dst)
@@ -136,6 +198,10 @@ def main():
     if spec.get('restore'):
         restore(name, to, source, spec['restore'])
         return
+    become_owner(source)
+    if os.geteuid() == 0:
+        root_only(source, 'database')
+        root_only(os.path.join(to, 'x'), 'backup directory')
     if not os.path.isfile(source):
         fail('the database %s does not exist (yet): nothing to back up' % source)
     fd = open_destination(to)

@@ -1,0 +1,151 @@
+package hearth
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/job"
+)
+
+// heldPool is a pool that records whether its requests are held.
+type heldPool struct {
+	placedPool
+	mu     sync.Mutex
+	held   bool
+	pauses int
+}
+
+func (p *heldPool) Pause(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = true
+	p.pauses++
+	return nil
+}
+
+func (p *heldPool) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = false
+}
+
+func (p *heldPool) state() (held bool, pauses int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held, p.pauses
+}
+
+func sqliteFile(t *testing.T, path string) {
+	t.Helper()
+	out, err := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.commit()`, path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
+// restoreSetup registers app shop (a pool that can be held) and backup
+// shopdb of its database; it returns the pool, the database and a copy
+// in the backup's directory.
+func restoreSetup(t *testing.T) (*heldPool, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	db, to := filepath.Join(dir, "shop.sqlite3"), filepath.Join(dir, "backups")
+	if err := os.Mkdir(to, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(to, "shopdb-20261202T000000000Z.sqlite3")
+	sqliteFile(t, db)
+	sqliteFile(t, copied)
+	n := 0
+	p := &heldPool{placedPool: placedPool{name: "shop", destructs: &n}}
+	pools.LoadOrNew("restore-test-pool", func() (caddy.Destructor, error) { return p, nil })
+	t.Cleanup(func() { pools.Delete("restore-test-pool") })
+	spec, err := (&job.BackupConfig{Name: "shopdb", App: "shop", Path: db, To: to}).ResolveBackup(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, _ := jobs.LoadOrNew("restore-test-job", func() (caddy.Destructor, error) { return job.New(spec, zap.NewNop()), nil })
+	t.Cleanup(func() { jobs.Delete("restore-test-job") })
+	if err := j.(*job.Job).Start(); err != nil {
+		t.Fatal(err)
+	}
+	return p, db, copied
+}
+
+func restoreRequest(file string) error {
+	r := httptest.NewRequest("POST", "/hearth/backups/shopdb/restore?file="+file, nil)
+	return adminAPI{}.serve(httptest.NewRecorder(), r)
+}
+
+// A second restore while one runs is refused without letting go of the
+// requests the first one holds.
+func TestSecondRestoreLeavesTheFirstsHold(t *testing.T) {
+	p, db, copied := restoreSetup(t)
+	// a write lock on the database keeps the first restore going
+	locker := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); time.sleep(2)`, db)
+	out, _ := locker.StdoutPipe()
+	if err := locker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Wait()
+	if _, err := out.Read(make([]byte, 6)); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- restoreRequest(copied) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if held, _ := p.state(); held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first restore did not hold the app")
+		}
+	}
+	err := restoreRequest(copied)
+	if err == nil || !strings.Contains(err.Error(), "in progress") {
+		t.Errorf("a second restore: %v", err)
+	}
+	if held, pauses := p.state(); !held || pauses != 1 {
+		t.Errorf("after the second restore's refusal: held %v, paused %d times; want still held by the first", held, pauses)
+	}
+	if err := <-first; err != nil {
+		t.Errorf("the first restore: %v", err)
+	}
+	if held, _ := p.state(); held {
+		t.Error("the app is still held after the restore")
+	}
+}
+
+// A restore takes a copy of the backup's own directory, and looks at it
+// before holding the app.
+func TestRestoreTakesOnlyTheBackupsCopies(t *testing.T) {
+	p, _, copied := restoreSetup(t)
+	link := filepath.Join(filepath.Dir(copied), "link.sqlite3")
+	os.Symlink(copied, link)
+	for file, want := range map[string]string{
+		"/etc/shadow": "is not there",
+		filepath.Join(filepath.Dir(copied), "..", filepath.Base(filepath.Dir(copied)), "..", "shop.sqlite3"): "is not there",
+		filepath.Join(filepath.Dir(copied), "missing.sqlite3"):                                               "no copy",
+		link:               "no copy",
+		"relative.sqlite3": "absolute path",
+	} {
+		if err := restoreRequest(file); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("restore of %s: %v, want %q", file, err, want)
+		}
+	}
+	if _, pauses := p.state(); pauses != 0 {
+		t.Errorf("refused restores held the app %d times", pauses)
+	}
+}
