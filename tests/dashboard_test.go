@@ -243,8 +243,8 @@ func TestDashboardChecksHost(t *testing.T) {
 // port) and an app given secrets in env, neither the page nor
 // /status.json shows a secret, though both show the errors.
 func TestDashboardShowsNoCredentials(t *testing.T) {
-	dashPort, appPort, closed := freePort(t), freePort(t), freePort(t)
-	secrets := []string{"duck-token-5f0c2a9e", "ip-source-token-77ab31", "django-secret-key-93d1e0", "api-token-c4b8f2"}
+	dashPort, appPort, closed, slowPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	secrets := []string{"duck-token-5f0c2a9e", "ip-source-token-77ab31", "django-secret-key-93d1e0", "api-token-c4b8f2", "reset-link-token-6e2f"}
 	startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
 	hearth {
@@ -274,15 +274,38 @@ func TestDashboardShowsNoCredentials(t *testing.T) {
 		env SECRET_KEY %s
 		env API_TOKEN %s
 	}
-}`, dashPort, secrets[0], closed, closed, secrets[1], appPort, secrets[2], secrets[3]))
+}
+:%d {
+	bind 127.0.0.1
+	wsgi hang:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		guard warn
+	}
+}`, dashPort, secrets[0], closed, closed, secrets[1], appPort, secrets[2], secrets[3], slowPort))
 	base := fmt.Sprintf("http://127.0.0.1:%d", dashPort)
 	// both records fail: A at the update, AAAA at detection
 	waitFor(t, 30*time.Second, "both DDNS records' errors in /status.json", func() bool {
 		_, body := dashboardGet(t, base+"/status.json", "127.0.0.1")
 		return strings.Count(body, `"last_error"`) == 2 && strings.Contains(body, "203.0.113.81")
 	})
+	// a request in flight whose path holds a secret (a password reset link)
+	go http.Get(fmt.Sprintf("http://127.0.0.1:%d/reset/%s/slow?4", slowPort, secrets[4]))
+	waitFor(t, 10*time.Second, "the request in flight in /status.json", func() bool {
+		_, body := dashboardGet(t, base+"/status.json", "127.0.0.1")
+		return strings.Contains(body, `"age_seconds"`)
+	})
 	_, status := dashboardGet(t, base+"/status.json", "127.0.0.1")
 	_, page := dashboardGet(t, base+"/", "127.0.0.1")
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("Referrer-Policy") != "no-referrer" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+		t.Errorf("the dashboard's answers may be kept, framed or leak a referrer: %v", resp.Header)
+	}
 	for what, body := range map[string]string{"/status.json": status, "the page": page} {
 		if !strings.Contains(body, "127.0.0.1:"+fmt.Sprint(closed)) || !strings.Contains(body, "hello") {
 			t.Errorf("%s does not show the service and the DDNS errors:\n%s", what, truncateString(body, 3000))

@@ -304,6 +304,11 @@ func forTerminal(s string, lineBreak rune) string {
 			return lineBreak
 		case r == '\t':
 			return ' '
+		case r == '\r': // CRLF text, a progress bar's returns
+			if lineBreak == '\n' {
+				return -1
+			}
+			return ' '
 		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError:
 			return '?'
 		}

@@ -52,6 +52,7 @@ func TestForTerminal(t *testing.T) {
 		{"\x1b]0;owned\x07\x1b[2J clear", "?]0;owned?\x3f[2J clear", "?]0;owned??[2J clear"},
 		{"c1 \u009b31m csi", "c1 ?31m csi", "c1 ?31m csi"},
 		{"bad \xff utf-8 \x7f", "bad ? utf-8 ?", "bad ? utf-8 ?"},
+		{"crlf\r\nline 10%\r20%", "crlf  line 10% 20%", "crlf\nline 10%20%"},
 	} {
 		if got := printable(tc.in); got != tc.oneLine {
 			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.oneLine)

@@ -79,6 +79,7 @@ func startDashboard(ctx caddy.Context, address string, hosts []string, logger *z
 // its stack) instead of net/http's dropped connection.
 func recovered(logger *zap.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dashboardHeaders(w)
 		err := panics.Call(logger, "serving the dashboard's "+r.URL.Path, func() error {
 			h.ServeHTTP(w, r)
 			return nil
@@ -163,6 +164,12 @@ func (d *dashboard) data() dashboardData {
 	data := dashboardData{Generated: time.Now()}
 	data.CaddyCPUs, data.CPUs = cpuStatus()
 	roundTrip(servicesStatus(), &data.Services)
+	// every local account can read the page: a request's path may carry a
+	// secret (a password reset link, a webhook's token); the page shows how
+	// long each has run, the admin API its path
+	for _, s := range data.Services {
+		dropRequestPaths(s)
+	}
 	// the page may be open to the LAN: command lines (a password in an
 	// argument) and jobs' output (output_tail, last_error) stay in the
 	// admin API
@@ -194,15 +201,48 @@ func (d *dashboard) data() dashboardData {
 	return data
 }
 
+// dropRequestPaths removes the path of every request in flight
+// (current_requests) found in v, generic JSON data.
+func dropRequestPaths(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if k == "current_requests" {
+				if list, ok := x.([]any); ok {
+					for _, r := range list {
+						if r, ok := r.(map[string]any); ok {
+							delete(r, "path")
+						}
+					}
+				}
+				continue
+			}
+			dropRequestPaths(x)
+		}
+	case []any:
+		for _, x := range v {
+			dropRequestPaths(x)
+		}
+	}
+}
+
 // roundTrip converts v to generic JSON data in dst.
 func roundTrip(v, dst any) {
 	b, _ := json.Marshal(v)
 	_ = json.Unmarshal(b, dst)
 }
 
+// dashboardHeaders are the headers of every answer of the dashboard: not
+// kept by caches, not sniffed, no referrer sent from it.
+func dashboardHeaders(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+}
+
 func (d *dashboard) page(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 	w.Header().Set("X-Frame-Options", "DENY")
 	if err := dashboardPage.Execute(w, d.data()); err != nil {
 		caddy.Log().Named("hearth.dashboard").Error("rendering", zap.Error(err))

@@ -213,11 +213,11 @@ func printBackground(out io.Writer, apps []backgroundRow) error {
 		for _, n := range r.Restarts {
 			restarts += n
 		}
-		lastError := r.LastError
+		lastError := []rune(printable(r.LastError)) // it may quote a ready command's output
 		if len(lastError) > 80 {
-			lastError = lastError[:80] + "…"
+			lastError = append(lastError[:80], '…')
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(lastError)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(string(lastError))))
 	}
 	return tw.Flush()
 }
