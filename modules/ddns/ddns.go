@@ -27,6 +27,9 @@ import (
 
 func init() {
 	caddy.RegisterModule(App{})
+	hearth.RegisterConfigRedactor(func(config json.RawMessage) func(string) string {
+		return newRedactor(config, nil).text
+	})
 }
 
 // Defaults and bounds, documented in the README.

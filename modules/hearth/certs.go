@@ -3,12 +3,14 @@ package hearth
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -137,12 +139,45 @@ func (a *App) publishCertificates() {
 	if err != nil {
 		return
 	}
-	src := &certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog}
-	if a.ddns != nil {
-		src.redact = a.ddns.Redact
-	}
+	tlsApp := tlsAny.(*caddytls.TLS)
+	tlsJSON, _ := json.Marshal(tlsApp)
+	src := &certSource{tls: tlsApp, storage: a.ctx.Storage(), log: a.certLog, redact: certRedactor(a.ddns, tlsJSON)}
 	currentCerts.Store(src)
 }
+
+// ConfigRedactor returns what removes, from a message, the credentials in
+// a module's JSON config (fields named like token, secret, key…) and what
+// looks like one (an Authorization header, a URL's query, key=value).
+type ConfigRedactor func(config json.RawMessage) func(text string) string
+
+var configRedactor ConfigRedactor
+
+// RegisterConfigRedactor sets the ConfigRedactor certificate errors go
+// through (the ddns module's, registered at init).
+func RegisterConfigRedactor(r ConfigRedactor) { configRedactor = r }
+
+// certRedactor is what a certificate's last error goes through before any
+// status shows it: the ddns app's redaction of its provider's credentials,
+// and the tls app's own DNS providers' (tls { dns … }), whether or not a
+// ddns app runs.
+func certRedactor(ddns DDNSReporter, tlsJSON json.RawMessage) func(string) string {
+	var steps []func(string) string
+	if ddns != nil {
+		steps = append(steps, ddns.Redact)
+	}
+	if configRedactor != nil {
+		steps = append(steps, configRedactor(tlsJSON))
+	}
+	return func(s string) string {
+		for _, step := range steps {
+			s = step(s)
+		}
+		return s
+	}
+}
+
+// maxCertError bounds a certificate's last error as statuses show it.
+const maxCertError = 500
 
 // certificateStates reports the certificate of each name.
 func certificateStates(names []string) []CertificateState {
@@ -186,6 +221,13 @@ func (src *certSource) read(s *CertificateState) {
 		s.LastError, s.LastErrorAt = attempt.lastError, &at
 		if src.redact != nil {
 			s.LastError = src.redact(s.LastError)
+		}
+		if len(s.LastError) > maxCertError { // redacted first: a cut could hide a credential from it
+			cut := maxCertError
+			for cut > 0 && !utf8.RuneStart(s.LastError[cut]) {
+				cut--
+			}
+			s.LastError = s.LastError[:cut] + "…"
 		}
 	}
 	switch {

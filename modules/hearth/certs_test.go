@@ -2,9 +2,11 @@ package hearth
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -42,8 +44,42 @@ func TestCertificateAttempts(t *testing.T) {
 	if s.State != CertFailed || !strings.Contains(s.LastError, "403") || strings.Contains(s.LastError, "tok-123") || s.LastErrorAt == nil || time.Since(*s.LastErrorAt) > time.Minute {
 		t.Errorf("after a failure: %+v", s)
 	}
+	// a long error is cut, after redaction
+	emit("cert_failed", map[string]any{"identifier": "home.example.net", "error": strings.Repeat("é", 2000) + " tok-123"})
+	if s := state(); len(s.LastError) > maxCertError+len("…") || !strings.HasPrefix(s.LastError, "éé") || !utf8.ValidString(s.LastError) {
+		t.Errorf("a long error: %d bytes", len(s.LastError))
+	}
 	emit("cert_obtained", map[string]any{"identifier": "home.example.net"})
 	if s := state(); s.State != CertNone || s.LastError != "" {
 		t.Errorf("after success (no certificate in this test's storage): %+v", s)
 	}
 }
+
+// Certificate errors go through the redaction of the tls app's own DNS
+// providers' credentials, with or without a ddns app.
+func TestCertRedactor(t *testing.T) {
+	old := configRedactor
+	defer func() { configRedactor = old }()
+	var seen string
+	RegisterConfigRedactor(func(config json.RawMessage) func(string) string {
+		seen = string(config)
+		return func(s string) string { return strings.ReplaceAll(s, "cf-token-9876", "[redacted]") }
+	})
+	tlsJSON := json.RawMessage(`{"automation":{"policies":[{"issuers":[{"module":"acme","challenges":{"dns":{"provider":{"name":"cloudflare","api_token":"cf-token-9876"}}}}]}]}}`)
+	redact := certRedactor(nil, tlsJSON)
+	if got := redact("presenting the record: 403 for cf-token-9876"); strings.Contains(got, "cf-token-9876") || seen != string(tlsJSON) {
+		t.Errorf("without ddns: %q (the redactor saw %s)", got, seen)
+	}
+	withDDNS := certRedactor(fakeDDNS{}, tlsJSON)
+	if got := withDDNS("ddns-secret-1 and cf-token-9876"); strings.Contains(got, "cf-token-9876") || strings.Contains(got, "ddns-secret-1") {
+		t.Errorf("with ddns: %q", got)
+	}
+}
+
+// fakeDDNS redacts ddns-secret-1.
+type fakeDDNS struct{}
+
+func (fakeDDNS) ManagedNames() []string { return nil }
+func (fakeDDNS) WritesNothing() bool    { return false }
+func (fakeDDNS) DashboardStatus() any   { return nil }
+func (fakeDDNS) Redact(s string) string { return strings.ReplaceAll(s, "ddns-secret-1", "[redacted]") }
