@@ -27,9 +27,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(App{})
-	hearth.RegisterConfigRedactor(func(config json.RawMessage) func(string) string {
-		return newRedactor(config, nil).text
-	})
+	hearth.RegisterTextRedactor((*redactor)(nil).text) // what looks like a credential
 }
 
 // Defaults and bounds, documented in the README.

@@ -3,7 +3,6 @@ package hearth
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"strings"
@@ -139,41 +138,31 @@ func (a *App) publishCertificates() {
 	if err != nil {
 		return
 	}
-	tlsApp := tlsAny.(*caddytls.TLS)
-	tlsJSON, _ := json.Marshal(tlsApp)
-	src := &certSource{tls: tlsApp, storage: a.ctx.Storage(), log: a.certLog, redact: certRedactor(a.ddns, tlsJSON)}
+	src := &certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog, redact: certRedactor(a.ddns)}
 	currentCerts.Store(src)
 }
 
-// ConfigRedactor returns what removes, from a message, the credentials in
-// a module's JSON config (fields named like token, secret, key…) and what
-// looks like one (an Authorization header, a URL's query, key=value).
-type ConfigRedactor func(config json.RawMessage) func(text string) string
+// textRedactor removes from a message what looks like a credential (an
+// Authorization header, a URL's query or password, token=…): the ddns
+// module's, registered at init (hearth cannot import it).
+var textRedactor func(text string) string
 
-var configRedactor ConfigRedactor
-
-// RegisterConfigRedactor sets the ConfigRedactor certificate errors go
-// through (the ddns module's, registered at init).
-func RegisterConfigRedactor(r ConfigRedactor) { configRedactor = r }
+// RegisterTextRedactor sets textRedactor.
+func RegisterTextRedactor(r func(text string) string) { textRedactor = r }
 
 // certRedactor is what a certificate's last error goes through before any
-// status shows it: the ddns app's redaction of its provider's credentials,
-// and the tls app's own DNS providers' (tls { dns … }), whether or not a
-// ddns app runs.
-func certRedactor(ddns DDNSReporter, tlsJSON json.RawMessage) func(string) string {
-	var steps []func(string) string
-	if ddns != nil {
-		steps = append(steps, ddns.Redact)
+// status shows it: the ddns app's redaction (its provider's credentials,
+// and what looks like one), or without a ddns app what looks like one. The
+// credentials of the tls app's own DNS providers (tls { dns … }) are not
+// known here: Caddy drops a module's JSON once it has loaded it.
+func certRedactor(ddns DDNSReporter) func(string) string {
+	switch {
+	case ddns != nil:
+		return ddns.Redact
+	case textRedactor != nil:
+		return textRedactor
 	}
-	if configRedactor != nil {
-		steps = append(steps, configRedactor(tlsJSON))
-	}
-	return func(s string) string {
-		for _, step := range steps {
-			s = step(s)
-		}
-		return s
-	}
+	return func(s string) string { return s }
 }
 
 // maxCertError bounds a certificate's last error as statuses show it.

@@ -479,7 +479,7 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 			if err != nil {
 				resume(held)
 				return caddy.APIError{HTTPStatus: http.StatusConflict,
-					Err: fmt.Errorf("app %s still had requests running after %s; nothing was restored: %w", app, restorePause, err)}
+					Err: fmt.Errorf("app %s could not be held for the restore within %s (%w); nothing was restored", app, restorePause, err)}
 			}
 		}
 	}

@@ -144,6 +144,46 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		}
 	})
 
+	t.Run("a restore's copy that is a link to root's database", func(t *testing.T) {
+		secret := filepath.Join(victimDir, "secret2.sqlite3")
+		makeDB(t, secret, "root's secret rows")
+		defer os.Remove(secret)
+		own := filepath.Join(project, "restored.sqlite3")
+		makeDB(t, own, "the app's rows")
+		os.Chown(own, appUID, appUID)
+		to := owned(filepath.Join(base, "restore-copies"))
+		copied := filepath.Join(to, "restored-20261202T000000000Z.sqlite3")
+		os.Symlink(secret, copied)
+		os.Lchown(copied, appUID, appUID)
+		spec, err := (&BackupConfig{Name: "restored", Path: own, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, copied)
+		if data, _ := os.ReadFile(own); strings.Contains(string(data), "root's secret rows") {
+			t.Fatalf("the restore (%s) read root's database into the app's", run.Result)
+		}
+		if run.Result != Failed {
+			t.Errorf("a restore of a link to root's database: %s %q", run.Result, run.Output)
+		}
+	})
+
+	t.Run("root's database in a directory every account may write", func(t *testing.T) {
+		sticky := filepath.Join(base, "sticky")
+		os.Mkdir(sticky, 0o755)
+		os.Chmod(sticky, 0o777|os.ModeSticky)
+		shared := filepath.Join(sticky, "shared.sqlite3")
+		makeDB(t, shared, "root's rows")
+		spec, err := (&BackupConfig{Name: "shared", Path: shared, To: filepath.Join(base, "shared-copies")}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if run.Result != Failed || !strings.Contains(run.Output, "mode 1777") {
+			t.Errorf("root's database in a sticky directory: %s %q", run.Result, run.Output)
+		}
+	})
+
 	t.Run("links at the next copy's names", func(t *testing.T) {
 		to := owned(filepath.Join(base, "app-copies"))
 		now := time.Now().UTC()

@@ -63,9 +63,15 @@ def become_owner(source):
     if os.geteuid() != 0:
         return
     try:
-        st = os.lstat(source)
-    except FileNotFoundError:
-        st = os.stat(os.path.dirname(source))
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            st = os.lstat(os.path.dirname(source))
+    except OSError as e:
+        fail('cannot read who owns the database %s or its directory: %s' % (source, e.strerror))
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        fail('the database %s has %d names (hard links): a backup running as root takes the account of the file it copies, '
+             'and a hard link can give any file another name; give the backup `app <name>`' % (source, st.st_nlink))
     if st.st_uid == 0:
         return
     try:
@@ -80,24 +86,28 @@ def become_owner(source):
 
 
 def root_only(path, what):
-    """Fails unless every directory above path (as written and as resolved)
-    is root's and writable by no other account (a sticky one, like /tmp,
-    lets no other account move what root owns in it)."""
+    """Fails unless only root can change what path leads through: every
+    name on the way, as written and as resolved, is root's (a link too),
+    and no directory on the way is writable by another account, except a
+    sticky one (like /tmp: no other account can move what root owns in it)
+    that is not the last: SQLite creates files next to the database
+    (-journal, -wal), and another account could have put its own there."""
     for start in (os.path.abspath(path), os.path.realpath(path)):
-        directory = os.path.dirname(start)
-        while True:
+        parts = start.strip('/').split('/')
+        for i in range(1, len(parts)):  # the directories above path, from the top
+            name = '/' + '/'.join(parts[:i])
             try:
-                st = os.stat(directory)
+                st = os.lstat(name)
             except FileNotFoundError:
-                st = None
-            if st is not None and (st.st_uid != 0 or st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
-                fail('the %s %s is root\'s, but the directory %s belongs to uid %d with mode %03o: another account could move links into the way of a backup running as root. '
-                     'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or the directory root\'s and writable by no other'
-                     % (what, path, directory, st.st_uid, st.st_mode & 0o777))
-            parent = os.path.dirname(directory)
-            if parent == directory:
-                break
-            directory = parent
+                break  # made later, by root
+            except OSError as e:
+                fail('cannot check %s on the way to the %s %s: %s' % (name, what, path, e.strerror))
+            last = i == len(parts) - 1
+            others_write = st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX)
+            if st.st_uid != 0 or stat.S_ISDIR(st.st_mode) and others_write:
+                fail('the %s %s is root\'s, but %s on the way belongs to uid %d with mode %03o: another account could put links or files in the way of a backup running as root. '
+                     'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or %s root\'s and writable by no other'
+                     % (what, path, name, st.st_uid, st.st_mode & 0o7777, name))
 
 
 def open_destination(to):
@@ -142,22 +152,21 @@ def checked(path):
 
 
 def restore(name, to, source, copy):
+    # as the database's owner from the start: the copy is in a directory
+    # that account owns, and root reading it there would follow its links
+    become_owner(source)
+    if os.geteuid() == 0:
+        root_only(source, 'database')
+        root_only(os.path.join(to, 'x'), 'backup directory')
     copy = os.path.abspath(copy)
     if not os.path.isfile(copy):
-        fail('the copy %s does not exist' % copy)
+        fail('the copy %s does not exist, or this account (uid %d, the database\'s) cannot read it' % (copy, os.geteuid()))
     if os.path.exists(source) and os.path.samefile(copy, source):
         fail('%s is the database itself, not a copy of it' % copy)
     check = checked(copy)
     if check != 'ok':
         fail('the copy %s failed PRAGMA integrity_check (%s): not restored' % (copy, check))
-    # the copy is read as the account that runs the restore (an admin's
-    # file may be root's), then the rest as the database's owner
     src = read_only(copy)
-    src.execute('SELECT COUNT(*) FROM sqlite_master').fetchone()
-    become_owner(source)
-    if os.geteuid() == 0:
-        root_only(source, 'database')
-        root_only(os.path.join(to, 'x'), 'backup directory')
     aside = None
     if os.path.isfile(source):
         fd = open_destination(to)
