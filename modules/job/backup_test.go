@@ -184,6 +184,74 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		}
 	})
 
+	t.Run("a path through the app's account into a third account's files", func(t *testing.T) {
+		const thirdUID = 33 // www-data
+		home := owned(filepath.Join(base, "home3"))
+		other := filepath.Join(base, "other")
+		os.MkdirAll(filepath.Join(other, "data"), 0o755)
+		os.Chown(other, thirdUID, thirdUID)
+		os.Chown(filepath.Join(other, "data"), thirdUID, thirdUID)
+		link := filepath.Join(home, "project")
+		os.Symlink(other, link)
+		os.Lchown(link, appUID, appUID)
+		to := owned(filepath.Join(base, "third-copies"))
+		copied := filepath.Join(to, "third-20261202T000000000Z.sqlite3")
+		makeDB(t, copied, "ATTACKER rows")
+		os.Chown(copied, appUID, appUID)
+		spec, err := (&BackupConfig{Name: "third", Path: filepath.Join(link, "data", "db.sqlite3"), To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, copied)
+		if _, err := os.Lstat(filepath.Join(other, "data", "db.sqlite3")); err == nil {
+			t.Fatalf("the restore (%s) wrote a database into the third account's directory", run.Result)
+		}
+		if run.Result != Failed || !strings.Contains(run.Output, "uid 33 after names of uid 65534") {
+			t.Errorf("a path into a third account's files: %s %q", run.Result, run.Output)
+		}
+	})
+
+	t.Run("a link of root's leading through one of the app's account", func(t *testing.T) {
+		secretDir := filepath.Join(base, "secret-dir")
+		os.Mkdir(secretDir, 0o700)
+		makeDB(t, filepath.Join(secretDir, "db.sqlite3"), "root's secret rows")
+		home := owned(filepath.Join(base, "home4"))
+		appLink := filepath.Join(home, "project")
+		os.Symlink(secretDir, appLink)
+		os.Lchown(appLink, appUID, appUID)
+		srv := filepath.Join(base, "srv")
+		os.Mkdir(srv, 0o755)
+		rootLink := filepath.Join(srv, "app")
+		os.Symlink(appLink, rootLink)
+		to := filepath.Join(base, "chain-copies")
+		spec, err := (&BackupConfig{Name: "chain", Path: filepath.Join(rootLink, "db.sqlite3"), To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if copies, _ := filepath.Glob(filepath.Join(to, "chain-*")); len(copies) != 0 || run.Result != Failed {
+			t.Errorf("a link chain through the app's account: %s %q, copies %v (made as root)", run.Result, run.Output, copies)
+		}
+	})
+
+	t.Run("a backup directory to be made under a sticky directory", func(t *testing.T) {
+		rootDir := filepath.Join(base, "root-db")
+		os.Mkdir(rootDir, 0o700)
+		rootDB := filepath.Join(rootDir, "db.sqlite3")
+		makeDB(t, rootDB, "root's rows")
+		sticky := filepath.Join(base, "sticky2")
+		os.Mkdir(sticky, 0o755)
+		os.Chmod(sticky, 0o777|os.ModeSticky)
+		spec, err := (&BackupConfig{Name: "later", Path: rootDB, To: filepath.Join(sticky, "a", "backups")}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if _, err := os.Lstat(filepath.Join(sticky, "a")); err == nil || run.Result != Failed || !strings.Contains(run.Output, sticky+" on the way") {
+			t.Errorf("a backup directory to be made in a sticky directory: %s %q", run.Result, run.Output)
+		}
+	})
+
 	t.Run("links at the next copy's names", func(t *testing.T) {
 		to := owned(filepath.Join(base, "app-copies"))
 		now := time.Now().UTC()
@@ -199,8 +267,10 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		if _, err := os.Lstat(victim); err == nil {
 			t.Fatalf("the backup (%s) wrote %s through a link the app's account planted", run.Result, victim)
 		}
-		if run.Result != Failed || !strings.Contains(run.Output, "belongs to uid 65534") || !strings.Contains(run.Output, "app <name>") {
-			t.Errorf("root's database in a directory of another account: %s %q", run.Result, run.Output)
+		// root's database in the app's directory is copied as the app's
+		// account, which cannot write through a link to root's directory
+		if run.Result != Failed || !strings.Contains(run.Output, "is already in the backup directory") {
+			t.Errorf("links at the copy's names: %s %q", run.Result, run.Output)
 		}
 	})
 

@@ -55,59 +55,102 @@ def django_database(alias, settings_module):
     return os.path.abspath(name)
 
 
-def become_owner(source):
-    """Running as root, become the account that owns the database (the
-    link itself when the path is one; the directory's owner when there is
-    no database yet), unless that is root and only root can change the
-    directories involved."""
+def walk(path):
+    """Resolves path one name at a time, as the kernel does, and returns
+    every name met on the way (each link and each name a link leads
+    through) with its lstat, and, when a name is missing, the directory it
+    would be made in; stops at the first missing name."""
+    met, missing_in = [], None
+    todo = [p for p in os.path.abspath(path).split('/') if p]
+    current, links = '/', 0
+    while todo:
+        part = todo.pop(0)
+        if part == '.':
+            continue
+        if part == '..':
+            current = os.path.dirname(current) or '/'
+            continue
+        name = os.path.join(current, part)
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            missing_in = current
+            break
+        except OSError as e:
+            fail('cannot check %s: %s' % (name, e.strerror))
+        met.append((name, st))
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 40:
+                fail('%s leads through too many symbolic links' % path)
+            target = os.readlink(name)
+            todo = [p for p in target.split('/') if p] + todo
+            if target.startswith('/'):
+                current = '/'
+            continue
+        current = name
+    return met, missing_in
+
+
+def account_of(path, what):
+    """The uid a backup run as root must take for path: the owner of the
+    first name on the way (links included) that is not root's, and every
+    later name that is not root's must be that account's too; or 0 when
+    root owns every name, and no directory on the way is writable by
+    another account (a sticky one, like /tmp, may be above: no other
+    account can move what root owns in it; not the last, where SQLite
+    creates files beside the database, nor one a missing name would be
+    made in)."""
+    met, missing_in = walk(path)
+    owner = 0
+    for name, st in met:
+        if st.st_uid == 0:
+            continue
+        if owner == 0:
+            owner = st.st_uid
+        elif st.st_uid != owner:
+            fail('the %s %s leads through %s of uid %d after names of uid %d: a backup running as root would act for one account in the other\'s files. '
+                 'Give the backup `app <name>`, or a path of one account' % (what, path, name, st.st_uid, owner))
+    if owner:
+        return owner
+    dirs = [(name, st) for name, st in met if stat.S_ISDIR(st.st_mode)]
+    last = missing_in if missing_in is not None else (dirs[-1][0] if dirs else '/')
+    for name, st in dirs + ([(missing_in, os.lstat(missing_in))] if missing_in is not None else []):
+        if st.st_mode & 0o022 and (name == last or not st.st_mode & stat.S_ISVTX):
+            fail('the %s %s is root\'s, but %s on the way has mode %03o: another account could put links or files in the way of a backup running as root. '
+                 'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or %s writable by no other'
+                 % (what, path, name, st.st_mode & 0o7777, name))
+    return 0
+
+
+def become_owner(source, to):
+    """Running as root, become the account the database is in the hands of
+    (account_of); stay root only when root's alone, and then the backup
+    directory must be root's alone too."""
     if os.geteuid() != 0:
         return
     try:
-        try:
-            st = os.lstat(source)
-        except FileNotFoundError:
-            st = os.lstat(os.path.dirname(source))
+        st = os.lstat(source)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            fail('the database %s has %d names (hard links): a backup running as root takes the account of the file it copies, '
+                 'and a hard link can give any file another name; give the backup `app <name>`' % (source, st.st_nlink))
+    except FileNotFoundError:
+        pass
     except OSError as e:
-        fail('cannot read who owns the database %s or its directory: %s' % (source, e.strerror))
-    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-        fail('the database %s has %d names (hard links): a backup running as root takes the account of the file it copies, '
-             'and a hard link can give any file another name; give the backup `app <name>`' % (source, st.st_nlink))
-    if st.st_uid == 0:
+        fail('cannot check the database %s: %s' % (source, e.strerror))
+    uid = account_of(source, 'database')
+    if uid == 0:
+        account_of(os.path.join(to, 'x'), 'backup directory')
         return
     try:
-        account = pwd.getpwuid(st.st_uid)
+        account = pwd.getpwuid(uid)
         os.initgroups(account.pw_name, account.pw_gid)
         gid = account.pw_gid
     except KeyError:  # an owner with no name
         os.setgroups([])
-        gid = st.st_gid
+        gid = uid
     os.setgid(gid)
-    os.setuid(st.st_uid)
-
-
-def root_only(path, what):
-    """Fails unless only root can change what path leads through: every
-    name on the way, as written and as resolved, is root's (a link too),
-    and no directory on the way is writable by another account, except a
-    sticky one (like /tmp: no other account can move what root owns in it)
-    that is not the last: SQLite creates files next to the database
-    (-journal, -wal), and another account could have put its own there."""
-    for start in (os.path.abspath(path), os.path.realpath(path)):
-        parts = start.strip('/').split('/')
-        for i in range(1, len(parts)):  # the directories above path, from the top
-            name = '/' + '/'.join(parts[:i])
-            try:
-                st = os.lstat(name)
-            except FileNotFoundError:
-                break  # made later, by root
-            except OSError as e:
-                fail('cannot check %s on the way to the %s %s: %s' % (name, what, path, e.strerror))
-            last = i == len(parts) - 1
-            others_write = st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX)
-            if st.st_uid != 0 or stat.S_ISDIR(st.st_mode) and others_write:
-                fail('the %s %s is root\'s, but %s on the way belongs to uid %d with mode %03o: another account could put links or files in the way of a backup running as root. '
-                     'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or %s root\'s and writable by no other'
-                     % (what, path, name, st.st_uid, st.st_mode & 0o7777, name))
+    os.setuid(uid)
 
 
 def open_destination(to):
@@ -129,7 +172,10 @@ def open_destination(to):
 
 def create(fd, name):
     """A new, empty file of the directory fd (never one that exists, nor a link)."""
-    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+    except FileExistsError:
+        fail('%s is already in the backup directory (a file or link the backup did not make): remove it' % name)
     return '/proc/self/fd/%d/%s' % (fd, name)
 
 
@@ -154,10 +200,7 @@ def checked(path):
 def restore(name, to, source, copy):
     # as the database's owner from the start: the copy is in a directory
     # that account owns, and root reading it there would follow its links
-    become_owner(source)
-    if os.geteuid() == 0:
-        root_only(source, 'database')
-        root_only(os.path.join(to, 'x'), 'backup directory')
+    become_owner(source, to)
     copy = os.path.abspath(copy)
     if not os.path.isfile(copy):
         fail('the copy %s does not exist, or this account (uid %d, the database\'s) cannot read it' % (copy, os.geteuid()))
@@ -207,10 +250,7 @@ def main():
     if spec.get('restore'):
         restore(name, to, source, spec['restore'])
         return
-    become_owner(source)
-    if os.geteuid() == 0:
-        root_only(source, 'database')
-        root_only(os.path.join(to, 'x'), 'backup directory')
+    become_owner(source, to)
     if not os.path.isfile(source):
         fail('the database %s does not exist (yet): nothing to back up' % source)
     fd = open_destination(to)
