@@ -13,9 +13,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
 // IPSource is one way to learn this machine's public IP.
@@ -276,11 +277,5 @@ func parseIPs(text string) ([]netip.Addr, error) {
 // truncate cuts s to at most n bytes, at a character's boundary, and
 // makes it valid UTF-8.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		return strings.ToValidUTF8(s[:n], "") + "…"
-	}
-	return strings.ToValidUTF8(s, "")
+	return strings.ToValidUTF8(textcut.Shorten(s, n), "")
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 	"github.com/klauspost/compress/zstd"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -271,7 +272,7 @@ func TestGuardResponses(t *testing.T) {
 			if c.replaced {
 				if want := http.StatusText(c.wantStatus) + "\n"; string(got) != want || rec.Header().Get("Content-Encoding") != "" ||
 					rec.Header().Get("Content-Type") != "text/plain; charset=utf-8" {
-					t.Errorf("replaced: %q (%v), want %q, plain and unencoded", truncate(got, 100), rec.Header(), want)
+					t.Errorf("replaced: %q (%v), want %q, plain and unencoded", textcut.Shorten(string(got), 100), rec.Header(), want)
 				}
 			} else if !bytes.Equal(got, c.body) || rec.Header().Get("Content-Encoding") != c.ce {
 				t.Errorf("not passed through byte for byte: %d bytes, want %d; Content-Encoding %q", len(got), len(c.body), rec.Header().Get("Content-Encoding"))
@@ -380,7 +381,7 @@ func TestDecodedPrefix(t *testing.T) {
 					t.Errorf("decoded %d bytes, want a part of the page", len(got))
 				}
 			case string(got) != c.want:
-				t.Errorf("decoded %q, want %q", truncate(got, 40), truncate([]byte(c.want), 40))
+				t.Errorf("decoded %q, want %q", textcut.Shorten(string(got), 40), textcut.Shorten(c.want, 40))
 			}
 		})
 	}

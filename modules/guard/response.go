@@ -197,13 +197,6 @@ func leak(body []byte) string {
 	return ""
 }
 
-func truncate(b []byte, n int) string {
-	if len(b) > n {
-		return string(b[:n]) + "…"
-	}
-	return string(b)
-}
-
 // pageName names a debug page or traceback for the log: its <title> up
 // to " at ", ":" or " //" ("RuntimeError" from "RuntimeError at /boom" or
 // "RuntimeError: … // Werkzeug Debugger", "Page not found" from Django's

@@ -9,12 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
+
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
 // What the status shows of each HTTPS site's certificate: a site whose
@@ -211,13 +212,8 @@ func (src *certSource) read(s *CertificateState) {
 		if src.redact != nil {
 			s.LastError = src.redact(s.LastError)
 		}
-		if len(s.LastError) > maxCertError { // redacted first: a cut could hide a credential from it
-			cut := maxCertError
-			for cut > 0 && !utf8.RuneStart(s.LastError[cut]) {
-				cut--
-			}
-			s.LastError = s.LastError[:cut] + "…"
-		}
+		// redacted first: a cut could hide a credential from it
+		s.LastError = textcut.Shorten(s.LastError, maxCertError)
 	}
 	switch {
 	case s.State == CertValid || s.State == CertExpired:

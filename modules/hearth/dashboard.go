@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 	"github.com/hearth-dev/hearth/modules/job"
 	"github.com/hearth-dev/hearth/modules/service"
 )
@@ -130,10 +131,7 @@ func checkHost(allowed map[string]bool, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		shown := r.Host
-		if len(shown) > 100 {
-			shown = shown[:100] + "…"
-		}
+		shown := textcut.Shorten(r.Host, 100)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(http.StatusForbidden)

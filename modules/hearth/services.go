@@ -14,6 +14,8 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/spf13/cobra"
+
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
 // Service is a site block that serves a Hearth pool, named after its app.
@@ -213,11 +215,8 @@ func printBackground(out io.Writer, apps []backgroundRow) error {
 		for _, n := range r.Restarts {
 			restarts += n
 		}
-		lastError := []rune(printable(r.LastError)) // it may quote a ready command's output
-		if len(lastError) > 80 {
-			lastError = append(lastError[:80], '…')
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(string(lastError))))
+		lastError := textcut.Shorten(printable(r.LastError), 80) // it may quote a ready command's output
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(lastError)))
 	}
 	return tw.Flush()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
@@ -259,13 +260,7 @@ func closePayload(code int, reason string) []byte {
 		return nil
 	}
 	reason = strings.ToValidUTF8(reason, "")
-	if len(reason) > 123 {
-		cut := 123
-		for cut > 0 && !utf8.RuneStart(reason[cut]) { // the first byte left out is inside a character
-			cut--
-		}
-		reason = reason[:cut]
-	}
+	reason = textcut.Prefix(reason, 123)
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
 }
 
