@@ -133,9 +133,11 @@ func runCheck(out io.Writer, configFile, adapterName, account string, asJSON boo
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return code, enc.Encode(map[string]any{"apps": apps, "refusals": refusals, "notes": notes, "exit_code": code})
+		report, err := json.MarshalIndent(map[string]any{"apps": apps, "refusals": refusals, "notes": notes, "exit_code": code}, "", "  ")
+		if err != nil {
+			return code, err
+		}
+		return code, printJSON(out, report)
 	}
 	return code, writeCheckReport(out, apps, refusals, notes, code)
 }
@@ -314,6 +316,35 @@ func forTerminal(s string, lineBreak rune) string {
 		}
 		return r
 	}, strings.ToValidUTF8(s, "?"))
+}
+
+// printJSON writes body, JSON for a user's terminal or a script, to out:
+// what the admin API answered (which, when Caddy is not running, anything
+// listening on its address may have written) or a report built here that
+// quotes an app's output. It must be valid JSON; inside its strings, bytes
+// that are not UTF-8 become U+FFFD, and DEL and the C1 controls, which
+// JSON leaves as they are and a terminal may take for the start of an
+// escape sequence, are written as \u escapes. (JSON escapes the other
+// control characters itself; outside strings it is ASCII.)
+func printJSON(out io.Writer, body []byte) error {
+	if !json.Valid(body) {
+		return fmt.Errorf("the answer (%d bytes) is not JSON: is it Caddy's admin API that answered? (--address names another)", len(body))
+	}
+	s := strings.ToValidUTF8(string(body), "\uFFFD")
+	var b strings.Builder
+	b.Grow(len(s) + 1)
+	for _, r := range s {
+		if r == 0x7f || r >= 0x80 && r < 0xa0 {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	if !strings.HasSuffix(s, "\n") {
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
 }
 
 // pythonValue writes a setting's value as Python would.

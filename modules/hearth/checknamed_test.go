@@ -1,9 +1,16 @@
 package hearth
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 type namedConfig struct {
@@ -59,6 +66,64 @@ func TestForTerminal(t *testing.T) {
 		}
 		if got := printableLines(tc.in); got != tc.lines {
 			t.Errorf("printableLines(%q) = %q, want %q", tc.in, got, tc.lines)
+		}
+	}
+}
+
+func TestPrintJSON(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{`{"a":"plain","n":1}`, "{\"a\":\"plain\",\"n\":1}\n", ""},
+		{"{\"a\":\"ends in a newline\"}\n", "{\"a\":\"ends in a newline\"}\n", ""},
+		{"{\"c1\":\"\u009b31m \u0085\",\"del\":\"\x7f\"}", `{"c1":"\u009b31m \u0085","del":"\u007f"}` + "\n", ""},
+		{"{\"bad\":\"\x9b31m \xff\"}", "{\"bad\":\"\uFFFD31m \uFFFD\"}\n", ""},
+		{"{\"fine\":\"é ü € \u00a0\"}", "{\"fine\":\"é ü € \u00a0\"}\n", ""},
+		{"\x1b]0;owned\x07", "", "not JSON"},
+		{"{\"raw escape\":\"\x1b[2J\"}", "", "not JSON"},
+		{"", "", "not JSON"},
+	} {
+		var out bytes.Buffer
+		err := printJSON(&out, []byte(tc.in))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || out.Len() > 0 {
+				t.Errorf("printJSON(%q) = %v, printed %q; want an error saying %q and nothing printed", tc.in, err, out.String(), tc.err)
+			}
+			continue
+		}
+		if err != nil || out.String() != tc.want {
+			t.Errorf("printJSON(%q) printed %q (%v), want %q", tc.in, out.String(), err, tc.want)
+		}
+		if !json.Valid(out.Bytes()) {
+			t.Errorf("printJSON(%q) printed invalid JSON %q", tc.in, out.String())
+		}
+	}
+}
+
+// TestStatusJSONFromAnotherListener: when Caddy is not running, any local
+// account may listen on the admin API's address; `caddy hearth status
+// --json` and `caddy hearth jobs --json` then print what it answers, to an
+// administrator's terminal (maybe root's). A C1 control sequence (valid
+// JSON) reaches it escaped; something that is not JSON is refused.
+func TestStatusJSONFromAnotherListener(t *testing.T) {
+	answer := "[{\"name\":\"\u009b2J\u009d0;owned\u009c \x7f\"}]"
+	squatter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer)
+	}))
+	defer squatter.Close()
+	for _, c := range []struct {
+		name string
+		cmd  func() *cobra.Command
+	}{{"status", statusCommand}, {"jobs", jobsCommand}} {
+		cmd := c.cmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(io.Discard)
+		cmd.SetArgs([]string{"--json", "--address", squatter.Listener.Addr().String()})
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("%s --json: %v", c.name, err)
+		}
+		if s := out.String(); strings.ContainsAny(s, "\u009b\u009c\u009d\x7f") || !strings.Contains(s, `\u009b2J`) {
+			t.Errorf("%s --json printed %q: control characters must reach the terminal escaped", c.name, s)
 		}
 	}
 }

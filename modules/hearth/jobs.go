@@ -277,8 +277,7 @@ output, and exits with 1 if it failed.`,
 				return err
 			}
 			if *asJSON {
-				_, err := cmd.OutOrStdout().Write(body)
-				return err
+				return printJSON(cmd.OutOrStdout(), body)
 			}
 			var list struct {
 				Jobs []job.Status `json:"jobs"`
@@ -363,9 +362,11 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 		r := st.Recent[i]
 		if r.Result != job.Running {
 			if asJSON {
-				out, _ := json.MarshalIndent(r, "", "  ")
-				_, err := fmt.Fprintln(cmd.OutOrStdout(), string(out))
-				return err
+				out, err := json.MarshalIndent(r, "", "  ")
+				if err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s, run %d: %s (%s) after %.1fs\n", what, name, r.ID, r.Result, r.Exit, r.Duration)
 			if r.Output != "" {

@@ -159,8 +159,7 @@ func statusCommand() *cobra.Command {
 			return err
 		}
 		if *asJSON {
-			_, err := cmd.OutOrStdout().Write(body)
-			return err
+			return printJSON(cmd.OutOrStdout(), body)
 		}
 		var list []serviceRow
 		if err := json.Unmarshal(body, &list); err != nil {
