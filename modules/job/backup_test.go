@@ -290,6 +290,122 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		}
 	})
 
+	t.Run("root's database copied into a directory under the app's account", func(t *testing.T) {
+		// the directory itself root's, as the first run made it: the app's
+		// account owns the one above, so it can swap it for its own while
+		// SQLite opens the copy by path
+		rootDir := filepath.Join(base, "root-db3")
+		os.Mkdir(rootDir, 0o700)
+		rootDB := filepath.Join(rootDir, "db.sqlite3")
+		makeDB(t, rootDB, "root's secret rows")
+		to := filepath.Join(project, "root-backups")
+		if err := os.Mkdir(to, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		spec, err := (&BackupConfig{Name: "rootdb", Path: rootDB, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		if entries, _ := os.ReadDir(to); len(entries) != 0 || run.Result != Failed || !strings.Contains(run.Output, "only root can change") {
+			t.Errorf("root's database into the app's directory: %s %q, made %v", run.Result, run.Output, entries)
+		}
+	})
+
+	// Failures are messages that say what to do, never a traceback, and
+	// leave no partial copy.
+	noTraceback := func(t *testing.T, run Run, want string) {
+		t.Helper()
+		if run.Result != Failed || strings.Contains(run.Output, "Traceback") || !strings.Contains(run.Output, want) {
+			t.Errorf("%s %q: want a failure saying %q, no traceback", run.Result, run.Output, want)
+		}
+	}
+	appDB := filepath.Join(project, "app.sqlite3")
+	makeDB(t, appDB, "the app's rows")
+	os.Chown(appDB, appUID, appUID)
+
+	t.Run("a backup directory the account cannot make", func(t *testing.T) {
+		rootMade := filepath.Join(base, "root-made")
+		os.Mkdir(rootMade, 0o755)
+		to := filepath.Join(rootMade, "site")
+		spec, err := (&BackupConfig{Name: "app", Path: appDB, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTraceback(t, runBackup(t, spec, ""), "chown 65534 "+to)
+	})
+
+	t.Run("a backup directory that is a dangling link", func(t *testing.T) {
+		to := filepath.Join(project, "dangling")
+		os.Symlink(filepath.Join(base, "nowhere"), to)
+		os.Lchown(to, appUID, appUID)
+		spec, err := (&BackupConfig{Name: "app", Path: appDB, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTraceback(t, runBackup(t, spec, ""), "is not a directory")
+	})
+
+	t.Run("a database that is not SQLite", func(t *testing.T) {
+		garbage := filepath.Join(project, "garbage.sqlite3")
+		os.WriteFile(garbage, []byte(strings.Repeat("not a database\n", 200)), 0o600)
+		os.Chown(garbage, appUID, appUID)
+		to := owned(filepath.Join(base, "garbage-copies"))
+		spec, err := (&BackupConfig{Name: "garbage", Path: garbage, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTraceback(t, runBackup(t, spec, ""), "is it a SQLite database")
+		if entries, _ := os.ReadDir(to); len(entries) != 0 {
+			t.Errorf("a failed copy left %v behind", entries)
+		}
+	})
+
+	t.Run("a database the account cannot read", func(t *testing.T) {
+		closed := filepath.Join(project, "closed.sqlite3")
+		makeDB(t, closed, "root's rows")
+		os.Chmod(closed, 0o600) // root's, in the app's directory: copied as the app's account
+		to := owned(filepath.Join(base, "closed-copies"))
+		spec, err := (&BackupConfig{Name: "closed", Path: closed, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTraceback(t, runBackup(t, spec, ""), "as uid 65534")
+		if entries, _ := os.ReadDir(to); len(entries) != 0 {
+			t.Errorf("a failed copy left %v behind", entries)
+		}
+	})
+
+	t.Run("a restore of a copy the account cannot read", func(t *testing.T) {
+		to := owned(filepath.Join(base, "unreadable-copies"))
+		copied := filepath.Join(to, "app-20261202T000000000Z.sqlite3")
+		makeDB(t, copied, "rows")
+		os.Chmod(copied, 0o600) // root's: made by an older run as root
+		spec, err := (&BackupConfig{Name: "app", Path: appDB, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTraceback(t, runBackup(t, spec, copied), "cannot read it")
+	})
+
+	t.Run("a restore into a database the account cannot write", func(t *testing.T) {
+		readOnly := filepath.Join(project, "readonly.sqlite3")
+		makeDB(t, readOnly, "root's rows")
+		os.Chmod(readOnly, 0o644)
+		to := owned(filepath.Join(base, "readonly-copies"))
+		copied := filepath.Join(to, "ro-20261202T000000000Z.sqlite3")
+		makeDB(t, copied, "the copy's rows")
+		os.Chown(copied, appUID, appUID)
+		spec, err := (&BackupConfig{Name: "ro", Path: readOnly, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTraceback(t, runBackup(t, spec, copied), "was not replaced")
+		if data, _ := os.ReadFile(readOnly); !strings.Contains(string(data), "root's rows") {
+			t.Errorf("the database was changed")
+		}
+	})
+
 	t.Run("a restore into a linked database", func(t *testing.T) {
 		other := filepath.Join(victimDir, "other.sqlite3")
 		makeDB(t, other, "another app's rows")

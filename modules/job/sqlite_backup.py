@@ -11,9 +11,15 @@ Run as root (a backup without app under `sudo caddy run`), it first becomes
 the account that owns the database (the link, when the path is one): that
 account can change the directories the database and its copies are in,
 and root working there would follow its links. It stays root only for a
-database root owns in directories only root can change. The backup
+database root owns in directories only root can change, and then the
+backup directory must be in root's hands alone as well: SQLite opens its
+files by path, so what keeps a run as root from following another
+account's links is that no name on the way is that account's. The backup
 directory must belong to the account the copy runs as and be writable by
-no other; copies are created only if new, never through a link.
+no other; a copy's name is created only if new, never through a link.
+
+Every failure is a message (what failed, as which account, and what to
+do), never a traceback, and leaves no partial copy behind.
 
 With "restore" (a copy's path) in argv[1], it puts that copy back instead:
 the copy must pass integrity_check; the current database is first copied
@@ -83,7 +89,10 @@ def walk(path):
             links += 1
             if links > 40:
                 fail('%s leads through too many symbolic links' % path)
-            target = os.readlink(name)
+            try:
+                target = os.readlink(name)
+            except OSError as e:  # changed since the lstat
+                fail('cannot check %s: %s' % (name, e.strerror))
             todo = [p for p in target.split('/') if p] + todo
             if target.startswith('/'):
                 current = '/'
@@ -115,7 +124,12 @@ def account_of(path, what):
         return owner
     dirs = [(name, st) for name, st in met if stat.S_ISDIR(st.st_mode)]
     last = missing_in if missing_in is not None else (dirs[-1][0] if dirs else '/')
-    for name, st in dirs + ([(missing_in, os.lstat(missing_in))] if missing_in is not None else []):
+    if missing_in is not None:
+        try:
+            dirs.append((missing_in, os.lstat(missing_in)))
+        except OSError as e:
+            fail('cannot check %s: %s' % (missing_in, e.strerror))
+    for name, st in dirs:
         if st.st_mode & 0o022 and (name == last or not st.st_mode & stat.S_ISVTX):
             fail('the %s %s is root\'s, but %s on the way has mode %03o: another account could put links or files in the way of a backup running as root. '
                  'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or %s writable by no other'
@@ -130,7 +144,7 @@ def become_owner(source, to):
     if os.geteuid() != 0:
         return
     try:
-        st = os.lstat(source)
+        st = os.stat(source)  # the file itself, wherever links lead: only a stat, no data read
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             fail('the database %s has %d names (hard links): a backup running as root takes the account of the file it copies, '
                  'and a hard link can give any file another name; give the backup `app <name>`' % (source, st.st_nlink))
@@ -140,23 +154,37 @@ def become_owner(source, to):
         fail('cannot check the database %s: %s' % (source, e.strerror))
     uid = account_of(source, 'database')
     if uid == 0:
-        account_of(os.path.join(to, 'x'), 'backup directory')
+        holder = account_of(os.path.join(to, 'x'), 'backup directory')
+        if holder != 0:
+            fail('the database %s is root\'s alone, but the backup directory %s is reached through names of uid %d: a backup running as root '
+                 'would write root\'s data where that account can move it or swap in its links. Put the copies in a directory only root can change '
+                 '(as root: mkdir -p -m 700 /var/backups/<name>), or give the backup `app <name>`' % (source, to, holder))
         return
     try:
         account = pwd.getpwuid(uid)
         os.initgroups(account.pw_name, account.pw_gid)
         gid = account.pw_gid
-    except KeyError:  # an owner with no name
+    except KeyError:  # an owner with no name: no group of its own either
         os.setgroups([])
-        gid = uid
+        gid = NOGROUP
     os.setgid(gid)
     os.setuid(uid)
+
+
+NOGROUP = 65534  # the group a run takes for an owner with no account name
 
 
 def open_destination(to):
     """The backup directory, made if missing and opened without following
     a link; it must belong to this account and be writable by no other."""
-    os.makedirs(to, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(to, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        fail('the backup directory %s is not a directory (a file, or a symbolic link that leads nowhere): give the path of a directory' % to)
+    except OSError as e:
+        uid = os.geteuid()
+        fail('cannot make the backup directory %s as uid %d (%s): make it for that account, e.g. mkdir -p %s && chown %d %s && chmod 700 %s'
+             % (to, uid, e.strerror, to, uid, to, to))
     try:
         fd = os.open(to, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as e:
@@ -176,6 +204,8 @@ def create(fd, name):
         os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
     except FileExistsError:
         fail('%s is already in the backup directory (a file or link the backup did not make): remove it' % name)
+    except OSError as e:
+        fail('cannot create %s in the backup directory as uid %d: %s' % (name, os.geteuid(), e.strerror))
     return '/proc/self/fd/%d/%s' % (fd, name)
 
 
@@ -186,15 +216,40 @@ def read_only(path):
 
 
 def checked(path):
-    """The integrity check of the SQLite file at path ('ok' when sound)."""
-    db = read_only(path)
+    """The integrity check of the SQLite file at path ('ok' when sound), or
+    why it could not be read."""
     try:
-        rows = db.execute('PRAGMA integrity_check').fetchall()
-    except sqlite3.DatabaseError as e:
+        db = read_only(path)
+        try:
+            rows = db.execute('PRAGMA integrity_check').fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
         return str(e)
-    finally:
-        db.close()
     return '; '.join(r[0] for r in rows[:5])
+
+
+def copy_into(source, fd, name, what):
+    """Copies the database at source into a new file name of the directory
+    fd through SQLite's backup API (every page in one step: one consistent
+    moment), checks the copy and returns its integrity_check rows. On any
+    failure the new file is removed and the run ends with a message."""
+    path = create(fd, name)
+    try:
+        src = sqlite3.connect(source, timeout=60)
+        try:
+            dst = sqlite3.connect(path)
+            try:
+                src.backup(dst)
+                return dst.execute('PRAGMA integrity_check').fetchall()
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except (sqlite3.Error, OSError) as e:
+        os.unlink(name, dir_fd=fd)
+        fail('cannot copy %s %s as uid %d: %s (is it a SQLite database this account can read? "database is locked": another process held it for over 60 s)'
+             % (what, source, os.geteuid(), e))
 
 
 def restore(name, to, source, copy):
@@ -202,33 +257,35 @@ def restore(name, to, source, copy):
     # that account owns, and root reading it there would follow its links
     become_owner(source, to)
     copy = os.path.abspath(copy)
-    if not os.path.isfile(copy):
+    if not os.path.isfile(copy) or not os.access(copy, os.R_OK):
         fail('the copy %s does not exist, or this account (uid %d, the database\'s) cannot read it' % (copy, os.geteuid()))
     if os.path.exists(source) and os.path.samefile(copy, source):
         fail('%s is the database itself, not a copy of it' % copy)
     check = checked(copy)
     if check != 'ok':
         fail('the copy %s failed PRAGMA integrity_check (%s): not restored' % (copy, check))
-    src = read_only(copy)
     aside = None
     if os.path.isfile(source):
         fd = open_destination(to)
         aside_name = '%s-before-restore-%s.sqlite3' % (name, stamp())
         aside = os.path.join(to, aside_name)
-        current = sqlite3.connect(source, timeout=60)
-        kept = sqlite3.connect(create(fd, aside_name))
         try:
-            current.backup(kept)
+            copy_into(source, fd, aside_name, 'the database, before the restore,')
         finally:
-            kept.close()
-            current.close()
             os.close(fd)
-    dst = sqlite3.connect(source, timeout=60)
     try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
+        src = read_only(copy)
+        try:
+            dst = sqlite3.connect(source, timeout=60)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except (sqlite3.Error, OSError) as e:
+        fail('cannot write the copy into the database %s as uid %d: %s; the database was not replaced%s'
+             % (source, os.geteuid(), e, ' (its state before the restore is also in %s)' % aside if aside else ''))
     check = checked(source)
     if check != 'ok':
         fail('after the restore, %s fails PRAGMA integrity_check (%s); the database before it is %s' % (source, check, aside))
@@ -257,14 +314,7 @@ def main():
     when = stamp()
     final_name = '%s-%s.sqlite3' % (name, when)
     partial_name = '.%s-%s.sqlite3.partial' % (name, when)
-    src = sqlite3.connect(source, timeout=60)
-    dst = sqlite3.connect(create(fd, partial_name))
-    try:
-        src.backup(dst)  # every page in one step: the copy is one consistent moment
-        check = dst.execute('PRAGMA integrity_check').fetchall()
-    finally:
-        dst.close()
-        src.close()
+    check = copy_into(source, fd, partial_name, 'the database')
     if check != [('ok',)]:
         os.unlink(partial_name, dir_fd=fd)
         fail('the copy of %s failed PRAGMA integrity_check: %s' % (source, '; '.join(r[0] for r in check[:5])))
@@ -287,4 +337,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (OSError, sqlite3.Error) as e:  # what no step above expected: still a message
+        fail('failed as uid %d: %s' % (os.geteuid(), e))
