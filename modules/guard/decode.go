@@ -6,7 +6,6 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,16 +27,14 @@ const zstdMaxBlock = 128 << 10
 // cannot make the guard allocate more.
 const zstdMaxWindow = 8 << 20
 
-// decodedPrefix returns the beginning, at most limit bytes, of body decoded
-// from the content codings named by the Content-Encoding header h (in the
-// order they were applied, so undone in reverse). A body without codings
-// is returned as it is. complete says whether body is the whole response:
-// a stream that ends early is corrupt if so, and only held back in part if
-// not (then what it decodes to is its beginning, unless it decodes to
-// nothing). No more than limit decoded bytes are produced, whatever body
-// expands to. An error means the body could not be checked: an unknown
-// coding, corrupt data, or nothing decoded.
-func decodedPrefix(h http.Header, body []byte, limit int, complete bool) ([]byte, error) {
+// decodedBody returns body decoded from the content codings named by the
+// Content-Encoding header h (in the order they were applied, so undone in
+// reverse); a body without codings is returned as it is. body is the whole
+// response. No more than limit decoded bytes are produced, whatever body
+// expands to: a body that decodes to more is an error, as are an unknown
+// coding and corrupt or truncated data. An error means the body could not
+// be checked.
+func decodedBody(h http.Header, body []byte, limit int) ([]byte, error) {
 	var codings []string
 	for _, v := range h.Values("Content-Encoding") {
 		for c := range strings.SplitSeq(v, ",") {
@@ -63,9 +60,19 @@ func decodedPrefix(h http.Header, body []byte, limit int, complete bool) ([]byte
 	}
 	var out bytes.Buffer
 	out.Grow(min(limit, 64<<10))
-	_, err := io.CopyN(&out, src, int64(limit))
-	if err != nil && err != io.EOF && (complete || !errors.Is(err, io.ErrUnexpectedEOF) || out.Len() == 0) {
+	if _, err := io.CopyN(&out, src, int64(limit)); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("content coding %s: %w", strings.Join(codings, ", "), err)
+	}
+	if out.Len() == limit {
+		// the end of the stream must come now (reading it checks a gzip
+		// member's checksum too)
+		var one [1]byte
+		switch _, err := io.ReadFull(src, one[:]); {
+		case err == nil:
+			return nil, fmt.Errorf("content coding %s: the body decodes to more than the guard's scan_limit, %d bytes", strings.Join(codings, ", "), limit)
+		case err != io.EOF:
+			return nil, fmt.Errorf("content coding %s: %w", strings.Join(codings, ", "), err)
+		}
 	}
 	return out.Bytes(), nil
 }

@@ -21,8 +21,11 @@ var debugSignatures = [][]byte{
 }
 
 // guardedWriter applies the guard to a response: security headers when the
-// header is written, and error responses held back (up to ScanLimit) until
-// they are known not to leak a debug page.
+// header is written, and error responses held back whole (up to ScanLimit)
+// until they are known not to leak a debug page. One that is larger, or
+// decodes to more, is replaced: what the guard has not read, it does not
+// send (a debug page's signatures are not at its start, and a client's long
+// query string can push them further).
 type guardedWriter struct {
 	http.ResponseWriter
 	g            *Guard
@@ -78,7 +81,11 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 	case gw.holding:
 		gw.held.Write(p)
 		if gw.held.Len() > gw.holdLimit {
-			gw.release(false) // too large to hold: judge it by its beginning
+			gw.holding = false
+			gw.g.logger.Error("guard replaced an error response larger than it checks",
+				zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("scan_limit", gw.g.ScanLimit),
+				zap.String("fix", "if the app's error pages are this large, raise the guard's scan_limit"))
+			gw.replace()
 		}
 		return len(p), nil
 	}
@@ -96,20 +103,25 @@ func (gw *guardedWriter) Flush() {
 // finish sends a response still held back.
 func (gw *guardedWriter) finish() error {
 	if gw.holding {
-		gw.release(true)
+		gw.release()
 	}
 	return nil
 }
 
-// release decides on a held response: replaced if it leaks a debug page
-// or, compressed, cannot be decoded to be checked; sent as it was
-// otherwise. complete says whether the whole response was held. A
-// compressed body is judged by its first ScanLimit decoded bytes, as an
-// uncompressed one is by its first ScanLimit bytes.
-func (gw *guardedWriter) release(complete bool) {
+// release decides on a held response, held whole: replaced if it leaks a
+// debug page or, compressed, cannot be decoded within ScanLimit bytes to
+// be checked; sent as it was otherwise. The answer to a HEAD request has
+// the replacement's header whatever the app sent: with no body to check,
+// the app's (a Content-Length of 250 kB on a 500) would tell that a debug
+// page answers the same GET.
+func (gw *guardedWriter) release() {
 	gw.holding = false
+	if gw.r.Method == http.MethodHead {
+		gw.replace()
+		return
+	}
 	body := gw.held.Bytes()
-	text, err := decodedPrefix(gw.Header(), body, gw.g.ScanLimit, complete)
+	text, err := decodedBody(gw.Header(), body, gw.g.ScanLimit)
 	if err != nil {
 		gw.g.logger.Error("guard replaced a compressed error response it could not check",
 			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status),
