@@ -314,3 +314,66 @@ func TestAbsoluteFormTarget(t *testing.T) {
 		t.Errorf("REQUEST_URI %q PATH_INFO %q, want /admin/x?a=1 and /admin/x", got.Environ["REQUEST_URI"], got.Environ["PATH_INFO"])
 	}
 }
+
+// TestProxyHeadersFromClients: a client's X-Forwarded-Host, -Proto and
+// -For do not reach the app (an app told to believe them, here Flask with
+// ProxyFix, would put the client's host in a password-reset link it
+// mails, and take its word for its address); from a proxy in Caddy's
+// trusted_proxies they do, as before.
+func TestProxyHeadersFromClients(t *testing.T) {
+	plain, trusting := freePort(t), freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	servers 127.0.0.1:%[2]d {
+		trusted_proxies static 127.0.0.1/32
+	}
+}
+http://127.0.0.1:%[1]d {
+	bind 127.0.0.1
+	wsgi proxyfix:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+http://127.0.0.1:%[2]d {
+	bind 127.0.0.1
+	wsgi proxyfix:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, plain, trusting))
+	for _, tc := range []struct {
+		port               int
+		link, remote, seen string
+	}{
+		{plain, fmt.Sprintf("http://127.0.0.1:%d/reset?token=TOKEN", plain), "127.0.0.1", "[]"},
+		{trusting, "https://evil.example/reset?token=TOKEN", "10.9.9.9", "[HTTP_FORWARDED HTTP_X_FORWARDED_FOR HTTP_X_FORWARDED_HOST HTTP_X_FORWARDED_PREFIX HTTP_X_FORWARDED_PROTO HTTP_X_REAL_IP]"},
+	} {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/reset", tc.port), nil)
+		req.Header.Set("X-Forwarded-Host", "evil.example")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("X-Forwarded-For", "10.9.9.9")
+		req.Header.Set("X-Forwarded-Prefix", "/evil")
+		req.Header.Set("Forwarded", "host=evil.example;proto=https")
+		req.Header.Set("X-Real-IP", "10.9.9.9")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Link         string   `json:"link"`
+			RemoteAddr   string   `json:"remote_addr"`
+			ProxyHeaders []string `json:"proxy_headers"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("port %d: %d %v\n%s", tc.port, resp.StatusCode, err, tail(c.log.String(), 20))
+		}
+		if got.Link != tc.link || got.RemoteAddr != tc.remote || fmt.Sprint(got.ProxyHeaders) != tc.seen {
+			t.Errorf("port %d: the app made %q for %s and saw %v; want %q for %s and %s", tc.port, got.Link, got.RemoteAddr, got.ProxyHeaders, tc.link, tc.remote, tc.seen)
+		}
+	}
+}

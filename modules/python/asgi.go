@@ -87,7 +87,7 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				return err
 			}
 		}
-		return httpError(w, h.app.pool.ServeWebSocket(w, r, &engine.Request{ScriptName: scriptName(r, h.app.Mounts()), ClientIP: clientIP(r)}))
+		return httpError(w, h.app.pool.ServeWebSocket(w, r, &engine.Request{ScriptName: scriptName(r, h.app.Mounts()), ClientIP: clientIP(r), FromTrustedProxy: fromTrustedProxy(r)}))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)
 }

@@ -153,10 +153,11 @@ func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer body.Close()
 	return httpError(w, h.app.pool.Serve(w, r, &engine.Request{
-		ScriptName: scriptName(r, h.app.Mounts()),
-		ClientIP:   clientIP(r),
-		Body:       body,
-		Timeout:    time.Duration(h.Timeout),
+		ScriptName:       scriptName(r, h.app.Mounts()),
+		ClientIP:         clientIP(r),
+		FromTrustedProxy: fromTrustedProxy(r),
+		Body:             body,
+		Timeout:          time.Duration(h.Timeout),
 	}))
 }
 
@@ -165,6 +166,13 @@ func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 func clientIP(r *http.Request) string {
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return ip
+}
+
+// fromTrustedProxy says whether Caddy found the connection's peer among
+// its trusted_proxies.
+func fromTrustedProxy(r *http.Request) bool {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
 }
 
 // scriptName is the part of the path a handle_path (or uri strip_prefix)

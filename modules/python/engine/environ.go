@@ -155,6 +155,9 @@ func appendEnviron(dst []byte, r *http.Request, rq *Request) ([]byte, int) {
 	}
 	dst = pair(dst, "HTTP_HOST", r.Host)
 	for name, values := range r.Header {
+		if !rq.FromTrustedProxy && proxyHeader(name) {
+			continue
+		}
 		key, known := environKeys[name]
 		if known && key == "" {
 			continue
@@ -186,6 +189,13 @@ func appendEnviron(dst []byte, r *http.Request, rq *Request) ([]byte, int) {
 		dst = append(dst, 0)
 	}
 	return dst, pairs
+}
+
+// proxyHeader reports whether the header is one a proxy sets to tell the
+// server behind it about the request (canonical names): only a trusted
+// proxy's reach the app.
+func proxyHeader(name string) bool {
+	return strings.HasPrefix(name, "X-Forwarded-") || name == "Forwarded" || name == "X-Real-Ip"
 }
 
 // serverAddress returns SERVER_NAME (the requested host) and SERVER_PORT

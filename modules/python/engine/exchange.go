@@ -42,6 +42,13 @@ type Request struct {
 	// ClientIP is the client's address as Caddy determined it (honouring
 	// trusted_proxies); "" means the connection's peer.
 	ClientIP string
+	// FromTrustedProxy says the connection's peer is a proxy Caddy trusts
+	// (trusted_proxies). Only then do the headers a proxy sets about the
+	// request (X-Forwarded-*, Forwarded, X-Real-Ip) reach the app: from any
+	// other client they are dropped, since an app that reads them (Flask's
+	// ProxyFix, Django's USE_X_FORWARDED_HOST) would take the client's
+	// word for the host its links name, its scheme, or the client's address.
+	FromTrustedProxy bool
 	// Body is the request's body, buffered (ReadBody); nil for none.
 	Body *Body
 	// Timeout bounds the request's time in the worker; ≤ 0: none.

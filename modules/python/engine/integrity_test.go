@@ -157,7 +157,7 @@ func fuzzRequest(rng *rand.Rand) *http.Request {
 		r.Header[name] = append(r.Header[name], randomBytes(rng, 16))
 	}
 	// names a forger would like, with values of its choice
-	for _, name := range []string{"Remote-User", "X-Forwarded-For", "Cookie", "Host"} {
+	for _, name := range []string{"Remote-User", "X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "X-Real-Ip", "Cookie", "Host"} {
 		if rng.IntN(2) == 0 {
 			r.Header[name] = []string{randomBytes(rng, 16)}
 		}
@@ -213,9 +213,18 @@ func latin1(s string) string {
 	return string(r)
 }
 
+// passedOn reports whether a header reaches the app: not one whose name
+// holds "_", nor Host, nor one a proxy sets about the request unless the
+// request came from a trusted proxy.
+func passedOn(name string, trusted bool) bool {
+	proxies := strings.HasPrefix(name, "X-Forwarded-") || name == "Forwarded" || name == "X-Real-Ip"
+	return !strings.Contains(name, "_") && name != "Host" && (trusted || !proxies)
+}
+
 // wantEnviron is the environ a request must produce, keyed as the app
-// sees it, computed from the request alone (not from the encoder).
-func wantEnviron(r *http.Request) map[string]string {
+// sees it, computed from the request alone (not from the encoder); trusted
+// says it came from a trusted proxy.
+func wantEnviron(r *http.Request, trusted bool) map[string]string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -227,7 +236,7 @@ func wantEnviron(r *http.Request) map[string]string {
 		"HTTP_HOST": "site.example:2929", "SCRIPT_NAME": "",
 	}
 	for name, values := range r.Header {
-		if strings.Contains(name, "_") || name == "Host" {
+		if !passedOn(name, trusted) {
 			continue
 		}
 		key := "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
@@ -244,11 +253,11 @@ func wantEnviron(r *http.Request) map[string]string {
 }
 
 // hasNUL reports whether any client-chosen field of r holds a NUL.
-func hasNUL(r *http.Request) bool {
+func hasNUL(r *http.Request, trusted bool) bool {
 	s := r.URL.Path + r.URL.RawQuery + r.RequestURI
 	for name, values := range r.Header {
-		if strings.Contains(name, "_") || name == "Host" {
-			continue // not passed on
+		if !passedOn(name, trusted) {
+			continue
 		}
 		s += name + strings.Join(values, "")
 	}
@@ -289,8 +298,9 @@ func TestRequestHeadIntegrity(t *testing.T) {
 	for i := range 600 {
 		r := fuzzRequest(rng)
 		sid := uint32(i + 1)
-		head, err := appendRequestHead(make([]byte, protocol.HeaderSize), r, &Request{})
-		if hasNUL(r) {
+		trusted := i%2 == 1 // half as from a trusted proxy
+		head, err := appendRequestHead(make([]byte, protocol.HeaderSize), r, &Request{FromTrustedProxy: trusted})
+		if hasNUL(r, trusted) {
 			if FailureOf(err) != Refused {
 				t.Fatalf("request %d holds a NUL and was not refused (a 400): %v", i, err)
 			}
@@ -311,7 +321,7 @@ func TestRequestHeadIntegrity(t *testing.T) {
 				delete(got, k) // the runtime's own
 			}
 		}
-		want := wantEnviron(r)
+		want := wantEnviron(r, trusted)
 		for k, v := range want {
 			if got[k] != v {
 				t.Fatalf("request %d: environ %s = %q, want %q", i, k, got[k], v)
@@ -339,9 +349,10 @@ func TestRequestScopeIntegrity(t *testing.T) {
 	for i := range 400 {
 		r := fuzzRequest(rng)
 		sid := uint32(i + 1)
-		head, err := appendRequestHead(make([]byte, protocol.HeaderSize), r, &Request{})
+		trusted := i%2 == 1
+		head, err := appendRequestHead(make([]byte, protocol.HeaderSize), r, &Request{FromTrustedProxy: trusted})
 		if err != nil {
-			if !hasNUL(r) {
+			if !hasNUL(r, trusted) {
 				t.Fatalf("request %d refused: %v", i, err)
 			}
 			continue
@@ -369,7 +380,7 @@ func TestRequestScopeIntegrity(t *testing.T) {
 			t.Fatalf("request %d: scope %+v", i, got)
 		}
 		want := map[string]string{}
-		for k, v := range wantEnviron(r) {
+		for k, v := range wantEnviron(r, trusted) {
 			if name, ok := strings.CutPrefix(k, "HTTP_"); ok {
 				want[strings.ToLower(strings.ReplaceAll(name, "_", "-"))] = v
 			} else if k == "CONTENT_TYPE" {
@@ -511,7 +522,7 @@ func FuzzRequestHead(f *testing.F) {
 		r.Header = http.Header{http.CanonicalHeaderKey(name): {value}}
 		head, err := appendRequestHead(nil, r, &Request{})
 		if err != nil {
-			if !hasNUL(r) {
+			if !hasNUL(r, false) {
 				t.Fatalf("refused a request without a NUL: %v", err)
 			}
 			return
