@@ -346,7 +346,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 			s.HSTSMaxAge = max(g.HTTP.HSTSMaxAge, 0)
 		}
 	}
-	if s.Explicit, err = c.explicitNames(dir); err != nil {
+	if s.Explicit, err = c.explicitNames(dir, s.Credential); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -554,8 +554,9 @@ func (c PoolConfig) environment(dir string, cred *syscall.Credential) ([]string,
 	return append(env, "PYTHONUNBUFFERED=1"), nil
 }
 
-// explicitNames lists the variables env, env_file and env_inherit set.
-func (c PoolConfig) explicitNames(dir string) ([]string, error) {
+// explicitNames lists the variables env, env_file and env_inherit set;
+// the env_file is read as cred, the account the workers run as.
+func (c PoolConfig) explicitNames(dir string, cred *syscall.Credential) ([]string, error) {
 	names := supervisor.Inherited(c.EnvInherit)
 	for k := range c.Env {
 		names = append(names, k)
@@ -565,7 +566,7 @@ func (c PoolConfig) explicitNames(dir string) ([]string, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(dir, path)
 		}
-		vars, err := supervisor.ReadEnvFile(path)
+		vars, err := supervisor.ReadEnvFile(path, cred)
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hearth-dev/hearth/modules/internal/keeper"
 )
 
@@ -49,21 +51,31 @@ func ReadProc(pid int, name string) ([]byte, error) {
 	return data, err
 }
 
-// readAs reads path with the file-system uid and gid of cred.
-func readAs(path string, cred *syscall.Credential) ([]byte, error) {
-	type result struct {
-		data []byte
-		err  error
-	}
-	done := make(chan result, 1)
+// readAs reads path with the file-system identity of cred (asAccount).
+func readAs(path string, cred *syscall.Credential) (data []byte, err error) {
+	asAccount(cred, func() { data, err = os.ReadFile(path) })
+	return data, err
+}
+
+// asAccount runs f on a thread of its own whose file-system uid and gid
+// are cred's, and whose only group is cred's gid, as Hearth starts
+// processes (Caddy's supplementary groups, root's included, do not apply),
+// and then discards the thread: the switch never reaches other code.
+// Switching the file-system uid away from 0 also drops root's power over
+// file permissions on that thread. Caddy must be root or hold CAP_SETUID
+// and CAP_SETGID (CanSwitchUsers).
+func asAccount(cred *syscall.Credential, f func()) {
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		// never unlocked: the thread exits with this goroutine
 		runtime.LockOSThread()
+		// x/sys's Setgroups changes this thread's groups alone (the
+		// syscall package's changes every thread's)
+		_ = unix.Setgroups([]int{int(cred.Gid)})
 		syscall.Setfsgid(int(cred.Gid))
 		syscall.Setfsuid(int(cred.Uid))
-		data, err := os.ReadFile(path)
-		done <- result{data, err}
+		f()
 	}()
-	r := <-done
-	return r.data, r.err
+	<-done
 }

@@ -3,18 +3,33 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 )
+
+// maxEnvFile bounds an env_file: a dotenv file is a few kilobytes.
+const maxEnvFile = 1 << 20
 
 // ReadEnvFile parses a dotenv file: KEY=value lines, blank lines and
 // # comments ignored, an optional `export ` prefix, values optionally in
 // single quotes (taken literally) or double quotes (with \n, \t, \" and \\
 // escapes). Unquoted values end at " #" (an inline comment) and are trimmed.
-func ReadEnvFile(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
+//
+// The file is read as the account the process will run as (as; nil is
+// Caddy's own), with that account's file-system identity: the process then
+// gets only what its account could read itself. Read with Caddy's, a root
+// Caddy would hand an app another app's secrets, or root's, through a link
+// the app's account put in its own directory. Only a regular file of at
+// most 1 MiB is read (a FIFO would hang the config load, /dev/zero fill
+// Caddy's memory).
+func ReadEnvFile(path string, as *syscall.Credential) (map[string]string, error) {
+	data, err := readEnvData(path, as)
 	if err != nil {
-		return nil, fmt.Errorf("env_file: %w", err)
+		return nil, err
 	}
 	vars, err := parseEnv(string(data))
 	if le, ok := err.(*envLineError); ok {
@@ -24,6 +39,86 @@ func ReadEnvFile(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("env_file %s: %w", path, err)
 	}
 	return vars, nil
+}
+
+// readEnvData reads the env_file at path as the account as (see ReadEnvFile).
+func readEnvData(path string, as *syscall.Credential) ([]byte, error) {
+	var data []byte
+	var err error
+	read := func() { data, err = readRegularFile(path, maxEnvFile) }
+	switch {
+	case as != nil && (int(as.Uid) != os.Geteuid() || int(as.Gid) != os.Getegid()) && CanSwitchUsers():
+		asAccount(as, read)
+	default:
+		read()
+	}
+	var notRegular *notRegularError
+	switch {
+	case err == nil:
+		return data, nil
+	case errors.Is(err, fs.ErrPermission) && as != nil && CanSwitchUsers():
+		who := strconv.FormatUint(uint64(as.Uid), 10)
+		if a, err := lookupAccount(who); err == nil && a.name != "" {
+			who = a.name
+		}
+		return nil, fmt.Errorf("env_file %s: %s, the account the processes run as, cannot read it (%w): Hearth reads it as that account, which gets its values anyway, so that a link cannot hand it a file it could not read; make it that account's: chown %s %s && chmod 600 %s",
+			path, who, err, who, path, path)
+	case errors.As(err, &notRegular):
+		return nil, fmt.Errorf("env_file %s is %s, not a file: give a file of KEY=value lines", path, notRegular.what)
+	case errors.Is(err, errTooLarge):
+		return nil, fmt.Errorf("env_file %s is larger than %d bytes: is it the right file? (a dotenv file has KEY=value lines)", path, maxEnvFile)
+	}
+	return nil, fmt.Errorf("env_file: %w", err)
+}
+
+// errTooLarge is a file over the size readRegularFile reads.
+var errTooLarge = errors.New("file too large")
+
+// notRegularError is a path that is not a regular file.
+type notRegularError struct{ what string }
+
+func (e *notRegularError) Error() string { return "not a regular file: " + e.what }
+
+// readRegularFile reads the regular file at path, at most limit bytes. It
+// opens without blocking (a FIFO with no writer would block the open
+// forever) and refuses anything else: a FIFO, a device, a directory.
+func readRegularFile(path string, limit int64) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, &notRegularError{what: fileKind(info.Mode())}
+	}
+	if info.Size() > limit {
+		return nil, errTooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		return nil, errTooLarge
+	}
+	return data, err
+}
+
+// fileKind names the kind of file mode is, for messages.
+func fileKind(mode fs.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a directory"
+	case mode&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case mode&fs.ModeSocket != 0:
+		return "a socket"
+	case mode&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "not a regular file"
 }
 
 // envLineError is a line of an env file that does not parse. Its text

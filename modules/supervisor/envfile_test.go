@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseEnv(t *testing.T) {
@@ -82,7 +84,7 @@ func TestEnvFileErrorsNameTheLineNotTheValue(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := ReadEnvFile(path)
+			_, err := ReadEnvFile(path, nil)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -187,4 +189,96 @@ func FuzzEnvValueRoundTrip(f *testing.F) {
 			t.Fatalf("%q read back as %q", value, vars["NAME"])
 		}
 	})
+}
+
+// TestEnvFileThatIsNotAFile: a FIFO (which would block the open, and with
+// it the config load, for good), a device (/dev/zero would fill Caddy's
+// memory), a directory and a file over 1 MiB are refused at once, saying
+// what they are.
+func TestEnvFileThatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.env")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.env")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.env")
+	if err := os.WriteFile(big, []byte(strings.Repeat("A=1\n", 300_000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{fifo: "a named pipe (FIFO)", zero: "a device", dir: "a directory", big: "larger than 1048576 bytes"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := ReadEnvFile(path, nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want an error saying %q", path, err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: still reading after 5 s", path)
+		}
+	}
+}
+
+// TestEnvFileReadAsTheAccount: run as root, the env_file is read as the
+// account the processes run as. A link the app's account puts in its own
+// directory to a file only root (or another account) can read gives it
+// nothing: the read fails, saying how to give that account the file.
+// root's supplementary groups do not apply either.
+func TestEnvFileReadAsTheAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reading as another account needs root")
+	}
+	const appUID = 65534 // nobody
+	nobody := &syscall.Credential{Uid: appUID, Gid: appUID}
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	secrets := filepath.Join(base, "etc")
+	os.Mkdir(secrets, 0o700)
+	rootOnly := filepath.Join(secrets, "caddy.env")
+	os.WriteFile(rootOnly, []byte("DDNS_TSIG_KEY=root-only-secret\n"), 0o600)
+	// a file of a group Caddy (root) is in: root's supplementary groups must
+	// not apply to the read as nobody
+	const admGID = 4
+	groupRoot := filepath.Join(base, "group.env")
+	os.WriteFile(groupRoot, []byte("ROOT_GROUP_SECRET=x\n"), 0o640)
+	os.Chown(groupRoot, 0, admGID)
+	groups, _ := syscall.Getgroups()
+	if err := syscall.Setgroups([]int{admGID}); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setgroups(groups)
+	app := filepath.Join(base, "app")
+	os.Mkdir(app, 0o755)
+	os.Chown(app, appUID, appUID)
+	own := filepath.Join(app, "own.env")
+	os.WriteFile(own, []byte("DATABASE_PASSWORD=the-apps-own\n"), 0o600)
+	os.Chown(own, appUID, appUID)
+	link := filepath.Join(app, ".env")
+	os.Symlink(rootOnly, link)
+	os.Lchown(link, appUID, appUID)
+
+	if vars, err := ReadEnvFile(own, nobody); err != nil || vars["DATABASE_PASSWORD"] != "the-apps-own" {
+		t.Errorf("the account's own env_file: %v %v", vars, err)
+	}
+	for _, path := range []string{link, groupRoot} {
+		vars, err := ReadEnvFile(path, nobody)
+		if err == nil || !strings.Contains(err.Error(), "cannot read it") || !strings.Contains(err.Error(), "chown nobody "+path) {
+			t.Errorf("%s read as nobody: %v, %v; want refused, with the chown that fixes it", path, vars, err)
+		}
+	}
+	if vars, err := ReadEnvFile(link, nil); err != nil || vars["DDNS_TSIG_KEY"] != "root-only-secret" {
+		t.Errorf("read as Caddy's own account (root): %v %v", vars, err)
+	}
+	// the switch stays on its thread: Caddy reads as root afterwards
+	if _, err := os.ReadFile(rootOnly); err != nil {
+		t.Errorf("after reading as nobody, root cannot read %s: %v", rootOnly, err)
+	}
 }

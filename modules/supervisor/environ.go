@@ -113,7 +113,7 @@ func (e Env) build(parent []string, lookup func(string) (account, error)) ([]str
 		e.Adjust(vars)
 	}
 	if e.File != "" {
-		fileVars, err := ReadEnvFile(e.File)
+		fileVars, err := ReadEnvFile(e.File, e.Credential)
 		if err != nil {
 			return nil, err
 		}
