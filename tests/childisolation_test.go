@@ -631,7 +631,7 @@ http://127.0.0.1:%[2]d {
 	if account == "" {
 		return // the same account on both sides: nothing to cross
 	}
-	cli := exec.Command(caddyBinary(t), "hearth", "exec", "probe", "--", "python", "sessionprobe.py", "report", keyName)
+	cli := exec.Command(caddyBinary(t), "hearth", "exec", "--user", "nobody", "probe", "--", "python", "sessionprobe.py", "report", keyName)
 	cli.Dir, cli.Env = c.dir, append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(c.dir, "data"))
 	out, err := withKeyring(cli).CombinedOutput()
 	var e sessionReport
@@ -684,14 +684,14 @@ http://127.0.0.1:%[2]d {
 	}
 }
 
-// execInTerminal runs `caddy hearth exec <app "probe"> -- args…` in dir,
+// execInTerminal runs `caddy hearth exec --user nobody <app "probe"> -- args…` in dir (run as root),
 // from a new terminal (as the session leader of a pseudo-terminal, as a
 // shell's command is in its foreground): the terminal's master, and where
 // the command's end is sent.
 func execInTerminal(t *testing.T, dir string, args ...string) (*os.File, chan error) {
 	t.Helper()
 	master, slave := openPty(t)
-	cli := exec.Command(caddyBinary(t), append([]string{"hearth", "exec", "probe", "--"}, args...)...)
+	cli := exec.Command(caddyBinary(t), append([]string{"hearth", "exec", "--user", "nobody", "probe", "--"}, args...)...)
 	cli.Dir, cli.Env = dir, append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
 	cli.Stdin, cli.Stdout, cli.Stderr = slave, slave, slave
 	cli.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}

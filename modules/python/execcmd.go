@@ -171,29 +171,41 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 
 // commandCredential is the account a command beside a config (check,
 // manage, exec) runs the app's code as: the app's user when its block names
-// one; else the --user account (nil: this process's own). As root without
-// either it refuses: the app's code (settings.py, manage.py, the venv) may
-// have been changed by the app's account, and must not run as root unless
-// the app does. Switching to another account needs root.
+// one, else the --user account (nil: this process's own). As root, --user
+// is required and must name the block's user when there is one: the app's
+// code (settings.py, manage.py, the venv) may have been changed by the
+// app's account, and so may a config in the app's directory, where `init`
+// writes it: a block changed to `user root`, or to another app's account,
+// must not move that code to root's or the other account's rights. Not
+// root, switching to another account is refused (it needs root).
 func commandCredential(spec *poolSpec, account string) (*syscall.Credential, error) {
 	cred := spec.Credential
-	if cred == nil && account != "" {
+	asRoot := os.Geteuid() == 0
+	var given *syscall.Credential
+	if account != "" {
 		user, group, _ := strings.Cut(account, ":")
 		var err error
-		if cred, err = supervisor.Credential(user, group, user == "root"); err != nil {
+		if given, err = supervisor.Credential(user, group, user == "root"); err != nil {
 			return nil, fmt.Errorf("--user %s: %w", account, err)
 		}
-	}
-	if cred == nil {
-		if os.Geteuid() == 0 && account == "" {
-			return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", spec.Name)
+		if given == nil { // this process's own account
+			given = &syscall.Credential{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}
 		}
-		return nil, nil
 	}
-	if uint32(os.Geteuid()) == cred.Uid && uint32(os.Getegid()) == cred.Gid {
+	switch {
+	case asRoot && given == nil && cred == nil:
+		return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", spec.Name)
+	case asRoot && given == nil:
+		return nil, fmt.Errorf("app %s's block names user %s: as root, confirm the account its code runs as with `--user %s` (the config may be in the app's directory, where the app's account could change it)", spec.Name, accountName(cred.Uid), accountName(cred.Uid))
+	case asRoot && cred != nil && (given.Uid != cred.Uid || strings.Contains(account, ":") && given.Gid != cred.Gid):
+		return nil, fmt.Errorf("app %s's block names user %s (uid %d, gid %d), not --user %s (uid %d, gid %d): refused, as the config may have been changed by the app's account; check the config, then pass the account it should name", spec.Name, accountName(cred.Uid), cred.Uid, cred.Gid, account, given.Uid, given.Gid)
+	case cred == nil:
+		cred = given
+	}
+	if cred == nil || uint32(os.Geteuid()) == cred.Uid && uint32(os.Getegid()) == cred.Gid {
 		return nil, nil // already that account
 	}
-	if os.Geteuid() != 0 {
+	if !asRoot {
 		return nil, fmt.Errorf("app %s runs as another account (uid %d): run this as root (sudo caddy hearth …) so that its code runs as that account", spec.Name, cred.Uid)
 	}
 	return cred, nil

@@ -8,9 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -141,7 +143,7 @@ func chooseInterpreter(p *project) (line, note string, err error) {
 	for _, v := range venvDirs {
 		python := filepath.Join(p.dir, v, "bin", "python")
 		if info, err := os.Stat(python); err == nil && !info.IsDir() {
-			if !imports(python, p.importName()) {
+			if !imports(python, p.importName(), probeAccount(p.dir, filepath.Join(p.dir, v))) {
 				note = fmt.Sprintf("the venv %s cannot import %s yet: install it there (%s/bin/pip install %s)", v, p.importName(), v, p.importName())
 			}
 			return "venv " + v, note, nil
@@ -158,7 +160,7 @@ func chooseInterpreter(p *project) (line, note string, err error) {
 		} else if err == nil {
 			tried = append(tried, abs)
 		}
-		if imports(path, p.importName()) {
+		if imports(path, p.importName(), nil) {
 			abs, _ := filepath.Abs(path)
 			return "python " + abs, "", nil
 		}
@@ -167,8 +169,9 @@ func chooseInterpreter(p *project) (line, note string, err error) {
 		p.importName(), strings.Join(venvDirs, ", "), p.importName(), p.importName())
 }
 
-// imports reports whether python can import module.
-func imports(python, module string) bool {
+// imports reports whether python can import module, run as the account as
+// (nil: this process's own).
+func imports(python, module string, as *syscall.Credential) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// in an empty directory of its own: the current directory is first on
@@ -180,7 +183,39 @@ func imports(python, module string) bool {
 	defer os.RemoveAll(dir)
 	cmd := exec.CommandContext(ctx, python, "-c", "import "+module)
 	cmd.Dir = dir
+	if as != nil {
+		if os.Chown(dir, int(as.Uid), int(as.Gid)) != nil {
+			return false
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: as}
+	}
 	return cmd.Run() == nil
+}
+
+// probeAccount is the account init, run as root, runs a venv's
+// interpreter as: the owner of the first of paths (the project, then the
+// venv) that root does not own, with that account's group (nil: root,
+// when root owns them all, or when init does not run as root). That
+// account can change the venv (its python, a .pth file in site-packages):
+// root running it would run that account's code.
+func probeAccount(paths ...string) *syscall.Credential {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	for _, path := range paths {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil || st.Uid == 0 {
+			continue
+		}
+		gid := uint32(65534) // nogroup, for an owner without an account
+		if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
+			if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+				gid = uint32(g)
+			}
+		}
+		return &syscall.Credential{Uid: st.Uid, Gid: gid, Groups: []uint32{}}
+	}
+	return nil
 }
 
 // initProject writes dir/Caddyfile for the project found there.

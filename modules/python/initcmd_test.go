@@ -1,0 +1,51 @@
+package python
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestInitProbesAVenvAsItsOwner: `sudo caddy hearth init` in a project of
+// another account runs the project's venv interpreter (to see whether it
+// imports the framework) as that account, not as root: the account can put
+// any program at .venv/bin/python, or a .pth file in its site-packages.
+func TestInitProbesAVenvAsItsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("init as root")
+	}
+	const appUID = 65534 // nobody
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	project := filepath.Join(base, "project")
+	marks := filepath.Join(base, "marks")
+	for _, dir := range []string{project, marks, filepath.Join(project, ".venv"), filepath.Join(project, ".venv", "bin")} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(dir, appUID, appUID)
+	}
+	os.WriteFile(filepath.Join(project, "app.py"), []byte("from flask import Flask\napp = Flask(__name__)\n"), 0o644)
+	mark := filepath.Join(marks, "ran-as")
+	python := filepath.Join(project, ".venv", "bin", "python")
+	os.WriteFile(python, []byte("#!/bin/sh\nid -u > "+mark+"\nexit 1\n"), 0o755)
+	os.Chown(python, appUID, appUID)
+
+	p, err := findProject(project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, note, err := chooseInterpreter(p)
+	if err != nil || line != "venv .venv" || !strings.Contains(note, "cannot import flask") {
+		t.Errorf("chooseInterpreter: %q %q %v", line, note, err)
+	}
+	ran, err := os.ReadFile(mark)
+	if err != nil {
+		t.Fatalf("the venv's python did not run: %v", err)
+	}
+	if got := strings.TrimSpace(string(ran)); got != "65534" {
+		t.Errorf("the venv's python ran as uid %s, want the project's owner, 65534", got)
+	}
+}
