@@ -48,7 +48,8 @@ type Guard struct {
 	Hosts []string `json:"hosts,omitempty"`
 
 	// Refuse adds path patterns to refuse (404), in the syntax of
-	// path.Match, matched against the path and each of its segments.
+	// path.Match, matched in any case against the path and each of its
+	// segments; a pattern ending in "/*" also refuses every path under it.
 	Refuse []string `json:"refuse,omitempty"`
 
 	// HSTSMaxAge is the max-age of Strict-Transport-Security on HTTPS
@@ -62,6 +63,7 @@ type Guard struct {
 	ScanLimit int `json:"scan_limit,omitempty"`
 
 	hosts    hostSet
+	refuse   []string         // Refuse in lower case, as paths are compared
 	appHosts func() *AppHosts // the hosts the app allows, when Hosts is empty
 	logger   *zap.Logger
 }
@@ -94,10 +96,12 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 	if g.ScanLimit <= 0 {
 		g.ScanLimit = 256 << 10
 	}
+	g.refuse = nil
 	for _, p := range g.Refuse {
 		if _, err := path.Match(p, "x"); err != nil {
 			return fmt.Errorf("guard: refuse pattern %q: %w", p, err)
 		}
+		g.refuse = append(g.refuse, strings.ToLower(p))
 	}
 	hosts, err := newHostSet(g.Hosts)
 	if err != nil {
@@ -150,9 +154,13 @@ func IsWebSocket(r *http.Request) bool {
 // refusedSegments are path segments (or suffixes) never served, in lower
 // case (paths are compared in lower case).
 var (
-	refusedSegments = []string{".env", ".git", ".hg", ".svn", "__debugger__", ".ds_store", "__pycache__"}
-	refusedSuffixes = []string{".sqlite3", ".sqlite", ".py", ".pyc", ".env", ".bak", ".swp"}
-	refusedPaths    = []string{"/console"}
+	refusedSegments = []string{".env", ".envrc", ".git", ".hg", ".svn", "__debugger__", ".ds_store", "__pycache__",
+		".venv", ".ssh", ".aws", ".htpasswd"}
+	refusedSuffixes = []string{".sqlite3", ".sqlite", ".db", ".py", ".pyc", ".env", ".bak", ".swp", ".orig", "~",
+		// SQLite's journal, write-ahead log and shared memory beside a database
+		".sqlite3-wal", ".sqlite3-journal", ".sqlite3-shm", ".sqlite-wal", ".sqlite-journal", ".sqlite-shm",
+		".db-wal", ".db-journal", ".db-shm"}
+	refusedPaths = []string{"/console"}
 )
 
 // refused says why a request must not reach the app, or "". It judges the

@@ -24,13 +24,17 @@ import (
 )
 
 func TestHostSet(t *testing.T) {
-	s, err := newHostSet([]string{"Example.net", "*.home.example"})
+	s, err := newHostSet([]string{"Example.net", "*.home.example", "[::1]", "192.168.1.5"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for host, want := range map[string]bool{
 		"example.net": true, "EXAMPLE.NET:8443": true, "example.net.": true, "www.home.example": true,
-		"home.example": false, "a.b.home.example": false, "evil.net": false, "example.net.evil": false, "[::1]:80": false,
+		"home.example": false, "a.b.home.example": false, "evil.net": false, "example.net.evil": false, "[::2]:80": false,
+		// an IPv6 address is listed in brackets and sent in them
+		"[::1]": true, "[::1]:8080": true, "::1": false, "192.168.1.5:80": true,
+		// a port that is not a number, brackets around a name
+		"example.net:evil.example": false, "example.net:80x": false, "[example.net]": false, "[example.net]:80": false,
 	} {
 		if got := s.allows(host); got != want {
 			t.Errorf("%s: %v, want %v", host, got, want)
@@ -45,8 +49,20 @@ func TestHostSet(t *testing.T) {
 }
 
 func TestRefused(t *testing.T) {
-	g := &Guard{Refuse: []string{"/private/*", "*.bak"}}
+	g := &Guard{Refuse: []string{"/private/*", "*.bak", "*.ZIP", "/users/*/secret/*"}}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
 	for target, refused := range map[string]bool{
+		// a pattern ending in /* refuses what is under it, at any depth;
+		// patterns match in any case
+		"/private/sub/deep.txt": true, "/private/": true, "/PRIVATE/Sub/x": true, "/privates/x": false, "/private": false,
+		"/users/ann/secret/a/b": true, "/users/ann/public/a": false, "/files/a.zip": true, "/files/A.Zip": true,
+		// secrets and databases beside the built-in ones
+		"/app.db": true, "/instance/site.db": true, "/db.sqlite3-wal": true, "/db.sqlite3-journal": true, "/app.db-shm": true,
+		"/settings.py~": true, "/x.orig": true, "/.envrc": true, "/a/.venv/bin/python": true, "/.ssh/id_rsa": true,
+		"/.aws/credentials": true, "/.htpasswd": true, "/static/.htpasswd": true,
+		"/db": false, "/dbs/x.json": false, "/~user/": false, "/venv/": false, "/docs/ssh.html": false,
 		"/.env": true, "/.ENV": true, "/.env.local": true, "/a/.git/config": true, "/db.sqlite3": true,
 		"/app/models.py": true, "/console": true, "/console/x": true, "/?__debugger__=yes": true,
 		"/private/x": true, "/old.bak": true, "/x/__pycache__/m.pyc": true, "/a/.DS_Store": true,
@@ -419,6 +435,39 @@ func TestGuardHead(t *testing.T) {
 		replaced := c.want != c.ct
 		if rec.Header().Get("Content-Type") != c.want || (rec.Header().Get("Content-Length") == "251778") == replaced {
 			t.Errorf("HEAD, %d %s: got %v, want Content-Type %s", c.status, c.ct, rec.Header(), c.want)
+		}
+	}
+}
+
+// TestRefusedAfterARewrite: a rewrite after the site's guard (rewrite, uri,
+// try_files change the request in place) that builds the path from what
+// the client sent (`rewrite /dl /static/{query.f}`, ?f=.env) is judged
+// again when the response starts: a 404, the file's bytes dropped.
+func TestRefusedAfterARewrite(t *testing.T) {
+	g := &Guard{}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		to         string
+		wantStatus int
+	}{
+		{"/static/.env", 404},
+		{"/static/db.sqlite3", 404},
+		{"/static/app.css", 200},
+	} {
+		rec := httptest.NewRecorder()
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			r.URL.Path = c.to // as Caddy's rewrite does
+			w.Header().Set("Content-Type", "text/plain")
+			_, err := w.Write([]byte("SECRET=x"))
+			return err
+		})
+		if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/dl?f=x", nil), next); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code != c.wantStatus || (c.wantStatus == 404) == strings.Contains(rec.Body.String(), "SECRET") {
+			t.Errorf("rewritten to %s: %d %q, want %d", c.to, rec.Code, rec.Body.String(), c.wantStatus)
 		}
 	}
 }

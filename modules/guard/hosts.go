@@ -83,16 +83,12 @@ func NewAppHosts(patterns []string, source string) *AppHosts {
 // Allows reports whether the app allows the request's Host (host[:port]),
 // matched as Django's validate_host matches it.
 func (a *AppHosts) Allows(hostport string) bool {
-	host := strings.ToLower(hostport)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-		if strings.Contains(h, ":") {
-			host = "[" + h + "]" // Django keeps IPv6 addresses in brackets
-		}
-	}
-	host = strings.TrimSuffix(host, ".")
-	if host == "" {
+	host, ok := requestHost(hostport)
+	if !ok || host == "" {
 		return false
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // Django keeps IPv6 addresses in brackets
 	}
 	for _, p := range a.Patterns {
 		p = strings.ToLower(p)
@@ -102,6 +98,30 @@ func (a *AppHosts) Allows(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// requestHost returns the host of a Host header (host[:port]), in lower
+// case, without its trailing dot and, for an IPv6 address, without its
+// brackets; ok is false for a Host no browser sends and no app should
+// take: a port that is not a number ("good.example:evil.example", which
+// Flask would put in a link as it is), or brackets around something other
+// than an IPv6 address.
+func requestHost(hostport string) (host string, ok bool) {
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
+		host = hostport[1 : len(hostport)-1]
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return "", false
+		}
+	}
+	if strings.HasPrefix(hostport, "[") != strings.Contains(host, ":") {
+		return "", false // brackets are for IPv6 addresses, and IPv6 addresses need them
+	}
+	return strings.ToLower(strings.TrimSuffix(host, ".")), true
 }
 
 // hostSet matches Host headers against the allowed names.
@@ -114,6 +134,9 @@ func newHostSet(hosts []string) (hostSet, error) {
 	s := hostSet{exact: map[string]bool{}}
 	for _, h := range hosts {
 		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1] // an IPv6 address, as requests are compared: "[::1]" is ::1
+		}
 		switch {
 		case h == "" || strings.ContainsAny(h, "/ "):
 			return s, fmt.Errorf("guard: %q is not a host name", h)
@@ -130,11 +153,10 @@ func (s hostSet) allows(hostport string) bool {
 	if len(s.exact) == 0 && len(s.wildcard) == 0 {
 		return true
 	}
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
+	host, ok := requestHost(hostport)
+	if !ok {
+		return false
 	}
-	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
 	if s.exact[host] {
 		return true
 	}

@@ -12,6 +12,8 @@ func TestAppHostsMatchLikeDjango(t *testing.T) {
 		"[::1]": true, "[::1]:2929": true, "192.168.1.5:2929": true, "mixed.example": true,
 		"evil.example": false, "localhost.evil.example": false, "notexample.net": false,
 		"127.0.0.1": false, "[::2]:80": false, "": false, ":2929": false, "192.168.1.50": false,
+		// Django's host_validation_re refuses these too
+		"localhost:evil.example": false, "[localhost]": false, "[localhost]:80": false, "::1": false,
 	} {
 		if got := hosts.Allows(host); got != want {
 			t.Errorf("Allows(%q) = %v, want %v", host, got, want)

@@ -109,20 +109,15 @@ func (g *Guard) refusedPath(p string) string {
 				return "a path that is never served (" + bad + ")"
 			}
 		}
-		for _, pattern := range g.Refuse {
+		for _, pattern := range g.refuse {
 			if ok, _ := path.Match(pattern, seg); ok {
 				return "a path refused by the guard's refuse list"
 			}
 		}
 	}
-	for _, pattern := range g.Refuse {
-		if ok, _ := path.Match(pattern, p); ok {
+	for _, pattern := range g.refuse {
+		if refusedBy(pattern, lower) {
 			return "a path refused by the guard's refuse list"
-		}
-		if lower != p {
-			if ok, _ := path.Match(pattern, lower); ok {
-				return "a path refused by the guard's refuse list"
-			}
 		}
 	}
 	last := strings.TrimRight(lower, "/") // /db.sqlite3/ names the same file
@@ -132,6 +127,31 @@ func (g *Guard) refusedPath(p string) string {
 		}
 	}
 	return ""
+}
+
+// refusedBy reports whether the path p matches pattern (both in lower
+// case), or lies under it when the pattern ends in "/*", as Caddy's path
+// matcher reads a trailing "*": "/static/private/*" refuses
+// /static/private/a/b.txt too, where path.Match's "*" stops at a "/".
+func refusedBy(pattern, p string) bool {
+	if ok, _ := path.Match(pattern, p); ok {
+		return true
+	}
+	dir, ok := strings.CutSuffix(pattern, "/*")
+	if !ok {
+		return false
+	}
+	// p up to the "/" that ends as many segments as dir has
+	want, seen := strings.Count(dir, "/")+1, 0
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			if seen++; seen == want {
+				ok, _ := path.Match(dir, p[:i])
+				return ok
+			}
+		}
+	}
+	return false
 }
 
 // isControl reports whether c is an ASCII control byte.

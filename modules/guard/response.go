@@ -31,6 +31,7 @@ type guardedWriter struct {
 	g            *Guard
 	r            *http.Request
 	serverBefore []string // Caddy's own Server header, before the app ran
+	path, query  string   // the request's path and query when the guard judged it
 
 	wroteHeader bool
 	status      int
@@ -41,7 +42,8 @@ type guardedWriter struct {
 }
 
 func (g *Guard) wrap(w http.ResponseWriter, r *http.Request) *guardedWriter {
-	return &guardedWriter{ResponseWriter: w, g: g, r: r, serverBefore: slices.Clone(w.Header()["Server"])}
+	return &guardedWriter{ResponseWriter: w, g: g, r: r, serverBefore: slices.Clone(w.Header()["Server"]),
+		path: r.URL.Path, query: r.URL.RawQuery}
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
@@ -59,6 +61,17 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	}
 	gw.wroteHeader, gw.status = true, status
 	gw.secureHeaders(gw.Header())
+	if gw.r.URL.Path != gw.path || gw.r.URL.RawQuery != gw.query {
+		// a rewrite after the guard (rewrite, uri, try_files) changed what
+		// is served, from what the client sent (`rewrite /dl /static/{query.f}`
+		// with ?f=.env): judged again
+		if reason := gw.g.refused(gw.r); reason != "" {
+			gw.g.logger.Warn("guard refused a request after a rewrite", zap.String("path", gw.path),
+				zap.String("rewritten_to", gw.r.URL.Path), zap.String("reason", reason))
+			gw.replaceWith(http.StatusNotFound)
+			return
+		}
+	}
 	if status >= 400 && scannable(gw.Header().Get("Content-Type")) {
 		gw.holding, gw.holdLimit = true, gw.g.ScanLimit
 		if len(gw.Header()["Content-Encoding"]) > 0 {
@@ -150,7 +163,6 @@ func (gw *guardedWriter) release() {
 // clients and crawlers still see what happened), a server error becomes a
 // 500.
 func (gw *guardedWriter) replace() {
-	gw.discard = true
 	status := http.StatusInternalServerError
 	if gw.status < 500 {
 		status = gw.status
@@ -158,6 +170,13 @@ func (gw *guardedWriter) replace() {
 			status = http.StatusBadRequest
 		}
 	}
+	gw.replaceWith(status)
+}
+
+// replaceWith sends a plain page of status instead of the response, and
+// drops the rest of it.
+func (gw *guardedWriter) replaceWith(status int) {
+	gw.discard = true
 	h := gw.Header()
 	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Disposition", "Etag", "Last-Modified", "Vary"} {
 		delete(h, k)
