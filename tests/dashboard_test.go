@@ -244,11 +244,31 @@ func TestDashboardChecksHost(t *testing.T) {
 // /status.json shows a secret, though both show the errors.
 func TestDashboardShowsNoCredentials(t *testing.T) {
 	dashPort, appPort, closed, slowPort := freePort(t), freePort(t), freePort(t), freePort(t)
-	secrets := []string{"duck-token-5f0c2a9e", "ip-source-token-77ab31", "django-secret-key-93d1e0", "api-token-c4b8f2", "reset-link-token-6e2f"}
+	secrets := []string{"duck-token-5f0c2a9e", "ip-source-token-77ab31", "django-secret-key-93d1e0", "api-token-c4b8f2", "reset-link-token-6e2f", "db-password-0b7d55"}
+	// a background service whose process ends after a second and whose
+	// replacement's ready command fails, quoting a secret as a settings
+	// module that cannot parse DATABASE_URL does
+	dir := t.TempDir()
+	started, readyScript, runScript := filepath.Join(dir, "started"), filepath.Join(dir, "ready.sh"), filepath.Join(dir, "run.sh")
+	// the first process ends after a second, its replacements run on
+	os.WriteFile(runScript, []byte(fmt.Sprintf("if [ -e %s ]; then exec sleep 600; fi\nsleep 1\n", started)), 0o644)
+	os.WriteFile(readyScript, []byte(fmt.Sprintf(`if [ -e %s ]; then
+	echo 'Traceback (most recent call last):'
+	echo '  File "settings.py", line 3'
+	echo 'ValueError: Port could not be cast to integer value as %s'
+	exit 1
+fi
+touch %s
+`, started, secrets[5], started)), 0o644)
 	startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
 	hearth {
 		dashboard 127.0.0.1:%d
+		service leaky {
+			command sh %s
+			ready command sh %s
+			start_timeout 2s
+		}
 	}
 	ddns {
 		provider duckdns {
@@ -283,12 +303,16 @@ func TestDashboardShowsNoCredentials(t *testing.T) {
 		workers 1
 		guard warn
 	}
-}`, dashPort, secrets[0], closed, closed, secrets[1], appPort, secrets[2], secrets[3], slowPort))
+}`, dashPort, runScript, readyScript, secrets[0], closed, closed, secrets[1], appPort, secrets[2], secrets[3], slowPort))
 	base := fmt.Sprintf("http://127.0.0.1:%d", dashPort)
 	// both records fail: A at the update, AAAA at detection
 	waitFor(t, 30*time.Second, "both DDNS records' errors in /status.json", func() bool {
 		_, body := dashboardGet(t, base+"/status.json", "127.0.0.1")
 		return strings.Count(body, `"last_error"`) == 2 && strings.Contains(body, "203.0.113.81")
+	})
+	waitFor(t, 30*time.Second, "the service's failed restart in /status.json", func() bool {
+		_, body := dashboardGet(t, base+"/status.json", "127.0.0.1")
+		return strings.Count(body, `"last_error"`) == 3 // the two DDNS records' and the service's
 	})
 	// a request in flight whose path holds a secret (a password reset link)
 	go http.Get(fmt.Sprintf("http://127.0.0.1:%d/reset/%s/slow?4", slowPort, secrets[4]))
@@ -307,7 +331,7 @@ func TestDashboardShowsNoCredentials(t *testing.T) {
 		t.Errorf("the dashboard's answers may be kept, framed or leak a referrer: %v", resp.Header)
 	}
 	for what, body := range map[string]string{"/status.json": status, "the page": page} {
-		if !strings.Contains(body, "127.0.0.1:"+fmt.Sprint(closed)) || !strings.Contains(body, "hello") {
+		if !strings.Contains(body, "127.0.0.1:"+fmt.Sprint(closed)) || !strings.Contains(body, "hello") || !strings.Contains(body, "ValueError (the whole error") {
 			t.Errorf("%s does not show the service and the DDNS errors:\n%s", what, truncateString(body, 3000))
 		}
 		for _, secret := range secrets {

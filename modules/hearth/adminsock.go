@@ -85,3 +85,20 @@ func recordAdminEndpoint(ctx caddy.Context) {
 	}
 	SetAdminEndpoint(admin.Elem().FieldByName("Listen").String(), admin.Elem().FieldByName("Disabled").Bool())
 }
+
+// adminOpenToEveryAccount says how Caddy's admin API hands Caddy's
+// privileges to every local account, or "": it listens on TCP (any local
+// process can connect; a POST /load runs any command, as before_start)
+// while Caddy runs as root or may switch users (CAP_SETUID). Hearth's
+// checks of each app (HG-ADMIN-01) cover apps; this covers every other
+// account on the machine, a background service's or job's among them.
+func adminOpenToEveryAccount(listen string, enabled, privileged bool) string {
+	if !enabled || !privileged {
+		return ""
+	}
+	addr, err := caddy.ParseNetworkAddress(listen)
+	if err != nil || addr.IsUnixNetwork() || addr.IsFdNetwork() {
+		return ""
+	}
+	return "Caddy's admin API listens on TCP " + listen + " while Caddy runs as root (or may switch users): every local account, and every service or job running as one, can load a config that runs any command with Caddy's privileges"
+}

@@ -31,3 +31,27 @@ func TestAdminFromContext(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminOpenToEveryAccount: a TCP admin API of a Caddy that runs as
+// root (or may switch users) is a way to root for every local account:
+// said; a unix socket, an admin API turned off, or an unprivileged Caddy
+// is not.
+func TestAdminOpenToEveryAccount(t *testing.T) {
+	for _, c := range []struct {
+		listen              string
+		enabled, privileged bool
+		want                bool
+	}{
+		{"localhost:2019", true, true, true},
+		{"127.0.0.1:2999", true, true, true},
+		{"tcp/[::1]:2019", true, true, true},
+		{"localhost:2019", true, false, false},
+		{"localhost:2019", false, true, false},
+		{"unix//run/caddy/admin.sock|0600", true, true, false},
+		{"fd/3", true, true, false},
+	} {
+		if got := adminOpenToEveryAccount(c.listen, c.enabled, c.privileged) != ""; got != c.want {
+			t.Errorf("%s (enabled %v, privileged %v): %v, want %v", c.listen, c.enabled, c.privileged, got, c.want)
+		}
+	}
+}

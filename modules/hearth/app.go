@@ -28,6 +28,7 @@ import (
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/job"
 	"github.com/hearth-dev/hearth/modules/service"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 func init() {
@@ -277,6 +278,10 @@ func (a *App) Start() error {
 			}
 		}
 		return err
+	}
+	if listen, enabled := AdminEndpoint(); adminOpenToEveryAccount(listen, enabled, supervisor.CanSwitchUsers()) != "" {
+		a.logger.Warn(adminOpenToEveryAccount(listen, enabled, true),
+			zap.String("fix", "put the admin API on a unix socket in a directory only Caddy's user can enter (the unit `caddy hearth systemd` writes sets CADDY_ADMIN=unix//run/caddy/admin.sock|0600 in RuntimeDirectory=caddy, mode 0700), or turn it off with `admin off`"))
 	}
 	a.ddns = findDDNS(a.ctx)
 	a.tellSites()

@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -167,6 +168,13 @@ func (d *dashboard) data() dashboardData {
 	// long each has run, the admin API its path
 	for _, s := range data.Services {
 		dropRequestPaths(s)
+		if pools, ok := s["pools"].([]any); ok {
+			for _, p := range pools {
+				if p, ok := p.(map[string]any); ok {
+					summarizeError(p)
+				}
+			}
+		}
 	}
 	// the page may be open to the LAN: command lines (a password in an
 	// argument) and jobs' output (output_tail, last_error) stay in the
@@ -177,6 +185,7 @@ func (d *dashboard) data() dashboardData {
 			var st map[string]any
 			roundTrip(p.Status(), &st)
 			delete(st, "command")
+			summarizeError(st)
 			data.Background = append(data.Background, st)
 		}
 	}
@@ -223,6 +232,43 @@ func dropRequestPaths(v any) {
 		}
 	}
 }
+
+// summarizeError replaces the last_error of a pool or background service
+// with what the dashboard, which every local account may read, shows of
+// it: the name of the Python exception it ends with, never its message or
+// the output it quotes (a settings module that failed to parse
+// DATABASE_URL quotes the password; a ready command's output may hold
+// anything), and where the whole of it is.
+func summarizeError(status map[string]any) {
+	text, ok := status["last_error"].(string)
+	if !ok || text == "" {
+		return
+	}
+	const where = " (the whole error: caddy hearth status, the admin API, or Caddy's log)"
+	if name := pythonException(text); name != "" {
+		status["last_error"] = name + where
+		return
+	}
+	status["last_error"] = "failed" + where
+}
+
+// pythonException is the exception's name on the last line of a Python
+// traceback in text ("ValueError" of "ValueError: invalid literal…"), or "".
+func pythonException(text string) string {
+	lines := strings.Split(strings.TrimRight(text, "\n "), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	if !strings.Contains(text, "Traceback (most recent call last)") {
+		return ""
+	}
+	name, _, _ := strings.Cut(last, ":")
+	if m := exceptionName.FindString(name); m == name {
+		return name
+	}
+	return ""
+}
+
+// exceptionName matches a Python exception's (dotted) class name.
+var exceptionName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
 
 // roundTrip converts v to generic JSON data in dst.
 func roundTrip(v, dst any) {

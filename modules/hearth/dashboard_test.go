@@ -57,3 +57,22 @@ func TestDashboardHostCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestSummarizeError: the dashboard shows of a pool's or background
+// service's last error the exception's name, never its message.
+func TestSummarizeError(t *testing.T) {
+	const where = " (the whole error: caddy hearth status, the admin API, or Caddy's log)"
+	for in, want := range map[string]string{
+		"worker failed to start:\nTraceback (most recent call last):\n  File \"settings.py\", line 3\nValueError: Port could not be cast to integer value as 's3cr3t'\n": "ValueError" + where,
+		"Traceback (most recent call last):\n  File \"x\"\ndjango.core.exceptions.ImproperlyConfigured: DATABASE_URL=postgres://u:s3cr3t@db\n":                           "django.core.exceptions.ImproperlyConfigured" + where,
+		"ready command failed: token=s3cr3t":                                "failed" + where,
+		"Traceback (most recent call last):\n  File \"x\"\nmy s3cr3t: boom": "failed" + where,
+		"": "",
+	} {
+		st := map[string]any{"last_error": in}
+		summarizeError(st)
+		if got, _ := st["last_error"].(string); got != want {
+			t.Errorf("summarizeError(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
