@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -53,7 +54,9 @@ func ReadProc(pid int, name string) ([]byte, error) {
 
 // readAs reads path with the file-system identity of cred (asAccount).
 func readAs(path string, cred *syscall.Credential) (data []byte, err error) {
-	asAccount(cred, func() { data, err = os.ReadFile(path) })
+	if serr := asAccount(cred, func() { data, err = os.ReadFile(path) }); serr != nil {
+		return nil, serr
+	}
 	return data, err
 }
 
@@ -63,19 +66,33 @@ func readAs(path string, cred *syscall.Credential) (data []byte, err error) {
 // and then discards the thread: the switch never reaches other code.
 // Switching the file-system uid away from 0 also drops root's power over
 // file permissions on that thread. Caddy must be root or hold CAP_SETUID
-// and CAP_SETGID (CanSwitchUsers).
-func asAccount(cred *syscall.Credential, f func()) {
-	done := make(chan struct{})
+// and CAP_SETGID (CanSwitchUsers); f does not run, and the error says
+// why, when the thread could not take that identity.
+func asAccount(cred *syscall.Credential, f func()) error {
+	done := make(chan error, 1)
 	go func() {
-		defer close(done)
 		// never unlocked: the thread exits with this goroutine
 		runtime.LockOSThread()
 		// x/sys's Setgroups changes this thread's groups alone (the
 		// syscall package's changes every thread's)
-		_ = unix.Setgroups([]int{int(cred.Gid)})
-		syscall.Setfsgid(int(cred.Gid))
-		syscall.Setfsuid(int(cred.Uid))
+		if err := unix.Setgroups([]int{int(cred.Gid)}); err != nil {
+			done <- fmt.Errorf("taking the groups of uid %d: %w", cred.Uid, err)
+			return
+		}
+		unix.Setfsgid(int(cred.Gid))
+		unix.Setfsuid(int(cred.Uid))
+		// setfsuid and setfsgid answer with the previous value, never an
+		// error: asked again, they tell whether the switch took
+		if prev, _ := unix.SetfsuidRetUid(int(cred.Uid)); prev != int(cred.Uid) {
+			done <- fmt.Errorf("could not take the file-system uid %d (it is %d)", cred.Uid, prev)
+			return
+		}
+		if prev, _ := unix.SetfsgidRetGid(int(cred.Gid)); prev != int(cred.Gid) {
+			done <- fmt.Errorf("could not take the file-system gid %d (it is %d)", cred.Gid, prev)
+			return
+		}
 		f()
+		done <- nil
 	}()
-	<-done
+	return <-done
 }

@@ -48,7 +48,9 @@ func readEnvData(path string, as *syscall.Credential) ([]byte, error) {
 	read := func() { data, err = readRegularFile(path, maxEnvFile) }
 	switch {
 	case as != nil && (int(as.Uid) != os.Geteuid() || int(as.Gid) != os.Getegid()) && CanSwitchUsers():
-		asAccount(as, read)
+		if serr := asAccount(as, read); serr != nil {
+			return nil, fmt.Errorf("env_file %s: reading it as the account the processes run as: %w", path, serr)
+		}
 	default:
 		read()
 	}
