@@ -105,6 +105,13 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 				out = append(out, configuredPool{name: spec.Name, err: err})
 				continue
 			}
+			// the environment of the account the command runs as (--user
+			// when the block names none): its env_file read with that
+			// account's rights, its HOME, USER and LOGNAME
+			if err := h.PoolConfig.reresolveAs(spec); err != nil {
+				out = append(out, configuredPool{name: spec.Name, err: err})
+				continue
+			}
 			a := newApp(spec, zap.NewNop())
 			a.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
 			a.site.ServerPorts = serverPorts

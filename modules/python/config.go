@@ -554,6 +554,23 @@ func (c PoolConfig) environment(dir string, cred *syscall.Credential) ([]string,
 	return append(env, "PYTHONUNBUFFERED=1"), nil
 }
 
+// reresolveAs rebuilds what resolve derived from the account (the
+// environment, env_file read with the account's rights, and the names it
+// sets) for spec.Credential, the account a command beside the config runs
+// as (nil: this process's own), which may differ from the block's.
+func (c PoolConfig) reresolveAs(s *poolSpec) error {
+	env, err := c.environment(s.Dir, s.Credential)
+	if err != nil {
+		return err
+	}
+	explicit, err := c.explicitNames(s.Dir, s.Credential)
+	if err != nil {
+		return err
+	}
+	s.Env, s.Explicit = env, explicit
+	return nil
+}
+
 // explicitNames lists the variables env, env_file and env_inherit set;
 // the env_file is read as cred, the account the workers run as.
 func (c PoolConfig) explicitNames(dir string, cred *syscall.Credential) ([]string, error) {

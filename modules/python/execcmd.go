@@ -197,8 +197,10 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 		return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", spec.Name)
 	case asRoot && given == nil:
 		return nil, fmt.Errorf("app %s's block names user %s: as root, confirm the account its code runs as with `--user %s` (the config may be in the app's directory, where the app's account could change it)", spec.Name, accountName(cred.Uid), accountName(cred.Uid))
-	case asRoot && cred != nil && (given.Uid != cred.Uid || strings.Contains(account, ":") && given.Gid != cred.Gid):
-		return nil, fmt.Errorf("app %s's block names user %s (uid %d, gid %d), not --user %s (uid %d, gid %d): refused, as the config may have been changed by the app's account; check the config, then pass the account it should name", spec.Name, accountName(cred.Uid), cred.Uid, cred.Gid, account, given.Uid, given.Gid)
+	case asRoot && cred != nil && (given.Uid != cred.Uid || given.Gid != cred.Gid):
+		// the group too: a block changed to `group docker` (or shadow,
+		// disk) would give the app's code that group's rights
+		return nil, fmt.Errorf("app %s's block names user %s with gid %d, not --user %s (uid %d, gid %d): refused, as the config may have been changed by the app's account; check the config, then pass the account and group it should name (`--user %s:<group>` when its block sets a group)", spec.Name, accountName(cred.Uid), cred.Gid, account, given.Uid, given.Gid, accountName(cred.Uid))
 	case cred == nil:
 		cred = given
 	}

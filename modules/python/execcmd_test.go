@@ -1,7 +1,9 @@
 package python
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +37,8 @@ func TestCommandCredential(t *testing.T) {
 	// config changed to another account, or to root, is refused
 	nobody := &poolSpec{Options: engine.Options{Name: "mysite"}}
 	nobody.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	nobodyRootGroup := &poolSpec{Options: engine.Options{Name: "mysite"}} // user nobody, group root
+	nobodyRootGroup.Credential = &syscall.Credential{Uid: 65534, Gid: 0}
 	rootDaemon := &poolSpec{Options: engine.Options{Name: "mysite"}} // user root, group daemon, allow_root
 	rootDaemon.Credential = &syscall.Credential{Uid: 0, Gid: 1}
 	for _, c := range []struct {
@@ -47,8 +51,11 @@ func TestCommandCredential(t *testing.T) {
 		{nobody, "nobody", 65534, ""},
 		{nobody, "root", -1, "not --user root"},
 		{nobody, "nobody:root", -1, "not --user nobody:root"},
+		{nobodyRootGroup, "nobody", -1, "with gid 0, not --user nobody"}, // a block changed to group root (or docker, shadow)
+		{nobodyRootGroup, "nobody:root", 65534, ""},
 		{rootDaemon, "nobody", -1, "names user root"},
-		{rootDaemon, "root", 0, ""},
+		{rootDaemon, "root:daemon", 0, ""},
+		{rootDaemon, "root", -1, "with gid 1"},
 	} {
 		cred, err := commandCredential(c.spec, c.account)
 		switch {
@@ -57,5 +64,47 @@ func TestCommandCredential(t *testing.T) {
 		case c.uid >= 0 && (err != nil || cred == nil || int64(cred.Uid) != c.uid):
 			t.Errorf("block uid %d, --user %q: %+v %v; want uid %d", c.spec.Credential.Uid, c.account, cred, err, c.uid)
 		}
+	}
+}
+
+// TestCommandEnvFileAsTheAccount: `sudo caddy hearth manage --user nobody`
+// for a block without `user` reads the app's env_file as nobody, not as
+// root: a .env the app's account linked to root's secrets is refused, and
+// the environment is nobody's (HOME, USER), not root's.
+func TestCommandEnvFileAsTheAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("as root")
+	}
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	secret := filepath.Join(base, "caddy.env")
+	os.WriteFile(secret, []byte("DDNS_TSIG_KEY=root-only-secret\n"), 0o600)
+	app := filepath.Join(base, "app")
+	os.Mkdir(app, 0o755)
+	os.Chown(app, 65534, 65534)
+	os.WriteFile(filepath.Join(app, "wsgi.py"), []byte("def application(e, s): pass\n"), 0o644)
+	config := func(envFile string) []byte {
+		return []byte(fmt.Sprintf(`{"apps": {"http": {"servers": {"s": {"listen": [":0"], "routes": [{"handle": [
+			{"handler": "wsgi", "app": "wsgi:application", "dir": %q, "python": "/usr/bin/python3", "env_file": %q}]}]}}}}}`, app, envFile))
+	}
+	os.Symlink(secret, filepath.Join(app, ".env"))
+	pools, err := configuredPools(config(".env"), "nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pools) != 1 || pools[0].err == nil || !strings.Contains(pools[0].err.Error(), "cannot read it") {
+		t.Fatalf("a .env linked to root's file, read for --user nobody: %+v", pools)
+	}
+	own := filepath.Join(app, "own.env")
+	os.WriteFile(own, []byte("DATABASE_PASSWORD=the-apps-own\n"), 0o600)
+	os.Chown(own, 65534, 65534)
+	pools, err = configuredPools(config("own.env"), "nobody")
+	if err != nil || len(pools) != 1 || pools[0].err != nil {
+		t.Fatalf("the app's own env_file, --user nobody: %v %+v", err, pools)
+	}
+	env := strings.Join(pools[0].app.spec.Env, "\n")
+	if !strings.Contains(env, "DATABASE_PASSWORD=the-apps-own") || !strings.Contains(env, "USER=nobody") || strings.Contains(env, "HOME=/root") {
+		t.Errorf("the environment for --user nobody:\n%s", env)
 	}
 }
