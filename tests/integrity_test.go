@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"golang.org/x/net/http2"
 )
 
@@ -321,10 +322,13 @@ func TestAbsoluteFormTarget(t *testing.T) {
 // mails, and take its word for its address); from a proxy in Caddy's
 // trusted_proxies they do, as before.
 func TestProxyHeadersFromClients(t *testing.T) {
-	plain, trusting := freePort(t), freePort(t)
+	plain, trusting, plainWS, trustingWS := freePort(t), freePort(t), freePort(t), freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
 	servers 127.0.0.1:%[2]d {
+		trusted_proxies static 127.0.0.1/32
+	}
+	servers 127.0.0.1:%[4]d {
 		trusted_proxies static 127.0.0.1/32
 	}
 }
@@ -343,7 +347,30 @@ http://127.0.0.1:%[2]d {
 		python {PYTHON}
 		workers 1
 	}
-}`, plain, trusting))
+}
+http://127.0.0.1:%[3]d {
+	bind 127.0.0.1
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+http://127.0.0.1:%[4]d {
+	bind 127.0.0.1
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, plain, trusting, plainWS, trustingWS))
+	proxyHeaders := http.Header{}
+	proxyHeaders.Set("X-Forwarded-Host", "evil.example")
+	proxyHeaders.Set("X-Forwarded-Proto", "https")
+	proxyHeaders.Set("X-Forwarded-For", "10.9.9.9")
+	proxyHeaders.Set("X-Forwarded-Prefix", "/evil")
+	proxyHeaders.Set("Forwarded", "host=evil.example;proto=https")
+	proxyHeaders.Set("X-Real-IP", "10.9.9.9")
 	for _, tc := range []struct {
 		port               int
 		link, remote, seen string
@@ -352,12 +379,7 @@ http://127.0.0.1:%[2]d {
 		{trusting, "https://evil.example/reset?token=TOKEN", "10.9.9.9", "[HTTP_FORWARDED HTTP_X_FORWARDED_FOR HTTP_X_FORWARDED_HOST HTTP_X_FORWARDED_PREFIX HTTP_X_FORWARDED_PROTO HTTP_X_REAL_IP]"},
 	} {
 		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/reset", tc.port), nil)
-		req.Header.Set("X-Forwarded-Host", "evil.example")
-		req.Header.Set("X-Forwarded-Proto", "https")
-		req.Header.Set("X-Forwarded-For", "10.9.9.9")
-		req.Header.Set("X-Forwarded-Prefix", "/evil")
-		req.Header.Set("Forwarded", "host=evil.example;proto=https")
-		req.Header.Set("X-Real-IP", "10.9.9.9")
+		req.Header = proxyHeaders.Clone()
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -374,6 +396,21 @@ http://127.0.0.1:%[2]d {
 		}
 		if got.Link != tc.link || got.RemoteAddr != tc.remote || fmt.Sprint(got.ProxyHeaders) != tc.seen {
 			t.Errorf("port %d: the app made %q for %s and saw %v; want %q for %s and %s", tc.port, got.Link, got.RemoteAddr, got.ProxyHeaders, tc.link, tc.remote, tc.seen)
+		}
+	}
+	// WebSocket openings follow the same rule
+	for port, want := range map[int]string{plainWS: "", trustingWS: "forwarded x-forwarded-for x-forwarded-host x-forwarded-prefix x-forwarded-proto x-real-ip"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ws, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/proxy-headers", port), &websocket.DialOptions{HTTPHeader: proxyHeaders.Clone()})
+		if err != nil {
+			cancel()
+			t.Fatalf("WebSocket to port %d: %v\n%s", port, err, tail(c.log.String(), 20))
+		}
+		_, msg, err := ws.Read(ctx)
+		ws.CloseNow()
+		cancel()
+		if err != nil || string(msg) != want {
+			t.Errorf("WebSocket opening on port %d: the app saw %q (%v), want %q", port, msg, err, want)
 		}
 	}
 }

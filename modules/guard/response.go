@@ -61,11 +61,21 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	}
 	gw.wroteHeader, gw.status = true, status
 	gw.secureHeaders(gw.Header())
-	if gw.r.URL.Path != gw.path || gw.r.URL.RawQuery != gw.query {
-		// a rewrite after the guard (rewrite, uri, try_files) changed what
-		// is served, from what the client sent (`rewrite /dl /static/{query.f}`
-		// with ?f=.env): judged again
-		if reason := gw.g.refused(gw.r); reason != "" {
+	// a rewrite after the guard (rewrite, uri, try_files) changed what is
+	// served, from what the client sent (`rewrite /dl /static/{query.f}`
+	// with ?f=.env): judged again. A path that only lost a prefix (the
+	// strip of handle_path) was judged whole already: every segment and
+	// suffix rule applied to it, and the rules for the site's own paths
+	// (/console) do not apply to what is left (/static/console/app.js).
+	pathChanged := gw.r.URL.Path != gw.path && !strings.HasSuffix(gw.path, gw.r.URL.Path)
+	if pathChanged || gw.r.URL.RawQuery != gw.query {
+		reason := ""
+		if pathChanged {
+			reason = gw.g.refused(gw.r)
+		} else if debuggerQuery(gw.r.URL.RawQuery) {
+			reason = "a Werkzeug debugger request"
+		}
+		if reason != "" {
 			gw.g.logger.Warn("guard refused a request after a rewrite", zap.String("path", gw.path),
 				zap.String("rewritten_to", gw.r.URL.Path), zap.String("reason", reason))
 			gw.replaceWith(http.StatusNotFound)
@@ -178,7 +188,7 @@ func (gw *guardedWriter) replace() {
 func (gw *guardedWriter) replaceWith(status int) {
 	gw.discard = true
 	h := gw.Header()
-	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Disposition", "Etag", "Last-Modified", "Vary"} {
+	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Disposition", "Content-Range", "Accept-Ranges", "Etag", "Last-Modified", "Vary"} {
 		delete(h, k)
 	}
 	body := []byte(http.StatusText(status) + "\n")

@@ -252,17 +252,38 @@ func summarizeError(status map[string]any) {
 	status["last_error"] = "failed" + where
 }
 
-// pythonException is the exception's name on the last line of a Python
-// traceback in text ("ValueError" of "ValueError: invalid literal…"), or "".
+// pythonException is the name of the exception a Python traceback in text
+// ends with ("ValueError" of "ValueError: invalid literal…"), or "": the
+// first line not indented after the last "Traceback (most recent call
+// last):" (its frames and source lines are indented). A message of several
+// lines never counts: only that first line's part before ":" is looked at,
+// and only when it is a (dotted) name.
 func pythonException(text string) string {
-	lines := strings.Split(strings.TrimRight(text, "\n "), "\n")
-	last := strings.TrimSpace(lines[len(lines)-1])
-	if !strings.Contains(text, "Traceback (most recent call last)") {
+	i := strings.LastIndex(text, "Traceback (most recent call last)")
+	if i < 0 {
 		return ""
 	}
-	name, _, _ := strings.Cut(last, ":")
-	if m := exceptionName.FindString(name); m == name {
-		return name
+	rest := text[i:]
+	if j := strings.IndexByte(rest, '\n'); j >= 0 {
+		rest = rest[j+1:]
+	} else {
+		return ""
+	}
+	for rest != "" {
+		line := rest
+		if j := strings.IndexByte(rest, '\n'); j >= 0 {
+			line, rest = rest[:j], rest[j+1:]
+		} else {
+			rest = ""
+		}
+		if line == "" || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		name, _, _ := strings.Cut(line, ":")
+		if exceptionName.MatchString(name) {
+			return name
+		}
+		return ""
 	}
 	return ""
 }

@@ -68,6 +68,11 @@ func TestSummarizeError(t *testing.T) {
 		"ready command failed: token=s3cr3t":                                "failed" + where,
 		"Traceback (most recent call last):\n  File \"x\"\nmy s3cr3t: boom": "failed" + where,
 		"": "",
+		// a message of several lines: its last line is not the exception's name
+		"Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad URL\nHunter2_s3cr3t_Pa55word\n": "ValueError" + where,
+		"Traceback (most recent call last):\n  File \"x\"\nKeyError\n":                                             "KeyError" + where,
+		// chained: the last traceback's exception
+		"Traceback (most recent call last):\n  File \"a\"\nOSError: x\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"b\"\nRuntimeError: y s3cr3t\n": "RuntimeError" + where,
 	} {
 		st := map[string]any{"last_error": in}
 		summarizeError(st)

@@ -376,6 +376,22 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		}
 	})
 
+	t.Run("a partial copy a killed run left is removed", func(t *testing.T) {
+		to := owned(filepath.Join(base, "partial-copies"))
+		stale := filepath.Join(to, ".app-20261202T000000000Z.sqlite3.partial")
+		os.WriteFile(stale, []byte("half a database"), 0o600)
+		os.Chown(stale, appUID, appUID)
+		spec, err := (&BackupConfig{Name: "app", Path: appDB, To: to}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := runBackup(t, spec, "")
+		copies, _ := filepath.Glob(filepath.Join(to, "app-*.sqlite3"))
+		if _, err := os.Lstat(stale); err == nil || run.Result != OK || len(copies) != 1 {
+			t.Errorf("%s %q: the stale partial copy is still there, or no copy was made (%v)", run.Result, run.Output, copies)
+		}
+	})
+
 	t.Run("a restore of a copy the account cannot read", func(t *testing.T) {
 		to := owned(filepath.Join(base, "unreadable-copies"))
 		copied := filepath.Join(to, "app-20261202T000000000Z.sqlite3")

@@ -292,6 +292,21 @@ def restore(name, to, source, copy):
     print(json.dumps({'restored': copy, 'into': source, 'kept_aside': aside}))
 
 
+def remove_partials(fd, name):
+    """Removes what a run that was killed (its timeout) left in the backup
+    directory: its partial copy, a regular file under the name only a
+    run of this backup makes. Never pruned with the copies otherwise, each
+    is a whole database copy."""
+    pattern = re.compile(r'^\.%s-\d{8}T\d{9}Z\.sqlite3\.partial$' % re.escape(name))
+    for entry in os.listdir(fd):
+        if pattern.match(entry):
+            try:
+                if stat.S_ISREG(os.lstat(entry, dir_fd=fd).st_mode):
+                    os.unlink(entry, dir_fd=fd)
+            except OSError:
+                pass
+
+
 def stamp():
     now = time.time()
     return time.strftime('%Y%m%dT%H%M%S', time.gmtime(now)) + '%03dZ' % (int(now * 1000) % 1000)
@@ -311,6 +326,7 @@ def main():
     if not os.path.isfile(source):
         fail('the database %s does not exist (yet): nothing to back up' % source)
     fd = open_destination(to)
+    remove_partials(fd, name)
     when = stamp()
     final_name = '%s-%s.sqlite3' % (name, when)
     partial_name = '.%s-%s.sqlite3.partial' % (name, when)
@@ -318,14 +334,21 @@ def main():
     if check != [('ok',)]:
         os.unlink(partial_name, dir_fd=fd)
         fail('the copy of %s failed PRAGMA integrity_check: %s' % (source, '; '.join(r[0] for r in check[:5])))
-    copy = os.open(partial_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
     try:
-        os.fsync(copy)
-        size = os.fstat(copy).st_size
-    finally:
-        os.close(copy)
-    os.rename(partial_name, final_name, src_dir_fd=fd, dst_dir_fd=fd)
-    os.fsync(fd)
+        copy = os.open(partial_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            os.fsync(copy)
+            size = os.fstat(copy).st_size
+        finally:
+            os.close(copy)
+        os.rename(partial_name, final_name, src_dir_fd=fd, dst_dir_fd=fd)
+        os.fsync(fd)
+    except OSError as e:
+        try:
+            os.unlink(partial_name, dir_fd=fd)
+        except OSError:
+            pass
+        fail('cannot keep the copy of %s in %s as uid %d: %s' % (source, to, os.geteuid(), e))
     pattern = re.compile(r'^%s-\d{8}T\d{9}Z\.sqlite3$' % re.escape(name))
     copies = sorted(f for f in os.listdir(fd) if pattern.match(f))
     removed = []

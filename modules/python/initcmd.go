@@ -193,29 +193,36 @@ func imports(python, module string, as *syscall.Credential) bool {
 }
 
 // probeAccount is the account init, run as root, runs a venv's
-// interpreter as: the owner of the first of paths (the project, then the
-// venv) that root does not own, with that account's group (nil: root,
-// when root owns them all, or when init does not run as root). That
-// account can change the venv (its python, a .pth file in site-packages):
-// root running it would run that account's code.
+// interpreter as: never root. The owner of the first of paths (the
+// project, then the venv) that root does not own, with that account's
+// group; nobody when root owns them all (a name below them may still be
+// another account's: a venv's bin or site-packages). Whoever can change
+// the venv (its python, a .pth file in site-packages) would have root run
+// its code. nil when init does not run as root.
 func probeAccount(paths ...string) *syscall.Credential {
 	if os.Geteuid() != 0 {
 		return nil
 	}
+	uid := uint32(65534) // nobody
+	if u, err := user.Lookup("nobody"); err == nil {
+		if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+			uid = uint32(n)
+		}
+	}
 	for _, path := range paths {
 		var st syscall.Stat_t
-		if err := syscall.Lstat(path, &st); err != nil || st.Uid == 0 {
-			continue
+		if err := syscall.Lstat(path, &st); err == nil && st.Uid != 0 {
+			uid = st.Uid
+			break
 		}
-		gid := uint32(65534) // nogroup, for an owner without an account
-		if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
-			if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
-				gid = uint32(g)
-			}
-		}
-		return &syscall.Credential{Uid: st.Uid, Gid: gid, Groups: []uint32{}}
 	}
-	return nil
+	gid := uint32(65534) // nogroup, for an owner without an account
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+			gid = uint32(g)
+		}
+	}
+	return &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 }
 
 // initProject writes dir/Caddyfile for the project found there.

@@ -49,3 +49,19 @@ func TestInitProbesAVenvAsItsOwner(t *testing.T) {
 		t.Errorf("the venv's python ran as uid %s, want the project's owner, 65534", got)
 	}
 }
+
+// TestInitNeverProbesAsRoot: a venv in a project root owns is still run as
+// nobody, not root: a name below (bin, site-packages) may be another
+// account's.
+func TestInitNeverProbesAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("init as root")
+	}
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	cred := probeAccount(base, filepath.Join(base, ".venv"))
+	if cred == nil || cred.Uid == 0 {
+		t.Fatalf("probeAccount of root's project: %+v, want nobody", cred)
+	}
+}

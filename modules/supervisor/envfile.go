@@ -6,9 +6,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxEnvFile bounds an env_file: a dotenv file is a few kilobytes.
@@ -63,7 +66,13 @@ func readEnvData(path string, as *syscall.Credential) ([]byte, error) {
 		if a, err := lookupAccount(who); err == nil && a.name != "" {
 			who = a.name
 		}
-		return nil, fmt.Errorf("env_file %s: %s, the account the processes run as, cannot read it (%w): Hearth reads it as that account, which gets its values anyway, so that a link cannot hand it a file it could not read; make it that account's: chown %s %s && chmod 600 %s",
+		if target, lerr := filepath.EvalSymlinks(path); lerr == nil && target != path {
+			// never advise a chown through a link: it would give the
+			// account whatever file the link leads to
+			return nil, fmt.Errorf("env_file %s leads to %s, which %s, the account the processes run as, cannot read (%w): Hearth reads it as that account, so that a link cannot hand it a file it could not read; if that file is meant for this app, give the app a file of its own (not a link) that %s owns, mode 600",
+				path, target, who, err, who)
+		}
+		return nil, fmt.Errorf("env_file %s: %s, the account the processes run as, cannot read it (%w): Hearth reads it as that account, which gets its values anyway; make it that account's (chown %s %s && chmod 600 %s), and the directories above it enterable by it",
 			path, who, err, who, path, path)
 	case errors.As(err, &notRegular):
 		return nil, fmt.Errorf("env_file %s is %s, not a file: give a file of KEY=value lines", path, notRegular.what)
@@ -81,26 +90,34 @@ type notRegularError struct{ what string }
 
 func (e *notRegularError) Error() string { return "not a regular file: " + e.what }
 
-// readRegularFile reads the regular file at path, at most limit bytes. It
-// opens without blocking (a FIFO with no writer would block the open
-// forever) and refuses anything else: a FIFO, a device, a directory.
+// readRegularFile reads the regular file at path, at most limit bytes,
+// and refuses anything else (a FIFO, a device, a directory) before opening
+// it for reading: opening a device can act (a watchdog is armed, a tape
+// rewound), and a FIFO with no writer blocks the open for good. It looks
+// at the file through an O_PATH descriptor first, then reopens that same
+// file (/proc/self/fd) for reading, with the permission checks of a read.
 func readRegularFile(path string, limit int64) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	pfd, err := syscall.Open(path, unix.O_PATH|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(pfd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(pfd, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if mode := st.Mode & syscall.S_IFMT; mode != syscall.S_IFREG {
+		return nil, &notRegularError{what: fileKind(mode)}
+	}
+	if st.Size > limit {
+		return nil, errTooLarge
+	}
+	fd, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(pfd), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, &notRegularError{what: fileKind(info.Mode())}
-	}
-	if info.Size() > limit {
-		return nil, errTooLarge
-	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err == nil && int64(len(data)) > limit {
 		return nil, errTooLarge
@@ -108,16 +125,17 @@ func readRegularFile(path string, limit int64) ([]byte, error) {
 	return data, err
 }
 
-// fileKind names the kind of file mode is, for messages.
-func fileKind(mode fs.FileMode) string {
-	switch {
-	case mode.IsDir():
+// fileKind names the kind of file a stat mode (S_IFMT bits) is, for
+// messages.
+func fileKind(mode uint32) string {
+	switch mode {
+	case syscall.S_IFDIR:
 		return "a directory"
-	case mode&fs.ModeNamedPipe != 0:
+	case syscall.S_IFIFO:
 		return "a named pipe (FIFO)"
-	case mode&fs.ModeSocket != 0:
+	case syscall.S_IFSOCK:
 		return "a socket"
-	case mode&fs.ModeDevice != 0:
+	case syscall.S_IFCHR, syscall.S_IFBLK:
 		return "a device"
 	}
 	return "not a regular file"

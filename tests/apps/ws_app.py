@@ -50,5 +50,13 @@ async def refuse(ws):
     await ws.close(code=1008)
 
 
+async def proxy_headers(ws):
+    """Sends the names of the proxy headers the opening carried, then closes."""
+    await ws.accept()
+    names = sorted(k.decode() for k, _ in ws.scope['headers'] if k.startswith((b'x-forwarded', b'forwarded', b'x-real-ip')))
+    await ws.send_text(' '.join(names))
+    await ws.close()
+
+
 app = Starlette(routes=[WebSocketRoute('/echo', echo), WebSocketRoute('/broadcast', broadcast),
-                        WebSocketRoute('/refuse', refuse)])
+                        WebSocketRoute('/refuse', refuse), WebSocketRoute('/proxy-headers', proxy_headers)])

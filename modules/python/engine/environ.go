@@ -191,11 +191,20 @@ func appendEnviron(dst []byte, r *http.Request, rq *Request) ([]byte, int) {
 	return dst, pairs
 }
 
-// proxyHeader reports whether the header is one a proxy sets to tell the
-// server behind it about the request (canonical names): only a trusted
-// proxy's reach the app.
+// proxyHeader reports whether the header is one a proxy or CDN sets to
+// tell the server behind it about the request (canonical names), which
+// frameworks and their add-ons read for the client's address, the scheme
+// or the host (Django's SECURE_PROXY_SSL_HEADER, django-ipware): only a
+// trusted proxy's reach the app.
 func proxyHeader(name string) bool {
-	return strings.HasPrefix(name, "X-Forwarded-") || name == "Forwarded" || name == "X-Real-Ip"
+	return strings.HasPrefix(name, "X-Forwarded") || proxyHeaders[name]
+}
+
+// proxyHeaders are the proxy headers proxyHeader knows beyond X-Forwarded*.
+var proxyHeaders = map[string]bool{
+	"Forwarded": true, "X-Real-Ip": true, "X-Client-Ip": true, "True-Client-Ip": true, "Cf-Connecting-Ip": true,
+	"X-Cluster-Client-Ip": true, "Fastly-Client-Ip": true, "X-Scheme": true, "X-Url-Scheme": true,
+	"Front-End-Https": true, "X-Original-Host": true, "X-Host": true,
 }
 
 // serverAddress returns SERVER_NAME (the requested host) and SERVER_PORT

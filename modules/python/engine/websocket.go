@@ -47,7 +47,9 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		return nil
 	}
 	sid := p.nextStream.Add(1)
-	head, err := appendRequestHead(make([]byte, protocol.HeaderSize, 2048), r, &Request{ScriptName: rq.ScriptName, ClientIP: rq.ClientIP}, "hearth.websocket", "1")
+	opening := *rq // all the request's facts (a field added later included), and no body
+	opening.Body = nil
+	head, err := appendRequestHead(make([]byte, protocol.HeaderSize, 2048), r, &opening, "hearth.websocket", "1")
 	if err != nil {
 		return err
 	}
