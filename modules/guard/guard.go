@@ -101,6 +101,9 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 		if _, err := path.Match(p, "x"); err != nil {
 			return fmt.Errorf("guard: refuse pattern %q: %w", p, err)
 		}
+		if strings.Contains(p, "/") && !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("guard: refuse pattern %q would never match: a pattern is matched against the whole path, which starts with /, or against one segment, which has no /; write /%s or a pattern of one segment", p, p)
+		}
 		g.refuse = append(g.refuse, strings.ToLower(p))
 	}
 	hosts, err := newHostSet(g.Hosts)

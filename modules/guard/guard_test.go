@@ -48,6 +48,17 @@ func TestHostSet(t *testing.T) {
 	}
 }
 
+func TestRefusePatternThatNeverMatches(t *testing.T) {
+	for _, p := range []string{"static/private/*", "a/b"} {
+		if err := (&Guard{Refuse: []string{p}}).Prepare(zap.NewNop()); err == nil || !strings.Contains(err.Error(), "would never match") {
+			t.Errorf("refuse %s: %v", p, err)
+		}
+	}
+	if err := (&Guard{Refuse: []string{"/static/private/*", "*.zip", "secret"}}).Prepare(zap.NewNop()); err != nil {
+		t.Errorf("patterns that match: %v", err)
+	}
+}
+
 func TestRefused(t *testing.T) {
 	g := &Guard{Refuse: []string{"/private/*", "*.bak", "*.ZIP", "/users/*/secret/*"}}
 	if err := g.Prepare(zap.NewNop()); err != nil {
