@@ -170,16 +170,21 @@ var (
 // decoded query and path, in every reading an app or a file system may make
 // of them (see refuse.go). It runs on every request, so it does not
 // allocate for the requests it lets through, unless their path is odd.
-func (g *Guard) refused(r *http.Request) string {
+func (g *Guard) refused(r *http.Request) string { return g.refusedAs(r, true) }
+
+// refusedAs is refused; sitePaths says whether the rules for the site's
+// own paths apply (/console): not to what is left of a path a strip
+// (handle_path) took a prefix off, which names a file, not a page.
+func (g *Guard) refusedAs(r *http.Request, sitePaths bool) string {
 	if debuggerQuery(r.URL.RawQuery) {
 		return "a Werkzeug debugger request"
 	}
 	p := r.URL.Path
-	if reason := g.refusedPath(p); reason != "" || !oddPath(p) {
+	if reason := g.refusedPath(p, sitePaths); reason != "" || !oddPath(p) {
 		return reason
 	}
 	for _, reading := range pathReadings(p) {
-		if reason := g.refusedPath(reading); reason != "" {
+		if reason := g.refusedPath(reading, sitePaths); reason != "" {
 			return reason
 		}
 	}

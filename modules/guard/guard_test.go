@@ -455,7 +455,7 @@ func TestGuardHead(t *testing.T) {
 // the client sent (`rewrite /dl /static/{query.f}`, ?f=.env) is judged
 // again when the response starts: a 404, the file's bytes dropped.
 func TestRefusedAfterARewrite(t *testing.T) {
-	g := &Guard{}
+	g := &Guard{Refuse: []string{"/static/private/*"}}
 	if err := g.Prepare(zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
@@ -463,6 +463,10 @@ func TestRefusedAfterARewrite(t *testing.T) {
 		from, to   string
 		wantStatus int
 	}{
+		// a rewrite whose result the client made a suffix of its path
+		// (rewrite * /static/{query.f}) is still judged by the refuse list
+		{"/zz/static/private/key.pem?f=private/key.pem", "/static/private/key.pem", 404},
+		{"/dl?f=private/key.pem", "/static/private/key.pem", 404},
 		{"/dl?f=x", "/static/.env", 404},
 		{"/dl?f=x", "/static/db.sqlite3", 404},
 		{"/dl?f=x", "/static/app.css", 200},

@@ -93,10 +93,10 @@ func unhex(c byte) byte {
 
 // refusedPath says why a (decoded) path must not reach the app, or "". It
 // does not allocate for the paths it lets through.
-func (g *Guard) refusedPath(p string) string {
+func (g *Guard) refusedPath(p string, sitePaths bool) string {
 	lower := strings.ToLower(p)
 	for _, rp := range refusedPaths {
-		if lower == rp || strings.HasPrefix(lower, rp+"/") {
+		if sitePaths && (lower == rp || strings.HasPrefix(lower, rp+"/")) {
 			return "a debug console path"
 		}
 	}

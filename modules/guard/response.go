@@ -63,19 +63,13 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	gw.secureHeaders(gw.Header())
 	// a rewrite after the guard (rewrite, uri, try_files) changed what is
 	// served, from what the client sent (`rewrite /dl /static/{query.f}`
-	// with ?f=.env): judged again. A path that only lost a prefix (the
-	// strip of handle_path) was judged whole already: every segment and
-	// suffix rule applied to it, and the rules for the site's own paths
-	// (/console) do not apply to what is left (/static/console/app.js).
-	pathChanged := gw.r.URL.Path != gw.path && !strings.HasSuffix(gw.path, gw.r.URL.Path)
-	if pathChanged || gw.r.URL.RawQuery != gw.query {
-		reason := ""
-		if pathChanged {
-			reason = gw.g.refused(gw.r)
-		} else if debuggerQuery(gw.r.URL.RawQuery) {
-			reason = "a Werkzeug debugger request"
-		}
-		if reason != "" {
+	// with ?f=.env): judged again. What is left of a path that lost a
+	// prefix (the strip of handle_path, or a rewrite the client made look
+	// like one) is judged by every rule but those for the site's own
+	// pages (/console): /static/console/app.js is a file.
+	if gw.r.URL.Path != gw.path || gw.r.URL.RawQuery != gw.query {
+		stripped := gw.r.URL.Path != gw.path && strings.HasSuffix(gw.path, gw.r.URL.Path)
+		if reason := gw.g.refusedAs(gw.r, !stripped); reason != "" {
 			gw.g.logger.Warn("guard refused a request after a rewrite", zap.String("path", gw.path),
 				zap.String("rewritten_to", gw.r.URL.Path), zap.String("reason", reason))
 			gw.replaceWith(http.StatusNotFound)

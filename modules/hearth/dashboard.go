@@ -269,6 +269,7 @@ func pythonException(text string) string {
 	} else {
 		return ""
 	}
+	frames := 0
 	for rest != "" {
 		line := rest
 		if j := strings.IndexByte(rest, '\n'); j >= 0 {
@@ -276,8 +277,15 @@ func pythonException(text string) string {
 		} else {
 			rest = ""
 		}
+		line = strings.TrimRight(line, "\r")
 		if line == "" || line[0] == ' ' || line[0] == '\t' {
+			if strings.HasPrefix(strings.TrimLeft(line, " \t"), "File \"") {
+				frames++
+			}
 			continue
+		}
+		if frames == 0 {
+			return "" // not a traceback's end: no frame came before it
 		}
 		name, _, _ := strings.Cut(line, ":")
 		if exceptionName.MatchString(name) {

@@ -68,6 +68,8 @@ func TestSummarizeError(t *testing.T) {
 		"ready command failed: token=s3cr3t":                                "failed" + where,
 		"Traceback (most recent call last):\n  File \"x\"\nmy s3cr3t: boom": "failed" + where,
 		"": "",
+		"Traceback (most recent call last):\r\n  File \"x\"\r\nKeyboardInterrupt\r\n": "KeyboardInterrupt" + where,
+		"Traceback (most recent call last):\nhunter2\n":                               "failed" + where, // no frame: not a traceback's end
 		// a message of several lines: its last line is not the exception's name
 		"Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad URL\nHunter2_s3cr3t_Pa55word\n": "ValueError" + where,
 		"Traceback (most recent call last):\n  File \"x\"\nKeyError\n":                                             "KeyError" + where,

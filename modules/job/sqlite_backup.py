@@ -297,7 +297,7 @@ def remove_partials(fd, name):
     directory: its partial copy, a regular file under the name only a
     run of this backup makes. Never pruned with the copies otherwise, each
     is a whole database copy."""
-    pattern = re.compile(r'^\.%s-\d{8}T\d{9}Z\.sqlite3\.partial$' % re.escape(name))
+    pattern = re.compile(r'^\.%s-\d{8}T\d{9}Z\.sqlite3\.partial(-journal|-wal|-shm)?$' % re.escape(name))
     for entry in os.listdir(fd):
         if pattern.match(entry):
             try:

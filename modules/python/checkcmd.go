@@ -92,6 +92,7 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 			} else if h.Guard.Mode == "" {
 				h.Guard.Mode = cfg.Apps.Hearth.Guard
 			}
+			h.PoolConfig.forCommand = true
 			spec, err := h.PoolConfig.resolve(h.App)
 			if err != nil {
 				out = append(out, configuredPool{name: h.App, err: err})

@@ -157,6 +157,10 @@ type PoolConfig struct {
 	Watch []string `json:"watch,omitempty"`
 
 	kind, lifespan string // set by the ASGI handler
+	// forCommand defers reading env_file to reresolveAs: a command beside
+	// the config (check, manage, exec) learns the account it runs as only
+	// after resolve, and must read the file as that account alone
+	forCommand bool
 
 	// Threads is the number of requests one worker handles at once, each
 	// in its own thread. Default: 1.
@@ -297,7 +301,11 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	if s.Credential, err = supervisor.Credential(c.User, c.Group, c.AllowRoot); err != nil {
 		return nil, err
 	}
-	env, err := c.environment(dir, s.Credential)
+	envConfig := c
+	if c.forCommand {
+		envConfig.EnvFile = "" // read by reresolveAs, as the command's account
+	}
+	env, err := envConfig.environment(dir, s.Credential)
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +354,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 			s.HSTSMaxAge = max(g.HTTP.HSTSMaxAge, 0)
 		}
 	}
-	if s.Explicit, err = c.explicitNames(dir, s.Credential); err != nil {
+	if s.Explicit, err = envConfig.explicitNames(dir, s.Credential); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -192,6 +192,15 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 			given = &syscall.Credential{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}
 		}
 	}
+	if asRoot && cred != nil && spec.User == "" && spec.Group == "" {
+		// not the block's: HEARTH_DEFAULT_USER of this command's own
+		// environment, root's choice as --user is; --user decides, and
+		// naming that account alone takes its group from there too
+		if given != nil && given.Uid == cred.Uid && !strings.Contains(account, ":") {
+			given.Gid = cred.Gid
+		}
+		cred = nil
+	}
 	switch {
 	case asRoot && given == nil && cred == nil:
 		return nil, fmt.Errorf("this would run app %s's code as root, and its block names no `user`: pass the account the app runs as (`--user <name>`, e.g. the one of HEARTH_DEFAULT_USER in Caddy's unit), or `--user root` if Caddy runs the app as root", spec.Name)

@@ -36,11 +36,13 @@ func TestCommandCredential(t *testing.T) {
 	// a block that names a user: root confirms it with --user, and a
 	// config changed to another account, or to root, is refused
 	nobody := &poolSpec{Options: engine.Options{Name: "mysite"}}
-	nobody.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	nobody.Credential, nobody.User = &syscall.Credential{Uid: 65534, Gid: 65534}, "nobody"
 	nobodyRootGroup := &poolSpec{Options: engine.Options{Name: "mysite"}} // user nobody, group root
-	nobodyRootGroup.Credential = &syscall.Credential{Uid: 65534, Gid: 0}
+	nobodyRootGroup.Credential, nobodyRootGroup.User, nobodyRootGroup.Group = &syscall.Credential{Uid: 65534, Gid: 0}, "nobody", "root"
+	fromDefault := &poolSpec{Options: engine.Options{Name: "mysite"}} // no user in the block: HEARTH_DEFAULT_USER's
+	fromDefault.Credential = &syscall.Credential{Uid: 65534, Gid: 33}
 	rootDaemon := &poolSpec{Options: engine.Options{Name: "mysite"}} // user root, group daemon, allow_root
-	rootDaemon.Credential = &syscall.Credential{Uid: 0, Gid: 1}
+	rootDaemon.Credential, rootDaemon.User, rootDaemon.Group = &syscall.Credential{Uid: 0, Gid: 1}, "root", "daemon"
 	for _, c := range []struct {
 		spec    *poolSpec
 		account string
@@ -56,12 +58,17 @@ func TestCommandCredential(t *testing.T) {
 		{rootDaemon, "nobody", -1, "names user root"},
 		{rootDaemon, "root:daemon", 0, ""},
 		{rootDaemon, "root", -1, "with gid 1"},
+		// from HEARTH_DEFAULT_USER in root's own environment, not the
+		// block: --user decides, and takes that group for the same account
+		{fromDefault, "nobody", 65534, ""},
+		{fromDefault, "", -1, "--user <name>"},
+		{fromDefault, "root", 0, ""},
 	} {
 		cred, err := commandCredential(c.spec, c.account)
 		switch {
 		case c.uid < 0 && (err == nil || !strings.Contains(err.Error(), c.says)):
 			t.Errorf("block uid %d, --user %q: %+v %v; want refused, saying %q", c.spec.Credential.Uid, c.account, cred, err, c.says)
-		case c.uid >= 0 && (err != nil || cred == nil || int64(cred.Uid) != c.uid):
+		case c.uid >= 0 && (err != nil || cred == nil && c.uid != 0 || cred != nil && int64(cred.Uid) != c.uid): // nil: root itself
 			t.Errorf("block uid %d, --user %q: %+v %v; want uid %d", c.spec.Credential.Uid, c.account, cred, err, c.uid)
 		}
 	}
@@ -93,8 +100,8 @@ func TestCommandEnvFileAsTheAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pools) != 1 || pools[0].err == nil || !strings.Contains(pools[0].err.Error(), "cannot read it") {
-		t.Fatalf("a .env linked to root's file, read for --user nobody: %+v", pools)
+	if len(pools) != 1 || pools[0].err == nil || !strings.Contains(pools[0].err.Error(), "cannot read") {
+		t.Fatalf("a .env linked to root's file, read for --user nobody: %+v (%v)", pools, pools[0].err)
 	}
 	own := filepath.Join(app, "own.env")
 	os.WriteFile(own, []byte("DATABASE_PASSWORD=the-apps-own\n"), 0o600)

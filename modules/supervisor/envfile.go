@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,7 +65,8 @@ func readEnvData(path string, as *syscall.Credential) ([]byte, error) {
 		if a, err := lookupAccount(who); err == nil && a.name != "" {
 			who = a.name
 		}
-		if target, lerr := filepath.EvalSymlinks(path); lerr == nil && target != path {
+		if info, lerr := os.Lstat(path); lerr == nil && info.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(path)
 			// never advise a chown through a link: it would give the
 			// account whatever file the link leads to
 			return nil, fmt.Errorf("env_file %s leads to %s, which %s, the account the processes run as, cannot read (%w): Hearth reads it as that account, so that a link cannot hand it a file it could not read; if that file is meant for this app, give the app a file of its own (not a link) that %s owns, mode 600",
@@ -113,6 +113,20 @@ func readRegularFile(path string, limit int64) ([]byte, error) {
 		return nil, errTooLarge
 	}
 	fd, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(pfd), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err == syscall.ENOENT || err == syscall.ENOSYS || err == syscall.EACCES {
+		// no /proc (a chroot), or an older kernel that lets only the
+		// thread-group leader through it after a file-system uid change:
+		// the path again, without blocking, and it must still be the file
+		// looked at (the same device and inode)
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+		if err == nil {
+			var again syscall.Stat_t
+			if serr := syscall.Fstat(fd, &again); serr != nil || again.Dev != st.Dev || again.Ino != st.Ino {
+				syscall.Close(fd)
+				return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("the file changed while it was opened")}
+			}
+		}
+	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}

@@ -204,7 +204,8 @@ func proxyHeader(name string) bool {
 var proxyHeaders = map[string]bool{
 	"Forwarded": true, "X-Real-Ip": true, "X-Client-Ip": true, "True-Client-Ip": true, "Cf-Connecting-Ip": true,
 	"X-Cluster-Client-Ip": true, "Fastly-Client-Ip": true, "X-Scheme": true, "X-Url-Scheme": true,
-	"Front-End-Https": true, "X-Original-Host": true, "X-Host": true,
+	"Front-End-Https": true, "X-Original-Host": true, "X-Host": true, "Client-Ip": true, "Forwarded-For": true,
+	"Via": true, "X-Script-Name": true, "X-Original-Forwarded-For": true,
 }
 
 // serverAddress returns SERVER_NAME (the requested host) and SERVER_PORT

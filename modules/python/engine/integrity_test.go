@@ -157,7 +157,7 @@ func fuzzRequest(rng *rand.Rand) *http.Request {
 		r.Header[name] = append(r.Header[name], randomBytes(rng, 16))
 	}
 	// names a forger would like, with values of its choice
-	for _, name := range []string{"Remote-User", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded", "Forwarded", "X-Real-Ip", "X-Scheme", "Cf-Connecting-Ip", "Cookie", "Host"} {
+	for _, name := range []string{"Remote-User", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded", "Forwarded", "X-Real-Ip", "X-Scheme", "Cf-Connecting-Ip", "Client-Ip", "Cookie", "Host"} {
 		if rng.IntN(2) == 0 {
 			r.Header[name] = []string{randomBytes(rng, 16)}
 		}
@@ -219,7 +219,8 @@ func latin1(s string) string {
 func passedOn(name string, trusted bool) bool {
 	proxies := strings.HasPrefix(name, "X-Forwarded") || slices.Contains([]string{"Forwarded", "X-Real-Ip", "X-Client-Ip",
 		"True-Client-Ip", "Cf-Connecting-Ip", "X-Cluster-Client-Ip", "Fastly-Client-Ip", "X-Scheme", "X-Url-Scheme",
-		"Front-End-Https", "X-Original-Host", "X-Host"}, name)
+		"Front-End-Https", "X-Original-Host", "X-Host", "Client-Ip", "Forwarded-For", "Via", "X-Script-Name",
+		"X-Original-Forwarded-For"}, name)
 	return !strings.Contains(name, "_") && name != "Host" && (trusted || !proxies)
 }
 
