@@ -324,6 +324,11 @@ func (c *caddyProc) workerPIDs() []int {
 	return pids
 }
 
+// adminClient posts to the admin API without keeping connections: a load
+// restarts the admin server, and a POST on a connection the old one is
+// closing fails with EOF (Go retries only idempotent requests).
+var adminClient = &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 // load posts a new Caddyfile to the admin API, as `caddy reload` does.
 func (c *caddyProc) load(caddyfile string) (int, string) {
 	c.t.Helper()
@@ -333,8 +338,7 @@ func (c *caddyProc) load(caddyfile string) (int, string) {
 	}
 	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(config))
 	req.Header.Set("Content-Type", "text/caddyfile")
-	client := &http.Client{Timeout: 120 * time.Second}
-	resp, err := client.Do(req)
+	resp, err := adminClient.Do(req)
 	if err != nil {
 		c.t.Fatalf("POST /load: %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 )
 
 // setBeforeStart sets before_start of every wsgi handler in a JSON config.
@@ -33,7 +32,7 @@ func setBeforeStart(v any, value any) {
 func TestLoadEmptyBeforeStartRefused(t *testing.T) {
 	config, url := site(t, "hello:application", "workers 1")
 	c := startCaddy(t, config)
-	client := &http.Client{Timeout: 120 * time.Second}
+	client := adminClient
 	resp, err := client.Get("http://" + c.admin + "/config/")
 	if err != nil {
 		t.Fatal(err)
