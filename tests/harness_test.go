@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -51,26 +52,46 @@ func repoPath(parts ...string) string {
 }
 
 // freePort returns a loopback TCP port nobody listens on now, and one it
-// has not returned before in this run.
+// has not returned before in this run. It picks below the kernel's
+// ephemeral range: a port from there (what a listener on :0 or an
+// outgoing connection gets) could be taken by another test's client or
+// helper between this check and the moment caddy binds it ("address
+// already in use" once in CI).
 func freePort(t testing.TB) int {
 	givenPorts.Lock()
 	defer givenPorts.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		// the kernel may hand a closed port out again: a test that took
-		// two (a site and the admin API) once got the same one twice
-		if !givenPorts.seen[port] {
-			givenPorts.seen[port] = true
-			return port
-		}
+	low, high := 20000, ephemeralLow()
+	if high-low < 1000 {
+		low = 1024
 	}
-	t.Fatal("no free port that was not handed out before in 100 tries")
+	for range 1000 {
+		port := low + rand.IntN(high-low)
+		if givenPorts.seen[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		givenPorts.seen[port] = true
+		return port
+	}
+	t.Fatal("no free loopback port below the ephemeral range in 1000 tries")
 	return 0
+}
+
+// ephemeralLow is the lowest port the kernel hands out on its own.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil || low < 2048 {
+		return 32768
+	}
+	return low
 }
 
 // givenPorts are the ports freePort has handed out in this run.
