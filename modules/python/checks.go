@@ -1,18 +1,20 @@
 package python
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // Guard modes of the pre-launch checks.
@@ -366,7 +368,7 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 			Problem: fmt.Sprintf("env_file %s is readable by other users (mode %04o)", path, info.Mode().Perm()),
 			Fix:     fmt.Sprintf("chmod 600 %s", path)})
 	}
-	if trackedByGit(path) {
+	if a.trackedByGit(path) {
 		out = append(out, Finding{ID: "HG-FILE-02", Blocking: true,
 			Problem: fmt.Sprintf("env_file %s is tracked by git: its secrets are in the repository", path),
 			Fix:     fmt.Sprintf("`git rm --cached %s`, add it to .gitignore, and replace the secrets it held", filepath.Base(path))})
@@ -374,12 +376,29 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 	return out
 }
 
-// trackedByGit reports whether git tracks path.
-func trackedByGit(path string) bool {
-	cmd := exec.Command("git", "ls-files", "--error-unmatch", filepath.Base(path))
-	cmd.Dir = filepath.Dir(path)
-	return cmd.Run() == nil
+// trackedByGit reports whether git tracks path. git runs as the app's
+// account, not Caddy's: a repository that account owns is one git run as
+// root refuses ("dubious ownership", so the finding was never made), and
+// its config can name programs git runs. Its environment is only PATH
+// and what keeps git to the repository (no system or global config, no
+// prompt), and it has gitTimeout to answer.
+func (a *App) trackedByGit(path string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), gitTimeout)
+	defer cancel()
+	_, err := supervisor.Run(ctx, supervisor.Command{
+		Path: "git", Args: []string{"ls-files", "--error-unmatch", "--", filepath.Base(path)},
+		Dir: filepath.Dir(path), Env: gitEnv, Credential: a.spec.Credential,
+	}, a.logger)
+	return err == nil
 }
+
+// gitEnv is the whole environment trackedByGit gives git.
+var gitEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1",
+	"GIT_CONFIG_GLOBAL=/dev/null", "GIT_TERMINAL_PROMPT=0", "GIT_OPTIONAL_LOCKS=0"}
+
+// gitTimeout bounds trackedByGit's git (a repository on a hung network
+// mount would otherwise hold the app's start).
+const gitTimeout = 10 * time.Second
 
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))

@@ -1,18 +1,20 @@
 package python
 
 import (
-	"github.com/hearth-dev/hearth/modules/python/engine"
-
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/python/engine"
 )
 
 func ids(findings []Finding) []string {
@@ -108,7 +110,7 @@ func TestFileFindings(t *testing.T) {
 	dir := t.TempDir()
 	env := filepath.Join(dir, ".env")
 	os.WriteFile(env, []byte("A=1\n"), 0o644)
-	p := &App{spec: &poolSpec{EnvFile: env, Options: engine.Options{Dir: dir}}}
+	p := &App{spec: &poolSpec{EnvFile: env, Options: engine.Options{Dir: dir}}, logger: zap.NewNop()}
 	if got := ids(p.fileFindings(hearth.Site{})); !slices.Equal(got, []string{"HG-FILE-01"}) {
 		t.Errorf("0644 env_file: %v", got)
 	}
@@ -123,6 +125,49 @@ func TestFileFindings(t *testing.T) {
 	}
 	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Join(dir, "static")}})); got != nil {
 		t.Errorf("a served root inside the app: %v", got)
+	}
+}
+
+// TestTrackedByGitAsTheApp: git answers as the app's account. Run as
+// root in a repository that account owns, git refuses it ("dubious
+// ownership") and a tracked env_file went unreported; and git's config
+// there (core.fsmonitor names a program) is the app account's to write.
+func TestTrackedByGitAsTheApp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching to the app's account needs root")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir's own is 0700
+	env := filepath.Join(dir, ".env")
+	os.WriteFile(env, []byte("SECRET_KEY=x\n"), 0o600)
+	// a program the repository's config names, which git runs
+	marker := filepath.Join(dir, "ran-as")
+	monitor := filepath.Join(dir, "monitor.sh")
+	os.WriteFile(monitor, []byte("#!/bin/sh\nid -u > "+marker+"\n"), 0o755)
+	for _, args := range [][]string{{"init", "-q"}, {"add", ".env"}, {"config", "core.fsmonitor", monitor}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	// the repository is the app account's (nobody's), as `caddy hearth
+	// init` leaves a project it is given
+	const nobody = 65534
+	filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
+		if err == nil {
+			err = os.Lchown(path, nobody, nobody)
+		}
+		return err
+	})
+	app := &App{spec: &poolSpec{EnvFile: env, Options: engine.Options{Dir: dir,
+		Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}}, logger: zap.NewNop()}
+	if got := ids(app.fileFindings(hearth.Site{})); !slices.Equal(got, []string{"HG-FILE-02"}) {
+		t.Errorf("a tracked env_file in the app account's repository: %v, want HG-FILE-02", got)
+	}
+	if uid, err := os.ReadFile(marker); err != nil || strings.TrimSpace(string(uid)) != "65534" {
+		t.Errorf("the repository's core.fsmonitor ran as uid %q (%v), want the app's, 65534", uid, err)
 	}
 }
 
