@@ -209,10 +209,10 @@ http://127.0.0.1:%d {
 	}{
 		{"the worker", childGet(t, url(0)), []string{"FROM_ENV", "PYTHONUNBUFFERED"}, false},
 		{"before_start", childRead(t, filepath.Join(c.dir, "clean.json")), []string{"FROM_ENV", "PYTHONUNBUFFERED"}, false},
-		{"the process upstream", childGet(t, url(2)), []string{"PORT", "HEARTH_PORT"}, false},
+		{"the process upstream", childGet(t, url(2)), []string{"HOST", "PORT", "HEARTH_PORT"}, false},
 		{"the worker with env_inherit", childGet(t, url(1)), []string{"APP_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
 		{"before_start with env_inherit", childRead(t, filepath.Join(c.dir, "inherit.json")), []string{"APP_TEST_PASSED", "PYTHONUNBUFFERED"}, true},
-		{"the process upstream with env_inherit", childGet(t, url(3)), []string{"APP_TEST_PASSED", "PORT", "HEARTH_PORT"}, true},
+		{"the process upstream with env_inherit", childGet(t, url(3)), []string{"APP_TEST_PASSED", "HOST", "PORT", "HEARTH_PORT"}, true},
 		{"the process upstream on a socket", childGet(t, url(4)), []string{"HEARTH_SOCKET"}, false},
 	}
 	for _, rep := range reports {
@@ -224,6 +224,9 @@ http://127.0.0.1:%d {
 			t.Errorf("%s: APP_TEST_PASSED=%q (set: %v), want it only with env_inherit", rep.who, v, ok)
 		}
 		checkCleanEnv(t, rep.who, env, c.dir, rep.extra...)
+		if slices.Contains(rep.extra, "HOST") && env["HOST"] != "127.0.0.1" {
+			t.Errorf("%s: HOST=%q, want 127.0.0.1 (what it binds when it honours HOST)", rep.who, env["HOST"])
+		}
 	}
 	for _, rep := range reports[:2] { // env PYTHONUNBUFFERED "" loses to Hearth's
 		if env := rep.r.Env; env["FROM_ENV"] != "set-by-env" || env["PYTHONUNBUFFERED"] != "1" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,5 +248,102 @@ http://127.0.0.1:%d {
 		if len(a.Workers) != 1 {
 			t.Errorf("%s: %d instances", a.Name, len(a.Workers))
 		}
+	}
+}
+
+// TestProcessUpstreamPortTakenByAnotherAccount: Hearth picks a free port,
+// then the instance binds it; another local account that binds it first
+// (it reads the port in the instance's command line) would have received
+// the site's requests, cookies and passwords, the readiness check happy to
+// connect to it. The instance is not ready while another account's socket
+// holds its port, and the error names it.
+func TestProcessUpstreamPortTakenByAnotherAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a listener of another account needs root to start")
+	}
+	const marker = "sleep 2; exec"
+	config, _ := processSite(t, fmt.Sprintf(`/bin/sh -c "%s %s -m http.server $0 --bind 127.0.0.1" {port}`, marker, pythonPath()), "start_timeout 10s")
+	squatted := make(chan int, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// find the instance's port in its command line, and take it as nobody
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range procs {
+				b, _ := os.ReadFile(p)
+				args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+				if len(args) != 4 || args[0] != "/bin/sh" || !strings.HasPrefix(args[2], marker) {
+					continue
+				}
+				squatter := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", pythonPath(), "-c",
+					"import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\ntime.sleep(60)", args[3])
+				if err := squatter.Start(); err != nil {
+					t.Errorf("starting the squatter: %v", err)
+					return
+				}
+				t.Cleanup(func() { _ = squatter.Process.Kill(); _ = squatter.Wait() })
+				squatted <- squatter.Process.Pid
+				return
+			}
+		}
+	}()
+	log := refused(t, config)
+	select {
+	case <-squatted:
+	default:
+		t.Fatal("the instance's port was never found to take")
+	}
+	if !strings.Contains(log, "of uid 65534 holds 127.0.0.1:") || !strings.Contains(log, "another account took it first") {
+		t.Errorf("the error does not say who took the port:\n%s", tail(log, 6))
+	}
+}
+
+// TestProcessUpstreamExitTakesItsChildren: when an instance's process
+// exits, what it started (npm's node, sh's background jobs) goes with it,
+// instead of keeping its port and memory until Caddy stops; and an
+// instance that listens on every interface, where the network reaches it
+// without Caddy, is reported.
+func TestProcessUpstreamExitTakesItsChildren(t *testing.T) {
+	config, url := processSite(t, fmt.Sprintf(`/bin/sh -c "sleep 300 & exec %s -m http.server $0 --bind 0.0.0.0" {port}`, pythonPath()), "")
+	c := startCaddy(t, config)
+	if resp, _ := get(t, url+"/"); resp.StatusCode != 200 {
+		t.Fatalf("the instance answered %d", resp.StatusCode)
+	}
+	apps := c.mustApps()
+	if len(apps) != 1 || len(apps[0].Workers) != 1 {
+		t.Fatalf("want one process upstream with one instance: %+v", apps)
+	}
+	leader := apps[0].Workers[0].Pid
+	var child int
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || !strings.Contains(s[:i], "(sleep") {
+			continue
+		}
+		if f := strings.Fields(s[i+1:]); len(f) > 2 && f[2] == fmt.Sprint(leader) {
+			fmt.Sscan(strings.Fields(s)[0], &child)
+		}
+	}
+	if child == 0 {
+		t.Fatalf("the instance's background sleep was not found in its process group %d", leader)
+	}
+	if err := syscall.Kill(leader, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !waitGone(child, 10*time.Second) {
+		_ = syscall.Kill(child, syscall.SIGKILL)
+		t.Errorf("the crashed instance's child %d (%s) outlived it", child, cmdline(child))
+	}
+	if !strings.Contains(c.log.String(), "the process listens on every interface") {
+		t.Errorf("an instance on 0.0.0.0 was not reported:\n%s", tail(c.log.String(), 10))
 	}
 }

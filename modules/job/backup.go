@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -67,7 +68,7 @@ func (c *BackupConfig) AppName() string {
 
 // Check validates the backup's config.
 func (c *BackupConfig) Check() error {
-	if err := checkName(c.Name); err != nil {
+	if err := names.Check("backup", c.Name, "backup <name> { … }"); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	switch {

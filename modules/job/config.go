@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -82,7 +83,7 @@ const (
 
 // Check validates what needs no app: name, command, schedule, timeout.
 func (c *Config) Check() error {
-	if err := checkName(c.Name); err != nil {
+	if err := names.Check("job", c.Name, "job <name> { … }"); err != nil {
 		return err
 	}
 	if len(c.Command) == 0 || strings.TrimSpace(c.Command[0]) == "" {
@@ -104,17 +105,6 @@ func (c *Config) Check() error {
 	}
 	if err := c.Placement.Check(); err != nil {
 		return fmt.Errorf("job %s: %w", c.Name, err)
-	}
-	return nil
-}
-
-// checkName accepts letters, digits, '.', '_' and '-', at most 64.
-func checkName(name string) error {
-	if name == "" {
-		return fmt.Errorf("a job needs a name: `job <name> { … }`")
-	}
-	if len(name) > 64 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" || name[0] == '-' || name[0] == '.' {
-		return fmt.Errorf("job name %q may hold only letters, digits, '.', '_' and '-' (at most 64, not starting with '-' or '.')", name)
 	}
 	return nil
 }
@@ -159,7 +149,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("job needs a name: `job <name> { command … schedule … }`")
 	}
 	c.Name = d.Val()
-	if err := checkName(c.Name); err != nil {
+	if err := names.Check("job", c.Name, "job <name> { … }"); err != nil {
 		return d.Err(err.Error())
 	}
 	if d.NextArg() {

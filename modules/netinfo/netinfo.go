@@ -5,6 +5,7 @@ package netinfo
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -18,8 +19,15 @@ import (
 type Listener struct {
 	Addr    net.IP
 	Port    int
+	UID     int // the account that made the socket
 	Inode   string
 	Process string // "name (pid N)" when it could be found
+}
+
+// takes reports whether l receives the connections made to ip:port (a
+// wildcard listener takes them for every address of its port).
+func (l Listener) takes(ip net.IP, port int) bool {
+	return l.Port == port && (ip == nil || l.Addr.IsUnspecified() || l.Addr.Equal(ip))
 }
 
 // Listeners parses /proc/net/tcp and tcp6 for sockets in LISTEN state (by
@@ -38,10 +46,11 @@ func Listeners() []Listener {
 				continue
 			}
 			ip, port, ok := ParseProcAddr(f[1])
-			if !ok {
+			uid, err := strconv.Atoi(f[7])
+			if !ok || err != nil {
 				continue
 			}
-			out = append(out, Listener{Addr: ip, Port: port, Inode: f[9], Process: names[f[9]]})
+			out = append(out, Listener{Addr: ip, Port: port, UID: uid, Inode: f[9], Process: names[f[9]]})
 		}
 	}
 	return out
@@ -130,7 +139,7 @@ func GroupListens(pgid int, addr string) (listens, known bool) {
 	want := net.ParseIP(host)
 	inodes := map[string]bool{}
 	for _, l := range Listeners() {
-		if l.Port == port && (want == nil || l.Addr.IsUnspecified() || l.Addr.Equal(want)) {
+		if l.takes(want, port) {
 			inodes[l.Inode] = true
 		}
 	}
@@ -170,6 +179,33 @@ func GroupListens(pgid int, addr string) (listens, known bool) {
 		}
 	}
 	return false, readable > 0 || !hidden
+}
+
+// ForeignListener describes a socket of an account other than uid that
+// would receive connections made to TCP address addr (host:port), or is
+// "". A process of uid's that Hearth told to listen there can only have
+// been beaten to the port: another account's program on it would get
+// the requests, cookies and passwords meant for the app. Unlike
+// GroupListens it always knows: /proc/net/tcp shows every socket's owner.
+func ForeignListener(addr string, uid int) string {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return ""
+	}
+	want := net.ParseIP(host)
+	for _, l := range Listeners() {
+		if l.takes(want, port) && l.UID != uid {
+			if l.Process != "" {
+				return fmt.Sprintf("%s of uid %d", l.Process, l.UID)
+			}
+			return fmt.Sprintf("a program of uid %d", l.UID)
+		}
+	}
+	return ""
 }
 
 // processGroup is the process group of the process at /proc/<pid>, or -1.

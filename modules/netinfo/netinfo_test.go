@@ -1,8 +1,11 @@
 package netinfo
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -46,5 +49,33 @@ func TestGroupListens(t *testing.T) {
 	}
 	if listens, _ := GroupListens(pgid, "no-port"); listens {
 		t.Error("an address without a port was accepted")
+	}
+}
+
+// TestForeignListener: a listener that would take an address's
+// connections is reported when its socket is another account's, wildcard
+// listeners included; one of the account itself is not.
+func TestForeignListener(t *testing.T) {
+	me := os.Geteuid()
+	for _, listen := range []string{"127.0.0.1:0", "[::]:0"} {
+		l, err := net.Listen("tcp", listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		addr := net.JoinHostPort("127.0.0.1", port)
+		if got := ForeignListener(addr, me); got != "" {
+			t.Errorf("%s: this account's own listener is foreign: %q", listen, got)
+		}
+		if got := ForeignListener(addr, me+1); !strings.Contains(got, fmt.Sprintf("uid %d", me)) {
+			t.Errorf("%s: seen from another account, ForeignListener says %q", listen, got)
+		}
+		if got := ForeignListener(net.JoinHostPort("127.0.0.2", port), me+1); (listen == "[::]:0") != (got != "") {
+			t.Errorf("%s: another address of the port: %q", listen, got)
+		}
+		l.Close()
+		if got := ForeignListener(addr, me+1); got != "" {
+			t.Errorf("%s: a closed port is foreign: %q", listen, got)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/netinfo"
 	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -67,6 +69,7 @@ type instance struct {
 	proc     *supervisor.Process
 	network  string // tcp or unix
 	addr     string // host:port or socket path
+	uid      int    // the account it runs as
 	upstream *reverseproxy.Upstream
 }
 
@@ -162,7 +165,10 @@ func (g *Group) launch() (_ *instance, err error) {
 			return nil, err
 		}
 		ps := strconv.Itoa(port)
-		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), []string{"PORT=" + ps, "HEARTH_PORT=" + ps}
+		// HOST: what many servers (Node's among them) bind when told;
+		// without it `listen(PORT)` takes every interface, and the LAN
+		// would reach the app without Caddy
+		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), []string{"HOST=127.0.0.1", "PORT=" + ps, "HEARTH_PORT=" + ps}
 		// the Caddyfile turns the {port} shorthand into {http.request.port}
 		repl = strings.NewReplacer("{port}", ps, "{http.request.port}", ps)
 	}
@@ -170,16 +176,17 @@ func (g *Group) launch() (_ *instance, err error) {
 	for i, a := range g.spec.Args {
 		args[i] = repl.Replace(a)
 	}
-	proc, err := supervisor.Start(supervisor.Command{
+	cmd := supervisor.Command{
 		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
 		Env:        append(slices.Clip(g.spec.Env), env...),
 		Credential: g.spec.credential,
 		Umask:      g.spec.Umask,
-	}, g.logger)
+	}
+	proc, err := supervisor.Start(cmd, g.logger)
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{proc: proc, network: network, addr: address}
+	in := &instance{proc: proc, network: network, addr: address, uid: cmd.UID()}
 	dial := address
 	if network == "unix" {
 		dial = "unix/" + address
@@ -189,7 +196,24 @@ func (g *Group) launch() (_ *instance, err error) {
 		proc.Stop(g.spec.StopSignal, g.spec.StopTimeout)
 		return nil, err
 	}
+	if network == "tcp" {
+		g.warnIfOpen(in)
+	}
 	return in, nil
+}
+
+// warnIfOpen logs when the instance listens on every interface: other
+// machines reach it there without Caddy (no TLS, no guard, no auth).
+func (g *Group) warnIfOpen(in *instance) {
+	_, port, _ := net.SplitHostPort(in.addr)
+	for _, l := range netinfo.Listeners() {
+		if strconv.Itoa(l.Port) == port && l.Addr.IsUnspecified() && l.UID == in.uid {
+			g.logger.Warn("the process listens on every interface, not only loopback: other machines can reach it without Caddy",
+				zap.Int("pid", in.proc.Pid()), zap.String("listens_on", net.JoinHostPort(l.Addr.String(), port)),
+				zap.String("fix", "bind 127.0.0.1 (its $HOST), e.g. `server.listen(process.env.PORT, process.env.HOST)` in Node"))
+			return
+		}
+	}
 }
 
 // socketSeq numbers the sockets of this process.
@@ -211,15 +235,21 @@ func socketDir() (string, error) {
 func (g *Group) awaitReady(in *instance) error {
 	deadline := time.Now().Add(g.spec.StartTimeout)
 	client := &http.Client{Timeout: time.Second}
+	taken := "" // who else listens on the port
 	for {
 		select {
 		case <-in.proc.Done():
+			if taken != "" {
+				return fmt.Errorf("%s (pid %d) exited before it was ready (%s): %s", g.spec.Name, in.proc.Pid(), in.proc.ExitDescription(), taken)
+			}
 			return fmt.Errorf("%s (pid %d) exited before it was ready (%s); its output is in the log", g.spec.Name, in.proc.Pid(), in.proc.ExitDescription())
 		case <-g.ctx.Done():
 			return errors.New("stopped while starting")
 		default:
 		}
-		if g.spec.ReadyPath != "" {
+		if taken = g.takenBy(in); taken != "" || !g.listening(in) {
+			// not ready: requests would go to whoever holds the port
+		} else if g.spec.ReadyPath != "" {
 			if resp, err := readyClient(client, in).Get("http://" + hostOf(in) + g.spec.ReadyPath); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode < 500 {
@@ -231,10 +261,38 @@ func (g *Group) awaitReady(in *instance) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if taken != "" {
+				return fmt.Errorf("%s (pid %d) was not ready on %s within start_timeout (%s): %s", g.spec.Name, in.proc.Pid(), in.addr, g.spec.StartTimeout, taken)
+			}
 			return fmt.Errorf("%s (pid %d) was not ready on %s within start_timeout (%s): it must listen on the port given in $PORT or {port}", g.spec.Name, in.proc.Pid(), in.addr, g.spec.StartTimeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// takenBy says who else holds the instance's TCP port, or "": another
+// account's socket there took the port between Caddy's choice and the
+// instance's bind, and would receive the site's requests.
+func (g *Group) takenBy(in *instance) string {
+	if in.network != "tcp" {
+		return "" // in a directory only Caddy's account may write
+	}
+	if other := netinfo.ForeignListener(in.addr, in.uid); other != "" {
+		return fmt.Sprintf("%s holds %s, the port Hearth gave it: another account took it first, and would have received the site's requests", other, in.addr)
+	}
+	return ""
+}
+
+// listening reports whether the instance's process group listens on its
+// TCP port, as far as Caddy can tell (it cannot read the descriptors of
+// another account's processes unless it is root): a connection alone
+// could reach another program of the same account there.
+func (g *Group) listening(in *instance) bool {
+	if in.network != "tcp" {
+		return true
+	}
+	listens, known := netinfo.GroupListens(in.proc.Pid(), in.addr)
+	return listens || !known
 }
 
 // readyClient is client, dialling the instance's unix socket if it has one.
@@ -262,6 +320,7 @@ func (g *Group) hooks() *supervisor.Hooks[*instance] {
 		Start: g.launch,
 		Adopt: g.adopt,
 		Exited: func(in *instance) string {
+			_ = syscall.Kill(-in.proc.Pid(), syscall.SIGKILL) // what it started (npm's node, sh -c's children) goes with it: they would keep its port and memory
 			g.takeOut(in, "crash")
 			g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
 			return "crash"

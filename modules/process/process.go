@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -175,6 +176,11 @@ func (u *Upstreams) resolve() (*spec, error) {
 	}
 	if err := supervisor.CheckCommand("the command", u.Command); err != nil {
 		return nil, err
+	}
+	if u.Name != "" { // the default, the program's base name, is no path
+		if err := names.Check("process", u.Name, "name <name>"); err != nil {
+			return nil, err
+		}
 	}
 	s := &spec{Name: u.Name, Path: u.Command[0], Args: u.Command[1:], Workers: u.Workers, ReadyPath: u.ReadyPath, Socket: u.Socket,
 		StartTimeout: time.Duration(u.StartTimeout), StopTimeout: time.Duration(u.StopTimeout)}

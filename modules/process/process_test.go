@@ -30,6 +30,7 @@ func TestResolveEnv(t *testing.T) {
 		{"PORT with socket, where Hearth sets none", Upstreams{Socket: true, Env: map[string]string{"PORT": "8000"}}, ""},
 		{"a NUL in an argument", Upstreams{Command: []string{"/bin/true", "a\x00b"}}, "the command: argument 1 holds a NUL byte"},
 		{"a NUL in env", Upstreams{Env: map[string]string{"A": "a\x00b"}}, "env: A: the value holds a NUL byte"},
+		{"a name that is a path", Upstreams{Name: "../../x"}, `process name "../../x" may hold only letters`},
 		{"a HEARTH_ name", Upstreams{Socket: true, Env: map[string]string{"HEARTH_SOCKET": "/tmp/x"}}, "env: HEARTH_SOCKET: names starting with HEARTH_ are Hearth's own"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -26,7 +27,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("service needs a name: `service <name> { command … }`")
 	}
 	c.Name = d.Val()
-	if err := checkName(c.Name); err != nil {
+	if err := names.Check("service", c.Name, "service <name> { … }"); err != nil {
 		return d.Err(err.Error())
 	}
 	if d.NextArg() {

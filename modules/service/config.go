@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -110,7 +111,7 @@ var stopSignals = map[string]syscall.Signal{
 // Check validates what can be checked without the app's environment:
 // `caddy validate` and provisioning run it.
 func (c *Config) Check() error {
-	if err := checkName(c.Name); err != nil {
+	if err := names.Check("service", c.Name, "service <name> { … }"); err != nil {
 		return err
 	}
 	if len(c.Command) == 0 || strings.TrimSpace(c.Command[0]) == "" {
@@ -148,18 +149,6 @@ func (c *Config) Check() error {
 	}
 	if err := c.Placement.Check(); err != nil {
 		return fmt.Errorf("service %s: %w", c.Name, err)
-	}
-	return nil
-}
-
-// checkName accepts names that are safe in status, logs, metric labels
-// and a command line: letters, digits, '.', '_' and '-', at most 64.
-func checkName(name string) error {
-	if name == "" {
-		return fmt.Errorf("a service needs a name: `service <name> { … }`")
-	}
-	if len(name) > 64 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" || name[0] == '-' || name[0] == '.' {
-		return fmt.Errorf("service name %q may hold only letters, digits, '.', '_' and '-' (at most 64, not starting with '-' or '.')", name)
 	}
 	return nil
 }

@@ -131,7 +131,9 @@ func (g *Group) start() error {
 			r.Keep(g.ctx, g.logger, g.hooks(), p)
 		}()
 	}
-	g.logger.Info("service running", zap.Int("processes", len(launched)), zap.Strings("command", append([]string{g.spec.Path}, g.spec.Args...)))
+	// the program only: arguments may carry a password (`--requirepass`),
+	// and the log reaches more readers than the config
+	g.logger.Info("service running", zap.Int("processes", len(launched)), zap.String("program", g.spec.Path))
 	return nil
 }
 
@@ -195,7 +197,11 @@ func (g *Group) isUp(p *supervisor.Process, ready Ready, left time.Duration) (bo
 	switch {
 	case ready.TCP != "":
 		// (when Caddy may not read the process's descriptors, another
-		// user's, the connection alone decides)
+		// user's, the connection alone decides, once the socket there is
+		// known to be the service's account's)
+		if other := netinfo.ForeignListener(ready.TCP, supervisor.Command{Credential: g.spec.Credential}.UID()); other != "" {
+			return false, fmt.Sprintf("%s listens on %s (ready tcp), not the service's account: it took the port first", other, ready.TCP)
+		}
 		if listens, known := netinfo.GroupListens(p.Pid(), ready.TCP); known && !listens {
 			return false, fmt.Sprintf("it does not listen on %s (ready tcp)", ready.TCP)
 		}

@@ -47,6 +47,14 @@ type Command struct {
 	Umask uint32
 }
 
+// UID is the account the child runs as: Credential's, or Caddy's own.
+func (c Command) UID() int {
+	if c.Credential != nil {
+		return int(c.Credential.Uid)
+	}
+	return os.Geteuid()
+}
+
 // Process is a running process: a child started by Start, or a process
 // forked by another and adopted with Adopt.
 type Process struct {

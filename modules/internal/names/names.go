@@ -1,0 +1,26 @@
+// Package names checks the names configs give to what Hearth runs
+// (services, jobs, process upstreams): they go into status, logs, metric
+// labels, command lines and file names.
+package names
+
+import (
+	"fmt"
+	"strings"
+)
+
+// allowed are the characters a name may hold.
+const allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+
+// Check accepts a name of letters, digits, '.', '_' and '-', at most 64,
+// not starting with '-' or '.' (so never a path, an option or a hidden
+// file). kind ("service", "job") and example (the config line that names
+// one) make the error say what to write.
+func Check(kind, name, example string) error {
+	if name == "" {
+		return fmt.Errorf("a %s needs a name: `%s`", kind, example)
+	}
+	if len(name) > 64 || strings.Trim(name, allowed) != "" || name[0] == '-' || name[0] == '.' {
+		return fmt.Errorf("%s name %q may hold only letters, digits, '.', '_' and '-' (at most 64, not starting with '-' or '.')", kind, name)
+	}
+	return nil
+}

@@ -1,0 +1,21 @@
+package names
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"web": true, "celery-beat": true, "app_2.v1": true, strings.Repeat("a", 64): true,
+		"": false, strings.Repeat("a", 65): false, "../../x": false, "a/b": false, ".hidden": false,
+		"-rf": false, "a b": false, "é": false, "a\n": false, "a;b": false,
+	} {
+		if err := Check("service", name, "service <name> { … }"); (err == nil) != ok {
+			t.Errorf("%q: %v, want accepted %v", name, err, ok)
+		}
+	}
+	if err := Check("job", "", "job <name> { … }"); err == nil || !strings.Contains(err.Error(), "`job <name> { … }`") {
+		t.Errorf("an empty name's error does not say how to name one: %v", err)
+	}
+}
