@@ -134,7 +134,8 @@ func TestSystemdCommand(t *testing.T) {
 		"StateDirectory=caddy\nStateDirectoryMode=0700\n", "RuntimeDirectory=caddy\nRuntimeDirectoryMode=0700\n",
 		"Environment=\"CADDY_ADMIN=unix//run/caddy/admin.sock|0600\"\n", "Environment=HEARTH_DEFAULT_USER=hearth-apps:caddy\n",
 		"EnvironmentFile=-/etc/caddy/caddy.env\n", "sudo install -m 0600 -o root -g root /dev/null /etc/caddy/caddy.env",
-		"ProtectProc=invisible\n", "UMask=0077\n",
+		"ProtectProc=invisible\n", "UMask=0077\n", "OOMPolicy=continue\n",
+		"InaccessiblePaths=-/etc/shadow -/etc/gshadow -/etc/ssh -/etc/sudoers -/etc/sudoers.d -/root\n",
 		"RestrictRealtime=true\n", "SystemCallFilter=~@resources\n", "SystemCallFilter=sched_setscheduler\n",
 		"ExecStart=" + caddyBinary(t) + " run --config ", "ExecReload=" + caddyBinary(t) + " reload --config ", "Description=Caddy with Hearth (echo, engwrite, node)",
 	} {

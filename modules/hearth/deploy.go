@@ -497,6 +497,9 @@ ExecReload=%[7]s reload --config %[1]s%[8]s --force
 TimeoutStopSec=60s
 Restart=always
 RestartSec=2s
+# an app the kernel kills for memory is Hearth's to restart; systemd's own
+# default (stop) would take every site down with it, on an app's demand
+OOMPolicy=continue
 LimitNOFILE=1048576
 RuntimeDirectory=caddy
 RuntimeDirectoryMode=0700
@@ -514,6 +517,9 @@ DevicePolicy=closed
 PrivateMounts=true
 ProtectSystem=strict
 ProtectHome=read-only
+# CAP_SETUID can make uid 0, which reads what root owns by its owner bits
+# (no CAP_DAC_OVERRIDE needed): not the system's password hashes and keys
+InaccessiblePaths=-/etc/shadow -/etc/gshadow -/etc/ssh -/etc/sudoers -/etc/sudoers.d -/root
 ProtectKernelTunables=true
 ProtectKernelModules=true
 ProtectKernelLogs=true
