@@ -160,13 +160,24 @@ func TestSourceAnswers(t *testing.T) {
 	}{
 		{"a command printing too much", IPSource{Source: "command", Command: []string{"/bin/sh", "-c", `printf '%4084s203.0.113.123' ''`}}, "printed more than 4096 bytes"},
 		{"an http source answering too much", IPSource{Source: "http", URL: echo.URL}, "answered more than 4096 bytes"},
+		{"a failing command with a token in its arguments", IPSource{Source: "command", Command: []string{"/bin/false", "https://ip.example/k/PATHTOKEN123"}}, "command source: /bin/false: exit status 1"},
 		{"a failing command", IPSource{Source: "command", Command: []string{"/bin/sh", "-c", "echo 'curl: (6) Could not resolve host' >&2; exit 6"}}, "exit status 6: curl: (6) Could not resolve host"},
+		// Caddy's environment holds the providers' credentials (the unit's
+		// EnvironmentFile): a command source sees none of it
+		{"a command that sees Caddy's secrets", IPSource{Source: "command", Command: []string{"/bin/sh", "-c", `test -n "$PATH" && echo "${HEARTH_TEST_DDNS_SECRET:-203.0.113.9}"`}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("HEARTH_TEST_DDNS_SECRET", "not-an-address")
 			app := &App{IPSources: []IPSource{tc.source}}
 			ip, err := app.detect(context.Background(), "ipv4")
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("got %v, %v; want an error with %q", ip, err, tc.wantErr)
+			if tc.wantErr == "" {
+				if err != nil || ip.String() != "203.0.113.9" {
+					t.Fatalf("got %v, %v; want 203.0.113.9", ip, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "PATHTOKEN") {
+				t.Fatalf("got %v, %v; want an error with %q (and no argument)", ip, err, tc.wantErr)
 			}
 		})
 	}

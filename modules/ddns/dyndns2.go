@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
@@ -69,6 +70,37 @@ func (s *updateService) noChange(host, ip string) {
 		s.nochg = map[string]string{}
 	}
 	s.nochg[host] = ip
+}
+
+// changed forgets the nochg of host: its address changed since, and the
+// next update to that old address must go out (X, then Y, then X again).
+func (s *updateService) changed(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.nochg, host)
+}
+
+// checkServer refuses an update service's URL that would send the
+// account's credentials in clear text: https, or plain http on loopback
+// only (a local test server).
+func checkServer(provider, server, example string) error {
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("%s: server %q is not a URL, like %s", provider, server, example)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%s: server %s is plain http: the password or token would cross the network readable by anyone on the way; use https://%s", provider, u.Redacted(), u.Host)
+	}
+	return nil
+}
+
+// isLoopback reports whether host is localhost or a loopback address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // get sends one update request and returns the reply's text.
@@ -155,8 +187,8 @@ func (DynDNS2) CaddyModule() caddy.ModuleInfo {
 func (p *DynDNS2) Provision(caddy.Context) error {
 	repl := caddy.NewReplacer()
 	p.Server, p.Username, p.Password = repl.ReplaceAll(p.Server, ""), repl.ReplaceAll(p.Username, ""), repl.ReplaceAll(p.Password, "")
-	if _, err := url.ParseRequestURI(p.Server); err != nil || p.Server == "" {
-		return fmt.Errorf("dyndns2: server %q is not a URL, like https://dynupdate.no-ip.com", p.Server)
+	if err := checkServer("dyndns2", p.Server, "https://dynupdate.no-ip.com"); err != nil {
+		return err
 	}
 	if p.Username == "" || p.Password == "" {
 		return errors.New("dyndns2: username and password are required")
@@ -205,6 +237,8 @@ func (p *DynDNS2) SetRecords(ctx context.Context, zone string, records []libdns.
 				return fmt.Errorf("dyndns2 %s for %s: %s", code, host, kind.meaning)
 			case code == "nochg":
 				p.svc.noChange(host, ip)
+			default: // good: the host has another address than the one nochg was said for
+				p.svc.changed(host)
 			}
 			return nil
 		})
@@ -264,6 +298,9 @@ func (p *DuckDNS) Provision(caddy.Context) error {
 	p.Token, p.Server = repl.ReplaceAll(p.Token, ""), repl.ReplaceAll(p.Server, "")
 	if p.Server == "" {
 		p.Server = "https://www.duckdns.org"
+	}
+	if err := checkServer("duckdns", p.Server, "https://www.duckdns.org"); err != nil {
+		return err
 	}
 	if p.Token == "" {
 		return errors.New("duckdns: token is required")

@@ -205,3 +205,59 @@ func TestDynDNS2FollowsNoRedirect(t *testing.T) {
 		t.Errorf("the redirect was followed %d times (with the credentials)", n)
 	}
 }
+
+// TestDynDNS2AddressBack: nochg is remembered only until the host gets
+// another address: X (nochg), then Y (good), then X again must be sent,
+// or the service would keep Y for good while Hearth believes X is set.
+func TestDynDNS2AddressBack(t *testing.T) {
+	var reply atomic.Value
+	reply.Store("nochg")
+	var requests atomic.Int32
+	url := fakeUpdateServer(t, &reply, &requests, func(*http.Request) {})
+	p := &DynDNS2{Server: url, Username: "u", Password: "p"}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, step := range []struct{ ip, reply string }{{"203.0.113.9", "nochg"}, {"203.0.113.10", "good"}, {"203.0.113.9", "good"}} {
+		reply.Store(step.reply)
+		if _, err := p.SetRecords(ctx, "example.net.", addr("home", step.ip)); err != nil {
+			t.Fatalf("update %d to %s: %v", i+1, step.ip, err)
+		}
+		if got := requests.Load(); got != int32(i+1) {
+			t.Fatalf("after the update to %s: %d requests, want %d", step.ip, got, i+1)
+		}
+	}
+}
+
+// TestUpdateServicesOverHTTPS: an account's password or token never goes
+// out in clear text, and an address is not taken from a plain-http answer
+// anyone on the way could write; plain http stays for loopback (tests).
+func TestUpdateServicesOverHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  func() error
+		want string
+	}{
+		{"dyndns2 over http", func() error {
+			return (&DynDNS2{Server: "http://dynupdate.example", Username: "u", Password: "p"}).Provision(caddy.Context{})
+		}, "dyndns2: server http://dynupdate.example is plain http"},
+		{"duckdns over http", func() error {
+			return (&DuckDNS{Server: "http://www.duckdns.org", Token: "t"}).Provision(caddy.Context{})
+		}, "duckdns: server http://www.duckdns.org is plain http"},
+		{"duckdns without a scheme", func() error { return (&DuckDNS{Server: "www.duckdns.org", Token: "t"}).Provision(caddy.Context{}) }, "is not a URL"},
+		{"an http source over http", func() error { return IPSource{Source: "http", URL: "http://ip.example/"}.check() }, "http http://ip.example/ is plain http"},
+		{"dyndns2 over https", func() error {
+			return (&DynDNS2{Server: "https://dynupdate.example", Username: "u", Password: "p"}).Provision(caddy.Context{})
+		}, ""},
+		{"dyndns2 on loopback", func() error {
+			return (&DynDNS2{Server: "http://127.0.0.1:8053", Username: "u", Password: "p"}).Provision(caddy.Context{})
+		}, ""},
+		{"an http source on loopback", func() error { return IPSource{Source: "http", URL: "http://[::1]:9/"}.check() }, ""},
+	} {
+		err := tc.err()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -51,6 +52,8 @@ func (s IPSource) check() error {
 	case "http":
 		if u, err := url.Parse(s.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 			return fmt.Errorf("http %q is not an http(s) URL, like https://api.ipify.org", s.URL)
+		} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			return fmt.Errorf("http %s is plain http: anyone on the way (a device on the LAN, any network between) could answer another address, and the names would point there; use https://%s", u.Redacted(), u.Host)
 		}
 	case "interface":
 		if s.Interface == "" {
@@ -164,6 +167,7 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		// the check (a process left behind with the output open would
 		// otherwise hold the source until it ended, and stay)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Env = commandEnv(os.Environ())
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second
 		err := cmd.Run()
@@ -174,10 +178,10 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 			if text := strings.TrimSpace(string(stderr.b)); text != "" {
 				err = fmt.Errorf("%w: %s", err, text)
 			}
-			return nil, fmt.Errorf("`%s`: %w", strings.Join(s.Command, " "), err)
+			return nil, fmt.Errorf("%s: %w", s.Command[0], err) // its program only: arguments may hold a token
 		}
 		if out.over {
-			return nil, fmt.Errorf("`%s` printed more than %d bytes: it should print only the address", strings.Join(s.Command, " "), sourceOutputLimit)
+			return nil, fmt.Errorf("%s printed more than %d bytes: it should print only the address", s.Command[0], sourceOutputLimit)
 		}
 		return parseIPs(string(out.b))
 	case "http":
@@ -221,6 +225,22 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		return ips, nil
 	}
 	return nil, fmt.Errorf("unknown source %q", s.Source)
+}
+
+// commandEnv is the environment of a command source, from Caddy's: what
+// finds programs and reaches the network (PATH, HOME, the locale, proxy
+// settings), never the rest, which holds the DNS providers' keys and
+// tokens (the unit's EnvironmentFile) and the admin API's address.
+func commandEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		switch strings.ToLower(name) {
+		case "path", "home", "lang", "lc_all", "tz", "http_proxy", "https_proxy", "no_proxy", "all_proxy":
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // ipEchoClient fetches an http source. It follows a redirect only on the
