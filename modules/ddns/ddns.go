@@ -8,11 +8,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -352,7 +354,7 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	records, err := a.getter.GetRecords(ctx, zone)
+	records, err := a.getRecords(ctx, zone)
 	if err != nil {
 		a.logger.Warn("reading the records back", zap.String("zone", zone), zap.Error(err))
 		for _, name := range a.Domains[zone] {
@@ -374,6 +376,37 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 				r.LastError = "" // read back fine now
 			}
 		})
+	}
+}
+
+// getRecords is the provider's GetRecords, given up on when ctx ends: a
+// provider may not return then (libdns/rfc2136's zone transfer bounds
+// each read, not the whole, and a server that keeps sending keeps it
+// going), and the app's loop, and with it every reload's Stop, must not
+// wait for it. While one has not returned, no other starts.
+func (a *App) getRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
+	if !a.state.reading.CompareAndSwap(false, true) {
+		return nil, errors.New("the last read-back is still running (the DNS server has not finished answering it); retrying later")
+	}
+	type result struct {
+		records []libdns.Record
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer a.state.reading.Store(false)
+		var r result
+		r.err = panics.Call(a.logger, "reading the records back", func() (err error) {
+			r.records, err = a.getter.GetRecords(ctx, zone)
+			return err
+		})
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r.records, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the DNS server did not finish answering in time: %w", ctx.Err())
 	}
 }
 
@@ -475,9 +508,10 @@ type state struct {
 	mu          sync.Mutex
 	records     map[string]*recordState
 	failures    int
-	fingerprint string    // of the config that ran last
-	lastRun     time.Time // when it last checked
-	checks      int       // how many checks it made
+	fingerprint string      // of the config that ran last
+	lastRun     time.Time   // when it last checked
+	checks      int         // how many checks it made
+	reading     atomic.Bool // a read-back's GetRecords has not returned yet (across reloads too)
 }
 
 // resume returns how long a new app waits before its first check, and

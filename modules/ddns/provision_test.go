@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/libdns/libdns"
@@ -77,6 +78,42 @@ func TestReadBackErrorShows(t *testing.T) {
 	for _, r := range st.Records {
 		if r.LastError != "reading the records back: zone transfer refused" {
 			t.Errorf("%s: last_error %q", r.Name, r.LastError)
+		}
+	}
+}
+
+// stuckGetter is a provider whose read-back never returns, whatever its
+// context says (a zone transfer a server keeps sending).
+type stuckGetter struct{ release chan struct{} }
+
+func (g stuckGetter) GetRecords(context.Context, string) ([]libdns.Record, error) {
+	<-g.release
+	return nil, errors.New("released")
+}
+
+// TestReadBackThatNeverEnds: the app gives up on a read-back when its
+// context ends (Stop, and every reload, wait for the app's loop), and
+// starts no second one beside it.
+func TestReadBackThatNeverEnds(t *testing.T) {
+	g := stuckGetter{release: make(chan struct{})}
+	defer close(g.release)
+	a := &App{Domains: map[string][]string{"example.net": {"home"}}, getter: g,
+		state: &state{records: map[string]*recordState{}}, redact: newRedactor(nil, nil), logger: zap.NewNop()}
+	for i, want := range []string{"did not finish answering in time", "the last read-back is still running"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		returned := make(chan struct{})
+		go func() {
+			a.readBack(ctx, "example.net", "ipv4")
+			close(returned)
+		}()
+		select {
+		case <-returned:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("read-back %d still running 10 s after its context ended", i+1)
+		}
+		cancel()
+		if st := a.status(); len(st.Records) != 1 || !strings.Contains(st.Records[0].LastError, want) {
+			t.Errorf("read-back %d: %+v, want last_error with %q", i+1, st.Records, want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 )
 
 // Listener is a listening TCP socket of this machine.
@@ -97,10 +98,22 @@ func socketOwners() map[string]string {
 			continue
 		}
 		for inode := range socketInodes(filepath.Join(proc, "fd")) {
-			owners[inode] = strings.TrimSpace(string(comm)) + " (pid " + filepath.Base(proc) + ")"
+			owners[inode] = processName(comm) + " (pid " + filepath.Base(proc) + ")"
 		}
 	}
 	return owners
+}
+
+// processName is a process's comm as text fit for a terminal and a log:
+// any process may name itself (prctl), escape sequences included, and
+// `caddy hearth ports` prints it to whoever runs it, root too.
+func processName(comm []byte) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, strings.TrimSuffix(string(comm), "\n"))
 }
 
 // socketInodes yields the socket inodes among the fds in dir.

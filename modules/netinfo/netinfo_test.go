@@ -79,3 +79,19 @@ func TestForeignListener(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessName: a process's self-chosen name reaches a terminal with
+// no control character (an escape sequence could rewrite the screen).
+func TestProcessName(t *testing.T) {
+	for in, want := range map[string]string{
+		"node\n":                "node",
+		"caddy\n":               "caddy",
+		"\x1b[2J\x1b]0;x\x07\n": "?[2J?]0;x?",
+		"a\u0085b\xff\n":        "a?b?",
+		"python3 \n":            "python3 ",
+	} {
+		if got := processName([]byte(in)); got != want {
+			t.Errorf("processName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
