@@ -415,6 +415,41 @@ http://127.0.0.1:%d {
 	}
 }
 
+// TestAdminReachRefusedForOwnAccounts: a service, a job or a process
+// upstream running under an account of its own is refused when that
+// account can use the admin API (here TCP, which every local process
+// reaches): its code, compromised, could load a config that runs anything
+// as Caddy, root here (a Python app has had HG-ADMIN-01 for this). The
+// same blocks as Caddy's own account start.
+func TestAdminReachRefusedForOwnAccounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("user nobody needs root")
+	}
+	port := freePort(t)
+	for _, tc := range []struct{ what, config string }{
+		{"service probe", "{\n\tadmin {ADMIN}\n\thearth {\n\t\tservice probe {\n\t\t\tcommand /bin/sleep 300\n\t\t\t%s\n\t\t}\n\t}\n}\n"},
+		{"job probe", "{\n\tadmin {ADMIN}\n\thearth {\n\t\tjob probe {\n\t\t\tcommand /bin/true\n\t\t\tschedule every 1h\n\t\t\t%s\n\t\t}\n\t}\n}\n"},
+		{"process upstream probe", fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\treverse_proxy {\n\t\tdynamic process {PYTHON} -m http.server {port} --bind 127.0.0.1 {\n\t\t\tname probe\n\t\t\tdir /\n\t\t\t%%s\n\t\t}\n\t}\n}\n", port)},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			log := refused(t, fmt.Sprintf(tc.config, "user nobody"))
+			if !strings.Contains(log, "listens on TCP") || !strings.Contains(log, tc.what+" (user nobody) can load a config that runs any command") {
+				t.Errorf("%s as nobody, with the admin API on TCP, was not refused:\n%s", tc.what, tail(log, 6))
+			}
+			c := launchCaddy(t, fmt.Sprintf(tc.config, ""))
+			waitFor(t, 60*time.Second, "the config as Caddy's own account to start", func() bool {
+				select {
+				case <-c.exited:
+					t.Fatalf("as Caddy's own account, refused too:\n%s", tail(c.log.String(), 6))
+				default:
+				}
+				return strings.Contains(c.log.String(), "serving initial configuration")
+			})
+			c.stop()
+		})
+	}
+}
+
 // TestHomeserverAsUnit: examples/homeserver, started as the unit generated
 // for it starts Caddy (its user, capabilities, environment file, admin
 // socket, hidden /proc), serves its three services with the apps under

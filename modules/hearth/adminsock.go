@@ -2,10 +2,16 @@ package hearth
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
+	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -101,4 +107,107 @@ func adminOpenToEveryAccount(listen string, enabled, privileged bool) string {
 		return ""
 	}
 	return "Caddy's admin API listens on TCP " + listen + " while Caddy runs as root (or may switch users): every local account, and every service or job running as one, can load a config that runs any command with Caddy's privileges"
+}
+
+// AdminReachableBy says how a process running as cred, an account other
+// than Caddy's, can use Caddy's admin API (which loads configs, and so
+// runs any command with Caddy's privileges), or "" when it cannot: the API
+// is off, on a file descriptor, or a unix socket that account may not
+// open. what names the process in the message ("the app", "service
+// redis"). Caddy's own account (cred nil) and root are the caller's to
+// judge: they hold those privileges already, or share Caddy's.
+func AdminReachableBy(listen string, enabled bool, cred *syscall.Credential, what string) string {
+	if !enabled || cred == nil || cred.Uid == 0 {
+		return ""
+	}
+	addr, err := caddy.ParseNetworkAddress(listen)
+	if err != nil || addr.IsFdNetwork() {
+		return ""
+	}
+	who := "user " + AccountName(cred.Uid)
+	if !addr.IsUnixNetwork() {
+		return fmt.Sprintf("Caddy's admin API listens on TCP %s, which every local process can reach: %s (%s) can load a config that runs any command as Caddy's user", listen, what, who)
+	}
+	path, mode, _ := strings.Cut(addr.Host, "|")
+	why, reachable := socketReachable(path, mode, cred.Uid, cred.Gid)
+	if !reachable {
+		return ""
+	}
+	return fmt.Sprintf("%s (%s) can open Caddy's admin socket %s (%s): it can load a config that runs any command as Caddy's user", what, who, path, why)
+}
+
+// CheckAdminReach refuses to start what (a service, job or process
+// upstream with an account of its own) as cred when that account could
+// use the admin API of the config being loaded (AdminReachableBy): its
+// code, compromised, would run anything with Caddy's privileges. A Python
+// app's check is its HG-ADMIN-01.
+func CheckAdminReach(what string, cred *syscall.Credential) error {
+	listen, enabled := AdminEndpoint()
+	if problem := AdminReachableBy(listen, enabled, cred, what); problem != "" {
+		return fmt.Errorf("%s: refused; %s", problem, AdminFix)
+	}
+	return nil
+}
+
+// AdminFix is how to keep every process Hearth starts away from the
+// admin API.
+const AdminFix = "put Caddy's admin API on a unix socket in a directory only Caddy's user can enter (the unit `caddy hearth systemd` writes sets CADDY_ADMIN=unix//run/caddy/admin.sock|0600 in RuntimeDirectory=caddy, mode 0700), or turn it off with `admin off`"
+
+// socketReachable reports whether uid (with gid as its only group, as
+// Hearth starts processes) can connect to the unix socket at path: search
+// permission on every directory above it and write permission on the
+// socket. A socket not created yet is judged by mode (Caddy's default
+// 0200) with Caddy as its owner.
+func socketReachable(path, mode string, uid, gid uint32) (string, bool) {
+	path = filepath.Clean(path)
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if st, err := statOf(dir); err == nil && !permits(st, uid, gid, 0o1) {
+			return "", false
+		}
+		if dir == "/" || dir == "." {
+			break
+		}
+	}
+	st, err := statOf(path)
+	if err != nil {
+		perm, perr := strconv.ParseUint(mode, 8, 32)
+		if mode == "" || perr != nil {
+			perm = 0o200
+		}
+		st = &syscall.Stat_t{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid()), Mode: uint32(perm)}
+	}
+	if !permits(st, uid, gid, 0o2) {
+		return "", false
+	}
+	return fmt.Sprintf("socket mode %04o, owner %s; no directory above it keeps %s out", fs.FileMode(st.Mode).Perm(), AccountName(st.Uid), AccountName(uid)), true
+}
+
+func statOf(path string) (*syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// permits applies the owner, group or other bits of st for uid and gid.
+func permits(st *syscall.Stat_t, uid, gid uint32, bit uint32) bool {
+	switch {
+	case uid == 0:
+		return true
+	case st.Uid == uid:
+		return st.Mode&(bit<<6) != 0
+	case st.Gid == gid:
+		return st.Mode&(bit<<3) != 0
+	default:
+		return st.Mode&bit != 0
+	}
+}
+
+// AccountName is the user name of uid, or the number.
+func AccountName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		return u.Username
+	}
+	return strconv.FormatUint(uint64(uid), 10)
 }

@@ -126,6 +126,11 @@ func (a *App) startJobs() error {
 
 // startJob takes the job of spec for this config and starts its schedule.
 func (a *App) startJob(spec *job.Spec) error {
+	if spec.App == "" { // in an app's environment, the app's checks (HG-ADMIN-01) judge its account
+		if err := CheckAdminReach(string(spec.Kind)+" "+spec.Name, spec.Credential); err != nil {
+			return err
+		}
+	}
 	key := PoolKey("job", spec)
 	v, _, err := jobs.LoadOrNew(key, func() (caddy.Destructor, error) { return job.New(spec, a.logger), nil })
 	if err != nil {

@@ -42,6 +42,11 @@ func (a *App) startServices() error {
 		if err != nil {
 			return err
 		}
+		if spec.App == "" { // in an app's environment, the app's checks (HG-ADMIN-01) judge its account
+			if err := CheckAdminReach("service "+spec.Name, spec.Credential); err != nil {
+				return err
+			}
+		}
 		g, err := a.useService(spec)
 		if err != nil {
 			return err

@@ -138,6 +138,10 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	// (after the hearth app's provisioning, which records the config's admin API)
+	if err := hearth.CheckAdminReach("process upstream "+s.Name, s.credential); err != nil {
+		return err
+	}
 	pool, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
 		return newGroup(s, ctx.Logger()), nil
 	})
