@@ -26,6 +26,10 @@ func TestPublicIP(t *testing.T) {
 		"127.0.0.1": "not a public", "169.254.1.1": "not a public", "fe80::1": "not a public",
 		"::1": "not a public", "0.0.0.0": "not a public", "224.0.0.1": "not a public",
 		"100.64.0.1": "carrier NAT", "100.127.255.254": "carrier NAT", "100.128.0.1": "",
+		// IPv4 as IPv6 is judged as IPv4; special-purpose ranges; a zone
+		"::ffff:100.64.1.1": "carrier NAT", "::ffff:10.0.0.1": "not a public", "::ffff:203.0.113.7": "",
+		"0.1.2.3": "not a public", "240.0.0.1": "not a public", "255.255.255.255": "not a public",
+		"198.18.0.1": "not a public", "64:ff9b::a00:1": "not a public", "2001:db8::1%eth0": "not a public",
 	} {
 		err := publicIP(netip.MustParseAddr(ip))
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
@@ -55,6 +59,12 @@ func TestDetectNeedsTwoHTTPSourcesToAgree(t *testing.T) {
 	app.IPSources = []IPSource{{Source: "http", URL: ipServer(t, "192.168.0.2")}, {Source: "http", URL: b}}
 	if _, err := app.detect(ctx, "ipv4"); err == nil {
 		t.Errorf("a private address and one public vote were accepted")
+	}
+	// an echo service answering a carrier-NAT address is one wrong
+	// source, not a veto over the two that agree
+	app.IPSources = []IPSource{{Source: "http", URL: ipServer(t, "100.64.0.9")}, {Source: "http", URL: a}, {Source: "http", URL: c}}
+	if ip, err := app.detect(ctx, "ipv4"); err != nil || ip.String() != "203.0.113.5" {
+		t.Errorf("one http source answering 100.64.0.9 before two that agree: %v %v", ip, err)
 	}
 	app.IPSources = []IPSource{{Source: "http", URL: b}}
 	if ip, err := app.detect(ctx, "ipv4"); err != nil || ip.String() != "203.0.113.6" {

@@ -76,14 +76,29 @@ var errCarrierNAT = errors.New("this connection is behind carrier NAT (a 100.64.
 
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
-// publicIP rejects addresses the internet cannot reach.
+// notRoutable are special-purpose ranges netip's predicates let through:
+// "this network", reserved and broadcast, benchmarking, NAT64's well-known
+// prefix (an IPv4 address in disguise).
+var notRoutable = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("64:ff9b::/96")}
+
+// publicIP rejects addresses the internet cannot reach. An IPv4 address
+// written as IPv6 (::ffff:a.b.c.d) is judged as the IPv4 address it is.
 func publicIP(ip netip.Addr) error {
+	ip = ip.Unmap()
 	switch {
+	case ip.Zone() != "":
+		return fmt.Errorf("%s is not a public address (it names a network interface)", ip)
 	case cgnat.Contains(ip):
 		return errCarrierNAT
 	case ip.IsPrivate(), ip.IsLoopback(), ip.IsLinkLocalUnicast(), ip.IsUnspecified(),
 		ip.IsMulticast(), ip.IsLinkLocalMulticast(), !ip.IsGlobalUnicast():
 		return fmt.Errorf("%s is not a public address", ip)
+	}
+	for _, p := range notRoutable {
+		if p.Contains(ip) {
+			return fmt.Errorf("%s is not a public address (%s is reserved)", ip, p)
+		}
 	}
 	return nil
 }
@@ -123,7 +138,11 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 			break
 		}
 		if !ip.IsValid() {
-			if errors.Is(reject, errCarrierNAT) {
+			// the machine's or router's own view of its address (upnp,
+			// interface, static, command) is a diagnosis; an echo service
+			// sees the public side of carrier NAT, so one answering
+			// 100.64/10 is wrong, and one wrong source vetoes nothing
+			if errors.Is(reject, errCarrierNAT) && src.Source != "http" {
 				return netip.Addr{}, reject
 			}
 			if reject == nil {
