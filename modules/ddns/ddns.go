@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -385,21 +384,33 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 // going), and the app's loop, and with it every reload's Stop, must not
 // wait for it. While one has not returned, no other starts.
 func (a *App) getRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
-	if !a.state.reading.CompareAndSwap(false, true) {
+	// per settings: a read-back stuck on a server the next config no
+	// longer uses holds nothing of that config's
+	key := a.fingerprint + " " + zone
+	a.state.mu.Lock()
+	if a.state.reading[key] {
+		a.state.mu.Unlock()
 		return nil, errors.New("the last read-back is still running (the DNS server has not finished answering it); retrying later")
 	}
+	if a.state.reading == nil {
+		a.state.reading = map[string]bool{}
+	}
+	a.state.reading[key] = true
+	a.state.mu.Unlock()
 	type result struct {
 		records []libdns.Record
 		err     error
 	}
 	done := make(chan result, 1)
 	go func() {
-		defer a.state.reading.Store(false)
 		var r result
 		r.err = panics.Call(a.logger, "reading the records back", func() (err error) {
 			r.records, err = a.getter.GetRecords(ctx, zone)
 			return err
 		})
+		a.state.mu.Lock()
+		delete(a.state.reading, key) // before the answer: the next zone's read-back may follow at once
+		a.state.mu.Unlock()
 		done <- r
 	}()
 	select {
@@ -508,10 +519,10 @@ type state struct {
 	mu          sync.Mutex
 	records     map[string]*recordState
 	failures    int
-	fingerprint string      // of the config that ran last
-	lastRun     time.Time   // when it last checked
-	checks      int         // how many checks it made
-	reading     atomic.Bool // a read-back's GetRecords has not returned yet (across reloads too)
+	fingerprint string          // of the config that ran last
+	lastRun     time.Time       // when it last checked
+	checks      int             // how many checks it made
+	reading     map[string]bool // settings (fingerprint) whose read-back has not returned yet, across reloads
 }
 
 // resume returns how long a new app waits before its first check, and

@@ -36,7 +36,7 @@ var ErrStopped = errors.New("updates stopped until the config changes")
 type updateService struct {
 	mu      sync.Mutex
 	stopped error             // a fatal reply: no more requests
-	nochg   map[string]string // host → IP the service said was already set
+	nochg   map[string]string // host and family (nochgKey) → IP the service said was already set
 }
 
 // do runs the request unless the service is stopped or already holds ip
@@ -48,7 +48,7 @@ func (s *updateService) do(ctx context.Context, host, ip string, req func(contex
 		s.mu.Unlock()
 		return err
 	}
-	if s.nochg[host] == ip {
+	if s.nochg[nochgKey(host, ip)] == ip {
 		s.mu.Unlock()
 		return nil
 	}
@@ -69,15 +69,24 @@ func (s *updateService) noChange(host, ip string) {
 	if s.nochg == nil {
 		s.nochg = map[string]string{}
 	}
-	s.nochg[host] = ip
+	s.nochg[nochgKey(host, ip)] = ip
+}
+
+// nochgKey is what a nochg is remembered under: the host and the address
+// family (its A and AAAA records are updated apart).
+func nochgKey(host, ip string) string {
+	if strings.Contains(ip, ":") {
+		return host + " AAAA"
+	}
+	return host + " A"
 }
 
 // changed forgets the nochg of host: its address changed since, and the
 // next update to that old address must go out (X, then Y, then X again).
-func (s *updateService) changed(host string) {
+func (s *updateService) changed(host, ip string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.nochg, host)
+	delete(s.nochg, nochgKey(host, ip))
 }
 
 // checkServer refuses an update service's URL that would send the
@@ -238,7 +247,7 @@ func (p *DynDNS2) SetRecords(ctx context.Context, zone string, records []libdns.
 			case code == "nochg":
 				p.svc.noChange(host, ip)
 			default: // good: the host has another address than the one nochg was said for
-				p.svc.changed(host)
+				p.svc.changed(host, ip)
 			}
 			return nil
 		})

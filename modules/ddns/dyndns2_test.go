@@ -219,13 +219,44 @@ func TestDynDNS2AddressBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for i, step := range []struct{ ip, reply string }{{"203.0.113.9", "nochg"}, {"203.0.113.10", "good"}, {"203.0.113.9", "good"}} {
+	for i, step := range []struct {
+		ip, reply string
+		requests  int32
+	}{
+		{"203.0.113.9", "nochg", 1}, {"203.0.113.10", "good", 2}, {"203.0.113.9", "nochg", 3},
+		// the AAAA record is another: its answers leave the A record's alone
+		{"2001:db8::9", "good", 4}, {"203.0.113.9", "good", 4}, {"2001:db8::9", "nochg", 5}, {"2001:db8::9", "good", 5},
+	} {
 		reply.Store(step.reply)
 		if _, err := p.SetRecords(ctx, "example.net.", addr("home", step.ip)); err != nil {
 			t.Fatalf("update %d to %s: %v", i+1, step.ip, err)
 		}
-		if got := requests.Load(); got != int32(i+1) {
-			t.Fatalf("after the update to %s: %d requests, want %d", step.ip, got, i+1)
+		if got := requests.Load(); got != step.requests {
+			t.Fatalf("after update %d, to %s: %d requests, want %d", i+1, step.ip, got, step.requests)
+		}
+	}
+}
+
+// TestIPSourceRedirects: an http source follows a redirect on its own
+// host, never to another host, nor from https down to http.
+func TestIPSourceRedirects(t *testing.T) {
+	req := func(u string) *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, u, nil)
+		return r
+	}
+	for _, tc := range []struct {
+		from, to string
+		want     string
+	}{
+		{"http://ip.example/", "https://ip.example/v4", ""},
+		{"https://ip.example/", "https://ip.example/v4", ""},
+		{"https://ip.example/", "https://evil.example/", "another host"},
+		{"https://ip.example/", "http://ip.example/", "from https to http"},
+		{"https://ip.example/", "http://ip.example:8080/", "from https to http"},
+	} {
+		err := ipEchoClient.CheckRedirect(req(tc.to), []*http.Request{req(tc.from)})
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s to %s: %v, want %q", tc.from, tc.to, err, tc.want)
 		}
 	}
 }

@@ -274,6 +274,9 @@ var ipEchoClient = &http.Client{
 		if !strings.EqualFold(req.URL.Hostname(), via[0].URL.Hostname()) {
 			return fmt.Errorf("redirected to another host (%s), which is not followed: give that service's URL instead", req.URL.Redacted())
 		}
+		if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirected from https to %s, which is not followed: anyone on the way could answer that", req.URL.Redacted())
+		}
 		return nil
 	},
 }
