@@ -213,11 +213,26 @@ func (c *unitCaddy) socket() string {
 // admin sends a request to the admin socket.
 func (c *unitCaddy) admin(method, path string) (int, string) {
 	c.t.Helper()
+	req, _ := http.NewRequest(method, "http://127.0.0.1"+path, nil)
+	return c.adminDo(req)
+}
+
+// load posts a Caddyfile to the admin socket, as `caddy reload` does.
+func (c *unitCaddy) load(caddyfile string) (int, string) {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1/load", strings.NewReader(caddyfile))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	return c.adminDo(req)
+}
+
+func (c *unitCaddy) adminDo(req *http.Request) (int, string) {
+	c.t.Helper()
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket())
 		}}}
-	req, _ := http.NewRequest(method, "http://127.0.0.1"+path, nil)
+	method, path := req.Method, req.URL.Path
 	resp, err := client.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s on the admin socket: %v", method, path, err)
@@ -355,6 +370,17 @@ func TestAdminUnreachableFromApps(t *testing.T) {
 	}
 	if strings.Contains(c.log.String(), "HG-ADMIN-01") || strings.Contains(c.log.String(), "every local account") {
 		t.Errorf("HG-ADMIN-01, or the warning about a TCP admin API, reported for the unit's socket:\n%s", c.log.String())
+	}
+	// whoever holds the socket (Caddy's account) gets neither root nor a
+	// process as Caddy's own account, which may switch to any other
+	for _, tc := range []struct{ account, want string }{
+		{"user root\n\t\t\tallow_root", "Caddy does not run as root"},
+		{"user " + caddyUser, "runs as Caddy's own account (" + caddyUser + ")"},
+	} {
+		code, body := c.load(fmt.Sprintf("{\n\thearth {\n\t\tservice escalate {\n\t\t\tcommand /bin/sleep 300\n\t\t\t%s\n\t\t}\n\t}\n}\n", tc.account))
+		if code != http.StatusBadRequest || !strings.Contains(body, tc.want) {
+			t.Errorf("a service with %q loaded over the unit's socket: %d %s", tc.account, code, body)
+		}
 	}
 }
 

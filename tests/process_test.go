@@ -347,3 +347,15 @@ func TestProcessUpstreamExitTakesItsChildren(t *testing.T) {
 		t.Errorf("an instance on 0.0.0.0 was not reported:\n%s", tail(c.log.String(), 10))
 	}
 }
+
+// TestProcessUpstreamInASessionOfItsOwn: an instance whose listener is in
+// another process group or session of its account (setsid, sudo, a
+// container's proxy) is ready once it listens: only another account's
+// socket on its port stops it.
+func TestProcessUpstreamInASessionOfItsOwn(t *testing.T) {
+	config, url := processSite(t, fmt.Sprintf("/usr/bin/setsid --wait %s -m http.server {port} --bind 127.0.0.1", pythonPath()), "start_timeout 15s")
+	startCaddy(t, config)
+	if resp, _ := get(t, url+"/"); resp.StatusCode != 200 {
+		t.Errorf("the instance in a session of its own answered %d", resp.StatusCode)
+	}
+}

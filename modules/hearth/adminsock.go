@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // DefaultAdminSocket is where the unit `caddy hearth systemd` writes puts
@@ -109,20 +111,28 @@ func adminOpenToEveryAccount(listen string, enabled, privileged bool) string {
 	return "Caddy's admin API listens on TCP " + listen + " while Caddy runs as root (or may switch users): every local account, and every service or job running as one, can load a config that runs any command with Caddy's privileges"
 }
 
-// AdminReachableBy says how a process running as cred, an account other
-// than Caddy's, can use Caddy's admin API (which loads configs, and so
-// runs any command with Caddy's privileges), or "" when it cannot: the API
-// is off, on a file descriptor, or a unix socket that account may not
-// open. what names the process in the message ("the app", "service
-// redis"). Caddy's own account (cred nil) and root are the caller's to
-// judge: they hold those privileges already, or share Caddy's.
+// AdminReachableBy says how a process running as cred (nil: Caddy's own
+// account) can use Caddy's admin API to gain what it does not hold (the
+// API loads configs, and so runs any command with Caddy's privileges), or
+// "" when it cannot: the API is off, on a file descriptor, or a unix
+// socket that account may not open. what names the process in the message
+// ("the app", "service redis"). Root holds every privilege already; so
+// does Caddy's own account, unless Caddy is not root yet may start
+// processes as any account (CAP_SETUID, as under the unit): that is more
+// than the account's own rights.
 func AdminReachableBy(listen string, enabled bool, cred *syscall.Credential, what string) string {
-	if !enabled || cred == nil || cred.Uid == 0 {
+	if !enabled || cred != nil && cred.Uid == 0 {
 		return ""
 	}
 	addr, err := caddy.ParseNetworkAddress(listen)
 	if err != nil || addr.IsFdNetwork() {
 		return ""
+	}
+	if cred == nil {
+		if os.Geteuid() == 0 || !supervisor.CanSwitchUsers() {
+			return ""
+		}
+		return fmt.Sprintf("%s runs as Caddy's own account (%s), which can use the admin API at %s, and Caddy may start processes as any account (CAP_SETUID): its code could load a config that runs anything as any account but root", what, AccountName(uint32(os.Geteuid())), listen)
 	}
 	who := "user " + AccountName(cred.Uid)
 	if !addr.IsUnixNetwork() {

@@ -459,6 +459,8 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 # files apps write (their umask is 0027), yet they can neither open Caddy's
 # admin socket nor read its data directory %[4]s (certificates' keys, the
 # apps' secrets): those are 0700, and Caddy's own files 0600 (UMask=0077).
+# Apps that share %[9]s are not kept apart (each can read the others'
+# environment, files and databases): give an app its own `+"`user`"+` for that.
 #   sudo useradd --system --home-dir %[4]s --no-create-home --shell /usr/sbin/nologin %[3]s
 #   sudo useradd --system --no-create-home --shell /usr/sbin/nologin %[9]s
 # The apps' directories must be readable by %[9]s, and writable where they write:

@@ -34,8 +34,20 @@ func (l Listener) takes(ip net.IP, port int) bool {
 // Listeners parses /proc/net/tcp and tcp6 for sockets in LISTEN state (by
 // /proc/self/net, which systemd's ProcSubset=pid leaves visible).
 func Listeners() []Listener {
+	out := listeners()
+	if len(out) > 0 {
+		names := socketOwners()
+		for i := range out {
+			out[i].Process = names[out[i].Inode]
+		}
+	}
+	return out
+}
+
+// listeners is Listeners without the processes' names (finding them reads
+// every descriptor of every process).
+func listeners() []Listener {
 	var out []Listener
-	names := socketOwners()
 	for _, file := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -51,7 +63,7 @@ func Listeners() []Listener {
 			if !ok || err != nil {
 				continue
 			}
-			out = append(out, Listener{Addr: ip, Port: port, UID: uid, Inode: f[9], Process: names[f[9]]})
+			out = append(out, Listener{Addr: ip, Port: port, UID: uid, Inode: f[9]})
 		}
 	}
 	return out
@@ -151,7 +163,7 @@ func GroupListens(pgid int, addr string) (listens, known bool) {
 	}
 	want := net.ParseIP(host)
 	inodes := map[string]bool{}
-	for _, l := range Listeners() {
+	for _, l := range listeners() {
 		if l.takes(want, port) {
 			inodes[l.Inode] = true
 		}
@@ -210,10 +222,10 @@ func ForeignListener(addr string, uid int) string {
 		return ""
 	}
 	want := net.ParseIP(host)
-	for _, l := range Listeners() {
+	for _, l := range listeners() {
 		if l.takes(want, port) && l.UID != uid {
-			if l.Process != "" {
-				return fmt.Sprintf("%s of uid %d", l.Process, l.UID)
+			if name := socketOwners()[l.Inode]; name != "" {
+				return fmt.Sprintf("%s of uid %d", name, l.UID)
 			}
 			return fmt.Sprintf("a program of uid %d", l.UID)
 		}

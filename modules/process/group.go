@@ -148,7 +148,7 @@ func (g *Group) start() error {
 func (g *Group) launch() (_ *instance, err error) {
 	defer panics.Recover(g.logger, "starting a process", &err)
 	var network, address string
-	var env []string
+	var defaults, env []string // before the instance's own environment, and after it
 	var repl *strings.Replacer
 	if g.spec.Socket {
 		dir, err := socketDir()
@@ -167,8 +167,10 @@ func (g *Group) launch() (_ *instance, err error) {
 		ps := strconv.Itoa(port)
 		// HOST: what many servers (Node's among them) bind when told;
 		// without it `listen(PORT)` takes every interface, and the LAN
-		// would reach the app without Caddy
-		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), []string{"HOST=127.0.0.1", "PORT=" + ps, "HEARTH_PORT=" + ps}
+		// would reach the app without Caddy (the instance's env may set
+		// another: warnIfOpen reports a wildcard)
+		network, address, env = "tcp", net.JoinHostPort("127.0.0.1", ps), []string{"PORT=" + ps, "HEARTH_PORT=" + ps}
+		defaults = []string{"HOST=127.0.0.1"}
 		// the Caddyfile turns the {port} shorthand into {http.request.port}
 		repl = strings.NewReplacer("{port}", ps, "{http.request.port}", ps)
 	}
@@ -178,7 +180,7 @@ func (g *Group) launch() (_ *instance, err error) {
 	}
 	cmd := supervisor.Command{
 		Path: g.spec.Path, Args: args, Dir: g.spec.Dir,
-		Env:        append(slices.Clip(g.spec.Env), env...),
+		Env:        append(append(defaults, g.spec.Env...), env...),
 		Credential: g.spec.credential,
 		Umask:      g.spec.Umask,
 	}
@@ -247,7 +249,7 @@ func (g *Group) awaitReady(in *instance) error {
 			return errors.New("stopped while starting")
 		default:
 		}
-		if taken = g.takenBy(in); taken != "" || !g.listening(in) {
+		if taken = g.takenBy(in); taken != "" {
 			// not ready: requests would go to whoever holds the port
 		} else if g.spec.ReadyPath != "" {
 			if resp, err := readyClient(client, in).Get("http://" + hostOf(in) + g.spec.ReadyPath); err == nil {
@@ -272,27 +274,23 @@ func (g *Group) awaitReady(in *instance) error {
 
 // takenBy says who else holds the instance's TCP port, or "": another
 // account's socket there took the port between Caddy's choice and the
-// instance's bind, and would receive the site's requests.
+// instance's bind, and would receive the site's requests. A listener of
+// the instance's own process group is its own whatever its account (a
+// program that binds as root, then drops to its user); a program of the
+// instance's account outside its group (setsid, sudo, a container's proxy)
+// is taken for the instance's: Caddy cannot tell them apart from a
+// squatter of the same account (give apps accounts of their own).
 func (g *Group) takenBy(in *instance) string {
 	if in.network != "tcp" {
 		return "" // in a directory only Caddy's account may write
+	}
+	if listens, known := netinfo.GroupListens(in.proc.Pid(), in.addr); known && listens {
+		return ""
 	}
 	if other := netinfo.ForeignListener(in.addr, in.uid); other != "" {
 		return fmt.Sprintf("%s holds %s, the port Hearth gave it: another account took it first, and would have received the site's requests", other, in.addr)
 	}
 	return ""
-}
-
-// listening reports whether the instance's process group listens on its
-// TCP port, as far as Caddy can tell (it cannot read the descriptors of
-// another account's processes unless it is root): a connection alone
-// could reach another program of the same account there.
-func (g *Group) listening(in *instance) bool {
-	if in.network != "tcp" {
-		return true
-	}
-	listens, known := netinfo.GroupListens(in.proc.Pid(), in.addr)
-	return listens || !known
 }
 
 // readyClient is client, dialling the instance's unix socket if it has one.

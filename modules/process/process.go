@@ -211,6 +211,9 @@ func (u *Upstreams) resolve() (*spec, error) {
 		return nil, err
 	}
 	s.credential, s.User, s.Group = cred, u.User, u.Group
+	if s.Socket && cred != nil {
+		return nil, fmt.Errorf("socket: the instances run as %s, an account other than Caddy's, which may not create a socket in Caddy's sockets directory (no account but Caddy's may put one there: it would receive the requests); remove `socket`, and each instance gets a loopback port in $PORT", hearth.AccountName(cred.Uid))
+	}
 	if s.ReadyPath != "" && !strings.HasPrefix(s.ReadyPath, "/") {
 		return nil, fmt.Errorf("ready_path %q must start with /", s.ReadyPath)
 	}

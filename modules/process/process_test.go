@@ -49,3 +49,21 @@ func TestResolveEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestSocketAsAnotherAccount: `socket` with an instance of another account
+// is refused when the config loads, saying what to do: that account could
+// never create its socket in Caddy's directory (the instance failed to
+// start, with only its own error in the log).
+func TestSocketAsAnotherAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("another account needs root")
+	}
+	u := Upstreams{Command: []string{"/bin/true"}, Dir: t.TempDir(), User: "nobody", Socket: true}
+	if _, err := u.resolve(); err == nil || !strings.Contains(err.Error(), "socket: the instances run as nobody") || !strings.Contains(err.Error(), "remove `socket`") {
+		t.Errorf("socket as nobody: %v", err)
+	}
+	u.Socket = false
+	if _, err := u.resolve(); err != nil {
+		t.Errorf("a port as nobody: %v", err)
+	}
+}

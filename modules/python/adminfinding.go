@@ -16,8 +16,9 @@ const adminFix = hearth.AdminFix + "; and run the app under its own account (`us
 // adminFindings is HG-ADMIN-01: the pool's processes (running as cred, or
 // as Caddy's own user when cred is nil) could reach Caddy's admin API,
 // which loads configs and so runs any command (before_start) as Caddy's
-// user. A warning when the app runs as Caddy's own user (development);
-// blocking when it runs as another user (a privilege escalation).
+// user. A warning when the app runs as Caddy's own user (development),
+// unless Caddy is not root yet may switch users (then, like an app of
+// another user that can reach the API, a privilege escalation: blocking).
 func adminFindings(listen string, enabled bool, cred *syscall.Credential) []Finding {
 	if !enabled {
 		return nil
@@ -26,16 +27,13 @@ func adminFindings(listen string, enabled bool, cred *syscall.Credential) []Find
 	if err != nil || addr.IsFdNetwork() {
 		return nil
 	}
+	if problem := hearth.AdminReachableBy(listen, enabled, cred, "the app"); problem != "" {
+		return []Finding{{ID: "HG-ADMIN-01", Blocking: true, Problem: problem, Fix: adminFix}}
+	}
 	if cred == nil {
 		return []Finding{{ID: "HG-ADMIN-01", Blocking: false,
 			Problem: fmt.Sprintf("the app runs as Caddy's own user (%s): it can use Caddy's admin API at %s, which can load a config that runs any command as Caddy", accountName(uint32(os.Geteuid())), listen),
 			Fix:     adminFix}}
-	}
-	if cred.Uid == 0 {
-		return nil // allow_root: already every privilege
-	}
-	if problem := hearth.AdminReachableBy(listen, enabled, cred, "the app"); problem != "" {
-		return []Finding{{ID: "HG-ADMIN-01", Blocking: true, Problem: problem, Fix: adminFix}}
 	}
 	return nil
 }

@@ -3,8 +3,10 @@ package python
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -368,7 +371,11 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 			Problem: fmt.Sprintf("env_file %s is readable by other users (mode %04o)", path, info.Mode().Perm()),
 			Fix:     fmt.Sprintf("chmod 600 %s", path)})
 	}
-	if a.trackedByGit(path) {
+	tracked, unknown := a.trackedByGit(path)
+	if unknown != "" {
+		a.logger.Warn("could not ask git whether it tracks the env_file (HG-FILE-02 not checked)", zap.String("env_file", path), zap.String("error", unknown))
+	}
+	if tracked {
 		out = append(out, Finding{ID: "HG-FILE-02", Blocking: true,
 			Problem: fmt.Sprintf("env_file %s is tracked by git: its secrets are in the repository", path),
 			Fix:     fmt.Sprintf("`git rm --cached %s`, add it to .gitignore, and replace the secrets it held", filepath.Base(path))})
@@ -376,20 +383,34 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 	return out
 }
 
-// trackedByGit reports whether git tracks path. git runs as the app's
-// account, not Caddy's: a repository that account owns is one git run as
-// root refuses ("dubious ownership", so the finding was never made), and
-// its config can name programs git runs. Its environment is only PATH
-// and what keeps git to the repository (no system or global config, no
-// prompt), and it has gitTimeout to answer.
-func (a *App) trackedByGit(path string) bool {
+// trackedByGit reports whether git tracks path, and why it cannot tell
+// ("" when it can). git runs as the app's account, not Caddy's, and with
+// the repository's own programs off (core.fsmonitor names one git would
+// run): whoever can write the repository's config does not get to run
+// code as another account. safe.directory=* lets it read a repository
+// another account owns (the deploy user's, with the app as hearth-apps;
+// the developer's under `sudo caddy run`), which is safe with those
+// programs off. Its environment is only PATH and what keeps it to the
+// repository (no system or global config, no prompt), and it has
+// gitTimeout to answer.
+func (a *App) trackedByGit(path string) (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), gitTimeout)
 	defer cancel()
-	_, err := supervisor.Run(ctx, supervisor.Command{
-		Path: "git", Args: []string{"ls-files", "--error-unmatch", "--", filepath.Base(path)},
+	out, err := supervisor.Run(ctx, supervisor.Command{
+		Path: "git", Args: []string{"-c", "safe.directory=*", "-c", "core.fsmonitor=false", "ls-files", "--error-unmatch", "--", filepath.Base(path)},
 		Dir: filepath.Dir(path), Env: gitEnv, Credential: a.spec.Credential,
 	}, a.logger)
-	return err == nil
+	var exit *supervisor.ExitError
+	switch {
+	case err == nil:
+		return true, ""
+	case errors.As(err, &exit) && exit.Code == 1: // --error-unmatch: not tracked
+		return false, ""
+	case errors.As(err, &exit) && strings.Contains(string(out), "not a git repository"),
+		errors.Is(err, exec.ErrNotFound): // no git: a checkout it made is unlikely
+		return false, ""
+	}
+	return false, fmt.Sprintf("%v: %s", err, textcut.Prefix(strings.TrimSpace(string(out)), 200))
 }
 
 // gitEnv is the whole environment trackedByGit gives git.

@@ -128,10 +128,11 @@ func TestFileFindings(t *testing.T) {
 	}
 }
 
-// TestTrackedByGitAsTheApp: git answers as the app's account. Run as
-// root in a repository that account owns, git refuses it ("dubious
-// ownership") and a tracked env_file went unreported; and git's config
-// there (core.fsmonitor names a program) is the app account's to write.
+// TestTrackedByGitAsTheApp: git answers as the app's account, in a
+// repository that account owns (as root, git refused it: "dubious
+// ownership", and a tracked env_file went unreported) or another's, and
+// never runs the program the repository's config names (core.fsmonitor),
+// which whoever writes that config chose.
 func TestTrackedByGitAsTheApp(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("switching to the app's account needs root")
@@ -166,8 +167,27 @@ func TestTrackedByGitAsTheApp(t *testing.T) {
 	if got := ids(app.fileFindings(hearth.Site{})); !slices.Equal(got, []string{"HG-FILE-02"}) {
 		t.Errorf("a tracked env_file in the app account's repository: %v, want HG-FILE-02", got)
 	}
-	if uid, err := os.ReadFile(marker); err != nil || strings.TrimSpace(string(uid)) != "65534" {
-		t.Errorf("the repository's core.fsmonitor ran as uid %q (%v), want the app's, 65534", uid, err)
+	if uid, err := os.ReadFile(marker); err == nil {
+		t.Errorf("the repository's core.fsmonitor ran (as uid %s)", uid)
+	}
+	// a repository another account owns (the deploy user's, here root's),
+	// the app running as nobody: git still answers
+	filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
+		if err == nil {
+			err = os.Lchown(path, 0, 0)
+		}
+		return err
+	})
+	if got := ids(app.fileFindings(hearth.Site{})); !slices.Equal(got, []string{"HG-FILE-02"}) {
+		t.Errorf("a tracked env_file in another account's repository: %v, want HG-FILE-02", got)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("the repository's core.fsmonitor ran")
+	}
+	// not a repository: nothing to say, nothing logged
+	os.RemoveAll(filepath.Join(dir, ".git"))
+	if tracked, unknown := app.trackedByGit(env); tracked || unknown != "" {
+		t.Errorf("outside a repository: tracked %v, %q", tracked, unknown)
 	}
 }
 

@@ -196,14 +196,19 @@ func (g *Group) awaitReady(p *supervisor.Process) error {
 func (g *Group) isUp(p *supervisor.Process, ready Ready, left time.Duration) (bool, string) {
 	switch {
 	case ready.TCP != "":
-		// (when Caddy may not read the process's descriptors, another
-		// user's, the connection alone decides, once the socket there is
-		// known to be the service's account's)
-		if other := netinfo.ForeignListener(ready.TCP, supervisor.Command{Credential: g.spec.Credential}.UID()); other != "" {
-			return false, fmt.Sprintf("%s listens on %s (ready tcp), not the service's account: it took the port first", other, ready.TCP)
-		}
-		if listens, known := netinfo.GroupListens(p.Pid(), ready.TCP); known && !listens {
+		// its process group's listener is its own, whatever its account
+		// (a daemon that binds as root, then drops to its user); when
+		// Caddy may not read the process's descriptors (another user's),
+		// the connection decides, once no other account's socket holds
+		// the address (it would have taken the port first)
+		listens, known := netinfo.GroupListens(p.Pid(), ready.TCP)
+		if known && !listens {
 			return false, fmt.Sprintf("it does not listen on %s (ready tcp)", ready.TCP)
+		}
+		if !known {
+			if other := netinfo.ForeignListener(ready.TCP, supervisor.Command{Credential: g.spec.Credential}.UID()); other != "" {
+				return false, fmt.Sprintf("%s listens on %s (ready tcp), not the service's account: if it is not the service, it took the port first", other, ready.TCP)
+			}
 		}
 		conn, err := net.DialTimeout("tcp", ready.TCP, min(max(left, 100*time.Millisecond), 2*time.Second))
 		if err != nil {

@@ -46,6 +46,12 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 	if uid == 0 && !allowRoot {
 		return nil, fmt.Errorf("user %s is root: the app would run with every privilege; set user to an unprivileged account, or add allow_root if you really mean it", userName)
 	}
+	if uid == 0 && os.Geteuid() != 0 {
+		// Caddy was kept from root on purpose (the unit: CAP_SETUID to
+		// start apps as their accounts); a config, which the admin API
+		// loads, must not undo that
+		return nil, fmt.Errorf("user %s is root, and Caddy does not run as root: it starts processes as root only when it runs as root itself (allow_root is for that case); set user to an unprivileged account", userName)
+	}
 	if euid := os.Geteuid(); !CanSwitchUsers() && uint64(euid) != uid {
 		me, _ := user.LookupId(strconv.Itoa(euid))
 		name := strconv.Itoa(euid)

@@ -289,6 +289,15 @@ func (k *keeperConn) send(req keeper.Request, files []*os.File) error {
 
 // endError turns a process's end into an error like os/exec's ("exit
 // status 1", "signal: killed"); nil for a clean exit.
+// ExitError is the end of a process that exited with a status other
+// than 0.
+type ExitError struct {
+	// Code is the exit status.
+	Code int
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
 func endError(r keeper.Reply) error {
 	if r.Status == -1 {
 		return errKeeperGone
@@ -298,7 +307,7 @@ func endError(r keeper.Reply) error {
 	case ws.Exited() && ws.ExitStatus() == 0:
 		return nil
 	case ws.Exited():
-		return fmt.Errorf("exit status %d", ws.ExitStatus())
+		return &ExitError{Code: ws.ExitStatus()}
 	case ws.Signaled():
 		s := "signal: " + ws.Signal().String()
 		if ws.CoreDump() {
