@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/internal/proxyheaders"
 )
 
 func init() {
@@ -40,7 +41,12 @@ func init() {
 //   - security headers are added when the app did not set them:
 //     Strict-Transport-Security (HTTPS only), X-Content-Type-Options,
 //     X-Frame-Options and Referrer-Policy;
-//   - Server and X-Powered-By headers set by the app are removed.
+//   - Server and X-Powered-By headers set by the app are removed;
+//   - the headers a proxy or CDN sets (X-Forwarded-*, Forwarded,
+//     X-Real-IP, CF-Connecting-IP, …) are removed from requests whose
+//     peer is not one of the server's trusted_proxies: apps behind the
+//     guard (a reverse_proxy to Node, not only Python's) would take them
+//     for the client's address, scheme or host.
 type Guard struct {
 	// Hosts are the host names requests may carry (a leading "*." matches
 	// one label). Empty: the hosts the app allows, when the guard serves
@@ -120,6 +126,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if err := g.Check(r); err != nil {
 		return err
 	}
+	dropProxyHeaders(r)
 	gw := g.wrap(w, r)
 	err = next.ServeHTTP(gw, r)
 	if ferr := gw.finish(); ferr != nil && err == nil {
@@ -142,6 +149,20 @@ func (g *Guard) Check(r *http.Request) error {
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("guard: %s", reason))
 	}
 	return nil
+}
+
+// dropProxyHeaders removes the proxy headers (proxyheaders.Is) from r
+// unless its peer is one of the server's trusted_proxies. Caddy's
+// reverse_proxy then sets X-Forwarded-For, -Proto and -Host itself.
+func dropProxyHeaders(r *http.Request) {
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		return
+	}
+	for name := range r.Header {
+		if proxyheaders.Is(name) {
+			delete(r.Header, name)
+		}
+	}
 }
 
 // IsWebSocket reports a WebSocket opening: an HTTP/1.1 upgrade or an

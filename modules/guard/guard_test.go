@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -491,6 +492,39 @@ func TestRefusedAfterARewrite(t *testing.T) {
 		}
 		if c.wantStatus == 404 && rec.Header().Get("Content-Range") != "" {
 			t.Errorf("%s rewritten to %s: the 404 tells the file's size: %v", c.from, c.to, rec.Header())
+		}
+	}
+}
+
+// TestGuardDropsProxyHeaders: what the handlers behind the guard get (a
+// reverse_proxy to Node as much as a Python app) carries no proxy header
+// a client wrote itself; a trusted proxy's stay.
+func TestGuardDropsProxyHeaders(t *testing.T) {
+	g := &Guard{}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, trusted := range []bool{false, true} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: trusted}))
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-For", "Forwarded", "X-Real-IP", "CF-Connecting-IP", "True-Client-IP", "Cookie", "X-Requested-With"} {
+			r.Header.Set(h, "evil.example")
+		}
+		var seen http.Header
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			seen = r.Header.Clone()
+			return nil
+		})
+		if err := g.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-For", "Forwarded", "X-Real-IP", "CF-Connecting-IP", "True-Client-IP"} {
+			if (seen.Get(h) != "") != trusted {
+				t.Errorf("trusted %v: %s is %q behind the guard", trusted, h, seen.Get(h))
+			}
+		}
+		if seen.Get("Cookie") == "" || seen.Get("X-Requested-With") == "" {
+			t.Errorf("trusted %v: other headers were dropped: %v", trusted, seen)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hearth-dev/hearth/modules/internal/proxyheaders"
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
@@ -155,7 +156,7 @@ func appendEnviron(dst []byte, r *http.Request, rq *Request) ([]byte, int) {
 	}
 	dst = pair(dst, "HTTP_HOST", r.Host)
 	for name, values := range r.Header {
-		if !rq.FromTrustedProxy && proxyHeader(name) {
+		if !rq.FromTrustedProxy && proxyheaders.Is(name) {
 			continue
 		}
 		key, known := environKeys[name]
@@ -189,23 +190,6 @@ func appendEnviron(dst []byte, r *http.Request, rq *Request) ([]byte, int) {
 		dst = append(dst, 0)
 	}
 	return dst, pairs
-}
-
-// proxyHeader reports whether the header is one a proxy or CDN sets to
-// tell the server behind it about the request (canonical names), which
-// frameworks and their add-ons read for the client's address, the scheme
-// or the host (Django's SECURE_PROXY_SSL_HEADER, django-ipware): only a
-// trusted proxy's reach the app.
-func proxyHeader(name string) bool {
-	return strings.HasPrefix(name, "X-Forwarded") || proxyHeaders[name]
-}
-
-// proxyHeaders are the proxy headers proxyHeader knows beyond X-Forwarded*.
-var proxyHeaders = map[string]bool{
-	"Forwarded": true, "X-Real-Ip": true, "X-Client-Ip": true, "True-Client-Ip": true, "Cf-Connecting-Ip": true,
-	"X-Cluster-Client-Ip": true, "Fastly-Client-Ip": true, "X-Scheme": true, "X-Url-Scheme": true,
-	"Front-End-Https": true, "X-Original-Host": true, "X-Host": true, "Client-Ip": true, "Forwarded-For": true,
-	"Via": true, "X-Script-Name": true, "X-Original-Forwarded-For": true,
 }
 
 // serverAddress returns SERVER_NAME (the requested host) and SERVER_PORT
