@@ -249,18 +249,14 @@ func (g *Group) awaitReady(in *instance) error {
 			return errors.New("stopped while starting")
 		default:
 		}
+		// judged before and after the answer: another account's socket
+		// bound in between would have answered, and holds the port still
 		if taken = g.takenBy(in); taken != "" {
 			// not ready: requests would go to whoever holds the port
-		} else if g.spec.ReadyPath != "" {
-			if resp, err := readyClient(client, in).Get("http://" + hostOf(in) + g.spec.ReadyPath); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode < 500 {
-					return nil
-				}
+		} else if g.answers(client, in) {
+			if taken = g.takenBy(in); taken == "" {
+				return nil
 			}
-		} else if conn, err := net.DialTimeout(in.network, in.addr, time.Second); err == nil {
-			conn.Close()
-			return nil
 		}
 		if time.Now().After(deadline) {
 			if taken != "" {
@@ -270,6 +266,25 @@ func (g *Group) awaitReady(in *instance) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// answers reports whether the instance answers its ready_path below 500,
+// or without one, accepts a connection.
+func (g *Group) answers(client *http.Client, in *instance) bool {
+	if g.spec.ReadyPath != "" {
+		resp, err := readyClient(client, in).Get("http://" + hostOf(in) + g.spec.ReadyPath)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode < 500
+	}
+	conn, err := net.DialTimeout(in.network, in.addr, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // takenBy says who else holds the instance's TCP port, or "": another
