@@ -306,6 +306,7 @@ func (a *App) Start() error {
 		}
 		return err
 	}
+	keepConnectionsAcrossReloads(a.logger)
 	applyCaddyCPUs(a.CaddyCPUs, len(used), a.logger)
 	applyCaddyGCFloor(a.CaddyGCFloor, len(used), a.logger)
 	a.started = true
