@@ -412,6 +412,11 @@ http://127.0.0.1:%d {
 	if !strings.Contains(log, "HG-ADMIN-01") || !strings.Contains(log, "listens on TCP") {
 		t.Errorf("user nobody with a TCP admin API was not refused for HG-ADMIN-01:\n%s", tail(log, 10))
 	}
+	// an abstract unix socket (@name) has no permissions: as open as TCP
+	log = refused(t, fmt.Sprintf("{\n\tadmin unix/@hearth-test-admin-%d\n}\n", port)+config("user nobody"))
+	if !strings.Contains(log, "HG-ADMIN-01") || !strings.Contains(log, "abstract unix socket") {
+		t.Errorf("user nobody with an admin API on an abstract unix socket was not refused for HG-ADMIN-01:\n%s", tail(log, 10))
+	}
 	// another user, warn: the app starts and reaches the admin API
 	c := startCaddy(t, config("user nobody\n\t\tguard warn"))
 	r := probe(t, fmt.Sprintf("http://127.0.0.1:%d/", port))

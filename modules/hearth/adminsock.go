@@ -105,10 +105,24 @@ func adminOpenToEveryAccount(listen string, enabled, privileged bool) string {
 		return ""
 	}
 	addr, err := caddy.ParseNetworkAddress(listen)
-	if err != nil || addr.IsUnixNetwork() || addr.IsFdNetwork() {
+	if err != nil || addr.IsFdNetwork() || addr.IsUnixNetwork() && !abstractSocket(addr.Host) {
 		return ""
 	}
-	return "Caddy's admin API listens on TCP " + listen + " while Caddy runs as root (or may switch users): every local account, and every service or job running as one, can load a config that runs any command with Caddy's privileges"
+	return "Caddy's admin API listens on " + openTo(addr, listen) + " while Caddy runs as root (or may switch users): every local account, and every service or job running as one, can load a config that runs any command with Caddy's privileges"
+}
+
+// abstractSocket reports a unix socket address in Linux's abstract
+// namespace (@name): it has no file, so no permission keeps any process of
+// the network namespace from connecting.
+func abstractSocket(host string) bool { return strings.HasPrefix(host, "@") }
+
+// openTo names an admin address every local process can reach: TCP, or an
+// abstract unix socket.
+func openTo(addr caddy.NetworkAddress, listen string) string {
+	if addr.IsUnixNetwork() {
+		return "the abstract unix socket " + listen + " (which has no permissions: every local process can connect)"
+	}
+	return "TCP " + listen
 }
 
 // AdminReachableBy says how a process running as cred (nil: Caddy's own
@@ -135,8 +149,8 @@ func AdminReachableBy(listen string, enabled bool, cred *syscall.Credential, wha
 		return fmt.Sprintf("%s runs as Caddy's own account (%s), which can use the admin API at %s, and Caddy may start processes as any account (CAP_SETUID): its code could load a config that runs anything as any account but root", what, AccountName(uint32(os.Geteuid())), listen)
 	}
 	who := "user " + AccountName(cred.Uid)
-	if !addr.IsUnixNetwork() {
-		return fmt.Sprintf("Caddy's admin API listens on TCP %s, which every local process can reach: %s (%s) can load a config that runs any command as Caddy's user", listen, what, who)
+	if !addr.IsUnixNetwork() || abstractSocket(addr.Host) {
+		return fmt.Sprintf("Caddy's admin API listens on %s, which every local process can reach: %s (%s) can load a config that runs any command as Caddy's user", openTo(addr, listen), what, who)
 	}
 	path, mode, _ := strings.Cut(addr.Host, "|")
 	why, reachable := socketReachable(path, mode, cred.Uid, cred.Gid)

@@ -1,6 +1,8 @@
 package hearth
 
 import (
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -48,10 +50,22 @@ func TestAdminOpenToEveryAccount(t *testing.T) {
 		{"localhost:2019", true, false, false},
 		{"localhost:2019", false, true, false},
 		{"unix//run/caddy/admin.sock|0600", true, true, false},
+		{"unix/@caddy-admin", true, true, true}, // abstract: no permissions
 		{"fd/3", true, true, false},
 	} {
 		if got := adminOpenToEveryAccount(c.listen, c.enabled, c.privileged) != ""; got != c.want {
 			t.Errorf("%s (enabled %v, privileged %v): %v, want %v", c.listen, c.enabled, c.privileged, got, c.want)
+		}
+	}
+}
+
+// TestAdminReachableByAbstractSocket: an abstract unix socket keeps no
+// account out, whatever its mode.
+func TestAdminReachableByAbstractSocket(t *testing.T) {
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	for _, listen := range []string{"unix/@caddy-admin", "unix/@caddy-admin|0600", "localhost:2019"} {
+		if got := AdminReachableBy(listen, true, nobody, "the app"); !strings.Contains(got, "every local process can reach") {
+			t.Errorf("%s: %q", listen, got)
 		}
 	}
 }
