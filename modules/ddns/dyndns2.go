@@ -124,14 +124,15 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := updateClient.Do(req) // its error quotes the URL: the app redacts the token
+	resp, err := updateClient.Do(req)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
-			// a redirect's error names the Location the service sent, of any
-			// size: the error names the request's URL instead (whole, so that
-			// the app's redaction of a token in it still applies)
-			uerr.URL = u
+			// the error quotes a URL: the request's, or a redirect's Location
+			// of any size; it names the request's, without its credentials.
+			// The app redacts its own log, but Caddy's tls app logs a DNS
+			// challenge's errors (duckdns's token is in the URL) as they are
+			uerr.URL = withoutCredentials(u)
 		}
 		return "", err
 	}
@@ -147,6 +148,27 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 		return "", fmt.Errorf("the update service answered %s", truncate(resp.Status, 64))
 	}
 	return strings.TrimSpace(string(body)), nil
+}
+
+// withoutCredentials is the update URL u with its user information and
+// the values of its credential parameters (token=, password=) replaced.
+func withoutCredentials(u string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return "(the update URL)"
+	}
+	if parsed.User != nil {
+		parsed.User = url.User(redacted)
+	}
+	params := strings.Split(parsed.RawQuery, "&")
+	for i, param := range params {
+		name, _, _ := strings.Cut(param, "=")
+		if key, err := url.QueryUnescape(name); err != nil || secretField(key) {
+			params[i] = name + "=" + redacted
+		}
+	}
+	parsed.RawQuery = strings.Join(params, "&")
+	return parsed.String()
 }
 
 // updateClient sends updates. It follows no redirect: an update carries

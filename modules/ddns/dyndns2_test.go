@@ -292,3 +292,49 @@ func TestUpdateServicesOverHTTPS(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateErrorsWithoutCredentials: an update that fails on the way
+// (here, a server that closes the connection) returns an error that quotes
+// the URL without duckdns's token: Caddy's tls app logs the DNS challenge's
+// errors as they are, past the app's redactor.
+func TestUpdateErrorsWithoutCredentials(t *testing.T) {
+	const token = "a-duck-token-0123456789"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	p := &DuckDNS{Token: token, Server: srv.URL}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	challenge := []libdns.Record{libdns.TXT{Name: "_acme-challenge.home", Text: "digest"}}
+	for name, call := range map[string]func() error{
+		"append": func() error { _, err := p.AppendRecords(context.Background(), "duckdns.org.", challenge); return err },
+		"delete": func() error { _, err := p.DeleteRecords(context.Background(), "duckdns.org.", challenge); return err },
+		"set": func() error {
+			_, err := p.SetRecords(context.Background(), "duckdns.org.", addr("home", "203.0.113.1"))
+			return err
+		},
+	} {
+		err := call()
+		if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "token="+redacted) || !strings.Contains(err.Error(), "domains=home") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestWithoutCredentials(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://www.duckdns.org/update?domains=home&token=abc&ip=1.2.3.4": "https://www.duckdns.org/update?domains=home&token=[redacted]&ip=1.2.3.4",
+		"https://u:p@dyn.example/nic/update?hostname=h&myip=1.2.3.4":       "https://%5Bredacted%5D@dyn.example/nic/update?hostname=h&myip=1.2.3.4",
+		"https://x.example/u?Api_Key=k&password=p&a%zz=1":                  "https://x.example/u?Api_Key=[redacted]&password=[redacted]&a%zz=[redacted]",
+		"https://x.example/u": "https://x.example/u",
+	} {
+		if got := withoutCredentials(in); got != want {
+			t.Errorf("withoutCredentials(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
