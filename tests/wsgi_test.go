@@ -415,6 +415,52 @@ func TestAppException(t *testing.T) {
 	}
 }
 
+// TestAppOSErrorIsTheApps: an OSError the app raises (a missing file, a
+// refused database connection) is answered like any other error of the
+// app (a 500, or a truncated body once the response began), and the worker
+// that served it goes on; the worker runtime took it for its connection to
+// Caddy failing and exited (WSGI), or sent nothing until the request's
+// timeout killed the worker (ASGI).
+func TestAppOSErrorIsTheApps(t *testing.T) {
+	for _, handler := range []string{"wsgi", "asgi"} {
+		t.Run(handler, func(t *testing.T) {
+			app := map[string]string{"wsgi": "oserror:application", "asgi": "oserror:app"}[handler]
+			config, url := appSite(t, handler, app, "{APPS}", "workers 1\n\t\ttimeout 20s")
+			c := startCaddy(t, config)
+			before := c.workerPIDs()
+			client := &http.Client{Timeout: 10 * time.Second}
+			resp, err := client.Get(url + "/before")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 500 || strings.Contains(string(body), "missing-template") {
+				t.Errorf("/before: %d %q", resp.StatusCode, body)
+			}
+			resp, err = client.Get(url + "/midway")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil || string(body) != "first part\n" {
+				t.Errorf("/midway: %q %v, want the first part and then a truncated body", body, err)
+			}
+			resp, got := get(t, url+"/")
+			if resp.StatusCode != 200 || got != fmt.Sprintf("hello from %d\n", before[0]) {
+				t.Errorf("after the app's OSErrors: %d %q, want the same worker (pid %d)", resp.StatusCode, got, before[0])
+			}
+			if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("workers %v before, %v after", before, after)
+			}
+			if log := c.log.String(); !strings.Contains(log, "FileNotFoundError") || !strings.Contains(log, "ConnectionRefusedError") {
+				t.Errorf("the app's tracebacks are not in the log:\n%s", tail(log, 20))
+			}
+		})
+	}
+}
+
 func TestImportFailureRefusesConfig(t *testing.T) {
 	config, _ := site(t, "broken_import:application", "workers 2")
 	c := launchCaddy(t, config)

@@ -9,7 +9,7 @@ import sys
 import traceback
 
 from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, HELLO, MAX_PAYLOAD, REQ_BODY,
-                       REQ_HEAD, RESP_BODY, RESP_HEAD, WS_ACCEPT, WS_CLOSE, WS_MSG, ClientDisconnected,
+                       REQ_HEAD, RESP_BODY, RESP_HEAD, WS_ACCEPT, WS_CLOSE, WS_MSG, ChannelLost, ClientDisconnected,
                        ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
@@ -118,7 +118,7 @@ def asgi_channel_class():
             if exc is not None:
                 sys.stderr.write('hearth worker %d: connection to Caddy lost: %s\n' % (os.getpid(), exc))
                 os._exit(3)
-            self.lost = ConnectionResetError('Connection lost')
+            self.lost = ChannelLost('the connection to Caddy closed')
             self.resume_writing()
             if self.request is None:
                 self.closed.set_result(None)
@@ -351,7 +351,7 @@ class AsgiWorker:
             if not state['ended']:
                 writer.write((state['head'] or b'') + _pack(0, RESP_BODY, END, sid))
                 state['head'], state['ended'] = None, True
-        except (ProtocolError, OSError):
+        except (ProtocolError, ChannelLost):
             raise
         except BaseException as exc:
             text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))

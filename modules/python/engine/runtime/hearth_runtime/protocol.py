@@ -31,6 +31,13 @@ class HeaderError(ValueError):
     plain 500; the message names the header, never its value."""
 
 
+class ChannelLost(ConnectionError):
+    """A send or a read on the connection to Caddy failed: nothing more can
+    be done on it. Only the channel raises it: an OSError the app raises
+    (a missing file, a refused database connection) is the app's error,
+    answered like any other."""
+
+
 class ClientDisconnected(OSError):
     """Raised by an ASGI app's send() once the client is gone (Caddy sent a
     cancel, or the WebSocket's close): an app that only sends learns that
@@ -111,10 +118,21 @@ class Channel:
     def __init__(self, sock):
         self.sock = sock
         self.rfile = sock.makefile('rb', 65536)
-        self.send = sock.sendall
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ChannelLost('sending to Caddy: %s' % exc) from exc
 
     def read_frame(self):
         """Return (type, flags, stream, payload), or None at a clean end of stream."""
+        try:
+            return self._read_frame()
+        except OSError as exc:
+            raise ChannelLost('reading from Caddy: %s' % exc) from exc
+
+    def _read_frame(self):
         head = self.rfile.read(HEADER_SIZE)
         if len(head) < HEADER_SIZE:
             if not head:

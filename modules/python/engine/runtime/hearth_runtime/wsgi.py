@@ -11,7 +11,7 @@ import time
 import traceback
 
 from .protocol import (ABORT, END, HELLO, REQ_BODY, REQ_HEAD, RESP_BODY, RESP_HEAD, Channel, HEADER,
-                       ProtocolError, encode_head, frames, send_500)
+                       ChannelLost, ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
 
@@ -207,7 +207,7 @@ class WsgiWorker:
                         raise AssertionError('the app returned without calling start_response()')
                     end = _pack(0, RESP_BODY, END, sid)
                     send(end if state[2] else head_frame() + end)
-        except (ProtocolError, OSError):
+        except (ProtocolError, ChannelLost):
             raise
         except BaseException as exc:
             self.report_error(environ, exc)
