@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -194,5 +195,44 @@ func TestExampleFastAPI(t *testing.T) {
 	if resp, body := get(t, url+"/events?count=3"); resp.StatusCode != 200 || strings.Count(body, "data: tick") != 3 ||
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Errorf("events: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestASGIStreamOutlivesTimeout: an ASGI response that streams longer than
+// the request's timeout (server-sent events) is relayed whole, and a client
+// that stops reading is given up once a write waits longer than the
+// timeout (the app sees the disconnect); the worker, which serves many
+// requests at once, is never ended for either. Before, the timeout ran over
+// the whole stream and killed the worker with every request it served.
+func TestASGIStreamOutlivesTimeout(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "disconnected")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	started := time.Now()
+	resp, body := get(t, url+"/sse?n=5&delay=0.8")
+	if resp.StatusCode != 200 || strings.Count(body, "data: ") != 5 || !strings.HasSuffix(body, "data: 4\n\n") {
+		t.Errorf("a stream of 5 events over %v (timeout 2s): %d %q", time.Since(started), resp.StatusCode, body)
+	}
+
+	// a client that reads nothing of an endless response
+	host := strings.TrimPrefix(url, "http://")
+	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET /flood HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+	waitFor(t, 60*time.Second, "the app told that the client is gone", func() bool {
+		data, _ := os.ReadFile(marker)
+		return string(data) == "disconnected"
+	})
+	resp, body = get(t, url+"/")
+	if want := fmt.Sprintf("hello from %d\n", before[0]); resp.StatusCode != 200 || body != want {
+		t.Errorf("after the streams: %d %q, want %q (the same worker)", resp.StatusCode, body, want)
+	}
+	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("workers %v before the streams, %v after", before, after)
 	}
 }

@@ -89,7 +89,7 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 			return p.unavailable(err)
 		}
 		g.channel.setDeadline(rq.Timeout)
-		retry, err := p.exchange(g, w, r, sid, frames, body)
+		retry, err := p.exchange(g, w, r, sid, frames, body, rq.Timeout)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
 			continue
@@ -123,8 +123,9 @@ func (p *Pool) unavailable(err error) error {
 // request's frames (unless the grant says they were sent) and relays the
 // response.
 // It always gives s back (or retires its worker). retry reports that the
-// worker failed before it answered.
-func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *Body) (retry bool, err error) {
+// worker failed before it answered. timeout is the request's (see
+// streamDirect for an ASGI response).
+func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *Body, timeout time.Duration) (retry bool, err error) {
 	s := g.channel
 	s.stream = sid
 	var bodySent chan error
@@ -154,6 +155,14 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	if err != nil {
 		return false, p.badHead(s, sid, bodySent, err)
 	}
+	if p.opts.ASGI() {
+		// the app answered: what follows may stream for as long as the app
+		// and the client keep it going (server-sent events, a download);
+		// the timeout bounds the client's writes instead (streamDirect),
+		// so a long stream or a slow client no longer ends the worker and
+		// every request it serves
+		s.setDeadline(0)
+	}
 	f, err := s.nextBody()
 	switch {
 	case err != nil:
@@ -167,7 +176,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case f.last:
 		return false, p.finishSmall(w, r, status, f.data, s, bodySent)
 	case p.opts.ASGI():
-		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent)
+		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent, timeout)
 	}
 	return false, p.stream(w, s, sid, status, f.data, bodySent)
 }
@@ -206,19 +215,29 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // streamDirect relays an ASGI response as it comes, without a spool: a
 // slow client slows the app's send (its channel fills up), which only
 // holds one of the worker's many concurrent channels. When the client goes
-// away, the app is told (http.disconnect) and the rest is discarded.
-func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
+// away, or takes longer than timeout (> 0) to accept one write, the app is
+// told (http.disconnect) and the rest is discarded.
+func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, timeout time.Duration) error {
 	w.WriteHeader(status)
 	rc := http.NewResponseController(w)
+	if timeout > 0 {
+		// the deadline stays on the connection after the handler returns
+		// (Caddy sets no write timeout of its own by default)
+		defer rc.SetWriteDeadline(time.Time{})
+	}
 	clientGone := false
 	write := func(b []byte) {
 		if clientGone {
 			return
 		}
-		if _, err := w.Write(b); err == nil {
+		if timeout > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+		}
+		_, err := w.Write(b)
+		if err == nil {
 			err = rc.Flush()
 		}
-		if r.Context().Err() != nil && !clientGone {
+		if (err != nil || r.Context().Err() != nil) && !clientGone {
 			clientGone = true
 			s.cancel(sid)
 		}
