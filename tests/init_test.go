@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -155,5 +157,75 @@ func TestManageInteractive(t *testing.T) {
 		"from django.contrib.auth.models import User; u = User.objects.get(username='alice'); print('ok', u.is_superuser, u.check_password('Ho9-secret-PASS-42'))")
 	if code != 0 || !strings.Contains(check, "ok True True") {
 		t.Errorf("the user: %d\n%s", code, check)
+	}
+}
+
+// TestInitProbeAsRootKeepsRootsSession: `caddy hearth init` run as root in
+// a project another account owns runs the project's venv python (to see
+// whether it imports the framework) as that account, and only with what
+// that needs: without the terminal init runs in (it could type commands
+// into root's shell), without root's environment, and with nothing it
+// starts left running afterwards.
+func TestInitProbeAsRootKeepsRootsSession(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("init runs the probe as another account only as root")
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "app.py"), "from flask import Flask\n\napp = Flask(__name__)\n")
+	if err := os.MkdirAll(filepath.Join(dir, ".venv", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	report := filepath.Join(dir, "probe.out")
+	// the venv's python, as its owner may have written it
+	writeFile(t, filepath.Join(dir, ".venv", "bin", "python"), fmt.Sprintf(`#!/bin/sh
+{ echo "uid $(id -u)"; echo "pid $$"; echo "tty $(cut -d' ' -f7 /proc/$$/stat)"; env | sed 's/^/env /'; } > %[1]s
+sleep 300 &
+echo "child $!" >> %[1]s
+exit 1
+`, report))
+	for _, path := range []string{dir, filepath.Join(dir, ".venv"), filepath.Join(dir, ".venv", "bin"), filepath.Join(dir, ".venv", "bin", "python"), filepath.Join(dir, "app.py")} {
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(dir, ".venv", "bin", "python"), 0o755)
+	openToAll(t, dir)
+	// init in a terminal, as an admin runs it
+	driver, answers := filepath.Join(t.TempDir(), "drive.py"), filepath.Join(t.TempDir(), "answers.json")
+	writeFile(t, driver, ptyDriver)
+	writeFile(t, answers, "[]")
+	cmd := exec.Command(pythonPath(), driver, answers, caddyBinary(t), "hearth", "init")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir(), "HEARTH_TEST_ROOTS_TOKEN=do-not-pass")
+	out, _ := cmd.CombinedOutput()
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("the venv's python did not run (%v):\n%s", err, out)
+	}
+	fields := map[string]string{}
+	var env []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		key, value, _ := strings.Cut(line, " ")
+		if key == "env" {
+			env = append(env, value)
+		} else {
+			fields[key] = value
+		}
+	}
+	if child, err := strconv.Atoi(fields["child"]); err == nil && syscall.Kill(child, 0) == nil {
+		syscall.Kill(child, syscall.SIGKILL)
+		t.Errorf("the probe's background child %d outlived init", child)
+	}
+	if fields["uid"] != "65534" {
+		t.Errorf("the probe ran as uid %q, want the project owner's, 65534", fields["uid"])
+	}
+	if fields["tty"] != "0" {
+		t.Errorf("the probe has init's terminal (device %s): it could type into root's shell", fields["tty"])
+	}
+	if joined := strings.Join(env, "\n"); strings.Contains(joined, "HEARTH_TEST_ROOTS_TOKEN") || strings.Contains(joined, "XDG_DATA_HOME") {
+		t.Errorf("the probe got root's environment:\n%s", joined)
+	}
+	if !strings.Contains(string(out), "cannot import flask") {
+		t.Errorf("init does not say the venv cannot import flask:\n%s", out)
 	}
 }

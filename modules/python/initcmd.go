@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 func init() {
@@ -170,7 +172,12 @@ func chooseInterpreter(p *project) (line, note string, err error) {
 }
 
 // imports reports whether python can import module, run as the account as
-// (nil: this process's own).
+// (nil: this process's own). It runs as every process Hearth starts does
+// (supervisor.Run): without the terminal init runs in (a venv's python is
+// its owner's program: with root's terminal it could type into root's
+// shell), with a session keyring of its own, with probeEnv for its whole
+// environment (not root's tokens), and whatever it leaves running is
+// killed.
 func imports(python, module string, as *syscall.Credential) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -181,16 +188,17 @@ func imports(python, module string, as *syscall.Credential) bool {
 		return false
 	}
 	defer os.RemoveAll(dir)
-	cmd := exec.CommandContext(ctx, python, "-c", "import "+module)
-	cmd.Dir = dir
-	if as != nil {
-		if os.Chown(dir, int(as.Uid), int(as.Gid)) != nil {
-			return false
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: as}
+	if as != nil && os.Chown(dir, int(as.Uid), int(as.Gid)) != nil {
+		return false
 	}
-	return cmd.Run() == nil
+	_, err = supervisor.Run(ctx, supervisor.Command{
+		Path: python, Args: []string{"-c", "import " + module}, Dir: dir, Env: probeEnv, Credential: as,
+	}, zap.NewNop())
+	return err == nil
 }
+
+// probeEnv is the whole environment of imports' python.
+var probeEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8"}
 
 // probeAccount is the account init, run as root, runs a venv's
 // interpreter as: never root. The owner of the first of paths (the
