@@ -86,7 +86,13 @@ broken.example.test:%d {
 		python {PYTHON}
 		workers 1
 	}
-}`, dashPort, dryRunDDNS("203.0.113.80"), appPort, securePort, brokenPort, noCA))
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy {
+		dynamic process {PYTHON} -m http.server --bind 127.0.0.1 --directory /nonexistent-process-secret-arg {port}
+	}
+}`, dashPort, dryRunDDNS("203.0.113.80"), appPort, securePort, brokenPort, noCA, freePort(t)))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", dashPort)
 	waitFor(t, 30*time.Second, "the dry-run DDNS record on the page", func() bool {
 		_, body := get(t, url)
@@ -121,7 +127,7 @@ broken.example.test:%d {
 		}
 	}
 	_, status := get(t, url+"status.json")
-	for _, private := range []string{"private-output", "--hidden-arg"} { // output and command lines stay in the admin API
+	for _, private := range []string{"private-output", "--hidden-arg", "process-secret-arg"} { // output and command lines stay in the admin API
 		if strings.Contains(dom, private) || strings.Contains(status, private) {
 			t.Errorf("the dashboard shows %q", private)
 		}
@@ -135,7 +141,7 @@ broken.example.test:%d {
 	}
 	waitFor(t, 30*time.Second, "the dashboard after a reload", func() bool {
 		resp, body := get(t, url)
-		return resp.StatusCode == 200 && strings.Count(body, "<tr><td>") >= 1 && len(c.workerPIDs()) == 3 // 1 + the HTTPS sites' 2
+		return resp.StatusCode == 200 && strings.Count(body, "<tr><td>") >= 1 && len(c.workerPIDs()) == 4 // 1 + the HTTPS sites' 2 + the process upstream
 	})
 	// a screenshot for people to look at
 	dir := repoPath("tests", "artifacts")

@@ -67,7 +67,11 @@ func startDashboard(ctx caddy.Context, address string, hosts []string, logger *z
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.page)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) { _ = writeJSON(w, d.data()) })
-	d.server = &http.Server{Handler: recovered(logger, checkHost(dashboardHosts(host, hosts), mux)), ReadHeaderTimeout: 10 * time.Second}
+	// a page and its JSON are small: a client that holds a connection
+	// (the page may be open to the LAN) is let go
+	d.server = &http.Server{Handler: recovered(logger, checkHost(dashboardHosts(host, hosts), mux)),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+		MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := d.server.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			logger.Error("dashboard stopped", zap.Error(err))
@@ -172,6 +176,7 @@ func (d *dashboard) data() dashboardData {
 			for _, p := range pools {
 				if p, ok := p.(map[string]any); ok {
 					summarizeError(p)
+					delete(p, "command") // a process upstream's: see below
 				}
 			}
 		}
