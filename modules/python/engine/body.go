@@ -21,6 +21,10 @@ type Body struct {
 	size int64
 }
 
+// bodyPreallocation is the most ReadBody sets aside for a body before any
+// of it arrived.
+const bodyPreallocation = 16 << 10
+
 // noBody stands for a request without a body (Request.Body nil); it is
 // only read.
 var noBody Body
@@ -42,7 +46,11 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 	limited := io.LimitReader(r.Body, maxBody+1)
 	var mem bytes.Buffer
 	if r.ContentLength > 0 {
-		mem.Grow(int(min(r.ContentLength, memBodyLimit+1)))
+		// what the client says it sends is not yet sent: room for more
+		// comes as the body does (a client declaring 256 KiB on each of an
+		// HTTP/2 connection's streams, and sending nothing, made Caddy
+		// hold 64 MiB for it)
+		mem.Grow(int(min(r.ContentLength, bodyPreallocation)))
 	}
 	n, err := io.CopyN(&mem, limited, memBodyLimit+1)
 	if err == io.EOF {
