@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -380,6 +381,38 @@ func TestMaxBody(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != 200 {
 		t.Errorf("1000 bytes: status %d", r.StatusCode)
+	}
+}
+
+// TestResponseSpoolFailureCutsTheResponse: a response Caddy cannot buffer
+// for a slow client (its spill file may not grow: here a file size limit,
+// as a full disk) ends cut off, never complete-looking: without a
+// Content-Length, a client could not tell the difference.
+func TestResponseSpoolFailureCutsTheResponse(t *testing.T) {
+	config, url := site(t, "stream:application", "workers 1")
+	c := newCaddyProc(t, config, "")
+	c.cmd = exec.Command("prlimit", append([]string{"--fsize=4000000", "--"}, c.cmd.Args...)...)
+	c.cmd.Env = append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+c.dir+"/data", "XDG_CONFIG_HOME="+c.dir+"/config")
+	c.start()
+	c.waitRunning()
+	resp, err := http.Get(url + "/big?mb=20&chunked=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(2 * time.Second) // the client reads nothing for a while: the rest waits in the spool
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil {
+		t.Errorf("a response cut off at %d of %d bytes looked complete", n, 20<<20)
+	}
+	if n >= 20<<20 {
+		t.Skipf("the whole response came through (%d bytes): the spool never reached its file's size limit", n)
+	}
+	waitFor(t, 10*time.Second, "the failure in the log", func() bool {
+		return strings.Contains(c.log.String(), "buffering the response")
+	})
+	if resp, body := get(t, url+"/gen?n=2&delay=0"); resp.StatusCode != 200 || strings.Count(body, "chunk ") != 2 {
+		t.Errorf("after the cut-off response: %d %q", resp.StatusCode, body)
 	}
 }
 

@@ -2,7 +2,8 @@
 
 GET /gen?n=5&delay=0.2 yields n chunks, delay seconds apart.
 GET /write uses the legacy write() callable before returning more.
-GET /big?mb=50 yields mb chunks of 1 MiB (a large response).
+GET /big?mb=50 yields mb chunks of 1 MiB (a large response; &chunked=1: without
+a Content-Length).
 """
 import time
 from urllib.parse import parse_qs
@@ -19,8 +20,10 @@ def stream(environ, start_response):
         return [b'returned\n']
     if path == '/big':
         mb = int(query.get('mb', ['50'])[0])
-        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
-                                  ('Content-Length', str(mb << 20))])
+        headers = [('Content-Type', 'application/octet-stream')]
+        if 'chunked' not in query:
+            headers.append(('Content-Length', str(mb << 20)))
+        start_response('200 OK', headers)
         chunk = bytes(range(256)) * 4096
         return (chunk for _ in range(mb))
     n = int(query.get('n', ['5'])[0])

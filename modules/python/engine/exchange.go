@@ -376,7 +376,11 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 }
 
 // pump copies response body frames from the worker into sp until the end.
+// A spool that fails (its disk is full, no file can be opened) drops the
+// rest, which is still read from the worker, and the response ends as cut
+// off, never as complete.
 func (p *Pool) pump(s *channel, sid uint32, sp *spool) error {
+	var spoolErr error
 	for {
 		f, err := s.nextBody()
 		switch {
@@ -385,12 +389,12 @@ func (p *Pool) pump(s *channel, sid uint32, sp *spool) error {
 		case f.aborted:
 			return p.appAborted(f.data, "in the middle of its response")
 		}
-		if _, err := sp.Write(f.data); err != nil {
+		if _, err := sp.Write(f.data); err != nil && spoolErr == nil {
 			sp.Discard()
-			p.logger.Error("buffering response", zap.Error(err))
+			spoolErr = fmt.Errorf("buffering the response (in the temporary directory, $TMPDIR): %w", err)
 		}
 		if f.last {
-			return nil
+			return spoolErr
 		}
 	}
 }
