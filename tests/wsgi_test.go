@@ -419,6 +419,7 @@ func TestResponseSpoolFailureCutsTheResponse(t *testing.T) {
 func TestAppException(t *testing.T) {
 	config, url := site(t, "fail:application", "workers 1")
 	c := startCaddy(t, config)
+	before := c.workerPIDs()
 	resp, body := get(t, url+"/raise")
 	if resp.StatusCode != 500 {
 		t.Errorf("status %d", resp.StatusCode)
@@ -441,10 +442,16 @@ func TestAppException(t *testing.T) {
 	if err == nil {
 		t.Errorf("a response the app aborted midway looked complete")
 	}
-	// the worker survives both
+	// a body of str (the app's bug, found before anything was sent): a
+	// plain 500; the runtime sent an abort where Caddy expected the head,
+	// and Caddy killed the worker with every thread's request
+	if resp, body := get(t, url+"/str"); resp.StatusCode != 500 || strings.Contains(body, "text, not bytes") {
+		t.Errorf("a body of str: %d %q", resp.StatusCode, body)
+	}
+	// the worker survives them all
 	resp, body = get(t, url+"/")
-	if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from") {
-		t.Errorf("after failures: %d %q", resp.StatusCode, body)
+	if want := fmt.Sprintf("hello from %d\n", before[0]); resp.StatusCode != 200 || body != want {
+		t.Errorf("after failures: %d %q, want %q (the same worker)", resp.StatusCode, body, want)
 	}
 }
 

@@ -1,5 +1,5 @@
 """Fails on purpose: /raise before the response, /midway after streaming
-a first chunk, /slow sleeps (for load tests), anything else says hello."""
+a first chunk, /str with a body of str, /slow sleeps (for load tests), anything else says hello."""
 import time
 
 
@@ -18,6 +18,10 @@ def application(environ, start_response):
             yield b'first part\n'
             raise DeliberateFailure('failed in the middle of the response')
         return body()
+    if path == '/str':
+        # a body of str, not bytes: the app's bug, before anything is sent
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return iter(['text, not bytes\n'])
     if path == '/slow':
         time.sleep(float(environ.get('QUERY_STRING') or '0.05'))
     start_response('200 OK', [('Content-Type', 'text/plain')])

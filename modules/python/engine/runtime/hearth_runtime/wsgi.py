@@ -151,16 +151,19 @@ class WsgiWorker:
         send = channel.send
         state = [None, None, False]  # status, headers, head sent
 
-        def head_frame():
+        def send_head(rest):
+            # the head goes with the first body frame; the response counts
+            # as begun only once both are sent (a body the app got wrong, a
+            # str, raises before anything is: the request gets a 500)
             head = encode_head(state[0], state[1])
+            send(_pack(len(head), RESP_HEAD, 0, sid) + head + rest)
             state[2] = True
-            return _pack(len(head), RESP_HEAD, 0, sid) + head
 
         def write(data):
             if state[0] is None:
                 raise AssertionError('write() called before start_response()')
             if not state[2]:
-                send(head_frame() + frames(RESP_BODY, sid, data, False))
+                send_head(frames(RESP_BODY, sid, data, False))
             elif data:
                 send(frames(RESP_BODY, sid, data, False))
 
@@ -186,7 +189,7 @@ class WsgiWorker:
                 if state[2]:
                     send(frames(RESP_BODY, sid, data, True))
                 else:
-                    send(head_frame() + frames(RESP_BODY, sid, data, True))
+                    send_head(frames(RESP_BODY, sid, data, True))
             else:
                 expected, sent = None, 0
                 for chunk in result:
@@ -198,7 +201,10 @@ class WsgiWorker:
                         # the declared length is complete: this chunk ends
                         # the body (one frame for the usual one-chunk body)
                         last = frames(RESP_BODY, sid, chunk[:expected - sent], True)
-                        send(last if state[2] else head_frame() + last)
+                        if state[2]:
+                            send(last)
+                        else:
+                            send_head(last)
                         break
                     write(chunk)
                     sent += len(chunk)
@@ -206,7 +212,10 @@ class WsgiWorker:
                     if state[0] is None:
                         raise AssertionError('the app returned without calling start_response()')
                     end = _pack(0, RESP_BODY, END, sid)
-                    send(end if state[2] else head_frame() + end)
+                    if state[2]:
+                        send(end)
+                    else:
+                        send_head(end)
         except (ProtocolError, ChannelLost):
             raise
         except BaseException as exc:
