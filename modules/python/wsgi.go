@@ -197,7 +197,7 @@ func scriptName(r *http.Request, mounts []string) string {
 	prefix := strings.TrimSuffix(full[:len(full)-len(rest)], "/")
 	for _, m := range mounts {
 		if strings.EqualFold(prefix, m) {
-			return prefix
+			return m // as configured: the client does not choose its case
 		}
 	}
 	return ""

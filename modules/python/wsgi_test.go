@@ -13,7 +13,7 @@ func TestScriptName(t *testing.T) {
 	for _, tc := range []struct{ orig, now, want string }{
 		{"/blog/post/1", "/post/1", "/blog"},
 		{"/blog/", "/", "/blog"},
-		{"/BLOG/x", "/x", "/BLOG"}, // strip_prefix matches in any case
+		{"/BLOG/x", "/x", "/blog"}, // strip_prefix matches in any case; the mount is as configured
 		{"/api/v1/items", "/items", "/api/v1"},
 		{"/same", "/same", ""},
 		{"/a/b", "/other", ""},
