@@ -293,6 +293,20 @@ func wrap(first, text, rest string) string {
 // root's. Line breaks become spaces.
 func printable(s string) string { return forTerminal(s, ' ') }
 
+// terminalWriter writes what it is given with printableLines applied: a
+// table's fields come from the admin API (names, states, a certificate
+// issuer's name, …), which may quote anything; the admin reading them may
+// be root. It goes under a tabwriter, which writes no tab (it pads with
+// spaces).
+type terminalWriter struct{ w io.Writer }
+
+func (t terminalWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(t.w, printableLines(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // printableLines is printable for text of several lines (a job's output):
 // line breaks stay.
 func printableLines(s string) string { return forTerminal(s, '\n') }

@@ -127,3 +127,22 @@ func TestStatusJSONFromAnotherListener(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusTablesForTerminal: what the status tables print comes from the
+// admin API (anything listening where the CLI looks, when Caddy is not
+// running), so no field reaches the terminal with a control character.
+func TestStatusTablesForTerminal(t *testing.T) {
+	var rows []serviceRow
+	if err := json.Unmarshal([]byte(`[{"name":"site\u001b]0;owned\u0007","listen":[":2929\u009b31m"],"hosts":["h\u001b[2J"],
+		"certificates":[{"name":"a.example","state":"valid","issuer":"CA\u001b[5m","not_after":"2030-01-01T00:00:00Z"}],
+		"pools":[{"state":"running\u0007"}]}]`), &rows); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := printServices(&out, rows); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07\u009b") || !strings.Contains(out.String(), "site?]0;owned?") {
+		t.Errorf("the table reaches the terminal with control characters:\n%q", out.String())
+	}
+}

@@ -305,7 +305,7 @@ func printJobs(out io.Writer, list []job.Status) error {
 		_, err := fmt.Fprintln(out, "The running config has no job.")
 		return err
 	}
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(terminalWriter{out}, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSCHEDULE\tNEXT RUN\tLAST RESULT\tRUNS\tFAILURES\tSKIPPED\tLAST SUCCESS")
 	for _, j := range list {
 		next, last, success := "-", string(j.LastResult), "never"
@@ -373,7 +373,7 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 				}
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s, run %d: %s (%s) after %.1fs\n", what, name, r.ID, r.Result, r.Exit, r.Duration)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s, run %d: %s (%s) after %.1fs\n", what, name, r.ID, printable(string(r.Result)), printable(r.Exit), r.Duration)
 			if r.Output != "" {
 				// the app's output, to a terminal (maybe root's): no escape sequence
 				fmt.Fprintf(cmd.OutOrStdout(), "--- output (tail) ---\n%s", printableLines(r.Output))
@@ -382,7 +382,7 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 				}
 			}
 			if r.Result != job.OK {
-				return fmt.Errorf("%s %s failed: %s", what, name, r.Exit)
+				return fmt.Errorf("%s %s failed: %s", what, name, printable(r.Exit))
 			}
 			return nil
 		}

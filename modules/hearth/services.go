@@ -207,7 +207,7 @@ func printBackground(out io.Writer, apps []backgroundRow) error {
 		return nil
 	}
 	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(terminalWriter{out}, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKGROUND SERVICE\tAPP\tSTATE\tPROCESSES\tRESTARTS\tLAST ERROR")
 	for _, r := range rows {
 		restarts := 0
@@ -245,7 +245,7 @@ type serviceRow struct {
 }
 
 func printServices(out io.Writer, list []serviceRow) error {
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(terminalWriter{out}, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tLISTEN\tHOSTS\tSTATE\tWORKERS\tRESTARTS\tFINDINGS\tDDNS\tCERTIFICATE")
 	var failures []CertificateState
 	for _, s := range list {
