@@ -1,10 +1,14 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,5 +150,61 @@ func TestThousandWebSockets(t *testing.T) {
 	}
 	if f := failures.Load(); f > 0 {
 		t.Errorf("%d of %d echoes failed", f, n)
+	}
+}
+
+// TestASGIBoundsWhatTheAppDoesNotTake: what a client sends faster than the
+// app takes it does not pile up in the worker, whose memory every request
+// and WebSocket it serves shares: a request body the app does not read
+// stops being read from Caddy (the client waits), and a WebSocket whose
+// app does not receive is closed with 1009 (the app's send raises, its
+// receive says disconnect). Before, both were read into the worker whole,
+// until the kernel killed it for its memory.
+func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "flood.log")
+	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tmax_body 200MB\n\t\tenv FLOOD_LOG "+log)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+
+	client := &http.Client{Timeout: 60 * time.Second}
+	resp, err := client.Post(url+"/unread", "application/octet-stream", bytes.NewReader(make([]byte, 64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grown, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if kb, err := strconv.Atoi(string(grown)); err != nil || kb > 16<<10 {
+		t.Errorf("the worker grew by %s kB while a 64 MiB body it did not read came in", grown)
+	}
+
+	ws := wsDial(t, "ws"+strings.TrimPrefix(url, "http")+"/deaf")
+	defer ws.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	go func() {
+		message := make([]byte, 512<<10)
+		for i := 0; i < 128; i++ { // 64 MiB
+			if ws.Write(ctx, websocket.MessageBinary, message) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		_, _, err := ws.Read(ctx)
+		if err == nil {
+			continue // a tick
+		}
+		if code := websocket.CloseStatus(err); code != websocket.StatusMessageTooBig {
+			t.Errorf("the WebSocket ended with %v (status %d), want a close with 1009", err, code)
+		}
+		break
+	}
+	defer func() { data, _ := os.ReadFile(log); t.Logf("flood log: %q", data) }()
+	waitFor(t, 20*time.Second, "the app told", func() bool {
+		data, _ := os.ReadFile(log)
+		return strings.Contains(string(data), "send raised ClientDisconnected") && strings.Contains(string(data), "received websocket.disconnect 1009")
+	})
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", before[0]) {
+		t.Errorf("after the floods: %d %q, want the same worker (%d)", resp.StatusCode, body, before[0])
 	}
 }

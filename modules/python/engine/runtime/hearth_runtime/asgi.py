@@ -14,12 +14,65 @@ from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, H
 
 _pack = HEADER.pack
 READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger frame, then shrinks back
+# What a request may hold of what Caddy sent and the app has not received
+# yet. Past QUEUE_HIGH a request body stops being read from the channel
+# until the app takes it below QUEUE_LOW (Caddy, then the client, wait);
+# a WebSocket whose app does not keep up with its messages is closed with
+# 1009 instead (its close must still be read).
+QUEUE_HIGH = 4 << 20
+QUEUE_LOW = 1 << 20
+WS_TOO_SLOW = 1009
 
 
 def asgi_channel_class():
     """AsgiChannel, defined on first use: asyncio is imported only by ASGI
     workers."""
     import asyncio
+
+    class Events(asyncio.Queue):
+        """What Caddy sent for one request, for its app to receive, holding
+        at most about QUEUE_HIGH bytes of it (see there)."""
+
+        def __init__(self, channel, sid):
+            super().__init__()
+            self.channel, self.sid = channel, sid
+            self.peer_closed = False  # a cancel or a WebSocket close came
+            self.close_sent = False  # the runtime closed the WebSocket itself
+            self.held = 0
+
+        def put_nowait(self, item):
+            if item is not None:
+                kind, _, payload = item
+                if kind == WS_MSG:
+                    if self.close_sent:
+                        return  # past the close: dropped
+                    if self.held + len(payload) > QUEUE_HIGH:
+                        self.overflow()
+                        return
+                self.held += len(payload)
+                if kind == REQ_BODY and self.held > QUEUE_HIGH:
+                    self.channel.pause_reading()
+            super().put_nowait(item)
+
+        async def get(self):
+            item = await super().get()
+            if item is not None:
+                self.held -= len(item[2])
+                if self.held < QUEUE_LOW:
+                    self.channel.resume_reading()
+            return item
+
+        def overflow(self):
+            """Close a WebSocket whose app does not receive as fast as its
+            client sends: the app's receive says disconnect (1009), its
+            send raises."""
+            reason = b'the app receives messages more slowly than they come'
+            payload = struct.pack('!H', WS_TOO_SLOW) + reason
+            self.channel.write(_pack(len(payload), WS_CLOSE, 0, self.sid) + payload)
+            self.close_sent = self.peer_closed = True
+            super().put_nowait((WS_CLOSE, 0, struct.pack('!H', WS_TOO_SLOW)))
+            sys.stderr.write('hearth worker %d: closed a WebSocket (1009): its app held %d bytes of messages it had not received\n'
+                             % (os.getpid(), self.held))
 
     class AsgiChannel(asyncio.BufferedProtocol):
         """One channel to Caddy for an ASGI worker. Frames are parsed as they
@@ -44,9 +97,21 @@ def asgi_channel_class():
             self.paused = False
             self.drain_waiters = []
             self.lost = None
+            self.reading_paused = False
 
         def connection_made(self, transport):
             self.transport = transport
+
+        def pause_reading(self):
+            if not self.reading_paused and self.lost is None:
+                self.reading_paused = True
+                self.transport.pause_reading()
+
+        def resume_reading(self):
+            if self.reading_paused:
+                self.reading_paused = False
+                if self.lost is None:
+                    self.transport.resume_reading()
 
         def get_buffer(self, sizehint):
             """Where the next read goes: the free end of the buffer, after
@@ -97,8 +162,9 @@ def asgi_channel_class():
             if kind == REQ_HEAD:
                 # (the previous request's task may still be reading the
                 # frames routed to it; it finishes on its own)
-                events = asyncio.Queue()
-                events.peer_closed = False  # a cancel or a WebSocket close came
+                if self.reading_paused:  # the previous request's body: not wanted any more
+                    self.resume_reading()
+                events = Events(self, sid)
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
                 self.request = (sid, events, task)
             elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
@@ -421,7 +487,7 @@ class AsgiWorker:
                     head = b'403 Forbidden\0Content-Type\0text/plain\0Content-Length\0' + str(len(body)).encode()
                     writer.write(_pack(len(head), RESP_HEAD, 0, sid) + head + _pack(len(body), RESP_BODY, END, sid) + body)
                     state['ended'] = True
-                elif not state['closed']:
+                elif not state['closed'] and not events.close_sent:
                     code = int(message.get('code', 1000))
                     reason = (message.get('reason') or '').encode('utf-8')[:120]
                     payload = struct.pack('!H', code) + reason
@@ -447,7 +513,7 @@ class AsgiWorker:
             if not state['accepted']:  # the app returned without accepting
                 await send({'type': 'websocket.close'})
             else:
-                if not state['closed']:
+                if not state['closed'] and not events.close_sent:
                     payload = struct.pack('!H', 1000)
                     writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
                 writer.write(_pack(0, RESP_BODY, END, sid))  # the channel is free again

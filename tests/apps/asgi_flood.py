@@ -1,0 +1,52 @@
+"""An ASGI app that does not take what its clients send: the WebSocket
+/deaf accepts and then only sends a tick every 0.2 s, never receiving
+(it writes how it ended to $FLOOD_LOG); POST /unread never reads its
+body and answers, after 3 s, how much the worker's resident memory grew
+meanwhile (kB); anything else says hello with the worker's pid."""
+import asyncio
+import os
+
+
+def rss_kb():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    return 0
+
+
+async def app(scope, receive, send):
+    if scope['type'] == 'lifespan':
+        while True:
+            message = await receive()
+            if message['type'] == 'lifespan.startup':
+                await send({'type': 'lifespan.startup.complete'})
+            elif message['type'] == 'lifespan.shutdown':
+                await send({'type': 'lifespan.shutdown.complete'})
+                return
+    if scope['type'] == 'websocket':
+        await receive()  # connect
+        await send({'type': 'websocket.accept'})
+        try:
+            while True:
+                await asyncio.sleep(0.2)
+                await send({'type': 'websocket.send', 'text': 'tick'})
+        except OSError as exc:
+            with open(os.environ['FLOOD_LOG'], 'a') as f:
+                f.write('send raised %s\n' % type(exc).__name__)
+        # the messages that came before the close, then the close
+        message = await receive()
+        while message['type'] == 'websocket.receive':
+            message = await receive()
+        with open(os.environ['FLOOD_LOG'], 'a') as f:
+            f.write('received %s %s\n' % (message['type'], message.get('code')))
+        return
+    if scope['path'] == '/unread':
+        before = rss_kb()
+        await asyncio.sleep(3)
+        grown = rss_kb() - before
+        await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})
+        await send({'type': 'http.response.body', 'body': b'%d' % grown})
+        return
+    await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})
+    await send({'type': 'http.response.body', 'body': ('hello from %d\n' % os.getpid()).encode()})
