@@ -123,6 +123,23 @@ func TestSystemdCommand(t *testing.T) {
 	if !strings.Contains(high, "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL\n") || strings.Contains(high, "Capabilities=CAP_SETUID CAP_SETGID CAP_KILL CAP_NET_BIND_SERVICE") {
 		t.Errorf("no port below 1024, yet CAP_NET_BIND_SERVICE (or no CAP_SETUID):\n%s", high)
 	}
+	// a config (or binary) inside an app's directory, which the unit has
+	// the apps' account own: an app could rewrite it; refused with the fix
+	project := t.TempDir()
+	inside := filepath.Join(project, "Caddyfile")
+	outside := filepath.Join(dir, "app.Caddyfile")
+	for _, path := range []string{inside, outside} {
+		writeFile(t, path, fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t}\n}\n", freePort(t), project))
+	}
+	for _, args := range [][]string{
+		{"systemd", "--config", inside, "--adapter", "caddyfile"},
+		{"systemd", "--config", outside, "--adapter", "caddyfile", "--binary", filepath.Join(project, "bin", "caddy")},
+	} {
+		out, err := exec.Command(caddyBinary(t), append([]string{"hearth"}, args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "which the unit has the apps' account (hearth-apps) own") || !strings.Contains(string(out), "sudo install") {
+			t.Errorf("caddy hearth %v (%v):\n%s", args, err, out)
+		}
+	}
 	// home.example.net:2929 is served over HTTPS: automatic HTTPS also
 	// listens on port 80 (redirects, ACME), which needs the capability
 	unit := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), false))

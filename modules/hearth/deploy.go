@@ -427,6 +427,19 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	if filepath.Base(o.dataDir) != "caddy" {
 		return fmt.Errorf("--data-dir %s: Caddy keeps its data in $XDG_DATA_HOME/caddy, so the directory must be named caddy", o.dataDir)
 	}
+	// the unit has the operator give the apps' directories to the apps'
+	// account: a config or binary in one, an app could rewrite, and run
+	// anything as any account Caddy may switch to at the next reload
+	appDirs := append(slices.Clone(d.dirs), d.extraDirs...)
+	for _, f := range []struct{ flag, path, fix string }{
+		{"--config", o.config, "/etc/caddy/Caddyfile"},
+		{"--binary", o.binary, "/usr/local/bin/caddy"},
+	} {
+		if dir := ServedRootOf(f.path, appDirs); dir != "" {
+			return fmt.Errorf("%s %s is inside %s, which the unit has the apps' account (%s) own: an app could rewrite it and run anything as any account Caddy may switch to at the next reload or start; copy it where only root writes (`sudo install -D -m 0755 -o root -g root %s %s`) and pass %s %s",
+				f.flag, f.path, dir, o.appsUser, f.path, f.fix, f.flag, f.fix)
+		}
+	}
 	// the data directory: systemd creates /var/lib/caddy (StateDirectory,
 	// mode 0700, owned by Caddy's user); another one is the operator's
 	state := "StateDirectory=caddy\nStateDirectoryMode=0700\n"
