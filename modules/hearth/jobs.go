@@ -268,7 +268,7 @@ runs the job now, waits for it to end, prints its result and the tail of its
 output, and exits with 1 if it failed.`,
 		Args: cobra.MaximumNArgs(2),
 	}
-	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	address := cmd.Flags().String("address", "", addressFlagHelp)
 	asJSON := cmd.Flags().Bool("json", false, "print JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
@@ -401,7 +401,7 @@ renamed into its directory, the oldest beyond keep removed. Prints the
 result and exits with 1 if it failed.`,
 		Args: cobra.ExactArgs(1),
 	}
-	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	address := cmd.Flags().String("address", "", addressFlagHelp)
 	asJSON := cmd.Flags().Bool("json", false, "print JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
@@ -546,7 +546,7 @@ in with SQLite's backup API; the app's workers are replaced; then the waiting
 requests go on.`,
 		Args: cobra.ExactArgs(2),
 	}
-	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	address := cmd.Flags().String("address", "", addressFlagHelp)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
 		if err != nil {

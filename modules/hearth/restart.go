@@ -25,7 +25,7 @@ worker is ready before an old one stops, so no request is lost. Use it after
 changing the app's code; after changing the Caddyfile, use caddy reload.`,
 		Args: cobra.ExactArgs(1),
 	}
-	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	address := cmd.Flags().String("address", "", addressFlagHelp)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")
 		if err != nil {

@@ -147,7 +147,7 @@ func statusCommand() *cobra.Command {
 		Short: "Shows the services of the running Caddy: ports, hosts, pools, findings, DDNS",
 		Args:  cobra.NoArgs,
 	}
-	address := cmd.Flags().String("address", "", "the admin API address (default: from the config, or localhost:2019)")
+	address := cmd.Flags().String("address", "", addressFlagHelp)
 	asJSON := cmd.Flags().Bool("json", false, "print JSON")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		addr, err := caddycmd.DetermineAdminAPIAddress(*address, nil, "", "")

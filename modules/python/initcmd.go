@@ -239,10 +239,10 @@ func initProject(out io.Writer, dir, site string) error {
 	if err != nil {
 		return err
 	}
-	if strings.ContainsAny(abs, "\"{}\n\t ") {
+	if strings.ContainsAny(abs, "\"{}\n\r\t\v\f ") {
 		return fmt.Errorf("the project's path %q has a space, quote or brace: move the project to a plain path (the Caddyfile names it)", abs)
 	}
-	if site == "" || strings.ContainsAny(site, "{}\"\n\t ") {
+	if site == "" || strings.ContainsAny(site, "{}\"\n\r\t\v\f ") {
 		return fmt.Errorf("--site %q is not a site address; examples: :2929, home.example.net:2929", site)
 	}
 	p, err := findProject(abs)

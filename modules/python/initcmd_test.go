@@ -1,6 +1,7 @@
 package python
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,5 +64,26 @@ func TestInitNeverProbesAsRoot(t *testing.T) {
 	cred := probeAccount(base, filepath.Join(base, ".venv"))
 	if cred == nil || cred.Uid == 0 {
 		t.Fatalf("probeAccount of root's project: %+v, want nobody", cred)
+	}
+}
+
+// TestInitRefusesPathsTheCaddyfileCannotHold: a project path or site with
+// whitespace the Caddyfile's lexer splits on (a carriage return, vertical
+// tab or form feed too: `/srv/a\r#x` would have become /srv/a and a
+// comment) is refused before anything is written.
+func TestInitRefusesPathsTheCaddyfileCannotHold(t *testing.T) {
+	for _, name := range []string{"a b", "a\tb", "a\rb", "a\vb", "a\fb", "a{b"} {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := initProject(io.Discard, dir, ":2929"); err == nil || !strings.Contains(err.Error(), "move the project to a plain path") {
+			t.Errorf("%q: %v", dir, err)
+		}
+	}
+	for _, site := range []string{":2929\r", "a.example\f:2929", "\v:2929"} {
+		if err := initProject(io.Discard, t.TempDir(), site); err == nil || !strings.Contains(err.Error(), "is not a site address") {
+			t.Errorf("--site %q: %v", site, err)
+		}
 	}
 }
