@@ -208,3 +208,54 @@ func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
 		t.Errorf("after the floods: %d %q, want the same worker (%d)", resp.StatusCode, body, before[0])
 	}
 }
+
+// TestASGIWebSocketTaskLeftBehind: a WebSocket endpoint that returns while
+// a task of its keeps sending cannot send on the ended stream (its send
+// raises): such a frame reached Caddy on the channel's next request, which
+// took it for a protocol error and ended the worker with every request it
+// served.
+func TestASGIWebSocketTaskLeftBehind(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "flood.log")
+	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tmax_concurrency 1\n\t\tenv FLOOD_LOG "+log)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	ws := wsDial(t, "ws"+strings.TrimPrefix(url, "http")+"/leaver")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := ws.Read(ctx); err != nil {
+			break // the endpoint returned: closed
+		}
+	}
+	// the only channel serves the next requests while the task goes on
+	for i := 0; i < 10; i++ {
+		if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", before[0]) {
+			t.Fatalf("request %d after the WebSocket: %d %q, want the same worker (%d)", i, resp.StatusCode, body, before[0])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitFor(t, 10*time.Second, "the task's late send refused", func() bool {
+		data, _ := os.ReadFile(log)
+		return strings.Contains(string(data), "late send raised ClientDisconnected")
+	})
+}
+
+// TestASGIReceiveAfterTheResponse: once an ASGI response is complete, the
+// app's receive says http.disconnect at once (as uvicorn's does): it gave
+// what was left of the request, then waited forever, and a task awaiting
+// the client's departure leaked.
+func TestASGIReceiveAfterTheResponse(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "flood.log")
+	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tenv FLOOD_LOG "+log)
+	startCaddy(t, config)
+	if resp, body := get(t, url+"/after"); resp.StatusCode != 200 || body != "done" {
+		t.Fatalf("GET /after: %d %q", resp.StatusCode, body)
+	}
+	waitFor(t, 10*time.Second, "the app's receive after its response", func() bool {
+		data, _ := os.ReadFile(log)
+		return strings.Contains(string(data), "after the response, receive: ")
+	})
+	if data, _ := os.ReadFile(log); !strings.Contains(string(data), "after the response, receive: http.disconnect") {
+		t.Errorf("%s", data)
+	}
+}

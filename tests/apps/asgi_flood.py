@@ -1,10 +1,15 @@
 """An ASGI app that does not take what its clients send: the WebSocket
 /deaf accepts and then only sends a tick every 0.2 s, never receiving
-(it writes how it ended to $FLOOD_LOG); POST /unread never reads its
+(it writes how it ended to $FLOOD_LOG); the WebSocket /leaver returns
+right after accepting, leaving a task that keeps sending; GET /after
+receives after its response is complete; POST /unread never reads its
 body and answers, after 3 s, how much the worker's resident memory grew
 meanwhile (kB); anything else says hello with the worker's pid."""
 import asyncio
 import os
+
+
+leftover = set()  # tasks an endpoint left running
 
 
 def rss_kb():
@@ -24,6 +29,21 @@ async def app(scope, receive, send):
             elif message['type'] == 'lifespan.shutdown':
                 await send({'type': 'lifespan.shutdown.complete'})
                 return
+    if scope['type'] == 'websocket' and scope['path'] == '/leaver':
+        # accepts, leaves a task behind that keeps sending, and returns
+        await receive()  # connect
+        await send({'type': 'websocket.accept'})
+
+        async def keep_sending():
+            try:
+                for i in range(40):
+                    await asyncio.sleep(0 if i < 5 else 0.05)  # at once, then on and on
+                    await send({'type': 'websocket.send', 'text': 'late'})
+            except OSError as exc:
+                with open(os.environ['FLOOD_LOG'], 'a') as f:
+                    f.write('late send raised %s\n' % type(exc).__name__)
+        leftover.add(asyncio.ensure_future(keep_sending()))
+        return
     if scope['type'] == 'websocket':
         await receive()  # connect
         await send({'type': 'websocket.accept'})
@@ -40,6 +60,19 @@ async def app(scope, receive, send):
             message = await receive()
         with open(os.environ['FLOOD_LOG'], 'a') as f:
             f.write('received %s %s\n' % (message['type'], message.get('code')))
+        return
+    if scope['path'] == '/after':
+        # a complete response, then a receive (a task that waits for the
+        # client to leave): it must learn at once that nothing more comes
+        await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})
+        await send({'type': 'http.response.body', 'body': b'done'})
+        try:
+            message = await asyncio.wait_for(receive(), 5)
+            got = message['type']
+        except asyncio.TimeoutError:
+            got = 'nothing within 5 s'
+        with open(os.environ['FLOOD_LOG'], 'a') as f:
+            f.write('after the response, receive: %s\n' % got)
         return
     if scope['path'] == '/unread':
         before = rss_kb()

@@ -361,6 +361,10 @@ class AsgiWorker:
             return event
 
         async def receive():
+            if state['ended']:
+                # the response is complete: nothing more will come for it
+                # (a task that waits for the disconnect must not wait forever)
+                return {'type': 'http.disconnect'}
             if not state['body_done'] and not state['disconnected']:
                 event = await next_event()
                 if event is not None:
@@ -467,6 +471,8 @@ class AsgiWorker:
 
         async def send(message):
             kind = message['type']
+            if state['ended']:
+                raise ClientDisconnected('the WebSocket has ended')
             if kind == 'websocket.accept':
                 sub = (message.get('subprotocol') or '').encode('latin-1')
                 state['accepted'] = True
@@ -517,6 +523,10 @@ class AsgiWorker:
                     payload = struct.pack('!H', 1000)
                     writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
                 writer.write(_pack(0, RESP_BODY, END, sid))  # the channel is free again
+                # a task the app left behind may still hold send: nothing
+                # more may go out on this stream (the channel's next request
+                # would get it, and Caddy would end the worker)
+                state['closed'] = state['ended'] = True
         await writer.drain()
 
     async def run(self, sockets):
