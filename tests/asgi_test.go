@@ -206,7 +206,7 @@ func TestExampleFastAPI(t *testing.T) {
 // the whole stream and killed the worker with every request it served.
 func TestASGIStreamOutlivesTimeout(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "disconnected")
-	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, config)
 	before := c.workerPIDs()
 	started := time.Now()
@@ -215,7 +215,10 @@ func TestASGIStreamOutlivesTimeout(t *testing.T) {
 		t.Errorf("a stream of 5 events over %v (timeout 2s): %d %q", time.Since(started), resp.StatusCode, body)
 	}
 
-	// a client that reads nothing of an endless response
+	// a client that reads nothing of an endless response, to a request
+	// with a body the app never reads either (more than the worker keeps
+	// in memory): the body must not stop the client's cancel on its way
+	// to the worker, and the one channel serves the next request
 	host := strings.TrimPrefix(url, "http://")
 	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
 	if err != nil {
@@ -223,7 +226,11 @@ func TestASGIStreamOutlivesTimeout(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.(*net.TCPConn).SetReadBuffer(4096)
-	fmt.Fprintf(conn, "GET /flood HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+	const bodySize = 10 << 20
+	fmt.Fprintf(conn, "POST /flood HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", host, bodySize)
+	if _, err := conn.Write(make([]byte, bodySize)); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 60*time.Second, "the app told that the client is gone", func() bool {
 		data, _ := os.ReadFile(marker)
 		return string(data) == "disconnected"

@@ -212,7 +212,7 @@ exit 1
 			fields[key] = value
 		}
 	}
-	if child, err := strconv.Atoi(fields["child"]); err == nil && syscall.Kill(child, 0) == nil {
+	if child, err := strconv.Atoi(fields["child"]); err == nil && alive(child) {
 		syscall.Kill(child, syscall.SIGKILL)
 		t.Errorf("the probe's background child %d outlived init", child)
 	}
@@ -228,4 +228,15 @@ exit 1
 	if !strings.Contains(string(out), "cannot import flask") {
 		t.Errorf("init does not say the venv cannot import flask:\n%s", out)
 	}
+}
+
+// alive reports whether pid is a process that has not ended (a zombie,
+// ended but not yet reaped by whoever adopted it, is not).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

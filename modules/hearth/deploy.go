@@ -509,7 +509,7 @@ Environment=HEARTH_DEFAULT_USER=%[9]s:%[3]s
 EnvironmentFile=-%[10]s
 # a reload binds new sockets and closes the old ones: the kernel hands the
 # connections waiting on the old ones to the new instead of resetting them
-# (Linux 5.14 and later; the setting is the machine's, and harmless to others)
+# (Linux 5.14 and later; the setting is the network namespace's, harmless to others)
 ExecStartPre=-+/bin/sh -c 'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req'
 ExecStart=%[7]s run --config %[1]s%[8]s
 ExecReload=%[7]s reload --config %[1]s%[8]s --force

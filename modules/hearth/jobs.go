@@ -579,7 +579,7 @@ requests go on.`,
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "restored %s into backup %s's database: %s\n", file, args[0], printableLines(strings.TrimSpace(answer.Run.Output)))
 		if answer.Restarted != "" {
-			fmt.Fprintf(cmd.OutOrStdout(), "restarted app %s's workers\n", answer.Restarted)
+			fmt.Fprintf(cmd.OutOrStdout(), "restarted app %s's workers\n", printable(answer.Restarted))
 		}
 		return nil
 	}

@@ -272,7 +272,7 @@ func printServices(out io.Writer, list []serviceRow) error {
 		return err
 	}
 	for _, c := range failures {
-		fmt.Fprintf(out, "\ncertificate of %s (%s): the last attempt failed: %s\n", c.Name, c.State, printable(c.LastError))
+		fmt.Fprintf(out, "\ncertificate of %s (%s): the last attempt failed: %s\n", printable(c.Name), printable(c.State), printable(c.LastError))
 	}
 	return nil
 }

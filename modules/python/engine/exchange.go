@@ -178,7 +178,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case p.opts.ASGI():
 		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent, timeout)
 	}
-	return false, p.stream(w, s, sid, status, f.data, bodySent)
+	return false, p.stream(w, s, sid, status, f.data, bodySent, timeout)
 }
 
 // bodyFrame is a frame of a response body, as the relays read it.
@@ -220,25 +220,18 @@ func (p *Pool) appAborted(message []byte, when string) error {
 func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, timeout time.Duration) error {
 	w.WriteHeader(status)
 	rc := http.NewResponseController(w)
-	if timeout > 0 {
-		// the deadline stays on the connection after the handler returns
-		// (Caddy sets no write timeout of its own by default)
-		defer rc.SetWriteDeadline(time.Time{})
-	}
-	clientGone := false
+	clientGone, cut := false, false
 	write := func(b []byte) {
 		if clientGone {
 			return
 		}
-		if timeout > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(timeout))
-		}
-		_, err := w.Write(b)
+		err := writeClient(w, rc, b, timeout)
 		if err == nil {
 			err = rc.Flush()
 		}
 		if (err != nil || r.Context().Err() != nil) && !clientGone {
 			clientGone = true
+			cut = !errors.Is(err, http.ErrBodyNotAllowed) // a 204 or 304 sends no body
 			s.cancel(sid)
 		}
 	}
@@ -260,7 +253,13 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 		}
 		write(f.data)
 		if f.last {
-			return p.finish(s, bodySent)
+			if err := p.finish(s, bodySent); err != nil || !cut {
+				clearWriteDeadline(rc, timeout)
+				return err
+			}
+			// what the client got is not the whole response: HTTP/3 would
+			// end the stream as if it were
+			panic(http.ErrAbortHandler)
 		}
 	}
 }
@@ -331,7 +330,7 @@ func contentLength(n int) []string {
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
-func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
+func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error, timeout time.Duration) error {
 	sp := newSpool(streamMemLimit, streamSpillLimit)
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
@@ -358,6 +357,7 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		chunk, more, err := sp.Next()
 		if err == io.EOF {
 			sp.Close()
+			clearWriteDeadline(rc, timeout)
 			return nil
 		}
 		if err != nil {
@@ -365,13 +365,55 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 			p.logger.Error("response interrupted", zap.Error(err))
 			panic(http.ErrAbortHandler) // the client must see a truncated response, not a complete one
 		}
-		if _, err := w.Write(chunk); err != nil {
-			sp.Discard() // the client is gone; the pump still drains the worker
-			return nil
+		// a client that takes longer than timeout to accept a piece is
+		// given up: with the spool full (streamSpillLimit), it held the
+		// worker for as long as it liked
+		if err := writeClient(w, rc, chunk, timeout); err != nil {
+			sp.Discard() // the client is gone or given up; the pump still drains the worker
+			if errors.Is(err, http.ErrBodyNotAllowed) {
+				clearWriteDeadline(rc, timeout)
+				return nil // a 204 or 304: its body is not sent, and not missed
+			}
+			// what the client got is not the whole response: HTTP/3 would
+			// end the stream as if it were
+			panic(http.ErrAbortHandler)
 		}
 		if !more {
 			_ = rc.Flush()
 		}
+	}
+}
+
+// clientWritePiece is how much of a response goes to the client under one
+// write deadline: a client gets the request's timeout for each piece of
+// this size (at least about 2 KB/s at the default 30 s), not for a whole
+// frame of up to 1 MiB, which a slow mobile link takes longer to accept.
+const clientWritePiece = 64 << 10
+
+// writeClient writes b to the client piece by piece, each within timeout
+// (none when ≤ 0).
+func writeClient(w http.ResponseWriter, rc *http.ResponseController, b []byte, timeout time.Duration) error {
+	for len(b) > 0 {
+		n := min(len(b), clientWritePiece)
+		if timeout > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+		}
+		if _, err := w.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// clearWriteDeadline takes writeClient's deadline off a response that
+// ended well: it would stay on the connection for its next request (Caddy
+// sets no write timeout of its own by default). A response cut off keeps
+// it: the connection is closed, and its last flush must not wait on a
+// client that stopped reading.
+func clearWriteDeadline(rc *http.ResponseController, timeout time.Duration) {
+	if timeout > 0 {
+		_ = rc.SetWriteDeadline(time.Time{})
 	}
 }
 

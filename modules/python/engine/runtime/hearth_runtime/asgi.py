@@ -14,13 +14,14 @@ from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, H
 
 _pack = HEADER.pack
 READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger frame, then shrinks back
-# What a request may hold of what Caddy sent and the app has not received
-# yet. Past QUEUE_HIGH a request body stops being read from the channel
-# until the app takes it below QUEUE_LOW (Caddy, then the client, wait);
-# a WebSocket whose app does not keep up with its messages is closed with
-# 1009 instead (its close must still be read).
-QUEUE_HIGH = 4 << 20
-QUEUE_LOW = 1 << 20
+# What a request holds of what Caddy sent and its app has not received yet:
+# up to QUEUE_MEMORY bytes in memory, the rest in a temporary file of the
+# request's (unlinked), so that the channel is always read (a cancel or a
+# close comes through however far behind the app is). A request body is
+# bounded by max_body; a WebSocket whose app falls WS_BACKLOG bytes behind
+# its client is closed with 1009.
+QUEUE_MEMORY = 4 << 20
+WS_BACKLOG = 20 << 20
 WS_TOO_SLOW = 1009
 
 
@@ -30,49 +31,85 @@ def asgi_channel_class():
     import asyncio
 
     class Events(asyncio.Queue):
-        """What Caddy sent for one request, for its app to receive, holding
-        at most about QUEUE_HIGH bytes of it (see there)."""
+        """What Caddy sent for one request, for its app to receive (see
+        QUEUE_MEMORY). A payload past the memory bound is kept in the spill
+        file, its place in the queue an (offset, size) pair."""
 
         def __init__(self, channel, sid):
             super().__init__()
             self.channel, self.sid = channel, sid
             self.peer_closed = False  # a cancel or a WebSocket close came
-            self.close_sent = False  # the runtime closed the WebSocket itself
-            self.held = 0
+            self.close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
+            self.finished = False  # the request's handler ended
+            self.held = 0  # payload bytes in memory
+            self.backlog = 0  # payload bytes queued, in memory or spilled
+            self.spill = None  # the spill file, once needed
+            self.spill_end = 0
 
         def put_nowait(self, item):
             if item is not None:
-                kind, _, payload = item
-                if kind == WS_MSG:
-                    if self.close_sent:
-                        return  # past the close: dropped
-                    if self.held + len(payload) > QUEUE_HIGH:
+                kind, flags, payload = item
+                if kind in (REQ_BODY, WS_MSG):
+                    if self.finished and kind == REQ_BODY and flags & END:
+                        item = (kind, flags, b'')  # the body's end, for the handler's last wait
+                    elif self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
+                        return  # nobody will take it
+                    if kind == WS_MSG and self.backlog + len(payload) > WS_BACKLOG:
                         self.overflow()
                         return
-                self.held += len(payload)
-                if kind == REQ_BODY and self.held > QUEUE_HIGH:
-                    self.channel.pause_reading()
+                    self.backlog += len(payload)
+                    if self.held + len(payload) > QUEUE_MEMORY:
+                        item = (kind, flags, self.spilled(payload))
+                    else:
+                        self.held += len(payload)
             super().put_nowait(item)
+
+        def spilled(self, payload):
+            if self.spill is None:
+                import tempfile
+                self.spill = tempfile.TemporaryFile(prefix='hearth-asgi-')
+            place = (self.spill_end, len(payload))
+            os.pwrite(self.spill.fileno(), payload, self.spill_end)
+            self.spill_end += len(payload)
+            return place
 
         async def get(self):
             item = await super().get()
-            if item is not None:
-                self.held -= len(item[2])
-                if self.held < QUEUE_LOW:
-                    self.channel.resume_reading()
+            if item is not None and item[0] in (REQ_BODY, WS_MSG):
+                kind, flags, payload = item
+                if type(payload) is tuple and self.spill is None:  # finished: not wanted
+                    payload = b''
+                elif type(payload) is tuple:
+                    offset, size = payload
+                    payload = os.pread(self.spill.fileno(), size, offset)
+                    if offset + size == self.spill_end:  # all read: start over
+                        self.spill.truncate(0)
+                        self.spill_end = 0
+                    item = (kind, flags, payload)
+                    self.backlog -= size
+                else:
+                    self.held -= len(payload)
+                    self.backlog -= len(payload)
             return item
+
+        def finish(self):
+            """The request's handler ended: what still comes is dropped."""
+            self.finished = True
+            if self.spill is not None:
+                self.spill.close()
+                self.spill = None
 
         def overflow(self):
             """Close a WebSocket whose app does not receive as fast as its
-            client sends: the app's receive says disconnect (1009), its
-            send raises."""
+            client sends: the app receives what came before, then the
+            disconnect (1009); its send raises."""
             reason = b'the app receives messages more slowly than they come'
             payload = struct.pack('!H', WS_TOO_SLOW) + reason
             self.channel.write(_pack(len(payload), WS_CLOSE, 0, self.sid) + payload)
             self.close_sent = self.peer_closed = True
             super().put_nowait((WS_CLOSE, 0, struct.pack('!H', WS_TOO_SLOW)))
-            sys.stderr.write('hearth worker %d: closed a WebSocket (1009): its app held %d bytes of messages it had not received\n'
-                             % (os.getpid(), self.held))
+            sys.stderr.write('hearth worker %d: closed a WebSocket (1009): its app had %d bytes of messages to receive\n'
+                             % (os.getpid(), self.backlog))
 
     class AsgiChannel(asyncio.BufferedProtocol):
         """One channel to Caddy for an ASGI worker. Frames are parsed as they
@@ -97,21 +134,9 @@ def asgi_channel_class():
             self.paused = False
             self.drain_waiters = []
             self.lost = None
-            self.reading_paused = False
 
         def connection_made(self, transport):
             self.transport = transport
-
-        def pause_reading(self):
-            if not self.reading_paused and self.lost is None:
-                self.reading_paused = True
-                self.transport.pause_reading()
-
-        def resume_reading(self):
-            if self.reading_paused:
-                self.reading_paused = False
-                if self.lost is None:
-                    self.transport.resume_reading()
 
         def get_buffer(self, sizehint):
             """Where the next read goes: the free end of the buffer, after
@@ -162,8 +187,6 @@ def asgi_channel_class():
             if kind == REQ_HEAD:
                 # (the previous request's task may still be reading the
                 # frames routed to it; it finishes on its own)
-                if self.reading_paused:  # the previous request's body: not wanted any more
-                    self.resume_reading()
                 events = Events(self, sid)
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
                 self.request = (sid, events, task)
@@ -346,6 +369,7 @@ class AsgiWorker:
         except Exception:
             sys.stderr.write('Error building the ASGI scope of %r\n%s' % (env.get('PATH_INFO'), traceback.format_exc()))
             send_500(writer.write, sid)
+            events.finish()
             return
         if env.get('hearth.websocket') == '1':
             return await self.handle_websocket(writer, sid, scope, events)
@@ -436,7 +460,8 @@ class AsgiWorker:
         finally:
             self.busy -= 1
         await writer.drain()
-        # the body the app did not read
+        # the body the app did not read: dropped as it comes, up to its end
+        events.finish()
         while not state['body_done'] and not state['disconnected']:
             event = await next_event()
             if event is not None:
@@ -498,6 +523,7 @@ class AsgiWorker:
                     reason = (message.get('reason') or '').encode('utf-8')[:120]
                     payload = struct.pack('!H', code) + reason
                     writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
+                    events.close_sent = True
                 state['closed'] = True
             else:
                 raise RuntimeError('unknown ASGI message type %r' % kind)
@@ -527,6 +553,7 @@ class AsgiWorker:
                 # more may go out on this stream (the channel's next request
                 # would get it, and Caddy would end the worker)
                 state['closed'] = state['ended'] = True
+        events.finish()
         await writer.drain()
 
     async def run(self, sockets):
