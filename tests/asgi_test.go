@@ -200,14 +200,16 @@ func TestExampleFastAPI(t *testing.T) {
 
 // TestASGIStreamOutlivesTimeout: an ASGI response that streams longer than
 // the request's timeout (server-sent events) is relayed whole, and a client
-// that stops reading is given up once a write waits longer than the
-// timeout (the app sees the disconnect); the worker, which serves many
+// that stops reading is given up once a write waits longer than Caddy's
+// write_idle (the app sees the disconnect); the worker, which serves many
 // requests at once, is never ended for either. Before, the timeout ran over
 // the whole stream and killed the worker with every request it served.
 func TestASGIStreamOutlivesTimeout(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "disconnected")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
-	c := startCaddy(t, config)
+	// Caddy gives up a client that accepts nothing for write_idle (a
+	// minute by default)
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}\n}\n"+config)
 	before := c.workerPIDs()
 	started := time.Now()
 	resp, body := get(t, url+"/sse?n=5&delay=0.8")

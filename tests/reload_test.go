@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,6 +50,7 @@ func TestReloadResetsNoConnection(t *testing.T) {
 		mu       sync.Mutex
 		failures []string
 		eofs     atomic.Int64
+		resets   atomic.Int64
 	)
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
@@ -74,6 +76,10 @@ func TestReloadResetsNoConnection(t *testing.T) {
 					eofs.Add(1)
 					continue
 				}
+				if err != nil && errors.Is(err, syscall.ECONNRESET) {
+					resets.Add(1)
+					continue
+				}
 				if err != nil {
 					mu.Lock()
 					failures = append(failures, err.Error())
@@ -93,11 +99,14 @@ func TestReloadResetsNoConnection(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	total := int64(len(failures)) + eofs.Load() + ok.Load()
+	total := int64(len(failures)) + eofs.Load() + resets.Load() + ok.Load()
 	// without the setting, about four a reload were reset (120 in 30); a
 	// connection Go's shutdown closes with its request unread may rarely
 	// end with a reset too
-	if len(failures) > 3 {
+	if resets.Load() > 3 {
+		t.Errorf("%d of %d requests were reset across 30 reloads", resets.Load(), total)
+	}
+	if len(failures) > 0 {
 		t.Errorf("%d of %d requests failed across 30 reloads, first: %s", len(failures), total, failures[0])
 	}
 	t.Logf("%d of %d requests closed unanswered by an old server's shutdown", eofs.Load(), total)

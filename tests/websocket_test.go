@@ -154,12 +154,12 @@ func TestThousandWebSockets(t *testing.T) {
 }
 
 // TestASGIBoundsWhatTheAppDoesNotTake: what a client sends faster than the
-// app takes it does not pile up in the worker, whose memory every request
-// and WebSocket it serves shares: a request body the app does not read
-// stops being read from Caddy (the client waits), and a WebSocket whose
-// app does not receive is closed with 1009 (the app's send raises, its
-// receive says disconnect). Before, both were read into the worker whole,
-// until the kernel killed it for its memory.
+// app takes it does not pile up in the worker's memory, which every request
+// and WebSocket it serves shares: past 4 MiB a request body the app does
+// not read waits in a temporary file, and a WebSocket whose app does not
+// receive is closed with 1009 (the app's send raises, its receive says
+// disconnect). Before, both were read into the worker's memory whole,
+// until the kernel killed it.
 func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "flood.log")
 	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tmax_body 200MB\n\t\tenv FLOOD_LOG "+log)

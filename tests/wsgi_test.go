@@ -419,12 +419,12 @@ func TestResponseSpoolFailureCutsTheResponse(t *testing.T) {
 }
 
 // TestSlowClientGivenUp: a client that accepts nothing of a response for
-// longer than the request's timeout is given up (its connection closed,
-// the rest of the response dropped): it held Caddy's side of the request,
-// and the spooled response, for as long as it liked.
+// longer than Caddy's write_idle is given up (its connection closed, the
+// rest of the response dropped, the response cut off, never complete),
+// and the worker, done with it at once (the spool), serves on.
 func TestSlowClientGivenUp(t *testing.T) {
-	config, url := site(t, "stream:application", "workers 1\n\t\ttimeout 3s")
-	startCaddy(t, config)
+	config, url := site(t, "stream:application", "workers 1")
+	startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\ttimeouts {\n\t\t\twrite_idle 3s\n\t\t}\n\t}\n}\n"+config)
 	host := strings.TrimPrefix(url, "http://")
 	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
 	if err != nil {
@@ -438,7 +438,7 @@ func TestSlowClientGivenUp(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	n, err := io.Copy(io.Discard, conn)
 	if n >= 48<<20 {
-		t.Errorf("a client that read nothing for 10 s (timeout 3s) got the whole response (%d bytes)", n)
+		t.Errorf("a client that read nothing for 10 s (write_idle 3s) got the whole response (%d bytes)", n)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -89,7 +89,7 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 			return p.unavailable(err)
 		}
 		g.channel.setDeadline(rq.Timeout)
-		retry, err := p.exchange(g, w, r, sid, frames, body, rq.Timeout)
+		retry, err := p.exchange(g, w, r, sid, frames, body)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
 			continue
@@ -123,9 +123,8 @@ func (p *Pool) unavailable(err error) error {
 // request's frames (unless the grant says they were sent) and relays the
 // response.
 // It always gives s back (or retires its worker). retry reports that the
-// worker failed before it answered. timeout is the request's (see
-// streamDirect for an ASGI response).
-func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *Body, timeout time.Duration) (retry bool, err error) {
+// worker failed before it answered.
+func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *Body) (retry bool, err error) {
 	s := g.channel
 	s.stream = sid
 	var bodySent chan error
@@ -158,8 +157,8 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	if p.opts.ASGI() {
 		// the app answered: what follows may stream for as long as the app
 		// and the client keep it going (server-sent events, a download);
-		// the timeout bounds the client's writes instead (streamDirect),
-		// so a long stream or a slow client no longer ends the worker and
+		// Caddy's write_idle timeout bounds the client's writes instead, so
+		// a long stream or a slow client no longer ends the worker and
 		// every request it serves
 		s.setDeadline(0)
 	}
@@ -176,9 +175,9 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case f.last:
 		return false, p.finishSmall(w, r, status, f.data, s, bodySent)
 	case p.opts.ASGI():
-		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent, timeout)
+		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent)
 	}
-	return false, p.stream(w, s, sid, status, f.data, bodySent, timeout)
+	return false, p.stream(w, s, sid, status, f.data, bodySent)
 }
 
 // bodyFrame is a frame of a response body, as the relays read it.
@@ -215,9 +214,10 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // streamDirect relays an ASGI response as it comes, without a spool: a
 // slow client slows the app's send (its channel fills up), which only
 // holds one of the worker's many concurrent channels. When the client goes
-// away, or takes longer than timeout (> 0) to accept one write, the app is
-// told (http.disconnect) and the rest is discarded.
-func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, timeout time.Duration) error {
+// away, or takes longer than Caddy's write_idle timeout (a minute by
+// default) to accept a piece of it, the app is told (http.disconnect) and
+// the rest is discarded.
+func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	w.WriteHeader(status)
 	rc := http.NewResponseController(w)
 	clientGone, cut := false, false
@@ -225,7 +225,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 		if clientGone {
 			return
 		}
-		err := writeClient(w, rc, b, timeout)
+		_, err := w.Write(b) // Caddy's write_idle timeout bounds each piece
 		if err == nil {
 			err = rc.Flush()
 		}
@@ -246,15 +246,12 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 			panic(http.ErrAbortHandler)
 		case f.aborted:
 			p.appAborted(f.data, "in the middle of its response")
-			if err := p.finish(s, bodySent); err != nil {
-				return err
-			}
+			_ = p.finish(s, bodySent) // (its error is logged; the response is cut either way)
 			panic(http.ErrAbortHandler)
 		}
 		write(f.data)
 		if f.last {
 			if err := p.finish(s, bodySent); err != nil || !cut {
-				clearWriteDeadline(rc, timeout)
 				return err
 			}
 			// what the client got is not the whole response: HTTP/3 would
@@ -330,7 +327,7 @@ func contentLength(n int) []string {
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
-func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error, timeout time.Duration) error {
+func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	sp := newSpool(streamMemLimit, streamSpillLimit)
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
@@ -357,7 +354,6 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		chunk, more, err := sp.Next()
 		if err == io.EOF {
 			sp.Close()
-			clearWriteDeadline(rc, timeout)
 			return nil
 		}
 		if err != nil {
@@ -365,13 +361,11 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 			p.logger.Error("response interrupted", zap.Error(err))
 			panic(http.ErrAbortHandler) // the client must see a truncated response, not a complete one
 		}
-		// a client that takes longer than timeout to accept a piece is
-		// given up: with the spool full (streamSpillLimit), it held the
-		// worker for as long as it liked
-		if err := writeClient(w, rc, chunk, timeout); err != nil {
+		// Caddy's write_idle timeout gives up a client that accepts no
+		// piece of it for that long (a minute by default)
+		if _, err := w.Write(chunk); err != nil {
 			sp.Discard() // the client is gone or given up; the pump still drains the worker
 			if errors.Is(err, http.ErrBodyNotAllowed) {
-				clearWriteDeadline(rc, timeout)
 				return nil // a 204 or 304: its body is not sent, and not missed
 			}
 			// what the client got is not the whole response: HTTP/3 would
@@ -381,39 +375,6 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		if !more {
 			_ = rc.Flush()
 		}
-	}
-}
-
-// clientWritePiece is how much of a response goes to the client under one
-// write deadline: a client gets the request's timeout for each piece of
-// this size (at least about 2 KB/s at the default 30 s), not for a whole
-// frame of up to 1 MiB, which a slow mobile link takes longer to accept.
-const clientWritePiece = 64 << 10
-
-// writeClient writes b to the client piece by piece, each within timeout
-// (none when ≤ 0).
-func writeClient(w http.ResponseWriter, rc *http.ResponseController, b []byte, timeout time.Duration) error {
-	for len(b) > 0 {
-		n := min(len(b), clientWritePiece)
-		if timeout > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(timeout))
-		}
-		if _, err := w.Write(b[:n]); err != nil {
-			return err
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
-// clearWriteDeadline takes writeClient's deadline off a response that
-// ended well: it would stay on the connection for its next request (Caddy
-// sets no write timeout of its own by default). A response cut off keeps
-// it: the connection is closed, and its last flush must not wait on a
-// client that stopped reading.
-func clearWriteDeadline(rc *http.ResponseController, timeout time.Duration) {
-	if timeout > 0 {
-		_ = rc.SetWriteDeadline(time.Time{})
 	}
 }
 

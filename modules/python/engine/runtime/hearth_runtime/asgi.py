@@ -45,6 +45,7 @@ def asgi_channel_class():
             self.backlog = 0  # payload bytes queued, in memory or spilled
             self.spill = None  # the spill file, once needed
             self.spill_end = 0
+            self.spill_failed = False
 
         def put_nowait(self, item):
             if item is not None:
@@ -54,22 +55,35 @@ def asgi_channel_class():
                         item = (kind, flags, b'')  # the body's end, for the handler's last wait
                     elif self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
                         return  # nobody will take it
-                    if kind == WS_MSG and self.backlog + len(payload) > WS_BACKLOG:
-                        self.overflow()
+                    if kind == WS_MSG and max(self.backlog, self.spill_end) + len(payload) > WS_BACKLOG:
+                        self.overflow()  # (the file too: it is reused only once read to its end)
                         return
                     self.backlog += len(payload)
-                    if self.held + len(payload) > QUEUE_MEMORY:
-                        item = (kind, flags, self.spilled(payload))
+                    place = self.spilled(payload) if self.held + len(payload) > QUEUE_MEMORY else None
+                    if place is not None:
+                        item = (kind, flags, place)
                     else:
                         self.held += len(payload)
             super().put_nowait(item)
 
         def spilled(self, payload):
-            if self.spill is None:
-                import tempfile
-                self.spill = tempfile.TemporaryFile(prefix='hearth-asgi-')
+            """Where payload went in the spill file, or None when it cannot
+            go there (no file, a full disk): it is then kept in memory."""
+            try:
+                if self.spill is None:
+                    import tempfile
+                    self.spill = tempfile.TemporaryFile(prefix='hearth-asgi-')
+                view, offset = memoryview(payload), self.spill_end
+                while view:
+                    written = os.pwrite(self.spill.fileno(), view, offset)
+                    view, offset = view[written:], offset + written
+            except OSError as exc:
+                if not self.spill_failed:
+                    self.spill_failed = True
+                    sys.stderr.write('hearth worker %d: cannot keep a request\'s backlog in a temporary file (%s); '
+                                     'it stays in memory\n' % (os.getpid(), exc))
+                return None
             place = (self.spill_end, len(payload))
-            os.pwrite(self.spill.fileno(), payload, self.spill_end)
             self.spill_end += len(payload)
             return place
 
@@ -78,7 +92,8 @@ def asgi_channel_class():
             if item is not None and item[0] in (REQ_BODY, WS_MSG):
                 kind, flags, payload = item
                 if type(payload) is tuple and self.spill is None:  # finished: not wanted
-                    payload = b''
+                    self.backlog -= payload[1]
+                    return (kind, flags, b'')
                 elif type(payload) is tuple:
                     offset, size = payload
                     payload = os.pread(self.spill.fileno(), size, offset)
@@ -189,6 +204,7 @@ def asgi_channel_class():
                 # frames routed to it; it finishes on its own)
                 events = Events(self, sid)
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
+                task.add_done_callback(lambda _, events=events: events.finish())  # however it ended
                 self.request = (sid, events, task)
             elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
                 if kind in (CANCEL, WS_CLOSE):
