@@ -245,3 +245,24 @@ func TestASGIStreamOutlivesTimeout(t *testing.T) {
 		t.Errorf("workers %v before the streams, %v after", before, after)
 	}
 }
+
+// TestASGIEventStreamOverHTTP2: server-sent events with gaps longer than
+// the request's timeout reach an HTTP/2 client whole (over h2c here): a
+// write deadline left armed between events resets an HTTP/2 stream when
+// it fires, writing or not.
+func TestASGIEventStreamOverHTTP2(t *testing.T) {
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\ttimeout 2s")
+	startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n"+config)
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Protocols: &protocols}}
+	resp, err := client.Get(url + "/sse?n=3&delay=2.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || err != nil || strings.Count(string(body), "data: ") != 3 {
+		t.Errorf("HTTP/%d, %q, %v: want 3 events over HTTP/2", resp.ProtoMajor, body, err)
+	}
+}

@@ -418,6 +418,11 @@ class AsgiWorker:
                 await next_event()  # only a cancel (or the end) can come now
             return {'type': 'http.disconnect'}
 
+        def send_held_head():
+            if state['head'] is not None and not state['ended']:
+                writer.write(state['head'])
+                state['head'] = None
+
         async def send(message):
             kind = message['type']
             if kind == 'http.response.start':
@@ -430,6 +435,10 @@ class AsgiWorker:
                     for name, value in message.get('headers', [])])
                 state['head'] = _pack(len(head), RESP_HEAD, 0, sid) + head
                 state['started'] = True
+                # the head goes with the first body message (one write), or
+                # on its own as soon as the app waits for something first
+                # (server-sent events): the request's timeout ends with it
+                asyncio.get_running_loop().call_soon(send_held_head)
             elif kind == 'http.response.body':
                 if not state['started']:
                     raise RuntimeError('http.response.body before http.response.start')
