@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -236,6 +237,25 @@ func TestASGIStreamOutlivesTimeout(t *testing.T) {
 	waitFor(t, 60*time.Second, "the app told that the client is gone", func() bool {
 		data, _ := os.ReadFile(marker)
 		return string(data) == "disconnected"
+	})
+	// an app that fails right after its head, on the one channel: a 500,
+	// and nothing of it reaches the channel's next request
+	if resp, _ := get(t, url+"/start-raise"); resp.StatusCode != 500 {
+		t.Errorf("a failure right after the head: %d", resp.StatusCode)
+	}
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", before[0]) {
+		t.Errorf("after a failure right after the head: %d %q, want the same worker (%d)", resp.StatusCode, body, before[0])
+	}
+	// a client that leaves before the first event: the app hears of it
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/sse-wait", nil)
+	go func() { time.Sleep(time.Second); cancel() }()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	waitFor(t, 20*time.Second, "the app told that the client left before the first event", func() bool {
+		data, _ := os.ReadFile(marker + ".wait")
+		return string(data) == "left before the first event"
 	})
 	resp, body = get(t, url+"/")
 	if want := fmt.Sprintf("hello from %d\n", before[0]); resp.StatusCode != 200 || body != want {

@@ -1,5 +1,7 @@
 """Long ASGI responses: /sse?n=5&delay=0.8 sends n events delay seconds
-apart (a stream that outlasts the request's timeout); /flood sends 1 MiB
+apart (a stream that outlasts the request's timeout); /sse-wait sends its
+head and waits for the client to leave (then writes $STREAM_MARKER.wait);
+/start-raise fails right after its head; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
 named by STREAM_MARKER; anything else says hello with the worker's pid."""
 import asyncio
@@ -26,6 +28,19 @@ async def app(scope, receive, send):
             await asyncio.sleep(delay)
             await send({'type': 'http.response.body', 'body': b'data: %d\n\n' % i, 'more_body': i < n - 1})
         return
+    if path == '/sse-wait':
+        # a head, then nothing until the client leaves
+        await send({'type': 'http.response.start', 'status': 200,
+                    'headers': [(b'content-type', b'text/event-stream')]})
+        while (await receive())['type'] != 'http.disconnect':
+            pass
+        with open(os.environ['STREAM_MARKER'] + '.wait', 'w') as f:
+            f.write('left before the first event')
+        return
+    if path == '/start-raise':
+        # a head, then a failure before any body
+        await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+        raise RuntimeError('failed right after its head')
     if path == '/flood':
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [(b'content-type', b'application/octet-stream')]})

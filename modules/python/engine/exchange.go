@@ -161,6 +161,10 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		// a long stream or a slow client no longer ends the worker and
 		// every request it serves
 		s.setDeadline(0)
+		// from now on a client that leaves is the app's to hear of
+		// (http.disconnect), however long its first body frame takes
+		stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
+		defer stop()
 	}
 	f, err := s.nextBody()
 	switch {
@@ -235,9 +239,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 			s.cancel(sid)
 		}
 	}
-	stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
-	defer stop()
-	write(first)
+	write(first) // (exchange tells the app when the client leaves)
 	for {
 		f, err := s.nextBody()
 		switch {

@@ -14,14 +14,14 @@ from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, H
 
 _pack = HEADER.pack
 READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger frame, then shrinks back
-# What a request holds of what Caddy sent and its app has not received yet:
-# up to QUEUE_MEMORY bytes in memory, the rest in a temporary file of the
-# request's (unlinked), so that the channel is always read (a cancel or a
-# close comes through however far behind the app is). A request body is
-# bounded by max_body; a WebSocket whose app falls WS_BACKLOG bytes behind
-# its client is closed with 1009.
+# What a request holds of what Caddy sent and its app has not received yet,
+# read from the channel however far behind the app is (so that a cancel or
+# a close always comes through): of a request body, up to QUEUE_MEMORY
+# bytes in memory and the rest (bounded by max_body) in a temporary file of
+# the request's, unlinked; of a WebSocket's messages, up to WS_BACKLOG
+# bytes in memory, past which the WebSocket is closed with 1009.
 QUEUE_MEMORY = 4 << 20
-WS_BACKLOG = 20 << 20
+WS_BACKLOG = 16 << 20
 WS_TOO_SLOW = 1009
 
 
@@ -52,14 +52,20 @@ def asgi_channel_class():
                 kind, flags, payload = item
                 if kind in (REQ_BODY, WS_MSG):
                     if self.finished and kind == REQ_BODY and flags & END:
-                        item = (kind, flags, b'')  # the body's end, for the handler's last wait
-                    elif self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
+                        super().put_nowait((kind, flags, b''))  # the body's end, for the handler's last wait
+                        return
+                    if self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
                         return  # nobody will take it
-                    if kind == WS_MSG and max(self.backlog, self.spill_end) + len(payload) > WS_BACKLOG:
-                        self.overflow()  # (the file too: it is reused only once read to its end)
+                    if kind == WS_MSG and self.backlog + len(payload) > WS_BACKLOG:
+                        self.overflow()
                         return
                     self.backlog += len(payload)
-                    place = self.spilled(payload) if self.held + len(payload) > QUEUE_MEMORY else None
+                    # a body past QUEUE_MEMORY goes to the file (bounded by
+                    # max_body); a WebSocket's messages stay in memory
+                    # (bounded by WS_BACKLOG): at a steady lag the file would
+                    # never be read to its end, so never reused
+                    spill = kind == REQ_BODY and payload and self.held + len(payload) > QUEUE_MEMORY
+                    place = self.spilled(payload) if spill else None
                     if place is not None:
                         item = (kind, flags, place)
                     else:
@@ -480,6 +486,8 @@ class AsgiWorker:
             elif not state['ended']:
                 message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
                 writer.write(_pack(len(message), ABORT, 0, sid) + message)
+            # the stream is over: a head still held must not follow (send_held_head)
+            state['head'], state['ended'] = None, True
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
