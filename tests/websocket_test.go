@@ -204,6 +204,29 @@ func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
 		data, _ := os.ReadFile(log)
 		return strings.Contains(string(data), "send raised ClientDisconnected") && strings.Contains(string(data), "received websocket.disconnect 1009")
 	})
+	// empty messages cost the worker memory too: they count against the
+	// bound (before, a flood of them was never closed)
+	empty := wsDial(t, "ws"+strings.TrimPrefix(url, "http")+"/deaf")
+	defer empty.CloseNow()
+	ectx, ecancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer ecancel()
+	go func() {
+		for i := 0; i < 400000; i++ {
+			if empty.Write(ectx, websocket.MessageText, nil) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		_, _, err := empty.Read(ectx)
+		if err == nil {
+			continue
+		}
+		if code := websocket.CloseStatus(err); code != websocket.StatusMessageTooBig {
+			t.Errorf("a flood of empty messages ended with %v (status %d), want a close with 1009", err, code)
+		}
+		break
+	}
 	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", before[0]) {
 		t.Errorf("after the floods: %d %q, want the same worker (%d)", resp.StatusCode, body, before[0])
 	}

@@ -22,6 +22,9 @@ READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger 
 # bytes in memory, past which the WebSocket is closed with 1009.
 QUEUE_MEMORY = 4 << 20
 WS_BACKLOG = 16 << 20
+# what a queued message costs beyond its payload (the tuple, the bytes object,
+# the queue's slot): a flood of empty messages counts against WS_BACKLOG too
+ITEM_COST = 128
 WS_TOO_SLOW = 1009
 
 
@@ -42,7 +45,7 @@ def asgi_channel_class():
             self.close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
             self.finished = False  # the request's handler ended
             self.held = 0  # payload bytes in memory
-            self.backlog = 0  # payload bytes queued, in memory or spilled
+            self.backlog = 0  # what is queued, in memory or spilled: payload bytes plus ITEM_COST each
             self.spill = None  # the spill file, once needed
             self.spill_end = 0
             self.spill_failed = False
@@ -56,10 +59,10 @@ def asgi_channel_class():
                         return
                     if self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
                         return  # nobody will take it
-                    if kind == WS_MSG and self.backlog + len(payload) > WS_BACKLOG:
+                    if kind == WS_MSG and self.backlog + len(payload) + ITEM_COST > WS_BACKLOG:
                         self.overflow()
                         return
-                    self.backlog += len(payload)
+                    self.backlog += len(payload) + ITEM_COST
                     # a body past QUEUE_MEMORY goes to the file (bounded by
                     # max_body); a WebSocket's messages stay in memory
                     # (bounded by WS_BACKLOG): at a steady lag the file would
@@ -98,7 +101,7 @@ def asgi_channel_class():
             if item is not None and item[0] in (REQ_BODY, WS_MSG):
                 kind, flags, payload = item
                 if type(payload) is tuple and self.spill is None:  # finished: not wanted
-                    self.backlog -= payload[1]
+                    self.backlog -= payload[1] + ITEM_COST
                     return (kind, flags, b'')
                 elif type(payload) is tuple:
                     offset, size = payload
@@ -107,10 +110,10 @@ def asgi_channel_class():
                         self.spill.truncate(0)
                         self.spill_end = 0
                     item = (kind, flags, payload)
-                    self.backlog -= size
+                    self.backlog -= size + ITEM_COST
                 else:
                     self.held -= len(payload)
-                    self.backlog -= len(payload)
+                    self.backlog -= len(payload) + ITEM_COST
             return item
 
         def finish(self):
