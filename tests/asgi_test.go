@@ -286,3 +286,27 @@ func TestASGIEventStreamOverHTTP2(t *testing.T) {
 		t.Errorf("HTTP/%d, %q, %v: want 3 events over HTTP/2", resp.ProtoMajor, body, err)
 	}
 }
+
+// TestASGIFailureAfterHeadCarriesNoAppHeader: an app that sends its
+// response head (with a cookie, a Location and a Content-Length), awaits,
+// then fails before any body gets Caddy's 502, with none of those: the
+// 502 carried them, the cookie set for a response that never came, and a
+// Content-Length the error's body does not have (the client read a
+// truncated response). With handle_errors, the error page is whole.
+func TestASGIFailureAfterHeadCarriesNoAppHeader(t *testing.T) {
+	plain, plainURL := asgiSite(t, "asgi_streams:app", "workers 1")
+	paged, pagedURL := asgiSite(t, "asgi_streams:app", "workers 1")
+	paged = strings.TrimSuffix(paged, "}\n") + "\n\thandle_errors {\n\t\trespond \"Caddy's page for {err.status_code}\"\n\t}\n}\n"
+	startCaddy(t, plain+paged)
+	for _, c := range []struct{ url, body string }{{plainURL, ""}, {pagedURL, "Caddy's page for 502"}} {
+		resp, body := get(t, c.url+"/head-wait-raise") // (get fails on a truncated body)
+		if resp.StatusCode != 502 || body != c.body {
+			t.Errorf("%s: %d %q, want 502 %q", c.url, resp.StatusCode, body, c.body)
+		}
+		for _, name := range []string{"Set-Cookie", "Location"} {
+			if v := resp.Header.Get(name); v != "" {
+				t.Errorf("%s: the 502 carries the app's %s: %q", c.url, name, v)
+			}
+		}
+	}
+}

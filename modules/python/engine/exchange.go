@@ -150,7 +150,9 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		// elsewhere, unless it hung (it would hang there too)
 		return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
 	}
-	status, err := p.responseHead(h, payload, sid, w.Header())
+	hdr := w.Header()
+	mark := markHeader(hdr)
+	status, err := p.responseHead(h, payload, sid, hdr)
 	if err != nil {
 		return false, p.badHead(s, sid, bodySent, err)
 	}
@@ -169,8 +171,10 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	f, err := s.nextBody()
 	switch {
 	case err != nil:
+		mark.restore(hdr) // Caddy answers the error, not the app
 		return false, p.broken(s, err)
 	case f.aborted:
+		mark.restore(hdr)
 		aborted := p.appAborted(f.data, "before sending its response body")
 		if err := p.finish(s, bodySent); err != nil {
 			return false, err
