@@ -2,6 +2,7 @@
 (`max_concurrency`), lifespan, HTTP and WebSocket scopes. asyncio is
 imported only here, so WSGI workers never load it."""
 
+import collections
 import os
 import signal
 import struct
@@ -33,29 +34,45 @@ def asgi_channel_class():
     workers."""
     import asyncio
 
-    class Events(asyncio.Queue):
+    class Events:
         """What Caddy sent for one request, for its app to receive (see
-        QUEUE_MEMORY). A payload past the memory bound is kept in the spill
-        file, its place in the queue an (offset, size) pair."""
+        QUEUE_MEMORY), in order. A payload past the memory bound is kept in
+        the spill file, its place in the queue an (offset, size) pair. (Not
+        an asyncio.Queue: most requests receive nothing, and a request makes
+        one of these.)"""
+
+        # the state of a request that received nothing yet (class
+        # attributes: a request sets only what changes)
+        items = None  # a deque of what came, once something did
+        waiters = None  # futures of get()s waiting for something to come
+        peer_closed = False  # a cancel or a WebSocket close came
+        close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
+        finished = False  # the request's handler ended
+        held = 0  # payload bytes in memory
+        backlog = 0  # what is queued, in memory or spilled: payload bytes plus ITEM_COST each
+        spill = None  # the spill file, once needed
+        spill_end = 0
+        spill_failed = False
 
         def __init__(self, channel, sid):
-            super().__init__()
             self.channel, self.sid = channel, sid
-            self.peer_closed = False  # a cancel or a WebSocket close came
-            self.close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
-            self.finished = False  # the request's handler ended
-            self.held = 0  # payload bytes in memory
-            self.backlog = 0  # what is queued, in memory or spilled: payload bytes plus ITEM_COST each
-            self.spill = None  # the spill file, once needed
-            self.spill_end = 0
-            self.spill_failed = False
+
+        def push(self, item):
+            """Queue item and wake whoever waits for one."""
+            if self.items is None:
+                self.items = collections.deque()
+            self.items.append(item)
+            if self.waiters:
+                for waiter in self.waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
         def put_nowait(self, item):
             if item is not None:
                 kind, flags, payload = item
                 if kind in (REQ_BODY, WS_MSG):
                     if self.finished and kind == REQ_BODY and flags & END:
-                        super().put_nowait((kind, flags, b''))  # the body's end, for the handler's last wait
+                        self.push((kind, flags, b''))  # the body's end, for the handler's last wait
                         return
                     if self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
                         return  # nobody will take it
@@ -73,7 +90,7 @@ def asgi_channel_class():
                         item = (kind, flags, place)
                     else:
                         self.held += len(payload)
-            super().put_nowait(item)
+            self.push(item)
 
         def spilled(self, payload):
             """Where payload went in the spill file, or None when it cannot
@@ -97,7 +114,18 @@ def asgi_channel_class():
             return place
 
         async def get(self):
-            item = await super().get()
+            """The next item, once there is one (any number of tasks may
+            wait: each item goes to one of them)."""
+            while not self.items:
+                waiter = self.channel.loop.create_future()
+                if self.waiters is None:
+                    self.waiters = []
+                self.waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    self.waiters.remove(waiter)
+            item = self.items.popleft()
             if item is not None and item[0] in (REQ_BODY, WS_MSG):
                 kind, flags, payload = item
                 if type(payload) is tuple and self.spill is None:  # finished: not wanted
@@ -131,7 +159,7 @@ def asgi_channel_class():
             payload = struct.pack('!H', WS_TOO_SLOW) + reason
             self.channel.write(_pack(len(payload), WS_CLOSE, 0, self.sid) + payload)
             self.close_sent = self.peer_closed = True
-            super().put_nowait((WS_CLOSE, 0, struct.pack('!H', WS_TOO_SLOW)))
+            self.push((WS_CLOSE, 0, struct.pack('!H', WS_TOO_SLOW)))
             sys.stderr.write('hearth worker %d: closed a WebSocket (1009): its app had %d bytes of messages to receive\n'
                              % (os.getpid(), self.backlog))
 
@@ -213,7 +241,6 @@ def asgi_channel_class():
                 # frames routed to it; it finishes on its own)
                 events = Events(self, sid)
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
-                task.add_done_callback(lambda _, events=events: events.finish())  # however it ended
                 self.request = (sid, events, task)
             elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
                 if kind in (CANCEL, WS_CLOSE):
@@ -283,6 +310,17 @@ class AsgiWorker:
         self.lifespan = lifespan
         self.state = {}
         self.busy = 0
+        self.held_heads = []  # (channel, request state) of response heads waiting for a body
+
+    def send_held_heads(self):
+        """Send the response heads whose apps went on to wait for something
+        else than their body (the first event of an event stream, a slow
+        query): one call per turn of the event loop, for all of them."""
+        held, self.held_heads = self.held_heads, []
+        for writer, state in held:
+            if state['head'] is not None and not state['ended']:
+                writer.write(state['head'])
+                state['head'] = None
 
     # -- lifespan ----------------------------------------------------------
 
@@ -383,6 +421,9 @@ class AsgiWorker:
         }
 
     async def handle(self, writer, sid, payload, no_body, events):
+        """Serve one request (HTTP or WebSocket) whose frames come through
+        events; however it ends, events.finish() is called (what still
+        comes for it is dropped)."""
         import asyncio
         fields = payload.decode('latin-1').split('\0')
         if not len(fields) & 1:  # pairs, each ended by a NUL, then ''
@@ -427,11 +468,6 @@ class AsgiWorker:
                 await next_event()  # only a cancel (or the end) can come now
             return {'type': 'http.disconnect'}
 
-        def send_held_head():
-            if state['head'] is not None and not state['ended']:
-                writer.write(state['head'])
-                state['head'] = None
-
         async def send(message):
             kind = message['type']
             if kind == 'http.response.start':
@@ -447,7 +483,11 @@ class AsgiWorker:
                 # the head goes with the first body message (one write), or
                 # on its own as soon as the app waits for something first
                 # (server-sent events): the request's timeout ends with it
-                asyncio.get_running_loop().call_soon(send_held_head)
+                # (the channel's loop: asyncio.get_running_loop() costs a
+                # getpid system call per call on Python 3.11)
+                if not self.held_heads:
+                    writer.loop.call_soon(self.send_held_heads)
+                self.held_heads.append((writer, state))
             elif kind == 'http.response.body':
                 if not state['started']:
                     raise RuntimeError('http.response.body before http.response.start')
@@ -489,15 +529,15 @@ class AsgiWorker:
             elif not state['ended']:
                 message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
                 writer.write(_pack(len(message), ABORT, 0, sid) + message)
-            # the stream is over: a head still held must not follow (send_held_head)
+            # the stream is over: a head still held must not follow (send_held_heads)
             state['head'], state['ended'] = None, True
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
             self.busy -= 1
+            # the body the app did not read is dropped as it comes, up to its end
+            events.finish()
         await writer.drain()
-        # the body the app did not read: dropped as it comes, up to its end
-        events.finish()
         while not state['body_done'] and not state['disconnected']:
             event = await next_event()
             if event is not None:
@@ -577,6 +617,7 @@ class AsgiWorker:
                 state['ended'] = True
         finally:
             self.busy -= 1
+            events.finish()  # messages that still come are dropped
         if not state['ended']:
             if not state['accepted']:  # the app returned without accepting
                 await send({'type': 'websocket.close'})
@@ -589,7 +630,6 @@ class AsgiWorker:
                 # more may go out on this stream (the channel's next request
                 # would get it, and Caddy would end the worker)
                 state['closed'] = state['ended'] = True
-        events.finish()
         await writer.drain()
 
     async def run(self, sockets):
