@@ -288,25 +288,68 @@ func TestASGIEventStreamOverHTTP2(t *testing.T) {
 }
 
 // TestASGIFailureAfterHeadCarriesNoAppHeader: an app that sends its
-// response head (with a cookie, a Location and a Content-Length), awaits,
-// then fails before any body gets Caddy's 502, with none of those: the
-// 502 carried them, the cookie set for a response that never came, and a
-// Content-Length the error's body does not have (the client read a
-// truncated response). With handle_errors, the error page is whole.
+// response head (a cookie, a Location, a Content-Length), awaits, then fails
+// before any body. Its head went out on its own, so the client has it (as
+// from uvicorn) and the response is cut off, never complete. When Caddy
+// reads the head and the failure together (the app awaited something
+// already done), the client gets Caddy's 502 without the app's headers:
+// the 502 carried them, the cookie set for a response that never came, and
+// a Content-Length its body did not have (the client read a truncated
+// error). With handle_errors, the error page is whole.
 func TestASGIFailureAfterHeadCarriesNoAppHeader(t *testing.T) {
 	plain, plainURL := asgiSite(t, "asgi_streams:app", "workers 1")
 	paged, pagedURL := asgiSite(t, "asgi_streams:app", "workers 1")
 	paged = strings.TrimSuffix(paged, "}\n") + "\n\thandle_errors {\n\t\trespond \"Caddy's page for {err.status_code}\"\n\t}\n}\n"
 	startCaddy(t, plain+paged)
-	for _, c := range []struct{ url, body string }{{plainURL, ""}, {pagedURL, "Caddy's page for 502"}} {
-		resp, body := get(t, c.url+"/head-wait-raise") // (get fails on a truncated body)
-		if resp.StatusCode != 502 || body != c.body {
-			t.Errorf("%s: %d %q, want 502 %q", c.url, resp.StatusCode, body, c.body)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for _, c := range []struct{ url, page string }{{plainURL, ""}, {pagedURL, "Caddy's page for 502"}} {
+		resp, err := client.Get(c.url + "/head-wait-raise?delay=0.5")
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, name := range []string{"Set-Cookie", "Location"} {
-			if v := resp.Header.Get(name); v != "" {
-				t.Errorf("%s: the 502 carries the app's %s: %q", c.url, name, v)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Set-Cookie") == "" || err == nil {
+			t.Errorf("%s, a head 0.5 s before the failure: %d %q (%v), want the app's head, then the response cut off", c.url, resp.StatusCode, body, err)
+		}
+		clean, cut := 0, 0
+		for range 40 {
+			resp, err := client.Get(c.url + "/head-wait-raise?delay=0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == 200 && err != nil:
+				cut++
+			case resp.StatusCode == 502 && err == nil && string(body) == c.page &&
+				resp.Header.Get("Set-Cookie") == "" && resp.Header.Get("Location") == "":
+				clean++
+			default:
+				t.Fatalf("%s: %d %v %q (%v): neither Caddy's clean 502 nor a response cut off", c.url, resp.StatusCode, resp.Header, body, err)
 			}
 		}
+		t.Logf("%s: %d clean 502s, %d responses cut off", c.url, clean, cut)
+	}
+}
+
+// TestASGIEventStreamHeadComesFirst: an event stream whose first event
+// comes after a while gives its client the response head at once (as
+// uvicorn does, and Caddy's reverse_proxy for event streams): an
+// EventSource opens, and a client that waits a bounded time for headers
+// gets them. Caddy held the head until the first event.
+func TestASGIEventStreamHeadComesFirst(t *testing.T) {
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1")
+	startCaddy(t, config)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{ResponseHeaderTimeout: 2 * time.Second}}
+	resp, err := client.Get(url + "/sse?n=2&delay=4")
+	if err != nil {
+		t.Fatalf("an event stream whose first event comes after 4 s: %v (want its head at once)", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || string(body) != "data: 0\n\ndata: 1\n\n" {
+		t.Errorf("%d %q %v", resp.StatusCode, body, err)
 	}
 }

@@ -142,14 +142,27 @@ func AppendFrame(dst []byte, t Type, flags uint8, stream uint32, payload []byte)
 // Reader reads frames from a buffered stream. Payload slices it returns
 // are only valid until the next call to Next.
 type Reader struct {
-	r   io.Reader
-	hdr [HeaderSize]byte
-	buf []byte
+	r        io.Reader
+	buffered interface{ Buffered() int } // r, when it says what it holds (a bufio.Reader)
+	hdr      [HeaderSize]byte
+	buf      []byte
 }
 
 // NewReader returns a Reader on r; r should be buffered.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: r, buf: make([]byte, 0, 64<<10)}
+	fr := &Reader{r: r, buf: make([]byte, 0, 64<<10)}
+	fr.buffered, _ = r.(interface{ Buffered() int })
+	return fr
+}
+
+// Buffered is how many bytes r has read from its source and Next has not
+// returned yet: 0 means the next frame had not arrived (or that r keeps no
+// buffer).
+func (fr *Reader) Buffered() int {
+	if fr.buffered == nil {
+		return 0
+	}
+	return fr.buffered.Buffered()
 }
 
 // Next reads one frame. The payload is valid until the following call.

@@ -132,3 +132,30 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func TestReaderBuffered(t *testing.T) {
+	var stream []byte
+	stream = AppendFrame(stream, ResponseHead, 0, 1, []byte("200"))
+	stream = AppendFrame(stream, ResponseBody, FlagEnd, 1, []byte("hello"))
+	cases := []struct {
+		name  string
+		r     io.Reader
+		after []int // Buffered() after each Next
+	}{
+		{"buffered: the body frame arrived with the head", bufio.NewReader(bytes.NewReader(stream)), []int{HeaderSize + 5, 0}},
+		{"unbuffered: nothing known", bytes.NewReader(stream), []int{0, 0}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fr := NewReader(c.r)
+			for i, want := range c.after {
+				if _, _, err := fr.Next(); err != nil {
+					t.Fatal(err)
+				}
+				if got := fr.Buffered(); got != want {
+					t.Errorf("after frame %d: Buffered() = %d, want %d", i+1, got, want)
+				}
+			}
+		})
+	}
+}

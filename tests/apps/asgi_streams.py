@@ -1,8 +1,8 @@
 """Long ASGI responses: /sse?n=5&delay=0.8 sends n events delay seconds
 apart (a stream that outlasts the request's timeout); /sse-wait sends its
 head and waits for the client to leave (then writes $STREAM_MARKER.wait);
-/start-raise fails right after its head; /head-wait-raise fails after its
-head (with a cookie) went out; /flood sends 1 MiB
+/start-raise fails right after its head; /head-wait-raise?delay=0.2 fails
+after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
 named by STREAM_MARKER; anything else says hello with the worker's pid."""
 import asyncio
@@ -43,12 +43,12 @@ async def app(scope, receive, send):
         await send({'type': 'http.response.start', 'status': 200, 'headers': []})
         raise RuntimeError('failed right after its head')
     if path == '/head-wait-raise':
-        # a head with a cookie, sent (the app awaits), then a failure
-        # before any body
+        # a head with a cookie, sent (the app awaits delay seconds), then a
+        # failure before any body
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [(b'set-cookie', b'session=not-for-an-error'), (b'location', b'/elsewhere'),
                                 (b'content-length', b'100')]})
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(float(query.get('delay', ['0.2'])[0]))
         raise RuntimeError('failed after its head went out')
     if path == '/flood':
         await send({'type': 'http.response.start', 'status': 200,

@@ -167,6 +167,14 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		// (http.disconnect), however long its first body frame takes
 		stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
 		defer stop()
+		if s.frames.Buffered() == 0 {
+			// the head came on its own: the app awaits something before
+			// its first body (an event stream's first event, a slow
+			// query). The client gets the head now, as from uvicorn (an
+			// EventSource opens, a client's header timeout is met); a
+			// failure from here on cuts the response off.
+			return false, p.streamDirect(w, r, s, sid, status, nil, bodySent)
+		}
 	}
 	f, err := s.nextBody()
 	switch {
@@ -243,7 +251,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 			s.cancel(sid)
 		}
 	}
-	write(first) // (exchange tells the app when the client leaves)
+	write(first) // (nil: the head alone; exchange tells the app when the client leaves)
 	for {
 		f, err := s.nextBody()
 		switch {
