@@ -156,25 +156,13 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	if err != nil {
 		return false, p.badHead(s, sid, bodySent, err)
 	}
-	if p.opts.ASGI() {
-		// the app answered: what follows may stream for as long as the app
-		// and the client keep it going (server-sent events, a download);
-		// Caddy's write_idle timeout bounds the client's writes instead, so
-		// a long stream or a slow client no longer ends the worker and
-		// every request it serves
-		s.setDeadline(0)
-		// from now on a client that leaves is the app's to hear of
-		// (http.disconnect), however long its first body frame takes
-		stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
-		defer stop()
-		if s.frames.Buffered() == 0 {
-			// the head came on its own: the app awaits something before
-			// its first body (an event stream's first event, a slow
-			// query). The client gets the head now, as from uvicorn (an
-			// EventSource opens, a client's header timeout is met); a
-			// failure from here on cuts the response off.
-			return false, p.streamDirect(w, r, s, sid, status, nil, bodySent)
-		}
+	if p.opts.ASGI() && s.frames.Buffered() == 0 {
+		// the head came on its own: the app awaits something before its
+		// first body (an event stream's first event, a slow query). The
+		// client gets the head now, as from uvicorn (an EventSource opens,
+		// a client's header timeout is met); a failure from here on cuts
+		// the response off.
+		return false, p.streamASGI(w, r, s, sid, status, nil, bodySent)
 	}
 	f, err := s.nextBody()
 	switch {
@@ -191,7 +179,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case f.last:
 		return false, p.finishSmall(w, r, status, f.data, s, bodySent)
 	case p.opts.ASGI():
-		return false, p.streamDirect(w, r, s, sid, status, f.data, bodySent)
+		return false, p.streamASGI(w, r, s, sid, status, f.data, bodySent)
 	}
 	return false, p.stream(w, s, sid, status, f.data, bodySent)
 }
@@ -227,6 +215,21 @@ func (p *Pool) appAborted(message []byte, when string) error {
 	return Failed(AppAborted, fmt.Errorf("app %s aborted the response (its error is logged above)", p.opts.Name))
 }
 
+// streamASGI relays an ASGI response that did not come whole with its
+// head. What follows may stream for as long as the app and the client keep
+// it going (server-sent events, a download): Caddy's write_idle timeout
+// bounds the client's writes instead of the request's timeout, so a long
+// stream or a slow client does not end the worker and every request it
+// serves; and a client that leaves is the app's to hear of
+// (http.disconnect), however long its next body frame takes. (A response
+// that came whole needs neither: it is answered at once.)
+func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
+	s.setDeadline(0)
+	stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
+	defer stop()
+	return p.streamDirect(w, r, s, sid, status, first, bodySent)
+}
+
 // streamDirect relays an ASGI response as it comes, without a spool: a
 // slow client slows the app's send (its channel fills up), which only
 // holds one of the worker's many concurrent channels. When the client goes
@@ -251,7 +254,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 			s.cancel(sid)
 		}
 	}
-	write(first) // (nil: the head alone; exchange tells the app when the client leaves)
+	write(first) // (nil: the head alone; streamASGI tells the app when the client leaves)
 	for {
 		f, err := s.nextBody()
 		switch {
