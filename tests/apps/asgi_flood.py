@@ -8,6 +8,8 @@ meanwhile (kB); anything else says hello with the worker's pid."""
 import asyncio
 import os
 
+from asgi_lifespan import serve_lifespan
+
 
 leftover = set()  # tasks an endpoint left running
 
@@ -22,13 +24,7 @@ def rss_kb():
 
 async def app(scope, receive, send):
     if scope['type'] == 'lifespan':
-        while True:
-            message = await receive()
-            if message['type'] == 'lifespan.startup':
-                await send({'type': 'lifespan.startup.complete'})
-            elif message['type'] == 'lifespan.shutdown':
-                await send({'type': 'lifespan.shutdown.complete'})
-                return
+        return await serve_lifespan(receive, send)
     if scope['type'] == 'websocket' and scope['path'] == '/leaver':
         # accepts, leaves a task behind that keeps sending, and returns
         await receive()  # connect

@@ -7,6 +7,8 @@ anything else says hello with the worker's pid. `application` is WSGI,
 """
 import os
 
+from asgi_lifespan import serve_lifespan
+
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
@@ -23,13 +25,7 @@ def application(environ, start_response):
 
 async def app(scope, receive, send):
     if scope['type'] == 'lifespan':
-        while True:
-            message = await receive()
-            if message['type'] == 'lifespan.startup':
-                await send({'type': 'lifespan.startup.complete'})
-            elif message['type'] == 'lifespan.shutdown':
-                await send({'type': 'lifespan.shutdown.complete'})
-                return
+        return await serve_lifespan(receive, send)
     path = scope['path']
     if path == '/before':
         raise FileNotFoundError(2, 'No such file or directory', '/srv/missing-template.html')
