@@ -177,7 +177,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		}
 		return false, aborted
 	case f.last:
-		return false, p.finishSmall(w, r, status, f.data, s, bodySent)
+		return false, p.finishSmall(w, r, status, f.data, s, bodySent, &mark)
 	case p.opts.ASGI():
 		return false, p.streamASGI(w, r, s, sid, status, f.data, bodySent)
 	}
@@ -298,8 +298,11 @@ const bufferedWrite = 2048
 // finishSmall answers a response that came in one frame. The channel is
 // released before anything can block on the client (a small body goes into
 // the response writer's buffer, a larger one is copied first), so a slow
-// client holds no worker.
-func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *channel, bodySent chan error) error {
+// client holds no worker. When the request's body could not be sent whole
+// (the worker broke meanwhile) before the response was written, the error
+// goes out without the app's headers (mark: the header before them; nil
+// when the body was never streamed).
+func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *channel, bodySent chan error, mark *headerMark) error {
 	hdr := w.Header()
 	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
 		hdr["Content-Length"] = contentLength(len(payload))
@@ -314,6 +317,9 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	}
 	body := append([]byte(nil), payload...)
 	if err := p.finish(s, bodySent); err != nil {
+		if mark != nil {
+			mark.restore(hdr)
+		}
 		return err
 	}
 	w.WriteHeader(status)

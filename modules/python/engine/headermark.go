@@ -10,9 +10,9 @@ import "net/http"
 // Location of a response that never came.
 type headerMark struct {
 	n      int
-	keys   [8]string
-	counts [8]int
-	more   map[string]int // every key, when there were more than 8
+	keys   [16]string
+	counts [16]int
+	more   map[string]int // every key, when there were more than 16 (an allocation)
 }
 
 // markHeader records h as it is now.

@@ -9,7 +9,7 @@ import (
 
 func TestHeaderMarkRestores(t *testing.T) {
 	many := http.Header{}
-	for i := 0; i < 12; i++ {
+	for i := 0; i < 20; i++ {
 		many[fmt.Sprintf("X-Caddy-%d", i)] = []string{"v"}
 	}
 	cases := []struct {

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,14 +23,20 @@ import (
 // test holds (it plays the worker); the worker's process is a sleeping
 // stand-in, in a process group of its own, that the pool may kill.
 func onePool(t *testing.T) (*Pool, net.Conn) {
+	return onePoolOf(t, "wsgi")
+}
+
+// onePoolOf is onePool for an app of kind ("wsgi" or "asgi"), its channel
+// read through a buffer as a real worker's is.
+func onePoolOf(t *testing.T, kind string) (*Pool, net.Conn) {
 	t.Helper()
 	conn, far := channelPair(t)
 	stand, _ := startGroup(t)
 	proc := adoptChild(t, stand.Process.Pid)
-	p := New(Options{Name: "hostile", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
+	p := New(Options{Name: "hostile", Kind: kind, Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
 	p.state = supervisor.Running
 	w := &worker{proc: proc}
-	w.channels = []*channel{{worker: w, conn: conn, frames: protocol.NewReader(conn)}}
+	w.channels = []*channel{{worker: w, conn: conn, frames: protocol.NewReader(bufio.NewReaderSize(conn, 64<<10))}}
 	p.mu.Lock()
 	p.addWorkerLocked(w)
 	p.mu.Unlock()
@@ -194,5 +202,71 @@ func TestHandOverAfterTheDeadlinePassed(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request handed over after the pause did not end")
+	}
+}
+
+// TestFailureAfterHeadLeavesNoAppHeader: when the app's response fails
+// after its head reached Caddy but before anything was written to the
+// client, Caddy's error goes out with the header as it was before the
+// app's head: no cookie the app set, no Location, no Content-Length of a
+// body that never came (the client would read the error truncated).
+func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
+	head := []byte("200 OK\x00Set-Cookie\x00session=s3cret\x00Location\x00/next\x00Content-Length\x00100\x00")
+	for _, tc := range []struct {
+		name   string
+		kind   string
+		body   int                               // the request's body, bytes (4 MiB: streamed from a file)
+		answer func(worker net.Conn, sid uint32) // what the worker does after the request's head
+		want   Failure
+	}{
+		{"ASGI: the head and the app's abort read together", "asgi", 0, func(worker net.Conn, sid uint32) {
+			out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, head)
+			out = protocol.AppendFrame(out, protocol.Abort, 0, sid, []byte("RuntimeError: boom"))
+			_, _ = worker.Write(out)
+		}, AppAborted},
+		{"WSGI: the worker dies after its head", "wsgi", 0, func(worker net.Conn, sid uint32) {
+			_, _ = worker.Write(protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, head))
+			worker.Close()
+		}, WorkerBroken},
+		{"a whole answer, then the worker dies before taking the request's body", "wsgi", 4 << 20, func(worker net.Conn, sid uint32) {
+			out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, head)
+			out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, sid, bytes.Repeat([]byte("x"), 3000))
+			_, _ = worker.Write(out)
+			worker.Close()
+		}, WorkerBroken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, worker := onePoolOf(t, tc.kind)
+			go func() {
+				h, _, err := protocol.NewReader(worker).Next()
+				if err == nil {
+					tc.answer(worker, h.Stream)
+				}
+			}()
+			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.body)))
+			body, err := ReadBody(r, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer body.Close()
+			rec := httptest.NewRecorder()
+			rec.Header().Set("Server", "Caddy")
+			done := make(chan error, 1)
+			go func() { done <- p.Serve(rec, r, &Request{Body: body, Timeout: 10 * time.Second}) }()
+			select {
+			case err := <-done:
+				if FailureOf(err) != tc.want {
+					t.Errorf("Serve: %v, want failure %d", err, tc.want)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("Serve still blocked after 15 s")
+			}
+			if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
+				t.Errorf("something was written to the client: %d %q", rec.Code, rec.Body.String())
+			}
+			if want := (http.Header{"Server": {"Caddy"}}); fmt.Sprint(rec.Header()) != fmt.Sprint(want) {
+				t.Errorf("header after the failure: %v, want %v", rec.Header(), want)
+			}
+		})
 	}
 }
