@@ -9,16 +9,12 @@ import asyncio
 import os
 from urllib.parse import parse_qs
 
+from asgi_lifespan import serve_lifespan
+
 
 async def app(scope, receive, send):
     if scope['type'] == 'lifespan':
-        while True:
-            message = await receive()
-            if message['type'] == 'lifespan.startup':
-                await send({'type': 'lifespan.startup.complete'})
-            elif message['type'] == 'lifespan.shutdown':
-                await send({'type': 'lifespan.shutdown.complete'})
-                return
+        return await serve_lifespan(receive, send)
     path = scope['path']
     query = parse_qs(scope['query_string'].decode())
     if path == '/sse':

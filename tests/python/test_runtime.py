@@ -299,6 +299,36 @@ class AsgiRuntimeTest(unittest.TestCase):
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(b'got:' + body).hexdigest())
         self.assertEqual(w.finish()[0], 0)
 
+    def test_every_receiver_hears_the_disconnect(self):
+        """Two tasks of the app waiting in receive() when the client leaves
+        (a middleware and a disconnect listener): both get http.disconnect.
+        The second waited for good: the cancel went to the first only."""
+        w = Worker('''
+import asyncio, sys
+
+async def application(scope, receive, send):
+    if scope['type'] != 'http':
+        return
+    await receive()  # the (empty) body
+
+    async def listen():
+        while (await receive())['type'] != 'http.disconnect':
+            pass
+    done, _ = await asyncio.wait([asyncio.ensure_future(listen()) for _ in range(2)], timeout=5)
+    sys.stderr.write('receivers told: %d\\n' % len(done))
+    await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+    await send({'type': 'http.response.body', 'body': b''})
+''', kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        w.sock.sendall(frame(REQ_HEAD, END, 1, head(**BASE)))
+        time.sleep(0.3)
+        w.sock.sendall(frame(protocol.CANCEL, 0, 1))
+        while not w.read_frame()[1] & END:
+            pass
+        code, err = w.finish()
+        self.assertEqual(code, 0, err)
+        self.assertIn('receivers told: 2', err)
+
     def test_garbage(self):
         for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00',
                      HEADER.pack(protocol.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),

@@ -27,6 +27,12 @@ WS_BACKLOG = 16 << 20
 # the queue's slot): a flood of empty messages counts against WS_BACKLOG too
 ITEM_COST = 128
 WS_TOO_SLOW = 1009
+# How long a response head waits for the app's first body message before
+# it goes out alone (seconds): a head and its body sent a few event-loop
+# turns apart (Starlette's BaseHTTPMiddleware, a quick query) still go out
+# together, in one write and one frame read by Caddy; the head of an event
+# stream waiting for its first event reaches the client at once.
+HEAD_HOLD = 0.01
 
 
 def asgi_channel_class():
@@ -117,6 +123,10 @@ def asgi_channel_class():
             """The next item, once there is one (any number of tasks may
             wait: each item goes to one of them)."""
             while not self.items:
+                if self.peer_closed:
+                    # the client's cancel or close was taken by another
+                    # task's receive(): nothing more will come
+                    return None
                 waiter = self.channel.loop.create_future()
                 if self.waiters is None:
                     self.waiters = []
@@ -310,17 +320,28 @@ class AsgiWorker:
         self.lifespan = lifespan
         self.state = {}
         self.busy = 0
-        self.held_heads = []  # (channel, request state) of response heads waiting for a body
+        # response heads waiting for their body, as (channel, request
+        # state): held since the last tick of held_heads_timer, and before
+        self.held_heads, self.older_heads = [], []
+        self.held_heads_timer = None
 
-    def send_held_heads(self):
-        """Send the response heads whose apps went on to wait for something
-        else than their body (the first event of an event stream, a slow
-        query): one call per turn of the event loop, for all of them."""
-        held, self.held_heads = self.held_heads, []
-        for writer, state in held:
+    def hold_head(self, writer, state):
+        """Keep a response head (state['head']) back for its body, for
+        HEAD_HOLD to twice that."""
+        self.held_heads.append((writer, state))
+        if self.held_heads_timer is None:
+            self.held_heads_timer = writer.loop.call_later(HEAD_HOLD, self.send_held_heads, writer.loop)
+
+    def send_held_heads(self, loop):
+        """Send the response heads held since before the last tick whose
+        apps are still waiting for something else than their body (the
+        first event of an event stream, a slow query)."""
+        for writer, state in self.older_heads:
             if state['head'] is not None and not state['ended']:
                 writer.write(state['head'])
                 state['head'] = None
+        self.older_heads, self.held_heads = self.held_heads, []
+        self.held_heads_timer = loop.call_later(HEAD_HOLD, self.send_held_heads, loop) if self.older_heads else None
 
     # -- lifespan ----------------------------------------------------------
 
@@ -427,6 +448,7 @@ class AsgiWorker:
         import asyncio
         fields = payload.decode('latin-1').split('\0')
         if not len(fields) & 1:  # pairs, each ended by a NUL, then ''
+            events.finish()
             raise ProtocolError('malformed request head (%d fields)' % len(fields))
         pairs = iter(fields)
         env = dict(zip(pairs, pairs))
@@ -481,13 +503,10 @@ class AsgiWorker:
                 state['head'] = _pack(len(head), RESP_HEAD, 0, sid) + head
                 state['started'] = True
                 # the head goes with the first body message (one write), or
-                # on its own as soon as the app waits for something first
-                # (server-sent events): the request's timeout ends with it
-                # (the channel's loop: asyncio.get_running_loop() costs a
-                # getpid system call per call on Python 3.11)
-                if not self.held_heads:
-                    writer.loop.call_soon(self.send_held_heads)
-                self.held_heads.append((writer, state))
+                # on its own once the app has waited HEAD_HOLD for something
+                # else first (server-sent events): the request's timeout
+                # ends with it
+                self.hold_head(writer, state)
             elif kind == 'http.response.body':
                 if not state['started']:
                     raise RuntimeError('http.response.body before http.response.start')
@@ -529,7 +548,7 @@ class AsgiWorker:
             elif not state['ended']:
                 message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
                 writer.write(_pack(len(message), ABORT, 0, sid) + message)
-            # the stream is over: a head still held must not follow (send_held_heads)
+            # the stream is over: a head still held must not follow (hold_head)
             state['head'], state['ended'] = None, True
             if isinstance(exc, asyncio.CancelledError):
                 raise
