@@ -153,13 +153,43 @@ func TestASGIDjangoAndTimeout(t *testing.T) {
 	if resp, body := get(t, url+"/hello"); resp.StatusCode != 200 || body != "hello from django asgi at /hello" {
 		t.Errorf("Django through its ASGI handler: %d %q", resp.StatusCode, body)
 	}
-	// the supervision options apply: a request past its timeout gets 504
-	// and its worker is replaced
+	// the supervision options apply: a request past its timeout gets 504.
+	// The worker serves many requests at once: only the late one's task is
+	// cancelled (its stack logged), and a response streaming meanwhile on
+	// the same worker comes whole
 	config, url = asgiSite(t, "fastapi_app:app", "workers 1\n\t\ttimeout 1s")
 	c := startCaddy(t, config)
 	before := c.workerPIDs()
-	if resp, _ := get(t, url+"/sleep?seconds=30"); resp.StatusCode != 504 {
-		t.Errorf("a hung ASGI request: %d", resp.StatusCode)
+	streamed := make(chan string, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(url + "/stream?n=8&delay=0.5")
+		if err != nil {
+			streamed <- err.Error()
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		streamed <- fmt.Sprintf("%d %q %v", resp.StatusCode, body, err)
+	}()
+	started := time.Now()
+	if resp, _ := get(t, url+"/sleep?seconds=30"); resp.StatusCode != 504 || time.Since(started) > 10*time.Second {
+		t.Errorf("a request past its timeout: %d after %v", resp.StatusCode, time.Since(started))
+	}
+	want := fmt.Sprintf("200 %q <nil>", "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\nchunk 5\nchunk 6\nchunk 7\n")
+	if got := <-streamed; got != want {
+		t.Errorf("a stream on the same worker meanwhile: %s, want %s", got, want)
+	}
+	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) || c.mustApps()[0].Restarts["timeout"] != 0 {
+		t.Errorf("workers %v before the timeout, %v after (restarts %v): want the same one", before, after, c.mustApps()[0].Restarts)
+	}
+	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, or its client gone); cancelling it where it waits") ||
+		!strings.Contains(log, "await asyncio.sleep(seconds)") {
+		t.Errorf("the cancelled request's stack is not in the log")
+	}
+	// an app that blocks its event loop (time.sleep in async code) does
+	// not end the request when told: after 5 s more its worker is replaced
+	if resp, _ := get(t, url+"/block?seconds=30"); resp.StatusCode != 504 {
+		t.Errorf("a request blocking its event loop: %d", resp.StatusCode)
 	}
 	waitFor(t, 20*time.Second, "the replacement", func() bool {
 		p := c.workerPIDs()
@@ -263,6 +293,33 @@ func TestASGIStreamOutlivesTimeout(t *testing.T) {
 	}
 	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("workers %v before the streams, %v after", before, after)
+	}
+}
+
+// TestASGIAppDeafToItsClientLeaving: an event stream that waits for its
+// next event without listening for the disconnect has its task cancelled
+// 10 s (closeGrace) after its client left, and its channel serves again;
+// before, it held the channel until that event came (here, an hour: the
+// worker's one channel, so every other request waited).
+func TestASGIAppDeafToItsClientLeaving(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url + "/sse-deaf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()             // the client leaves once it has the head
+	resp, body := get(t, url+"/") // waits for the one channel (get's client: 30 s)
+	if want := fmt.Sprintf("hello from %d\n", before[0]); resp.StatusCode != 200 || body != want {
+		t.Errorf("the next request: %d %q, want %q", resp.StatusCode, body, want)
+	}
+	if data, _ := os.ReadFile(marker + ".deaf"); string(data) != "cancelled" {
+		t.Errorf("the deaf app's task was not cancelled (%q)", data)
+	}
+	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("workers %v before, %v after: want the same one", before, after)
 	}
 }
 

@@ -60,6 +60,12 @@ const FlagBinary uint8 = 2
 // FlagEnd marks the last frame of a request or response body.
 const FlagEnd uint8 = 1
 
+// FlagTimedOut marks a Cancel sent because Caddy gave up on the request
+// (ASGI): it ran past its timeout before its response began, or its app
+// did not end it well after its client left. The worker cancels the
+// request's task and ends its stream.
+const FlagTimedOut uint8 = 2
+
 func (t Type) String() string {
 	switch t {
 	case Hello:

@@ -1,6 +1,7 @@
 """Long ASGI responses: /sse?n=5&delay=0.8 sends n events delay seconds
 apart (a stream that outlasts the request's timeout); /sse-wait sends its
 head and waits for the client to leave (then writes $STREAM_MARKER.wait);
+/sse-deaf sends its head and waits an hour, deaf to the client's leaving;
 /start-raise fails right after its head; /head-wait-raise?delay=0.2 fails
 after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
@@ -34,6 +35,17 @@ async def app(scope, receive, send):
         with open(os.environ['STREAM_MARKER'] + '.wait', 'w') as f:
             f.write('left before the first event')
         return
+    if path == '/sse-deaf':
+        # a head, then a wait for an event that never comes, not listening
+        # for the client's leaving (writes $STREAM_MARKER.deaf when cancelled)
+        await send({'type': 'http.response.start', 'status': 200,
+                    'headers': [(b'content-type', b'text/event-stream')]})
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            with open(os.environ['STREAM_MARKER'] + '.deaf', 'w') as f:
+                f.write('cancelled')
+            raise
     if path == '/start-raise':
         # a head, then a failure before any body
         await send({'type': 'http.response.start', 'status': 200, 'headers': []})

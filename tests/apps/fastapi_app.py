@@ -1,8 +1,10 @@
 """A FastAPI app (Debian's python3-fastapi): path, query and body
-validation, a streaming endpoint, a lifespan that fills app state, and an
+validation, a streaming endpoint, a lifespan that fills app state, an
+endpoint that sleeps (awaiting) and one that blocks its event loop, and an
 endpoint that notices when its client goes away."""
 import asyncio
 import os
+import time
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -54,6 +56,13 @@ async def stream(n: int = 5, delay: float = 0.2):
 async def sleep(seconds: float):
     await asyncio.sleep(seconds)
     return {'slept': seconds, 'pid': os.getpid()}
+
+
+@app.get('/block')
+async def block(seconds: float):
+    # a blocking call in async code: the whole event loop waits
+    time.sleep(seconds)
+    return {'blocked': seconds, 'pid': os.getpid()}
 
 
 async def disconnect_app(scope, receive, send):

@@ -146,6 +146,9 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	}
 	h, payload, err := s.frames.Next()
 	if err != nil {
+		if p.opts.ASGI() && errors.Is(err, os.ErrDeadlineExceeded) {
+			return false, p.cancelTimedOut(s, sid, bodySent)
+		}
 		// the worker died before answering: the request may be retried
 		// elsewhere, unless it hung (it would hang there too)
 		return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
@@ -225,9 +228,53 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // that came whole needs neither: it is answered at once.)
 func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	s.setDeadline(0)
-	stop := context.AfterFunc(r.Context(), func() { s.cancel(sid) })
+	left := &clientLeft{s: s, sid: sid}
+	stop := context.AfterFunc(r.Context(), left.tell)
 	defer stop()
-	return p.streamDirect(w, r, s, sid, status, first, bodySent)
+	return p.streamDirect(w, r, s, sid, status, first, bodySent, left)
+}
+
+// closeGrace is how long an ASGI app has to end a response once told that
+// its client left (http.disconnect; its send raises) before its task is
+// cancelled: an event stream that waits for its next event without
+// listening for the disconnect would hold its channel until that event
+// came. (Daphne's application_close_timeout is 10 s too.)
+const closeGrace = 10 * time.Second
+
+// clientLeft tells the worker, once, that the client of a streamed ASGI
+// response left, and arms the channel's read deadline for closeGrace; it
+// does nothing once the exchange is over, when the channel may serve
+// another request. tell may run on any goroutine (context.AfterFunc);
+// over runs on the one relaying the response.
+type clientLeft struct {
+	s          *channel
+	sid        uint32
+	mu         sync.Mutex
+	told, done bool
+}
+
+func (l *clientLeft) tell() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.told || l.done {
+		return
+	}
+	l.told = true
+	// the deadline first: a worker whose loop is blocked may not take
+	// the cancel, and the relay must still see the grace run out
+	_ = l.s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	l.s.cancel(l.sid)
+}
+
+// over ends the exchange for tell, and takes back the deadline it set.
+func (l *clientLeft) over() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
+	if l.told {
+		_ = l.s.conn.SetDeadline(time.Time{})
+		l.s.deadline = time.Time{}
+	}
 }
 
 // streamDirect relays an ASGI response as it comes, without a spool: a
@@ -235,11 +282,14 @@ func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, si
 // holds one of the worker's many concurrent channels. When the client goes
 // away, or takes longer than Caddy's write_idle timeout (a minute by
 // default) to accept a piece of it, the app is told (http.disconnect) and
-// the rest is discarded.
-func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
+// the rest is discarded; an app that has not ended the response
+// closeGrace later has its task cancelled, and one that has not ended it
+// timeoutGrace after that has a blocked event loop (its worker is
+// terminated).
+func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, left *clientLeft) error {
 	w.WriteHeader(status)
 	rc := http.NewResponseController(w)
-	clientGone, cut := false, false
+	clientGone, cut, cancelled := false, false, false
 	write := func(b []byte) {
 		if clientGone {
 			return
@@ -251,23 +301,38 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 		if (err != nil || r.Context().Err() != nil) && !clientGone {
 			clientGone = true
 			cut = !errors.Is(err, http.ErrBodyNotAllowed) // a 204 or 304 sends no body
-			s.cancel(sid)
+			left.tell()
 		}
 	}
 	write(first) // (nil: the head alone; streamASGI tells the app when the client leaves)
 	for {
 		f, err := s.nextBody()
 		switch {
+		case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !cancelled:
+			// closeGrace since the client left, and the app goes on
+			cancelled = true
+			p.logger.Warn("the app did not end a response whose client left; cancelling its task",
+				zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
+			s.setDeadline(timeoutGrace)
+			if err := s.write(timedOutCancel(sid)); err != nil {
+				left.over()
+				p.broken(s, err)
+				panic(http.ErrAbortHandler)
+			}
+			continue
 		case err != nil:
+			left.over()
 			p.broken(s, err)
 			panic(http.ErrAbortHandler)
 		case f.aborted:
+			left.over()
 			p.appAborted(f.data, "in the middle of its response")
 			_ = p.finish(s, bodySent) // (its error is logged; the response is cut either way)
 			panic(http.ErrAbortHandler)
 		}
 		write(f.data)
 		if f.last {
+			left.over()
 			if err := p.finish(s, bodySent); err != nil || !cut {
 				return err
 			}
@@ -445,6 +510,53 @@ func (p *Pool) broken(s *channel, err error) error {
 	p.discard(s, "crash", workerGone(err))
 	_ = w.proc.Signal(syscall.SIGKILL)
 	return Failed(WorkerBroken, fmt.Errorf("app %s: worker channel broken: %w", p.opts.Name, err))
+}
+
+// timeoutGrace is how long an ASGI worker has to end a request that ran
+// past its timeout (its task cancelled) before its event loop is taken for
+// blocked and the worker is terminated.
+const timeoutGrace = 5 * time.Second
+
+// cancelTimedOut ends an ASGI request that ran past its timeout before its
+// response head. The worker serves many requests at once on one event
+// loop, so it is not ended for one slow request: it is told to cancel that
+// request's task (the app gets CancelledError where it awaits; its stack
+// is logged) and goes on serving the others. What it still sends for the
+// request is dropped. A worker that does not end the stream within
+// timeoutGrace has a blocked event loop (a time.sleep, a CPU-bound loop):
+// it is terminated as a hung one, its stacks dumped.
+func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error {
+	p.mu.Lock()
+	path, age := s.path, time.Since(s.since)
+	p.mu.Unlock()
+	s.setDeadline(timeoutGrace)
+	if err := s.write(timedOutCancel(sid)); err != nil {
+		return p.broken(s, err)
+	}
+	for {
+		h, _, err := s.next()
+		switch {
+		case err != nil:
+			return p.broken(s, err)
+		case h.Type == protocol.Abort || h.Type == protocol.ResponseBody && h.End():
+			if err := p.finish(s, bodySent); err != nil {
+				return err
+			}
+			p.logger.Error("request timed out; the app's task was cancelled (its stack is logged above)",
+				zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
+			return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; it was cancelled", p.opts.Name, path))
+		case h.Type != protocol.ResponseHead && h.Type != protocol.ResponseBody:
+			return p.broken(s, fmt.Errorf("unexpected %s frame after a timed-out request's cancel", h.Type))
+		}
+	}
+}
+
+// timedOutCancel is the Cancel frame that has the worker cancel the task of
+// stream sid.
+func timedOutCancel(sid uint32) []byte {
+	frame := make([]byte, protocol.HeaderSize)
+	protocol.PutHeader(frame, protocol.Header{Type: protocol.Cancel, Flags: protocol.FlagTimedOut, Stream: sid})
+	return frame
 }
 
 // workerGone reports whether err means the worker's end of the channel is

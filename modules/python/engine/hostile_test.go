@@ -270,3 +270,56 @@ func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestASGITimeoutCancelsTheRequest: an ASGI request past its timeout
+// before its head costs that request, not its worker (which serves many
+// at once): Caddy sends a Cancel flagged FlagTimedOut, drops what the
+// worker still sends for the request up to its end, answers the timeout,
+// and keeps the worker and its channel. Before, the worker was terminated
+// with every request it served.
+func TestASGITimeoutCancelsTheRequest(t *testing.T) {
+	p, worker := onePoolOf(t, "asgi")
+	cancel := make(chan protocol.Header, 1)
+	go func() {
+		frames := protocol.NewReader(worker)
+		h, _, err := frames.Next()
+		if err != nil {
+			return
+		}
+		c, _, err := frames.Next() // nothing until Caddy's cancel
+		if err != nil {
+			return
+		}
+		cancel <- c
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("500 Internal Server Error\x00"))
+		out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("the task was cancelled"))
+		_, _ = worker.Write(out)
+	}()
+	r := httptest.NewRequest("GET", "/slow", nil)
+	rec := httptest.NewRecorder()
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(rec, r, &Request{Timeout: 300 * time.Millisecond}) }()
+	select {
+	case err := <-done:
+		if FailureOf(err) != TimedOut {
+			t.Errorf("Serve: %v, want the request's timeout", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve still blocked 15 s into a request with a 300 ms timeout")
+	}
+	select {
+	case c := <-cancel:
+		if c.Type != protocol.Cancel || c.Flags != protocol.FlagTimedOut {
+			t.Errorf("the worker was sent %v, want a Cancel flagged FlagTimedOut", c)
+		}
+	default:
+		t.Error("the worker was sent no cancel")
+	}
+	if rec.Body.Len() != 0 {
+		t.Errorf("the worker's answer after the cancel reached the client: %q", rec.Body.String())
+	}
+	st := p.Status()
+	if st.Restarts["timeout"] != 0 || len(st.Workers) != 1 {
+		t.Errorf("after the timeout: %d workers, restarts %v; want the one worker kept", len(st.Workers), st.Restarts)
+	}
+}

@@ -10,8 +10,8 @@ import sys
 import traceback
 
 from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, HELLO, MAX_PAYLOAD, REQ_BODY,
-                       REQ_HEAD, RESP_BODY, RESP_HEAD, WS_ACCEPT, WS_CLOSE, WS_MSG, ChannelLost, ClientDisconnected,
-                       ProtocolError, encode_head, frames, send_500)
+                       REQ_HEAD, RESP_BODY, RESP_HEAD, TIMED_OUT, WS_ACCEPT, WS_CLOSE, WS_MSG, ChannelLost,
+                       ClientDisconnected, ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
 READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger frame, then shrinks back
@@ -35,6 +35,25 @@ WS_TOO_SLOW = 1009
 HEAD_HOLD = 0.01
 
 
+def awaiting(coro, limit=100):
+    """Where a suspended coroutine waits, as traceback lines, outermost
+    first: its frame, then those of what it awaits, down the chain (a
+    task's own stack shows only its outermost frame)."""
+    import linecache
+    lines = []
+    while coro is not None and len(lines) < limit:
+        frame = getattr(coro, 'cr_frame', None) or getattr(coro, 'gi_frame', None) or getattr(coro, 'ag_frame', None)
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append('  File "%s", line %d, in %s\n' % (code.co_filename, frame.f_lineno, code.co_name))
+        source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        if source:
+            lines.append('    %s\n' % source)
+        coro = getattr(coro, 'cr_await', None) or getattr(coro, 'gi_yieldfrom', None) or getattr(coro, 'ag_await', None)
+    return lines
+
+
 def asgi_channel_class():
     """AsgiChannel, defined on first use: asyncio is imported only by ASGI
     workers."""
@@ -52,6 +71,7 @@ def asgi_channel_class():
         items = None  # a deque of what came, once something did
         waiters = None  # futures of get()s waiting for something to come
         peer_closed = False  # a cancel or a WebSocket close came
+        timed_out = False  # Caddy gave up on the request (TIMED_OUT): its task was cancelled
         close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
         finished = False  # the request's handler ended
         held = 0  # payload bytes in memory
@@ -256,6 +276,8 @@ def asgi_channel_class():
                 if kind in (CANCEL, WS_CLOSE):
                     request[1].peer_closed = True
                 request[1].put_nowait((kind, flags, payload))
+                if kind == CANCEL and flags & TIMED_OUT and not request[2].done():
+                    self.worker.time_out(request[1], request[2])
             elif kind not in (CANCEL, WS_MSG, WS_CLOSE):  # those may come for a request that already ended
                 raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
 
@@ -324,6 +346,17 @@ class AsgiWorker:
         # state): held since the last tick of held_heads_timer, and before
         self.held_heads, self.older_heads = [], []
         self.held_heads_timer = None
+
+    def time_out(self, events, task):
+        """Caddy gave up on a request (its timeout ran out before its
+        response began, or its client left and the app did not end it):
+        log where its app waits, and cancel its task (CancelledError there;
+        the other requests go on)."""
+        sys.stderr.write('hearth worker %d: Caddy gave up on a request (past its timeout, or its client gone); '
+                         'cancelling it where it waits (most recent call last):\n%s'
+                         % (os.getpid(), ''.join(awaiting(task.get_coro()))))
+        events.timed_out = True
+        task.cancel()
 
     def hold_head(self, writer, state):
         """Keep a response head (state['head']) back for its body, for
@@ -541,8 +574,9 @@ class AsgiWorker:
         except (ProtocolError, ChannelLost):
             raise
         except BaseException as exc:
-            text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            sys.stderr.write('Error handling request %s %r\n%s' % (scope['method'], scope['path'], text))
+            if not (events.timed_out and isinstance(exc, asyncio.CancelledError)):  # (time_out logged where)
+                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                sys.stderr.write('Error handling request %s %r\n%s' % (scope['method'], scope['path'], text))
             if not state['started'] or state['head'] is not None:
                 send_500(writer.write, sid)
             elif not state['ended']:

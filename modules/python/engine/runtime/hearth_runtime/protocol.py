@@ -14,7 +14,8 @@ MAX_PAYLOAD = 1 << 20
 
 HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK, CANCEL, WS_ACCEPT, WS_MSG, WS_CLOSE = range(1, 13)
 END = 1
-BINARY = 2
+BINARY = 2  # on WS_MSG: a binary message
+TIMED_OUT = 2  # on CANCEL: Caddy gave up on the request (its timeout, or closeGrace after its client left): cancel its task
 
 _pack = HEADER.pack
 _unpack = HEADER.unpack
