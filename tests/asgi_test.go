@@ -182,7 +182,7 @@ func TestASGIDjangoAndTimeout(t *testing.T) {
 	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) || c.mustApps()[0].Restarts["timeout"] != 0 {
 		t.Errorf("workers %v before the timeout, %v after (restarts %v): want the same one", before, after, c.mustApps()[0].Restarts)
 	}
-	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, or its client gone); cancelling it where it waits") ||
+	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, or its client gone); cancelled it where it waited") ||
 		!strings.Contains(log, "await asyncio.sleep(seconds)") {
 		t.Errorf("the cancelled request's stack is not in the log")
 	}

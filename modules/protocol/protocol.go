@@ -150,6 +150,7 @@ func AppendFrame(dst []byte, t Type, flags uint8, stream uint32, payload []byte)
 type Reader struct {
 	r        io.Reader
 	buffered interface{ Buffered() int } // r, when it says what it holds (a bufio.Reader)
+	err      error                       // a read that failed in the middle of a frame
 	hdr      [HeaderSize]byte
 	buf      []byte
 }
@@ -172,8 +173,19 @@ func (fr *Reader) Buffered() int {
 }
 
 // Next reads one frame. The payload is valid until the following call.
+// An error at a frame's boundary (a read deadline before anything of the
+// next frame came) leaves the Reader usable; one in the middle of a frame
+// is returned again by every later call: what follows could not be parsed
+// in step.
 func (fr *Reader) Next() (Header, []byte, error) {
-	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+	if fr.err != nil {
+		return Header{}, nil, fr.err
+	}
+	if n, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		if n > 0 {
+			fr.err = fmt.Errorf("a frame header cut off after %d bytes: %w", n, err)
+			return Header{}, nil, fr.err
+		}
 		return Header{}, nil, err
 	}
 	h, err := ParseHeader(fr.hdr[:])
@@ -188,7 +200,8 @@ func (fr *Reader) Next() (Header, []byte, error) {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return h, nil, fmt.Errorf("reading %s payload: %w", h.Type, err)
+		fr.err = fmt.Errorf("reading %s payload: %w", h.Type, err)
+		return h, nil, fr.err
 	}
 	return h, p, nil
 }

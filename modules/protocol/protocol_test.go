@@ -159,3 +159,61 @@ func TestReaderBuffered(t *testing.T) {
 		})
 	}
 }
+
+// flaky returns its data, then fails once with err, then returns more.
+type flaky struct {
+	data, more []byte
+	err        error
+}
+
+func (f *flaky) Read(p []byte) (int, error) {
+	if len(f.data) > 0 {
+		n := copy(p, f.data)
+		f.data = f.data[n:]
+		return n, nil
+	}
+	if f.err != nil {
+		err := f.err
+		f.err = nil
+		return 0, err
+	}
+	if len(f.more) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, f.more)
+	f.more = f.more[n:]
+	return n, nil
+}
+
+// TestReaderCutFrameStays: a read that fails at a frame's boundary (a
+// deadline before the next frame) leaves the Reader usable; one that
+// fails in the middle of a frame is returned again by every later Next,
+// since what follows would be parsed out of step (a payload's bytes as a
+// header).
+func TestReaderCutFrameStays(t *testing.T) {
+	frame := AppendFrame(nil, ResponseBody, FlagEnd, 7, []byte("hello"))
+	cut := errors.New("deadline")
+	for _, c := range []struct {
+		name   string
+		at     int // bytes of the frame before the failure
+		resume bool
+	}{
+		{"between frames", 0, true},
+		{"in the header", 3, false},
+		{"in the payload", HeaderSize + 2, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fr := NewReader(&flaky{data: frame[:c.at], more: frame[c.at:], err: cut})
+			if _, _, err := fr.Next(); !errors.Is(err, cut) {
+				t.Fatalf("first Next: %v, want the read's error", err)
+			}
+			h, p, err := fr.Next()
+			if c.resume && (err != nil || string(p) != "hello" || h.Stream != 7) {
+				t.Errorf("after a failure between frames: %v %q %v, want the frame", h, p, err)
+			}
+			if !c.resume && !errors.Is(err, cut) {
+				t.Errorf("after a frame cut off: %v %q %v, want the error again", h, p, err)
+			}
+		})
+	}
+}

@@ -329,6 +329,42 @@ async def application(scope, receive, send):
         self.assertEqual(code, 0, err)
         self.assertIn('receivers told: 2', err)
 
+    def test_given_up_request_ends_at_once(self):
+        """Caddy gives up on a request (TIMED_OUT cancel) whose app swallows
+        the CancelledError and goes on waiting: the runtime ends the stream
+        itself at once (a 500 Caddy drops), logs where the app waited, and
+        the channel serves the next request. Caddy would otherwise take the
+        worker's event loop for blocked and end the worker."""
+        w = Worker('''
+import asyncio
+
+async def application(scope, receive, send):
+    if scope['type'] != 'http':
+        return
+    if scope['path'] == '/stubborn':
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(30)  # a slow cleanup, or a swallowed cancel
+    await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+    await send({'type': 'http.response.body', 'body': b'ok'})
+''', kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        w.sock.sendall(frame(REQ_HEAD, END, 1, head(**dict(BASE, PATH_INFO='/stubborn'))))
+        time.sleep(0.3)
+        w.sock.settimeout(3)  # far less than the app's 30 s
+        w.sock.sendall(frame(protocol.CANCEL, protocol.TIMED_OUT, 1))
+        kind, _, sid, status = w.read_frame()
+        self.assertEqual((kind, sid, status.split(b'\0')[0]), (RESP_HEAD, 1, b'500 Internal Server Error'))
+        while not w.read_frame()[1] & END:
+            pass
+        (kind, _, sid, _), body, err = w.request(2, BASE)
+        self.assertEqual((kind, sid, body, err), (RESP_HEAD, 2, b'ok', None))
+        w.proc.kill()  # (its stubborn task would hold a graceful stop for 30 s)
+        code, err = w.finish()
+        self.assertIn('Caddy gave up on a request', err)
+        self.assertIn('await asyncio.sleep(30)', err)
+
     def test_garbage(self):
         for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00',
                      HEADER.pack(protocol.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),

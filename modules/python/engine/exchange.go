@@ -326,7 +326,9 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 			panic(http.ErrAbortHandler)
 		case f.aborted:
 			left.over()
-			p.appAborted(f.data, "in the middle of its response")
+			if !cancelled { // (else the runtime's abort for the cancel, already logged)
+				p.appAborted(f.data, "in the middle of its response")
+			}
 			_ = p.finish(s, bodySent) // (its error is logged; the response is cut either way)
 			panic(http.ErrAbortHandler)
 		}
@@ -529,6 +531,16 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 	p.mu.Lock()
 	path, age := s.path, time.Since(s.since)
 	p.mu.Unlock()
+	if bodySent != nil {
+		// a request body still being written to the worker stopped at the
+		// same deadline, maybe in the middle of a frame: the cancel must
+		// not follow a torn frame
+		err := <-bodySent
+		bodySent = nil
+		if err != nil {
+			return p.broken(s, err)
+		}
+	}
 	s.setDeadline(timeoutGrace)
 	if err := s.write(timedOutCancel(sid)); err != nil {
 		return p.broken(s, err)
@@ -542,7 +554,7 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 			if err := p.finish(s, bodySent); err != nil {
 				return err
 			}
-			p.logger.Error("request timed out; the app's task was cancelled (its stack is logged above)",
+			p.logger.Error("request timed out; the app's task was cancelled (the worker logs where it waited)",
 				zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
 			return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; it was cancelled", p.opts.Name, path))
 		case h.Type != protocol.ResponseHead && h.Type != protocol.ResponseBody:

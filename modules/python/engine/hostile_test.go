@@ -279,7 +279,7 @@ func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
 // with every request it served.
 func TestASGITimeoutCancelsTheRequest(t *testing.T) {
 	p, worker := onePoolOf(t, "asgi")
-	cancel := make(chan protocol.Header, 1)
+	cancel := make(chan [2]protocol.Header, 1)
 	go func() {
 		frames := protocol.NewReader(worker)
 		h, _, err := frames.Next()
@@ -290,9 +290,16 @@ func TestASGITimeoutCancelsTheRequest(t *testing.T) {
 		if err != nil {
 			return
 		}
-		cancel <- c
+		cancel <- [2]protocol.Header{h, c}
 		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("500 Internal Server Error\x00"))
 		out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("the task was cancelled"))
+		_, _ = worker.Write(out)
+		// the next request on the channel, answered at once
+		if h, _, err = frames.Next(); err != nil {
+			return
+		}
+		out = protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK\x00"))
+		out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("next"))
 		_, _ = worker.Write(out)
 	}()
 	r := httptest.NewRequest("GET", "/slow", nil)
@@ -308,9 +315,9 @@ func TestASGITimeoutCancelsTheRequest(t *testing.T) {
 		t.Fatal("Serve still blocked 15 s into a request with a 300 ms timeout")
 	}
 	select {
-	case c := <-cancel:
-		if c.Type != protocol.Cancel || c.Flags != protocol.FlagTimedOut {
-			t.Errorf("the worker was sent %v, want a Cancel flagged FlagTimedOut", c)
+	case hc := <-cancel:
+		if c := hc[1]; c.Type != protocol.Cancel || c.Flags != protocol.FlagTimedOut || c.Stream != hc[0].Stream {
+			t.Errorf("the worker was sent %v after request %v, want a Cancel of its stream flagged FlagTimedOut", c, hc[0])
 		}
 	default:
 		t.Error("the worker was sent no cancel")
@@ -321,5 +328,10 @@ func TestASGITimeoutCancelsTheRequest(t *testing.T) {
 	st := p.Status()
 	if st.Restarts["timeout"] != 0 || len(st.Workers) != 1 {
 		t.Errorf("after the timeout: %d workers, restarts %v; want the one worker kept", len(st.Workers), st.Restarts)
+	}
+	// the channel is in step and has no deadline of the old request armed
+	rec = httptest.NewRecorder()
+	if err := p.Serve(rec, httptest.NewRequest("GET", "/next", nil), &Request{Timeout: 10 * time.Second}); err != nil || rec.Body.String() != "next" {
+		t.Errorf("the next request on the channel: %v %d %q", err, rec.Code, rec.Body.String())
 	}
 }

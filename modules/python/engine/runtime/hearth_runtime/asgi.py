@@ -41,16 +41,23 @@ def awaiting(coro, limit=100):
     task's own stack shows only its outermost frame)."""
     import linecache
     lines = []
+    def first(obj, names):
+        for name in names:
+            value = getattr(obj, name, None)
+            if value is not None:
+                return value
+        return None
+
     while coro is not None and len(lines) < limit:
-        frame = getattr(coro, 'cr_frame', None) or getattr(coro, 'gi_frame', None) or getattr(coro, 'ag_frame', None)
+        frame = first(coro, ('cr_frame', 'gi_frame', 'ag_frame'))
         if frame is None:
             break
         code = frame.f_code
-        lines.append('  File "%s", line %d, in %s\n' % (code.co_filename, frame.f_lineno, code.co_name))
-        source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        lines.append('  File "%s", line %s, in %s\n' % (code.co_filename, frame.f_lineno, code.co_name))
+        source = linecache.getline(code.co_filename, frame.f_lineno or 0).strip()
         if source:
             lines.append('    %s\n' % source)
-        coro = getattr(coro, 'cr_await', None) or getattr(coro, 'gi_yieldfrom', None) or getattr(coro, 'ag_await', None)
+        coro = first(coro, ('cr_await', 'gi_yieldfrom', 'ag_await'))
     return lines
 
 
@@ -72,6 +79,7 @@ def asgi_channel_class():
         waiters = None  # futures of get()s waiting for something to come
         peer_closed = False  # a cancel or a WebSocket close came
         timed_out = False  # Caddy gave up on the request (TIMED_OUT): its task was cancelled
+        state = None  # the HTTP request's state (its handler's), for time_out to end its stream
         close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
         finished = False  # the request's handler ended
         held = 0  # payload bytes in memory
@@ -349,14 +357,28 @@ class AsgiWorker:
 
     def time_out(self, events, task):
         """Caddy gave up on a request (its timeout ran out before its
-        response began, or its client left and the app did not end it):
-        log where its app waits, and cancel its task (CancelledError there;
-        the other requests go on)."""
-        sys.stderr.write('hearth worker %d: Caddy gave up on a request (past its timeout, or its client gone); '
-                         'cancelling it where it waits (most recent call last):\n%s'
-                         % (os.getpid(), ''.join(awaiting(task.get_coro()))))
+        response began, or its client left and the app did not end it): end
+        its stream at once (a 500, or an abort after a head that went out),
+        so that an app slow to stop (a cleanup that awaits, a swallowed
+        CancelledError) does not pass for a blocked event loop; cancel its
+        task (CancelledError where it awaits; the other requests go on), and
+        log where that was."""
         events.timed_out = True
+        state = events.state
+        if state is not None and not state['ended']:
+            if not state['started'] or state['head'] is not None:
+                send_500(events.channel.write, events.sid)
+            else:
+                message = b'CancelledError: Caddy gave up on the request'
+                events.channel.write(_pack(len(message), ABORT, 0, events.sid) + message)
+            state['head'], state['ended'] = None, True
         task.cancel()
+        try:
+            where = ''.join(awaiting(task.get_coro()))
+        except Exception as exc:  # an awaitable's own attributes may raise
+            where = '  (not known: %r)\n' % exc
+        sys.stderr.write('hearth worker %d: Caddy gave up on a request (past its timeout, or its client gone); '
+                         'cancelled it where it waited (most recent call last):\n%s' % (os.getpid(), where))
 
     def hold_head(self, writer, state):
         """Keep a response head (state['head']) back for its body, for
@@ -496,6 +518,7 @@ class AsgiWorker:
             return await self.handle_websocket(writer, sid, scope, events)
         state = {'body_done': no_body, 'body_sent': False, 'disconnected': False, 'started': False,
                  'ended': False, 'head': None}
+        events.state = state
         self.busy += 1
 
         async def next_event():
@@ -577,9 +600,11 @@ class AsgiWorker:
             if not (events.timed_out and isinstance(exc, asyncio.CancelledError)):  # (time_out logged where)
                 text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 sys.stderr.write('Error handling request %s %r\n%s' % (scope['method'], scope['path'], text))
-            if not state['started'] or state['head'] is not None:
+            if state['ended']:
+                pass  # (time_out, or the response was complete)
+            elif not state['started'] or state['head'] is not None:
                 send_500(writer.write, sid)
-            elif not state['ended']:
+            else:
                 message = ('%s: %s' % (type(exc).__name__, exc)).encode('utf-8', 'replace')[:4096]
                 writer.write(_pack(len(message), ABORT, 0, sid) + message)
             # the stream is over: a head still held must not follow (hold_head)
