@@ -206,6 +206,11 @@ func (fr *Reader) Next() (Header, []byte, error) {
 	return h, p, nil
 }
 
+// Err is the error that put the Reader out of step (a read that failed in
+// the middle of a frame), or nil: then Next may be called again after an
+// error, such as a read deadline between frames.
+func (fr *Reader) Err() error { return fr.err }
+
 // AppendPair appends "key\0value\0" to dst: the encoding of request heads.
 func AppendPair(dst []byte, key, value string) []byte {
 	dst = append(dst, key...)

@@ -214,6 +214,9 @@ func TestReaderCutFrameStays(t *testing.T) {
 			if !c.resume && !errors.Is(err, cut) {
 				t.Errorf("after a frame cut off: %v %q %v, want the error again", h, p, err)
 			}
+			if (fr.Err() == nil) != c.resume {
+				t.Errorf("Err() = %v after a failure %s", fr.Err(), c.name)
+			}
 		})
 	}
 }

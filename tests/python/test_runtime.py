@@ -360,6 +360,16 @@ async def application(scope, receive, send):
             pass
         (kind, _, sid, _), body, err = w.request(2, BASE)
         self.assertEqual((kind, sid, body, err), (RESP_HEAD, 2, b'ok', None))
+        # the head and Caddy's cancel read together (the loop held up past
+        # the timeout): the handler never runs, the stream still ends
+        w.sock.sendall(frame(REQ_HEAD, END, 3, head(**dict(BASE, PATH_INFO='/stubborn'))) +
+                       frame(protocol.CANCEL, protocol.TIMED_OUT, 3))
+        kind, _, sid, status = w.read_frame()
+        self.assertEqual((kind, sid, status.split(b'\0')[0]), (RESP_HEAD, 3, b'500 Internal Server Error'))
+        while not w.read_frame()[1] & END:
+            pass
+        (kind, _, sid, _), body, err = w.request(4, BASE)
+        self.assertEqual((kind, sid, body, err), (RESP_HEAD, 4, b'ok', None))
         w.proc.kill()  # (its stubborn task would hold a graceful stop for 30 s)
         code, err = w.finish()
         self.assertIn('Caddy gave up on a request', err)

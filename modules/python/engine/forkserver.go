@@ -85,6 +85,11 @@ func (t *forkServer) fork(files []*os.File) (int, error) {
 	for {
 		h, payload, err := t.frames.Next()
 		if err != nil {
+			if t.frames.Err() != nil {
+				// its channel is out of step for good: it is replaced
+				// (liveForkServer starts another once this one exited)
+				t.stop()
+			}
 			return 0, fmt.Errorf("the fork server did not answer a fork request within %s: %w", forkTimeout, err)
 		}
 		if h.Type != protocol.Fork {

@@ -365,7 +365,12 @@ class AsgiWorker:
         log where that was."""
         events.timed_out = True
         state = events.state
-        if state is not None and not state['ended']:
+        if state is None and not task.done():
+            # the loop was held up so long that its handler never started
+            # (cancelled now, it never will): the stream ends here
+            send_500(events.channel.write, events.sid)
+            events.finish()
+        elif state is not None and not state['ended']:
             if not state['started'] or state['head'] is not None:
                 send_500(events.channel.write, events.sid)
             else:
@@ -566,6 +571,8 @@ class AsgiWorker:
             elif kind == 'http.response.body':
                 if not state['started']:
                     raise RuntimeError('http.response.body before http.response.start')
+                if events.timed_out:  # (an app that swallowed the cancel learns it may stop)
+                    raise ClientDisconnected('Caddy gave up on the request')
                 if state['ended']:
                     return
                 if events.peer_closed:
@@ -583,7 +590,7 @@ class AsgiWorker:
 
         try:
             await self.app(scope, receive, send)
-            if not state['started']:
+            if not state['started'] and not events.timed_out:
                 raise RuntimeError('the app returned without sending a response')
             if not state['ended']:
                 data = (state['head'] or b'') + _pack(0, RESP_BODY, END, sid)
