@@ -329,6 +329,16 @@ async def application(scope, receive, send):
         self.assertEqual(code, 0, err)
         self.assertIn('receivers told: 2', err)
 
+    def expect_500_then_ok(self, w, sid):
+        """Stream sid ends with the runtime's 500; the channel's next
+        request (sid + 1) is answered."""
+        kind, _, got, status = w.read_frame()
+        self.assertEqual((kind, got, status.split(b'\0')[0]), (RESP_HEAD, sid, b'500 Internal Server Error'))
+        while not w.read_frame()[1] & END:
+            pass
+        (kind, _, got, _), body, err = w.request(sid + 1, BASE)
+        self.assertEqual((kind, got, body, err), (RESP_HEAD, sid + 1, b'ok', None))
+
     def test_given_up_request_ends_at_once(self):
         """Caddy gives up on a request (TIMED_OUT cancel) whose app swallows
         the CancelledError and goes on waiting: the runtime ends the stream
@@ -354,22 +364,12 @@ async def application(scope, receive, send):
         time.sleep(0.3)
         w.sock.settimeout(3)  # far less than the app's 30 s
         w.sock.sendall(frame(protocol.CANCEL, protocol.TIMED_OUT, 1))
-        kind, _, sid, status = w.read_frame()
-        self.assertEqual((kind, sid, status.split(b'\0')[0]), (RESP_HEAD, 1, b'500 Internal Server Error'))
-        while not w.read_frame()[1] & END:
-            pass
-        (kind, _, sid, _), body, err = w.request(2, BASE)
-        self.assertEqual((kind, sid, body, err), (RESP_HEAD, 2, b'ok', None))
+        self.expect_500_then_ok(w, 1)
         # the head and Caddy's cancel read together (the loop held up past
         # the timeout): the handler never runs, the stream still ends
         w.sock.sendall(frame(REQ_HEAD, END, 3, head(**dict(BASE, PATH_INFO='/stubborn'))) +
                        frame(protocol.CANCEL, protocol.TIMED_OUT, 3))
-        kind, _, sid, status = w.read_frame()
-        self.assertEqual((kind, sid, status.split(b'\0')[0]), (RESP_HEAD, 3, b'500 Internal Server Error'))
-        while not w.read_frame()[1] & END:
-            pass
-        (kind, _, sid, _), body, err = w.request(4, BASE)
-        self.assertEqual((kind, sid, body, err), (RESP_HEAD, 4, b'ok', None))
+        self.expect_500_then_ok(w, 3)
         w.proc.kill()  # (its stubborn task would hold a graceful stop for 30 s)
         code, err = w.finish()
         self.assertIn('Caddy gave up on a request', err)

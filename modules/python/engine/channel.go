@@ -68,9 +68,19 @@ func (s *channel) send(first []byte, piped []*waiter) error {
 
 // cancel tells the worker that the client of stream sid left.
 func (s *channel) cancel(sid uint32) {
+	_ = s.sendCancel(sid, 0)
+}
+
+// giveUp has the worker cancel the task of stream sid (ASGI): Caddy gave
+// up on the request (FlagTimedOut).
+func (s *channel) giveUp(sid uint32) error {
+	return s.sendCancel(sid, protocol.FlagTimedOut)
+}
+
+func (s *channel) sendCancel(sid uint32, flags uint8) error {
 	var frame [protocol.HeaderSize]byte
-	protocol.PutHeader(frame[:], protocol.Header{Type: protocol.Cancel, Stream: sid})
-	_ = s.write(frame[:])
+	protocol.PutHeader(frame[:], protocol.Header{Type: protocol.Cancel, Flags: flags, Stream: sid})
+	return s.write(frame[:])
 }
 
 // next reads the worker's next frame of the channel's current stream; a
@@ -93,8 +103,7 @@ func (s *channel) next() (protocol.Header, []byte, error) {
 func (s *channel) setDeadline(timeout time.Duration) {
 	if timeout <= 0 {
 		if !s.deadline.IsZero() {
-			_ = s.conn.SetDeadline(time.Time{})
-			s.deadline = time.Time{}
+			s.clearDeadline()
 		}
 		return
 	}
@@ -110,4 +119,11 @@ func (s *channel) setDeadline(timeout time.Duration) {
 // out: 1% of it, at most a second.
 func deadlineSlack(timeout time.Duration) time.Duration {
 	return min(timeout/100, time.Second)
+}
+
+// clearDeadline takes off any deadline on s, including one set on its
+// connection directly (clientLeft's read deadline).
+func (s *channel) clearDeadline() {
+	_ = s.conn.SetDeadline(time.Time{})
+	s.deadline = time.Time{}
 }

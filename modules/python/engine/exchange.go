@@ -272,8 +272,7 @@ func (l *clientLeft) over() {
 	defer l.mu.Unlock()
 	l.done = true
 	if l.told {
-		_ = l.s.conn.SetDeadline(time.Time{})
-		l.s.deadline = time.Time{}
+		l.s.clearDeadline()
 	}
 }
 
@@ -314,7 +313,7 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 			p.logger.Warn("the app did not end a response whose client left; cancelling its task",
 				zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
 			s.setDeadline(timeoutGrace)
-			if err := s.write(timedOutCancel(sid)); err != nil {
+			if err := s.giveUp(sid); err != nil {
 				left.over()
 				p.broken(s, err)
 				panic(http.ErrAbortHandler)
@@ -542,7 +541,7 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 		}
 	}
 	s.setDeadline(timeoutGrace)
-	if err := s.write(timedOutCancel(sid)); err != nil {
+	if err := s.giveUp(sid); err != nil {
 		return p.broken(s, err)
 	}
 	for {
@@ -561,14 +560,6 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 			return p.broken(s, fmt.Errorf("unexpected %s frame after a timed-out request's cancel", h.Type))
 		}
 	}
-}
-
-// timedOutCancel is the Cancel frame that has the worker cancel the task of
-// stream sid.
-func timedOutCancel(sid uint32) []byte {
-	frame := make([]byte, protocol.HeaderSize)
-	protocol.PutHeader(frame, protocol.Header{Type: protocol.Cancel, Flags: protocol.FlagTimedOut, Stream: sid})
-	return frame
 }
 
 // workerGone reports whether err means the worker's end of the channel is
