@@ -232,6 +232,97 @@ func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
 	}
 }
 
+// TestASGIWorkerMemoryIsBounded: what a worker holds for all its requests
+// together is bounded, not only what each holds. Sixteen WebSockets whose
+// app never receives, each sent 12 MiB (under a WebSocket's own 16 MiB),
+// and 24 uploads of 3.5 MiB their app does not read (under a request's own
+// 4 MiB): before, the worker took all of it into memory (~280 MiB, and
+// max_concurrency of them could hold 100 × 16 MiB); now uploads go to their
+// files once the worker holds 32 MiB, and past 64 MiB the WebSocket whose
+// app is furthest behind is closed with 1009. A WebSocket that sent nothing
+// is never the one closed.
+func TestASGIWorkerMemoryIsBounded(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "flood.log")
+	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tenv FLOOD_LOG "+log)
+	c := startCaddy(t, config)
+	pid := c.workerPIDs()[0]
+	wsURL := "ws" + strings.TrimPrefix(url, "http") + "/deaf"
+	quiet := wsDial(t, wsURL)
+	defer quiet.CloseNow()
+	base := procStatusKiB(t, pid, "VmHWM")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var tooSlow, uploaded atomic.Int32
+	for i := 0; i < 16; i++ {
+		ws := wsDial(t, wsURL)
+		defer ws.CloseNow()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			message := make([]byte, 512<<10)
+			for j := 0; j < 24; j++ { // 12 MiB
+				if ws.Write(ctx, websocket.MessageBinary, message) != nil {
+					break
+				}
+			}
+			// ticks for 2 s: still open; a close: with 1009
+			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+			defer rcancel()
+			for {
+				_, _, err := ws.Read(rctx)
+				if err == nil {
+					continue
+				}
+				if code := websocket.CloseStatus(err); code == websocket.StatusMessageTooBig {
+					tooSlow.Add(1)
+				} else if code != -1 || rctx.Err() == nil {
+					t.Errorf("a flooding WebSocket ended with %v (status %d), want 1009 or open", err, code)
+				}
+				return
+			}
+		}()
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	for i := 0; i < 24; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post(url+"/unread", "application/octet-stream", bytes.NewReader(make([]byte, 3584<<10)))
+			if err != nil {
+				t.Errorf("upload: %v", err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				uploaded.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	grown := procStatusKiB(t, pid, "VmHWM") - base
+	t.Logf("the worker's peak grew by %d MiB; %d WebSockets closed with 1009; %d uploads answered", grown>>10, tooSlow.Load(), uploaded.Load())
+	if grown > 128<<10 {
+		t.Errorf("the worker's peak memory grew by %d MiB under 192 MiB of WebSocket messages and 84 MiB of uploads its app did not take, want at most 128", grown>>10)
+	}
+	if tooSlow.Load() == 0 {
+		t.Errorf("no flooding WebSocket was closed with 1009")
+	}
+	if uploaded.Load() != 24 {
+		t.Errorf("%d of 24 uploads answered", uploaded.Load())
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer rcancel()
+	if _, data, err := quiet.Read(rctx); err != nil || string(data) != "tick" {
+		t.Errorf("the WebSocket that sent nothing: %q, %v; want still open", data, err)
+	}
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", pid) {
+		t.Errorf("after the floods: %d %q, want the same worker (%d)", resp.StatusCode, body, pid)
+	}
+}
+
 // TestASGIWebSocketTaskLeftBehind: a WebSocket endpoint that returns while
 // a task of its keeps sending cannot send on the ended stream (its send
 // raises): such a frame reached Caddy on the channel's next request, which

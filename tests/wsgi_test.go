@@ -350,18 +350,24 @@ func TestLargeResponseAndUpload(t *testing.T) {
 
 // rssKiB is the resident memory of a process.
 func rssKiB(t *testing.T, pid int) int {
+	return procStatusKiB(t, pid, "VmRSS")
+}
+
+// procStatusKiB is a size field of a process's /proc status (VmRSS, VmHWM
+// for its peak resident memory).
+func procStatusKiB(t *testing.T, pid int, field string) int {
 	data, err := readFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(data, "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field+":") {
 			var kib int
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kib)
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, field+":")), "%d", &kib)
 			return kib
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 

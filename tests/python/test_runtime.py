@@ -451,6 +451,157 @@ class AsgiChannelReadsTest(unittest.TestCase):
         self.assertEqual((got, left), ([], 50))
 
 
+class WorkerMemoryTest(unittest.TestCase):
+    """What the requests of one ASGI worker hold for their apps, together:
+    random WebSockets and uploads whose apps receive when told, driven
+    in-process (a worker, its channels, a transport that records). The
+    worker's sum stays the requests' own, never passes WORKER_MEMORY by more
+    than one message, bodies go to their files past half of it, the
+    WebSocket closed for room is the one furthest behind, and every body
+    reaches its app whole, however it was split between memory and file,
+    in messages no larger than SPILL_CHUNK or the chunk Caddy sent."""
+
+    LIMITS = dict(WORKER_MEMORY=1 << 20, QUEUE_MEMORY=768 << 10, WS_BACKLOG=64 << 20, SPILL_CHUNK=40 << 10)
+
+    def setUp(self):
+        saved = {name: getattr(asgi, name) for name in self.LIMITS}
+        for name, value in self.LIMITS.items():
+            setattr(asgi, name, value)
+        self.addCleanup(lambda: [setattr(asgi, name, value) for name, value in saved.items()])
+
+    def test_random_floods(self):
+        import asyncio
+        import contextlib
+        import io
+        log, self.ended = io.StringIO(), 0
+        for seed in range(12):
+            with self.subTest(seed=seed), contextlib.redirect_stderr(log):
+                asyncio.run(self.flood(random.Random(seed)))
+        self.assertIn('this WebSocket\'s app had', log.getvalue())  # (the floods did close some)
+        self.assertGreater(self.ended, 5)  # (and bodies were compared)
+
+    async def flood(self, rnd):
+        import asyncio
+        gates, bodies, told, largest = {}, {}, {}, [0]
+
+        async def app(scope, receive, send):
+            path = scope['path']
+            if scope['type'] == 'websocket':
+                await receive()
+                await send({'type': 'websocket.accept'})
+                while True:
+                    for _ in range(await gates[path].get()):
+                        message = await receive()
+                        if message['type'] == 'websocket.disconnect':
+                            told[path] = message['code']
+                            return
+                return
+            await gates[path].get()
+            body = []
+            if int(path[1:]) % 3 == 0:  # answers without reading its body
+                await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+                await send({'type': 'http.response.body', 'body': b''})
+                return
+            while True:
+                message = await receive()
+                body.append(message.get('body', b''))
+                largest[0] = max(largest[0], len(body[-1]))
+                if not message.get('more_body'):
+                    break
+            bodies[path] = b''.join(body)
+            await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+            await send({'type': 'http.response.body', 'body': b''})
+
+        class Transport:
+            def __init__(self):
+                self.closes = []
+
+            def write(self, data):
+                offset = 0
+                while offset < len(data):
+                    size, kind, _, _ = HEADER.unpack_from(data, offset)
+                    payload = data[offset + HEADER.size:offset + HEADER.size + size]
+                    if kind == protocol.WS_CLOSE:
+                        self.closes.append(struct.unpack('!H', payload[:2])[0])
+                    offset += HEADER.size + size
+
+        worker = asgi.AsgiWorker(app, 'test', 'off')
+        channel_class = asgi.asgi_channel_class()
+        worker.channels = [channel_class(worker) for _ in range(8)]
+        for channel in worker.channels:
+            channel.connection_made(Transport())
+        sent = {}  # path: the body sent so far, for an upload
+        open_ws, uploads, sid = {}, {}, 0  # path: its channel
+        limit = asgi.WORKER_MEMORY
+        for step in range(400):
+            free = [c for c in worker.channels if c.request is None or c.request[2].done()]
+            op = rnd.random()
+            before = {path: c.request[1].held for path, c in open_ws.items()}
+            target = None
+            if free and op < 0.1:
+                sid += 1
+                path = '/%d' % sid
+                gates[path] = asyncio.Queue()
+                if rnd.random() < 0.6:
+                    environ = dict(BASE, PATH_INFO=path, hearth__websocket='1')
+                    free[0].route(REQ_HEAD, 0, sid, head(**environ))
+                    open_ws[path] = free[0]
+                else:
+                    free[0].route(REQ_HEAD, 0, sid, head(**dict(BASE, PATH_INFO=path)))
+                    uploads[path], sent[path] = free[0], b''
+            elif open_ws and op < 0.6:
+                target = rnd.choice(sorted(open_ws))
+                c = open_ws[target]
+                c.route(protocol.WS_MSG, protocol.BINARY, c.request[0], rnd.randbytes(rnd.choice([0, 10, 3000, 60000, 200000])))
+            elif uploads and op < 0.85:
+                path = rnd.choice(sorted(uploads))
+                chunk = rnd.randbytes(rnd.choice([1, 1, 500, 20000, 100000]))
+                last = rnd.random() < 0.05
+                c = uploads[path]
+                c.route(REQ_BODY, END if last else 0, c.request[0], chunk)
+                sent[path] += chunk
+                if int(path[1:]) % 3 == 0 and rnd.random() < 0.05:
+                    gates[path].put_nowait(1)  # its app answers before the body's end
+                if last:
+                    del uploads[path]
+                    gates[path].put_nowait(1)
+            elif gates:
+                gates[rnd.choice(sorted(gates))].put_nowait(rnd.choice([1, 5, 50]))
+            for _ in range(4):
+                await asyncio.sleep(0)
+            queues = [c.request[1] for c in worker.channels if c.request is not None]
+            self.assertEqual(worker.held, sum(q.held for q in queues), 'step %d' % step)
+            self.assertEqual([q.held for q in queues if q.finished and q.held], [], 'step %d: finished, still held' % step)
+            self.assertLessEqual(worker.held, limit + 200000 + asgi.ITEM_COST, 'step %d' % step)
+            in_memory = sum(len(i[2]) for q in queues if not q.websocket and q.items
+                            for i in q.items if i is not None and type(i[2]) is bytes)
+            self.assertLessEqual(in_memory, limit // 2 + 100000, 'step %d: bodies in memory' % step)
+            for path, c in list(open_ws.items()):
+                if c.request[1].close_sent:
+                    del open_ws[path]
+                    if path not in before:
+                        continue
+                    self.assertEqual(c.transport.closes[-1:], [asgi.WS_TOO_SLOW])
+                    furthest = max(before.values())
+                    self.assertEqual(before[path], furthest,
+                                     'step %d: closed %s (%d held) while another held %d' % (step, path, before[path], furthest))
+        for path, c in uploads.items():
+            c.route(REQ_BODY, END, c.request[0], b'')
+        for path in sent:
+            gates[path].put_nowait(1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        for path, body in bodies.items():
+            self.assertEqual(hashlib.sha256(body).hexdigest(), hashlib.sha256(sent[path]).hexdigest(), path)
+        self.assertLessEqual(largest[0], 100000, 'a body message larger than any chunk sent')
+        self.ended += len(bodies)
+        tasks = [c.request[2] for c in worker.channels if c.request is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.assertEqual(worker.held, 0)
+
+
 class InputTest(unittest.TestCase):
     """wsgi.input semantics over body frames split at awkward places."""
 

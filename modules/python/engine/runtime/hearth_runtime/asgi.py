@@ -23,8 +23,17 @@ READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger 
 # bytes in memory, past which the WebSocket is closed with 1009.
 QUEUE_MEMORY = 4 << 20
 WS_BACKLOG = 16 << 20
-# what a queued message costs beyond its payload (the tuple, the bytes object,
-# the queue's slot): a flood of empty messages counts against WS_BACKLOG too
+# What all the requests of a worker hold together in memory (max_concurrency
+# of them share it): request bodies go to their files once the worker holds
+# half of it, and past all of it the WebSocket whose app is furthest behind
+# is closed with 1009 (what its app had not received is dropped).
+WORKER_MEMORY = 64 << 20
+# A request body's chunks in its file are handed to the app up to this many
+# bytes at a time (a client that trickles its body a byte per packet makes
+# one queue item per SPILL_CHUNK, not one per byte)
+SPILL_CHUNK = 1 << 20
+# what a queued item costs beyond its payload (the tuple, the bytes object,
+# the queue's slot): a flood of empty messages or tiny chunks counts too
 ITEM_COST = 128
 WS_TOO_SLOW = 1009
 # How long a response head waits for the app's first body message before
@@ -80,10 +89,10 @@ def asgi_channel_class():
         peer_closed = False  # a cancel or a WebSocket close came
         timed_out = False  # Caddy gave up on the request (TIMED_OUT): its task was cancelled
         state = None  # the HTTP request's state (its handler's), for time_out to end its stream
+        websocket = False  # a WebSocket's: messages came
         close_sent = False  # the WebSocket's close went out (the app's or the runtime's)
         finished = False  # the request's handler ended
-        held = 0  # payload bytes in memory
-        backlog = 0  # what is queued, in memory or spilled: payload bytes plus ITEM_COST each
+        held = 0  # the memory its queue holds: the payloads in memory, and ITEM_COST for each item
         spill = None  # the spill file, once needed
         spill_end = 0
         spill_failed = False
@@ -101,6 +110,12 @@ def asgi_channel_class():
                     if not waiter.done():
                         waiter.set_result(None)
 
+        def hold(self, size):
+            """Count size more (or, negative, fewer) bytes held, for the
+            request and for its worker."""
+            self.held += size
+            self.channel.worker.held += size
+
         def put_nowait(self, item):
             if item is not None:
                 kind, flags, payload = item
@@ -110,25 +125,37 @@ def asgi_channel_class():
                         return
                     if self.finished or self.close_sent or kind == REQ_BODY and self.peer_closed:
                         return  # nobody will take it
-                    if kind == WS_MSG and self.backlog + len(payload) + ITEM_COST > WS_BACKLOG:
-                        self.overflow()
-                        return
-                    self.backlog += len(payload) + ITEM_COST
-                    # a body past QUEUE_MEMORY goes to the file (bounded by
-                    # max_body); a WebSocket's messages stay in memory
-                    # (bounded by WS_BACKLOG): at a steady lag the file would
-                    # never be read to its end, so never reused
-                    spill = kind == REQ_BODY and payload and self.held + len(payload) > QUEUE_MEMORY
-                    place = self.spilled(payload) if spill else None
-                    if place is not None:
-                        item = (kind, flags, place)
-                    else:
-                        self.held += len(payload)
+                    cost = len(payload) + ITEM_COST
+                    if kind == WS_MSG:
+                        self.websocket = True
+                        if self.held + cost > WS_BACKLOG:
+                            self.overflow('its app had %d bytes of messages to receive' % self.held)
+                            return
+                        if not self.channel.worker.make_room(cost, self):
+                            return  # (this WebSocket's app was the furthest behind: closed)
+                    elif payload and (self.held + cost > QUEUE_MEMORY or
+                                      self.channel.worker.held + cost > WORKER_MEMORY // 2):
+                        # past the request's or the worker's share, to the
+                        # file (bounded by max_body); a WebSocket's messages
+                        # stay in memory: at a steady lag the file would
+                        # never be read to its end, so never reused
+                        place = self.spilled(payload)
+                        if place is not None:
+                            last = self.items[-1] if self.items else None
+                            if (last is not None and last[0] == REQ_BODY and type(last[2]) is tuple and
+                                    last[2][1] + place[1] <= SPILL_CHUNK):
+                                # the chunk before it is in the file too, just before it (the
+                                # file is written in order, and emptied only once all is read)
+                                self.items[-1] = (REQ_BODY, flags, (last[2][0], last[2][1] + place[1]))
+                                return
+                            item, cost = (kind, flags, place), ITEM_COST
+                    self.hold(cost)
             self.push(item)
 
         def spilled(self, payload):
-            """Where payload went in the spill file, or None when it cannot
-            go there (no file, a full disk): it is then kept in memory."""
+            """Where payload went in the spill file, as (offset, size), or
+            None when it cannot go there (no file, a full disk): it is then
+            kept in memory."""
             try:
                 if self.spill is None:
                     import tempfile
@@ -164,42 +191,50 @@ def asgi_channel_class():
                 finally:
                     self.waiters.remove(waiter)
             item = self.items.popleft()
-            if item is not None and item[0] in (REQ_BODY, WS_MSG):
+            if item is not None and item[0] in (REQ_BODY, WS_MSG) and not self.finished:
                 kind, flags, payload = item
-                if type(payload) is tuple and self.spill is None:  # finished: not wanted
-                    self.backlog -= payload[1] + ITEM_COST
-                    return (kind, flags, b'')
-                elif type(payload) is tuple:
+                if type(payload) is tuple:
                     offset, size = payload
                     payload = os.pread(self.spill.fileno(), size, offset)
                     if offset + size == self.spill_end:  # all read: start over
                         self.spill.truncate(0)
                         self.spill_end = 0
                     item = (kind, flags, payload)
-                    self.backlog -= size + ITEM_COST
+                    self.hold(-ITEM_COST)
                 else:
-                    self.held -= len(payload)
-                    self.backlog -= len(payload) + ITEM_COST
+                    self.hold(-len(payload) - ITEM_COST)
             return item
+
+        def drop_queued(self):
+            """Give back what the queue holds: a WebSocket's messages are
+            dropped, a body's chunks keep only their END flag."""
+            if self.items:
+                self.items = collections.deque(
+                    item if item is None or item[0] != REQ_BODY else (REQ_BODY, item[1], b'')
+                    for item in self.items if item is None or item[0] != WS_MSG)
+            if self.held:
+                self.hold(-self.held)
 
         def finish(self):
             """The request's handler ended: what still comes is dropped."""
             self.finished = True
+            if self.held:
+                self.drop_queued()
             if self.spill is not None:
                 self.spill.close()
                 self.spill = None
 
-        def overflow(self):
+        def overflow(self, why):
             """Close a WebSocket whose app does not receive as fast as its
-            client sends: the app receives what came before, then the
-            disconnect (1009); its send raises."""
+            client sends: what it had not received is dropped, its app
+            receives the disconnect (1009), its send raises."""
             reason = b'the app receives messages more slowly than they come'
             payload = struct.pack('!H', WS_TOO_SLOW) + reason
             self.channel.write(_pack(len(payload), WS_CLOSE, 0, self.sid) + payload)
             self.close_sent = self.peer_closed = True
+            self.drop_queued()
             self.push((WS_CLOSE, 0, struct.pack('!H', WS_TOO_SLOW)))
-            sys.stderr.write('hearth worker %d: closed a WebSocket (1009): its app had %d bytes of messages to receive\n'
-                             % (os.getpid(), self.backlog))
+            sys.stderr.write('hearth worker %d: closed a WebSocket (1009): %s\n' % (os.getpid(), why))
 
     class AsgiChannel(asyncio.BufferedProtocol):
         """One channel to Caddy for an ASGI worker. Frames are parsed as they
@@ -350,6 +385,8 @@ class AsgiWorker:
         self.lifespan = lifespan
         self.state = {}
         self.busy = 0
+        self.channels = []  # its AsgiChannels, once open
+        self.held = 0  # what its requests' queues hold in memory (Events.held, summed)
         # response heads waiting for their body, as (channel, request
         # state): held since the last tick of held_heads_timer, and before
         self.held_heads, self.older_heads = [], []
@@ -384,6 +421,26 @@ class AsgiWorker:
             where = '  (not known: %r)\n' % exc
         sys.stderr.write('hearth worker %d: Caddy gave up on a request (past its timeout, or its client gone); '
                          'cancelled it where it waited (most recent call last):\n%s' % (os.getpid(), where))
+
+    def make_room(self, size, asking):
+        """Whether the worker may hold size more bytes for the WebSocket
+        whose queue is asking: past WORKER_MEMORY, the open WebSocket whose
+        app is furthest behind is closed (its queue dropped), until there is
+        room; False when that WebSocket is asking itself."""
+        while self.held + size > WORKER_MEMORY:
+            furthest = None
+            for channel in self.channels:
+                events = channel.request[1] if channel.request is not None else None
+                if (events is not None and events.websocket and not events.close_sent and
+                        events.held > (furthest.held if furthest is not None else 0)):
+                    furthest = events
+            if furthest is None:
+                return True  # (what is held is bodies', which stop at half)
+            furthest.overflow('the worker held %d bytes for its requests; this WebSocket\'s app had %d of them '
+                              'to receive, the most' % (self.held, furthest.held))
+            if furthest is asking:
+                return False
+        return True
 
     def hold_head(self, writer, state):
         """Keep a response head (state['head']) back for its body, for
@@ -477,6 +534,7 @@ class AsgiWorker:
             s.setblocking(False)
             _, channel = await loop.create_connection(lambda: channel_class(self), sock=s)
             channels.append(channel)
+        self.channels = channels
         return channels
 
     def scope(self, env):
