@@ -323,6 +323,48 @@ func TestASGIWorkerMemoryIsBounded(t *testing.T) {
 	}
 }
 
+// TestASGIWebSocketAppThatNeverEnds: a WebSocket app that neither receives
+// nor sends (waiting for an event that does not come) held its channel
+// for good once its client left, and one that never accepted held it from
+// the opening on: with max_concurrency 1, the worker served nothing else.
+// Now the opening has the request's timeout (a 504), and an app that has
+// not ended 10 s after its client closed or left has its task cancelled,
+// as an HTTP stream's; the worker goes on.
+func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	hello := fmt.Sprintf("hello from %d\n", before[0])
+	wsURL := "ws" + strings.TrimPrefix(url, "http")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, wsURL+"/ws-silent", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("an opening the app never answers: %v (%v), want 504", err, resp)
+	}
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != hello {
+		t.Errorf("after the silent opening: %d %q, want %q", resp.StatusCode, body, hello)
+	}
+
+	ws := wsDial(t, wsURL+"/ws-deaf")
+	ws.CloseNow() // the client goes away
+	start := time.Now()
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != hello { // waits for the one channel
+		t.Errorf("after the deaf WebSocket's client left: %d %q, want %q", resp.StatusCode, body, hello)
+	}
+	t.Logf("the channel came back %v after the client left", time.Since(start).Round(time.Millisecond))
+	for _, name := range []string{"ws-silent", "ws-deaf"} {
+		if data, _ := os.ReadFile(marker + "." + name); string(data) != "cancelled" {
+			t.Errorf("/%s: the app's task was not cancelled (%q)", name, data)
+		}
+	}
+	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("workers %v before, %v after: want the same one", before, after)
+	}
+}
+
 // TestASGIWebSocketTaskLeftBehind: a WebSocket endpoint that returns while
 // a task of its keeps sending cannot send on the ended stream (its send
 // raises): such a frame reached Caddy on the channel's next request, which

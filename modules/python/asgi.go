@@ -10,7 +10,6 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
-	"github.com/hearth-dev/hearth/modules/python/engine"
 )
 
 func init() {
@@ -87,7 +86,7 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				return err
 			}
 		}
-		return httpError(w, h.app.pool.ServeWebSocket(w, r, &engine.Request{ScriptName: scriptName(r, h.app.Mounts()), ClientIP: clientIP(r), FromTrustedProxy: fromTrustedProxy(r)}))
+		return httpError(w, h.app.pool.ServeWebSocket(w, r, h.request(r)))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)
 }

@@ -152,13 +152,19 @@ func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 		return httpError(w, err)
 	}
 	defer body.Close()
-	return httpError(w, h.app.pool.Serve(w, r, &engine.Request{
+	rq := h.request(r)
+	rq.Body = body
+	return httpError(w, h.app.pool.Serve(w, r, rq))
+}
+
+// request is what the engine needs of r beyond its HTTP fields, but its body.
+func (h *WSGI) request(r *http.Request) *engine.Request {
+	return &engine.Request{
 		ScriptName:       scriptName(r, h.app.Mounts()),
 		ClientIP:         clientIP(r),
 		FromTrustedProxy: fromTrustedProxy(r),
-		Body:             body,
 		Timeout:          time.Duration(h.Timeout),
-	}))
+	}
 }
 
 // clientIP is the client's address as Caddy determined it (honouring

@@ -5,7 +5,10 @@ head and waits for the client to leave (then writes $STREAM_MARKER.wait);
 /start-raise fails right after its head; /head-wait-raise?delay=0.2 fails
 after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
-named by STREAM_MARKER; anything else says hello with the worker's pid."""
+named by STREAM_MARKER; the WebSocket /ws-deaf accepts and waits an hour,
+neither receiving nor sending, and /ws-silent waits an hour before it
+accepts (each writes $STREAM_MARKER.<its name> when cancelled); anything
+else says hello with the worker's pid."""
 import asyncio
 import os
 from urllib.parse import parse_qs
@@ -18,6 +21,16 @@ async def app(scope, receive, send):
         return await serve_lifespan(receive, send)
     path = scope['path']
     query = parse_qs(scope['query_string'].decode())
+    if scope['type'] == 'websocket':
+        await receive()  # connect
+        if path == '/ws-deaf':
+            await send({'type': 'websocket.accept'})
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            with open(os.environ['STREAM_MARKER'] + '.' + path.strip('/'), 'w') as f:
+                f.write('cancelled')
+            raise
     if path == '/sse':
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [(b'content-type', b'text/event-stream')]})

@@ -375,6 +375,46 @@ async def application(scope, receive, send):
         self.assertIn('Caddy gave up on a request', err)
         self.assertIn('await asyncio.sleep(30)', err)
 
+    def test_websocket_ends_however_its_task_ends(self):
+        """A WebSocket app that fails after accepting, or whose task is
+        cancelled (a CancelledError is no Exception), ends its stream with
+        a close 1011 (internal error): the channel then serves the next
+        request. A cancelled one never ended its stream, and its channel
+        was lost for good."""
+        w = Worker('''
+import asyncio
+
+async def application(scope, receive, send):
+    if scope['type'] == 'http':
+        await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+        await send({'type': 'http.response.body', 'body': b'ok'})
+        return
+    await receive()  # connect
+    await send({'type': 'websocket.accept'})
+    if scope['path'] == '/cancelled':
+        raise asyncio.CancelledError()
+    raise ValueError('the app failed')
+''', kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        w.sock.settimeout(5)
+        for sid, path in ((1, '/cancelled'), (3, '/failed')):
+            with self.subTest(path=path):
+                w.sock.sendall(frame(REQ_HEAD, END, sid, head(**dict(BASE, PATH_INFO=path, hearth__websocket='1'))))
+                got = []
+                while True:
+                    kind, flags, rsid, payload = w.read_frame()
+                    self.assertEqual(rsid, sid)
+                    got.append((kind, payload[:2]))
+                    if kind == RESP_BODY and flags & END:
+                        break
+                self.assertEqual(got, [(protocol.WS_ACCEPT, b''), (protocol.WS_CLOSE, struct.pack('!H', 1011)), (RESP_BODY, b'')])
+                (kind, _, rsid, _), body, err = w.request(sid + 1, BASE)
+                self.assertEqual((kind, rsid, body, err), (RESP_HEAD, sid + 1, b'ok', None))
+        code, err = w.finish()
+        self.assertEqual(code, 0, err)
+        self.assertIn('CancelledError', err)
+        self.assertIn('the app failed', err)
+
     def test_garbage(self):
         for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00',
                      HEADER.pack(protocol.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),
@@ -461,7 +501,7 @@ class WorkerMemoryTest(unittest.TestCase):
     reaches its app whole, however it was split between memory and file,
     in messages no larger than SPILL_CHUNK or the chunk Caddy sent."""
 
-    LIMITS = dict(WORKER_MEMORY=1 << 20, QUEUE_MEMORY=768 << 10, WS_BACKLOG=64 << 20, SPILL_CHUNK=40 << 10)
+    LIMITS = dict(WORKER_MEMORY=600 << 10, QUEUE_MEMORY=768 << 10, WS_BACKLOG=64 << 20, SPILL_CHUNK=40 << 10)
 
     def setUp(self):
         saved = {name: getattr(asgi, name) for name in self.LIMITS}
@@ -474,7 +514,7 @@ class WorkerMemoryTest(unittest.TestCase):
         import contextlib
         import io
         log, self.ended = io.StringIO(), 0
-        for seed in range(12):
+        for seed in range(30):
             with self.subTest(seed=seed), contextlib.redirect_stderr(log):
                 asyncio.run(self.flood(random.Random(seed)))
         self.assertIn('this WebSocket\'s app had', log.getvalue())  # (the floods did close some)
@@ -498,9 +538,10 @@ class WorkerMemoryTest(unittest.TestCase):
                 return
             await gates[path].get()
             body = []
-            if int(path[1:]) % 3 == 0:  # answers without reading its body
+            if int(path[1:]) % 3 == 0:  # answers without reading its body, and goes on (a background task)
                 await send({'type': 'http.response.start', 'status': 200, 'headers': []})
                 await send({'type': 'http.response.body', 'body': b''})
+                await gates[path].get()
                 return
             while True:
                 message = await receive()
@@ -552,7 +593,9 @@ class WorkerMemoryTest(unittest.TestCase):
             elif open_ws and op < 0.6:
                 target = rnd.choice(sorted(open_ws))
                 c = open_ws[target]
-                c.route(protocol.WS_MSG, protocol.BINARY, c.request[0], rnd.randbytes(rnd.choice([0, 10, 3000, 60000, 200000])))
+                message = rnd.randbytes(rnd.choice([0, 10, 3000, 60000, 200000]))
+                before[target] += len(message) + asgi.ITEM_COST  # (the message counts for its own WebSocket)
+                c.route(protocol.WS_MSG, protocol.BINARY, c.request[0], message)
             elif uploads and op < 0.85:
                 path = rnd.choice(sorted(uploads))
                 chunk = rnd.randbytes(rnd.choice([1, 1, 500, 20000, 100000]))
@@ -572,6 +615,8 @@ class WorkerMemoryTest(unittest.TestCase):
             queues = [c.request[1] for c in worker.channels if c.request is not None]
             self.assertEqual(worker.held, sum(q.held for q in queues), 'step %d' % step)
             self.assertEqual([q.held for q in queues if q.finished and q.held], [], 'step %d: finished, still held' % step)
+            self.assertEqual([q.held for q in queues if q.state and q.state['ended'] and q.held], [],
+                             'step %d: answered, still held' % step)
             self.assertLessEqual(worker.held, limit + 200000 + asgi.ITEM_COST, 'step %d' % step)
             in_memory = sum(len(i[2]) for q in queues if not q.websocket and q.items
                             for i in q.items if i is not None and type(i[2]) is bytes)
@@ -584,7 +629,7 @@ class WorkerMemoryTest(unittest.TestCase):
                     self.assertEqual(c.transport.closes[-1:], [asgi.WS_TOO_SLOW])
                     furthest = max(before.values())
                     self.assertEqual(before[path], furthest,
-                                     'step %d: closed %s (%d held) while another held %d' % (step, path, before[path], furthest))
+                                     'step %d: closed %s (%d behind) while another was %d behind' % (step, path, before[path], furthest))
         for path, c in uploads.items():
             c.route(REQ_BODY, END, c.request[0], b'')
         for path in sent:

@@ -242,9 +242,9 @@ func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, si
 const closeGrace = 10 * time.Second
 
 // clientLeft tells the worker, once, that the client of a streamed ASGI
-// response left, and arms the channel's read deadline for closeGrace; it
-// does nothing once the exchange is over, when the channel may serve
-// another request. tell may run on any goroutine (context.AfterFunc);
+// response (or of a WebSocket) left, and arms the channel's read deadline
+// for closeGrace; it does nothing once the exchange is over, when the
+// channel may serve another request. tell may run on any goroutine (context.AfterFunc);
 // over runs on the one relaying the response.
 type clientLeft struct {
 	s          *channel
@@ -254,6 +254,11 @@ type clientLeft struct {
 }
 
 func (l *clientLeft) tell() {
+	l.tellWith(func() { l.s.cancel(l.sid) })
+}
+
+// tellWith is tell with the worker told by notice (a WebSocket's close).
+func (l *clientLeft) tellWith(notice func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.told || l.done {
@@ -261,9 +266,9 @@ func (l *clientLeft) tell() {
 	}
 	l.told = true
 	// the deadline first: a worker whose loop is blocked may not take
-	// the cancel, and the relay must still see the grace run out
+	// the notice, and the relay must still see the grace run out
 	_ = l.s.conn.SetReadDeadline(time.Now().Add(closeGrace))
-	l.s.cancel(l.sid)
+	notice()
 }
 
 // over ends the exchange for tell, and takes back the deadline it set.

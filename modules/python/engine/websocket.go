@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/coder/websocket"
@@ -60,13 +62,19 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	}
 	s := g.channel // a WebSocket opening is never queued with its frames: the grant carries none
 	s.stream = sid
-	s.setDeadline(0)
+	s.setDeadline(rq.Timeout) // the app accepts or refuses within the request's timeout
 	if err := s.write(head); err != nil {
 		return p.broken(s, err)
 	}
 	h, payload, err := s.next()
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return p.cancelTimedOut(s, sid, nil) // (a 504; the worker goes on)
+		}
 		return p.broken(s, err)
+	}
+	if h.Type == protocol.WSAccept {
+		s.setDeadline(0) // the connection lasts as long as both sides want
 	}
 	switch h.Type {
 	case protocol.ResponseHead: // the app closed before accepting: an HTTP answer
@@ -102,11 +110,12 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clientDone := make(chan struct{})
+	left := &clientLeft{s: s, sid: sid}
 	panics.Go(p.logger, "relaying a WebSocket to the app", func() {
 		defer close(clientDone)
-		p.clientToWorker(ctx, conn, s, sid)
+		p.clientToWorker(ctx, conn, s, sid, left)
 	})
-	p.workerToClient(ctx, conn, s, sid, clientDone)
+	p.workerToClient(ctx, conn, s, sid, clientDone, left)
 	return nil
 }
 
@@ -142,15 +151,16 @@ func acceptWebSocket(w http.ResponseWriter, r *http.Request, subprotocol string)
 	return upgradedPeer{conn}, nil
 }
 
-// clientToWorker forwards the client's messages, then its close.
-func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *channel, sid uint32) {
+// clientToWorker forwards the client's messages, then its close (once
+// the client closed or went away, the app has closeGrace to end).
+func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *channel, sid uint32, left *clientLeft) {
 	for {
 		isBinary, data, code, err := conn.read(ctx)
 		if err != nil {
 			if code < 0 {
 				code = 1006 // gone without a close frame
 			}
-			p.sendClose(s, sid, code, "")
+			left.tellWith(func() { p.sendClose(s, sid, code, "") })
 			return
 		}
 		flags := uint8(0)
@@ -165,17 +175,33 @@ func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *channel, sid 
 }
 
 // workerToClient forwards the app's messages and close, until the app's
-// handler ends (the end of the stream), then gives the channel back.
-func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid uint32, clientDone <-chan struct{}) {
+// handler ends (the end of the stream), then gives the channel back. An app
+// that has not ended closeGrace after its client closed or left (one that
+// neither receives nor sends, waiting for an event) has its task
+// cancelled, as an HTTP stream's; one that has not ended timeoutGrace
+// after that has a blocked event loop (its worker is terminated).
+func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid uint32, clientDone <-chan struct{}, left *clientLeft) {
 	// the channel is given back only once nothing more is written to it
 	release := func() {
+		left.over()
 		conn.closeNow()
 		<-clientDone
 		p.release(s)
 	}
+	cancelled := false
 	for {
 		h, payload, err := s.next()
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !cancelled {
+			cancelled = true
+			p.logger.Warn("the app did not end a WebSocket its client closed; cancelling its task",
+				zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
+			s.setDeadline(timeoutGrace)
+			if err = s.giveUp(sid); err == nil {
+				continue
+			}
+		}
 		if err != nil {
+			left.over()
 			p.broken(s, err)
 			conn.close(1011, "")
 			return
@@ -211,10 +237,21 @@ func (p *Pool) sendClose(s *channel, sid uint32, code int, reason string) {
 	_ = s.write(protocol.AppendFrame(nil, protocol.WSClose, 0, sid, append(payload, reason...)))
 }
 
-// drainToEnd reads the worker's frames of sid until its end.
+// drainToEnd reads the worker's frames of sid until its end, after the
+// worker was told the WebSocket closed: as in workerToClient, an app that
+// has not ended closeGrace later has its task cancelled.
 func (p *Pool) drainToEnd(s *channel, sid uint32) {
+	s.setDeadline(closeGrace)
+	cancelled := false
 	for {
 		h, _, err := s.frames.Next()
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !cancelled {
+			cancelled = true
+			s.setDeadline(timeoutGrace)
+			if err = s.giveUp(sid); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			p.broken(s, err)
 			return

@@ -304,6 +304,15 @@ def asgi_channel_class():
                     self.view.release()
                     self.buffer = bytearray(READ_BUFFER)
                     self.view = memoryview(self.buffer)
+            elif len(buffer) > READ_BUFFER and end - offset <= READ_BUFFER // 2:
+                # a large frame passed and the next one's start came with
+                # it: keep that start in a buffer of the normal size
+                pending = end - offset
+                small = bytearray(READ_BUFFER)
+                small[:pending] = self.view[offset:end]
+                self.view.release()
+                self.buffer, self.view = small, memoryview(small)
+                self.start, self.end = 0, pending
             else:
                 self.start = offset
 
@@ -402,7 +411,14 @@ class AsgiWorker:
         log where that was."""
         events.timed_out = True
         state = events.state
-        if state is None and not task.done():
+        if state is not None and 'accepted' in state:  # a WebSocket's
+            if not state['ended']:
+                if state['accepted']:  # (its client closed or left: the channel is free again)
+                    events.channel.write(_pack(0, RESP_BODY, END, events.sid))
+                else:
+                    send_500(events.channel.write, events.sid)
+                state['closed'] = state['ended'] = True
+        elif state is None and not task.done():
             # the loop was held up so long that its handler never started
             # (cancelled now, it never will): the stream ends here
             send_500(events.channel.write, events.sid)
@@ -414,6 +430,9 @@ class AsgiWorker:
                 message = b'CancelledError: Caddy gave up on the request'
                 events.channel.write(_pack(len(message), ABORT, 0, events.sid) + message)
             state['head'], state['ended'] = None, True
+        # what it holds is given back now: once its stream ended, its
+        # channel serves another request, and make_room no longer sees it
+        events.finish()
         task.cancel()
         try:
             where = ''.join(awaiting(task.get_coro()))
@@ -428,16 +447,17 @@ class AsgiWorker:
         app is furthest behind is closed (its queue dropped), until there is
         room; False when that WebSocket is asking itself."""
         while self.held + size > WORKER_MEMORY:
-            furthest = None
+            furthest, most = None, 0
             for channel in self.channels:
                 events = channel.request[1] if channel.request is not None else None
-                if (events is not None and events.websocket and not events.close_sent and
-                        events.held > (furthest.held if furthest is not None else 0)):
-                    furthest = events
+                if events is not None and events.websocket and not events.close_sent:
+                    behind = events.held + size if events is asking else events.held
+                    if behind > most:
+                        furthest, most = events, behind
             if furthest is None:
                 return True  # (what is held is bodies', which stop at half)
             furthest.overflow('the worker held %d bytes for its requests; this WebSocket\'s app had %d of them '
-                              'to receive, the most' % (self.held, furthest.held))
+                              'to receive, the most' % (self.held, most))
             if furthest is asking:
                 return False
         return True
@@ -640,8 +660,13 @@ class AsgiWorker:
                 data = frames(RESP_BODY, sid, body, not more)
                 if state['head'] is not None:
                     data, state['head'] = state['head'] + data, None
-                state['ended'] = not more
                 writer.write(data)
+                if not more:
+                    # the app's receive says http.disconnect from now on: the
+                    # body it did not read is dropped (an app may go on
+                    # running, its background tasks, long after)
+                    state['ended'] = True
+                    events.finish()
                 await writer.drain()  # a slow client slows the app down
             else:
                 raise RuntimeError('unknown ASGI message type %r' % kind)
@@ -688,10 +713,12 @@ class AsgiWorker:
 
     async def handle_websocket(self, writer, sid, scope, events):
         """A WebSocket: connect, then messages both ways, until a close."""
+        import asyncio
         scope = dict(scope, type='websocket', scheme='wss' if scope['scheme'] == 'https' else 'ws')
         protocols = [v.decode('latin-1') for k, v in scope['headers'] if k == b'sec-websocket-protocol']
         scope['subprotocols'] = [p.strip() for v in protocols for p in v.split(',') if p.strip()]
         state = {'connected': False, 'accepted': False, 'closed': False, 'ended': False}
+        events.state = state
         self.busy += 1
 
         async def receive():
@@ -748,16 +775,22 @@ class AsgiWorker:
                 raise RuntimeError('unknown ASGI message type %r' % kind)
             await writer.drain()
 
+        failed = cancelled = None
         try:
             await self.app(scope, receive, send)
         except ClientDisconnected:
             pass  # the app learnt the client was gone; the stream ends below
-        except Exception as exc:
-            text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            sys.stderr.write('Error in WebSocket %r\n%s' % (scope['path'], text))
+        except BaseException as exc:
+            # (a CancelledError too: the stream must end however the task does)
+            if not (events.timed_out and isinstance(exc, asyncio.CancelledError)):  # (time_out logged where)
+                text = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                sys.stderr.write('Error in WebSocket %r\n%s' % (scope['path'], text))
             if not state['accepted'] and not state['ended']:
                 send_500(writer.write, sid)
                 state['ended'] = True
+            failed = exc
+            if isinstance(exc, asyncio.CancelledError):
+                cancelled = exc
         finally:
             self.busy -= 1
             events.finish()  # messages that still come are dropped
@@ -766,13 +799,15 @@ class AsgiWorker:
                 await send({'type': 'websocket.close'})
             else:
                 if not state['closed'] and not events.close_sent:
-                    payload = struct.pack('!H', 1000)
+                    payload = struct.pack('!H', 1011 if failed is not None else 1000)
                     writer.write(_pack(len(payload), WS_CLOSE, 0, sid) + payload)
                 writer.write(_pack(0, RESP_BODY, END, sid))  # the channel is free again
                 # a task the app left behind may still hold send: nothing
                 # more may go out on this stream (the channel's next request
                 # would get it, and Caddy would end the worker)
                 state['closed'] = state['ended'] = True
+        if cancelled is not None:
+            raise cancelled
         await writer.drain()
 
     async def run(self, sockets):
