@@ -415,6 +415,51 @@ async def application(scope, receive, send):
         self.assertIn('CancelledError', err)
         self.assertIn('the app failed', err)
 
+    def test_body_without_a_file_is_bounded(self):
+        """A request body past the memory bound whose temporary file cannot
+        be written (a full disk): it stayed in memory whole, so that
+        max_concurrency uploads could hold max_concurrency x max_body. The
+        request now gets a 500 (the log says why), the body's rest is read
+        and dropped, and the channel serves the next request."""
+        w = Worker('''
+import asyncio, errno, tempfile
+
+def no_room(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+tempfile.TemporaryFile = no_room
+
+async def application(scope, receive, send):
+    if scope['type'] != 'http':
+        return
+    await asyncio.sleep(0.5)  # the body comes in meanwhile
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get('body', b''))
+        if not message.get('more_body'):
+            break
+    await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+    await send({'type': 'http.response.body', 'body': b'%d' % size})
+''', kind='asgi')
+        self.assertEqual(w.read_frame()[0], HELLO)
+        w.sock.settimeout(10)
+        chunk, n = b'x' * protocol.MAX_PAYLOAD, 12  # 12 MiB, three times a request's memory
+        data = frame(REQ_HEAD, 0, 1, head(**dict(BASE, REQUEST_METHOD='POST', CONTENT_LENGTH=str(n * len(chunk)))))
+        data += b''.join(frame(REQ_BODY, END if i == n - 1 else 0, 1, chunk) for i in range(n))
+        sender = threading.Thread(target=w.sock.sendall, args=(data,))
+        sender.start()
+        kind, _, got, status = w.read_frame()
+        self.assertEqual((kind, got, status.split(b'\0')[0]), (RESP_HEAD, 1, b'500 Internal Server Error'))
+        while not w.read_frame()[1] & END:
+            pass
+        sender.join()  # (the body's rest was read, and dropped)
+        (kind, _, got, _), body, err = w.request(2, BASE)
+        self.assertEqual((kind, got, body, err), (RESP_HEAD, 2, b'0', None))
+        code, err = w.finish()
+        self.assertEqual(code, 0, err)
+        self.assertIn('cannot keep a request\'s body', err)
+        self.assertIn('No space left on device', err)
+
     def test_garbage(self):
         for data in (frame(42, 0, 1, b'x'), frame(REQ_BODY, END, 1, b'x'), b'\x00\x00\x00',
                      HEADER.pack(protocol.MAX_PAYLOAD + 1, REQ_HEAD, 0, 1),

@@ -95,7 +95,7 @@ def asgi_channel_class():
         held = 0  # the memory its queue holds: the payloads in memory, and ITEM_COST for each item
         spill = None  # the spill file, once needed
         spill_end = 0
-        spill_failed = False
+        spill_failed = None  # why the spill file failed, once it did
 
         def __init__(self, channel, sid):
             self.channel, self.sid = channel, sid
@@ -140,6 +140,12 @@ def asgi_channel_class():
                         # stay in memory: at a steady lag the file would
                         # never be read to its end, so never reused
                         place = self.spilled(payload)
+                        if place is None and (self.held + cost > QUEUE_MEMORY or
+                                              self.channel.worker.held + cost > WORKER_MEMORY):
+                            self.give_up('cannot keep a request\'s body: its temporary file failed (%s), and the '
+                                         'worker holds %d bytes for its requests: the request is ended (a 500 if its response had not begun). '
+                                         'Free space in the temporary directory ($TMPDIR)' % (self.spill_failed, self.channel.worker.held))
+                            return
                         if place is not None:
                             last = self.items[-1] if self.items else None
                             if (last is not None and last[0] == REQ_BODY and type(last[2]) is tuple and
@@ -155,7 +161,8 @@ def asgi_channel_class():
         def spilled(self, payload):
             """Where payload went in the spill file, as (offset, size), or
             None when it cannot go there (no file, a full disk): it is then
-            kept in memory."""
+            kept in memory while the request and the worker have room, and
+            the request is given up past that."""
             try:
                 if self.spill is None:
                     import tempfile
@@ -166,9 +173,9 @@ def asgi_channel_class():
                     view, offset = view[written:], offset + written
             except OSError as exc:
                 if not self.spill_failed:
-                    self.spill_failed = True
+                    self.spill_failed = exc
                     sys.stderr.write('hearth worker %d: cannot keep a request\'s backlog in a temporary file (%s); '
-                                     'it stays in memory\n' % (os.getpid(), exc))
+                                     'it stays in memory while there is room\n' % (os.getpid(), exc))
                 return None
             place = (self.spill_end, len(payload))
             self.spill_end += len(payload)
@@ -204,6 +211,15 @@ def asgi_channel_class():
                 else:
                     self.hold(-len(payload) - ITEM_COST)
             return item
+
+        def give_up(self, why):
+            """End the request at once (a 500, or an abort after its head),
+            cancel its task and give back what it holds."""
+            request = self.channel.request
+            if request is not None and request[1] is self and not request[2].done():
+                self.channel.worker.time_out(self, request[2], why)
+            else:
+                self.finish()
 
         def drop_queued(self):
             """Give back what the queue holds: a WebSocket's messages are
@@ -401,14 +417,14 @@ class AsgiWorker:
         self.held_heads, self.older_heads = [], []
         self.held_heads_timer = None
 
-    def time_out(self, events, task):
+    def time_out(self, events, task, why=None):
         """Caddy gave up on a request (its timeout ran out before its
-        response began, or its client left and the app did not end it): end
-        its stream at once (a 500, or an abort after a head that went out),
-        so that an app slow to stop (a cleanup that awaits, a swallowed
-        CancelledError) does not pass for a blocked event loop; cancel its
-        task (CancelledError where it awaits; the other requests go on), and
-        log where that was."""
+        response began, or its client left and the app did not end it), or
+        the runtime did (why says why): end its stream at once (a 500, or an
+        abort after a head that went out), so that an app slow to stop (a
+        cleanup that awaits, a swallowed CancelledError) does not pass for a
+        blocked event loop; cancel its task (CancelledError where it awaits;
+        the other requests go on), and log where that was."""
         events.timed_out = True
         state = events.state
         if state is not None and 'accepted' in state:  # a WebSocket's
@@ -422,7 +438,6 @@ class AsgiWorker:
             # the loop was held up so long that its handler never started
             # (cancelled now, it never will): the stream ends here
             send_500(events.channel.write, events.sid)
-            events.finish()
         elif state is not None and not state['ended']:
             if not state['started'] or state['head'] is not None:
                 send_500(events.channel.write, events.sid)
@@ -438,8 +453,9 @@ class AsgiWorker:
             where = ''.join(awaiting(task.get_coro()))
         except Exception as exc:  # an awaitable's own attributes may raise
             where = '  (not known: %r)\n' % exc
-        sys.stderr.write('hearth worker %d: Caddy gave up on a request (past its timeout, or its client gone); '
-                         'cancelled it where it waited (most recent call last):\n%s' % (os.getpid(), where))
+        why = why or 'Caddy gave up on a request (past its timeout, or its client gone)'
+        sys.stderr.write('hearth worker %d: %s; cancelled it where it waited (most recent call last):\n%s'
+                         % (os.getpid(), why, where))
 
     def make_room(self, size, asking):
         """Whether the worker may hold size more bytes for the WebSocket
