@@ -327,9 +327,10 @@ func TestASGIWorkerMemoryIsBounded(t *testing.T) {
 // nor sends (waiting for an event that does not come) held its channel
 // for good once its client left, and one that never accepted held it from
 // the opening on: with max_concurrency 1, the worker served nothing else.
-// Now the opening has the request's timeout (a 504), and an app that has
-// not ended 10 s after its client closed or left has its task cancelled,
-// as an HTTP stream's; the worker goes on.
+// Now the opening has the request's timeout (a 504; an accept that
+// crosses Caddy's cancel is dropped), and an app that has not ended 10 s
+// after its client closed or left has its task cancelled, as an HTTP
+// stream's; the worker goes on.
 func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "stream")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
@@ -347,6 +348,15 @@ func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
 	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != hello {
 		t.Errorf("after the silent opening: %d %q, want %q", resp.StatusCode, body, hello)
 	}
+	// an accept that crosses Caddy's cancel (the worker's loop held up
+	// past the timeout) is dropped with the rest: the worker was killed
+	_, resp, err = websocket.Dial(ctx, wsURL+"/ws-late", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("an opening accepted past the timeout: %v (%v), want 504", err, resp)
+	}
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != hello {
+		t.Errorf("after the late accept: %d %q, want %q", resp.StatusCode, body, hello)
+	}
 
 	ws := wsDial(t, wsURL+"/ws-deaf")
 	ws.CloseNow() // the client goes away
@@ -355,7 +365,7 @@ func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
 		t.Errorf("after the deaf WebSocket's client left: %d %q, want %q", resp.StatusCode, body, hello)
 	}
 	t.Logf("the channel came back %v after the client left", time.Since(start).Round(time.Millisecond))
-	for _, name := range []string{"ws-silent", "ws-deaf"} {
+	for _, name := range []string{"ws-silent", "ws-late", "ws-deaf"} {
 		if data, _ := os.ReadFile(marker + "." + name); string(data) != "cancelled" {
 			t.Errorf("/%s: the app's task was not cancelled (%q)", name, data)
 		}

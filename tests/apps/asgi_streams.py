@@ -6,11 +6,13 @@ head and waits for the client to leave (then writes $STREAM_MARKER.wait);
 after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
 named by STREAM_MARKER; the WebSocket /ws-deaf accepts and waits an hour,
-neither receiving nor sending, and /ws-silent waits an hour before it
-accepts (each writes $STREAM_MARKER.<its name> when cancelled); anything
+neither receiving nor sending, /ws-silent waits an hour before it
+accepts, and /ws-late holds its event loop up for 2.5 s, then accepts and
+waits (each writes $STREAM_MARKER.<its name> when cancelled); anything
 else says hello with the worker's pid."""
 import asyncio
 import os
+import time
 from urllib.parse import parse_qs
 
 from asgi_lifespan import serve_lifespan
@@ -25,6 +27,10 @@ async def app(scope, receive, send):
         await receive()  # connect
         if path == '/ws-deaf':
             await send({'type': 'websocket.accept'})
+        if path == '/ws-late':
+            time.sleep(2.5)  # (the event loop held up past the timeout)
+            await send({'type': 'websocket.accept'})
+            await send({'type': 'websocket.send', 'text': 'too late'})
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:

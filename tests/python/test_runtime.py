@@ -376,10 +376,10 @@ async def application(scope, receive, send):
         self.assertIn('await asyncio.sleep(30)', err)
 
     def test_websocket_ends_however_its_task_ends(self):
-        """A WebSocket app that fails after accepting, or whose task is
-        cancelled (a CancelledError is no Exception), ends its stream with
-        a close 1011 (internal error): the channel then serves the next
-        request. A cancelled one never ended its stream, and its channel
+        """A WebSocket app that fails after accepting (accepting twice
+        among other things), or whose task is cancelled (a CancelledError is
+        no Exception), ends its stream with a close 1011 (internal error):
+        the channel then serves the next request. A cancelled one never ended its stream, and its channel
         was lost for good."""
         w = Worker('''
 import asyncio
@@ -393,11 +393,13 @@ async def application(scope, receive, send):
     await send({'type': 'websocket.accept'})
     if scope['path'] == '/cancelled':
         raise asyncio.CancelledError()
+    if scope['path'] == '/twice':
+        await send({'type': 'websocket.accept'})  # (a second WS_ACCEPT made Caddy end the worker)
     raise ValueError('the app failed')
 ''', kind='asgi')
         self.assertEqual(w.read_frame()[0], HELLO)
         w.sock.settimeout(5)
-        for sid, path in ((1, '/cancelled'), (3, '/failed')):
+        for sid, path in ((1, '/cancelled'), (3, '/failed'), (5, '/twice')):
             with self.subTest(path=path):
                 w.sock.sendall(frame(REQ_HEAD, END, sid, head(**dict(BASE, PATH_INFO=path, hearth__websocket='1'))))
                 got = []
@@ -414,6 +416,7 @@ async def application(scope, receive, send):
         self.assertEqual(code, 0, err)
         self.assertIn('CancelledError', err)
         self.assertIn('the app failed', err)
+        self.assertIn('websocket.accept sent twice', err)
 
     def test_body_without_a_file_is_bounded(self):
         """A request body past the memory bound whose temporary file cannot

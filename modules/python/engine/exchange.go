@@ -561,6 +561,9 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 			p.logger.Error("request timed out; the app's task was cancelled (the worker logs where it waited)",
 				zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
 			return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; it was cancelled", p.opts.Name, path))
+		case h.Type == protocol.WSAccept || h.Type == protocol.WSMessage || h.Type == protocol.WSClose:
+			// a WebSocket its app accepted as its opening timed out: what
+			// it sent crossed the cancel, and is dropped with the rest
 		case h.Type != protocol.ResponseHead && h.Type != protocol.ResponseBody:
 			return p.broken(s, fmt.Errorf("unexpected %s frame after a timed-out request's cancel", h.Type))
 		}

@@ -225,6 +225,7 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 			release()
 			return
 		default:
+			left.over()
 			p.broken(s, fmt.Errorf("unexpected %s frame on a WebSocket", h.Type))
 			conn.close(1011, "")
 			return

@@ -761,6 +761,8 @@ class AsgiWorker:
             if state['ended']:
                 raise ClientDisconnected('the WebSocket has ended')
             if kind == 'websocket.accept':
+                if state['accepted'] or state['closed']:
+                    raise RuntimeError('websocket.accept sent twice, or after websocket.close')
                 sub = (message.get('subprotocol') or '').encode('latin-1')
                 state['accepted'] = True
                 writer.write(_pack(len(sub), WS_ACCEPT, 0, sid) + sub)
