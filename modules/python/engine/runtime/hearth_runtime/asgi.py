@@ -425,6 +425,8 @@ class AsgiWorker:
         cleanup that awaits, a swallowed CancelledError) does not pass for a
         blocked event loop; cancel its task (CancelledError where it awaits;
         the other requests go on), and log where that was."""
+        if events.timed_out:
+            return  # (Caddy's cancel crossed the runtime's own giving up)
         events.timed_out = True
         state = events.state
         if state is not None and 'accepted' in state:  # a WebSocket's
@@ -442,7 +444,7 @@ class AsgiWorker:
             if not state['started'] or state['head'] is not None:
                 send_500(events.channel.write, events.sid)
             else:
-                message = b'CancelledError: Caddy gave up on the request'
+                message = ('CancelledError: %s' % (why or 'Caddy gave up on the request')).encode('utf-8', 'replace')[:4096]
                 events.channel.write(_pack(len(message), ABORT, 0, events.sid) + message)
             state['head'], state['ended'] = None, True
         # what it holds is given back now: once its stream ended, its
@@ -450,7 +452,7 @@ class AsgiWorker:
         events.finish()
         task.cancel()
         try:
-            where = ''.join(awaiting(task.get_coro()))
+            where = ''.join(awaiting(task.get_coro())) if state is not None else '  (before its handler started)\n'
         except Exception as exc:  # an awaitable's own attributes may raise
             where = '  (not known: %r)\n' % exc
         why = why or 'Caddy gave up on a request (past its timeout, or its client gone)'
@@ -666,7 +668,7 @@ class AsgiWorker:
                 if not state['started']:
                     raise RuntimeError('http.response.body before http.response.start')
                 if events.timed_out:  # (an app that swallowed the cancel learns it may stop)
-                    raise ClientDisconnected('Caddy gave up on the request')
+                    raise ClientDisconnected('the request was given up (the worker\'s log says why)')
                 if state['ended']:
                     return
                 if events.peer_closed:
@@ -761,8 +763,10 @@ class AsgiWorker:
             if state['ended']:
                 raise ClientDisconnected('the WebSocket has ended')
             if kind == 'websocket.accept':
-                if state['accepted'] or state['closed']:
-                    raise RuntimeError('websocket.accept sent twice, or after websocket.close')
+                if state['accepted']:
+                    raise RuntimeError('websocket.accept sent twice')
+                if state['closed']:
+                    raise ClientDisconnected('the WebSocket is closed')
                 sub = (message.get('subprotocol') or '').encode('latin-1')
                 state['accepted'] = True
                 writer.write(_pack(len(sub), WS_ACCEPT, 0, sid) + sub)
