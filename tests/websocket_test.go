@@ -375,6 +375,28 @@ func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
 	}
 }
 
+// TestASGIWebSocketClientThatStopsReading: a client that keeps its
+// WebSocket open but reads nothing held Caddy's write to it for good, and
+// with it the app's send (a broadcast loop would stop for every client).
+// Now a message the client takes none of for Caddy's write_idle timeout
+// gives the client up as one that left: the app's send raises, and the
+// channel serves the next request.
+func TestASGIWebSocketClientThatStopsReading(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}\n}\n"+config)
+	before := c.workerPIDs()
+	ws := wsDial(t, "ws"+strings.TrimPrefix(url, "http")+"/ws-flood")
+	defer ws.CloseNow() // (never read)
+	waitFor(t, 30*time.Second, "the app's send to raise", func() bool {
+		data, _ := os.ReadFile(marker + ".ws-flood")
+		return string(data) == "send raised ClientDisconnected"
+	})
+	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", before[0]) {
+		t.Errorf("after the client that stopped reading: %d %q, want the same worker (%d)", resp.StatusCode, body, before[0])
+	}
+}
+
 // TestASGIWebSocketTaskLeftBehind: a WebSocket endpoint that returns while
 // a task of its keeps sending cannot send on the ended stream (its send
 // raises): such a frame reached Caddy on the channel's next request, which

@@ -3,6 +3,7 @@ package python
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -86,9 +87,22 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				return err
 			}
 		}
-		return httpError(w, h.app.pool.ServeWebSocket(w, r, h.request(r)))
+		rq := h.request(r)
+		rq.WriteIdle = writeIdle(r)
+		return httpError(w, h.app.pool.ServeWebSocket(w, r, rq))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)
+}
+
+// writeIdle is the write_idle timeout of the Caddy server serving r
+// (servers { timeouts { write_idle } }): Caddy's own default, a minute,
+// when it cannot be told; none when it is turned off (negative).
+func writeIdle(r *http.Request) time.Duration {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok || srv.WriteIdleTimeout == 0 {
+		return time.Minute
+	}
+	return time.Duration(srv.WriteIdleTimeout)
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens: the

@@ -8,7 +8,8 @@ chunks until the client is gone, then writes "disconnected" to the file
 named by STREAM_MARKER; the WebSocket /ws-deaf accepts and waits an hour,
 neither receiving nor sending, /ws-silent waits an hour before it
 accepts, and /ws-late holds its event loop up for 2.5 s, then accepts and
-waits (each writes $STREAM_MARKER.<its name> when cancelled); anything
+waits (each writes $STREAM_MARKER.<its name> when cancelled); /ws-flood
+sends 64 KiB messages as fast as it can, until its send raises; anything
 else says hello with the worker's pid."""
 import asyncio
 import os
@@ -27,6 +28,16 @@ async def app(scope, receive, send):
         await receive()  # connect
         if path == '/ws-deaf':
             await send({'type': 'websocket.accept'})
+        if path == '/ws-flood':
+            # sends until its send raises, then writes $STREAM_MARKER.ws-flood
+            await send({'type': 'websocket.accept'})
+            try:
+                while True:
+                    await send({'type': 'websocket.send', 'bytes': b'x' * 65536})
+            except OSError as exc:
+                with open(os.environ['STREAM_MARKER'] + '.ws-flood', 'w') as f:
+                    f.write('send raised %s' % type(exc).__name__)
+                return
         if path == '/ws-late':
             time.sleep(2.5)  # (the event loop held up past the timeout)
             await send({'type': 'websocket.accept'})

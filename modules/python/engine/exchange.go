@@ -53,6 +53,10 @@ type Request struct {
 	Body *Body
 	// Timeout bounds the request's time in the worker; ≤ 0: none.
 	Timeout time.Duration
+	// WriteIdle bounds how long a write to a WebSocket's client may stall
+	// before the client is given up (Caddy's write_idle timeout, which
+	// does not follow a hijacked connection); ≤ 0: none.
+	WriteIdle time.Duration
 }
 
 // Serve forwards one request, whose body is already buffered, to a worker

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
@@ -115,7 +116,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		defer close(clientDone)
 		p.clientToWorker(ctx, conn, s, sid, left)
 	})
-	p.workerToClient(ctx, conn, s, sid, clientDone, left)
+	p.workerToClient(ctx, conn, s, sid, clientDone, left, rq.WriteIdle)
 	return nil
 }
 
@@ -179,8 +180,11 @@ func (p *Pool) clientToWorker(ctx context.Context, conn wsPeer, s *channel, sid 
 // that has not ended closeGrace after its client closed or left (one that
 // neither receives nor sends, waiting for an event) has its task
 // cancelled, as an HTTP stream's; one that has not ended timeoutGrace
-// after that has a blocked event loop (its worker is terminated).
-func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid uint32, clientDone <-chan struct{}, left *clientLeft) {
+// after that has a blocked event loop (its worker is terminated). A client
+// that takes none of a message for writeIdle (it stopped reading) is given
+// up as one that left: otherwise the app's sends to it would wait for
+// good (a broadcast loop, with them).
+func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid uint32, clientDone <-chan struct{}, left *clientLeft, writeIdle time.Duration) {
 	// the channel is given back only once nothing more is written to it
 	release := func() {
 		left.over()
@@ -208,7 +212,15 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 		}
 		switch h.Type {
 		case protocol.WSMessage:
-			if err := conn.write(ctx, h.Flags&protocol.FlagBinary != 0, payload); err != nil {
+			wctx, stop := ctx, context.CancelFunc(func() {})
+			if writeIdle > 0 {
+				wctx, stop = context.WithTimeout(ctx, writeIdle)
+			}
+			err := conn.write(wctx, h.Flags&protocol.FlagBinary != 0, payload)
+			stop()
+			if err != nil {
+				// (the connection is closed: the client's side ends, and
+				// the app is told it left)
 				p.logger.Debug("writing to a WebSocket client", zap.Error(err))
 			}
 		case protocol.WSClose:
