@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/hearth-dev/hearth/modules/protocol"
@@ -75,6 +77,20 @@ func (s *channel) cancel(sid uint32) {
 // up on the request (FlagTimedOut).
 func (s *channel) giveUp(sid uint32) error {
 	return s.sendCancel(sid, protocol.FlagTimedOut)
+}
+
+// cancelPastGrace answers a read of stream sid that failed with err
+// while a grace deadline was armed (closeGrace, once the client left):
+// the first time the deadline passes, the worker is told to cancel the
+// task (giveUp) and given timeoutGrace to end the stream, and nil says
+// the relay reads on; otherwise the error to end the channel with.
+func (s *channel) cancelPastGrace(err error, sid uint32, cancelled *bool) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || *cancelled {
+		return err
+	}
+	*cancelled = true
+	s.setDeadline(timeoutGrace)
+	return s.giveUp(sid)
 }
 
 func (s *channel) sendCancel(sid uint32, flags uint8) error {

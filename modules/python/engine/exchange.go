@@ -316,19 +316,13 @@ func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, 
 	for {
 		f, err := s.nextBody()
 		switch {
-		case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !cancelled:
-			// closeGrace since the client left, and the app goes on
-			cancelled = true
-			p.logger.Warn("the app did not end a response whose client left; cancelling its task",
-				zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
-			s.setDeadline(timeoutGrace)
-			if err := s.giveUp(sid); err != nil {
-				left.over()
-				p.broken(s, err)
-				panic(http.ErrAbortHandler)
-			}
-			continue
 		case err != nil:
+			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
+				// closeGrace since the client left, and the app goes on
+				p.logger.Warn("the app did not end a response whose client left; cancelling its task",
+					zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
+				continue
+			}
 			left.over()
 			p.broken(s, err)
 			panic(http.ErrAbortHandler)

@@ -195,16 +195,12 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 	cancelled := false
 	for {
 		h, payload, err := s.next()
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !cancelled {
-			cancelled = true
-			p.logger.Warn("the app did not end a WebSocket its client closed; cancelling its task",
-				zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
-			s.setDeadline(timeoutGrace)
-			if err = s.giveUp(sid); err == nil {
+		if err != nil {
+			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
+				p.logger.Warn("the app did not end a WebSocket its client closed; cancelling its task",
+					zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
 				continue
 			}
-		}
-		if err != nil {
 			left.over()
 			p.broken(s, err)
 			conn.close(1011, "")
@@ -258,14 +254,10 @@ func (p *Pool) drainToEnd(s *channel, sid uint32) {
 	cancelled := false
 	for {
 		h, _, err := s.frames.Next()
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !cancelled {
-			cancelled = true
-			s.setDeadline(timeoutGrace)
-			if err = s.giveUp(sid); err == nil {
+		if err != nil {
+			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
 				continue
 			}
-		}
-		if err != nil {
 			p.broken(s, err)
 			return
 		}

@@ -797,7 +797,7 @@ class AsgiWorker:
                 raise RuntimeError('unknown ASGI message type %r' % kind)
             await writer.drain()
 
-        failed = cancelled = None
+        failed = None
         try:
             await self.app(scope, receive, send)
         except ClientDisconnected:
@@ -811,8 +811,6 @@ class AsgiWorker:
                 send_500(writer.write, sid)
                 state['ended'] = True
             failed = exc
-            if isinstance(exc, asyncio.CancelledError):
-                cancelled = exc
         finally:
             self.busy -= 1
             events.finish()  # messages that still come are dropped
@@ -828,8 +826,8 @@ class AsgiWorker:
                 # more may go out on this stream (the channel's next request
                 # would get it, and Caddy would end the worker)
                 state['closed'] = state['ended'] = True
-        if cancelled is not None:
-            raise cancelled
+        if isinstance(failed, asyncio.CancelledError):
+            raise failed
         await writer.drain()
 
     async def run(self, sockets):
