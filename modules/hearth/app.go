@@ -119,6 +119,7 @@ type App struct {
 	dashboard *dashboard
 	ddns      DDNSReporter // the config's ddns app (nil without one), found at Start
 	started   bool         // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
+	gcPolling bool         // applyGCPoll counted this config: Stop releases it
 
 	used        []Pool // provisioning of one config is sequential: no lock needed
 	keys        map[Pool]string
@@ -309,6 +310,7 @@ func (a *App) Start() error {
 	keepConnectionsAcrossReloads(a.logger)
 	applyCaddyCPUs(a.CaddyCPUs, len(used), a.logger)
 	applyCaddyGCFloor(a.CaddyGCFloor, len(used), a.logger)
+	a.gcPolling = applyGCPoll(len(used), a.logger)
 	a.started = true
 	return nil
 }
@@ -362,6 +364,10 @@ func (a *App) Stop() error {
 	if a.started {
 		releaseCaddyCPUs()
 		releaseCaddyGCFloor()
+	}
+	if a.gcPolling {
+		releaseGCPoll()
+		a.gcPolling = false
 	}
 	return nil
 }

@@ -26,8 +26,10 @@ const (
 // before Hearth changed it comes back.
 var goProcs struct {
 	sync.Mutex
-	running  int // hearth apps started and not stopped
-	baseline int // GOMAXPROCS before Hearth changed it; 0 until then
+	running  int  // hearth apps started and not stopped
+	baseline int  // GOMAXPROCS before Hearth changed it; 0 until then
+	lendable bool // caddy_cpus auto left Caddy one P of several CPUs: a second may be lent for collections
+	lent     bool // lendGCProc raised GOMAXPROCS to 2 and returnGCProc has not lowered it
 }
 
 // parseCaddyCPUs validates a caddy_cpus setting.
@@ -65,6 +67,7 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	goProcs.running++
+	goProcs.lendable, goProcs.lent = false, false
 	if envDecides("GOMAXPROCS", "caddy_cpus", setting, logger) {
 		return
 	}
@@ -72,6 +75,7 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 		goProcs.baseline = runtime.GOMAXPROCS(0)
 	}
 	n := caddyCPUsFor(setting, goProcs.baseline, pools > 0)
+	goProcs.lendable = n == 1 && goProcs.baseline >= 2 && (setting == "" || setting == CaddyCPUsAuto)
 	if runtime.GOMAXPROCS(n) != n {
 		logger.Info("set how many CPUs Caddy's own code uses at once; the others stay free for the workers",
 			zap.Int("caddy_cpus", n), zap.Int("cpus", goProcs.baseline), zap.String("setting", orAuto(setting)))
@@ -86,6 +90,38 @@ func releaseCaddyCPUs() {
 	if goProcs.running == 0 && goProcs.baseline != 0 {
 		runtime.GOMAXPROCS(goProcs.baseline)
 		goProcs.baseline = 0
+		goProcs.lendable, goProcs.lent = false, false
+	}
+}
+
+// lendGCProc gives Caddy's Go code a second P for a garbage collection
+// about to start or running, when caddy_cpus auto left it one of several
+// CPUs: Go's mark workers and sweeper then run beside the requests instead
+// of between them (see gcpoll.go). It reports whether the P is lent.
+// GOMAXPROCS waits for a running mark phase to end, so the poller lends
+// the P before the collection starts.
+func lendGCProc() bool {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	if goProcs.lent {
+		return true
+	}
+	if !goProcs.lendable || runtime.GOMAXPROCS(0) != 1 {
+		return false
+	}
+	runtime.GOMAXPROCS(2)
+	goProcs.lent = true
+	return true
+}
+
+// returnGCProc takes back the P lendGCProc lent, unless a config started
+// since has set GOMAXPROCS anew.
+func returnGCProc() {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	if goProcs.lent {
+		goProcs.lent = false
+		runtime.GOMAXPROCS(1)
 	}
 }
 
@@ -94,6 +130,9 @@ func cpuStatus() (using, available int) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	using = runtime.GOMAXPROCS(0)
+	if goProcs.lent {
+		using-- // lent for a collection only
+	}
 	available = goProcs.baseline
 	if available == 0 {
 		available = using

@@ -1,0 +1,335 @@
+package hearth
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/panics"
+)
+
+// Requests during a garbage collection, with one P.
+//
+// With caddy_cpus auto on a 2-CPU machine Caddy's Go code runs on one P.
+// A collection's mark phase then takes a quarter of that P or more, and
+// slows the requests' own code (assists, write barriers); after it, Go's
+// background sweeper frees the heap's spans in batches and yields between
+// them through the global run queue, and Go's scheduler takes work from
+// its run queues before it looks at the network: until the sweep is done
+// (~7 ms for a 64 MiB heap on the bench's VM) neither a new request nor a
+// worker's answer is seen, except by sysmon's poll every 10 ms. Each
+// collection so adds milliseconds to the requests of that moment: most of
+// the p99 at a quarter of the peak load (tests/bench/analysis.md,
+// "Garbage collection and the tail").
+//
+// The GC poller watches the heap through runtime/metrics and, from just
+// before a collection starts until its sweep is done, lends Caddy a
+// second P (lendGCProc: only under caddy_cpus auto, which took the CPUs
+// away): the mark workers and the sweeper run on it, beside the requests.
+// Where no P can be lent (one CPU, or caddy_cpus 1), it makes Go poll the
+// network instead every gcPollEvery while the collection and its sweep
+// run: Go polls it whenever it restarts the world after stopping it, and
+// runtime.ReadMemStats stops it for about a microsecond on one P. Between
+// collections it samples more often as the heap nears the point where the
+// last one started, and rarely when the heap does not grow (an idle
+// server): each wake-up costs Caddy's P a context switch.
+
+// gcPollEvery is how often the network is polled while a collection or
+// its sweep runs.
+const gcPollEvery = 250 * time.Microsecond
+
+// gcWatchEvery is how often the heap is sampled once it is near the point
+// where the next collection should start.
+const gcWatchEvery = time.Millisecond
+
+// gcPollIdle is the longest wait between samples (a heap that does not
+// grow).
+const gcPollIdle = 100 * time.Millisecond
+
+// gcSweepAtMost bounds how long after a collection the sweep is taken to
+// run, however the heap's numbers look.
+const gcSweepAtMost = 50 * time.Millisecond
+
+// gcFirstTrigger is where a collection is expected to start before one
+// has been seen: the lowest trigger Go's pacer sets, 45/64 of the way from
+// the live heap to the goal.
+const gcFirstTrigger = 0.7
+
+// gcWatchMargin is how far before the last collection's start (as a
+// fraction of the way to the goal) the watch at gcWatchEvery begins.
+const gcWatchMargin = 0.05
+
+// gcSwept is the fraction of the way to the goal below which the heap's
+// objects show the sweep done (what is left is what was allocated since).
+const gcSwept = 0.1
+
+// gcPoll runs one poller while any started config runs pools.
+var gcPoll struct {
+	sync.Mutex
+	running int           // started configs with pools
+	stop    chan struct{} // closed to stop the poller
+}
+
+// applyGCPoll starts the poller for a starting config with pools and
+// reports whether it counted the config (releaseGCPoll undoes it then).
+func applyGCPoll(pools int, logger *zap.Logger) bool {
+	if pools == 0 {
+		return false
+	}
+	gcPoll.Lock()
+	defer gcPoll.Unlock()
+	gcPoll.running++
+	if gcPoll.running == 1 {
+		stop := make(chan struct{})
+		gcPoll.stop = stop
+		panics.Go(logger, "polling the network during garbage collections", func() { pollDuringGC(stop) })
+	}
+	return true
+}
+
+// releaseGCPoll undoes applyGCPoll; the last one stops the poller.
+func releaseGCPoll() {
+	gcPoll.Lock()
+	defer gcPoll.Unlock()
+	gcPoll.running--
+	if gcPoll.running == 0 {
+		close(gcPoll.stop)
+	}
+}
+
+// pollDuringGC samples the heap until stop is closed and, while a
+// collection nears or runs on a single P, lends a second P or polls the
+// network.
+func pollDuringGC(stop chan struct{}) {
+	var plan gcPollPlan
+	var stats runtime.MemStats // ReadMemStats fills it; only its stop of the world is wanted
+	reader := newHeapReader()
+	lent := false
+	collecting := false // a collection nears or runs
+	help := false       // this collection gets a P or polls: Caddy was not saturated before it
+	var busy cpuMeter
+	timer := time.NewTimer(0)
+	defer func() {
+		timer.Stop()
+		if lent {
+			returnGCProc()
+		}
+	}()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-timer.C:
+		}
+		wait := gcPollIdle
+		if lent || runtime.GOMAXPROCS(0) == 1 { // with more, an idle P's thread waits on the network
+			var phase gcPhase
+			phase, wait = plan.next(reader.read())
+			if phase != gcFar && !collecting {
+				collecting = true
+				help = busy.below(gcHelpBelow) // measured over the whole time since the last collection
+			}
+			switch {
+			case phase == gcFar:
+				collecting = false
+				if lent {
+					returnGCProc()
+					lent = false
+				}
+			case !help:
+				wait = max(wait, gcWatchEvery)
+			case lent:
+				wait = max(wait, gcWatchEvery) // an idle P polls the network
+			case phase != gcMarking && lendGCProc(): // GOMAXPROCS would wait for the mark to end
+				lent = true
+				wait = max(wait, gcWatchEvery)
+			case phase != gcNear:
+				runtime.ReadMemStats(&stats)
+			}
+		} else {
+			plan = gcPollPlan{} // a stale sample would misread the rate after a change back
+		}
+		timer.Reset(wait)
+	}
+}
+
+// gcHelpBelow is how much of a CPU Caddy may have used since the last
+// collection for the next one to get a P or polls. A saturated Caddy has
+// requests queued whenever it looks at the network anyway, and at
+// saturation a second P costs more in its threads' wake-ups than it gives
+// (tests/bench/ab-session25-gc.md).
+const gcHelpBelow = 0.85
+
+// cpuMeter measures the process's CPU use between its readings.
+type cpuMeter struct {
+	at  time.Time
+	cpu time.Duration
+}
+
+// below reports whether the process used less than cpus CPUs since the
+// last reading (true for the first).
+func (m *cpuMeter) below(cpus float64) bool {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return false
+	}
+	now := time.Now()
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	last := *m
+	m.at, m.cpu = now, cpu
+	if last.at.IsZero() || !now.After(last.at) {
+		return true
+	}
+	return float64(cpu-last.cpu) < cpus*float64(now.Sub(last.at))
+}
+
+// heapSample is what the poller reads of the heap at one moment.
+type heapSample struct {
+	at      time.Time
+	objects uint64 // bytes in objects, live or not yet swept
+	live    uint64 // bytes the last collection marked live
+	goal    uint64 // the heap size Go aims to collect at
+	cycles  uint64 // collections completed
+	pauses  uint64 // stops of the world for collections: two per completed one, one more while one marks
+}
+
+var heapSampleNames = []string{
+	"/memory/classes/heap/objects:bytes",
+	"/gc/heap/live:bytes",
+	"/gc/heap/goal:bytes",
+	"/gc/cycles/total:gc-cycles",
+	"/sched/pauses/total/gc:seconds",
+}
+
+// heapReader reads heap samples, reusing its runtime/metrics samples.
+type heapReader []metrics.Sample
+
+func newHeapReader() heapReader {
+	s := make(heapReader, len(heapSampleNames))
+	for i, name := range heapSampleNames {
+		s[i].Name = name
+	}
+	return s
+}
+
+func (s heapReader) read() heapSample {
+	metrics.Read(s)
+	h := heapSample{at: time.Now()}
+	for i, dst := range []*uint64{&h.objects, &h.live, &h.goal, &h.cycles} {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			*dst = s[i].Value.Uint64()
+		}
+	}
+	if s[4].Value.Kind() == metrics.KindFloat64Histogram {
+		for _, n := range s[4].Value.Float64Histogram().Counts {
+			h.pauses += n
+		}
+	}
+	return h
+}
+
+// marking reports whether a collection's mark phase runs: it started
+// (one stop of the world) and has not ended (the second).
+func (h heapSample) marking() bool {
+	return h.pauses > 2*h.cycles
+}
+
+// progress is how far the heap is from the live heap to the goal: 0 just
+// after a sweep, 1 at the goal.
+func (h heapSample) progress() float64 {
+	if h.goal <= h.live {
+		return 1
+	}
+	if h.objects <= h.live {
+		return 0
+	}
+	return float64(h.objects-h.live) / float64(h.goal-h.live)
+}
+
+// gcPhase is where the heap is in Go's collection cycle, as the poller
+// sees it.
+type gcPhase int
+
+const (
+	gcFar      gcPhase = iota // between collections, short of the watch
+	gcNear                    // close to where the last collection started
+	gcMarking                 // a collection's mark phase runs
+	gcSweeping                // a collection ended and its sweep may run
+)
+
+func (p gcPhase) String() string {
+	switch p {
+	case gcFar:
+		return "far"
+	case gcNear:
+		return "near"
+	case gcMarking:
+		return "marking"
+	case gcSweeping:
+		return "sweeping"
+	}
+	return "unknown"
+}
+
+// gcPollPlan decides, from one heap sample to the next, where the heap is
+// and when to look again.
+type gcPollPlan struct {
+	last      heapSample
+	trigger   float64   // the progress at which the last collection started (at most)
+	sweepFrom time.Time // when the last collection ended, while its sweep may run
+	grewAt    time.Time // the last sample at which the heap had grown
+}
+
+// next takes a new sample and returns the phase and how long to wait for
+// the next sample.
+func (p *gcPollPlan) next(h heapSample) (gcPhase, time.Duration) {
+	last := p.last
+	p.last = h
+	if p.trigger == 0 {
+		p.trigger = gcFirstTrigger
+	}
+	if h.marking() {
+		if !last.at.IsZero() && !last.marking() && last.cycles == h.cycles {
+			p.trigger = last.progress() // it started after the last sample
+		}
+		p.sweepFrom = time.Time{}
+		return gcMarking, gcPollEvery
+	}
+	if !last.at.IsZero() && h.cycles != last.cycles {
+		p.sweepFrom = h.at
+	}
+	if !p.sweepFrom.IsZero() {
+		if h.at.Sub(p.sweepFrom) < gcSweepAtMost && h.progress() > gcSwept {
+			return gcSweeping, gcPollEvery
+		}
+		p.sweepFrom = time.Time{}
+	}
+	growing := !last.at.IsZero() && h.cycles == last.cycles && h.objects > last.objects
+	if growing || p.grewAt.IsZero() {
+		p.grewAt = h.at
+	}
+	watch := max(p.trigger-gcWatchMargin, 0)
+	if h.progress() >= watch {
+		if growing {
+			return gcNear, gcWatchEvery
+		}
+		if h.at.Sub(p.grewAt) < gcPollIdle {
+			return gcNear, 10 * gcWatchEvery // a pause in the traffic, or its end
+		}
+		return gcFar, gcPollIdle // the heap stopped short of a collection: an idle server
+	}
+	if last.at.IsZero() || h.cycles != last.cycles || !h.at.After(last.at) {
+		return gcFar, 10 * gcWatchEvery // no rate to go by yet
+	}
+	if !growing {
+		return gcFar, gcPollIdle // an idle server
+	}
+	// Half the time the heap takes to reach the watch at its present rate.
+	left := watch*float64(h.goal-h.live) - float64(h.objects-min(h.objects, h.live))
+	perByte := float64(h.at.Sub(last.at)) / float64(h.objects-last.objects)
+	return gcFar, min(max(time.Duration(left*perByte/2), gcWatchEvery), gcPollIdle)
+}
