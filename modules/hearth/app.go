@@ -364,6 +364,7 @@ func (a *App) Stop() error {
 	if a.started {
 		releaseCaddyCPUs()
 		releaseCaddyGCFloor()
+		a.started = false
 	}
 	if a.gcPolling {
 		releaseGCPoll()

@@ -67,6 +67,7 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	goProcs.running++
+	wasLent := goProcs.lent
 	goProcs.lendable, goProcs.lent = false, false
 	if envDecides("GOMAXPROCS", "caddy_cpus", setting, logger) {
 		return
@@ -76,7 +77,11 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	}
 	n := caddyCPUsFor(setting, goProcs.baseline, pools > 0)
 	goProcs.lendable = n == 1 && goProcs.baseline >= 2 && (setting == "" || setting == CaddyCPUsAuto)
-	if runtime.GOMAXPROCS(n) != n {
+	prev := runtime.GOMAXPROCS(n)
+	if wasLent {
+		prev-- // the P lent for a collection was not the setting's
+	}
+	if prev != n {
 		logger.Info("set how many CPUs Caddy's own code uses at once; the others stay free for the workers",
 			zap.Int("caddy_cpus", n), zap.Int("cpus", goProcs.baseline), zap.String("setting", orAuto(setting)))
 	}

@@ -63,9 +63,21 @@ const gcFirstTrigger = 0.7
 // fraction of the way to the goal) the watch at gcWatchEvery begins.
 const gcWatchMargin = 0.05
 
-// gcSwept is the fraction of the way to the goal below which the heap's
-// objects show the sweep done (what is left is what was allocated since).
-const gcSwept = 0.1
+// gcLowestTrigger bounds the start point the poller learns from below: a
+// collection Go starts for another reason than the heap's growth (its
+// two-minute periodic one, runtime.GC) would otherwise teach it to watch
+// all the time.
+const gcLowestTrigger = 0.5
+
+// gcMarkAtMost is how long the pause count may show a mark phase with
+// nothing changing before the poller takes the extra pause for one it
+// does not know (Go restarts a mark termination now and then) and counts
+// from there.
+const gcMarkAtMost = time.Second
+
+// gcPollAside is how often the poller looks whether Caddy's Go code is
+// down to one P again, while it has more.
+const gcPollAside = time.Second
 
 // gcPoll runs one poller while any started config runs pools.
 var gcPoll struct {
@@ -86,7 +98,7 @@ func applyGCPoll(pools int, logger *zap.Logger) bool {
 	if gcPoll.running == 1 {
 		stop := make(chan struct{})
 		gcPoll.stop = stop
-		panics.Go(logger, "polling the network during garbage collections", func() { pollDuringGC(stop) })
+		panics.Go(logger, "polling the network during garbage collections", func() { pollDuringGC(stop, gcHelpBelow) })
 	}
 	return true
 }
@@ -103,15 +115,21 @@ func releaseGCPoll() {
 
 // pollDuringGC samples the heap until stop is closed and, while a
 // collection nears or runs on a single P, lends a second P or polls the
-// network.
-func pollDuringGC(stop chan struct{}) {
+// network, unless Caddy used helpBelow CPUs or more since the collection
+// before.
+//
+// lendGCProc and returnGCProc call runtime.GOMAXPROCS, which waits for a
+// running mark phase to end. The poller does not lend during one, but one
+// may start between a sample and the call: the P then comes after that
+// mark (milliseconds), and a reload's applyCaddyCPUs waits as long.
+func pollDuringGC(stop chan struct{}, helpBelow float64) {
 	var plan gcPollPlan
 	var stats runtime.MemStats // ReadMemStats fills it; only its stop of the world is wanted
+	var busy cpuMeter
 	reader := newHeapReader()
 	lent := false
-	collecting := false // a collection nears or runs
-	help := false       // this collection gets a P or polls: Caddy was not saturated before it
-	var busy cpuMeter
+	help := false  // this collection gets a P or polls
+	phase := gcFar // at the last sample
 	timer := time.NewTimer(0)
 	defer func() {
 		timer.Stop()
@@ -125,43 +143,42 @@ func pollDuringGC(stop chan struct{}) {
 			return
 		case <-timer.C:
 		}
-		wait := gcPollIdle
-		if lent || runtime.GOMAXPROCS(0) == 1 { // with more, an idle P's thread waits on the network
-			var phase gcPhase
-			phase, wait = plan.next(reader.read())
-			if phase != gcFar && !collecting {
-				collecting = true
-				help = busy.below(gcHelpBelow) // measured over the whole time since the last collection
+		if !lent && runtime.GOMAXPROCS(0) != 1 { // with more, an idle P's thread waits on the network
+			plan, phase = gcPollPlan{}, gcFar // a stale sample would misread the rate after a change back
+			timer.Reset(gcPollAside)
+			continue
+		}
+		last := phase
+		var wait time.Duration
+		phase, wait = plan.next(reader.read())
+		if (phase == gcNear || phase == gcMarking) && (last == gcFar || last == gcSweeping) {
+			help = busy.below(helpBelow) // a collection comes: was Caddy saturated since the last one?
+		}
+		switch {
+		case phase == gcFar || !help:
+			if lent {
+				returnGCProc()
+				lent = false
 			}
-			switch {
-			case phase == gcFar:
-				collecting = false
-				if lent {
-					returnGCProc()
-					lent = false
-				}
-			case !help:
-				wait = max(wait, gcWatchEvery)
-			case lent:
-				wait = max(wait, gcWatchEvery) // an idle P polls the network
-			case phase != gcMarking && lendGCProc(): // GOMAXPROCS would wait for the mark to end
-				lent = true
-				wait = max(wait, gcWatchEvery)
-			case phase != gcNear:
-				runtime.ReadMemStats(&stats)
-			}
-		} else {
-			plan = gcPollPlan{} // a stale sample would misread the rate after a change back
+		case lent:
+		case phase != gcMarking && lendGCProc(): // GOMAXPROCS would wait for the mark to end
+			lent = true
+		case phase != gcNear:
+			runtime.ReadMemStats(&stats) // restarting the world polls the network
+			timer.Reset(gcPollEvery)
+			continue
+		}
+		if phase != gcFar {
+			wait = max(wait, gcWatchEvery) // a lent P's idle thread polls the network
 		}
 		timer.Reset(wait)
 	}
 }
 
 // gcHelpBelow is how much of a CPU Caddy may have used since the last
-// collection for the next one to get a P or polls. A saturated Caddy has
-// requests queued whenever it looks at the network anyway, and at
-// saturation a second P costs more in its threads' wake-ups than it gives
-// (tests/bench/ab-session25-gc.md).
+// collection for the next one to get a P or polls. A saturated Caddy finds
+// requests waiting whenever it looks at the network, and there a second P
+// costs more in its threads' wake-ups than it gives (analysis.md).
 const gcHelpBelow = 0.85
 
 // cpuMeter measures the process's CPU use between its readings.
@@ -193,6 +210,7 @@ type heapSample struct {
 	objects uint64 // bytes in objects, live or not yet swept
 	live    uint64 // bytes the last collection marked live
 	goal    uint64 // the heap size Go aims to collect at
+	frees   uint64 // bytes freed by sweeping, ever
 	cycles  uint64 // collections completed
 	pauses  uint64 // stops of the world for collections: two per completed one, one more while one marks
 }
@@ -201,6 +219,7 @@ var heapSampleNames = []string{
 	"/memory/classes/heap/objects:bytes",
 	"/gc/heap/live:bytes",
 	"/gc/heap/goal:bytes",
+	"/gc/heap/frees:bytes",
 	"/gc/cycles/total:gc-cycles",
 	"/sched/pauses/total/gc:seconds",
 }
@@ -219,23 +238,17 @@ func newHeapReader() heapReader {
 func (s heapReader) read() heapSample {
 	metrics.Read(s)
 	h := heapSample{at: time.Now()}
-	for i, dst := range []*uint64{&h.objects, &h.live, &h.goal, &h.cycles} {
+	for i, dst := range []*uint64{&h.objects, &h.live, &h.goal, &h.frees, &h.cycles} {
 		if s[i].Value.Kind() == metrics.KindUint64 {
 			*dst = s[i].Value.Uint64()
 		}
 	}
-	if s[4].Value.Kind() == metrics.KindFloat64Histogram {
-		for _, n := range s[4].Value.Float64Histogram().Counts {
+	if v := s[len(s)-1].Value; v.Kind() == metrics.KindFloat64Histogram {
+		for _, n := range v.Float64Histogram().Counts {
 			h.pauses += n
 		}
 	}
 	return h
-}
-
-// marking reports whether a collection's mark phase runs: it started
-// (one stop of the world) and has not ended (the second).
-func (h heapSample) marking() bool {
-	return h.pauses > 2*h.cycles
 }
 
 // progress is how far the heap is from the live heap to the goal: 0 just
@@ -258,7 +271,7 @@ const (
 	gcFar      gcPhase = iota // between collections, short of the watch
 	gcNear                    // close to where the last collection started
 	gcMarking                 // a collection's mark phase runs
-	gcSweeping                // a collection ended and its sweep may run
+	gcSweeping                // a collection ended and its sweep runs
 )
 
 func (p gcPhase) String() string {
@@ -280,8 +293,16 @@ func (p gcPhase) String() string {
 type gcPollPlan struct {
 	last      heapSample
 	trigger   float64   // the progress at which the last collection started (at most)
-	sweepFrom time.Time // when the last collection ended, while its sweep may run
+	excess    int64     // GC pauses counted beyond two per cycle and not a mark phase
+	markSince time.Time // since when the pause count has shown the same mark phase
+	sweepFrom time.Time // when the last collection ended, while its sweep runs
 	grewAt    time.Time // the last sample at which the heap had grown
+}
+
+// marking reports whether a collection's mark phase runs: it started (one
+// stop of the world) and has not ended (the second).
+func (p *gcPollPlan) marking(h heapSample) bool {
+	return int64(h.pauses)-2*int64(h.cycles) > p.excess
 }
 
 // next takes a new sample and returns the phase and how long to wait for
@@ -289,26 +310,35 @@ type gcPollPlan struct {
 func (p *gcPollPlan) next(h heapSample) (gcPhase, time.Duration) {
 	last := p.last
 	p.last = h
+	if d := int64(h.pauses) - 2*int64(h.cycles); d < p.excess {
+		p.excess = d // a mark longer than gcMarkAtMost was taken for an extra pause
+	}
+	known := !last.at.IsZero() && h.at.After(last.at)
 	if p.trigger == 0 {
 		p.trigger = gcFirstTrigger
 	}
-	if h.marking() {
-		if !last.at.IsZero() && !last.marking() && last.cycles == h.cycles {
-			p.trigger = last.progress() // it started after the last sample
+	if p.marking(h) {
+		if !known || h.pauses != last.pauses || h.cycles != last.cycles || !p.marking(last) {
+			p.markSince = h.at
 		}
-		p.sweepFrom = time.Time{}
-		return gcMarking, gcPollEvery
+		if h.at.Sub(p.markSince) <= gcMarkAtMost {
+			if known && !p.marking(last) && last.cycles == h.cycles {
+				p.trigger = max(last.progress(), gcLowestTrigger) // it started after the last sample
+			}
+			p.sweepFrom = time.Time{}
+			return gcMarking, gcPollEvery
+		}
+		p.excess = int64(h.pauses) - 2*int64(h.cycles) // a pause that was not a mark's start
 	}
-	if !last.at.IsZero() && h.cycles != last.cycles {
+	if known && h.cycles != last.cycles {
 		p.sweepFrom = h.at
+	} else if !p.sweepFrom.IsZero() && (h.frees == last.frees || h.at.Sub(p.sweepFrom) >= gcSweepAtMost) {
+		p.sweepFrom = time.Time{} // nothing freed since the last sample: swept
 	}
 	if !p.sweepFrom.IsZero() {
-		if h.at.Sub(p.sweepFrom) < gcSweepAtMost && h.progress() > gcSwept {
-			return gcSweeping, gcPollEvery
-		}
-		p.sweepFrom = time.Time{}
+		return gcSweeping, gcPollEvery
 	}
-	growing := !last.at.IsZero() && h.cycles == last.cycles && h.objects > last.objects
+	growing := known && h.cycles == last.cycles && h.objects > last.objects
 	if growing || p.grewAt.IsZero() {
 		p.grewAt = h.at
 	}
@@ -322,7 +352,7 @@ func (p *gcPollPlan) next(h heapSample) (gcPhase, time.Duration) {
 		}
 		return gcFar, gcPollIdle // the heap stopped short of a collection: an idle server
 	}
-	if last.at.IsZero() || h.cycles != last.cycles || !h.at.After(last.at) {
+	if !known || h.cycles != last.cycles {
 		return gcFar, 10 * gcWatchEvery // no rate to go by yet
 	}
 	if !growing {
@@ -331,5 +361,5 @@ func (p *gcPollPlan) next(h heapSample) (gcPhase, time.Duration) {
 	// Half the time the heap takes to reach the watch at its present rate.
 	left := watch*float64(h.goal-h.live) - float64(h.objects-min(h.objects, h.live))
 	perByte := float64(h.at.Sub(last.at)) / float64(h.objects-last.objects)
-	return gcFar, min(max(time.Duration(left*perByte/2), gcWatchEvery), gcPollIdle)
+	return gcFar, time.Duration(min(max(left*perByte/2, float64(gcWatchEvery)), float64(gcPollIdle)))
 }
