@@ -119,6 +119,13 @@ func lendGCProc() bool {
 	return true
 }
 
+// gcProcLent reports whether the P lendGCProc lent is still out.
+func gcProcLent() bool {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	return goProcs.lent
+}
+
 // returnGCProc takes back the P lendGCProc lent, unless a config started
 // since has set GOMAXPROCS anew.
 func returnGCProc() {

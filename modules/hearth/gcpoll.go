@@ -63,6 +63,11 @@ const gcFirstTrigger = 0.7
 // fraction of the way to the goal) the watch at gcWatchEvery begins.
 const gcWatchMargin = 0.05
 
+// gcSweepQuiet is how long nothing must be freed for a sweep to count as
+// done: a run of spans with nothing to free, or a sweeper waiting for the
+// P, looks the same for a sample or two.
+const gcSweepQuiet = 2 * time.Millisecond
+
 // gcLowestTrigger bounds the start point the poller learns from below: a
 // collection Go starts for another reason than the heap's growth (its
 // two-minute periodic one, runtime.GC) would otherwise teach it to watch
@@ -151,12 +156,15 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 		last := phase
 		var wait time.Duration
 		phase, wait = plan.next(reader.read())
-		if (phase == gcNear || phase == gcMarking) && (last == gcFar || last == gcSweeping) {
-			help = busy.below(helpBelow) // a collection comes: was Caddy saturated since the last one?
+		if phase != gcFar && (last == gcFar || (last == gcSweeping && phase != gcSweeping)) {
+			help = busy.below(helpBelow) // a collection comes (or came): was Caddy saturated since the last one?
+		}
+		if lent && !gcProcLent() {
+			lent = false // a config started since set GOMAXPROCS anew
 		}
 		switch {
 		case phase == gcFar || !help:
-			if lent {
+			if lent && phase != gcMarking { // GOMAXPROCS would wait for the mark to end
 				returnGCProc()
 				lent = false
 			}
@@ -291,12 +299,14 @@ func (p gcPhase) String() string {
 // gcPollPlan decides, from one heap sample to the next, where the heap is
 // and when to look again.
 type gcPollPlan struct {
-	last      heapSample
-	trigger   float64   // the progress at which the last collection started (at most)
-	excess    int64     // GC pauses counted beyond two per cycle and not a mark phase
-	markSince time.Time // since when the pause count has shown the same mark phase
-	sweepFrom time.Time // when the last collection ended, while its sweep runs
-	grewAt    time.Time // the last sample at which the heap had grown
+	last       heapSample
+	trigger    float64   // the progress at which the last collection started (at most)
+	excess     int64     // GC pauses counted beyond two per cycle and not a mark phase
+	markSince  time.Time // since when the pause count has shown the same mark phase
+	markCycles uint64    // completed collections when the pause count first showed it
+	sweepFrom  time.Time // when the last collection ended, while its sweep runs
+	freedAt    time.Time // the last sample at which the sweep had freed more
+	grewAt     time.Time // the last sample at which the heap had grown
 }
 
 // marking reports whether a collection's mark phase runs: it started (one
@@ -310,30 +320,42 @@ func (p *gcPollPlan) marking(h heapSample) bool {
 func (p *gcPollPlan) next(h heapSample) (gcPhase, time.Duration) {
 	last := p.last
 	p.last = h
-	if d := int64(h.pauses) - 2*int64(h.cycles); d < p.excess {
-		p.excess = d // a mark longer than gcMarkAtMost was taken for an extra pause
+	d := int64(h.pauses) - 2*int64(h.cycles)
+	if d < p.excess && h.pauses == last.pauses && h.cycles == last.cycles {
+		// A mark longer than gcMarkAtMost was taken for an extra pause.
+		// Only on two equal samples: Go counts a collection's end before
+		// its pause, so one sample can fall between the two.
+		p.excess = d
 	}
 	known := !last.at.IsZero() && h.at.After(last.at)
 	if p.trigger == 0 {
 		p.trigger = gcFirstTrigger
 	}
 	if p.marking(h) {
+		if !known || !p.marking(last) {
+			p.markCycles = h.cycles
+		}
 		if !known || h.pauses != last.pauses || h.cycles != last.cycles || !p.marking(last) {
 			p.markSince = h.at
 		}
-		if h.at.Sub(p.markSince) <= gcMarkAtMost {
+		// No mark lasts over two completed collections: a count that says
+		// so has an extra pause in it (Go restarted a mark termination).
+		if h.at.Sub(p.markSince) <= gcMarkAtMost && h.cycles < p.markCycles+2 {
 			if known && !p.marking(last) && last.cycles == h.cycles {
 				p.trigger = max(last.progress(), gcLowestTrigger) // it started after the last sample
 			}
 			p.sweepFrom = time.Time{}
 			return gcMarking, gcPollEvery
 		}
-		p.excess = int64(h.pauses) - 2*int64(h.cycles) // a pause that was not a mark's start
+		p.excess = d // a pause that was not a mark's start
+	}
+	if h.frees != last.frees {
+		p.freedAt = h.at
 	}
 	if known && h.cycles != last.cycles {
 		p.sweepFrom = h.at
-	} else if !p.sweepFrom.IsZero() && (h.frees == last.frees || h.at.Sub(p.sweepFrom) >= gcSweepAtMost) {
-		p.sweepFrom = time.Time{} // nothing freed since the last sample: swept
+	} else if !p.sweepFrom.IsZero() && (h.at.Sub(p.freedAt) >= gcSweepQuiet || h.at.Sub(p.sweepFrom) >= gcSweepAtMost) {
+		p.sweepFrom = time.Time{} // nothing freed for gcSweepQuiet: swept
 	}
 	if !p.sweepFrom.IsZero() {
 		return gcSweeping, gcPollEvery
