@@ -132,15 +132,12 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 	var stats runtime.MemStats // ReadMemStats fills it; only its stop of the world is wanted
 	var busy cpuMeter
 	reader := newHeapReader()
-	lent := false
 	help := false  // this collection gets a P or polls
 	phase := gcFar // at the last sample
 	timer := time.NewTimer(0)
 	defer func() {
 		timer.Stop()
-		if lent {
-			returnGCProc()
-		}
+		returnGCProc() // if lent
 	}()
 	for {
 		select {
@@ -148,6 +145,7 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 			return
 		case <-timer.C:
 		}
+		lent := gcProcLent()                     // goProcs's: a config started since may have set GOMAXPROCS anew
 		if !lent && runtime.GOMAXPROCS(0) != 1 { // with more, an idle P's thread waits on the network
 			plan, phase = gcPollPlan{}, gcFar // a stale sample would misread the rate after a change back
 			timer.Reset(gcPollAside)
@@ -159,18 +157,13 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 		if phase != gcFar && (last == gcFar || (last == gcSweeping && phase != gcSweeping)) {
 			help = busy.below(helpBelow) // a collection comes (or came): was Caddy saturated since the last one?
 		}
-		if lent && !gcProcLent() {
-			lent = false // a config started since set GOMAXPROCS anew
-		}
 		switch {
 		case phase == gcFar || !help:
 			if lent && phase != gcMarking { // GOMAXPROCS would wait for the mark to end
 				returnGCProc()
-				lent = false
 			}
 		case lent:
 		case phase != gcMarking && lendGCProc(): // GOMAXPROCS would wait for the mark to end
-			lent = true
 		case phase != gcNear:
 			runtime.ReadMemStats(&stats) // restarting the world polls the network
 			timer.Reset(gcPollEvery)
