@@ -10,12 +10,14 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hearth-dev/hearth/modules/internal/redact"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
 // redacted stands for a credential removed from a message.
-const redacted = "[redacted]"
+const redacted = redact.Marker
 
 // redactor removes credentials from the text of errors before they are
 // recorded anywhere: the app's log (its logger's core passes every message
@@ -114,37 +116,9 @@ func (r *redactor) add(v string) {
 	}
 }
 
-var (
-	// urlPattern finds URLs in a message.
-	urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>\x60]+`)
-	// pairPattern finds name=value pairs named like a credential.
-	pairPattern = regexp.MustCompile(`(?i)\b([a-z0-9_.-]*(?:token|secret|password|passwd|pass|pwd|key|auth|signature|sig|credential)[a-z0-9_.-]*)=([^&\s"',;]+)`)
-	// authPattern finds Authorization headers, as text or Go's %v of a header map.
-	authPattern = regexp.MustCompile(`(?i)\b((?:proxy-)?authorization|x-auth-key|x-auth-token|x-api-key|api-key|cookie)(["']?\s*[:=]\s*\[?\s*["']?)(?:(?:bearer|basic|digest|token)\s+)?[^\s\]"',;}]+`)
-	// schemePattern finds what may be Bearer and Basic credentials
-	// wherever they are (looksLikeCredential decides).
-	schemePattern = regexp.MustCompile(`(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})`)
-)
-
-// looksLikeCredential tells a credential after "Bearer" or "Basic" from a
-// word ("Basic authentication"): it has a digit or one of + / = _, or is
-// long.
-func looksLikeCredential(s string) bool {
-	return len(s) >= 20 || strings.ContainsAny(s, "0123456789+/=_")
-}
-
 // text removes credentials from s.
 func (r *redactor) text(s string) string {
-	s = authPattern.ReplaceAllString(s, "${1}${2}"+redacted)
-	s = schemePattern.ReplaceAllStringFunc(s, func(m string) string {
-		scheme, cred, _ := strings.Cut(m, " ")
-		if cred = strings.TrimSpace(cred); !looksLikeCredential(cred) {
-			return m
-		}
-		return scheme + " " + redacted
-	})
-	s = urlPattern.ReplaceAllStringFunc(s, redactURL)
-	s = pairPattern.ReplaceAllString(s, "${1}="+redacted)
+	s = redact.Text(s)
 	if r == nil {
 		return s
 	}
@@ -162,18 +136,6 @@ func (r *redactor) text(s string) string {
 		}
 	}
 	return s
-}
-
-// redactURL keeps a URL's scheme, host and path.
-func redactURL(s string) string {
-	scheme, rest, _ := strings.Cut(s, "://")
-	if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
-		rest = redacted + rest[at:]
-	}
-	if base, _, ok := strings.Cut(rest, "?"); ok {
-		rest = base + "?" + redacted
-	}
-	return scheme + "://" + rest
 }
 
 // err returns err with its text redacted; errors.Is and errors.As still

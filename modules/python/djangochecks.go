@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/redact"
 )
 
 // djangoCheck is one message of Django's deployment checks
@@ -149,7 +150,7 @@ func migrationFindings(m *migrationReport, name string, migrates bool) []Finding
 	}
 	if m.Error != "" {
 		out = append(out, Finding{ID: "HG-MIGRATE-03",
-			Problem: "the state of the migrations could not be read: " + m.Error,
+			Problem: "the state of the migrations could not be read: " + redact.Text(m.Error), // the driver's text may quote a DSN with its password; the dashboard shows findings
 			Fix:     "check DATABASES in the settings and that the database server is running; `caddy hearth manage " + name + " showmigrations` shows the same error"})
 	}
 	return out

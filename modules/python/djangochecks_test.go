@@ -88,6 +88,8 @@ func TestMigrationFindings(t *testing.T) {
 		{"unapplied, migrate before start", &migrationReport{Unapplied: []string{"auth.0001_initial"}, UnappliedCount: 12}, true, nil},
 		{"models changed", &migrationReport{ChangedApps: []string{"notes"}}, true, []string{"HG-MIGRATE-02"}},
 		{"unreadable", &migrationReport{Error: "OperationalError: could not connect"}, false, []string{"HG-MIGRATE-03"}},
+		// a DATABASE_URL put where a host goes: libpq quotes it whole
+		{"unreadable, a password in the text", &migrationReport{Error: `OperationalError: could not translate host name "postgres://app:s3cret@db.internal/app" to address`}, false, []string{"HG-MIGRATE-03"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			findings := migrationFindings(tc.m, "mysite", tc.migrates)
@@ -98,6 +100,9 @@ func TestMigrationFindings(t *testing.T) {
 				if f.Blocking != (f.ID == "HG-MIGRATE-01") || !strings.Contains(f.Fix, "caddy hearth manage mysite") {
 					t.Errorf("%+v", f)
 				}
+			}
+			if tc.name == "unreadable, a password in the text" && (strings.Contains(findings[0].Problem, "s3cret") || !strings.Contains(findings[0].Problem, "db.internal")) {
+				t.Errorf("the finding keeps the password or loses the host: %s", findings[0].Problem)
 			}
 			if tc.name == "unapplied" && !strings.Contains(findings[0].Problem, "auth.0001_initial and 11 more") {
 				t.Errorf("%s", findings[0].Problem)
