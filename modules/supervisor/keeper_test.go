@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -374,5 +375,52 @@ func TestProcStat(t *testing.T) {
 	}
 	if _, err := ProcStat(cmd.Process.Pid); err == nil {
 		t.Error("ProcStat of a process that is gone")
+	}
+}
+
+// A command that writes more than Run keeps: its beginning and its end
+// (the traceback that says why it failed) are kept, with a line between
+// saying how much was left out.
+func TestRunKeepsTheEndOfALongOutput(t *testing.T) {
+	out, err := Run(context.Background(), Command{Path: "sh", Args: []string{"-c", `echo START; head -c 3000000 /dev/zero | tr '\0' x; echo; echo END >&2; exit 1`}}, zap.NewNop())
+	if err == nil {
+		t.Fatal("no error from exit 1")
+	}
+	text := string(out)
+	if !strings.HasPrefix(text, "START\n") || !strings.HasSuffix(text, "x\nEND\n") {
+		t.Errorf("output of %d bytes does not start with START and end with END: %q … %q", len(text), text[:min(len(text), 20)], text[max(0, len(text)-20):])
+	}
+	// 6 + 3,000,001 + 4 bytes written, maxRunOutput kept
+	if want := fmt.Sprintf("[… %d bytes of output left out …]", 6+3000001+4-maxRunOutput); !strings.Contains(text, want) {
+		t.Errorf("no %q in the output", want)
+	}
+	if len(text) > maxRunOutput+100 {
+		t.Errorf("%d bytes kept, more than %d", len(text), maxRunOutput)
+	}
+}
+
+func TestHeadTail(t *testing.T) {
+	for _, tc := range []struct {
+		writes []string
+		want   string
+	}{
+		{[]string{"ab"}, "ab"},
+		{[]string{"abcd"}, "abcd"},
+		{[]string{"abcdef"}, "abcdef"},
+		{[]string{"abcdefg"}, "abcdefg"},
+		{[]string{"abcdefgh"}, "abcdefgh"},
+		{[]string{"ab", "cd", "ef", "gh", "ij"}, "abcd\n[… 2 bytes of output left out …]\nghij"},
+		{[]string{"abcdefghijklmnopq"}, "abcd\n[… 9 bytes of output left out …]\nnopq"},
+		{[]string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}, "abcd\n[… 1 bytes of output left out …]\nfghi"},
+	} {
+		h := headTail{half: 4}
+		for _, w := range tc.writes {
+			if n, err := h.Write([]byte(w)); n != len(w) || err != nil {
+				t.Fatalf("Write(%q) = %d, %v", w, n, err)
+			}
+		}
+		if got := string(h.Bytes()); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.writes, got, tc.want)
+		}
 	}
 }

@@ -94,7 +94,8 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 }
 
 // Run runs c to its end and returns what it wrote to stdout and stderr
-// (interleaved, at most maxRunOutput bytes; the rest is dropped). When ctx
+// (interleaved; of more than maxRunOutput bytes, the first and the last
+// halves, with a line saying how much was left out between). When ctx
 // ends first, c's whole process group is killed and ctx's error returned.
 // When c ends, what is left of its process group is killed: a run leaves
 // nothing behind (a job's `task &` would otherwise outlive every run, one
@@ -112,12 +113,11 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 		r.Close()
 		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
 	}
-	var out bytes.Buffer
+	out := headTail{half: maxRunOutput / 2}
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		_, _ = io.Copy(&out, io.LimitReader(r, maxRunOutput))
-		_, _ = io.Copy(io.Discard, r)
+		_, _ = io.Copy(&out, r)
 	}()
 	var result keeper.Reply
 	select {
@@ -145,6 +145,49 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 
 // maxRunOutput bounds the output Run keeps.
 const maxRunOutput = 1 << 20
+
+// headTail keeps the first half bytes written to it and the last half:
+// a command's output starts with what it set out to do and ends with why
+// it failed (a traceback).
+type headTail struct {
+	half    int
+	head    []byte
+	tail    []byte // a ring of half bytes once full; next is where the oldest is
+	next    int
+	dropped int64 // bytes between head and tail no longer kept
+}
+
+func (h *headTail) Write(p []byte) (int, error) {
+	n := len(p)
+	if room := h.half - len(h.head); room > 0 {
+		k := min(room, len(p))
+		h.head = append(h.head, p[:k]...)
+		p = p[k:]
+	}
+	for len(p) > 0 {
+		if len(h.tail) < h.half {
+			k := min(h.half-len(h.tail), len(p))
+			h.tail = append(h.tail, p[:k]...)
+			p = p[k:]
+			continue
+		}
+		k := copy(h.tail[h.next:], p)
+		h.dropped += int64(k)
+		h.next = (h.next + k) % h.half
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// Bytes is what was kept, in order, with a line in place of what was not.
+func (h *headTail) Bytes() []byte {
+	out := bytes.Clone(h.head)
+	if h.dropped > 0 {
+		out = fmt.Appendf(out, "\n[… %d bytes of output left out …]\n", h.dropped)
+	}
+	out = append(out, h.tail[h.next:]...)
+	return append(out, h.tail[:h.next]...)
+}
 
 // Pipe is an output pipe for a child process.
 type Pipe struct{ Read, Write *os.File }
