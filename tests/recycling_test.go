@@ -243,8 +243,8 @@ func TestAdminBadInput(t *testing.T) {
 		status             int
 		want               string
 	}{
-		{"POST", "/hearth/apps/nosuch/restart", "", 404, "no running app named \"nosuch\""},
-		{"POST", "/hearth/apps/nosuch/scale", `{"workers": 2}`, 404, "no running app"},
+		{"POST", "/hearth/apps/nosuch/restart", "", 404, "no app named \"nosuch\""},
+		{"POST", "/hearth/apps/nosuch/scale", `{"workers": 2}`, 404, "no app named \"nosuch\""},
 		{"POST", "/hearth/apps/hello/scale", `{"workers": "two"}`, 400, "send {\"workers\": N}"},
 		{"POST", "/hearth/apps/hello/scale?workers=abc", "", 400, "is not a number"},
 		{"POST", "/hearth/apps/hello/scale", `{"workers": 0}`, 400, "out-of-range"},

@@ -134,7 +134,7 @@ func TestNewcomerWalkthrough(t *testing.T) {
 	if resp, _ := get(t, base+"/admin/login/"); resp.StatusCode != 200 {
 		t.Errorf("after a failed restart, the admin login page: %d", resp.StatusCode)
 	}
-	if code, out := hearthCLI(t, dir, data, "restart", "nosuch", "--address", c.admin); code == 0 || !strings.Contains(out, `no running app named "nosuch"`) {
+	if code, out := hearthCLI(t, dir, data, "restart", "nosuch", "--address", c.admin); code == 0 || !strings.Contains(out, `no app named "nosuch"`) {
 		t.Errorf("restart of an unknown app: %d\n%s", code, out)
 	}
 }

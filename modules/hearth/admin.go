@@ -110,23 +110,34 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	return caddy.APIError{
 		HTTPStatus: http.StatusNotFound,
-		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/jobs, GET /hearth/jobs/{name}, POST /hearth/jobs/{name}/run, GET /hearth/backups, GET /hearth/backups/{name}, POST /hearth/backups/{name}/run, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
+		Err:        fmt.Errorf("unknown Hearth admin route %s; the routes are GET /hearth/services, GET /hearth/apps, GET /hearth/apps/{name}, POST /hearth/apps/{name}/restart, POST /hearth/apps/{name}/scale, GET /hearth/jobs, GET /hearth/jobs/{name}, POST /hearth/jobs/{name}/run, GET /hearth/backups, GET /hearth/backups/{name}, POST /hearth/backups/{name}/run, POST /hearth/backups/{name}/restore?file=<copy>, GET /hearth/ddns, POST /hearth/ddns/check", r.URL.Path),
 	}
 }
 
 // poolsNamed returns the pools of the app called name (only running ones
-// if running is set), or a 404 error.
+// if running is set), or an error: 404 for no app of that name, 409 for
+// one that is not running.
 func poolsNamed(name string, running bool) ([]Pool, error) {
 	var found []Pool
+	known := false
 	for _, p := range Pools() {
-		if p.Name() == name && (!running || p.Running()) {
-			found = append(found, p)
+		if p.Name() == name {
+			known = true
+			if !running || p.Running() {
+				found = append(found, p)
+			}
 		}
 	}
-	if len(found) == 0 {
+	switch {
+	case !known:
 		return nil, caddy.APIError{
 			HTTPStatus: http.StatusNotFound,
-			Err:        fmt.Errorf("no running app named %q; GET /hearth/apps lists them", name),
+			Err:        fmt.Errorf("no app named %q; GET /hearth/apps lists them", name),
+		}
+	case len(found) == 0:
+		return nil, caddy.APIError{
+			HTTPStatus: http.StatusConflict,
+			Err:        fmt.Errorf("app %q is not running (starting, failed or stopping): GET /hearth/apps/%s shows its state and last error; once fixed, `caddy reload` starts it again", name, name),
 		}
 	}
 	return found, nil
@@ -168,8 +179,11 @@ func (a adminAPI) scale(w http.ResponseWriter, r *http.Request, name string) err
 	if err != nil {
 		return err
 	}
-	for _, p := range pools {
+	for i, p := range pools {
 		if err := p.Scale(n); err != nil {
+			if i > 0 { // the same app in two blocks: say what did change
+				err = fmt.Errorf("%w (%d of the app's %d pools were scaled to %d before this one refused)", err, i, len(pools), n)
+			}
 			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
 		}
 	}

@@ -235,21 +235,25 @@ type Placed interface {
 	AppDir() string
 }
 
-// checkName refuses a pool whose name another app of this config, in
-// another directory, already has: Hearth keeps the secret key of
-// `settings auto` per name and directory, but status, logs, metrics and
-// the `caddy hearth` commands tell apps apart by name alone.
+// checkName refuses a pool whose name another app of this config already
+// has, unless both are the same app's (one directory, used by two blocks):
+// Hearth keeps the secret key of `settings auto` per name and directory,
+// but status, logs, metrics, the admin API's restart and scale and the
+// `caddy hearth` commands tell apps apart by name alone.
 func (a *App) checkName(p Pool) error {
-	placed, ok := p.(Placed)
-	if !ok {
-		return nil
-	}
+	placed, isPlaced := p.(Placed)
 	for _, q := range a.used {
-		other, ok := q.(Placed)
-		if !ok || q == p || q.Name() != p.Name() || other.AppDir() == placed.AppDir() {
+		if q == p || q.Name() != p.Name() {
 			continue
 		}
-		return fmt.Errorf("two apps are named %q: one in %s, the other in %s; an app's name must be its own (status, logs, metrics, `caddy hearth` commands and the secret key of `settings auto` go by it): give one of them another name, with `name <another>` in its block", p.Name(), other.AppDir(), placed.AppDir())
+		other, otherPlaced := q.(Placed)
+		switch {
+		case isPlaced && otherPlaced && other.AppDir() == placed.AppDir():
+			continue // the same app
+		case isPlaced && otherPlaced:
+			return fmt.Errorf("two apps are named %q: one in %s, the other in %s; an app's name must be its own (status, logs, metrics, `caddy hearth` commands and the secret key of `settings auto` go by it): give one of them another name, with `name <another>` in its block", p.Name(), other.AppDir(), placed.AppDir())
+		}
+		return fmt.Errorf("two apps are named %q; an app's name must be its own (status, logs, metrics, the admin API's restart and scale and `caddy hearth` commands go by it): give one of them another name, with `name <another>` in its block (a process upstream is named after its program unless it names itself)", p.Name())
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -311,7 +312,7 @@ func (t terminalWriter) Write(p []byte) (int, error) {
 // line breaks stay.
 func printableLines(s string) string { return forTerminal(s, '\n') }
 
-// forTerminal maps control characters to '?', and line breaks and tabs to
+// forTerminal maps control characters (and bidirectional ones) to '?', and line breaks and tabs to
 // lineBreak (tabs to spaces when lines are kept).
 func forTerminal(s string, lineBreak rune) string {
 	return strings.Map(func(r rune) rune {
@@ -326,6 +327,8 @@ func forTerminal(s string, lineBreak rune) string {
 			}
 			return ' '
 		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError:
+			return '?'
+		case unicode.Is(unicode.Bidi_Control, r): // would reorder what the terminal shows
 			return '?'
 		}
 		return r

@@ -60,6 +60,9 @@ func TestForTerminal(t *testing.T) {
 		{"c1 \u009b31m csi", "c1 ?31m csi", "c1 ?31m csi"},
 		{"bad \xff utf-8 \x7f", "bad ? utf-8 ?", "bad ? utf-8 ?"},
 		{"crlf\r\nline 10%\r20%", "crlf  line 10% 20%", "crlf\nline 10%20%"},
+		// bidirectional controls reorder what the terminal shows ("Trojan Source")
+		{"ok \u202egnp.exe\u202c \u2066x\u2069 \u200f", "ok ?gnp.exe? ?x? ?", "ok ?gnp.exe? ?x? ?"},
+		{"emoji \U0001F469\u200d\U0001F4BB stays", "emoji \U0001F469\u200d\U0001F4BB stays", "emoji \U0001F469\u200d\U0001F4BB stays"},
 	} {
 		if got := printable(tc.in); got != tc.oneLine {
 			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.oneLine)

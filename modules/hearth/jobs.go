@@ -210,8 +210,12 @@ func serveJobs(w http.ResponseWriter, r *http.Request, kind job.Kind, parts []st
 		w.WriteHeader(http.StatusAccepted)
 		return json.NewEncoder(w).Encode(map[string]any{string(kind): parts[0], "run": id})
 	}
+	restoreRoute := ""
+	if kind == job.KindBackup {
+		restoreRoute = ", POST /hearth/backups/{name}/restore?file=<copy>"
+	}
 	return caddy.APIError{HTTPStatus: http.StatusNotFound,
-		Err: fmt.Errorf("unknown route %s; the routes are GET /hearth/%s, GET /hearth/%s/{name}, POST /hearth/%s/{name}/run", r.URL.Path, list, list, list)}
+		Err: fmt.Errorf("unknown route %s; the routes are GET /hearth/%s, GET /hearth/%s/{name}, POST /hearth/%s/{name}/run%s", r.URL.Path, list, list, list, restoreRoute)}
 }
 
 // Metrics of the jobs.

@@ -32,8 +32,9 @@ func (u unplaced) AppDir() {}
 
 // TestConfigRefusesTwoAppsOfOneName: within one config, two apps of one
 // name in different directories are refused naming both directories and
-// the fix; the same app used twice, apps of other names, and pools that
-// have no directory are not.
+// the fix, and so is a name two pools share when one has no directory (a
+// process upstream); the same app used twice and apps of other names are
+// not.
 func TestConfigRefusesTwoAppsOfOneName(t *testing.T) {
 	for i, tc := range []struct {
 		name  string
@@ -44,7 +45,12 @@ func TestConfigRefusesTwoAppsOfOneName(t *testing.T) {
 		{"other names", []*placedPool{{name: "a", dir: "/srv/a", placed: true}, {name: "b", dir: "/srv/b", placed: true}}, nil},
 		{"same name, two directories", []*placedPool{{name: "app", dir: "/srv/a", placed: true}, {name: "other", dir: "/srv/c", placed: true}, {name: "app", dir: "/srv/b", placed: true}},
 			[]string{`two apps are named "app"`, "/srv/a", "/srv/b", "`name <another>`"}},
-		{"same name, no directories", []*placedPool{{name: "node", dir: "/srv/a"}, {name: "node", dir: "/srv/b"}}, nil},
+		// two process upstreams running `node a.js` and `node b.js`: one
+		// restart or scale through the admin API would reach both
+		{"same name, no directories", []*placedPool{{name: "node", dir: "/srv/a"}, {name: "node", dir: "/srv/b"}},
+			[]string{`two apps are named "node"`, "`name <another>`", "named after its program"}},
+		{"same name, one with a directory", []*placedPool{{name: "app", dir: "/srv/a", placed: true}, {name: "app", dir: "/srv/a"}},
+			[]string{`two apps are named "app"`, "`name <another>`"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &App{keys: map[Pool]string{}, logger: zap.NewNop()}

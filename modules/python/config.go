@@ -19,6 +19,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -280,6 +281,9 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		RuntimeDir:        filepath.Join(caddy.AppDataDir(), "hearth", "runtime"),
 	}}
 	s.Name = hearth.AppName(s.Name, "python", module)
+	if err := names.Check("app", s.Name, "name <name>"); err != nil { // the admin API's routes, logs and metrics go by it
+		return nil, err
+	}
 	if err := s.applyCounts(); err != nil {
 		return nil, err
 	}

@@ -85,6 +85,9 @@ func TestResolveErrors(t *testing.T) {
 		{"unknown interpreter", "a:b", PoolConfig{Dir: dir, Python: "python-does-not-exist"}, "not found in PATH"},
 		{"missing env_file", "a:b", PoolConfig{Dir: dir, EnvFile: "missing.env"}, "env_file"},
 		{"bad env name", "a:b", PoolConfig{Dir: dir, Env: map[string]string{"A=B": "x"}}, "not a valid variable name"},
+		// the admin API's routes split on '/': POST /hearth/apps/a/b/restart reaches no app
+		{"a name with a slash", "a:b", PoolConfig{Dir: dir, Name: "a/b"}, `app name "a/b" may hold only letters, digits`},
+		{"a name with a newline", "a:b", PoolConfig{Dir: dir, Name: "web\nFAKE LOG LINE"}, "may hold only letters, digits"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.cfg.resolve(tc.app)
