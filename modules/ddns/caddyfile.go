@@ -2,6 +2,7 @@ package ddns
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -119,6 +120,9 @@ func parseSource(d *caddyfile.Dispenser) (IPSource, error) {
 			return src, d.Errf("ip_source timeout %q is not a duration, like 5s", args[n-1])
 		}
 		src.Timeout, args = caddy.Duration(dur), args[:n-2]
+	}
+	if src.Source != "command" && len(args) > 1 {
+		return src, d.Errf("ip_source %s takes one argument, not %d (%s); a timeout is written `timeout 5s` at the end", src.Source, len(args), (*redactor)(nil).text(strings.Join(args, " ")))
 	}
 	switch src.Source {
 	case "static":

@@ -131,10 +131,18 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 	if len(a.IPSources) == 0 {
 		return fmt.Errorf("ddns: no ip_source; add one, such as `ip_source http https://api.ipify.org` or `ip_source upnp`")
 	}
-	for i := range a.IPSources {
-		if err := a.IPSources[i].check(); err != nil {
+	httpURLs := map[string]int{}
+	for i, src := range a.IPSources {
+		if err := src.check(); err != nil {
 			return fmt.Errorf("ddns: ip_source %d: %w", i+1, err)
 		}
+		if src.Source != "http" {
+			continue
+		}
+		if j, twice := httpURLs[src.URL]; twice { // two votes of one service would agree with themselves
+			return fmt.Errorf("ddns: ip_sources %d and %d are the same http service; with several http sources two must agree, so list different services", j+1, i+1)
+		}
+		httpURLs[src.URL] = i
 	}
 	if a.DNSChallenge != "" && a.DNSChallenge != DNSChallengeOff && a.DNSChallenge != "on" {
 		return fmt.Errorf("ddns: dns_challenge %q is not on or off", a.DNSChallenge)
@@ -189,6 +197,9 @@ func (a *App) checkDomains() error {
 		}
 		for _, name := range names {
 			n := strings.ToLower(name)
+			if n == z || strings.HasSuffix(n, "."+z) { // relative: the zone would be added again
+				return fmt.Errorf("ddns: %s under zone %s would be %s.%s; write the part before the zone (%s), or the full name with a final dot (%s.), or @ for the zone itself", name, zone, n, z, relativeHint(n, z), n)
+			}
 			if strings.HasSuffix(n, ".") { // a fully qualified name: must be inside the zone
 				fq := strings.TrimSuffix(n, ".")
 				if fq != z && !strings.HasSuffix(fq, "."+z) {
@@ -302,16 +313,24 @@ func (a *App) CheckNow(ctx context.Context) error {
 	reply := make(chan struct{})
 	select {
 	case a.kick <- reply:
+	case <-a.done:
+		return errStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
 	case <-reply:
 		return nil
+	case <-a.done:
+		return errStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
+
+// errStopped answers a check asked of an app that has stopped (the
+// admin API found it just before a config reload or stop).
+var errStopped = errors.New("the ddns app stopped (a config was loaded or Caddy is stopping); ask again")
 
 // check detects the IP and updates the records that differ; it reports
 // whether anything failed.
@@ -362,13 +381,7 @@ func (a *App) readBack(ctx context.Context, zone, version string) {
 		return
 	}
 	for _, name := range a.Domains[zone] {
-		value := ""
-		for _, rec := range records {
-			rr := rec.RR()
-			if sameName(rr.Name, name, zone) && rr.Type == recordType(version) {
-				value = rr.Data
-			}
-		}
+		value := recordValue(records, name, zone, version)
 		a.record(zone, name, version, func(r *recordState) {
 			r.RecordValue = value
 			if strings.HasPrefix(r.LastError, readBackFailed) {
@@ -489,11 +502,35 @@ func (a *App) recordAll(version string, fn func(*recordState)) {
 	}
 }
 
+// recordValue is what the zone's records hold for name's address record
+// of the version: its address, "" for none, or the addresses joined with
+// ", " when there are several (a stale one beside the current one must
+// still be replaced: an update sets the name's only record).
+func recordValue(records []libdns.Record, name, zone, version string) string {
+	var values []string
+	for _, rec := range records {
+		rr := rec.RR()
+		if sameName(rr.Name, name, zone) && rr.Type == recordType(version) {
+			values = append(values, rr.Data)
+		}
+	}
+	slices.Sort(values)
+	return strings.Join(slices.Compact(values), ", ")
+}
+
 func recordType(version string) string {
 	if version == "ipv6" {
 		return "AAAA"
 	}
 	return "A"
+}
+
+// relativeHint is name without its zone, for an error: @ for the zone.
+func relativeHint(name, zone string) string {
+	if rel := strings.TrimSuffix(name, "."+zone); rel != name {
+		return rel
+	}
+	return "@"
 }
 
 // relativeName turns a configured name into libdns's zone-relative form.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/libdns/libdns"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -30,6 +31,12 @@ func TestPublicIP(t *testing.T) {
 		"::ffff:100.64.1.1": "carrier NAT", "::ffff:10.0.0.1": "not a public", "::ffff:203.0.113.7": "",
 		"0.1.2.3": "not a public", "240.0.0.1": "not a public", "255.255.255.255": "not a public",
 		"198.18.0.1": "not a public", "64:ff9b::a00:1": "not a public", "2001:db8::1%eth0": "not a public",
+		// a DS-Lite router's WAN address, the 6to4 relay, IPv4 in other
+		// IPv6 disguises, NAT64's local prefix, discard-only, site-local
+		"192.0.0.2": "not a public", "192.88.99.1": "not a public", "::7f00:1": "not a public", "::a00:1": "not a public",
+		"::ffff:0:a00:1": "not a public", "64:ff9b:1::a00:1": "not a public", "100::1": "not a public", "fec0::1": "not a public",
+		// 6to4 is judged by the IPv4 address it goes through
+		"2002:c0a8:101::1": "not a public", "2002:cb00:7107::1": "", "192.0.1.1": "",
 	} {
 		err := publicIP(netip.MustParseAddr(ip))
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
@@ -78,6 +85,28 @@ func TestDetectNeedsTwoHTTPSourcesToAgree(t *testing.T) {
 	app.IPSources = []IPSource{{Source: "command", Command: []string{"false"}}, {Source: "command", Command: []string{"echo", "2001:db8::5"}}}
 	if ip, err := app.detect(ctx, "ipv6"); err != nil || ip.String() != "2001:db8::5" {
 		t.Errorf("command sources: %v %v", ip, err)
+	}
+}
+
+// A zone holding a stale address record beside the current one reads
+// back as both, so the update that leaves the current one alone runs.
+func TestRecordValue(t *testing.T) {
+	a := func(name, ip string) libdns.Record {
+		return libdns.Address{Name: name, IP: netip.MustParseAddr(ip)}
+	}
+	records := []libdns.Record{a("home", "203.0.113.9"), a("home", "203.0.113.5"), a("other", "203.0.113.7"),
+		a("@", "2001:db8::5"), a("@", "203.0.113.5"), a("home", "203.0.113.9")}
+	for _, tc := range []struct{ name, version, want string }{
+		{"home", "ipv4", "203.0.113.5, 203.0.113.9"},
+		{"home.example.net.", "ipv4", "203.0.113.5, 203.0.113.9"},
+		{"other", "ipv4", "203.0.113.7"},
+		{"@", "ipv6", "2001:db8::5"},
+		{"@", "ipv4", "203.0.113.5"},
+		{"none", "ipv4", ""},
+	} {
+		if got := recordValue(records, tc.name, "example.net", tc.version); got != tc.want {
+			t.Errorf("%s %s: %q, want %q", tc.name, tc.version, got, tc.want)
+		}
 	}
 }
 

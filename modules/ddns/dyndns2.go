@@ -2,6 +2,8 @@ package ddns
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,19 +35,29 @@ const userAgent = "Hearth-DDNS/1.0 (Caddy; +https://github.com/hearth-dev/hearth
 var ErrStopped = errors.New("updates stopped until the config changes")
 
 // updateService is what the dyndns2 and duckdns providers share: one HTTP
-// GET per record, remembered answers, and a stop after fatal replies.
+// GET per record, remembered answers, a stop after fatal replies and a
+// pause when the service asks for one. It is kept across config reloads
+// (useUpdateService) for as long as the provider's settings stay.
 type updateService struct {
-	mu      sync.Mutex
-	stopped error             // a fatal reply: no more requests
-	nochg   map[string]string // host and family (nochgKey) → IP the service said was already set
+	mu         sync.Mutex
+	stopped    error             // a fatal reply: no more requests
+	nochg      map[string]string // host and family (nochgKey) → IP the service said was already set
+	pausedTill time.Time         // no request before this time
+	pausedFor  error             // why
 }
 
-// do runs the request unless the service is stopped or already holds ip
-// for host (a repeated nochg counts as abuse to dyndns2).
+// do runs the request unless the service is stopped, paused, or already
+// holds ip for host (a repeated nochg counts as abuse to dyndns2). A
+// request that fails with a waitError pauses the service.
 func (s *updateService) do(ctx context.Context, host, ip string, req func(context.Context) error) error {
 	s.mu.Lock()
 	if s.stopped != nil {
 		err := s.stopped
+		s.mu.Unlock()
+		return err
+	}
+	if now := time.Now(); now.Before(s.pausedTill) {
+		err := fmt.Errorf("%w; not asking it again before %s", s.pausedFor, s.pausedTill.Format(time.TimeOnly))
 		s.mu.Unlock()
 		return err
 	}
@@ -53,7 +66,76 @@ func (s *updateService) do(ctx context.Context, host, ip string, req func(contex
 		return nil
 	}
 	s.mu.Unlock()
-	return req(ctx)
+	err := req(ctx)
+	var wait *waitError
+	if errors.As(err, &wait) {
+		s.mu.Lock()
+		s.pausedTill, s.pausedFor = time.Now().Add(wait.after), wait.err
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// Destruct lets the service's state go with the last config that used it.
+func (s *updateService) Destruct() error { return nil }
+
+// updateServices holds the update services of the loaded configs, by
+// provider and settings: a reload that keeps them keeps what the service
+// said (a badauth, the nochg answers, a request to wait), and sends
+// neither a refused request again nor a repeated nochg (dyndns2 takes that
+// for abuse).
+var updateServices = caddy.NewUsagePool()
+
+// useUpdateService returns the update service of provider with these
+// settings, and the key to release it under (releaseUpdateService).
+func useUpdateService(provider string, settings ...string) (*updateService, string) {
+	h := sha256.New()
+	for _, v := range append([]string{provider}, settings...) {
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	key := hex.EncodeToString(h.Sum(nil))
+	v, _, _ := updateServices.LoadOrNew(key, func() (caddy.Destructor, error) { return new(updateService), nil })
+	return v.(*updateService), key
+}
+
+// releaseUpdateService drops a provider's hold on its update service.
+func releaseUpdateService(key string) {
+	if key != "" {
+		_, _ = updateServices.Delete(key)
+	}
+}
+
+// waitError is a reply that asks the client to wait before it asks again
+// (dyndns2's 911, an HTTP 429 or 503 with Retry-After).
+type waitError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *waitError) Error() string { return e.err.Error() }
+func (e *waitError) Unwrap() error { return e.err }
+
+// serviceTroubleWait is how long an update service in trouble (dyndns2's
+// 911 and dnserr) is left alone: No-IP's client rules ask for 30 minutes.
+const serviceTroubleWait = 30 * time.Minute
+
+// retryAfter reads a Retry-After header (seconds, or an HTTP date),
+// bounded to [1 minute, 24 hours]; 0 when it has none.
+func retryAfter(h http.Header) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		d = time.Duration(min(max(secs, 0), 86400)) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = time.Until(t)
+	} else {
+		return 0
+	}
+	return min(max(d, time.Minute), 24*time.Hour)
 }
 
 func (s *updateService) stop(err error) error {
@@ -145,7 +227,11 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 		return "badauth", nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("the update service answered %s", truncate(resp.Status, 64))
+		err := fmt.Errorf("the update service answered %s", truncate(resp.Status, 64))
+		if wait := retryAfter(resp.Header); wait > 0 && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+			return "", &waitError{after: wait, err: err}
+		}
+		return "", err
 	}
 	return strings.TrimSpace(string(body)), nil
 }
@@ -206,7 +292,8 @@ type DynDNS2 struct {
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"`
 
-	svc *updateService
+	svc    *updateService
+	svcKey string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -224,7 +311,13 @@ func (p *DynDNS2) Provision(caddy.Context) error {
 	if p.Username == "" || p.Password == "" {
 		return errors.New("dyndns2: username and password are required")
 	}
-	p.svc = new(updateService)
+	p.svc, p.svcKey = useUpdateService("dyndns2", p.Server, p.Username, p.Password)
+	return nil
+}
+
+// Cleanup releases the update service.
+func (p *DynDNS2) Cleanup() error {
+	releaseUpdateService(p.svcKey)
 	return nil
 }
 
@@ -241,8 +334,8 @@ var dyndns2Replies = map[string]struct {
 	"abuse":    {stop: true, meaning: "the service blocked updates for abuse"},
 	"badagent": {stop: true, meaning: "the service refused this client"},
 	"!donator": {stop: true, meaning: "the feature needs a paid account"},
-	"dnserr":   {meaning: "the service's DNS failed; retrying later"},
-	"911":      {meaning: "the service is in trouble; retrying later"},
+	"dnserr":   {meaning: "the service's DNS failed; retrying in 30 minutes"},
+	"911":      {meaning: "the service is in trouble; retrying in 30 minutes"},
 }
 
 // SetRecords sends one update per address record.
@@ -264,8 +357,8 @@ func (p *DynDNS2) SetRecords(ctx context.Context, zone string, records []libdns.
 				return fmt.Errorf("dyndns2: unexpected reply %q for %s", truncate(reply, 80), host)
 			case kind.stop:
 				return p.svc.stop(fmt.Errorf("dyndns2 %s for %s: %s", code, host, kind.meaning))
-			case !kind.ok:
-				return fmt.Errorf("dyndns2 %s for %s: %s", code, host, kind.meaning)
+			case !kind.ok: // 911, dnserr: the service is in trouble
+				return &waitError{after: serviceTroubleWait, err: fmt.Errorf("dyndns2 %s for %s: %s", code, host, kind.meaning)}
 			case code == "nochg":
 				p.svc.noChange(host, ip)
 			default: // good: the host has another address than the one nochg was said for
@@ -315,7 +408,8 @@ type DuckDNS struct {
 	// Server is the API's base URL. Default: https://www.duckdns.org.
 	Server string `json:"server,omitempty"`
 
-	svc *updateService
+	svc    *updateService
+	svcKey string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -336,7 +430,13 @@ func (p *DuckDNS) Provision(caddy.Context) error {
 	if p.Token == "" {
 		return errors.New("duckdns: token is required")
 	}
-	p.svc = new(updateService)
+	p.svc, p.svcKey = useUpdateService("duckdns", p.Server, p.Token)
+	return nil
+}
+
+// Cleanup releases the update service.
+func (p *DuckDNS) Cleanup() error {
+	releaseUpdateService(p.svcKey)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -39,17 +40,18 @@ func TestDynDNS2Replies(t *testing.T) {
 		reply   string
 		ok      bool
 		stopped bool
+		paused  bool // for serviceTroubleWait
 	}{
-		{"good 203.0.113.9", true, false},
-		{"nochg 203.0.113.9", true, false},
-		{"badauth", false, true},
-		{"nohost", false, true},
-		{"notfqdn", false, true},
-		{"abuse", false, true},
-		{"badagent", false, true},
-		{"dnserr", false, false},
-		{"911", false, false},
-		{"something else", false, false},
+		{"good 203.0.113.9", true, false, false},
+		{"nochg 203.0.113.9", true, false, false},
+		{"badauth", false, true, false},
+		{"nohost", false, true, false},
+		{"notfqdn", false, true, false},
+		{"abuse", false, true, false},
+		{"badagent", false, true, false},
+		{"dnserr", false, false, true},
+		{"911", false, false, true},
+		{"something else", false, false, false},
 	} {
 		t.Run(tc.reply, func(t *testing.T) {
 			var reply atomic.Value
@@ -68,22 +70,93 @@ func TestDynDNS2Replies(t *testing.T) {
 			if err := p.Provision(caddy.Context{}); err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { p.Cleanup() })
 			ctx := context.Background()
 			_, err := p.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9"))
 			if (err == nil) != tc.ok || errors.Is(err, ErrStopped) != tc.stopped {
 				t.Fatalf("reply %q: err %v", tc.reply, err)
 			}
 			// again: a stop sends nothing more; nochg is never repeated;
-			// good and temporary failures are tried again
-			p.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9"))
+			// 911 and dnserr wait 30 minutes; good and other failures are
+			// tried again
+			_, err = p.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9"))
 			want := int32(2)
-			if tc.stopped || strings.HasPrefix(tc.reply, "nochg") {
+			if tc.stopped || tc.paused || strings.HasPrefix(tc.reply, "nochg") {
 				want = 1
+			}
+			if tc.paused && (err == nil || !strings.Contains(err.Error(), "not asking it again before")) {
+				t.Errorf("reply %q, then: %v", tc.reply, err)
 			}
 			if got := requests.Load(); got != want {
 				t.Errorf("reply %q: %d requests after two updates, want %d", tc.reply, got, want)
 			}
 		})
+	}
+}
+
+// A reload that keeps the provider's settings keeps what the service said:
+// a badauth is not sent again, nor a nochg; new settings start afresh.
+func TestUpdateServiceOutlivesAReload(t *testing.T) {
+	var reply atomic.Value
+	reply.Store("badauth")
+	var requests atomic.Int32
+	url := fakeUpdateServer(t, &reply, &requests, func(*http.Request) {})
+	provision := func(password string) *DynDNS2 {
+		p := &DynDNS2{Server: url, Username: "u", Password: password}
+		if err := p.Provision(caddy.Context{}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx := context.Background()
+	old := provision("p")
+	if _, err := old.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("badauth: %v", err)
+	}
+	reloaded := provision("p") // the new config is provisioned before the old one is cleaned up
+	old.Cleanup()
+	if _, err := reloaded.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); !errors.Is(err, ErrStopped) || requests.Load() != 1 {
+		t.Fatalf("after a reload with the same settings: %v, %d requests (want the stop, 1 request)", err, requests.Load())
+	}
+	reloaded.Cleanup()
+	reply.Store("good 203.0.113.9")
+	fixed := provision("p2")
+	defer fixed.Cleanup()
+	if _, err := fixed.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); err != nil || requests.Load() != 2 {
+		t.Fatalf("with a new password: %v, %d requests", err, requests.Load())
+	}
+}
+
+// An HTTP 429 or 503 with Retry-After pauses the service that long.
+func TestUpdateServiceRetryAfter(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Retry-After", "600")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	p := &DuckDNS{Server: srv.URL, Token: "a-duck-token-0123456789"}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Cleanup()
+	ctx := context.Background()
+	for range 3 {
+		p.SetRecords(ctx, "duckdns.org.", addr("home", "203.0.113.9"))
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests after a 429 with Retry-After 600, want 1", n)
+	}
+	for in, want := range map[string]time.Duration{"": 0, "x": 0, "0": time.Minute, "120": 2 * time.Minute, "999999": 24 * time.Hour,
+		time.Now().Add(time.Hour).UTC().Format(http.TimeFormat): time.Hour} {
+		h := http.Header{}
+		if in != "" {
+			h.Set("Retry-After", in)
+		}
+		if got := retryAfter(h); got.Round(time.Minute) != want {
+			t.Errorf("Retry-After %q: %v, want %v", in, got, want)
+		}
 	}
 }
 

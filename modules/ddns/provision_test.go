@@ -45,6 +45,12 @@ func TestProvisionErrors(t *testing.T) {
 		{"bad version", func(a *App) { a.Versions = []string{"ipv5"} }, "not ipv4 or ipv6"},
 		{"no domains", func(a *App) { a.Domains = nil }, "no domains"},
 		{"empty zone", func(a *App) { a.Domains = map[string][]string{"example.net": nil} }, "lists no names"},
+		{"a full name without its final dot", func(a *App) { a.Domains = map[string][]string{"example.net": {"home.example.net"}} },
+			"home.example.net under zone example.net would be home.example.net.example.net; write the part before the zone (home), or the full name with a final dot (home.example.net.), or @ for the zone itself"},
+		{"one http service twice", func(a *App) {
+			a.IPSources = []IPSource{{Source: "http", URL: "https://ip.example/"}, {Source: "static", IP: "203.0.113.1"}, {Source: "http", URL: "https://ip.example/"}}
+		}, "ip_sources 1 and 3 are the same http service"},
+		{"the zone's name without its final dot", func(a *App) { a.Domains = map[string][]string{"Example.net.": {"example.NET"}} }, "or @ for the zone itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := base()
@@ -115,5 +121,18 @@ func TestReadBackThatNeverEnds(t *testing.T) {
 		if st := a.status(); len(st.Records) != 1 || !strings.Contains(st.Records[0].LastError, want) {
 			t.Errorf("read-back %d: %+v, want last_error with %q", i+1, st.Records, want)
 		}
+	}
+}
+
+// POST /hearth/ddns/check can find the app just as a reload stops it: the
+// check is refused at once instead of waiting for a loop that has ended
+// (Caddy's admin API sets no timeout of its own).
+func TestCheckNowOfAStoppedApp(t *testing.T) {
+	a := &App{done: make(chan struct{}), kick: make(chan chan struct{})}
+	close(a.done)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.CheckNow(ctx); !errors.Is(err, errStopped) {
+		t.Fatalf("CheckNow of a stopped app: %v, want errStopped", err)
 	}
 }

@@ -64,6 +64,9 @@ func (s IPSource) check() error {
 			if u, err := url.Parse(s.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 				return fmt.Errorf("upnp %q is not the http URL of a gateway's device description, like http://192.168.1.1:5000/rootDesc.xml", s.URL)
 			}
+			if _, err := descriptionURL(s.URL); err != nil {
+				return err
+			}
 		}
 	default:
 		return fmt.Errorf("unknown ip_source %q; use static, command, http, interface or upnp", s.Source)
@@ -77,10 +80,20 @@ var errCarrierNAT = errors.New("this connection is behind carrier NAT (a 100.64.
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 // notRoutable are special-purpose ranges netip's predicates let through:
-// "this network", reserved and broadcast, benchmarking, NAT64's well-known
-// prefix (an IPv4 address in disguise).
+// "this network", reserved and broadcast, benchmarking, IETF protocol
+// assignments (192.0.0.2 is the WAN address a DS-Lite router reports),
+// the retired 6to4 relay anycast, IPv4-compatible and IPv4-translated
+// IPv6, NAT64's well-known and local prefixes (IPv4 addresses in
+// disguise), discard-only, and the retired site-local IPv6 range.
 var notRoutable = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("240.0.0.0/4"),
-	netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("64:ff9b::/96")}
+	netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("192.88.99.0/24"),
+	netip.MustParsePrefix("::/96"), netip.MustParsePrefix("::ffff:0:0:0/96"),
+	netip.MustParsePrefix("64:ff9b::/96"), netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("100::/64"), netip.MustParsePrefix("fec0::/10")}
+
+// sixToFour is 6to4's prefix: such an address carries the IPv4 address it
+// is reached through, which must be public itself.
+var sixToFour = netip.MustParsePrefix("2002::/16")
 
 // publicIP rejects addresses the internet cannot reach. An IPv4 address
 // written as IPv6 (::ffff:a.b.c.d) is judged as the IPv4 address it is.
@@ -98,6 +111,12 @@ func publicIP(ip netip.Addr) error {
 	for _, p := range notRoutable {
 		if p.Contains(ip) {
 			return fmt.Errorf("%s is not a public address (%s is reserved)", ip, p)
+		}
+	}
+	if sixToFour.Contains(ip) {
+		b := ip.As16()
+		if err := publicIP(netip.AddrFrom4([4]byte(b[2:6]))); err != nil {
+			return fmt.Errorf("%s is not a public address (6to4 through %s: %w)", ip, netip.AddrFrom4([4]byte(b[2:6])), err)
 		}
 	}
 	return nil
@@ -160,7 +179,10 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 		}
 		return ip, nil
 	}
-	if httpSources > 1 && len(httpVotes) > 0 {
+	switch {
+	case httpSources > 1 && len(httpVotes) == 1:
+		errs = append(errs, fmt.Errorf("only one of the %d http sources answered with an address; with several, two must agree (list one http source to trust it alone)", httpSources))
+	case httpSources > 1 && len(httpVotes) > 1:
 		errs = append(errs, errors.New("the http sources do not agree"))
 	}
 	return netip.Addr{}, fmt.Errorf("no public %s address: %w", version, errors.Join(errs...))
@@ -210,7 +232,11 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 		}
 		resp, err := ipEchoClient.Do(req) // the app redacts a token in the URL
 		if err != nil {
-			return nil, err
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				uerr.URL = s.URL // Go puts a refused redirect's Location here, as the service sent it
+			}
+			return nil, errors.New(truncate(err.Error(), maxSourceError))
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, sourceOutputLimit+1))
@@ -262,20 +288,34 @@ func commandEnv(environ []string) []string {
 	return out
 }
 
+// maxSourceError bounds the text of a source's error: it is logged at
+// every check and kept in each record's status, and a hostile echo
+// service chooses what Go quotes of its answer (a redirect's Location).
+const maxSourceError = 512
+
 // ipEchoClient fetches an http source. It follows a redirect only on the
-// source's own host (http to https, another path): an echo service that
-// sends Caddy elsewhere, to its own admin API on loopback say, is refused
-// instead of having the reply's first bytes quoted in an error.
+// source's own host and port (or to https on 443 from http): an echo
+// service that sends Caddy elsewhere, to its own admin API or an app on
+// loopback say, is refused instead of having the reply's first bytes
+// quoted in an error. A response's header is bounded like its body.
 var ipEchoClient = &http.Client{
+	Transport: func() http.RoundTripper {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxResponseHeaderBytes = 64 << 10
+		return t
+	}(),
 	CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 5 {
+		from := via[len(via)-1].URL
+		to := truncate(req.URL.Redacted(), 200)
+		switch {
+		case len(via) >= 5:
 			return errors.New("more than 5 redirects")
-		}
-		if !strings.EqualFold(req.URL.Hostname(), via[0].URL.Hostname()) {
-			return fmt.Errorf("redirected to another host (%s), which is not followed: give that service's URL instead", req.URL.Redacted())
-		}
-		if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
-			return fmt.Errorf("redirected from https to %s, which is not followed: anyone on the way could answer that", req.URL.Redacted())
+		case !strings.EqualFold(req.URL.Hostname(), via[0].URL.Hostname()):
+			return fmt.Errorf("redirected to another host (%s), which is not followed: give that service's URL instead", to)
+		case from.Scheme == "https" && req.URL.Scheme != "https":
+			return fmt.Errorf("redirected from https to %s, which is not followed: anyone on the way could answer that", to)
+		case portOf(req.URL) != portOf(from) && !(from.Scheme == "http" && req.URL.Scheme == "https" && portOf(req.URL) == "443"):
+			return fmt.Errorf("redirected to another port (%s), which is not followed: give that service's URL instead", to)
 		}
 		return nil
 	},

@@ -125,7 +125,7 @@ func (u upnpClient) externalIPs(ctx context.Context, location string) ([]netip.A
 		}
 	} else {
 		var err error
-		if loc, err = pinHost(ctx, location); err != nil {
+		if loc, err = descriptionURL(location); err != nil {
 			return nil, err
 		}
 	}
@@ -200,12 +200,11 @@ func (b *boundedErrors) join() error {
 	return errors.Join(errs...)
 }
 
-// pinHost parses a configured description URL. A host name is resolved
-// once, here, and the URL rewritten to the address it had: each request
-// would otherwise resolve it again, and a device answering for the name
-// (router.local over mDNS, a rebinding DNS answer) could send the next
-// request (the control POST) to any address.
-func pinHost(ctx context.Context, location string) (*url.URL, error) {
+// descriptionURL parses a configured description URL. Over http the
+// router must be named by its address: a name can be answered for by any
+// device on the network (router.local over mDNS, a rebinding DNS answer),
+// which would then choose the "public" address the records get.
+func descriptionURL(location string) (*url.URL, error) {
 	loc, err := url.Parse(location)
 	if err != nil {
 		return nil, err
@@ -213,27 +212,10 @@ func pinHost(ctx context.Context, location string) (*url.URL, error) {
 	if loc.Scheme != "http" && loc.Scheme != "https" || loc.Host == "" {
 		return nil, fmt.Errorf("upnp %s is not the http URL of a gateway's device description", loc.Redacted())
 	}
-	if _, err := netip.ParseAddr(loc.Hostname()); err == nil || loc.Scheme == "https" {
-		return loc, nil // an address already; or a name the certificate is checked against
+	if _, err := netip.ParseAddr(loc.Hostname()); err != nil && loc.Scheme == "http" {
+		return nil, fmt.Errorf("upnp %s names the router %s over plain http, which any device on the network could answer for: give its address, like http://192.168.1.1:5000/rootDesc.xml", loc.Redacted(), loc.Hostname())
 	}
-	ctx, cancel := context.WithTimeout(ctx, upnpStepTimeout)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, loc.Hostname())
-	if err != nil || len(addrs) == 0 {
-		return nil, fmt.Errorf("the router's name %s did not resolve (%v): give its address, like http://192.168.1.1:5000/rootDesc.xml", loc.Hostname(), err)
-	}
-	// routers serve UPnP over IPv4: an IPv4 address first; an IPv6 one
-	// keeps its zone (a link-local fe80:: needs it)
-	pick := addrs[0]
-	for _, a := range addrs {
-		if a.IP.To4() != nil {
-			pick = a
-			break
-		}
-	}
-	pinned := *loc
-	pinned.Host = net.JoinHostPort(pick.String(), portOf(loc))
-	return &pinned, nil
+	return loc, nil // an address; or, over https, a name the certificate is checked against
 }
 
 // portOf is a URL's port, or its scheme's default.

@@ -373,27 +373,26 @@ func TestUPnPPaddedControlURL(t *testing.T) {
 
 // A configured description URL with a host name is resolved once: every
 // request goes to that address.
-func TestPinHost(t *testing.T) {
-	ctx := context.Background()
-	for in, want := range map[string]string{
-		"http://192.168.1.1:5000/rootDesc.xml": "http://192.168.1.1:5000/rootDesc.xml",
-		"http://192.168.1.1/rootDesc.xml":      "http://192.168.1.1/rootDesc.xml",
-		"https://router.example/desc.xml":      "https://router.example/desc.xml", // the certificate names it
-	} {
-		if got, err := pinHost(ctx, in); err != nil || got.String() != want {
-			t.Errorf("pinHost(%s) = %v, %v; want %s", in, got, err, want)
+func TestDescriptionURL(t *testing.T) {
+	for _, in := range []string{"http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.1/rootDesc.xml", "http://[fe80::1%25eth0]:5000/d.xml",
+		"https://router.example/desc.xml"} { // the certificate names it
+		if got, err := descriptionURL(in); err != nil || got.String() != in {
+			t.Errorf("descriptionURL(%s) = %v, %v; want it as it is", in, got, err)
 		}
 	}
-	got, err := pinHost(ctx, "http://localhost:5000/rootDesc.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Host != "127.0.0.1:5000" || got.Path != "/rootDesc.xml" { // IPv4 first: routers serve UPnP there
-		t.Errorf("localhost pinned as %s", got)
+	// a name over http: any device that answers mDNS for router.local
+	// would choose the address the records get
+	for _, in := range []string{"http://router.local:5000/rootDesc.xml", "http://localhost:5000/rootDesc.xml"} {
+		if _, err := descriptionURL(in); err == nil || !strings.Contains(err.Error(), "give its address, like http://192.168.1.1:5000/rootDesc.xml") {
+			t.Errorf("descriptionURL(%s): %v", in, err)
+		}
+		if err := (IPSource{Source: "upnp", URL: in}).check(); err == nil {
+			t.Errorf("ip_source upnp %s passed the config's check", in)
+		}
 	}
 	for _, bad := range []string{"ftp://192.168.1.1/d.xml", "/rootDesc.xml", "http://[::1/d.xml"} {
-		if _, err := pinHost(ctx, bad); err == nil {
-			t.Errorf("pinHost(%s) took it", bad)
+		if _, err := descriptionURL(bad); err == nil {
+			t.Errorf("descriptionURL(%s) took it", bad)
 		}
 	}
 }
@@ -464,6 +463,9 @@ func TestHTTPSourceRedirects(t *testing.T) {
 	other := serveOn(t, "127.0.0.2", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "198.51.100.66")
 	})
+	samePort := serveOn(t, "127.0.0.1", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "198.51.100.67")
+	})
 	echo := serveOn(t, "127.0.0.1", func(_ *hostServer, w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/elsewhere":
@@ -471,6 +473,16 @@ func TestHTTPSourceRedirects(t *testing.T) {
 		case "/moved":
 			http.Redirect(w, r, "/ip", http.StatusMovedPermanently)
 		case "/ip":
+			fmt.Fprint(w, "203.0.113.44\n")
+		case "/port":
+			http.Redirect(w, r, samePort.URL+"/", http.StatusFound)
+		case "/huge-elsewhere":
+			http.Redirect(w, r, other.URL+"/"+strings.Repeat("a", 60<<10), http.StatusFound)
+		case "/unparsable":
+			w.Header()["Location"] = []string{"http://[::1" + strings.Repeat("a", 60<<10)}
+			w.WriteHeader(http.StatusFound)
+		case "/big-header":
+			w.Header().Set("X-Padding", strings.Repeat("a", 1<<20))
 			fmt.Fprint(w, "203.0.113.44\n")
 		}
 	})
@@ -485,6 +497,28 @@ func TestHTTPSourceRedirects(t *testing.T) {
 	}
 	if n := other.hits.Load(); n != 0 {
 		t.Errorf("the other host was sent %d requests", n)
+	}
+	// the same host on another port (an app, the admin API) is elsewhere too
+	app.IPSources = []IPSource{{Source: "http", URL: echo.URL + "/port"}}
+	if ip, err := app.detect(ctx, "ipv4"); err == nil || !strings.Contains(err.Error(), "redirected to another port") {
+		t.Fatalf("a redirect to another port: %v %v", ip, err)
+	}
+	if n := samePort.hits.Load(); n != 0 {
+		t.Errorf("the other port was sent %d requests", n)
+	}
+	// a hostile service's Location is not quoted whole: every check logs
+	// the error and each record keeps it
+	for _, path := range []string{"/huge-elsewhere", "/unparsable"} {
+		app.IPSources = []IPSource{{Source: "http", URL: echo.URL + path}}
+		_, err := app.detect(ctx, "ipv4")
+		if err == nil || len(err.Error()) > 1024 {
+			t.Errorf("a 60 KiB Location (%s): an error of %d bytes", path, len(fmt.Sprint(err)))
+		}
+	}
+	// a header larger than any echo service needs
+	app.IPSources = []IPSource{{Source: "http", URL: echo.URL + "/big-header"}}
+	if _, err := app.detect(ctx, "ipv4"); err == nil || len(err.Error()) > 1024 {
+		t.Errorf("a 1 MiB header: %v", err)
 	}
 }
 
