@@ -328,6 +328,11 @@ func (a *App) CheckNow(ctx context.Context) error {
 	}
 }
 
+// sharedLockWait bounds the wait for another instance's lock on a record
+// in Caddy's storage; past it, the update goes out anyway, with its own
+// time left.
+var sharedLockWait = 10 * time.Second
+
 // errStopped answers a check asked of an app that has stopped (the
 // admin API found it just before a config reload or stop).
 var errStopped = errors.New("the ddns app stopped (a config was loaded or Caddy is stopping); ask again")
@@ -451,9 +456,11 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 		a.logger.Info("dry_run: would update the record", fields...)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	lockCtx, cancelLock := context.WithTimeout(ctx, sharedLockWait)
+	written, done, err := a.sharedWrite(lockCtx, zone, name, version, ip, readAt)
+	cancelLock()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // the update's own time, whatever the lock took
 	defer cancel()
-	written, done, err := a.sharedWrite(ctx, zone, name, version, ip, readAt)
 	if err != nil {
 		a.logger.Warn("coordinating the update through Caddy's storage; updating anyway", append(fields, zap.Error(err))...)
 	}

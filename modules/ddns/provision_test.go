@@ -3,11 +3,13 @@ package ddns
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 	"go.uber.org/zap"
 )
@@ -134,5 +136,38 @@ func TestCheckNowOfAStoppedApp(t *testing.T) {
 	defer cancel()
 	if err := a.CheckNow(ctx); !errors.Is(err, errStopped) {
 		t.Fatalf("CheckNow of a stopped app: %v, want errStopped", err)
+	}
+}
+
+// stuckLock is Caddy's storage with another instance holding every lock.
+type stuckLock struct{ certmagic.Storage }
+
+func (stuckLock) Lock(ctx context.Context, _ string) error     { <-ctx.Done(); return ctx.Err() }
+func (stuckLock) Unlock(context.Context, string) error         { return nil }
+func (stuckLock) Store(context.Context, string, []byte) error  { return nil }
+func (stuckLock) Load(context.Context, string) ([]byte, error) { return nil, errors.New("none") }
+
+// countingSetter records the updates it is asked for.
+type countingSetter struct{ calls int }
+
+func (s *countingSetter) SetRecords(ctx context.Context, _ string, recs []libdns.Record) ([]libdns.Record, error) {
+	s.calls++
+	return recs, ctx.Err()
+}
+
+// A lock in Caddy's storage that does not come in time is given up, and
+// the update still goes out with its own time (the wait for the lock used
+// to take all of it, and the update "anyway" then failed at once).
+func TestUpdateAfterALockThatNeverComes(t *testing.T) {
+	defer func(wait time.Duration) { sharedLockWait = wait }(sharedLockWait)
+	sharedLockWait = 50 * time.Millisecond
+	setter := &countingSetter{}
+	a := &App{Domains: map[string][]string{"example.net": {"home"}}, storage: stuckLock{}, setter: setter,
+		state: &state{records: map[string]*recordState{}}, redact: newRedactor(nil, nil), logger: zap.NewNop()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := a.update(ctx, "example.net", "home", "ipv4", netip.MustParseAddr("203.0.113.5"), time.Now(), time.Time{})
+	if err != nil || setter.calls != 1 {
+		t.Fatalf("update after a lock that never came: %v, %d updates sent", err, setter.calls)
 	}
 }
