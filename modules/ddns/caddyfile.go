@@ -121,7 +121,10 @@ func parseSource(d *caddyfile.Dispenser) (IPSource, error) {
 		}
 		src.Timeout, args = caddy.Duration(dur), args[:n-2]
 	}
-	if src.Source != "command" && len(args) > 1 {
+	switch {
+	case src.Source == "upnp" && len(args) > 1:
+		return src, d.Errf("ip_source upnp takes at most one argument (the router's description URL), not %d (%s); a timeout is written `timeout 5s` at the end", len(args), (*redactor)(nil).text(strings.Join(args, " ")))
+	case (src.Source == "static" || src.Source == "http" || src.Source == "interface") && len(args) > 1:
 		return src, d.Errf("ip_source %s takes one argument, not %d (%s); a timeout is written `timeout 5s` at the end", src.Source, len(args), (*redactor)(nil).text(strings.Join(args, " ")))
 	}
 	switch src.Source {

@@ -85,6 +85,7 @@ type App struct {
 	getter      libdns.RecordGetter
 	redact      *redactor // removes credentials from what is logged and recorded
 	state       *state
+	holdsMemory bool // Provision took the state from memories: Cleanup gives it back
 	logger      *zap.Logger
 	cancel      context.CancelFunc
 	done        chan struct{}
@@ -177,7 +178,7 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.state = val.(*state)
+	a.state, a.holdsMemory = val.(*state), true
 	a.storage = ctx.Storage()
 	return a.setUpDNSChallenge(ctx, mod, providerJSON)
 }
@@ -265,8 +266,14 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases the remembered state.
+// Cleanup releases the remembered state, if Provision got as far as
+// taking it (Caddy cleans up a config whose Provision failed too: a
+// refused reload must not release the running config's hold).
 func (a *App) Cleanup() error {
+	if !a.holdsMemory {
+		return nil
+	}
+	a.holdsMemory = false
 	_, err := memories.Delete("ddns")
 	return err
 }

@@ -36,58 +36,69 @@ var ErrStopped = errors.New("updates stopped until the config changes")
 
 // updateService is what the dyndns2 and duckdns providers share: one HTTP
 // GET per record, remembered answers, a stop after fatal replies and a
-// pause when the service asks for one. It is kept across config reloads
-// (useUpdateService) for as long as the provider's settings stay.
+// pause when the service asks for one. A stop is the provider's of one
+// config (any reload tries again: the user may have fixed the account on
+// the service's site); what the service answered and a pause it asked for
+// are kept across reloads for as long as the provider's settings stay
+// (serviceMemory).
 type updateService struct {
+	mu      sync.Mutex
+	stopped error // a fatal reply: no more requests
+	memory  *serviceMemory
+}
+
+// serviceMemory is what an update service said, kept across reloads.
+type serviceMemory struct {
 	mu         sync.Mutex
-	stopped    error             // a fatal reply: no more requests
 	nochg      map[string]string // host and family (nochgKey) → IP the service said was already set
 	pausedTill time.Time         // no request before this time
 	pausedFor  error             // why
 }
+
+// Destruct lets the memory go with the last config that used it.
+func (*serviceMemory) Destruct() error { return nil }
 
 // do runs the request unless the service is stopped, paused, or already
 // holds ip for host (a repeated nochg counts as abuse to dyndns2). A
 // request that fails with a waitError pauses the service.
 func (s *updateService) do(ctx context.Context, host, ip string, req func(context.Context) error) error {
 	s.mu.Lock()
-	if s.stopped != nil {
-		err := s.stopped
-		s.mu.Unlock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped != nil {
+		return stopped
+	}
+	m := s.memory
+	m.mu.Lock()
+	if left := time.Until(m.pausedTill); left > 0 {
+		err := fmt.Errorf("%w; not asking it again for another %s", m.pausedFor, left.Round(time.Second))
+		m.mu.Unlock()
 		return err
 	}
-	if now := time.Now(); now.Before(s.pausedTill) {
-		err := fmt.Errorf("%w; not asking it again before %s", s.pausedFor, s.pausedTill.Format(time.TimeOnly))
-		s.mu.Unlock()
-		return err
-	}
-	if s.nochg[nochgKey(host, ip)] == ip {
-		s.mu.Unlock()
+	if m.nochg[nochgKey(host, ip)] == ip {
+		m.mu.Unlock()
 		return nil
 	}
-	s.mu.Unlock()
+	m.mu.Unlock()
 	err := req(ctx)
 	var wait *waitError
 	if errors.As(err, &wait) {
-		s.mu.Lock()
-		s.pausedTill, s.pausedFor = time.Now().Add(wait.after), wait.err
-		s.mu.Unlock()
+		m.mu.Lock()
+		m.pausedTill, m.pausedFor = time.Now().Add(wait.after), wait.err
+		m.mu.Unlock()
 	}
 	return err
 }
 
-// Destruct lets the service's state go with the last config that used it.
-func (s *updateService) Destruct() error { return nil }
+// serviceMemories holds the memories of the loaded configs' update
+// services, by provider and settings: a reload that keeps them sends
+// neither a repeated nochg (dyndns2 takes that for abuse) nor a request
+// the service asked to wait for.
+var serviceMemories = caddy.NewUsagePool()
 
-// updateServices holds the update services of the loaded configs, by
-// provider and settings: a reload that keeps them keeps what the service
-// said (a badauth, the nochg answers, a request to wait), and sends
-// neither a refused request again nor a repeated nochg (dyndns2 takes that
-// for abuse).
-var updateServices = caddy.NewUsagePool()
-
-// useUpdateService returns the update service of provider with these
-// settings, and the key to release it under (releaseUpdateService).
+// useUpdateService returns an update service for provider with these
+// settings, with their memory, and the key to release that under
+// (releaseUpdateService).
 func useUpdateService(provider string, settings ...string) (*updateService, string) {
 	h := sha256.New()
 	for _, v := range append([]string{provider}, settings...) {
@@ -95,14 +106,14 @@ func useUpdateService(provider string, settings ...string) (*updateService, stri
 		h.Write([]byte{0})
 	}
 	key := hex.EncodeToString(h.Sum(nil))
-	v, _, _ := updateServices.LoadOrNew(key, func() (caddy.Destructor, error) { return new(updateService), nil })
-	return v.(*updateService), key
+	v, _, _ := serviceMemories.LoadOrNew(key, func() (caddy.Destructor, error) { return new(serviceMemory), nil })
+	return &updateService{memory: v.(*serviceMemory)}, key
 }
 
-// releaseUpdateService drops a provider's hold on its update service.
+// releaseUpdateService drops a provider's hold on its service's memory.
 func releaseUpdateService(key string) {
 	if key != "" {
-		_, _ = updateServices.Delete(key)
+		_, _ = serviceMemories.Delete(key)
 	}
 }
 
@@ -121,7 +132,7 @@ func (e *waitError) Unwrap() error { return e.err }
 const serviceTroubleWait = 30 * time.Minute
 
 // retryAfter reads a Retry-After header (seconds, or an HTTP date),
-// bounded to [1 minute, 24 hours]; 0 when it has none.
+// bounded to [1 minute, maxServiceWait]; 0 when it has none.
 func retryAfter(h http.Header) time.Duration {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -129,14 +140,18 @@ func retryAfter(h http.Header) time.Duration {
 	}
 	var d time.Duration
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		d = time.Duration(min(max(secs, 0), 86400)) * time.Second
+		d = time.Duration(min(max(secs, 0), int64(maxServiceWait/time.Second))) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = time.Until(t)
 	} else {
 		return 0
 	}
-	return min(max(d, time.Minute), 24*time.Hour)
+	return min(max(d, time.Minute), maxServiceWait)
 }
+
+// maxServiceWait bounds a pause a service asks for: a buggy Retry-After
+// must not stop the updates for a day.
+const maxServiceWait = 2 * time.Hour
 
 func (s *updateService) stop(err error) error {
 	s.mu.Lock()
@@ -146,12 +161,13 @@ func (s *updateService) stop(err error) error {
 }
 
 func (s *updateService) noChange(host, ip string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.nochg == nil {
-		s.nochg = map[string]string{}
+	m := s.memory
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.nochg == nil {
+		m.nochg = map[string]string{}
 	}
-	s.nochg[nochgKey(host, ip)] = ip
+	m.nochg[nochgKey(host, ip)] = ip
 }
 
 // nochgKey is what a nochg is remembered under: the host and the address
@@ -166,9 +182,10 @@ func nochgKey(host, ip string) string {
 // changed forgets the nochg of host: its address changed since, and the
 // next update to that old address must go out (X, then Y, then X again).
 func (s *updateService) changed(host, ip string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.nochg, nochgKey(host, ip))
+	m := s.memory
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.nochg, nochgKey(host, ip))
 }
 
 // checkServer refuses an update service's URL that would send the
@@ -216,7 +233,7 @@ func get(ctx context.Context, u string, user, pass string) (string, error) {
 			// challenge's errors (duckdns's token is in the URL) as they are
 			uerr.URL = withoutCredentials(u)
 		}
-		return "", err
+		return "", errors.New(truncate(err.Error(), maxSourceError)) // an unparsable Location is quoted whole
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))

@@ -3,6 +3,7 @@ package ddns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -84,7 +85,7 @@ func TestDynDNS2Replies(t *testing.T) {
 			if tc.stopped || tc.paused || strings.HasPrefix(tc.reply, "nochg") {
 				want = 1
 			}
-			if tc.paused && (err == nil || !strings.Contains(err.Error(), "not asking it again before")) {
+			if tc.paused && (err == nil || !strings.Contains(err.Error(), "not asking it again for another")) {
 				t.Errorf("reply %q, then: %v", tc.reply, err)
 			}
 			if got := requests.Load(); got != want {
@@ -94,11 +95,13 @@ func TestDynDNS2Replies(t *testing.T) {
 	}
 }
 
-// A reload that keeps the provider's settings keeps what the service said:
-// a badauth is not sent again, nor a nochg; new settings start afresh.
-func TestUpdateServiceOutlivesAReload(t *testing.T) {
+// A reload that keeps the provider's settings keeps what the service
+// said: a nochg is not sent again (dyndns2 takes that for abuse). A stop
+// is the config's: a reload asks again (the account may have been fixed
+// on the service's site, or the names changed).
+func TestUpdateServiceAcrossAReload(t *testing.T) {
 	var reply atomic.Value
-	reply.Store("badauth")
+	reply.Store("nochg 203.0.113.9")
 	var requests atomic.Int32
 	url := fakeUpdateServer(t, &reply, &requests, func(*http.Request) {})
 	provision := func(password string) *DynDNS2 {
@@ -110,20 +113,24 @@ func TestUpdateServiceOutlivesAReload(t *testing.T) {
 	}
 	ctx := context.Background()
 	old := provision("p")
-	if _, err := old.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); !errors.Is(err, ErrStopped) {
-		t.Fatalf("badauth: %v", err)
+	if _, err := old.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); err != nil {
+		t.Fatalf("nochg: %v", err)
 	}
 	reloaded := provision("p") // the new config is provisioned before the old one is cleaned up
 	old.Cleanup()
-	if _, err := reloaded.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); !errors.Is(err, ErrStopped) || requests.Load() != 1 {
-		t.Fatalf("after a reload with the same settings: %v, %d requests (want the stop, 1 request)", err, requests.Load())
+	if _, err := reloaded.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); err != nil || requests.Load() != 1 {
+		t.Fatalf("after a reload with the same settings: %v, %d requests (want the nochg remembered, 1 request)", err, requests.Load())
 	}
+	reply.Store("badauth")
+	if _, err := reloaded.SetRecords(ctx, "example.net.", addr("home", "203.0.113.10")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("badauth: %v", err)
+	}
+	again := provision("p")
 	reloaded.Cleanup()
-	reply.Store("good 203.0.113.9")
-	fixed := provision("p2")
-	defer fixed.Cleanup()
-	if _, err := fixed.SetRecords(ctx, "example.net.", addr("home", "203.0.113.9")); err != nil || requests.Load() != 2 {
-		t.Fatalf("with a new password: %v, %d requests", err, requests.Load())
+	defer again.Cleanup()
+	reply.Store("good 203.0.113.10")
+	if _, err := again.SetRecords(ctx, "example.net.", addr("home", "203.0.113.10")); err != nil || requests.Load() != 3 {
+		t.Fatalf("a reload after badauth: %v, %d requests (want it asked again: 3)", err, requests.Load())
 	}
 }
 
@@ -148,7 +155,7 @@ func TestUpdateServiceRetryAfter(t *testing.T) {
 	if n := requests.Load(); n != 1 {
 		t.Errorf("%d requests after a 429 with Retry-After 600, want 1", n)
 	}
-	for in, want := range map[string]time.Duration{"": 0, "x": 0, "0": time.Minute, "120": 2 * time.Minute, "999999": 24 * time.Hour,
+	for in, want := range map[string]time.Duration{"": 0, "x": 0, "0": time.Minute, "120": 2 * time.Minute, "999999": maxServiceWait,
 		time.Now().Add(time.Hour).UTC().Format(http.TimeFormat): time.Hour} {
 		h := http.Header{}
 		if in != "" {
@@ -174,6 +181,7 @@ func TestDuckDNS(t *testing.T) {
 	if err := p.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Cleanup() })
 	ctx := context.Background()
 	if _, err := p.SetRecords(ctx, "duckdns.org", addr("myhome", "203.0.113.9")); err != nil {
 		t.Fatalf("OK: %v", err)
@@ -205,6 +213,7 @@ func TestDuckDNSTXT(t *testing.T) {
 	if err := p.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Cleanup() })
 	var _ certmagic.DNSProvider = p // what Caddy asks of a DNS-01 provider
 	challenge := []libdns.Record{libdns.TXT{Name: "_acme-challenge.home", Text: "key-authorization-digest"}}
 	if done, err := p.AppendRecords(context.Background(), "duckdns.org.", challenge); err != nil || len(done) != 1 {
@@ -255,8 +264,11 @@ func TestDynDNS2FollowsNoRedirect(t *testing.T) {
 	t.Cleanup(other.Close)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		to := other.URL + r.URL.RequestURI()
-		if r.URL.Query().Get("hostname") == "long.example.net" { // a Location of 60 KB
+		switch r.URL.Query().Get("hostname") {
+		case "long.example.net": // a Location of 60 KB
 			to = "http://" + strings.Repeat("a", 60000) + ".example/"
+		case "unparsable.example.net": // Go quotes it twice in its error
+			to = "http://[::1" + strings.Repeat("a", 60000)
 		}
 		http.Redirect(w, r, to, http.StatusTemporaryRedirect)
 	}))
@@ -265,6 +277,7 @@ func TestDynDNS2FollowsNoRedirect(t *testing.T) {
 	if err := p.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Cleanup() })
 	_, err := p.SetRecords(context.Background(), "example.net.", addr("home", "203.0.113.9"))
 	if err == nil || !strings.Contains(err.Error(), "not followed") {
 		t.Fatalf("a redirecting service: %v", err)
@@ -273,6 +286,10 @@ func TestDynDNS2FollowsNoRedirect(t *testing.T) {
 	_, err = p.SetRecords(context.Background(), "example.net.", addr("long", "203.0.113.9"))
 	if err == nil || !strings.Contains(err.Error(), "not followed") || len(err.Error()) > 1000 {
 		t.Fatalf("a redirect to a long Location: an error of %d bytes: %.300v", len(err.Error()), err)
+	}
+	_, err = p.SetRecords(context.Background(), "example.net.", addr("unparsable", "203.0.113.9"))
+	if err == nil || len(err.Error()) > 1000 {
+		t.Fatalf("a redirect to an unparsable Location: an error of %d bytes", len(fmt.Sprint(err)))
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the redirect was followed %d times (with the credentials)", n)
@@ -291,6 +308,7 @@ func TestDynDNS2AddressBack(t *testing.T) {
 	if err := p.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Cleanup() })
 	ctx := context.Background()
 	for i, step := range []struct {
 		ip, reply string
@@ -383,6 +401,7 @@ func TestUpdateErrorsWithoutCredentials(t *testing.T) {
 	if err := p.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Cleanup() })
 	challenge := []libdns.Record{libdns.TXT{Name: "_acme-challenge.home", Text: "digest"}}
 	for name, call := range map[string]func() error{
 		"append": func() error { _, err := p.AppendRecords(context.Background(), "duckdns.org.", challenge); return err },

@@ -171,3 +171,23 @@ func TestUpdateAfterALockThatNeverComes(t *testing.T) {
 		t.Fatalf("update after a lock that never came: %v, %d updates sent", err, setter.calls)
 	}
 }
+
+// Caddy cleans up a config whose Provision failed: a refused reload must
+// not release the state the running config holds.
+func TestCleanupAfterAFailedProvisionKeepsTheState(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if _, _, err := memories.LoadOrNew("ddns", func() (caddy.Destructor, error) { return &state{records: map[string]*recordState{}}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	defer memories.Delete("ddns")
+	before, _ := memories.References("ddns")
+	refused := &App{Domains: map[string][]string{"example.net": {"@"}}} // no ip_source
+	if err := refused.Provision(ctx); err == nil {
+		t.Fatal("provisioned without an ip_source")
+	}
+	refused.Cleanup()
+	if after, _ := memories.References("ddns"); after != before {
+		t.Errorf("the running config's state had %d references, %d after a refused config's cleanup", before, after)
+	}
+}

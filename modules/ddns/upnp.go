@@ -243,7 +243,7 @@ func (u upnpClient) description(ctx context.Context, loc *url.URL) (*goupnp.Root
 	}
 	resp, err := u.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("no UPnP Internet gateway answered at %s (is UPnP enabled on the router?): %w", loc.Redacted(), err)
+		return nil, fmt.Errorf("no UPnP Internet gateway answered at %s (is UPnP enabled on the router?): %s", loc.Redacted(), truncate(err.Error(), upnpErrorBytes))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -371,8 +371,8 @@ func TestUPnPPaddedControlURL(t *testing.T) {
 	}
 }
 
-// A configured description URL with a host name is resolved once: every
-// request goes to that address.
+// A configured description URL names the router by its address over
+// http; a name only over https, where the certificate vouches for it.
 func TestDescriptionURL(t *testing.T) {
 	for _, in := range []string{"http://192.168.1.1:5000/rootDesc.xml", "http://192.168.1.1/rootDesc.xml", "http://[fe80::1%25eth0]:5000/d.xml",
 		"https://router.example/desc.xml"} { // the certificate names it

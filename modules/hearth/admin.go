@@ -137,7 +137,7 @@ func poolsNamed(name string, running bool) ([]Pool, error) {
 	case len(found) == 0:
 		return nil, caddy.APIError{
 			HTTPStatus: http.StatusConflict,
-			Err:        fmt.Errorf("app %q is not running (starting, failed or stopping): GET /hearth/apps/%s shows its state and last error; once fixed, `caddy reload` starts it again", name, name),
+			Err:        fmt.Errorf("app %q is not running (starting, failed or stopping): GET /hearth/apps/%s shows its state and last error; ask again once it runs (a failed app runs again after its fix and `caddy reload`)", name, name),
 		}
 	}
 	return found, nil

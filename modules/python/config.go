@@ -282,6 +282,9 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	}}
 	s.Name = hearth.AppName(s.Name, "python", module)
 	if err := names.Check("app", s.Name, "name <name>"); err != nil { // the admin API's routes, logs and metrics go by it
+		if c.Name == "" {
+			err = fmt.Errorf("%w: it comes from the module %s; give the app one with `name <name>` in its block", err, module)
+		}
 		return nil, err
 	}
 	if err := s.applyCounts(); err != nil {
