@@ -178,9 +178,11 @@ func IsWebSocket(r *http.Request) bool {
 // refusedSegments are path segments (or suffixes) never served, in lower
 // case (paths are compared in lower case).
 var (
-	refusedSegments = []string{".env", ".envrc", ".git", ".hg", ".svn", "__debugger__", ".ds_store", "__pycache__",
-		".venv", ".ssh", ".aws", ".htpasswd"}
+	refusedSegments = []string{".env", ".envrc", ".flaskenv", ".git", ".git-credentials", ".gitconfig", ".hg", ".svn",
+		"__debugger__", ".ds_store", "__pycache__", ".venv", ".ssh", ".aws", ".htpasswd", ".pgpass", ".netrc",
+		".pypirc", ".npmrc"}
 	refusedSuffixes = []string{".sqlite3", ".sqlite", ".db", ".py", ".pyc", ".env", ".bak", ".swp", ".orig", "~",
+		".sql", ".sql.gz", // database dumps
 		// SQLite's journal, write-ahead log and shared memory beside a database
 		".sqlite3-wal", ".sqlite3-journal", ".sqlite3-shm", ".sqlite-wal", ".sqlite-journal", ".sqlite-shm",
 		".db-wal", ".db-journal", ".db-shm"}

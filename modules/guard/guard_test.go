@@ -74,6 +74,11 @@ func TestRefused(t *testing.T) {
 		"/app.db": true, "/instance/site.db": true, "/db.sqlite3-wal": true, "/db.sqlite3-journal": true, "/app.db-shm": true,
 		"/settings.py~": true, "/x.orig": true, "/.envrc": true, "/a/.venv/bin/python": true, "/.ssh/id_rsa": true,
 		"/.aws/credentials": true, "/.htpasswd": true, "/static/.htpasswd": true,
+		"/.git-credentials": true, "/.flaskenv": true, "/dump.sql": true, "/backup/db.sql.gz": true, "/.env-production": true,
+		"/.env_local": true, "/.pgpass": true, "/.netrc": true, "/.pypirc": true, "/.npmrc": true, "/.gitconfig": true,
+		"/docs/sql.html": false, "/envoy/": false,
+		// letters a case-folding file system reads as s or st
+		"/db.\u017fqlite3": true, "/.\u017f\u017fh/id_rsa": true, "/.git-credential\u017f": true, "/\ufb06atic/app.css": false,
 		"/db": false, "/dbs/x.json": false, "/~user/": false, "/venv/": false, "/docs/ssh.html": false,
 		"/.env": true, "/.ENV": true, "/.env.local": true, "/a/.git/config": true, "/db.sqlite3": true,
 		"/app/models.py": true, "/console": true, "/console/x": true, "/?__debugger__=yes": true,

@@ -1,6 +1,9 @@
 package guard
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestAppHostsMatchLikeDjango: the hosts an app allows are matched as
 // Django's validate_host matches ALLOWED_HOSTS.
@@ -38,6 +41,9 @@ func TestPageName(t *testing.T) {
 		"Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'password hunter2'\n": "KeyError",
 		"<title>caf\xc3\xa9 hunter2</title>":                                                          "",
 		"plain text":                                                                                  "",
+		// letters whose lower case has another length: the title's place in the page is its own
+		strings.Repeat("\u023a", 200) + "<title>KeyError at /</title>":                                         "KeyError",
+		strings.Repeat("\u212a", 28) + "db_password = 'hunter2-s3cret-value-xyz' <title>KeyError at /</title>": "KeyError",
 	} {
 		if got := pageName([]byte(page)); got != want {
 			t.Errorf("pageName(%q) = %q, want %q", page, got, want)

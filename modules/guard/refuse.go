@@ -91,17 +91,25 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
+// foldToASCII maps the letters that Unicode case folding (and so a
+// case-insensitive file system: ext4 casefold, SMB, exFAT) reads as ASCII
+// and strings.ToLower leaves alone: /db.ſqlite3 opens db.sqlite3 there.
+var foldToASCII = strings.NewReplacer("\u017f", "s", "\ufb05", "st", "\ufb06", "st")
+
 // refusedPath says why a (decoded) path must not reach the app, or "". It
 // does not allocate for the paths it lets through.
 func (g *Guard) refusedPath(p string, sitePaths bool) string {
 	lower := strings.ToLower(p)
+	if strings.ContainsAny(lower, "\u017f\ufb05\ufb06") { // what a case-folding file system reads as s, st
+		lower = foldToASCII.Replace(lower)
+	}
 	for _, rp := range refusedPaths {
 		if sitePaths && (lower == rp || strings.HasPrefix(lower, rp+"/")) {
 			return "a debug console path"
 		}
 	}
 	for seg := range strings.SplitSeq(lower, "/") {
-		if strings.HasPrefix(seg, ".env.") {
+		if strings.HasPrefix(seg, ".env.") || strings.HasPrefix(seg, ".env-") || strings.HasPrefix(seg, ".env_") {
 			return "a path that is never served (.env)"
 		}
 		for _, bad := range refusedSegments {

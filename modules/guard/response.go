@@ -232,6 +232,31 @@ func leak(body []byte) string {
 	return ""
 }
 
+// indexASCIIFold is the index of the ASCII word in s, in any case of its
+// letters, or -1. Unlike an index into bytes.ToLower(s), it is an index
+// into s itself: lowering other letters changes their length in bytes
+// (U+023A grows, the Kelvin sign shrinks), which would point elsewhere in
+// the page, or past its end.
+func indexASCIIFold(s []byte, word string) int {
+	for i := 0; i+len(word) <= len(s); i++ {
+		match := true
+		for j := 0; j < len(word); j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != word[j] {
+				match = false
+				break
+			}
+		}
+		if match {
+			return i
+		}
+	}
+	return -1
+}
+
 // pageName names a debug page or traceback for the log: its <title> up
 // to " at ", ":" or " //" ("RuntimeError" from "RuntimeError at /boom" or
 // "RuntimeError: … // Werkzeug Debugger", "Page not found" from Django's
@@ -239,7 +264,7 @@ func leak(body []byte) string {
 // exception's message, which may hold whatever the app was handling.
 func pageName(text []byte) string {
 	var line []byte
-	if i := bytes.Index(bytes.ToLower(text[:min(len(text), 4096)]), []byte("<title>")); i >= 0 {
+	if i := indexASCIIFold(text[:min(len(text), 4096)], "<title>"); i >= 0 {
 		line = text[i+len("<title>"):]
 	} else if i := bytes.Index(text, []byte("Traceback (most recent call last)")); i >= 0 {
 		// the first line after the traceback's own that does not start

@@ -6,11 +6,18 @@
 // trusted proxy they are a lie that app code believes.
 package proxyheaders
 
-import "strings"
+import (
+	"net/textproto"
+	"strings"
+)
 
 // Is reports whether name (in canonical form, as net/http keeps header
-// names) is a proxy header.
+// names) is a proxy header, spelled with '-' or '_' (X_Forwarded_For:
+// CGI, FastCGI and some servers read both as HTTP_X_FORWARDED_FOR).
 func Is(name string) bool {
+	if strings.Contains(name, "_") {
+		name = textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
+	}
 	return strings.HasPrefix(name, "X-Forwarded") || named[name]
 }
 
