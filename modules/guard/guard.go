@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -122,7 +123,7 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 
 // ServeHTTP guards the request and its response.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
-	defer panics.Recover(g.logger, "guarding "+r.Method+" "+r.URL.Path, &err) // a 500 for this request only
+	defer panics.RecoverRequest(g.logger, "guarding", r, &err) // a 500 for this request only
 	if err := g.Check(r); err != nil {
 		return err
 	}
@@ -135,6 +136,9 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return err
 }
 
+// refusalWarnings rate-limits the warning about refused requests.
+var refusalWarnings = logLimit{every: time.Second}
+
 // Check judges a request before anything serves it: a Host that is not
 // the site's (Hosts, or the hosts the app allows) gets 421, and a path or
 // query that is never served gets 404, as a caddyhttp.HandlerError. It
@@ -145,7 +149,10 @@ func (g *Guard) Check(r *http.Request) error {
 		return err
 	}
 	if reason := g.refused(r); reason != "" {
-		g.logger.Warn("guard refused a request", zap.String("path", r.URL.Path), zap.String("reason", reason))
+		if ok, skipped := refusalWarnings.allow(); ok { // scanners ask for /.env all day
+			g.logger.Warn("guard refused a request (at most one such line a second)", zap.String("path", r.URL.Path),
+				zap.String("reason", reason), zap.Int64("not_logged_since", skipped))
+		}
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("guard: %s", reason))
 	}
 	return nil

@@ -36,19 +36,38 @@ func (g *Guard) checkHost(r *http.Request) error {
 		fmt.Errorf("guard: Host %q is not one the app allows (%s: %s)", r.Host, app.Source, strings.Join(app.Patterns, ", ")))
 }
 
-// lastHostWarning rate-limits the warning about foreign hosts: scanners
+// hostWarnings rate-limits the warning about foreign hosts: scanners
 // send them all day, but the person who opens the site by a name the app
 // does not list needs to read why it refuses.
-var lastHostWarning atomic.Int64
+var hostWarnings = logLimit{every: time.Minute}
+
+// logLimit lets a warning through at most once per every, and counts the
+// ones it held back since.
+type logLimit struct {
+	every   time.Duration
+	last    atomic.Int64 // unix nanoseconds of the last one let through
+	skipped atomic.Int64
+}
+
+// allow reports whether a warning may be logged now, and how many were
+// held back since the last one.
+func (l *logLimit) allow() (bool, int64) {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if now-last < int64(l.every) || !l.last.CompareAndSwap(last, now) {
+		l.skipped.Add(1)
+		return false, 0
+	}
+	return true, l.skipped.Swap(0)
+}
 
 func (g *Guard) warnForeignHost(host string, app *AppHosts) {
-	now := time.Now().UnixNano()
-	last := lastHostWarning.Load()
-	if now-last < int64(time.Minute) || !lastHostWarning.CompareAndSwap(last, now) {
+	ok, skipped := hostWarnings.allow()
+	if !ok {
 		return
 	}
 	g.logger.Warn("guard answered 421 to a Host the app does not allow (at most one such line a minute)",
-		zap.String("host", host), zap.String("allowed_by", app.Source), zap.Strings("allowed", app.Patterns),
+		zap.String("host", host), zap.Int64("not_logged_since", skipped), zap.String("allowed_by", app.Source), zap.Strings("allowed", app.Patterns),
 		zap.String("fix", "if this is a name or address you open the site by, add it to "+app.Source+", or list the site's names with `guard { hosts … }`"))
 }
 

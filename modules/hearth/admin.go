@@ -61,7 +61,7 @@ func newAppsStatus() appsStatus {
 // serveRecovered is serve with a panic turned into a 500 for that request
 // (logged with its stack), never a dead Caddy.
 func (a adminAPI) serveRecovered(w http.ResponseWriter, r *http.Request) (err error) {
-	defer panics.Recover(caddy.Log().Named("admin.api.hearth"), "answering "+r.Method+" "+r.URL.Path, &err)
+	defer panics.RecoverRequest(caddy.Log().Named("admin.api.hearth"), "answering", r, &err)
 	return a.serve(w, r)
 }
 

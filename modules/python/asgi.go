@@ -78,7 +78,7 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
-	defer panics.Recover(h.logger, "serving "+r.Method+" "+r.URL.Path, &err) // a 500 for this request only
+	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
 	if guard.IsWebSocket(r) {
 		// the guard judges the opening (host, path) like any request; its
 		// answer is a protocol switch, which the guard does not wrap

@@ -138,7 +138,7 @@ func (h *WSGI) Cleanup() error {
 
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) (err error) {
-	defer panics.Recover(h.logger, "serving "+r.Method+" "+r.URL.Path, &err) // a 500 for this request only
+	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
 	if h.guard != nil {
 		return h.guard.ServeHTTP(w, r, caddyhttp.HandlerFunc(h.serve))
 	}

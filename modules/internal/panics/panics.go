@@ -40,10 +40,23 @@ func Log(logger *zap.Logger, what string, value any) {
 //
 // net/http's ErrAbortHandler goes on unchanged (see Aborted).
 func Recover(logger *zap.Logger, what string, err *error) {
-	v := recover()
-	if v == nil {
-		return
+	if v := recover(); v != nil {
+		recovered(logger, what, v, err)
 	}
+}
+
+// RecoverRequest is Recover for a request's handler: what is followed by
+// r's method and path, put together only after a panic (a deferred call's
+// arguments are evaluated on every request).
+func RecoverRequest(logger *zap.Logger, what string, r *http.Request, err *error) {
+	if v := recover(); v != nil {
+		recovered(logger, what+" "+r.Method+" "+r.URL.Path, v, err)
+	}
+}
+
+// recovered logs a recovered panic and makes it the error, unless it is
+// an abort, which goes on.
+func recovered(logger *zap.Logger, what string, v any, err *error) {
 	if Aborted(v) {
 		panic(v)
 	}

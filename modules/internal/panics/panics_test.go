@@ -3,6 +3,7 @@ package panics
 import (
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,32 @@ func TestKeep(t *testing.T) {
 	Keep(zap.NewNop(), "a stopped loop", stop, func() { runs++; panic("once") })
 	if runs != 1 {
 		t.Errorf("%d runs after stop, want 1", runs)
+	}
+}
+
+// RecoverRequest names the request a panic happened in, and recovers like
+// Recover.
+func TestRecoverRequest(t *testing.T) {
+	core, logs := observer.New(zap.ErrorLevel)
+	logger := zap.New(core)
+	r := httptest.NewRequest(http.MethodPost, "/boom", nil)
+	serve := func() (err error) {
+		defer RecoverRequest(logger, "serving", r, &err)
+		panic("oops")
+	}
+	err := serve()
+	if err == nil || !strings.Contains(err.Error(), "serving POST /boom") || !strings.Contains(err.Error(), "oops") {
+		t.Fatalf("error %v", err)
+	}
+	if n := logs.FilterMessage("recovered from a panic").Len(); n != 1 {
+		t.Errorf("%d panics logged, want 1", n)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		func() (err error) {
+			defer RecoverRequest(logger, "serving", r, &err)
+			return nil
+		}()
+	}); allocs > 0 {
+		t.Errorf("%v allocations without a panic", allocs)
 	}
 }
