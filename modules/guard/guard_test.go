@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -497,6 +498,39 @@ func TestRefusedAfterARewrite(t *testing.T) {
 		}
 		if c.wantStatus == 404 && rec.Header().Get("Content-Range") != "" {
 			t.Errorf("%s rewritten to %s: the 404 tells the file's size: %v", c.from, c.to, rec.Header())
+		}
+	}
+}
+
+// TestForwardedHostsFromATrustedProxy: behind a trusted proxy, the hosts
+// it forwards are judged like Host (an app may build its links on them);
+// from any other peer they are dropped, not judged.
+func TestForwardedHostsFromATrustedProxy(t *testing.T) {
+	g := &Guard{Hosts: []string{"example.net"}}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		trusted bool
+		header  string
+		value   string
+		ok      bool
+	}{
+		{true, "X-Forwarded-Host", "example.net", true},
+		{true, "X-Forwarded-Host", "evil.example", false},
+		{true, "X-Forwarded-Host", "example.net, evil.example", false},
+		{true, "Forwarded", `for=192.0.2.1;host="example.net";proto=https`, true},
+		{true, "Forwarded", `for=192.0.2.1;Host=evil.example`, false},
+		{true, "Forwarded", `for=192.0.2.1, for=198.51.100.2;host=evil.example`, false},
+		{false, "X-Forwarded-Host", "evil.example", true},
+	} {
+		r := httptest.NewRequest("GET", "http://example.net/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: tc.trusted}))
+		r.Header.Set(tc.header, tc.value)
+		err := g.Check(r)
+		var he caddyhttp.HandlerError
+		if tc.ok && err != nil || !tc.ok && (!errors.As(err, &he) || he.StatusCode != http.StatusMisdirectedRequest) {
+			t.Errorf("trusted %v, %s: %s: %v", tc.trusted, tc.header, tc.value, err)
 		}
 	}
 }

@@ -16,24 +16,59 @@ import (
 // serve: one not in Hosts or, without Hosts, not among the hosts the app
 // allows. The app would refuse it too (Django answers 400), but only after
 // a worker was taken; here no worker is asked.
+//
+// From one of the server's trusted_proxies, the hosts it forwards
+// (X-Forwarded-Host, Forwarded's host=) are judged too: they reach the app,
+// and an app that believes them (Flask's ProxyFix with x_host) builds its
+// links, a password reset's among them, on the client's choice.
 func (g *Guard) checkHost(r *http.Request) error {
+	if err := g.checkOneHost(r.Host, "Host"); err != nil {
+		return err
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
+		return nil // dropped (dropProxyHeaders)
+	}
+	for _, v := range r.Header.Values("X-Forwarded-Host") {
+		for host := range strings.SplitSeq(v, ",") {
+			if err := g.checkOneHost(strings.TrimSpace(host), "X-Forwarded-Host (from a trusted proxy)"); err != nil {
+				return err
+			}
+		}
+	}
+	for _, v := range r.Header.Values("Forwarded") {
+		for element := range strings.SplitSeq(v, ",") {
+			for pair := range strings.SplitSeq(element, ";") {
+				name, value, _ := strings.Cut(strings.TrimSpace(pair), "=")
+				if strings.EqualFold(name, "host") {
+					if err := g.checkOneHost(strings.Trim(value, `"`), "Forwarded host (from a trusted proxy)"); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkOneHost judges one host a request names (what says it).
+func (g *Guard) checkOneHost(host, what string) error {
 	if len(g.Hosts) > 0 {
-		if g.hosts.allows(r.Host) {
+		if g.hosts.allows(host) {
 			return nil
 		}
 		return caddyhttp.Error(http.StatusMisdirectedRequest,
-			fmt.Errorf("guard: Host %q is not one of this site's hosts %v", r.Host, g.Hosts))
+			fmt.Errorf("guard: %s %q is not one of this site's hosts %v", what, host, g.Hosts))
 	}
 	if g.appHosts == nil {
 		return nil
 	}
 	app := g.appHosts()
-	if app == nil || app.Allows(r.Host) {
+	if app == nil || app.Allows(host) {
 		return nil
 	}
-	g.warnForeignHost(r.Host, app)
+	g.warnForeignHost(host, app)
 	return caddyhttp.Error(http.StatusMisdirectedRequest,
-		fmt.Errorf("guard: Host %q is not one the app allows (%s: %s)", r.Host, app.Source, strings.Join(app.Patterns, ", ")))
+		fmt.Errorf("guard: %s %q is not one the app allows (%s: %s)", what, host, app.Source, strings.Join(app.Patterns, ", ")))
 }
 
 // hostWarnings rate-limits the warning about foreign hosts: scanners
