@@ -140,10 +140,11 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 		if src.Source != "http" {
 			continue
 		}
-		if j, twice := httpURLs[src.URL]; twice { // two votes of one service would agree with themselves
+		service := strings.ToLower(strings.TrimRight(src.URL, "/"))
+		if j, twice := httpURLs[service]; twice { // two votes of one service would agree with themselves
 			return fmt.Errorf("ddns: ip_sources %d and %d are the same http service; with several http sources two must agree, so list different services", j+1, i+1)
 		}
-		httpURLs[src.URL] = i
+		httpURLs[service] = i
 	}
 	if a.DNSChallenge != "" && a.DNSChallenge != DNSChallengeOff && a.DNSChallenge != "on" {
 		return fmt.Errorf("ddns: dns_challenge %q is not on or off", a.DNSChallenge)

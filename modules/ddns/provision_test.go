@@ -50,7 +50,7 @@ func TestProvisionErrors(t *testing.T) {
 		{"a full name without its final dot", func(a *App) { a.Domains = map[string][]string{"example.net": {"home.example.net"}} },
 			"home.example.net under zone example.net would be home.example.net.example.net; write the part before the zone (home), or the full name with a final dot (home.example.net.), or @ for the zone itself"},
 		{"one http service twice", func(a *App) {
-			a.IPSources = []IPSource{{Source: "http", URL: "https://ip.example/"}, {Source: "static", IP: "203.0.113.1"}, {Source: "http", URL: "https://ip.example/"}}
+			a.IPSources = []IPSource{{Source: "http", URL: "https://ip.example/"}, {Source: "static", IP: "203.0.113.1"}, {Source: "http", URL: "https://IP.example"}}
 		}, "ip_sources 1 and 3 are the same http service"},
 		{"the zone's name without its final dot", func(a *App) { a.Domains = map[string][]string{"Example.net.": {"example.NET"}} }, "or @ for the zone itself"},
 	} {
