@@ -25,6 +25,7 @@ func Text(s string) string {
 		return scheme + " " + Marker
 	})
 	s = urlPattern.ReplaceAllStringFunc(s, redactURL)
+	s = quotedPairPattern.ReplaceAllString(s, "${1}${2}"+Marker+"${3}")
 	return pairPattern.ReplaceAllString(s, "${1}="+Marker)
 }
 
@@ -33,6 +34,10 @@ var (
 	urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>\x60]+`)
 	// pairPattern finds name=value pairs named like a credential.
 	pairPattern = regexp.MustCompile(`(?i)\b([a-z0-9_.-]*(?:token|secret|password|passwd|pass|pwd|key|auth|signature|sig|credential)[a-z0-9_.-]*)=([^&\s"',;]+)`)
+	// quotedPairPattern finds quoted values named like a credential:
+	// password='x' (a DSN), 'PASSWORD': 'x' (Django's DATABASES as Python
+	// prints it), "token": "x" (JSON).
+	quotedPairPattern = regexp.MustCompile(`(?i)(\b[a-z0-9_.-]*(?:token|secret|password|passwd|pwd|credential|api_?key)[a-z0-9_.-]*['"]?\s*[:=]\s*)(['"])[^'"]*(['"])`)
 	// authPattern finds Authorization headers, as text or Go's %v of a header map.
 	authPattern = regexp.MustCompile(`(?i)\b((?:proxy-)?authorization|x-auth-key|x-auth-token|x-api-key|api-key|cookie)(["']?\s*[:=]\s*\[?\s*["']?)(?:(?:bearer|basic|digest|token)\s+)?[^\s\]"',;}]+`)
 	// schemePattern finds what may be Bearer and Basic credentials

@@ -11,6 +11,10 @@ func TestText(t *testing.T) {
 		{"sent Bearer abcdefgh1234 to the API", "sent Bearer [redacted] to the API"},
 		{"Basic authentication failed", "Basic authentication failed"},
 		{"no secret here: https://example.net/path", "no secret here: https://example.net/path"},
+		{`dsn "host=db password='hunter 2' user=app"`, `dsn "host=db password='[redacted]' user=app"`},
+		{`{'ENGINE': 'x', 'PASSWORD': 'hunter2', 'HOST': 'db'}`, `{'ENGINE': 'x', 'PASSWORD': '[redacted]', 'HOST': 'db'}`},
+		{`{"api_key": "abc", "name": "n"}`, `{"api_key": "[redacted]", "name": "n"}`},
+		{`{"token":""}`, `{"token":"[redacted]"}`},
 	} {
 		if got := Text(tc.in); got != tc.want {
 			t.Errorf("Text(%q)\n = %q\nwant %q", tc.in, got, tc.want)
