@@ -200,7 +200,7 @@ func (a *App) checkDomains() error {
 		for _, name := range names {
 			n := strings.ToLower(name)
 			if n == z || strings.HasSuffix(n, "."+z) { // relative: the zone would be added again
-				return fmt.Errorf("ddns: %s under zone %s would be %s.%s; write the part before the zone (%s), or the full name with a final dot (%s.), or @ for the zone itself", name, zone, n, z, relativeHint(n, z), n)
+				return fmt.Errorf("ddns: %s under zone %s would be %s.%s; write the part before the zone (%s), or the full name with a final dot (%s.), or @ for the zone itself", name, zone, n, z, relativeName(n+".", z), n)
 			}
 			if strings.HasSuffix(n, ".") { // a fully qualified name: must be inside the zone
 				fq := strings.TrimSuffix(n, ".")
@@ -538,14 +538,6 @@ func recordType(version string) string {
 		return "AAAA"
 	}
 	return "A"
-}
-
-// relativeHint is name without its zone, for an error: @ for the zone.
-func relativeHint(name, zone string) string {
-	if rel := strings.TrimSuffix(name, "."+zone); rel != name {
-		return rel
-	}
-	return "@"
 }
 
 // relativeName turns a configured name into libdns's zone-relative form.

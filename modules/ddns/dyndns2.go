@@ -2,8 +2,6 @@ package ddns
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/libdns/libdns"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
 )
 
 func init() {
@@ -100,12 +100,7 @@ var serviceMemories = caddy.NewUsagePool()
 // settings, with their memory, and the key to release that under
 // (releaseUpdateService).
 func useUpdateService(provider string, settings ...string) (*updateService, string) {
-	h := sha256.New()
-	for _, v := range append([]string{provider}, settings...) {
-		h.Write([]byte(v))
-		h.Write([]byte{0})
-	}
-	key := hex.EncodeToString(h.Sum(nil))
+	key := hearth.PoolKey(provider, settings)
 	v, _, _ := serviceMemories.LoadOrNew(key, func() (caddy.Destructor, error) { return new(serviceMemory), nil })
 	return &updateService{memory: v.(*serviceMemory)}, key
 }

@@ -61,9 +61,6 @@ func (s IPSource) check() error {
 		}
 	case "upnp":
 		if s.URL != "" {
-			if u, err := url.Parse(s.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-				return fmt.Errorf("upnp %q is not the http URL of a gateway's device description, like http://192.168.1.1:5000/rootDesc.xml", s.URL)
-			}
 			if _, err := descriptionURL(s.URL); err != nil {
 				return err
 			}

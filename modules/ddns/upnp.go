@@ -206,11 +206,8 @@ func (b *boundedErrors) join() error {
 // which would then choose the "public" address the records get.
 func descriptionURL(location string) (*url.URL, error) {
 	loc, err := url.Parse(location)
-	if err != nil {
-		return nil, err
-	}
-	if loc.Scheme != "http" && loc.Scheme != "https" || loc.Host == "" {
-		return nil, fmt.Errorf("upnp %s is not the http URL of a gateway's device description", loc.Redacted())
+	if err != nil || loc.Scheme != "http" && loc.Scheme != "https" || loc.Host == "" {
+		return nil, fmt.Errorf("upnp %q is not the http URL of a gateway's device description, like http://192.168.1.1:5000/rootDesc.xml", location)
 	}
 	if _, err := netip.ParseAddr(loc.Hostname()); err != nil && loc.Scheme == "http" {
 		return nil, fmt.Errorf("upnp %s names the router %s over plain http, which any device on the network could answer for: give its address, like http://192.168.1.1:5000/rootDesc.xml", loc.Redacted(), loc.Hostname())

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -75,26 +74,6 @@ func (g *Guard) checkOneHost(host, what string) error {
 // send them all day, but the person who opens the site by a name the app
 // does not list needs to read why it refuses.
 var hostWarnings = logLimit{every: time.Minute}
-
-// logLimit lets a warning through at most once per every, and counts the
-// ones it held back since.
-type logLimit struct {
-	every   time.Duration
-	last    atomic.Int64 // unix nanoseconds of the last one let through
-	skipped atomic.Int64
-}
-
-// allow reports whether a warning may be logged now, and how many were
-// held back since the last one.
-func (l *logLimit) allow() (bool, int64) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(l.every) || !l.last.CompareAndSwap(last, now) {
-		l.skipped.Add(1)
-		return false, 0
-	}
-	return true, l.skipped.Swap(0)
-}
 
 func (g *Guard) warnForeignHost(host string, app *AppHosts) {
 	ok, skipped := hostWarnings.allow()
