@@ -187,9 +187,14 @@ func IsWebSocket(r *http.Request) bool {
 var (
 	refusedSegments = []string{".env", ".envrc", ".flaskenv", ".git", ".git-credentials", ".gitconfig", ".hg", ".svn",
 		"__debugger__", ".ds_store", "__pycache__", ".venv", ".ssh", ".aws", ".htpasswd", ".pgpass", ".netrc",
-		".pypirc", ".npmrc"}
+		".pypirc", ".npmrc",
+		// SSH private keys by their default names
+		"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk"}
 	refusedSuffixes = []string{".sqlite3", ".sqlite", ".db", ".py", ".pyc", ".env", ".bak", ".swp", ".orig", "~",
 		".sql", ".sql.gz", // database dumps
+		// private keys and the stores that hold them (a public certificate
+		// is served as .crt or .cer)
+		".key", ".pem", ".ppk", ".p12", ".pfx", ".jks", ".keystore",
 		// SQLite's journal, write-ahead log and shared memory beside a database
 		".sqlite3-wal", ".sqlite3-journal", ".sqlite3-shm", ".sqlite-wal", ".sqlite-journal", ".sqlite-shm",
 		".db-wal", ".db-journal", ".db-shm"}

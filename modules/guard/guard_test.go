@@ -78,6 +78,10 @@ func TestRefused(t *testing.T) {
 		"/.git-credentials": true, "/.flaskenv": true, "/dump.sql": true, "/backup/db.sql.gz": true, "/.env-production": true,
 		"/.env_local": true, "/.pgpass": true, "/.netrc": true, "/.pypirc": true, "/.npmrc": true, "/.gitconfig": true,
 		"/docs/sql.html": false, "/envoy/": false,
+		// private keys: TLS (certbot's privkey.pem), SSH, PuTTY, PKCS#12 and Java stores
+		"/server.key": true, "/certs/privkey.pem": true, "/Server.KEY": true, "/id_rsa": true, "/home/id_ed25519": true,
+		"/keys/me.ppk": true, "/cert.p12": true, "/cert.pfx": true, "/app.jks": true, "/release.keystore": true,
+		"/id_rsa.pub": false, "/ca.crt": false, "/monkey": false, "/apikey": false, "/user.keys": false, "/docs/pem.html": false,
 		// letters a case-folding file system reads as s or st
 		"/db.\u017fqlite3": true, "/.\u017f\u017fh/id_rsa": true, "/.git-credential\u017f": true, "/\ufb06atic/app.css": false,
 		"/db": false, "/dbs/x.json": false, "/~user/": false, "/venv/": false, "/docs/ssh.html": false,
@@ -472,8 +476,8 @@ func TestRefusedAfterARewrite(t *testing.T) {
 	}{
 		// a rewrite whose result the client made a suffix of its path
 		// (rewrite * /static/{query.f}) is still judged by the refuse list
-		{"/zz/static/private/key.pem?f=private/key.pem", "/static/private/key.pem", 404},
-		{"/dl?f=private/key.pem", "/static/private/key.pem", 404},
+		{"/zz/static/private/notes.txt?f=private/notes.txt", "/static/private/notes.txt", 404},
+		{"/dl?f=private/notes.txt", "/static/private/notes.txt", 404},
 		{"/dl?f=x", "/static/.env", 404},
 		{"/dl?f=x", "/static/db.sqlite3", 404},
 		{"/dl?f=x", "/static/app.css", 200},

@@ -273,6 +273,9 @@ func (h *WSGI) unmarshalGuard(d *caddyfile.Dispenser) error {
 		return d.Errf("guard takes one mode, got also %q", d.Val())
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if h.Guard.Mode == GuardOff {
+			return d.Errf("guard off runs no checks and no HTTP guard, so %s would do nothing: remove it, or use `guard warn` to keep the HTTP guard and only log the findings", d.Val())
+		}
 		if d.Val() == "allow" {
 			ids := d.RemainingArgs()
 			if len(ids) == 0 {

@@ -57,6 +57,11 @@ func (g *GuardConfig) checkMode() error {
 			return fmt.Errorf("guard allow %q is not a finding id (they look like HG-HOST-01; see the README)", id)
 		}
 	}
+	if g.Mode == GuardOff && (len(g.Allow) > 0 || g.HTTP != nil) {
+		// off runs neither the checks allow speaks to nor the HTTP guard
+		// the other options configure: they would do nothing, silently
+		return fmt.Errorf("guard is off (set here or by the hearth global option's `guard off`), which runs no checks and no HTTP guard, so its options (allow, hosts, refuse, …) would do nothing: remove them, or use `guard warn` to keep the HTTP guard and only log the findings")
+	}
 	return nil
 }
 

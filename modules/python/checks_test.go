@@ -201,6 +201,19 @@ func TestGuardModes(t *testing.T) {
 	if err := (&GuardConfig{Allow: []string{"DEBUG"}}).checkMode(); err == nil {
 		t.Errorf("allow DEBUG accepted")
 	}
+	// off runs no checks and no HTTP guard: options for them would be
+	// ignored, so they are refused
+	for _, g := range []GuardConfig{
+		{Mode: GuardOff, Allow: []string{"HG-HOST-01"}},
+		{Mode: GuardOff, HTTP: &guard.Guard{Hosts: []string{"example.net"}}},
+	} {
+		if err := g.checkMode(); err == nil || !strings.Contains(err.Error(), "guard warn") {
+			t.Errorf("guard off with options %+v: %v", g, err)
+		}
+	}
+	if err := (&GuardConfig{Mode: GuardWarn, HTTP: &guard.Guard{Hosts: []string{"example.net"}}}).checkMode(); err != nil {
+		t.Errorf("guard warn with hosts: %v", err)
+	}
 }
 
 // describeSecrets runs the worker runtime's describe_secret, in a real
