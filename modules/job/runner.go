@@ -105,6 +105,9 @@ type Job struct {
 	stopOnce   sync.Once
 	generation uint64 // the order in which jobs were made
 
+	// lastDueDir keeps the time the schedule counts from ("": not kept)
+	lastDueDir string
+
 	mu     sync.Mutex
 	next   time.Time // the next scheduled run
 	closed bool      // Destruct began: no run starts any more
@@ -115,7 +118,9 @@ var generations atomic.Uint64
 
 // New makes the job of spec; Start starts its schedule.
 func New(spec *Spec, logger *zap.Logger) *Job {
-	return newJob(spec, logger, realClock{})
+	j := newJob(spec, logger, realClock{})
+	j.lastDueDir = lastDueDir()
+	return j
 }
 
 func newJob(spec *Spec, logger *zap.Logger, c clock) *Job {
@@ -143,33 +148,66 @@ func (s *Spec) historyKey() string { return string(s.Kind) + ":" + s.Name }
 // during a reload, the higher is the new config's.
 func (j *Job) Generation() uint64 { return j.generation }
 
-// Start starts the job's schedule; the first run is at its next time.
+// Start starts the job's schedule. It counts from the last time the job
+// was due on this machine (see lastrun.go), or from now for a job new to
+// it; a time due while Caddy was not running is made up once, shortly
+// after the start.
 func (j *Job) Start() error {
 	j.startOnce.Do(func() {
 		if j.spec.schedule == nil {
 			return
 		}
+		now := j.clock.Now()
+		last, ok := now, false
+		if j.lastDueDir != "" {
+			var err error
+			if last, ok, err = j.spec.loadLastDue(j.lastDueDir); err != nil {
+				j.logger.Warn("job's last due time unreadable", zap.Error(err))
+			}
+			if !ok {
+				last = now
+				j.keepLastDue(now)
+			}
+		}
+		next := j.due(last, now)
+		if next.Before(now) && !next.IsZero() {
+			j.logger.Warn("job missed a run while Caddy was not running: making it up", zap.Time("missed", next),
+				zap.Duration("in", catchUpDelay))
+			next = now.Add(catchUpDelay)
+		}
 		j.mu.Lock()
-		j.next = j.spec.schedule.Next(j.clock.Now())
+		j.next = next
 		j.mu.Unlock()
 		j.loop.Add(1)
 		panics.Go(j.logger, "scheduling a job", func() {
 			defer j.loop.Done()
-			j.schedule()
+			j.schedule(next)
 		})
-		j.logger.Info("job scheduled", zap.String("schedule", j.spec.Schedule), zap.Time("next_run", j.Next()))
+		j.logger.Info("job scheduled", zap.String("schedule", j.spec.Schedule), zap.Time("next_run", next))
 	})
 	return nil
 }
 
-// schedule fires the job at each time of its schedule until it stops.
-func (j *Job) schedule() {
-	last := j.clock.Now()
+// due is the schedule's next time after last, seen at now: never later
+// than its next time after now, so that a clock set back (or a last time
+// kept while the clock was ahead) does not postpone the job by the jump.
+func (j *Job) due(last, now time.Time) time.Time {
+	next := j.spec.schedule.Next(last)
+	if fromNow := j.spec.schedule.Next(now); !fromNow.IsZero() && fromNow.Before(next) {
+		next = fromNow
+	}
+	return next
+}
+
+// maxWait is the longest the schedule sleeps without reading the wall
+// clock: Go's timers do not count a machine's sleep, nor see the clock set.
+const maxWait = time.Minute
+
+// schedule fires the job at next, then at each time of its schedule, until
+// it stops. A time passed while the machine slept (or the clock was set
+// forward past it) is made up once, not once per time missed.
+func (j *Job) schedule(next time.Time) {
 	for {
-		next := j.spec.schedule.Next(last)
-		if now := j.clock.Now(); next.Before(now) { // the machine slept, or the clock jumped: no catching up
-			next = j.spec.schedule.Next(now)
-		}
 		if next.IsZero() { // refused by ParseSchedule: never a run at once, forever
 			j.logger.Error("job not scheduled: its schedule never comes", zap.String("schedule", j.spec.Schedule))
 			return
@@ -177,20 +215,47 @@ func (j *Job) schedule() {
 		j.mu.Lock()
 		j.next = next
 		j.mu.Unlock()
-		select {
-		case <-j.ctx.Done():
-			return
-		case <-j.clock.After(next.Sub(j.clock.Now())):
+		for now := j.clock.Now(); now.Before(next); now = j.clock.Now() {
+			select {
+			case <-j.ctx.Done():
+				return
+			case <-j.clock.After(min(next.Sub(now), maxWait)):
+			}
+			if n := j.spec.schedule.Next(j.clock.Now()); !n.IsZero() && n.Before(next) { // the clock was set back
+				next = n
+				j.mu.Lock()
+				j.next = next
+				j.mu.Unlock()
+			}
 		}
 		select {
 		case <-j.ctx.Done():
 			return
 		default:
 		}
-		last = next
+		now, due := j.clock.Now(), next
+		if now.Sub(next) > maxWait+time.Second {
+			j.logger.Warn("job's time passed while the machine slept or the clock moved: making it up once", zap.Time("missed", next))
+			due = now // made up now: a restart does not make it up again
+		}
+		j.keepLastDue(due)
 		if _, err := j.start("schedule", j.spec.Args); errors.Is(err, ErrRunning) {
 			j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
 		}
+		if next = j.due(due, now); !next.After(now) && !next.IsZero() { // more than one time missed: the next from now
+			next = j.spec.schedule.Next(now)
+		}
+	}
+}
+
+// keepLastDue keeps t as the time the schedule counts from, on this
+// machine; a failure is logged, and the schedule goes on from memory.
+func (j *Job) keepLastDue(t time.Time) {
+	if j.lastDueDir == "" {
+		return
+	}
+	if err := j.spec.saveLastDue(j.lastDueDir, t); err != nil {
+		j.logger.Warn("job's last due time not kept: a restart of Caddy will count its schedule from then", zap.Error(err))
 	}
 }
 

@@ -20,7 +20,8 @@ const MinEvery = time.Second
 // (minute hour day-of-month month day-of-week, with ranges, steps and
 // lists, or a descriptor such as @daily), in the machine's time zone, or
 // "every <duration>" (at least a second), counted from the previous run's
-// start (the first run one interval after the job starts).
+// due time (the first one interval after the job first starts on this
+// machine: see lastrun.go).
 func ParseSchedule(text string) (Schedule, error) {
 	text = strings.TrimSpace(text)
 	if rest, ok := strings.CutPrefix(text, "every "); ok {

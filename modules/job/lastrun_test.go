@@ -1,0 +1,169 @@
+package job
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// jump sets the wall clock to at and wakes every waiter, as a timer of
+// Go's monotonic clock does when its time comes whatever the wall clock
+// says (a clock set back or forward, a machine that slept).
+func (c *fakeClock) jump(at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = at
+	for _, w := range c.waiters {
+		w.ch <- at
+	}
+	c.waiters = nil
+}
+
+func localTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	at, err := time.ParseInLocation(time.DateTime, s, time.Local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// startJob starts a job of schedule at now, keeping its last due time in
+// dir, and returns it once its schedule waits.
+func startJob(t *testing.T, schedule, dir string, now time.Time) (*Job, *fakeClock) {
+	t.Helper()
+	spec, err := (&Config{Name: "nightly", Command: []string{"/bin/true"}, Schedule: schedule}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: now}
+	j := newJob(spec, zap.NewNop(), clock)
+	j.lastDueDir = dir
+	t.Cleanup(func() { _ = j.Destruct() })
+	if err := j.Start(); err != nil {
+		t.Fatal(err)
+	}
+	clock.waiting(t)
+	return j, clock
+}
+
+// TestScheduleCountsFromTheLastDueTime: neither a restart of Caddy nor a
+// reload that makes the job anew starts its count again (a machine off
+// every night would never reach an `every 24h` backup, nor a 03:00 job),
+// and a time due while Caddy was not running is made up once, shortly
+// after the start.
+func TestScheduleCountsFromTheLastDueTime(t *testing.T) {
+	for _, c := range []struct {
+		name, schedule string
+		kept           string // the last due time on disk ("": none)
+		now            string
+		want           string // the next run
+	}{
+		{"a new job counts from now", "every 24h", "", "2026-12-01 18:00:00", "2026-12-02 18:00:00"},
+		{"a restart keeps the count", "every 24h", "2026-12-01 18:00:00", "2026-12-02 09:00:00", "2026-12-02 18:00:00"},
+		{"missed while off: made up", "every 24h", "2026-12-01 18:00:00", "2026-12-03 09:00:00", "2026-12-03 09:00:30"},
+		{"cron, before its time", "0 3 * * *", "2026-12-01 03:00:00", "2026-12-02 02:00:00", "2026-12-02 03:00:00"},
+		{"cron, missed while off: made up", "0 3 * * *", "2026-12-01 03:00:00", "2026-12-02 09:00:00", "2026-12-02 09:00:30"},
+		{"cron, missed for days: made up once", "0 3 * * *", "2026-11-01 03:00:00", "2026-12-02 09:00:00", "2026-12-02 09:00:30"},
+		// kept while the clock was ahead: not postponed by the jump
+		{"kept in the future", "every 24h", "2027-06-01 18:00:00", "2026-12-01 18:00:00", "2026-12-02 18:00:00"},
+		{"cron, kept in the future", "0 3 * * *", "2027-06-01 03:00:00", "2026-12-01 18:00:00", "2026-12-02 03:00:00"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			now := localTime(t, c.now)
+			probe := &Spec{Kind: KindJob, Name: "nightly"}
+			if c.kept != "" {
+				if err := probe.saveLastDue(dir, localTime(t, c.kept)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j, clock := startJob(t, c.schedule, dir, now)
+			want := localTime(t, c.want)
+			if !j.Next().Equal(want) {
+				t.Fatalf("next run %s, want %s", j.Next(), want)
+			}
+			if c.kept == "" {
+				if kept, ok, err := probe.loadLastDue(dir); !ok || !kept.Equal(now) {
+					t.Errorf("a new job's count not kept from now: %s %v %v", kept, ok, err)
+				}
+			}
+			// it runs then, and the time it was due is kept
+			clock.advance(want)
+			waitFor(t, "the run", func() bool { return j.Status().Runs == 1 })
+			if kept, ok, err := probe.loadLastDue(dir); !ok || !kept.Equal(want) {
+				t.Errorf("kept %s (%v, %v) after the run, want %s", kept, ok, err, want)
+			}
+		})
+	}
+}
+
+// TestScheduleAfterTheClockMoves: a machine that slept through its job's
+// time (or whose clock was set forward past it) makes the run up once; a
+// clock set back does not postpone the job by the jump.
+func TestScheduleAfterTheClockMoves(t *testing.T) {
+	for _, c := range []struct {
+		name, schedule, start, jump string
+		runs                        int64
+		next                        string
+	}{
+		{"slept past an every", "every 1h", "2026-12-01 10:00:00", "2026-12-01 15:20:00", 1, "2026-12-01 16:20:00"},
+		{"slept past a cron", "0 * * * *", "2026-12-01 10:30:00", "2026-12-01 15:20:00", 1, "2026-12-01 16:00:00"},
+		{"set back under a cron", "0 * * * *", "2026-12-01 10:30:00", "2026-12-01 02:10:00", 0, "2026-12-01 03:00:00"},
+		{"set back under an every", "every 1h", "2026-12-01 10:30:00", "2026-12-01 02:10:00", 0, "2026-12-01 03:10:00"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			j, clock := startJob(t, c.schedule, t.TempDir(), localTime(t, c.start))
+			// Go's timers do not see the jump: the schedule reads the wall
+			// clock at least once a minute
+			if at := clock.waiting(t); at.After(localTime(t, c.start).Add(time.Minute)) {
+				t.Fatalf("the schedule sleeps until %s without reading the clock", at)
+			}
+			clock.jump(localTime(t, c.jump))
+			next := localTime(t, c.next)
+			waitFor(t, "the schedule to wait for "+c.next, func() bool { return j.Next().Equal(next) })
+			waitFor(t, "the runs to end", func() bool { return !j.Status().Running })
+			if st := j.Status(); st.Runs != c.runs {
+				t.Errorf("%d runs, want %d", st.Runs, c.runs)
+			}
+			// a run made up is kept as made then: a restart does not make
+			// it up again
+			want := localTime(t, c.start)
+			if c.runs > 0 {
+				want = localTime(t, c.jump)
+			}
+			if kept, _, _ := j.spec.loadLastDue(j.lastDueDir); !kept.Equal(want) {
+				t.Errorf("kept %s, want %s", kept, want)
+			}
+		})
+	}
+}
+
+// TestLastDueUnreadable: a kept time that cannot be read (garbage, a
+// directory) is said, and the schedule counts from now, never at once.
+func TestLastDueUnreadable(t *testing.T) {
+	for name, write := range map[string]func(path string) error{
+		"garbage":     func(path string) error { return os.WriteFile(path, []byte("yesterday\n"), 0o600) },
+		"huge":        func(path string) error { return os.WriteFile(path, []byte(strings.Repeat("9", 1<<20)), 0o600) },
+		"a directory": func(path string) error { return os.Mkdir(path, 0o700) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			probe := &Spec{Kind: KindJob, Name: "nightly"}
+			if err := write(probe.lastDueFile(dir)); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := probe.loadLastDue(dir); ok || err == nil || !strings.Contains(err.Error(), "counts from now") {
+				t.Fatalf("loaded: %v %v", ok, err)
+			}
+			now := localTime(t, "2026-12-01 18:00:00")
+			j, _ := startJob(t, "every 24h", dir, now)
+			if want := now.Add(24 * time.Hour); !j.Next().Equal(want) {
+				t.Errorf("next run %s, want %s", j.Next(), want)
+			}
+		})
+	}
+}
