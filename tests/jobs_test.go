@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,22 +34,46 @@ type jobStatus struct {
 // jobs reads GET /hearth/jobs by name.
 func (c *caddyProc) jobs() map[string]jobStatus {
 	c.t.Helper()
-	resp, err := http.Get("http://" + c.admin + "/hearth/jobs")
+	out, err := c.tryJobs()
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	return out
+}
+
+// tryJobs is jobs for a Caddy that may not answer yet.
+func (c *caddyProc) tryJobs() (map[string]jobStatus, error) {
+	resp, err := http.Get("http://" + c.admin + "/hearth/jobs")
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var body struct {
 		Jobs []jobStatus `json:"jobs"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
 	out := map[string]jobStatus{}
 	for _, j := range body.Jobs {
 		out[j.Name] = j
 	}
-	return out
+	return out, nil
+}
+
+// nextRun waits for the job's next run to be known, and returns it.
+func (c *caddyProc) nextRun(name string) time.Time {
+	c.t.Helper()
+	var next time.Time
+	waitFor(c.t, 20*time.Second, "job "+name+" scheduled", func() bool {
+		jobs, _ := c.tryJobs()
+		if j, ok := jobs[name]; ok && j.NextRun != nil {
+			next = *j.NextRun
+			return true
+		}
+		return false
+	})
+	return next
 }
 
 // TestJobs: a job every 2 s runs in its app's environment (its env and
@@ -134,5 +159,55 @@ func TestJobs(t *testing.T) {
 		m[`hearth_job_last_success_timestamp_seconds{job="tick"}`] < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Errorf("job metrics: tick runs %v, hang failures %v, slow skipped %v, tick last success %v", m[`hearth_job_runs_total{job="tick"}`],
 			m[`hearth_job_failures_total{job="hang"}`], m[`hearth_job_skipped_total{job="slow"}`], m[`hearth_job_last_success_timestamp_seconds{job="tick"}`])
+	}
+}
+
+// TestJobScheduleSurvivesARestart: a schedule counts from the time kept in
+// Caddy's data directory, not from Caddy's start (a machine switched off
+// every night would never reach an `every 24h` backup); a time missed
+// while Caddy was not running is made up 30 s after it starts.
+func TestJobScheduleSurvivesARestart(t *testing.T) {
+	data := t.TempDir()
+	config := `
+{
+	admin {ADMIN}
+	hearth {
+		job daily {
+			command /bin/true
+			schedule every 24h
+		}
+	}
+}
+`
+	c := launchCaddyWithData(t, config, data)
+	first := c.nextRun("daily")
+	c.stop()
+	kept := filepath.Join(data, "caddy", "hearth", "jobs", "job-daily.last")
+	text, err := os.ReadFile(kept)
+	if err != nil {
+		t.Fatalf("the schedule's start was not kept: %v", err)
+	}
+	if at, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(text))); err != nil || !at.Add(24*time.Hour).Equal(first) {
+		t.Fatalf("kept %q (%v), the next run was %s", text, err, first)
+	}
+
+	time.Sleep(1100 * time.Millisecond) // a restart counting from its own start would differ by this
+	c = launchCaddyWithData(t, config, data)
+	if next := c.nextRun("daily"); !next.Equal(first) {
+		t.Errorf("after a restart the next run is %s, want %s (counted from the first start)", next, first)
+	}
+	c.stop()
+
+	// the machine was off when the run was due: made up once, soon
+	if err := os.WriteFile(kept, []byte(time.Now().Add(-25*time.Hour).Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = launchCaddyWithData(t, config, data)
+	start := time.Now()
+	if next := c.nextRun("daily"); next.Before(start) || next.After(start.Add(35*time.Second)) {
+		t.Errorf("a run missed while Caddy was stopped is due at %s, want about 30 s after the start (%s)", next, start)
+	}
+	if !strings.Contains(c.log.String(), "job missed a run while Caddy was not running") {
+		t.Errorf("the make-up run is not logged:\n%s", c.log.String())
 	}
 }
