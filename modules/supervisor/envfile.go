@@ -45,13 +45,20 @@ func ReadEnvFile(path string, as *syscall.Credential) (map[string]string, error)
 
 // readEnvData reads the env_file at path as the account as (see ReadEnvFile).
 func readEnvData(path string, as *syscall.Credential) ([]byte, error) {
+	return readAsAccount("env_file "+path, "a file of KEY=value lines", path, as)
+}
+
+// readAsAccount reads the regular file at path (at most maxEnvFile bytes)
+// as the account as, as ReadEnvFile reads an env_file; what names the file
+// in errors ("env_file /srv/app/.env"), and wants says what it should be.
+func readAsAccount(what, wants, path string, as *syscall.Credential) ([]byte, error) {
 	var data []byte
 	var err error
 	read := func() { data, err = readRegularFile(path, maxEnvFile) }
 	switch {
 	case as != nil && (int(as.Uid) != os.Geteuid() || int(as.Gid) != os.Getegid()) && CanSwitchUsers():
 		if serr := asAccount(as, read); serr != nil {
-			return nil, fmt.Errorf("env_file %s: reading it as the account the processes run as: %w", path, serr)
+			return nil, fmt.Errorf("%s: reading it as the account the processes run as: %w", what, serr)
 		}
 	default:
 		read()
@@ -69,17 +76,17 @@ func readEnvData(path string, as *syscall.Credential) ([]byte, error) {
 			target, _ := os.Readlink(path)
 			// never advise a chown through a link: it would give the
 			// account whatever file the link leads to
-			return nil, fmt.Errorf("env_file %s leads to %s, which %s, the account the processes run as, cannot read (%w): Hearth reads it as that account, so that a link cannot hand it a file it could not read; if that file is meant for this app, give the app a file of its own (not a link) that %s owns, mode 600",
-				path, target, who, err, who)
+			return nil, fmt.Errorf("%s leads to %s, which %s, the account the processes run as, cannot read (%w): Hearth reads it as that account, so that a link cannot hand it a file it could not read; if that file is meant for this app, give the app a file of its own (not a link) that %s owns, mode 600",
+				what, target, who, err, who)
 		}
-		return nil, fmt.Errorf("env_file %s: %s, the account the processes run as, cannot read it (%w): Hearth reads it as that account, which gets its values anyway; make it that account's (chown %s %s && chmod 600 %s), and the directories above it enterable by it",
-			path, who, err, who, path, path)
+		return nil, fmt.Errorf("%s: %s, the account the processes run as, cannot read it (%w): Hearth reads it as that account, which gets its values anyway; make it that account's (chown %s %s && chmod 600 %s), and the directories above it enterable by it",
+			what, who, err, who, path, path)
 	case errors.As(err, &notRegular):
-		return nil, fmt.Errorf("env_file %s is %s, not a file: give a file of KEY=value lines", path, notRegular.what)
+		return nil, fmt.Errorf("%s is %s, not a file: give %s", what, notRegular.what, wants)
 	case errors.Is(err, errTooLarge):
-		return nil, fmt.Errorf("env_file %s is larger than %d bytes: is it the right file? (a dotenv file has KEY=value lines)", path, maxEnvFile)
+		return nil, fmt.Errorf("%s is larger than %d bytes: is it the right file? (give %s)", what, maxEnvFile, wants)
 	}
-	return nil, fmt.Errorf("env_file: %w", err)
+	return nil, fmt.Errorf("%s: %w", what, err)
 }
 
 // errTooLarge is a file over the size readRegularFile reads.

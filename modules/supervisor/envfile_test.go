@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -284,5 +285,75 @@ func TestEnvFileReadAsTheAccount(t *testing.T) {
 	// the switch stays on its thread: Caddy reads as root afterwards
 	if _, err := os.ReadFile(rootOnly); err != nil {
 		t.Errorf("after reading as nobody, root cannot read %s: %v", rootOnly, err)
+	}
+}
+
+// TestEnvFilePlaceholder: `env DB_PASSWORD {file.<path>}` reads the file
+// as an env_file is read: as the account the processes run as (a link the
+// app's account put in its own directory to a file only Caddy's root can
+// read gives it nothing), only a regular file (a FIFO would block the load
+// for good), and a file that cannot be read is an error, not an empty
+// secret.
+func TestEnvFilePlaceholder(t *testing.T) {
+	dir := t.TempDir()
+	own := filepath.Join(dir, "db-password")
+	os.WriteFile(own, []byte("s3cret\n"), 0o600)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	build := func(value string, as *syscall.Credential) ([]string, error) {
+		done := make(chan struct{})
+		var env []string
+		var err error
+		go func() {
+			defer close(done)
+			env, err = Env{Vars: map[string]string{"DB_PASSWORD": value}, Credential: as}.build(nil, lookupAccount)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: still reading after 5 s", value)
+		}
+		return env, err
+	}
+	if env, err := build("pw:{file."+own+"}", nil); err != nil || !slices.Contains(env, "DB_PASSWORD=pw:s3cret") {
+		t.Errorf("{file.*} of a readable file: %v %v", env, err)
+	}
+	for value, want := range map[string]string{
+		"{file." + fifo + "}":        "a named pipe (FIFO), not a file",
+		"{file." + dir + "/missing}": "no such file",
+		"{file." + dir + "}":         "a directory",
+	} {
+		if env, err := build(value, nil); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "env DB_PASSWORD's {file.") {
+			t.Errorf("%s: %v %v, want an error saying %q", value, env, err, want)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Log("reading as another account needs root: skipped")
+		return
+	}
+	const appUID = 65534 // nobody
+	nobody := &syscall.Credential{Uid: appUID, Gid: appUID}
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	secrets := filepath.Join(dir, "caddy")
+	os.Mkdir(secrets, 0o700)
+	rootOnly := filepath.Join(secrets, "site.key")
+	os.WriteFile(rootOnly, []byte("-----BEGIN PRIVATE KEY-----\n"), 0o600)
+	app := filepath.Join(dir, "app")
+	os.Mkdir(app, 0o755)
+	os.Chown(app, appUID, appUID)
+	link := filepath.Join(app, "db-password")
+	os.Symlink(rootOnly, link)
+	os.Lchown(link, appUID, appUID)
+	env, err := build("{file."+link+"}", nobody)
+	if err == nil || !strings.Contains(err.Error(), "leads to "+rootOnly) {
+		t.Errorf("a link to root's file read for nobody: %v %v, want refused", env, err)
+	}
+	for _, kv := range env {
+		if strings.Contains(kv, "PRIVATE KEY") {
+			t.Errorf("root's file reached the environment: %s", kv)
+		}
 	}
 }

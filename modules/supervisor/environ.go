@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"maps"
 	"os"
@@ -124,7 +126,6 @@ func (e Env) build(parent []string, lookup func(string) (account, error)) ([]str
 			vars[k] = fileVars[k]
 		}
 	}
-	repl := caddy.NewReplacer()
 	for k, v := range e.Vars {
 		if !validEnvName(k) {
 			return nil, fmt.Errorf("env: %q is not a valid variable name", k)
@@ -132,7 +133,10 @@ func (e Env) build(parent []string, lookup func(string) (account, error)) ([]str
 		if strings.HasPrefix(k, ReservedPrefix) {
 			return nil, reservedName("env", k)
 		}
-		v = repl.ReplaceKnown(v, "")
+		v, err := e.replace(k, v)
+		if err != nil {
+			return nil, err
+		}
 		if err := checkEnvValue(v); err != nil {
 			return nil, fmt.Errorf("env: %s: %w (the value is not shown)", k, err)
 		}
@@ -144,6 +148,33 @@ func (e Env) build(parent []string, lookup func(string) (account, error)) ([]str
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// replace fills the global placeholders in the value v of env k. A
+// {file.<path>} is read as the account the processes run as, like an
+// env_file, not as Caddy's placeholder reads it (with Caddy's own rights,
+// through any link, a FIFO blocking the load for good, a missing file
+// quietly empty): the app's account could otherwise put a link to another
+// app's secrets, or Caddy's, where a path in its own directory is named.
+func (e Env) replace(k, v string) (string, error) {
+	var failed error
+	repl := caddy.NewReplacer().WithoutFile()
+	repl.Map(func(key string) (any, bool) {
+		path, ok := strings.CutPrefix(key, "file.")
+		if !ok {
+			return nil, false
+		}
+		data, err := readAsAccount("env "+k+"'s {file."+path+"}", "a file holding the value", path, e.Credential)
+		if err != nil {
+			failed = cmp.Or(failed, err)
+			return "", true
+		}
+		data = bytes.TrimSuffix(data, []byte("\n")) // as Caddy's {file.*} reads it
+		data = bytes.TrimSuffix(data, []byte("\r"))
+		return string(data), true
+	})
+	v = repl.ReplaceKnown(v, "")
+	return v, failed
 }
 
 // setAccount sets HOME, USER and LOGNAME: those of the child's account
