@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // makeDB writes a SQLite database holding row.
@@ -446,4 +449,81 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 			t.Errorf("a restore into a link: %s %q", run.Result, run.Output)
 		}
 	})
+}
+
+// TestBackupPruning: the copy a run just made is never pruned, whatever
+// the other copies' names say (copies made while the clock was ahead sort
+// after it: they are kept, and said), only regular files are pruned (a
+// directory named like a copy does not stop the pruning for good), and
+// the run's result line stays whole in the output tail after many removals.
+func TestBackupPruning(t *testing.T) {
+	base := t.TempDir()
+	db := filepath.Join(base, "site.sqlite3")
+	makeDB(t, db, "row")
+	to := filepath.Join(base, "copies")
+	if err := os.Mkdir(to, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	touch := func(name string) {
+		if err := os.WriteFile(filepath.Join(to, name), []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch("site-20990101T000000000Z.sqlite3") // made while the clock said 2099
+	touch("site-20990102T000000000Z.sqlite3")
+	for i := range 300 { // many old copies: the removed list must not push the result out of the tail
+		touch(fmt.Sprintf("site-2020%02d%02dT000000000Z.sqlite3", 1+i/28, 1+i%28))
+	}
+	if err := os.Mkdir(filepath.Join(to, "site-20000101T000000000Z.sqlite3"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := (&BackupConfig{Name: "site", Path: db, To: to, Keep: 2}).ResolveBackup(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runBackup(t, spec, "")
+	if run.Result != OK || strings.Contains(run.Output, "Traceback") {
+		t.Fatalf("backup: %+v", run)
+	}
+	if !strings.Contains(run.Output, "later than now") || !strings.Contains(run.Output, "site-20990101T000000000Z.sqlite3") {
+		t.Errorf("the copies dated after now are not said: %s", run.Output)
+	}
+	last := lastBackup([]Run{run})
+	if last == nil {
+		t.Fatalf("no copy read from the output tail: %q", run.Output)
+	}
+	if _, err := os.Stat(last.File); err != nil {
+		t.Fatalf("the copy just made was pruned: %v", err)
+	}
+	entries, _ := os.ReadDir(to)
+	var kept []string
+	for _, e := range entries {
+		kept = append(kept, e.Name())
+	}
+	// keep 2: the new copy and the newest other (2099-01-02); the
+	// directory is left alone
+	if len(kept) != 3 || !slices.Contains(kept, filepath.Base(last.File)) || !slices.Contains(kept, "site-20990102T000000000Z.sqlite3") ||
+		!slices.Contains(kept, "site-20000101T000000000Z.sqlite3") {
+		t.Errorf("kept %v", kept)
+	}
+}
+
+// TestBackupSettingsThatFail: a Django project whose settings raise gives a
+// line saying so, never a traceback (it quotes settings.py, secrets and all).
+func TestBackupSettingsThatFail(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "brokensettings.py"), []byte("PASSWORD = 'hunter2-in-settings'\nraise KeyError(PASSWORD[:0] + 'DATABASE_URL')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(t.TempDir(), "copies")
+	app := &supervisor.Command{Path: "/usr/bin/python3", Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}}
+	spec, err := (&BackupConfig{Name: "site", Database: "default", To: to}).ResolveBackup(app, "brokensettings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runBackup(t, spec, "")
+	if run.Result != Failed || strings.Contains(run.Output, "Traceback") || strings.Contains(run.Output, "hunter2") ||
+		!strings.Contains(run.Output, "could not be loaded") || !strings.Contains(run.Output, "KeyError") {
+		t.Errorf("settings that raise: %+v", run)
+	}
 }

@@ -43,15 +43,29 @@ def fail(message):
     sys.exit(1)
 
 
+def brief(e):
+    """An exception as one short line: its type and the first line of its
+    message, cut at 200 characters."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else ''
+    if len(text) > 200:
+        text = text[:200] + '…'
+    return type(e).__name__ + (': ' + text if text else '')
+
+
 def django_database(alias, settings_module):
     os.environ.setdefault('DJANGO_SETTINGS_MODULE', settings_module)
     sys.path.insert(0, os.getcwd())
-    import django
-    django.setup()
-    from django.conf import settings
-    db = settings.DATABASES.get(alias)
+    try:
+        import django
+        django.setup()
+        from django.conf import settings
+        databases = dict(settings.DATABASES)
+    except Exception as e:  # the app's own error: said in a line, never a traceback quoting settings.py
+        fail("the app's settings (%s) could not be loaded to find database %r: %s" % (settings_module, alias, brief(e)))
+    db = databases.get(alias)
     if db is None:
-        fail('the app has no database %r in DATABASES (it has: %s)' % (alias, ', '.join(settings.DATABASES) or 'none'))
+        fail('the app has no database %r in DATABASES (it has: %s)' % (alias, ', '.join(databases) or 'none'))
     engine = db.get('ENGINE', '')
     if not engine.endswith('sqlite3'):
         fail('database %r uses %s, not SQLite: a backup block copies SQLite files only' % (alias, engine or 'no ENGINE'))
@@ -349,14 +363,43 @@ def main():
         except OSError:
             pass
         fail('cannot keep the copy of %s in %s as uid %d: %s' % (source, to, os.geteuid(), e))
-    pattern = re.compile(r'^%s-\d{8}T\d{9}Z\.sqlite3$' % re.escape(name))
-    copies = sorted(f for f in os.listdir(fd) if pattern.match(f))
-    removed = []
-    for old in copies[:max(len(copies) - keep, 0)]:
-        os.unlink(old, dir_fd=fd)
-        removed.append(old)
+    removed, problems = prune(fd, name, final_name, keep)
     os.close(fd)
-    print(json.dumps({'file': os.path.join(to, final_name), 'size': size, 'source': source, 'removed': removed}))
+    for problem in problems:
+        print(problem)
+    # the last line, whole within the output tail Hearth keeps (4 KiB)
+    print(json.dumps({'file': os.path.join(to, final_name), 'size': size, 'source': source,
+                      'removed': removed[:10], 'removed_count': len(removed)}))
+    if any(p.startswith('cannot remove') for p in problems):
+        sys.exit(1)
+
+
+def prune(fd, name, final_name, keep):
+    """Removes the oldest copies beyond keep (by the time in their names),
+    never final_name, the copy just made, and only regular files. Returns
+    what it removed and the problems met, one line each."""
+    pattern = re.compile(r'^%s-\d{8}T\d{9}Z\.sqlite3$' % re.escape(name))
+    others, problems = [], []
+    for entry in os.listdir(fd):
+        if entry == final_name or not pattern.match(entry):
+            continue
+        try:
+            if stat.S_ISREG(os.lstat(entry, dir_fd=fd).st_mode):
+                others.append(entry)
+        except OSError:
+            pass
+    future = sorted(f for f in others if f > final_name)
+    if future:
+        problems.append('copies named with a time later than now, kept as the newest (the clock was ahead when '
+                        'they were made; remove them if they are stale): %s' % ', '.join(future[:3] + (['…'] if len(future) > 3 else [])))
+    removed = []
+    for old in sorted(others)[:max(len(others) - (keep - 1), 0)]:
+        try:
+            os.unlink(old, dir_fd=fd)
+            removed.append(old)
+        except OSError as e:
+            problems.append('cannot remove the old copy %s: %s (the new copy was made)' % (old, e.strerror or e))
+    return removed, problems
 
 
 if __name__ == '__main__':
@@ -364,3 +407,5 @@ if __name__ == '__main__':
         main()
     except (OSError, sqlite3.Error) as e:  # what no step above expected: still a message
         fail('failed as uid %d: %s' % (os.geteuid(), e))
+    except Exception as e:  # never a traceback: it may quote the app's settings
+        fail('failed as uid %d: %s' % (os.geteuid(), brief(e)))
