@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/internal/proxyheaders"
 )
@@ -137,7 +138,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 }
 
 // refusalWarnings rate-limits the warning about refused requests.
-var refusalWarnings = logLimit{every: time.Second}
+var refusalWarnings = loglimit.Limit{Every: time.Second}
 
 // Check judges a request before anything serves it: a Host that is not
 // the site's (Hosts, or the hosts the app allows) gets 421, and a path or
@@ -149,7 +150,7 @@ func (g *Guard) Check(r *http.Request) error {
 		return err
 	}
 	if reason := g.refused(r); reason != "" {
-		if ok, skipped := refusalWarnings.allow(); ok { // scanners ask for /.env all day
+		if ok, skipped := refusalWarnings.Allow(); ok { // scanners ask for /.env all day
 			g.logger.Warn("guard refused a request (at most one such line a second)", zap.String("path", r.URL.Path),
 				zap.String("reason", reason), zap.Int64("not_logged_since", skipped))
 		}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 )
 
 // checkHost refuses, with 421, a request for a host this site does not
@@ -73,10 +75,10 @@ func (g *Guard) checkOneHost(host, what string) error {
 // hostWarnings rate-limits the warning about foreign hosts: scanners
 // send them all day, but the person who opens the site by a name the app
 // does not list needs to read why it refuses.
-var hostWarnings = logLimit{every: time.Minute}
+var hostWarnings = loglimit.Limit{Every: time.Minute}
 
 func (g *Guard) warnForeignHost(host string, app *AppHosts) {
-	ok, skipped := hostWarnings.allow()
+	ok, skipped := hostWarnings.Allow()
 	if !ok {
 		return
 	}

@@ -3,7 +3,6 @@ package guard
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestAppHostsMatchLikeDjango: the hosts an app allows are matched as
@@ -49,23 +48,5 @@ func TestPageName(t *testing.T) {
 		if got := pageName([]byte(page)); got != want {
 			t.Errorf("pageName(%q) = %q, want %q", page, got, want)
 		}
-	}
-}
-
-// A warning scanners can provoke at will is let through once per period,
-// with how many were held back since.
-func TestLogLimit(t *testing.T) {
-	l := logLimit{every: time.Hour}
-	if ok, skipped := l.allow(); !ok || skipped != 0 {
-		t.Fatalf("the first warning: %v, %d", ok, skipped)
-	}
-	for range 3 {
-		if ok, _ := l.allow(); ok {
-			t.Fatal("a second warning within the period was let through")
-		}
-	}
-	l.last.Store(time.Now().Add(-2 * time.Hour).UnixNano()) // the period has passed
-	if ok, skipped := l.allow(); !ok || skipped != 3 {
-		t.Errorf("after the period: %v, %d held back, want true, 3", ok, skipped)
 	}
 }

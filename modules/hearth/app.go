@@ -146,6 +146,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
 	recordAdminEndpoint(ctx)
+	serveFilesThroughLinkFS(ctx, a.logger)
 	a.keys = map[Pool]string{}
 	if err := a.watchCertificates(ctx); err != nil {
 		return err

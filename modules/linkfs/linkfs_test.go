@@ -1,0 +1,160 @@
+package linkfs
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+const appUID = 65534 // nobody: the app's account
+
+// tree is a served directory an app's account owns, beside files of
+// Caddy's account (root here) that the app's account cannot read, and
+// files it can.
+type tree struct {
+	served, secret, secretDir, public, publicDir string
+}
+
+func makeTree(t *testing.T) tree {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("links of another account need root to make")
+	}
+	base := t.TempDir()
+	must(t, os.Chmod(base, 0o755))
+	must(t, os.Chmod(filepath.Dir(base), 0o755))
+	tr := tree{served: filepath.Join(base, "staticfiles"), secretDir: filepath.Join(base, "caddy"), publicDir: filepath.Join(base, "share")}
+	must(t, os.Mkdir(tr.served, 0o755))
+	must(t, os.Chown(tr.served, appUID, appUID))
+	must(t, os.Mkdir(tr.secretDir, 0o700))
+	tr.secret = filepath.Join(tr.secretDir, "site.key")
+	must(t, os.WriteFile(tr.secret, []byte("-----BEGIN EC PRIVATE KEY-----\n"), 0o600))
+	must(t, os.Mkdir(tr.publicDir, 0o755))
+	tr.public = filepath.Join(tr.publicDir, "admin.css")
+	must(t, os.WriteFile(tr.public, []byte("body{}"), 0o644))
+	must(t, os.WriteFile(filepath.Join(tr.served, "app.css"), []byte("p{}"), 0o644))
+	// a file readable by others inside a directory only its owner enters
+	must(t, os.WriteFile(filepath.Join(tr.secretDir, "open.txt"), []byte("inside"), 0o644))
+	return tr
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// symlink makes the link name -> target owned by uid, as that account
+// would have made it.
+func symlink(t *testing.T, target, name string, uid int) {
+	t.Helper()
+	must(t, os.Symlink(target, name))
+	must(t, os.Lchown(name, uid, uid))
+}
+
+// TestLinksOfAnotherAccount: a link the app's account put in the directory
+// Caddy serves leads only to what that account could read itself; links of
+// root (or Caddy's own account) lead anywhere, as before; a path without
+// links is served as it is.
+func TestLinksOfAnotherAccount(t *testing.T) {
+	tr := makeTree(t)
+	symlink(t, tr.secret, filepath.Join(tr.served, "a.css"), appUID)                        // the attack
+	symlink(t, tr.secretDir, filepath.Join(tr.served, "certs"), appUID)                     // through a directory
+	symlink(t, "../caddy/open.txt", filepath.Join(tr.served, "rel.txt"), appUID)            // relative, into a closed directory
+	symlink(t, filepath.Join(tr.served, "a.css"), filepath.Join(tr.served, "again.css"), 0) // root's link to the app's link
+	symlink(t, tr.public, filepath.Join(tr.served, "admin.css"), appUID)                    // collectstatic --link
+	symlink(t, tr.secret, filepath.Join(tr.served, "root.key"), 0)                          // an administrator's own link
+	symlink(t, "loop", filepath.Join(tr.served, "loop"), appUID)
+	// a file of a third account, which only it reads: root's link leads
+	// there too (root's links are followed wherever they lead)
+	third := filepath.Join(tr.publicDir, "third.txt")
+	must(t, os.WriteFile(third, []byte("3rd"), 0o600))
+	must(t, os.Chown(third, 1, 1))
+	symlink(t, third, filepath.Join(tr.served, "third.txt"), 0)
+
+	fsys := FS{}
+	for name, want := range map[string]string{
+		"app.css":          "p{}",
+		"admin.css":        "body{}",
+		"root.key":         "-----BEGIN EC PRIVATE KEY-----\n",
+		"third.txt":        "3rd",
+		"a.css":            "refused",
+		"certs/site.key":   "refused",
+		"rel.txt":          "refused",
+		"again.css":        "refused",
+		"loop":             "error",
+		"missing.css":      "missing",
+		"certs/nothing.js": "missing",
+	} {
+		path := filepath.Join(tr.served, name)
+		for op, read := range map[string]func() (string, error){
+			"Open": func() (string, error) {
+				f, err := fsys.Open(path)
+				if err != nil {
+					return "", err
+				}
+				defer f.Close()
+				b, err := io.ReadAll(f)
+				return string(b), err
+			},
+			"ReadFile": func() (string, error) { b, err := fsys.ReadFile(path); return string(b), err },
+			"Stat": func() (string, error) {
+				info, err := fsys.Stat(path)
+				if err != nil {
+					return "", err
+				}
+				if info.Size() != int64(len(want)) {
+					return "", errors.New("size " + info.Name())
+				}
+				return want, nil
+			},
+		} {
+			got, err := read()
+			switch want {
+			case "refused":
+				if !errors.Is(err, fs.ErrPermission) || strings.Contains(got, "PRIVATE") {
+					t.Errorf("%s %s: %q %v, want refused", op, name, got, err)
+				}
+			case "missing":
+				if !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s %s: %q %v, want not found", op, name, got, err)
+				}
+			case "error":
+				if err == nil {
+					t.Errorf("%s %s: %q, want an error", op, name, got)
+				}
+			default:
+				if err != nil || got != want {
+					t.Errorf("%s %s: %q %v, want %q", op, name, got, err, want)
+				}
+			}
+		}
+	}
+	// the directory through the app's link is not listed either
+	if _, err := fsys.ReadDir(filepath.Join(tr.served, "certs")); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("ReadDir through the app's link to a closed directory: %v", err)
+	}
+	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 9 || entries[0].Name() != "a.css" {
+		t.Errorf("ReadDir of the served directory: %v %v", entries, err)
+	}
+}
+
+// A FIFO in the served directory is described without being opened: Stat
+// does not block.
+func TestStatDoesNotOpen(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "pipe")
+	must(t, unixMkfifo(fifo))
+	info, err := FS{}.Stat(fifo)
+	if err != nil || info.Mode()&fs.ModeNamedPipe == 0 {
+		t.Errorf("Stat of a FIFO: %v %v", info, err)
+	}
+}
+
+func unixMkfifo(path string) error { return syscall.Mkfifo(path, 0o600) }
