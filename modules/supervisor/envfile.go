@@ -198,7 +198,9 @@ func badName(name string) string {
 
 func parseEnv(text string) (map[string]string, error) {
 	vars := map[string]string{}
-	for n, line := range strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n") {
+	text = strings.ReplaceAll(text, "\r\n", "\n")
+	text = strings.ReplaceAll(text, "\r", "\n") // a file with lone CRs ends its lines with them
+	for n, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' {
 			continue
@@ -234,14 +236,14 @@ func parseEnvValue(v string) (string, error) {
 		if end < 0 {
 			return "", fmt.Errorf("unterminated single quote")
 		}
-		return v[1 : end+1], nil
+		return v[1 : end+1], afterQuote(v[end+2:])
 	case '"':
 		var b strings.Builder
 		for i := 1; i < len(v); i++ {
 			c := v[i]
 			switch {
 			case c == '"':
-				return b.String(), nil
+				return b.String(), afterQuote(v[i+1:])
 			case c == '\\' && i+1 < len(v):
 				i++
 				switch v[i] {
@@ -260,10 +262,22 @@ func parseEnvValue(v string) (string, error) {
 		}
 		return "", fmt.Errorf("unterminated double quote")
 	}
-	if i := strings.Index(v, " #"); i >= 0 {
-		v = v[:i]
+	for i := 1; i < len(v); i++ { // an inline comment: a # after a space or tab
+		if v[i] == '#' && (v[i-1] == ' ' || v[i-1] == '\t') {
+			v = v[:i]
+			break
+		}
 	}
 	return strings.TrimSpace(v), nil
+}
+
+// afterQuote checks what follows a quoted value on its line: nothing, or a
+// comment. `A='x' B='y'` would otherwise lose B without a word.
+func afterQuote(rest string) error {
+	if rest = strings.TrimSpace(rest); rest != "" && rest[0] != '#' {
+		return errors.New("text after the closing quote (one KEY=value per line; a comment starts with #)")
+	}
+	return nil
 }
 
 // checkEnvValue refuses a value no environment can carry: a NUL byte

@@ -31,6 +31,13 @@ func TestParseEnv(t *testing.T) {
 		{"unterminated single", `A='abc`, nil, "line 1: A: unterminated single quote"},
 		{"a NUL in a value", "A=1\nB=x\x00y\n", nil, "line 2: B: the value holds a NUL byte"},
 		{"an escaped NUL is no NUL", `A="x\0y"`, map[string]string{"A": "x0y"}, ""},
+		// what would have been lost without a word
+		{"two on a line, single", "A='x' B='y'", nil, "line 1: A: text after the closing quote"},
+		{"two on a line, double", `A="x" B="y"`, nil, "line 1: A: text after the closing quote"},
+		{"a comment after a quote", "A='x' # note\nB=\"y\"\t# note", map[string]string{"A": "x", "B": "y"}, ""},
+		{"lone CRs end lines", "A=1\rB=2\r", map[string]string{"A": "1", "B": "2"}, ""},
+		{"a tab before a comment", "A=1\t# note", map[string]string{"A": "1"}, ""},
+		{"a # inside a value", "A=a#b", map[string]string{"A": "a#b"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseEnv(tc.in)
