@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -461,7 +462,12 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		}
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("a restore takes a copy in backup %s's directory %s; %s is not there (copy it there first)", name, to, file)}
 	}
-	if info, err := os.Lstat(file); err != nil || !info.Mode().IsRegular() {
+	switch info, err := os.Lstat(file); {
+	case errors.Is(err, fs.ErrPermission):
+		// Caddy's account cannot look into the directory, which belongs to
+		// the account the copies are made as: the restore runs as that
+		// account, and its script checks the copy itself
+	case err != nil || !info.Mode().IsRegular():
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore (a regular file, not a link); `caddy hearth backups` shows the newest", file)}
 	}
 	// one restore at a time per app (per backup without one): a second

@@ -527,3 +527,40 @@ func TestBackupSettingsThatFail(t *testing.T) {
 		t.Errorf("settings that raise: %+v", run)
 	}
 }
+
+// TestRestoreChecksTheCopyItself: the restore script takes only a regular
+// file in the backup's directory, whatever reached it (Caddy's account may
+// not see into that directory, so the admin API's own check may not run).
+func TestRestoreChecksTheCopyItself(t *testing.T) {
+	base := t.TempDir()
+	db := filepath.Join(base, "site.sqlite3")
+	makeDB(t, db, "current")
+	elsewhere := filepath.Join(base, "other.sqlite3")
+	makeDB(t, elsewhere, "not a copy")
+	to := filepath.Join(base, "copies")
+	spec, err := (&BackupConfig{Name: "site", Path: db, To: to}).ResolveBackup(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := runBackup(t, spec, ""); run.Result != OK {
+		t.Fatalf("backup: %+v", run)
+	}
+	link := filepath.Join(to, "site-20990101T000000000Z.sqlite3")
+	must(t, os.Symlink(elsewhere, link))
+	for copy, want := range map[string]string{link: "not a regular file", elsewhere: "is not there"} {
+		if run := runBackup(t, spec, copy); run.Result != Failed || !strings.Contains(run.Output, want) {
+			t.Errorf("restore %s: %+v, want refused saying %q", copy, run, want)
+		}
+	}
+	out, err := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "current" {
+		t.Errorf("the database after refused restores: %s %v", out, err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -271,8 +271,16 @@ def restore(name, to, source, copy):
     # that account owns, and root reading it there would follow its links
     become_owner(source, to)
     copy = os.path.abspath(copy)
-    if not os.path.isfile(copy) or not os.access(copy, os.R_OK):
-        fail('the copy %s does not exist, or this account (uid %d, the database\'s) cannot read it' % (copy, os.geteuid()))
+    # checked here too: Caddy's account may not see into `to`, which is the
+    # copies' account's
+    if os.path.dirname(copy) != os.path.abspath(to):
+        fail('a restore takes a copy in %s; %s is not there' % (to, copy))
+    try:
+        regular = stat.S_ISREG(os.lstat(copy).st_mode)
+    except OSError:
+        regular = False
+    if not regular or not os.access(copy, os.R_OK):
+        fail('the copy %s does not exist, is not a regular file (a link?), or this account (uid %d, the database\'s) cannot read it' % (copy, os.geteuid()))
     if os.path.exists(source) and os.path.samefile(copy, source):
         fail('%s is the database itself, not a copy of it' % copy)
     check = checked(copy)
