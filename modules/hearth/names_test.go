@@ -3,9 +3,12 @@ package hearth
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/job"
 )
 
 // placedPool is a pool of an app in a directory, for UsePool.
@@ -111,5 +114,17 @@ func TestAppName(t *testing.T) {
 	a, b := PoolKey("python", map[string]int{"workers": 2}), PoolKey("python", map[string]int{"workers": 3})
 	if a == b || !strings.HasPrefix(a, "python:") || a != PoolKey("python", map[string]int{"workers": 2}) {
 		t.Errorf("PoolKey: %q, %q", a, b)
+	}
+}
+
+// A job's key holds its account: a reload that changes only an app's
+// group (or a renumbered uid) makes the job anew, instead of keeping the
+// one that runs as before.
+func TestJobKeyHoldsTheAccount(t *testing.T) {
+	spec := func(gid uint32) *job.Spec {
+		return &job.Spec{Name: "nightly", Kind: job.KindJob, Path: "/bin/true", Credential: &syscall.Credential{Uid: 1000, Gid: gid}}
+	}
+	if PoolKey("job", spec(1000)) == PoolKey("job", spec(33)) {
+		t.Error("two jobs that differ only in their group share a key")
 	}
 }

@@ -54,19 +54,22 @@ type Config struct {
 
 // Spec is a job resolved; its JSON is the job's identity across reloads.
 type Spec struct {
-	Name       string              `json:"name"`
-	Kind       Kind                `json:"kind"`
-	App        string              `json:"app"`
-	Path       string              `json:"path"`
-	Args       []string            `json:"args"`
-	Schedule   string              `json:"schedule"`
-	Timeout    time.Duration       `json:"timeout"`
-	Dir        string              `json:"dir"`
-	Env        []string            `json:"env"`
-	Umask      uint32              `json:"umask"`
-	User       string              `json:"user"`
-	Group      string              `json:"group"`
-	Credential *syscall.Credential `json:"-"`
+	Name     string        `json:"name"`
+	Kind     Kind          `json:"kind"`
+	App      string        `json:"app"`
+	Path     string        `json:"path"`
+	Args     []string      `json:"args"`
+	Schedule string        `json:"schedule"`
+	Timeout  time.Duration `json:"timeout"`
+	Dir      string        `json:"dir"`
+	Env      []string      `json:"env"`
+	Umask    uint32        `json:"umask"`
+	User     string        `json:"user"`
+	Group    string        `json:"group"`
+	// Credential is in the identity: a reload that changes the account
+	// (an app's `group`, a uid renumbered) makes the job anew, not the old
+	// one running as before
+	Credential *syscall.Credential `json:"credential,omitempty"`
 	// Backup is what a backup copies (KindBackup).
 	Backup   *BackupTarget `json:"backup,omitempty"`
 	schedule Schedule
