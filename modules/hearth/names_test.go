@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/service"
 )
 
 // placedPool is a pool of an app in a directory, for UsePool.
@@ -117,7 +118,7 @@ func TestAppName(t *testing.T) {
 	}
 }
 
-// A job's key holds its account: a reload that changes only an app's
+// A job's (and a service's) key holds its account: a reload that changes only an app's
 // group (or a renumbered uid) makes the job anew, instead of keeping the
 // one that runs as before.
 func TestJobKeyHoldsTheAccount(t *testing.T) {
@@ -126,5 +127,11 @@ func TestJobKeyHoldsTheAccount(t *testing.T) {
 	}
 	if PoolKey("job", spec(1000)) == PoolKey("job", spec(33)) {
 		t.Error("two jobs that differ only in their group share a key")
+	}
+	service := func(gid uint32) *service.Spec {
+		return &service.Spec{Name: "worker", Path: "/bin/true", Credential: &syscall.Credential{Uid: 1000, Gid: gid}}
+	}
+	if PoolKey("service", service(1000)) == PoolKey("service", service(33)) {
+		t.Error("two services that differ only in their group share a key")
 	}
 }

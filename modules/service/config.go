@@ -95,7 +95,7 @@ type Spec struct {
 	Umask        uint32              `json:"umask"`
 	User         string              `json:"user"`
 	Group        string              `json:"group"`
-	Credential   *syscall.Credential `json:"-"`
+	Credential   *syscall.Credential `json:"credential,omitempty"` // in the identity: an app's group changed makes the service anew
 	Workers      int                 `json:"workers"`
 	Ready        Ready               `json:"ready"`
 	StartTimeout time.Duration       `json:"start_timeout"`
