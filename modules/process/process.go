@@ -131,7 +131,15 @@ var stopSignals = map[string]syscall.Signal{
 func (u *Upstreams) Provision(ctx caddy.Context) error {
 	s, err := u.resolve()
 	if err != nil {
-		return fmt.Errorf("process %s: %w", strings.Join(u.Command, " "), err)
+		// the program only: arguments may carry a password (`--requirepass`)
+		what := "(no command)"
+		if len(u.Command) > 0 {
+			what = u.Command[0]
+		}
+		if u.Name != "" {
+			what = u.Name + " (" + what + ")"
+		}
+		return fmt.Errorf("process %s: %w", what, err)
 	}
 	key := hearth.PoolKey("process", s)
 	appModule, err := ctx.App("hearth")

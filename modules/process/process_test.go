@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // TestResolveEnv: an instance's environment may not carry a PORT or a
@@ -65,5 +67,16 @@ func TestSocketAsAnotherAccount(t *testing.T) {
 	u.Socket = false
 	if _, err := u.resolve(); err != nil {
 		t.Errorf("a port as nobody: %v", err)
+	}
+}
+
+// A refused process upstream is named by its program (and name), never
+// with its arguments: they may carry a password (`--requirepass`), and
+// the log reaches more readers than the config.
+func TestRefusalShowsNoArguments(t *testing.T) {
+	u := &Upstreams{Name: "cache", Command: []string{"/usr/bin/redis-server", "--requirepass", "hunter2"}, Env: map[string]string{"PORT": "1"}}
+	err := u.Provision(caddy.Context{})
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "cache (/usr/bin/redis-server)") {
+		t.Errorf("refusal: %v", err)
 	}
 }
