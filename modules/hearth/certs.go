@@ -96,18 +96,44 @@ func (h certEvents) Handle(_ context.Context, e caddy.Event) error {
 	name = strings.ToLower(name)
 	h.log.mu.Lock()
 	defer h.log.mu.Unlock()
-	a := h.log.attempts[name]
+	a, known := h.log.attempts[name]
 	switch e.Name() {
 	case "cert_obtaining":
 		a.obtaining = true
 	case "cert_obtained":
-		a = certAttempt{}
+		delete(h.log.attempts, name)
+		return nil
 	case "cert_failed":
 		a.obtaining = false
-		a.lastError, a.at = fmt.Sprint(e.Data["error"]), e.Timestamp()
+		// kept whole enough to be redacted before it is cut for display
+		a.lastError, a.at = textcut.Prefix(fmt.Sprint(e.Data["error"]), maxKeptCertError), e.Timestamp()
+	}
+	if !known && len(h.log.attempts) >= maxCertAttempts {
+		h.log.evictOldest()
 	}
 	h.log.attempts[name] = a
 	return nil
+}
+
+// maxCertAttempts bounds how many names' attempts are kept (with on-demand
+// TLS, clients choose the names, within what the config allows), and
+// maxKeptCertError how much of each one's error.
+const (
+	maxCertAttempts  = 4096
+	maxKeptCertError = 64 << 10
+)
+
+// evictOldest forgets the attempt that failed longest ago, or, when none
+// has failed, any one; l.mu is held.
+func (l *certLog) evictOldest() {
+	var oldest string
+	var at time.Time
+	for name, a := range l.attempts {
+		if oldest == "" || !a.at.IsZero() && (at.IsZero() || a.at.Before(at)) {
+			oldest, at = name, a.at
+		}
+	}
+	delete(l.attempts, oldest)
 }
 
 // watchCertificates subscribes to the tls app's certificate events.

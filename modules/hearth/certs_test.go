@@ -2,6 +2,7 @@ package hearth
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,25 @@ func TestCertificateAttempts(t *testing.T) {
 	emit("cert_obtained", map[string]any{"identifier": "home.example.net"})
 	if s := state(); s.State != CertNone || s.LastError != "" {
 		t.Errorf("after success (no certificate in this test's storage): %+v", s)
+	}
+	// what is kept is bounded: an obtained name is forgotten, an error is
+	// kept up to 64 KiB, and at most maxCertAttempts names (on-demand TLS
+	// lets clients choose names), the longest failed going first
+	if len(log.attempts) != 0 {
+		t.Errorf("an obtained name is still kept: %v", log.attempts)
+	}
+	for i := range maxCertAttempts + 10 {
+		emit("cert_failed", map[string]any{"identifier": fmt.Sprintf("n%d.example.net", i), "error": strings.Repeat("x", 100<<10)})
+	}
+	if n := len(log.attempts); n != maxCertAttempts {
+		t.Errorf("%d names kept, want %d", n, maxCertAttempts)
+	}
+	last := fmt.Sprintf("n%d.example.net", maxCertAttempts+9)
+	if a, ok := log.attempts[last]; !ok || len(a.lastError) != maxKeptCertError {
+		t.Errorf("the newest name: kept %v, %d bytes of its error", ok, len(a.lastError))
+	}
+	if _, ok := log.attempts["n0.example.net"]; ok {
+		t.Error("the first name to fail is still kept")
 	}
 }
 
