@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -99,6 +100,25 @@ func TestMaxMemoryRecyclesLeakyWorker(t *testing.T) {
 		if w.RSS < 1<<20 {
 			t.Errorf("worker %d reports an RSS of %d bytes", w.Pid, w.RSS)
 		}
+	}
+}
+
+// A max_memory below what a worker holds once its app is imported is said
+// once, and not enforced on such workers: replacing them would import the
+// app again every second, each replacement over the limit too.
+func TestMaxMemoryBelowAFreshWorker(t *testing.T) {
+	config, url := site(t, "hello:application", "workers 2\n\t\tmax_memory 2MiB")
+	c := startCaddy(t, config)
+	first := c.workerPIDs()
+	for range 20 {
+		get(t, url+"/")
+		time.Sleep(200 * time.Millisecond) // the memory monitor samples once a second
+	}
+	if a := c.mustApps()[0]; a.Restarts["memory"] != 0 || !slices.Equal(c.workerPIDs(), first) {
+		t.Errorf("workers over max_memory from their start were replaced: restarts %v, workers %v then %v", a.Restarts, first, c.workerPIDs())
+	}
+	if log := c.log.String(); strings.Count(log, "max_memory is below what a worker holds right after it starts") != 1 {
+		t.Errorf("the log does not say once that max_memory is too low:\n%s", log)
 	}
 }
 

@@ -454,6 +454,8 @@ func (c PoolConfig) checkFields() error {
 		return fmt.Errorf("max_requests_jitter needs max_requests")
 	case c.MaxMemory < 0:
 		return fmt.Errorf("max_memory must be positive")
+	case c.MaxMemory > 0 && c.MaxMemory < 1<<20:
+		return fmt.Errorf("max_memory %d is in bytes, and a Python worker holds tens of MiB: write it with a unit, like 512MiB", c.MaxMemory)
 	case c.Python != "" && c.Venv != "":
 		return fmt.Errorf("python and venv are both set; use venv alone (it runs the venv's bin/python)")
 	}

@@ -47,7 +47,18 @@ func (p *Pool) sampleMemory() {
 		rss := residentBytes(w.proc.Pid())
 		p.mu.Lock()
 		w.rss = rss
-		if p.opts.MaxMemory > 0 && rss > p.opts.MaxMemory && w.state == workerServing {
+		switch {
+		case p.opts.MaxMemory <= 0 || rss <= p.opts.MaxMemory || w.state != workerServing:
+		case w.serviceRSS > p.opts.MaxMemory:
+			// over it from the start: its replacement would be too, and
+			// replacing it would import the app again every second
+			if !p.memoryTooLowSaid {
+				p.memoryTooLowSaid = true
+				p.logger.Error("max_memory is below what a worker holds right after it starts: it is not enforced on such workers",
+					zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes_at_start", w.serviceRSS), zap.Int64("max_memory", p.opts.MaxMemory),
+					zap.String("fix", "raise max_memory above what the app needs (see rss_bytes in GET /hearth/apps), and reload"))
+			}
+		default:
 			p.logger.Warn("worker over max_memory; replacing it after its current request",
 				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", p.opts.MaxMemory))
 			w.requestRecycle("memory")

@@ -39,29 +39,32 @@ type Pool struct {
 	cancel    context.CancelFunc
 	loops     sync.WaitGroup // the replicas' Keep, the monitor and the file watcher
 
-	mu             sync.Mutex
-	state          supervisor.State
-	workers        []*worker // in service
-	retiring       []*worker // finishing their last requests
-	replicas       []*supervisor.Replica[*worker]
-	idle           []*channel
-	waiters        []*waiter   // FIFO
-	queueTimer     *time.Timer // expires waiters past queue_timeout
-	busyChannels   int
-	pipelined      int           // requests pipelined on channels now (see dispatch.go)
-	pipelinedTotal int64         // requests ever pipelined
-	meanDuration   time.Duration // moving average of request times (each at most pipelineSampleCap), for pipelining
-	growing        int           // workers being added
-	minWorkers     int           // autoscaling bounds (equal for a fixed-size pool)
-	maxWorkers     int
-	drained        chan struct{} // closed when a draining pool has nothing left to serve
-	paused         bool          // requests wait in the queue; no channel is handed out (Pause)
-	pauseIdle      chan struct{} // closed when a paused pool has no request in flight
-	stopped        chan struct{} // closed once Destruct has stopped every worker
-	restarts       map[string]int
-	failures       int
-	lastError      string
-	backoff        time.Time
+	mu    sync.Mutex
+	state supervisor.State
+	// memoryTooLowSaid: max_memory was found below a fresh worker's
+	// memory, and the log said so (once)
+	memoryTooLowSaid bool
+	workers          []*worker // in service
+	retiring         []*worker // finishing their last requests
+	replicas         []*supervisor.Replica[*worker]
+	idle             []*channel
+	waiters          []*waiter   // FIFO
+	queueTimer       *time.Timer // expires waiters past queue_timeout
+	busyChannels     int
+	pipelined        int           // requests pipelined on channels now (see dispatch.go)
+	pipelinedTotal   int64         // requests ever pipelined
+	meanDuration     time.Duration // moving average of request times (each at most pipelineSampleCap), for pipelining
+	growing          int           // workers being added
+	minWorkers       int           // autoscaling bounds (equal for a fixed-size pool)
+	maxWorkers       int
+	drained          chan struct{} // closed when a draining pool has nothing left to serve
+	paused           bool          // requests wait in the queue; no channel is handed out (Pause)
+	pauseIdle        chan struct{} // closed when a paused pool has no request in flight
+	stopped          chan struct{} // closed once Destruct has stopped every worker
+	restarts         map[string]int
+	failures         int
+	lastError        string
+	backoff          time.Time
 }
 
 // errPoolStopped is returned to requests that reach a pool after it stopped.
@@ -182,6 +185,7 @@ func (p *Pool) start(prepare func() ([]string, error)) error {
 	for _, w := range workers {
 		w.replica = p.newReplicaLocked()
 		w.rss = residentBytes(w.proc.Pid())
+		w.serviceRSS = w.rss
 		p.addWorkerLocked(w)
 	}
 	p.mu.Unlock()

@@ -135,7 +135,7 @@ func (p *Pool) putInService(r *supervisor.Replica[*worker], next, old *worker, r
 	rss := residentBytes(next.proc.Pid())
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	next.rss = rss
+	next.rss, next.serviceRSS = rss, rss
 	if p.state != supervisor.Running && p.state != supervisor.Draining {
 		return false
 	}

@@ -32,6 +32,7 @@ type worker struct {
 	limit      int64                        // max_requests (with jitter) before recycling; 0: none
 	lastUsed   time.Time                    // when a request last finished
 	rss        int64                        // resident memory in bytes, sampled by the monitor
+	serviceRSS int64                        // rss when it entered service: its app imported
 	state      workerState
 	exitReason string // why Hearth ended it (timeout, …); "" for a crash
 }
