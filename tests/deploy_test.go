@@ -140,6 +140,30 @@ func TestSystemdCommand(t *testing.T) {
 			t.Errorf("caddy hearth %v (%v):\n%s", args, err, out)
 		}
 	}
+	// a piece the Caddyfile imports from an app's directory: the same
+	imports := filepath.Join(dir, "imports.Caddyfile")
+	writeFile(t, filepath.Join(project, "site.caddy"), fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t}\n}\n", freePort(t), project))
+	writeFile(t, imports, "import "+filepath.Join(project, "site.caddy")+"\n")
+	if out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", imports, "--adapter", "caddyfile").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "the config imports "+filepath.Join(project, "site.caddy")) {
+		t.Errorf("a Caddyfile importing a piece from an app's directory (%v):\n%s", err, out)
+	}
+	// a directory the unit would have to quote (systemd splits paths at
+	// spaces, expands % and $), or one relative to the working directory
+	// (/ under systemd, not the operator's): refused, saying what to do
+	spaced := filepath.Join(dir, "My Site")
+	for dirValue, want := range map[string]string{
+		`"` + spaced + `"`:         "would need quoted",
+		filepath.Join(dir, "100%"): "would need quoted",
+		"relapp":                   "relative to Caddy's working directory, which under systemd is /",
+	} {
+		path := filepath.Join(dir, "odd.Caddyfile")
+		writeFile(t, path, fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t}\n}\n", freePort(t), dirValue))
+		out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", path, "--adapter", "caddyfile").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) || strings.Contains(string(out), "ReadWritePaths=") {
+			t.Errorf("dir %s (%v): want refused, saying %q:\n%s", dirValue, err, want, out)
+		}
+	}
 	// home.example.net:2929 is served over HTTPS: automatic HTTPS also
 	// listens on port 80 (redirects, ACME), which needs the capability
 	unit := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), false))
@@ -150,7 +174,11 @@ func TestSystemdCommand(t *testing.T) {
 		"ReadWritePaths=" + repoPath("examples", "node") + " " + repoPath("tests", "apps") + "\n",
 		"StateDirectory=caddy\nStateDirectoryMode=0700\n", "RuntimeDirectory=caddy\nRuntimeDirectoryMode=0700\n",
 		"Environment=\"CADDY_ADMIN=unix//run/caddy/admin.sock|0600\"\n", "Environment=HEARTH_DEFAULT_USER=hearth-apps:caddy\n",
-		"EnvironmentFile=-/etc/caddy/caddy.env\n", "sudo install -m 0600 -o root -g root /dev/null /etc/caddy/caddy.env",
+		"EnvironmentFile=-/etc/caddy/caddy.env\n",
+		// pasted again (a new unit), the credentials already there stay
+		"sudo test -e /etc/caddy/caddy.env || sudo install -m 0600 -o root -g root /dev/null /etc/caddy/caddy.env",
+		// only Caddy gets the stop signal: it drains the apps and stops its processes its own way
+		"KillMode=mixed\n",
 		"ProtectProc=invisible\n", "UMask=0077\n", "OOMPolicy=continue\n",
 		"InaccessiblePaths=-/etc/shadow -/etc/gshadow -/etc/ssh -/etc/sudoers -/etc/sudoers.d -/root\n",
 		"RestrictRealtime=true\n", "SystemCallFilter=~@resources\n", "SystemCallFilter=sched_setscheduler\n",

@@ -189,12 +189,19 @@ func TestHomeserverDeployHelpers(t *testing.T) {
 	if strings.Contains(ports, "UDP") {
 		t.Errorf("plain-HTTP sites got UDP forwarding:\n%s", ports)
 	}
+	// the example's default directories are relative to where `caddy run`
+	// runs; under systemd that is /: refused, saying to write them whole
+	out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `the config names the directory "examples/django" relative to Caddy's working directory`) {
+		t.Errorf("caddy hearth systemd with relative app directories (%v):\n%s", err, out)
+	}
+	examples := repoPath("examples")
+	t.Setenv("HEARTH_EXAMPLES", examples)
 	unit := runHearth(t, "systemd", "--config", config)
-	wd, _ := os.Getwd()
 	for _, want := range []string{
 		"Description=Caddy with Hearth (engwrite, guestbook, servicec)",
 		// the apps' directories, and the backup's (optional: it may not exist yet)
-		"ReadWritePaths=" + filepath.Join(wd, "examples", "django") + " " + filepath.Join(wd, "examples", "flask") + " " + filepath.Join(wd, "examples", "node") + " -/var/backups/engwrite\n",
+		"ReadWritePaths=" + filepath.Join(examples, "django") + " " + filepath.Join(examples, "flask") + " " + filepath.Join(examples, "node") + " -/var/backups/engwrite\n",
 		"sudo install -d -o hearth-apps -g caddy -m 0750 /var/backups/engwrite\n",
 		"StateDirectory=caddy\n", // the data directory, /var/lib/caddy
 		"CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL\n", "ExecStart=" + caddyBinary(t) + " run --config " + config + "\n",

@@ -88,10 +88,12 @@ type ConfigFile struct {
 			// where backups, services and jobs of their own write
 			Backups  []job.BackupConfig `json:"backups"`
 			Services []struct {
-				Dir string `json:"dir"`
+				Dir  string `json:"dir"`
+				User string `json:"user"`
 			} `json:"services"`
 			Jobs []struct {
-				Dir string `json:"dir"`
+				Dir  string `json:"dir"`
+				User string `json:"user"`
 			} `json:"jobs"`
 		} `json:"hearth"`
 		DDNS *struct {

@@ -1,9 +1,11 @@
 package hearth
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -12,9 +14,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
@@ -30,6 +34,13 @@ type deployment struct {
 	// more directories written to: backups' `to`, services' and jobs' own
 	// `dir` (optional in the unit: a backup directory may not exist yet)
 	extraDirs []string
+	// configFiles are the files a Caddyfile imports, itself included
+	configFiles []string
+	// owners are the accounts blocks name for their directories (a
+	// block's `user`); the others' are the apps' account
+	owners map[string]string
+	// directories the config names relative to Caddy's working directory
+	relativeDirs []string
 }
 
 // sitePort is a port an HTTP server listens on.
@@ -51,21 +62,29 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &deployment{}
+	d := &deployment{owners: map[string]string{}}
+	d.configFiles, err = caddyfileFiles(configFile, adapterName)
+	if err != nil {
+		return nil, err
+	}
 	h := cfg.Apps.Hearth
-	var extra []string
+	type placed struct{ dir, user string }
+	var extra []placed
 	for _, b := range h.Backups {
-		extra = append(extra, b.To)
+		extra = append(extra, placed{b.To, ""})
 	}
 	for _, s := range h.Services {
-		extra = append(extra, s.Dir)
+		extra = append(extra, placed{s.Dir, s.User})
 	}
 	for _, j := range h.Jobs {
-		extra = append(extra, j.Dir)
+		extra = append(extra, placed{j.Dir, j.User})
 	}
-	for _, dir := range extra {
-		if filepath.IsAbs(dir) && !slices.Contains(d.extraDirs, dir) {
-			d.extraDirs = append(d.extraDirs, dir)
+	for _, e := range extra {
+		if e.dir != "" && !filepath.IsAbs(e.dir) {
+			d.relativeDirs = append(d.relativeDirs, e.dir)
+		} else if e.dir != "" && !slices.Contains(d.extraDirs, e.dir) {
+			d.extraDirs = append(d.extraDirs, e.dir)
+			d.own(e.dir, e.user)
 		}
 	}
 	var redirects []string // host names automatic HTTPS redirects from HTTP
@@ -77,6 +96,10 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 			}
 			if app.dir != "" && !slices.Contains(d.dirs, app.dir) {
 				d.dirs = append(d.dirs, app.dir)
+				d.own(app.dir, app.user)
+			}
+			if app.relative != "" {
+				d.relativeDirs = append(d.relativeDirs, app.relative)
 			}
 		}
 		for _, addr := range srv.Listen {
@@ -118,6 +141,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	d.certs = challenges(cfg, d.ports)
 	sort.Strings(d.apps)
 	sort.Strings(d.dirs)
+	sort.Strings(d.relativeDirs)
 	return d, nil
 }
 
@@ -151,6 +175,39 @@ func adaptConfig(configFile, adapterName string) ([]byte, error) {
 	return out, nil
 }
 
+// caddyfileFiles lists the files a Caddyfile config is read from: itself
+// and every file it imports (none for a JSON config).
+func caddyfileFiles(configFile, adapterName string) ([]string, error) {
+	file, adapterName, err := chooseAdapter(configFile, adapterName)
+	if err != nil || adapterName != "caddyfile" {
+		return nil, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	blocks, err := caddyfile.Parse(file, data)
+	if err != nil {
+		return nil, fmt.Errorf("adapting %s: %w", file, err)
+	}
+	files := []string{abs(file)}
+	for _, b := range blocks {
+		for _, seg := range b.Segments {
+			for _, tok := range seg {
+				if f := abs(tok.File); tok.File != "" && !slices.Contains(files, f) {
+					files = append(files, f)
+				}
+			}
+		}
+		for _, k := range b.Keys {
+			if f := abs(k.File); k.File != "" && !slices.Contains(files, f) {
+				files = append(files, f)
+			}
+		}
+	}
+	return files, nil
+}
+
 // chooseAdapter is Caddy's rule (cmd.LoadConfig) for which file and
 // adapter a command uses: without --config, ./Caddyfile with the caddyfile
 // adapter; a file whose name starts with "caddyfile" or ends in
@@ -176,7 +233,11 @@ func chooseAdapter(configFile, adapterName string) (string, string, error) {
 }
 
 // appRef is an app found in a config's routes.
-type appRef struct{ name, dir string }
+type appRef struct {
+	name, dir string
+	user      string // the block's `user` ("": the apps' account)
+	relative  string // dir as the config wrote it, when relative ("": absolute)
+}
 
 // scanRoutes collects the host names of JSON routes and the apps (wsgi
 // and asgi handlers, process upstreams) under them.
@@ -191,7 +252,7 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 		_ = json.Unmarshal(h["handler"], &kind)
 		switch kind {
 		case "wsgi", "asgi":
-			apps = append(apps, appFrom(h["name"], "python", h["app"], h["dir"]))
+			apps = append(apps, appFrom(h["name"], "python", h["app"], h["dir"], h["user"]))
 		case "reverse_proxy":
 			var dyn map[string]json.RawMessage
 			if json.Unmarshal(h["dynamic_upstreams"], &dyn) == nil {
@@ -199,7 +260,7 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 				_ = json.Unmarshal(dyn["command"], &cmd)
 				if len(cmd) > 0 {
 					b, _ := json.Marshal(cmd[0])
-					apps = append(apps, appFrom(dyn["name"], "process", b, dyn["dir"]))
+					apps = append(apps, appFrom(dyn["name"], "process", b, dyn["dir"], dyn["user"]))
 				}
 			}
 		}
@@ -207,18 +268,21 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 	return hosts, apps
 }
 
-func appFrom(nameRaw json.RawMessage, kind string, sourceRaw, dirRaw json.RawMessage) appRef {
-	var name, source, dir string
+func appFrom(nameRaw json.RawMessage, kind string, sourceRaw, dirRaw, userRaw json.RawMessage) appRef {
+	var name, source, dir, user string
+	json.Unmarshal(userRaw, &user)
 	json.Unmarshal(nameRaw, &name)
 	json.Unmarshal(sourceRaw, &source)
 	json.Unmarshal(dirRaw, &dir)
 	name = AppName(name, kind, source)
-	if dir != "" {
+	relative := ""
+	if dir != "" && !filepath.IsAbs(dir) {
+		relative = dir
 		if abs, err := filepath.Abs(dir); err == nil {
 			dir = abs
 		}
 	}
-	return appRef{name: name, dir: dir}
+	return appRef{name: name, dir: dir, relative: relative, user: user}
 }
 
 // lanAddress is this machine's address on its local network, for the
@@ -414,6 +478,106 @@ func unitCapabilities(d *deployment) string {
 	return caps
 }
 
+// own records that dir is written by the account user ("": the apps').
+func (d *deployment) own(dir, user string) {
+	if _, ok := d.owners[dir]; !ok {
+		d.owners[dir] = user
+	}
+}
+
+// ownershipSteps are the commands, as unit comments, that give each
+// directory the config writes in to the account that writes there: a
+// block's own `user`, or the apps' account. A directory no app's account
+// should own (a home, a system directory, one holding other directories
+// of the config, Caddy's data) gets none, with the reason.
+func (d *deployment) ownershipSteps(o unitOptions) string {
+	if len(d.dirs)+len(d.extraDirs) == 0 {
+		return "#   (no app directory in the config)\n"
+	}
+	all := append(slices.Clone(d.dirs), d.extraDirs...)
+	var b strings.Builder
+	var kept []string
+	step := func(dirs []string, command, note string) {
+		byAccount := map[string][]string{}
+		for _, dir := range dirs {
+			if why := d.riskyToGive(dir, all, o.dataDir); why != "" {
+				kept = append(kept, dir+" ("+why+")")
+				continue
+			}
+			account := cmp.Or(d.owners[dir], o.appsUser)
+			byAccount[account] = append(byAccount[account], dir)
+		}
+		for _, account := range slices.Sorted(maps.Keys(byAccount)) {
+			fmt.Fprintf(&b, command, account, o.user, strings.Join(byAccount[account], " "), note)
+		}
+	}
+	step(d.dirs, "#   sudo chown -R %s:%s %s%s\n", "   (or only what the apps write: databases, media, static files)")
+	if len(d.extraDirs) > 0 {
+		b.WriteString("# and the backups', services' and jobs' directories:\n")
+		step(d.extraDirs, "#   sudo install -d -o %s -g %s -m 0750 %s%s\n", "")
+	}
+	for _, k := range kept {
+		fmt.Fprintf(&b, "# Not to be given to an app's account: %s; give the apps only the directories they write.\n", k)
+	}
+	return b.String()
+}
+
+// riskyToGive says why dir must not be given to an app's account, or "":
+// whoever owns it can replace what is in it, for everyone who uses it.
+func (d *deployment) riskyToGive(dir string, all []string, dataDir string) string {
+	clean := filepath.Clean(dir)
+	if clean == "/" || strings.Count(clean, "/") < 2 {
+		return "a top-level directory"
+	}
+	for _, system := range []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run", "/root", "/var/lib", "/var/log", "/var/spool", "/var/mail"} {
+		if clean == system || (strings.HasPrefix(clean, system+"/") && system != "/var/lib" && system != "/var/log") {
+			return "a system directory"
+		}
+	}
+	if filepath.Dir(clean) == "/home" {
+		return "a home directory"
+	}
+	if home, err := os.UserHomeDir(); err == nil && clean == filepath.Clean(home) {
+		return "your home directory"
+	}
+	if inside(dataDir, clean) || inside(clean, dataDir) {
+		return "Caddy's data directory, or one holding it"
+	}
+	for _, other := range all {
+		if other != dir && inside(other, clean) && d.owners[other] != d.owners[dir] {
+			return "it holds " + other + ", which another account writes"
+		}
+	}
+	return ""
+}
+
+// inside reports whether path is dir or under it.
+func inside(path, dir string) bool {
+	path, dir = filepath.Clean(path), filepath.Clean(dir)
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// unitSafePath refuses a path the unit (where spaces separate paths, and
+// % and $ are expanded) or the shell commands printed with it would need
+// quoted: letters, digits and / . _ - + , : @ = only. Quoting each for
+// systemd and the shell is easy to get wrong; a path that needs none
+// cannot be split, expanded, or end a comment line.
+func unitSafePath(path string) error {
+	for _, r := range path {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("/._-+,:@=", r) {
+			return fmt.Errorf("it holds %q, which the unit and the commands printed with it would need quoted (systemd splits paths at spaces and expands %% and $): rename it to letters, digits and / . _ - + , : @ =, or write the unit by hand", r)
+		}
+	}
+	return nil
+}
+
+func abs(path string) string {
+	if a, err := filepath.Abs(path); err == nil {
+		return a
+	}
+	return path
+}
+
 // writeUnit writes the systemd unit.
 func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	adapterFlag := ""
@@ -427,10 +591,30 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	if filepath.Base(o.dataDir) != "caddy" {
 		return fmt.Errorf("--data-dir %s: Caddy keeps its data in $XDG_DATA_HOME/caddy, so the directory must be named caddy", o.dataDir)
 	}
+	if len(d.relativeDirs) > 0 {
+		dir := d.relativeDirs[0]
+		return fmt.Errorf("the config names the directory %q relative to Caddy's working directory, which under systemd is /: Caddy would use %s, not the %s it means here; write the absolute path in the config", dir, filepath.Join("/", dir), abs(dir))
+	}
+	for _, f := range []struct{ what, path string }{{"--config", o.config}, {"--binary", o.binary}, {"--data-dir", o.dataDir}, {"--env-file", o.envFile}} {
+		if err := unitSafePath(f.path); err != nil {
+			return fmt.Errorf("%s %s: %w", f.what, f.path, err)
+		}
+	}
+	for _, dir := range append(slices.Clone(d.dirs), d.extraDirs...) {
+		if err := unitSafePath(dir); err != nil {
+			return fmt.Errorf("the config's directory %q: %w", dir, err)
+		}
+	}
 	// the unit has the operator give the apps' directories to the apps'
 	// account: a config or binary in one, an app could rewrite, and run
 	// anything as any account Caddy may switch to at the next reload
 	appDirs := append(slices.Clone(d.dirs), d.extraDirs...)
+	for _, imported := range d.configFiles {
+		if dir := ServedRootOf(imported, appDirs); dir != "" && imported != abs(o.config) {
+			return fmt.Errorf("the config imports %s, which is inside %s, which the unit has the apps' account (%s) own: an app could rewrite it and run anything as any account Caddy may switch to at the next reload or start; keep what the Caddyfile imports where only root writes (/etc/caddy)",
+				imported, dir, o.appsUser)
+		}
+	}
 	for _, f := range []struct{ flag, path, fix string }{
 		{"--config", o.config, "/etc/caddy/Caddyfile"},
 		{"--binary", o.binary, "/usr/local/bin/caddy"},
@@ -457,13 +641,7 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	if len(rw) > 0 {
 		rwLine = "ReadWritePaths=" + strings.Join(rw, " ") + "\n"
 	}
-	chown := "#   (no app directory in the config)\n"
-	if len(d.dirs) > 0 {
-		chown = fmt.Sprintf("#   sudo chown -R %s:%s %s   (or only what the apps write: databases, media, static files)\n", o.appsUser, o.user, strings.Join(d.dirs, " "))
-	}
-	if len(d.extraDirs) > 0 {
-		chown += fmt.Sprintf("# and the backups', services' and jobs' directories:\n#   sudo install -d -o %s -g %s -m 0750 %s\n", o.appsUser, o.user, strings.Join(d.extraDirs, " "))
-	}
+	chown := d.ownershipSteps(o)
 	caps := unitCapabilities(d)
 	fmt.Fprintf(out, `# Generated by "caddy hearth systemd" for %[1]s.
 #
@@ -482,7 +660,7 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 # lines readable by root only; systemd reads it before starting Caddy, which
 # uses them as {env.KEY} in the Caddyfile. Nothing prints them:
 #   sudo install -d -m 0755 %[11]s
-#   sudo install -m 0600 -o root -g root /dev/null %[10]s
+#   sudo test -e %[10]s || sudo install -m 0600 -o root -g root /dev/null %[10]s
 #   sudoedit %[10]s      # e.g. DDNS_TSIG_KEY=...
 #
 # The admin API is the unix socket /run/caddy/admin.sock (directory mode 0700):
@@ -514,6 +692,10 @@ ExecStartPre=-+/bin/sh -c 'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req'
 ExecStart=%[7]s run --config %[1]s%[8]s
 ExecReload=%[7]s reload --config %[1]s%[8]s --force
 TimeoutStopSec=60s
+# the stop signal to Caddy alone: it drains the apps and stops every process
+# it started its own way (stop_signal, stop_timeout); whatever is left at the
+# timeout is killed
+KillMode=mixed
 Restart=always
 RestartSec=2s
 # an app the kernel kills for memory is Hearth's to restart; systemd's own

@@ -1,0 +1,51 @@
+package hearth
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestOwnershipSteps: the unit's comments give each directory to the
+// account that writes it (a block's own `user`, or the apps' account), and
+// none to a directory an app's account must not own: whoever owns it can
+// replace what others run from it (a home's .bashrc, /etc).
+func TestOwnershipSteps(t *testing.T) {
+	d := &deployment{
+		dirs:      []string{"/srv/shop", "/srv/blog", "/home/me", "/etc/app", "/srv"},
+		extraDirs: []string{"/srv/shop/backups", "/var/lib/caddy/x", "/srv/blog/jobs"},
+		owners:    map[string]string{"/srv/blog": "blog", "/srv/blog/jobs": ""},
+	}
+	for _, dir := range append(d.dirs, d.extraDirs...) {
+		d.own(dir, "")
+	}
+	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
+	for _, want := range []string{
+		// nested directories of one account: given together; of two: the
+		// outer one is not (chown -R would take the inner one too)
+		"Not to be given to an app's account: /srv/blog (it holds /srv/blog/jobs, which another account writes)",
+		"#   sudo chown -R hearth-apps:caddy /srv/shop   (or only",
+		"#   sudo install -d -o hearth-apps -g caddy -m 0750 /srv/shop/backups /srv/blog/jobs\n",
+		"Not to be given to an app's account: /home/me (a home directory)",
+		"Not to be given to an app's account: /etc/app (a system directory)",
+		"Not to be given to an app's account: /srv (a top-level directory)",
+		"Not to be given to an app's account: /var/lib/caddy/x (Caddy's data directory, or one holding it)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "chown -R hearth-apps:caddy /home/me") || strings.Contains(out, "/etc/app\n#   sudo") {
+		t.Errorf("a home or system directory is given away:\n%s", out)
+	}
+}
+
+// A block's own `user` gets its directories.
+func TestOwnershipStepsPerAccount(t *testing.T) {
+	d := &deployment{dirs: []string{"/srv/blog", "/srv/shop"}, owners: map[string]string{}}
+	d.own("/srv/blog", "blog")
+	d.own("/srv/shop", "")
+	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
+	if !strings.Contains(out, "#   sudo chown -R blog:caddy /srv/blog   (or only") || !strings.Contains(out, "#   sudo chown -R hearth-apps:caddy /srv/shop   (or only") {
+		t.Errorf("per account:\n%s", out)
+	}
+}
