@@ -34,9 +34,14 @@ type Group struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	loops  sync.WaitGroup // the replicas' Keep
+	// stopping counts the instances being stopped out of service (replaced,
+	// left): the group's stop waits for them
+	stopping sync.WaitGroup
 
 	startOnce sync.Once
 	startErr  error
+	stopOnce  sync.Once
+	stopped   chan struct{} // closed once every instance has stopped
 
 	mu        sync.Mutex
 	state     supervisor.State
@@ -76,7 +81,7 @@ type instance struct {
 func newGroup(s *spec, logger *zap.Logger) *Group {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Group{spec: s, logger: logger.With(zap.String("app", s.Name)), ctx: ctx, cancel: cancel,
-		state: supervisor.Starting, restarts: map[string]int{"crash": 0, "reload": 0}}
+		state: supervisor.Starting, restarts: map[string]int{"crash": 0, "reload": 0}, stopped: make(chan struct{})}
 }
 
 // Name is the group's name.
@@ -340,7 +345,7 @@ func (g *Group) hooks() *supervisor.Hooks[*instance] {
 		},
 		Leave: func(in *instance) {
 			g.takeOut(in, "")
-			go in.stop(g.spec)
+			g.stopLater(in)
 		},
 		Failed: func(old *instance, reason string, err error, retryIn time.Duration) {
 			g.setLastError(err)
@@ -400,10 +405,24 @@ func (g *Group) adopt(_ *supervisor.Replica[*instance], next, old *instance, rea
 		return false
 	}
 	if old != nil {
-		go old.stop(g.spec)
+		g.stopLater(old)
 	}
 	return true
 }
+
+// stopLater stops in, out of service, in the background; the group's stop
+// waits for it.
+func (g *Group) stopLater(in *instance) {
+	g.stopping.Add(1)
+	panics.Go(g.logger, "stopping a process", func() {
+		defer g.stopping.Done()
+		in.stop(g.spec)
+	})
+}
+
+// Stopped is closed once every instance of the group has stopped: the
+// instance lock is let go then, not while instances still drain.
+func (g *Group) Stopped() <-chan struct{} { return g.stopped }
 
 // publishLocked updates what GetUpstreams returns.
 func (g *Group) publishLocked() {
@@ -418,18 +437,21 @@ func (g *Group) publishLocked() {
 // reload (after the requests in flight to it, up to stop_timeout), at once
 // when Caddy exits.
 func (g *Group) Destruct() error {
-	g.mu.Lock()
-	g.state = supervisor.Draining
-	g.mu.Unlock()
-	if caddy.Exiting() {
-		g.stop()
-	} else {
-		panics.Go(g.logger, "stopping the process upstream", g.stop)
-	}
+	g.stopOnce.Do(func() {
+		g.mu.Lock()
+		g.state = supervisor.Draining
+		g.mu.Unlock()
+		if caddy.Exiting() {
+			g.stop()
+		} else {
+			panics.Go(g.logger, "stopping the process upstream", g.stop)
+		}
+	})
 	return nil
 }
 
 func (g *Group) stop() {
+	defer close(g.stopped)
 	deadline := time.Now().Add(g.spec.StopTimeout)
 	for g.inFlight() > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -449,6 +471,7 @@ func (g *Group) stop() {
 		})
 	}
 	wg.Wait()
+	g.stopping.Wait()
 	g.logger.Info("process upstream stopped")
 }
 

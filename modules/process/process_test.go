@@ -5,8 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // TestResolveEnv: an instance's environment may not carry a PORT or a
@@ -78,5 +80,21 @@ func TestRefusalShowsNoArguments(t *testing.T) {
 	err := u.Provision(caddy.Context{})
 	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "cache (/usr/bin/redis-server)") {
 		t.Errorf("refusal: %v", err)
+	}
+}
+
+// A group is stopped once, however often Caddy destructs it, and says
+// when it has stopped (the instance lock waits for that).
+func TestGroupStopsOnce(t *testing.T) {
+	g := newGroup(&spec{Name: "api"}, zap.NewNop())
+	for range 2 {
+		if err := g.Destruct(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-g.Stopped():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stopped is not closed after Destruct")
 	}
 }
