@@ -248,8 +248,13 @@ func (g *Group) hooks() *supervisor.Hooks[*proc] {
 			g.mu.Unlock()
 			if reason == "" {
 				reason = "crash"
-				g.logger.Error("service process exited; replacing it", zap.Int("pid", p.p.Pid()), zap.String("exit", p.p.ExitDescription()),
-					zap.Duration("uptime", time.Since(p.p.StartedAt())))
+				fields := []zap.Field{zap.Int("pid", p.p.Pid()), zap.String("exit", p.p.ExitDescription()),
+					zap.Duration("uptime", time.Since(p.p.StartedAt()))}
+				if p.p.ExitDescription() == "exit status 0" && time.Since(p.p.StartedAt()) < daemonizeWindow {
+					// the way of a program that forks into the background
+					fields = append(fields, zap.String("fix", "a service must run in the foreground: a program that puts itself in the background (redis-server with daemonize yes, a --daemon or -d flag) leaves Hearth's supervision, and its copy outlives the service; turn that off (redis-server --daemonize no)"))
+				}
+				g.logger.Error("service process exited; replacing it", fields...)
 			}
 			g.takeOut(p, reason)
 			return reason
@@ -300,6 +305,10 @@ func (g *Group) adopt(_ *supervisor.Replica[*proc], next, old *proc, reason stri
 	}
 	return true
 }
+
+// daemonizeWindow: a service process that exits with status 0 this soon
+// after its start has most likely put itself in the background.
+const daemonizeWindow = 5 * time.Second
 
 // stopLater stops p, out of service, in the background; the group's stop
 // waits for it.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -166,5 +167,26 @@ func TestReadyTCPIsTheNewProcesss(t *testing.T) {
 	}
 	if !g2.Holds(addr) {
 		t.Errorf("the running service does not hold %s", addr)
+	}
+}
+
+// A service process that exits with status 0 right after its start has
+// most likely put itself in the background: the log says to run it in the
+// foreground (its background copy outlives Hearth's supervision).
+func TestServiceThatDaemonizes(t *testing.T) {
+	s, err := (&Config{Name: "daemon", Command: []string{"/bin/sh", "-c", "sleep 0.2"}, StopTimeout: 2e9}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.ErrorLevel)
+	g := New(s, zap.New(core))
+	defer g.Stop()
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the exit logged", func() bool { return logs.FilterMessage("service process exited; replacing it").Len() > 0 })
+	entry := logs.FilterMessage("service process exited; replacing it").All()[0]
+	if fix, _ := entry.ContextMap()["fix"].(string); !strings.Contains(fix, "must run in the foreground") {
+		t.Errorf("an exit with status 0 right after the start: %v", entry.ContextMap())
 	}
 }
