@@ -167,3 +167,95 @@ func TestLastDueUnreadable(t *testing.T) {
 		})
 	}
 }
+
+// TestScheduleAcrossDaylightSaving: a schedule at set hours runs once when
+// the clocks go back (02:30 comes twice), and runs an hour late rather than
+// not at all the day they go forward (02:30 never comes); an hourly one
+// goes by the clock as it is.
+func TestScheduleAcrossDaylightSaving(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(s string, zone string) time.Time {
+		v, err := time.Parse("2006-01-02 15:04 -0700", s+" "+zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.In(berlin)
+	}
+	for _, c := range []struct {
+		schedule string
+		from     time.Time
+		want     []time.Time
+	}{
+		// 25 October 2026: 03:00 CEST becomes 02:00 CET
+		{"30 2 * * *", at("2026-10-25 00:00", "+0200"), []time.Time{at("2026-10-25 02:30", "+0200"), at("2026-10-26 02:30", "+0100")}},
+		{"0 2 * * *", at("2026-10-24 12:00", "+0200"), []time.Time{at("2026-10-25 02:00", "+0200"), at("2026-10-26 02:00", "+0100")}},
+		// 29 March 2026: 02:00 CET becomes 03:00 CEST
+		{"30 2 * * *", at("2026-03-28 12:00", "+0100"), []time.Time{at("2026-03-29 03:30", "+0200"), at("2026-03-30 02:30", "+0200")}},
+		{"0 3 * * *", at("2026-03-28 12:00", "+0100"), []time.Time{at("2026-03-29 03:00", "+0200"), at("2026-03-30 03:00", "+0200")}},
+		// every hour: the repeated hour runs again, the skipped one not
+		{"0 * * * *", at("2026-10-25 01:30", "+0200"), []time.Time{at("2026-10-25 02:00", "+0200"), at("2026-10-25 02:00", "+0100"), at("2026-10-25 03:00", "+0100")}},
+		{"0 * * * *", at("2026-03-29 01:30", "+0100"), []time.Time{at("2026-03-29 03:00", "+0200")}},
+	} {
+		s, err := ParseSchedule(c.schedule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev := c.from
+		for _, want := range c.want {
+			got := s.Next(prev)
+			if !got.Equal(want) {
+				t.Errorf("%q after %s: %s, want %s", c.schedule, prev, got, want)
+				break
+			}
+			prev = got
+		}
+	}
+}
+
+// A restart of Caddy in the repeated hour does not run a job at set hours
+// a second time: its last due time, kept with an offset, is read in the
+// machine's zone.
+func TestRestartInTheRepeatedHour(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ran := time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC).In(berlin) // 02:30 CEST
+	if err := (&Spec{Kind: KindJob, Name: "nightly"}).saveLastDue(dir, ran); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 10, 25, 1, 10, 0, 0, time.UTC).In(berlin) // 02:10 CET, after it
+	j, _ := startJob(t, "30 2 * * *", dir, now)
+	if want := time.Date(2026, 10, 26, 1, 30, 0, 0, time.UTC); !j.Next().Equal(want) {
+		t.Errorf("next run %s, want %s (02:30 CET the day after)", j.Next().In(berlin), want.In(berlin))
+	}
+}
+
+// Running through the night the clocks go back, a job at set hours runs
+// once: the repeated hour is no clock set back.
+func TestRunningThroughTheRepeatedHour(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 10, 25, 0, 0, 0, 0, time.UTC).In(berlin) // 02:00 CEST
+	j, clock := startJob(t, "30 2 * * *", t.TempDir(), start)
+	first := time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC) // 02:30 CEST
+	if !j.Next().Equal(first) {
+		t.Fatalf("next run %s, want %s", j.Next().In(berlin), first.In(berlin))
+	}
+	clock.advance(first.In(berlin))
+	waitFor(t, "the run", func() bool { return j.Status().Runs == 1 })
+	second := time.Date(2026, 10, 26, 1, 30, 0, 0, time.UTC) // 02:30 CET the day after
+	waitFor(t, "the next run the day after", func() bool { return j.Next().Equal(second) })
+	// the clocks go back: 02:10 CET, 40 minutes later; the timer wakes
+	clock.jump(time.Date(2026, 10, 25, 1, 10, 0, 0, time.UTC).In(berlin))
+	clock.waiting(t) // the schedule looked at the clock and waits again
+	if !j.Next().Equal(second) || j.Status().Runs != 1 {
+		t.Errorf("in the repeated hour: next run %s, %d runs; want %s, 1", j.Next().In(berlin), j.Status().Runs, second.In(berlin))
+	}
+}

@@ -168,6 +168,7 @@ func (j *Job) Start() error {
 				last = now
 				j.keepLastDue(now)
 			}
+			last = last.In(now.Location()) // kept with its offset only: cron reads the clock's zone
 		}
 		next := j.due(last, now)
 		if next.Before(now) && !next.IsZero() {
@@ -188,11 +189,15 @@ func (j *Job) Start() error {
 	return nil
 }
 
-// due is the schedule's next time after last, seen at now: never later
-// than its next time after now, so that a clock set back (or a last time
-// kept while the clock was ahead) does not postpone the job by the jump.
+// due is the schedule's next time after last, seen at now: when now is
+// before last (a clock set back, or a last time kept while the clock was
+// ahead), never later than its next time after now, so that the job is
+// not postponed by the jump.
 func (j *Job) due(last, now time.Time) time.Time {
 	next := j.spec.schedule.Next(last)
+	if !now.Before(last) {
+		return next
+	}
 	if fromNow := j.spec.schedule.Next(now); !fromNow.IsZero() && fromNow.Before(next) {
 		next = fromNow
 	}
@@ -215,18 +220,22 @@ func (j *Job) schedule(next time.Time) {
 		j.mu.Lock()
 		j.next = next
 		j.mu.Unlock()
-		for now := j.clock.Now(); now.Before(next); now = j.clock.Now() {
+		for now := j.clock.Now(); now.Before(next); {
 			select {
 			case <-j.ctx.Done():
 				return
 			case <-j.clock.After(min(next.Sub(now), maxWait)):
 			}
-			if n := j.spec.schedule.Next(j.clock.Now()); !n.IsZero() && n.Before(next) { // the clock was set back
-				next = n
-				j.mu.Lock()
-				j.next = next
-				j.mu.Unlock()
+			woke := j.clock.Now()
+			if woke.Before(now) { // the clock was set back while the timer ran forward
+				if n := j.spec.schedule.Next(woke); !n.IsZero() && n.Before(next) {
+					next = n
+					j.mu.Lock()
+					j.next = next
+					j.mu.Unlock()
+				}
 			}
+			now = woke
 		}
 		select {
 		case <-j.ctx.Done():

@@ -49,8 +49,47 @@ func ParseSchedule(text string) (Schedule, error) {
 	if s.Next(time.Now()).IsZero() {
 		return nil, fmt.Errorf("schedule %q never comes: no month has that day (like 30 February or 31 April)", text)
 	}
-	return s, nil
+	return cronSchedule{s}, nil
 }
+
+// cronSchedule is a cron expression read on the machine's clock, with
+// cron's own rules for the days daylight saving time changes it, for a
+// schedule at set hours: a time that comes twice (the hour repeated when
+// the clocks go back) runs once, not twice, and a time that never comes
+// (the hour skipped when they go forward) runs when the clock would have
+// shown it, an hour late, instead of not at all that day. A schedule of
+// every hour goes by the clock as it is.
+type cronSchedule struct{ cron.Schedule }
+
+// allHours are the hour bits of a schedule that runs every hour.
+const allHours = 1<<24 - 1
+
+// Next is the schedule's next time after after.
+func (c cronSchedule) Next(after time.Time) time.Time {
+	next := c.Schedule.Next(after)
+	if spec, ok := c.Schedule.(*cron.SpecSchedule); next.IsZero() || !ok || spec.Hour&allHours == allHours {
+		return next
+	}
+	loc := after.Location()
+	if wallClock(next, loc) == wallClock(after, loc) { // the repeated hour: it ran at this time already
+		if next = c.Schedule.Next(next); next.IsZero() {
+			return next
+		}
+	}
+	// read in the offset after has, a time the day skipped comes first
+	_, offset := after.Zone()
+	if skipped := c.Schedule.Next(after.In(time.FixedZone("", offset))); !skipped.IsZero() && skipped.Before(next) {
+		y, mo, d := skipped.Date()
+		h, mi, _ := skipped.Clock()
+		if local := time.Date(y, mo, d, h, mi, 0, 0, loc); local.Hour() != h || local.Minute() != mi { // no such time here
+			return skipped.In(loc)
+		}
+	}
+	return next
+}
+
+// wallClock is what a clock in loc shows at t, to the minute.
+func wallClock(t time.Time, loc *time.Location) string { return t.In(loc).Format("2006-01-02 15:04") }
 
 // every runs at a fixed interval.
 type every time.Duration
