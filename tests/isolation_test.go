@@ -547,3 +547,32 @@ func TestHomeserverAsUnit(t *testing.T) {
 		t.Errorf("the TSIG key from the environment file is in Caddy's log")
 	}
 }
+
+// TestPreloadAsUnit: under the unit, /proc hides the apps' processes from
+// Caddy's account (ProtectProc=invisible); the workers a preloading fork
+// server forks are still known as its children, and serve.
+func TestPreloadAsUnit(t *testing.T) {
+	needUnitRun(t)
+	port := freePort(t)
+	c, _ := startAsUnit(t, fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi adminprobe:application {
+		dir %s
+		python %s
+		workers 2
+		preload
+	}
+}
+`, port, probeApp(t), pythonPath()), nil)
+	apps := c.waitRunning(1)
+	if len(apps[0].Workers) != 2 {
+		t.Fatalf("workers: %+v\n%s", apps[0].Workers, c.log.String())
+	}
+	r := probe(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if nobody, _ := user.Lookup(appsUser); strconv.Itoa(r.UID) != nobody.Uid {
+		t.Errorf("the forked worker runs as uid %d, not %s", r.UID, appsUser)
+	}
+	if strings.Contains(c.log.String(), "reading process") {
+		t.Errorf("a forked worker was refused:\n%s", c.log.String())
+	}
+}

@@ -280,7 +280,13 @@ func Descends(pid, ancestor int) bool {
 
 // parentOf is a process's parent pid, from /proc/<pid>/stat.
 func parentOf(pid int) (int, error) {
-	fields, err := ProcStat(pid)
+	// through ReadProc: under ProtectProc=invisible (the unit's) Caddy's
+	// account does not see the processes of the apps' accounts in /proc
+	data, err := ReadProc(pid, "stat")
+	if err != nil {
+		return 0, fmt.Errorf("reading process %d: %w", pid, err)
+	}
+	fields, err := parseProcStat(pid, data)
 	if err != nil {
 		return 0, err
 	}

@@ -17,6 +17,11 @@ func ProcStat(pid int) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading process %d: %w", pid, err)
 	}
+	return parseProcStat(pid, data)
+}
+
+// parseProcStat is ProcStat of the contents of /proc/<pid>/stat.
+func parseProcStat(pid int, data []byte) ([]string, error) {
 	end := bytes.LastIndexByte(data, ')')
 	if end < 0 {
 		return nil, fmt.Errorf("reading process %d: /proc/%d/stat is malformed", pid, pid)
