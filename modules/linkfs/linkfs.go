@@ -20,10 +20,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -86,71 +87,107 @@ func (f FS) ReadFile(name string) ([]byte, error) {
 // Glob is filepath.Glob: names only, which Open judges when they are read.
 func (FS) Glob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
 
-// open opens name with flags. A path without links is opened as it is, in
-// one system call that follows none (so that no link can be swapped in
-// between a check and the open); a path with links is resolved, its links
-// judged, and what it resolved to opened the same way, then judged again
-// by what was opened.
+// open opens name: for reading (or listing, with O_DIRECTORY) when flags
+// has no O_PATH. The file is first reached with an O_PATH descriptor,
+// which opens nothing (a FIFO does not block, a device does not act), and
+// only a regular file or a directory is then opened for reading, through
+// that descriptor: what was judged is what is read. A path without links
+// is reached in one system call that follows none; a path with links is
+// walked one name at a time from descriptors of the directories on the
+// way, so that no link can be swapped in between a check and a use, and
+// its links are judged on the file and directories reached.
 func (f FS) open(name string, flags int) (*os.File, error) {
-	file, err := openNoLinks(name, flags)
-	if err == nil || !errors.Is(err, unix.ELOOP) {
-		return file, err
+	fd, err := openNoLinks(name)
+	var links []link
+	var dirs []int // the walk's directories, held open: judged by fstat
+	defer func() {
+		for _, d := range dirs {
+			unix.Close(d)
+		}
+	}()
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		// a link on the way; or no openat2 (before Linux 5.6, or refused by
+		// a system call filter: systemd's RestrictSUIDSGID= refuses it)
+		fd, links, dirs, err = walk(name)
 	}
-	resolved, links, err := resolve(name)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	file, err = openNoLinks(resolved, flags)
-	if err != nil {
-		return nil, err
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
 	}
 	for _, l := range links {
 		if trusted(l.owner) {
 			continue
 		}
-		if why := unreadableBy(file, resolved, l.owner); why != "" {
-			file.Close()
-			f.refused(name, l, resolved, why)
+		if why := unreadableBy(l.owner, fd, &st, dirs); why != "" {
+			unix.Close(fd)
+			f.refused(name, l, why)
 			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
 		}
 	}
-	return file, nil
+	if flags&unix.O_PATH != 0 {
+		return os.NewFile(uintptr(fd), name), nil
+	}
+	defer unix.Close(fd)
+	if mode := st.Mode & unix.S_IFMT; mode != unix.S_IFREG && mode != unix.S_IFDIR {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission} // a FIFO, a device, a socket: never read
+	}
+	rfd, err := reopen(fd, name, flags, &st)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(rfd), name), nil
 }
 
-// openNoLinks opens path with flags, following no symbolic link on the way
-// (openat2's RESOLVE_NO_SYMLINKS: ELOOP where there is one). Where the
-// kernel has no openat2 (before Linux 5.6), only the last name is kept
-// from being a link, and the path is resolved first (open's caller).
-func openNoLinks(path string, flags int) (*os.File, error) {
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_NO_SYMLINKS}
+// reopen opens for reading the file an O_PATH descriptor fd (st) holds:
+// through /proc/self/fd, or, without /proc (a chroot), by its name again
+// without blocking, taken only if it is still the same file.
+func reopen(fd int, name string, flags int, st *unix.Stat_t) (int, error) {
+	rfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), flags|unix.O_CLOEXEC, 0)
+	if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOSYS) {
+		return rfd, err
+	}
+	rfd, err = unix.Open(name, flags|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return -1, err
+	}
+	var again unix.Stat_t
+	if err := unix.Fstat(rfd, &again); err != nil || again.Dev != st.Dev || again.Ino != st.Ino {
+		unix.Close(rfd)
+		return -1, unix.EAGAIN // replaced meanwhile
+	}
+	if _, err := unix.FcntlInt(uintptr(rfd), unix.F_SETFL, flags); err != nil {
+		unix.Close(rfd)
+		return -1, err
+	}
+	return rfd, nil
+}
+
+// openNoLinks reaches path with an O_PATH descriptor, following no
+// symbolic link on the way (openat2's RESOLVE_NO_SYMLINKS: ELOOP where
+// there is one, ENOSYS or EPERM where openat2 is not to be had).
+func openNoLinks(path string) (int, error) {
+	if !useOpenat2 {
+		return -1, unix.ENOSYS
+	}
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS}
 	for tries := 1; ; tries++ {
 		fd, err := unix.Openat2(unix.AT_FDCWD, path, &how)
-		switch {
-		case err == nil:
-			return os.NewFile(uintptr(fd), path), nil
-		case (errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN)) && tries < 8: // EAGAIN: a rename raced the lookup
+		if (errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN)) && tries < 8 { // EAGAIN: a rename raced the lookup
 			continue
-		case errors.Is(err, unix.ENOSYS):
-			if clean, cerr := filepath.EvalSymlinks(path); cerr != nil || clean != filepath.Clean(abs(path)) {
-				return nil, &fs.PathError{Op: "open", Path: path, Err: unix.ELOOP}
-			}
-			fd, err = unix.Open(path, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-			if err == nil {
-				return os.NewFile(uintptr(fd), path), nil
-			}
 		}
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		return fd, err
 	}
 }
 
-func abs(path string) string {
-	if a, err := filepath.Abs(path); err == nil {
-		return a
-	}
-	return path
-}
+// useOpenat2 is false in tests that walk every path, as where openat2
+// is refused.
+var useOpenat2 = true
 
-// link is a symbolic link met resolving a path.
+// link is a symbolic link met on the way to a file.
 type link struct {
 	path, target string
 	owner        uint32
@@ -159,46 +196,96 @@ type link struct {
 // maxLinks is how many links a path may go through, as the kernel allows.
 const maxLinks = 40
 
-// resolve follows path one name at a time, as the kernel does, and returns
-// the path it leads to, with no link left in it, and the links it went
-// through with their owners.
-func resolve(path string) (string, []link, error) {
-	var links []link
-	todo := strings.Split(abs(path), "/")
+// walk reaches path one name at a time, as the kernel resolves it, each
+// name opened O_PATH|O_NOFOLLOW from the descriptor of the directory it is
+// in: a link is read (and its owner taken) from its own descriptor, and
+// what it leads to walked in turn. It returns an O_PATH descriptor of the
+// file, the links met, and descriptors of the directories the file is
+// reached through (the caller closes them).
+func walk(path string) (fd int, links []link, dirs []int, err error) {
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, nil, err
+	}
+	dirs = []int{root}
 	current := "/"
+	todo := strings.Split(abs(path), "/")
+	fail := func(err error) (int, []link, []int, error) { return -1, nil, dirs, err }
 	for len(todo) > 0 {
 		part := todo[0]
 		todo = todo[1:]
 		switch part {
 		case "", ".":
 			continue
-		case "..":
-			current = filepath.Dir(current)
+		case "..": // what the kernel does: up from the directory reached
+			if len(dirs) > 1 {
+				unix.Close(dirs[len(dirs)-1])
+				dirs = dirs[:len(dirs)-1]
+				current = filepath.Dir(current)
+			}
 			continue
 		}
-		next := filepath.Join(current, part)
-		info, err := os.Lstat(next)
+		next, err := unix.Openat(dirs[len(dirs)-1], part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return "", nil, err
+			return fail(err)
 		}
-		if info.Mode()&fs.ModeSymlink == 0 {
-			current = next
+		var st unix.Stat_t
+		if err := unix.Fstat(next, &st); err != nil {
+			unix.Close(next)
+			return fail(err)
+		}
+		here := filepath.Join(current, part)
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			buf := make([]byte, unix.PathMax)
+			n, err := unix.Readlinkat(next, "", buf)
+			unix.Close(next)
+			if err != nil {
+				return fail(err)
+			}
+			if len(links) == maxLinks {
+				return fail(unix.ELOOP)
+			}
+			target := string(buf[:n])
+			links = append(links, link{path: here, target: target, owner: st.Uid})
+			if filepath.IsAbs(target) {
+				for _, d := range dirs[1:] {
+					unix.Close(d)
+				}
+				dirs, current = dirs[:1], "/"
+			}
+			todo = append(strings.Split(target, "/"), todo...)
 			continue
 		}
-		if len(links) == maxLinks {
-			return "", nil, unix.ELOOP
+		if len(todo) == 0 || strings.Join(todo, "") == "" {
+			return next, links, dirs, nil
 		}
-		target, err := os.Readlink(next)
-		if err != nil {
-			return "", nil, err
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			unix.Close(next)
+			return fail(unix.ENOTDIR)
 		}
-		links = append(links, link{path: next, target: target, owner: info.Sys().(*syscall.Stat_t).Uid})
-		if filepath.IsAbs(target) {
-			current = "/"
-		}
-		todo = append(strings.Split(target, "/"), todo...)
+		dirs = append(dirs, next)
+		current = here
 	}
-	return current, links, nil
+	// the path ended at a directory already reached (like "/x/.."): its own
+	// descriptor
+	last, err := unix.Openat(dirs[len(dirs)-1], ".", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	return last, links, dirs, nil
+}
+
+// abs is path from the root, not cleaned: a ".." after a link is the
+// walk's to resolve, from where the link led.
+func abs(path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return path
+	}
+	return wd + "/" + path
 }
 
 // trusted reports whether links of the account uid are followed whatever
@@ -206,46 +293,67 @@ func resolve(path string) (string, []link, error) {
 // could read what its links lead to anyway).
 func trusted(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
 
-// unreadableBy says why the account uid could not read file, opened at the
-// path resolved (with no link in it), or "" when it could: the file must
-// be its own and readable by its owner, or readable by others, and every
-// directory on the way its own and enterable, or enterable by others. The
-// account's groups are not counted: a link may lead only where the account
-// could go as anyone.
-func unreadableBy(file *os.File, resolved string, uid uint32) string {
-	info, err := file.Stat()
-	if err != nil {
-		return err.Error()
+// unreadableBy says why the account uid could not read the file fd (st),
+// reached through the directories dirs, or "" when it could: its owner, one
+// of its groups, or anyone must be let read the file and enter every
+// directory, as the permission bits say; and a file of /proc is never
+// given (what it shows depends on who reads it).
+func unreadableBy(uid uint32, fd int, st *unix.Stat_t, dirs []int) string {
+	var fsst unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fsst); err != nil || fsst.Type == unix.PROC_SUPER_MAGIC {
+		return "it is in /proc"
 	}
-	if !permits(info, uid, 0o4) {
+	groups := accountGroups(uid)
+	if !permits(st, uid, groups, 0o4) {
 		return "the file is not readable by that account"
 	}
-	for dir := filepath.Dir(resolved); ; dir = filepath.Dir(dir) {
-		dinfo, err := os.Lstat(dir)
-		if err != nil {
+	for i, d := range dirs {
+		var dst unix.Stat_t
+		if err := unix.Fstat(d, &dst); err != nil {
 			return err.Error()
 		}
-		if !permits(dinfo, uid, 0o1) {
-			return fmt.Sprintf("the directory %s is not enterable by that account", dir)
-		}
-		if dir == "/" || dir == "." {
-			return ""
+		if !permits(&dst, uid, groups, 0o1) {
+			return fmt.Sprintf("a directory on the way (%d from the root) is not enterable by that account", i)
 		}
 	}
+	return ""
 }
 
-// permits reports whether info's permission bits give uid the access bit
-// (4 read, 1 search) as its owner or as anyone.
-func permits(info fs.FileInfo, uid uint32, bit fs.FileMode) bool {
-	perm := info.Mode().Perm()
-	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid == uid && perm&(bit<<6) != 0 {
-		return true
+// accountGroups are the groups of the account uid: its own and those it
+// is a member of (none known when it has no entry).
+func accountGroups(uid uint32) []uint32 {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return nil
 	}
-	return perm&bit != 0
+	ids, _ := u.GroupIds()
+	if !slices.Contains(ids, u.Gid) {
+		ids = append(ids, u.Gid)
+	}
+	var groups []uint32
+	for _, id := range ids {
+		if g, err := strconv.ParseUint(id, 10, 32); err == nil {
+			groups = append(groups, uint32(g))
+		}
+	}
+	return groups
+}
+
+// permits reports whether the permission bits of st give uid (in groups)
+// the access bit (4 read, 1 search), as the kernel reads them: the owner's
+// bits for its owner, the group's for a member, the others' for the rest.
+func permits(st *unix.Stat_t, uid uint32, groups []uint32, bit uint32) bool {
+	switch {
+	case st.Uid == uid:
+		return st.Mode&(bit<<6) != 0
+	case slices.Contains(groups, st.Gid):
+		return st.Mode&(bit<<3) != 0
+	}
+	return st.Mode&bit != 0
 }
 
 // refused logs a link not followed (at most once a minute).
-func (f FS) refused(name string, l link, resolved, why string) {
+func (f FS) refused(name string, l link, why string) {
 	if f.Logger == nil {
 		return
 	}
@@ -254,8 +362,8 @@ func (f FS) refused(name string, l link, resolved, why string) {
 		return
 	}
 	f.Logger.Warn("not serving a file through a link its owner could not read it through (at most one such line a minute)",
-		zap.String("file", name), zap.String("link", l.path), zap.Uint32("link_owner_uid", l.owner),
-		zap.String("leads_to", resolved), zap.String("why", why), zap.Int64("not_logged_since", skipped),
+		zap.String("file", name), zap.String("link", l.path), zap.String("leads_to", l.target), zap.Uint32("link_owner_uid", l.owner),
+		zap.String("why", why), zap.Int64("not_logged_since", skipped),
 		zap.String("fix", "if the file is meant to be served, copy it into the served directory, or make it readable by the link's owner; a link made by root or by Caddy's account is followed anywhere"))
 }
 

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const appUID = 65534 // nobody: the app's account
@@ -78,21 +81,50 @@ func TestLinksOfAnotherAccount(t *testing.T) {
 	must(t, os.Chown(third, 1, 1))
 	symlink(t, third, filepath.Join(tr.served, "third.txt"), 0)
 
+	// a file of a group the link's owner is in (www-data's own), and one
+	// of /proc, readable by anyone but never given through a link
+	grouped := filepath.Join(tr.publicDir, "grouped.txt")
+	must(t, os.WriteFile(grouped, []byte("grp"), 0o640))
+	must(t, os.Chown(grouped, 0, wwwData))
+	symlink(t, grouped, filepath.Join(tr.served, "grouped.txt"), wwwData)
+	symlink(t, grouped, filepath.Join(tr.served, "notgrouped.txt"), appUID)
+	symlink(t, "/proc/self/status", filepath.Join(tr.served, "status.txt"), appUID)
+	// through a link, up again with ..: the kernel goes up from where the
+	// link led (the closed directory's parent), not from the link's
+	symlink(t, tr.secretDir, filepath.Join(tr.served, "up"), appUID)
+	fifo := filepath.Join(tr.served, "pipe.css")
+	must(t, syscall.Mkfifo(fifo, 0o644))
+
+	for _, walkAll := range []bool{false, true} {
+		useOpenat2 = !walkAll
+		t.Run(map[bool]string{false: "openat2", true: "walk"}[walkAll], func(t *testing.T) { checkTree(t, tr) })
+	}
+	useOpenat2 = true
+}
+
+const wwwData = 33 // www-data, in its own group
+
+func checkTree(t *testing.T, tr tree) {
 	fsys := FS{}
 	for name, want := range map[string]string{
-		"app.css":          "p{}",
-		"admin.css":        "body{}",
-		"root.key":         "-----BEGIN EC PRIVATE KEY-----\n",
-		"third.txt":        "3rd",
-		"a.css":            "refused",
-		"certs/site.key":   "refused",
-		"rel.txt":          "refused",
-		"again.css":        "refused",
-		"loop":             "error",
-		"missing.css":      "missing",
-		"certs/nothing.js": "missing",
+		"grouped.txt":           "grp",
+		"notgrouped.txt":        "refused",
+		"status.txt":            "refused",
+		"up/../share/admin.css": "body{}",
+		"up/site.key":           "refused",
+		"app.css":               "p{}",
+		"admin.css":             "body{}",
+		"root.key":              "-----BEGIN EC PRIVATE KEY-----\n",
+		"third.txt":             "3rd",
+		"a.css":                 "refused",
+		"certs/site.key":        "refused",
+		"rel.txt":               "refused",
+		"again.css":             "refused",
+		"loop":                  "error",
+		"missing.css":           "missing",
+		"certs/nothing.js":      "missing",
 	} {
-		path := filepath.Join(tr.served, name)
+		path := tr.served + "/" + name // not cleaned: .. after a link is the walk's
 		for op, read := range map[string]func() (string, error){
 			"Open": func() (string, error) {
 				f, err := fsys.Open(path)
@@ -136,11 +168,28 @@ func TestLinksOfAnotherAccount(t *testing.T) {
 			}
 		}
 	}
+	// a FIFO is described, never opened: Open does not block
+	done := make(chan error, 1)
+	go func() {
+		f, err := fsys.Open(filepath.Join(tr.served, "pipe.css"))
+		if err == nil {
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("Open of a FIFO: %v, want refused", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Open of a FIFO blocks")
+	}
 	// the directory through the app's link is not listed either
 	if _, err := fsys.ReadDir(filepath.Join(tr.served, "certs")); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("ReadDir through the app's link to a closed directory: %v", err)
 	}
-	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 9 || entries[0].Name() != "a.css" {
+	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 14 || entries[0].Name() != "a.css" {
 		t.Errorf("ReadDir of the served directory: %v %v", entries, err)
 	}
 }
@@ -158,3 +207,51 @@ func TestStatDoesNotOpen(t *testing.T) {
 }
 
 func unixMkfifo(path string) error { return syscall.Mkfifo(path, 0o600) }
+
+// TestSwappedWhileRead: the app's account swaps, as fast as it can, a
+// directory of its own with a link of its own to Caddy's closed directory
+// (rename exchange), while the file under it is read again and again, by
+// the walk every path takes where openat2 is refused. Caddy's key is never
+// read: a link is judged from the same descriptor the walk goes on from.
+func TestSwappedWhileRead(t *testing.T) {
+	tr := makeTree(t)
+	own := filepath.Join(tr.served, "d")
+	must(t, os.Mkdir(own, 0o755))
+	must(t, os.WriteFile(filepath.Join(own, "site.key"), []byte("harmless"), 0o644))
+	swap := filepath.Join(tr.served, "swap")
+	symlink(t, tr.secretDir, swap, appUID)
+	if err := unix.Renameat2(unix.AT_FDCWD, own, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE); err != nil {
+		t.Skipf("no rename exchange here: %v", err)
+	}
+	useOpenat2 = false
+	defer func() { useOpenat2 = true }()
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				swapped <- n
+				return
+			default:
+			}
+			if unix.Renameat2(unix.AT_FDCWD, own, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE) == nil {
+				n++
+			}
+		}
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	reads := 0
+	for ; time.Now().Before(deadline) && reads < 20000; reads++ {
+		if b, err := (FS{}).ReadFile(own + "/site.key"); err == nil && strings.Contains(string(b), "PRIVATE") {
+			close(stop)
+			<-swapped
+			t.Fatalf("read Caddy's key through a swapped link after %d reads", reads)
+		}
+	}
+	close(stop)
+	if n := <-swapped; n < 100 {
+		t.Logf("only %d swaps in %d reads", n, reads)
+	}
+}
