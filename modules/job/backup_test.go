@@ -500,9 +500,11 @@ func TestBackupPruning(t *testing.T) {
 	for _, e := range entries {
 		kept = append(kept, e.Name())
 	}
-	// keep 2: the new copy and the newest other (2099-01-02); the
-	// directory is left alone
-	if len(kept) != 3 || !slices.Contains(kept, filepath.Base(last.File)) || !slices.Contains(kept, "site-20990102T000000000Z.sqlite3") ||
+	// keep 2: the new copy and the newest real one before it; the copies
+	// dated after now are kept, not counted; the directory is left alone
+	newestReal := fmt.Sprintf("site-2020%02d%02dT000000000Z.sqlite3", 1+299/28, 1+299%28)
+	if len(kept) != 5 || !slices.Contains(kept, filepath.Base(last.File)) || !slices.Contains(kept, newestReal) ||
+		!slices.Contains(kept, "site-20990101T000000000Z.sqlite3") || !slices.Contains(kept, "site-20990102T000000000Z.sqlite3") ||
 		!slices.Contains(kept, "site-20000101T000000000Z.sqlite3") {
 		t.Errorf("kept %v", kept)
 	}

@@ -398,10 +398,13 @@ def prune(fd, name, final_name, keep):
             pass
     future = sorted(f for f in others if f > final_name)
     if future:
-        problems.append('copies named with a time later than now, kept as the newest (the clock was ahead when '
-                        'they were made; remove them if they are stale): %s' % ', '.join(future[:3] + (['…'] if len(future) > 3 else [])))
+        problems.append('copies named with a time later than now, kept and not counted in keep (the clock was ahead '
+                        'when they were made; remove them if they are stale): %s' % ', '.join(future[:3] + (['…'] if len(future) > 3 else [])))
+    # copies dated after now are kept but not counted: counted, they would
+    # leave room for no real copy but the new one
+    dated = sorted(f for f in others if f < final_name)
     removed = []
-    for old in sorted(others)[:max(len(others) - (keep - 1), 0)]:
+    for old in dated[:max(len(dated) - (keep - 1), 0)]:
         try:
             os.unlink(old, dir_fd=fd)
             removed.append(old)
