@@ -117,9 +117,18 @@ func TestMaxMemoryBelowAFreshWorker(t *testing.T) {
 	if a := c.mustApps()[0]; a.Restarts["memory"] != 0 || !slices.Equal(c.workerPIDs(), first) {
 		t.Errorf("workers over max_memory from their start were replaced: restarts %v, workers %v then %v", a.Restarts, first, c.workerPIDs())
 	}
-	if log := c.log.String(); strings.Count(log, "max_memory is below what a worker holds right after it starts") != 1 {
+	if log := c.log.String(); strings.Count(log, "max_memory is below what a worker holds right after it starts: such workers are held to twice that instead") != 1 {
 		t.Errorf("the log does not say once that max_memory is too low:\n%s", log)
 	}
+	// such a worker that then leaks is still replaced, at twice what it
+	// started with (4 MiB kept per request)
+	config, url = site(t, "leaky:application", "workers 1\n\t\tmax_memory 2MiB")
+	c = startCaddy(t, config)
+	waitFor(t, 60*time.Second, "the leaking worker replaced", func() bool {
+		get(t, url+"/")
+		time.Sleep(100 * time.Millisecond) // the memory monitor samples once a second
+		return c.mustApps()[0].Restarts["memory"] >= 1
+	})
 }
 
 // recycleUnderLoad waits while l runs until the pool has replaced workers

@@ -47,20 +47,22 @@ func (p *Pool) sampleMemory() {
 		rss := residentBytes(w.proc.Pid())
 		p.mu.Lock()
 		w.rss = rss
-		switch {
-		case p.opts.MaxMemory <= 0 || rss <= p.opts.MaxMemory || w.state != workerServing:
-		case w.serviceRSS > p.opts.MaxMemory:
+		limit := p.opts.MaxMemory
+		if limit > 0 && w.serviceRSS > limit {
 			// over it from the start: its replacement would be too, and
-			// replacing it would import the app again every second
+			// replacing it would import the app again every second; such a
+			// worker is held to twice what it started with instead
+			limit = 2 * w.serviceRSS
 			if !p.memoryTooLowSaid {
 				p.memoryTooLowSaid = true
-				p.logger.Error("max_memory is below what a worker holds right after it starts: it is not enforced on such workers",
+				p.logger.Error("max_memory is below what a worker holds right after it starts: such workers are held to twice that instead",
 					zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes_at_start", w.serviceRSS), zap.Int64("max_memory", p.opts.MaxMemory),
 					zap.String("fix", "raise max_memory above what the app needs (see rss_bytes in GET /hearth/apps), and reload"))
 			}
-		default:
+		}
+		if limit > 0 && rss > limit && w.state == workerServing {
 			p.logger.Warn("worker over max_memory; replacing it after its current request",
-				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", p.opts.MaxMemory))
+				zap.Int("pid", w.proc.Pid()), zap.Int64("rss_bytes", rss), zap.Int64("max_memory", limit))
 			w.requestRecycle("memory")
 		}
 		p.mu.Unlock()
