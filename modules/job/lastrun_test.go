@@ -1,6 +1,7 @@
 package job
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -35,7 +36,13 @@ func localTime(t *testing.T, s string) time.Time {
 // dir, and returns it once its schedule waits.
 func startJob(t *testing.T, schedule, dir string, now time.Time) (*Job, *fakeClock) {
 	t.Helper()
-	spec, err := (&Config{Name: "nightly", Command: []string{"/bin/true"}, Schedule: schedule}).Resolve(nil)
+	return startNamedJob(t, "nightly", schedule, dir, now)
+}
+
+// startNamedJob is startJob for a job of another name.
+func startNamedJob(t *testing.T, name, schedule, dir string, now time.Time) (*Job, *fakeClock) {
+	t.Helper()
+	spec, err := (&Config{Name: name, Command: []string{"/bin/true"}, Schedule: schedule}).Resolve(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,5 +264,43 @@ func TestRunningThroughTheRepeatedHour(t *testing.T) {
 	clock.waiting(t) // the schedule looked at the clock and waits again
 	if !j.Next().Equal(second) || j.Status().Runs != 1 {
 		t.Errorf("in the repeated hour: next run %s, %d runs; want %s, 1", j.Next().In(berlin), j.Status().Runs, second.In(berlin))
+	}
+}
+
+// Across a reload the old config's Job and the new one's are alive at
+// once; a time both reach runs once.
+func TestReloadRunsATimeOnce(t *testing.T) {
+	dir := t.TempDir()
+	start := localTime(t, "2026-12-01 02:00:00")
+	old, oldClock := startJob(t, "0 3 * * *", dir, start)
+	reloaded, newClock := startJob(t, "0 3 * * *", dir, start) // same name: the history is shared
+	due := localTime(t, "2026-12-01 03:00:00")
+	if !old.Next().Equal(due) || !reloaded.Next().Equal(due) {
+		t.Fatalf("next runs %s and %s, want %s", old.Next(), reloaded.Next(), due)
+	}
+	oldClock.advance(due)
+	waitFor(t, "the old Job's run", func() bool { return old.Status().Runs == 1 && !old.Status().Running })
+	newClock.advance(due)
+	waitFor(t, "the new Job to wait for the next day", func() bool { return reloaded.Next().Equal(due.Add(24 * time.Hour)) })
+	if runs := reloaded.Status().Runs; runs != 1 {
+		t.Errorf("%d runs of the time both Jobs reached, want 1", runs)
+	}
+}
+
+// A schedule of a few seconds or minutes keeps no due time on disk (a home
+// board's SD card is written every few seconds otherwise); a longer one does.
+func TestShortPeriodsNotWritten(t *testing.T) {
+	i := 0
+	for schedule, kept := range map[string]bool{"every 30s": false, "*/5 * * * *": false, "every 10m": true, "0 * * * *": true} {
+		dir := t.TempDir()
+		i++
+		name := fmt.Sprintf("short%d", i)
+		j, clock := startNamedJob(t, name, schedule, dir, localTime(t, "2026-12-01 02:00:00"))
+		runs := j.Status().Runs
+		clock.advance(j.Next()) // and after a run
+		waitFor(t, "a run of "+schedule, func() bool { return j.Status().Runs > runs })
+		if _, ok, _ := (&Spec{Kind: KindJob, Name: name}).loadLastDue(dir); ok != kept {
+			t.Errorf("%s: due time kept %v, want %v", schedule, ok, kept)
+		}
 	}
 }

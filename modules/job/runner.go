@@ -54,13 +54,16 @@ type Run struct {
 // block changed keeps its runs): its runs, whether one is running, and
 // totals. It lives in the histories pool while a config has the job.
 type history struct {
-	mu          sync.Mutex
-	runs        []Run // oldest first, at most keptRuns
-	running     bool
-	nextID      int64
-	total       int64
-	failures    int64
-	skipped     int64
+	mu       sync.Mutex
+	runs     []Run // oldest first, at most keptRuns
+	running  bool
+	nextID   int64
+	total    int64
+	failures int64
+	skipped  int64
+	// lastDue is the latest due time a run was started for by any Job of
+	// this name: of two Jobs alive across a reload, only one runs a time
+	lastDue     time.Time
 	lastSuccess time.Time
 }
 
@@ -107,6 +110,9 @@ type Job struct {
 
 	// lastDueDir keeps the time the schedule counts from ("": not kept)
 	lastDueDir string
+	// keepDue: the schedule's period is long enough for its due times to
+	// be written down (not every few seconds, on a home board's SD card)
+	keepDue bool
 
 	mu     sync.Mutex
 	next   time.Time // the next scheduled run
@@ -158,8 +164,11 @@ func (j *Job) Start() error {
 			return
 		}
 		now := j.clock.Now()
+		if first := j.spec.schedule.Next(now); !first.IsZero() {
+			j.keepDue = j.spec.schedule.Next(first).Sub(first) >= minKeptPeriod
+		}
 		last, ok := now, false
-		if j.lastDueDir != "" {
+		if j.lastDueDir != "" && j.keepDue {
 			var err error
 			if last, ok, err = j.spec.loadLastDue(j.lastDueDir); err != nil {
 				j.logger.Warn("job's last due time unreadable", zap.Error(err))
@@ -170,6 +179,11 @@ func (j *Job) Start() error {
 			}
 			last = last.In(now.Location()) // kept with its offset only: cron reads the clock's zone
 		}
+		j.hist.mu.Lock()
+		if j.hist.lastDue.After(last) { // a Job of this name ran since it was written (a reload)
+			last = j.hist.lastDue
+		}
+		j.hist.mu.Unlock()
 		next := j.due(last, now)
 		if next.Before(now) && !next.IsZero() {
 			j.logger.Warn("job missed a run while Caddy was not running: making it up", zap.Time("missed", next),
@@ -247,9 +261,11 @@ func (j *Job) schedule(next time.Time) {
 			j.logger.Warn("job's time passed while the machine slept or the clock moved: making it up once", zap.Time("missed", next))
 			due = now // made up now: a restart does not make it up again
 		}
-		j.keepLastDue(due)
-		if _, err := j.start("schedule", j.spec.Args); errors.Is(err, ErrRunning) {
-			j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
+		if j.claim(next, due) {
+			j.keepLastDue(due)
+			if _, err := j.start("schedule", j.spec.Args); errors.Is(err, ErrRunning) {
+				j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
+			}
 		}
 		if next = j.due(due, now); !next.After(now) && !next.IsZero() { // more than one time missed: the next from now
 			next = j.spec.schedule.Next(now)
@@ -257,10 +273,27 @@ func (j *Job) schedule(next time.Time) {
 	}
 }
 
+// claim takes the run due at next (made at due) for this Job, unless a Job
+// of its name already ran it: across a reload the old config's Job and the
+// new one's may both reach a time.
+func (j *Job) claim(next, due time.Time) bool {
+	j.hist.mu.Lock()
+	defer j.hist.mu.Unlock()
+	if !j.hist.lastDue.IsZero() && !next.After(j.hist.lastDue) {
+		return false
+	}
+	j.hist.lastDue = due
+	return true
+}
+
+// minKeptPeriod is the shortest period whose due times are kept on disk:
+// a restart costs a shorter schedule at most that much.
+const minKeptPeriod = 10 * time.Minute
+
 // keepLastDue keeps t as the time the schedule counts from, on this
 // machine; a failure is logged, and the schedule goes on from memory.
 func (j *Job) keepLastDue(t time.Time) {
-	if j.lastDueDir == "" {
+	if j.lastDueDir == "" || !j.keepDue {
 		return
 	}
 	if err := j.spec.saveLastDue(j.lastDueDir, t); err != nil {
