@@ -148,6 +148,14 @@ func TestSystemdCommand(t *testing.T) {
 		!strings.Contains(string(out), "the config imports "+filepath.Join(project, "site.caddy")) {
 		t.Errorf("a Caddyfile importing a piece from an app's directory (%v):\n%s", err, out)
 	}
+	// an import that brings nothing today (a glob matching no file yet)
+	// still reads from there at the next reload
+	globbing := filepath.Join(dir, "glob.Caddyfile")
+	writeFile(t, globbing, "import "+filepath.Join(project, "conf.d", "*.caddy")+"\n"+fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t}\n}\n", freePort(t), project))
+	if out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", globbing, "--adapter", "caddyfile").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "the config imports "+filepath.Join(project, "conf.d")) {
+		t.Errorf("a Caddyfile importing a glob from an app's directory (%v):\n%s", err, out)
+	}
 	// a directory the unit would have to quote (systemd splits paths at
 	// spaces, expands % and $), or one relative to the working directory
 	// (/ under systemd, not the operator's): refused, saying what to do

@@ -191,18 +191,51 @@ func caddyfileFiles(configFile, adapterName string) ([]string, error) {
 		return nil, fmt.Errorf("adapting %s: %w", file, err)
 	}
 	files := []string{abs(file)}
+	add := func(f string) {
+		if f != "" && !slices.Contains(files, abs(f)) {
+			files = append(files, abs(f))
+		}
+	}
 	for _, b := range blocks {
 		for _, seg := range b.Segments {
 			for _, tok := range seg {
-				if f := abs(tok.File); tok.File != "" && !slices.Contains(files, f) {
-					files = append(files, f)
-				}
+				add(tok.File)
 			}
 		}
 		for _, k := range b.Keys {
-			if f := abs(k.File); k.File != "" && !slices.Contains(files, f) {
-				files = append(files, f)
+			add(k.File)
+		}
+	}
+	// and where each file's imports look, whether they bring anything
+	// today or not (a glob that matches nothing, an empty file): whoever
+	// may write there adds to the config at the next reload
+	for i := 0; i < len(files); i++ {
+		text, err := os.ReadFile(files[i])
+		if err != nil {
+			continue
+		}
+		tokens, err := caddyfile.Tokenize(text, files[i])
+		if err != nil {
+			continue
+		}
+		for j := 0; j+1 < len(tokens); j++ {
+			if tokens[j].Text != "import" || tokens[j+1].Line != tokens[j].Line {
+				continue
 			}
+			pattern := tokens[j+1].Text
+			if !strings.ContainsAny(pattern, "/*?[") { // a snippet's name, or a file beside
+				if _, err := os.Stat(filepath.Join(filepath.Dir(files[i]), pattern)); err != nil {
+					continue
+				}
+			}
+			if !filepath.IsAbs(pattern) {
+				pattern = filepath.Join(filepath.Dir(files[i]), pattern)
+			}
+			// the directory up to the first glob character
+			if k := strings.IndexAny(pattern, "*?["); k >= 0 {
+				pattern = filepath.Dir(pattern[:k] + "x")
+			}
+			add(pattern)
 		}
 	}
 	return files, nil
@@ -514,7 +547,18 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 	step(d.dirs, "#   sudo chown -R %s:%s %s%s\n", "   (or only what the apps write: databases, media, static files)")
 	if len(d.extraDirs) > 0 {
 		b.WriteString("# and the backups', services' and jobs' directories:\n")
-		step(d.extraDirs, "#   sudo install -d -o %s -g %s -m 0750 %s%s\n", "")
+		// install -d follows a link where the directory should be: one
+		// inside another directory of the config (an app's account owns
+		// that) is made by its own account, which a link gives nothing
+		var outside []string
+		for _, dir := range d.extraDirs {
+			if holder := slices.IndexFunc(all, func(o string) bool { return o != dir && inside(dir, o) }); holder >= 0 && d.riskyToGive(dir, all, o.dataDir) == "" {
+				fmt.Fprintf(&b, "#   sudo -u %s mkdir -p -m 0750 %s   (inside %s: made by the account that writes there)\n", cmp.Or(d.owners[dir], o.appsUser), dir, all[holder])
+				continue
+			}
+			outside = append(outside, dir)
+		}
+		step(outside, "#   sudo install -d -o %s -g %s -m 0750 %s%s\n", "")
 	}
 	for _, k := range kept {
 		fmt.Fprintf(&b, "# Not to be given to an app's account: %s; give the apps only the directories they write.\n", k)
@@ -536,6 +580,9 @@ func (d *deployment) riskyToGive(dir string, all []string, dataDir string) strin
 	}
 	if filepath.Dir(clean) == "/home" {
 		return "a home directory"
+	}
+	if filepath.Dir(clean) == "/var" { // /var/backups, /var/cache, /var/tmp, /var/www…: root's jobs write there
+		return "a system directory"
 	}
 	if home, err := os.UserHomeDir(); err == nil && clean == filepath.Clean(home) {
 		return "your home directory"

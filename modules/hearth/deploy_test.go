@@ -12,7 +12,7 @@ import (
 func TestOwnershipSteps(t *testing.T) {
 	d := &deployment{
 		dirs:      []string{"/srv/shop", "/srv/blog", "/home/me", "/etc/app", "/srv"},
-		extraDirs: []string{"/srv/shop/backups", "/var/lib/caddy/x", "/srv/blog/jobs"},
+		extraDirs: []string{"/srv/shop/backups", "/var/lib/caddy/x", "/srv/blog/jobs", "/data/backups/shop", "/var/backups"},
 		owners:    map[string]string{"/srv/blog": "blog", "/srv/blog/jobs": ""},
 	}
 	for _, dir := range append(d.dirs, d.extraDirs...) {
@@ -24,7 +24,12 @@ func TestOwnershipSteps(t *testing.T) {
 		// outer one is not (chown -R would take the inner one too)
 		"Not to be given to an app's account: /srv/blog (it holds /srv/blog/jobs, which another account writes)",
 		"#   sudo chown -R hearth-apps:caddy /srv/shop   (or only",
-		"#   sudo install -d -o hearth-apps -g caddy -m 0750 /srv/shop/backups /srv/blog/jobs\n",
+		// install -d would follow a link an app's account put where a
+		// directory inside its own should be: made by the account instead
+		"#   sudo -u hearth-apps mkdir -p -m 0750 /srv/shop/backups   (inside /srv/shop",
+		"#   sudo -u hearth-apps mkdir -p -m 0750 /srv/blog/jobs   (inside /srv/blog",
+		"#   sudo install -d -o hearth-apps -g caddy -m 0750 /data/backups/shop\n",
+		"Not to be given to an app's account: /var/backups (a system directory)",
 		"Not to be given to an app's account: /home/me (a home directory)",
 		"Not to be given to an app's account: /etc/app (a system directory)",
 		"Not to be given to an app's account: /srv (a top-level directory)",
