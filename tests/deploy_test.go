@@ -239,3 +239,22 @@ func checkUnit(t *testing.T, path, unit string) {
 		t.Logf("%s: exposure %s", filepath.Base(path), score[1])
 	}
 }
+
+// TestCommandErrorsArePrintable: a config an app's account can write may
+// carry escape sequences; the errors `caddy hearth` prints quote it, and
+// reach the operator's terminal without them (they would write the
+// clipboard, retitle the window, hide text).
+func TestCommandErrorsArePrintable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, path, fmt.Sprintf("http://127.0.0.1:%d {\n\tevil\x1b]52;c;b3duZWQ=\x07directive\n}\n", freePort(t)))
+	for _, args := range [][]string{
+		{"hearth", "systemd", "--config", path, "--adapter", "caddyfile"},
+		{"hearth", "ports", "--config", path, "--adapter", "caddyfile"},
+		{"hearth", "check", "--config", path, "--adapter", "caddyfile", "--user", "root"},
+	} {
+		out, err := exec.Command(caddyBinary(t), args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "directive") || strings.ContainsRune(string(out), 0x1b) || strings.ContainsRune(string(out), 0x07) {
+			t.Errorf("caddy %v (%v): %q", args, err, out)
+		}
+	}
+}

@@ -87,7 +87,7 @@ blocking findings; 2: the config or an app could not be checked.`,
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		code, err := runCheck(cmd.OutOrStdout(), *configFile, *adapter, *account, *asJSON)
 		if err != nil {
-			fmt.Fprintln(cmd.ErrOrStderr(), "hearth check:", err)
+			fmt.Fprintln(cmd.ErrOrStderr(), "hearth check:", printableLines(err.Error()))
 		}
 		if code != checkClean {
 			os.Exit(code)

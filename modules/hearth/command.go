@@ -3,6 +3,7 @@ package hearth
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -40,6 +41,7 @@ func init() {
 			}
 			cmd.AddCommand(portsCommand())
 			cmd.AddCommand(systemdCommand())
+			defer printableErrors(cmd)
 			cmd.AddCommand(&cobra.Command{
 				Use:   "secret-key",
 				Short: "Prints a fresh random secret key",
@@ -56,6 +58,24 @@ func init() {
 			})
 		},
 	})
+}
+
+// printableErrors makes the errors of c and its subcommands safe for a
+// terminal: they may quote a config an app's account can write, or an
+// app's output (a block named with an escape sequence would otherwise
+// write the clipboard or retitle the operator's window).
+func printableErrors(c *cobra.Command) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if err := run(cmd, args); err != nil {
+				return errors.New(printableLines(err.Error()))
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		printableErrors(sub)
+	}
 }
 
 // moduleCommands are the `caddy hearth` subcommands of other modules.
