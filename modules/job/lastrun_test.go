@@ -199,6 +199,9 @@ func TestScheduleAcrossDaylightSaving(t *testing.T) {
 		// 25 October 2026: 03:00 CEST becomes 02:00 CET
 		{"30 2 * * *", at("2026-10-25 00:00", "+0200"), []time.Time{at("2026-10-25 02:30", "+0200"), at("2026-10-26 02:30", "+0100")}},
 		{"0 2 * * *", at("2026-10-24 12:00", "+0200"), []time.Time{at("2026-10-25 02:00", "+0200"), at("2026-10-26 02:00", "+0100")}},
+		{"0,30 2 * * *", at("2026-10-25 01:00", "+0200"), []time.Time{at("2026-10-25 02:00", "+0200"), at("2026-10-25 02:30", "+0200"), at("2026-10-26 02:00", "+0100")}},
+		// a run made up late in the repeated hour (02:35 CEST) is not run again at 02:30 CET
+		{"30 2 * * *", at("2026-10-25 02:35", "+0200"), []time.Time{at("2026-10-26 02:30", "+0100")}},
 		// 29 March 2026: 02:00 CET becomes 03:00 CEST
 		{"30 2 * * *", at("2026-03-28 12:00", "+0100"), []time.Time{at("2026-03-29 03:30", "+0200"), at("2026-03-30 02:30", "+0200")}},
 		{"0 3 * * *", at("2026-03-28 12:00", "+0100"), []time.Time{at("2026-03-29 03:00", "+0200"), at("2026-03-30 03:00", "+0200")}},
@@ -303,4 +306,29 @@ func TestShortPeriodsNotWritten(t *testing.T) {
 			t.Errorf("%s: due time kept %v, want %v", schedule, ok, kept)
 		}
 	}
+}
+
+// The real clock is read without Go's monotonic reading: a clock set back
+// must compare as earlier, which the monotonic reading never does.
+func TestRealClockIsTheWallClock(t *testing.T) {
+	if now := (realClock{}).Now(); strings.Contains(now.String(), "m=") {
+		t.Errorf("the real clock carries a monotonic reading: %s", now)
+	}
+}
+
+// A time claimed while the clock was ahead does not stop the runs to come
+// once it is set right and the config reloaded.
+func TestClaimAfterTheClockWasAhead(t *testing.T) {
+	ahead := localTime(t, "2026-12-05 02:00:00")
+	first, clock := startNamedJob(t, "ahead", "0 3 * * *", t.TempDir(), ahead)
+	clock.advance(localTime(t, "2026-12-05 03:00:00"))
+	waitFor(t, "the run while ahead", func() bool { return first.Status().Runs == 1 && !first.Status().Running })
+	right := localTime(t, "2026-12-01 02:00:00")
+	reloaded, clock2 := startNamedJob(t, "ahead", "0 3 * * *", t.TempDir(), right) // same name: the history is shared
+	due := localTime(t, "2026-12-01 03:00:00")
+	if !reloaded.Next().Equal(due) {
+		t.Fatalf("next run %s, want %s", reloaded.Next(), due)
+	}
+	clock2.advance(due)
+	waitFor(t, "the run after the clock was set right", func() bool { return reloaded.Status().Runs == 2 })
 }

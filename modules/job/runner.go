@@ -84,7 +84,7 @@ type clock interface {
 
 type realClock struct{}
 
-func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) Now() time.Time                         { return time.Now().Round(0) } // the wall clock alone: schedules go by it, and a clock set back must compare as earlier
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Job runs one job's command on its schedule. It is kept across reloads
@@ -180,8 +180,8 @@ func (j *Job) Start() error {
 			last = last.In(now.Location()) // kept with its offset only: cron reads the clock's zone
 		}
 		j.hist.mu.Lock()
-		if j.hist.lastDue.After(last) { // a Job of this name ran since it was written (a reload)
-			last = j.hist.lastDue
+		if l := j.hist.lastDue; l.After(last) && !l.After(now) { // a Job of this name ran since it was written (a reload)
+			last = l
 		}
 		j.hist.mu.Unlock()
 		next := j.due(last, now)
@@ -279,7 +279,9 @@ func (j *Job) schedule(next time.Time) {
 func (j *Job) claim(next, due time.Time) bool {
 	j.hist.mu.Lock()
 	defer j.hist.mu.Unlock()
-	if !j.hist.lastDue.IsZero() && !next.After(j.hist.lastDue) {
+	// a time claimed later than now was claimed while the clock was ahead:
+	// it says nothing of the times to come
+	if last := j.hist.lastDue; !last.IsZero() && !next.After(last) && !last.After(j.clock.Now()) {
 		return false
 	}
 	j.hist.lastDue = due

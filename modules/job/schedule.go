@@ -71,7 +71,8 @@ func (c cronSchedule) Next(after time.Time) time.Time {
 		return next
 	}
 	loc := after.Location()
-	if wallClock(next, loc) == wallClock(after, loc) { // the repeated hour: it ran at this time already
+	// the repeated hour: what the clock shows again, it ran (or passed) already
+	for i := 0; i < 24*60 && wallClock(next, loc) <= wallClock(after, loc); i++ {
 		if next = c.Schedule.Next(next); next.IsZero() {
 			return next
 		}
