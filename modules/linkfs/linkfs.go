@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -99,18 +100,18 @@ func (FS) Glob(pattern string) ([]string, error) { return filepath.Glob(pattern)
 func (f FS) open(name string, flags int) (*os.File, error) {
 	fd, err := openNoLinks(name)
 	var links []link
-	var dirs []int // the walk's directories, held open: judged by fstat
-	defer func() {
-		for _, d := range dirs {
-			unix.Close(d)
-		}
-	}()
+	var dirs []unix.Stat_t // the directories the walk went through to the file
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
 		// a link on the way; or no openat2 (before Linux 5.6, or refused by
 		// a system call filter: systemd's RestrictSUIDSGID= refuses it)
 		fd, links, dirs, err = walk(name)
 	}
 	if err != nil {
+		if slices.ContainsFunc(links, func(l link) bool { return !trusted(l.owner) }) {
+			// past another account's link, what is missing and what is
+			// closed to it look the same: neither is its to learn
+			err = fs.ErrPermission
+		}
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
 	var st unix.Stat_t
@@ -193,25 +194,43 @@ type link struct {
 	owner        uint32
 }
 
-// maxLinks is how many links a path may go through, as the kernel allows.
-const maxLinks = 40
+// maxLinks is how many links a path may go through, and maxSteps how many
+// names a walk takes at most, links' included: a path the kernel would
+// take, and not the work of a tree made deep on purpose.
+const (
+	maxLinks = 40
+	maxSteps = 4096
+)
 
 // walk reaches path one name at a time, as the kernel resolves it, each
 // name opened O_PATH|O_NOFOLLOW from the descriptor of the directory it is
-// in: a link is read (and its owner taken) from its own descriptor, and
-// what it leads to walked in turn. It returns an O_PATH descriptor of the
-// file, the links met, and descriptors of the directories the file is
-// reached through (the caller closes them).
-func walk(path string) (fd int, links []link, dirs []int, err error) {
-	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// in (only that one is held open): a link is read, and its owner taken,
+// from its own descriptor, and what it leads to walked in turn. It returns
+// an O_PATH descriptor of the file, the links met (on failure too), and
+// what the directories the file is reached through were when walked.
+func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
+	if len(path) > unix.PathMax {
+		return -1, nil, nil, unix.ENAMETOOLONG
+	}
+	cur, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, nil, nil, err
 	}
-	dirs = []int{root}
-	current := "/"
+	var st unix.Stat_t
+	if err := unix.Fstat(cur, &st); err != nil {
+		unix.Close(cur)
+		return -1, nil, nil, err
+	}
+	dirs = []unix.Stat_t{st}
+	fail := func(err error) (int, []link, []unix.Stat_t, error) {
+		unix.Close(cur)
+		return -1, links, nil, err
+	}
 	todo := strings.Split(abs(path), "/")
-	fail := func(err error) (int, []link, []int, error) { return -1, nil, dirs, err }
-	for len(todo) > 0 {
+	for steps := 0; len(todo) > 0; steps++ {
+		if steps == maxSteps {
+			return fail(unix.ELOOP)
+		}
 		part := todo[0]
 		todo = todo[1:]
 		switch part {
@@ -219,22 +238,23 @@ func walk(path string) (fd int, links []link, dirs []int, err error) {
 			continue
 		case "..": // what the kernel does: up from the directory reached
 			if len(dirs) > 1 {
-				unix.Close(dirs[len(dirs)-1])
-				dirs = dirs[:len(dirs)-1]
-				current = filepath.Dir(current)
+				up, err := unix.Openat(cur, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fail(err)
+				}
+				unix.Close(cur)
+				cur, dirs = up, dirs[:len(dirs)-1]
 			}
 			continue
 		}
-		next, err := unix.Openat(dirs[len(dirs)-1], part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		next, err := unix.Openat(cur, part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fail(err)
 		}
-		var st unix.Stat_t
 		if err := unix.Fstat(next, &st); err != nil {
 			unix.Close(next)
 			return fail(err)
 		}
-		here := filepath.Join(current, part)
 		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 			buf := make([]byte, unix.PathMax)
 			n, err := unix.Readlinkat(next, "", buf)
@@ -246,33 +266,56 @@ func walk(path string) (fd int, links []link, dirs []int, err error) {
 				return fail(unix.ELOOP)
 			}
 			target := string(buf[:n])
-			links = append(links, link{path: here, target: target, owner: st.Uid})
+			links = append(links, link{path: part, target: target, owner: st.Uid})
 			if filepath.IsAbs(target) {
-				for _, d := range dirs[1:] {
-					unix.Close(d)
+				root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fail(err)
 				}
-				dirs, current = dirs[:1], "/"
+				unix.Close(cur)
+				cur, dirs = root, dirs[:1]
 			}
 			todo = append(strings.Split(target, "/"), todo...)
 			continue
 		}
-		if len(todo) == 0 || strings.Join(todo, "") == "" {
+		if rest := whatIsLeft(todo); rest != moreNames {
+			if rest == onlySlashes && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				unix.Close(next)
+				return fail(unix.ENOTDIR) // "file.css/"
+			}
+			unix.Close(cur)
 			return next, links, dirs, nil
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			unix.Close(next)
 			return fail(unix.ENOTDIR)
 		}
-		dirs = append(dirs, next)
-		current = here
+		unix.Close(cur)
+		cur, dirs = next, append(dirs, st)
 	}
-	// the path ended at a directory already reached (like "/x/.."): its own
-	// descriptor
-	last, err := unix.Openat(dirs[len(dirs)-1], ".", unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fail(err)
+	// the path ended at a directory already reached (like "/x/.."): itself,
+	// reached through the ones before it
+	return cur, links, dirs[:len(dirs)-1], nil
+}
+
+// What is left of a path after a name: more names, nothing, or only
+// slashes and dots (the name must then be a directory).
+const (
+	moreNames = iota
+	atTheEnd
+	onlySlashes
+)
+
+func whatIsLeft(todo []string) int {
+	if len(todo) == 0 {
+		return atTheEnd
 	}
-	return last, links, dirs, nil
+	for _, p := range todo {
+		if p != "" && p != "." {
+			return moreNames
+		}
+	}
+	return onlySlashes
 }
 
 // abs is path from the root, not cleaned: a ".." after a link is the
@@ -294,59 +337,64 @@ func abs(path string) string {
 func trusted(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
 
 // unreadableBy says why the account uid could not read the file fd (st),
-// reached through the directories dirs, or "" when it could: its owner, one
-// of its groups, or anyone must be let read the file and enter every
+// reached through the directories dirs, or "" when it could: its owner,
+// its group, or anyone must be let read the file and enter every
 // directory, as the permission bits say; and a file of /proc is never
-// given (what it shows depends on who reads it).
-func unreadableBy(uid uint32, fd int, st *unix.Stat_t, dirs []int) string {
+// given (what it shows depends on who reads it). Only the account's own
+// group counts: Hearth starts processes with no other.
+func unreadableBy(uid uint32, fd int, st *unix.Stat_t, dirs []unix.Stat_t) string {
 	var fsst unix.Statfs_t
 	if err := unix.Fstatfs(fd, &fsst); err != nil || fsst.Type == unix.PROC_SUPER_MAGIC {
 		return "it is in /proc"
 	}
-	groups := accountGroups(uid)
-	if !permits(st, uid, groups, 0o4) {
+	gid, known := accountGroup(uid)
+	if !permits(st, uid, gid, known, 0o4) {
 		return "the file is not readable by that account"
 	}
-	for i, d := range dirs {
-		var dst unix.Stat_t
-		if err := unix.Fstat(d, &dst); err != nil {
-			return err.Error()
-		}
-		if !permits(&dst, uid, groups, 0o1) {
+	for i := range dirs {
+		if !permits(&dirs[i], uid, gid, known, 0o1) {
 			return fmt.Sprintf("a directory on the way (%d from the root) is not enterable by that account", i)
 		}
 	}
 	return ""
 }
 
-// accountGroups are the groups of the account uid: its own and those it
-// is a member of (none known when it has no entry).
-func accountGroups(uid uint32) []uint32 {
-	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
-	if err != nil {
-		return nil
-	}
-	ids, _ := u.GroupIds()
-	if !slices.Contains(ids, u.Gid) {
-		ids = append(ids, u.Gid)
-	}
-	var groups []uint32
-	for _, id := range ids {
-		if g, err := strconv.ParseUint(id, 10, 32); err == nil {
-			groups = append(groups, uint32(g))
-		}
-	}
-	return groups
+// groupCache holds each account's own group for a minute: a client
+// may ask for links at will, and a lookup may reach the network (NSS).
+var groupCache sync.Map // uid → cachedGroup
+
+type cachedGroup struct {
+	gid   uint32
+	known bool
+	until time.Time
 }
 
-// permits reports whether the permission bits of st give uid (in groups)
-// the access bit (4 read, 1 search), as the kernel reads them: the owner's
-// bits for its owner, the group's for a member, the others' for the rest.
-func permits(st *unix.Stat_t, uid uint32, groups []uint32, bit uint32) bool {
+// accountGroup is the own group of the account uid (known false when it
+// has no entry).
+func accountGroup(uid uint32) (uint32, bool) {
+	if c, ok := groupCache.Load(uid); ok && time.Now().Before(c.(cachedGroup).until) {
+		return c.(cachedGroup).gid, c.(cachedGroup).known
+	}
+	var c cachedGroup
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+			c.gid, c.known = uint32(g), true
+		}
+	}
+	c.until = time.Now().Add(time.Minute)
+	groupCache.Store(uid, c)
+	return c.gid, c.known
+}
+
+// permits reports whether the permission bits of st give uid (of group
+// gid, when known) the access bit (4 read, 1 search), as the kernel reads
+// them: the owner's bits for its owner, the group's for a member, the
+// others' for the rest.
+func permits(st *unix.Stat_t, uid, gid uint32, known bool, bit uint32) bool {
 	switch {
 	case st.Uid == uid:
 		return st.Mode&(bit<<6) != 0
-	case slices.Contains(groups, st.Gid):
+	case known && st.Gid == gid:
 		return st.Mode&(bit<<3) != 0
 	}
 	return st.Mode&bit != 0
