@@ -1,7 +1,6 @@
 package hearth
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -70,27 +69,18 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	h := cfg.Apps.Hearth
 	type placed struct{ dir, user string }
 	var extra []placed
-	for _, b := range h.Backups {
-		extra = append(extra, placed{b.To, ""})
-	}
 	for _, s := range h.Services {
 		extra = append(extra, placed{s.Dir, s.User})
 	}
 	for _, j := range h.Jobs {
 		extra = append(extra, placed{j.Dir, j.User})
 	}
-	for _, e := range extra {
-		if e.dir != "" && !filepath.IsAbs(e.dir) {
-			d.relativeDirs = append(d.relativeDirs, e.dir)
-		} else if e.dir != "" && !slices.Contains(d.extraDirs, e.dir) {
-			d.extraDirs = append(d.extraDirs, e.dir)
-			d.own(e.dir, e.user)
-		}
-	}
 	var redirects []string // host names automatic HTTPS redirects from HTTP
+	appsByName := map[string]appRef{}
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		hosts, apps := scanRoutes(srv.Routes)
 		for _, app := range apps {
+			appsByName[app.name] = app
 			if !slices.Contains(d.apps, app.name) {
 				d.apps = append(d.apps, app.name)
 			}
@@ -123,6 +113,25 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 			if https && !srv.AutoHTTPS.Disable && !srv.AutoHTTPS.DisableRedirects {
 				redirects = append(redirects, hosts...)
 			}
+		}
+	}
+	// a backup's copies are made as its app's account, in a directory
+	// relative to the app's; without an app, as Caddy's own
+	for _, b := range h.Backups {
+		if name := b.AppName(); name != "" {
+			if app, ok := appsByName[name]; ok && app.dir != "" {
+				extra = append(extra, placed{b.Destination(app.dir), app.user})
+				continue
+			}
+		}
+		extra = append(extra, placed{b.To, caddysOwn})
+	}
+	for _, e := range extra {
+		if e.dir != "" && !filepath.IsAbs(e.dir) {
+			d.relativeDirs = append(d.relativeDirs, e.dir)
+		} else if e.dir != "" && !slices.Contains(d.extraDirs, e.dir) {
+			d.extraDirs = append(d.extraDirs, e.dir)
+			d.own(e.dir, e.user)
 		}
 	}
 	// automatic HTTPS also listens on the HTTP port (80 unless http_port
@@ -511,7 +520,11 @@ func unitCapabilities(d *deployment) string {
 	return caps
 }
 
-// own records that dir is written by the account user ("": the apps').
+// caddysOwn, as a directory's owner, is Caddy's own account.
+const caddysOwn = "\x00caddy"
+
+// own records that dir is written by the account user ("": the apps';
+// caddysOwn: Caddy's).
 func (d *deployment) own(dir, user string) {
 	if _, ok := d.owners[dir]; !ok {
 		d.owners[dir] = user
@@ -537,7 +550,7 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 				kept = append(kept, dir+" ("+why+")")
 				continue
 			}
-			account := cmp.Or(d.owners[dir], o.appsUser)
+			account := d.accountOf(dir, o)
 			byAccount[account] = append(byAccount[account], dir)
 		}
 		for _, account := range slices.Sorted(maps.Keys(byAccount)) {
@@ -553,7 +566,7 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 		var outside []string
 		for _, dir := range d.extraDirs {
 			if holder := slices.IndexFunc(all, func(o string) bool { return o != dir && inside(dir, o) }); holder >= 0 && d.riskyToGive(dir, all, o.dataDir) == "" {
-				fmt.Fprintf(&b, "#   sudo -u %s mkdir -p -m 0750 %s   (inside %s: made by the account that writes there)\n", cmp.Or(d.owners[dir], o.appsUser), dir, all[holder])
+				fmt.Fprintf(&b, "#   sudo -u %s mkdir -p -m 0750 %s   (inside %s: made by the account that writes there)\n", d.accountOf(dir, o), dir, all[holder])
 				continue
 			}
 			outside = append(outside, dir)
@@ -564,6 +577,18 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 		fmt.Fprintf(&b, "# Not to be given to an app's account: %s; give the apps only the directories they write.\n", k)
 	}
 	return b.String()
+}
+
+// accountOf is the account that writes in dir.
+func (d *deployment) accountOf(dir string, o unitOptions) string {
+	switch owner := d.owners[dir]; owner {
+	case "":
+		return o.appsUser
+	case caddysOwn:
+		return o.user
+	default:
+		return owner
+	}
 }
 
 // riskyToGive says why dir must not be given to an app's account, or "":

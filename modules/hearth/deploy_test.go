@@ -1,6 +1,8 @@
 package hearth
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,5 +54,39 @@ func TestOwnershipStepsPerAccount(t *testing.T) {
 	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
 	if !strings.Contains(out, "#   sudo chown -R blog:caddy /srv/blog   (or only") || !strings.Contains(out, "#   sudo chown -R hearth-apps:caddy /srv/shop   (or only") {
 		t.Errorf("per account:\n%s", out)
+	}
+}
+
+// A backup's copies are made as its app's account, in a directory relative
+// to the app's when `to` is relative; an app-less backup's as Caddy's own.
+func TestBackupDirectoriesInTheSteps(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(config, []byte(`{"apps": {
+		"hearth": {"backups": [
+			{"name": "site", "path": "/srv/site/db.sqlite3", "to": "/data/backups/site"},
+			{"name": "shop", "database": "default", "to": "backups"}
+		]},
+		"http": {"servers": {"s": {"listen": [":8080"], "routes": [
+			{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "name": "shop", "dir": "/srv/shop", "user": "shopkeeper"}]}
+		]}}}
+	}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := loadDeployment(config, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
+	for _, want := range []string{
+		"#   sudo chown -R shopkeeper:caddy /srv/shop",
+		"#   sudo -u shopkeeper mkdir -p -m 0750 /srv/shop/backups   (inside /srv/shop",
+		"#   sudo install -d -o caddy -g caddy -m 0750 /data/backups/site\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if len(d.relativeDirs) != 0 {
+		t.Errorf("a relative `to` of an app's backup taken as relative to Caddy's directory: %v", d.relativeDirs)
 	}
 }
