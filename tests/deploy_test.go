@@ -156,6 +156,13 @@ func TestSystemdCommand(t *testing.T) {
 		!strings.Contains(string(out), "the config imports "+filepath.Join(project, "conf.d")) {
 		t.Errorf("a Caddyfile importing a glob from an app's directory (%v):\n%s", err, out)
 	}
+	// a glob whose wildcard is in a directory's name reaches into the app's
+	wide := filepath.Join(dir, "wide.Caddyfile")
+	writeFile(t, wide, "import "+filepath.Join(filepath.Dir(project), "*", "site.caddy")+"\n"+fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t}\n}\n", freePort(t), project))
+	if out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", wide, "--adapter", "caddyfile").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "a glob that can reach into "+project) {
+		t.Errorf("a Caddyfile importing a glob over the app's directory (%v):\n%s", err, out)
+	}
 	// a directory the unit would have to quote (systemd splits paths at
 	// spaces, expands % and $), or one relative to the working directory
 	// (/ under systemd, not the operator's): refused, saying what to do

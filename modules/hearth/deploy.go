@@ -33,8 +33,9 @@ type deployment struct {
 	// more directories written to: backups' `to`, services' and jobs' own
 	// `dir` (optional in the unit: a backup directory may not exist yet)
 	extraDirs []string
-	// configFiles are the files a Caddyfile imports, itself included
-	configFiles []string
+	// configFiles are the files a Caddyfile imports, itself included;
+	// importGlobs the directories its import globs search from
+	configFiles, importGlobs []string
 	// owners are the accounts blocks name for their directories (a
 	// block's `user`); the others' are the apps' account
 	owners map[string]string
@@ -62,7 +63,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 		return nil, err
 	}
 	d := &deployment{owners: map[string]string{}}
-	d.configFiles, err = caddyfileFiles(configFile, adapterName)
+	d.configFiles, d.importGlobs, err = caddyfileFiles(configFile, adapterName)
 	if err != nil {
 		return nil, err
 	}
@@ -186,20 +187,20 @@ func adaptConfig(configFile, adapterName string) ([]byte, error) {
 
 // caddyfileFiles lists the files a Caddyfile config is read from: itself
 // and every file it imports (none for a JSON config).
-func caddyfileFiles(configFile, adapterName string) ([]string, error) {
+func caddyfileFiles(configFile, adapterName string) (files, globs []string, err error) {
 	file, adapterName, err := chooseAdapter(configFile, adapterName)
 	if err != nil || adapterName != "caddyfile" {
-		return nil, err
+		return nil, nil, err
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("reading the config: %w", err)
+		return nil, nil, fmt.Errorf("reading the config: %w", err)
 	}
 	blocks, err := caddyfile.Parse(file, data)
 	if err != nil {
-		return nil, fmt.Errorf("adapting %s: %w", file, err)
+		return nil, nil, fmt.Errorf("adapting %s: %w", file, err)
 	}
-	files := []string{abs(file)}
+	files = []string{abs(file)}
 	add := func(f string) {
 		if f != "" && !slices.Contains(files, abs(f)) {
 			files = append(files, abs(f))
@@ -240,14 +241,17 @@ func caddyfileFiles(configFile, adapterName string) ([]string, error) {
 			if !filepath.IsAbs(pattern) {
 				pattern = filepath.Join(filepath.Dir(files[i]), pattern)
 			}
-			// the directory up to the first glob character
+			// a glob: the directory up to its first glob character
 			if k := strings.IndexAny(pattern, "*?["); k >= 0 {
-				pattern = filepath.Dir(pattern[:k] + "x")
+				if prefix := filepath.Dir(pattern[:k] + "x"); !slices.Contains(globs, prefix) {
+					globs = append(globs, prefix)
+				}
+				continue
 			}
 			add(pattern)
 		}
 	}
-	return files, nil
+	return files, globs, nil
 }
 
 // chooseAdapter is Caddy's rule (cmd.LoadConfig) for which file and
@@ -681,6 +685,15 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	// account: a config or binary in one, an app could rewrite, and run
 	// anything as any account Caddy may switch to at the next reload
 	appDirs := append(slices.Clone(d.dirs), d.extraDirs...)
+	for _, prefix := range d.importGlobs {
+		// a glob reaches into any directory under where it searches from
+		for _, dir := range appDirs {
+			if inside(dir, prefix) || inside(prefix, dir) {
+				return fmt.Errorf("the config imports %s*…, a glob that can reach into %s, which the unit has the apps' account (%s) own: whatever an app puts there would run as any account Caddy may switch to at the next reload or start; keep what the Caddyfile imports where only root writes (/etc/caddy)",
+					prefix+string(filepath.Separator), dir, o.appsUser)
+			}
+		}
+	}
 	for _, imported := range d.configFiles {
 		if dir := ServedRootOf(imported, appDirs); dir != "" && imported != abs(o.config) {
 			return fmt.Errorf("the config imports %s, which is inside %s, which the unit has the apps' account (%s) own: an app could rewrite it and run anything as any account Caddy may switch to at the next reload or start; keep what the Caddyfile imports where only root writes (/etc/caddy)",
