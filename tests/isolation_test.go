@@ -576,3 +576,51 @@ func TestPreloadAsUnit(t *testing.T) {
 		t.Errorf("a forked worker was refused:\n%s", c.log.String())
 	}
 }
+
+// TestCheckGivesNoKeyToAnotherAccount: a config an app's account can edit
+// may hold a block that names another app (its name and directory) and
+// runs as the editing account. `caddy hearth check` run as root must not
+// hand that code the other app's secret key from Caddy's data directory:
+// a block whose account does not own its directory is checked with a
+// throwaway key.
+func TestCheckGivesNoKeyToAnotherAccount(t *testing.T) {
+	needUnitRun(t)
+	data := t.TempDir()
+	victim := t.TempDir() // the other app's directory: root's, not nobody's
+	openToAll(t, victim)
+	drop := t.TempDir()
+	openToAll(t, drop)
+	if err := os.Chmod(drop, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	leak := filepath.Join(drop, "leak")
+	writeFile(t, filepath.Join(victim, "victim.py"), "import os\ntry:\n    open("+strconv.Quote(leak)+", 'w').write(os.environ.get('SECRET_KEY', ''))\nexcept OSError:\n    pass\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+	config := func(user string) string {
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		writeFile(t, path, fmt.Sprintf("{\n\tadmin off\n}\n:%d {\n\twsgi victim:application {\n\t\tname victim\n\t\tdir %s\n\t\tpython %s\n\t\tsettings auto\n\t\tguard warn\n%s\t}\n}\n", freePort(t), victim, pythonPath(), user))
+		return path
+	}
+	check := func(path string, args ...string) {
+		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", "check", "--config", path}, args...)...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data)
+		out, _ := cmd.CombinedOutput()
+		t.Logf("check %v:\n%s", args, out)
+	}
+	// the app's own check (as root, the directory's owner) stores its key
+	check(config(""), "--user", "root")
+	keys, _ := filepath.Glob(filepath.Join(data, "caddy", "hearth", "secrets", "victim-*.key"))
+	if len(keys) != 1 {
+		t.Fatalf("no stored key for the app: %v", keys)
+	}
+	stored, _ := os.ReadFile(keys[0])
+	// the block an app's account (nobody) wrote
+	os.Remove(leak)
+	check(config("\t\tuser "+appsUser+"\n"), "--user", appsUser)
+	got, err := os.ReadFile(leak)
+	if err != nil {
+		t.Fatalf("the check did not import the app as %s: %v", appsUser, err)
+	}
+	if len(got) == 0 || strings.TrimSpace(string(got)) == strings.TrimSpace(string(stored)) {
+		t.Errorf("the code of a block run as %s got the stored key of the app whose directory it named (%d bytes)", appsUser, len(got))
+	}
+}

@@ -40,6 +40,9 @@ type App struct {
 	storage     certmagic.Storage // the config's, for `settings auto`
 	autoHosts   []string          // the ALLOWED_HOSTS `settings auto` gives the app
 	runtimePath string            // the runtime's program, once written (the overlay is beside it)
+	// throwawayKey: a check gives settings auto/overlay a fresh key, not
+	// the stored one, and stores none (see checkOnly)
+	throwawayKey bool
 
 	appHosts atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
 	mounts   atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)

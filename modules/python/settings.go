@@ -48,7 +48,15 @@ func (a *App) prepareSettings() error {
 		return nil
 	}
 	key, explicitKey := envValue(a.spec.Env, "SECRET_KEY")
-	if !explicitKey || a.spec.Settings == SettingsAuto {
+	if a.throwawayKey && !explicitKey {
+		// a check, of a block whose code would get a key that is not its
+		// account's to have (see checkOnly): any key will do to check
+		fresh, err := hearth.NewSecretKey()
+		if err != nil {
+			return err
+		}
+		key = fresh
+	} else if !explicitKey || a.spec.Settings == SettingsAuto {
 		a.mu.Lock()
 		storage := a.storage
 		a.mu.Unlock()
