@@ -203,7 +203,7 @@ var probeEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8"}
 // probeAccount is the account init, run as root, runs a venv's
 // interpreter as: never root. The owner of the first of paths (the
 // project, then the venv) that root does not own, with that account's
-// group; nobody when root owns them all (a name below them may still be
+// group; nobody when root owns them all, or when two accounts own them (a name below them may still be
 // another account's: a venv's bin or site-packages). Whoever can change
 // the venv (its python, a .pth file in site-packages) would have root run
 // its code. nil when init does not run as root.
@@ -217,13 +217,19 @@ func probeAccount(paths ...string) *syscall.Credential {
 			uid = uint32(n)
 		}
 	}
+	var owners []uint32
 	for _, path := range paths {
 		var st syscall.Stat_t
-		if err := syscall.Lstat(path, &st); err == nil && st.Uid != 0 {
-			uid = st.Uid
-			break
+		if err := syscall.Lstat(path, &st); err == nil && st.Uid != 0 && !slices.Contains(owners, st.Uid) {
+			owners = append(owners, st.Uid)
 		}
 	}
+	if len(owners) == 1 {
+		uid = owners[0]
+	}
+	// owned by two accounts (a project of yours, a venv of the app's):
+	// the code one of them can change must not run as the other
+	// (your ~/.bashrc, your next sudo): nobody runs it
 	gid := uint32(65534) // nogroup, for an owner without an account
 	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
 		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {

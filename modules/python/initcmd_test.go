@@ -65,6 +65,19 @@ func TestInitNeverProbesAsRoot(t *testing.T) {
 	if cred == nil || cred.Uid == 0 {
 		t.Fatalf("probeAccount of root's project: %+v, want nobody", cred)
 	}
+	// a project of one account (the operator's), a venv of another (the
+	// app's): the venv's code runs as neither
+	project, venv := filepath.Join(base, "project"), filepath.Join(base, "project", ".venv")
+	os.MkdirAll(venv, 0o755)
+	os.Chown(project, 33, 33) // www-data: the operator here
+	os.Chown(venv, 1, 1)      // daemon: the app's account
+	if cred := probeAccount(project, venv); cred == nil || cred.Uid != 65534 {
+		t.Errorf("probeAccount of a project and venv of two accounts: %+v, want nobody", cred)
+	}
+	os.Chown(venv, 33, 33)
+	if cred := probeAccount(project, venv); cred == nil || cred.Uid != 33 {
+		t.Errorf("probeAccount of a project and venv of one account: %+v, want its uid 33", cred)
+	}
 }
 
 // TestInitRefusesPathsTheCaddyfileCannotHold: a project path or site with
