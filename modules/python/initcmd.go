@@ -342,8 +342,24 @@ func extendGitignore(dir string, p *project) ([]string, error) {
 		want = append(want, "staticfiles/")
 	}
 	path := filepath.Join(dir, ".gitignore")
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// opened once, never through a link, without blocking (a FIFO or a
+	// device put there by the project's owner would hold or feed init, as
+	// root): read and appended through the same descriptor, a regular file
+	// of one name and of reasonable size
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening .gitignore (a link is not followed): %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); !info.Mode().IsRegular() || ok && st.Nlink > 1 || info.Size() > 1<<20 {
+		return nil, fmt.Errorf("%s is not a plain file of the project (a special file, one with another name elsewhere, or over 1 MiB): add .env, db.sqlite3 and staticfiles/ to your .gitignore yourself", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
 		return nil, fmt.Errorf("reading .gitignore: %w", err)
 	}
 	have := map[string]bool{}
@@ -366,13 +382,8 @@ func extendGitignore(dir string, p *project) ([]string, error) {
 		text = "\n"
 	}
 	text += "# added by caddy hearth init: never commit these\n" + strings.Join(added, "\n") + "\n"
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o644) // never through a symbolic link
-	if err != nil {
-		return nil, fmt.Errorf("adding to .gitignore: %w", err)
-	}
 	if _, err := f.WriteString(text); err != nil {
-		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("adding to .gitignore: %w", err)
 	}
 	return added, f.Close()
 }

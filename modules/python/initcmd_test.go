@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestInitProbesAVenvAsItsOwner: `sudo caddy hearth init` in a project of
@@ -98,5 +100,43 @@ func TestInitRefusesPathsTheCaddyfileCannotHold(t *testing.T) {
 		if err := initProject(io.Discard, t.TempDir(), site); err == nil || !strings.Contains(err.Error(), "is not a site address") {
 			t.Errorf("--site %q: %v", site, err)
 		}
+	}
+}
+
+// TestGitignoreThatIsNotAFile: init (often as root) neither blocks on a
+// FIFO named .gitignore, nor reads or appends through a link or a hard
+// link to a file elsewhere.
+func TestGitignoreThatIsNotAFile(t *testing.T) {
+	p := &project{framework: "django"}
+	for name, create := range map[string]func(path string) error{
+		"fifo":      func(path string) error { return syscall.Mkfifo(path, 0o644) },
+		"link":      func(path string) error { return os.Symlink("/etc/passwd", path) },
+		"hard link": func(path string) error { return os.Link(filepath.Join(filepath.Dir(path), "elsewhere"), path) },
+	} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "elsewhere"), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := create(filepath.Join(dir, ".gitignore")); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := extendGitignore(dir, p); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s: .gitignore extended", name)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: init blocks on .gitignore", name)
+		}
+		if data, _ := os.ReadFile(filepath.Join(dir, "elsewhere")); string(data) != "x\n" {
+			t.Errorf("%s: the file elsewhere was written: %q", name, data)
+		}
+	}
+	// a plain one is extended
+	dir := t.TempDir()
+	if added, err := extendGitignore(dir, p); err != nil || len(added) != 3 {
+		t.Errorf("a new .gitignore: %v %v", added, err)
 	}
 }
