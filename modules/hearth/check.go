@@ -308,6 +308,17 @@ func (t terminalWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// cells is args with every string made printable on one line: a table's
+// cell with a tab or a line break would make columns or rows of its own.
+func cells(args ...any) []any {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = printable(s)
+		}
+	}
+	return args
+}
+
 // printableLines is printable for text of several lines (a job's output):
 // line breaks stay.
 func printableLines(s string) string { return forTerminal(s, '\n') }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hearth-dev/hearth/modules/job"
 )
 
 type namedConfig struct {
@@ -147,5 +149,13 @@ func TestStatusTablesForTerminal(t *testing.T) {
 	}
 	if strings.ContainsAny(out.String(), "\x1b\x07\u009b") || !strings.Contains(out.String(), "site?]0;owned?") {
 		t.Errorf("the table reaches the terminal with control characters:\n%q", out.String())
+	}
+	// a cell with a line break or a tab makes no row or column of its own
+	out.Reset()
+	if err := printJobs(&out, []job.Status{{Name: "nightly\nFAKE\tok", Schedule: "every 1h\tx"}}); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 2 || strings.Contains(out.String(), "\t") {
+		t.Errorf("a job's cells made rows or columns:\n%s", out.String())
 	}
 }

@@ -326,7 +326,7 @@ func printJobs(out io.Writer, list []job.Status) error {
 		if j.LastSuccess != nil {
 			success = j.LastSuccess.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", j.Name, j.Schedule, next, last, j.Runs, j.Failures, j.Skipped, success)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", cells(j.Name, j.Schedule, next, last, j.Runs, j.Failures, j.Skipped, success)...)
 	}
 	return tw.Flush()
 }

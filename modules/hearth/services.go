@@ -215,7 +215,7 @@ func printBackground(out io.Writer, apps []backgroundRow) error {
 			restarts += n
 		}
 		lastError := textcut.Shorten(printable(r.LastError), 80) // it may quote a ready command's output
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(lastError)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", cells(r.Name, orDash(nonEmpty(r.App)), r.State, len(r.Workers), restarts, orDash(nonEmpty(lastError)))...)
 	}
 	return tw.Flush()
 }
@@ -259,8 +259,8 @@ func printServices(out io.Writer, list []serviceRow) error {
 			if !ok && state == "running" {
 				state = "running, no certificate" // visitors get a TLS alert
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Name, strings.Join(s.Listen, ","), orDash(s.Hosts),
-				state, len(p.Workers), restarts, len(p.Findings), ddnsColumn(s.DDNS, s.DDNSDryRun), certs)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", cells(s.Name, strings.Join(s.Listen, ","), orDash(s.Hosts),
+				state, len(p.Workers), restarts, len(p.Findings), ddnsColumn(s.DDNS, s.DDNSDryRun), certs)...)
 		}
 		for _, c := range s.Certificates {
 			if c.LastError != "" {
