@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -157,5 +159,37 @@ func TestStatusTablesForTerminal(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 2 || strings.Contains(out.String(), "\t") {
 		t.Errorf("a job's cells made rows or columns:\n%s", out.String())
+	}
+}
+
+// Whatever listens on the admin address and never answers (any local
+// account may, while Caddy is down) does not hold a command for good.
+func TestAdminCallIsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never answered
+		}
+	}()
+	old := adminReadWait
+	adminReadWait = 300 * time.Millisecond
+	defer func() { adminReadWait = old }()
+	done := make(chan error, 1)
+	go func() { _, err := adminCall(ln.Addr().String(), http.MethodGet, "/hearth/apps"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no answer from Caddy's admin API") {
+			t.Errorf("a silent listener: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("adminCall waits for a silent listener")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -58,6 +59,39 @@ changing the app's code; after changing the Caddyfile, use caddy reload.`,
 // returns the answer's body; its error says whether Caddy could not be
 // reached (and what to check) or what Caddy answered.
 func adminCall(addr, method, path string) ([]byte, error) {
+	// bounded: whatever answers on the admin address (any local account
+	// can listen there while Caddy is down) must not hold the command
+	// forever; a POST waits for what it does (a restart, a restore)
+	wait := adminReadWait
+	if method != http.MethodGet {
+		wait = adminActWait
+	}
+	type answer struct {
+		body []byte
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		body, err := adminRequest(addr, method, path)
+		done <- answer{body, err}
+	}()
+	select {
+	case a := <-done:
+		return a.body, a.err
+	case <-time.After(wait):
+		return nil, fmt.Errorf("no answer from Caddy's admin API at %s within %s: is what listens there the running Caddy? (use --address)", addr, wait)
+	}
+}
+
+// How long an admin API request may take: one that reads, and one that
+// acts (a restart waits for the new workers, a restore for the copy).
+var (
+	adminReadWait = 15 * time.Second
+	adminActWait  = 15 * time.Minute
+)
+
+// adminRequest is adminCall's request.
+func adminRequest(addr, method, path string) ([]byte, error) {
 	resp, err := caddycmd.AdminAPIRequest(addr, method, path, nil, nil)
 	if err != nil {
 		if _, answer, ok := strings.Cut(err.Error(), "caddy responded with error: "); ok {
