@@ -55,6 +55,15 @@ http://127.0.0.1:%d {
 	if !strings.Contains(string(data), "Uid:\t"+nobody.Uid+"\t") {
 		t.Errorf("the worker does not run as nobody (%s):\n%s", nobody.Uid, data)
 	}
+	const asRoot = "the app runs as root: Caddy runs as root and its block sets no user"
+	if strings.Contains(c.log.String(), asRoot) {
+		t.Errorf("an app with a user is said to run as root:\n%s", c.log.String())
+	}
+	// no user under a root Caddy: root, never silently
+	c0 := startCaddy(t, config(""))
+	if !strings.Contains(c0.log.String(), asRoot) {
+		t.Errorf("an app running as root is not said to:\n%s", tail(c0.log.String(), 10))
+	}
 	// root is refused unless allowed
 	c2 := launchCaddy(t, config("user root"))
 	if code := c2.waitExit(30 * time.Second); code == 0 || !strings.Contains(c2.log.String(), "user root is root") {
