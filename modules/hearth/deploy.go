@@ -544,13 +544,13 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 	if len(d.dirs)+len(d.extraDirs) == 0 {
 		return "#   (no app directory in the config)\n"
 	}
-	all := append(slices.Clone(d.dirs), d.extraDirs...)
+	all := d.allDirs()
 	var b strings.Builder
 	var kept []string
 	step := func(dirs []string, command, note string) {
 		byAccount := map[string][]string{}
 		for _, dir := range dirs {
-			if why := d.riskyToGive(dir, all, o.dataDir); why != "" {
+			if why := d.riskyToGive(dir, o.dataDir); why != "" {
 				kept = append(kept, dir+" ("+why+")")
 				continue
 			}
@@ -569,7 +569,7 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 		// that) is made by its own account, which a link gives nothing
 		var outside []string
 		for _, dir := range d.extraDirs {
-			if holder := slices.IndexFunc(all, func(o string) bool { return o != dir && inside(dir, o) }); holder >= 0 && d.riskyToGive(dir, all, o.dataDir) == "" {
+			if holder := slices.IndexFunc(all, func(o string) bool { return o != dir && inside(dir, o) }); holder >= 0 && d.riskyToGive(dir, o.dataDir) == "" {
 				fmt.Fprintf(&b, "#   sudo -u %s mkdir -p -m 0750 %s   (inside %s: made by the account that writes there)\n", d.accountOf(dir, o), dir, all[holder])
 				continue
 			}
@@ -582,6 +582,10 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 	}
 	return b.String()
 }
+
+// allDirs are the directories the config writes in: the apps', then the
+// backups', services' and jobs'.
+func (d *deployment) allDirs() []string { return append(slices.Clone(d.dirs), d.extraDirs...) }
 
 // accountOf is the account that writes in dir.
 func (d *deployment) accountOf(dir string, o unitOptions) string {
@@ -597,13 +601,13 @@ func (d *deployment) accountOf(dir string, o unitOptions) string {
 
 // riskyToGive says why dir must not be given to an app's account, or "":
 // whoever owns it can replace what is in it, for everyone who uses it.
-func (d *deployment) riskyToGive(dir string, all []string, dataDir string) string {
+func (d *deployment) riskyToGive(dir, dataDir string) string {
 	clean := filepath.Clean(dir)
 	if clean == "/" || strings.Count(clean, "/") < 2 {
 		return "a top-level directory"
 	}
-	for _, system := range []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run", "/root", "/var/lib", "/var/log", "/var/spool", "/var/mail"} {
-		if clean == system || (strings.HasPrefix(clean, system+"/") && system != "/var/lib" && system != "/var/log") {
+	for _, system := range []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run", "/root", "/var/spool", "/var/mail"} {
+		if inside(clean, system) {
 			return "a system directory"
 		}
 	}
@@ -619,7 +623,7 @@ func (d *deployment) riskyToGive(dir string, all []string, dataDir string) strin
 	if inside(dataDir, clean) || inside(clean, dataDir) {
 		return "Caddy's data directory, or one holding it"
 	}
-	for _, other := range all {
+	for _, other := range d.allDirs() {
 		if other != dir && inside(other, clean) && d.owners[other] != d.owners[dir] {
 			return "it holds " + other + ", which another account writes"
 		}
@@ -676,7 +680,7 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 			return fmt.Errorf("%s %s: %w", f.what, f.path, err)
 		}
 	}
-	for _, dir := range append(slices.Clone(d.dirs), d.extraDirs...) {
+	for _, dir := range d.allDirs() {
 		if err := unitSafePath(dir); err != nil {
 			return fmt.Errorf("the config's directory %q: %w", dir, err)
 		}
@@ -684,7 +688,7 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	// the unit has the operator give the apps' directories to the apps'
 	// account: a config or binary in one, an app could rewrite, and run
 	// anything as any account Caddy may switch to at the next reload
-	appDirs := append(slices.Clone(d.dirs), d.extraDirs...)
+	appDirs := d.allDirs()
 	for _, prefix := range d.importGlobs {
 		// a glob reaches into any directory under where it searches from
 		for _, dir := range appDirs {
