@@ -451,7 +451,7 @@ http://127.0.0.1:%d {
 // account can use the admin API (here TCP, which every local process
 // reaches): its code, compromised, could load a config that runs anything
 // as Caddy, root here (a Python app has had HG-ADMIN-01 for this). The
-// same blocks as Caddy's own account start.
+// same blocks as Caddy's own account start, which the log says is root.
 func TestAdminReachRefusedForOwnAccounts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("user nobody needs root")
@@ -476,6 +476,10 @@ func TestAdminReachRefusedForOwnAccounts(t *testing.T) {
 				}
 				return strings.Contains(c.log.String(), "serving initial configuration")
 			})
+			// Caddy's own account is root here: said when the config loads
+			if log := c.log.String(); !strings.Contains(log, rootWarning) || !strings.Contains(log, `"what":"`+tc.what+`"`) {
+				t.Errorf("%s runs as root, and the log does not say so:\n%s", tc.what, tail(log, 8))
+			}
 			c.stop()
 		})
 	}

@@ -131,6 +131,7 @@ func (a *App) startJob(spec *job.Spec) error {
 		if err := CheckAdminReach(string(spec.Kind)+" "+spec.Name, spec.Credential); err != nil {
 			return err
 		}
+		WarnIfRoot(a.logger, string(spec.Kind)+" "+spec.Name, spec.Credential)
 	}
 	key := PoolKey("job", spec)
 	v, _, err := jobs.LoadOrNew(key, func() (caddy.Destructor, error) { return job.New(spec, a.logger), nil })

@@ -46,6 +46,7 @@ func (a *App) startServices() error {
 			if err := CheckAdminReach("service "+spec.Name, spec.Credential); err != nil {
 				return err
 			}
+			WarnIfRoot(a.logger, "service "+spec.Name, spec.Credential)
 		}
 		g, err := a.useService(spec)
 		if err != nil {

@@ -150,6 +150,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	if err := hearth.CheckAdminReach("process upstream "+s.Name, s.credential); err != nil {
 		return err
 	}
+	hearth.WarnIfRoot(ctx.Logger(), "process upstream "+s.Name, s.credential)
 	pool, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
 		return newGroup(s, ctx.Logger()), nil
 	})

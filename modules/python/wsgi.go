@@ -12,7 +12,6 @@ package python
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -102,13 +101,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("wsgi %s: %w", h.App, err)
 	}
-	if spec.Credential == nil && os.Geteuid() == 0 {
-		// not refused (`user root` needs allow_root; this is the old
-		// default), but never silent: a flaw in the app is the machine's
-		h.logger.Warn("the app runs as root: Caddy runs as root and its block sets no user",
-			zap.String("app", spec.Name),
-			zap.String("fix", "set `user <account>` in its block (an unprivileged account that owns what the app writes), or HEARTH_DEFAULT_USER for every app, as the unit of `caddy hearth systemd` does"))
-	}
+	hearth.WarnIfRoot(h.logger, "app "+spec.Name, spec.Credential)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
