@@ -204,6 +204,15 @@ func launchCaddyIn(t testing.TB, dir, data string, env ...string) *caddyProc {
 	return c
 }
 
+// underSeccomp has c.cmd started under tests/apps/seccompwrap.py's filter,
+// refusing the system calls refuse names (name:errno pairs), as a systemd
+// unit's filters do. Its callers skip where GOARCH is not amd64.
+func (c *caddyProc) underSeccomp(refuse string) {
+	wrapped := exec.Command(pythonPath(), append([]string{repoPath("tests", "apps", "seccompwrap.py"), c.cmd.Path}, c.cmd.Args[1:]...)...)
+	wrapped.Env, wrapped.Dir, wrapped.ExtraFiles = append(c.cmd.Env, "SECCOMPWRAP_REFUSE="+refuse), c.cmd.Dir, c.cmd.ExtraFiles
+	c.cmd = wrapped
+}
+
 // start starts c.cmd with its output in c.log, and registers the stop and
 // the orphan check with t.Cleanup.
 func (c *caddyProc) start() {

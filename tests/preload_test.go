@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -209,9 +208,7 @@ func TestWorkersCPUPolicyRefused(t *testing.T) {
 	const warning = "not the one cpu_policy asks for"
 	site, url := appSite(t, "wsgi", "gcprobe:application", repoPath("tests", "apps"), "name cpu_refused\n\t\tworkers 2")
 	c := newCaddyProc(t, site, "")
-	wrapped := exec.Command(pythonPath(), append([]string{repoPath("tests", "apps", "seccompwrap.py"), c.cmd.Path}, c.cmd.Args[1:]...)...)
-	wrapped.Env, wrapped.Dir = c.cmd.Env, c.cmd.Dir
-	c.cmd = wrapped
+	c.underSeccomp("sched_setscheduler:EPERM")
 	c.start()
 	c.waitRunning()
 	policyOf := func() int {

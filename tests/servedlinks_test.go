@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +17,24 @@ import (
 // read itself, is not followed (403, the key nowhere in the answer, and the
 // log says which link and what to do); an administrator's (root's) link
 // is, as in plain Caddy, and so are plain files.
+// Both where openat2 is to be had and where a system call filter refuses
+// it, as under the unit Hearth writes (RestrictSUIDSGID=).
 func TestServedLinksOfTheAppsAccount(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("links of another account need root to make")
 	}
+	t.Run("openat2", func(t *testing.T) { servedLinks(t, "") })
+	t.Run("openat2 refused", func(t *testing.T) {
+		if runtime.GOARCH != "amd64" {
+			t.Skip("tests/apps/seccompwrap.py filters x86_64 system calls")
+		}
+		servedLinks(t, "openat2:ENOSYS")
+	})
+}
+
+// servedLinks is the test, Caddy started under a filter refusing the
+// system calls refuse names (seccompwrap.py's list), or none.
+func servedLinks(t *testing.T, refuse string) {
 	const appUID = 65534 // nobody
 	port := freePort(t)
 	c := newCaddyProc(t, fmt.Sprintf(`
@@ -53,6 +68,9 @@ func TestServedLinksOfTheAppsAccount(t *testing.T) {
 			t.Fatal(err)
 		}
 		os.Lchown(link, owner, owner)
+	}
+	if refuse != "" {
+		c.underSeccomp(refuse)
 	}
 	c.start()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)

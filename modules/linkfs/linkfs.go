@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -49,18 +50,15 @@ var refusals = loglimit.Limit{Every: time.Minute}
 // Open opens the file name for reading.
 func (f FS) Open(name string) (fs.File, error) { return f.open(name, unix.O_RDONLY) }
 
-// Stat describes the file name, as Open would find it.
+// Stat describes the file name, as Open would find it. Its Sys is the
+// *unix.Stat_t.
 func (f FS) Stat(name string) (fs.FileInfo, error) {
-	file, err := f.open(name, unix.O_PATH) // opens nothing: a FIFO does not block, a device does not act
+	fd, st, err := f.reach(name) // opens nothing: a FIFO does not block, a device does not act
 	if err != nil {
 		return nil, err
 	}
-	defer file.Close()
-	info, err := file.Stat()
-	if err != nil {
-		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
-	}
-	return info, nil
+	unix.Close(fd)
+	return &fileInfo{name: filepath.Base(name), st: st}, nil
 }
 
 // ReadDir lists the directory name, sorted by name.
@@ -88,22 +86,88 @@ func (f FS) ReadFile(name string) ([]byte, error) {
 // Glob is filepath.Glob: names only, which Open judges when they are read.
 func (FS) Glob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
 
-// open opens name: for reading (or listing, with O_DIRECTORY) when flags
-// has no O_PATH. The file is first reached with an O_PATH descriptor,
-// which opens nothing (a FIFO does not block, a device does not act), and
-// only a regular file or a directory is then opened for reading, through
-// that descriptor: what was judged is what is read. A path without links
-// is reached in one system call that follows none; a path with links is
-// walked one name at a time from descriptors of the directories on the
-// way, so that no link can be swapped in between a check and a use, and
-// its links are judged on the file and directories reached.
+// open opens name for reading (or listing, with O_DIRECTORY): directly
+// where no link is on the way (openDirect), else as reach finds it, only
+// a regular file or a directory being then opened, through the
+// descriptor reach judged, so that what was judged is what is read.
 func (f FS) open(name string, flags int) (*os.File, error) {
+	if file, err := openDirect(name, flags); !errors.Is(err, errNoOpenat2) {
+		return file, err
+	}
+	fd, st, err := f.reach(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if !readable(&st) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+	}
+	rfd, err := reopen(fd, name, flags, &st)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(rfd), name), nil
+}
+
+// openDirect opens name for reading in one system call where it has no
+// link (openat2), as Caddy's plain file system would, but without
+// blocking on a FIFO (O_NONBLOCK) and refusing to read anything but a
+// regular file or a directory. With no link on the way, nothing another
+// account made leads elsewhere: there is nothing to judge, and what is
+// read is what was opened. A device could only be there if root put it
+// there (making one needs CAP_MKNOD; a hard link cannot cross into
+// /dev's file system). errNoOpenat2 where the path has a link or openat2
+// is not to be had: reach and reopen then.
+func openDirect(name string, flags int) (*os.File, error) {
+	fd, err := openat2(name, flags|unix.O_NONBLOCK|unix.O_NOCTTY)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, errNoOpenat2
+	case errors.Is(err, unix.ENXIO): // a socket
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+	case err != nil:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
+	}
+	if !readable(&st) {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags&^unix.O_NONBLOCK); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// readable reports whether st is a file a file server reads: a regular
+// file or a directory; never a FIFO (it would hold a thread per request),
+// a device or a socket.
+func readable(st *unix.Stat_t) bool {
+	mode := st.Mode & unix.S_IFMT
+	return mode == unix.S_IFREG || mode == unix.S_IFDIR
+}
+
+// reach reaches name with an O_PATH descriptor, which opens nothing (a
+// FIFO does not block, a device does not act), and describes what it
+// reached. A path without links is reached in one system call that
+// follows none; a path with links is walked one name at a time from
+// descriptors of the directories on the way, so that no link can be
+// swapped in between a check and a use, and its links are judged on the
+// file and directories reached.
+func (f FS) reach(name string) (int, unix.Stat_t, error) {
+	var st unix.Stat_t
 	fd, err := openNoLinks(name)
 	var links []link
 	var dirs []unix.Stat_t // the directories the walk went through to the file
-	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
-		// a link on the way; or no openat2 (before Linux 5.6, or refused by
-		// a system call filter: systemd's RestrictSUIDSGID= refuses it)
+	if err != nil && !errors.Is(err, errNoOpenat2) && !errors.Is(err, unix.ELOOP) {
+		// a plain error (missing, closed): no link on the way
+	} else if err != nil {
+		// a link on the way; or no openat2 (the walk finds the links)
 		fd, links, dirs, err = walk(name)
 	}
 	if err != nil {
@@ -112,12 +176,11 @@ func (f FS) open(name string, flags int) (*os.File, error) {
 			// closed to it look the same: neither is its to learn
 			err = fs.ErrPermission
 		}
-		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		return -1, st, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
+		return -1, st, &fs.PathError{Op: "stat", Path: name, Err: err}
 	}
 	for _, l := range links {
 		if trusted(l.owner) {
@@ -126,21 +189,10 @@ func (f FS) open(name string, flags int) (*os.File, error) {
 		if why := unreadableBy(l.owner, fd, &st, dirs); why != "" {
 			unix.Close(fd)
 			f.refused(name, l, why)
-			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+			return -1, st, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
 		}
 	}
-	if flags&unix.O_PATH != 0 {
-		return os.NewFile(uintptr(fd), name), nil
-	}
-	defer unix.Close(fd)
-	if mode := st.Mode & unix.S_IFMT; mode != unix.S_IFREG && mode != unix.S_IFDIR {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission} // a FIFO, a device, a socket: never read
-	}
-	rfd, err := reopen(fd, name, flags, &st)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
-	}
-	return os.NewFile(uintptr(rfd), name), nil
+	return fd, st, nil
 }
 
 // reopen opens for reading the file an O_PATH descriptor fd (st) holds:
@@ -168,25 +220,106 @@ func reopen(fd int, name string, flags int, st *unix.Stat_t) (int, error) {
 }
 
 // openNoLinks reaches path with an O_PATH descriptor, following no
-// symbolic link on the way (openat2's RESOLVE_NO_SYMLINKS: ELOOP where
-// there is one, ENOSYS or EPERM where openat2 is not to be had).
+// symbolic link on the way: ELOOP where there is one, and errNoOpenat2
+// where openat2 is not to be had and the path must be walked.
 func openNoLinks(path string) (int, error) {
-	if !useOpenat2 {
-		return -1, unix.ENOSYS
+	if fd, err := openat2(path, unix.O_PATH); !errors.Is(err, errNoOpenat2) || resolveWith == walkOnly {
+		return fd, err
 	}
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS}
+	if resolveWith == withOpenat2 && !sameNameSafe() {
+		return -1, errNoOpenat2
+	}
+	return openSameName(path)
+}
+
+// openat2 opens path with flags following no symbolic link on the way:
+// ELOOP where there is one, errNoOpenat2 where openat2 is not to be had.
+func openat2(path string, flags int) (int, error) {
+	if resolveWith != withOpenat2 || openat2Refused.Load() {
+		return -1, errNoOpenat2
+	}
+	how := unix.OpenHow{Flags: uint64(flags) | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS}
 	for tries := 1; ; tries++ {
 		fd, err := unix.Openat2(unix.AT_FDCWD, path, &how)
-		if (errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN)) && tries < 8 { // EAGAIN: a rename raced the lookup
+		switch {
+		case (errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN)) && tries < 8: // EAGAIN: a rename raced the lookup
 			continue
+		case errors.Is(err, unix.ENOSYS):
+			// before Linux 5.6, or refused by a system call filter
+			// (systemd's RestrictSUIDSGID=, which the unit sets): for good
+			openat2Refused.Store(true)
+			return -1, errNoOpenat2
+		case errors.Is(err, unix.EPERM):
+			return -1, errNoOpenat2 // a filter, or a security module on this path: walked
 		}
 		return fd, err
 	}
 }
 
-// useOpenat2 is false in tests that walk every path, as where openat2
-// is refused.
-var useOpenat2 = true
+// openSameName is openNoLinks without openat2: the path is opened
+// following its links, and the descriptor kept only if the kernel names
+// the file it reached by the path asked for, cleaned: then no link was
+// on the way (a link leads elsewhere than where it is), or none that
+// mattered (the path names that very file without it) — in Caddy's own
+// view of the mounts. The kernel's name does not say which view: an
+// account that makes a mount namespace of its own can have
+// served/x/etc/key be /etc/key there, and its link served/x lead into it
+// through /proc/<its pid>/root. So this is used only where Caddy cannot
+// follow such a link into another account's process (sameNameSafe).
+// Anything else — a link, an error the walk must tell apart, no /proc —
+// is errNoOpenat2. Two system calls where a walk takes three a name.
+func openSameName(path string) (int, error) {
+	full, err := abs(path)
+	if err != nil {
+		return -1, errNoOpenat2
+	}
+	want := filepath.Clean(full)
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, errNoOpenat2
+	}
+	buf := make([]byte, len(want)+1) // one more: a longer name is not the same
+	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf)
+	if err != nil || string(buf[:n]) != want {
+		unix.Close(fd)
+		return -1, errNoOpenat2
+	}
+	return fd, nil
+}
+
+// sameNameSafe reports whether Caddy lacks CAP_SYS_PTRACE, without which
+// the kernel lets no process follow another account's /proc/<pid>/root,
+// cwd or fd links: the only ways into another mount namespace. Root has
+// it; the unit's Caddy does not (its own account, CAP_SETUID and
+// CAP_SETGID). Unknown is not safe.
+var sameNameSafe = sync.OnceValue(func() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_PTRACE/32].Effective&(1<<(unix.CAP_SYS_PTRACE%32)) == 0
+})
+
+// errNoOpenat2 says a path may have links and must be walked.
+var errNoOpenat2 = errors.New("openat2 not to be had")
+
+// How paths are reached: with openat2 where the kernel has it and no
+// filter refuses it, else by name checked where that is safe
+// (openSameName), falling back to the walk. Tests choose withSameName or
+// walkOnly.
+const (
+	withOpenat2 = iota
+	withSameName
+	walkOnly
+)
+
+// resolveWith is how paths are reached (tests set it); openat2Refused
+// says openat2 was refused as missing once, and is not tried again.
+var (
+	resolveWith    = withOpenat2
+	openat2Refused atomic.Bool
+)
 
 // link is a symbolic link met on the way to a file.
 type link struct {
@@ -226,7 +359,11 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 		unix.Close(cur)
 		return -1, links, nil, err
 	}
-	todo := strings.Split(abs(path), "/")
+	full, err := abs(path)
+	if err != nil {
+		return fail(err)
+	}
+	todo := strings.Split(full, "/")
 	for steps := 0; len(todo) > 0; steps++ {
 		if steps == maxSteps {
 			return fail(unix.ELOOP)
@@ -319,16 +456,17 @@ func whatIsLeft(todo []string) int {
 }
 
 // abs is path from the root, not cleaned: a ".." after a link is the
-// walk's to resolve, from where the link led.
-func abs(path string) string {
+// walk's to resolve, from where the link led. A working directory the
+// kernel cannot name (removed, or outside the root) is an error.
+func abs(path string) (string, error) {
 	if filepath.IsAbs(path) {
-		return path
+		return path, nil
 	}
-	wd, err := os.Getwd()
+	wd, err := unix.Getwd() // where the kernel is, not $PWD's name for it
 	if err != nil {
-		return path
+		return "", err
 	}
-	return wd + "/" + path
+	return wd + "/" + path, nil
 }
 
 // trusted reports whether links of the account uid are followed whatever

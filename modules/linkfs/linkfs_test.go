@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,12 +96,29 @@ func TestLinksOfAnotherAccount(t *testing.T) {
 	symlink(t, tr.secretDir, filepath.Join(tr.served, "up"), appUID)
 	fifo := filepath.Join(tr.served, "pipe.css")
 	must(t, syscall.Mkfifo(fifo, 0o644))
+	sock, err := net.Listen("unix", filepath.Join(tr.served, "app.sock"))
+	must(t, err)
+	defer sock.Close()
 
-	for _, walkAll := range []bool{false, true} {
-		useOpenat2 = !walkAll
-		t.Run(map[bool]string{false: "openat2", true: "walk"}[walkAll], func(t *testing.T) { checkTree(t, tr) })
+	for _, mode := range resolveModes {
+		t.Run(mode.name, func(t *testing.T) {
+			resolving(t, mode.with)
+			checkTree(t, tr)
+		})
 	}
-	useOpenat2 = true
+}
+
+// resolveModes are the ways paths are reached: with openat2, or where it
+// is refused (under the unit) by name then checked, and by the walk alone.
+var resolveModes = []struct {
+	name string
+	with int
+}{{"openat2", withOpenat2}, {"same-name", withSameName}, {"walk", walkOnly}}
+
+// resolving has the test reach paths as with says, until it ends.
+func resolving(t testing.TB, with int) {
+	resolveWith = with
+	t.Cleanup(func() { resolveWith = withOpenat2 })
 }
 
 const wwwData = 33 // www-data, in its own group
@@ -169,6 +187,20 @@ func checkTree(t *testing.T, tr tree) {
 			}
 		}
 	}
+	// a socket is refused like the other files that are not read, and
+	// what is read, is read blocking (O_NONBLOCK was for FIFOs only)
+	if _, err := fsys.Open(filepath.Join(tr.served, "app.sock")); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("Open of a socket: %v, want refused", err)
+	}
+	if f, err := fsys.Open(filepath.Join(tr.served, "app.css")); err == nil {
+		raw, _ := f.(*os.File).SyscallConn()
+		raw.Control(func(fd uintptr) {
+			if fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+				t.Errorf("app.css is open with flags %#x (%v): O_NONBLOCK left", fl, err)
+			}
+		})
+		f.Close()
+	}
 	// a FIFO is described, never opened: Open does not block
 	done := make(chan error, 1)
 	go func() {
@@ -190,7 +222,7 @@ func checkTree(t *testing.T, tr tree) {
 	if _, err := fsys.ReadDir(filepath.Join(tr.served, "certs")); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("ReadDir through the app's link to a closed directory: %v", err)
 	}
-	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 14 || entries[0].Name() != "a.css" {
+	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 15 || entries[0].Name() != "a.css" {
 		t.Errorf("ReadDir of the served directory: %v %v", entries, err)
 	}
 }
@@ -211,9 +243,10 @@ func unixMkfifo(path string) error { return syscall.Mkfifo(path, 0o600) }
 
 // TestSwappedWhileRead: the app's account swaps, as fast as it can, a
 // directory of its own with a link of its own to Caddy's closed directory
-// (rename exchange), while the file under it is read again and again, by
-// the walk every path takes where openat2 is refused. Caddy's key is never
-// read: a link is judged from the same descriptor the walk goes on from.
+// (rename exchange), while the file under it is read again and again, the
+// ways paths are reached where openat2 is refused. Caddy's key is never
+// read: the name the kernel gives the file reached is checked after it is
+// reached, and the walk judges a link from the descriptor it goes on from.
 func TestSwappedWhileRead(t *testing.T) {
 	tr := makeTree(t)
 	own := filepath.Join(tr.served, "d")
@@ -224,8 +257,15 @@ func TestSwappedWhileRead(t *testing.T) {
 	if err := unix.Renameat2(unix.AT_FDCWD, own, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE); err != nil {
 		t.Skipf("no rename exchange here: %v", err)
 	}
-	useOpenat2 = false
-	defer func() { useOpenat2 = true }()
+	for _, mode := range resolveModes[1:] {
+		t.Run(mode.name, func(t *testing.T) {
+			resolving(t, mode.with)
+			readWhileSwapped(t, own, swap)
+		})
+	}
+}
+
+func readWhileSwapped(t *testing.T, own, swap string) {
 	stop := make(chan struct{})
 	swapped := make(chan int)
 	go func() {
@@ -262,8 +302,7 @@ func TestSwappedWhileRead(t *testing.T) {
 // error, holding no descriptor after.
 func TestWalkIsBounded(t *testing.T) {
 	tr := makeTree(t)
-	useOpenat2 = false
-	defer func() { useOpenat2 = true }()
+	resolving(t, walkOnly)
 	must(t, os.Mkdir(filepath.Join(tr.served, "d"), 0o755))
 	// 39 links, each through "d/.." 800 times before the next
 	for i := 0; i < 39; i++ {
@@ -285,5 +324,53 @@ func TestWalkIsBounded(t *testing.T) {
 	}
 	if after := fds(); after != before {
 		t.Errorf("%d descriptors open after the walks, %d before", after, before)
+	}
+}
+
+// TestStatIsOsStat: Stat says of a file what os.Stat says, for every
+// kind of file and mode bit a file server may meet.
+func TestStatIsOsStat(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "site.css")
+	must(t, os.WriteFile(file, []byte("p{}"), 0o640))
+	setuid := filepath.Join(dir, "setuid")
+	must(t, os.WriteFile(setuid, nil, 0o755))
+	must(t, os.Chmod(setuid, 0o755|fs.ModeSetuid|fs.ModeSetgid))
+	sticky := filepath.Join(dir, "sticky")
+	must(t, os.Mkdir(sticky, 0o755))
+	must(t, os.Chmod(sticky, 0o1777|fs.ModeSticky))
+	fifo := filepath.Join(dir, "pipe")
+	must(t, unixMkfifo(fifo))
+	for _, name := range []string{file, setuid, sticky, fifo, dir, "/dev/null"} {
+		want, err := os.Stat(name)
+		must(t, err)
+		got, err := FS{}.Stat(name)
+		if err != nil {
+			t.Errorf("Stat(%s): %v", name, err)
+			continue
+		}
+		if got.Name() != want.Name() || got.Size() != want.Size() || got.Mode() != want.Mode() ||
+			!got.ModTime().Equal(want.ModTime()) || got.IsDir() != want.IsDir() {
+			t.Errorf("Stat(%s) = %s %d %v %v %v, os.Stat: %s %d %v %v %v", name,
+				got.Name(), got.Size(), got.Mode(), got.ModTime(), got.IsDir(),
+				want.Name(), want.Size(), want.Mode(), want.ModTime(), want.IsDir())
+		}
+	}
+}
+
+// TestRemovedWorkingDirectory: a relative name (Caddy's root defaults to
+// its working directory) is not looked up from / when the working
+// directory was removed: ./etc/passwd is not /etc/passwd.
+func TestRemovedWorkingDirectory(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	must(t, os.Remove(dir))
+	for _, mode := range resolveModes {
+		t.Run(mode.name, func(t *testing.T) {
+			resolving(t, mode.with)
+			if _, err := (FS{}).Stat("etc/passwd"); err == nil {
+				t.Error("etc/passwd found in a removed working directory")
+			}
+		})
 	}
 }
