@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,4 +257,34 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 	waitFor(t, 30*time.Second, "the revived redis answering PING", func() bool {
 		return redisPing(redis) == nil
 	})
+}
+
+// TestServicesStopInReverseOrder: at Caddy's exit, services stop in the
+// reverse of the order the config declares them, as systemd stops units:
+// one declared after another may need it until it has stopped (Celery,
+// finishing its tasks, needs Redis). Real processes, a real SIGTERM.
+func TestServicesStopInReverseOrder(t *testing.T) {
+	port := freePort(t)
+	out := filepath.Join(t.TempDir(), "seen")
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		service base {
+			command {PYTHON} {APPS}/stoporder.py listen %[1]d
+			ready tcp 127.0.0.1:%[1]d
+			stop_timeout 5s
+		}
+		service user {
+			command {PYTHON} {APPS}/stoporder.py needs %[1]d %[2]s
+			stop_timeout 5s
+		}
+	}
+}
+`, port, out))
+	waitFor(t, 30*time.Second, "both services", func() bool { return servicePID(c, "base") != 0 && servicePID(c, "user") != 0 })
+	c.stop()
+	seen, err := os.ReadFile(out)
+	if err != nil || string(seen) != "up" {
+		t.Errorf("while the service declared second stopped, the first one was %q (%v), want up:\n%s", seen, err, tail(c.log.String(), 10))
+	}
 }

@@ -186,7 +186,10 @@ func (a *App) reviveServices(released []*service.Group) {
 // returns the groups that stop for it.
 func (a *App) releaseServices() []*service.Group {
 	var released []*service.Group
-	for _, key := range a.serviceKeys {
+	// the last declared first, as systemd stops units: one may need those
+	// before it until it has stopped (Celery, finishing its tasks, needs
+	// Redis); at Caddy's exit each stop is waited for before the next
+	for _, key := range slices.Backward(a.serviceKeys) {
 		ReleasePool(key)
 		if _, held := pools.References(key); held {
 			continue // another config keeps it running
