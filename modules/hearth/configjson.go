@@ -88,8 +88,9 @@ type ConfigFile struct {
 			// where backups, services and jobs of their own write
 			Backups  []job.BackupConfig `json:"backups"`
 			Services []struct {
-				Dir  string `json:"dir"`
-				User string `json:"user"`
+				Dir         string         `json:"dir"`
+				User        string         `json:"user"`
+				StopTimeout caddy.Duration `json:"stop_timeout"`
 			} `json:"services"`
 			Jobs []struct {
 				Dir  string `json:"dir"`

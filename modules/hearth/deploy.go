@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
@@ -22,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-dev/hearth/modules/netinfo"
+	"github.com/hearth-dev/hearth/modules/service"
 )
 
 // deployment is what the deployment helpers read from a config.
@@ -41,6 +44,27 @@ type deployment struct {
 	owners map[string]string
 	// directories the config names relative to Caddy's working directory
 	relativeDirs []string
+	// stops is how long the services and process upstreams may take to
+	// stop at Caddy's exit, one after the other (their stop_timeouts)
+	stops time.Duration
+}
+
+// systemdSeconds writes a duration as systemd reads it, in whole seconds
+// (rounded up: a bound).
+func systemdSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10) + "s"
+}
+
+// DefaultProcessStopTimeout is a process upstream's stop_timeout when
+// its block sets none.
+const DefaultProcessStopTimeout = 30 * time.Second
+
+// unitStopTimeout is the unit's TimeoutStopSec: the time Caddy's own
+// stop takes (its apps drained, its jobs killed) and then its services
+// and process upstreams, which stop one after the other, each within its
+// stop_timeout; past it systemd kills whatever is left.
+func (d *deployment) unitStopTimeout() time.Duration {
+	return max(60*time.Second, 30*time.Second+d.stops)
 }
 
 // sitePort is a port an HTTP server listens on.
@@ -72,6 +96,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	var extra []placed
 	for _, s := range h.Services {
 		extra = append(extra, placed{s.Dir, s.User})
+		d.stops += cmp.Or(time.Duration(s.StopTimeout), service.DefaultStopTimeout)
 	}
 	for _, j := range h.Jobs {
 		extra = append(extra, placed{j.Dir, j.User})
@@ -81,6 +106,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		hosts, apps := scanRoutes(srv.Routes)
 		for _, app := range apps {
+			d.stops += app.stopTimeout
 			appsByName[app.name] = app
 			if !slices.Contains(d.apps, app.name) {
 				d.apps = append(d.apps, app.name)
@@ -283,6 +309,8 @@ type appRef struct {
 	name, dir string
 	user      string // the block's `user` ("": the apps' account)
 	relative  string // dir as the config wrote it, when relative ("": absolute)
+	// stopTimeout is a process upstream's stop_timeout (0 for a Python app)
+	stopTimeout time.Duration
 }
 
 // scanRoutes collects the host names of JSON routes and the apps (wsgi
@@ -306,7 +334,11 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 				_ = json.Unmarshal(dyn["command"], &cmd)
 				if len(cmd) > 0 {
 					b, _ := json.Marshal(cmd[0])
-					apps = append(apps, appFrom(dyn["name"], "process", b, dyn["dir"], dyn["user"]))
+					app := appFrom(dyn["name"], "process", b, dyn["dir"], dyn["user"])
+					var stop caddy.Duration
+					_ = json.Unmarshal(dyn["stop_timeout"], &stop)
+					app.stopTimeout = cmp.Or(time.Duration(stop), DefaultProcessStopTimeout)
+					apps = append(apps, app)
 				}
 			}
 		}
@@ -780,10 +812,11 @@ EnvironmentFile=-%[10]s
 ExecStartPre=-+/bin/sh -c 'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req'
 ExecStart=%[7]s run --config %[1]s%[8]s
 ExecReload=%[7]s reload --config %[1]s%[8]s --force
-TimeoutStopSec=60s
+TimeoutStopSec=%[16]s
 # the stop signal to Caddy alone: it drains the apps and stops every process
-# it started its own way (stop_signal, stop_timeout); whatever is left at the
-# timeout is killed
+# it started its own way (stop_signal, stop_timeout; the services and process
+# upstreams one after the other: 30s and their stop_timeouts, at least 60s);
+# whatever is left at the timeout is killed
 KillMode=mixed
 Restart=always
 RestartSec=2s
@@ -838,7 +871,7 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 [Install]
 WantedBy=multi-user.target
 `, o.config, apps, o.user, o.dataDir, filepath.Dir(o.dataDir), filepath.Join(o.dataDir, "config"), o.binary, adapterFlag,
-		o.appsUser, o.envFile, filepath.Dir(o.envFile), chown, state, caps, strings.TrimSuffix(rwLine, "\n"))
+		o.appsUser, o.envFile, filepath.Dir(o.envFile), chown, state, caps, strings.TrimSuffix(rwLine, "\n"), systemdSeconds(d.unitStopTimeout()))
 	return nil
 }
 

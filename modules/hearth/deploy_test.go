@@ -90,3 +90,49 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 		t.Errorf("a relative `to` of an app's backup taken as relative to Caddy's directory: %v", d.relativeDirs)
 	}
 }
+
+// TestUnitStopTimeout: the unit's TimeoutStopSec covers the services and
+// process upstreams, which stop one after the other at Caddy's exit, each
+// within its stop_timeout (30s when unset), with 30s for the rest, and is
+// never under 60s: systemd must not kill a Celery worker finishing its
+// tasks because three services were declared.
+func TestUnitStopTimeout(t *testing.T) {
+	service := func(name, stop string) string {
+		if stop != "" {
+			stop = `, "stop_timeout": "` + stop + `"`
+		}
+		return `{"name": "` + name + `", "command": ["` + name + `"]` + stop + `}`
+	}
+	config := func(services []string, routes string) string {
+		return `{"apps": {"hearth": {"services": [` + strings.Join(services, ",") + `]},
+			"http": {"servers": {"s": {"listen": [":8080"], "routes": [` + routes + `]}}}}}`
+	}
+	node := `{"handle": [{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "process", "command": ["node", "server.js"], "dir": "/srv/node"}}]}`
+	for _, tc := range []struct {
+		name, json, want string
+	}{
+		{"nothing to stop", config(nil, ""), "TimeoutStopSec=60s\n"},
+		{"one service", config([]string{service("redis", "")}, ""), "TimeoutStopSec=60s\n"},
+		{"services and a process upstream", config([]string{service("redis", "5s"), service("celery", "2m")}, node),
+			"TimeoutStopSec=185s\n"}, // 30 + 5 + 120 + 30
+		{"a fraction of a second", config([]string{service("a", "40500ms")}, ""), "TimeoutStopSec=71s\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			config := filepath.Join(t.TempDir(), "caddy.json")
+			if err := os.WriteFile(config, []byte(tc.json), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d, err := loadDeployment(config, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			if err := writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"}); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), "\n"+tc.want) {
+				t.Errorf("want %q in:\n%s", tc.want, out.String())
+			}
+		})
+	}
+}

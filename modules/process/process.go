@@ -208,7 +208,7 @@ func (u *Upstreams) resolve() (*spec, error) {
 		s.StartTimeout = 60 * time.Second
 	}
 	if s.StopTimeout <= 0 {
-		s.StopTimeout = 30 * time.Second
+		s.StopTimeout = hearth.DefaultProcessStopTimeout
 	}
 	sig, ok := stopSignals[strings.ToUpper(u.StopSignal)]
 	if !ok {
