@@ -114,10 +114,12 @@ func (f FS) open(name string, flags int) (*os.File, error) {
 // blocking on a FIFO (O_NONBLOCK) and refusing to read anything but a
 // regular file or a directory. With no link on the way, nothing another
 // account made leads elsewhere: there is nothing to judge, and what is
-// read is what was opened. A device could only be there if root put it
-// there (making one needs CAP_MKNOD; a hard link cannot cross into
-// /dev's file system). errNoOpenat2 where the path has a link or openat2
-// is not to be had: reach and reopen then.
+// read is what was opened. The one device an account can make is a
+// whiteout (0:0; any other needs CAP_MKNOD, and a hard link cannot cross
+// into /dev's file system), whose open fails (ENXIO, refused here) after
+// the kernel may ask for a driver module for it, as the account's own
+// open of it would. errNoOpenat2 where the path has a link or openat2 is
+// not to be had: reach and reopen then.
 func openDirect(name string, flags int) (*os.File, error) {
 	fd, err := openat2(name, flags|unix.O_NONBLOCK|unix.O_NOCTTY)
 	switch {
@@ -199,20 +201,25 @@ func (f FS) reach(name string) (int, unix.Stat_t, error) {
 // through /proc/self/fd, or, without /proc (a chroot), by its name again
 // without blocking, taken only if it is still the same file.
 func reopen(fd int, name string, flags int, st *unix.Stat_t) (int, error) {
-	rfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), flags|unix.O_CLOEXEC, 0)
-	if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOSYS) {
-		return rfd, err
+	// O_NONBLOCK, then cleared: a lease the file's owner holds on it
+	// (F_SETLEASE) answers EAGAIN at once, where a blocking open would
+	// hold a thread of Caddy's per request for lease-break-time (45 s)
+	rfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), flags|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOSYS) {
+		rfd, err = unix.Open(name, flags|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if err != nil {
+			return -1, err
+		}
+		var again unix.Stat_t
+		if err := unix.Fstat(rfd, &again); err != nil || again.Dev != st.Dev || again.Ino != st.Ino {
+			unix.Close(rfd)
+			return -1, unix.EAGAIN // replaced meanwhile
+		}
 	}
-	rfd, err = unix.Open(name, flags|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return -1, err
 	}
-	var again unix.Stat_t
-	if err := unix.Fstat(rfd, &again); err != nil || again.Dev != st.Dev || again.Ino != st.Ino {
-		unix.Close(rfd)
-		return -1, unix.EAGAIN // replaced meanwhile
-	}
-	if _, err := unix.FcntlInt(uintptr(rfd), unix.F_SETFL, flags); err != nil {
+	if _, err := unix.FcntlInt(uintptr(rfd), unix.F_SETFL, flags&^unix.O_NONBLOCK); err != nil {
 		unix.Close(rfd)
 		return -1, err
 	}
@@ -238,7 +245,8 @@ func openat2(path string, flags int) (int, error) {
 	if resolveWith != withOpenat2 || openat2Refused.Load() {
 		return -1, errNoOpenat2
 	}
-	how := unix.OpenHow{Flags: uint64(flags) | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS}
+	// O_LARGEFILE: openat2 adds it itself only on 64-bit kernels
+	how := unix.OpenHow{Flags: uint64(flags) | unix.O_CLOEXEC | unix.O_LARGEFILE, Resolve: unix.RESOLVE_NO_SYMLINKS}
 	for tries := 1; ; tries++ {
 		fd, err := unix.Openat2(unix.AT_FDCWD, path, &how)
 		switch {
@@ -393,6 +401,7 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 			return fail(err)
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			owner := linkOwner(next, &st)
 			buf := make([]byte, unix.PathMax)
 			n, err := unix.Readlinkat(next, "", buf)
 			unix.Close(next)
@@ -403,7 +412,7 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 				return fail(unix.ELOOP)
 			}
 			target := string(buf[:n])
-			links = append(links, link{path: part, target: target, owner: st.Uid})
+			links = append(links, link{path: part, target: target, owner: owner})
 			if filepath.IsAbs(target) {
 				root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 				if err != nil {
@@ -467,6 +476,23 @@ func abs(path string) (string, error) {
 		return "", err
 	}
 	return wd + "/" + path, nil
+}
+
+// unknownOwner is the owner of a link whose owner is not known: uid -1,
+// which no account has, so that only the permission bits for anyone
+// count for it.
+const unknownOwner = ^uint32(0)
+
+// linkOwner is the owner of the link fd (st), or unknownOwner when its
+// file system does not keep it: a FUSE file system's server, which any
+// account may run where fusermount lets it (user_allow_other), says whose
+// each file is, and would say root's.
+func linkOwner(fd int, st *unix.Stat_t) uint32 {
+	var fsst unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fsst); err != nil || fsst.Type == unix.FUSE_SUPER_MAGIC {
+		return unknownOwner
+	}
+	return st.Uid
 }
 
 // trusted reports whether links of the account uid are followed whatever
@@ -547,8 +573,12 @@ func (f FS) refused(name string, l link, why string) {
 	if !ok {
 		return
 	}
+	owner := zap.Uint32("link_owner_uid", l.owner)
+	if l.owner == unknownOwner {
+		owner = zap.String("link_owner", "not known: its file system (FUSE) says whose it is, so it counts as anyone's")
+	}
 	f.Logger.Warn("not serving a file through a link its owner could not read it through (at most one such line a minute)",
-		zap.String("file", name), zap.String("link", l.path), zap.String("leads_to", l.target), zap.Uint32("link_owner_uid", l.owner),
+		zap.String("file", name), zap.String("link", l.path), zap.String("leads_to", l.target), owner,
 		zap.String("why", why), zap.Int64("not_logged_since", skipped),
 		zap.String("fix", "if the file is meant to be served, copy it into the served directory, or make it readable by the link's owner; a link made by root or by Caddy's account is followed anywhere"))
 }

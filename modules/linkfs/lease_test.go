@@ -1,0 +1,64 @@
+package linkfs
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLeasedFile: the app's account holds a write lease on a file of its
+// own (F_SETLEASE, which the kernel gives a file's owner) in the served
+// directory. Every open of it by another process then waits up to
+// lease-break-time (45 s) for the lease to go, holding a thread of Caddy's
+// per request, unless the open does not block: Open answers at once,
+// however the path is reached.
+func TestLeasedFile(t *testing.T) {
+	tr := makeTree(t)
+	name := filepath.Join(tr.served, "leased.css")
+	must(t, os.WriteFile(name, []byte("p{}"), 0o644))
+	must(t, os.Chown(name, appUID, appUID))
+	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
+import fcntl, os, signal, sys, time
+signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break asked: kept anyway
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE
+print("held", flush=True)
+time.sleep(60)
+`, name)
+	out, err := holder.StdoutPipe()
+	must(t, err)
+	var stderr strings.Builder
+	holder.Stderr = &stderr
+	if err := holder.Start(); err != nil {
+		t.Skipf("setpriv or python3: %v", err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "held\n" {
+		t.Fatalf("no lease: %q %s", line, stderr.String())
+	}
+	for _, mode := range resolveModes {
+		t.Run(mode.name, func(t *testing.T) {
+			resolving(t, mode.with)
+			done := make(chan error, 1)
+			go func() {
+				f, err := FS{}.Open(name)
+				if err == nil {
+					f.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Error("a file under another process's write lease opened")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Open waits for the lease to be given up")
+			}
+		})
+	}
+}
