@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ensure creates dir with mode if it does not exist (its missing parents
@@ -111,6 +113,15 @@ func checkOwned(path string, info fs.FileInfo) error {
 	}
 	if int(st.Uid) != os.Geteuid() {
 		return refuse(path, fmt.Sprintf("is owned by %s, not by Caddy's user, %s", owner(st.Uid), owner(uint32(os.Geteuid()))))
+	}
+	// a FUSE file system's owners are what the program serving it says:
+	// any account may mount one where fusermount allows allow_other
+	var fsst syscall.Statfs_t
+	if err := syscall.Statfs(path, &fsst); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if fsst.Type == unix.FUSE_SUPER_MAGIC {
+		return refuse(path, "is on a FUSE file system, whose owners are whatever the program serving it says (unmount it first: `fusermount3 -u "+path+"`)")
 	}
 	return nil
 }

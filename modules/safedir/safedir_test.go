@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hearth-dev/hearth/modules/internal/fusetest"
 )
 
 // nobody returns the uid and gid of the user nobody, skipping the test
@@ -195,5 +197,27 @@ func TestReadFileRefuses(t *testing.T) {
 		if _, err := ReadFile(filepath.Join(dir, "key"), 0o600, 100); err == nil || !strings.Contains(err.Error(), "is owned by nobody") {
 			t.Errorf("nobody's file: %v", err)
 		}
+	}
+}
+
+// TestEnsureRefusesFUSE: another account made the directory first and
+// mounted a FUSE file system on it (fusermount, where allow_other is
+// allowed), whose server says the directory is Caddy's and closed to
+// others. Its owner is the server's word: refused, so Hearth never
+// writes the workers' runtime where that account serves what they read.
+func TestEnsureRefusesFUSE(t *testing.T) {
+	uid, gid := nobody(t)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "hearth-runtime-0")
+	mkdir(t, dir, 0o755)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	fusetest.Mount(t, dir, fusetest.Tree{RootOwner: uint32(os.Geteuid()), RootMode: 0o700})
+	if info, err := os.Lstat(dir); err != nil || int(info.Sys().(*syscall.Stat_t).Uid) != os.Geteuid() {
+		t.Fatalf("the FUSE directory is not said to be Caddy's (%v): the test tests nothing", err)
+	}
+	if _, err := Ensure(dir, 0o700); err == nil || !strings.Contains(err.Error(), "FUSE") {
+		t.Errorf("a FUSE directory claiming to be Caddy's: %v, want refused", err)
 	}
 }
