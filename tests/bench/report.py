@@ -26,6 +26,8 @@ PEERS = {
     'uvicorn': 'uvicorn direct (`--workers 2`: Nagle left on, see Method)',
     'uvicorn-nodelay': 'uvicorn direct with TCP_NODELAY (`uvicorn_nodelay.py`)',
     'caddy-respond': 'Caddy `respond` (ceiling, no Python)',
+    'caddy-files': 'Caddy `file_server`, no Hearth in the config (Caddy\'s plain file system)',
+    'nginx-static': 'nginx serving the files (`root`)',
 }
 SHORT = {
     'hearth': 'Hearth',
@@ -38,13 +40,16 @@ SHORT = {
     'uvicorn': 'uvicorn\n(Nagle on)',
     'uvicorn-nodelay': 'uvicorn+NODELAY',
     'caddy-respond': 'Caddy respond\n(ceiling)',
+    'caddy-files': 'Caddy\nfile_server',
+    'nginx-static': 'nginx\nstatic',
 }
 APPS = {
     'hello': '`tests/apps/hello.py` (hello world WSGI)',
     'django': '`tests/bench/djangoapp` (Django, default middleware, one plain view)',
     'asgi': '`tests/bench/asgi_hello.py` (hello world ASGI, no framework)',
+    'static': 'a 2 KiB stylesheet, `/static/css/site.css`, served as a file (no Python)',
 }
-KIND = {'hello': 'wsgi', 'django': 'wsgi', 'asgi': 'asgi'}  # Hearth's directive per app
+KIND = {'hello': 'wsgi', 'django': 'wsgi', 'asgi': 'asgi', 'static': 'file_server'}  # Hearth's directive per app
 # Throughput: (peer, Hearth ÷ peer at least, apps), closed loop over plain HTTP.
 TARGETS = [('caddy-gunicorn', 2.0, ('hello', 'django')), ('nginx-uwsgi', 1.25, ('hello', 'django')),
            ('caddy-uvicorn', 1.5, ('asgi',)), ('uvicorn-nodelay', 1.0, ('asgi',))]
@@ -57,6 +62,8 @@ KINDS = {'closed': 'HTTP', 'tls-h1': 'HTTPS, HTTP/1.1 (wrk)', 'tls-h2': 'HTTPS, 
 
 
 def peer_label(peer, app):
+    if app == 'static' and peer in ('hearth', 'hearth-base'):
+        return PEERS[peer].replace('(`{kind}`, 2 workers)', '(`file_server`, in a config with Hearth: its file system)')
     return PEERS[peer].replace('{kind}', KIND[app])
 
 UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1e3, 'm': 60e3, 'h': 3600e3}
@@ -758,7 +765,8 @@ def main(run_dir, out_md, out_png):
     L.append('## Method')
     L.append('')
     L.append(f"- Load: `wrk -t{settings['threads']} -c{settings['connections']} -d{settings['duration']} "
-             f"--latency --timeout 10s http://127.0.0.1:PORT/` (keep-alive, GET /), on the same machine "
+             f"--latency --timeout 10s http://127.0.0.1:PORT/` (keep-alive, GET /; for the static app "
+             "GET /static/css/site.css), on the same machine "
              "as the servers, so wrk competes with them for the cores, as it does for every peer.")
     L.append(f"- Each measurement starts the peer's servers fresh on random free loopback ports, checks "
              f"that the response body is the app's, warms up with a {settings['warmup']} wrk run of "
@@ -789,6 +797,12 @@ def main(run_dir, out_md, out_png):
     L.append('- Hearth: `wsgi <app> { dir …; python /usr/bin/python3; workers 2 }` (for the ASGI app '
              '`asgi <app> { … }` with the same options) in a `:PORT { bind 127.0.0.1 }` '
              'site, everything else default (ASGI `lifespan auto`).')
+    if 'static' in apps:
+        L.append('- Static file: a 2 KiB stylesheet made for the run, five names deep. Hearth: '
+                 '`root * <dir>` and `file_server` in a config with the `hearth` global option (so the '
+                 'file server reads through Hearth\'s file system, `modules/linkfs`); Caddy `file_server`: '
+                 'the same site with no Hearth in the config; nginx: `root <dir>;` with `text/css` for '
+                 '`.css`, `sendfile` off (its default), everything else as for nginx → uWSGI. No Python.')
     L.append('- Hearth as on a 2 GiB board: the same, with `GOMEMLIMIT=1843MiB` in Caddy\'s environment, '
              'the limit Caddy sets by itself on a board with 2 GiB of memory (90% of it). Only the default '
              '`caddy_gc_floor auto` reads it here: a 128th of the limit, a 14 MiB floor, where this '
@@ -873,7 +887,7 @@ def chart(apps, peers, summary, data, ratio, out_png, quick, open_data):
     colors = {'hearth': '#d9480f', 'hearth-base': '#ffa94d', 'hearth-2g': '#e8590c', 'caddy-gunicorn': '#1c7ed6', 'gunicorn': '#74c0fc',
               'nginx-uwsgi': '#2f9e44', 'caddy-uvicorn': '#7048e8', 'uvicorn': '#b197fc',
               'uvicorn-nodelay': '#d0bfff',
-              'caddy-respond': '#adb5bd'}
+              'caddy-respond': '#adb5bd', 'caddy-files': '#868e96', 'nginx-static': '#69db7c'}
     for ax, app in zip(axes[0], apps):
         ps = [p for p in peers if (app, p) in summary]
         meds = [summary[(app, p)]['rps'] or 0 for p in ps]

@@ -8,6 +8,8 @@
 #   django          tests/bench/djangoapp: Django's default middleware stack and
 #                   one plain view returning HttpResponse("hello"), no database (WSGI)
 #   asgi            tests/bench/asgi_hello.py: a pure ASGI 3 hello world (no framework)
+#   static          a 2 KiB stylesheet five names deep (static/css/site.css, made
+#                   for the run), served as a file: what a Django site's pages pull
 # Peers of the WSGI apps (2 Python workers each):
 #   hearth          bin/caddy with `wsgi <app> { workers 2 }`
 #   caddy-gunicorn  the same bin/caddy as a plain reverse_proxy to gunicorn
@@ -33,6 +35,13 @@
 #                   --workers, uvicorn's own listener leaves Nagle on (~40 ms
 #                   per keep-alive request; uvicorn issue #3149)
 #   caddy-respond   the ceiling, as above
+# Peers of the static file (no Python):
+#   hearth          bin/caddy `file_server` in a config with Hearth (the `hearth`
+#                   global option), which reads through Hearth's linkfs
+#   caddy-files     the same bin/caddy `file_server` with no Hearth in the config
+#                   (Caddy's plain file system)
+#   nginx-static    nginx serving the directory (`root`, defaults otherwise)
+#   hearth-base     (with BENCH_BASE_CADDY) Hearth as above, run by that binary
 #
 # Three kinds of measurement, each alternating the peers over BENCH_ROUNDS rounds:
 #   closed  wrk -c64 over plain HTTP: peak requests/s, p99 at saturation, CPU per
@@ -55,9 +64,10 @@
 # Knobs (environment):
 #   BENCH_DURATION=10s  BENCH_WARMUP=3s  BENCH_ROUNDS=3
 #   BENCH_THREADS=2  BENCH_CONNECTIONS=64  BENCH_WORKERS=2
-#   BENCH_APPS="hello django asgi"
+#   BENCH_APPS="hello django asgi static"
 #   BENCH_WSGI_PEERS="hearth hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond"
 #   BENCH_ASGI_PEERS="hearth hearth-2g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond"
+#   BENCH_STATIC_PEERS="hearth caddy-files nginx-static"
 #   BENCH_PEERS (unset: all; else run only the peers listed, in that order, for
 #   every app they apply to, in every kind of measurement)
 #   BENCH_TLS_APPS="hello"  BENCH_TLS_PEERS="hearth nginx-uwsgi caddy-respond" ("" skips TLS)
@@ -90,10 +100,11 @@ ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-2}
-read -r -a APPS <<<"${BENCH_APPS:-hello django asgi}"
+read -r -a APPS <<<"${BENCH_APPS:-hello django asgi static}"
 BASE_PEER=${BENCH_BASE_CADDY:+hearth-base}
 read -r -a WSGI_PEERS <<<"${BENCH_WSGI_PEERS:-hearth $BASE_PEER hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-respond}"
 read -r -a ASGI_PEERS <<<"${BENCH_ASGI_PEERS:-hearth $BASE_PEER hearth-2g caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond}"
+read -r -a STATIC_PEERS <<<"${BENCH_STATIC_PEERS:-hearth $BASE_PEER caddy-files nginx-static}"
 read -r -a ONLY_PEERS <<<"${BENCH_PEERS:-}"
 read -r -a TLS_APPS <<<"${BENCH_TLS_APPS-hello}"
 read -r -a TLS_PEERS <<<"${BENCH_TLS_PEERS-hearth $BASE_PEER nginx-uwsgi caddy-respond}"
@@ -152,6 +163,13 @@ LOADGEN=$RUN/loadgen
 if ((${#OPEN_APPS[@]} > 0 && ${#OPEN_PEERS[@]} > 0)); then
 	(cd "$ROOT" && go build -o "$LOADGEN" ./tests/bench/loadgen) || die "could not build tests/bench/loadgen (needs Go, as bin/caddy does)"
 fi
+# The static app's file: 2 KiB of CSS-like text, the same in every run.
+STATIC_DIR=$RUN/www
+mkdir -p "$STATIC_DIR/static/css"
+$PY -c 'import sys
+line = "/* hearth bench */ .c%d { margin: 0 auto; padding: 1em 2em; color: #333; }\n"
+text = "".join(line % i for i in range(64))[:2048]
+open(sys.argv[1], "w").write(text)' "$STATIC_DIR/static/css/site.css"
 # One certificate for every TLS peer: ECDSA P-256, for 127.0.0.1.
 CERT=$RUN/tls/cert.pem KEY=$RUN/tls/key.pem
 if ((${#TLS_APPS[@]} > 0 && ${#TLS_PEERS[@]} > 0)); then
@@ -272,12 +290,14 @@ wait_socket() { # path dir pid: until the upstream answers HTTP on its unix sock
 }
 
 # --- apps --------------------------------------------------------------------
-app_setup() { # app → APP_KIND (wsgi|asgi) APP_DIR APP_MODULE APP_BODY
+app_setup() { # app → APP_KIND (wsgi|asgi|static) APP_DIR APP_MODULE APP_BODY APP_PATH
+	APP_PATH=/
 	case $1 in
 	hello) APP_KIND=wsgi APP_DIR=$ROOT/tests/apps APP_MODULE=hello:application APP_BODY='Hello, world!' ;;
 	django) APP_KIND=wsgi APP_DIR=$HERE/djangoapp APP_MODULE=benchsite.wsgi:application APP_BODY='hello' ;;
 	asgi) APP_KIND=asgi APP_DIR=$HERE APP_MODULE=asgi_hello:app APP_BODY='Hello, world!' ;;
-	*) die "unknown app $1 (known: hello django asgi)" ;;
+	static) APP_KIND=static APP_DIR=$STATIC_DIR APP_MODULE='' APP_BODY='/* hearth bench */ .c0 {' APP_PATH=/static/css/site.css ;;
+	*) die "unknown app $1 (known: hello django asgi static)" ;;
 	esac
 }
 
@@ -296,7 +316,11 @@ intersect() { # list-a… -- list-b… → OUT: the items of a that are in b, in
 app_peers() { # kind app → APP_PEERS: the peers of the kind of measurement that serve the app, filtered by BENCH_PEERS
 	local all
 	app_setup "$2"
-	if [ "$APP_KIND" = asgi ]; then all=("${ASGI_PEERS[@]}"); else all=("${WSGI_PEERS[@]}"); fi
+	case $APP_KIND in
+	asgi) all=("${ASGI_PEERS[@]}") ;;
+	static) all=("${STATIC_PEERS[@]}") ;;
+	*) all=("${WSGI_PEERS[@]}") ;;
+	esac
 	case $1 in
 	tls) intersect "${TLS_PEERS[@]+"${TLS_PEERS[@]}"}" -- "${all[@]}" && all=("${OUT[@]+"${OUT[@]}"}") ;;
 	open) intersect "${OPEN_PEERS[@]+"${OPEN_PEERS[@]}"}" -- "${all[@]}" && all=("${OUT[@]+"${OUT[@]}"}") ;;
@@ -309,7 +333,7 @@ app_peers() { # kind app → APP_PEERS: the peers of the kind of measurement tha
 }
 
 # --- peers -------------------------------------------------------------------
-caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's certificate)
+caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's certificate; CADDY_GLOBAL: more global options)
 	local tls=''
 	if [ "${TLS:-0}" = 1 ]; then
 		tls="	tls $CERT $KEY {
@@ -324,6 +348,7 @@ caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's c
 	servers {
 		protocols h1 h2
 	}
+${CADDY_GLOBAL:-}
 }
 
 :$3 {
@@ -346,7 +371,7 @@ start_gunicorn() { # dir bind → PID
 		--bind "$2" --chdir "$APP_DIR" "$APP_MODULE"
 }
 
-nginx_config() { # dir port socket (TLS=1: HTTPS with the run's certificate, HTTP/2 offered)
+nginx_config() { # dir port socket (TLS=1: HTTPS with the run's certificate, HTTP/2 offered; socket "": serve APP_DIR's files)
 	local listen="listen 127.0.0.1:$2;"
 	if [ "${TLS:-0}" = 1 ]; then
 		listen="listen 127.0.0.1:$2 ssl http2;
@@ -355,6 +380,26 @@ nginx_config() { # dir port socket (TLS=1: HTTPS with the run's certificate, HTT
 		ssl_protocols TLSv1.3;"
 	fi
 	mkdir -p "$1/tmp"
+	local location="			root $APP_DIR;
+			types { text/css css; }"
+	if [ -n "$3" ]; then
+		location="			uwsgi_pass unix:$3;
+			# Debian's uwsgi_params, inline.
+			uwsgi_param QUERY_STRING \$query_string;
+			uwsgi_param REQUEST_METHOD \$request_method;
+			uwsgi_param CONTENT_TYPE \$content_type;
+			uwsgi_param CONTENT_LENGTH \$content_length;
+			uwsgi_param REQUEST_URI \$request_uri;
+			uwsgi_param PATH_INFO \$document_uri;
+			uwsgi_param DOCUMENT_ROOT \$document_root;
+			uwsgi_param SERVER_PROTOCOL \$server_protocol;
+			uwsgi_param REQUEST_SCHEME \$scheme;
+			uwsgi_param HTTPS \$https if_not_empty;
+			uwsgi_param REMOTE_ADDR \$remote_addr;
+			uwsgi_param REMOTE_PORT \$remote_port;
+			uwsgi_param SERVER_PORT \$server_port;
+			uwsgi_param SERVER_NAME \$server_name;"
+	fi
 	cat >"$1/nginx.conf" <<EOF
 # Generated by tests/bench/run.sh; nothing from /etc/nginx is used.
 daemon off;
@@ -379,22 +424,7 @@ http {
 	server {
 		$listen
 		location / {
-			uwsgi_pass unix:$3;
-			# Debian's uwsgi_params, inline.
-			uwsgi_param QUERY_STRING \$query_string;
-			uwsgi_param REQUEST_METHOD \$request_method;
-			uwsgi_param CONTENT_TYPE \$content_type;
-			uwsgi_param CONTENT_LENGTH \$content_length;
-			uwsgi_param REQUEST_URI \$request_uri;
-			uwsgi_param PATH_INFO \$document_uri;
-			uwsgi_param DOCUMENT_ROOT \$document_root;
-			uwsgi_param SERVER_PROTOCOL \$server_protocol;
-			uwsgi_param REQUEST_SCHEME \$scheme;
-			uwsgi_param HTTPS \$https if_not_empty;
-			uwsgi_param REMOTE_ADDR \$remote_addr;
-			uwsgi_param REMOTE_PORT \$remote_port;
-			uwsgi_param SERVER_PORT \$server_port;
-			uwsgi_param SERVER_NAME \$server_name;
+$location
 		}
 	}
 }
@@ -414,7 +444,10 @@ start_peer() {
 	local peer=$2 dir=$3 sock
 	PEER_PIDS=()
 	case $APP_KIND:$peer in
-	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | *:hearth | *:hearth-base | *:hearth-2g | *:caddy-respond) ;;
+	wsgi:caddy-gunicorn | wsgi:gunicorn | wsgi:nginx-uwsgi | asgi:caddy-uvicorn | asgi:uvicorn | asgi:uvicorn-nodelay | static:caddy-files | static:nginx-static) ;;
+	static:hearth | static:hearth-base) ;;
+	static:*) die "peer $peer does not serve files" ;;
+	*:hearth | *:hearth-base | *:hearth-2g | *:caddy-respond) ;;
 	*) die "peer $peer does not serve $APP_KIND apps like $1" ;;
 	esac
 	case $peer in
@@ -425,6 +458,13 @@ start_peer() {
 		elif [ "$peer" = hearth-2g ]; then
 			env=(GOMEMLIMIT=1843MiB) # 90% of 2 GiB; caddy_gc_floor auto: a 128th of it, 14 MiB
 		fi
+		if [ "$APP_KIND" = static ]; then # Hearth in the config: its file system
+			CADDY_GLOBAL='	hearth' start_caddy "$dir" "	root * $APP_DIR
+	file_server" "$binary" "${env[@]}"
+			PEER_PIDS+=("$PID")
+			URL=http://127.0.0.1:$PORT$APP_PATH
+			return 0
+		fi
 		start_caddy "$dir" "	$APP_KIND $APP_MODULE {
 		dir $APP_DIR
 		python $PY
@@ -434,6 +474,17 @@ start_peer() {
 		;;
 	caddy-respond)
 		start_caddy "$dir" "	respond \"$APP_BODY\" 200"
+		PEER_PIDS+=("$PID")
+		;;
+	caddy-files)
+		start_caddy "$dir" "	root * $APP_DIR
+	file_server"
+		PEER_PIDS+=("$PID")
+		;;
+	nginx-static)
+		PORT=$(freeport)
+		nginx_config "$dir" "$PORT" ""
+		start "$dir/nginx.log" "$NGINX" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log"
 		PEER_PIDS+=("$PID")
 		;;
 	caddy-gunicorn)
@@ -478,10 +529,10 @@ start_peer() {
 		start_uvicorn "$dir" nodelay --host 127.0.0.1 --port "$PORT"
 		PEER_PIDS+=("$PID")
 		;;
-	*) die "unknown peer $peer (known: hearth hearth-base hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond)" ;;
+	*) die "unknown peer $peer (known: hearth hearth-base hearth-2g caddy-gunicorn gunicorn nginx-uwsgi caddy-uvicorn uvicorn uvicorn-nodelay caddy-respond caddy-files nginx-static)" ;;
 	esac
-	URL=http://127.0.0.1:$PORT/
-	[ "${TLS:-0}" = 1 ] && URL=https://127.0.0.1:$PORT/
+	URL=http://127.0.0.1:$PORT$APP_PATH
+	[ "${TLS:-0}" = 1 ] && URL=https://127.0.0.1:$PORT$APP_PATH
 	return 0
 }
 
