@@ -347,3 +347,25 @@ touch %s
 		}
 	}
 }
+
+// TestDashboardOnASitesPort: a dashboard on a site's address would share
+// its socket (Caddy's sockets allow sharing) and take part of the site's
+// visitors; the config is refused, saying with what it clashes, and the
+// site is not half served meanwhile.
+func TestDashboardOnASitesPort(t *testing.T) {
+	port := freePort(t)
+	c := launchCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		dashboard 127.0.0.1:%[1]d
+	}
+}
+http://127.0.0.1:%[1]d {
+	bind 127.0.0.1
+	respond "the site"
+}
+`, port))
+	if code := c.waitExit(30 * time.Second); code == 0 || !strings.Contains(c.log.String(), "listens there too") || !strings.Contains(c.log.String(), "give the dashboard a port of its own") {
+		t.Errorf("a dashboard on the site's port: exit %d\n%s", code, tail(c.log.String(), 8))
+	}
+}

@@ -293,7 +293,19 @@ func (a *App) Start() error {
 	a.tellSites()
 	a.publishCertificates()
 	if a.Dashboard != "" {
-		d, err := startDashboard(a.ctx, a.Dashboard, a.DashboardHosts, a.logger)
+		na, host, err := dashboardAddress(a.Dashboard)
+		if err != nil {
+			return err
+		}
+		var httpApp *caddyhttp.App
+		if h, err := a.ctx.AppIfConfigured("http"); err == nil {
+			httpApp = h.(*caddyhttp.App)
+		}
+		adminListen, adminOn := AdminEndpoint()
+		if err := dashboardClash(na, httpApp, adminListen, adminOn); err != nil {
+			return err
+		}
+		d, err := startDashboard(a.ctx, na, host, a.DashboardHosts, a.logger)
 		if err != nil {
 			return err
 		}

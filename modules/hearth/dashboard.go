@@ -40,25 +40,11 @@ type dashboard struct {
 	listener net.Listener
 }
 
-// startDashboard listens on address (loopback unless a host is given)
+// startDashboard listens on na (see dashboardAddress; host is its host)
 // through Caddy's listener pool, so reloads keep the socket. It answers
 // only requests whose Host is a loopback name, the address's own host,
 // or one of hosts (see checkHost).
-func startDashboard(ctx caddy.Context, address string, hosts []string, logger *zap.Logger) (*dashboard, error) {
-	host, port, err := net.SplitHostPort(address)
-	if err != nil {
-		host, port = address, ""
-	}
-	if port == "" {
-		port = "2020"
-	}
-	if host == "" {
-		host = "127.0.0.1" // this machine only, unless asked
-	}
-	na, err := caddy.ParseNetworkAddress(net.JoinHostPort(host, port))
-	if err != nil {
-		return nil, fmt.Errorf("dashboard address %q: %w", address, err)
-	}
+func startDashboard(ctx caddy.Context, na caddy.NetworkAddress, host string, hosts []string, logger *zap.Logger) (*dashboard, error) {
 	ln, err := na.Listen(ctx, 0, net.ListenConfig{})
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: listening on %s: %w", na, err)
