@@ -275,6 +275,7 @@ func TestAdminBadInput(t *testing.T) {
 		{"POST", "/hearth/apps/nosuch/restart", "", 404, "no app named \"nosuch\""},
 		{"POST", "/hearth/apps/nosuch/scale", `{"workers": 2}`, 404, "no app named \"nosuch\""},
 		{"POST", "/hearth/apps/hello/scale", `{"workers": "two"}`, 400, "send {\"workers\": N}"},
+		{"POST", "/hearth/apps/hello/scale", `{"workers": 3}{"workers": 99999}`, 400, "more after its JSON object"},
 		{"POST", "/hearth/apps/hello/scale?workers=abc", "", 400, "is not a number"},
 		{"POST", "/hearth/apps/hello/scale", `{"workers": 0}`, 400, "out-of-range"},
 		{"POST", "/hearth/apps/hello/scale", `{"workers": 99999}`, 400, "out-of-range"},

@@ -206,7 +206,10 @@ func workerCount(r *http.Request) (int, error) {
 		dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			return 0, fmt.Errorf("reading the request body: %v; %s", err, usage)
+			return 0, fmt.Errorf("reading the request body (at most 4 KiB): %v; %s", err, usage)
+		}
+		if _, err := dec.Token(); err != io.EOF { // `{"workers":3}{"workers":99999}`: which one was meant?
+			return 0, fmt.Errorf("the request body has more after its JSON object; %s", usage)
 		}
 	}
 	if req.Workers == nil || *req.Workers < 1 || *req.Workers > maxScale {

@@ -352,7 +352,9 @@ func forTerminal(s string, lineBreak rune) string {
 // quotes an app's output. It must be valid JSON; inside its strings, bytes
 // that are not UTF-8 become U+FFFD, and DEL and the C1 controls, which
 // JSON leaves as they are and a terminal may take for the start of an
-// escape sequence, are written as \u escapes. (JSON escapes the other
+// escape sequence, and the bidirectional controls, which reorder what it
+// shows (an app's output could make a line read otherwise), are written
+// as \u escapes. (JSON escapes the other
 // control characters itself; outside strings it is ASCII.)
 func printJSON(out io.Writer, body []byte) error {
 	if !json.Valid(body) {
@@ -362,7 +364,7 @@ func printJSON(out io.Writer, body []byte) error {
 	var b strings.Builder
 	b.Grow(len(s) + 1)
 	for _, r := range s {
-		if r == 0x7f || r >= 0x80 && r < 0xa0 {
+		if r == 0x7f || r >= 0x80 && r < 0xa0 || unicode.Is(unicode.Bidi_Control, r) { // bidi controls would reorder what the terminal shows
 			fmt.Fprintf(&b, `\u%04x`, r)
 			continue
 		}

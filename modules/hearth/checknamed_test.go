@@ -84,6 +84,7 @@ func TestPrintJSON(t *testing.T) {
 		{"{\"c1\":\"\u009b31m \u0085\",\"del\":\"\x7f\"}", `{"c1":"\u009b31m \u0085","del":"\u007f"}` + "\n", ""},
 		{"{\"bad\":\"\x9b31m \xff\"}", "{\"bad\":\"\uFFFD31m \uFFFD\"}\n", ""},
 		{"{\"fine\":\"é ü € \u00a0\"}", "{\"fine\":\"é ü € \u00a0\"}\n", ""},
+		{"{\"out\":\"ok \u202egnp.exe\u2066\"}", `{"out":"ok \u202egnp.exe\u2066"}` + "\n", ""}, // bidi controls
 		{"\x1b]0;owned\x07", "", "not JSON"},
 		{"{\"raw escape\":\"\x1b[2J\"}", "", "not JSON"},
 		{"", "", "not JSON"},

@@ -469,7 +469,7 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		// the account the copies are made as: the restore runs as that
 		// account, and its script checks the copy itself
 	case err != nil || !info.Mode().IsRegular():
-		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore (a regular file, not a link); `caddy hearth backups` shows the newest", file)}
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore (a regular file, not a link); `caddy hearth jobs` shows each backup's newest copy", file)}
 	}
 	// one restore at a time per app (per backup without one): a second
 	// one's refusal must not let go of requests the first holds
