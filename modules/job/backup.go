@@ -179,7 +179,7 @@ func (j *Job) Restore(file string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return j.start("restore", append(slices.Clone(j.spec.Args[:last]), string(arg)))
+	return j.start(TriggerRestore, append(slices.Clone(j.spec.Args[:last]), string(arg)))
 }
 
 // BackupTarget is what a backup copies, and where.

@@ -566,3 +566,54 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestoreIsNotABackupRun: a restore is listed among the backup's runs,
+// but neither its success nor its failure counts as one of the backup's:
+// a monitor of the last successful backup (last_success, the metrics) is
+// not told a copy was made when one was restored.
+func TestRestoreIsNotABackupRun(t *testing.T) {
+	base := t.TempDir()
+	db := filepath.Join(base, "site.sqlite3")
+	makeDB(t, db, "current")
+	spec, err := (&BackupConfig{Name: "site", Path: db, To: filepath.Join(base, "copies")}).ResolveBackup(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := New(spec, zap.NewNop())
+	defer j.Destruct()
+	wait := func(id int64, err error) Run {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var run Run
+		waitFor(t, "the run to end", func() bool {
+			r, ok := j.Run(id)
+			run = r
+			return ok && r.Result != Running
+		})
+		return run
+	}
+	if run := wait(j.RunNow()); run.Result != OK {
+		t.Fatalf("backup: %+v", run)
+	}
+	runs, failures, _, last, _ := j.Metrics()
+	copies, _ := filepath.Glob(filepath.Join(base, "copies", "site-*"))
+	if len(copies) != 1 {
+		t.Fatalf("copies: %v", copies)
+	}
+	if run := wait(j.Restore(copies[0])); run.Result != OK || run.Trigger != TriggerRestore {
+		t.Fatalf("restore: %+v", run)
+	}
+	if run := wait(j.Restore(filepath.Join(base, "missing.sqlite3"))); run.Result != Failed {
+		t.Fatalf("restore of a missing copy: %+v", run)
+	}
+	runs2, failures2, _, last2, _ := j.Metrics()
+	if runs2 != runs || failures2 != failures || !last2.Equal(last) {
+		t.Errorf("after two restores the backup counts %d runs, %d failures, last success %v; before them %d, %d, %v",
+			runs2, failures2, last2, runs, failures, last)
+	}
+	if st := j.Status(); len(st.Recent) != 3 {
+		t.Errorf("the restores are not listed with the backup's runs: %+v", st.Recent)
+	}
+}

@@ -38,7 +38,7 @@ const (
 // Run is one run of a job.
 type Run struct {
 	ID        int64     `json:"id"`
-	Trigger   string    `json:"trigger"` // "schedule" or "manual"
+	Trigger   string    `json:"trigger"` // "schedule", "manual" or (a backup's) TriggerRestore
 	StartedAt time.Time `json:"started_at"`
 	// Duration is how long it ran, in seconds (so far, while it runs).
 	Duration float64 `json:"duration_seconds"`
@@ -347,6 +347,9 @@ func (j *Job) start(trigger string, args []string) (int64, error) {
 	return run.ID, nil
 }
 
+// TriggerRestore is the trigger of a backup's run that restores a copy.
+const TriggerRestore = "restore"
+
 // execute runs the command with args to its end (or its timeout) and
 // records it.
 func (j *Job) execute(run Run, args []string) {
@@ -378,11 +381,16 @@ func (j *Job) execute(run Run, args []string) {
 	h := j.hist
 	h.mu.Lock()
 	h.running = false
-	h.total++
-	if result == OK {
-		h.lastSuccess = time.Now()
-	} else {
-		h.failures++
+	// a restore is listed with the backup's runs, but is not a backup:
+	// its success must not tell a monitor (last_success, the metrics)
+	// that a copy was made
+	if run.Trigger != TriggerRestore {
+		h.total++
+		if result == OK {
+			h.lastSuccess = time.Now()
+		} else {
+			h.failures++
+		}
 	}
 	for i := range h.runs {
 		if h.runs[i].ID == run.ID {
