@@ -451,3 +451,80 @@ http://127.0.0.1:%d {
 		t.Errorf("the app after the restore: %d", resp.StatusCode)
 	}
 }
+
+// TestRestoreWhileStarting: a reload brings a new version of the app,
+// whose before_start (the migrations) is still at work while the old one
+// serves. A restore asked for then is refused with what to do, and
+// nothing is restored: the copy would be swapped in under the migration.
+func TestRestoreWhileStarting(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
+	for path, row := range map[string]string{db: "live", copied: "copy"} {
+		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.execute("insert into t values (?)", (sys.argv[2],)); db.commit()`, path, row).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	port := freePort(t)
+	config := func(release string) string {
+		return fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		backup site {
+			app hello
+			path %s
+			to %s
+			every 1h
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		name hello
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		before_start {PYTHON} -c "import os, time; [time.sleep(0.1) for _ in range(600) if not os.path.exists('%s')]"
+	}
+}
+`, db, filepath.Join(dir, "backups"), port, release)
+	}
+	first := filepath.Join(dir, "first")
+	if err := os.WriteFile(first, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startCaddy(t, config(first))
+	release := filepath.Join(dir, "migrated")
+	reloaded := make(chan int, 1)
+	go func() { code, _ := c.load(config(release)); reloaded <- code }()
+	waitFor(t, 30*time.Second, "the new version starting beside the old", func() bool {
+		apps, err := c.apps()
+		if err != nil {
+			return false
+		}
+		for _, a := range apps {
+			if a.Name == "hello" && a.State == "starting" {
+				return true
+			}
+		}
+		return false
+	})
+	code, body := adminPost(t, c, "/hearth/backups/site/restore?file="+copied, "")
+	if code != http.StatusConflict || !strings.Contains(body, "is starting") {
+		t.Errorf("a restore while the app's new version starts: %d %s, want 409 saying it is starting", code, body)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-reloaded; code != 200 {
+		t.Fatalf("the reload: %d", code)
+	}
+	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "live" {
+		t.Errorf("the database after the refused restore: %s %v", out, err)
+	}
+}

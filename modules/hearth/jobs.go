@@ -424,6 +424,9 @@ result and exits with 1 if it failed.`,
 type Pausable interface {
 	Pause(ctx context.Context) error
 	Resume()
+	// Starting reports whether the pool is starting: its before_start
+	// (migrations) may be changing the database.
+	Starting() bool
 }
 
 // restorePause bounds how long a restore waits for the app's requests in
@@ -483,6 +486,13 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	defer restoring.Delete(key)
 	var held []Pool
 	if app != "" {
+		all, _ := poolsNamed(app, false)
+		for _, p := range all {
+			if pausable, ok := p.(Pausable); ok && pausable.Starting() {
+				return caddy.APIError{HTTPStatus: http.StatusConflict,
+					Err: fmt.Errorf("app %s is starting (its before_start may be changing the database); nothing was restored: restore once it runs (GET /hearth/apps/%s shows its state), or when it has failed", app, app)}
+			}
+		}
 		pools, _ := poolsNamed(app, true)
 		for _, p := range pools {
 			pausable, ok := p.(Pausable)

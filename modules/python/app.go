@@ -227,6 +227,9 @@ var _ hearth.DjangoProject = (*App)(nil)
 // runs (hearth.Pausable: a restore of its database).
 func (a *App) Pause(ctx context.Context) error { return a.pool.Pause(ctx) }
 
+// Starting reports whether the pool is starting (before_start included).
+func (a *App) Starting() bool { return a.pool.Starting() }
+
 // Resume ends a Pause.
 func (a *App) Resume() { a.pool.Resume() }
 

@@ -401,3 +401,11 @@ func (p *Pool) Running() bool {
 	defer p.mu.Unlock()
 	return p.state == supervisor.Running
 }
+
+// Starting reports whether the pool is starting: before_start, the
+// import, the first workers.
+func (p *Pool) Starting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state == supervisor.Starting
+}
