@@ -33,6 +33,9 @@ func (p *heldPool) Pause(context.Context) error {
 	return nil
 }
 
+// Starting: the pool runs.
+func (p *heldPool) Starting() bool { return false }
+
 func (p *heldPool) Resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
