@@ -24,6 +24,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
 func init() {
@@ -169,7 +170,7 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 		return fmt.Errorf("ddns: DNS provider %T cannot set records (it does not implement libdns.RecordSetter); choose another provider", mod)
 	}
 	a.setter = setter
-	a.getter, _ = mod.(libdns.RecordGetter)
+	a.getter = recordGetter(mod, func(zone string) []string { return a.Domains[zone] })
 	for _, c := range []prometheus.Collector{updatesTotal, errorsTotal, lastSuccess} {
 		if err := hearth.RegisterCollector(ctx.GetMetricsRegistry(), c); err != nil {
 			return fmt.Errorf("ddns: registering metrics: %w", err)
@@ -500,13 +501,17 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 
 // record changes the state of a record. Its last_error is redacted here,
 // where every error of a record is recorded (GET /hearth/ddns and the
-// dashboard show it).
+// dashboard show it), then bounded: a DNS server's own text in it (an
+// extended error's) may run to 64 KiB.
 func (a *App) record(zone, name, version string, fn func(*recordState)) {
 	a.state.update(zone, name, version, func(r *recordState) {
 		fn(r)
-		r.LastError = a.redact.text(r.LastError)
+		r.LastError = textcut.Shorten(a.redact.text(r.LastError), maxLastError)
 	})
 }
+
+// maxLastError bounds a record's last_error, in bytes.
+const maxLastError = 1000
 
 // recordAll changes the state of every record of the version.
 func (a *App) recordAll(version string, fn func(*recordState)) {

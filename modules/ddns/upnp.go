@@ -34,8 +34,9 @@ import (
 //   - nothing in a description can send Caddy elsewhere: its control URLs
 //     must be on the host and port of the description (one naming
 //     http://127.0.0.1:2019/stop would otherwise have Caddy post to its own
-//     admin API), and a description URL with a host name is resolved once,
-//     so a second answer to that name cannot move the next request;
+//     admin API), with the description's scheme (one fetched over https
+//     cannot send the answer that decides the address to plain http);
+//     a host name in them is resolved for each request, like any URL;
 //   - replies are bounded in size, number and time, redirects are not
 //     followed, and no proxy from the environment is used.
 
@@ -288,14 +289,14 @@ func (u upnpClient) getExternalIP(ctx context.Context, control url.URL, urn stri
 }
 
 // sameHost refuses a URL of the router's description that leads to
-// another host or port than the description's own.
+// another scheme, host or port than the description's own.
 func sameHost(loc, target *url.URL, discovered bool) error {
-	if target.Scheme != "http" && target.Scheme != "https" || !strings.EqualFold(target.Hostname(), loc.Hostname()) || portOf(target) != portOf(loc) {
+	if target.Scheme != "http" && target.Scheme != "https" || !strings.EqualFold(target.Scheme, loc.Scheme) || !strings.EqualFold(target.Hostname(), loc.Hostname()) || portOf(target) != portOf(loc) {
 		hint := ""
 		if discovered {
 			hint = " (a device that is not the router may have answered)"
 		}
-		return fmt.Errorf("the router's description at %s sends its control to %s, not on that host and port: refused%s", loc.Redacted(), truncate(target.Redacted(), 100), hint)
+		return fmt.Errorf("the router's description at %s sends its control to %s, not with that scheme, host and port: refused%s", loc.Redacted(), truncate(target.Redacted(), 100), hint)
 	}
 	return nil
 }

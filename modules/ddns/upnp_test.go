@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -270,13 +271,13 @@ func TestUPnPRouterCannotSendCaddyElsewhere(t *testing.T) {
 	}{
 		{"an absolute control URL on another host", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, igdDescription("", admin.URL+"/stop"))
-		}, "not on that host"},
+		}, "not with that scheme, host"},
 		{"a URLBase on another host", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, igdDescription(admin.URL+"/", "/stop"))
-		}, "not on that host"},
+		}, "not with that scheme, host"},
 		{"a control URL of another scheme", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, igdDescription("", "file:///stop"))
-		}, "not on that host"},
+		}, "not with that scheme, host"},
 		{"a redirect", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, admin.URL+"/desc.xml", http.StatusFound)
 		}, "not followed"},
@@ -288,7 +289,7 @@ func TestUPnPRouterCannotSendCaddyElsewhere(t *testing.T) {
 		}, "description is larger than 64 KiB"},
 		{"a control URL on another port of the host", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, igdDescription("", local.URL+"/stop"))
-		}, "not on that host and port"},
+		}, "not with that scheme, host and port"},
 		{"a reply too large", func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/desc.xml" {
 				fmt.Fprint(w, igdDescription("", "/ctl"))
@@ -532,6 +533,34 @@ func TestTruncate(t *testing.T) {
 	} {
 		if got := truncate(in, 10); got != want {
 			t.Errorf("truncate(%q, 10) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestSameHostKeepsTheScheme: a description fetched over https cannot
+// send the control request, whose answer is the address published, to
+// plain http on the same host and port (where anyone on the LAN could
+// answer it); the description's own scheme, host and port are taken.
+func TestSameHostKeepsTheScheme(t *testing.T) {
+	parse := func(s string) *url.URL {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	for _, tc := range []struct {
+		loc, target string
+		ok          bool
+	}{
+		{"https://router.lan/desc.xml", "https://router.lan/ctl", true},
+		{"http://192.168.1.1:5000/desc.xml", "http://192.168.1.1:5000/ctl", true},
+		{"https://router.lan/desc.xml", "http://router.lan:443/ctl", false},
+		{"http://192.168.1.1:5000/desc.xml", "https://192.168.1.1:5000/ctl", false},
+		{"http://192.168.1.1:5000/desc.xml", "ftp://192.168.1.1:5000/ctl", false},
+	} {
+		if err := sameHost(parse(tc.loc), parse(tc.target), false); (err == nil) != tc.ok {
+			t.Errorf("description %s, control %s: %v", tc.loc, tc.target, err)
 		}
 	}
 }
