@@ -407,27 +407,7 @@ db.commit()`
 		}
 	}
 	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`{
-	admin {ADMIN}
-	hearth {
-		backup site {
-			app hello
-			path %s
-			to %s
-			every 1h
-		}
-	}
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi hello:application {
-		name hello
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-	}
-}
-`, db, filepath.Join(dir, "backups"), port))
+	c := startCaddy(t, helloWithBackup(db, filepath.Join(dir, "backups"), port, ""))
 	before := c.workerPIDs()
 	impatient := &http.Client{Timeout: 50 * time.Millisecond}
 	resp, err := impatient.Post("http://"+c.admin+"/hearth/backups/site/restore?file="+copied, "", nil)
@@ -469,29 +449,9 @@ db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.execute("
 		}
 	}
 	port := freePort(t)
-	config := func(release string) string {
-		return fmt.Sprintf(`{
-	admin {ADMIN}
-	hearth {
-		backup site {
-			app hello
-			path %s
-			to %s
-			every 1h
-		}
-	}
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi hello:application {
-		name hello
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-		before_start {PYTHON} -c "import os, time; [time.sleep(0.1) for _ in range(600) if not os.path.exists('%s')]"
-	}
-}
-`, db, filepath.Join(dir, "backups"), port, release)
+	config := func(release string) string { // before_start waits (up to a minute) for the file release
+		return helloWithBackup(db, filepath.Join(dir, "backups"), port,
+			fmt.Sprintf(`before_start {PYTHON} -c "import os, time; [time.sleep(0.1) for _ in range(600) if not os.path.exists('%s')]"`, release))
 	}
 	first := filepath.Join(dir, "first")
 	if err := os.WriteFile(first, nil, 0o644); err != nil {
@@ -527,4 +487,32 @@ http://127.0.0.1:%d {
 	if err != nil || strings.TrimSpace(string(out)) != "live" {
 		t.Errorf("the database after the refused restore: %s %v", out, err)
 	}
+}
+
+// helloWithBackup is a config of the hello app (one worker, name hello,
+// on port, with more options in its block) and a backup "site" of the
+// database db as the app, its copies in to.
+func helloWithBackup(db, to string, port int, more string) string {
+	return fmt.Sprintf(`{
+	admin {ADMIN}
+	hearth {
+		backup site {
+			app hello
+			path %s
+			to %s
+			every 1h
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		name hello
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		%s
+	}
+}
+`, db, to, port, more)
 }

@@ -43,6 +43,12 @@ func runBackup(t *testing.T, spec *Spec, restore string) Run {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return waitRun(t, j, id)
+}
+
+// waitRun waits for the run id of j to end, and returns it.
+func waitRun(t *testing.T, j *Job, id int64) Run {
+	t.Helper()
 	var run Run
 	waitFor(t, "the run to end", func() bool {
 		r, ok := j.Run(id)
@@ -586,13 +592,7 @@ func TestRestoreIsNotABackupRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var run Run
-		waitFor(t, "the run to end", func() bool {
-			r, ok := j.Run(id)
-			run = r
-			return ok && r.Result != Running
-		})
-		return run
+		return waitRun(t, j, id)
 	}
 	if run := wait(j.RunNow()); run.Result != OK {
 		t.Fatalf("backup: %+v", run)
