@@ -16,7 +16,7 @@ import (
 
 // rootWarning is the log's line for what runs as root because a root
 // Caddy's block names no account.
-const rootWarning = "runs as root: Caddy runs as root and its block sets no user"
+const rootWarning = "runs as root: Caddy runs as root and its block names no other account"
 
 func TestWorkersRunAsUser(t *testing.T) {
 	nobody, err := user.Lookup("nobody")

@@ -41,7 +41,7 @@ type rfc2136Reader struct {
 // GetRecords returns the A and AAAA records of the app's names in zone.
 func (r rfc2136Reader) GetRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
 	p := r.provider
-	keyName := dns.Fqdn(p.KeyName)
+	keyName := dns.CanonicalName(p.KeyName) // a server signs with the name in lower case
 	client := &dns.Client{Net: "tcp", TsigSecret: map[string]string{keyName: p.Key}}
 	var records []libdns.Record
 	for _, name := range r.names(zone) {

@@ -68,7 +68,8 @@ func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigne
 
 func reader(server string) rfc2136Reader {
 	return rfc2136Reader{
-		provider: &rfc2136.Provider{KeyName: "k", KeyAlg: "hmac-sha256", Key: testKey, Server: server},
+		// in capitals: a server signs its answers with the name in lower case
+		provider: &rfc2136.Provider{KeyName: "K", KeyAlg: "hmac-sha256", Key: testKey, Server: server},
 		names:    func(string) []string { return []string{"home", "example.net."} },
 	}
 }

@@ -339,6 +339,13 @@ func startPools(pools []Pool, logger *zap.Logger) error {
 	errs := make([]error, len(pools))
 	var wg sync.WaitGroup
 	for i, p := range pools {
+		if _, busy := restoring.Load("app " + p.Name()); busy && !p.Running() {
+			// its before_start (the migrations) would run on the database
+			// being replaced; the restore refuses a pool that is starting,
+			// and this a restore that has begun: one of the two waits
+			errs[i] = fmt.Errorf("app %q: a restore of its database is in progress; load the config again once it has ended (GET /hearth/backups shows it)", p.Name())
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

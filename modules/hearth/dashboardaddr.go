@@ -3,6 +3,7 @@ package hearth
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -66,8 +67,9 @@ func dashboardClash(dash caddy.NetworkAddress, httpApp *caddyhttp.App, adminList
 }
 
 // overlaps reports whether two listen addresses can take the same
-// connections: the same unix socket, or TCP ports in common on the same
-// host or where either listens on every address.
+// connections: the same unix socket, or TCP ports in common on a family
+// of addresses both take (IPv4, IPv6), on the same address or where
+// either listens on every address of it.
 func overlaps(a, b caddy.NetworkAddress) bool {
 	if a.IsUnixNetwork() || b.IsUnixNetwork() {
 		return a.IsUnixNetwork() && b.IsUnixNetwork() && a.Host == b.Host
@@ -78,24 +80,47 @@ func overlaps(a, b caddy.NetworkAddress) bool {
 	if a.EndPort < b.StartPort || b.EndPort < a.StartPort {
 		return false
 	}
-	ha, hb := listenHost(a.Host), listenHost(b.Host)
-	return ha == "" || hb == "" || ha == hb
+	fa, ha := listenScope(a)
+	fb, hb := listenScope(b)
+	return fa&fb != 0 && (ha == "" || hb == "" || ha == hb)
 }
 
 func isTCP(network string) bool { return network == "tcp" || network == "tcp4" || network == "tcp6" }
 
-// listenHost is a listen address's host as an address ("" for every
-// address of the machine).
-func listenHost(host string) string {
-	host = strings.Trim(host, "[]")
+// Address families a listener takes.
+const (
+	ipv4 = 1 << iota
+	ipv6
+)
+
+// listenScope is what a TCP listen address takes: its address families,
+// and its address ("" for every address of those families; a host name
+// as written, but localhost as 127.0.0.1, where Go listens for it).
+func listenScope(na caddy.NetworkAddress) (families int, host string) {
+	families = ipv4 | ipv6
+	switch na.Network {
+	case "tcp4":
+		families = ipv4
+	case "tcp6":
+		families = ipv6
+	}
+	host = strings.ToLower(strings.Trim(na.Host, "[]"))
 	if host == "localhost" {
-		return "127.0.0.1"
+		host = "127.0.0.1"
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		if ip.IsUnspecified() {
-			return ""
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case host == "":
+		return families, ""
+	case err != nil:
+		return families, host // a name
+	case ip.Unmap().Is4():
+		if ip.Unmap().IsUnspecified() {
+			return families & ipv4, ""
 		}
-		return ip.String()
+		return families & ipv4, ip.Unmap().String()
+	case ip.IsUnspecified():
+		return families, "" // [::]: both families, as Go listens there
 	}
-	return host
+	return families & ipv6, ip.String()
 }

@@ -32,6 +32,11 @@ func TestDashboardClash(t *testing.T) {
 		{"127.0.0.1:2019", nil, "localhost:2019", "the admin API (localhost:2019)"},
 		{"127.0.0.1:2019", nil, "unix//run/caddy/admin.sock|0600", ""},
 		{"127.0.0.1:2020", servers(":2020"), "127.0.0.1:2020", "the HTTP server srv0 (:2020) and the admin API (127.0.0.1:2020)"},
+		{"LOCALHOST:2019", nil, "localhost:2019", "the admin API (localhost:2019)"},
+		{"127.0.0.1:8080", servers("[::]:8080"), "", "the HTTP server srv0 ([::]:8080)"}, // Go listens on both families there
+		{"0.0.0.0:8080", servers("[::1]:8080"), "", ""},
+		{"[::1]:8080", servers("tcp4/:8080"), "", ""},
+		{"127.0.0.1:8080", servers("tcp6/:8080"), "", ""},
 	} {
 		na, _, err := dashboardAddress(tc.dashboard)
 		if err != nil {

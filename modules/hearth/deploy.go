@@ -337,7 +337,10 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 					app := appFrom(dyn["name"], "process", b, dyn["dir"], dyn["user"])
 					var stop caddy.Duration
 					_ = json.Unmarshal(dyn["stop_timeout"], &stop)
-					app.stopTimeout = cmp.Or(time.Duration(stop), DefaultProcessStopTimeout)
+					app.stopTimeout = time.Duration(stop)
+					if app.stopTimeout <= 0 { // as the process upstream takes it
+						app.stopTimeout = DefaultProcessStopTimeout
+					}
 					apps = append(apps, app)
 				}
 			}

@@ -116,6 +116,8 @@ func TestUnitStopTimeout(t *testing.T) {
 		{"services and a process upstream", config([]string{service("redis", "5s"), service("celery", "2m")}, node),
 			"TimeoutStopSec=185s\n"}, // 30 + 5 + 120 + 30
 		{"a fraction of a second", config([]string{service("a", "40500ms")}, ""), "TimeoutStopSec=71s\n"},
+		{"a negative process stop_timeout: its default, 30s", config([]string{service("a", "5m")},
+			strings.Replace(node, `"dir"`, `"stop_timeout": "-10m", "dir"`, 1)), "TimeoutStopSec=360s\n"}, // 30 + 300 + 30
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			config := filepath.Join(t.TempDir(), "caddy.json")

@@ -152,3 +152,30 @@ func TestRestoreTakesOnlyTheBackupsCopies(t *testing.T) {
 		t.Errorf("refused restores held the app %d times", pauses)
 	}
 }
+
+// newPool is a pool a reload brings, not running yet.
+type newPool struct {
+	placedPool
+	starts int
+}
+
+func (p *newPool) Start() error  { p.starts++; return nil }
+func (p *newPool) Running() bool { return false }
+
+// TestNoStartDuringARestore: a reload that brings a new version of an app
+// while a restore of its database runs does not start it (its
+// before_start, the migrations, would run on the database being
+// replaced): the config is refused, saying so. The restore refuses, the
+// other way round, a version that is starting (TestRestoreWhileStarting).
+func TestNoStartDuringARestore(t *testing.T) {
+	restoring.Store("app shop", true)
+	defer restoring.Delete("app shop")
+	shop, other := &newPool{placedPool: placedPool{name: "shop"}}, &newPool{placedPool: placedPool{name: "blog"}}
+	err := startPools([]Pool{shop, other}, zap.NewNop())
+	if err == nil || !strings.Contains(err.Error(), `app "shop": a restore of its database is in progress`) {
+		t.Errorf("starting a pool of an app being restored: %v", err)
+	}
+	if shop.starts != 0 || other.starts != 1 {
+		t.Errorf("started %d times the pool being restored, %d the other, want 0 and 1", shop.starts, other.starts)
+	}
+}

@@ -16,7 +16,7 @@ func WarnIfRoot(logger *zap.Logger, what string, cred *syscall.Credential) {
 	if cred != nil || os.Geteuid() != 0 {
 		return
 	}
-	logger.Warn("runs as root: Caddy runs as root and its block sets no user",
+	logger.Warn("runs as root: Caddy runs as root and its block names no other account",
 		zap.String("what", what),
 		zap.String("fix", "set `user <account>` in its block (an unprivileged account that owns what it writes), or HEARTH_DEFAULT_USER for every block, as the unit of `caddy hearth systemd` does"))
 }

@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -114,16 +116,51 @@ func checkOwned(path string, info fs.FileInfo) error {
 	if int(st.Uid) != os.Geteuid() {
 		return refuse(path, fmt.Sprintf("is owned by %s, not by Caddy's user, %s", owner(st.Uid), owner(uint32(os.Geteuid()))))
 	}
-	// a FUSE file system's owners are what the program serving it says:
-	// any account may mount one where fusermount allows allow_other
-	var fsst syscall.Statfs_t
-	if err := syscall.Statfs(path, &fsst); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if fsst.Type == unix.FUSE_SUPER_MAGIC {
-		return refuse(path, "is on a FUSE file system, whose owners are whatever the program serving it says (unmount it first: `fusermount3 -u "+path+"`)")
+	if by, ok := fuseMountedBy(path); ok && by != 0 && by != os.Geteuid() {
+		return refuse(path, fmt.Sprintf("is on a FUSE file system that %s mounted, whose owners are whatever the program serving it says (unmount it first: `fusermount3 -u %s`)", owner(uint32(by)), path))
 	}
 	return nil
+}
+
+// fuseMountedBy reports whether path is on a FUSE file system and, if so,
+// the account that mounted it (its user_id; -1 when not known): any
+// account may mount one where fusermount allows allow_other, and its
+// server says who owns its files. One that root or Caddy's account
+// mounted (a rootless container's fuse-overlayfs) is theirs.
+func fuseMountedBy(path string) (uid int, fuse bool) {
+	var fsst unix.Statfs_t
+	if err := unix.Statfs(path, &fsst); err == nil && fsst.Type != unix.FUSE_SUPER_MAGIC {
+		return -1, false
+	}
+	// FUSE, or not known: the mount's entry says who mounted it
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx); err != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return -1, true
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return -1, true
+	}
+	id := strconv.FormatUint(stx.Mnt_id, 10)
+	for _, line := range strings.Split(string(data), "\n") {
+		// mount-id parent-id major:minor root mount-point options [tags] - type source super-options
+		fields := strings.Fields(line)
+		sep := slices.Index(fields, "-")
+		if len(fields) == 0 || fields[0] != id || sep < 0 || len(fields) < sep+4 {
+			continue
+		}
+		if fstype := fields[sep+1]; fstype != "fuse" && fstype != "fuseblk" && !strings.HasPrefix(fstype, "fuse.") {
+			return -1, false
+		}
+		for _, opt := range strings.Split(fields[sep+3], ",") {
+			if v, ok := strings.CutPrefix(opt, "user_id="); ok {
+				if n, err := strconv.Atoi(v); err == nil {
+					return n, true
+				}
+			}
+		}
+	}
+	return -1, true
 }
 
 // refuse explains a refused path.

@@ -220,4 +220,12 @@ func TestEnsureRefusesFUSE(t *testing.T) {
 	if _, err := Ensure(dir, 0o700); err == nil || !strings.Contains(err.Error(), "FUSE") {
 		t.Errorf("a FUSE directory claiming to be Caddy's: %v, want refused", err)
 	}
+	// one that Caddy's own account (root here) mounted is its own: a
+	// rootless container's fuse-overlayfs
+	own := filepath.Join(parent, "own")
+	mkdir(t, own, 0o700)
+	fusetest.MountFor(t, own, fusetest.Tree{RootOwner: uint32(os.Geteuid()), RootMode: 0o700}, os.Geteuid())
+	if _, err := Ensure(own, 0o700); err != nil {
+		t.Errorf("a FUSE directory Caddy's account mounted: %v, want it used", err)
+	}
 }

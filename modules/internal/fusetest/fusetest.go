@@ -23,18 +23,23 @@ type Tree struct {
 	LinkOwner  uint32
 }
 
-// MountedBy is the account the mount is made for (fusermount's user_id).
+// MountedBy is the account Mount mounts for (fusermount's user_id): an
+// app's account.
 const MountedBy = 65534
 
-// Mount mounts tree at mnt (an existing directory) until the test ends.
-// It skips the test where FUSE cannot be mounted (no /dev/fuse, not root).
-func Mount(t testing.TB, mnt string, tree Tree) {
+// Mount mounts tree at mnt (an existing directory), for the account
+// MountedBy, until the test ends. It skips the test where FUSE cannot be
+// mounted (no /dev/fuse, not root).
+func Mount(t testing.TB, mnt string, tree Tree) { t.Helper(); MountFor(t, mnt, tree, MountedBy) }
+
+// MountFor is Mount for the account uid (0: as root mounts one).
+func MountFor(t testing.TB, mnt string, tree Tree, uid int) {
 	t.Helper()
 	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		t.Skipf("no FUSE here: %v", err)
 	}
-	opts := "fd=" + strconv.Itoa(fd) + ",rootmode=40000,user_id=" + strconv.Itoa(MountedBy) + ",group_id=" + strconv.Itoa(MountedBy) + ",allow_other"
+	opts := "fd=" + strconv.Itoa(fd) + ",rootmode=40000,user_id=" + strconv.Itoa(uid) + ",group_id=" + strconv.Itoa(uid) + ",allow_other"
 	if err := syscall.Mount("fusetest", mnt, "fuse.fusetest", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
 		syscall.Close(fd)
 		t.Skipf("cannot mount FUSE here: %v", err)
