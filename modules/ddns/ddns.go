@@ -15,12 +15,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/net/idna"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
@@ -195,6 +197,9 @@ func (a *App) checkDomains() error {
 		if z == "" || strings.ContainsAny(z, " /:") {
 			return fmt.Errorf("ddns: %q is not a DNS zone", zone)
 		}
+		if err := asciiName("zone", zone); err != nil {
+			return err
+		}
 		if len(names) == 0 {
 			return fmt.Errorf("ddns: zone %s lists no names; use @ for the zone itself", zone)
 		}
@@ -212,6 +217,28 @@ func (a *App) checkDomains() error {
 			if strings.ContainsAny(n, " /:*") || n == "" {
 				return fmt.Errorf("ddns: %q is not a name in zone %s", name, zone)
 			}
+			if err := asciiName("name", name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// asciiName refuses a zone or name written with letters outside ASCII
+// (bücher): DNS holds it in its ASCII form (xn--bcher-kva), which the
+// providers, the read-back and ACME all need; the error gives that form.
+func asciiName(what, name string) error {
+	for _, r := range name {
+		if r >= utf8.RuneSelf {
+			ascii, err := idna.Lookup.ToASCII(strings.TrimSuffix(name, "."))
+			if err != nil {
+				return fmt.Errorf("ddns: the %s %q is not a valid internationalized domain name (%v)", what, name, err)
+			}
+			if strings.HasSuffix(name, ".") {
+				ascii += "."
+			}
+			return fmt.Errorf("ddns: write the %s %q as DNS holds it, in ASCII: %s", what, name, ascii)
 		}
 	}
 	return nil

@@ -53,6 +53,10 @@ func TestProvisionErrors(t *testing.T) {
 			a.IPSources = []IPSource{{Source: "http", URL: "https://ip.example/"}, {Source: "static", IP: "203.0.113.1"}, {Source: "http", URL: "https://IP.example"}}
 		}, "ip_sources 1 and 3 are the same http service"},
 		{"the zone's name without its final dot", func(a *App) { a.Domains = map[string][]string{"Example.net.": {"example.NET"}} }, "or @ for the zone itself"},
+		{"a name outside ASCII", func(a *App) { a.Domains = map[string][]string{"example.net": {"bücher"}} },
+			`write the name "bücher" as DNS holds it, in ASCII: xn--bcher-kva`},
+		{"a zone outside ASCII", func(a *App) { a.Domains = map[string][]string{"bücher.example.": {"@"}} },
+			`write the zone "bücher.example." as DNS holds it, in ASCII: xn--bcher-kva.example.`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := base()
