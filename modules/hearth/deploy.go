@@ -59,10 +59,19 @@ func systemdSeconds(d time.Duration) string {
 // its block sets none.
 const DefaultProcessStopTimeout = 30 * time.Second
 
+// A Python app's stop_timeout when its block sets none (the python
+// package's DefaultStopTimeout, which imports this one), and how long its
+// workers then have to end before SIGKILL.
+const (
+	defaultAppStopTimeout = 30 * time.Second
+	appWorkersStop        = 10 * time.Second
+)
+
 // unitStopTimeout is the unit's TimeoutStopSec: the time Caddy's own
-// stop takes (its apps drained, its jobs killed) and then its services
-// and process upstreams, which stop one after the other, each within its
-// stop_timeout; past it systemd kills whatever is left.
+// stop takes (its jobs killed), then its apps, services and process
+// upstreams, which stop one after the other, each within its
+// stop_timeout (an app's workers 10 s more); past it systemd kills
+// whatever is left.
 func (d *deployment) unitStopTimeout() time.Duration {
 	return max(60*time.Second, 30*time.Second+d.stops)
 }
@@ -106,7 +115,9 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		hosts, apps := scanRoutes(srv.Routes)
 		for _, app := range apps {
-			d.stops += app.stopTimeout
+			if _, seen := appsByName[app.name]; !seen { // one pool, stopped once
+				d.stops += app.stopTimeout
+			}
 			appsByName[app.name] = app
 			if !slices.Contains(d.apps, app.name) {
 				d.apps = append(d.apps, app.name)
@@ -309,7 +320,9 @@ type appRef struct {
 	name, dir string
 	user      string // the block's `user` ("": the apps' account)
 	relative  string // dir as the config wrote it, when relative ("": absolute)
-	// stopTimeout is a process upstream's stop_timeout (0 for a Python app)
+	// stopTimeout is how long it may take to stop at Caddy's exit: a
+	// process upstream's stop_timeout; a Python app's, for what is still
+	// in flight then (a WebSocket), and its workers' own stop
 	stopTimeout time.Duration
 }
 
@@ -326,7 +339,15 @@ func scanRoutes(routes []json.RawMessage) (hosts []string, apps []appRef) {
 		_ = json.Unmarshal(h["handler"], &kind)
 		switch kind {
 		case "wsgi", "asgi":
-			apps = append(apps, appFrom(h["name"], "python", h["app"], h["dir"], h["user"]))
+			app := appFrom(h["name"], "python", h["app"], h["dir"], h["user"])
+			var stop caddy.Duration
+			_ = json.Unmarshal(h["stop_timeout"], &stop)
+			app.stopTimeout = time.Duration(stop)
+			if app.stopTimeout <= 0 {
+				app.stopTimeout = defaultAppStopTimeout
+			}
+			app.stopTimeout += appWorkersStop
+			apps = append(apps, app)
 		case "reverse_proxy":
 			var dyn map[string]json.RawMessage
 			if json.Unmarshal(h["dynamic_upstreams"], &dyn) == nil {
@@ -817,8 +838,9 @@ ExecStart=%[7]s run --config %[1]s%[8]s
 ExecReload=%[7]s reload --config %[1]s%[8]s --force
 TimeoutStopSec=%[16]s
 # the stop signal to Caddy alone: it drains the apps and stops every process
-# it started its own way (stop_signal, stop_timeout; the services and process
-# upstreams one after the other: 30s and their stop_timeouts, at least 60s);
+# it started its own way (stop_signal, stop_timeout; the apps, services and
+# process upstreams one after the other: 30s and their stop_timeouts, an
+# app's 10s more, at least 60s);
 # whatever is left at the timeout is killed
 KillMode=mixed
 Restart=always

@@ -91,10 +91,10 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 	}
 }
 
-// TestUnitStopTimeout: the unit's TimeoutStopSec covers the services and
-// process upstreams, which stop one after the other at Caddy's exit, each
-// within its stop_timeout (30s when unset), with 30s for the rest, and is
-// never under 60s: systemd must not kill a Celery worker finishing its
+// TestUnitStopTimeout: the unit's TimeoutStopSec covers the apps,
+// services and process upstreams, which stop one after the other at
+// Caddy's exit, each within its stop_timeout (30s when unset; an app's
+// workers 10s more), with 30s for the rest, and is never under 60s: systemd must not kill a Celery worker finishing its
 // tasks because three services were declared.
 func TestUnitStopTimeout(t *testing.T) {
 	service := func(name, stop string) string {
@@ -116,6 +116,11 @@ func TestUnitStopTimeout(t *testing.T) {
 		{"services and a process upstream", config([]string{service("redis", "5s"), service("celery", "2m")}, node),
 			"TimeoutStopSec=185s\n"}, // 30 + 5 + 120 + 30
 		{"a fraction of a second", config([]string{service("a", "40500ms")}, ""), "TimeoutStopSec=71s\n"},
+		{"two apps, one of them under two matchers", config(nil,
+			`{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "name": "shop", "dir": "/srv/shop"}]},
+			{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "name": "shop", "dir": "/srv/shop"}]},
+			{"handle": [{"handler": "asgi", "app": "chat:app", "name": "chat", "dir": "/srv/chat", "stop_timeout": "1m"}]}`),
+			"TimeoutStopSec=140s\n"}, // 30 + (30 + 10) + (60 + 10)
 		{"a negative process stop_timeout: its default, 30s", config([]string{service("a", "5m")},
 			strings.Replace(node, `"dir"`, `"stop_timeout": "-10m", "dir"`, 1)), "TimeoutStopSec=360s\n"}, // 30 + 300 + 30
 	} {
