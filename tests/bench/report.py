@@ -63,7 +63,7 @@ KINDS = {'closed': 'HTTP', 'tls-h1': 'HTTPS, HTTP/1.1 (wrk)', 'tls-h2': 'HTTPS, 
 
 def peer_label(peer, app):
     if app == 'static' and peer in ('hearth', 'hearth-base'):
-        return PEERS[peer].replace('(`{kind}`, 2 workers)', '(`file_server`, in a config with Hearth: its file system)')
+        return PEERS[peer].replace('(`{kind}`, 2 workers)', '(`file_server` beside a Python app, as a Django site)')
     return PEERS[peer].replace('{kind}', KIND[app])
 
 UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1e3, 'm': 60e3, 'h': 3600e3}
@@ -799,10 +799,13 @@ def main(run_dir, out_md, out_png):
              'site, everything else default (ASGI `lifespan auto`).')
     if 'static' in apps:
         L.append('- Static file: a 2 KiB stylesheet made for the run, five names deep. Hearth: '
-                 '`root * <dir>` and `file_server` in a config with the `hearth` global option (so the '
-                 'file server reads through Hearth\'s file system, `modules/linkfs`); Caddy `file_server`: '
-                 'the same site with no Hearth in the config; nginx: `root <dir>;` with `text/css` for '
-                 '`.css`, `sendfile` off (its default), everything else as for nginx → uWSGI. No Python.')
+                 '`root * <dir>` and `file_server` in a site that also serves the hello app under `/app/` '
+                 '(2 workers, idle during the run), as a Django site serves its static files: the file '
+                 'server reads through Hearth\'s file system (`modules/linkfs`), and Caddy runs on the one '
+                 'CPU `caddy_cpus auto` gives it beside the workers, with the GC floor; Caddy `file_server`: '
+                 'the same file with no Hearth in the config (Go\'s defaults: every CPU, no floor); nginx: '
+                 '`root <dir>;` with `text/css` for `.css`, `sendfile` off (its default), everything else as '
+                 'for nginx → uWSGI.')
     L.append('- Hearth as on a 2 GiB board: the same, with `GOMEMLIMIT=1843MiB` in Caddy\'s environment, '
              'the limit Caddy sets by itself on a board with 2 GiB of memory (90% of it). Only the default '
              '`caddy_gc_floor auto` reads it here: a 128th of the limit, a 14 MiB floor, where this '

@@ -36,8 +36,10 @@
 #                   per keep-alive request; uvicorn issue #3149)
 #   caddy-respond   the ceiling, as above
 # Peers of the static file (no Python):
-#   hearth          bin/caddy `file_server` in a config with Hearth (the `hearth`
-#                   global option), which reads through Hearth's linkfs
+#   hearth          bin/caddy `file_server` in a site that also serves a Python app
+#                   (hello under /app/, 2 workers, idle), as a Django site serves its
+#                   static files: through Hearth's linkfs, with Caddy on the one CPU
+#                   `caddy_cpus auto` gives it beside the app's workers
 #   caddy-files     the same bin/caddy `file_server` with no Hearth in the config
 #                   (Caddy's plain file system)
 #   nginx-static    nginx serving the directory (`root`, defaults otherwise)
@@ -333,7 +335,7 @@ app_peers() { # kind app → APP_PEERS: the peers of the kind of measurement tha
 }
 
 # --- peers -------------------------------------------------------------------
-caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's certificate; CADDY_GLOBAL: more global options)
+caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's certificate)
 	local tls=''
 	if [ "${TLS:-0}" = 1 ]; then
 		tls="	tls $CERT $KEY {
@@ -348,7 +350,6 @@ caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's c
 	servers {
 		protocols h1 h2
 	}
-${CADDY_GLOBAL:-}
 }
 
 :$3 {
@@ -458,9 +459,18 @@ start_peer() {
 		elif [ "$peer" = hearth-2g ]; then
 			env=(GOMEMLIMIT=1843MiB) # 90% of 2 GiB; caddy_gc_floor auto: a 128th of it, 14 MiB
 		fi
-		if [ "$APP_KIND" = static ]; then # Hearth in the config: its file system
-			CADDY_GLOBAL='	hearth' start_caddy "$dir" "	root * $APP_DIR
-	file_server" "$binary" "${env[@]}"
+		if [ "$APP_KIND" = static ]; then # as a site with an app serves its static files
+			start_caddy "$dir" "	handle /app/* {
+		wsgi hello:application {
+			dir $ROOT/tests/apps
+			python $PY
+			workers $WORKERS
+		}
+	}
+	handle {
+		root * $APP_DIR
+		file_server
+	}" "$binary" "${env[@]}"
 			PEER_PIDS+=("$PID")
 			URL=http://127.0.0.1:$PORT$APP_PATH
 			return 0
