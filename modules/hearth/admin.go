@@ -2,6 +2,7 @@ package hearth
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 func init() {
@@ -154,7 +156,12 @@ func (a adminAPI) restart(w http.ResponseWriter, r *http.Request, name string) e
 	}
 	for _, p := range pools {
 		if err := p.Restart(); err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+			status := http.StatusInternalServerError // a replacement that could not start
+			if errors.Is(err, supervisor.ErrNotRunning) {
+				status = http.StatusConflict // a reload took it out meanwhile: for now
+				err = fmt.Errorf("%w; ask again (GET /hearth/apps/%s shows its state)", err, name)
+			}
+			return caddy.APIError{HTTPStatus: status, Err: err}
 		}
 	}
 	return writeJSON(w, map[string]any{"restarted": name, "apps": statuses(pools)})

@@ -202,7 +202,7 @@ func serveJobs(w http.ResponseWriter, r *http.Request, kind job.Kind, parts []st
 			return err
 		}
 		id, err := j.RunNow()
-		if errors.Is(err, job.ErrRunning) {
+		if errors.Is(err, job.ErrRunning) || errors.Is(err, job.ErrClosed) {
 			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("%s %s: %w", kind, parts[0], err)}
 		}
 		if err != nil {
@@ -514,6 +514,9 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	id, err := b.Restore(file)
 	if errors.Is(err, job.ErrRunning) {
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("backup %s: a backup or restore is running; try again when it ends", name)}
+	}
+	if errors.Is(err, job.ErrClosed) {
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("backup %s: %w", name, err)}
 	}
 	if err != nil {
 		return err

@@ -2,6 +2,9 @@ package hearth
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -15,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // heldPool is a pool that records whether its requests are held.
@@ -177,5 +181,27 @@ func TestNoStartDuringARestore(t *testing.T) {
 	}
 	if shop.starts != 0 || other.starts != 1 {
 		t.Errorf("started %d times the pool being restored, %d the other, want 0 and 1", shop.starts, other.starts)
+	}
+}
+
+// goneAtRestart is a pool a reload takes out between the admin API's look
+// and its Restart.
+type goneAtRestart struct{ placedPool }
+
+func (p *goneAtRestart) Restart() error {
+	return fmt.Errorf("app %s is draining, %w", p.name, supervisor.ErrNotRunning)
+}
+
+// TestRestartRacingAReload: a restart that finds the app taken out by a
+// reload meanwhile answers 409 (ask again), not 500.
+func TestRestartRacingAReload(t *testing.T) {
+	n := 0
+	p := &goneAtRestart{placedPool{name: "racy", destructs: &n}}
+	pools.LoadOrNew("restart-race-pool", func() (caddy.Destructor, error) { return p, nil })
+	t.Cleanup(func() { pools.Delete("restart-race-pool") })
+	err := adminAPI{}.restart(httptest.NewRecorder(), httptest.NewRequest("POST", "/hearth/apps/racy/restart", nil), "racy")
+	var apiErr caddy.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusConflict || !strings.Contains(err.Error(), "ask again") {
+		t.Errorf("a restart racing a reload: %v, want 409 saying to ask again", err)
 	}
 }

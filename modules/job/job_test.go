@@ -1,6 +1,7 @@
 package job
 
 import (
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -281,4 +282,19 @@ func assertGone(t *testing.T, file string) {
 	waitFor(t, "the timed-out run's child to end", func() bool {
 		return !supervisor.Alive(pid)
 	})
+}
+
+// TestRunAfterClose: a job a reload has taken out of the running config
+// answers ErrClosed (the admin API's 409: ask again, the new config's job
+// answers), not an error of its own kind.
+func TestRunAfterClose(t *testing.T) {
+	spec, err := (&Config{Name: "closed", Command: []string{"/bin/true"}, Schedule: "every 1h"}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := New(spec, zap.NewNop())
+	j.Destruct()
+	if _, err := j.RunNow(); !errors.Is(err, ErrClosed) {
+		t.Errorf("running a closed job: %v, want ErrClosed", err)
+	}
 }

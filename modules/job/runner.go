@@ -76,6 +76,10 @@ var histories = caddy.NewUsagePool()
 // ErrRunning is the answer to running a job that is running.
 var ErrRunning = errors.New("the job is running; a job runs once at a time")
 
+// ErrClosed is the answer to running a job that a reload has just taken
+// out of the running config (the new config's job answers the next ask).
+var ErrClosed = errors.New("the job is no longer in the running config (a reload replaced it); ask again")
+
 // clock is time, replaceable in tests.
 type clock interface {
 	Now() time.Time
@@ -320,7 +324,7 @@ func (j *Job) start(trigger string, args []string) (int64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock() // held until the run is counted in j.runs: Destruct waits for it
 	if j.closed {
-		return 0, fmt.Errorf("job %s is no longer in the running config", j.spec.Name)
+		return 0, fmt.Errorf("job %s: %w", j.spec.Name, ErrClosed)
 	}
 	h := j.hist
 	h.mu.Lock()

@@ -495,7 +495,7 @@ func (g *Group) Restart() error {
 	state, replicas := g.state, slices.Clone(g.replicas)
 	g.mu.Unlock()
 	if state != supervisor.Running {
-		return fmt.Errorf("%s is %s, not running", g.spec.Name, state)
+		return fmt.Errorf("%s is %s, %w", g.spec.Name, state, supervisor.ErrNotRunning)
 	}
 	for _, r := range replicas {
 		if err := r.Recycle(g.ctx, "reload"); err != nil {

@@ -436,7 +436,7 @@ func (g *Group) Restart() error {
 	state, procs := g.state, slices.Clone(g.procs)
 	g.mu.Unlock()
 	if state != supervisor.Running {
-		return fmt.Errorf("service %s is %s, not running", g.spec.Name, state)
+		return fmt.Errorf("service %s is %s, %w", g.spec.Name, state, supervisor.ErrNotRunning)
 	}
 	for _, p := range procs {
 		g.mu.Lock()

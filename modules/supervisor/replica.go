@@ -87,6 +87,11 @@ type recycleRequest[T Occupant] struct {
 // ErrStopped is returned by Recycle when the group stops first.
 var ErrStopped = errors.New("the group stopped")
 
+// ErrNotRunning is the answer of a pool or group asked to restart, scale
+// or pause while it is not running (starting, draining, stopped): a state
+// it is in for now, which the admin API answers 409, not a failure.
+var ErrNotRunning = errors.New("not running")
+
 // RequestRecycle asks, without waiting, for occupant's replacement
 // ("max_requests", "memory"…). It returns false if a request is already
 // pending; Keep drops it if occupant is no longer the replica's.

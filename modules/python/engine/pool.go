@@ -291,7 +291,7 @@ func (p *Pool) Pause(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.state.Serving() {
 		p.mu.Unlock()
-		return fmt.Errorf("app %s is %s, not running", p.opts.Name, p.state)
+		return fmt.Errorf("app %s is %s, %w", p.opts.Name, p.state, supervisor.ErrNotRunning)
 	}
 	p.paused = true
 	idle := make(chan struct{})

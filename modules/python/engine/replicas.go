@@ -316,7 +316,7 @@ func (p *Pool) Scale(n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != supervisor.Running {
-		return fmt.Errorf("app %s is %s, not running", p.opts.Name, p.state)
+		return fmt.Errorf("app %s is %s, %w", p.opts.Name, p.state, supervisor.ErrNotRunning)
 	}
 	if p.opts.MaxWorkers > 0 {
 		if n < p.opts.Workers || n > p.opts.MaxWorkers {
@@ -350,7 +350,7 @@ func (p *Pool) Restart() error {
 	p.mu.Lock()
 	if p.state != supervisor.Running {
 		p.mu.Unlock()
-		return fmt.Errorf("app %s is %s, not running", p.opts.Name, p.state)
+		return fmt.Errorf("app %s is %s, %w", p.opts.Name, p.state, supervisor.ErrNotRunning)
 	}
 	replicas := slices.Clone(p.replicas)
 	p.mu.Unlock()
