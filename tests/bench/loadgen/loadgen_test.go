@@ -352,8 +352,11 @@ func TestResponses(t *testing.T) {
 			args := append([]string{"-rate", "200", "-duration", "300ms", "-connections", "4", "-drain", "2s"}, tc.args...)
 			res := mustRun(t, config(t, tc.url(), args...))
 			checkAccounting(t, res)
-			if res.Sent < 55 || res.Sent > 60 {
-				t.Errorf("sent %d, want 60 (unsent %d)", res.Sent, res.Unsent)
+			// every one of the 60 requests due is sent or counted unsent (its
+			// connections all busy: on a loaded machine, a large body's
+			// reads hold them); how many go out in time is the machine's
+			if res.Sent+res.Unsent != 60 || res.Sent == 0 {
+				t.Errorf("sent %d and unsent %d, want the 60 due, and some sent", res.Sent, res.Unsent)
 			}
 			var want int64
 			if tc.wantErrors != nil {
