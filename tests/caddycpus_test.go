@@ -1,12 +1,18 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // cpuUse reads how many CPUs caddy's Go code uses, of how many, from
@@ -172,4 +178,122 @@ func TestEnvironmentWinsOverGoOptions(t *testing.T) {
 			t.Errorf("caddy's log lacks %q", want)
 		}
 	}
+}
+
+// cpuLent is why GET /hearth/apps says Caddy's code has a CPU more than
+// caddy_cpus for now ("" when it has not).
+func (c *caddyProc) cpuLent() string {
+	c.t.Helper()
+	resp, err := http.Get("http://" + c.admin + "/hearth/apps")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Lent string `json:"caddy_cpu_lent"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		c.t.Fatal(err)
+	}
+	return body.Lent
+}
+
+// hammer requests url from n connections until the returned stop is
+// called (at the latest when the test ends, before its Caddy stops).
+func hammer(t *testing.T, url string, n int) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			client := &http.Client{Timeout: 30 * time.Second}
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := client.Get(url)
+				if err != nil {
+					t.Errorf("GET %s: %v", url, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestCaddyCPULentWhileWorkersIdle: under caddy_cpus auto on a 2-CPU
+// machine, a Caddy saturated by static files while the app's workers idle
+// is lent the second CPU; it is taken back once the workers are busy, and
+// once the load ends.
+func TestCaddyCPULentWhileWorkersIdle(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set in the environment: it decides, caddy_cpus does not apply")
+	}
+	if n := runtime.NumCPU(); n < 2 || n > 3 {
+		t.Skipf("%d CPUs: a CPU is lent only where caddy_cpus auto leaves Caddy one of two or three", n)
+	}
+	files := t.TempDir()
+	if err := os.WriteFile(filepath.Join(files, "site.css"), bytes.Repeat([]byte("a"), 2048), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	handle /app/* {
+		wsgi hang:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 2
+		}
+	}
+	handle {
+		root * %s
+		file_server
+	}
+}`, port, files))
+	if using, _ := c.cpuUse(); using != 1 {
+		t.Fatalf("caddy_cpus auto: Caddy uses %d CPUs, want 1", using)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitLent := func(want, while string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got := c.cpuLent()
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the CPU is lent for %q, want %q", while, got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if got := c.cpuLent(); got == "idle_workers" {
+		t.Fatalf("lent for idle workers before any load")
+	}
+
+	stopFiles := hammer(t, base+"/site.css", 8)
+	waitLent("idle_workers", "static files saturating Caddy, the workers idle")
+
+	stopApp := hammer(t, base+"/app/slow?0.05", 2) // both workers busy
+	waitLent("", "the workers busy")
+	stopApp()
+	waitLent("idle_workers", "the workers idle again")
+
+	stopFiles()
+	waitLent("", "the load ended")
 }

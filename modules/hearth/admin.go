@@ -47,6 +47,10 @@ type appsStatus struct {
 	// of CPUs available (see the caddy_cpus option).
 	CaddyCPUs int `json:"caddy_cpus"`
 	CPUs      int `json:"cpus"`
+	// CaddyCPULent says why Caddy's code has one more CPU than caddy_cpus
+	// for now: "garbage_collection" or "idle_workers"; empty when it has
+	// not.
+	CaddyCPULent string `json:"caddy_cpu_lent,omitempty"`
 	// CaddyGCPercent is Go's GC percent now (see the caddy_gc_floor
 	// option): the heap grows by this much of its live part before Go
 	// collects; -1 when collection is off.
@@ -55,7 +59,9 @@ type appsStatus struct {
 
 func newAppsStatus() appsStatus {
 	status := appsStatus{Apps: []any{}}
-	status.CaddyCPUs, status.CPUs = cpuStatus()
+	var lent lendReason
+	status.CaddyCPUs, status.CPUs, lent = cpuStatus()
+	status.CaddyCPULent = lent.String()
 	status.CaddyGCPercent = gcStatus()
 	return status
 }

@@ -26,10 +26,33 @@ const (
 // before Hearth changed it comes back.
 var goProcs struct {
 	sync.Mutex
-	running  int  // hearth apps started and not stopped
-	baseline int  // GOMAXPROCS before Hearth changed it; 0 until then
-	lendable bool // caddy_cpus auto left Caddy one P of several CPUs: a second may be lent for collections
-	lent     bool // lendGCProc raised GOMAXPROCS to 2 and returnGCProc has not lowered it
+	running  int        // hearth apps started and not stopped
+	baseline int        // GOMAXPROCS before Hearth changed it; 0 until then
+	lendable bool       // caddy_cpus auto left Caddy one P of several CPUs: a second may be lent
+	lent     lendReason // why lendProc raised GOMAXPROCS to 2; 0 when it is not lent
+}
+
+// lendReason is why a second P is lent to Caddy's Go code under
+// caddy_cpus auto; the P stays lent while any reason holds.
+type lendReason uint8
+
+const (
+	// lentForGC: a garbage collection nears or runs (gcpoll.go).
+	lentForGC lendReason = 1 << iota
+	// lentForLoad: Caddy's one P is saturated while the workers are idle
+	// (cpulend.go).
+	lentForLoad
+)
+
+// String is the reason as GET /hearth/apps shows it.
+func (r lendReason) String() string {
+	switch {
+	case r&lentForLoad != 0:
+		return "idle_workers"
+	case r&lentForGC != 0:
+		return "garbage_collection"
+	}
+	return ""
 }
 
 // parseCaddyCPUs validates a caddy_cpus setting.
@@ -67,8 +90,8 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	goProcs.running++
-	wasLent := goProcs.lent
-	goProcs.lendable, goProcs.lent = false, false
+	wasLent := goProcs.lent != 0
+	goProcs.lendable, goProcs.lent = false, 0
 	if envDecides("GOMAXPROCS", "caddy_cpus", setting, logger) {
 		return
 	}
@@ -79,7 +102,7 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	goProcs.lendable = n == 1 && goProcs.baseline >= 2 && (setting == "" || setting == CaddyCPUsAuto)
 	prev := runtime.GOMAXPROCS(n)
 	if wasLent {
-		prev-- // the P lent for a collection was not the setting's
+		prev-- // the lent P was not the setting's
 	}
 	if prev != n {
 		logger.Info("set how many CPUs Caddy's own code uses at once; the others stay free for the workers",
@@ -95,61 +118,66 @@ func releaseCaddyCPUs() {
 	if goProcs.running == 0 && goProcs.baseline != 0 {
 		runtime.GOMAXPROCS(goProcs.baseline)
 		goProcs.baseline = 0
-		goProcs.lendable, goProcs.lent = false, false
+		goProcs.lendable, goProcs.lent = false, 0
 	}
 }
 
-// lendGCProc gives Caddy's Go code a second P for a garbage collection
-// about to start or running, when caddy_cpus auto left it one of several
-// CPUs: Go's mark workers and sweeper then run beside the requests instead
-// of between them (see gcpoll.go). It reports whether the P is lent.
-// GOMAXPROCS waits for a running mark phase to end, so the poller lends
-// the P before the collection starts.
-func lendGCProc() bool {
+// lendProc gives Caddy's Go code a second P for reason, when caddy_cpus
+// auto left it one of several CPUs, and reports whether the P is lent. A
+// garbage collection then runs its mark workers and sweeper beside the
+// requests instead of between them (gcpoll.go); a saturated Caddy whose
+// workers are idle uses the CPU they leave (cpulend.go). GOMAXPROCS waits
+// for a running mark phase to end.
+func lendProc(reason lendReason) bool {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	if goProcs.lent {
+	if goProcs.lent != 0 {
+		goProcs.lent |= reason
 		return true
 	}
 	if !goProcs.lendable || runtime.GOMAXPROCS(0) != 1 {
 		return false
 	}
 	runtime.GOMAXPROCS(2)
-	goProcs.lent = true
+	goProcs.lent = reason
 	return true
 }
 
-// gcProcLent reports whether the P lendGCProc lent is still out.
-func gcProcLent() bool {
+// procLent reports whether the P lendProc lent is out for reason.
+func procLent(reason lendReason) bool {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	return goProcs.lent
+	return goProcs.lent&reason != 0
 }
 
-// returnGCProc takes back the P lendGCProc lent, unless a config started
-// since has set GOMAXPROCS anew.
-func returnGCProc() {
+// returnProc gives up reason for the lent P, and takes the P back when no
+// reason is left, unless a config started since has set GOMAXPROCS anew.
+func returnProc(reason lendReason) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	if goProcs.lent {
-		goProcs.lent = false
+	if goProcs.lent&reason == 0 {
+		return
+	}
+	goProcs.lent &^= reason
+	if goProcs.lent == 0 {
 		runtime.GOMAXPROCS(1)
 	}
 }
 
-// cpuStatus is how many CPUs Caddy's Go code uses, in GET /hearth/apps.
-func cpuStatus() (using, available int) {
+// cpuStatus is how many CPUs Caddy's Go code uses, in GET /hearth/apps,
+// and why a second one is lent to it, if it is.
+func cpuStatus() (using, available int, lent lendReason) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	using = runtime.GOMAXPROCS(0)
-	if goProcs.lent {
-		using-- // lent for a collection only
+	if goProcs.lent != 0 {
+		using-- // lent, not the setting's
 	}
 	available = goProcs.baseline
 	if available == 0 {
 		available = using
 	}
-	return using, available
+	return using, available, goProcs.lent
 }
 
 // envDecides reports whether the environment variable name is set, which

@@ -151,7 +151,7 @@ type dashboardData struct {
 
 func (d *dashboard) data() dashboardData {
 	data := dashboardData{Generated: time.Now()}
-	data.CaddyCPUs, data.CPUs = cpuStatus()
+	data.CaddyCPUs, data.CPUs, _ = cpuStatus()
 	roundTrip(servicesStatus(), &data.Services)
 	// every local account can read the page: a request's path may carry a
 	// secret (a password reset link, a webhook's token); the page shows how

@@ -28,7 +28,7 @@ import (
 //
 // The GC poller watches the heap through runtime/metrics and, from just
 // before a collection starts until its sweep is done, lends Caddy a
-// second P (lendGCProc: only under caddy_cpus auto, which took the CPUs
+// second P (lendProc: only under caddy_cpus auto, which took the CPUs
 // away): the mark workers and the sweeper run on it, beside the requests.
 // Where no P can be lent (one CPU, or caddy_cpus 1), it makes Go poll the
 // network instead every gcPollEvery while the collection and its sweep
@@ -121,9 +121,11 @@ func releaseGCPoll() {
 // pollDuringGC samples the heap until stop is closed and, while a
 // collection nears or runs on a single P, lends a second P or polls the
 // network, unless Caddy used helpBelow CPUs or more since the collection
-// before.
+// before. Every loadEvery it also decides whether Caddy's load and the
+// workers' idleness call for the second P (cpulend.go); while it is lent
+// for that, collections need nothing more.
 //
-// lendGCProc and returnGCProc call runtime.GOMAXPROCS, which waits for a
+// lendProc and returnProc call runtime.GOMAXPROCS, which waits for a
 // running mark phase to end. The poller does not lend during one, but one
 // may start between a sample and the call: the P then comes after that
 // mark (milliseconds), and a reload's applyCaddyCPUs waits as long.
@@ -131,13 +133,14 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 	var plan gcPollPlan
 	var stats runtime.MemStats // ReadMemStats fills it; only its stop of the world is wanted
 	var busy cpuMeter
+	var load loadLender
 	reader := newHeapReader()
 	help := false  // this collection gets a P or polls
 	phase := gcFar // at the last sample
 	timer := time.NewTimer(0)
 	defer func() {
 		timer.Stop()
-		returnGCProc() // if lent
+		returnProc(lentForGC | lentForLoad) // if lent
 	}()
 	for {
 		select {
@@ -145,7 +148,20 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 			return
 		case <-timer.C:
 		}
-		lent := gcProcLent()                     // goProcs's: a config started since may have set GOMAXPROCS anew
+		if time.Since(load.at) >= loadEvery {
+			if load.wants(procLent(lentForLoad)) {
+				lendProc(lentForLoad)
+			} else {
+				returnProc(lentForLoad)
+			}
+		}
+		if procLent(lentForLoad) { // two Ps already: a collection needs no help
+			returnProc(lentForGC)
+			plan, phase, help = gcPollPlan{}, gcFar, false
+			timer.Reset(loadEvery)
+			continue
+		}
+		lent := procLent(lentForGC)              // goProcs's: a config started since may have set GOMAXPROCS anew
 		if !lent && runtime.GOMAXPROCS(0) != 1 { // with more, an idle P's thread waits on the network
 			plan, phase = gcPollPlan{}, gcFar // a stale sample would misread the rate after a change back
 			timer.Reset(gcPollAside)
@@ -160,10 +176,10 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 		switch {
 		case phase == gcFar || !help:
 			if lent && phase != gcMarking { // GOMAXPROCS would wait for the mark to end
-				returnGCProc()
+				returnProc(lentForGC)
 			}
 		case lent:
-		case phase != gcMarking && lendGCProc(): // GOMAXPROCS would wait for the mark to end
+		case phase != gcMarking && lendProc(lentForGC): // GOMAXPROCS would wait for the mark to end
 		case phase != gcNear:
 			runtime.ReadMemStats(&stats) // restarting the world polls the network
 			timer.Reset(gcPollEvery)
@@ -172,7 +188,7 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 		if phase != gcFar {
 			wait = max(wait, gcWatchEvery) // a lent P's idle thread polls the network
 		}
-		timer.Reset(wait)
+		timer.Reset(min(wait, loadEvery))
 	}
 }
 
@@ -191,18 +207,25 @@ type cpuMeter struct {
 // below reports whether the process used less than cpus CPUs since the
 // last reading (true for the first).
 func (m *cpuMeter) below(cpus float64) bool {
+	used, known, err := m.used()
+	return err == nil && (!known || used < cpus)
+}
+
+// used is how many CPUs the process used since the last reading; known
+// is false for the first.
+func (m *cpuMeter) used() (cpus float64, known bool, err error) {
 	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return false
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false, err
 	}
 	now := time.Now()
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	last := *m
 	m.at, m.cpu = now, cpu
 	if last.at.IsZero() || !now.After(last.at) {
-		return true
+		return 0, false, nil
 	}
-	return float64(cpu-last.cpu) < cpus*float64(now.Sub(last.at))
+	return float64(cpu-last.cpu) / float64(now.Sub(last.at)), true, nil
 }
 
 // heapSample is what the poller reads of the heap at one moment.

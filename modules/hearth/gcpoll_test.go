@@ -183,7 +183,7 @@ func useCaddyCPUs(t *testing.T) {
 	before := runtime.GOMAXPROCS(2)
 	t.Cleanup(func() {
 		goProcs.Lock()
-		goProcs.running, goProcs.baseline, goProcs.lendable, goProcs.lent = 0, 0, false, false
+		goProcs.running, goProcs.baseline, goProcs.lendable, goProcs.lent = 0, 0, false, 0
 		goProcs.Unlock()
 		runtime.GOMAXPROCS(before)
 	})
@@ -196,32 +196,32 @@ func TestLendGCProc(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("caddy_cpus auto on 2 CPUs: GOMAXPROCS %d, want 1", got)
 	}
-	if !lendGCProc() || runtime.GOMAXPROCS(0) != 2 {
+	if !lendProc(lentForGC) || runtime.GOMAXPROCS(0) != 2 {
 		t.Fatalf("lendGCProc under caddy_cpus auto: GOMAXPROCS %d, want 2", runtime.GOMAXPROCS(0))
 	}
-	if using, _ := cpuStatus(); using != 1 {
+	if using, _, _ := cpuStatus(); using != 1 {
 		t.Errorf("the admin API shows %d CPUs while one is lent; want the setting's 1", using)
 	}
-	returnGCProc()
+	returnProc(lentForGC)
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Errorf("after returnGCProc: GOMAXPROCS %d, want 1", got)
 	}
 
 	// A config started while the P is lent decides; returning it later
 	// changes nothing.
-	lendGCProc()
+	lendProc(lentForGC)
 	applyCaddyCPUs("all", 1, logger)
-	returnGCProc()
+	returnProc(lentForGC)
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("caddy_cpus all started while a P was lent, then returned: GOMAXPROCS %d, want 2", got)
 	}
-	if lendGCProc() {
+	if lendProc(lentForGC) {
 		t.Errorf("lent a P under caddy_cpus all")
 	}
 
 	// An explicit number is the user's: nothing is lent.
 	applyCaddyCPUs("1", 1, logger)
-	if lendGCProc() || runtime.GOMAXPROCS(0) != 1 {
+	if lendProc(lentForGC) || runtime.GOMAXPROCS(0) != 1 {
 		t.Errorf("lent a P under caddy_cpus 1: GOMAXPROCS %d", runtime.GOMAXPROCS(0))
 	}
 	for range 3 {

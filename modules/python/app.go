@@ -114,6 +114,11 @@ func (a *App) Restart() error { return a.pool.Restart() }
 // Scale sets the number of workers (see engine.Pool.Scale).
 func (a *App) Scale(n int) error { return a.pool.Scale(n) }
 
+// BusyTime is how long the app's workers have had requests (see
+// engine.Pool.BusyTime): Caddy is lent a second CPU only while they are
+// idle (hearth.BusyTimer).
+func (a *App) BusyTime() time.Duration { return a.pool.BusyTime() }
+
 // appStatus is one app in GET /hearth/apps: its pool's state, then the
 // guard's.
 type appStatus struct {

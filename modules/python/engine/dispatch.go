@@ -205,16 +205,42 @@ func less(a, b *worker) bool {
 
 // occupyLocked marks s busy with a request to path.
 func (p *Pool) occupyLocked(s *channel, path string) {
+	now := time.Now()
+	if s.worker.busy == 0 {
+		s.worker.busySince = now
+	}
 	s.worker.busy++
 	p.busyChannels++
-	s.path, s.since = path, time.Now()
+	s.path, s.since = path, now
 }
 
 // vacateLocked marks s free.
 func (p *Pool) vacateLocked(s *channel) {
 	s.worker.busy--
+	if s.worker.busy == 0 {
+		p.busyTime += time.Since(s.worker.busySince)
+	}
 	p.busyChannels--
 	s.path = ""
+}
+
+// BusyTime is how long the pool's workers have had a request, summed over
+// the workers (two workers busy for a second make two seconds), since the
+// pool started: an ASGI worker with several requests, or one websocket,
+// counts once for that time. It never decreases while the pool runs.
+func (p *Pool) BusyTime() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	total := p.busyTime
+	now := time.Now()
+	for _, ws := range [][]*worker{p.workers, p.retiring} {
+		for _, w := range ws {
+			if w.busy > 0 {
+				total += now.Sub(w.busySince)
+			}
+		}
+	}
+	return total
 }
 
 // release gives a channel back after a complete exchange. A worker that has

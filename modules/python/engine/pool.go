@@ -51,6 +51,7 @@ type Pool struct {
 	waiters          []*waiter   // FIFO
 	queueTimer       *time.Timer // expires waiters past queue_timeout
 	busyChannels     int
+	busyTime         time.Duration // workers' time with a request, for spells that ended (BusyTime)
 	pipelined        int           // requests pipelined on channels now (see dispatch.go)
 	pipelinedTotal   int64         // requests ever pipelined
 	meanDuration     time.Duration // moving average of request times (each at most pipelineSampleCap), for pipelining

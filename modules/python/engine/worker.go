@@ -28,6 +28,7 @@ type worker struct {
 	// guarded by the pool's mutex
 	replica    *supervisor.Replica[*worker] // the place it holds in the pool
 	busy       int                          // channels in use
+	busySince  time.Time                    // when busy last rose from 0
 	served     int64                        // requests completed
 	limit      int64                        // max_requests (with jitter) before recycling; 0: none
 	lastUsed   time.Time                    // when a request last finished
