@@ -275,12 +275,13 @@ func TestServicesStopInReverseOrder(t *testing.T) {
 			stop_timeout 5s
 		}
 		service user {
-			command {PYTHON} {APPS}/stoporder.py needs %[1]d %[2]s
+			command {PYTHON} {APPS}/stoporder.py needs %[1]d %[2]s %[3]d
+			ready tcp 127.0.0.1:%[3]d
 			stop_timeout 5s
 		}
 	}
 }
-`, port, out))
+`, port, out, freePort(t)))
 	waitFor(t, 30*time.Second, "both services", func() bool { return servicePID(c, "base") != 0 && servicePID(c, "user") != 0 })
 	c.stop()
 	seen, err := os.ReadFile(out)

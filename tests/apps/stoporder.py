@@ -1,8 +1,11 @@
 """Two services for the order Caddy stops them in at its exit:
 
     python stoporder.py listen <port>       serves connections on <port> until SIGTERM
-    python stoporder.py needs <port> <out>  on SIGTERM, writes to <out> whether
-                                            <port> still answered ("up"/"down")
+    python stoporder.py needs <port> <out> <ready>
+                                            on SIGTERM, writes to <out> whether
+                                            <port> still answered ("up"/"down");
+                                            listens on <ready> once it can
+                                            (its SIGTERM handler set)
 """
 import signal
 import socket
@@ -35,5 +38,9 @@ else:
             f.write(state)
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term_needs)
+    ready = socket.socket()
+    ready.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ready.bind(('127.0.0.1', int(sys.argv[4])))
+    ready.listen(16)
     while True:
-        time.sleep(1)
+        ready.accept()[0].close()
