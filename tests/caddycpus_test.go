@@ -240,7 +240,7 @@ func TestCaddyCPULentWhileWorkersIdle(t *testing.T) {
 		t.Skip("GOMAXPROCS is set in the environment: it decides, caddy_cpus does not apply")
 	}
 	if n := runtime.NumCPU(); n < 2 || n > 3 {
-		t.Skipf("%d CPUs: a CPU is lent only where caddy_cpus auto leaves Caddy one of two or three", n)
+		t.Skipf("%d CPUs: the test saturates one P of Caddy's, as caddy_cpus auto leaves it on two or three", n)
 	}
 	files := t.TempDir()
 	if err := os.WriteFile(filepath.Join(files, "site.css"), bytes.Repeat([]byte("a"), 2048), 0o644); err != nil {

@@ -47,7 +47,7 @@ type appsStatus struct {
 	// of CPUs available (see the caddy_cpus option).
 	CaddyCPUs int `json:"caddy_cpus"`
 	CPUs      int `json:"cpus"`
-	// CaddyCPULent says why Caddy's code has one more CPU than caddy_cpus
+	// CaddyCPULent says why Caddy's code has more CPUs than caddy_cpus
 	// for now: "garbage_collection" or "idle_workers"; empty when it has
 	// not.
 	CaddyCPULent string `json:"caddy_cpu_lent,omitempty"`

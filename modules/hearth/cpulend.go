@@ -4,40 +4,42 @@ import "time"
 
 // A second P while the workers are idle.
 //
-// caddy_cpus auto keeps Caddy's Go code to one P on a 2-CPU machine so
-// that the workers have the other CPU: there a second P costs Caddy more
-// in thread wake-ups than it gives (analysis.md). But when Caddy's work
-// is not the workers' (static files, TLS, a proxied service) and the
-// workers are idle, the other CPU idles while Caddy's one P is saturated:
-// a site's static files were served at 22.6–24k req/s with one P and
-// 34–40k with two (tests/bench/analysis.md, "One P for static files").
+// caddy_cpus auto keeps Caddy's Go code to half of the CPUs (one P on a
+// 2-CPU machine) so that the workers have the others: there a second P
+// costs Caddy more in thread wake-ups than it gives (analysis.md). But
+// when Caddy's work is not the workers' (static files, TLS, a proxied
+// service) and the workers are idle, their CPUs idle while Caddy's Ps are
+// saturated: a site's static files were served at 22.6–24k req/s with one
+// P and 34–40k with two (tests/bench/analysis.md, "One P for static
+// files").
 //
 // So the GC poller (gcpoll.go) also looks, every loadEvery, at how much
-// CPU Caddy used and how busy the pools' workers were, and lends the
-// second P (lendProc) while Caddy used loadLendFrom CPUs or more and the
-// workers were busy less than workersIdleBelow of the time; it takes the
-// P back once the workers are busy workersBusyFrom of the time or more,
-// or Caddy uses less than loadKeepFrom. The gap between the two sets of
-// thresholds keeps a load near one of them from switching at every look.
-// Only pools that measure their workers (BusyTimer: the Python apps) are
-// looked at; process upstreams and services are not.
+// CPU Caddy used and how busy the pools' workers were, and lends Caddy
+// every CPU (lendProc) while it used loadLendFrom of its Ps or more and
+// the workers were busy less than workersIdleBelow of the time per CPU
+// left to them; it takes them back once the workers are busy
+// workersBusyFrom of that time or more, or Caddy uses less than
+// loadKeepFrom of its own Ps. The gap between the two sets of thresholds
+// keeps a load near one of them from switching at every look. Only pools
+// that measure their workers (BusyTimer: the Python apps) are looked at:
+// with none, nothing is lent; process upstreams and services are not.
 
 // loadEvery is how often the load is looked at.
 const loadEvery = 100 * time.Millisecond
 
 const (
-	// loadLendFrom is how many CPUs Caddy must have used for the P to be
-	// lent: its one P saturated.
+	// loadLendFrom is how much CPU Caddy must have used, per P of its
+	// setting, for the CPUs to be lent: its Ps saturated.
 	loadLendFrom = 0.9
-	// loadKeepFrom is how many CPUs Caddy must keep using, with two Ps,
-	// for the P to stay lent.
+	// loadKeepFrom is how much CPU Caddy must keep using, per P of its
+	// setting, for the CPUs to stay lent.
 	loadKeepFrom = 0.6
 	// workersIdleBelow is the workers' busy time, as a share of the wall
 	// time summed over workers (0.1: one worker busy a tenth of the time),
-	// under which the P may be lent.
+	// per CPU left to the workers, under which the CPUs may be lent.
 	workersIdleBelow = 0.1
-	// workersBusyFrom is the workers' busy time from which a lent P is
-	// taken back.
+	// workersBusyFrom is the workers' busy time, per CPU left to them,
+	// from which lent CPUs are taken back.
 	workersBusyFrom = 0.25
 )
 
@@ -58,18 +60,20 @@ type loadLender struct {
 }
 
 // wants looks at the load since the last look and reports whether the
-// second P should be lent now (lent: it is).
+// CPUs should be lent now (lent: they are).
 func (l *loadLender) wants(lent bool) bool {
 	caddy, known, err := l.caddy.used()
 	workers, workersKnown := l.workersBusy()
-	if err != nil || !known || !workersKnown {
+	procs, spare, lendable := lendShape()
+	if err != nil || !known || !workersKnown || !lendable || procs < 1 || spare < 1 {
 		return false
 	}
-	return lendForLoad(caddy, workers, lent)
+	return lendForLoad(caddy/float64(procs), workers/float64(spare), lent)
 }
 
-// lendForLoad is the decision of wants: caddy is the CPUs Caddy used,
-// workers the share of the time the workers were busy.
+// lendForLoad is the decision of wants: caddy is the CPU Caddy used per P
+// of its setting, workers the share of the time the workers were busy per
+// CPU left to them.
 func lendForLoad(caddy, workers float64, lent bool) bool {
 	if lent {
 		return caddy >= loadKeepFrom && workers < workersBusyFrom

@@ -106,3 +106,41 @@ func TestLoadLenderWorkersBusy(t *testing.T) {
 		t.Errorf("nothing busy since: %.2f, want 0", busy)
 	}
 }
+
+// On four CPUs caddy_cpus auto gives Caddy two Ps: a collection gets no
+// P more (the one-P trouble it is lent for is not there), a saturated
+// Caddy with idle workers gets all four, and the status shows the
+// setting's two.
+func TestLendOnFourCPUs(t *testing.T) {
+	useCaddyCPUs(t)
+	runtime.GOMAXPROCS(4)
+	applyCaddyCPUs("auto", 1, zap.NewNop())
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Fatalf("caddy_cpus auto on 4 CPUs: GOMAXPROCS %d, want 2", got)
+	}
+	if lendProc(lentForGC) || runtime.GOMAXPROCS(0) != 2 {
+		t.Errorf("lent for a collection with two Ps: GOMAXPROCS %d", runtime.GOMAXPROCS(0))
+	}
+	if procs, spare, ok := lendShape(); procs != 2 || spare != 2 || !ok {
+		t.Errorf("lendShape: %d Ps, %d spare, lendable %v; want 2, 2, true", procs, spare, ok)
+	}
+	if !lendProc(lentForLoad) || runtime.GOMAXPROCS(0) != 4 {
+		t.Errorf("lent for the load: GOMAXPROCS %d, want 4", runtime.GOMAXPROCS(0))
+	}
+	if using, available, lent := cpuStatus(); using != 2 || available != 4 || lent != lentForLoad {
+		t.Errorf("status: %d of %d CPUs, lent for %q; want 2 of 4, idle_workers", using, available, lent)
+	}
+	returnProc(lentForLoad)
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Errorf("returned: GOMAXPROCS %d, want 2", got)
+	}
+	applyCaddyCPUs("all", 1, zap.NewNop())
+	if _, _, ok := lendShape(); ok || lendProc(lentForLoad) {
+		t.Errorf("caddy_cpus all: lendable %v", ok)
+	}
+	releaseCaddyCPUs()
+	releaseCaddyCPUs()
+	if got := runtime.GOMAXPROCS(0); got != 4 {
+		t.Errorf("after the last config stopped: GOMAXPROCS %d, want the 4 from before", got)
+	}
+}

@@ -28,8 +28,9 @@ var goProcs struct {
 	sync.Mutex
 	running  int        // hearth apps started and not stopped
 	baseline int        // GOMAXPROCS before Hearth changed it; 0 until then
-	lendable bool       // caddy_cpus auto left Caddy one P of several CPUs: a second may be lent
-	lent     lendReason // why lendProc raised GOMAXPROCS to 2; 0 when it is not lent
+	procs    int        // GOMAXPROCS the newest config's setting gives; 0 when the environment decides
+	lendable bool       // caddy_cpus auto left Caddy fewer Ps than CPUs: more may be lent
+	lent     lendReason // why lendProc raised GOMAXPROCS above procs; 0 when it did not
 }
 
 // lendReason is why a second P is lent to Caddy's Go code under
@@ -37,12 +38,25 @@ var goProcs struct {
 type lendReason uint8
 
 const (
-	// lentForGC: a garbage collection nears or runs (gcpoll.go).
+	// lentForGC: a garbage collection nears or runs on Caddy's one P
+	// (gcpoll.go): a second P.
 	lentForGC lendReason = 1 << iota
-	// lentForLoad: Caddy's one P is saturated while the workers are idle
-	// (cpulend.go).
+	// lentForLoad: Caddy's Ps are saturated while the workers are idle
+	// (cpulend.go): every CPU.
 	lentForLoad
 )
+
+// lentProcs is GOMAXPROCS while the P is lent for reasons (goProcs locked).
+func lentProcs(reasons lendReason) int {
+	n := goProcs.procs
+	if reasons&lentForGC != 0 {
+		n = max(n, 2)
+	}
+	if reasons&lentForLoad != 0 {
+		n = max(n, goProcs.baseline)
+	}
+	return n
+}
 
 // String is the reason as GET /hearth/apps shows it.
 func (r lendReason) String() string {
@@ -90,20 +104,21 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	goProcs.running++
-	wasLent := goProcs.lent != 0
-	goProcs.lendable, goProcs.lent = false, 0
+	prev := goProcs.procs
+	goProcs.procs, goProcs.lendable, goProcs.lent = 0, false, 0
 	if envDecides("GOMAXPROCS", "caddy_cpus", setting, logger) {
 		return
 	}
 	if goProcs.baseline == 0 {
 		goProcs.baseline = runtime.GOMAXPROCS(0)
 	}
-	n := caddyCPUsFor(setting, goProcs.baseline, pools > 0)
-	goProcs.lendable = n == 1 && goProcs.baseline >= 2 && (setting == "" || setting == CaddyCPUsAuto)
-	prev := runtime.GOMAXPROCS(n)
-	if wasLent {
-		prev-- // the lent P was not the setting's
+	if prev == 0 {
+		prev = runtime.GOMAXPROCS(0)
 	}
+	n := caddyCPUsFor(setting, goProcs.baseline, pools > 0)
+	goProcs.procs = n
+	goProcs.lendable = n < goProcs.baseline && (setting == "" || setting == CaddyCPUsAuto)
+	runtime.GOMAXPROCS(n)
 	if prev != n {
 		logger.Info("set how many CPUs Caddy's own code uses at once; the others stay free for the workers",
 			zap.Int("caddy_cpus", n), zap.Int("cpus", goProcs.baseline), zap.String("setting", orAuto(setting)))
@@ -117,29 +132,28 @@ func releaseCaddyCPUs() {
 	goProcs.running--
 	if goProcs.running == 0 && goProcs.baseline != 0 {
 		runtime.GOMAXPROCS(goProcs.baseline)
-		goProcs.baseline = 0
+		goProcs.baseline, goProcs.procs = 0, 0
 		goProcs.lendable, goProcs.lent = false, 0
 	}
 }
 
-// lendProc gives Caddy's Go code a second P for reason, when caddy_cpus
-// auto left it one of several CPUs, and reports whether the P is lent. A
-// garbage collection then runs its mark workers and sweeper beside the
-// requests instead of between them (gcpoll.go); a saturated Caddy whose
-// workers are idle uses the CPU they leave (cpulend.go). GOMAXPROCS waits
-// for a running mark phase to end.
+// lendProc lends Caddy's Go code more Ps for reason, when caddy_cpus auto
+// left it fewer than the CPUs, and reports whether they are lent: a
+// second P for a garbage collection on its one P, whose mark workers and
+// sweeper then run beside the requests instead of between them
+// (gcpoll.go); every CPU for a saturated Caddy whose workers are idle
+// (cpulend.go). GOMAXPROCS waits for a running mark phase to end.
 func lendProc(reason lendReason) bool {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	if goProcs.lent != 0 {
-		goProcs.lent |= reason
-		return true
-	}
-	if !goProcs.lendable || runtime.GOMAXPROCS(0) != 1 {
+	if !goProcs.lendable || (reason == lentForGC && goProcs.procs != 1) {
 		return false
 	}
-	runtime.GOMAXPROCS(2)
-	goProcs.lent = reason
+	before, after := lentProcs(goProcs.lent), lentProcs(goProcs.lent|reason)
+	goProcs.lent |= reason
+	if after != before {
+		runtime.GOMAXPROCS(after)
+	}
 	return true
 }
 
@@ -150,18 +164,28 @@ func procLent(reason lendReason) bool {
 	return goProcs.lent&reason != 0
 }
 
-// returnProc gives up reason for the lent P, and takes the P back when no
-// reason is left, unless a config started since has set GOMAXPROCS anew.
+// returnProc gives up reason for the lent Ps, and takes back what no
+// other reason holds; a config started since has set GOMAXPROCS anew and
+// cleared every reason.
 func returnProc(reason lendReason) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
 	if goProcs.lent&reason == 0 {
 		return
 	}
+	before, after := lentProcs(goProcs.lent), lentProcs(goProcs.lent&^reason)
 	goProcs.lent &^= reason
-	if goProcs.lent == 0 {
-		runtime.GOMAXPROCS(1)
+	if after != before {
+		runtime.GOMAXPROCS(after)
 	}
+}
+
+// lendShape is how many Ps caddy_cpus auto gave Caddy and how many more
+// CPUs there are, when it may be lent more (ok).
+func lendShape() (procs, spare int, ok bool) {
+	goProcs.Lock()
+	defer goProcs.Unlock()
+	return goProcs.procs, goProcs.baseline - goProcs.procs, goProcs.lendable
 }
 
 // cpuStatus is how many CPUs Caddy's Go code uses, in GET /hearth/apps,
@@ -169,9 +193,9 @@ func returnProc(reason lendReason) {
 func cpuStatus() (using, available int, lent lendReason) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	using = runtime.GOMAXPROCS(0)
-	if goProcs.lent != 0 {
-		using-- // lent, not the setting's
+	using = goProcs.procs // what is lent is not the setting's
+	if using == 0 {
+		using = runtime.GOMAXPROCS(0)
 	}
 	available = goProcs.baseline
 	if available == 0 {

@@ -155,7 +155,7 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 				returnProc(lentForLoad)
 			}
 		}
-		if procLent(lentForLoad) { // two Ps already: a collection needs no help
+		if procLent(lentForLoad) { // every CPU already: a collection needs no help
 			returnProc(lentForGC)
 			plan, phase, help = gcPollPlan{}, gcFar, false
 			timer.Reset(loadEvery)
@@ -164,7 +164,11 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 		lent := procLent(lentForGC)              // goProcs's: a config started since may have set GOMAXPROCS anew
 		if !lent && runtime.GOMAXPROCS(0) != 1 { // with more, an idle P's thread waits on the network
 			plan, phase = gcPollPlan{}, gcFar // a stale sample would misread the rate after a change back
-			timer.Reset(gcPollAside)
+			if _, _, lendable := lendShape(); lendable {
+				timer.Reset(loadEvery) // the load may call for the CPUs caddy_cpus auto left out
+			} else {
+				timer.Reset(gcPollAside)
+			}
 			continue
 		}
 		last := phase

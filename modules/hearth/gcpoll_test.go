@@ -183,7 +183,7 @@ func useCaddyCPUs(t *testing.T) {
 	before := runtime.GOMAXPROCS(2)
 	t.Cleanup(func() {
 		goProcs.Lock()
-		goProcs.running, goProcs.baseline, goProcs.lendable, goProcs.lent = 0, 0, false, 0
+		goProcs.running, goProcs.baseline, goProcs.procs, goProcs.lendable, goProcs.lent = 0, 0, 0, false, 0
 		goProcs.Unlock()
 		runtime.GOMAXPROCS(before)
 	})
