@@ -9,10 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // cpuUse reads how many CPUs caddy's Go code uses, of how many, from
@@ -205,7 +208,7 @@ func hammer(t *testing.T, url string, n int) (stop func()) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			client := &http.Client{Timeout: 30 * time.Second}
+			client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 			for {
 				select {
 				case <-done:
@@ -229,6 +232,33 @@ func hammer(t *testing.T, url string, n int) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// lentWithin reports whether Caddy is lent a CPU for idle workers within d.
+func lentWithin(c *caddyProc, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c.cpuLent() == "idle_workers" {
+			return true
+		}
+	}
+	return false
+}
+
+// caddyCPU is how many CPUs Caddy's process used over d.
+func caddyCPU(t *testing.T, c *caddyProc, d time.Duration) float64 {
+	t.Helper()
+	ticks := func() int {
+		fields, err := supervisor.ProcStat(c.cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		utime, _ := strconv.Atoi(fields[11]) // fields 14 and 15 of proc(5)
+		stime, _ := strconv.Atoi(fields[12])
+		return utime + stime
+	}
+	start, before := time.Now(), ticks()
+	time.Sleep(d)
+	return float64(ticks()-before) / 100 / time.Since(start).Seconds() // USER_HZ is 100 on Linux
 }
 
 // TestCaddyCPULentWhileWorkersIdle: under caddy_cpus auto on a 2-CPU
@@ -287,7 +317,14 @@ http://127.0.0.1:%d {
 	}
 
 	stopFiles := hammer(t, base+"/site.css", 8)
-	waitLent("idle_workers", "static files saturating Caddy, the workers idle")
+	if !lentWithin(c, 20*time.Second) {
+		// the machine is shared (other test packages run beside this one):
+		// without a CPU's worth for Caddy there is nothing to lend
+		if used := caddyCPU(t, c, time.Second); used < 0.9 {
+			t.Skipf("Caddy used %.2f CPUs under the test's load: the machine is too busy to saturate it", used)
+		}
+		waitLent("idle_workers", "static files saturating Caddy, the workers idle")
+	}
 
 	stopApp := hammer(t, base+"/app/slow?0.05", 2) // both workers busy
 	waitLent("", "the workers busy")

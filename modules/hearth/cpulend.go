@@ -46,7 +46,7 @@ const (
 // BusyTimer is a pool that measures how long its workers have had
 // requests; Caddy is lent a second CPU only while they are idle.
 type BusyTimer interface {
-	// BusyTime is how long the pool's workers have had a request,
+	// BusyTime is how long the pool's workers have had a request or been starting,
 	// summed over the workers, since the pool started.
 	BusyTime() time.Duration
 }

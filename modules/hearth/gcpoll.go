@@ -148,7 +148,9 @@ func pollDuringGC(stop chan struct{}, helpBelow float64) {
 			return
 		case <-timer.C:
 		}
-		if time.Since(load.at) >= loadEvery {
+		if _, _, lendable := lendShape(); !lendable {
+			load = loadLender{} // nothing to lend: no look (caddy_cpus 1 or all, one CPU)
+		} else if time.Since(load.at) >= loadEvery && phase != gcMarking { // GOMAXPROCS would wait for the mark to end
 			if load.wants(procLent(lentForLoad)) {
 				lendProc(lentForLoad)
 			} else {

@@ -114,7 +114,7 @@ func (a *App) Restart() error { return a.pool.Restart() }
 // Scale sets the number of workers (see engine.Pool.Scale).
 func (a *App) Scale(n int) error { return a.pool.Scale(n) }
 
-// BusyTime is how long the app's workers have had requests (see
+// BusyTime is how long the app's workers have had requests or been starting (see
 // engine.Pool.BusyTime): Caddy is lent a second CPU only while they are
 // idle (hearth.BusyTimer).
 func (a *App) BusyTime() time.Duration { return a.pool.BusyTime() }

@@ -76,4 +76,28 @@ func TestBusyTime(t *testing.T) {
 	}
 	p.release(c)
 	p.release(d)
+
+	// a worker taken out of service (it crashed or timed out) while its
+	// two threads are busy: its spell counts until the last one ends
+	before := p.BusyTime()
+	p.mu.Lock()
+	e, f := workers[1].channels[0], workers[1].channels[1]
+	p.occupyLocked(e, "/e")
+	p.occupyLocked(f, "/f")
+	p.workers = without(p.workers, workers[1])
+	p.idle = nil
+	p.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	if got := p.BusyTime() - before; got < 20*time.Millisecond {
+		t.Errorf("a worker out of service with two requests for 20ms: BusyTime grew by %v", got)
+	}
+	p.mu.Lock()
+	p.vacateLocked(e)
+	p.vacateLocked(f)
+	p.mu.Unlock()
+	after := p.BusyTime()
+	time.Sleep(10 * time.Millisecond)
+	if got := p.BusyTime(); got != after {
+		t.Errorf("nothing busy: BusyTime went from %v to %v", after, got)
+	}
 }

@@ -207,7 +207,7 @@ func less(a, b *worker) bool {
 func (p *Pool) occupyLocked(s *channel, path string) {
 	now := time.Now()
 	if s.worker.busy == 0 {
-		s.worker.busySince = now
+		s.worker.busySince = p.busyBeginLocked(now)
 	}
 	s.worker.busy++
 	p.busyChannels++
@@ -218,29 +218,41 @@ func (p *Pool) occupyLocked(s *channel, path string) {
 func (p *Pool) vacateLocked(s *channel) {
 	s.worker.busy--
 	if s.worker.busy == 0 {
-		p.busyTime += time.Since(s.worker.busySince)
+		p.busyEndLocked(s.worker.busySince, time.Now())
 	}
 	p.busyChannels--
 	s.path = ""
 }
 
-// BusyTime is how long the pool's workers have had a request, summed over
-// the workers (two workers busy for a second make two seconds), since the
-// pool started: an ASGI worker with several requests, or one websocket,
-// counts once for that time. It never decreases while the pool runs.
+// busyClock is where the pools' busy spells are measured from.
+var busyClock = time.Now()
+
+// busyBeginLocked starts a spell of a worker's busy time (a request, or
+// starting the worker: importing the app takes a CPU too) and returns
+// its start, for busyEndLocked.
+func (p *Pool) busyBeginLocked(now time.Time) time.Time {
+	p.busySpells++
+	p.busyStarts += now.Sub(busyClock)
+	return now
+}
+
+// busyEndLocked ends the spell that began at since.
+func (p *Pool) busyEndLocked(since, now time.Time) {
+	p.busySpells--
+	p.busyStarts -= since.Sub(busyClock)
+	p.busyTime += now.Sub(since)
+}
+
+// BusyTime is how long the pool's workers have had a request or been
+// starting, summed over the workers (two workers busy for a second make
+// two seconds), since the pool started: an ASGI worker with several
+// requests, or one websocket, counts once for that time. It never
+// decreases: a spell counts until it ends, whatever became of its worker.
 func (p *Pool) BusyTime() time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	total := p.busyTime
-	now := time.Now()
-	for _, ws := range [][]*worker{p.workers, p.retiring} {
-		for _, w := range ws {
-			if w.busy > 0 {
-				total += now.Sub(w.busySince)
-			}
-		}
-	}
-	return total
+	elapsed := time.Since(busyClock)
+	return p.busyTime + time.Duration(p.busySpells)*elapsed - p.busyStarts
 }
 
 // release gives a channel back after a complete exchange. A worker that has

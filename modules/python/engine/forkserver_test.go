@@ -165,4 +165,9 @@ func TestForkAnswerOfAnEarlierRequest(t *testing.T) {
 	if !running(victim.Process.Pid) {
 		t.Errorf("the process named in the earlier answer was killed")
 	}
+	// starting a worker counts as its busy time (importing the app takes
+	// a CPU), success or not, and ends with the start
+	if b := p.BusyTime(); b <= 0 || b != p.BusyTime() {
+		t.Errorf("after a worker's start failed: BusyTime %v, then %v; want the start's time, still", b, p.BusyTime())
+	}
 }

@@ -51,7 +51,9 @@ type Pool struct {
 	waiters          []*waiter   // FIFO
 	queueTimer       *time.Timer // expires waiters past queue_timeout
 	busyChannels     int
-	busyTime         time.Duration // workers' time with a request, for spells that ended (BusyTime)
+	busyTime         time.Duration // workers' busy time, of the spells that ended (BusyTime)
+	busySpells       int           // spells of busy time under way: workers with requests, workers starting
+	busyStarts       time.Duration // the sum of their starts, from busyClock
 	pipelined        int           // requests pipelined on channels now (see dispatch.go)
 	pipelinedTotal   int64         // requests ever pipelined
 	meanDuration     time.Duration // moving average of request times (each at most pipelineSampleCap), for pipelining

@@ -72,6 +72,14 @@ func (e *startupError) Error() string {
 // every channel.
 func (p *Pool) spawnWorker() (_ *worker, err error) {
 	defer panics.Recover(p.logger, "starting a worker", &err)
+	p.mu.Lock()
+	since := p.busyBeginLocked(time.Now()) // importing the app keeps a CPU busy
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.busyEndLocked(since, time.Now())
+		p.mu.Unlock()
+	}()
 	local := make([]net.Conn, 0, p.opts.Threads)
 	remote := make([]*os.File, 0, p.opts.Threads)
 	defer func() {
