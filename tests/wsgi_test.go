@@ -675,3 +675,33 @@ func TestMistypedModuleGetsAFix(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerBeforeTheBodyIsRead: a request whose body the app does not
+// read, to a page larger than a socket's buffer, is answered at once,
+// whatever the body's size. Caddy wrote a body held in memory (up to
+// 256 KiB) in one write with the request's head, and read the answer only
+// after: the worker, writing its 300 KiB page before reading the body, and
+// Caddy, writing the body, each waited for the other until the request's
+// timeout killed the worker (a GET with a 250 KiB body did that to any
+// large page, so a client could keep every worker of an app so).
+func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
+	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 10s")
+	c := startCaddy(t, config)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for _, kib := range []int{0, 60, 100, 200, 250, 256, 300, 2048} {
+		start := time.Now()
+		req, _ := http.NewRequest("GET", url+"/?kib=300", bytes.NewReader(make([]byte, kib<<10)))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("a %d KiB body: %v\n%s", kib, err, c.log.String())
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != 300<<10 {
+			t.Fatalf("a %d KiB body: status %d, %d bytes of the 300 KiB page after %v\n%s", kib, resp.StatusCode, n, time.Since(start), c.log.String())
+		}
+	}
+	if apps, err := c.apps(); err != nil || len(apps) != 1 || apps[0].Restarts["timeout"] != 0 {
+		t.Fatalf("a worker was restarted for its timeout: %+v %v", apps, err)
+	}
+}

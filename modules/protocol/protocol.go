@@ -155,9 +155,13 @@ type Reader struct {
 	buf      []byte
 }
 
+// readerBuffer is the payload buffer a Reader keeps; a larger frame's
+// buffer is kept only while larger frames follow.
+const readerBuffer = 64 << 10
+
 // NewReader returns a Reader on r; r should be buffered.
 func NewReader(r io.Reader) *Reader {
-	fr := &Reader{r: r, buf: make([]byte, 0, 64<<10)}
+	fr := &Reader{r: r, buf: make([]byte, 0, readerBuffer)}
 	fr.buffered, _ = r.(interface{ Buffered() int })
 	return fr
 }
@@ -192,8 +196,14 @@ func (fr *Reader) Next() (Header, []byte, error) {
 	if err != nil {
 		return h, nil, err
 	}
-	if int(h.Length) > cap(fr.buf) {
+	switch {
+	case int(h.Length) > cap(fr.buf):
 		fr.buf = make([]byte, h.Length)
+	case h.Length <= readerBuffer && cap(fr.buf) > readerBuffer:
+		// a large frame's buffer goes once the frames are small again: kept,
+		// one burst of 1 MiB bodies left every channel of a pool holding
+		// 1 MiB for the life of its worker
+		fr.buf = make([]byte, 0, readerBuffer)
 	}
 	p := fr.buf[:h.Length]
 	if _, err := io.ReadFull(fr.r, p); err != nil {

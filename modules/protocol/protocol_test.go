@@ -220,3 +220,32 @@ func TestReaderCutFrameStays(t *testing.T) {
 		})
 	}
 }
+
+// TestReaderGivesBackALargeBuffer: a Reader keeps a large frame's buffer
+// only while large frames follow. Before, a channel that once carried a
+// 1 MiB frame held 1 MiB for good: a burst of large bodies to an ASGI app
+// left every one of its channels (a hundred per worker) holding it.
+func TestReaderGivesBackALargeBuffer(t *testing.T) {
+	var b bytes.Buffer
+	for _, size := range []int{MaxPayload, MaxPayload / 2, 1, 0, readerBuffer, readerBuffer + 1, 10} {
+		b.Write(AppendFrame(nil, ResponseBody, 0, 1, bytes.Repeat([]byte{'x'}, size)))
+	}
+	fr := NewReader(bufio.NewReader(&b))
+	for i, want := range []struct{ size, maxCap int }{
+		{MaxPayload, MaxPayload},
+		{MaxPayload / 2, MaxPayload}, // still large: the buffer is reused
+		{1, readerBuffer},            // small again: given back
+		{0, readerBuffer},
+		{readerBuffer, readerBuffer},
+		{readerBuffer + 1, readerBuffer + 1},
+		{10, readerBuffer},
+	} {
+		_, p, err := fr.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if len(p) != want.size || cap(fr.buf) > want.maxCap || bytes.Count(p, []byte{'x'}) != want.size {
+			t.Fatalf("frame %d: %d bytes with a buffer of %d, want %d bytes and at most %d", i, len(p), cap(fr.buf), want.size, want.maxCap)
+		}
+	}
+}

@@ -124,5 +124,22 @@ func (b *Body) reader() io.Reader {
 	if b.file != nil {
 		return io.NewSectionReader(b.file, 0, b.size)
 	}
-	return nil
+	return bytes.NewReader(b.mem)
+}
+
+// inlineBodyLimit is the largest request body sent to a worker in the
+// write that carries the request's head. A worker reads a body only as its
+// app asks for it, and an app may write its whole response first (a page
+// that ignores the body, WSGI's drain at the end): a write larger than the
+// channel's socket buffer would then wait for the worker while the worker
+// waited for Caddy to read its answer (a GET with a 250 KiB body to a
+// 300 KiB page held the worker until its timeout, and a client could keep
+// every worker so). A larger body is written beside the reading of the
+// response (writeBodyFrames). With the pipelined requests' frames
+// (pipelineMaxBytes) it stays within the buffer channelWriteBuffer asks.
+const inlineBodyLimit = 64 << 10
+
+// inline says the body goes with the request's head, in one write.
+func (b *Body) inline() bool {
+	return b.file == nil && b.size <= inlineBodyLimit
 }

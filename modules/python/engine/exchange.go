@@ -83,12 +83,12 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 	}
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: flags, Stream: sid})
 	frames := head
-	if body.file == nil && body.size > 0 {
+	if body.inline() && body.size > 0 {
 		frames = appendBodyFrames(head, sid, body.mem)
 	}
 	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		g, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.file == nil, rq.Timeout)
+		g, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
 		if err != nil {
 			return p.unavailable(err)
 		}
@@ -141,7 +141,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 			// a worker that stopped reading would stop reading there too
 			return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
 		}
-		if body.file != nil {
+		if !body.inline() {
 			bodySent = make(chan error, 1)
 			go func() {
 				bodySent <- panics.Call(p.logger, "sending a request body to a worker", func() error { return writeBodyFrames(s, sid, body.reader()) })
@@ -607,7 +607,8 @@ func appendBodyFrames(dst []byte, sid uint32, body []byte) []byte {
 	}
 }
 
-// writeBodyFrames streams a spilled request body to the worker.
+// writeBodyFrames streams a request body too large to go with its head
+// (Body.inline) to the worker, while the response is read.
 func writeBodyFrames(s *channel, sid uint32, body io.Reader) error {
 	buf := make([]byte, protocol.HeaderSize+256<<10)
 	for {

@@ -335,3 +335,60 @@ func TestASGITimeoutCancelsTheRequest(t *testing.T) {
 		t.Errorf("the next request on the channel: %v %d %q", err, rec.Code, rec.Body.String())
 	}
 }
+
+// TestAnswerBeforeTheBodyIsRead: a worker that writes its whole answer,
+// larger than a socket's buffer, before it reads the request's body (what
+// the WSGI runtime does for an app that ignores the body: it drains it
+// after the response) gets its answer read while the body is still being
+// written, whatever the body's size. A body held in memory went in one
+// write with the head, and the answer was read only after it: with a
+// 250 KiB body the two sides waited for each other until the timeout.
+func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
+	page := make([]byte, 300<<10)
+	for _, size := range []int{0, 1, inlineBodyLimit, inlineBodyLimit + 1, 150 << 10, 250 << 10, memBodyLimit, memBodyLimit + 1, 2 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			p, far := onePool(t)
+			drained := make(chan int, 1)
+			go func() {
+				fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+				h, _, err := fr.Next()
+				if err != nil {
+					drained <- -1
+					return
+				}
+				out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK\x00Content-Type\x00text/plain"))
+				out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, page)
+				if _, err := far.Write(out); err != nil { // all of it, as sendall
+					drained <- -1
+					return
+				}
+				got, end := 0, h.End()
+				for !end { // then the body, as Input.drain
+					h, payload, err := fr.Next()
+					if err != nil {
+						drained <- -1
+						return
+					}
+					got, end = got+len(payload), h.End()
+				}
+				drained <- got
+			}()
+			r := httptest.NewRequest("GET", "/big-page", bytes.NewReader(make([]byte, size)))
+			body, err := ReadBody(r, 100<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer body.Close()
+			rec := httptest.NewRecorder()
+			if err := p.Serve(rec, r, &Request{Body: body, Timeout: 5 * time.Second}); err != nil {
+				t.Fatalf("Serve: %v (failure %v)", err, FailureOf(err))
+			}
+			if rec.Code != 200 || rec.Body.Len() != len(page) {
+				t.Fatalf("status %d, %d bytes of the %d the worker sent", rec.Code, rec.Body.Len(), len(page))
+			}
+			if got := <-drained; got != size {
+				t.Fatalf("the worker read %d bytes of the %d-byte body", got, size)
+			}
+		})
+	}
+}

@@ -236,6 +236,13 @@ func (w *worker) stop(grace time.Duration) {
 	w.proc.Stop(syscall.SIGTERM, grace)
 }
 
+// channelWriteBuffer is the send buffer asked for Caddy's end of a
+// channel (Linux doubles it: 256 KiB, unless net.core.wmem_max is set
+// below 128 KiB): room for a request's head, its inline body and the requests
+// pipelined behind it, whatever net.core.wmem_default says, so that
+// writing them never waits for a worker that is writing its answer.
+const channelWriteBuffer = 128 << 10
+
 // socketPair returns a connected pair: Caddy's end as a net.Conn, the
 // worker's end as a file to hand to the child.
 func socketPair() (net.Conn, *os.File, error) {
@@ -243,6 +250,8 @@ func socketPair() (net.Conn, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// best effort: the default (net.core.wmem_default, 208 KiB) holds it too
+	_ = syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF, channelWriteBuffer)
 	localFile := os.NewFile(uintptr(fds[0]), "hearth-caddy")
 	remote := os.NewFile(uintptr(fds[1]), "hearth-worker")
 	conn, err := net.FileConn(localFile)
