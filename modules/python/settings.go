@@ -15,13 +15,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/regularfile"
 	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/safedir"
 )
@@ -244,16 +244,17 @@ func projectSettingsModule(spec *poolSpec) (string, error) {
 }
 
 // readHead returns up to limit bytes of the regular file at path (nil if
-// it cannot be read, or is a FIFO or device, which could block forever).
+// it cannot be read or is not a regular file). A device is never opened:
+// the path is in an app's directory, and its account could make
+// `mysite/wsgi/__init__.py` a link to its own terminal, which Caddy,
+// started by systemd without one, took as its controlling terminal (a
+// Ctrl-C typed there stopped Caddy), or to a watchdog device.
 func readHead(path string, limit int64) []byte {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := regularfile.Open(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
-		return nil
-	}
 	b, _ := io.ReadAll(io.LimitReader(f, limit))
 	return b
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/hearth-dev/hearth/modules/internal/regularfile"
 )
 
 // maxEnvFile bounds an env_file: a dotenv file is a few kilobytes.
@@ -63,7 +63,7 @@ func readAsAccount(what, wants, path string, as *syscall.Credential) ([]byte, er
 	default:
 		read()
 	}
-	var notRegular *notRegularError
+	var notRegular *regularfile.NotRegularError
 	switch {
 	case err == nil:
 		return data, nil
@@ -82,7 +82,7 @@ func readAsAccount(what, wants, path string, as *syscall.Credential) ([]byte, er
 		return nil, fmt.Errorf("%s: %s, the account the processes run as, cannot read it (%w): Hearth reads it as that account, which gets its values anyway; make it that account's (chown %s %s && chmod 600 %s), and the directories above it enterable by it",
 			what, who, err, who, path, path)
 	case errors.As(err, &notRegular):
-		return nil, fmt.Errorf("%s is %s, not a file: give %s", what, notRegular.what, wants)
+		return nil, fmt.Errorf("%s is %s, not a file: give %s", what, notRegular.Kind, wants)
 	case errors.Is(err, errTooLarge):
 		return nil, fmt.Errorf("%s is larger than %d bytes: is it the right file? (give %s)", what, maxEnvFile, wants)
 	}
@@ -92,74 +92,23 @@ func readAsAccount(what, wants, path string, as *syscall.Credential) ([]byte, er
 // errTooLarge is a file over the size readRegularFile reads.
 var errTooLarge = errors.New("file too large")
 
-// notRegularError is a path that is not a regular file.
-type notRegularError struct{ what string }
-
-func (e *notRegularError) Error() string { return "not a regular file: " + e.what }
-
 // readRegularFile reads the regular file at path, at most limit bytes,
-// and refuses anything else (a FIFO, a device, a directory) before opening
-// it for reading: opening a device can act (a watchdog is armed, a tape
-// rewound), and a FIFO with no writer blocks the open for good. It looks
-// at the file through an O_PATH descriptor first, then reopens that same
-// file (/proc/self/fd) for reading, with the permission checks of a read.
+// and refuses anything else (a FIFO, a device, a directory) without
+// opening it (regularfile.Open).
 func readRegularFile(path string, limit int64) ([]byte, error) {
-	pfd, err := syscall.Open(path, unix.O_PATH|syscall.O_CLOEXEC, 0)
+	f, err := regularfile.Open(path)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
-	defer syscall.Close(pfd)
-	var st syscall.Stat_t
-	if err := syscall.Fstat(pfd, &st); err != nil {
-		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
-	}
-	if mode := st.Mode & syscall.S_IFMT; mode != syscall.S_IFREG {
-		return nil, &notRegularError{what: fileKind(mode)}
-	}
-	if st.Size > limit {
+	defer f.Close()
+	if info, err := f.Stat(); err == nil && info.Size() > limit {
 		return nil, errTooLarge
 	}
-	fd, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(pfd), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err == syscall.ENOENT || err == syscall.ENOSYS || err == syscall.EACCES {
-		// no /proc (a chroot), or an older kernel that lets only the
-		// thread-group leader through it after a file-system uid change:
-		// the path again, without blocking, and it must still be the file
-		// looked at (the same device and inode)
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-		if err == nil {
-			var again syscall.Stat_t
-			if serr := syscall.Fstat(fd, &again); serr != nil || again.Dev != st.Dev || again.Ino != st.Ino {
-				syscall.Close(fd)
-				return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("the file changed while it was opened")}
-			}
-		}
-	}
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err == nil && int64(len(data)) > limit {
 		return nil, errTooLarge
 	}
 	return data, err
-}
-
-// fileKind names the kind of file a stat mode (S_IFMT bits) is, for
-// messages.
-func fileKind(mode uint32) string {
-	switch mode {
-	case syscall.S_IFDIR:
-		return "a directory"
-	case syscall.S_IFIFO:
-		return "a named pipe (FIFO)"
-	case syscall.S_IFSOCK:
-		return "a socket"
-	case syscall.S_IFCHR, syscall.S_IFBLK:
-		return "a device"
-	}
-	return "not a regular file"
 }
 
 // envLineError is a line of an env file that does not parse. Its text
