@@ -647,6 +647,27 @@ http://127.0.0.1:%[2]d {
 	checkPriority(t, "caddy hearth exec as the app's user", caddy, e)
 	checkSignals(t, "caddy hearth exec as the app's user", e)
 
+	// nor what the login had open: a descriptor caddy inherited without
+	// close-on-exec (a root shell's `exec 3<file`) does not reach the
+	// command (supervisor's init marks them all, as for workers)
+	rootOnly := filepath.Join(t.TempDir(), "root-only")
+	if err := os.WriteFile(rootOnly, []byte("root's\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inherited, err := os.Open(rootOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inherited.Close()
+	cli = exec.Command(caddyBinary(t), "hearth", "exec", "--user", "nobody", "probe", "--", "python", "-c",
+		"import os\nfor fd in os.listdir('/proc/self/fd'):\n    try: print('fd', fd, os.readlink('/proc/self/fd/' + fd))\n    except OSError: pass")
+	cli.Dir, cli.Env = c.dir, append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(c.dir, "data"))
+	cli.ExtraFiles = []*os.File{inherited}
+	out, err = cli.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "fd 0 ") || strings.Contains(string(out), rootOnly) {
+		t.Errorf("caddy hearth exec as the app's user, run holding a root-only file open (fd 3): want the command's descriptors without it: %v\n%s", err, out)
+	}
+
 	// caddy hearth exec as the app's user, run from a terminal, is still
 	// interactive: its command reads what is typed and writes to the screen
 	execMaster, exited := execInTerminal(t, c.dir, "python", "-c", "print('reversed:', input('say: ')[::-1])")

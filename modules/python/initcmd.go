@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -239,14 +241,26 @@ func probeAccount(paths ...string) *syscall.Credential {
 	return &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 }
 
+// plainPath says a path can be written in a Caddyfile as one token, and
+// printed to a terminal, as it is: no space of any script (U+00A0 split
+// the token), quote, brace, backslash (one at the end joined the next
+// line), control or bidirectional control character (an escape sequence
+// in a directory's name reached the terminal with init's output).
+func plainPath(path string) bool {
+	return !strings.ContainsFunc(path, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) ||
+			strings.ContainsRune("\"{}\\", r) || r == utf8.RuneError
+	})
+}
+
 // initProject writes dir/Caddyfile for the project found there.
 func initProject(out io.Writer, dir, site string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	if strings.ContainsAny(abs, "\"{}\n\r\t\v\f ") {
-		return fmt.Errorf("the project's path %q has a space, quote or brace: move the project to a plain path (the Caddyfile names it)", abs)
+	if !plainPath(abs) {
+		return fmt.Errorf("the project's path %q has a space, quote, brace, backslash or control character: move the project to a plain path (the Caddyfile names it)", abs)
 	}
 	if site == "" || strings.ContainsAny(site, "{}\"\n\r\t\v\f ") {
 		return fmt.Errorf("--site %q is not a site address; examples: :2929, home.example.net:2929", site)

@@ -85,9 +85,14 @@ func TestInitNeverProbesAsRoot(t *testing.T) {
 // TestInitRefusesPathsTheCaddyfileCannotHold: a project path or site with
 // whitespace the Caddyfile's lexer splits on (a carriage return, vertical
 // tab or form feed too: `/srv/a\r#x` would have become /srv/a and a
-// comment) is refused before anything is written.
+// comment) is refused before anything is written; so is one the
+// lexer took apart otherwise (a no-break space split the token, a final
+// backslash joined the next line) or that the terminal would act on as
+// init prints it (an escape sequence, a C1 control, a bidirectional
+// override), or that is not UTF-8.
 func TestInitRefusesPathsTheCaddyfileCannotHold(t *testing.T) {
-	for _, name := range []string{"a b", "a\tb", "a\rb", "a\vb", "a\fb", "a{b"} {
+	for _, name := range []string{"a b", "a\tb", "a\rb", "a\vb", "a\fb", "a{b",
+		"a\u00a0b", "a\u0085b", "a\u3000b", "a\\", "a\x1b]2;owned\x07b", "a\u009bb", "a\u202eb", "a\xffb"} {
 		dir := filepath.Join(t.TempDir(), name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
