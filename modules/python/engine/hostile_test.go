@@ -392,3 +392,92 @@ func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
 		})
 	}
 }
+
+// addFakeWorker adds to p a worker whose channel's far end the test holds
+// (it plays the worker), its process a sleeping stand-in, as onePool's.
+func addFakeWorker(t *testing.T, p *Pool) (*worker, net.Conn) {
+	t.Helper()
+	conn, far := channelPair(t)
+	stand, _ := startGroup(t)
+	w := &worker{proc: adoptChild(t, stand.Process.Pid)}
+	w.channels = []*channel{{worker: w, conn: conn, frames: protocol.NewReader(bufio.NewReaderSize(conn, 64<<10))}}
+	p.mu.Lock()
+	p.addWorkerLocked(w)
+	p.mu.Unlock()
+	return w, far
+}
+
+// TestRetiredWorkerEndsAtStopTimeout: a worker retired (max_requests,
+// max_memory, max_lifetime) while a request on it never ends (a
+// WebSocket, an event stream) is stopped once stop_timeout has passed,
+// and no more retired workers wait than the pool may have workers. A
+// client holding a WebSocket per worker and sending max_requests requests
+// left one more Python process at each recycling, for good.
+func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
+	// a request that never ends on w: its far end reads it, never answers
+	busy := func(p *Pool, far net.Conn) chan error {
+		served := make(chan error, 1)
+		go func() {
+			served <- p.Serve(httptest.NewRecorder(), httptest.NewRequest("POST", "/events", nil), &Request{}) // not retried elsewhere
+		}()
+		if _, _, err := protocol.NewReader(far).Next(); err != nil {
+			t.Fatal(err)
+		}
+		return served
+	}
+	retire := func(p *Pool, w *worker) {
+		p.mu.Lock()
+		p.retireLocked(w, "max_requests", true)
+		p.mu.Unlock()
+	}
+	ended := func(w *worker, within time.Duration) bool {
+		select {
+		case <-w.proc.Done():
+			return true
+		case <-time.After(within):
+			return false
+		}
+	}
+	newPool := func(stopTimeout time.Duration) *Pool {
+		p := New(Options{Name: "retiring", Kind: "wsgi", Pipeline: "off", Threads: 1, Workers: 1, MaxQueue: 10, QueueTimeout: time.Minute, StopTimeout: stopTimeout}, zap.NewNop())
+		p.state = supervisor.Running
+		return p
+	}
+
+	t.Run("stop_timeout", func(t *testing.T) {
+		p := newPool(300 * time.Millisecond)
+		w, far := addFakeWorker(t, p)
+		served := busy(p, far)
+		retire(p, w)
+		if !ended(w, 10*time.Second) {
+			t.Fatal("a retired worker with a request that never ends still runs 10 s after its 300 ms stop_timeout")
+		}
+		select {
+		case err := <-served:
+			if err == nil {
+				t.Fatal("the cut request ended without an error")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request on the stopped worker did not end")
+		}
+	})
+
+	t.Run("at most as many retired as workers", func(t *testing.T) {
+		p := newPool(time.Minute)
+		first, far1 := addFakeWorker(t, p)
+		busy(p, far1)
+		retire(p, first)
+		if ended(first, 300*time.Millisecond) {
+			t.Fatal("a retired worker stopped long before its stop_timeout")
+		}
+		second, far2 := addFakeWorker(t, p)
+		busy(p, far2)
+		retire(p, second)
+		if !ended(first, 10*time.Second) {
+			t.Fatal("two retired workers with requests in flight wait in a pool of one worker: the older one should have stopped")
+		}
+		if ended(second, 300*time.Millisecond) {
+			t.Fatal("the newer retired worker stopped too")
+		}
+	})
+}

@@ -229,7 +229,42 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 	})
 	if w.busy == 0 {
 		w.finishDrain()
+		return
 	}
+	// A request that does not end (a WebSocket, an event stream, a download
+	// read slowly) kept a retired worker, and so one more process at each
+	// recycling, for good: a client holding a WebSocket per worker and
+	// sending max_requests requests piled up processes. A retired worker
+	// has stop_timeout to finish, as when the pool stops, and no more
+	// retired workers wait at once than the pool may have workers (the
+	// one retired longest stops first).
+	time.AfterFunc(p.opts.StopTimeout, func() { p.stopDraining(w, "its stop_timeout passed") })
+	var draining []*worker
+	for _, r := range p.retiring {
+		if r.state == workerRetired {
+			draining = append(draining, r)
+		}
+	}
+	for _, r := range draining[:max(0, len(draining)-max(1, p.maxWorkers))] {
+		p.stopDrainingLocked(r, "more retired workers had requests in flight than the pool has workers")
+	}
+}
+
+// stopDraining stops w, retired with requests in flight, if it has not
+// finished them yet (why says what ended its wait).
+func (p *Pool) stopDraining(w *worker, why string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopDrainingLocked(w, why)
+}
+
+func (p *Pool) stopDrainingLocked(w *worker, why string) {
+	if w.state != workerRetired {
+		return // finished, or already stopping
+	}
+	p.logger.Warn("stopping a retired worker whose requests have not ended (WebSockets, streams, slow downloads: their clients are cut off): "+why,
+		zap.Int("pid", w.proc.Pid()), zap.Int("requests_in_flight", w.busy), zap.Duration("stop_timeout", p.opts.StopTimeout))
+	w.finishDrain()
 }
 
 // growLocked adds one worker to an autoscaled pool whose requests queue,
