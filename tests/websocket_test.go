@@ -101,7 +101,7 @@ func TestWebSocket(t *testing.T) {
 }
 
 func TestThousandWebSockets(t *testing.T) {
-	config, url := asgiSite(t, "ws_app:app", "workers 2\n\t\tmax_concurrency 600\n\t\tmax_queue 2000")
+	config, url := asgiSite(t, "ws_app:app", "workers 2\n\t\tmax_concurrency 600\n\t\tmax_websockets 1000\n\t\tmax_queue 2000")
 	startCaddy(t, config)
 	url = "ws" + strings.TrimPrefix(url, "http") + "/echo"
 	const n = 1000
@@ -445,5 +445,72 @@ func TestASGIReceiveAfterTheResponse(t *testing.T) {
 	})
 	if data, _ := os.ReadFile(log); !strings.Contains(string(data), "after the response, receive: http.disconnect") {
 		t.Errorf("%s", data)
+	}
+}
+
+// TestWebSocketsLeaveChannelsForRequests: WebSockets take at most
+// max_websockets of an ASGI app's channels (by default half of them);
+// one more gets 503, and HTTP requests still find a channel. Each
+// WebSocket holds a channel for its life: a client that opened as many
+// idle WebSockets as the app had channels (200 on two workers, by
+// default) left every HTTP request waiting for its queue_timeout, then 503.
+func TestWebSocketsLeaveChannelsForRequests(t *testing.T) {
+	config, url := asgiSite(t, "ws_app:app", "workers 1\n\t\tmax_concurrency 4\n\t\tqueue_timeout 3s")
+	startCaddy(t, config)
+	wsURL := "ws" + strings.TrimPrefix(url, "http") + "/echo"
+	dial := func() (*websocket.Conn, int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, resp, err := websocket.Dial(ctx, wsURL, nil)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		return c, status, err
+	}
+	var open []*websocket.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close(websocket.StatusNormalClosure, "")
+		}
+	}()
+	for i := 1; i <= 4; i++ {
+		c, status, err := dial()
+		if i <= 2 {
+			if err != nil {
+				t.Fatalf("WebSocket %d of the 2 allowed (half of 4 channels): %v", i, err)
+			}
+			open = append(open, c)
+			wsRoundTrip(t, c, websocket.MessageText, "hi")
+			continue
+		}
+		if err == nil {
+			open = append(open, c)
+			t.Errorf("WebSocket %d opened: max_websockets defaults to half the app's 4 channels", i)
+		} else if status != http.StatusServiceUnavailable {
+			t.Errorf("WebSocket %d: %v, status %d, want 503", i, err, status)
+		}
+	}
+	// the app's own answer (404: no HTTP route), not the queue's 503
+	for i := 0; i < 2; i++ {
+		resp, _ := get(t, url+"/not-a-websocket")
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("an HTTP request with WebSockets open: status %d, want the app's 404", resp.StatusCode)
+		}
+	}
+	// a WebSocket that closes gives its place back
+	open[0].Close(websocket.StatusNormalClosure, "")
+	open = open[1:]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, status, err := dial()
+		if err == nil {
+			open = append(open, c)
+			break
+		}
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("a WebSocket after one closed: %v, status %d", err, status)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -29,6 +29,13 @@ type ASGI struct {
 	// once. Default: 100.
 	MaxConcurrency int `json:"max_concurrency,omitempty"`
 
+	// MaxWebSockets is how many WebSockets the app holds open at once,
+	// across its workers; one more gets 503 with Retry-After. Each holds
+	// one of its worker's max_concurrency channels for its life, which
+	// HTTP requests need too. Default: half the channels (workers, or
+	// max_workers, times max_concurrency).
+	MaxWebSockets int `json:"max_websockets,omitempty"`
+
 	// Lifespan runs the ASGI lifespan protocol in each worker: startup
 	// before the worker takes requests (a failure refuses the config, with
 	// the app's message), shutdown when it stops. "auto" (default) goes on
@@ -70,7 +77,12 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 	if h.MaxConcurrency == 0 {
 		h.MaxConcurrency = DefaultMaxConcurrency
 	}
-	h.kind, h.lifespan, h.Threads = "asgi", h.Lifespan, h.MaxConcurrency
+	if h.MaxWebSockets != 0 {
+		if err := checkCount("max_websockets", h.MaxWebSockets); err != nil {
+			return fmt.Errorf("asgi %s: %w", h.App, err)
+		}
+	}
+	h.kind, h.lifespan, h.maxWebSockets, h.Threads = "asgi", h.Lifespan, h.MaxWebSockets, h.MaxConcurrency
 	err := h.WSGI.Provision(ctx)
 	h.Threads = 0 // keep the config as written
 	return err
@@ -109,6 +121,7 @@ func writeIdle(r *http.Request) time.Duration {
 // subdirectives of wsgi (but threads), plus
 //
 //	max_concurrency <n>
+//	max_websockets  <n>
 //	lifespan        auto|on|off
 func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	h.directive = "asgi"
@@ -116,6 +129,8 @@ func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "max_concurrency":
 			return true, count(d, &h.MaxConcurrency)
+		case "max_websockets":
+			return true, count(d, &h.MaxWebSockets)
 		case "lifespan":
 			if err := oneArg(d, &h.Lifespan); err != nil {
 				return true, err

@@ -54,13 +54,15 @@ type WSGI struct {
 	// Default: 100 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
-	app       *App
-	poolKey   string
-	kind      string // "asgi" when provisioned by the ASGI handler
-	lifespan  string
-	directive string       // for Caddyfile errors: wsgi or asgi
-	guard     *guard.Guard // the HTTP guard, unless guard is off
-	logger    *zap.Logger
+	app      *App
+	poolKey  string
+	kind     string // "asgi" when provisioned by the ASGI handler
+	lifespan string
+	// maxWebSockets is the ASGI handler's MaxWebSockets
+	maxWebSockets int
+	directive     string       // for Caddyfile errors: wsgi or asgi
+	guard         *guard.Guard // the HTTP guard, unless guard is off
+	logger        *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -89,7 +91,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		return err
 	}
 	config := h.PoolConfig
-	config.kind, config.lifespan = h.kind, h.lifespan
+	config.kind, config.lifespan, config.maxWebSockets = h.kind, h.lifespan, h.maxWebSockets
 	if def := appModule.(*hearth.App).Guard; def != "" && (config.Guard == nil || config.Guard.Mode == "") {
 		g := GuardConfig{Mode: def}
 		if config.Guard != nil {

@@ -24,6 +24,7 @@ type Pool struct {
 	env        []string // the processes' environment, from Start's prepare step
 	logger     *zap.Logger
 	nextStream atomic.Uint32 // request ids
+	websockets atomic.Int64  // WebSockets open or opening (MaxWebSockets)
 	// policyWarned is set once a worker was found under another
 	// scheduling policy than cpu_policy's (cpupolicy.go)
 	policyWarned atomic.Bool
@@ -358,6 +359,8 @@ type Status struct {
 	Queue               int            `json:"queue"`
 	Pipeline            string         `json:"pipeline,omitempty"`
 	Pipelined           int64          `json:"pipelined_requests"`
+	WebSockets          *int64         `json:"websockets,omitempty"`     // ASGI: open or opening
+	MaxWebSockets       int            `json:"max_websockets,omitempty"` // ASGI: WebSocketLimit
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
@@ -387,6 +390,9 @@ func (p *Pool) Status() Status {
 	}
 	if !p.opts.ASGI() {
 		st.Pipeline = p.opts.Pipeline
+	} else {
+		open := p.websockets.Load()
+		st.WebSockets, st.MaxWebSockets = &open, p.opts.WebSocketLimit()
 	}
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]
