@@ -253,6 +253,20 @@ func plainPath(path string) bool {
 	})
 }
 
+// sameDirectory checks that path still names the directory dirRoot holds
+// (the Caddyfile init writes there names it by path).
+func sameDirectory(dirRoot *os.Root, path string) error {
+	held, err := dirRoot.Stat(".")
+	if err != nil {
+		return err
+	}
+	now, err := os.Stat(path)
+	if err != nil || !os.SameFile(held, now) {
+		return fmt.Errorf("%s is no longer the directory init started in (it was moved or replaced while init ran): nothing was written; run init again", path)
+	}
+	return nil
+}
+
 // initProject writes dir/Caddyfile for the project found there.
 func initProject(out io.Writer, dir, site string) error {
 	abs, err := filepath.Abs(dir)
@@ -265,6 +279,18 @@ func initProject(out io.Writer, dir, site string) error {
 	if site == "" || strings.ContainsAny(site, "{}\"\n\r\t\v\f ") {
 		return fmt.Errorf("--site %q is not a site address; examples: :2929, home.example.net:2929", site)
 	}
+	// The project's directory is held from here on, and every file init
+	// writes is written in it through that descriptor: as root, a path
+	// would be followed again at each write, and whoever owns the
+	// directory above the project can swap the project for a link
+	// meanwhile (its venv's python runs, as them, in the interpreter
+	// probe): root then wrote a Caddyfile and a .gitignore into any
+	// directory the link named (/etc/apt/apt.conf.d: apt stopped).
+	dirRoot, err := os.OpenRoot(abs)
+	if err != nil {
+		return fmt.Errorf("opening the project's directory: %w", err)
+	}
+	defer dirRoot.Close()
 	p, err := findProject(abs)
 	if err != nil {
 		return err
@@ -273,9 +299,12 @@ func initProject(out io.Writer, dir, site string) error {
 	if err != nil {
 		return err
 	}
+	if err := sameDirectory(dirRoot, abs); err != nil {
+		return err
+	}
 	caddyfile := filepath.Join(abs, "Caddyfile")
 	text := caddyfileFor(p, site, interpreter)
-	f, err := os.OpenFile(caddyfile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := dirRoot.OpenFile("Caddyfile", os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s exists; init never writes over it: remove or rename it to start again", caddyfile)
 	}
@@ -289,7 +318,7 @@ func initProject(out io.Writer, dir, site string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	added, err := extendGitignore(abs, p)
+	added, err := extendGitignore(dirRoot, abs, p)
 	if err != nil {
 		return err
 	}
@@ -350,7 +379,7 @@ func caddyfileFor(p *project, site, interpreter string) string {
 
 // extendGitignore adds the entries a deployment must never commit to
 // dir/.gitignore (created if missing), returning those it added.
-func extendGitignore(dir string, p *project) ([]string, error) {
+func extendGitignore(dirRoot *os.Root, dir string, p *project) ([]string, error) {
 	want := []string{".env", "db.sqlite3"}
 	if p.framework == "django" {
 		want = append(want, "staticfiles/")
@@ -360,7 +389,7 @@ func extendGitignore(dir string, p *project) ([]string, error) {
 	// device put there by the project's owner would hold or feed init, as
 	// root): read and appended through the same descriptor, a regular file
 	// of one name and of reasonable size
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o644)
+	f, err := dirRoot.OpenFile(".gitignore", os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening .gitignore (a link is not followed): %w", err)
 	}

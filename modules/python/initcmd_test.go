@@ -126,7 +126,12 @@ func TestGitignoreThatIsNotAFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
-		go func() { _, err := extendGitignore(dir, p); done <- err }()
+		dirRoot, err := os.OpenRoot(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dirRoot.Close()
+		go func() { _, err := extendGitignore(dirRoot, dir, p); done <- err }()
 		select {
 		case err := <-done:
 			if err == nil {
@@ -141,7 +146,67 @@ func TestGitignoreThatIsNotAFile(t *testing.T) {
 	}
 	// a plain one is extended
 	dir := t.TempDir()
-	if added, err := extendGitignore(dir, p); err != nil || len(added) != 3 {
+	dirRoot, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dirRoot.Close()
+	if added, err := extendGitignore(dirRoot, dir, p); err != nil || len(added) != 3 {
 		t.Errorf("a new .gitignore: %v %v", added, err)
+	}
+}
+
+// TestInitAsRootWritesOnlyInTheProject: init run as root writes its
+// Caddyfile and .gitignore only into the project's directory as it was when
+// init started. The account that owns the directory above the project ran
+// code during init (its venv's python, in the interpreter probe), swapped
+// the project for a link to a directory of root's, and root wrote both
+// files there.
+func TestInitAsRootWritesOnlyInTheProject(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the attack is on init run as root")
+	}
+	const nobody = 65534
+	base := t.TempDir()
+	for _, d := range []string{base, filepath.Dir(base)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	home := filepath.Join(base, "home") // the account's
+	roots := filepath.Join(base, "roots")
+	project := filepath.Join(home, "proj")
+	for _, d := range []string{home, roots, project, project + "/.venv", project + "/.venv/bin"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if d != roots {
+			if err := os.Chown(d, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.WriteFile(project+"/app.py", []byte("from flask import Flask\napp = Flask(__name__)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	python := project + "/.venv/bin/python"
+	swap := "#!/bin/sh\nmv " + project + " " + home + "/old && ln -s " + roots + " " + project + "\nexit 0\n"
+	if err := os.WriteFile(python, []byte(swap), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(python, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	err := initProject(io.Discard, project, ":2929")
+	if target, lerr := os.Readlink(project); lerr != nil || target != roots {
+		t.Fatalf("the probe did not swap the project (%v): the test proves nothing", lerr)
+	}
+	for _, name := range []string{"Caddyfile", ".gitignore"} {
+		if _, serr := os.Lstat(filepath.Join(roots, name)); serr == nil {
+			t.Errorf("init as root wrote %s into the directory the project was swapped for (init: %v)", name, err)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "no longer the directory init started in") {
+		t.Errorf("init: %v, want it to say the project was replaced", err)
 	}
 }
