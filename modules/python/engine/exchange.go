@@ -366,8 +366,8 @@ const bufferedWrite = 2048
 
 // finishSmall answers a response that came in one frame. The channel is
 // released before anything can block on the client (a small body goes into
-// the response writer's buffer, a larger one is copied first), so a slow
-// client holds no worker. When the request's body could not be sent whole
+// the response writer's buffer, a larger one is copied first, within the
+// held budget), so a slow client holds no worker. When the request's body could not be sent whole
 // (the worker broke meanwhile) before the response was written, the error
 // goes out without the app's headers (mark: the header before them; nil
 // when the body was never streamed).
@@ -384,6 +384,26 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		}
 		return p.finish(s, bodySent)
 	}
+	if !held.takeMem(len(payload), false) {
+		// Caddy holds its budget of answers for slow clients already: this
+		// one goes to its client from the channel's buffer, the worker
+		// kept until it has (the client's write timeout bounds that)
+		if bodySent != nil {
+			if err := <-bodySent; err != nil {
+				if mark != nil {
+					mark.restore(hdr)
+				}
+				return p.broken(s, err)
+			}
+		}
+		w.WriteHeader(status)
+		if send {
+			_, _ = w.Write(payload)
+		}
+		p.release(s)
+		return nil
+	}
+	defer held.giveMem(len(payload))
 	body := append([]byte(nil), payload...)
 	if err := p.finish(s, bodySent); err != nil {
 		if mark != nil {
@@ -420,7 +440,7 @@ func contentLength(n int) []string {
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
-	sp := newSpool(streamMemLimit, streamSpillLimit)
+	sp := newSpool(streamMemLimit, streamSpillLimit, held)
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()
