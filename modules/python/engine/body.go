@@ -19,6 +19,8 @@ type Body struct {
 	mem  []byte
 	file *os.File
 	size int64
+	// what the body counts in the held budget
+	memHeld, diskHeld int64
 }
 
 // bodyPreallocation is the most ReadBody sets aside for a body before any
@@ -43,45 +45,87 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return b, nil
 	}
-	limited := io.LimitReader(r.Body, maxBody+1)
-	var mem bytes.Buffer
+	sink := &bodySink{}
 	if r.ContentLength > 0 {
 		// what the client says it sends is not yet sent: room for more
 		// comes as the body does (a client declaring 256 KiB on each of an
 		// HTTP/2 connection's streams, and sending nothing, made Caddy
 		// hold 64 MiB for it)
-		mem.Grow(int(min(r.ContentLength, bodyPreallocation)))
+		sink.mem.Grow(int(min(r.ContentLength, bodyPreallocation)))
 	}
-	n, err := io.CopyN(&mem, limited, memBodyLimit+1)
-	if err == io.EOF {
-		b.mem, b.size = mem.Bytes(), n
-		return b, b.check(maxBody)
+	n, err := io.Copy(sink, io.LimitReader(r.Body, maxBody+1))
+	b.file, b.size, b.memHeld, b.diskHeld = sink.file, n, sink.memHeld, sink.diskHeld
+	if b.file == nil {
+		b.mem = sink.mem.Bytes()
 	}
-	if err != nil {
-		return nil, clientBodyError(err)
-	}
-	buf := mem.Bytes()
-	f, err := os.CreateTemp("", "hearth-request-*")
-	if err != nil {
-		return nil, fmt.Errorf("buffering request body: %w", err)
-	}
-	_ = os.Remove(f.Name()) // unlinked: freed when closed
-	b.file = f
-	if _, err := f.Write(buf); err != nil {
+	switch {
+	case errors.Is(err, errBodiesHeld):
+		b.Close()
+		return nil, Failed(Unavailable, err)
+	case err != nil && sink.failed:
 		b.Close()
 		return nil, fmt.Errorf("buffering request body: %w", err)
-	}
-	rest, err := io.Copy(f, limited)
-	if err != nil {
+	case err != nil:
 		b.Close()
 		return nil, clientBodyError(err)
 	}
-	b.size = int64(len(buf)) + rest
 	if err := b.check(maxBody); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// errBodiesHeld is a request body refused because Caddy holds its budget
+// of bodies and answers (heldBudget) already.
+var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies and answers for slow clients (64 MiB in memory, 1 GiB of temporary files); try again shortly")
+
+// bodySink takes a request body as it arrives: in memory up to
+// memBodyLimit while the held budget allows, then in a temporary file
+// while the budget's disk part does. Bodies had a bound each (max_body)
+// but not a sum: clients uploading slowly on many connections, or on an
+// HTTP/2 connection's many streams, held as many bodies as they pleased
+// while they took their time.
+type bodySink struct {
+	mem               bytes.Buffer
+	file              *os.File
+	memHeld, diskHeld int64
+	failed            bool // the file, not the client, failed
+}
+
+func (s *bodySink) Write(p []byte) (int, error) {
+	if s.file == nil && s.mem.Len()+len(p) <= memBodyLimit && held.takeMem(len(p), false) {
+		s.memHeld += int64(len(p))
+		return s.mem.Write(p)
+	}
+	if !held.takeDisk(len(p), false) {
+		return 0, errBodiesHeld
+	}
+	s.diskHeld += int64(len(p))
+	if s.file == nil {
+		f, err := os.CreateTemp("", "hearth-request-*")
+		if err != nil {
+			s.failed = true
+			return 0, err
+		}
+		_ = os.Remove(f.Name()) // unlinked: freed when closed
+		s.file = f
+		// what memory held moves to the file
+		moved := s.memHeld
+		held.takeDisk(int(moved), true)
+		held.giveMem(int(moved))
+		s.diskHeld, s.memHeld = s.diskHeld+moved, 0
+		if _, err := f.Write(s.mem.Bytes()); err != nil {
+			s.failed = true
+			return 0, err
+		}
+		s.mem = bytes.Buffer{}
+	}
+	n, err := s.file.Write(p)
+	if err != nil {
+		s.failed = true
+	}
+	return n, err
 }
 
 func (b *Body) check(maxBody int64) error {
@@ -111,12 +155,19 @@ func (b *Body) Size() int64 {
 	return b.size
 }
 
-// Close frees the spill file, if any.
+// Close frees the spill file, if any, and gives back what the body
+// counted in the held budget.
 func (b *Body) Close() {
-	if b != nil && b.file != nil {
+	if b == nil {
+		return
+	}
+	if b.file != nil {
 		b.file.Close()
 		b.file = nil
 	}
+	held.giveMem(int(b.memHeld))
+	held.giveDisk(b.diskHeld)
+	b.memHeld, b.diskHeld = 0, 0
 }
 
 // reader returns the body from its start.
