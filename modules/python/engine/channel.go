@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-dev/hearth/modules/protocol"
@@ -17,8 +18,11 @@ type channel struct {
 	frames *protocol.Reader
 	stream uint32 // id of the current request
 
-	deadline time.Time   // the read deadline set on conn; zero: none
-	sendBufs net.Buffers // scratch of send, reused
+	deadline time.Time // the read deadline set on conn; zero: none
+	// unbounded says the exchange on s set no deadline (a WebSocket, an
+	// ASGI stream, timeout off): nothing ends it but its sides
+	unbounded atomic.Bool
+	sendBufs  net.Buffers // scratch of send, reused
 
 	// guarded by the pool's mutex
 	path   string    // path of the request in flight, "" when idle
@@ -117,6 +121,7 @@ func (s *channel) next() (protocol.Header, []byte, error) {
 // rather than on every request: a request times out between timeout and
 // timeout plus 1%.
 func (s *channel) setDeadline(timeout time.Duration) {
+	s.unbounded.Store(timeout <= 0)
 	if timeout <= 0 {
 		if !s.deadline.IsZero() {
 			s.clearDeadline()

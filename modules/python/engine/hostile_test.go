@@ -425,11 +425,12 @@ func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
 		}
 		return served
 	}
-	retire := func(p *Pool, w *worker) {
+	retireFor := func(p *Pool, w *worker, reason string) {
 		p.mu.Lock()
-		p.retireLocked(w, "max_requests", true)
+		p.retireLocked(w, reason, true)
 		p.mu.Unlock()
 	}
+	retire := func(p *Pool, w *worker) { retireFor(p, w, "max_requests") }
 	ended := func(w *worker, within time.Duration) bool {
 		select {
 		case <-w.proc.Done():
@@ -459,6 +460,47 @@ func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("the request on the stopped worker did not end")
+		}
+	})
+
+	t.Run("a request with a deadline runs to it", func(t *testing.T) {
+		// a report with `timeout 300s` on a worker max_requests recycled
+		// is not cut at a 30 s stop_timeout
+		p := newPool(300 * time.Millisecond)
+		w, far := addFakeWorker(t, p)
+		served := make(chan error, 1)
+		go func() {
+			served <- p.Serve(httptest.NewRecorder(), httptest.NewRequest("POST", "/report", nil), &Request{Timeout: time.Minute})
+		}()
+		fr := protocol.NewReader(far)
+		h, _, err := fr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		retire(p, w)
+		if ended(w, time.Second) {
+			t.Fatal("a recycled worker was stopped at stop_timeout while its request had a deadline of its own")
+		}
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK\x00"))
+		out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("report"))
+		if _, err := far.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-served; err != nil {
+			t.Fatalf("the report: %v", err)
+		}
+		if !ended(w, 10*time.Second) {
+			t.Fatal("the recycled worker did not stop once its request ended")
+		}
+	})
+
+	t.Run("a scale-down waits for the WebSocket", func(t *testing.T) {
+		p := newPool(300 * time.Millisecond)
+		w, far := addFakeWorker(t, p)
+		busy(p, far)
+		retireFor(p, w, "scale")
+		if ended(w, time.Second) {
+			t.Fatal("a worker a scale-down retired was stopped with its WebSocket open")
 		}
 	})
 

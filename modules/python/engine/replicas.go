@@ -70,6 +70,9 @@ func (w *worker) finishDrain() {
 	if w.state == workerStopping {
 		return
 	}
+	if w.drainTimer != nil {
+		w.drainTimer.Stop()
+	}
 	w.state = workerStopping
 	go w.stop(10 * time.Second)
 }
@@ -231,27 +234,43 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 		w.finishDrain()
 		return
 	}
-	// A request that does not end (a WebSocket, an event stream, a download
-	// read slowly) kept a retired worker, and so one more process at each
-	// recycling, for good: a client holding a WebSocket per worker and
-	// sending max_requests requests piled up processes. A retired worker
-	// has stop_timeout to finish, as when the pool stops, and no more
-	// retired workers wait at once than the pool may have workers (the
-	// one retired longest stops first).
-	time.AfterFunc(p.opts.StopTimeout, func() { p.stopDraining(w, "its stop_timeout passed") })
-	var draining []*worker
+	if reason != "max_requests" && reason != "memory" && reason != "lifetime" {
+		return // a reload, a restart or a scale-down: it retires when idle
+	}
+	// A request that nothing ends (a WebSocket, an event stream: an
+	// exchange without a deadline) kept a recycled worker, and so one more
+	// process at each recycling, for good: a client holding a WebSocket
+	// per worker and sending max_requests requests piled up processes. A
+	// recycled worker holding such a request has stop_timeout to finish,
+	// as when the pool stops, and no more of them wait at once than the
+	// pool may have workers (the one retired longest stops first).
+	// Requests with a deadline end by it.
+	w.recycled = true
+	w.drainTimer = time.AfterFunc(p.opts.StopTimeout, func() { p.stopDraining(w, "its stop_timeout passed") })
+	var held []*worker
 	for _, r := range p.retiring {
-		if r.state == workerRetired {
-			draining = append(draining, r)
+		if r.recycled && r.state == workerRetired && r.holdsUnboundedLocked() {
+			held = append(held, r)
 		}
 	}
-	for _, r := range draining[:max(0, len(draining)-max(1, p.maxWorkers))] {
-		p.stopDrainingLocked(r, "more retired workers had requests in flight than the pool has workers")
+	for _, r := range held[:max(0, len(held)-max(1, p.maxWorkers))] {
+		p.stopDrainingLocked(r, "more recycled workers held WebSockets or streams than the pool has workers")
 	}
 }
 
+// holdsUnboundedLocked says a request in flight on w has no deadline.
+func (w *worker) holdsUnboundedLocked() bool {
+	for _, s := range w.channels {
+		if s.path != "" && s.unbounded.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // stopDraining stops w, retired with requests in flight, if it has not
-// finished them yet (why says what ended its wait).
+// finished them yet and one of them has no deadline (why says what ended
+// its wait).
 func (p *Pool) stopDraining(w *worker, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -259,10 +278,15 @@ func (p *Pool) stopDraining(w *worker, why string) {
 }
 
 func (p *Pool) stopDrainingLocked(w *worker, why string) {
-	if w.state != workerRetired {
-		return // finished, or already stopping
+	select {
+	case <-w.proc.Done():
+		return // it ended meanwhile (a crash): nothing to stop
+	default:
 	}
-	p.logger.Warn("stopping a retired worker whose requests have not ended (WebSockets, streams, slow downloads: their clients are cut off): "+why,
+	if w.state != workerRetired || !w.holdsUnboundedLocked() {
+		return // finished, already stopping, or its requests end by their deadlines
+	}
+	p.logger.Warn("stopping a recycled worker whose WebSockets or streams have not ended (their clients are cut off): "+why,
 		zap.Int("pid", w.proc.Pid()), zap.Int("requests_in_flight", w.busy), zap.Duration("stop_timeout", p.opts.StopTimeout))
 	w.finishDrain()
 }

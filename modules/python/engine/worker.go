@@ -35,7 +35,9 @@ type worker struct {
 	rss        int64                        // resident memory in bytes, sampled by the monitor
 	serviceRSS int64                        // rss when it entered service: its app imported
 	state      workerState
-	exitReason string // why Hearth ended it (timeout, …); "" for a crash
+	exitReason string      // why Hearth ended it (timeout, …); "" for a crash
+	recycled   bool        // retired by max_requests, max_memory or max_lifetime
+	drainTimer *time.Timer // a recycled worker's stop_timeout (retireLocked)
 }
 
 // workerState is where a worker is in its life. It only moves forward,
