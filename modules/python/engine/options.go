@@ -64,7 +64,7 @@ type Options struct {
 	// MaxWebSockets bounds the WebSockets open at once across the pool's
 	// workers (ASGI); one more gets 503. Each holds a channel for its
 	// life, and channels are also what HTTP requests need: 0 means half
-	// the channels the pool may have (WebSocketLimit).
+	// the channels of the workers the pool runs (webSocketLimitLocked).
 	MaxWebSockets int `json:"max_websockets"`
 	// Credential runs the processes as another account (nil: Caddy's);
 	// the adapter's user and group are its identity.
@@ -90,13 +90,4 @@ func (o *Options) KindName() string {
 // workers (see dispatch.go).
 func (o *Options) pipelining() bool {
 	return !o.ASGI() && o.Pipeline != "off"
-}
-
-// WebSocketLimit is how many WebSockets the pool holds open at once:
-// MaxWebSockets, or half the channels of its largest size, at least one.
-func (o *Options) WebSocketLimit() int {
-	if o.MaxWebSockets > 0 {
-		return o.MaxWebSockets
-	}
-	return max(1, max(o.Workers, o.MaxWorkers)*max(1, o.Threads)/2)
 }

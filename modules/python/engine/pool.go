@@ -368,6 +368,20 @@ type Status struct {
 	ForkServerPid       int            `json:"fork_server_pid,omitempty"`
 }
 
+// webSocketLimitLocked is how many WebSockets the pool holds open at once:
+// MaxWebSockets, or half the channels of the workers it runs now (as many
+// as its minimum, or those an autoscaled pool grew to), at least one. It
+// follows the pool's size: computed from the largest size an autoscaled
+// pool may reach, WebSockets took every channel of the pool at its
+// minimum (the pool then grew for the requests that queued), and after a
+// scale-down through the admin API every channel of the smaller pool.
+func (p *Pool) webSocketLimitLocked() int {
+	if p.opts.MaxWebSockets > 0 {
+		return p.opts.MaxWebSockets
+	}
+	return max(1, max(len(p.workers), p.minWorkers)*max(1, p.opts.Threads)/2)
+}
+
 // Status reports the pool's state.
 func (p *Pool) Status() Status {
 	p.mu.Lock()
@@ -392,7 +406,7 @@ func (p *Pool) Status() Status {
 		st.Pipeline = p.opts.Pipeline
 	} else {
 		open := p.websockets.Load()
-		st.WebSockets, st.MaxWebSockets = &open, p.opts.WebSocketLimit()
+		st.WebSockets, st.MaxWebSockets = &open, p.webSocketLimitLocked()
 	}
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]

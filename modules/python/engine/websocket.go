@@ -53,7 +53,10 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	// client (200 on two workers of max_concurrency 100) left no channel
 	// for any HTTP request, which all got 503. Half the channels stay
 	// for requests, by default.
-	if open := p.websockets.Add(1); open > int64(p.opts.WebSocketLimit()) {
+	p.mu.Lock()
+	limit := p.webSocketLimitLocked()
+	p.mu.Unlock()
+	if open := p.websockets.Add(1); open > int64(limit) {
 		p.websockets.Add(-1)
 		return Failed(Unavailable, fmt.Errorf("app %s already holds %d WebSockets open, its max_websockets: refused another (raise max_websockets, max_concurrency or workers if that many clients are expected)", p.opts.Name, open-1))
 	}
