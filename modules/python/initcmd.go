@@ -276,7 +276,7 @@ func initProject(out io.Writer, dir, site string) error {
 	if !plainPath(abs) {
 		return fmt.Errorf("the project's path %q has a space, quote, brace, backslash or control character: move the project to a plain path (the Caddyfile names it)", abs)
 	}
-	if site == "" || strings.ContainsAny(site, "{}\"\n\r\t\v\f ") {
+	if site == "" || !plainPath(site) {
 		return fmt.Errorf("--site %q is not a site address; examples: :2929, home.example.net:2929", site)
 	}
 	// The project's directory is held from here on, and every file init

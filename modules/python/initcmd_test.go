@@ -101,7 +101,7 @@ func TestInitRefusesPathsTheCaddyfileCannotHold(t *testing.T) {
 			t.Errorf("%q: %v", dir, err)
 		}
 	}
-	for _, site := range []string{":2929\r", "a.example\f:2929", "\v:2929"} {
+	for _, site := range []string{":2929\r", "a.example\f:2929", "\v:2929", "a.example\u00a0:2929", "\x1b[2J:2929"} {
 		if err := initProject(io.Discard, t.TempDir(), site); err == nil || !strings.Contains(err.Error(), "is not a site address") {
 			t.Errorf("--site %q: %v", site, err)
 		}

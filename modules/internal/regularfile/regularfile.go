@@ -41,7 +41,10 @@ func Open(path string) (*os.File, error) {
 	if mode := st.Mode & syscall.S_IFMT; mode != syscall.S_IFREG {
 		return nil, &NotRegularError{Kind: Kind(mode)}
 	}
-	fd, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(pfd), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
+	// O_NONBLOCK, then cleared: a lease another process holds on the file
+	// (F_SETLEASE; its owner may take one) answers EAGAIN at once, where a
+	// blocking open waited lease-break-time (45 s), an app's start with it
+	fd, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(pfd), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
 	if err == syscall.ENOENT || err == syscall.ENOSYS || err == syscall.EACCES {
 		// no /proc (a chroot), or an older kernel that lets only the
 		// thread-group leader through it after a file-system uid change:
@@ -57,6 +60,10 @@ func Open(path string) (*os.File, error) {
 		}
 	}
 	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, syscall.O_RDONLY); err != nil {
+		syscall.Close(fd)
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return os.NewFile(uintptr(fd), path), nil

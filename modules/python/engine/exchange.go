@@ -143,8 +143,9 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		}
 		if !body.inline() {
 			bodySent = make(chan error, 1)
+			from := body.reader() // here: the body may be closed while the goroutine still runs
 			go func() {
-				bodySent <- panics.Call(p.logger, "sending a request body to a worker", func() error { return writeBodyFrames(s, sid, body.reader()) })
+				bodySent <- panics.Call(p.logger, "sending a request body to a worker", func() error { return writeBodyFrames(s, sid, from) })
 			}()
 		}
 	}

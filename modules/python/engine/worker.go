@@ -252,8 +252,11 @@ func socketPair() (net.Conn, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// raised, never lowered (a machine tuned higher keeps its setting);
 	// best effort: the default (net.core.wmem_default, 208 KiB) holds it too
-	_ = syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF, channelWriteBuffer)
+	if have, err := syscall.GetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF); err == nil && have < 2*channelWriteBuffer {
+		_ = syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF, channelWriteBuffer)
+	}
 	localFile := os.NewFile(uintptr(fds[0]), "hearth-caddy")
 	remote := os.NewFile(uintptr(fds[1]), "hearth-worker")
 	conn, err := net.FileConn(localFile)

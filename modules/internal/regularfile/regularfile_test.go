@@ -1,0 +1,111 @@
+package regularfile
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestOpen: a regular file opens (links followed) and reads whole;
+// anything else is a *NotRegularError, never opened.
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "settings.py")
+	if err := os.WriteFile(file, []byte("DEBUG = False\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(file, filepath.Join(dir, "link.py")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, kind string }{
+		{"settings.py", ""}, {"link.py", ""}, {"fifo", "a named pipe (FIFO)"}, {".", "a directory"},
+	} {
+		f, err := Open(filepath.Join(dir, tc.name))
+		var notRegular *NotRegularError
+		switch {
+		case tc.kind == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.kind == "":
+			data := make([]byte, 64)
+			n, _ := f.Read(data)
+			f.Close()
+			if string(data[:n]) != "DEBUG = False\n" {
+				t.Errorf("%s read %q", tc.name, data[:n])
+			}
+		case !errors.As(err, &notRegular) || notRegular.Kind != tc.kind:
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.kind)
+		}
+	}
+	if _, err := Open("/dev/null"); err == nil || !strings.Contains(err.Error(), "a device") {
+		t.Errorf("/dev/null: %v", err)
+	}
+}
+
+// TestOpenDoesNotWaitOnALease: a file another process holds a write lease
+// on (F_SETLEASE, which a file's owner may take) fails at once: a blocking
+// open waited lease-break-time (45 s), and an app's account could so hold
+// its app's start (the settings lookup reads its wsgi.py) each time.
+func TestOpenDoesNotWaitOnALease(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to give the file to the account that takes the lease")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := filepath.Join(dir, "wsgi.py")
+	if err := os.WriteFile(name, []byte("x = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(name, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
+import fcntl, os, signal, sys, time
+signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break asked: kept anyway
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE
+print("held", flush=True)
+time.sleep(60)
+`, name)
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	holder.Stderr = &stderr
+	if err := holder.Start(); err != nil {
+		t.Skipf("setpriv or python3: %v", err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "held\n" {
+		t.Fatalf("no lease taken: %q %s", line, stderr.String())
+	}
+	done := make(chan error, 1)
+	go func() {
+		f, err := Open(name)
+		if err == nil {
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a file under another process's write lease opened")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open waits for the lease to be given up")
+	}
+}
