@@ -46,4 +46,8 @@ for _name, _value in (_overlay.get('unset') or {}).items():
         globals()[_name] = _value
         applied[_name] = _value
 
-del _overlay  # the key stays in the settings, nowhere else in this module
+# the key stays in the settings, nowhere else in this module; it is still in
+# the environment (HEARTH_SETTINGS_OVERLAY), as `settings auto`'s SECRET_KEY
+# is: the app's child processes (a management command it runs) import these
+# settings too
+del _overlay
