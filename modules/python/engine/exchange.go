@@ -367,8 +367,8 @@ const bufferedWrite = 2048
 
 // finishSmall answers a response that came in one frame. The channel is
 // released before anything can block on the client (a small body goes into
-// the response writer's buffer, a larger one is copied first, within the
-// held budget), so a slow client holds no worker. When the request's body could not be sent whole
+// the response writer's buffer, a larger one is copied first), so a slow
+// client holds no worker. When the request's body could not be sent whole
 // (the worker broke meanwhile) before the response was written, the error
 // goes out without the app's headers (mark: the header before them; nil
 // when the body was never streamed).
@@ -385,26 +385,6 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		}
 		return p.finish(s, bodySent)
 	}
-	if !held.takeMem(len(payload), false) {
-		// Caddy holds its budget of answers for slow clients already: this
-		// one goes to its client from the channel's buffer, the worker
-		// kept until it has (the client's write timeout bounds that)
-		if bodySent != nil {
-			if err := <-bodySent; err != nil {
-				if mark != nil {
-					mark.restore(hdr)
-				}
-				return p.broken(s, err)
-			}
-		}
-		w.WriteHeader(status)
-		if send {
-			_, _ = w.Write(payload)
-		}
-		p.release(s)
-		return nil
-	}
-	defer held.giveMem(len(payload))
 	body := append([]byte(nil), payload...)
 	if err := p.finish(s, bodySent); err != nil {
 		if mark != nil {
@@ -440,8 +420,16 @@ func contentLength(n int) []string {
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
+//
+// Each response waiting for its client is bounded (streamMemLimit and
+// streamSpillLimit here, a one-frame answer's copy in finishSmall), but
+// their sum is not: an HTTP/2 client's many streams that read nothing each
+// keep theirs (request bodies have a shared budget, heldBudget). A shared
+// budget for answers was tried and taken back: a pump waiting on it ran
+// into its request's timeout and had its worker killed as hung, and a
+// spool must wait on any freed budget, not only its own client's reads.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
-	sp := newSpool(streamMemLimit, streamSpillLimit, held)
+	sp := newSpool(streamMemLimit, streamSpillLimit)
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()

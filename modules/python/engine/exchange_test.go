@@ -104,7 +104,7 @@ func TestHeaderEnvironKey(t *testing.T) {
 }
 
 func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
-	sp := newSpool(10, 1<<20, unlimited())
+	sp := newSpool(10, 1<<20)
 	var want bytes.Buffer
 	for i := 0; i < 50; i++ {
 		chunk := bytes.Repeat([]byte{byte('a' + i%26)}, i+1)
@@ -126,7 +126,7 @@ func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
 }
 
 func TestSpoolReportsProducerError(t *testing.T) {
-	sp := newSpool(1<<10, 1<<20, unlimited())
+	sp := newSpool(1<<10, 1<<20)
 	sp.Write([]byte("part"))
 	sp.CloseWithError(io.ErrUnexpectedEOF)
 	if chunk, _, err := sp.Next(); err != nil || string(chunk) != "part" {
@@ -142,7 +142,7 @@ func TestSpoolReportsProducerError(t *testing.T) {
 // arrives whole and in order; a consumer that leaves releases a waiting
 // producer.
 func TestSpoolBoundsTheSpill(t *testing.T) {
-	sp := newSpool(10, 100, unlimited())
+	sp := newSpool(10, 100)
 	var want bytes.Buffer
 	wrote := make(chan int, 100)
 	go func() {
@@ -174,7 +174,7 @@ func TestSpoolBoundsTheSpill(t *testing.T) {
 	}
 	sp.Close()
 
-	gone := newSpool(10, 100, unlimited())
+	gone := newSpool(10, 100)
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < 60; i++ {

@@ -20,7 +20,6 @@ type spool struct {
 	room       chan struct{} // signalled when the consumer reads from the file or leaves
 	memLimit   int
 	spillLimit int64
-	budget     *heldBudget // shared by all spools (and copied answers)
 
 	mem      [][]byte // unread in-memory chunks, oldest first
 	memBytes int
@@ -33,8 +32,8 @@ type spool struct {
 	readBuf      []byte
 }
 
-func newSpool(memLimit int, spillLimit int64, budget *heldBudget) *spool {
-	return &spool{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), memLimit: memLimit, spillLimit: spillLimit, budget: budget}
+func newSpool(memLimit int, spillLimit int64) *spool {
+	return &spool{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), memLimit: memLimit, spillLimit: spillLimit}
 }
 
 func (s *spool) signal() { wakeUp(s.wake) }
@@ -47,43 +46,34 @@ func wakeUp(ch chan struct{}) {
 	}
 }
 
-// Write appends a copy of p: in memory while the spool and the shared
-// budget allow, else in the spill file. It waits for the consumer while
-// the file holds spillLimit unread bytes, or while the budget is spent and
-// the spool holds unread data of its own (one that holds none always takes
-// p, so its consumer is never left waiting on what other spools hold).
+// Write appends a copy of p. It waits for the consumer only while the
+// spill file holds spillLimit unread bytes.
 func (s *spool) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for {
-		if s.discard {
-			return len(p), nil
-		}
-		if s.file == nil && s.memBytes+len(p) <= s.memLimit && s.budget.takeMem(len(p), false) {
-			s.mem = append(s.mem, append([]byte(nil), p...))
-			s.memBytes += len(p)
-			s.signal()
-			return len(p), nil
-		}
-		empty := s.memBytes == 0 && s.fileW == s.fileR
-		if (empty || s.fileW-s.fileR+int64(len(p)) <= s.spillLimit) && s.budget.takeDisk(len(p), empty) {
-			break
-		}
+	for !s.discard && s.file != nil && s.fileW > s.fileR && s.fileW-s.fileR+int64(len(p)) > s.spillLimit {
 		s.mu.Unlock()
 		<-s.room
 		s.mu.Lock()
 	}
+	if s.discard {
+		return len(p), nil
+	}
+	if s.file == nil && s.memBytes+len(p) <= s.memLimit {
+		s.mem = append(s.mem, append([]byte(nil), p...))
+		s.memBytes += len(p)
+		s.signal()
+		return len(p), nil
+	}
 	if s.file == nil {
 		f, err := os.CreateTemp("", "hearth-response-*")
 		if err != nil {
-			s.budget.giveDisk(int64(len(p)))
 			return 0, err
 		}
 		_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
 		s.file = f
 	}
 	if _, err := s.file.WriteAt(p, s.fileW); err != nil {
-		s.budget.giveDisk(int64(len(p)))
 		return 0, err
 	}
 	s.fileW += int64(len(p))
@@ -111,10 +101,8 @@ func (s *spool) Next() (chunk []byte, more bool, err error) {
 			s.mem[0] = nil
 			s.mem = s.mem[1:]
 			s.memBytes -= len(chunk)
-			s.budget.giveMem(len(chunk))
 			more = len(s.mem) > 0 || s.fileR < s.fileW
 			s.mu.Unlock()
-			wakeUp(s.room) // a producer waiting on the budget may go on
 			return chunk, more, nil
 		}
 		if s.fileR < s.fileW {
@@ -150,7 +138,6 @@ func (s *spool) readFileLocked() ([]byte, error) {
 		return nil, err
 	}
 	s.fileR += int64(read)
-	s.budget.giveDisk(int64(read))
 	if s.fileR == s.fileW {
 		// caught up: reuse the file from its start
 		s.fileR, s.fileW = 0, 0
@@ -168,19 +155,17 @@ func (s *spool) Discard() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.discard = true
+	s.mem, s.memBytes = nil, 0
 	s.release()
 	wakeUp(s.room)
 }
 
-// release frees what the spool holds, and gives it back to the budget.
+// release frees the spill file.
 func (s *spool) release() {
-	s.budget.giveMem(s.memBytes)
-	s.mem, s.memBytes = nil, 0
 	if s.file != nil {
 		s.file.Close()
 		s.file = nil
 	}
-	s.budget.giveDisk(s.fileW - s.fileR)
 	s.fileR, s.fileW = 0, 0
 }
 
