@@ -514,3 +514,34 @@ func TestWebSocketsLeaveChannelsForRequests(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestWebSocketsGrowAnAutoscaledPool: WebSockets refused at an autoscaled
+// app's limit grow it, as queued requests do, and the limit grows with it.
+// Refused before any queue, they never did: an app of workers 1,
+// max_workers 4 stayed at half of one worker's channels.
+func TestWebSocketsGrowAnAutoscaledPool(t *testing.T) {
+	config, url := asgiSite(t, "ws_app:app", "min_workers 1\n\t\tmax_workers 2\n\t\tmax_concurrency 2")
+	c := startCaddy(t, config)
+	wsURL := "ws" + strings.TrimPrefix(url, "http") + "/echo"
+	first := wsDial(t, wsURL) // the limit: half of one worker's 2 channels
+	defer first.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		second, resp, err := websocket.Dial(ctx, wsURL, nil)
+		cancel()
+		if err == nil {
+			defer second.Close(websocket.StatusNormalClosure, "")
+			break
+		}
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			apps, _ := c.apps()
+			t.Fatalf("a second WebSocket: %v (workers: %+v)", err, apps)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	apps, err := c.apps()
+	if err != nil || len(apps) != 1 || len(apps[0].Workers) != 2 {
+		t.Fatalf("the pool after the WebSocket it grew for: %+v %v", apps, err)
+	}
+}

@@ -58,6 +58,12 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	p.mu.Unlock()
 	if open := p.websockets.Add(1); open > int64(limit) {
 		p.websockets.Add(-1)
+		// as queued requests do, demand beyond the limit grows an
+		// autoscaled pool (one worker at a time, up to max_workers): the
+		// limit follows its size, so the client's next try may get in
+		p.mu.Lock()
+		p.growLocked()
+		p.mu.Unlock()
 		return Failed(Unavailable, fmt.Errorf("app %s already holds %d WebSockets open, its max_websockets: refused another (raise max_websockets, max_concurrency or workers if that many clients are expected)", p.opts.Name, open-1))
 	}
 	defer p.websockets.Add(-1)
