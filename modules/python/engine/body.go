@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 )
 
 // memBodyLimit is how much of a request body is kept in memory before the
@@ -21,6 +22,13 @@ type Body struct {
 	size int64
 	// what the body counts in the held budget
 	memHeld, diskHeld int64
+
+	// A body goroutine may still be sending the body when its request's
+	// handler returns (a client that left a streamed answer): Close then
+	// leaves freeing it to the last sender (hold, drop).
+	mu      sync.Mutex
+	senders int
+	closing bool
 }
 
 // bodyPreallocation is the most ReadBody sets aside for a body before any
@@ -161,6 +169,38 @@ func (b *Body) Close() {
 	if b == nil {
 		return
 	}
+	b.mu.Lock()
+	b.closing = true
+	free := b.senders == 0
+	b.mu.Unlock()
+	if free {
+		b.free()
+	}
+}
+
+// hold marks a goroutine that sends the body: Close does not free it
+// before that goroutine's drop. Closed, the file was closed under a
+// sender: the worker got part of the body and waited for the rest until
+// its timeout killed it.
+func (b *Body) hold() {
+	b.mu.Lock()
+	b.senders++
+	b.mu.Unlock()
+}
+
+// drop ends hold; the last sender of a closed body frees it.
+func (b *Body) drop() {
+	b.mu.Lock()
+	b.senders--
+	free := b.senders == 0 && b.closing
+	b.mu.Unlock()
+	if free {
+		b.free()
+	}
+}
+
+// free closes the spill file and gives back what the body held.
+func (b *Body) free() {
 	if b.file != nil {
 		b.file.Close()
 		b.file = nil

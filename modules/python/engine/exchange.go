@@ -143,8 +143,10 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		}
 		if !body.inline() {
 			bodySent = make(chan error, 1)
-			from := body.reader() // here: the body may be closed while the goroutine still runs
+			from := body.reader()
+			body.hold() // the request may end (its client left) while the body is still sent
 			go func() {
+				defer body.drop()
 				bodySent <- panics.Call(p.logger, "sending a request body to a worker", func() error { return writeBodyFrames(s, sid, from) })
 			}()
 		}

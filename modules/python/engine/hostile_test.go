@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -522,4 +523,66 @@ func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
 			t.Fatal("the newer retired worker stopped too")
 		}
 	})
+}
+
+// failingWriter is a client that has left: every write fails.
+type failingWriter struct{ *httptest.ResponseRecorder }
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("client gone") }
+
+// TestBodyOutlivesItsHandler: a request body still being sent to the
+// worker when its handler returns (the client left a streamed answer; the
+// adapter then closes the body) reaches the worker whole. The spill file
+// was closed under the body's goroutine: the worker got part of the body
+// and waited for the rest until its timeout killed it.
+func TestBodyOutlivesItsHandler(t *testing.T) {
+	p, far := onePool(t)
+	const size = 1 << 20 // spilled to a file
+	readBody := make(chan struct{})
+	got := make(chan int, 1)
+	go func() {
+		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+		h, _, err := fr.Next()
+		if err != nil {
+			got <- -1
+			return
+		}
+		// a streamed answer begins before the body is read
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK\x00"))
+		out = protocol.AppendFrame(out, protocol.ResponseBody, 0, h.Stream, []byte("first part"))
+		if _, err := far.Write(out); err != nil {
+			got <- -1
+			return
+		}
+		<-readBody
+		n := 0
+		for {
+			far.SetReadDeadline(time.Now().Add(5 * time.Second))
+			bh, payload, err := fr.Next()
+			if err != nil {
+				got <- n
+				return
+			}
+			n += len(payload)
+			if bh.End() {
+				break
+			}
+		}
+		_, _ = far.Write(protocol.AppendFrame(nil, protocol.ResponseBody, protocol.FlagEnd, h.Stream, nil))
+		got <- n
+	}()
+	r := httptest.NewRequest("POST", "/stream", bytes.NewReader(make([]byte, size)))
+	body, err := ReadBody(r, 100<<20)
+	if err != nil || body.file == nil {
+		t.Fatalf("ReadBody: %v (spilled: %v)", err, body != nil && body.file != nil)
+	}
+	func() {
+		defer func() { _ = recover() }() // http.ErrAbortHandler: the answer was cut
+		defer body.Close()               // as the adapter's defer
+		_ = p.Serve(failingWriter{httptest.NewRecorder()}, r, &Request{Body: body, Timeout: 30 * time.Second})
+	}()
+	close(readBody)
+	if n := <-got; n != size {
+		t.Fatalf("the worker got %d bytes of the %d-byte body sent after its handler returned", n, size)
+	}
 }
