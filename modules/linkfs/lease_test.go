@@ -1,13 +1,12 @@
 package linkfs
 
 import (
-	"bufio"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/internal/leasetest"
 )
 
 // TestLeasedFile: the app's account holds a write lease on a file of its
@@ -21,25 +20,7 @@ func TestLeasedFile(t *testing.T) {
 	name := filepath.Join(tr.served, "leased.css")
 	must(t, os.WriteFile(name, []byte("p{}"), 0o644))
 	must(t, os.Chown(name, appUID, appUID))
-	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
-import fcntl, os, signal, sys, time
-signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break asked: kept anyway
-fd = os.open(sys.argv[1], os.O_RDONLY)
-fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE
-print("held", flush=True)
-time.sleep(60)
-`, name)
-	out, err := holder.StdoutPipe()
-	must(t, err)
-	var stderr strings.Builder
-	holder.Stderr = &stderr
-	if err := holder.Start(); err != nil {
-		t.Skipf("setpriv or python3: %v", err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "held\n" {
-		t.Fatalf("no lease: %q %s", line, stderr.String())
-	}
+	leasetest.Hold(t, name, appUID)
 	for _, mode := range resolveModes {
 		t.Run(mode.name, func(t *testing.T) {
 			resolving(t, mode.with)

@@ -1,15 +1,15 @@
 package regularfile
 
 import (
-	"bufio"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/internal/leasetest"
 )
 
 // TestOpen: a regular file opens (links followed) and reads whole;
@@ -71,27 +71,7 @@ func TestOpenDoesNotWaitOnALease(t *testing.T) {
 	if err := os.Chown(name, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	holder := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
-import fcntl, os, signal, sys, time
-signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break asked: kept anyway
-fd = os.open(sys.argv[1], os.O_RDONLY)
-fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE
-print("held", flush=True)
-time.sleep(60)
-`, name)
-	out, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	holder.Stderr = &stderr
-	if err := holder.Start(); err != nil {
-		t.Skipf("setpriv or python3: %v", err)
-	}
-	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "held\n" {
-		t.Fatalf("no lease taken: %q %s", line, stderr.String())
-	}
+	leasetest.Hold(t, name, 65534)
 	done := make(chan error, 1)
 	go func() {
 		f, err := Open(name)
