@@ -53,6 +53,11 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return b, nil
 	}
+	if r.ContentLength > 0 && !held.fits(r.ContentLength) {
+		// refused before any of it is read: a client that waits for
+		// `100 Continue` is spared the upload
+		return nil, Failed(Unavailable, errBodiesHeld)
+	}
 	sink := &bodySink{}
 	if r.ContentLength > 0 {
 		// what the client says it sends is not yet sent: room for more
@@ -86,7 +91,7 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 
 // errBodiesHeld is a request body refused because Caddy holds its budget
 // of bodies and answers (heldBudget) already.
-var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies and answers for slow clients (64 MiB in memory, 1 GiB of temporary files); try again shortly")
+var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies, across its apps (64 MiB in memory, 1 GiB of temporary files); try again shortly")
 
 // bodySink takes a request body as it arrives: in memory up to
 // memBodyLimit while the held budget allows, then in a temporary file

@@ -33,3 +33,9 @@ func (b *heldBudget) takeMem(n int, force bool) bool  { return take(&b.mem, b.me
 func (b *heldBudget) takeDisk(n int, force bool) bool { return take(&b.disk, b.diskLimit, n, force) }
 func (b *heldBudget) giveMem(n int)                   { b.mem.Add(-int64(n)) }
 func (b *heldBudget) giveDisk(n int64)                { b.disk.Add(-n) }
+
+// fits says n more bytes fit in what the budget has left, memory and disk
+// together, at this moment (a hint: the bytes are taken as they come).
+func (b *heldBudget) fits(n int64) bool {
+	return b.memLimit-b.mem.Load()+b.diskLimit-b.disk.Load() >= n
+}

@@ -56,3 +56,34 @@ func TestRequestBodiesShareTheHeldBudget(t *testing.T) {
 	}
 	again.Close()
 }
+
+// unreadBody is a request body that records whether anything read it.
+type unreadBody struct {
+	io.Reader
+	read bool
+}
+
+func (u *unreadBody) Read(p []byte) (int, error) { u.read = true; return u.Reader.Read(p) }
+
+// TestBodyPastTheBudgetIsNotRead: a body whose declared length does not
+// fit in what the held budget has left is refused before any of it is
+// read, so a client that waits for 100 Continue never uploads it.
+func TestBodyPastTheBudgetIsNotRead(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 300 << 10})
+	held.disk.Store(250 << 10) // others' bodies
+	defer held.disk.Store(0)
+	body := &unreadBody{Reader: bytes.NewReader(make([]byte, 200<<10))}
+	r := httptest.NewRequest(http.MethodPost, "/upload", body)
+	r.ContentLength = 200 << 10
+	if _, err := ReadBody(r, 100<<20); FailureOf(err) != Unavailable || body.read {
+		t.Fatalf("a 200 KiB body with 150 KiB left: %v, read %v; want Unavailable, unread", err, body.read)
+	}
+	fitting := &unreadBody{Reader: bytes.NewReader(make([]byte, 100<<10))}
+	r = httptest.NewRequest(http.MethodPost, "/upload", fitting)
+	r.ContentLength = 100 << 10
+	b, err := ReadBody(r, 100<<20)
+	if err != nil || !fitting.read {
+		t.Fatalf("a 100 KiB body with 150 KiB left: %v", err)
+	}
+	b.Close()
+}
