@@ -6,10 +6,12 @@ package leasetest
 
 import (
 	"bufio"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Hold has a process of account uid (its group the same number) take a
@@ -39,5 +41,27 @@ time.sleep(60)
 	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
 	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "held\n" {
 		t.Fatalf("no lease taken on %s: %q %s", path, line, stderr.String())
+	}
+}
+
+// Refused checks that open, which opens the leased file, fails at once
+// rather than waiting for the lease to go (10 s at most).
+func Refused(t *testing.T, open func() (io.Closer, error)) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		f, err := open()
+		if err == nil {
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a file under another process's write lease opened")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open waits for the lease to be given up")
 	}
 }

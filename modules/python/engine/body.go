@@ -107,7 +107,7 @@ type bodySink struct {
 }
 
 func (s *bodySink) Write(p []byte) (int, error) {
-	if s.file == nil && s.mem.Len()+len(p) <= memBodyLimit && held.takeMem(len(p), false) {
+	if s.file == nil && s.mem.Len()+len(p) <= memBodyLimit && held.takeMem(len(p)) {
 		s.memHeld += int64(len(p))
 		return s.mem.Write(p)
 	}

@@ -29,7 +29,7 @@ func take(c *atomic.Int64, limit int64, n int, force bool) bool {
 	return true
 }
 
-func (b *heldBudget) takeMem(n int, force bool) bool  { return take(&b.mem, b.memLimit, n, force) }
+func (b *heldBudget) takeMem(n int) bool              { return take(&b.mem, b.memLimit, n, false) }
 func (b *heldBudget) takeDisk(n int, force bool) bool { return take(&b.disk, b.diskLimit, n, force) }
 func (b *heldBudget) giveMem(n int)                   { b.mem.Add(-int64(n)) }
 func (b *heldBudget) giveDisk(n int64)                { b.disk.Add(-n) }

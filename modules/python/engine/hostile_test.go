@@ -31,16 +31,9 @@ func onePool(t *testing.T) (*Pool, net.Conn) {
 // read through a buffer as a real worker's is.
 func onePoolOf(t *testing.T, kind string) (*Pool, net.Conn) {
 	t.Helper()
-	conn, far := channelPair(t)
-	stand, _ := startGroup(t)
-	proc := adoptChild(t, stand.Process.Pid)
 	p := New(Options{Name: "hostile", Kind: kind, Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
 	p.state = supervisor.Running
-	w := &worker{proc: proc}
-	w.channels = []*channel{{worker: w, conn: conn, frames: protocol.NewReader(bufio.NewReaderSize(conn, 64<<10))}}
-	p.mu.Lock()
-	p.addWorkerLocked(w)
-	p.mu.Unlock()
+	_, far := addFakeWorker(t, p)
 	return p, far
 }
 
