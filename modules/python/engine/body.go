@@ -90,7 +90,7 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 }
 
 // errBodiesHeld is a request body refused because Caddy holds its budget
-// of bodies and answers (heldBudget) already.
+// of bodies (heldBudget) already.
 var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies, across its apps (64 MiB in memory, 1 GiB of temporary files); try again shortly")
 
 // bodySink takes a request body as it arrives: in memory up to
