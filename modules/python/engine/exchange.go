@@ -369,7 +369,8 @@ const bufferedWrite = 2048
 
 // finishSmall answers a response that came in one frame. The channel is
 // released before anything can block on the client (a small body goes into
-// the response writer's buffer, a larger one is copied first), so a slow
+// the response writer's buffer, a larger one is copied first: into memory
+// while the held budget allows, else into a temporary file), so a slow
 // client holds no worker. When the request's body could not be sent whole
 // (the worker broke meanwhile) before the response was written, the error
 // goes out without the app's headers (mark: the header before them; nil
@@ -387,7 +388,26 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		}
 		return p.finish(s, bodySent)
 	}
-	body := append([]byte(nil), payload...)
+	var body []byte
+	var sp *spool
+	switch {
+	case !send:
+	case held.takeMem(len(payload)):
+		body = append([]byte(nil), payload...)
+		defer held.giveMem(len(payload))
+	default:
+		sp = newSpool(0, streamSpillLimit) // memory is spent: all of it to the file
+		defer sp.Discard()
+		if _, err := sp.Write(payload); err != nil {
+			// no file either: the client is written to before the worker
+			// is given back, as by a proxy that does not buffer
+			p.logger.Warn("cannot buffer a response for a slow client; the worker waits for it", zap.Error(err))
+			w.WriteHeader(status)
+			_, _ = w.Write(payload)
+			return p.finish(s, bodySent)
+		}
+		sp.CloseWithError(nil)
+	}
 	if err := p.finish(s, bodySent); err != nil {
 		if mark != nil {
 			mark.restore(hdr)
@@ -395,7 +415,10 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		return err
 	}
 	w.WriteHeader(status)
-	if send {
+	switch {
+	case sp != nil:
+		p.relay(w, sp)
+	case send:
 		_, _ = w.Write(body)
 	}
 	return nil
@@ -423,13 +446,11 @@ func contentLength(n int) []string {
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
 //
-// Each response waiting for its client is bounded (streamMemLimit and
-// streamSpillLimit here, a one-frame answer's copy in finishSmall), but
-// their sum is not: an HTTP/2 client's many streams that read nothing each
-// keep theirs (request bodies have a shared budget, heldBudget). A shared
-// budget for answers was tried and taken back: a pump waiting on it ran
-// into its request's timeout and had its worker killed as hung, and a
-// spool must wait on any freed budget, not only its own client's reads.
+// The memory a response holds while it waits for its client counts in the
+// held budget, shared with request bodies; past it the rest goes to disk
+// at once (the spool's file, streamSpillLimit per response), so a pump
+// never waits on a budget: waiting on one, it ran into its request's
+// timeout and had its worker killed as hung.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	sp := newSpool(streamMemLimit, streamSpillLimit)
 	// however this goroutine ends, the pump must not wait on it for room
@@ -452,12 +473,20 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		sp.CloseWithError(err)
 	}()
 	w.WriteHeader(status)
+	p.relay(w, sp)
+	return nil
+}
+
+// relay writes what sp holds to the client, flushing whenever it has
+// caught up with the producer, until the end. A response that cannot be
+// sent whole is cut off (http.ErrAbortHandler), never ended as complete.
+func (p *Pool) relay(w http.ResponseWriter, sp *spool) {
 	rc := http.NewResponseController(w)
 	for {
 		chunk, more, err := sp.Next()
 		if err == io.EOF {
 			sp.Close()
-			return nil
+			return
 		}
 		if err != nil {
 			sp.Discard()
@@ -469,7 +498,7 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		if _, err := w.Write(chunk); err != nil {
 			sp.Discard() // the client is gone or given up; the pump still drains the worker
 			if errors.Is(err, http.ErrBodyNotAllowed) {
-				return nil // a 204 or 304: its body is not sent, and not missed
+				return // a 204 or 304: its body is not sent, and not missed
 			}
 			// what the client got is not the whole response: HTTP/3 would
 			// end the stream as if it were

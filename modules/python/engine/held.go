@@ -4,19 +4,21 @@ import "sync/atomic"
 
 // heldBudget bounds what Caddy holds, across all its pools, of request
 // bodies it is receiving or keeps until their requests end (a body is read
-// whole before a worker is taken). Each body had a bound of its own
-// (max_body) but not their sum: clients uploading slowly on many
-// connections, or on an HTTP/2 connection's many streams, held as many
-// bodies as they pleased. Past the budget a body is refused (503).
-// (Answers waiting for slow clients are not counted: see the note in
-// exchange.go's stream.)
+// whole before a worker is taken), and in memory of answers waiting for
+// their clients. Each had a bound of its own (max_body; a spool's
+// streamMemLimit, a one-frame answer's copy) but not their sum: clients
+// uploading slowly, or reading nothing, on many connections or on an
+// HTTP/2 connection's many streams, held as much as they pleased. Past the
+// budget a body is refused (503); an answer goes to a temporary file,
+// counted one by one (streamSpillLimit), not here.
 type heldBudget struct {
 	mem, disk           atomic.Int64
 	memLimit, diskLimit int64
 }
 
-// held is the process's budget. Memory: 64 MiB of bodies; disk (the
-// temporary directory, often a tmpfs, so memory too): 1 GiB.
+// held is the process's budget. Memory: 64 MiB of bodies and answers;
+// disk (the temporary directory, often a tmpfs, so memory too): 1 GiB of
+// bodies.
 var held = &heldBudget{memLimit: 64 << 20, diskLimit: 1 << 30}
 
 // take counts n more bytes on c unless that passes limit; force counts

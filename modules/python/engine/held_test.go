@@ -1,11 +1,18 @@
 package engine
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
 // withHeld sets the process's held budget for the test.
@@ -86,4 +93,153 @@ func TestBodyPastTheBudgetIsNotRead(t *testing.T) {
 		t.Fatalf("a 100 KiB body with 150 KiB left: %v", err)
 	}
 	b.Close()
+}
+
+// TestSpoolMemoryCountsInTheHeldBudget: what a response's spool keeps in
+// memory counts in the held budget until its consumer is done with it (the
+// chunk last handed out included), and past the budget the spool goes to
+// its file at once rather than wait.
+func TestSpoolMemoryCountsInTheHeldBudget(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 1 << 30})
+	first := newSpool(streamMemLimit, streamSpillLimit)
+	defer first.Discard()
+	first.Write(bytes.Repeat([]byte{'a'}, 80<<10))
+	if first.file != nil || held.mem.Load() != 80<<10 {
+		t.Fatalf("80 KiB with 100 KiB free: in a file %v, %d held", first.file != nil, held.mem.Load())
+	}
+	second := newSpool(streamMemLimit, streamSpillLimit)
+	defer second.Discard()
+	second.Write(bytes.Repeat([]byte{'b'}, 80<<10)) // does not wait: to the file
+	if second.file == nil || held.mem.Load() != 80<<10 {
+		t.Fatalf("80 KiB past the budget: in a file %v, %d held", second.file != nil, held.mem.Load())
+	}
+	first.CloseWithError(nil)
+	if chunk, _, err := first.Next(); err != nil || len(chunk) != 80<<10 || held.mem.Load() != 80<<10 {
+		t.Fatalf("the chunk handed out: %d bytes, %v; %d held (it must count while written)", len(chunk), err, held.mem.Load())
+	}
+	if _, _, err := first.Next(); err != io.EOF || held.mem.Load() != 0 {
+		t.Fatalf("the end: %v, %d still held", err, held.mem.Load())
+	}
+	second.CloseWithError(nil)
+	got := readSpool(t, second) // its read buffer counts while it reads
+	if len(got) != 80<<10 || bytes.Count(got, []byte{'b'}) != 80<<10 || held.mem.Load() != spillReadSize {
+		t.Fatalf("the spilled spool read back %d bytes; %d held", len(got), held.mem.Load())
+	}
+	second.Close()
+	if held.mem.Load() != 0 {
+		t.Fatalf("done spools still count %d", held.mem.Load())
+	}
+	// a consumer that leaves gives back what was never read
+	gone := newSpool(streamMemLimit, streamSpillLimit)
+	gone.Write(make([]byte, 50<<10))
+	gone.Discard()
+	if held.mem.Load() != 0 {
+		t.Fatalf("a discarded spool still counts %d", held.mem.Load())
+	}
+}
+
+// stalledClient is a response writer whose body writes wait until the
+// test lets them through, as a client that reads nothing.
+type stalledClient struct {
+	*httptest.ResponseRecorder
+	through chan struct{}
+	writing chan struct{} // a write began
+	once    sync.Once
+}
+
+func (c *stalledClient) Write(p []byte) (int, error) {
+	c.once.Do(func() { close(c.writing) })
+	<-c.through
+	return c.ResponseRecorder.Write(p)
+}
+
+// TestStalledClientsShareTheHeldBudget: answers waiting for clients that
+// read nothing hold, together, no more memory than the held budget: an
+// HTTP/2 client opening many streams to a large page made Caddy keep a
+// copy of the page per stream (a one-frame page) or a megabyte of it (a
+// streamed one). The rest waits on disk, the worker is free for others
+// meanwhile, and every client gets its answer whole once it reads.
+func TestStalledClientsShareTheHeldBudget(t *testing.T) {
+	const budget = 2 << 20
+	withHeld(t, &heldBudget{memLimit: budget, diskLimit: 1 << 30})
+	const clients = 16
+	page := bytes.Repeat([]byte("0123456789abcdef"), (900<<10)/16) // one frame
+	long := bytes.Repeat([]byte("fedcba9876543210"), (3<<20)/16)   // three frames and more
+	p, far := onePool(t)
+	go func() { // the worker answers each request as it comes
+		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+		for {
+			h, _, err := fr.Next()
+			if err != nil {
+				return
+			}
+			body := page
+			if h.Stream%2 == 0 {
+				body = long
+			}
+			// written frame by frame, so the test itself keeps no copy
+			out := net.Buffers{protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK\x00Content-Type\x00text/plain"))}
+			for len(body) > 0 {
+				n, flags := min(len(body), protocol.MaxPayload), uint8(0)
+				if n == len(body) {
+					flags = protocol.FlagEnd
+				}
+				head := make([]byte, protocol.HeaderSize)
+				protocol.PutHeader(head, protocol.Header{Length: uint32(n), Type: protocol.ResponseBody, Flags: flags, Stream: h.Stream})
+				out = append(out, head, body[:n])
+				body = body[n:]
+			}
+			if _, err := out.WriteTo(far); err != nil {
+				return
+			}
+		}
+	}()
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	through := make(chan struct{})
+	stalled := make([]*stalledClient, clients)
+	done := make(chan error, clients)
+	for i := range stalled {
+		c := &stalledClient{ResponseRecorder: httptest.NewRecorder(), through: through, writing: make(chan struct{})}
+		stalled[i] = c
+		go func() {
+			done <- p.Serve(c, httptest.NewRequest("GET", "/page", nil), &Request{Timeout: 30 * time.Second})
+		}()
+		select { // its answer is taken from the worker, which is free for the next
+		case <-c.writing:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("client %d: no answer began while %d clients before it stalled", i, i)
+		}
+	}
+	var during runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&during)
+	grown := int64(during.HeapAlloc) - int64(before.HeapAlloc)
+	if held := held.mem.Load(); held > budget {
+		t.Errorf("%d stalled clients count %d bytes, over the %d budget", clients, held, budget)
+	}
+	// each stalled answer may keep a little of its own (a read buffer, its
+	// goroutines); 16 copies of the pages would be 30 MiB
+	if grown > budget+4<<20 {
+		t.Errorf("%d stalled clients grew the heap by %d KiB; the budget is %d KiB", clients, grown>>10, budget>>10)
+	}
+	close(through)
+	for range stalled {
+		if err := <-done; err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	}
+	for i, c := range stalled {
+		want := page
+		if c.Body.Len() == len(long) {
+			want = long
+		}
+		if c.Code != 200 || !bytes.Equal(c.Body.Bytes(), want) {
+			t.Errorf("client %d: status %d, %d bytes, not the page", i, c.Code, c.Body.Len())
+		}
+	}
+	if held.mem.Load() != 0 {
+		t.Errorf("%d bytes still counted once every answer was sent", held.mem.Load())
+	}
 }

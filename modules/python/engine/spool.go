@@ -8,12 +8,20 @@ import (
 )
 
 // spool is an ordered byte queue between one producer and one consumer: it
-// keeps up to memLimit unread bytes in memory and spills the rest to a
-// temporary file, up to spillLimit unread bytes there, beyond which the
-// producer waits for the consumer. It lets a worker hand over a response
-// as fast as it produces it while a slow client reads it at its own pace,
-// with bounded memory and bounded disk: an app streaming without end to a
-// client that does not read would otherwise fill the temporary directory.
+// keeps up to memLimit unread bytes in memory while the process's held
+// budget allows, and spills the rest to a temporary file, up to spillLimit
+// unread bytes there, beyond which the producer waits for the consumer. It
+// lets a worker hand over a response as fast as it produces it while a
+// slow client reads it at its own pace, with bounded memory and bounded
+// disk: an app streaming without end to a client that does not read would
+// otherwise fill the temporary directory.
+//
+// The memory counts in the held budget from the Write that takes it until
+// the consumer is done with it (the chunk Next hands out counts until the
+// next call: the client's write may hold it). Past the budget a spool goes
+// to its file at once instead of waiting, so no worker waits on another
+// client's budget: an HTTP/2 client that opened hundreds of streams to a
+// large page and read none made Caddy keep a megabyte of memory for each.
 type spool struct {
 	mu         sync.Mutex
 	wake       chan struct{} // signalled when data arrives or the producer ends
@@ -23,6 +31,7 @@ type spool struct {
 
 	mem      [][]byte // unread in-memory chunks, oldest first
 	memBytes int
+	lent     int // bytes of the in-memory chunk Next handed out last, still counted
 
 	file         *os.File // spill file; once used, new data goes there until drained
 	fileR, fileW int64
@@ -30,6 +39,7 @@ type spool struct {
 	err          error // producer's error, reported after the data
 	discard      bool  // consumer is gone: drop everything
 	readBuf      []byte
+	readBufHeld  int // what readBuf counts in the held budget
 }
 
 func newSpool(memLimit int, spillLimit int64) *spool {
@@ -59,7 +69,7 @@ func (s *spool) Write(p []byte) (int, error) {
 	if s.discard {
 		return len(p), nil
 	}
-	if s.file == nil && s.memBytes+len(p) <= s.memLimit {
+	if s.file == nil && s.memBytes+len(p) <= s.memLimit && held.takeMem(len(p)) {
 		s.mem = append(s.mem, append([]byte(nil), p...))
 		s.memBytes += len(p)
 		s.signal()
@@ -94,6 +104,9 @@ func (s *spool) CloseWithError(err error) {
 // more reports whether more data is already buffered (so the caller can
 // delay flushing). It returns io.EOF at the end, or the producer's error.
 func (s *spool) Next() (chunk []byte, more bool, err error) {
+	s.mu.Lock()
+	s.giveBackLentLocked()
+	s.mu.Unlock()
 	for {
 		s.mu.Lock()
 		if len(s.mem) > 0 {
@@ -101,6 +114,7 @@ func (s *spool) Next() (chunk []byte, more bool, err error) {
 			s.mem[0] = nil
 			s.mem = s.mem[1:]
 			s.memBytes -= len(chunk)
+			s.lent = len(chunk)
 			more = len(s.mem) > 0 || s.fileR < s.fileW
 			s.mu.Unlock()
 			return chunk, more, nil
@@ -125,9 +139,28 @@ func (s *spool) Next() (chunk []byte, more bool, err error) {
 	}
 }
 
+// giveBackLentLocked gives back the budget of the chunk Next handed out
+// last: the consumer is done with it.
+func (s *spool) giveBackLentLocked() {
+	held.giveMem(s.lent)
+	s.lent = 0
+}
+
+// spillReadSize is the buffer a spool reads its file into while the held
+// budget allows; past it, spillReadMin (a stalled client's write holds the
+// buffer, one per response: the floor each costs).
+const (
+	spillReadSize = 64 << 10
+	spillReadMin  = 16 << 10
+)
+
 func (s *spool) readFileLocked() ([]byte, error) {
 	if s.readBuf == nil {
-		s.readBuf = make([]byte, 64<<10)
+		if held.takeMem(spillReadSize) {
+			s.readBuf, s.readBufHeld = make([]byte, spillReadSize), spillReadSize
+		} else {
+			s.readBuf = make([]byte, spillReadMin)
+		}
 	}
 	n := int64(len(s.readBuf))
 	if left := s.fileW - s.fileR; left < n {
@@ -155,18 +188,21 @@ func (s *spool) Discard() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.discard = true
-	s.mem, s.memBytes = nil, 0
+	s.mem = nil
 	s.release()
 	wakeUp(s.room)
 }
 
-// release frees the spill file.
+// release frees the spill file and gives back the memory the spool holds.
 func (s *spool) release() {
 	if s.file != nil {
 		s.file.Close()
 		s.file = nil
 	}
 	s.fileR, s.fileW = 0, 0
+	held.giveMem(s.memBytes + s.readBufHeld)
+	s.memBytes, s.readBuf, s.readBufHeld = 0, nil, 0
+	s.giveBackLentLocked()
 }
 
 // Close frees resources once the consumer is done.

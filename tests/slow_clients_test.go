@@ -1,0 +1,131 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stalledH2Streams opens an HTTP/2 connection (cleartext, prior knowledge)
+// to addr that grants the server no flow-control window, so no byte of any
+// answer can reach it, and asks for path on streams of its own. The
+// connection is closed when the test ends.
+func stalledH2Streams(t *testing.T, addr, path string, streams int) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for i := 0; i < streams; i++ {
+		block.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", addr}, {":path", path}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the server's frames are read and dropped (its settings, acks, the
+	// answers' heads), so its writes never wait on the connection itself
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		}
+	}()
+	return conn
+}
+
+// TestStalledStreamsDoNotHoldMemory: a client that asks for a large page
+// on hundreds of HTTP/2 streams and reads none makes Caddy keep no more
+// than its held budget (64 MiB) of the answers in memory: the rest waits
+// in temporary files, the worker serves every stream meanwhile, and
+// another client still gets the page. Before, each stalled stream kept its
+// copy of the page (900 KiB here: 350 MiB for 400 streams from one
+// client's four connections).
+func TestStalledStreamsDoNotHoldMemory(t *testing.T) {
+	const connections, perConnection = 4, 100
+	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 30s")
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	addr := strings.TrimPrefix(url, "http://")
+	page := func() {
+		t.Helper()
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(url + "/?kib=900")
+		if err != nil {
+			t.Fatalf("GET the page: %v\n%s", err, tail(c.log.String(), 20))
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != 900<<10 {
+			t.Fatalf("GET the page: status %d, %d bytes\n%s", resp.StatusCode, n, tail(c.log.String(), 20))
+		}
+	}
+	page()
+	for i := 0; i < connections; i++ {
+		stalledH2Streams(t, addr, "/?kib=900", perConnection)
+	}
+	served := func() int64 {
+		apps, err := c.apps()
+		if err != nil || len(apps) != 1 || len(apps[0].Workers) != 1 {
+			return 0
+		}
+		return apps[0].Workers[0].Requests
+	}
+	// one worker answers every stalled stream: none holds it
+	waitFor(t, 60*time.Second, fmt.Sprintf("the worker answering the %d stalled streams", connections*perConnection), func() bool {
+		return served() >= 1+connections*perConnection
+	})
+	time.Sleep(500 * time.Millisecond) // the last answers taken from the worker
+	if held := liveHeap(t, c); held > 150<<20 {
+		t.Errorf("with %d streams stalled on a 900 KiB page Caddy holds %d MiB (its held budget is 64 MiB)", connections*perConnection, held>>20)
+	}
+	page() // another client is served meanwhile
+	if apps, err := c.apps(); err != nil || apps[0].Restarts["timeout"] != 0 {
+		t.Fatalf("a worker was restarted for its timeout: %+v %v", apps, err)
+	}
+}
+
+// liveHeap is what Caddy's Go heap holds just after a collection (the
+// race detector's shadow memory makes its resident size no measure).
+func liveHeap(t *testing.T, c *caddyProc) int64 {
+	t.Helper()
+	for _, path := range []string{"/debug/pprof/heap?gc=1", "/metrics"} {
+		resp, err := http.Get("http://" + c.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(data), "\n") {
+			var n float64
+			if _, err := fmt.Sscanf(line, "go_memstats_heap_alloc_bytes %g", &n); err == nil {
+				return int64(n)
+			}
+		}
+	}
+	t.Fatal("no go_memstats_heap_alloc_bytes in Caddy's /metrics")
+	return 0
+}
