@@ -380,7 +380,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
 		hdr["Content-Length"] = contentLength(len(payload))
 	}
-	send := len(payload) > 0 && r.Method != http.MethodHead
+	send := len(payload) > 0 && r.Method != http.MethodHead && status != http.StatusNoContent && status != http.StatusNotModified
 	if len(payload) <= bufferedWrite {
 		w.WriteHeader(status)
 		if send {
@@ -395,18 +395,14 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	case held.takeMem(len(payload)):
 		body = append([]byte(nil), payload...)
 		defer held.giveMem(len(payload))
-	default:
-		sp = newSpool(0, streamSpillLimit) // memory is spent: all of it to the file
+	default: // memory is spent: to a file (or, when none can be had, memory past the budget)
+		sp = newSpool(streamMemLimit, streamSpillLimit)
 		defer sp.Discard()
-		if _, err := sp.Write(payload); err != nil {
-			// no file either: the client is written to before the worker
-			// is given back, as by a proxy that does not buffer
-			p.logger.Warn("cannot buffer a response for a slow client; the worker waits for it", zap.Error(err))
-			w.WriteHeader(status)
-			_, _ = w.Write(payload)
-			return p.finish(s, bodySent)
+		_, err := sp.Write(payload)
+		if err != nil {
+			err = spoolFailed(err) // the answer is cut off
 		}
-		sp.CloseWithError(nil)
+		sp.CloseWithError(err)
 	}
 	if err := p.finish(s, bodySent); err != nil {
 		if mark != nil {
@@ -456,9 +452,13 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()
-	_, _ = sp.Write(first)
+	var spoolErr error
+	if _, err := sp.Write(first); err != nil {
+		sp.Discard()
+		spoolErr = spoolFailed(err)
+	}
 	go func() {
-		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp) })
+		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp, spoolErr) })
 		if _, ok := err.(*panics.Error); ok { // the channel's state is unknown: treated as broken
 			sp.CloseWithError(p.broken(s, err))
 			return
@@ -514,8 +514,7 @@ func (p *Pool) relay(w http.ResponseWriter, sp *spool) {
 // A spool that fails (its disk is full, no file can be opened) drops the
 // rest, which is still read from the worker, and the response ends as cut
 // off, never as complete.
-func (p *Pool) pump(s *channel, sid uint32, sp *spool) error {
-	var spoolErr error
+func (p *Pool) pump(s *channel, sid uint32, sp *spool, spoolErr error) error {
 	for {
 		f, err := s.nextBody()
 		switch {
@@ -526,12 +525,18 @@ func (p *Pool) pump(s *channel, sid uint32, sp *spool) error {
 		}
 		if _, err := sp.Write(f.data); err != nil && spoolErr == nil {
 			sp.Discard()
-			spoolErr = fmt.Errorf("buffering the response (in the temporary directory, $TMPDIR): %w", err)
+			spoolErr = spoolFailed(err)
 		}
 		if f.last {
 			return spoolErr
 		}
 	}
+}
+
+// spoolFailed is the error of a response its spool could not keep: the
+// response is cut off, never ended as complete.
+func spoolFailed(err error) error {
+	return fmt.Errorf("buffering the response (in the temporary directory, $TMPDIR): %w", err)
 }
 
 // broken retires the channel's worker after a channel failure and returns the

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -241,5 +242,69 @@ func TestStalledClientsShareTheHeldBudget(t *testing.T) {
 	}
 	if held.mem.Load() != 0 {
 		t.Errorf("%d bytes still counted once every answer was sent", held.mem.Load())
+	}
+}
+
+// TestAnswersWithoutATemporaryFile: with the held budget spent and no
+// temporary file to be had (an unwritable TMPDIR, no descriptor left), an
+// answer is kept in memory past the budget, within its own bound, rather
+// than cut off or given to its client with the worker still held: a
+// one-frame answer for a client that reads nothing held the worker, and a
+// streamed answer lost its first frame and still ended as complete.
+func TestAnswersWithoutATemporaryFile(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 4 << 20, diskLimit: 1 << 30})
+	held.mem.Store(held.memLimit) // spent by others
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "gone"))
+	p, far := onePool(t)
+	first, second := bytes.Repeat([]byte("A"), 100<<10), bytes.Repeat([]byte("B"), 100<<10)
+	go func() {
+		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+		for {
+			h, _, err := fr.Next()
+			if err != nil {
+				return
+			}
+			out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK"))
+			if h.Stream%2 == 1 { // one frame
+				out = protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, first)
+			} else { // streamed: the budget comes back between its frames
+				out = protocol.AppendFrame(out, protocol.ResponseBody, 0, h.Stream, first)
+				if _, err := far.Write(out); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+				held.mem.Add(-held.memLimit)
+				out = protocol.AppendFrame(nil, protocol.ResponseBody, protocol.FlagEnd, h.Stream, second)
+			}
+			if _, err := far.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	stalled := &stalledClient{ResponseRecorder: httptest.NewRecorder(), through: make(chan struct{}), writing: make(chan struct{})}
+	stalledDone := make(chan error, 1)
+	go func() {
+		stalledDone <- p.Serve(stalled, httptest.NewRequest("GET", "/one-frame", nil), &Request{Timeout: 30 * time.Second})
+	}()
+	<-stalled.writing
+	streamed := httptest.NewRecorder()
+	done := make(chan error, 1)
+	go func() { // the worker is free for it while the first client stalls
+		done <- p.Serve(streamed, httptest.NewRequest("GET", "/streamed", nil), &Request{Timeout: 30 * time.Second})
+	}()
+	select {
+	case err := <-done:
+		if err != nil || !bytes.Equal(streamed.Body.Bytes(), append(append([]byte(nil), first...), second...)) {
+			t.Errorf("the streamed answer: %v, %d bytes, starting %q", err, streamed.Body.Len(), streamed.Body.Bytes()[:min(4, streamed.Body.Len())])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client that reads nothing holds the worker")
+	}
+	close(stalled.through)
+	if err := <-stalledDone; err != nil || !bytes.Equal(stalled.Body.Bytes(), first) {
+		t.Errorf("the one-frame answer: %v, %d bytes", err, stalled.Body.Len())
+	}
+	if held.mem.Load() != 0 {
+		t.Errorf("%d bytes still counted once both answers were sent", held.mem.Load())
 	}
 }

@@ -69,14 +69,22 @@ func (s *spool) Write(p []byte) (int, error) {
 	if s.discard {
 		return len(p), nil
 	}
-	if s.file == nil && s.memBytes+len(p) <= s.memLimit && held.takeMem(len(p)) {
-		s.mem = append(s.mem, append([]byte(nil), p...))
-		s.memBytes += len(p)
-		s.signal()
+	fits := s.file == nil && s.memBytes+len(p) <= s.memLimit
+	if fits && held.takeMem(len(p)) {
+		s.keepLocked(p)
 		return len(p), nil
 	}
 	if s.file == nil {
 		f, err := os.CreateTemp("", "hearth-response-*")
+		if err != nil && fits {
+			// no file to be had (an unwritable or full temporary
+			// directory, no descriptor left): memory, past the budget,
+			// rather than a response cut off or a worker held; each
+			// response's own bound still holds
+			held.mem.Add(int64(len(p)))
+			s.keepLocked(p)
+			return len(p), nil
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -89,6 +97,13 @@ func (s *spool) Write(p []byte) (int, error) {
 	s.fileW += int64(len(p))
 	s.signal()
 	return len(p), nil
+}
+
+// keepLocked keeps a copy of p in memory, counted in the held budget.
+func (s *spool) keepLocked(p []byte) {
+	s.mem = append(s.mem, append([]byte(nil), p...))
+	s.memBytes += len(p)
+	s.signal()
 }
 
 // CloseWithError ends the stream; err (may be nil) is reported to the
@@ -148,10 +163,11 @@ func (s *spool) giveBackLentLocked() {
 
 // spillReadSize is the buffer a spool reads its file into while the held
 // budget allows; past it, spillReadMin (a stalled client's write holds the
-// buffer, one per response: the floor each costs).
+// buffer, one per response: the floor each costs, as the 4 KiB Go's
+// HTTP/2 server keeps for each response's writes).
 const (
 	spillReadSize = 64 << 10
-	spillReadMin  = 16 << 10
+	spillReadMin  = 4 << 10
 )
 
 func (s *spool) readFileLocked() ([]byte, error) {
