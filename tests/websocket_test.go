@@ -545,3 +545,38 @@ func TestWebSocketsGrowAnAutoscaledPool(t *testing.T) {
 		t.Fatalf("the pool after the WebSocket it grew for: %+v %v", apps, err)
 	}
 }
+
+// TestWebSocketMessageTooLargeForTheChannel: an app's WebSocket message
+// over 1 MiB (an echo with a prefix of a client's largest message) makes
+// the app's send raise, and its WebSocket closes with 1011; the worker and
+// its other WebSockets go on. The runtime sent it as one frame larger than
+// the channel allows: Caddy took the channel for broken and killed the
+// worker, so any client of such an app could end a worker and every
+// request on it with one message.
+func TestWebSocketMessageTooLargeForTheChannel(t *testing.T) {
+	config, url := asgiSite(t, "ws_app:app", "workers 1")
+	c := startCaddy(t, config)
+	base := "ws" + strings.TrimPrefix(url, "http")
+	other := wsDial(t, base+"/echo")
+	wsRoundTrip(t, other, websocket.MessageText, "before")
+	big := wsDial(t, base+"/echo")
+	big.SetReadLimit(4 << 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := big.Write(ctx, websocket.MessageText, bytes.Repeat([]byte("m"), 1<<20-2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := big.Read(ctx); websocket.CloseStatus(err) != websocket.StatusInternalError {
+		t.Errorf("the echo of a 1 MiB message: %d bytes, %v; want a close with 1011", len(data), err)
+	}
+	if typ, got := wsRoundTrip(t, other, websocket.MessageText, "after"); typ != websocket.MessageText || got != "echo:after" {
+		t.Errorf("the other WebSocket after it: %v %q", typ, got)
+	}
+	if apps := c.mustApps(); apps[0].Restarts["crash"] != 0 {
+		t.Errorf("the worker was restarted: %v", apps[0].Restarts)
+	}
+	if !strings.Contains(c.log.String(), "a WebSocket message may be at most 1048576 bytes (1 MiB)") {
+		t.Errorf("the log does not say why the WebSocket closed:\n%s", tail(c.log.String(), 20))
+	}
+	other.Close(websocket.StatusNormalClosure, "")
+}

@@ -779,6 +779,11 @@ class AsgiWorker:
                     data, flags = bytes(message['bytes']), BINARY
                 else:
                     data, flags = str(message.get('text', '')).encode('utf-8'), 0
+                if len(data) > MAX_PAYLOAD:
+                    # one frame carries one message: a larger frame would
+                    # break the channel, and its worker with every request
+                    raise ValueError('a WebSocket message may be at most %d bytes (1 MiB), as one from a client; '
+                                     'this one is %d: send it in parts' % (MAX_PAYLOAD, len(data)))
                 writer.write(_pack(len(data), WS_MSG, flags, sid) + data)
             elif kind == 'websocket.close':
                 if not state['accepted']:  # refused before the handshake: 403
