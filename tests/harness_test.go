@@ -280,11 +280,12 @@ type appStatus struct {
 	Pipeline  string `json:"pipeline"`
 	Pipelined int64  `json:"pipelined_requests"`
 	Workers   []struct {
-		Pid       int       `json:"pid"`
-		State     string    `json:"state"`
-		Requests  int64     `json:"requests"`
-		RSS       int64     `json:"rss_bytes"`
-		StartedAt time.Time `json:"started_at"`
+		Pid         int       `json:"pid"`
+		State       string    `json:"state"`
+		BusyThreads int       `json:"busy_threads"`
+		Requests    int64     `json:"requests"`
+		RSS         int64     `json:"rss_bytes"`
+		StartedAt   time.Time `json:"started_at"`
 	} `json:"workers"`
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,4 +129,27 @@ func liveHeap(t *testing.T, c *caddyProc) int64 {
 	}
 	t.Fatal("no go_memstats_heap_alloc_bytes in Caddy's /metrics")
 	return 0
+}
+
+// TestStalledASGIStreamsDoNotHoldMemory: an ASGI app streaming 1 MiB chunks
+// to clients that read nothing makes Caddy hold one small frame per
+// stalled stream, not a chunk: Caddy relays a streamed frame straight from
+// its channel's read buffer, which grew to the app's 1 MiB chunk and
+// stayed held while the write to the client waited (100 MiB for 100
+// streams of one connection).
+func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
+	const streams = 100
+	marker := filepath.Join(t.TempDir(), "marker")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	base := liveHeap(t, c)
+	stalledH2Streams(t, strings.TrimPrefix(url, "http://"), "/flood", streams)
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d streams taken by the app", streams), func() bool {
+		apps, err := c.apps()
+		return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].BusyThreads >= streams
+	})
+	time.Sleep(time.Second) // each app's send waits on its stalled client
+	if grown := liveHeap(t, c) - base; grown > 40<<20 {
+		t.Errorf("%d streams stalled on an ASGI app's 1 MiB chunks grew Caddy's heap by %d MiB", streams, grown>>20)
+	}
 }

@@ -220,8 +220,10 @@ func (s *streamPeer) writeFrame(op int, payload []byte) error {
 	if s.closeSent {
 		return errors.New("the WebSocket is closing")
 	}
-	frame := make([]byte, 0, 10+len(payload))
-	frame = append(frame, 0x80|byte(op))
+	// the head, then the payload as it is: a copy of a message held for
+	// a client that reads nothing doubled what each stalled one cost
+	var head [10]byte
+	frame := append(head[:0], 0x80|byte(op))
 	switch n := len(payload); {
 	case n < 126:
 		frame = append(frame, byte(n))
@@ -230,10 +232,11 @@ func (s *streamPeer) writeFrame(op int, payload []byte) error {
 	default:
 		frame = binary.BigEndian.AppendUint64(append(frame, 127), uint64(n))
 	}
-	frame = append(frame, payload...)
-	if _, err := s.w.Write(frame); err != nil {
-		s.writeError = err
-		return err
+	for _, part := range [][]byte{frame, payload} {
+		if _, err := s.w.Write(part); err != nil {
+			s.writeError = err
+			return err
+		}
 	}
 	if err := s.rc.Flush(); err != nil {
 		s.writeError = err

@@ -36,6 +36,13 @@ SPILL_CHUNK = 1 << 20
 # the queue's slot): a flood of empty messages or tiny chunks counts too
 ITEM_COST = 128
 WS_TOO_SLOW = 1009
+# A streamed response's body goes in frames of at most this many bytes:
+# Caddy relays a frame straight from its read buffer to the client, so a
+# client that reads nothing holds one frame of Caddy's memory (a 1 MiB
+# chunk held a megabyte per stalled response; the channel's buffer is
+# 64 KiB). A whole response in one message goes in one frame (Caddy copies
+# it, within its budget, and gives the channel back at once).
+STREAM_FRAME = 64 << 10
 # How long a response head waits for the app's first body message before
 # it goes out alone (seconds): a head and its body sent a few event-loop
 # turns apart (Starlette's BaseHTTPMiddleware, a quick query) still go out
@@ -675,7 +682,10 @@ class AsgiWorker:
                     raise ClientDisconnected('the client is gone')
                 body = bytes(message.get('body', b''))
                 more = bool(message.get('more_body', False))
-                data = frames(RESP_BODY, sid, body, not more)
+                if state['head'] is not None and not more and len(body) <= MAX_PAYLOAD:
+                    data = frames(RESP_BODY, sid, body, True)  # the whole response: one frame
+                else:
+                    data = frames(RESP_BODY, sid, body, not more, STREAM_FRAME)
                 if state['head'] is not None:
                     data, state['head'] = state['head'] + data, None
                 writer.write(data)

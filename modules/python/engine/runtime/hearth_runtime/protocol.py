@@ -99,15 +99,16 @@ def head_problem(parts):
 CONTROL_NAMES = {'\0': 'NUL', '\r': 'CR', '\n': 'LF', '\t': 'tab'}
 
 
-def frames(kind, sid, data, last):
-    """Encode data as one or more frames of kind; the last one flagged END if last."""
-    if len(data) <= MAX_PAYLOAD:
+def frames(kind, sid, data, last, size=MAX_PAYLOAD):
+    """Encode data as one or more frames of kind, of at most size bytes each;
+    the last one flagged END if last."""
+    if len(data) <= size:
         return _pack(len(data), kind, END if last else 0, sid) + data
     view = memoryview(data)
     out = []
-    for start in range(0, len(data), MAX_PAYLOAD):
-        part = view[start:start + MAX_PAYLOAD]
-        final = last and start + MAX_PAYLOAD >= len(data)
+    for start in range(0, len(data), size):
+        part = view[start:start + size]
+        final = last and start + size >= len(data)
         out.append(_pack(len(part), kind, END if final else 0, sid))
         out.append(part)
     return b''.join(out)
