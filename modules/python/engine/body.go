@@ -90,8 +90,8 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 }
 
 // errBodiesHeld is a request body refused because Caddy holds its budget
-// of bodies (heldBudget) already.
-var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies, across its apps (64 MiB in memory, 1 GiB of temporary files); try again shortly")
+// (heldBudget) already.
+var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies and of responses waiting for slow clients, across its apps (64 MiB in memory, 1 GiB of temporary files); try again shortly")
 
 // bodySink takes a request body as it arrives: in memory up to
 // memBodyLimit while the held budget allows, then in a temporary file

@@ -142,6 +142,22 @@ func deadlineSlack(timeout time.Duration) time.Duration {
 	return min(timeout/100, time.Second)
 }
 
+// pauseDeadline takes s's deadline off while its reader waits on a client
+// instead of on the worker (a worker blocked on a slow client's answer is
+// not hung); the function it returns puts it back, later by the time it
+// was off. Only the channel's reader may call it.
+func (s *channel) pauseDeadline() (resume func()) {
+	if s.deadline.IsZero() {
+		return func() {}
+	}
+	since := time.Now()
+	_ = s.conn.SetDeadline(time.Time{})
+	return func() {
+		s.deadline = s.deadline.Add(time.Since(since))
+		_ = s.conn.SetDeadline(s.deadline)
+	}
+}
+
 // clearDeadline takes off any deadline on s, including one set on its
 // connection directly (clientLeft's read deadline).
 func (s *channel) clearDeadline() {

@@ -398,7 +398,15 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	default: // memory is spent: to a file (or, when none can be had, memory past the budget)
 		sp = newSpool(streamMemLimit, streamSpillLimit)
 		defer sp.Discard()
-		_, err := sp.Write(payload)
+		taken, err := sp.offer(payload)
+		if !taken && err == nil {
+			// the disk part is spent too: the client is written to before
+			// the worker is given back, as by a proxy that does not buffer
+			// (write_idle bounds a client that takes nothing)
+			w.WriteHeader(status)
+			_, _ = w.Write(payload)
+			return p.finish(s, bodySent)
+		}
 		if err != nil {
 			err = spoolFailed(err) // the answer is cut off
 		}
@@ -442,23 +450,19 @@ func contentLength(n int) []string {
 // this goroutine writes the spool to the client, flushing whenever it has
 // caught up with the worker.
 //
-// The memory a response holds while it waits for its client counts in the
-// held budget, shared with request bodies; past it the rest goes to disk
-// at once (the spool's file, streamSpillLimit per response), so a pump
-// never waits on a budget: waiting on one, it ran into its request's
-// timeout and had its worker killed as hung.
+// What a response holds while it waits for its client counts in the held
+// budget, shared with request bodies: memory first, then the spool's file.
+// Past both, the pump waits for its own client (see spool), holding the
+// worker, with the worker's deadline lifted meanwhile: a pump that waited
+// under its request's timeout had its worker killed as hung.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
 	sp := newSpool(streamMemLimit, streamSpillLimit)
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()
-	var spoolErr error
-	if _, err := sp.Write(first); err != nil {
-		sp.Discard()
-		spoolErr = spoolFailed(err)
-	}
+	sp.pause = s.pauseDeadline
 	go func() {
-		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp, spoolErr) })
+		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp, first) })
 		if _, ok := err.(*panics.Error); ok { // the channel's state is unknown: treated as broken
 			sp.CloseWithError(p.broken(s, err))
 			return
@@ -514,7 +518,15 @@ func (p *Pool) relay(w http.ResponseWriter, sp *spool) {
 // A spool that fails (its disk is full, no file can be opened) drops the
 // rest, which is still read from the worker, and the response ends as cut
 // off, never as complete.
-func (p *Pool) pump(s *channel, sid uint32, sp *spool, spoolErr error) error {
+func (p *Pool) pump(s *channel, sid uint32, sp *spool, first []byte) error {
+	var spoolErr error
+	keep := func(data []byte) {
+		if _, err := sp.Write(data); err != nil && spoolErr == nil {
+			sp.Discard()
+			spoolErr = spoolFailed(err)
+		}
+	}
+	keep(first) // (before the next frame is read: first is in the channel's buffer)
 	for {
 		f, err := s.nextBody()
 		switch {
@@ -523,10 +535,7 @@ func (p *Pool) pump(s *channel, sid uint32, sp *spool, spoolErr error) error {
 		case f.aborted:
 			return p.appAborted(f.data, "in the middle of its response")
 		}
-		if _, err := sp.Write(f.data); err != nil && spoolErr == nil {
-			sp.Discard()
-			spoolErr = spoolFailed(err)
-		}
+		keep(f.data)
 		if f.last {
 			return spoolErr
 		}

@@ -4,21 +4,20 @@ import "sync/atomic"
 
 // heldBudget bounds what Caddy holds, across all its pools, of request
 // bodies it is receiving or keeps until their requests end (a body is read
-// whole before a worker is taken), and in memory of answers waiting for
-// their clients. Each had a bound of its own (max_body; a spool's
-// streamMemLimit, a one-frame answer's copy) but not their sum: clients
-// uploading slowly, or reading nothing, on many connections or on an
-// HTTP/2 connection's many streams, held as much as they pleased. Past the
-// budget a body is refused (503); an answer goes to a temporary file,
-// counted one by one (streamSpillLimit), not here.
+// whole before a worker is taken), and of answers waiting for their
+// clients. Each had a bound of its own (max_body; a spool's streamMemLimit
+// and streamSpillLimit, a one-frame answer's copy) but not their sum:
+// clients uploading slowly, or reading nothing, on many connections or on
+// an HTTP/2 connection's many streams, held as much as they pleased. Past
+// the budget a body is refused (503); an answer goes at its client's pace,
+// its worker waiting for the client (see spool).
 type heldBudget struct {
 	mem, disk           atomic.Int64
 	memLimit, diskLimit int64
 }
 
-// held is the process's budget. Memory: 64 MiB of bodies and answers;
-// disk (the temporary directory, often a tmpfs, so memory too): 1 GiB of
-// bodies.
+// held is the process's budget. Memory: 64 MiB; disk (the temporary
+// directory, often a tmpfs, so memory too): 1 GiB.
 var held = &heldBudget{memLimit: 64 << 20, diskLimit: 1 << 30}
 
 // take counts n more bytes on c unless that passes limit; force counts

@@ -7,9 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,5 +309,213 @@ func TestAnswersWithoutATemporaryFile(t *testing.T) {
 	}
 	if held.mem.Load() != 0 {
 		t.Errorf("%d bytes still counted once both answers were sent", held.mem.Load())
+	}
+}
+
+// TestSpoolDiskCountsInTheHeldBudget: what a spool keeps in its file counts
+// in the held budget until the consumer reads it; past the budget the
+// producer waits for its consumer instead of spilling more (offer says so
+// without waiting), and with nothing of its own unread it hands its chunk
+// over in memory and waits until the consumer took it.
+func TestSpoolDiskCountsInTheHeldBudget(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 256 << 10})
+	sp := newSpool(streamMemLimit, streamSpillLimit)
+	defer sp.Discard()
+	if taken, err := sp.offer(bytes.Repeat([]byte{'a'}, 200<<10)); !taken || err != nil || sp.file == nil || held.disk.Load() != 200<<10 {
+		t.Fatalf("200 KiB with 256 KiB of disk: taken %v, %v, in a file %v, %d counted", taken, err, sp.file != nil, held.disk.Load())
+	}
+	if taken, _ := sp.offer(bytes.Repeat([]byte{'b'}, 100<<10)); taken || held.disk.Load() != 200<<10 {
+		t.Fatalf("100 KiB more past the budget: taken %v, %d counted", taken, held.disk.Load())
+	}
+	wrote := make(chan struct{})
+	go func() { // waits for the consumer to read some
+		sp.Write(bytes.Repeat([]byte{'b'}, 100<<10))
+		sp.CloseWithError(nil)
+		close(wrote)
+	}()
+	select {
+	case <-wrote:
+		t.Fatal("the write past the budget did not wait")
+	case <-time.After(300 * time.Millisecond):
+	}
+	var got []byte
+	for {
+		chunk, _, err := sp.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := held.disk.Load(); d > held.diskLimit {
+			t.Fatalf("%d counted on disk, past the %d budget", d, held.diskLimit)
+		}
+		got = append(got, chunk...)
+	}
+	<-wrote
+	if !bytes.Equal(got, append(bytes.Repeat([]byte{'a'}, 200<<10), bytes.Repeat([]byte{'b'}, 100<<10)...)) || held.disk.Load() != 0 {
+		t.Fatalf("read back %d bytes (in order: %v); %d still counted", len(got), bytes.HasPrefix(got, []byte{'a'}), held.disk.Load())
+	}
+	sp.Close()
+
+	// the disk spent by others, nothing unread: handed over in memory
+	held.disk.Store(held.diskLimit)
+	defer held.disk.Store(0)
+	over := newSpool(streamMemLimit, streamSpillLimit)
+	defer over.Discard()
+	wrote = make(chan struct{})
+	go func() {
+		over.Write([]byte("handed over"))
+		close(wrote)
+	}()
+	select {
+	case <-wrote:
+		t.Fatal("a chunk past the budget was taken without its consumer")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if chunk, _, err := over.Next(); err != nil || string(chunk) != "handed over" {
+		t.Fatalf("the handed-over chunk: %q %v", chunk, err)
+	}
+	select {
+	case <-wrote:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the producer still waits once its chunk was taken")
+	}
+}
+
+// TestSpoolGivesBackWhatWasRead: a spool's file gives its blocks back as
+// they are read, so a response its client reads a little slower than the
+// app writes (the file never caught up, never reset) does not grow its
+// file to the whole response.
+func TestSpoolGivesBackWhatWasRead(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 1 << 30})
+	t.Setenv("TMPDIR", t.TempDir())
+	sp := newSpool(streamMemLimit, streamSpillLimit)
+	defer sp.Discard()
+	sp.Write(bytes.Repeat([]byte{'x'}, 4<<20))
+	for read := 0; read < 3<<20; {
+		chunk, _, err := sp.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		read += len(chunk)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(sp.file.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk := st.Blocks * 512; onDisk > 1<<20+punchUnit {
+		t.Fatalf("with 1 MiB of 4 unread the file holds %d KiB", onDisk>>10)
+	}
+}
+
+// spillFilesOnDisk sums what the process's open spool files hold on disk.
+func spillFilesOnDisk(t *testing.T) int64 {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, e := range entries {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || !strings.Contains(target, "hearth-response-") {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/self/fd/"+e.Name(), &st) == nil {
+			sum += st.Blocks * 512
+		}
+	}
+	return sum
+}
+
+// slowClient takes a response a write at a time, pausing before each.
+type slowClient struct {
+	*httptest.ResponseRecorder
+	pause   time.Duration
+	mu      sync.Mutex
+	maxDisk int64 // the most the spool files held on disk, seen at a write
+	t       *testing.T
+}
+
+func (c *slowClient) Write(p []byte) (int, error) {
+	time.Sleep(c.pause)
+	c.mu.Lock()
+	c.maxDisk = max(c.maxDisk, spillFilesOnDisk(c.t), held.disk.Load())
+	c.mu.Unlock()
+	return c.ResponseRecorder.Write(p)
+}
+
+// TestSlowClientPastTheBudgetWaitsWithItsWorker: past the held budget
+// (memory and disk) a streamed answer goes at its client's pace, its
+// worker waiting for the client instead of the answer filling the disk;
+// the worker's timeout does not count the wait (a worker blocked on a
+// slow client is not hung). Answers' files had a bound each (1 GiB) but
+// none in sum, and a pump that waited ran into its request's timeout and
+// had its worker killed.
+func TestSlowClientPastTheBudgetWaitsWithItsWorker(t *testing.T) {
+	const diskBudget = 256 << 10
+	// memory for the file's read buffer, none for the answer's frames
+	withHeld(t, &heldBudget{memLimit: spillReadSize, diskLimit: diskBudget})
+	t.Setenv("TMPDIR", t.TempDir())
+	p, far := onePool(t)
+	answer := bytes.Repeat([]byte("0123456789abcdef"), (2<<20)/16)
+	go func() {
+		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+		h, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK"))
+		for body := answer; len(body) > 0; body = body[min(len(body), 256<<10):] {
+			flags := uint8(0)
+			if len(body) <= 256<<10 {
+				flags = protocol.FlagEnd
+			}
+			out = protocol.AppendFrame(out, protocol.ResponseBody, flags, h.Stream, body[:min(len(body), 256<<10)])
+		}
+		far.Write(out)
+	}()
+	// 2 MiB in 64 KiB writes, 80 ms apart: ~2.5 s, past the 1 s timeout
+	c := &slowClient{ResponseRecorder: httptest.NewRecorder(), pause: 80 * time.Millisecond, t: t}
+	if err := p.Serve(c, httptest.NewRequest("GET", "/download", nil), &Request{Timeout: time.Second}); err != nil {
+		t.Fatalf("Serve: %v (failure %v)", err, FailureOf(err))
+	}
+	if !bytes.Equal(c.Body.Bytes(), answer) {
+		t.Fatalf("the client got %d bytes of the %d-byte answer", c.Body.Len(), len(answer))
+	}
+	if c.maxDisk > diskBudget+punchUnit {
+		t.Errorf("the answer held %d KiB on disk; the budget is %d KiB", c.maxDisk>>10, diskBudget>>10)
+	}
+	if held.disk.Load() != 0 || held.mem.Load() != 0 {
+		t.Errorf("still counted: %d on disk, %d in memory", held.disk.Load(), held.mem.Load())
+	}
+}
+
+// TestOneFrameAnswerPastTheWholeBudget: with memory and disk both spent, a
+// one-frame answer goes to its client before the worker is given back (as
+// through a proxy that does not buffer), whole.
+func TestOneFrameAnswerPastTheWholeBudget(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 1 << 20, diskLimit: 1 << 20})
+	held.mem.Store(held.memLimit)
+	held.disk.Store(held.diskLimit)
+	t.Setenv("TMPDIR", t.TempDir())
+	p, far := onePool(t)
+	page := bytes.Repeat([]byte("p"), 300<<10)
+	go func() {
+		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+		h, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK"))
+		far.Write(protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, page))
+	}()
+	rec := httptest.NewRecorder()
+	if err := p.Serve(rec, httptest.NewRequest("GET", "/page", nil), &Request{Timeout: 10 * time.Second}); err != nil || !bytes.Equal(rec.Body.Bytes(), page) {
+		t.Fatalf("Serve: %v, %d bytes of %d", err, rec.Body.Len(), len(page))
+	}
+	if held.mem.Load() != held.memLimit || held.disk.Load() != held.diskLimit {
+		t.Fatalf("the answer left %d in memory and %d on disk counted", held.mem.Load()-held.memLimit, held.disk.Load()-held.diskLimit)
 	}
 }

@@ -5,29 +5,40 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // spool is an ordered byte queue between one producer and one consumer: it
-// keeps up to memLimit unread bytes in memory while the process's held
-// budget allows, and spills the rest to a temporary file, up to spillLimit
-// unread bytes there, beyond which the producer waits for the consumer. It
-// lets a worker hand over a response as fast as it produces it while a
-// slow client reads it at its own pace, with bounded memory and bounded
-// disk: an app streaming without end to a client that does not read would
-// otherwise fill the temporary directory.
+// keeps unread bytes in memory (up to memLimit) while the process's held
+// budget allows, then in a temporary file (up to spillLimit unread bytes)
+// while the budget's disk part allows. It lets a worker hand over a
+// response as fast as it produces it while a slow client reads it at its
+// own pace, with memory and disk bounded per response and in sum.
 //
-// The memory counts in the held budget from the Write that takes it until
-// the consumer is done with it (the chunk Next hands out counts until the
-// next call: the client's write may hold it). Past the budget a spool goes
-// to its file at once instead of waiting, so no worker waits on another
-// client's budget: an HTTP/2 client that opened hundreds of streams to a
-// large page and read none made Caddy keep a megabyte of memory for each.
+// What it holds counts in the held budget from the write that takes it
+// until the consumer is done with it (the chunk Next hands out counts
+// until the next call: the client's write may hold it; a file's bytes
+// until they are read, when their blocks are given back to the file
+// system). Past the budget, or past spillLimit, the producer waits for its
+// consumer, as through a proxy that does not buffer: with its own unread
+// bytes it waits for the consumer to read some; with none, it hands the
+// chunk over in memory and waits for the consumer to take it. A producer
+// that waits holds its worker; the pause hook lifts the worker's deadline
+// meanwhile (a worker waiting on a slow client is not hung). An HTTP/2
+// client that opened hundreds of streams to a large page and read none
+// made Caddy keep a megabyte of memory for each, or the page in a file
+// for each, without bound in sum.
 type spool struct {
 	mu         sync.Mutex
 	wake       chan struct{} // signalled when data arrives or the producer ends
-	room       chan struct{} // signalled when the consumer reads from the file or leaves
+	room       chan struct{} // signalled when the consumer takes data or leaves
 	memLimit   int
 	spillLimit int64
+	// pause, when set, is called before the producer waits for room; the
+	// function it returns, once the wait is over
+	pause func() (resume func())
 
 	mem      [][]byte // unread in-memory chunks, oldest first
 	memBytes int
@@ -35,6 +46,8 @@ type spool struct {
 
 	file         *os.File // spill file; once used, new data goes there until drained
 	fileR, fileW int64
+	punched      int64 // the file's blocks before this offset are given back
+	diskHeld     int64 // the file's unread bytes, counted in the held budget
 	closed       bool  // producer is done
 	err          error // producer's error, reported after the data
 	discard      bool  // consumer is gone: drop everything
@@ -56,47 +69,110 @@ func wakeUp(ch chan struct{}) {
 	}
 }
 
-// Write appends a copy of p. It waits for the consumer only while the
-// spill file holds spillLimit unread bytes.
+// roomPoll is how often a producer waiting for room looks at the held
+// budget again (others' responses free it without waking it).
+const roomPoll = 100 * time.Millisecond
+
+// Write appends a copy of p, waiting while the spool may not take it (see
+// spool).
 func (s *spool) Write(p []byte) (int, error) {
+	_, err := s.put(p, true)
+	return len(p), err
+}
+
+// offer is Write without the wait: it reports false, having taken
+// nothing, when p would have to wait.
+func (s *spool) offer(p []byte) (bool, error) {
+	return s.put(p, false)
+}
+
+func (s *spool) put(p []byte, wait bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for !s.discard && s.file != nil && s.fileW > s.fileR && s.fileW-s.fileR+int64(len(p)) > s.spillLimit {
-		s.mu.Unlock()
-		<-s.room
-		s.mu.Lock()
+	handedOver := false
+	for {
+		switch {
+		case s.discard:
+			return true, nil
+		case handedOver:
+			if s.memBytes == 0 {
+				return true, nil // taken by the consumer
+			}
+		default:
+			if taken, err := s.takeLocked(p); taken || err != nil {
+				return taken, err
+			}
+			if !wait {
+				return false, nil
+			}
+			if s.fileW == s.fileR {
+				// nothing of its own for the consumer to read and
+				// free: p goes over in memory, past the budget
+				held.mem.Add(int64(len(p)))
+				s.keepLocked(p)
+				handedOver = true
+				continue
+			}
+		}
+		s.waitRoomLocked()
 	}
-	if s.discard {
-		return len(p), nil
-	}
+}
+
+// takeLocked keeps a copy of p, in memory or in the file, if the held
+// budget and the spool's own bounds allow; false if they do not.
+func (s *spool) takeLocked(p []byte) (bool, error) {
 	fits := s.file == nil && s.memBytes+len(p) <= s.memLimit
 	if fits && held.takeMem(len(p)) {
 		s.keepLocked(p)
-		return len(p), nil
+		return true, nil
 	}
 	if s.file == nil {
 		f, err := os.CreateTemp("", "hearth-response-*")
 		if err != nil && fits {
 			// no file to be had (an unwritable or full temporary
 			// directory, no descriptor left): memory, past the budget,
-			// rather than a response cut off or a worker held; each
-			// response's own bound still holds
+			// rather than a response cut off; each response's own bound
+			// still holds
 			held.mem.Add(int64(len(p)))
 			s.keepLocked(p)
-			return len(p), nil
+			return true, nil
 		}
 		if err != nil {
-			return 0, err
+			return false, err
 		}
 		_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
 		s.file = f
 	}
+	unread := s.fileW - s.fileR
+	if unread > 0 && unread+int64(len(p)) > s.spillLimit || !held.takeDisk(len(p), false) {
+		return false, nil
+	}
 	if _, err := s.file.WriteAt(p, s.fileW); err != nil {
-		return 0, err
+		held.giveDisk(int64(len(p)))
+		return false, err
 	}
 	s.fileW += int64(len(p))
+	s.diskHeld += int64(len(p))
 	s.signal()
-	return len(p), nil
+	return true, nil
+}
+
+// waitRoomLocked waits until the consumer takes something or leaves, or
+// roomPoll has passed, with the pause hook around the wait.
+func (s *spool) waitRoomLocked() {
+	s.mu.Unlock()
+	resume := func() {}
+	if s.pause != nil {
+		resume = s.pause()
+	}
+	t := time.NewTimer(roomPoll)
+	select {
+	case <-s.room:
+	case <-t.C:
+	}
+	t.Stop()
+	resume()
+	s.mu.Lock()
 }
 
 // keepLocked keeps a copy of p in memory, counted in the held budget.
@@ -132,6 +208,7 @@ func (s *spool) Next() (chunk []byte, more bool, err error) {
 			s.lent = len(chunk)
 			more = len(s.mem) > 0 || s.fileR < s.fileW
 			s.mu.Unlock()
+			wakeUp(s.room)
 			return chunk, more, nil
 		}
 		if s.fileR < s.fileW {
@@ -187,16 +264,30 @@ func (s *spool) readFileLocked() ([]byte, error) {
 		return nil, err
 	}
 	s.fileR += int64(read)
+	held.giveDisk(int64(read))
+	s.diskHeld -= int64(read)
 	if s.fileR == s.fileW {
 		// caught up: reuse the file from its start
-		s.fileR, s.fileW = 0, 0
+		s.fileR, s.fileW, s.punched = 0, 0, 0
 		if len(s.mem) == 0 {
 			s.file.Close()
 			s.file = nil
 		}
+	} else if done := s.fileR &^ (punchUnit - 1); done-s.punched >= punchUnit {
+		// what was read goes back to the file system (on a tmpfs, to
+		// memory): a download its client reads a little slower than the
+		// app writes it never catches up, and its file would grow to the
+		// whole response
+		if unix.Fallocate(int(s.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.punched, done-s.punched) == nil {
+			s.punched = done
+		}
 	}
 	return s.readBuf[:read], nil // valid until the next call, like every chunk
 }
+
+// punchUnit is what a spool's file gives back at a time: whole 64 KiB
+// stretches, whole blocks of any file system.
+const punchUnit = 64 << 10
 
 // Discard is called by a consumer that stops reading (the client went
 // away): buffered and future data is dropped.
@@ -215,7 +306,9 @@ func (s *spool) release() {
 		s.file.Close()
 		s.file = nil
 	}
-	s.fileR, s.fileW = 0, 0
+	s.fileR, s.fileW, s.punched = 0, 0, 0
+	held.giveDisk(s.diskHeld)
+	s.diskHeld = 0
 	held.giveMem(s.memBytes + s.readBufHeld)
 	s.memBytes, s.readBuf, s.readBufHeld = 0, nil, 0
 	s.giveBackLentLocked()
