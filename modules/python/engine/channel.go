@@ -19,8 +19,12 @@ type channel struct {
 	stream uint32 // id of the current request
 
 	deadline time.Time // the read deadline set on conn; zero: none
+	// timeout is the exchange's timeout, as setDeadline was given it, and
+	// paused how long pauseDeadline has held its deadline off
+	timeout, paused time.Duration
 	// unbounded says the exchange on s set no deadline (a WebSocket, an
-	// ASGI stream, timeout off): nothing ends it but its sides
+	// ASGI stream, timeout off) or waits on its client (pauseDeadline):
+	// nothing ends it but its sides
 	unbounded atomic.Bool
 	sendBufs  net.Buffers // scratch of send, reused
 
@@ -122,6 +126,7 @@ func (s *channel) next() (protocol.Header, []byte, error) {
 // timeout plus 1%.
 func (s *channel) setDeadline(timeout time.Duration) {
 	s.unbounded.Store(timeout <= 0)
+	s.timeout, s.paused = timeout, 0
 	if timeout <= 0 {
 		if !s.deadline.IsZero() {
 			s.clearDeadline()
@@ -145,18 +150,34 @@ func deadlineSlack(timeout time.Duration) time.Duration {
 // pauseDeadline takes s's deadline off while its reader waits on a client
 // instead of on the worker (a worker blocked on a slow client's answer is
 // not hung); the function it returns puts it back, later by the time it
-// was off. Only the channel's reader may call it.
-func (s *channel) pauseDeadline() (resume func()) {
+// was off. The waits of one exchange may add up to its timeout: past it,
+// resume reports errSlowClient, and the answer is cut off, so that a
+// client reading slowly holds the worker, and the requests pipelined
+// behind its answer, no longer than the app itself may. Meanwhile the
+// exchange counts as unbounded: a recycled worker waiting on a client is
+// stopped at stop_timeout. Only the channel's reader may call it.
+func (s *channel) pauseDeadline() (resume func() error) {
+	s.unbounded.Store(true)
 	if s.deadline.IsZero() {
-		return func() {}
+		return func() error { return nil }
 	}
 	since := time.Now()
 	_ = s.conn.SetDeadline(time.Time{})
-	return func() {
-		s.deadline = s.deadline.Add(time.Since(since))
+	return func() error {
+		waited := time.Since(since)
+		s.paused += waited
+		s.deadline = s.deadline.Add(waited)
 		_ = s.conn.SetDeadline(s.deadline)
+		if s.timeout > 0 && s.paused > s.timeout {
+			return errSlowClient
+		}
+		return nil
 	}
 }
+
+// errSlowClient is an answer cut off because its client read it too
+// slowly while Caddy's budget for what it holds was spent.
+var errSlowClient = errors.New("answer cut off: its client read it too slowly while Caddy held its whole budget for slow clients (64 MiB in memory, 1 GiB of temporary files), and it waited for the client longer than the request's timeout")
 
 // clearDeadline takes off any deadline on s, including one set on its
 // connection directly (clientLeft's read deadline).

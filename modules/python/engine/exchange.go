@@ -27,8 +27,13 @@ const streamMemLimit = 1 << 20
 
 // streamSpillLimit is how much of a streamed response may wait for its
 // client on disk (as nginx's proxy_max_temp_file_size, 1 GiB by default);
-// beyond it Caddy reads the worker only as fast as the client reads.
+// beyond it Caddy reads the worker only as fast as the client reads. The
+// held budget lowers it (answerSpillLimit).
 const streamSpillLimit = 1 << 30
+
+// answerSpillLimit is what one response may keep on disk: streamSpillLimit,
+// or the held budget's share for one answer if that is lower.
+func answerSpillLimit() int64 { return min(streamSpillLimit, held.answerSpill()) }
 
 // headBuffers recycles the buffers request heads are encoded into.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
@@ -396,7 +401,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		body = append([]byte(nil), payload...)
 		defer held.giveMem(len(payload))
 	default: // memory is spent: to a file (or, when none can be had, memory past the budget)
-		sp = newSpool(streamMemLimit, streamSpillLimit)
+		sp = newSpool(streamMemLimit, answerSpillLimit())
 		defer sp.Discard()
 		taken, err := sp.offer(payload)
 		if !taken && err == nil {
@@ -453,10 +458,11 @@ func contentLength(n int) []string {
 // What a response holds while it waits for its client counts in the held
 // budget, shared with request bodies: memory first, then the spool's file.
 // Past both, the pump waits for its own client (see spool), holding the
-// worker, with the worker's deadline lifted meanwhile: a pump that waited
-// under its request's timeout had its worker killed as hung.
+// worker, with the worker's deadline lifted meanwhile (a pump that waited
+// under its request's timeout had its worker killed as hung), for the
+// request's timeout in all: then the answer is cut off (pauseDeadline).
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
-	sp := newSpool(streamMemLimit, streamSpillLimit)
+	sp := newSpool(streamMemLimit, answerSpillLimit())
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()
@@ -523,7 +529,10 @@ func (p *Pool) pump(s *channel, sid uint32, sp *spool, first []byte) error {
 	keep := func(data []byte) {
 		if _, err := sp.Write(data); err != nil && spoolErr == nil {
 			sp.Discard()
-			spoolErr = spoolFailed(err)
+			spoolErr = err
+			if !errors.Is(err, errSlowClient) {
+				spoolErr = spoolFailed(err)
+			}
 		}
 	}
 	keep(first) // (before the next frame is read: first is in the channel's buffer)

@@ -35,6 +35,18 @@ func (b *heldBudget) takeDisk(n int, force bool) bool { return take(&b.disk, b.d
 func (b *heldBudget) giveMem(n int)                   { b.mem.Add(-int64(n)) }
 func (b *heldBudget) giveDisk(n int64)                { b.disk.Add(-n) }
 
+// takeAnswerDisk counts n more bytes of answers on disk unless that passes
+// three quarters of the disk part: the rest stays for request bodies,
+// which are refused where answers are only slowed.
+func (b *heldBudget) takeAnswerDisk(n int) bool {
+	return take(&b.disk, b.diskLimit-b.diskLimit/4, n, false)
+}
+
+// answerSpill is what one answer may keep on disk: a sixteenth of the
+// disk part, so that one download to a client that reads nothing does not
+// spend it all.
+func (b *heldBudget) answerSpill() int64 { return b.diskLimit / 16 }
+
 // fits says n more bytes fit in what the budget has left, memory and disk
 // together, at this moment (a hint: the bytes are taken as they come).
 func (b *heldBudget) fits(n int64) bool {

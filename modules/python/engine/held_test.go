@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/hearth-dev/hearth/modules/protocol"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // withHeld sets the process's held budget for the test.
@@ -318,11 +321,11 @@ func TestAnswersWithoutATemporaryFile(t *testing.T) {
 // without waiting), and with nothing of its own unread it hands its chunk
 // over in memory and waits until the consumer took it.
 func TestSpoolDiskCountsInTheHeldBudget(t *testing.T) {
-	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 256 << 10})
+	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 300 << 10}) // answers may take 225 KiB of it
 	sp := newSpool(streamMemLimit, streamSpillLimit)
 	defer sp.Discard()
 	if taken, err := sp.offer(bytes.Repeat([]byte{'a'}, 200<<10)); !taken || err != nil || sp.file == nil || held.disk.Load() != 200<<10 {
-		t.Fatalf("200 KiB with 256 KiB of disk: taken %v, %v, in a file %v, %d counted", taken, err, sp.file != nil, held.disk.Load())
+		t.Fatalf("200 KiB with 225 KiB of disk: taken %v, %v, in a file %v, %d counted", taken, err, sp.file != nil, held.disk.Load())
 	}
 	if taken, _ := sp.offer(bytes.Repeat([]byte{'b'}, 100<<10)); taken || held.disk.Load() != 200<<10 {
 		t.Fatalf("100 KiB more past the budget: taken %v, %d counted", taken, held.disk.Load())
@@ -347,8 +350,8 @@ func TestSpoolDiskCountsInTheHeldBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := held.disk.Load(); d > held.diskLimit {
-			t.Fatalf("%d counted on disk, past the %d budget", d, held.diskLimit)
+		if d := held.disk.Load(); d > held.diskLimit-held.diskLimit/4 {
+			t.Fatalf("%d counted on disk, past the answers' %d of the budget", d, held.diskLimit-held.diskLimit/4)
 		}
 		got = append(got, chunk...)
 	}
@@ -407,6 +410,39 @@ func TestSpoolGivesBackWhatWasRead(t *testing.T) {
 	if onDisk := st.Blocks * 512; onDisk > 1<<20+punchUnit {
 		t.Fatalf("with 1 MiB of 4 unread the file holds %d KiB", onDisk>>10)
 	}
+	// the budget counts what the file holds, given back as it is punched
+	if counted := held.disk.Load(); counted < 1<<20 || counted > 1<<20+punchUnit {
+		t.Fatalf("with 1 MiB of 4 unread the budget counts %d KiB", counted>>10)
+	}
+}
+
+// TestAnswersLeaveDiskForBodies: one answer keeps at most a sixteenth of
+// the held budget's disk part, and answers together three quarters, so
+// that a download to a client that reads nothing cannot spend what request
+// bodies need (a body past the budget is refused; an answer only slowed).
+func TestAnswersLeaveDiskForBodies(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 1 << 20})
+	t.Setenv("TMPDIR", t.TempDir())
+	one := newSpool(streamMemLimit, answerSpillLimit())
+	defer one.Discard()
+	if taken, _ := one.offer(make([]byte, 64<<10)); !taken {
+		t.Fatal("an answer's first 64 KiB (its sixteenth of 1 MiB) refused")
+	}
+	if taken, _ := one.offer(make([]byte, 1)); taken {
+		t.Fatal("one answer took more than a sixteenth of the disk budget")
+	}
+	held.disk.Add(650 << 10) // others' answers and bodies: 714 KiB in all
+	other := newSpool(streamMemLimit, answerSpillLimit())
+	defer other.Discard()
+	if taken, _ := other.offer(make([]byte, 64<<10)); taken {
+		t.Fatal("answers took more than three quarters of the disk budget")
+	}
+	body, err := ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20)
+	if err != nil {
+		t.Fatalf("a 200 KiB body with 310 KiB of disk left: %v", err)
+	}
+	body.Close()
+	held.disk.Add(-650 << 10)
 }
 
 // spillFilesOnDisk sums what the process's open spool files hold on disk.
@@ -473,11 +509,21 @@ func TestSlowClientPastTheBudgetWaitsWithItsWorker(t *testing.T) {
 				flags = protocol.FlagEnd
 			}
 			out = protocol.AppendFrame(out, protocol.ResponseBody, flags, h.Stream, body[:min(len(body), 256<<10)])
+			if flags == 0 && len(body) == len(answer) {
+				// the first part, then 600 ms of work for the rest
+				if _, err := far.Write(out); err != nil {
+					return
+				}
+				out = nil
+				time.Sleep(600 * time.Millisecond)
+			}
 		}
 		far.Write(out)
 	}()
-	// 2 MiB in 64 KiB writes, 80 ms apart: ~2.5 s, past the 1 s timeout
-	c := &slowClient{ResponseRecorder: httptest.NewRecorder(), pause: 80 * time.Millisecond, t: t}
+	// 2 MiB taken 100 ms apart in parts of at most 256 KiB: with the
+	// app's 600 ms of work ~1.4 s in all, past the 1 s timeout, of which
+	// ~0.8 s waiting on the client
+	c := &slowClient{ResponseRecorder: httptest.NewRecorder(), pause: 100 * time.Millisecond, t: t}
 	if err := p.Serve(c, httptest.NewRequest("GET", "/download", nil), &Request{Timeout: time.Second}); err != nil {
 		t.Fatalf("Serve: %v (failure %v)", err, FailureOf(err))
 	}
@@ -517,5 +563,129 @@ func TestOneFrameAnswerPastTheWholeBudget(t *testing.T) {
 	}
 	if held.mem.Load() != held.memLimit || held.disk.Load() != held.diskLimit {
 		t.Fatalf("the answer left %d in memory and %d on disk counted", held.mem.Load()-held.memLimit, held.disk.Load()-held.diskLimit)
+	}
+}
+
+// spentBudget sets a held budget whose memory and disk others have spent.
+func spentBudget(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 1 << 20, diskLimit: 1 << 20})
+	held.mem.Store(held.memLimit)
+	held.disk.Store(held.diskLimit)
+	t.Setenv("TMPDIR", t.TempDir())
+}
+
+// streamedAnswer is a response head and n frames of 256 KiB for sid.
+func streamedAnswer(sid uint32, n int) []byte {
+	out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, []byte("200 OK"))
+	chunk := make([]byte, 256<<10)
+	for i := 0; i < n; i++ {
+		flags := uint8(0)
+		if i == n-1 {
+			flags = protocol.FlagEnd
+		}
+		out = protocol.AppendFrame(out, protocol.ResponseBody, flags, sid, chunk)
+	}
+	return out
+}
+
+// serveStalled serves a request on p for a client that takes nothing until
+// the test ends.
+func serveStalled(t *testing.T, p *Pool, path string, timeout time.Duration) *stalledClient {
+	c := &stalledClient{ResponseRecorder: httptest.NewRecorder(), through: make(chan struct{}), writing: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = recover() }() // http.ErrAbortHandler: the answer was cut off
+		_ = p.Serve(c, httptest.NewRequest("GET", path, nil), &Request{Timeout: timeout})
+	}()
+	t.Cleanup(func() {
+		close(c.through)
+		<-done
+	})
+	return c
+}
+
+// TestSlowClientHoldsItsWorkerNoLongerThanItsTimeout: past the held
+// budget, a client that takes nothing holds the worker (and the requests
+// pipelined behind its answer) for the request's timeout at most: then its
+// answer is cut off and the worker drained, not killed. The wait on the
+// client was unbounded: a request pipelined behind it waited as long as
+// the client did, past its own queue_timeout.
+func TestSlowClientHoldsItsWorkerNoLongerThanItsTimeout(t *testing.T) {
+	spentBudget(t)
+	p := New(Options{Name: "slow", Kind: "wsgi", Pipeline: "auto", Threads: 1, Workers: 1, MaxQueue: 10, QueueTimeout: 5 * time.Second}, zap.NewNop())
+	p.state = supervisor.Running
+	p.meanDuration = time.Microsecond // so that the next request is pipelined
+	_, far := addFakeWorker(t, p)
+	fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+	// a first request holds the channel while the stalled one and the
+	// next come, so that the next is pipelined behind the stalled one
+	first := make(chan error, 1)
+	go func() {
+		first <- p.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/first", nil), &Request{Timeout: time.Second})
+	}()
+	h, _, err := fr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveStalled(t, p, "/download", time.Second)
+	time.Sleep(100 * time.Millisecond)
+	next := make(chan error, 1)
+	go func() {
+		next <- p.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/next", nil), &Request{Timeout: time.Second})
+	}()
+	time.Sleep(100 * time.Millisecond)
+	far.Write(protocol.AppendFrame(protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK")), protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("first")))
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	download, _, _ := fr.Next()
+	pipelined, _, _ := fr.Next()
+	go func() {
+		far.Write(streamedAnswer(download.Stream, 16))
+		far.Write(protocol.AppendFrame(protocol.AppendFrame(nil, protocol.ResponseHead, 0, pipelined.Stream, []byte("200 OK")), protocol.ResponseBody, protocol.FlagEnd, pipelined.Stream, []byte("next")))
+	}()
+	select {
+	case err := <-next:
+		if err != nil {
+			t.Fatalf("the pipelined request: %v", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("a request pipelined behind a stalled client's answer waits for it past the answer's 1 s timeout")
+	}
+	if w := p.workers[0]; w.proc.Signal(syscall.Signal(0)) != nil {
+		t.Fatal("the worker was killed")
+	}
+}
+
+// TestRecycledWorkerWaitingOnAClientStops: a worker retired by its
+// max_requests while its answer waits on a client past the held budget is
+// stopped at stop_timeout, as one holding a WebSocket: it was kept as long
+// as its client trickled, one more process at each recycling.
+func TestRecycledWorkerWaitingOnAClientStops(t *testing.T) {
+	spentBudget(t)
+	p := New(Options{Name: "recycled", Kind: "wsgi", Pipeline: "off", Threads: 1, Workers: 1, MaxQueue: 10, QueueTimeout: time.Minute, StopTimeout: 300 * time.Millisecond}, zap.NewNop())
+	p.state = supervisor.Running
+	w, far := addFakeWorker(t, p)
+	go func() {
+		h, _, err := protocol.NewReader(bufio.NewReaderSize(far, 64<<10)).Next()
+		if err == nil {
+			far.Write(streamedAnswer(h.Stream, 40))
+		}
+	}()
+	c := serveStalled(t, p, "/download", time.Minute)
+	select { // its answer has begun
+	case <-c.writing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer did not begin")
+	}
+	time.Sleep(100 * time.Millisecond) // and its pump waits on the client
+	p.mu.Lock()
+	p.retireLocked(w, "max_requests", true)
+	p.mu.Unlock()
+	select {
+	case <-w.proc.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a recycled worker waiting on a stalled client still runs 5 s after its 300 ms stop_timeout")
 	}
 }

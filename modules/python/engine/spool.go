@@ -37,8 +37,9 @@ type spool struct {
 	memLimit   int
 	spillLimit int64
 	// pause, when set, is called before the producer waits for room; the
-	// function it returns, once the wait is over
-	pause func() (resume func())
+	// function it returns, once the wait is over (an error ends the wait
+	// and the write)
+	pause func() (resume func() error)
 
 	mem      [][]byte // unread in-memory chunks, oldest first
 	memBytes int
@@ -47,7 +48,7 @@ type spool struct {
 	file         *os.File // spill file; once used, new data goes there until drained
 	fileR, fileW int64
 	punched      int64 // the file's blocks before this offset are given back
-	diskHeld     int64 // the file's unread bytes, counted in the held budget
+	diskHeld     int64 // the file's bytes not given back, counted in the held budget
 	closed       bool  // producer is done
 	err          error // producer's error, reported after the data
 	discard      bool  // consumer is gone: drop everything
@@ -114,7 +115,9 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 				continue
 			}
 		}
-		s.waitRoomLocked()
+		if err := s.waitRoomLocked(); err != nil {
+			return false, err
+		}
 	}
 }
 
@@ -144,7 +147,7 @@ func (s *spool) takeLocked(p []byte) (bool, error) {
 		s.file = f
 	}
 	unread := s.fileW - s.fileR
-	if unread > 0 && unread+int64(len(p)) > s.spillLimit || !held.takeDisk(len(p), false) {
+	if unread > 0 && unread+int64(len(p)) > s.spillLimit || !held.takeAnswerDisk(len(p)) {
 		return false, nil
 	}
 	if _, err := s.file.WriteAt(p, s.fileW); err != nil {
@@ -158,10 +161,12 @@ func (s *spool) takeLocked(p []byte) (bool, error) {
 }
 
 // waitRoomLocked waits until the consumer takes something or leaves, or
-// roomPoll has passed, with the pause hook around the wait.
-func (s *spool) waitRoomLocked() {
+// roomPoll has passed, with the pause hook around the wait; its error is
+// the hook's.
+func (s *spool) waitRoomLocked() error {
 	s.mu.Unlock()
-	resume := func() {}
+	defer s.mu.Lock()
+	resume := func() error { return nil }
 	if s.pause != nil {
 		resume = s.pause()
 	}
@@ -171,8 +176,7 @@ func (s *spool) waitRoomLocked() {
 	case <-t.C:
 	}
 	t.Stop()
-	resume()
-	s.mu.Lock()
+	return resume()
 }
 
 // keepLocked keeps a copy of p in memory, counted in the held budget.
@@ -264,21 +268,18 @@ func (s *spool) readFileLocked() ([]byte, error) {
 		return nil, err
 	}
 	s.fileR += int64(read)
-	held.giveDisk(int64(read))
-	s.diskHeld -= int64(read)
-	if s.fileR == s.fileW {
-		// caught up: reuse the file from its start
-		s.fileR, s.fileW, s.punched = 0, 0, 0
-		if len(s.mem) == 0 {
-			s.file.Close()
-			s.file = nil
-		}
+	if s.fileR == s.fileW && len(s.mem) == 0 {
+		// caught up: the file goes, and what it held with it
+		s.closeFileLocked()
 	} else if done := s.fileR &^ (punchUnit - 1); done-s.punched >= punchUnit {
 		// what was read goes back to the file system (on a tmpfs, to
-		// memory): a download its client reads a little slower than the
-		// app writes it never catches up, and its file would grow to the
-		// whole response
+		// memory), and then to the budget: a download its client reads a
+		// little slower than the app writes never catches up, and its
+		// file would grow to the whole response (where the file system
+		// cannot punch holes it does, counted, until it is caught up)
 		if unix.Fallocate(int(s.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.punched, done-s.punched) == nil {
+			held.giveDisk(done - s.punched)
+			s.diskHeld -= done - s.punched
 			s.punched = done
 		}
 	}
@@ -300,8 +301,8 @@ func (s *spool) Discard() {
 	wakeUp(s.room)
 }
 
-// release frees the spill file and gives back the memory the spool holds.
-func (s *spool) release() {
+// closeFileLocked closes the spill file and gives back what it held.
+func (s *spool) closeFileLocked() {
 	if s.file != nil {
 		s.file.Close()
 		s.file = nil
@@ -309,6 +310,11 @@ func (s *spool) release() {
 	s.fileR, s.fileW, s.punched = 0, 0, 0
 	held.giveDisk(s.diskHeld)
 	s.diskHeld = 0
+}
+
+// release frees the spill file and gives back the memory the spool holds.
+func (s *spool) release() {
+	s.closeFileLocked()
 	held.giveMem(s.memBytes + s.readBufHeld)
 	s.memBytes, s.readBuf, s.readBufHeld = 0, nil, 0
 	s.giveBackLentLocked()
