@@ -150,13 +150,15 @@ func deadlineSlack(timeout time.Duration) time.Duration {
 // pauseDeadline takes s's deadline off while its reader waits on a client
 // instead of on the worker (a worker blocked on a slow client's answer is
 // not hung); the function it returns puts it back, later by the time it
-// was off. The waits of one exchange may add up to its timeout: past it,
-// resume reports errSlowClient, and the answer is cut off, so that a
-// client reading slowly holds the worker, and the requests pipelined
-// behind its answer, no longer than the app itself may. Meanwhile the
-// exchange counts as unbounded: a recycled worker waiting on a client is
-// stopped at stop_timeout. Only the channel's reader may call it.
-func (s *channel) pauseDeadline() (resume func() error) {
+// was off. The counted waits of one exchange (for Caddy's budget, spent
+// by other clients maybe) may add up to its timeout: past it, resume
+// reports errSlowClient, and the answer is cut off, so that a client
+// reading slowly while the budget is spent holds the worker, and the
+// requests pipelined behind its answer, no longer than the app itself
+// may. From its first pause the exchange counts as unbounded: a recycled
+// worker waiting on a client is stopped at stop_timeout. Only the
+// channel's reader may call it.
+func (s *channel) pauseDeadline(counted bool) (resume func() error) {
 	s.unbounded.Store(true)
 	if s.deadline.IsZero() {
 		return func() error { return nil }
@@ -165,9 +167,11 @@ func (s *channel) pauseDeadline() (resume func() error) {
 	_ = s.conn.SetDeadline(time.Time{})
 	return func() error {
 		waited := time.Since(since)
-		s.paused += waited
 		s.deadline = s.deadline.Add(waited)
 		_ = s.conn.SetDeadline(s.deadline)
+		if counted {
+			s.paused += waited
+		}
 		if s.timeout > 0 && s.paused > s.timeout {
 			return errSlowClient
 		}

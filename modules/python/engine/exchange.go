@@ -406,8 +406,14 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		taken, err := sp.offer(payload)
 		if !taken && err == nil {
 			// the disk part is spent too: the client is written to before
-			// the worker is given back, as by a proxy that does not buffer
-			// (write_idle bounds a client that takes nothing)
+			// the worker is given back, as by a proxy that does not buffer,
+			// within the request's timeout (write_idle alone lets a client
+			// that takes 64 KiB a minute hold the worker for 16)
+			if s.timeout > 0 {
+				rc := http.NewResponseController(w)
+				_ = rc.SetWriteDeadline(time.Now().Add(s.timeout))
+				defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+			}
 			w.WriteHeader(status)
 			_, _ = w.Write(payload)
 			return p.finish(s, bodySent)

@@ -542,21 +542,13 @@ func TestSlowClientPastTheBudgetWaitsWithItsWorker(t *testing.T) {
 // one-frame answer goes to its client before the worker is given back (as
 // through a proxy that does not buffer), whole.
 func TestOneFrameAnswerPastTheWholeBudget(t *testing.T) {
-	withHeld(t, &heldBudget{memLimit: 1 << 20, diskLimit: 1 << 20})
-	held.mem.Store(held.memLimit)
-	held.disk.Store(held.diskLimit)
-	t.Setenv("TMPDIR", t.TempDir())
+	spentBudget(t)
 	p, far := onePool(t)
 	page := bytes.Repeat([]byte("p"), 300<<10)
-	go func() {
-		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
-		h, _, err := fr.Next()
-		if err != nil {
-			return
-		}
-		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK"))
-		far.Write(protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, h.Stream, page))
-	}()
+	answerFirst(far, func(sid uint32) []byte {
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, []byte("200 OK"))
+		return protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, sid, page)
+	})
 	rec := httptest.NewRecorder()
 	if err := p.Serve(rec, httptest.NewRequest("GET", "/page", nil), &Request{Timeout: 10 * time.Second}); err != nil || !bytes.Equal(rec.Body.Bytes(), page) {
 		t.Fatalf("Serve: %v, %d bytes of %d", err, rec.Body.Len(), len(page))
@@ -586,6 +578,17 @@ func streamedAnswer(sid uint32, n int) []byte {
 		out = protocol.AppendFrame(out, protocol.ResponseBody, flags, sid, chunk)
 	}
 	return out
+}
+
+// answerFirst plays a worker that answers the first request it reads on
+// far with what answer makes for its stream.
+func answerFirst(far net.Conn, answer func(sid uint32) []byte) {
+	go func() {
+		h, _, err := protocol.NewReader(bufio.NewReaderSize(far, 64<<10)).Next()
+		if err == nil {
+			far.Write(answer(h.Stream))
+		}
+	}()
 }
 
 // serveStalled serves a request on p for a client that takes nothing until
@@ -667,12 +670,7 @@ func TestRecycledWorkerWaitingOnAClientStops(t *testing.T) {
 	p := New(Options{Name: "recycled", Kind: "wsgi", Pipeline: "off", Threads: 1, Workers: 1, MaxQueue: 10, QueueTimeout: time.Minute, StopTimeout: 300 * time.Millisecond}, zap.NewNop())
 	p.state = supervisor.Running
 	w, far := addFakeWorker(t, p)
-	go func() {
-		h, _, err := protocol.NewReader(bufio.NewReaderSize(far, 64<<10)).Next()
-		if err == nil {
-			far.Write(streamedAnswer(h.Stream, 40))
-		}
-	}()
+	answerFirst(far, func(sid uint32) []byte { return streamedAnswer(sid, 40) })
 	c := serveStalled(t, p, "/download", time.Minute)
 	select { // its answer has begun
 	case <-c.writing:
@@ -687,5 +685,64 @@ func TestRecycledWorkerWaitingOnAClientStops(t *testing.T) {
 	case <-w.proc.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("a recycled worker waiting on a stalled client still runs 5 s after its 300 ms stop_timeout")
+	}
+}
+
+// TestLargeAnswerGoesAtItsClientsPace: an answer past its own bound on
+// disk (a sixteenth of the budget's disk part) goes at its client's pace
+// for as long as the client takes it: only waits for the budget, which
+// other clients may have spent, count against the request's timeout. A
+// 100 MiB download to a client taking 1 MB/s was cut at the timeout.
+func TestLargeAnswerGoesAtItsClientsPace(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: spillReadSize, diskLimit: 1 << 20}) // 64 KiB an answer
+	t.Setenv("TMPDIR", t.TempDir())
+	p, far := onePool(t)
+	answerFirst(far, func(sid uint32) []byte { return streamedAnswer(sid, 8) }) // 2 MiB
+	// 32 reads of 64 KiB, 60 ms apart: ~2 s, twice the timeout
+	c := &slowClient{ResponseRecorder: httptest.NewRecorder(), pause: 60 * time.Millisecond, t: t}
+	if err := p.Serve(c, httptest.NewRequest("GET", "/download", nil), &Request{Timeout: time.Second}); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if c.Body.Len() != 8*256<<10 {
+		t.Fatalf("the client got %d bytes of 2 MiB", c.Body.Len())
+	}
+}
+
+// deadlineClient takes nothing, as a stalled client, until the write
+// deadline set through its ResponseController passes.
+type deadlineClient struct {
+	*httptest.ResponseRecorder
+	deadline time.Time
+}
+
+func (c *deadlineClient) SetWriteDeadline(d time.Time) error { c.deadline = d; return nil }
+
+func (c *deadlineClient) Write(p []byte) (int, error) {
+	if c.deadline.IsZero() {
+		select {} // (the test fails by its own timeout)
+	}
+	time.Sleep(time.Until(c.deadline))
+	return 0, os.ErrDeadlineExceeded
+}
+
+// TestOneFrameAnswerPastTheWholeBudgetWithinItsTimeout: a one-frame answer
+// written to its client with the worker held (memory and disk spent) has
+// the request's timeout to go: Caddy's write_idle alone let a client that
+// takes 64 KiB a minute hold the worker for 16 minutes for 1 MiB.
+func TestOneFrameAnswerPastTheWholeBudgetWithinItsTimeout(t *testing.T) {
+	spentBudget(t)
+	p, far := onePool(t)
+	answerFirst(far, func(sid uint32) []byte {
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, []byte("200 OK"))
+		return protocol.AppendFrame(out, protocol.ResponseBody, protocol.FlagEnd, sid, make([]byte, 300<<10))
+	})
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Serve(&deadlineClient{ResponseRecorder: httptest.NewRecorder()}, httptest.NewRequest("GET", "/page", nil), &Request{Timeout: time.Second})
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client that takes nothing holds the worker past the request's 1 s timeout")
 	}
 }

@@ -20,8 +20,8 @@ import (
 // What it holds counts in the held budget from the write that takes it
 // until the consumer is done with it (the chunk Next hands out counts
 // until the next call: the client's write may hold it; a file's bytes
-// until they are read, when their blocks are given back to the file
-// system). Past the budget, or past spillLimit, the producer waits for its
+// until their blocks are given back to the file system, 64 KiB at a time
+// as they are read, or the file is closed). Past the budget, or past spillLimit, the producer waits for its
 // consumer, as through a proxy that does not buffer: with its own unread
 // bytes it waits for the consumer to read some; with none, it hands the
 // chunk over in memory and waits for the consumer to take it. A producer
@@ -36,10 +36,11 @@ type spool struct {
 	room       chan struct{} // signalled when the consumer takes data or leaves
 	memLimit   int
 	spillLimit int64
-	// pause, when set, is called before the producer waits for room; the
+	// pause, when set, is called before the producer waits for room
+	// (counted: for the held budget, not for the spool's own bound); the
 	// function it returns, once the wait is over (an error ends the wait
 	// and the write)
-	pause func() (resume func() error)
+	pause func(counted bool) (resume func() error)
 
 	mem      [][]byte // unread in-memory chunks, oldest first
 	memBytes int
@@ -48,6 +49,7 @@ type spool struct {
 	file         *os.File // spill file; once used, new data goes there until drained
 	fileR, fileW int64
 	punched      int64 // the file's blocks before this offset are given back
+	noPunch      bool  // its file system gives back no blocks of an open file
 	diskHeld     int64 // the file's bytes not given back, counted in the held budget
 	closed       bool  // producer is done
 	err          error // producer's error, reported after the data
@@ -90,7 +92,7 @@ func (s *spool) offer(p []byte) (bool, error) {
 func (s *spool) put(p []byte, wait bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	handedOver := false
+	handedOver, full := false, false
 	for {
 		switch {
 		case s.discard:
@@ -100,12 +102,14 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 				return true, nil // taken by the consumer
 			}
 		default:
-			if taken, err := s.takeLocked(p); taken || err != nil {
+			taken, own, err := s.takeLocked(p)
+			if taken || err != nil {
 				return taken, err
 			}
 			if !wait {
 				return false, nil
 			}
+			full = own
 			if s.fileW == s.fileR {
 				// nothing of its own for the consumer to read and
 				// free: p goes over in memory, past the budget
@@ -115,60 +119,67 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 				continue
 			}
 		}
-		if err := s.waitRoomLocked(); err != nil {
+		// a wait for the budget counts against the exchange's timeout;
+		// one for the response's own bound (a large download at its
+		// client's pace) does not
+		if err := s.waitRoomLocked(!full); err != nil {
 			return false, err
 		}
 	}
 }
 
 // takeLocked keeps a copy of p, in memory or in the file, if the held
-// budget and the spool's own bounds allow; false if they do not.
-func (s *spool) takeLocked(p []byte) (bool, error) {
+// budget and the spool's own bounds allow. It says whether it took p, and
+// when not, whether the spool's own bound (spillLimit) refused it.
+func (s *spool) takeLocked(p []byte) (taken, own bool, err error) {
 	fits := s.file == nil && s.memBytes+len(p) <= s.memLimit
 	if fits && held.takeMem(len(p)) {
 		s.keepLocked(p)
-		return true, nil
+		return true, false, nil
+	}
+	if unread := s.fileW - s.fileR; unread > 0 && unread+int64(len(p)) > s.spillLimit {
+		return false, true, nil
+	}
+	if !held.takeAnswerDisk(len(p)) {
+		return false, false, nil
 	}
 	if s.file == nil {
 		f, err := os.CreateTemp("", "hearth-response-*")
-		if err != nil && fits {
+		if err != nil {
+			held.giveDisk(int64(len(p)))
+			if !fits {
+				return false, false, err
+			}
 			// no file to be had (an unwritable or full temporary
 			// directory, no descriptor left): memory, past the budget,
 			// rather than a response cut off; each response's own bound
 			// still holds
 			held.mem.Add(int64(len(p)))
 			s.keepLocked(p)
-			return true, nil
-		}
-		if err != nil {
-			return false, err
+			return true, false, nil
 		}
 		_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
 		s.file = f
 	}
-	unread := s.fileW - s.fileR
-	if unread > 0 && unread+int64(len(p)) > s.spillLimit || !held.takeAnswerDisk(len(p)) {
-		return false, nil
-	}
 	if _, err := s.file.WriteAt(p, s.fileW); err != nil {
 		held.giveDisk(int64(len(p)))
-		return false, err
+		return false, false, err
 	}
 	s.fileW += int64(len(p))
 	s.diskHeld += int64(len(p))
 	s.signal()
-	return true, nil
+	return true, false, nil
 }
 
 // waitRoomLocked waits until the consumer takes something or leaves, or
-// roomPoll has passed, with the pause hook around the wait; its error is
-// the hook's.
-func (s *spool) waitRoomLocked() error {
+// roomPoll has passed, with the pause hook around the wait (counted, as
+// the hook takes it); its error is the hook's.
+func (s *spool) waitRoomLocked(counted bool) error {
 	s.mu.Unlock()
 	defer s.mu.Lock()
 	resume := func() error { return nil }
 	if s.pause != nil {
-		resume = s.pause()
+		resume = s.pause(counted)
 	}
 	t := time.NewTimer(roomPoll)
 	select {
@@ -277,10 +288,14 @@ func (s *spool) readFileLocked() ([]byte, error) {
 		// little slower than the app writes never catches up, and its
 		// file would grow to the whole response (where the file system
 		// cannot punch holes it does, counted, until it is caught up)
-		if unix.Fallocate(int(s.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.punched, done-s.punched) == nil {
+		if s.noPunch {
+			// (tried once for this file)
+		} else if unix.Fallocate(int(s.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.punched, done-s.punched) == nil {
 			held.giveDisk(done - s.punched)
 			s.diskHeld -= done - s.punched
 			s.punched = done
+		} else {
+			s.noPunch = true
 		}
 	}
 	return s.readBuf[:read], nil // valid until the next call, like every chunk
@@ -307,7 +322,7 @@ func (s *spool) closeFileLocked() {
 		s.file.Close()
 		s.file = nil
 	}
-	s.fileR, s.fileW, s.punched = 0, 0, 0
+	s.fileR, s.fileW, s.punched, s.noPunch = 0, 0, 0, false
 	held.giveDisk(s.diskHeld)
 	s.diskHeld = 0
 }
