@@ -25,16 +25,6 @@ import (
 // while the client is slower than the worker; the rest spills to disk.
 const streamMemLimit = 1 << 20
 
-// streamSpillLimit is how much of a streamed response may wait for its
-// client on disk (as nginx's proxy_max_temp_file_size, 1 GiB by default);
-// beyond it Caddy reads the worker only as fast as the client reads. The
-// held budget lowers it (answerSpillLimit).
-const streamSpillLimit = 1 << 30
-
-// answerSpillLimit is what one response may keep on disk: streamSpillLimit,
-// or the held budget's share for one answer if that is lower.
-func answerSpillLimit() int64 { return min(streamSpillLimit, held.answerSpill()) }
-
 // headBuffers recycles the buffers request heads are encoded into.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
@@ -401,7 +391,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 		body = append([]byte(nil), payload...)
 		defer held.giveMem(len(payload))
 	default: // memory is spent: to a file (or, when none can be had, memory past the budget)
-		sp = newSpool(streamMemLimit, answerSpillLimit())
+		sp = newSpool(streamMemLimit, held.answerSpill())
 		defer sp.Discard()
 		taken, err := sp.offer(payload)
 		if !taken && err == nil {
@@ -468,7 +458,7 @@ func contentLength(n int) []string {
 // under its request's timeout had its worker killed as hung), for the
 // request's timeout in all: then the answer is cut off (pauseDeadline).
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
-	sp := newSpool(streamMemLimit, answerSpillLimit())
+	sp := newSpool(streamMemLimit, held.answerSpill())
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()

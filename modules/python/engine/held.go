@@ -6,9 +6,10 @@ import "sync/atomic"
 // bodies it is receiving or keeps until their requests end (a body is read
 // whole before a worker is taken), and of answers waiting for their
 // clients. Each had a bound of its own (max_body; a spool's streamMemLimit
-// and streamSpillLimit, a one-frame answer's copy) but not their sum:
-// clients uploading slowly, or reading nothing, on many connections or on
-// an HTTP/2 connection's many streams, held as much as they pleased. Past
+// and its disk share, answerSpill; a one-frame answer's copy) but not
+// their sum: clients uploading slowly, or reading nothing, on many
+// connections or on an HTTP/2 connection's many streams, held as much as
+// they pleased. Past
 // the budget a body is refused (503); an answer goes at its client's pace,
 // its worker waiting for the client (see spool).
 type heldBudget struct {
@@ -42,9 +43,11 @@ func (b *heldBudget) takeAnswerDisk(n int) bool {
 	return take(&b.disk, b.diskLimit-b.diskLimit/4, n, false)
 }
 
-// answerSpill is what one answer may keep on disk: a sixteenth of the
-// disk part, so that one download to a client that reads nothing does not
-// spend it all.
+// answerSpill is what one answer may keep on disk (nginx's
+// proxy_max_temp_file_size is the same idea): a sixteenth of the disk
+// part, so that one download to a client that reads nothing does not spend
+// it all; beyond it Caddy reads the worker only as fast as the client
+// reads.
 func (b *heldBudget) answerSpill() int64 { return b.diskLimit / 16 }
 
 // fits says n more bytes fit in what the budget has left, memory and disk

@@ -22,6 +22,10 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
+// noSpillBound is a spool's own bound on disk high enough that only the
+// held budget bounds it.
+const noSpillBound = 1 << 30
+
 // withHeld sets the process's held budget for the test.
 func withHeld(t *testing.T, b *heldBudget) {
 	old := held
@@ -108,13 +112,13 @@ func TestBodyPastTheBudgetIsNotRead(t *testing.T) {
 // its file at once rather than wait.
 func TestSpoolMemoryCountsInTheHeldBudget(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 1 << 30})
-	first := newSpool(streamMemLimit, streamSpillLimit)
+	first := newSpool(streamMemLimit, noSpillBound)
 	defer first.Discard()
 	first.Write(bytes.Repeat([]byte{'a'}, 80<<10))
 	if first.file != nil || held.mem.Load() != 80<<10 {
 		t.Fatalf("80 KiB with 100 KiB free: in a file %v, %d held", first.file != nil, held.mem.Load())
 	}
-	second := newSpool(streamMemLimit, streamSpillLimit)
+	second := newSpool(streamMemLimit, noSpillBound)
 	defer second.Discard()
 	second.Write(bytes.Repeat([]byte{'b'}, 80<<10)) // does not wait: to the file
 	if second.file == nil || held.mem.Load() != 80<<10 {
@@ -137,7 +141,7 @@ func TestSpoolMemoryCountsInTheHeldBudget(t *testing.T) {
 		t.Fatalf("done spools still count %d", held.mem.Load())
 	}
 	// a consumer that leaves gives back what was never read
-	gone := newSpool(streamMemLimit, streamSpillLimit)
+	gone := newSpool(streamMemLimit, noSpillBound)
 	gone.Write(make([]byte, 50<<10))
 	gone.Discard()
 	if held.mem.Load() != 0 {
@@ -322,7 +326,7 @@ func TestAnswersWithoutATemporaryFile(t *testing.T) {
 // over in memory and waits until the consumer took it.
 func TestSpoolDiskCountsInTheHeldBudget(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 300 << 10}) // answers may take 225 KiB of it
-	sp := newSpool(streamMemLimit, streamSpillLimit)
+	sp := newSpool(streamMemLimit, noSpillBound)
 	defer sp.Discard()
 	if taken, err := sp.offer(bytes.Repeat([]byte{'a'}, 200<<10)); !taken || err != nil || sp.file == nil || held.disk.Load() != 200<<10 {
 		t.Fatalf("200 KiB with 225 KiB of disk: taken %v, %v, in a file %v, %d counted", taken, err, sp.file != nil, held.disk.Load())
@@ -364,7 +368,7 @@ func TestSpoolDiskCountsInTheHeldBudget(t *testing.T) {
 	// the disk spent by others, nothing unread: handed over in memory
 	held.disk.Store(held.diskLimit)
 	defer held.disk.Store(0)
-	over := newSpool(streamMemLimit, streamSpillLimit)
+	over := newSpool(streamMemLimit, noSpillBound)
 	defer over.Discard()
 	wrote = make(chan struct{})
 	go func() {
@@ -393,7 +397,7 @@ func TestSpoolDiskCountsInTheHeldBudget(t *testing.T) {
 func TestSpoolGivesBackWhatWasRead(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 1 << 30})
 	t.Setenv("TMPDIR", t.TempDir())
-	sp := newSpool(streamMemLimit, streamSpillLimit)
+	sp := newSpool(streamMemLimit, noSpillBound)
 	defer sp.Discard()
 	sp.Write(bytes.Repeat([]byte{'x'}, 4<<20))
 	for read := 0; read < 3<<20; {
@@ -423,7 +427,7 @@ func TestSpoolGivesBackWhatWasRead(t *testing.T) {
 func TestAnswersLeaveDiskForBodies(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 0, diskLimit: 1 << 20})
 	t.Setenv("TMPDIR", t.TempDir())
-	one := newSpool(streamMemLimit, answerSpillLimit())
+	one := newSpool(streamMemLimit, held.answerSpill())
 	defer one.Discard()
 	if taken, _ := one.offer(make([]byte, 64<<10)); !taken {
 		t.Fatal("an answer's first 64 KiB (its sixteenth of 1 MiB) refused")
@@ -432,7 +436,7 @@ func TestAnswersLeaveDiskForBodies(t *testing.T) {
 		t.Fatal("one answer took more than a sixteenth of the disk budget")
 	}
 	held.disk.Add(650 << 10) // others' answers and bodies: 714 KiB in all
-	other := newSpool(streamMemLimit, answerSpillLimit())
+	other := newSpool(streamMemLimit, held.answerSpill())
 	defer other.Discard()
 	if taken, _ := other.offer(make([]byte, 64<<10)); taken {
 		t.Fatal("answers took more than three quarters of the disk budget")
@@ -632,12 +636,12 @@ func TestSlowClientHoldsItsWorkerNoLongerThanItsTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveStalled(t, p, "/download", time.Second)
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "the download queued", func() bool { return waiting(p) == 1 })
 	next := make(chan error, 1)
 	go func() {
 		next <- p.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/next", nil), &Request{Timeout: time.Second})
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "the next request queued behind it", func() bool { return waiting(p) == 2 })
 	far.Write(protocol.AppendFrame(protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK")), protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("first")))
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -677,7 +681,7 @@ func TestRecycledWorkerWaitingOnAClientStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the answer did not begin")
 	}
-	time.Sleep(100 * time.Millisecond) // and its pump waits on the client
+	waitUntil(t, "its pump waiting on the client", w.channels[0].unbounded.Load)
 	p.mu.Lock()
 	p.retireLocked(w, "max_requests", true)
 	p.mu.Unlock()
@@ -744,5 +748,22 @@ func TestOneFrameAnswerPastTheWholeBudgetWithinItsTimeout(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a client that takes nothing holds the worker past the request's 1 s timeout")
+	}
+}
+
+// waiting is how many requests wait in p's queue.
+func waiting(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiters)
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
 	}
 }
