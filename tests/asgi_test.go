@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // asgiSite returns a Caddyfile serving the ASGI app from the test apps on
@@ -182,7 +184,7 @@ func TestASGIDjangoAndTimeout(t *testing.T) {
 	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) || c.mustApps()[0].Restarts["timeout"] != 0 {
 		t.Errorf("workers %v before the timeout, %v after (restarts %v): want the same one", before, after, c.mustApps()[0].Restarts)
 	}
-	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, or its client gone); cancelled it where it waited") ||
+	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, its client gone, or a stream past the app's max_streams); cancelled it where it waited") ||
 		!strings.Contains(log, "await asyncio.sleep(seconds)") {
 		t.Errorf("the cancelled request's stack is not in the log")
 	}
@@ -318,6 +320,86 @@ func TestASGIAppDeafToItsClientLeaving(t *testing.T) {
 	if data, _ := os.ReadFile(marker + ".deaf"); string(data) != "cancelled" {
 		t.Errorf("the deaf app's task was not cancelled (%q)", data)
 	}
+	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("workers %v before, %v after: want the same one", before, after)
+	}
+}
+
+// TestStreamsLeaveChannelsForRequests: streamed ASGI responses (server-sent
+// events, downloads) take at most half an app's channels, shared with its
+// WebSockets; one more gets 503 instead of the app's head, its task is
+// cancelled, and HTTP requests still find a channel. Each stream holds its
+// channel for as long as it goes: one client's event streams (250 on one
+// HTTP/2 connection) took every channel, and every request then waited for
+// its queue_timeout and got 503.
+func TestStreamsLeaveChannelsForRequests(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 4\n\t\tqueue_timeout 3s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	client := &http.Client{Timeout: 20 * time.Second}
+	var open []*http.Response
+	defer func() {
+		for _, resp := range open {
+			resp.Body.Close()
+		}
+	}()
+	for i := 1; i <= 2; i++ { // half of 4 channels
+		resp, err := client.Get(url + "/sse-wait")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream %d of the 2 allowed: %v %v", i, err, resp)
+		}
+		open = append(open, resp)
+	}
+	resp, err := client.Get(url + "/sse-deaf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		resp.Header.Get("Content-Type") == "text/event-stream" {
+		t.Errorf("a third stream: %d %v %q, want 503 with Retry-After, without the app's head", resp.StatusCode, resp.Header, body)
+	}
+	waitFor(t, 20*time.Second, "the refused stream's task cancelled", func() bool {
+		data, _ := os.ReadFile(marker + ".deaf")
+		return string(data) == "cancelled"
+	})
+	// WebSockets share the half
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+"/ws-deaf", nil); err == nil {
+		ws.CloseNow()
+		t.Errorf("a WebSocket opened beside 2 streams on 4 channels")
+	} else if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a WebSocket beside 2 streams: %v, want 503", err)
+	}
+	// the app's own answers, not the queue's 503
+	for range 2 {
+		if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != fmt.Sprintf("hello from %d\n", before[0]) {
+			t.Fatalf("a request with 2 streams open: %d %q", resp.StatusCode, body)
+		}
+	}
+	apps := c.mustApps()
+	if apps[0].Streams != 2 || apps[0].MaxStreams != 2 || apps[0].WebSockets != 0 || apps[0].MaxWebSockets != 2 {
+		t.Errorf("/hearth/apps: streams %d of %d, WebSockets %d of %d; want 2 of 2, 0 of 2",
+			apps[0].Streams, apps[0].MaxStreams, apps[0].WebSockets, apps[0].MaxWebSockets)
+	}
+	// a stream that ends gives its place back
+	open[0].Body.Close()
+	open = open[1:]
+	waitFor(t, 20*time.Second, "a stream after one ended", func() bool {
+		resp, err := client.Get(url + "/sse-wait")
+		if err != nil {
+			return false
+		}
+		if resp.StatusCode != 200 {
+			resp.Body.Close()
+			return false
+		}
+		open = append(open, resp)
+		return true
+	})
 	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("workers %v before, %v after: want the same one", before, after)
 	}

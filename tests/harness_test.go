@@ -287,6 +287,12 @@ type appStatus struct {
 		RSS         int64     `json:"rss_bytes"`
 		StartedAt   time.Time `json:"started_at"`
 	} `json:"workers"`
+	// WebSockets and Streams (ASGI) are the long-lived exchanges open,
+	// MaxWebSockets and MaxStreams their limits
+	WebSockets          int            `json:"websockets"`
+	MaxWebSockets       int            `json:"max_websockets"`
+	Streams             int            `json:"streams"`
+	MaxStreams          int            `json:"max_streams"`
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until"`

@@ -140,7 +140,7 @@ func liveHeap(t *testing.T, c *caddyProc) int64 {
 func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
 	const streams = 100
 	marker := filepath.Join(t.TempDir(), "marker")
-	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tenv STREAM_MARKER "+marker)
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tmax_streams 120\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
 	base := liveHeap(t, c)
 	stalledH2Streams(t, strings.TrimPrefix(url, "http://"), "/flood", streams)

@@ -3,6 +3,7 @@ package python
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -32,9 +33,18 @@ type ASGI struct {
 	// MaxWebSockets is how many WebSockets the app holds open at once,
 	// across its workers; one more gets 503 with Retry-After. Each holds
 	// one of its worker's max_concurrency channels for its life, which
-	// HTTP requests need too. Default: half the channels (workers, or
-	// max_workers, times max_concurrency).
+	// HTTP requests need too. Default: WebSockets and streamed responses
+	// together take at most half the channels (the workers the app runs
+	// now times max_concurrency).
 	MaxWebSockets int `json:"max_websockets,omitempty"`
+
+	// MaxStreams is how many streamed responses the app has under way at
+	// once, across its workers: those that did not come whole with their
+	// head (server-sent events, a download sent in pieces, a head sent
+	// before a slow body). One more gets 503 with Retry-After instead of
+	// the app's head, and its task is cancelled. Each holds a channel for
+	// as long as it goes. Default: as for MaxWebSockets.
+	MaxStreams int `json:"max_streams,omitempty"`
 
 	// Lifespan runs the ASGI lifespan protocol in each worker: startup
 	// before the worker takes requests (a failure refuses the config, with
@@ -77,12 +87,18 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 	if h.MaxConcurrency == 0 {
 		h.MaxConcurrency = DefaultMaxConcurrency
 	}
-	if h.MaxWebSockets != 0 {
-		if err := checkCount("max_websockets", h.MaxWebSockets); err != nil {
-			return fmt.Errorf("asgi %s: %w", h.App, err)
+	for _, o := range []struct {
+		name string
+		n    int
+	}{{"max_websockets", h.MaxWebSockets}, {"max_streams", h.MaxStreams}} {
+		if o.n != 0 {
+			if err := checkCount(o.name, o.n); err != nil {
+				return fmt.Errorf("asgi %s: %w", h.App, err)
+			}
 		}
 	}
-	h.kind, h.lifespan, h.maxWebSockets, h.Threads = "asgi", h.Lifespan, h.MaxWebSockets, h.MaxConcurrency
+	h.kind, h.lifespan, h.Threads = "asgi", h.Lifespan, h.MaxConcurrency
+	h.maxWebSockets, h.maxStreams = h.MaxWebSockets, h.MaxStreams
 	err := h.WSGI.Provision(ctx)
 	h.Threads = 0 // keep the config as written
 	return err
@@ -117,11 +133,18 @@ func writeIdle(r *http.Request) time.Duration {
 	return time.Duration(srv.WriteIdleTimeout)
 }
 
+// asgiOptions are the subdirectives of asgi, as its errors list them:
+// those of wsgi that apply to ASGI apps, then its own.
+var asgiOptions = append(slices.DeleteFunc(slices.Clone(wsgiOptions), func(o string) bool {
+	return o == "threads" || o == "pipeline" || o == "preload" // (refused with a hint by Provision)
+}), "max_concurrency", "max_websockets", "max_streams", "lifespan")
+
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens: the
 // subdirectives of wsgi (but threads), plus
 //
 //	max_concurrency <n>
 //	max_websockets  <n>
+//	max_streams     <n>
 //	lifespan        auto|on|off
 func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	h.directive = "asgi"
@@ -131,6 +154,8 @@ func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return true, count(d, &h.MaxConcurrency)
 		case "max_websockets":
 			return true, count(d, &h.MaxWebSockets)
+		case "max_streams":
+			return true, count(d, &h.MaxStreams)
 		case "lifespan":
 			if err := oneArg(d, &h.Lifespan); err != nil {
 				return true, err

@@ -250,11 +250,15 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		h.BeforeStart = append(h.BeforeStart, command)
 		return nil
 	}
+	valid := wsgiOptions
+	if h.directive == "asgi" {
+		valid = asgiOptions
+	}
 	hint := ""
-	if s := closest(option, wsgiOptions); s != "" {
+	if s := closest(option, valid); s != "" {
 		hint = "did you mean " + strconv.Quote(s) + "? "
 	}
-	return d.Errf("unknown %s subdirective %q; %svalid ones are: %s", h.directive, option, hint, strings.Join(wsgiOptions, ", "))
+	return d.Errf("unknown %s subdirective %q; %svalid ones are: %s", h.directive, option, hint, strings.Join(valid, ", "))
 }
 
 // unmarshalGuard parses `guard enforce|warn|off [{ allow …; <guard option> … }]`.

@@ -58,11 +58,12 @@ type WSGI struct {
 	poolKey  string
 	kind     string // "asgi" when provisioned by the ASGI handler
 	lifespan string
-	// maxWebSockets is the ASGI handler's MaxWebSockets
-	maxWebSockets int
-	directive     string       // for Caddyfile errors: wsgi or asgi
-	guard         *guard.Guard // the HTTP guard, unless guard is off
-	logger        *zap.Logger
+	// maxWebSockets and maxStreams are the ASGI handler's MaxWebSockets
+	// and MaxStreams
+	maxWebSockets, maxStreams int
+	directive                 string       // for Caddyfile errors: wsgi or asgi
+	guard                     *guard.Guard // the HTTP guard, unless guard is off
+	logger                    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -91,7 +92,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		return err
 	}
 	config := h.PoolConfig
-	config.kind, config.lifespan, config.maxWebSockets = h.kind, h.lifespan, h.maxWebSockets
+	config.kind, config.lifespan, config.maxWebSockets, config.maxStreams = h.kind, h.lifespan, h.maxWebSockets, h.maxStreams
 	if def := appModule.(*hearth.App).Guard; def != "" && (config.Guard == nil || config.Guard.Mode == "") {
 		g := GuardConfig{Mode: def}
 		if config.Guard != nil {

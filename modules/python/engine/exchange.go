@@ -167,7 +167,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		// client gets the head now, as from uvicorn (an EventSource opens,
 		// a client's header timeout is met); a failure from here on cuts
 		// the response off.
-		return false, p.streamASGI(w, r, s, sid, status, nil, bodySent)
+		return false, p.streamASGI(w, r, s, sid, status, nil, bodySent, &mark)
 	}
 	f, err := s.nextBody()
 	switch {
@@ -184,7 +184,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case f.last:
 		return false, p.finishSmall(w, r, status, f.data, s, bodySent, &mark)
 	case p.opts.ASGI():
-		return false, p.streamASGI(w, r, s, sid, status, f.data, bodySent)
+		return false, p.streamASGI(w, r, s, sid, status, f.data, bodySent, &mark)
 	}
 	return false, p.stream(w, s, sid, status, f.data, bodySent)
 }
@@ -228,7 +228,20 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // serves; and a client that leaves is the app's to hear of
 // (http.disconnect), however long its next body frame takes. (A response
 // that came whole needs neither: it is answered at once.)
-func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
+//
+// A stream holds its channel for as long as it goes, so streams are
+// counted with WebSockets (admit): one past the limit gets 503 instead of
+// the app's head (mark), and its task is cancelled.
+func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, mark *headerMark) error {
+	release, refused := p.admit(streamedResponse)
+	if refused != nil {
+		mark.restore(w.Header()) // Caddy answers the refusal, not the app
+		if err := p.giveUpStream(s, sid, bodySent); err != nil {
+			return err
+		}
+		return refused
+	}
+	defer release()
 	s.setDeadline(0)
 	left := &clientLeft{s: s, sid: sid}
 	stop := context.AfterFunc(r.Context(), left.tell)
@@ -592,6 +605,19 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 	p.mu.Lock()
 	path, age := s.path, time.Since(s.since)
 	p.mu.Unlock()
+	if err := p.giveUpStream(s, sid, bodySent); err != nil {
+		return err
+	}
+	p.logger.Error("request timed out; the app's task was cancelled (the worker logs where it waited)",
+		zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
+	return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; it was cancelled", p.opts.Name, path))
+}
+
+// giveUpStream has an ASGI worker cancel the task of stream sid, drops
+// what it still sends for it, and gives the channel back once the stream
+// ended; a worker that does not end it within timeoutGrace is terminated
+// (broken), and so is one whose channel fails.
+func (p *Pool) giveUpStream(s *channel, sid uint32, bodySent chan error) error {
 	if bodySent != nil {
 		// a request body still being written to the worker stopped at the
 		// same deadline, maybe in the middle of a frame: the cancel must
@@ -612,12 +638,7 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 		case err != nil:
 			return p.broken(s, err)
 		case h.Type == protocol.Abort || h.Type == protocol.ResponseBody && h.End():
-			if err := p.finish(s, bodySent); err != nil {
-				return err
-			}
-			p.logger.Error("request timed out; the app's task was cancelled (the worker logs where it waited)",
-				zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.Duration("running_for", age))
-			return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; it was cancelled", p.opts.Name, path))
+			return p.finish(s, bodySent)
 		case h.Type == protocol.WSAccept || h.Type == protocol.WSMessage || h.Type == protocol.WSClose:
 			// a WebSocket its app accepted as its opening timed out: what
 			// it sent crossed the cancel, and is dropped with the rest

@@ -63,9 +63,15 @@ type Options struct {
 	Lifespan string `json:"lifespan"`
 	// MaxWebSockets bounds the WebSockets open at once across the pool's
 	// workers (ASGI); one more gets 503. Each holds a channel for its
-	// life, and channels are also what HTTP requests need: 0 means half
-	// the channels of the workers the pool runs (webSocketLimitLocked).
+	// life, and channels are also what HTTP requests need: 0 means that
+	// WebSockets and streamed responses together take at most half the
+	// channels of the workers the pool runs (longLivedLimitLocked).
 	MaxWebSockets int `json:"max_websockets"`
+	// MaxStreams bounds the streamed responses (those that did not come
+	// whole with their head: server-sent events, downloads) under way at
+	// once across the pool's workers (ASGI); one more gets 503. 0: as
+	// for MaxWebSockets.
+	MaxStreams int `json:"max_streams"`
 	// Credential runs the processes as another account (nil: Caddy's);
 	// the adapter's user and group are its identity.
 	Credential *syscall.Credential `json:"-"`

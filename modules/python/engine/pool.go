@@ -23,8 +23,8 @@ type Pool struct {
 	opts       Options
 	env        []string // the processes' environment, from Start's prepare step
 	logger     *zap.Logger
-	nextStream atomic.Uint32 // request ids
-	websockets atomic.Int64  // WebSockets open or opening (MaxWebSockets)
+	nextStream atomic.Uint32   // request ids
+	longLived  longLivedCounts // WebSockets and streamed responses holding channels (longlived.go)
 	// policyWarned is set once a worker was found under another
 	// scheduling policy than cpu_policy's (cpupolicy.go)
 	policyWarned atomic.Bool
@@ -360,26 +360,14 @@ type Status struct {
 	Pipeline            string         `json:"pipeline,omitempty"`
 	Pipelined           int64          `json:"pipelined_requests"`
 	WebSockets          *int64         `json:"websockets,omitempty"`     // ASGI: open or opening
-	MaxWebSockets       int            `json:"max_websockets,omitempty"` // ASGI: WebSocketLimit
+	MaxWebSockets       int            `json:"max_websockets,omitempty"` // ASGI: their limit (longLivedLimitLocked)
+	Streams             *int64         `json:"streams,omitempty"`        // ASGI: streamed responses under way
+	MaxStreams          int            `json:"max_streams,omitempty"`    // ASGI: their limit
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
 	LastError           string         `json:"last_error,omitempty"`
 	ForkServerPid       int            `json:"fork_server_pid,omitempty"`
-}
-
-// webSocketLimitLocked is how many WebSockets the pool holds open at once:
-// MaxWebSockets, or half the channels of the workers it runs now (as many
-// as its minimum, or those an autoscaled pool grew to), at least one. It
-// follows the pool's size: computed from the largest size an autoscaled
-// pool may reach, WebSockets took every channel of the pool at its
-// minimum (the pool then grew for the requests that queued), and after a
-// scale-down through the admin API every channel of the smaller pool.
-func (p *Pool) webSocketLimitLocked() int {
-	if p.opts.MaxWebSockets > 0 {
-		return p.opts.MaxWebSockets
-	}
-	return max(1, max(len(p.workers), p.minWorkers)*max(1, p.opts.Threads)/2)
 }
 
 // Status reports the pool's state.
@@ -405,8 +393,10 @@ func (p *Pool) Status() Status {
 	if !p.opts.ASGI() {
 		st.Pipeline = p.opts.Pipeline
 	} else {
-		open := p.websockets.Load()
-		st.WebSockets, st.MaxWebSockets = &open, p.webSocketLimitLocked()
+		webSockets, streams := p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load()
+		st.WebSockets, st.Streams = &webSockets, &streams
+		st.MaxWebSockets, _ = p.longLivedLimitLocked(webSocket)
+		st.MaxStreams, _ = p.longLivedLimitLocked(streamedResponse)
 	}
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]

@@ -49,24 +49,11 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		http.Error(w, "bad WebSocket opening: "+problem, http.StatusBadRequest)
 		return nil
 	}
-	// A WebSocket holds a channel for its life: idle ones opened by one
-	// client (200 on two workers of max_concurrency 100) left no channel
-	// for any HTTP request, which all got 503. Half the channels stay
-	// for requests, by default.
-	p.mu.Lock()
-	limit := p.webSocketLimitLocked()
-	p.mu.Unlock()
-	if open := p.websockets.Add(1); open > int64(limit) {
-		p.websockets.Add(-1)
-		// as queued requests do, demand beyond the limit grows an
-		// autoscaled pool (one worker at a time, up to max_workers): the
-		// limit follows its size, so the client's next try may get in
-		p.mu.Lock()
-		p.growLocked()
-		p.mu.Unlock()
-		return Failed(Unavailable, fmt.Errorf("app %s already holds %d WebSockets open, its max_websockets: refused another (raise max_websockets, max_concurrency or workers if that many clients are expected)", p.opts.Name, open-1))
+	release, err := p.admit(webSocket) // a WebSocket holds a channel for its life
+	if err != nil {
+		return err
 	}
-	defer p.websockets.Add(-1)
+	defer release()
 	sid := p.nextStream.Add(1)
 	opening := *rq // all the request's facts (a field added later included), and no body
 	opening.Body = nil

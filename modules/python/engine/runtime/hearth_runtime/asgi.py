@@ -462,7 +462,7 @@ class AsgiWorker:
             where = ''.join(awaiting(task.get_coro())) if state is not None else '  (before its handler started)\n'
         except Exception as exc:  # an awaitable's own attributes may raise
             where = '  (not known: %r)\n' % exc
-        why = why or 'Caddy gave up on a request (past its timeout, or its client gone)'
+        why = why or "Caddy gave up on a request (past its timeout, its client gone, or a stream past the app's max_streams)"
         sys.stderr.write('hearth worker %d: %s; cancelled it where it waited (most recent call last):\n%s'
                          % (os.getpid(), why, where))
 
