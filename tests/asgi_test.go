@@ -184,7 +184,7 @@ func TestASGIDjangoAndTimeout(t *testing.T) {
 	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) || c.mustApps()[0].Restarts["timeout"] != 0 {
 		t.Errorf("workers %v before the timeout, %v after (restarts %v): want the same one", before, after, c.mustApps()[0].Restarts)
 	}
-	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, its client gone, or a stream past the app's max_streams); cancelled it where it waited") ||
+	if log := c.log.String(); !strings.Contains(log, "Caddy gave up on a request (past its timeout, or its client gone); cancelled it where it waited") ||
 		!strings.Contains(log, "await asyncio.sleep(seconds)") {
 		t.Errorf("the cancelled request's stack is not in the log")
 	}
@@ -327,11 +327,12 @@ func TestASGIAppDeafToItsClientLeaving(t *testing.T) {
 
 // TestStreamsLeaveChannelsForRequests: streamed ASGI responses (server-sent
 // events, downloads) take at most half an app's channels, shared with its
-// WebSockets; one more gets 503 instead of the app's head, its task is
+// WebSockets; one more GET gets 503 instead of the app's head, its task is
 // cancelled, and HTTP requests still find a channel. Each stream holds its
 // channel for as long as it goes: one client's event streams (250 on one
 // HTTP/2 connection) took every channel, and every request then waited for
-// its queue_timeout and got 503.
+// its queue_timeout and got 503. A POST's stream is counted, not refused
+// (its app has done its work).
 func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "stream")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 4\n\t\tqueue_timeout 3s\n\t\tenv STREAM_MARKER "+marker)
@@ -365,6 +366,15 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 		data, _ := os.ReadFile(marker + ".deaf")
 		return string(data) == "cancelled"
 	})
+	if log := c.log.String(); !strings.Contains(log, "Caddy refused a streamed response") || strings.Contains(log, "timed out") {
+		t.Errorf("the refusal is not logged as one:\n%s", tail(log, 20))
+	}
+	// a POST past the limit is served (counted, and refused nothing)
+	post, err := client.Post(url+"/sse-wait", "text/plain", strings.NewReader("x"))
+	if err != nil || post.StatusCode != 200 {
+		t.Fatalf("a POST's stream past the limit: %v %v, want the app's 200", err, post)
+	}
+	open = append(open, post)
 	// WebSockets share the half
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -381,13 +391,14 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 		}
 	}
 	apps := c.mustApps()
-	if apps[0].Streams != 2 || apps[0].MaxStreams != 2 || apps[0].WebSockets != 0 || apps[0].MaxWebSockets != 2 {
-		t.Errorf("/hearth/apps: streams %d of %d, WebSockets %d of %d; want 2 of 2, 0 of 2",
+	if apps[0].Streams != 3 || apps[0].MaxStreams != 2 || apps[0].WebSockets != 0 || apps[0].MaxWebSockets != 2 {
+		t.Errorf("/hearth/apps: streams %d of %d, WebSockets %d of %d; want 3 of 2 (a POST's past it), 0 of 2",
 			apps[0].Streams, apps[0].MaxStreams, apps[0].WebSockets, apps[0].MaxWebSockets)
 	}
-	// a stream that ends gives its place back
+	// streams that end give their place back
 	open[0].Body.Close()
-	open = open[1:]
+	open[2].Body.Close()
+	open = open[1:2]
 	waitFor(t, 20*time.Second, "a stream after one ended", func() bool {
 		resp, err := client.Get(url + "/sse-wait")
 		if err != nil {

@@ -66,6 +66,12 @@ const FlagEnd uint8 = 1
 // request's task and ends its stream.
 const FlagTimedOut uint8 = 2
 
+// FlagRefused marks a Cancel (with FlagTimedOut) sent because Caddy
+// refused the stream the app began: its app already had as many streamed
+// responses and WebSockets under way as it may (ASGI max_streams). The
+// worker says so where it logs the cancel.
+const FlagRefused uint8 = 4
+
 func (t Type) String() string {
 	switch t {
 	case Hello:

@@ -87,6 +87,12 @@ func (s *channel) giveUp(sid uint32) error {
 	return s.sendCancel(sid, protocol.FlagTimedOut)
 }
 
+// refuse has the worker cancel the task of stream sid (ASGI), whose
+// stream Caddy refused (FlagRefused).
+func (s *channel) refuse(sid uint32) error {
+	return s.sendCancel(sid, protocol.FlagTimedOut|protocol.FlagRefused)
+}
+
 // cancelPastGrace answers a read of stream sid that failed with err
 // while a grace deadline was armed (closeGrace, once the client left):
 // the first time the deadline passes, the worker is told to cancel the

@@ -233,12 +233,13 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // counted with WebSockets (admit): one past the limit gets 503 instead of
 // the app's head (mark), and its task is cancelled.
 func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, mark *headerMark) error {
-	release, refused := p.admit(streamedResponse)
+	// a request whose answer may be asked again (GET, HEAD) is refused past
+	// the limit; another is counted, not refused: its app has done its
+	// work (a POST's effects), and a 503 would invite a second one
+	release, refused := p.admit(streamedResponse, r.Method == http.MethodGet || r.Method == http.MethodHead)
 	if refused != nil {
-		mark.restore(w.Header()) // Caddy answers the refusal, not the app
-		if err := p.giveUpStream(s, sid, bodySent); err != nil {
-			return err
-		}
+		mark.restore(w.Header())                   // Caddy answers the refusal, not the app
+		_ = p.giveUpStream(s, sid, bodySent, true) // (a worker that does not end the stream is terminated, and logged)
 		return refused
 	}
 	defer release()
@@ -605,7 +606,7 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 	p.mu.Lock()
 	path, age := s.path, time.Since(s.since)
 	p.mu.Unlock()
-	if err := p.giveUpStream(s, sid, bodySent); err != nil {
+	if err := p.giveUpStream(s, sid, bodySent, false); err != nil {
 		return err
 	}
 	p.logger.Error("request timed out; the app's task was cancelled (the worker logs where it waited)",
@@ -613,11 +614,12 @@ func (p *Pool) cancelTimedOut(s *channel, sid uint32, bodySent chan error) error
 	return Failed(TimedOut, fmt.Errorf("app %s: request to %s ran longer than its timeout; it was cancelled", p.opts.Name, path))
 }
 
-// giveUpStream has an ASGI worker cancel the task of stream sid, drops
-// what it still sends for it, and gives the channel back once the stream
-// ended; a worker that does not end it within timeoutGrace is terminated
-// (broken), and so is one whose channel fails.
-func (p *Pool) giveUpStream(s *channel, sid uint32, bodySent chan error) error {
+// giveUpStream has an ASGI worker cancel the task of stream sid (refused:
+// because Caddy refused its stream), drops what it still sends for it,
+// and gives the channel back once the stream ended; a worker that does
+// not end it within timeoutGrace is terminated (broken), and so is one
+// whose channel fails.
+func (p *Pool) giveUpStream(s *channel, sid uint32, bodySent chan error, refused bool) error {
 	if bodySent != nil {
 		// a request body still being written to the worker stopped at the
 		// same deadline, maybe in the middle of a frame: the cancel must
@@ -629,7 +631,11 @@ func (p *Pool) giveUpStream(s *channel, sid uint32, bodySent chan error) error {
 		}
 	}
 	s.setDeadline(timeoutGrace)
-	if err := s.giveUp(sid); err != nil {
+	cancel := s.giveUp
+	if refused {
+		cancel = s.refuse
+	}
+	if err := cancel(sid); err != nil {
 		return p.broken(s, err)
 	}
 	for {

@@ -74,8 +74,9 @@ func (p *Pool) longLivedLimitLocked(k longLived) (limit int, shared bool) {
 }
 
 // admit counts one more exchange of kind k, or refuses it (Unavailable)
-// past its limit. release gives its place back when the exchange ends.
-func (p *Pool) admit(k longLived) (release func(), err error) {
+// past its limit when it is refusable (else it is counted past it).
+// release gives its place back when the exchange ends.
+func (p *Pool) admit(k longLived, refusable bool) (release func(), err error) {
 	p.mu.Lock()
 	limit, shared := p.longLivedLimitLocked(k)
 	p.mu.Unlock()
@@ -85,7 +86,7 @@ func (p *Pool) admit(k longLived) (release func(), err error) {
 	if shared {
 		open = p.longLived.sum()
 	}
-	if open <= int64(limit) {
+	if open <= int64(limit) || !refusable {
 		return func() { p.longLived[k].Add(-1) }, nil
 	}
 	p.longLived[k].Add(-1)

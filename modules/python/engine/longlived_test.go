@@ -53,13 +53,14 @@ func TestLongLivedLimit(t *testing.T) {
 // half the channels, so neither kind (nor both) can take the channels
 // requests need; a kind's own option bounds that kind alone, and the
 // other still counts it. A refusal is Unavailable (503) and names the
-// option to raise; a release gives the place back.
+// option to raise; a release gives the place back. An exchange that may
+// not be refused is counted past the limit.
 func TestAdmitLongLived(t *testing.T) {
 	admitN := func(p *Pool, k longLived, n int) []func() {
 		t.Helper()
 		var releases []func()
 		for i := range n {
-			release, err := p.admit(k)
+			release, err := p.admit(k, true)
 			if err != nil {
 				t.Fatalf("%s %d of %d: %v", k.singular(), i+1, n, err)
 			}
@@ -69,7 +70,7 @@ func TestAdmitLongLived(t *testing.T) {
 	}
 	refused := func(p *Pool, k longLived, option string) {
 		t.Helper()
-		release, err := p.admit(k)
+		release, err := p.admit(k, true)
 		if err == nil {
 			release()
 			t.Fatalf("one %s past the limit was admitted", k.singular())
@@ -93,6 +94,16 @@ func TestAdmitLongLived(t *testing.T) {
 	streams[0]()
 	admitN(p, webSocket, 1) // the place a stream gave back
 	refused(p, webSocket, "max_websockets")
+
+	// a stream that may not be refused (a POST's) is counted past it
+	release, err := p.admit(streamedResponse, false)
+	if err != nil {
+		t.Fatalf("a stream that may not be refused: %v", err)
+	}
+	if n := p.longLived.sum(); n != 5 {
+		t.Errorf("%d counted with one past the limit, want 5", n)
+	}
+	release()
 
 	p = pool(Options{MaxStreams: 6})
 	admitN(p, streamedResponse, 6)

@@ -49,7 +49,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		http.Error(w, "bad WebSocket opening: "+problem, http.StatusBadRequest)
 		return nil
 	}
-	release, err := p.admit(webSocket) // a WebSocket holds a channel for its life
+	release, err := p.admit(webSocket, true) // a WebSocket holds a channel for its life
 	if err != nil {
 		return err
 	}

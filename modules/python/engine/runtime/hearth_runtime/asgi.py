@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, HELLO, MAX_PAYLOAD, REQ_BODY,
-                       REQ_HEAD, RESP_BODY, RESP_HEAD, TIMED_OUT, WS_ACCEPT, WS_CLOSE, WS_MSG, ChannelLost,
+                       REFUSED, REQ_HEAD, RESP_BODY, RESP_HEAD, TIMED_OUT, WS_ACCEPT, WS_CLOSE, WS_MSG, ChannelLost,
                        ClientDisconnected, ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
@@ -43,6 +43,9 @@ WS_TOO_SLOW = 1009
 # 64 KiB). A whole response in one message goes in one frame (Caddy copies
 # it, within its budget, and gives the channel back at once).
 STREAM_FRAME = 64 << 10
+# why a stream Caddy refused (CANCEL with REFUSED) was cancelled, as logged
+REFUSED_WHY = ("Caddy refused a streamed response: the app already had as many streams and WebSockets "
+               "under way as it may (max_streams, max_websockets); its client got 503")
 # How long a response head waits for the app's first body message before
 # it goes out alone (seconds): a head and its body sent a few event-loop
 # turns apart (Starlette's BaseHTTPMiddleware, a quick query) still go out
@@ -352,7 +355,7 @@ def asgi_channel_class():
                     request[1].peer_closed = True
                 request[1].put_nowait((kind, flags, payload))
                 if kind == CANCEL and flags & TIMED_OUT and not request[2].done():
-                    self.worker.time_out(request[1], request[2])
+                    self.worker.time_out(request[1], request[2], REFUSED_WHY if flags & REFUSED else None)
             elif kind not in (CANCEL, WS_MSG, WS_CLOSE):  # those may come for a request that already ended
                 raise ProtocolError('unexpected frame type %d for stream %d' % (kind, sid))
 
@@ -458,11 +461,14 @@ class AsgiWorker:
         # channel serves another request, and make_room no longer sees it
         events.finish()
         task.cancel()
+        if why is REFUSED_WHY:  # (one line: a client may ask again and again)
+            sys.stderr.write('hearth worker %d: %s; cancelled its task\n' % (os.getpid(), why))
+            return
         try:
             where = ''.join(awaiting(task.get_coro())) if state is not None else '  (before its handler started)\n'
         except Exception as exc:  # an awaitable's own attributes may raise
             where = '  (not known: %r)\n' % exc
-        why = why or "Caddy gave up on a request (past its timeout, its client gone, or a stream past the app's max_streams)"
+        why = why or 'Caddy gave up on a request (past its timeout, or its client gone)'
         sys.stderr.write('hearth worker %d: %s; cancelled it where it waited (most recent call last):\n%s'
                          % (os.getpid(), why, where))
 

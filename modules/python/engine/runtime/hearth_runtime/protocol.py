@@ -16,6 +16,7 @@ HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK, CANCEL, WS_
 END = 1
 BINARY = 2  # on WS_MSG: a binary message
 TIMED_OUT = 2  # on CANCEL: Caddy gave up on the request (its timeout, or closeGrace after its client left): cancel its task
+REFUSED = 4  # on CANCEL, with TIMED_OUT: Caddy refused the stream the app began (max_streams)
 
 _pack = HEADER.pack
 _unpack = HEADER.unpack
