@@ -109,6 +109,7 @@ func (f *fakeDuckDNS) made(prefix string) bool {
 // fails on the way: Caddy logs the error, which quotes the request's URL,
 // without the token.
 func TestDNSChallengeThroughDuckDNS(t *testing.T) {
+	t.Parallel()
 	if !inOwnNetwork(t) {
 		return
 	}

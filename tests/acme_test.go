@@ -269,6 +269,7 @@ func serviceCertificates(t *testing.T, c *caddyProc) map[string]map[string]any {
 // settings of its own, and renews it the same way; the challenge's TXT
 // record is removed afterwards.
 func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
+	t.Parallel()
 	if !inOwnNetwork(t) {
 		return
 	}
@@ -379,6 +380,7 @@ func TestDNSChallengeThroughDDNSProvider(t *testing.T) {
 // validate` provisions it, and sends nothing anywhere), with both ways
 // out. A site on 443 is not warned about.
 func TestDynDNS2SaysWhatWillFail(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	config := filepath.Join(dir, "Caddyfile")
 	writeFile(t, config, `{

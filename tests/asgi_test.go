@@ -25,6 +25,7 @@ func asgiSite(t *testing.T, app, options string) (string, string) {
 }
 
 func TestASGIFastAPI(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "fastapi_app:app", "workers 2\n\t\tlifespan on")
 	c := startCaddy(t, config)
 	resp, body := get(t, url+"/items/42?q=hello")
@@ -143,6 +144,7 @@ func TestASGIStreamingAndDisconnect(t *testing.T) {
 }
 
 func TestASGILifespanFailureRefusesConfig(t *testing.T) {
+	t.Parallel()
 	config, _ := asgiSite(t, "lifespan_fails:app", "workers 1")
 	if log := refused(t, config); !strings.Contains(log, "cannot reach the database (on purpose)") {
 		t.Errorf("the app's message is not in the error:\n%s", tail(log, 5))
@@ -150,6 +152,7 @@ func TestASGILifespanFailureRefusesConfig(t *testing.T) {
 }
 
 func TestASGIDjangoAndTimeout(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "djasgi:application", "workers 1\n\t\tguard warn")
 	startCaddy(t, config)
 	if resp, body := get(t, url+"/hello"); resp.StatusCode != 200 || body != "hello from django asgi at /hello" {
@@ -238,6 +241,7 @@ func TestExampleFastAPI(t *testing.T) {
 // requests at once, is never ended for either. Before, the timeout ran over
 // the whole stream and killed the worker with every request it served.
 func TestASGIStreamOutlivesTimeout(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "disconnected")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
 	// Caddy gives up a client that accepts nothing for write_idle (a
@@ -304,6 +308,7 @@ func TestASGIStreamOutlivesTimeout(t *testing.T) {
 // before, it held the channel until that event came (here, an hour: the
 // worker's one channel, so every other request waited).
 func TestASGIAppDeafToItsClientLeaving(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "stream")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, config)
@@ -334,6 +339,7 @@ func TestASGIAppDeafToItsClientLeaving(t *testing.T) {
 // its queue_timeout and got 503. A POST's stream is counted, not refused
 // (its app has done its work).
 func TestStreamsLeaveChannelsForRequests(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "stream")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 4\n\t\tqueue_timeout 3s\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, config)
@@ -421,6 +427,7 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 // write deadline left armed between events resets an HTTP/2 stream when
 // it fires, writing or not.
 func TestASGIEventStreamOverHTTP2(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\ttimeout 2s")
 	startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n"+config)
 	var protocols http.Protocols
@@ -445,6 +452,7 @@ func TestASGIEventStreamOverHTTP2(t *testing.T) {
 // response is cut off, never complete. (Caddy's 502 for a failure it reads
 // together with the head: the engine's TestFailureAfterHeadLeavesNoAppHeader.)
 func TestASGIFailureAfterHead(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1")
 	startCaddy(t, config)
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -471,6 +479,7 @@ func TestASGIFailureAfterHead(t *testing.T) {
 // EventSource opens, and a client that waits a bounded time for headers
 // gets them. Caddy held the head until the first event.
 func TestASGIEventStreamHeadComesFirst(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1")
 	startCaddy(t, config)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{ResponseHeaderTimeout: 2 * time.Second}}

@@ -93,6 +93,7 @@ func (c *caddyProc) backups() map[string]backupStatus {
 // damaged copy and puts a good one back, keeping the database it replaces
 // aside; a database that is not there is a failed run that says so.
 func TestSQLiteBackups(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	db := filepath.Join(dir, "site.sqlite3")
 	writer := exec.Command(pythonPath(), "-c", sqliteWriter, db)
@@ -264,6 +265,7 @@ func TestSQLiteBackups(t *testing.T) {
 // the whole database, there for anyone to download (shown first with a
 // file put there by hand).
 func TestBackupInsideServedDirRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	public := filepath.Join(dir, "public")
 	if err := os.MkdirAll(filepath.Join(public, "backups"), 0o755); err != nil {
@@ -390,6 +392,7 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 // requests run against the database being replaced and left the workers
 // with what they had read before.
 func TestRestoreOutlivesItsClient(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
 		t.Fatal(err)
@@ -437,6 +440,7 @@ db.commit()`
 // serves. A restore asked for then is refused with what to do, and
 // nothing is restored: the copy would be swapped in under the migration.
 func TestRestoreWhileStarting(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
 		t.Fatal(err)

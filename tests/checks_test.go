@@ -16,6 +16,7 @@ func checkedSite(t *testing.T, app, dir, options string) string {
 }
 
 func TestGuardRefusesStartprojectDefaults(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	// a project exactly as Django's own startproject writes it
 	if out, err := exec.Command(pythonPath(), "-m", "django", "startproject", "mysite", dir).CombinedOutput(); err != nil {
@@ -66,6 +67,7 @@ ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
 }
 
 func TestGuardRefusesFlaskDebug(t *testing.T) {
+	t.Parallel()
 	log := refused(t, checkedSite(t, "flask_debug:app", "{APPS}", ""))
 	for _, id := range []string{"HG-FLASK-01", "HG-KEY-02"} {
 		if !strings.Contains(log, id) {
@@ -79,6 +81,7 @@ func TestGuardRefusesFlaskDebug(t *testing.T) {
 }
 
 func TestGuardWarnAndAllow(t *testing.T) {
+	t.Parallel()
 	// warn: the app starts, the findings are in the log and the status
 	c := startCaddy(t, checkedSite(t, "flask_debug:app", "{APPS}", "guard warn"))
 	a := c.mustApps()[0]
@@ -102,6 +105,7 @@ func TestGuardWarnAndAllow(t *testing.T) {
 }
 
 func TestGuardDevelopmentEnvFlags(t *testing.T) {
+	t.Parallel()
 	log := refused(t, checkedSite(t, "hello:application", "{APPS}", "env FLASK_DEBUG 1"))
 	if !strings.Contains(log, "HG-ENV-01") || !strings.Contains(log, "FLASK_DEBUG") {
 		t.Errorf("FLASK_DEBUG=1 not refused:\n%s", tail(log, 10))
@@ -110,6 +114,7 @@ func TestGuardDevelopmentEnvFlags(t *testing.T) {
 }
 
 func TestGuardRefusesPublicAdminAndServedCode(t *testing.T) {
+	t.Parallel()
 	// Caddy's admin API on every interface: blocking
 	log := refused(t, fmt.Sprintf("{\n\tadmin 0.0.0.0:%d\n}\n", freePort(t))+checkedSite(t, "hello:application", "{APPS}", ""))
 	if !strings.Contains(log, "HG-NET-02") {
@@ -139,6 +144,7 @@ http://127.0.0.1:%d {
 }
 
 func TestGuardRefusalOnReloadKeepsOldConfig(t *testing.T) {
+	t.Parallel()
 	config := checkedSite(t, "hello:application", "{APPS}", "")
 	c := startCaddy(t, config)
 	before := c.workerPIDs()

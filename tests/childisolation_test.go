@@ -268,6 +268,7 @@ http://127.0.0.1:%d {
 // fork server), before_start and process upstreams get the documented
 // default umask 0027, or the `umask` option's; Caddy's own is untouched.
 func TestWorkerIsolationUmask(t *testing.T) {
+	t.Parallel()
 	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)}
 	c := startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
@@ -355,6 +356,7 @@ http://127.0.0.1:%d {
 // 0-2, a process upstream 0-2 and its own sockets, and a subprocess of
 // the app no channel. Caddy keeps both and serves on the socket.
 func TestWorkerIsolationFileDescriptors(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "inherited-marker")
 	writeFile(t, marker, "caddy's, not the apps'\n")
 	markerFile, err := os.Open(marker)
@@ -514,6 +516,7 @@ http://127.0.0.1:%d {
 // got); a worker, and a command of `caddy hearth exec` as the app's user,
 // try all of it.
 func TestWorkerIsolationSession(t *testing.T) {
+	t.Parallel()
 	master, slave := openPty(t)
 	dir := readableAppDir(t, "sessionprobe.py")
 	account := ""

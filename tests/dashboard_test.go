@@ -37,6 +37,7 @@ func chromium(t *testing.T, args ...string) string {
 }
 
 func TestDashboardInChromium(t *testing.T) {
+	t.Parallel()
 	dashPort, appPort, securePort, brokenPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	noCA := freePort(t) // an ACME CA where nothing listens: its certificate fails
 	c := startCaddy(t, fmt.Sprintf(`{
@@ -200,6 +201,7 @@ func dashboardGet(t *testing.T, url, host string) (int, string) {
 // (a page that rebinds its own name to this machine: DNS rebinding) gets
 // 403 and a message naming the option, in a real browser too.
 func TestDashboardChecksHost(t *testing.T) {
+	t.Parallel()
 	dashPort, appPort := freePort(t), freePort(t)
 	startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
@@ -249,6 +251,7 @@ func TestDashboardChecksHost(t *testing.T) {
 // port) and an app given secrets in env, neither the page nor
 // /status.json shows a secret, though both show the errors.
 func TestDashboardShowsNoCredentials(t *testing.T) {
+	t.Parallel()
 	dashPort, appPort, closed, slowPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	secrets := []string{"duck-token-5f0c2a9e", "ip-source-token-77ab31", "django-secret-key-93d1e0", "api-token-c4b8f2", "reset-link-token-6e2f", "db-password-0b7d55"}
 	// a background service whose process ends after a second and whose
@@ -353,6 +356,7 @@ touch %s
 // visitors; the config is refused, saying with what it clashes, and the
 // site is not half served meanwhile.
 func TestDashboardOnASitesPort(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	c := launchCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}

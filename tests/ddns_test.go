@@ -217,6 +217,7 @@ func (st ddnsStatus) allRecords(ip string) bool {
 }
 
 func TestDDNSWithBIND(t *testing.T) {
+	t.Parallel()
 	n := startNamed(t)
 	start := n.serialOrZero()
 	c := launchCaddy(t, ddnsConfig(n, n.secret, "ip_source static 203.0.113.10"))
@@ -285,6 +286,7 @@ func TestDDNSWithBIND(t *testing.T) {
 }
 
 func TestDDNSDryRunAndCarrierNAT(t *testing.T) {
+	t.Parallel()
 	n := startNamed(t)
 	c := launchCaddy(t, ddnsConfig(n, n.secret, "ip_source static 203.0.113.20\n\t\tdry_run"))
 	waitFor(t, 30*time.Second, "a dry-run check", func() bool {
@@ -308,6 +310,7 @@ func TestDDNSDryRunAndCarrierNAT(t *testing.T) {
 }
 
 func TestDDNSConfigErrors(t *testing.T) {
+	t.Parallel()
 	n := &named{port: 53535, secret: base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))}
 	for _, tc := range []struct {
 		config, want string
@@ -330,6 +333,7 @@ func TestDDNSConfigErrors(t *testing.T) {
 }
 
 func TestDDNSReloadUnchangedMakesNoTraffic(t *testing.T) {
+	t.Parallel()
 	n := startNamed(t)
 	config := ddnsConfig(n, n.secret, "ip_source static 203.0.113.50")
 	c := launchCaddy(t, config)
@@ -382,6 +386,7 @@ func (f *fakeDynDNS2) count() int {
 }
 
 func TestDDNSDynDNS2(t *testing.T) {
+	t.Parallel()
 	fake := &fakeDynDNS2{reply: "good IP"}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -506,6 +511,7 @@ func TestExampleDDNS(t *testing.T) {
 // storage make one update per record and address change between them,
 // not one each.
 func TestDDNSSharedStorageWritesOnce(t *testing.T) {
+	t.Parallel()
 	n := startNamed(t)
 	shared := t.TempDir()
 	config := func(ip string) string {
@@ -542,6 +548,7 @@ func TestDDNSSharedStorageWritesOnce(t *testing.T) {
 // reload without a ddns app shows none (the ddns app used to publish its
 // names into a package variable, which outlived it).
 func TestServicesForgetARemovedDDNS(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	site := fmt.Sprintf(`
 http://home.example.test:%d {

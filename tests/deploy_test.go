@@ -59,6 +59,7 @@ func runHearth(t *testing.T, args ...string) string {
 }
 
 func TestPortsCommand(t *testing.T) {
+	t.Parallel()
 	// something else already listens on the second app's port
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -115,6 +116,7 @@ func TestPortsCommand(t *testing.T) {
 }
 
 func TestSystemdCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	// no site below 1024, and automatic HTTPS off: no CAP_NET_BIND_SERVICE
 	highPath := filepath.Join(dir, "high.Caddyfile")
@@ -252,6 +254,7 @@ func checkUnit(t *testing.T, path, unit string) {
 // reach the operator's terminal without them (they would write the
 // clipboard, retitle the window, hide text).
 func TestCommandErrorsArePrintable(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	writeFile(t, path, fmt.Sprintf("http://127.0.0.1:%d {\n\tevil\x1b]52;c;b3duZWQ=\x07directive\n}\n", freePort(t)))
 	for _, args := range [][]string{

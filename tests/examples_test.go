@@ -342,6 +342,7 @@ func TestExampleFlask(t *testing.T) {
 // examples' ddns blocks ask no address service on the internet: their
 // sources default to a fixed documentation address.
 func TestDDNSExamplesStayOffline(t *testing.T) {
+	t.Parallel()
 	for _, example := range []string{"homeserver", "ddns"} {
 		cmd := exec.Command(caddyBinary(t), "adapt", "--config", repoPath("examples", example, "Caddyfile"), "--adapter", "caddyfile")
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}

@@ -21,6 +21,7 @@ import (
 // other Hosts get 421 before any worker sees them, and the log says once
 // which setting to change.
 func TestGuardUsesAppHosts(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`
 :%d {

@@ -52,6 +52,7 @@ func fetchHost(t *testing.T, url string, host string) (*http.Response, string) {
 }
 
 func TestGuardHidesDjangoDebugPages(t *testing.T) {
+	t.Parallel()
 	// without the guard, Django's DEBUG pages leak: the test app is right
 	bare := guardSite(t, "djdebug:application", "off", "-")
 	if resp, body := fetchHost(t, bare+"/boom", ""); resp.StatusCode != 500 || !strings.Contains(body, "hunter2") {
@@ -121,6 +122,7 @@ func fetchEncoded(t *testing.T, url, host, acceptEncoding string) (*http.Respons
 // guard (for zstd) are decoded to be checked, and replaced within their
 // status class.
 func TestGuardHidesCompressedDebugPages(t *testing.T) {
+	t.Parallel()
 	bare, guarded, encoded := freePort(t), freePort(t), freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`
 http://:%d {
@@ -216,6 +218,7 @@ http://:%d {
 }
 
 func TestGuardHidesWerkzeugDebugger(t *testing.T) {
+	t.Parallel()
 	bare := guardSite(t, "werkzeug_debug:application", "off", "-")
 	if _, body := fetchHost(t, bare+"/boom", ""); !strings.Contains(body, "hunter2") {
 		t.Fatalf("the unguarded Werkzeug debugger did not leak, so this test proves nothing")
@@ -244,6 +247,7 @@ func TestGuardHidesWerkzeugDebugger(t *testing.T) {
 }
 
 func TestGuardRefusesPathsAndHosts(t *testing.T) {
+	t.Parallel()
 	url := guardSite(t, "headers:application", "off", "\t\thosts app.example 127.0.0.1 *.home.example\n\t\trefuse /private/*")
 	for _, p := range []string{"/.env", "/.env.production", "/.git/config", "/db.sqlite3", "/app/settings.py", "/x/__pycache__/y", "/private/notes", "/static/../.git/HEAD",
 		// the same files, spelled otherwise
@@ -266,6 +270,7 @@ func TestGuardRefusesPathsAndHosts(t *testing.T) {
 }
 
 func TestGuardHeaders(t *testing.T) {
+	t.Parallel()
 	url := guardSite(t, "headers:application", "off", "")
 	resp, _ := fetchHost(t, url+"/", "")
 	for k, want := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "strict-origin-when-cross-origin", "X-Powered-By": "", "Strict-Transport-Security": ""} {

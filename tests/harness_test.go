@@ -1,6 +1,14 @@
 // Package tests holds Hearth's integration tests: they start the built
 // bin/caddy (HEARTH_CADDY) on loopback with real Python workers
 // (HEARTH_PYTHON) and stop everything they started, by PID.
+//
+// A test begins with t.Parallel() (make test runs four at once: they
+// mostly wait on processes, and the suite took 18 minutes one by one on
+// two cores), and so takes nothing shared: ports come from freePort,
+// directories from t.TempDir, the admin API's address from the harness.
+// A test stays serial when it changes the test process's environment
+// (t.Setenv: caddy inherits it), listens on a fixed port, or measures CPU
+// time that other tests would take.
 package tests
 
 import (

@@ -16,6 +16,7 @@ import (
 // here may not), writes a Caddyfile that `caddy run` serves as it is, and
 // says what to do when it finds nothing or only an app factory.
 func TestInitFlaskAndFastAPI(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, file, source, block, want string }{
 		{"flask", "app.py", `import os
 from flask import Flask
@@ -133,6 +134,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 // questions on the terminal (a real pty), password prompts included, and
 // the user it creates logs in.
 func TestManageInteractive(t *testing.T) {
+	t.Parallel()
 	dir, data := startproject(t, "mysite"), t.TempDir()
 	if code, out := hearthCLI(t, dir, data, "init", "--site", fmt.Sprintf(":%d", freePort(t))); code != 0 {
 		t.Fatalf("init: %s", out)
@@ -167,6 +169,7 @@ func TestManageInteractive(t *testing.T) {
 // into root's shell), without root's environment, and with nothing it
 // starts left running afterwards.
 func TestInitProbeAsRootKeepsRootsSession(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("init runs the probe as another account only as root")
 	}

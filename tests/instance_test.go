@@ -57,6 +57,7 @@ func serves(t *testing.T, url string, n int) {
 }
 
 func TestSecondInstanceIsRefused(t *testing.T) {
+	t.Parallel()
 	data, ran := t.TempDir(), filepath.Join(t.TempDir(), "ran")
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
@@ -138,6 +139,7 @@ func TestSecondInstanceIsRefused(t *testing.T) {
 }
 
 func TestInstancesWithTheirOwnDataDirectories(t *testing.T) {
+	t.Parallel()
 	ran := filepath.Join(t.TempDir(), "ran")
 	port := freePort(t)
 	config := instanceSite(port, 1, ran)
@@ -158,6 +160,7 @@ func TestInstancesWithTheirOwnDataDirectories(t *testing.T) {
 }
 
 func TestReloadRefusedForAnAppAnotherCaddyRuns(t *testing.T) {
+	t.Parallel()
 	data, ran := t.TempDir(), filepath.Join(t.TempDir(), "ran")
 	helloPort, failPort := freePort(t), freePort(t)
 	failSite := fmt.Sprintf(`

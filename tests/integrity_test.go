@@ -87,6 +87,7 @@ func rawGet(t *testing.T, proto, hostport, target string) (*http.Response, strin
 // over HTTP/1.1 and HTTP/2; paths with other odd bytes still reach the
 // app exactly.
 func TestRequestIntegrity(t *testing.T) {
+	t.Parallel()
 	c, sites := integritySites(t)
 	forgeries := []string{
 		"/a%00REMOTE_USER%00admin%00b",
@@ -141,6 +142,7 @@ func TestRequestIntegrity(t *testing.T) {
 // names the header and the reason without the value, and the worker
 // keeps serving.
 func TestResponseIntegrity(t *testing.T) {
+	t.Parallel()
 	c, sites := integritySites(t)
 	for _, kind := range []string{"wsgi", "asgi"} {
 		for _, proto := range []string{"h1", "h2"} {
@@ -180,6 +182,7 @@ func TestResponseIntegrity(t *testing.T) {
 // stops and its channel serves again: with one channel in all, the next
 // request is answered at once rather than after the app's timeout.
 func TestPushyAppsAreStopped(t *testing.T) {
+	t.Parallel()
 	config, base := asgiSite(t, "asgi_pushy:app", "workers 1\n\t\tmax_concurrency 1\n\t\ttimeout 60s")
 	startCaddy(t, config)
 	addr := strings.TrimPrefix(base, "http://")
@@ -214,6 +217,7 @@ func TestPushyAppsAreStopped(t *testing.T) {
 // config strips (handle_path), never what a client wrote before a path
 // another rewrite produced.
 func TestScriptNameIsAMountPoint(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
@@ -257,6 +261,7 @@ http://127.0.0.1:%d {
 // is the scheme's default, never the port a client writes in Host (which
 // may not be a number at all).
 func TestUnixSocketServerPort(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "site.sock")
 	startCaddy(t, fmt.Sprintf(`
 http:// {
@@ -291,6 +296,7 @@ http:// {
 // REQUEST_URI (and the ASGI raw_path made from it) never holds a scheme
 // and host the client chose.
 func TestAbsoluteFormTarget(t *testing.T) {
+	t.Parallel()
 	_, sites := integritySites(t)
 	addr := sites["wsgi"]
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -322,6 +328,7 @@ func TestAbsoluteFormTarget(t *testing.T) {
 // mails, and take its word for its address); from a proxy in Caddy's
 // trusted_proxies they do, as before.
 func TestProxyHeadersFromClients(t *testing.T) {
+	t.Parallel()
 	plain, trusting, plainWS, trustingWS := freePort(t), freePort(t), freePort(t), freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}

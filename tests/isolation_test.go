@@ -320,6 +320,7 @@ func probe(t *testing.T, url string) probeResult {
 // admin API is a socket the app's account cannot open, and the app holds
 // no capability.
 func TestAdminUnreachableFromApps(t *testing.T) {
+	t.Parallel()
 	needUnitRun(t)
 	port, tcpAdmin := freePort(t), freePort(t)
 	c, _ := startAsUnit(t, fmt.Sprintf(`http://127.0.0.1:%d {
@@ -389,6 +390,7 @@ func TestAdminUnreachableFromApps(t *testing.T) {
 // warning for an app running as Caddy's own user, blocking for one under
 // another `user`, in the log and in `caddy hearth check`.
 func TestAdminFindingTCP(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("user nobody needs root")
 	}
@@ -453,6 +455,7 @@ http://127.0.0.1:%d {
 // as Caddy, root here (a Python app has had HG-ADMIN-01 for this). The
 // same blocks as Caddy's own account start, which the log says is root.
 func TestAdminReachRefusedForOwnAccounts(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("user nobody needs root")
 	}
@@ -556,6 +559,7 @@ func TestHomeserverAsUnit(t *testing.T) {
 // Caddy's account (ProtectProc=invisible); the workers a preloading fork
 // server forks are still known as its children, and serve.
 func TestPreloadAsUnit(t *testing.T) {
+	t.Parallel()
 	needUnitRun(t)
 	port := freePort(t)
 	c, _ := startAsUnit(t, fmt.Sprintf(`http://127.0.0.1:%d {
@@ -588,6 +592,7 @@ func TestPreloadAsUnit(t *testing.T) {
 // a block whose account does not own its directory is checked with a
 // throwaway key.
 func TestCheckGivesNoKeyToAnotherAccount(t *testing.T) {
+	t.Parallel()
 	needUnitRun(t)
 	data := t.TempDir()
 	victim := t.TempDir() // the other app's directory: root's, not nobody's

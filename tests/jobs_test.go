@@ -82,6 +82,7 @@ func (c *caddyProc) nextRun(name string) time.Time {
 // is killed with its children; `caddy hearth jobs run` runs one now and
 // says how it ended; the metrics count the runs.
 func TestJobs(t *testing.T) {
+	t.Parallel()
 	c := startCaddy(t, strings.ReplaceAll(`
 {
 	admin {ADMIN}
@@ -167,6 +168,7 @@ func TestJobs(t *testing.T) {
 // every night would never reach an `every 24h` backup); a time missed
 // while Caddy was not running is made up 30 s after it starts.
 func TestJobScheduleSurvivesARestart(t *testing.T) {
+	t.Parallel()
 	data := t.TempDir()
 	config := `
 {

@@ -21,6 +21,7 @@ import (
 // zap may be among them, and the keeper must still serve (it exits 0 when
 // its socket closes, without Caddy's usage text).
 func TestKeeperSkipsCaddysInit(t *testing.T) {
+	t.Parallel()
 	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

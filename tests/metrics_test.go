@@ -38,6 +38,7 @@ func scrape(t *testing.T, c *caddyProc) map[string]float64 {
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "fail:application", "workers 2\n\t\tmax_queue 50")
 	c := startCaddy(t, config)
 	for i := 0; i < 20; i++ {

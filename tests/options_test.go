@@ -71,6 +71,7 @@ http://127.0.0.1:%d {
 }
 
 func TestThreadsAndLeastBusyDispatch(t *testing.T) {
+	t.Parallel()
 	// one worker with 4 threads: 4 requests meet inside it at once
 	config, url := site(t, "rendezvous:application", "workers 1\n\t\tthreads 4")
 	startCaddy(t, config)
@@ -148,6 +149,7 @@ func concurrentGets(t *testing.T, url string, n int) map[string]bool {
 }
 
 func TestBeforeStart(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	marker := filepath.Join(tmp, "ran")
 	config, _ := site(t, "envinfo:application", `env MARKER `+marker+`
@@ -169,6 +171,7 @@ func TestBeforeStart(t *testing.T) {
 }
 
 func TestStartTimeout(t *testing.T) {
+	t.Parallel()
 	config, _ := site(t, "slow_import:application", "workers 1\n\t\tstart_timeout 1s")
 	if log := refused(t, config); !strings.Contains(log, "did not become ready within start_timeout (1s)") {
 		t.Errorf("log lacks the start_timeout explanation:\n%s", tail(log, 20))

@@ -19,6 +19,7 @@ import (
 // ends Caddy the same way; modules/supervisor's TestNothingOutlivesItsCaddy
 // has both.)
 func TestNothingOutlivesCaddy(t *testing.T) {
+	t.Parallel()
 	plain, _ := site(t, "hello:application", "workers 2")
 	preloaded, _ := site(t, "preloaded:application", "name preloaded\n\t\tworkers 2\n\t\tpreload")
 	shell := `sh -c "{PYTHON} -m http.server --bind 127.0.0.1 {port} & setsid sleep 600 & setsid sh -c 'sleep 600 & exit 0'; wait"`

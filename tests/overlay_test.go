@@ -46,6 +46,7 @@ def application(environ, start_response):
 // and origins, STATIC_ROOT for collectstatic in before_start; the key is
 // never in the log. Without the overlay the same project is refused.
 func TestSettingsOverlay(t *testing.T) {
+	t.Parallel()
 	dir := startproject(t, "mysite")
 	writeFile(t, filepath.Join(dir, "probe.py"), overlayProbe)
 	port := freePort(t)
@@ -117,6 +118,7 @@ http://127.0.0.1:%d {
 // an HTTPS site, never the key; an untouched project passes; every line
 // fits 80 columns; a Flask app under the overlay gets HG-SET-01.
 func TestCheckShowsOverlay(t *testing.T) {
+	t.Parallel()
 	dir := startproject(t, "mysite")
 	caddyfile := filepath.Join(t.TempDir(), "site.caddyfile") // taken as a Caddyfile, as `caddy run` takes it
 	writeFile(t, caddyfile, fmt.Sprintf(`{
@@ -182,6 +184,7 @@ https://localhost:2929 {
 // SQLite file); a model changed without a migration is a warning until
 // makemigrations; after migrate, nothing is found.
 func TestMigrationChecks(t *testing.T) {
+	t.Parallel()
 	dir, data := startproject(t, "mysite"), t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "notes"), 0o755) // startapp fills an existing directory
 	if out, err := exec.Command(pythonPath(), "-m", "django", "startapp", "notes", filepath.Join(dir, "notes")).CombinedOutput(); err != nil {
@@ -242,6 +245,7 @@ func hasKey(m map[string]bool, k string) bool { _, ok := m[k]; return ok }
 // running Caddy serves on every interface does not report that Caddy's
 // listener as "not Caddy" (HG-NET-01); another process there still is.
 func TestCheckBesideRunningCaddy(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	config := fmt.Sprintf(":%d {\n\twsgi hello:application {\n\t\tdir {APPS}\n\t\tpython {PYTHON}\n\t\tworkers 1\n\t}\n}\n", port)
 	c := startCaddy(t, config)

@@ -92,6 +92,7 @@ func holdsAt(t *testing.T, c *caddyProc, want int, what string) {
 // TestKilledWorkerAtTheMinimumIdle: an idle autoscaled pool at its
 // minimum replaces a SIGKILLed worker once and does not grow.
 func TestKilledWorkerAtTheMinimumIdle(t *testing.T) {
+	t.Parallel()
 	config, _ := site(t, "hello:application", "workers 1\n\t\tmax_workers 3")
 	c := startCaddy(t, config)
 	for round := 1; round <= 3; round++ {
@@ -112,6 +113,7 @@ func TestKilledWorkerAtTheMinimumIdle(t *testing.T) {
 }
 
 func TestKilledWorkersUnderLoadKeepPoolSize(t *testing.T) {
+	t.Parallel()
 	c, _, l := underLoad(t, "fail:application", "workers 2", "/slow?0.01", 8)
 	for round := 1; round <= 5; round++ {
 		killAndCount(t, c, l, round, 2, 2)
@@ -129,6 +131,7 @@ func TestKilledWorkersUnderLoadKeepPoolSize(t *testing.T) {
 }
 
 func TestKilledWorkersDuringRecyclingKeepPoolSize(t *testing.T) {
+	t.Parallel()
 	c, _, l := underLoad(t, "fail:application", "workers 2\n\t\tmax_requests 30", "/slow?0.005", 8)
 	for round := 1; round <= 5; round++ {
 		waitFor(t, 30*time.Second, "max_requests recycles", func() bool {
@@ -148,6 +151,7 @@ func TestKilledWorkersDuringRecyclingKeepPoolSize(t *testing.T) {
 }
 
 func TestAutoscaledPoolStaysWithinBoundsUnderKills(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "hang:application", "workers 1\n\t\tmax_workers 3\n\t\tidle_timeout 30s")
 	c := startCaddy(t, config)
 	if serving, _, _ := inService(c); serving != 1 {

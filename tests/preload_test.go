@@ -34,6 +34,7 @@ func preloadGet(t *testing.T, url string) preloadReply {
 }
 
 func TestPreloadForksFromForkServer(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	source, err := os.ReadFile(repoPath("tests", "apps", "preloaded.py"))
 	if err != nil {
@@ -100,6 +101,7 @@ func TestPreloadForksFromForkServer(t *testing.T) {
 }
 
 func TestPreloadDiesWithCaddy(t *testing.T) {
+	t.Parallel()
 	config, _ := site(t, "preloaded:application", "workers 2\n\t\tpreload")
 	c := startCaddy(t, config)
 	apps, err := c.apps()
@@ -121,6 +123,7 @@ func TestPreloadDiesWithCaddy(t *testing.T) {
 // a full collection does not walk it and, under preload, the forked
 // workers do not write to the pages they share with the fork server.
 func TestWorkersFreezeImportedObjects(t *testing.T) {
+	t.Parallel()
 	var config string
 	urls := map[string]string{}
 	for _, tc := range []struct{ name, handler, app, options string }{
@@ -151,6 +154,7 @@ func TestWorkersFreezeImportedObjects(t *testing.T) {
 // when Caddy runs under SCHED_BATCH; the variable that carries the choice
 // does not reach the app.
 func TestWorkersCPUPolicy(t *testing.T) {
+	t.Parallel()
 	const schedOther, schedBatch = 0, 3
 	for _, caddyPolicy := range []int{schedOther, schedBatch} {
 		var config string
@@ -202,6 +206,7 @@ func TestWorkersCPUPolicy(t *testing.T) {
 // for the pool, not once per worker: two workers, then two more after a
 // restart, one warning.
 func TestWorkersCPUPolicyRefused(t *testing.T) {
+	t.Parallel()
 	if runtime.GOARCH != "amd64" {
 		t.Skip("tests/apps/seccompwrap.py filters x86_64 system calls")
 	}
@@ -277,6 +282,7 @@ func setSchedPolicy(t *testing.T, policy int) {
 // of the fork server, whose own pid it takes from its greeting only if it
 // is at or below the process it started.
 func TestPreloadUnderAWrapper(t *testing.T) {
+	t.Parallel()
 	wrapper := filepath.Join(t.TempDir(), "python-wrapper")
 	writeFile(t, wrapper, "#!/bin/sh\n"+pythonPath()+" \"$@\"\n")
 	if err := os.Chmod(wrapper, 0o755); err != nil {

@@ -138,6 +138,7 @@ func TestProcessUpstreamNode(t *testing.T) {
 }
 
 func TestProcessUpstreamGunicorn(t *testing.T) {
+	t.Parallel()
 	config, url := processSite(t, "/usr/bin/gunicorn --bind 127.0.0.1:{port} --workers 1 hello:application", "dir {APPS}")
 	c := startCaddy(t, config)
 	resp, body := get(t, url+"/")
@@ -150,6 +151,7 @@ func TestProcessUpstreamGunicorn(t *testing.T) {
 }
 
 func TestProcessUpstreamThatNeverListens(t *testing.T) {
+	t.Parallel()
 	config, _ := processSite(t, "sleep 30", "start_timeout 1s")
 	log := refused(t, config)
 	if !strings.Contains(log, "was not ready on 127.0.0.1:") || !strings.Contains(log, "$PORT or {port}") {
@@ -217,6 +219,7 @@ http://127.0.0.1:%d {
 }
 
 func TestProcessUpstreamUnixSocketAndFastCGI(t *testing.T) {
+	t.Parallel()
 	p1, p2 := freePort(t), freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:%d {
@@ -258,6 +261,7 @@ http://127.0.0.1:%d {
 // connect to it. The instance is not ready while another account's socket
 // holds its port, and the error names it.
 func TestProcessUpstreamPortTakenByAnotherAccount(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("a listener of another account needs root to start")
 	}
@@ -310,6 +314,7 @@ func TestProcessUpstreamPortTakenByAnotherAccount(t *testing.T) {
 // instance that listens on every interface, where the network reaches it
 // without Caddy, is reported.
 func TestProcessUpstreamExitTakesItsChildren(t *testing.T) {
+	t.Parallel()
 	config, url := processSite(t, fmt.Sprintf(`/bin/sh -c "sleep 300 & exec %s -m http.server $0 --bind 0.0.0.0" {port}`, pythonPath()), "")
 	c := startCaddy(t, config)
 	if resp, _ := get(t, url+"/"); resp.StatusCode != 200 {
@@ -353,6 +358,7 @@ func TestProcessUpstreamExitTakesItsChildren(t *testing.T) {
 // container's proxy) is ready once it listens: only another account's
 // socket on its port stops it.
 func TestProcessUpstreamInASessionOfItsOwn(t *testing.T) {
+	t.Parallel()
 	config, url := processSite(t, fmt.Sprintf("/usr/bin/setsid --wait %s -m http.server {port} --bind 127.0.0.1", pythonPath()), "start_timeout 15s")
 	startCaddy(t, config)
 	if resp, _ := get(t, url+"/"); resp.StatusCode != 200 {

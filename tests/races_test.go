@@ -11,6 +11,7 @@ import (
 // DNS challenge through Caddy's AddAutomationPolicy) is being provisioned,
 // is Caddy's (seen in CI on December 4), and is only logged.
 func TestDataRacesClassified(t *testing.T) {
+	t.Parallel()
 	const tlsCache = `WARNING: DATA RACE
 Write at 0x00c002efa7d0 by goroutine 648:
   github.com/caddyserver/caddy/v2/modules/caddytls.(*TLS).AddAutomationPolicy()

@@ -14,6 +14,7 @@ import (
 )
 
 func TestTimeoutKillsHungRequest(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	// two handlers for the same app: one pool, two timeouts
@@ -82,6 +83,7 @@ func contains(list []int, x int) bool {
 }
 
 func TestMaxRequestsRecyclesWithoutFailures(t *testing.T) {
+	t.Parallel()
 	c, first, l := underLoad(t, "fail:application", "workers 2\n\t\tmax_requests 50\n\t\tmax_requests_jitter 5", "/slow?0.002", 8)
 	a := recycleUnderLoad(t, c, first, l, "max_requests", 10, 500)
 	// a worker past its limit keeps serving only until its replacement is
@@ -94,6 +96,7 @@ func TestMaxRequestsRecyclesWithoutFailures(t *testing.T) {
 }
 
 func TestMaxMemoryRecyclesLeakyWorker(t *testing.T) {
+	t.Parallel()
 	c, first, l := underLoad(t, "leaky:application", "workers 2\n\t\tmax_memory 120MiB", "/", 4)
 	a := recycleUnderLoad(t, c, first, l, "memory", 2, 50)
 	for _, w := range a.Workers {
@@ -107,6 +110,7 @@ func TestMaxMemoryRecyclesLeakyWorker(t *testing.T) {
 // once, and not enforced on such workers: replacing them would import the
 // app again every second, each replacement over the limit too.
 func TestMaxMemoryBelowAFreshWorker(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "hello:application", "workers 2\n\t\tmax_memory 2MiB")
 	c := startCaddy(t, config)
 	first := c.workerPIDs()
@@ -155,6 +159,7 @@ func recycleUnderLoad(t *testing.T, c *caddyProc, first []int, l *load, reason s
 }
 
 func TestMaxLifetime(t *testing.T) {
+	t.Parallel()
 	c, _, l := underLoad(t, "fail:application", "workers 2\n\t\tmax_lifetime 1s", "/", 4)
 	waitFor(t, 30*time.Second, "lifetime recycles", func() bool {
 		return c.mustApps()[0].Restarts["lifetime"] >= 4
@@ -166,6 +171,7 @@ func TestMaxLifetime(t *testing.T) {
 }
 
 func TestAutoscaling(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "hang:application", "workers 1 3\n\t\tidle_timeout 1s")
 	c := startCaddy(t, config)
 	if n := len(c.workerPIDs()); n != 1 {
@@ -216,6 +222,7 @@ func adminPost(t *testing.T, c *caddyProc, path, body string) (int, string) {
 }
 
 func TestAdminRestartAndScaleUnderLoad(t *testing.T) {
+	t.Parallel()
 	c, first, l := underLoad(t, "fail:application", "workers 2", "/slow?0.01", 8)
 	l.waitServed(t, 30)
 	if code, body := adminPost(t, c, "/hearth/apps/fail/restart", ""); code != 200 {
@@ -265,6 +272,7 @@ func TestAdminRestartAndScaleUnderLoad(t *testing.T) {
 }
 
 func TestAdminBadInput(t *testing.T) {
+	t.Parallel()
 	config, _ := site(t, "hello:application", "workers 1")
 	c := startCaddy(t, config)
 	for _, tc := range []struct {
@@ -305,6 +313,7 @@ func TestAdminBadInput(t *testing.T) {
 }
 
 func TestWatchRestartsOnChange(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, dir+"/watched.py", "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'version 1']\n")
 	config, url := appSite(t, "wsgi", "watched:application", dir, "workers 2\n\t\twatch")

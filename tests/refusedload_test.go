@@ -30,6 +30,7 @@ func setBeforeStart(v any, value any) {
 // runCommand and killed Caddy) is refused with 400 and a clear message,
 // and the running config keeps serving.
 func TestLoadEmptyBeforeStartRefused(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "hello:application", "workers 1")
 	c := startCaddy(t, config)
 	client := adminClient

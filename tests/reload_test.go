@@ -25,6 +25,7 @@ import (
 // request it reads after its shutdown began is closed unanswered (Go's
 // http.Server), which the client sees as EOF; those are counted, not failed.
 func TestReloadResetsNoConnection(t *testing.T) {
+	t.Parallel()
 	if !inOwnNetwork(t) {
 		return
 	}

@@ -20,6 +20,7 @@ import (
 // Both where openat2 is to be had and where a system call filter refuses
 // it, as under the unit Hearth writes (RestrictSUIDSGID=).
 func TestServedLinksOfTheAppsAccount(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("links of another account need root to make")
 	}

@@ -123,6 +123,7 @@ func servicePID(c *caddyProc, name string) int {
 // beside its old self on the same port, replaces it; a restart by name
 // replaces the worker; nothing is left behind.
 func TestServicesCeleryAndRedis(t *testing.T) {
+	t.Parallel()
 	redis, web := freePort(t), freePort(t)
 	c := startCaddy(t, servicesCaddyfile(redis, web, "", ""))
 	r, err := enqueue(web, 2, 3)
@@ -264,6 +265,7 @@ func TestServicesCeleryAndRedis(t *testing.T) {
 // one declared after another may need it until it has stopped (Celery,
 // finishing its tasks, needs Redis). Real processes, a real SIGTERM.
 func TestServicesStopInReverseOrder(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	out := filepath.Join(t.TempDir(), "seen")
 	c := startCaddy(t, fmt.Sprintf(`{

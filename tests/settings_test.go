@@ -15,6 +15,7 @@ import (
 )
 
 func TestSettingsAuto(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	config := fmt.Sprintf(`
 http://localhost:%d, http://127.0.0.1:%d {
@@ -67,6 +68,7 @@ http://localhost:%d, http://127.0.0.1:%d {
 }
 
 func TestSecretKeyCommand(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for i := 0; i < 2; i++ {
 		out, err := exec.Command(caddyBinary(t), "hearth", "secret-key").Output()
@@ -82,6 +84,7 @@ func TestSecretKeyCommand(t *testing.T) {
 }
 
 func TestGuardReportsNetworkListeners(t *testing.T) {
+	t.Parallel()
 	// a service listening on every interface, as PostgreSQL on 0.0.0.0:5432 would
 	l, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
@@ -100,6 +103,7 @@ func TestGuardReportsNetworkListeners(t *testing.T) {
 }
 
 func TestGuardSQLiteAndHosts(t *testing.T) {
+	t.Parallel()
 	env := "env SECRET_KEY k9Vq2ZrT7mWb4NxLp8HsYc3DfGj6QaEu1RtKo5PiMnBv0XlJzSw\n\t\tenv ALLOWED_HOSTS example.net\n\t\t"
 	if os.Geteuid() != 0 { // root may write anything: the unit test covers HG-DB-01 then
 		dir := t.TempDir()
@@ -120,6 +124,7 @@ func TestGuardSQLiteAndHosts(t *testing.T) {
 }
 
 func TestGuardFindsSecretsInGit(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := "k9Vq2ZrT7mWb4NxLp8HsYc3DfGj6QaEu1RtKo5PiMnBv0XlJzSw"
 	writeFile(t, filepath.Join(dir, "gitapp.py"), fmt.Sprintf(`
@@ -149,6 +154,7 @@ from djsettings import application
 }
 
 func TestCheckCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if out, err := exec.Command(pythonPath(), "-m", "django", "startproject", "mysite", dir).CombinedOutput(); err != nil {
 		t.Fatalf("startproject: %v\n%s", err, out)
@@ -232,6 +238,7 @@ func checkConfig(t *testing.T, caddyfile, dir string, args ...string) (int, stri
 // with a root for /static/* only, file_server serves the working
 // directory for the other paths.
 func TestCheckSeesServedRoots(t *testing.T) {
+	t.Parallel()
 	envDir := t.TempDir()
 	envFile := filepath.Join(envDir, ".env")
 	if err := os.WriteFile(envFile, []byte("GREETING=hi\n"), 0o600); err != nil {
@@ -294,6 +301,7 @@ http://127.0.0.1:%d {
 // the other they get different keys; a key stored by name alone (earlier
 // versions) stays with the first app of that name, and only with it.
 func TestSettingsAutoKeyPerAppIdentity(t *testing.T) {
+	t.Parallel()
 	dirA, dirB := keyApp(t), keyApp(t)
 	portA, portB := freePort(t), freePort(t)
 	both := keySite(portA, dirA, "") + keySite(portB, dirB, "")
@@ -374,6 +382,7 @@ func TestSettingsAutoKeyPerAppIdentity(t *testing.T) {
 // is reported as file:line with the variable's name, never with the
 // value, in Caddy's log and in the admin API's answer to a reload.
 func TestEnvFileErrorShowsLineNotValue(t *testing.T) {
+	t.Parallel()
 	const secret = "sk_live_51Hx9f8e7d6c5b4a3f2e1d0c"
 	for _, tc := range []struct {
 		name, env string
@@ -428,6 +437,7 @@ http://127.0.0.1:%d {
 // earlier run kept in this machine's data directory moves into the shared
 // storage the first time it is used, never generated anew.
 func TestSecretKeyInSharedStorage(t *testing.T) {
+	t.Parallel()
 	dir := keyApp(t)
 	shared := t.TempDir()
 	withStorage := func(port int, storage string) string {
@@ -482,6 +492,7 @@ func TestSecretKeyInSharedStorage(t *testing.T) {
 // (and manage, and check) give the command: read from that storage, not
 // from the data directory of whoever runs the command.
 func TestCommandsUseTheConfigStorage(t *testing.T) {
+	t.Parallel()
 	dir, port := keyApp(t), freePort(t)
 	shared := t.TempDir()
 	config := "{\n\tadmin {ADMIN}\n\tstorage file_system " + shared + "\n}\n" + keySite(port, dir, "")

@@ -68,6 +68,7 @@ func stalledH2Streams(t *testing.T, addr, path string, streams int) net.Conn {
 // copy of the page (900 KiB here: 180 MiB for 200 streams from one
 // client's two connections).
 func TestStalledStreamsDoNotHoldMemory(t *testing.T) {
+	t.Parallel()
 	const connections, perConnection = 2, 100
 	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 30s")
 	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
@@ -138,6 +139,7 @@ func liveHeap(t *testing.T, c *caddyProc) int64 {
 // stayed held while the write to the client waited (100 MiB for 100
 // streams of one connection).
 func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
+	t.Parallel()
 	const streams = 100
 	marker := filepath.Join(t.TempDir(), "marker")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tmax_streams 120\n\t\tenv STREAM_MARKER "+marker)

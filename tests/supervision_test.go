@@ -115,6 +115,7 @@ func sortedPIDs(pids []int) string {
 }
 
 func TestWorkerKilledUnderLoad(t *testing.T) {
+	t.Parallel()
 	c, before, l := underLoad(t, "fail:application", "workers 2", "/slow?0.01", 8)
 	l.waitServed(t, 50)
 	victim := before[0]
@@ -137,6 +138,7 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 }
 
 func TestCrashLoopBacksOff(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	// an app that imports fine at first, then fails to import once the
 	// marker file is gone: every replacement fails until it comes back
@@ -189,6 +191,7 @@ http://127.0.0.1:%d {
 }
 
 func TestReloadUnchangedKeepsWorkers(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "fail:application", "workers 2")
 	c := startCaddy(t, config)
 	before := sortedPIDs(c.workerPIDs())
@@ -213,6 +216,7 @@ func TestReloadUnchangedKeepsWorkers(t *testing.T) {
 }
 
 func TestReloadChangedReplacesWorkers(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	config := func(workers int) string {
 		return fmt.Sprintf(`
@@ -253,6 +257,7 @@ http://127.0.0.1:%d {
 }
 
 func TestReloadWithBrokenAppKeepsOldConfig(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "hello:application", "workers 1")
 	c := startCaddy(t, config)
 	before := c.workerPIDs()
@@ -274,6 +279,7 @@ func TestReloadWithBrokenAppKeepsOldConfig(t *testing.T) {
 }
 
 func TestCaddySIGKILLLeavesNoWorkers(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "fail:application", "workers 3\n\t\tthreads 2")
 	c := startCaddy(t, config)
 	pids := c.workerPIDs()
@@ -302,6 +308,7 @@ func TestCaddySIGKILLLeavesNoWorkers(t *testing.T) {
 }
 
 func TestGracefulStopFinishesInFlight(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "fail:application", "workers 1")
 	c := startCaddy(t, config)
 	done := make(chan string, 1)

@@ -19,6 +19,7 @@ import (
 const rootWarning = "runs as root: Caddy runs as root and its block names no other account"
 
 func TestWorkersRunAsUser(t *testing.T) {
+	t.Parallel()
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
 		t.Fatalf("no user nobody on this machine: %v", err)

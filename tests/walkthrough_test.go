@@ -46,6 +46,7 @@ func asAppUser() []string {
 // shell seeing the user, a code change (a failing view) applied by
 // restart, and that view's traceback in Caddy's log.
 func TestNewcomerWalkthrough(t *testing.T) {
+	t.Parallel()
 	dir := startproject(t, "mysite")
 	data := t.TempDir()
 	port := freePort(t)

@@ -19,6 +19,7 @@ import (
 // what is wrong, and the app never sees it (it would otherwise accept a
 // connection that cannot be completed and see it drop).
 func TestWebSocketBadOpening(t *testing.T) {
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "ws.log")
 	config, url := asgiSite(t, "ws_app:app", "workers 1\n\t\tenv WS_LOG "+log)
 	startCaddy(t, config)

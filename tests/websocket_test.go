@@ -44,6 +44,7 @@ func wsRoundTrip(t *testing.T, c *websocket.Conn, typ websocket.MessageType, msg
 }
 
 func TestWebSocket(t *testing.T) {
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "ws.log")
 	config, url := asgiSite(t, "ws_app:app", "workers 1\n\t\tenv WS_LOG "+log)
 	c := startCaddy(t, config)
@@ -101,6 +102,7 @@ func TestWebSocket(t *testing.T) {
 }
 
 func TestThousandWebSockets(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "ws_app:app", "workers 2\n\t\tmax_concurrency 600\n\t\tmax_websockets 1000\n\t\tmax_queue 2000")
 	startCaddy(t, config)
 	url = "ws" + strings.TrimPrefix(url, "http") + "/echo"
@@ -161,6 +163,7 @@ func TestThousandWebSockets(t *testing.T) {
 // disconnect). Before, both were read into the worker's memory whole,
 // until the kernel killed it.
 func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "flood.log")
 	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tmax_body 200MB\n\t\tenv FLOOD_LOG "+log)
 	c := startCaddy(t, config)
@@ -242,6 +245,7 @@ func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
 // app is furthest behind is closed with 1009. A WebSocket that sent nothing
 // is never the one closed.
 func TestASGIWorkerMemoryIsBounded(t *testing.T) {
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "flood.log")
 	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tenv FLOOD_LOG "+log)
 	c := startCaddy(t, config)
@@ -332,6 +336,7 @@ func TestASGIWorkerMemoryIsBounded(t *testing.T) {
 // after its client closed or left has its task cancelled, as an HTTP
 // stream's; the worker goes on.
 func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "stream")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\ttimeout 2s\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, config)
@@ -382,6 +387,7 @@ func TestASGIWebSocketAppThatNeverEnds(t *testing.T) {
 // gives the client up as one that left: the app's send raises, and the
 // channel serves the next request.
 func TestASGIWebSocketClientThatStopsReading(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "stream")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 1\n\t\tqueue_timeout 60s\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}\n}\n"+config)
@@ -403,6 +409,7 @@ func TestASGIWebSocketClientThatStopsReading(t *testing.T) {
 // took it for a protocol error and ended the worker with every request it
 // served.
 func TestASGIWebSocketTaskLeftBehind(t *testing.T) {
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "flood.log")
 	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tmax_concurrency 1\n\t\tenv FLOOD_LOG "+log)
 	c := startCaddy(t, config)
@@ -433,6 +440,7 @@ func TestASGIWebSocketTaskLeftBehind(t *testing.T) {
 // what was left of the request, then waited forever, and a task awaiting
 // the client's departure leaked.
 func TestASGIReceiveAfterTheResponse(t *testing.T) {
+	t.Parallel()
 	log := filepath.Join(t.TempDir(), "flood.log")
 	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tenv FLOOD_LOG "+log)
 	startCaddy(t, config)
@@ -455,6 +463,7 @@ func TestASGIReceiveAfterTheResponse(t *testing.T) {
 // idle WebSockets as the app had channels (200 on two workers, by
 // default) left every HTTP request waiting for its queue_timeout, then 503.
 func TestWebSocketsLeaveChannelsForRequests(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "ws_app:app", "workers 1\n\t\tmax_concurrency 4\n\t\tqueue_timeout 3s")
 	startCaddy(t, config)
 	wsURL := "ws" + strings.TrimPrefix(url, "http") + "/echo"
@@ -520,6 +529,7 @@ func TestWebSocketsLeaveChannelsForRequests(t *testing.T) {
 // Refused before any queue, they never did: an app of workers 1,
 // max_workers 4 stayed at half of one worker's channels.
 func TestWebSocketsGrowAnAutoscaledPool(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "ws_app:app", "min_workers 1\n\t\tmax_workers 2\n\t\tmax_concurrency 2")
 	c := startCaddy(t, config)
 	wsURL := "ws" + strings.TrimPrefix(url, "http") + "/echo"
@@ -554,6 +564,7 @@ func TestWebSocketsGrowAnAutoscaledPool(t *testing.T) {
 // worker, so any client of such an app could end a worker and every
 // request on it with one message.
 func TestWebSocketMessageTooLargeForTheChannel(t *testing.T) {
+	t.Parallel()
 	config, url := asgiSite(t, "ws_app:app", "workers 1")
 	c := startCaddy(t, config)
 	base := "ws" + strings.TrimPrefix(url, "http")

@@ -76,6 +76,7 @@ func decodeEcho(t *testing.T, body string) echoReply {
 }
 
 func TestHelloAndStatus(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "hello:application", "workers 2")
 	c := startCaddy(t, config)
 	resp, body := get(t, url+"/")
@@ -111,6 +112,7 @@ func TestHelloAndStatus(t *testing.T) {
 }
 
 func TestEnviron(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := startCaddy(t, fmt.Sprintf(`
@@ -213,6 +215,7 @@ http://127.0.0.1:%d {
 }
 
 func TestChunkedUploadAndReadline(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "lines:application", "workers 1")
 	startCaddy(t, config)
 	// a body without Content-Length (chunked): Caddy buffers it and tells
@@ -249,6 +252,7 @@ func sha(s string) string {
 }
 
 func TestStreamingResponse(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "stream:application", "workers 1")
 	startCaddy(t, config)
 	resp, err := http.Get(url + "/gen?n=4&delay=0.4")
@@ -286,6 +290,7 @@ func TestStreamingResponse(t *testing.T) {
 }
 
 func TestLargeResponseAndUpload(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "stream:application", "workers 1")
 	c := startCaddy(t, config)
 	get(t, url+"/big?mb=1") // warm: buffers and pools in use once
@@ -372,6 +377,7 @@ func procStatusKiB(t *testing.T, pid int, field string) int {
 }
 
 func TestMaxBody(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "echo:application", "workers 1\n\t\tmax_body 1KB")
 	startCaddy(t, config)
 	r, err := http.Post(url+"/", "text/plain", strings.NewReader(strings.Repeat("x", 1001)))
@@ -397,6 +403,7 @@ func TestMaxBody(t *testing.T) {
 // as a full disk) ends cut off, never complete-looking: without a
 // Content-Length, a client could not tell the difference.
 func TestResponseSpoolFailureCutsTheResponse(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "stream:application", "workers 1")
 	c := newCaddyProc(t, config, "")
 	c.cmd = exec.Command("prlimit", append([]string{"--fsize=4000000", "--"}, c.cmd.Args...)...)
@@ -429,6 +436,7 @@ func TestResponseSpoolFailureCutsTheResponse(t *testing.T) {
 // rest of the response dropped, the response cut off, never complete),
 // and the worker, done with it at once (the spool), serves on.
 func TestSlowClientGivenUp(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "stream:application", "workers 1")
 	startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\ttimeouts {\n\t\t\twrite_idle 3s\n\t\t}\n\t}\n}\n"+config)
 	host := strings.TrimPrefix(url, "http://")
@@ -456,6 +464,7 @@ func TestSlowClientGivenUp(t *testing.T) {
 }
 
 func TestAppException(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "fail:application", "workers 1")
 	c := startCaddy(t, config)
 	before := c.workerPIDs()
@@ -501,6 +510,7 @@ func TestAppException(t *testing.T) {
 // Caddy failing and exited (WSGI), or sent nothing until the request's
 // timeout killed the worker (ASGI).
 func TestAppOSErrorIsTheApps(t *testing.T) {
+	t.Parallel()
 	for _, handler := range []string{"wsgi", "asgi"} {
 		t.Run(handler, func(t *testing.T) {
 			app := map[string]string{"wsgi": "oserror:application", "asgi": "oserror:app"}[handler]
@@ -542,6 +552,7 @@ func TestAppOSErrorIsTheApps(t *testing.T) {
 }
 
 func TestImportFailureRefusesConfig(t *testing.T) {
+	t.Parallel()
 	config, _ := site(t, "broken_import:application", "workers 2")
 	c := launchCaddy(t, config)
 	code := c.waitExit(60 * time.Second)
@@ -557,6 +568,7 @@ func TestImportFailureRefusesConfig(t *testing.T) {
 }
 
 func TestQueueLimits(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "fail:application", "workers 1\n\t\tmax_queue 1\n\t\tqueue_timeout 1s")
 	c := startCaddy(t, config)
 	results := make(chan *http.Response, 3)
@@ -605,6 +617,7 @@ func readFile(path string) (string, error) {
 // leaves its traceback in Caddy's log once, with the method and path;
 // the visitor gets Django's plain 500.
 func TestDjangoErrorsReachCaddysLog(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "djerrors:application", "workers 1\n\t\tguard warn")
 	c := startCaddy(t, config)
 	if resp, body := get(t, url+"/ok"); resp.StatusCode != 200 || body != "fine" {
@@ -632,6 +645,7 @@ func TestDjangoErrorsReachCaddysLog(t *testing.T) {
 // logs it to wsgi.errors) and a FastAPI endpoint (the runtime logs what
 // the app raises): once, with the method, the path and the traceback.
 func TestFlaskAndASGIErrorsReachCaddysLog(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		handler, app, marker string
 		want                 []string
@@ -663,6 +677,7 @@ func TestFlaskAndASGIErrorsReachCaddysLog(t *testing.T) {
 // hello) is refused with where it was looked for and the nearest module
 // that exists, as the app line to write.
 func TestMistypedModuleGetsAFix(t *testing.T) {
+	t.Parallel()
 	config, _ := site(t, "hellp:application", "workers 1")
 	c := launchCaddy(t, config)
 	if code := c.waitExit(60 * time.Second); code == 0 {
@@ -685,6 +700,7 @@ func TestMistypedModuleGetsAFix(t *testing.T) {
 // timeout killed the worker (a GET with a 250 KiB body did that to any
 // large page, so a client could keep every worker of an app so).
 func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
+	t.Parallel()
 	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 10s")
 	c := startCaddy(t, config)
 	client := &http.Client{Timeout: 30 * time.Second}
