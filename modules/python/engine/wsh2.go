@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -106,23 +107,32 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 	var message []byte
 	messageOp := -1
 	for {
-		fin, op, payload, err := s.readFrame()
+		fin, op, size, mask, err := s.readFrameHead()
 		if err != nil {
 			return false, nil, -1, err
 		}
-		switch op {
-		case opPing:
-			_ = s.writeFrame(opPong, payload)
-			continue
-		case opPong:
-			continue
-		case opClose:
-			code, reason := parseClose(payload)
-			if len(payload) == 0 {
-				code = 1005 // no status received
+		if op >= opClose { // a control frame: whole, and at most 125 bytes
+			payload, err := s.appendPayload(nil, size, mask)
+			if err != nil {
+				return false, nil, -1, err
 			}
-			s.close(code, reason)
-			return false, nil, code, fmt.Errorf("closed by the client (%d)", code)
+			switch op {
+			case opPing:
+				_ = s.writeFrame(opPong, payload)
+				continue
+			case opPong:
+				continue
+			case opClose:
+				code, reason := parseClose(payload)
+				if len(payload) == 0 {
+					code = 1005 // no status received
+				}
+				s.close(code, reason)
+				return false, nil, code, fmt.Errorf("closed by the client (%d)", code)
+			}
+			return false, nil, -1, s.fail(1002, fmt.Sprintf("unknown opcode %d", op))
+		}
+		switch op {
 		case opText, opBinary:
 			if messageOp >= 0 {
 				return false, nil, -1, s.fail(1002, "a new message inside a fragmented one")
@@ -135,10 +145,12 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 		default:
 			return false, nil, -1, s.fail(1002, fmt.Sprintf("unknown opcode %d", op))
 		}
-		if len(message)+len(payload) > protocol.MaxPayload {
+		if uint64(len(message))+size > protocol.MaxPayload {
 			return false, nil, -1, s.fail(1009, "message too big")
 		}
-		message = append(message, payload...)
+		if message, err = s.appendPayload(message, size, mask); err != nil {
+			return false, nil, -1, err
+		}
 		if fin {
 			if messageOp == opText && !utf8.Valid(message) {
 				return false, nil, -1, s.fail(1007, "text message is not UTF-8")
@@ -148,52 +160,70 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 	}
 }
 
-// readFrame reads one client frame and unmasks it.
-func (s *streamPeer) readFrame() (fin bool, op int, payload []byte, err error) {
+// readFrameHead reads one client frame's head: whether it ends its
+// message, its opcode, its payload's size and its mask.
+func (s *streamPeer) readFrameHead() (fin bool, op int, size uint64, mask [4]byte, err error) {
 	var head [2]byte
 	if _, err := io.ReadFull(s.in, head[:]); err != nil {
-		return false, 0, nil, err
+		return false, 0, 0, mask, err
 	}
 	fin, op = head[0]&0x80 != 0, int(head[0]&0x0F)
 	if head[0]&0x70 != 0 {
-		return false, 0, nil, s.fail(1002, "reserved bits set (no extension was negotiated)")
+		return false, 0, 0, mask, s.fail(1002, "reserved bits set (no extension was negotiated)")
 	}
 	if head[1]&0x80 == 0 {
-		return false, 0, nil, s.fail(1002, "client frames must be masked")
+		return false, 0, 0, mask, s.fail(1002, "client frames must be masked")
 	}
-	size := uint64(head[1] & 0x7F)
+	size = uint64(head[1] & 0x7F)
 	switch size {
 	case 126:
 		var ext [2]byte
 		if _, err := io.ReadFull(s.in, ext[:]); err != nil {
-			return false, 0, nil, err
+			return false, 0, 0, mask, err
 		}
 		size = uint64(binary.BigEndian.Uint16(ext[:]))
 	case 127:
 		var ext [8]byte
 		if _, err := io.ReadFull(s.in, ext[:]); err != nil {
-			return false, 0, nil, err
+			return false, 0, 0, mask, err
 		}
 		size = binary.BigEndian.Uint64(ext[:])
 	}
 	if op >= opClose && (size > 125 || !fin) {
-		return false, 0, nil, s.fail(1002, "control frames must be whole and at most 125 bytes")
+		return false, 0, 0, mask, s.fail(1002, "control frames must be whole and at most 125 bytes")
 	}
 	if size > protocol.MaxPayload {
-		return false, 0, nil, s.fail(1009, "frame too big")
+		return false, 0, 0, mask, s.fail(1009, "frame too big")
 	}
-	var mask [4]byte
 	if _, err := io.ReadFull(s.in, mask[:]); err != nil {
-		return false, 0, nil, err
+		return false, 0, 0, mask, err
 	}
-	payload = make([]byte, size)
-	if _, err := io.ReadFull(s.in, payload); err != nil {
-		return false, 0, nil, err
+	return fin, op, size, mask, nil
+}
+
+// payloadStep is how much of a frame's payload is read at a time.
+const payloadStep = 32 << 10
+
+// appendPayload reads a frame's payload of size bytes (at most
+// protocol.MaxPayload), unmasks it and appends it to dst. The buffer grows
+// as the bytes arrive, not from the size the frame claims: a client that
+// announced 1 MiB frames on many WebSockets and sent nothing more had
+// Caddy allocate 1 MiB for each (and a message of several frames was
+// copied from each frame into the message).
+func (s *streamPeer) appendPayload(dst []byte, size uint64, mask [4]byte) ([]byte, error) {
+	for read := 0; read < int(size); {
+		n := min(int(size)-read, payloadStep)
+		dst = slices.Grow(dst, n)
+		part := dst[len(dst) : len(dst)+n]
+		if _, err := io.ReadFull(s.in, part); err != nil {
+			return dst, err
+		}
+		for i := range part {
+			part[i] ^= mask[(read+i)%4]
+		}
+		dst, read = dst[:len(dst)+n], read+n
 	}
-	for i := range payload {
-		payload[i] ^= mask[i%4]
-	}
-	return fin, op, payload, nil
+	return dst, nil
 }
 
 // fail closes with a protocol error and returns it.

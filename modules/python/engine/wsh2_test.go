@@ -8,8 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
 // clientFrame is a masked client frame (RFC 6455 §5.2).
@@ -159,4 +163,110 @@ func TestOpeningProblem(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 		}
 	}
+}
+
+// TestStreamPeerReadHoldsWhatArrived: a client frame that claims 1 MiB
+// and sends 100 bytes has Caddy hold about what came, not the 1 MiB
+// claimed (a client announcing 1 MiB frames on every WebSocket it may
+// open, and sending nothing more, made Caddy allocate 1 MiB for each); a
+// message of many frames arrives whole, unmasked.
+func TestStreamPeerReadHoldsWhatArrived(t *testing.T) {
+	frame := clientFrame(0x82, make([]byte, 1<<20))
+	in, out := io.Pipe()
+	defer out.Close()
+	rec := httptest.NewRecorder()
+	peer := &streamPeer{body: io.NopCloser(nil), in: bufio.NewReader(in), rc: http.NewResponseController(rec), w: rec}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	done := make(chan error, 1)
+	go func() {
+		_, _, _, err := peer.read(context.Background())
+		done <- err
+	}()
+	head := len(frame) - 1<<20
+	if _, err := out.Write(frame[:head+100]); err != nil {
+		t.Fatal(err)
+	}
+	// this write is taken once the reader waits for the rest: after it
+	// made room for what it reads
+	if _, err := out.Write(frame[head+100 : head+101]); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 256<<10 {
+		t.Errorf("a frame claiming 1 MiB with 101 bytes sent: %d KiB allocated", grown>>10)
+	}
+	out.CloseWithError(io.ErrUnexpectedEOF)
+	if err := <-done; err == nil {
+		t.Errorf("a frame cut off read as a message")
+	}
+
+	// fragments: text in three frames, a ping between them
+	message := strings.Repeat("héllo wörld ", 10000) // 130 KB
+	parts := []string{message[:50000], message[50000:100001], message[100001:]}
+	in2 := bytes.Join([][]byte{clientFrame(0x01, []byte(parts[0])), clientFrame(0x89, []byte("p")),
+		clientFrame(0x00, []byte(parts[1])), clientFrame(0x80, []byte(parts[2]))}, nil)
+	peer = &streamPeer{body: io.NopCloser(nil), in: bufio.NewReader(bytes.NewReader(in2)), rc: http.NewResponseController(rec), w: rec}
+	binary, data, _, err := peer.read(context.Background())
+	if err != nil || binary || string(data) != message {
+		t.Errorf("a message in three frames: %v, binary %v, %d bytes equal %v", err, binary, len(data), string(data) == message)
+	}
+}
+
+// FuzzStreamPeerRead: a message cut into frames anywhere (with pings
+// between them) reads back whole; anything a client sends after it reads
+// as a message within the limits (at most protocol.MaxPayload, text in
+// UTF-8) or as an error, never a panic.
+func FuzzStreamPeerRead(f *testing.F) {
+	f.Add([]byte("hello"), []byte{2}, false, []byte{0x81, 0x85})
+	f.Add([]byte("binary\xff"), []byte{1, 3, 0}, true, clientFrame(0x82, make([]byte, 70000)))
+	f.Add([]byte(""), []byte{}, false, clientFrame(0x88, []byte{3, 232, 'b', 'y', 'e'}))
+	f.Fuzz(func(t *testing.T, message, cuts []byte, isBinary bool, rest []byte) {
+		if !isBinary && !utf8.Valid(message) {
+			isBinary = true
+		}
+		op := byte(0x01)
+		if isBinary {
+			op = 0x02
+		}
+		var in []byte
+		left := message
+		for i := 0; ; i++ {
+			n := len(left)
+			if i < len(cuts) && int(cuts[i]) < n {
+				n = int(cuts[i])
+			}
+			first := op
+			if i > 0 {
+				first = 0x00
+			}
+			if n == len(left) {
+				first |= 0x80
+			}
+			in = append(in, clientFrame(first, left[:n])...)
+			left = left[n:]
+			if first&0x80 != 0 {
+				break
+			}
+			if i%2 == 1 {
+				in = append(in, clientFrame(0x89, []byte("ping"))...)
+			}
+		}
+		rec := httptest.NewRecorder()
+		peer := &streamPeer{body: io.NopCloser(nil), in: bufio.NewReader(bytes.NewReader(append(in, rest...))), rc: http.NewResponseController(rec), w: rec}
+		gotBinary, data, _, err := peer.read(context.Background())
+		if err != nil || gotBinary != isBinary || !bytes.Equal(data, message) {
+			t.Fatalf("a message of %d bytes in frames cut at %v: %v, binary %v, %d bytes", len(message), cuts, err, gotBinary, len(data))
+		}
+		for range 4 {
+			gotBinary, data, _, err := peer.read(context.Background())
+			if err != nil {
+				return
+			}
+			if len(data) > protocol.MaxPayload || !gotBinary && !utf8.Valid(data) {
+				t.Fatalf("read %d bytes, binary %v", len(data), gotBinary)
+			}
+		}
+	})
 }
