@@ -372,8 +372,20 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 		data, _ := os.ReadFile(marker + ".deaf")
 		return string(data) == "cancelled"
 	})
-	if log := c.log.String(); !strings.Contains(log, "Caddy refused a streamed response") || strings.Contains(log, "timed out") {
-		t.Errorf("the refusal is not logged as one:\n%s", tail(log, 20))
+	// a download (its first 64 KiB came with its head) is refused the same
+	resp, err = client.Get(url + "/flood")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") == "application/octet-stream" {
+		t.Errorf("a download past the limit: %d %v, want 503 without the app's head", resp.StatusCode, resp.Header)
+	}
+	waitFor(t, 10*time.Second, "the worker's line on the refusal in Caddy's log", func() bool {
+		return strings.Count(c.log.String(), "Caddy refused a streamed response") == 2
+	})
+	if log := c.log.String(); strings.Contains(log, "timed out") {
+		t.Errorf("a refusal is logged as a timeout:\n%s", tail(log, 20))
 	}
 	// a POST past the limit is served (counted, and refused nothing)
 	post, err := client.Post(url+"/sse-wait", "text/plain", strings.NewReader("x"))

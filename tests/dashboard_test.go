@@ -258,9 +258,12 @@ func TestDashboardShowsNoCredentials(t *testing.T) {
 	// replacement's ready command fails, quoting a secret as a settings
 	// module that cannot parse DATABASE_URL does
 	dir := t.TempDir()
-	started, readyScript, runScript := filepath.Join(dir, "started"), filepath.Join(dir, "ready.sh"), filepath.Join(dir, "run.sh")
-	// the first process ends after a second, its replacements run on
-	os.WriteFile(runScript, []byte(fmt.Sprintf("if [ -e %s ]; then exec sleep 600; fi\nsleep 1\n", started)), 0o644)
+	ran, readied := filepath.Join(dir, "ran"), filepath.Join(dir, "readied")
+	readyScript, runScript := filepath.Join(dir, "ready.sh"), filepath.Join(dir, "run.sh")
+	// the first process ends after a second, its replacements run on (each
+	// script counts its own runs: a first ready command that came before the
+	// first process's check, on a loaded machine, had that process run on)
+	os.WriteFile(runScript, []byte(fmt.Sprintf("if [ -e %[1]s ]; then exec sleep 600; fi\ntouch %[1]s\nsleep 1\n", ran)), 0o644)
 	os.WriteFile(readyScript, []byte(fmt.Sprintf(`if [ -e %s ]; then
 	echo 'Traceback (most recent call last):'
 	echo '  File "settings.py", line 3'
@@ -268,7 +271,7 @@ func TestDashboardShowsNoCredentials(t *testing.T) {
 	exit 1
 fi
 touch %s
-`, started, secrets[5], started)), 0o644)
+`, readied, secrets[5], readied)), 0o644)
 	startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
 	hearth {
