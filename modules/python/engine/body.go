@@ -91,7 +91,7 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 
 // errBodiesHeld is a request body refused because Caddy holds its budget
 // (heldBudget) already.
-var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies and of responses waiting for slow clients, across its apps (64 MiB in memory, 1 GiB of temporary files); try again shortly")
+var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies and of responses waiting for slow clients, across its apps (in memory and in temporary files); try again shortly")
 
 // bodySink takes a request body as it arrives: in memory up to
 // memBodyLimit while the held budget allows, then in a temporary file

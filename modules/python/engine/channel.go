@@ -187,7 +187,7 @@ func (s *channel) pauseDeadline(counted bool) (resume func() error) {
 
 // errSlowClient is an answer cut off because its client read it too
 // slowly while Caddy's budget for what it holds was spent.
-var errSlowClient = errors.New("answer cut off: its client read it too slowly while Caddy held its whole budget for slow clients (64 MiB in memory, 1 GiB of temporary files), and it waited for the client longer than the request's timeout")
+var errSlowClient = errors.New("answer cut off: its client read it too slowly while Caddy held its whole budget for slow clients (in memory and in temporary files), and it waited for the client longer than the request's timeout")
 
 // clearDeadline takes off any deadline on s, including one set on its
 // connection directly (clientLeft's read deadline).

@@ -1,6 +1,10 @@
 package engine
 
-import "sync/atomic"
+import (
+	"os"
+	"sync/atomic"
+	"syscall"
+)
 
 // heldBudget bounds what Caddy holds, across all its pools, of request
 // bodies it is receiving or keeps until their requests end (a body is read
@@ -17,9 +21,45 @@ type heldBudget struct {
 	memLimit, diskLimit int64
 }
 
-// held is the process's budget. Memory: 64 MiB; disk (the temporary
-// directory, often a tmpfs, so memory too): 1 GiB.
-var held = &heldBudget{memLimit: 64 << 20, diskLimit: 1 << 30}
+// held is the process's budget: 64 MiB of memory, and temporary files
+// (diskBudget) in the system's temporary directory.
+var held = &heldBudget{memLimit: 64 << 20, diskLimit: diskBudget(os.TempDir())}
+
+// tmpfsMagic is a tmpfs's f_type (statfs(2)).
+const tmpfsMagic = 0x01021994
+
+// diskBudget is the disk part of the held budget for temporary files in
+// dir: 1 GiB, or less where dir is a tmpfs (tmpfsBudget). Debian 13 mounts
+// /tmp as one by default, and there the files are memory: slow clients
+// made Caddy hold a gigabyte of a 2 GiB board's memory, and fill the /tmp
+// every other program writes to.
+func diskBudget(dir string) int64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil || fs.Type != tmpfsMagic {
+		return 1 << 30
+	}
+	var info syscall.Sysinfo_t
+	var memory int64
+	if syscall.Sysinfo(&info) == nil {
+		memory = int64(info.Totalram) * int64(info.Unit)
+	}
+	return tmpfsBudget(int64(fs.Blocks)*fs.Bsize, memory)
+}
+
+// tmpfsBudget is the disk part of the held budget on a tmpfs of size
+// bytes, on a machine of memory bytes (0: not known): 1 GiB at most, an
+// eighth of the memory at most, a quarter of the tmpfs at most (others
+// write there too), and 64 MiB at least.
+func tmpfsBudget(size, memory int64) int64 {
+	limit := int64(1 << 30)
+	if memory > 0 {
+		limit = min(limit, memory/8)
+	}
+	if size > 0 {
+		limit = min(limit, size/4)
+	}
+	return max(limit, 64<<20)
+}
 
 // take counts n more bytes on c unless that passes limit; force counts
 // them anyway (bytes that move from memory to disk).

@@ -767,3 +767,50 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestDiskBudgetOnATmpfs: temporary files on a tmpfs are memory, so the
+// held budget's disk part there is at most an eighth of the machine's
+// memory and a quarter of the tmpfs (1 GiB elsewhere): slow clients made
+// Caddy hold a gigabyte of a 2 GiB board's memory in /tmp, which Debian 13
+// mounts as a tmpfs.
+func TestDiskBudgetOnATmpfs(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		size, memory int64
+		want         int64
+	}{
+		{"a 2 GiB board, /tmp half its memory", 1 << 30, 2 << 30, 256 << 20},
+		{"a 1 GiB board", 512 << 20, 1 << 30, 128 << 20},
+		{"a large server", 16 << 30, 64 << 30, 1 << 30},
+		{"a small tmpfs", 128 << 20, 8 << 30, 64 << 20},
+		{"a 256 MiB board: the floor", 128 << 20, 256 << 20, 64 << 20},
+		{"unknown memory, unbounded tmpfs", 0, 0, 1 << 30},
+	} {
+		if got := tmpfsBudget(tc.size, tc.memory); got != tc.want {
+			t.Errorf("%s: %d MiB, want %d MiB", tc.name, got>>20, tc.want>>20)
+		}
+	}
+	// a tmpfs of 1 GiB (mounted for the test, as root) has a quarter of it;
+	// a directory on disk the whole GiB
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1g,mode=0700"); err != nil {
+		t.Skipf("mounting a tmpfs: %v", err)
+	}
+	defer syscall.Unmount(dir, 0)
+	var info syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&info); err != nil || int64(info.Totalram)*int64(info.Unit) < 2<<30 {
+		t.Skipf("a machine of less than 2 GiB (%v)", err)
+	}
+	if got := diskBudget(dir); got != 256<<20 {
+		t.Errorf("on a tmpfs of 1 GiB: %d MiB, want 256", got>>20)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(t.TempDir(), &fs); err == nil && fs.Type != tmpfsMagic {
+		if got := diskBudget(t.TempDir()); got != 1<<30 {
+			t.Errorf("on a disk: %d MiB, want 1024", got>>20)
+		}
+	}
+}
