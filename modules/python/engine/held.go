@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"math"
 	"os"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -17,13 +20,27 @@ import (
 // the budget a body is refused (503); an answer goes at its client's pace,
 // its worker waiting for the client (see spool).
 type heldBudget struct {
-	mem, disk           atomic.Int64
-	memLimit, diskLimit int64
+	mem, disk atomic.Int64
+	memLimit  int64
+	// diskLimit is the disk part; 0: diskBudget's, worked out at its
+	// first use (once Caddy has set Go's memory limit from its container)
+	diskLimit int64
+	diskOnce  sync.Once
 }
 
 // held is the process's budget: 64 MiB of memory, and temporary files
 // (diskBudget) in the system's temporary directory.
-var held = &heldBudget{memLimit: 64 << 20, diskLimit: diskBudget(os.TempDir())}
+var held = &heldBudget{memLimit: 64 << 20}
+
+// diskPart is the budget's disk part.
+func (b *heldBudget) diskPart() int64 {
+	b.diskOnce.Do(func() {
+		if b.diskLimit == 0 {
+			b.diskLimit = diskBudget(os.TempDir())
+		}
+	})
+	return b.diskLimit
+}
 
 // tmpfsMagic is a tmpfs's f_type (statfs(2)).
 const tmpfsMagic = 0x01021994
@@ -38,18 +55,24 @@ func diskBudget(dir string) int64 {
 	if err := syscall.Statfs(dir, &fs); err != nil || fs.Type != tmpfsMagic {
 		return 1 << 30
 	}
+	// the memory: the machine's, or the container's as Caddy gave it to
+	// Go (its memory limit, from the cgroup), whichever is less
+	memory := debug.SetMemoryLimit(-1)
 	var info syscall.Sysinfo_t
-	var memory int64
 	if syscall.Sysinfo(&info) == nil {
-		memory = int64(info.Totalram) * int64(info.Unit)
+		memory = min(memory, int64(min(uint64(info.Totalram)*uint64(info.Unit), math.MaxInt64)))
 	}
-	return tmpfsBudget(int64(fs.Blocks)*fs.Bsize, memory)
+	if memory == math.MaxInt64 {
+		memory = 0 // not known
+	}
+	return tmpfsBudget(int64(min(uint64(fs.Blocks)*uint64(fs.Bsize), math.MaxInt64)), memory)
 }
 
 // tmpfsBudget is the disk part of the held budget on a tmpfs of size
 // bytes, on a machine of memory bytes (0: not known): 1 GiB at most, an
 // eighth of the memory at most, a quarter of the tmpfs at most (others
-// write there too), and 64 MiB at least.
+// write there too), but 64 MiB at least (the spool's files then fail
+// with the tmpfs full: the answer is cut off, a body refused).
 func tmpfsBudget(size, memory int64) int64 {
 	limit := int64(1 << 30)
 	if memory > 0 {
@@ -72,7 +95,7 @@ func take(c *atomic.Int64, limit int64, n int, force bool) bool {
 }
 
 func (b *heldBudget) takeMem(n int) bool              { return take(&b.mem, b.memLimit, n, false) }
-func (b *heldBudget) takeDisk(n int, force bool) bool { return take(&b.disk, b.diskLimit, n, force) }
+func (b *heldBudget) takeDisk(n int, force bool) bool { return take(&b.disk, b.diskPart(), n, force) }
 func (b *heldBudget) giveMem(n int)                   { b.mem.Add(-int64(n)) }
 func (b *heldBudget) giveDisk(n int64)                { b.disk.Add(-n) }
 
@@ -80,7 +103,8 @@ func (b *heldBudget) giveDisk(n int64)                { b.disk.Add(-n) }
 // three quarters of the disk part: the rest stays for request bodies,
 // which are refused where answers are only slowed.
 func (b *heldBudget) takeAnswerDisk(n int) bool {
-	return take(&b.disk, b.diskLimit-b.diskLimit/4, n, false)
+	disk := b.diskPart()
+	return take(&b.disk, disk-disk/4, n, false)
 }
 
 // answerSpill is what one answer may keep on disk (nginx's
@@ -88,10 +112,10 @@ func (b *heldBudget) takeAnswerDisk(n int) bool {
 // part, so that one download to a client that reads nothing does not spend
 // it all; beyond it Caddy reads the worker only as fast as the client
 // reads.
-func (b *heldBudget) answerSpill() int64 { return b.diskLimit / 16 }
+func (b *heldBudget) answerSpill() int64 { return b.diskPart() / 16 }
 
 // fits says n more bytes fit in what the budget has left, memory and disk
 // together, at this moment (a hint: the bytes are taken as they come).
 func (b *heldBudget) fits(n int64) bool {
-	return b.memLimit-b.mem.Load()+b.diskLimit-b.disk.Load() >= n
+	return b.memLimit-b.mem.Load()+b.diskPart()-b.disk.Load() >= n
 }

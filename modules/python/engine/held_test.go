@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -806,6 +807,11 @@ func TestDiskBudgetOnATmpfs(t *testing.T) {
 	}
 	if got := diskBudget(dir); got != 256<<20 {
 		t.Errorf("on a tmpfs of 1 GiB: %d MiB, want 256", got>>20)
+	}
+	// in a container of 1 GiB (Caddy sets Go's memory limit from it)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
+	if got := diskBudget(dir); got != 128<<20 {
+		t.Errorf("on a tmpfs of 1 GiB, in 1 GiB: %d MiB, want 128", got>>20)
 	}
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(t.TempDir(), &fs); err == nil && fs.Type != tmpfsMagic {

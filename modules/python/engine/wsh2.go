@@ -213,7 +213,11 @@ const payloadStep = 32 << 10
 func (s *streamPeer) appendPayload(dst []byte, size uint64, mask [4]byte) ([]byte, error) {
 	for read := 0; read < int(size); {
 		n := min(int(size)-read, payloadStep)
-		dst = slices.Grow(dst, n)
+		if cap(dst)-len(dst) < n {
+			// twice the room each time (one step at least), up to what
+			// the frame has left: a few copies for a 1 MiB message
+			dst = slices.Grow(dst, min(int(size)-read, max(n, cap(dst))))
+		}
 		part := dst[len(dst) : len(dst)+n]
 		if _, err := io.ReadFull(s.in, part); err != nil {
 			return dst, err

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hearth-dev/hearth/modules/protocol"
@@ -185,13 +186,25 @@ func TestStreamPeerReadHoldsWhatArrived(t *testing.T) {
 		done <- err
 	}()
 	head := len(frame) - 1<<20
-	if _, err := out.Write(frame[:head+100]); err != nil {
-		t.Fatal(err)
-	}
-	// this write is taken once the reader waits for the rest: after it
-	// made room for what it reads
-	if _, err := out.Write(frame[head+100 : head+101]); err != nil {
-		t.Fatal(err)
+	written := make(chan error, 1)
+	go func() {
+		_, err := out.Write(frame[:head+100])
+		if err == nil {
+			// this write is taken once the reader waits for the rest:
+			// after it made room for what it reads
+			_, err = out.Write(frame[head+100 : head+101])
+		}
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-done:
+		t.Fatalf("the read ended before the frame did: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frame's first bytes were not read in 10 s")
 	}
 	runtime.ReadMemStats(&after)
 	if grown := after.TotalAlloc - before.TotalAlloc; grown > 256<<10 {
@@ -223,6 +236,9 @@ func FuzzStreamPeerRead(f *testing.F) {
 	f.Add([]byte("binary\xff"), []byte{1, 3, 0}, true, clientFrame(0x82, make([]byte, 70000)))
 	f.Add([]byte(""), []byte{}, false, clientFrame(0x88, []byte{3, 232, 'b', 'y', 'e'}))
 	f.Fuzz(func(t *testing.T, message, cuts []byte, isBinary bool, rest []byte) {
+		if len(message) > protocol.MaxPayload {
+			return // (refused, as it should be: not this property)
+		}
 		if !isBinary && !utf8.Valid(message) {
 			isBinary = true
 		}
