@@ -7,8 +7,9 @@
 // two cores), and so takes nothing shared: ports come from freePort,
 // directories from t.TempDir, the admin API's address from the harness.
 // A test stays serial when it changes the test process's environment
-// (t.Setenv: caddy inherits it), listens on a fixed port, or measures CPU
-// time that other tests would take.
+// (t.Setenv: caddy inherits it), listens on a fixed port, measures CPU
+// time that other tests would take, or needs requests to be fast (the
+// pipelining tests).
 package tests
 
 import (
