@@ -434,6 +434,39 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 	}
 }
 
+// TestRefusedStreamOfABlockedApp: a stream refused past the limit whose
+// app holds its event loop up (it hears no cancel) still has its client
+// answered 503, and the worker is terminated as blocked, the log saying
+// so rather than that the request timed out.
+func TestRefusedStreamOfABlockedApp(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 2\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	client := &http.Client{Timeout: 30 * time.Second}
+	open, err := client.Get(url + "/sse-wait") // the one stream of 2 channels
+	if err != nil || open.StatusCode != 200 {
+		t.Fatalf("the first stream: %v %v", err, open)
+	}
+	defer open.Body.Close()
+	resp, err := client.Get(url + "/first-block")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a stream past the limit, its app blocked: %d, want 503", resp.StatusCode)
+	}
+	waitFor(t, 20*time.Second, "the blocked worker replaced", func() bool {
+		pids := c.workerPIDs()
+		return len(pids) == 1 && pids[0] != before[0]
+	})
+	if log := c.log.String(); !strings.Contains(log, "the app did not end a stream Caddy refused once told to") {
+		t.Errorf("the log does not say why the worker was terminated:\n%s", tail(log, 20))
+	}
+}
+
 // TestASGIEventStreamOverHTTP2: server-sent events with gaps longer than
 // the request's timeout reach an HTTP/2 client whole (over h2c here): a
 // write deadline left armed between events resets an HTTP/2 stream when

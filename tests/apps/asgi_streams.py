@@ -5,7 +5,8 @@ head and waits for the client to leave (then writes $STREAM_MARKER.wait);
 /start-raise fails right after its head; /head-wait-raise?delay=0.2 fails
 after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
-named by STREAM_MARKER; the WebSocket /ws-deaf accepts and waits an hour,
+named by STREAM_MARKER; /first-block sends its head and a first event,
+then holds its event loop up for 20 s (a time.sleep); the WebSocket /ws-deaf accepts and waits an hour,
 neither receiving nor sending, /ws-silent waits an hour before it
 accepts, and /ws-late holds its event loop up for 2.5 s, then accepts and
 waits (each writes $STREAM_MARKER.<its name> when cancelled); /ws-flood
@@ -76,6 +77,12 @@ async def app(scope, receive, send):
             with open(os.environ['STREAM_MARKER'] + '.deaf', 'w') as f:
                 f.write('cancelled')
             raise
+    if path == '/first-block':
+        await send({'type': 'http.response.start', 'status': 200,
+                    'headers': [(b'content-type', b'text/event-stream')]})
+        await send({'type': 'http.response.body', 'body': b'data: 0\n\n', 'more_body': True})
+        time.sleep(20)  # (the event loop held up: nothing it is told is heard)
+        return
     if path == '/start-raise':
         # a head, then a failure before any body
         await send({'type': 'http.response.start', 'status': 200, 'headers': []})

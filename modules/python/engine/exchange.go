@@ -642,6 +642,12 @@ func (p *Pool) giveUpStream(s *channel, sid uint32, bodySent chan error, refused
 		h, _, err := s.next()
 		switch {
 		case err != nil:
+			if refused && errors.Is(err, os.ErrDeadlineExceeded) {
+				// (broken then says "timed out": the request did not, its
+				// worker's event loop is blocked)
+				p.logger.Error("the app did not end a stream Caddy refused once told to: its worker's event loop is blocked (a time.sleep, a CPU-bound loop); the client got 503",
+					zap.Int("pid", s.worker.proc.Pid()), zap.Duration("waited", timeoutGrace))
+			}
 			return p.broken(s, err)
 		case h.Type == protocol.Abort || h.Type == protocol.ResponseBody && h.End():
 			return p.finish(s, bodySent)
