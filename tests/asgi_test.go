@@ -413,6 +413,13 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 		t.Errorf("/hearth/apps: streams %d of %d, WebSockets %d of %d; want 3 of 2 (a POST's past it), 0 of 2",
 			apps[0].Streams, apps[0].MaxStreams, apps[0].WebSockets, apps[0].MaxWebSockets)
 	}
+	metrics := scrape(t, c)
+	for reason, want := range map[string]float64{"streams": 2, "websockets": 1} {
+		series := fmt.Sprintf("hearth_refused_requests_total{app=%q,reason=%q}", apps[0].Name, reason)
+		if got := metrics[series]; got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
 	// streams that end give their place back
 	open[0].Body.Close()
 	open[2].Body.Close()

@@ -117,7 +117,7 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		}
 		rq := h.request(r)
 		rq.WriteIdle = writeIdle(r)
-		return httpError(w, h.app.pool.ServeWebSocket(w, r, rq))
+		return httpError(w, h.app.pool, h.app.pool.ServeWebSocket(w, r, rq))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)
 }

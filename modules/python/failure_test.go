@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/python/engine"
 )
@@ -15,6 +16,7 @@ import (
 // (503 also says when to come back); a failure wrapped further keeps its
 // status; any other error passes unchanged.
 func TestHTTPError(t *testing.T) {
+	pool := engine.New(engine.Options{Name: "httperror"}, zap.NewNop())
 	for _, tc := range []struct {
 		err        error
 		status     int
@@ -35,7 +37,7 @@ func TestHTTPError(t *testing.T) {
 	} {
 		rec := httptest.NewRecorder()
 		var he caddyhttp.HandlerError
-		if !errors.As(httpError(rec, tc.err), &he) || he.StatusCode != tc.status {
+		if !errors.As(httpError(rec, pool, tc.err), &he) || he.StatusCode != tc.status {
 			t.Errorf("%v: %v, want status %d", tc.err, he, tc.status)
 		}
 		if got := rec.Header().Get("Retry-After"); got != tc.retryAfter {
@@ -48,7 +50,7 @@ func TestHTTPError(t *testing.T) {
 		}
 	}
 	plain := errors.New("not the engine's")
-	if got := httpError(httptest.NewRecorder(), plain); got != plain {
+	if got := httpError(httptest.NewRecorder(), pool, plain); got != plain {
 		t.Errorf("a plain error became %v", got)
 	}
 }

@@ -27,11 +27,11 @@ var failureStatus = [engine.LastFailure + 1]int{
 	engine.BadResponse:    http.StatusInternalServerError,
 }
 
-// httpError is what a handler returns to Caddy for the engine's err: a
-// caddyhttp.HandlerError with the failure's status (503 also says when to
-// come back). This is the one place engine failures become statuses.
-// Other errors pass unchanged.
-func httpError(w http.ResponseWriter, err error) error {
+// httpError is what a handler returns to Caddy for the engine's err from
+// pool: a caddyhttp.HandlerError with the failure's status (503 also says
+// when to come back, and is counted). This is the one place engine
+// failures become statuses. Other errors pass unchanged.
+func httpError(w http.ResponseWriter, pool *engine.Pool, err error) error {
 	if err == nil { // served: the usual case costs one comparison
 		return nil
 	}
@@ -41,6 +41,7 @@ func httpError(w http.ResponseWriter, err error) error {
 	}
 	if f == engine.Unavailable {
 		w.Header().Set("Retry-After", "1")
+		pool.CountRefusal(err)
 	}
 	return caddyhttp.Error(failureStatus[f], err)
 }

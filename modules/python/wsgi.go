@@ -153,12 +153,12 @@ func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 	body, err := engine.ReadBody(r, h.MaxBody)
 	if err != nil {
-		return httpError(w, err)
+		return httpError(w, h.app.pool, err)
 	}
 	defer body.Close()
 	rq := h.request(r)
 	rq.Body = body
-	return httpError(w, h.app.pool.Serve(w, r, rq))
+	return httpError(w, h.app.pool, h.app.pool.Serve(w, r, rq))
 }
 
 // request is what the engine needs of r beyond its HTTP fields, but its body.

@@ -97,11 +97,27 @@ func (p *Pool) admit(k longLived, refusable bool) (release func(), err error) {
 	p.growLocked()
 	p.mu.Unlock()
 	if !shared {
-		return nil, Failed(Unavailable, fmt.Errorf("app %s already holds %d %s open, its %s: refused another (raise %[4]s, max_concurrency or workers if that many clients are expected)",
-			p.opts.Name, open-1, k.plural(), k.setting()))
+		return nil, Failed(Unavailable, &longLivedRefusal{k, fmt.Sprintf("app %s already holds %d %s open, its %s: refused another (raise %[4]s, max_concurrency or workers if that many clients are expected)",
+			p.opts.Name, open-1, k.plural(), k.setting())})
 	}
-	return nil, Failed(Unavailable, fmt.Errorf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
-		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), k.singular(), k.setting()))
+	return nil, Failed(Unavailable, &longLivedRefusal{k, fmt.Sprintf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
+		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), k.singular(), k.setting())})
+}
+
+// longLivedRefusal is an exchange of kind refused past its limit.
+type longLivedRefusal struct {
+	kind    longLived
+	message string
+}
+
+func (e *longLivedRefusal) Error() string { return e.message }
+
+// reason names refusals of kind k in hearth_refused_requests_total.
+func (k longLived) reason() string {
+	if k == webSocket {
+		return "websockets"
+	}
+	return "streams"
 }
 
 // singular names one exchange of kind k in a message.

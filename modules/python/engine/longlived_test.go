@@ -119,3 +119,31 @@ func TestAdmitLongLived(t *testing.T) {
 		t.Errorf("%d counted after refusals, want 4", n)
 	}
 }
+
+// TestRefusalReason: each refusal is counted under its reason in
+// hearth_refused_requests_total.
+func TestRefusalReason(t *testing.T) {
+	p := New(Options{Name: "reasons", Workers: 1, Threads: 2}, zap.NewNop())
+	p.workers = []*worker{{}}
+	_, err := p.admit(streamedResponse, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, streams := p.admit(streamedResponse, true)
+	_, webSockets := p.admit(webSocket, true)
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{streams, "streams"},
+		{webSockets, "websockets"},
+		{p.unavailable(errQueueFull), "queue_full"},
+		{p.unavailable(errQueueTimeout), "queue_timeout"},
+		{p.unavailable(errPoolStopped), "stopped"},
+		{Failed(Unavailable, errBodiesHeld), "held_budget"},
+	} {
+		if got := refusalReason(tc.err); FailureOf(tc.err) != Unavailable || got != tc.want {
+			t.Errorf("%v: %q (failure %d), want %q", tc.err, got, FailureOf(tc.err), tc.want)
+		}
+	}
+}

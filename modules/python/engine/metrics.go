@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics of every pool, labelled by app name. Histograms and counters
 // live across reloads (a replaced pool and its successor add to the same
@@ -18,11 +22,41 @@ var (
 		Namespace: "hearth", Name: "worker_restarts_total",
 		Help: "Workers replaced, by reason (crash, timeout, max_requests, memory, lifetime, reload, scale).",
 	}, []string{"app", "reason"})
+	refusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "hearth", Name: "refused_requests_total",
+		Help: "Requests Caddy answered 503 for an app, by reason (queue_full, queue_timeout, stopped, held_budget, websockets, streams).",
+	}, []string{"app", "reason"})
 )
 
 // Metrics are the engine's histograms and counters, for a collector to
 // describe and collect.
-var Metrics = []prometheus.Collector{queueWaitSeconds, requestDurationSeconds, restartsTotal}
+var Metrics = []prometheus.Collector{queueWaitSeconds, requestDurationSeconds, restartsTotal, refusedTotal}
+
+// CountRefusal counts err in hearth_refused_requests_total when it is a
+// refusal (Unavailable), under its reason.
+func (p *Pool) CountRefusal(err error) {
+	if FailureOf(err) == Unavailable {
+		refusedTotal.WithLabelValues(p.opts.Name, refusalReason(err)).Inc()
+	}
+}
+
+// refusalReason is why err refused a request, as the metric says it.
+func refusalReason(err error) string {
+	var ll *longLivedRefusal
+	switch {
+	case errors.As(err, &ll):
+		return ll.kind.reason()
+	case errors.Is(err, errQueueFull):
+		return "queue_full"
+	case errors.Is(err, errQueueTimeout):
+		return "queue_timeout"
+	case errors.Is(err, errPoolStopped):
+		return "stopped"
+	case errors.Is(err, errBodiesHeld):
+		return "held_budget"
+	}
+	return "other"
+}
 
 // Gauges are a pool's gauge values, to be summed per app.
 type Gauges struct {
