@@ -26,25 +26,19 @@ const (
 // longLivedCounts are the exchanges of each kind a pool holds now.
 type longLivedCounts [longLivedKinds]atomic.Int64
 
+// longLivedNames are what messages, options and metrics call each kind.
+var longLivedNames = [longLivedKinds]struct {
+	setting          string // the option that bounds the kind on its own
+	singular, plural string // in messages
+	reason           string // in hearth_refused_requests_total
+}{
+	webSocket:        {"max_websockets", "WebSocket", "WebSockets", "websockets"},
+	streamedResponse: {"max_streams", "streamed response", "streamed responses", "streams"},
+}
+
 // sum is how many long-lived exchanges of either kind are open.
 func (c *longLivedCounts) sum() int64 {
 	return c[webSocket].Load() + c[streamedResponse].Load()
-}
-
-// setting is the option that bounds exchanges of kind k on their own.
-func (k longLived) setting() string {
-	if k == webSocket {
-		return "max_websockets"
-	}
-	return "max_streams"
-}
-
-// plural names exchanges of kind k in a message.
-func (k longLived) plural() string {
-	if k == webSocket {
-		return "WebSockets"
-	}
-	return "streamed responses"
 }
 
 // ownLimit is the option bounding exchanges of kind k on their own, 0
@@ -98,10 +92,10 @@ func (p *Pool) admit(k longLived, refusable bool) (release func(), err error) {
 	p.mu.Unlock()
 	if !shared {
 		return nil, Failed(Unavailable, &longLivedRefusal{k, fmt.Sprintf("app %s already holds %d %s open, its %s: refused another (raise %[4]s, max_concurrency or workers if that many clients are expected)",
-			p.opts.Name, open-1, k.plural(), k.setting())})
+			p.opts.Name, open-1, longLivedNames[k].plural, longLivedNames[k].setting)})
 	}
 	return nil, Failed(Unavailable, &longLivedRefusal{k, fmt.Sprintf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
-		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), k.singular(), k.setting())})
+		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), longLivedNames[k].singular, longLivedNames[k].setting)})
 }
 
 // longLivedRefusal is an exchange of kind refused past its limit.
@@ -111,19 +105,3 @@ type longLivedRefusal struct {
 }
 
 func (e *longLivedRefusal) Error() string { return e.message }
-
-// reason names refusals of kind k in hearth_refused_requests_total.
-func (k longLived) reason() string {
-	if k == webSocket {
-		return "websockets"
-	}
-	return "streams"
-}
-
-// singular names one exchange of kind k in a message.
-func (k longLived) singular() string {
-	if k == webSocket {
-		return "WebSocket"
-	}
-	return "streamed response"
-}

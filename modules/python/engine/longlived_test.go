@@ -62,7 +62,7 @@ func TestAdmitLongLived(t *testing.T) {
 		for i := range n {
 			release, err := p.admit(k, true)
 			if err != nil {
-				t.Fatalf("%s %d of %d: %v", k.singular(), i+1, n, err)
+				t.Fatalf("%s %d of %d: %v", longLivedNames[k].singular, i+1, n, err)
 			}
 			releases = append(releases, release)
 		}
@@ -73,7 +73,7 @@ func TestAdmitLongLived(t *testing.T) {
 		release, err := p.admit(k, true)
 		if err == nil {
 			release()
-			t.Fatalf("one %s past the limit was admitted", k.singular())
+			t.Fatalf("one %s past the limit was admitted", longLivedNames[k].singular)
 		}
 		if FailureOf(err) != Unavailable || !strings.Contains(err.Error(), option) {
 			t.Fatalf("refusal: %v (want Unavailable, naming %s)", err, option)

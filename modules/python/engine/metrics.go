@@ -45,7 +45,7 @@ func refusalReason(err error) string {
 	var ll *longLivedRefusal
 	switch {
 	case errors.As(err, &ll):
-		return ll.kind.reason()
+		return longLivedNames[ll.kind].reason
 	case errors.Is(err, errQueueFull):
 		return "queue_full"
 	case errors.Is(err, errQueueTimeout):
