@@ -441,6 +441,48 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 	}
 }
 
+// TestSentStreamsGiveTheirChannelBack: a large ASGI answer (2 MiB in
+// pieces) to a client that reads none of it gives its channel, and its
+// place among the streams, back once the app has sent it all: the rest
+// waits for the client in Caddy's spool, as a WSGI answer's does. Before,
+// each such answer held its channel until its client had taken it all, so
+// two slow downloads of a page took the streams' half of 4 channels and
+// the third got 503 after the app had done its work.
+func TestSentStreamsGiveTheirChannelBack(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 4\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n"+config)
+	before := c.workerPIDs()
+	addr := strings.TrimPrefix(url, "http://")
+	for i := 1; i <= 4; i++ {
+		stalledH2Streams(t, addr, "/flood?mib=2", 1) // (a client that grants no window: it gets no byte)
+		waitFor(t, 20*time.Second, fmt.Sprintf("the app done sending stalled download %d (streams 0 in /hearth/apps)", i), func() bool {
+			apps, err := c.apps()
+			return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 &&
+				apps[0].Workers[0].Requests >= int64(i) && apps[0].Streams == 0
+		})
+	}
+	// the streams' half of the channels is still there, for an event
+	// stream and a client that reads the download
+	resp, body := get(t, url+"/sse?n=2&delay=0.1")
+	if resp.StatusCode != 200 || body != "data: 0\n\ndata: 1\n\n" {
+		t.Errorf("an event stream beside 4 stalled downloads: %d %q", resp.StatusCode, body)
+	}
+	resp, body = get(t, url+"/flood?mib=2")
+	if resp.StatusCode != 200 || body != strings.Repeat("x", 2<<20) {
+		t.Errorf("a download beside 4 stalled ones: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	apps := c.mustApps()
+	series := fmt.Sprintf("hearth_refused_requests_total{app=%q,reason=\"streams\"}", apps[0].Name)
+	if got := scrape(t, c)[series]; got != 0 {
+		t.Errorf("%s = %v, want 0", series, got)
+	}
+	if after := c.workerPIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("workers %v before, %v after: want the same one", before, after)
+	}
+}
+
 // TestRefusedStreamOfABlockedApp: a stream refused past the limit whose
 // app holds its event loop up (it hears no cancel) still has its client
 // answered 503, and the worker is terminated as blocked, the log saying

@@ -5,7 +5,7 @@ head and waits for the client to leave (then writes $STREAM_MARKER.wait);
 /start-raise fails right after its head; /head-wait-raise?delay=0.2 fails
 after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
-named by STREAM_MARKER; /first-block sends its head and a first event,
+named by STREAM_MARKER (/flood?mib=2: 2 MiB, then the end); /first-block sends its head and a first event,
 then holds its event loop up for 20 s (a time.sleep); the WebSocket /ws-deaf accepts and waits an hour,
 neither receiving nor sending, /ws-silent waits an hour before it
 accepts, and /ws-late holds its event loop up for 2.5 s, then accepts and
@@ -99,9 +99,13 @@ async def app(scope, receive, send):
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [(b'content-type', b'application/octet-stream')]})
         chunk = b'x' * (1 << 20)
+        mib = int(query.get('mib', ['0'])[0])
         try:
-            while True:
-                await send({'type': 'http.response.body', 'body': chunk, 'more_body': True})
+            sent = 0
+            while not mib or sent < mib:
+                sent += 1
+                await send({'type': 'http.response.body', 'body': chunk, 'more_body': sent != mib})
+            return
         except OSError:
             with open(os.environ['STREAM_MARKER'], 'w') as f:
                 f.write('disconnected')

@@ -186,7 +186,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case p.opts.ASGI():
 		return false, p.streamASGI(w, r, s, sid, status, f.data, bodySent, &mark)
 	}
-	return false, p.stream(w, s, sid, status, f.data, bodySent)
+	return false, p.stream(w, s, sid, status, f.data, bodySent, nil)
 }
 
 // bodyFrame is a frame of a response body, as the relays read it.
@@ -229,9 +229,11 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // (http.disconnect), however long its next body frame takes. (A response
 // that came whole needs neither: it is answered at once.)
 //
-// A stream holds its channel for as long as it goes, so streams are
-// counted with WebSockets (admit): one past the limit gets 503 instead of
-// the app's head (mark), and its task is cancelled.
+// It goes through a spool, as a WSGI response does (stream): the channel
+// goes back once the app has sent the whole response, while a slow client
+// takes it at its own pace. Until then the stream holds its channel, so
+// streams are counted with WebSockets (admit): one past the limit gets 503
+// instead of the app's head (mark), and its task is cancelled.
 func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, mark *headerMark) error {
 	// a request whose answer may be asked again (GET, HEAD) is refused past
 	// the limit; another is counted, not refused: its app has done its
@@ -242,12 +244,20 @@ func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, si
 		_ = p.giveUpStream(s, sid, bodySent, true) // (a worker that does not end the stream is terminated, and logged)
 		return refused
 	}
-	defer release()
 	s.setDeadline(0)
 	left := &clientLeft{s: s, sid: sid}
 	stop := context.AfterFunc(r.Context(), left.tell)
 	defer stop()
-	return p.streamDirect(w, r, s, sid, status, first, bodySent, left)
+	return p.stream(w, s, sid, status, first, bodySent, &asgiStream{left: left, release: release})
+}
+
+// asgiStream is what relaying an ASGI stream (streamASGI) adds to a
+// response's relay (stream): the app hears of its client leaving (left),
+// and the stream's place among the long-lived exchanges is given back
+// once the app has sent it all (release).
+type asgiStream struct {
+	left    *clientLeft
+	release func()
 }
 
 // closeGrace is how long an ASGI app has to end a response once told that
@@ -294,68 +304,6 @@ func (l *clientLeft) over() {
 	l.done = true
 	if l.told {
 		l.s.clearDeadline()
-	}
-}
-
-// streamDirect relays an ASGI response as it comes, without a spool: a
-// slow client slows the app's send (its channel fills up), which only
-// holds one of the worker's many concurrent channels. When the client goes
-// away, or takes longer than Caddy's write_idle timeout (a minute by
-// default) to accept a piece of it, the app is told (http.disconnect) and
-// the rest is discarded; an app that has not ended the response
-// closeGrace later has its task cancelled, and one that has not ended it
-// timeoutGrace after that has a blocked event loop (its worker is
-// terminated).
-func (p *Pool) streamDirect(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, left *clientLeft) error {
-	w.WriteHeader(status)
-	rc := http.NewResponseController(w)
-	clientGone, cut, cancelled := false, false, false
-	write := func(b []byte) {
-		if clientGone {
-			return
-		}
-		_, err := w.Write(b) // Caddy's write_idle timeout bounds each piece
-		if err == nil {
-			err = rc.Flush()
-		}
-		if (err != nil || r.Context().Err() != nil) && !clientGone {
-			clientGone = true
-			cut = !errors.Is(err, http.ErrBodyNotAllowed) // a 204 or 304 sends no body
-			left.tell()
-		}
-	}
-	write(first) // (nil: the head alone; streamASGI tells the app when the client leaves)
-	for {
-		f, err := s.nextBody()
-		switch {
-		case err != nil:
-			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
-				// closeGrace since the client left, and the app goes on
-				p.logger.Warn("the app did not end a response whose client left; cancelling its task",
-					zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
-				continue
-			}
-			left.over()
-			p.broken(s, err)
-			panic(http.ErrAbortHandler)
-		case f.aborted:
-			left.over()
-			if !cancelled { // (else the runtime's abort for the cancel, already logged)
-				p.appAborted(f.data, "in the middle of its response")
-			}
-			_ = p.finish(s, bodySent) // (its error is logged; the response is cut either way)
-			panic(http.ErrAbortHandler)
-		}
-		write(f.data)
-		if f.last {
-			left.over()
-			if err := p.finish(s, bodySent); err != nil || !cut {
-				return err
-			}
-			// what the client got is not the whole response: HTTP/3 would
-			// end the stream as if it were
-			panic(http.ErrAbortHandler)
-		}
 	}
 }
 
@@ -436,7 +384,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	w.WriteHeader(status)
 	switch {
 	case sp != nil:
-		p.relay(w, sp)
+		p.relay(w, sp, nil)
 	case send:
 		_, _ = w.Write(body)
 	}
@@ -463,7 +411,10 @@ func contentLength(n int) []string {
 // stream relays a multi-frame response: a pump goroutine takes frames from
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
-// caught up with the worker.
+// caught up with the worker. asgi, set for an ASGI stream, has the app
+// told when the client leaves (and its task cancelled past closeGrace),
+// the head sent at once when it came alone (an event stream's), and the
+// stream's place given back when the worker has sent it all.
 //
 // What a response holds while it waits for its client counts in the held
 // budget, shared with request bodies: memory first, then the spool's file.
@@ -471,14 +422,17 @@ func contentLength(n int) []string {
 // worker, with the worker's deadline lifted meanwhile (a pump that waited
 // under its request's timeout had its worker killed as hung), for the
 // request's timeout in all: then the answer is cut off (pauseDeadline).
-func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error) error {
+func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error, asgi *asgiStream) error {
 	sp := newSpool(streamMemLimit, held.answerSpill())
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()
 	sp.pause = s.pauseDeadline
 	go func() {
-		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp, first) })
+		if asgi != nil {
+			defer asgi.release() // (after the channel went back, or its worker was ended)
+		}
+		err := panics.Call(p.logger, "relaying a response from a worker", func() error { return p.pump(s, sid, sp, first, asgi) })
 		if _, ok := err.(*panics.Error); ok { // the channel's state is unknown: treated as broken
 			sp.CloseWithError(p.broken(s, err))
 			return
@@ -493,14 +447,24 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		sp.CloseWithError(err)
 	}()
 	w.WriteHeader(status)
-	p.relay(w, sp)
+	var gone func()
+	if asgi != nil {
+		gone = asgi.left.tell
+		if len(first) == 0 {
+			// the head came on its own: the client gets it now (an
+			// EventSource opens), not with the first event
+			_ = http.NewResponseController(w).Flush()
+		}
+	}
+	p.relay(w, sp, gone)
 	return nil
 }
 
 // relay writes what sp holds to the client, flushing whenever it has
 // caught up with the producer, until the end. A response that cannot be
 // sent whole is cut off (http.ErrAbortHandler), never ended as complete.
-func (p *Pool) relay(w http.ResponseWriter, sp *spool) {
+// gone, when set, is called once the client cannot be written to.
+func (p *Pool) relay(w http.ResponseWriter, sp *spool, gone func()) {
 	rc := http.NewResponseController(w)
 	for {
 		chunk, more, err := sp.Next()
@@ -510,13 +474,18 @@ func (p *Pool) relay(w http.ResponseWriter, sp *spool) {
 		}
 		if err != nil {
 			sp.Discard()
-			p.logger.Error("response interrupted", zap.Error(err))
+			if FailureOf(err) == 0 && !errors.Is(err, errAppCancelled) { // (else logged where it happened)
+				p.logger.Error("response interrupted", zap.Error(err))
+			}
 			panic(http.ErrAbortHandler) // the client must see a truncated response, not a complete one
 		}
 		// Caddy's write_idle timeout gives up a client that accepts no
 		// piece of it for that long (a minute by default)
 		if _, err := w.Write(chunk); err != nil {
 			sp.Discard() // the client is gone or given up; the pump still drains the worker
+			if gone != nil {
+				gone()
+			}
 			if errors.Is(err, http.ErrBodyNotAllowed) {
 				return // a 204 or 304: its body is not sent, and not missed
 			}
@@ -530,11 +499,23 @@ func (p *Pool) relay(w http.ResponseWriter, sp *spool) {
 	}
 }
 
+// errAppCancelled ends an ASGI stream whose client left and whose app
+// had its task cancelled for not ending it (the worker logged where it
+// waited).
+var errAppCancelled = errors.New("the client left, and the app's task was cancelled")
+
 // pump copies response body frames from the worker into sp until the end.
 // A spool that fails (its disk is full, no file can be opened) drops the
 // rest, which is still read from the worker, and the response ends as cut
-// off, never as complete.
-func (p *Pool) pump(s *channel, sid uint32, sp *spool, first []byte) error {
+// off, never as complete; an ASGI app (asgi) is told, as when its client
+// leaves, since an event stream may have no end. For an ASGI stream, an
+// app that has not ended its response closeGrace after its client left
+// has its task cancelled, and one that has not ended it timeoutGrace after
+// that has a blocked event loop (its worker is terminated).
+func (p *Pool) pump(s *channel, sid uint32, sp *spool, first []byte, asgi *asgiStream) error {
+	if asgi != nil {
+		defer asgi.left.over() // before the channel may serve another request
+	}
 	var spoolErr error
 	keep := func(data []byte) {
 		if _, err := sp.Write(data); err != nil && spoolErr == nil {
@@ -543,14 +524,28 @@ func (p *Pool) pump(s *channel, sid uint32, sp *spool, first []byte) error {
 			if !errors.Is(err, errSlowClient) {
 				spoolErr = spoolFailed(err)
 			}
+			if asgi != nil {
+				asgi.left.tell()
+			}
 		}
 	}
 	keep(first) // (before the next frame is read: first is in the channel's buffer)
+	cancelled := false
 	for {
 		f, err := s.nextBody()
 		switch {
+		case err != nil && asgi != nil:
+			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
+				// closeGrace since the client left, and the app goes on
+				p.logger.Warn("the app did not end a response whose client left; cancelling its task",
+					zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
+				continue
+			}
+			return p.broken(s, err)
 		case err != nil:
 			return p.broken(s, err)
+		case f.aborted && cancelled:
+			return errAppCancelled // (the runtime's abort for the cancel, already logged)
 		case f.aborted:
 			return p.appAborted(f.data, "in the middle of its response")
 		}

@@ -320,6 +320,61 @@ func TestAnswersWithoutATemporaryFile(t *testing.T) {
 	}
 }
 
+// TestASGIStreamWhoseSpoolFailedIsEnded: an ASGI stream whose spool fails
+// (no temporary file to be had once its part of memory is full) has its
+// app told, as when its client leaves, and gives its place among the
+// streams back once the app ended it: an event stream has no end, and its
+// app went on sending into nothing, holding its channel and its place, its
+// client waiting for good.
+func TestASGIStreamWhoseSpoolFailedIsEnded(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 64 << 20, diskLimit: 1 << 30})
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "gone"))
+	p, far := onePoolOf(t, "asgi")
+	cancelled := make(chan struct{})
+	go func() { // an endless stream of 256 KiB frames, ended once cancelled
+		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+		h, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		sid := h.Stream
+		go func() {
+			for {
+				h, _, err := fr.Next()
+				if err != nil {
+					return
+				}
+				if h.Type == protocol.Cancel {
+					close(cancelled)
+					return
+				}
+			}
+		}()
+		chunk := make([]byte, 256<<10)
+		out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, []byte("200 OK"))
+		for {
+			select {
+			case <-cancelled:
+				far.Write(protocol.AppendFrame(nil, protocol.ResponseBody, protocol.FlagEnd, sid, nil))
+				return
+			default:
+			}
+			if _, err := far.Write(protocol.AppendFrame(out, protocol.ResponseBody, 0, sid, chunk)); err != nil {
+				return
+			}
+			out = out[:0]
+		}
+	}()
+	serveStalled(t, p, "/events", 30*time.Second)
+	t.Cleanup(func() { far.Close() }) // (first: an app never told would stream for good)
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app of a stream whose spool failed was not told")
+	}
+	waitUntil(t, "the stream's place given back", func() bool { return p.longLived[streamedResponse].Load() == 0 })
+}
+
 // TestSpoolDiskCountsInTheHeldBudget: what a spool keeps in its file counts
 // in the held budget until the consumer reads it; past the budget the
 // producer waits for its consumer instead of spilling more (offer says so

@@ -37,11 +37,11 @@ SPILL_CHUNK = 1 << 20
 ITEM_COST = 128
 WS_TOO_SLOW = 1009
 # A streamed response's body goes in frames of at most this many bytes:
-# Caddy relays a frame straight from its read buffer to the client, so a
-# client that reads nothing holds one frame of Caddy's memory (a 1 MiB
-# chunk held a megabyte per stalled response; the channel's buffer is
-# 64 KiB). A whole response in one message goes in one frame (Caddy copies
-# it, within its budget, and gives the channel back at once).
+# once Caddy's budget for slow clients is spent, a response waiting for a
+# client that reads nothing holds one frame of Caddy's memory past it (a
+# 1 MiB chunk held a megabyte per stalled response; the channel's buffer
+# is 64 KiB). A whole response in one message goes in one frame (Caddy
+# copies it, within its budget, and gives the channel back at once).
 STREAM_FRAME = 64 << 10
 # why a stream Caddy refused (CANCEL with REFUSED) was cancelled, as logged
 REFUSED_WHY = ("Caddy refused a streamed response: the app already had as many streams and WebSockets "
