@@ -591,3 +591,44 @@ func TestWebSocketMessageTooLargeForTheChannel(t *testing.T) {
 	}
 	other.Close(websocket.StatusNormalClosure, "")
 }
+
+// TestRestartEndsOldWorkersWebSockets: a restart (new code deployed) gives
+// an old worker's WebSockets its stop_timeout, then stops that worker: its
+// clients are cut off, and reconnect to the new workers. Before, an old
+// worker served its WebSockets with the old code for as long as their
+// clients stayed (a deployed fix did not reach them), one more process at
+// each restart.
+func TestRestartEndsOldWorkersWebSockets(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tstop_timeout 2s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	before := c.workerPIDs()
+	wsURL := "ws" + strings.TrimPrefix(url, "http")
+	ws := wsDial(t, wsURL+"/ws-deaf")
+	defer ws.CloseNow()
+	name := c.mustApps()[0].Name
+	if code, body := adminPost(t, c, "/hearth/apps/"+name+"/restart", ""); code != 200 {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	waitFor(t, 20*time.Second, "the old worker, holding a WebSocket, stopped 2 s (its stop_timeout) after the restart", func() bool {
+		for _, a := range c.mustApps() {
+			for _, w := range a.Workers {
+				if w.Pid == before[0] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := ws.Read(ctx); err == nil || ctx.Err() != nil {
+		t.Errorf("the old worker's WebSocket: %v, want it closed", err)
+	}
+	again := wsDial(t, wsURL+"/ws-deaf") // (the new worker's)
+	again.CloseNow()
+	if log := c.log.String(); !strings.Contains(log, `"retired_for":"reload"`) {
+		t.Errorf("the log does not say why the old worker was stopped:\n%s", tail(log, 20))
+	}
+}

@@ -402,11 +402,13 @@ func addFakeWorker(t *testing.T, p *Pool) (*worker, net.Conn) {
 }
 
 // TestRetiredWorkerEndsAtStopTimeout: a worker retired (max_requests,
-// max_memory, max_lifetime) while a request on it never ends (a
-// WebSocket, an event stream) is stopped once stop_timeout has passed,
-// and no more retired workers wait than the pool may have workers. A
-// client holding a WebSocket per worker and sending max_requests requests
-// left one more Python process at each recycling, for good.
+// max_memory, max_lifetime, a restart or reload, a scale-down) while a
+// request on it never ends (a WebSocket, an event stream) is stopped once
+// stop_timeout has passed, and no more retired workers wait than the pool
+// may have workers. A client holding a WebSocket per worker and sending
+// max_requests requests left one more Python process at each recycling,
+// for good; a restart's old workers served their WebSockets with the old
+// code for as long as the clients stayed.
 func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
 	// a request that never ends on w: its far end reads it, never answers
 	busy := func(p *Pool, far net.Conn) chan error {
@@ -488,15 +490,17 @@ func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
 		}
 	})
 
-	t.Run("a scale-down waits for the WebSocket", func(t *testing.T) {
-		p := newPool(300 * time.Millisecond)
-		w, far := addFakeWorker(t, p)
-		busy(p, far)
-		retireFor(p, w, "scale")
-		if ended(w, time.Second) {
-			t.Fatal("a worker a scale-down retired was stopped with its WebSocket open")
-		}
-	})
+	for _, reason := range []string{"reload", "scale"} {
+		t.Run("retired for "+reason, func(t *testing.T) {
+			p := newPool(300 * time.Millisecond)
+			w, far := addFakeWorker(t, p)
+			busy(p, far)
+			retireFor(p, w, reason)
+			if !ended(w, 10*time.Second) {
+				t.Fatalf("a worker retired for %s with a request that never ends still runs 10 s after its 300 ms stop_timeout", reason)
+			}
+		})
+	}
 
 	t.Run("at most as many retired as workers", func(t *testing.T) {
 		p := newPool(time.Minute)

@@ -234,27 +234,27 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 		w.finishDrain()
 		return
 	}
-	if reason != "max_requests" && reason != "memory" && reason != "lifetime" {
-		return // a reload, a restart or a scale-down: it retires when idle
-	}
 	// A request that nothing ends (a WebSocket, an event stream: an
-	// exchange without a deadline) kept a recycled worker, and so one more
-	// process at each recycling, for good: a client holding a WebSocket
-	// per worker and sending max_requests requests piled up processes. A
-	// recycled worker holding such a request has stop_timeout to finish,
-	// as when the pool stops, and no more of them wait at once than the
-	// pool may have workers (the one retired longest stops first).
-	// Requests with a deadline end by it.
-	w.recycled = true
+	// exchange without a deadline) kept a retired worker, and so one more
+	// process, for good: at each recycling (a client holding a WebSocket
+	// per worker and sending max_requests requests piled up processes),
+	// and at each restart or reload, whose old code then went on serving
+	// those clients for as long as they stayed (a deployed fix did not
+	// reach them). A retired worker holding such a request has
+	// stop_timeout to finish, as when the pool stops (Gunicorn's
+	// graceful_timeout), and no more of them wait at once than the pool
+	// may have workers (the one retired longest stops first). Requests
+	// with a deadline end by it.
+	w.retiredFor = reason
 	w.drainTimer = time.AfterFunc(p.opts.StopTimeout, func() { p.stopDraining(w, "its stop_timeout passed") })
 	var held []*worker
 	for _, r := range p.retiring {
-		if r.recycled && r.state == workerRetired && r.holdsUnboundedLocked() {
+		if r.state == workerRetired && r.holdsUnboundedLocked() {
 			held = append(held, r)
 		}
 	}
 	for _, r := range held[:max(0, len(held)-max(1, p.maxWorkers))] {
-		p.stopDrainingLocked(r, "more recycled workers held WebSockets or streams than the pool has workers")
+		p.stopDrainingLocked(r, "more retired workers held WebSockets or streams than the pool has workers")
 	}
 }
 
@@ -286,8 +286,8 @@ func (p *Pool) stopDrainingLocked(w *worker, why string) {
 	if w.state != workerRetired || !w.holdsUnboundedLocked() {
 		return // finished, already stopping, or its requests end by their deadlines
 	}
-	p.logger.Warn("stopping a recycled worker whose WebSockets or streams have not ended (their clients are cut off): "+why,
-		zap.Int("pid", w.proc.Pid()), zap.Int("requests_in_flight", w.busy), zap.Duration("stop_timeout", p.opts.StopTimeout))
+	p.logger.Warn("stopping a retired worker whose WebSockets or streams have not ended (their clients are cut off, and reconnect to the new workers): "+why,
+		zap.Int("pid", w.proc.Pid()), zap.String("retired_for", w.retiredFor), zap.Int("requests_in_flight", w.busy), zap.Duration("stop_timeout", p.opts.StopTimeout))
 	w.finishDrain()
 }
 

@@ -36,8 +36,8 @@ type worker struct {
 	serviceRSS int64                        // rss when it entered service: its app imported
 	state      workerState
 	exitReason string      // why Hearth ended it (timeout, …); "" for a crash
-	recycled   bool        // retired by max_requests, max_memory or max_lifetime
-	drainTimer *time.Timer // a recycled worker's stop_timeout (retireLocked)
+	retiredFor string      // why it was retired gracefully (reload, scale, max_requests…)
+	drainTimer *time.Timer // a retired worker's stop_timeout (retireLocked)
 }
 
 // workerState is where a worker is in its life. It only moves forward,
