@@ -594,10 +594,14 @@ func TestWebSocketMessageTooLargeForTheChannel(t *testing.T) {
 
 // TestRestartEndsOldWorkersWebSockets: a restart (new code deployed) gives
 // an old worker's WebSockets its stop_timeout, then stops that worker: its
-// clients are cut off, and reconnect to the new workers. Before, an old
-// worker served its WebSockets with the old code for as long as their
-// clients stayed (a deployed fix did not reach them), one more process at
-// each restart.
+// clients get a close with 1001 (going away), and reconnect to the new
+// workers. Before, an old worker served its WebSockets with the old code
+// for as long as their clients stayed (a deployed fix did not reach
+// them), one more process at each restart; and a worker stopped with a
+// WebSocket open was logged as broken, killed without its lifespan
+// shutdown, and its clients got 1011 (an internal error). The worker now
+// cancels the task its app left waiting on a WebSocket 3 s after it was
+// told to stop.
 func TestRestartEndsOldWorkersWebSockets(t *testing.T) {
 	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "stream")
@@ -623,12 +627,18 @@ func TestRestartEndsOldWorkersWebSockets(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, _, err := ws.Read(ctx); err == nil || ctx.Err() != nil {
-		t.Errorf("the old worker's WebSocket: %v, want it closed", err)
+	if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("the old worker's WebSocket: %v, want a close with 1001 (going away)", err)
+	}
+	// the old worker stopped as a worker should: its app's task that
+	// waited on the WebSocket cancelled (then its lifespan shutdown), not
+	// killed at once
+	if data, _ := os.ReadFile(marker + ".ws-deaf"); string(data) != "cancelled" {
+		t.Errorf("the old worker's WebSocket task was not cancelled (%q): the worker was killed", data)
 	}
 	again := wsDial(t, wsURL+"/ws-deaf") // (the new worker's)
 	again.CloseNow()
-	if log := c.log.String(); !strings.Contains(log, `"retired_for":"reload"`) {
-		t.Errorf("the log does not say why the old worker was stopped:\n%s", tail(log, 20))
+	if log := c.log.String(); !strings.Contains(log, `"retired_for":"reload"`) || strings.Contains(log, "worker channel broken") {
+		t.Errorf("the log does not say why the old worker was stopped, or says it broke:\n%s", tail(log, 20))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -568,6 +569,16 @@ func spoolFailed(err error) error {
 // otherwise (the worker is killed).
 func (p *Pool) broken(s *channel, err error) error {
 	w := s.worker
+	if w.stopped.Load() && errors.Is(err, net.ErrClosed) {
+		// Caddy closed the channel: the worker was stopped with the
+		// request in flight (stop_timeout), and ends on its own
+		p.mu.Lock()
+		path := s.path
+		p.mu.Unlock()
+		p.logger.Info("request cut off: its worker was stopped", zap.Int("pid", w.proc.Pid()), zap.String("path", path))
+		p.discard(s, "stop", false)
+		return Failed(WorkerBroken, fmt.Errorf("app %s: the worker serving %s was stopped (stop_timeout) before the request ended", p.opts.Name, path))
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		p.mu.Lock()
 		path, age := s.path, time.Since(s.since)

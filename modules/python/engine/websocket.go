@@ -208,7 +208,11 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 			}
 			left.over()
 			p.broken(s, err)
-			conn.close(1011, "")
+			code := 1011 // internal error
+			if s.worker.stopped.Load() {
+				code = 1001 // going away: the worker was stopped (a restart, stop_timeout); the client may reconnect
+			}
+			conn.close(code, "")
 			return
 		}
 		switch h.Type {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +25,9 @@ import (
 type worker struct {
 	proc     *supervisor.Process
 	channels []*channel
+	// stopped says Hearth stopped the worker on purpose (stop): its
+	// channels were closed, not broken
+	stopped atomic.Bool
 
 	// guarded by the pool's mutex
 	replica    *supervisor.Replica[*worker] // the place it holds in the pool
@@ -234,6 +238,7 @@ func (w *worker) close() {
 
 // stop ends the worker: close its channels, then SIGTERM, then SIGKILL.
 func (w *worker) stop(grace time.Duration) {
+	w.stopped.Store(true)
 	w.close()
 	w.proc.Stop(syscall.SIGTERM, grace)
 }

@@ -43,6 +43,10 @@ WS_TOO_SLOW = 1009
 # is 64 KiB). A whole response in one message goes in one frame (Caddy
 # copies it, within its budget, and gives the channel back at once).
 STREAM_FRAME = 64 << 10
+# how long requests whose channel Caddy closed have to end once the worker
+# is told to stop (SIGTERM) before their tasks are cancelled: less than
+# the 10 s Caddy gives a stopping worker before SIGKILL
+LOST_GRACE = 3
 # why a stream Caddy refused (CANCEL with REFUSED) was cancelled, as logged
 REFUSED_WHY = ("Caddy refused a streamed response: the app already had as many streams and WebSockets "
                "under way as it may (max_streams, max_websockets); its client got 503")
@@ -871,8 +875,18 @@ class AsgiWorker:
                     c.transport.pause_reading()
                 except Exception:
                     pass
-            deadline = loop.time() + 30
+            deadline, lost_deadline = loop.time() + 30, loop.time() + LOST_GRACE
             while self.busy and loop.time() < deadline:
+                if loop.time() >= lost_deadline:
+                    # requests whose channel Caddy closed (it stopped this
+                    # worker with them in flight) have nobody to answer:
+                    # those still running once told (a WebSocket app
+                    # waiting for an event) are cancelled, so that the
+                    # lifespan shutdown runs before Caddy's SIGKILL
+                    lost_deadline = deadline
+                    for c in channels:
+                        if c.lost is not None and c.request is not None and not c.request[2].done():
+                            c.request[2].cancel()
                 await asyncio.sleep(0.05)
         await self.shutdown()
 
