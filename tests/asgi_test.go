@@ -409,9 +409,10 @@ func TestStreamsLeaveChannelsForRequests(t *testing.T) {
 		}
 	}
 	apps := c.mustApps()
-	if apps[0].Streams != 3 || apps[0].MaxStreams != 2 || apps[0].WebSockets != 0 || apps[0].MaxWebSockets != 2 {
-		t.Errorf("/hearth/apps: streams %d of %d, WebSockets %d of %d; want 3 of 2 (a POST's past it), 0 of 2",
-			apps[0].Streams, apps[0].MaxStreams, apps[0].WebSockets, apps[0].MaxWebSockets)
+	if apps[0].Streams != 3 || apps[0].MaxStreams != 2 || apps[0].WebSockets != 0 || apps[0].MaxWebSockets != 2 ||
+		!apps[0].MaxStreamsShared || !apps[0].MaxWebSocketsShared {
+		t.Errorf("/hearth/apps: streams %d of %d, WebSockets %d of %d, shared %v %v; want 3 of 2 (a POST's past it), 0 of 2, both shared",
+			apps[0].Streams, apps[0].MaxStreams, apps[0].WebSockets, apps[0].MaxWebSockets, apps[0].MaxStreamsShared, apps[0].MaxWebSocketsShared)
 	}
 	metrics := scrape(t, c)
 	for reason, want := range map[string]float64{"streams": 2, "websockets": 1} {

@@ -301,6 +301,8 @@ type appStatus struct {
 	// MaxWebSockets and MaxStreams their limits
 	WebSockets          int            `json:"websockets"`
 	MaxWebSockets       int            `json:"max_websockets"`
+	MaxWebSocketsShared bool           `json:"max_websockets_shared"`
+	MaxStreamsShared    bool           `json:"max_streams_shared"`
 	Streams             int            `json:"streams"`
 	MaxStreams          int            `json:"max_streams"`
 	Restarts            map[string]int `json:"restarts"`

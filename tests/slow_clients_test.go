@@ -152,6 +152,10 @@ func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
 		apps, err := c.apps()
 		return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].Requests >= streams && apps[0].Streams == 0
 	})
+	if apps := c.mustApps(); apps[0].MaxStreams != 120 || apps[0].MaxStreamsShared || !apps[0].MaxWebSocketsShared {
+		t.Errorf("/hearth/apps: max_streams %d (shared %v), WebSockets' limit shared %v; want 120 of its own, and WebSockets still sharing half",
+			apps[0].MaxStreams, apps[0].MaxStreamsShared, apps[0].MaxWebSocketsShared)
+	}
 	grown := liveHeap(t, c) - base
 	t.Logf("%d stalled streams of 2 MiB: Caddy's heap grew by %d MiB", streams, grown>>20)
 	if grown > 100<<20 {

@@ -605,7 +605,7 @@ func TestWebSocketMessageTooLargeForTheChannel(t *testing.T) {
 func TestRestartEndsOldWorkersWebSockets(t *testing.T) {
 	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "stream")
-	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tstop_timeout 2s\n\t\tenv STREAM_MARKER "+marker)
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tstop_timeout 4s\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, config)
 	before := c.workerPIDs()
 	wsURL := "ws" + strings.TrimPrefix(url, "http")
@@ -615,7 +615,10 @@ func TestRestartEndsOldWorkersWebSockets(t *testing.T) {
 	if code, body := adminPost(t, c, "/hearth/apps/"+name+"/restart", ""); code != 200 {
 		t.Fatalf("restart: %d %s", code, body)
 	}
-	waitFor(t, 20*time.Second, "the old worker, holding a WebSocket, stopped 2 s (its stop_timeout) after the restart", func() bool {
+	if apps := c.mustApps(); len(apps[0].Workers) != 2 {
+		t.Errorf("right after the restart: workers %+v, want the new one and the old one, its WebSocket open until its stop_timeout", apps[0].Workers)
+	}
+	waitFor(t, 20*time.Second, "the old worker, holding a WebSocket, stopped 4 s (its stop_timeout) after the restart", func() bool {
 		for _, a := range c.mustApps() {
 			for _, w := range a.Workers {
 				if w.Pid == before[0] {

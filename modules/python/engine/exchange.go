@@ -577,7 +577,7 @@ func (p *Pool) broken(s *channel, err error) error {
 		p.mu.Unlock()
 		p.logger.Info("request cut off: its worker was stopped", zap.Int("pid", w.proc.Pid()), zap.String("path", path))
 		p.discard(s, "stop", false)
-		return Failed(WorkerBroken, fmt.Errorf("app %s: the worker serving %s was stopped (stop_timeout) before the request ended", p.opts.Name, path))
+		return Failed(WorkerBroken, fmt.Errorf("app %s: the worker serving %s %w", p.opts.Name, path, errWorkerStopped))
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		p.mu.Lock()
@@ -594,6 +594,9 @@ func (p *Pool) broken(s *channel, err error) error {
 	_ = w.proc.Signal(syscall.SIGKILL)
 	return Failed(WorkerBroken, fmt.Errorf("app %s: worker channel broken: %w", p.opts.Name, err))
 }
+
+// errWorkerStopped is a request cut off by its worker's planned stop.
+var errWorkerStopped = errors.New("was stopped (stop_timeout) before the request ended")
 
 // timeoutGrace is how long an ASGI worker has to end a request that ran
 // past its timeout (its task cancelled) before its event loop is taken for

@@ -490,6 +490,45 @@ func TestRetiredWorkerEndsAtStopTimeout(t *testing.T) {
 		}
 	})
 
+	t.Run("a request that loses its deadline past stop_timeout", func(t *testing.T) {
+		// an ASGI response whose head comes after the stop_timeout (a
+		// stream from then on) is looked at again, not left for good
+		p := newPool(300 * time.Millisecond)
+		w, far := addFakeWorker(t, p)
+		go func() {
+			_ = p.Serve(httptest.NewRecorder(), httptest.NewRequest("POST", "/slow-stream", nil), &Request{Timeout: time.Minute})
+		}()
+		if _, _, err := protocol.NewReader(far).Next(); err != nil {
+			t.Fatal(err)
+		}
+		retire(p, w)
+		time.Sleep(500 * time.Millisecond)  // past its stop_timeout
+		w.channels[0].unbounded.Store(true) // (what a stream's head does)
+		if !ended(w, 5*time.Second) {
+			t.Fatal("a retired worker whose request lost its deadline past stop_timeout still runs")
+		}
+	})
+
+	t.Run("a scale-down's workers have their stop_timeout", func(t *testing.T) {
+		// scaled from 3 workers to 1: the pool's size is 1 by the time
+		// the two it lets go retire, and the cap counted against it
+		// stopped the first at once
+		p := New(Options{Name: "retiring", Kind: "wsgi", Pipeline: "off", Threads: 1, Workers: 3, MaxQueue: 10, QueueTimeout: time.Minute, StopTimeout: time.Minute}, zap.NewNop())
+		p.state = supervisor.Running
+		first, far1 := addFakeWorker(t, p)
+		busy(p, far1)
+		second, far2 := addFakeWorker(t, p)
+		busy(p, far2)
+		p.mu.Lock()
+		p.minWorkers, p.maxWorkers = 1, 1
+		p.mu.Unlock()
+		retireFor(p, first, "scale")
+		retireFor(p, second, "scale")
+		if ended(first, time.Second) || ended(second, 0) {
+			t.Fatal("a worker a scale-down let go was stopped before its stop_timeout")
+		}
+	})
+
 	for _, reason := range []string{"reload", "scale"} {
 		t.Run("retired for "+reason, func(t *testing.T) {
 			p := newPool(300 * time.Millisecond)

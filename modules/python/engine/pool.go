@@ -261,6 +261,12 @@ func (p *Pool) drainAndStop() {
 	p.failWaitersLocked()
 	workers := append(p.workers, p.retiring...)
 	p.workers, p.retiring, p.idle = nil, nil, nil
+	for _, w := range workers {
+		if w.drainTimer != nil {
+			w.drainTimer.Stop()
+		}
+		w.state = workerStopping // (a request it cuts off does not count it as restarted)
+	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -348,21 +354,26 @@ var restartReasons = []string{"crash", "timeout", "max_requests", "memory", "lif
 
 // Status is a pool's state, for GET /hearth/apps.
 type Status struct {
-	Name                string         `json:"name"`
-	App                 string         `json:"app"`
-	Dir                 string         `json:"dir"`
-	State               string         `json:"state"`
-	Workers             []workerStatus `json:"workers"`
-	Threads             int            `json:"threads"`
-	MinWorkers          int            `json:"min_workers"`
-	MaxWorkers          int            `json:"max_workers"`
-	Queue               int            `json:"queue"`
-	Pipeline            string         `json:"pipeline,omitempty"`
-	Pipelined           int64          `json:"pipelined_requests"`
-	WebSockets          *int64         `json:"websockets,omitempty"`     // ASGI: open or opening
-	MaxWebSockets       int            `json:"max_websockets,omitempty"` // ASGI: their limit (longLivedLimitLocked)
-	Streams             *int64         `json:"streams,omitempty"`        // ASGI: streamed responses under way
-	MaxStreams          int            `json:"max_streams,omitempty"`    // ASGI: their limit
+	Name          string         `json:"name"`
+	App           string         `json:"app"`
+	Dir           string         `json:"dir"`
+	State         string         `json:"state"`
+	Workers       []workerStatus `json:"workers"`
+	Threads       int            `json:"threads"`
+	MinWorkers    int            `json:"min_workers"`
+	MaxWorkers    int            `json:"max_workers"`
+	Queue         int            `json:"queue"`
+	Pipeline      string         `json:"pipeline,omitempty"`
+	Pipelined     int64          `json:"pipelined_requests"`
+	WebSockets    *int64         `json:"websockets,omitempty"`     // ASGI: open or opening
+	MaxWebSockets int            `json:"max_websockets,omitempty"` // ASGI: their limit (longLivedLimitLocked)
+	Streams       *int64         `json:"streams,omitempty"`        // ASGI: streamed responses under way
+	MaxStreams    int            `json:"max_streams,omitempty"`    // ASGI: their limit
+	// MaxWebSocketsShared and MaxStreamsShared say the kind's limit
+	// bounds WebSockets and streamed responses together (the default:
+	// half the channels), not the kind alone
+	MaxWebSocketsShared bool           `json:"max_websockets_shared,omitempty"`
+	MaxStreamsShared    bool           `json:"max_streams_shared,omitempty"`
 	Restarts            map[string]int `json:"restarts"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
@@ -395,8 +406,8 @@ func (p *Pool) Status() Status {
 	} else {
 		webSockets, streams := p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load()
 		st.WebSockets, st.Streams = &webSockets, &streams
-		st.MaxWebSockets, _ = p.longLivedLimitLocked(webSocket)
-		st.MaxStreams, _ = p.longLivedLimitLocked(streamedResponse)
+		st.MaxWebSockets, st.MaxWebSocketsShared = p.longLivedLimitLocked(webSocket)
+		st.MaxStreams, st.MaxStreamsShared = p.longLivedLimitLocked(streamedResponse)
 	}
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]

@@ -253,7 +253,9 @@ func (p *Pool) retireLocked(w *worker, reason string, graceful bool) {
 			held = append(held, r)
 		}
 	}
-	for _, r := range held[:max(0, len(held)-max(1, p.maxWorkers))] {
+	// (counted against the most workers the pool is configured or scaled
+	// to: a scale-down has already lowered its size)
+	for _, r := range held[:max(0, len(held)-max(1, p.maxWorkers, p.opts.Workers, p.opts.MaxWorkers))] {
 		p.stopDrainingLocked(r, "more retired workers held WebSockets or streams than the pool has workers")
 	}
 }
@@ -274,21 +276,32 @@ func (w *worker) holdsUnboundedLocked() bool {
 func (p *Pool) stopDraining(w *worker, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stopDrainingLocked(w, why)
+	if p.stopDrainingLocked(w, why) {
+		// its requests have deadlines for now, but one may lose its
+		// deadline later (an ASGI stream's head, a WebSocket its app
+		// accepts late): looked at again
+		w.drainTimer.Reset(time.Second)
+	}
 }
 
-func (p *Pool) stopDrainingLocked(w *worker, why string) {
+// stopDrainingLocked stops w (see stopDraining); it reports that w was
+// not stopped only because its requests all have deadlines for now.
+func (p *Pool) stopDrainingLocked(w *worker, why string) (bounded bool) {
 	select {
 	case <-w.proc.Done():
-		return // it ended meanwhile (a crash): nothing to stop
+		return false // it ended meanwhile (a crash): nothing to stop
 	default:
 	}
-	if w.state != workerRetired || !w.holdsUnboundedLocked() {
-		return // finished, already stopping, or its requests end by their deadlines
+	if w.state != workerRetired {
+		return false // finished, or already stopping
+	}
+	if !w.holdsUnboundedLocked() {
+		return true // its requests end by their deadlines
 	}
 	p.logger.Warn("stopping a retired worker whose WebSockets or streams have not ended (their clients are cut off, and reconnect to the new workers): "+why,
 		zap.Int("pid", w.proc.Pid()), zap.String("retired_for", w.retiredFor), zap.Int("requests_in_flight", w.busy), zap.Duration("stop_timeout", p.opts.StopTimeout))
 	w.finishDrain()
+	return false
 }
 
 // growLocked adds one worker to an autoscaled pool whose requests queue,

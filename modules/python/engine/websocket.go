@@ -207,9 +207,8 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 				continue
 			}
 			left.over()
-			p.broken(s, err)
 			code := 1011 // internal error
-			if s.worker.stopped.Load() {
+			if errors.Is(p.broken(s, err), errWorkerStopped) {
 				code = 1001 // going away: the worker was stopped (a restart, stop_timeout); the client may reconnect
 			}
 			conn.close(code, "")

@@ -284,6 +284,7 @@ def asgi_channel_class():
             self.start = 0  # the first byte not parsed yet
             self.end = 0  # the end of what was read
             self.request = None  # (stream id, its events queue, its task)
+            self.running = {}  # task → events of every request whose task runs (an app may go on after its response)
             self.loop = asyncio.get_running_loop()
             self.closed = self.loop.create_future()  # done when Caddy closed it and its request ended
             self.paused = False
@@ -354,6 +355,8 @@ def asgi_channel_class():
                 events = Events(self, sid)
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
                 self.request = (sid, events, task)
+                self.running[task] = events
+                task.add_done_callback(self.running.pop)
             elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
                 if kind in (CANCEL, WS_CLOSE):
                     request[1].peer_closed = True
@@ -884,9 +887,13 @@ class AsgiWorker:
                     # waiting for an event) are cancelled, so that the
                     # lifespan shutdown runs before Caddy's SIGKILL
                     lost_deadline = deadline
-                    for c in channels:
-                        if c.lost is not None and c.request is not None and not c.request[2].done():
-                            c.request[2].cancel()
+                    lost = [(task, events) for c in channels if c.lost is not None for task, events in c.running.items()]
+                    for task, events in lost:
+                        events.timed_out = True  # (no traceback for each: the line below says why)
+                        task.cancel()
+                    if lost:
+                        sys.stderr.write('hearth worker %d: stopping; cancelled %d requests whose connection Caddy closed\n'
+                                         % (os.getpid(), len(lost)))
                 await asyncio.sleep(0.05)
         await self.shutdown()
 
