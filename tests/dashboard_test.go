@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"os"
@@ -374,5 +375,29 @@ http://127.0.0.1:%[1]d {
 `, port))
 	if code := c.waitExit(30 * time.Second); code == 0 || !strings.Contains(c.log.String(), "listens there too") || !strings.Contains(c.log.String(), "give the dashboard a port of its own") {
 		t.Errorf("a dashboard on the site's port: exit %d\n%s", code, tail(c.log.String(), 8))
+	}
+}
+
+// TestDashboardShowsLongLivedLimits: an ASGI app's card says how many
+// WebSockets and streamed responses are open, of how many, and that the
+// default limit is one for both (half the channels), which /hearth/apps
+// alone left to be guessed.
+func TestDashboardShowsLongLivedLimits(t *testing.T) {
+	t.Parallel()
+	dashPort := freePort(t)
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 4\n\t\tenv STREAM_MARKER "+marker)
+	startCaddy(t, fmt.Sprintf("{\n\tadmin {ADMIN}\n\thearth {\n\t\tdashboard 127.0.0.1:%d\n\t}\n}\n", dashPort)+config)
+	stream, err := (&http.Client{Timeout: 20 * time.Second}).Get(url + "/sse-wait")
+	if err != nil || stream.StatusCode != 200 {
+		t.Fatalf("an event stream: %v %v", err, stream)
+	}
+	defer stream.Body.Close()
+	resp, page := get(t, fmt.Sprintf("http://127.0.0.1:%d/", dashPort))
+	text := strings.Join(strings.Fields(html.UnescapeString(page)), " ")
+	for _, want := range []string{"Open: 0 of 2 WebSockets*, 1 of 2 streamed responses*", "one limit for both: half the app's channels"} {
+		if resp.StatusCode != 200 || !strings.Contains(text, want) {
+			t.Errorf("the dashboard (%d) does not say %q:\n%s", resp.StatusCode, want, text)
+		}
 	}
 }
