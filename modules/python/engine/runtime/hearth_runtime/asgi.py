@@ -885,9 +885,13 @@ class AsgiWorker:
                     # worker with them in flight) have nobody to answer:
                     # those still running once told (a WebSocket app
                     # waiting for an event) are cancelled, so that the
-                    # lifespan shutdown runs before Caddy's SIGKILL
+                    # lifespan shutdown runs before Caddy's SIGKILL; work
+                    # an app does after its response ended (background
+                    # tasks) goes on until then
                     lost_deadline = deadline
-                    lost = [(task, events) for c in channels if c.lost is not None for task, events in c.running.items()]
+                    lost = [(task, events) for c in channels if c.lost is not None
+                            for task, events in c.running.items()
+                            if not task.done() and not (events.state and events.state.get('ended'))]
                     for task, events in lost:
                         events.timed_out = True  # (no traceback for each: the line below says why)
                         task.cancel()
