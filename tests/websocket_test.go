@@ -645,3 +645,24 @@ func TestRestartEndsOldWorkersWebSockets(t *testing.T) {
 		t.Errorf("the log does not say why the old worker was stopped, or says it broke:\n%s", tail(log, 20))
 	}
 }
+
+// TestRestartLetsBackgroundWorkFinish: work an ASGI app goes on with after
+// its response (a background task) is not cancelled when a restart stops
+// its worker, unlike a request whose client is still waiting: it has
+// until Caddy's SIGKILL, 10 s after SIGTERM, to finish.
+func TestRestartLetsBackgroundWorkFinish(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "stream")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	if resp, body := get(t, url+"/background?secs=5"); resp.StatusCode != 200 || body != "accepted" {
+		t.Fatalf("the request: %d %q", resp.StatusCode, body)
+	}
+	if code, body := adminPost(t, c, "/hearth/apps/"+c.mustApps()[0].Name+"/restart", ""); code != 200 {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	waitFor(t, 15*time.Second, "the background work done", func() bool {
+		data, _ := os.ReadFile(marker + ".background")
+		return string(data) == "done"
+	})
+}

@@ -6,7 +6,8 @@ head and waits for the client to leave (then writes $STREAM_MARKER.wait);
 after its head (with a cookie) went out; /flood sends 1 MiB
 chunks until the client is gone, then writes "disconnected" to the file
 named by STREAM_MARKER (/flood?mib=2: 2 MiB, then the end); /first-block sends its head and a first event,
-then holds its event loop up for 20 s (a time.sleep); the WebSocket /ws-deaf accepts and waits an hour,
+then holds its event loop up for 20 s (a time.sleep); /background?secs=5 answers, then works
+on for secs seconds and writes $STREAM_MARKER.background; the WebSocket /ws-deaf accepts and waits an hour,
 neither receiving nor sending, /ws-silent waits an hour before it
 accepts, and /ws-late holds its event loop up for 2.5 s, then accepts and
 waits (each writes $STREAM_MARKER.<its name> when cancelled); /ws-flood
@@ -82,6 +83,15 @@ async def app(scope, receive, send):
                     'headers': [(b'content-type', b'text/event-stream')]})
         await send({'type': 'http.response.body', 'body': b'data: 0\n\n', 'more_body': True})
         time.sleep(20)  # (the event loop held up: nothing it is told is heard)
+        return
+    if path == '/background':
+        # answers at once, then works on for secs seconds (a background
+        # task), then writes $STREAM_MARKER.background
+        await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+        await send({'type': 'http.response.body', 'body': b'accepted'})
+        await asyncio.sleep(float(query.get('secs', ['5'])[0]))
+        with open(os.environ['STREAM_MARKER'] + '.background', 'w') as f:
+            f.write('done')
         return
     if path == '/start-raise':
         # a head, then a failure before any body
