@@ -535,15 +535,15 @@ func (p *Pool) pump(s *channel, sid uint32, sp *spool, first []byte, asgi *asgiS
 	for {
 		f, err := s.nextBody()
 		switch {
-		case err != nil && asgi != nil:
-			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
-				// closeGrace since the client left, and the app goes on
-				p.logger.Warn("the app did not end a response whose client left; cancelling its task",
-					zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
-				continue
-			}
-			return p.broken(s, err)
 		case err != nil:
+			if asgi != nil {
+				if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
+					// closeGrace since the client left, and the app goes on
+					p.logger.Warn("the app did not end a response whose client left; cancelling its task",
+						zap.Int("pid", s.worker.proc.Pid()), zap.Duration("after", closeGrace))
+					continue
+				}
+			}
 			return p.broken(s, err)
 		case f.aborted && cancelled:
 			return errAppCancelled // (the runtime's abort for the cancel, already logged)

@@ -248,6 +248,7 @@ def asgi_channel_class():
         def finish(self):
             """The request's handler ended: what still comes is dropped."""
             self.finished = True
+            self.channel.running.pop(self, None)
             if self.held:
                 self.drop_queued()
             if self.spill is not None:
@@ -284,7 +285,7 @@ def asgi_channel_class():
             self.start = 0  # the first byte not parsed yet
             self.end = 0  # the end of what was read
             self.request = None  # (stream id, its events queue, its task)
-            self.running = {}  # task → events of every request whose task runs (an app may go on after its response)
+            self.running = {}  # events → task of every request whose handler runs (an app may go on after its response)
             self.loop = asyncio.get_running_loop()
             self.closed = self.loop.create_future()  # done when Caddy closed it and its request ended
             self.paused = False
@@ -355,8 +356,7 @@ def asgi_channel_class():
                 events = Events(self, sid)
                 task = self.loop.create_task(self.worker.handle(self, sid, payload, bool(flags & END), events))
                 self.request = (sid, events, task)
-                self.running[task] = events
-                task.add_done_callback(self.running.pop)
+                self.running[events] = task  # (until events.finish)
             elif kind in (REQ_BODY, CANCEL, WS_MSG, WS_CLOSE) and request is not None and sid == request[0]:
                 if kind in (CANCEL, WS_CLOSE):
                     request[1].peer_closed = True
@@ -890,7 +890,7 @@ class AsgiWorker:
                     # tasks) goes on until then
                     lost_deadline = deadline
                     lost = [(task, events) for c in channels if c.lost is not None
-                            for task, events in c.running.items()
+                            for events, task in c.running.items()
                             if not task.done() and not (events.state and events.state.get('ended'))]
                     for task, events in lost:
                         events.timed_out = True  # (no traceback for each: the line below says why)
