@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -197,4 +198,100 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 		t.Errorf("a refused WebSocket: %s", refused.Status)
 	}
 	waitFor(t, 10*time.Second, "no busy channel", func() bool { return c.mustApps()[0].Workers[0].State == "idle" })
+}
+
+// TestWebSocketsThatFailToOpenKeepTheirPlace: a WebSocket whose opening
+// fails after its app accepted it (here its client reset the HTTP/2 stream
+// while the app decided) holds its channel until the app ends, which an
+// app that does not end when told takes closeGrace (10 s) to; it keeps its
+// place among the app's WebSockets as long. The place was given back at
+// once: a client repeating such openings took every channel past
+// max_websockets (half of them by default), and every request then waited
+// for its queue_timeout and got 503.
+func TestWebSocketsThatFailToOpenKeepTheirPlace(t *testing.T) {
+	t.Setenv("GODEBUG", "http2xconnect=1") // inherited by the caddy process
+	marker := filepath.Join(t.TempDir(), "marker")
+	config, base := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 4\n\t\tqueue_timeout 3s\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n"+config)
+	name := c.mustApps()[0].Name
+	refusedSeries := fmt.Sprintf("hearth_refused_requests_total{app=%q,reason=\"websockets\"}", name)
+	transport := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	t.Cleanup(transport.CloseIdleConnections)
+	u, err := url.Parse(base + "/ws-slow?secs=0.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := func() int {
+		apps := c.mustApps()
+		if len(apps[0].Workers) != 1 {
+			return -1
+		}
+		return apps[0].Workers[0].BusyThreads
+	}
+	leftLines := func() int {
+		data, _ := os.ReadFile(marker + ".ws-slow-left")
+		return strings.Count(string(data), "\n")
+	}
+	held, refused := 0, 0
+	for i := 1; i <= 4; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		in, out := io.Pipe()
+		t.Cleanup(func() { cancel(); out.Close() })
+		req := &http.Request{Method: http.MethodConnect, URL: u, Host: u.Host, Header: http.Header{}, Body: in}
+		req.Header.Set(":protocol", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		answer := make(chan *http.Response, 1)
+		go func() {
+			resp, _ := transport.RoundTrip(req.WithContext(ctx))
+			answer <- resp
+		}()
+		// the opening either takes a channel (the app decides for 0.5 s) or
+		// is refused at the limit
+		var resp *http.Response
+		waitFor(t, 20*time.Second, fmt.Sprintf("opening %d taking a channel or being refused", i), func() bool {
+			select {
+			case resp = <-answer:
+				return true
+			default:
+			}
+			return busy() == held+1
+		})
+		if resp != nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("opening %d: %s before its stream was reset, want 503 or nothing", i, resp.Status)
+			}
+			refused++
+			continue
+		}
+		cancel() // RST_STREAM before the app accepts: the accept fails
+		held++
+		waitFor(t, 20*time.Second, fmt.Sprintf("the app told that opening %d's client left", i), func() bool { return leftLines() == held })
+	}
+	if held != 2 || refused != 2 {
+		t.Errorf("of 4 openings that failed after their app accepted them, %d held a channel and %d were refused; want 2 and 2 (half of the 4 channels)", held, refused)
+	}
+	if apps := c.mustApps(); apps[0].WebSockets != held {
+		t.Errorf("/hearth/apps: %d WebSockets open, want the %d whose channels are still held", apps[0].WebSockets, held)
+	}
+	if got := scrape(t, c)[refusedSeries]; got != float64(refused) {
+		t.Errorf("%s = %v, want %d", refusedSeries, got, refused)
+	}
+	// requests still find a channel: the app's own answer, not the queue's 503
+	if resp, body := get(t, base+"/"); resp.StatusCode != 200 || !strings.HasPrefix(body, "hello") {
+		t.Fatalf("a request beside the failed openings: %d %q", resp.StatusCode, body)
+	}
+	// the app, deaf to the close, is cancelled at closeGrace: channels and places come back
+	waitFor(t, 30*time.Second, "the failed openings' channels and places given back", func() bool {
+		apps := c.mustApps()
+		return apps[0].WebSockets == 0 && len(apps[0].Workers) == 1 && apps[0].Workers[0].BusyThreads == 0
+	})
+	if data, _ := os.ReadFile(marker + ".ws-slow"); string(data) != "cancelled" {
+		t.Errorf("the app's task after closeGrace: %q, want cancelled", data)
+	}
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -25,17 +26,23 @@ func TestWebSocketBadOpening(t *testing.T) {
 	startCaddy(t, config)
 	addr := strings.TrimPrefix(url, "http://")
 	const goodKey = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	const good = "Sec-WebSocket-Version: 13\r\n" + goodKey
 	for _, tc := range []struct {
-		name, headers, want string
+		name, proto, connection, headers, want string
 	}{
-		{"version 8", "Sec-WebSocket-Version: 8\r\n" + goodKey, `unsupported Sec-WebSocket-Version "8"`},
-		{"no version", goodKey, `unsupported Sec-WebSocket-Version ""`},
-		{"no key", "Sec-WebSocket-Version: 13\r\n", "0 Sec-WebSocket-Key headers"},
-		{"two keys", "Sec-WebSocket-Version: 13\r\n" + goodKey + goodKey, "2 Sec-WebSocket-Key headers"},
-		{"short key", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n", "not 16 bytes in base64"},
+		{"version 8", "", "", "Sec-WebSocket-Version: 8\r\n" + goodKey, `unsupported Sec-WebSocket-Version "8"`},
+		{"no version", "", "", goodKey, `unsupported Sec-WebSocket-Version ""`},
+		{"no key", "", "", "Sec-WebSocket-Version: 13\r\n", "0 Sec-WebSocket-Key headers"},
+		{"two keys", "", "", good + goodKey, "2 Sec-WebSocket-Key headers"},
+		{"short key", "", "", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n", "not 16 bytes in base64"},
+		// Go's WebSocket library refuses these once the app has accepted
+		// them: they must not reach the app
+		{"HTTP/1.0", "HTTP/1.0", "", good, "not over HTTP/1.0"},
+		{"upgrade inside another token", "", "keep-alive-upgrade", good, `Connection header "keep-alive-upgrade" does not list upgrade`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, version, body := rawOpening(t, addr, tc.headers)
+			proto, connection := cmp.Or(tc.proto, "HTTP/1.1"), cmp.Or(tc.connection, "Upgrade")
+			status, version, body := rawOpening(t, addr, proto, connection, tc.headers)
 			if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
 				t.Errorf("status %d, body %q; want 400 with %q", status, body, tc.want)
 			}
@@ -56,9 +63,10 @@ func TestWebSocketBadOpening(t *testing.T) {
 	}
 }
 
-// rawOpening sends a WebSocket opening for /echo with extra header lines
-// and returns the answer's status, Sec-WebSocket-Version and body.
-func rawOpening(t *testing.T, addr, headers string) (int, string, string) {
+// rawOpening sends a WebSocket opening for /echo over proto, with a
+// Connection header and extra header lines, and returns the answer's
+// status, Sec-WebSocket-Version and body.
+func rawOpening(t *testing.T, addr, proto, connection, headers string) (int, string, string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
@@ -66,7 +74,7 @@ func rawOpening(t *testing.T, addr, headers string) (int, string, string) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(conn, "GET /echo HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n%s\r\n", addr, headers)
+	fmt.Fprintf(conn, "GET /echo %s\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: %s\r\n%s\r\n", proto, addr, connection, headers)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)

@@ -9,7 +9,8 @@ named by STREAM_MARKER (/flood?mib=2: 2 MiB, then the end); /first-block sends i
 then holds its event loop up for 20 s (a time.sleep); /background?secs=5 answers, then works
 on for secs seconds and writes $STREAM_MARKER.background; the WebSocket /ws-deaf accepts and waits an hour,
 neither receiving nor sending, /ws-silent waits an hour before it
-accepts, and /ws-late holds its event loop up for 2.5 s, then accepts and
+accepts, /ws-slow?secs=0.5 accepts after secs seconds, notes the
+client's leaving in $STREAM_MARKER.ws-slow-left and waits, and /ws-late holds its event loop up for 2.5 s, then accepts and
 waits (each writes $STREAM_MARKER.<its name> when cancelled); /ws-flood
 sends 64 KiB messages as fast as it can, until its send raises; anything
 else says hello with the worker's pid."""
@@ -40,6 +41,15 @@ async def app(scope, receive, send):
                 with open(os.environ['STREAM_MARKER'] + '.ws-flood', 'w') as f:
                     f.write('send raised %s' % type(exc).__name__)
                 return
+        if path == '/ws-slow':
+            # accepts ?secs= seconds after its opening (the event loop free
+            # meanwhile), notes the client's leaving in $STREAM_MARKER.ws-slow-left
+            # (a line each), then waits as /ws-deaf does
+            await asyncio.sleep(float(query.get('secs', ['0.5'])[0]))
+            await send({'type': 'websocket.accept'})
+            if (await receive())['type'] == 'websocket.disconnect':
+                with open(os.environ['STREAM_MARKER'] + '.ws-slow-left', 'a') as f:
+                    f.write('left\n')
         if path == '/ws-late':
             time.sleep(2.5)  # (the event loop held up past the timeout)
             await send({'type': 'websocket.accept'})

@@ -30,6 +30,18 @@ func openingProblem(r *http.Request) string {
 	if isExtendedConnect(r) {
 		return "" // HTTP/2 openings carry no key
 	}
+	// what Go's WebSocket library checks again once the app has accepted:
+	// an opening it refuses then would have had the app run its connect
+	// code for a connection that never opens
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return fmt.Sprintf("a WebSocket opens by an Upgrade over HTTP/1.1 (or an extended CONNECT over HTTP/2), not over %s", r.Proto)
+	}
+	if !hasToken(r.Header, "Connection", "upgrade") {
+		return fmt.Sprintf("the Connection header %q does not list upgrade", r.Header.Get("Connection"))
+	}
+	if !hasToken(r.Header, "Upgrade", "websocket") {
+		return fmt.Sprintf("the Upgrade header %q does not list websocket", r.Header.Get("Upgrade"))
+	}
 	keys := r.Header.Values("Sec-WebSocket-Key")
 	if len(keys) != 1 {
 		return fmt.Sprintf("the opening carries %d Sec-WebSocket-Key headers: it needs exactly one", len(keys))
@@ -38,6 +50,19 @@ func openingProblem(r *http.Request) string {
 		return "Sec-WebSocket-Key is not 16 bytes in base64"
 	}
 	return ""
+}
+
+// hasToken reports whether the comma-separated values of header name in h
+// list token, in any case.
+func hasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ServeWebSocket runs an ASGI WebSocket: the app decides (accept or
@@ -53,7 +78,14 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	if err != nil {
 		return err
 	}
-	defer release()
+	// the place is given back with the channel: by the return below, or by
+	// endRefused once an opening that failed after the app accepted it has
+	// had its app end (up to closeGrace and timeoutGrace later)
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	sid := p.nextStream.Add(1)
 	opening := *rq // all the request's facts (a field added later included), and no body
 	opening.Body = nil
@@ -100,8 +132,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 			// client asked for, which Go's server has checked, may
 			p.logger.Error("the app accepted a WebSocket with a subprotocol the client did not offer; refusing the opening",
 				zap.String("path", r.URL.Path), zap.String("subprotocol", quoteName(payload)))
-			p.sendClose(s, sid, 1006, "")
-			panics.Go(p.logger, "ending a refused WebSocket", func() { p.drainToEnd(s, sid) }) // the client's answer does not wait for the app to stop
+			p.endRefused(s, sid, &release) // the client's answer does not wait for the app to stop
 			return Failed(BadResponse, fmt.Errorf("app %s accepted a WebSocket with a subprotocol the client did not offer", p.opts.Name))
 		}
 	default:
@@ -109,8 +140,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	}
 	conn, err := acceptWebSocket(w, r, string(payload))
 	if err != nil {
-		p.sendClose(s, sid, 1006, "")
-		panics.Go(p.logger, "ending a WebSocket", func() { p.drainToEnd(s, sid) })
+		p.endRefused(s, sid, &release)
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -252,6 +282,23 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 func (p *Pool) sendClose(s *channel, sid uint32, code int, reason string) {
 	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
 	_ = s.write(protocol.AppendFrame(nil, protocol.WSClose, 0, sid, append(payload, reason...)))
+}
+
+// endRefused ends a WebSocket whose opening failed after its app accepted
+// it (the client gave up, or asked for a subprotocol the app did not
+// accept): the app is told the connection closed (1006), and its place
+// among the long-lived exchanges (*release, taken from the caller) is
+// given back only when its channel is, after the app has ended. Given back
+// at once, a client repeating such openings held channels for up to
+// closeGrace each past max_websockets, until requests had none left.
+func (p *Pool) endRefused(s *channel, sid uint32, release *func()) {
+	p.sendClose(s, sid, 1006, "")
+	done := *release
+	*release = nil
+	panics.Go(p.logger, "ending a WebSocket that did not open", func() {
+		defer done()
+		p.drainToEnd(s, sid)
+	})
 }
 
 // drainToEnd reads the worker's frames of sid until its end, after the

@@ -136,19 +136,34 @@ func TestOpeningProblem(t *testing.T) {
 		version string
 		keys    []string
 		want    string
+		change  func(r *http.Request) // after the defaults: HTTP/1.1, Connection: Upgrade, Upgrade: websocket
 	}{
-		{"http/1.1", false, "13", []string{key}, ""},
-		{"http/1.1 key with spaces", false, "13", []string{" " + key + " "}, ""},
-		{"http/2 needs no key", true, "13", nil, ""},
-		{"http/1.1 version 8", false, "8", []string{key}, `unsupported Sec-WebSocket-Version "8"`},
-		{"http/2 version 8", true, "8", nil, `unsupported Sec-WebSocket-Version "8"`},
-		{"http/2 no version", true, "", nil, `unsupported Sec-WebSocket-Version ""`},
-		{"no key", false, "13", nil, "0 Sec-WebSocket-Key headers"},
-		{"two keys", false, "13", []string{key, key}, "2 Sec-WebSocket-Key headers"},
-		{"short key", false, "13", []string{"c2hvcnQ="}, "not 16 bytes"},
-		{"key not base64", false, "13", []string{"not base64 at all!!"}, "not 16 bytes"},
+		{"http/1.1", false, "13", []string{key}, "", nil},
+		{"http/1.1 key with spaces", false, "13", []string{" " + key + " "}, "", nil},
+		{"http/2 needs no key", true, "13", nil, "", nil},
+		{"http/1.1 version 8", false, "8", []string{key}, `unsupported Sec-WebSocket-Version "8"`, nil},
+		{"http/2 version 8", true, "8", nil, `unsupported Sec-WebSocket-Version "8"`, nil},
+		{"http/2 no version", true, "", nil, `unsupported Sec-WebSocket-Version ""`, nil},
+		{"no key", false, "13", nil, "0 Sec-WebSocket-Key headers", nil},
+		{"two keys", false, "13", []string{key, key}, "2 Sec-WebSocket-Key headers", nil},
+		{"short key", false, "13", []string{"c2hvcnQ="}, "not 16 bytes", nil},
+		{"key not base64", false, "13", []string{"not base64 at all!!"}, "not 16 bytes", nil},
+		// what Go's WebSocket library refuses after the app accepted
+		{"http/1.0", false, "13", []string{key}, "not over HTTP/1.0", func(r *http.Request) { r.Proto, r.ProtoMinor = "HTTP/1.0", 0 }},
+		{"connection tokens", false, "13", []string{key}, "", func(r *http.Request) { r.Header.Set("Connection", "keep-alive, Upgrade") }},
+		{"connection in two headers", false, "13", []string{key}, "", func(r *http.Request) {
+			r.Header["Connection"] = []string{"keep-alive", "upgrade"}
+		}},
+		{"upgrade inside a token", false, "13", []string{key}, `"keep-alive-upgrade" does not list upgrade`, func(r *http.Request) {
+			r.Header.Set("Connection", "keep-alive-upgrade")
+		}},
+		{"no connection", false, "13", []string{key}, `"" does not list upgrade`, func(r *http.Request) { r.Header.Del("Connection") }},
+		{"upgrade tokens", false, "13", []string{key}, "", func(r *http.Request) { r.Header.Set("Upgrade", "h2c, WebSocket") }},
+		{"upgrade to another protocol", false, "13", []string{key}, `"h2c" does not list websocket`, func(r *http.Request) { r.Header.Set("Upgrade", "h2c") }},
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
 		if tt.http2 {
 			r.Method, r.ProtoMajor = http.MethodConnect, 2
 			r.Header.Set(":protocol", "websocket")
@@ -158,6 +173,9 @@ func TestOpeningProblem(t *testing.T) {
 		}
 		for _, k := range tt.keys {
 			r.Header.Add("Sec-WebSocket-Key", k)
+		}
+		if tt.change != nil {
+			tt.change(r)
 		}
 		got := openingProblem(r)
 		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
