@@ -110,6 +110,48 @@ func TestStalledStreamsDoNotHoldMemory(t *testing.T) {
 	}
 }
 
+// TestStalledClientsCannotMakeTheGuardHoldErrorPages: the guard holds an
+// error page back until it has checked it for a debug page, then until its
+// client has taken it. The engine's budget for slow clients does not see
+// these pages (the guard takes each at once), so HTTP/2 streams that grant
+// no window, each asking for a large error page (a project's own 404.html),
+// made Caddy hold every one of them: 600 streams of 240 KiB, 140 MiB. Now
+// such pages share 32 MiB across Caddy; past it a page is replaced unread by
+// the plain one of its status, and the status is kept.
+func TestStalledClientsCannotMakeTheGuardHoldErrorPages(t *testing.T) {
+	t.Parallel()
+	const connections, perConnection = 6, 100
+	const page = "/?kib=240&status=404"
+	config, url := site(t, "bigpage:application", "workers 1")
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	addr := strings.TrimPrefix(url, "http://")
+	// the app's page, whole, when nothing else is held
+	if resp, body := get(t, url+page); resp.StatusCode != 404 || len(body) != 240<<10 {
+		t.Fatalf("the error page: status %d, %d bytes; want the app's 404 of 240 KiB", resp.StatusCode, len(body))
+	}
+	base := liveHeap(t, c)
+	for i := 0; i < connections; i++ {
+		stalledH2Streams(t, addr, page, perConnection)
+	}
+	waitFor(t, 60*time.Second, fmt.Sprintf("the worker answering the %d stalled streams", connections*perConnection), func() bool {
+		apps, err := c.apps()
+		return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].Requests >= 1+connections*perConnection &&
+			apps[0].Workers[0].BusyThreads == 0
+	})
+	time.Sleep(500 * time.Millisecond) // the last pages through the guard
+	if grown := liveHeap(t, c) - base; grown > 64<<20 {
+		t.Errorf("with %d streams stalled on a 240 KiB error page Caddy's heap grew by %d MiB; the guard holds at most 32 MiB of such pages", connections*perConnection, grown>>20)
+	}
+	if !strings.Contains(c.log.String(), "guard replaced an error response unread") {
+		t.Errorf("no warning about the pages replaced past the guard's limit:\n%s", tail(c.log.String(), 20))
+	}
+	// another client gets an answer meanwhile, with its status: the plain
+	// page while the stalled streams hold the limit
+	if resp, body := get(t, url+page); resp.StatusCode != 404 || (len(body) != 240<<10 && body != "Not Found\n") {
+		t.Errorf("another client's error page: status %d, %d bytes; want 404 with the app's page or the plain one", resp.StatusCode, len(body))
+	}
+}
+
 // liveHeap is what Caddy's Go heap holds just after a collection (the
 // race detector's shadow memory makes its resident size no measure).
 func liveHeap(t *testing.T, c *caddyProc) int64 {

@@ -130,6 +130,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	dropProxyHeaders(r)
 	gw := g.wrap(w, r)
+	defer gw.drop() // a page held when the handler panicked gives its memory back too
 	err = next.ServeHTTP(gw, r)
 	if ferr := gw.finish(); ferr != nil && err == nil {
 		err = ferr

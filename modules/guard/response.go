@@ -38,6 +38,7 @@ type guardedWriter struct {
 	holding     bool // an error response is being held for scanning
 	holdLimit   int  // how many bytes of it are held at most
 	held        bytes.Buffer
+	counted     int  // the memory of held counted in pagesHeld
 	discard     bool // the response was replaced: drop the rest
 }
 
@@ -96,7 +97,22 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 	case gw.discard:
 		return len(p), nil
 	case gw.holding:
+		before := gw.held.Cap()
 		gw.held.Write(p)
+		if grown := gw.held.Cap() - before; grown > 0 {
+			if !pagesHeld.take(grown, gw.counted) {
+				gw.holding = false
+				if ok, skipped := pagesSpentWarnings.Allow(); ok {
+					gw.g.logger.Warn("guard replaced an error response unread: the error pages held back across Caddy to be checked are all waiting for clients that read slowly (at most one such line a second)",
+						zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("held_limit", pagesHeldLimit),
+						zap.Int64("not_logged_since", skipped),
+						zap.String("fix", "none needed if a client is holding streams open on purpose: its status was kept, with a plain page"))
+				}
+				gw.replace()
+				return len(p), nil
+			}
+			gw.counted += grown
+		}
 		if gw.held.Len() > gw.holdLimit {
 			gw.holding = false
 			gw.g.logger.Error("guard replaced an error response larger than it checks",
@@ -158,8 +174,16 @@ func (gw *guardedWriter) release() {
 		return
 	}
 	gw.ResponseWriter.WriteHeader(gw.status)
-	_, _ = gw.ResponseWriter.Write(body)
-	gw.held.Reset()
+	_, _ = gw.ResponseWriter.Write(body) // held until the client has it
+	gw.drop()
+}
+
+// drop lets go of what is held and gives its memory back to pagesHeld.
+// It may be called again.
+func (gw *guardedWriter) drop() {
+	gw.held = bytes.Buffer{}
+	pagesHeld.give(gw.counted)
+	gw.counted = 0
 }
 
 // replace sends a plain page of the same status class instead of the
@@ -181,6 +205,7 @@ func (gw *guardedWriter) replace() {
 // drops the rest of it.
 func (gw *guardedWriter) replaceWith(status int) {
 	gw.discard = true
+	gw.drop() // before the plain page, which a slow client may take its time over
 	h := gw.Header()
 	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Disposition", "Content-Range", "Accept-Ranges", "Etag", "Last-Modified", "Vary"} {
 		delete(h, k)
@@ -190,7 +215,6 @@ func (gw *guardedWriter) replaceWith(status int) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	gw.ResponseWriter.WriteHeader(status)
 	_, _ = gw.ResponseWriter.Write(body)
-	gw.held.Reset()
 }
 
 // secureHeaders adds the security headers the app did not set and removes

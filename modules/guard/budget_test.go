@@ -1,0 +1,129 @@
+package guard
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func TestHeldPagesTake(t *testing.T) {
+	b := heldPages{limit: 100}
+	for _, step := range []struct {
+		name   string
+		n, had int
+		ok     bool
+		after  int64 // the count after the step
+	}{
+		{"a first page", 60, 0, true, 60},
+		{"another within the limit", 40, 0, true, 100},
+		{"one byte more", 1, 0, false, 100},
+		{"more of the first page past the limit", 10, 60, false, 100},
+	} {
+		if ok := b.take(step.n, step.had); ok != step.ok || b.n.Load() != step.after {
+			t.Fatalf("%s: take(%d, %d) = %v, count %d; want %v, %d", step.name, step.n, step.had, ok, b.n.Load(), step.ok, step.after)
+		}
+	}
+	b.give(100)
+	if !b.take(150, 0) || !b.take(50, 150) {
+		t.Errorf("a page held alone was refused past the limit (a scan_limit larger than it)")
+	}
+	if b.take(1, 0) {
+		t.Errorf("a second page was taken while one alone is past the limit")
+	}
+}
+
+// pageHandler answers status with a text page of size bytes, and tells
+// written once the page is written.
+func pageHandler(status, size int, written chan<- struct{}) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(strings.Repeat("x", size)))
+		if written != nil {
+			written <- struct{}{}
+		}
+		return nil
+	})
+}
+
+// blockedWriter is a client that takes nothing until unblocked.
+type blockedWriter struct {
+	*httptest.ResponseRecorder
+	unblock chan struct{}
+}
+
+func (w blockedWriter) Write(p []byte) (int, error) {
+	<-w.unblock
+	return w.ResponseRecorder.Write(p)
+}
+
+// TestGuardHoldsErrorPagesWithinItsLimit: error pages held for clients
+// that take nothing count against pagesHeld; past it a page is replaced,
+// unread, keeping its status; the memory comes back once a client has its
+// page, and from a handler that panicked.
+func TestGuardHoldsErrorPagesWithinItsLimit(t *testing.T) {
+	saved := pagesHeld.limit
+	pagesHeld.limit = 160 << 10
+	t.Cleanup(func() { pagesHeld.limit = saved })
+	if pagesHeld.n.Load() != 0 {
+		t.Fatalf("%d bytes held before the test", pagesHeld.n.Load())
+	}
+	g := &Guard{}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	// a first client takes nothing of its 100 KiB page
+	stalled := blockedWriter{httptest.NewRecorder(), make(chan struct{})}
+	written := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- g.ServeHTTP(stalled, httptest.NewRequest("GET", "/missing", nil), pageHandler(404, 100<<10, written))
+	}()
+	<-written
+	if n := pagesHeld.n.Load(); n < 100<<10 {
+		t.Fatalf("a held 100 KiB page counts %d bytes", n)
+	}
+	// a second page would pass the limit: the plain page, status kept
+	rec := httptest.NewRecorder()
+	if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/other", nil), pageHandler(404, 100<<10, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != 404 || rec.Body.String() != "Not Found\n" {
+		t.Errorf("a page past the limit: %d, %d bytes; want the plain 404", rec.Code, rec.Body.Len())
+	}
+	// a small one still fits
+	rec = httptest.NewRecorder()
+	if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/small", nil), pageHandler(500, 1000, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != 500 || rec.Body.Len() != 1000 {
+		t.Errorf("a small page beside the held one: %d, %d bytes; want the app's 500 of 1000 bytes", rec.Code, rec.Body.Len())
+	}
+	close(stalled.unblock)
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if stalled.Code != 404 || stalled.Body.Len() != 100<<10 {
+		t.Errorf("the stalled client got %d, %d bytes; want the app's 404 of 100 KiB", stalled.Code, stalled.Body.Len())
+	}
+	if n := pagesHeld.n.Load(); n != 0 {
+		t.Errorf("%d bytes still counted once every client had its page", n)
+	}
+	// a handler that panics with a page held gives its memory back
+	func() {
+		defer func() { _ = recover() }()
+		_ = g.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/panic", nil), caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(500)
+			_, _ = w.Write(make([]byte, 10<<10))
+			panic("the app's adapter failed")
+		}))
+	}()
+	if n := pagesHeld.n.Load(); n != 0 {
+		t.Errorf("%d bytes still counted after a handler panicked with a page held", n)
+	}
+}
