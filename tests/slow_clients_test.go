@@ -207,3 +207,52 @@ func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
 		t.Errorf("a request beside the stalled streams: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestIdleChannelsLetGoOfLargeAnswers: a channel's read buffer grows to the
+// largest frame it carries (an ASGI answer of up to 1 MiB comes whole, in
+// one frame) and was given back only at the channel's next small frame. A
+// pool takes the channels freed last first, so after one burst of 100 large
+// answers at once most channels sat idle holding a megabyte each, for the
+// life of their worker: 100 MiB here.
+func TestIdleChannelsLetGoOfLargeAnswers(t *testing.T) {
+	t.Parallel()
+	const burst = 100
+	config, url := asgiSite(t, "asgi_streams:app", fmt.Sprintf("workers 1\n\t\tmax_concurrency %d", burst))
+	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	get(t, url+"/")
+	base := liveHeap(t, c)
+	transport := &http.Transport{MaxIdleConnsPerHost: burst}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: 60 * time.Second}
+	errs := make(chan error, burst)
+	for range burst {
+		go func() {
+			resp, err := client.Get(url + "/big?kib=1000&wait=0.5") // all at once, each on a channel of its own
+			if err == nil {
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || n != 1000<<10 {
+					err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, n)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range burst {
+		if err := <-errs; err != nil {
+			t.Fatalf("a large answer: %v", err)
+		}
+	}
+	if apps := c.mustApps(); apps[0].Workers[0].Requests < burst {
+		t.Fatalf("the worker served %d requests, want the %d of the burst", apps[0].Workers[0].Requests, burst)
+	}
+	for range 3 { // small answers after it, on the channels freed last
+		if resp, body := get(t, url+"/"); resp.StatusCode != 200 || !strings.HasPrefix(body, "hello") {
+			t.Fatalf("a small answer after the burst: %d %q", resp.StatusCode, body)
+		}
+	}
+	transport.CloseIdleConnections()
+	if grown := liveHeap(t, c) - base; grown > 40<<20 {
+		t.Errorf("after a burst of %d answers of 1000 KiB, with the app's channels idle, Caddy's heap is %d MiB larger (each channel keeps 64 KiB)", burst, grown>>20)
+	}
+}

@@ -222,6 +222,17 @@ func (fr *Reader) Next() (Header, []byte, error) {
 	return h, p, nil
 }
 
+// Shrink lets go of a buffer grown for a large frame, as Next does at the
+// next small frame: a channel that goes idle after a large answer may see
+// none for the life of its worker (a pool reuses the channels freed last),
+// so one burst of large answers left every channel it used holding up to
+// MaxPayload. The payload Next returned last stays valid.
+func (fr *Reader) Shrink() {
+	if cap(fr.buf) > readerBuffer {
+		fr.buf = make([]byte, 0, readerBuffer)
+	}
+}
+
 // Err is the error that put the Reader out of step (a read that failed in
 // the middle of a frame), or nil: then Next may be called again after an
 // error, such as a read deadline between frames.

@@ -249,3 +249,30 @@ func TestReaderGivesBackALargeBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderShrink: Shrink gives back a large frame's buffer at once, and
+// leaves the payload Next returned last intact.
+func TestReaderShrink(t *testing.T) {
+	var b bytes.Buffer
+	b.Write(AppendFrame(nil, ResponseBody, 0, 1, bytes.Repeat([]byte{'x'}, MaxPayload)))
+	b.Write(AppendFrame(nil, ResponseBody, 0, 1, bytes.Repeat([]byte{'y'}, 10)))
+	fr := NewReader(bufio.NewReader(&b))
+	_, p, err := fr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr.Shrink()
+	if cap(fr.buf) != readerBuffer {
+		t.Errorf("after Shrink the buffer holds %d bytes, want %d", cap(fr.buf), readerBuffer)
+	}
+	if _, q, err := fr.Next(); err != nil || string(q) != "yyyyyyyyyy" {
+		t.Fatalf("the frame after Shrink: %q %v", q, err)
+	}
+	if bytes.Count(p, []byte{'x'}) != MaxPayload {
+		t.Errorf("the payload returned before Shrink was overwritten")
+	}
+	fr.Shrink() // a small buffer is kept
+	if cap(fr.buf) != readerBuffer {
+		t.Errorf("Shrink of a small buffer: %d bytes, want %d", cap(fr.buf), readerBuffer)
+	}
+}

@@ -11,7 +11,8 @@ on for secs seconds and writes $STREAM_MARKER.background; the WebSocket /ws-deaf
 neither receiving nor sending, /ws-silent waits an hour before it
 accepts, /ws-slow?secs=0.5 accepts after secs seconds, notes the
 client's leaving in $STREAM_MARKER.ws-slow-left and waits, and /ws-late holds its event loop up for 2.5 s, then accepts and
-waits (each writes $STREAM_MARKER.<its name> when cancelled); /ws-flood
+waits (each writes $STREAM_MARKER.<its name> when cancelled); /big?kib=1000&wait=0.3
+answers kib KiB in one message after wait seconds; /ws-flood
 sends 64 KiB messages as fast as it can, until its send raises; anything
 else says hello with the worker's pid."""
 import asyncio
@@ -60,6 +61,15 @@ async def app(scope, receive, send):
             with open(os.environ['STREAM_MARKER'] + '.' + path.strip('/'), 'w') as f:
                 f.write('cancelled')
             raise
+    if path == '/big':
+        # a whole answer of ?kib= KiB (at most 1000) in one message, after
+        # ?wait= seconds
+        await asyncio.sleep(float(query.get('wait', ['0'])[0]))
+        body = b'x' * (min(int(query.get('kib', ['1'])[0]), 1000) << 10)
+        await send({'type': 'http.response.start', 'status': 200,
+                    'headers': [(b'content-type', b'text/plain'), (b'content-length', str(len(body)).encode())]})
+        await send({'type': 'http.response.body', 'body': body})
+        return
     if path == '/sse':
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [(b'content-type', b'text/event-stream')]})

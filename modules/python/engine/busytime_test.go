@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -27,7 +28,7 @@ func TestBusyTime(t *testing.T) {
 			}
 			t.Cleanup(func() { conn.Close(); peer.Close() })
 			go io.Copy(io.Discard, peer)
-			w.channels = append(w.channels, &channel{worker: w, conn: conn})
+			w.channels = append(w.channels, &channel{worker: w, conn: conn, frames: protocol.NewReader(conn)})
 		}
 		workers[i] = w
 		p.mu.Lock()

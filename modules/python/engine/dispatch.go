@@ -259,6 +259,7 @@ func (p *Pool) BusyTime() time.Duration {
 // served max_requests asks its replica for a replacement; it keeps serving
 // until the replacement is ready.
 func (p *Pool) release(s *channel) {
+	s.frames.Shrink() // while the channel is still this caller's alone
 	p.mu.Lock()
 	w := s.worker
 	now := time.Now()

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -33,7 +34,7 @@ func TestCountersFollowTheChannels(t *testing.T) {
 				}
 				go io.Copy(io.Discard, peer) // the worker reads what it is sent
 				t.Cleanup(func() { conn.Close(); peer.Close() })
-				w.channels = append(w.channels, &channel{worker: w, conn: conn})
+				w.channels = append(w.channels, &channel{worker: w, conn: conn, frames: protocol.NewReader(conn)})
 			}
 			p.mu.Lock()
 			p.addWorkerLocked(w)

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -25,7 +26,7 @@ func TestPauseHoldsRequests(t *testing.T) {
 	defer peer.Close()
 	go io.Copy(io.Discard, peer)
 	w := &worker{}
-	s := &channel{worker: w, conn: conn}
+	s := &channel{worker: w, conn: conn, frames: protocol.NewReader(conn)}
 	w.channels = []*channel{s}
 	p.mu.Lock()
 	p.addWorkerLocked(w)
