@@ -31,9 +31,16 @@ type Body struct {
 	closing bool
 }
 
-// bodyPreallocation is the most ReadBody sets aside for a body before any
-// of it arrived.
+// bodyPreallocation is the most ReadBody sets aside for a body of a
+// declared length when the first of it arrives.
 const bodyPreallocation = 16 << 10
+
+// A body is read with a buffer of firstBodyRead bytes until some of it
+// arrives, then of bodyReadBuffer (bodySink.ReadFrom).
+const (
+	firstBodyRead  = 512
+	bodyReadBuffer = 32 << 10
+)
 
 // noBody stands for a request without a body (Request.Body nil); it is
 // only read.
@@ -58,14 +65,11 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 		// `100 Continue` is spared the upload
 		return nil, Failed(Unavailable, errBodiesHeld)
 	}
-	sink := &bodySink{}
-	if r.ContentLength > 0 {
-		// what the client says it sends is not yet sent: room for more
-		// comes as the body does (a client declaring 256 KiB on each of an
-		// HTTP/2 connection's streams, and sending nothing, made Caddy
-		// hold 64 MiB for it)
-		sink.mem.Grow(int(min(r.ContentLength, bodyPreallocation)))
-	}
+	// what the client says it sends is not yet sent: room for it is made
+	// once the body starts to arrive, and grows as it does (a client
+	// declaring 256 KiB on each of an HTTP/2 connection's streams, and
+	// sending nothing, made Caddy hold 64 MiB for it)
+	sink := &bodySink{declared: r.ContentLength}
 	n, err := io.Copy(sink, io.LimitReader(r.Body, maxBody+1))
 	b.file, b.size, b.memHeld, b.diskHeld = sink.file, n, sink.memHeld, sink.diskHeld
 	if b.file == nil {
@@ -100,15 +104,47 @@ var errBodiesHeld = errors.New("request body refused: Caddy already holds its bu
 // HTTP/2 connection's many streams, held as many bodies as they pleased
 // while they took their time.
 type bodySink struct {
+	declared          int64 // the body's Content-Length, or -1
 	mem               bytes.Buffer
 	file              *os.File
 	memHeld, diskHeld int64
 	failed            bool // the file, not the client, failed
 }
 
+// ReadFrom takes the body from r as it arrives, with a read buffer of
+// firstBodyRead bytes until some of it does: io.Copy's own would set 32 KiB
+// aside for every body before any of it came, held for as long as a client
+// that declared a body and sends none keeps its request open (250 streams
+// on each HTTP/2 connection: 12 MiB a connection, outside the held budget).
+func (s *bodySink) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, firstBodyRead)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			if len(buf) < bodyReadBuffer {
+				buf = make([]byte, bodyReadBuffer) // it is coming: read it in larger pieces
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 func (s *bodySink) Write(p []byte) (int, error) {
 	if s.file == nil && s.mem.Len()+len(p) <= memBodyLimit && held.takeMem(len(p)) {
 		s.memHeld += int64(len(p))
+		if s.mem.Cap() == 0 && s.declared > 0 {
+			s.mem.Grow(int(min(s.declared, bodyPreallocation)))
+		}
 		return s.mem.Write(p)
 	}
 	if !held.takeDisk(len(p), false) {

@@ -41,3 +41,45 @@ func TestReadBodyHoldsWhatArrived(t *testing.T) {
 		b.Close()
 	}
 }
+
+// firstReads is a body that records the size of each buffer it is asked to
+// fill, and sends its data from the second read on: as a client that
+// declared a body and took its time to send it.
+type firstReads struct {
+	sizes []int
+	data  io.Reader
+}
+
+func (f *firstReads) Read(p []byte) (int, error) {
+	f.sizes = append(f.sizes, len(p))
+	if len(f.sizes) == 1 {
+		return 0, nil // nothing yet
+	}
+	return f.data.Read(p)
+}
+
+// TestReadBodyWaitsWithASmallBuffer: until a body arrives, it is waited for
+// with a buffer of firstBodyRead bytes and nothing set aside for it: a
+// client that declares bodies on many HTTP/2 streams and sends none made
+// Caddy hold 48 KiB for each (io.Copy's 32 KiB buffer and 16 KiB for the
+// body), outside the held budget.
+func TestReadBodyWaitsWithASmallBuffer(t *testing.T) {
+	body := strings.Repeat("y", 100_000)
+	f := &firstReads{data: strings.NewReader(body)}
+	r := httptest.NewRequest("POST", "/", f)
+	r.ContentLength = int64(len(body))
+	b, err := ReadBody(r, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if f.sizes[0] > firstBodyRead || f.sizes[1] > firstBodyRead {
+		t.Errorf("a body not yet arrived was waited for with buffers of %v bytes, want at most %d", f.sizes[:2], firstBodyRead)
+	}
+	if len(f.sizes) > 2 && f.sizes[2] != bodyReadBuffer {
+		t.Errorf("once the body came it was read %d bytes at a time, want %d", f.sizes[2], bodyReadBuffer)
+	}
+	if string(b.mem) != body {
+		t.Errorf("the body read as %d bytes", len(b.mem))
+	}
+}
