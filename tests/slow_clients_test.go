@@ -15,6 +15,11 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
+// h2cWithoutGCFloor is the global options of the tests here that measure
+// Caddy's heap: cleartext HTTP/2, and no GC floor (which would keep garbage
+// in the heap they read).
+const h2cWithoutGCFloor = "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"
+
 // stalledH2Streams opens an HTTP/2 connection (cleartext, prior knowledge)
 // to addr that grants the server no flow-control window, so no byte of any
 // answer can reach it, and asks for path on streams of its own. The
@@ -44,20 +49,24 @@ func stalledH2Streams(t *testing.T, addr, path string, streams int) net.Conn {
 			t.Fatal(err)
 		}
 	}
-	// the server's frames are read and dropped (its settings, acks, the
-	// answers' heads), so its writes never wait on the connection itself
-	go func() {
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
-		}
-	}()
+	go dropH2Frames(fr)
 	return conn
+}
+
+// dropH2Frames reads the server's frames and drops them (its settings,
+// acks, the answers' heads), acking its settings, so its writes never wait
+// on the connection itself; it returns when the connection closes. It
+// writes on fr: start it once the caller is done writing.
+func dropH2Frames(fr *http2.Framer) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			_ = fr.WriteSettingsAck()
+		}
+	}
 }
 
 // TestStalledStreamsDoNotHoldMemory: a client that asks for a large page
@@ -71,7 +80,7 @@ func TestStalledStreamsDoNotHoldMemory(t *testing.T) {
 	t.Parallel()
 	const connections, perConnection = 2, 100
 	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 30s")
-	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	c := startCaddy(t, h2cWithoutGCFloor+config)
 	addr := strings.TrimPrefix(url, "http://")
 	page := func() {
 		t.Helper()
@@ -123,7 +132,7 @@ func TestStalledClientsCannotMakeTheGuardHoldErrorPages(t *testing.T) {
 	const connections, perConnection = 6, 100
 	const page = "/?kib=240&status=404"
 	config, url := site(t, "bigpage:application", "workers 1")
-	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	c := startCaddy(t, h2cWithoutGCFloor+config)
 	addr := strings.TrimPrefix(url, "http://")
 	// the app's page, whole, when nothing else is held
 	if resp, body := get(t, url+page); resp.StatusCode != 404 || len(body) != 240<<10 {
@@ -187,7 +196,7 @@ func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
 	const streams = 60
 	marker := filepath.Join(t.TempDir(), "marker")
 	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tmax_streams 120\n\t\tenv STREAM_MARKER "+marker)
-	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	c := startCaddy(t, h2cWithoutGCFloor+config)
 	base := liveHeap(t, c)
 	stalledH2Streams(t, strings.TrimPrefix(url, "http://"), "/flood?mib=2", streams)
 	waitFor(t, 60*time.Second, fmt.Sprintf("the app sending the %d stalled streams whole", streams), func() bool {
@@ -267,7 +276,7 @@ func TestDeclaredBodiesThatNeverComeCostLittle(t *testing.T) {
 	t.Parallel()
 	const connections, perConnection = 4, 200
 	config, url := site(t, "hello:application", "workers 1")
-	c := startCaddy(t, "{\n\tadmin {ADMIN}\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n\thearth {\n\t\tcaddy_gc_floor off\n\t}\n}\n"+config)
+	c := startCaddy(t, h2cWithoutGCFloor+config)
 	addr := strings.TrimPrefix(url, "http://")
 	get(t, url+"/")
 	goroutines := func() int {
@@ -301,17 +310,7 @@ func TestDeclaredBodiesThatNeverComeCostLittle(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		go func() { // the server's frames, read and dropped
-			for {
-				f, err := fr.ReadFrame()
-				if err != nil {
-					return
-				}
-				if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
-			}
-		}()
+		go dropH2Frames(fr)
 	}
 	waitFor(t, 30*time.Second, fmt.Sprintf("the %d streams' handlers waiting for their bodies", connections*perConnection), func() bool {
 		return goroutines() >= baseGoroutines+connections*perConnection
