@@ -32,11 +32,12 @@ type Body struct {
 }
 
 // bodyPreallocation is the most ReadBody sets aside for a body of a
-// declared length when the first of it arrives.
+// declared length when the first of it arrives (and no more than twice
+// what arrived).
 const bodyPreallocation = 16 << 10
 
-// A body is read with a buffer of firstBodyRead bytes until some of it
-// arrives, then of bodyReadBuffer (bodySink.ReadFrom).
+// A body is read with a buffer of firstBodyRead bytes, doubled each time
+// as much has arrived, up to bodyReadBuffer (bodySink.ReadFrom).
 const (
 	firstBodyRead  = 512
 	bodyReadBuffer = 32 << 10
@@ -111,11 +112,13 @@ type bodySink struct {
 	failed            bool // the file, not the client, failed
 }
 
-// ReadFrom takes the body from r as it arrives, with a read buffer of
-// firstBodyRead bytes until some of it does: io.Copy's own would set 32 KiB
-// aside for every body before any of it came, held for as long as a client
-// that declared a body and sends none keeps its request open (250 streams
-// on each HTTP/2 connection: 12 MiB a connection, outside the held budget).
+// ReadFrom takes the body from r as it arrives, with a read buffer that
+// grows with what came (firstBodyRead, doubled each time as much has
+// arrived, up to bodyReadBuffer): io.Copy's own would set 32 KiB aside for
+// every body before any of it came, held for as long as a client that
+// declared a body and sends none, or a byte of it, keeps its request open
+// (250 streams on each HTTP/2 connection: 12 MiB a connection, outside the
+// held budget, which counts the bytes that came).
 func (s *bodySink) ReadFrom(r io.Reader) (int64, error) {
 	buf := make([]byte, firstBodyRead)
 	var total int64
@@ -126,8 +129,8 @@ func (s *bodySink) ReadFrom(r io.Reader) (int64, error) {
 				return total, werr
 			}
 			total += int64(n)
-			if len(buf) < bodyReadBuffer {
-				buf = make([]byte, bodyReadBuffer) // it is coming: read it in larger pieces
+			if len(buf) < bodyReadBuffer && total >= int64(len(buf)) {
+				buf = make([]byte, 2*len(buf))
 			}
 		}
 		if err == io.EOF {
@@ -143,7 +146,8 @@ func (s *bodySink) Write(p []byte) (int, error) {
 	if s.file == nil && s.mem.Len()+len(p) <= memBodyLimit && held.takeMem(len(p)) {
 		s.memHeld += int64(len(p))
 		if s.mem.Cap() == 0 && s.declared > 0 {
-			s.mem.Grow(int(min(s.declared, bodyPreallocation)))
+			// room for what was declared, but no more than twice what came
+			s.mem.Grow(int(min(s.declared, bodyPreallocation, max(2*int64(len(p)), firstBodyRead))))
 		}
 		return s.mem.Write(p)
 	}

@@ -76,10 +76,32 @@ func TestReadBodyWaitsWithASmallBuffer(t *testing.T) {
 	if f.sizes[0] > firstBodyRead || f.sizes[1] > firstBodyRead {
 		t.Errorf("a body not yet arrived was waited for with buffers of %v bytes, want at most %d", f.sizes[:2], firstBodyRead)
 	}
-	if len(f.sizes) > 2 && f.sizes[2] != bodyReadBuffer {
-		t.Errorf("once the body came it was read %d bytes at a time, want %d", f.sizes[2], bodyReadBuffer)
+	// then the buffer grows with what came, up to bodyReadBuffer
+	for i := 2; i < len(f.sizes); i++ {
+		if want := min(firstBodyRead<<(i-1), bodyReadBuffer); f.sizes[i] != want {
+			t.Errorf("read %d of a body that keeps coming: a buffer of %d bytes, want %d (%v)", i, f.sizes[i], want, f.sizes)
+			break
+		}
 	}
 	if string(b.mem) != body {
 		t.Errorf("the body read as %d bytes", len(b.mem))
+	}
+}
+
+// TestReadBodyGrowsWithWhatCame: a client that sends a byte of a declared
+// body and then waits has Caddy hold buffers of about what came, not the
+// 48 KiB the first byte used to unlock.
+func TestReadBodyGrowsWithWhatCame(t *testing.T) {
+	f := &firstReads{data: strings.NewReader("z")}
+	r := httptest.NewRequest("POST", "/", f)
+	r.ContentLength = 100_000
+	b, err := ReadBody(r, 1<<30)
+	if err == nil {
+		b.Close()
+	}
+	for i, size := range f.sizes {
+		if size > firstBodyRead {
+			t.Errorf("read %d, after a 1-byte body: a buffer of %d bytes, want at most %d", i, size, firstBodyRead)
+		}
 	}
 }
