@@ -204,7 +204,8 @@ func (fr *Reader) Next() (Header, []byte, error) {
 	}
 	switch {
 	case int(h.Length) > cap(fr.buf):
-		fr.buf = make([]byte, h.Length)
+		// a large frame's size, or the usual buffer again after Shrink
+		fr.buf = make([]byte, max(int(h.Length), readerBuffer))
 	case h.Length <= readerBuffer && cap(fr.buf) > readerBuffer:
 		// a large frame's buffer goes once the frames are small again: kept,
 		// one burst of 1 MiB bodies left every channel of a pool holding
@@ -222,14 +223,16 @@ func (fr *Reader) Next() (Header, []byte, error) {
 	return h, p, nil
 }
 
-// Shrink lets go of a buffer grown for a large frame, as Next does at the
-// next small frame: a channel that goes idle after a large answer may see
-// none for the life of its worker (a pool reuses the channels freed last),
-// so one burst of large answers left every channel it used holding up to
-// MaxPayload. The payload Next returned last stays valid.
+// Shrink lets go of a buffer grown for a large frame: Next gives it back at
+// the next small frame, but a channel that goes idle after a large answer
+// may see none for the life of its worker (a pool reuses the channels freed
+// last), so one burst of large answers left every channel it used holding
+// up to MaxPayload. The next frame gets a buffer of its size, or the usual
+// one, so large answers in a row cost one allocation each, as one after a
+// small frame did. The payload Next returned last stays valid.
 func (fr *Reader) Shrink() {
 	if cap(fr.buf) > readerBuffer {
-		fr.buf = make([]byte, 0, readerBuffer)
+		fr.buf = nil
 	}
 }
 

@@ -250,29 +250,38 @@ func TestReaderGivesBackALargeBuffer(t *testing.T) {
 	}
 }
 
-// TestReaderShrink: Shrink gives back a large frame's buffer at once, and
-// leaves the payload Next returned last intact.
+// TestReaderShrink: Shrink lets go of a large frame's buffer at once; the
+// frames after it are read whole, small or large, and the payload Next
+// returned before it stays intact.
 func TestReaderShrink(t *testing.T) {
 	var b bytes.Buffer
-	b.Write(AppendFrame(nil, ResponseBody, 0, 1, bytes.Repeat([]byte{'x'}, MaxPayload)))
-	b.Write(AppendFrame(nil, ResponseBody, 0, 1, bytes.Repeat([]byte{'y'}, 10)))
+	for _, f := range []struct {
+		b    byte
+		size int
+	}{{'x', MaxPayload}, {'y', readerBuffer + 1}, {'z', 10}} {
+		b.Write(AppendFrame(nil, ResponseBody, 0, 1, bytes.Repeat([]byte{f.b}, f.size)))
+	}
 	fr := NewReader(bufio.NewReader(&b))
-	_, p, err := fr.Next()
+	_, x, err := fr.Next()
 	if err != nil {
 		t.Fatal(err)
 	}
 	fr.Shrink()
-	if cap(fr.buf) != readerBuffer {
-		t.Errorf("after Shrink the buffer holds %d bytes, want %d", cap(fr.buf), readerBuffer)
+	if cap(fr.buf) != 0 {
+		t.Errorf("after Shrink the reader holds %d bytes, want none", cap(fr.buf))
 	}
-	if _, q, err := fr.Next(); err != nil || string(q) != "yyyyyyyyyy" {
-		t.Fatalf("the frame after Shrink: %q %v", q, err)
+	if _, y, err := fr.Next(); err != nil || bytes.Count(y, []byte{'y'}) != readerBuffer+1 {
+		t.Fatalf("a large frame after Shrink: %d bytes, %v", len(y), err)
 	}
-	if bytes.Count(p, []byte{'x'}) != MaxPayload {
+	fr.Shrink()
+	if _, z, err := fr.Next(); err != nil || string(z) != "zzzzzzzzzz" || cap(fr.buf) != readerBuffer {
+		t.Fatalf("a small frame after Shrink: %q %v, buffer %d; want the usual %d", z, err, cap(fr.buf), readerBuffer)
+	}
+	if bytes.Count(x, []byte{'x'}) != MaxPayload {
 		t.Errorf("the payload returned before Shrink was overwritten")
 	}
-	fr.Shrink() // a small buffer is kept
+	fr.Shrink() // the usual buffer is kept
 	if cap(fr.buf) != readerBuffer {
-		t.Errorf("Shrink of a small buffer: %d bytes, want %d", cap(fr.buf), readerBuffer)
+		t.Errorf("Shrink of the usual buffer: %d bytes, want %d", cap(fr.buf), readerBuffer)
 	}
 }
