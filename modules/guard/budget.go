@@ -8,8 +8,14 @@ import (
 )
 
 // pagesHeldLimit bounds the memory of the error pages every guard of the
-// process holds back at once to check them (pagesHeld).
-const pagesHeldLimit = 32 << 20
+// process holds back at once to check them (pagesHeld). Pages larger than
+// smallPage take at most three quarters of it: the last quarter stays for
+// small ones (an API's JSON errors, a short 404), which a client stalling
+// streams of large error pages could otherwise have replaced for everyone.
+const (
+	pagesHeldLimit = 32 << 20
+	smallPage      = 16 << 10
+)
 
 // pagesHeld counts the memory of the error pages held back to be checked,
 // across every guard of the process: sites, apps and connections. A page
@@ -30,11 +36,16 @@ type heldPages struct {
 }
 
 // take counts n more bytes of a page that holds had bytes already, or
-// refuses them past the limit. A page held alone may pass it: a scan_limit
-// larger than the limit still lets one such page through at a time.
+// refuses them past the limit (past three quarters of it for a page over
+// smallPage). A page held alone may pass it: a scan_limit larger than the
+// limit still lets one such page through at a time.
 func (b *heldPages) take(n, had int) bool {
+	limit := b.limit
+	if had+n > smallPage {
+		limit = limit / 4 * 3
+	}
 	total := b.n.Add(int64(n))
-	if total <= b.limit || total == int64(had+n) {
+	if total <= limit || total == int64(had+n) {
 		return true
 	}
 	b.n.Add(-int64(n))

@@ -11,24 +11,28 @@ import (
 )
 
 func TestHeldPagesTake(t *testing.T) {
-	b := heldPages{limit: 100}
+	const k = 1 << 10
+	b := heldPages{limit: 64 * k}
 	for _, step := range []struct {
 		name   string
 		n, had int
 		ok     bool
 		after  int64 // the count after the step
 	}{
-		{"a first page", 60, 0, true, 60},
-		{"another within the limit", 40, 0, true, 100},
-		{"one byte more", 1, 0, false, 100},
-		{"more of the first page past the limit", 10, 60, false, 100},
+		{"a large page within three quarters", 40 * k, 0, true, 40 * k},
+		{"a small page", 10 * k, 0, true, 50 * k},
+		{"a large page past three quarters", 20 * k, 0, false, 50 * k},
+		{"more of the first page past three quarters", 10 * k, 40 * k, false, 50 * k},
+		{"a small page in the last quarter", 8 * k, 0, true, 58 * k},
+		{"a small page growing large there", 9 * k, 8 * k, false, 58 * k},
+		{"a small page past the limit", 8 * k, 0, false, 58 * k},
 	} {
 		if ok := b.take(step.n, step.had); ok != step.ok || b.n.Load() != step.after {
 			t.Fatalf("%s: take(%d, %d) = %v, count %d; want %v, %d", step.name, step.n, step.had, ok, b.n.Load(), step.ok, step.after)
 		}
 	}
-	b.give(100)
-	if !b.take(150, 0) || !b.take(50, 150) {
+	b.give(58 * k)
+	if !b.take(150*k, 0) || !b.take(50*k, 150*k) {
 		t.Errorf("a page held alone was refused past the limit (a scan_limit larger than it)")
 	}
 	if b.take(1, 0) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -175,13 +176,17 @@ func dropProxyHeaders(r *http.Request) {
 }
 
 // IsWebSocket reports a WebSocket opening: an HTTP/1.1 upgrade or an
-// HTTP/2 extended CONNECT (RFC 8441).
+// HTTP/2 extended CONNECT (RFC 8441). It is lenient (the Connection header,
+// in any of its lines, mentions upgrade): the handler checks the opening
+// more closely, and answers one that is not right with 400 saying why.
 func IsWebSocket(r *http.Request) bool {
 	if r.ProtoMajor == 2 && r.Method == http.MethodConnect {
 		return r.Header.Get(":protocol") == "websocket"
 	}
 	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
-		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+		slices.ContainsFunc(r.Header.Values("Connection"), func(v string) bool {
+			return strings.Contains(strings.ToLower(v), "upgrade")
+		})
 }
 
 // refusedSegments are path segments (or suffixes) never served, in lower

@@ -571,3 +571,40 @@ func TestGuardDropsProxyHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestIsWebSocket: what is taken for a WebSocket opening, leniently (the
+// handler checks it more closely): a Connection header in two lines, as
+// RFC 9110 allows, was read by its first line only, and the opening served
+// as a plain request.
+func TestIsWebSocket(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		method     string
+		http2      bool
+		upgrade    string
+		connection []string
+		want       bool
+	}{
+		{"an upgrade", "GET", false, "websocket", []string{"Upgrade"}, true},
+		{"in a list", "GET", false, "WebSocket", []string{"keep-alive, Upgrade"}, true},
+		{"in a second line", "GET", false, "websocket", []string{"keep-alive", "upgrade"}, true},
+		{"inside another word (the handler refuses it)", "GET", false, "websocket", []string{"keep-alive-upgrade"}, true},
+		{"no Connection", "GET", false, "websocket", nil, false},
+		{"another protocol", "GET", false, "h2c", []string{"Upgrade"}, false},
+		{"a POST", "POST", false, "websocket", []string{"Upgrade"}, false},
+		{"an extended CONNECT", "CONNECT", true, "", nil, true},
+	} {
+		r := httptest.NewRequest(c.method, "/ws", nil)
+		if c.http2 {
+			r.ProtoMajor = 2
+			r.Header.Set(":protocol", "websocket")
+		}
+		if c.upgrade != "" {
+			r.Header.Set("Upgrade", c.upgrade)
+		}
+		r.Header["Connection"] = c.connection
+		if got := IsWebSocket(r); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}

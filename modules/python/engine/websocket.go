@@ -36,11 +36,10 @@ func openingProblem(r *http.Request) string {
 	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
 		return fmt.Sprintf("a WebSocket opens by an Upgrade over HTTP/1.1 (or an extended CONNECT over HTTP/2), not over %s", r.Proto)
 	}
+	// (guard.IsWebSocket has seen Upgrade: websocket, and upgrade somewhere
+	// in Connection)
 	if !hasToken(r.Header, "Connection", "upgrade") {
-		return fmt.Sprintf("the Connection header %q does not list upgrade", r.Header.Get("Connection"))
-	}
-	if !hasToken(r.Header, "Upgrade", "websocket") {
-		return fmt.Sprintf("the Upgrade header %q does not list websocket", r.Header.Get("Upgrade"))
+		return fmt.Sprintf("the Connection header %q does not list upgrade", strings.Join(r.Header.Values("Connection"), ", "))
 	}
 	keys := r.Header.Values("Sec-WebSocket-Key")
 	if len(keys) != 1 {
