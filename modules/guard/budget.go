@@ -35,13 +35,13 @@ type heldPages struct {
 	n     atomic.Int64
 }
 
-// take counts n more bytes of a page that holds had bytes already, or
-// refuses them past the limit (past three quarters of it for a page over
-// smallPage). A page held alone may pass it: a scan_limit larger than the
-// limit still lets one such page through at a time.
-func (b *heldPages) take(n, had int) bool {
+// take counts n more bytes of memory for a page of size bytes that counts
+// had already, or refuses them past the limit (past three quarters of it
+// for a page over smallPage). A page held alone may pass it: a scan_limit
+// larger than the limit still lets one such page through at a time.
+func (b *heldPages) take(n, had, size int) bool {
 	limit := b.limit
-	if had+n > smallPage {
+	if size > smallPage {
 		limit = limit / 4 * 3
 	}
 	total := b.n.Add(int64(n))

@@ -14,28 +14,29 @@ func TestHeldPagesTake(t *testing.T) {
 	const k = 1 << 10
 	b := heldPages{limit: 64 * k}
 	for _, step := range []struct {
-		name   string
-		n, had int
-		ok     bool
-		after  int64 // the count after the step
+		name         string
+		n, had, size int
+		ok           bool
+		after        int64 // the count after the step
 	}{
-		{"a large page within three quarters", 40 * k, 0, true, 40 * k},
-		{"a small page", 10 * k, 0, true, 50 * k},
-		{"a large page past three quarters", 20 * k, 0, false, 50 * k},
-		{"more of the first page past three quarters", 10 * k, 40 * k, false, 50 * k},
-		{"a small page in the last quarter", 8 * k, 0, true, 58 * k},
-		{"a small page growing large there", 9 * k, 8 * k, false, 58 * k},
-		{"a small page past the limit", 8 * k, 0, false, 58 * k},
+		{"a large page within three quarters", 40 * k, 0, 40 * k, true, 40 * k},
+		{"a small page", 10 * k, 0, 10 * k, true, 50 * k},
+		{"a large page past three quarters", 20 * k, 0, 20 * k, false, 50 * k},
+		{"more of the first page past three quarters", 10 * k, 40 * k, 45 * k, false, 50 * k},
+		{"a small page in the last quarter", 8 * k, 0, 8 * k, true, 58 * k},
+		{"a small page whose buffer doubled past 16 KiB", 2 * k, 8 * k, 9 * k, true, 60 * k},
+		{"a small page growing large there", 9 * k, 10 * k, 17 * k, false, 60 * k},
+		{"a small page past the limit", 5 * k, 0, 5 * k, false, 60 * k},
 	} {
-		if ok := b.take(step.n, step.had); ok != step.ok || b.n.Load() != step.after {
-			t.Fatalf("%s: take(%d, %d) = %v, count %d; want %v, %d", step.name, step.n, step.had, ok, b.n.Load(), step.ok, step.after)
+		if ok := b.take(step.n, step.had, step.size); ok != step.ok || b.n.Load() != step.after {
+			t.Fatalf("%s: take(%d, %d, %d) = %v, count %d; want %v, %d", step.name, step.n, step.had, step.size, ok, b.n.Load(), step.ok, step.after)
 		}
 	}
-	b.give(58 * k)
-	if !b.take(150*k, 0) || !b.take(50*k, 150*k) {
+	b.give(60 * k)
+	if !b.take(150*k, 0, 150*k) || !b.take(50*k, 150*k, 200*k) {
 		t.Errorf("a page held alone was refused past the limit (a scan_limit larger than it)")
 	}
-	if b.take(1, 0) {
+	if b.take(1, 0, 1) {
 		t.Errorf("a second page was taken while one alone is past the limit")
 	}
 }
@@ -99,13 +100,20 @@ func TestGuardHoldsErrorPagesWithinItsLimit(t *testing.T) {
 	if rec.Code != 404 || rec.Body.String() != "Not Found\n" {
 		t.Errorf("a page past the limit: %d, %d bytes; want the plain 404", rec.Code, rec.Body.Len())
 	}
-	// a small one still fits
+	// a small one still fits in the last quarter, even written in two
+	// pieces whose buffer grows past 16 KiB (a page is judged by its size)
 	rec = httptest.NewRecorder()
-	if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/small", nil), pageHandler(500, 1000, nil)); err != nil {
+	if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/small", nil), caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(422)
+		_, _ = w.Write([]byte(strings.Repeat("j", 10<<10)))
+		_, _ = w.Write([]byte(strings.Repeat("k", 1<<10)))
+		return nil
+	})); err != nil {
 		t.Fatal(err)
 	}
-	if rec.Code != 500 || rec.Body.Len() != 1000 {
-		t.Errorf("a small page beside the held one: %d, %d bytes; want the app's 500 of 1000 bytes", rec.Code, rec.Body.Len())
+	if rec.Code != 422 || rec.Body.Len() != 11<<10 {
+		t.Errorf("a small page beside the held one: %d, %d bytes; want the app's 422 of 11 KiB", rec.Code, rec.Body.Len())
 	}
 	close(stalled.unblock)
 	if err := <-served; err != nil {

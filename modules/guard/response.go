@@ -100,7 +100,7 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 		before := gw.held.Cap()
 		gw.held.Write(p)
 		if grown := gw.held.Cap() - before; grown > 0 {
-			if !pagesHeld.take(grown, gw.counted) {
+			if !pagesHeld.take(grown, gw.counted, gw.held.Len()) {
 				gw.holding = false
 				if ok, skipped := pagesSpentWarnings.Allow(); ok {
 					gw.g.logger.Warn("guard replaced an error response unread: the error pages held back across Caddy to be checked are all waiting for clients that read slowly (at most one such line a second)",

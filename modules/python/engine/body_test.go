@@ -104,4 +104,7 @@ func TestReadBodyGrowsWithWhatCame(t *testing.T) {
 			t.Errorf("read %d, after a 1-byte body: a buffer of %d bytes, want at most %d", i, size, firstBodyRead)
 		}
 	}
+	if err == nil && cap(b.mem) > firstBodyRead {
+		t.Errorf("a 1-byte body of 100,000 declared has %d bytes set aside, want at most %d", cap(b.mem), firstBodyRead)
+	}
 }
