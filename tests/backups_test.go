@@ -302,7 +302,7 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 	if err := os.WriteFile(leak, []byte("SQLite format 3\x00 every row"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
+	resp, err := freshConnClient.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 		t.Errorf("backup to Caddy's working directory with a file_server that has no root: %d %s\nwant it refused, naming %s", code, msg, cwd)
 	}
 	// the config that ran before goes on
-	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
+	resp, err = freshConnClient.Get(fmt.Sprintf("http://127.0.0.1:%d/backups/%s", port, filepath.Base(leak)))
 	if err != nil {
 		t.Fatalf("the running config stopped serving after the refused loads: %v", err)
 	}
@@ -354,7 +354,7 @@ func TestBackupInsideServedDirRefused(t *testing.T) {
 	if code, msg := c.load(partial(filepath.Join(dir, "backups"))); code != 200 {
 		t.Fatalf("a config with a root for /static/* only: %d %s", code, msg)
 	}
-	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/backups_test.go", port))
+	resp, err = freshConnClient.Get(fmt.Sprintf("http://127.0.0.1:%d/backups_test.go", port))
 	if err != nil {
 		t.Fatal(err)
 	}

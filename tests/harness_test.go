@@ -376,6 +376,14 @@ func (c *caddyProc) workerPIDs() []int {
 // adminClient posts to the admin API without keeping connections: a load
 // restarts the admin server, and a POST on a connection the old one is
 // closing fails with EOF (Go retries only idempotent requests).
+// freshConnClient makes each request on a connection of its own. A
+// pooled connection may have been accepted by a server that a reload then
+// shuts down: Go's server closes it as idle while the next request may be
+// on its way, which then fails with EOF (upstream behaviour, not Hearth's;
+// it failed TestBackupInsideServedDirRefused and
+// TestReloadRefusedForAnAppAnotherCaddyRuns once each).
+var freshConnClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 var adminClient = &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // load posts a new Caddyfile to the admin API, as `caddy reload` does.

@@ -44,8 +44,7 @@ http://127.0.0.1:%d {
 
 func get(t *testing.T, url string) (*http.Response, string) {
 	t.Helper()
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Get(url)
+	resp, err := freshConnClient.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
