@@ -97,21 +97,8 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 	case gw.discard:
 		return len(p), nil
 	case gw.holding:
-		before := gw.held.Cap()
-		gw.held.Write(p)
-		if grown := gw.held.Cap() - before; grown > 0 {
-			if !pagesHeld.take(grown, gw.counted, gw.held.Len()) {
-				gw.holding = false
-				if ok, skipped := pagesSpentWarnings.Allow(); ok {
-					gw.g.logger.Warn("guard replaced an error response unread: the error pages held back across Caddy to be checked are all waiting for clients that read slowly (at most one such line a second)",
-						zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("held_limit", pagesHeldLimit),
-						zap.Int64("not_logged_since", skipped),
-						zap.String("fix", "none needed if a client is holding streams open on purpose: its status was kept, with a plain page"))
-				}
-				gw.replace()
-				return len(p), nil
-			}
-			gw.counted += grown
+		if !gw.hold(p) {
+			return len(p), nil
 		}
 		if gw.held.Len() > gw.holdLimit {
 			gw.holding = false
@@ -123,6 +110,28 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return gw.ResponseWriter.Write(p)
+}
+
+// hold adds p to the page held back, counting what its buffer grew by in
+// pagesHeld; past that limit it replaces the page instead, unread, and
+// reports false.
+func (gw *guardedWriter) hold(p []byte) bool {
+	before := gw.held.Cap()
+	gw.held.Write(p)
+	grown := gw.held.Cap() - before
+	if grown == 0 || pagesHeld.take(grown, gw.counted, gw.held.Len()) {
+		gw.counted += grown
+		return true
+	}
+	gw.holding = false
+	if ok, skipped := pagesSpentWarnings.Allow(); ok {
+		gw.g.logger.Warn("guard replaced an error response unread: the error pages held back across Caddy to be checked are all waiting for clients that read slowly (at most one such line a second)",
+			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("held_limit", pagesHeldLimit),
+			zap.Int64("not_logged_since", skipped),
+			zap.String("fix", "none needed if a client is holding streams open on purpose: its status was kept, with a plain page"))
+	}
+	gw.replace()
+	return false
 }
 
 // Flush passes through, except while a response is held back.
