@@ -238,6 +238,39 @@ func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
 	}
 }
 
+// TestStalledClientsOfTinyPiecesCostWhatTheyCount: an ASGI app that streams
+// its answer in tiny body messages (an event stream, a CSV a row at a
+// time) to clients that read nothing makes Caddy hold about what it counts
+// in its held budget. Each message used to be kept as a chunk of its own,
+// costing Caddy 30 to 50 bytes more than it counted, and an empty message
+// (Starlette sends every piece a generator yields) counted nothing at all:
+// no bound.
+func TestStalledClientsOfTinyPiecesCostWhatTheyCount(t *testing.T) {
+	t.Parallel()
+	const streams, pieces = 8, 100_000
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1")
+	c := startCaddy(t, h2cWithoutGCFloor+config)
+	get(t, url+"/")
+	base := liveHeap(t, c)
+	addr := strings.TrimPrefix(url, "http://")
+	stalledH2Streams(t, addr, fmt.Sprintf("/drip?n=%d&size=0", pieces), streams/2)
+	stalledH2Streams(t, addr, fmt.Sprintf("/drip?n=%d&size=1", pieces), streams/2)
+	waitFor(t, 90*time.Second, fmt.Sprintf("the app sending the %d stalled answers whole", streams), func() bool {
+		apps, err := c.apps()
+		return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].Requests > streams && apps[0].Streams == 0
+	})
+	grown := liveHeap(t, c) - base
+	t.Logf("%d stalled answers of %d empty or one-byte pieces: Caddy's heap grew by %d KiB", streams, pieces, grown>>10)
+	// what the budget counts: 100 KB for each one-byte answer, nothing
+	// for the empty ones; each stream costs Go's HTTP/2 server some more
+	if grown > 4<<20 {
+		t.Errorf("%d answers stalled on %d pieces of 0 or 1 byte each grew Caddy's heap by %d MiB, where its budget counts 0.4 MiB", streams, pieces, grown>>20)
+	}
+	if resp, body := get(t, url+"/drip?n=1000&size=1"); resp.StatusCode != 200 || body != strings.Repeat("x", 1000)+"end" {
+		t.Errorf("an answer of 1000 one-byte pieces beside them: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
 // TestIdleChannelsLetGoOfLargeAnswers: a channel's read buffer grows to the
 // largest frame it carries (an ASGI answer of up to 1 MiB comes whole, in
 // one frame) and was given back only at the channel's next small frame. A

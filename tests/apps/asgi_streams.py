@@ -12,7 +12,8 @@ neither receiving nor sending, /ws-silent waits an hour before it
 accepts, /ws-slow?secs=0.5 accepts after secs seconds, notes the
 client's leaving in $STREAM_MARKER.ws-slow-left and waits, and /ws-late holds its event loop up for 2.5 s, then accepts and
 waits (each writes $STREAM_MARKER.<its name> when cancelled); /big?kib=1000&wait=0.3
-answers kib KiB in one message after wait seconds; /ws-flood
+answers kib KiB in one message after wait seconds; /drip?n=1000&size=1
+sends n body messages of size bytes, then "end"; /ws-flood
 sends 64 KiB messages as fast as it can, until its send raises; anything
 else says hello with the worker's pid."""
 import asyncio
@@ -125,6 +126,16 @@ async def app(scope, receive, send):
                                 (b'content-length', b'100')]})
         await asyncio.sleep(float(query.get('delay', ['0.2'])[0]))
         raise RuntimeError('failed after its head went out')
+    if path == '/drip':
+        # ?n= body messages of ?size= bytes each (0: empty ones), as fast
+        # as the app can send them, then the end
+        await send({'type': 'http.response.start', 'status': 200,
+                    'headers': [(b'content-type', b'text/plain')]})
+        n, piece = int(query.get('n', ['1000'])[0]), b'x' * int(query.get('size', ['1'])[0])
+        for _ in range(n):
+            await send({'type': 'http.response.body', 'body': piece, 'more_body': True})
+        await send({'type': 'http.response.body', 'body': b'end'})
+        return
     if path == '/flood':
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [(b'content-type', b'application/octet-stream')]})

@@ -104,18 +104,18 @@ func TestHeaderEnvironKey(t *testing.T) {
 }
 
 func TestSpoolSpillsAndKeepsOrder(t *testing.T) {
-	sp := newSpool(10, 1<<20)
+	sp := newSpool(2<<10, 1<<20)
 	var want bytes.Buffer
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 100; i++ {
 		chunk := bytes.Repeat([]byte{byte('a' + i%26)}, i+1)
 		sp.Write(chunk)
 		want.Write(chunk)
-		if i == 3 && sp.file != nil {
+		if i == 40 && sp.file != nil { // 861 bytes written
 			t.Fatal("spilled to disk before the memory limit")
 		}
 	}
-	if sp.file == nil || sp.memBytes > 10 {
-		t.Fatalf("memory not bounded: %d bytes in memory, file %v", sp.memBytes, sp.file)
+	if sp.file == nil || sp.memHeld > 2<<10 {
+		t.Fatalf("memory not bounded: %d bytes in memory, file %v", sp.memHeld, sp.file)
 	}
 	sp.CloseWithError(nil)
 	got := readSpool(t, sp)

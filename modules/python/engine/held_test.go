@@ -150,6 +150,60 @@ func TestSpoolMemoryCountsInTheHeldBudget(t *testing.T) {
 	}
 }
 
+// TestSpoolHoldsWhatItCounts: a response written in tiny pieces (an event
+// stream, a CSV a row at a time) costs Caddy about what its spool counts in
+// the held budget, and empty pieces cost nothing. Each write used to keep a
+// chunk of its own: 200,000 one-byte writes counted 200 KB and held about
+// 8 MB (the copies' smallest allocations and their slice headers), and
+// empty writes counted nothing, without bound.
+func TestSpoolHoldsWhatItCounts(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 64 << 20, diskLimit: 1 << 30})
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	for _, c := range []struct {
+		name   string
+		piece  []byte
+		writes int
+	}{
+		{"one byte", []byte{'x'}, 200_000},
+		{"an event", []byte("data: 1\n\n"), 50_000},
+		{"empty", nil, 200_000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sp := newSpool(streamMemLimit, noSpillBound)
+			defer sp.Discard()
+			base := heap()
+			for range c.writes {
+				if _, err := sp.Write(c.piece); err != nil {
+					t.Fatal(err)
+				}
+			}
+			grown, counted := heap()-base, held.mem.Load()
+			written := int64(len(c.piece) * c.writes)
+			t.Logf("%d writes of %d bytes: %d KiB counted, the heap grew by %d KiB", c.writes, len(c.piece), counted>>10, grown>>10)
+			if counted < written || counted > written+written/8+minChunk {
+				t.Errorf("%d bytes written, %d counted", written, counted)
+			}
+			if grown > counted+counted/8+32<<10 {
+				t.Errorf("%d bytes counted held %d KiB of heap", counted, grown>>10)
+			}
+			runtime.KeepAlive(sp)
+			sp.CloseWithError(nil)
+			if got := readSpool(t, sp); int64(len(got)) != written || !bytes.Equal(got[:len(c.piece)], c.piece) {
+				t.Errorf("read back %d of %d bytes", len(got), written)
+			}
+			sp.Close()
+			if held.mem.Load() != 0 {
+				t.Errorf("%d still counted once read", held.mem.Load())
+			}
+		})
+	}
+}
+
 // stalledClient is a response writer whose body writes wait until the
 // test lets them through, as a client that reads nothing.
 type stalledClient struct {

@@ -42,9 +42,9 @@ type spool struct {
 	// and the write)
 	pause func(counted bool) (resume func() error)
 
-	mem      [][]byte // unread in-memory chunks, oldest first
-	memBytes int
-	lent     int // bytes of the in-memory chunk Next handed out last, still counted
+	mem     [][]byte // unread in-memory chunks, oldest first
+	memHeld int      // what they count in the held budget: their capacity
+	lent    int      // what the in-memory chunk Next handed out last counts, still counted
 
 	file         *os.File // spill file; once used, new data goes there until drained
 	fileR, fileW int64
@@ -90,6 +90,13 @@ func (s *spool) offer(p []byte) (bool, error) {
 }
 
 func (s *spool) put(p []byte, wait bool) (bool, error) {
+	if len(p) == 0 {
+		// nothing to keep, and nothing for the client (an ASGI app's
+		// empty body messages): each used to take a chunk that counted
+		// nothing, so an app sending them to a stalled client grew
+		// Caddy's memory without bound
+		return true, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	handedOver, full := false, false
@@ -98,7 +105,7 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 		case s.discard:
 			return true, nil
 		case handedOver:
-			if s.memBytes == 0 {
+			if s.memHeld == 0 {
 				return true, nil // taken by the consumer
 			}
 		default:
@@ -113,8 +120,7 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 			if s.fileW == s.fileR {
 				// nothing of its own for the consumer to read and
 				// free: p goes over in memory, past the budget
-				held.mem.Add(int64(len(p)))
-				s.keepLocked(p)
+				held.mem.Add(int64(s.keepLocked(p)))
 				handedOver = true
 				continue
 			}
@@ -132,8 +138,9 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 // budget and the spool's own bounds allow. It says whether it took p, and
 // when not, whether the spool's own bound (spillLimit) refused it.
 func (s *spool) takeLocked(p []byte) (taken, own bool, err error) {
-	fits := s.file == nil && s.memBytes+len(p) <= s.memLimit
-	if fits && held.takeMem(len(p)) {
+	cost := s.costLocked(p)
+	fits := s.file == nil && s.memHeld+cost <= s.memLimit
+	if fits && held.takeMem(cost) {
 		s.keepLocked(p)
 		return true, false, nil
 	}
@@ -154,8 +161,7 @@ func (s *spool) takeLocked(p []byte) (taken, own bool, err error) {
 			// directory, no descriptor left): memory, past the budget,
 			// rather than a response cut off; each response's own bound
 			// still holds
-			held.mem.Add(int64(len(p)))
-			s.keepLocked(p)
+			held.mem.Add(int64(s.keepLocked(p)))
 			return true, false, nil
 		}
 		_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
@@ -190,11 +196,40 @@ func (s *spool) waitRoomLocked(counted bool) error {
 	return resume()
 }
 
-// keepLocked keeps a copy of p in memory, counted in the held budget.
-func (s *spool) keepLocked(p []byte) {
-	s.mem = append(s.mem, append([]byte(nil), p...))
-	s.memBytes += len(p)
+// minChunk is the least capacity a chunk kept in memory is made with;
+// the writes after a small one (an event stream's events, a CSV written a
+// row at a time) fill it before another is made. What a spool keeps in
+// memory counts as its chunks' capacity, so a response written a byte at
+// a time holds about what it counts (each chunk's slice header, 24 bytes,
+// is under 5% of it), where every write used to take a chunk of its own
+// that cost Caddy ten times or more what it counted.
+const minChunk = 512
+
+// costLocked is what keeping p in memory would add to what s counts in the
+// held budget: nothing when p fits the spare room of the last chunk kept
+// (never one handed out: Next takes it out of mem first), else the
+// capacity of a new chunk.
+func (s *spool) costLocked(p []byte) int {
+	if n := len(s.mem); n > 0 && cap(s.mem[n-1])-len(s.mem[n-1]) >= len(p) {
+		return 0
+	}
+	return max(len(p), minChunk)
+}
+
+// keepLocked keeps a copy of p in memory and says what it adds to what s
+// counts in the held budget (costLocked: the caller counts it there).
+func (s *spool) keepLocked(p []byte) int {
+	cost := s.costLocked(p)
+	if n := len(s.mem); cost == 0 {
+		s.mem[n-1] = append(s.mem[n-1], p...)
+	} else {
+		chunk := make([]byte, len(p), cost)
+		copy(chunk, p)
+		s.mem = append(s.mem, chunk)
+	}
+	s.memHeld += cost
 	s.signal()
+	return cost
 }
 
 // CloseWithError ends the stream; err (may be nil) is reported to the
@@ -219,8 +254,8 @@ func (s *spool) Next() (chunk []byte, more bool, err error) {
 			chunk = s.mem[0]
 			s.mem[0] = nil
 			s.mem = s.mem[1:]
-			s.memBytes -= len(chunk)
-			s.lent = len(chunk)
+			s.memHeld -= cap(chunk)
+			s.lent = cap(chunk)
 			more = len(s.mem) > 0 || s.fileR < s.fileW
 			s.mu.Unlock()
 			wakeUp(s.room)
@@ -330,8 +365,8 @@ func (s *spool) closeFileLocked() {
 // release frees the spill file and gives back the memory the spool holds.
 func (s *spool) release() {
 	s.closeFileLocked()
-	held.giveMem(s.memBytes + s.readBufHeld)
-	s.memBytes, s.readBuf, s.readBufHeld = 0, nil, 0
+	held.giveMem(s.memHeld + s.readBufHeld)
+	s.memHeld, s.readBuf, s.readBufHeld = 0, nil, 0
 	s.giveBackLentLocked()
 }
 
