@@ -606,6 +606,72 @@ func TestQueueLimits(t *testing.T) {
 	}
 }
 
+// TestOneClientCannotTakeTheWholeQueue: one client's requests may fill
+// max_queue_per_client of the queue, and its next gets 429 with
+// Retry-After at once, while another client (another address: 127.0.0.2,
+// loopback too) still gets a place and is served. One client with more
+// requests in flight than max_queue used to have every other client
+// answered 503 (queue_full) for as long as it kept them there.
+func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
+	t.Parallel()
+	config, url := site(t, "fail:application", "workers 1\n\t\tpipeline off\n\t\tmax_queue 4\n\t\tmax_queue_per_client 2\n\t\tqueue_timeout 30s")
+	c := startCaddy(t, config)
+	from := func(ip string) *http.Client {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
+	}
+	one, other := from("127.0.0.1"), from("127.0.0.2")
+	type result struct {
+		who    string
+		status int
+		err    error
+	}
+	results := make(chan result, 5)
+	send := func(client *http.Client, who, path string) {
+		go func() {
+			resp, err := client.Get(url + path)
+			if err != nil {
+				results <- result{who, 0, err}
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			results <- result{who, resp.StatusCode, nil}
+		}()
+	}
+	send(one, "the first client's first", "/slow?2")
+	waitFor(t, 10*time.Second, "the worker busy", func() bool { return c.mustApps()[0].Workers[0].State == "busy" })
+	for i := 1; i <= 2; i++ {
+		send(one, "the first client's queued", "/slow?0.05")
+		waitFor(t, 10*time.Second, fmt.Sprintf("%d requests queued", i), func() bool { return c.mustApps()[0].Queue == i })
+	}
+	// its share of the queue is taken: refused at once, with 429
+	resp, err := one.Get(url + "/slow?0.05")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("the first client's request past its share: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// another client still has the rest of the queue
+	send(other, "the other client's", "/slow?0.05")
+	waitFor(t, 10*time.Second, "the other client's request queued", func() bool { return c.mustApps()[0].Queue == 3 })
+	for range 4 {
+		r := <-results
+		if r.err != nil || r.status != 200 {
+			t.Errorf("%s request: %d %v", r.who, r.status, r.err)
+		}
+	}
+	if got := scrape(t, c)[`hearth_refused_requests_total{app="fail",reason="client_queue_full"}`]; got != 1 {
+		t.Errorf("hearth_refused_requests_total for client_queue_full: %v, want 1", got)
+	}
+	// the share is given back as the requests leave the queue
+	if resp, _ := get(t, url+"/"); resp.StatusCode != 200 {
+		t.Errorf("the first client's request once the queue emptied: %d", resp.StatusCode)
+	}
+}
+
 func readFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err

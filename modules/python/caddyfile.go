@@ -46,6 +46,7 @@ import (
 //			hosts <host…>     # and the other options of the guard directive
 //		}
 //		max_queue     <n>
+//		max_queue_per_client <n>
 //		queue_timeout <duration>
 //		max_body      <size>
 //		start_timeout <duration>
@@ -95,7 +96,7 @@ func (h *WSGI) unmarshal(d *caddyfile.Dispenser, extra func(*caddyfile.Dispenser
 var wsgiOptions = []string{
 	"name", "dir", "user", "group", "allow_root", "python", "venv", "env", "env_file", "env_inherit", "umask", "workers", "min_workers", "max_workers",
 	"idle_timeout", "threads", "timeout", "max_requests", "max_requests_jitter", "max_memory",
-	"max_lifetime", "preload", "pipeline", "cpu_policy", "watch", "guard", "settings", "max_queue", "queue_timeout", "max_body", "start_timeout",
+	"max_lifetime", "preload", "pipeline", "cpu_policy", "watch", "guard", "settings", "max_queue", "max_queue_per_client", "queue_timeout", "max_body", "start_timeout",
 	"stop_timeout", "before_start",
 }
 
@@ -234,6 +235,8 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		return count(d, &h.Threads)
 	case "max_queue":
 		return count(d, &h.MaxQueue)
+	case "max_queue_per_client":
+		return count(d, &h.MaxQueuePerClient)
 	case "queue_timeout":
 		return duration(d, &h.QueueTimeout)
 	case "start_timeout":

@@ -1,6 +1,7 @@
 package python
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"os"
@@ -173,6 +174,14 @@ type PoolConfig struct {
 	// 503 with Retry-After. Default: 1024.
 	MaxQueue int `json:"max_queue,omitempty"`
 
+	// MaxQueuePerClient is how many of those places one client may take:
+	// its next request gets 429 with Retry-After, and the other clients
+	// keep the rest of the queue. A client is its address as Caddy
+	// determines it (behind a proxy in trusted_proxies, the address the
+	// proxy names), an IPv6 client its /64. Default: a quarter of
+	// max_queue (256), at least 1.
+	MaxQueuePerClient int `json:"max_queue_per_client,omitempty"`
+
 	// QueueTimeout is how long a request may wait for a free worker before
 	// it gets 503 with Retry-After. Default: 30s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
@@ -277,6 +286,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 		CPUPolicy:         c.CPUPolicy,
 		Threads:           c.Threads,
 		MaxQueue:          c.MaxQueue,
+		MaxQueuePerClient: c.MaxQueuePerClient,
 		QueueTimeout:      time.Duration(c.QueueTimeout),
 		StartTimeout:      time.Duration(c.StartTimeout),
 		StopTimeout:       time.Duration(c.StopTimeout),
@@ -386,7 +396,7 @@ func choose(option string, value *string, choices ...string) error {
 // channel and its buffers. workers follows the admin API's scale route.
 var countLimits = map[string]int{
 	"workers": 1024, "min_workers": 1024, "max_workers": 1024,
-	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24,
+	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24,
 }
 
 // checkCount is the one rule for a count option set to n (0 means "the
@@ -403,7 +413,7 @@ func checkCount(option string, n int) error {
 			hint = "each thread holds a channel to Caddy; use more workers instead"
 		case "max_concurrency":
 			hint = "each request or WebSocket a worker runs at once holds a channel to Caddy; use more workers instead"
-		case "max_queue":
+		case "max_queue", "max_queue_per_client":
 			hint = "requests beyond it get 503 with Retry-After"
 		}
 		return fmt.Errorf("%s %d is more than the %d allowed (%s)", option, n, limit, hint)
@@ -440,7 +450,7 @@ func (c PoolConfig) checkFields() error {
 	for _, f := range []struct {
 		name string
 		n    int
-	}{{"workers", c.Workers}, {"max_workers", c.MaxWorkers}, {"threads", c.Threads}, {"max_queue", c.MaxQueue}} {
+	}{{"workers", c.Workers}, {"max_workers", c.MaxWorkers}, {"threads", c.Threads}, {"max_queue", c.MaxQueue}, {"max_queue_per_client", c.MaxQueuePerClient}} {
 		if f.n != 0 {
 			if err := checkCount(f.name, f.n); err != nil {
 				return err
@@ -448,6 +458,8 @@ func (c PoolConfig) checkFields() error {
 		}
 	}
 	switch {
+	case c.MaxQueuePerClient > cmp.Or(c.MaxQueue, DefaultMaxQueue):
+		return fmt.Errorf("max_queue_per_client (%d) is above max_queue (%d): one client may take at most the whole queue; raise max_queue or lower max_queue_per_client", c.MaxQueuePerClient, cmp.Or(c.MaxQueue, DefaultMaxQueue))
 	case c.MaxWorkers > 0 && c.MaxWorkers < c.Workers:
 		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", c.MaxWorkers, c.Workers)
 	case c.MaxRequests < 0 || c.MaxRequestsJitter < 0:
@@ -481,6 +493,7 @@ func (s *poolSpec) applyCounts() error {
 		{"workers", &s.Workers, runtime.NumCPU()},
 		{"threads", &s.Threads, 1},
 		{"max_queue", &s.MaxQueue, DefaultMaxQueue},
+		{"max_queue_per_client", &s.MaxQueuePerClient, 0}, // (below: from max_queue)
 	} {
 		if *f.value < 0 {
 			return fmt.Errorf("%s must be a positive number, got %d", f.name, *f.value)
@@ -488,6 +501,9 @@ func (s *poolSpec) applyCounts() error {
 		if *f.value == 0 {
 			*f.value = f.def
 		}
+	}
+	if s.MaxQueuePerClient == 0 {
+		s.MaxQueuePerClient = max(1, s.MaxQueue/4)
 	}
 	for _, f := range []struct {
 		name  string

@@ -35,8 +35,13 @@ func TestResolve(t *testing.T) {
 	if spec.Name != "mysite" || spec.Python != filepath.Join(venv, "bin", "python") || spec.Workers != 3 || spec.Threads != 1 {
 		t.Errorf("spec: %+v", spec)
 	}
-	if spec.MaxQueue != DefaultMaxQueue || spec.QueueTimeout != DefaultQueueTimeout || spec.StartTimeout != DefaultStartTimeout || spec.CPUPolicy != "batch" {
+	if spec.MaxQueue != DefaultMaxQueue || spec.MaxQueuePerClient != DefaultMaxQueue/4 || spec.QueueTimeout != DefaultQueueTimeout || spec.StartTimeout != DefaultStartTimeout || spec.CPUPolicy != "batch" {
 		t.Errorf("defaults not applied: %+v", spec)
+	}
+	for _, c := range []struct{ maxQueue, perClient, want int }{{100, 0, 25}, {3, 0, 1}, {1, 0, 1}, {100, 100, 100}, {0, 7, 7}} {
+		if got, err := (PoolConfig{Dir: dir, MaxQueue: c.maxQueue, MaxQueuePerClient: c.perClient}).resolve("mysite.wsgi:application"); err != nil || got.MaxQueuePerClient != c.want {
+			t.Errorf("max_queue %d, max_queue_per_client %d: %v, %d per client; want %d", c.maxQueue, c.perClient, err, got.MaxQueuePerClient, c.want)
+		}
 	}
 	again, _ := PoolConfig{Dir: dir, Venv: "venv", EnvFile: ".env", Workers: 3,
 		Env: map[string]string{"BOTH": "env", "HOME_COPY": "{env.HEARTH_TEST_HOME}"}}.resolve("mysite.wsgi:application")

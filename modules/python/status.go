@@ -14,22 +14,23 @@ const statusClientClosedRequest = 499
 
 // failureStatus is the HTTP status of each engine failure.
 var failureStatus = [engine.LastFailure + 1]int{
-	engine.BodyTooLarge:   http.StatusRequestEntityTooLarge,
-	engine.BodyUnreadable: http.StatusBadRequest,
-	engine.Refused:        http.StatusBadRequest,
-	engine.HeadTooLarge:   http.StatusRequestHeaderFieldsTooLarge,
-	engine.Unavailable:    http.StatusServiceUnavailable,
-	engine.Abandoned:      http.StatusBadGateway,
-	engine.ClientLeft:     statusClientClosedRequest,
-	engine.WorkerBroken:   http.StatusBadGateway,
-	engine.TimedOut:       http.StatusGatewayTimeout,
-	engine.AppAborted:     http.StatusBadGateway,
-	engine.BadResponse:    http.StatusInternalServerError,
+	engine.BodyTooLarge:    http.StatusRequestEntityTooLarge,
+	engine.BodyUnreadable:  http.StatusBadRequest,
+	engine.Refused:         http.StatusBadRequest,
+	engine.HeadTooLarge:    http.StatusRequestHeaderFieldsTooLarge,
+	engine.Unavailable:     http.StatusServiceUnavailable,
+	engine.TooManyRequests: http.StatusTooManyRequests,
+	engine.Abandoned:       http.StatusBadGateway,
+	engine.ClientLeft:      statusClientClosedRequest,
+	engine.WorkerBroken:    http.StatusBadGateway,
+	engine.TimedOut:        http.StatusGatewayTimeout,
+	engine.AppAborted:      http.StatusBadGateway,
+	engine.BadResponse:     http.StatusInternalServerError,
 }
 
 // httpError is what a handler returns to Caddy for the engine's err from
-// pool: a caddyhttp.HandlerError with the failure's status (503 also says
-// when to come back, and is counted). This is the one place engine
+// pool: a caddyhttp.HandlerError with the failure's status (503 and 429
+// also say when to come back, and are counted). This is the one place engine
 // failures become statuses. Other errors pass unchanged.
 func httpError(w http.ResponseWriter, pool *engine.Pool, err error) error {
 	if err == nil { // served: the usual case costs one comparison
@@ -39,7 +40,7 @@ func httpError(w http.ResponseWriter, pool *engine.Pool, err error) error {
 	if f == 0 {
 		return err
 	}
-	if f == engine.Unavailable {
+	if f == engine.Unavailable || f == engine.TooManyRequests {
 		w.Header().Set("Retry-After", "1")
 		pool.CountRefusal(err)
 	}

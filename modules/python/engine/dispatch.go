@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -81,7 +82,7 @@ func (p *Pool) pipelineDepthLocked() int {
 
 // acquire takes a free channel for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames []byte, complete bool, timeout time.Duration) (grant, error) {
+func (p *Pool) acquire(ctx context.Context, client netip.Prefix, path string, idempotent bool, frames []byte, complete bool, timeout time.Duration) (grant, error) {
 	p.mu.Lock()
 	if !p.paused {
 		if s := p.takeIdleLocked(path); s != nil {
@@ -98,6 +99,11 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 		p.mu.Unlock()
 		return grant{}, errQueueFull
 	}
+	if p.opts.MaxQueuePerClient > 0 && p.waiting[client] >= p.opts.MaxQueuePerClient {
+		p.mu.Unlock()
+		return grant{}, errClientQueueFull
+	}
+	p.waiting[client]++
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
 	w.path, w.idempotent, w.frames, w.sendErr, w.deadline, w.timeout = path, idempotent, nil, nil, queued.Add(p.opts.QueueTimeout), timeout
@@ -114,8 +120,12 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 	var g grant
 	select {
 	case g = <-w.ch:
+		p.mu.Lock()
+		p.leaveQueueLocked(client)
+		p.mu.Unlock()
 	case <-ctx.Done():
 		p.mu.Lock()
+		p.leaveQueueLocked(client)
 		if i := slices.Index(p.waiters, w); i >= 0 {
 			p.waiters = slices.Delete(p.waiters, i, i+1)
 			p.noteDrainLocked()
@@ -135,6 +145,41 @@ func (p *Pool) acquire(ctx context.Context, path string, idempotent bool, frames
 	}
 	p.queueWait.Observe(time.Since(queued).Seconds())
 	return g, nil
+}
+
+// leaveQueueLocked counts a request of client out of the queue: acquire
+// counts it from the moment it queues until it has its answer (a channel,
+// or why none), however it left the queue (handed a channel, pipelined,
+// sent back to it by a broken worker, timed out, or its client gone).
+func (p *Pool) leaveQueueLocked(client netip.Prefix) {
+	if n := p.waiting[client]; n > 1 {
+		p.waiting[client] = n - 1
+	} else {
+		delete(p.waiting, client)
+	}
+}
+
+// clientOf is the client a request counts for in max_queue_per_client:
+// its address as Caddy determined it (ip, honouring trusted_proxies), or
+// else its connection's peer (remote, host:port); an IPv6 client by its
+// /64, the least a network hands one host. Requests whose client has no
+// address (a Unix socket's peers) share the zero prefix.
+func clientOf(ip, remote string) netip.Prefix {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		ap, perr := netip.ParseAddrPort(remote)
+		if perr != nil {
+			return netip.Prefix{}
+		}
+		a = ap.Addr()
+	}
+	a = a.Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	prefix, _ := a.WithZone("").Prefix(bits)
+	return prefix
 }
 
 // armQueueTimerLocked makes expireWaiters run in d. One timer serves the

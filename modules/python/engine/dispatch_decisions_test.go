@@ -208,3 +208,27 @@ func TestHandOverGrant(t *testing.T) {
 		t.Errorf("a request of a stopping pool: %+v", g)
 	}
 }
+
+// TestClientOf: requests count for max_queue_per_client by the client's
+// address as Caddy determined it, else their connection's peer; an IPv6
+// client by its /64 (one host is handed a whole /64, and could otherwise
+// take a share per address), an IPv4-mapped one as IPv4.
+func TestClientOf(t *testing.T) {
+	for _, c := range []struct{ ip, remote, want string }{
+		{"203.0.113.7", "127.0.0.1:5000", "203.0.113.7/32"},
+		{"", "198.51.100.2:443", "198.51.100.2/32"},
+		{"2001:db8:1:2:3:4:5:6", "", "2001:db8:1:2::/64"},
+		{"", "[2001:db8:1:2:ffff::1]:80", "2001:db8:1:2::/64"},
+		{"::ffff:192.0.2.1", "", "192.0.2.1/32"},
+		{"fe80::1%eth0", "", "fe80::/64"},
+		{"not an address", "198.51.100.2:443", "198.51.100.2/32"},
+		{"", "@", "invalid Prefix"},
+	} {
+		if got := clientOf(c.ip, c.remote).String(); got != c.want {
+			t.Errorf("clientOf(%q, %q) = %s, want %s", c.ip, c.remote, got, c.want)
+		}
+	}
+	if clientOf("2001:db8:1:2::1", "") != clientOf("2001:db8:1:2::2", "") || clientOf("2001:db8:1:3::1", "") == clientOf("2001:db8:1:2::1", "") {
+		t.Error("IPv6 clients are not counted by their /64")
+	}
+}

@@ -84,7 +84,7 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 	}
 	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		g, err := p.acquire(r.Context(), r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
+		g, err := p.acquire(r.Context(), clientOf(rq.ClientIP, r.RemoteAddr), r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
 		if err != nil {
 			return p.unavailable(err)
 		}
@@ -106,12 +106,15 @@ func idempotent(method string) bool {
 	return false
 }
 
-// unavailable says why a request got no worker: the queue (full, timed
-// out, or the pool stopped), a pipelined request lost with its worker, or
+// unavailable says why a request got no worker: the queue (full, full of
+// its client's requests, timed out, or the pool stopped), a pipelined request lost with its worker, or
 // its client left.
 func (p *Pool) unavailable(err error) error {
 	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
 		return Failed(Unavailable, fmt.Errorf("app %s: %w", p.opts.Name, err))
+	}
+	if errors.Is(err, errClientQueueFull) {
+		return Failed(TooManyRequests, fmt.Errorf("app %s: %w", p.opts.Name, err))
 	}
 	if errors.Is(err, errPipelineAbandoned) {
 		return Failed(Abandoned, fmt.Errorf("app %s: %w", p.opts.Name, err))

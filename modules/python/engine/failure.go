@@ -9,17 +9,18 @@ type Failure uint8
 
 // The failures, in the order a request meets them.
 const (
-	BodyTooLarge   Failure = iota + 1 // its body is larger than the handler's max_body
-	BodyUnreadable                    // the client sent a body that could not be read
-	Refused                           // the request cannot be given to an app safely (a NUL byte)
-	HeadTooLarge                      // its head is larger than a frame carries
-	Unavailable                       // no worker took it: queue full, queue_timeout, pool stopped
-	Abandoned                         // pipelined to a worker that broke, and not idempotent: not sent again
-	ClientLeft                        // the client left while it waited for a worker
-	WorkerBroken                      // the worker's channel broke; the worker is killed
-	TimedOut                          // it ran past its timeout; the worker is terminated
-	AppAborted                        // the app failed after sending its response head
-	BadResponse                       // the app's response cannot be sent as the app wrote it
+	BodyTooLarge    Failure = iota + 1 // its body is larger than the handler's max_body
+	BodyUnreadable                     // the client sent a body that could not be read
+	Refused                            // the request cannot be given to an app safely (a NUL byte)
+	HeadTooLarge                       // its head is larger than a frame carries
+	Unavailable                        // no worker took it: queue full, queue_timeout, pool stopped
+	TooManyRequests                    // its client has max_queue_per_client requests waiting already
+	Abandoned                          // pipelined to a worker that broke, and not idempotent: not sent again
+	ClientLeft                         // the client left while it waited for a worker
+	WorkerBroken                       // the worker's channel broke; the worker is killed
+	TimedOut                           // it ran past its timeout; the worker is terminated
+	AppAborted                         // the app failed after sending its response head
+	BadResponse                        // the app's response cannot be sent as the app wrote it
 )
 
 // LastFailure is the highest Failure, for tables indexed by them.

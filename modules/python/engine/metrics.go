@@ -24,7 +24,7 @@ var (
 	}, []string{"app", "reason"})
 	refusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "hearth", Name: "refused_requests_total",
-		Help: "Requests Caddy answered 503 for an app, by reason (queue_full, queue_timeout, stopped, held_budget, websockets, streams).",
+		Help: "Requests Caddy answered 503 for an app, by reason (queue_full, client_queue_full, queue_timeout, stopped, held_budget, websockets, streams).",
 	}, []string{"app", "reason"})
 )
 
@@ -33,9 +33,9 @@ var (
 var Metrics = []prometheus.Collector{queueWaitSeconds, requestDurationSeconds, restartsTotal, refusedTotal}
 
 // CountRefusal counts err in hearth_refused_requests_total when it is a
-// refusal (Unavailable), under its reason.
+// refusal (Unavailable, TooManyRequests), under its reason.
 func (p *Pool) CountRefusal(err error) {
-	if FailureOf(err) == Unavailable {
+	if f := FailureOf(err); f == Unavailable || f == TooManyRequests {
 		refusedTotal.WithLabelValues(p.opts.Name, refusalReason(err)).Inc()
 	}
 }
@@ -48,6 +48,8 @@ func refusalReason(err error) string {
 		return longLivedNames[ll.kind].reason
 	case errors.Is(err, errQueueFull):
 		return "queue_full"
+	case errors.Is(err, errClientQueueFull):
+		return "client_queue_full"
 	case errors.Is(err, errQueueTimeout):
 		return "queue_timeout"
 	case errors.Is(err, errPoolStopped):

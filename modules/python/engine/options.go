@@ -51,6 +51,10 @@ type Options struct {
 	// bounds how long each waits.
 	MaxQueue     int           `json:"max_queue"`
 	QueueTimeout time.Duration `json:"queue_timeout"`
+	// MaxQueuePerClient bounds the requests of one client (clientOf)
+	// waiting for a worker, so that one client cannot take every place
+	// in the queue; 0: no bound of its own.
+	MaxQueuePerClient int `json:"max_queue_per_client"`
 	// StartTimeout bounds a worker's start; StopTimeout a stopping pool's
 	// wait for its requests in flight.
 	StartTimeout time.Duration `json:"start_timeout"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,8 +50,9 @@ type Pool struct {
 	retiring         []*worker // finishing their last requests
 	replicas         []*supervisor.Replica[*worker]
 	idle             []*channel
-	waiters          []*waiter   // FIFO
-	queueTimer       *time.Timer // expires waiters past queue_timeout
+	waiters          []*waiter            // FIFO
+	waiting          map[netip.Prefix]int // each client's requests in acquire's queue (clientOf), for max_queue_per_client
+	queueTimer       *time.Timer          // expires waiters past queue_timeout
 	busyChannels     int
 	busyTime         time.Duration // workers' busy time, of the spells that ended (BusyTime)
 	busySpells       int           // spells of busy time under way: workers with requests, workers starting
@@ -76,8 +78,11 @@ var errPoolStopped = errors.New("the app's worker pool is not running")
 
 // errQueueFull and errQueueTimeout become 503 responses with Retry-After.
 var (
-	errQueueFull    = errors.New("all workers are busy and the queue is full (max_queue)")
-	errQueueTimeout = errors.New("no worker became free within queue_timeout")
+	errQueueFull = errors.New("all workers are busy and the queue is full (max_queue)")
+	// errClientQueueFull becomes 429 with Retry-After: one client may
+	// not take the whole queue, and every other client's place in it
+	errClientQueueFull = errors.New("all workers are busy, and this client has max_queue_per_client requests waiting for one already")
+	errQueueTimeout    = errors.New("no worker became free within queue_timeout")
 	// errPipelineAbandoned fails a pipelined request that is not
 	// idempotent when its worker broke after it may have started it.
 	errPipelineAbandoned = errors.New("the worker this request was pipelined to broke, and as it may have started the request (not idempotent), it is not sent again; set `pipeline off` to keep such requests in the shared queue")
@@ -97,6 +102,7 @@ func New(opts Options, logger *zap.Logger) *Pool {
 		duration:  requestDurationSeconds.WithLabelValues(opts.Name),
 		state:     supervisor.Starting,
 		restarts:  map[string]int{},
+		waiting:   map[netip.Prefix]int{},
 		stopped:   make(chan struct{}),
 
 		minWorkers: opts.Workers,
