@@ -12,8 +12,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -285,6 +287,21 @@ func TestStreamingResponse(t *testing.T) {
 	_, body := get(t, url+"/write")
 	if body != "written-1\nwritten-2\nreturned\n" {
 		t.Errorf("write() callable: %q", body)
+	}
+	// write(b'') sends the headers at once (PEP 3333), before the app
+	// goes on: here it waits for the test to have them
+	marker := filepath.Join(t.TempDir(), "go on")
+	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 5 * time.Second}}
+	resp, err = client.Get(url + "/headers-first?marker=" + neturl.QueryEscape(marker))
+	if err != nil {
+		t.Fatalf("the headers of an app that called write(b'') and waits: %v", err)
+	}
+	defer resp.Body.Close()
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := io.ReadAll(resp.Body); err != nil || string(data) != "after\n" {
+		t.Errorf("the body after write(b''): %q %v", data, err)
 	}
 }
 

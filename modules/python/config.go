@@ -413,8 +413,10 @@ func checkCount(option string, n int) error {
 			hint = "each thread holds a channel to Caddy; use more workers instead"
 		case "max_concurrency":
 			hint = "each request or WebSocket a worker runs at once holds a channel to Caddy; use more workers instead"
-		case "max_queue", "max_queue_per_client":
+		case "max_queue":
 			hint = "requests beyond it get 503 with Retry-After"
+		case "max_queue_per_client":
+			hint = "it may be at most max_queue"
 		}
 		return fmt.Errorf("%s %d is more than the %d allowed (%s)", option, n, limit, hint)
 	}

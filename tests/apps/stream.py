@@ -2,9 +2,12 @@
 
 GET /gen?n=5&delay=0.2 yields n chunks, delay seconds apart.
 GET /write uses the legacy write() callable before returning more.
+GET /headers-first?marker=PATH calls write(b'') (PEP 3333: the headers go out
+now), waits up to 10 s for the file PATH to exist, then returns "after".
 GET /big?mb=50 yields mb chunks of 1 MiB (a large response; &chunked=1: without
 a Content-Length).
 """
+import os
 import time
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
@@ -18,6 +21,15 @@ def stream(environ, start_response):
         write(b'written-1\n')
         write(b'written-2\n')
         return [b'returned\n']
+    if path == '/headers-first':
+        write = start_response('200 OK', [('Content-Type', 'text/plain')])
+        write(b'')
+        marker = query['marker'][0]
+        for _ in range(200):
+            if os.path.exists(marker):
+                break
+            time.sleep(0.05)
+        return [b'after\n']
     if path == '/big':
         mb = int(query.get('mb', ['50'])[0])
         headers = [('Content-Type', 'application/octet-stream')]

@@ -82,7 +82,7 @@ func (p *Pool) pipelineDepthLocked() int {
 
 // acquire takes a free channel for a request to path, waiting in the queue up
 // to queue_timeout. A queued request may make an autoscaled pool grow.
-func (p *Pool) acquire(ctx context.Context, client netip.Prefix, path string, idempotent bool, frames []byte, complete bool, timeout time.Duration) (grant, error) {
+func (p *Pool) acquire(ctx context.Context, from origin, path string, idempotent bool, frames []byte, complete bool, timeout time.Duration) (grant, error) {
 	p.mu.Lock()
 	if !p.paused {
 		if s := p.takeIdleLocked(path); s != nil {
@@ -99,7 +99,8 @@ func (p *Pool) acquire(ctx context.Context, client netip.Prefix, path string, id
 		p.mu.Unlock()
 		return grant{}, errQueueFull
 	}
-	if p.opts.MaxQueuePerClient > 0 && p.waiting[client] >= p.opts.MaxQueuePerClient {
+	client := clientOf(from.ip, from.remote) // (parsed only for a request that queues)
+	if p.opts.MaxQueuePerClient > 0 && client.IsValid() && p.waiting[client] >= p.opts.MaxQueuePerClient {
 		p.mu.Unlock()
 		return grant{}, errClientQueueFull
 	}
@@ -125,9 +126,9 @@ func (p *Pool) acquire(ctx context.Context, client netip.Prefix, path string, id
 		p.mu.Unlock()
 	case <-ctx.Done():
 		p.mu.Lock()
-		p.leaveQueueLocked(client)
 		if i := slices.Index(p.waiters, w); i >= 0 {
 			p.waiters = slices.Delete(p.waiters, i, i+1)
+			p.leaveQueueLocked(client)
 			p.noteDrainLocked()
 			p.mu.Unlock()
 			waiterPool.Put(w)
@@ -135,8 +136,12 @@ func (p *Pool) acquire(ctx context.Context, client netip.Prefix, path string, id
 		}
 		p.mu.Unlock()
 		// a channel was handed to us (and the request maybe sent, or it was
-		// pipelined) as the client left: serve the request after all
+		// pipelined) as the client left: serve the request after all, and
+		// count it until then (a pipelined one still waits its turn)
 		g = <-w.ch
+		p.mu.Lock()
+		p.leaveQueueLocked(client)
+		p.mu.Unlock()
 	}
 	w.frames, w.sendErr = nil, nil
 	waiterPool.Put(w)
@@ -159,11 +164,18 @@ func (p *Pool) leaveQueueLocked(client netip.Prefix) {
 	}
 }
 
+// origin is where a request comes from, as acquire is told it: the
+// client's address as Caddy determined it (ip, honouring trusted_proxies;
+// may be empty) and its connection's peer (remote, host:port).
+type origin struct{ ip, remote string }
+
 // clientOf is the client a request counts for in max_queue_per_client:
 // its address as Caddy determined it (ip, honouring trusted_proxies), or
 // else its connection's peer (remote, host:port); an IPv6 client by its
-// /64, the least a network hands one host. Requests whose client has no
-// address (a Unix socket's peers) share the zero prefix.
+// /64, the least a network hands one host. A request with no address (a
+// Unix socket's peers) gets the zero prefix, which has no bound of its
+// own: those clients cannot be told apart, and one of them must not have
+// them all refused.
 func clientOf(ip, remote string) netip.Prefix {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {

@@ -1,12 +1,16 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -230,5 +234,84 @@ func TestClientOf(t *testing.T) {
 	}
 	if clientOf("2001:db8:1:2::1", "") != clientOf("2001:db8:1:2::2", "") || clientOf("2001:db8:1:3::1", "") == clientOf("2001:db8:1:2::1", "") {
 		t.Error("IPv6 clients are not counted by their /64")
+	}
+}
+
+// TestQueueSharePerClient: with every channel busy, one client may have
+// max_queue_per_client requests waiting and no more, counted until each
+// leaves the queue however it leaves it (here: its client gone), while
+// other clients still queue; requests without an address (a Unix
+// socket's peers, who cannot be told apart) have no bound of their own.
+func TestQueueSharePerClient(t *testing.T) {
+	p := New(Options{Name: "share", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, MaxQueuePerClient: 2, QueueTimeout: time.Minute}, zap.NewNop())
+	p.state = supervisor.Running
+	conn, other, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	defer other.Close()
+	w := &worker{}
+	s := &channel{worker: w, conn: conn, frames: protocol.NewReader(conn)}
+	w.channels = []*channel{s}
+	p.mu.Lock()
+	p.addWorkerLocked(w)
+	p.takeIdleLocked("/busy") // the one channel, busy
+	p.mu.Unlock()
+
+	var cancels []context.CancelFunc
+	done := make(chan error, 10)
+	queue := func(from origin) context.CancelFunc {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		go func() {
+			_, err := p.acquire(ctx, from, "/", true, nil, false, 0)
+			done <- err
+		}()
+		return cancel
+	}
+	queued := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			p.mu.Lock()
+			n := len(p.waiters)
+			p.mu.Unlock()
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests queued, want %d", n, want)
+			}
+		}
+	}
+	one, another := origin{"192.0.2.1", "127.0.0.1:4000"}, origin{"", "192.0.2.2:5000"}
+	first := queue(one)
+	queue(one)
+	queued(2)
+	if _, err := p.acquire(context.Background(), one, "/", true, nil, false, 0); err != errClientQueueFull {
+		t.Fatalf("a third request of one client: %v, want errClientQueueFull", err)
+	}
+	for range 3 {
+		queue(origin{"", "@"})
+	}
+	queue(another)
+	queued(6)
+	first() // a client gone: its place goes back
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("the request whose client left: %v", err)
+	}
+	queue(one)
+	queued(6)
+	for _, cancel := range cancels {
+		cancel()
+	}
+	for range 6 {
+		<-done
+	}
+	p.mu.Lock()
+	left := len(p.waiting)
+	p.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d clients still counted with the queue empty", left)
 	}
 }

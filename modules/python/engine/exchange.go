@@ -84,7 +84,7 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 	}
 	*bufp = frames
 	for attempt := 1; ; attempt++ {
-		g, err := p.acquire(r.Context(), clientOf(rq.ClientIP, r.RemoteAddr), r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
+		g, err := p.acquire(r.Context(), origin{rq.ClientIP, r.RemoteAddr}, r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
 		if err != nil {
 			return p.unavailable(err)
 		}
@@ -454,11 +454,12 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 	var gone func()
 	if asgi != nil {
 		gone = asgi.left.tell
-		if len(first) == 0 {
-			// the head came on its own: the client gets it now (an
-			// EventSource opens), not with the first event
-			_ = http.NewResponseController(w).Flush()
-		}
+	}
+	if len(first) == 0 {
+		// the head came on its own: the client gets it now, not with the
+		// first piece of the body (an EventSource opens; a WSGI app's
+		// write(b'') sends its headers, as PEP 3333 has it)
+		_ = http.NewResponseController(w).Flush()
 	}
 	p.relay(w, sp, gone)
 	return nil

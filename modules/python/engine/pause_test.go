@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"io"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -56,7 +55,7 @@ func TestPauseHoldsRequests(t *testing.T) {
 
 	got := make(chan grant, 1)
 	go func() {
-		g, err := p.acquire(context.Background(), netip.Prefix{}, "/next", true, nil, false, 0)
+		g, err := p.acquire(context.Background(), origin{}, "/next", true, nil, false, 0)
 		if err != nil {
 			t.Error(err)
 		}

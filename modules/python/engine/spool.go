@@ -140,7 +140,7 @@ func (s *spool) put(p []byte, wait bool) (bool, error) {
 func (s *spool) takeLocked(p []byte) (taken, own bool, err error) {
 	cost := s.costLocked(p)
 	fits := s.file == nil && s.memHeld+cost <= s.memLimit
-	if fits && held.takeMem(cost) {
+	if fits && (cost == 0 || held.takeMem(cost)) { // (room already counted is free)
 		s.keepLocked(p)
 		return true, false, nil
 	}

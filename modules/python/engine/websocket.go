@@ -93,7 +93,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		return err
 	}
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
-	g, err := p.acquire(r.Context(), clientOf(rq.ClientIP, r.RemoteAddr), r.URL.Path, false, nil, false, 0)
+	g, err := p.acquire(r.Context(), origin{rq.ClientIP, r.RemoteAddr}, r.URL.Path, false, nil, false, 0)
 	if err != nil {
 		return p.unavailable(err)
 	}
