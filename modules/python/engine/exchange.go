@@ -107,8 +107,8 @@ func idempotent(method string) bool {
 }
 
 // unavailable says why a request got no worker: the queue (full, full of
-// its client's requests, timed out, or the pool stopped), a pipelined request lost with its worker, or
-// its client left.
+// its client's requests, timed out, or the pool stopped), a pipelined
+// request lost with its worker, or its client left.
 func (p *Pool) unavailable(err error) error {
 	if errors.Is(err, errQueueFull) || errors.Is(err, errQueueTimeout) || errors.Is(err, errPoolStopped) {
 		return Failed(Unavailable, fmt.Errorf("app %s: %w", p.opts.Name, err))
