@@ -20,6 +20,8 @@ func fuzzHandler(f *testing.F, handler string, into func() any) {
 	f.Add([]byte(`{"app": "app:app", "before_start": [[""]]}`))
 	f.Add([]byte(`{"app": "app:app", "before_start": [["python", "manage.py", "migrate"], []]}`))
 	f.Add([]byte(`{"app": "app:app", "workers": -1, "max_workers": 2, "threads": 0}`))
+	f.Add([]byte(`{"app": "app:app", "max_queue": 1, "max_queue_per_client": -5}`))
+	f.Add([]byte(`{"app": "app:app", "max_queue_per_client": 4000000}`))
 	f.Add([]byte(`{"app": "app:app", "guard": {"mode": "warn", "allow": ["HG-HOST-01"], "http": {"refuse": ["["]}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = json.Unmarshal(b, into())

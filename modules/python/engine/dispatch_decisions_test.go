@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -314,4 +315,36 @@ func TestQueueSharePerClient(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d clients still counted with the queue empty", left)
 	}
+}
+
+// FuzzClientOf: any address Caddy or a connection may give (an
+// X-Forwarded-For entry Caddy took, a peer's host:port) names one client,
+// never panics: the /32 of an IPv4 address (IPv4-mapped ones included),
+// the /64 of an IPv6 one, zones dropped; no client for no address.
+func FuzzClientOf(f *testing.F) {
+	for _, seed := range [][2]string{{"203.0.113.7", ""}, {"", "[2001:db8::1%eth0]:80"}, {"::ffff:10.0.0.1", "x"}, {"", "@"}, {"1.2.3.4:5", "1.2.3.4"}} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, ip, remote string) {
+		prefix := clientOf(ip, remote)
+		host, err := netip.ParseAddr(ip)
+		if err != nil {
+			ap, err := netip.ParseAddrPort(remote)
+			if err != nil {
+				if prefix.IsValid() {
+					t.Fatalf("clientOf(%q, %q) = %s, for no address", ip, remote, prefix)
+				}
+				return
+			}
+			host = ap.Addr()
+		}
+		host = host.Unmap().WithZone("")
+		bits := 64
+		if host.Is4() {
+			bits = 32
+		}
+		if prefix.Bits() != bits || !prefix.Contains(host) || prefix.Masked() != prefix {
+			t.Fatalf("clientOf(%q, %q) = %s, want the /%d of %s", ip, remote, prefix, bits, host)
+		}
+	})
 }
