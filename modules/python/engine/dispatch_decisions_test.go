@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -244,19 +241,8 @@ func TestClientOf(t *testing.T) {
 // other clients still queue; requests without an address (a Unix
 // socket's peers, who cannot be told apart) have no bound of their own.
 func TestQueueSharePerClient(t *testing.T) {
-	p := New(Options{Name: "share", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, MaxQueuePerClient: 2, QueueTimeout: time.Minute}, zap.NewNop())
-	p.state = supervisor.Running
-	conn, other, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	defer other.Close()
-	w := &worker{}
-	s := &channel{worker: w, conn: conn, frames: protocol.NewReader(conn)}
-	w.channels = []*channel{s}
+	p, _ := oneChannelPool(t, Options{Name: "share", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, MaxQueuePerClient: 2, QueueTimeout: time.Minute})
 	p.mu.Lock()
-	p.addWorkerLocked(w)
 	p.takeIdleLocked("/busy") // the one channel, busy
 	p.mu.Unlock()
 

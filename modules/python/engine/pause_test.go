@@ -12,24 +12,33 @@ import (
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
-// TestPauseHoldsRequests: Pause waits for the request in flight, then
-// hands no channel out (a new request waits in the queue, an idle worker
-// notwithstanding) until Resume, which gives it the free channel.
-func TestPauseHoldsRequests(t *testing.T) {
-	p := New(Options{Name: "paused", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
+// oneChannelPool is a running pool of opts with one worker of one idle
+// channel, whose other end drops what it is sent; both ends close when t
+// ends.
+func oneChannelPool(t *testing.T, opts Options) (*Pool, *channel) {
+	p := New(opts, zap.NewNop())
 	p.state = supervisor.Running
 	conn, peer, err := socketPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	defer peer.Close()
+	t.Cleanup(func() { conn.Close(); peer.Close() })
 	go io.Copy(io.Discard, peer)
 	w := &worker{}
 	s := &channel{worker: w, conn: conn, frames: protocol.NewReader(conn)}
 	w.channels = []*channel{s}
 	p.mu.Lock()
 	p.addWorkerLocked(w)
+	p.mu.Unlock()
+	return p, s
+}
+
+// TestPauseHoldsRequests: Pause waits for the request in flight, then
+// hands no channel out (a new request waits in the queue, an idle worker
+// notwithstanding) until Resume, which gives it the free channel.
+func TestPauseHoldsRequests(t *testing.T) {
+	p, s := oneChannelPool(t, Options{Name: "paused", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute})
+	p.mu.Lock()
 	running := p.takeIdleLocked("/slow") // a request in flight
 	p.mu.Unlock()
 	if running != s {
