@@ -411,6 +411,10 @@ func TestDashboardShowsLongLivedLimits(t *testing.T) {
 // jobRunning reports whether the dashboard's page dom shows the job name
 // with a run under way.
 func jobRunning(dom, name string) bool {
-	row, _, _ := strings.Cut(dom[strings.Index(dom, `id="job-`+name+`"`)+1:], "</tr>")
+	i := strings.Index(dom, `id="job-`+name+`"`)
+	if i < 0 {
+		return false // (the checks after say it is missing)
+	}
+	row, _, _ := strings.Cut(dom[i:], "</tr>")
 	return strings.Contains(row, "<td>running")
 }

@@ -291,8 +291,9 @@ func TestStreamingResponse(t *testing.T) {
 	// write(b'') sends the headers at once (PEP 3333), before the app
 	// goes on: here it waits for the test to have them
 	marker := filepath.Join(t.TempDir(), "go on")
-	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 5 * time.Second}}
-	resp, err = client.Get(url + "/headers-first?marker=" + neturl.QueryEscape(marker))
+	transport := &http.Transport{ResponseHeaderTimeout: 15 * time.Second}
+	defer transport.CloseIdleConnections()
+	resp, err = (&http.Client{Transport: transport}).Get(url + "/headers-first?marker=" + neturl.QueryEscape(marker))
 	if err != nil {
 		t.Fatalf("the headers of an app that called write(b'') and waits: %v", err)
 	}
@@ -656,7 +657,9 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 			results <- result{who, resp.StatusCode, nil}
 		}()
 	}
-	send(one, "the first client's first", "/slow?2")
+	// the worker held until the test has seen all it checks
+	hold := filepath.Join(t.TempDir(), "let go")
+	send(one, "the first client's first", "/hold?"+neturl.QueryEscape(hold))
 	waitFor(t, 10*time.Second, "the worker busy", func() bool { return c.mustApps()[0].Workers[0].State == "busy" })
 	for i := 1; i <= 2; i++ {
 		send(one, "the first client's queued", "/slow?0.05")
@@ -665,7 +668,7 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 	// its share of the queue is taken: refused at once, with 429
 	resp, err := one.Get(url + "/slow?0.05")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the first client's request past its share: %v (it waited: it should have had 429 at once)", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
@@ -674,6 +677,9 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 	// another client still has the rest of the queue
 	send(other, "the other client's", "/slow?0.05")
 	waitFor(t, 10*time.Second, "the other client's request queued", func() bool { return c.mustApps()[0].Queue == 3 })
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for range 4 {
 		r := <-results
 		if r.err != nil || r.status != 200 {

@@ -1,6 +1,9 @@
 """Fails on purpose: /raise before the response, /midway after streaming
-a first chunk, /str with a body of str, /slow sleeps (for load tests), anything else says hello."""
+a first chunk, /str with a body of str, /slow sleeps (for load tests), /hold?PATH
+waits up to 60 s for the file PATH to exist, anything else says hello."""
+import os
 import time
+from urllib.parse import unquote_plus
 
 
 class DeliberateFailure(Exception):
@@ -24,5 +27,10 @@ def application(environ, start_response):
         return iter(['text, not bytes\n'])
     if path == '/slow':
         time.sleep(float(environ.get('QUERY_STRING') or '0.05'))
+    if path == '/hold':
+        for _ in range(1200):
+            if os.path.exists(unquote_plus(environ['QUERY_STRING'])):
+                break
+            time.sleep(0.05)
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [('hello from %d\n' % __import__('os').getpid()).encode()]

@@ -3,7 +3,7 @@
 GET /gen?n=5&delay=0.2 yields n chunks, delay seconds apart.
 GET /write uses the legacy write() callable before returning more.
 GET /headers-first?marker=PATH calls write(b'') (PEP 3333: the headers go out
-now), waits up to 10 s for the file PATH to exist, then returns "after".
+now), waits up to 60 s for the file PATH to exist, then returns "after".
 GET /big?mb=50 yields mb chunks of 1 MiB (a large response; &chunked=1: without
 a Content-Length).
 """
@@ -25,7 +25,7 @@ def stream(environ, start_response):
         write = start_response('200 OK', [('Content-Type', 'text/plain')])
         write(b'')
         marker = query['marker'][0]
-        for _ in range(200):
+        for _ in range(1200):
             if os.path.exists(marker):
                 break
             time.sleep(0.05)

@@ -275,7 +275,9 @@ func TestQueueSharePerClient(t *testing.T) {
 	first := queue(one)
 	queue(one)
 	queued(2)
-	if _, err := p.acquire(context.Background(), one, "/", true, nil, false, 0); err != errClientQueueFull {
+	short, stop := context.WithTimeout(context.Background(), 5*time.Second) // (not queue_timeout's minute if it queues)
+	defer stop()
+	if _, err := p.acquire(short, one, "/", true, nil, false, 0); err != errClientQueueFull {
 		t.Fatalf("a third request of one client: %v, want errClientQueueFull", err)
 	}
 	for range 3 {
@@ -300,6 +302,38 @@ func TestQueueSharePerClient(t *testing.T) {
 	p.mu.Unlock()
 	if left != 0 {
 		t.Errorf("%d clients still counted with the queue empty", left)
+	}
+
+	// a request taken off the queue (handed a channel, or pipelined behind
+	// another) as its client leaves is served after all: it counts until
+	// it has its grant (were the count given back at the leaving, a client
+	// could pass its share by leaving; on a slow machine the goroutine may
+	// not have seen its leaving when the count is read, and this proves
+	// less, but cannot fail for that)
+	late := origin{"192.0.2.3", ""}
+	queue(late)
+	queued(1)
+	p.mu.Lock()
+	taken := p.waiters[0]
+	p.waiters = p.waiters[1:]
+	p.mu.Unlock()
+	cancels[len(cancels)-1]()
+	time.Sleep(200 * time.Millisecond)
+	p.mu.Lock()
+	counted := p.waiting[clientOf(late.ip, late.remote)]
+	p.mu.Unlock()
+	if counted != 1 {
+		t.Errorf("a request handed over as its client left counts %d times, want once until its grant", counted)
+	}
+	taken.ch <- grant{err: errQueueTimeout}
+	if err := <-done; err != errQueueTimeout {
+		t.Fatalf("the request handed over: %v", err)
+	}
+	p.mu.Lock()
+	left = len(p.waiting)
+	p.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d clients still counted once it had its grant", left)
 	}
 }
 

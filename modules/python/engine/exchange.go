@@ -415,10 +415,11 @@ func contentLength(n int) []string {
 // stream relays a multi-frame response: a pump goroutine takes frames from
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
-// caught up with the worker. asgi, set for an ASGI stream, has the app
-// told when the client leaves (and its task cancelled past closeGrace),
-// the head sent at once when it came alone (an event stream's), and the
-// stream's place given back when the worker has sent it all.
+// caught up with the worker, and at once with a head that came alone (an
+// event stream's; a WSGI app's empty first write). asgi, set for an ASGI stream,
+// has the app told when the client leaves (and its task cancelled past
+// closeGrace), and the stream's place given back when the worker has sent
+// it all.
 //
 // What a response holds while it waits for its client counts in the held
 // budget, shared with request bodies: memory first, then the spool's file.
