@@ -40,7 +40,7 @@ func httpError(w http.ResponseWriter, pool *engine.Pool, err error) error {
 	if f == 0 {
 		return err
 	}
-	if f == engine.Unavailable || f == engine.TooManyRequests {
+	if f.Refusal() {
 		w.Header().Set("Retry-After", "1")
 		pool.CountRefusal(err)
 	}

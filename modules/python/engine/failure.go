@@ -23,6 +23,11 @@ const (
 	BadResponse                        // the app's response cannot be sent as the app wrote it
 )
 
+// Refusal reports whether f refuses a request for now (Unavailable,
+// TooManyRequests): its client is told when to come back (Retry-After),
+// and it is counted in hearth_refused_requests_total.
+func (f Failure) Refusal() bool { return f == Unavailable || f == TooManyRequests }
+
 // LastFailure is the highest Failure, for tables indexed by them.
 const LastFailure = BadResponse
 

@@ -35,7 +35,7 @@ var Metrics = []prometheus.Collector{queueWaitSeconds, requestDurationSeconds, r
 // CountRefusal counts err in hearth_refused_requests_total when it is a
 // refusal (Unavailable, TooManyRequests), under its reason.
 func (p *Pool) CountRefusal(err error) {
-	if f := FailureOf(err); f == Unavailable || f == TooManyRequests {
+	if FailureOf(err).Refusal() {
 		refusedTotal.WithLabelValues(p.opts.Name, refusalReason(err)).Inc()
 	}
 }
