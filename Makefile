@@ -32,6 +32,7 @@ test: bin/caddy-race
 	tests/fuzz.sh FuzzRequestHead ./modules/python/engine 20000
 	tests/fuzz.sh FuzzStreamPeerRead ./modules/python/engine 20000
 	tests/fuzz.sh FuzzClientOf ./modules/python/engine 20000
+	tests/fuzz.sh FuzzWritev ./modules/internal/rawio 5000
 	tests/fuzz.sh FuzzParser ./tests/bench/loadgen 20000
 	tests/fuzz.sh FuzzWSGIConfig ./modules/python 8000
 	tests/fuzz.sh FuzzASGIConfig ./modules/python 8000

@@ -16,4 +16,5 @@ import (
 	_ "github.com/hearth-dev/hearth/modules/hearth"
 	_ "github.com/hearth-dev/hearth/modules/process"
 	_ "github.com/hearth-dev/hearth/modules/python"
+	_ "github.com/hearth-dev/hearth/modules/hearthio"
 )

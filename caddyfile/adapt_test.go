@@ -15,6 +15,7 @@ import (
 
 	_ "github.com/caddy-dns/rfc2136"
 
+	_ "github.com/hearth-dev/hearth/modules/hearthio"
 	_ "github.com/hearth-dev/hearth/modules/process"
 )
 

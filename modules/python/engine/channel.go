@@ -51,6 +51,10 @@ func (s *channel) write(frames []byte) error {
 // writeBatch sends several frames to the worker in one system call
 // (writev).
 func (s *channel) writeBatch(batch net.Buffers) error {
+	if c, ok := s.conn.(*pairConn); ok {
+		_, err := c.writeBuffers(batch)
+		return err
+	}
 	_, err := batch.WriteTo(s.conn)
 	return err
 }

@@ -50,7 +50,7 @@ func (p *Pool) startForkServer() (*forkServer, error) {
 		conn.Close()
 		return nil, err
 	}
-	t := &forkServer{proc: proc, control: conn.(*net.UnixConn), frames: protocol.NewReader(bufio.NewReader(conn))}
+	t := &forkServer{proc: proc, control: conn.UnixConn, frames: protocol.NewReader(bufio.NewReader(conn))}
 	hello, err := p.hello(proc, "fork server", &channel{conn: conn, frames: t.frames})
 	if err != nil {
 		t.stop()

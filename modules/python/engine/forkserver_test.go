@@ -69,7 +69,7 @@ func fakeForkServer(t *testing.T, server int, answer func(request uint32) []byte
 		}
 	}()
 	p := New(Options{Name: "forked", Kind: "wsgi", Threads: 1, Preload: true, StartTimeout: 2 * time.Second}, zap.NewNop())
-	p.forkServer = &forkServer{proc: adoptChild(t, server), pid: server, control: conn.(*net.UnixConn), frames: protocol.NewReader(conn)}
+	p.forkServer = &forkServer{proc: adoptChild(t, server), pid: server, control: conn.(*pairConn).UnixConn, frames: protocol.NewReader(conn)}
 	return p
 }
 

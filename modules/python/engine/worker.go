@@ -252,7 +252,7 @@ const channelWriteBuffer = 128 << 10
 
 // socketPair returns a connected pair: Caddy's end as a net.Conn, the
 // worker's end as a file to hand to the child.
-func socketPair() (net.Conn, *os.File, error) {
+func socketPair() (*pairConn, *os.File, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
@@ -266,11 +266,15 @@ func socketPair() (net.Conn, *os.File, error) {
 	remote := os.NewFile(uintptr(fds[1]), "hearth-worker")
 	conn, err := net.FileConn(localFile)
 	localFile.Close()
+	var pair *pairConn
+	if err == nil {
+		pair, err = newPairConn(conn)
+	}
 	if err != nil {
 		remote.Close()
 		return nil, nil, err
 	}
-	return conn, remote, nil
+	return pair, remote, nil
 }
 
 // workerStatus is one worker in GET /hearth/apps.

@@ -1,0 +1,219 @@
+package hearthio
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		input, err string
+	}{
+		{"hearth_io", ""},
+		{"hearth_io fast", `hearth_io takes no arguments, got "fast"`},
+		{"hearth_io {\n\tbuffer 4k\n}", `hearth_io takes no options, got "buffer"`},
+	} {
+		err := new(Wrapper).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.input, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want one saying %q", tc.input, err, tc.err)
+		}
+	}
+}
+
+// serve runs net/http on l wrapped by hearth_io, recording the type of
+// each connection it was given.
+func serve(t *testing.T, l net.Listener, h http.Handler) (conns chan net.Conn) {
+	t.Helper()
+	conns = make(chan net.Conn, 100)
+	srv := &http.Server{
+		Handler: h,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			conns <- c
+			return ctx
+		},
+	}
+	wrapped := (&Wrapper{logger: zap.NewNop()}).WrapListener(l)
+	go srv.Serve(wrapped)
+	t.Cleanup(func() { srv.Close() })
+	return conns
+}
+
+// Everything net/http does with a client's connection works through the
+// wrapped one: keep-alive, bodies larger than a socket's buffer both
+// ways, a file sent whole (sendfile, through the TCP connection's own
+// ReadFrom), a hijacked connection, a client that leaves mid-answer.
+func TestNetHTTPServesThroughWrappedConnections(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
+	file := filepath.Join(t.TempDir(), "big.bin")
+	if err := os.WriteFile(file, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo-length", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) { w.Write(big) })
+	mux.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, file) })
+	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		rw.Flush()
+		line, _ := rw.ReadString('\n')
+		c.Write([]byte("echo: " + line))
+	})
+	conns := serve(t, l, mux)
+	base := "http://" + l.Addr().String()
+	client := &http.Client{Timeout: 20 * time.Second}
+
+	for range 3 { // keep-alive: one connection, three requests
+		resp, err := client.Post(base+"/echo-length", "application/octet-stream", bytes.NewReader(big))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != fmt.Sprintf("%d <nil>", len(big)) {
+			t.Fatalf("the server read the 8 MiB body as %q", body)
+		}
+	}
+	for _, path := range []string{"/big", "/file"} {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(body, big) {
+			t.Fatalf("%s: %d bytes came, not the 8 MiB answer", path, len(body))
+		}
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /hijack HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("hijack: %v %v", resp, err)
+	}
+	fmt.Fprintf(c, "hello\n")
+	if line, _ := br.ReadString('\n'); line != "echo: hello\n" {
+		t.Fatalf("the hijacked connection answered %q", line)
+	}
+	// a client that leaves while its answer is written
+	gone, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(gone, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	gone.Read(make([]byte, 100))
+	gone.Close()
+
+	// and the server still serves
+	resp, err = client.Get(base + "/echo-length")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	n := 0
+	for more := true; more; {
+		select {
+		case c := <-conns:
+			n++
+			if _, ok := c.(*tcpConn); !ok {
+				t.Errorf("net/http was given a %T, not the wrapped connection", c)
+			}
+		default:
+			more = false
+		}
+	}
+	if n < 3 {
+		t.Fatalf("net/http saw %d connections, want at least 3", n)
+	}
+}
+
+// hearth_io after tls gets TLS connections, where it can do nothing: it
+// passes them through and says once how to fix the order.
+func TestAfterTLSIsPassedThroughAndLogged(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := selfSigned(t)
+	core, logs := observer.New(zap.WarnLevel)
+	wrapped := (&Wrapper{logger: zap.New(core)}).WrapListener(tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}}))
+	defer wrapped.Close()
+	go func() {
+		for range 2 {
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	for range 2 {
+		c, err := wrapped.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.(*tls.Conn); !ok {
+			t.Fatalf("a TLS connection came out as a %T", c)
+		}
+		c.Close()
+	}
+	if got := logs.FilterMessageSnippet("list it before tls").Len(); got != 1 {
+		t.Fatalf("%d warnings about the order, want 1: %v", got, logs.All())
+	}
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}

@@ -1,0 +1,160 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// hearthIOConfig serves the echo app over HTTPS and, over plain HTTP, a
+// WebSocket app and static files from files, with the global servers
+// option given.
+const hearthIOConfig = `{
+	admin {ADMIN}
+	skip_install_trust
+	auto_https disable_redirects
+%s
+}
+https://localhost:%d {
+	bind 127.0.0.1
+	tls internal
+	wsgi echo:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 2
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	handle_path /static/* {
+		root * %s
+		file_server
+	}
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+`
+
+const hearthIOServers = `	servers {
+		listener_wrappers {
+			hearth_io
+			tls
+		}
+	}`
+
+// Caddy's client connections read and written through hearth_io serve
+// everything they served before: HTTP/1.1 and HTTP/2 over TLS, request
+// bodies and answers larger than a socket's buffer, many streams at once
+// on one connection, a WebSocket (a hijacked connection), a file sent
+// whole (sendfile).
+func TestConnectionsThroughHearthIO(t *testing.T) {
+	t.Parallel()
+	secure, plain := freePort(t), freePort(t)
+	files := t.TempDir()
+	big := bytes.Repeat([]byte("hearth_io!"), 600_000) // 6 MB
+	writeFile(t, filepath.Join(files, "big.bin"), string(big))
+	c := startCaddy(t, fmt.Sprintf(hearthIOConfig, hearthIOServers, secure, plain, files))
+	sum := sha256.Sum256(big)
+	want := hex.EncodeToString(sum[:])
+
+	post := func(client *http.Client, proto int) {
+		t.Helper()
+		resp, err := client.Post(fmt.Sprintf("https://localhost:%d/upload", secure), "application/octet-stream", bytes.NewReader(big))
+		if err != nil {
+			t.Fatalf("POST of 6 MB over HTTP/%d: %v", proto, err)
+		}
+		defer resp.Body.Close()
+		var echo struct {
+			Size   int    `json:"body_size"`
+			SHA256 string `json:"body_sha256"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&echo); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST over HTTP/%d: %d %v", proto, resp.StatusCode, err)
+		}
+		if resp.ProtoMajor != proto {
+			t.Fatalf("the answer came over HTTP/%d, want HTTP/%d", resp.ProtoMajor, proto)
+		}
+		if echo.Size != len(big) || echo.SHA256 != want {
+			t.Fatalf("over HTTP/%d the app read %d bytes (sha256 %s), want %d (%s)", proto, echo.Size, echo.SHA256, len(big), want)
+		}
+	}
+	insecure := &tls.Config{InsecureSkipVerify: true} // tls internal's root is not installed (skip_install_trust)
+	h1 := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: insecure, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	h2 := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: insecure, ForceAttemptHTTP2: true}}
+	defer h1.CloseIdleConnections()
+	defer h2.CloseIdleConnections()
+	// tls internal issues the certificate as Caddy starts: wait for it
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := h1.Get(fmt.Sprintf("https://localhost:%d/", secure))
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no HTTPS answer within 30 s: %v", err)
+		}
+	}
+	for range 2 { // the second on the kept-alive connection
+		post(h1, 1)
+		post(h2, 2)
+	}
+	var wg sync.WaitGroup
+	for i := range 32 { // many streams at once on the one HTTP/2 connection
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := h2.Get(fmt.Sprintf("https://localhost:%d/stream/%d", secure, i))
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), fmt.Sprintf(`"PATH_INFO": "/stream/%d"`, i)) {
+				t.Errorf("stream %d: %d %.200s", i, resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/static/big.bin", plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, big) {
+		t.Fatalf("the static file came as %d bytes, want the %d written", len(got), len(big))
+	}
+
+	ws := wsDial(t, fmt.Sprintf("ws://127.0.0.1:%d/echo", plain))
+	ws.SetReadLimit(1 << 20)
+	for _, msg := range []string{"hello", strings.Repeat("x", 300_000)} {
+		if typ, got := wsRoundTrip(t, ws, websocket.MessageText, msg); typ != websocket.MessageText || got != "echo:"+msg {
+			t.Fatalf("the WebSocket echoed %v %.40q, want echo:%.40q", typ, got, msg)
+		}
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+
+	log := c.log.String()
+	for _, bad := range []string{"comes after TLS", "panic"} {
+		if strings.Contains(log, bad) {
+			t.Fatalf("the log says %q:\n%s", bad, log)
+		}
+	}
+}
