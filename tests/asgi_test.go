@@ -212,7 +212,9 @@ func TestExampleFastAPI(t *testing.T) {
 	}
 	port := freePort(t)
 	t.Setenv("HEARTH_EXAMPLES", repoPath("examples"))
-	startCaddy(t, strings.ReplaceAll(string(src), "127.0.0.1:3131", fmt.Sprintf("127.0.0.1:%d", port)))
+	config := string(src)
+	config = "{\n\tadmin {ADMIN}\n" + config[strings.Index(config, "\n{\n")+len("\n{\n"):] // the example's global options, with the harness's admin address
+	startCaddy(t, strings.ReplaceAll(config, "127.0.0.1:3131", fmt.Sprintf("127.0.0.1:%d", port)))
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	r, err := http.Post(url+"/notes", "application/json", strings.NewReader(`{"text": "buy milk", "priority": 2}`))
 	if err != nil {

@@ -61,9 +61,10 @@ func copyExample(t *testing.T, name string) string {
 	return root
 }
 
-// exampleCaddyfile returns examples/<name>/Caddyfile without its global
-// options block (the harness adds its own admin address) and with site
-// address addr replaced by a free loopback port; it also returns the URL.
+// exampleCaddyfile returns examples/<name>/Caddyfile with the harness's
+// admin address in its global options block (in place of its own) and
+// with site address addr replaced by a free loopback port; it also
+// returns the URL.
 func exampleCaddyfile(t *testing.T, name, addr string) (string, string) {
 	t.Helper()
 	data, err := os.ReadFile(repoPath("examples", name, "Caddyfile"))
@@ -75,7 +76,10 @@ func exampleCaddyfile(t *testing.T, name, addr string) (string, string) {
 	if !global.MatchString(text) {
 		t.Fatalf("examples/%s/Caddyfile has no global options block", name)
 	}
-	text = global.ReplaceAllString(text, "")
+	block := global.FindString(text)
+	own := regexp.MustCompile(`(?m)^\tadmin .*\n`).ReplaceAllString(block, "")
+	text = strings.Replace(text, block, strings.Replace(own, "{\n", "{\n\tadmin {ADMIN}\n", 1), 1)
+	text = text[strings.Index(text, "{\n\tadmin {ADMIN}"):] // from the block on: the harness sees a config that brings its own global options
 	if !strings.Contains(text, addr+" {") {
 		t.Fatalf("examples/%s/Caddyfile has no site block %q", name, addr)
 	}

@@ -30,6 +30,13 @@ const hearthIOConfig = `{
 https://localhost:%d {
 	bind 127.0.0.1
 	tls internal
+	handle /big {
+		wsgi bigpage:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+		}
+	}
 	wsgi echo:application {
 		dir {APPS}
 		python {PYTHON}
@@ -59,9 +66,9 @@ const hearthIOServers = `	servers {
 
 // Caddy's client connections read and written through hearth_io serve
 // everything they served before: HTTP/1.1 and HTTP/2 over TLS, request
-// bodies and answers larger than a socket's buffer, many streams at once
-// on one connection, a WebSocket (a hijacked connection), a file sent
-// whole (sendfile).
+// bodies and answers larger than a socket's buffer both ways, many streams
+// at once on one connection, a WebSocket (a hijacked connection), a file
+// sent whole (sendfile, which does not go through hearth_io).
 func TestConnectionsThroughHearthIO(t *testing.T) {
 	t.Parallel()
 	secure, plain := freePort(t), freePort(t)
@@ -113,6 +120,17 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 		post(h1, 1)
 		post(h2, 2)
 	}
+	for proto, client := range map[int]*http.Client{1: h1, 2: h2} { // 4 MiB answers over TLS
+		resp, err := client.Get(fmt.Sprintf("https://localhost:%d/big?kib=4096", secure))
+		if err != nil {
+			t.Fatalf("GET of 4 MiB over HTTP/%d: %v", proto, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.ProtoMajor != proto || len(body) != 4<<20 || strings.Trim(string(body), "x") != "" {
+			t.Fatalf("GET of 4 MiB over HTTP/%d: HTTP/%d, %d bytes, %v", proto, resp.ProtoMajor, len(body), err)
+		}
+	}
 	var wg sync.WaitGroup
 	for i := range 32 { // many streams at once on the one HTTP/2 connection
 		wg.Add(1)
@@ -132,7 +150,7 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 	}
 	wg.Wait()
 
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/static/big.bin", plain))
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/static/big.bin", plain))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +170,16 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 	ws.Close(websocket.StatusNormalClosure, "")
 
 	log := c.log.String()
-	for _, bad := range []string{"comes after TLS", "panic"} {
+	for _, bad := range []string{"passes its connections through unchanged", "panic"} {
 		if strings.Contains(log, bad) {
 			t.Fatalf("the log says %q:\n%s", bad, log)
+		}
+	}
+	// both servers' listeners were wrapped (the unit tests show what a
+	// wrapped connection does)
+	for _, port := range []int{secure, plain} {
+		if !strings.Contains(log, fmt.Sprintf(`"msg":"clients' connections read and written without entering Go's system-call state","address":"127.0.0.1:%d"`, port)) {
+			t.Fatalf("no listener on port %d was wrapped by hearth_io:\n%s", port, log)
 		}
 	}
 }

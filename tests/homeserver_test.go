@@ -48,7 +48,8 @@ func homeserverConfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	config := string(src)
-	return strings.Replace(config[strings.Index(config, "{\n\thearth"):], "{\n\thearth", "{\n\tadmin {ADMIN}\n\thearth", 1)
+	global := strings.Index(config, "\n{\n") + 1 // the global options block, after the comments
+	return "{\n\tadmin {ADMIN}\n" + config[global+len("{\n"):]
 }
 
 func TestExampleHomeserver(t *testing.T) {

@@ -15,13 +15,15 @@
 //		}
 //	}
 //
-// Connections of any other kind (a Unix socket's, one another wrapper
-// already wrapped, a TLS connection when hearth_io comes after tls) pass
-// through unchanged; the last case is logged once, with the fix.
+// TCP and Unix stream connections are wrapped; any other (one a wrapper
+// before it made, a TLS connection when hearth_io comes after tls) passes
+// through unchanged, and a warning says once, with the fix, that it should
+// come first.
 package hearthio
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 
@@ -67,9 +69,12 @@ func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// WrapListener wraps l: its TCP connections are read and written through
-// rawio.
+// WrapListener wraps l: its TCP and Unix connections are read and written
+// through rawio.
 func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
+	if w.logger != nil {
+		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
+	}
 	return &listener{Listener: l, logger: w.logger}
 }
 
@@ -88,15 +93,22 @@ func (l *listener) Accept() (net.Conn, error) {
 	switch c := c.(type) {
 	case *net.TCPConn:
 		return newTCPConn(c), nil
-	case *tls.Conn:
-		l.misplace.Do(func() {
-			if l.logger != nil {
-				l.logger.Warn("listener wrapper hearth_io comes after TLS, where it can do nothing: list it before tls",
-					zap.String("fix", "listener_wrappers { hearth_io\n tls }"),
-					zap.String("address", l.Addr().String()))
-			}
-		})
+	case *net.UnixConn:
+		return newUnixConn(c), nil
 	}
+	l.misplace.Do(func() {
+		if l.logger == nil {
+			return
+		}
+		why := "a wrapper listed before it made them"
+		if _, ok := c.(*tls.Conn); ok {
+			why = "it comes after tls"
+		}
+		l.logger.Warn("listener wrapper hearth_io passes its connections through unchanged, since "+why+": list it first in listener_wrappers, before tls",
+			zap.String("connection", fmt.Sprintf("%T", c)),
+			zap.String("fix", "listener_wrappers {\n\thearth_io\n\ttls\n}"),
+			zap.String("address", l.Addr().String()))
+	})
 	return c, nil
 }
 

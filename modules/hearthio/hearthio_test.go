@@ -24,6 +24,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/hearth-dev/hearth/modules/internal/rawio/rawiotest"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -143,6 +145,7 @@ func TestNetHTTPServesThroughWrappedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(gone, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	gone.SetDeadline(time.Now().Add(10 * time.Second))
 	gone.Read(make([]byte, 100))
 	gone.Close()
 
@@ -166,6 +169,61 @@ func TestNetHTTPServesThroughWrappedConnections(t *testing.T) {
 	}
 	if n < 3 {
 		t.Fatalf("net/http saw %d connections, want at least 3", n)
+	}
+}
+
+// A wrapped connection's reads and writes, TCP and Unix, enter no
+// system-call state (they go through rawio), where the same calls on the
+// connection unwrapped do.
+func TestWrappedConnectionsEnterNoSystemCallState(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		addr := "127.0.0.1:0"
+		if network == "unix" {
+			addr = filepath.Join(t.TempDir(), "s")
+		}
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		wrapped := (&Wrapper{}).WrapListener(l)
+		go func() { // the client echoes
+			c, err := net.Dial(network, l.Addr().String())
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+		c, err := wrapped.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		plain := c.(interface{ NetConn() net.Conn })
+		exchange := func(c net.Conn) func() {
+			return func() {
+				buf := make([]byte, 4)
+				for range 100 {
+					if _, err := c.Write([]byte("ping")); err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := io.ReadFull(c, buf); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}
+		n := rawiotest.SystemCalls(t, exchange(c), exchange(plain.NetConn()))
+		if n[1] < 100 {
+			t.Fatalf("%s: the tracer saw %d system calls of the plain connection's 200 writes and reads: it cannot tell", network, n[1])
+		}
+		if n[0] != 0 {
+			t.Fatalf("%s: %d of the wrapped connection's writes and reads entered the system-call state", network, n[0])
+		}
 	}
 }
 
@@ -199,7 +257,7 @@ func TestAfterTLSIsPassedThroughAndLogged(t *testing.T) {
 		}
 		c.Close()
 	}
-	if got := logs.FilterMessageSnippet("list it before tls").Len(); got != 1 {
+	if got := logs.FilterMessageSnippet("since it comes after tls: list it first").Len(); got != 1 {
 		t.Fatalf("%d warnings about the order, want 1: %v", got, logs.All())
 	}
 }

@@ -353,6 +353,9 @@ func initProject(out io.Writer, dir, site string) error {
 func caddyfileFor(p *project, site, interpreter string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by `caddy hearth init` for the %s app %s. Run it with `caddy run` here.\n", p.frameworkTitle(), p.name)
+	b.WriteString("{\n\tservers {\n")
+	b.WriteString("\t\t# clients' connections read and written for less CPU per request (README: Connections)\n")
+	b.WriteString("\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}\n")
 	fmt.Fprintf(&b, "%s {\n", site)
 	if p.framework == "django" {
 		b.WriteString("\t# static files, collected by collectstatic below, served by Caddy\n")

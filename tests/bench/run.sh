@@ -82,7 +82,8 @@
 #   HEARTH_CADDY=bin/caddy  BENCH_RESULTS=results.md  BENCH_CHART=results.png
 #   BENCH_BASE_CADDY (a build to compare against: the peer hearth-base joins every
 #   app's peers; BENCH_PEERS="hearth hearth-base" BENCH_APPS="hello django" is the
-#   A/B of a change)
+#   A/B of a change; BENCH_BASE_HEARTH_IO=1 gives it the listener wrapper hearth_io,
+#   which the Hearth peers always have, for a base build that has the module)
 # A quick run: BENCH_DURATION=2s BENCH_WARMUP=1s BENCH_ROUNDS=1 tests/bench/run.sh
 set -euo pipefail
 
@@ -342,13 +343,21 @@ caddy_config() { # file admin-port port site-body (TLS=1: HTTPS with the run's c
 		protocols tls1.3
 	}"
 	fi
+	local wrappers=''
+	if [ "${HEARTH_IO:-0}" = 1 ]; then # as README and `caddy hearth init` have it
+		wrappers="
+		listener_wrappers {
+			hearth_io
+			tls
+		}"
+	fi
 	cat >"$1" <<EOF
 {
 	admin 127.0.0.1:$2
 	auto_https off
 	persist_config off
 	servers {
-		protocols h1 h2
+		protocols h1 h2$wrappers
 	}
 }
 
@@ -453,9 +462,10 @@ start_peer() {
 	esac
 	case $peer in
 	hearth | hearth-base | hearth-2g)
-		local binary=$CADDY env=()
+		local binary=$CADDY env=() HEARTH_IO=1
 		if [ "$peer" = hearth-base ]; then
 			binary=${BENCH_BASE_CADDY:?hearth-base runs the build BENCH_BASE_CADDY names}
+			HEARTH_IO=${BENCH_BASE_HEARTH_IO:-0}
 		elif [ "$peer" = hearth-2g ]; then
 			env=(GOMEMLIMIT=1843MiB) # 90% of 2 GiB; caddy_gc_floor auto: a 128th of it, 14 MiB
 		fi

@@ -1,7 +1,8 @@
-// Package rawio reads and writes non-blocking sockets with system calls
-// Go's scheduler is not told of, through the socket's syscall.RawConn: the
-// same locks, deadlines and network poller as net.Conn's own Read and
-// Write, without entering the scheduler's system-call state.
+// Package rawio reads and writes stream sockets (TCP, Unix SOCK_STREAM)
+// with system calls Go's scheduler is not told of, through the socket's
+// syscall.RawConn: the same locks, deadlines and network poller as
+// net.Conn's own Read and Write, without entering the scheduler's
+// system-call state.
 //
 // Why: every system call a goroutine makes through the syscall package
 // wakes Go's sysmon thread when it sleeps because every P was idle, and
@@ -12,9 +13,15 @@
 // its P: on the 2-CPU VM of tests/bench, a plain net/http server on one P
 // at 5,000 req/s used 50–64 µs of CPU and 2.9 context switches per
 // request, and 28–30 µs and 1.0 with its connections read and written
-// here. A read or write of a non-blocking socket cannot block (EAGAIN
-// parks the goroutine in the poller, as net.Conn does), so the P it keeps
-// is held only while the kernel copies the bytes.
+// here. Every call is made with MSG_DONTWAIT, so it cannot wait for the
+// peer whatever the descriptor's mode (EAGAIN parks the goroutine in the
+// poller, as net.Conn does): the P it keeps is held while the kernel
+// copies the bytes, a few microseconds unless the kernel itself must wait
+// (for memory, say), as any system call may.
+//
+// The race detector does not see inside raw system calls: race.go tells
+// it what syscall.Read and syscall.Write would (the bytes read and
+// written, and their order).
 package rawio
 
 import (
@@ -23,6 +30,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Read reads into p from the socket of c, waiting in the poller until
@@ -37,7 +46,7 @@ func Read(c syscall.RawConn, p []byte) (int, error) {
 	var errno syscall.Errno
 	err := c.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_DONTWAIT, 0, 0)
 			switch e {
 			case syscall.EINTR:
 				continue
@@ -56,20 +65,28 @@ func Read(c syscall.RawConn, p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	raceRead(p[:n])
 	return n, nil
 }
 
 // Write writes all of p to the socket of c, whole: c's write lock is held
 // throughout, so writes of different goroutines never interleave. It
-// waits in the poller while the socket's buffer is full.
+// waits in the poller while the socket's buffer is full. A write that
+// makes no progress and reports no error ends with io.ErrUnexpectedEOF.
 func Write(c syscall.RawConn, p []byte) (int, error) {
+	raceWrite(p)
 	var n int
 	var errno syscall.Errno
+	stuck := false
 	err := c.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n), sendFlags, 0, 0)
 			switch e {
 			case 0:
+				if r == 0 {
+					stuck = true // no progress and no error: not a stream socket's answer
+					return true
+				}
 				n += int(r)
 			case syscall.EINTR:
 			case syscall.EAGAIN:
@@ -86,20 +103,33 @@ func Write(c syscall.RawConn, p []byte) (int, error) {
 		return n, err
 	case errno != 0:
 		return n, errno
+	case stuck:
+		return n, io.ErrUnexpectedEOF
 	}
 	return n, nil
 }
 
-// maxIovecs bounds the pieces of one writev (the kernel's UIO_MAXIOV).
+// maxIovecs bounds the pieces of one sendmsg (the kernel's UIO_MAXIOV).
 const maxIovecs = 1024
 
+// sendFlags: never wait, whatever the descriptor's mode (a goroutine in a
+// raw system call holds its P, and every stop of the world waits for it:
+// a descriptor someone set blocking, through File, must not stall the
+// process), and no SIGPIPE for a peer that left (EPIPE is returned).
+const sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
+
 // Writev writes every buffer of bufs in order, with Write's guarantees, in
-// as few writev calls as the socket takes. It consumes bufs as net.Buffers
+// as few sendmsg calls as the socket takes. It consumes bufs as net.Buffers
 // does: the slices it was given are resliced past what was written.
 func Writev(c syscall.RawConn, bufs [][]byte) (int64, error) {
+	for _, b := range bufs {
+		raceWrite(b)
+	}
 	var total int64
 	var errno syscall.Errno
-	iov := make([]syscall.Iovec, 0, min(len(bufs), maxIovecs))
+	stuck := false
+	iov := make([]unix.Iovec, 0, min(len(bufs), maxIovecs))
+	var msg unix.Msghdr
 	err := c.Write(func(fd uintptr) bool {
 		for {
 			for len(bufs) > 0 && len(bufs[0]) == 0 {
@@ -111,14 +141,20 @@ func Writev(c syscall.RawConn, bufs [][]byte) (int64, error) {
 			iov = iov[:0]
 			for _, b := range bufs[:min(len(bufs), maxIovecs)] {
 				if len(b) > 0 {
-					v := syscall.Iovec{Base: &b[0]}
+					v := unix.Iovec{Base: &b[0]}
 					v.SetLen(len(b))
 					iov = append(iov, v)
 				}
 			}
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+			msg.Iov = &iov[0]
+			msg.SetIovlen(len(iov))
+			r, _, e := syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), sendFlags)
 			switch e {
 			case 0:
+				if r == 0 {
+					stuck = true
+					return true
+				}
 			case syscall.EINTR:
 				continue
 			case syscall.EAGAIN:
@@ -139,11 +175,14 @@ func Writev(c syscall.RawConn, bufs [][]byte) (int64, error) {
 		}
 	})
 	clear(iov[:cap(iov)]) // keep nothing written alive
+	msg.Iov = nil
 	switch {
 	case err != nil:
 		return total, err
 	case errno != 0:
 		return total, errno
+	case stuck:
+		return total, io.ErrUnexpectedEOF
 	}
 	return total, nil
 }

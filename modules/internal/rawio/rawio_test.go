@@ -2,19 +2,17 @@ package rawio
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
-	"runtime/trace"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	xtrace "golang.org/x/exp/trace"
+	"github.com/hearth-dev/hearth/modules/internal/rawio/rawiotest"
 )
 
 // pair returns the two ends of a Unix socket pair, non-blocking in Go's
@@ -76,6 +74,7 @@ func TestWriteIsWholePastTheSocketsBuffer(t *testing.T) {
 	}
 	done := make(chan []byte)
 	go func() { got, _ := readAll(b, len(want)); done <- got }()
+	_ = a.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	n, err := Write(rawOf(t, a), want)
 	if err != nil || n != len(want) {
 		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
@@ -91,6 +90,7 @@ func TestWriteIsWholePastTheSocketsBuffer(t *testing.T) {
 func TestWritesOfSeveralGoroutinesDoNotInterleave(t *testing.T) {
 	a, b := pair(t)
 	raw := rawOf(t, a)
+	_ = a.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	const writers, records, size = 4, 16, 256 << 10
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -136,6 +136,7 @@ func writevCase(t *testing.T, pieces [][]byte) {
 	}
 	done := make(chan []byte)
 	go func() { got, _ := readAll(b, len(want)); done <- got }()
+	_ = a.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	n, err := Writev(rawOf(t, a), pieces)
 	if err != nil || n != int64(len(want)) {
 		t.Fatalf("Writev of %d pieces = %d, %v; want %d, nil", len(pieces), n, err, len(want))
@@ -244,7 +245,7 @@ func TestReadWaitingIsEndedByClose(t *testing.T) {
 	raw := rawOf(t, a)
 	errc := make(chan error, 1)
 	go func() { _, err := Read(raw, make([]byte, 10)); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // for the read to park in the poller (it cannot be seen; sooner, it meets ErrClosed at once, as net.Conn's does)
 	a.Close()
 	select {
 	case err := <-errc:
@@ -274,67 +275,60 @@ func TestReadsAndWritesEnterNoSystemCallState(t *testing.T) {
 			}
 		}
 	}()
+	_ = a.SetDeadline(time.Now().Add(30 * time.Second))
 	const rounds = 200
-	exchange := func(write func([]byte) (int, error), read func([]byte) (int, error)) {
-		buf := make([]byte, 100)
-		for range rounds {
-			if _, err := write([]byte("ping")); err != nil {
-				t.Error(err)
-				return
-			}
-			if _, err := io.ReadFull(readerFunc(read), buf[:4]); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}
-	var out bytes.Buffer
-	if err := trace.Start(&out); err != nil {
-		t.Skipf("the execution tracer is in use: %v", err)
-	}
-	ctx := context.Background()
-	trace.WithRegion(ctx, "rawio", func() {
-		exchange(func(p []byte) (int, error) { return Write(raw, p) }, func(p []byte) (int, error) { return Read(raw, p) })
-	})
-	trace.WithRegion(ctx, "net.Conn", func() { exchange(a.Write, a.Read) })
-	trace.Stop()
-
-	syscalls := map[string]int{}
-	region := map[xtrace.GoID]string{}
-	rd, err := xtrace.NewReader(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		ev, err := rd.ReadEvent()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch ev.Kind() {
-		case xtrace.EventRegionBegin:
-			region[ev.Goroutine()] = ev.Region().Type
-		case xtrace.EventRegionEnd:
-			delete(region, ev.Goroutine())
-		case xtrace.EventStateTransition:
-			st := ev.StateTransition()
-			if st.Resource.Kind != xtrace.ResourceGoroutine {
-				continue
-			}
-			if _, to := st.Goroutine(); to == xtrace.GoSyscall {
-				if name, ok := region[st.Resource.Goroutine()]; ok {
-					syscalls[name]++
+	exchange := func(write func([]byte) (int, error), read func([]byte) (int, error)) func() {
+		return func() {
+			buf := make([]byte, 100)
+			for range rounds {
+				if _, err := write([]byte("ping")); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(readerFunc(read), buf[:4]); err != nil {
+					t.Error(err)
+					return
 				}
 			}
 		}
 	}
-	if syscalls["net.Conn"] < rounds {
-		t.Fatalf("the tracer saw %d system calls of net.Conn's %d writes and reads: it cannot tell", syscalls["net.Conn"], 2*rounds)
+	n := rawiotest.SystemCalls(t,
+		exchange(func(p []byte) (int, error) { return Write(raw, p) }, func(p []byte) (int, error) { return Read(raw, p) }),
+		exchange(a.Write, a.Read))
+	if n[1] < rounds {
+		t.Fatalf("the tracer saw %d system calls of net.Conn's %d writes and reads: it cannot tell", n[1], 2*rounds)
 	}
-	if syscalls["rawio"] != 0 {
-		t.Fatalf("%d of rawio's writes and reads entered the system-call state (net.Conn's: %d)", syscalls["rawio"], syscalls["net.Conn"])
+	if n[0] != 0 {
+		t.Fatalf("%d of rawio's writes and reads entered the system-call state (net.Conn's: %d)", n[0], n[1])
+	}
+}
+
+// A descriptor someone set blocking (File does, on some systems) must not
+// make a raw call wait for the peer: the goroutine would hold its P, and
+// every stop of the world would wait for it. The calls do not wait
+// (MSG_DONTWAIT): they park in the poller, and deadlines end them.
+func TestABlockingDescriptorDoesNotStallTheProcess(t *testing.T) {
+	a, _ := pair(t)
+	raw := rawOf(t, a)
+	if err := raw.Control(func(fd uintptr) { _ = syscall.SetNonblock(int(fd), false) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	done := make(chan error, 2)
+	go func() { _, err := Read(raw, make([]byte, 10)); done <- err }()
+	go func() { // past the socket's buffer: the peer reads nothing
+		_, err := Write(raw, make([]byte, 32<<20))
+		done <- err
+	}()
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("a call on a blocking descriptor ended with %v, want its deadline", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call on a blocking descriptor waited past its deadline: it blocked in the kernel")
+		}
 	}
 }
 

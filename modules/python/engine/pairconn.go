@@ -27,6 +27,7 @@ func newPairConn(c net.Conn) (*pairConn, error) {
 	}
 	raw, err := u.SyscallConn()
 	if err != nil {
+		u.Close()
 		return nil, err
 	}
 	return &pairConn{UnixConn: u, raw: raw}, nil
