@@ -75,7 +75,8 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 	files := t.TempDir()
 	big := bytes.Repeat([]byte("hearth_io!"), 600_000) // 6 MB
 	writeFile(t, filepath.Join(files, "big.bin"), string(big))
-	c := startCaddy(t, fmt.Sprintf(hearthIOConfig, hearthIOServers, secure, plain, files))
+	config := func(servers string) string { return fmt.Sprintf(hearthIOConfig, servers, secure, plain, files) }
+	c := startCaddy(t, config(hearthIOServers))
 	sum := sha256.Sum256(big)
 	want := hex.EncodeToString(sum[:])
 
@@ -170,7 +171,7 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 	ws.Close(websocket.StatusNormalClosure, "")
 
 	log := c.log.String()
-	for _, bad := range []string{"passes its connections through unchanged", "panic"} {
+	for _, bad := range []string{"passes its connections through unchanged", hintSays, "panic"} {
 		if strings.Contains(log, bad) {
 			t.Fatalf("the log says %q:\n%s", bad, log)
 		}
@@ -182,4 +183,31 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 			t.Fatalf("no listener on port %d was wrapped by hearth_io:\n%s", port, log)
 		}
 	}
+
+	// the same sites without hearth_io: an app's first request says how
+	// to fix it
+	if code, body := c.load(config("")); code != 200 {
+		t.Fatalf("reload without hearth_io: %d %s", code, body)
+	}
+	resp, err = (&http.Client{Timeout: 60 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/no-such-websocket", plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(c.log.String(), hintSays) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	log = c.log.String()
+	i := strings.Index(log, hintSays)
+	if i < 0 {
+		t.Fatalf("no hint without hearth_io after a request:\n%s", log)
+	}
+	if line, _, _ := strings.Cut(log[i:], "\n"); !strings.Contains(line, fmt.Sprintf(`"address":"127.0.0.1:%d"`, plain)) {
+		t.Fatalf("the hint does not name the site's address: %s", line)
+	}
 }
+
+// hintSays is what an app's first request logs when its connection did
+// not come through hearth_io.
+const hintSays = "without the listener wrapper hearth_io"

@@ -75,6 +75,7 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	if w.logger != nil {
 		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
 	}
+	countWrapped(l.Addr(), 1)
 	return &listener{Listener: l, logger: w.logger}
 }
 
@@ -82,6 +83,14 @@ type listener struct {
 	net.Listener
 	logger   *zap.Logger
 	misplace sync.Once
+	closed   sync.Once
+}
+
+// Close closes the listener (Caddy's listeners outlive a config: it
+// closes only the config's hold on the socket).
+func (l *listener) Close() error {
+	l.closed.Do(func() { countWrapped(l.Addr(), -1) })
+	return l.Listener.Close()
 }
 
 // Accept returns the next connection, a TCP one wrapped.

@@ -275,3 +275,55 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// Wraps knows the listeners hearth_io wraps now, by address, a listener on
+// every address by its port, until the last wrapper of one closes.
+func TestWrapsKnowsTheListenersWrappedNow(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	any, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer any.Close()
+	unix, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close()
+	port := func(l net.Listener) int { return l.Addr().(*net.TCPAddr).Port }
+	local := func(ip string, port int) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: port} }
+	check := func(when string, want map[net.Addr]bool) {
+		t.Helper()
+		for a, w := range want {
+			if got := Wraps(a); got != w {
+				t.Errorf("%s: Wraps(%s) = %v, want %v", when, a, got, w)
+			}
+		}
+	}
+	check("before", map[net.Addr]bool{tcp.Addr(): false, local("10.1.2.3", port(any)): false, unix.Addr(): false})
+
+	w := &Wrapper{}
+	first, second := w.WrapListener(tcp), w.WrapListener(tcp) // a reload wraps it again before the old config lets go
+	wrappedAny, wrappedUnix := w.WrapListener(any), w.WrapListener(unix)
+	check("wrapped", map[net.Addr]bool{
+		tcp.Addr():                        true,
+		local("127.0.0.2", port(tcp)):     false, // another address, the same port
+		local("10.1.2.3", port(any)):      true,  // any address of a listener on all of them
+		local("::1", port(any)):           true,
+		local("127.0.0.1", port(tcp)+1):   port(tcp)+1 == port(any),
+		unix.Addr():                       true,
+		&net.UnixAddr{Name: "/elsewhere"}: false,
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port(tcp)}: false,
+	})
+	first.Close()
+	first.Close() // twice: counted once
+	check("one of two wrappers closed", map[net.Addr]bool{tcp.Addr(): true})
+	second.Close()
+	wrappedAny.Close()
+	wrappedUnix.Close()
+	check("all closed", map[net.Addr]bool{tcp.Addr(): false, local("10.1.2.3", port(any)): false, unix.Addr(): false})
+}

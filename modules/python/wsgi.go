@@ -11,8 +11,10 @@ package python
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/hearthio"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/python/engine"
 )
@@ -64,6 +67,7 @@ type WSGI struct {
 	directive                 string       // for Caddyfile errors: wsgi or asgi
 	guard                     *guard.Guard // the HTTP guard, unless guard is off
 	logger                    *zap.Logger
+	connectionsChecked        uint32 // set (atomically) by the first request, which hintHearthIO judges
 }
 
 // CaddyModule returns the Caddy module information.
@@ -143,10 +147,27 @@ func (h *WSGI) Cleanup() error {
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) (err error) {
 	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
+	if atomic.LoadUint32(&h.connectionsChecked) == 0 && atomic.CompareAndSwapUint32(&h.connectionsChecked, 0, 1) {
+		h.hintHearthIO(r)
+	}
 	if h.guard != nil {
 		return h.guard.ServeHTTP(w, r, caddyhttp.HandlerFunc(h.serve))
 	}
 	return h.serve(w, r)
+}
+
+// hintHearthIO says how to make the site's connections cost Caddy less,
+// when r, the handler's first request, came on a connection the listener
+// wrapper hearth_io does not read and write (README: Connections).
+// HTTP/3's connections are not TCP: they are not judged.
+func (h *WSGI) hintHearthIO(r *http.Request) {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || r.ProtoMajor >= 3 || hearthio.Wraps(local) {
+		return
+	}
+	h.logger.Info("this site's clients' connections are read and written without the listener wrapper hearth_io, at a higher CPU cost per request: list it first in the global servers option (README: Connections)",
+		zap.String("address", local.String()),
+		zap.String("fix", "{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}"))
 }
 
 // serve buffers the request body, then runs the request on a worker.
