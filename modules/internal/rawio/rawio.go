@@ -19,6 +19,9 @@
 // copies the bytes, a few microseconds unless the kernel itself must wait
 // (for memory, say), as any system call may.
 //
+// Stream (stream.go) is how a connection type uses it: it embeds a
+// Stream beside the connection, whose other methods it keeps.
+//
 // The race detector does not see inside raw system calls: race.go tells
 // it what syscall.Read and syscall.Write would (the bytes read and
 // written, and their order).
@@ -187,14 +190,14 @@ func Writev(c syscall.RawConn, bufs [][]byte) (int64, error) {
 	return total, nil
 }
 
-// NetError gives err, from Read, Write or Writev on the connection between
+// toNetError gives err, from Read, Write or Writev on the connection between
 // local and remote, the form net.Conn's own methods give it, so that code
 // that inspects it (net/http's handling of read errors) reads it the same:
 // a system call's failure becomes a *net.OpError of op around an
 // *os.SyscallError, and the poller's own (a deadline, a closed connection,
 // reported as "raw-read" or "raw-write") takes op's name. io.EOF and nil
 // are returned as they are.
-func NetError(op, network string, local, remote net.Addr, err error) error {
+func toNetError(op, network string, local, remote net.Addr, err error) error {
 	switch e := err.(type) {
 	case syscall.Errno:
 		return &net.OpError{Op: op, Net: network, Source: local, Addr: remote, Err: os.NewSyscallError(op, e)}

@@ -200,7 +200,7 @@ func TestReadAsNetConnDoes(t *testing.T) {
 	// a deadline: the poller's error, a timeout, with net.Conn's op
 	_ = a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	_, err := Read(raw, make([]byte, 10))
-	err = NetError("read", "unix", a.LocalAddr(), a.RemoteAddr(), err)
+	err = toNetError("read", "unix", a.LocalAddr(), a.RemoteAddr(), err)
 	var ne net.Error
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("a read past its deadline: %v; want a timeout", err)
@@ -223,7 +223,7 @@ func TestReadAsNetConnDoes(t *testing.T) {
 	}
 	// a write to a closed peer fails with the system call's error
 	_, err = Write(raw, []byte("x"))
-	err = NetError("write", "unix", a.LocalAddr(), a.RemoteAddr(), err)
+	err = toNetError("write", "unix", a.LocalAddr(), a.RemoteAddr(), err)
 	if !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("a write to a closed peer: %v; want EPIPE", err)
 	}

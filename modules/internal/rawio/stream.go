@@ -1,0 +1,66 @@
+package rawio
+
+import (
+	"net"
+	"syscall"
+)
+
+// Stream is the Read and Write (and writev) of one connection through
+// this package, with the errors net.Conn gives. A connection type embeds
+// it beside the connection it stands for, one level deeper, so that
+// Stream's Read and Write win over the connection's own and every other
+// method of the connection (deadlines, CloseWrite, sendfile's ReadFrom)
+// is promoted:
+//
+//	type conn struct {
+//		rawio.Stream
+//		tcp // struct{ *net.TCPConn }
+//	}
+type Stream struct {
+	raw           syscall.RawConn
+	network       string
+	local, remote net.Addr
+}
+
+// Conn is what NewStream needs of a connection: *net.TCPConn and
+// *net.UnixConn have it.
+type Conn interface {
+	SyscallConn() (syscall.RawConn, error)
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+}
+
+// NewStream reads and writes c, a stream socket of network ("tcp",
+// "unix"), through this package.
+func NewStream(c Conn, network string) (Stream, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return Stream{}, err
+	}
+	return Stream{raw: raw, network: network, local: c.LocalAddr(), remote: c.RemoteAddr()}, nil
+}
+
+// Read reads as net.Conn does.
+func (s Stream) Read(p []byte) (int, error) {
+	n, err := Read(s.raw, p)
+	return n, s.netError("read", err)
+}
+
+// Write writes all of p as net.Conn does.
+func (s Stream) Write(p []byte) (int, error) {
+	n, err := Write(s.raw, p)
+	return n, s.netError("write", err)
+}
+
+// Writev writes every buffer of bufs in order, with Write's guarantees.
+func (s Stream) Writev(bufs [][]byte) (int64, error) {
+	n, err := Writev(s.raw, bufs)
+	return n, s.netError("writev", err)
+}
+
+func (s Stream) netError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return toNetError(op, s.network, s.local, s.remote, err)
+}
