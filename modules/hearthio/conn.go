@@ -9,24 +9,25 @@ import (
 
 // tcpConn is a client's TCP connection read and written through rawio.
 // Every other method is the *net.TCPConn's own: deadlines, CloseWrite,
-// and ReadFrom and WriteTo (sendfile and splice for a file served whole,
-// through the usual system-call path: those move many bytes per call).
+// and ReadFrom and WriteTo, which take the usual system-call path
+// (sendfile for a file served whole, splice, and otherwise the
+// connection's own reads and writes: a proxied WebSocket's copy, say).
 type tcpConn struct {
 	rawio.Stream
-	tcp // one level deeper: Stream's Read and Write win
+	tcpSocket // one level deeper: Stream's Read and Write win
 }
 
-type tcp struct{ *net.TCPConn }
+type tcpSocket struct{ *net.TCPConn }
 
 // unixConn is a client's Unix socket connection (a site bound to
 // unix/…, behind a proxy on the same machine) read and written through
 // rawio.
 type unixConn struct {
 	rawio.Stream
-	unix
+	unixSocket
 }
 
-type unix struct{ *net.UnixConn }
+type unixSocket struct{ *net.UnixConn }
 
 // newTCPConn wraps c, or returns it as it is when its descriptor cannot be
 // reached.
@@ -35,7 +36,7 @@ func newTCPConn(c *net.TCPConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &tcpConn{Stream: s, tcp: tcp{c}}
+	return &tcpConn{Stream: s, tcpSocket: tcpSocket{c}}
 }
 
 // newUnixConn wraps c, or returns it as it is when its descriptor cannot
@@ -45,7 +46,7 @@ func newUnixConn(c *net.UnixConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &unixConn{Stream: s, unix: unix{c}}
+	return &unixConn{Stream: s, unixSocket: unixSocket{c}}
 }
 
 // NetConn is the connection wrapped (tests compare the two).
@@ -54,8 +55,8 @@ func (c *tcpConn) NetConn() net.Conn { return c.TCPConn }
 // NetConn is the connection wrapped (tests compare the two).
 func (c *unixConn) NetConn() net.Conn { return c.UnixConn }
 
-// What Caddy and net/http look for on a connection stays there: sendfile
-// (ReadFrom), splice (WriteTo), half-closes (CloseWrite).
+// What Caddy and net/http look for on a connection stays there: ReadFrom
+// (sendfile), WriteTo, half-closes (CloseWrite).
 var (
 	_ io.ReaderFrom                   = (*tcpConn)(nil)
 	_ io.WriterTo                     = (*tcpConn)(nil)

@@ -187,6 +187,7 @@ func TestWrappedConnectionsEnterNoSystemCallState(t *testing.T) {
 		}
 		defer l.Close()
 		wrapped := (&Wrapper{}).WrapListener(l)
+		defer wrapped.Close()
 		go func() { // the client echoes
 			c, err := net.Dial(network, l.Addr().String())
 			if err != nil {
@@ -326,4 +327,38 @@ func TestWrapsKnowsTheListenersWrappedNow(t *testing.T) {
 	wrappedAny.Close()
 	wrappedUnix.Close()
 	check("all closed", map[net.Addr]bool{tcp.Addr(): false, local("10.1.2.3", port(any)): false, unix.Addr(): false})
+}
+
+// An app's handler is told to hint once per address, for a connection
+// that came unwrapped from one of its server's listeners, and never for
+// one it cannot judge.
+func TestShouldHint(t *testing.T) {
+	listen := func() net.Listener {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	plain, viaWrapper := listen(), listen()
+	wrapped := (&Wrapper{}).WrapListener(viaWrapper)
+	defer wrapped.Close()
+	listeners := []net.Listener{plain, wrapped}
+	elsewhere := &net.TCPAddr{IP: net.IPv4(10, 9, 8, 7), Port: 443} // what proxy_protocol would give
+	for _, tc := range []struct {
+		name  string
+		local net.Addr
+		want  bool
+	}{
+		{"unwrapped", plain.Addr(), true},
+		{"unwrapped, again", plain.Addr(), false},
+		{"wrapped", viaWrapper.Addr(), false},
+		{"an address no listener has", elsewhere, false},
+		{"not TCP or Unix", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443}, false},
+	} {
+		if got := ShouldHint(tc.local, listeners); got != tc.want {
+			t.Errorf("%s: ShouldHint(%s) = %v, want %v", tc.name, tc.local, got, tc.want)
+		}
+	}
 }

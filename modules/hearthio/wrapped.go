@@ -2,6 +2,7 @@ package hearthio
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -43,21 +44,56 @@ func countWrapped(a net.Addr, delta int) {
 	}
 }
 
-// Wraps reports whether the connection whose local address is local came
-// from a listener hearth_io wraps now. The apps' handlers ask it of their
-// first request, to say how to fix a config without it.
-func Wraps(local net.Addr) bool {
+// keysOf are the keys a listener that accepted a connection of local
+// address local may be counted by: its own address, and for TCP a
+// listener on every address at its port.
+func keysOf(local net.Addr) []string {
 	key := addressKey(local)
 	if key == "" {
-		return false
-	}
-	wrapped.Lock()
-	defer wrapped.Unlock()
-	if wrapped.count[key] > 0 {
-		return true
+		return nil
 	}
 	if t, ok := local.(*net.TCPAddr); ok {
-		return wrapped.count["tcp *:"+strconv.Itoa(t.Port)] > 0
+		return []string{key, "tcp *:" + strconv.Itoa(t.Port)}
+	}
+	return []string{key}
+}
+
+// Wraps reports whether the connection whose local address is local came
+// from a listener hearth_io wraps now.
+func Wraps(local net.Addr) bool {
+	wrapped.Lock()
+	defer wrapped.Unlock()
+	for _, key := range keysOf(local) {
+		if wrapped.count[key] > 0 {
+			return true
+		}
 	}
 	return false
+}
+
+// hinted are the addresses ShouldHint said yes for: once per process.
+var hinted sync.Map
+
+// ShouldHint reports whether an app's handler should say how to add
+// hearth_io, for a request whose connection has local address local on
+// a server with listeners: yes once per address in the process, when the
+// connection is a TCP or Unix one that came from one of listeners, not
+// wrapped. A local address that none of listeners has (proxy_protocol,
+// before hearth_io, gives the one the proxy names) cannot be judged: no.
+func ShouldHint(local net.Addr, listeners []net.Listener) bool {
+	keys := keysOf(local)
+	if keys == nil || Wraps(local) {
+		return false
+	}
+	served := false
+	for _, l := range listeners {
+		if key := addressKey(l.Addr()); key != "" && slices.Contains(keys, key) {
+			served = true
+		}
+	}
+	if !served {
+		return false
+	}
+	_, already := hinted.LoadOrStore(keys[0], true)
+	return !already
 }

@@ -147,7 +147,9 @@ func (h *WSGI) Cleanup() error {
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) (err error) {
 	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
-	if atomic.LoadUint32(&h.connectionsChecked) == 0 && atomic.CompareAndSwapUint32(&h.connectionsChecked, 0, 1) {
+	// the first request on TCP (HTTP/3's connections are not) says whether
+	// it came through hearth_io
+	if r.ProtoMajor < 3 && atomic.LoadUint32(&h.connectionsChecked) == 0 {
 		h.hintHearthIO(r)
 	}
 	if h.guard != nil {
@@ -157,17 +159,21 @@ func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 }
 
 // hintHearthIO says how to make the site's connections cost Caddy less,
-// when r, the handler's first request, came on a connection the listener
-// wrapper hearth_io does not read and write (README: Connections).
-// HTTP/3's connections are not TCP: they are not judged.
+// when r, the handler's first HTTP/1 or HTTP/2 request, came on a
+// connection the listener wrapper hearth_io does not read and write
+// (README: Connections): once per address in the process
+// (hearthio.ShouldHint).
 func (h *WSGI) hintHearthIO(r *http.Request) {
-	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok || r.ProtoMajor >= 3 || hearthio.Wraps(local) {
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if local == nil || srv == nil || !atomic.CompareAndSwapUint32(&h.connectionsChecked, 0, 1) {
 		return
 	}
-	h.logger.Info("this site's clients' connections are read and written without the listener wrapper hearth_io, at a higher CPU cost per request: list it first in the global servers option (README: Connections)",
-		zap.String("address", local.String()),
-		zap.String("fix", "{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}"))
+	if hearthio.ShouldHint(local, srv.Listeners()) {
+		h.logger.Info("this site's clients' connections are read and written without the listener wrapper hearth_io, at a higher CPU cost per request: add it, first, to listener_wrappers in the global servers option (README: Connections)",
+			zap.String("address", local.String()),
+			zap.String("fix", "{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}"))
+	}
 }
 
 // serve buffers the request body, then runs the request on a worker.
