@@ -30,11 +30,17 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/rawio"
 )
 
 func init() {
 	caddy.RegisterModule(Wrapper{})
 }
+
+// FixBlock is the global option block that puts hearth_io where it
+// belongs, as the logs that ask for it give it.
+const FixBlock = "{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}"
 
 // Wrapper is the listener wrapper caddy.listeners.hearth_io. It has no
 // options.
@@ -86,14 +92,14 @@ type listener struct {
 	closed   sync.Once
 }
 
-// Close closes the listener (Caddy's listeners outlive a config: it
-// closes only the config's hold on the socket).
+// Close closes the listener, as Caddy does when its config stops (a
+// reload has already wrapped the new config's socket for the address).
 func (l *listener) Close() error {
 	l.closed.Do(func() { countWrapped(l.Addr(), -1) })
 	return l.Listener.Close()
 }
 
-// Accept returns the next connection, a TCP one wrapped.
+// Accept returns the next connection, a TCP or Unix one wrapped.
 func (l *listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -101,9 +107,15 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	switch c := c.(type) {
 	case *net.TCPConn:
-		return newTCPConn(c), nil
+		if raw, err := rawio.NewTCPConn(c); err == nil {
+			return raw, nil
+		}
+		return c, nil // its descriptor cannot be reached: served as it is
 	case *net.UnixConn:
-		return newUnixConn(c), nil
+		if raw, err := rawio.NewUnixConn(c); err == nil {
+			return raw, nil
+		}
+		return c, nil
 	}
 	l.misplace.Do(func() {
 		if l.logger == nil {
@@ -115,7 +127,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		l.logger.Warn("listener wrapper hearth_io passes its connections through unchanged, since "+why+": list it first in listener_wrappers, before tls",
 			zap.String("connection", fmt.Sprintf("%T", c)),
-			zap.String("fix", "listener_wrappers {\n\thearth_io\n\ttls\n}"),
+			zap.String("fix", FixBlock),
 			zap.String("address", l.Addr().String()))
 	})
 	return c, nil

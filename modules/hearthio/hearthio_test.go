@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/hearth-dev/hearth/modules/internal/rawio"
 	"github.com/hearth-dev/hearth/modules/internal/rawio/rawiotest"
 )
 
@@ -160,7 +161,7 @@ func TestNetHTTPServesThroughWrappedConnections(t *testing.T) {
 		select {
 		case c := <-conns:
 			n++
-			if _, ok := c.(*tcpConn); !ok {
+			if _, ok := c.(*rawio.TCPConn); !ok {
 				t.Errorf("net/http was given a %T, not the wrapped connection", c)
 			}
 		default:

@@ -60,10 +60,14 @@ func keysOf(local net.Addr) []string {
 
 // Wraps reports whether the connection whose local address is local came
 // from a listener hearth_io wraps now.
-func Wraps(local net.Addr) bool {
+func Wraps(local net.Addr) bool { return wrappedAt(keysOf(local)) }
+
+// wrappedAt reports whether a listener hearth_io wraps now is counted by
+// one of keys.
+func wrappedAt(keys []string) bool {
 	wrapped.Lock()
 	defer wrapped.Unlock()
-	for _, key := range keysOf(local) {
+	for _, key := range keys {
 		if wrapped.count[key] > 0 {
 			return true
 		}
@@ -82,15 +86,10 @@ var hinted sync.Map
 // before hearth_io, gives the one the proxy names) cannot be judged: no.
 func ShouldHint(local net.Addr, listeners []net.Listener) bool {
 	keys := keysOf(local)
-	if keys == nil || Wraps(local) {
+	if keys == nil || wrappedAt(keys) {
 		return false
 	}
-	served := false
-	for _, l := range listeners {
-		if key := addressKey(l.Addr()); key != "" && slices.Contains(keys, key) {
-			served = true
-		}
-	}
+	served := slices.ContainsFunc(listeners, func(l net.Listener) bool { return slices.Contains(keys, addressKey(l.Addr())) })
 	if !served {
 		return false
 	}

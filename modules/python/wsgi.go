@@ -172,7 +172,7 @@ func (h *WSGI) hintHearthIO(r *http.Request) {
 	if hearthio.ShouldHint(local, srv.Listeners()) {
 		h.logger.Info("this site's clients' connections are read and written without the listener wrapper hearth_io, at a higher CPU cost per request: add it, first, to listener_wrappers in the global servers option (README: Connections)",
 			zap.String("address", local.String()),
-			zap.String("fix", "{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}"))
+			zap.String("fix", hearthio.FixBlock))
 	}
 }
 

@@ -19,8 +19,8 @@
 // copies the bytes, a few microseconds unless the kernel itself must wait
 // (for memory, say), as any system call may.
 //
-// Stream (stream.go) is how a connection type uses it: it embeds a
-// Stream beside the connection, whose other methods it keeps.
+// Stream (stream.go) is how a connection uses it; TCPConn and UnixConn
+// (conn.go) are the two connections, with every other method their own.
 //
 // The race detector does not see inside raw system calls: race.go tells
 // it what syscall.Read and syscall.Write would (the bytes read and

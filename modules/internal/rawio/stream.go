@@ -6,16 +6,11 @@ import (
 )
 
 // Stream is the Read and Write (and writev) of one connection through
-// this package, with the errors net.Conn gives. A connection type embeds
-// it beside the connection it stands for, one level deeper, so that
-// Stream's Read and Write win over the connection's own and every other
-// method of the connection (deadlines, CloseWrite, sendfile's ReadFrom)
-// is promoted:
-//
-//	type conn struct {
-//		rawio.Stream
-//		tcp // struct{ *net.TCPConn }
-//	}
+// this package, with the errors net.Conn gives. TCPConn and UnixConn
+// embed it beside the connection they stand for, one level deeper, so
+// that Stream's Read and Write win over the connection's own and every
+// other method of the connection (deadlines, CloseWrite, sendfile's
+// ReadFrom) is promoted.
 type Stream struct {
 	raw           syscall.RawConn
 	network       string

@@ -52,7 +52,7 @@ func (s *channel) write(frames []byte) error {
 // (writev).
 func (s *channel) writeBatch(batch net.Buffers) error {
 	if c, ok := s.conn.(*pairConn); ok {
-		_, err := c.writeBuffers(batch)
+		_, err := c.Writev(batch)
 		return err
 	}
 	_, err := batch.WriteTo(s.conn)

@@ -12,12 +12,7 @@ import (
 // keep the write in the kernel for 20–40 µs on a virtual machine, long
 // enough for Go's sysmon to hand Caddy's one P (caddy_cpus auto) to
 // another thread. Its other methods are the *net.UnixConn's.
-type pairConn struct {
-	rawio.Stream
-	unixEnd // one level deeper: Stream's Read and Write win
-}
-
-type unixEnd struct{ *net.UnixConn }
+type pairConn = rawio.UnixConn
 
 // newPairConn wraps c, a socket pair's end made by net.FileConn.
 func newPairConn(c net.Conn) (*pairConn, error) {
@@ -26,16 +21,10 @@ func newPairConn(c net.Conn) (*pairConn, error) {
 		c.Close()
 		return nil, fmt.Errorf("a socket pair's end is a %T, not a Unix socket", c)
 	}
-	s, err := rawio.NewStream(u, "unix")
+	pair, err := rawio.NewUnixConn(u)
 	if err != nil {
 		u.Close()
 		return nil, err
 	}
-	return &pairConn{Stream: s, unixEnd: unixEnd{u}}, nil
-}
-
-// writeBuffers writes every buffer of bufs in order (writev), with
-// Write's guarantees.
-func (c *pairConn) writeBuffers(bufs net.Buffers) (int64, error) {
-	return c.Writev(bufs)
+	return pair, nil
 }

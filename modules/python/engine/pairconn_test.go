@@ -38,7 +38,7 @@ func TestChannelReadsAndWritesEnterNoSystemCallState(t *testing.T) {
 		exchange(pair.Write, pair.Read),
 		exchange(pair.UnixConn.Write, pair.UnixConn.Read),
 		func() {
-			if _, err := pair.writeBuffers([][]byte{[]byte("pi"), []byte("ng")}); err != nil {
+			if _, err := pair.Writev([][]byte{[]byte("pi"), []byte("ng")}); err != nil {
 				t.Error(err)
 			}
 		})
