@@ -348,9 +348,9 @@ func TestProcessUpstreamExitTakesItsChildren(t *testing.T) {
 		_ = syscall.Kill(child, syscall.SIGKILL)
 		t.Errorf("the crashed instance's child %d (%s) outlived it", child, cmdline(child))
 	}
-	if !strings.Contains(c.log.String(), "the process listens on every interface") {
-		t.Errorf("an instance on 0.0.0.0 was not reported:\n%s", tail(c.log.String(), 10))
-	}
+	waitFor(t, 10*time.Second, "an instance on 0.0.0.0 reported in the log", func() bool {
+		return strings.Contains(c.log.String(), "the process listens on every interface")
+	})
 }
 
 // TestProcessUpstreamInASessionOfItsOwn: an instance whose listener is in

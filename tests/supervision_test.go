@@ -132,9 +132,9 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 	if apps[0].Restarts["crash"] != 1 {
 		t.Errorf("restarts: %v", apps[0].Restarts)
 	}
-	if !strings.Contains(c.log.String(), "worker exited; replacing it") {
-		t.Errorf("the crash is not in the log")
-	}
+	waitFor(t, 10*time.Second, "the crash in the log", func() bool {
+		return strings.Contains(c.log.String(), "worker exited; replacing it")
+	})
 }
 
 func TestCrashLoopBacksOff(t *testing.T) {
