@@ -7,3 +7,6 @@ package rawio
 func raceWrite([]byte) {}
 
 func raceRead([]byte) {}
+
+// raceEnabled reports a build with the race detector.
+const raceEnabled = false

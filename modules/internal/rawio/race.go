@@ -28,3 +28,6 @@ func raceRead(p []byte) {
 	}
 	runtime.RaceAcquire(unsafe.Pointer(&ioSync))
 }
+
+// raceEnabled reports a build with the race detector.
+const raceEnabled = true

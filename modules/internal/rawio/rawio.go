@@ -28,48 +28,18 @@
 package rawio
 
 import (
-	"io"
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // Read reads into p from the socket of c, waiting in the poller until
 // something comes (or c's read deadline passes, or c is closed). It
 // returns io.EOF at the end of the stream, and a system call's failure as
-// its syscall.Errno.
+// its syscall.Errno. (A Stream reads without allocating; this allocates
+// the state of one call.)
 func Read(c syscall.RawConn, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	var n int
-	var errno syscall.Errno
-	err := c.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case errno != 0:
-		return 0, errno
-	case n == 0:
-		return 0, io.EOF
-	}
-	raceRead(p[:n])
-	return n, nil
+	return newReadOp().do(c, p)
 }
 
 // Write writes all of p to the socket of c, whole: c's write lock is held
@@ -77,39 +47,7 @@ func Read(c syscall.RawConn, p []byte) (int, error) {
 // waits in the poller while the socket's buffer is full. A write that
 // makes no progress and reports no error ends with io.ErrUnexpectedEOF.
 func Write(c syscall.RawConn, p []byte) (int, error) {
-	raceWrite(p)
-	var n int
-	var errno syscall.Errno
-	stuck := false
-	err := c.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n), sendFlags, 0, 0)
-			switch e {
-			case 0:
-				if r == 0 {
-					stuck = true // no progress and no error: not a stream socket's answer
-					return true
-				}
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return n, err
-	case errno != 0:
-		return n, errno
-	case stuck:
-		return n, io.ErrUnexpectedEOF
-	}
-	return n, nil
+	return newWriteOp().do(c, p)
 }
 
 // maxIovecs bounds the pieces of one sendmsg (the kernel's UIO_MAXIOV).
@@ -125,69 +63,7 @@ const sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
 // as few sendmsg calls as the socket takes. It consumes bufs as net.Buffers
 // does: the slices it was given are resliced past what was written.
 func Writev(c syscall.RawConn, bufs [][]byte) (int64, error) {
-	for _, b := range bufs {
-		raceWrite(b)
-	}
-	var total int64
-	var errno syscall.Errno
-	stuck := false
-	iov := make([]unix.Iovec, 0, min(len(bufs), maxIovecs))
-	var msg unix.Msghdr
-	err := c.Write(func(fd uintptr) bool {
-		for {
-			for len(bufs) > 0 && len(bufs[0]) == 0 {
-				bufs = bufs[1:]
-			}
-			if len(bufs) == 0 {
-				return true
-			}
-			iov = iov[:0]
-			for _, b := range bufs[:min(len(bufs), maxIovecs)] {
-				if len(b) > 0 {
-					v := unix.Iovec{Base: &b[0]}
-					v.SetLen(len(b))
-					iov = append(iov, v)
-				}
-			}
-			msg.Iov = &iov[0]
-			msg.SetIovlen(len(iov))
-			r, _, e := syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), sendFlags)
-			switch e {
-			case 0:
-				if r == 0 {
-					stuck = true
-					return true
-				}
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-			total += int64(r)
-			for n := int(r); n > 0; {
-				if n < len(bufs[0]) {
-					bufs[0] = bufs[0][n:]
-					break
-				}
-				n -= len(bufs[0])
-				bufs = bufs[1:]
-			}
-		}
-	})
-	clear(iov[:cap(iov)]) // keep nothing written alive
-	msg.Iov = nil
-	switch {
-	case err != nil:
-		return total, err
-	case errno != 0:
-		return total, errno
-	case stuck:
-		return total, io.ErrUnexpectedEOF
-	}
-	return total, nil
+	return newWritevOp().do(c, bufs)
 }
 
 // toNetError gives err, from Read, Write or Writev on the connection between

@@ -15,6 +15,7 @@ type Stream struct {
 	raw           syscall.RawConn
 	network       string
 	local, remote net.Addr
+	ops           *streamOps // the calls' state, made once: no allocation per call (ops.go)
 }
 
 // Conn is what NewStream needs of a connection: *net.TCPConn and
@@ -32,24 +33,30 @@ func NewStream(c Conn, network string) (Stream, error) {
 	if err != nil {
 		return Stream{}, err
 	}
-	return Stream{raw: raw, network: network, local: c.LocalAddr(), remote: c.RemoteAddr()}, nil
+	return Stream{raw: raw, network: network, local: c.LocalAddr(), remote: c.RemoteAddr(), ops: newStreamOps()}, nil
 }
 
 // Read reads as net.Conn does.
 func (s Stream) Read(p []byte) (int, error) {
-	n, err := Read(s.raw, p)
+	s.ops.readMu.Lock()
+	n, err := s.ops.read.do(s.raw, p)
+	s.ops.readMu.Unlock()
 	return n, s.netError("read", err)
 }
 
 // Write writes all of p as net.Conn does.
 func (s Stream) Write(p []byte) (int, error) {
-	n, err := Write(s.raw, p)
+	s.ops.writeMu.Lock()
+	n, err := s.ops.write.do(s.raw, p)
+	s.ops.writeMu.Unlock()
 	return n, s.netError("write", err)
 }
 
 // Writev writes every buffer of bufs in order, with Write's guarantees.
 func (s Stream) Writev(bufs [][]byte) (int64, error) {
-	n, err := Writev(s.raw, bufs)
+	s.ops.writeMu.Lock()
+	n, err := s.ops.writev.do(s.raw, bufs)
+	s.ops.writeMu.Unlock()
 	return n, s.netError("writev", err)
 }
 
