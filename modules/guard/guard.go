@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,6 +74,7 @@ type Guard struct {
 
 	hosts    hostSet
 	refuse   []string         // Refuse in lower case, as paths are compared
+	hsts     string           // the Strict-Transport-Security value HSTSMaxAge gives, made once ("" for none)
 	appHosts func() *AppHosts // the hosts the app allows, when Hosts is empty
 	logger   *zap.Logger
 }
@@ -101,6 +103,10 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 	g.logger = logger
 	if g.HSTSMaxAge == 0 {
 		g.HSTSMaxAge = DefaultHSTSMaxAge
+	}
+	g.hsts = ""
+	if g.HSTSMaxAge > 0 {
+		g.hsts = "max-age=" + strconv.Itoa(g.HSTSMaxAge)
 	}
 	if g.ScanLimit <= 0 {
 		g.ScanLimit = 256 << 10

@@ -608,3 +608,49 @@ func TestIsWebSocket(t *testing.T) {
 		}
 	}
 }
+
+// The security headers a response lacks are added with one allocation in
+// all (they were one each), and each keeps its own value: adding to one
+// never writes into another, nor into the next response's.
+func TestSecureHeadersShareOneArray(t *testing.T) {
+	r := httptest.NewRequest("GET", "https://example.test/", nil) // TLS: HSTS too
+	g := &Guard{}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	gw := g.wrap(httptest.NewRecorder(), r)
+	h := http.Header{}
+	if allocs := testing.AllocsPerRun(100, func() {
+		clear(h)
+		gw.secureHeaders(h)
+	}); allocs != 1 {
+		t.Errorf("%v allocations per response, want 1", allocs)
+	}
+	clear(h)
+	h.Set("X-Frame-Options", "DENY") // the app's own is kept
+	gw.secureHeaders(h)
+	next := http.Header{}
+	gw.secureHeaders(next)
+	h.Add("X-Content-Type-Options", "extra")
+	h["Referrer-Policy"][0] = "no-referrer"
+	for name, want := range map[string][]string{
+		"X-Content-Type-Options":    {"nosniff", "extra"},
+		"X-Frame-Options":           {"DENY"},
+		"Referrer-Policy":           {"no-referrer"},
+		"Strict-Transport-Security": {"max-age=31536000"},
+	} {
+		if got := h[name]; !slices.Equal(got, want) {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	for name, want := range map[string]string{
+		"X-Content-Type-Options":    "nosniff",
+		"X-Frame-Options":           "SAMEORIGIN",
+		"Referrer-Policy":           "strict-origin-when-cross-origin",
+		"Strict-Transport-Security": "max-age=31536000",
+	} {
+		if got := next[name]; len(got) != 1 || got[0] != want {
+			t.Errorf("the next response's %s: %q, want %q", name, got, want)
+		}
+	}
+}

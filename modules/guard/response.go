@@ -235,17 +235,27 @@ func (gw *guardedWriter) secureHeaders(h http.Header) {
 		delete(h, "Server")
 	}
 	delete(h, "X-Powered-By")
-	setDefault(h, "X-Content-Type-Options", "nosniff")
-	setDefault(h, "X-Frame-Options", "SAMEORIGIN")
-	setDefault(h, "Referrer-Policy", "strict-origin-when-cross-origin")
-	if gw.r.TLS != nil && gw.g.HSTSMaxAge > 0 {
-		setDefault(h, "Strict-Transport-Security", "max-age="+strconv.Itoa(gw.g.HSTSMaxAge))
+	// the values the app did not set share one array of this response's
+	// own (one allocation, not one per header); each header's slice is
+	// capped at its one value, so adding to it copies
+	var values [4]string
+	n := 0
+	setDefault := func(key, value string) {
+		if len(h[key]) == 0 {
+			values[n] = value
+			h[key] = values[n : n+1 : n+1]
+			n++
+		}
 	}
-}
-
-func setDefault(h http.Header, key, value string) {
-	if len(h[key]) == 0 {
-		h[key] = []string{value}
+	setDefault("X-Content-Type-Options", "nosniff")
+	setDefault("X-Frame-Options", "SAMEORIGIN")
+	setDefault("Referrer-Policy", "strict-origin-when-cross-origin")
+	if gw.r.TLS != nil && gw.g.HSTSMaxAge > 0 {
+		hsts := gw.g.hsts
+		if hsts == "" { // a Guard used without Prepare
+			hsts = "max-age=" + strconv.Itoa(gw.g.HSTSMaxAge)
+		}
+		setDefault("Strict-Transport-Security", hsts)
 	}
 }
 
