@@ -64,8 +64,9 @@ type WSGI struct {
 	// maxWebSockets and maxStreams are the ASGI handler's MaxWebSockets
 	// and MaxStreams
 	maxWebSockets, maxStreams int
-	directive                 string       // for Caddyfile errors: wsgi or asgi
-	guard                     *guard.Guard // the HTTP guard, unless guard is off
+	directive                 string            // for Caddyfile errors: wsgi or asgi
+	guard                     *guard.Guard      // the HTTP guard, unless guard is off
+	guarded                   caddyhttp.Handler // serve, as the handler the guard calls
 	logger                    *zap.Logger
 	connectionsChecked        uint32 // set (atomically) by the first request, which hintHearthIO judges
 }
@@ -129,6 +130,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 			return err
 		}
 		h.guard.UseAppHosts(h.app.AppHosts)
+		h.guarded = caddyhttp.HandlerFunc(h.serve) // made once: a method value is allocated each time it is taken
 	}
 	return nil
 }
@@ -153,7 +155,7 @@ func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		h.hintHearthIO(r)
 	}
 	if h.guard != nil {
-		return h.guard.ServeHTTP(w, r, caddyhttp.HandlerFunc(h.serve))
+		return h.guard.ServeHTTP(w, r, h.guarded)
 	}
 	return h.serve(w, r)
 }

@@ -846,6 +846,11 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 			contentLength = fields[i+1]
 		}
 	}
+	// one string holds every value, and one array the values of names hdr
+	// does not have yet, each such slice capped at its one value (adding
+	// to it copies): two allocations for the head, not two per header
+	text := string(p)
+	values := make([]string, 0, len(fields)/2)
 	for i := 1; i < len(fields); i += 2 {
 		name, known := responseHeaderNames[string(fields[i])]
 		if !known {
@@ -854,7 +859,14 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 		if hopByHop[name] {
 			continue
 		}
-		hdr[name] = append(hdr[name], string(fields[i+1]))
+		at := cap(p) - cap(fields[i+1]) // where the field starts in p (Fields gives subslices of p)
+		value := text[at : at+len(fields[i+1])]
+		if old := hdr[name]; len(old) > 0 {
+			hdr[name] = append(old, value)
+			continue
+		}
+		values = append(values, value)
+		hdr[name] = values[len(values)-1 : len(values) : len(values)]
 	}
 	if hdr["Content-Type"] == nil {
 		hdr["Content-Type"] = nil // no sniffing: the app said what it said

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strings"
 	"testing"
@@ -73,9 +74,30 @@ func FuzzParseResponseHead(f *testing.F) {
 	f.Add([]byte("500 x\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, head []byte) {
 		hdr := http.Header{}
-		status, err := parseResponseHead(head, hdr)
+		// as a frame's payload is: a slice of a larger buffer, which must
+		// not show through
+		framed := append(append([]byte(nil), head...), "\x00Junk\x00after"...)[:len(head)]
+		status, err := parseResponseHead(framed, hdr)
 		if err != nil {
 			return
+		}
+		// every header is the app's, value for value, in its order
+		want := http.Header{}
+		fields := bytes.Split(head, []byte{0})
+		for i := 1; i+1 < len(fields); i += 2 {
+			if name := textproto.CanonicalMIMEHeaderKey(string(fields[i])); !hopByHop[name] {
+				want[name] = append(want[name], string(fields[i+1]))
+			}
+		}
+		for name, vs := range hdr {
+			if !slices.Equal(vs, want[name]) && !(name == "Content-Type" && vs == nil && want[name] == nil) {
+				t.Fatalf("%s: %q, want %q", name, vs, want[name])
+			}
+		}
+		for name := range want {
+			if _, ok := hdr[name]; !ok {
+				t.Fatalf("%s lost", name)
+			}
 		}
 		if status < 200 || status > 999 {
 			t.Fatalf("status %d accepted", status)
@@ -204,5 +226,36 @@ func readSpool(t *testing.T, sp *spool) []byte {
 			t.Fatal(err)
 		}
 		got.Write(chunk)
+	}
+}
+
+// A response head is decoded with two allocations (a string for its
+// values, an array for their slices), not two per header, and each header
+// keeps its own values: adding to one, or changing one, touches no other.
+func TestParseResponseHeadAllocatesTwice(t *testing.T) {
+	head := []byte("200 OK\x00Content-Type\x00text/html; charset=utf-8\x00X-Frame-Options\x00DENY\x00" +
+		"Vary\x00Cookie\x00Content-Length\x005\x00X-Content-Type-Options\x00nosniff\x00" +
+		"Referrer-Policy\x00same-origin\x00Cross-Origin-Opener-Policy\x00same-origin\x00Set-Cookie\x00a=1\x00Set-Cookie\x00b=2")
+	hdr := http.Header{}
+	if allocs := testing.AllocsPerRun(100, func() {
+		clear(hdr)
+		if _, err := parseResponseHead(head, hdr); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs > 3 { // two, and the second Set-Cookie's own array
+		t.Errorf("%v allocations for a head of 9 headers, want 3", allocs)
+	}
+	hdr.Add("Vary", "Accept-Encoding")
+	hdr["X-Frame-Options"][0] = "SAMEORIGIN"
+	for name, want := range map[string][]string{
+		"Vary":            {"Cookie", "Accept-Encoding"},
+		"X-Frame-Options": {"SAMEORIGIN"},
+		"Content-Length":  {"5"},
+		"Set-Cookie":      {"a=1", "b=2"},
+		"Referrer-Policy": {"same-origin"},
+	} {
+		if got := hdr[name]; !slices.Equal(got, want) {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
 	}
 }
