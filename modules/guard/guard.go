@@ -74,7 +74,8 @@ type Guard struct {
 
 	hosts    hostSet
 	refuse   []string         // Refuse in lower case, as paths are compared
-	hsts     string           // the Strict-Transport-Security value HSTSMaxAge gives, made once ("" for none)
+	hsts     string           // the Strict-Transport-Security value of max-age hstsAge, made once
+	hstsAge  int              // HSTSMaxAge when hsts was made
 	appHosts func() *AppHosts // the hosts the app allows, when Hosts is empty
 	logger   *zap.Logger
 }
@@ -104,10 +105,7 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 	if g.HSTSMaxAge == 0 {
 		g.HSTSMaxAge = DefaultHSTSMaxAge
 	}
-	g.hsts = ""
-	if g.HSTSMaxAge > 0 {
-		g.hsts = "max-age=" + strconv.Itoa(g.HSTSMaxAge)
-	}
+	g.hsts, g.hstsAge = "max-age="+strconv.Itoa(g.HSTSMaxAge), g.HSTSMaxAge
 	if g.ScanLimit <= 0 {
 		g.ScanLimit = 256 << 10
 	}

@@ -236,12 +236,15 @@ func (gw *guardedWriter) secureHeaders(h http.Header) {
 	}
 	delete(h, "X-Powered-By")
 	// the values the app did not set share one array of this response's
-	// own (one allocation, not one per header); each header's slice is
-	// capped at its one value, so adding to it copies
-	var values [4]string
+	// own, made once one is missing (one allocation, not one per header);
+	// each header's slice is capped at its one value, so adding to it copies
+	var values *[4]string
 	n := 0
 	setDefault := func(key, value string) {
 		if len(h[key]) == 0 {
+			if values == nil {
+				values = new([4]string)
+			}
 			values[n] = value
 			h[key] = values[n : n+1 : n+1]
 			n++
@@ -252,7 +255,7 @@ func (gw *guardedWriter) secureHeaders(h http.Header) {
 	setDefault("Referrer-Policy", "strict-origin-when-cross-origin")
 	if gw.r.TLS != nil && gw.g.HSTSMaxAge > 0 {
 		hsts := gw.g.hsts
-		if hsts == "" { // a Guard used without Prepare
+		if gw.g.hstsAge != gw.g.HSTSMaxAge { // not prepared, or changed since
 			hsts = "max-age=" + strconv.Itoa(gw.g.HSTSMaxAge)
 		}
 		setDefault("Strict-Transport-Security", hsts)

@@ -39,24 +39,24 @@ func NewStream(c Conn, network string) (Stream, error) {
 // Read reads as net.Conn does.
 func (s Stream) Read(p []byte) (int, error) {
 	s.ops.readMu.Lock()
+	defer s.ops.readMu.Unlock() // (a panic must not leave the connection's calls waiting forever)
 	n, err := s.ops.read.do(s.raw, p)
-	s.ops.readMu.Unlock()
 	return n, s.netError("read", err)
 }
 
 // Write writes all of p as net.Conn does.
 func (s Stream) Write(p []byte) (int, error) {
 	s.ops.writeMu.Lock()
+	defer s.ops.writeMu.Unlock() // (a panic must not leave the connection's calls waiting forever)
 	n, err := s.ops.write.do(s.raw, p)
-	s.ops.writeMu.Unlock()
 	return n, s.netError("write", err)
 }
 
 // Writev writes every buffer of bufs in order, with Write's guarantees.
 func (s Stream) Writev(bufs [][]byte) (int64, error) {
 	s.ops.writeMu.Lock()
+	defer s.ops.writeMu.Unlock() // (a panic must not leave the connection's calls waiting forever)
 	n, err := s.ops.writev.do(s.raw, bufs)
-	s.ops.writeMu.Unlock()
 	return n, s.netError("writev", err)
 }
 

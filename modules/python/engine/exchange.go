@@ -849,9 +849,15 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 	// one string holds every value, and one array the values of names hdr
 	// does not have yet, each such slice capped at its one value (adding
 	// to it copies): two allocations for the head, not two per header
-	text := string(p)
+	var text string
+	if len(fields) > 1 {
+		text = string(p)
+	}
 	values := make([]string, 0, len(fields)/2)
+	at := len(fields[0]) + 1 // where fields[i] starts in p: each field ends with a NUL
 	for i := 1; i < len(fields); i += 2 {
+		valueAt := at + len(fields[i]) + 1
+		at = valueAt + len(fields[i+1]) + 1
 		name, known := responseHeaderNames[string(fields[i])]
 		if !known {
 			name = textproto.CanonicalMIMEHeaderKey(string(fields[i]))
@@ -859,8 +865,7 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 		if hopByHop[name] {
 			continue
 		}
-		at := cap(p) - cap(fields[i+1]) // where the field starts in p (Fields gives subslices of p)
-		value := text[at : at+len(fields[i+1])]
+		value := text[valueAt : valueAt+len(fields[i+1])]
 		if old := hdr[name]; len(old) > 0 {
 			hdr[name] = append(old, value)
 			continue
