@@ -353,8 +353,9 @@ func streamPair(t testing.TB) (a, b *UnixConn) {
 
 // A Stream keeps the state of its calls between them (ops.go): goroutines
 // that call Write and Writev, and Read, on one Stream at once still each
-// get their own call, whole: every record arrives unmixed, and every byte
-// a Read reports is in that Read's own buffer.
+// get their own call: every byte written is read once, and every byte a
+// Read reports is in that Read's own buffer. (Whole records are
+// TestWritesOfSeveralGoroutinesDoNotInterleave's.)
 func TestCallsOfSeveralGoroutinesOnOneStreamStayTheirOwn(t *testing.T) {
 	a, b := streamPair(t)
 	_ = a.SetWriteDeadline(time.Now().Add(30 * time.Second))
