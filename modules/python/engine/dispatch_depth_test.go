@@ -22,13 +22,17 @@ func TestPipelineDepth(t *testing.T) {
 		{"nothing measured", "wsgi", "auto", 0, 0},
 		{"hello world", "wsgi", "auto", 40 * time.Microsecond, pipelineMaxDepth},
 		{"a quarter millisecond", "wsgi", "auto", 250 * time.Microsecond, 8},
+		{"0.4 ms", "wsgi", "auto", 400 * time.Microsecond, 5},
 		{"half a millisecond", "wsgi", "auto", 500 * time.Microsecond, 4},
 		{"one millisecond", "wsgi", "auto", time.Millisecond, 2},
 		{"1.5 ms", "wsgi", "auto", 1500 * time.Microsecond, 1},
 		{"from the budget on", "wsgi", "auto", pipelineBudget, 1},
+		{"just past the budget", "wsgi", "auto", 2100 * time.Microsecond, 0},
 		{"slower", "wsgi", "auto", 3 * time.Millisecond, 0},
+		{"a second", "wsgi", "auto", time.Second, 0},
 		{"pipeline off", "wsgi", "off", 40 * time.Microsecond, 0},
 		{"asgi multiplexes instead", "asgi", "auto", 40 * time.Microsecond, 0},
+		{"asgi, pipeline unset", "asgi", "", 40 * time.Microsecond, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := New(Options{Name: "t", Kind: tc.kind, Pipeline: tc.pipeline}, zap.NewNop())
