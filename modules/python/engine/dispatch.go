@@ -49,10 +49,12 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan grant,
 // frees up first, so the depth is bounded by the work it commits: at most
 // pipelineBudget of the pool's mean request time is put behind a running
 // request (for a 40 µs hello world, pipelineMaxDepth requests; for 1 ms
-// requests, 2; beyond 2 ms, none). Only requests whose frames are small
-// are pipelined, and no more than pipelineMaxBytes per channel, so writing
-// them never waits for the worker (they fit the socket's buffer). Only WSGI
-// pools with pipeline auto pipeline.
+// requests, 2; beyond 2 ms, none), and by the channel's share of what
+// waits (pipelineShareLocked), so that a queue is spread over the workers
+// rather than taken by the first to free up. Only requests whose frames
+// are small are pipelined, and no more than pipelineMaxBytes per channel,
+// so writing them never waits for the worker (they fit the socket's
+// buffer). Only WSGI pools with pipeline auto pipeline.
 //
 // A pipeline is topped up when at least two places are free in it (or it
 // is empty), so the requests added go to the worker together, in one
@@ -393,7 +395,7 @@ func (p *Pool) pipelineLocked(s *channel) []*waiter {
 	if p.paused {
 		return nil
 	}
-	depth := p.pipelineDepthLocked()
+	depth := min(p.pipelineDepthLocked(), p.pipelineShareLocked())
 	free := depth - s.queued.len()
 	if free <= 0 || (free < 2 && s.queued.len() > 0) || s.worker.state != workerServing {
 		return nil
@@ -406,6 +408,18 @@ func (p *Pool) pipelineLocked(s *channel) []*waiter {
 		p.pipelineOntoLocked(s, n)
 	}
 	return s.queued.waiters[first:]
+}
+
+// pipelineShareLocked is how many requests one channel may have pipelined
+// behind its running one, of those waiting or pipelined now: an equal
+// share among the busy channels, rounded down. When a burst has queued
+// requests (a pause of the machine, a slow request), the first channel to
+// free up takes its share, not the whole queue while the others run dry,
+// and a request or two left waiting go to whichever channel frees up
+// first, as from one queue. Under a steady overload the share is past the
+// depth, which then decides alone.
+func (p *Pool) pipelineShareLocked() int {
+	return (len(p.waiters) + p.pipelined) / max(p.busyChannels, 1)
 }
 
 // pipeline is the requests pipelined behind the one running on a channel,

@@ -88,23 +88,34 @@ func queued(sizes ...int) []*waiter {
 }
 
 func TestPipelineDecisions(t *testing.T) {
-	const mean = 250 * time.Microsecond // a depth of 8 (TestPipelineDepthFollowsMeanRequestTime)
+	const mean = 250 * time.Microsecond // a depth of 8 (TestPipelineDepth)
+	hundred := func(n int) []int { return slices.Repeat([]int{100}, n) }
 	for _, tc := range []struct {
-		name     string
-		state    workerState
-		already  []int // sizes of requests already pipelined on the channel
-		waiting  []int // sizes of the waiting requests, oldest first
-		wantMove int   // how many waiters move onto the channel
+		name      string
+		state     workerState
+		busy      int   // busy channels in the pool, this one included (0: this one alone)
+		elsewhere int   // requests pipelined on the other channels
+		already   []int // sizes of requests already pipelined on the channel
+		waiting   []int // sizes of the waiting requests, oldest first
+		wantMove  int   // how many waiters move onto the channel
 	}{
-		{"small waiting requests move, up to the depth", workerServing, nil, []int{100, 100, 100, 100, 100, 100, 100, 100, 100, 100}, 8},
-		{"fewer than the depth: all of them", workerServing, nil, []int{100, 100, 100}, 3},
-		{"in order, stopping at one that cannot be pipelined", workerServing, nil, []int{100, 0, 100}, 1},
-		{"a large request is never pipelined", workerServing, nil, []int{pipelineMaxFrames + 1, 100}, 0},
-		{"at most pipelineMaxBytes on one channel", workerServing, nil, []int{pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames}, 4},
-		{"topped up when two places are free", workerServing, []int{100, 100, 100, 100, 100, 100}, []int{100, 100, 100}, 2},
-		{"not topped up for one place", workerServing, []int{100, 100, 100, 100, 100, 100, 100}, []int{100, 100}, 0},
-		{"never on a worker being recycled", workerRecycling, nil, []int{100, 100}, 0},
-		{"never on a retired worker", workerRetired, nil, []int{100, 100}, 0},
+		{"small waiting requests move, up to the depth", workerServing, 1, 0, nil, hundred(10), 8},
+		{"fewer than the depth: all of them", workerServing, 1, 0, nil, hundred(3), 3},
+		{"in order, stopping at one that cannot be pipelined", workerServing, 1, 0, nil, []int{100, 0, 100}, 1},
+		{"a large request is never pipelined", workerServing, 1, 0, nil, []int{pipelineMaxFrames + 1, 100}, 0},
+		{"at most pipelineMaxBytes on one channel", workerServing, 1, 0, nil, []int{pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames, pipelineMaxFrames}, 4},
+		{"topped up when two places are free", workerServing, 1, 0, hundred(6), hundred(3), 2},
+		{"not topped up for one place", workerServing, 1, 0, hundred(7), hundred(2), 0},
+		{"never on a worker being recycled", workerRecycling, 1, 0, nil, hundred(2), 0},
+		{"never on a retired worker", workerRetired, 1, 0, nil, hundred(2), 0},
+		{"a burst is shared: this channel's share of it", workerServing, 2, 0, nil, hundred(6), 3},
+		{"the rest of a burst: the share of what waits and what is pipelined", workerServing, 2, 3, nil, hundred(2), 2},
+		{"one waiting, two busy: it goes to the first channel free", workerServing, 2, 0, nil, hundred(1), 0},
+		{"two waiting, two busy: one each", workerServing, 2, 0, nil, hundred(2), 1},
+		{"three busy channels share a burst", workerServing, 3, 0, nil, hundred(7), 2},
+		{"topped up to its share", workerServing, 2, 2, hundred(3), hundred(5), 2},
+		{"not past its share", workerServing, 2, 0, hundred(3), hundred(4), 0},
+		{"an overload: the depth decides", workerServing, 2, 8, nil, hundred(40), 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &worker{state: tc.state}
@@ -114,7 +125,8 @@ func TestPipelineDecisions(t *testing.T) {
 				c.queued.bytes += len(r.frames)
 			}
 			waiting := queued(tc.waiting...)
-			p := &Pool{opts: Options{Kind: "wsgi", Pipeline: "auto"}, meanDuration: mean, waiters: slices.Clone(waiting)}
+			p := &Pool{opts: Options{Kind: "wsgi", Pipeline: "auto"}, meanDuration: mean, waiters: slices.Clone(waiting),
+				busyChannels: tc.busy, pipelined: len(tc.already) + tc.elsewhere}
 			moved := p.pipelineLocked(c)
 			if !slices.Equal(moved, waiting[:tc.wantMove]) {
 				t.Fatalf("moved %d waiters, want the first %d", len(moved), tc.wantMove)
@@ -122,7 +134,7 @@ func TestPipelineDecisions(t *testing.T) {
 			if !slices.Equal(p.waiters, waiting[tc.wantMove:]) {
 				t.Errorf("%d left waiting, want %d, in order", len(p.waiters), len(waiting)-tc.wantMove)
 			}
-			if p.pipelined != tc.wantMove || c.queued.len() != len(tc.already)+tc.wantMove {
+			if p.pipelined != len(tc.already)+tc.elsewhere+tc.wantMove || c.queued.len() != len(tc.already)+tc.wantMove {
 				t.Errorf("counted %d pipelined, %d queued on the channel", p.pipelined, c.queued.len())
 			}
 		})
