@@ -50,8 +50,8 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan grant,
 // pipelineBudget of the pool's mean request time is put behind a running
 // request (for a 40 µs hello world, pipelineMaxDepth requests; for 1 ms
 // requests, 2; beyond 2 ms, none), and by the channel's share of what
-// waits (pipelineShareLocked), so that a queue is spread over the workers
-// rather than taken by the first to free up. Only requests whose frames
+// waits or is pipelined (pipelineShareLocked), so that a queue is spread
+// over the workers rather than taken by the first to free up. Only requests whose frames
 // are small are pipelined, and no more than pipelineMaxBytes per channel,
 // so writing them never waits for the worker (they fit the socket's
 // buffer). Only WSGI pools with pipeline auto pipeline.
@@ -412,14 +412,16 @@ func (p *Pool) pipelineLocked(s *channel) []*waiter {
 
 // pipelineShareLocked is how many requests one channel may have pipelined
 // behind its running one, of those waiting or pipelined now: an equal
-// share among the busy channels, rounded down. When a burst has queued
-// requests (a pause of the machine, a slow request), the first channel to
-// free up takes its share, not the whole queue while the others run dry,
-// and a request or two left waiting go to whichever channel frees up
-// first, as from one queue. Under a steady overload the share is past the
-// depth, which then decides alone.
+// share among the channels of the workers in service, rounded down (while
+// requests wait, every one of those channels is busy; a retiring worker's
+// are not counted, since they take no more requests). When a burst has
+// queued requests (a pause of the machine, a slow request), the first
+// channel to free up takes its share, not the whole queue while the others
+// run dry, and the requests left waiting, fewer than the channels, go to
+// whichever channel frees up first, as from one queue. Under a steady
+// overload the share is past the depth, which then decides alone.
 func (p *Pool) pipelineShareLocked() int {
-	return (len(p.waiters) + p.pipelined) / max(p.busyChannels, 1)
+	return (len(p.waiters) + p.pipelined) / max(len(p.workers)*max(1, p.opts.Threads), 1)
 }
 
 // pipeline is the requests pipelined behind the one running on a channel,

@@ -16,8 +16,9 @@ import (
 // sequences of what requests do (arrive and queue, take an idle channel,
 // finish, break their worker) on real socket pairs, and checks after every
 // step that the pool's counters agree with the channels they count: busy
-// channels, pipelined requests and each pipeline's bytes, and that every
-// channel of a worker in service is either idle or busy, never both.
+// channels, pipelined requests and each pipeline's bytes, that every
+// channel of a worker in service is either idle or busy, never both, and
+// that no request waits while a channel in service is idle.
 func TestCountersFollowTheChannels(t *testing.T) {
 	for seed := range uint64(40) {
 		rng := rand.New(rand.NewPCG(seed, 7))
@@ -140,5 +141,8 @@ func checkCounters(t *testing.T, p *Pool, all []*channel, seed uint64, step int)
 	}
 	if pipelined != p.pipelined {
 		t.Errorf("seed %d step %d: the pool counts %d pipelined requests, the channels hold %d", seed, step, p.pipelined, pipelined)
+	}
+	if len(p.waiters) > 0 && len(p.idle) > 0 && !p.paused {
+		t.Errorf("seed %d step %d: %d requests wait while %d channels in service are idle", seed, step, len(p.waiters), len(p.idle))
 	}
 }

@@ -93,7 +93,7 @@ func TestPipelineDecisions(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		state     workerState
-		busy      int   // busy channels in the pool, this one included (0: this one alone)
+		workers   int   // workers in service, of one channel each, this one's included
 		elsewhere int   // requests pipelined on the other channels
 		already   []int // sizes of requests already pipelined on the channel
 		waiting   []int // sizes of the waiting requests, oldest first
@@ -110,9 +110,9 @@ func TestPipelineDecisions(t *testing.T) {
 		{"never on a retired worker", workerRetired, 1, 0, nil, hundred(2), 0},
 		{"a burst is shared: this channel's share of it", workerServing, 2, 0, nil, hundred(6), 3},
 		{"the rest of a burst: the share of what waits and what is pipelined", workerServing, 2, 3, nil, hundred(2), 2},
-		{"one waiting, two busy: it goes to the first channel free", workerServing, 2, 0, nil, hundred(1), 0},
-		{"two waiting, two busy: one each", workerServing, 2, 0, nil, hundred(2), 1},
-		{"three busy channels share a burst", workerServing, 3, 0, nil, hundred(7), 2},
+		{"one waiting, two workers: it goes to the first channel free", workerServing, 2, 0, nil, hundred(1), 0},
+		{"two waiting, two workers: one each", workerServing, 2, 0, nil, hundred(2), 1},
+		{"three workers share a burst", workerServing, 3, 0, nil, hundred(7), 2},
 		{"topped up to its share", workerServing, 2, 2, hundred(3), hundred(5), 2},
 		{"not past its share", workerServing, 2, 0, hundred(3), hundred(4), 0},
 		{"an overload: the depth decides", workerServing, 2, 8, nil, hundred(40), 8},
@@ -126,7 +126,7 @@ func TestPipelineDecisions(t *testing.T) {
 			}
 			waiting := queued(tc.waiting...)
 			p := &Pool{opts: Options{Kind: "wsgi", Pipeline: "auto"}, meanDuration: mean, waiters: slices.Clone(waiting),
-				busyChannels: tc.busy, pipelined: len(tc.already) + tc.elsewhere}
+				workers: make([]*worker, tc.workers), pipelined: len(tc.already) + tc.elsewhere}
 			moved := p.pipelineLocked(c)
 			if !slices.Equal(moved, waiting[:tc.wantMove]) {
 				t.Fatalf("moved %d waiters, want the first %d", len(moved), tc.wantMove)
@@ -136,6 +136,32 @@ func TestPipelineDecisions(t *testing.T) {
 			}
 			if p.pipelined != len(tc.already)+tc.elsewhere+tc.wantMove || c.queued.len() != len(tc.already)+tc.wantMove {
 				t.Errorf("counted %d pipelined, %d queued on the channel", p.pipelined, c.queued.len())
+			}
+		})
+	}
+}
+
+// TestPipelineShareCountsChannels: the share is per channel of the workers
+// in service (a worker of 2 threads takes two shares), and a worker that
+// left service (retiring, so out of p.workers) takes none.
+func TestPipelineShareCountsChannels(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		workers, threads int
+		waiting, piped   int
+		want             int
+	}{
+		{"one worker of one thread: everything", 1, 1, 9, 3, 12},
+		{"two workers of 2 threads: a quarter", 2, 2, 9, 3, 3},
+		{"rounded down", 2, 2, 3, 0, 0},
+		{"the other worker retiring: the two shares of one worker of 2 threads", 1, 2, 9, 3, 6},
+		{"no worker in service: no division by zero", 0, 1, 4, 0, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Pool{opts: Options{Kind: "wsgi", Pipeline: "auto", Threads: tc.threads}, workers: make([]*worker, tc.workers),
+				waiters: queued(slices.Repeat([]int{100}, tc.waiting)...), pipelined: tc.piped}
+			if got := p.pipelineShareLocked(); got != tc.want {
+				t.Errorf("share %d, want %d", got, tc.want)
 			}
 		})
 	}
