@@ -51,10 +51,11 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan grant,
 // request (for a 40 µs hello world, pipelineMaxDepth requests; for 1 ms
 // requests, 2; beyond 2 ms, none), and by the channel's share of what
 // waits or is pipelined (pipelineShareLocked), so that a queue is spread
-// over the workers rather than taken by the first to free up. Only requests whose frames
-// are small are pipelined, and no more than pipelineMaxBytes per channel,
-// so writing them never waits for the worker (they fit the socket's
-// buffer). Only WSGI pools with pipeline auto pipeline.
+// over the workers rather than taken by the first to free up. Only
+// requests whose frames are small are pipelined, and no more than
+// pipelineMaxBytes per channel, so writing them never waits for the
+// worker (they fit the socket's buffer). Only WSGI pools with pipeline
+// auto pipeline.
 //
 // A pipeline is topped up when at least two places are free in it (or it
 // is empty), so the requests added go to the worker together, in one
