@@ -92,20 +92,10 @@ func TestWritesOfSeveralGoroutinesDoNotInterleave(t *testing.T) {
 	raw := rawOf(t, a)
 	_ = a.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	const writers, records, size = 4, 16, 256 << 10
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			record := bytes.Repeat([]byte{byte('a' + w)}, size)
-			for range records {
-				if n, err := Write(raw, record); err != nil || n != size {
-					t.Errorf("Write = %d, %v", n, err)
-					return
-				}
-			}
-		}()
-	}
+	wg := startWriters(t, writers, records, size, func(_, _ int, record []byte) (int64, error) {
+		n, err := Write(raw, record)
+		return int64(n), err
+	})
 	got, err := readAll(b, writers*records*size)
 	wg.Wait()
 	if err != nil {
@@ -124,6 +114,28 @@ func TestWritesOfSeveralGoroutinesDoNotInterleave(t *testing.T) {
 			t.Fatalf("writer %d: %d records arrived, want %d", w, counts[byte('a'+w)], records)
 		}
 	}
+}
+
+// startWriters starts writers goroutines, each writing records records of
+// size bytes of its own letter ('a' plus its number) with write (given the
+// writer's number and the record's), and returns what waits for them. A
+// write that fails or comes short is reported, and ends its writer.
+func startWriters(t *testing.T, writers, records, size int, write func(w, i int, record []byte) (int64, error)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			record := bytes.Repeat([]byte{byte('a' + w)}, size)
+			for i := range records {
+				if n, err := write(w, i, record); err != nil || n != int64(size) {
+					t.Errorf("writer %d: %d, %v", w, n, err)
+					return
+				}
+			}
+		}()
+	}
+	return &wg
 }
 
 // writevCase writes pieces with Writev and checks what the peer read.
@@ -361,29 +373,13 @@ func TestCallsOfSeveralGoroutinesOnOneStreamStayTheirOwn(t *testing.T) {
 	_ = a.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	_ = b.SetReadDeadline(time.Now().Add(30 * time.Second))
 	const writers, records, size = 4, 64, 24 << 10
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			record := bytes.Repeat([]byte{byte('a' + w)}, size)
-			for i := range records {
-				var n int64
-				var err error
-				if (w+i)%2 == 0 {
-					var k int
-					k, err = a.Write(record)
-					n = int64(k)
-				} else {
-					n, err = a.Writev([][]byte{record[:size/3], record[size/3:]})
-				}
-				if err != nil || n != size {
-					t.Errorf("writer %d: %d, %v", w, n, err)
-					return
-				}
-			}
-		}()
-	}
+	wg := startWriters(t, writers, records, size, func(w, i int, record []byte) (int64, error) {
+		if (w+i)%2 == 0 {
+			n, err := a.Write(record)
+			return int64(n), err
+		}
+		return a.Writev([][]byte{record[:size/3], record[size/3:]})
+	})
 	const readers = 3
 	got := make([][]byte, readers)
 	var total sync.WaitGroup
