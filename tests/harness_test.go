@@ -299,19 +299,22 @@ type appStatus struct {
 	} `json:"workers"`
 	// WebSockets and Streams (ASGI) are the long-lived exchanges open,
 	// MaxWebSockets and MaxStreams their limits
-	WebSockets          int            `json:"websockets"`
-	MaxWebSockets       int            `json:"max_websockets"`
-	MaxWebSocketsShared bool           `json:"max_websockets_shared"`
-	MaxStreamsShared    bool           `json:"max_streams_shared"`
-	Streams             int            `json:"streams"`
-	MaxStreams          int            `json:"max_streams"`
-	Restarts            map[string]int `json:"restarts"`
-	ConsecutiveFailures int            `json:"consecutive_failures"`
-	BackoffUntil        *time.Time     `json:"backoff_until"`
-	LastError           string         `json:"last_error"`
-	ForkServerPid       int            `json:"fork_server_pid"`
-	Guard               string         `json:"guard"`
-	Findings            []struct {
+	WebSockets          int  `json:"websockets"`
+	MaxWebSockets       int  `json:"max_websockets"`
+	MaxWebSocketsShared bool `json:"max_websockets_shared"`
+	MaxStreamsShared    bool `json:"max_streams_shared"`
+	Streams             int  `json:"streams"`
+	MaxStreams          int  `json:"max_streams"`
+	// MaxWebSocketsPerClient and MaxStreamsPerClient: max_open_per_client
+	MaxWebSocketsPerClient int            `json:"max_websockets_per_client"`
+	MaxStreamsPerClient    int            `json:"max_streams_per_client"`
+	Restarts               map[string]int `json:"restarts"`
+	ConsecutiveFailures    int            `json:"consecutive_failures"`
+	BackoffUntil           *time.Time     `json:"backoff_until"`
+	LastError              string         `json:"last_error"`
+	ForkServerPid          int            `json:"fork_server_pid"`
+	Guard                  string         `json:"guard"`
+	Findings               []struct {
 		ID       string `json:"id"`
 		Blocking bool   `json:"blocking"`
 		Problem  string `json:"problem"`

@@ -218,7 +218,7 @@ func TestStalledASGIStreamsDoNotHoldMemory(t *testing.T) {
 	t.Parallel()
 	const streams = 60
 	marker := filepath.Join(t.TempDir(), "marker")
-	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tmax_streams 120\n\t\tenv STREAM_MARKER "+marker)
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 150\n\t\tmax_streams 120\n\t\tmax_open_per_client 120\n\t\tenv STREAM_MARKER "+marker)
 	c := startCaddy(t, h2cWithoutGCFloor+config)
 	base := liveHeap(t, c)
 	stalledH2Streams(t, strings.TrimPrefix(url, "http://"), "/flood?mib=2", streams)

@@ -103,7 +103,7 @@ func TestWebSocket(t *testing.T) {
 
 func TestThousandWebSockets(t *testing.T) {
 	t.Parallel()
-	config, url := asgiSite(t, "ws_app:app", "workers 2\n\t\tmax_concurrency 600\n\t\tmax_websockets 1000\n\t\tmax_queue 2000")
+	config, url := asgiSite(t, "ws_app:app", "workers 2\n\t\tmax_concurrency 600\n\t\tmax_websockets 1000\n\t\tmax_open_per_client 1000\n\t\tmax_queue 2000")
 	startCaddy(t, config)
 	url = "ws" + strings.TrimPrefix(url, "http") + "/echo"
 	const n = 1000
@@ -247,7 +247,8 @@ func TestASGIBoundsWhatTheAppDoesNotTake(t *testing.T) {
 func TestASGIWorkerMemoryIsBounded(t *testing.T) {
 	t.Parallel()
 	log := filepath.Join(t.TempDir(), "flood.log")
-	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tenv FLOOD_LOG "+log)
+	// 17 WebSockets from one address: more than its default share (12)
+	config, url := asgiSite(t, "asgi_flood:app", "workers 1\n\t\tmax_open_per_client 17\n\t\tenv FLOOD_LOG "+log)
 	c := startCaddy(t, config)
 	pid := c.workerPIDs()[0]
 	wsURL := "ws" + strings.TrimPrefix(url, "http") + "/deaf"
@@ -523,6 +524,125 @@ func TestWebSocketsLeaveChannelsForRequests(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestOneClientCannotHoldEveryWebSocket: one client (an address) may hold
+// at most its share of an app's WebSockets and streamed responses (a
+// quarter of the limit by default: 10 of the 40 of 80 channels); past it
+// it gets 429 with Retry-After, and a client from another address still
+// gets in. Before, one client could open every WebSocket the app allowed,
+// and every other visitor's got 503.
+func TestOneClientCannotHoldEveryWebSocket(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "marker")
+	config, url := asgiSite(t, "asgi_streams:app", "workers 1\n\t\tmax_concurrency 80\n\t\tenv STREAM_MARKER "+marker)
+	c := startCaddy(t, config)
+	wsURL := "ws" + strings.TrimPrefix(url, "http")
+	attacker, visitor := clientFrom("127.0.0.1"), clientFrom("127.0.0.2") // two addresses of the loopback network
+	dial := func(client *http.Client) (*websocket.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return websocket.Dial(ctx, wsURL+"/ws-deaf", &websocket.DialOptions{HTTPClient: client})
+	}
+	stream := func(client *http.Client) *http.Response {
+		t.Helper()
+		resp, err := client.Get(url + "/sse-wait")
+		if err != nil {
+			t.Fatalf("GET /sse-wait: %v", err)
+		}
+		return resp
+	}
+	var held []io.Closer
+	defer func() {
+		for _, h := range held {
+			h.Close()
+		}
+	}()
+	wsCloser := func(ws *websocket.Conn) io.Closer {
+		return closerFunc(func() error { return ws.Close(websocket.StatusNormalClosure, "") })
+	}
+
+	// the attack: one address opens all it can, up to the app's 40
+	opened, streams := 0, 0
+	var refusal *http.Response
+	for range 40 {
+		ws, resp, err := dial(attacker)
+		if err != nil {
+			refusal = resp
+			break
+		}
+		held = append(held, wsCloser(ws))
+		opened++
+	}
+	if opened != 10 || refusal == nil || refusal.StatusCode != http.StatusTooManyRequests || refusal.Header.Get("Retry-After") == "" {
+		status := 0
+		if refusal != nil {
+			status = refusal.StatusCode
+		}
+		t.Fatalf("one client opened %d WebSockets, then got %d; want 10 (a quarter of the app's 40), then 429 with Retry-After", opened, status)
+	}
+	// a stream counts with them (they share the limit)
+	if resp := stream(attacker); resp.StatusCode != http.StatusTooManyRequests {
+		held = append(held, resp.Body)
+		t.Errorf("a stream from the client holding 10 WebSockets: %d, want 429", resp.StatusCode)
+	} else {
+		resp.Body.Close()
+	}
+
+	// another client still gets its WebSocket and its stream
+	ws, resp, err := dial(visitor)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("a WebSocket from another address beside the 10: %v, status %d", err, status)
+	}
+	held = append(held, wsCloser(ws))
+	if resp := stream(visitor); resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		t.Errorf("a stream from another address: %d, want 200", resp.StatusCode)
+	} else {
+		held = append(held, resp.Body)
+		streams++
+	}
+
+	apps := c.mustApps()
+	if apps[0].WebSockets != 11 || apps[0].Streams != streams || apps[0].MaxWebSocketsPerClient != 10 || apps[0].MaxStreamsPerClient != 10 {
+		t.Errorf("/hearth/apps: %d WebSockets and %d streams, %d and %d per client; want 11 and %d, 10 and 10",
+			apps[0].WebSockets, apps[0].Streams, apps[0].MaxWebSocketsPerClient, apps[0].MaxStreamsPerClient, streams)
+	}
+	metrics := scrape(t, c)
+	for reason, want := range map[string]float64{"client_websockets": 1, "client_streams": 1, "websockets": 0} {
+		series := fmt.Sprintf("hearth_refused_requests_total{app=%q,reason=%q}", apps[0].Name, reason)
+		if got := metrics[series]; got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	// warned once, though refused twice: a client can provoke it at will
+	waitFor(t, 10*time.Second, "the warning naming the client and what to change", func() bool {
+		return warned(c, "client 127.0.0.1 already holds 10 WebSockets and 0 streamed responses open, its max_open_per_client (10)", "trusted_proxies")
+	})
+	if n := strings.Count(c.log.String(), "its max_open_per_client (10)"); n != 1 {
+		t.Errorf("%d warnings for 2 refusals within a minute, want 1", n)
+	}
+
+	// a WebSocket that closes gives its client's place back, once its app
+	// has ended (this one does not listen: cancelled after 10 s)
+	held[0].Close()
+	held = held[1:]
+	waitFor(t, 40*time.Second, "the client's WebSocket after one of its own closed", func() bool {
+		ws, _, err := dial(attacker)
+		if err == nil {
+			held = append(held, wsCloser(ws))
+		}
+		return err == nil
+	})
+}
+
+// closerFunc is a func as an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // TestWebSocketsGrowAnAutoscaledPool: WebSockets refused at an autoscaled
 // app's limit grow it, as queued requests do, and the limit grows with it.

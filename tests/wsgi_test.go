@@ -634,11 +634,7 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 	t.Parallel()
 	config, url := site(t, "fail:application", "workers 1\n\t\tpipeline off\n\t\tmax_queue 4\n\t\tmax_queue_per_client 2\n\t\tqueue_timeout 30s")
 	c := startCaddy(t, config)
-	from := func(ip string) *http.Client {
-		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
-	}
-	one, other := from("127.0.0.1"), from("127.0.0.2")
+	one, other := clientFrom("127.0.0.1"), clientFrom("127.0.0.2")
 	type result struct {
 		who    string
 		status int
@@ -689,10 +685,40 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 	if got := scrape(t, c)[`hearth_refused_requests_total{app="fail",reason="client_queue_full"}`]; got != 1 {
 		t.Errorf("hearth_refused_requests_total for client_queue_full: %v, want 1", got)
 	}
+	// a 4xx is logged at Caddy's debug level only: Hearth warns, saying
+	// what to change if the client is a proxy
+	waitFor(t, 10*time.Second, "the warning naming the client and what to change", func() bool {
+		return warned(c, "client 127.0.0.1 already has 2 requests waiting for a worker, its max_queue_per_client", "trusted_proxies")
+	})
 	// the share is given back as the requests leave the queue
 	if resp, _ := get(t, url+"/"); resp.StatusCode != 200 {
 		t.Errorf("the first client's request once the queue emptied: %d", resp.StatusCode)
 	}
+}
+
+// clientFrom is an HTTP client whose connections come from ip, an address
+// of the loopback network other than 127.0.0.1 when a test needs two
+// clients Caddy tells apart. It keeps no connection alive.
+func clientFrom(ip string) *http.Client {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
+}
+
+// warned reports whether Caddy's log has a warning that says all of what.
+func warned(c *caddyProc, what ...string) bool {
+	for _, line := range strings.Split(c.log.String(), "\n") {
+		if !strings.Contains(line, `"level":"warn"`) {
+			continue
+		}
+		all := true
+		for _, w := range what {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 func readFile(path string) (string, error) {

@@ -46,6 +46,15 @@ type ASGI struct {
 	// as long as it goes. Default: as for MaxWebSockets.
 	MaxStreams int `json:"max_streams,omitempty"`
 
+	// MaxOpenPerClient is how many of those one client may hold open at
+	// once: of its WebSockets, and of its streamed responses (of the two
+	// together while they share their limit). One more gets 429 with
+	// Retry-After, so that one client cannot take every place while
+	// others are refused. A client is its address as Caddy determines it
+	// (trusted_proxies), an IPv6 client by its /64, as for
+	// max_queue_per_client. Default: a quarter of the limit, at least 8.
+	MaxOpenPerClient int `json:"max_open_per_client,omitempty"`
+
 	// Lifespan runs the ASGI lifespan protocol in each worker: startup
 	// before the worker takes requests (a failure refuses the config, with
 	// the app's message), shutdown when it stops. "auto" (default) goes on
@@ -90,7 +99,7 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 	for _, o := range []struct {
 		name string
 		n    int
-	}{{"max_websockets", h.MaxWebSockets}, {"max_streams", h.MaxStreams}} {
+	}{{"max_websockets", h.MaxWebSockets}, {"max_streams", h.MaxStreams}, {"max_open_per_client", h.MaxOpenPerClient}} {
 		if o.n != 0 {
 			if err := checkCount(o.name, o.n); err != nil {
 				return fmt.Errorf("asgi %s: %w", h.App, err)
@@ -98,7 +107,7 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.kind, h.lifespan, h.Threads = "asgi", h.Lifespan, h.MaxConcurrency
-	h.maxWebSockets, h.maxStreams = h.MaxWebSockets, h.MaxStreams
+	h.maxWebSockets, h.maxStreams, h.maxOpenPerClient = h.MaxWebSockets, h.MaxStreams, h.MaxOpenPerClient
 	err := h.WSGI.Provision(ctx)
 	h.Threads = 0 // keep the config as written
 	return err
@@ -137,7 +146,7 @@ func writeIdle(r *http.Request) time.Duration {
 // those of wsgi that apply to ASGI apps, then its own.
 var asgiOptions = append(slices.DeleteFunc(slices.Clone(wsgiOptions), func(o string) bool {
 	return o == "threads" || o == "pipeline" || o == "preload" // (refused with a hint by Provision)
-}), "max_concurrency", "max_websockets", "max_streams", "lifespan")
+}), "max_concurrency", "max_websockets", "max_streams", "max_open_per_client", "lifespan")
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens: the
 // subdirectives of wsgi (but threads), plus
@@ -145,6 +154,7 @@ var asgiOptions = append(slices.DeleteFunc(slices.Clone(wsgiOptions), func(o str
 //	max_concurrency <n>
 //	max_websockets  <n>
 //	max_streams     <n>
+//	max_open_per_client <n>
 //	lifespan        auto|on|off
 func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	h.directive = "asgi"
@@ -156,6 +166,8 @@ func (h *ASGI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return true, count(d, &h.MaxWebSockets)
 		case "max_streams":
 			return true, count(d, &h.MaxStreams)
+		case "max_open_per_client":
+			return true, count(d, &h.MaxOpenPerClient)
 		case "lifespan":
 			if err := oneArg(d, &h.Lifespan); err != nil {
 				return true, err

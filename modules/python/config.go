@@ -161,6 +161,8 @@ type PoolConfig struct {
 	kind, lifespan string // set by the ASGI handler
 	maxWebSockets  int    // set by the ASGI handler
 	maxStreams     int    // set by the ASGI handler
+	// maxOpenPerClient is set by the ASGI handler
+	maxOpenPerClient int
 	// forCommand defers reading env_file to reresolveAs: a command beside
 	// the config (check, manage, exec) learns the account it runs as only
 	// after resolve, and must read the file as that account alone
@@ -351,7 +353,7 @@ func (c PoolConfig) resolve(appSpec string) (*poolSpec, error) {
 	}
 	s.GuardMode, s.GuardAllow = g.Mode, g.Allow
 	s.User, s.Group = c.User, c.Group
-	s.Kind, s.Lifespan, s.MaxWebSockets, s.MaxStreams = c.kind, c.lifespan, c.maxWebSockets, c.maxStreams
+	s.Kind, s.Lifespan, s.MaxWebSockets, s.MaxStreams, s.MaxOpenPerClient = c.kind, c.lifespan, c.maxWebSockets, c.maxStreams, c.maxOpenPerClient
 	switch c.Settings {
 	case "", SettingsAuto, SettingsOverlay:
 		s.Settings = c.Settings
@@ -396,7 +398,7 @@ func choose(option string, value *string, choices ...string) error {
 // channel and its buffers. workers follows the admin API's scale route.
 var countLimits = map[string]int{
 	"workers": 1024, "min_workers": 1024, "max_workers": 1024,
-	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24,
+	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24, "max_open_per_client": 1 << 24,
 }
 
 // checkCount is the one rule for a count option set to n (0 means "the

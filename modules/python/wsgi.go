@@ -61,14 +61,14 @@ type WSGI struct {
 	poolKey  string
 	kind     string // "asgi" when provisioned by the ASGI handler
 	lifespan string
-	// maxWebSockets and maxStreams are the ASGI handler's MaxWebSockets
-	// and MaxStreams
-	maxWebSockets, maxStreams int
-	directive                 string            // for Caddyfile errors: wsgi or asgi
-	guard                     *guard.Guard      // the HTTP guard, unless guard is off
-	guarded                   caddyhttp.Handler // serve, as the handler the guard calls
-	logger                    *zap.Logger
-	connectionsChecked        uint32 // set (atomically) by the first request, which hintHearthIO judges
+	// maxWebSockets, maxStreams and maxOpenPerClient are the ASGI
+	// handler's MaxWebSockets, MaxStreams and MaxOpenPerClient
+	maxWebSockets, maxStreams, maxOpenPerClient int
+	directive                                   string            // for Caddyfile errors: wsgi or asgi
+	guard                                       *guard.Guard      // the HTTP guard, unless guard is off
+	guarded                                     caddyhttp.Handler // serve, as the handler the guard calls
+	logger                                      *zap.Logger
+	connectionsChecked                          uint32 // set (atomically) by the first request, which hintHearthIO judges
 }
 
 // CaddyModule returns the Caddy module information.
@@ -97,7 +97,8 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 		return err
 	}
 	config := h.PoolConfig
-	config.kind, config.lifespan, config.maxWebSockets, config.maxStreams = h.kind, h.lifespan, h.maxWebSockets, h.maxStreams
+	config.kind, config.lifespan = h.kind, h.lifespan
+	config.maxWebSockets, config.maxStreams, config.maxOpenPerClient = h.maxWebSockets, h.maxStreams, h.maxOpenPerClient
 	if def := appModule.(*hearth.App).Guard; def != "" && (config.Guard == nil || config.Guard.Mode == "") {
 		g := GuardConfig{Mode: def}
 		if config.Guard != nil {

@@ -2,10 +2,13 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -105,6 +108,8 @@ func (p *Pool) acquire(ctx context.Context, from origin, path string, idempotent
 	client := clientOf(from.ip, from.remote) // (parsed only for a request that queues)
 	if p.opts.MaxQueuePerClient > 0 && client.IsValid() && p.waiting[client] >= p.opts.MaxQueuePerClient {
 		p.mu.Unlock()
+		p.warnClientShare(fmt.Sprintf("app %s: client %s already has %d requests waiting for a worker, its max_queue_per_client: refused another with 429%s",
+			p.opts.Name, clientName(client), p.opts.MaxQueuePerClient, clientShareHint("max_queue_per_client")))
 		return grant{}, errClientQueueFull
 	}
 	p.waiting[client]++
@@ -195,6 +200,23 @@ func clientOf(ip, remote string) netip.Prefix {
 	}
 	prefix, _ := a.WithZone("").Prefix(bits)
 	return prefix
+}
+
+// warnClientShare logs refusal, the message of a client refused past its
+// share, at most once a minute with how many were held back: Caddy logs a
+// 4xx only at its debug level, and a site behind a proxy it does not trust
+// sees every visitor as one client, refused long before the app is busy.
+func (p *Pool) warnClientShare(refusal string) {
+	if ok, heldBack := p.clientShareWarnings.Allow(); ok {
+		p.logger.Warn(refusal, zap.Int64("like_warnings_held_back", heldBack))
+	}
+}
+
+// clientShareHint ends the message of a client refused past its share of
+// option: how to tell clients behind a proxy apart, or else what to raise.
+func clientShareHint(option string) string {
+	return ". If that address is a proxy or CDN in front of the site, list it in the server's trusted_proxies, so that its visitors count apart; else raise " +
+		option + " if one client is expected to need that many"
 }
 
 // armQueueTimerLocked makes expireWaiters run in d. One timer serves the

@@ -83,13 +83,14 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 		frames = appendBodyFrames(head, sid, body.mem)
 	}
 	*bufp = frames
+	from := origin{rq.ClientIP, r.RemoteAddr}
 	for attempt := 1; ; attempt++ {
-		g, err := p.acquire(r.Context(), origin{rq.ClientIP, r.RemoteAddr}, r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
+		g, err := p.acquire(r.Context(), from, r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
 		if err != nil {
 			return p.unavailable(err)
 		}
 		g.channel.setDeadline(rq.Timeout)
-		retry, err := p.exchange(g, w, r, sid, frames, body)
+		retry, err := p.exchange(g, w, r, from, sid, frames, body)
 		if retry && attempt == 1 && idempotent(r.Method) {
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
 			continue
@@ -122,12 +123,12 @@ func (p *Pool) unavailable(err error) error {
 	return Failed(ClientLeft, fmt.Errorf("the client left while waiting for a worker: %w", err))
 }
 
-// exchange runs one request on the granted channel s: it sends the
-// request's frames (unless the grant says they were sent) and relays the
-// response.
+// exchange runs one request, from the client at from, on the granted
+// channel s: it sends the request's frames (unless the grant says they
+// were sent) and relays the response.
 // It always gives s back (or retires its worker). retry reports that the
 // worker failed before it answered.
-func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uint32, frames []byte, body *Body) (retry bool, err error) {
+func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, from origin, sid uint32, frames []byte, body *Body) (retry bool, err error) {
 	s := g.channel
 	s.stream = sid
 	var bodySent chan error
@@ -171,7 +172,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 		// client gets the head now, as from uvicorn (an EventSource opens,
 		// a client's header timeout is met); a failure from here on cuts
 		// the response off.
-		return false, p.streamASGI(w, r, s, sid, status, nil, bodySent, &mark)
+		return false, p.streamASGI(w, r, from, s, sid, status, nil, bodySent, &mark)
 	}
 	f, err := s.nextBody()
 	switch {
@@ -188,7 +189,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, sid uin
 	case f.last:
 		return false, p.finishSmall(w, r, status, f.data, s, bodySent, &mark)
 	case p.opts.ASGI():
-		return false, p.streamASGI(w, r, s, sid, status, f.data, bodySent, &mark)
+		return false, p.streamASGI(w, r, from, s, sid, status, f.data, bodySent, &mark)
 	}
 	return false, p.stream(w, s, sid, status, f.data, bodySent, nil)
 }
@@ -237,12 +238,13 @@ func (p *Pool) appAborted(message []byte, when string) error {
 // goes back once the app has sent the whole response, while a slow client
 // takes it at its own pace. Until then the stream holds its channel, so
 // streams are counted with WebSockets (admit): one past the limit gets 503
-// instead of the app's head (mark), and its task is cancelled.
-func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, s *channel, sid uint32, status int, first []byte, bodySent chan error, mark *headerMark) error {
+// instead of the app's head (mark), one past its client's share 429, and
+// its task is cancelled.
+func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, from origin, s *channel, sid uint32, status int, first []byte, bodySent chan error, mark *headerMark) error {
 	// a request whose answer may be asked again (GET, HEAD) is refused past
 	// the limit; another is counted, not refused: its app has done its
 	// work (a POST's effects), and a 503 would invite a second one
-	release, refused := p.admit(streamedResponse, r.Method == http.MethodGet || r.Method == http.MethodHead)
+	release, refused := p.admit(streamedResponse, r.Method == http.MethodGet || r.Method == http.MethodHead, from)
 	if refused != nil {
 		mark.restore(w.Header())                   // Caddy answers the refusal, not the app
 		_ = p.giveUpStream(s, sid, bodySent, true) // (a worker that does not end the stream is terminated, and logged)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 )
 
@@ -67,12 +68,55 @@ func (p *Pool) longLivedLimitLocked(k longLived) (limit int, shared bool) {
 	return max(1, max(len(p.workers), p.minWorkers)*max(1, p.opts.Threads)/2), true
 }
 
-// admit counts one more exchange of kind k, or refuses it (Unavailable)
-// past its limit when it is refusable (else it is counted past it).
-// release gives its place back when the exchange ends.
-func (p *Pool) admit(k longLived, refusable bool) (release func(), err error) {
+// longLivedHeld are the exchanges of each kind one client holds open.
+type longLivedHeld [longLivedKinds]int
+
+// of is how many of them count against the limit of kind k: that kind's,
+// or both kinds' while they share their limit (longLivedLimitLocked).
+func (h longLivedHeld) of(k longLived, shared bool) int {
+	if shared {
+		return h[webSocket] + h[streamedResponse]
+	}
+	return h[k]
+}
+
+// MinOpenPerClient is the least that max_open_per_client defaults to: a
+// visitor with a few tabs open, or a household behind one address, is not
+// refused by a small app's quarter.
+const MinOpenPerClient = 8
+
+// openPerClientLimit is how many exchanges that count against limit one
+// client may hold open: max_open_per_client when set, else a quarter of
+// limit, at least MinOpenPerClient. Like max_queue_per_client, it keeps one
+// client from taking every place while others are refused.
+func (o *Options) openPerClientLimit(limit int) int {
+	if o.MaxOpenPerClient > 0 {
+		return o.MaxOpenPerClient
+	}
+	return max(MinOpenPerClient, limit/4)
+}
+
+// admit counts one more exchange of kind k, from the client at from, or
+// refuses it when it is refusable (else it is counted past any limit):
+// TooManyRequests (429) past the client's share (openPerClientLimit),
+// Unavailable (503) past the app's limit (longLivedLimitLocked). release
+// gives its places back when the exchange ends. Clients without an address
+// (clientOf) have no share of their own.
+func (p *Pool) admit(k longLived, refusable bool, from origin) (release func(), err error) {
+	client := clientOf(from.ip, from.remote)
 	p.mu.Lock()
 	limit, shared := p.longLivedLimitLocked(k)
+	if client.IsValid() {
+		held := p.openBy[client]
+		if perClient := p.opts.openPerClientLimit(limit); refusable && held.of(k, shared) >= perClient {
+			p.mu.Unlock()
+			// no growth for it: the client has its share, and a larger
+			// pool would not let it take more
+			return nil, Failed(TooManyRequests, &longLivedRefusal{k, true, p.clientRefusal(k, client, held, shared, perClient)})
+		}
+		held[k]++
+		p.openBy[client] = held
+	}
 	p.mu.Unlock()
 	// counted first, then checked: two exchanges admitted at once each see
 	// the other, so the limit is never passed
@@ -81,27 +125,71 @@ func (p *Pool) admit(k longLived, refusable bool) (release func(), err error) {
 		open = p.longLived.sum()
 	}
 	if open <= int64(limit) || !refusable {
-		return func() { p.longLived[k].Add(-1) }, nil
+		return func() {
+			p.longLived[k].Add(-1)
+			p.mu.Lock()
+			p.letGoLocked(client, k)
+			p.mu.Unlock()
+		}, nil
 	}
 	p.longLived[k].Add(-1)
 	// as queued requests do, demand beyond the limit grows an autoscaled
 	// pool (one worker at a time, up to max_workers): the limit follows
 	// its size, so the client's next try may get in
 	p.mu.Lock()
+	p.letGoLocked(client, k)
 	p.growLocked()
 	p.mu.Unlock()
 	if !shared {
-		return nil, Failed(Unavailable, &longLivedRefusal{k, fmt.Sprintf("app %s already holds %d %s open, its %s: refused another (raise %[4]s, max_concurrency or workers if that many clients are expected)",
+		return nil, Failed(Unavailable, &longLivedRefusal{k, false, fmt.Sprintf("app %s already holds %d %s open, its %s: refused another (raise %[4]s, max_concurrency or workers if that many clients are expected)",
 			p.opts.Name, open-1, longLivedNames[k].plural, longLivedNames[k].setting)})
 	}
-	return nil, Failed(Unavailable, &longLivedRefusal{k, fmt.Sprintf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
+	return nil, Failed(Unavailable, &longLivedRefusal{k, false, fmt.Sprintf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
 		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), longLivedNames[k].singular, longLivedNames[k].setting)})
 }
 
-// longLivedRefusal is an exchange of kind refused past its limit.
+// letGoLocked counts one exchange of kind k out of client's (admit).
+func (p *Pool) letGoLocked(client netip.Prefix, k longLived) {
+	if !client.IsValid() {
+		return
+	}
+	held := p.openBy[client]
+	held[k]--
+	if held == (longLivedHeld{}) {
+		delete(p.openBy, client)
+		return
+	}
+	p.openBy[client] = held
+}
+
+// clientRefusal says why client, holding held, was refused another
+// exchange of kind k past its share, and logs it (warnClientShare).
+func (p *Pool) clientRefusal(k longLived, client netip.Prefix, held longLivedHeld, shared bool, perClient int) string {
+	holds := fmt.Sprintf("%d %s", held[k], longLivedNames[k].plural)
+	if shared {
+		holds = fmt.Sprintf("%d WebSockets and %d streamed responses", held[webSocket], held[streamedResponse])
+	}
+	refusal := fmt.Sprintf("app %s: client %s already holds %s open, its max_open_per_client (%d): refused another %s with 429%s",
+		p.opts.Name, clientName(client), holds, perClient, longLivedNames[k].singular, clientShareHint("max_open_per_client"))
+	p.warnClientShare(refusal)
+	return refusal
+}
+
+// clientName is client as a message shows it: an IPv4 address alone, an
+// IPv6 client as its /64.
+func clientName(client netip.Prefix) string {
+	if client.Addr().Is4() {
+		return client.Addr().String()
+	}
+	return client.String()
+}
+
+// longLivedRefusal is an exchange of kind refused past its limit, or past
+// its client's share of it (perClient).
 type longLivedRefusal struct {
-	kind    longLived
-	message string
+	kind      longLived
+	perClient bool
+	message   string
 }
 
 func (e *longLivedRefusal) Error() string { return e.message }

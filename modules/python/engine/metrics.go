@@ -51,6 +51,8 @@ func (p *Pool) CountRefusal(err error) {
 func refusalReason(err error) string {
 	var ll *longLivedRefusal
 	switch {
+	case errors.As(err, &ll) && ll.perClient:
+		return "client_" + longLivedNames[ll.kind].reason
 	case errors.As(err, &ll):
 		return longLivedNames[ll.kind].reason
 	case errors.Is(err, errQueueFull):

@@ -76,6 +76,11 @@ type Options struct {
 	// once across the pool's workers (ASGI); one more gets 503. 0: as
 	// for MaxWebSockets.
 	MaxStreams int `json:"max_streams"`
+	// MaxOpenPerClient bounds the WebSockets and streamed responses one
+	// client (clientOf) holds at once, of those its next one counts
+	// against (ASGI; openPerClientLimit): past it, 429. 0 means a quarter
+	// of that limit, at least MinOpenPerClient.
+	MaxOpenPerClient int `json:"max_open_per_client"`
 	// Credential runs the processes as another account (nil: Caddy's);
 	// the adapter's user and group are its identity.
 	Credential *syscall.Credential `json:"-"`

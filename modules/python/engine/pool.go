@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -31,6 +32,10 @@ type Pool struct {
 	policyWarned atomic.Bool
 	queueWait    prometheus.Observer
 	duration     prometheus.Observer
+	// clientShareWarnings lets the warning for a client refused past its
+	// share (warnClientShare) through once a minute: a client can
+	// provoke it at will
+	clientShareWarnings loglimit.Limit
 
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
@@ -50,9 +55,10 @@ type Pool struct {
 	retiring         []*worker // finishing their last requests
 	replicas         []*supervisor.Replica[*worker]
 	idle             []*channel
-	waiters          []*waiter            // FIFO
-	waiting          map[netip.Prefix]int // each client's requests in acquire's queue (clientOf), for max_queue_per_client
-	queueTimer       *time.Timer          // expires waiters past queue_timeout
+	waiters          []*waiter                      // FIFO
+	waiting          map[netip.Prefix]int           // each client's requests in acquire's queue (clientOf), for max_queue_per_client
+	openBy           map[netip.Prefix]longLivedHeld // each client's long-lived exchanges (admit), for max_open_per_client
+	queueTimer       *time.Timer                    // expires waiters past queue_timeout
 	busyChannels     int
 	busyTime         time.Duration // workers' busy time, of the spells that ended (BusyTime)
 	busySpells       int           // spells of busy time under way: workers with requests, workers starting
@@ -103,7 +109,10 @@ func New(opts Options, logger *zap.Logger) *Pool {
 		state:     supervisor.Starting,
 		restarts:  map[string]int{},
 		waiting:   map[netip.Prefix]int{},
-		stopped:   make(chan struct{}),
+		openBy:    map[netip.Prefix]longLivedHeld{},
+
+		clientShareWarnings: loglimit.Limit{Every: time.Minute},
+		stopped:             make(chan struct{}),
 
 		minWorkers: opts.Workers,
 		maxWorkers: max(opts.Workers, opts.MaxWorkers),
@@ -378,13 +387,17 @@ type Status struct {
 	// MaxWebSocketsShared and MaxStreamsShared say the kind's limit
 	// bounds WebSockets and streamed responses together (the default:
 	// half the channels), not the kind alone
-	MaxWebSocketsShared bool           `json:"max_websockets_shared,omitempty"`
-	MaxStreamsShared    bool           `json:"max_streams_shared,omitempty"`
-	Restarts            map[string]int `json:"restarts"`
-	ConsecutiveFailures int            `json:"consecutive_failures"`
-	BackoffUntil        *time.Time     `json:"backoff_until,omitempty"`
-	LastError           string         `json:"last_error,omitempty"`
-	ForkServerPid       int            `json:"fork_server_pid,omitempty"`
+	MaxWebSocketsShared bool `json:"max_websockets_shared,omitempty"`
+	MaxStreamsShared    bool `json:"max_streams_shared,omitempty"`
+	// MaxWebSocketsPerClient and MaxStreamsPerClient are how many of
+	// those one client may hold (openPerClientLimit)
+	MaxWebSocketsPerClient int            `json:"max_websockets_per_client,omitempty"`
+	MaxStreamsPerClient    int            `json:"max_streams_per_client,omitempty"`
+	Restarts               map[string]int `json:"restarts"`
+	ConsecutiveFailures    int            `json:"consecutive_failures"`
+	BackoffUntil           *time.Time     `json:"backoff_until,omitempty"`
+	LastError              string         `json:"last_error,omitempty"`
+	ForkServerPid          int            `json:"fork_server_pid,omitempty"`
 }
 
 // Status reports the pool's state.
@@ -414,6 +427,8 @@ func (p *Pool) Status() Status {
 		st.WebSockets, st.Streams = &webSockets, &streams
 		st.MaxWebSockets, st.MaxWebSocketsShared = p.longLivedLimitLocked(webSocket)
 		st.MaxStreams, st.MaxStreamsShared = p.longLivedLimitLocked(streamedResponse)
+		st.MaxWebSocketsPerClient = p.opts.openPerClientLimit(st.MaxWebSockets)
+		st.MaxStreamsPerClient = p.opts.openPerClientLimit(st.MaxStreams)
 	}
 	for _, reason := range restartReasons {
 		st.Restarts[reason] = p.restarts[reason]

@@ -73,7 +73,8 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		http.Error(w, "bad WebSocket opening: "+problem, http.StatusBadRequest)
 		return nil
 	}
-	release, err := p.admit(webSocket, true) // a WebSocket holds a channel for its life
+	from := origin{rq.ClientIP, r.RemoteAddr}
+	release, err := p.admit(webSocket, true, from) // a WebSocket holds a channel for its life
 	if err != nil {
 		return err
 	}
@@ -93,7 +94,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		return err
 	}
 	protocol.PutHeader(head, protocol.Header{Length: uint32(len(head) - protocol.HeaderSize), Type: protocol.RequestHead, Flags: protocol.FlagEnd, Stream: sid})
-	g, err := p.acquire(r.Context(), origin{rq.ClientIP, r.RemoteAddr}, r.URL.Path, false, nil, false, 0)
+	g, err := p.acquire(r.Context(), from, r.URL.Path, false, nil, false, 0)
 	if err != nil {
 		return p.unavailable(err)
 	}
