@@ -177,13 +177,13 @@ func (p *Pool) leaveQueueLocked(client netip.Prefix) {
 // may be empty) and its connection's peer (remote, host:port).
 type origin struct{ ip, remote string }
 
-// clientOf is the client a request counts for in max_queue_per_client:
-// its address as Caddy determined it (ip, honouring trusted_proxies), or
-// else its connection's peer (remote, host:port); an IPv6 client by its
-// /64, the least a network hands one host. A request with no address (a
-// Unix socket's peers) gets the zero prefix, which has no bound of its
-// own: those clients cannot be told apart, and one of them must not have
-// them all refused.
+// clientOf is the client a request counts for in max_queue_per_client and
+// max_open_per_client: its address as Caddy determined it (ip, honouring
+// trusted_proxies), or else its connection's peer (remote, host:port); an
+// IPv6 client by its /64, the least a network hands one host. A request
+// with no address (a Unix socket's peers) gets the zero prefix, which has
+// no bound of its own: those clients cannot be told apart, and one of them
+// must not have them all refused.
 func clientOf(ip, remote string) netip.Prefix {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -215,7 +215,7 @@ func (p *Pool) warnClientShare(refusal string) {
 // clientShareHint ends the message of a client refused past its share of
 // option: how to tell clients behind a proxy apart, or else what to raise.
 func clientShareHint(option string) string {
-	return ". If that address is a proxy or CDN in front of the site, list it in the server's trusted_proxies, so that its visitors count apart; else raise " +
+	return ". If that address is a proxy or CDN in front of the site, list it in the server's trusted_proxies (with trusted_proxies_strict, so that a client cannot name itself someone else), so that its visitors count apart; else raise " +
 		option + " if one client is expected to need that many"
 }
 

@@ -97,26 +97,29 @@ func (o *Options) openPerClientLimit(limit int) int {
 }
 
 // admit counts one more exchange of kind k, from the client at from, or
-// refuses it when it is refusable (else it is counted past any limit):
-// TooManyRequests (429) past the client's share (openPerClientLimit),
-// Unavailable (503) past the app's limit (longLivedLimitLocked). release
-// gives its places back when the exchange ends. Clients without an address
-// (clientOf) have no share of their own.
+// refuses it: TooManyRequests (429) past the client's share
+// (openPerClientLimit), Unavailable (503) past the app's limit
+// (longLivedLimitLocked). An exchange that is not refusable (a POST's
+// stream: its app has done its work) is counted past both, but for a
+// client past its share while the app is at its limit: the one client
+// holding more than its share, while others are refused, is refused too.
+// release gives its places back when the exchange ends (once, however
+// often it is called). Clients without an address (clientOf) have no
+// share of their own.
 func (p *Pool) admit(k longLived, refusable bool, from origin) (release func(), err error) {
 	client := clientOf(from.ip, from.remote)
 	p.mu.Lock()
 	limit, shared := p.longLivedLimitLocked(k)
-	if client.IsValid() {
-		held := p.openBy[client]
-		if perClient := p.opts.openPerClientLimit(limit); refusable && held.of(k, shared) >= perClient {
-			p.mu.Unlock()
-			// no growth for it: the client has its share, and a larger
-			// pool would not let it take more
-			return nil, Failed(TooManyRequests, &longLivedRefusal{k, true, p.clientRefusal(k, client, held, shared, perClient)})
-		}
-		held[k]++
-		p.openBy[client] = held
+	perClient := p.opts.openPerClientLimit(limit)
+	held := p.openBy[client]
+	overShare := client.IsValid() && held.of(k, shared) >= perClient
+	if overShare && refusable {
+		p.mu.Unlock()
+		// no growth for it: the client has its share, and a larger pool
+		// would not let it take more
+		return nil, Failed(TooManyRequests, &longLivedRefusal{k, true, p.clientRefusal(k, client, held, shared, perClient)})
 	}
+	p.holdLocked(client, k)
 	p.mu.Unlock()
 	// counted first, then checked: two exchanges admitted at once each see
 	// the other, so the limit is never passed
@@ -124,28 +127,52 @@ func (p *Pool) admit(k longLived, refusable bool, from origin) (release func(), 
 	if shared {
 		open = p.longLived.sum()
 	}
-	if open <= int64(limit) || !refusable {
+	if open <= int64(limit) || (!refusable && !overShare) {
+		var released atomic.Bool
 		return func() {
-			p.longLived[k].Add(-1)
-			p.mu.Lock()
-			p.letGoLocked(client, k)
-			p.mu.Unlock()
+			if !released.Swap(true) {
+				p.longLived[k].Add(-1)
+				p.letGo(client, k)
+			}
 		}, nil
 	}
 	p.longLived[k].Add(-1)
-	// as queued requests do, demand beyond the limit grows an autoscaled
-	// pool (one worker at a time, up to max_workers): the limit follows
-	// its size, so the client's next try may get in
 	p.mu.Lock()
 	p.letGoLocked(client, k)
-	p.growLocked()
+	if !overShare {
+		// as queued requests do, demand beyond the limit grows an
+		// autoscaled pool (one worker at a time, up to max_workers): the
+		// limit follows its size, so the client's next try may get in
+		p.growLocked()
+	}
 	p.mu.Unlock()
+	if overShare {
+		return nil, Failed(TooManyRequests, &longLivedRefusal{k, true, p.clientRefusal(k, client, held, shared, perClient)})
+	}
 	if !shared {
 		return nil, Failed(Unavailable, &longLivedRefusal{k, false, fmt.Sprintf("app %s already holds %d %s open, its %s: refused another (raise %[4]s, max_concurrency or workers if that many clients are expected)",
 			p.opts.Name, open-1, longLivedNames[k].plural, longLivedNames[k].setting)})
 	}
 	return nil, Failed(Unavailable, &longLivedRefusal{k, false, fmt.Sprintf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
 		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), longLivedNames[k].singular, longLivedNames[k].setting)})
+}
+
+// holdLocked counts one exchange of kind k in client's (admit).
+func (p *Pool) holdLocked(client netip.Prefix, k longLived) {
+	if client.IsValid() {
+		held := p.openBy[client]
+		held[k]++
+		p.openBy[client] = held
+	}
+}
+
+// letGo counts one exchange of kind k out of client's, when it ended.
+func (p *Pool) letGo(client netip.Prefix, k longLived) {
+	if client.IsValid() { // (no lock taken for a client without an address)
+		p.mu.Lock()
+		p.letGoLocked(client, k)
+		p.mu.Unlock()
+	}
 }
 
 // letGoLocked counts one exchange of kind k out of client's (admit).

@@ -253,6 +253,27 @@ func TestAdmitPerClient(t *testing.T) {
 	release()
 	refusedFor(p, webSocket, attacker, "203.0.113.7")
 
+	// a POST's stream is refused past the client's share only while the
+	// app is at its limit: then that client alone gets 429, and another
+	// client's is counted past the limit, as before
+	p = pool(Options{MaxStreams: 3, MaxOpenPerClient: 2})
+	admitN(p, streamedResponse, attacker, 2)
+	visitor := origin{"198.51.100.1", ""}
+	admitN(p, streamedResponse, visitor, 1)
+	if _, err := p.admit(streamedResponse, false, attacker); FailureOf(err) != TooManyRequests {
+		t.Errorf("a POST's stream from a client past its share, the app at its limit: %v, want TooManyRequests", err)
+	}
+	release, err = p.admit(streamedResponse, false, visitor)
+	if err != nil {
+		t.Errorf("a POST's stream from a client within its share, the app at its limit: %v", err)
+	}
+	// a release called twice gives back one place
+	release()
+	release()
+	if n := p.longLived[streamedResponse].Load(); n != 3 || p.openBy[clientOf(visitor.ip, "")][streamedResponse] != 1 {
+		t.Errorf("after a release called twice: %d counted, the client %d; want 3 and 1", n, p.openBy[clientOf(visitor.ip, "")][streamedResponse])
+	}
+
 	// refused at the app's limit, the client keeps only what it holds
 	p = pool(Options{MaxWebSockets: 2, MaxOpenPerClient: 3})
 	held := admitN(p, webSocket, attacker, 2)
