@@ -6,12 +6,16 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,3 +214,90 @@ func TestConnectionsThroughHearthIO(t *testing.T) {
 // hintSays is what an app's first request logs when its connection did
 // not come through hearth_io.
 const hintSays = "without the listener wrapper hearth_io"
+
+// TestOneClientCannotHoldEveryConnection: through hearth_io, one client
+// (an address) holds at most max_connections_per_client connections open
+// at once (1024 by default); the ones past it are closed as soon as they
+// are accepted, a warning says so, and another client is served. An idle
+// connection costs Caddy ~24 KiB: before, one address could open tens of
+// thousands (its ports' worth) and hold a small board's memory.
+func TestOneClientCannotHoldEveryConnection(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+%s
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi echo:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+`, hearthIOServers, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	const attempts = 1100
+	var conns []net.Conn
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}, Timeout: 10 * time.Second}
+	for i := range attempts {
+		conn, err := dialer.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		conns = append(conns, conn)
+	}
+	waitFor(t, 30*time.Second, "the warning naming the client and max_connections_per_client", func() bool {
+		return warned(c, "client 127.0.0.3 already holds 1024 connections open to this Caddy, its max_connections_per_client")
+	})
+	// which are still open: a read of a closed one ends at once, an open
+	// one waits (Caddy waits a minute for a request's head)
+	var closed atomic.Int32
+	var wg sync.WaitGroup
+	for _, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				closed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := closed.Load(); n != attempts-1024 {
+		t.Errorf("%d of one client's %d connections were closed at once, want the %d past 1024", n, attempts, attempts-1024)
+	}
+	// another client is served
+	resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("another client beside them: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("another client beside them: %d", resp.StatusCode)
+	}
+	if resp, err := clientFrom("127.0.0.3").Get("http://" + addr + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("one more request of the client holding 1024 connections was served: %d", resp.StatusCode)
+	}
+	// and the client's connections, once closed, give their places back
+	for _, conn := range conns {
+		conn.Close()
+	}
+	conns = nil
+	waitFor(t, 30*time.Second, "the client served again once its connections closed", func() bool {
+		resp, err := clientFrom("127.0.0.3").Get("http://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}

@@ -19,18 +19,27 @@
 // before it made, a TLS connection when hearth_io comes after tls) passes
 // through unchanged, and a warning says once, with the fix, that it should
 // come first.
+//
+// It also bounds the TCP connections one client holds open at once
+// (max_connections_per_client): an idle connection costs Caddy ~24 KiB,
+// and one address could hold tens of thousands of them, enough to exhaust
+// a small board's memory.
 package hearthio
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 	"github.com/hearth-dev/hearth/modules/internal/rawio"
 )
 
@@ -42,11 +51,26 @@ func init() {
 // belongs, as the logs that ask for it give it.
 const FixBlock = "{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\thearth_io\n\t\t\ttls\n\t\t}\n\t}\n}"
 
-// Wrapper is the listener wrapper caddy.listeners.hearth_io. It has no
-// options.
+// Wrapper is the listener wrapper caddy.listeners.hearth_io.
 type Wrapper struct {
+	// MaxConnectionsPerClient is how many TCP connections one client (an
+	// IPv4 address, an IPv6 /64) may hold open at once to this Caddy,
+	// across the listeners hearth_io wraps; one more is closed as soon as
+	// it is accepted. Default: DefaultMaxConnectionsPerClient.
+	MaxConnectionsPerClient int `json:"max_connections_per_client,omitempty"`
+
 	logger *zap.Logger
 }
+
+// DefaultMaxConnectionsPerClient is the default of
+// max_connections_per_client: far more than a browser opens (six to a
+// site over HTTP/1.1, one over HTTP/2), room for many visitors behind one
+// address or a tunnel's connections (cloudflared's come from loopback),
+// and ~24 MiB of Caddy's memory at most for one address.
+const DefaultMaxConnectionsPerClient = 1024
+
+// maxConnectionsPerClientLimit is the largest value the option takes.
+const maxConnectionsPerClientLimit = 1 << 20
 
 // CaddyModule returns the Caddy module information.
 func (Wrapper) CaddyModule() caddy.ModuleInfo {
@@ -56,21 +80,43 @@ func (Wrapper) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision takes the module's logger.
+// Provision takes the module's logger and checks its options.
 func (w *Wrapper) Provision(ctx caddy.Context) error {
 	w.logger = ctx.Logger()
+	if n := w.MaxConnectionsPerClient; n != 0 && (n < 1 || n > maxConnectionsPerClientLimit) {
+		return fmt.Errorf("hearth_io: max_connections_per_client must be a whole number from 1 to %d, got %d", maxConnectionsPerClientLimit, n)
+	}
 	return nil
 }
 
-// UnmarshalCaddyfile reads the wrapper's name, which takes no arguments
-// and no block.
+// UnmarshalCaddyfile reads the wrapper: its name, with no arguments, and
+// optionally a block
+//
+//	hearth_io {
+//		max_connections_per_client <n>
+//	}
 func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // hearth_io
 	if d.NextArg() {
-		return d.Errf("hearth_io takes no arguments, got %q: write it alone on its line in listener_wrappers, before tls", d.Val())
+		return d.Errf("hearth_io takes no arguments, got %q: write it on its line in listener_wrappers, before tls (options go in a block)", d.Val())
 	}
-	if d.NextBlock(0) {
-		return d.Errf("hearth_io takes no options, got %q: write it alone on its line in listener_wrappers, before tls", d.Val())
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "max_connections_per_client":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 || n > maxConnectionsPerClientLimit {
+				return d.Errf("max_connections_per_client must be a whole number from 1 to %d, got %q", maxConnectionsPerClientLimit, d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			w.MaxConnectionsPerClient = n
+		default:
+			return d.Errf("unknown hearth_io option %q: the one option is max_connections_per_client", d.Val())
+		}
 	}
 	return nil
 }
@@ -82,12 +128,17 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
 	}
 	countWrapped(l.Addr(), 1)
-	return &listener{Listener: l, logger: w.logger}
+	return &listener{Listener: l, logger: w.logger, maxPerClient: cmp.Or(w.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient),
+		refusals: loglimit.Limit{Every: time.Minute}}
 }
 
 type listener struct {
 	net.Listener
-	logger   *zap.Logger
+	logger       *zap.Logger
+	maxPerClient int
+	// refusals lets the warning for a connection closed past its client's
+	// bound through once a minute: a client provokes it at will
+	refusals loglimit.Limit
 	misplace sync.Once
 	closed   sync.Once
 }
@@ -99,23 +150,39 @@ func (l *listener) Close() error {
 	return l.Listener.Close()
 }
 
-// Accept returns the next connection, a TCP or Unix one wrapped.
+// Accept returns the next connection, a TCP or Unix one wrapped. A TCP
+// connection past its client's max_connections_per_client is closed at
+// once, and the next one taken: an error would have Caddy's server pause.
 func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := l.wrap(c); ok {
+			return c, nil
+		}
 	}
+}
+
+// wrap wraps c, or closes it (false) when its client holds its
+// max_connections_per_client already.
+func (l *listener) wrap(c net.Conn) (net.Conn, bool) {
 	switch c := c.(type) {
 	case *net.TCPConn:
-		if raw, err := rawio.NewTCPConn(c); err == nil {
-			return raw, nil
+		client, ok := l.admit(c)
+		if !ok {
+			return nil, false
 		}
-		return c, nil // its descriptor cannot be reached: served as it is
+		if raw, err := rawio.NewTCPConn(c); err == nil {
+			return newRawConn(raw, client), true
+		}
+		return newTCPConn(c, client), true // its descriptor cannot be reached: served as it is
 	case *net.UnixConn:
 		if raw, err := rawio.NewUnixConn(c); err == nil {
-			return raw, nil
+			return raw, true
 		}
-		return c, nil
+		return c, true
 	}
 	l.misplace.Do(func() {
 		if l.logger == nil {
@@ -130,7 +197,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			zap.String("fix", FixBlock),
 			zap.String("address", l.Addr().String()))
 	})
-	return c, nil
+	return c, true
 }
 
 // Interface guards

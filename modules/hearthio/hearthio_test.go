@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +27,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/hearth-dev/hearth/modules/internal/rawio"
 	"github.com/hearth-dev/hearth/modules/internal/rawio/rawiotest"
 )
 
@@ -35,14 +36,24 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}{
 		{"hearth_io", ""},
 		{"hearth_io fast", `hearth_io takes no arguments, got "fast"`},
-		{"hearth_io {\n\tbuffer 4k\n}", `hearth_io takes no options, got "buffer"`},
+		{"hearth_io {\n\tbuffer 4k\n}", `unknown hearth_io option "buffer": the one option is max_connections_per_client`},
+		{"hearth_io {\n\tmax_connections_per_client 64\n}", ""},
+		{"hearth_io {\n\tmax_connections_per_client\n}", "wrong argument count"},
+		{"hearth_io {\n\tmax_connections_per_client 0\n}", `max_connections_per_client must be a whole number from 1 to 1048576, got "0"`},
+		{"hearth_io {\n\tmax_connections_per_client many\n}", `got "many"`},
+		{"hearth_io {\n\tmax_connections_per_client 9999999\n}", `got "9999999"`},
+		{"hearth_io {\n\tmax_connections_per_client 8 16\n}", "wrong argument count"},
 	} {
-		err := new(Wrapper).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+		w := new(Wrapper)
+		err := w.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
 		switch {
 		case tc.err == "" && err != nil:
 			t.Errorf("%q: %v", tc.input, err)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%q: error %v, want one saying %q", tc.input, err, tc.err)
+		}
+		if tc.err == "" && strings.Contains(tc.input, "64") && w.MaxConnectionsPerClient != 64 {
+			t.Errorf("%q: max_connections_per_client %d", tc.input, w.MaxConnectionsPerClient)
 		}
 	}
 }
@@ -161,7 +172,7 @@ func TestNetHTTPServesThroughWrappedConnections(t *testing.T) {
 		select {
 		case c := <-conns:
 			n++
-			if _, ok := c.(*rawio.TCPConn); !ok {
+			if r, ok := c.(*rawConn); !ok || r.TCPConn == nil {
 				t.Errorf("net/http was given a %T, not the wrapped connection", c)
 			}
 		default:
@@ -361,5 +372,98 @@ func TestShouldHint(t *testing.T) {
 		if got := ShouldHint(tc.local, listeners); got != tc.want {
 			t.Errorf("%s: ShouldHint(%s) = %v, want %v", tc.name, tc.local, got, tc.want)
 		}
+	}
+}
+
+// TestConnectionsPerClient: one client (an address) may hold at most
+// max_connections_per_client connections open at once; one more is closed
+// as soon as it is accepted (the client reads nothing but its end), and a
+// warning names the client and the option, once a minute. Another client
+// still connects; a connection that closes (twice, even) gives its place
+// back. Before, one address could open tens of thousands, each costing
+// Caddy ~24 KiB of memory.
+func TestConnectionsPerClient(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	wrapped := (&Wrapper{MaxConnectionsPerClient: 3, logger: zap.New(core)}).WrapListener(l)
+	defer wrapped.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := wrapped.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func(from string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	serverSide := func(what string) net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			t.Cleanup(func() { c.Close() }) // (the count is the process's)
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was not accepted", what)
+			return nil
+		}
+	}
+	// closedAtOnce dials from the address and wants the connection reset
+	// as soon as it was accepted (the reset may come before the dial
+	// returns)
+	closedAtOnce := func(from, what string) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("%s: %v, want it reset by the server", what, err)
+			}
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: read %d bytes, %v; want it closed by the server", what, n, err)
+		}
+	}
+	var mine []net.Conn
+	for i := range 3 {
+		dial("127.0.0.1")
+		mine = append(mine, serverSide(fmt.Sprintf("connection %d of the 3 allowed", i+1)))
+	}
+	for range 2 {
+		closedAtOnce("127.0.0.1", "a 4th connection from the same address")
+	}
+	dial("127.0.0.2")
+	serverSide("a connection from another address")
+	mine[0].Close()
+	mine[0].Close() // counted out once
+	dial("127.0.0.1")
+	serverSide("a connection after one of the client's closed")
+	closedAtOnce("127.0.0.1", "a connection past the bound again")
+
+	warnings := logs.TakeAll()
+	if len(warnings) != 1 || !strings.Contains(warnings[0].Message, "client 127.0.0.1 already holds 3 connections open") ||
+		!strings.Contains(warnings[0].Message, "max_connections_per_client") {
+		t.Errorf("warnings for 3 connections closed within a minute: %v, want one naming the client and max_connections_per_client", warnings)
+	}
+	select {
+	case c := <-accepted:
+		t.Errorf("a connection past the bound reached the server: %v", c.RemoteAddr())
+	default:
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hearth-dev/hearth/modules/internal/clientnet"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -109,7 +110,7 @@ func (p *Pool) acquire(ctx context.Context, from origin, path string, idempotent
 	if p.opts.MaxQueuePerClient > 0 && client.IsValid() && p.waiting[client] >= p.opts.MaxQueuePerClient {
 		p.mu.Unlock()
 		p.warnClientShare(fmt.Sprintf("app %s: client %s already has %d requests waiting for a worker, its max_queue_per_client: refused another with 429%s",
-			p.opts.Name, clientName(client), p.opts.MaxQueuePerClient, clientShareHint("max_queue_per_client")))
+			p.opts.Name, clientnet.Name(client), p.opts.MaxQueuePerClient, clientShareHint("max_queue_per_client")))
 		return grant{}, errClientQueueFull
 	}
 	p.waiting[client]++
@@ -193,13 +194,7 @@ func clientOf(ip, remote string) netip.Prefix {
 		}
 		a = ap.Addr()
 	}
-	a = a.Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	prefix, _ := a.WithZone("").Prefix(bits)
-	return prefix
+	return clientnet.Of(a)
 }
 
 // warnClientShare logs refusal, the message of a client refused past its

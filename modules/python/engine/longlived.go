@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
+
+	"github.com/hearth-dev/hearth/modules/internal/clientnet"
 )
 
 // longLived is a kind of exchange that holds one of an ASGI worker's
@@ -197,18 +199,9 @@ func (p *Pool) clientRefusal(k longLived, client netip.Prefix, held longLivedHel
 		holds = fmt.Sprintf("%d WebSockets and %d streamed responses", held[webSocket], held[streamedResponse])
 	}
 	refusal := fmt.Sprintf("app %s: client %s already holds %s open, its max_open_per_client (%d): refused another %s with 429%s",
-		p.opts.Name, clientName(client), holds, perClient, longLivedNames[k].singular, clientShareHint("max_open_per_client"))
+		p.opts.Name, clientnet.Name(client), holds, perClient, longLivedNames[k].singular, clientShareHint("max_open_per_client"))
 	p.warnClientShare(refusal)
 	return refusal
-}
-
-// clientName is client as a message shows it: an IPv4 address alone, an
-// IPv6 client as its /64.
-func clientName(client netip.Prefix) string {
-	if client.Addr().Is4() {
-		return client.Addr().String()
-	}
-	return client.String()
 }
 
 // longLivedRefusal is an exchange of kind refused past its limit, or past
