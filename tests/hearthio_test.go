@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -224,9 +225,21 @@ const hintSays = "without the listener wrapper hearth_io"
 func TestOneClientCannotHoldEveryConnection(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
+	// loopback counted, as the test's clients are; the connections
+	// held wait for their request's head for longer than the test runs
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
-%s
+	servers {
+		timeouts {
+			read_header 5m
+		}
+		listener_wrappers {
+			hearth_io {
+				count_loopback
+			}
+			tls
+		}
+	}
 }
 http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -236,7 +249,7 @@ http://127.0.0.1:%d {
 		workers 1
 	}
 }
-`, hearthIOServers, port))
+`, port))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	const attempts = 1100
 	var conns []net.Conn
@@ -300,4 +313,85 @@ http://127.0.0.1:%d {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
+
+// TestConnectionCountsGoBackOnEveryPath: every connection hearth_io
+// counts is counted out when it ends, however it was served: HTTP/1.1 and
+// HTTP/2 over TLS, a plain request, a WebSocket (a hijacked connection).
+// With a bound of 2, a count that leaked on any path would shut the
+// client out within a few rounds.
+func TestConnectionCountsGoBackOnEveryPath(t *testing.T) {
+	t.Parallel()
+	secure, plain := freePort(t), freePort(t)
+	servers := `	servers {
+		listener_wrappers {
+			hearth_io {
+				max_connections_per_client 2
+				count_loopback
+			}
+			tls
+		}
+	}`
+	files := t.TempDir()
+	writeFile(t, filepath.Join(files, "a.txt"), "a")
+	startCaddy(t, fmt.Sprintf(hearthIOConfig, servers, secure, plain, files))
+	fresh := func(proto int) *http.Client {
+		// (a config of its own: HTTP/2's transport adds h2 to the one it has)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true, ForceAttemptHTTP2: proto == 2}
+		if proto == 1 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	}
+	get := func(client *http.Client, url string) error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		client.CloseIdleConnections()
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return err
+	}
+	paths := []struct {
+		name string
+		do   func() error
+	}{
+		{"HTTP/1.1 over TLS", func() error { return get(fresh(1), fmt.Sprintf("https://localhost:%d/", secure)) }},
+		{"HTTP/2 over TLS", func() error { return get(fresh(2), fmt.Sprintf("https://localhost:%d/", secure)) }},
+		{"plain HTTP/1.1", func() error { return get(fresh(1), fmt.Sprintf("http://127.0.0.1:%d/static/a.txt", plain)) }},
+		{"a WebSocket", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ws, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/echo", plain), nil)
+			if err != nil {
+				return err
+			}
+			if err := ws.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+				return err
+			}
+			if _, _, err := ws.Read(ctx); err != nil {
+				return err
+			}
+			return ws.Close(websocket.StatusNormalClosure, "")
+		}},
+	}
+	for round := range 5 {
+		for _, path := range paths {
+			// the server counts a connection out once it has seen it
+			// end, a moment after the client closed it: retried a while
+			var err error
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				if err = path.do(); err == nil || time.Now().After(deadline) {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("round %d, %s: %v (a connection counted on an earlier path was never counted out?)", round+1, path.name, err)
+			}
+		}
+	}
 }

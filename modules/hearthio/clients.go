@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -24,14 +25,15 @@ var clients = struct {
 
 // admit counts c among its client's connections, or closes it (false)
 // when the client holds l.maxPerClient already. A connection whose peer
-// has no address is not counted.
+// has no address is not counted, nor one from loopback unless
+// count_loopback is set (the zero Prefix).
 func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 	var client netip.Prefix
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = clientnet.Of(a.AddrPort().Addr())
 	}
-	if !client.IsValid() {
-		return client, true
+	if !client.IsValid() || (client.Addr().IsLoopback() && !l.countLoopback) {
+		return netip.Prefix{}, true
 	}
 	clients.Lock()
 	open := clients.open[client]
@@ -67,14 +69,17 @@ func leave(client netip.Prefix) {
 }
 
 // counted is a connection counted among its client's until its first
-// Close.
+// Close, or until it is collected unclosed (cleanup): a count that leaked
+// would shut its client out until Caddy restarts.
 type counted struct {
-	client netip.Prefix
-	closed atomic.Bool
+	client  netip.Prefix
+	closed  atomic.Bool
+	cleanup runtime.Cleanup
 }
 
 func (c *counted) leave() {
 	if !c.closed.Swap(true) {
+		c.cleanup.Stop()
 		leave(c.client)
 	}
 }
@@ -88,7 +93,11 @@ type rawConn struct {
 }
 
 func newRawConn(c *rawio.TCPConn, client netip.Prefix) *rawConn {
-	return &rawConn{TCPConn: c, counted: counted{client: client}}
+	conn := &rawConn{TCPConn: c, counted: counted{client: client}}
+	if client.IsValid() {
+		conn.cleanup = runtime.AddCleanup(conn, leave, client)
+	}
+	return conn
 }
 
 // Close closes the connection and counts it out of its client's.
@@ -104,7 +113,11 @@ type tcpConn struct {
 }
 
 func newTCPConn(c *net.TCPConn, client netip.Prefix) *tcpConn {
-	return &tcpConn{TCPConn: c, counted: counted{client: client}}
+	conn := &tcpConn{TCPConn: c, counted: counted{client: client}}
+	if client.IsValid() {
+		conn.cleanup = runtime.AddCleanup(conn, leave, client)
+	}
+	return conn
 }
 
 // Close closes the connection and counts it out of its client's.

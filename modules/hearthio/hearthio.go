@@ -23,7 +23,8 @@
 // It also bounds the TCP connections one client holds open at once
 // (max_connections_per_client): an idle connection costs Caddy ~24 KiB,
 // and one address could hold tens of thousands of them, enough to exhaust
-// a small board's memory.
+// a small board's memory. Loopback clients are not counted unless
+// count_loopback is set.
 package hearthio
 
 import (
@@ -59,14 +60,20 @@ type Wrapper struct {
 	// it is accepted. Default: DefaultMaxConnectionsPerClient.
 	MaxConnectionsPerClient int `json:"max_connections_per_client,omitempty"`
 
+	// CountLoopback bounds loopback clients (127.0.0.0/8, ::1) too. By
+	// default they are not counted: a tunnel or proxy on this machine
+	// (cloudflared, a local nginx) brings every visitor from loopback,
+	// and a client there already runs on the machine.
+	CountLoopback bool `json:"count_loopback,omitempty"`
+
 	logger *zap.Logger
 }
 
 // DefaultMaxConnectionsPerClient is the default of
 // max_connections_per_client: far more than a browser opens (six to a
 // site over HTTP/1.1, one over HTTP/2), room for many visitors behind one
-// address or a tunnel's connections (cloudflared's come from loopback),
-// and ~24 MiB of Caddy's memory at most for one address.
+// address, and ~34 MiB of memory at most for one address (Caddy's and the
+// kernel's).
 const DefaultMaxConnectionsPerClient = 1024
 
 // maxConnectionsPerClientLimit is the largest value the option takes.
@@ -94,6 +101,7 @@ func (w *Wrapper) Provision(ctx caddy.Context) error {
 //
 //	hearth_io {
 //		max_connections_per_client <n>
+//		count_loopback
 //	}
 func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // hearth_io
@@ -114,8 +122,13 @@ func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			w.MaxConnectionsPerClient = n
+		case "count_loopback":
+			if d.NextArg() {
+				return d.Errf("count_loopback takes no value, got %q", d.Val())
+			}
+			w.CountLoopback = true
 		default:
-			return d.Errf("unknown hearth_io option %q: the one option is max_connections_per_client", d.Val())
+			return d.Errf("unknown hearth_io option %q: the options are max_connections_per_client and count_loopback", d.Val())
 		}
 	}
 	return nil
@@ -129,13 +142,14 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	}
 	countWrapped(l.Addr(), 1)
 	return &listener{Listener: l, logger: w.logger, maxPerClient: cmp.Or(w.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient),
-		refusals: loglimit.Limit{Every: time.Minute}}
+		countLoopback: w.CountLoopback, refusals: loglimit.Limit{Every: time.Minute}}
 }
 
 type listener struct {
 	net.Listener
-	logger       *zap.Logger
-	maxPerClient int
+	logger        *zap.Logger
+	maxPerClient  int
+	countLoopback bool
 	// refusals lets the warning for a connection closed past its client's
 	// bound through once a minute: a client provokes it at will
 	refusals loglimit.Limit

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}{
 		{"hearth_io", ""},
 		{"hearth_io fast", `hearth_io takes no arguments, got "fast"`},
-		{"hearth_io {\n\tbuffer 4k\n}", `unknown hearth_io option "buffer": the one option is max_connections_per_client`},
+		{"hearth_io {\n\tbuffer 4k\n}", `unknown hearth_io option "buffer": the options are max_connections_per_client and count_loopback`},
+		{"hearth_io {\n\tcount_loopback\n}", ""},
+		{"hearth_io {\n\tcount_loopback yes\n}", `count_loopback takes no value, got "yes"`},
 		{"hearth_io {\n\tmax_connections_per_client 64\n}", ""},
 		{"hearth_io {\n\tmax_connections_per_client\n}", "wrong argument count"},
 		{"hearth_io {\n\tmax_connections_per_client 0\n}", `max_connections_per_client must be a whole number from 1 to 1048576, got "0"`},
@@ -52,8 +55,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%q: error %v, want one saying %q", tc.input, err, tc.err)
 		}
-		if tc.err == "" && strings.Contains(tc.input, "64") && w.MaxConnectionsPerClient != 64 {
-			t.Errorf("%q: max_connections_per_client %d", tc.input, w.MaxConnectionsPerClient)
+		if tc.err == "" && (strings.Contains(tc.input, "64") != (w.MaxConnectionsPerClient == 64) || strings.Contains(tc.input, "count_loopback") != w.CountLoopback) {
+			t.Errorf("%q: max_connections_per_client %d, count_loopback %v", tc.input, w.MaxConnectionsPerClient, w.CountLoopback)
 		}
 	}
 }
@@ -381,14 +384,16 @@ func TestShouldHint(t *testing.T) {
 // warning names the client and the option, once a minute. Another client
 // still connects; a connection that closes (twice, even) gives its place
 // back. Before, one address could open tens of thousands, each costing
-// Caddy ~24 KiB of memory.
+// Caddy ~24 KiB of memory. (Loopback clients are counted here only as
+// count_loopback asks; the addresses are this test's own, as the count is
+// the process's.)
 func TestConnectionsPerClient(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.WarnLevel)
-	wrapped := (&Wrapper{MaxConnectionsPerClient: 3, logger: zap.New(core)}).WrapListener(l)
+	wrapped := (&Wrapper{MaxConnectionsPerClient: 3, CountLoopback: true, logger: zap.New(core)}).WrapListener(l)
 	defer wrapped.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {
@@ -442,22 +447,22 @@ func TestConnectionsPerClient(t *testing.T) {
 	}
 	var mine []net.Conn
 	for i := range 3 {
-		dial("127.0.0.1")
+		dial("127.0.0.77")
 		mine = append(mine, serverSide(fmt.Sprintf("connection %d of the 3 allowed", i+1)))
 	}
 	for range 2 {
-		closedAtOnce("127.0.0.1", "a 4th connection from the same address")
+		closedAtOnce("127.0.0.77", "a 4th connection from the same address")
 	}
-	dial("127.0.0.2")
+	dial("127.0.0.78")
 	serverSide("a connection from another address")
 	mine[0].Close()
 	mine[0].Close() // counted out once
-	dial("127.0.0.1")
+	dial("127.0.0.77")
 	serverSide("a connection after one of the client's closed")
-	closedAtOnce("127.0.0.1", "a connection past the bound again")
+	closedAtOnce("127.0.0.77", "a connection past the bound again")
 
 	warnings := logs.TakeAll()
-	if len(warnings) != 1 || !strings.Contains(warnings[0].Message, "client 127.0.0.1 already holds 3 connections open") ||
+	if len(warnings) != 1 || !strings.Contains(warnings[0].Message, "client 127.0.0.77 already holds 3 connections open") ||
 		!strings.Contains(warnings[0].Message, "max_connections_per_client") {
 		t.Errorf("warnings for 3 connections closed within a minute: %v, want one naming the client and max_connections_per_client", warnings)
 	}
@@ -465,5 +470,46 @@ func TestConnectionsPerClient(t *testing.T) {
 	case c := <-accepted:
 		t.Errorf("a connection past the bound reached the server: %v", c.RemoteAddr())
 	default:
+	}
+}
+
+// TestLoopbackNotCountedByDefault: without count_loopback, loopback
+// clients (a tunnel or proxy on the machine brings every visitor from
+// there) are not bounded.
+func TestLoopbackNotCountedByDefault(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := (&Wrapper{MaxConnectionsPerClient: 1}).WrapListener(l)
+	defer wrapped.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := wrapped.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for i := range 3 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.79")}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		select {
+		case s := <-accepted:
+			defer s.Close()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("loopback connection %d past a bound of 1 was not accepted", i+1)
+		}
+	}
+	clients.Lock()
+	defer clients.Unlock()
+	if n := clients.open[netip.MustParsePrefix("127.0.0.79/32")]; n != 0 {
+		t.Errorf("%d loopback connections counted", n)
 	}
 }
