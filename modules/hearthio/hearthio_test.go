@@ -378,6 +378,22 @@ func TestShouldHint(t *testing.T) {
 	}
 }
 
+// acceptAll accepts l's connections into the channel it returns, until l
+// is closed.
+func acceptAll(l net.Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	return accepted
+}
+
 // TestConnectionsPerClient: one client (an address) may hold at most
 // max_connections_per_client connections open at once; one more is closed
 // as soon as it is accepted (the client reads nothing but its end), and a
@@ -395,16 +411,7 @@ func TestConnectionsPerClient(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	wrapped := (&Wrapper{MaxConnectionsPerClient: 3, CountLoopback: true, logger: zap.New(core)}).WrapListener(l)
 	defer wrapped.Close()
-	accepted := make(chan net.Conn, 10)
-	go func() {
-		for {
-			c, err := wrapped.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(wrapped)
 	dial := func(from string) net.Conn {
 		t.Helper()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
@@ -483,16 +490,7 @@ func TestLoopbackNotCountedByDefault(t *testing.T) {
 	}
 	wrapped := (&Wrapper{MaxConnectionsPerClient: 1}).WrapListener(l)
 	defer wrapped.Close()
-	accepted := make(chan net.Conn, 10)
-	go func() {
-		for {
-			c, err := wrapped.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(wrapped)
 	for i := range 3 {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.79")}, Timeout: 5 * time.Second}
 		c, err := d.Dial("tcp", l.Addr().String())
