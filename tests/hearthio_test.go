@@ -287,6 +287,9 @@ http://127.0.0.1:%d {
 	if n := closed.Load(); n != attempts-1024 {
 		t.Errorf("%d of one client's %d connections were closed at once, want the %d past 1024", n, attempts, attempts-1024)
 	}
+	if got := scrape(t, c)["hearth_refused_connections_total"]; got != attempts-1024 {
+		t.Errorf("hearth_refused_connections_total = %v, want %d", got, attempts-1024)
+	}
 	// another client is served
 	resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/")
 	if err != nil {

@@ -1,6 +1,7 @@
 package hearthio
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/clientnet"
@@ -22,6 +24,26 @@ var clients = struct {
 	sync.Mutex
 	open map[netip.Prefix]int
 }{open: map[netip.Prefix]int{}}
+
+// refusedConnections counts the connections closed past their client's
+// bound, in the process.
+var refusedConnections = prometheus.NewCounter(prometheus.CounterOpts{
+	Namespace: "hearth", Name: "refused_connections_total",
+	Help: "TCP connections hearth_io closed as soon as they were accepted, their client holding max_connections_per_client already.",
+})
+
+// registerMetrics adds hearth_io's counter to a config's registry, once
+// (registering it again is not an error).
+func registerMetrics(registry *prometheus.Registry) error {
+	if registry == nil {
+		return nil
+	}
+	err := registry.Register(refusedConnections)
+	if errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+		return nil
+	}
+	return err
+}
 
 // admit counts c among its client's connections, or closes it (false)
 // when the client holds l.maxPerClient already. A connection whose peer
@@ -41,6 +63,7 @@ func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 		clients.Unlock()
 		_ = c.SetLinger(0) // a reset: nothing of it lingers in the kernel
 		_ = c.Close()
+		refusedConnections.Inc()
 		if ok, heldBack := l.refusals.Allow(); ok && l.logger != nil {
 			l.logger.Warn(fmt.Sprintf("client %s already holds %d connections open to this Caddy, its max_connections_per_client: closed another as soon as it came. If that address is a proxy, load balancer or tunnel in front of the site, raise max_connections_per_client in hearth_io's block; else one client is holding connections open, each of which costs Caddy memory",
 				clientnet.Name(client), open),

@@ -93,7 +93,7 @@ func (w *Wrapper) Provision(ctx caddy.Context) error {
 	if n := w.MaxConnectionsPerClient; n != 0 && (n < 1 || n > maxConnectionsPerClientLimit) {
 		return fmt.Errorf("hearth_io: max_connections_per_client must be a whole number from 1 to %d, got %d", maxConnectionsPerClientLimit, n)
 	}
-	return nil
+	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
 // UnmarshalCaddyfile reads the wrapper: its name, with no arguments, and

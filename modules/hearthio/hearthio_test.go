@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -452,6 +454,7 @@ func TestConnectionsPerClient(t *testing.T) {
 			t.Fatalf("%s: read %d bytes, %v; want it closed by the server", what, n, err)
 		}
 	}
+	refusedBefore := counterValue(t, refusedConnections)
 	var mine []net.Conn
 	for i := range 3 {
 		dial("127.0.0.77")
@@ -468,6 +471,9 @@ func TestConnectionsPerClient(t *testing.T) {
 	serverSide("a connection after one of the client's closed")
 	closedAtOnce("127.0.0.77", "a connection past the bound again")
 
+	if n := counterValue(t, refusedConnections) - refusedBefore; n != 3 {
+		t.Errorf("hearth_refused_connections_total grew by %v for 3 connections closed", n)
+	}
 	warnings := logs.TakeAll()
 	if len(warnings) != 1 || !strings.Contains(warnings[0].Message, "client 127.0.0.77 already holds 3 connections open") ||
 		!strings.Contains(warnings[0].Message, "max_connections_per_client") {
@@ -510,4 +516,14 @@ func TestLoopbackNotCountedByDefault(t *testing.T) {
 	if n := clients.open[netip.MustParsePrefix("127.0.0.79/32")]; n != 0 {
 		t.Errorf("%d loopback connections counted", n)
 	}
+}
+
+// counterValue is c's value now.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }

@@ -26,7 +26,7 @@ var (
 	}, []string{"app", "reason"})
 	refusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "hearth", Name: "refused_requests_total",
-		Help: "Requests Caddy answered 503 (or 429: client_queue_full) for an app, by reason (queue_full, client_queue_full, queue_timeout, stopped, held_budget, websockets, streams).",
+		Help: "Requests Caddy answered 503 (or 429: client_queue_full, client_websockets, client_streams) for an app, by reason (queue_full, client_queue_full, queue_timeout, stopped, held_budget, websockets, streams, client_websockets, client_streams).",
 	}, []string{"app", "reason"})
 )
 
