@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,8 +288,8 @@ http://127.0.0.1:%d {
 	if n := closed.Load(); n != attempts-1024 {
 		t.Errorf("%d of one client's %d connections were closed at once, want the %d past 1024", n, attempts, attempts-1024)
 	}
-	if got := scrape(t, c)["hearth_refused_connections_total"]; got != attempts-1024 {
-		t.Errorf("hearth_refused_connections_total = %v, want %d", got, attempts-1024)
+	if got := scrape(t, c)[`hearth_refused_connections_total{reason="client"}`]; got != attempts-1024 {
+		t.Errorf("hearth_refused_connections_total{reason=\"client\"} = %v, want %d", got, attempts-1024)
 	}
 	// another client is served
 	resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/")
@@ -397,4 +398,77 @@ func TestConnectionCountsGoBackOnEveryPath(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConnectionsFromManyAddressesAreBounded: past max_connections (all
+// clients together; loopback counted, as the clients of a tunnel) a
+// connection is reset as soon as it is accepted, whichever address it
+// comes from, counted under reason total, with a warning; once some close,
+// clients are served again. Without it, connections from many addresses
+// (a /56 of IPv6 holds 256 clients of 1024 each) could take the machine's
+// memory.
+func TestConnectionsFromManyAddressesAreBounded(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	servers {
+		timeouts {
+			read_header 5m
+		}
+		listener_wrappers {
+			hearth_io {
+				max_connections 20
+			}
+			tls
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi echo:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+`, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var conns []net.Conn
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	for i := range 25 { // from 25 addresses
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(i+1))}, Timeout: 10 * time.Second}
+		conn, err := d.Dial("tcp", addr)
+		if err == nil {
+			conns = append(conns, conn)
+		} else if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the warning naming max_connections", func() bool {
+		return warned(c, "Caddy already holds 20 connections open, its max_connections")
+	})
+	if resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a request past max_connections was served: %d", resp.StatusCode)
+	}
+	if got := scrape(t, c)[`hearth_refused_connections_total{reason="total"}`]; got < 5 {
+		t.Errorf("hearth_refused_connections_total{reason=\"total\"} = %v, want at least 5", got)
+	}
+	for _, conn := range conns {
+		conn.Close()
+	}
+	conns = nil
+	waitFor(t, 30*time.Second, "a client served once the connections closed", func() bool {
+		resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }

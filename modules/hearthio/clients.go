@@ -16,21 +16,37 @@ import (
 	"github.com/hearth-dev/hearth/modules/internal/rawio"
 )
 
-// clients counts each client's open TCP connections across the listeners
-// hearth_io wraps, in the process: a connection accepted under a config a
-// reload replaced counts until it closes, as it holds Caddy's memory until
-// then.
+// clients counts the open TCP connections of the listeners hearth_io
+// wraps, in all and each client's, in the process: a connection accepted
+// under a config a reload replaced counts until it closes, as it holds
+// memory until then.
 var clients = struct {
 	sync.Mutex
-	open map[netip.Prefix]int
+	total int
+	open  map[netip.Prefix]int
 }{open: map[netip.Prefix]int{}}
 
-// refusedConnections counts the connections closed past their client's
-// bound, in the process.
-var refusedConnections = prometheus.NewCounter(prometheus.CounterOpts{
+// refusedConnections counts the connections closed past a bound, in the
+// process, by reason: client (max_connections_per_client) or total
+// (max_connections).
+var refusedConnections = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "hearth", Name: "refused_connections_total",
-	Help: "TCP connections hearth_io closed as soon as they were accepted, their client holding max_connections_per_client already.",
-})
+	Help: "TCP connections hearth_io closed as soon as they were accepted, by reason: client (their client held max_connections_per_client already) or total (Caddy held max_connections).",
+}, []string{"reason"})
+
+// connectionCost is what an idle connection costs, Caddy's memory and the
+// kernel's (measured: ~24 and ~10 KiB), for max_connections' default.
+const connectionCost = 34 << 10
+
+// autoMaxConnections is max_connections' default on a machine of memory
+// bytes (0: not known): the connections an eighth of it holds, from 1024
+// to 65536.
+func autoMaxConnections(memory int64) int {
+	if memory <= 0 {
+		return 16384
+	}
+	return int(min(max(memory/8/connectionCost, 1024), 65536))
+}
 
 // registerMetrics adds hearth_io's counter to a config's registry, once
 // (registering it again is not an error).
@@ -45,45 +61,61 @@ func registerMetrics(registry *prometheus.Registry) error {
 	return err
 }
 
-// admit counts c among its client's connections, or closes it (false)
-// when the client holds l.maxPerClient already. A connection whose peer
-// has no address is not counted, nor one from loopback unless
-// count_loopback is set (the zero Prefix).
+// admit counts c among the open connections and its client's, or closes
+// it (false) when Caddy holds l.maxTotal already or its client
+// l.maxPerClient. A connection whose peer has no address has no client
+// count, nor one from loopback unless count_loopback is set (the zero
+// Prefix); it still counts in the total.
 func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 	var client netip.Prefix
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = clientnet.Of(a.AddrPort().Addr())
 	}
-	if !client.IsValid() || (client.Addr().IsLoopback() && !l.countLoopback) {
-		return netip.Prefix{}, true
+	if client.IsValid() && client.Addr().IsLoopback() && !l.countLoopback {
+		client = netip.Prefix{}
 	}
 	clients.Lock()
-	open := clients.open[client]
-	if open >= l.maxPerClient {
+	total, open := clients.total, clients.open[client]
+	switch {
+	case total >= l.maxTotal:
 		clients.Unlock()
-		_ = c.SetLinger(0) // a reset: nothing of it lingers in the kernel
-		_ = c.Close()
-		refusedConnections.Inc()
-		if ok, heldBack := l.refusals.Allow(); ok && l.logger != nil {
-			l.logger.Warn(fmt.Sprintf("client %s already holds %d connections open to this Caddy, its max_connections_per_client: closed another as soon as it came. If that address is a proxy, load balancer or tunnel in front of the site, raise max_connections_per_client in hearth_io's block; else one client is holding connections open, each of which costs Caddy memory",
-				clientnet.Name(client), open),
-				zap.String("address", l.Addr().String()),
-				zap.Int64("like_warnings_held_back", heldBack))
-		}
+		l.refuse(c, "total", fmt.Sprintf("Caddy already holds %d connections open, its max_connections: closed another as soon as it came, from %s. Many clients are connected at once (a flood from many addresses, or a site busier than the bound): raise max_connections in hearth_io's block if the machine has the memory (an idle connection costs ~34 KiB)",
+			total, c.RemoteAddr()))
+		return client, false
+	case client.IsValid() && open >= l.maxPerClient:
+		clients.Unlock()
+		l.refuse(c, "client", fmt.Sprintf("client %s already holds %d connections open to this Caddy, its max_connections_per_client: closed another as soon as it came. If that address is a proxy, load balancer or tunnel in front of the site, raise max_connections_per_client in hearth_io's block; else one client is holding connections open, each of which costs Caddy memory",
+			clientnet.Name(client), open))
 		return client, false
 	}
-	clients.open[client] = open + 1
+	clients.total++
+	if client.IsValid() {
+		clients.open[client] = open + 1
+	}
 	clients.Unlock()
 	return client, true
 }
 
-// leave counts one of client's connections out, once it closed.
+// refuse resets c, counts it under reason, and logs why (at most once a
+// minute per listener).
+func (l *listener) refuse(c *net.TCPConn, reason, why string) {
+	_ = c.SetLinger(0) // a reset: nothing of it lingers in the kernel
+	_ = c.Close()
+	refusedConnections.WithLabelValues(reason).Inc()
+	if ok, heldBack := l.refusals.Allow(); ok && l.logger != nil {
+		l.logger.Warn(why, zap.String("address", l.Addr().String()), zap.Int64("like_warnings_held_back", heldBack))
+	}
+}
+
+// leave counts one connection out of the total and of client's (none for
+// the zero Prefix), once it closed.
 func leave(client netip.Prefix) {
+	clients.Lock()
+	defer clients.Unlock()
+	clients.total--
 	if !client.IsValid() {
 		return
 	}
-	clients.Lock()
-	defer clients.Unlock()
 	if clients.open[client] <= 1 {
 		delete(clients.open, client)
 		return
@@ -91,9 +123,9 @@ func leave(client netip.Prefix) {
 	clients.open[client]--
 }
 
-// counted is a connection counted among its client's until its first
-// Close, or until it is collected unclosed (cleanup): a count that leaked
-// would shut its client out until Caddy restarts.
+// counted is a connection counted (in the total, and among its client's)
+// until its first Close, or until it is collected unclosed (cleanup): a
+// count that leaked would shut its client out until Caddy restarts.
 type counted struct {
 	client  netip.Prefix
 	closed  atomic.Bool
@@ -117,9 +149,7 @@ type rawConn struct {
 
 func newRawConn(c *rawio.TCPConn, client netip.Prefix) *rawConn {
 	conn := &rawConn{TCPConn: c, counted: counted{client: client}}
-	if client.IsValid() {
-		conn.cleanup = runtime.AddCleanup(conn, leave, client)
-	}
+	conn.cleanup = runtime.AddCleanup(conn, leave, client)
 	return conn
 }
 
@@ -137,9 +167,7 @@ type tcpConn struct {
 
 func newTCPConn(c *net.TCPConn, client netip.Prefix) *tcpConn {
 	conn := &tcpConn{TCPConn: c, counted: counted{client: client}}
-	if client.IsValid() {
-		conn.cleanup = runtime.AddCleanup(conn, leave, client)
-	}
+	conn.cleanup = runtime.AddCleanup(conn, leave, client)
 	return conn
 }
 

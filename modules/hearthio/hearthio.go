@@ -24,7 +24,9 @@
 // (max_connections_per_client): an idle connection costs Caddy ~24 KiB,
 // and one address could hold tens of thousands of them, enough to exhaust
 // a small board's memory. Loopback clients are not counted unless
-// count_loopback is set.
+// count_loopback is set. And it bounds the connections of all clients
+// together (max_connections), by default to what an eighth of the memory
+// holds.
 package hearthio
 
 import (
@@ -41,6 +43,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/loglimit"
+	"github.com/hearth-dev/hearth/modules/internal/memory"
 	"github.com/hearth-dev/hearth/modules/internal/rawio"
 )
 
@@ -66,6 +69,14 @@ type Wrapper struct {
 	// and a client there already runs on the machine.
 	CountLoopback bool `json:"count_loopback,omitempty"`
 
+	// MaxConnections is how many TCP connections Caddy holds open at once
+	// across the listeners hearth_io wraps, from every client (loopback
+	// included); one more is closed as soon as it is accepted, so that
+	// connections from many addresses at once cannot take the machine's
+	// memory. Default (0, "auto" in the Caddyfile): as many as an eighth
+	// of the memory holds (autoMaxConnections), from 1024 to 65536.
+	MaxConnections int `json:"max_connections,omitempty"`
+
 	logger *zap.Logger
 }
 
@@ -90,8 +101,13 @@ func (Wrapper) CaddyModule() caddy.ModuleInfo {
 // Provision takes the module's logger and checks its options.
 func (w *Wrapper) Provision(ctx caddy.Context) error {
 	w.logger = ctx.Logger()
-	if n := w.MaxConnectionsPerClient; n != 0 && (n < 1 || n > maxConnectionsPerClientLimit) {
-		return fmt.Errorf("hearth_io: max_connections_per_client must be a whole number from 1 to %d, got %d", maxConnectionsPerClientLimit, n)
+	for _, o := range []struct {
+		name string
+		n    int
+	}{{"max_connections_per_client", w.MaxConnectionsPerClient}, {"max_connections", w.MaxConnections}} {
+		if o.n != 0 && (o.n < 1 || o.n > maxConnectionsPerClientLimit) {
+			return fmt.Errorf("hearth_io: %s must be a whole number from 1 to %d, got %d", o.name, maxConnectionsPerClientLimit, o.n)
+		}
 	}
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
@@ -102,6 +118,7 @@ func (w *Wrapper) Provision(ctx caddy.Context) error {
 //	hearth_io {
 //		max_connections_per_client <n>
 //		count_loopback
+//		max_connections <n>|auto
 //	}
 func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // hearth_io
@@ -110,25 +127,33 @@ func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		switch d.Val() {
-		case "max_connections_per_client":
+		case "max_connections_per_client", "max_connections":
+			option := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 1 || n > maxConnectionsPerClientLimit {
-				return d.Errf("max_connections_per_client must be a whole number from 1 to %d, got %q", maxConnectionsPerClientLimit, d.Val())
+			switch {
+			case option == "max_connections" && d.Val() == "auto":
+				n = 0
+			case err != nil || n < 1 || n > maxConnectionsPerClientLimit:
+				return d.Errf("%s must be a whole number from 1 to %d, got %q", option, maxConnectionsPerClientLimit, d.Val())
 			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			w.MaxConnectionsPerClient = n
+			if option == "max_connections" {
+				w.MaxConnections = n
+			} else {
+				w.MaxConnectionsPerClient = n
+			}
 		case "count_loopback":
 			if d.NextArg() {
 				return d.Errf("count_loopback takes no value, got %q", d.Val())
 			}
 			w.CountLoopback = true
 		default:
-			return d.Errf("unknown hearth_io option %q: the options are max_connections_per_client and count_loopback", d.Val())
+			return d.Errf("unknown hearth_io option %q: the options are max_connections_per_client, count_loopback and max_connections", d.Val())
 		}
 	}
 	return nil
@@ -142,7 +167,8 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	}
 	countWrapped(l.Addr(), 1)
 	return &listener{Listener: l, logger: w.logger, maxPerClient: cmp.Or(w.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient),
-		countLoopback: w.CountLoopback, refusals: loglimit.Limit{Every: time.Minute}}
+		countLoopback: w.CountLoopback, maxTotal: cmp.Or(w.MaxConnections, autoMaxConnections(memory.Total())),
+		refusals: loglimit.Limit{Every: time.Minute}}
 }
 
 type listener struct {
@@ -150,6 +176,7 @@ type listener struct {
 	logger        *zap.Logger
 	maxPerClient  int
 	countLoopback bool
+	maxTotal      int
 	// refusals lets the warning for a connection closed past its client's
 	// bound through once a minute: a client provokes it at will
 	refusals loglimit.Limit

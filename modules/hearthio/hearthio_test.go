@@ -39,7 +39,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}{
 		{"hearth_io", ""},
 		{"hearth_io fast", `hearth_io takes no arguments, got "fast"`},
-		{"hearth_io {\n\tbuffer 4k\n}", `unknown hearth_io option "buffer": the options are max_connections_per_client and count_loopback`},
+		{"hearth_io {\n\tbuffer 4k\n}", `unknown hearth_io option "buffer": the options are max_connections_per_client, count_loopback and max_connections`},
+		{"hearth_io {\n\tmax_connections 5000\n}", ""},
+		{"hearth_io {\n\tmax_connections auto\n}", ""},
+		{"hearth_io {\n\tmax_connections none\n}", `max_connections must be a whole number from 1 to 1048576, got "none"`},
+		{"hearth_io {\n\tmax_connections_per_client auto\n}", `max_connections_per_client must be a whole number from 1 to 1048576, got "auto"`},
 		{"hearth_io {\n\tcount_loopback\n}", ""},
 		{"hearth_io {\n\tcount_loopback yes\n}", `count_loopback takes no value, got "yes"`},
 		{"hearth_io {\n\tmax_connections_per_client 64\n}", ""},
@@ -57,8 +61,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%q: error %v, want one saying %q", tc.input, err, tc.err)
 		}
-		if tc.err == "" && (strings.Contains(tc.input, "64") != (w.MaxConnectionsPerClient == 64) || strings.Contains(tc.input, "count_loopback") != w.CountLoopback) {
-			t.Errorf("%q: max_connections_per_client %d, count_loopback %v", tc.input, w.MaxConnectionsPerClient, w.CountLoopback)
+		if tc.err == "" && (strings.Contains(tc.input, "64") != (w.MaxConnectionsPerClient == 64) || strings.Contains(tc.input, "count_loopback") != w.CountLoopback ||
+			strings.Contains(tc.input, "5000") != (w.MaxConnections == 5000)) {
+			t.Errorf("%q: max_connections_per_client %d, count_loopback %v, max_connections %d", tc.input, w.MaxConnectionsPerClient, w.CountLoopback, w.MaxConnections)
 		}
 	}
 }
@@ -454,7 +459,7 @@ func TestConnectionsPerClient(t *testing.T) {
 			t.Fatalf("%s: read %d bytes, %v; want it closed by the server", what, n, err)
 		}
 	}
-	refusedBefore := counterValue(t, refusedConnections)
+	refusedBefore := counterValue(t, refusedConnections.WithLabelValues("client"))
 	var mine []net.Conn
 	for i := range 3 {
 		dial("127.0.0.77")
@@ -471,7 +476,7 @@ func TestConnectionsPerClient(t *testing.T) {
 	serverSide("a connection after one of the client's closed")
 	closedAtOnce("127.0.0.77", "a connection past the bound again")
 
-	if n := counterValue(t, refusedConnections) - refusedBefore; n != 3 {
+	if n := counterValue(t, refusedConnections.WithLabelValues("client")) - refusedBefore; n != 3 {
 		t.Errorf("hearth_refused_connections_total grew by %v for 3 connections closed", n)
 	}
 	warnings := logs.TakeAll()
@@ -526,4 +531,91 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestMaxConnections: past max_connections (all clients, loopback
+// included) a connection is reset as soon as it is accepted, whoever it
+// comes from, and counted under reason total; one that closes gives its
+// place back.
+func TestMaxConnections(t *testing.T) {
+	clients.Lock()
+	before := clients.total // (the count is the process's)
+	clients.Unlock()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	wrapped := (&Wrapper{MaxConnections: before + 3, logger: zap.New(core)}).WrapListener(l)
+	defer wrapped.Close()
+	accepted := acceptAll(wrapped)
+	refusedBefore := counterValue(t, refusedConnections.WithLabelValues("total"))
+	var held []net.Conn
+	for i, from := range []string{"127.0.0.81", "127.0.0.82", "127.0.0.83"} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		select {
+		case s := <-accepted:
+			held = append(held, s)
+			defer s.Close()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("connection %d of the 3 allowed was not accepted", i+1)
+		}
+	}
+	reset := func(from string) bool {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", l.Addr().String())
+		if err != nil {
+			return errors.Is(err, syscall.ECONNRESET)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	if !reset("127.0.0.84") {
+		t.Fatal("a 4th connection, from a 4th address, past max_connections was not reset")
+	}
+	if n := counterValue(t, refusedConnections.WithLabelValues("total")) - refusedBefore; n != 1 {
+		t.Errorf("refused under total: %v, want 1", n)
+	}
+	if w := logs.TakeAll(); len(w) != 1 || !strings.Contains(w[0].Message, "its max_connections:") || !strings.Contains(w[0].Message, "127.0.0.84") {
+		t.Errorf("warnings: %v, want one naming max_connections and the address refused", w)
+	}
+	held[0].Close()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.84")}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case s := <-accepted:
+		s.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted after one of the 3 closed")
+	}
+}
+
+// TestAutoMaxConnections: an eighth of the memory, ~34 KiB a connection,
+// from 1024 to 65536.
+func TestAutoMaxConnections(t *testing.T) {
+	for _, tc := range []struct {
+		memory int64
+		want   int
+	}{
+		{2 << 30, 7710},
+		{1 << 30, 3855},
+		{256 << 20, 1024},
+		{24 << 30, 65536},
+		{0, 16384},
+	} {
+		if got := autoMaxConnections(tc.memory); got != tc.want {
+			t.Errorf("autoMaxConnections(%d MiB) = %d, want %d", tc.memory>>20, got, tc.want)
+		}
+	}
 }

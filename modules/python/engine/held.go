@@ -3,10 +3,11 @@ package engine
 import (
 	"math"
 	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/hearth-dev/hearth/modules/internal/memory"
 )
 
 // heldBudget bounds what Caddy holds, across all its pools, of request
@@ -55,17 +56,7 @@ func diskBudget(dir string) int64 {
 	if err := syscall.Statfs(dir, &fs); err != nil || fs.Type != tmpfsMagic {
 		return 1 << 30
 	}
-	// the memory: the machine's, or the container's as Caddy gave it to
-	// Go (its memory limit, from the cgroup), whichever is less
-	memory := debug.SetMemoryLimit(-1)
-	var info syscall.Sysinfo_t
-	if syscall.Sysinfo(&info) == nil {
-		memory = min(memory, int64(min(uint64(info.Totalram)*uint64(info.Unit), math.MaxInt64)))
-	}
-	if memory == math.MaxInt64 {
-		memory = 0 // not known
-	}
-	return tmpfsBudget(int64(min(uint64(fs.Blocks)*uint64(fs.Bsize), math.MaxInt64)), memory)
+	return tmpfsBudget(int64(min(uint64(fs.Blocks)*uint64(fs.Bsize), math.MaxInt64)), memory.Total())
 }
 
 // tmpfsBudget is the disk part of the held budget on a tmpfs of size
