@@ -38,9 +38,10 @@ var refusedConnections = prometheus.NewCounterVec(prometheus.CounterOpts{
 // kernel's (measured: ~24 and ~10 KiB), for max_connections' default.
 const connectionCost = 34 << 10
 
-// autoMaxConnections is max_connections' default on a machine of memory
-// bytes (0: not known): the connections an eighth of it holds, from 1024
-// to 65536.
+// autoMaxConnections is max_connections' default for memory bytes (0: not
+// known; memory.Total, which in Caddy is its Go memory limit, 90% of the
+// machine's or the container's): the connections an eighth of it holds,
+// from 1024 to 65536.
 func autoMaxConnections(memory int64) int {
 	if memory <= 0 {
 		return 16384
@@ -79,12 +80,12 @@ func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 	switch {
 	case total >= l.maxTotal:
 		clients.Unlock()
-		l.refuse(c, "total", fmt.Sprintf("Caddy already holds %d connections open, its max_connections: closed another as soon as it came, from %s. Many clients are connected at once (a flood from many addresses, or a site busier than the bound): raise max_connections in hearth_io's block if the machine has the memory (an idle connection costs ~34 KiB)",
+		l.refuse(c, refusedByTotal, fmt.Sprintf("Caddy already holds %d connections open, its max_connections: closed another as soon as it came, from %s. Many clients are connected at once (a flood from many addresses, or a site busier than the bound): raise max_connections in hearth_io's block if the machine has the memory (an idle connection costs ~34 KiB)",
 			total, c.RemoteAddr()))
 		return client, false
 	case client.IsValid() && open >= l.maxPerClient:
 		clients.Unlock()
-		l.refuse(c, "client", fmt.Sprintf("client %s already holds %d connections open to this Caddy, its max_connections_per_client: closed another as soon as it came. If that address is a proxy, load balancer or tunnel in front of the site, raise max_connections_per_client in hearth_io's block; else one client is holding connections open, each of which costs Caddy memory",
+		l.refuse(c, refusedByClient, fmt.Sprintf("client %s already holds %d connections open to this Caddy, its max_connections_per_client: closed another as soon as it came. If that address is a proxy, load balancer or tunnel in front of the site, raise max_connections_per_client in hearth_io's block; else one client is holding connections open, each of which costs Caddy memory",
 			clientnet.Name(client), open))
 		return client, false
 	}
@@ -96,13 +97,25 @@ func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 	return client, true
 }
 
-// refuse resets c, counts it under reason, and logs why (at most once a
-// minute per listener).
-func (l *listener) refuse(c *net.TCPConn, reason, why string) {
+// refusal is which bound refused a connection.
+type refusal int
+
+const (
+	refusedByClient refusal = iota // max_connections_per_client
+	refusedByTotal                 // max_connections
+)
+
+// reasons are the refusals' values of hearth_refused_connections_total's
+// reason label.
+var reasons = [...]string{refusedByClient: "client", refusedByTotal: "total"}
+
+// refuse resets c, counts it under its reason, and logs why (at most once
+// a minute per listener and bound).
+func (l *listener) refuse(c *net.TCPConn, by refusal, why string) {
 	_ = c.SetLinger(0) // a reset: nothing of it lingers in the kernel
 	_ = c.Close()
-	refusedConnections.WithLabelValues(reason).Inc()
-	if ok, heldBack := l.refusals.Allow(); ok && l.logger != nil {
+	refusedConnections.WithLabelValues(reasons[by]).Inc()
+	if ok, heldBack := l.refusals[by].Allow(); ok && l.logger != nil {
 		l.logger.Warn(why, zap.String("address", l.Addr().String()), zap.Int64("like_warnings_held_back", heldBack))
 	}
 }

@@ -60,7 +60,9 @@ type Wrapper struct {
 	// MaxConnectionsPerClient is how many TCP connections one client (an
 	// IPv4 address, an IPv6 /64) may hold open at once to this Caddy,
 	// across the listeners hearth_io wraps; one more is closed as soon as
-	// it is accepted. Default: DefaultMaxConnectionsPerClient.
+	// it is accepted. Default: DefaultMaxConnectionsPerClient, or an
+	// eighth of MaxConnections when that is less (a small machine), so
+	// that a few clients cannot take every connection there is.
 	MaxConnectionsPerClient int `json:"max_connections_per_client,omitempty"`
 
 	// CountLoopback bounds loopback clients (127.0.0.0/8, ::1) too. By
@@ -166,9 +168,10 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
 	}
 	countWrapped(l.Addr(), 1)
-	return &listener{Listener: l, logger: w.logger, maxPerClient: cmp.Or(w.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient),
-		countLoopback: w.CountLoopback, maxTotal: cmp.Or(w.MaxConnections, autoMaxConnections(memory.Total())),
-		refusals: loglimit.Limit{Every: time.Minute}}
+	maxTotal := cmp.Or(w.MaxConnections, autoMaxConnections(memory.Total()))
+	return &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal,
+		maxPerClient: cmp.Or(w.MaxConnectionsPerClient, max(1, min(DefaultMaxConnectionsPerClient, maxTotal/8))),
+		refusals:     [2]loglimit.Limit{{Every: time.Minute}, {Every: time.Minute}}}
 }
 
 type listener struct {
@@ -177,9 +180,11 @@ type listener struct {
 	maxPerClient  int
 	countLoopback bool
 	maxTotal      int
-	// refusals lets the warning for a connection closed past its client's
-	// bound through once a minute: a client provokes it at will
-	refusals loglimit.Limit
+	// refusals let the warnings for a connection closed past a bound
+	// through once a minute, one for each bound (refusedByClient,
+	// refusedByTotal): a client provokes them at will, and one must not
+	// hide the other
+	refusals [2]loglimit.Limit
 	misplace sync.Once
 	closed   sync.Once
 }
@@ -192,8 +197,9 @@ func (l *listener) Close() error {
 }
 
 // Accept returns the next connection, a TCP or Unix one wrapped. A TCP
-// connection past its client's max_connections_per_client is closed at
-// once, and the next one taken: an error would have Caddy's server pause.
+// connection past max_connections or its client's
+// max_connections_per_client is closed at once, and the next one taken:
+// an error would have Caddy's server pause.
 func (l *listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -206,8 +212,8 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// wrap wraps c, or closes it (false) when its client holds its
-// max_connections_per_client already.
+// wrap wraps c, or closes it (false) past max_connections or its client's
+// max_connections_per_client (admit).
 func (l *listener) wrap(c net.Conn) (net.Conn, bool) {
 	switch c := c.(type) {
 	case *net.TCPConn:

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/hearth-dev/hearth/modules/internal/memory"
 	"github.com/hearth-dev/hearth/modules/internal/rawio/rawiotest"
 )
 
@@ -617,5 +618,31 @@ func TestAutoMaxConnections(t *testing.T) {
 		if got := autoMaxConnections(tc.memory); got != tc.want {
 			t.Errorf("autoMaxConnections(%d MiB) = %d, want %d", tc.memory>>20, got, tc.want)
 		}
+	}
+}
+
+// TestPerClientBoundFollowsTheTotal: without max_connections_per_client, a
+// client may hold 1024 connections, or an eighth of max_connections when
+// that is less: on a small machine a few clients must not take them all.
+func TestPerClientBoundFollowsTheTotal(t *testing.T) {
+	for _, tc := range []struct {
+		w                   Wrapper
+		perClient, maxTotal int
+	}{
+		{Wrapper{MaxConnections: 65536}, 1024, 65536},
+		{Wrapper{MaxConnections: 3469}, 433, 3469},
+		{Wrapper{MaxConnections: 4}, 1, 4},
+		{Wrapper{MaxConnections: 4, MaxConnectionsPerClient: 3}, 3, 4},
+		{Wrapper{}, min(1024, autoMaxConnections(memory.Total())/8), autoMaxConnections(memory.Total())},
+	} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrapped := tc.w.WrapListener(l).(*listener)
+		if wrapped.maxPerClient != tc.perClient || wrapped.maxTotal != tc.maxTotal {
+			t.Errorf("%+v: %d per client of %d, want %d of %d", tc.w, wrapped.maxPerClient, wrapped.maxTotal, tc.perClient, tc.maxTotal)
+		}
+		wrapped.Close()
 	}
 }
