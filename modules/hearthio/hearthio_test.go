@@ -402,6 +402,63 @@ func acceptAll(l net.Listener) <-chan net.Conn {
 	return accepted
 }
 
+// dialFrom connects to l from the address from (one of the loopback
+// network's: each test of the bounds has addresses of its own, as the
+// counts are the process's). The connection is closed when the test ends.
+func dialFrom(t *testing.T, l net.Listener, from string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", l.Addr().String())
+	if err == nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	return c, err
+}
+
+// connectFrom is a connection from the address from, accepted (its
+// server side, from accepted) within 5 s; both are closed when the test
+// ends.
+func connectFrom(t *testing.T, l net.Listener, accepted <-chan net.Conn, from, what string) net.Conn {
+	t.Helper()
+	if _, err := dialFrom(t, l, from); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	select {
+	case c := <-accepted:
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s was not accepted", what)
+		return nil
+	}
+}
+
+// resetAtOnce dials from the address from and wants the connection reset
+// as soon as it was accepted (the reset may come before the dial returns).
+func resetAtOnce(t *testing.T, l net.Listener, from, what string) {
+	t.Helper()
+	c, err := dialFrom(t, l, from)
+	if err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("%s: %v, want it reset by the server", what, err)
+		}
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: read %d bytes, %v; want it closed by the server", what, n, err)
+	}
+}
+
+// counterValue is c's value now.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
 // TestConnectionsPerClient: one client (an address) may hold at most
 // max_connections_per_client connections open at once; one more is closed
 // as soon as it is accepted (the client reads nothing but its end), and a
@@ -409,8 +466,7 @@ func acceptAll(l net.Listener) <-chan net.Conn {
 // still connects; a connection that closes (twice, even) gives its place
 // back. Before, one address could open tens of thousands, each costing
 // Caddy ~24 KiB of memory. (Loopback clients are counted here only as
-// count_loopback asks; the addresses are this test's own, as the count is
-// the process's.)
+// count_loopback asks.)
 func TestConnectionsPerClient(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -420,62 +476,19 @@ func TestConnectionsPerClient(t *testing.T) {
 	wrapped := (&Wrapper{MaxConnectionsPerClient: 3, CountLoopback: true, logger: zap.New(core)}).WrapListener(l)
 	defer wrapped.Close()
 	accepted := acceptAll(wrapped)
-	dial := func(from string) net.Conn {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	serverSide := func(what string) net.Conn {
-		t.Helper()
-		select {
-		case c := <-accepted:
-			t.Cleanup(func() { c.Close() }) // (the count is the process's)
-			return c
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s was not accepted", what)
-			return nil
-		}
-	}
-	// closedAtOnce dials from the address and wants the connection reset
-	// as soon as it was accepted (the reset may come before the dial
-	// returns)
-	closedAtOnce := func(from, what string) {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", l.Addr().String())
-		if err != nil {
-			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("%s: %v, want it reset by the server", what, err)
-			}
-			return
-		}
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("%s: read %d bytes, %v; want it closed by the server", what, n, err)
-		}
-	}
 	refusedBefore := counterValue(t, refusedConnections.WithLabelValues("client"))
 	var mine []net.Conn
 	for i := range 3 {
-		dial("127.0.0.77")
-		mine = append(mine, serverSide(fmt.Sprintf("connection %d of the 3 allowed", i+1)))
+		mine = append(mine, connectFrom(t, l, accepted, "127.0.0.77", fmt.Sprintf("connection %d of the 3 allowed", i+1)))
 	}
 	for range 2 {
-		closedAtOnce("127.0.0.77", "a 4th connection from the same address")
+		resetAtOnce(t, l, "127.0.0.77", "a 4th connection from the same address")
 	}
-	dial("127.0.0.78")
-	serverSide("a connection from another address")
+	connectFrom(t, l, accepted, "127.0.0.78", "a connection from another address")
 	mine[0].Close()
 	mine[0].Close() // counted out once
-	dial("127.0.0.77")
-	serverSide("a connection after one of the client's closed")
-	closedAtOnce("127.0.0.77", "a connection past the bound again")
+	connectFrom(t, l, accepted, "127.0.0.77", "a connection after one of the client's closed")
+	resetAtOnce(t, l, "127.0.0.77", "a connection past the bound again")
 
 	if n := counterValue(t, refusedConnections.WithLabelValues("client")) - refusedBefore; n != 3 {
 		t.Errorf("hearth_refused_connections_total grew by %v for 3 connections closed", n)
@@ -504,34 +517,13 @@ func TestLoopbackNotCountedByDefault(t *testing.T) {
 	defer wrapped.Close()
 	accepted := acceptAll(wrapped)
 	for i := range 3 {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.79")}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		select {
-		case s := <-accepted:
-			defer s.Close()
-		case <-time.After(5 * time.Second):
-			t.Fatalf("loopback connection %d past a bound of 1 was not accepted", i+1)
-		}
+		connectFrom(t, l, accepted, "127.0.0.79", fmt.Sprintf("loopback connection %d past a bound of 1", i+1))
 	}
 	clients.Lock()
 	defer clients.Unlock()
 	if n := clients.open[netip.MustParsePrefix("127.0.0.79/32")]; n != 0 {
 		t.Errorf("%d loopback connections counted", n)
 	}
-}
-
-// counterValue is c's value now.
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
 }
 
 // TestMaxConnections: past max_connections (all clients, loopback
@@ -553,34 +545,9 @@ func TestMaxConnections(t *testing.T) {
 	refusedBefore := counterValue(t, refusedConnections.WithLabelValues("total"))
 	var held []net.Conn
 	for i, from := range []string{"127.0.0.81", "127.0.0.82", "127.0.0.83"} {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		select {
-		case s := <-accepted:
-			held = append(held, s)
-			defer s.Close()
-		case <-time.After(5 * time.Second):
-			t.Fatalf("connection %d of the 3 allowed was not accepted", i+1)
-		}
+		held = append(held, connectFrom(t, l, accepted, from, fmt.Sprintf("connection %d of the 3 allowed", i+1)))
 	}
-	reset := func(from string) bool {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", l.Addr().String())
-		if err != nil {
-			return errors.Is(err, syscall.ECONNRESET)
-		}
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = c.Read(make([]byte, 1))
-		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
-	}
-	if !reset("127.0.0.84") {
-		t.Fatal("a 4th connection, from a 4th address, past max_connections was not reset")
-	}
+	resetAtOnce(t, l, "127.0.0.84", "a 4th connection, from a 4th address, past max_connections")
 	if n := counterValue(t, refusedConnections.WithLabelValues("total")) - refusedBefore; n != 1 {
 		t.Errorf("refused under total: %v, want 1", n)
 	}
@@ -588,18 +555,7 @@ func TestMaxConnections(t *testing.T) {
 		t.Errorf("warnings: %v, want one naming max_connections and the address refused", w)
 	}
 	held[0].Close()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.84")}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	select {
-	case s := <-accepted:
-		s.Close()
-	case <-time.After(5 * time.Second):
-		t.Fatal("no connection accepted after one of the 3 closed")
-	}
+	connectFrom(t, l, accepted, "127.0.0.84", "a connection after one of the 3 closed")
 }
 
 // TestAutoMaxConnections: an eighth of the memory, ~34 KiB a connection,
