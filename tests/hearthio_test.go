@@ -225,36 +225,10 @@ const hintSays = "without the listener wrapper hearth_io"
 // thousands (its ports' worth) and hold a small board's memory.
 func TestOneClientCannotHoldEveryConnection(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
 	// loopback counted, as the test's clients are; the total bound above
 	// the default per-client one on any machine (on a small one, the
-	// default is less than 1024); the connections held wait for their
-	// request's head for longer than the test runs
-	c := startCaddy(t, fmt.Sprintf(`{
-	admin {ADMIN}
-	servers {
-		timeouts {
-			read_header 5m
-		}
-		listener_wrappers {
-			hearth_io {
-				count_loopback
-				max_connections 65536
-			}
-			tls
-		}
-	}
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi echo:application {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-	}
-}
-`, port))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// default is less than 1024)
+	c, addr := boundedSite(t, "count_loopback\n\t\t\t\tmax_connections 65536")
 	const attempts = 1100
 	var conns []net.Conn
 	defer func() {
@@ -312,14 +286,7 @@ http://127.0.0.1:%d {
 		conn.Close()
 	}
 	conns = nil
-	waitFor(t, 30*time.Second, "the client served again once its connections closed", func() bool {
-		resp, err := clientFrom("127.0.0.3").Get("http://" + addr + "/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitFor(t, 30*time.Second, "the client served again once its connections closed", func() bool { return servedFrom(addr, "127.0.0.3") })
 }
 
 // TestConnectionCountsGoBackOnEveryPath: every connection hearth_io
@@ -412,31 +379,7 @@ func TestConnectionCountsGoBackOnEveryPath(t *testing.T) {
 // memory.
 func TestConnectionsFromManyAddressesAreBounded(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
-	c := startCaddy(t, fmt.Sprintf(`{
-	admin {ADMIN}
-	servers {
-		timeouts {
-			read_header 5m
-		}
-		listener_wrappers {
-			hearth_io {
-				max_connections 20
-			}
-			tls
-		}
-	}
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	wsgi echo:application {
-		dir {APPS}
-		python {PYTHON}
-		workers 1
-	}
-}
-`, port))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c, addr := boundedSite(t, "max_connections 20")
 	var conns []net.Conn
 	defer func() {
 		for _, conn := range conns {
@@ -466,12 +409,49 @@ http://127.0.0.1:%d {
 		conn.Close()
 	}
 	conns = nil
-	waitFor(t, 30*time.Second, "a client served once the connections closed", func() bool {
-		resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/")
-		if err != nil {
-			return false
+	waitFor(t, 30*time.Second, "a client served once the connections closed", func() bool { return servedFrom(addr, "127.0.0.2") })
+}
+
+// boundedSite starts Caddy serving the echo app on 127.0.0.1 through
+// hearth_io with options (the lines of its block), waiting 5 minutes for a
+// request's head (the connections the tests hold send none, for longer
+// than a test runs); it returns Caddy and the site's host:port.
+func boundedSite(t *testing.T, options string) (*caddyProc, string) {
+	t.Helper()
+	port := freePort(t)
+	c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	servers {
+		timeouts {
+			read_header 5m
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+		listener_wrappers {
+			hearth_io {
+				%s
+			}
+			tls
+		}
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi echo:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}
+`, options, port))
+	return c, fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// servedFrom reports whether a request to addr from the address from gets
+// its 200.
+func servedFrom(addr, from string) bool {
+	resp, err := clientFrom(from).Get("http://" + addr + "/")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
 }
