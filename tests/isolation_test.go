@@ -633,3 +633,89 @@ func TestCheckGivesNoKeyToAnotherAccount(t *testing.T) {
 		t.Errorf("the code of a block run as %s got the stored key of the app whose directory it named (%d bytes)", appsUser, len(got))
 	}
 }
+
+// TestCommandsGiveNoKeyToAnotherAccount: `caddy hearth exec` and `manage`,
+// run as root beside a config another account can edit, must not hand an
+// app's stored secret key to code running as any account but the one
+// Caddy runs the app as. A block naming the app's name and directory, run
+// as the editing account, is refused with what to do; run as the app's
+// account, it gets the key. A key such a command made before Caddy first
+// ran the app is replaced when Caddy starts it as another account.
+func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
+	t.Parallel()
+	needUnitRun(t)
+	data := t.TempDir()
+	victim := t.TempDir() // the app's directory: root's, its code run as www-data
+	openToAll(t, victim)
+	writeFile(t, filepath.Join(victim, "victim.py"), "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+	drop := t.TempDir()
+	openToAll(t, drop)
+	if err := os.Chmod(drop, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	leak := filepath.Join(drop, "leak")
+	site := func(name, user string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\twsgi victim:application {\n\t\tname %s\n\t\tdir %s\n\t\tpython %s\n\t\tworkers 1\n\t\tsettings auto\n\t\tguard warn\n%s\t}\n}\n", freePort(t), name, victim, pythonPath(), user)
+	}
+	config := func(name, user string) string {
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		writeFile(t, path, "{\n\tadmin off\n}\n"+site(name, user))
+		return path
+	}
+	// command runs `caddy hearth <verb>` as root and returns what the app's
+	// code saw as SECRET_KEY ("" when it did not run) and the output
+	command := func(path, verb, name, account string) (string, string) {
+		os.Remove(leak)
+		args := []string{"hearth", verb, "--config", path, "--user", account, name}
+		if verb == "exec" {
+			args = append(args, "--", "python", "-c", "import os; open("+strconv.Quote(leak)+", 'w').write(os.environ.get('SECRET_KEY', ''))")
+		}
+		cmd := exec.Command(caddyBinary(t), args...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data)
+		out, _ := cmd.CombinedOutput()
+		got, _ := os.ReadFile(leak)
+		return string(got), string(out)
+	}
+	storedKey := func(name string) string {
+		keys, _ := filepath.Glob(filepath.Join(data, "caddy", "hearth", "secrets", name+"-*.key"))
+		if len(keys) != 1 {
+			t.Fatalf("stored keys of %s: %v", name, keys)
+		}
+		key, _ := os.ReadFile(keys[0])
+		return strings.TrimSpace(string(key))
+	}
+	serve := func(name string) string {
+		c := launchCaddyWithData(t, site(name, "\t\tuser "+caddyUser+"\n"), data)
+		c.waitRunning()
+		c.stop()
+		return c.log.String()
+	}
+
+	// Caddy runs the app as www-data: it records that account
+	serve("victim")
+	key := storedKey("victim")
+	// the block the app's account (or any other) wrote: no user, named
+	// the victim; root runs it as nobody
+	attacker := config("victim", "")
+	for _, verb := range []string{"exec", "manage"} {
+		got, out := command(attacker, verb, "victim", appsUser)
+		if got != "" || !strings.Contains(out, "secret key is for "+caddyUser+", the account Caddy runs the app as") || !strings.Contains(out, "--user "+caddyUser) {
+			t.Errorf("%s as %s: the code got %d bytes of key; output:\n%s", verb, appsUser, len(got), out)
+		}
+	}
+	// the app's own account gets its key
+	if got, out := command(config("victim", ""), "exec", "victim", caddyUser); got != key {
+		t.Errorf("exec as %s (the app's account) got %q, not the app's key; output:\n%s", caddyUser, got, out)
+	}
+
+	// a key made by a command for nobody, before Caddy ever ran the app,
+	// is replaced when Caddy starts it as www-data
+	made, out := command(config("fresh", ""), "exec", "fresh", appsUser)
+	if len(made) < 32 || !strings.Contains(out, "created app fresh's secret key") {
+		t.Fatalf("exec of a new app as %s: key %q; output:\n%s", appsUser, made, out)
+	}
+	log := serve("fresh")
+	if now := storedKey("fresh"); now == made || !strings.Contains(log, "replaced the app's secret key before its first use") {
+		t.Errorf("Caddy kept the key a command made for %s (replaced: %v); log:\n%s", appsUser, now != made, log)
+	}
+}

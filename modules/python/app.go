@@ -40,18 +40,17 @@ type App struct {
 	storage     certmagic.Storage // the config's, for `settings auto`
 	autoHosts   []string          // the ALLOWED_HOSTS `settings auto` gives the app
 	runtimePath string            // the runtime's program, once written (the overlay is beside it)
-	// throwawayKey: a check gives settings auto/overlay a fresh key, not
-	// the stored one, and stores none (see checkOnly)
-	throwawayKey bool
+	keyUse      keyUse            // who asks for the app's stored secret key (keyholder.go)
 
 	appHosts atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
 	mounts   atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)
 }
 
-// newApp makes the app of spec, with a pool that starts nothing yet.
-func newApp(spec *poolSpec, logger *zap.Logger) *App {
+// newApp makes the app of spec, with a pool that starts nothing yet, for
+// Caddy to run (keyForApp) or for a command beside a config.
+func newApp(spec *poolSpec, logger *zap.Logger, use keyUse) *App {
 	pool := engine.New(spec.Options, logger)
-	return &App{spec: spec, pool: pool, logger: pool.Logger()}
+	return &App{spec: spec, pool: pool, logger: pool.Logger(), keyUse: use}
 }
 
 // Name is the app name.

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"go.uber.org/zap"
 
@@ -114,7 +113,7 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 				out = append(out, configuredPool{name: spec.Name, err: err})
 				continue
 			}
-			a := newApp(spec, zap.NewNop())
+			a := newApp(spec, zap.NewNop(), keyForCommand)
 			a.site = siteOf(found.hosts, srv, cfg.Apps.HTTP.HTTPPort)
 			a.site.ServerPorts = serverPorts
 			a.site.Roots = roots
@@ -135,13 +134,7 @@ func (a *App) checkOnly(checked *hearth.CheckedApp) error {
 		return err
 	}
 	a.runtimePath = path
-	// the stored key goes only to code running as the account that owns
-	// the app's directory: a block an app's account wrote into a config it
-	// can edit (name another app, its directory, `user` itself) would
-	// otherwise get that app's key from Caddy's data directory here
-	if cred := a.spec.Credential; cred != nil && int(cred.Uid) != os.Geteuid() && !ownedBy(a.spec.Dir, cred.Uid) {
-		a.throwawayKey = true
-	}
+	a.keyUse = keyForCheck // another account's code is checked with a throwaway key
 	if err := a.prepareSettingsSaying(os.Stderr); err != nil {
 		return err
 	}
@@ -243,14 +236,4 @@ func siteOf(hosts []string, srv hearth.ConfigServer, httpPort int) hearth.Site {
 		}
 	}
 	return site
-}
-
-// ownedBy reports whether the directory dir belongs to the account uid.
-func ownedBy(dir string, uid uint32) bool {
-	info, err := os.Stat(dir)
-	if err != nil {
-		return false
-	}
-	st, ok := info.Sys().(*syscall.Stat_t)
-	return ok && st.Uid == uid
 }

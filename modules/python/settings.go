@@ -48,23 +48,19 @@ func (a *App) prepareSettings() error {
 		return nil
 	}
 	key, explicitKey := envValue(a.spec.Env, "SECRET_KEY")
-	if a.throwawayKey && !explicitKey {
-		// a check, of a block whose code would get a key that is not its
-		// account's to have (see checkOnly): any key will do to check
-		fresh, err := hearth.NewSecretKey()
-		if err != nil {
+	if !explicitKey || a.keyUse == keyForApp && a.spec.Settings == SettingsAuto {
+		stored, migrated, err := a.storedKey()
+		var notYours *errKeyNotYours
+		switch {
+		case a.keyUse == keyForCheck && errors.As(err, &notYours):
+			// a check of a block whose code runs as another account than
+			// the key's: any key will do to check
+			if stored, err = hearth.NewSecretKey(); err != nil {
+				return err
+			}
+		case err != nil:
 			return err
-		}
-		key = fresh
-	} else if !explicitKey || a.spec.Settings == SettingsAuto {
-		a.mu.Lock()
-		storage := a.storage
-		a.mu.Unlock()
-		stored, migrated, err := secretKey(a.pool.Context(), storage, a.spec.Name, a.spec.Dir)
-		if err != nil {
-			return err
-		}
-		if migrated {
+		case migrated:
 			a.logger.Info("settings: the secret key stored under the app's name alone is now this app's (name and directory)", zap.String("dir", a.spec.Dir))
 		}
 		if !explicitKey {

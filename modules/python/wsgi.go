@@ -116,7 +116,7 @@ func (h *WSGI) Provision(ctx caddy.Context) error {
 	}
 	key := spec.key()
 	app, err := appModule.(*hearth.App).UsePool(key, func() (hearth.Pool, error) {
-		return newApp(spec, h.logger), nil
+		return newApp(spec, h.logger, keyForApp), nil
 	})
 	if err != nil {
 		return err

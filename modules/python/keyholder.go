@@ -1,0 +1,299 @@
+package python
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/safedir"
+)
+
+// Who an app's stored secret key goes to.
+//
+// The key `settings auto` and `overlay` give an app is for the app's code,
+// which runs as the app's account. The commands beside a config (check,
+// manage, exec) run an app's code too, from a config that may sit in an
+// app's directory (where `init` writes it), which that app's account can
+// edit: a block naming another app's name and directory, run as the
+// editing account, would get the other app's key. So each key has a
+// record of the account it was handed to, its holder, beside it in the
+// same place (hearth/secrets/<name>-<hash>.holder): Caddy records the
+// account it runs the app as whenever it starts it; a command that has to
+// create the key records the account the command runs the code as, until
+// Caddy starts the app. A command hands a stored key only to its holder,
+// to root, or to the account the command itself runs as (which can read
+// the key's file anyway); for any other account check uses a throwaway
+// key, and manage and exec refuse, saying which account to run as. A key a
+// command created for another account than the one Caddy then runs the app
+// as, and which no app has had yet, is replaced before Caddy hands it on.
+
+// keyUse is who asks for an app's stored key.
+type keyUse int
+
+const (
+	// keyForCommand: manage or exec, beside a config; the key goes only
+	// to its holder's code.
+	keyForCommand keyUse = iota
+	// keyForCheck: check, beside a config; another account's code gets a
+	// throwaway key (any key will do to check), and nothing is stored.
+	keyForCheck
+	// keyForApp: Caddy starting the app; its account becomes the holder.
+	keyForApp
+)
+
+// keyHolder is the account an app's stored key was handed to.
+type keyHolder struct {
+	// UID is the account the app's code ran as with the key.
+	UID uint32
+	// Served: Caddy has started the app with the key; else only a command
+	// has had it (and created it).
+	Served bool
+}
+
+// String is the record's file content.
+func (h keyHolder) String() string {
+	how := "command"
+	if h.Served {
+		how = "served"
+	}
+	return "uid " + strconv.FormatUint(uint64(h.UID), 10) + " " + how + "\n"
+}
+
+// parseKeyHolder reads a record written by keyHolder.String.
+func parseKeyHolder(data []byte) (keyHolder, bool) {
+	fields := strings.Fields(string(data))
+	if len(fields) != 3 || fields[0] != "uid" || !strings.HasSuffix(string(data), "\n") {
+		return keyHolder{}, false
+	}
+	uid, err := strconv.ParseUint(fields[1], 10, 32)
+	if err != nil || strconv.FormatUint(uid, 10) != fields[1] {
+		return keyHolder{}, false
+	}
+	switch fields[2] {
+	case "served":
+		return keyHolder{UID: uint32(uid), Served: true}, true
+	case "command":
+		return keyHolder{UID: uint32(uid)}, true
+	}
+	return keyHolder{}, false
+}
+
+// privilegedFor reports whether code running as uid could read the stored
+// keys anyway: root's, and this process's own account's.
+func privilegedFor(uid uint32) bool {
+	return uid == 0 || uid == uint32(os.Geteuid())
+}
+
+// keyPlace is where one app's key and its holder are kept: this machine's
+// data directory (storage nil), or the config's storage.
+type keyPlace struct {
+	ctx       context.Context
+	storage   certmagic.Storage
+	name, dir string
+}
+
+// holderName is the record's file beside the key's.
+func (p keyPlace) holderName() string {
+	return strings.TrimSuffix(keyFileName(p.name, p.dir), ".key") + ".holder"
+}
+
+// inStorage is the path of a file of this app's in the config's storage.
+func (p keyPlace) inStorage(file string) string { return path.Join("hearth", "secrets", file) }
+
+// secretsDir is the data directory's secrets, checked (created if needed).
+func secretsDir() (string, error) {
+	dir, err := safedir.Ensure(filepath.Join(caddy.AppDataDir(), "hearth", "secrets"), 0o700)
+	if err != nil {
+		return "", fmt.Errorf("settings: %w", err)
+	}
+	return dir, nil
+}
+
+// holder reads the key's record; found is false when there is none.
+func (p keyPlace) holder() (h keyHolder, found bool, err error) {
+	var data []byte
+	where := p.holderName()
+	if p.storage == nil {
+		var dir string
+		if dir, err = secretsDir(); err != nil {
+			return keyHolder{}, false, err
+		}
+		where = filepath.Join(dir, where)
+		data, err = safedir.ReadFile(where, 0o600, 256)
+	} else {
+		where = p.inStorage(where)
+		data, err = p.storage.Load(p.ctx, where)
+		if len(data) > 256 {
+			data = data[:256]
+		}
+		where += " in the config's storage"
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return keyHolder{}, false, nil
+	}
+	if err != nil {
+		return keyHolder{}, false, fmt.Errorf("settings: reading which account app %s's secret key is for: %w", p.name, err)
+	}
+	h, ok := parseKeyHolder(data)
+	if !ok {
+		return keyHolder{}, false, fmt.Errorf("settings: %s is not a record Hearth wrote of which account app %s's secret key is for; remove it, then start or reload Caddy with the app's config, which writes it again", where, p.name)
+	}
+	return h, true, nil
+}
+
+// setHolder writes the key's record.
+func (p keyPlace) setHolder(h keyHolder) error {
+	var err error
+	if p.storage == nil {
+		var dir string
+		if dir, err = secretsDir(); err == nil {
+			err = safedir.WriteFile(dir, p.holderName(), []byte(h.String()), 0o600)
+		}
+	} else {
+		err = p.storage.Store(p.ctx, p.inStorage(p.holderName()), []byte(h.String()))
+	}
+	if err != nil {
+		return fmt.Errorf("settings: recording which account app %s's secret key is for: %w", p.name, err)
+	}
+	return nil
+}
+
+// keyStored reports whether the app has a key: stored, or kept by an
+// earlier run or version where secretKey would take it from.
+func (p keyPlace) keyStored() (bool, error) {
+	if p.storage != nil {
+		if p.storage.Exists(p.ctx, p.inStorage(keyFileName(p.name, p.dir))) {
+			return true, nil
+		}
+		key, _, err := localSecretKey(p.name, p.dir)
+		return key != "", err
+	}
+	dir := filepath.Join(caddy.AppDataDir(), "hearth", "secrets")
+	for _, f := range []string{filepath.Join(dir, keyFileName(p.name, p.dir)), legacyKeyFile(dir, p.name)} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Lstat(f); err == nil {
+			return true, nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("settings: %w", err)
+		}
+	}
+	return false, nil
+}
+
+// replaceKey stores a new key for the app in place of the one it has.
+func (p keyPlace) replaceKey() (string, error) {
+	key, err := hearth.NewSecretKey()
+	if err != nil {
+		return "", err
+	}
+	file := keyFileName(p.name, p.dir)
+	if p.storage == nil {
+		var dir string
+		if dir, err = secretsDir(); err == nil {
+			err = safedir.WriteFile(dir, file, []byte(key+"\n"), 0o600)
+		}
+	} else {
+		err = p.storage.Store(p.ctx, p.inStorage(file), []byte(key+"\n"))
+	}
+	if err != nil {
+		return "", fmt.Errorf("settings: replacing app %s's secret key: %w", p.name, err)
+	}
+	return key, nil
+}
+
+// errKeyNotYours: a command would hand an app's stored key to an account
+// that is not its holder (check then uses a throwaway key).
+type errKeyNotYours struct{ msg string }
+
+func (e *errKeyNotYours) Error() string { return e.msg }
+
+// keyNotYours makes an errKeyNotYours.
+func keyNotYours(format string, args ...any) error {
+	return &errKeyNotYours{msg: fmt.Sprintf(format, args...)}
+}
+
+// storedKey returns the app's stored key for use, creating it on first
+// use, and keeps the record of its holder (see above). migrated reports
+// that it was moved from where an earlier version kept it.
+func (a *App) storedKey() (key string, migrated bool, err error) {
+	a.mu.Lock()
+	storage := a.storage
+	a.mu.Unlock()
+	place := keyPlace{ctx: a.pool.Context(), name: a.spec.Name, dir: a.spec.Dir}
+	if !inDataDir(storage) {
+		place.storage = storage
+	}
+	account := uint32(os.Geteuid()) // the account the app's code runs as
+	if cred := a.spec.Credential; cred != nil {
+		account = cred.Uid
+	}
+	h, recorded, err := place.holder()
+	if err != nil {
+		return "", false, err
+	}
+	if a.keyUse == keyForApp {
+		if key, migrated, err = secretKey(place.ctx, storage, place.name, place.dir); err != nil {
+			return "", false, err
+		}
+		if recorded && !h.Served && h.UID != account && !privilegedFor(h.UID) {
+			// made by a command for another account's code, and no app has
+			// had it: a key that account has seen is not the app's
+			if key, err = place.replaceKey(); err != nil {
+				return "", false, err
+			}
+			a.logger.Warn("settings: replaced the app's secret key before its first use: a command (caddy hearth manage, exec or check) had made it for code running as another account than the app's",
+				zap.String("made_for", accountName(h.UID)), zap.String("app_runs_as", accountName(account)))
+		}
+		if want := (keyHolder{UID: account, Served: true}); !recorded || h != want {
+			if err := place.setHolder(want); err != nil {
+				return "", false, err
+			}
+		}
+		return key, migrated, nil
+	}
+	switch {
+	case privilegedFor(account):
+	case recorded && h.UID != account:
+		return "", false, keyNotYours("app %s's secret key is for %s, the account %s; this command would run the app's code as %s and hand it the key: run it as that account (as root: `--user %s`). If the app now runs as %s, start or reload Caddy with its config first: Caddy records the account it runs an app as",
+			a.spec.Name, accountName(h.UID), holderWhy(h), accountName(account), accountName(h.UID), accountName(account))
+	case !recorded:
+		stored, err := place.keyStored()
+		if err != nil {
+			return "", false, err
+		}
+		if stored {
+			return "", false, keyNotYours("app %s has a secret key with no record of the account Caddy runs the app as (an earlier version of Hearth stored it, or the record was removed): start or reload Caddy with this config once, which records it, then run this again as that account (as root: `--user <account>`)",
+				a.spec.Name)
+		}
+	}
+	if key, migrated, err = secretKey(place.ctx, storage, place.name, place.dir); err != nil {
+		return "", false, err
+	}
+	if !recorded { // created now: this account's until Caddy starts the app
+		if err := place.setHolder(keyHolder{UID: account}); err != nil {
+			return "", false, err
+		}
+	}
+	return key, migrated, nil
+}
+
+// holderWhy says how the holder of a key became it, for messages.
+func holderWhy(h keyHolder) string {
+	if h.Served {
+		return "Caddy runs the app as"
+	}
+	return "a command made it for (Caddy has not started the app since)"
+}
