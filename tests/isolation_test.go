@@ -3,6 +3,8 @@ package tests
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -684,15 +686,16 @@ func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
 		key, _ := os.ReadFile(keys[0])
 		return strings.TrimSpace(string(key))
 	}
-	serve := func(name string) string {
-		c := launchCaddyWithData(t, site(name, "\t\tuser "+caddyUser+"\n"), data)
+	// serve runs the app under Caddy as account, once, and returns the log
+	serve := func(name, account string) string {
+		c := launchCaddyWithData(t, site(name, "\t\tuser "+account+"\n"), data)
 		c.waitRunning()
 		c.stop()
 		return c.log.String()
 	}
 
 	// Caddy runs the app as www-data: it records that account
-	serve("victim")
+	serve("victim", caddyUser)
 	key := storedKey("victim")
 	// the block the app's account (or any other) wrote: no user, named
 	// the victim; root runs it as nobody
@@ -707,6 +710,31 @@ func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
 	if got, out := command(config("victim", ""), "exec", "victim", caddyUser); got != key {
 		t.Errorf("exec as %s (the app's account) got %q, not the app's key; output:\n%s", caddyUser, got, out)
 	}
+	// the editing account's own app ("mine", which Caddy runs as nobody),
+	// with a config naming a storage in a directory of that account's: a
+	// link there where the key's file goes would have root read any file
+	// for the app's code (and a record there could be forged)
+	serve("mine", appsUser)
+	rootOnly := filepath.Join(t.TempDir(), "root-only")
+	writeFile(t, rootOnly, "ROOT-ONLY-0123456789-0123456789-0123456789\n")
+	os.Chmod(rootOnly, 0o600)
+	theirs := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(theirs, "hearth", "secrets"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("mine\x00" + victim))
+	if err := os.Symlink(rootOnly, filepath.Join(theirs, "hearth", "secrets", "mine-"+hex.EncodeToString(sum[:6])+".key")); err != nil {
+		t.Fatal(err)
+	}
+	chownTree(t, theirs, appsUser, appsUser)
+	withStorage := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, withStorage, "{\n\tadmin off\n\tstorage file_system "+theirs+"\n}\n"+site("mine", ""))
+	if got, out := command(withStorage, "exec", "mine", appsUser); got != "" || !strings.Contains(out, "cannot be trusted with the apps' secret keys") {
+		t.Errorf("exec as %s with a storage of its own: the code got %q; output:\n%s", appsUser, got, out)
+	}
+	if storedKey("victim") != key {
+		t.Errorf("the app's key moved or changed")
+	}
 
 	// a key made by a command for nobody, before Caddy ever ran the app,
 	// is replaced when Caddy starts it as www-data
@@ -714,7 +742,7 @@ func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
 	if len(made) < 32 || !strings.Contains(out, "created app fresh's secret key") {
 		t.Fatalf("exec of a new app as %s: key %q; output:\n%s", appsUser, made, out)
 	}
-	log := serve("fresh")
+	log := serve("fresh", caddyUser)
 	if now := storedKey("fresh"); now == made || !strings.Contains(log, "replaced the app's secret key before its first use") {
 		t.Errorf("Caddy kept the key a command made for %s (replaced: %v); log:\n%s", appsUser, now != made, log)
 	}

@@ -41,6 +41,9 @@ type App struct {
 	autoHosts   []string          // the ALLOWED_HOSTS `settings auto` gives the app
 	runtimePath string            // the runtime's program, once written (the overlay is beside it)
 	keyUse      keyUse            // who asks for the app's stored secret key (keyholder.go)
+	// throwawayWhy: a check gave the app's code a throwaway key, not its
+	// stored one, for this reason
+	throwawayWhy error
 
 	appHosts atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
 	mounts   atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)

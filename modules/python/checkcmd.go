@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/safedir"
 )
 
 func init() {
@@ -66,6 +68,14 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 	storage, _, err := hearth.ConfigStorage(config)
 	if err != nil {
 		return nil, err
+	}
+	if files, ok := storage.(*certmagic.FileStorage); ok && !inDataDir(storage) {
+		// a config an app's account can edit may name a directory of
+		// theirs, with a link where a key's file goes: this process (root,
+		// often) would read any file through it, or write one there
+		if err := safedir.Trusted(files.Path); err != nil {
+			return nil, fmt.Errorf("the config's storage, %s, cannot be trusted with the apps' secret keys: %w", files.Path, err)
+		}
 	}
 	var out []configuredPool
 	seen := map[string]bool{}

@@ -231,6 +231,9 @@ func (a *App) prepareSettingsSaying(w io.Writer) error {
 	if err := a.prepareSettings(); err != nil {
 		return err
 	}
+	if a.throwawayWhy != nil {
+		fmt.Fprintf(w, "caddy hearth: app %s is checked with a throwaway secret key, not its stored one: %v\n", a.spec.Name, a.throwawayWhy)
+	}
 	if _, exists := a.secretKeyExists(); (a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay) && !existed && exists {
 		fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", a.spec.Name, place)
 	}

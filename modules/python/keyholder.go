@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -27,8 +29,11 @@ import (
 // app's directory (where `init` writes it), which that app's account can
 // edit: a block naming another app's name and directory, run as the
 // editing account, would get the other app's key. So each key has a
-// record of the account it was handed to, its holder, beside it in the
-// same place (hearth/secrets/<name>-<hash>.holder): Caddy records the
+// record of the account it was handed to, its holder, in this machine's
+// data directory (hearth/secrets/<name>-<hash>.holder, beside the key or,
+// with another storage, beside where the key would be: a config names its
+// storage, so a record there could be anyone's, and a shared storage's
+// machines number their accounts each their own way). Caddy records the
 // account it runs the app as whenever it starts it; a command that has to
 // create the key records the account the command runs the code as, until
 // Caddy starts the app. A command hands a stored key only to its holder,
@@ -37,6 +42,8 @@ import (
 // key, and manage and exec refuse, saying which account to run as. A key a
 // command created for another account than the one Caddy then runs the app
 // as, and which no app has had yet, is replaced before Caddy hands it on.
+// Records and keys change under one lock (hearth/secrets/.lock), so that a
+// command and a Caddy starting the app cannot interleave.
 
 // keyUse is who asks for an app's stored key.
 type keyUse int
@@ -121,53 +128,60 @@ func secretsDir() (string, error) {
 }
 
 // holder reads the key's record; found is false when there is none.
-func (p keyPlace) holder() (h keyHolder, found bool, err error) {
-	var data []byte
-	where := p.holderName()
-	if p.storage == nil {
-		var dir string
-		if dir, err = secretsDir(); err != nil {
-			return keyHolder{}, false, err
-		}
-		where = filepath.Join(dir, where)
-		data, err = safedir.ReadFile(where, 0o600, 256)
-	} else {
-		where = p.inStorage(where)
-		data, err = p.storage.Load(p.ctx, where)
-		if len(data) > 256 {
-			data = data[:256]
-		}
-		where += " in the config's storage"
-	}
+func (p keyPlace) holder(dir string) (h keyHolder, found bool, err error) {
+	where := filepath.Join(dir, p.holderName())
+	data, err := safedir.ReadFile(where, 0o600, 256)
 	if errors.Is(err, fs.ErrNotExist) {
 		return keyHolder{}, false, nil
 	}
 	if err != nil {
 		return keyHolder{}, false, fmt.Errorf("settings: reading which account app %s's secret key is for: %w", p.name, err)
 	}
-	h, ok := parseKeyHolder(data)
-	if !ok {
-		return keyHolder{}, false, fmt.Errorf("settings: %s is not a record Hearth wrote of which account app %s's secret key is for; remove it, then start or reload Caddy with the app's config, which writes it again", where, p.name)
+	if h, found = parseKeyHolder(data); !found {
+		return keyHolder{}, false, &errBadHolder{where: where, name: p.name}
 	}
 	return h, true, nil
 }
 
+// errBadHolder: a record that Hearth did not write (only Caddy's user and
+// root can write there).
+type errBadHolder struct{ where, name string }
+
+func (e *errBadHolder) Error() string {
+	return fmt.Sprintf("settings: %s is not a record Hearth wrote of which account app %s's secret key is for; remove it, then restart Caddy with the app's config, which writes it again", e.where, e.name)
+}
+
 // setHolder writes the key's record.
-func (p keyPlace) setHolder(h keyHolder) error {
-	var err error
-	if p.storage == nil {
-		var dir string
-		if dir, err = secretsDir(); err == nil {
-			err = safedir.WriteFile(dir, p.holderName(), []byte(h.String()), 0o600)
-		}
-	} else {
-		err = p.storage.Store(p.ctx, p.inStorage(p.holderName()), []byte(h.String()))
-	}
-	if err != nil {
+func (p keyPlace) setHolder(dir string, h keyHolder) error {
+	if err := safedir.WriteFile(dir, p.holderName(), []byte(h.String()), 0o600); err != nil {
 		return fmt.Errorf("settings: recording which account app %s's secret key is for: %w", p.name, err)
 	}
 	return nil
 }
+
+// lockSecrets takes the lock under which keys and their records change
+// (see above), waiting for it up to secretsLockWait.
+func lockSecrets(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("settings: the secret keys' lock: %w", err)
+	}
+	for deadline := time.Now().Add(secretsLockWait); ; {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing it releases the lock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("settings: the secret keys' lock (%s) is held by another process for over %s (a hung `caddy hearth` command?): %w", f.Name(), secretsLockWait, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// secretsLockWait bounds the wait for the secret keys' lock: it is held
+// for a few file operations (with another storage, for its lock too).
+const secretsLockWait = 30 * time.Second
 
 // keyStored reports whether the app has a key: stored, or kept by an
 // earlier run or version where secretKey would take it from.
@@ -194,19 +208,17 @@ func (p keyPlace) keyStored() (bool, error) {
 }
 
 // replaceKey stores a new key for the app in place of the one it has.
-func (p keyPlace) replaceKey() (string, error) {
+func (p keyPlace) replaceKey(dir string) (string, error) {
 	key, err := hearth.NewSecretKey()
 	if err != nil {
 		return "", err
 	}
 	file := keyFileName(p.name, p.dir)
 	if p.storage == nil {
-		var dir string
-		if dir, err = secretsDir(); err == nil {
-			err = safedir.WriteFile(dir, file, []byte(key+"\n"), 0o600)
-		}
-	} else {
+		err = safedir.WriteFile(dir, file, []byte(key+"\n"), 0o600)
+	} else if err = p.storage.Lock(p.ctx, p.inStorage(file)); err == nil {
 		err = p.storage.Store(p.ctx, p.inStorage(file), []byte(key+"\n"))
+		_ = p.storage.Unlock(context.WithoutCancel(p.ctx), p.inStorage(file))
 	}
 	if err != nil {
 		return "", fmt.Errorf("settings: replacing app %s's secret key: %w", p.name, err)
@@ -240,25 +252,41 @@ func (a *App) storedKey() (key string, migrated bool, err error) {
 	if cred := a.spec.Credential; cred != nil {
 		account = cred.Uid
 	}
-	h, recorded, err := place.holder()
+	dir, err := secretsDir()
+	if err != nil {
+		return "", false, err
+	}
+	unlock, err := lockSecrets(dir)
+	if err != nil {
+		return "", false, err
+	}
+	defer unlock()
+	h, recorded, err := place.holder(dir)
+	var bad *errBadHolder
+	if a.keyUse == keyForApp && errors.As(err, &bad) {
+		// only Caddy's user and root write there: not a command's record,
+		// so the key went nowhere else through it
+		a.logger.Warn("settings: a record of which account the app's secret key is for was not Hearth's; writing it again", zap.String("file", bad.where))
+		err = nil
+	}
 	if err != nil {
 		return "", false, err
 	}
 	if a.keyUse == keyForApp {
-		if key, migrated, err = secretKey(place.ctx, storage, place.name, place.dir); err != nil {
+		if key, migrated, err = secretKey(place.ctx, storage, place.name, place.dir, true); err != nil {
 			return "", false, err
 		}
 		if recorded && !h.Served && h.UID != account && !privilegedFor(h.UID) {
 			// made by a command for another account's code, and no app has
 			// had it: a key that account has seen is not the app's
-			if key, err = place.replaceKey(); err != nil {
+			if key, err = place.replaceKey(dir); err != nil {
 				return "", false, err
 			}
 			a.logger.Warn("settings: replaced the app's secret key before its first use: a command (caddy hearth manage, exec or check) had made it for code running as another account than the app's",
 				zap.String("made_for", accountName(h.UID)), zap.String("app_runs_as", accountName(account)))
 		}
 		if want := (keyHolder{UID: account, Served: true}); !recorded || h != want {
-			if err := place.setHolder(want); err != nil {
+			if err := place.setHolder(dir, want); err != nil {
 				return "", false, err
 			}
 		}
@@ -267,23 +295,23 @@ func (a *App) storedKey() (key string, migrated bool, err error) {
 	switch {
 	case privilegedFor(account):
 	case recorded && h.UID != account:
-		return "", false, keyNotYours("app %s's secret key is for %s, the account %s; this command would run the app's code as %s and hand it the key: run it as that account (as root: `--user %s`). If the app now runs as %s, start or reload Caddy with its config first: Caddy records the account it runs an app as",
-			a.spec.Name, accountName(h.UID), holderWhy(h), accountName(account), accountName(h.UID), accountName(account))
+		return "", false, keyNotYours("app %s's secret key is for %s, the account %s; this command would run the app's code as %s and hand it the key: run it as that account (as root: `--user %s`, with the group its block or Caddy's unit gives it, `--user %s:<group>`). If the app now runs as %s, restart Caddy with its config first: Caddy records the account it runs an app as when it starts it",
+			a.spec.Name, accountName(h.UID), holderWhy(h), accountName(account), accountName(h.UID), accountName(h.UID), accountName(account))
 	case !recorded:
 		stored, err := place.keyStored()
 		if err != nil {
 			return "", false, err
 		}
 		if stored {
-			return "", false, keyNotYours("app %s has a secret key with no record of the account Caddy runs the app as (an earlier version of Hearth stored it, or the record was removed): start or reload Caddy with this config once, which records it, then run this again as that account (as root: `--user <account>`)",
+			return "", false, keyNotYours("app %s has a secret key with no record of the account Caddy runs the app as (an earlier version of Hearth stored it, or the record was removed): restart Caddy with this config once, which records it when it starts the app, then run this again as that account (as root: `--user <account>`)",
 				a.spec.Name)
 		}
 	}
-	if key, migrated, err = secretKey(place.ctx, storage, place.name, place.dir); err != nil {
+	if key, migrated, err = secretKey(place.ctx, storage, place.name, place.dir, false); err != nil {
 		return "", false, err
 	}
 	if !recorded { // created now: this account's until Caddy starts the app
-		if err := place.setHolder(keyHolder{UID: account}); err != nil {
+		if err := place.setHolder(dir, keyHolder{UID: account}); err != nil {
 			return "", false, err
 		}
 	}

@@ -2,11 +2,14 @@ package python
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
@@ -26,22 +29,29 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 	const (
 		appUID   = 61001 // the account Caddy runs the app as
 		otherUID = 61002 // another app's account, which can edit the config
+		self     = ^uint32(0)
 		oldKey   = "key-of-an-earlier-version-0123456789-0123456789"
 	)
+	euid := uint32(os.Geteuid())
+	if euid == appUID || euid == otherUID {
+		t.Skipf("the test's accounts include this process's own (uid %d)", euid)
+	}
 	type step struct {
 		use    keyUse
-		uid    uint32 // the account the app's code runs as
+		uid    uint32 // the account the app's code runs as (self: this process's, with no user switch)
 		same   int    // the key is that of step #same (1-based); 0: a new one
-		err    string // the step is refused with this
+		err    string // the step is refused with this, changing no file
 		old    bool   // the key is the one an earlier version stored
-		warned bool   // Caddy logs that it replaced the key
+		warn   string // Caddy logs a warning with this
 		holder string // the record after the step ("": unchanged or none)
 	}
 	app, command, check := keyForApp, keyForCommand, keyForCheck
+	holderName := strings.TrimSuffix(keyFileName("app", "/srv/app"), ".key") + ".holder"
+	const replaced = "replaced the app's secret key before its first use"
 	for _, tc := range []struct {
 		name    string
 		storage bool // the config's storage, not the data directory
-		setup   func(t *testing.T, secrets string)
+		setup   func(t *testing.T, secrets, storage string)
 		steps   []step
 	}{
 		{name: "Caddy records its app's account; commands hand the key to that account alone", steps: []step{
@@ -50,8 +60,14 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 			{use: command, uid: otherUID, err: "secret key is for 61001, the account Caddy runs the app as; this command would run the app's code as 61002"},
 			{use: check, uid: otherUID}, // a throwaway key
 			{use: check, uid: appUID, same: 1},
-			{use: command, uid: 0, same: 1}, // root can read the key anyway
+			{use: command, uid: 0, same: 1},    // root can read the key anyway
+			{use: command, uid: self, same: 1}, // and so can this process's account
 			{use: app, uid: appUID, same: 1, holder: "uid 61001 served\n"},
+		}},
+		{name: "an app of Caddy's own account", steps: []step{
+			{use: app, uid: self, holder: fmt.Sprintf("uid %d served\n", euid)},
+			{use: command, uid: otherUID, err: fmt.Sprintf("secret key is for %s", accountName(euid))},
+			{use: command, uid: self, same: 1},
 		}},
 		{name: "a command creates the key for its account; Caddy running the app as it keeps it", steps: []step{
 			{use: command, uid: appUID, holder: "uid 61001 command\n"},
@@ -60,7 +76,7 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 		}},
 		{name: "a key a command made for another account is replaced before Caddy first uses it", steps: []step{
 			{use: command, uid: otherUID, holder: "uid 61002 command\n"},
-			{use: app, uid: appUID, warned: true, holder: "uid 61001 served\n"},
+			{use: app, uid: appUID, warn: replaced, holder: "uid 61001 served\n"},
 			{use: app, uid: appUID, same: 2},
 			{use: command, uid: otherUID, err: "secret key is for 61001"},
 		}},
@@ -73,34 +89,54 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 			{use: app, uid: otherUID, same: 1, holder: "uid 61002 served\n"}, // it served the app: kept
 			{use: command, uid: appUID, err: "secret key is for 61002"},
 		}},
-		{name: "a key of an earlier version, with no record", setup: func(t *testing.T, secrets string) {
+		{name: "a key of an earlier version, with no record", setup: func(t *testing.T, secrets, _ string) {
 			writeKey(t, filepath.Join(secrets, keyFileName("app", "/srv/app")), oldKey)
 		}, steps: []step{
-			{use: command, uid: appUID, err: "start or reload Caddy with this config once"},
+			{use: command, uid: appUID, err: "restart Caddy with this config once"},
 			{use: check, uid: appUID}, // a throwaway key
 			{use: app, uid: appUID, old: true, holder: "uid 61001 served\n"},
 			{use: command, uid: appUID, same: 3, old: true},
 		}},
-		{name: "a command does not move a key stored by name alone", setup: func(t *testing.T, secrets string) {
+		{name: "a command does not move a key stored by name alone", setup: func(t *testing.T, secrets, _ string) {
 			writeKey(t, filepath.Join(secrets, "app.key"), oldKey)
 		}, steps: []step{
-			{use: command, uid: otherUID, err: "start or reload Caddy with this config once"},
+			{use: command, uid: otherUID, err: "restart Caddy with this config once"},
+			{use: command, uid: 0, err: "restart Caddy with this config, which moves it"},
 			{use: app, uid: appUID, old: true, holder: "uid 61001 served\n"},
 		}},
-		{name: "a record Hearth did not write", setup: func(t *testing.T, secrets string) {
-			writeKey(t, filepath.Join(secrets, strings.TrimSuffix(keyFileName("app", "/srv/app"), ".key")+".holder"), "uid 61002 served root")
+		{name: "a record Hearth did not write", setup: func(t *testing.T, secrets, _ string) {
+			writeKey(t, filepath.Join(secrets, holderName), "uid 61002 served root")
 		}, steps: []step{
 			{use: command, uid: otherUID, err: "is not a record Hearth wrote"},
-			{use: app, uid: appUID, err: "is not a record Hearth wrote"},
+			{use: app, uid: appUID, warn: "was not Hearth's", holder: "uid 61001 served\n"},
+			{use: command, uid: appUID, same: 2},
 		}},
-		{name: "the config's storage: Caddy records, commands are refused", storage: true, steps: []step{
+		{name: "the config's storage: Caddy records here, commands are refused", storage: true, steps: []step{
 			{use: app, uid: appUID, holder: "uid 61001 served\n"},
 			{use: command, uid: appUID, same: 1},
 			{use: command, uid: otherUID, err: "secret key is for 61001"},
 		}},
 		{name: "the config's storage: a key made for another account is replaced", storage: true, steps: []step{
 			{use: command, uid: otherUID, holder: "uid 61002 command\n"},
-			{use: app, uid: appUID, warned: true, holder: "uid 61001 served\n"},
+			{use: app, uid: appUID, warn: replaced, holder: "uid 61001 served\n"},
+		}},
+		{name: "the config's storage: a record planted there is not read", storage: true, setup: func(t *testing.T, secrets, storage string) {
+			// the app's key in this machine's data directory, and a config
+			// naming a storage of the editing account's with its own record
+			writeKey(t, filepath.Join(secrets, keyFileName("app", "/srv/app")), oldKey)
+			planted := filepath.Join(storage, "hearth", "secrets")
+			os.MkdirAll(planted, 0o700)
+			writeKey(t, filepath.Join(planted, holderName), "uid 61002 served")
+		}, steps: []step{
+			{use: command, uid: otherUID, err: "restart Caddy with this config once"},
+		}},
+		{name: "the config's storage: a command does not move a key there", storage: true, setup: func(t *testing.T, secrets, _ string) {
+			writeKey(t, filepath.Join(secrets, keyFileName("app", "/srv/app")), oldKey)
+			writeKey(t, filepath.Join(secrets, holderName), "uid 61001 served")
+		}, steps: []step{
+			{use: command, uid: appUID, err: "restart Caddy with this config, which moves it"},
+			{use: app, uid: appUID, old: true, holder: "uid 61001 served\n"},
+			{use: command, uid: appUID, same: 2, old: true},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,17 +146,15 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 			if err := os.MkdirAll(secrets, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if tc.setup != nil {
-				tc.setup(t, secrets)
-			}
 			var storage certmagic.Storage
-			holderFile := filepath.Join(secrets, strings.TrimSuffix(keyFileName("app", "/srv/app"), ".key")+".holder")
+			shared := t.TempDir()
 			if tc.storage {
-				shared := t.TempDir()
 				storage = &certmagic.FileStorage{Path: shared}
-				holderFile = filepath.Join(shared, "hearth", "secrets", filepath.Base(holderFile))
 			}
-			var keys []string // by step; "" for a refused step
+			if tc.setup != nil {
+				tc.setup(t, secrets, shared)
+			}
+			var keys []string          // by step; "" for a refused step
 			first := func(i int) int { // the step whose key step i must have
 				if tc.steps[i].same != 0 {
 					return tc.steps[i].same - 1
@@ -130,19 +164,23 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 			for i, s := range tc.steps {
 				logs, observed := observer.New(zap.InfoLevel)
 				spec := &poolSpec{Options: engine.Options{Name: "app", Dir: "/srv/app"}, Settings: SettingsAuto}
-				if s.uid != uint32(os.Geteuid()) {
+				if s.uid != self {
 					spec.Credential = &syscall.Credential{Uid: s.uid, Gid: s.uid}
 				}
 				a := newApp(spec, zap.New(logs), s.use)
 				a.storage = storage
+				before := filesUnder(t, data, shared)
 				err := a.prepareSettings()
 				if s.err != "" {
 					var notYours *errKeyNotYours
 					if err == nil || !strings.Contains(err.Error(), s.err) {
 						t.Fatalf("step %d: %v, want an error with %q", i+1, err, s.err)
 					}
-					if s.use == command && strings.Contains(s.err, "secret key is for") && !errors.As(err, &notYours) {
+					if strings.Contains(s.err, "secret key is for") && !errors.As(err, &notYours) {
 						t.Errorf("step %d: %T is not errKeyNotYours", i+1, err)
+					}
+					if after := filesUnder(t, data, shared); after != before {
+						t.Errorf("step %d was refused, but changed the files:\n%s\nto\n%s", i+1, before, after)
 					}
 					keys = append(keys, "")
 					continue
@@ -160,17 +198,34 @@ func TestStoredKeyGoesOnlyToItsHolder(t *testing.T) {
 					}
 				}
 				keys = append(keys, key)
-				if warned := observed.FilterMessageSnippet("replaced the app's secret key").Len() > 0; warned != s.warned {
-					t.Errorf("step %d: warned of a replaced key: %v, want %v", i+1, warned, s.warned)
+				for _, warning := range []string{replaced, "was not Hearth's"} {
+					if warned := observed.FilterMessageSnippet(warning).Len() > 0; warned != (s.warn == warning) {
+						t.Errorf("step %d: warned %q: %v", i+1, warning, warned)
+					}
 				}
 				if s.holder != "" {
-					if got, err := os.ReadFile(holderFile); err != nil || string(got) != s.holder {
+					if got, err := os.ReadFile(filepath.Join(secrets, holderName)); err != nil || string(got) != s.holder {
 						t.Errorf("step %d: holder %q (%v), want %q", i+1, got, err, s.holder)
 					}
 				}
 			}
 		})
 	}
+}
+
+// filesUnder lists the files under dirs with their contents.
+func filesUnder(t *testing.T, dirs ...string) string {
+	var out []string
+	for _, dir := range dirs {
+		filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && d.Name() != ".lock" {
+				data, _ := os.ReadFile(path)
+				out = append(out, path+": "+strings.TrimSpace(string(data)))
+			}
+			return nil
+		})
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestParseKeyHolder(t *testing.T) {
@@ -199,5 +254,40 @@ func TestParseKeyHolder(t *testing.T) {
 		if ok && got.String() != tc.in {
 			t.Errorf("%+v.String() = %q, want %q", got, got.String(), tc.in)
 		}
+	}
+}
+
+// TestSecretsLockIsExclusive: a second taker of the secret keys' lock (a
+// command while Caddy starts an app) waits until the first lets go.
+func TestSecretsLockIsExclusive(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockSecrets(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	taken := make(chan error, 1)
+	go func() {
+		second, err := lockSecrets(dir)
+		select {
+		case <-released:
+		default:
+			err = errors.New("taken while the first taker held it")
+		}
+		if second != nil {
+			second()
+		}
+		taken <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the second taker waits meanwhile
+	close(released)
+	unlock()
+	select {
+	case err := <-taken:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lock was not taken once let go")
 	}
 }

@@ -55,6 +55,7 @@ func (a *App) prepareSettings() error {
 		case a.keyUse == keyForCheck && errors.As(err, &notYours):
 			// a check of a block whose code runs as another account than
 			// the key's: any key will do to check
+			a.throwawayWhy = err
 			if stored, err = hearth.NewSecretKey(); err != nil {
 				return err
 			}
@@ -285,9 +286,13 @@ func (a *App) secretKeyExists() (string, bool) {
 // shares it gets the same key: generated once under the storage's lock,
 // or moved there from this machine's files where an earlier run kept it
 // (never generated anew).
-func secretKey(ctx context.Context, storage certmagic.Storage, name, appDir string) (string, bool, error) {
+//
+// Only Caddy moves a key (mayMove): a command beside a config that an app's
+// account may have written must not carry another app's key from this
+// machine's data directory into a storage that config names.
+func secretKey(ctx context.Context, storage certmagic.Storage, name, appDir string, mayMove bool) (string, bool, error) {
 	if inDataDir(storage) {
-		return storedSecretKey(name, appDir)
+		return storedSecretKey(name, appDir, mayMove)
 	}
 	storeKey := path.Join("hearth", "secrets", keyFileName(name, appDir))
 	if err := storage.Lock(ctx, storeKey); err != nil {
@@ -308,6 +313,9 @@ func secretKey(ctx context.Context, storage certmagic.Storage, name, appDir stri
 	if err != nil {
 		return "", false, err
 	}
+	if key != "" && !mayMove {
+		return "", false, errNotMoved(name)
+	}
 	if key == "" {
 		if key, err = hearth.NewSecretKey(); err != nil {
 			return "", false, err
@@ -320,6 +328,12 @@ func secretKey(ctx context.Context, storage certmagic.Storage, name, appDir stri
 		_ = os.Remove(f) // now in the storage: one copy of the secret
 	}
 	return key, len(local) > 0, nil
+}
+
+// errNotMoved is why a command does not take a key from where an earlier
+// version or run kept it (see secretKey).
+func errNotMoved(name string) error {
+	return fmt.Errorf("settings: app %s's secret key is still where an earlier version or run of Hearth kept it; restart Caddy with this config, which moves it, then run this again", name)
 }
 
 // localSecretKey reads the key an earlier run kept in this machine's data
@@ -357,7 +371,7 @@ func localSecretKey(name, appDir string) (key string, files []string, err error)
 // first app of that name that starts: a config never holds two apps of one
 // name in different directories (Provision refuses it), so that is the app
 // the key was made for. migrated reports that move.
-func storedSecretKey(name, appDir string) (key string, migrated bool, err error) {
+func storedSecretKey(name, appDir string, mayMove bool) (key string, migrated bool, err error) {
 	dir, err := safedir.Ensure(filepath.Join(caddy.AppDataDir(), "hearth", "secrets"), 0o700)
 	if err != nil {
 		return "", false, fmt.Errorf("settings auto: %w", err)
@@ -376,6 +390,9 @@ func storedSecretKey(name, appDir string) (key string, migrated bool, err error)
 		}
 		if legacy := legacyKeyFile(dir, name); legacy != "" {
 			_, err := safedir.ReadFile(legacy, 0o600, 4096)
+			if err == nil && !mayMove {
+				return "", false, errNotMoved(name)
+			}
 			if err == nil {
 				if err := os.Link(legacy, path); err != nil && !errors.Is(err, fs.ErrExist) {
 					return "", false, fmt.Errorf("settings auto: moving the secret key %s to %s: %w", legacy, path, err)

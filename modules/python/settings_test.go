@@ -83,7 +83,7 @@ func TestStoredSecretKeyPerAppIdentity(t *testing.T) {
 			}
 			var keys []string
 			for i, c := range tc.calls {
-				key, migrated, err := storedSecretKey(c.name, c.dir)
+				key, migrated, err := storedSecretKey(c.name, c.dir, true)
 				if c.err != "" {
 					if err == nil || !strings.Contains(err.Error(), c.err) {
 						t.Fatalf("call %d: %v, want an error with %q", i+1, err, c.err)

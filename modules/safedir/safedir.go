@@ -77,6 +77,38 @@ func Ensure(dir string, mode fs.FileMode) (string, error) {
 	return dir, nil
 }
 
+// Trusted verifies a directory that Hearth reads and writes through a
+// library it does not control (a file storage of Caddy's): dir, with
+// symbolic links resolved, and every directory above it must belong to
+// root or Caddy's user, and no one else may write to dir, nor to a
+// parent without the sticky bit. Then no one else can have put a link or
+// a file of theirs under it. A dir that does not exist yet is judged by its
+// nearest existing parent, under which it would be created.
+func Trusted(dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for {
+		real, err := filepath.EvalSymlinks(dir)
+		if errors.Is(err, fs.ErrNotExist) && filepath.Dir(dir) != dir {
+			dir = filepath.Dir(dir)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		info, err := os.Stat(real)
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%s is writable by group or others (mode %04o): another user could put a link or a file of theirs under it; `chmod go-w %s`", real, info.Mode().Perm(), real)
+		}
+		return checkParents(real)
+	}
+}
+
 // checkParents refuses a parent that another user owns, or that group or
 // others can write without the sticky bit (they could rename the
 // directory away and put their own in its place).

@@ -229,3 +229,67 @@ func TestEnsureRefusesFUSE(t *testing.T) {
 		t.Errorf("a FUSE directory Caddy's account mounted: %v, want it used", err)
 	}
 }
+
+// TestTrusted: a directory Hearth reads and writes through a library
+// (a config's file storage) is trusted only when no one else can have put
+// anything under it: it and its parents are root's or Caddy's user's, and
+// it is writable by no one else (a parent: unless sticky).
+func TestTrusted(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, base string) string // returns the directory to judge
+		err   string
+	}{
+		{"a directory of Caddy's user", func(t *testing.T, base string) string {
+			return dirOf(t, filepath.Join(base, "st"), 0o700)
+		}, ""},
+		{"one that does not exist yet, under one of Caddy's user", func(t *testing.T, base string) string {
+			return filepath.Join(dirOf(t, filepath.Join(base, "st"), 0o755), "not", "yet")
+		}, ""},
+		{"a link to a directory of Caddy's user", func(t *testing.T, base string) string {
+			target := dirOf(t, filepath.Join(base, "st"), 0o700)
+			os.Symlink(target, filepath.Join(base, "link"))
+			return filepath.Join(base, "link")
+		}, ""},
+		{"one others can write", func(t *testing.T, base string) string {
+			return dirOf(t, filepath.Join(base, "st"), 0o777)
+		}, "is writable by group or others"},
+		{"one others can write, with the sticky bit", func(t *testing.T, base string) string {
+			return dirOf(t, filepath.Join(base, "st"), 0o777|fs.ModeSticky)
+		}, "is writable by group or others"},
+		{"one under a parent others can write", func(t *testing.T, base string) string {
+			return dirOf(t, filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "st"), 0o700)
+		}, "without the sticky bit"},
+		{"one that does not exist yet, under a parent others can write", func(t *testing.T, base string) string {
+			return filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "st")
+		}, "is writable by group or others"},
+		{"another user's", func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			dir := dirOf(t, filepath.Join(base, "st"), 0o700)
+			os.Chown(dir, uid, gid)
+			return dir
+		}, "not by root or Caddy's user"},
+		{"a link into another user's", func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
+			os.Chown(theirs, uid, gid)
+			os.Symlink(dirOf(t, filepath.Join(theirs, "st"), 0o700), filepath.Join(base, "link"))
+			return filepath.Join(base, "link")
+		}, "not by root or Caddy's user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := dirOf(t, filepath.Join(t.TempDir(), "base"), 0o755)
+			err := Trusted(tc.setup(t, base))
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("Trusted: %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// dirOf makes dir with exactly mode and returns it.
+func dirOf(t *testing.T, dir string, mode fs.FileMode) string {
+	t.Helper()
+	mkdir(t, dir, mode)
+	return dir
+}
