@@ -696,6 +696,65 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 	}
 }
 
+// TestOneClientCannotHoldUpAnother: the queue is served in turns among
+// clients, so a request of another client (127.0.0.2) that queues behind
+// twenty of one client's goes second, not twenty-first. With one worker
+// and a first-in-first-out queue, a client's queued slow requests held up
+// every other visitor by all of them (256 of one second each, its share by
+// default, past queue_timeout).
+func TestOneClientCannotHoldUpAnother(t *testing.T) {
+	t.Parallel()
+	config, url := site(t, "fail:application", "workers 1\n\t\tpipeline off\n\t\tqueue_timeout 60s")
+	c := startCaddy(t, config)
+	one, other := clientFrom("127.0.0.1"), clientFrom("127.0.0.2")
+	type result struct {
+		who    string
+		status int
+		err    error
+	}
+	const flood = 20
+	results := make(chan result, flood+2)
+	send := func(client *http.Client, who, path string) {
+		go func() {
+			resp, err := client.Get(url + path)
+			if err != nil {
+				results <- result{who, 0, err}
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			results <- result{who, resp.StatusCode, nil}
+		}()
+	}
+	hold := filepath.Join(t.TempDir(), "let go")
+	send(one, "one", "/hold?"+neturl.QueryEscape(hold))
+	waitFor(t, 10*time.Second, "the worker busy", func() bool { return c.mustApps()[0].Workers[0].State == "busy" })
+	for i := 1; i <= flood; i++ {
+		send(one, "one", "/slow?0.02")
+		waitFor(t, 10*time.Second, fmt.Sprintf("%d requests queued", i), func() bool { return c.mustApps()[0].Queue == i })
+	}
+	send(other, "other", "/slow?0.02")
+	waitFor(t, 10*time.Second, "the other client's request queued", func() bool { return c.mustApps()[0].Queue == flood+1 })
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// in the order the one worker answered them: the held request, then
+	// one of the flood, then the other client's
+	before := -1 // requests of the first client answered before the other's
+	for i := range flood + 2 {
+		r := <-results
+		if r.err != nil || r.status != 200 {
+			t.Fatalf("%s client's request: %d %v", r.who, r.status, r.err)
+		}
+		if r.who == "other" {
+			before = i
+		}
+	}
+	if before > 2 {
+		t.Errorf("the other client's request was answered after %d of the first client's (the held one included): it waited behind the first client's queue, want 2 at most", before)
+	}
+}
+
 // clientFrom is an HTTP client whose connections come from ip, an address
 // of the loopback network other than 127.0.0.1 when a test needs two
 // clients Caddy tells apart. It keeps no connection alive.

@@ -26,6 +26,7 @@ type waiter struct {
 	frames     []byte
 	timeout    time.Duration // its request's timeout, for the channel it gets (0: none)
 	deadline   time.Time     // end of its queue_timeout
+	turn       uint64        // its place in the queue's order (fairqueue.go)
 	sendErr    error         // writing its frames to the channel it was pipelined on failed
 }
 
@@ -107,20 +108,19 @@ func (p *Pool) acquire(ctx context.Context, from origin, path string, idempotent
 		return grant{}, errQueueFull
 	}
 	client := clientOf(from.ip, from.remote) // (parsed only for a request that queues)
-	if p.opts.MaxQueuePerClient > 0 && client.IsValid() && p.waiting[client] >= p.opts.MaxQueuePerClient {
+	if p.opts.MaxQueuePerClient > 0 && client.IsValid() && p.waiting[client].requests >= p.opts.MaxQueuePerClient {
 		p.mu.Unlock()
 		p.warnClientShare(fmt.Sprintf("app %s: client %s already has %d requests waiting for a worker, its max_queue_per_client: refused another with 429%s",
 			p.opts.Name, clientnet.Name(client), p.opts.MaxQueuePerClient, clientShareHint("max_queue_per_client")))
 		return grant{}, errClientQueueFull
 	}
-	p.waiting[client]++
 	queued := time.Now()
 	w := waiterPool.Get().(*waiter)
 	w.path, w.idempotent, w.frames, w.sendErr, w.deadline, w.timeout = path, idempotent, nil, nil, queued.Add(p.opts.QueueTimeout), timeout
 	if complete {
 		w.frames = frames
 	}
-	p.waiters = append(p.waiters, w)
+	p.enqueueLocked(w, client)
 	if len(p.waiters) == 1 {
 		p.armQueueTimerLocked(p.opts.QueueTimeout)
 	}
@@ -159,18 +159,6 @@ func (p *Pool) acquire(ctx context.Context, from origin, path string, idempotent
 	}
 	p.queueWait.Observe(time.Since(queued).Seconds())
 	return g, nil
-}
-
-// leaveQueueLocked counts a request of client out of the queue: acquire
-// counts it from the moment it queues until it has its answer (a channel,
-// or why none), however it left the queue (handed a channel, pipelined,
-// sent back to it by a broken worker, timed out, or its client gone).
-func (p *Pool) leaveQueueLocked(client netip.Prefix) {
-	if n := p.waiting[client]; n > 1 {
-		p.waiting[client] = n - 1
-	} else {
-		delete(p.waiting, client)
-	}
 }
 
 // origin is where a request comes from, as acquire is told it: the
@@ -215,33 +203,13 @@ func clientShareHint(option string) string {
 }
 
 // armQueueTimerLocked makes expireWaiters run in d. One timer serves the
-// whole queue: waiters share queue_timeout, so the oldest expires first.
+// whole queue.
 func (p *Pool) armQueueTimerLocked(d time.Duration) {
 	if p.queueTimer == nil {
 		p.queueTimer = time.AfterFunc(d, p.expireWaiters)
 		return
 	}
 	p.queueTimer.Reset(d)
-}
-
-// expireWaiters answers the requests queued for longer than queue_timeout
-// and re-arms the timer for the oldest remaining one.
-func (p *Pool) expireWaiters() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	n := 0
-	for n < len(p.waiters) && !p.waiters[n].deadline.After(now) {
-		p.waiters[n].ch <- grant{err: errQueueTimeout}
-		n++
-	}
-	if n > 0 {
-		p.waiters = slices.Delete(p.waiters, 0, n)
-		p.noteDrainLocked()
-	}
-	if len(p.waiters) > 0 {
-		p.armQueueTimerLocked(p.waiters[0].deadline.Sub(now))
-	}
 }
 
 // takeIdleLocked pops the idle channel of the least busy worker.
@@ -405,7 +373,7 @@ func (p *Pool) deliver(s *channel, next *waiter, g grant, first []byte, piped []
 	next.ch <- g
 }
 
-// pipelineLocked moves the longest-waiting requests onto s, which has just
+// pipelineLocked moves the next requests in the queue onto s, which has just
 // started a request, when pipelining applies, and returns those it added;
 // the caller writes their frames (in deliver) before it hands s over, so
 // nothing else can be sent on s in between.
@@ -420,10 +388,7 @@ func (p *Pool) pipelineLocked(s *channel) []*waiter {
 	}
 	first := s.queued.len()
 	for s.queued.len() < depth && len(p.waiters) > 0 && s.queued.fits(p.waiters[0].frames) {
-		n := p.waiters[0]
-		p.waiters[0] = nil
-		p.waiters = p.waiters[1:]
-		p.pipelineOntoLocked(s, n)
+		p.pipelineOntoLocked(s, p.dequeueLocked())
 	}
 	return s.queued.waiters[first:]
 }
@@ -493,13 +458,11 @@ func (p *Pool) unpipelineLocked(s *channel) []*waiter {
 	return taken
 }
 
-// giveLocked assigns a free channel to the longest-waiting request, which
+// giveLocked assigns a free channel to the request whose turn is next, which
 // the caller must then hand it to (handOff, after unlocking), or idles it.
 func (p *Pool) giveLocked(s *channel) *waiter {
 	if len(p.waiters) > 0 && !p.paused && (p.state == supervisor.Running || p.state == supervisor.Draining) {
-		w := p.waiters[0]
-		p.waiters[0] = nil
-		p.waiters = p.waiters[1:]
+		w := p.dequeueLocked()
 		p.occupyLocked(s, w.path)
 		return w
 	}
@@ -557,12 +520,12 @@ func (p *Pool) requeueLocked(queued []*waiter, gone bool) []handOffTo {
 	if len(resend) == 0 {
 		return nil
 	}
-	p.waiters = append(resend, p.waiters...)
-	p.armQueueTimerLocked(time.Until(p.waiters[0].deadline))
+	p.waiters = append(resend, p.waiters...) // their turns are past already
+	p.armForEarliestLocked()
 	return p.handOutLocked()
 }
 
-// handOutLocked takes the waiting requests, oldest first, off the queue
+// handOutLocked takes the waiting requests, in their turns, off the queue
 // onto the idle channels there are (none while paused); the caller hands
 // each over once the lock is released.
 func (p *Pool) handOutLocked() []handOffTo {
@@ -572,9 +535,7 @@ func (p *Pool) handOutLocked() []handOffTo {
 		if s == nil {
 			break
 		}
-		handOffs = append(handOffs, handOffTo{s, p.waiters[0]})
-		p.waiters[0] = nil
-		p.waiters = p.waiters[1:]
+		handOffs = append(handOffs, handOffTo{s, p.dequeueLocked()})
 	}
 	return handOffs
 }

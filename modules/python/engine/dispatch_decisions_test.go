@@ -358,7 +358,7 @@ func TestQueueSharePerClient(t *testing.T) {
 	cancels[len(cancels)-1]()
 	time.Sleep(200 * time.Millisecond)
 	p.mu.Lock()
-	counted := p.waiting[clientOf(late.ip, late.remote)]
+	counted := p.waiting[clientOf(late.ip, late.remote)].requests
 	p.mu.Unlock()
 	if counted != 1 {
 		t.Errorf("a request handed over as its client left counts %d times, want once until its grant", counted)

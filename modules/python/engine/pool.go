@@ -19,8 +19,8 @@ import (
 
 // Pool is a set of supervised Python worker processes serving one app.
 // Requests take an idle channel (preferring the least busy worker), wait in a
-// bounded FIFO queue when none is free, and give the channel back when the
-// worker has produced the whole response.
+// bounded queue when none is free (in turns among clients: fairqueue.go),
+// and give the channel back when the worker has produced the whole response.
 type Pool struct {
 	opts       Options
 	env        []string // the processes' environment, from Start's prepare step
@@ -55,8 +55,9 @@ type Pool struct {
 	retiring         []*worker // finishing their last requests
 	replicas         []*supervisor.Replica[*worker]
 	idle             []*channel
-	waiters          []*waiter                      // FIFO
-	waiting          map[netip.Prefix]int           // each client's requests in acquire's queue (clientOf), for max_queue_per_client
+	waiters          []*waiter                      // in turn order (fairqueue.go)
+	waiting          map[netip.Prefix]queuedClient  // each client's requests in acquire's queue (clientOf), for max_queue_per_client and the turns
+	turn             uint64                         // the turn of the last request taken off the queue
 	openBy           map[netip.Prefix]longLivedHeld // each client's long-lived exchanges (admit), for max_open_per_client
 	queueTimer       *time.Timer                    // expires waiters past queue_timeout
 	busyChannels     int
@@ -108,7 +109,7 @@ func New(opts Options, logger *zap.Logger) *Pool {
 		duration:  requestDurationSeconds.WithLabelValues(opts.Name),
 		state:     supervisor.Starting,
 		restarts:  map[string]int{},
-		waiting:   map[netip.Prefix]int{},
+		waiting:   map[netip.Prefix]queuedClient{},
 		openBy:    map[netip.Prefix]longLivedHeld{},
 
 		clientShareWarnings: loglimit.Limit{Every: time.Minute},
@@ -335,8 +336,8 @@ func (p *Pool) Pause(ctx context.Context) error {
 	}
 }
 
-// Resume ends a Pause: the waiting requests get the free channels, oldest
-// first.
+// Resume ends a Pause: the waiting requests get the free channels, in
+// their turns.
 func (p *Pool) Resume() {
 	p.mu.Lock()
 	p.paused, p.pauseIdle = false, nil
