@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,10 +73,17 @@ func configuredPools(config []byte, account string) ([]configuredPool, error) {
 	if files, ok := storage.(*certmagic.FileStorage); ok && !inDataDir(storage) {
 		// a config an app's account can edit may name a directory of
 		// theirs, with a link where a key's file goes: this process (root,
-		// often) would read any file through it, or write one there
-		if err := safedir.Trusted(files.Path); err != nil {
+		// often) would read any file through it, or write one there. The
+		// storage is used by the path checked, links resolved, and the
+		// directory of the keys is checked too where it exists.
+		real, err := safedir.Trusted(files.Path)
+		if err == nil {
+			_, err = safedir.Trusted(filepath.Join(real, "hearth", "secrets"))
+		}
+		if err != nil {
 			return nil, fmt.Errorf("the config's storage, %s, cannot be trusted with the apps' secret keys: %w", files.Path, err)
 		}
+		storage = &certmagic.FileStorage{Path: real}
 	}
 	var out []configuredPool
 	seen := map[string]bool{}

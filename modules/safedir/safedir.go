@@ -78,34 +78,48 @@ func Ensure(dir string, mode fs.FileMode) (string, error) {
 }
 
 // Trusted verifies a directory that Hearth reads and writes through a
-// library it does not control (a file storage of Caddy's): dir, with
-// symbolic links resolved, and every directory above it must belong to
-// root or Caddy's user, and no one else may write to dir, nor to a
-// parent without the sticky bit. Then no one else can have put a link or
-// a file of theirs under it. A dir that does not exist yet is judged by its
-// nearest existing parent, under which it would be created.
-func Trusted(dir string) error {
+// library it does not control (a file storage of Caddy's) and returns it
+// with symbolic links resolved: use that path, the one verified, since a
+// link on the way could be pointed elsewhere once checked. The directory
+// and every one above it must belong to root or Caddy's user (and not be
+// on a FUSE file system someone else mounted), and no one else may write
+// to it, nor to a parent without the sticky bit: then no one else can have
+// put a link or a file of theirs under it. A directory that does not
+// exist yet is judged by its nearest existing parent, under which it would
+// be created; a link to nowhere is refused.
+func Trusted(dir string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return err
+		return "", err
 	}
+	rest := "" // what does not exist yet, under dir
 	for {
-		real, err := filepath.EvalSymlinks(dir)
-		if errors.Is(err, fs.ErrNotExist) && filepath.Dir(dir) != dir {
+		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) && filepath.Dir(dir) != dir {
+			rest = filepath.Join(filepath.Base(dir), rest)
 			dir = filepath.Dir(dir)
 			continue
 		}
+		real, err := filepath.EvalSymlinks(dir)
 		if err != nil {
-			return err
+			return "", err
 		}
 		info, err := os.Stat(real)
 		if err != nil {
-			return err
+			return "", err
+		}
+		if !info.IsDir() {
+			return "", fmt.Errorf("%s is not a directory", real)
 		}
 		if info.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("%s is writable by group or others (mode %04o): another user could put a link or a file of theirs under it; `chmod go-w %s`", real, info.Mode().Perm(), real)
+			return "", fmt.Errorf("%s is writable by group or others (mode %04o): another user could put a link or a file of theirs under it; `chmod go-w %s`", real, info.Mode().Perm(), real)
 		}
-		return checkParents(real)
+		if by, ok := fuseMountedBy(real); ok && by != 0 && by != os.Geteuid() {
+			return "", refuse(real, fmt.Sprintf("is on a FUSE file system that %s mounted, whose owners are whatever the program serving it says", owner(uint32(by))))
+		}
+		if err := checkParents(real); err != nil {
+			return "", err
+		}
+		return filepath.Join(real, rest), nil
 	}
 }
 

@@ -233,55 +233,81 @@ func TestEnsureRefusesFUSE(t *testing.T) {
 // TestTrusted: a directory Hearth reads and writes through a library
 // (a config's file storage) is trusted only when no one else can have put
 // anything under it: it and its parents are root's or Caddy's user's, and
-// it is writable by no one else (a parent: unless sticky).
+// it is writable by no one else (a parent: unless sticky). The path to use
+// is the one checked, links resolved: a link another user owns could be
+// pointed elsewhere after the check.
 func TestTrusted(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(t *testing.T, base string) string // returns the directory to judge
+		setup func(t *testing.T, base string) (dir, want string) // the directory to judge, and the path to use
 		err   string
 	}{
-		{"a directory of Caddy's user", func(t *testing.T, base string) string {
-			return dirOf(t, filepath.Join(base, "st"), 0o700)
+		{"a directory of Caddy's user", func(t *testing.T, base string) (string, string) {
+			dir := dirOf(t, filepath.Join(base, "st"), 0o700)
+			return dir, dir
 		}, ""},
-		{"one that does not exist yet, under one of Caddy's user", func(t *testing.T, base string) string {
-			return filepath.Join(dirOf(t, filepath.Join(base, "st"), 0o755), "not", "yet")
+		{"one that does not exist yet, under one of Caddy's user", func(t *testing.T, base string) (string, string) {
+			dir := filepath.Join(dirOf(t, filepath.Join(base, "st"), 0o755), "not", "yet")
+			return dir, dir
 		}, ""},
-		{"a link to a directory of Caddy's user", func(t *testing.T, base string) string {
+		{"a link to a directory of Caddy's user", func(t *testing.T, base string) (string, string) {
 			target := dirOf(t, filepath.Join(base, "st"), 0o700)
 			os.Symlink(target, filepath.Join(base, "link"))
-			return filepath.Join(base, "link")
+			return filepath.Join(base, "link"), target
 		}, ""},
-		{"one others can write", func(t *testing.T, base string) string {
-			return dirOf(t, filepath.Join(base, "st"), 0o777)
+		{"a link another user owns, to a directory of Caddy's user: the target is used", func(t *testing.T, base string) (string, string) {
+			uid, gid := nobody(t)
+			target := dirOf(t, filepath.Join(base, "st"), 0o700)
+			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
+			os.Symlink(target, filepath.Join(theirs, "link"))
+			os.Lchown(filepath.Join(theirs, "link"), uid, gid)
+			os.Chown(theirs, uid, gid)
+			return filepath.Join(theirs, "link", "not-yet"), filepath.Join(target, "not-yet")
+		}, ""},
+		{"a link to nowhere", func(t *testing.T, base string) (string, string) {
+			os.Symlink(filepath.Join(base, "nowhere"), filepath.Join(base, "link"))
+			return filepath.Join(base, "link"), ""
+		}, "no such file"},
+		{"one others can write", func(t *testing.T, base string) (string, string) {
+			return dirOf(t, filepath.Join(base, "st"), 0o777), ""
 		}, "is writable by group or others"},
-		{"one others can write, with the sticky bit", func(t *testing.T, base string) string {
-			return dirOf(t, filepath.Join(base, "st"), 0o777|fs.ModeSticky)
+		{"one others can write, with the sticky bit", func(t *testing.T, base string) (string, string) {
+			return dirOf(t, filepath.Join(base, "st"), 0o777|fs.ModeSticky), ""
 		}, "is writable by group or others"},
-		{"one under a parent others can write", func(t *testing.T, base string) string {
-			return dirOf(t, filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "st"), 0o700)
+		{"one under a parent others can write", func(t *testing.T, base string) (string, string) {
+			return dirOf(t, filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "st"), 0o700), ""
 		}, "without the sticky bit"},
-		{"one that does not exist yet, under a parent others can write", func(t *testing.T, base string) string {
-			return filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "st")
+		{"one that does not exist yet, under a parent others can write", func(t *testing.T, base string) (string, string) {
+			return filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "st"), ""
 		}, "is writable by group or others"},
-		{"another user's", func(t *testing.T, base string) string {
+		{"a file", func(t *testing.T, base string) (string, string) {
+			os.WriteFile(filepath.Join(base, "file"), nil, 0o600)
+			return filepath.Join(base, "file"), ""
+		}, "is not a directory"},
+		{"another user's", func(t *testing.T, base string) (string, string) {
 			uid, gid := nobody(t)
 			dir := dirOf(t, filepath.Join(base, "st"), 0o700)
 			os.Chown(dir, uid, gid)
-			return dir
+			return dir, ""
 		}, "not by root or Caddy's user"},
-		{"a link into another user's", func(t *testing.T, base string) string {
+		{"a link into another user's", func(t *testing.T, base string) (string, string) {
 			uid, gid := nobody(t)
 			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
 			os.Chown(theirs, uid, gid)
 			os.Symlink(dirOf(t, filepath.Join(theirs, "st"), 0o700), filepath.Join(base, "link"))
-			return filepath.Join(base, "link")
+			return filepath.Join(base, "link"), ""
 		}, "not by root or Caddy's user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := dirOf(t, filepath.Join(t.TempDir(), "base"), 0o755)
-			err := Trusted(tc.setup(t, base))
+			base, _ = filepath.EvalSymlinks(base)
+			dir, want := tc.setup(t, base)
+			got, err := Trusted(dir)
 			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
-				t.Errorf("Trusted: %v, want %q", err, tc.err)
+				t.Fatalf("Trusted: %v, want %q", err, tc.err)
+			}
+			if got != want {
+				t.Errorf("Trusted gave the path %q, want %q", got, want)
 			}
 		})
 	}
