@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -698,9 +699,10 @@ func TestOneClientCannotTakeTheWholeQueue(t *testing.T) {
 
 // TestOneClientCannotHoldUpAnother: the queue is served in turns among
 // clients, so a request of another client (127.0.0.2) that queues behind
-// twenty of one client's goes second, not twenty-first. With one worker
-// and a first-in-first-out queue, a client's queued slow requests held up
-// every other visitor by all of them (256 of one second each, its share by
+// twenty of one client's is served second, not twenty-first, and each
+// client's requests keep their order. With one worker and a
+// first-in-first-out queue, a client's queued slow requests held up every
+// other visitor by all of them (256 of one second each, its share by
 // default, past queue_timeout).
 func TestOneClientCannotHoldUpAnother(t *testing.T) {
 	t.Parallel()
@@ -708,50 +710,58 @@ func TestOneClientCannotHoldUpAnother(t *testing.T) {
 	c := startCaddy(t, config)
 	one, other := clientFrom("127.0.0.1"), clientFrom("127.0.0.2")
 	type result struct {
-		who    string
-		status int
-		err    error
+		who   string // "other", or the first client's request number
+		order int    // its place in the worker's order of /order requests
+		err   error
 	}
 	const flood = 20
-	results := make(chan result, flood+2)
-	send := func(client *http.Client, who, path string) {
+	results := make(chan result, flood+1)
+	send := func(client *http.Client, who string) {
 		go func() {
-			resp, err := client.Get(url + path)
+			resp, err := client.Get(url + "/order")
 			if err != nil {
-				results <- result{who, 0, err}
+				results <- result{who: who, err: err}
 				return
 			}
-			io.Copy(io.Discard, resp.Body)
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			results <- result{who, resp.StatusCode, nil}
+			r := result{who: who}
+			if _, err := fmt.Sscan(string(body), &r.order); err != nil || resp.StatusCode != 200 {
+				r.err = fmt.Errorf("%d %q", resp.StatusCode, body)
+			}
+			results <- r
 		}()
 	}
 	hold := filepath.Join(t.TempDir(), "let go")
-	send(one, "one", "/hold?"+neturl.QueryEscape(hold))
+	go func() {
+		if resp, err := one.Get(url + "/hold?" + neturl.QueryEscape(hold)); err == nil {
+			resp.Body.Close()
+		}
+	}()
 	waitFor(t, 10*time.Second, "the worker busy", func() bool { return c.mustApps()[0].Workers[0].State == "busy" })
 	for i := 1; i <= flood; i++ {
-		send(one, "one", "/slow?0.02")
+		send(one, strconv.Itoa(i))
 		waitFor(t, 10*time.Second, fmt.Sprintf("%d requests queued", i), func() bool { return c.mustApps()[0].Queue == i })
 	}
-	send(other, "other", "/slow?0.02")
+	send(other, "other")
 	waitFor(t, 10*time.Second, "the other client's request queued", func() bool { return c.mustApps()[0].Queue == flood+1 })
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// in the order the one worker answered them: the held request, then
-	// one of the flood, then the other client's
-	before := -1 // requests of the first client answered before the other's
-	for i := range flood + 2 {
-		r := <-results
-		if r.err != nil || r.status != 200 {
-			t.Fatalf("%s client's request: %d %v", r.who, r.status, r.err)
-		}
-		if r.who == "other" {
-			before = i
-		}
+	// the worker's order: the first of the flood, the other client's,
+	// then the rest of the flood in the order it was sent
+	want := map[string]int{"other": 2, "1": 1}
+	for i := 2; i <= flood; i++ {
+		want[strconv.Itoa(i)] = i + 1
 	}
-	if before > 2 {
-		t.Errorf("the other client's request was answered after %d of the first client's (the held one included): it waited behind the first client's queue, want 2 at most", before)
+	for range flood + 1 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("request %s: %v", r.who, r.err)
+		}
+		if r.order != want[r.who] {
+			t.Errorf("request %s was the worker's %dth, want %dth (the other client's second, each client's in order)", r.who, r.order, want[r.who])
+		}
 	}
 }
 

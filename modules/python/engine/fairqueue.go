@@ -15,13 +15,17 @@ import (
 // request taken off the queue, and the queue is kept in turn order (ties:
 // oldest first). A client with many requests waiting (a script hammering a
 // slow page) so holds up another client's next request by one request of
-// its own at most, where a plain first-in-first-out queue put it behind
-// all of them: behind a client's 256 queued one-second requests (its
+// its own at most (besides those already pipelined behind a running one,
+// which pipelining bounds to a few milliseconds of work), where a plain
+// first-in-first-out queue put it behind all of them: behind a client's 256 queued one-second requests (its
 // default share of the queue) on one worker, another visitor's request
 // waited out queue_timeout (30 s) and got 503. The requests of one client keep their order, and so do those
 // of one address behind a proxy that is not in trusted_proxies (they count
 // as one client, as for max_queue_per_client), which is how the queue
-// behaved before for everyone.
+// behaved before for everyone. The price of turns: all the visitors behind
+// one address (a NAT, such a proxy) share one client's turns, and a
+// client's tenth request in a burst waits for nine turns of every other
+// client with requests waiting.
 
 // queuedClient is what the pool keeps of a client with requests between
 // queueing and their answer (acquire).
@@ -69,14 +73,19 @@ func (p *Pool) leaveQueueLocked(client netip.Prefix) {
 
 // expireWaiters answers the requests queued for longer than queue_timeout
 // and re-arms the timer for the next one to expire. The queue is in turn
-// order, so expired requests may be anywhere in it.
+// order, so expired requests may be anywhere in it: one pass finds them and
+// the earliest deadline of the rest.
 func (p *Pool) expireWaiters() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
 	expired := false
+	var earliest time.Time
 	p.waiters = slices.DeleteFunc(p.waiters, func(w *waiter) bool {
 		if w.deadline.After(now) {
+			if earliest.IsZero() || w.deadline.Before(earliest) {
+				earliest = w.deadline
+			}
 			return false
 		}
 		w.ch <- grant{err: errQueueTimeout}
@@ -86,7 +95,9 @@ func (p *Pool) expireWaiters() {
 	if expired {
 		p.noteDrainLocked()
 	}
-	p.armForEarliestLocked()
+	if !earliest.IsZero() {
+		p.armQueueTimerLocked(earliest.Sub(now))
+	}
 }
 
 // armForEarliestLocked arms the queue's timer for the waiter whose

@@ -96,3 +96,45 @@ func TestExpireWaitersAnywhere(t *testing.T) {
 		t.Errorf("left waiting: %v, want the first client's three in order", p.waiters)
 	}
 }
+
+// TestQueueTimerFollowsTheEarliest: in turn order the head of the queue
+// need not be the oldest request; the queue's timer still answers the
+// oldest when its queue_timeout ends.
+func TestQueueTimerFollowsTheEarliest(t *testing.T) {
+	p := &Pool{waiting: map[netip.Prefix]queuedClient{}}
+	now := time.Now()
+	// a1 a2 a3 of one client, then b1 of another: a1 b1 a2 a3
+	deadlines := map[string]time.Duration{"a1": time.Hour, "a2": 50 * time.Millisecond, "a3": time.Hour, "b1": time.Hour}
+	ws := map[string]*waiter{}
+	for _, name := range []string{"a1", "a2", "a3", "b1"} {
+		w := &waiter{ch: make(chan grant, 1), deadline: now.Add(deadlines[name])}
+		p.mu.Lock()
+		p.enqueueLocked(w, testClient(name[:1]))
+		p.mu.Unlock()
+		ws[name] = w
+	}
+	p.mu.Lock()
+	if taken := p.dequeueLocked(); taken != ws["a1"] || p.waiters[0] != ws["b1"] {
+		t.Fatalf("the queue is not a1 b1 a2 a3")
+	}
+	p.mu.Unlock()
+	p.expireWaiters() // nothing is due yet; arms the timer
+	defer func() {
+		p.mu.Lock()
+		p.queueTimer.Stop()
+		p.mu.Unlock()
+	}()
+	select {
+	case g := <-ws["a2"].ch:
+		if g.err != errQueueTimeout {
+			t.Errorf("a2 got %+v, want errQueueTimeout", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a2 was not answered when its queue_timeout ended (the timer follows the head, b1?)")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.waiters) != 2 || p.waiters[0] != ws["b1"] || p.waiters[1] != ws["a3"] {
+		t.Errorf("left waiting: %d, want b1 a3", len(p.waiters))
+	}
+}
