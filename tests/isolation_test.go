@@ -747,3 +747,51 @@ func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
 		t.Errorf("Caddy kept the key a command made for %s (replaced: %v); log:\n%s", appsUser, now != made, log)
 	}
 }
+
+// TestCommandsKeepRootsEnvironmentFromAnotherAccount: a config an app's
+// account can edit reads the environment of the command run beside it
+// ({$NAME}, {env.NAME}, env_inherit). As root for that account's code, a
+// command (exec, check) hands it none of the operator's own variables (a
+// `sudo -E` shell's token), says which it left out, and still does for
+// root's own code.
+func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
+	t.Parallel()
+	needUnitRun(t)
+	const secret = "operator-token-0123456789"
+	dir := t.TempDir()
+	openToAll(t, dir)
+	drop := t.TempDir()
+	openToAll(t, drop)
+	if err := os.Chmod(drop, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	leak := filepath.Join(drop, "leak")
+	// the app writes its whole environment where the test reads it, when imported
+	writeFile(t, filepath.Join(dir, "envdump.py"), "import os\ntry:\n    open("+strconv.Quote(leak)+", 'w').write(repr(dict(os.environ)))\nexcept OSError:\n    pass\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+	config := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, config, fmt.Sprintf("{\n\tadmin off\n}\n:%d {\n\twsgi envdump:application {\n\t\tdir %s\n\t\tpython %s\n\t\tguard warn\n\t\tenv_inherit CLOUD_TOKEN\n\t\tenv FROM_PLACEHOLDER {env.CLOUD_TOKEN}\n\t\tenv FROM_PARSE {$CLOUD_TOKEN:none}\n\t}\n}\n", freePort(t), dir, pythonPath()))
+	data := t.TempDir()
+	run := func(account, verb string, rest ...string) (string, string) {
+		os.Remove(leak)
+		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", verb, "--config", config, "--user", account}, rest...)...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data, "CLOUD_TOKEN="+secret)
+		out, _ := cmd.CombinedOutput()
+		got, _ := os.ReadFile(leak)
+		return string(got), string(out)
+	}
+	for _, args := range [][]string{{"exec", "envdump", "--", "python", "-c", "import envdump"}, {"check"}} {
+		verb := args[0]
+		// as root, for nobody's code: none of the operator's variables
+		seen, out := run(appsUser, verb, args[1:]...)
+		if seen == "" {
+			t.Fatalf("%s as %s: the app did not run; output:\n%s", verb, appsUser, out)
+		}
+		if strings.Contains(seen, secret) || !strings.Contains(out, "CLOUD_TOKEN") || !strings.Contains(out, "left out") {
+			t.Errorf("%s as %s: the app's code saw the operator's variable (%v), or the command did not say it left it out; output:\n%s", verb, appsUser, strings.Contains(seen, secret), out)
+		}
+		// for root's own code, the config reads this environment as before
+		if seen, out := run("root", verb, args[1:]...); !strings.Contains(seen, "'FROM_PLACEHOLDER': '"+secret) || !strings.Contains(seen, "'FROM_PARSE': '"+secret) || !strings.Contains(seen, "'CLOUD_TOKEN': '"+secret) {
+			t.Errorf("%s as root: the config's placeholders and env_inherit did not read the environment: %s; output:\n%s", verb, seen, out)
+		}
+	}
+}

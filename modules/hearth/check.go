@@ -98,6 +98,7 @@ blocking findings; 2: the config or an app could not be checked.`,
 }
 
 func runCheck(out io.Writer, configFile, adapterName, account string, asJSON bool) (int, error) {
+	ScrubCommandEnv(account, os.Stderr)
 	data, err := adaptConfig(configFile, adapterName)
 	if err != nil {
 		return checkFailed, err
