@@ -749,15 +749,17 @@ func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
 }
 
 // TestCommandsKeepRootsEnvironmentFromAnotherAccount: a config an app's
-// account can edit reads the environment of the command run beside it
-// ({$NAME}, {env.NAME}, env_inherit). As root for that account's code, a
-// command (exec, check) hands it none of the operator's own variables (a
-// `sudo -E` shell's token), says which it left out, and still does for
-// root's own code.
+// account can edit (here, owns) reads the environment of the command run
+// beside it ({$NAME}, {env.NAME}, env_inherit) and the files it imports,
+// as root. As root for that account's code, a command (exec, check) hands
+// it none of the operator's own variables (a `sudo -E` shell's token), says
+// which it left out, and refuses a config importing a file that account
+// cannot read; for root's code, and for a config only root can change, the
+// config reads this environment as before.
 func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
 	t.Parallel()
 	needUnitRun(t)
-	const secret = "operator-token-0123456789"
+	const secret, imported = "operator-token-0123456789", "imported-secret-0123456789"
 	dir := t.TempDir()
 	openToAll(t, dir)
 	drop := t.TempDir()
@@ -768,10 +770,25 @@ func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
 	leak := filepath.Join(drop, "leak")
 	// the app writes its whole environment where the test reads it, when imported
 	writeFile(t, filepath.Join(dir, "envdump.py"), "import os\ntry:\n    open("+strconv.Quote(leak)+", 'w').write(repr(dict(os.environ)))\nexcept OSError:\n    pass\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
-	config := filepath.Join(t.TempDir(), "Caddyfile")
-	writeFile(t, config, fmt.Sprintf("{\n\tadmin off\n}\n:%d {\n\twsgi envdump:application {\n\t\tdir %s\n\t\tpython %s\n\t\tguard warn\n\t\tenv_inherit CLOUD_TOKEN\n\t\tenv FROM_PLACEHOLDER {env.CLOUD_TOKEN}\n\t\tenv FROM_PARSE {$CLOUD_TOKEN:none}\n\t}\n}\n", freePort(t), dir, pythonPath()))
+	block := func(extra string) string {
+		return fmt.Sprintf("{\n\tadmin off\n}\n:%d {\n\twsgi envdump:application {\n\t\tdir %s\n\t\tpython %s\n\t\tguard warn\n\t\tenv_inherit CLOUD_TOKEN\n\t\tenv FROM_PLACEHOLDER {env.CLOUD_TOKEN}\n\t\tenv FROM_PARSE {$CLOUD_TOKEN:none}\n%s\t}\n}\n", freePort(t), dir, pythonPath(), extra)
+	}
+	// the app's account's config, in a directory of its own
+	theirs := t.TempDir()
+	openToAll(t, theirs)
+	config := filepath.Join(theirs, "Caddyfile")
+	writeFile(t, config, block(""))
+	chownTree(t, theirs, appsUser, appsUser)
+	// root's own config, beside a root-only file it imports
+	rootDir := t.TempDir()
+	openToAll(t, rootDir)
+	rootOnly := filepath.Join(rootDir, "secrets.caddy")
+	writeFile(t, rootOnly, "env IMPORTED "+imported+"\n")
+	os.Chmod(rootOnly, 0o600)
+	rootConfig := filepath.Join(rootDir, "Caddyfile")
+	writeFile(t, rootConfig, block("\t\timport "+rootOnly+"\n"))
 	data := t.TempDir()
-	run := func(account, verb string, rest ...string) (string, string) {
+	run := func(config, account, verb string, rest ...string) (string, string) {
 		os.Remove(leak)
 		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", verb, "--config", config, "--user", account}, rest...)...)
 		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data, "CLOUD_TOKEN="+secret)
@@ -779,19 +796,39 @@ func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
 		got, _ := os.ReadFile(leak)
 		return string(got), string(out)
 	}
+	sawAll := func(seen string, values ...string) bool {
+		for _, v := range values {
+			if !strings.Contains(seen, v) {
+				return false
+			}
+		}
+		return true
+	}
 	for _, args := range [][]string{{"exec", "envdump", "--", "python", "-c", "import envdump"}, {"check"}} {
 		verb := args[0]
-		// as root, for nobody's code: none of the operator's variables
-		seen, out := run(appsUser, verb, args[1:]...)
+		// as root, for nobody's code, with nobody's config: none of the
+		// operator's variables
+		seen, out := run(config, appsUser, verb, args[1:]...)
 		if seen == "" {
 			t.Fatalf("%s as %s: the app did not run; output:\n%s", verb, appsUser, out)
 		}
-		if strings.Contains(seen, secret) || !strings.Contains(out, "CLOUD_TOKEN") || !strings.Contains(out, "left out") {
+		if strings.Contains(seen, secret) || strings.Contains(out, secret) || !strings.Contains(out, "CLOUD_TOKEN") || !strings.Contains(out, "left out") {
 			t.Errorf("%s as %s: the app's code saw the operator's variable (%v), or the command did not say it left it out; output:\n%s", verb, appsUser, strings.Contains(seen, secret), out)
 		}
 		// for root's own code, the config reads this environment as before
-		if seen, out := run("root", verb, args[1:]...); !strings.Contains(seen, "'FROM_PLACEHOLDER': '"+secret) || !strings.Contains(seen, "'FROM_PARSE': '"+secret) || !strings.Contains(seen, "'CLOUD_TOKEN': '"+secret) {
+		if seen, out := run(config, "root", verb, args[1:]...); !sawAll(seen, "'FROM_PLACEHOLDER': '"+secret, "'FROM_PARSE': '"+secret, "'CLOUD_TOKEN': '"+secret) {
 			t.Errorf("%s as root: the config's placeholders and env_inherit did not read the environment: %s; output:\n%s", verb, seen, out)
 		}
+		// and so does root's own config, for nobody's code
+		if seen, out := run(rootConfig, appsUser, verb, args[1:]...); !sawAll(seen, "'FROM_PLACEHOLDER': '"+secret, "'IMPORTED': '"+imported) {
+			t.Errorf("%s of root's own config as %s: the config did not read the environment and its import: %s; output:\n%s", verb, appsUser, seen, out)
+		}
+	}
+	// nobody's config importing root's file: refused, before anything runs
+	writeFile(t, config, block("\t\timport "+rootOnly+"\n"))
+	chownTree(t, theirs, appsUser, appsUser)
+	seen, out := run(config, appsUser, "exec", "envdump", "--", "python", "-c", "import envdump")
+	if seen != "" || strings.Contains(out, imported) || !strings.Contains(out, "which "+appsUser+" cannot read") {
+		t.Errorf("exec as %s of its config importing a root-only file: the code ran (%v) or saw it (%v); output:\n%s", appsUser, seen != "", strings.Contains(seen, imported), out)
 	}
 }

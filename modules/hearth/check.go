@@ -98,7 +98,9 @@ blocking findings; 2: the config or an app could not be checked.`,
 }
 
 func runCheck(out io.Writer, configFile, adapterName, account string, asJSON bool) (int, error) {
-	ScrubCommandEnv(account, os.Stderr)
+	if err := PrepareCommandAs(configFile, adapterName, account, os.Stderr); err != nil {
+		return checkFailed, err
+	}
 	data, err := adaptConfig(configFile, adapterName)
 	if err != nil {
 		return checkFailed, err

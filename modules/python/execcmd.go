@@ -96,7 +96,9 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	if !manage && len(argv) == 0 {
 		return nil, errors.New("no command: write it after --, like `caddy hearth exec " + name + " -- python -V`")
 	}
-	hearth.ScrubCommandEnv(account, os.Stderr)
+	if err := hearth.PrepareCommandAs(configFile, adapter, account, os.Stderr); err != nil {
+		return nil, err
+	}
 	config, err := hearth.LoadConfigFile(configFile, adapter)
 	if err != nil {
 		return nil, err

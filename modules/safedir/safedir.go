@@ -123,6 +123,32 @@ func Trusted(dir string) (string, error) {
 	}
 }
 
+// TrustedFile verifies that no one but root or Caddy's user can have
+// written the file at path (links resolved): it belongs to one of them, no
+// one else may write to it, and its directory and those above it belong to
+// them and are not writable by others without the sticky bit.
+func TrustedFile(path string) error {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return err
+	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return err
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner information", real)
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by %s", real, owner(st.Uid))
+	}
+	if info.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is writable by group or others (mode %04o)", real, info.Mode().Perm())
+	}
+	return checkParents(filepath.Dir(real))
+}
+
 // checkParents refuses a parent that another user owns, or that group or
 // others can write without the sticky bit (they could rename the
 // directory away and put their own in its place).

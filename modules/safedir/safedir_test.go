@@ -319,3 +319,58 @@ func dirOf(t *testing.T, dir string, mode fs.FileMode) string {
 	mkdir(t, dir, mode)
 	return dir
 }
+
+// TestTrustedFile: a file no one but root or Caddy's user can have written
+// (a config that may be run for another account's code).
+func TestTrustedFile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, base string) string
+		err   string
+	}{
+		{"Caddy's user's, in its directory", func(t *testing.T, base string) string {
+			return fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+		}, ""},
+		{"in a shared directory with the sticky bit", func(t *testing.T, base string) string {
+			return fileOf(t, filepath.Join(dirOf(t, filepath.Join(base, "tmp"), 0o777|fs.ModeSticky), "Caddyfile"), 0o644)
+		}, ""},
+		{"writable by others", func(t *testing.T, base string) string {
+			return fileOf(t, filepath.Join(base, "Caddyfile"), 0o666)
+		}, "writable by group or others"},
+		{"in a directory others can write", func(t *testing.T, base string) string {
+			return fileOf(t, filepath.Join(dirOf(t, filepath.Join(base, "open"), 0o777), "Caddyfile"), 0o644)
+		}, "without the sticky bit"},
+		{"another user's", func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			f := fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+			os.Chown(f, uid, gid)
+			return f
+		}, "is owned by nobody"},
+		{"in another user's directory", func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
+			os.Chown(theirs, uid, gid)
+			return fileOf(t, filepath.Join(theirs, "Caddyfile"), 0o644)
+		}, "not by root or Caddy's user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := dirOf(t, filepath.Join(t.TempDir(), "base"), 0o755)
+			err := TrustedFile(tc.setup(t, base))
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("TrustedFile: %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// fileOf makes an empty file with exactly mode and returns it.
+func fileOf(t *testing.T, path string, mode fs.FileMode) string {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
