@@ -788,10 +788,11 @@ func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
 	rootConfig := filepath.Join(rootDir, "Caddyfile")
 	writeFile(t, rootConfig, block("\t\timport "+rootOnly+"\n"))
 	data := t.TempDir()
+	var extraEnv []string
 	run := func(config, account, verb string, rest ...string) (string, string) {
 		os.Remove(leak)
 		cmd := exec.Command(caddyBinary(t), append([]string{"hearth", verb, "--config", config, "--user", account}, rest...)...)
-		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+data, "CLOUD_TOKEN="+secret)
+		cmd.Env = append(append(os.Environ(), "XDG_DATA_HOME="+data, "CLOUD_TOKEN="+secret), extraEnv...)
 		out, _ := cmd.CombinedOutput()
 		got, _ := os.ReadFile(leak)
 		return string(got), string(out)
@@ -825,10 +826,23 @@ func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
 		}
 	}
 	// nobody's config importing root's file: refused, before anything runs
+	exec1 := []string{"exec", "envdump", "--", "python", "-c", "import envdump"}
 	writeFile(t, config, block("\t\timport "+rootOnly+"\n"))
 	chownTree(t, theirs, appsUser, appsUser)
-	seen, out := run(config, appsUser, "exec", "envdump", "--", "python", "-c", "import envdump")
-	if seen != "" || strings.Contains(out, imported) || !strings.Contains(out, "which "+appsUser+" cannot read") {
+	seen, out := run(config, appsUser, exec1[0], exec1[1:]...)
+	if seen != "" || strings.Contains(out, imported) || !strings.Contains(out, "is read as "+appsUser) || !strings.Contains(out, "permission denied") {
 		t.Errorf("exec as %s of its config importing a root-only file: the code ran (%v) or saw it (%v); output:\n%s", appsUser, seen != "", strings.Contains(seen, imported), out)
+	}
+	// and one whose import depends on the environment: harmless with the
+	// operator's (SUDO_USER names a file of nobody's), root's file without
+	// it; it is read as the command adapts it, without
+	harmless := filepath.Join(theirs, "harmless.caddy")
+	writeFile(t, harmless, "env HARMLESS yes\n")
+	writeFile(t, config, block("\t\timport {$SUDO_USER:"+rootOnly+"}\n"))
+	chownTree(t, theirs, appsUser, appsUser)
+	extraEnv = []string{"SUDO_USER=" + harmless}
+	seen, out = run(config, appsUser, exec1[0], exec1[1:]...)
+	if strings.Contains(seen, imported) || strings.Contains(out, imported) || !strings.Contains(out, "permission denied") {
+		t.Errorf("exec as %s of its config importing by the environment: the code ran (%v) or saw root's file (%v); output:\n%s", appsUser, seen != "", strings.Contains(seen, imported), out)
 	}
 }

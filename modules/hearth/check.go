@@ -98,10 +98,7 @@ blocking findings; 2: the config or an app could not be checked.`,
 }
 
 func runCheck(out io.Writer, configFile, adapterName, account string, asJSON bool) (int, error) {
-	if err := PrepareCommandAs(configFile, adapterName, account, os.Stderr); err != nil {
-		return checkFailed, err
-	}
-	data, err := adaptConfig(configFile, adapterName)
+	data, err := AdaptForCommand(configFile, adapterName, account, os.Stderr)
 	if err != nil {
 		return checkFailed, err
 	}

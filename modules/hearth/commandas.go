@@ -1,17 +1,20 @@
 package hearth
 
 import (
-	"errors"
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hearth-dev/hearth/modules/safedir"
 )
@@ -21,22 +24,22 @@ import (
 // check, manage and exec read a config that may sit in an app's directory,
 // where the app's account can edit it, and, as root, run that app's code as
 // --user. Whatever root can read that the config pulls in would so reach
-// code that account controls:
-//   - this process's environment, through the Caddyfile's {$NAME}, the
-//     {env.NAME} placeholders and env_inherit: under `sudo -E` or in a root
-//     shell it holds the operator's own variables (a DNS provider's token
-//     for Caddy, a cloud key). The command keeps only the variables it needs
-//     to find its files and speak to the terminal (commandEnvKept), and says
-//     which others it dropped, by name.
-//   - files the Caddyfile imports (`import /etc/caddy/secrets.caddy` inside
-//     the app's block, with an `env` line): the command refuses a config
-//     any of whose files the account cannot read itself. (env_file and
-//     {file.*} are read as the account already.)
+// code that account controls: this process's environment, through the
+// Caddyfile's {$NAME}, the {env.NAME} placeholders and env_inherit (under
+// `sudo -E` or in a root shell it holds the operator's own variables: a DNS
+// provider's token for Caddy, a cloud key), and files it imports (`import
+// /etc/caddy/secrets.caddy` in the app's block, with an `env` line).
+// (env_file and {file.*} are read as the account already.)
 //
-// Both apply only to a config that may have been written by another
-// account than root: for root's own config, what it pulls in is root's
-// choice (`sudo -E caddy hearth manage` with DATABASE_URL exported for an
-// `env DATABASE_URL {env.DATABASE_URL}` of /etc/caddy/Caddyfile).
+// So for such a config (one of its files, or a directory its imports
+// search, is not root's alone), the command keeps only the variables it
+// needs to find its files and speak to the terminal (commandEnvKept),
+// says which others it dropped, by name, and has the config adapted by a
+// child process running as that account, with that environment: what the
+// account cannot read, the config cannot pull in, whatever its files say
+// by the time they are read. A config only root can change is read as it
+// is: what it pulls in is root's choice (`sudo -E caddy hearth manage` with
+// DATABASE_URL exported for root's /etc/caddy/Caddyfile).
 
 // commandEnvKept are the variables a command beside a config keeps when it
 // runs an app's code as another account: the children's base (PATH, LANG,
@@ -52,21 +55,19 @@ var commandEnvKept = []string{
 	"GOMEMLIMIT", "GOGC", "GODEBUG", "GOMAXPROCS",
 }
 
-// PrepareCommandAs readies a command beside a config for running an app's
-// code as account (--user: user or user:group) when this process is root
-// and the config may have been written by another account (one of its
-// files, or where it imports from, is not root's alone; see above): it
-// drops the environment's other variables, saying on w which, and refuses
-// a Caddyfile the account cannot read in full. For root's own config (what
-// it pulls in is root's choice), for root's code, and not as root, it does
-// nothing.
-func PrepareCommandAs(configFile, adapterName, account string, w io.Writer) error {
+// AdaptForCommand reads the config of check, manage or exec as JSON, as
+// adaptConfig does, for a command that runs an app's code as account
+// (--user: user or user:group). As root for code that is not root's, a
+// config another account may have written is read with the environment
+// reduced (saying on w what was dropped) by a child running as account
+// (see above).
+func AdaptForCommand(configFile, adapterName, account string, w io.Writer) ([]byte, error) {
 	if os.Geteuid() != 0 || strings.Split(account, ":")[0] == "root" {
-		return nil
+		return adaptConfig(configFile, adapterName)
 	}
-	files, why := configWrittenByOthers(configFile, adapterName)
+	why := configWrittenByOthers(configFile, adapterName)
 	if why == nil {
-		return nil
+		return adaptConfig(configFile, adapterName)
 	}
 	dropped := commandEnvDropped(os.Environ(), account)
 	for _, name := range dropped {
@@ -76,44 +77,131 @@ func PrepareCommandAs(configFile, adapterName, account string, w io.Writer) erro
 		fmt.Fprintf(w, "caddy hearth: the config may have been written by another account than root (%v), and this command runs its code as one: it reads the config without this shell's own variables, so %s were left out of its {$…} and {env.…} placeholders and env_inherit (and of the storage it names). Put what the app needs in its env_file\n",
 			why, strings.Join(dropped, ", "))
 	}
-	uid, gid, ok := accountIDs(account)
-	if !ok {
-		return nil // no such account (or none given): the command refuses it, saying so
+	if account == "" {
+		return nil, fmt.Errorf("the config may have been written by another account than root (%v): as root, pass the account its apps run as (--user <name>), which reads it", why)
 	}
-	for _, f := range files {
-		if err := readableBy(f, uid, gid); err != nil {
-			return fmt.Errorf("the config may have been written by another account than root (%v), and it reads %s, which %s cannot read (%v): as root, this command would read it for that account's code, which would get what it holds (an `env` line, say). Run it with a config only root can change, or one that account can read in full", why, f, account, err)
-		}
+	cred, err := commandAccount(account)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return adaptAs(configFile, adapterName, cred, why)
 }
 
-// configWrittenByOthers lists the files a config is read from and says
-// why one of them, or a directory its imports search, could have been
-// written by another account than root (nil: none could).
-func configWrittenByOthers(configFile, adapterName string) ([]string, error) {
+// adaptAs has a child running as cred read the config (see above): `caddy
+// adapt` for a Caddyfile, `cat` for JSON.
+func adaptAs(configFile, adapterName string, cred *syscall.Credential, why error) ([]byte, error) {
+	file, adapterName, err := chooseAdapter(configFile, adapterName)
+	if err != nil {
+		return nil, err
+	}
+	file = abs(file)
+	var argv []string
+	if adapterName == "" {
+		argv = []string{"cat", "--", file}
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		argv = []string{exe, "adapt", "--config", file, "--adapter", adapterName}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adaptAsTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = filepath.Dir(file) // the account may not enter this process's
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &limitedBuffer{buf: &out, max: maxAdaptedConfig}, &limitedBuffer{buf: &errOut, max: 64 << 10}
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("the config may have been written by another account than root (%v), so it is read as %s (the account the app's code runs as), which could not: %v: %s", why, AccountName(cred.Uid), err, printableLines(strings.TrimSpace(errOut.String())))
+	}
+	if adapterName == "" {
+		var v any
+		if err := json.Unmarshal(out.Bytes(), &v); err != nil {
+			return nil, fmt.Errorf("%s is not valid JSON (%v); if it is a Caddyfile, pass --adapter caddyfile or name it Caddyfile or *.caddyfile", file, err)
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// adaptAsTimeout bounds the child that reads a config (a FIFO in its
+// place would hold it).
+const adaptAsTimeout = time.Minute
+
+// maxAdaptedConfig bounds the config a child reads.
+const maxAdaptedConfig = 64 << 20
+
+// limitedBuffer keeps up to max bytes, then fails the writer (the child).
+type limitedBuffer struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if l.buf.Len()+len(p) > l.max {
+		return 0, fmt.Errorf("more than %d bytes", l.max)
+	}
+	return l.buf.Write(p)
+}
+
+// commandAccount resolves account (user or user:group) as the commands
+// switch to it: the user, and the group it names, else the group of
+// HEARTH_DEFAULT_USER when that names the same user (as commandCredential
+// takes it), else the user's primary group.
+func commandAccount(account string) (*syscall.Credential, error) {
+	name, group, _ := strings.Cut(account, ":")
+	if group == "" {
+		if defName, defGroup, _ := strings.Cut(os.Getenv("HEARTH_DEFAULT_USER"), ":"); defName == name {
+			group = defGroup
+		}
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("--user %s: %w", account, err)
+	}
+	gidText := u.Gid
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("--user %s: %w", account, err)
+		}
+		gidText = g.Gid
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(gidText, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("--user %s: not a numeric account", account)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// configWrittenByOthers says why one of the files a config is read from,
+// or a directory its imports search, could have been written by another
+// account than root (nil: none could). A config that cannot be listed
+// counts as such: it may be changing under the command's eyes.
+func configWrittenByOthers(configFile, adapterName string) error {
 	files, globs, err := caddyfileFiles(configFile, adapterName)
 	if err != nil {
-		return nil, nil // adapting the config says what is wrong
+		return err
 	}
 	if len(files) == 0 { // JSON
 		file, _, err := chooseAdapter(configFile, adapterName)
 		if err != nil {
-			return nil, nil
+			return err
 		}
 		files = []string{abs(file)}
 	}
 	for _, f := range files {
 		if err := safedir.TrustedFile(f); err != nil {
-			return files, err
+			return err
 		}
 	}
 	for _, dir := range globs {
 		if _, err := safedir.Trusted(dir); err != nil {
-			return files, err
+			return err
 		}
 	}
-	return files, nil
+	return nil
 }
 
 // commandEnvDropped lists, sorted, the names of environ that
@@ -134,80 +222,4 @@ func commandEnvDropped(environ []string, account string) []string {
 	}
 	slices.Sort(dropped)
 	return dropped
-}
-
-// accountIDs resolves account (user or user:group) as the commands switch
-// to it: the user's uid, and the group's gid or else the user's primary
-// one (the only group the command's child gets). ok is false for root,
-// for no account, and for one that does not exist.
-func accountIDs(account string) (uid, gid uint32, ok bool) {
-	name, group, _ := strings.Cut(account, ":")
-	if name == "" || name == "root" {
-		return 0, 0, false
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		return 0, 0, false
-	}
-	gidText := u.Gid
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return 0, 0, false
-		}
-		gidText = g.Gid
-	}
-	uid64, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid64, err2 := strconv.ParseUint(gidText, 10, 32)
-	if err1 != nil || err2 != nil || uid64 == 0 {
-		return 0, 0, false
-	}
-	return uint32(uid64), uint32(gid64), true
-}
-
-// readableBy reports why the account uid (with the one group gid) could
-// not read the file at path, by the permission bits (ACLs aside): every
-// directory on the way must let it search, and the file let it read.
-func readableBy(path string, uid, gid uint32) error {
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return err
-	}
-	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
-		if err := permitted(dir, uid, gid, 1); err != nil {
-			return err
-		}
-		if filepath.Dir(dir) == dir {
-			break
-		}
-	}
-	return permitted(real, uid, gid, 4)
-}
-
-// permitted checks one permission bit (4 read, 1 search) of path for uid
-// and gid.
-func permitted(path string, uid, gid uint32, bit fs.FileMode) error {
-	info, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	st, ok := info.Sys().(*syscall.Stat_t)
-	if !ok {
-		return errors.New("no owner information")
-	}
-	mode, shift := info.Mode().Perm(), 0
-	switch {
-	case st.Uid == uid:
-		shift = 6
-	case st.Gid == gid:
-		shift = 3
-	}
-	if mode&(bit<<shift) == 0 {
-		what := "read"
-		if bit == 1 {
-			what = "enter"
-		}
-		return fmt.Errorf("it may not %s %s: mode %04o, owner %s, group %d", what, path, mode, AccountName(st.Uid), st.Gid)
-	}
-	return nil
 }

@@ -96,10 +96,7 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 	if !manage && len(argv) == 0 {
 		return nil, errors.New("no command: write it after --, like `caddy hearth exec " + name + " -- python -V`")
 	}
-	if err := hearth.PrepareCommandAs(configFile, adapter, account, os.Stderr); err != nil {
-		return nil, err
-	}
-	config, err := hearth.LoadConfigFile(configFile, adapter)
+	config, err := hearth.AdaptForCommand(configFile, adapter, account, os.Stderr)
 	if err != nil {
 		return nil, err
 	}

@@ -124,29 +124,56 @@ func Trusted(dir string) (string, error) {
 }
 
 // TrustedFile verifies that no one but root or Caddy's user can have
-// written the file at path (links resolved): it belongs to one of them, no
-// one else may write to it, and its directory and those above it belong to
-// them and are not writable by others without the sticky bit.
+// written the file at path, or can point it elsewhere: along the path as
+// written and along the path its links lead to, every entry belongs to one
+// of them, no one else may write to the file, and no one else may write to
+// a directory on the way without its sticky bit.
 func TrustedFile(path string) error {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return err
 	}
-	info, err := os.Stat(real)
-	if err != nil {
-		return err
+	for _, p := range []string{path, real} {
+		if err := checkEntries(p); err != nil {
+			return err
+		}
 	}
-	st, ok := info.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s: no owner information", real)
+	return nil
+}
+
+// checkEntries checks path and every directory above it, as written (a
+// link is checked as a link, not followed): each belongs to root or
+// Caddy's user; the file at path is writable by no one else, and a
+// directory by no one else without its sticky bit.
+func checkEntries(path string) error {
+	for p := path; ; p = filepath.Dir(p) {
+		info, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no owner information", p)
+		}
+		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+			return fmt.Errorf("%s is owned by %s", p, owner(st.Uid))
+		}
+		perm := info.Mode().Perm()
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0: // its mode means nothing; its owner was checked
+		case p == path && perm&0o022 != 0:
+			return fmt.Errorf("%s is writable by group or others (mode %04o)", p, perm)
+		case p != path && perm&0o022 != 0 && info.Mode()&fs.ModeSticky == 0:
+			return fmt.Errorf("%s is writable by group or others without the sticky bit (mode %04o)", p, perm)
+		}
+		if filepath.Dir(p) == p {
+			return nil
+		}
 	}
-	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s is owned by %s", real, owner(st.Uid))
-	}
-	if info.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("%s is writable by group or others (mode %04o)", real, info.Mode().Perm())
-	}
-	return checkParents(filepath.Dir(real))
 }
 
 // checkParents refuses a parent that another user owns, or that group or

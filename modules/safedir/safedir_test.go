@@ -351,7 +351,24 @@ func TestTrustedFile(t *testing.T) {
 			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
 			os.Chown(theirs, uid, gid)
 			return fileOf(t, filepath.Join(theirs, "Caddyfile"), 0o644)
-		}, "not by root or Caddy's user"},
+		}, "theirs is owned by nobody"},
+		{"a link another user made, to Caddy's user's file", func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			os.Symlink(fileOf(t, filepath.Join(base, "Caddyfile"), 0o644), filepath.Join(base, "link"))
+			os.Lchown(filepath.Join(base, "link"), uid, gid)
+			return filepath.Join(base, "link")
+		}, "link is owned by nobody"},
+		{"a link of Caddy's user's, to Caddy's user's file", func(t *testing.T, base string) string {
+			os.Symlink(fileOf(t, filepath.Join(base, "Caddyfile"), 0o644), filepath.Join(base, "link"))
+			return filepath.Join(base, "link")
+		}, ""},
+		{"a link of Caddy's user's, to a file in another user's directory", func(t *testing.T, base string) string {
+			uid, gid := nobody(t)
+			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
+			os.Chown(theirs, uid, gid)
+			os.Symlink(fileOf(t, filepath.Join(theirs, "Caddyfile"), 0o644), filepath.Join(base, "link"))
+			return filepath.Join(base, "link")
+		}, "theirs is owned by nobody"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := dirOf(t, filepath.Join(t.TempDir(), "base"), 0o755)
