@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -74,11 +75,11 @@ func AdaptForCommand(configFile, adapterName, account string, w io.Writer) ([]by
 		os.Unsetenv(name)
 	}
 	if len(dropped) > 0 {
-		fmt.Fprintf(w, "caddy hearth: the config may have been written by another account than root (%v), and this command runs its code as one: it reads the config without this shell's own variables, so %s were left out of its {$…} and {env.…} placeholders and env_inherit (and of the storage it names). Put what the app needs in its env_file\n",
-			why, strings.Join(dropped, ", "))
+		fmt.Fprintf(w, "caddy hearth: the config may have been written by another account than root (%s), and this command runs its code as one: it reads the config without this shell's own variables, so %s were left out of its {$…} and {env.…} placeholders and env_inherit (and of the storage it names). Put what the app needs in its env_file\n",
+			printable(why.Error()), strings.Join(dropped, ", "))
 	}
 	if account == "" {
-		return nil, fmt.Errorf("the config may have been written by another account than root (%v): as root, pass the account its apps run as (--user <name>), which reads it", why)
+		return nil, fmt.Errorf("the config may have been written by another account than root (%s): as root, pass the account its apps run as (--user <name>), which reads it", printable(why.Error()))
 	}
 	cred, err := commandAccount(account)
 	if err != nil {
@@ -110,10 +111,14 @@ func adaptAs(configFile, adapterName string, cred *syscall.Credential, why error
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = filepath.Dir(file) // the account may not enter this process's
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) } // its group
+	cmd.WaitDelay = 5 * time.Second                                                      // a pipe held open by another
 	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &limitedBuffer{buf: &out, max: maxAdaptedConfig}, &limitedBuffer{buf: &errOut, max: 64 << 10}
+	cmd.Stdout, cmd.Stderr = &limitedBuffer{buf: &out, max: maxAdaptedConfig}, &limitedBuffer{buf: &errOut, max: 64 << 10, drop: true}
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("the config may have been written by another account than root (%v), so it is read as %s (the account the app's code runs as), which could not: %v: %s", why, AccountName(cred.Uid), err, printableLines(strings.TrimSpace(errOut.String())))
+		who := AccountName(cred.Uid)
+		return nil, fmt.Errorf("the config may have been written by another account than root (%s), so it is read as %s, the account the app's code runs as, which could not: %v: %s. Give %s read access to the config's files and the directories on their way, or keep the config where only root can change it",
+			printable(why.Error()), who, err, printableLines(strings.TrimSpace(errOut.String())), who)
 	}
 	if adapterName == "" {
 		var v any
@@ -131,30 +136,32 @@ const adaptAsTimeout = time.Minute
 // maxAdaptedConfig bounds the config a child reads.
 const maxAdaptedConfig = 64 << 20
 
-// limitedBuffer keeps up to max bytes, then fails the writer (the child).
+// limitedBuffer keeps up to max bytes, then fails the writer (the child),
+// or with drop, discards the rest.
 type limitedBuffer struct {
-	buf *bytes.Buffer
-	max int
+	buf  *bytes.Buffer
+	max  int
+	drop bool
 }
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if l.buf.Len()+len(p) > l.max {
-		return 0, fmt.Errorf("more than %d bytes", l.max)
+	if room := l.max - l.buf.Len(); len(p) > room {
+		if !l.drop {
+			return 0, fmt.Errorf("more than %d bytes", l.max)
+		}
+		l.buf.Write(p[:max(room, 0)])
+		return len(p), nil
 	}
 	return l.buf.Write(p)
 }
 
-// commandAccount resolves account (user or user:group) as the commands
-// switch to it: the user, and the group it names, else the group of
-// HEARTH_DEFAULT_USER when that names the same user (as commandCredential
-// takes it), else the user's primary group.
+// commandAccount resolves account (user or user:group) for the child
+// that reads a config: the user, and the group account names, else the
+// user's primary group (as supervisor.Credential takes it; where Caddy's
+// unit gives the apps another group, the child may read less than the
+// app, never more).
 func commandAccount(account string) (*syscall.Credential, error) {
 	name, group, _ := strings.Cut(account, ":")
-	if group == "" {
-		if defName, defGroup, _ := strings.Cut(os.Getenv("HEARTH_DEFAULT_USER"), ":"); defName == name {
-			group = defGroup
-		}
-	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		return nil, fmt.Errorf("--user %s: %w", account, err)
@@ -176,33 +183,71 @@ func commandAccount(account string) (*syscall.Credential, error) {
 }
 
 // configWrittenByOthers says why one of the files a config is read from,
-// or a directory its imports search, could have been written by another
-// account than root (nil: none could). A config that cannot be listed
-// counts as such: it may be changing under the command's eyes.
+// a link on the way to one, or anything under a directory its imports
+// search, could have been written by another account than root (nil: none
+// could). The config's own file is judged before anything it imports is
+// opened (another account's config could name a FIFO or a device there).
+// A config that cannot be listed, and an import path made of placeholders
+// ({$VAR}, {args[0]}), count as written by others.
 func configWrittenByOthers(configFile, adapterName string) error {
+	file, _, err := chooseAdapter(configFile, adapterName)
+	if err != nil {
+		return err
+	}
+	if err := safedir.TrustedFile(file); err != nil {
+		return err
+	}
 	files, globs, err := caddyfileFiles(configFile, adapterName)
 	if err != nil {
 		return err
 	}
-	if len(files) == 0 { // JSON
-		file, _, err := chooseAdapter(configFile, adapterName)
-		if err != nil {
-			return err
-		}
-		files = []string{abs(file)}
-	}
 	for _, f := range files {
+		if strings.Contains(f, "{") {
+			return fmt.Errorf("it imports %s, a path made of placeholders", f)
+		}
 		if err := safedir.TrustedFile(f); err != nil {
 			return err
 		}
 	}
 	for _, dir := range globs {
-		if _, err := safedir.Trusted(dir); err != nil {
+		if strings.Contains(dir, "{") {
+			return fmt.Errorf("it imports from %s, a path made of placeholders", dir)
+		}
+		if err := trustedTree(dir); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// trustedTree judges everything under dir, where an import glob searches:
+// a file that adds nothing to the config today is read all the same.
+func trustedTree(dir string) error {
+	real, err := safedir.Trusted(dir)
+	if err != nil {
+		return err
+	}
+	entries := 0
+	return filepath.WalkDir(real, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case path == real:
+			return nil
+		case entries >= maxImportEntries:
+			return fmt.Errorf("%s holds more than %d entries to check", dir, maxImportEntries)
+		}
+		entries++
+		if d.IsDir() {
+			_, err := safedir.Trusted(path)
+			return err
+		}
+		return safedir.TrustedFile(path)
+	})
+}
+
+// maxImportEntries bounds what trustedTree walks.
+const maxImportEntries = 10000
 
 // commandEnvDropped lists, sorted, the names of environ that
 // PrepareCommandAs drops, as root, for code run as account: all but

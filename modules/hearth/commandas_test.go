@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -94,6 +95,24 @@ func TestConfigWrittenByOthers(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import a.caddy\n"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
 		}, "b.caddy is owned by"},
+		{"root's, importing a glob whose directory holds an empty file another account owns", func(dir string) string {
+			os.Mkdir(filepath.Join(dir, "sites"), 0o755)
+			os.WriteFile(filepath.Join(dir, "sites", "app.caddy"), []byte("# nothing yet\n"), 0o644)
+			os.Chown(filepath.Join(dir, "sites", "app.caddy"), 65534, 65534)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import sites/*.caddy\n:80\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "app.caddy is owned by"},
+		{"root's, importing a path made of placeholders", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import {$HEARTH_TEST_UNSET:site}.caddy\n:80\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "site.caddy"), nil, 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "a path made of placeholders"},
+		{"another account's, importing a FIFO: judged before it is opened", func(dir string) string {
+			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import fifo\n"), 0o644)
+			os.Chown(filepath.Join(dir, "Caddyfile"), 65534, 65534)
+			return filepath.Join(dir, "Caddyfile")
+		}, "Caddyfile is owned by"},
 		{"a JSON config others can write", func(dir string) string {
 			os.WriteFile(filepath.Join(dir, "caddy.json"), []byte("{}"), 0o666)
 			os.Chmod(filepath.Join(dir, "caddy.json"), 0o666)

@@ -270,7 +270,7 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 				continue
 			}
 			pattern := tokens[j+1].Text
-			if !strings.ContainsAny(pattern, "/*?[") { // a snippet's name, or a file beside
+			if !strings.ContainsAny(pattern, "/*?[{") { // a snippet's name, or a file beside (a placeholder is neither)
 				if _, err := os.Stat(filepath.Join(filepath.Dir(files[i]), pattern)); err != nil {
 					continue
 				}
