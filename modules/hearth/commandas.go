@@ -3,21 +3,19 @@ package hearth
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hearth-dev/hearth/modules/safedir"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // A command beside a config, as root for another account's code.
@@ -81,9 +79,16 @@ func AdaptForCommand(configFile, adapterName, account string, w io.Writer) ([]by
 	if account == "" {
 		return nil, fmt.Errorf("the config may have been written by another account than root (%s): as root, pass the account its apps run as (--user <name>), which reads it", printable(why.Error()))
 	}
-	cred, err := commandAccount(account)
+	// the account as the commands switch to it (its group: the one named,
+	// else its primary one; where Caddy's unit gives the apps another
+	// group, the child may read less than the app, never more)
+	name, group, _ := strings.Cut(account, ":")
+	cred, err := supervisor.Credential(name, group, false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--user %s: %w", account, err)
+	}
+	if cred == nil { // this process's own account: root's, read as it is
+		return adaptConfig(configFile, adapterName)
 	}
 	return adaptAs(configFile, adapterName, cred, why)
 }
@@ -121,9 +126,8 @@ func adaptAs(configFile, adapterName string, cred *syscall.Credential, why error
 			printable(why.Error()), who, err, printableLines(strings.TrimSpace(errOut.String())), who)
 	}
 	if adapterName == "" {
-		var v any
-		if err := json.Unmarshal(out.Bytes(), &v); err != nil {
-			return nil, fmt.Errorf("%s is not valid JSON (%v); if it is a Caddyfile, pass --adapter caddyfile or name it Caddyfile or *.caddyfile", file, err)
+		if err := checkJSON(file, out.Bytes()); err != nil {
+			return nil, err
 		}
 	}
 	return out.Bytes(), nil
@@ -153,33 +157,6 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return l.buf.Write(p)
-}
-
-// commandAccount resolves account (user or user:group) for the child
-// that reads a config: the user, and the group account names, else the
-// user's primary group (as supervisor.Credential takes it; where Caddy's
-// unit gives the apps another group, the child may read less than the
-// app, never more).
-func commandAccount(account string) (*syscall.Credential, error) {
-	name, group, _ := strings.Cut(account, ":")
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("--user %s: %w", account, err)
-	}
-	gidText := u.Gid
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return nil, fmt.Errorf("--user %s: %w", account, err)
-		}
-		gidText = g.Gid
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(gidText, 10, 32)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("--user %s: not a numeric account", account)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // configWrittenByOthers says why one of the files a config is read from,

@@ -205,9 +205,8 @@ func adaptConfig(configFile, adapterName string) ([]byte, error) {
 		return nil, fmt.Errorf("reading the config: %w", err)
 	}
 	if adapterName == "" {
-		var v any
-		if err := json.Unmarshal(data, &v); err != nil {
-			return nil, fmt.Errorf("%s is not valid JSON (%v); if it is a Caddyfile, pass --adapter caddyfile or name it Caddyfile or *.caddyfile", file, err)
+		if err := checkJSON(file, data); err != nil {
+			return nil, err
 		}
 		return data, nil
 	}
@@ -220,6 +219,16 @@ func adaptConfig(configFile, adapterName string) ([]byte, error) {
 		return nil, fmt.Errorf("adapting %s: %w", file, err)
 	}
 	return out, nil
+}
+
+// checkJSON refuses a config file's data that is not JSON, saying how to
+// read a Caddyfile instead.
+func checkJSON(file string, data []byte) error {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("%s is not valid JSON (%v); if it is a Caddyfile, pass --adapter caddyfile or name it Caddyfile or *.caddyfile", file, err)
+	}
+	return nil
 }
 
 // caddyfileFiles lists the files a Caddyfile config is read from: itself
