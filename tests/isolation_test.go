@@ -14,8 +14,10 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -739,12 +741,100 @@ func TestCommandsGiveNoKeyToAnotherAccount(t *testing.T) {
 	// a key made by a command for nobody, before Caddy ever ran the app,
 	// is replaced when Caddy starts it as www-data
 	made, out := command(config("fresh", ""), "exec", "fresh", appsUser)
-	if len(made) < 32 || !strings.Contains(out, "created app fresh's secret key") {
+	if len(made) < 32 || !strings.Contains(out, "created app fresh's secret key") || !strings.Contains(out, "run this with XDG_DATA_HOME=/var/lib instead") {
 		t.Fatalf("exec of a new app as %s: key %q; output:\n%s", appsUser, made, out)
 	}
 	log := serve("fresh", caddyUser)
 	if now := storedKey("fresh"); now == made || !strings.Contains(log, "replaced the app's secret key before its first use") {
 		t.Errorf("Caddy kept the key a command made for %s (replaced: %v); log:\n%s", appsUser, now != made, log)
+	}
+}
+
+// TestCommandsUseTheUnitsKeys: under the unit of `caddy hearth systemd`,
+// Caddy runs as its own account and keeps the apps' secret keys in its data
+// directory, that account's. `caddy hearth exec` and `manage` must run as
+// root there (only root switches to the apps' account), and with the
+// unit's XDG_DATA_HOME they must hand the app's code the key Caddy serves
+// it with, and leave every file in that directory its owner's, so that
+// Caddy can still use what they create. Before, root refused the directory
+// (not root's), and a key root made in its own was not the app's.
+func TestCommandsUseTheUnitsKeys(t *testing.T) {
+	t.Parallel()
+	needUnitRun(t)
+	app := t.TempDir()
+	openToAll(t, app)
+	writeFile(t, filepath.Join(app, "keyapp.py"), "import os\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [os.environ.get('SECRET_KEY', '').encode()]\n")
+	port := freePort(t)
+	block := func(name string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\twsgi keyapp:application {\n\t\tname %s\n\t\tdir %s\n\t\tpython %s\n\t\tworkers 1\n\t\tsettings auto\n\t\tguard warn\n\t}\n}\n", port, name, app, pythonPath())
+	}
+	c, unit := startAsUnit(t, block("keyapp"), nil)
+	c.waitRunning(1)
+	_, served := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if len(served) < 32 {
+		t.Fatalf("the app was served with no secret key: %q", served)
+	}
+	var dataHome, config string
+	for _, kv := range unitEnvironment(t, unitSettings(unit)) {
+		if v, ok := strings.CutPrefix(kv, "XDG_DATA_HOME="); ok {
+			dataHome = v
+		}
+	}
+	exec0 := strings.Fields(unitSettings(unit)["ExecStart"][0])
+	if i := slices.Index(exec0, "--config"); i >= 0 && i+1 < len(exec0) {
+		config = exec0[i+1]
+	}
+	if dataHome == "" || config == "" {
+		t.Fatalf("no XDG_DATA_HOME or --config in the unit:\n%s", unit)
+	}
+	caddyAccount, _ := user.Lookup(caddyUser)
+	// command runs `caddy hearth <verb>` as root with the unit's data
+	// directory, and returns the SECRET_KEY the app's code saw, and the output
+	command := func(config, verb, name string) (string, string) {
+		cmd := exec.Command(caddyBinary(t), "hearth", verb, "--config", config, "--user", appsUser, name,
+			"--", "python", "-c", "import os; print('KEY=' + os.environ.get('SECRET_KEY', ''))")
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataHome)
+		out, _ := cmd.CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, ok := strings.CutPrefix(strings.TrimSpace(line), "KEY="); ok {
+				return k, string(out)
+			}
+		}
+		return "", string(out)
+	}
+	if got, out := command(config, "exec", "keyapp"); got != served {
+		t.Errorf("exec as root with the unit's data directory: the code got %q, Caddy serves the app with %q; output:\n%s", got, served, out)
+	}
+	// an app Caddy has not started yet: the command makes its key, as the
+	// directory's owner
+	other := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, other, "{\n\tadmin off\n}\n"+block("fresh"))
+	made, out := command(other, "exec", "fresh")
+	if len(made) < 32 || !strings.Contains(out, "as "+caddyUser+", the owner of that data directory") {
+		t.Errorf("exec of an app never started: key %q; output:\n%s", made, out)
+	}
+	if again, out := command(other, "exec", "fresh"); again != made {
+		t.Errorf("a second exec got %q, not the key the first made (%q); output:\n%s", again, made, out)
+	}
+	// every file the commands touched is still Caddy's account's
+	err := filepath.Walk(filepath.Join(dataHome, "caddy"), func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if uid := strconv.Itoa(int(info.Sys().(*syscall.Stat_t).Uid)); uid != caddyAccount.Uid {
+			t.Errorf("%s belongs to uid %s, not to %s (uid %s), Caddy's account", path, uid, caddyUser, caddyAccount.Uid)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// and Caddy still serves its app with its key after a restart of the app
+	if code, body := c.admin(http.MethodPost, "/hearth/apps/keyapp/restart"); code != http.StatusOK {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	if _, again := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); again != served {
+		t.Errorf("after the commands, the app is served with %q, not %q", again, served)
 	}
 }
 

@@ -566,10 +566,14 @@ func systemdCommand() *cobra.Command {
 	user = cmd.Flags().String("user", "caddy", "the user Caddy runs as (create it with `useradd --system --home /var/lib/caddy caddy`)")
 	appsUser = cmd.Flags().String("apps-user", "hearth-apps", "the account of every app whose block sets no `user` (HEARTH_DEFAULT_USER)")
 	binary = cmd.Flags().String("binary", "", "the caddy binary (default: this one)")
-	dataDir = cmd.Flags().String("data-dir", "/var/lib/caddy", "Caddy's data directory (certificates, Hearth's secrets); its last element must be caddy")
+	dataDir = cmd.Flags().String("data-dir", UnitDataDir, "Caddy's data directory (certificates, Hearth's secrets); its last element must be caddy")
 	envFile = cmd.Flags().String("env-file", "/etc/caddy/caddy.env", "the file of provider credentials (KEY=value lines, mode 0600) the unit passes to Caddy's environment")
 	return cmd
 }
+
+// UnitDataDir is the data directory of the unit's Caddy by default
+// (systemd's StateDirectory, owned by Caddy's user): XDG_DATA_HOME=/var/lib.
+const UnitDataDir = "/var/lib/caddy"
 
 // unitOptions are the deployment choices of the unit.
 type unitOptions struct{ binary, config, adapter, user, appsUser, dataDir, envFile string }
@@ -782,7 +786,7 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 	// mode 0700, owned by Caddy's user); another one is the operator's
 	state := "StateDirectory=caddy\nStateDirectoryMode=0700\n"
 	rw := d.dirs
-	if o.dataDir != "/var/lib/caddy" {
+	if o.dataDir != UnitDataDir {
 		state = ""
 		rw = append([]string{o.dataDir}, rw...)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -235,7 +236,15 @@ func (a *App) prepareSettingsSaying(w io.Writer) error {
 		fmt.Fprintf(w, "caddy hearth: app %s is checked with a throwaway secret key, not its stored one: %v\n", a.spec.Name, a.throwawayWhy)
 	}
 	if _, exists := a.secretKeyExists(); (a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay) && !existed && exists {
-		fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", a.spec.Name, place)
+		switch uid, _, theirs := dataDirOwner(); {
+		case theirs:
+			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s) as %s, the owner of that data directory; Caddy running as that account, with the same XDG_DATA_HOME, uses it\n", a.spec.Name, place, accountName(uint32(uid)))
+		case os.Geteuid() == 0 && filepath.Clean(caddy.AppDataDir()) != hearth.UnitDataDir:
+			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as root, with the same XDG_DATA_HOME. For a Caddy run by the unit of `caddy hearth systemd`, which keeps its data in %s, run this with XDG_DATA_HOME=%s instead (`sudo XDG_DATA_HOME=%s caddy hearth …`)\n",
+				a.spec.Name, place, hearth.UnitDataDir, filepath.Dir(hearth.UnitDataDir), filepath.Dir(hearth.UnitDataDir))
+		default:
+			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", a.spec.Name, place)
+		}
 	}
 	return nil
 }

@@ -49,7 +49,18 @@ func (a *App) prepareSettings() error {
 	}
 	key, explicitKey := envValue(a.spec.Env, "SECRET_KEY")
 	if !explicitKey || a.keyUse == keyForApp && a.spec.Settings == SettingsAuto {
-		stored, migrated, err := a.storedKey()
+		var stored string
+		var migrated bool
+		var err error
+		take := func() (err error) {
+			stored, migrated, err = a.storedKey()
+			return err
+		}
+		if a.keyUse == keyForApp {
+			err = take()
+		} else {
+			err = asDataDirOwner(take) // a command as root beside Caddy's unit
+		}
 		var notYours *errKeyNotYours
 		switch {
 		case a.keyUse == keyForCheck && errors.As(err, &notYours):
