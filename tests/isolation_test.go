@@ -790,8 +790,8 @@ func TestCommandsUseTheUnitsKeys(t *testing.T) {
 	caddyAccount, _ := user.Lookup(caddyUser)
 	// command runs `caddy hearth <verb>` as root with the unit's data
 	// directory, and returns the SECRET_KEY the app's code saw, and the output
-	command := func(config, verb, name string) (string, string) {
-		cmd := exec.Command(caddyBinary(t), "hearth", verb, "--config", config, "--user", appsUser, name,
+	commandWith := func(dataHome, config, verb, name, account string) (string, string) {
+		cmd := exec.Command(caddyBinary(t), "hearth", verb, "--config", config, "--user", account, name,
 			"--", "python", "-c", "import os; print('KEY=' + os.environ.get('SECRET_KEY', ''))")
 		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataHome)
 		out, _ := cmd.CombinedOutput()
@@ -802,8 +802,22 @@ func TestCommandsUseTheUnitsKeys(t *testing.T) {
 		}
 		return "", string(out)
 	}
-	if got, out := command(config, "exec", "keyapp"); got != served {
+	command := func(config, verb, name string) (string, string) {
+		return commandWith(dataHome, config, verb, name, appsUser)
+	}
+	if got, out := command(config, "exec", "keyapp"); got != served || !strings.Contains(out, "secret key is handled as "+caddyUser+", the owner of Caddy's data directory") {
 		t.Errorf("exec as root with the unit's data directory: the code got %q, Caddy serves the app with %q; output:\n%s", got, served, out)
+	}
+	// a data directory whose parent another account owns (it could move
+	// the directory and put its own there) is refused, as before
+	theirs := t.TempDir()
+	openToAll(t, theirs)
+	if err := os.MkdirAll(filepath.Join(theirs, "share", "caddy"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chownTree(t, filepath.Join(theirs, "share"), caddyUser, caddyUser)
+	if got, out := commandWith(filepath.Join(theirs, "share"), config, "exec", "keyapp", appsUser); got != "" || !strings.Contains(out, "is owned by "+caddyUser) {
+		t.Errorf("exec as root with a data directory under %s's own directory: the code got %q; output:\n%s", caddyUser, got, out)
 	}
 	// an app Caddy has not started yet: the command makes its key, as the
 	// directory's owner
@@ -816,13 +830,28 @@ func TestCommandsUseTheUnitsKeys(t *testing.T) {
 	if again, out := command(other, "exec", "fresh"); again != made {
 		t.Errorf("a second exec got %q, not the key the first made (%q); output:\n%s", again, made, out)
 	}
+	// a key made for root's code is recorded as root's (the account the
+	// command runs the code as), not as the directory's owner's
+	rootApp := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFile(t, rootApp, "{\n\tadmin off\n}\n"+block("rootfresh"))
+	if made, out := commandWith(dataHome, rootApp, "exec", "rootfresh", "root"); len(made) < 32 {
+		t.Errorf("exec of an app never started, as root: key %q; output:\n%s", made, out)
+	}
+	records, _ := filepath.Glob(filepath.Join(dataHome, "caddy", "hearth", "secrets", "rootfresh-*.holder"))
+	if len(records) != 1 {
+		t.Fatalf("records of rootfresh's key: %v", records)
+	}
+	if record, _ := os.ReadFile(records[0]); string(record) != "uid 0 command\n" {
+		t.Errorf("the key made for root's code is recorded as %q", record)
+	}
 	// every file the commands touched is still Caddy's account's
 	err := filepath.Walk(filepath.Join(dataHome, "caddy"), func(path string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
-		if uid := strconv.Itoa(int(info.Sys().(*syscall.Stat_t).Uid)); uid != caddyAccount.Uid {
-			t.Errorf("%s belongs to uid %s, not to %s (uid %s), Caddy's account", path, uid, caddyUser, caddyAccount.Uid)
+		st := info.Sys().(*syscall.Stat_t)
+		if uid, gid := strconv.Itoa(int(st.Uid)), strconv.Itoa(int(st.Gid)); uid != caddyAccount.Uid || gid != caddyAccount.Gid {
+			t.Errorf("%s belongs to uid %s and gid %s, not to %s (uid %s, gid %s), Caddy's account", path, uid, gid, caddyUser, caddyAccount.Uid, caddyAccount.Gid)
 		}
 		return nil
 	})

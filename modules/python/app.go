@@ -52,6 +52,13 @@ type App struct {
 // newApp makes the app of spec, with a pool that starts nothing yet, for
 // Caddy to run (keyForApp) or for a command beside a config.
 func newApp(spec *poolSpec, logger *zap.Logger, use keyUse) *App {
+	if use != keyForApp {
+		if _, _, _, theirs := dataDirOwner(); theirs {
+			// a command as root beside another account's data directory:
+			// the runtime its workers import must not be that account's
+			spec.RuntimeDir = ""
+		}
+	}
 	pool := engine.New(spec.Options, logger)
 	return &App{spec: spec, pool: pool, logger: pool.Logger(), keyUse: use}
 }

@@ -1,10 +1,11 @@
 package python
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,9 +25,10 @@ import (
 // made in its own data directory was not the one the app is served with.
 // So a command running as root whose data directory belongs to another
 // account, under parents only root can change (as /var/lib is), handles
-// the keys as that account: it takes that account's user and group as its
-// effective ones for the while (its real and saved ids stay root's, so
-// that account can neither signal nor trace it, and it switches back),
+// the keys as that account: it takes that account's user and primary group
+// as its effective ones for the while, without root's other groups (its
+// real and saved ids stay root's, so that account can neither signal nor
+// trace it, and it switches back),
 // reads only what that account owns, and whatever it creates there is
 // that account's, as if Caddy had made it. A data directory under
 // another account's home (/home/alice/.local/share/caddy) is not taken:
@@ -34,36 +36,46 @@ import (
 
 // dataDirOwner is the account whose data directory Caddy's keys are in,
 // when this process runs as root and that directory is another account's
-// under parents only root can change; ok is false otherwise (root's own,
-// none yet, or not one to trust: then root works in it as before, and
-// safedir refuses what is not root's).
-func dataDirOwner() (uid, gid int, ok bool) {
+// under parents only root can change, with the account's primary group
+// (not root's); ok is false otherwise (root's own, none yet, or not one to
+// trust: then root works in it as before, and safedir refuses what is not
+// root's). Only root can have given a directory under such parents to
+// another account: it is the account Caddy runs as.
+func dataDirOwner() (owner *user.User, uid, gid int, ok bool) {
 	if os.Geteuid() != 0 {
-		return 0, 0, false
+		return nil, 0, 0, false
 	}
 	data := caddy.AppDataDir()
 	info, err := os.Lstat(data)
 	if err != nil || !info.IsDir() {
-		return 0, 0, false
+		return nil, 0, 0, false
 	}
 	st, isUnix := info.Sys().(*syscall.Stat_t)
 	if !isUnix || st.Uid == 0 || info.Mode().Perm()&0o022 != 0 {
-		return 0, 0, false
+		return nil, 0, 0, false
 	}
 	if _, err := safedir.Trusted(filepath.Dir(data)); err != nil {
-		return 0, 0, false
+		return nil, 0, 0, false
 	}
-	return int(st.Uid), int(st.Gid), true
+	owner, err = user.LookupId(strconv.FormatUint(uint64(st.Uid), 10))
+	if err != nil {
+		return nil, 0, 0, false
+	}
+	gid, err = strconv.Atoi(owner.Gid)
+	if err != nil || gid == 0 {
+		return nil, 0, 0, false
+	}
+	return owner, int(st.Uid), gid, true
 }
 
 // asDataDirOwner runs fn as the owner of Caddy's data directory (see
 // above) when dataDirOwner names one, else as it is. It fails, without
 // running fn, when the switch does. Only a command calls it: if switching
-// back fails, the process exits at once, saying so, since whatever it did
-// next (run the app's code as its account) would be done with another
-// account's rights.
+// back fails (or fn panics and switching back then fails), the process
+// exits at once, saying so, since whatever it did next (run the app's code
+// as its account) would be done with another account's rights.
 func asDataDirOwner(fn func() error) error {
-	uid, gid, ok := dataDirOwner()
+	_, uid, gid, ok := dataDirOwner()
 	if !ok {
 		return fn()
 	}
@@ -72,17 +84,32 @@ func asDataDirOwner(fn func() error) error {
 		return fmt.Errorf("settings: reading this process's groups: %w", err)
 	}
 	egid := os.Getegid()
-	restore := func() error {
-		// the saved user id is root's: the way back is open
-		return errors.Join(syscall.Setresuid(-1, 0, -1), syscall.Setresgid(-1, egid, -1), syscall.Setgroups(groups))
+	// back to root: the saved user id is root's, so the first step is
+	// always allowed, and it gives back the capabilities the others need
+	back := func() {
+		for _, step := range []func() error{
+			func() error { return syscall.Setresuid(-1, 0, -1) },
+			func() error { return syscall.Setresgid(-1, egid, -1) },
+			func() error { return syscall.Setgroups(groups) },
+		} {
+			if err := step(); err != nil {
+				fmt.Fprintf(os.Stderr, "caddy hearth: switching back to root after handling the secret keys as uid %d failed (%v): stopped before running anything\n", uid, err)
+				os.Exit(1)
+			}
+		}
 	}
-	if err := errors.Join(syscall.Setgroups([]int{}), syscall.Setresgid(-1, gid, -1), syscall.Setresuid(-1, uid, -1)); err != nil {
-		return fmt.Errorf("settings: taking the account of Caddy's data directory (uid %d), which owns the secret keys: %w", uid, errors.Join(err, restore()))
+	defer back()
+	for _, step := range []struct {
+		what string
+		do   func() error
+	}{
+		{"leaving root's groups", func() error { return syscall.Setgroups([]int{}) }},
+		{fmt.Sprintf("taking gid %d", gid), func() error { return syscall.Setresgid(-1, gid, -1) }},
+		{fmt.Sprintf("taking uid %d", uid), func() error { return syscall.Setresuid(-1, uid, -1) }},
+	} {
+		if err := step.do(); err != nil {
+			return fmt.Errorf("settings: handling the secret keys as the owner of Caddy's data directory (uid %d): %s: %w", uid, step.what, err)
+		}
 	}
-	err = fn()
-	if back := restore(); back != nil {
-		fmt.Fprintf(os.Stderr, "caddy hearth: switching back to root after handling the secret keys as uid %d failed (%v): stopped before running anything\n", uid, back)
-		os.Exit(1)
-	}
-	return err
+	return fn()
 }

@@ -229,18 +229,23 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 // Caddy's, or in another data directory, is not the one the app gets.
 func (a *App) prepareSettingsSaying(w io.Writer) error {
 	place, existed := a.secretKeyExists()
+	keyed := a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay
+	owner, _, _, theirs := dataDirOwner()
+	if keyed && theirs {
+		fmt.Fprintf(w, "caddy hearth: app %s's secret key is handled as %s, the owner of Caddy's data directory %s\n", a.spec.Name, owner.Username, caddy.AppDataDir())
+	}
 	if err := a.prepareSettings(); err != nil {
 		return err
 	}
 	if a.throwawayWhy != nil {
 		fmt.Fprintf(w, "caddy hearth: app %s is checked with a throwaway secret key, not its stored one: %v\n", a.spec.Name, a.throwawayWhy)
 	}
-	if _, exists := a.secretKeyExists(); (a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay) && !existed && exists {
-		switch uid, _, theirs := dataDirOwner(); {
+	if _, exists := a.secretKeyExists(); keyed && !existed && exists {
+		switch {
 		case theirs:
-			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s) as %s, the owner of that data directory; Caddy running as that account, with the same XDG_DATA_HOME, uses it\n", a.spec.Name, place, accountName(uint32(uid)))
+			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s) as %s, the owner of that data directory; Caddy running as that account, with the same XDG_DATA_HOME, uses it\n", a.spec.Name, place, owner.Username)
 		case os.Geteuid() == 0 && filepath.Clean(caddy.AppDataDir()) != hearth.UnitDataDir:
-			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as root, with the same XDG_DATA_HOME. For a Caddy run by the unit of `caddy hearth systemd`, which keeps its data in %s, run this with XDG_DATA_HOME=%s instead (`sudo XDG_DATA_HOME=%s caddy hearth …`)\n",
+			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as root, with the same XDG_DATA_HOME. For a Caddy run by the unit of `caddy hearth systemd`, which keeps its data in %s by default, run this with XDG_DATA_HOME=%s instead (`sudo env XDG_DATA_HOME=%s caddy hearth …`)\n",
 				a.spec.Name, place, hearth.UnitDataDir, filepath.Dir(hearth.UnitDataDir), filepath.Dir(hearth.UnitDataDir))
 		default:
 			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as this user, with the same XDG_DATA_HOME\n", a.spec.Name, place)

@@ -237,20 +237,27 @@ func keyNotYours(format string, args ...any) error {
 	return &errKeyNotYours{msg: fmt.Sprintf(format, args...)}
 }
 
-// storedKey returns the app's stored key for use, creating it on first
-// use, and keeps the record of its holder (see above). migrated reports
-// that it was moved from where an earlier version kept it.
-func (a *App) storedKey() (key string, migrated bool, err error) {
+// keyAccount is the account the app's code runs as: its credential's, or
+// this process's (read before a command takes the data directory's owner's
+// account to handle the keys, see asDataDirOwner).
+func (a *App) keyAccount() uint32 {
+	if cred := a.spec.Credential; cred != nil {
+		return cred.Uid
+	}
+	return uint32(os.Geteuid())
+}
+
+// storedKey returns the app's stored key for use by code running as
+// account (keyAccount), creating it on first use, and keeps the record of
+// its holder (see above). migrated reports that it was moved from where an
+// earlier version kept it.
+func (a *App) storedKey(account uint32) (key string, migrated bool, err error) {
 	a.mu.Lock()
 	storage := a.storage
 	a.mu.Unlock()
 	place := keyPlace{ctx: a.pool.Context(), name: a.spec.Name, dir: a.spec.Dir}
 	if !inDataDir(storage) {
 		place.storage = storage
-	}
-	account := uint32(os.Geteuid()) // the account the app's code runs as
-	if cred := a.spec.Credential; cred != nil {
-		account = cred.Uid
 	}
 	dir, err := secretsDir()
 	if err != nil {

@@ -52,8 +52,9 @@ func (a *App) prepareSettings() error {
 		var stored string
 		var migrated bool
 		var err error
+		account := a.keyAccount()
 		take := func() (err error) {
-			stored, migrated, err = a.storedKey()
+			stored, migrated, err = a.storedKey(account)
 			return err
 		}
 		if a.keyUse == keyForApp {

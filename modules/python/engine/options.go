@@ -85,8 +85,9 @@ type Options struct {
 	// the adapter's user and group are its identity.
 	Credential *syscall.Credential `json:"-"`
 	// RuntimeDir is where the runtime is written for processes of
-	// Caddy's own account (those of another account use a directory in
-	// the system's temporary directory). Not part of the identity.
+	// Caddy's own account (those of another account, and all of them when
+	// it is empty, use a directory in the system's temporary directory).
+	// Not part of the identity.
 	RuntimeDir string `json:"-"`
 }
 

@@ -80,16 +80,15 @@ var runtimeMu sync.Mutex
 // 0700); workers running as another user, who cannot read that, use
 // hearth-runtime-<Caddy's uid> in the system's temporary directory (mode
 // 0755, files 0644). A directory there that someone else made is refused
-// with the fix.
+// with the fix. Without Options.RuntimeDir (a command run as root beside a
+// data directory of another account's, whose files root's own workers
+// must not import), Caddy's own user's workers use the shared one too.
 func (p *Pool) Runtime() (string, error) {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
 	root, dirMode, fileMode := p.opts.RuntimeDir, fs.FileMode(0o700), fs.FileMode(0o600)
-	if p.opts.Credential != nil {
+	if p.opts.Credential != nil || root == "" {
 		root, dirMode, fileMode = filepath.Join(os.TempDir(), fmt.Sprintf("hearth-runtime-%d", os.Geteuid())), 0o755, 0o644
-	}
-	if root == "" {
-		return "", fmt.Errorf("no directory for the worker runtime (Options.RuntimeDir)")
 	}
 	return installRuntime(root, dirMode, fileMode)
 }
