@@ -192,6 +192,8 @@ func TestSystemdCommand(t *testing.T) {
 		"StateDirectory=caddy\nStateDirectoryMode=0700\n", "RuntimeDirectory=caddy\nRuntimeDirectoryMode=0700\n",
 		"Environment=\"CADDY_ADMIN=unix//run/caddy/admin.sock|0600\"\n", "Environment=HEARTH_DEFAULT_USER=hearth-apps:caddy\n",
 		"EnvironmentFile=-/etc/caddy/caddy.env\n",
+		// how to run an app's code with the key Caddy serves it with
+		"sudo env XDG_DATA_HOME=/var/lib caddy hearth manage --config ",
 		// pasted again (a new unit), the credentials already there stay
 		"sudo test -e /etc/caddy/caddy.env || sudo install -m 0600 -o root -g root /dev/null /etc/caddy/caddy.env",
 		// only Caddy gets the stop signal: it drains the apps and stops its processes its own way

@@ -824,6 +824,11 @@ func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
 # The admin API is the unix socket /run/caddy/admin.sock (directory mode 0700):
 # `+"`caddy reload`"+` and `+"`caddy hearth status`"+` run as root or %[3]s find it without flags.
 #
+# Commands that run an app's code (manage, exec, check) run as root, with
+# Caddy's data directory, so that the code gets the secret key Caddy serves
+# the app with (they handle the keys as %[3]s), e.g.:
+#   sudo env XDG_DATA_HOME=%[5]s caddy hearth manage --config %[1]s --user %[9]s:%[3]s <app> migrate
+#
 # Install:
 #   sudo cp caddy.service /etc/systemd/system/caddy.service
 #   sudo systemctl daemon-reload && sudo systemctl enable --now caddy
