@@ -125,25 +125,67 @@ func Trusted(dir string) (string, error) {
 
 // TrustedFile verifies that no one but root or Caddy's user can have
 // written the file at path, or can point it elsewhere: along the path as
-// written and along the path its links lead to, every entry belongs to one
-// of them, no one else may write to the file, and no one else may write to
-// a directory on the way without its sticky bit.
+// written, and along every step the kernel takes to open it (each link on
+// the way, and the directories it leads through, one link at a time: a
+// link in the middle of a chain could otherwise be another account's, to
+// re-point once checked), every entry belongs to one of them, no one else
+// may write to the file, no one else may write to a directory on the way
+// without its sticky bit, and none is on a FUSE file system someone else
+// mounted (whose owners are what its server says).
 func TrustedFile(path string) error {
-	path, err := filepath.Abs(path)
-	if err != nil {
-		return err
-	}
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return err
-	}
-	for _, p := range []string{path, real} {
-		if err := checkEntries(p); err != nil {
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
 			return err
 		}
+		path = wd + "/" + path // not cleaned: "link/.." is not where the kernel goes
 	}
-	return nil
+	if err := checkEntries(filepath.Clean(path)); err != nil {
+		return err
+	}
+	// follow it as the kernel does, a component at a time; cur never
+	// holds a link, so ".." is its parent
+	todo, cur, links := strings.Split(path, "/"), "/", 0
+	for len(todo) > 0 {
+		part := todo[0]
+		todo = todo[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, part)
+		info, err := os.Lstat(next)
+		if err != nil {
+			return err
+		}
+		if info.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return fmt.Errorf("%s: more than %d symbolic links on the way", path, maxLinks)
+		}
+		if err := checkEntries(next); err != nil { // the link, and the directories it is in
+			return err
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return err
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	return checkEntries(cur)
 }
+
+// maxLinks is how many symbolic links TrustedFile follows on one path
+// (the kernel's own limit).
+const maxLinks = 40
 
 // checkEntries checks path and every directory above it, as written (a
 // link is checked as a link, not followed): each belongs to root or
@@ -161,6 +203,15 @@ func checkEntries(path string) error {
 		}
 		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
 			return fmt.Errorf("%s is owned by %s", p, owner(st.Uid))
+		}
+		if info.Mode()&fs.ModeSymlink == 0 { // (a link's file system is its directory's, checked next)
+			if by, fuse := fuseMountedBy(p); fuse && by != 0 && by != os.Geteuid() {
+				who := "an account it does not say"
+				if by > 0 {
+					who = owner(uint32(by))
+				}
+				return refuse(p, fmt.Sprintf("is on a FUSE file system that %s mounted, whose owners are whatever the program serving it says", who))
+			}
 		}
 		perm := info.Mode().Perm()
 		switch {

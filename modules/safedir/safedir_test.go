@@ -369,6 +369,47 @@ func TestTrustedFile(t *testing.T) {
 			os.Symlink(fileOf(t, filepath.Join(theirs, "Caddyfile"), 0o644), filepath.Join(base, "link"))
 			return filepath.Join(base, "link")
 		}, "theirs is owned by nobody"},
+		{"a chain of links through another user's link, to Caddy's user's file", func(t *testing.T, base string) string {
+			// base/link (Caddy's user's) → base/theirs/hop (nobody's, in
+			// nobody's directory) → base/Caddyfile: nobody could re-point
+			// hop once the ends were checked
+			uid, gid := nobody(t)
+			file := fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
+			os.Symlink(file, filepath.Join(theirs, "hop"))
+			os.Lchown(filepath.Join(theirs, "hop"), uid, gid)
+			os.Chown(theirs, uid, gid)
+			os.Symlink(filepath.Join(theirs, "hop"), filepath.Join(base, "link"))
+			return filepath.Join(base, "link")
+		}, "hop is owned by nobody"},
+		{"a relative chain of Caddy's user's links, with ..", func(t *testing.T, base string) string {
+			fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+			sub := dirOf(t, filepath.Join(base, "sub"), 0o755)
+			os.Symlink("../Caddyfile", filepath.Join(sub, "hop"))
+			os.Symlink("sub/hop", filepath.Join(base, "link"))
+			return filepath.Join(base, "link")
+		}, ""},
+		{"a link to a directory another user can write, then ..", func(t *testing.T, base string) string {
+			// base/into → base/open/deep (others can write open): the
+			// kernel opens base/into/../Caddyfile as base/open/Caddyfile
+			open := dirOf(t, filepath.Join(base, "open"), 0o777)
+			dirOf(t, filepath.Join(open, "deep"), 0o755)
+			fileOf(t, filepath.Join(open, "Caddyfile"), 0o644)
+			fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+			os.Symlink(filepath.Join(open, "deep"), filepath.Join(base, "into"))
+			return filepath.Join(base, "into") + "/../Caddyfile"
+		}, "without the sticky bit"},
+		{"a link on a FUSE file system another account mounted, saying it is root's", func(t *testing.T, base string) string {
+			file := fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+			mnt := dirOf(t, filepath.Join(base, "mnt"), 0o755)
+			fusetest.Mount(t, mnt, fusetest.Tree{RootOwner: 0, RootMode: 0o755, LinkTarget: file, LinkOwner: 0})
+			return filepath.Join(mnt, "l")
+		}, "FUSE"},
+		{"a loop of links", func(t *testing.T, base string) string {
+			os.Symlink(filepath.Join(base, "b"), filepath.Join(base, "a"))
+			os.Symlink(filepath.Join(base, "a"), filepath.Join(base, "b"))
+			return filepath.Join(base, "a")
+		}, "symbolic links"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := dirOf(t, filepath.Join(t.TempDir(), "base"), 0o755)
