@@ -160,12 +160,15 @@ func (p keyPlace) setHolder(dir string, h keyHolder) error {
 }
 
 // lockSecrets takes the lock under which keys and their records change
-// (see above), waiting for it up to secretsLockWait.
-func lockSecrets(dir string) (unlock func(), err error) {
+// (see above), waiting for it up to secretsLockWait, or until ctx ends (the
+// app's start given up: its config was replaced or Caddy is stopping).
+func lockSecrets(ctx context.Context, dir string) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("settings: the secret keys' lock: %w", err)
 	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for deadline := time.Now().Add(secretsLockWait); ; {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -175,7 +178,12 @@ func lockSecrets(dir string) (unlock func(), err error) {
 			f.Close()
 			return nil, fmt.Errorf("settings: the secret keys' lock (%s) is held by another process for over %s (a hung `caddy hearth` command?): %w", f.Name(), secretsLockWait, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("settings: gave up waiting for the secret keys' lock (%s), held by another process: %w", f.Name(), context.Cause(ctx))
+		case <-tick.C:
+		}
 	}
 }
 
@@ -263,7 +271,7 @@ func (a *App) storedKey(account uint32) (key string, migrated bool, err error) {
 	if err != nil {
 		return "", false, err
 	}
-	unlock, err := lockSecrets(dir)
+	unlock, err := lockSecrets(place.ctx, dir)
 	if err != nil {
 		return "", false, err
 	}

@@ -1,6 +1,7 @@
 package python
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -261,14 +262,26 @@ func TestParseKeyHolder(t *testing.T) {
 // command while Caddy starts an app) waits until the first lets go.
 func TestSecretsLockIsExclusive(t *testing.T) {
 	dir := t.TempDir()
-	unlock, err := lockSecrets(dir)
+	unlock, err := lockSecrets(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// a taker whose context ends stops waiting, saying why
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if second, err := lockSecrets(ctx, dir); err == nil || !strings.Contains(err.Error(), "gave up waiting") {
+		if second != nil {
+			second()
+		}
+		t.Errorf("a taker whose context ended: %v, want it to give up", err)
+	} else if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("a taker whose context ended after 50ms waited %s", waited)
 	}
 	released := make(chan struct{})
 	taken := make(chan error, 1)
 	go func() {
-		second, err := lockSecrets(dir)
+		second, err := lockSecrets(context.Background(), dir)
 		select {
 		case <-released:
 		default:
