@@ -138,6 +138,11 @@ func TrustedFile(path string) error {
 		if err != nil {
 			return err
 		}
+		// the kernel starts from the working directory as it is then,
+		// wherever its owner may have moved it: it must be trusted too
+		if err := checkEntries(wd); err != nil {
+			return err
+		}
 		path = wd + "/" + path // not cleaned: "link/.." is not where the kernel goes
 	}
 	if err := checkEntries(filepath.Clean(path)); err != nil {
@@ -153,6 +158,11 @@ func TrustedFile(path string) error {
 		case "", ".":
 			continue
 		case "..":
+			// where ".." leads is up to the directory left: its owner
+			// could move it elsewhere once checked
+			if err := checkEntries(cur); err != nil {
+				return err
+			}
 			cur = filepath.Dir(cur)
 			continue
 		}

@@ -405,6 +405,14 @@ func TestTrustedFile(t *testing.T) {
 			fusetest.Mount(t, mnt, fusetest.Tree{RootOwner: 0, RootMode: 0o755, LinkTarget: file, LinkOwner: 0})
 			return filepath.Join(mnt, "l")
 		}, "FUSE"},
+		{"out of another user's directory by ..", func(t *testing.T, base string) string {
+			// they could move theirs deeper, and .. would lead elsewhere
+			uid, gid := nobody(t)
+			fileOf(t, filepath.Join(base, "Caddyfile"), 0o644)
+			theirs := dirOf(t, filepath.Join(base, "theirs"), 0o755)
+			os.Chown(theirs, uid, gid)
+			return theirs + "/../Caddyfile"
+		}, "theirs is owned by nobody"},
 		{"a loop of links", func(t *testing.T, base string) string {
 			os.Symlink(filepath.Join(base, "b"), filepath.Join(base, "a"))
 			os.Symlink(filepath.Join(base, "a"), filepath.Join(base, "b"))
