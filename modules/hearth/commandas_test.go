@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestCommandEnvDropped: as root for code that is not root's, a command
@@ -124,6 +125,66 @@ func TestConfigWrittenByOthers(t *testing.T) {
 			why := configWrittenByOthers(tc.config(dir), "")
 			if tc.why == "" && why != nil || tc.why != "" && (why == nil || !strings.Contains(why.Error(), tc.why)) {
 				t.Errorf("why: %v, want %q", why, tc.why)
+			}
+		})
+	}
+}
+
+// TestCaddyfileFilesReadsOnlyFiles: listing what a Caddyfile is read from
+// (as root, for `check`, `manage`, `exec` and `systemd`) opens what it
+// imports. A FIFO or a device where an import points, which an app's
+// account can put in its own directory, would hang the command (or never
+// end): refused, naming the importing file and the import, however it is
+// reached; a snippet is no file.
+func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		config func(dir string) string // writes the config, returns its path
+		why    string                  // "" when listed
+	}{
+		{"files, a glob and a snippet", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "site.caddy"), []byte("import conf.d/*\n:80\n"), 0o644)
+			os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755)
+			os.WriteFile(filepath.Join(dir, "conf.d", "a.caddy"), []byte(":81\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("(snip) {\n\trespond ok\n}\nimport site.caddy\n:82 {\n\timport snip\n}\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, ""},
+		{"a FIFO imported", func(dir string) string {
+			syscall.Mkfifo(filepath.Join(dir, "site.caddy"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "site.caddy, which is a FIFO"},
+		{"a FIFO a glob matches, in a file imported", func(dir string) string {
+			os.Mkdir(filepath.Join(dir, "conf.d"), 0o755)
+			syscall.Mkfifo(filepath.Join(dir, "conf.d", "b.caddy"), 0o644)
+			os.WriteFile(filepath.Join(dir, "site.caddy"), []byte("import conf.d/*.caddy\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "b.caddy, which is a FIFO"},
+		{"a link to a device", func(dir string) string {
+			os.Symlink("/dev/zero", filepath.Join(dir, "site.caddy"))
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "which is a device"},
+		{"the config itself a FIFO", func(dir string) string {
+			syscall.Mkfifo(filepath.Join(dir, "Caddyfile"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "is a FIFO, not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.config(t.TempDir())
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := caddyfileFiles(path, "caddyfile")
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if tc.why == "" && err != nil || tc.why != "" && (err == nil || !strings.Contains(err.Error(), tc.why)) {
+					t.Errorf("caddyfileFiles: %v, want %q", err, tc.why)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("caddyfileFiles hung on %s", tc.name) // (a goroutine stays behind, blocked)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -238,7 +240,13 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 	if err != nil || adapterName != "caddyfile" {
 		return nil, nil, err
 	}
-	data, err := os.ReadFile(file)
+	// Caddy's parser opens what the config imports, as whoever runs this
+	// (root, for an app's account's pieces): only regular files, so that a
+	// FIFO or a device put where an import points cannot hang it
+	if err := importsAreFiles(file); err != nil {
+		return nil, nil, err
+	}
+	data, err := readPiece(file)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the config: %w", err)
 	}
@@ -266,7 +274,7 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 	// today or not (a glob that matches nothing, an empty file): whoever
 	// may write there adds to the config at the next reload
 	for i := 0; i < len(files); i++ {
-		text, err := os.ReadFile(files[i])
+		text, err := readPiece(files[i])
 		if err != nil {
 			continue
 		}
@@ -298,6 +306,103 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 		}
 	}
 	return files, globs, nil
+}
+
+// maxPiece bounds a file a Caddyfile is read from.
+const maxPiece = 16 << 20
+
+// readPiece reads a file a Caddyfile is read from: a regular file (a FIFO
+// or a device would hang the reader or never end) of at most maxPiece.
+func readPiece(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a regular file: remove it, or import the file it should be", path, fileKind(info.Mode()))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPiece+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPiece {
+		return nil, fmt.Errorf("%s is larger than %d MiB: not a Caddyfile", path, maxPiece>>20)
+	}
+	return data, nil
+}
+
+// fileKind names what a non-regular file is, for messages.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "not a regular file"
+}
+
+// importsAreFiles follows a Caddyfile's imports, and theirs, as Caddy's
+// parser would (a path, relative to the importing file's directory, or a
+// glob; a name that is no file is a snippet's), reading each as readPiece
+// does: an import of a FIFO, a socket or a device is refused, saying which
+// file imports it. A directory is left to the parser, which refuses it
+// without reading, and so is an import path made of placeholders.
+func importsAreFiles(file string) error {
+	seen := map[string]bool{}
+	var visit func(f string) error
+	visit = func(f string) error {
+		if seen[f] || len(seen) >= maxImportEntries {
+			return nil
+		}
+		seen[f] = true
+		text, err := readPiece(f)
+		if err != nil {
+			return fmt.Errorf("reading the config: %w", err)
+		}
+		tokens, err := caddyfile.Tokenize(text, f)
+		if err != nil {
+			return nil // the parser says what is wrong
+		}
+		for j := 0; j+1 < len(tokens); j++ {
+			if tokens[j].Text != "import" || tokens[j+1].Line != tokens[j].Line || strings.Contains(tokens[j+1].Text, "{") {
+				continue
+			}
+			pattern := tokens[j+1].Text
+			if !filepath.IsAbs(pattern) {
+				pattern = filepath.Join(filepath.Dir(f), pattern)
+			}
+			matches := []string{pattern}
+			if strings.ContainsAny(pattern, "*?[") {
+				if matches, err = filepath.Glob(pattern); err != nil {
+					continue
+				}
+			}
+			for _, m := range matches {
+				info, err := os.Stat(m)
+				switch {
+				case err != nil, info.IsDir():
+					continue // a snippet's name, nothing yet, or a directory
+				case !info.Mode().IsRegular():
+					return fmt.Errorf("%s imports %s, which is %s, not a Caddyfile: reading it would hang or never end; remove it, or fix the import", f, m, fileKind(info.Mode()))
+				}
+				if err := visit(abs(m)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return visit(abs(file))
 }
 
 // chooseAdapter is Caddy's rule (cmd.LoadConfig) for which file and
