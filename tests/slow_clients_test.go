@@ -106,7 +106,7 @@ func TestStalledStreamsDoNotHoldMemory(t *testing.T) {
 		return apps[0].Workers[0].Requests
 	}
 	// one worker answers every stalled stream: none holds it
-	waitFor(t, 60*time.Second, fmt.Sprintf("the worker answering the %d stalled streams", connections*perConnection), func() bool {
+	waitFor(t, 3*time.Minute, fmt.Sprintf("the worker answering the %d stalled streams", connections*perConnection), func() bool {
 		return served() >= 1+connections*perConnection
 	})
 	time.Sleep(500 * time.Millisecond) // the last answers taken from the worker
@@ -133,8 +133,10 @@ func TestStalledClientsCannotMakeTheGuardHoldErrorPages(t *testing.T) {
 	const connections, perConnection = 6, 100
 	const page = "/?kib=240&status=404"
 	// (all 600 from one client, past its share of the queue: that share
-	// is not what is tested here, the guard's bound is)
-	config, url := site(t, "bigpage:application", "workers 1\n\t\tmax_queue_per_client 1024")
+	// is not what is tested here, the guard's bound is; nor is the queue's
+	// timeout, which a loaded machine could reach before the worker has
+	// answered them all, and the count below would never be)
+	config, url := site(t, "bigpage:application", "workers 1\n\t\tmax_queue_per_client 1024\n\t\tqueue_timeout 10m")
 	c := startCaddy(t, h2cWithoutGCFloor+config)
 	addr := strings.TrimPrefix(url, "http://")
 	// the app's page, whole, when nothing else is held
@@ -145,7 +147,7 @@ func TestStalledClientsCannotMakeTheGuardHoldErrorPages(t *testing.T) {
 	for i := 0; i < connections; i++ {
 		stalledH2Streams(t, addr, page, perConnection)
 	}
-	waitFor(t, 60*time.Second, fmt.Sprintf("the worker answering the %d stalled streams", connections*perConnection), func() bool {
+	waitFor(t, 3*time.Minute, fmt.Sprintf("the worker answering the %d stalled streams", connections*perConnection), func() bool {
 		apps, err := c.apps()
 		return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].Requests >= 1+connections*perConnection &&
 			apps[0].Workers[0].BusyThreads == 0
@@ -170,7 +172,7 @@ func TestStalledClientsCannotMakeTheGuardHoldErrorPages(t *testing.T) {
 	// (A page of 4 KiB or less would not be held: Go's HTTP/2 server takes
 	// it into its own buffer.)
 	stalledH2Streams(t, addr, "/?kib=8&status=404", 100)
-	waitFor(t, 60*time.Second, "the worker answering 100 more stalled streams", func() bool {
+	waitFor(t, 3*time.Minute, "the worker answering 100 more stalled streams", func() bool {
 		apps, err := c.apps()
 		return err == nil && len(apps) == 1 && len(apps[0].Workers) == 1 && apps[0].Workers[0].Requests >= 2+(connections+1)*perConnection &&
 			apps[0].Workers[0].BusyThreads == 0
