@@ -79,7 +79,10 @@ func dropH2Frames(fr *http2.Framer) {
 func TestStalledStreamsDoNotHoldMemory(t *testing.T) {
 	t.Parallel()
 	const connections, perConnection = 2, 100
-	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 30s")
+	// (the 200 requests queue for one worker: a loaded machine could take
+	// longer than the default queue_timeout to reach the last, which would
+	// get 503, and the count below would never come)
+	config, url := site(t, "bigpage:application", "workers 1\n\t\ttimeout 30s\n\t\tqueue_timeout 10m")
 	c := startCaddy(t, h2cWithoutGCFloor+config)
 	addr := strings.TrimPrefix(url, "http://")
 	page := func() {
