@@ -3,6 +3,7 @@ package hearth
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,7 +16,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-dev/hearth/modules/internal/regularfile"
 	"github.com/hearth-dev/hearth/modules/netinfo"
 	"github.com/hearth-dev/hearth/modules/service"
 )
@@ -312,20 +313,21 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 const maxPiece = 16 << 20
 
 // readPiece reads a file a Caddyfile is read from: a regular file (a FIFO
-// or a device would hang the reader or never end) of at most maxPiece.
+// or a device would hang the reader, never end, or act when opened, so
+// regularfile opens nothing else) of at most maxPiece.
 func readPiece(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	f, err := regularfile.Open(path)
+	if notRegular := (*regularfile.NotRegularError)(nil); errors.As(err, &notRegular) {
+		kind := notRegular.Kind
+		if info, err := os.Stat(path); err == nil {
+			kind = fileKind(info.Mode()) // (the commands' shorter words)
+		}
+		return nil, fmt.Errorf("%s is %s, not a regular file: remove it, or import the file it should be", path, kind)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a regular file: remove it, or import the file it should be", path, fileKind(info.Mode()))
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPiece+1))
 	if err != nil {
 		return nil, err

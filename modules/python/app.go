@@ -44,6 +44,9 @@ type App struct {
 	// throwawayWhy: a check gave the app's code a throwaway key, not its
 	// stored one, for this reason
 	throwawayWhy error
+	// keysOwner: a command as root handles the stored keys as this account,
+	// the data directory's owner (nil: as it is; always for Caddy)
+	keysOwner *dataOwner
 
 	appHosts atomic.Pointer[guard.AppHosts] // the hosts the app allows, once known
 	mounts   atomic.Pointer[[]string]       // the prefixes SCRIPT_NAME may take (Site.Mounts)
@@ -52,15 +55,16 @@ type App struct {
 // newApp makes the app of spec, with a pool that starts nothing yet, for
 // Caddy to run (keyForApp) or for a command beside a config.
 func newApp(spec *poolSpec, logger *zap.Logger, use keyUse) *App {
+	var keysOwner *dataOwner
 	if use != keyForApp {
-		if _, _, _, theirs := dataDirOwner(); theirs {
+		if keysOwner = dataDirOwner(); keysOwner != nil {
 			// a command as root beside another account's data directory:
 			// the runtime its workers import must not be that account's
 			spec.RuntimeDir = ""
 		}
 	}
 	pool := engine.New(spec.Options, logger)
-	return &App{spec: spec, pool: pool, logger: pool.Logger(), keyUse: use}
+	return &App{spec: spec, pool: pool, logger: pool.Logger(), keyUse: use, keysOwner: keysOwner}
 }
 
 // Name is the app name.

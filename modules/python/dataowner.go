@@ -34,51 +34,59 @@ import (
 // another account's home (/home/alice/.local/share/caddy) is not taken:
 // that account could move it, so root refuses it as before.
 
+// dataOwner is the account of a data directory a command as root handles
+// the keys in as that account (see above).
+type dataOwner struct {
+	name     string // for messages
+	uid, gid int    // its uid and primary gid
+}
+
 // dataDirOwner is the account whose data directory Caddy's keys are in,
 // when this process runs as root and that directory is another account's
 // under parents only root can change, with the account's primary group
-// (not root's); ok is false otherwise (root's own, none yet, or not one to
-// trust: then root works in it as before, and safedir refuses what is not
+// (not root's); nil otherwise (root's own, none yet, or not one to trust:
+// then root works in it as before, and safedir refuses what is not
 // root's). Only root can have given a directory under such parents to
-// another account: it is the account Caddy runs as.
-func dataDirOwner() (owner *user.User, uid, gid int, ok bool) {
+// another account: it is the account Caddy runs as. A command decides it
+// once (newApp).
+func dataDirOwner() *dataOwner {
 	if os.Geteuid() != 0 {
-		return nil, 0, 0, false
+		return nil
 	}
 	data := caddy.AppDataDir()
 	info, err := os.Lstat(data)
 	if err != nil || !info.IsDir() {
-		return nil, 0, 0, false
+		return nil
 	}
 	st, isUnix := info.Sys().(*syscall.Stat_t)
 	if !isUnix || st.Uid == 0 || info.Mode().Perm()&0o022 != 0 {
-		return nil, 0, 0, false
+		return nil
 	}
 	if _, err := safedir.Trusted(filepath.Dir(data)); err != nil {
-		return nil, 0, 0, false
+		return nil
 	}
-	owner, err = user.LookupId(strconv.FormatUint(uint64(st.Uid), 10))
+	owner, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10))
 	if err != nil {
-		return nil, 0, 0, false
+		return nil
 	}
-	gid, err = strconv.Atoi(owner.Gid)
+	gid, err := strconv.Atoi(owner.Gid)
 	if err != nil || gid == 0 {
-		return nil, 0, 0, false
+		return nil
 	}
-	return owner, int(st.Uid), gid, true
+	return &dataOwner{name: owner.Username, uid: int(st.Uid), gid: gid}
 }
 
-// asDataDirOwner runs fn as the owner of Caddy's data directory (see
-// above) when dataDirOwner names one, else as it is. It fails, without
+// asDataDirOwner runs fn as o, the owner of Caddy's data directory (see
+// above), or as it is when o is nil. It fails, without
 // running fn, when the switch does. Only a command calls it: if switching
 // back fails (or fn panics and switching back then fails), the process
 // exits at once, saying so, since whatever it did next (run the app's code
 // as its account) would be done with another account's rights.
-func asDataDirOwner(fn func() error) error {
-	_, uid, gid, ok := dataDirOwner()
-	if !ok {
+func asDataDirOwner(o *dataOwner, fn func() error) error {
+	if o == nil {
 		return fn()
 	}
+	uid, gid := o.uid, o.gid
 	groups, err := syscall.Getgroups()
 	if err != nil {
 		return fmt.Errorf("settings: reading this process's groups: %w", err)

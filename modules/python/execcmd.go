@@ -230,9 +230,9 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 func (a *App) prepareSettingsSaying(w io.Writer) error {
 	place, existed := a.secretKeyExists()
 	keyed := a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay
-	owner, _, _, theirs := dataDirOwner()
-	if keyed && theirs {
-		fmt.Fprintf(w, "caddy hearth: app %s's secret key is handled as %s, the owner of Caddy's data directory %s\n", a.spec.Name, owner.Username, caddy.AppDataDir())
+	owner := a.keysOwner
+	if keyed && owner != nil {
+		fmt.Fprintf(w, "caddy hearth: app %s's secret key is handled as %s, the owner of Caddy's data directory %s\n", a.spec.Name, owner.name, caddy.AppDataDir())
 	}
 	if err := a.prepareSettings(); err != nil {
 		return err
@@ -242,8 +242,8 @@ func (a *App) prepareSettingsSaying(w io.Writer) error {
 	}
 	if _, exists := a.secretKeyExists(); keyed && !existed && exists {
 		switch {
-		case theirs:
-			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s) as %s, the owner of that data directory; Caddy running as that account, with the same XDG_DATA_HOME, uses it\n", a.spec.Name, place, owner.Username)
+		case owner != nil:
+			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s) as %s, the owner of that data directory; Caddy running as that account, with the same XDG_DATA_HOME, uses it\n", a.spec.Name, place, owner.name)
 		case os.Geteuid() == 0 && filepath.Clean(caddy.AppDataDir()) != hearth.UnitDataDir:
 			fmt.Fprintf(w, "caddy hearth: created app %s's secret key (%s); Caddy must keep its data there too, so run `caddy run` as root, with the same XDG_DATA_HOME. For a Caddy run by the unit of `caddy hearth systemd`, which keeps its data in %s by default, run this with XDG_DATA_HOME=%s instead (`sudo env XDG_DATA_HOME=%s caddy hearth …`)\n",
 				a.spec.Name, place, hearth.UnitDataDir, filepath.Dir(hearth.UnitDataDir), filepath.Dir(hearth.UnitDataDir))

@@ -51,17 +51,11 @@ func (a *App) prepareSettings() error {
 	if !explicitKey || a.keyUse == keyForApp && a.spec.Settings == SettingsAuto {
 		var stored string
 		var migrated bool
-		var err error
-		account := a.keyAccount()
-		take := func() (err error) {
+		account := a.keyAccount()                               // (before a command takes the data directory owner's ids)
+		err := asDataDirOwner(a.keysOwner, func() (err error) { // (nil but for a command as root beside Caddy's unit)
 			stored, migrated, err = a.storedKey(account)
 			return err
-		}
-		if a.keyUse == keyForApp {
-			err = take()
-		} else {
-			err = asDataDirOwner(take) // a command as root beside Caddy's unit
-		}
+		})
 		var notYours *errKeyNotYours
 		switch {
 		case a.keyUse == keyForCheck && errors.As(err, &notYours):

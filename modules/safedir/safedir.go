@@ -113,8 +113,8 @@ func Trusted(dir string) (string, error) {
 		if info.Mode().Perm()&0o022 != 0 {
 			return "", fmt.Errorf("%s is writable by group or others (mode %04o): another user could put a link or a file of theirs under it; `chmod go-w %s`", real, info.Mode().Perm(), real)
 		}
-		if by, ok := fuseMountedBy(real); ok && by != 0 && by != os.Geteuid() {
-			return "", refuse(real, fmt.Sprintf("is on a FUSE file system that %s mounted, whose owners are whatever the program serving it says", owner(uint32(by))))
+		if problem := othersFUSE(real); problem != "" {
+			return "", refuse(real, problem)
 		}
 		if err := checkParents(real); err != nil {
 			return "", err
@@ -215,12 +215,8 @@ func checkEntries(path string) error {
 			return fmt.Errorf("%s is owned by %s", p, owner(st.Uid))
 		}
 		if info.Mode()&fs.ModeSymlink == 0 { // (a link's file system is its directory's, checked next)
-			if by, fuse := fuseMountedBy(p); fuse && by != 0 && by != os.Geteuid() {
-				who := "an account it does not say"
-				if by > 0 {
-					who = owner(uint32(by))
-				}
-				return refuse(p, fmt.Sprintf("is on a FUSE file system that %s mounted, whose owners are whatever the program serving it says", who))
+			if problem := othersFUSE(p); problem != "" {
+				return refuse(p, problem)
 			}
 		}
 		perm := info.Mode().Perm()
@@ -276,10 +272,24 @@ func checkOwned(path string, info fs.FileInfo) error {
 	if int(st.Uid) != os.Geteuid() {
 		return refuse(path, fmt.Sprintf("is owned by %s, not by Caddy's user, %s", owner(st.Uid), owner(uint32(os.Geteuid()))))
 	}
-	if by, ok := fuseMountedBy(path); ok && by != 0 && by != os.Geteuid() {
-		return refuse(path, fmt.Sprintf("is on a FUSE file system that %s mounted, whose owners are whatever the program serving it says (unmount it first: `fusermount3 -u %s`)", owner(uint32(by)), path))
+	if problem := othersFUSE(path); problem != "" {
+		return refuse(path, problem+" (unmount it first: `fusermount3 -u "+path+"`)")
 	}
 	return nil
+}
+
+// othersFUSE says why path cannot be trusted when it is on a FUSE file
+// system that neither root nor Caddy's user mounted ("": it is not).
+func othersFUSE(path string) string {
+	by, fuse := fuseMountedBy(path)
+	if !fuse || by == 0 || by == os.Geteuid() {
+		return ""
+	}
+	who := "an account it does not say"
+	if by > 0 {
+		who = owner(uint32(by))
+	}
+	return "is on a FUSE file system that " + who + " mounted, whose owners are whatever the program serving it says"
 }
 
 // fuseMountedBy reports whether path is on a FUSE file system and, if so,
