@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/clientnet"
-	"github.com/hearth-dev/hearth/modules/internal/rawio"
 )
 
 // clients counts the open TCP connections of the listeners hearth_io
@@ -134,58 +131,4 @@ func leave(client netip.Prefix) {
 		return
 	}
 	clients.open[client]--
-}
-
-// counted is a connection counted (in the total, and among its client's)
-// until its first Close, or until it is collected unclosed (cleanup): a
-// count that leaked would shut its client out until Caddy restarts.
-type counted struct {
-	client  netip.Prefix
-	closed  atomic.Bool
-	cleanup runtime.Cleanup
-}
-
-func (c *counted) leave() {
-	if !c.closed.Swap(true) {
-		c.cleanup.Stop()
-		leave(c.client)
-	}
-}
-
-// rawConn is a client's TCP connection read and written through rawio,
-// counted (every other method is rawio.TCPConn's: ReadFrom, WriteTo,
-// CloseWrite).
-type rawConn struct {
-	*rawio.TCPConn
-	counted
-}
-
-func newRawConn(c *rawio.TCPConn, client netip.Prefix) *rawConn {
-	conn := &rawConn{TCPConn: c, counted: counted{client: client}}
-	conn.cleanup = runtime.AddCleanup(conn, leave, client)
-	return conn
-}
-
-// Close closes the connection and counts it out of its client's.
-func (c *rawConn) Close() error {
-	c.leave()
-	return c.TCPConn.Close()
-}
-
-// tcpConn is a client's TCP connection served as it is, counted.
-type tcpConn struct {
-	*net.TCPConn
-	counted
-}
-
-func newTCPConn(c *net.TCPConn, client netip.Prefix) *tcpConn {
-	conn := &tcpConn{TCPConn: c, counted: counted{client: client}}
-	conn.cleanup = runtime.AddCleanup(conn, leave, client)
-	return conn
-}
-
-// Close closes the connection and counts it out of its client's.
-func (c *tcpConn) Close() error {
-	c.leave()
-	return c.TCPConn.Close()
 }

@@ -27,6 +27,11 @@
 // count_loopback is set. And it bounds the connections of all clients
 // together (max_connections), by default to what an eighth of the memory
 // holds.
+//
+// And at a reload it hands the connections the old config's server
+// accepted but had read no request of to the listener now serving their
+// address (handover.go), which Go's http.Server, shutting down, would
+// close unanswered.
 package hearthio
 
 import (
@@ -162,16 +167,22 @@ func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // WrapListener wraps l: its TCP and Unix connections are read and written
-// through rawio.
+// through rawio. Its connections are accepted by a goroutine of its own,
+// so that Accept also returns those another listener at its address hands
+// over (handover.go).
 func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	if w.logger != nil {
 		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
 	}
-	countWrapped(l.Addr(), 1)
 	maxTotal := cmp.Or(w.MaxConnections, autoMaxConnections(memory.Total()))
-	return &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal,
+	wrapped := &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal,
 		maxPerClient: cmp.Or(w.MaxConnectionsPerClient, max(1, min(DefaultMaxConnectionsPerClient, maxTotal/8))),
-		refusals:     [2]loglimit.Limit{{Every: time.Minute}, {Every: time.Minute}}}
+		refusals:     [2]loglimit.Limit{{Every: time.Minute}, {Every: time.Minute}},
+		key:          addressKey(l.Addr()),
+		accepted:     make(chan accepted), arrived: make(chan struct{}, 1), done: make(chan struct{})}
+	register(wrapped)
+	go wrapped.acceptLoop()
+	return wrapped
 }
 
 type listener struct {
@@ -187,27 +198,98 @@ type listener struct {
 	refusals [2]loglimit.Limit
 	misplace sync.Once
 	closed   sync.Once
+
+	// key is the address it is registered by (addressKey).
+	key string
+	// accepted brings Accept what acceptLoop accepted.
+	accepted chan accepted
+	// handed are the connections other listeners at its address handed
+	// over, for Accept; arrived tells Accept of one.
+	handed struct {
+		sync.Mutex
+		conns  []handed
+		closed bool
+	}
+	arrived chan struct{}
+	// done is closed when the listener is.
+	done chan struct{}
+}
+
+// accepted is what the listener's Accept gave.
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+// isClosed reports whether the listener closed.
+func (l *listener) isClosed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Close closes the listener, as Caddy does when its config stops (a
 // reload has already wrapped the new config's socket for the address).
+// What other listeners handed it and Accept did not take yet goes on to
+// the next one.
 func (l *listener) Close() error {
-	l.closed.Do(func() { countWrapped(l.Addr(), -1) })
+	l.closed.Do(func() {
+		close(l.done)
+		unregister(l)
+		l.handed.Lock()
+		l.handed.closed = true
+		queued := l.handed.conns
+		l.handed.conns = nil
+		l.handed.Unlock()
+		for _, h := range queued {
+			l.passOn(h)
+		}
+	})
 	return l.Listener.Close()
 }
 
-// Accept returns the next connection, a TCP or Unix one wrapped. A TCP
-// connection past max_connections or its client's
-// max_connections_per_client is closed at once, and the next one taken:
-// an error would have Caddy's server pause.
-func (l *listener) Accept() (net.Conn, error) {
+// acceptLoop accepts the listener's connections and gives them to Accept,
+// until the listener closes; one it accepted then is closed (and so handed
+// over, if another listener serves the address).
+func (l *listener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
+		if err == nil {
+			var ok bool
+			if c, ok = l.wrap(c); !ok {
+				continue
+			}
 		}
-		if c, ok := l.wrap(c); ok {
-			return c, nil
+		select {
+		case l.accepted <- accepted{c, err}:
+		case <-l.done:
+			if c != nil {
+				_ = c.Close()
+			}
+			return
+		}
+	}
+}
+
+// Accept returns the next connection, a TCP or Unix one wrapped, or one
+// another listener at its address handed over. A TCP connection past
+// max_connections or its client's max_connections_per_client is closed
+// at once, and the next one taken: an error would have Caddy's server
+// pause.
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		if h, ok := l.takeHanded(); ok {
+			return l.adopt(h), nil
+		}
+		select {
+		case a := <-l.accepted:
+			return a.c, a.err
+		case <-l.arrived:
+		case <-l.done:
+			return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
 		}
 	}
 }
@@ -221,10 +303,7 @@ func (l *listener) wrap(c net.Conn) (net.Conn, bool) {
 		if !ok {
 			return nil, false
 		}
-		if raw, err := rawio.NewTCPConn(c); err == nil {
-			return newRawConn(raw, client), true
-		}
-		return newTCPConn(c, client), true // its descriptor cannot be reached: served as it is
+		return l.wrapCounted(c, client, &opening{l: l}), true
 	case *net.UnixConn:
 		if raw, err := rawio.NewUnixConn(c); err == nil {
 			return raw, true

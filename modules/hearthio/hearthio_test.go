@@ -32,6 +32,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hearth-dev/hearth/modules/internal/memory"
+	"github.com/hearth-dev/hearth/modules/internal/rawio"
 	"github.com/hearth-dev/hearth/modules/internal/rawio/rawiotest"
 )
 
@@ -184,8 +185,10 @@ func TestNetHTTPServesThroughWrappedConnections(t *testing.T) {
 		select {
 		case c := <-conns:
 			n++
-			if r, ok := c.(*rawConn); !ok || r.TCPConn == nil {
+			if r, ok := c.(*conn); !ok {
 				t.Errorf("net/http was given a %T, not the wrapped connection", c)
+			} else if _, raw := r.socket.(*rawio.TCPConn); !raw {
+				t.Errorf("the connection is read and written through a %T, not rawio", r.socket)
 			}
 		default:
 			more = false

@@ -7,13 +7,14 @@ import (
 	"sync"
 )
 
-// wrapped counts, by address, the listeners hearth_io wraps now: a
-// reload wraps the same listener again before the old config lets go of
-// it, so an address counts until the last wrapper closes.
+// wrapped are the listeners hearth_io wraps now, by address, oldest
+// first: a reload wraps the same address again before the old config lets
+// go of it, so an address is wrapped until the last wrapper closes, and a
+// connection the old one gives up goes to the newest (handover.go).
 var wrapped = struct {
 	sync.Mutex
-	count map[string]int
-}{count: map[string]int{}}
+	by map[string][]*listener
+}{by: map[string][]*listener{}}
 
 // addressKey is how a listener's address, or a connection's local one, is
 // counted: a TCP listener on every address (0.0.0.0, ::) by its port
@@ -32,16 +33,40 @@ func addressKey(a net.Addr) string {
 	return ""
 }
 
-func countWrapped(a net.Addr, delta int) {
-	key := addressKey(a)
-	if key == "" {
+// register adds l to the listeners wrapped now.
+func register(l *listener) {
+	if l.key == "" {
 		return
 	}
 	wrapped.Lock()
 	defer wrapped.Unlock()
-	if wrapped.count[key] += delta; wrapped.count[key] <= 0 {
-		delete(wrapped.count, key)
+	wrapped.by[l.key] = append(wrapped.by[l.key], l)
+}
+
+// unregister takes l out of the listeners wrapped now.
+func unregister(l *listener) {
+	wrapped.Lock()
+	defer wrapped.Unlock()
+	ls := slices.DeleteFunc(wrapped.by[l.key], func(o *listener) bool { return o == l })
+	if len(ls) == 0 {
+		delete(wrapped.by, l.key)
+		return
 	}
+	wrapped.by[l.key] = ls
+}
+
+// successor is the newest listener other than l wrapped now at l's
+// address: the one its connections go to when it closes (nil: none).
+func (l *listener) successor() *listener {
+	wrapped.Lock()
+	defer wrapped.Unlock()
+	ls := wrapped.by[l.key]
+	for i := len(ls) - 1; i >= 0; i-- {
+		if ls[i] != l {
+			return ls[i]
+		}
+	}
+	return nil
 }
 
 // keysOf are the keys a listener that accepted a connection of local
@@ -68,7 +93,7 @@ func wrappedAt(keys []string) bool {
 	wrapped.Lock()
 	defer wrapped.Unlock()
 	for _, key := range keys {
-		if wrapped.count[key] > 0 {
+		if len(wrapped.by[key]) > 0 {
 			return true
 		}
 	}

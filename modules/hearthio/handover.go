@@ -1,0 +1,265 @@
+package hearthio
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+)
+
+// A reload starts the new config's servers on new sockets for the same
+// addresses, then shuts the old config's down. Go's http.Server, once its
+// shutdown began, closes unanswered every connection whose request it
+// reads from then on: a new connection the old config accepted a moment
+// before (its request still on the way), or one a client opened and had
+// not written to yet. hearth_io hands such a connection over instead, with
+// the bytes it had given (its replay), to the listener now serving the same
+// address, whose server reads the connection from its start: the client
+// sees one answer, the new config's.
+//
+// A connection is handed over only while its opening lasts: while no
+// request head may have ended in what Go read from it, nothing was written
+// to it, and it does not speak TLS past its first bytes (a TLS connection
+// is handed over only if nothing of it was read: once the old server
+// answered its hello, its keys are the old server's). So no handler can
+// have run on it, and the new server sees exactly the bytes the client
+// sent. A refused reload works the same way backwards: the new config's
+// listener closes, and its connections go back to the old one.
+//
+// The bytes Go reads from such a connection once its listener closed are
+// kept back: Go gets errHandedOver, gives the connection up and closes
+// it, and the close hands it over.
+
+// errHandedOver is what Go reads from, or writes to, a connection whose
+// listener closed and which is handed over to the listener that serves its
+// address now.
+var errHandedOver = errors.New("connection handed over to the listener serving its address now (a reload)")
+
+// maxReplay bounds the bytes an opening keeps: a request head longer than
+// this, on a connection the reload catches before the head ended, is not
+// handed over (Go closes it unanswered, as without hearth_io).
+const maxReplay = 16 << 10
+
+// tlsHandshake is the first byte of a TLS connection (a handshake record).
+const tlsHandshake = 0x16
+
+// opening is a connection's state from its start until a request may
+// have begun on it (entry.open points to it until then; nil after).
+type opening struct {
+	mu sync.Mutex
+	// l is the listener that accepted (or adopted) the connection.
+	l *listener
+	// replay is what Go was given from the connection so far.
+	replay []byte
+	// pending is what a connection handed over gives before its socket:
+	// the replay of the listener it came from.
+	pending []byte
+	// reading: a Read of the socket is under way.
+	reading bool
+	// moving: Go was told errHandedOver; its close hands the connection
+	// over.
+	moving bool
+}
+
+// entry is what a TCP connection of hearth_io's keeps besides its socket:
+// its count, and its opening.
+type entry struct {
+	counted
+	open atomic.Pointer[opening]
+}
+
+// headEnds reports whether a request head may end in b: an empty line,
+// as Go's parser takes it (CRLF or a bare LF).
+func headEnds(b []byte) bool {
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
+// read is a Read of the connection in its opening o, from o.pending or
+// else from socket.
+func (e *entry) read(o *opening, p []byte, socket func([]byte) (int, error)) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.moving {
+		return 0, errHandedOver
+	}
+	var n int
+	var err error
+	if len(o.pending) > 0 {
+		n = copy(p, o.pending)
+		o.pending = o.pending[n:]
+	} else {
+		o.reading = true
+		o.mu.Unlock()
+		n, err = socket(p)
+		o.mu.Lock()
+		o.reading = false
+	}
+	if n == 0 || e.open.Load() != o {
+		return n, err
+	}
+	if o.l.isClosed() && len(o.replay)+n <= maxReplay && o.l.successor() != nil {
+		o.replay = append(o.replay, p[:n]...)
+		o.moving = true
+		return 0, errHandedOver
+	}
+	e.given(o, p[:n])
+	return n, err
+}
+
+// given records b, which Go is given: the opening ends when a request head
+// may have ended, when the connection speaks TLS, or when it would keep
+// more than maxReplay.
+func (e *entry) given(o *opening, b []byte) {
+	if len(o.replay) == 0 && (b[0] == tlsHandshake || headEnds(b)) || len(o.replay)+len(b) > maxReplay {
+		e.begin(o)
+		return
+	}
+	from := max(0, len(o.replay)-2) // an empty line may span two reads
+	o.replay = append(o.replay, b...)
+	if headEnds(o.replay[from:]) {
+		e.begin(o)
+	}
+}
+
+// begin ends the opening o (o.mu held).
+func (e *entry) begin(o *opening) {
+	if e.open.Load() == o {
+		e.open.Store(nil)
+	}
+	o.replay, o.pending = nil, nil
+}
+
+// writing ends the connection's opening before a write, or reports that
+// it is handed over (false): nothing may be written to it then.
+func (e *entry) writing() bool {
+	o := e.open.Load()
+	if o == nil {
+		return true
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.moving {
+		return false
+	}
+	e.begin(o)
+	return true
+}
+
+// handing reports whether Go's close of the connection hands it over,
+// with what it gave: the connection is in its opening o, no Read of it is
+// under way, and its listener closed. Its count then passes with it.
+func (e *entry) handing(o *opening) (replay []byte, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e.open.Load() != o || o.reading || !o.moving && (!o.l.isClosed() || o.l.successor() == nil) {
+		return nil, false
+	}
+	if !e.handOverCount() {
+		return nil, false // closed already
+	}
+	o.moving = true
+	return append(o.replay, o.pending...), true
+}
+
+// closeOrHandOver closes the connection, or hands it over (handing) to the
+// listener serving its address now: tcp is its socket, closeSocket closes
+// it.
+func (e *entry) closeOrHandOver(tcp *net.TCPConn, closeSocket func() error) error {
+	o := e.open.Load()
+	if o == nil {
+		e.leave()
+		return closeSocket()
+	}
+	replay, ok := e.handing(o)
+	if !ok {
+		e.leave()
+		return closeSocket()
+	}
+	// a socket of its own for the next server: this one's deadlines and
+	// poller registration go with Go's close of it
+	f, err := tcp.File()
+	var next net.Conn
+	if err == nil {
+		next, err = net.FileConn(f)
+		f.Close()
+	}
+	closeErr := closeSocket()
+	if err != nil {
+		if o.l.logger != nil {
+			o.l.logger.Warn("a connection a reload caught could not be handed over to the new config: closed", zap.String("address", o.l.Addr().String()),
+				zap.String("remote", tcp.RemoteAddr().String()), zap.Error(err))
+		}
+		leave(e.client)
+		return closeErr
+	}
+	o.l.passOn(handed{conn: next.(*net.TCPConn), client: e.client, replay: replay})
+	return nil
+}
+
+// handed is a connection on its way to the listener serving its address
+// now.
+type handed struct {
+	conn   *net.TCPConn
+	client netip.Prefix
+	replay []byte
+}
+
+// passOn gives h to the newest other listener serving l's address, or
+// closes it when there is none.
+func (l *listener) passOn(h handed) {
+	for {
+		next := l.successor()
+		if next == nil {
+			if l.logger != nil {
+				l.logger.Info("a connection a reload caught had no listener left to go to: closed", zap.String("address", l.Addr().String()), zap.String("remote", h.conn.RemoteAddr().String()))
+			}
+			_ = h.conn.Close()
+			leave(h.client)
+			return
+		}
+		if next.receive(h) {
+			return
+		}
+	}
+}
+
+// receive queues h for Accept, unless l closed (false).
+func (l *listener) receive(h handed) bool {
+	l.handed.Lock()
+	defer l.handed.Unlock()
+	if l.handed.closed {
+		return false
+	}
+	l.handed.conns = append(l.handed.conns, h)
+	select {
+	case l.arrived <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// takeHanded is the oldest connection handed to l, if any.
+func (l *listener) takeHanded() (handed, bool) {
+	l.handed.Lock()
+	defer l.handed.Unlock()
+	if len(l.handed.conns) == 0 {
+		return handed{}, false
+	}
+	h := l.handed.conns[0]
+	l.handed.conns = l.handed.conns[1:]
+	return h, true
+}
+
+// adopt wraps h, handed to l: still counted (its place passed with it),
+// and in its opening, with its replay to give first.
+func (l *listener) adopt(h handed) net.Conn {
+	if l.logger != nil {
+		l.logger.Debug("serving a connection a reload handed over", zap.String("address", l.Addr().String()),
+			zap.String("remote", h.conn.RemoteAddr().String()), zap.Int("replayed_bytes", len(h.replay)))
+	}
+	return l.wrapCounted(h.conn, h.client, &opening{l: l, pending: h.replay})
+}
