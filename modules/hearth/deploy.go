@@ -235,16 +235,17 @@ func checkJSON(file string, data []byte) error {
 }
 
 // caddyfileFiles lists the files a Caddyfile config is read from: itself
-// and every file it imports (none for a JSON config).
+// and every file it imports, and the directories its import globs search
+// (followImports); none for a JSON config.
 func caddyfileFiles(configFile, adapterName string) (files, globs []string, err error) {
 	file, adapterName, err := chooseAdapter(configFile, adapterName)
 	if err != nil || adapterName != "caddyfile" {
 		return nil, nil, err
 	}
 	// Caddy's parser opens what the config imports, as whoever runs this
-	// (root, for an app's account's pieces): only regular files, so that a
-	// FIFO or a device put where an import points cannot hang it
-	if err := importsAreFiles(file); err != nil {
+	// (root, for an app's account's pieces): the imports are followed
+	// first, so that a FIFO or a device put where one points cannot hang it
+	if files, globs, err = followImports(abs(file)); err != nil {
 		return nil, nil, err
 	}
 	data, err := readPiece(file)
@@ -255,7 +256,7 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 	if err != nil {
 		return nil, nil, fmt.Errorf("adapting %s: %w", file, err)
 	}
-	files = []string{abs(file)}
+	// and what the parser imported through a snippet's arguments
 	add := func(f string) {
 		if f != "" && !slices.Contains(files, abs(f)) {
 			files = append(files, abs(f))
@@ -271,39 +272,69 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 			add(k.File)
 		}
 	}
-	// and where each file's imports look, whether they bring anything
-	// today or not (a glob that matches nothing, an empty file): whoever
-	// may write there adds to the config at the next reload
-	for i := 0; i < len(files); i++ {
-		text, err := readPiece(files[i])
-		if err != nil {
+	return files, globs, nil
+}
+
+// followImports lists file and what it imports, and what those import,
+// as Caddy's parser resolves an import (a path relative to the importing
+// file's directory, or a glob; a bare name that is no file beside it is a
+// snippet's), whether it brings anything today or not: a file not there
+// yet, or a glob that matches nothing, adds to the config at the next
+// reload whoever may write there. Files are listed in files, each glob's
+// directory up to its first glob character in globs. A file found is read
+// as readPiece does, and an import of a FIFO, a socket or a device is
+// refused, saying which file imports it. An import path made of
+// placeholders is listed as it is, not followed; so is a directory, which
+// the parser refuses without reading.
+func followImports(file string) (files, globs []string, err error) {
+	files = []string{file}
+	for i := 0; i < len(files) && i < maxImportEntries; i++ {
+		f := files[i]
+		if info, err := os.Stat(f); i > 0 && (err != nil || info.IsDir() || strings.Contains(f, "{")) {
 			continue
 		}
-		tokens, err := caddyfile.Tokenize(text, files[i])
+		text, err := readPiece(f)
 		if err != nil {
-			continue
+			return nil, nil, fmt.Errorf("reading the config: %w", err)
+		}
+		tokens, err := caddyfile.Tokenize(text, f)
+		if err != nil {
+			continue // the parser says what is wrong
 		}
 		for j := 0; j+1 < len(tokens); j++ {
 			if tokens[j].Text != "import" || tokens[j+1].Line != tokens[j].Line {
 				continue
 			}
 			pattern := tokens[j+1].Text
-			if !strings.ContainsAny(pattern, "/*?[{") { // a snippet's name, or a file beside (a placeholder is neither)
-				if _, err := os.Stat(filepath.Join(filepath.Dir(files[i]), pattern)); err != nil {
+			if !strings.ContainsAny(pattern, "/*?[{") { // a snippet's name, or a file beside
+				if _, err := os.Stat(filepath.Join(filepath.Dir(f), pattern)); err != nil {
 					continue
 				}
 			}
 			if !filepath.IsAbs(pattern) {
-				pattern = filepath.Join(filepath.Dir(files[i]), pattern)
+				pattern = filepath.Join(filepath.Dir(f), pattern)
 			}
-			// a glob: the directory up to its first glob character
+			matches := []string{pattern}
 			if k := strings.IndexAny(pattern, "*?["); k >= 0 {
 				if prefix := filepath.Dir(pattern[:k] + "x"); !slices.Contains(globs, prefix) {
 					globs = append(globs, prefix)
 				}
-				continue
+				if matches, err = filepath.Glob(pattern); err != nil || strings.Contains(pattern, "{") {
+					continue
+				}
 			}
-			add(pattern)
+			for _, m := range matches {
+				info, err := os.Stat(m)
+				switch {
+				case err == nil && info.IsDir() && m != pattern:
+					continue // a directory a glob matched
+				case err == nil && !info.IsDir() && !info.Mode().IsRegular():
+					return nil, nil, fmt.Errorf("%s imports %s, which is %s, not a Caddyfile: reading it would hang or never end; remove it, or fix the import", f, m, fileKind(info.Mode()))
+				}
+				if m = abs(m); !slices.Contains(files, m) {
+					files = append(files, m)
+				}
+			}
 		}
 	}
 	return files, globs, nil
@@ -351,60 +382,6 @@ func fileKind(m fs.FileMode) string {
 		return "a directory"
 	}
 	return "not a regular file"
-}
-
-// importsAreFiles follows a Caddyfile's imports, and theirs, as Caddy's
-// parser would (a path, relative to the importing file's directory, or a
-// glob; a name that is no file is a snippet's), reading each as readPiece
-// does: an import of a FIFO, a socket or a device is refused, saying which
-// file imports it. A directory is left to the parser, which refuses it
-// without reading, and so is an import path made of placeholders.
-func importsAreFiles(file string) error {
-	seen := map[string]bool{}
-	var visit func(f string) error
-	visit = func(f string) error {
-		if seen[f] || len(seen) >= maxImportEntries {
-			return nil
-		}
-		seen[f] = true
-		text, err := readPiece(f)
-		if err != nil {
-			return fmt.Errorf("reading the config: %w", err)
-		}
-		tokens, err := caddyfile.Tokenize(text, f)
-		if err != nil {
-			return nil // the parser says what is wrong
-		}
-		for j := 0; j+1 < len(tokens); j++ {
-			if tokens[j].Text != "import" || tokens[j+1].Line != tokens[j].Line || strings.Contains(tokens[j+1].Text, "{") {
-				continue
-			}
-			pattern := tokens[j+1].Text
-			if !filepath.IsAbs(pattern) {
-				pattern = filepath.Join(filepath.Dir(f), pattern)
-			}
-			matches := []string{pattern}
-			if strings.ContainsAny(pattern, "*?[") {
-				if matches, err = filepath.Glob(pattern); err != nil {
-					continue
-				}
-			}
-			for _, m := range matches {
-				info, err := os.Stat(m)
-				switch {
-				case err != nil, info.IsDir():
-					continue // a snippet's name, nothing yet, or a directory
-				case !info.Mode().IsRegular():
-					return fmt.Errorf("%s imports %s, which is %s, not a Caddyfile: reading it would hang or never end; remove it, or fix the import", f, m, fileKind(info.Mode()))
-				}
-				if err := visit(abs(m)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	return visit(abs(file))
 }
 
 // chooseAdapter is Caddy's rule (cmd.LoadConfig) for which file and
