@@ -4,8 +4,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/hearth-dev/hearth/modules/internal/rawio"
 )
@@ -54,12 +57,21 @@ func (l *listener) wrapCounted(c *net.TCPConn, client netip.Prefix, o *opening) 
 
 // socket is what a connection is read and written through: a
 // *rawio.TCPConn, or the *net.TCPConn itself when its descriptor cannot be
-// reached.
+// reached. Both have every method of a *net.TCPConn.
 type socket interface {
 	net.Conn
 	io.ReaderFrom
 	io.WriterTo
 	CloseWrite() error
+	CloseRead() error
+	SyscallConn() (syscall.RawConn, error)
+	File() (*os.File, error)
+	SetLinger(sec int) error
+	SetNoDelay(noDelay bool) error
+	SetKeepAlive(keepalive bool) error
+	SetKeepAlivePeriod(d time.Duration) error
+	SetKeepAliveConfig(config net.KeepAliveConfig) error
+	MultipathTCP() (bool, error)
 }
 
 // conn is a client's TCP connection, counted, and handed over when a
@@ -97,10 +109,19 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 
 // WriteTo copies the connection to w.
 func (c *conn) WriteTo(w io.Writer) (int64, error) {
-	if !c.writing() { // it reads past what the opening sees
+	first, ok := c.readingPast()
+	if !ok {
 		return 0, errHandedOver
 	}
-	return c.socket.WriteTo(w)
+	var n int
+	if len(first) > 0 {
+		var err error
+		if n, err = w.Write(first); err != nil {
+			return int64(n), err
+		}
+	}
+	m, err := c.socket.WriteTo(w)
+	return int64(n) + m, err
 }
 
 // CloseWrite shuts the connection's writing side down.
@@ -109,6 +130,14 @@ func (c *conn) CloseWrite() error {
 		return errHandedOver
 	}
 	return c.socket.CloseWrite()
+}
+
+// CloseRead shuts the connection's reading side down.
+func (c *conn) CloseRead() error {
+	if _, ok := c.readingPast(); !ok {
+		return errHandedOver
+	}
+	return c.socket.CloseRead()
 }
 
 // Close closes the connection and counts it out of its client's, or hands

@@ -48,7 +48,8 @@ const maxReplay = 16 << 10
 const tlsHandshake = 0x16
 
 // opening is a connection's state from its start until a request may
-// have begun on it (entry.open points to it until then; nil after).
+// have begun on it and what a handed-over one still had to give was given
+// (entry.open points to it until then; nil after).
 type opening struct {
 	mu sync.Mutex
 	// l is the listener that accepted (or adopted) the connection.
@@ -58,15 +59,22 @@ type opening struct {
 	// pending is what a connection handed over gives before its socket:
 	// the replay of the listener it came from.
 	pending []byte
+	// touched: Go read from it (a close then is Go's own: a timeout, its
+	// client gone).
+	touched bool
 	// reading: a Read of the socket is under way.
 	reading bool
+	// begun: a request may have begun (the opening is over but for what
+	// pending still holds).
+	begun bool
 	// moving: Go was told errHandedOver; its close hands the connection
 	// over.
 	moving bool
 }
 
 // entry is what a TCP connection of hearth_io's keeps besides its socket:
-// its count, and its opening.
+// its count, and its opening (none where the listener is handed nothing,
+// see listener.handsOver).
 type entry struct {
 	counted
 	open atomic.Pointer[opening]
@@ -86,6 +94,7 @@ func (e *entry) read(o *opening, p []byte, socket func([]byte) (int, error)) (in
 	if o.moving {
 		return 0, errHandedOver
 	}
+	o.touched = true
 	var n int
 	var err error
 	if len(o.pending) > 0 {
@@ -98,10 +107,15 @@ func (e *entry) read(o *opening, p []byte, socket func([]byte) (int, error)) (in
 		o.mu.Lock()
 		o.reading = false
 	}
-	if n == 0 || e.open.Load() != o {
+	switch {
+	case o.begun:
+		if len(o.pending) == 0 {
+			e.end(o)
+		}
 		return n, err
-	}
-	if o.l.isClosed() && len(o.replay)+n <= maxReplay && o.l.successor() != nil {
+	case n == 0:
+		return n, err
+	case o.l.isClosed() && len(o.replay)+n <= maxReplay && o.l.successor() != nil:
 		o.replay = append(o.replay, p[:n]...)
 		o.moving = true
 		return 0, errHandedOver
@@ -125,12 +139,20 @@ func (e *entry) given(o *opening, b []byte) {
 	}
 }
 
-// begin ends the opening o (o.mu held).
+// begin ends the opening o (o.mu held): nothing is kept or kept back any
+// more, and once pending is given, Reads go to the socket alone.
 func (e *entry) begin(o *opening) {
+	o.begun, o.replay = true, nil
+	if len(o.pending) == 0 {
+		e.end(o)
+	}
+}
+
+// end lets the connection go without its opening o (o.mu held).
+func (e *entry) end(o *opening) {
 	if e.open.Load() == o {
 		e.open.Store(nil)
 	}
-	o.replay, o.pending = nil, nil
 }
 
 // writing ends the connection's opening before a write, or reports that
@@ -149,13 +171,33 @@ func (e *entry) writing() bool {
 	return true
 }
 
+// readingPast ends the connection's opening before a read past it (WriteTo),
+// returning what pending still held, to be given first; false: it is
+// handed over.
+func (e *entry) readingPast() ([]byte, bool) {
+	o := e.open.Load()
+	if o == nil {
+		return nil, true
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.moving {
+		return nil, false
+	}
+	rest := o.pending
+	o.pending = nil
+	e.begin(o)
+	return rest, true
+}
+
 // handing reports whether Go's close of the connection hands it over,
-// with what it gave: the connection is in its opening o, no Read of it is
-// under way, and its listener closed. Its count then passes with it.
+// with what it gave: Go was told errHandedOver (moving), or never read
+// from it (the listener closed before Go took it up). Its count then
+// passes with it.
 func (e *entry) handing(o *opening) (replay []byte, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e.open.Load() != o || o.reading || !o.moving && (!o.l.isClosed() || o.l.successor() == nil) {
+	if e.open.Load() != o || o.reading || o.begun || !o.moving && (o.touched || !o.l.isClosed() || o.l.successor() == nil) {
 		return nil, false
 	}
 	if !e.handOverCount() {

@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -26,8 +28,10 @@ type server struct {
 	name string
 	l    *listener
 	srv  *http.Server
-	// opened has a value for each connection the server took up
-	opened chan struct{}
+	// opened has each connection the server took up
+	opened chan *conn
+	// ran counts the requests its handler ran
+	ran atomic.Int64
 }
 
 // reusable listens at addr ("127.0.0.1:0" for a new port) with
@@ -48,24 +52,47 @@ func reusable(t *testing.T, addr string) net.Listener {
 	return l
 }
 
-// startServer serves at addr under name, over TLS if cert is given.
-func startServer(t *testing.T, name, addr string, cert *tls.Certificate) *server {
+// startServer serves at addr under name, over TLS if cert is given,
+// through the wrappers given after hearth_io (proxy_protocol's, say).
+func startServer(t *testing.T, name, addr string, cert *tls.Certificate, after ...func(net.Listener) net.Listener) *server {
 	t.Helper()
-	s := &server{name: name, opened: make(chan struct{}, 100)}
+	return startServerWith(t, name, addr, cert, 0, after...)
+}
+
+// startServerWith is startServer with the server's ReadHeaderTimeout.
+func startServerWith(t *testing.T, name, addr string, cert *tls.Certificate, headerTimeout time.Duration, after ...func(net.Listener) net.Listener) *server {
+	t.Helper()
+	s := &server{name: name, opened: make(chan *conn, 100)}
 	s.l = (&Wrapper{logger: zap.NewNop()}).WrapListener(reusable(t, addr)).(*listener)
 	var l net.Listener = s.l
+	for _, wrap := range after {
+		l = wrap(l)
+	}
 	if cert != nil {
 		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
 	}
 	s.srv = &http.Server{
+		ReadHeaderTimeout: headerTimeout,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(r.Body)
-			fmt.Fprintf(w, "%s read %q", name, body)
+			s.ran.Add(1)
+			body, err := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s read %d bytes from %s (%v): %.40q", name, len(body), r.RemoteAddr, err, body)
 		}),
-		ConnState: func(_ net.Conn, state http.ConnState) {
-			if state == http.StateNew {
-				s.opened <- struct{}{}
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			for c != nil { // under TLS or proxy_protocol
+				switch u := c.(type) {
+				case *conn:
+					s.opened <- u
+					return ctx
+				case interface{ NetConn() net.Conn }:
+					c = u.NetConn()
+				case interface{ Raw() net.Conn }:
+					c = u.Raw()
+				default:
+					return ctx
+				}
 			}
+			return ctx
 		},
 	}
 	go s.srv.Serve(l)
@@ -86,30 +113,66 @@ func (s *server) shutDown(t *testing.T) {
 	}
 }
 
-// waitOpened waits until s took up a connection.
-func (s *server) waitOpened(t *testing.T) {
+// waitOpened waits until s took up a connection, and returns it.
+func (s *server) waitOpened(t *testing.T) *conn {
 	t.Helper()
 	select {
-	case <-s.opened:
+	case c := <-s.opened:
+		return c
 	case <-time.After(5 * time.Second):
 		t.Fatalf("%s did not take up the connection within 5 s", s.name)
+		return nil
+	}
+}
+
+// waitRead waits until Go read n bytes of c (its opening kept them), or
+// its opening ended.
+func waitRead(t *testing.T, c *conn, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		o := c.open.Load()
+		if o == nil {
+			return
+		}
+		o.mu.Lock()
+		read := len(o.replay)
+		o.mu.Unlock()
+		if read >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server read %d of the %d bytes sent within 5 s", read, n)
+		}
 	}
 }
 
 // ask sends what rest of a request (after the part sent before, if any)
 // on c and returns the answer's body, or the error.
 func ask(c net.Conn, rest string) (string, error) {
+	bodies, err := askAll(c, rest, 1)
+	return strings.Join(bodies, ""), err
+}
+
+// askAll sends rest on c and reads n answers, returning their bodies.
+func askAll(c net.Conn, rest string, n int) (bodies []string, err error) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, rest); err != nil {
-		return "", err
+		return nil, err
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return "", err
+	r := bufio.NewReader(c)
+	for range n {
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			return bodies, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return bodies, err
+		}
+		bodies = append(bodies, string(body))
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
+	return bodies, nil
 }
 
 // dial connects to s's address.
@@ -130,51 +193,140 @@ const post = "POST /form HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\
 // shutdown began (nothing sent yet, or part of the head) is answered by
 // the new config's server, which reads it from its start; before, Go's
 // server closed it unanswered. One whose head had ended stays the old
-// server's, and with no listener at the address left, the old server
-// closes it as before. Its count passes with it.
+// server's, which runs it (the new one must not run it again), and with
+// no listener at the address left, the old server closes it as before.
+// Its count passes with it.
 func TestReloadHandsOverWhatTheOldServerReadNoRequestOf(t *testing.T) {
 	before := settledTotal()
+	pad := "X-Pad: " + strings.Repeat("p", 3000) + "\r\n"
+	big := strings.Repeat("b", 6000)
+	long := "POST /long HTTP/1.1\r\nHost: example.com\r\n" + pad + "Content-Length: 6000\r\n\r\n" + big
 	for _, tc := range []struct {
 		name string
 		// sent before the shutdown, after it
 		before, after string
 		// the new config runs (a listener at the address)
 		successor bool
-		want      string // the answer's body, or "EOF"
+		// the answer's body (or "EOF"), and which server ran it
+		want, ran string
 	}{
-		{"nothing sent yet", "", post, true, `new read "hello"`},
-		{"part of the head", post[:20], post[20:], true, `new read "hello"`},
-		{"all of the head but its last line end", post[:len(post)-7], post[len(post)-7:], true, `new read "hello"`},
-		{"a head split in a line end", post[:len(post)-8], post[len(post)-8:], true, `new read "hello"`},
-		// the head had ended: the old server began the request (the new
-		// one would run it again), and answers it as its shutdown lets it
-		{"the head and part of the body", post[:len(post)-2], post[len(post)-2:], true, `old read "hello"`},
-		{"no new config", "", post, false, "EOF"},
-		{"no new config, part of the head", post[:20], post[20:], false, "EOF"},
+		{"nothing sent yet", "", post, true, `new read 5 bytes`, "new"},
+		{"part of the head", post[:20], post[20:], true, `new read 5 bytes`, "new"},
+		{"all of the head but its last line end", post[:len(post)-7], post[len(post)-7:], true, `new read 5 bytes`, "new"},
+		{"a head split in a line end", post[:len(post)-8], post[len(post)-8:], true, `new read 5 bytes`, "new"},
+		// what the old server read, 2 KB of a head, and what it kept back
+		// (its next read, 4 KiB) is more than the new server's first read,
+		// which ends the head: the rest of the body follows it, and a
+		// second request
+		{"part of a long head, then its end, a body and another request", long[:2000], long[2000:] + post, true, `new read 6000 bytes from 127.0.0.1:`, "new"},
+		// the head had ended: the old server began the request, and
+		// answers it as its shutdown lets it
+		{"the head and part of the body", post[:len(post)-2], post[len(post)-2:], true, `old read 5 bytes`, "old"},
+		{"no new config", "", post, false, "EOF", ""},
+		{"no new config, part of the head", post[:20], post[20:], false, "EOF", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			old := startServer(t, "old", "127.0.0.1:0", nil)
 			c := dial(t, old)
-			old.waitOpened(t)
-			if tc.before != "" {
-				io.WriteString(c, tc.before)
-				time.Sleep(50 * time.Millisecond) // read by the old server
-			}
+			served := old.waitOpened(t)
+			io.WriteString(c, tc.before)
+			waitRead(t, served, len(tc.before))
+			var next *server
 			if tc.successor {
-				startServer(t, "new", old.l.Addr().String(), nil)
+				next = startServer(t, "new", old.l.Addr().String(), nil)
 			}
 			old.shutDown(t)
-			got, err := ask(c, tc.after)
+			requests := strings.Count(tc.before+tc.after, "HTTP/1.1\r\n")
+			answers, err := askAll(c, tc.after, requests)
+			got := strings.Join(answers, " | ")
 			if err != nil {
-				got = err.Error()
+				got += err.Error()
 			}
 			if !strings.Contains(got, tc.want) {
 				t.Fatalf("the answer: %q, want %q", got, tc.want)
+			}
+			if tc.ran != "" && len(answers) != requests {
+				t.Fatalf("%d answers to %d requests: %q", len(answers), requests, got)
+			}
+			ran := map[string]int64{"old": old.ran.Load()}
+			if next != nil {
+				ran["new"] = next.ran.Load()
+			}
+			for name, n := range ran {
+				if want := map[bool]int64{true: int64(requests)}[name == tc.ran]; n != want {
+					t.Errorf("the %s server ran %d requests, want %d", name, n, want)
+				}
 			}
 		})
 	}
 	if after := settledTotal(); after != before {
 		t.Errorf("%d connections counted open once every test's closed, want %d", after, before)
+	}
+}
+
+// A client that sent part of its head and then nothing until the old
+// server gave up on it (its header timeout, during its shutdown) is not
+// handed over: the new server would give it a new timeout at every reload.
+func TestTimedOutConnectionsAreNotHandedOver(t *testing.T) {
+	old := startServerWith(t, "old", "127.0.0.1:0", nil, 300*time.Millisecond)
+	c := dial(t, old)
+	served := old.waitOpened(t)
+	io.WriteString(c, post[:20])
+	waitRead(t, served, 20)
+	next := startServer(t, "new", old.l.Addr().String(), nil)
+	old.shutDown(t)
+	time.Sleep(time.Second) // past the old server's header timeout
+	if got, err := ask(c, post[20:]); err == nil {
+		t.Fatalf("the answer: %q, want the connection closed by the old server", got)
+	}
+	if n := next.ran.Load(); n != 0 {
+		t.Fatalf("the new server ran %d requests", n)
+	}
+}
+
+// With proxy_protocol after hearth_io, as Caddy orders them, the PROXY
+// line read before the reload goes to the new server with the rest, in
+// reads smaller than what it replays.
+func TestReloadHandsOverThroughProxyProtocol(t *testing.T) {
+	proxied := func(l net.Listener) net.Listener { return &proxyproto.Listener{Listener: l} }
+	old := startServer(t, "old", "127.0.0.1:0", nil, proxied)
+	c := dial(t, old)
+	line := "PROXY TCP4 192.0.2.1 192.0.2.2 1111 80\r\n"
+	io.WriteString(c, line)
+	waitRead(t, old.waitOpened(t), len(line))
+	startServer(t, "new", old.l.Addr().String(), nil, proxied)
+	old.shutDown(t)
+	body := strings.Repeat("b", 1000)
+	got, err := ask(c, fmt.Sprintf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	if err != nil || !strings.Contains(got, "new read 1000 bytes from 192.0.2.1:1111 (<nil>)") {
+		t.Fatalf("the answer: %q %v, want the new server's, with the proxy's client and the whole body", got, err)
+	}
+}
+
+// A listener hearth_io wraps after another wrapper (tls here: a config
+// that lists it second) is handed nothing: it would serve a raw
+// connection past that wrapper.
+func TestMisplacedListenersAreHandedNothing(t *testing.T) {
+	cert := selfSigned(t)
+	old := startServer(t, "old", "127.0.0.1:0", &cert)
+	fresh := dial(t, old)
+	old.waitOpened(t)
+	misplaced := (&Wrapper{logger: zap.NewNop()}).WrapListener(tls.NewListener(reusable(t, old.l.Addr().String()), &tls.Config{Certificates: []tls.Certificate{cert}}))
+	var plain atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			plain.Add(1)
+		}
+	})}
+	go srv.Serve(misplaced)
+	t.Cleanup(func() { srv.Close() })
+	if s := old.l.successor(); s != nil {
+		t.Fatalf("the misplaced listener is the old one's successor")
+	}
+	old.shutDown(t)
+	ask(fresh, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // plain text, to the HTTPS port
+	if n := plain.Load(); n != 0 {
+		t.Fatalf("%d requests were served without TLS on the HTTPS port", n)
 	}
 }
 
@@ -201,7 +353,7 @@ func TestReloadHandsOverATLSConnectionNotYetHeard(t *testing.T) {
 	startServer(t, "new", old.l.Addr().String(), &cert)
 	old.shutDown(t)
 	got, err := ask(client(fresh), post)
-	if err != nil || got != `new read "hello"` {
+	if err != nil || !strings.Contains(got, `new read 5 bytes`) {
 		t.Fatalf("a TLS connection not heard yet: %q %v, want the new server's answer", got, err)
 	}
 	if got, err := ask(tshaken, post); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -235,7 +387,7 @@ func TestRefusedReloadHandsBack(t *testing.T) {
 		t.Fatal("none of 200 connections went to the second socket")
 	}
 	refused.shutDown(t)
-	if got, err := ask(c, post); err != nil || got != `old read "hello"` {
+	if got, err := ask(c, post); err != nil || !strings.Contains(got, `old read 5 bytes`) {
 		t.Fatalf("the answer: %q %v, want the old server's", got, err)
 	}
 }
@@ -244,7 +396,7 @@ func TestRefusedReloadHandsBack(t *testing.T) {
 // ends at the read in which a request head may have ended (an empty line,
 // CRLF or bare LF), at the first read of a TLS connection, or where it
 // would keep more than maxReplay; until then it keeps exactly what it
-// gave.
+// gave. And no head Go's parser reads whole escapes headEnds.
 func FuzzOpening(f *testing.F) {
 	f.Add([]byte(post), []byte{3, 20, 1, 1})
 	f.Add([]byte("GET / HTTP/1.1\nHost: x\n\n"), []byte{22, 1})
@@ -284,6 +436,10 @@ func FuzzOpening(f *testing.F) {
 		}
 		if ended != want {
 			t.Fatalf("the opening of %q ended at read %d, want %d", data, ended, want)
+		}
+		// and where Go's parser reads a whole head, one may have ended
+		if _, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data))); err == nil && !headEnds(data) {
+			t.Fatalf("Go read a request head from %q, in which none ends", data)
 		}
 	})
 }

@@ -39,6 +39,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -167,9 +168,9 @@ func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // WrapListener wraps l: its TCP and Unix connections are read and written
-// through rawio. Its connections are accepted by a goroutine of its own,
-// so that Accept also returns those another listener at its address hands
-// over (handover.go).
+// through rawio. A TCP socket's own listener (handsOver) has its
+// connections accepted by a goroutine of its own, so that Accept also
+// returns those another listener at its address hands over (handover.go).
 func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	if w.logger != nil {
 		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
@@ -178,11 +179,27 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	wrapped := &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal,
 		maxPerClient: cmp.Or(w.MaxConnectionsPerClient, max(1, min(DefaultMaxConnectionsPerClient, maxTotal/8))),
 		refusals:     [2]loglimit.Limit{{Every: time.Minute}, {Every: time.Minute}},
-		key:          addressKey(l.Addr()),
-		accepted:     make(chan accepted), arrived: make(chan struct{}, 1), done: make(chan struct{})}
+		key:          addressKey(l.Addr()), done: make(chan struct{})}
+	if handsOver(l) {
+		wrapped.accepted, wrapped.arrived = make(chan accepted), make(chan struct{}, 1)
+		go wrapped.acceptLoop()
+	}
 	register(wrapped)
-	go wrapped.acceptLoop()
 	return wrapped
+}
+
+// handsOver reports whether a reload hands over the connections of l, and
+// hands it those of the listener it replaces: a TCP socket's own listener
+// (Go's, or the one Caddy's core binds), whose connections no other wrapper
+// has seen. One that comes after another wrapper (tls, proxy_protocol)
+// takes no part: handed a raw connection, it would serve it past them.
+func handsOver(l net.Listener) bool {
+	t := reflect.TypeOf(l)
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	_, tcp := l.Addr().(*net.TCPAddr)
+	return tcp && (t.PkgPath() == "net" || t.PkgPath() == "github.com/caddyserver/caddy/v2")
 }
 
 type listener struct {
@@ -201,7 +218,8 @@ type listener struct {
 
 	// key is the address it is registered by (addressKey).
 	key string
-	// accepted brings Accept what acceptLoop accepted.
+	// accepted brings Accept what acceptLoop accepted; nil where the
+	// listener does not hand over (handsOver): Accept accepts then.
 	accepted chan accepted
 	// handed are the connections other listeners at its address handed
 	// over, for Accept; arrived tells Accept of one.
@@ -280,6 +298,15 @@ func (l *listener) acceptLoop() {
 // at once, and the next one taken: an error would have Caddy's server
 // pause.
 func (l *listener) Accept() (net.Conn, error) {
+	for l.accepted == nil {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := l.wrap(c); ok {
+			return c, nil
+		}
+	}
 	for {
 		if h, ok := l.takeHanded(); ok {
 			return l.adopt(h), nil
@@ -303,7 +330,11 @@ func (l *listener) wrap(c net.Conn) (net.Conn, bool) {
 		if !ok {
 			return nil, false
 		}
-		return l.wrapCounted(c, client, &opening{l: l}), true
+		var o *opening
+		if l.accepted != nil {
+			o = &opening{l: l}
+		}
+		return l.wrapCounted(c, client, o), true
 	case *net.UnixConn:
 		if raw, err := rawio.NewUnixConn(c); err == nil {
 			return raw, true

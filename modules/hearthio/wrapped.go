@@ -56,13 +56,14 @@ func unregister(l *listener) {
 }
 
 // successor is the newest listener other than l wrapped now at l's
-// address: the one its connections go to when it closes (nil: none).
+// address that is handed connections (handsOver): the one l's go to when
+// it closes (nil: none).
 func (l *listener) successor() *listener {
 	wrapped.Lock()
 	defer wrapped.Unlock()
 	ls := wrapped.by[l.key]
 	for i := len(ls) - 1; i >= 0; i-- {
-		if ls[i] != l {
+		if ls[i] != l && ls[i].accepted != nil {
 			return ls[i]
 		}
 	}
