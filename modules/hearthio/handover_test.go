@@ -18,6 +18,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,7 +70,7 @@ func startServerWith(t *testing.T, name, addr string, cert *tls.Certificate, hea
 		l = wrap(l)
 	}
 	if cert != nil {
-		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2", "http/1.1"}})
 	}
 	s.srv = &http.Server{
 		ReadHeaderTimeout: headerTimeout,
@@ -332,32 +333,50 @@ func TestMisplacedListenersAreHandedNothing(t *testing.T) {
 
 // TestReloadHandsOverATLSConnectionNotYetHeard: a TLS connection of
 // which the old server read nothing when its shutdown began is the new
-// server's from its hello on; one whose hello the old server answered
-// cannot be (its keys are the old server's): Go's server closes it
-// unanswered, as before.
+// server's from its hello on. One whose hello the old server answered
+// cannot be (its keys are the old server's): over HTTP/1.1, Go's server
+// closes it unanswered, as before; over HTTP/2 it answers it, or tells
+// the client (GOAWAY) to send it again elsewhere, which the client does.
 func TestReloadHandsOverATLSConnectionNotYetHeard(t *testing.T) {
 	cert := selfSigned(t)
 	old := startServer(t, "old", "127.0.0.1:0", &cert)
 	fresh := dial(t, old)
 	old.waitOpened(t)
-	shaken := dial(t, old)
-	old.waitOpened(t)
-	client := func(c net.Conn) *tls.Conn {
-		return tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	handshaken := func(proto string) *tls.Conn {
+		c := tls.Client(dial(t, old), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{proto}})
+		old.waitOpened(t)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := c.Handshake(); err != nil || c.ConnectionState().NegotiatedProtocol != proto {
+			t.Fatalf("handshake for %s: %v, %q", proto, err, c.ConnectionState().NegotiatedProtocol)
+		}
+		return c
 	}
-	tshaken := client(shaken)
-	tshaken.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := tshaken.Handshake(); err != nil {
-		t.Fatal(err)
-	}
+	h1, h2 := handshaken("http/1.1"), handshaken("h2")
 	startServer(t, "new", old.l.Addr().String(), &cert)
 	old.shutDown(t)
-	got, err := ask(client(fresh), post)
+	got, err := ask(tls.Client(fresh, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}), post)
 	if err != nil || !strings.Contains(got, `new read 5 bytes`) {
 		t.Fatalf("a TLS connection not heard yet: %q %v, want the new server's answer", got, err)
 	}
-	if got, err := ask(tshaken, post); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Fatalf("a TLS connection whose hello the old server answered: %q %v, want it closed unanswered", got, err)
+	if got, err := ask(h1, post); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("over HTTP/1.1, a TLS connection whose hello the old server answered: %q %v, want it closed unanswered", got, err)
+	}
+	cc, err := (&http2.Transport{}).NewClientConn(h2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "https://example.com/form", strings.NewReader("hello"))
+	resp, err := cc.RoundTrip(req)
+	if goAway := (http2.GoAwayError{}); err != nil && (errors.As(err, &goAway) || strings.Contains(err.Error(), "GOAWAY") || strings.Contains(err.Error(), "client conn not usable")) {
+		return // the client knows the request was not served, and sends it again
+	}
+	if err != nil {
+		t.Fatalf("over HTTP/2, a TLS connection whose hello the old server answered: %v, want the old server's answer or a GOAWAY", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `old read 5 bytes`) {
+		t.Fatalf("over HTTP/2: %q, want the old server's answer", body)
 	}
 }
 
