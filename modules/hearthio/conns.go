@@ -132,10 +132,16 @@ func (c *conn) CloseWrite() error {
 	return c.socket.CloseWrite()
 }
 
-// CloseRead shuts the connection's reading side down.
+// CloseRead shuts the connection's reading side down (what the opening
+// has still to give is given all the same).
 func (c *conn) CloseRead() error {
-	if _, ok := c.readingPast(); !ok {
-		return errHandedOver
+	if o := c.open.Load(); o != nil {
+		o.mu.Lock()
+		moving := o.moving
+		o.mu.Unlock()
+		if moving {
+			return errHandedOver
+		}
 	}
 	return c.socket.CloseRead()
 }

@@ -62,8 +62,8 @@ type opening struct {
 	// touched: Go read from it (a close then is Go's own: a timeout, its
 	// client gone).
 	touched bool
-	// reading: a Read of the socket is under way.
-	reading bool
+	// reading counts the Reads of the socket under way.
+	reading int
 	// begun: a request may have begun (the opening is over but for what
 	// pending still holds).
 	begun bool
@@ -101,11 +101,11 @@ func (e *entry) read(o *opening, p []byte, socket func([]byte) (int, error)) (in
 		n = copy(p, o.pending)
 		o.pending = o.pending[n:]
 	} else {
-		o.reading = true
+		o.reading++
 		o.mu.Unlock()
 		n, err = socket(p)
 		o.mu.Lock()
-		o.reading = false
+		o.reading--
 	}
 	switch {
 	case o.begun:
@@ -197,7 +197,7 @@ func (e *entry) readingPast() ([]byte, bool) {
 func (e *entry) handing(o *opening) (replay []byte, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e.open.Load() != o || o.reading || o.begun || !o.moving && (o.touched || !o.l.isClosed() || o.l.successor() == nil) {
+	if e.open.Load() != o || o.reading > 0 || o.begun || !o.moving && (o.touched || !o.l.isClosed() || o.l.successor() == nil) {
 		return nil, false
 	}
 	if !e.handOverCount() {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +40,13 @@ type server struct {
 // SO_REUSEPORT.
 func reusable(t *testing.T, addr string) net.Listener {
 	t.Helper()
+	return reusableOn(t, "tcp", addr)
+}
+
+// reusableOn is reusable on network (tcp4 or tcp6: Go's tcp listens on
+// every IPv6 and IPv4 address for 0.0.0.0).
+func reusableOn(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		var err error
 		if cerr := c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); cerr != nil {
@@ -46,7 +54,7 @@ func reusable(t *testing.T, addr string) net.Listener {
 		}
 		return err
 	}}
-	l, err := lc.Listen(context.Background(), "tcp", addr)
+	l, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,4 +469,94 @@ func FuzzOpening(f *testing.F) {
 			t.Fatalf("Go read a request head from %q, in which none ends", data)
 		}
 	})
+}
+
+// The listener a closing one's connections go to serves its address
+// exactly: a server on every IPv4 address and another on every IPv6
+// one share a port (and a key), not their connections.
+func TestSuccessorServesTheSameAddress(t *testing.T) {
+	wrap := func(network, addr string) *listener {
+		l := (&Wrapper{logger: zap.NewNop()}).WrapListener(reusableOn(t, network, addr)).(*listener)
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	oldV4 := wrap("tcp4", "0.0.0.0:0")
+	port := fmt.Sprint(oldV4.Addr().(*net.TCPAddr).Port)
+	oldV6 := wrap("tcp6", "[::]:"+port)
+	newV4, newV6 := wrap("tcp4", "0.0.0.0:"+port), wrap("tcp6", "[::]:"+port)
+	if oldV4.key != oldV6.key {
+		t.Fatalf("keys %q and %q: the test shows nothing", oldV4.key, oldV6.key)
+	}
+	for _, tc := range []struct{ old, want *listener }{{oldV4, newV4}, {oldV6, newV6}, {newV4, oldV4}, {newV6, oldV6}} {
+		if got := tc.old.successor(); got != tc.want {
+			t.Errorf("the successor of %s (%p): %p, want %s (%p)", tc.old.address, tc.old, got, tc.want.address, tc.want)
+		}
+	}
+}
+
+// What a handed-over connection has still to give comes first, however
+// it is read: by Read, after its head ended and a write, by WriteTo, and
+// after CloseRead.
+func TestPendingComesFirst(t *testing.T) {
+	const pending = "GET / HTTP/1.1\r\n\r\nABCDEFGH"
+	for _, tc := range []struct {
+		name string
+		read func(t *testing.T, c *conn) string
+	}{
+		{"read", func(t *testing.T, c *conn) string {
+			b, _ := io.ReadAll(c)
+			return string(b)
+		}},
+		{"after its head, a write, and by WriteTo", func(t *testing.T, c *conn) string {
+			p := make([]byte, 18) // the head: its end begins the request
+			n, _ := io.ReadFull(c, p)
+			c.Write([]byte("x"))
+			q := make([]byte, 3)
+			m, _ := c.Read(q)
+			var rest bytes.Buffer
+			c.WriteTo(&rest)
+			return string(p[:n]) + string(q[:m]) + rest.String()
+		}},
+		{"after CloseRead", func(t *testing.T, c *conn) string {
+			if err := c.CloseRead(); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(c)
+			return string(b)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := reusable(t, "127.0.0.1:0")
+			defer ln.Close()
+			client, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := &listener{Listener: ln, done: make(chan struct{})}
+			clients.Lock()
+			clients.total++ // as admit counted it
+			clients.Unlock()
+			c := l.wrapCounted(server.(*net.TCPConn), netip.Prefix{}, &opening{l: l, pending: []byte(pending)})
+			defer c.Close()
+			io.WriteString(client, "socket")
+			client.(*net.TCPConn).CloseWrite()
+			time.Sleep(20 * time.Millisecond) // in the socket's buffer
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := tc.read(t, c)
+			if !strings.HasPrefix(got, pending) || !strings.HasPrefix(pending+"socket", got) {
+				t.Fatalf("read %q, want %q then what the socket has", got, pending)
+			}
+			if got != pending+"socket" && tc.name != "after CloseRead" {
+				t.Fatalf("read %q, want %q", got, pending+"socket")
+			}
+			if c.open.Load() != nil {
+				t.Errorf("the opening did not end once all was read")
+			}
+		})
+	}
 }

@@ -179,7 +179,7 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 	wrapped := &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal,
 		maxPerClient: cmp.Or(w.MaxConnectionsPerClient, max(1, min(DefaultMaxConnectionsPerClient, maxTotal/8))),
 		refusals:     [2]loglimit.Limit{{Every: time.Minute}, {Every: time.Minute}},
-		key:          addressKey(l.Addr()), done: make(chan struct{})}
+		key:          addressKey(l.Addr()), address: l.Addr().Network() + " " + l.Addr().String(), done: make(chan struct{})}
 	if handsOver(l) {
 		wrapped.accepted, wrapped.arrived = make(chan accepted), make(chan struct{}, 1)
 		go wrapped.acceptLoop()
@@ -216,8 +216,10 @@ type listener struct {
 	misplace sync.Once
 	closed   sync.Once
 
-	// key is the address it is registered by (addressKey).
-	key string
+	// key is the address it is registered by (addressKey); address its
+	// own, exactly (a listener on every IPv4 address and one on every
+	// IPv6 one share a key, not an address).
+	key, address string
 	// accepted brings Accept what acceptLoop accepted; nil where the
 	// listener does not hand over (handsOver): Accept accepts then.
 	accepted chan accepted

@@ -56,14 +56,14 @@ func unregister(l *listener) {
 }
 
 // successor is the newest listener other than l wrapped now at l's
-// address that is handed connections (handsOver): the one l's go to when
-// it closes (nil: none).
+// address, exactly, that is handed connections (handsOver): the one l's go
+// to when it closes (nil: none).
 func (l *listener) successor() *listener {
 	wrapped.Lock()
 	defer wrapped.Unlock()
 	ls := wrapped.by[l.key]
 	for i := len(ls) - 1; i >= 0; i-- {
-		if ls[i] != l && ls[i].accepted != nil {
+		if ls[i] != l && ls[i].accepted != nil && ls[i].address == l.address {
 			return ls[i]
 		}
 	}
