@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -62,8 +63,10 @@ type opening struct {
 	// touched: Go read from it (a close then is Go's own: a timeout, its
 	// client gone).
 	touched bool
-	// reading counts the Reads of the socket under way.
+	// reading counts the Reads of the socket under way; quiet, once
+	// made, is signalled when none is.
 	reading int
+	quiet   *sync.Cond
 	// begun: a request may have begun (the opening is over but for what
 	// pending still holds).
 	begun bool
@@ -105,7 +108,9 @@ func (e *entry) read(o *opening, p []byte, socket func([]byte) (int, error)) (in
 		o.mu.Unlock()
 		n, err = socket(p)
 		o.mu.Lock()
-		o.reading--
+		if o.reading--; o.reading == 0 && o.quiet != nil {
+			o.quiet.Broadcast()
+		}
 	}
 	switch {
 	case o.begun:
@@ -190,56 +195,78 @@ func (e *entry) readingPast() ([]byte, bool) {
 	return rest, true
 }
 
-// handing reports whether Go's close of the connection hands it over,
-// with what it gave: Go was told errHandedOver (moving), or never read
-// from it (the listener closed before Go took it up). Its count then
-// passes with it.
-func (e *entry) handing(o *opening) (replay []byte, ok bool) {
+// handOff decides whether Go's close of the connection hands it over
+// (ok), and if so makes the socket the next server gets (next, a
+// descriptor of its own: this one's deadlines and poller registration go
+// with Go's close of it) and what it is to give first (replay). Its count
+// passes with it. It is handed over when Go was told errHandedOver
+// (moving), never read from it (the listener closed before Go took it up),
+// or closes it while waiting for its first bytes (the idle connections
+// Go's shutdown closes: one taken up 5 s before, that sent nothing): that
+// read is stopped first, and what it brings goes with the connection.
+// One Go read from and gave up on (a timeout, its client gone) is not.
+// It runs under o.mu, so that a second close waits for the first's
+// descriptor to be made.
+func (e *entry) handOff(o *opening, tcp *net.TCPConn) (next *net.TCPConn, replay []byte, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e.open.Load() != o || o.reading > 0 || o.begun || !o.moving && (o.touched || !o.l.isClosed() || o.l.successor() == nil) {
-		return nil, false
+	if e.open.Load() != o || o.begun {
+		return nil, nil, false
+	}
+	if !o.moving {
+		switch {
+		case !o.l.isClosed() || o.l.successor() == nil:
+			return nil, nil, false
+		case o.reading > 0 && len(o.replay) == 0:
+			if o.quiet == nil {
+				o.quiet = sync.NewCond(&o.mu)
+			}
+			o.moving = true                     // (and Go's close after the read's, too, hands it over)
+			_ = tcp.SetReadDeadline(time.Now()) // the read returns (what came is kept back)
+			for o.reading > 0 {
+				o.quiet.Wait()
+			}
+			if e.open.Load() != o || o.begun {
+				return nil, nil, false
+			}
+		case o.touched || o.reading > 0:
+			return nil, nil, false
+		}
 	}
 	if !e.handOverCount() {
-		return nil, false // closed already
+		return nil, nil, false // closed already
 	}
 	o.moving = true
-	return append(o.replay, o.pending...), true
-}
-
-// closeOrHandOver closes the connection, or hands it over (handing) to the
-// listener serving its address now: tcp is its socket, closeSocket closes
-// it.
-func (e *entry) closeOrHandOver(tcp *net.TCPConn, closeSocket func() error) error {
-	o := e.open.Load()
-	if o == nil {
-		e.leave()
-		return closeSocket()
-	}
-	replay, ok := e.handing(o)
-	if !ok {
-		e.leave()
-		return closeSocket()
-	}
-	// a socket of its own for the next server: this one's deadlines and
-	// poller registration go with Go's close of it
 	f, err := tcp.File()
-	var next net.Conn
+	var c net.Conn
 	if err == nil {
-		next, err = net.FileConn(f)
+		c, err = net.FileConn(f)
 		f.Close()
 	}
-	closeErr := closeSocket()
 	if err != nil {
 		if o.l.logger != nil {
 			o.l.logger.Warn("a connection a reload caught could not be handed over to the new config: closed", zap.String("address", o.l.Addr().String()),
 				zap.String("remote", tcp.RemoteAddr().String()), zap.Error(err))
 		}
 		leave(e.client)
-		return closeErr
+		return nil, nil, false
 	}
-	o.l.passOn(handed{conn: next.(*net.TCPConn), client: e.client, replay: replay})
-	return nil
+	return c.(*net.TCPConn), append(o.replay, o.pending...), true
+}
+
+// closeOrHandOver closes the connection, or hands it over (handOff) to the
+// listener serving its address now: tcp is its socket, closeSocket closes
+// it.
+func (e *entry) closeOrHandOver(tcp *net.TCPConn, closeSocket func() error) error {
+	if o := e.open.Load(); o != nil {
+		if next, replay, ok := e.handOff(o, tcp); ok {
+			_ = closeSocket()
+			o.l.passOn(handed{conn: next, client: e.client, replay: replay})
+			return nil
+		}
+	}
+	e.leave()
+	return closeSocket()
 }
 
 // handed is a connection on its way to the listener serving its address

@@ -293,6 +293,25 @@ func TestTimedOutConnectionsAreNotHandedOver(t *testing.T) {
 	}
 }
 
+// A connection open for more than 5 s that has sent nothing (a browser's
+// preconnect) is one Go's shutdown closes at once, as idle, while it
+// waits to read it: it is handed over all the same.
+func TestIdleNewConnectionsAreHandedOver(t *testing.T) {
+	t.Parallel()
+	old := startServer(t, "old", "127.0.0.1:0", nil)
+	c := dial(t, old)
+	old.waitOpened(t)
+	time.Sleep(6500 * time.Millisecond) // Go counts it idle past 5 s (in whole seconds)
+	next := startServer(t, "new", old.l.Addr().String(), nil)
+	old.shutDown(t)
+	if got, err := ask(c, post); err != nil || !strings.Contains(got, "new read 5 bytes") {
+		t.Fatalf("the answer: %q %v, want the new server's", got, err)
+	}
+	if n := next.ran.Load(); n != 1 {
+		t.Fatalf("the new server ran %d requests, want 1", n)
+	}
+}
+
 // With proxy_protocol after hearth_io, as Caddy orders them, the PROXY
 // line read before the reload goes to the new server with the rest, in
 // reads smaller than what it replays.
