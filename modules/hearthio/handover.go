@@ -298,12 +298,12 @@ func (l *listener) passOn(h handed) {
 
 // receive queues h for Accept, unless l closed (false).
 func (l *listener) receive(h handed) bool {
-	l.handed.Lock()
-	defer l.handed.Unlock()
-	if l.handed.closed {
+	l.queue.Lock()
+	defer l.queue.Unlock()
+	if l.queue.closed {
 		return false
 	}
-	l.handed.conns = append(l.handed.conns, h)
+	l.queue.conns = append(l.queue.conns, h)
 	select {
 	case l.arrived <- struct{}{}:
 	default:
@@ -313,13 +313,13 @@ func (l *listener) receive(h handed) bool {
 
 // takeHanded is the oldest connection handed to l, if any.
 func (l *listener) takeHanded() (handed, bool) {
-	l.handed.Lock()
-	defer l.handed.Unlock()
-	if len(l.handed.conns) == 0 {
+	l.queue.Lock()
+	defer l.queue.Unlock()
+	if len(l.queue.conns) == 0 {
 		return handed{}, false
 	}
-	h := l.handed.conns[0]
-	l.handed.conns = l.handed.conns[1:]
+	h := l.queue.conns[0]
+	l.queue.conns = l.queue.conns[1:]
 	return h, true
 }
 

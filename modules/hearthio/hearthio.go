@@ -223,9 +223,9 @@ type listener struct {
 	// accepted brings Accept what acceptLoop accepted; nil where the
 	// listener does not hand over (handsOver): Accept accepts then.
 	accepted chan accepted
-	// handed are the connections other listeners at its address handed
+	// queue holds the connections other listeners at its address handed
 	// over, for Accept; arrived tells Accept of one.
-	handed struct {
+	queue struct {
 		sync.Mutex
 		conns  []handed
 		closed bool
@@ -259,11 +259,11 @@ func (l *listener) Close() error {
 	l.closed.Do(func() {
 		close(l.done)
 		unregister(l)
-		l.handed.Lock()
-		l.handed.closed = true
-		queued := l.handed.conns
-		l.handed.conns = nil
-		l.handed.Unlock()
+		l.queue.Lock()
+		l.queue.closed = true
+		queued := l.queue.conns
+		l.queue.conns = nil
+		l.queue.Unlock()
 		for _, h := range queued {
 			l.passOn(h)
 		}
