@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hearth-dev/hearth/modules/netinfo"
 )
 
 // chromium runs Debian's Chromium headless with args, on loopback pages
@@ -172,16 +175,47 @@ http://127.0.0.1:%d {
 // listeningOn lists the local addresses listening on port, from /proc.
 func listeningOn(port int) []string {
 	var out []string
+	for _, s := range tcpSockets() {
+		if s.state == tcpListen && s.local.Port == port {
+			out = append(out, s.local.String())
+		}
+	}
+	return out
+}
+
+// tcpSocket is an IPv4 TCP socket of this network namespace, a row of
+// /proc/net/tcp.
+type tcpSocket struct {
+	state         string // tcpListen, tcpEstablished, …
+	local, remote net.TCPAddr
+	// unread is what it received and was not read yet: on a listening
+	// socket, the connections waiting to be accepted
+	unread int
+}
+
+// The states of /proc/net/tcp's rows this package looks for.
+const (
+	tcpEstablished = "01"
+	tcpListen      = "0A"
+)
+
+// tcpSockets reads /proc/net/tcp (addresses decoded by netinfo, as the
+// product does).
+func tcpSockets() []tcpSocket {
 	data, _ := os.ReadFile("/proc/net/tcp")
+	var out []tcpSocket
 	for _, line := range strings.Split(string(data), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) {
-			if strings.HasPrefix(f[1], "0100007F") {
-				out = append(out, fmt.Sprintf("127.0.0.1:%d", port))
-			} else {
-				out = append(out, f[1])
-			}
+		if len(f) < 5 {
+			continue
 		}
+		localIP, localPort, ok1 := netinfo.ParseProcAddr(f[1])
+		remoteIP, remotePort, ok2 := netinfo.ParseProcAddr(f[2])
+		var tx, rx int
+		if _, err := fmt.Sscanf(f[4], "%x:%x", &tx, &rx); err != nil || !ok1 || !ok2 {
+			continue
+		}
+		out = append(out, tcpSocket{state: f[3], local: net.TCPAddr{IP: localIP, Port: localPort}, remote: net.TCPAddr{IP: remoteIP, Port: remotePort}, unread: rx})
 	}
 	return out
 }

@@ -192,14 +192,14 @@ https://localhost:%d {
 		// the old server has them (none waits in a socket's queue),
 		// then the new config replaces it
 		waitFor(t, 10*time.Second, "the connections accepted", func() bool {
-			return listening(t, plain) == [2]int{1, 0} && listening(t, secure) == [2]int{1, 0}
+			return listening(plain) == [2]int{1, 0} && listening(secure) == [2]int{1, 0}
 		})
 		time.Sleep(100 * time.Millisecond) // the partial head read
 		if code, body := c.load(config(round)); code != 200 {
 			t.Fatalf("reload %d: %d %s", round, code, body)
 		}
 		waitFor(t, 10*time.Second, "the old config's sockets closed", func() bool {
-			return listening(t, plain)[0] == 1 && listening(t, secure)[0] == 1
+			return listening(plain)[0] == 1 && listening(secure)[0] == 1
 		})
 		for _, tc := range []struct {
 			what string
@@ -238,22 +238,12 @@ func exchange(conn net.Conn, what string) (*http.Response, string, error) {
 }
 
 // listening is how many sockets listen on the loopback TCP port, and how
-// many connections wait in their queues, from /proc/net/tcp.
-func listening(t *testing.T, port int) (n [2]int) {
-	t.Helper()
-	table, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(table), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[3] != "0A" || !strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) {
-			continue
-		}
-		n[0]++
-		var tx, rx int
-		if _, err := fmt.Sscanf(f[4], "%x:%x", &tx, &rx); err == nil {
-			n[1] += rx
+// many connections wait in their queues.
+func listening(port int) (n [2]int) {
+	for _, s := range tcpSockets() {
+		if s.state == tcpListen && s.local.Port == port {
+			n[0]++
+			n[1] += s.unread
 		}
 	}
 	return n
