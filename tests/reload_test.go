@@ -194,7 +194,9 @@ https://localhost:%d {
 		waitFor(t, 10*time.Second, "the connections accepted", func() bool {
 			return listening(plain) == [2]int{1, 0} && listening(secure) == [2]int{1, 0}
 		})
-		time.Sleep(100 * time.Millisecond) // the partial head read
+		waitFor(t, 10*time.Second, "the partial head read by the old server", func() bool {
+			return unread(plain, partial.LocalAddr().(*net.TCPAddr).Port) == 0
+		})
 		if code, body := c.load(config(round)); code != 200 {
 			t.Fatalf("reload %d: %d %s", round, code, body)
 		}
@@ -235,6 +237,18 @@ func exchange(conn net.Conn, what string) (*http.Response, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp, string(body), err
+}
+
+// unread is how much of what the client at clientPort sent to the
+// loopback TCP port has not been read by the server yet (-1: no such
+// connection).
+func unread(port, clientPort int) int {
+	for _, s := range tcpSockets() {
+		if s.state == tcpEstablished && s.local.Port == port && s.remote.Port == clientPort {
+			return s.unread
+		}
+	}
+	return -1
 }
 
 // listening is how many sockets listen on the loopback TCP port, and how

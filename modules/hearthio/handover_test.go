@@ -284,7 +284,12 @@ func TestTimedOutConnectionsAreNotHandedOver(t *testing.T) {
 	waitRead(t, served, 20)
 	next := startServer(t, "new", old.l.Addr().String(), nil)
 	old.shutDown(t)
-	time.Sleep(time.Second) // past the old server's header timeout
+	// the old server gives up on it at its header timeout, and closes it
+	for deadline := time.Now().Add(10 * time.Second); !served.closed.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the old server did not close the connection within 10 s of its header timeout")
+		}
+	}
 	if got, err := ask(c, post[20:]); err == nil {
 		t.Fatalf("the answer: %q, want the connection closed by the old server", got)
 	}
@@ -564,7 +569,6 @@ func TestPendingComesFirst(t *testing.T) {
 			defer c.Close()
 			io.WriteString(client, "socket")
 			client.(*net.TCPConn).CloseWrite()
-			time.Sleep(20 * time.Millisecond) // in the socket's buffer
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			got := tc.read(t, c)
 			if !strings.HasPrefix(got, pending) || !strings.HasPrefix(pending+"socket", got) {
