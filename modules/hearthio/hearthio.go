@@ -276,13 +276,7 @@ func (l *listener) Close() error {
 // over, if another listener serves the address).
 func (l *listener) acceptLoop() {
 	for {
-		c, err := l.Listener.Accept()
-		if err == nil {
-			var ok bool
-			if c, ok = l.wrap(c); !ok {
-				continue
-			}
-		}
+		c, err := l.next()
 		select {
 		case l.accepted <- accepted{c, err}:
 		case <-l.done:
@@ -300,14 +294,8 @@ func (l *listener) acceptLoop() {
 // at once, and the next one taken: an error would have Caddy's server
 // pause.
 func (l *listener) Accept() (net.Conn, error) {
-	for l.accepted == nil {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if c, ok := l.wrap(c); ok {
-			return c, nil
-		}
+	if l.accepted == nil {
+		return l.next()
 	}
 	for {
 		if h, ok := l.takeHanded(); ok {
@@ -319,6 +307,20 @@ func (l *listener) Accept() (net.Conn, error) {
 		case <-l.arrived:
 		case <-l.done:
 			return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
+		}
+	}
+}
+
+// next accepts the listener's next connection, wrapped; those past a
+// bound are closed, and the next one taken.
+func (l *listener) next() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := l.wrap(c); ok {
+			return c, nil
 		}
 	}
 }
