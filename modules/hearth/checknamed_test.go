@@ -194,3 +194,46 @@ func TestAdminCallIsBounded(t *testing.T) {
 		t.Fatal("adminCall waits for a silent listener")
 	}
 }
+
+// TestRunJobWaitsBoundedly: `caddy hearth jobs run` waits for the run's
+// end, but whatever answers on the admin address while Caddy is down (any
+// local account may listen there) can list the run as running forever.
+// The command stops waiting once the run is past its timeout, when Caddy
+// would have ended it, and says so.
+func TestRunJobWaitsBoundedly(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusAccepted)
+			io.WriteString(w, `{"run": 1}`)
+			return
+		}
+		json.NewEncoder(w).Encode(job.Status{Name: "clean", Timeout: 0.2, Recent: []job.Run{{ID: 1, Result: job.Running}}})
+	}))
+	defer srv.Close()
+	old := runWaitMargin
+	runWaitMargin = 300 * time.Millisecond
+	defer func() { runWaitMargin = old }()
+	cmd := &cobra.Command{}
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	done := make(chan error, 1)
+	go func() { done <- runJob(cmd, strings.TrimPrefix(srv.URL, "http://"), "jobs", "clean", false) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "still listed as running") || !strings.Contains(err.Error(), "stopped waiting") {
+			t.Errorf("a run listed as running forever: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("runJob waits for a run listed as running forever")
+	}
+	for _, tc := range []struct {
+		seconds float64
+		want    time.Duration
+	}{{0, job.DefaultTimeout}, {-1, job.DefaultTimeout}, {90, 90 * time.Second}, {1e300, maxRunWait}} {
+		if got := runWait(tc.seconds); got != tc.want+runWaitMargin {
+			t.Errorf("runWait(%g) = %s, want %s", tc.seconds, got, tc.want+runWaitMargin)
+		}
+	}
+}

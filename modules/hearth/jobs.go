@@ -357,6 +357,10 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 	if err := json.Unmarshal(body, &started); err != nil {
 		return fmt.Errorf("reading the answer: %w", err)
 	}
+	// bounded, as each request is: Caddy ends a run at its timeout, so a
+	// run listed as running well past it is not Caddy's (any local account
+	// can listen on the admin address while Caddy is down)
+	var deadline time.Time
 	for {
 		body, err := adminCall(addr, http.MethodGet, "/hearth/"+list+"/"+url.PathEscape(name))
 		if err != nil {
@@ -365,6 +369,9 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 		var st job.Status
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("reading the answer: %w", err)
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(runWait(st.Timeout))
 		}
 		i := slices.IndexFunc(st.Recent, func(r job.Run) bool { return r.ID == started.Run })
 		if i < 0 {
@@ -392,9 +399,33 @@ func runJob(cmd *cobra.Command, addr, list, name string, asJSON bool) error {
 			}
 			return nil
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("run %d of %s %s is still listed as running after %s of waiting, past its timeout (%.0fs), when Caddy would have ended it: stopped waiting; is what answers at %s the running Caddy? (`caddy hearth jobs` shows the run)",
+				started.Run, what, name, runWait(st.Timeout).Round(time.Second), st.Timeout, addr)
+		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// runWait is how long runJob waits for a run whose timeout is the given
+// seconds (an answer's: bounded however large it says, and the job's
+// default when it says none), with a margin for its end to be recorded.
+func runWait(timeoutSeconds float64) time.Duration {
+	timeout := job.DefaultTimeout
+	if timeoutSeconds > 0 && timeoutSeconds < maxRunWait.Seconds() {
+		timeout = time.Duration(timeoutSeconds * float64(time.Second))
+	} else if timeoutSeconds >= maxRunWait.Seconds() {
+		timeout = maxRunWait
+	}
+	return timeout + runWaitMargin
+}
+
+// The bounds of runWait: a run Caddy ends at its timeout is recorded as
+// ended within the margin (its group killed, its output read).
+var (
+	maxRunWait    = 7 * 24 * time.Hour
+	runWaitMargin = time.Minute
+)
 
 // backupCommand is `caddy hearth backup <name>`: a copy now, waited for.
 func backupCommand() *cobra.Command {
