@@ -181,7 +181,7 @@ func (h *WSGI) hintHearthIO(r *http.Request) {
 
 // serve buffers the request body, then runs the request on a worker.
 func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
-	body, err := engine.ReadBody(r, h.MaxBody)
+	body, err := engine.ReadBody(r, h.MaxBody, clientIP(r))
 	if err != nil {
 		return httpError(w, h.app.pool, err)
 	}

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
+
+	"github.com/hearth-dev/hearth/modules/internal/clientnet"
 )
 
 // memBodyLimit is how much of a request body is kept in memory before the
@@ -20,8 +23,10 @@ type Body struct {
 	mem  []byte
 	file *os.File
 	size int64
-	// what the body counts in the held budget
+	// what the body counts in the held budget, and in its client's share
 	memHeld, diskHeld int64
+	client            netip.Prefix
+	clientHeld        int64
 
 	// A body goroutine may still be sending the body when its request's
 	// handler returns (a client that left a streamed answer): Close then
@@ -52,8 +57,10 @@ var errBodyTooLarge = errors.New("request body too large")
 
 // ReadBody buffers r's body, bounded by maxBody. Beyond that it fails
 // with BodyTooLarge, and with BodyUnreadable when the client sends a
-// broken body. Close frees what it holds.
-func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
+// broken body. Past the held budget it fails with Unavailable, past its
+// client's share of it (clientIP as Caddy determined it, else r's peer:
+// clientOf) with TooManyRequests. Close frees what it holds.
+func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
 	b := &Body{}
 	if r.ContentLength > maxBody {
 		return nil, tooLarge(maxBody)
@@ -61,22 +68,31 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return b, nil
 	}
+	client := clientOf(clientIP, r.RemoteAddr)
+	share := held.clientShare(maxBody)
+	// refused before any of it is read: a client that waits for
+	// `100 Continue` is spared the upload
+	if r.ContentLength > 0 && !held.clientFits(client, r.ContentLength, share) {
+		return nil, clientBodiesHeld(client, share)
+	}
 	if r.ContentLength > 0 && !held.fits(r.ContentLength) {
-		// refused before any of it is read: a client that waits for
-		// `100 Continue` is spared the upload
 		return nil, Failed(Unavailable, errBodiesHeld)
 	}
 	// what the client says it sends is not yet sent: room for it is made
 	// once the body starts to arrive, and grows as it does (a client
 	// declaring 256 KiB on each of an HTTP/2 connection's streams, and
 	// sending nothing, made Caddy hold 64 MiB for it)
-	sink := &bodySink{declared: r.ContentLength}
+	sink := &bodySink{declared: r.ContentLength, client: client, share: share}
 	n, err := io.Copy(sink, io.LimitReader(r.Body, maxBody+1))
 	b.file, b.size, b.memHeld, b.diskHeld = sink.file, n, sink.memHeld, sink.diskHeld
+	b.client, b.clientHeld = client, sink.clientHeld
 	if b.file == nil {
 		b.mem = sink.mem.Bytes()
 	}
 	switch {
+	case errors.Is(err, errClientBodiesHeld):
+		b.Close()
+		return nil, clientBodiesHeld(client, share)
 	case errors.Is(err, errBodiesHeld):
 		b.Close()
 		return nil, Failed(Unavailable, err)
@@ -98,6 +114,15 @@ func ReadBody(r *http.Request, maxBody int64) (*Body, error) {
 // (heldBudget) already.
 var errBodiesHeld = errors.New("request body refused: Caddy already holds its budget of request bodies and of responses waiting for slow clients, across its apps (in memory and in temporary files); try again shortly")
 
+// errClientBodiesHeld is a request body refused because its client has
+// its share of the held budget (clientShare) held already.
+var errClientBodiesHeld = errors.New("request body refused: Caddy already holds this client's share of its budget of request bodies (a quarter of it, or one max_body); try again once its other uploads end")
+
+// clientBodiesHeld is the failure of a body refused past its client's share.
+func clientBodiesHeld(client netip.Prefix, share int64) error {
+	return Failed(TooManyRequests, fmt.Errorf("client %s: %w (its share: %d bytes)", clientnet.Name(client), errClientBodiesHeld, share))
+}
+
 // bodySink takes a request body as it arrives: in memory up to
 // memBodyLimit while the held budget allows, then in a temporary file
 // while the budget's disk part does. Bodies had a bound each (max_body)
@@ -110,6 +135,10 @@ type bodySink struct {
 	file              *os.File
 	memHeld, diskHeld int64
 	failed            bool // the file, not the client, failed
+	// the body's client, its share of the budget, and what it counts there
+	client     netip.Prefix
+	share      int64
+	clientHeld int64
 }
 
 // ReadFrom takes the body from r as it arrives, with a read buffer that
@@ -143,6 +172,19 @@ func (s *bodySink) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (s *bodySink) Write(p []byte) (int, error) {
+	if !held.takeClient(s.client, int64(len(p)), s.share) {
+		return 0, errClientBodiesHeld
+	}
+	n, err := s.write(p)
+	if n < len(p) {
+		held.giveClient(s.client, int64(len(p)-n))
+	}
+	s.clientHeld += int64(n)
+	return n, err
+}
+
+// write takes p in memory or in the file, as the held budget allows.
+func (s *bodySink) write(p []byte) (int, error) {
 	if s.file == nil && s.mem.Len()+len(p) <= memBodyLimit && held.takeMem(len(p)) {
 		s.memHeld += int64(len(p))
 		if s.mem.Cap() == 0 && s.declared > 0 {
@@ -252,7 +294,8 @@ func (b *Body) free() {
 	}
 	held.giveMem(int(b.memHeld))
 	held.giveDisk(b.diskHeld)
-	b.memHeld, b.diskHeld = 0, 0
+	held.giveClient(b.client, b.clientHeld)
+	b.memHeld, b.diskHeld, b.clientHeld = 0, 0, 0
 }
 
 // reader returns the body from its start.

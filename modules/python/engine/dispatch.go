@@ -198,8 +198,11 @@ func (p *Pool) warnClientShare(refusal string) {
 // clientShareHint ends the message of a client refused past its share of
 // option: how to tell clients behind a proxy apart, or else what to raise.
 func clientShareHint(option string) string {
-	return ". If that address is a proxy or CDN in front of the site, list it in the server's trusted_proxies (with trusted_proxies_strict, so that a client cannot name itself someone else), so that its visitors count apart; else raise " +
-		option + " if one client is expected to need that many"
+	hint := ". If that address is a proxy or CDN in front of the site, list it in the server's trusted_proxies (with trusted_proxies_strict, so that a client cannot name itself someone else), so that its visitors count apart"
+	if option == "" { // a share with no option of its own
+		return hint
+	}
+	return hint + "; else raise " + option + " if one client is expected to need that many"
 }
 
 // armQueueTimerLocked makes expireWaiters run in d. One timer serves the

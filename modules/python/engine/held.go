@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,13 @@ import (
 type heldBudget struct {
 	mem, disk atomic.Int64
 	memLimit  int64
+	// bodies counts, per client (clientOf), the bytes of request bodies
+	// held for it, in memory and on disk together: one client uploading
+	// slowly on many connections or streams took the whole budget, and
+	// every other client's upload was refused for as long as it kept
+	// them open (clientShare)
+	bodiesMu sync.Mutex
+	bodies   map[netip.Prefix]int64
 	// diskLimit is the disk part; 0: diskBudget's, worked out at its
 	// first use (once Caddy has set Go's memory limit from its container)
 	diskLimit int64
@@ -109,4 +117,55 @@ func (b *heldBudget) answerSpill() int64 { return b.diskPart() / 16 }
 // together, at this moment (a hint: the bytes are taken as they come).
 func (b *heldBudget) fits(n int64) bool {
 	return b.memLimit-b.mem.Load()+b.diskPart()-b.disk.Load() >= n
+}
+
+// clientShare is how much of request bodies one client may have held at
+// once: a quarter of the budget (memory and disk parts together), but
+// always one body of the app's max_body, which its own upload may take.
+func (b *heldBudget) clientShare(maxBody int64) int64 {
+	return max(maxBody, (b.memLimit+b.diskPart())/4)
+}
+
+// clientFits says n more bytes of bodies fit in client's share now (a
+// hint, as fits is).
+func (b *heldBudget) clientFits(client netip.Prefix, n, share int64) bool {
+	if !client.IsValid() {
+		return true
+	}
+	b.bodiesMu.Lock()
+	defer b.bodiesMu.Unlock()
+	return b.bodies[client]+n <= share
+}
+
+// takeClient counts n more bytes of bodies for client unless that passes
+// share. A client without an address (a Unix socket's peers: clientOf)
+// has no share of its own: those cannot be told apart.
+func (b *heldBudget) takeClient(client netip.Prefix, n, share int64) bool {
+	if !client.IsValid() {
+		return true
+	}
+	b.bodiesMu.Lock()
+	defer b.bodiesMu.Unlock()
+	if b.bodies[client]+n > share {
+		return false
+	}
+	if b.bodies == nil {
+		b.bodies = map[netip.Prefix]int64{}
+	}
+	b.bodies[client] += n
+	return true
+}
+
+// giveClient gives back n bytes takeClient counted for client.
+func (b *heldBudget) giveClient(client netip.Prefix, n int64) {
+	if !client.IsValid() || n == 0 {
+		return
+	}
+	b.bodiesMu.Lock()
+	defer b.bodiesMu.Unlock()
+	if left := b.bodies[client] - n; left > 0 {
+		b.bodies[client] = left
+	} else {
+		delete(b.bodies, client)
+	}
 }

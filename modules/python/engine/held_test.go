@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -42,7 +43,7 @@ func withHeld(t *testing.T, b *heldBudget) {
 func TestRequestBodiesShareTheHeldBudget(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 300 << 10})
 	read := func(size int) (*Body, error) {
-		return ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(bytes.Repeat([]byte{'x'}, size))), 100<<20)
+		return ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(bytes.Repeat([]byte{'x'}, size))), 100<<20, "")
 	}
 	small, err := read(60 << 10)
 	if err != nil || small.file != nil || held.mem.Load() != 60<<10 {
@@ -94,13 +95,13 @@ func TestBodyPastTheBudgetIsNotRead(t *testing.T) {
 	body := &unreadBody{Reader: bytes.NewReader(make([]byte, 200<<10))}
 	r := httptest.NewRequest(http.MethodPost, "/upload", body)
 	r.ContentLength = 200 << 10
-	if _, err := ReadBody(r, 100<<20); FailureOf(err) != Unavailable || body.read {
+	if _, err := ReadBody(r, 100<<20, ""); FailureOf(err) != Unavailable || body.read {
 		t.Fatalf("a 200 KiB body with 150 KiB left: %v, read %v; want Unavailable, unread", err, body.read)
 	}
 	fitting := &unreadBody{Reader: bytes.NewReader(make([]byte, 100<<10))}
 	r = httptest.NewRequest(http.MethodPost, "/upload", fitting)
 	r.ContentLength = 100 << 10
-	b, err := ReadBody(r, 100<<20)
+	b, err := ReadBody(r, 100<<20, "")
 	if err != nil || !fitting.read {
 		t.Fatalf("a 100 KiB body with 150 KiB left: %v", err)
 	}
@@ -551,7 +552,7 @@ func TestAnswersLeaveDiskForBodies(t *testing.T) {
 	if taken, _ := other.offer(make([]byte, 64<<10)); taken {
 		t.Fatal("answers took more than three quarters of the disk budget")
 	}
-	body, err := ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20)
+	body, err := ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20, "")
 	if err != nil {
 		t.Fatalf("a 200 KiB body with 310 KiB of disk left: %v", err)
 	}
@@ -945,5 +946,86 @@ func TestDiskBudgetOnATmpfs(t *testing.T) {
 		if got := diskBudget(t.TempDir()); got != 1<<30 {
 			t.Errorf("on a disk: %d MiB, want 1024", got>>20)
 		}
+	}
+}
+
+// TestOneClientCannotHoldEveryBody: request bodies count per client too.
+// One client uploading slowly on many connections (or an HTTP/2
+// connection's streams) filled the whole held budget, and every upload of
+// every other client, to every app, was refused with 503 for as long as
+// it kept them open. Past a quarter of the budget (or one max_body, which
+// its own upload may always take) its next body is refused with 429,
+// before any of it is read when its length is declared, and other clients
+// upload as before. Clients are told apart as for the other per-client
+// bounds: an IPv4 address, an IPv6 /64, the address Caddy determined
+// before the connection's peer; Unix socket peers have no share.
+func TestOneClientCannotHoldEveryBody(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 700 << 10}) // a quarter: 200 KiB
+	const maxBody = 150 << 10
+	upload := func(remote, clientIP string, size int, declared bool) (*Body, *unreadBody, error) {
+		body := &unreadBody{Reader: bytes.NewReader(bytes.Repeat([]byte{'x'}, size))}
+		r := httptest.NewRequest(http.MethodPost, "/upload", body)
+		r.RemoteAddr = remote
+		r.ContentLength = -1 // chunked: nothing declared
+		if declared {
+			r.ContentLength = int64(size)
+		}
+		b, err := ReadBody(r, maxBody, clientIP)
+		return b, body, err
+	}
+	first, _, err := upload("203.0.113.7:40001", "", 150<<10, true)
+	if err != nil {
+		t.Fatalf("a client's first body: %v", err)
+	}
+	// the same client on another connection: past its share
+	_, unread, err := upload("203.0.113.7:40002", "", 100<<10, true)
+	if FailureOf(err) != TooManyRequests || unread.read || !strings.Contains(fmt.Sprint(err), "client 203.0.113.7") {
+		t.Fatalf("a declared body past the client's share: %v, read %v; want TooManyRequests, unread", err, unread.read)
+	}
+	// nothing declared: refused as it arrives, and what it took given back
+	if _, _, err := upload("203.0.113.7:40003", "", 100<<10, false); FailureOf(err) != TooManyRequests {
+		t.Fatalf("a chunked body past the client's share: %v, want TooManyRequests", err)
+	}
+	if got := held.mem.Load() + held.disk.Load(); got != 150<<10 {
+		t.Fatalf("after the refusals the budget counts %d bytes, want the first body's %d", got, 150<<10)
+	}
+	// the address Caddy determined (trusted_proxies) comes first
+	if _, _, err := upload("198.51.100.9:40004", "203.0.113.7", 100<<10, true); FailureOf(err) != TooManyRequests {
+		t.Fatalf("the same client behind a trusted proxy: %v, want TooManyRequests", err)
+	}
+	// another client uploads as before
+	other, _, err := upload("198.51.100.2:40005", "", 150<<10, true)
+	if err != nil {
+		t.Fatalf("another client's body: %v", err)
+	}
+	// an IPv6 client is its /64
+	v6, _, err := upload("[2001:db8:1:2::1]:40006", "", 120<<10, true)
+	if err != nil {
+		t.Fatalf("an IPv6 client's body: %v", err)
+	}
+	if _, _, err := upload("[2001:db8:1:2::99]:40007", "", 100<<10, true); FailureOf(err) != TooManyRequests {
+		t.Fatalf("another address of the same /64: %v, want TooManyRequests", err)
+	}
+	// peers without an address cannot be told apart: no share
+	for i := range 2 {
+		b, _, err := upload("@", "", 120<<10, true)
+		if err != nil {
+			t.Fatalf("a Unix socket peer's body %d: %v", i, err)
+		}
+		defer b.Close()
+	}
+	// once its body is freed, the client uploads again
+	first.Close()
+	again, _, err := upload("203.0.113.7:40008", "", 150<<10, true)
+	if err != nil {
+		t.Fatalf("the client's body once its first was freed: %v", err)
+	}
+	again.Close()
+	other.Close()
+	v6.Close()
+	held.bodiesMu.Lock()
+	defer held.bodiesMu.Unlock()
+	if len(held.bodies) != 0 {
+		t.Fatalf("clients still counted once their bodies were freed: %v", held.bodies)
 	}
 }

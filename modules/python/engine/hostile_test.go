@@ -66,7 +66,7 @@ func TestWorkerThatStopsReadingTimesOut(t *testing.T) {
 				}()
 			}
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.size)))
-			body, err := ReadBody(r, 1<<30)
+			body, err := ReadBody(r, 1<<30, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +172,7 @@ func TestHandOverAfterTheDeadlinePassed(t *testing.T) {
 	go answerAll(worker)
 	serve := func() error {
 		r := httptest.NewRequest("POST", "/", strings.NewReader("body"))
-		body, err := ReadBody(r, 1<<20)
+		body, err := ReadBody(r, 1<<20, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +238,7 @@ func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
 				}
 			}()
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.body)))
-			body, err := ReadBody(r, 1<<30)
+			body, err := ReadBody(r, 1<<30, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -368,7 +368,7 @@ func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
 				drained <- got
 			}()
 			r := httptest.NewRequest("GET", "/big-page", bytes.NewReader(make([]byte, size)))
-			body, err := ReadBody(r, 100<<20)
+			body, err := ReadBody(r, 100<<20, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -608,7 +608,7 @@ func TestBodyOutlivesItsHandler(t *testing.T) {
 		got <- n
 	}()
 	r := httptest.NewRequest("POST", "/stream", bytes.NewReader(make([]byte, size)))
-	body, err := ReadBody(r, 100<<20)
+	body, err := ReadBody(r, 100<<20, "")
 	if err != nil || body.file == nil {
 		t.Fatalf("ReadBody: %v (spilled: %v)", err, body != nil && body.file != nil)
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -43,7 +44,11 @@ var Metrics = []prometheus.Collector{queueWaitSeconds, requestDurationSeconds, r
 // refusal (Unavailable, TooManyRequests), under its reason.
 func (p *Pool) CountRefusal(err error) {
 	if FailureOf(err).Refusal() {
-		refusedTotal.WithLabelValues(p.opts.Name, refusalReason(err)).Inc()
+		reason := refusalReason(err)
+		refusedTotal.WithLabelValues(p.opts.Name, reason).Inc()
+		if reason == "client_held_budget" { // refused before the pool (ReadBody): said here, as the other shares are
+			p.warnClientShare(fmt.Sprintf("app %s: %v: refused with 429%s", p.opts.Name, err, clientShareHint("")))
+		}
 	}
 }
 
@@ -63,6 +68,8 @@ func refusalReason(err error) string {
 		return "queue_timeout"
 	case errors.Is(err, errPoolStopped):
 		return "stopped"
+	case errors.Is(err, errClientBodiesHeld):
+		return "client_held_budget"
 	case errors.Is(err, errBodiesHeld):
 		return "held_budget"
 	}
