@@ -67,6 +67,17 @@ func TestWebSocket(t *testing.T) {
 	if websocket.CloseStatus(err) != 4001 {
 		t.Errorf("the app's close: %v", err)
 	}
+	// a code no close frame may carry is not sent (the close frame goes
+	// without one: 1005 to the client), and a reason past a close frame's
+	// room is cut to fit, as over HTTP/2; the connection was dropped
+	// without a close frame before
+	for msg, want := range map[string]websocket.StatusCode{"close-badly": websocket.StatusNoStatusRcvd, "close-long": 4003} {
+		wsb := wsDial(t, base+"/echo")
+		wsb.Write(ctx, websocket.MessageText, []byte(msg))
+		if _, _, err := wsb.Read(ctx); websocket.CloseStatus(err) != want {
+			t.Errorf("the app's close (%s): %v, want a close frame with %d", msg, err, want)
+		}
+	}
 	// the client closes with a code; then one just goes away
 	ws2 := wsDial(t, base+"/echo")
 	wsRoundTrip(t, ws2, websocket.MessageText, "x")

@@ -200,6 +200,9 @@ func (fr *Reader) Next() (Header, []byte, error) {
 	}
 	h, err := ParseHeader(fr.hdr[:])
 	if err != nil {
+		// its payload, of a length not to be trusted, is still to come:
+		// what follows cannot be read in step
+		fr.err = err
 		return h, nil, err
 	}
 	switch {

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
@@ -216,6 +217,40 @@ func TestReaderCutFrameStays(t *testing.T) {
 			}
 			if (fr.Err() == nil) != c.resume {
 				t.Errorf("Err() = %v after a failure %s", fr.Err(), c.name)
+			}
+		})
+	}
+}
+
+// TestReaderRefusedHeaderStays: a frame header Next refuses (an unknown
+// type, a length past MaxPayload) is followed by a payload of a length not
+// to be trusted, so the Reader is out of step: every later Next returns
+// the error, and Err says so (the fork server's channel was used again,
+// reading the refused frame's payload as the next header).
+func TestReaderRefusedHeaderStays(t *testing.T) {
+	good := AppendFrame(nil, ResponseBody, FlagEnd, 7, []byte("hello"))
+	for _, c := range []struct {
+		name   string
+		header []byte
+	}{
+		{"an unknown type", func() []byte { b := AppendFrame(nil, ResponseBody, 0, 1, []byte("xx")); b[4] = 200; return b }()},
+		{"past MaxPayload", func() []byte {
+			b := AppendFrame(nil, ResponseBody, 0, 1, nil)
+			binary.BigEndian.PutUint32(b, MaxPayload+1)
+			return b
+		}()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fr := NewReader(bytes.NewReader(append(append([]byte(nil), c.header...), good...)))
+			_, _, first := fr.Next()
+			if first == nil {
+				t.Fatal("the header was taken")
+			}
+			if h, p, err := fr.Next(); err == nil || !errors.Is(err, first) && err.Error() != first.Error() {
+				t.Errorf("the next Next: %v %q %v, want the error again", h, p, err)
+			}
+			if fr.Err() == nil {
+				t.Error("Err() is nil after a refused header")
 			}
 		})
 	}

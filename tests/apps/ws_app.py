@@ -26,6 +26,12 @@ async def echo(ws):
         if message.get('text') == 'close-me':
             await ws.close(code=4001, reason='asked to')
             return
+        if message.get('text') == 'close-badly':  # a code no close frame may carry
+            await ws.close(code=1006, reason='gone')
+            return
+        if message.get('text') == 'close-long':  # a reason past a close frame's room
+            await ws.close(code=4003, reason='r' * 300)
+            return
         if message.get('text') is not None:
             await ws.send_text('echo:' + message['text'])
         else:

@@ -773,12 +773,24 @@ func (p *Pool) badHead(s *channel, sid uint32, bodySent chan error, err error) e
 	p.mu.Unlock()
 	p.logger.Error("refused the app's response: it cannot be sent as it is; the client gets 500",
 		zap.Int("pid", s.worker.proc.Pid()), zap.String("path", path), zap.String("reason", bad.reason))
+	cancelled := false
 	if p.opts.ASGI() {
-		s.cancel(sid) // an app streaming its answer stops (http.disconnect)
+		// an app streaming its answer stops (http.disconnect), as when its
+		// client leaves: one that does not hear it (it awaits an event, not
+		// receive()) has its task cancelled after closeGrace, rather than
+		// hold the channel until the request's timeout takes its worker,
+		// with every request it serves, for hung
+		s.cancel(sid)
+		s.setDeadline(closeGrace)
 	}
 	for {
 		f, err := s.nextBody()
 		if err != nil {
+			if p.opts.ASGI() {
+				if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
+					continue
+				}
+			}
 			return p.broken(s, err)
 		}
 		if f.last {
@@ -847,6 +859,12 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 			}
 			contentLength = fields[i+1]
 		}
+	}
+	// Go's server sends the app's Content-Length as it is once it parses as
+	// a number ("+5" does): a proxy in front could then frame the body its
+	// own way. RFC 9110 allows digits only.
+	if contentLength != nil && !decimal(textproto.TrimBytes(contentLength)) {
+		return 0, &badHeadError{"the app sent a Content-Length that is not a length in digits: a client or proxy could read the body another way"}
 	}
 	// one string holds every value, and one array the values of names hdr
 	// does not have yet, each such slice capped at its one value (adding
@@ -973,3 +991,17 @@ var responseHeaderNames = func() map[string]string {
 	m["WWW-Authenticate"] = "Www-Authenticate"
 	return m
 }()
+
+// decimal says b is a non-negative decimal number of at most 18 digits
+// (an int64 whatever they are).
+func decimal(b []byte) bool {
+	if len(b) == 0 || len(b) > 18 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -39,6 +39,12 @@ func TestParseResponseHead(t *testing.T) {
 		{"a header too many", "200 OK" + strings.Repeat("\x00X-A\x00v", maxResponseHeaders+1), 0, nil, "more than 1000 headers"},
 		{"a megabyte of empty values", "200 OK" + strings.Repeat("\x00a\x00", 349000), 0, nil, "more than the 131072 a response head may have"},
 		{"a head too long", "200 OK\x00X-A\x00" + strings.Repeat("v", maxResponseHeadBytes), 0, nil, "a response head may have"},
+		{"a Content-Length in digits", "200 OK\x00Content-Length\x00 12 ", 200, http.Header{"Content-Length": {" 12 "}, "Content-Type": nil}, ""},
+		{"a signed Content-Length", "200 OK\x00Content-Length\x00+5", 0, nil, "not a length in digits"},
+		{"Python's underscores", "200 OK\x00Content-Length\x005_0", 0, nil, "not a length in digits"},
+		{"a negative Content-Length", "200 OK\x00Content-Length\x00-1", 0, nil, "not a length in digits"},
+		{"an empty Content-Length", "200 OK\x00Content-Length\x00\x00X-A\x00v", 0, nil, "not a length in digits"},
+		{"a Content-Length past int64", "200 OK\x00Content-Length\x009999999999999999999", 0, nil, "not a length in digits"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := http.Header{}

@@ -265,6 +265,95 @@ func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
 	}
 }
 
+// TestBrokenWebSocketRefusalLeavesNoAppHeader: a worker that refuses a
+// WebSocket with an HTTP answer and breaks before its body gets Caddy's
+// error out with the header as it was: not the app's cookie or Location
+// (the refusal's head had already put them in the header).
+func TestBrokenWebSocketRefusalLeavesNoAppHeader(t *testing.T) {
+	p, worker := onePoolOf(t, "asgi")
+	go func() {
+		h, _, err := protocol.NewReader(worker).Next()
+		if err == nil {
+			_, _ = worker.Write(protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream,
+				[]byte("403 Forbidden\x00Set-Cookie\x00session=s3cret\x00Location\x00/next\x00")))
+			worker.Close()
+		}
+	}()
+	r := httptest.NewRequest("GET", "/ws", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	r.Header.Set("Sec-WebSocket-Version", "13")
+	r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	rec := httptest.NewRecorder()
+	rec.Header().Set("Server", "Caddy")
+	done := make(chan error, 1)
+	go func() { done <- p.ServeWebSocket(rec, r, &Request{Timeout: 10 * time.Second}) }()
+	select {
+	case err := <-done:
+		if FailureOf(err) != WorkerBroken {
+			t.Errorf("ServeWebSocket: %v, want WorkerBroken", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("ServeWebSocket still blocked after 15 s")
+	}
+	if want := (http.Header{"Server": {"Caddy"}}); fmt.Sprint(rec.Header()) != fmt.Sprint(want) {
+		t.Errorf("header after the failure: %v, want %v", rec.Header(), want)
+	}
+}
+
+// TestASGIBadHeadCancelsAnAppThatDoesNotHear: an ASGI app whose streamed
+// answer's head Caddy refuses (a header name that is no token, which the
+// runtime lets through) is told its client left. One that does not hear it
+// (it awaits an event, not receive()) has its task cancelled after
+// closeGrace, and the worker goes on serving: before, the drain waited for
+// the request's timeout, and then terminated the worker as hung, with
+// every request and WebSocket it served.
+func TestASGIBadHeadCancelsAnAppThatDoesNotHear(t *testing.T) {
+	p, worker := onePoolOf(t, "asgi")
+	cancels := make(chan uint8, 4)
+	go func() {
+		fr := protocol.NewReader(worker)
+		h, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		sid := h.Stream
+		_, _ = worker.Write(protocol.AppendFrame(nil, protocol.ResponseHead, 0, sid, []byte("200 OK\x00Bad Name\x00v\x00")))
+		for {
+			h, _, err := fr.Next()
+			if err != nil {
+				return
+			}
+			if h.Type == protocol.Cancel {
+				cancels <- h.Flags
+				if h.Flags&protocol.FlagTimedOut != 0 { // the task cancelled: its stream ends
+					_, _ = worker.Write(protocol.AppendFrame(nil, protocol.ResponseBody, protocol.FlagEnd, sid, nil))
+				}
+			}
+		}
+	}()
+	rec := httptest.NewRecorder()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Serve(rec, httptest.NewRequest("GET", "/events", nil), &Request{Timeout: time.Minute})
+	}()
+	select {
+	case err := <-done:
+		if FailureOf(err) != BadResponse {
+			t.Errorf("Serve: %v, want BadResponse (the worker kept)", err)
+		}
+	case <-time.After(closeGrace + 20*time.Second):
+		t.Fatalf("Serve still blocked %s after the bad head (the request's timeout is a minute)", time.Since(start).Round(time.Second))
+	}
+	if got := []uint8{<-cancels, <-cancels}; got[0] != 0 || got[1]&protocol.FlagTimedOut == 0 {
+		t.Errorf("cancels sent with flags %v, want a plain one, then one that cancels the task", got)
+	}
+	if st := p.Status(); len(st.Workers) != 1 || st.Restarts["timeout"] != 0 || st.Restarts["crash"] != 0 {
+		t.Errorf("after the bad head: %d workers, restarts %v; want the one worker kept", len(st.Workers), st.Restarts)
+	}
+}
+
 // TestASGITimeoutCancelsTheRequest: an ASGI request past its timeout
 // before its head costs that request, not its worker (which serves many
 // at once): Caddy sends a Cancel flagged FlagTimedOut, drops what the

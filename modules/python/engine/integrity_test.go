@@ -567,11 +567,12 @@ func TestOffered(t *testing.T) {
 }
 
 // TestHugeResponseHead: an app that reflects a large input into a header
-// (more than a frame can carry) gets a 500, and its worker keeps serving
-// rather than breaking the channel.
+// (more than a frame can carry, or more than Caddy takes of a head) gets a
+// 500 from the runtime, and its worker keeps serving rather than breaking
+// the channel.
 func TestHugeResponseHead(t *testing.T) {
 	rp := startRuntime(t, "wsgi", reflectApp)
-	for i, size := range []int{protocol.MaxPayload + 1, 100} {
+	for i, size := range []int{protocol.MaxPayload + 1, maxResponseHeadBytes, 100} {
 		spec, _ := json.Marshal(map[string]any{"status": "200 OK", "headers": [][]string{{"X-Big", strings.Repeat("x", size)}}})
 		sid := uint32(i + 1)
 		frames := protocol.AppendFrame(nil, protocol.RequestHead, 0, sid, []byte("REQUEST_METHOD\x00POST\x00PATH_INFO\x00/\x00"))
@@ -579,11 +580,28 @@ func TestHugeResponseHead(t *testing.T) {
 		head, _ := rp.exchange(t, frames, sid)
 		hdr := http.Header{}
 		status, err := parseResponseHead(head, hdr)
-		if want := map[int]int{0: 500, 1: 200}[i]; err != nil || status != want {
+		if want := map[int]int{0: 500, 1: 500, 2: 200}[i]; err != nil || status != want {
 			t.Fatalf("a %d-byte header: status %d, %v; want %d", size, status, err, want)
 		}
 	}
-	if !strings.Contains(rp.stderr.String(), "more than the 1048576 a response head may have") {
+	if !strings.Contains(rp.stderr.String(), "more than the 131072 a response head may have") {
 		t.Errorf("the log does not say why:\n%s", rp.stderr)
+	}
+	// more headers than Caddy takes: the same
+	many := make([][]string, maxResponseHeaders+1)
+	for i := range many {
+		many[i] = []string{"X-A", "v"}
+	}
+	spec, _ := json.Marshal(map[string]any{"status": "200 OK", "headers": many})
+	frames := protocol.AppendFrame(nil, protocol.RequestHead, 0, 9, []byte("REQUEST_METHOD\x00POST\x00PATH_INFO\x00/\x00"))
+	head, _ := rp.exchange(t, appendBodyFrames(frames, 9, spec), 9)
+	if status, err := parseResponseHead(head, http.Header{}); err != nil || status != 500 {
+		t.Errorf("%d headers: status %d, %v; want the runtime's 500", len(many), status, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(rp.stderr.String(), "more than the 1000 a response may have"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) { // (the runtime logs after it answered)
+			t.Errorf("the log does not say why:\n%s", rp.stderr)
+			break
+		}
 	}
 }

@@ -116,12 +116,14 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 	}
 	switch h.Type {
 	case protocol.ResponseHead: // the app closed before accepting: an HTTP answer
+		mark := markHeader(w.Header())
 		status, err := p.responseHead(h, payload, sid, w.Header())
 		if err != nil {
 			return p.badHead(s, sid, nil, err)
 		}
 		h, payload, err = s.frames.Next()
 		if err != nil || h.Type != protocol.ResponseBody || !h.End() {
+			mark.restore(w.Header()) // Caddy answers the error, not the app (its cookies, its Location)
 			return p.broken(s, fmt.Errorf("expected the end of a refusal, got %v %v", h.Type, err))
 		}
 		status = refusalStatus(r, status)

@@ -24,6 +24,7 @@ print(json.dumps({n: getattr(w, n) for n in sys.argv[2:]}))`
 		"REQ_BODY": int(protocol.RequestBody), "RESP_HEAD": int(protocol.ResponseHead), "RESP_BODY": int(protocol.ResponseBody),
 		"ABORT": int(protocol.Abort), "FORK": int(protocol.Fork), "CANCEL": int(protocol.Cancel),
 		"WS_ACCEPT": int(protocol.WSAccept), "WS_MSG": int(protocol.WSMessage), "WS_CLOSE": int(protocol.WSClose),
+		"MAX_RESPONSE_HEAD": maxResponseHeadBytes, "MAX_RESPONSE_HEADERS": maxResponseHeaders,
 		"END": int(protocol.FlagEnd), "BINARY": int(protocol.FlagBinary), "TIMED_OUT": int(protocol.FlagTimedOut), "REFUSED": int(protocol.FlagRefused),
 	}
 	args := []string{"-B", "-c", script, filepath.Join("runtime")}

@@ -53,6 +53,11 @@ func (u upgradedPeer) write(ctx context.Context, binary bool, data []byte) error
 }
 
 func (u upgradedPeer) close(code int, reason string) {
+	code, reason = sendableClose(code, reason)
+	if code == 0 { // a close frame without a code (the library would drop the connection instead)
+		_ = u.conn.Close(websocket.StatusNoStatusRcvd, "")
+		return
+	}
 	_ = u.conn.Close(websocket.StatusCode(code), reason)
 }
 
@@ -293,12 +298,20 @@ func (s *streamPeer) close(code int, reason string) {
 // reason is cut to the 123 bytes a close frame has room for, at a
 // character's boundary, and must be UTF-8, as the client checks.
 func closePayload(code int, reason string) []byte {
-	if !sendableCloseCode(code) {
+	if code, reason = sendableClose(code, reason); code == 0 {
 		return nil
 	}
-	reason = strings.ToValidUTF8(reason, "")
-	reason = textcut.Prefix(reason, 123)
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
+}
+
+// sendableClose is what of the app's close a close frame carries: its code
+// when one may be sent (else 0: none, and no reason), and its reason as
+// valid UTF-8 within the frame's 123 bytes.
+func sendableClose(code int, reason string) (int, string) {
+	if !sendableCloseCode(code) {
+		return 0, ""
+	}
+	return code, textcut.Prefix(strings.ToValidUTF8(reason, ""), 123)
 }
 
 // sendableCloseCode reports whether a close frame may carry code: the

@@ -11,6 +11,11 @@ import struct
 HEADER = struct.Struct('!IBBI')  # payload length, type, flags, stream id
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 20
+# What Caddy takes of a response head (its maxResponseHeadBytes and
+# maxResponseHeaders): checked here too, so that the app gets HeaderError
+# (a plain 500) before anything of a streamed answer is sent.
+MAX_RESPONSE_HEAD = 128 << 10
+MAX_RESPONSE_HEADERS = 1000
 
 HELLO, FATAL, REQ_HEAD, REQ_BODY, RESP_HEAD, RESP_BODY, ABORT, FORK, CANCEL, WS_ACCEPT, WS_MSG, WS_CLOSE = range(1, 13)
 END = 1
@@ -70,9 +75,12 @@ def encode_head(status, headers):
         data = head.encode('latin-1')
     except UnicodeEncodeError:
         raise HeaderError(head_problem(parts)) from None
-    if len(data) > MAX_PAYLOAD:
+    if len(data) > MAX_RESPONSE_HEAD:
         raise HeaderError('the response head is %d bytes, more than the %d a response head may have'
-                          % (len(data), MAX_PAYLOAD))
+                          % (len(data), MAX_RESPONSE_HEAD))
+    if len(parts) > 2 * MAX_RESPONSE_HEADERS + 1:
+        raise HeaderError('the response has %d headers, more than the %d a response may have'
+                          % (len(parts) // 2, MAX_RESPONSE_HEADERS))
     return data
 
 
