@@ -15,6 +15,25 @@ import (
 // current is the running app, for the admin routes.
 var current atomic.Pointer[App]
 
+// publish makes a, starting, the app the admin routes serve, and
+// remembers the one it replaces.
+func publish(a *App) {
+	a.replaced = current.Swap(a)
+}
+
+// withdraw is publish undone as a stops: the app it replaced comes back
+// while that one still runs (a reload refused after a started: Caddy
+// stops the new config's apps and keeps the old ones), else none.
+func withdraw(a *App) {
+	atomic.StoreUint32(&a.stopped, 1)
+	back := a.replaced
+	if back != nil && atomic.LoadUint32(&back.stopped) == 1 {
+		back = nil
+	}
+	current.CompareAndSwap(a, back)
+	a.replaced = nil
+}
+
 func init() {
 	hearth.HandleAdmin("ddns", serveAdmin)
 }

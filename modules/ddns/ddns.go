@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -93,6 +94,10 @@ type App struct {
 	cancel      context.CancelFunc
 	done        chan struct{}
 	kick        chan chan struct{}
+	// the app the admin routes served before this one started, and
+	// whether this one has stopped (publish, withdraw)
+	replaced *App
+	stopped  uint32 // atomic: App is a value Caddy copies, an atomic.Bool may not be
 }
 
 // CaddyModule returns the Caddy module information.
@@ -143,9 +148,9 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 		if src.Source != "http" {
 			continue
 		}
-		service := strings.ToLower(strings.TrimRight(src.URL, "/"))
+		service := echoService(src.URL)
 		if j, twice := httpURLs[service]; twice { // two votes of one service would agree with themselves
-			return fmt.Errorf("ddns: ip_sources %d and %d are the same http service; with several http sources two must agree, so list different services", j+1, i+1)
+			return fmt.Errorf("ddns: ip_sources %d and %d are the same http service (%s); with several http sources two must agree, so list different services", j+1, i+1, service)
 		}
 		httpURLs[service] = i
 	}
@@ -266,7 +271,7 @@ var _ hearth.DDNSReporter = (*App)(nil)
 func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
-	current.Store(a)
+	publish(a)
 	go func() {
 		defer close(a.done)
 		panics.Keep(a.logger, "keeping DNS records up to date", ctx.Done(), func() { a.run(ctx) })
@@ -291,7 +296,7 @@ func (a *App) Stop() error {
 		a.cancel()
 		<-a.done
 	}
-	current.CompareAndSwap(a, nil)
+	withdraw(a)
 	return nil
 }
 
@@ -688,3 +693,14 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// echoService is the service an http source asks: its host, in lower case,
+// without a trailing dot. Two URLs of one host (another path, a query, a
+// port) are one service's answers, which must not count as two votes.
+func echoService(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Hostname() == "" {
+		return strings.ToLower(strings.TrimRight(rawURL, "/"))
+	}
+	return strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+}

@@ -221,3 +221,16 @@ func TestSourceAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestEchoServicesAreAskedDirectly: an http source is never asked through
+// a proxy from Caddy's environment (HTTPS_PROXY, HTTP_PROXY): every echo
+// service would see the proxy's address and agree on it, and the records
+// would point at the proxy. (Go never proxies a request to loopback, so a
+// local echo service cannot show it; the transport's setting is what
+// decides.)
+func TestEchoServicesAreAskedDirectly(t *testing.T) {
+	tr, ok := ipEchoClient.Transport.(*http.Transport)
+	if !ok || tr.Proxy != nil {
+		t.Fatalf("the http sources' transport (%T) takes a proxy from the environment", ipEchoClient.Transport)
+	}
+}

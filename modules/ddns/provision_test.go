@@ -52,6 +52,9 @@ func TestProvisionErrors(t *testing.T) {
 		{"one http service twice", func(a *App) {
 			a.IPSources = []IPSource{{Source: "http", URL: "https://ip.example/"}, {Source: "static", IP: "203.0.113.1"}, {Source: "http", URL: "https://IP.example"}}
 		}, "ip_sources 1 and 3 are the same http service"},
+		{"one http service by another path, port and a final dot", func(a *App) {
+			a.IPSources = []IPSource{{Source: "http", URL: "https://api.ipify.org/?format=text"}, {Source: "http", URL: "https://API.ipify.org.:443/"}}
+		}, "ip_sources 1 and 2 are the same http service (api.ipify.org)"},
 		{"the zone's name without its final dot", func(a *App) { a.Domains = map[string][]string{"Example.net.": {"example.NET"}} }, "or @ for the zone itself"},
 		{"a name outside ASCII", func(a *App) { a.Domains = map[string][]string{"example.net": {"bücher"}} },
 			`write the name "bücher" as DNS holds it, in ASCII: xn--bcher-kva`},

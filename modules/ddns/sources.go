@@ -299,6 +299,9 @@ var ipEchoClient = &http.Client{
 	Transport: func() http.RoundTripper {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxResponseHeaderBytes = 64 << 10
+		// never through HTTPS_PROXY or HTTP_PROXY: every echo service
+		// would see the proxy's address, and agree on it
+		t.Proxy = nil
 		return t
 	}(),
 	CheckRedirect: func(req *http.Request, via []*http.Request) error {
