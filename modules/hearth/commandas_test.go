@@ -186,6 +186,23 @@ func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Errorf("caddyfileFiles hung on %s", tc.name) // (a goroutine stays behind, blocked)
 			}
+			if tc.why == "" {
+				return
+			}
+			// and adapting it, which every command does first (as root
+			// for systemd and ports): judged before the parser opens it
+			go func() {
+				_, err := adaptConfig(path, "caddyfile")
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.why) {
+					t.Errorf("adaptConfig: %v, want %q", err, tc.why)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("adaptConfig hung on %s", tc.name)
+			}
 		})
 	}
 }

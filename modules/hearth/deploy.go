@@ -215,9 +215,18 @@ func adaptConfig(configFile, adapterName string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(file)
+	// a regular file of a config's size: a FIFO put where the config or
+	// an import of it should be would hang the command (which may be
+	// root's), a device such as /dev/zero fill its memory; Caddy's
+	// parser opens the imports itself, so they are judged first
+	data, err := readPiece(file)
 	if err != nil {
 		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	if adapterName == "caddyfile" {
+		if _, _, err := followImports(abs(file)); err != nil {
+			return nil, err
+		}
 	}
 	if adapterName == "" {
 		if err := checkJSON(file, data); err != nil {
