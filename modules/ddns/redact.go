@@ -173,17 +173,41 @@ func (c *redactingCore) With(fields []zapcore.Field) zapcore.Core {
 	return &redactingCore{Core: c.Core.With(c.fields(fields)), r: c.r}
 }
 
+// Check asks the wrapped core which of its outputs take the entry (Caddy's
+// is a tee of its logs, each with its own level and sampling, which only
+// their own Check applies), with its message redacted, and has those
+// write it with its fields redacted. Adding itself instead, as a core that
+// writes through the tee, wrote every entry to every log.
 func (c *redactingCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if c.Enabled(e.Level) {
-		return ce.AddCore(e, c)
+	e.Message = c.r.text(e.Message)
+	taken := c.Core.Check(e, nil)
+	if taken == nil {
+		return ce
 	}
-	return ce
+	return ce.AddCore(e, &redactedWrite{Core: c.Core, taken: taken, r: c})
 }
 
+// Write writes an entry through the wrapped core redacted, for a caller
+// that writes without Check (zapcore's own helpers do not).
 func (c *redactingCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	e.Message = c.r.text(e.Message)
 	return c.Core.Write(e, c.fields(fields))
 }
+
+// redactedWrite writes one checked entry to the outputs that took it,
+// its fields redacted: a core of a single use.
+type redactedWrite struct {
+	zapcore.Core // the wrapped one (for Enabled, With: not called on a one-entry core)
+	taken        *zapcore.CheckedEntry
+	r            *redactingCore
+}
+
+func (w *redactedWrite) Write(_ zapcore.Entry, fields []zapcore.Field) error {
+	w.taken.Write(w.r.fields(fields)...)
+	return nil
+}
+
+func (w *redactedWrite) Sync() error { return w.r.Sync() }
 
 // fields redacts strings, errors and anything else that prints as text.
 func (c *redactingCore) fields(in []zapcore.Field) []zapcore.Field {

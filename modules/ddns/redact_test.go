@@ -140,3 +140,29 @@ func TestRedactorOfNoConfig(t *testing.T) {
 		t.Errorf("the message itself is gone: %q", got)
 	}
 }
+
+// TestRedactedLogsKeepTheirLevels: Caddy's logger is a tee of its logs,
+// each with its own level (and sampling), which only that log's Check
+// applies. The redaction wrapped the tee and wrote every entry through it,
+// so an error-only log got the app's INFO lines too. Now each log takes
+// what its level allows, redacted, and the With fields stay redacted.
+func TestRedactedLogsKeepTheirLevels(t *testing.T) {
+	raw := json.RawMessage(`{"name":"cloudflare","api_token":"` + cfToken + `"}`)
+	infoCore, infoLogs := observer.New(zapcore.InfoLevel)
+	errorCore, errorLogs := observer.New(zapcore.ErrorLevel)
+	logger := newRedactor(raw, nil).logger(zap.New(zapcore.NewTee(infoCore, errorCore))).With(zap.String("with", "token "+cfToken))
+	logger.Debug("nobody takes this " + cfToken)
+	logger.Info("record updated "+cfToken, zap.String("s", cfToken))
+	logger.Error("update failed "+cfToken, zap.Error(errors.New("echo "+cfToken)))
+	if n := errorLogs.Len(); n != 1 || errorLogs.All()[0].Level != zapcore.ErrorLevel {
+		t.Errorf("the error-only log got %d entries: %v", n, errorLogs.All())
+	}
+	if n := infoLogs.Len(); n != 2 {
+		t.Errorf("the info log got %d entries, want 2: %v", n, infoLogs.All())
+	}
+	for _, e := range append(infoLogs.All(), errorLogs.All()...) {
+		if text := fmt.Sprint(e.Entry.Message, e.Context); strings.Contains(text, cfToken) || !strings.Contains(text, redacted) {
+			t.Errorf("logged: %s", text)
+		}
+	}
+}
