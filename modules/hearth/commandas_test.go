@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // TestCommandEnvDropped: as root for code that is not root's, a command
@@ -103,11 +106,17 @@ func TestConfigWrittenByOthers(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import sites/*.caddy\n:80\n"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
 		}, "app.caddy is owned by"},
-		{"root's, importing a path made of placeholders", func(dir string) string {
-			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import {$HEARTH_TEST_UNSET:site}.caddy\n:80\n"), 0o644)
+		{"root's, importing a path from a snippet's arguments", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("(s) {\n\timport {args[0]}\n}\nimport s site.caddy\n:80\n"), 0o644)
 			os.WriteFile(filepath.Join(dir, "site.caddy"), nil, 0o644)
 			return filepath.Join(dir, "Caddyfile")
-		}, "a path made of placeholders"},
+		}, "a path with a placeholder Caddy's parser fills in"},
+		{"root's, importing through an environment default a file another account owns", func(dir string) string {
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import {$HEARTH_TEST_UNSET:site}.caddy\n:80\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "site.caddy"), nil, 0o644)
+			os.Chown(filepath.Join(dir, "site.caddy"), 65534, 65534)
+			return filepath.Join(dir, "Caddyfile")
+		}, "site.caddy is owned by"},
 		{"another account's, importing a FIFO: judged before it is opened", func(dir string) string {
 			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import fifo\n"), 0o644)
@@ -166,6 +175,27 @@ func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
 		}, "which is a device"},
+		{"a FIFO through an environment default", func(dir string) string {
+			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+			os.WriteFile(filepath.Join(dir, "site.caddy"), []byte("import {$HEARTH_TEST_UNSET:"+filepath.Join(dir, "fifo")+"}\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "fifo, which is a FIFO"},
+		{"a FIFO through a snippet's arguments", func(dir string) string {
+			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("(s) {\n\timport {args[0]}\n}\nimport s "+filepath.Join(dir, "fifo")+"\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "a path with a placeholder Caddy's parser fills in"},
+		{"a FIFO past more imports than are checked", func(dir string) string {
+			os.Mkdir(filepath.Join(dir, "many"), 0o755)
+			for i := range maxImportEntries + 5 {
+				os.WriteFile(filepath.Join(dir, "many", fmt.Sprintf("%05d.caddy", i)), nil, 0o644)
+			}
+			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+			os.WriteFile(filepath.Join(dir, "many", "zz.caddy"), []byte("import "+filepath.Join(dir, "fifo")+"\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import many/*\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "imports more than 10000 files"},
 		{"the config itself a FIFO", func(dir string) string {
 			syscall.Mkfifo(filepath.Join(dir, "Caddyfile"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
@@ -204,5 +234,37 @@ func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
 				t.Errorf("adaptConfig hung on %s", tc.name)
 			}
 		})
+	}
+}
+
+// TestExpandEnvAsCaddysParser: followImports replaces environment
+// placeholders as Caddy's parser does before it opens any import, so that
+// what it judges is what the parser opens: each case is checked against
+// the parser itself (a site's directive, whose tokens the parser keeps).
+func TestExpandEnvAsCaddysParser(t *testing.T) {
+	t.Setenv("HEARTH_TEST_SET", "/srv/site.caddy")
+	t.Setenv("HEARTH_TEST_EMPTY", "")
+	t.Setenv("HEARTH_TEST_NESTED", "{$HEARTH_TEST_SET}")
+	for _, tc := range []struct{ in, want string }{
+		{"{$HEARTH_TEST_SET}", "/srv/site.caddy"},
+		{"{$HEARTH_TEST_UNSET:/tmp/x}", "/tmp/x"},
+		{"{$HEARTH_TEST_UNSET:a:b}", "a:b"},
+		{"{$HEARTH_TEST_EMPTY:/tmp/x}x", "x"},
+		{"{$HEARTH_TEST_UNSET}x", "x"},
+		{"{$HEARTH_TEST_NESTED}", "{$HEARTH_TEST_SET}"}, // one level: a value is not expanded again
+		{"a{$HEARTH_TEST_SET}b{$HEARTH_TEST_UNSET:c}d", "a/srv/site.caddybcd"},
+		{"{$}x", "{$}x"},
+	} {
+		if got := string(expandEnv([]byte(tc.in))); got != tc.want {
+			t.Errorf("expandEnv(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		blocks, err := caddyfile.Parse("Caddyfile", []byte(":80 {\n\trespond "+tc.in+"\n}\n"))
+		if err != nil || len(blocks) != 1 || len(blocks[0].Segments) != 1 || len(blocks[0].Segments[0]) != 2 {
+			t.Errorf("%q: Caddy's parser: %v %v", tc.in, err, blocks)
+			continue
+		}
+		if parsed := blocks[0].Segments[0][1].Text; parsed != tc.want {
+			t.Errorf("%q: Caddy's parser reads %q, expandEnv %q", tc.in, parsed, tc.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -304,21 +305,28 @@ func caddyfileFiles(configFile, adapterName string) (files, globs []string, err 
 // reload whoever may write there. Files are listed in files, each glob's
 // directory up to its first glob character in globs. A file found is read
 // as readPiece does, and an import of a FIFO, a socket or a device is
-// refused, saying which file imports it. An import path made of
-// placeholders is listed as it is, not followed; so is a directory, which
-// the parser refuses without reading.
+// refused, saying which file imports it. Environment placeholders
+// ({$VAR}, {$VAR:default}) are replaced first, as the parser does with
+// this process's environment; an import path with a placeholder left (a
+// snippet's {args[0]}, which the parser fills in where the snippet is
+// used) is refused: what it opens cannot be known before the parser opens
+// it. A directory is listed, not followed (the parser refuses it without
+// reading), and so is more than maxImportEntries files in all.
 func followImports(file string) (files, globs []string, err error) {
 	files = []string{file}
-	for i := 0; i < len(files) && i < maxImportEntries; i++ {
+	for i := 0; i < len(files); i++ {
+		if i == maxImportEntries {
+			return nil, nil, fmt.Errorf("%s imports more than %d files: not checked further; import fewer", file, maxImportEntries)
+		}
 		f := files[i]
-		if info, err := os.Stat(f); i > 0 && (err != nil || info.IsDir() || strings.Contains(f, "{")) {
+		if info, err := os.Stat(f); i > 0 && (err != nil || info.IsDir()) {
 			continue
 		}
 		text, err := readPiece(f)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading the config: %w", err)
 		}
-		tokens, err := caddyfile.Tokenize(text, f)
+		tokens, err := caddyfile.Tokenize(expandEnv(text), f)
 		if err != nil {
 			continue // the parser says what is wrong
 		}
@@ -327,7 +335,10 @@ func followImports(file string) (files, globs []string, err error) {
 				continue
 			}
 			pattern := tokens[j+1].Text
-			if !strings.ContainsAny(pattern, "/*?[{") { // a snippet's name, or a file beside
+			if strings.Contains(pattern, "{") {
+				return nil, nil, fmt.Errorf("%s imports %q, a path with a placeholder Caddy's parser fills in (a snippet's arguments) as it opens the file: what it opens cannot be checked before; write the path itself", f, pattern)
+			}
+			if !strings.ContainsAny(pattern, "/*?[") { // a snippet's name, or a file beside
 				if _, err := os.Stat(filepath.Join(filepath.Dir(f), pattern)); err != nil {
 					continue
 				}
@@ -340,7 +351,7 @@ func followImports(file string) (files, globs []string, err error) {
 				if prefix := filepath.Dir(pattern[:k] + "x"); !slices.Contains(globs, prefix) {
 					globs = append(globs, prefix)
 				}
-				if matches, err = filepath.Glob(pattern); err != nil || strings.Contains(pattern, "{") {
+				if matches, err = filepath.Glob(pattern); err != nil {
 					continue
 				}
 			}
@@ -359,6 +370,38 @@ func followImports(file string) (files, globs []string, err error) {
 		}
 	}
 	return files, globs, nil
+}
+
+// expandEnv replaces a Caddyfile's environment placeholders as Caddy's
+// parser does before it reads the tokens: {$NAME} becomes the variable's
+// value, {$NAME:default} the default when the variable is not set (set
+// but empty, it is empty), and the text is read on after each value (a
+// value is not expanded again).
+func expandEnv(text []byte) []byte {
+	var out []byte
+	for {
+		begin := bytes.Index(text, []byte("{$"))
+		if begin < 0 {
+			return append(out, text...)
+		}
+		end := bytes.IndexByte(text[begin+2:], '}')
+		if end < 0 {
+			return append(out, text...)
+		}
+		spec := string(text[begin+2 : begin+2+end])
+		out = append(out, text[:begin]...)
+		if spec == "" {
+			out = append(out, "{$}"...)
+		} else {
+			name, def, hasDefault := strings.Cut(spec, ":")
+			value, set := os.LookupEnv(name)
+			if !set && hasDefault {
+				value = def
+			}
+			out = append(out, value...)
+		}
+		text = text[begin+2+end+1:]
+	}
 }
 
 // maxPiece bounds a file a Caddyfile is read from.
