@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,9 @@ type opening struct {
 	// begun: a request may have begun (the opening is over but for what
 	// pending still holds).
 	begun bool
+	// failed: a read of the socket failed otherwise than by its deadline
+	// (the client reset or ended it): it is not handed over.
+	failed bool
 	// moving: Go was told errHandedOver; its close hands the connection
 	// over.
 	moving bool
@@ -108,6 +112,9 @@ func (e *entry) read(o *opening, p []byte, socket func([]byte) (int, error)) (in
 		o.mu.Unlock()
 		n, err = socket(p)
 		o.mu.Lock()
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			o.failed = true
+		}
 		if o.reading--; o.reading == 0 && o.quiet != nil {
 			o.quiet.Broadcast()
 		}
@@ -226,8 +233,8 @@ func (e *entry) handOff(o *opening, tcp *net.TCPConn) (next *net.TCPConn, replay
 			for o.reading > 0 {
 				o.quiet.Wait()
 			}
-			if e.open.Load() != o || o.begun {
-				return nil, nil, false
+			if e.open.Load() != o || o.begun || o.failed {
+				return nil, nil, false // (its read failed: the client reset it, say)
 			}
 		case o.touched || o.reading > 0:
 			return nil, nil, false
@@ -243,15 +250,29 @@ func (e *entry) handOff(o *opening, tcp *net.TCPConn) (next *net.TCPConn, replay
 		c, err = net.FileConn(f)
 		f.Close()
 	}
+	if err == nil && c.RemoteAddr() == nil {
+		// no peer (getpeername failed, which net.FileConn lets pass): the
+		// client reset it meanwhile, and it has nothing more to give
+		c.Close()
+		err = errors.New("the connection has no peer any more (reset by its client)")
+	}
 	if err != nil {
 		if o.l.logger != nil {
 			o.l.logger.Warn("a connection a reload caught could not be handed over to the new config: closed", zap.String("address", o.l.Addr().String()),
-				zap.String("remote", tcp.RemoteAddr().String()), zap.Error(err))
+				zap.String("remote", addressOf(tcp.RemoteAddr())), zap.Error(err))
 		}
 		leave(e.client)
 		return nil, nil, false
 	}
 	return c.(*net.TCPConn), append(o.replay, o.pending...), true
+}
+
+// addressOf is a for a log: a connection whose peer is gone may have none.
+func addressOf(a net.Addr) string {
+	if a == nil {
+		return "(gone)"
+	}
+	return a.String()
 }
 
 // closeOrHandOver closes the connection, or hands it over (handOff) to the
@@ -284,7 +305,7 @@ func (l *listener) passOn(h handed) {
 		next := l.successor()
 		if next == nil {
 			if l.logger != nil {
-				l.logger.Info("a connection a reload caught had no listener left to go to: closed", zap.String("address", l.Addr().String()), zap.String("remote", h.conn.RemoteAddr().String()))
+				l.logger.Info("a connection a reload caught had no listener left to go to: closed", zap.String("address", l.Addr().String()), zap.String("remote", addressOf(h.conn.RemoteAddr())))
 			}
 			_ = h.conn.Close()
 			leave(h.client)
@@ -328,7 +349,7 @@ func (l *listener) takeHanded() (handed, bool) {
 func (l *listener) adopt(h handed) net.Conn {
 	if l.logger != nil {
 		l.logger.Debug("serving a connection a reload handed over", zap.String("address", l.Addr().String()),
-			zap.String("remote", h.conn.RemoteAddr().String()), zap.Int("replayed_bytes", len(h.replay)))
+			zap.String("remote", addressOf(h.conn.RemoteAddr())), zap.Int("replayed_bytes", len(h.replay)))
 	}
 	return l.wrapCounted(h.conn, h.client, &opening{l: l, pending: h.replay})
 }

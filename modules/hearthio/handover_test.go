@@ -583,3 +583,66 @@ func TestPendingComesFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestResetConnectionsAreNotHandedOver: a connection the old listener had
+// accepted, that its client reset before the reload, has no peer any
+// more: its descriptor, made again for the new listener, has no remote
+// address, and logging it crashed Caddy (a nil address's String, in the
+// new server's Accept). It is closed and counted out instead, and the new
+// listener goes on with the next connection.
+func TestResetConnectionsAreNotHandedOver(t *testing.T) {
+	base := settledTotal()
+	old := (&Wrapper{logger: zap.NewNop()}).WrapListener(reusable(t, "127.0.0.1:0")).(*listener)
+	defer old.Close()
+	addr := old.Addr().String()
+	client, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the accept loop takes it up (and holds it for an Accept that no
+	// server makes here)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		clients.Lock()
+		n := clients.total
+		clients.Unlock()
+		if n == base+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection was not accepted: %d counted, want %d", n, base+1)
+		}
+	}
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close() // a reset, processed on loopback before Close returns
+	next := (&Wrapper{logger: zap.NewNop()}).WrapListener(reusable(t, addr)).(*listener)
+	defer next.Close()
+	old.Close() // the reload: what old held goes to next
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := next.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	fresh, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	select {
+	case c := <-accepted:
+		if c.RemoteAddr() == nil || c.RemoteAddr().String() != fresh.LocalAddr().String() {
+			t.Errorf("the new listener's first connection is from %v, want the fresh one from %s", c.RemoteAddr(), fresh.LocalAddr())
+		}
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new listener accepted nothing")
+	}
+	fresh.Close()
+	if n := settledTotal(); n != base {
+		t.Errorf("%d connections counted once all closed, want %d", n, base)
+	}
+}
