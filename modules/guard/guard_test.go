@@ -84,6 +84,9 @@ func TestRefused(t *testing.T) {
 		"/id_rsa.pub": false, "/ca.crt": false, "/monkey": false, "/apikey": false, "/user.keys": false, "/docs/pem.html": false,
 		// letters a case-folding file system reads as s or st
 		"/db.\u017fqlite3": true, "/.\u017f\u017fh/id_rsa": true, "/.git-credential\u017f": true, "/\ufb06atic/app.css": false,
+		// and as ss, ff, fi, fl, ffi, ffl (ẞ lowers to ß)
+		"/.htpa\u00dfwd": true, "/.htpa\u1e9ewd": true, "/.\u00dfh/authorized_keys": true, "/.gitcon\ufb01g": true,
+		"/.\ufb02askenv": true, "/a.di\ufb00": false, "/stra\u00dfe/": false,
 		"/db": false, "/dbs/x.json": false, "/~user/": false, "/venv/": false, "/docs/ssh.html": false,
 		"/.env": true, "/.ENV": true, "/.env.local": true, "/a/.git/config": true, "/db.sqlite3": true,
 		"/app/models.py": true, "/console": true, "/console/x": true, "/?__debugger__=yes": true,

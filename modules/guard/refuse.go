@@ -91,16 +91,21 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
-// foldToASCII maps the letters that Unicode case folding (and so a
+// foldToASCII maps the letters that Unicode's full case folding (and so a
 // case-insensitive file system: ext4 casefold, SMB, exFAT) reads as ASCII
-// and strings.ToLower leaves alone: /db.ſqlite3 opens db.sqlite3 there.
-var foldToASCII = strings.NewReplacer("\u017f", "s", "\ufb05", "st", "\ufb06", "st")
+// and strings.ToLower leaves alone (or, for ẞ, lowers to ß): /db.ſqlite3
+// opens db.sqlite3 there, /.htpaßwd .htpasswd, /.gitconﬁg .gitconfig.
+var foldToASCII = strings.NewReplacer("\u017f", "s", "\u00df", "ss", "\ufb00", "ff", "\ufb01", "fi", "\ufb02", "fl",
+	"\ufb03", "ffi", "\ufb04", "ffl", "\ufb05", "st", "\ufb06", "st")
+
+// foldsToASCII are the letters foldToASCII maps.
+const foldsToASCII = "\u017f\u00df\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
 
 // refusedPath says why a (decoded) path must not reach the app, or "". It
 // does not allocate for the paths it lets through.
 func (g *Guard) refusedPath(p string, sitePaths bool) string {
 	lower := strings.ToLower(p)
-	if strings.ContainsAny(lower, "\u017f\ufb05\ufb06") { // what a case-folding file system reads as s, st
+	if strings.ContainsAny(lower, foldsToASCII) { // what a case-folding file system reads as ASCII
 		lower = foldToASCII.Replace(lower)
 	}
 	for _, rp := range refusedPaths {
