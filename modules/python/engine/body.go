@@ -24,9 +24,11 @@ type Body struct {
 	file *os.File
 	size int64
 	// what the body counts in the held budget, and in its client's share
+	// (counted: addBody counted it)
 	memHeld, diskHeld int64
 	client            netip.Prefix
 	clientHeld        int64
+	counted           bool
 
 	// A body goroutine may still be sending the body when its request's
 	// handler returns (a client that left a streamed answer): Close then
@@ -69,15 +71,16 @@ func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
 		return b, nil
 	}
 	client := clientOf(clientIP, r.RemoteAddr)
-	share := held.clientShare(maxBody)
+	share := held.clientShare()
 	// refused before any of it is read: a client that waits for
 	// `100 Continue` is spared the upload
-	if r.ContentLength > 0 && !held.clientFits(client, r.ContentLength, share) {
-		return nil, clientBodiesHeld(client, share)
-	}
 	if r.ContentLength > 0 && !held.fits(r.ContentLength) {
 		return nil, Failed(Unavailable, errBodiesHeld)
 	}
+	if !held.addBody(client, r.ContentLength, share) {
+		return nil, clientBodiesHeld(client, share)
+	}
+	b.client, b.counted = client, true
 	// what the client says it sends is not yet sent: room for it is made
 	// once the body starts to arrive, and grows as it does (a client
 	// declaring 256 KiB on each of an HTTP/2 connection's streams, and
@@ -85,7 +88,7 @@ func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
 	sink := &bodySink{declared: r.ContentLength, client: client, share: share}
 	n, err := io.Copy(sink, io.LimitReader(r.Body, maxBody+1))
 	b.file, b.size, b.memHeld, b.diskHeld = sink.file, n, sink.memHeld, sink.diskHeld
-	b.client, b.clientHeld = client, sink.clientHeld
+	b.clientHeld = sink.clientHeld
 	if b.file == nil {
 		b.mem = sink.mem.Bytes()
 	}
@@ -116,7 +119,7 @@ var errBodiesHeld = errors.New("request body refused: Caddy already holds its bu
 
 // errClientBodiesHeld is a request body refused because its client has
 // its share of the held budget (clientShare) held already.
-var errClientBodiesHeld = errors.New("request body refused: Caddy already holds this client's share of its budget of request bodies (a quarter of it, or one max_body); try again once its other uploads end")
+var errClientBodiesHeld = errors.New("request body refused: Caddy already holds this client's share of its budget of request bodies (a quarter of it, which one body alone may pass); try again once its other uploads end")
 
 // clientBodiesHeld is the failure of a body refused past its client's share.
 func clientBodiesHeld(client netip.Prefix, share int64) error {
@@ -295,7 +298,10 @@ func (b *Body) free() {
 	held.giveMem(int(b.memHeld))
 	held.giveDisk(b.diskHeld)
 	held.giveClient(b.client, b.clientHeld)
-	b.memHeld, b.diskHeld, b.clientHeld = 0, 0, 0
+	if b.counted {
+		held.dropBody(b.client)
+	}
+	b.memHeld, b.diskHeld, b.clientHeld, b.counted = 0, 0, 0, false
 }
 
 // reader returns the body from its start.

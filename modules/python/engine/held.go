@@ -24,13 +24,13 @@ import (
 type heldBudget struct {
 	mem, disk atomic.Int64
 	memLimit  int64
-	// bodies counts, per client (clientOf), the bytes of request bodies
-	// held for it, in memory and on disk together: one client uploading
-	// slowly on many connections or streams took the whole budget, and
-	// every other client's upload was refused for as long as it kept
-	// them open (clientShare)
+	// bodies counts, per client (clientOf), the request bodies held for
+	// it and their bytes, in memory and on disk together: one client
+	// uploading slowly on many connections or streams took the whole
+	// budget, and every other client's upload was refused for as long as
+	// it kept them open (clientShare)
 	bodiesMu sync.Mutex
-	bodies   map[netip.Prefix]int64
+	bodies   map[netip.Prefix]clientBodies
 	// diskLimit is the disk part; 0: diskBudget's, worked out at its
 	// first use (once Caddy has set Go's memory limit from its container)
 	diskLimit int64
@@ -119,40 +119,66 @@ func (b *heldBudget) fits(n int64) bool {
 	return b.memLimit-b.mem.Load()+b.diskPart()-b.disk.Load() >= n
 }
 
-// clientShare is how much of request bodies one client may have held at
-// once: a quarter of the budget (memory and disk parts together), but
-// always one body of the app's max_body, which its own upload may take.
-func (b *heldBudget) clientShare(maxBody int64) int64 {
-	return max(maxBody, (b.memLimit+b.diskPart())/4)
+// clientBodies is what one client has held of request bodies.
+type clientBodies struct {
+	count int   // bodies being received or waiting for their requests
+	bytes int64 // what they hold
 }
 
-// clientFits says n more bytes of bodies fit in client's share now (a
-// hint, as fits is).
-func (b *heldBudget) clientFits(client netip.Prefix, n, share int64) bool {
+// clientShare is how much of request bodies one client may have held at
+// once: a quarter of the budget (memory and disk parts together). Its one
+// body may take more (an upload of up to the app's max_body), but not a
+// second one beside it.
+func (b *heldBudget) clientShare() int64 {
+	return (b.memLimit + b.diskPart()) / 4
+}
+
+// addBody counts a body of client's beginning, and reports whether it may
+// take declared bytes (-1: unknown): within its share, or as its only body.
+// A client without an address (a Unix socket's peers: clientOf) has no
+// share of its own: those cannot be told apart. What addBody counts,
+// dropBody gives back.
+func (b *heldBudget) addBody(client netip.Prefix, declared, share int64) bool {
 	if !client.IsValid() {
 		return true
 	}
 	b.bodiesMu.Lock()
 	defer b.bodiesMu.Unlock()
-	return b.bodies[client]+n <= share
+	c := b.bodies[client]
+	if c.count > 0 && c.bytes+max(declared, 0) > share {
+		return false
+	}
+	if b.bodies == nil {
+		b.bodies = map[netip.Prefix]clientBodies{}
+	}
+	c.count++
+	b.bodies[client] = c
+	return true
 }
 
-// takeClient counts n more bytes of bodies for client unless that passes
-// share. A client without an address (a Unix socket's peers: clientOf)
-// has no share of its own: those cannot be told apart.
+// dropBody ends what addBody counted.
+func (b *heldBudget) dropBody(client netip.Prefix) {
+	if !client.IsValid() {
+		return
+	}
+	b.bodiesMu.Lock()
+	defer b.bodiesMu.Unlock()
+	b.putLocked(client, b.bodies[client].count-1, b.bodies[client].bytes)
+}
+
+// takeClient counts n more bytes of a body of client's unless that passes
+// share while it has another body held.
 func (b *heldBudget) takeClient(client netip.Prefix, n, share int64) bool {
 	if !client.IsValid() {
 		return true
 	}
 	b.bodiesMu.Lock()
 	defer b.bodiesMu.Unlock()
-	if b.bodies[client]+n > share {
+	c := b.bodies[client]
+	if c.count > 1 && c.bytes+n > share {
 		return false
 	}
-	if b.bodies == nil {
-		b.bodies = map[netip.Prefix]int64{}
-	}
-	b.bodies[client] += n
+	b.putLocked(client, c.count, c.bytes+n)
 	return true
 }
 
@@ -163,9 +189,17 @@ func (b *heldBudget) giveClient(client netip.Prefix, n int64) {
 	}
 	b.bodiesMu.Lock()
 	defer b.bodiesMu.Unlock()
-	if left := b.bodies[client] - n; left > 0 {
-		b.bodies[client] = left
-	} else {
+	b.putLocked(client, b.bodies[client].count, b.bodies[client].bytes-n)
+}
+
+// putLocked records client's bodies, or forgets the client with none.
+func (b *heldBudget) putLocked(client netip.Prefix, count int, bytes int64) {
+	if count <= 0 && bytes <= 0 {
 		delete(b.bodies, client)
+		return
 	}
+	if b.bodies == nil {
+		b.bodies = map[netip.Prefix]clientBodies{}
+	}
+	b.bodies[client] = clientBodies{count: count, bytes: bytes}
 }

@@ -42,8 +42,12 @@ func withHeld(t *testing.T, b *heldBudget) {
 // connections held as many bodies as their clients pleased.
 func TestRequestBodiesShareTheHeldBudget(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 300 << 10})
-	read := func(size int) (*Body, error) {
-		return ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(bytes.Repeat([]byte{'x'}, size))), 100<<20, "")
+	clients := 0
+	read := func(size int) (*Body, error) { // each from a client of its own (the per-client share is another test's)
+		clients++
+		r := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(bytes.Repeat([]byte{'x'}, size)))
+		r.RemoteAddr = fmt.Sprintf("198.51.100.%d:4000", clients)
+		return ReadBody(r, 100<<20, "")
 	}
 	small, err := read(60 << 10)
 	if err != nil || small.file != nil || held.mem.Load() != 60<<10 {
@@ -953,15 +957,15 @@ func TestDiskBudgetOnATmpfs(t *testing.T) {
 // One client uploading slowly on many connections (or an HTTP/2
 // connection's streams) filled the whole held budget, and every upload of
 // every other client, to every app, was refused with 503 for as long as
-// it kept them open. Past a quarter of the budget (or one max_body, which
-// its own upload may always take) its next body is refused with 429,
+// it kept them open. Past a quarter of the budget (which its one body
+// alone may pass, up to max_body) its next body is refused with 429,
 // before any of it is read when its length is declared, and other clients
 // upload as before. Clients are told apart as for the other per-client
 // bounds: an IPv4 address, an IPv6 /64, the address Caddy determined
 // before the connection's peer; Unix socket peers have no share.
 func TestOneClientCannotHoldEveryBody(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 700 << 10}) // a quarter: 200 KiB
-	const maxBody = 150 << 10
+	const maxBody = 300 << 10
 	upload := func(remote, clientIP string, size int, declared bool) (*Body, *unreadBody, error) {
 		body := &unreadBody{Reader: bytes.NewReader(bytes.Repeat([]byte{'x'}, size))}
 		r := httptest.NewRequest(http.MethodPost, "/upload", body)
@@ -1023,6 +1027,15 @@ func TestOneClientCannotHoldEveryBody(t *testing.T) {
 	again.Close()
 	other.Close()
 	v6.Close()
+	// one body alone may pass the share, not a second beside it
+	alone, _, err := upload("192.0.2.50:40009", "", 250<<10, false)
+	if err != nil {
+		t.Fatalf("a client's one body past its share: %v", err)
+	}
+	if _, _, err := upload("192.0.2.50:40010", "", 1<<10, true); FailureOf(err) != TooManyRequests {
+		t.Fatalf("a second body beside one past the share: %v, want TooManyRequests", err)
+	}
+	alone.Close()
 	held.bodiesMu.Lock()
 	defer held.bodiesMu.Unlock()
 	if len(held.bodies) != 0 {
