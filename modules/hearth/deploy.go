@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -49,6 +50,10 @@ type deployment struct {
 	owners map[string]string
 	// directories the config names relative to Caddy's working directory
 	relativeDirs []string
+	// unprintable says what of the config the unit could not print as it
+	// is (an app's name, an account): `systemd` refuses it, `ports`, which
+	// prints neither, does not
+	unprintable error
 	// stops is how long the services and process upstreams may take to
 	// stop at Caddy's exit, one after the other (their stop_timeouts)
 	stops time.Duration
@@ -108,19 +113,15 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	h := cfg.Apps.Hearth
 	type placed struct{ dir, user string }
 	var extra []placed
-	// what the commands print as it is: an account goes into shell lines
-	// and a name into the unit (the config may be another account's work)
+	// what the unit prints as it is: an account goes into shell lines and
+	// a name into the unit (the config may be another account's work)
 	for _, s := range h.Services {
-		if err := checkAccount(fmt.Sprintf("service %q", s.Name), s.User); err != nil {
-			return nil, err
-		}
+		d.unprintable = cmp.Or(d.unprintable, checkAccount(fmt.Sprintf("service %q", s.Name), s.User))
 		extra = append(extra, placed{s.Dir, s.User})
 		d.stops += cmp.Or(time.Duration(s.StopTimeout), service.DefaultStopTimeout)
 	}
 	for _, j := range h.Jobs {
-		if err := checkAccount(fmt.Sprintf("job %q", j.Name), j.User); err != nil {
-			return nil, err
-		}
+		d.unprintable = cmp.Or(d.unprintable, checkAccount(fmt.Sprintf("job %q", j.Name), j.User))
 		extra = append(extra, placed{j.Dir, j.User})
 	}
 	var redirects []string // host names automatic HTTPS redirects from HTTP
@@ -128,9 +129,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	for _, srv := range cfg.Apps.HTTP.Servers {
 		hosts, apps := scanRoutes(srv.Routes)
 		for _, app := range apps {
-			if err := app.check(); err != nil {
-				return nil, err
-			}
+			d.unprintable = cmp.Or(d.unprintable, app.check())
 			if _, seen := appsByName[app.name]; !seen { // one pool, stopped once
 				d.stops += app.stopTimeout
 			}
@@ -548,21 +547,39 @@ func appFrom(nameRaw json.RawMessage, kind string, sourceRaw, dirRaw, userRaw js
 	return appRef{name: name, kind: kind, source: source, named: named, dir: dir, relative: relative, user: user}
 }
 
-// check refuses what the commands cannot print as it is, as Provision
-// refuses the name: it goes into the unit (a line break there would start
-// a line of the unit's, run as root), the user into shell lines.
+// check refuses what the unit cannot print as it is, as Provision
+// refuses the name (a Python app's, or a process upstream's when its block
+// gives one): it goes into the unit (a line break there would start a
+// line of the unit's, run as root), the user into shell lines. A process
+// upstream named after its program is shown as unitName writes it.
 func (a appRef) check() error {
-	kind := "app"
-	if a.kind == "process" {
-		kind = "process"
-	}
-	if err := names.Check(kind, a.name, "name <name>"); err != nil {
-		if !a.named {
-			return fmt.Errorf("%w: it comes from %s; give the app one with `name <name>` in its block", err, a.source)
+	if a.kind != "process" || a.named {
+		kind := "app"
+		if a.kind == "process" {
+			kind = "process"
 		}
-		return err
+		if err := names.Check(kind, a.name, "name <name>"); err != nil {
+			if !a.named {
+				return fmt.Errorf("%w: it comes from %s; give the app one with `name <name>` in its block", err, a.source)
+			}
+			return err
+		}
 	}
-	return checkAccount("app "+a.name, a.user)
+	return checkAccount("app "+unitName(a.name), a.user)
+}
+
+// unitName is an app's name as the unit shows it: a name Provision takes
+// as it is, other characters (of a process upstream's program) as '_'.
+func unitName(name string) string {
+	if names.Check("app", name, "") == nil {
+		return name
+	}
+	return strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf && (r == '.' || r == '_' || r == '-' || unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			return r
+		}
+		return '_'
+	}, name)
 }
 
 // checkAccount is names.CheckAccount for a block's `user` ("": none).
@@ -915,11 +932,18 @@ func abs(path string) string {
 
 // writeUnit writes the systemd unit.
 func writeUnit(out io.Writer, d *deployment, o unitOptions) error {
+	if d.unprintable != nil {
+		return d.unprintable
+	}
 	adapterFlag := ""
 	if o.adapter != "" {
 		adapterFlag = " --adapter " + o.adapter
 	}
-	apps := strings.Join(d.apps, ", ")
+	shown := make([]string, len(d.apps))
+	for i, a := range d.apps {
+		shown[i] = unitName(a)
+	}
+	apps := strings.Join(shown, ", ")
 	if apps == "" {
 		apps = "no Python apps"
 	}

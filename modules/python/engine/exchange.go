@@ -781,7 +781,9 @@ func (p *Pool) badHead(s *channel, sid uint32, bodySent chan error, err error) e
 		// hold the channel until the request's timeout takes its worker,
 		// with every request it serves, for hung
 		s.cancel(sid)
-		s.setDeadline(closeGrace)
+		if s.deadline.IsZero() || time.Until(s.deadline) > closeGrace { // (a sooner timeout stays)
+			s.setDeadline(closeGrace)
+		}
 	}
 	for {
 		f, err := s.nextBody()
