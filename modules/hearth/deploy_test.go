@@ -126,14 +126,7 @@ func TestUnitStopTimeout(t *testing.T) {
 			strings.Replace(node, `"dir"`, `"stop_timeout": "-10m", "dir"`, 1)), "TimeoutStopSec=360s\n"}, // 30 + 300 + 30
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			config := filepath.Join(t.TempDir(), "caddy.json")
-			if err := os.WriteFile(config, []byte(tc.json), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			d, err := loadDeployment(config, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			config, d := deploymentOf(t, tc.json)
 			var out strings.Builder
 			if err := writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"}); err != nil {
 				t.Fatal(err)
@@ -176,19 +169,12 @@ func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
 		{"a process upstream named after its program", process(""), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			config := filepath.Join(t.TempDir(), "caddy.json")
-			if err := os.WriteFile(config, []byte(tc.json), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			d, err := loadDeployment(config, "")
-			if err != nil {
-				t.Fatalf("loadDeployment (as ports reads it): %v", err)
-			}
+			config, d := deploymentOf(t, tc.json) // (as ports reads it too)
 			if err := printPorts(io.Discard, d, "192.168.1.5", nil); err != nil {
 				t.Errorf("ports: %v", err)
 			}
 			var out strings.Builder
-			err = writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
+			err := writeUnit(&out, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
 			if tc.want == "" {
 				if err != nil || strings.Count(out.String(), "\n[Install]\n") != 1 || !strings.Contains(out.String(), "Description=Caddy with Hearth (x__Install__WantedBy_evil)\n") {
 					t.Errorf("writeUnit: %v; the unit:\n%s", err, out.String())
@@ -230,4 +216,19 @@ func TestPortsPrintsHostsOnTheirLine(t *testing.T) {
 	if !strings.Contains(out.String(), "sudo ufw allow 8443/tcp") {
 		t.Errorf("the port's own rule is missing:\n%s", out.String())
 	}
+}
+
+// deploymentOf writes a JSON config and reads it as the deployment
+// commands do.
+func deploymentOf(t *testing.T, json string) (string, *deployment) {
+	t.Helper()
+	config := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(config, []byte(json), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := loadDeployment(config, "")
+	if err != nil {
+		t.Fatalf("loadDeployment: %v", err)
+	}
+	return config, d
 }

@@ -148,11 +148,7 @@ func (b *heldBudget) addBody(client netip.Prefix, declared, share int64) bool {
 	if c.count > 0 && c.bytes+max(declared, 0) > share {
 		return false
 	}
-	if b.bodies == nil {
-		b.bodies = map[netip.Prefix]clientBodies{}
-	}
-	c.count++
-	b.bodies[client] = c
+	b.putLocked(client, c.count+1, c.bytes)
 	return true
 }
 
