@@ -590,3 +590,50 @@ func TestASGIEventStreamHeadComesFirst(t *testing.T) {
 		t.Errorf("%d %q %v", resp.StatusCode, body, err)
 	}
 }
+
+// TestASGIMountedUnderAPrefix: under handle_path, an ASGI app's scope has
+// root_path, the mount point, and path, the path the client asked for with
+// it, as the ASGI spec has it and Django reads it: Django took root_path
+// off a path given without it whenever that path began the same way, so
+// /he/hello mounted at /he reached it as "llo" (and /app/app/admin/ passed
+// a rule on /app/admin/* as /admin/). FastAPI on Debian 12's Starlette
+// (before 0.33), which routes on path without the mount point, is given
+// it so.
+func TestASGIMountedUnderAPrefix(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	handle_path /he/* {
+		asgi djasgi:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+			guard warn
+		}
+	}
+	handle_path /api/* {
+		asgi fastapi_app:app {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+		}
+	}
+}`, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if resp, body := rawGet(t, "h1", addr, "/he/hello"); resp.StatusCode != 200 || body != "hello from django asgi at /he/hello" {
+		t.Errorf("Django mounted at /he, /he/hello: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := rawGet(t, "h1", addr, "/api/items/3?q=x"); resp.StatusCode != 200 || !strings.Contains(body, `"item_id":3`) {
+		t.Errorf("FastAPI mounted at /api, /api/items/3: %d %q", resp.StatusCode, body)
+	}
+	resp, body := rawGet(t, "h1", addr, "/api/scope")
+	var scope struct {
+		RootPath string `json:"root_path"`
+		Path     string `json:"path"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &scope) != nil || scope.RootPath != "/api" {
+		t.Errorf("FastAPI's scope at /api/scope: %d %q", resp.StatusCode, body)
+	}
+}

@@ -415,6 +415,20 @@ def asgi_channel_class():
     return AsgiChannel
 
 
+def path_without_root():
+    """Whether the app reads scope['path'] without root_path: Starlette
+    before 0.33 (Debian 12's 0.26, FastAPI's base) routes on path as the
+    uvicorn of its day gave it, without the mount point; Django, asgiref
+    and later Starlette take path with it, as the ASGI spec has it."""
+    import sys
+    starlette = sys.modules.get('starlette')
+    try:
+        major, minor = (int(part) for part in starlette.__version__.split('.')[:2])
+    except (AttributeError, ValueError, TypeError):
+        return False
+    return (major, minor) < (0, 33)
+
+
 class AsgiWorker:
     """Serves an ASGI 3 application: one asyncio loop, one AsgiChannel per
     channel and a task per request, so a worker runs as many requests at
@@ -433,6 +447,7 @@ class AsgiWorker:
         # state): held since the last tick of held_heads_timer, and before
         self.held_heads, self.older_heads = [], []
         self.held_heads_timer = None
+        self.path_without_root = path_without_root()
 
     def time_out(self, events, task, why=None):
         """Caddy gave up on a request (its timeout ran out before its
@@ -605,13 +620,21 @@ class AsgiWorker:
         protocol = env.get('SERVER_PROTOCOL', 'HTTP/1.1').split('/')[-1]
         raw_path = env.get('REQUEST_URI', '').split('?')[0].encode('latin-1')
         path = env.get('PATH_INFO', '/').encode('latin-1').decode('utf-8', 'replace')
+        root_path = env.get('SCRIPT_NAME', '').encode('latin-1').decode('utf-8', 'replace')
+        if not self.path_without_root:
+            # the path the client asked for, mount point included, as the
+            # ASGI spec has it: Django and asgiref take root_path off path
+            # (given without it, /app/apple under /app reached Django as
+            # "le", and /app/app/admin/ passed a rule on /app/admin/* as
+            # /admin/)
+            path = root_path + path
         return {
             'type': 'http', 'asgi': {'version': '3.0', 'spec_version': '2.3'},
             'http_version': '2' if protocol.startswith('2') else ('1.0' if protocol == '1.0' else '1.1'),
             'method': env.get('REQUEST_METHOD', 'GET'), 'scheme': env.get('wsgi.url_scheme', 'http'),
             'path': path, 'raw_path': raw_path or path.encode('utf-8'),
             'query_string': env.get('QUERY_STRING', '').encode('latin-1'),
-            'root_path': env.get('SCRIPT_NAME', ''), 'headers': headers,
+            'root_path': root_path, 'headers': headers,
             'client': [env.get('REMOTE_ADDR', ''), port_number(env.get('REMOTE_PORT'))],
             'server': [env.get('SERVER_NAME', ''), port_number(env.get('SERVER_PORT'))],
             'state': dict(self.state),
