@@ -117,6 +117,9 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
 	if guard.IsWebSocket(r) {
+		if err := tooEarly(r); err != nil {
+			return err
+		}
 		// the guard judges the opening (host, path) like any request; its
 		// answer is a protocol switch, which the guard does not wrap
 		if h.guard != nil {

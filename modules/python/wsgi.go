@@ -10,6 +10,7 @@
 package python
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -150,6 +151,9 @@ func (h *WSGI) Cleanup() error {
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *WSGI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) (err error) {
 	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
+	if err := tooEarly(r); err != nil {
+		return err
+	}
 	// the first request on TCP (HTTP/3's connections are not) says whether
 	// it came through hearth_io
 	if r.ProtoMajor < 3 && atomic.LoadUint32(&h.connectionsChecked) == 0 {
@@ -249,3 +253,20 @@ var (
 	_ caddy.CleanerUpper          = (*WSGI)(nil)
 	_ caddyhttp.MiddlewareHandler = (*WSGI)(nil)
 )
+
+// errTooEarly refuses a request that came in TLS early data.
+var errTooEarly = errors.New("request sent in TLS early data (HTTP/3 0-RTT): its client's address is not proven and it may be a replay; the client sends it again once the handshake is done")
+
+// tooEarly answers 425 Too Early (RFC 8470) for a request sent in TLS
+// early data, as HTTP/3's 0-RTT is (Caddy accepts it): until the handshake
+// is done, neither the client's address (a 0-RTT packet may carry any
+// source, a trusted proxy's included, whose forwarded headers would then
+// be taken) nor the request (an attacker may replay it) is the client's
+// own, and an app sees neither difference. Browsers send the request again
+// at once, after the handshake. Caddy's own remote_ip matcher answers so.
+func tooEarly(r *http.Request) error {
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		return caddyhttp.Error(http.StatusTooEarly, errTooEarly)
+	}
+	return nil
+}
