@@ -181,6 +181,16 @@ func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
 		}, "fifo, which is a FIFO"},
+		{"a FIFO through a backslash, which the parser's glob reads as an escape", func(dir string) string {
+			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import "+dir+"/\\fifo\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "fifo, which is a FIFO"},
+		{"a device through a backslash in a bare name", func(dir string) string {
+			os.Symlink("/dev/zero", filepath.Join(dir, "zero"))
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import \\zero\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "which is a device"},
 		{"a FIFO through a snippet's arguments", func(dir string) string {
 			syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("(s) {\n\timport {args[0]}\n}\nimport s "+filepath.Join(dir, "fifo")+"\n"), 0o644)

@@ -110,6 +110,7 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.unprintable = envImports(d.configFiles)
 	h := cfg.Apps.Hearth
 	type placed struct{ dir, user string }
 	var extra []placed
@@ -337,22 +338,27 @@ func followImports(file string) (files, globs []string, err error) {
 			if strings.Contains(pattern, "{") {
 				return nil, nil, fmt.Errorf("%s imports %q, a path with a placeholder Caddy's parser fills in (a snippet's arguments) as it opens the file: what it opens cannot be checked before; write the path itself", f, pattern)
 			}
-			if !strings.ContainsAny(pattern, "/*?[") { // a snippet's name, or a file beside
-				if _, err := os.Stat(filepath.Join(filepath.Dir(f), pattern)); err != nil {
-					continue
-				}
-			}
+			bare := !strings.Contains(pattern, "/") // a snippet's name, or a file beside
 			if !filepath.IsAbs(pattern) {
 				pattern = filepath.Join(filepath.Dir(f), pattern)
 			}
-			matches := []string{pattern}
-			if k := strings.IndexAny(pattern, "*?["); k >= 0 {
-				if prefix := filepath.Dir(pattern[:k] + "x"); !slices.Contains(globs, prefix) {
+			// every import path is a glob pattern to the parser, and Go's
+			// reads a backslash as an escape (`/dev/\zero` is /dev/zero)
+			wild := strings.IndexAny(pattern, `*?[\`)
+			if wild >= 0 {
+				if prefix := filepath.Dir(pattern[:wild] + "x"); !slices.Contains(globs, prefix) {
 					globs = append(globs, prefix)
 				}
-				if matches, err = filepath.Glob(pattern); err != nil {
-					continue
+			}
+			matches, err := filepath.Glob(pattern)
+			if err != nil {
+				continue // the parser refuses the pattern
+			}
+			if len(matches) == 0 && wild < 0 {
+				if bare {
+					continue // a snippet's
 				}
+				matches = []string{pattern} // a file not there yet (read at the next reload)
 			}
 			for _, m := range matches {
 				info, err := os.Stat(m)
@@ -369,6 +375,29 @@ func followImports(file string) (files, globs []string, err error) {
 		}
 	}
 	return files, globs, nil
+}
+
+// envImports refuses, for the unit, an import path made of environment
+// placeholders in files: the unit's Caddy takes its environment from its
+// EnvironmentFile, not from the shell of the command that checks what the
+// config imports (the files a glob there reaches, say).
+func envImports(files []string) error {
+	for _, f := range files {
+		text, err := readPiece(f)
+		if err != nil {
+			continue // (listed, not there yet)
+		}
+		tokens, err := caddyfile.Tokenize(text, f)
+		if err != nil {
+			continue
+		}
+		for j := 0; j+1 < len(tokens); j++ {
+			if tokens[j].Text == "import" && tokens[j+1].Line == tokens[j].Line && strings.Contains(tokens[j+1].Text, "{$") {
+				return fmt.Errorf("%s imports %q, a path made of environment variables: the unit's Caddy takes them from its environment file, not from this shell, so what it would import cannot be checked here; write the path itself", f, tokens[j+1].Text)
+			}
+		}
+	}
+	return nil
 }
 
 // expandEnv replaces a Caddyfile's environment placeholders as Caddy's

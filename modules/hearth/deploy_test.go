@@ -232,3 +232,24 @@ func deploymentOf(t *testing.T, json string) (string, *deployment) {
 	}
 	return config, d
 }
+
+// TestUnitRefusesImportsFromTheEnvironment: the unit's Caddy takes its
+// environment from its EnvironmentFile, not from the shell that runs
+// `caddy hearth systemd`, so an import path made of environment variables
+// cannot be checked against the apps' directories: `systemd` refuses it,
+// `ports` takes it.
+func TestUnitRefusesImportsFromTheEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, []byte("import {$HEARTH_TEST_UNSET:"+dir+"/sites}/*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := loadDeployment(config, "caddyfile")
+	if err != nil {
+		t.Fatalf("loadDeployment (as ports reads it): %v", err)
+	}
+	err = writeUnit(io.Discard, d, unitOptions{config: config, user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
+	if err == nil || !strings.Contains(err.Error(), "a path made of environment variables") {
+		t.Errorf("writeUnit: %v, want the import refused", err)
+	}
+}
