@@ -613,6 +613,14 @@ http://127.0.0.1:%d {
 			guard warn
 		}
 	}
+	handle_path /hel/* {
+		asgi djasgi_starlette:application {
+			dir {APPS}
+			python {PYTHON}
+			workers 1
+			guard warn
+		}
+	}
 	handle_path /api/* {
 		asgi fastapi_app:app {
 			dir {APPS}
@@ -625,6 +633,10 @@ http://127.0.0.1:%d {
 	if resp, body := rawGet(t, "h1", addr, "/he/hello"); resp.StatusCode != 200 || body != "hello from django asgi at /he/hello" {
 		t.Errorf("Django mounted at /he, /he/hello: %d %q", resp.StatusCode, body)
 	}
+	// Django in a worker that imported an old Starlette (Sentry's SDK does): Django's reading still
+	if resp, body := rawGet(t, "h1", addr, "/hel/hello"); resp.StatusCode != 200 || body != "hello from django asgi at /hel/hello" {
+		t.Errorf("Django (Starlette imported) mounted at /hel, /hel/hello: %d %q", resp.StatusCode, body)
+	}
 	if resp, body := rawGet(t, "h1", addr, "/api/items/3?q=x"); resp.StatusCode != 200 || !strings.Contains(body, `"item_id":3`) {
 		t.Errorf("FastAPI mounted at /api, /api/items/3: %d %q", resp.StatusCode, body)
 	}
@@ -633,7 +645,7 @@ http://127.0.0.1:%d {
 		RootPath string `json:"root_path"`
 		Path     string `json:"path"`
 	}
-	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &scope) != nil || scope.RootPath != "/api" {
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &scope) != nil || scope.RootPath != "/api" || scope.Path != "/scope" {
 		t.Errorf("FastAPI's scope at /api/scope: %d %q", resp.StatusCode, body)
 	}
 }

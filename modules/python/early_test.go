@@ -27,7 +27,7 @@ func TestEarlyDataIsTooEarly(t *testing.T) {
 		{"0-RTT", &tls.ConnectionState{HandshakeComplete: false}, true},
 	} {
 		for _, h := range []caddyhttp.MiddlewareHandler{&WSGI{}, &ASGI{}} {
-			r := httptest.NewRequest(http.MethodPost, "/transfer", nil)
+			r := httptest.NewRequest(http.MethodGet, "/transfer", nil) // (a WebSocket opening is a GET)
 			r.TLS = tc.state
 			if _, ok := h.(*ASGI); ok { // its WebSocket openings too
 				r.Header.Set("Connection", "Upgrade")

@@ -415,18 +415,37 @@ def asgi_channel_class():
     return AsgiChannel
 
 
-def path_without_root():
-    """Whether the app reads scope['path'] without root_path: Starlette
-    before 0.33 (Debian 12's 0.26, FastAPI's base) routes on path as the
-    uvicorn of its day gave it, without the mount point; Django, asgiref
-    and later Starlette take path with it, as the ASGI spec has it."""
-    import sys
-    starlette = sys.modules.get('starlette')
+def path_without_root(app):
+    """Whether app reads scope['path'] without root_path: Starlette before
+    0.35 (Debian 12's 0.26, FastAPI's base) and Quart before 0.19 route on
+    path as the servers of their day gave it, without the mount point;
+    Django, asgiref, later Starlette and Quart take path with it, as the
+    ASGI spec has it, and so does any other app. Judged on the app itself,
+    through the middleware that keeps it as .app (Sentry's, Starlette's),
+    not on what the process imported: Sentry's SDK imports Starlette into a
+    Django worker."""
+    for _ in range(16):
+        inner = getattr(app, 'app', None)
+        if inner is None or inner is app or not callable(inner):
+            break
+        app = inner
+    package = (getattr(type(app), '__module__', None) or '').split('.')[0]
+    if package in ('starlette', 'fastapi'):
+        return _older('starlette', (0, 35))
+    if package == 'quart':
+        return _older('quart', (0, 19))
+    return False
+
+
+def _older(package, version):
+    """Whether the installed package is older than version (False when its
+    version cannot be told)."""
     try:
-        major, minor = (int(part) for part in starlette.__version__.split('.')[:2])
-    except (AttributeError, ValueError, TypeError):
+        from importlib.metadata import version as installed
+        major, minor = (int(part) for part in installed(package).split('.')[:2])
+    except Exception:
         return False
-    return (major, minor) < (0, 33)
+    return (major, minor) < version
 
 
 class AsgiWorker:
@@ -447,7 +466,7 @@ class AsgiWorker:
         # state): held since the last tick of held_heads_timer, and before
         self.held_heads, self.older_heads = [], []
         self.held_heads_timer = None
-        self.path_without_root = path_without_root()
+        self.path_without_root = path_without_root(app)
 
     def time_out(self, events, task, why=None):
         """Caddy gave up on a request (its timeout ran out before its
