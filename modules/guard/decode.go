@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -21,6 +22,12 @@ const maxCodings = 3
 // zstdMaxBlock is the largest zstd block (RFC 8878): one is decoded only
 // whole, so this much more of a compressed response is held back.
 const zstdMaxBlock = 128 << 10
+
+// zstdDecoders bounds the zstd-coded pages decoded at once (each sets its
+// window aside, up to zstdMaxWindow: 32 MiB in all, as much as pagesHeld
+// bounds the pages themselves); more wait their turn, which their own
+// decoding, of a page of at most scan_limit, keeps short.
+var zstdDecoders = make(chan struct{}, 4)
 
 // zstdMaxWindow is the largest zstd window the guard decodes with: 8 MiB,
 // the most a zstd content coding may use (RFC 9659), so that a frame header
@@ -48,6 +55,17 @@ func decodedBody(h http.Header, body []byte, limit int) ([]byte, error) {
 	}
 	if len(codings) > maxCodings {
 		return nil, fmt.Errorf("%d content codings (%s), more than the %d the guard undoes", len(codings), strings.Join(codings, ", "), maxCodings)
+	}
+	if zstds := slices.Index(codings, "zstd"); zstds >= 0 {
+		if slices.Contains(codings[zstds+1:], "zstd") {
+			return nil, fmt.Errorf("zstd applied twice: no server does that")
+		}
+		// a zstd decoder sets aside the window its frame declares (up to
+		// zstdMaxWindow), beside pagesHeld's count: an app's concurrent
+		// error pages declaring 8 MiB windows made Caddy hold 8 MiB for
+		// each at once
+		zstdDecoders <- struct{}{}
+		defer func() { <-zstdDecoders }()
 	}
 	var src io.Reader = bytes.NewReader(body)
 	for i := len(codings) - 1; i >= 0; i-- {

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/klauspost/compress/zstd"
@@ -406,6 +407,8 @@ func TestDecodedBody(t *testing.T) {
 		{"truncated", "gzip", gz[:len(gz)/2], 64 << 10, "error"},
 		{"checksum", "gzip", append(slices.Clone(gz[:len(gz)-8]), 0, 0, 0, 0, 0, 0, 0, 0), 64 << 10, "error"},
 		{"zstd truncated", "zstd", zstded(t, page)[:len(page)/2], 64 << 10, "error"},
+		{"zstd twice", "zstd, zstd", zstded(t, string(zstded(t, page))), 64 << 10, "error"},
+		{"zstd", "zstd", zstded(t, page), 64 << 10, page},
 		{"deflate header cut", "deflate", []byte{0x78}, 64 << 10, "error"},
 		{"unknown", "compress", gz, 64 << 10, "error"},
 	} {
@@ -426,6 +429,42 @@ func TestDecodedBody(t *testing.T) {
 				t.Errorf("decoded %q, want %q", textcut.Shorten(string(got), 40), textcut.Shorten(c.want, 40))
 			}
 		})
+	}
+}
+
+// TestZstdDecodersAreBounded: a zstd decoder sets aside the window its
+// frame declares (up to 8 MiB), outside the count of held pages, so the
+// zstd-coded pages decoded at once are bounded: past the bound one waits
+// for another to end, and is decoded then.
+func TestZstdDecodersAreBounded(t *testing.T) {
+	for range cap(zstdDecoders) { // every place taken
+		zstdDecoders <- struct{}{}
+	}
+	h := http.Header{"Content-Encoding": {"zstd"}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := decodedBody(h, zstded(t, cleanPage), 64<<10)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("decoded past the bound: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	<-zstdDecoders // a place is given back
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("decoding once a place was free: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting with a place free")
+	}
+	for range cap(zstdDecoders) - 1 {
+		<-zstdDecoders
+	}
+	if len(zstdDecoders) != 0 {
+		t.Errorf("%d places still taken", len(zstdDecoders))
 	}
 }
 
