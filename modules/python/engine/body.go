@@ -24,11 +24,9 @@ type Body struct {
 	file *os.File
 	size int64
 	// what the body counts in the held budget, and in its client's share
-	// (counted: addBody counted it)
 	memHeld, diskHeld int64
 	client            netip.Prefix
 	clientHeld        int64
-	counted           bool
 
 	// A body goroutine may still be sending the body when its request's
 	// handler returns (a client that left a streamed answer): Close then
@@ -71,21 +69,20 @@ func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
 		return b, nil
 	}
 	client := clientOf(clientIP, r.RemoteAddr)
-	share := held.clientShare()
 	// refused before any of it is read: a client that waits for
 	// `100 Continue` is spared the upload
 	if r.ContentLength > 0 && !held.fits(r.ContentLength) {
 		return nil, Failed(Unavailable, errBodiesHeld)
 	}
-	if !held.addBody(client, r.ContentLength, share) {
-		return nil, clientBodiesHeld(client, share)
+	if !held.addBody(client, r.ContentLength) {
+		return nil, clientBodiesHeld(client)
 	}
-	b.client, b.counted = client, true
+	b.client = client // (counted: dropBody undoes it)
 	// what the client says it sends is not yet sent: room for it is made
 	// once the body starts to arrive, and grows as it does (a client
 	// declaring 256 KiB on each of an HTTP/2 connection's streams, and
 	// sending nothing, made Caddy hold 64 MiB for it)
-	sink := &bodySink{declared: r.ContentLength, client: client, share: share}
+	sink := &bodySink{declared: r.ContentLength, client: client}
 	n, err := io.Copy(sink, io.LimitReader(r.Body, maxBody+1))
 	b.file, b.size, b.memHeld, b.diskHeld = sink.file, n, sink.memHeld, sink.diskHeld
 	b.clientHeld = sink.clientHeld
@@ -95,7 +92,7 @@ func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
 	switch {
 	case errors.Is(err, errClientBodiesHeld):
 		b.Close()
-		return nil, clientBodiesHeld(client, share)
+		return nil, clientBodiesHeld(client)
 	case errors.Is(err, errBodiesHeld):
 		b.Close()
 		return nil, Failed(Unavailable, err)
@@ -122,8 +119,8 @@ var errBodiesHeld = errors.New("request body refused: Caddy already holds its bu
 var errClientBodiesHeld = errors.New("request body refused: Caddy already holds this client's share of its budget of request bodies (a quarter of it, which one body alone may pass); try again once its other uploads end")
 
 // clientBodiesHeld is the failure of a body refused past its client's share.
-func clientBodiesHeld(client netip.Prefix, share int64) error {
-	return Failed(TooManyRequests, fmt.Errorf("client %s: %w (its share: %d bytes)", clientnet.Name(client), errClientBodiesHeld, share))
+func clientBodiesHeld(client netip.Prefix) error {
+	return Failed(TooManyRequests, fmt.Errorf("client %s: %w (its share: %d bytes)", clientnet.Name(client), errClientBodiesHeld, held.clientShare()))
 }
 
 // bodySink takes a request body as it arrives: in memory up to
@@ -138,9 +135,8 @@ type bodySink struct {
 	file              *os.File
 	memHeld, diskHeld int64
 	failed            bool // the file, not the client, failed
-	// the body's client, its share of the budget, and what it counts there
+	// the body's client, and what it counts in its share
 	client     netip.Prefix
-	share      int64
 	clientHeld int64
 }
 
@@ -175,7 +171,7 @@ func (s *bodySink) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (s *bodySink) Write(p []byte) (int, error) {
-	if !held.takeClient(s.client, int64(len(p)), s.share) {
+	if !held.takeClient(s.client, int64(len(p))) {
 		return 0, errClientBodiesHeld
 	}
 	n, err := s.write(p)
@@ -298,10 +294,8 @@ func (b *Body) free() {
 	held.giveMem(int(b.memHeld))
 	held.giveDisk(b.diskHeld)
 	held.giveClient(b.client, b.clientHeld)
-	if b.counted {
-		held.dropBody(b.client)
-	}
-	b.memHeld, b.diskHeld, b.clientHeld, b.counted = 0, 0, 0, false
+	held.dropBody(b.client)
+	b.memHeld, b.diskHeld, b.client, b.clientHeld = 0, 0, netip.Prefix{}, 0
 }
 
 // reader returns the body from its start.

@@ -138,14 +138,14 @@ func (b *heldBudget) clientShare() int64 {
 // A client without an address (a Unix socket's peers: clientOf) has no
 // share of its own: those cannot be told apart. What addBody counts,
 // dropBody gives back.
-func (b *heldBudget) addBody(client netip.Prefix, declared, share int64) bool {
+func (b *heldBudget) addBody(client netip.Prefix, declared int64) bool {
 	if !client.IsValid() {
 		return true
 	}
 	b.bodiesMu.Lock()
 	defer b.bodiesMu.Unlock()
 	c := b.bodies[client]
-	if c.count > 0 && c.bytes+max(declared, 0) > share {
+	if c.count > 0 && c.bytes+max(declared, 0) > b.clientShare() {
 		return false
 	}
 	b.putLocked(client, c.count+1, c.bytes)
@@ -163,15 +163,15 @@ func (b *heldBudget) dropBody(client netip.Prefix) {
 }
 
 // takeClient counts n more bytes of a body of client's unless that passes
-// share while it has another body held.
-func (b *heldBudget) takeClient(client netip.Prefix, n, share int64) bool {
+// its share while it has another body held.
+func (b *heldBudget) takeClient(client netip.Prefix, n int64) bool {
 	if !client.IsValid() {
 		return true
 	}
 	b.bodiesMu.Lock()
 	defer b.bodiesMu.Unlock()
 	c := b.bodies[client]
-	if c.count > 1 && c.bytes+n > share {
+	if c.count > 1 && c.bytes+n > b.clientShare() {
 		return false
 	}
 	b.putLocked(client, c.count, c.bytes+n)
