@@ -206,6 +206,11 @@ func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import many/*\n"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
 		}, "imports more than 10000 files"},
+		{"a link to a file of the kernel's", func(dir string) string {
+			os.Symlink("/proc/self/environ", filepath.Join(dir, "site.caddy")) // (/proc/kmsg would wait)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "site.caddy is a file of the kernel's proc file system, not a regular file"},
 		{"the config itself a FIFO", func(dir string) string {
 			syscall.Mkfifo(filepath.Join(dir, "Caddyfile"), 0o644)
 			return filepath.Join(dir, "Caddyfile")

@@ -442,7 +442,7 @@ func readPiece(path string) ([]byte, error) {
 	f, err := regularfile.Open(path)
 	if notRegular := (*regularfile.NotRegularError)(nil); errors.As(err, &notRegular) {
 		kind := notRegular.Kind
-		if info, err := os.Stat(path); err == nil {
+		if info, err := os.Stat(path); err == nil && !info.Mode().IsRegular() {
 			kind = fileKind(info.Mode()) // (the commands' shorter words)
 		}
 		return nil, fmt.Errorf("%s is %s, not a regular file: remove it, or import the file it should be", path, kind)

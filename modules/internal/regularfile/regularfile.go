@@ -4,7 +4,12 @@
 // device for reading can act (a watchdog is armed, a tape rewound), a
 // terminal opened by a process that has none becomes its controlling
 // terminal (whoever holds the other end can then stop Caddy with a
-// keystroke), and a FIFO with no writer blocks the open for good.
+// keystroke), and a FIFO with no writer blocks the open for good. Nor is
+// a file of the kernel's own file systems (procfs, sysfs, tracefs, …)
+// read: they look regular, but a read of /proc/kmsg or tracefs's
+// trace_pipe waits for the kernel's next message (Caddy's start with it),
+// and others are the kernel's or another process's state
+// (/proc/1/environ), not a file anyone wrote.
 package regularfile
 
 import (
@@ -41,6 +46,13 @@ func Open(path string) (*os.File, error) {
 	if mode := st.Mode & syscall.S_IFMT; mode != syscall.S_IFREG {
 		return nil, &NotRegularError{Kind: Kind(mode)}
 	}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(pfd, &sfs); err != nil {
+		return nil, &fs.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	if name, ok := kernelFS[int64(sfs.Type)]; ok {
+		return nil, &NotRegularError{Kind: "a file of the kernel's " + name + " file system"}
+	}
 	// O_NONBLOCK, then cleared: a lease another process holds on the file
 	// (F_SETLEASE; its owner may take one) answers EAGAIN at once, where a
 	// blocking open waited lease-break-time (45 s), an app's start with it
@@ -67,6 +79,27 @@ func Open(path string) (*os.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// kernelFS names the kernel's own file systems (statfs(2)'s f_type),
+// whose files Open refuses: what reads them is the kernel, not a disk.
+var kernelFS = map[int64]string{
+	unix.PROC_SUPER_MAGIC:    "proc",
+	unix.SYSFS_MAGIC:         "sysfs",
+	unix.DEBUGFS_MAGIC:       "debugfs",
+	unix.TRACEFS_MAGIC:       "tracefs",
+	unix.SECURITYFS_MAGIC:    "securityfs",
+	0x62656570:               "configfs", // CONFIGFS_MAGIC
+	0x65735543:               "fusectl",  // FUSE_CTL_SUPER_MAGIC
+	unix.EFIVARFS_MAGIC:      "efivarfs",
+	unix.CGROUP_SUPER_MAGIC:  "cgroup",
+	unix.CGROUP2_SUPER_MAGIC: "cgroup2",
+	unix.BPF_FS_MAGIC:        "bpf",
+	unix.PSTOREFS_MAGIC:      "pstore",
+	unix.BINFMTFS_MAGIC:      "binfmt_misc",
+	unix.SELINUX_MAGIC:       "selinuxfs",
+	unix.SMACK_MAGIC:         "smackfs",
+	unix.NSFS_MAGIC:          "nsfs",
 }
 
 // Kind names the kind of file a stat mode (S_IFMT bits) is, for messages.

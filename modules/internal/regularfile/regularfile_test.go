@@ -50,6 +50,38 @@ func TestOpen(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesTheKernelsFiles: files of procfs and sysfs look regular,
+// but are the kernel's: a read of /proc/kmsg (root's) waits for the
+// kernel's next message, so a link to it from an app's directory held
+// Caddy's start, and /proc/1/environ is another process's secrets. Open
+// refuses them, through a link too, and opens nothing.
+func TestOpenRefusesTheKernelsFiles(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "wsgi.py")
+	if err := os.Symlink("/proc/self/environ", link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, fs string }{
+		{"/proc/self/environ", "proc"},
+		{link, "proc"},
+		{"/proc/kmsg", "proc"}, // (opened by root, then read, it would wait)
+		{"/proc/self/status", "proc"},
+		{"/sys/devices/system/cpu/online", "sysfs"},
+	} {
+		if _, err := os.Stat(tc.path); err != nil {
+			t.Logf("%s: %v (not on this machine)", tc.path, err)
+			continue
+		}
+		f, err := Open(tc.path)
+		var notRegular *NotRegularError
+		if err == nil {
+			f.Close()
+		}
+		if !errors.As(err, &notRegular) || notRegular.Kind != "a file of the kernel's "+tc.fs+" file system" {
+			t.Errorf("%s: %v, want it refused as the kernel's %s", tc.path, err, tc.fs)
+		}
+	}
+}
+
 // TestOpenDoesNotWaitOnALease: a file another process holds a write lease
 // on (F_SETLEASE, which a file's owner may take) fails at once: a blocking
 // open waited lease-break-time (45 s), and an app's account could so hold
