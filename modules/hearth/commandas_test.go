@@ -206,6 +206,19 @@ func TestCaddyfileFilesReadsOnlyFiles(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import many/*\n"), 0o644)
 			return filepath.Join(dir, "Caddyfile")
 		}, "imports more than 10000 files"},
+		{"a hidden FIFO, which the parser's leading * skips", func(dir string) string {
+			os.Mkdir(filepath.Join(dir, "conf.d"), 0o755)
+			syscall.Mkfifo(filepath.Join(dir, "conf.d", ".b.caddy.swp"), 0o644)
+			os.WriteFile(filepath.Join(dir, "conf.d", "a.caddy"), []byte(":81\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import conf.d/*\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, ""},
+		{"a pattern the parser refuses before it globs", func(dir string) string {
+			os.MkdirAll(filepath.Join(dir, "conf.d", "a"), 0o755)
+			syscall.Mkfifo(filepath.Join(dir, "conf.d", "a", "b.caddy"), 0o644)
+			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import conf.d/*/*\n"), 0o644)
+			return filepath.Join(dir, "Caddyfile")
+		}, "may only contain one wildcard"},
 		{"a link to a file of the kernel's", func(dir string) string {
 			os.Symlink("/proc/self/environ", filepath.Join(dir, "site.caddy")) // (/proc/kmsg would wait)
 			os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte("import site.caddy\n"), 0o644)

@@ -350,9 +350,16 @@ func followImports(file string) (files, globs []string, err error) {
 					globs = append(globs, prefix)
 				}
 			}
+			if strings.Count(pattern, "*") > 1 || strings.Count(pattern, "?") > 1 || strings.Contains(pattern, "[") && strings.Contains(pattern, "]") {
+				continue // the parser refuses the pattern before it globs (a glob over many directories would take long)
+			}
 			matches, err := filepath.Glob(pattern)
 			if err != nil {
 				continue // the parser refuses the pattern
+			}
+			if strings.HasPrefix(filepath.Base(pattern), "*") {
+				// the parser skips hidden files a leading * matches
+				matches = slices.DeleteFunc(matches, func(m string) bool { return strings.HasPrefix(filepath.Base(m), ".") })
 			}
 			if len(matches) == 0 && wild < 0 {
 				if bare {
