@@ -148,20 +148,22 @@ func (b *responseBuffer) WriteHeader(code int) { b.status = code }
 
 // echoingDNS is a DNS server on loopback (TCP, as the rfc2136 provider
 // uses) that refuses every update with an Extended DNS Error whose text
-// quotes the TSIG key it was given.
+// quotes the TSIG key it was given, signed with that key (an unsigned
+// answer is not taken).
 func echoingDNS(t *testing.T, key string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &dns.Server{Listener: ln, MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+	srv := &dns.Server{Listener: ln, TsigSecret: map[string]string{"hearth-test.": key}, MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeRefused)
 		opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 		opt.SetUDPSize(1232)
 		opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeProhibited, ExtraText: "update signed with key hearth-test secret " + key + " is not allowed"})
 		m.Extra = append(m.Extra, opt)
+		m.SetTsig("hearth-test.", dns.HmacSHA256, 300, time.Now().Unix()) // the configured server, which knows the key
 		w.WriteMsg(m)
 	})}
 	go srv.ActivateAndServe()

@@ -3,12 +3,14 @@ package ddns
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/libdns/libdns"
 	"github.com/libdns/rfc2136"
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -22,6 +24,7 @@ const testKey = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0" // base64 of the TSIG secret
 type hostileDNS struct {
 	addr      string
 	transfers atomic.Int64
+	updates   chan *dns.Msg // the updates it was sent
 }
 
 func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigned bool) *hostileDNS {
@@ -30,10 +33,10 @@ func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigne
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostileDNS{addr: ln.Addr().String()}
+	h := &hostileDNS{addr: ln.Addr().String(), updates: make(chan *dns.Msg, 16)}
 	secrets := map[string]string{"k.": testKey}
 	done := make(chan struct{})
-	srv := &dns.Server{Listener: ln, TsigSecret: secrets, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	srv := &dns.Server{Listener: ln, TsigSecret: secrets, MsgAcceptFunc: acceptUpdates, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		if r.Question[0].Qtype == dns.TypeAXFR {
 			h.transfers.Add(1)
 			ch := make(chan *dns.Envelope)
@@ -52,6 +55,12 @@ func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigne
 				}
 			}
 		}
+		if r.Opcode == dns.OpcodeUpdate {
+			select {
+			case h.updates <- r.Copy():
+			default:
+			}
+		}
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
@@ -64,6 +73,15 @@ func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigne
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { close(done); srv.Shutdown() })
 	return h
+}
+
+// acceptUpdates is miekg/dns's accept function, which answers an update
+// NOTIMP, but for updates.
+func acceptUpdates(h dns.Header) dns.MsgAcceptAction {
+	if int(h.Bits>>11)&0xF == dns.OpcodeUpdate {
+		return dns.MsgAccept
+	}
+	return dns.DefaultMsgAcceptFunc(h)
 }
 
 func reader(server string) rfc2136Reader {
@@ -162,6 +180,64 @@ func TestRFC2136ProviderReadsByQuestion(t *testing.T) {
 	}
 	if n := h.transfers.Load(); n != 0 {
 		t.Errorf("the read-back asked the server for %d zone transfers", n)
+	}
+}
+
+// TestRFC2136UpdateMustBeSigned: the ddns app's update to an RFC 2136
+// server counts as done only when the server's answer is signed with the
+// key: libdns/rfc2136 took an unsigned NOERROR, which anyone on the path
+// can send, as the record set (and Hearth then skipped its updates until
+// the next read-back). The update itself replaces the name's records of
+// that type, signed.
+func TestRFC2136UpdateMustBeSigned(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	for _, tc := range []struct {
+		name     string
+		unsigned bool
+		want     string // "" for done
+	}{
+		{"a signed answer", false, ""},
+		{"an unsigned answer", true, "without signing it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startHostileDNS(t, func(dns.Question) []dns.RR { return nil }, tc.unsigned)
+			mod, err := ctx.LoadModuleByID("dns.providers.rfc2136", []byte(`{"key_name": "K", "key_alg": "hmac-sha256", "key": "`+testKey+`", "server": "`+h.addr+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			setter, ok := recordSetter(mod)
+			if !ok {
+				t.Fatal("the rfc2136 provider cannot set records")
+			}
+			updateCtx, cancelUpdate := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancelUpdate()
+			rec := libdns.Address{Name: "home", TTL: 5 * time.Minute, IP: netip.MustParseAddr("203.0.113.9")}
+			_, err = setter.SetRecords(updateCtx, "example.net", []libdns.Record{rec})
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("SetRecords: %v, want %q", err, tc.want)
+			}
+			select {
+			case u := <-h.updates:
+				if u.IsTsig() == nil {
+					t.Error("the update was sent unsigned")
+				}
+				var removed, added bool
+				for _, rr := range u.Ns {
+					switch {
+					case rr.Header().Class == dns.ClassANY && rr.Header().Rrtype == dns.TypeA && rr.Header().Name == "home.example.net.":
+						removed = true
+					case rr.String() == "home.example.net.\t300\tIN\tA\t203.0.113.9":
+						added = true
+					}
+				}
+				if !removed || !added {
+					t.Errorf("the update does not replace home's A records with 203.0.113.9: %v", u.Ns)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("no update reached the server")
+			}
+		})
 	}
 }
 
