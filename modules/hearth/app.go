@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/hearth-dev/hearth/modules/job"
 	"github.com/hearth-dev/hearth/modules/service"
 	"github.com/hearth-dev/hearth/modules/supervisor"
@@ -350,7 +351,7 @@ func startPools(pools []Pool, logger *zap.Logger) error {
 		go func() {
 			defer wg.Done()
 			if err := panics.Call(logger, fmt.Sprintf("starting app %q", p.Name()), p.Start); err != nil {
-				errs[i] = fmt.Errorf("app %q: %w", p.Name(), err)
+				errs[i] = termsafe.Error(fmt.Errorf("app %q: %w", p.Name(), err))
 			}
 		}()
 	}

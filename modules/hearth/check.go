@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -292,7 +292,7 @@ func wrap(first, text, rest string) string {
 // printable replaces control characters (an escape sequence in an app's
 // traceback or host name) with '?': the report goes to a terminal, maybe
 // root's. Line breaks become spaces.
-func printable(s string) string { return forTerminal(s, ' ') }
+func printable(s string) string { return termsafe.Line(s) }
 
 // terminalWriter writes what it is given with printableLines applied: a
 // table's fields come from the admin API (names, states, a certificate
@@ -321,30 +321,7 @@ func cells(args ...any) []any {
 
 // printableLines is printable for text of several lines (a job's output):
 // line breaks stay.
-func printableLines(s string) string { return forTerminal(s, '\n') }
-
-// forTerminal maps control characters (and bidirectional ones) to '?', and line breaks and tabs to
-// lineBreak (tabs to spaces when lines are kept).
-func forTerminal(s string, lineBreak rune) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n':
-			return lineBreak
-		case r == '\t':
-			return ' '
-		case r == '\r': // CRLF text, a progress bar's returns
-			if lineBreak == '\n' {
-				return -1
-			}
-			return ' '
-		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError:
-			return '?'
-		case unicode.Is(unicode.Bidi_Control, r): // would reorder what the terminal shows
-			return '?'
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
-}
+func printableLines(s string) string { return termsafe.Lines(s) }
 
 // printJSON writes body, JSON for a user's terminal or a script, to out:
 // what the admin API answered (which, when Caddy is not running, anything

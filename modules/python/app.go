@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -183,7 +184,7 @@ func (a *App) runCommand(argv []string) error {
 	if err != nil {
 		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
 	}
-	a.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", string(out)))
+	a.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", termsafe.Lines(string(out))))
 	return nil
 }
 

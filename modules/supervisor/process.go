@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-dev/hearth/modules/internal/keeper"
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 )
 
 // Command describes a process to launch.
@@ -335,7 +336,11 @@ func (p *Process) forward(r io.Reader, logger *zap.Logger) {
 			if line[len(line)-1] == '\n' {
 				line = line[:len(line)-1]
 			}
-			logger.Info(string(line))
+			// as a line of text: Caddy's console log writes the message as
+			// it is, and an app may log what a client sent (Django's "Not
+			// Found: <path>"), escape sequences and all, to the terminal
+			// of whoever runs `caddy run`
+			logger.Info(termsafe.Line(string(line)))
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
