@@ -262,3 +262,58 @@ func listening(port int) (n [2]int) {
 	}
 	return n
 }
+
+// TestReloadFinishesUploadsUnderWay: a request whose body was still
+// coming in when a reload replaced its app's pool (a changed block) is
+// served by that pool, which drains it as it drains the requests it
+// runs. Caddy reads a body whole before the pool takes the request, and
+// the replaced pool stopped at once when none was running or queued:
+// the upload, once read, got 503 "not running".
+func TestReloadFinishesUploadsUnderWay(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	config := func(workers int) string {
+		return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi echo:application {
+		dir {APPS}
+		python {PYTHON}
+		workers %d
+		max_body 4MiB
+	}
+}`, port, workers)
+	}
+	c := startCaddy(t, config(1))
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const size = 1 << 20
+	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", size)
+	if _, err := io.WriteString(conn, head+strings.Repeat("a", size/2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first half read by Caddy", func() bool {
+		return unread(port, conn.LocalAddr().(*net.TCPAddr).Port) == 0
+	})
+	if code, body := c.load(config(2)); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	// the old pool stopped within moments of the reload before; give it
+	// the time to (it now waits for the upload)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(c.log.String(), "worker pool stopped"); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, body, err := exchange(conn, strings.Repeat("a", size/2))
+	if err != nil {
+		t.Fatalf("the upload under way at the reload: %v", err)
+	}
+	if resp.StatusCode != 200 || !strings.Contains(body, fmt.Sprintf(`"body_size": %d`, size)) {
+		t.Errorf("the upload under way at the reload: %d %s", resp.StatusCode, body)
+	}
+	waitFor(t, 20*time.Second, "the replaced pool stopped once it had served the upload", func() bool {
+		return strings.Contains(c.log.String(), "worker pool stopped")
+	})
+}

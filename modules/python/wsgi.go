@@ -185,6 +185,8 @@ func (h *WSGI) hintHearthIO(r *http.Request) {
 
 // serve buffers the request body, then runs the request on a worker.
 func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
+	h.app.pool.Enter()
+	defer h.app.pool.Leave()
 	body, err := engine.ReadBody(r, h.MaxBody, clientIP(r))
 	if err != nil {
 		return httpError(w, h.app.pool, err)

@@ -40,6 +40,12 @@ type Pool struct {
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
 
+	// entered counts the requests between Enter and Leave (their bodies
+	// being read, before they reach the queue); draining is set once Stop
+	// began, so that Leave wakes a drain waiting for them
+	entered  atomic.Int64
+	draining atomic.Bool
+
 	startOnce sync.Once
 	startErr  error
 	ctx       context.Context // cancelled when the pool stops
@@ -247,6 +253,7 @@ func (p *Pool) Stop(inBackground bool) {
 	if p.state == supervisor.Starting || p.state == supervisor.Running {
 		p.state = supervisor.Draining
 	}
+	p.draining.Store(true)
 	p.mu.Unlock()
 	if inBackground {
 		panics.Go(p.logger, "stopping the pool", p.drainAndStop)
@@ -304,7 +311,22 @@ func (p *Pool) drainAndStop() {
 
 // idleLocked reports whether no request is running or waiting.
 func (p *Pool) idleLocked() bool {
-	return p.busyChannels == 0 && len(p.waiters) == 0
+	return p.busyChannels == 0 && len(p.waiters) == 0 && p.entered.Load() == 0
+}
+
+// Enter counts a request its handler has begun for the pool (reading its
+// body, which comes before the queue) until Leave: a pool a reload
+// replaced drains them too (for up to stop_timeout), where an upload under
+// way at the reload got 503 from the stopped pool once read.
+func (p *Pool) Enter() { p.entered.Add(1) }
+
+// Leave ends what Enter counted.
+func (p *Pool) Leave() {
+	if p.entered.Add(-1) == 0 && p.draining.Load() {
+		p.mu.Lock()
+		p.noteDrainLocked()
+		p.mu.Unlock()
+	}
 }
 
 // Pause holds every new request in the queue (queue_timeout still
