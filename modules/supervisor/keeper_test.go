@@ -424,3 +424,71 @@ func TestHeadTail(t *testing.T) {
 		}
 	}
 }
+
+// leavingGroup is a program that leaves its process group for its
+// parent's (the keeper's) and writes its pid to the file it is given,
+// keeping a child that ignores SIGTERM in the group it left, then sleeps.
+const leavingGroup = `
+import os, signal, sys, time
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
+    os._exit(0)
+os.setpgid(0, os.getpgid(os.getppid()))
+with open(sys.argv[1], 'w') as f:
+    f.write(str(os.getpid()))
+time.sleep(60)
+`
+
+// TestALeaderThatLeftItsGroupIsStopped: a process that leaves the process
+// group it was started in (setpgid to another group of its session, which
+// any process may do) is still stopped, by its pid: Run past its timeout
+// and Stop past its grace killed only the group, and then waited for the
+// leader's end for good (a job's runs all skipped after, a reload that
+// stops the service held).
+func TestALeaderThatLeftItsGroupIsStopped(t *testing.T) {
+	for _, how := range []string{"Run past its timeout", "Stop past its grace"} {
+		t.Run(how, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			cmd := Command{Path: "/usr/bin/python3", Args: []string{"-c", leavingGroup, pidFile}}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if how == "Run past its timeout" {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer cancel()
+					_, _ = Run(ctx, cmd, zap.NewNop())
+					return
+				}
+				p, err := Start(cmd, zap.NewNop())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					if data, _ := os.ReadFile(pidFile); len(data) > 0 {
+						break
+					}
+				}
+				p.Stop(syscall.SIGTERM, 300*time.Millisecond)
+			}()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				t.Errorf("%s did not return: it waits for a leader it did not kill", how)
+			}
+			data, err := os.ReadFile(pidFile)
+			pid, _ := strconv.Atoi(string(data))
+			if err != nil || pid <= 1 {
+				t.Fatalf("the program's pid: %q %v", data, err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); Alive(pid); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+					t.Fatalf("the leader %d outlived %s", pid, how)
+				}
+			}
+			<-done
+		})
+	}
+}

@@ -125,6 +125,7 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 	case result = <-end:
 	case <-ctx.Done():
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL) // a leader that left its group (setpgid) is not in it
 		<-end
 		result.Status = -2
 	}
@@ -404,10 +405,14 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 		return
 	case <-timer.C:
 	}
-	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); errors.Is(err, syscall.ESRCH) && !p.ended.Load() {
-		// not (yet) the leader of a group: a worker forked an instant ago
-		// makes its own group first thing. Not once it is known to have
-		// ended: its parent may have reaped it and the pid be another's.
+	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	if !p.ended.Load() {
+		// the process itself, wherever its group is: a worker forked an
+		// instant ago makes its own group first thing, and any process
+		// may leave its group for another of its session (setpgid), which
+		// the group's kill then missed, and this waited for its end for
+		// good. Not once it is known to have ended: its parent may have
+		// reaped it and the pid be another's.
 		_ = syscall.Kill(p.Pid(), syscall.SIGKILL)
 	}
 	<-p.done
