@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,9 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 		}
 		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
 	}
+	if why := privilegedGroup(gid); why != "" && uid != 0 && (!allowRoot || os.Geteuid() != 0) {
+		return nil, fmt.Errorf("group %s: %s; set group to the app's own group (or remove it: the user's primary group), or add allow_root if you really mean it (Caddy running as root)", groupOf(gid), why)
+	}
 	if uid == 0 && !allowRoot {
 		return nil, fmt.Errorf("user %s is root: the app would run with every privilege; set user to an unprivileged account, or add allow_root if you really mean it", userName)
 	}
@@ -64,4 +68,30 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 		return nil, nil // already that user
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// rootEquivalentGroups are groups whose members can become root, or read
+// or write what only root should (Debian's): the docker and LXD sockets
+// start containers with the host's root, disk and kmem read every
+// file and memory, shadow every password's hash.
+var rootEquivalentGroups = []string{"docker", "lxd", "incus-admin", "disk", "kmem", "shadow"}
+
+// privilegedGroup says why processes must not run with the group of id
+// gid, or "".
+func privilegedGroup(gid uint64) string {
+	if gid == 0 {
+		return "the processes would read and write what root's group owns (system files, keys)"
+	}
+	if g, err := user.LookupGroupId(strconv.FormatUint(gid, 10)); err == nil && slices.Contains(rootEquivalentGroups, g.Name) {
+		return "its members can act as root (or read what only root reads)"
+	}
+	return ""
+}
+
+// groupOf names the group of id gid for messages.
+func groupOf(gid uint64) string {
+	if g, err := user.LookupGroupId(strconv.FormatUint(gid, 10)); err == nil {
+		return fmt.Sprintf("%s (gid %d)", g.Name, gid)
+	}
+	return fmt.Sprintf("gid %d", gid)
 }
