@@ -241,7 +241,7 @@ func socketDir() (string, error) {
 // ready_path below 500), it exits, or start_timeout passes.
 func (g *Group) awaitReady(in *instance) error {
 	deadline := time.Now().Add(g.spec.StartTimeout)
-	client := &http.Client{Timeout: time.Second}
+	client := readyClient(in)
 	taken := "" // who else listens on the port
 	for {
 		select {
@@ -277,7 +277,7 @@ func (g *Group) awaitReady(in *instance) error {
 // or without one, accepts a connection.
 func (g *Group) answers(client *http.Client, in *instance) bool {
 	if g.spec.ReadyPath != "" {
-		resp, err := readyClient(client, in).Get("http://" + hostOf(in) + g.spec.ReadyPath)
+		resp, err := client.Get("http://" + hostOf(in) + g.spec.ReadyPath)
 		if err != nil {
 			return false
 		}
@@ -313,16 +313,23 @@ func (g *Group) takenBy(in *instance) string {
 	return ""
 }
 
-// readyClient is client, dialling the instance's unix socket if it has one.
-func readyClient(client *http.Client, in *instance) *http.Client {
-	if in.network != "unix" {
-		return client
-	}
-	return &http.Client{Timeout: client.Timeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+// readyClient asks the instance for ready_path: on its unix socket if it
+// has one, never through a proxy, a second at most each time, and a
+// redirect is an answer (below 500), not followed: the instance's program
+// could otherwise have Caddy request any URL it names, from Caddy's
+// account and network.
+func readyClient(in *instance) *http.Client {
+	transport := &http.Transport{Proxy: nil, DisableKeepAlives: true, MaxResponseHeaderBytes: 64 << 10}
+	if in.network == "unix" {
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", in.addr)
-		},
-	}}
+		}
+	}
+	return &http.Client{
+		Timeout:       time.Second,
+		Transport:     transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 func hostOf(in *instance) string {

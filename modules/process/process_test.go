@@ -1,9 +1,12 @@
 package process
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,5 +99,27 @@ func TestGroupStopsOnce(t *testing.T) {
 	case <-g.Stopped():
 	case <-time.After(5 * time.Second):
 		t.Fatal("Stopped is not closed after Destruct")
+	}
+}
+
+// TestReadyPathRedirectIsNotFollowed: an instance that answers its
+// ready_path with a redirect is ready (an answer below 500), and the
+// redirect is not followed: the program could otherwise have Caddy request
+// any URL it names (another app on loopback, Caddy's admin API).
+func TestReadyPathRedirectIsNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer target.Close()
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/load/config", http.StatusFound)
+	}))
+	defer server.Close()
+	g := newGroup(&spec{Name: "redirecting", ReadyPath: "/ready"}, zap.NewNop())
+	in := &instance{network: "tcp", addr: strings.TrimPrefix(server.URL, "http://")}
+	if !g.answers(readyClient(in), in) {
+		t.Error("an instance answering 302 is not ready")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect was followed: %d requests reached where it pointed", n)
 	}
 }
