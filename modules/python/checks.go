@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
@@ -224,9 +226,15 @@ func reportFindings(r *appReport, site hearth.Site, hsts int) []Finding {
 				"add 'django.middleware.csrf.CsrfViewMiddleware' to MIDDLEWARE")
 		}
 		for _, origin := range d.CSRFTrustedOrigins {
-			if strings.Contains(origin, "*") && !strings.Contains(origin, "://*.") || origin == "*" {
+			_, afterWildcard, subdomains := strings.Cut(origin, "://*.")
+			switch {
+			case strings.Contains(origin, "*") && !subdomains || origin == "*":
 				add("HG-CSRF-02", true, fmt.Sprintf("CSRF_TRUSTED_ORIGINS contains %q: any site may post forms", origin),
 					"list the exact origins, like https://example.net")
+			case subdomains && wholeSuffix(afterWildcard):
+				// Django trusts every origin ending in what follows the *
+				add("HG-CSRF-02", true, fmt.Sprintf("CSRF_TRUSTED_ORIGINS contains %q: every site under a public suffix, anyone's, may post forms", origin),
+					"list the exact origins, like https://example.net, or a wildcard under your own domain, like https://*.example.net")
 			}
 			if strings.HasPrefix(origin, "http://") && servesHTTPS(site) {
 				add("HG-CSRF-03", true, fmt.Sprintf("CSRF_TRUSTED_ORIGINS contains %q, a plain-HTTP origin, for a site served over HTTPS", origin),
@@ -283,6 +291,22 @@ func keyFindings(name, framework string, k secretReport) []Finding {
 	return nil
 }
 
+// wholeSuffix reports whether host (a port after it ignored) is a public
+// suffix (a top-level domain, or one under which anyone may register a
+// name: co.uk, github.io) rather than a domain of someone's: a wildcard
+// over it takes in everyone's sites.
+func wholeSuffix(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" || !strings.Contains(host, ".") {
+		return true
+	}
+	suffix, _ := publicsuffix.PublicSuffix(host)
+	return suffix == host
+}
+
 // hostFindings judges Django's ALLOWED_HOSTS, also against the hosts the
 // Caddy site serves.
 func hostFindings(hosts, siteHosts []string, add func(id string, blocking bool, problem, fix string)) {
@@ -294,8 +318,8 @@ func hostFindings(hosts, siteHosts []string, add func(id string, blocking bool, 
 		switch {
 		case h == "*":
 			add("HG-HOST-01", true, "ALLOWED_HOSTS contains '*': Host-header attacks (poisoned password-reset links) are possible", fix)
-		case strings.HasPrefix(h, ".") && !strings.Contains(h[1:], "."):
-			add("HG-HOST-03", true, fmt.Sprintf("ALLOWED_HOSTS contains %q, a whole top-level domain", h), fix)
+		case strings.HasPrefix(h, ".") && wholeSuffix(h[1:]):
+			add("HG-HOST-03", true, fmt.Sprintf("ALLOWED_HOSTS contains %q, a whole public suffix (a top-level domain, or one under which anyone registers names, like .co.uk or .github.io)", h), fix)
 		}
 	}
 	for _, site := range siteHosts {
