@@ -187,7 +187,7 @@ func (h *WSGI) hintHearthIO(r *http.Request) {
 func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
 	h.app.pool.Enter()
 	defer h.app.pool.Leave()
-	body, err := engine.ReadBody(r, h.MaxBody, clientIP(r))
+	body, err := h.app.pool.ReadBody(r, h.MaxBody, clientIP(r))
 	if err != nil {
 		return httpError(w, h.app.pool, err)
 	}

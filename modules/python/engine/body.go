@@ -55,12 +55,26 @@ var noBody Body
 // errBodyTooLarge is the error of a BodyTooLarge failure.
 var errBodyTooLarge = errors.New("request body too large")
 
-// ReadBody buffers r's body, bounded by maxBody. Beyond that it fails
+// ReadBody buffers r's body for the pool, bounded by maxBody (readBody),
+// and refuses it when its client (clientIP as Caddy determined it, else
+// r's peer: clientOf) has as many bodies held already as it may have
+// requests queued and running on every channel of the pool
+// (max_queue_per_client and the channels): bodies are counted by their
+// bytes against the client's share, and a client trickling a byte into
+// each of thousands of HTTP/2 streams held thousands of read buffers,
+// goroutines and, past the budget's memory, a file descriptor each, within
+// it.
+func (p *Pool) ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
+	return readBody(r, maxBody, clientIP, p.maxBodiesPerClient)
+}
+
+// readBody buffers r's body, bounded by maxBody. Beyond that it fails
 // with BodyTooLarge, and with BodyUnreadable when the client sends a
 // broken body. Past the held budget it fails with Unavailable, past its
 // client's share of it (clientIP as Caddy determined it, else r's peer:
-// clientOf) with TooManyRequests. Close frees what it holds.
-func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
+// clientOf), or past perClient bodies of its held, with TooManyRequests.
+// Close frees what it holds.
+func readBody(r *http.Request, maxBody int64, clientIP string, perClient int) (*Body, error) {
 	b := &Body{}
 	if r.ContentLength > maxBody {
 		return nil, tooLarge(maxBody)
@@ -74,7 +88,10 @@ func ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
 	if r.ContentLength > 0 && !held.fits(r.ContentLength) {
 		return nil, Failed(Unavailable, errBodiesHeld)
 	}
-	if !held.addBody(client, r.ContentLength) {
+	switch held.addBody(client, r.ContentLength, perClient) {
+	case tooManyBodies:
+		return nil, Failed(TooManyRequests, fmt.Errorf("client %s: %w (at most %d at once: max_queue_per_client and the app's channels)", clientnet.Name(client), errClientBodiesCount, perClient))
+	case pastShare:
 		return nil, clientBodiesHeld(client)
 	}
 	b.client = client // (counted: dropBody undoes it)
@@ -117,6 +134,10 @@ var errBodiesHeld = errors.New("request body refused: Caddy already holds its bu
 // errClientBodiesHeld is a request body refused because its client has
 // its share of the held budget (clientShare) held already.
 var errClientBodiesHeld = errors.New("request body refused: Caddy already holds this client's share of its budget of request bodies (a quarter of it, which one body alone may pass); try again once its other uploads end")
+
+// errClientBodiesCount is a request body refused because its client has
+// as many bodies held as it may have requests queued and running.
+var errClientBodiesCount = errors.New("request body refused: this client is sending or waiting on as many request bodies as it may have requests queued and running; try again once its other requests end")
 
 // clientBodiesHeld is the failure of a body refused past its client's share.
 func clientBodiesHeld(client netip.Prefix) error {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,7 +48,7 @@ func TestRequestBodiesShareTheHeldBudget(t *testing.T) {
 		clients++
 		r := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(bytes.Repeat([]byte{'x'}, size)))
 		r.RemoteAddr = fmt.Sprintf("198.51.100.%d:4000", clients)
-		return ReadBody(r, 100<<20, "")
+		return readBody(r, 100<<20, "", anyCount)
 	}
 	small, err := read(60 << 10)
 	if err != nil || small.file != nil || held.mem.Load() != 60<<10 {
@@ -99,13 +100,13 @@ func TestBodyPastTheBudgetIsNotRead(t *testing.T) {
 	body := &unreadBody{Reader: bytes.NewReader(make([]byte, 200<<10))}
 	r := httptest.NewRequest(http.MethodPost, "/upload", body)
 	r.ContentLength = 200 << 10
-	if _, err := ReadBody(r, 100<<20, ""); FailureOf(err) != Unavailable || body.read {
+	if _, err := readBody(r, 100<<20, "", anyCount); FailureOf(err) != Unavailable || body.read {
 		t.Fatalf("a 200 KiB body with 150 KiB left: %v, read %v; want Unavailable, unread", err, body.read)
 	}
 	fitting := &unreadBody{Reader: bytes.NewReader(make([]byte, 100<<10))}
 	r = httptest.NewRequest(http.MethodPost, "/upload", fitting)
 	r.ContentLength = 100 << 10
-	b, err := ReadBody(r, 100<<20, "")
+	b, err := readBody(r, 100<<20, "", anyCount)
 	if err != nil || !fitting.read {
 		t.Fatalf("a 100 KiB body with 150 KiB left: %v", err)
 	}
@@ -556,7 +557,7 @@ func TestAnswersLeaveDiskForBodies(t *testing.T) {
 	if taken, _ := other.offer(make([]byte, 64<<10)); taken {
 		t.Fatal("answers took more than three quarters of the disk budget")
 	}
-	body, err := ReadBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20, "")
+	body, err := readBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20, "", anyCount)
 	if err != nil {
 		t.Fatalf("a 200 KiB body with 310 KiB of disk left: %v", err)
 	}
@@ -974,7 +975,7 @@ func TestOneClientCannotHoldEveryBody(t *testing.T) {
 		if declared {
 			r.ContentLength = int64(size)
 		}
-		b, err := ReadBody(r, maxBody, clientIP)
+		b, err := readBody(r, maxBody, clientIP, anyCount)
 		return b, body, err
 	}
 	first, _, err := upload("203.0.113.7:40001", "", 150<<10, true)
@@ -1036,6 +1037,69 @@ func TestOneClientCannotHoldEveryBody(t *testing.T) {
 		t.Fatalf("a second body beside one past the share: %v, want TooManyRequests", err)
 	}
 	alone.Close()
+	held.bodiesMu.Lock()
+	defer held.bodiesMu.Unlock()
+	if len(held.bodies) != 0 {
+		t.Fatalf("clients still counted once their bodies were freed: %v", held.bodies)
+	}
+}
+
+// anyCount is a bound on one client's bodies that tests of other bounds
+// do not reach.
+const anyCount = math.MaxInt
+
+// TestOneClientHoldsABoundedNumberOfBodies: one client may have as many
+// request bodies held at once as it may have requests queued and running
+// (max_queue_per_client and the pool's channels); the next gets 429
+// before any of it is read. Bodies were counted by their bytes only: a
+// client trickling a byte into each of thousands of HTTP/2 streams held a
+// read buffer and a goroutine for each, and, past the budget's memory, a
+// file descriptor each, without nearing its share.
+func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 700 << 10})
+	pool := New(Options{Name: "bodies", Workers: 1, Threads: 2, MaxQueuePerClient: 1}, zap.NewNop())
+	if pool.maxBodiesPerClient != 3 {
+		t.Fatalf("a pool of 2 channels with max_queue_per_client 1 lets a client hold %d bodies, want 3", pool.maxBodiesPerClient)
+	}
+	if n := New(Options{Name: "unbounded", Workers: 1}, zap.NewNop()).maxBodiesPerClient; n != math.MaxInt {
+		t.Errorf("without max_queue_per_client a client may hold %d bodies, want no bound", n)
+	}
+	upload := func(remote string) (*Body, *unreadBody, error) {
+		body := &unreadBody{Reader: strings.NewReader("x")}
+		r := httptest.NewRequest(http.MethodPost, "/upload", body)
+		r.RemoteAddr, r.ContentLength = remote, 1
+		b, err := pool.ReadBody(r, 1<<20, "")
+		return b, body, err
+	}
+	var bodies []*Body
+	for i := range 3 {
+		b, _, err := upload(fmt.Sprintf("203.0.113.7:%d", 40000+i))
+		if err != nil {
+			t.Fatalf("the client's body %d: %v", i+1, err)
+		}
+		bodies = append(bodies, b)
+	}
+	_, unread, err := upload("203.0.113.7:40100")
+	if FailureOf(err) != TooManyRequests || unread.read || !strings.Contains(fmt.Sprint(err), "at most 3 at once") {
+		t.Fatalf("the client's fourth body: %v, read %v; want TooManyRequests, unread", err, unread.read)
+	}
+	if reason := refusalReason(err); reason != "client_bodies" {
+		t.Errorf("the refusal is counted as %q, want client_bodies", reason)
+	}
+	other, _, err := upload("198.51.100.2:40101")
+	if err != nil {
+		t.Fatalf("another client's body: %v", err)
+	}
+	other.Close()
+	bodies[0].Close()
+	again, _, err := upload("203.0.113.7:40102")
+	if err != nil {
+		t.Fatalf("the client's body once one of its others ended: %v", err)
+	}
+	again.Close()
+	for _, b := range bodies[1:] {
+		b.Close()
+	}
 	held.bodiesMu.Lock()
 	defer held.bodiesMu.Unlock()
 	if len(held.bodies) != 0 {

@@ -66,7 +66,7 @@ func TestWorkerThatStopsReadingTimesOut(t *testing.T) {
 				}()
 			}
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.size)))
-			body, err := ReadBody(r, 1<<30, "")
+			body, err := readBody(r, 1<<30, "", anyCount)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +172,7 @@ func TestHandOverAfterTheDeadlinePassed(t *testing.T) {
 	go answerAll(worker)
 	serve := func() error {
 		r := httptest.NewRequest("POST", "/", strings.NewReader("body"))
-		body, err := ReadBody(r, 1<<20, "")
+		body, err := readBody(r, 1<<20, "", anyCount)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +238,7 @@ func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
 				}
 			}()
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.body)))
-			body, err := ReadBody(r, 1<<30, "")
+			body, err := readBody(r, 1<<30, "", anyCount)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -457,7 +457,7 @@ func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
 				drained <- got
 			}()
 			r := httptest.NewRequest("GET", "/big-page", bytes.NewReader(make([]byte, size)))
-			body, err := ReadBody(r, 100<<20, "")
+			body, err := readBody(r, 100<<20, "", anyCount)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -663,7 +663,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("client g
 func TestBodyOutlivesItsHandler(t *testing.T) {
 	p, far := onePool(t)
 	const size = 1 << 20 // spilled to a file
-	readBody := make(chan struct{})
+	bodyRead := make(chan struct{})
 	got := make(chan int, 1)
 	go func() {
 		fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
@@ -679,7 +679,7 @@ func TestBodyOutlivesItsHandler(t *testing.T) {
 			got <- -1
 			return
 		}
-		<-readBody
+		<-bodyRead
 		n := 0
 		for {
 			far.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -697,7 +697,7 @@ func TestBodyOutlivesItsHandler(t *testing.T) {
 		got <- n
 	}()
 	r := httptest.NewRequest("POST", "/stream", bytes.NewReader(make([]byte, size)))
-	body, err := ReadBody(r, 100<<20, "")
+	body, err := readBody(r, 100<<20, "", anyCount)
 	if err != nil || body.file == nil {
 		t.Fatalf("ReadBody: %v (spilled: %v)", err, body != nil && body.file != nil)
 	}
@@ -706,7 +706,7 @@ func TestBodyOutlivesItsHandler(t *testing.T) {
 		defer body.Close()               // as the adapter's defer
 		_ = p.Serve(failingWriter{httptest.NewRecorder()}, r, &Request{Body: body, Timeout: 30 * time.Second})
 	}()
-	close(readBody)
+	close(bodyRead)
 	if n := <-got; n != size {
 		t.Fatalf("the worker got %d bytes of the %d-byte body sent after its handler returned", n, size)
 	}

@@ -46,8 +46,11 @@ func (p *Pool) CountRefusal(err error) {
 	if FailureOf(err).Refusal() {
 		reason := refusalReason(err)
 		refusedTotal.WithLabelValues(p.opts.Name, reason).Inc()
-		if reason == "client_held_budget" { // refused before the pool (ReadBody): said here, as the other shares are
+		switch reason { // refused before the pool (ReadBody): said here, as the other shares are
+		case "client_held_budget":
 			p.warnClientShare(fmt.Sprintf("app %s: %v: refused with 429%s", p.opts.Name, err, clientShareHint("")))
+		case "client_bodies":
+			p.warnClientShare(fmt.Sprintf("app %s: %v: refused with 429%s", p.opts.Name, err, clientShareHint("max_queue_per_client")))
 		}
 	}
 }
@@ -70,6 +73,8 @@ func refusalReason(err error) string {
 		return "stopped"
 	case errors.Is(err, errClientBodiesHeld):
 		return "client_held_budget"
+	case errors.Is(err, errClientBodiesCount):
+		return "client_bodies"
 	case errors.Is(err, errBodiesHeld):
 		return "held_budget"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,10 @@ type Pool struct {
 
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
+
+	// maxBodiesPerClient is how many request bodies one client may have
+	// held at once for the pool (ReadBody)
+	maxBodiesPerClient int
 
 	// entered counts the requests between Enter and Leave (their bodies
 	// being read, before they reach the queue); draining is set once Stop
@@ -123,7 +128,20 @@ func New(opts Options, logger *zap.Logger) *Pool {
 
 		minWorkers: opts.Workers,
 		maxWorkers: max(opts.Workers, opts.MaxWorkers),
+
+		maxBodiesPerClient: maxBodiesPerClient(opts),
 	}
+}
+
+// maxBodiesPerClient is how many request bodies one client may have held
+// at once for a pool of opts: as many as it may have requests queued
+// (max_queue_per_client) and running on every channel; no bound where
+// max_queue_per_client sets none (0).
+func maxBodiesPerClient(opts Options) int {
+	if opts.MaxQueuePerClient <= 0 {
+		return math.MaxInt
+	}
+	return opts.MaxQueuePerClient + max(opts.Workers, opts.MaxWorkers)*max(opts.Threads, 1)
 }
 
 // Options are the pool's options.
