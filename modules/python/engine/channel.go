@@ -191,7 +191,7 @@ func (s *channel) pauseDeadline(counted bool) (resume func() error) {
 
 // errSlowClient is an answer cut off because its client read it too
 // slowly while Caddy's budget for what it holds was spent.
-var errSlowClient = errors.New("answer cut off: its client read it too slowly while Caddy held its whole budget for slow clients (in memory and in temporary files), and it waited for the client longer than the request's timeout")
+var errSlowClient = errors.New("answer cut off: its client read it too slowly while Caddy held its whole budget for slow clients (in memory and in temporary files), or while other requests waited for the worker past the answer's own part of that budget, and it waited for the client longer than the request's timeout")
 
 // clearDeadline takes off any deadline on s, including one set on its
 // connection directly (clientLeft's read deadline).

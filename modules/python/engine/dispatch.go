@@ -205,6 +205,14 @@ func clientShareHint(option string) string {
 	return hint + "; else raise " + option + " if one client is expected to need that many"
 }
 
+// requestsWaiting reports whether requests wait for a channel in the
+// queue, or for s behind its request (pipelined).
+func (p *Pool) requestsWaiting(s *channel) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiters) > 0 || s.queued.len() > 0
+}
+
 // armQueueTimerLocked makes expireWaiters run in d. One timer serves the
 // whole queue.
 func (p *Pool) armQueueTimerLocked(d time.Duration) {

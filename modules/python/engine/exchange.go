@@ -429,12 +429,20 @@ func contentLength(n int) []string {
 // worker, with the worker's deadline lifted meanwhile (a pump that waited
 // under its request's timeout had its worker killed as hung), for the
 // request's timeout in all: then the answer is cut off (pauseDeadline).
+// Past the answer's own bound on disk (a large download), it waits for
+// its client as long as the client reads, but while other requests wait
+// for a worker those waits count too.
 func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error, asgi *asgiStream) error {
 	sp := newSpool(streamMemLimit, held.answerSpill())
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
 	defer sp.Discard()
-	sp.pause = s.pauseDeadline
+	sp.pause = func(counted bool) func() error {
+		// a wait for the answer's own bound counts too while others wait
+		// for a worker: a slow download holds its worker only while it
+		// keeps no one waiting
+		return s.pauseDeadline(counted || p.requestsWaiting(s))
+	}
 	go func() {
 		if asgi != nil {
 			defer asgi.release() // (after the channel went back, or its worker was ended)

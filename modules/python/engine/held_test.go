@@ -1106,3 +1106,52 @@ func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
 		t.Fatalf("clients still counted once their bodies were freed: %v", held.bodies)
 	}
 }
+
+// TestLargeAnswerYieldsItsWorkerToWaitingRequests: an answer past its own
+// bound on disk goes at its client's pace only while no other request
+// waits for a worker: then its waits count against its timeout, and past
+// it the answer is cut off and the worker goes on. A client reading a
+// large download slowly (or not at all) on as many connections as the app
+// had workers held every one of them for as long as it kept reading a
+// byte a minute, and every other visitor got 503 at queue_timeout.
+func TestLargeAnswerYieldsItsWorkerToWaitingRequests(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: spillReadSize, diskLimit: 1 << 20}) // 64 KiB an answer
+	t.Setenv("TMPDIR", t.TempDir())
+	p := New(Options{Name: "download", Kind: "wsgi", Pipeline: "off", Threads: 1, Workers: 1, MaxQueue: 10, QueueTimeout: 8 * time.Second}, zap.NewNop())
+	p.state = supervisor.Running
+	_, far := addFakeWorker(t, p)
+	fr := protocol.NewReader(bufio.NewReaderSize(far, 64<<10))
+	go func() {
+		download, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		if _, err := far.Write(streamedAnswer(download.Stream, 16)); err != nil { // 4 MiB
+			return
+		}
+		next, _, err := fr.Next()
+		if err != nil {
+			return
+		}
+		far.Write(protocol.AppendFrame(protocol.AppendFrame(nil, protocol.ResponseHead, 0, next.Stream, []byte("200 OK")), protocol.ResponseBody, protocol.FlagEnd, next.Stream, []byte("next")))
+	}()
+	c := serveStalled(t, p, "/download", time.Second)
+	select { // its answer has begun
+	case <-c.writing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer did not begin")
+	}
+	next := make(chan error, 1)
+	rec := httptest.NewRecorder()
+	go func() {
+		next <- p.Serve(rec, httptest.NewRequest("GET", "/next", nil), &Request{Timeout: time.Second})
+	}()
+	select {
+	case err := <-next:
+		if err != nil || rec.Body.String() != "next" {
+			t.Fatalf("the request that waited: %v %q", err, rec.Body.String())
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("a request waiting for the worker still waits 6 s on, while a stalled client holds it with an answer past its own bound (1 s timeout)")
+	}
+}
