@@ -103,8 +103,9 @@ func (o *Options) openPerClientLimit(limit int) int {
 // (openPerClientLimit), Unavailable (503) past the app's limit
 // (longLivedLimitLocked). An exchange that is not refusable (a POST's
 // stream: its app has done its work) is counted past both, but for a
-// client past its share while the app is at its limit: the one client
-// holding more than its share, while others are refused, is refused too.
+// client past its share while the app is at its limit (the one client
+// holding more than its share, while others are refused, is refused too)
+// or at twice its share.
 // release gives its places back when the exchange ends (once, however
 // often it is called). Clients without an address (clientOf) have no
 // share of their own.
@@ -115,7 +116,10 @@ func (p *Pool) admit(k longLived, refusable bool, from origin) (release func(), 
 	perClient := p.opts.openPerClientLimit(limit)
 	held := p.openBy[client]
 	overShare := client.IsValid() && held.of(k, shared) >= perClient
-	if overShare && refusable {
+	// a stream that may not be refused passes the client's share by one
+	// share at most: POSTs to a streaming endpoint filled the app's whole
+	// limit from one client, and every other client's WebSocket got 503
+	if overShare && (refusable || held.of(k, shared) >= 2*perClient) {
 		p.mu.Unlock()
 		// no growth for it: the client has its share, and a larger pool
 		// would not let it take more

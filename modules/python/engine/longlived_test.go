@@ -252,6 +252,16 @@ func TestAdmitPerClient(t *testing.T) {
 	refusedFor(p, webSocket, attacker, "203.0.113.7")
 	release()
 	refusedFor(p, webSocket, attacker, "203.0.113.7")
+	// ... but by one share at most: POSTs to a streaming endpoint took the
+	// app's whole limit from one client
+	for range 2 {
+		if _, err := p.admit(streamedResponse, false, attacker); err != nil {
+			t.Fatalf("a stream that may not be refused, within twice the share: %v", err)
+		}
+	}
+	if _, err := p.admit(streamedResponse, false, attacker); FailureOf(err) != TooManyRequests {
+		t.Errorf("a stream that may not be refused, at twice the client's share: %v, want TooManyRequests", err)
+	}
 
 	// a POST's stream is refused past the client's share only while the
 	// app is at its limit: then that client alone gets 429, and another
