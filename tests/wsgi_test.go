@@ -904,3 +904,47 @@ func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
 		t.Fatalf("a worker was restarted for its timeout: %+v %v", apps, err)
 	}
 }
+
+// TestLooseTrustedProxiesWarned: a server that lists trusted_proxies
+// without trusted_proxies_strict takes a client's address from the left
+// of X-Forwarded-For, which the client writes: a client behind the proxy
+// then counts as someone new with each request, past every per-client
+// bound. The app's first request warns, with the fix; with
+// trusted_proxies_strict it does not.
+func TestLooseTrustedProxiesWarned(t *testing.T) {
+	t.Parallel()
+	const warning = "lists trusted_proxies without trusted_proxies_strict"
+	for _, strict := range []bool{false, true} {
+		port := freePort(t)
+		option := ""
+		if strict {
+			option = "\n\t\ttrusted_proxies_strict"
+		}
+		c := startCaddy(t, fmt.Sprintf(`{
+	admin {ADMIN}
+	servers {
+		trusted_proxies static 127.0.0.0/8%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi hello:application {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+	}
+}`, option, port))
+		resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		if strict {
+			c.stop() // (its log is whole once it stopped)
+			if strings.Contains(c.log.String(), warning) {
+				t.Errorf("warned with trusted_proxies_strict:\n%s", tail(c.log.String(), 5))
+			}
+			continue
+		}
+		waitFor(t, 10*time.Second, "the warning", func() bool { return warned(c, warning, "trusted_proxies_strict") })
+	}
+}

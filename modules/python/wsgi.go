@@ -70,6 +70,7 @@ type WSGI struct {
 	guarded                                     caddyhttp.Handler // serve, as the handler the guard calls
 	logger                                      *zap.Logger
 	connectionsChecked                          uint32 // set (atomically) by the first request, which hintHearthIO judges
+	looseProxiesWarned                          uint32 // set (atomically) once warnLooseProxies warned
 }
 
 // CaddyModule returns the Caddy module information.
@@ -202,7 +203,7 @@ func (h *WSGI) request(r *http.Request) *engine.Request {
 	return &engine.Request{
 		ScriptName:       scriptName(r, h.app.Mounts()),
 		ClientIP:         clientIP(r),
-		FromTrustedProxy: fromTrustedProxy(r),
+		FromTrustedProxy: h.fromTrustedProxy(r),
 		Timeout:          time.Duration(h.Timeout),
 	}
 }
@@ -218,6 +219,22 @@ func clientIP(r *http.Request) string {
 // its trusted_proxies.
 func fromTrustedProxy(r *http.Request) bool {
 	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
+}
+
+// fromTrustedProxy is fromTrustedProxy, which warns, at the first request
+// from a trusted proxy to a server without trusted_proxies_strict, that
+// Caddy then takes the client's address from the left of X-Forwarded-For,
+// which the client writes: behind the proxy, a client counts as someone
+// new with each request, past every per-client bound.
+func (h *WSGI) fromTrustedProxy(r *http.Request) bool {
+	trusted := fromTrustedProxy(r)
+	if trusted && atomic.LoadUint32(&h.looseProxiesWarned) == 0 {
+		if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv != nil && srv.TrustedProxiesStrict == 0 && atomic.CompareAndSwapUint32(&h.looseProxiesWarned, 0, 1) {
+			h.logger.Warn("this site's server lists trusted_proxies without trusted_proxies_strict: Caddy then takes a client's address from the left of X-Forwarded-For, which the client writes itself, so a client behind the proxy can count as someone new with each request, past max_queue_per_client, max_open_per_client and its share of the held budget; add trusted_proxies_strict to the server's options (README: max_queue_per_client)",
+				zap.String("fix", "servers {\n\ttrusted_proxies static <the proxy's addresses>\n\ttrusted_proxies_strict\n}"))
+		}
+	}
 	return trusted
 }
 
