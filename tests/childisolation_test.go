@@ -681,6 +681,16 @@ http://127.0.0.1:%[2]d {
 	waitShown(t, execMaster, "reversed: hello")
 	waitExec(t, exited)
 
+	// what the command prints reaches the terminal with its colours, but
+	// not what acts beyond the screen: OSC 52 writes the terminal's
+	// clipboard (a command for root to paste), tmux passes on what DCS wraps
+	execMaster, exited = execInTerminal(t, c.dir, "python", "-c", `print("\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b[31mred\x1b[0m \x1bPtmux;\x1b\x1b]52;c;QQ==\x07\x1b\\\u009d0;title\u009cshown")`)
+	shown := waitShown(t, execMaster, "shown")
+	waitExec(t, exited)
+	if !bytes.Contains(shown, []byte("\x1b[31mred\x1b[0m ")) || bytes.Contains(shown, []byte("52;c")) || bytes.Contains(shown, []byte("\u009d")) || bytes.Contains(shown, []byte("tmux")) {
+		t.Errorf("caddy hearth exec's terminal showed %q: want the colours, and neither the clipboard's sequence (OSC 52), DCS nor C1 controls", shown)
+	}
+
 	// a command that leaves a process behind: once it has ended, what is
 	// typed next is the shell's
 	lootDir := t.TempDir()
@@ -738,8 +748,9 @@ func execInTerminal(t *testing.T, dir string, args ...string) (*os.File, chan er
 	return master, exited
 }
 
-// waitShown reads the terminal until it has shown text (30 s at most).
-func waitShown(t *testing.T, master *os.File, text string) {
+// waitShown reads the terminal until it has shown text (30 s at most),
+// and returns what it showed.
+func waitShown(t *testing.T, master *os.File, text string) []byte {
 	t.Helper()
 	var shown []byte
 	buf := make([]byte, 4096)
@@ -751,6 +762,7 @@ func waitShown(t *testing.T, master *os.File, text string) {
 		n, _ := master.Read(buf)
 		shown = append(shown, buf[:n]...)
 	}
+	return shown
 }
 
 // waitExec waits for caddy hearth exec to end, successfully.

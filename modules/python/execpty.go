@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 )
 
 // A command of `caddy hearth exec` or `manage` that runs as the app's
@@ -161,7 +163,10 @@ func (r *ptyRelay) started() {
 	r.outputDone = make(chan struct{})
 	go func() {
 		defer close(r.outputDone)
-		_, _ = io.Copy(r.terminal, r.master)
+		// as a terminal shows it, without what acts beyond the screen
+		// (the clipboard, the title, a multiplexer's passthrough): the
+		// command runs as the app's account, the terminal is root's often
+		_, _ = io.Copy(termsafe.NewFilter(r.terminal), r.master)
 	}()
 	if r.input {
 		r.inputDone = make(chan struct{})

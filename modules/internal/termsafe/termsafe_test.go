@@ -1,6 +1,9 @@
 package termsafe
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestLine: what a terminal would take for a command is shown as '?'.
 func TestLine(t *testing.T) {
@@ -18,6 +21,37 @@ func TestLine(t *testing.T) {
 		}
 		if got := Lines(tc.in); got != tc.lines {
 			t.Errorf("Lines(%q) = %q, want %q", tc.in, got, tc.lines)
+		}
+	}
+}
+
+// TestFilter: what a command prints reaches the terminal with its colours
+// and cursor movement, but without the sequences that act beyond the
+// screen, however the writes split them.
+func TestFilter(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"text", "Operations to perform:\r\n  Apply all migrations\n", "Operations to perform:\r\n  Apply all migrations\n"},
+		{"colours and cursor", "\x1b[32;1mOK\x1b[0m\x1b[2K\x1b[1A\x1b(B\x1b7\x1b8", "\x1b[32;1mOK\x1b[0m\x1b[2K\x1b[1A\x1b(B\x1b7\x1b8"},
+		{"the clipboard (OSC 52), ended by BEL", "a\x1b]52;c;Y3VybCBldmlsfHNo\x07b", "ab"},
+		{"a title, ended by ST", "a\x1b]0;root@host\x1b\\b", "ab"},
+		{"a link", "\x1b]8;;http://evil\x1b\\here\x1b]8;;\x1b\\", "here"},
+		{"tmux passthrough (DCS)", "\x1bPtmux;\x1b\x1b]52;c;QQ==\x07\x1b\\after", "after"},
+		{"APC, PM, SOS", "\x1b_x\x1b\\\x1b^y\x1b\\\x1bXz\x1b\\.", "."},
+		{"an OSC never ended stops at the line's end", "\x1b]52;c;QQ==\nnext line\n", "\nnext line\n"},
+		{"C1 controls in UTF-8", "a\u009b2Jb\u009d52;c;QQ==\u009cc", "a2Jb52;c;QQ==c"},
+		{"other UTF-8", "café ☕ ¢", "café ☕ ¢"},
+		{"C0 controls", "a\x0eb\x0fc\x00d\x7fe\bf\a", "abcde\bf\a"},
+		{"a control cancels an escape", "\x1b\x0ex", "x"},
+	} {
+		for split := 0; split <= len(tc.in); split++ {
+			var got strings.Builder
+			f := NewFilter(&got)
+			f.Write([]byte(tc.in[:split]))
+			f.Write([]byte(tc.in[split:]))
+			if got.String() != tc.want {
+				t.Errorf("%s, split at %d: %q, want %q", tc.name, split, got.String(), tc.want)
+				break
+			}
 		}
 	}
 }
