@@ -40,6 +40,7 @@ test: bin/caddy-race
 	tests/fuzz.sh FuzzGuardConfig ./modules/guard 8000
 	tests/fuzz.sh FuzzHearthConfig ./modules/hearth 8000
 	tests/fuzz.sh FuzzDDNSConfig ./modules/ddns 8000
+	tests/fuzz.sh FuzzFilter ./modules/internal/termsafe 100000
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)

@@ -8,7 +8,8 @@ import "io"
 // beyond the screen: OSC (ESC ]: the clipboard, OSC 52; links; the
 // window's title; queries whose answers a terminal types back), DCS, SOS,
 // PM and APC strings (ESC P, X, ^, _: a multiplexer's passthrough), C1
-// controls (in UTF-8, U+0080 to U+009F) and the C0 controls but tab, line
+// controls (in UTF-8, U+0080 to U+009F, and the bytes 0x80 to 0x9F outside
+// a UTF-8 character, which 8-bit terminals read as them) and the C0 controls but tab, line
 // feed, carriage return, backspace and bell. A dropped string ends where
 // the terminal would end it (ST, or BEL for an OSC), or at a line feed, which passes:
 // one that never ends does not hide the rest. It keeps its state across
@@ -19,6 +20,7 @@ type Filter struct {
 	w     io.Writer
 	state filterState
 	osc   bool // the string dropped is an OSC, which BEL ends too
+	cont  int  // continuation bytes the last UTF-8 lead byte announced, still to come
 	out   []byte
 }
 
@@ -45,11 +47,14 @@ func (f *Filter) Write(p []byte) (int, error) {
 		switch f.state {
 		case utf8Lead:
 			f.state = ground
-			if b >= 0x80 && b <= 0x9f {
+			switch {
+			case b >= 0x80 && b <= 0x9f:
 				continue // a C1 control: 0xC2 and it dropped
+			case b >= 0xa0 && b <= 0xbf:
+				out = append(out, 0xc2, b)
+			default:
+				out = f.ground(out, b) // (the lone 0xC2 dropped)
 			}
-			out = append(out, 0xc2)
-			out = f.ground(out, b)
 		case ground:
 			out = f.ground(out, b)
 		case escape, escapeMore:
@@ -111,11 +116,29 @@ func (f *Filter) Write(p []byte) (int, error) {
 
 // ground takes b outside any sequence.
 func (f *Filter) ground(out []byte, b byte) []byte {
+	cont := f.cont
+	f.cont = 0
 	switch {
-	case b == 0x1b:
-		f.state = escape
+	case b >= 0x80 && b <= 0xbf: // a continuation byte
+		if cont > 0 {
+			f.cont = cont - 1
+			out = append(out, b)
+		} else if b >= 0xa0 {
+			out = append(out, b) // (not UTF-8; not a C1 control either: 8-bit terminals read 0x80 to 0x9F as those)
+		}
 	case b == 0xc2:
 		f.state = utf8Lead
+	case b >= 0xc3 && b <= 0xdf:
+		f.cont = 1
+		out = append(out, b)
+	case b >= 0xe0 && b <= 0xef:
+		f.cont = 2
+		out = append(out, b)
+	case b >= 0xf0:
+		f.cont = 3
+		out = append(out, b)
+	case b == 0x1b:
+		f.state = escape
 	case b >= 0x20 && b != 0x7f, b == '\t', b == '\n', b == '\r', b == '\b', b == 0x07:
 		out = append(out, b)
 	}

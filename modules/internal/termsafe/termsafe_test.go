@@ -55,3 +55,43 @@ func TestFilter(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFilter: whatever a command prints, and however its writes split it,
+// what passes starts no string sequence (OSC, DCS, SOS, PM, APC) and holds
+// no C1 control, nor a C0 control but those kept; the same input split
+// elsewhere gives the same output.
+func FuzzFilter(f *testing.F) {
+	for _, seed := range []string{"\x1b]52;c;QQ==\x07", "\x1b[31mred\x1b[0m", "\x1bPtmux;\x1b\x1b]52;c;QQ==\x07\x1b\\", "\u009d0;t\u009c", "\x1b\x1b]x", "\xc2\x1b]", "\x1b(\x1b]"} {
+		f.Add([]byte(seed), 1)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, split int) {
+		var whole, parts strings.Builder
+		NewFilter(&whole).Write(in)
+		split = min(max(split, 0), len(in))
+		g := NewFilter(&parts)
+		g.Write(in[:split])
+		g.Write(in[split:])
+		if whole.String() != parts.String() {
+			t.Fatalf("split at %d: %q, whole: %q", split, parts.String(), whole.String())
+		}
+		out := whole.String()
+		for _, r := range out {
+			if r >= 0x80 && r <= 0x9f {
+				t.Fatalf("a C1 control passed: %q", out)
+			}
+		}
+		for i := 0; i < len(out); i++ {
+			b := out[i]
+			switch {
+			case b == 0x1b:
+				if i+1 < len(out) && strings.IndexByte("]PX^_", out[i+1]) >= 0 {
+					t.Fatalf("a string sequence passed: %q", out)
+				}
+			case b == 0xc2 && i+1 < len(out) && out[i+1] >= 0x80 && out[i+1] <= 0x9f:
+				t.Fatalf("a C1 control passed: %q", out)
+			case b < 0x20 && strings.IndexByte("\t\n\r\b\a", b) < 0, b == 0x7f:
+				t.Fatalf("the control %#x passed: %q", b, out)
+			}
+		}
+	})
+}
