@@ -965,3 +965,60 @@ func TestCommandsKeepRootsEnvironmentFromAnotherAccount(t *testing.T) {
 		t.Errorf("exec as %s of its config importing by the environment: the code ran (%v) or saw root's file (%v); output:\n%s", appsUser, seen != "", strings.Contains(seen, imported), out)
 	}
 }
+
+// TestCommandsRunNoOneElsesCodeAsTheAdmin: an admin who runs `caddy hearth
+// exec` (or manage, check) without sudo, on an app whose block names no
+// user (under the unit, HEARTH_DEFAULT_USER, in the unit only, names it),
+// runs its code as the admin: when that code's directory belongs to the
+// apps' account, which could have changed settings.py or the venv to act
+// with the admin's rights, the command is refused with what to do. The
+// admin's own app runs.
+func TestCommandsRunNoOneElsesCodeAsTheAdmin(t *testing.T) {
+	t.Parallel()
+	needUnitRun(t)
+	admin, err := user.Lookup(appsUser) // the admin: an account that is not root
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := user.Lookup(caddyUser) // the apps' account
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(admin.Uid)
+	gid, _ := strconv.Atoi(admin.Gid)
+	data := t.TempDir() // the admin's
+	openToAll(t, data)
+	if err := os.Chown(data, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	run := func(owner *user.User) (int, string) {
+		dir := t.TempDir()
+		openToAll(t, dir)
+		writeFile(t, filepath.Join(dir, "app.py"), "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
+		config := filepath.Join(dir, "Caddyfile")
+		writeFile(t, config, fmt.Sprintf("{\n\tadmin off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\twsgi app:application {\n\t\tdir %s\n\t\tpython %s\n\t\tworkers 1\n\t\tguard warn\n\t}\n}\n", freePort(t), dir, pythonPath()))
+		for _, f := range []string{dir, filepath.Join(dir, "app.py"), config} {
+			ownerUID, _ := strconv.Atoi(owner.Uid)
+			ownerGID, _ := strconv.Atoi(owner.Gid)
+			if err := os.Chown(f, ownerUID, ownerGID); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(f, 0o755)
+		}
+		cmd := exec.Command(caddyBinary(t), "hearth", "exec", "--config", config, "app", "--", "python", "-c", "import os; print('uid', os.getuid())")
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + data, "XDG_DATA_HOME=" + data}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if err != nil {
+			code = -1
+		}
+		return code, string(out)
+	}
+	if code, out := run(other); code == 0 || !strings.Contains(out, "belongs to "+caddyUser) || strings.Contains(out, "uid "+admin.Uid) {
+		t.Errorf("an app whose directory is %s's, run by %s without sudo: exit %d\n%s", caddyUser, appsUser, code, out)
+	}
+	if code, out := run(admin); code != 0 || !strings.Contains(out, "uid "+admin.Uid) {
+		t.Errorf("the admin's own app: exit %d\n%s", code, out)
+	}
+}

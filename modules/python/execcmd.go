@@ -215,12 +215,43 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 		cred = given
 	}
 	if cred == nil || uint32(os.Geteuid()) == cred.Uid && uint32(os.Getegid()) == cred.Gid {
+		if !asRoot {
+			if err := codeOfOthers(spec); err != nil {
+				return nil, err
+			}
+		}
 		return nil, nil // already that account
 	}
 	if !asRoot {
 		return nil, fmt.Errorf("app %s runs as another account (uid %d): run this as root (sudo caddy hearth …) so that its code runs as that account", spec.Name, cred.Uid)
 	}
 	return cred, nil
+}
+
+// codeOfOthers refuses to run, as this (not root) account, an app whose
+// directory or interpreter's directories belong to another account than
+// this one or root: under the unit, an app's block usually names no user
+// (HEARTH_DEFAULT_USER is in the unit, not in an admin's shell), and an
+// admin running `caddy hearth manage` without sudo ran code the apps'
+// account could change (settings.py, a .pth file in its venv) with the
+// admin's own rights, to plant something for the admin's next sudo.
+func codeOfOthers(spec *poolSpec) error {
+	places := []string{spec.Dir}
+	if strings.Contains(spec.Python, "/") {
+		places = append(places, filepath.Dir(spec.Python), filepath.Dir(filepath.Dir(spec.Python)))
+	}
+	me := uint32(os.Geteuid())
+	for _, place := range places {
+		info, err := os.Stat(place)
+		if err != nil {
+			continue // (the command says what is missing)
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && st.Uid != me {
+			return fmt.Errorf("app %s's code would run as you (%s), but %s belongs to %s: that account could change the code to act with your rights; run this as root with the app's account (`sudo caddy hearth … --user %s`), or as %s",
+				spec.Name, accountName(me), place, accountName(st.Uid), accountName(st.Uid), accountName(st.Uid))
+		}
+	}
+	return nil
 }
 
 // prepareSettingsSaying is prepareSettings for the commands that work
