@@ -337,7 +337,9 @@ func TestIdleChannelsLetGoOfLargeAnswers(t *testing.T) {
 func TestDeclaredBodiesThatNeverComeCostLittle(t *testing.T) {
 	t.Parallel()
 	const connections, perConnection = 4, 200
-	config, url := site(t, "hello:application", "workers 1")
+	// (one client may hold as many bodies as it may have requests queued
+	// and running: 257 with the defaults here; raised for the 800)
+	config, url := site(t, "hello:application", "workers 1\n\t\tmax_queue_per_client 1000")
 	c := startCaddy(t, h2cWithoutGCFloor+config)
 	addr := strings.TrimPrefix(url, "http://")
 	get(t, url+"/")
@@ -390,5 +392,85 @@ func TestDeclaredBodiesThatNeverComeCostLittle(t *testing.T) {
 	}
 	if resp, body := get(t, url+"/"); resp.StatusCode != 200 || body != "Hello, world!\n" {
 		t.Errorf("another client meanwhile: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestOneClientHoldsABoundedNumberOfBodies: one client trickling a byte of
+// a declared body into each of 300 HTTP/2 streams (on two connections: Go
+// serves 250 at once on one) has as many of them held as it may have
+// requests queued and running (max_queue_per_client, 256 by default, and
+// the app's one channel): the rest get 429 at once, before any of their
+// bodies is read, and the refusals are counted. Each held a read buffer
+// and a goroutine (and past the budget's memory, a file descriptor)
+// within the client's share of the budget's bytes.
+func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
+	t.Parallel()
+	const connections, perConnection, held = 2, 150, 257
+	config, url := site(t, "hello:application", "workers 1")
+	c := startCaddy(t, h2cWithoutGCFloor+config)
+	addr := strings.TrimPrefix(url, "http://")
+	get(t, url+"/")
+	answers := make(chan string, connections*perConnection)
+	for i := 0; i < connections; i++ {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		io.WriteString(conn, http2.ClientPreface)
+		fr := http2.NewFramer(conn, conn)
+		fr.WriteSettings()
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		for s := 0; s < perConnection; s++ {
+			block.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", addr}, {":path", "/"}, {"content-length", "100000"}} {
+				_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*s + 1), BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
+				t.Fatal(err)
+			}
+			if err := fr.WriteData(uint32(2*s+1), false, []byte{'x'}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		go func() { // each answer's status
+			dec := hpack.NewDecoder(4096, nil)
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				switch f := f.(type) {
+				case *http2.SettingsFrame:
+					if !f.IsAck() {
+						fr.WriteSettingsAck()
+					}
+				case *http2.HeadersFrame:
+					fields, _ := dec.DecodeFull(f.HeaderBlockFragment())
+					for _, hf := range fields {
+						if hf.Name == ":status" {
+							answers <- hf.Value
+						}
+					}
+				}
+			}
+		}()
+	}
+	statuses := map[string]int{}
+	for timeout := time.After(20 * time.Second); statuses["429"] < connections*perConnection-held; {
+		select {
+		case status := <-answers:
+			statuses[status]++
+		case <-timeout:
+			t.Fatalf("20 s on, the answers to %d streams of one client with bodies under way: %v; want %d 429s", connections*perConnection, statuses, connections*perConnection-held)
+		}
+	}
+	if len(statuses) != 1 {
+		t.Errorf("answers before the rest of any body came: %v, want only 429s", statuses)
+	}
+	metrics := adminGet(t, "http://"+c.admin+"/metrics")
+	if !strings.Contains(metrics, fmt.Sprintf(`hearth_refused_requests_total{app="hello",reason="client_bodies"} %d`, connections*perConnection-held)) {
+		t.Errorf("the refusals are not counted as client_bodies:\n%s", tail(metrics, 40))
 	}
 }
