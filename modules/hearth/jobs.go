@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/hearth-dev/hearth/modules/job"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -567,7 +568,7 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		}
 		if run.Result != job.OK {
 			return caddy.APIError{HTTPStatus: http.StatusInternalServerError,
-				Err: fmt.Errorf("restoring %s failed (%s): %s", name, run.Exit, strings.TrimSpace(run.Output))}
+				Err: fmt.Errorf("restoring %s failed (%s): %s", name, run.Exit, termsafe.Lines(strings.TrimSpace(run.Output)))}
 		}
 		answer := map[string]any{"backup": name, "run": run}
 		for _, p := range held {

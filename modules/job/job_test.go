@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -296,5 +297,31 @@ func TestRunAfterClose(t *testing.T) {
 	j.Destruct()
 	if _, err := j.RunNow(); !errors.Is(err, ErrClosed) {
 		t.Errorf("running a closed job: %v, want ErrClosed", err)
+	}
+}
+
+// TestFailedRunLogsItsOutputAsText: the log of a failed run quotes the end
+// of its output with control characters as '?': Caddy's console log (the
+// terminal of whoever runs caddy run) writes a C1 control or a
+// bidirectional one as it is, where JSON escapes only C0.
+func TestFailedRunLogsItsOutputAsText(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	spec, err := (&Config{Name: "noisy", Command: []string{"/bin/sh", "-c", `printf 'a\302\233' ; printf '2Jb\342\200\256c\033]52;c;QQ==\007\n'; exit 1`}, Schedule: "every 1h"}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := New(spec, zap.New(core))
+	defer j.Destruct()
+	if _, err := j.RunNow(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failing run to end", func() bool { return j.Status().LastResult != "" })
+	failed := logs.FilterMessage("job failed").All()
+	if len(failed) != 1 {
+		t.Fatalf("logged: %v", logs.All())
+	}
+	tail, _ := failed[0].ContextMap()["output_tail"].(string)
+	if tail != "a?2Jb?c?]52;c;QQ==?\n" {
+		t.Errorf("the failed run's output is logged as %q, want its control characters as '?'", tail)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -406,7 +407,7 @@ func (j *Job) execute(run Run, args []string) {
 	if result == OK {
 		j.logger.Info("job finished", fields...)
 	} else {
-		j.logger.Error("job failed", append(fields, zap.String("output_tail", lastLines(string(tail), 10)))...)
+		j.logger.Error("job failed", append(fields, zap.String("output_tail", termsafe.Lines(lastLines(string(tail), 10))))...)
 	}
 }
 
