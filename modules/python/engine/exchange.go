@@ -84,6 +84,9 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 	}
 	*bufp = frames
 	from := origin{rq.ClientIP, r.RemoteAddr}
+	if err := p.streamsPastBound(r, from); err != nil {
+		return err
+	}
 	for attempt := 1; ; attempt++ {
 		g, err := p.acquire(r.Context(), from, r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
 		if err != nil {
@@ -243,7 +246,10 @@ func (p *Pool) appAborted(message []byte, when string) error {
 func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, from origin, s *channel, sid uint32, status int, first []byte, bodySent chan error, mark *headerMark) error {
 	// a request whose answer may be asked again (GET, HEAD) is refused past
 	// the limit; another is counted, not refused: its app has done its
-	// work (a POST's effects), and a 503 would invite a second one
+	// work (a POST's effects), and a 503 would invite a second one; but
+	// for a client past its share while the app is at its limit, or past
+	// twice its share (the latter is refused before its app is asked, in
+	// the steady state: streamsPastBound)
 	release, refused := p.admit(streamedResponse, r.Method == http.MethodGet || r.Method == http.MethodHead, from)
 	if refused != nil {
 		mark.restore(w.Header())                   // Caddy answers the refusal, not the app

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"net/http"
 	"net/netip"
 	"sync/atomic"
 
@@ -161,6 +162,34 @@ func (p *Pool) admit(k longLived, refusable bool, from origin) (release func(), 
 	}
 	return nil, Failed(Unavailable, &longLivedRefusal{k, false, fmt.Sprintf("app %s already holds %d WebSockets and %d streamed responses open, half its channels: refused another %s (set %s, or raise max_concurrency or workers, if that many clients are expected)",
 		p.opts.Name, p.longLived[webSocket].Load(), p.longLived[streamedResponse].Load(), longLivedNames[k].singular, longLivedNames[k].setting)})
+}
+
+// streamsPastBound refuses, before its app is asked, a request of an ASGI
+// app that may not be refused once its answer streams (not GET or HEAD)
+// from a client that holds twice its share of streamed responses
+// already: admit would refuse its stream once the app had done its work.
+// (Requests sent at once, before any of their streams is counted, still
+// reach admit's refusal.)
+func (p *Pool) streamsPastBound(r *http.Request, from origin) error {
+	if p.opts.Kind != "asgi" || r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return nil
+	}
+	client := clientOf(from.ip, from.remote)
+	if !client.IsValid() {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held, ok := p.openBy[client]
+	if !ok {
+		return nil
+	}
+	limit, shared := p.longLivedLimitLocked(streamedResponse)
+	perClient := p.opts.openPerClientLimit(limit)
+	if held.of(streamedResponse, shared) < 2*perClient {
+		return nil
+	}
+	return Failed(TooManyRequests, &longLivedRefusal{streamedResponse, true, p.clientRefusal(streamedResponse, client, held, shared, perClient)})
 }
 
 // holdLocked counts one exchange of kind k in client's (admit).

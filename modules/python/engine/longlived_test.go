@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -337,5 +339,40 @@ func TestClientShareWarnings(t *testing.T) {
 	warnings = logs.TakeAll()
 	if len(warnings) != 1 || warnings[0].ContextMap()["like_warnings_held_back"] != int64(4) || !strings.Contains(warnings[0].Message, "raise max_queue_per_client") {
 		t.Fatalf("the next warning: %v, want one saying 4 were held back, naming max_queue_per_client", warnings)
+	}
+}
+
+// TestStreamsPastBoundRefusedBeforeTheApp: a client of an ASGI app that
+// holds twice its share of streamed responses has its next POST refused
+// (429) before the app is asked: past that bound admit refuses the
+// stream, by then with the app's work done (a retry would do it twice).
+// GET and HEAD, refused at admit with nothing done, and other clients'
+// requests go on.
+func TestStreamsPastBoundRefusedBeforeTheApp(t *testing.T) {
+	p := New(Options{Name: "chat", Kind: "asgi", Workers: 1, Threads: 200, MaxOpenPerClient: 2}, zap.NewNop())
+	p.workers = []*worker{{}}
+	attacker, visitor := origin{"", "203.0.113.7:40000"}, origin{"198.51.100.1", ""}
+	post := httptest.NewRequest(http.MethodPost, "/chat", nil)
+	for i := range 4 {
+		if err := p.streamsPastBound(post, attacker); err != nil {
+			t.Fatalf("POST %d, within twice the share: %v", i+1, err)
+		}
+		if _, err := p.admit(streamedResponse, false, attacker); err != nil {
+			t.Fatalf("stream %d: %v", i+1, err)
+		}
+	}
+	err := p.streamsPastBound(post, attacker)
+	if FailureOf(err) != TooManyRequests || refusalReason(err) != "client_streams" {
+		t.Errorf("a POST from a client holding twice its share of streams: %v, want TooManyRequests (client_streams)", err)
+	}
+	if err := p.streamsPastBound(httptest.NewRequest(http.MethodGet, "/events", nil), attacker); err != nil {
+		t.Errorf("a GET (refused at admit, with nothing done): %v", err)
+	}
+	if err := p.streamsPastBound(post, visitor); err != nil {
+		t.Errorf("another client's POST: %v", err)
+	}
+	wsgi := New(Options{Name: "site", Kind: "wsgi", Workers: 1, Threads: 1}, zap.NewNop())
+	if err := wsgi.streamsPastBound(post, attacker); err != nil {
+		t.Errorf("a WSGI app's POST: %v", err)
 	}
 }
