@@ -27,6 +27,7 @@ type Body struct {
 	memHeld, diskHeld int64
 	client            netip.Prefix
 	clientHeld        int64
+	counts            *bodyCounts // the pool's count it is in (of client's), or nil
 
 	// A body goroutine may still be sending the body when its request's
 	// handler returns (a client that left a streamed answer): Close then
@@ -57,24 +58,55 @@ var errBodyTooLarge = errors.New("request body too large")
 
 // ReadBody buffers r's body for the pool, bounded by maxBody (readBody),
 // and refuses it when its client (clientIP as Caddy determined it, else
-// r's peer: clientOf) has as many bodies held already as it may have
-// requests queued and running on every channel of the pool
+// r's peer: clientOf) has as many bodies held for the pool already as it
+// may have requests queued and running on every channel of the pool
 // (max_queue_per_client and the channels): bodies are counted by their
 // bytes against the client's share, and a client trickling a byte into
 // each of thousands of HTTP/2 streams held thousands of read buffers,
 // goroutines and, past the budget's memory, a file descriptor each, within
 // it.
 func (p *Pool) ReadBody(r *http.Request, maxBody int64, clientIP string) (*Body, error) {
-	return readBody(r, maxBody, clientIP, p.maxBodiesPerClient)
+	return readBody(r, maxBody, clientIP, &p.bodies)
+}
+
+// bodyCounts counts, per client, the request bodies held for one pool,
+// up to limit each.
+type bodyCounts struct {
+	limit int
+	mu    sync.Mutex
+	by    map[netip.Prefix]int
+}
+
+// add counts one more body of client's, unless it has limit already.
+func (c *bodyCounts) add(client netip.Prefix) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.by[client] >= c.limit {
+		return false
+	}
+	if c.by == nil {
+		c.by = map[netip.Prefix]int{}
+	}
+	c.by[client]++
+	return true
+}
+
+// drop ends what add counted.
+func (c *bodyCounts) drop(client netip.Prefix) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.by[client]--; c.by[client] <= 0 {
+		delete(c.by, client)
+	}
 }
 
 // readBody buffers r's body, bounded by maxBody. Beyond that it fails
 // with BodyTooLarge, and with BodyUnreadable when the client sends a
 // broken body. Past the held budget it fails with Unavailable, past its
 // client's share of it (clientIP as Caddy determined it, else r's peer:
-// clientOf), or past perClient bodies of its held, with TooManyRequests.
-// Close frees what it holds.
-func readBody(r *http.Request, maxBody int64, clientIP string, perClient int) (*Body, error) {
+// clientOf), or past its client's count in counts (nil: none), with
+// TooManyRequests. Close frees what it holds.
+func readBody(r *http.Request, maxBody int64, clientIP string, counts *bodyCounts) (*Body, error) {
 	b := &Body{}
 	if r.ContentLength > maxBody {
 		return nil, tooLarge(maxBody)
@@ -88,11 +120,15 @@ func readBody(r *http.Request, maxBody int64, clientIP string, perClient int) (*
 	if r.ContentLength > 0 && !held.fits(r.ContentLength) {
 		return nil, Failed(Unavailable, errBodiesHeld)
 	}
-	switch held.addBody(client, r.ContentLength, perClient) {
-	case tooManyBodies:
-		return nil, Failed(TooManyRequests, fmt.Errorf("client %s: %w (at most %d at once: max_queue_per_client and the app's channels)", clientnet.Name(client), errClientBodiesCount, perClient))
-	case pastShare:
+	if !held.addBody(client, r.ContentLength) {
 		return nil, clientBodiesHeld(client)
+	}
+	if counts != nil && client.IsValid() {
+		if !counts.add(client) {
+			held.dropBody(client)
+			return nil, Failed(TooManyRequests, fmt.Errorf("client %s: %w (at most %d at once: max_queue_per_client and the app's channels)", clientnet.Name(client), errClientBodiesCount, counts.limit))
+		}
+		b.counts = counts
 	}
 	b.client = client // (counted: dropBody undoes it)
 	// what the client says it sends is not yet sent: room for it is made
@@ -316,6 +352,10 @@ func (b *Body) free() {
 	held.giveDisk(b.diskHeld)
 	held.giveClient(b.client, b.clientHeld)
 	held.dropBody(b.client)
+	if b.counts != nil {
+		b.counts.drop(b.client)
+		b.counts = nil
+	}
 	b.memHeld, b.diskHeld, b.client, b.clientHeld = 0, 0, netip.Prefix{}, 0
 }
 

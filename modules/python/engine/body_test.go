@@ -14,7 +14,7 @@ import (
 func TestReadBodyHoldsWhatArrived(t *testing.T) {
 	r := httptest.NewRequest("POST", "/", strings.NewReader("abc"))
 	r.ContentLength = memBodyLimit
-	b, err := readBody(r, 1<<30, "", anyCount)
+	b, err := readBody(r, 1<<30, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestReadBodyHoldsWhatArrived(t *testing.T) {
 	for _, size := range []int{bodyPreallocation - 1, bodyPreallocation + 1, memBodyLimit, memBodyLimit + 1, 3 * memBodyLimit} {
 		body := strings.Repeat("x", size)
 		r := httptest.NewRequest("POST", "/", strings.NewReader(body))
-		b, err := readBody(r, 1<<30, "", anyCount)
+		b, err := readBody(r, 1<<30, "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestReadBodyWaitsWithASmallBuffer(t *testing.T) {
 	f := &firstReads{data: strings.NewReader(body)}
 	r := httptest.NewRequest("POST", "/", f)
 	r.ContentLength = int64(len(body))
-	b, err := readBody(r, 1<<30, "", anyCount)
+	b, err := readBody(r, 1<<30, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestReadBodyGrowsWithWhatCame(t *testing.T) {
 	f := &firstReads{data: strings.NewReader("z")}
 	r := httptest.NewRequest("POST", "/", f)
 	r.ContentLength = 100_000
-	b, err := readBody(r, 1<<30, "", anyCount)
+	b, err := readBody(r, 1<<30, "", nil)
 	if err == nil {
 		b.Close()
 	}

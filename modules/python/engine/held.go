@@ -133,36 +133,23 @@ func (b *heldBudget) clientShare() int64 {
 	return (b.memLimit + b.diskPart()) / 4
 }
 
-// bodyAdmission is what addBody decides of a body.
-type bodyAdmission int
-
-const (
-	bodyAdmitted  bodyAdmission = iota
-	pastShare                   // its client's share of the budget is held already
-	tooManyBodies               // its client holds as many bodies as it may
-)
-
-// addBody counts a body of client's beginning, and says whether it may
-// take declared bytes (-1: unknown): within its share, or as its only
-// body, and when its client holds fewer than perClient bodies. A client
-// without an address (a Unix socket's peers: clientOf) has no share of
-// its own: those cannot be told apart. What addBody counts, dropBody
-// gives back.
-func (b *heldBudget) addBody(client netip.Prefix, declared int64, perClient int) bodyAdmission {
+// addBody counts a body of client's beginning, and reports whether it may
+// take declared bytes (-1: unknown): within its share, or as its only body.
+// A client without an address (a Unix socket's peers: clientOf) has no
+// share of its own: those cannot be told apart. What addBody counts,
+// dropBody gives back.
+func (b *heldBudget) addBody(client netip.Prefix, declared int64) bool {
 	if !client.IsValid() {
-		return bodyAdmitted
+		return true
 	}
 	b.bodiesMu.Lock()
 	defer b.bodiesMu.Unlock()
 	c := b.bodies[client]
-	switch {
-	case c.count >= perClient:
-		return tooManyBodies
-	case c.count > 0 && c.bytes+max(declared, 0) > b.clientShare():
-		return pastShare
+	if c.count > 0 && c.bytes+max(declared, 0) > b.clientShare() {
+		return false
 	}
 	b.putLocked(client, c.count+1, c.bytes)
-	return bodyAdmitted
+	return true
 }
 
 // dropBody ends what addBody counted.

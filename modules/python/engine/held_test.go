@@ -48,7 +48,7 @@ func TestRequestBodiesShareTheHeldBudget(t *testing.T) {
 		clients++
 		r := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(bytes.Repeat([]byte{'x'}, size)))
 		r.RemoteAddr = fmt.Sprintf("198.51.100.%d:4000", clients)
-		return readBody(r, 100<<20, "", anyCount)
+		return readBody(r, 100<<20, "", nil)
 	}
 	small, err := read(60 << 10)
 	if err != nil || small.file != nil || held.mem.Load() != 60<<10 {
@@ -100,13 +100,13 @@ func TestBodyPastTheBudgetIsNotRead(t *testing.T) {
 	body := &unreadBody{Reader: bytes.NewReader(make([]byte, 200<<10))}
 	r := httptest.NewRequest(http.MethodPost, "/upload", body)
 	r.ContentLength = 200 << 10
-	if _, err := readBody(r, 100<<20, "", anyCount); FailureOf(err) != Unavailable || body.read {
+	if _, err := readBody(r, 100<<20, "", nil); FailureOf(err) != Unavailable || body.read {
 		t.Fatalf("a 200 KiB body with 150 KiB left: %v, read %v; want Unavailable, unread", err, body.read)
 	}
 	fitting := &unreadBody{Reader: bytes.NewReader(make([]byte, 100<<10))}
 	r = httptest.NewRequest(http.MethodPost, "/upload", fitting)
 	r.ContentLength = 100 << 10
-	b, err := readBody(r, 100<<20, "", anyCount)
+	b, err := readBody(r, 100<<20, "", nil)
 	if err != nil || !fitting.read {
 		t.Fatalf("a 100 KiB body with 150 KiB left: %v", err)
 	}
@@ -557,7 +557,7 @@ func TestAnswersLeaveDiskForBodies(t *testing.T) {
 	if taken, _ := other.offer(make([]byte, 64<<10)); taken {
 		t.Fatal("answers took more than three quarters of the disk budget")
 	}
-	body, err := readBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20, "", anyCount)
+	body, err := readBody(httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(make([]byte, 200<<10))), 100<<20, "", nil)
 	if err != nil {
 		t.Fatalf("a 200 KiB body with 310 KiB of disk left: %v", err)
 	}
@@ -975,7 +975,7 @@ func TestOneClientCannotHoldEveryBody(t *testing.T) {
 		if declared {
 			r.ContentLength = int64(size)
 		}
-		b, err := readBody(r, maxBody, clientIP, anyCount)
+		b, err := readBody(r, maxBody, clientIP, nil)
 		return b, body, err
 	}
 	first, _, err := upload("203.0.113.7:40001", "", 150<<10, true)
@@ -1044,10 +1044,6 @@ func TestOneClientCannotHoldEveryBody(t *testing.T) {
 	}
 }
 
-// anyCount is a bound on one client's bodies that tests of other bounds
-// do not reach.
-const anyCount = math.MaxInt
-
 // TestOneClientHoldsABoundedNumberOfBodies: one client may have as many
 // request bodies held at once as it may have requests queued and running
 // (max_queue_per_client and the pool's channels); the next gets 429
@@ -1058,10 +1054,10 @@ const anyCount = math.MaxInt
 func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
 	withHeld(t, &heldBudget{memLimit: 100 << 10, diskLimit: 700 << 10})
 	pool := New(Options{Name: "bodies", Workers: 1, Threads: 2, MaxQueuePerClient: 1}, zap.NewNop())
-	if pool.maxBodiesPerClient != 3 {
-		t.Fatalf("a pool of 2 channels with max_queue_per_client 1 lets a client hold %d bodies, want 3", pool.maxBodiesPerClient)
+	if pool.bodies.limit != 3 {
+		t.Fatalf("a pool of 2 channels with max_queue_per_client 1 lets a client hold %d bodies, want 3", pool.bodies.limit)
 	}
-	if n := New(Options{Name: "unbounded", Workers: 1}, zap.NewNop()).maxBodiesPerClient; n != math.MaxInt {
+	if n := New(Options{Name: "unbounded", Workers: 1}, zap.NewNop()).bodies.limit; n != math.MaxInt {
 		t.Errorf("without max_queue_per_client a client may hold %d bodies, want no bound", n)
 	}
 	upload := func(remote string) (*Body, *unreadBody, error) {
@@ -1091,6 +1087,16 @@ func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
 		t.Fatalf("another client's body: %v", err)
 	}
 	other.Close()
+	// the count is the pool's: the same client's body to another app, whose
+	// bound is its own
+	elsewhere := New(Options{Name: "other", Workers: 1, Threads: 1, MaxQueuePerClient: 1}, zap.NewNop())
+	r := httptest.NewRequest(http.MethodPost, "/upload", strings.NewReader("x"))
+	r.RemoteAddr, r.ContentLength = "203.0.113.7:40200", 1
+	another, err := elsewhere.ReadBody(r, 1<<20, "")
+	if err != nil {
+		t.Fatalf("the client's body to another app: %v", err)
+	}
+	another.Close()
 	bodies[0].Close()
 	again, _, err := upload("203.0.113.7:40102")
 	if err != nil {
@@ -1102,8 +1108,8 @@ func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
 	}
 	held.bodiesMu.Lock()
 	defer held.bodiesMu.Unlock()
-	if len(held.bodies) != 0 {
-		t.Fatalf("clients still counted once their bodies were freed: %v", held.bodies)
+	if len(held.bodies) != 0 || len(pool.bodies.by) != 0 || len(elsewhere.bodies.by) != 0 {
+		t.Fatalf("clients still counted once their bodies were freed: %v, %v, %v", held.bodies, pool.bodies.by, elsewhere.bodies.by)
 	}
 }
 

@@ -66,7 +66,7 @@ func TestWorkerThatStopsReadingTimesOut(t *testing.T) {
 				}()
 			}
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.size)))
-			body, err := readBody(r, 1<<30, "", anyCount)
+			body, err := readBody(r, 1<<30, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +172,7 @@ func TestHandOverAfterTheDeadlinePassed(t *testing.T) {
 	go answerAll(worker)
 	serve := func() error {
 		r := httptest.NewRequest("POST", "/", strings.NewReader("body"))
-		body, err := readBody(r, 1<<20, "", anyCount)
+		body, err := readBody(r, 1<<20, "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +238,7 @@ func TestFailureAfterHeadLeavesNoAppHeader(t *testing.T) {
 				}
 			}()
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, tc.body)))
-			body, err := readBody(r, 1<<30, "", anyCount)
+			body, err := readBody(r, 1<<30, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -457,7 +457,7 @@ func TestAnswerBeforeTheBodyIsRead(t *testing.T) {
 				drained <- got
 			}()
 			r := httptest.NewRequest("GET", "/big-page", bytes.NewReader(make([]byte, size)))
-			body, err := readBody(r, 100<<20, "", anyCount)
+			body, err := readBody(r, 100<<20, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -697,7 +697,7 @@ func TestBodyOutlivesItsHandler(t *testing.T) {
 		got <- n
 	}()
 	r := httptest.NewRequest("POST", "/stream", bytes.NewReader(make([]byte, size)))
-	body, err := readBody(r, 100<<20, "", anyCount)
+	body, err := readBody(r, 100<<20, "", nil)
 	if err != nil || body.file == nil {
 		t.Fatalf("ReadBody: %v (spilled: %v)", err, body != nil && body.file != nil)
 	}

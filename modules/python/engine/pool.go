@@ -41,9 +41,9 @@ type Pool struct {
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
 
-	// maxBodiesPerClient is how many request bodies one client may have
-	// held at once for the pool (ReadBody)
-	maxBodiesPerClient int
+	// bodies counts each client's request bodies held for the pool, up to
+	// maxBodiesPerClient (ReadBody)
+	bodies bodyCounts
 
 	// entered counts the requests between Enter and Leave (their bodies
 	// being read, before they reach the queue); draining is set once Stop
@@ -129,7 +129,7 @@ func New(opts Options, logger *zap.Logger) *Pool {
 		minWorkers: opts.Workers,
 		maxWorkers: max(opts.Workers, opts.MaxWorkers),
 
-		maxBodiesPerClient: maxBodiesPerClient(opts),
+		bodies: bodyCounts{limit: maxBodiesPerClient(opts)},
 	}
 }
 
