@@ -186,15 +186,23 @@ func (h *WSGI) hintHearthIO(r *http.Request) {
 
 // serve buffers the request body, then runs the request on a worker.
 func (h *WSGI) serve(w http.ResponseWriter, r *http.Request) error {
+	// counted in the pool until it holds a channel (Serve ends that): a
+	// pool a reload replaces drains it
 	h.app.pool.Enter()
-	defer h.app.pool.Leave()
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			h.app.pool.Leave()
+		}
+	}()
 	body, err := h.app.pool.ReadBody(r, h.MaxBody, clientIP(r))
 	if err != nil {
 		return httpError(w, h.app.pool, err)
 	}
 	defer body.Close()
 	rq := h.request(r)
-	rq.Body = body
+	rq.Body, rq.Entered = body, true
+	handedOver = true
 	return httpError(w, h.app.pool, h.app.pool.Serve(w, r, rq))
 }
 

@@ -53,6 +53,11 @@ type Request struct {
 	// before the client is given up (Caddy's write_idle timeout, which
 	// does not follow a hijacked connection); ≤ 0: none.
 	WriteIdle time.Duration
+	// Entered says the handler counted the request in the pool (Enter)
+	// while it read its body: Serve ends that (Leave) once the request
+	// holds a channel or waits in the queue, where a draining pool counts
+	// it anyway, or is refused.
+	Entered bool
 }
 
 // Serve forwards one request, whose body is already buffered, to a worker
@@ -60,6 +65,12 @@ type Request struct {
 // retried once on another worker when its method is idempotent. An error
 // the engine could not serve it for carries a Failure (FailureOf).
 func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error {
+	entered := rq.Entered
+	defer func() {
+		if entered {
+			p.Leave()
+		}
+	}()
 	bufp := headBuffers.Get().(*[]byte)
 	defer headBuffers.Put(bufp)
 	// the request's frames, encoded once before a worker is taken: head,
@@ -89,6 +100,13 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 	}
 	for attempt := 1; ; attempt++ {
 		g, err := p.acquire(r.Context(), from, r.URL.Path, idempotent(r.Method), frames, body.inline(), rq.Timeout)
+		if entered {
+			// the channel (or a refusal) holds the request now: a draining
+			// pool waits for it as for any it runs, and not for a slow
+			// client's download once the channel went back
+			p.Leave()
+			entered = false
+		}
 		if err != nil {
 			return p.unavailable(err)
 		}

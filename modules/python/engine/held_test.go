@@ -1161,3 +1161,41 @@ func TestLargeAnswerYieldsItsWorkerToWaitingRequests(t *testing.T) {
 		t.Fatal("a request waiting for the worker still waits 6 s on, while a stalled client holds it with an answer past its own bound (1 s timeout)")
 	}
 }
+
+// TestEnteredRequestLeavesOnceItHoldsAChannel: a request its handler
+// counted in the pool while it read the body (Enter) is counted out once
+// it holds a channel, not when its client has its answer: a pool a reload
+// replaced waited stop_timeout for a slow client's download whose channel
+// had gone back long before, its workers kept meanwhile.
+func TestEnteredRequestLeavesOnceItHoldsAChannel(t *testing.T) {
+	withHeld(t, &heldBudget{memLimit: 64 << 20, diskLimit: 64 << 20})
+	t.Setenv("TMPDIR", t.TempDir())
+	p, far := onePool(t)
+	answerFirst(far, func(sid uint32) []byte { return streamedAnswer(sid, 4) }) // 1 MiB, spooled whole
+	p.Enter()
+	c := &stalledClient{ResponseRecorder: httptest.NewRecorder(), through: make(chan struct{}), writing: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Serve(c, httptest.NewRequest("GET", "/download", nil), &Request{Timeout: 10 * time.Second, Entered: true})
+	}()
+	select { // its answer has begun
+	case <-c.writing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer did not begin")
+	}
+	waitUntil(t, "the channel back, the answer spooled", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.busyChannels == 0 && len(p.idle) == 1
+	})
+	if n := p.entered.Load(); n != 0 {
+		t.Errorf("with its answer spooled and its channel back, the request still counts in the pool (%d entered)", n)
+	}
+	close(c.through)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := p.entered.Load(); n != 0 {
+		t.Errorf("after the request, %d entered", n)
+	}
+}
