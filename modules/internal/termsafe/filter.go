@@ -8,8 +8,8 @@ import "io"
 // beyond the screen: OSC (ESC ]: the clipboard, OSC 52; links; the
 // window's title; queries whose answers a terminal types back), DCS, SOS,
 // PM and APC strings (ESC P, X, ^, _: a multiplexer's passthrough), C1
-// controls (in UTF-8, U+0080 to U+009F, and the bytes 0x80 to 0x9F outside
-// a UTF-8 character, which 8-bit terminals read as them) and the C0 controls but tab, line
+// controls (U+0080 to U+009F), bytes that are not whole, valid UTF-8 (an
+// 8-bit terminal reads 0x80 to 0x9F as C1 controls) and the C0 controls but tab, line
 // feed, carriage return, backspace and bell. A dropped string ends where
 // the terminal would end it (ST, or BEL for an OSC), or at a line feed, which passes:
 // one that never ends does not hide the rest. It keeps its state across
@@ -20,8 +20,12 @@ type Filter struct {
 	w     io.Writer
 	state filterState
 	osc   bool // the string dropped is an OSC, which BEL ends too
-	cont  int  // continuation bytes the last UTF-8 lead byte announced, still to come
-	out   []byte
+	// a UTF-8 character under way: its bytes so far, how many it has, and
+	// the range of its next byte
+	char         [4]byte
+	have, need   int
+	nextLo, next byte
+	out          []byte
 }
 
 type filterState uint8
@@ -33,7 +37,6 @@ const (
 	csi                    // within ESC [ … final
 	dropped                // within a string dropped (OSC, DCS, SOS, PM, APC)
 	droppedEsc             // ESC within it (ST is ESC \)
-	utf8Lead               // after the lead byte 0xC2: a C1 control may follow
 )
 
 // NewFilter returns a Filter writing to w.
@@ -45,16 +48,6 @@ func (f *Filter) Write(p []byte) (int, error) {
 	out := f.out[:0]
 	for _, b := range p {
 		switch f.state {
-		case utf8Lead:
-			f.state = ground
-			switch {
-			case b >= 0x80 && b <= 0x9f:
-				continue // a C1 control: 0xC2 and it dropped
-			case b >= 0xa0 && b <= 0xbf:
-				out = append(out, 0xc2, b)
-			default:
-				out = f.ground(out, b) // (the lone 0xC2 dropped)
-			}
 		case ground:
 			out = f.ground(out, b)
 		case escape, escapeMore:
@@ -114,33 +107,54 @@ func (f *Filter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ground takes b outside any sequence.
+// ground takes b outside any sequence. A UTF-8 character is passed only
+// whole and valid (and not U+0080 to U+009F): a byte 0x80 to 0x9F is a
+// C1 control to an 8-bit terminal, and a broken character's bytes would
+// pass one on.
 func (f *Filter) ground(out []byte, b byte) []byte {
-	cont := f.cont
-	f.cont = 0
-	switch {
-	case b >= 0x80 && b <= 0xbf: // a continuation byte
-		if cont > 0 {
-			f.cont = cont - 1
-			out = append(out, b)
-		} else if b >= 0xa0 {
-			out = append(out, b) // (not UTF-8; not a C1 control either: 8-bit terminals read 0x80 to 0x9F as those)
+	if f.need > 0 {
+		if b >= f.nextLo && b <= f.next {
+			f.char[f.have] = b
+			f.have++
+			f.nextLo, f.next = 0x80, 0xbf
+			if f.have < f.need {
+				return out
+			}
+			f.need = 0
+			if f.char[0] == 0xc2 && f.char[1] <= 0x9f {
+				return out // a C1 control
+			}
+			return append(out, f.char[:f.have]...)
 		}
-	case b == 0xc2:
-		f.state = utf8Lead
-	case b >= 0xc3 && b <= 0xdf:
-		f.cont = 1
-		out = append(out, b)
-	case b >= 0xe0 && b <= 0xef:
-		f.cont = 2
-		out = append(out, b)
-	case b >= 0xf0:
-		f.cont = 3
-		out = append(out, b)
-	case b == 0x1b:
-		f.state = escape
-	case b >= 0x20 && b != 0x7f, b == '\t', b == '\n', b == '\r', b == '\b', b == 0x07:
-		out = append(out, b)
+		f.need = 0 // a broken character: dropped, and b taken anew
 	}
+	lo, hi, need := byte(0x80), byte(0xbf), 0
+	switch {
+	case b < 0x80:
+		switch {
+		case b == 0x1b:
+			f.state = escape
+		case b >= 0x20 && b != 0x7f, b == '\t', b == '\n', b == '\r', b == '\b', b == 0x07:
+			out = append(out, b)
+		}
+		return out
+	case b >= 0xc2 && b <= 0xdf:
+		need = 2
+	case b == 0xe0:
+		need, lo = 3, 0xa0
+	case b == 0xed:
+		need, hi = 3, 0x9f
+	case b >= 0xe1 && b <= 0xef:
+		need = 3
+	case b == 0xf0:
+		need, lo = 4, 0x90
+	case b == 0xf4:
+		need, hi = 4, 0x8f
+	case b >= 0xf1 && b <= 0xf3:
+		need = 4
+	default:
+		return out // not the start of a character: dropped
+	}
+	f.char[0], f.have, f.need, f.nextLo, f.next = b, 1, need, lo, hi
 	return out
 }

@@ -3,6 +3,7 @@ package termsafe
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestLine: what a terminal would take for a command is shown as '?'.
@@ -42,6 +43,8 @@ func TestFilter(t *testing.T) {
 		{"other UTF-8", "café ☕ ¢", "café ☕ ¢"},
 		{"C0 controls", "a\x0eb\x0fc\x00d\x7fe\bf\a", "abcde\bf\a"},
 		{"a control cancels an escape", "\x1b\x0ex", "x"},
+		{"bytes that are not UTF-8", "a\xff\x9d52;c;QQ==\x07b\xe1\x9dc\xc0\x80d\xed\xa0\x80e\xf4\x90\x80\x80f", "a52;c;QQ==\abcdef"},
+		{"characters of every length", "$¢€😀\u00a0", "$¢€😀\u00a0"},
 	} {
 		for split := 0; split <= len(tc.in); split++ {
 			var got strings.Builder
@@ -75,6 +78,9 @@ func FuzzFilter(f *testing.F) {
 			t.Fatalf("split at %d: %q, whole: %q", split, parts.String(), whole.String())
 		}
 		out := whole.String()
+		if !utf8.ValidString(out) {
+			t.Fatalf("bytes that are not UTF-8 passed: %q", out)
+		}
 		for _, r := range out {
 			if r >= 0x80 && r <= 0x9f {
 				t.Fatalf("a C1 control passed: %q", out)
