@@ -64,7 +64,7 @@ func signedExchange(ctx context.Context, p *rfc2136.Provider, msg *dns.Msg, what
 		return nil, fmt.Errorf("%s, at %s: %w", what, p.Server, err)
 	}
 	if answer.IsTsig() == nil {
-		return nil, fmt.Errorf("%s: %s answered without signing it with the key %s (someone on the path may have answered in its place; a server that knows the key signs even its refusals)", what, p.Server, p.KeyName)
+		return nil, fmt.Errorf("%s: %s answered %s without signing it with the key %s: a server that knows the key signs even its refusals, so check that server is the zone's primary and holds the key (or someone on the path answered in its place)", what, p.Server, dns.RcodeToString[answer.Rcode], p.KeyName)
 	}
 	return answer, nil
 }

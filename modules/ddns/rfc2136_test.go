@@ -25,6 +25,7 @@ type hostileDNS struct {
 	addr      string
 	transfers atomic.Int64
 	updates   chan *dns.Msg // the updates it was sent
+	badTSIG   atomic.Int64  // requests it got whose signature did not verify
 }
 
 func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigned bool) *hostileDNS {
@@ -54,6 +55,9 @@ func startHostileDNS(t *testing.T, answer func(q dns.Question) []dns.RR, unsigne
 					return
 				}
 			}
+		}
+		if r.IsTsig() != nil && w.TsigStatus() != nil {
+			h.badTSIG.Add(1)
 		}
 		if r.Opcode == dns.OpcodeUpdate {
 			select {
@@ -236,6 +240,9 @@ func TestRFC2136UpdateMustBeSigned(t *testing.T) {
 				}
 			case <-time.After(5 * time.Second):
 				t.Error("no update reached the server")
+			}
+			if n := h.badTSIG.Load(); n != 0 {
+				t.Errorf("the server could not verify the signature of %d requests", n)
 			}
 		})
 	}

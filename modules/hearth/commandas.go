@@ -83,7 +83,7 @@ func AdaptForCommand(configFile, adapterName, account string, w io.Writer) ([]by
 	// else its primary one; where Caddy's unit gives the apps another
 	// group, the child may read less than the app, never more)
 	name, group, _ := strings.Cut(account, ":")
-	cred, err := supervisor.Credential(name, group, false)
+	cred, err := supervisor.Credential(name, group, group != "") // (a group typed is the operator's choice, as root's is)
 	if err != nil {
 		return nil, fmt.Errorf("--user %s: %w", account, err)
 	}

@@ -303,6 +303,9 @@ func wholeSuffix(host string) bool {
 	if host == "" || !strings.Contains(host, ".") {
 		return true
 	}
+	if host == "home.arpa" {
+		return false // a home network's own names (RFC 8375), no one else's
+	}
 	suffix, _ := publicsuffix.PublicSuffix(host)
 	return suffix == host
 }

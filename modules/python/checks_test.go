@@ -54,6 +54,7 @@ func TestReportFindings(t *testing.T) {
 		{"subdomain wildcard is fine", `{"django": ` + strings.Replace(cleanDjango, `["example.net"]`, `[".example.net"]`, 1) + `}`, nil},
 		{"public suffix wildcard", `{"django": ` + strings.Replace(cleanDjango, `["example.net"]`, `[".co.uk"]`, 1) + `}`, []string{"HG-HOST-03"}},
 		{"private public suffix wildcard", `{"django": ` + strings.Replace(cleanDjango, `["example.net"]`, `[".github.io"]`, 1) + `}`, []string{"HG-HOST-03"}},
+		{"a home network's names are fine", `{"django": ` + strings.Replace(cleanDjango, `["example.net"]`, `[".home.arpa"]`, 1) + `}`, nil},
 		{"wildcard under a public suffix is fine", `{"django": ` + strings.Replace(cleanDjango, `["example.net"]`, `[".example.co.uk"]`, 1) + `}`, nil},
 		{"no csrf", `{"django": ` + strings.Replace(cleanDjango, `"csrf_middleware": true`, `"csrf_middleware": false`, 1) + `}`, []string{"HG-CSRF-01"}},
 		{"csrf star", `{"django": ` + strings.Replace(cleanDjango, `["https://example.net"]`, `["*"]`, 1) + `}`, []string{"HG-CSRF-02"}},

@@ -186,7 +186,9 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 	if account != "" {
 		user, group, _ := strings.Cut(account, ":")
 		var err error
-		if given, err = supervisor.Credential(user, group, user == "root"); err != nil {
+		// root, or a group (a privileged one: a block with allow_root may
+		// name one), typed by the operator is the operator's choice
+		if given, err = supervisor.Credential(user, group, user == "root" || group != ""); err != nil {
 			return nil, fmt.Errorf("--user %s: %w", account, err)
 		}
 		if given == nil { // this process's own account

@@ -52,9 +52,9 @@ func TestCommandCredential(t *testing.T) {
 		{nobody, "", -1, "--user nobody"},
 		{nobody, "nobody", 65534, ""},
 		{nobody, "root", -1, "not --user root"},
-		{nobody, "nobody:root", -1, "group root (gid 0)"},
+		{nobody, "nobody:root", -1, "not --user nobody:root"},
 		{nobodyRootGroup, "nobody", -1, "with gid 0, not --user nobody"}, // a block changed to group root (or docker, shadow)
-		{nobodyRootGroup, "nobody:root", -1, "group root (gid 0)"},       // (without allow_root, as Caddy refuses the block)
+		{nobodyRootGroup, "nobody:root", 65534, ""},                      // (a block with allow_root: the group typed confirms it)
 		{rootDaemon, "nobody", -1, "names user root"},
 		{rootDaemon, "root:daemon", 0, ""},
 		{rootDaemon, "root", -1, "with gid 1"},

@@ -72,9 +72,10 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 
 // rootEquivalentGroups are groups whose members can become root, or read
 // or write what only root should (Debian's): the docker and LXD sockets
-// start containers with the host's root, disk and kmem read every
-// file and memory, shadow every password's hash.
-var rootEquivalentGroups = []string{"docker", "lxd", "incus-admin", "disk", "kmem", "shadow"}
+// start containers with the host's root, and libvirt's a machine with the
+// host's disk; disk and kmem read every file and memory, shadow every
+// password's hash, and tty writes to every terminal (root's too).
+var rootEquivalentGroups = []string{"docker", "lxd", "incus-admin", "libvirt", "disk", "kmem", "shadow", "tty"}
 
 // privilegedGroup says why processes must not run with the group of id
 // gid, or "".
