@@ -991,7 +991,7 @@ func TestCommandsRunNoOneElsesCodeAsTheAdmin(t *testing.T) {
 	if err := os.Chown(data, uid, gid); err != nil {
 		t.Fatal(err)
 	}
-	run := func(owner *user.User) (int, string) {
+	run := func(owner *user.User, dirGroup *user.User, dirMode os.FileMode) (int, string) {
 		dir := t.TempDir()
 		openToAll(t, dir)
 		writeFile(t, filepath.Join(dir, "app.py"), "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n")
@@ -1005,6 +1005,12 @@ func TestCommandsRunNoOneElsesCodeAsTheAdmin(t *testing.T) {
 			}
 			os.Chmod(f, 0o755)
 		}
+		groupGID, _ := strconv.Atoi(dirGroup.Gid)
+		ownerUID, _ := strconv.Atoi(owner.Uid)
+		if err := os.Chown(dir, ownerUID, groupGID); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, dirMode)
 		cmd := exec.Command(caddyBinary(t), "hearth", "exec", "--config", config, "app", "--", "python", "-c", "import os; print('uid', os.getuid())")
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + data, "XDG_DATA_HOME=" + data}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
@@ -1015,10 +1021,14 @@ func TestCommandsRunNoOneElsesCodeAsTheAdmin(t *testing.T) {
 		}
 		return code, string(out)
 	}
-	if code, out := run(other); code == 0 || !strings.Contains(out, "belongs to "+caddyUser) || strings.Contains(out, "uid "+admin.Uid) {
+	if code, out := run(other, other, 0o755); code == 0 || !strings.Contains(out, "belongs to "+caddyUser) || strings.Contains(out, "uid "+admin.Uid) {
 		t.Errorf("an app whose directory is %s's, run by %s without sudo: exit %d\n%s", caddyUser, appsUser, code, out)
 	}
-	if code, out := run(admin); code != 0 || !strings.Contains(out, "uid "+admin.Uid) {
+	// the admin's, but writable by the apps' group (its database beside)
+	if code, out := run(admin, other, 0o775); code == 0 || !strings.Contains(out, "others can write") || strings.Contains(out, "uid "+admin.Uid) {
+		t.Errorf("an app whose directory %s's group may write, run by %s without sudo: exit %d\n%s", caddyUser, appsUser, code, out)
+	}
+	if code, out := run(admin, admin, 0o755); code != 0 || !strings.Contains(out, "uid "+admin.Uid) {
 		t.Errorf("the admin's own app: exit %d\n%s", code, out)
 	}
 }

@@ -3,6 +3,7 @@ package python
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"io"
 	"os"
 	"os/exec"
@@ -232,7 +233,8 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 
 // codeOfOthers refuses to run, as this (not root) account, an app whose
 // directory or interpreter's directories belong to another account than
-// this one or root: under the unit, an app's block usually names no user
+// this one or root, or that a group not this account's own (or anyone)
+// may write: under the unit, an app's block usually names no user
 // (HEARTH_DEFAULT_USER is in the unit, not in an admin's shell), and an
 // admin running `caddy hearth manage` without sudo ran code the apps'
 // account could change (settings.py, a .pth file in its venv) with the
@@ -248,9 +250,21 @@ func codeOfOthers(spec *poolSpec) error {
 		if err != nil {
 			continue // (the command says what is missing)
 		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && st.Uid != me {
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			continue
+		}
+		if st.Uid != 0 && st.Uid != me {
 			return fmt.Errorf("app %s's code would run as you (%s), but %s belongs to %s: that account could change the code to act with your rights; run this as root with the app's account (`sudo caddy hearth … --user %s`), or as %s",
 				spec.Name, accountName(me), place, accountName(st.Uid), accountName(st.Uid), accountName(st.Uid))
+		}
+		// writable by a group other than this account's own, or by anyone:
+		// its members (the apps' account, given the project to write its
+		// database beside) could put a module there that shadows one the
+		// app imports
+		if info.Mode().Perm()&0o002 != 0 && info.Mode()&fs.ModeSticky == 0 || info.Mode().Perm()&0o020 != 0 && st.Gid != uint32(os.Getegid()) {
+			return fmt.Errorf("app %s's code would run as you (%s), but others can write %s (mode %04o, group %d): they could put code there that runs with your rights; run this as root with the app's account (`sudo caddy hearth … --user <its account>`)",
+				spec.Name, accountName(me), place, info.Mode().Perm(), st.Gid)
 		}
 	}
 	return nil
