@@ -327,6 +327,39 @@ func TestIdleChannelsLetGoOfLargeAnswers(t *testing.T) {
 	}
 }
 
+// declaredBodies opens an HTTP/2 connection (cleartext, prior knowledge)
+// to addr and sends n POSTs on it, each declaring a body of 100,000 bytes
+// and sending none of it, or one byte where trickle says: the framer, to
+// read the answers with. The connection is closed when the test ends.
+func declaredBodies(t *testing.T, addr string, n int, trickle func(stream int) bool) *http2.Framer {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	io.WriteString(conn, http2.ClientPreface)
+	fr := http2.NewFramer(conn, conn)
+	fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for s := 0; s < n; s++ {
+		block.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", addr}, {":path", "/"}, {"content-length", "100000"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*s + 1), BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if trickle(s) {
+			if err := fr.WriteData(uint32(2*s+1), false, []byte{'x'}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return fr
+}
+
 // TestDeclaredBodiesThatNeverComeCostLittle: HTTP/2 streams that declare a
 // request body and send none of it, or a byte (a POST's HEADERS with a
 // Content-Length, then nothing), cost Caddy little memory each while it
@@ -355,31 +388,8 @@ func TestDeclaredBodiesThatNeverComeCostLittle(t *testing.T) {
 	}
 	baseGoroutines, base := goroutines(), liveHeap(t, c)
 	for i := 0; i < connections; i++ {
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		io.WriteString(conn, http2.ClientPreface)
-		fr := http2.NewFramer(conn, conn)
-		fr.WriteSettings()
-		var block bytes.Buffer
-		enc := hpack.NewEncoder(&block)
-		for s := 0; s < perConnection; s++ {
-			block.Reset()
-			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", addr}, {":path", "/"}, {"content-length", "100000"}} {
-				_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-			}
-			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*s + 1), BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
-				t.Fatal(err)
-			}
-			if s%2 == 1 { // half of them send one byte of it (once unlocking 48 KiB too)
-				if err := fr.WriteData(uint32(2*s+1), false, []byte{'x'}); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		go dropH2Frames(fr)
+		// half of them send one byte of it (once unlocking 48 KiB too)
+		go dropH2Frames(declaredBodies(t, addr, perConnection, func(s int) bool { return s%2 == 1 }))
 	}
 	waitFor(t, 30*time.Second, fmt.Sprintf("the %d streams' handlers waiting for their bodies", connections*perConnection), func() bool {
 		return goroutines() >= baseGoroutines+connections*perConnection
@@ -412,28 +422,7 @@ func TestOneClientHoldsABoundedNumberOfBodies(t *testing.T) {
 	get(t, url+"/")
 	answers := make(chan string, connections*perConnection)
 	for i := 0; i < connections; i++ {
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		io.WriteString(conn, http2.ClientPreface)
-		fr := http2.NewFramer(conn, conn)
-		fr.WriteSettings()
-		var block bytes.Buffer
-		enc := hpack.NewEncoder(&block)
-		for s := 0; s < perConnection; s++ {
-			block.Reset()
-			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", addr}, {":path", "/"}, {"content-length", "100000"}} {
-				_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-			}
-			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*s + 1), BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
-				t.Fatal(err)
-			}
-			if err := fr.WriteData(uint32(2*s+1), false, []byte{'x'}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		fr := declaredBodies(t, addr, perConnection, func(int) bool { return true })
 		go func() { // each answer's status
 			dec := hpack.NewDecoder(4096, nil)
 			for {
