@@ -520,3 +520,49 @@ http://127.0.0.1:%d {
 }
 `, db, to, port, more)
 }
+
+// TestRestoreWaitsForTheAppsJobs: a restore of an app's database is
+// refused while a job of that app runs (it may be writing to the
+// database: what it wrote between the copy aside and the restore would be
+// in neither), saying which; nothing is restored.
+func TestRestoreWaitsForTheAppsJobs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
+	for i, path := range []string{db, copied} {
+		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); d.execute("create table t (x)"); d.execute("insert into t values (?)", (sys.argv[2],)); d.commit()`, path, []string{"live", "copy"}[i]).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	config := strings.Replace(helloWithBackup(db, filepath.Join(dir, "backups"), freePort(t), ""), "\t\tbackup site {",
+		"\t\tjob writer {\n\t\t\tapp hello\n\t\t\tcommand /bin/sleep 30\n\t\t\tschedule \"0 3 1 1 *\"\n\t\t}\n\t\tbackup site {", 1)
+	c := startCaddy(t, config)
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Post("http://"+c.admin+"/hearth/jobs/writer/run", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("running the job: %d", resp.StatusCode)
+	}
+	waitFor(t, 10*time.Second, "the job running", func() bool {
+		return strings.Contains(adminGet(t, "http://"+c.admin+"/hearth/jobs/writer"), `"running": true`)
+	})
+	resp, err = client.Post("http://"+c.admin+"/hearth/backups/site/restore?file="+copied, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "job writer of app hello is running") {
+		t.Errorf("a restore while the app's job runs: %d %s, want 409 naming the job", resp.StatusCode, body)
+	}
+	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "live" {
+		t.Errorf("the database after the refused restore: %s %v", out, err)
+	}
+}

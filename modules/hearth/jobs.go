@@ -203,7 +203,7 @@ func serveJobs(w http.ResponseWriter, r *http.Request, kind job.Kind, parts []st
 			return err
 		}
 		id, err := j.RunNow()
-		if errors.Is(err, job.ErrRunning) || errors.Is(err, job.ErrClosed) {
+		if errors.Is(err, job.ErrRunning) || errors.Is(err, job.ErrClosed) || errors.Is(err, job.ErrHeld) {
 			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("%s %s: %w", kind, parts[0], err)}
 		}
 		if err != nil {
@@ -518,6 +518,19 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	defer restoring.Delete(key)
 	var held []Pool
 	if app != "" {
+		// the app's jobs start no run meanwhile, and none may be running:
+		// what one wrote between the copy aside and the restore would be
+		// in neither
+		release := job.HoldApp(app)
+		defer release()
+		for _, kind := range []job.Kind{job.KindJob, job.KindBackup} {
+			for other, j := range currentJobs(kind) {
+				if jst := j.Status(); jst.App == app && jst.Running && other != name {
+					return caddy.APIError{HTTPStatus: http.StatusConflict,
+						Err: fmt.Errorf("%s %s of app %s is running (it may be writing to the database); nothing was restored: restore once it has ended (GET /hearth/jobs shows it)", kind, other, app)}
+				}
+			}
+		}
 		all, _ := poolsNamed(app, false)
 		for _, p := range all {
 			if pausable, ok := p.(Pausable); ok && pausable.Starting() {

@@ -325,3 +325,38 @@ func TestFailedRunLogsItsOutputAsText(t *testing.T) {
 		t.Errorf("the failed run's output is logged as %q, want its control characters as '?'", tail)
 	}
 }
+
+// TestHoldAppStopsItsJobs: while a restore holds an app (HoldApp), its
+// jobs start no run (a manual one is refused with ErrHeld, a scheduled
+// one skipped); another app's jobs run; once released, they run again.
+func TestHoldAppStopsItsJobs(t *testing.T) {
+	spec, err := (&Config{Name: "held", Command: []string{"/bin/true"}, Schedule: "every 1h"}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.App = "blog"
+	j := New(spec, zap.NewNop())
+	defer j.Destruct()
+	other, _ := (&Config{Name: "other", Command: []string{"/bin/true"}, Schedule: "every 1h"}).Resolve(nil)
+	other.App = "shop"
+	o := New(other, zap.NewNop())
+	defer o.Destruct()
+
+	release := HoldApp("blog")
+	if _, err := j.RunNow(); !errors.Is(err, ErrHeld) {
+		t.Errorf("a manual run of a held app's job: %v, want ErrHeld", err)
+	}
+	if _, err := j.start("schedule", spec.Args); !errors.Is(err, ErrHeld) || j.Status().Skipped != 1 {
+		t.Errorf("a scheduled run of a held app's job: %v, skipped %d; want ErrHeld, counted", err, j.Status().Skipped)
+	}
+	if _, err := o.RunNow(); err != nil {
+		t.Errorf("another app's job: %v", err)
+	}
+	release()
+	release() // (once)
+	id, err := j.RunNow()
+	if err != nil {
+		t.Fatalf("once released: %v", err)
+	}
+	waitFor(t, "the run to end", func() bool { st := j.Status(); return !st.Running && st.Recent[0].ID == id })
+}

@@ -81,6 +81,32 @@ var ErrRunning = errors.New("the job is running; a job runs once at a time")
 // out of the running config (the new config's job answers the next ask).
 var ErrClosed = errors.New("the job is no longer in the running config (a reload replaced it); ask again")
 
+// ErrHeld is the answer to running a job of an app whose database is
+// being restored (HoldApp).
+var ErrHeld = errors.New("a restore of the app's database is under way; the job runs once it has ended")
+
+// heldApps are the apps whose jobs start no run (HoldApp): a run would
+// write to the database a restore is replacing, and what it wrote between
+// the copy aside and the restore would be in neither.
+var heldApps sync.Map // app name → *atomic.Int32 (holds)
+
+// HoldApp keeps the jobs of app (those with `app` app) from starting a run
+// until release is called: a scheduled run is skipped (counted and
+// logged), a manual one refused with ErrHeld. A backup's restore runs.
+func HoldApp(app string) (release func()) {
+	v, _ := heldApps.LoadOrStore(app, new(atomic.Int32))
+	holds := v.(*atomic.Int32)
+	holds.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { holds.Add(-1) }) }
+}
+
+// appHeld reports whether app's jobs are held (HoldApp).
+func appHeld(app string) bool {
+	v, ok := heldApps.Load(app)
+	return ok && v.(*atomic.Int32).Load() > 0
+}
+
 // clock is time, replaceable in tests.
 type clock interface {
 	Now() time.Time
@@ -268,8 +294,11 @@ func (j *Job) schedule(next time.Time) {
 		}
 		if j.claim(next, due) {
 			j.keepLastDue(due)
-			if _, err := j.start("schedule", j.spec.Args); errors.Is(err, ErrRunning) {
+			switch _, err := j.start("schedule", j.spec.Args); {
+			case errors.Is(err, ErrRunning):
 				j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
+			case errors.Is(err, ErrHeld):
+				j.logger.Warn("job skipped: a restore of its app's database is under way", zap.Time("due", next), zap.String("app", j.spec.App))
 			}
 		}
 		if next = j.due(due, now); !next.After(now) && !next.IsZero() { // more than one time missed: the next from now
@@ -335,6 +364,13 @@ func (j *Job) start(trigger string, args []string) (int64, error) {
 		}
 		h.mu.Unlock()
 		return 0, ErrRunning
+	}
+	if trigger != TriggerRestore && j.spec.App != "" && appHeld(j.spec.App) {
+		if trigger == "schedule" {
+			h.skipped++
+		}
+		h.mu.Unlock()
+		return 0, fmt.Errorf("job %s: %w", j.spec.Name, ErrHeld)
 	}
 	h.running = true
 	h.nextID++

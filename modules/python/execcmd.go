@@ -3,8 +3,8 @@ package python
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
