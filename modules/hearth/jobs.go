@@ -521,15 +521,11 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		// the app's jobs start no run meanwhile, and none may be running:
 		// what one wrote between the copy aside and the restore would be
 		// in neither
-		release := job.HoldApp(app)
+		release, running := job.HoldApp(app)
 		defer release()
-		for _, kind := range []job.Kind{job.KindJob, job.KindBackup} {
-			for other, j := range currentJobs(kind) {
-				if jst := j.Status(); jst.App == app && jst.Running && other != name {
-					return caddy.APIError{HTTPStatus: http.StatusConflict,
-						Err: fmt.Errorf("%s %s of app %s is running (it may be writing to the database); nothing was restored: restore once it has ended (GET /hearth/jobs shows it)", kind, other, app)}
-				}
-			}
+		if len(running) > 0 {
+			return caddy.APIError{HTTPStatus: http.StatusConflict,
+				Err: fmt.Errorf("%s of app %s is running (it may be writing to the database); nothing was restored: restore once it has ended (GET /hearth/jobs and /hearth/backups show it)", strings.Join(running, ", "), app)}
 		}
 		all, _ := poolsNamed(app, false)
 		for _, p := range all {

@@ -342,7 +342,10 @@ func TestHoldAppStopsItsJobs(t *testing.T) {
 	o := New(other, zap.NewNop())
 	defer o.Destruct()
 
-	release := HoldApp("blog")
+	release, running := HoldApp("blog")
+	if len(running) != 0 {
+		t.Errorf("runs of blog's jobs under way: %v, want none", running)
+	}
 	if _, err := j.RunNow(); !errors.Is(err, ErrHeld) {
 		t.Errorf("a manual run of a held app's job: %v, want ErrHeld", err)
 	}
@@ -359,4 +362,24 @@ func TestHoldAppStopsItsJobs(t *testing.T) {
 		t.Fatalf("once released: %v", err)
 	}
 	waitFor(t, "the run to end", func() bool { st := j.Status(); return !st.Running && st.Recent[0].ID == id })
+
+	// a run under way is named by the next hold, whether or not its Job is
+	// still in the running config (a reload lets a dropped job's run end)
+	slowSpec, _ := (&Config{Name: "import", Command: []string{"/bin/sleep", "1"}, Schedule: "every 1h"}).Resolve(nil)
+	slowSpec.App = "blog"
+	slow := New(slowSpec, zap.NewNop())
+	if _, err := slow.RunNow(); err != nil {
+		t.Fatal(err)
+	}
+	slow.Destruct() // (as a reload that dropped it)
+	release, running = HoldApp("blog")
+	if len(running) != 1 || running[0] != "job import" {
+		t.Errorf("runs of blog's jobs under way: %v, want [job import]", running)
+	}
+	release()
+	waitFor(t, "the dropped job's run to end", func() bool {
+		release, running := HoldApp("blog")
+		release()
+		return len(running) == 0
+	})
 }

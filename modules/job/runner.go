@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,26 +86,73 @@ var ErrClosed = errors.New("the job is no longer in the running config (a reload
 // being restored (HoldApp).
 var ErrHeld = errors.New("a restore of the app's database is under way; the job runs once it has ended")
 
-// heldApps are the apps whose jobs start no run (HoldApp): a run would
-// write to the database a restore is replacing, and what it wrote between
-// the copy aside and the restore would be in neither.
-var heldApps sync.Map // app name → *atomic.Int32 (holds)
-
-// HoldApp keeps the jobs of app (those with `app` app) from starting a run
-// until release is called: a scheduled run is skipped (counted and
-// logged), a manual one refused with ErrHeld. A backup's restore runs.
-func HoldApp(app string) (release func()) {
-	v, _ := heldApps.LoadOrStore(app, new(atomic.Int32))
-	holds := v.(*atomic.Int32)
-	holds.Add(1)
-	var once sync.Once
-	return func() { once.Do(func() { holds.Add(-1) }) }
+// apps holds, per app, the holds on its jobs (HoldApp: none starts a run)
+// and its jobs' runs under way, wherever their Job is (a run a reload's
+// Destruct lets finish counts too): a run would write to the database a
+// restore is replacing, and what it wrote between the copy aside and the
+// restore would be in neither.
+var apps struct {
+	sync.Mutex
+	held    map[string]int            // app → holds
+	running map[string]map[string]int // app → "kind name" → runs
 }
 
-// appHeld reports whether app's jobs are held (HoldApp).
-func appHeld(app string) bool {
-	v, ok := heldApps.Load(app)
-	return ok && v.(*atomic.Int32).Load() > 0
+// HoldApp keeps the jobs of app (those with `app` app) from starting a
+// run until release is called: a scheduled run is skipped (counted and
+// logged), a manual one refused with ErrHeld; a backup's restore runs.
+// running names ("job import", "backup site") the runs of app's jobs
+// under way as the hold began, which it does not stop.
+func HoldApp(app string) (release func(), running []string) {
+	apps.Lock()
+	if apps.held == nil {
+		apps.held = map[string]int{}
+	}
+	apps.held[app]++
+	for name := range apps.running[app] {
+		running = append(running, name)
+	}
+	apps.Unlock()
+	slices.Sort(running)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			apps.Lock()
+			defer apps.Unlock()
+			if apps.held[app]--; apps.held[app] <= 0 {
+				delete(apps.held, app)
+			}
+		})
+	}, running
+}
+
+// startForApp counts a run of the job named as kind and name, of app,
+// unless app is held (HoldApp): then false.
+func startForApp(app, name string) bool {
+	apps.Lock()
+	defer apps.Unlock()
+	if apps.held[app] > 0 {
+		return false
+	}
+	if apps.running == nil {
+		apps.running = map[string]map[string]int{}
+	}
+	if apps.running[app] == nil {
+		apps.running[app] = map[string]int{}
+	}
+	apps.running[app][name]++
+	return true
+}
+
+// endForApp ends what startForApp counted.
+func endForApp(app, name string) {
+	apps.Lock()
+	defer apps.Unlock()
+	if apps.running[app][name]--; apps.running[app][name] <= 0 {
+		delete(apps.running[app], name)
+		if len(apps.running[app]) == 0 {
+			delete(apps.running, app)
+		}
+	}
 }
 
 // clock is time, replaceable in tests.
@@ -365,12 +413,16 @@ func (j *Job) start(trigger string, args []string) (int64, error) {
 		h.mu.Unlock()
 		return 0, ErrRunning
 	}
-	if trigger != TriggerRestore && j.spec.App != "" && appHeld(j.spec.App) {
-		if trigger == "schedule" {
-			h.skipped++
+	forApp := ""
+	if trigger != TriggerRestore && j.spec.App != "" {
+		forApp = string(j.spec.Kind) + " " + j.spec.Name
+		if !startForApp(j.spec.App, forApp) {
+			if trigger == "schedule" {
+				h.skipped++
+			}
+			h.mu.Unlock()
+			return 0, fmt.Errorf("job %s: %w", j.spec.Name, ErrHeld)
 		}
-		h.mu.Unlock()
-		return 0, fmt.Errorf("job %s: %w", j.spec.Name, ErrHeld)
 	}
 	h.running = true
 	h.nextID++
@@ -383,6 +435,9 @@ func (j *Job) start(trigger string, args []string) (int64, error) {
 	j.runs.Add(1)
 	panics.Go(j.logger, "running a job", func() {
 		defer j.runs.Done()
+		if forApp != "" {
+			defer endForApp(j.spec.App, forApp)
+		}
 		j.execute(run, args)
 	})
 	return run.ID, nil

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -213,7 +212,11 @@ func commandCredential(spec *poolSpec, account string) (*syscall.Credential, err
 	case asRoot && cred != nil && (given.Uid != cred.Uid || given.Gid != cred.Gid):
 		// the group too: a block changed to `group docker` (or shadow,
 		// disk) would give the app's code that group's rights
-		return nil, fmt.Errorf("app %s's block names user %s with gid %d, not --user %s (uid %d, gid %d): refused, as the config may have been changed by the app's account; check the config, then pass the account and group it should name (`--user %s:<group>` when its block sets a group)", spec.Name, accountName(cred.Uid), cred.Gid, account, given.Uid, given.Gid, accountName(cred.Uid))
+		privileged := ""
+		if why := supervisor.PrivilegedGroup(uint64(cred.Gid)); why != "" {
+			privileged = " (a privileged group: " + why + ")"
+		}
+		return nil, fmt.Errorf("app %s's block names user %s with group %s%s, not --user %s (uid %d, gid %d): refused, as the config may have been changed by the app's account; check the config, then pass the account and group it should name (`--user %s:<group>` when its block sets a group)", spec.Name, accountName(cred.Uid), supervisor.GroupName(uint64(cred.Gid)), privileged, account, given.Uid, given.Gid, accountName(cred.Uid))
 	case cred == nil:
 		cred = given
 	}
@@ -262,7 +265,9 @@ func codeOfOthers(spec *poolSpec) error {
 		// its members (the apps' account, given the project to write its
 		// database beside) could put a module there that shadows one the
 		// app imports
-		if info.Mode().Perm()&0o002 != 0 && info.Mode()&fs.ModeSticky == 0 || info.Mode().Perm()&0o020 != 0 && st.Gid != uint32(os.Getegid()) {
+		// (sticky or not: the sticky bit keeps others from removing
+		// files, not from adding a json.py that shadows the standard one)
+		if info.Mode().Perm()&0o002 != 0 || info.Mode().Perm()&0o020 != 0 && st.Gid != uint32(os.Getegid()) {
 			return fmt.Errorf("app %s's code would run as you (%s), but others can write %s (mode %04o, group %d): they could put code there that runs with your rights; run this as root with the app's account (`sudo caddy hearth … --user <its account>`)",
 				spec.Name, accountName(me), place, info.Mode().Perm(), st.Gid)
 		}

@@ -53,11 +53,11 @@ func TestCommandCredential(t *testing.T) {
 		{nobody, "nobody", 65534, ""},
 		{nobody, "root", -1, "not --user root"},
 		{nobody, "nobody:root", -1, "not --user nobody:root"},
-		{nobodyRootGroup, "nobody", -1, "with gid 0, not --user nobody"}, // a block changed to group root (or docker, shadow)
-		{nobodyRootGroup, "nobody:root", 65534, ""},                      // (a block with allow_root: the group typed confirms it)
+		{nobodyRootGroup, "nobody", -1, "with group root (gid 0) (a privileged group"}, // a block changed to group root (or docker, shadow)
+		{nobodyRootGroup, "nobody:root", 65534, ""},                                    // (a block with allow_root: the group typed confirms it)
 		{rootDaemon, "nobody", -1, "names user root"},
 		{rootDaemon, "root:daemon", 0, ""},
-		{rootDaemon, "root", -1, "with gid 1"},
+		{rootDaemon, "root", -1, "with group daemon (gid 1), not --user root"},
 		// from HEARTH_DEFAULT_USER in root's own environment, not the
 		// block: --user decides, and takes that group for the same account
 		{fromDefault, "nobody", 65534, ""},

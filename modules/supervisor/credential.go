@@ -44,8 +44,8 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 		}
 		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
 	}
-	if why := privilegedGroup(gid); why != "" && uid != 0 && (!allowRoot || os.Geteuid() != 0) {
-		return nil, fmt.Errorf("group %s: %s; set group to the app's own group (or remove it: the user's primary group), or add allow_root if you really mean it (Caddy running as root)", groupOf(gid), why)
+	if why := PrivilegedGroup(gid); why != "" && uid != 0 && (!allowRoot || os.Geteuid() != 0) {
+		return nil, fmt.Errorf("group %s: %s; set group to the app's own group (or remove it: the user's primary group), or add allow_root if you really mean it (Caddy running as root)", GroupName(gid), why)
 	}
 	if uid == 0 && !allowRoot {
 		return nil, fmt.Errorf("user %s is root: the app would run with every privilege; set user to an unprivileged account, or add allow_root if you really mean it", userName)
@@ -77,9 +77,9 @@ func Credential(userName, groupName string, allowRoot bool) (*syscall.Credential
 // password's hash, and tty writes to every terminal (root's too).
 var rootEquivalentGroups = []string{"docker", "lxd", "incus-admin", "libvirt", "disk", "kmem", "shadow", "tty"}
 
-// privilegedGroup says why processes must not run with the group of id
-// gid, or "".
-func privilegedGroup(gid uint64) string {
+// PrivilegedGroup says why processes must not run with the group of id
+// gid (unless allow_root), or "".
+func PrivilegedGroup(gid uint64) string {
 	if gid == 0 {
 		return "the processes would read and write what root's group owns (system files, keys)"
 	}
@@ -89,8 +89,8 @@ func privilegedGroup(gid uint64) string {
 	return ""
 }
 
-// groupOf names the group of id gid for messages.
-func groupOf(gid uint64) string {
+// GroupName names the group of id gid for messages: "name (gid N)".
+func GroupName(gid uint64) string {
 	if g, err := user.LookupGroupId(strconv.FormatUint(gid, 10)); err == nil {
 		return fmt.Sprintf("%s (gid %d)", g.Name, gid)
 	}

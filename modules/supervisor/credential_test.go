@@ -40,7 +40,7 @@ func TestCredentialRefusesPrivilegedGroups(t *testing.T) {
 // TestPrivilegedGroup: root's group and the groups whose members can act
 // as root are named; others are not (no root needed).
 func TestPrivilegedGroup(t *testing.T) {
-	if privilegedGroup(0) == "" {
+	if PrivilegedGroup(0) == "" {
 		t.Error("root's group is not refused")
 	}
 	for _, name := range []string{"disk", "shadow", "tty"} {
@@ -49,13 +49,13 @@ func TestPrivilegedGroup(t *testing.T) {
 			continue // (not on this machine)
 		}
 		gid, _ := strconv.ParseUint(g.Gid, 10, 32)
-		if privilegedGroup(gid) == "" {
+		if PrivilegedGroup(gid) == "" {
 			t.Errorf("group %s (gid %d) is not refused", name, gid)
 		}
 	}
 	if g, err := user.LookupGroup("nogroup"); err == nil {
 		gid, _ := strconv.ParseUint(g.Gid, 10, 32)
-		if why := privilegedGroup(gid); why != "" {
+		if why := PrivilegedGroup(gid); why != "" {
 			t.Errorf("nogroup refused: %s", why)
 		}
 	}

@@ -111,13 +111,30 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rq *Request) error 
 			return p.unavailable(err)
 		}
 		g.channel.setDeadline(rq.Timeout)
-		retry, err := p.exchange(g, w, r, from, sid, frames, body)
-		if retry && attempt == 1 && idempotent(r.Method) {
+		mayRetry := attempt == 1 && idempotent(r.Method)
+		retry, err := p.exchange(g, w, r, from, sid, frames, body, mayRetry)
+		if retry && mayRetry {
+			// counted in the pool until the retry holds a channel
+			// (brokenBeforeAnswer entered it)
+			entered = true
 			p.logger.Warn("retrying request on another worker", zap.String("path", r.URL.Path), zap.Error(err))
 			continue
 		}
 		return err
 	}
+}
+
+// brokenBeforeAnswer ends s's worker, which failed before it answered
+// (broken); retry says the request may go to another worker, which Serve
+// does when mayRetry. Such a request is counted in the pool first (Enter,
+// which Serve ends once the retry holds a channel): the channel's end
+// could otherwise let a draining pool, with nothing else in flight, stop
+// in the moment before the retry's acquire.
+func (p *Pool) brokenBeforeAnswer(s *channel, err error, retry, mayRetry bool) (bool, error) {
+	if retry && mayRetry {
+		p.Enter()
+	}
+	return retry, p.broken(s, err)
 }
 
 func idempotent(method string) bool {
@@ -149,18 +166,18 @@ func (p *Pool) unavailable(err error) error {
 // were sent) and relays the response.
 // It always gives s back (or retires its worker). retry reports that the
 // worker failed before it answered.
-func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, from origin, sid uint32, frames []byte, body *Body) (retry bool, err error) {
+func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, from origin, sid uint32, frames []byte, body *Body, mayRetry bool) (retry bool, err error) {
 	s := g.channel
 	s.stream = sid
 	var bodySent chan error
 	if g.sent {
 		if g.sendErr != nil {
-			return true, p.broken(s, g.sendErr)
+			return p.brokenBeforeAnswer(s, g.sendErr, true, mayRetry)
 		}
 	} else {
 		if err := s.write(frames); err != nil {
 			// a worker that stopped reading would stop reading there too
-			return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
+			return p.brokenBeforeAnswer(s, err, !errors.Is(err, os.ErrDeadlineExceeded), mayRetry)
 		}
 		if !body.inline() {
 			bodySent = make(chan error, 1)
@@ -179,7 +196,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, from or
 		}
 		// the worker died before answering: the request may be retried
 		// elsewhere, unless it hung (it would hang there too)
-		return !errors.Is(err, os.ErrDeadlineExceeded), p.broken(s, err)
+		return p.brokenBeforeAnswer(s, err, !errors.Is(err, os.ErrDeadlineExceeded), mayRetry)
 	}
 	hdr := w.Header()
 	mark := markHeader(hdr)

@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1197,5 +1198,40 @@ func TestEnteredRequestLeavesOnceItHoldsAChannel(t *testing.T) {
 	}
 	if n := p.entered.Load(); n != 0 {
 		t.Errorf("after the request, %d entered", n)
+	}
+}
+
+// TestRetriedRequestIsCountedThroughItsRetry: a GET whose worker broke
+// before it answered goes to another worker, counted in the pool from the
+// channel's end until the retry holds a channel (so that a draining pool
+// does not stop in between), and counted out once it does.
+func TestRetriedRequestIsCountedThroughItsRetry(t *testing.T) {
+	p := New(Options{Name: "retry", Kind: "wsgi", Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
+	p.state = supervisor.Running
+	_, first := addFakeWorker(t, p)
+	_, second := addFakeWorker(t, p)
+	var broke atomic.Bool
+	for _, far := range []net.Conn{first, second} {
+		go func() {
+			h, _, err := protocol.NewReader(bufio.NewReaderSize(far, 64<<10)).Next()
+			if err != nil {
+				return
+			}
+			if broke.CompareAndSwap(false, true) {
+				far.Close() // the first to get it breaks before it answers
+				return
+			}
+			far.Write(protocol.AppendFrame(protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK")), protocol.ResponseBody, protocol.FlagEnd, h.Stream, []byte("retried")))
+		}()
+	}
+	rec := httptest.NewRecorder()
+	if err := p.Serve(rec, httptest.NewRequest("GET", "/", nil), &Request{Timeout: 10 * time.Second}); err != nil || rec.Body.String() != "retried" {
+		t.Fatalf("the retried request: %v %q", err, rec.Body.String())
+	}
+	if n := p.entered.Load(); n != 0 {
+		t.Errorf("after the retried request, %d entered (want it counted out once)", n)
+	}
+	if !broke.Load() {
+		t.Error("no worker broke: the test did not retry")
 	}
 }
