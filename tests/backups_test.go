@@ -566,3 +566,48 @@ func TestRestoreWaitsForTheAppsJobs(t *testing.T) {
 		t.Errorf("the database after the refused restore: %s %v", out, err)
 	}
 }
+
+// TestRestoreStopsTheAppsServices: a restore of an app's database stops
+// the app's services (a Celery worker writing to it) until the copy is in,
+// then starts them again: what one wrote between the copy aside and the
+// restore was in neither.
+func TestRestoreStopsTheAppsServices(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
+	for i, path := range []string{db, copied} {
+		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); d.execute("create table t (x)"); d.execute("insert into t values (?)", (sys.argv[2],)); d.commit()`, path, []string{"live", "copy"}[i]).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	starts := filepath.Join(dir, "starts")
+	config := strings.Replace(helloWithBackup(db, filepath.Join(dir, "backups"), freePort(t), ""), "\t\tbackup site {",
+		fmt.Sprintf("\t\tservice worker {\n\t\t\tapp hello\n\t\t\tcommand python -c \"import os, time; print(os.getpid(), file=open('%s', 'a'), flush=True); time.sleep(3600)\"\n\t\t\tstop_timeout 5s\n\t\t}\n\t\tbackup site {", starts), 1)
+	c := startCaddy(t, config)
+	pids := func() []string {
+		data, _ := os.ReadFile(starts)
+		return strings.Fields(string(data))
+	}
+	waitFor(t, 20*time.Second, "the service started", func() bool { return len(pids()) == 1 })
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Post("http://"+c.admin+"/hearth/backups/site/restore?file="+copied, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the restore: %d %s", resp.StatusCode, body)
+	}
+	waitFor(t, 20*time.Second, "the service stopped for the restore and started again", func() bool { return len(pids()) == 2 })
+	first, _ := strconv.Atoi(pids()[0])
+	if !waitGone(first, 5*time.Second) {
+		t.Errorf("the service's first process %d still runs", first)
+	}
+	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "copy" {
+		t.Errorf("the database after the restore: %s %v", out, err)
+	}
+}

@@ -23,9 +23,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/service"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -517,6 +519,8 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 	}
 	defer restoring.Delete(key)
 	var held []Pool
+	var stopped []*service.Group // the app's services, stopped meanwhile
+	revived := false
 	if app != "" {
 		// the app's jobs start no run meanwhile, and none may be running:
 		// what one wrote between the copy aside and the restore would be
@@ -527,6 +531,17 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 			return caddy.APIError{HTTPStatus: http.StatusConflict,
 				Err: fmt.Errorf("%s of app %s is running (it may be writing to the database); nothing was restored: restore once it has ended (GET /hearth/jobs and /hearth/backups show it)", strings.Join(running, ", "), app)}
 		}
+		// and its services (a Celery worker) are stopped, their running
+		// tasks finished within their stop_timeout, and started again
+		// once the copy is in
+		stopped = stopServicesOf(app)
+		defer func() {
+			if !revived { // (a restore that failed, or was refused)
+				if err := reviveServicesOf(stopped); err != nil {
+					caddy.Log().Error("after a restore that did not complete", zap.Error(err))
+				}
+			}
+		}()
 		all, _ := poolsNamed(app, false)
 		for _, p := range all {
 			if pausable, ok := p.(Pausable); ok && pausable.Starting() {
@@ -587,8 +602,46 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 			}
 			answer["restarted"] = app
 		}
+		revived = true
+		if err := reviveServicesOf(stopped); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		}
 		return writeJSON(w, answer)
 	}
+}
+
+// stopServicesOf stops the running services of app (in its environment)
+// for a restore of its database, and returns them.
+func stopServicesOf(app string) []*service.Group {
+	var stopped []*service.Group
+	for _, p := range Pools() {
+		if g, ok := p.(*service.Group); ok && g.App() == app && g.Running() {
+			g.Stop()
+			stopped = append(stopped, g)
+		}
+	}
+	return stopped
+}
+
+// reviveServicesOf starts again the services stopServicesOf stopped, those
+// the running config still has (a reload during the restore may not start
+// them anew: startServices).
+func reviveServicesOf(stopped []*service.Group) error {
+	var errs []error
+	for _, g := range stopped {
+		live := false
+		pools.Range(func(_, v any) bool {
+			live = live || v == g
+			return !live
+		})
+		if !live {
+			continue
+		}
+		if err := g.Revive(); err != nil {
+			errs = append(errs, fmt.Errorf("the copy is restored, but service %s did not start again: %w; reload the config to start it", g.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // resume lets the held pools' requests go on.

@@ -42,6 +42,11 @@ func (a *App) startServices() error {
 		if err != nil {
 			return err
 		}
+		if _, busy := restoring.Load("app " + spec.App); busy && spec.App != "" {
+			// stopped for the restore of its app's database, which
+			// starts it again once the copy is in
+			return fmt.Errorf("service %s: a restore of app %s's database is in progress; load the config again once it has ended (GET /hearth/backups shows it)", spec.Name, spec.App)
+		}
 		if spec.App == "" { // in an app's environment, the app's checks (HG-ADMIN-01) judge its account
 			if err := CheckAdminReach("service "+spec.Name, spec.Credential); err != nil {
 				return err

@@ -71,6 +71,9 @@ func New(spec *Spec, logger *zap.Logger) *Group {
 // Name is the service's name.
 func (g *Group) Name() string { return g.spec.Name }
 
+// App is the Python app whose environment the service runs in, or "".
+func (g *Group) App() string { return g.spec.App }
+
 // Running reports whether the service runs for the current config.
 func (g *Group) Running() bool {
 	g.mu.Lock()
