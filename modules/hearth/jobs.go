@@ -500,6 +500,12 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		}
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("a restore takes a copy in backup %s's directory %s; %s is not there (copy it there first)", name, to, file)}
 	}
+	if made, ok := copyTime(name, filepath.Base(file)); ok && made.After(time.Now().Add(time.Minute)) {
+		// Hearth names a copy by the time it makes it, and keeps those
+		// named later than now through `keep` (made while the clock was
+		// ahead): one planted there sorts as the newest copy
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("%s is named as made at %s, later than now: a copy Hearth made then was made while the clock was ahead, or someone else put it there (the app's account can write the backup directory); check what it holds, and rename it (not as a copy of %s) to restore it anyway", file, made.UTC().Format(time.RFC3339), name)}
+	}
 	switch info, err := os.Lstat(file); {
 	case errors.Is(err, fs.ErrPermission):
 		// Caddy's account cannot look into the directory, which belongs to
@@ -642,6 +648,22 @@ func reviveServicesOf(stopped []*service.Group) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// copyTime is when the copy of backup name called base says it was made
+// (`<name>-<UTC time>.sqlite3`, or a copy set aside before a restore); ok
+// is false for another name.
+func copyTime(name, base string) (made time.Time, ok bool) {
+	stamp, found := strings.CutPrefix(base, name+"-")
+	if !found || !strings.HasSuffix(stamp, ".sqlite3") {
+		return time.Time{}, false
+	}
+	stamp = strings.TrimPrefix(strings.TrimSuffix(stamp, ".sqlite3"), "before-restore-")
+	if len(stamp) < len("20060102T150405") {
+		return time.Time{}, false
+	}
+	made, err := time.Parse("20060102T150405", stamp[:len("20060102T150405")])
+	return made, err == nil
 }
 
 // resume lets the held pools' requests go on.

@@ -135,13 +135,21 @@ db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute("BEGIN EXCLU
 	}
 }
 
-// A restore takes a copy of the backup's own directory, and looks at it
+// A restore takes a copy of the backup's own directory, not one named as
+// made later than now, and looks at it
 // before holding the app.
 func TestRestoreTakesOnlyTheBackupsCopies(t *testing.T) {
 	p, _, copied := restoreSetup(t)
 	link := filepath.Join(filepath.Dir(copied), "link.sqlite3")
 	os.Symlink(copied, link)
+	// a copy named later than now (planted by the app's account, which can
+	// write the directory: it would sort as the newest copy)
+	planted := filepath.Join(filepath.Dir(copied), "shopdb-20991231T235959999Z.sqlite3")
+	if err := os.WriteFile(planted, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for file, want := range map[string]string{
+		planted:       "later than now",
 		"/etc/shadow": "is not there",
 		filepath.Join(filepath.Dir(copied), "..", filepath.Base(filepath.Dir(copied)), "..", "shop.sqlite3"): "is not there",
 		filepath.Join(filepath.Dir(copied), "missing.sqlite3"):                                               "no copy",
