@@ -441,17 +441,7 @@ db.commit()`
 // nothing is restored: the copy would be swapped in under the migration.
 func TestRestoreWhileStarting(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
-	for path, row := range map[string]string{db: "live", copied: "copy"} {
-		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys
-db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.execute("insert into t values (?)", (sys.argv[2],)); db.commit()`, path, row).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-	}
+	dir, db, copied := liveAndCopy(t)
 	port := freePort(t)
 	config := func(release string) string { // before_start waits (up to a minute) for the file release
 		return helloWithBackup(db, filepath.Join(dir, "backups"), port,
@@ -487,8 +477,7 @@ db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.execute("
 	if code := <-reloaded; code != 200 {
 		t.Fatalf("the reload: %d", code)
 	}
-	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "live" {
+	if out, err := rowOf(db); err != nil || out != "live" {
 		t.Errorf("the database after the refused restore: %s %v", out, err)
 	}
 }
@@ -527,16 +516,7 @@ http://127.0.0.1:%d {
 // in neither), saying which; nothing is restored.
 func TestRestoreWaitsForTheAppsJobs(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
-	for i, path := range []string{db, copied} {
-		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); d.execute("create table t (x)"); d.execute("insert into t values (?)", (sys.argv[2],)); d.commit()`, path, []string{"live", "copy"}[i]).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-	}
+	dir, db, copied := liveAndCopy(t)
 	config := strings.Replace(helloWithBackup(db, filepath.Join(dir, "backups"), freePort(t), ""), "\t\tbackup site {",
 		"\t\tjob writer {\n\t\t\tapp hello\n\t\t\tcommand /bin/sleep 30\n\t\t\tschedule \"0 3 1 1 *\"\n\t\t}\n\t\tbackup site {", 1)
 	c := startCaddy(t, config)
@@ -561,8 +541,7 @@ func TestRestoreWaitsForTheAppsJobs(t *testing.T) {
 	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "job writer of app hello is running") {
 		t.Errorf("a restore while the app's job runs: %d %s, want 409 naming the job", resp.StatusCode, body)
 	}
-	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "live" {
+	if out, err := rowOf(db); err != nil || out != "live" {
 		t.Errorf("the database after the refused restore: %s %v", out, err)
 	}
 }
@@ -573,16 +552,7 @@ func TestRestoreWaitsForTheAppsJobs(t *testing.T) {
 // restore was in neither.
 func TestRestoreStopsTheAppsServices(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	db, copied := filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
-	for i, path := range []string{db, copied} {
-		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); d.execute("create table t (x)"); d.execute("insert into t values (?)", (sys.argv[2],)); d.commit()`, path, []string{"live", "copy"}[i]).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-	}
+	dir, db, copied := liveAndCopy(t)
 	starts := filepath.Join(dir, "starts")
 	config := strings.Replace(helloWithBackup(db, filepath.Join(dir, "backups"), freePort(t), ""), "\t\tbackup site {",
 		fmt.Sprintf("\t\tservice worker {\n\t\t\tapp hello\n\t\t\tcommand python -c \"import os, time; print(os.getpid(), file=open('%s', 'a'), flush=True); time.sleep(3600)\"\n\t\t\tstop_timeout 5s\n\t\t}\n\t\tbackup site {", starts), 1)
@@ -606,8 +576,32 @@ func TestRestoreStopsTheAppsServices(t *testing.T) {
 	if !waitGone(first, 5*time.Second) {
 		t.Errorf("the service's first process %d still runs", first)
 	}
-	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "copy" {
+	if out, err := rowOf(db); err != nil || out != "copy" {
 		t.Errorf("the database after the restore: %s %v", out, err)
 	}
+}
+
+// liveAndCopy makes, in a new directory, a database site.sqlite3 whose one
+// row is "live", and in its backups directory a copy.sqlite3 whose row is
+// "copy".
+func liveAndCopy(t *testing.T) (dir, db, copied string) {
+	t.Helper()
+	dir = t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "backups"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, copied = filepath.Join(dir, "site.sqlite3"), filepath.Join(dir, "backups", "copy.sqlite3")
+	for path, row := range map[string]string{db: "live", copied: "copy"} {
+		if out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)"); db.execute("insert into t values (?)", (sys.argv[2],)); db.commit()`, path, row).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	return dir, db, copied
+}
+
+// rowOf is the row of a database liveAndCopy made.
+func rowOf(db string) (string, error) {
+	out, err := exec.Command(pythonPath(), "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchone()[0])`, db).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
 }

@@ -635,12 +635,7 @@ func stopServicesOf(app string) []*service.Group {
 func reviveServicesOf(stopped []*service.Group) error {
 	var errs []error
 	for _, g := range stopped {
-		live := false
-		pools.Range(func(_, v any) bool {
-			live = live || v == g
-			return !live
-		})
-		if !live {
+		if !inPools(g) {
 			continue
 		}
 		if err := g.Revive(); err != nil {
@@ -658,11 +653,12 @@ func copyTime(name, base string) (made time.Time, ok bool) {
 	if !found || !strings.HasSuffix(stamp, ".sqlite3") {
 		return time.Time{}, false
 	}
+	const layout = "20060102T150405" // (then milliseconds and Z: sqlite_backup.py's stamp)
 	stamp = strings.TrimPrefix(strings.TrimSuffix(stamp, ".sqlite3"), "before-restore-")
-	if len(stamp) < len("20060102T150405") {
+	if len(stamp) < len(layout) {
 		return time.Time{}, false
 	}
-	made, err := time.Parse("20060102T150405", stamp[:len("20060102T150405")])
+	made, err := time.Parse(layout, stamp[:len(layout)])
 	return made, err == nil
 }
 

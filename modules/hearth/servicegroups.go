@@ -171,12 +171,7 @@ func (a *App) reviveServices(released []*service.Group) {
 		}
 	}
 	for _, old := range a.stoppedServices {
-		live := false
-		pools.Range(func(_, v any) bool {
-			live = live || v == old
-			return !live
-		})
-		if !live {
+		if !inPools(old) {
 			continue // its config is gone too: this config ran, and was replaced since
 		}
 		a.logger.Warn("the config that replaced this service was refused; starting the previous version again", zap.String("service", old.Name()))
@@ -185,6 +180,16 @@ func (a *App) reviveServices(released []*service.Group) {
 		}
 	}
 	a.stoppedServices = nil
+}
+
+// inPools reports whether the pool is still one a running config holds.
+func inPools(p Pool) bool {
+	live := false
+	pools.Range(func(_, v any) bool {
+		live = live || v == p
+		return !live
+	})
+	return live
 }
 
 // releaseServices gives back what startServices took (Cleanup) and
