@@ -41,6 +41,7 @@ test: bin/caddy-race
 	tests/fuzz.sh FuzzHearthConfig ./modules/hearth 8000
 	tests/fuzz.sh FuzzDDNSConfig ./modules/ddns 8000
 	tests/fuzz.sh FuzzFilter ./modules/internal/termsafe 100000
+	tests/fuzz.sh FuzzKeepCopy ./modules/job 5000
 
 bench: build
 	@tests/ensure-packages.sh $(BENCH_PACKAGES)

@@ -57,6 +57,10 @@ type deployment struct {
 	// stops is how long the services and process upstreams may take to
 	// stop at Caddy's exit, one after the other (their stop_timeouts)
 	stops time.Duration
+	// misplaced says of each backup whose copies would go inside its
+	// app's directory that they cannot (the app's account could replace
+	// them; Caddy refuses the directory)
+	misplaced []string
 }
 
 // systemdSeconds writes a duration as systemd reads it, in whole seconds
@@ -169,12 +173,16 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 			}
 		}
 	}
-	// a backup's copies are made as its app's account, in a directory
-	// relative to the app's; without an app, as Caddy's own
+	// a backup's copies are written by Caddy's account (the app's only
+	// reads the database), in a directory relative to the app's, if any
 	for _, b := range h.Backups {
 		if name := b.AppName(); name != "" {
 			if app, ok := appsByName[name]; ok && app.dir != "" {
-				extra = append(extra, placed{b.Destination(app.dir), app.user})
+				if to := b.Destination(app.dir); inside(to, app.dir) {
+					d.misplaced = append(d.misplaced, fmt.Sprintf("backup %s: its copies cannot go to %s, inside app %s's directory (the app's account could replace them, and Caddy refuses it): give it `to` outside, like /var/backups/%s", b.Name, to, name, b.Name))
+				} else {
+					extra = append(extra, placed{to, caddysOwn})
+				}
 				continue
 			}
 		}
@@ -887,6 +895,9 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 	}
 	for _, k := range kept {
 		fmt.Fprintf(&b, "# Not to be given to an app's account: %s; give the apps only the directories they write.\n", k)
+	}
+	for _, m := range d.misplaced {
+		fmt.Fprintf(&b, "# Change the config: %s.\n", m)
 	}
 	return b.String()
 }

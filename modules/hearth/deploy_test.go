@@ -58,14 +58,17 @@ func TestOwnershipStepsPerAccount(t *testing.T) {
 	}
 }
 
-// A backup's copies are made as its app's account, in a directory relative
-// to the app's when `to` is relative; an app-less backup's as Caddy's own.
+// A backup's copies are written by Caddy's account, an app's backup's in a
+// directory relative to the app's when `to` is relative: inside the app's
+// own directory they cannot be (its account could replace them), which
+// the steps say.
 func TestBackupDirectoriesInTheSteps(t *testing.T) {
 	config := filepath.Join(t.TempDir(), "caddy.json")
 	if err := os.WriteFile(config, []byte(`{"apps": {
 		"hearth": {"backups": [
 			{"name": "site", "path": "/srv/site/db.sqlite3", "to": "/data/backups/site"},
-			{"name": "shop", "database": "default", "to": "backups"}
+			{"name": "shop", "database": "default", "to": "backups"},
+		{"name": "shop2", "database": "other", "app": "shop", "to": "../shop-backups"}
 		]},
 		"http": {"servers": {"s": {"listen": [":8080"], "routes": [
 			{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "name": "shop", "dir": "/srv/shop", "user": "shopkeeper"}]}
@@ -80,8 +83,8 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
 	for _, want := range []string{
 		"#   sudo chown -R shopkeeper:caddy /srv/shop",
-		"#   sudo -u shopkeeper mkdir -p -m 0750 /srv/shop/backups   (inside /srv/shop",
-		"#   sudo install -d -o caddy -g caddy -m 0750 /data/backups/site\n",
+		"# Change the config: backup shop: its copies cannot go to /srv/shop/backups, inside app shop's directory",
+		"#   sudo install -d -o caddy -g caddy -m 0750 /data/backups/site /srv/shop-backups\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -504,14 +503,11 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		// Hearth names a copy by the time it makes it, and keeps those
 		// named later than now through `keep` (made while the clock was
 		// ahead): one planted there sorts as the newest copy
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("%s is named as made at %s, later than now: a copy Hearth made then was made while the clock was ahead, or someone else put it there (the app's account can write the backup directory); check what it holds, and rename it (not as a copy of %s) to restore it anyway", file, made.UTC().Format(time.RFC3339), name)}
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("%s is named as made at %s, later than now: a copy Hearth made then was made while the clock was ahead, or someone else put it there (an older Hearth made the backup directory the app's account's); check what it holds, and rename it (not as a copy of %s) to restore it anyway", file, made.UTC().Format(time.RFC3339), name)}
 	}
-	switch info, err := os.Lstat(file); {
-	case errors.Is(err, fs.ErrPermission):
-		// Caddy's account cannot look into the directory, which belongs to
-		// the account the copies are made as: the restore runs as that
-		// account, and its script checks the copy itself
-	case err != nil || !info.Mode().IsRegular():
+	// (the directory is Caddy's: job.Restore opens the copy there again,
+	// without following a link)
+	if info, err := os.Lstat(file); err != nil || !info.Mode().IsRegular() {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore (a regular file, not a link); `caddy hearth jobs` shows each backup's newest copy", file)}
 	}
 	// one restore at a time per app (per backup without one): a second
@@ -653,7 +649,7 @@ func copyTime(name, base string) (made time.Time, ok bool) {
 	if !found || !strings.HasSuffix(stamp, ".sqlite3") {
 		return time.Time{}, false
 	}
-	const layout = "20060102T150405" // (then milliseconds and Z: sqlite_backup.py's stamp)
+	const layout = "20060102T150405" // (then milliseconds and Z: job's copyStamp)
 	stamp = strings.TrimPrefix(strings.TrimSuffix(stamp, ".sqlite3"), "before-restore-")
 	if len(stamp) < len(layout) {
 		return time.Time{}, false

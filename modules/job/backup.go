@@ -145,7 +145,9 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 	if path != "" && !filepath.IsAbs(path) {
 		path = filepath.Join(place.Dir, path)
 	}
-	args, err := json.Marshal(map[string]any{"name": c.Name, "to": to, "keep": keep, "path": path,
+	// the run makes the copy and hands it to Caddy, which keeps it in to:
+	// the script is not told where the copies are
+	args, err := json.Marshal(map[string]any{"name": c.Name, "path": path,
 		"alias": c.Database, "settings_module": settingsModule})
 	if err != nil {
 		return nil, err
@@ -160,14 +162,16 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 		schedule: sched, Backup: &BackupTarget{Database: c.Database, Path: path, To: to, Keep: keep}}, nil
 }
 
-// Restore starts a run that puts the copy in file back into the backup's
-// database (see sqlite_backup.py: the current database is first copied
-// aside, then the copy is written into it with SQLite's backup API, so
-// the app's open connections see it whole), and returns its id, to follow
-// with Run; ErrRunning while a backup or restore runs.
+// Restore starts a run that puts the copy in file (in the backup's
+// directory: see openCopy) back into the backup's database (see
+// sqlite_backup.py: Caddy hands the copy to the run; the run hands back
+// the current database, which Caddy keeps aside, then writes the copy
+// into it with SQLite's backup API, so the app's open connections see it
+// whole), and returns its id, to follow with Run; ErrRunning while a
+// backup or restore runs.
 func (j *Job) Restore(file string) (int64, error) {
 	last := len(j.spec.Args) - 1
-	if j.spec.Kind != KindBackup || last < 2 {
+	if j.spec.Kind != KindBackup || j.spec.Backup == nil || last < 2 {
 		return 0, fmt.Errorf("%s is not a backup", j.spec.Name)
 	}
 	var spec map[string]any
@@ -179,7 +183,15 @@ func (j *Job) Restore(file string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return j.start(TriggerRestore, append(slices.Clone(j.spec.Args[:last]), string(arg)))
+	copy, err := openCopy(j.spec.Backup.To, file)
+	if err != nil {
+		return 0, err
+	}
+	id, err := j.start(TriggerRestore, append(slices.Clone(j.spec.Args[:last]), string(arg)), copy)
+	if err != nil {
+		copy.Close()
+	}
+	return id, err
 }
 
 // BackupTarget is what a backup copies, and where.

@@ -349,7 +349,7 @@ func TestHoldAppStopsItsJobs(t *testing.T) {
 	if _, err := j.RunNow(); !errors.Is(err, ErrHeld) {
 		t.Errorf("a manual run of a held app's job: %v, want ErrHeld", err)
 	}
-	if _, err := j.start("schedule", spec.Args); !errors.Is(err, ErrHeld) || j.Status().Skipped != 1 {
+	if _, err := j.start("schedule", spec.Args, nil); !errors.Is(err, ErrHeld) || j.Status().Skipped != 1 {
 		t.Errorf("a scheduled run of a held app's job: %v, skipped %d; want ErrHeld, counted", err, j.Status().Skipped)
 	}
 	if _, err := o.RunNow(); err != nil {

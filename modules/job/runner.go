@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -278,6 +279,12 @@ func (j *Job) Start() error {
 			j.schedule(next)
 		})
 		j.logger.Info("job scheduled", zap.String("schedule", j.spec.Schedule), zap.Time("next_run", next))
+		if j.spec.Backup != nil {
+			// said now, not at the first copy a day later
+			if err := checkCopies(j.spec.Backup.To); err != nil {
+				j.logger.Warn("backup directory refused: the copies will fail until it is fixed", zap.Error(err))
+			}
+		}
 	})
 	return nil
 }
@@ -342,7 +349,7 @@ func (j *Job) schedule(next time.Time) {
 		}
 		if j.claim(next, due) {
 			j.keepLastDue(due)
-			switch _, err := j.start("schedule", j.spec.Args); {
+			switch _, err := j.start("schedule", j.spec.Args, nil); {
 			case errors.Is(err, ErrRunning):
 				j.logger.Warn("job skipped: its previous run is still going", zap.Time("due", next))
 			case errors.Is(err, ErrHeld):
@@ -394,11 +401,12 @@ func (j *Job) Next() time.Time {
 
 // RunNow starts a run at once (`caddy hearth jobs run`) and returns its
 // id; ErrRunning if one is running.
-func (j *Job) RunNow() (int64, error) { return j.start("manual", j.spec.Args) }
+func (j *Job) RunNow() (int64, error) { return j.start("manual", j.spec.Args, nil) }
 
 // start starts a run with args unless one of this job's name is running
-// (a skipped scheduled run is counted).
-func (j *Job) start(trigger string, args []string) (int64, error) {
+// (a skipped scheduled run is counted). copy is a restore's copy, closed
+// once the run has ended (when start returns an error, the caller's).
+func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock() // held until the run is counted in j.runs: Destruct waits for it
 	if j.closed {
@@ -438,7 +446,7 @@ func (j *Job) start(trigger string, args []string) (int64, error) {
 		if forApp != "" {
 			defer endForApp(j.spec.App, forApp)
 		}
-		j.execute(run, args)
+		j.execute(run, args, copy)
 	})
 	return run.ID, nil
 }
@@ -448,16 +456,40 @@ const TriggerRestore = "restore"
 
 // execute runs the command with args to its end (or its timeout) and
 // records it.
-func (j *Job) execute(run Run, args []string) {
+func (j *Job) execute(run Run, args []string, copy *os.File) {
 	ctx, cancel := context.WithTimeout(j.runCtx, j.spec.Timeout)
 	defer cancel()
+	if copy != nil {
+		defer copy.Close()
+	}
 	j.logger.Info("job started", zap.Int64("run", run.ID), zap.String("trigger", run.Trigger))
 	result, exit := OK, "exit status 0"
 	var out []byte
 	err := panics.Call(j.logger, "running a job", func() error {
+		cmd := supervisor.Command{Path: j.spec.Path, Args: args, Dir: j.spec.Dir,
+			Env: j.spec.Env, Credential: j.spec.Credential, Umask: j.spec.Umask}
+		var in *intake
+		if j.spec.Backup != nil {
+			// a backup's copies are Caddy's to write (copies.go)
+			var err error
+			if in, err = openIntake(j.spec.Backup, j.spec.Name, copy != nil); err != nil {
+				out = []byte(err.Error() + "\n")
+				return errors.New("the backup directory is refused")
+			}
+			cmd.ExtraFiles = []*os.File{in.theirs}
+			if copy != nil {
+				cmd.ExtraFiles = append(cmd.ExtraFiles, copy)
+			}
+		}
 		var err error
-		out, err = supervisor.Run(ctx, supervisor.Command{Path: j.spec.Path, Args: args, Dir: j.spec.Dir,
-			Env: j.spec.Env, Credential: j.spec.Credential, Umask: j.spec.Umask}, j.logger)
+		out, err = supervisor.Run(ctx, cmd, j.logger)
+		if in != nil {
+			lines, kept := in.finish(err == nil)
+			out = append(out, lines...)
+			if err == nil && kept != nil {
+				err = errors.New("Caddy could not keep the copy")
+			}
+		}
 		return err
 	})
 	switch {

@@ -1,37 +1,41 @@
 """Hearth's SQLite backup, run in the app's environment by a `backup` block:
 an online copy through SQLite's backup API (never a plain file copy), checked
-with PRAGMA integrity_check before it counts, written under a temporary name
-and renamed into place, then the oldest copies beyond `keep` removed.
+with PRAGMA integrity_check, then handed to Caddy, which writes it into the
+backup directory and prunes the oldest copies beyond `keep`. The copies are
+never in the hands of the account this runs as (the app's, which they
+protect): it can read its database, and so it makes the copy; it cannot
+remove, replace or add a copy.
 
-argv[1] is JSON: name, to, keep, and either path (the database file) or
-alias and settings_module (a Django DATABASES alias). It prints one JSON line
-(file, size, source, removed) and exits 0, or prints why and exits 1.
+argv[1] is JSON: name, and either path (the database file) or alias and
+settings_module (a Django DATABASES alias). fd 3 is a socket to Caddy: the
+copy goes to it as 8 bytes of length (big-endian) and the file's bytes,
+and Caddy answers one byte, "k", once the copy is written, synced and
+named. The copy is made first in a private temporary directory beside the
+database (.hearth-backup-<name>~*, removed at the end, and by the next run
+if this one was killed). It prints one JSON line (source, size) and exits
+0, or prints why and exits 1.
 
 Run as root (a backup without app under `sudo caddy run`), it first becomes
 the account that owns the database (the link, when the path is one): that
-account can change the directories the database and its copies are in,
-and root working there would follow its links. It stays root only for a
-database root owns in directories only root can change, and then the
-backup directory must be in root's hands alone as well: SQLite opens its
-files by path, so what keeps a run as root from following another
-account's links is that no name on the way is that account's. The backup
-directory must belong to the account the copy runs as and be writable by
-no other; a copy's name is created only if new, never through a link.
+account can change the directories the database is in, and root working
+there would follow its links. It stays root only for a database root owns
+in directories only root can change.
 
 Every failure is a message (what failed, as which account, and what to
 do), never a traceback, and leaves no partial copy behind.
 
-With "restore" (a copy's path) in argv[1], it puts that copy back instead:
-the copy must pass integrity_check; the current database is first copied
-aside into `to` (<name>-before-restore-<time>.sqlite3); then the copy is
-written into the database through the backup API, which holds the
-database's write lock for the one step, so the app's open connections see
-the old data or the new, never a mix."""
+With "restore" (the copy's path, for messages) in argv[1], it puts back
+the copy Caddy opened for it as fd 4 instead: the copy is read into the
+temporary directory and must pass integrity_check; the current database is
+first copied and handed to Caddy as above (Caddy keeps it as
+<name>-before-restore-<time>.sqlite3); then the copy is written into the
+database through the backup API, which holds the database's write lock
+for the one step, so the app's open connections see the old data or the
+new, never a mix."""
 import json
 import os
 import pathlib
 import pwd
-import re
 import stat
 import sqlite3
 import sys
@@ -151,10 +155,9 @@ def account_of(path, what):
     return 0
 
 
-def become_owner(source, to):
+def become_owner(source):
     """Running as root, become the account the database is in the hands of
-    (account_of); stay root only when root's alone, and then the backup
-    directory must be root's alone too."""
+    (account_of); stay root only when root's alone."""
     if os.geteuid() != 0:
         return
     try:
@@ -168,11 +171,6 @@ def become_owner(source, to):
         fail('cannot check the database %s: %s' % (source, e.strerror))
     uid = account_of(source, 'database')
     if uid == 0:
-        holder = account_of(os.path.join(to, 'x'), 'backup directory')
-        if holder != 0:
-            fail('the database %s is root\'s alone, but the backup directory %s is reached through names of uid %d: a backup running as root '
-                 'would write root\'s data where that account can move it or swap in its links. Put the copies in a directory only root can change '
-                 '(as root: mkdir -p -m 700 /var/backups/<name>), or give the backup `app <name>`' % (source, to, holder))
         return
     try:
         account = pwd.getpwuid(uid)
@@ -187,40 +185,45 @@ def become_owner(source, to):
 
 NOGROUP = 65534  # the group a run takes for an owner with no account name
 
-
-def open_destination(to):
-    """The backup directory, made if missing and opened without following
-    a link; it must belong to this account and be writable by no other."""
-    try:
-        os.makedirs(to, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        fail('the backup directory %s is not a directory (a file, or a symbolic link that leads nowhere): give the path of a directory' % to)
-    except OSError as e:
-        uid = os.geteuid()
-        fail('cannot make the backup directory %s as uid %d (%s): make it for that account, e.g. mkdir -p %s && chown %d %s && chmod 700 %s'
-             % (to, uid, e.strerror, to, uid, to, to))
-    try:
-        fd = os.open(to, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as e:
-        fail('the backup directory %s cannot be opened as a directory (%s): if it is a symbolic link, give the directory it leads to' % (to, e.strerror))
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        os.close(fd)
-        fail('the backup directory %s belongs to uid %d with mode %03o: it must belong to the account the backup runs as (uid %d) and be writable by no other, '
-             'or another account could put a link there for the copy to be written through; fix it with: chown %d %s && chmod 700 %s'
-             % (to, st.st_uid, st.st_mode & 0o777, os.geteuid(), os.geteuid(), to, to))
-    return fd
+TO_CADDY = 3  # the socket the copies go to Caddy by
+COPY_IN = 4   # a restore's copy, opened by Caddy
 
 
-def create(fd, name):
-    """A new, empty file of the directory fd (never one that exists, nor a link)."""
+def workspace(name, source):
+    """A new private directory (0700) beside the database, for the copy
+    while it is made: on the database's disk, in a directory this account
+    can write (SQLite writes its journals there). What a killed run of
+    this backup left there is removed first."""
+    parent = os.path.dirname(source)
+    prefix = '.hearth-backup-%s~' % name  # ~: in no backup's name
     try:
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
-    except FileExistsError:
-        fail('%s is already in the backup directory (a file or link the backup did not make): remove it' % name)
+        for entry in os.listdir(parent):
+            if entry.startswith(prefix):
+                remove_tree(os.path.join(parent, entry))
+    except OSError:
+        pass
+    try:
+        import tempfile
+        return tempfile.mkdtemp(prefix=prefix, dir=parent)
     except OSError as e:
-        fail('cannot create %s in the backup directory as uid %d: %s' % (name, os.geteuid(), e.strerror))
-    return '/proc/self/fd/%d/%s' % (fd, name)
+        fail('cannot make a temporary directory for the copy in %s as uid %d (%s): the account the backup runs as must be able to write '
+             'the database\'s directory, as SQLite must to write the database' % (parent, os.geteuid(), e.strerror))
+
+
+def remove_tree(path):
+    """Removes a workspace of this backup: its files, then itself (never
+    following a link)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return
+        for entry in os.listdir(path):
+            try:
+                os.unlink(os.path.join(path, entry))
+            except OSError:
+                pass
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def read_only(path):
@@ -243,174 +246,113 @@ def checked(path):
     return '; '.join(r[0] for r in rows[:5])
 
 
-def copy_into(source, fd, name, what):
-    """Copies the database at source into a new file name of the directory
-    fd through SQLite's backup API (every page in one step: one consistent
-    moment), checks the copy and returns its integrity_check rows. On any
-    failure the new file is removed and the run ends with a message."""
-    path = create(fd, name)
+def snapshot(source, work, what):
+    """Copies the database at source into work/copy.sqlite3 through
+    SQLite's backup API (every page in one step: one consistent moment)
+    and checks the copy; returns its path. Any failure ends the run with
+    a message."""
+    path = os.path.join(work, 'copy.sqlite3')
     try:
         src = sqlite3.connect(source, timeout=60)
         try:
             dst = sqlite3.connect(path)
             try:
                 src.backup(dst)
-                return dst.execute('PRAGMA integrity_check').fetchall()
+                rows = dst.execute('PRAGMA integrity_check').fetchall()
             finally:
                 dst.close()
         finally:
             src.close()
     except (sqlite3.Error, OSError) as e:
-        os.unlink(name, dir_fd=fd)
         fail('cannot copy %s %s as uid %d: %s (is it a SQLite database this account can read? "database is locked": another process held it for over 60 s)'
              % (what, source, os.geteuid(), e))
+    if rows != [('ok',)]:
+        fail('the copy of %s failed PRAGMA integrity_check: %s' % (source, '; '.join(r[0] for r in rows[:5])))
+    return path
 
 
-def restore(name, to, source, copy):
-    # as the database's owner from the start: the copy is in a directory
-    # that account owns, and root reading it there would follow its links
-    become_owner(source, to)
-    copy = os.path.abspath(copy)
-    # checked here too: Caddy's account may not see into `to`, which is the
-    # copies' account's
-    if os.path.dirname(copy) != os.path.abspath(to):
-        fail('a restore takes a copy in %s; %s is not there' % (to, copy))
-    try:
-        regular = stat.S_ISREG(os.lstat(copy).st_mode)
-    except OSError:
-        regular = False
-    if not regular or not os.access(copy, os.R_OK):
-        fail('the copy %s does not exist, is not a regular file (a link?), or this account (uid %d, the database\'s) cannot read it' % (copy, os.geteuid()))
-    if os.path.exists(source) and os.path.samefile(copy, source):
-        fail('%s is the database itself, not a copy of it' % copy)
-    check = checked(copy)
-    if check != 'ok':
-        fail('the copy %s failed PRAGMA integrity_check (%s): not restored' % (copy, check))
-    aside = None
-    if os.path.isfile(source):
-        fd = open_destination(to)
-        aside_name = '%s-before-restore-%s.sqlite3' % (name, stamp())
-        aside = os.path.join(to, aside_name)
+def hand_to_caddy(path):
+    """Sends the file at path to Caddy (TO_CADDY) and waits until Caddy
+    has kept it; returns its size."""
+    with open(path, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
         try:
-            copy_into(source, fd, aside_name, 'the database, before the restore,')
-        finally:
-            os.close(fd)
+            os.write(TO_CADDY, size.to_bytes(8, 'big'))
+            sent = 0
+            while sent < size:
+                n = os.sendfile(TO_CADDY, f.fileno(), sent, min(size - sent, 1 << 20))
+                if n == 0:
+                    break
+                sent += n
+            answer = os.read(TO_CADDY, 1)
+        except OSError as e:
+            fail('cannot hand the copy to Caddy: %s (see Caddy\'s log)' % e.strerror)
+    if answer != b'k':
+        fail('Caddy did not keep the copy (see the line after this one, or Caddy\'s log)')
+    return size
+
+
+def restore(name, source, copy):
+    # as the database's owner from the start: the copy is made beside the
+    # database, in that account's directory
+    become_owner(source)
+    work = workspace(name, source)
     try:
-        src = read_only(copy)
+        incoming = os.path.join(work, 'restore.sqlite3')
         try:
-            dst = sqlite3.connect(source, timeout=60)
+            with open(incoming, 'xb') as out:
+                while True:
+                    chunk = os.read(COPY_IN, 1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        except OSError as e:
+            fail('cannot read the copy %s into %s as uid %d: %s' % (copy, work, os.geteuid(), e.strerror))
+        check = checked(incoming)
+        if check != 'ok':
+            fail('the copy %s failed PRAGMA integrity_check (%s): not restored' % (copy, check))
+        if os.path.isfile(source):
+            hand_to_caddy(snapshot(source, work, 'the database, before the restore,'))
+        try:
+            src = read_only(incoming)
             try:
-                src.backup(dst)
+                dst = sqlite3.connect(source, timeout=60)
+                try:
+                    src.backup(dst)
+                finally:
+                    dst.close()
             finally:
-                dst.close()
-        finally:
-            src.close()
-    except (sqlite3.Error, OSError) as e:
-        fail('cannot write the copy into the database %s as uid %d: %s; the database was not replaced%s'
-             % (source, os.geteuid(), e, ' (its state before the restore is also in %s)' % aside if aside else ''))
-    check = checked(source)
-    if check != 'ok':
-        fail('after the restore, %s fails PRAGMA integrity_check (%s); the database before it is %s' % (source, check, aside))
-    print(json.dumps({'restored': copy, 'into': source, 'kept_aside': aside}))
-
-
-def remove_partials(fd, name):
-    """Removes what a run that was killed (its timeout) left in the backup
-    directory: its partial copy, a regular file under the name only a
-    run of this backup makes. Never pruned with the copies otherwise, each
-    is a whole database copy."""
-    pattern = re.compile(r'^\.%s-\d{8}T\d{9}Z\.sqlite3\.partial(-journal|-wal|-shm)?$' % re.escape(name))
-    for entry in os.listdir(fd):
-        if pattern.match(entry):
-            try:
-                if stat.S_ISREG(os.lstat(entry, dir_fd=fd).st_mode):
-                    os.unlink(entry, dir_fd=fd)
-            except OSError:
-                pass
-
-
-def stamp():
-    now = time.time()
-    return time.strftime('%Y%m%dT%H%M%S', time.gmtime(now)) + '%03dZ' % (int(now * 1000) % 1000)
+                src.close()
+        except (sqlite3.Error, OSError) as e:
+            fail('cannot write the copy into the database %s as uid %d: %s; the database was not replaced'
+                 % (source, os.geteuid(), e))
+        check = checked(source)
+        if check != 'ok':
+            fail('after the restore, %s fails PRAGMA integrity_check (%s); Caddy kept the database before it (the next line)' % (source, check))
+        print(json.dumps({'restored': copy, 'into': source}))
+    finally:
+        remove_tree(work)
 
 
 def main():
     spec = json.loads(sys.argv[1])
-    name, to, keep = spec['name'], spec['to'], int(spec['keep'])
+    name = spec['name']
     if spec.get('alias'):
         source = django_database(spec['alias'], spec['settings_module'])
     else:
         source = os.path.abspath(spec['path'])
     if spec.get('restore'):
-        restore(name, to, source, spec['restore'])
+        restore(name, source, spec['restore'])
         return
-    become_owner(source, to)
+    become_owner(source)
     if not os.path.isfile(source):
         fail('the database %s does not exist (yet): nothing to back up' % source)
-    fd = open_destination(to)
-    remove_partials(fd, name)
-    when = stamp()
-    final_name = '%s-%s.sqlite3' % (name, when)
-    partial_name = '.%s-%s.sqlite3.partial' % (name, when)
-    check = copy_into(source, fd, partial_name, 'the database')
-    if check != [('ok',)]:
-        os.unlink(partial_name, dir_fd=fd)
-        fail('the copy of %s failed PRAGMA integrity_check: %s' % (source, '; '.join(r[0] for r in check[:5])))
+    work = workspace(name, source)
     try:
-        copy = os.open(partial_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-        try:
-            os.fsync(copy)
-            size = os.fstat(copy).st_size
-        finally:
-            os.close(copy)
-        os.rename(partial_name, final_name, src_dir_fd=fd, dst_dir_fd=fd)
-        os.fsync(fd)
-    except OSError as e:
-        try:
-            os.unlink(partial_name, dir_fd=fd)
-        except OSError:
-            pass
-        fail('cannot keep the copy of %s in %s as uid %d: %s' % (source, to, os.geteuid(), e))
-    removed, problems = prune(fd, name, final_name, keep)
-    os.close(fd)
-    for problem in problems:
-        print(problem)
-    # the last line, whole within the output tail Hearth keeps (4 KiB)
-    print(json.dumps({'file': os.path.join(to, final_name), 'size': size, 'source': source,
-                      'removed': removed[:10], 'removed_count': len(removed)}))
-    if any(p.startswith('cannot remove') for p in problems):
-        sys.exit(1)
-
-
-def prune(fd, name, final_name, keep):
-    """Removes the oldest copies beyond keep (by the time in their names),
-    never final_name, the copy just made, and only regular files. Returns
-    what it removed and the problems met, one line each."""
-    pattern = re.compile(r'^%s-\d{8}T\d{9}Z\.sqlite3$' % re.escape(name))
-    others, problems = [], []
-    for entry in os.listdir(fd):
-        if entry == final_name or not pattern.match(entry):
-            continue
-        try:
-            if stat.S_ISREG(os.lstat(entry, dir_fd=fd).st_mode):
-                others.append(entry)
-        except OSError:
-            pass
-    future = sorted(f for f in others if f > final_name)
-    if future:
-        problems.append('copies named with a time later than now, kept and not counted in keep (the clock was ahead '
-                        'when they were made; remove them if they are stale): %s' % ', '.join(future[:3] + (['…'] if len(future) > 3 else [])))
-    # copies dated after now are kept but not counted: counted, they would
-    # leave room for no real copy but the new one
-    dated = sorted(f for f in others if f < final_name)
-    removed = []
-    for old in dated[:max(len(dated) - (keep - 1), 0)]:
-        try:
-            os.unlink(old, dir_fd=fd)
-            removed.append(old)
-        except OSError as e:
-            problems.append('cannot remove the old copy %s: %s (the new copy was made)' % (old, e.strerror or e))
-    return removed, problems
+        size = hand_to_caddy(snapshot(source, work, 'the database'))
+    finally:
+        remove_tree(work)
+    print(json.dumps({'source': source, 'size': size}))
 
 
 if __name__ == '__main__':

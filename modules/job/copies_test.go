@@ -1,0 +1,140 @@
+package job
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sqliteFile is a database file SQLite wrote (one table, one row).
+func sqliteFile(t testing.TB) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "db.sqlite3")
+	makeDB(t, path, "row")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// framed is data as a run hands it over: its length, then itself.
+func framed(length uint64, data []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, length), data...)
+}
+
+// TestKeepCopy: what the run hands over (its account's, so anything)
+// becomes a copy only when it is a whole SQLite file of the length it
+// announced; else nothing is left in the directory but what was there.
+func TestKeepCopy(t *testing.T) {
+	db := sqliteFile(t)
+	pages := bytes.Clone(db)
+	binary.BigEndian.PutUint32(pages[28:32], 7) // a header that counts 7 pages
+	for _, c := range []struct {
+		name   string
+		stream []byte
+		want   string // in the error; "" for a copy kept
+	}{
+		{"a database", framed(uint64(len(db)), db), ""},
+		{"nothing", nil, "EOF"},
+		{"a cut length", []byte{0, 0, 1}, "length was cut off"},
+		{"a cut copy", framed(uint64(len(db)), db[:100]), "cut off after 100"},
+		{"a length past any disk", framed(1<<62, db), "announced a copy"},
+		{"not SQLite", framed(4096, bytes.Repeat([]byte("x"), 4096)), "not a SQLite database"},
+		{"too short", framed(10, db[:10]), "too short"},
+		{"half a page", framed(uint64(len(db)-100), db[:len(db)-100]), "not whole pages"},
+		{"pages the header does not count", framed(uint64(len(pages)), pages), "header says 7 pages"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			to := t.TempDir()
+			dir, err := os.Open(to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dir.Close()
+			size, err := keepCopy(dir, "site-20261206T000000000Z.sqlite3", bytes.NewReader(c.stream))
+			entries, _ := os.ReadDir(to)
+			if c.want == "" {
+				kept, _ := os.ReadFile(filepath.Join(to, "site-20261206T000000000Z.sqlite3"))
+				if err != nil || size != int64(len(db)) || !bytes.Equal(kept, db) || len(entries) != 1 {
+					t.Errorf("a whole database: %v, %d bytes, %v", err, size, entries)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error saying %q", err, c.want)
+			}
+			if len(entries) != 0 {
+				t.Errorf("a refused copy left %v", entries)
+			}
+		})
+	}
+}
+
+// TestKeepCopyNeverReplaces: a name already taken (a link put there by
+// whoever could) is never written through nor replaced.
+func TestKeepCopyNeverReplaces(t *testing.T) {
+	db := sqliteFile(t)
+	to := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	must(t, os.WriteFile(victim, []byte("untouched"), 0o600))
+	dir, err := os.Open(to)
+	must(t, err)
+	defer dir.Close()
+	for _, name := range []string{".site-20261206T000000000Z.sqlite3.partial", "site-20261206T000000000Z.sqlite3"} {
+		path := filepath.Join(to, name)
+		must(t, os.Symlink(victim, path))
+		if _, err := keepCopy(dir, "site-20261206T000000000Z.sqlite3", bytes.NewReader(framed(uint64(len(db)), db))); err == nil {
+			t.Errorf("a copy was kept over the link %s", name)
+		}
+		if data, _ := os.ReadFile(victim); string(data) != "untouched" {
+			t.Fatalf("written through the link %s", name)
+		}
+		if target, err := os.Readlink(path); err != nil || target != victim {
+			t.Errorf("the link %s was replaced", name)
+		}
+		os.Remove(path)
+	}
+}
+
+// FuzzKeepCopy: any bytes from a run leave either no file, or a copy
+// that is exactly the announced bytes and passes the header check.
+func FuzzKeepCopy(f *testing.F) {
+	db := sqliteFile(f)
+	f.Add(framed(uint64(len(db)), db))
+	f.Add(framed(100, db[:100]))
+	f.Add([]byte{})
+	f.Add(framed(1<<40, nil))
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		to := t.TempDir()
+		dir, err := os.Open(to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dir.Close()
+		size, err := keepCopy(dir, "site-20261206T000000000Z.sqlite3", bytes.NewReader(stream))
+		entries, _ := os.ReadDir(to)
+		if err != nil {
+			if len(entries) != 0 {
+				t.Fatalf("%v, and left %v", err, entries)
+			}
+			if err == io.EOF && len(stream) != 0 {
+				t.Fatalf("EOF (no copy begun) for %d bytes", len(stream))
+			}
+			return
+		}
+		kept, _ := os.ReadFile(filepath.Join(to, "site-20261206T000000000Z.sqlite3"))
+		if len(entries) != 1 || size != int64(len(kept)) || !bytes.Equal(kept, stream[8:8+size]) {
+			t.Fatalf("kept %d bytes, %v", size, entries)
+		}
+		k, _ := os.Open(filepath.Join(to, "site-20261206T000000000Z.sqlite3"))
+		defer k.Close()
+		if err := wholeSQLite(k, size); err != nil {
+			t.Fatalf("kept a copy that fails the check: %v", err)
+		}
+	})
+}
