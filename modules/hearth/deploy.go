@@ -176,17 +176,19 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 	// a backup's copies are written by Caddy's account (the app's only
 	// reads the database), in a directory relative to the app's, if any
 	for _, b := range h.Backups {
+		to := b.To
 		if name := b.AppName(); name != "" {
 			if app, ok := appsByName[name]; ok && app.dir != "" {
-				if to := b.Destination(app.dir); inside(to, app.dir) {
-					d.misplaced = append(d.misplaced, fmt.Sprintf("backup %s: its copies cannot go to %s, inside app %s's directory (the app's account could replace them, and Caddy refuses it): give it `to` outside, like /var/backups/%s", b.Name, to, name, b.Name))
-				} else {
-					extra = append(extra, placed{to, caddysOwn})
-				}
-				continue
+				to = b.Destination(app.dir)
 			}
 		}
-		extra = append(extra, placed{b.To, caddysOwn})
+		// not inside an app's directory: its account could replace it,
+		// and Caddy refuses it
+		if holder := slices.IndexFunc(d.dirs, func(dir string) bool { return filepath.IsAbs(to) && inside(to, dir) }); holder >= 0 {
+			d.misplaced = append(d.misplaced, fmt.Sprintf("backup %s: its copies cannot go to %s, inside %s, which an app's account writes (it could replace them, and Caddy refuses it): give it `to` outside, like /var/backups/%s", b.Name, to, d.dirs[holder], b.Name))
+			continue
+		}
+		extra = append(extra, placed{to, caddysOwn})
 	}
 	for _, e := range extra {
 		if e.dir != "" && !filepath.IsAbs(e.dir) {

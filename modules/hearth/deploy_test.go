@@ -83,7 +83,7 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
 	for _, want := range []string{
 		"#   sudo chown -R shopkeeper:caddy /srv/shop",
-		"# Change the config: backup shop: its copies cannot go to /srv/shop/backups, inside app shop's directory",
+		"# Change the config: backup shop: its copies cannot go to /srv/shop/backups, inside /srv/shop, which an app's account writes",
 		"#   sudo install -d -o caddy -g caddy -m 0750 /data/backups/site /srv/shop-backups\n",
 	} {
 		if !strings.Contains(out, want) {

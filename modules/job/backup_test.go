@@ -161,6 +161,32 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		}
 	})
 
+	t.Run("a database directory others can write holds no workspace", func(t *testing.T) {
+		// another account could swap the workspace for a link while SQLite
+		// opens the copy there by path: the copy is made in $TMPDIR then,
+		// and nothing there is touched (a workspace a killed run left is
+		// removed only where the run's account alone writes)
+		shared := filepath.Join(base, "shared-db")
+		os.Mkdir(shared, 0o755)
+		os.Chmod(shared, 0o777)
+		sharedDB := filepath.Join(shared, "db.sqlite3")
+		makeDB(t, sharedDB, "the app's rows")
+		os.Chown(sharedDB, appUID, appUID)
+		stale := owned(filepath.Join(shared, ".hearth-backup-shared~planted"))
+		must(t, os.WriteFile(filepath.Join(stale, "copy.sqlite3"), []byte("another account's"), 0o644))
+		os.Chown(filepath.Join(stale, "copy.sqlite3"), appUID, appUID)
+		spec, err := (&BackupConfig{Name: "shared", Path: sharedDB, To: filepath.Join(base, "shared-copies")}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run := runBackup(t, spec, ""); run.Result != OK {
+			t.Fatalf("the backup: %s %q", run.Result, run.Output)
+		}
+		if data, _ := os.ReadFile(filepath.Join(stale, "copy.sqlite3")); string(data) != "another account's" {
+			t.Errorf("the run worked in a directory other accounts can write")
+		}
+	})
+
 	t.Run("a backup directory of the app's account is refused", func(t *testing.T) {
 		// what an older Hearth made: the copies the app's account's
 		to := owned(filepath.Join(base, "app-copies"))

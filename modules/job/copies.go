@@ -24,8 +24,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/safedir"
 )
 
@@ -72,6 +74,12 @@ func checkCopies(to string) error {
 // copiesFix is what to do about a backup directory refused.
 func copiesFix(to string) string {
 	uid := os.Geteuid()
+	if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Sprintf("Hearth writes the copies as Caddy's account (%s), so that the app they protect can neither remove nor replace them; "+
+			"make the directory for that account (`sudo install -d -o %d -m 700 %s`; under systemd, the unit `caddy hearth systemd` writes lists it in ReadWritePaths), "+
+			"or give `to` a directory outside the app's (like /var/backups/<name>)", accountName(uid), uid, shellQuote(to))
+	}
+	to = shellQuote(to)
 	return fmt.Sprintf("Hearth writes the copies as Caddy's account (%s), so that the app they protect can neither remove nor replace them; "+
 		"give the directory to that account (`sudo chown -R %d %s && sudo chmod 700 %s`; the copies in it stay as they are), "+
 		"or give `to` a directory outside the app's (like /var/backups/<name>)",
@@ -102,7 +110,25 @@ func copiesRefused(to string, create bool) error {
 	if err := safedir.TrustedFile(to); err != nil {
 		return fmt.Errorf("the backup directory %s: %w; %s", to, err, fix)
 	}
+	// refused now rather than once a copy has come (a file system
+	// mounted read-only, as systemd's ProtectSystem leaves what the unit
+	// does not list in ReadWritePaths)
+	if err := unix.Faccessat(unix.AT_FDCWD, to, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+		why := ""
+		if errors.Is(err, unix.EROFS) {
+			why = " (a read-only file system: under systemd, a directory the unit does not list in ReadWritePaths; run `caddy hearth systemd` again and install the unit it writes)"
+		}
+		return fmt.Errorf("Caddy's account (%s) cannot write the backup directory %s: %w%s", accountName(uid), to, err, why)
+	}
 	return nil
+}
+
+// shellQuote quotes s for a shell command line when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+,:@=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // ownCopies checks that dir, opened as to, is Caddy's account's and
@@ -134,22 +160,37 @@ func copyStamp(t time.Time) string {
 }
 
 // keepCopy reads one copy from r (8 bytes of length, big-endian, then the
-// file) into a new file name of dir, through a hidden partial name: the
-// file is synced and must be a whole SQLite database before it takes its
-// name. It returns the copy's size; io.EOF when r ended before a copy
-// began.
-func keepCopy(dir *os.File, name string, r io.Reader) (int64, error) {
+// file) into a new file of dir, named by name at the moment the copy
+// begins to come, through a hidden partial name: the file is synced and
+// must be a whole SQLite database before it takes its name. It returns
+// the name and the copy's size; io.EOF (itself) when r ended before a copy
+// began. A copy that would leave its file system with less than a
+// hundredth free (the app's account announces the size) is refused
+// before any of it is written.
+func keepCopy(dir *os.File, name func(time.Time) string, r io.Reader) (string, int64, error) {
 	var head [8]byte
 	if n, err := io.ReadFull(r, head[:]); err != nil {
 		if n == 0 {
-			return 0, io.EOF
+			return "", 0, io.EOF
 		}
-		return 0, fmt.Errorf("the copy's length was cut off: %w", err)
+		return "", 0, fmt.Errorf("the copy's length was cut off: %w", err)
 	}
 	size := binary.BigEndian.Uint64(head[:])
-	if size > 1<<50 {
-		return 0, fmt.Errorf("the run announced a copy of %d bytes", size)
+	var fsys unix.Statfs_t
+	if err := unix.Fstatfs(int(dir.Fd()), &fsys); err == nil && fsys.Blocks > 0 {
+		// the blocks any account may use: root's reserve is left alone
+		free, margin := fsys.Bavail*uint64(fsys.Bsize), fsys.Blocks*uint64(fsys.Bsize)/100
+		if size > free || free-size < margin {
+			return "", 0, fmt.Errorf("the copy is %d bytes, and the backup directory's file system has %d bytes free: it would leave less than a hundredth of the disk; free some room (fewer copies: `keep`) or give `to` another disk", size, free)
+		}
 	}
+	copyName := name(time.Now())
+	n, err := receiveCopy(dir, copyName, int64(size), r)
+	return copyName, n, err
+}
+
+// receiveCopy writes size bytes of r into dir as name (see keepCopy).
+func receiveCopy(dir *os.File, name string, size int64, r io.Reader) (int64, error) {
 	partial := "." + name + ".partial"
 	fd, err := unix.Openat(int(dir.Fd()), partial, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -163,7 +204,7 @@ func keepCopy(dir *os.File, name string, r io.Reader) (int64, error) {
 			_ = unix.Unlinkat(int(dir.Fd()), partial, 0)
 		}
 	}()
-	n, err := io.CopyN(f, r, int64(size))
+	n, err := io.CopyN(f, r, size)
 	if err != nil {
 		return 0, fmt.Errorf("the copy was cut off after %d of %d bytes: %w", n, size, err)
 	}
@@ -173,12 +214,35 @@ func keepCopy(dir *os.File, name string, r io.Reader) (int64, error) {
 	if err := wholeSQLite(f, n); err != nil {
 		return 0, err
 	}
-	if err := unix.Renameat2(int(dir.Fd()), partial, int(dir.Fd()), name, unix.RENAME_NOREPLACE); err != nil {
+	if err := renameNew(dir, partial, name); err != nil {
 		return 0, fmt.Errorf("cannot name the copy %s: %w", name, err)
 	}
 	kept = true
 	_ = dir.Sync()
 	return n, nil
+}
+
+// renameNew renames from to to in dir, never over a file named to: with
+// RENAME_NOREPLACE, or where the file system has none (NFS, CIFS, many
+// FUSE ones), a hard link then the old name's removal, or where it has
+// neither, a rename once to is seen free (the directory is Caddy's alone).
+func renameNew(dir *os.File, from, to string) error {
+	fd := int(dir.Fd())
+	err := unix.Renameat2(fd, from, fd, to, unix.RENAME_NOREPLACE)
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	switch err := unix.Linkat(fd, from, fd, to, 0); {
+	case err == nil:
+		return unix.Unlinkat(fd, from, 0)
+	case errors.Is(err, unix.EEXIST):
+		return err
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(fd, to, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		return unix.EEXIST
+	}
+	return unix.Renameat(fd, from, fd, to)
 }
 
 // wholeSQLite checks that the size bytes of f are a whole SQLite
@@ -277,11 +341,15 @@ func prune(dir *os.File, name, final string, keep int) (removed, problems []stri
 
 // readNames lists dir (from its start, whatever was read before).
 func readNames(dir *os.File) ([]string, error) {
-	d, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(dir.Fd())))
+	fd, err := unix.Dup(int(dir.Fd()))
 	if err != nil {
 		return nil, err
 	}
+	d := os.NewFile(uintptr(fd), dir.Name())
 	defer d.Close()
+	if _, err := d.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
 	return d.Readdirnames(-1)
 }
 
@@ -312,9 +380,21 @@ func openCopy(to, file string) (*os.File, error) {
 		return nil, fmt.Errorf("cannot open the copy %s: %w", file, err)
 	}
 	f := os.NewFile(uintptr(fd), file)
-	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
 		return nil, fmt.Errorf("the copy %s is not a regular file", file)
+	}
+	// what Caddy made is Caddy's, 0600, of one name: a copy of another
+	// account's (an older Hearth's copies were the app's account's), or
+	// that another could write or reach by another name, could change
+	// until the restore reads it
+	if int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 || st.Nlink != 1 {
+		f.Close()
+		return nil, fmt.Errorf("the copy %s belongs to %s with mode %04o and %d names: a restore takes a copy of Caddy's account (%s), writable by no other, "+
+			"with no other name (a hard link), as the copies Hearth makes are; if you checked what it holds: `sudo chown %d %s && sudo chmod 600 %s`, "+
+			"or for a hard link, copy it (`cp`) under a new name", file, accountName(int(st.Uid)), st.Mode&0o7777, st.Nlink, accountName(os.Geteuid()),
+			os.Geteuid(), shellQuote(file), shellQuote(file))
 	}
 	return f, nil
 }
@@ -337,7 +417,7 @@ type intake struct {
 
 // openIntake opens the backup directory and the socket for one run of
 // the backup name; the run's end is theirs.
-func openIntake(target *BackupTarget, name string, restore bool) (*intake, error) {
+func openIntake(target *BackupTarget, name string, restore bool, logger *zap.Logger) (*intake, error) {
 	dir, err := openCopies(target.To)
 	if err != nil {
 		return nil, err
@@ -358,7 +438,7 @@ func openIntake(target *BackupTarget, name string, restore bool) (*intake, error
 	removePartials(dir, name)
 	in := &intake{target: target, name: name, restore: restore, dir: dir, ours: conn,
 		theirs: os.NewFile(uintptr(fds[1]), "backup intake (the run's end)"), done: make(chan struct{})}
-	go in.serve()
+	panics.Go(logger, "keeping a backup's copy", in.serve)
 	return in, nil
 }
 
@@ -369,19 +449,24 @@ func (in *intake) serve() {
 	if in.restore {
 		kind = "before-restore-"
 	}
-	name := in.name + "-" + kind + copyStamp(time.Now()) + ".sqlite3"
-	in.size, in.err = keepCopy(in.dir, name, in.ours)
+	var name string
+	name, in.size, in.err = keepCopy(in.dir, func(t time.Time) string { return in.name + "-" + kind + copyStamp(t) + ".sqlite3" }, in.ours)
 	if in.err != nil {
-		// the run, waiting for "k", reads the end instead
-		if u, ok := in.ours.(*net.UnixConn); ok {
-			_ = u.CloseWrite()
-		}
+		// the run, sending the rest or waiting for "k", gets an error at
+		// once instead of waiting for its timeout
+		in.ours.Close()
 		return
 	}
 	in.file = filepath.Join(in.target.To, name)
-	if _, err := in.ours.Write([]byte("k")); err != nil {
-		in.err = fmt.Errorf("the copy %s was kept, but the run did not wait for it: %w", in.file, err)
-	}
+	_, _ = in.ours.Write([]byte("k")) // (a run that did not wait says so in its output)
+}
+
+// close lets go of what the intake holds (finish does it too); serve
+// then ends.
+func (in *intake) close() {
+	in.theirs.Close()
+	in.ours.Close()
+	in.dir.Close()
 }
 
 // finish ends the intake once the run has ended and returns the lines
@@ -402,15 +487,17 @@ func (in *intake) finish(ranOK bool) (lines string, err error) {
 			aside = in.file
 		}
 		line, _ := json.Marshal(map[string]any{"kept_aside": aside})
-		if in.err != nil && !errors.Is(in.err, io.EOF) {
+		if in.err != nil && in.err != io.EOF {
 			return fmt.Sprintf("Caddy could not keep the database before the restore: %v\n%s\n", in.err, line), nil
 		}
 		return string(line) + "\n", nil
 	}
-	if in.err != nil {
-		if !ranOK && errors.Is(in.err, io.EOF) { // the run said why
-			return "", nil
-		}
+	switch {
+	case in.err == io.EOF && !ranOK: // the run said why
+		return "", nil
+	case in.err == io.EOF:
+		return "the run ended without handing a copy to Caddy\n", errors.New("the run handed over no copy")
+	case in.err != nil:
 		return "Caddy could not keep the copy: " + in.err.Error() + "\n", in.err
 	}
 	var b strings.Builder

@@ -5,9 +5,13 @@ import (
 	"encoding/binary"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // sqliteFile is a database file SQLite wrote (one table, one row).
@@ -21,6 +25,9 @@ func sqliteFile(t testing.TB) []byte {
 	}
 	return data
 }
+
+// fixedName names every copy the same (the tests' copies are one each).
+func fixedName(time.Time) string { return "site-20261206T000000000Z.sqlite3" }
 
 // framed is data as a run hands it over: its length, then itself.
 func framed(length uint64, data []byte) []byte {
@@ -43,7 +50,7 @@ func TestKeepCopy(t *testing.T) {
 		{"nothing", nil, "EOF"},
 		{"a cut length", []byte{0, 0, 1}, "length was cut off"},
 		{"a cut copy", framed(uint64(len(db)), db[:100]), "cut off after 100"},
-		{"a length past any disk", framed(1<<62, db), "announced a copy"},
+		{"a length past any disk", framed(1<<62, db), "bytes free"},
 		{"not SQLite", framed(4096, bytes.Repeat([]byte("x"), 4096)), "not a SQLite database"},
 		{"too short", framed(10, db[:10]), "too short"},
 		{"half a page", framed(uint64(len(db)-100), db[:len(db)-100]), "not whole pages"},
@@ -56,7 +63,7 @@ func TestKeepCopy(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dir.Close()
-			size, err := keepCopy(dir, "site-20261206T000000000Z.sqlite3", bytes.NewReader(c.stream))
+			_, size, err := keepCopy(dir, fixedName, bytes.NewReader(c.stream))
 			entries, _ := os.ReadDir(to)
 			if c.want == "" {
 				kept, _ := os.ReadFile(filepath.Join(to, "site-20261206T000000000Z.sqlite3"))
@@ -88,7 +95,7 @@ func TestKeepCopyNeverReplaces(t *testing.T) {
 	for _, name := range []string{".site-20261206T000000000Z.sqlite3.partial", "site-20261206T000000000Z.sqlite3"} {
 		path := filepath.Join(to, name)
 		must(t, os.Symlink(victim, path))
-		if _, err := keepCopy(dir, "site-20261206T000000000Z.sqlite3", bytes.NewReader(framed(uint64(len(db)), db))); err == nil {
+		if _, _, err := keepCopy(dir, fixedName, bytes.NewReader(framed(uint64(len(db)), db))); err == nil {
 			t.Errorf("a copy was kept over the link %s", name)
 		}
 		if data, _ := os.ReadFile(victim); string(data) != "untouched" {
@@ -116,7 +123,7 @@ func FuzzKeepCopy(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer dir.Close()
-		size, err := keepCopy(dir, "site-20261206T000000000Z.sqlite3", bytes.NewReader(stream))
+		_, size, err := keepCopy(dir, fixedName, bytes.NewReader(stream))
 		entries, _ := os.ReadDir(to)
 		if err != nil {
 			if len(entries) != 0 {
@@ -137,4 +144,82 @@ func FuzzKeepCopy(f *testing.F) {
 			t.Fatalf("kept a copy that fails the check: %v", err)
 		}
 	})
+}
+
+// TestCopyThatDoesNotFitFailsAtOnce: a copy Caddy refuses (here: its disk
+// has no room for it) ends the run at once, saying why, with nothing
+// left behind: not a run waiting for Caddy's answer until its timeout
+// (a restore holds the app's requests meanwhile).
+func TestCopyThatDoesNotFitFailsAtOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a small tmpfs")
+	}
+	base := t.TempDir()
+	to := filepath.Join(base, "small")
+	must(t, os.Mkdir(to, 0o700))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", to).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", to).Run() })
+	db := filepath.Join(base, "big.sqlite3")
+	out, err := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute("create table t(x)")
+db.executemany("insert into t values (?)", [("x" * 1000,) for _ in range(1000)]); db.commit()`, db).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	spec, err := (&BackupConfig{Name: "big", Path: db, To: to, Timeout: caddy.Duration(time.Minute)}).ResolveBackup(nil, "")
+	must(t, err)
+	run := runBackup(t, spec, "")
+	if run.Result != Failed || !strings.Contains(run.Output, "bytes free") {
+		t.Errorf("a copy past the disk's room: %s %q, want it failed at once, saying the room left", run.Result, run.Output)
+	}
+	if entries, _ := os.ReadDir(to); len(entries) != 0 {
+		t.Errorf("left in the backup directory: %v", entries)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 2 {
+		t.Errorf("left beside the database: %v", entries)
+	}
+}
+
+// TestRestoreTakesOnlyCaddysCopies: a copy in the backup directory that
+// another account owns (an older Hearth's copies were the app's
+// account's), that another may write, or that has another name (a hard
+// link) could change until the restore reads it: refused, saying what
+// to check and do.
+func TestRestoreTakesOnlyCaddysCopies(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("makes a copy of another account's")
+	}
+	base := t.TempDir()
+	db := filepath.Join(base, "site.sqlite3")
+	makeDB(t, db, "current")
+	to := filepath.Join(base, "copies")
+	must(t, os.Mkdir(to, 0o700))
+	spec, err := (&BackupConfig{Name: "site", Path: db, To: to}).ResolveBackup(nil, "")
+	must(t, err)
+	copy := func(name string) string {
+		path := filepath.Join(to, name)
+		makeDB(t, path, "the copy's rows")
+		return path
+	}
+	others := copy("site-20200101T000000000Z.sqlite3")
+	must(t, os.Chown(others, 65534, 65534))
+	open := copy("site-20200102T000000000Z.sqlite3")
+	must(t, os.Chmod(open, 0o666))
+	linked := copy("site-20200103T000000000Z.sqlite3")
+	must(t, os.Link(linked, filepath.Join(base, "elsewhere.sqlite3")))
+	for _, c := range []struct{ copy, want string }{
+		{others, "belongs to nobody (uid 65534)"}, {open, "mode 0666"}, {linked, "2 names"},
+	} {
+		if err := restoreRefused(spec, c.copy); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "sudo chown 0 "+c.copy) {
+			t.Errorf("restore %s: %v, want refused saying %q and the fix", c.copy, err, c.want)
+		}
+	}
+	if err := restoreRefused(spec, copy("site-20200104T000000000Z.sqlite3")); err != nil {
+		t.Errorf("a copy of Caddy's: %v", err)
+	}
+	if data, _ := os.ReadFile(db); !strings.Contains(string(data), "the copy's rows") {
+		t.Errorf("the copy of Caddy's was not restored")
+	}
 }

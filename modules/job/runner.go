@@ -472,10 +472,11 @@ func (j *Job) execute(run Run, args []string, copy *os.File) {
 		if j.spec.Backup != nil {
 			// a backup's copies are Caddy's to write (copies.go)
 			var err error
-			if in, err = openIntake(j.spec.Backup, j.spec.Name, copy != nil); err != nil {
+			if in, err = openIntake(j.spec.Backup, j.spec.Name, copy != nil, j.logger); err != nil {
 				out = []byte(err.Error() + "\n")
 				return errors.New("the backup directory is refused")
 			}
+			defer in.close() // (after finish, or a panic)
 			cmd.ExtraFiles = []*os.File{in.theirs}
 			if copy != nil {
 				cmd.ExtraFiles = append(cmd.ExtraFiles, copy)
@@ -485,6 +486,9 @@ func (j *Job) execute(run Run, args []string, copy *os.File) {
 		out, err = supervisor.Run(ctx, cmd, j.logger)
 		if in != nil {
 			lines, kept := in.finish(err == nil)
+			if len(out) > 0 && out[len(out)-1] != '\n' && lines != "" {
+				out = append(out, '\n') // Caddy's lines are whole: the last is what lastBackup reads
+			}
 			out = append(out, lines...)
 			if err == nil && kept != nil {
 				err = errors.New("Caddy could not keep the copy")

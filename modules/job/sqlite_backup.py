@@ -11,8 +11,9 @@ settings_module (a Django DATABASES alias). fd 3 is a socket to Caddy: the
 copy goes to it as 8 bytes of length (big-endian) and the file's bytes,
 and Caddy answers one byte, "k", once the copy is written, synced and
 named. The copy is made first in a private temporary directory beside the
-database (.hearth-backup-<name>~*, removed at the end, and by the next run
-if this one was killed). It prints one JSON line (source, size) and exits
+database, when that directory is this account's alone, else in $TMPDIR
+(.hearth-backup-<name>~*, removed at the end, and by the next run if this
+one was killed). It prints one JSON line (source, size) and exits
 0, or prints why and exits 1.
 
 Run as root (a backup without app under `sudo caddy run`), it first becomes
@@ -189,41 +190,90 @@ TO_CADDY = 3  # the socket the copies go to Caddy by
 COPY_IN = 4   # a restore's copy, opened by Caddy
 
 
+WORK_FILES = ('copy.sqlite3', 'restore.sqlite3')  # and their -journal, -wal and -shm
+
+
 def workspace(name, source):
-    """A new private directory (0700) beside the database, for the copy
-    while it is made: on the database's disk, in a directory this account
-    can write (SQLite writes its journals there). What a killed run of
-    this backup left there is removed first."""
-    parent = os.path.dirname(source)
+    """A new private directory (0700) for the copy while it is made:
+    beside the database (on its disk) when that directory is this
+    account's alone, else in the temporary directory ($TMPDIR, /tmp:
+    sticky, so no other account can move it). A directory another account
+    can write is not used: it could swap the workspace for a link while
+    SQLite opens a file there by path. What a killed run of this backup
+    left there is removed first."""
+    import tempfile
     prefix = '.hearth-backup-%s~' % name  # ~: in no backup's name
+    places = []
+    parent = os.path.dirname(source)
     try:
-        for entry in os.listdir(parent):
-            if entry.startswith(prefix):
-                remove_tree(os.path.join(parent, entry))
+        st = os.stat(parent)
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+            places.append(parent)
     except OSError:
         pass
+    places.append(tempfile.gettempdir())
+    for place in places:
+        remove_stale(place, prefix)
+    problems = []
+    for place in places:
+        try:
+            return tempfile.mkdtemp(prefix=prefix, dir=place)
+        except OSError as e:  # a read-only file system (the unit's ProtectSystem), or no room
+            problems.append('%s: %s' % (place, e.strerror))
+    fail('cannot make a temporary directory for the copy as uid %d (%s): the account the backup runs as needs a directory of its own '
+         'beside the database, or a writable $TMPDIR' % (os.geteuid(), '; '.join(problems)))
+
+
+def remove_stale(place, prefix):
+    """Removes what killed runs of this backup left in place: directories
+    named prefix… of this account, and in them only the workspace's files,
+    each opened relative to its directory, never through a link."""
     try:
-        import tempfile
-        return tempfile.mkdtemp(prefix=prefix, dir=parent)
-    except OSError as e:
-        fail('cannot make a temporary directory for the copy in %s as uid %d (%s): the account the backup runs as must be able to write '
-             'the database\'s directory, as SQLite must to write the database' % (parent, os.geteuid(), e.strerror))
+        top = os.open(place, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        for entry in os.listdir(top):
+            if entry.startswith(prefix):
+                remove_work(top, entry)
+    except OSError:
+        pass
+    finally:
+        os.close(top)
+
+
+def remove_work(top, entry):
+    """Removes the workspace entry of the directory fd top: its files (the
+    copy's, by name), then itself; only when it is a directory of this
+    account (opened without following a link)."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            return
+        for f in WORK_FILES:
+            for suffix in ('', '-journal', '-wal', '-shm'):
+                try:
+                    os.unlink(f + suffix, dir_fd=fd)
+                except OSError:
+                    pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(entry, dir_fd=top)
+    except OSError:
+        pass
 
 
 def remove_tree(path):
-    """Removes a workspace of this backup: its files, then itself (never
-    following a link)."""
+    """Removes the workspace at path (see remove_work)."""
+    top = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            return
-        for entry in os.listdir(path):
-            try:
-                os.unlink(os.path.join(path, entry))
-            except OSError:
-                pass
-        os.rmdir(path)
-    except OSError:
-        pass
+        remove_work(top, os.path.basename(path))
+    finally:
+        os.close(top)
 
 
 def read_only(path):
@@ -282,7 +332,7 @@ def hand_to_caddy(path):
             while sent < size:
                 n = os.sendfile(TO_CADDY, f.fileno(), sent, min(size - sent, 1 << 20))
                 if n == 0:
-                    break
+                    fail('the copy %s ended after %d of its %d bytes while it was handed to Caddy' % (path, sent, size))
                 sent += n
             answer = os.read(TO_CADDY, 1)
         except OSError as e:
