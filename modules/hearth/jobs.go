@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -505,11 +505,21 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		// ahead): one planted there sorts as the newest copy
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("%s is named as made at %s, later than now: a copy Hearth made then was made while the clock was ahead, or someone else put it there (an older Hearth made the backup directory the app's account's); check what it holds, and rename it (not as a copy of %s) to restore it anyway", file, made.UTC().Format(time.RFC3339), name)}
 	}
-	// (the directory is Caddy's: job.Restore opens the copy there again,
-	// without following a link)
-	if info, err := os.Lstat(file); err != nil || !info.Mode().IsRegular() {
-		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore (a regular file, not a link); `caddy hearth jobs` shows each backup's newest copy", file)}
+	// opened now, in the backup directory, without following a link: a
+	// copy refused is refused before anything of the app is held
+	copy, err := b.OpenCopy(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no copy %s to restore; `caddy hearth jobs` shows each backup's newest copy", file)}
 	}
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	handed := false
+	defer func() {
+		if !handed {
+			copy.Close()
+		}
+	}()
 	// one restore at a time per app (per backup without one): a second
 	// one's refusal must not let go of requests the first holds
 	key := "backup " + name
@@ -569,7 +579,8 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		}
 	}
 	defer resume(held)
-	id, err := b.Restore(file)
+	handed = true
+	id, err := b.Restore(copy)
 	if errors.Is(err, job.ErrRunning) {
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("backup %s: a backup or restore is running; try again when it ends", name)}
 	}

@@ -148,12 +148,27 @@ func TestRestoreTakesOnlyTheBackupsCopies(t *testing.T) {
 	if err := os.WriteFile(planted, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// copies that could change until the restore reads them: another
+	// account's (an older Hearth's copies were the app's account's), and
+	// one with a second name; refused before the app is held
+	others := filepath.Join(filepath.Dir(copied), "shopdb-20200101T000000000Z.sqlite3")
+	sqliteFile(t, others)
+	if err := os.Chown(others, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	linked := filepath.Join(filepath.Dir(copied), "shopdb-20200102T000000000Z.sqlite3")
+	sqliteFile(t, linked)
+	if err := os.Link(linked, filepath.Join(t.TempDir(), "elsewhere")); err != nil {
+		t.Fatal(err)
+	}
 	for file, want := range map[string]string{
+		others:        "belongs to nobody",
+		linked:        "2 names",
 		planted:       "later than now",
 		"/etc/shadow": "is not there",
 		filepath.Join(filepath.Dir(copied), "..", filepath.Base(filepath.Dir(copied)), "..", "shop.sqlite3"): "is not there",
 		filepath.Join(filepath.Dir(copied), "missing.sqlite3"):                                               "no copy",
-		link:               "no copy",
+		link:               "symbolic link",
 		"relative.sqlite3": "absolute path",
 	} {
 		if err := restoreRequest(file); err == nil || !strings.Contains(err.Error(), want) {

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -162,29 +163,36 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 		schedule: sched, Backup: &BackupTarget{Database: c.Database, Path: path, To: to, Keep: keep}}, nil
 }
 
-// Restore starts a run that puts the copy in file (in the backup's
-// directory: see openCopy) back into the backup's database (see
-// sqlite_backup.py: Caddy hands the copy to the run; the run hands back
-// the current database, which Caddy keeps aside, then writes the copy
-// into it with SQLite's backup API, so the app's open connections see it
-// whole), and returns its id, to follow with Run; ErrRunning while a
-// backup or restore runs.
-func (j *Job) Restore(file string) (int64, error) {
+// OpenCopy opens file, a copy in the backup's directory, for Restore (see
+// openCopy): a restore checks it before it holds anything of the app.
+func (j *Job) OpenCopy(file string) (*os.File, error) {
+	if j.spec.Kind != KindBackup || j.spec.Backup == nil {
+		return nil, fmt.Errorf("%s is not a backup", j.spec.Name)
+	}
+	return openCopy(j.spec.Backup.To, file)
+}
+
+// Restore starts a run that puts copy (from OpenCopy; Restore closes it)
+// back into the backup's database (see sqlite_backup.py: Caddy hands the
+// copy to the run; the run hands back the current database, which Caddy
+// keeps aside, then writes the copy into it with SQLite's backup API, so
+// the app's open connections see it whole), and returns its id, to follow
+// with Run; ErrRunning while a backup or restore runs.
+func (j *Job) Restore(copy *os.File) (int64, error) {
 	last := len(j.spec.Args) - 1
 	if j.spec.Kind != KindBackup || j.spec.Backup == nil || last < 2 {
+		copy.Close()
 		return 0, fmt.Errorf("%s is not a backup", j.spec.Name)
 	}
 	var spec map[string]any
 	if err := json.Unmarshal([]byte(j.spec.Args[last]), &spec); err != nil {
+		copy.Close()
 		return 0, err
 	}
-	spec["restore"] = file
+	spec["restore"] = copy.Name()
 	arg, err := json.Marshal(spec)
 	if err != nil {
-		return 0, err
-	}
-	copy, err := openCopy(j.spec.Backup.To, file)
-	if err != nil {
+		copy.Close()
 		return 0, err
 	}
 	id, err := j.start(TriggerRestore, append(slices.Clone(j.spec.Args[:last]), string(arg)), copy)

@@ -36,7 +36,7 @@ func runBackup(t *testing.T, spec *Spec, restore string) Run {
 	var id int64
 	var err error
 	if restore != "" {
-		id, err = j.Restore(restore)
+		id, err = restoreFile(j, restore)
 	} else {
 		id, err = j.RunNow()
 	}
@@ -46,12 +46,21 @@ func runBackup(t *testing.T, spec *Spec, restore string) Run {
 	return waitRun(t, j, id)
 }
 
+// restoreFile starts a restore of the copy file, as the admin API does.
+func restoreFile(j *Job, file string) (int64, error) {
+	copy, err := j.OpenCopy(file)
+	if err != nil {
+		return 0, err
+	}
+	return j.Restore(copy)
+}
+
 // restoreRefused is the error of a restore of copy that does not start
 // (nil: it started, and ran).
 func restoreRefused(spec *Spec, copy string) error {
 	j := New(spec, zap.NewNop())
 	defer j.Destruct()
-	id, err := j.Restore(copy)
+	id, err := restoreFile(j, copy)
 	if err == nil {
 		for r, _ := j.Run(id); r.Result == Running; r, _ = j.Run(id) {
 			time.Sleep(10 * time.Millisecond)
@@ -203,13 +212,13 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		if _, err := os.Lstat(victim); err == nil {
 			t.Fatalf("the backup (%s) wrote %s through a link the app's account planted", run.Result, victim)
 		}
-		if run.Result != Failed || !strings.Contains(run.Output, "chown -R 0 "+to) {
+		if run.Result != Failed || !strings.Contains(run.Output, "chown 0 "+to) {
 			t.Errorf("a backup directory of the app's account: %s %q", run.Result, run.Output)
 		}
 		copied := filepath.Join(to, "site-20261202T000000000Z.sqlite3")
 		makeDB(t, copied, "ATTACKER rows")
 		os.Chown(copied, appUID, appUID)
-		if err := restoreRefused(spec, copied); err == nil || !strings.Contains(err.Error(), "chown -R 0 "+to) {
+		if err := restoreRefused(spec, copied); err == nil || !strings.Contains(err.Error(), "chown 0 "+to) {
 			t.Errorf("a restore from a directory of the app's account: %v", err)
 		}
 	})
@@ -405,7 +414,7 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		noTraceback(t, runBackup(t, spec, ""), to+" is owned by nobody")
+		noTraceback(t, runBackup(t, spec, ""), project+" is owned by nobody (uid 65534); the copies must be where only root")
 	})
 
 	t.Run("a database that is not SQLite", func(t *testing.T) {
@@ -668,12 +677,12 @@ func TestRestoreIsNotABackupRun(t *testing.T) {
 	if len(copies) != 1 {
 		t.Fatalf("copies: %v", copies)
 	}
-	if run := wait(j.Restore(copies[0])); run.Result != OK || run.Trigger != TriggerRestore {
+	if run := wait(restoreFile(j, copies[0])); run.Result != OK || run.Trigger != TriggerRestore {
 		t.Fatalf("restore: %+v", run)
 	}
 	damaged := filepath.Join(base, "copies", "site-20200101T000000000Z.sqlite3")
 	must(t, os.WriteFile(damaged, []byte("SQLite format 3\x00 and then no database"), 0o600))
-	if run := wait(j.Restore(damaged)); run.Result != Failed || !strings.Contains(run.Output, "integrity_check") {
+	if run := wait(restoreFile(j, damaged)); run.Result != Failed || !strings.Contains(run.Output, "integrity_check") {
 		t.Fatalf("restore of a damaged copy: %+v", run)
 	}
 	runs2, failures2, _, last2, _ := j.Metrics()

@@ -76,12 +76,12 @@ func copiesFix(to string) string {
 	uid := os.Geteuid()
 	if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Sprintf("Hearth writes the copies as Caddy's account (%s), so that the app they protect can neither remove nor replace them; "+
-			"make the directory for that account (`sudo install -d -o %d -m 700 %s`; under systemd, the unit `caddy hearth systemd` writes lists it in ReadWritePaths), "+
+			"make the directory for that account (`sudo install -d -o %d -m 700 %s`; under systemd, the unit `caddy hearth systemd` writes lists it in ReadWritePaths, and a directory made after Caddy started is writable once the unit is restarted), "+
 			"or give `to` a directory outside the app's (like /var/backups/<name>)", accountName(uid), uid, shellQuote(to))
 	}
 	to = shellQuote(to)
 	return fmt.Sprintf("Hearth writes the copies as Caddy's account (%s), so that the app they protect can neither remove nor replace them; "+
-		"give the directory to that account (`sudo chown -R %d %s && sudo chmod 700 %s`; the copies in it stay as they are), "+
+		"give the directory to that account (`sudo chown %d %s && sudo chmod 700 %s`; not -R: copies another account made stay its own, and a restore of one asks you to check it first), "+
 		"or give `to` a directory outside the app's (like /var/backups/<name>)",
 		accountName(uid), uid, to, to)
 }
@@ -98,10 +98,22 @@ func copiesRefused(to string, create bool) error {
 		}
 		existing = filepath.Dir(existing)
 	}
+	if existing == to {
+		// a name above to that another account controls: no chown of to
+		// helps, it must be elsewhere
+		if err := safedir.TrustedFile(filepath.Dir(to)); err != nil {
+			return fmt.Errorf("the backup directory %s: %w; the copies must be where only root or Caddy's account (%s) can change anything on the way: "+
+				"give `to` a directory outside every app's (like /var/backups/<name>)", to, err, accountName(uid))
+		}
+	}
 	if err := safedir.TrustedFile(existing); err != nil {
 		return fmt.Errorf("the backup directory %s: %w; %s", to, err, fix)
 	}
 	if existing != to && !create {
+		// it will be made in existing: by an account that may write there
+		if err := writable(existing); err != nil {
+			return fmt.Errorf("Caddy's account (%s) cannot make the backup directory %s in %s: %w; %s", accountName(uid), to, existing, err, fix)
+		}
 		return nil
 	}
 	if err := os.MkdirAll(to, 0o700); err != nil {
@@ -113,12 +125,22 @@ func copiesRefused(to string, create bool) error {
 	// refused now rather than once a copy has come (a file system
 	// mounted read-only, as systemd's ProtectSystem leaves what the unit
 	// does not list in ReadWritePaths)
-	if err := unix.Faccessat(unix.AT_FDCWD, to, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
-		why := ""
-		if errors.Is(err, unix.EROFS) {
-			why = " (a read-only file system: under systemd, a directory the unit does not list in ReadWritePaths; run `caddy hearth systemd` again and install the unit it writes)"
-		}
-		return fmt.Errorf("Caddy's account (%s) cannot write the backup directory %s: %w%s", accountName(uid), to, err, why)
+	if err := writable(to); err != nil {
+		return fmt.Errorf("Caddy's account (%s) cannot write the backup directory %s: %w", accountName(uid), to, err)
+	}
+	return nil
+}
+
+// writable says why Caddy's account cannot create files in the
+// directory dir (nil: it can).
+func writable(dir string) error {
+	var fsys unix.Statfs_t
+	if err := unix.Statfs(dir, &fsys); err == nil && fsys.Flags&unix.ST_RDONLY != 0 {
+		return errors.New("a read-only file system (under systemd, a directory the unit does not list in ReadWritePaths, or one made after the unit started: " +
+			"run `caddy hearth systemd` again, install the unit it writes, and restart it)")
+	}
+	if err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+		return err
 	}
 	return nil
 }
@@ -179,9 +201,14 @@ func keepCopy(dir *os.File, name func(time.Time) string, r io.Reader) (string, i
 	var fsys unix.Statfs_t
 	if err := unix.Fstatfs(int(dir.Fd()), &fsys); err == nil && fsys.Blocks > 0 {
 		// the blocks any account may use: root's reserve is left alone
-		free, margin := fsys.Bavail*uint64(fsys.Bsize), fsys.Blocks*uint64(fsys.Bsize)/100
+		unit := uint64(fsys.Frsize)
+		if unit == 0 {
+			unit = uint64(fsys.Bsize)
+		}
+		free, margin := fsys.Bavail*unit, fsys.Blocks*unit/100
 		if size > free || free-size < margin {
-			return "", 0, fmt.Errorf("the copy is %d bytes, and the backup directory's file system has %d bytes free: it would leave less than a hundredth of the disk; free some room (fewer copies: `keep`) or give `to` another disk", size, free)
+			return "", 0, fmt.Errorf("the copy is %d bytes, and the backup directory's file system has %d bytes free: it would leave less than a hundredth of the disk; "+
+				"remove old copies by hand (`ls -lt` the directory: copies set aside before a restore are never pruned, and `keep` prunes only after a copy is made), or give `to` another disk", size, free)
 		}
 	}
 	copyName := name(time.Now())
@@ -281,7 +308,7 @@ func wholeSQLite(f *os.File, size int64) error {
 func copyNames(name string) (copies, partials *regexp.Regexp) {
 	q := regexp.QuoteMeta(name)
 	return regexp.MustCompile(`^` + q + `-\d{8}T\d{9}Z\.sqlite3$`),
-		regexp.MustCompile(`^\.` + q + `-(before-restore-)?\d{8}T\d{9}Z\.sqlite3\.partial$`)
+		regexp.MustCompile(`^\.` + q + `-(before-restore-)?\d{8}T\d{9}Z\.sqlite3\.partial(-journal|-wal|-shm)?$`) // (an older Hearth's SQLite wrote the last ones)
 }
 
 // removePartials removes what a run cut off (its timeout, Caddy's exit)
@@ -445,6 +472,13 @@ func openIntake(target *BackupTarget, name string, restore bool, logger *zap.Log
 // serve keeps the one copy the run hands over, then tells it so ("k").
 func (in *intake) serve() {
 	defer close(in.done)
+	kept := false
+	defer func() {
+		if !kept && in.err == nil { // a panic (panics.Go logs it)
+			in.err = errors.New("keeping the copy failed unexpectedly (Caddy's log says why)")
+			in.ours.Close()
+		}
+	}()
 	kind := ""
 	if in.restore {
 		kind = "before-restore-"
@@ -458,6 +492,7 @@ func (in *intake) serve() {
 		return
 	}
 	in.file = filepath.Join(in.target.To, name)
+	kept = true
 	_, _ = in.ours.Write([]byte("k")) // (a run that did not wait says so in its output)
 }
 
@@ -466,6 +501,7 @@ func (in *intake) serve() {
 func (in *intake) close() {
 	in.theirs.Close()
 	in.ours.Close()
+	<-in.done // (at once: its reads and writes fail now) before its directory's fd goes
 	in.dir.Close()
 }
 

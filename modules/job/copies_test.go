@@ -223,3 +223,34 @@ func TestRestoreTakesOnlyCaddysCopies(t *testing.T) {
 		t.Errorf("the copy of Caddy's was not restored")
 	}
 }
+
+// TestStaleWorkspacesAreRemoved: what a run killed by its timeout left
+// (a whole copy of the database, in its workspace) is removed by the next
+// run, also where the database's directory is reached through a link;
+// only the workspace's own files go.
+func TestStaleWorkspacesAreRemoved(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	must(t, os.Mkdir(real, 0o755))
+	must(t, os.Symlink(real, filepath.Join(base, "link")))
+	db := filepath.Join(base, "link", "site.sqlite3")
+	makeDB(t, db, "row")
+	stale := filepath.Join(real, ".hearth-backup-site~killed")
+	must(t, os.Mkdir(stale, 0o700))
+	for _, f := range []string{"copy.sqlite3", "copy.sqlite3-journal"} {
+		must(t, os.WriteFile(filepath.Join(stale, f), []byte("a killed run's copy"), 0o600))
+	}
+	other := filepath.Join(real, ".hearth-backup-site-2~killed") // another backup's (site-2)
+	must(t, os.Mkdir(other, 0o700))
+	spec, err := (&BackupConfig{Name: "site", Path: db, To: filepath.Join(base, "copies")}).ResolveBackup(nil, "")
+	must(t, err)
+	if run := runBackup(t, spec, ""); run.Result != OK {
+		t.Fatalf("the backup: %s %q", run.Result, run.Output)
+	}
+	if _, err := os.Lstat(stale); err == nil {
+		t.Errorf("the killed run's workspace is still there")
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("another backup's workspace was removed")
+	}
+}

@@ -12,7 +12,7 @@ copy goes to it as 8 bytes of length (big-endian) and the file's bytes,
 and Caddy answers one byte, "k", once the copy is written, synced and
 named. The copy is made first in a private temporary directory beside the
 database, when that directory is this account's alone, else in $TMPDIR
-(.hearth-backup-<name>~*, removed at the end, and by the next run if this
+or /var/tmp (.hearth-backup-<name>~*, removed at the end, and by the next run if this
 one was killed). It prints one JSON line (source, size) and exits
 0, or prints why and exits 1.
 
@@ -196,22 +196,29 @@ WORK_FILES = ('copy.sqlite3', 'restore.sqlite3')  # and their -journal, -wal and
 def workspace(name, source):
     """A new private directory (0700) for the copy while it is made:
     beside the database (on its disk) when that directory is this
-    account's alone, else in the temporary directory ($TMPDIR, /tmp:
-    sticky, so no other account can move it). A directory another account
-    can write is not used: it could swap the workspace for a link while
-    SQLite opens a file there by path. What a killed run of this backup
-    left there is removed first."""
+    account's alone, else in $TMPDIR, or without one /var/tmp (on disk)
+    then /tmp, when sticky (no other account can move what this one makes
+    there). A directory another account can write otherwise is not used:
+    it could swap the workspace for a link while SQLite opens a file there
+    by path. What a killed run of this backup left there is removed
+    first."""
     import tempfile
     prefix = '.hearth-backup-%s~' % name  # ~: in no backup's name
+    candidates = [os.path.dirname(source)]
+    if not os.environ.get('TMPDIR'):
+        candidates.append('/var/tmp')  # on disk, where /tmp may be memory (Debian 13)
+    candidates.append(tempfile.gettempdir())
     places = []
-    parent = os.path.dirname(source)
-    try:
-        st = os.stat(parent)
-        if st.st_uid == os.geteuid() and not st.st_mode & 0o022:
-            places.append(parent)
-    except OSError:
-        pass
-    places.append(tempfile.gettempdir())
+    for place in candidates:
+        try:
+            st = os.stat(place)
+        except OSError:
+            continue
+        # this account's alone, or sticky (no other account can move what
+        # this one makes there)
+        if (st.st_uid == os.geteuid() and not st.st_mode & 0o022) or st.st_mode & stat.S_ISVTX:
+            if place not in places:
+                places.append(place)
     for place in places:
         remove_stale(place, prefix)
     problems = []
@@ -229,7 +236,7 @@ def remove_stale(place, prefix):
     named prefix… of this account, and in them only the workspace's files,
     each opened relative to its directory, never through a link."""
     try:
-        top = os.open(place, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        top = os.open(place, os.O_RDONLY | os.O_DIRECTORY)  # (a link to it, as mkdtemp follows one)
     except OSError:
         return
     try:
@@ -314,8 +321,8 @@ def snapshot(source, work, what):
         finally:
             src.close()
     except (sqlite3.Error, OSError) as e:
-        fail('cannot copy %s %s as uid %d: %s (is it a SQLite database this account can read? "database is locked": another process held it for over 60 s)'
-             % (what, source, os.geteuid(), e))
+        fail('cannot copy %s %s as uid %d into %s: %s (is it a SQLite database this account can read? "database is locked": another process held it for over 60 s; '
+             '"disk is full": %s has no room for a copy)' % (what, source, os.geteuid(), work, e, os.path.dirname(work)))
     if rows != [('ok',)]:
         fail('the copy of %s failed PRAGMA integrity_check: %s' % (source, '; '.join(r[0] for r in rows[:5])))
     return path
@@ -336,9 +343,9 @@ def hand_to_caddy(path):
                 sent += n
             answer = os.read(TO_CADDY, 1)
         except OSError as e:
-            fail('cannot hand the copy to Caddy: %s (see Caddy\'s log)' % e.strerror)
+            fail('cannot hand the copy to Caddy: %s (Caddy says why on the next line)' % e.strerror)
     if answer != b'k':
-        fail('Caddy did not keep the copy (see the line after this one, or Caddy\'s log)')
+        fail('Caddy did not keep the copy (it says why on the next line)')
     return size
 
 
