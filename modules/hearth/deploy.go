@@ -182,10 +182,16 @@ func loadDeployment(configFile, adapterName string) (*deployment, error) {
 				to = b.Destination(app.dir)
 			}
 		}
-		// not inside an app's directory: its account could replace it,
-		// and Caddy refuses it
-		if holder := slices.IndexFunc(d.dirs, func(dir string) bool { return filepath.IsAbs(to) && inside(to, dir) }); holder >= 0 {
-			d.misplaced = append(d.misplaced, fmt.Sprintf("backup %s: its copies cannot go to %s, inside %s, which an app's account writes (it could replace them, and Caddy refuses it): give it `to` outside, like /var/backups/%s", b.Name, to, d.dirs[holder], b.Name))
+		// not inside a directory an app, a service or a job writes: its
+		// account could replace it, and Caddy refuses it
+		others := slices.Clone(d.dirs)
+		for _, e := range extra {
+			if e.user != caddysOwn && e.dir != "" {
+				others = append(others, e.dir)
+			}
+		}
+		if holder := slices.IndexFunc(others, func(dir string) bool { return filepath.IsAbs(to) && inside(to, dir) }); holder >= 0 {
+			d.misplaced = append(d.misplaced, fmt.Sprintf("backup %s: its copies cannot go to %s, inside %s, which an app's, a service's or a job's account writes (it could replace them, and Caddy refuses it): give it `to` outside, like /var/backups/%s", b.Name, to, others[holder], b.Name))
 			continue
 		}
 		extra = append(extra, placed{to, caddysOwn})

@@ -68,7 +68,11 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 		"hearth": {"backups": [
 			{"name": "site", "path": "/srv/site/db.sqlite3", "to": "/data/backups/site"},
 			{"name": "shop", "database": "default", "to": "backups"},
-		{"name": "shop2", "database": "other", "app": "shop", "to": "../shop-backups"}
+		{"name": "shop2", "database": "other", "app": "shop", "to": "../shop-backups"},
+		{"name": "worker", "path": "/srv/worker/db.sqlite3", "to": "/srv/worker/backups"}
+		],
+		"services": [
+			{"name": "worker", "command": ["celery"], "dir": "/srv/worker"}
 		]},
 		"http": {"servers": {"s": {"listen": [":8080"], "routes": [
 			{"handle": [{"handler": "wsgi", "app": "shop.wsgi:application", "name": "shop", "dir": "/srv/shop", "user": "shopkeeper"}]}
@@ -83,7 +87,8 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 	out := d.ownershipSteps(unitOptions{user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy"})
 	for _, want := range []string{
 		"#   sudo chown -R shopkeeper:caddy /srv/shop",
-		"# Change the config: backup shop: its copies cannot go to /srv/shop/backups, inside /srv/shop, which an app's account writes",
+		"# Change the config: backup shop: its copies cannot go to /srv/shop/backups, inside /srv/shop, which an app's, a service's or a job's account writes",
+		"# Change the config: backup worker: its copies cannot go to /srv/worker/backups, inside /srv/worker",
 		"#   sudo install -d -o caddy -g caddy -m 0750 /data/backups/site /srv/shop-backups\n",
 	} {
 		if !strings.Contains(out, want) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // sqliteFile is a database file SQLite wrote (one table, one row).
@@ -253,4 +254,43 @@ func TestStaleWorkspacesAreRemoved(t *testing.T) {
 	if _, err := os.Lstat(other); err != nil {
 		t.Errorf("another backup's workspace was removed")
 	}
+}
+
+// TestOneRunOfABackupAtATime: a run of a backup that a reload dropped
+// (its Job destructed, its history gone) still keeps the backup's next
+// Job, a reload later, from starting another into the same directory.
+func TestOneRunOfABackupAtATime(t *testing.T) {
+	base := t.TempDir()
+	db := filepath.Join(base, "site.sqlite3")
+	makeDB(t, db, "row")
+	spec, err := (&BackupConfig{Name: "once", Path: db, To: filepath.Join(base, "copies")}).ResolveBackup(nil, "")
+	must(t, err)
+	j := New(spec, zap.NewNop())
+	defer j.Destruct()
+	id, err := j.RunNow()
+	must(t, err)
+	first := waitRun(t, j, id)
+	last := lastBackup([]Run{first})
+	if first.Result != OK || last == nil {
+		t.Fatalf("the first copy: %s %q", first.Result, first.Output)
+	}
+	if !startBackupRun("once") { // a dropped Job's run, under way
+		t.Fatal("a backup run is marked after the run's end")
+	}
+	if _, err := j.RunNow(); err != ErrRunning {
+		t.Errorf("a second run of the backup beside the first: %v, want ErrRunning", err)
+	}
+	if _, err := restoreFile(j, last.File); err != ErrRunning {
+		t.Errorf("a restore beside a run of the backup: %v, want ErrRunning", err)
+	}
+	endBackupRun("once")
+	id, err = j.RunNow()
+	must(t, err)
+	if run := waitRun(t, j, id); run.Result != OK {
+		t.Errorf("once the first ended: %s %q", run.Result, run.Output)
+	}
+	if !startBackupRun("once") {
+		t.Errorf("the run's end did not unmark the backup")
+	}
+	endBackupRun("once")
 }

@@ -126,6 +126,37 @@ func HoldApp(app string) (release func(), running []string) {
 	}, running
 }
 
+// backupRuns names the backups with a run (a copy or a restore) under
+// way, wherever their Job is: a reload that drops a backup lets its run
+// finish, and one that brings it back makes a new history, whose first
+// run would otherwise write into the same directory at the same time
+// (each removing the other's partial copy and workspace).
+var backupRuns struct {
+	sync.Mutex
+	names map[string]bool
+}
+
+// startBackupRun marks a run of the backup name under way, unless one is.
+func startBackupRun(name string) bool {
+	backupRuns.Lock()
+	defer backupRuns.Unlock()
+	if backupRuns.names[name] {
+		return false
+	}
+	if backupRuns.names == nil {
+		backupRuns.names = map[string]bool{}
+	}
+	backupRuns.names[name] = true
+	return true
+}
+
+// endBackupRun ends what startBackupRun marked.
+func endBackupRun(name string) {
+	backupRuns.Lock()
+	defer backupRuns.Unlock()
+	delete(backupRuns.names, name)
+}
+
 // startForApp counts a run of the job named as kind and name, of app,
 // unless app is held (HoldApp): then false.
 func startForApp(app, name string) bool {
@@ -421,10 +452,21 @@ func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error)
 		h.mu.Unlock()
 		return 0, ErrRunning
 	}
+	backup := j.spec.Kind == KindBackup
+	if backup && !startBackupRun(j.spec.Name) {
+		if trigger == "schedule" {
+			h.skipped++
+		}
+		h.mu.Unlock()
+		return 0, ErrRunning
+	}
 	forApp := ""
 	if trigger != TriggerRestore && j.spec.App != "" {
 		forApp = string(j.spec.Kind) + " " + j.spec.Name
 		if !startForApp(j.spec.App, forApp) {
+			if backup {
+				endBackupRun(j.spec.Name)
+			}
 			if trigger == "schedule" {
 				h.skipped++
 			}
@@ -443,6 +485,9 @@ func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error)
 	j.runs.Add(1)
 	panics.Go(j.logger, "running a job", func() {
 		defer j.runs.Done()
+		if backup {
+			defer endBackupRun(j.spec.Name)
+		}
 		if forApp != "" {
 			defer endForApp(j.spec.App, forApp)
 		}
