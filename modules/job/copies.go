@@ -15,11 +15,9 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,7 +42,7 @@ func openCopies(to string) (*os.File, error) {
 	}
 	dir, err := os.OpenFile(to, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open the backup directory %s as Caddy's account (%s; a symbolic link is not taken): %w; %s", to, accountName(os.Geteuid()), err, copiesFix(to))
+		return nil, fmt.Errorf("cannot open the backup directory %s as Caddy's account (%s; a symbolic link is not taken): %w; %s", to, safedir.Owner(uint32(os.Geteuid())), err, copiesFix(to))
 	}
 	if err := ownCopies(to, dir); err != nil {
 		dir.Close()
@@ -65,7 +63,7 @@ func checkCopies(to string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("cannot open the backup directory %s as Caddy's account (%s; a symbolic link is not taken): %w; %s", to, accountName(os.Geteuid()), err, copiesFix(to))
+		return fmt.Errorf("cannot open the backup directory %s as Caddy's account (%s; a symbolic link is not taken): %w; %s", to, safedir.Owner(uint32(os.Geteuid())), err, copiesFix(to))
 	}
 	defer dir.Close()
 	return ownCopies(to, dir)
@@ -77,13 +75,13 @@ func copiesFix(to string) string {
 	if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Sprintf("Hearth writes the copies as Caddy's account (%s), so that the app they protect can neither remove nor replace them; "+
 			"make the directory for that account (`sudo install -d -o %d -m 700 %s`; under systemd, the unit `caddy hearth systemd` writes lists it in ReadWritePaths, and a directory made after Caddy started is writable once the unit is restarted), "+
-			"or give `to` a directory outside the app's (like /var/backups/<name>)", accountName(uid), uid, shellQuote(to))
+			"or give `to` a directory outside the app's (like /var/backups/<name>)", safedir.Owner(uint32(uid)), uid, shellQuote(to))
 	}
 	to = shellQuote(to)
 	return fmt.Sprintf("Hearth writes the copies as Caddy's account (%s), so that the app they protect can neither remove nor replace them; "+
 		"give the directory to that account (`sudo chown %d %s && sudo chmod 700 %s`; not -R: copies another account made stay its own, and a restore of one asks you to check it first), "+
 		"or give `to` a directory outside the app's (like /var/backups/<name>)",
-		accountName(uid), uid, to, to)
+		safedir.Owner(uint32(uid)), uid, to, to)
 }
 
 // copiesRefused checks the names on the way to the backup directory to
@@ -103,7 +101,7 @@ func copiesRefused(to string, create bool) error {
 		// helps, it must be elsewhere
 		if err := safedir.TrustedFile(filepath.Dir(to)); err != nil {
 			return fmt.Errorf("the backup directory %s: %w; the copies must be where only root or Caddy's account (%s) can change anything on the way: "+
-				"give `to` a directory outside every app's (like /var/backups/<name>)", to, err, accountName(uid))
+				"give `to` a directory outside every app's (like /var/backups/<name>)", to, err, safedir.Owner(uint32(uid)))
 		}
 	}
 	if err := safedir.TrustedFile(existing); err != nil {
@@ -112,12 +110,12 @@ func copiesRefused(to string, create bool) error {
 	if existing != to && !create {
 		// it will be made in existing: by an account that may write there
 		if err := writable(existing); err != nil {
-			return fmt.Errorf("Caddy's account (%s) cannot make the backup directory %s in %s: %w; %s", accountName(uid), to, existing, err, fix)
+			return fmt.Errorf("Caddy's account (%s) cannot make the backup directory %s in %s: %w; %s", safedir.Owner(uint32(uid)), to, existing, err, fix)
 		}
 		return nil
 	}
 	if err := os.MkdirAll(to, 0o700); err != nil {
-		return fmt.Errorf("cannot make the backup directory %s as Caddy's account (%s): %w; %s", to, accountName(uid), err, fix)
+		return fmt.Errorf("cannot make the backup directory %s as Caddy's account (%s): %w; %s", to, safedir.Owner(uint32(uid)), err, fix)
 	}
 	if err := safedir.TrustedFile(to); err != nil {
 		return fmt.Errorf("the backup directory %s: %w; %s", to, err, fix)
@@ -126,7 +124,7 @@ func copiesRefused(to string, create bool) error {
 	// mounted read-only, as systemd's ProtectSystem leaves what the unit
 	// does not list in ReadWritePaths)
 	if err := writable(to); err != nil {
-		return fmt.Errorf("Caddy's account (%s) cannot write the backup directory %s: %w", accountName(uid), to, err)
+		return fmt.Errorf("Caddy's account (%s) cannot write the backup directory %s: %w", safedir.Owner(uint32(uid)), to, err)
 	}
 	return nil
 }
@@ -161,18 +159,9 @@ func ownCopies(to string, dir *os.File) error {
 		return err
 	}
 	if int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
-		return fmt.Errorf("the backup directory %s belongs to %s with mode %04o; %s", to, accountName(int(st.Uid)), st.Mode&0o7777, copiesFix(to))
+		return fmt.Errorf("the backup directory %s belongs to %s with mode %04o; %s", to, safedir.Owner(uint32(int(st.Uid))), st.Mode&0o7777, copiesFix(to))
 	}
 	return nil
-}
-
-// accountName names a uid for messages: "name (uid N)".
-func accountName(uid int) string {
-	id := strconv.Itoa(uid)
-	if u, err := user.LookupId(id); err == nil {
-		return u.Username + " (uid " + id + ")"
-	}
-	return "uid " + id
 }
 
 // copyStamp is the time in a copy's name: UTC, to the millisecond.
@@ -420,7 +409,7 @@ func openCopy(to, file string) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("the copy %s belongs to %s with mode %04o and %d names: a restore takes a copy of Caddy's account (%s), writable by no other, "+
 			"with no other name (a hard link), as the copies Hearth makes are; if you checked what it holds: `sudo chown %d %s && sudo chmod 600 %s`, "+
-			"or for a hard link, copy it (`cp`) under a new name", file, accountName(int(st.Uid)), st.Mode&0o7777, st.Nlink, accountName(os.Geteuid()),
+			"or for a hard link, copy it (`cp`) under a new name", file, safedir.Owner(uint32(int(st.Uid))), st.Mode&0o7777, st.Nlink, safedir.Owner(uint32(os.Geteuid())),
 			os.Geteuid(), shellQuote(file), shellQuote(file))
 	}
 	return f, nil

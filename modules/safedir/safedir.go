@@ -212,7 +212,7 @@ func checkEntries(path string) error {
 			return fmt.Errorf("%s: no owner information", p)
 		}
 		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-			return fmt.Errorf("%s is owned by %s", p, owner(st.Uid))
+			return fmt.Errorf("%s is owned by %s", p, Owner(st.Uid))
 		}
 		if info.Mode()&fs.ModeSymlink == 0 { // (a link's file system is its directory's, checked next)
 			if problem := othersFUSE(p); problem != "" {
@@ -247,7 +247,7 @@ func checkParents(dir string) error {
 			return fmt.Errorf("%s: no owner information", dir)
 		}
 		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-			return fmt.Errorf("%s is owned by %s, not by root or Caddy's user, %s: another user could replace what Hearth writes under it; use a directory of root or Caddy's user (for the temporary directory, set TMPDIR)", dir, owner(st.Uid), owner(uint32(os.Geteuid())))
+			return fmt.Errorf("%s is owned by %s, not by root or Caddy's user, %s: another user could replace what Hearth writes under it; use a directory of root or Caddy's user (for the temporary directory, set TMPDIR)", dir, Owner(st.Uid), Owner(uint32(os.Geteuid())))
 		}
 		if info.Mode().Perm()&0o022 != 0 && info.Mode()&fs.ModeSticky == 0 {
 			return fmt.Errorf("%s is writable by group or others without the sticky bit (mode %04o): another user could replace what Hearth writes under it; `chmod go-w %s` (or `chmod +t` for a shared temporary directory)", dir, info.Mode().Perm(), dir)
@@ -270,7 +270,7 @@ func checkOwned(path string, info fs.FileInfo) error {
 		return fmt.Errorf("%s: no owner information", path)
 	}
 	if int(st.Uid) != os.Geteuid() {
-		return refuse(path, fmt.Sprintf("is owned by %s, not by Caddy's user, %s", owner(st.Uid), owner(uint32(os.Geteuid()))))
+		return refuse(path, fmt.Sprintf("is owned by %s, not by Caddy's user, %s", Owner(st.Uid), Owner(uint32(os.Geteuid()))))
 	}
 	if problem := othersFUSE(path); problem != "" {
 		return refuse(path, problem+" (unmount it first: `fusermount3 -u "+path+"`)")
@@ -287,7 +287,7 @@ func othersFUSE(path string) string {
 	}
 	who := "an account it does not say"
 	if by > 0 {
-		who = owner(uint32(by))
+		who = Owner(uint32(by))
 	}
 	return "is on a FUSE file system that " + who + " mounted, whose owners are whatever the program serving it says"
 }
@@ -338,8 +338,9 @@ func refuse(path, problem string) error {
 	return fmt.Errorf("%s %s: someone else may have made it to plant code or files that Hearth's workers would use, so Hearth will not use it; look at what it holds, remove it (`rm -rf %s`) and start Caddy again", path, problem, path)
 }
 
-// owner names a uid for messages.
-func owner(uid uint32) string {
+// Owner names a uid for messages: "name (uid N)", or "uid N" for a uid
+// with no account.
+func Owner(uid uint32) string {
 	id := strconv.FormatUint(uint64(uid), 10)
 	if u, err := user.LookupId(id); err == nil {
 		return u.Username + " (uid " + id + ")"
