@@ -166,14 +166,15 @@ func (g *Guard) Check(r *http.Request) error {
 }
 
 // dropProxyHeaders removes the proxy headers (proxyheaders.Is) from r
-// unless its peer is one of the server's trusted_proxies. Caddy's
-// reverse_proxy then sets X-Forwarded-For, -Proto and -Host itself.
+// unless its peer is one of the server's trusted_proxies, and those
+// spelled with '_' whatever the peer: no proxy sends them, the guard does
+// not judge them (checkHost), and FastCGI, CGI and older gunicorn read
+// X_Forwarded_Host as X-Forwarded-Host, joined to the one the proxy set.
+// Caddy's reverse_proxy then sets X-Forwarded-For, -Proto and -Host itself.
 func dropProxyHeaders(r *http.Request) {
-	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
-		return
-	}
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 	for name := range r.Header {
-		if proxyheaders.Is(name) {
+		if proxyheaders.Is(name) && (!trusted || strings.Contains(name, "_")) {
 			delete(r.Header, name)
 		}
 	}

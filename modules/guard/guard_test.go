@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
@@ -247,6 +248,9 @@ func guardedResponse(t testing.TB, scanLimit, status int, header http.Header, bo
 }
 
 func TestGuardResponses(t *testing.T) {
+	limit := responseLogs
+	responseLogs = &loglimit.Limit{} // a line for each case (in service, one a second)
+	defer func() { responseLogs = limit }()
 	const html = "text/html; charset=utf-8"
 	var twice bytes.Buffer // gzip over gzip
 	zw := gzip.NewWriter(&twice)
@@ -569,6 +573,8 @@ func TestForwardedHostsFromATrustedProxy(t *testing.T) {
 		{true, "Forwarded", `for=192.0.2.1;Host=evil.example`, false},
 		{true, "Forwarded", `for=192.0.2.1, for=198.51.100.2;host=evil.example`, false},
 		{false, "X-Forwarded-Host", "evil.example", true},
+		{true, "X-Original-Host", "evil.example", false},
+		{true, "X-Host", "evil.example", false},
 	} {
 		r := httptest.NewRequest("GET", "http://example.net/", nil)
 		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: tc.trusted}))
@@ -583,7 +589,10 @@ func TestForwardedHostsFromATrustedProxy(t *testing.T) {
 
 // TestGuardDropsProxyHeaders: what the handlers behind the guard get (a
 // reverse_proxy to Node as much as a Python app) carries no proxy header
-// a client wrote itself; a trusted proxy's stay.
+// a client wrote itself; a trusted proxy's stay, but for those spelled
+// with '_': the guard does not judge them, and FastCGI and gunicorn read
+// X_Forwarded_Host as X-Forwarded-Host (joined to the proxy's own: a
+// password reset's link on the client's host).
 func TestGuardDropsProxyHeaders(t *testing.T) {
 	g := &Guard{}
 	if err := g.Prepare(zap.NewNop()); err != nil {
@@ -595,6 +604,8 @@ func TestGuardDropsProxyHeaders(t *testing.T) {
 		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-For", "Forwarded", "X-Real-IP", "CF-Connecting-IP", "True-Client-IP", "Cookie", "X-Requested-With"} {
 			r.Header.Set(h, "evil.example")
 		}
+		r.Header["X_forwarded_host"] = []string{"evil.example"} // as net/http keeps X_Forwarded_Host
+		r.Header["X_real_ip"] = []string{"192.0.2.1"}
 		var seen http.Header
 		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			seen = r.Header.Clone()
@@ -607,6 +618,9 @@ func TestGuardDropsProxyHeaders(t *testing.T) {
 			if (seen.Get(h) != "") != trusted {
 				t.Errorf("trusted %v: %s is %q behind the guard", trusted, h, seen.Get(h))
 			}
+		}
+		if seen["X_forwarded_host"] != nil || seen["X_real_ip"] != nil {
+			t.Errorf("trusted %v: proxy headers spelled with '_' reach the app: %v", trusted, seen)
 		}
 		if seen.Get("Cookie") == "" || seen.Get("X-Requested-With") == "" {
 			t.Errorf("trusted %v: other headers were dropped: %v", trusted, seen)
@@ -708,5 +722,25 @@ func TestSecureHeadersShareOneArray(t *testing.T) {
 		if got := next[name]; len(got) != 1 || got[0] != want {
 			t.Errorf("the next response's %s: %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestReplacedResponsesAreLoggedOnceASecond: a client can make an app
+// with DEBUG on answer a debug page with every request (any unknown URL):
+// each is replaced, but the log gets one line a second, counting the rest.
+func TestReplacedResponsesAreLoggedOnceASecond(t *testing.T) {
+	limit := responseLogs
+	responseLogs = &loglimit.Limit{Every: time.Hour}
+	defer func() { responseLogs = limit }()
+	lines := 0
+	for range 5 {
+		rec, logs := guardedResponse(t, 0, 500, http.Header{"Content-Type": {"text/html"}}, []byte(djangoDebug500), 1<<20)
+		if rec.Body.String() != "Internal Server Error\n" {
+			t.Fatalf("not replaced: %q", rec.Body.String())
+		}
+		lines += logs.Len()
+	}
+	if lines != 1 {
+		t.Errorf("%d log lines for 5 replaced responses within a second, want 1", lines)
 	}
 }

@@ -29,10 +29,13 @@ func (g *Guard) checkHost(r *http.Request) error {
 	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
 		return nil // dropped (dropProxyHeaders)
 	}
-	for _, v := range r.Header.Values("X-Forwarded-Host") {
-		for host := range strings.SplitSeq(v, ",") {
-			if err := g.checkOneHost(strings.TrimSpace(host), "X-Forwarded-Host (from a trusted proxy)"); err != nil {
-				return err
+	// (spelled with '_', they are dropped: dropProxyHeaders)
+	for _, name := range []string{"X-Forwarded-Host", "X-Original-Host", "X-Host"} {
+		for _, v := range r.Header.Values(name) {
+			for host := range strings.SplitSeq(v, ",") {
+				if err := g.checkOneHost(strings.TrimSpace(host), name+" (from a trusted proxy)"); err != nil {
+					return err
+				}
 			}
 		}
 	}

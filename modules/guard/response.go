@@ -6,8 +6,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
+
+	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 )
 
 // debugSignatures are byte strings that only framework debug pages and
@@ -71,8 +76,10 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	if gw.r.URL.Path != gw.path || gw.r.URL.RawQuery != gw.query {
 		stripped := gw.r.URL.Path != gw.path && strings.HasSuffix(gw.path, gw.r.URL.Path)
 		if reason := gw.g.refusedAs(gw.r, !stripped); reason != "" {
-			gw.g.logger.Warn("guard refused a request after a rewrite", zap.String("path", gw.path),
-				zap.String("rewritten_to", gw.r.URL.Path), zap.String("reason", reason))
+			if ok, skipped := responseLogs.Allow(); ok {
+				gw.g.logger.Warn("guard refused a request after a rewrite (at most one line a second of those a client can cause)", loggedPath(gw.path),
+					zap.String("rewritten_to", textcut.Prefix(gw.r.URL.Path, maxLoggedPath)), zap.String("reason", reason), zap.Int64("not_logged_since", skipped))
+			}
 			gw.replaceWith(http.StatusNotFound)
 			return
 		}
@@ -89,6 +96,18 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	gw.ResponseWriter.WriteHeader(status)
 }
 
+// responseLogs rate-limits the lines about responses replaced or refused,
+// which a client can cause with every request (any unknown URL, on an app
+// with DEBUG on); loggedPath cuts the path it chose.
+var responseLogs = &loglimit.Limit{Every: time.Second}
+
+// maxLoggedPath bounds a path in a log line (Caddy takes ~16 KiB).
+const maxLoggedPath = 512
+
+func loggedPath(path string) zap.Field {
+	return zap.String("path", textcut.Prefix(path, maxLoggedPath))
+}
+
 func (gw *guardedWriter) Write(p []byte) (int, error) {
 	if !gw.wroteHeader {
 		gw.WriteHeader(http.StatusOK)
@@ -102,9 +121,11 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 		}
 		if gw.held.Len() > gw.holdLimit {
 			gw.holding = false
-			gw.g.logger.Error("guard replaced an error response larger than it checks",
-				zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("scan_limit", gw.g.ScanLimit),
-				zap.String("fix", "if the app's error pages are this large, raise the guard's scan_limit"))
+			if ok, skipped := responseLogs.Allow(); ok {
+				gw.g.logger.Error("guard replaced an error response larger than it checks (at most one line a second of those a client can cause)",
+					loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("scan_limit", gw.g.ScanLimit), zap.Int64("not_logged_since", skipped),
+					zap.String("fix", "if the app's error pages are this large, raise the guard's scan_limit"))
+			}
 			gw.replace()
 		}
 		return len(p), nil
@@ -165,9 +186,11 @@ func (gw *guardedWriter) release() {
 	body := gw.held.Bytes()
 	text, err := decodedBody(gw.Header(), body, gw.g.ScanLimit)
 	if err != nil {
-		gw.g.logger.Error("guard replaced a compressed error response it could not check",
-			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status),
-			zap.Strings("content_encoding", gw.Header().Values("Content-Encoding")), zap.Error(err))
+		if ok, skipped := responseLogs.Allow(); ok {
+			gw.g.logger.Error("guard replaced a compressed error response it could not check (at most one line a second of those a client can cause)",
+				loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.Int64("not_logged_since", skipped),
+				zap.Strings("content_encoding", gw.Header().Values("Content-Encoding")), zap.Error(err))
+		}
 		gw.replace()
 		return
 	}
@@ -175,10 +198,12 @@ func (gw *guardedWriter) release() {
 		// the page itself stays out of the log: a debug page shows the
 		// request's cookies and Authorization header, settings and local
 		// variables; the app's own log has its traceback
-		gw.g.logger.Error("guard replaced a response that carried a debug page or traceback",
-			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.String("signature", sig),
-			zap.String("page", pageName(text)),
-			zap.String("fix", "debug pages are for development: turn off DEBUG (Django) or debug mode (Flask, Starlette); the traceback is in the app's log"))
+		if ok, skipped := responseLogs.Allow(); ok {
+			gw.g.logger.Error("guard replaced a response that carried a debug page or traceback (at most one line a second of those a client can cause)",
+				loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.String("signature", sig),
+				zap.String("page", pageName(text)), zap.Int64("not_logged_since", skipped),
+				zap.String("fix", "debug pages are for development: turn off DEBUG (Django) or debug mode (Flask, Starlette); the traceback is in the app's log"))
+		}
 		gw.replace()
 		return
 	}
