@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -443,15 +444,22 @@ func TestRestoreWhileStarting(t *testing.T) {
 	t.Parallel()
 	dir, db, copied := liveAndCopy(t)
 	port := freePort(t)
+	starts := filepath.Join(dir, "starts")  // the app's service, which a refused restore leaves running
 	config := func(release string) string { // before_start waits (up to a minute) for the file release
-		return helloWithBackup(db, filepath.Join(dir, "backups"), port,
-			fmt.Sprintf(`before_start {PYTHON} -c "import os, time; [time.sleep(0.1) for _ in range(600) if not os.path.exists('%s')]"`, release))
+		return strings.Replace(helloWithBackup(db, filepath.Join(dir, "backups"), port,
+			fmt.Sprintf(`before_start {PYTHON} -c "import os, time; [time.sleep(0.1) for _ in range(600) if not os.path.exists('%s')]"`, release)),
+			"\t\tbackup site {", fmt.Sprintf("\t\tservice worker {\n\t\t\tapp hello\n\t\t\tcommand python -c \"import os, time; print(os.getpid(), file=open('%s', 'a'), flush=True); time.sleep(3600)\"\n\t\t\tstop_timeout 5s\n\t\t}\n\t\tbackup site {", starts), 1)
+	}
+	pids := func() []string {
+		data, _ := os.ReadFile(starts)
+		return strings.Fields(string(data))
 	}
 	first := filepath.Join(dir, "first")
 	if err := os.WriteFile(first, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := startCaddy(t, config(first))
+	waitFor(t, 20*time.Second, "the service started", func() bool { return len(pids()) == 1 })
 	release := filepath.Join(dir, "migrated")
 	reloaded := make(chan int, 1)
 	go func() { code, _ := c.load(config(release)); reloaded <- code }()
@@ -470,6 +478,10 @@ func TestRestoreWhileStarting(t *testing.T) {
 	code, body := adminPost(t, c, "/hearth/backups/site/restore?file="+copied, "")
 	if code != http.StatusConflict || !strings.Contains(body, "is starting") {
 		t.Errorf("a restore while the app's new version starts: %d %s, want 409 saying it is starting", code, body)
+	}
+	// (the reload then replaces the service with the app it belongs to)
+	if pid, _ := strconv.Atoi(pids()[0]); len(pids()) != 1 || syscall.Kill(pid, 0) != nil {
+		t.Errorf("the app's service was stopped for a restore refused: %v", pids())
 	}
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)

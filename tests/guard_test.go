@@ -167,11 +167,14 @@ http://:%d {
 		}
 	}
 
-	for _, site := range []struct {
+	for i, site := range []struct {
 		port   int
 		accept string
 	}{{guarded, "gzip"}, {encoded, "zstd"}, {encoded, "gzip"}} {
 		name := fmt.Sprintf("port %d, Accept-Encoding %s", site.port, site.accept)
+		if i > 0 {
+			time.Sleep(1100 * time.Millisecond) // the guard logs one replaced page a second
+		}
 		resp, body := fetchEncoded(t, at(site.port, "/boom"), "", site.accept)
 		if resp.StatusCode != 500 || body != "Internal Server Error\n" {
 			t.Errorf("%s: a failing view: %d %q", name, resp.StatusCode, truncateString(body, 200))

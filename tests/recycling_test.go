@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -348,5 +349,74 @@ func TestWatchRestartsOnChange(t *testing.T) {
 	})
 	if _, body := get(t, url); body != "version 2" {
 		t.Errorf("after a broken change: %q", body)
+	}
+}
+
+// TestRestartCutShortByAReloadIs409: a reload that replaces an app while
+// a restart of it waits for a new worker ends the restart with 409, "ask
+// again", as the README says (it answered 500, as for a worker that
+// could not start).
+func TestRestartCutShortByAReloadIs409(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate") // while it is missing, a worker of the first config waits to import
+	if err := os.WriteFile(filepath.Join(dir, "gated.py"), []byte(`import os, time
+gate = os.environ.get("GATE")
+if gate and not os.path.exists(gate):
+    open(gate + ".waiting", "w").close()
+while gate and not os.path.exists(gate):
+    time.sleep(0.05)
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	config := func(more string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\twsgi gated:application {\n\t\tname gated\n\t\tdir %s\n\t\tpython {PYTHON}\n\t\tworkers 1\n\t\t%s\n\t}\n}\n", port, dir, more)
+	}
+	c := startCaddy(t, config("env GATE "+gate))
+	if err := os.Remove(gate); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		code int
+		body string
+	}
+	restarted := make(chan answer, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 60 * time.Second}).Post("http://"+c.admin+"/hearth/apps/gated/restart", "application/json", nil)
+		if err != nil {
+			restarted <- answer{0, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		restarted <- answer{resp.StatusCode, string(b)}
+	}()
+	waitFor(t, 20*time.Second, "the restart's new worker waiting to import", func() bool {
+		select {
+		case a := <-restarted:
+			t.Fatalf("the restart ended before the reload: %d %s", a.code, a.body)
+		default:
+		}
+		_, err := os.Stat(gate + ".waiting")
+		return err == nil
+	})
+	if code, body := c.load(config("")); code != 200 {
+		t.Fatalf("the reload: %d %s", code, body)
+	}
+	select {
+	case a := <-restarted:
+		if a.code != http.StatusConflict || !strings.Contains(a.body, "ask again") {
+			t.Errorf("a restart cut short by a reload: %d %s, want 409 saying to ask again", a.code, a.body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the restart did not end after the reload replaced its app")
 	}
 }

@@ -39,11 +39,30 @@ func init() {
 	if _, set := os.LookupEnv("CADDY_ADMIN"); set {
 		return
 	}
-	// a socket in a directory this user may not enter is still the one
-	// meant: the request then fails with "permission denied"
-	if info, err := os.Stat(DefaultAdminSocket); err == nil && info.Mode().Type() == os.ModeSocket || errors.Is(err, fs.ErrPermission) {
+	if unitsSocket(DefaultAdminSocket, installedUnit) {
 		caddy.DefaultAdminListen = "unix/" + DefaultAdminSocket
 	}
+}
+
+// installedUnit is where `caddy hearth systemd` says to install its unit.
+const installedUnit = "/etc/systemd/system/caddy.service"
+
+// unitsSocket says whether the admin API to talk to is the unit's socket:
+// when it exists; when it is in a directory this user may not enter (the
+// request then fails with "permission denied", which says what to do);
+// and when the unit at unit puts the admin API there, socket or not.
+// While the unit's Caddy is down (stopped, or restarting after a bad
+// edit) the socket is gone, and falling back to localhost:2019 would send
+// `caddy reload`'s whole config (its env values, DNS keys) to whatever
+// any local account listens there with, and take its answer for
+// Caddy's: the command fails instead, saying no Caddy answers.
+func unitsSocket(socket, unit string) bool {
+	info, err := os.Stat(socket)
+	if err == nil && info.Mode().Type() == os.ModeSocket || errors.Is(err, fs.ErrPermission) {
+		return true
+	}
+	data, err := os.ReadFile(unit)
+	return err == nil && strings.Contains(string(data), "CADDY_ADMIN=unix/"+socket)
 }
 
 // addressFlagHelp describes the --address flag of the commands that call

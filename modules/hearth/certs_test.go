@@ -95,3 +95,14 @@ func (fakeDDNS) ManagedNames() []string { return nil }
 func (fakeDDNS) WritesNothing() bool    { return false }
 func (fakeDDNS) DashboardStatus() any   { return nil }
 func (fakeDDNS) Redact(s string) string { return strings.ReplaceAll(s, "ddns-secret-1", "[redacted]") }
+
+// TestCertificateSummaryOfAHostileAnswer: `caddy hearth status` prints
+// what answers on the admin address, which may not be this Caddy (see
+// unitsSocket): a valid certificate without its expiry is printed, not a
+// panic.
+func TestCertificateSummaryOfAHostileAnswer(t *testing.T) {
+	got, ok := certificateSummary([]CertificateState{{Name: "shop.example", State: CertValid}})
+	if !ok || !strings.Contains(got, "shop.example: valid to an unknown date") {
+		t.Errorf("%q %v", got, ok)
+	}
+}

@@ -1134,6 +1134,9 @@ OOMPolicy=continue
 LimitNOFILE=1048576
 RuntimeDirectory=caddy
 RuntimeDirectoryMode=0700
+# kept across stops and restarts (until a reboot), as the admin socket's
+# directory that caddy reload and caddy hearth look for
+RuntimeDirectoryPreserve=yes
 %[13]sUMask=0077
 # CAP_SETUID and CAP_SETGID start the apps as their account, CAP_KILL signals
 # them, CAP_NET_BIND_SERVICE (when a port is below 1024) binds the ports.

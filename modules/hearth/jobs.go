@@ -543,6 +543,14 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 			return caddy.APIError{HTTPStatus: http.StatusConflict,
 				Err: fmt.Errorf("%s of app %s is running (it may be writing to the database); nothing was restored: restore once it has ended (GET /hearth/jobs and /hearth/backups show it)", strings.Join(running, ", "), app)}
 		}
+		// (refused before anything is stopped)
+		all, _ := poolsNamed(app, false)
+		for _, p := range all {
+			if pausable, ok := p.(Pausable); ok && pausable.Starting() {
+				return caddy.APIError{HTTPStatus: http.StatusConflict,
+					Err: fmt.Errorf("app %s is starting (its before_start may be changing the database); nothing was restored: restore once it runs (GET /hearth/apps/%s shows its state), or when it has failed", app, app)}
+			}
+		}
 		// and its services (a Celery worker) are stopped, their running
 		// tasks finished within their stop_timeout, and started again
 		// once the copy is in
@@ -554,13 +562,6 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 				}
 			}
 		}()
-		all, _ := poolsNamed(app, false)
-		for _, p := range all {
-			if pausable, ok := p.(Pausable); ok && pausable.Starting() {
-				return caddy.APIError{HTTPStatus: http.StatusConflict,
-					Err: fmt.Errorf("app %s is starting (its before_start may be changing the database); nothing was restored: restore once it runs (GET /hearth/apps/%s shows its state), or when it has failed", app, app)}
-			}
-		}
 		pools, _ := poolsNamed(app, true)
 		for _, p := range pools {
 			pausable, ok := p.(Pausable)

@@ -288,7 +288,11 @@ func certificateSummary(certs []CertificateState) (string, bool) {
 	for _, c := range certs {
 		switch c.State {
 		case CertValid:
-			parts = append(parts, fmt.Sprintf("%s: valid to %s (%s)", c.Name, c.NotAfter.Format("2006-01-02"), c.Issuer))
+			to := "an unknown date" // (an answer without it: not this Caddy's)
+			if c.NotAfter != nil {
+				to = c.NotAfter.Format("2006-01-02")
+			}
+			parts = append(parts, fmt.Sprintf("%s: valid to %s (%s)", c.Name, to, c.Issuer))
 		default:
 			ok = false
 			parts = append(parts, c.Name+": "+c.State)

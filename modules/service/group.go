@@ -469,11 +469,11 @@ func (g *Group) awaitReplacement(old *proc) error {
 		case failed != "":
 			return errors.New(failed)
 		case state != supervisor.Running:
-			return fmt.Errorf("the service is %s", state)
+			return fmt.Errorf("the service is %s, %w", state, supervisor.ErrNotRunning)
 		}
 		select {
 		case <-g.ctx.Done():
-			return errors.New("the service stopped")
+			return fmt.Errorf("the service stopped, %w", supervisor.ErrNotRunning)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -438,7 +438,8 @@ func (p *Pool) Restart() error {
 	}
 	for _, r := range replicas {
 		if err := r.Recycle(p.ctx, "reload"); errors.Is(err, supervisor.ErrStopped) {
-			return errPoolStopped
+			// a reload took the pool out meanwhile: for the admin API, 409
+			return fmt.Errorf("app %s stopped during its restart, %w", p.opts.Name, supervisor.ErrNotRunning)
 		} else if err != nil {
 			return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
 		}
