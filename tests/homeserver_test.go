@@ -203,7 +203,7 @@ func TestHomeserverDeployHelpers(t *testing.T) {
 		"Description=Caddy with Hearth (engwrite, guestbook, servicec)",
 		// the apps' directories, and the backup's (optional: it may not exist yet)
 		"ReadWritePaths=" + filepath.Join(examples, "django") + " " + filepath.Join(examples, "flask") + " " + filepath.Join(examples, "node") + " -/var/backups/engwrite\n",
-		"sudo install -d -o caddy -g caddy -m 0750 /var/backups/engwrite\n",
+		"sudo install -d -o caddy -g caddy -m 0700 /var/backups/engwrite\n",
 		"StateDirectory=caddy\n", // the data directory, /var/lib/caddy
 		"CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL\n", "ExecStart=" + caddyBinary(t) + " run --config " + config + "\n",
 	} {

@@ -78,6 +78,7 @@ type Guard struct {
 	hstsAge  int              // HSTSMaxAge when hsts was made
 	appHosts func() *AppHosts // the hosts the app allows, when Hosts is empty
 	logger   *zap.Logger
+	logs     *responseLogs // one line a second of each kind a client can cause
 }
 
 // CaddyModule returns the Caddy module information.
@@ -102,6 +103,7 @@ const DefaultHSTSMaxAge = 31536000
 // handlers that embed a Guard.
 func (g *Guard) Prepare(logger *zap.Logger) error {
 	g.logger = logger
+	g.logs = newResponseLogs()
 	if g.HSTSMaxAge == 0 {
 		g.HSTSMaxAge = DefaultHSTSMaxAge
 	}
@@ -157,7 +159,7 @@ func (g *Guard) Check(r *http.Request) error {
 	}
 	if reason := g.refused(r); reason != "" {
 		if ok, skipped := refusalWarnings.Allow(); ok { // scanners ask for /.env all day
-			g.logger.Warn("guard refused a request (at most one such line a second)", zap.String("path", r.URL.Path),
+			g.logger.Warn("guard refused a request (at most one such line a second)", loggedPath(r.URL.Path),
 				zap.String("reason", reason), zap.Int64("not_logged_since", skipped))
 		}
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("guard: %s", reason))

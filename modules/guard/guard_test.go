@@ -23,7 +23,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
@@ -248,9 +247,6 @@ func guardedResponse(t testing.TB, scanLimit, status int, header http.Header, bo
 }
 
 func TestGuardResponses(t *testing.T) {
-	limit := responseLogs
-	responseLogs = &loglimit.Limit{} // a line for each case (in service, one a second)
-	defer func() { responseLogs = limit }()
 	const html = "text/html; charset=utf-8"
 	var twice bytes.Buffer // gzip over gzip
 	zw := gzip.NewWriter(&twice)
@@ -729,18 +725,36 @@ func TestSecureHeadersShareOneArray(t *testing.T) {
 // with DEBUG on answer a debug page with every request (any unknown URL):
 // each is replaced, but the log gets one line a second, counting the rest.
 func TestReplacedResponsesAreLoggedOnceASecond(t *testing.T) {
-	limit := responseLogs
-	responseLogs = &loglimit.Limit{Every: time.Hour}
-	defer func() { responseLogs = limit }()
-	lines := 0
-	for range 5 {
-		rec, logs := guardedResponse(t, 0, 500, http.Header{"Content-Type": {"text/html"}}, []byte(djangoDebug500), 1<<20)
-		if rec.Body.String() != "Internal Server Error\n" {
+	core, logs := observer.New(zap.InfoLevel)
+	g := &Guard{}
+	if err := g.Prepare(zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	g.logs.debugPage.Every = time.Hour // (the test may take more than a second)
+	serve := func(status int, page string) {
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(status)
+			_, err := w.Write([]byte(page))
+			return err
+		})
+		rec := httptest.NewRecorder()
+		if err := g.ServeHTTP(rec, httptest.NewRequest("GET", "/page", nil), next); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Body.String() != http.StatusText(status)+"\n" {
 			t.Fatalf("not replaced: %q", rec.Body.String())
 		}
-		lines += logs.Len()
 	}
-	if lines != 1 {
-		t.Errorf("%d log lines for 5 replaced responses within a second, want 1", lines)
+	for range 5 {
+		serve(500, djangoDebug500)
+	}
+	if n := logs.Len(); n != 1 {
+		t.Errorf("%d log lines for 5 replaced responses within a second, want 1", n)
+	}
+	// another kind of line is not held back by that one
+	serve(500, djangoDebug500+strings.Repeat("x", 300<<10))
+	if n := logs.FilterMessageSnippet("larger than it checks").Len(); n != 1 {
+		t.Errorf("the line about a page too large to check was held back by the debug pages' (%d)", n)
 	}
 }

@@ -76,7 +76,7 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	if gw.r.URL.Path != gw.path || gw.r.URL.RawQuery != gw.query {
 		stripped := gw.r.URL.Path != gw.path && strings.HasSuffix(gw.path, gw.r.URL.Path)
 		if reason := gw.g.refusedAs(gw.r, !stripped); reason != "" {
-			if ok, skipped := responseLogs.Allow(); ok {
+			if ok, skipped := gw.g.logs.rewrite.Allow(); ok {
 				gw.g.logger.Warn("guard refused a request after a rewrite (at most one line a second of those a client can cause)", loggedPath(gw.path),
 					zap.String("rewritten_to", textcut.Prefix(gw.r.URL.Path, maxLoggedPath)), zap.String("reason", reason), zap.Int64("not_logged_since", skipped))
 			}
@@ -96,10 +96,18 @@ func (gw *guardedWriter) WriteHeader(status int) {
 	gw.ResponseWriter.WriteHeader(status)
 }
 
-// responseLogs rate-limits the lines about responses replaced or refused,
-// which a client can cause with every request (any unknown URL, on an app
-// with DEBUG on); loggedPath cuts the path it chose.
-var responseLogs = &loglimit.Limit{Every: time.Second}
+// responseLogs rate-limits, per guard and per kind, the lines about
+// responses replaced or refused, which a client can cause with every
+// request (any unknown URL, on an app with DEBUG on): a flood of one kind
+// on one site hides no other; loggedPath cuts the path it chose.
+type responseLogs struct {
+	rewrite, tooLarge, undecodable, debugPage loglimit.Limit
+}
+
+func newResponseLogs() *responseLogs {
+	return &responseLogs{rewrite: loglimit.Limit{Every: time.Second}, tooLarge: loglimit.Limit{Every: time.Second},
+		undecodable: loglimit.Limit{Every: time.Second}, debugPage: loglimit.Limit{Every: time.Second}}
+}
 
 // maxLoggedPath bounds a path in a log line (Caddy takes ~16 KiB).
 const maxLoggedPath = 512
@@ -121,7 +129,7 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 		}
 		if gw.held.Len() > gw.holdLimit {
 			gw.holding = false
-			if ok, skipped := responseLogs.Allow(); ok {
+			if ok, skipped := gw.g.logs.tooLarge.Allow(); ok {
 				gw.g.logger.Error("guard replaced an error response larger than it checks (at most one line a second of those a client can cause)",
 					loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("scan_limit", gw.g.ScanLimit), zap.Int64("not_logged_since", skipped),
 					zap.String("fix", "if the app's error pages are this large, raise the guard's scan_limit"))
@@ -147,7 +155,7 @@ func (gw *guardedWriter) hold(p []byte) bool {
 	gw.holding = false
 	if ok, skipped := pagesSpentWarnings.Allow(); ok {
 		gw.g.logger.Warn("guard replaced an error response unread: the error pages held back across Caddy to be checked are all waiting for clients that read slowly (at most one such line a second)",
-			zap.String("path", gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("held_limit", pagesHeldLimit),
+			loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.Int("held_limit", pagesHeldLimit),
 			zap.Int64("not_logged_since", skipped),
 			zap.String("fix", "none needed if a client is holding streams open on purpose: its status was kept, with a plain page"))
 	}
@@ -186,7 +194,7 @@ func (gw *guardedWriter) release() {
 	body := gw.held.Bytes()
 	text, err := decodedBody(gw.Header(), body, gw.g.ScanLimit)
 	if err != nil {
-		if ok, skipped := responseLogs.Allow(); ok {
+		if ok, skipped := gw.g.logs.undecodable.Allow(); ok {
 			gw.g.logger.Error("guard replaced a compressed error response it could not check (at most one line a second of those a client can cause)",
 				loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.Int64("not_logged_since", skipped),
 				zap.Strings("content_encoding", gw.Header().Values("Content-Encoding")), zap.Error(err))
@@ -198,7 +206,7 @@ func (gw *guardedWriter) release() {
 		// the page itself stays out of the log: a debug page shows the
 		// request's cookies and Authorization header, settings and local
 		// variables; the app's own log has its traceback
-		if ok, skipped := responseLogs.Allow(); ok {
+		if ok, skipped := gw.g.logs.debugPage.Allow(); ok {
 			gw.g.logger.Error("guard replaced a response that carried a debug page or traceback (at most one line a second of those a client can cause)",
 				loggedPath(gw.r.URL.Path), zap.Int("status", gw.status), zap.String("signature", sig),
 				zap.String("page", pageName(text)), zap.Int64("not_logged_since", skipped),

@@ -67,7 +67,7 @@ func unitsSocket(socket, unit string) bool {
 
 // addressFlagHelp describes the --address flag of the commands that call
 // the admin API: where they look without it.
-const addressFlagHelp = "the admin API address (default: $CADDY_ADMIN, else the unit's socket " + DefaultAdminSocket + " when it exists, else localhost:2019; the config is not read)"
+const addressFlagHelp = "the admin API address (default: $CADDY_ADMIN, else the unit's socket " + DefaultAdminSocket + " when it exists or the unit " + installedUnit + " names it, else localhost:2019; the config is not read)"
 
 var (
 	adminMu     sync.Mutex

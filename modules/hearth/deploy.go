@@ -882,7 +882,11 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 			byAccount[account] = append(byAccount[account], dir)
 		}
 		for _, account := range slices.Sorted(maps.Keys(byAccount)) {
-			fmt.Fprintf(&b, command, account, o.user, strings.Join(byAccount[account], " "), note)
+			line := command
+			if account == o.user { // Caddy's own (the backups'): the apps, in its group, list nothing there
+				line = strings.Replace(line, "-m 0750", "-m 0700", 1)
+			}
+			fmt.Fprintf(&b, line, account, o.user, strings.Join(byAccount[account], " "), note)
 		}
 	}
 	step(d.dirs, "#   sudo chown -R %s:%s %s%s\n", "   (or only what the apps write: databases, media, static files)")

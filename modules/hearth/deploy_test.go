@@ -89,7 +89,7 @@ func TestBackupDirectoriesInTheSteps(t *testing.T) {
 		"#   sudo chown -R shopkeeper:caddy /srv/shop",
 		"# Change the config: backup shop: its copies cannot go to /srv/shop/backups, inside /srv/shop, which an app's, a service's or a job's account writes",
 		"# Change the config: backup worker: its copies cannot go to /srv/worker/backups, inside /srv/worker",
-		"#   sudo install -d -o caddy -g caddy -m 0750 /data/backups/site /srv/shop-backups\n",
+		"#   sudo install -d -o caddy -g caddy -m 0700 /data/backups/site /srv/shop-backups\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)

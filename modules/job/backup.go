@@ -39,9 +39,9 @@ type BackupConfig struct {
 	// With Database, it is also the app whose database it is, unless App
 	// is set.
 	Name string `json:"name"`
-	// App is the Python app whose environment the copy runs in (its
-	// interpreter, settings, user: the user must be able to read the
-	// database and write To).
+	// App is the Python app whose environment reads the database (its
+	// interpreter, settings, user: the user must be able to read it);
+	// Caddy writes the copies into To.
 	App string `json:"app,omitempty"`
 	// Database is a Django DATABASES alias of the app ("default"); Path a
 	// SQLite file instead. One of them is required.

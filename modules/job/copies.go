@@ -105,6 +105,12 @@ func copiesRefused(to string, create bool) error {
 		}
 	}
 	if err := safedir.TrustedFile(existing); err != nil {
+		if existing != to {
+			// to would be made under a name another account controls:
+			// made there by anyone, it is refused; no command fixes that
+			return fmt.Errorf("the backup directory %s would be made in %s: %w; the copies must be where only root or Caddy's account (%s) can change anything on the way: "+
+				"give `to` a directory outside every app's (like /var/backups/<name>)", to, existing, err, safedir.Owner(uint32(uid)))
+		}
 		return fmt.Errorf("the backup directory %s: %w; %s", to, err, fix)
 	}
 	if existing != to && !create {
@@ -250,7 +256,8 @@ func renameNew(dir *os.File, from, to string) error {
 	}
 	switch err := unix.Linkat(fd, from, fd, to, 0); {
 	case err == nil:
-		return unix.Unlinkat(fd, from, 0)
+		_ = unix.Unlinkat(fd, from, 0) // (a partial name left is removed by the next run)
+		return nil
 	case errors.Is(err, unix.EEXIST):
 		return err
 	}
@@ -409,7 +416,7 @@ func openCopy(to, file string) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("the copy %s belongs to %s with mode %04o and %d names: a restore takes a copy of Caddy's account (%s), writable by no other, "+
 			"with no other name (a hard link), as the copies Hearth makes are; if you checked what it holds: `sudo chown %d %s && sudo chmod 600 %s`, "+
-			"or for a hard link, copy it (`cp`) under a new name", file, safedir.Owner(uint32(int(st.Uid))), st.Mode&0o7777, st.Nlink, safedir.Owner(uint32(os.Geteuid())),
+			"or for a hard link, copy it under a new name as Caddy's account (`sudo -u <that account> cp`)", file, safedir.Owner(uint32(int(st.Uid))), st.Mode&0o7777, st.Nlink, safedir.Owner(uint32(os.Geteuid())),
 			os.Geteuid(), shellQuote(file), shellQuote(file))
 	}
 	return f, nil
@@ -507,15 +514,14 @@ func (in *intake) finish(ranOK bool) (lines string, err error) {
 	in.ours.Close()
 	defer in.dir.Close()
 	if in.restore {
-		aside := any(nil)
-		if in.file != "" {
-			aside = in.file
+		switch {
+		case in.file != "":
+			line, _ := json.Marshal(map[string]any{"kept_aside": in.file})
+			return string(line) + "\n", nil
+		case in.err != nil && in.err != io.EOF:
+			return fmt.Sprintf("Caddy could not keep the database before the restore: %v\n", in.err), nil
 		}
-		line, _ := json.Marshal(map[string]any{"kept_aside": aside})
-		if in.err != nil && in.err != io.EOF {
-			return fmt.Sprintf("Caddy could not keep the database before the restore: %v\n%s\n", in.err, line), nil
-		}
-		return string(line) + "\n", nil
+		return "", nil // (there was no database to keep, or the run failed before)
 	}
 	switch {
 	case in.err == io.EOF && !ranOK: // the run said why

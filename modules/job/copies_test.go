@@ -3,6 +3,7 @@ package job
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -277,10 +278,10 @@ func TestOneRunOfABackupAtATime(t *testing.T) {
 	if !startBackupRun("once") { // a dropped Job's run, under way
 		t.Fatal("a backup run is marked after the run's end")
 	}
-	if _, err := j.RunNow(); err != ErrRunning {
+	if _, err := j.RunNow(); !errors.Is(err, ErrRunning) {
 		t.Errorf("a second run of the backup beside the first: %v, want ErrRunning", err)
 	}
-	if _, err := restoreFile(j, last.File); err != ErrRunning {
+	if _, err := restoreFile(j, last.File); !errors.Is(err, ErrRunning) {
 		t.Errorf("a restore beside a run of the backup: %v, want ErrRunning", err)
 	}
 	endBackupRun("once")
@@ -293,4 +294,37 @@ func TestOneRunOfABackupAtATime(t *testing.T) {
 		t.Errorf("the run's end did not unmark the backup")
 	}
 	endBackupRun("once")
+}
+
+// TestCheckCopies: what Caddy's start warns of (the copies would fail a
+// day later otherwise), making nothing, and the fix it says for each.
+func TestCheckCopies(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("makes directories of another account's")
+	}
+	base := t.TempDir()
+	app := filepath.Join(base, "app")
+	must(t, os.Mkdir(app, 0o755))
+	must(t, os.Chown(app, 65534, 65534))
+	old := filepath.Join(base, "old-copies") // an older Hearth's: the app's account's
+	must(t, os.Mkdir(old, 0o700))
+	must(t, os.Chown(old, 65534, 65534))
+	for _, c := range []struct{ to, want string }{
+		{filepath.Join(base, "new-copies"), ""},
+		{old, "sudo chown 0 " + old},
+		{filepath.Join(app, "backups"), "would be made in " + app},
+	} {
+		err := checkCopies(c.to)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.to, err, c.want)
+		}
+		if c.want == "" || c.to != old {
+			if _, err := os.Lstat(c.to); err == nil {
+				t.Errorf("%s was made by the check", c.to)
+			}
+		}
+	}
+	if err := checkCopies(filepath.Join(app, "backups")); err == nil || strings.Contains(err.Error(), "install -d") {
+		t.Errorf("a root command inside the app's directory is suggested: %v", err)
+	}
 }

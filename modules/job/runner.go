@@ -458,7 +458,7 @@ func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error)
 			h.skipped++
 		}
 		h.mu.Unlock()
-		return 0, ErrRunning
+		return 0, fmt.Errorf("a run of backup %s that a reload took out of the config is finishing: %w", j.spec.Name, ErrRunning)
 	}
 	forApp := ""
 	if trigger != TriggerRestore && j.spec.App != "" {
@@ -482,16 +482,24 @@ func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error)
 		h.runs = h.runs[len(h.runs)-keptRuns:]
 	}
 	h.mu.Unlock()
+	// ended with the run's record (execute), so that a run seen ended
+	// holds nothing; at the latest when the goroutine ends (a panic)
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			if backup {
+				endBackupRun(j.spec.Name)
+			}
+			if forApp != "" {
+				endForApp(j.spec.App, forApp)
+			}
+		})
+	}
 	j.runs.Add(1)
 	panics.Go(j.logger, "running a job", func() {
 		defer j.runs.Done()
-		if backup {
-			defer endBackupRun(j.spec.Name)
-		}
-		if forApp != "" {
-			defer endForApp(j.spec.App, forApp)
-		}
-		j.execute(run, args, copy)
+		defer release()
+		j.execute(run, args, copy, release)
 	})
 	return run.ID, nil
 }
@@ -500,8 +508,8 @@ func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error)
 const TriggerRestore = "restore"
 
 // execute runs the command with args to its end (or its timeout) and
-// records it.
-func (j *Job) execute(run Run, args []string, copy *os.File) {
+// records it, calling release as it does (what start counted).
+func (j *Job) execute(run Run, args []string, copy *os.File, release func()) {
 	ctx, cancel := context.WithTimeout(j.runCtx, j.spec.Timeout)
 	defer cancel()
 	if copy != nil {
@@ -519,7 +527,7 @@ func (j *Job) execute(run Run, args []string, copy *os.File) {
 			var err error
 			if in, err = openIntake(j.spec.Backup, j.spec.Name, copy != nil, j.logger); err != nil {
 				out = []byte(err.Error() + "\n")
-				return errors.New("the backup directory is refused")
+				return errors.New("Caddy could not prepare to keep the copy")
 			}
 			defer in.close() // (after finish, or a panic)
 			cmd.ExtraFiles = []*os.File{in.theirs}
@@ -531,10 +539,16 @@ func (j *Job) execute(run Run, args []string, copy *os.File) {
 		out, err = supervisor.Run(ctx, cmd, j.logger)
 		if in != nil {
 			lines, kept := in.finish(err == nil)
-			if len(out) > 0 && out[len(out)-1] != '\n' && lines != "" {
-				out = append(out, '\n') // Caddy's lines are whole: the last is what lastBackup reads
+			switch {
+			case in.restore && err != nil:
+				// first: the last line is why the restore failed (the status's last_error)
+				out = append([]byte(lines), out...)
+			default:
+				if len(out) > 0 && out[len(out)-1] != '\n' && lines != "" {
+					out = append(out, '\n') // Caddy's lines are whole: the last is what lastBackup reads
+				}
+				out = append(out, lines...)
 			}
-			out = append(out, lines...)
 			if err == nil && kept != nil {
 				err = errors.New("Caddy could not keep the copy")
 			}
@@ -558,6 +572,7 @@ func (j *Job) execute(run Run, args []string, copy *os.File) {
 	h := j.hist
 	h.mu.Lock()
 	h.running = false
+	release()
 	// a restore is listed with the backup's runs, but is not a backup:
 	// its success must not tell a monitor (last_success, the metrics)
 	// that a copy was made

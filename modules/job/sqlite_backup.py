@@ -385,7 +385,7 @@ def restore(name, source, copy):
                  % (source, os.geteuid(), e))
         check = checked(source)
         if check != 'ok':
-            fail('after the restore, %s fails PRAGMA integrity_check (%s); Caddy kept the database before it (the next line)' % (source, check))
+            fail('after the restore, %s fails PRAGMA integrity_check (%s); Caddy kept the database before it (the first line)' % (source, check))
         print(json.dumps({'restored': copy, 'into': source}))
     finally:
         remove_tree(work)
