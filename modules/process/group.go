@@ -505,10 +505,16 @@ func (g *Group) Restart() error {
 		return fmt.Errorf("%s is %s, %w", g.spec.Name, state, supervisor.ErrNotRunning)
 	}
 	for _, r := range replicas {
-		if err := r.Recycle(g.ctx, "reload"); errors.Is(err, supervisor.ErrStopped) {
-			// a reload took the group out meanwhile: for the admin API, 409
+		err := r.Recycle(g.ctx, "reload")
+		g.mu.Lock()
+		state := g.state
+		g.mu.Unlock()
+		if state != supervisor.Running || errors.Is(err, supervisor.ErrStopped) {
+			// a reload took the group out meanwhile (whichever of its
+			// stop's effects Recycle saw first): for the admin API, 409
 			return fmt.Errorf("%s stopped during its restart, %w", g.spec.Name, supervisor.ErrNotRunning)
-		} else if err != nil {
+		}
+		if err != nil {
 			return fmt.Errorf("restarting %s: %w", g.spec.Name, err)
 		}
 	}

@@ -437,10 +437,17 @@ func (p *Pool) Restart() error {
 		}
 	}
 	for _, r := range replicas {
-		if err := r.Recycle(p.ctx, "reload"); errors.Is(err, supervisor.ErrStopped) {
-			// a reload took the pool out meanwhile: for the admin API, 409
+		err := r.Recycle(p.ctx, "reload")
+		p.mu.Lock()
+		state := p.state
+		p.mu.Unlock()
+		if state != supervisor.Running || errors.Is(err, supervisor.ErrStopped) {
+			// a reload took the pool out meanwhile (its stop, whichever of
+			// its effects Recycle saw first: the replacement killed, the
+			// replica gone, the context ended): for the admin API, 409
 			return fmt.Errorf("app %s stopped during its restart, %w", p.opts.Name, supervisor.ErrNotRunning)
-		} else if err != nil {
+		}
+		if err != nil {
 			return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
 		}
 	}
