@@ -499,7 +499,7 @@ func restoreBackup(w http.ResponseWriter, r *http.Request, name string) error {
 		}
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("a restore takes a copy in backup %s's directory %s; %s is not there (copy it there first)", name, to, file)}
 	}
-	if made, ok := copyTime(name, filepath.Base(file)); ok && made.After(time.Now().Add(time.Minute)) {
+	if made, ok := job.CopyTime(name, filepath.Base(file)); ok && made.After(time.Now().Add(time.Minute)) {
 		// Hearth names a copy by the time it makes it, and keeps those
 		// named later than now through `keep` (made while the clock was
 		// ahead): one planted there sorts as the newest copy
@@ -651,23 +651,6 @@ func reviveServicesOf(stopped []*service.Group) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// copyTime is when the copy of backup name called base says it was made
-// (`<name>-<UTC time>.sqlite3`, or a copy set aside before a restore); ok
-// is false for another name.
-func copyTime(name, base string) (made time.Time, ok bool) {
-	stamp, found := strings.CutPrefix(base, name+"-")
-	if !found || !strings.HasSuffix(stamp, ".sqlite3") {
-		return time.Time{}, false
-	}
-	const layout = "20060102T150405" // (then milliseconds and Z: job's copyStamp)
-	stamp = strings.TrimPrefix(strings.TrimSuffix(stamp, ".sqlite3"), "before-restore-")
-	if len(stamp) < len(layout) {
-		return time.Time{}, false
-	}
-	made, err := time.Parse(layout, stamp[:len(layout)])
-	return made, err == nil
 }
 
 // resume lets the held pools' requests go on.

@@ -170,10 +170,30 @@ func ownCopies(to string, dir *os.File) error {
 	return nil
 }
 
+// copyLayout is the time in a copy's name, to the second (the
+// milliseconds and a Z follow).
+const copyLayout = "20060102T150405"
+
 // copyStamp is the time in a copy's name: UTC, to the millisecond.
 func copyStamp(t time.Time) string {
 	t = t.UTC()
-	return t.Format("20060102T150405") + fmt.Sprintf("%03dZ", t.Nanosecond()/int(time.Millisecond))
+	return t.Format(copyLayout) + fmt.Sprintf("%03dZ", t.Nanosecond()/int(time.Millisecond))
+}
+
+// CopyTime is when the copy of backup name called base says it was made
+// (`<name>-<UTC time>.sqlite3`, or a copy set aside before a restore); ok
+// is false for another name.
+func CopyTime(name, base string) (made time.Time, ok bool) {
+	stamp, found := strings.CutPrefix(base, name+"-")
+	if !found || !strings.HasSuffix(stamp, ".sqlite3") {
+		return time.Time{}, false
+	}
+	stamp = strings.TrimPrefix(strings.TrimSuffix(stamp, ".sqlite3"), "before-restore-")
+	if len(stamp) < len(copyLayout) {
+		return time.Time{}, false
+	}
+	made, err := time.Parse(copyLayout, stamp[:len(copyLayout)])
+	return made, err == nil
 }
 
 // keepCopy reads one copy from r (8 bytes of length, big-endian, then the

@@ -504,19 +504,16 @@ func (g *Group) Restart() error {
 	if state != supervisor.Running {
 		return fmt.Errorf("%s is %s, %w", g.spec.Name, state, supervisor.ErrNotRunning)
 	}
-	for _, r := range replicas {
-		err := r.Recycle(g.ctx, "reload")
+	running := func() bool {
 		g.mu.Lock()
-		state := g.state
-		g.mu.Unlock()
-		if state != supervisor.Running || errors.Is(err, supervisor.ErrStopped) {
-			// a reload took the group out meanwhile (whichever of its
-			// stop's effects Recycle saw first): for the admin API, 409
-			return fmt.Errorf("%s stopped during its restart, %w", g.spec.Name, supervisor.ErrNotRunning)
-		}
-		if err != nil {
-			return fmt.Errorf("restarting %s: %w", g.spec.Name, err)
-		}
+		defer g.mu.Unlock()
+		return g.state == supervisor.Running
+	}
+	switch err := supervisor.RecycleEach(g.ctx, replicas, "reload", running); {
+	case errors.Is(err, supervisor.ErrNotRunning): // a reload took the group out meanwhile: for the admin API, 409
+		return fmt.Errorf("%s stopped during its restart, %w", g.spec.Name, err)
+	case err != nil:
+		return fmt.Errorf("restarting %s: %w", g.spec.Name, err)
 	}
 	return nil
 }

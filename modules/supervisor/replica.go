@@ -129,6 +129,25 @@ func (r *Replica[T]) Recycle(ctx context.Context, reason string) error {
 	}
 }
 
+// RecycleEach replaces the process of each replica in turn (Recycle),
+// stopping at the first replacement that cannot start (its error). Once
+// running reports that the group no longer runs, it returns
+// ErrNotRunning: a reload stopped the group meanwhile, whichever of that
+// stop's effects Recycle saw first (the replacement killed, the replica
+// gone, ctx ended).
+func RecycleEach[T Occupant](ctx context.Context, replicas []*Replica[T], reason string, running func() bool) error {
+	for _, r := range replicas {
+		err := r.Recycle(ctx, reason)
+		if !running() || errors.Is(err, ErrStopped) {
+			return ErrNotRunning
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // LeaveLocked makes the replica end: its process retires and Keep
 // returns. It returns false if the replica was already leaving. The
 // group's mutex must be held.

@@ -436,20 +436,16 @@ func (p *Pool) Restart() error {
 			defer old.stop()
 		}
 	}
-	for _, r := range replicas {
-		err := r.Recycle(p.ctx, "reload")
+	running := func() bool {
 		p.mu.Lock()
-		state := p.state
-		p.mu.Unlock()
-		if state != supervisor.Running || errors.Is(err, supervisor.ErrStopped) {
-			// a reload took the pool out meanwhile (its stop, whichever of
-			// its effects Recycle saw first: the replacement killed, the
-			// replica gone, the context ended): for the admin API, 409
-			return fmt.Errorf("app %s stopped during its restart, %w", p.opts.Name, supervisor.ErrNotRunning)
-		}
-		if err != nil {
-			return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
-		}
+		defer p.mu.Unlock()
+		return p.state == supervisor.Running
+	}
+	switch err := supervisor.RecycleEach(p.ctx, replicas, "reload", running); {
+	case errors.Is(err, supervisor.ErrNotRunning): // a reload took the pool out meanwhile: for the admin API, 409
+		return fmt.Errorf("app %s stopped during its restart, %w", p.opts.Name, err)
+	case err != nil:
+		return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
 	}
 	return nil
 }
