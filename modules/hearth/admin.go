@@ -55,6 +55,9 @@ type appsStatus struct {
 	// option): the heap grows by this much of its live part before Go
 	// collects; -1 when collection is off.
 	CaddyGCPercent int `json:"caddy_gc_percent"`
+	// MaxProcesses is the process limit (the max_processes option) that
+	// processes started from now on as an app's account get; 0: none.
+	MaxProcesses uint64 `json:"max_processes"`
 }
 
 func newAppsStatus() appsStatus {
@@ -63,6 +66,7 @@ func newAppsStatus() appsStatus {
 	status.CaddyCPUs, status.CPUs, lent = cpuStatus()
 	status.CaddyCPULent = lent.String()
 	status.CaddyGCPercent = gcStatus()
+	status.MaxProcesses = supervisor.MaxProcesses()
 	return status
 }
 

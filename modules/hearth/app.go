@@ -104,6 +104,22 @@ type App struct {
 	// precedence. Default: auto.
 	CaddyGCFloor string `json:"caddy_gc_floor,omitempty"`
 
+	// MaxProcesses bounds what a process of an app's account may start: a
+	// process, or a thread, started while that account already has this
+	// many (every process and thread of the account counted, Hearth's or
+	// not) fails with EAGAIN, and the app's code cannot raise it (the
+	// kernel's RLIMIT_NPROC, soft and hard). It holds for every process
+	// Hearth starts as an account other than Caddy's own and root: the
+	// workers, before_start, services, jobs, backups and process upstreams;
+	// a process of Caddy's own account could end Caddy anyway, and its
+	// count would include Caddy's threads. So a fork bomb in an app (a
+	// flaw, or an attacker in it) stops there, instead of taking the
+	// machine's last process ids and Caddy's ability to start a thread.
+	// Apps that share an account share the count. A number of at least
+	// 128, or "off". Processes already running keep the limit they started
+	// with until they restart. Default: 1024.
+	MaxProcesses string `json:"max_processes,omitempty"`
+
 	// Services are long-running commands kept running beside the apps (a
 	// Celery worker, redis-server …): see the service package. Each needs
 	// a unique name, which no app of the config has.
@@ -153,6 +169,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if _, err := parseCaddyGCFloor(a.CaddyGCFloor); err != nil {
+		return err
+	}
+	if _, err := parseMaxProcesses(a.MaxProcesses); err != nil {
 		return err
 	}
 	if err := checkNamed("services", a.Services, "an empty service; each needs a name and a command",
@@ -312,6 +331,7 @@ func (a *App) Start() error {
 		}
 		a.dashboard = d
 	}
+	undoMaxProcesses := applyMaxProcesses(a.MaxProcesses, a.logger)
 	err := startPools(used, a.logger)
 	if err == nil {
 		err = a.startServices() // after the apps: a service may run in one's environment
@@ -320,6 +340,7 @@ func (a *App) Start() error {
 		err = a.startJobs()
 	}
 	if err != nil {
+		undoMaxProcesses() // the running config's stays
 		if a.dashboard != nil {
 			a.dashboard.stop()
 		}

@@ -17,6 +17,7 @@ import (
 //			}
 //			caddy_cpus auto|all|<n>
 //			caddy_gc_floor auto|<size>|off
+//			max_processes <n>|off
 //			service <name> {
 //				…                   (see service.Config.UnmarshalCaddyfile)
 //			}
@@ -73,6 +74,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneValue(d, &a.CaddyGCFloor, "auto, a size like 32MiB, or off", check); err != nil {
 				return err
 			}
+		case "max_processes":
+			check := func(v string) error { _, err := parseMaxProcesses(v); return err }
+			if err := oneValue(d, &a.MaxProcesses, "a number of processes and threads, or off", check); err != nil {
+				return err
+			}
 		case "service":
 			var c service.Config
 			if err := c.UnmarshalCaddyfile(d); err != nil {
@@ -107,7 +113,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Backups = append(a.Backups, &c)
 		default:
-			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus, caddy_gc_floor, service, job and backup", d.Val())
+			return d.Errf("unknown hearth option %q; valid ones are guard, dashboard, caddy_cpus, caddy_gc_floor, max_processes, service, job and backup", d.Val())
 		}
 	}
 	return nil

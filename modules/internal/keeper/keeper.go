@@ -15,7 +15,9 @@
 // Why not Caddy itself: a parent-death signal reaches only direct
 // children; Caddy as a subreaper would lose the tree to init at its own
 // death; a cgroup needs a delegated hierarchy that a `caddy run` from a
-// terminal does not have. The keeper costs one process per Caddy.
+// terminal does not have. The keeper costs one process per Caddy, and one
+// more while the processes of another account run under a process limit
+// (see MaxProcessesEnv).
 //
 // The keeper disregards SIGINT, SIGTERM and SIGHUP (Ctrl-C in a terminal,
 // systemd's stop): Caddy stops its processes gracefully itself, and the
@@ -40,6 +42,7 @@ package keeper
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/signal"
 	"runtime"
@@ -57,6 +60,19 @@ const (
 	Name  = "hearth-keeper"
 	FDEnv = "HEARTH_KEEPER_FD"
 )
+
+// MaxProcessesEnv, when set, is a number: the keeper sets its own
+// RLIMIT_NPROC, soft and hard, to it (or to the hard limit it inherited,
+// if that is lower), so that every process it starts inherits it. The
+// kernel compares the limit with the processes and threads of a process's
+// real account: a process that starts one more past it gets EAGAIN, and a
+// hard limit cannot be raised again without CAP_SYS_RESOURCE, which no
+// child holds. A keeper serves one limit for its whole life; Caddy starts
+// another keeper for another limit (supervisor's spawn.go).
+const MaxProcessesEnv = "HEARTH_KEEPER_MAX_PROCESSES"
+
+// rlimitNproc is RLIMIT_NPROC.
+const rlimitNproc = 6
 
 func init() {
 	// in every process of Caddy's binary: none of its children may
@@ -100,7 +116,29 @@ type keeper struct {
 
 	mu      sync.Mutex   // held from a fork until its pid is known
 	started map[int]bool // processes started on request, not yet reaped
+	retired bool         // Caddy sends no more requests: end once no child is left (under mu)
 	writeMu sync.Mutex
+}
+
+// limitProcesses sets RLIMIT_NPROC, soft and hard, to the number in
+// setting ("": leaves it), at most to the hard limit already in place.
+func limitProcesses(setting string) error {
+	if setting == "" {
+		return nil
+	}
+	n, err := strconv.ParseUint(setting, 10, 64)
+	if err != nil || n == 0 {
+		return errors.New(MaxProcessesEnv + "=" + strconv.Quote(setting) + " is not a number of processes")
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(rlimitNproc, &lim); err != nil {
+		return errors.New("reading the process limit (RLIMIT_NPROC): " + err.Error())
+	}
+	lim.Cur, lim.Max = min(n, lim.Max), min(n, lim.Max)
+	if err := syscall.Setrlimit(rlimitNproc, &lim); err != nil {
+		return errors.New("setting the process limit (RLIMIT_NPROC) to " + setting + ": " + err.Error())
+	}
+	return nil
 }
 
 // serve serves Caddy on the socket at fd until Caddy is gone, then
@@ -122,6 +160,10 @@ func serve(fd int) int {
 		return 1
 	}
 	if err := LeaveSession(); err != nil {
+		os.Stderr.WriteString("hearth-keeper: " + err.Error() + "\n")
+		return 1
+	}
+	if err := limitProcesses(os.Getenv(MaxProcessesEnv)); err != nil {
 		os.Stderr.WriteString("hearth-keeper: " + err.Error() + "\n")
 		return 1
 	}
@@ -150,12 +192,23 @@ func serve(fd int) int {
 	go func() {
 		for range children {
 			k.reap()
+			k.exitIfDone()
 		}
 	}()
 	requests := make(chan receivedRequest)
 	go k.read(requests)
 	for r := range requests {
-		k.start(r)
+		switch {
+		case r.req.Retire:
+			k.retire()
+		case k.isRetired(): // Caddy sends none after Retire; should one come
+			for _, f := range r.files {
+				syscall.Close(f)
+			}
+			k.send(Reply{ID: r.req.ID, Errno: int(syscall.EAGAIN), Err: "this process keeper was retired"})
+		default:
+			k.start(r)
+		}
 	}
 	signal.Stop(children) // endAll reaps by itself: a listed pid stays its until then
 	k.endAll()
@@ -274,6 +327,33 @@ func (k *keeper) start(r receivedRequest) {
 	}
 	k.started[pid] = true
 	k.send(Reply{ID: r.req.ID, Pid: pid})
+}
+
+// retire marks the keeper as done with requests: it exits as soon as no
+// process descended from it is left (now, or once reap has collected the
+// last one), its reports sent.
+func (k *keeper) retire() {
+	k.mu.Lock()
+	k.retired = true
+	k.mu.Unlock()
+	k.exitIfDone()
+}
+
+func (k *keeper) isRetired() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.retired
+}
+
+// exitIfDone ends a retired keeper that has no child left: an orphan
+// handed to it is its child too, so a retired keeper outlives everything
+// it was given to look after.
+func (k *keeper) exitIfDone() {
+	k.mu.Lock()
+	defer k.mu.Unlock() // held: no fork is in progress
+	if k.retired && len(childPIDs()) == 0 {
+		os.Exit(0)
+	}
 }
 
 // reap collects every ended child, reporting those Caddy started. A child
