@@ -108,16 +108,18 @@ type App struct {
 	// process, or a thread, started while that account already has this
 	// many (every process and thread of the account counted, Hearth's or
 	// not) fails with EAGAIN, and the app's code cannot raise it (the
-	// kernel's RLIMIT_NPROC, soft and hard). It holds for every process
-	// Hearth starts as an account other than Caddy's own and root: the
-	// workers, before_start, services, jobs, backups and process upstreams;
-	// a process of Caddy's own account could end Caddy anyway, and its
-	// count would include Caddy's threads. So a fork bomb in an app (a
-	// flaw, or an attacker in it) stops there, instead of taking the
-	// machine's last process ids and Caddy's ability to start a thread.
-	// Apps that share an account share the count. A number of at least
-	// 128, or "off". Processes already running keep the limit they started
-	// with until they restart. Default: 1024.
+	// kernel's RLIMIT_NPROC, soft and hard, set in the process once it
+	// runs as the account). It holds for every process Hearth starts as an
+	// account other than Caddy's own and root: the workers and the preload
+	// fork server, before_start, services, jobs, a backup with app, and
+	// process upstreams; a process of Caddy's own account could end Caddy
+	// anyway, and its count would include Caddy's threads. So a fork bomb
+	// in an app (a flaw, or an attacker in it) stops there, instead of
+	// taking the machine's last process ids and Caddy's ability to start a
+	// thread. Apps that share an account share the count; a process is not
+	// started while its account has more than this many. A number of at
+	// least 128, or "off". Processes already running keep the limit they
+	// started with until they restart. Default: 1024.
 	MaxProcesses string `json:"max_processes,omitempty"`
 
 	// Services are long-running commands kept running beside the apps (a
@@ -331,7 +333,7 @@ func (a *App) Start() error {
 		}
 		a.dashboard = d
 	}
-	undoMaxProcesses := applyMaxProcesses(a.MaxProcesses, a.logger)
+	a.applyMaxProcesses()
 	err := startPools(used, a.logger)
 	if err == nil {
 		err = a.startServices() // after the apps: a service may run in one's environment
@@ -340,7 +342,7 @@ func (a *App) Start() error {
 		err = a.startJobs()
 	}
 	if err != nil {
-		undoMaxProcesses() // the running config's stays
+		a.releaseMaxProcesses() // the running config's stays
 		if a.dashboard != nil {
 			a.dashboard.stop()
 		}
@@ -412,6 +414,7 @@ func (a *App) Stop() error {
 		releaseCaddyGCFloor()
 		a.started = false
 	}
+	a.releaseMaxProcesses()
 	if a.gcPolling {
 		releaseGCPoll()
 		a.gcPolling = false

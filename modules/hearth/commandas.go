@@ -59,8 +59,27 @@ var commandEnvKept = []string{
 // (--user: user or user:group). As root for code that is not root's, a
 // config another account may have written is read with the environment
 // reduced (saying on w what was dropped) by a child running as account
-// (see above).
+// (see above). The config's max_processes becomes this process's
+// setting (supervisor.SetMaxProcesses), as Caddy's: the app's code run
+// by the command gets the limit the app's workers get.
 func AdaptForCommand(configFile, adapterName, account string, w io.Writer) ([]byte, error) {
+	data, err := adaptForCommand(configFile, adapterName, account, w)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ReadConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := parseMaxProcesses(cfg.Apps.Hearth.MaxProcesses)
+	if err != nil {
+		return nil, err
+	}
+	supervisor.SetMaxProcesses(limit)
+	return data, nil
+}
+
+func adaptForCommand(configFile, adapterName, account string, w io.Writer) ([]byte, error) {
 	if os.Geteuid() != 0 || strings.Split(account, ":")[0] == "root" {
 		return adaptConfig(configFile, adapterName)
 	}

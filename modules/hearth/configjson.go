@@ -85,6 +85,8 @@ type ConfigFile struct {
 		} `json:"http"`
 		Hearth struct {
 			Guard string `json:"guard"`
+			// MaxProcesses is App.MaxProcesses
+			MaxProcesses string `json:"max_processes"`
 			// where backups, services and jobs of their own write
 			Backups  []job.BackupConfig `json:"backups"`
 			Services []struct {

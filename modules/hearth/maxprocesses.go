@@ -3,6 +3,7 @@ package hearth
 import (
 	"fmt"
 	"strconv"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -29,16 +30,41 @@ func parseMaxProcesses(setting string) (uint64, error) {
 	return n, nil
 }
 
-// applyMaxProcesses makes setting the process limit of what starts from
-// now on, and returns what undoes it (for a config that fails to start).
-// A change is logged: processes already running keep the limit they
-// started with until they are restarted.
-func applyMaxProcesses(setting string, logger *zap.Logger) (undo func()) {
-	n, _ := parseMaxProcesses(setting) // checked at Provision
+// maxProcessesSetter is the hearth app whose Start set the process limit
+// in force, and the limit before it: the newest started config decides
+// (processes started from then on get its limit), and a config that
+// Caddy stops because another of its apps failed to start gives back the
+// limit it replaced.
+var maxProcessesSetter struct {
+	sync.Mutex
+	app      *App
+	previous uint64
+}
+
+// applyMaxProcesses makes a's setting the process limit of what starts
+// from now on. A change is logged: processes already running keep the
+// limit they started with until they are restarted.
+func (a *App) applyMaxProcesses() {
+	n, _ := parseMaxProcesses(a.MaxProcesses) // checked at Provision
+	maxProcessesSetter.Lock()
+	defer maxProcessesSetter.Unlock()
 	previous := supervisor.SetMaxProcesses(n)
-	if previous != n {
-		logger.Info("max_processes changed: processes started from now on as an app's account get the new limit; running ones keep theirs until they restart (caddy hearth restart <app>)",
+	reload := maxProcessesSetter.app != nil // (at Caddy's start, previous is the default)
+	maxProcessesSetter.app, maxProcessesSetter.previous = a, previous
+	if previous != n && reload {
+		a.logger.Info("max_processes changed: processes started from now on as an app's account get the new limit; running ones keep theirs until they restart (caddy hearth restart <app>)",
 			zap.Uint64("max_processes", n), zap.Uint64("previous", previous))
 	}
-	return func() { supervisor.SetMaxProcesses(previous) }
+}
+
+// releaseMaxProcesses gives back the limit a replaced, if a's is still
+// the one in force (a config that fails to start, or the last one
+// stopping); a config replaced by a newer one leaves the newer's.
+func (a *App) releaseMaxProcesses() {
+	maxProcessesSetter.Lock()
+	defer maxProcessesSetter.Unlock()
+	if maxProcessesSetter.app == a {
+		supervisor.SetMaxProcesses(maxProcessesSetter.previous)
+		maxProcessesSetter.app = nil
+	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/hearth"
 	"github.com/hearth-dev/hearth/modules/internal/keeper"
+	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -165,10 +166,38 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 		// push keystrokes into this one with TIOCSTI nor go on reading it
 		// once the command has ended
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
+		if err := limitProcessesFor(cred); err != nil {
+			return nil, err
+		}
 	}
 	syscall.Umask(int(a.spec.Umask)) // this process only starts the command
 	return cmd, nil
 }
+
+// limitProcessesFor gives this process, which only starts the command
+// (and ends with it), the config's max_processes as its RLIMIT_NPROC, soft
+// and hard, for the command to inherit, as the app's workers have it when
+// Caddy starts them as cred's account (not root's). This process, root,
+// is not held by it; the command is, from its start: it is refused
+// (EAGAIN) when the account already has more.
+func limitProcessesFor(cred *syscall.Credential) error {
+	limit := supervisor.MaxProcesses()
+	if limit == 0 || cred.Uid == 0 {
+		return nil
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(rlimitNproc, &lim); err != nil {
+		return fmt.Errorf("reading the process limit: %w", err)
+	}
+	lim.Cur, lim.Max = min(limit, lim.Max), min(limit, lim.Max)
+	if err := syscall.Setrlimit(rlimitNproc, &lim); err != nil {
+		return fmt.Errorf("setting the process limit (max_processes %d) for the command: %w", limit, err)
+	}
+	return nil
+}
+
+// rlimitNproc is RLIMIT_NPROC.
+const rlimitNproc = 6
 
 // commandCredential is the account a command beside a config (check,
 // manage, exec) runs the app's code as: the app's user when its block names
@@ -358,6 +387,10 @@ func runAttached(cmd *exec.Cmd) (int, error) {
 	if err := cmd.Start(); err != nil {
 		if relay != nil {
 			relay.finish()
+		}
+		if cred := cmd.SysProcAttr; errors.Is(err, syscall.EAGAIN) && cred != nil && cred.Credential != nil {
+			uid := cred.Credential.Uid
+			err = fmt.Errorf("%w: the account %s has more than max_processes (%d) processes and threads; see what runs as it (ps -L -u %d), or raise max_processes in the global hearth block", err, safedir.Owner(uid), supervisor.MaxProcesses(), uid)
 		}
 		return 0, fmt.Errorf("starting %s: %w", cmd.Path, err)
 	}

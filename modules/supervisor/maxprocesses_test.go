@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -100,55 +102,53 @@ func TestMaxProcessesHoldsAnotherAccount(t *testing.T) {
 	}
 }
 
-// A keeper of a limit no longer set ends once its last process has
-// ended, and reports that end first; the next process starts under the
-// new limit.
-func TestARetiredKeeperEndsWithItsLastProcess(t *testing.T) {
+// A process started under a limit is the program it asked for, as any
+// other: its argv, its descriptors and none more (the step's report
+// descriptor is not among them), default signal dispositions and mask;
+// a program its account cannot execute fails to start, saying so.
+func TestALimitedStartIsTheProgramItself(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to run a process as another account")
 	}
-	previous := SetMaxProcesses(128)
+	previous := SetMaxProcesses(256)
 	t.Cleanup(func() { SetMaxProcesses(previous) })
-	p, err := Start(Command{Path: "/bin/sleep", Args: []string{"60"}, Dir: "/", Credential: stranger}, zap.NewNop())
+	extra, err := os.Open("/dev/null")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Stop(syscall.SIGKILL, 0) })
-	keeperMu.Lock()
-	old := keepers[128]
-	keeperMu.Unlock()
-	if old == nil {
-		t.Fatal("no keeper of limit 128")
+	defer extra.Close()
+	script := "import os; s = open('/proc/self/status').read().split('\\n'); " +
+		"print(open('/proc/self/cmdline').read().replace('\\0', ' ').strip()); " +
+		"print(' '.join(sorted(os.listdir('/proc/self/fd'), key=int))); " +
+		"print(' '.join(l for l in s if l.startswith(('SigBlk', 'SigIgn'))))"
+	run := func() []string {
+		t.Helper()
+		out, err := Run(context.Background(), Command{Path: "/usr/bin/python3", Args: []string{"-c", script}, Dir: "/", Credential: stranger, ExtraFiles: []*os.File{extra}}, zap.NewNop())
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err != nil || len(lines) != 3 {
+			t.Fatalf("%v: %q", err, out)
+		}
+		return lines
 	}
-
+	lines := run()
+	if lines[0] != "/usr/bin/python3 -c "+script {
+		t.Errorf("its command line: %q", lines[0])
+	}
+	if lines[1] != "0 1 2 3 4" { // stdin, stdout, stderr, the extra file, and python's own open of fd
+		t.Errorf("its descriptors: %q, want 0 1 2 3 and the one listing them", lines[1])
+	}
+	SetMaxProcesses(0)
+	if unlimited := run(); lines[2] != unlimited[2] {
+		t.Errorf("its signals: %q; started without a limit: %q", lines[2], unlimited[2])
+	}
 	SetMaxProcesses(256)
-	limit, _, _ := runForkBomb(t, stranger)
-	if strings.Join(limit, " ") != "256 256" {
-		t.Errorf("RLIMIT_NPROC after the change: %v, want 256 256", limit)
-	}
-	select {
-	case <-old.exited:
-		t.Fatal("the retired keeper ended while a process it started was running")
-	case <-time.After(300 * time.Millisecond):
-	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the end of the retired keeper's process was not reported")
-	}
-	if p.ExitDescription() != "signal: terminated" {
-		t.Errorf("its end: %q", p.ExitDescription())
-	}
-	select {
-	case <-old.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the retired keeper (pid %d) did not end after its last process", old.pid)
-	}
-	if old.exit != "exit status 0" {
-		t.Errorf("the retired keeper: %s", old.exit)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	private := filepath.Join(dir, "private")
+	os.WriteFile(private, []byte("#!/bin/sh\necho ran\n"), 0o700)
+	_, err = Run(context.Background(), Command{Path: private, Dir: "/", Credential: stranger}, zap.NewNop())
+	if !errors.Is(err, syscall.EACCES) {
+		t.Errorf("a program the account cannot execute: %v, want permission denied", err)
 	}
 }
 
@@ -203,7 +203,7 @@ time.sleep(60)
 	}
 	SetMaxProcesses(128)
 	_, err = Run(context.Background(), Command{Path: "/bin/true", Dir: "/", Credential: stranger}, zap.NewNop())
-	if err == nil || !strings.Contains(err.Error(), "has max_processes (128) processes and threads or more") || !strings.Contains(err.Error(), fmt.Sprintf("ps -L -u %d", strangerUID)) {
+	if err == nil || !strings.Contains(err.Error(), "has more than max_processes (128) processes and threads") || !strings.Contains(err.Error(), fmt.Sprintf("ps -L -u %d", strangerUID)) {
 		t.Errorf("a start past the limit: %v", err)
 	} else {
 		t.Log(err)

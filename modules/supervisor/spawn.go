@@ -7,9 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,18 +20,14 @@ import (
 	"github.com/hearth-dev/hearth/modules/safedir"
 )
 
-// keeperConn is Caddy's side of a keeper: requests go out on conn; one
+// keeperConn is Caddy's side of the keeper: requests go out on conn; one
 // goroutine reads the answers and the ends of processes.
 type keeperConn struct {
 	conn *os.File
 	pid  int
-	// limit is the RLIMIT_NPROC the keeper gives what it starts (0: it
-	// passes on Caddy's own)
-	limit uint64
 
 	writeMu sync.Mutex
 	closed  bool // conn is closed (under writeMu)
-	retired bool // no request may follow: the keeper ends with its last process (under writeMu)
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -43,12 +39,6 @@ type keeperConn struct {
 	exit   string        // how it ended ("signal: killed")
 }
 
-func (k *keeperConn) isRetired() bool {
-	k.writeMu.Lock()
-	defer k.writeMu.Unlock()
-	return k.retired
-}
-
 // spawned is the keeper's answer to a request, with the channel that will
 // receive the process's end (registered before the end can arrive).
 type spawned struct {
@@ -56,15 +46,16 @@ type spawned struct {
 	end   <-chan keeper.Reply
 }
 
-// The keepers, one per process limit in use: 0 for processes that run as
-// Caddy's own account (or root), maxProcesses for those of other accounts.
 var (
-	keeperMu sync.Mutex
-	keepers  = map[uint64]*keeperConn{}
-	// maxProcesses is the process limit of other accounts' processes (0:
-	// none); SetMaxProcesses changes it
-	maxProcesses uint64 = DefaultMaxProcesses
+	keeperMu      sync.Mutex
+	currentKeeper *keeperConn
 )
+
+// maxProcesses is the process limit of other accounts' processes (0:
+// none); SetMaxProcesses changes it.
+var maxProcesses atomic.Uint64
+
+func init() { maxProcesses.Store(DefaultMaxProcesses) }
 
 // DefaultMaxProcesses is the default of the hearth app's max_processes:
 // at most this many processes and threads of an app's account (every
@@ -74,39 +65,22 @@ var (
 // threads-max, or the systemd unit's TasksMax) refuse Caddy a thread.
 const DefaultMaxProcesses = 1024
 
-// MinMaxProcesses is the least max_processes accepted: a keeper that is
-// not root forks as Caddy's account, whose own threads count against the
-// limit until the child has switched to the app's account.
+// MinMaxProcesses is the least max_processes accepted: below it, an app
+// would hardly start (a worker's own threads count).
 const MinMaxProcesses = 128
 
-// SetMaxProcesses sets the process limit (RLIMIT_NPROC) that processes
-// started from now on as an account other than Caddy's (and not root's)
-// get: the most processes and threads their account may have when one of
-// them starts another; 0 sets none (they keep Caddy's). Running processes
-// keep the limit they started with. It returns the setting it replaced.
-// A keeper of a limit no longer in use is retired: it ends once the
-// processes it started have ended.
-func SetMaxProcesses(n uint64) (previous uint64) {
-	keeperMu.Lock()
-	defer keeperMu.Unlock()
-	previous, maxProcesses = maxProcesses, n
-	for limit, k := range keepers {
-		if limit != 0 && limit != n {
-			delete(keepers, limit)
-			k.retire()
-		}
-	}
-	return previous
-}
+// SetMaxProcesses sets the process limit that processes started from now
+// on as an account other than Caddy's (and not root's) get: their
+// RLIMIT_NPROC, soft and hard, set in the process itself once it runs as
+// that account (internal/keeper's limited start); 0 sets none (they keep
+// Caddy's). Running processes keep the limit they started with. It returns
+// the setting it replaced.
+func SetMaxProcesses(n uint64) (previous uint64) { return maxProcesses.Swap(n) }
 
 // MaxProcesses is the limit SetMaxProcesses last set.
-func MaxProcesses() uint64 {
-	keeperMu.Lock()
-	defer keeperMu.Unlock()
-	return maxProcesses
-}
+func MaxProcesses() uint64 { return maxProcesses.Load() }
 
-// processLimit is the limit c's keeper gives it.
+// processLimit is the process limit c gets.
 func processLimit(c Command) uint64 {
 	if c.Credential == nil || c.Credential.Uid == 0 || int(c.Credential.Uid) == os.Geteuid() {
 		// root is not held by RLIMIT_NPROC; Caddy's own account's count
@@ -115,24 +89,19 @@ func processLimit(c Command) uint64 {
 		// Caddy anyway
 		return 0
 	}
-	keeperMu.Lock()
-	defer keeperMu.Unlock()
-	return maxProcesses
+	return maxProcesses.Load()
 }
 
 // errKeeperGone is the end of a process whose keeper ended before it did
 // (the keeper was killed): the process was killed with it.
 var errKeeperGone = errors.New("killed: Hearth's process keeper ended")
 
-// errKeeperRetired is a request to a keeper retired since it was chosen.
-var errKeeperRetired = errors.New("the process keeper was retired")
-
-// theKeeper returns the running keeper of limit, starting one if there is
-// none or the last one ended.
-func theKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
+// theKeeper returns the running keeper, starting one if there is none or
+// the last one ended.
+func theKeeper(logger *zap.Logger) (*keeperConn, error) {
 	keeperMu.Lock()
 	defer keeperMu.Unlock()
-	if k := keepers[limit]; k != nil {
+	if k := currentKeeper; k != nil {
 		k.mu.Lock()
 		gone := k.gone
 		k.mu.Unlock()
@@ -140,11 +109,11 @@ func theKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
 			return k, nil
 		}
 	}
-	k, err := launchKeeper(limit, logger)
+	k, err := launchKeeper(logger)
 	if err != nil {
 		return nil, err
 	}
-	keepers[limit] = k
+	currentKeeper = k
 	return k, nil
 }
 
@@ -154,9 +123,7 @@ func theKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
 // so that a Caddy that is not root (the systemd unit's) keeps being able
 // to start processes as another user and to end them. The keeper clears
 // them for its own children as Caddy does (see internal/keeper/caps.go).
-// A limit other than 0 is the RLIMIT_NPROC the keeper sets for itself and
-// so for everything it starts.
-func launchKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
+func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("starting Hearth's process keeper: socketpair: %w", err)
@@ -166,9 +133,6 @@ func launchKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{keeper.Name}
 	cmd.Env = []string{keeper.FDEnv + "=3"}
-	if limit != 0 {
-		cmd.Env = append(cmd.Env, keeper.MaxProcessesEnv+"="+strconv.FormatUint(limit, 10))
-	}
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
 	cmd.Dir = "/"
@@ -185,7 +149,7 @@ func launchKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
 		mine.Close()
 		return nil, fmt.Errorf("starting Hearth's process keeper (%s run as %s): %w", "/proc/self/exe", keeper.Name, err)
 	}
-	k := &keeperConn{conn: mine, pid: cmd.Process.Pid, limit: limit, pending: map[uint64]chan spawned{}, ends: map[int]chan keeper.Reply{}, exited: make(chan struct{})}
+	k := &keeperConn{conn: mine, pid: cmd.Process.Pid, pending: map[uint64]chan spawned{}, ends: map[int]chan keeper.Reply{}, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		k.exit = cmd.ProcessState.String()
@@ -193,18 +157,6 @@ func launchKeeper(limit uint64, logger *zap.Logger) (*keeperConn, error) {
 	}()
 	go k.read(logger)
 	return k, nil
-}
-
-// retire tells the keeper that no request follows; it ends once what it
-// started has ended, and read then ends quietly.
-func (k *keeperConn) retire() {
-	k.writeMu.Lock()
-	defer k.writeMu.Unlock()
-	if k.closed || k.retired {
-		return
-	}
-	k.retired = true
-	_ = keeper.WriteRequest(int(k.conn.Fd()), keeper.Request{Retire: true}, nil)
 }
 
 // onDisposableThread runs f on an OS thread of its own that ends with it,
@@ -287,10 +239,6 @@ func (k *keeperConn) read(logger *zap.Logger) {
 		exit = k.exit
 	case <-time.After(time.Second):
 	}
-	if k.isRetired() && killed == 0 && exit == "exit status 0" {
-		logger.Debug("a retired process keeper ended with the last process it had started", zap.Int("keeper_pid", k.pid), zap.Uint64("max_processes", k.limit))
-		return
-	}
 	logger.Error("Hearth's process keeper ended; the processes it had started were killed and are replaced through a new keeper",
 		zap.Int("keeper_pid", k.pid), zap.String("exit", exit), zap.Int("processes", killed), zap.NamedError("read_error", readErr))
 }
@@ -324,23 +272,7 @@ func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan 
 	} else {
 		path = lp.Path
 	}
-	limit := processLimit(c)
-	for {
-		pid, end, err := spawnThrough(limit, path, c, stdout, stderr, logger)
-		if err == errKeeperRetired {
-			continue // SetMaxProcesses retired it after it was chosen: the next is another
-		}
-		if limit != 0 && errors.Is(err, syscall.EAGAIN) {
-			err = fmt.Errorf("%w: the account %s has max_processes (%d) processes and threads or more; "+
-				"see what runs as it (ps -L -u %d), or raise max_processes in the global hearth block", err, safedir.Owner(c.Credential.Uid), limit, c.Credential.Uid)
-		}
-		return pid, end, err
-	}
-}
-
-// spawnThrough is spawn through the keeper of limit.
-func spawnThrough(limit uint64, path string, c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan keeper.Reply, error) {
-	k, err := theKeeper(limit, logger)
+	k, err := theKeeper(logger)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -351,7 +283,8 @@ func spawnThrough(limit uint64, path string, c Command, stdout, stderr *os.File,
 		return 0, nil, errors.New("Hearth's process keeper ended; try again")
 	}
 	k.nextID++
-	req := keeper.Request{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: lastOfEach(c.Env), Credential: c.Credential, Umask: c.Umask}
+	limit := processLimit(c)
+	req := keeper.Request{ID: k.nextID, Path: path, Argv: append([]string{c.Path}, c.Args...), Dir: c.Dir, Env: lastOfEach(c.Env), Credential: c.Credential, Umask: c.Umask, MaxProcesses: limit}
 	answer := make(chan spawned, 1)
 	k.pending[req.ID] = answer
 	k.mu.Unlock()
@@ -359,9 +292,6 @@ func spawnThrough(limit uint64, path string, c Command, stdout, stderr *os.File,
 		k.mu.Lock()
 		delete(k.pending, req.ID)
 		k.mu.Unlock()
-		if err == errKeeperRetired {
-			return 0, nil, err
-		}
 		return 0, nil, fmt.Errorf("asking Hearth's process keeper to start %s: %w", path, err)
 	}
 	var a spawned
@@ -375,7 +305,12 @@ func spawnThrough(limit uint64, path string, c Command, stdout, stderr *os.File,
 	}
 	if r := a.reply; r.Pid <= 0 {
 		if r.Errno != 0 && r.Err == syscall.Errno(r.Errno).Error() {
-			return 0, nil, &os.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(r.Errno)}
+			err := error(&os.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(r.Errno)})
+			if limit != 0 && r.Errno == int(syscall.EAGAIN) {
+				err = fmt.Errorf("%w: the account %s has more than max_processes (%d) processes and threads; "+
+					"see what runs as it (ps -L -u %d), or raise max_processes in the global hearth block", err, safedir.Owner(c.Credential.Uid), limit, c.Credential.Uid)
+			}
+			return 0, nil, err
 		}
 		return 0, nil, errors.New(r.Err)
 	}
@@ -395,9 +330,6 @@ func (k *keeperConn) send(req keeper.Request, files []*os.File) error {
 	defer k.writeMu.Unlock()
 	if k.closed {
 		return errors.New("Hearth's process keeper ended")
-	}
-	if k.retired {
-		return errKeeperRetired
 	}
 	err := keeper.WriteRequest(int(k.conn.Fd()), req, fds)
 	runtime.KeepAlive(files)

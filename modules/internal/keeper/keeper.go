@@ -15,9 +15,7 @@
 // Why not Caddy itself: a parent-death signal reaches only direct
 // children; Caddy as a subreaper would lose the tree to init at its own
 // death; a cgroup needs a delegated hierarchy that a `caddy run` from a
-// terminal does not have. The keeper costs one process per Caddy, and one
-// more while the processes of another account run under a process limit
-// (see MaxProcessesEnv).
+// terminal does not have. The keeper costs one process per Caddy.
 //
 // The keeper disregards SIGINT, SIGTERM and SIGHUP (Ctrl-C in a terminal,
 // systemd's stop): Caddy stops its processes gracefully itself, and the
@@ -61,24 +59,14 @@ const (
 	FDEnv = "HEARTH_KEEPER_FD"
 )
 
-// MaxProcessesEnv, when set, is a number: the keeper sets its own
-// RLIMIT_NPROC, soft and hard, to it (or to the hard limit it inherited,
-// if that is lower), so that every process it starts inherits it. The
-// kernel compares the limit with the processes and threads of a process's
-// real account: a process that starts one more past it gets EAGAIN, and a
-// hard limit cannot be raised again without CAP_SYS_RESOURCE, which no
-// child holds. A keeper serves one limit for its whole life; Caddy starts
-// another keeper for another limit (supervisor's spawn.go).
-const MaxProcessesEnv = "HEARTH_KEEPER_MAX_PROCESSES"
-
-// rlimitNproc is RLIMIT_NPROC.
-const rlimitNproc = 6
-
 func init() {
 	// in every process of Caddy's binary: none of its children may
 	// inherit capabilities (caps.go)
 	dropInheritableCaps()
 	capsErr = checkNoInheritableCaps()
+	if len(os.Args) > limitedArgs+1 && os.Args[0] == LimitedName {
+		os.Exit(runLimited(os.Args[1:])) // a step of a limited start (limited.go)
+	}
 	if len(os.Args) == 1 && os.Args[0] == Name && os.Getenv(FDEnv) == "3" {
 		if secureExecution() {
 			// a Caddy binary given file capabilities or setuid, run by
@@ -116,29 +104,7 @@ type keeper struct {
 
 	mu      sync.Mutex   // held from a fork until its pid is known
 	started map[int]bool // processes started on request, not yet reaped
-	retired bool         // Caddy sends no more requests: end once no child is left (under mu)
 	writeMu sync.Mutex
-}
-
-// limitProcesses sets RLIMIT_NPROC, soft and hard, to the number in
-// setting ("": leaves it), at most to the hard limit already in place.
-func limitProcesses(setting string) error {
-	if setting == "" {
-		return nil
-	}
-	n, err := strconv.ParseUint(setting, 10, 64)
-	if err != nil || n == 0 {
-		return errors.New(MaxProcessesEnv + "=" + strconv.Quote(setting) + " is not a number of processes")
-	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(rlimitNproc, &lim); err != nil {
-		return errors.New("reading the process limit (RLIMIT_NPROC): " + err.Error())
-	}
-	lim.Cur, lim.Max = min(n, lim.Max), min(n, lim.Max)
-	if err := syscall.Setrlimit(rlimitNproc, &lim); err != nil {
-		return errors.New("setting the process limit (RLIMIT_NPROC) to " + setting + ": " + err.Error())
-	}
-	return nil
 }
 
 // serve serves Caddy on the socket at fd until Caddy is gone, then
@@ -160,10 +126,6 @@ func serve(fd int) int {
 		return 1
 	}
 	if err := LeaveSession(); err != nil {
-		os.Stderr.WriteString("hearth-keeper: " + err.Error() + "\n")
-		return 1
-	}
-	if err := limitProcesses(os.Getenv(MaxProcessesEnv)); err != nil {
 		os.Stderr.WriteString("hearth-keeper: " + err.Error() + "\n")
 		return 1
 	}
@@ -192,23 +154,12 @@ func serve(fd int) int {
 	go func() {
 		for range children {
 			k.reap()
-			k.exitIfDone()
 		}
 	}()
 	requests := make(chan receivedRequest)
 	go k.read(requests)
 	for r := range requests {
-		switch {
-		case r.req.Retire:
-			k.retire()
-		case k.isRetired(): // Caddy sends none after Retire; should one come
-			for _, f := range r.files {
-				syscall.Close(f)
-			}
-			k.send(Reply{ID: r.req.ID, Errno: int(syscall.EAGAIN), Err: "this process keeper was retired"})
-		default:
-			k.start(r)
-		}
+		k.start(r)
 	}
 	signal.Stop(children) // endAll reaps by itself: a listed pid stays its until then
 	k.endAll()
@@ -307,7 +258,20 @@ func (k *keeper) start(r receivedRequest) {
 		k.send(Reply{ID: r.req.ID, Errno: int(syscall.EDQUOT), Err: err.Error()})
 		return
 	}
-	pid, err := syscall.ForkExec(r.req.Path, r.req.Argv, &syscall.ProcAttr{
+	path, argv := r.req.Path, r.req.Argv
+	report, stepsEnd := -1, -1 // a limited start's report pipe
+	if r.req.MaxProcesses > 0 {
+		var p [2]int
+		if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+			k.send(Reply{ID: r.req.ID, Errno: int(err.(syscall.Errno)), Err: "a pipe for a start under max_processes: " + err.Error()})
+			return
+		}
+		report, stepsEnd = p[0], p[1]
+		defer syscall.Close(report)
+		files = append(files, uintptr(stepsEnd)) // the step's fd len(files)-1
+		path, argv = "/proc/self/exe", limitedArgv(r.req.MaxProcesses, len(files)-1, r.req.Path, r.req.Argv)
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Dir:   r.req.Dir,
 		Env:   r.req.Env,
 		Files: files,
@@ -317,6 +281,23 @@ func (k *keeper) start(r receivedRequest) {
 			Credential: r.req.Credential,
 		},
 	})
+	if report >= 0 {
+		syscall.Close(stepsEnd) // the step holds its own copy until it executes the program
+		switch {
+		case err == syscall.EACCES:
+			self, _ := os.Executable()
+			err = errors.New("the account cannot execute Caddy's binary (" + self + "), the first step of a start under max_processes: make it executable by that account (chmod o+x, or a group of the account), or set max_processes off: " + err.Error())
+		case err == nil:
+			if err = awaitLimited(report); err != nil {
+				// the step exits (or is killed, should it hang); reap
+				// collects it as an orphan (not in started)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				if err == syscall.ETIMEDOUT {
+					err = errors.New("the first step of a start under max_processes (" + LimitedName + ") did not execute the program within " + limitedStartWait.String())
+				}
+			}
+		}
+	}
 	if err != nil {
 		reply := Reply{ID: r.req.ID, Err: err.Error(), Errno: int(syscall.EINVAL)}
 		if errno, ok := err.(syscall.Errno); ok {
@@ -327,33 +308,6 @@ func (k *keeper) start(r receivedRequest) {
 	}
 	k.started[pid] = true
 	k.send(Reply{ID: r.req.ID, Pid: pid})
-}
-
-// retire marks the keeper as done with requests: it exits as soon as no
-// process descended from it is left (now, or once reap has collected the
-// last one), its reports sent.
-func (k *keeper) retire() {
-	k.mu.Lock()
-	k.retired = true
-	k.mu.Unlock()
-	k.exitIfDone()
-}
-
-func (k *keeper) isRetired() bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.retired
-}
-
-// exitIfDone ends a retired keeper that has no child left: an orphan
-// handed to it is its child too, so a retired keeper outlives everything
-// it was given to look after.
-func (k *keeper) exitIfDone() {
-	k.mu.Lock()
-	defer k.mu.Unlock() // held: no fork is in progress
-	if k.retired && len(childPIDs()) == 0 {
-		os.Exit(0)
-	}
 }
 
 // reap collects every ended child, reporting those Caddy started. A child

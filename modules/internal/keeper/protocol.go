@@ -23,10 +23,10 @@ type Request struct {
 	Umask uint32 `json:"umask"`
 	// Files is the number of descriptors sent with the request.
 	Files int `json:"files"`
-	// Retire, instead of starting a process, tells the keeper that no
-	// request follows: it exits once every process descended from it has
-	// ended (each end reported as usual).
-	Retire bool `json:"retire,omitempty"`
+	// MaxProcesses, when not 0, is the process's RLIMIT_NPROC, soft and
+	// hard, set in the process itself once it runs as Credential's account
+	// (limited.go).
+	MaxProcesses uint64 `json:"max_processes,omitempty"`
 }
 
 // Reply answers a Request (ID set: Pid, or Errno and Err when the start

@@ -2,10 +2,12 @@ package engine
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-dev/hearth/modules/protocol"
+	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -100,6 +103,15 @@ func (t *forkServer) fork(files []*os.File) (int, error) {
 			// channels are closed, so it ends by itself
 			continue
 		}
+		if errno, failed := strings.CutPrefix(string(payload), "error "); failed {
+			// the fork failed in the fork server (only its errno is taken:
+			// the app's code runs there)
+			n, err := strconv.Atoi(errno)
+			if err != nil || n < 0 || n > 4095 {
+				return 0, fmt.Errorf("the fork server could not fork a worker, for a reason it gave as %q", errno[:min(len(errno), 16)])
+			}
+			return 0, fmt.Errorf("the fork server could not fork a worker: %w", syscall.Errno(n))
+		}
 		pid, err := strconv.Atoi(string(payload))
 		if err != nil {
 			return 0, fmt.Errorf("the fork server sent %q instead of a worker pid", payload[:min(len(payload), 32)])
@@ -166,6 +178,9 @@ func (p *Pool) forkWorker(channels []*os.File) (*supervisor.Process, error) {
 	pid, err := t.fork(append(append([]*os.File(nil), channels...), stdout.Write, stderr.Write))
 	stdout.Write.Close()
 	stderr.Write.Close()
+	if cred := p.opts.Credential; errors.Is(err, syscall.EAGAIN) && cred != nil {
+		err = fmt.Errorf("%w: the account %s is at its process limit (max_processes in the global hearth block; every process and thread of the account counts): see what runs as it (ps -L -u %d), or raise max_processes", err, safedir.Owner(cred.Uid), cred.Uid)
+	}
 	if err != nil {
 		stdout.Read.Close()
 		stderr.Read.Close()

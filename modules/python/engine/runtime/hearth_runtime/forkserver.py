@@ -45,7 +45,17 @@ def serve_as_fork_server(app, name, control):
             os._exit(3)
         channel_fds, out_fd, err_fd = fds[:-2], fds[-2], fds[-1]
         server_pid = os.getpid()
-        pid = os.fork()
+        request = _unpack(data)[3]  # the answer names its request (the stream id)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            # EAGAIN at the account's process limit (max_processes): this
+            # worker is not made, the fork server and the others go on
+            for fd in fds:
+                os.close(fd)
+            reply = ('error %d' % (exc.errno or 0)).encode()
+            control.sendall(_pack(len(reply), FORK, 0, request) + reply)
+            continue
         if pid == 0:
             try:
                 control.close()
@@ -68,5 +78,4 @@ def serve_as_fork_server(app, name, control):
         for fd in fds:
             os.close(fd)
         reply = str(pid).encode()
-        request = _unpack(data)[3]  # the answer names its request (the stream id)
         control.sendall(_pack(len(reply), FORK, 0, request) + reply)
