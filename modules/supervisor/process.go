@@ -303,9 +303,10 @@ const outputDrain = 2 * time.Second
 // has returned (the process exited) and the output is read.
 func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()) {
 	plog := logger.With(zap.Int("pid", p.pid))
+	budget := newOutputBudget(time.Now(), plog)
 	p.logs.Add(2)
-	go p.forward(stdout, plog.With(zap.String("stream", "stdout")))
-	go p.forward(stderr, plog.With(zap.String("stream", "stderr")))
+	go p.forward(stdout, budget, "stdout", plog)
+	go p.forward(stderr, budget, "stderr", plog)
 	go func() {
 		wait()
 		p.ended.Store(true)
@@ -318,6 +319,7 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 		case <-drained:
 		case <-time.After(outputDrain):
 		}
+		budget.reportRest()
 		stdout.Close()
 		stderr.Close()
 		childCreds.Delete(p.pid)
@@ -328,20 +330,23 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 // maxLogLine bounds one log entry; longer output lines are split.
 const maxLogLine = 16 << 10
 
-func (p *Process) forward(r io.Reader, logger *zap.Logger) {
+// forward logs what r, the process's stream, carries, line by line, as
+// budget allows.
+func (p *Process) forward(r io.Reader, budget *outputBudget, stream string, logger *zap.Logger) {
 	defer p.logs.Done()
+	logger = logger.With(zap.String("stream", stream))
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			if line[len(line)-1] == '\n' {
-				line = line[:len(line)-1]
+			text := bytes.TrimSuffix(line, []byte{'\n'})
+			if budget.take(time.Now(), stream, text) {
+				// as a line of text: Caddy's console log writes the message
+				// as it is, and an app may log what a client sent (Django's
+				// "Not Found: <path>"), escape sequences and all, to the
+				// terminal of whoever runs `caddy run`
+				logger.Info(termsafe.Line(string(text)))
 			}
-			// as a line of text: Caddy's console log writes the message as
-			// it is, and an app may log what a client sent (Django's "Not
-			// Found: <path>"), escape sequences and all, to the terminal
-			// of whoever runs `caddy run`
-			logger.Info(termsafe.Line(string(line)))
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
