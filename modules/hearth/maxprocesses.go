@@ -39,6 +39,7 @@ var maxProcessesSetter struct {
 	sync.Mutex
 	app      *App
 	previous uint64
+	applied  bool // a config has set it since Caddy started
 }
 
 // applyMaxProcesses makes a's setting the process limit of what starts
@@ -49,8 +50,8 @@ func (a *App) applyMaxProcesses() {
 	maxProcessesSetter.Lock()
 	defer maxProcessesSetter.Unlock()
 	previous := supervisor.SetMaxProcesses(n)
-	reload := maxProcessesSetter.app != nil // (at Caddy's start, previous is the default)
-	maxProcessesSetter.app, maxProcessesSetter.previous = a, previous
+	reload := maxProcessesSetter.applied // (at Caddy's start, previous is the default)
+	maxProcessesSetter.app, maxProcessesSetter.previous, maxProcessesSetter.applied = a, previous, true
 	if previous != n && reload {
 		a.logger.Info("max_processes changed: processes started from now on as an app's account get the new limit; running ones keep theirs until they restart (caddy hearth restart <app>)",
 			zap.Uint64("max_processes", n), zap.Uint64("previous", previous))

@@ -182,7 +182,9 @@ func prepareAppCommand(configFile, adapter, account, name string, argv []string,
 // (EAGAIN) when the account already has more.
 func limitProcessesFor(cred *syscall.Credential) error {
 	limit := supervisor.MaxProcesses()
-	if limit == 0 || cred.Uid == 0 {
+	if limit == 0 || cred.Uid == 0 || os.Geteuid() != 0 {
+		// not root: this process would hold itself too (its own threads
+		// counted against its own account, were it the same)
 		return nil
 	}
 	var lim syscall.Rlimit

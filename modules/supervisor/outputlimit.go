@@ -10,21 +10,25 @@ import (
 )
 
 // A process's output reaches Caddy's log at most outputLinesPerSecond
-// lines a second, after a burst of outputBurst; the lines past that are
-// read and dropped, and their count logged. An app that writes without
-// pause (a loop that prints, a warning a client can cause with every
-// request) would otherwise spend Caddy's CPU on log lines and fill its
-// log, and under systemd exhaust journald's rate limit for the whole
-// unit (by default 10,000 messages in 30 s), which then drops Caddy's own
-// messages with the app's.
+// lines a second, after a burst of outputBurst, and the output of all
+// processes together at most allOutputLinesPerSecond after allOutputBurst;
+// the lines past that are read and dropped, and their count logged. An
+// app that writes without pause (a loop that prints, a warning a client
+// can cause with every request) would otherwise spend Caddy's CPU on log
+// lines and fill its log, and under systemd exhaust journald's rate limit
+// for the whole unit (by default 10,000 messages in 30 s, 333 a second),
+// which then drops Caddy's own messages with the app's.
 const (
-	outputLinesPerSecond = 100
-	outputBurst          = 1000
+	outputLinesPerSecond    = 100
+	outputBurst             = 1000
+	allOutputLinesPerSecond = 250
+	allOutputBurst          = 2500
 )
 
-// When lines are dropped, the last keptDropped of them (each cut to
-// keptDroppedBytes) are kept and logged when the process's output ends:
-// what a process wrote last before it died (a traceback) is what tells why.
+// When lines are dropped, the last keptDropped of each stream (each cut
+// to keptDroppedBytes) are kept and logged when the process's output
+// ends: what a process wrote last before it died (a traceback) is what
+// tells why.
 const (
 	keptDropped      = 32
 	keptDroppedBytes = 1 << 10
@@ -34,34 +38,77 @@ const (
 // held back.
 const heldReportEvery = time.Second
 
+// tokenBucket lets through rate lines a second after a burst.
+type tokenBucket struct {
+	rate, burst float64
+	tokens      float64
+	refilled    time.Time // when tokens was last brought up to date
+}
+
+// take spends a token at now, if there is one.
+func (b *tokenBucket) take(now time.Time) bool {
+	if elapsed := now.Sub(b.refilled); elapsed > 0 {
+		b.tokens = min(b.burst, b.tokens+elapsed.Seconds()*b.rate)
+		b.refilled = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// allOutput is the budget of every process's output together.
+var allOutput = struct {
+	sync.Mutex
+	tokenBucket
+}{tokenBucket: tokenBucket{rate: allOutputLinesPerSecond, burst: allOutputBurst, tokens: allOutputBurst, refilled: time.Now()}}
+
 // outputBudget is a process's allowance of log lines, shared by its
-// stdout and stderr: a token bucket.
+// stdout and stderr.
 type outputBudget struct {
 	mu       sync.Mutex
-	tokens   float64
-	refilled time.Time   // when tokens was last brought up to date
+	own      tokenBucket
 	held     int64       // lines dropped since the last report
 	reported time.Time   // when held was last reported
 	logger   *zap.Logger // the process's (its pid), for the reports
-	// last are the last lines dropped (at most keptDropped), oldest first
-	last []droppedLine
+	// last are the last lines dropped of each stream (stdout, stderr)
+	last [2]lineRing
 }
 
-// droppedLine is a line of output dropped, and its stream.
-type droppedLine struct {
-	stream string
-	text   string
+// lineRing keeps the last keptDropped lines added, in buffers it reuses.
+type lineRing struct {
+	lines [keptDropped][]byte
+	next  int // where the next line goes
+	n     int // how many it holds
 }
+
+func (r *lineRing) add(line []byte) {
+	r.lines[r.next] = append(r.lines[r.next][:0], line[:min(len(line), keptDroppedBytes)]...)
+	r.next = (r.next + 1) % keptDropped
+	r.n = min(r.n+1, keptDropped)
+}
+
+// each calls f with the lines held, oldest first.
+func (r *lineRing) each(f func([]byte)) {
+	for i := range r.n {
+		f(r.lines[(r.next-r.n+i+keptDropped)%keptDropped])
+	}
+}
+
+// streams are the names of a process's output streams, by their index in
+// outputBudget.last.
+var streams = [2]string{"stdout", "stderr"}
 
 func newOutputBudget(now time.Time, logger *zap.Logger) *outputBudget {
-	return &outputBudget{tokens: outputBurst, refilled: now, logger: logger}
+	return &outputBudget{own: tokenBucket{rate: outputLinesPerSecond, burst: outputBurst, tokens: outputBurst, refilled: now}, logger: logger}
 }
 
-// take reports whether line, of stream, may be logged at now (else it
-// is dropped, and kept among the last). When one may, the count of lines
-// dropped since the last report is logged first, if there are some and
-// the last report is heldReportEvery old.
-func (b *outputBudget) take(now time.Time, stream string, line []byte) bool {
+// take reports whether line, of stream (0 stdout, 1 stderr), may be
+// logged at now (else it is dropped, and kept among the last). When one
+// may, the count of lines dropped since the last report is logged first,
+// if there are some and the last report is heldReportEvery old.
+func (b *outputBudget) take(now time.Time, stream int, line []byte) bool {
 	ok, report := b.spend(now, stream, line)
 	if report > 0 {
 		b.reportHeld(report)
@@ -70,23 +117,21 @@ func (b *outputBudget) take(now time.Time, stream string, line []byte) bool {
 }
 
 // spend takes a token, if there is one, and says what to report.
-func (b *outputBudget) spend(now time.Time, stream string, line []byte) (ok bool, report int64) {
+func (b *outputBudget) spend(now time.Time, stream int, line []byte) (ok bool, report int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if elapsed := now.Sub(b.refilled); elapsed > 0 {
-		b.tokens = min(outputBurst, b.tokens+elapsed.Seconds()*outputLinesPerSecond)
-		b.refilled = now
+	ok = b.own.take(now)
+	if ok {
+		allOutput.Lock()
+		ok = allOutput.take(now)
+		allOutput.Unlock()
 	}
-	if b.tokens < 1 {
+	if !ok {
 		b.held++
-		if len(b.last) == keptDropped {
-			b.last = append(b.last[:0], b.last[1:]...)
-		}
-		b.last = append(b.last, droppedLine{stream, string(line[:min(len(line), keptDroppedBytes)])})
+		b.last[stream].add(line)
 		return false, 0
 	}
-	b.tokens--
-	b.last = b.last[:0] // a line logged after them: they were not the last
+	b.last[stream].n = 0 // a line logged after them: they were not the last
 	if b.held > 0 && now.Sub(b.reported) >= heldReportEvery {
 		report, b.held, b.reported = b.held, 0, now
 	}
@@ -97,19 +142,21 @@ func (b *outputBudget) spend(now time.Time, stream string, line []byte) (ok bool
 // lines dropped and not yet reported, then the last lines dropped.
 func (b *outputBudget) reportRest() {
 	b.mu.Lock()
-	report, last := b.held, b.last
-	b.held, b.last = 0, nil
-	b.mu.Unlock()
-	if report > 0 {
-		b.reportHeld(report)
+	defer b.mu.Unlock()
+	if b.held > 0 {
+		b.reportHeld(b.held)
+		b.held = 0
 	}
-	for _, l := range last {
-		b.logger.Info(termsafe.Line(l.text), zap.String("stream", l.stream), zap.Bool("dropped_then_kept", true))
+	for i := range b.last {
+		b.last[i].each(func(line []byte) {
+			b.logger.Info(termsafe.Line(string(line)), zap.String("stream", streams[i]), zap.Bool("dropped_then_kept", true))
+		})
+		b.last[i] = lineRing{}
 	}
 }
 
 // reportHeld logs that n lines of output were dropped.
 func (b *outputBudget) reportHeld(n int64) {
-	b.logger.Warn("the process wrote faster than its output reaches the log: lines were dropped (each process may log 100 lines a second, after a burst of 1000)",
+	b.logger.Warn("the process wrote faster than its output reaches the log: lines were dropped (each process may log 100 lines a second after a burst of 1000, all of them together 250 a second after 2500)",
 		zap.Int64("lines_dropped", n))
 }

@@ -305,8 +305,8 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 	plog := logger.With(zap.Int("pid", p.pid))
 	budget := newOutputBudget(time.Now(), plog)
 	p.logs.Add(2)
-	go p.forward(stdout, budget, "stdout", plog)
-	go p.forward(stderr, budget, "stderr", plog)
+	go p.forward(stdout, budget, 0, plog)
+	go p.forward(stderr, budget, 1, plog)
 	go func() {
 		wait()
 		p.ended.Store(true)
@@ -330,11 +330,11 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 // maxLogLine bounds one log entry; longer output lines are split.
 const maxLogLine = 16 << 10
 
-// forward logs what r, the process's stream, carries, line by line, as
-// budget allows.
-func (p *Process) forward(r io.Reader, budget *outputBudget, stream string, logger *zap.Logger) {
+// forward logs what r, the process's stream (0 stdout, 1 stderr),
+// carries, line by line, as budget allows.
+func (p *Process) forward(r io.Reader, budget *outputBudget, stream int, logger *zap.Logger) {
 	defer p.logs.Done()
-	logger = logger.With(zap.String("stream", stream))
+	logger = logger.With(zap.String("stream", streams[stream]))
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
 		line, err := br.ReadSlice('\n')

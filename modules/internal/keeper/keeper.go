@@ -34,8 +34,10 @@
 // tests/keeper_test.go checks the order in the built binary.
 //
 // The package also holds what keeps capabilities from the children
-// (caps.go) and the protocol on the keeper's socket (protocol.go); Caddy's
-// side of it is in the supervisor package (spawn.go).
+// (caps.go), the protocol on the keeper's socket (protocol.go), and the
+// first step of a start under a process limit, which the same early init
+// makes cheap (limited.go); Caddy's side of it is in the supervisor
+// package (spawn.go).
 package keeper
 
 import (
@@ -104,7 +106,11 @@ type keeper struct {
 
 	mu      sync.Mutex   // held from a fork until its pid is known
 	started map[int]bool // processes started on request, not yet reaped
-	writeMu sync.Mutex
+	// stepping are the steps of starts under a limit not yet answered, and
+	// steppedEnds the wait statuses of those reaped meanwhile
+	stepping    map[int]bool
+	steppedEnds map[int]int
+	writeMu     sync.Mutex
 }
 
 // serve serves Caddy on the socket at fd until Caddy is gone, then
@@ -148,7 +154,7 @@ func serve(fd int) int {
 		os.Stderr.WriteString("hearth-keeper: becoming the subreaper of Hearth's processes: " + e.Error() + "\n")
 		return 1
 	}
-	k := &keeper{conn: fd, started: map[int]bool{}}
+	k := &keeper{conn: fd, started: map[int]bool{}, stepping: map[int]bool{}, steppedEnds: map[int]int{}}
 	children := make(chan os.Signal, 1)
 	signal.Notify(children, syscall.SIGCHLD)
 	go func() {
@@ -267,7 +273,6 @@ func (k *keeper) start(r receivedRequest) {
 			return
 		}
 		report, stepsEnd = p[0], p[1]
-		defer syscall.Close(report)
 		files = append(files, uintptr(stepsEnd)) // the step's fd len(files)-1
 		path, argv = "/proc/self/exe", limitedArgv(r.req.MaxProcesses, len(files)-1, r.req.Path, r.req.Argv)
 	}
@@ -283,31 +288,72 @@ func (k *keeper) start(r receivedRequest) {
 	})
 	if report >= 0 {
 		syscall.Close(stepsEnd) // the step holds its own copy until it executes the program
-		switch {
-		case err == syscall.EACCES:
-			self, _ := os.Executable()
-			err = errors.New("the account cannot execute Caddy's binary (" + self + "), the first step of a start under max_processes: make it executable by that account (chmod o+x, or a group of the account), or set max_processes off: " + err.Error())
-		case err == nil:
-			if err = awaitLimited(report); err != nil {
-				// the step exits (or is killed, should it hang); reap
-				// collects it as an orphan (not in started)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-				if err == syscall.ETIMEDOUT {
-					err = errors.New("the first step of a start under max_processes (" + LimitedName + ") did not execute the program within " + limitedStartWait.String())
-				}
-			}
+		if err == nil {
+			// answered once the step has executed the program or failed,
+			// without holding up other starts or the reports of ends
+			k.stepping[pid] = true
+			go k.awaitStep(r.req.ID, pid, report)
+			return
+		}
+		syscall.Close(report)
+		if err == syscall.EACCES {
+			err = errors.New("permission denied: the account cannot enter the directory (" + r.req.Dir + ") or cannot execute Caddy's binary, the first step of a start under max_processes (" + executable() + "): make both reachable by that account, or set max_processes off")
 		}
 	}
 	if err != nil {
-		reply := Reply{ID: r.req.ID, Err: err.Error(), Errno: int(syscall.EINVAL)}
-		if errno, ok := err.(syscall.Errno); ok {
-			reply.Errno = int(errno)
-		}
-		k.send(reply)
+		k.sendError(r.req.ID, err)
 		return
 	}
 	k.started[pid] = true
 	k.send(Reply{ID: r.req.ID, Pid: pid})
+}
+
+// awaitStep answers the request id for a start under a limit once its step
+// (pid) has executed the program, or has failed, or is killed for hanging
+// (limited.go).
+func (k *keeper) awaitStep(id uint64, pid, report int) {
+	err := awaitLimited(report)
+	syscall.Close(report)
+	if err == syscall.ETIMEDOUT {
+		err = errors.New("the first step of a start under max_processes (" + LimitedName + ") did not execute the program within " + limitedStartWait.String())
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.stepping, pid)
+	status, ended := k.steppedEnds[pid]
+	delete(k.steppedEnds, pid)
+	if err != nil {
+		if !ended {
+			// not reaped: the pid is still the step's own
+			_ = syscall.Kill(pid, syscall.SIGKILL) // reap then collects it unreported
+		}
+		k.sendError(id, err)
+		return
+	}
+	k.send(Reply{ID: id, Pid: pid})
+	if ended {
+		k.send(Reply{Pid: pid, Status: status})
+	} else {
+		k.started[pid] = true
+	}
+}
+
+// executable names Caddy's binary, for messages.
+func executable() string {
+	self, err := os.Executable()
+	if err != nil {
+		return "/proc/self/exe"
+	}
+	return self
+}
+
+// sendError answers the request id with err.
+func (k *keeper) sendError(id uint64, err error) {
+	reply := Reply{ID: id, Err: err.Error(), Errno: int(syscall.EINVAL)}
+	if errno, ok := err.(syscall.Errno); ok {
+		reply.Errno = int(errno)
+	}
+	k.send(reply)
 }
 
 // reap collects every ended child, reporting those Caddy started. A child
@@ -326,6 +372,8 @@ func (k *keeper) reap() {
 		if k.started[pid] {
 			delete(k.started, pid)
 			k.send(Reply{Pid: pid, Status: int(status)})
+		} else if k.stepping[pid] {
+			k.steppedEnds[pid] = int(status) // awaitStep reports it
 		}
 		k.mu.Unlock()
 	}

@@ -49,79 +49,151 @@ func limitedArgv(limit uint64, report int, path string, argv []string) []string 
 // runLimited is the step, in the child, as its account: it sets the
 // limit and executes the program, or writes why not (an errno, 4 bytes)
 // to the report descriptor and returns the exit status. It never returns
-// when it succeeds.
+// when it succeeds. The limit is set first, to leave the least time to
+// another process of the account (which may read and write this one's
+// memory until it is made non-dumpable, just after); from then on nothing
+// may need a new thread, which the limit could refuse and Go would die
+// of: the count is made with raw system calls into fixed buffers (no
+// allocation, so no collection; no blocking call handed to another
+// thread).
 func runLimited(args []string) int {
-	if secureExecution() {
-		// a setuid or file-capability Caddy would start anything as its owner
-		os.Stderr.WriteString(LimitedName + ": refusing to run from a setuid, setgid or file-capability execution\n")
-		return 126
-	}
 	limit, err1 := strconv.ParseUint(args[0], 10, 64)
 	report, err2 := strconv.Atoi(args[1])
 	if err1 != nil || err2 != nil || limit == 0 || report < 3 {
 		os.Stderr.WriteString(LimitedName + ": malformed arguments\n")
 		return 126
 	}
+	var lim syscall.Rlimit
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, rlimitNproc, 0, uintptr(unsafe.Pointer(&lim)), 0, 0); e != 0 {
+		return limitedFailed(report, e)
+	}
+	lim.Cur, lim.Max = min(limit, lim.Max), min(limit, lim.Max)
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, rlimitNproc, uintptr(unsafe.Pointer(&lim)), 0, 0, 0); e != 0 {
+		return limitedFailed(report, e)
+	}
+	if secureExecution() { // (before the next line, which makes /proc/self/auxv root's)
+		// a setuid or file-capability Caddy would start anything as its owner
+		os.Stderr.WriteString(LimitedName + ": refusing to run from a setuid, setgid or file-capability execution\n")
+		return 126
+	}
+	syscall.RawSyscall(syscall.SYS_PRCTL, prSetDumpable, 0, 0)
 	if _, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(report), syscall.F_SETFD, syscall.FD_CLOEXEC); e != 0 {
 		os.Stderr.WriteString(LimitedName + ": no report descriptor: " + e.Error() + "\n")
 		return 126
-	}
-	fail := func(errno syscall.Errno) int {
-		b := uint32(errno)
-		syscall.Write(report, (*[4]byte)(unsafe.Pointer(&b))[:])
-		return 127
-	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(rlimitNproc, &lim); err != nil {
-		return fail(err.(syscall.Errno))
-	}
-	lim.Cur, lim.Max = min(limit, lim.Max), min(limit, lim.Max)
-	if err := syscall.Setrlimit(rlimitNproc, &lim); err != nil {
-		return fail(err.(syscall.Errno))
 	}
 	// the kernel refuses a fork past the limit, but not this execution:
 	// an account already past it would get a program that cannot start
 	// a thread (a worker failing on every request); refused here instead,
 	// with EAGAIN as a fork would be. This process is counted.
 	if accountTasks(syscall.Getuid()) > int(lim.Max) {
-		return fail(syscall.EAGAIN)
+		return limitedFailed(report, syscall.EAGAIN)
 	}
 	err := syscall.Exec(args[2], args[3:], os.Environ())
 	if errno, ok := err.(syscall.Errno); ok {
-		return fail(errno)
+		return limitedFailed(report, errno)
 	}
-	return fail(syscall.EINVAL)
+	return limitedFailed(report, syscall.EINVAL)
 }
 
-// accountTasks counts the processes' threads whose real account is uid,
-// as /proc shows them to this process (all of its own account's).
+// prSetDumpable is PR_SET_DUMPABLE.
+const prSetDumpable = 4
+
+// limitedFailed writes errno to the report descriptor and returns the
+// step's exit status.
+func limitedFailed(report int, errno syscall.Errno) int {
+	b := uint32(errno)
+	syscall.RawSyscall(syscall.SYS_WRITE, uintptr(report), uintptr(unsafe.Pointer(&b)), 4)
+	return 127
+}
+
+// accountTasks counts the threads of the processes whose real account is
+// uid, as /proc shows them to this process (all of its own account's),
+// with raw system calls into fixed buffers (see runLimited). Under the
+// systemd unit (ProtectProc=invisible) it sees only its own account's
+// processes; elsewhere it reads every process's status, a few
+// milliseconds for hundreds of processes.
 func accountTasks(uid int) int {
-	entries, _ := os.ReadDir("/proc")
-	want := []byte(strconv.Itoa(uid))
+	var (
+		dirents [8192]byte
+		path    [32]byte
+		status  [4096]byte
+	)
+	procPath := [...]byte{'/', 'p', 'r', 'o', 'c', 0}
+	cwd := atFDCWD
+	dir, _, e := syscall.RawSyscall6(syscall.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(&procPath[0])), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0, 0, 0)
+	if e != 0 {
+		return 0 // nothing known: the kernel's own check stands
+	}
+	defer syscall.RawSyscall(syscall.SYS_CLOSE, dir, 0, 0)
 	n := 0
-	for _, e := range entries {
-		if name := e.Name(); name == "" || name[0] < '0' || name[0] > '9' {
-			continue
+	for {
+		got, _, e := syscall.RawSyscall(syscall.SYS_GETDENTS64, dir, uintptr(unsafe.Pointer(&dirents[0])), uintptr(len(dirents)))
+		if e != 0 || got == 0 {
+			return n
 		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/status")
-		if err != nil {
-			continue // ended meanwhile
+		for off := 0; off < int(got); {
+			// struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name
+			reclen := int(*(*uint16)(unsafe.Pointer(&dirents[off+16])))
+			name := dirents[off+19 : off+reclen]
+			off += reclen
+			if name[0] < '1' || name[0] > '9' {
+				continue
+			}
+			end := bytes.IndexByte(name, 0)
+			if end < 0 || end > 20 {
+				continue
+			}
+			i := copy(path[:], name[:end])
+			i += copy(path[i:], "/status")
+			path[i] = 0
+			fd, _, e := syscall.RawSyscall6(syscall.SYS_OPENAT, dir, uintptr(unsafe.Pointer(&path[0])), syscall.O_RDONLY|syscall.O_CLOEXEC, 0, 0, 0)
+			if e != 0 {
+				continue // ended meanwhile
+			}
+			read, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&status[0])), uintptr(len(status)))
+			syscall.RawSyscall(syscall.SYS_CLOSE, fd, 0, 0)
+			if e != 0 {
+				continue
+			}
+			data := status[:read]
+			if real, _, _ := bytes.Cut(statusField(data, "Uid:"), []byte{'\t'}); parseNumber(real) != uid {
+				continue
+			}
+			n += max(parseNumber(statusField(data, "Threads:")), 1)
 		}
-		uidLine, threads := statusField(data, "Uid:"), statusField(data, "Threads:")
-		if real, _, _ := bytes.Cut(uidLine, []byte{'\t'}); bytes.Equal(real, want) {
-			t, _ := strconv.Atoi(string(threads))
-			n += max(t, 1)
+	}
+}
+
+// atFDCWD is AT_FDCWD.
+const atFDCWD = -100
+
+// parseNumber reads decimal digits, without allocating; -1 for none.
+func parseNumber(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return -1
 		}
+		n = n*10 + int(c-'0')
 	}
 	return n
 }
 
 // statusField is the value of a /proc/<pid>/status line (without its
-// name and the tab after it).
+// name and the blanks after it).
 func statusField(status []byte, name string) []byte {
-	for line := range bytes.SplitSeq(status, []byte{'\n'}) {
-		if v, ok := bytes.CutPrefix(line, []byte(name)); ok {
-			return bytes.TrimLeft(v, "\t ")
+	for len(status) > 0 {
+		line := status
+		if i := bytes.IndexByte(status, '\n'); i >= 0 {
+			line, status = status[:i], status[i+1:]
+		} else {
+			status = nil
+		}
+		if len(line) >= len(name) && string(line[:len(name)]) == name {
+			return bytes.TrimLeft(line[len(name):], "\t ")
 		}
 	}
 	return nil
@@ -139,9 +211,9 @@ func awaitLimited(fd int) error {
 		if left <= 0 {
 			return syscall.ETIMEDOUT
 		}
-		ms := int(left / time.Millisecond)
+		ts := syscall.NsecToTimespec(int64(left))
 		fds := []pollFd{{fd: int32(fd), events: pollIn}}
-		if _, _, e := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(ms)); e != 0 {
+		if _, _, e := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0); e != 0 {
 			if e == syscall.EINTR {
 				continue
 			}
