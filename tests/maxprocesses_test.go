@@ -77,12 +77,7 @@ func TestMaxProcessesStopsAForkBomb(t *testing.T) {
 		t.Skip("needs root, to run the app as another account")
 	}
 	t.Parallel()
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	writeFile(t, filepath.Join(dir, "bomb.py"), bombApp)
-	os.Chmod(filepath.Join(dir, "bomb.py"), 0o644)
+	dir := bombAppDir(t)
 	port := freePort(t)
 	config := func(limit string) string {
 		return fmt.Sprintf(`{
@@ -183,12 +178,7 @@ func TestForkServerAtMaxProcesses(t *testing.T) {
 		t.Skip("needs root, to run the app as another account")
 	}
 	t.Parallel()
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	writeFile(t, filepath.Join(dir, "bomb.py"), bombApp)
-	os.Chmod(filepath.Join(dir, "bomb.py"), 0o644)
+	dir := bombAppDir(t)
 	port := freePort(t)
 	c := startCaddy(t, fmt.Sprintf(`{
 	admin {ADMIN}
@@ -276,4 +266,16 @@ func threadsOf(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return len(tasks)
+}
+
+// bombAppDir makes a directory holding bombApp that other accounts can read.
+func bombAppDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	writeFile(t, filepath.Join(dir, "bomb.py"), bombApp)
+	os.Chmod(filepath.Join(dir, "bomb.py"), 0o644)
+	return dir
 }

@@ -13,6 +13,10 @@ import (
 // MaxProcessesOff is the max_processes setting that sets no process limit.
 const MaxProcessesOff = "off"
 
+// maxMaxProcesses is the most max_processes accepted: Linux's most
+// process ids (PID_MAX_LIMIT), above which a limit means nothing.
+const maxMaxProcesses = 1 << 22
+
 // parseMaxProcesses reads a max_processes setting: "" is the default,
 // "off" is 0 (no limit).
 func parseMaxProcesses(setting string) (uint64, error) {
@@ -23,9 +27,9 @@ func parseMaxProcesses(setting string) (uint64, error) {
 		return 0, nil
 	}
 	n, err := strconv.ParseUint(setting, 10, 64)
-	if err != nil || n < supervisor.MinMaxProcesses {
-		return 0, fmt.Errorf("max_processes %q is not off or a number of processes and threads of at least %d (default %d)",
-			setting, supervisor.MinMaxProcesses, supervisor.DefaultMaxProcesses)
+	if err != nil || n < supervisor.MinMaxProcesses || n > maxMaxProcesses {
+		return 0, fmt.Errorf("max_processes %q is not off or a number of processes and threads from %d to %d (default %d)",
+			setting, supervisor.MinMaxProcesses, maxMaxProcesses, supervisor.DefaultMaxProcesses)
 	}
 	return n, nil
 }

@@ -25,6 +25,8 @@ func TestParseMaxProcesses(t *testing.T) {
 		{" 200", 0, false},
 		{"Off", 0, false},
 		{"99999999999999999999", 0, false},
+		{"4194304", 4194304, true},
+		{"4194305", 0, false},
 	} {
 		got, err := parseMaxProcesses(tc.setting)
 		if (err == nil) != tc.ok || got != tc.want {

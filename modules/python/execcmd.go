@@ -187,19 +187,11 @@ func limitProcessesFor(cred *syscall.Credential) error {
 		// counted against its own account, were it the same)
 		return nil
 	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(rlimitNproc, &lim); err != nil {
-		return fmt.Errorf("reading the process limit: %w", err)
-	}
-	lim.Cur, lim.Max = min(limit, lim.Max), min(limit, lim.Max)
-	if err := syscall.Setrlimit(rlimitNproc, &lim); err != nil {
+	if err := keeper.LimitProcesses(limit); err != nil {
 		return fmt.Errorf("setting the process limit (max_processes %d) for the command: %w", limit, err)
 	}
 	return nil
 }
-
-// rlimitNproc is RLIMIT_NPROC.
-const rlimitNproc = 6
 
 // commandCredential is the account a command beside a config (check,
 // manage, exec) runs the app's code as: the app's user when its block names

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -207,5 +208,47 @@ time.sleep(60)
 		t.Errorf("a start past the limit: %v", err)
 	} else {
 		t.Log(err)
+	}
+}
+
+// A pool starting its workers at once under a limit: the first steps of
+// the starts, each a Go program with threads of its own counted against
+// the account, run one at a time, so that they do not fill the limit they
+// check (100 at once went over 128).
+func TestManyLimitedStartsAtOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a process as another account")
+	}
+	if others := accountProcesses(t, strangerUID); others != 0 {
+		t.Skipf("uid %d already has %d processes or threads", strangerUID, others)
+	}
+	previous := SetMaxProcesses(128)
+	t.Cleanup(func() { SetMaxProcesses(previous) })
+	const n = 100
+	procs := make([]*Process, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			procs[i], errs[i] = Start(Command{Path: "/bin/sleep", Args: []string{"60"}, Dir: "/", Credential: stranger}, zap.NewNop())
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if p != nil {
+				p.Stop(syscall.SIGKILL, 0)
+			}
+		}
+	})
+	time.Sleep(300 * time.Millisecond) // a step that died would be seen as its process's end by now
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("start %d: %v", i, errs[i])
+		} else if procs[i].Exited() {
+			t.Errorf("start %d: its process ended: %s", i, procs[i].ExitDescription())
+		}
 	}
 }

@@ -125,6 +125,9 @@ func (b *outputBudget) spend(now time.Time, stream int, line []byte) (ok bool, r
 		allOutput.Lock()
 		ok = allOutput.take(now)
 		allOutput.Unlock()
+		if !ok {
+			b.own.tokens++ // not spent: the line is not logged
+		}
 	}
 	if !ok {
 		b.held++
@@ -147,6 +150,15 @@ func (b *outputBudget) reportRest() {
 		b.reportHeld(b.held)
 		b.held = 0
 	}
+	// charged to all processes' budget, even below nothing: processes
+	// that keep crashing would otherwise log past it
+	kept := 0
+	for i := range b.last {
+		kept += b.last[i].n
+	}
+	allOutput.Lock()
+	allOutput.tokens -= float64(kept)
+	allOutput.Unlock()
 	for i := range b.last {
 		b.last[i].each(func(line []byte) {
 			b.logger.Info(termsafe.Line(string(line)), zap.String("stream", streams[i]), zap.Bool("dropped_then_kept", true))

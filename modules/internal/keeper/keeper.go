@@ -49,6 +49,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -110,6 +111,7 @@ type keeper struct {
 	// steppedEnds the wait statuses of those reaped meanwhile
 	stepping    map[int]bool
 	steppedEnds map[int]int
+	stepSlot    chan struct{} // held while a step runs
 	writeMu     sync.Mutex
 }
 
@@ -154,7 +156,7 @@ func serve(fd int) int {
 		os.Stderr.WriteString("hearth-keeper: becoming the subreaper of Hearth's processes: " + e.Error() + "\n")
 		return 1
 	}
-	k := &keeper{conn: fd, started: map[int]bool{}, stepping: map[int]bool{}, steppedEnds: map[int]int{}}
+	k := &keeper{conn: fd, started: map[int]bool{}, stepping: map[int]bool{}, steppedEnds: map[int]int{}, stepSlot: make(chan struct{}, 1)}
 	children := make(chan os.Signal, 1)
 	signal.Notify(children, syscall.SIGCHLD)
 	go func() {
@@ -255,6 +257,17 @@ func (k *keeper) start(r receivedRequest) {
 	if umask == 0 {
 		umask = DefaultUmask
 	}
+	// one step at a time: the steps' own threads count against the
+	// account's limit they check (a pool starting its workers at once)
+	limited, handedOff := r.req.MaxProcesses > 0, false
+	if limited {
+		k.stepSlot <- struct{}{}
+		defer func() {
+			if !handedOff {
+				<-k.stepSlot
+			}
+		}()
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	syscall.Umask(int(umask)) // the keeper creates no files; its children inherit it
@@ -292,6 +305,7 @@ func (k *keeper) start(r receivedRequest) {
 			// answered once the step has executed the program or failed,
 			// without holding up other starts or the reports of ends
 			k.stepping[pid] = true
+			handedOff = true
 			go k.awaitStep(r.req.ID, pid, report)
 			return
 		}
@@ -312,7 +326,19 @@ func (k *keeper) start(r receivedRequest) {
 // (pid) has executed the program, or has failed, or is killed for hanging
 // (limited.go).
 func (k *keeper) awaitStep(id uint64, pid, report int) {
-	err := awaitLimited(report)
+	defer func() { <-k.stepSlot }()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(limitedStartWait, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if _, ended := k.steppedEnds[pid]; !ended && k.stepping[pid] {
+			timedOut.Store(true)
+			_ = syscall.Kill(-pid, syscall.SIGKILL) // its end closes the report pipe
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	err := awaitLimited(report, &timedOut)
+	timer.Stop()
 	syscall.Close(report)
 	if err == syscall.ETIMEDOUT {
 		err = errors.New("the first step of a start under max_processes (" + LimitedName + ") did not execute the program within " + limitedStartWait.String())
@@ -324,8 +350,10 @@ func (k *keeper) awaitStep(id uint64, pid, report int) {
 	delete(k.steppedEnds, pid)
 	if err != nil {
 		if !ended {
-			// not reaped: the pid is still the step's own
-			_ = syscall.Kill(pid, syscall.SIGKILL) // reap then collects it unreported
+			// not reaped (reap waits under k.mu): the pid is still the
+			// step's own, and its group too
+			_ = syscall.Kill(-pid, syscall.SIGKILL) // reap then collects it unreported
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		k.sendError(id, err)
 		return
@@ -361,14 +389,19 @@ func (k *keeper) sendError(id uint64, err error) {
 func (k *keeper) reap() {
 	for {
 		var status syscall.WaitStatus
+		// under k.mu (WNOHANG does not block): a fork in progress has
+		// recorded its pid once this is ours, and a pid not yet reaped
+		// can be signalled under it without reaching another process
+		k.mu.Lock()
 		pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
 		if err == syscall.EINTR {
+			k.mu.Unlock()
 			continue
 		}
 		if pid <= 0 || err != nil {
+			k.mu.Unlock()
 			return
 		}
-		k.mu.Lock() // a fork in progress has recorded its pid once this is ours
 		if k.started[pid] {
 			delete(k.started, pid)
 			k.send(Reply{Pid: pid, Status: int(status)})

@@ -2,12 +2,17 @@ package keeper
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
 )
+
+// isBigEndian reports the machine's byte order (the dirent's reclen).
+var isBigEndian = binary.NativeEndian.Uint16([]byte{0, 1}) == 1
 
 // LimitedName is the argv[0] of Caddy's binary run as the first step of a
 // process started under a process limit (Request.MaxProcesses): the
@@ -37,8 +42,9 @@ const limitedArgs = 3
 // rlimitNproc is RLIMIT_NPROC.
 const rlimitNproc = 6
 
-// limitedStartWait bounds the keeper's wait for the step's report.
-const limitedStartWait = 10 * time.Second
+// limitedStartWait bounds the keeper's wait for the step's report; one
+// step runs at a time.
+const limitedStartWait = 5 * time.Second
 
 // limitedArgv is the argv of the step that starts path with argv under
 // limit, reporting on descriptor report.
@@ -63,29 +69,25 @@ func runLimited(args []string) int {
 		os.Stderr.WriteString(LimitedName + ": malformed arguments\n")
 		return 126
 	}
-	var lim syscall.Rlimit
-	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, rlimitNproc, 0, uintptr(unsafe.Pointer(&lim)), 0, 0); e != 0 {
-		return limitedFailed(report, e)
-	}
-	lim.Cur, lim.Max = min(limit, lim.Max), min(limit, lim.Max)
-	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, rlimitNproc, uintptr(unsafe.Pointer(&lim)), 0, 0, 0); e != 0 {
+	set, e := lowerProcessLimit(limit)
+	if e != 0 {
 		return limitedFailed(report, e)
 	}
 	if secureExecution() { // (before the next line, which makes /proc/self/auxv root's)
 		// a setuid or file-capability Caddy would start anything as its owner
 		os.Stderr.WriteString(LimitedName + ": refusing to run from a setuid, setgid or file-capability execution\n")
-		return 126
+		return limitedFailed(report, syscall.EPERM)
 	}
 	syscall.RawSyscall(syscall.SYS_PRCTL, prSetDumpable, 0, 0)
 	if _, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(report), syscall.F_SETFD, syscall.FD_CLOEXEC); e != 0 {
 		os.Stderr.WriteString(LimitedName + ": no report descriptor: " + e.Error() + "\n")
-		return 126
+		return limitedFailed(report, e)
 	}
 	// the kernel refuses a fork past the limit, but not this execution:
 	// an account already past it would get a program that cannot start
 	// a thread (a worker failing on every request); refused here instead,
 	// with EAGAIN as a fork would be. This process is counted.
-	if accountTasks(syscall.Getuid()) > int(lim.Max) {
+	if accountTasks(syscall.Getuid()) > int(set) {
 		return limitedFailed(report, syscall.EAGAIN)
 	}
 	err := syscall.Exec(args[2], args[3:], os.Environ())
@@ -93,6 +95,31 @@ func runLimited(args []string) int {
 		return limitedFailed(report, errno)
 	}
 	return limitedFailed(report, syscall.EINVAL)
+}
+
+// LimitProcesses sets this process's RLIMIT_NPROC, soft and hard, to
+// limit, or leaves it at its hard limit if that is lower: what a process
+// it then starts as another account inherits (caddy hearth exec, as root,
+// for the app's command).
+func LimitProcesses(limit uint64) error {
+	if _, e := lowerProcessLimit(limit); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// lowerProcessLimit is LimitProcesses with raw system calls (see
+// runLimited); it returns the limit set.
+func lowerProcessLimit(limit uint64) (uint64, syscall.Errno) {
+	var lim syscall.Rlimit
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, rlimitNproc, 0, uintptr(unsafe.Pointer(&lim)), 0, 0); e != 0 {
+		return 0, e
+	}
+	lim.Cur, lim.Max = min(limit, lim.Max), min(limit, lim.Max)
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, rlimitNproc, uintptr(unsafe.Pointer(&lim)), 0, 0, 0); e != 0 {
+		return 0, e
+	}
+	return lim.Max, 0
 }
 
 // prSetDumpable is PR_SET_DUMPABLE.
@@ -133,7 +160,16 @@ func accountTasks(uid int) int {
 		}
 		for off := 0; off < int(got); {
 			// struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name
-			reclen := int(*(*uint16)(unsafe.Pointer(&dirents[off+16])))
+			if off+19 >= int(got) {
+				break
+			}
+			reclen := int(dirents[off+16]) | int(dirents[off+17])<<8 // little-endian
+			if isBigEndian {
+				reclen = int(dirents[off+16])<<8 | int(dirents[off+17])
+			}
+			if reclen < 20 || off+reclen > int(got) {
+				break // not a record the kernel writes
+			}
 			name := dirents[off+19 : off+reclen]
 			off += reclen
 			if name[0] < '1' || name[0] > '9' {
@@ -156,6 +192,9 @@ func accountTasks(uid int) int {
 				continue
 			}
 			data := status[:read]
+			if int(read) == len(status) { // cut: its last line may be too
+				data = data[:bytes.LastIndexByte(data, '\n')+1]
+			}
 			if real, _, _ := bytes.Cut(statusField(data, "Uid:"), []byte{'\t'}); parseNumber(real) != uid {
 				continue
 			}
@@ -201,30 +240,18 @@ func statusField(status []byte, name string) []byte {
 
 // awaitLimited reads the step's report on fd (the read end; the step
 // holds the write end until it executes the program or fails): nil once
-// the program runs, the errno the step wrote, or ETIMEDOUT.
-func awaitLimited(fd int) error {
-	deadline := time.Now().Add(limitedStartWait)
+// the program runs, the errno the step wrote, or ETIMEDOUT once timedOut
+// (a timer that killed the step, which then closed the write end).
+func awaitLimited(fd int, timedOut *atomic.Bool) error {
 	var b [4]byte
 	got := 0
 	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return syscall.ETIMEDOUT
-		}
-		ts := syscall.NsecToTimespec(int64(left))
-		fds := []pollFd{{fd: int32(fd), events: pollIn}}
-		if _, _, e := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0); e != 0 {
-			if e == syscall.EINTR {
-				continue
-			}
-			return e
-		}
-		if fds[0].revents == 0 {
-			continue
-		}
 		n, err := syscall.Read(fd, b[got:])
 		if err == syscall.EINTR {
 			continue
+		}
+		if timedOut.Load() {
+			return syscall.ETIMEDOUT
 		}
 		if err != nil {
 			return err
@@ -236,16 +263,7 @@ func awaitLimited(fd int) error {
 			return syscall.EIO
 		}
 		if got += n; got == len(b) {
-			return syscall.Errno(*(*uint32)(unsafe.Pointer(&b[0])))
+			return syscall.Errno(binary.NativeEndian.Uint32(b[:]))
 		}
 	}
 }
-
-// pollFd is struct pollfd.
-type pollFd struct {
-	fd      int32
-	events  int16
-	revents int16
-}
-
-const pollIn = 0x1
