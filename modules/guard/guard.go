@@ -149,12 +149,16 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 var refusalWarnings = loglimit.Limit{Every: time.Second}
 
 // Check judges a request before anything serves it: a Host that is not
-// the site's (Hosts, or the hosts the app allows) gets 421, and a path or
+// the site's (Hosts, or the hosts the app allows) gets 421, a trusted
+// proxy's scheme, port or prefix that no proxy sets gets 400, and a path or
 // query that is never served gets 404, as a caddyhttp.HandlerError. It
 // returns nil for a request that may go on. Handlers that serve what the
 // guard cannot wrap (WebSocket openings) call it themselves.
 func (g *Guard) Check(r *http.Request) error {
 	if err := g.checkHost(r); err != nil {
+		return err
+	}
+	if err := checkForwardedPlace(r); err != nil {
 		return err
 	}
 	if reason := g.refused(r); reason != "" {

@@ -758,3 +758,50 @@ func TestReplacedResponsesAreLoggedOnceASecond(t *testing.T) {
 		t.Errorf("the line about a page too large to check was held back by the debug pages' (%d)", n)
 	}
 }
+
+// TestForwardedPlaceFromATrustedProxy: a trusted proxy's scheme, port and
+// prefix reach the app only when they are what a proxy sets; a prefix
+// that makes the app's redirects leave the site (ProxyFix x_prefix) is
+// refused with 400. From other peers they are dropped, not judged.
+func TestForwardedPlaceFromATrustedProxy(t *testing.T) {
+	g := &Guard{}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		trusted bool
+		header  string
+		value   string
+		ok      bool
+	}{
+		{true, "X-Forwarded-Proto", "https", true},
+		{true, "X-Forwarded-Proto", "HTTP, https", true},
+		{true, "X-Forwarded-Proto", "javascript", false},
+		{true, "X-Scheme", "ftp", false},
+		{true, "X-Url-Scheme", "https", true},
+		{true, "X-Forwarded-Port", "443", true},
+		{true, "X-Forwarded-Port", "443, 8443", true},
+		{true, "X-Forwarded-Port", "0", false},
+		{true, "X-Forwarded-Port", "65536", false},
+		{true, "X-Forwarded-Port", "+80", false},
+		{true, "X-Forwarded-Port", "80@evil.example", false},
+		{true, "X-Forwarded-Prefix", "/app", true},
+		{true, "X-Forwarded-Prefix", "", true},
+		{true, "X-Forwarded-Prefix", "//evil.example", false},
+		{true, "X-Forwarded-Prefix", "/\\evil.example", false},
+		{true, "X-Forwarded-Prefix", "https://evil.example", false},
+		{true, "X-Forwarded-Prefix", "/app\r\nSet-Cookie: a=b", false},
+		{true, "X-Script-Name", "//evil.example", false},
+		{false, "X-Forwarded-Prefix", "//evil.example", true},
+		{false, "X-Forwarded-Proto", "javascript", true},
+	} {
+		r := httptest.NewRequest("GET", "http://example.net/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: tc.trusted}))
+		r.Header[tc.header] = []string{tc.value}
+		err := g.Check(r)
+		var he caddyhttp.HandlerError
+		if tc.ok && err != nil || !tc.ok && (!errors.As(err, &he) || he.StatusCode != http.StatusBadRequest) {
+			t.Errorf("trusted %v, %s: %q: %v", tc.trusted, tc.header, tc.value, err)
+		}
+	}
+}
