@@ -12,17 +12,18 @@ import (
 )
 
 // checkForwardedPlace refuses, with 400, a request from one of the
-// server's trusted_proxies whose X-Forwarded-Proto, X-Forwarded-Port or
-// X-Forwarded-Prefix (or X-Scheme, X-Url-Scheme, X-Script-Name, read as
-// those by some apps) is not what a proxy sets: a scheme other than http
-// or https, a port that is not a number from 1 to 65535, a prefix that is
-// not a path (one that starts with "//" or holds a backslash or a control
-// character). A proxy that passes on what the client wrote would otherwise
-// hand the app the client's choice: with Flask's ProxyFix (x_prefix) a
-// prefix of //evil.example makes every redirect the app answers go there,
-// a response a cache may keep for everyone. The host headers are
-// checkHost's; from any other peer these headers are dropped
-// (dropProxyHeaders).
+// server's trusted_proxies whose X-Forwarded-Proto, Forwarded's proto=,
+// X-Forwarded-Port or X-Forwarded-Prefix (or X-Scheme, X-Url-Scheme,
+// X-Script-Name, which some apps read as those) is not what a proxy sets:
+// a scheme other than http, https, ws or wss (javascript: would make the
+// app's links run script), a port that is not a number from 1 to 65535,
+// a prefix that is not a path (one that starts with "//" or holds a
+// backslash or a control character). A proxy that passes on what the
+// client wrote would otherwise hand the app the client's choice: with
+// Flask's ProxyFix (x_prefix) a prefix of //evil.example makes every
+// redirect the app answers go there, a response a cache may keep for
+// everyone. The host headers are checkHost's; from any other peer these
+// headers are dropped (dropProxyHeaders).
 func checkForwardedPlace(r *http.Request) error {
 	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
 		return nil
@@ -32,18 +33,28 @@ func checkForwardedPlace(r *http.Request) error {
 		ok   func(string) bool
 		want string
 	}{
-		{"X-Forwarded-Proto", forwardedProto, "http or https"},
-		{"X-Scheme", forwardedProto, "http or https"},
-		{"X-Url-Scheme", forwardedProto, "http or https"},
+		{"X-Forwarded-Proto", forwardedProto, schemes},
+		{"X-Scheme", forwardedProto, schemes},
+		{"X-Url-Scheme", forwardedProto, schemes},
 		{"X-Forwarded-Port", forwardedPort, "a port from 1 to 65535"},
 		{"X-Forwarded-Prefix", forwardedPrefix, "a path starting with a single /, without backslashes or control characters"},
 		{"X-Script-Name", forwardedPrefix, "a path starting with a single /, without backslashes or control characters"},
 	} {
 		for _, v := range r.Header.Values(h.name) {
 			for item := range strings.SplitSeq(v, ",") {
-				if item = strings.TrimSpace(item); !h.ok(item) {
-					return caddyhttp.Error(http.StatusBadRequest,
-						fmt.Errorf("guard: %s (from a trusted proxy) %q is not %s", h.name, textcut.Shorten(item, 64), h.want))
+				// (an empty item is skipped, as the frameworks skip it)
+				if item = strings.TrimSpace(item); item != "" && !h.ok(item) {
+					return refuseForwarded(h.name, item, h.want)
+				}
+			}
+		}
+	}
+	for _, v := range r.Header.Values("Forwarded") { // its host= is checkHost's
+		for element := range strings.SplitSeq(v, ",") {
+			for pair := range strings.SplitSeq(element, ";") {
+				name, value, _ := strings.Cut(strings.TrimSpace(pair), "=")
+				if value = strings.Trim(value, `"`); strings.EqualFold(name, "proto") && !forwardedProto(value) {
+					return refuseForwarded("Forwarded proto", value, schemes)
 				}
 			}
 		}
@@ -51,8 +62,25 @@ func checkForwardedPlace(r *http.Request) error {
 	return nil
 }
 
+// schemes says what forwardedProto accepts.
+const schemes = "http, https, ws or wss"
+
+// refuseForwarded is the 400 for a forwarded value that is not what a
+// proxy sets.
+func refuseForwarded(name, value, want string) error {
+	return caddyhttp.Error(http.StatusBadRequest,
+		fmt.Errorf("guard: %s (from a trusted proxy) %q is not %s", name, textcut.Shorten(value, 64), want))
+}
+
+// forwardedProto accepts the schemes proxies send: ws and wss too, which
+// Traefik sends for a WebSocket opening.
 func forwardedProto(v string) bool {
-	return strings.EqualFold(v, "http") || strings.EqualFold(v, "https")
+	for _, s := range []string{"http", "https", "ws", "wss"} {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func forwardedPort(v string) bool {

@@ -779,6 +779,11 @@ func TestForwardedPlaceFromATrustedProxy(t *testing.T) {
 		{true, "X-Forwarded-Proto", "javascript", false},
 		{true, "X-Scheme", "ftp", false},
 		{true, "X-Url-Scheme", "https", true},
+		{true, "X-Forwarded-Proto", "wss", true}, // Traefik, for a WebSocket opening
+		{true, "X-Forwarded-Proto", "https,", true},
+		{true, "Forwarded", `for=192.0.2.1;proto=https`, true},
+		{true, "Forwarded", `for=192.0.2.1;Proto="javascript"`, false},
+		{true, "Forwarded", `for=192.0.2.1, for=198.51.100.2;proto=javascript`, false},
 		{true, "X-Forwarded-Port", "443", true},
 		{true, "X-Forwarded-Port", "443, 8443", true},
 		{true, "X-Forwarded-Port", "0", false},

@@ -27,4 +27,7 @@ var named = map[string]bool{
 	"X-Cluster-Client-Ip": true, "Fastly-Client-Ip": true, "X-Scheme": true, "X-Url-Scheme": true,
 	"Front-End-Https": true, "X-Original-Host": true, "X-Host": true, "Client-Ip": true, "Forwarded-For": true,
 	"Via": true, "X-Script-Name": true, "X-Original-Forwarded-For": true,
+	// scheme headers of CDNs and load balancers, which Django's
+	// SECURE_PROXY_SSL_HEADER is often set to read
+	"Cloudfront-Forwarded-Proto": true, "Cf-Visitor": true, "X-Arr-Ssl": true,
 }
