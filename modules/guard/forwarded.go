@@ -49,14 +49,9 @@ func checkForwardedPlace(r *http.Request) error {
 			}
 		}
 	}
-	for _, v := range r.Header.Values("Forwarded") { // its host= is checkHost's
-		for element := range strings.SplitSeq(v, ",") {
-			for pair := range strings.SplitSeq(element, ";") {
-				name, value, _ := strings.Cut(strings.TrimSpace(pair), "=")
-				if value = strings.Trim(value, `"`); strings.EqualFold(name, "proto") && !forwardedProto(value) {
-					return refuseForwarded("Forwarded proto", value, schemes)
-				}
-			}
+	for proto := range forwardedParameter(r, "proto") { // (its host= is checkHost's)
+		if !forwardedProto(proto) {
+			return refuseForwarded("Forwarded proto", proto, schemes)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"fmt"
+	"iter"
 	"net"
 	"net/http"
 	"strings"
@@ -39,19 +40,29 @@ func (g *Guard) checkHost(r *http.Request) error {
 			}
 		}
 	}
-	for _, v := range r.Header.Values("Forwarded") {
-		for element := range strings.SplitSeq(v, ",") {
-			for pair := range strings.SplitSeq(element, ";") {
-				name, value, _ := strings.Cut(strings.TrimSpace(pair), "=")
-				if strings.EqualFold(name, "host") {
-					if err := g.checkOneHost(strings.Trim(value, `"`), "Forwarded host (from a trusted proxy)"); err != nil {
-						return err
+	for host := range forwardedParameter(r, "host") {
+		if err := g.checkOneHost(host, "Forwarded host (from a trusted proxy)"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forwardedParameter yields the values of a parameter (host, proto) of
+// every element of r's Forwarded headers (RFC 7239), unquoted.
+func forwardedParameter(r *http.Request, parameter string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range r.Header.Values("Forwarded") {
+			for element := range strings.SplitSeq(v, ",") {
+				for pair := range strings.SplitSeq(element, ";") {
+					name, value, _ := strings.Cut(strings.TrimSpace(pair), "=")
+					if strings.EqualFold(name, parameter) && !yield(strings.Trim(value, `"`)) {
+						return
 					}
 				}
 			}
 		}
 	}
-	return nil
 }
 
 // checkOneHost judges one host a request names (what says it).
