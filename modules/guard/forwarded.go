@@ -25,7 +25,7 @@ import (
 // everyone. The host headers are checkHost's; from any other peer these
 // headers are dropped (dropProxyHeaders).
 func checkForwardedPlace(r *http.Request) error {
-	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
+	if !fromTrustedProxy(r) {
 		return nil
 	}
 	for _, h := range []struct {

@@ -178,7 +178,7 @@ func (g *Guard) Check(r *http.Request) error {
 // X_Forwarded_Host as X-Forwarded-Host, joined to the one the proxy set.
 // Caddy's reverse_proxy then sets X-Forwarded-For, -Proto and -Host itself.
 func dropProxyHeaders(r *http.Request) {
-	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	trusted := fromTrustedProxy(r)
 	for name := range r.Header {
 		if proxyheaders.Is(name) && (!trusted || strings.Contains(name, "_")) {
 			delete(r.Header, name)

@@ -27,7 +27,7 @@ func (g *Guard) checkHost(r *http.Request) error {
 	if err := g.checkOneHost(r.Host, "Host"); err != nil {
 		return err
 	}
-	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
+	if !fromTrustedProxy(r) {
 		return nil // dropped (dropProxyHeaders)
 	}
 	// (spelled with '_', they are dropped: dropProxyHeaders)
@@ -46,6 +46,13 @@ func (g *Guard) checkHost(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// fromTrustedProxy reports whether r's peer is one of the server's
+// trusted_proxies: its proxy headers are judged; anyone else's dropped.
+func fromTrustedProxy(r *http.Request) bool {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
 }
 
 // forwardedParameter yields the values of a parameter (host, proto) of
