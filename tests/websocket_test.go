@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -798,4 +799,108 @@ func TestRestartLetsBackgroundWorkFinish(t *testing.T) {
 		data, _ := os.ReadFile(marker + ".background")
 		return string(data) == "done"
 	})
+}
+
+// TestWebSocketFromAnotherSitesPage: a page of another site that the
+// user's browser opens (a real Chromium) cannot open a WebSocket to the
+// app, which would carry the user's cookies for the app's site
+// (cross-site WebSocket hijacking): the guard answers 403 before the app
+// is asked. A page of an origin listed in websocket_origins can, as can
+// the site's own pages and clients that send no Origin.
+func TestWebSocketFromAnotherSitesPage(t *testing.T) {
+	t.Parallel()
+	// two pages' sites on loopback: one the config lists, one it does not
+	type attempt struct{ result string }
+	results := make(chan attempt, 4)
+	page := func(target string) *httptest.Server {
+		done := make(chan struct{}, 1)
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/":
+				w.Header().Set("Content-Type", "text/html")
+				fmt.Fprintf(w, `<!doctype html><title>a page</title><script>
+const ws = new WebSocket(%q);
+const report = (r) => { new Image().src = "/done?r=" + encodeURIComponent(r); };
+ws.onopen = () => ws.send("from another site");
+ws.onmessage = (e) => report(e.data);
+ws.onerror = () => report("error");
+</script><img src="/wait">`, target)
+			case "/done":
+				results <- attempt{r.URL.Query().Get("r")}
+				done <- struct{}{}
+			case "/wait": // holds the page's load (and Chromium) until the attempt has ended
+				select {
+				case <-done:
+				case <-time.After(30 * time.Second):
+				}
+				w.Header().Set("Content-Type", "image/gif")
+				w.Write([]byte("GIF89a\x01\x00\x01\x00\x00\x00\x00;"))
+			}
+		}))
+	}
+	log := filepath.Join(t.TempDir(), "ws.log")
+	port := freePort(t)
+	target := fmt.Sprintf("ws://127.0.0.1:%d/echo", port)
+	stranger, friend := page(target), page(target)
+	defer stranger.Close()
+	defer friend.Close()
+	config := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	asgi ws_app:app {
+		dir {APPS}
+		python {PYTHON}
+		workers 1
+		env WS_LOG %s
+		guard enforce {
+			websocket_origins %s
+		}
+	}
+}
+`, port, log, friend.URL)
+	startCaddy(t, config)
+
+	chromium(t, "--no-proxy-server", "--dump-dom", stranger.URL+"/")
+	if got := (<-results).result; got != "error" {
+		t.Errorf("a page of another site opened a WebSocket to the app: it got %q", got)
+	}
+	chromium(t, "--no-proxy-server", "--dump-dom", friend.URL+"/")
+	if got := (<-results).result; got != "echo:from another site" {
+		t.Errorf("a page of a listed origin: %q, want the echo", got)
+	}
+
+	// the same openings without a browser: the refusal says what to do
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dial := func(origin string) (*http.Response, error) {
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		c, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPHeader: h})
+		if err == nil {
+			c.Close(websocket.StatusNormalClosure, "")
+		}
+		return resp, err
+	}
+	for _, origin := range []string{"", fmt.Sprintf("http://127.0.0.1:%d", port), friend.URL} {
+		if _, err := dial(origin); err != nil {
+			t.Errorf("Origin %q: %v", origin, err)
+		}
+	}
+	for _, origin := range []string{stranger.URL, "null", "https://evil.example", fmt.Sprintf("http://127.0.0.1:%d", port+1)} {
+		resp, err := dial(origin)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("Origin %q: %v %v, want 403", origin, resp, err)
+		}
+	}
+	// the app saw only the openings let through: one from the listed
+	// page, three without a browser
+	waitFor(t, 10*time.Second, "the app's disconnects", func() bool {
+		data, _ := os.ReadFile(log)
+		return strings.Count(string(data), "disconnect") >= 4
+	})
+	if data, _ := os.ReadFile(log); strings.Count(string(data), "disconnect") != 4 {
+		t.Errorf("the app saw %d WebSockets, want 4:\n%s", strings.Count(string(data), "disconnect"), data)
+	}
 }

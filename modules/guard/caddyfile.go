@@ -2,6 +2,7 @@ package guard
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
@@ -11,6 +12,7 @@ import (
 //
 //	guard {
 //		hosts        <host…>
+//		websocket_origins <origin…>|*
 //		refuse       <pattern…>
 //		hsts_max_age <seconds>|off
 //		scan_limit   <size>
@@ -37,6 +39,15 @@ func (g *Guard) UnmarshalOption(d *caddyfile.Dispenser) error {
 		if len(g.Hosts) == 0 {
 			return d.Err("hosts needs at least one host name, like `hosts example.net www.example.net`")
 		}
+	case "websocket_origins":
+		origins := d.RemainingArgs()
+		if len(origins) == 0 {
+			return d.Err("websocket_origins needs the origins of the pages that may open WebSockets here, like `websocket_origins https://app.example.com`, or * for any site's")
+		}
+		if _, _, err := newOrigins(origins); err != nil {
+			return d.Err(strings.TrimPrefix(err.Error(), "guard: "))
+		}
+		g.WebSocketOrigins = append(g.WebSocketOrigins, origins...)
 	case "refuse":
 		patterns := d.RemainingArgs()
 		if len(patterns) == 0 {
@@ -66,7 +77,7 @@ func (g *Guard) UnmarshalOption(d *caddyfile.Dispenser) error {
 		}
 		g.ScanLimit = int(n)
 	default:
-		return d.Errf("unknown guard option %q; valid ones are hosts, refuse, hsts_max_age, scan_limit", option)
+		return d.Errf("unknown guard option %q; valid ones are hosts, websocket_origins, refuse, hsts_max_age, scan_limit", option)
 	}
 	if d.NextArg() {
 		return d.Errf("too many values for %s", d.Val())

@@ -34,6 +34,9 @@ func init() {
 //     Hosts, a guard that serves an app (the wsgi and asgi handlers' own)
 //     uses the hosts the app itself allows (Django's ALLOWED_HOSTS, read
 //     before launch, or what `settings auto` gave it);
+//   - a WebSocket opening made by a page of another site (its Origin is
+//     not the site's) gets 403: the browser sends this site's cookies
+//     with it (origin.go);
 //   - requests for debugger consoles and for files that are never meant to
 //     be served (`__debugger__`, `/console`, `/.env`, `/.git/`, `*.sqlite3`,
 //     `*.py`, …) get 404, judged by their decoded path and query in every
@@ -57,6 +60,12 @@ type Guard struct {
 	// an app whose hosts are known (see UseAppHosts); any host otherwise.
 	Hosts []string `json:"hosts,omitempty"`
 
+	// WebSocketOrigins are the origins (scheme://host[:port]) whose pages
+	// may open WebSockets to this site besides its own ("*": any site's).
+	// Default: only the site's own pages (an Origin of the request's host
+	// and port, or of a name in Hosts) and clients that send no Origin.
+	WebSocketOrigins []string `json:"websocket_origins,omitempty"`
+
 	// Refuse adds path patterns to refuse (404), in the syntax of
 	// path.Match, matched in any case against the path and each of its
 	// segments; a pattern ending in "/*" also refuses every path under it.
@@ -72,13 +81,15 @@ type Guard struct {
 	// Default: 256 KiB.
 	ScanLimit int `json:"scan_limit,omitempty"`
 
-	hosts    hostSet
-	refuse   []string         // Refuse in lower case, as paths are compared
-	hsts     string           // the Strict-Transport-Security value of max-age hstsAge, made once
-	hstsAge  int              // HSTSMaxAge when hsts was made
-	appHosts func() *AppHosts // the hosts the app allows, when Hosts is empty
-	logger   *zap.Logger
-	logs     *responseLogs // one line a second of each kind a client can cause
+	hosts     hostSet
+	origins   map[string]bool  // WebSocketOrigins as origin.String writes them
+	anyOrigin bool             // "*" among WebSocketOrigins
+	refuse    []string         // Refuse in lower case, as paths are compared
+	hsts      string           // the Strict-Transport-Security value of max-age hstsAge, made once
+	hstsAge   int              // HSTSMaxAge when hsts was made
+	appHosts  func() *AppHosts // the hosts the app allows, when Hosts is empty
+	logger    *zap.Logger
+	logs      *responseLogs // one line a second of each kind a client can cause
 }
 
 // CaddyModule returns the Caddy module information.
@@ -126,7 +137,8 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 		return err
 	}
 	g.hosts = hosts
-	return nil
+	g.origins, g.anyOrigin, err = newOrigins(g.WebSocketOrigins)
+	return err
 }
 
 // ServeHTTP guards the request and its response.
@@ -150,7 +162,8 @@ var refusalWarnings = loglimit.Limit{Every: time.Second}
 
 // Check judges a request before anything serves it: a Host that is not
 // the site's (Hosts, or the hosts the app allows) gets 421, a trusted
-// proxy's scheme, port or prefix that no proxy sets gets 400, and a path or
+// proxy's scheme, port or prefix that no proxy sets gets 400, a WebSocket
+// opening from another site's page gets 403, and a path or
 // query that is never served gets 404, as a caddyhttp.HandlerError. It
 // returns nil for a request that may go on. Handlers that serve what the
 // guard cannot wrap (WebSocket openings) call it themselves.
@@ -160,6 +173,11 @@ func (g *Guard) Check(r *http.Request) error {
 	}
 	if err := checkForwardedPlace(r); err != nil {
 		return err
+	}
+	if IsWebSocket(r) {
+		if err := g.checkOrigin(r); err != nil {
+			return err
+		}
 	}
 	if reason := g.refused(r); reason != "" {
 		if ok, skipped := refusalWarnings.Allow(); ok { // scanners ask for /.env all day

@@ -1,0 +1,120 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// TestWebSocketOriginFromAnotherSite: a page of another site (its Origin)
+// cannot open a WebSocket to the app, which would get the user's cookies
+// with it; the site's own pages, the origins listed, clients without an
+// Origin and requests that are not WebSocket openings go on.
+func TestWebSocketOriginFromAnotherSite(t *testing.T) {
+	type request struct {
+		url     string
+		origin  []string
+		trusted bool
+		header  map[string]string
+		notWS   bool
+		http2   bool
+	}
+	for _, tc := range []struct {
+		name  string
+		guard Guard
+		req   request
+		ok    bool
+	}{
+		{"no Origin (not a browser)", Guard{}, request{url: "http://example.net/ws"}, true},
+		{"the site's own page", Guard{}, request{url: "http://example.net/ws", origin: []string{"http://example.net"}}, true},
+		{"its https page (TLS ended before Caddy)", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net"}}, true},
+		{"case and a trailing dot", Guard{}, request{url: "http://Example.NET./ws", origin: []string{"https://EXAMPLE.net"}}, true},
+		{"another site", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://evil.example"}}, false},
+		{"a name that ends like the site's", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://evilexample.net"}}, false},
+		{"a subdomain of the site", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://user.example.net"}}, false},
+		{"another port of the site's host", Guard{}, request{url: "http://example.net/ws", origin: []string{"http://example.net:8080"}}, false},
+		{"the port the request came to", Guard{}, request{url: "http://localhost:8080/ws", origin: []string{"http://localhost:8080"}}, true},
+		{"the default port, written", Guard{}, request{url: "http://localhost:443/ws", origin: []string{"https://localhost"}}, true},
+		{"the site's host on another port", Guard{}, request{url: "http://localhost:8080/ws", origin: []string{"http://localhost:3000"}}, false},
+		{"the site's host on the default port", Guard{}, request{url: "http://localhost:8080/ws", origin: []string{"http://localhost"}}, false},
+		{"IPv6", Guard{}, request{url: "http://[::1]:8080/ws", origin: []string{"http://[::1]:8080"}}, true},
+		{"IPv6, another port", Guard{}, request{url: "http://[::1]:8080/ws", origin: []string{"http://[::1]:9090"}}, false},
+		{"null (a sandboxed frame, a local file)", Guard{}, request{url: "http://example.net/ws", origin: []string{"null"}}, false},
+		{"two Origins", Guard{}, request{url: "http://example.net/ws", origin: []string{"http://example.net", "https://evil.example"}}, false},
+		{"a path in it", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net/x"}}, false},
+		{"user info in it", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net@evil.example"}}, false},
+		{"a port that is not a number", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net:evil.example"}}, false},
+		{"empty", Guard{}, request{url: "http://example.net/ws", origin: []string{""}}, false},
+		{"an extension's page", Guard{}, request{url: "http://example.net/ws", origin: []string{"chrome-extension://abcdef"}}, false},
+		{"not a WebSocket opening", Guard{}, request{url: "http://example.net/form", origin: []string{"https://evil.example"}, notWS: true}, true},
+		{"HTTP/2, another site", Guard{}, request{url: "https://example.net/ws", origin: []string{"https://evil.example"}, http2: true}, false},
+		{"HTTP/2, the site", Guard{}, request{url: "https://example.net/ws", origin: []string{"https://example.net"}, http2: true}, true},
+		{"listed", Guard{WebSocketOrigins: []string{"https://app.example.com", "http://localhost:3000"}}, request{url: "http://localhost:8080/ws", origin: []string{"http://localhost:3000"}}, true},
+		{"listed, written with its default port", Guard{WebSocketOrigins: []string{"https://app.example.com:443"}}, request{url: "http://example.net/ws", origin: []string{"https://app.example.com"}}, true},
+		{"listed, another scheme", Guard{WebSocketOrigins: []string{"https://app.example.com"}}, request{url: "http://example.net/ws", origin: []string{"http://app.example.com"}}, false},
+		{"any", Guard{WebSocketOrigins: []string{"*"}}, request{url: "http://example.net/ws", origin: []string{"https://evil.example"}}, true},
+		{"one of the site's hosts", Guard{Hosts: []string{"example.net", "www.example.net"}}, request{url: "http://example.net/ws", origin: []string{"https://www.example.net"}}, true},
+		{"one of the site's hosts on another port", Guard{Hosts: []string{"example.net", "www.example.net"}}, request{url: "http://example.net/ws", origin: []string{"https://www.example.net:8443"}}, false},
+		{"a host the trusted proxy forwarded", Guard{}, request{url: "http://10.0.0.5:8080/ws", origin: []string{"https://example.net"}, trusted: true, header: map[string]string{"X-Forwarded-Host": "example.net"}}, true},
+		{"Forwarded host=", Guard{}, request{url: "http://10.0.0.5:8080/ws", origin: []string{"https://example.net"}, trusted: true, header: map[string]string{"Forwarded": `for=192.0.2.1;host="example.net";proto=https`}}, true},
+		{"a forwarded host from an untrusted peer", Guard{}, request{url: "http://10.0.0.5:8080/ws", origin: []string{"https://evil.example"}, header: map[string]string{"X-Forwarded-Host": "evil.example"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.guard
+			if err := g.Prepare(zap.NewNop()); err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest("GET", tc.req.url, nil)
+			r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: tc.req.trusted}))
+			switch {
+			case tc.req.http2:
+				r.Method, r.ProtoMajor = http.MethodConnect, 2
+				r.Header.Set(":protocol", "websocket")
+			case !tc.req.notWS:
+				r.Header.Set("Upgrade", "websocket")
+				r.Header.Set("Connection", "Upgrade")
+			}
+			r.Header["Origin"] = tc.req.origin
+			for k, v := range tc.req.header {
+				r.Header.Set(k, v)
+			}
+			err := g.Check(r)
+			var he caddyhttp.HandlerError
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("refused: %v", err)
+			case !tc.ok && (!errors.As(err, &he) || he.StatusCode != http.StatusForbidden):
+				t.Errorf("got %v, want 403", err)
+			case !tc.ok && !strings.Contains(err.Error(), "websocket_origins"):
+				t.Errorf("the refusal does not say what to do: %v", err)
+			}
+		})
+	}
+}
+
+// TestWebSocketOriginsOption: what websocket_origins accepts.
+func TestWebSocketOriginsOption(t *testing.T) {
+	for _, tc := range []struct {
+		origins []string
+		ok      bool
+	}{
+		{[]string{"https://app.example.com", "http://localhost:3000", "http://[::1]:8080", "*"}, true},
+		{[]string{"app.example.com"}, false},
+		{[]string{"https://app.example.com/path"}, false},
+		{[]string{"https://"}, false},
+		{[]string{"null"}, false},
+		{[]string{"https://*.example.com"}, false},
+	} {
+		g := Guard{WebSocketOrigins: tc.origins}
+		err := g.Prepare(zap.NewNop())
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: %v", tc.origins, err)
+		}
+	}
+}
