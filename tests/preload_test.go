@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -302,5 +303,68 @@ http://127.0.0.1:%d {
 	r := preloadGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
 	if r.ImportedIn == 0 || r.Ppid != r.ImportedIn || r.Pid == r.ImportedIn {
 		t.Errorf("the worker %d (parent %d) was not forked from the fork server %d", r.Pid, r.Ppid, r.ImportedIn)
+	}
+}
+
+// TestPreloadRestartFinishesRequestsInFlight: a restart of a preload app
+// retires the old workers gracefully, and their fork server, whose death
+// kills them (their parent-death signal), stays until they have ended: the
+// requests they are serving when the restart comes get their answers (the
+// old fork server was stopped as soon as the replacements were ready, and
+// those requests got 502).
+func TestPreloadRestartFinishesRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	source, err := os.ReadFile(repoPath("tests", "apps", "preloaded.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir+"/preloaded.py", string(source))
+	config, url := appSite(t, "wsgi", "preloaded:application", dir, "workers 2\n\t\tpreload")
+	c := startCaddy(t, config)
+	oldServer := c.mustApps()[0].ForkServerPid
+	c.seenPID[oldServer] = true
+	release := filepath.Join(dir, "release")
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := freshConnClient.Get(url + "/wait?for=" + release)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		answer <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}()
+	waitFor(t, 20*time.Second, "the request running in a worker", func() bool {
+		_, err := os.Stat(release + ".started")
+		return err == nil
+	})
+	writeFile(t, dir+"/preloaded.py", string(source)+"\nVERSION = 2\n")
+	if code, body := adminPost(t, c, "/hearth/apps/preloaded/restart", ""); code != 200 {
+		t.Fatalf("restart: %d %s", code, body)
+	}
+	newServer := c.mustApps()[0].ForkServerPid
+	c.seenPID[newServer] = true
+	if newServer == oldServer {
+		t.Fatal("the restart kept the old fork server")
+	}
+	if r := preloadGet(t, url); r.Version != 2 || r.ImportedIn != newServer {
+		t.Errorf("after the restart: %+v, want version 2 from the fork server %d", r, newServer)
+	}
+	if waitGone(oldServer, time.Second) {
+		t.Errorf("the old fork server %d left while its workers were serving requests", oldServer)
+	}
+	writeFile(t, release, "")
+	select {
+	case got := <-answer:
+		if !strings.HasPrefix(got, "200 ") || !strings.Contains(got, `"version": 1`) {
+			t.Errorf("the request in flight during the restart got %q, want 200 from the old code", got)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the request in flight during the restart got no answer")
+	}
+	if !waitGone(oldServer, 20*time.Second) {
+		t.Errorf("the old fork server %d still runs after its workers ended", oldServer)
 	}
 }

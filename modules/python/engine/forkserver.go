@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +126,17 @@ func (t *forkServer) stop() {
 	t.proc.Stop(syscall.SIGTERM, 5*time.Second)
 }
 
+// retire closes the channel of a fork server a restart replaced: it forks
+// no more, and exits once every worker it forked has ended. They die with
+// it (their parent-death signal), so stopping it at once would cut off the
+// requests its retiring workers are finishing, and every worker of a
+// restart that stopped half-way (they keep serving).
+func (t *forkServer) retire() {
+	t.mu.Lock() // after a fork request under way: its worker is waited for
+	defer t.mu.Unlock()
+	t.control.Close()
+}
+
 // liveForkServer returns the pool's fork server, starting a new one if there is
 // none or it died.
 func (p *Pool) liveForkServer() (*forkServer, error) {
@@ -149,20 +161,49 @@ func (p *Pool) liveForkServer() (*forkServer, error) {
 	return t, nil
 }
 
-// replaceForkServer loads the app anew in a new fork server (for a restart) and
-// returns the old one, to be stopped once its workers are replaced.
-func (p *Pool) replaceForkServer() (*forkServer, error) {
+// replaceForkServer loads the app anew in a new fork server (for a restart),
+// which forks the workers from then on, and retires the old one: it exits
+// once its workers have (stopForkServers stops it if the pool stops first).
+func (p *Pool) replaceForkServer() error {
 	p.forkServerMu.Lock()
 	defer p.forkServerMu.Unlock()
 	t, err := p.startForkServer()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	p.mu.Lock()
+	if p.state != supervisor.Running {
+		// a reload took the pool out while the new one imported the app
+		p.mu.Unlock()
+		t.stop()
+		return fmt.Errorf("app %s stopped during its restart, %w", p.opts.Name, supervisor.ErrNotRunning)
+	}
 	old := p.forkServer
 	p.forkServer = t
 	p.mu.Unlock()
-	return old, nil
+	if old != nil {
+		old.retire()
+		p.retiredForkServers = slices.DeleteFunc(p.retiredForkServers, func(r *forkServer) bool { return r.proc.Exited() })
+		p.retiredForkServers = append(p.retiredForkServers, old)
+	}
+	return nil
+}
+
+// stopForkServers stops the pool's fork servers, the one in service and
+// those retired whose workers had not all ended, once the pool's workers
+// are stopped.
+func (p *Pool) stopForkServers() {
+	p.forkServerMu.Lock()
+	defer p.forkServerMu.Unlock()
+	p.mu.Lock()
+	t := p.forkServer
+	p.mu.Unlock()
+	for _, r := range append(p.retiredForkServers, t) {
+		if r != nil {
+			r.stop()
+		}
+	}
+	p.retiredForkServers = nil
 }
 
 // forkWorker has the fork server fork a worker holding the given channel ends.

@@ -40,6 +40,9 @@ type Pool struct {
 
 	forkServerMu sync.Mutex  // serializes fork server (re)starts
 	forkServer   *forkServer // preload mode: the process workers are forked from (guarded by mu)
+	// retiredForkServers are those restarts replaced whose workers may
+	// still be finishing requests (guarded by forkServerMu)
+	retiredForkServers []*forkServer
 
 	// bodies counts each client's request bodies held for the pool, up to
 	// maxBodiesPerClient (ReadBody)
@@ -318,9 +321,7 @@ func (p *Pool) drainAndStop() {
 		})
 	}
 	wg.Wait()
-	if p.forkServer != nil {
-		p.forkServer.stop()
-	}
+	p.stopForkServers()
 	if len(workers) > 0 {
 		p.logger.Info("worker pool stopped", zap.Int("workers", len(workers)))
 	}

@@ -428,12 +428,10 @@ func (p *Pool) Restart() error {
 	p.mu.Unlock()
 	if p.opts.Preload {
 		// load the new code once, in a new fork server, before any worker
-		old, err := p.replaceForkServer()
-		if err != nil {
+		if err := p.replaceForkServer(); errors.Is(err, supervisor.ErrNotRunning) {
+			return err
+		} else if err != nil {
 			return fmt.Errorf("restarting app %s: %w", p.opts.Name, err)
-		}
-		if old != nil {
-			defer old.stop()
 		}
 	}
 	running := func() bool {

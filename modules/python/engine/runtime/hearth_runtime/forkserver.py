@@ -2,6 +2,7 @@
 forks a worker for each fork request from Caddy (Go: forkserver.go)."""
 
 import os
+import select
 import signal
 import socket
 import sys
@@ -32,14 +33,22 @@ def serve_as_fork_server(app, name, control):
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our workers
     parent = os.getppid()
     threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
+    workers = {}  # pid -> pidfd of each worker forked that may still run
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(control, HEADER_SIZE, 64)
+            # close-on-exec from the start: a program the app's threads start
+            # meanwhile never holds the next worker's channels
+            data, fds, _, _ = socket.recv_fds(control, HEADER_SIZE, 64, socket.MSG_CMSG_CLOEXEC)
         except OSError as exc:
             sys.stderr.write('hearth fork server %d: control channel failed: %s\n' % (os.getpid(), exc))
             os._exit(3)
         if not data:
-            return  # Caddy closed the channel: the pool stopped
+            # Caddy closed the channel: the pool stopped (its workers were
+            # stopped first), or a restart replaced this fork server while
+            # its workers finish what they are serving. They die with it
+            # (their parent-death signal), so it leaves once they have.
+            wait_for_workers(workers)
+            return
         if len(data) != HEADER_SIZE or _unpack(data)[1] != FORK or len(fds) < 3:
             sys.stderr.write('hearth fork server %d: protocol error from Caddy: bad fork request; exiting\n' % os.getpid())
             os._exit(3)
@@ -59,6 +68,8 @@ def serve_as_fork_server(app, name, control):
         if pid == 0:
             try:
                 control.close()
+                for pidfd in workers.values():
+                    os.close(pidfd)
                 os.setpgid(0, 0)
                 set_parent_death_signal()
                 if os.getppid() != server_pid:
@@ -77,5 +88,35 @@ def serve_as_fork_server(app, name, control):
             os._exit(0)
         for fd in fds:
             os.close(fd)
+        track_worker(workers, pid)
         reply = str(pid).encode()
         control.sendall(_pack(len(reply), FORK, 0, request) + reply)
+
+
+def track_worker(workers, pid):
+    """Keeps a pidfd of a worker just forked (its number may be reused once
+    it ended; its pidfd names it alone), and closes those of the workers
+    that ended."""
+    if workers:
+        poller = select.poll()
+        for pidfd in workers.values():
+            poller.register(pidfd, select.POLLIN)
+        ended = {fd for fd, _ in poller.poll(0)}  # a pidfd is readable once its process ended
+        for old, pidfd in list(workers.items()):
+            if pidfd in ended:
+                os.close(pidfd)
+                del workers[old]
+    try:
+        workers[pid] = os.pidfd_open(pid)
+    except OSError:
+        pass  # it ended already, or the kernel has no pidfds (before 5.3)
+
+
+def wait_for_workers(workers):
+    """Returns once every worker in workers has ended."""
+    for pidfd in workers.values():
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll()
+        os.close(pidfd)
+    workers.clear()
