@@ -132,6 +132,41 @@ def application(environ, start_response):
             self.assertEqual((kind, rsid, status), (RESP_HEAD, sid, b'204 No Content'))
         self.assertEqual(w.finish()[0], 0)
 
+    def test_body_frames_are_small(self):
+        """A WSGI body goes to Caddy in frames of at most 64 KiB, however the
+        app hands it over: Caddy holds one frame of a stalled response past
+        its budget for slow clients (1 MiB frames held a megabyte each)."""
+        w = Worker('''
+def application(environ, start_response):
+    big = b'x' * (3 << 20)
+    path = environ['PATH_INFO']
+    if path == '/write':
+        write = start_response('200 OK', [])
+        write(big)
+        return []
+    if path == '/length':
+        start_response('200 OK', [('Content-Length', str(len(big)))])
+        return iter([big])
+    start_response('200 OK', [])
+    return [big] if path == '/list' else iter([big, big])
+''')
+        w.read_frame()
+        for sid, (path, size) in enumerate([('/write', 3 << 20), ('/length', 3 << 20), ('/list', 3 << 20),
+                                            ('/chunks', 6 << 20)], 1):
+            w.sock.sendall(frame(REQ_HEAD, END, sid, head(**dict(BASE, PATH_INFO=path))))
+            kind, _, _, _ = w.read_frame()
+            self.assertEqual(kind, RESP_HEAD)
+            total = 0
+            while True:
+                kind, flags, rsid, payload = w.read_frame()
+                self.assertEqual((kind, rsid), (RESP_BODY, sid))
+                self.assertLessEqual(len(payload), 64 << 10, path)
+                total += len(payload)
+                if flags & END:
+                    break
+            self.assertEqual(total, size, path)
+        self.assertEqual(w.finish()[0], 0)
+
     def test_declared_length_ends_the_body_in_its_last_chunk(self):
         # an iterable that is not a list (Django's HttpResponse, generators)
         # whose Content-Length is reached: the chunk reaching it is the last

@@ -15,10 +15,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/internal/panics"
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 	"github.com/hearth-dev/hearth/modules/protocol"
 )
 
@@ -259,8 +261,28 @@ func (s *channel) nextBody() (bodyFrame, error) {
 // appAborted logs the app's failure after its response head (when says
 // where it was) and returns the request's error.
 func (p *Pool) appAborted(message []byte, when string) error {
-	p.logger.Error("app failed "+when, zap.String("error", string(message)))
+	p.logAppFailure("app failed "+when, message)
 	return Failed(AppAborted, fmt.Errorf("app %s aborted the response (its error is logged above)", p.opts.Name))
+}
+
+// maxLoggedFailure bounds the app's own words about a failure (an Abort
+// frame's message) in the log: the runtime sends at most 4 KiB, but a
+// worker's channel carries whatever its process writes, up to a frame.
+const maxLoggedFailure = 4 << 10
+
+// logAppFailure logs the message of an Abort frame, cut to
+// maxLoggedFailure, at most ten a second for the app (counting the ones
+// held back): its requests are the app's to make, as fast as it likes.
+func (p *Pool) logAppFailure(what string, message []byte) {
+	ok, skipped := p.failureLogs.Allow()
+	if !ok {
+		return
+	}
+	fields := []zap.Field{zap.String("error", textcut.Prefix(string(message[:min(len(message), maxLoggedFailure+utf8.UTFMax)]), maxLoggedFailure))}
+	if skipped > 0 {
+		fields = append(fields, zap.Int64("not_logged_since", skipped))
+	}
+	p.logger.Error(what, fields...)
 }
 
 // streamASGI relays an ASGI response that did not come whole with its

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hearth-dev/hearth/modules/protocol"
 	"github.com/hearth-dev/hearth/modules/supervisor"
@@ -709,5 +710,49 @@ func TestBodyOutlivesItsHandler(t *testing.T) {
 	close(bodyRead)
 	if n := <-got; n != size {
 		t.Fatalf("the worker got %d bytes of the %d-byte body sent after its handler returned", n, size)
+	}
+}
+
+// TestAppFailuresReachTheLogWithinBounds: the message of an app's Abort
+// frame reaches the log cut to 4 KiB, at most ten lines a second for the
+// app, the others counted: a worker may write a 1 MiB message (a hostile
+// one is not bound by the runtime's 4 KiB) for each of the requests it
+// makes to itself, which went to the log whole, one line each.
+func TestAppFailuresReachTheLogWithinBounds(t *testing.T) {
+	core, logs := observer.New(zap.ErrorLevel)
+	p := New(Options{Name: "hostile", Kind: "asgi", Pipeline: "off", Threads: 1, MaxQueue: 10, QueueTimeout: time.Minute}, zap.New(core))
+	p.state = supervisor.Running
+	_, worker := addFakeWorker(t, p)
+	message := bytes.Repeat([]byte("\x1b[2Jboom "), (protocol.MaxPayload-16)/9)
+	const requests = 30
+	go func() {
+		frames := protocol.NewReader(worker)
+		for range requests {
+			h, _, err := frames.Next()
+			if err != nil {
+				return
+			}
+			out := protocol.AppendFrame(nil, protocol.ResponseHead, 0, h.Stream, []byte("200 OK\x00"))
+			out = protocol.AppendFrame(out, protocol.Abort, 0, h.Stream, message)
+			if _, err := worker.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	for range requests {
+		if err := p.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), &Request{Timeout: 10 * time.Second}); FailureOf(err) != AppAborted {
+			t.Fatalf("Serve: %v, want the app's abort", err)
+		}
+	}
+	elapsed := time.Since(start)
+	lines := logs.FilterMessageSnippet("app failed").All()
+	if len(lines) == 0 || len(lines) > 1+int(elapsed/(100*time.Millisecond)) {
+		t.Errorf("%d lines for %d failures in %s, want at least one and at most ten a second", len(lines), requests, elapsed)
+	}
+	for _, l := range lines {
+		if got := len(l.ContextMap()["error"].(string)); got > 4<<10 {
+			t.Errorf("a logged message of %d bytes, want at most 4 KiB", got)
+		}
 	}
 }

@@ -23,11 +23,14 @@ import (
 // bounded queue when none is free (in turns among clients: fairqueue.go),
 // and give the channel back when the worker has produced the whole response.
 type Pool struct {
-	opts       Options
-	env        []string // the processes' environment, from Start's prepare step
-	logger     *zap.Logger
-	nextStream atomic.Uint32   // request ids
-	longLived  longLivedCounts // WebSockets and streamed responses holding channels (longlived.go)
+	opts   Options
+	env    []string // the processes' environment, from Start's prepare step
+	logger *zap.Logger
+	// failureLogs bounds the log lines of the app's failures (Abort
+	// frames: logAppFailure)
+	failureLogs loglimit.Limit
+	nextStream  atomic.Uint32   // request ids
+	longLived   longLivedCounts // WebSockets and streamed responses holding channels (longlived.go)
 	// policyWarned is set once a worker was found under another
 	// scheduling policy than cpu_policy's (cpupolicy.go)
 	policyWarned atomic.Bool
@@ -118,6 +121,8 @@ func New(opts Options, logger *zap.Logger) *Pool {
 		logger: logger.With(zap.String("app", opts.Name)),
 		ctx:    ctx,
 		cancel: cancel,
+
+		failureLogs: loglimit.Limit{Every: 100 * time.Millisecond},
 
 		queueWait: queueWaitSeconds.WithLabelValues(opts.Name),
 		duration:  requestDurationSeconds.WithLabelValues(opts.Name),

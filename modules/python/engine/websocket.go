@@ -121,7 +121,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 		if err != nil {
 			return p.badHead(s, sid, nil, err)
 		}
-		h, payload, err = s.frames.Next()
+		h, payload, err = s.next()
 		if err != nil || h.Type != protocol.ResponseBody || !h.End() {
 			mark.restore(w.Header()) // Caddy answers the error, not the app (its cookies, its Location)
 			return p.broken(s, fmt.Errorf("expected the end of a refusal, got %v %v", h.Type, err))
@@ -268,7 +268,7 @@ func (p *Pool) workerToClient(ctx context.Context, conn wsPeer, s *channel, sid 
 				return
 			}
 		case protocol.Abort:
-			p.logger.Error("app failed during a WebSocket", zap.String("error", string(payload)))
+			p.logAppFailure("app failed during a WebSocket", payload)
 			conn.close(1011, "")
 			release()
 			return
@@ -310,7 +310,7 @@ func (p *Pool) drainToEnd(s *channel, sid uint32) {
 	s.setDeadline(closeGrace)
 	cancelled := false
 	for {
-		h, _, err := s.frames.Next()
+		h, _, err := s.next()
 		if err != nil {
 			if err = s.cancelPastGrace(err, sid, &cancelled); err == nil {
 				continue

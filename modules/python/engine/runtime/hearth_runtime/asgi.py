@@ -10,8 +10,8 @@ import sys
 import traceback
 
 from .protocol import (ABORT, BINARY, CANCEL, END, FATAL, HEADER, HEADER_SIZE, HELLO, MAX_PAYLOAD, REQ_BODY,
-                       REFUSED, REQ_HEAD, RESP_BODY, RESP_HEAD, TIMED_OUT, WS_ACCEPT, WS_CLOSE, WS_MSG, ChannelLost,
-                       ClientDisconnected, ProtocolError, encode_head, frames, send_500)
+                       REFUSED, REQ_HEAD, RESP_BODY, RESP_HEAD, STREAM_FRAME, TIMED_OUT, WS_ACCEPT, WS_CLOSE,
+                       WS_MSG, ChannelLost, ClientDisconnected, ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
 READ_BUFFER = 64 * 1024  # an ASGI channel's read buffer; it grows for a larger frame, then shrinks back
@@ -36,13 +36,6 @@ SPILL_CHUNK = 1 << 20
 # the queue's slot): a flood of empty messages or tiny chunks counts too
 ITEM_COST = 128
 WS_TOO_SLOW = 1009
-# A streamed response's body goes in frames of at most this many bytes:
-# once Caddy's budget for slow clients is spent, a response waiting for a
-# client that reads nothing holds one frame of Caddy's memory past it (a
-# 1 MiB chunk held a megabyte per stalled response; the channel's buffer
-# is 64 KiB). A whole response in one message goes in one frame (Caddy
-# copies it, within its budget, and gives the channel back at once).
-STREAM_FRAME = 64 << 10
 # how long requests whose channel Caddy closed have to end once the worker
 # is told to stop (SIGTERM) before their tasks are cancelled: less than
 # the 10 s Caddy gives a stopping worker before SIGKILL
@@ -735,7 +728,7 @@ class AsgiWorker:
                     return
                 if events.peer_closed:
                     raise ClientDisconnected('the client is gone')
-                body = bytes(message.get('body', b''))
+                body = message_bytes(message, 'body', 'http.response.body')
                 more = bool(message.get('more_body', False))
                 if state['head'] is not None and not more and len(body) <= MAX_PAYLOAD:
                     data = frames(RESP_BODY, sid, body, True)  # the whole response: one frame
@@ -841,7 +834,7 @@ class AsgiWorker:
                 if not state['accepted']:
                     return
                 if message.get('bytes') is not None:
-                    data, flags = bytes(message['bytes']), BINARY
+                    data, flags = message_bytes(message, 'bytes', 'websocket.send'), BINARY
                 else:
                     data, flags = str(message.get('text', '')).encode('utf-8'), 0
                 if len(data) > MAX_PAYLOAD:
@@ -957,3 +950,12 @@ def port_number(value):
         return int(value or 0)
     except ValueError:
         return 0
+
+
+def message_bytes(message, key, kind):
+    """message[key] as bytes, refused unless bytes-like: bytes(n) of an int
+    would make n zero bytes (an app's bug allocating a gigabyte)."""
+    value = message.get(key, b'')
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError('%s: %r must be bytes, not %s' % (kind, key, type(value).__name__))
+    return bytes(value)

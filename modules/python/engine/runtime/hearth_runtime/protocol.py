@@ -11,6 +11,12 @@ import struct
 HEADER = struct.Struct('!IBBI')  # payload length, type, flags, stream id
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 20
+# the most a response body frame carries while more of the body follows:
+# once Caddy's budget for slow clients is spent, a response waiting for a
+# client that reads nothing holds one frame of Caddy's memory past it (a
+# 1 MiB chunk held a megabyte per stalled response; the channel's buffer
+# is 64 KiB).
+STREAM_FRAME = 64 << 10
 # What Caddy takes of a response head (its maxResponseHeadBytes and
 # maxResponseHeaders): checked here too, so that the app gets HeaderError
 # (a plain 500) before anything of a streamed answer is sent.

@@ -10,8 +10,8 @@ import threading
 import time
 import traceback
 
-from .protocol import (ABORT, END, HELLO, REQ_BODY, REQ_HEAD, RESP_BODY, RESP_HEAD, Channel, HEADER,
-                       ChannelLost, ProtocolError, encode_head, frames, send_500)
+from .protocol import (ABORT, END, HELLO, REQ_BODY, REQ_HEAD, RESP_BODY, RESP_HEAD, STREAM_FRAME, Channel,
+                       HEADER, ChannelLost, ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
 
@@ -97,10 +97,10 @@ def declared_length(headers):
     if headers:
         for name, value in headers:
             if len(name) == 14 and name.lower() == 'content-length':
-                try:
-                    return max(int(value), -1)
-                except (TypeError, ValueError):
-                    return -1
+                # digits only, as Caddy takes it (int() also reads "1_0" and " +5 ")
+                if isinstance(value, str) and value.isascii() and value.isdigit():
+                    return int(value)
+                return -1
     return -1
 
 
@@ -163,9 +163,9 @@ class WsgiWorker:
             if state[0] is None:
                 raise AssertionError('write() called before start_response()')
             if not state[2]:
-                send_head(frames(RESP_BODY, sid, data, False))
+                send_head(frames(RESP_BODY, sid, data, False, STREAM_FRAME))
             elif data:
-                send(frames(RESP_BODY, sid, data, False))
+                send(frames(RESP_BODY, sid, data, False, STREAM_FRAME))
 
         def start_response(status, headers, exc_info=None):
             if exc_info:
@@ -187,9 +187,9 @@ class WsgiWorker:
                 if state[0] is None:
                     raise AssertionError('the app returned without calling start_response()')
                 if state[2]:
-                    send(frames(RESP_BODY, sid, data, True))
+                    send(frames(RESP_BODY, sid, data, True, STREAM_FRAME))
                 else:
-                    send_head(frames(RESP_BODY, sid, data, True))
+                    send_head(frames(RESP_BODY, sid, data, True, STREAM_FRAME))
             else:
                 expected, sent = None, 0
                 for chunk in result:
@@ -200,7 +200,7 @@ class WsgiWorker:
                     if sent + len(chunk) >= expected >= 0:
                         # the declared length is complete: this chunk ends
                         # the body (one frame for the usual one-chunk body)
-                        last = frames(RESP_BODY, sid, chunk[:expected - sent], True)
+                        last = frames(RESP_BODY, sid, chunk[:expected - sent], True, STREAM_FRAME)
                         if state[2]:
                             send(last)
                         else:
