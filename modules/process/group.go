@@ -76,6 +76,7 @@ type instance struct {
 	addr     string // host:port or socket path
 	uid      int    // the account it runs as
 	upstream *reverseproxy.Upstream
+	counted  bool // its exit or replacement counted in restarts (guarded by the group's mu)
 }
 
 func newGroup(s *spec, logger *zap.Logger) *Group {
@@ -383,18 +384,32 @@ func (g *Group) putInService(next, old *instance, reason string) bool {
 }
 
 // takeOut takes in out of service, counting reason (if set) once: a step
-// run again after a panic does not count it twice.
+// run again after a panic does not count it twice, nor does the exit of
+// an instance takeOutWhenEnded took out already.
 func (g *Group) takeOut(in *instance, reason string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !slices.Contains(g.instances, in) {
-		return
-	}
-	g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
-	if reason != "" {
+	if reason != "" && !in.counted {
+		in.counted = true
 		g.restarts[reason]++
 	}
+	if slices.Contains(g.instances, in) {
+		g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
+	}
 	g.publishLocked()
+}
+
+// takeOutWhenEnded takes in out of service the moment its process ends,
+// not once its output is drained (Exited, up to 2 s later when a
+// descendant holds its pipes): its port is free from then on, and another
+// account that binds it would receive the site's requests, passwords and
+// cookies included.
+func (g *Group) takeOutWhenEnded(in *instance) {
+	select {
+	case <-in.proc.Ended():
+		g.takeOut(in, "")
+	case <-g.ctx.Done():
+	}
 }
 
 func (g *Group) setLastError(err error) {
@@ -411,6 +426,7 @@ func (g *Group) adopt(_ *supervisor.Replica[*instance], next, old *instance, rea
 		next.stop(g.spec)
 		return false
 	}
+	go g.takeOutWhenEnded(next)
 	if old != nil {
 		g.stopLater(old)
 	}

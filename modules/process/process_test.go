@@ -5,13 +5,18 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // TestResolveEnv: an instance's environment may not carry a PORT or a
@@ -121,5 +126,64 @@ func TestReadyPathRedirectIsNotFollowed(t *testing.T) {
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the redirect was followed: %d requests reached where it pointed", n)
+	}
+}
+
+// TestInstanceOutOfServiceWhenItsProcessEnds: an instance is taken out of
+// service as soon as its process ends, not once its output is drained (up
+// to 2 s later, when a descendant holds its pipes): its port is free from
+// the end on, and an account that binds it then would receive the site's
+// requests. Its exit still counts once as a crash.
+func TestInstanceOutOfServiceWhenItsProcessEnds(t *testing.T) {
+	g := newGroup(&spec{Name: "api"}, zap.NewNop())
+	defer g.cancel()
+	g.state = supervisor.Running
+	// its output is held by a process of a session of its own, which
+	// nothing kills with the instance: the drain lasts its full 2 s
+	holder := filepath.Join(t.TempDir(), "holder")
+	proc, err := supervisor.Start(supervisor.Command{Path: "/bin/sh", Args: []string{"-c", "setsid sh -c 'echo $$ > " + holder + "; exec sleep 60' & exec sleep 61"}, Env: []string{"PATH=/usr/bin:/bin"}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-proc.Pid(), syscall.SIGKILL)
+		if data, err := os.ReadFile(holder); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(holder); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("the holder did not start")
+		}
+	}
+	in := &instance{proc: proc, network: "tcp", addr: "127.0.0.1:1"}
+	if !g.adopt(nil, in, nil, "") {
+		t.Fatal("not adopted")
+	}
+	inService := func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return slices.Contains(g.instances, in)
+	}
+	if !inService() {
+		t.Fatal("not in service once adopted")
+	}
+	_ = syscall.Kill(proc.Pid(), syscall.SIGKILL) // the shell; its sleep holds the output
+	<-proc.Ended()
+	for inService() {
+		select {
+		case <-proc.Done():
+			t.Fatal("still in service when its output was drained, 2 s after its process ended")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	g.hooks().Exited(in)
+	g.hooks().Exited(in) // a step run again after a panic
+	if n := g.restarts["crash"]; n != 1 {
+		t.Errorf("%d crashes counted, want 1", n)
 	}
 }

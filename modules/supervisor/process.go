@@ -66,8 +66,9 @@ type Process struct {
 	exitErr error
 	adopted bool
 	// ended is set as soon as the process is known to have ended, before
-	// its output is drained (done closes after that)
+	// its output is drained (done closes after that), and gone closed
 	ended atomic.Bool
+	gone  chan struct{}
 }
 
 // Start launches c through the keeper (see internal/keeper), in its own process
@@ -86,7 +87,7 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 		stderr.Read.Close()
 		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
 	}
-	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{})}
+	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), gone: make(chan struct{})}
 	if c.Credential != nil {
 		childCreds.Store(p.pid, c.Credential)
 	}
@@ -219,7 +220,7 @@ func Adopt(pid, parent int, stdout, stderr *os.File, logger *zap.Logger) (*Proce
 		stderr.Close()
 		return nil, err
 	}
-	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), adopted: true}
+	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), gone: make(chan struct{}), adopted: true}
 	p.watch(logger, stdout, stderr, func() {
 		defer unix.Close(pidfd)
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
@@ -310,6 +311,7 @@ func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()
 	go func() {
 		wait()
 		p.ended.Store(true)
+		close(p.gone)
 		drained := make(chan struct{})
 		go func() {
 			p.logs.Wait()
@@ -363,6 +365,12 @@ func (p *Process) StartedAt() time.Time { return p.started }
 // Done is closed once the process has exited and its output is drained.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// Ended is closed as soon as the process is known to have ended, before
+// its output is drained, which may take up to outputDrain more when a
+// descendant holds its pipes: what the process held (a port) is free from
+// then on.
+func (p *Process) Ended() <-chan struct{} { return p.gone }
+
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool {
 	select {
@@ -391,6 +399,13 @@ func (p *Process) Signal(sig syscall.Signal) error {
 		return nil
 	}
 	err := syscall.Kill(-p.Pid(), sig)
+	if errors.Is(err, syscall.ESRCH) && !p.ended.Load() {
+		// the group is empty, yet the process runs: it left its group
+		// for another of its session (a forked worker may join its fork
+		// server's with setpgid), and would never get a hung worker's
+		// SIGKILL. Not once it is known to have ended (see Stop).
+		err = syscall.Kill(p.Pid(), sig)
+	}
 	if errors.Is(err, syscall.ESRCH) {
 		return nil
 	}
