@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,5 +382,37 @@ func TestHoldAppStopsItsJobs(t *testing.T) {
 		release, running := HoldApp("blog")
 		release()
 		return len(running) == 0
+	})
+}
+
+// TestRunOutlivesItsJob: a reload that drops a job while it runs, and one
+// that brings it back before the run ends, give the new Job the running
+// run's history: a second run is refused while the first goes on (it
+// started beside it, in a history of its own, before), and the first
+// run's result is the new Job's to show.
+func TestRunOutlivesItsJob(t *testing.T) {
+	release := filepath.Join(t.TempDir(), "release")
+	spec, err := (&Config{Name: "import", Command: []string{"/bin/sh", "-c", "while [ ! -e " + release + " ]; do sleep 0.05; done; echo imported"}, Schedule: "every 1h"}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := New(spec, zap.NewNop())
+	id, err := first.RunNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Destruct() // a reload drops the job; its run goes on
+	again, _ := (&Config{Name: "import", Command: []string{"/bin/sh", "-c", "while [ ! -e " + release + " ]; do sleep 0.05; done; echo imported"}, Schedule: "every 1h"}).Resolve(nil)
+	second := New(again, zap.NewNop()) // and the next one brings it back
+	defer second.Destruct()
+	if _, err := second.RunNow(); !errors.Is(err, ErrRunning) {
+		t.Errorf("a run of the job brought back while its first run goes on: %v, want ErrRunning", err)
+	}
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first run's result", func() bool {
+		r, ok := second.Run(id)
+		return ok && r.Result == OK
 	})
 }

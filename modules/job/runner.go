@@ -495,9 +495,16 @@ func (j *Job) start(trigger string, args []string, copy *os.File) (int64, error)
 			}
 		})
 	}
+	// the run holds its history until it is recorded: a reload that drops
+	// the job and one that brings it back meanwhile give the new Job this
+	// history, running, not a new one that would start a second run
+	// beside this one, and lose this one's result
+	key := j.spec.historyKey()
+	_, _, _ = histories.LoadOrNew(key, func() (caddy.Destructor, error) { return h, nil })
 	j.runs.Add(1)
 	panics.Go(j.logger, "running a job", func() {
 		defer j.runs.Done()
+		defer func() { _, _ = histories.Delete(key) }()
 		defer release()
 		j.execute(run, args, copy, release)
 	})
