@@ -453,7 +453,20 @@ http://127.0.0.1:%d {
 	}
 	preload := childApp(t, c, "fd_preload")
 	check("the forked worker", childFds(t, preload.Workers[0].Pid), 1)
-	check("the fork server", childFds(t, preload.ForkServerPid), 1)
+	// the fork server holds a pidfd of each worker it forked (it waits for
+	// them before it leaves, once a restart replaced it), and nothing else
+	serverFds := childFds(t, preload.ForkServerPid)
+	pidfds := 0
+	for fd, target := range serverFds {
+		if target == "anon_inode:[pidfd]" {
+			pidfds++
+			delete(serverFds, fd)
+		}
+	}
+	if pidfds > len(preload.Workers) {
+		t.Errorf("the fork server holds %d pidfds for %d workers", pidfds, len(preload.Workers))
+	}
+	check("the fork server", serverFds, 1)
 	check("before_start", childRead(t, filepath.Join(c.dir, "fds.json")).Fds, 0)
 	check("the process upstream", childFds(t, childApp(t, c, "fd_proc").Workers[0].Pid), -1) // its listener and connections
 	// the worker's own view agrees; a subprocess of the app that takes
@@ -951,4 +964,98 @@ func sessionTTY(t *testing.T, pid int) int {
 	}
 	tty, _ := strconv.Atoi(fields[7-3])
 	return tty
+}
+
+// TestConfigReaderLeavesTheSession: as root, `caddy hearth check --user`
+// reads a config another account may have written with a child running
+// as that account; that child, like every process Hearth starts as an
+// app's account, leaves the login's session first: no blocked signals,
+// raised priority or real-time policy of the login (nor its session
+// keyring, which /proc does not show). It kept them all before, and the
+// account's processes could take the login's keys from it. The config
+// here is a FIFO (as a JSON config, read with cat), which holds the
+// reader while the test looks at it.
+func TestConfigReaderLeavesTheSession(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	t.Parallel()
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	dir, err := os.MkdirTemp("", "hearth-reader-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	config := filepath.Join(dir, "config.json")
+	if err := syscall.Mkfifo(config, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(config, uid, gid)
+	cli := exec.Command(pythonPath(), repoPath("tests", "apps", "sessionprobe.py"), "login", filepath.Join(t.TempDir(), "login.json"),
+		"hearth-test-reader-key", "the-login's-secret", caddyBinary(t), "hearth", "check", "--user", "nobody", "--config", config)
+	var out lockedBuffer
+	cli.Stdout, cli.Stderr = &out, &out
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cli.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cli.Process.Kill()
+		<-exited
+	})
+	reader := 0
+	waitFor(t, 20*time.Second, "the config's reader, a child of the command", func() bool {
+		procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, p := range procs {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if fields, err := supervisor.ProcStat(pid); err == nil && len(fields) > 1 && fields[1] == strconv.Itoa(cli.Process.Pid) {
+				if comm, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "comm")); strings.TrimSpace(string(comm)) == "cat" {
+					reader = pid
+					return true
+				}
+			}
+		}
+		return false
+	})
+	login := caddyPriority(t, cli.Process.Pid)
+	got := caddyPriority(t, reader)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", reader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var child sessionReport
+	child.priority = got
+	child.IOClass = max(child.IOClass, 0) // (read from outside; checkPriority wants it known)
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
+			child.SigBlocked, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			child.UID, _ = strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	if child.UID != uid {
+		t.Fatalf("the reader runs as uid %d, want nobody's %d: the test did not set up what it checks", child.UID, uid)
+	}
+	t.Logf("the login gave caddy %+v", login)
+	checkPriority(t, "the config's reader", login, child)
+	checkSignals(t, "the config's reader", child)
+	f, err := os.OpenFile(config, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("{}")
+	f.Close()
+	select {
+	case <-exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("caddy hearth check did not end once its config was read:\n%s", out.String())
+	}
 }

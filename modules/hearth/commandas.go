@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/hearth-dev/hearth/modules/internal/keeper"
 	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
@@ -139,7 +141,10 @@ func adaptAs(configFile, adapterName string, cred *syscall.Credential, why error
 	cmd.WaitDelay = 5 * time.Second                                                      // a pipe held open by another
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &limitedBuffer{buf: &out, max: maxAdaptedConfig}, &limitedBuffer{buf: &errOut, max: 64 << 10, drop: true}
-	if err := cmd.Run(); err != nil {
+	if err := startOutsideSession(cmd); err != nil {
+		return nil, fmt.Errorf("starting the config's reader as %s: %w", AccountName(cred.Uid), err)
+	}
+	if err := cmd.Wait(); err != nil {
 		who := AccountName(cred.Uid)
 		return nil, fmt.Errorf("the config may have been written by another account than root (%s), so it is read as %s, the account the app's code runs as, which could not: %v: %s. Give %s read access to the config's files and the directories on their way, or keep the config where only root can change it",
 			printable(why.Error()), who, err, printableLines(strings.TrimSpace(errOut.String())), who)
@@ -150,6 +155,24 @@ func adaptAs(configFile, adapterName string, cred *syscall.Credential, why error
 		}
 	}
 	return out.Bytes(), nil
+}
+
+// startOutsideSession starts cmd, a child running as an app's account,
+// from a thread that left this login's session (keeper.LeaveSession): the
+// child does not possess the session keyring's keys (the account's other
+// processes could take them from it), nor inherit a raised priority or
+// blocked signals. The thread is never given back to Go.
+func startOutsideSession(cmd *exec.Cmd) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // not unlocked: the thread ends with this goroutine
+		if err := keeper.LeaveSession(); err != nil {
+			started <- err
+			return
+		}
+		started <- cmd.Start()
+	}()
+	return <-started
 }
 
 // adaptAsTimeout bounds the child that reads a config (a FIFO in its
