@@ -24,6 +24,7 @@ func startproject(t *testing.T, name string) string {
 // overlayProbe is a WSGI app beside an untouched project: /probe answers the
 // settings Django runs with, the rest goes to the project.
 const overlayProbe = `import json
+import os
 from mysite.wsgi import application as project
 from django.conf import settings
 
@@ -35,6 +36,9 @@ def application(environ, start_response):
     body = {n: getattr(settings, n, None) for n in names}
     body['SECRET_KEY_LENGTH'] = len(settings.SECRET_KEY)
     body['SECRET_KEY_INSECURE'] = settings.SECRET_KEY.startswith('django-insecure-')
+    # where the key is in the environment: only under names Django's debug
+    # pages hide (a dev server's request.META holds the environment)
+    body['KEY_IN'] = sorted(n for n, v in os.environ.items() if settings.SECRET_KEY in v)
     body['STATIC_ROOT'] = str(body['STATIC_ROOT'])
     start_response('200 OK', [('Content-Type', 'application/json')])
     return [json.dumps(body).encode()]
@@ -84,7 +88,7 @@ http://127.0.0.1:%d {
 		"CSRF_TRUSTED_ORIGINS": []any{fmt.Sprintf("http://127.0.0.1:%d", port)},
 		"STATIC_ROOT":          filepath.Join(dir, "staticfiles"), "ROOT_URLCONF": "mysite.urls",
 		"SESSION_COOKIE_SECURE": false, "CSRF_COOKIE_SECURE": false, "SECURE_HSTS_SECONDS": float64(0),
-		"SECRET_KEY_INSECURE": false,
+		"SECRET_KEY_INSECURE": false, "KEY_IN": []any{"HEARTH_SECRET_KEY"},
 	}
 	for name, w := range want {
 		if fmt.Sprint(got[name]) != fmt.Sprint(w) {

@@ -948,3 +948,25 @@ http://127.0.0.1:%d {
 		waitFor(t, 10*time.Second, "the warning", func() bool { return warned(c, warning, "trusted_proxies_strict") })
 	}
 }
+
+// TestBeforeStartKeepsItsArgumentsOutOfTheLog: a before_start command
+// that fails is named by its place and program, not its arguments (a
+// password on its command line, or a {file.…} secret), and what it
+// printed reaches the log with what looks like a credential redacted;
+// it said what to fix before, with the password in it.
+func TestBeforeStartKeepsItsArgumentsOutOfTheLog(t *testing.T) {
+	t.Parallel()
+	config, _ := site(t, "hello:application", `workers 1
+		before_start /bin/sh -c "echo migrating; echo DATABASE_URL=postgres://app:db-pw-4f1e@db/app is unreachable; exit 3" x --password hunter2-9c3a`)
+	log := refused(t, config)
+	for _, secret := range []string{"hunter2-9c3a", "db-pw-4f1e"} {
+		if strings.Contains(log, secret) {
+			t.Errorf("the log holds %s:\n%s", secret, tail(log, 10))
+		}
+	}
+	for _, want := range []string{"before_start 1 of 1 (/bin/sh, with 5 arguments not shown) failed (exit status 3)", "migrating", "is unreachable"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %q:\n%s", want, tail(log, 10))
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearth-dev/hearth/modules/guard"
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/redact"
 	"github.com/hearth-dev/hearth/modules/internal/termsafe"
 	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/supervisor"
@@ -154,15 +155,19 @@ var _ hearth.Pool = (*App)(nil)
 
 // runBeforeStart runs the before_start commands in the app's environment.
 func (a *App) runBeforeStart() error {
-	for _, argv := range a.spec.BeforeStart {
-		if err := a.runCommand(argv); err != nil {
+	for i, argv := range a.spec.BeforeStart {
+		if err := a.runCommand(i+1, argv); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (a *App) runCommand(argv []string) error {
+// runCommand runs the nth before_start command, argv. Its arguments are
+// never logged nor put in an error (which the admin API shows): they may
+// carry a password, from the Caddyfile or a {file.…} placeholder; its
+// output is, with what looks like a credential redacted.
+func (a *App) runCommand(n int, argv []string) error {
 	if len(argv) == 0 || strings.TrimSpace(argv[0]) == "" { // refused at provision (checkFields); never a panic here
 		return fmt.Errorf("before_start has an empty command: it needs a program, like `before_start python manage.py migrate`")
 	}
@@ -181,10 +186,12 @@ func (a *App) runCommand(argv []string) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("still running after %s", beforeStartTimeout)
 	}
+	what := fmt.Sprintf("before_start %d of %d (%s, with %d arguments not shown)", n, len(a.spec.BeforeStart), argv[0], len(argv)-1)
+	output := redact.Text(strings.TrimRight(string(out), "\n"))
 	if err != nil {
-		return fmt.Errorf("before_start `%s` failed (%v):\n%s", strings.Join(argv, " "), err, strings.TrimRight(string(out), "\n"))
+		return fmt.Errorf("%s failed (%v):\n%s", what, err, output)
 	}
-	a.logger.Info("before_start finished", zap.Strings("command", argv), zap.String("output", termsafe.Lines(string(out))))
+	a.logger.Info("before_start finished", zap.Int("command", n), zap.String("program", argv[0]), zap.String("output", termsafe.Lines(output)))
 	return nil
 }
 

@@ -125,7 +125,7 @@ func (a *App) overlayEnv(key string, hosts []string, site hearth.Site) ([]string
 	if err != nil {
 		return nil, err
 	}
-	set := map[string]any{"SECRET_KEY": key, "DEBUG": false, "ALLOWED_HOSTS": hosts, "CSRF_TRUSTED_ORIGINS": site.Origins}
+	set := map[string]any{"DEBUG": false, "ALLOWED_HOSTS": hosts, "CSRF_TRUSTED_ORIGINS": site.Origins}
 	if site.Origins == nil {
 		set["CSRF_TRUSTED_ORIGINS"] = []string{}
 	}
@@ -162,6 +162,10 @@ func (a *App) overlayEnv(key string, hosts []string, site hearth.Site) ([]string
 		"DJANGO_SETTINGS_MODULE=" + engine.OverlayModule,
 		"HEARTH_PROJECT_SETTINGS=" + project,
 		"HEARTH_SETTINGS_OVERLAY=" + string(overlay),
+		// the key in a variable of its own, whose name Django's debug
+		// pages hide (they hide names with KEY or SECRET: a dev server's
+		// request.META holds the environment)
+		"HEARTH_SECRET_KEY=" + key,
 		"PYTHONPATH=" + pythonPath,
 	}, nil
 }

@@ -4,7 +4,7 @@ Hearth names this module as DJANGO_SETTINGS_MODULE for the workers, the
 pre-launch checks, before_start and `caddy hearth manage`/`exec`. It
 imports the project's own settings module (HEARTH_PROJECT_SETTINGS), takes
 every setting from it, then applies what Hearth decided for production
-(HEARTH_SETTINGS_OVERLAY, JSON written by Caddy): the secret key, DEBUG,
+(HEARTH_SETTINGS_OVERLAY, JSON written by Caddy; the key in HEARTH_SECRET_KEY): the secret key, DEBUG,
 the allowed hosts and trusted origins of the sites, the secure cookies and
 HSTS of HTTPS sites, and STATIC_ROOT when the project has none. The
 project's settings.py is never edited.
@@ -38,16 +38,19 @@ _overlay = json.loads(os.environ.get('HEARTH_SETTINGS_OVERLAY') or '{}')
 # applied lists the settings the overlay set (name -> value, the secret key
 # as '(hidden)'), for `caddy hearth check`; lowercase, so not a setting.
 applied = {}
+if os.environ.get('HEARTH_SECRET_KEY'):
+    SECRET_KEY = os.environ['HEARTH_SECRET_KEY']
+    applied['SECRET_KEY'] = '(hidden)'
 for _name, _value in (_overlay.get('set') or {}).items():
     globals()[_name] = _value
-    applied[_name] = '(hidden)' if _name == 'SECRET_KEY' else _value
+    applied[_name] = _value
 for _name, _value in (_overlay.get('unset') or {}).items():
     if globals().get(_name) in (None, ''):
         globals()[_name] = _value
         applied[_name] = _value
 
 # the key stays in the settings, nowhere else in this module; it is still in
-# the environment (HEARTH_SETTINGS_OVERLAY), as `settings auto`'s SECRET_KEY
-# is: the app's child processes (a management command it runs) import these
-# settings too
+# the environment (HEARTH_SECRET_KEY, a name Django's debug pages hide), as
+# `settings auto`'s SECRET_KEY is: the app's child processes (a management
+# command it runs) import these settings too
 del _overlay
