@@ -311,7 +311,8 @@ http://127.0.0.1:%d {
 // kills them (their parent-death signal), stays until they have ended: the
 // requests they are serving when the restart comes get their answers (the
 // old fork server was stopped as soon as the replacements were ready, and
-// those requests got 502).
+// those requests got 502); then it leaves, though the app started a thread
+// at import that never ends (the interpreter's exit would wait for it).
 func TestPreloadRestartFinishesRequestsInFlight(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -319,6 +320,7 @@ func TestPreloadRestartFinishesRequestsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	source = append(source, "\nimport threading\nthreading.Thread(target=time.sleep, args=(3600,)).start()\n"...)
 	writeFile(t, dir+"/preloaded.py", string(source))
 	config, url := appSite(t, "wsgi", "preloaded:application", dir, "workers 2\n\t\tpreload")
 	c := startCaddy(t, config)

@@ -38,7 +38,11 @@ const AnyOrigin = "*"
 // cross-site POST is the app's CSRF protection's to refuse.
 func (g *Guard) checkOrigin(r *http.Request) error {
 	values := r.Header.Values("Origin")
-	if len(values) == 0 || g.anyOrigin {
+	if len(values) == 0 {
+		return nil
+	}
+	if g.anyOrigin {
+		caddyhttp.SetVar(r.Context(), originAllowedVar, true)
 		return nil
 	}
 	if len(values) > 1 {
@@ -48,10 +52,22 @@ func (g *Guard) checkOrigin(r *http.Request) error {
 	if !ok {
 		return g.refuseOrigin(r, values[0], "it is not a site's origin (scheme://host[:port]); browsers send \"null\" from sandboxed frames and local files")
 	}
-	if g.origins[origin.String()] || g.sameSite(r, origin) {
+	if g.origins[origin.String()] || g.sameSite(r, origin) || originAllowedBefore(r) {
+		caddyhttp.SetVar(r.Context(), originAllowedVar, true)
 		return nil
 	}
 	return g.refuseOrigin(r, values[0], "a page of another site opened it")
+}
+
+// originAllowedVar marks a request whose Origin a guard let through: a
+// site's guard directive and an app's own guard (the asgi handler's) judge
+// the same opening, and an origin the site's websocket_origins lists is
+// not refused by the app's guard, which has no such list.
+const originAllowedVar = "hearth.guard.origin_allowed"
+
+func originAllowedBefore(r *http.Request) bool {
+	allowed, _ := caddyhttp.GetVar(r.Context(), originAllowedVar).(bool)
+	return allowed
 }
 
 // origin is a web origin: scheme, host and port, in the form browsers
@@ -103,27 +119,60 @@ func defaultPort(scheme string) string {
 
 // sameSite reports whether o is a page of this site: its host and port
 // are those the request was sent to (r.Host, or a host the trusted proxy
-// forwarded), or its host is one of Hosts. A Host without a port matches
-// an origin on its scheme's default port only: behind a proxy that
-// terminates TLS the request came as http, and its page was https.
+// forwarded, on the port it forwarded when the host has none), or its
+// host is one of the names in Hosts (not its wildcards: another tenant's
+// subdomain is another site). A Host without a port matches an origin on
+// its scheme's default port only: behind a proxy that terminates TLS the
+// request came as http, and its page was https. A request that came over
+// HTTPS (to Caddy, or to the trusted proxy) takes only https pages: a
+// plain-http page of the same name is anyone's on the network's to write.
 func (g *Guard) sameSite(r *http.Request, o origin) bool {
-	if sameHost(o, r.Host) || len(g.Hosts) > 0 && o.port == "" && g.hosts.allows(o.host) {
+	trusted := fromTrustedProxy(r)
+	if (o.scheme == "http" || o.scheme == "ws") && (r.TLS != nil || trusted && forwardedHTTPS(r)) {
+		return false
+	}
+	if sameHost(o, r.Host) || o.port == "" && g.hosts.exact[o.host] {
 		return true
 	}
-	if !fromTrustedProxy(r) {
+	if !trusted {
 		return false
+	}
+	port := r.Header.Get("X-Forwarded-Port")
+	same := func(host string) bool {
+		if _, _, err := net.SplitHostPort(host); err != nil && port != "" && forwardedPort(port) {
+			host = net.JoinHostPort(strings.Trim(host, "[]"), port)
+		}
+		return sameHost(o, host)
 	}
 	for _, name := range []string{"X-Forwarded-Host", "X-Original-Host", "X-Host"} {
 		for _, v := range r.Header.Values(name) {
 			for host := range strings.SplitSeq(v, ",") {
-				if sameHost(o, strings.TrimSpace(host)) {
+				if same(strings.TrimSpace(host)) {
 					return true
 				}
 			}
 		}
 	}
 	for host := range forwardedParameter(r, "host") {
-		if sameHost(o, host) {
+		if same(host) {
+			return true
+		}
+	}
+	return port != "" && same(r.Host)
+}
+
+// forwardedHTTPS reports whether a trusted proxy says the client's
+// request came over HTTPS.
+func forwardedHTTPS(r *http.Request) bool {
+	for _, v := range r.Header.Values("X-Forwarded-Proto") {
+		for item := range strings.SplitSeq(v, ",") {
+			if item = strings.TrimSpace(item); strings.EqualFold(item, "https") || strings.EqualFold(item, "wss") {
+				return true
+			}
+		}
+	}
+	for proto := range forwardedParameter(r, "proto") {
+		if strings.EqualFold(proto, "https") || strings.EqualFold(proto, "wss") {
 			return true
 		}
 	}

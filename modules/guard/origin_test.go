@@ -64,6 +64,13 @@ func TestWebSocketOriginFromAnotherSite(t *testing.T) {
 		{"a host the trusted proxy forwarded", Guard{}, request{url: "http://10.0.0.5:8080/ws", origin: []string{"https://example.net"}, trusted: true, header: map[string]string{"X-Forwarded-Host": "example.net"}}, true},
 		{"Forwarded host=", Guard{}, request{url: "http://10.0.0.5:8080/ws", origin: []string{"https://example.net"}, trusted: true, header: map[string]string{"Forwarded": `for=192.0.2.1;host="example.net";proto=https`}}, true},
 		{"a forwarded host from an untrusted peer", Guard{}, request{url: "http://10.0.0.5:8080/ws", origin: []string{"https://evil.example"}, header: map[string]string{"X-Forwarded-Host": "evil.example"}}, false},
+		{"a plain-http page of an HTTPS site", Guard{}, request{url: "https://example.net/ws", origin: []string{"http://example.net"}}, false},
+		{"a plain-http page, the trusted proxy's request HTTPS", Guard{}, request{url: "http://example.net/ws", origin: []string{"http://example.net"}, trusted: true, header: map[string]string{"X-Forwarded-Proto": "https"}}, false},
+		{"an https page, the trusted proxy's request HTTPS", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net"}, trusted: true, header: map[string]string{"X-Forwarded-Proto": "https"}}, true},
+		{"a subdomain a wildcard of hosts covers (another tenant)", Guard{Hosts: []string{"example.net", "*.example.net"}}, request{url: "http://example.net/ws", origin: []string{"https://tenant.example.net"}}, false},
+		{"an IPv6 name of hosts", Guard{Hosts: []string{"example.net", "[::1]"}}, request{url: "http://example.net/ws", origin: []string{"http://[::1]"}}, true},
+		{"the port the trusted proxy forwarded", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net:8443"}, trusted: true, header: map[string]string{"X-Forwarded-Port": "8443"}}, true},
+		{"a forwarded port from an untrusted peer", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net:8443"}, header: map[string]string{"X-Forwarded-Port": "8443"}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := tc.guard
@@ -116,5 +123,41 @@ func TestWebSocketOriginsOption(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%v: %v", tc.origins, err)
 		}
+	}
+}
+
+// TestWebSocketOriginAllowedByTheSitesGuard: an origin the site's guard
+// directive lists is not refused by the app's own guard (the asgi
+// handler's, which has no list of its own): both judge the opening.
+func TestWebSocketOriginAllowedByTheSitesGuard(t *testing.T) {
+	for _, origins := range [][]string{{"https://app.example.com"}, {"*"}} {
+		site, app := Guard{WebSocketOrigins: origins}, Guard{}
+		siteAllowsTheAppsOrigin(t, &site, &app)
+	}
+}
+
+func siteAllowsTheAppsOrigin(t *testing.T, site, app *Guard) {
+	for _, g := range []*Guard{site, app} {
+		if err := g.Prepare(zap.NewNop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opening := func() *http.Request {
+		r := httptest.NewRequest("GET", "http://example.net/ws", nil)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Origin", "https://app.example.com")
+		return r
+	}
+	r := opening()
+	if err := site.Check(r); err != nil {
+		t.Fatalf("the site's guard: %v", err)
+	}
+	if err := app.Check(r); err != nil {
+		t.Errorf("the app's guard refused what the site's allowed: %v", err)
+	}
+	if err := app.Check(opening()); err == nil {
+		t.Error("the app's guard alone let another site's page in")
 	}
 }

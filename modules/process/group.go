@@ -375,7 +375,9 @@ func (g *Group) putInService(next, old *instance, reason string) bool {
 		return false
 	}
 	g.instances = append(g.instances, next)
-	if old != nil && slices.Contains(g.instances, old) {
+	if old != nil && !old.counted {
+		// (counted once, even when takeOutWhenEnded took it out already)
+		old.counted = true
 		g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == old })
 		g.restarts[reason]++
 	}

@@ -135,7 +135,9 @@ def application(environ, start_response):
     def test_body_frames_are_small(self):
         """A WSGI body goes to Caddy in frames of at most 64 KiB, however the
         app hands it over: Caddy holds one frame of a stalled response past
-        its budget for slow clients (1 MiB frames held a megabyte each)."""
+        its budget for slow clients (1 MiB frames held a megabyte each). A
+        whole body that fits a frame goes in one (Caddy answers it at once,
+        with its length)."""
         w = Worker('''
 def application(environ, start_response):
     big = b'x' * (3 << 20)
@@ -148,6 +150,8 @@ def application(environ, start_response):
         start_response('200 OK', [('Content-Length', str(len(big)))])
         return iter([big])
     start_response('200 OK', [])
+    if path == '/whole':
+        return [b'y' * (512 << 10)]
     return [big] if path == '/list' else iter([big, big])
 ''')
         w.read_frame()
@@ -165,6 +169,10 @@ def application(environ, start_response):
                 if flags & END:
                     break
             self.assertEqual(total, size, path)
+        w.sock.sendall(frame(REQ_HEAD, END, 9, head(**dict(BASE, PATH_INFO='/whole'))))
+        self.assertEqual(w.read_frame()[0], RESP_HEAD)
+        kind, flags, _, payload = w.read_frame()
+        self.assertEqual((kind, flags & END, len(payload)), (RESP_BODY, END, 512 << 10))
         self.assertEqual(w.finish()[0], 0)
 
     def test_declared_length_ends_the_body_in_its_last_chunk(self):

@@ -262,7 +262,7 @@ func (s *channel) nextBody() (bodyFrame, error) {
 // where it was) and returns the request's error.
 func (p *Pool) appAborted(message []byte, when string) error {
 	p.logAppFailure("app failed "+when, message)
-	return Failed(AppAborted, fmt.Errorf("app %s aborted the response (its error is logged above)", p.opts.Name))
+	return Failed(AppAborted, fmt.Errorf("app %s aborted the response (its error is in the log, which takes at most ten of them a second)", p.opts.Name))
 }
 
 // maxLoggedFailure bounds the app's own words about a failure (an Abort

@@ -199,7 +199,9 @@ func (p *Pool) stopForkServers() {
 	t := p.forkServer
 	p.mu.Unlock()
 	for _, r := range append(p.retiredForkServers, t) {
-		if r != nil {
+		// not one that exited: stop would kill its process group, whose
+		// number another group may have taken since
+		if r != nil && !r.proc.Exited() {
 			r.stop()
 		}
 	}

@@ -48,7 +48,11 @@ def serve_as_fork_server(app, name, control):
             # its workers finish what they are serving. They die with it
             # (their parent-death signal), so it leaves once they have.
             wait_for_workers(workers)
-            return
+            # and not through the interpreter's exit, which would wait for
+            # any thread the app started at import
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         if len(data) != HEADER_SIZE or _unpack(data)[1] != FORK or len(fds) < 3:
             sys.stderr.write('hearth fork server %d: protocol error from Caddy: bad fork request; exiting\n' % os.getpid())
             os._exit(3)

@@ -10,8 +10,8 @@ import threading
 import time
 import traceback
 
-from .protocol import (ABORT, END, HELLO, REQ_BODY, REQ_HEAD, RESP_BODY, RESP_HEAD, STREAM_FRAME, Channel,
-                       HEADER, ChannelLost, ProtocolError, encode_head, frames, send_500)
+from .protocol import (ABORT, END, HELLO, MAX_PAYLOAD, REQ_BODY, REQ_HEAD, RESP_BODY, RESP_HEAD, STREAM_FRAME,
+                       Channel, HEADER, ChannelLost, ProtocolError, encode_head, frames, send_500)
 
 _pack = HEADER.pack
 
@@ -90,6 +90,13 @@ class Input:
         while self._fill():
             self.buf.clear()
             self.pos = 0
+
+
+def body_frames(sid, data):
+    """The frames of a body's last part: one frame when it fits (Caddy
+    answers a whole response at once, with its length), else frames of
+    STREAM_FRAME, as the parts before the last go."""
+    return frames(RESP_BODY, sid, data, True, MAX_PAYLOAD if len(data) <= MAX_PAYLOAD else STREAM_FRAME)
 
 
 def declared_length(headers):
@@ -187,9 +194,9 @@ class WsgiWorker:
                 if state[0] is None:
                     raise AssertionError('the app returned without calling start_response()')
                 if state[2]:
-                    send(frames(RESP_BODY, sid, data, True, STREAM_FRAME))
+                    send(body_frames(sid, data))
                 else:
-                    send_head(frames(RESP_BODY, sid, data, True, STREAM_FRAME))
+                    send_head(body_frames(sid, data))
             else:
                 expected, sent = None, 0
                 for chunk in result:
@@ -200,7 +207,7 @@ class WsgiWorker:
                     if sent + len(chunk) >= expected >= 0:
                         # the declared length is complete: this chunk ends
                         # the body (one frame for the usual one-chunk body)
-                        last = frames(RESP_BODY, sid, chunk[:expected - sent], True, STREAM_FRAME)
+                        last = body_frames(sid, chunk[:expected - sent])
                         if state[2]:
                             send(last)
                         else:
