@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
 // checkForwardedPlace refuses, with 400, a request from one of the
@@ -64,7 +62,7 @@ const schemes = "http, https, ws or wss"
 // proxy sets.
 func refuseForwarded(name, value, want string) error {
 	return caddyhttp.Error(http.StatusBadRequest,
-		fmt.Errorf("guard: %s (from a trusted proxy) %q is not %s", name, textcut.Shorten(value, 64), want))
+		fmt.Errorf("guard: %s (from a trusted proxy) %s is not %s", name, quoted(value), want))
 }
 
 // forwardedProto accepts the schemes proxies send: ws and wss too, which

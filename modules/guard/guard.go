@@ -21,6 +21,7 @@ import (
 	"github.com/hearth-dev/hearth/modules/internal/loglimit"
 	"github.com/hearth-dev/hearth/modules/internal/panics"
 	"github.com/hearth-dev/hearth/modules/internal/proxyheaders"
+	"github.com/hearth-dev/hearth/modules/internal/textcut"
 )
 
 func init() {
@@ -267,3 +268,14 @@ var (
 	_ caddy.Provisioner           = (*Guard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
 )
+
+// quoted is what a client sent, shortened and quoted for an error's text:
+// Go's quoting, ASCII only, with <, > and & escaped too. An error reaches
+// a handle_errors that may write {err.message} into an HTML page; %q
+// alone leaves markup as it is, and the page would run the client's
+// script.
+func quoted(s string) string {
+	return htmlSafe.Replace(strconv.QuoteToASCII(textcut.Shorten(s, 64)))
+}
+
+var htmlSafe = strings.NewReplacer("<", `\u003c`, ">", `\u003e`, "&", `\u0026`)

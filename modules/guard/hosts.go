@@ -79,7 +79,7 @@ func (g *Guard) checkOneHost(host, what string) error {
 			return nil
 		}
 		return caddyhttp.Error(http.StatusMisdirectedRequest,
-			fmt.Errorf("guard: %s %q is not one of this site's hosts %v", what, host, g.Hosts))
+			fmt.Errorf("guard: %s %s is not one of this site's hosts %v", what, quoted(host), g.Hosts))
 	}
 	if g.appHosts == nil {
 		return nil
@@ -90,7 +90,7 @@ func (g *Guard) checkOneHost(host, what string) error {
 	}
 	g.warnForeignHost(host, app)
 	return caddyhttp.Error(http.StatusMisdirectedRequest,
-		fmt.Errorf("guard: %s %q is not one the app allows (%s: %s)", what, host, app.Source, strings.Join(app.Patterns, ", ")))
+		fmt.Errorf("guard: %s %s is not one the app allows (%s: %s)", what, quoted(host), app.Source, strings.Join(app.Patterns, ", ")))
 }
 
 // hostWarnings rate-limits the warning about foreign hosts: scanners

@@ -206,7 +206,7 @@ func (g *Guard) refuseOrigin(r *http.Request, value, why string) error {
 			zap.String("why", why), zap.Int64("not_logged_since", skipped), zap.String("fix", fix))
 	}
 	return caddyhttp.Error(http.StatusForbidden,
-		fmt.Errorf("guard: WebSocket opening with Origin %q refused: %s; %s", textcut.Shorten(value, 64), why, fix))
+		fmt.Errorf("guard: WebSocket opening with Origin %s refused: %s; %s", quoted(value), why, fix))
 }
 
 // exampleOrigin is value as websocket_origins would list it, when it is

@@ -161,3 +161,40 @@ func siteAllowsTheAppsOrigin(t *testing.T, site, app *Guard) {
 		t.Error("the app's guard alone let another site's page in")
 	}
 }
+
+// TestRefusalsQuoteNoMarkup: the guard's refusals quote what the client
+// sent without markup in it (a handle_errors that writes {err.message}
+// into an HTML page would run it): the host, a trusted proxy's header, an
+// Origin.
+func TestRefusalsQuoteNoMarkup(t *testing.T) {
+	const script = `<script>alert("x")</script>&amp;`
+	g := Guard{Hosts: []string{"example.net"}}
+	if err := g.Prepare(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		prep func(r *http.Request)
+	}{
+		{"Host", func(r *http.Request) { r.Host = "x" + script }},
+		{"X-Forwarded-Prefix", func(r *http.Request) { r.Header.Set("X-Forwarded-Prefix", "//"+script) }},
+		{"X-Forwarded-Host", func(r *http.Request) { r.Header.Set("X-Forwarded-Host", script) }},
+		{"Origin", func(r *http.Request) {
+			r.Header.Set("Upgrade", "websocket")
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Origin", "https://"+script)
+		}},
+	} {
+		r := httptest.NewRequest("GET", "http://example.net/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: true}))
+		tc.prep(r)
+		err := g.Check(r)
+		if err == nil {
+			t.Errorf("%s: not refused", tc.name)
+			continue
+		}
+		if strings.ContainsAny(err.Error(), "<>&") {
+			t.Errorf("%s: the refusal holds markup: %v", tc.name, err)
+		}
+	}
+}
