@@ -271,9 +271,10 @@ var (
 
 // quoted is what a client sent, shortened and quoted for an error's text:
 // Go's quoting, ASCII only, with <, > and & escaped too. An error reaches
-// a handle_errors that may write {err.message} into an HTML page; %q
-// alone leaves markup as it is, and the page would run the client's
-// script.
+// a handle_errors that may write {err.message} into an HTML page's text;
+// %q alone leaves markup as it is, and the page would run the client's
+// script. (It keeps its double quotes: the message is text, not for an
+// attribute or a script.)
 func quoted(s string) string {
 	return htmlSafe.Replace(strconv.QuoteToASCII(textcut.Shorten(s, 64)))
 }

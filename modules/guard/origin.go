@@ -38,11 +38,11 @@ const AnyOrigin = "*"
 // cross-site POST is the app's CSRF protection's to refuse.
 func (g *Guard) checkOrigin(r *http.Request) error {
 	values := r.Header.Values("Origin")
-	if len(values) == 0 {
+	if len(values) == 0 || originListedBefore(r) {
 		return nil
 	}
 	if g.anyOrigin {
-		caddyhttp.SetVar(r.Context(), originAllowedVar, true)
+		caddyhttp.SetVar(r.Context(), originListedVar, true)
 		return nil
 	}
 	if len(values) > 1 {
@@ -52,22 +52,26 @@ func (g *Guard) checkOrigin(r *http.Request) error {
 	if !ok {
 		return g.refuseOrigin(r, values[0], "it is not a site's origin (scheme://host[:port]); browsers send \"null\" from sandboxed frames and local files")
 	}
-	if g.origins[origin.String()] || g.sameSite(r, origin) || originAllowedBefore(r) {
-		caddyhttp.SetVar(r.Context(), originAllowedVar, true)
+	if g.origins[origin.String()] {
+		caddyhttp.SetVar(r.Context(), originListedVar, true)
+		return nil
+	}
+	if g.sameSite(r, origin) {
 		return nil
 	}
 	return g.refuseOrigin(r, values[0], "a page of another site opened it")
 }
 
-// originAllowedVar marks a request whose Origin a guard let through: a
-// site's guard directive and an app's own guard (the asgi handler's) judge
-// the same opening, and an origin the site's websocket_origins lists is
-// not refused by the app's guard, which has no such list.
-const originAllowedVar = "hearth.guard.origin_allowed"
+// originListedVar marks a request whose Origin a guard's websocket_origins
+// let through: a site's guard directive and an app's own guard (the asgi
+// handler's) judge the same opening, and an origin the site lists is not
+// refused by the app's guard, which has no such list. Only a listed origin
+// is passed on: each guard judges what is the same site by its own hosts.
+const originListedVar = "hearth.guard.origin_listed"
 
-func originAllowedBefore(r *http.Request) bool {
-	allowed, _ := caddyhttp.GetVar(r.Context(), originAllowedVar).(bool)
-	return allowed
+func originListedBefore(r *http.Request) bool {
+	listed, _ := caddyhttp.GetVar(r.Context(), originListedVar).(bool)
+	return listed
 }
 
 // origin is a web origin: scheme, host and port, in the form browsers
@@ -127,8 +131,17 @@ func defaultPort(scheme string) string {
 // HTTPS (to Caddy, or to the trusted proxy) takes only https pages: a
 // plain-http page of the same name is anyone's on the network's to write.
 func (g *Guard) sameSite(r *http.Request, o origin) bool {
+	if defaultPort(o.scheme) == "" {
+		return false // a page of a browser's extension or an app's own scheme
+	}
 	trusted := fromTrustedProxy(r)
-	if (o.scheme == "http" || o.scheme == "ws") && (r.TLS != nil || trusted && forwardedHTTPS(r)) {
+	https := r.TLS != nil
+	if trusted {
+		if proto, said := clientScheme(r); said {
+			https = proto // the client's request, not the proxy's to Caddy
+		}
+	}
+	if (o.scheme == "http" || o.scheme == "ws") && https {
 		return false
 	}
 	if sameHost(o, r.Host) || o.port == "" && g.hosts.exact[o.host] {
@@ -139,10 +152,13 @@ func (g *Guard) sameSite(r *http.Request, o origin) bool {
 	}
 	port := r.Header.Get("X-Forwarded-Port")
 	same := func(host string) bool {
-		if _, _, err := net.SplitHostPort(host); err != nil && port != "" && forwardedPort(port) {
-			host = net.JoinHostPort(strings.Trim(host, "[]"), port)
+		if sameHost(o, host) {
+			return true
 		}
-		return sameHost(o, host)
+		// a host without a port, on the port the proxy says the client
+		// used (one behind a port mapping: 443 outside, 8443 inside)
+		_, _, err := net.SplitHostPort(host)
+		return err != nil && port != "" && forwardedPort(port) && sameHost(o, net.JoinHostPort(strings.Trim(host, "[]"), port))
 	}
 	for _, name := range []string{"X-Forwarded-Host", "X-Original-Host", "X-Host"} {
 		for _, v := range r.Header.Values(name) {
@@ -161,22 +177,25 @@ func (g *Guard) sameSite(r *http.Request, o origin) bool {
 	return port != "" && same(r.Host)
 }
 
-// forwardedHTTPS reports whether a trusted proxy says the client's
-// request came over HTTPS.
-func forwardedHTTPS(r *http.Request) bool {
+// clientScheme reports whether a trusted proxy said which scheme the
+// client's request came with, and whether that was HTTPS (any of several
+// it lists).
+func clientScheme(r *http.Request) (https, said bool) {
+	judge := func(item string) {
+		if item = strings.TrimSpace(item); item != "" {
+			said = true
+			https = https || strings.EqualFold(item, "https") || strings.EqualFold(item, "wss")
+		}
+	}
 	for _, v := range r.Header.Values("X-Forwarded-Proto") {
 		for item := range strings.SplitSeq(v, ",") {
-			if item = strings.TrimSpace(item); strings.EqualFold(item, "https") || strings.EqualFold(item, "wss") {
-				return true
-			}
+			judge(item)
 		}
 	}
 	for proto := range forwardedParameter(r, "proto") {
-		if strings.EqualFold(proto, "https") || strings.EqualFold(proto, "wss") {
-			return true
-		}
+		judge(proto)
 	}
-	return false
+	return https, said
 }
 
 // sameHost reports whether origin o is the host[:port] a request names.

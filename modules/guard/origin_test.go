@@ -71,6 +71,10 @@ func TestWebSocketOriginFromAnotherSite(t *testing.T) {
 		{"an IPv6 name of hosts", Guard{Hosts: []string{"example.net", "[::1]"}}, request{url: "http://example.net/ws", origin: []string{"http://[::1]"}}, true},
 		{"the port the trusted proxy forwarded", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net:8443"}, trusted: true, header: map[string]string{"X-Forwarded-Port": "8443"}}, true},
 		{"a forwarded port from an untrusted peer", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net:8443"}, header: map[string]string{"X-Forwarded-Port": "8443"}}, false},
+		{"the default port, behind a port mapping the proxy forwards", Guard{}, request{url: "http://example.net/ws", origin: []string{"https://example.net"}, trusted: true, header: map[string]string{"X-Forwarded-Port": "8443"}}, true},
+		{"a plain-http page, the trusted proxy's request plain, its connection to Caddy TLS", Guard{}, request{url: "https://example.net/ws", origin: []string{"http://example.net"}, trusted: true, header: map[string]string{"X-Forwarded-Proto": "http"}}, true},
+		{"an app's own scheme", Guard{}, request{url: "http://localhost/ws", origin: []string{"capacitor://localhost"}}, false},
+		{"another tenant, a name of hosts", Guard{Hosts: []string{"a.example.com", "b.example.com"}}, request{url: "http://a.example.com/ws", origin: []string{"https://b.example.com"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := tc.guard
@@ -133,6 +137,25 @@ func TestWebSocketOriginAllowedByTheSitesGuard(t *testing.T) {
 	for _, origins := range [][]string{{"https://app.example.com"}, {"*"}} {
 		site, app := Guard{WebSocketOrigins: origins}, Guard{}
 		siteAllowsTheAppsOrigin(t, &site, &app)
+	}
+	// only a listed origin is passed on: what one guard takes for its own
+	// site (a name of its hosts) the other judges by its own hosts
+	site, app := Guard{Hosts: []string{"example.net", "app.example.com"}}, Guard{Hosts: []string{"example.net"}}
+	for _, g := range []*Guard{&site, &app} {
+		if err := g.Prepare(zap.NewNop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := httptest.NewRequest("GET", "http://example.net/ws", nil)
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+	r.Header.Set("Upgrade", "websocket")
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Origin", "https://app.example.com")
+	if err := site.Check(r); err != nil {
+		t.Fatalf("the site's guard: %v", err)
+	}
+	if err := app.Check(r); err == nil {
+		t.Error("the app's guard took an origin for its own site because the site's guard did")
 	}
 }
 

@@ -201,7 +201,11 @@ func (p *Pool) stopForkServers() {
 	for _, r := range append(p.retiredForkServers, t) {
 		// not one that exited: stop would kill its process group, whose
 		// number another group may have taken since
-		if r != nil && !r.proc.Exited() {
+		switch {
+		case r == nil:
+		case r.proc.Exited():
+			r.control.Close()
+		default:
 			r.stop()
 		}
 	}
