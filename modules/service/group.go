@@ -39,14 +39,15 @@ type Group struct {
 	stopOnce  sync.Once
 	stopped   chan struct{}
 
-	mu        sync.Mutex
-	state     supervisor.State
-	procs     []*proc // in service
-	replicas  []*supervisor.Replica[*proc]
-	restarts  map[string]int
-	failures  int
-	backoff   time.Time
-	lastError string
+	mu         sync.Mutex
+	state      supervisor.State
+	destructed bool    // no config has the group any more: Revive starts nothing
+	procs      []*proc // in service
+	replicas   []*supervisor.Replica[*proc]
+	restarts   map[string]int
+	failures   int
+	backoff    time.Time
+	lastError  string
 }
 
 // proc is one running process of a service.
@@ -341,6 +342,15 @@ func (g *Group) takeOut(p *proc, reason string) {
 // On a reload that happens in the background; when Caddy exits, before
 // it does. Stopping twice is stopping once.
 func (g *Group) Destruct() error {
+	g.mu.Lock()
+	g.destructed = true
+	g.mu.Unlock()
+	g.halt()
+	return nil
+}
+
+// halt stops the group once (Destruct, Stop).
+func (g *Group) halt() {
 	g.stopOnce.Do(func() {
 		g.mu.Lock()
 		if g.state == supervisor.Starting || g.state == supervisor.Running {
@@ -353,12 +363,12 @@ func (g *Group) Destruct() error {
 		}
 		panics.Go(g.logger, "stopping the service", g.stop)
 	})
-	return nil
 }
 
-// Stop stops the service and waits until its processes are gone.
+// Stop stops the service and waits until its processes are gone; Revive
+// may start it again while a config has it.
 func (g *Group) Stop() {
-	_ = g.Destruct()
+	g.halt()
 	<-g.Stopped()
 }
 
@@ -415,6 +425,13 @@ func (g *Group) Revive() error {
 	<-g.Stopped()
 	ctx, cancel := context.WithCancel(context.Background())
 	g.mu.Lock()
+	if g.destructed {
+		// a reload took the service out meanwhile: starting it would
+		// leave it running with no config to stop it
+		g.mu.Unlock()
+		cancel()
+		return nil
+	}
 	g.ctx, g.cancel = ctx, cancel
 	g.state, g.replicas, g.procs = supervisor.Starting, nil, nil
 	g.stopped = make(chan struct{})

@@ -190,3 +190,33 @@ func TestServiceThatDaemonizes(t *testing.T) {
 		t.Errorf("an exit with status 0 right after the start: %v", entry.ContextMap())
 	}
 }
+
+// TestReviveAfterDestructStartsNothing: a service a restore stopped
+// (Stop) and a reload then took out (Destruct) is not started again by
+// the restore's Revive: it would run with no config to stop it. One
+// stopped only is started again.
+func TestReviveAfterDestructStartsNothing(t *testing.T) {
+	s, err := (&Config{Name: "sleeper", Command: []string{"/bin/sleep", "60"}, StopTimeout: 2e9}).Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(s, zap.NewNop())
+	defer g.Stop()
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.Stop()
+	if err := g.Revive(); err != nil || len(pids(g)) != 1 {
+		t.Fatalf("a stopped service revived: %v, processes %v", err, pids(g))
+	}
+	g.Stop()
+	if err := g.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Revive(); err != nil {
+		t.Fatal(err)
+	}
+	if p := pids(g); len(p) != 0 || g.Running() {
+		t.Errorf("a service no config has was started again: %v", p)
+	}
+}
