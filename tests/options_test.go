@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -176,4 +177,38 @@ func TestStartTimeout(t *testing.T) {
 	if log := refused(t, config); !strings.Contains(log, "did not become ready within start_timeout (1s)") {
 		t.Errorf("log lacks the start_timeout explanation:\n%s", tail(log, 20))
 	}
+}
+
+// TestStopDoesNotWaitForAStartingWorker: Caddy stopping while a worker is
+// still importing the app (a replacement, its import slow this time) does
+// not wait for its greeting: the stop waited start_timeout for it (here
+// two minutes), past what systemd gives a stop before it kills Caddy.
+func TestStopDoesNotWaitForAStartingWorker(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	imports := filepath.Join(dir, "imports")
+	// the inspection's import and the first worker's are quick, the next ones slow
+	writeFile(t, filepath.Join(dir, "slowagain.py"), fmt.Sprintf(`import time
+with open(%q, 'a+') as f:
+    f.write('import\n')
+    f.seek(0)
+    n = len(f.readlines())
+if n > 2:
+    time.sleep(300)
+
+
+def application(environ, start_response):
+    start_response('200 OK', [])
+    return [b'ok']
+`, imports))
+	config, _ := appSite(t, "wsgi", "slowagain:application", dir, "workers 1\n\t\tstart_timeout 120s")
+	c := startCaddy(t, config)
+	pid := c.workerPIDs()[0]
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "the replacement importing the app", func() bool {
+		data, _ := os.ReadFile(imports)
+		return strings.Count(string(data), "import") >= 3
+	})
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	c.waitExit(15 * time.Second) // the stop's own bound for its workers is 10 s
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -202,9 +203,15 @@ func (p *Pool) awaitHello(proc *supervisor.Process, channels []*channel) error {
 // or a frame that is not a greeting.
 func (p *Pool) hello(proc *supervisor.Process, role string, s *channel) ([]byte, error) {
 	_ = s.conn.SetReadDeadline(time.Now().Add(p.opts.StartTimeout))
+	// a pool that stops does not wait for a start under way (a slow
+	// import): its stop would wait start_timeout for each channel
+	stopWaiting := context.AfterFunc(p.ctx, func() { _ = s.conn.SetReadDeadline(time.Now()) })
 	h, payload, err := s.frames.Next()
+	stopWaiting()
 	_ = s.conn.SetReadDeadline(time.Time{})
 	switch {
+	case err != nil && p.ctx.Err() != nil:
+		return nil, fmt.Errorf("%s %d was starting when the app stopped: %w", role, proc.Pid(), supervisor.ErrNotRunning)
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, &startupError{reason: fmt.Sprintf("%s %d did not become ready within start_timeout (%s); raise start_timeout if the app is slow to import", role, proc.Pid(), p.opts.StartTimeout)}
 	case err != nil:
