@@ -69,6 +69,12 @@ type Process struct {
 	// its output is drained (done closes after that), and gone closed
 	ended atomic.Bool
 	gone  chan struct{}
+	// pidfd names an adopted process until it has ended (-1 after, and
+	// for a child of the keeper): signalled through it, a process another
+	// reaped (the fork server reaps its workers) is never mistaken for one
+	// that took its pid
+	pidfdMu sync.Mutex
+	pidfd   int
 }
 
 // Start launches c through the keeper (see internal/keeper), in its own process
@@ -87,7 +93,7 @@ func Start(c Command, logger *zap.Logger) (*Process, error) {
 		stderr.Read.Close()
 		return nil, fmt.Errorf("starting %s: %w", c.Path, err)
 	}
-	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), gone: make(chan struct{})}
+	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), gone: make(chan struct{}), pidfd: -1}
 	if c.Credential != nil {
 		childCreds.Store(p.pid, c.Credential)
 	}
@@ -220,9 +226,14 @@ func Adopt(pid, parent int, stdout, stderr *os.File, logger *zap.Logger) (*Proce
 		stderr.Close()
 		return nil, err
 	}
-	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), gone: make(chan struct{}), adopted: true}
+	p := &Process{pid: pid, started: time.Now(), done: make(chan struct{}), gone: make(chan struct{}), adopted: true, pidfd: pidfd}
 	p.watch(logger, stdout, stderr, func() {
-		defer unix.Close(pidfd)
+		defer func() {
+			p.pidfdMu.Lock()
+			defer p.pidfdMu.Unlock()
+			unix.Close(p.pidfd)
+			p.pidfd = -1
+		}()
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 		for {
 			// readable once the process has terminated
@@ -399,17 +410,35 @@ func (p *Process) Signal(sig syscall.Signal) error {
 		return nil
 	}
 	err := syscall.Kill(-p.Pid(), sig)
-	if errors.Is(err, syscall.ESRCH) && !p.ended.Load() {
-		// the group is empty, yet the process runs: it left its group
+	if errors.Is(err, syscall.ESRCH) {
+		// the group is empty, yet the process may run: it left its group
 		// for another of its session (a forked worker may join its fork
 		// server's with setpgid), and would never get a hung worker's
-		// SIGKILL. Not once it is known to have ended (see Stop).
-		err = syscall.Kill(p.Pid(), sig)
+		// SIGKILL
+		err = p.signalItself(sig)
 	}
 	if errors.Is(err, syscall.ESRCH) {
 		return nil
 	}
 	return err
+}
+
+// signalItself sends sig to the process itself, not its group, while it
+// is not known to have ended: through its pidfd when adopted, else by its
+// pid (a child of the keeper, which reports its end as it reaps it).
+func (p *Process) signalItself(sig syscall.Signal) error {
+	if p.adopted {
+		p.pidfdMu.Lock()
+		defer p.pidfdMu.Unlock()
+		if p.pidfd < 0 {
+			return syscall.ESRCH
+		}
+		return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+	}
+	if p.ended.Load() {
+		return syscall.ESRCH
+	}
+	return syscall.Kill(p.Pid(), sig)
 }
 
 // Stop sends sig to the process group, waits up to grace for the process to
@@ -426,14 +455,12 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 	case <-timer.C:
 	}
 	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
-	if !p.ended.Load() {
-		// the process itself, wherever its group is: a worker forked an
-		// instant ago makes its own group first thing, and any process
-		// may leave its group for another of its session (setpgid), which
-		// the group's kill then missed, and this waited for its end for
-		// good. Not once it is known to have ended: its parent may have
-		// reaped it and the pid be another's.
-		_ = syscall.Kill(p.Pid(), syscall.SIGKILL)
-	}
+	// the process itself, wherever its group is: a worker forked an
+	// instant ago makes its own group first thing, and any process may
+	// leave its group for another of its session (setpgid), which the
+	// group's kill then missed, and this waited for its end for good. Not
+	// once it is known to have ended: its parent may have reaped it and
+	// the pid be another's (signalItself).
+	_ = p.signalItself(syscall.SIGKILL)
 	<-p.done
 }
