@@ -30,22 +30,35 @@ func (g *Guard) checkHost(r *http.Request) error {
 	if !fromTrustedProxy(r) {
 		return nil // dropped (dropProxyHeaders)
 	}
-	// (spelled with '_', they are dropped: dropProxyHeaders)
-	for _, name := range []string{"X-Forwarded-Host", "X-Original-Host", "X-Host"} {
-		for _, v := range r.Header.Values(name) {
-			for host := range strings.SplitSeq(v, ",") {
-				if err := g.checkOneHost(strings.TrimSpace(host), name+" (from a trusted proxy)"); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	for host := range forwardedParameter(r, "host") {
-		if err := g.checkOneHost(host, "Forwarded host (from a trusted proxy)"); err != nil {
+	for name, host := range forwardedHosts(r) {
+		if err := g.checkOneHost(host, name+" (from a trusted proxy)"); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// forwardedHosts yields each host r's proxy headers name, with what names
+// it: X-Forwarded-Host, X-Original-Host and X-Host (each item of their
+// lists) and Forwarded's host= ("Forwarded host"). Spelled with '_', they
+// are dropped (dropProxyHeaders).
+func forwardedHosts(r *http.Request) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, name := range []string{"X-Forwarded-Host", "X-Original-Host", "X-Host"} {
+			for _, v := range r.Header.Values(name) {
+				for host := range strings.SplitSeq(v, ",") {
+					if !yield(name, strings.TrimSpace(host)) {
+						return
+					}
+				}
+			}
+		}
+		for host := range forwardedParameter(r, "host") {
+			if !yield("Forwarded host", host) {
+				return
+			}
+		}
+	}
 }
 
 // fromTrustedProxy reports whether r's peer is one of the server's

@@ -160,16 +160,7 @@ func (g *Guard) sameSite(r *http.Request, o origin) bool {
 		_, _, err := net.SplitHostPort(host)
 		return err != nil && port != "" && forwardedPort(port) && sameHost(o, net.JoinHostPort(strings.Trim(host, "[]"), port))
 	}
-	for _, name := range []string{"X-Forwarded-Host", "X-Original-Host", "X-Host"} {
-		for _, v := range r.Header.Values(name) {
-			for host := range strings.SplitSeq(v, ",") {
-				if same(strings.TrimSpace(host)) {
-					return true
-				}
-			}
-		}
-	}
-	for host := range forwardedParameter(r, "host") {
+	for _, host := range forwardedHosts(r) {
 		if same(host) {
 			return true
 		}

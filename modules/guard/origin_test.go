@@ -141,16 +141,8 @@ func TestWebSocketOriginAllowedByTheSitesGuard(t *testing.T) {
 	// only a listed origin is passed on: what one guard takes for its own
 	// site (a name of its hosts) the other judges by its own hosts
 	site, app := Guard{Hosts: []string{"example.net", "app.example.com"}}, Guard{Hosts: []string{"example.net"}}
-	for _, g := range []*Guard{&site, &app} {
-		if err := g.Prepare(zap.NewNop()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r := httptest.NewRequest("GET", "http://example.net/ws", nil)
-	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
-	r.Header.Set("Upgrade", "websocket")
-	r.Header.Set("Connection", "Upgrade")
-	r.Header.Set("Origin", "https://app.example.com")
+	prepare(t, &site, &app)
+	r := appOpening()
 	if err := site.Check(r); err != nil {
 		t.Fatalf("the site's guard: %v", err)
 	}
@@ -160,29 +152,38 @@ func TestWebSocketOriginAllowedByTheSitesGuard(t *testing.T) {
 }
 
 func siteAllowsTheAppsOrigin(t *testing.T, site, app *Guard) {
-	for _, g := range []*Guard{site, app} {
-		if err := g.Prepare(zap.NewNop()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	opening := func() *http.Request {
-		r := httptest.NewRequest("GET", "http://example.net/ws", nil)
-		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
-		r.Header.Set("Upgrade", "websocket")
-		r.Header.Set("Connection", "Upgrade")
-		r.Header.Set("Origin", "https://app.example.com")
-		return r
-	}
-	r := opening()
+	prepare(t, site, app)
+	r := appOpening()
 	if err := site.Check(r); err != nil {
 		t.Fatalf("the site's guard: %v", err)
 	}
 	if err := app.Check(r); err != nil {
 		t.Errorf("the app's guard refused what the site's allowed: %v", err)
 	}
-	if err := app.Check(opening()); err == nil {
+	if err := app.Check(appOpening()); err == nil {
 		t.Error("the app's guard alone let another site's page in")
 	}
+}
+
+// prepare prepares guards for a test.
+func prepare(t *testing.T, guards ...*Guard) {
+	t.Helper()
+	for _, g := range guards {
+		if err := g.Prepare(zap.NewNop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// appOpening is a WebSocket opening of example.net by a page of
+// https://app.example.com, with the vars map Caddy gives each request.
+func appOpening() *http.Request {
+	r := httptest.NewRequest("GET", "http://example.net/ws", nil)
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+	r.Header.Set("Upgrade", "websocket")
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Origin", "https://app.example.com")
+	return r
 }
 
 // TestRefusalsQuoteNoMarkup: the guard's refusals quote what the client

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -161,18 +160,19 @@ func adaptAs(configFile, adapterName string, cred *syscall.Credential, why error
 // from a thread that left this login's session (keeper.LeaveSession): the
 // child does not possess the session keyring's keys (the account's other
 // processes could take them from it), nor inherit a raised priority or
-// blocked signals. The thread is never given back to Go.
-func startOutsideSession(cmd *exec.Cmd) error {
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked: the thread ends with this goroutine
-		if err := keeper.LeaveSession(); err != nil {
-			started <- err
-			return
-		}
-		started <- cmd.Start()
+// blocked signals. The thread ends with the start.
+func startOutsideSession(cmd *exec.Cmd) (err error) {
+	done := make(chan struct{})
+	go func() { // a goroutine that ends, so its thread does
+		defer close(done)
+		supervisor.OnDisposableThread(func() {
+			if err = keeper.LeaveSession(); err == nil {
+				err = cmd.Start()
+			}
+		})
 	}()
-	return <-started
+	<-done
+	return err
 }
 
 // adaptAsTimeout bounds the child that reads a config (a FIFO in its

@@ -138,7 +138,7 @@ func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // away from the terminal's signals
 	started := make(chan error, 1)
-	go onDisposableThread(func() {
+	go OnDisposableThread(func() {
 		if err := keeper.RaiseAmbientCaps(keeper.CapSetUID, keeper.CapSetGID, keeper.CapKill); err != nil {
 			started <- err
 			return
@@ -159,11 +159,12 @@ func launchKeeper(logger *zap.Logger) (*keeperConn, error) {
 	return k, nil
 }
 
-// onDisposableThread runs f on an OS thread of its own that ends with it,
-// so that what f changes in the thread (capabilities) goes with it. The
+// OnDisposableThread runs f on an OS thread of its own that ends with it,
+// so that what f changes in the thread (capabilities, the session keyring,
+// the signal mask, the priority) goes with it. The
 // main thread never ends (and /proc/<pid>/status shows it as Caddy's):
 // should this goroutine be on it, f runs from another one.
-func onDisposableThread(f func()) {
+func OnDisposableThread(f func()) {
 	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 	if unix.Gettid() != unix.Getpid() {
 		f()
