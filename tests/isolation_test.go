@@ -231,19 +231,28 @@ func (c *unitCaddy) load(caddyfile string) (int, string) {
 
 func (c *unitCaddy) adminDo(req *http.Request) (int, string) {
 	c.t.Helper()
+	code, body, err := c.tryAdmin(req)
+	if err != nil {
+		c.t.Fatalf("%s %s on the admin socket: %v", req.Method, req.URL.Path, err)
+	}
+	return code, body
+}
+
+// tryAdmin is adminDo returning its error: while Caddy starts, its admin
+// socket may exist before it accepts connections.
+func (c *unitCaddy) tryAdmin(req *http.Request) (int, string, error) {
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket())
 		}}}
-	method, path := req.Method, req.URL.Path
 	resp, err := client.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s on the admin socket: %v", method, path, err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(body), nil
 }
 
 // waitRunning waits until every app's pool runs.
@@ -258,10 +267,11 @@ func (c *unitCaddy) waitRunning(apps int) []appStatus {
 			c.t.Fatalf("caddy exited:\n%s", c.log.String())
 		default:
 		}
-		code, body := c.admin(http.MethodGet, "/hearth/apps")
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1/hearth/apps", nil)
+		code, body, err := c.tryAdmin(req) // (asked again until it accepts)
 		// and Caddy has started all its apps: the HTTP servers listen (the
 		// pools may run a moment before, while the hearth app schedules jobs)
-		return code == 200 && json.Unmarshal([]byte(body), &status) == nil && len(status.Apps) == apps && allRunning(status.Apps) &&
+		return err == nil && code == 200 && json.Unmarshal([]byte(body), &status) == nil && len(status.Apps) == apps && allRunning(status.Apps) &&
 			strings.Contains(c.log.String(), "serving initial configuration")
 	})
 	return status.Apps
