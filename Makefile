@@ -38,6 +38,7 @@ test: bin/caddy-race
 	tests/fuzz.sh FuzzASGIConfig ./modules/python 8000
 	tests/fuzz.sh FuzzProcessConfig ./modules/process 8000
 	tests/fuzz.sh FuzzGuardConfig ./modules/guard 8000
+	tests/fuzz.sh FuzzGuardCheck ./modules/guard 30000
 	tests/fuzz.sh FuzzHearthConfig ./modules/hearth 8000
 	tests/fuzz.sh FuzzDDNSConfig ./modules/ddns 8000
 	tests/fuzz.sh FuzzFilter ./modules/internal/termsafe 100000
