@@ -174,6 +174,12 @@ func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
 			`service "redis": user "r\nx"`},
 		{"a job's user", `{"apps": {"hearth": {"jobs": [{"name": "clean", "command": ["true"], "schedule": "@daily", "user": "-o"}]}}}`,
 			`job "clean": user "-o"`},
+		{"a backup's name", `{"apps": {"hearth": {"backups": [{"name": "x\n[Service]\nExecStartPre=+/bin/sh -c 'id>/tmp/p'\n#", "path": "/srv/shop/db.sqlite3", "to": "/srv/shop/backups"}]}, ` + wsgi(`, "name": "shop"`)[len(`{"apps": {`):],
+			"backup name"},
+		{"a misplaced backup's to", `{"apps": {"hearth": {"backups": [{"name": "db", "path": "/srv/shop/db.sqlite3", "to": "/srv/shop/b\n[Service]\nExecStartPre=+/bin/id\n#"}]}, ` + wsgi(`, "name": "shop"`)[len(`{"apps": {`):],
+			"backup db: `to`"},
+		{"a service's name", `{"apps": {"hearth": {"services": [{"name": "r\nExecStartPre=+/bin/id", "command": ["redis-server"], "dir": "/srv/redis"}]}}}`, "service name"},
+		{"a job's name", `{"apps": {"hearth": {"jobs": [{"name": "c\nExecStartPre=+/bin/id", "command": ["true"], "schedule": "@daily"}]}}}`, "job name"},
 		{"a process upstream named after its program", process(""), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,6 +202,25 @@ func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
 				t.Errorf("error %q does not say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestUnitKeepsConfigTextInItsComments: whatever reaches the unit's
+// comments from the config (here a line the checks where the config is
+// read would have refused) is refused there rather than written as a line
+// of its own, which systemd would run as root.
+func TestUnitKeepsConfigTextInItsComments(t *testing.T) {
+	for _, misplaced := range []string{"x\n[Service]\nExecStartPre=+/bin/id", "x\rExecStartPre=+/bin/id", "x\x1b[2J"} {
+		d := &deployment{owners: map[string]string{}, dirs: []string{"/srv/shop"}, misplaced: []string{misplaced}}
+		var out strings.Builder
+		err := writeUnit(&out, d, unitOptions{config: "/etc/caddy/Caddyfile", user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
+		if err == nil || out.Len() != 0 {
+			t.Errorf("%q: accepted (%v); the unit:\n%s", misplaced, err, out.String())
+		}
+	}
+	d := &deployment{owners: map[string]string{}, dirs: []string{"/srv/shop"}, misplaced: []string{"backup db: its copies cannot go to /srv/shop/b"}}
+	if err := writeUnit(io.Discard, d, unitOptions{config: "/etc/caddy/Caddyfile", user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"}); err != nil {
+		t.Errorf("a plain line refused: %v", err)
 	}
 }
 
