@@ -59,11 +59,26 @@ func registerMetrics(registry *prometheus.Registry) error {
 	return err
 }
 
+// reserveFloor is how few connections a client must hold to be let into
+// the reserve past max_connections: a visitor's browser starting a page
+// (it opens up to six to a site over HTTP/1.1, one over HTTP/2), not
+// one of the clients that filled the bound.
+const reserveFloor = 4
+
+// reserveOf is how many connections past maxTotal clients holding fewer
+// than reserveFloor may open: an eighth more. Without it, the clients of
+// eight addresses (each at its eighth of the total) would shut every
+// other visitor out for as long as they held their connections; with it,
+// filling the reserve too takes a quarter as many addresses as it has
+// connections.
+func reserveOf(maxTotal int) int { return max(1, maxTotal/8) }
+
 // admit counts c among the open connections and its client's, or closes
-// it (false) when Caddy holds l.maxTotal already or its client
-// l.maxPerClient. A connection whose peer has no address has no client
-// count, nor one from loopback unless count_loopback is set (the zero
-// Prefix); it still counts in the total.
+// it (false) when Caddy holds l.maxTotal already (and, in the reserve
+// past it, the client holds reserveFloor or more, or is not counted) or
+// its client l.maxPerClient. A connection whose peer has no address has
+// no client count, nor one from loopback unless count_loopback is set
+// (the zero Prefix); it still counts in the total.
 func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 	var client netip.Prefix
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -75,10 +90,10 @@ func (l *listener) admit(c *net.TCPConn) (netip.Prefix, bool) {
 	clients.Lock()
 	total, open := clients.total, clients.open[client]
 	switch {
-	case total >= l.maxTotal:
+	case total >= l.maxTotal+l.reserve || total >= l.maxTotal && (!client.IsValid() || open >= reserveFloor):
 		clients.Unlock()
-		l.refuse(c, refusedByTotal, fmt.Sprintf("Caddy already holds %d connections open, its max_connections: closed another as soon as it came, from %s. Many clients are connected at once (a flood from many addresses, or a site busier than the bound): raise max_connections in hearth_io's block if the machine has the memory (an idle connection costs ~34 KiB)",
-			total, c.RemoteAddr()))
+		l.refuse(c, refusedByTotal, fmt.Sprintf("Caddy already holds %d connections open, past its max_connections (%d; past it, only clients holding fewer than %d get one more, up to %d): closed another as soon as it came, from %s. Many clients are connected at once (a flood from many addresses, or a site busier than the bound): raise max_connections in hearth_io's block if the machine has the memory (an idle connection costs ~34 KiB)",
+			total, l.maxTotal, reserveFloor, l.maxTotal+l.reserve, c.RemoteAddr()))
 		return client, false
 	case client.IsValid() && open >= l.maxPerClient:
 		clients.Unlock()

@@ -81,8 +81,11 @@ type Wrapper struct {
 	// across the listeners hearth_io wraps, from every client (loopback
 	// included); one more is closed as soon as it is accepted, so that
 	// connections from many addresses at once cannot take the machine's
-	// memory. Default (0, "auto" in the Caddyfile): as many as an eighth
-	// of the memory holds (autoMaxConnections), from 1024 to 65536.
+	// memory, unless its client holds fewer than reserveFloor: those may
+	// take an eighth more (reserveOf), so that the few clients that filled
+	// it do not shut every other visitor out. Default (0, "auto" in the
+	// Caddyfile): as many as an eighth of the memory holds
+	// (autoMaxConnections), from 1024 to 65536.
 	MaxConnections int `json:"max_connections,omitempty"`
 
 	logger *zap.Logger
@@ -176,7 +179,7 @@ func (w *Wrapper) WrapListener(l net.Listener) net.Listener {
 		w.logger.Info("clients' connections read and written without entering Go's system-call state", zap.String("address", l.Addr().String()))
 	}
 	maxTotal := cmp.Or(w.MaxConnections, autoMaxConnections(memory.Total()))
-	wrapped := &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal,
+	wrapped := &listener{Listener: l, logger: w.logger, countLoopback: w.CountLoopback, maxTotal: maxTotal, reserve: reserveOf(maxTotal),
 		maxPerClient: cmp.Or(w.MaxConnectionsPerClient, max(1, min(DefaultMaxConnectionsPerClient, maxTotal/8))),
 		refusals:     [2]loglimit.Limit{{Every: time.Minute}, {Every: time.Minute}},
 		key:          addressKey(l.Addr()), address: l.Addr().Network() + " " + l.Addr().String(), done: make(chan struct{})}
@@ -208,6 +211,7 @@ type listener struct {
 	maxPerClient  int
 	countLoopback bool
 	maxTotal      int
+	reserve       int // past maxTotal, for clients holding few (reserveOf)
 	// refusals let the warnings for a connection closed past a bound
 	// through once a minute, one for each bound (refusedByClient,
 	// refusedByTotal): a client provokes them at will, and one must not

@@ -559,9 +559,46 @@ func TestMaxConnections(t *testing.T) {
 	if n := counterValue(t, refusedConnections.WithLabelValues("total")) - refusedBefore; n != 1 {
 		t.Errorf("refused under total: %v, want 1", n)
 	}
-	if w := logs.TakeAll(); len(w) != 1 || !strings.Contains(w[0].Message, "its max_connections:") || !strings.Contains(w[0].Message, "127.0.0.84") {
+	if w := logs.TakeAll(); len(w) != 1 || !strings.Contains(w[0].Message, "past its max_connections") || !strings.Contains(w[0].Message, "127.0.0.84") {
 		t.Errorf("warnings: %v, want one naming max_connections and the address refused", w)
 	}
+}
+
+// TestReserveLetsInClientsHoldingFew: the clients of a few addresses that
+// fill max_connections do not shut every other visitor out. Past it, a
+// client holding fewer than reserveFloor connections gets one, up to an
+// eighth more; the clients that filled it, those not counted (loopback
+// without count_loopback), and anyone once the reserve is full, get a
+// reset.
+func TestReserveLetsInClientsHoldingFew(t *testing.T) {
+	before := settledTotal()
+	maxTotal := before + 2*reserveFloor
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := (&Wrapper{MaxConnections: maxTotal, MaxConnectionsPerClient: 100, CountLoopback: true}).WrapListener(l)
+	defer wrapped.Close()
+	accepted := acceptAll(wrapped)
+	uncounted, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncountedWrapped := (&Wrapper{MaxConnections: maxTotal}).WrapListener(uncounted)
+	defer uncountedWrapped.Close()
+	acceptAll(uncountedWrapped)
+
+	for _, from := range []string{"127.0.3.1", "127.0.3.2"} {
+		for i := range reserveFloor {
+			connectFrom(t, l, accepted, from, fmt.Sprintf("connection %d of %s, within max_connections", i+1, from))
+		}
+	}
+	resetAtOnce(t, l, "127.0.3.1", "one more from a client that holds its share, past max_connections")
+	resetAtOnce(t, uncounted, "127.0.3.3", "a client not counted (loopback without count_loopback), past max_connections")
+	for i := range reserveOf(maxTotal) {
+		connectFrom(t, l, accepted, fmt.Sprintf("127.0.4.%d", i+1), fmt.Sprintf("a visitor holding none, into the reserve (%d of %d)", i+1, reserveOf(maxTotal)))
+	}
+	resetAtOnce(t, l, "127.0.5.1", "a visitor holding none once the reserve is full")
 }
 
 // settledTotal is the process's count of open connections once those
