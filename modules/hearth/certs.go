@@ -65,6 +65,11 @@ type certAttempt struct {
 type certLog struct {
 	mu       sync.Mutex
 	attempts map[string]certAttempt
+	// redact is the running config's certRedactor: an error is redacted
+	// as it is recorded, with the credentials of the config it came
+	// under (a later config may no longer know them: a rotated token, a
+	// ddns app taken out), and again when a status shows it
+	redact func(string) string
 }
 
 func (*certLog) Destruct() error { return nil }
@@ -107,6 +112,11 @@ func (h certEvents) Handle(_ context.Context, e caddy.Event) error {
 		a.obtaining = false
 		// kept whole enough to be redacted before it is cut for display
 		a.lastError, a.at = textcut.Prefix(fmt.Sprint(e.Data["error"]), maxKeptCertError), e.Timestamp()
+		redact := h.log.redact
+		if redact == nil { // (before the config's Start: what looks like a credential)
+			redact = certRedactor(nil)
+		}
+		a.lastError = redact(a.lastError)
 	}
 	if !known && len(h.log.attempts) >= maxCertAttempts {
 		h.log.evictOldest()
@@ -167,6 +177,11 @@ func (a *App) publishCertificates() {
 	}
 	src := &certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog, redact: certRedactor(a.ddns)}
 	currentCerts.Store(src)
+	if a.certLog != nil {
+		a.certLog.mu.Lock()
+		a.certLog.redact = src.redact
+		a.certLog.mu.Unlock()
+	}
 }
 
 // textRedactor removes from a message what looks like a credential (an

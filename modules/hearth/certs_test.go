@@ -106,3 +106,27 @@ func TestCertificateSummaryOfAHostileAnswer(t *testing.T) {
 		t.Errorf("%q %v", got, ok)
 	}
 }
+
+// TestCertificateErrorRedactedAsItCame: an error is redacted with the
+// credentials of the config it came under, as it is recorded: after a
+// reload that rotated the token (or took the ddns app out), the status
+// still shows the old token redacted.
+func TestCertificateErrorRedactedAsItCame(t *testing.T) {
+	log := &certLog{attempts: map[string]certAttempt{},
+		redact: func(s string) string { return strings.ReplaceAll(s, "OLDTOKEN1234", "[redacted]") }}
+	old := currentCerts.Load()
+	defer currentCerts.Store(old)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	e, err := caddy.NewEvent(ctx, "cert_failed", map[string]any{"identifier": "home.example.net", "error": "provider refused credential OLDTOKEN1234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certEvents{log}.Handle(ctx, e)
+	// the next config knows only the new token
+	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log,
+		redact: func(s string) string { return strings.ReplaceAll(s, "NEWTOKEN5678", "[redacted]") }})
+	if s := certificateStates([]string{"home.example.net"})[0]; s.State != CertFailed || strings.Contains(s.LastError, "OLDTOKEN1234") {
+		t.Errorf("after a reload that rotated the token: %+v", s)
+	}
+}
