@@ -172,6 +172,9 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("ddns: loading the DNS provider: %w (is the provider module built in? `caddy list-modules` shows dns.providers.*)", err)
 	}
+	if err := checkProvider(mod); err != nil {
+		return err
+	}
 	setter, ok := recordSetter(mod)
 	if !ok {
 		return fmt.Errorf("ddns: DNS provider %T cannot set records (it does not implement libdns.RecordSetter); choose another provider", mod)

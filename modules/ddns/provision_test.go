@@ -41,6 +41,18 @@ func TestProvisionErrors(t *testing.T) {
 		{"a key from an unset variable", func(a *App) {
 			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha256", "key": "{env.HEARTH_TEST_UNSET_KEY}", "server": "127.0.0.1:53"}`)
 		}, "the provider's key is empty: it comes from the environment variable HEARTH_TEST_UNSET_KEY, which is not set in Caddy's environment"},
+		{"a TSIG algorithm that does not exist", func(a *App) {
+			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha257", "key": "c2VjcmV0c2VjcmV0", "server": "127.0.0.1:53"}`)
+		}, `rfc2136 key_alg "hmac-sha257" is not a TSIG algorithm`},
+		{"a key that is not base64", func(a *App) {
+			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha256", "key": "not base64!", "server": "127.0.0.1:53"}`)
+		}, "rfc2136 key is not base64"},
+		{"a server without its port", func(a *App) {
+			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "HMAC-SHA256.", "key": "c2VjcmV0c2VjcmV0", "server": "ns1.example.net"}`)
+		}, `rfc2136 server "ns1.example.net" is not host:port`},
+		{"no key name", func(a *App) {
+			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "", "key_alg": "hmac-sha256", "key": "c2VjcmV0c2VjcmV0", "server": "127.0.0.1:53"}`)
+		}, "rfc2136 key_name is empty"},
 		{"an empty token", func(a *App) { a.ProviderRaw = []byte(`{"name": "cloudflare", "api_token": ""}`) }, "the provider's api_token is empty"},
 		{"unknown provider", func(a *App) { a.ProviderRaw = []byte(`{"name": "nosuch"}`) }, "nosuch"},
 		{"no provider", func(a *App) {}, "no provider"},

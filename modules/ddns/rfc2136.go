@@ -2,8 +2,10 @@ package ddns
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -47,6 +49,34 @@ func recordSetter(mod any) (setter libdns.RecordSetter, ok bool) {
 	}
 	setter, ok = mod.(libdns.RecordSetter)
 	return setter, ok
+}
+
+// checkProvider refuses, when the config is loaded, settings of the
+// provider mod no update could be signed or sent with: for an RFC 2136
+// server (a typo would otherwise fail every check with miekg/dns's "bad
+// key algorithm" or "illegal base64 data"). The errors name the setting,
+// never the key's value.
+func checkProvider(mod any) error {
+	m, ok := mod.(*caddyrfc2136.Provider)
+	if !ok || m.Provider == nil {
+		return nil
+	}
+	p := m.Provider
+	if strings.TrimSpace(p.KeyName) == "" {
+		return errors.New("ddns: rfc2136 key_name is empty: write the TSIG key's name as the DNS server knows it (BIND's `key \"name\" { … }`)")
+	}
+	if _, err := base64.StdEncoding.DecodeString(p.Key); err != nil {
+		return errors.New("ddns: rfc2136 key is not base64: write the key's secret as the DNS server's key file holds it (`tsig-keygen` prints it as secret \"…\"), without quotes")
+	}
+	switch dns.CanonicalName(dns.Fqdn(p.KeyAlg)) {
+	case dns.HmacSHA256, dns.HmacSHA512, dns.HmacSHA384, dns.HmacSHA224, dns.HmacSHA1, dns.HmacMD5:
+	default:
+		return fmt.Errorf("ddns: rfc2136 key_alg %q is not a TSIG algorithm: write the key's algorithm as the DNS server's key file names it: hmac-sha256 (tsig-keygen's default), hmac-sha512, hmac-sha384, hmac-sha224, hmac-sha1 or hmac-md5", p.KeyAlg)
+	}
+	if host, port, err := net.SplitHostPort(p.Server); err != nil || host == "" || port == "" {
+		return fmt.Errorf("ddns: rfc2136 server %q is not host:port: write the zone's primary DNS server with its port, like 192.0.2.53:53 or ns1.example.net:53", p.Server)
+	}
+	return nil
 }
 
 // signedExchange sends msg to p's server signed with p's key, and returns
