@@ -56,7 +56,11 @@ func serveAdmin(w http.ResponseWriter, r *http.Request, rest []string) error {
 	case len(rest) == 0 && r.Method == http.MethodGet:
 	case len(rest) == 1 && rest[0] == "check" && r.Method == http.MethodPost:
 		if err := a.CheckNow(r.Context()); err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("checking: %w", err)}
+			status := http.StatusServiceUnavailable
+			if errors.Is(err, errCheckPanicked) {
+				status = http.StatusInternalServerError
+			}
+			return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf("checking: %w", err)}
 		}
 	case len(rest) == 0 || len(rest) == 1 && rest[0] == "check":
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("use GET /hearth/ddns or POST /hearth/ddns/check")}

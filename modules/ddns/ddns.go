@@ -93,7 +93,7 @@ type App struct {
 	logger      *zap.Logger
 	cancel      context.CancelFunc
 	done        chan struct{}
-	kick        chan chan struct{}
+	kick        chan chan error
 	// the app the admin routes served before this one started, and
 	// whether this one has stopped (publish, withdraw)
 	replaced *App
@@ -273,7 +273,7 @@ var _ hearth.DDNSReporter = (*App)(nil)
 // Start begins checking: once at once, then every interval.
 func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
-	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan struct{})
+	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan chan error)
 	publish(a)
 	go func() {
 		defer close(a.done)
@@ -328,7 +328,7 @@ func (a *App) run(ctx context.Context) {
 	delay, checks := a.state.resume(a.fingerprint, interval)
 	for {
 		timer := time.NewTimer(delay)
-		var reply chan struct{}
+		var reply chan error
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -337,7 +337,7 @@ func (a *App) run(ctx context.Context) {
 		case reply = <-a.kick:
 			timer.Stop()
 		}
-		failed := a.check(ctx, checks%a.RecheckEvery == 0 || reply != nil)
+		failed := a.checkFor(ctx, checks%a.RecheckEvery == 0 || reply != nil, reply)
 		checks++
 		a.state.ran(a.fingerprint, checks)
 		delay = interval
@@ -346,15 +346,35 @@ func (a *App) run(ctx context.Context) {
 		} else {
 			a.state.resetBackoff()
 		}
-		if reply != nil {
-			close(reply)
-		}
 	}
 }
 
+// checkFor runs a check and then answers reply (nil: no one asked), even
+// when the check panics (a provider module's bug: run's panics.Keep logs
+// it and runs the loop again), so that POST /hearth/ddns/check does not
+// wait for good.
+func (a *App) checkFor(ctx context.Context, readBack bool, reply chan error) (failed bool) {
+	if reply == nil {
+		return a.check(ctx, readBack)
+	}
+	ended := false
+	defer func() {
+		if !ended {
+			reply <- errCheckPanicked
+		}
+		close(reply)
+	}()
+	failed = a.check(ctx, readBack)
+	ended = true
+	return failed
+}
+
+// errCheckPanicked answers a check that stopped on a panic.
+var errCheckPanicked = errors.New("the check stopped on an internal error (a bug of the DNS provider module or of Hearth: Caddy's log has it, with where it happened); checks go on, the next in a second")
+
 // CheckNow runs a check (with a read-back of the records) and waits for it.
 func (a *App) CheckNow(ctx context.Context) error {
-	reply := make(chan struct{})
+	reply := make(chan error, 1)
 	select {
 	case a.kick <- reply:
 	case <-a.done:
@@ -363,8 +383,8 @@ func (a *App) CheckNow(ctx context.Context) error {
 		return ctx.Err()
 	}
 	select {
-	case <-reply:
-		return nil
+	case err := <-reply:
+		return err
 	case <-a.done:
 		return errStopped
 	case <-ctx.Done():

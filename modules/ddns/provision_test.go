@@ -149,7 +149,7 @@ func TestReadBackThatNeverEnds(t *testing.T) {
 // check is refused at once instead of waiting for a loop that has ended
 // (Caddy's admin API sets no timeout of its own).
 func TestCheckNowOfAStoppedApp(t *testing.T) {
-	a := &App{done: make(chan struct{}), kick: make(chan chan struct{})}
+	a := &App{done: make(chan struct{}), kick: make(chan chan error)}
 	close(a.done)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -208,5 +208,33 @@ func TestCleanupAfterAFailedProvisionKeepsTheState(t *testing.T) {
 	refused.Cleanup()
 	if after, _ := memories.References("ddns"); after != before {
 		t.Errorf("the running config's state had %d references, %d after a refused config's cleanup", before, after)
+	}
+}
+
+// panickingSetter is a provider module with a bug.
+type panickingSetter struct{}
+
+func (panickingSetter) SetRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
+	panic("a provider's bug")
+}
+
+// A check that panics (a provider module's bug) is logged and the loop
+// runs again; POST /hearth/ddns/check, which asked for that check, is
+// answered instead of waiting for good.
+func TestCheckNowWhenTheCheckPanics(t *testing.T) {
+	a := &App{Domains: map[string][]string{"example.net": {"home"}}, Versions: []string{"ipv4"},
+		IPSources: []IPSource{{Source: "static", IP: "203.0.113.5"}}, Interval: caddy.Duration(time.Hour), RecheckEvery: 1,
+		storage: stuckLock{}, setter: panickingSetter{}, state: &state{records: map[string]*recordState{}},
+		redact: newRedactor(nil, nil), logger: zap.NewNop()}
+	defer func(wait time.Duration) { sharedLockWait = wait }(sharedLockWait)
+	sharedLockWait = 10 * time.Millisecond
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.CheckNow(ctx); !errors.Is(err, errCheckPanicked) {
+		t.Fatalf("CheckNow while the check panics: %v, want errCheckPanicked", err)
 	}
 }
