@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -702,6 +703,28 @@ http://127.0.0.1:%[2]d {
 	waitExec(t, exited)
 	if !bytes.Contains(shown, []byte("\x1b[31mred\x1b[0m ")) || bytes.Contains(shown, []byte("52;c")) || bytes.Contains(shown, []byte("\u009d")) || bytes.Contains(shown, []byte("tmux")) {
 		t.Errorf("caddy hearth exec's terminal showed %q: want the colours, and neither the clipboard's sequence (OSC 52), DCS nor C1 controls", shown)
+	}
+
+	// a command that leaves the terminal reporting the mouse (what the
+	// mouse does would be typed into root's shell), its text and cursor
+	// hidden: the modes are set back once it has ended
+	execMaster, exited = execInTerminal(t, c.dir, "python", "-c", `print("\x1b[?1000h\x1b[?1006h\x1b[8m\x1b[?25lmodes-left-set")`)
+	after := waitShown(t, execMaster, "modes-left-set")
+	waitExec(t, exited)
+	buf := make([]byte, 4096)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		execMaster.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := execMaster.Read(buf)
+		after = append(after, buf[:n]...)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			break // (EIO: every end of the terminal is closed)
+		}
+	}
+	_, after, _ = bytes.Cut(after, []byte("modes-left-set"))
+	for _, reset := range []string{"\x1b[?1000l", "\x1b[?1006l", "\x1b[0m", "\x1b[?25h"} {
+		if !bytes.Contains(after, []byte(reset)) {
+			t.Errorf("after a command that left modes set, the terminal was not sent %q: %q", reset, after)
+		}
 	}
 
 	// a command that leaves a process behind: once it has ended, what is

@@ -226,15 +226,22 @@ func (r *ptyRelay) finish() {
 		close(r.winch)
 		<-r.winchDone
 	}
+	drained := false
 	if r.outputDone != nil {
 		_ = r.master.SetReadDeadline(time.Now().Add(outputDrain))
 		select {
 		case <-r.outputDone:
+			drained = true
 		case <-time.After(2 * outputDrain): // a write to this terminal that does not return (output stopped)
 		}
 	}
 	r.master.Close()
 	r.slave.Close() // (if the command never started)
+	if drained {
+		// the modes the command may have left set (mouse reports that
+		// would be typed into the shell, hidden text, the alternate screen)
+		_, _ = io.WriteString(r.terminal, termsafe.ModesReset)
+	}
 	if r.saved != nil {
 		_ = unix.IoctlSetTermios(int(os.Stdin.Fd()), unix.TCSETS, r.saved)
 	}

@@ -39,6 +39,16 @@ const (
 	droppedEsc             // ESC within it (ST is ESC \)
 )
 
+// ModesReset is what a terminal is sent once a command that wrote to it
+// through a Filter has ended: the modes a command may leave set, which
+// would act on what is typed and shown next (mouse and focus reports
+// typed into the shell, hidden text and cursor, the alternate screen,
+// application keys, bracketed paste), set back to a shell's. None moves
+// the cursor or clears what is shown.
+const ModesReset = "\x1b[0m\x1b[4l\x1b[?25h\x1b[?7h\x1b[?1l\x1b>" +
+	"\x1b[?9l\x1b[?1000l\x1b[?1001l\x1b[?1002l\x1b[?1003l\x1b[?1004l\x1b[?1005l\x1b[?1006l\x1b[?1015l" +
+	"\x1b[?2004l\x1b[?1047l"
+
 // NewFilter returns a Filter writing to w.
 func NewFilter(w io.Writer) *Filter { return &Filter{w: w} }
 
