@@ -142,6 +142,19 @@ func TestSystemdCommand(t *testing.T) {
 			t.Errorf("caddy hearth %v (%v):\n%s", args, err, out)
 		}
 	}
+	// a config another account owns (and so could rewrite): the unit's
+	// Caddy, which may start processes as root, would run what it says
+	owned := filepath.Join(dir, "owned.Caddyfile")
+	writeFile(t, owned, fmt.Sprintf("http://127.0.0.1:%d {\n\trespond ok\n}\n", freePort(t)))
+	if err := os.Chown(owned, 65534, 65534); err == nil {
+		out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", owned, "--adapter", "caddyfile").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "another account than root") || !strings.Contains(string(out), "sudo install -D -m 0644 -o root -g root "+owned) ||
+			strings.Contains(string(out), "ExecStart=") {
+			t.Errorf("a config another account owns (%v):\n%s", err, out)
+		}
+	} else if os.Geteuid() == 0 {
+		t.Fatal(err)
+	}
 	// a piece the Caddyfile imports from an app's directory: the same
 	imports := filepath.Join(dir, "imports.Caddyfile")
 	writeFile(t, filepath.Join(project, "site.caddy"), fmt.Sprintf("http://127.0.0.1:%d {\n\twsgi hello:application {\n\t\tdir %s\n\t}\n}\n", freePort(t), project))

@@ -12,11 +12,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -30,6 +32,7 @@ import (
 	"github.com/hearth-dev/hearth/modules/internal/names"
 	"github.com/hearth-dev/hearth/modules/internal/regularfile"
 	"github.com/hearth-dev/hearth/modules/netinfo"
+	"github.com/hearth-dev/hearth/modules/safedir"
 	"github.com/hearth-dev/hearth/modules/service"
 )
 
@@ -821,6 +824,12 @@ func systemdCommand() *cobra.Command {
 			if *user == *appsUser || *appsUser == "" || *appsUser == "root" {
 				return fmt.Errorf("--apps-user %q: the apps need an account of their own, neither Caddy's (%s) nor root", *appsUser, *user)
 			}
+			// the unit's Caddy may start processes as any account, root's
+			// too: whoever may rewrite the config may run anything as root
+			if why := configWrittenByOthers(configFile, adapter); why != nil {
+				return fmt.Errorf("--config %s: another account than root (or you) could have written it or could rewrite it (%s), and the unit's Caddy, which may start processes as any account, root too, would run what it says: copy it where only root writes (`sudo install -D -m 0644 -o root -g root %s /etc/caddy/Caddyfile`, with what it imports) and pass --config /etc/caddy/Caddyfile",
+					printable(configFile), printable(why.Error()), printable(config))
+			}
 			return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: adapter, user: *user,
 				appsUser: *appsUser, dataDir: filepath.Clean(*dataDir), envFile: *envFile})
 		})
@@ -880,7 +889,7 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 	step := func(dirs []string, command, note string) {
 		byAccount := map[string][]string{}
 		for _, dir := range dirs {
-			if why := d.riskyToGive(dir, o.dataDir); why != "" {
+			if why := d.riskyToGive(dir, o.dataDir, d.accountOf(dir, o)); why != "" {
 				kept = append(kept, dir+" ("+why+")")
 				continue
 			}
@@ -903,7 +912,7 @@ func (d *deployment) ownershipSteps(o unitOptions) string {
 		// that) is made by its own account, which a link gives nothing
 		var outside []string
 		for _, dir := range d.extraDirs {
-			if holder := slices.IndexFunc(all, func(o string) bool { return o != dir && inside(dir, o) }); holder >= 0 && d.riskyToGive(dir, o.dataDir) == "" {
+			if holder := slices.IndexFunc(all, func(o string) bool { return o != dir && inside(dir, o) }); holder >= 0 && d.riskyToGive(dir, o.dataDir, d.accountOf(dir, o)) == "" {
 				fmt.Fprintf(&b, "#   sudo -u %s mkdir -p -m 0750 %s   (inside %s: made by the account that writes there)\n", d.accountOf(dir, o), dir, all[holder])
 				continue
 			}
@@ -938,18 +947,26 @@ func (d *deployment) accountOf(dir string, o unitOptions) string {
 
 // riskyToGive says why dir must not be given to an app's account, or "":
 // whoever owns it can replace what is in it, for everyone who uses it.
-func (d *deployment) riskyToGive(dir, dataDir string) string {
+// account is the one the steps would give it to.
+func (d *deployment) riskyToGive(dir, dataDir, account string) string {
 	clean := filepath.Clean(dir)
 	if clean == "/" || strings.Count(clean, "/") < 2 {
 		return "a top-level directory"
 	}
-	for _, system := range []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run", "/root", "/var/spool", "/var/mail"} {
+	for _, system := range []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run", "/root",
+		"/var/spool", "/var/mail", "/var/log", "/var/cache", "/var/lib/dpkg", "/var/lib/apt", "/var/lib/systemd", "/var/lib/private", "/var/lib/sudo"} {
 		if inside(clean, system) {
 			return "a system directory"
 		}
 	}
 	if filepath.Dir(clean) == "/home" {
 		return "a home directory"
+	}
+	if rest, ok := strings.CutPrefix(clean, "/home/"); ok && strings.Contains(rest, "/.") {
+		return "a hidden directory of a home (its owner's settings and keys: .ssh, .gnupg, .config)"
+	}
+	if owner := otherOwner(clean, account); owner != "" {
+		return "it belongs to " + owner + ", another account (a service's data, or someone's files): give the app a directory of its own"
 	}
 	if filepath.Dir(clean) == "/var" { // /var/backups, /var/cache, /var/tmp, /var/www…: root's jobs write there
 		return "a system directory"
@@ -966,6 +983,24 @@ func (d *deployment) riskyToGive(dir, dataDir string) string {
 		}
 	}
 	return ""
+}
+
+// otherOwner names the owner of dir when it exists and belongs to an
+// account other than root, account (the one it would be given to) and
+// the operator (who runs this command, or sudo's caller): "" otherwise.
+func otherOwner(dir, account string) string {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return ""
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 || int(st.Uid) == os.Geteuid() || strconv.FormatUint(uint64(st.Uid), 10) == os.Getenv("SUDO_UID") {
+		return ""
+	}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil && u.Username == account {
+		return ""
+	}
+	return safedir.Owner(st.Uid)
 }
 
 // inside reports whether path is dir or under it.

@@ -47,6 +47,41 @@ func TestOwnershipSteps(t *testing.T) {
 	}
 }
 
+// TestRiskyToGive: the steps never hand an app's account a directory of
+// the system's (dpkg's, whose scripts run as root, or the logs'), a
+// home's hidden ones (.ssh), or one another account owns today (a
+// service's data, a user's files); a directory root, the operator or the
+// account itself owns is given.
+func TestRiskyToGive(t *testing.T) {
+	d := &deployment{owners: map[string]string{}}
+	base := t.TempDir()
+	owned := func(name string, uid int) string {
+		dir := filepath.Join(base, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, uid, uid); err != nil {
+			t.Skipf("as root only: %v", err)
+		}
+		return dir
+	}
+	for _, tc := range []struct{ dir, account, want string }{
+		{"/var/lib/dpkg", "hearth-apps", "a system directory"},
+		{"/var/lib/dpkg/info", "hearth-apps", "a system directory"},
+		{"/var/log/shop", "hearth-apps", "a system directory"},
+		{"/home/alice/.ssh", "hearth-apps", "a hidden directory of a home"},
+		{"/home/alice/site/.config", "hearth-apps", "a hidden directory of a home"},
+		{owned("nobodys", 65534), "hearth-apps", "it belongs to nobody (uid 65534), another account"},
+		{owned("roots", 0), "hearth-apps", ""},
+		{owned("games", 5), "games", ""},
+		{filepath.Join(base, "not-yet"), "hearth-apps", ""},
+	} {
+		if got := d.riskyToGive(tc.dir, "/var/lib/caddy", tc.account); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("riskyToGive(%s, to %s) = %q, want %q", tc.dir, tc.account, got, tc.want)
+		}
+	}
+}
+
 // A block's own `user` gets its directories.
 func TestOwnershipStepsPerAccount(t *testing.T) {
 	d := &deployment{dirs: []string{"/srv/blog", "/srv/shop"}, owners: map[string]string{}}
