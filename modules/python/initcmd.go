@@ -23,6 +23,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hearth-dev/hearth/modules/hearth"
+	"github.com/hearth-dev/hearth/modules/internal/termsafe"
+	"github.com/hearth-dev/hearth/modules/python/engine"
 	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
@@ -137,6 +139,10 @@ func findProject(dir string) (*project, error) {
 	return nil, fmt.Errorf("no Django, Flask or FastAPI project in %s: init looks for manage.py (Django), and for `app = Flask(...)` or `app = FastAPI(...)` at the top level of a .py file there; run it in your project's directory, or write the Caddyfile by hand (see the README)", dir)
 }
 
+// initEUID is init's effective uid (a test runs as root what it would do
+// as another account).
+var initEUID = os.Geteuid
+
 // venvDirs are where a project's virtual environment usually is.
 var venvDirs = []string{".venv", "venv", "env", ".env"}
 
@@ -147,8 +153,19 @@ func chooseInterpreter(p *project) (line, note string, err error) {
 	for _, v := range venvDirs {
 		python := filepath.Join(p.dir, v, "bin", "python")
 		if info, err := os.Stat(python); err == nil && !info.IsDir() {
-			if !imports(python, p.importName(), probeAccount(p.dir, filepath.Join(p.dir, v))) {
+			// not root: the venv's python would run as you; one another
+			// account can change is not run (as manage and exec refuse to)
+			if initEUID() != 0 {
+				if err := codeOfOthers(&poolSpec{Options: engine.Options{Name: p.name, Dir: p.dir, Python: python}}); err != nil {
+					return "venv " + v, fmt.Sprintf("init did not try the venv %s: %v", v, err), nil
+				}
+			}
+			as := probeAccount(p.dir, filepath.Join(p.dir, v))
+			if !imports(python, p.importName(), as) {
 				note = fmt.Sprintf("the venv %s cannot import %s yet: install it there (%s/bin/pip install %s)", v, p.importName(), v, p.importName())
+				if as != nil {
+					note += fmt.Sprintf(", or, if it is installed, let %s read the project and the venv (init, as root, runs a venv's python as their owner, never as root: here %s)", accountName(as.Uid), accountName(as.Uid))
+				}
 			}
 			return "venv " + v, note, nil
 		}
@@ -318,20 +335,23 @@ func initProject(out io.Writer, dir, site string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	added, err := extendGitignore(dirRoot, abs, p)
-	if err != nil {
-		return err
-	}
 	fmt.Fprintf(out, "Wrote %s for the %s app %s (%s %s, %s).\n", caddyfile, p.frameworkTitle(), p.name, p.kind, p.app, interpreter)
-	if len(added) > 0 {
+	// the Caddyfile is written: a .gitignore init cannot extend is a note,
+	// not a failure that would leave it without the next steps
+	if added, err := extendGitignore(dirRoot, abs, p); err != nil {
+		fmt.Fprintf(out, "Note: .gitignore was left as it is (%s): keep .env and the database out of git yourself.\n", termsafe.Line(err.Error()))
+	} else if len(added) > 0 {
 		fmt.Fprintf(out, "Added %s to .gitignore.\n", strings.Join(added, ", "))
 	}
 	if note != "" {
 		fmt.Fprintf(out, "Note: %s.\n", note)
 	}
-	url := "http://localhost" + site
-	if !strings.HasPrefix(site, ":") {
-		url = "https://" + strings.TrimPrefix(site, "https://")
+	url := "https://" + site
+	switch {
+	case strings.HasPrefix(site, ":"):
+		url = "http://localhost" + site
+	case strings.HasPrefix(site, "http://"), strings.HasPrefix(site, "https://"):
+		url = site
 	}
 	fmt.Fprintf(out, "\nNext, in %s:\n", abs)
 	fmt.Fprintf(out, "  caddy hearth check                 what the guard finds, with the fixes\n")

@@ -53,6 +53,45 @@ func TestInitProbesAVenvAsItsOwner(t *testing.T) {
 	}
 }
 
+// TestInitAsAUserRunsNoVenvOfAnotherAccount: init run as a user (not
+// root) in a project whose venv another account owns does not run it:
+// it would run as the user, and that account could have put any program
+// at .venv/bin/python (manage and exec refuse the same); the Caddyfile
+// still names the venv, with a note saying why it was not tried.
+func TestInitAsAUserRunsNoVenvOfAnotherAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("as root, which stands in for a user and sets the owners")
+	}
+	defer func(f func() int) { initEUID = f }(initEUID)
+	initEUID = func() int { return 1000 } // a user's
+	base := t.TempDir()
+	os.Chmod(filepath.Dir(base), 0o755)
+	project := filepath.Join(base, "project")
+	for _, dir := range []string{project, filepath.Join(project, ".venv"), filepath.Join(project, ".venv", "bin")} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(dir, 5, 60) // games: another account's
+	}
+	os.WriteFile(filepath.Join(project, "app.py"), []byte("from flask import Flask\napp = Flask(__name__)\n"), 0o644)
+	mark := filepath.Join(base, "ran")
+	python := filepath.Join(project, ".venv", "bin", "python")
+	os.WriteFile(python, []byte("#!/bin/sh\ntouch "+mark+"\nexit 0\n"), 0o755)
+	os.Chown(python, 5, 60)
+	os.Chmod(base, 0o777) // (the probe, were it run as games, could leave its mark)
+	p, err := findProject(project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, note, err := chooseInterpreter(p)
+	if err != nil || line != "venv .venv" || !strings.Contains(note, "init did not try the venv .venv") || !strings.Contains(note, "belongs to games") {
+		t.Errorf("chooseInterpreter: %q %q %v", line, note, err)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Error("the venv's python of another account ran")
+	}
+}
+
 // TestInitNeverProbesAsRoot: a venv in a project root owns is still run as
 // nobody, not root: a name below (bin, site-packages) may be another
 // account's.
@@ -208,5 +247,35 @@ func TestInitAsRootWritesOnlyInTheProject(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "no longer the directory init started in") {
 		t.Errorf("init: %v, want it to say the project was replaced", err)
+	}
+}
+
+// TestInitFinishesWithAGitignoreItCannotExtend: a .gitignore init cannot
+// extend (a link, as dotfile managers make) is a note once the Caddyfile
+// is written, not a failure that leaves it without the next steps (run
+// again, init said "Caddyfile exists"); and an http:// site is shown as
+// it is.
+func TestInitFinishesWithAGitignoreItCannotExtend(t *testing.T) {
+	project := t.TempDir()
+	os.WriteFile(filepath.Join(project, "app.py"), []byte("from flask import Flask\napp = Flask(__name__)\n"), 0o644)
+	os.MkdirAll(filepath.Join(project, ".venv", "bin"), 0o755)
+	os.WriteFile(filepath.Join(project, ".venv", "bin", "python"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	if err := os.Symlink(filepath.Join(t.TempDir(), "dotfiles-gitignore"), filepath.Join(project, ".gitignore")); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := initProject(&out, project, "http://home.example.net:8080"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(project, "Caddyfile")); err != nil {
+		t.Errorf("no Caddyfile: %v", err)
+	}
+	for _, want := range []string{"Note: .gitignore was left as it is", "Next, in ", "serves it on http://home.example.net:8080 "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("init's output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "https://http://") {
+		t.Errorf("the site's URL is mangled:\n%s", out.String())
 	}
 }
