@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -85,6 +86,79 @@ func TestDetectNeedsTwoHTTPSourcesToAgree(t *testing.T) {
 	app.IPSources = []IPSource{{Source: "command", Command: []string{"false"}}, {Source: "command", Command: []string{"echo", "2001:db8::5"}}}
 	if ip, err := app.detect(ctx, "ipv6"); err != nil || ip.String() != "2001:db8::5" {
 		t.Errorf("command sources: %v %v", ip, err)
+	}
+}
+
+// TestDetectConfirmsWhatOnlyTheNetworkSays: an address only the local
+// network vouches for (an interface's: any device there may announce an
+// IPv6 prefix of its own, which the machine takes an address in; a
+// router's UPnP answer) is published, when http sources are listed, only
+// if one of them agrees: a device on the network cannot choose where the
+// name points (and so get its certificates). Two http sources that agree
+// win over it; with no http source it is taken alone.
+func TestDetectConfirmsWhatOnlyTheNetworkSays(t *testing.T) {
+	defer func(f func(string) ([]netip.Addr, error), g func() map[netip.Addr]uint64) {
+		interfaceAddrs, ipv6Flags = f, g
+	}(interfaceAddrs, ipv6Flags)
+	announced := netip.MustParseAddr("2001:db8:bad::5") // a prefix a device on the network announced
+	real := netip.MustParseAddr("2001:db8:1::5")
+	interfaceAddrs = func(string) ([]netip.Addr, error) { return []netip.Addr{announced}, nil }
+	ipv6Flags = func() map[netip.Addr]uint64 { return nil }
+	ctx := context.Background()
+	local := IPSource{Source: "interface", Interface: "eth0"}
+	echoReal, echoReal2, echoAnnounced := ipServer(t, real.String()), ipServer(t, real.String()+"\n"), ipServer(t, announced.String())
+	failing := ipServer(t, "")
+	for _, tc := range []struct {
+		name    string
+		sources []IPSource
+		want    netip.Addr
+		err     string
+	}{
+		{"an http source disagrees", []IPSource{local, {Source: "http", URL: echoReal}}, netip.Addr{}, "the http sources answered 2001:db8:1::5 (1)"},
+		{"no http source answers", []IPSource{local, {Source: "http", URL: failing}}, netip.Addr{}, "no http source answered to confirm it"},
+		{"two http sources agree, against it", []IPSource{local, {Source: "http", URL: echoReal}, {Source: "http", URL: echoReal2}}, real, ""},
+		{"an http source agrees", []IPSource{local, {Source: "http", URL: echoAnnounced}}, announced, ""},
+		{"one of two http sources agrees", []IPSource{local, {Source: "http", URL: echoReal}, {Source: "http", URL: echoAnnounced}}, announced, ""},
+		{"an http source agreed before", []IPSource{{Source: "http", URL: echoAnnounced}, {Source: "http", URL: echoReal}, local}, announced, ""},
+		{"no http source listed", []IPSource{local}, announced, ""},
+		{"a static address, the operator's", []IPSource{{Source: "static", IP: real.String()}, {Source: "http", URL: echoAnnounced}}, real, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ip, err := (&App{IPSources: tc.sources}).detect(ctx, "ipv6")
+			switch {
+			case tc.err == "" && (err != nil || ip != tc.want):
+				t.Errorf("got %v %v, want %v", ip, err, tc.want)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Errorf("got %v %v, want an error saying %q", ip, err, tc.err)
+			}
+		})
+	}
+}
+
+// TestInterfaceAddressesANameMayHave: of an interface's IPv6 addresses,
+// the temporary (privacy), deprecated, tentative and duplicate ones are
+// not published; public ones left in two /64 prefixes are refused (one
+// may be a prefix a device on the network announced).
+func TestInterfaceAddressesANameMayHave(t *testing.T) {
+	flags := parseIPv6Flags("20010db8000100000000000000000005 02 40 00 80     eth0\n" +
+		"20010db80001000011223344556677aa 02 40 00 01     eth0\n" +
+		"20010db8000100000000000000000006 02 40 00 a0     eth0\n" +
+		"20010db8000100000000000000000007 02 40 00 c0     eth0\n" +
+		"garbage line\n" +
+		"fe800000000000000000000000000001 02 40 20 80     eth0\n")
+	stable, temporary := netip.MustParseAddr("2001:db8:1::5"), netip.MustParseAddr("2001:db8:1:0:1122:3344:5566:77aa")
+	deprecated, tentative := netip.MustParseAddr("2001:db8:1::6"), netip.MustParseAddr("2001:db8:1::7")
+	if flags[stable] != 0x80 || flags[temporary] != 0x01 || flags[deprecated] != 0xa0 || flags[tentative] != 0xc0 || len(flags) != 5 {
+		t.Fatalf("parsed flags: %v", flags)
+	}
+	v4, ula := netip.MustParseAddr("203.0.113.9"), netip.MustParseAddr("fd00::2")
+	got, err := stableAddrs([]netip.Addr{temporary, deprecated, v4, ula, tentative, stable}, flags)
+	if err != nil || !slices.Equal(got, []netip.Addr{v4, ula, stable}) {
+		t.Errorf("kept %v %v, want the IPv4, the ULA and the stable address", got, err)
+	}
+	announced := netip.MustParseAddr("2001:db8:bad::5")
+	if _, err := stableAddrs([]netip.Addr{stable, announced}, flags); err == nil || !strings.Contains(err.Error(), "in 2 prefixes (2001:db8:1::/64, 2001:db8:bad::/64)") {
+		t.Errorf("two public prefixes: %v", err)
 	}
 }
 

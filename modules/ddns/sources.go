@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -123,8 +125,19 @@ func wantVersion(ip netip.Addr, version string) bool {
 	return version == "ipv6" && ip.Is6() && !ip.Is4In6() || version == "ipv4" && (ip.Is4() || ip.Is4In6())
 }
 
+// vouchedByTheNetwork reports whether a source's answer is only what the
+// local network says: a router's UPnP answer (whoever holds the default
+// gateway's address on the network gives it) or an interface's address
+// (any device on the network may announce an IPv6 prefix, and the
+// machine takes an address in it).
+func vouchedByTheNetwork(source string) bool { return source == "upnp" || source == "interface" }
+
 // detect asks the sources, in order, for a public IP of the version. With
-// more than one http source, two of them must agree.
+// more than one http source, two of them must agree; with any http
+// source, the answer of a source only the local network vouches for
+// (vouchedByTheNetwork) is taken when one of them agrees, so that a device
+// on the network cannot choose where the name points (and get its
+// certificates).
 func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 	var errs []error
 	httpVotes := map[netip.Addr]int{}
@@ -134,6 +147,8 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 			httpSources++
 		}
 	}
+	var local netip.Addr // the first answer of a source the network vouches for, to confirm
+	localSource := ""
 	for _, src := range a.IPSources {
 		ips, err := src.lookup(ctx)
 		if err != nil {
@@ -167,14 +182,36 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 			errs = append(errs, fmt.Errorf("%s source: %w", src.Source, reject))
 			continue
 		}
-		if src.Source == "http" && httpSources > 1 {
+		switch {
+		case vouchedByTheNetwork(src.Source) && httpSources > 0:
+			if !local.IsValid() {
+				local, localSource = ip, src.Source
+				if httpVotes[ip] > 0 {
+					return ip, nil // an http source said so before
+				}
+			}
+			continue
+		case src.Source == "http" && local.IsValid() && ip == local:
+			return ip, nil
+		case src.Source == "http" && httpSources > 1:
 			httpVotes[ip]++
 			if httpVotes[ip] >= 2 {
 				return ip, nil
 			}
 			continue
+		case src.Source == "http" && local.IsValid():
+			httpVotes[ip]++
+			continue // one http source that disagrees with the network's answer
 		}
 		return ip, nil
+	}
+	if local.IsValid() {
+		if len(httpVotes) == 0 {
+			return netip.Addr{}, fmt.Errorf("no public %s address: the %s source answered %s, but no http source answered to confirm it (an address only the local network vouches for is taken when one does: a device on the network could answer in the router's place, or announce an IPv6 prefix of its own): %w",
+				version, localSource, local, errors.Join(errs...))
+		}
+		return netip.Addr{}, fmt.Errorf("no public %s address: the %s source answered %s, but the http sources %s (a device on the local network may be answering in the router's place or announcing a prefix of its own; or the router is itself behind another NAT, whose address the http sources see): find out which is right, and list only the sources that tell it",
+			version, localSource, local, describeVotes(httpVotes))
 	}
 	switch {
 	case httpSources > 1 && len(httpVotes) == 1:
@@ -183,6 +220,16 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 		errs = append(errs, errors.New("the http sources do not agree"))
 	}
 	return netip.Addr{}, fmt.Errorf("no public %s address: %w", version, errors.Join(errs...))
+}
+
+// describeVotes lists the addresses the http sources answered.
+func describeVotes(votes map[netip.Addr]int) string {
+	var list []string
+	for ip, n := range votes {
+		list = append(list, fmt.Sprintf("%s (%d)", ip, n))
+	}
+	slices.Sort(list)
+	return "answered " + strings.Join(list, ", ")
 }
 
 // lookup returns the addresses a source reports.
@@ -250,23 +297,111 @@ func (s IPSource) lookup(ctx context.Context) ([]netip.Addr, error) {
 	case "upnp":
 		return routerUPnP.externalIPs(ctx, s.URL)
 	case "interface":
-		iface, err := net.InterfaceByName(s.Interface)
+		ips, err := interfaceAddrs(s.Interface)
 		if err != nil {
 			return nil, err
 		}
-		addrs, err := iface.Addrs()
-		if err != nil {
-			return nil, err
-		}
-		var ips []netip.Addr
-		for _, addr := range addrs {
-			if prefix, err := netip.ParsePrefix(addr.String()); err == nil {
-				ips = append(ips, prefix.Addr())
-			}
-		}
-		return ips, nil
+		return stableAddrs(ips, ipv6Flags())
 	}
 	return nil, fmt.Errorf("unknown source %q", s.Source)
+}
+
+// interfaceAddrs returns the addresses of the network interface name.
+var interfaceAddrs = func(name string) ([]netip.Addr, error) {
+	iface, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := iface.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	for _, addr := range addrs {
+		if prefix, err := netip.ParsePrefix(addr.String()); err == nil {
+			ips = append(ips, prefix.Addr())
+		}
+	}
+	return ips, nil
+}
+
+// IPv6 address flags the kernel lists in /proc/net/if_inet6 (IFA_F_*).
+const (
+	ifaTemporary  = 0x01 // a privacy address, replaced every day or so
+	ifaDADFailed  = 0x08 // another host on the link has it
+	ifaDeprecated = 0x20 // its prefix's preferred lifetime is over
+	ifaTentative  = 0x40 // not yet checked to be unique on the link
+)
+
+// ipv6Flags reads the flags of the machine's IPv6 addresses (none known
+// when /proc/net/if_inet6 cannot be read).
+var ipv6Flags = func() map[netip.Addr]uint64 {
+	data, err := os.ReadFile("/proc/net/if_inet6")
+	if err != nil {
+		return nil
+	}
+	return parseIPv6Flags(string(data))
+}
+
+// parseIPv6Flags reads /proc/net/if_inet6: per line, the address in 32
+// hex digits, the interface's index, the prefix length, the scope and the
+// flags (in hex), and the interface's name.
+func parseIPv6Flags(text string) map[netip.Addr]uint64 {
+	flags := map[netip.Addr]uint64{}
+	for line := range strings.Lines(text) {
+		fields := strings.Fields(line)
+		if len(fields) < 6 || len(fields[0]) != 32 {
+			continue
+		}
+		var b [16]byte
+		ok := true
+		for i := range b {
+			n, err := strconv.ParseUint(fields[0][2*i:2*i+2], 16, 8)
+			if err != nil {
+				ok = false
+				break
+			}
+			b[i] = byte(n)
+		}
+		f, err := strconv.ParseUint(fields[4], 16, 32)
+		if ok && err == nil {
+			flags[netip.AddrFrom16(b)] = f
+		}
+	}
+	return flags
+}
+
+// stableAddrs keeps, of an interface's addresses, those a name may point
+// to: not an IPv6 address that is temporary (privacy extensions: it
+// changes every day), deprecated, tentative or a duplicate. Public IPv6
+// addresses left in more than one /64 are refused: which one the name
+// should have cannot be told, and any device on the network may announce
+// a prefix (its own, on the internet) that the machine takes an address
+// in.
+func stableAddrs(ips []netip.Addr, flags map[netip.Addr]uint64) ([]netip.Addr, error) {
+	var kept []netip.Addr
+	var prefixes []netip.Prefix
+	for _, ip := range ips {
+		if ip.Is6() && !ip.Is4In6() {
+			if flags[ip]&(ifaTemporary|ifaDeprecated|ifaTentative|ifaDADFailed) != 0 {
+				continue
+			}
+			if publicIP(ip) == nil {
+				if p, _ := ip.Prefix(64); !slices.Contains(prefixes, p) {
+					prefixes = append(prefixes, p)
+				}
+			}
+		}
+		kept = append(kept, ip)
+	}
+	if len(prefixes) > 1 {
+		list := make([]string, len(prefixes))
+		for i, p := range prefixes {
+			list[i] = p.String()
+		}
+		return nil, fmt.Errorf("the interface has public IPv6 addresses in %d prefixes (%s): which one the name should have cannot be told, and a device on the network may have announced one of them; list an http source too (the address it confirms is taken), or a static address", len(prefixes), strings.Join(list, ", "))
+	}
+	return kept, nil
 }
 
 // commandEnv is the environment of a command source, from Caddy's: what
