@@ -32,6 +32,9 @@ func newReadOp() *readOp {
 	return o
 }
 
+// readsNothing is the read of an empty buffer: done at once.
+func readsNothing(uintptr) bool { return true }
+
 func (o *readOp) recv(fd uintptr) bool {
 	for {
 		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&o.p[0])), uintptr(len(o.p)), syscall.MSG_DONTWAIT, 0, 0)
@@ -48,7 +51,8 @@ func (o *readOp) recv(fd uintptr) bool {
 
 func (o *readOp) do(c syscall.RawConn, p []byte) (int, error) {
 	if len(p) == 0 {
-		return 0, nil
+		// nothing to read, but as net.Conn: a closed connection says so
+		return 0, c.Read(readsNothing)
 	}
 	o.p, o.n, o.errno = p, 0, 0
 	err := c.Read(o.fn)

@@ -248,6 +248,9 @@ func TestReadAsNetConnDoes(t *testing.T) {
 	if _, err := Read(raw, buf); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("a read of a closed connection: %v; want net.ErrClosed", err)
 	}
+	if _, err := Read(raw, nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("an empty read of a closed connection: %v; want net.ErrClosed, as net.Conn's", err)
+	}
 }
 
 // A read that waits for its data is woken by a close from another
