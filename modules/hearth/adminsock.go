@@ -215,6 +215,12 @@ func socketReachable(path, mode string, uid, gid uint32) (string, bool) {
 			break
 		}
 	}
+	// a directory it may write: it could put a socket of its own where
+	// Caddy's is (removed, or not made yet: a sticky bit only keeps it
+	// from removing Caddy's), and `caddy reload` would hand it the config
+	if st, err := statOf(filepath.Dir(path)); err == nil && permits(st, uid, gid, 0o2) {
+		return fmt.Sprintf("it may write the socket's directory %s (mode %04o, owner %s), where it could put a socket of its own in Caddy's place", filepath.Dir(path), fs.FileMode(st.Mode).Perm(), AccountName(st.Uid)), true
+	}
 	st, err := statOf(path)
 	if err != nil {
 		perm, perr := strconv.ParseUint(mode, 8, 32)

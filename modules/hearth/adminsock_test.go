@@ -1,6 +1,9 @@
 package hearth
 
 import (
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,6 +69,43 @@ func TestAdminReachableByAbstractSocket(t *testing.T) {
 	for _, listen := range []string{"unix/@caddy-admin", "unix/@caddy-admin|0600", "localhost:2019"} {
 		if got := AdminReachableBy(listen, true, nobody, "the app"); !strings.Contains(got, "every local process can reach") {
 			t.Errorf("%s: %q", listen, got)
+		}
+	}
+}
+
+// TestAdminSocketInADirectoryTheAccountWrites: an account that may write
+// the admin socket's directory can put a socket of its own there in
+// Caddy's place (removed, or not made yet), and `caddy reload` and
+// `caddy hearth` would talk to it: it counts as reaching the admin API,
+// even with the socket's mode keeping it out, and with a sticky bit.
+func TestAdminSocketInADirectoryTheAccountWrites(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("as root, which sets the owners")
+	}
+	base := t.TempDir()
+	os.Chmod(filepath.Dir(base), 0o755)
+	os.Chmod(base, 0o755)
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	for _, tc := range []struct {
+		name      string
+		owner     int
+		mode      fs.FileMode
+		reachable bool
+	}{
+		{"the account's own directory", 65534, 0o755, true},
+		{"a directory everyone writes, sticky as tmp", 0, fs.ModeSticky | 0o777, true},
+		{"root's directory", 0, 0o755, false},
+		{"root's directory the account cannot enter", 0, 0o700, false},
+	} {
+		dir := filepath.Join(base, strings.ReplaceAll(tc.name, " ", "-"))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(dir, tc.owner, tc.owner)
+		os.Chmod(dir, tc.mode)
+		got := AdminReachableBy("unix/"+filepath.Join(dir, "admin.sock")+"|0600", true, nobody, "the app")
+		if (got != "") != tc.reachable || tc.reachable && !strings.Contains(got, "may write the socket's directory") {
+			t.Errorf("%s: %q, want reachable %v", tc.name, got, tc.reachable)
 		}
 	}
 }
