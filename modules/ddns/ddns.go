@@ -503,6 +503,46 @@ func (a *App) getRecords(ctx context.Context, zone string) ([]libdns.Record, err
 	}
 }
 
+// setRecords sends one record's update through the provider, then calls
+// done (the shared lock's release). The provider's call runs on a
+// goroutine of its own, which the update stops waiting for when ctx ends:
+// a provider module that ignores its context would otherwise hold the
+// check, and Caddy's reload or stop that waits for it, for good. Until it
+// returns, the same record is not updated again with the same settings
+// (an update coming after it could otherwise be overtaken by it).
+func (a *App) setRecords(ctx context.Context, zone, name, version string, rec libdns.Record, done func()) error {
+	key := a.fingerprint + " " + zone + " " + name + " " + version
+	a.state.mu.Lock()
+	if a.state.writing[key] {
+		a.state.mu.Unlock()
+		done()
+		return errors.New("the last update of this record is still running (the DNS provider has not finished answering it); retrying later")
+	}
+	if a.state.writing == nil {
+		a.state.writing = map[string]bool{}
+	}
+	a.state.writing[key] = true
+	a.state.mu.Unlock()
+	result := make(chan error, 1)
+	go func() {
+		err := panics.Call(a.logger, "updating the record", func() error {
+			_, err := a.setter.SetRecords(ctx, zone, []libdns.Record{rec})
+			return err
+		})
+		a.state.mu.Lock()
+		delete(a.state.writing, key)
+		a.state.mu.Unlock()
+		done()
+		result <- err
+	}()
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("the DNS provider did not finish the update in time: %w", ctx.Err())
+	}
+}
+
 // update sets one record if it differs from ip. Instances that share
 // Caddy's storage take the record's lock there and skip a write another
 // one has just made (see sharedWrite).
@@ -528,14 +568,14 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 	if err != nil {
 		a.logger.Warn("coordinating the update through Caddy's storage; updating anyway", append(fields, zap.Error(err))...)
 	}
-	defer done()
 	if written {
+		done()
 		a.logger.Info("record already updated by another instance sharing Caddy's storage", fields...)
 		a.record(zone, name, version, func(r *recordState) { r.RecordValue, r.LastError = ip.String(), "" })
 		return nil
 	}
 	rec := libdns.Address{Name: relativeName(name, zone), TTL: time.Duration(a.TTL), IP: ip}
-	if _, err := a.setter.SetRecords(ctx, zone, []libdns.Record{rec}); err != nil {
+	if err := a.setRecords(ctx, zone, name, version, rec, done); err != nil {
 		if msg := err.Error(); strings.Contains(msg, "bad authentication") || strings.Contains(msg, "NOTAUTH") {
 			err = fmt.Errorf("%w (the DNS server refused the update's signature: check the provider's key name, algorithm and key)", err)
 		}
@@ -627,6 +667,7 @@ type state struct {
 	lastRun     time.Time       // when it last checked
 	checks      int             // how many checks it made
 	reading     map[string]bool // settings (fingerprint) whose read-back has not returned yet, across reloads
+	writing     map[string]bool // settings and record whose update has not returned yet, across reloads
 }
 
 // resume returns how long a new app waits before its first check, and

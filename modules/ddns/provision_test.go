@@ -211,20 +211,18 @@ func TestCleanupAfterAFailedProvisionKeepsTheState(t *testing.T) {
 	}
 }
 
-// panickingSetter is a provider module with a bug.
-type panickingSetter struct{}
+// panickingLock is a storage module with a bug.
+type panickingLock struct{ stuckLock }
 
-func (panickingSetter) SetRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
-	panic("a provider's bug")
-}
+func (panickingLock) Lock(context.Context, string) error { panic("a storage module's bug") }
 
-// A check that panics (a provider module's bug) is logged and the loop
+// A check that panics (a module's bug) is logged and the loop
 // runs again; POST /hearth/ddns/check, which asked for that check, is
 // answered instead of waiting for good.
 func TestCheckNowWhenTheCheckPanics(t *testing.T) {
 	a := &App{Domains: map[string][]string{"example.net": {"home"}}, Versions: []string{"ipv4"},
 		IPSources: []IPSource{{Source: "static", IP: "203.0.113.5"}}, Interval: caddy.Duration(time.Hour), RecheckEvery: 1,
-		storage: stuckLock{}, setter: panickingSetter{}, state: &state{records: map[string]*recordState{}},
+		storage: panickingLock{}, setter: &countingSetter{}, state: &state{records: map[string]*recordState{}},
 		redact: newRedactor(nil, nil), logger: zap.NewNop()}
 	defer func(wait time.Duration) { sharedLockWait = wait }(sharedLockWait)
 	sharedLockWait = 10 * time.Millisecond
@@ -236,5 +234,57 @@ func TestCheckNowWhenTheCheckPanics(t *testing.T) {
 	defer cancel()
 	if err := a.CheckNow(ctx); !errors.Is(err, errCheckPanicked) {
 		t.Fatalf("CheckNow while the check panics: %v, want errCheckPanicked", err)
+	}
+}
+
+// blockingSetter is a provider module that ignores its context: its
+// update returns only when release is closed.
+type blockingSetter struct{ called, release chan struct{} }
+
+func (s blockingSetter) SetRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
+	s.called <- struct{}{}
+	<-s.release
+	return nil, errors.New("released")
+}
+
+// Stop (a reload's, Caddy's exit) does not wait for a provider module's
+// update that ignores its context, and the record is not updated again
+// with the same settings while that update has not returned.
+func TestStopDoesNotWaitForAStuckUpdate(t *testing.T) {
+	setter := blockingSetter{called: make(chan struct{}, 4), release: make(chan struct{})}
+	defer close(setter.release)
+	a := &App{Domains: map[string][]string{"example.net": {"home"}}, Versions: []string{"ipv4"},
+		IPSources: []IPSource{{Source: "static", IP: "203.0.113.5"}}, Interval: caddy.Duration(time.Hour), RecheckEvery: 1000,
+		storage: stuckLock{}, setter: setter, state: &state{records: map[string]*recordState{}},
+		redact: newRedactor(nil, nil), logger: zap.NewNop()}
+	defer func(wait time.Duration) { sharedLockWait = wait }(sharedLockWait)
+	sharedLockWait = 10 * time.Millisecond
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-setter.called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no update was sent")
+	}
+	stopped := make(chan struct{})
+	go func() { a.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop waits for a provider's update that ignores its context")
+	}
+	// the next config (the same settings) does not send a second update
+	// of the record while the first has not returned
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := a.update(ctx, "example.net", "home", "ipv4", netip.MustParseAddr("203.0.113.6"), time.Now(), time.Time{})
+	if err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Errorf("a second update while the first has not returned: %v", err)
+	}
+	select {
+	case <-setter.called:
+		t.Error("a second update was sent while the first had not returned")
+	default:
 	}
 }
