@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,6 +39,28 @@ var dashboardPage = template.Must(template.New("dashboard").Funcs(template.FuncM
 type dashboard struct {
 	server   *http.Server
 	listener net.Listener
+
+	// the last data made, and when: the page may be open to the LAN, and
+	// each making reads every certificate from storage (a network call
+	// with some storage modules), so requests share it for a second
+	mu     sync.Mutex
+	cached dashboardData
+	at     time.Time
+}
+
+// dashboardFresh is how long requests share the dashboard's data: the
+// page refreshes itself every 5 s.
+const dashboardFresh = time.Second
+
+// current is the dashboard's data, made at most once per dashboardFresh
+// whatever the number of requests (they wait for one making).
+func (d *dashboard) current() dashboardData {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.at.IsZero() || time.Since(d.at) >= dashboardFresh {
+		d.cached, d.at = d.data(), time.Now()
+	}
+	return d.cached
 }
 
 // startDashboard listens on na (see dashboardAddress; host is its host)
@@ -52,7 +75,7 @@ func startDashboard(ctx caddy.Context, na caddy.NetworkAddress, host string, hos
 	d := &dashboard{listener: ln.(net.Listener)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.page)
-	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) { _ = writeJSON(w, d.data()) })
+	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) { _ = writeJSON(w, d.current()) })
 	// a page and its JSON are small: a client that holds a connection
 	// (the page may be open to the LAN) is let go
 	d.server = &http.Server{Handler: recovered(logger, checkHost(dashboardHosts(host, hosts), mux)),
@@ -308,7 +331,7 @@ func (d *dashboard) page(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 	w.Header().Set("X-Frame-Options", "DENY")
-	if err := dashboardPage.Execute(w, d.data()); err != nil {
+	if err := dashboardPage.Execute(w, d.current()); err != nil {
 		caddy.Log().Named("hearth.dashboard").Error("rendering", zap.Error(err))
 	}
 }

@@ -83,3 +83,20 @@ func TestSummarizeError(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardDataIsShared: requests within a second share one making of
+// the dashboard's data (each reads every certificate from storage), so a
+// client on the LAN asking in a loop costs one making a second.
+func TestDashboardDataIsShared(t *testing.T) {
+	d := &dashboard{}
+	first := d.current()
+	for range 50 {
+		if got := d.current(); !got.Generated.Equal(first.Generated) {
+			t.Fatalf("made again within %v: %v then %v", dashboardFresh, first.Generated, got.Generated)
+		}
+	}
+	d.at = d.at.Add(-dashboardFresh)
+	if got := d.current(); got.Generated.Equal(first.Generated) {
+		t.Errorf("not made again once %v old", dashboardFresh)
+	}
+}
