@@ -86,17 +86,21 @@ var (
 // findProject looks for a Django project (manage.py naming a settings
 // module whose package has wsgi.py), else a module that creates a Flask
 // or FastAPI app at its top level.
-func findProject(dir string) (*project, error) {
-	if m := settingsModuleDefault.FindSubmatch(readHead(filepath.Join(dir, "manage.py"), 64<<10)); m != nil {
+func findProject(dir string) (*project, error) { return findProjectIn(dir, dir) }
+
+// findProjectIn is findProject reading through from (the directory held
+// open: /proc/self/fd/N) what is named dir.
+func findProjectIn(from, dir string) (*project, error) {
+	if m := settingsModuleDefault.FindSubmatch(readHead(filepath.Join(from, "manage.py"), 64<<10)); m != nil {
 		pkg, _, _ := strings.Cut(string(m[1]), ".")
 		for _, kind := range []string{"wsgi", "asgi"} {
-			if _, err := os.Stat(filepath.Join(dir, pkg, kind+".py")); err == nil {
+			if _, err := os.Stat(filepath.Join(from, pkg, kind+".py")); err == nil {
 				return &project{framework: "django", kind: kind, app: pkg + "." + kind + ":application", name: pkg, dir: dir}, nil
 			}
 		}
 		return nil, fmt.Errorf("manage.py names the settings module %s, but %s has no wsgi.py or asgi.py: is the project complete?", m[1], filepath.Join(dir, pkg))
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.py"))
+	files, _ := filepath.Glob(filepath.Join(from, "*.py"))
 	// the usual names first, then the rest in order
 	rank := func(f string) int {
 		if i := slices.Index([]string{"app.py", "main.py", "wsgi.py", "asgi.py", "application.py", "server.py"}, filepath.Base(f)); i >= 0 {
@@ -138,6 +142,10 @@ func findProject(dir string) (*project, error) {
 	}
 	return nil, fmt.Errorf("no Django, Flask or FastAPI project in %s: init looks for manage.py (Django), and for `app = Flask(...)` or `app = FastAPI(...)` at the top level of a .py file there; run it in your project's directory, or write the Caddyfile by hand (see the README)", dir)
 }
+
+// afterOpen, set by a test, runs once init holds the project's directory
+// (where another account could swap it).
+var afterOpen func()
 
 // initEUID is init's effective uid (a test runs as root what it would do
 // as another account).
@@ -303,12 +311,27 @@ func initProject(out io.Writer, dir, site string) error {
 	// meanwhile (its venv's python runs, as them, in the interpreter
 	// probe): root then wrote a Caddyfile and a .gitignore into any
 	// directory the link named (/etc/apt/apt.conf.d: apt stopped).
-	dirRoot, err := os.OpenRoot(abs)
+	// The project is read through that directory too (/proc/self/fd/N
+	// leads to it whatever its path leads to by then): what init finds is
+	// what is in the directory it writes in.
+	held, err := os.Open(abs)
+	if err != nil {
+		return fmt.Errorf("opening the project's directory: %w", err)
+	}
+	defer held.Close()
+	from := fmt.Sprintf("/proc/self/fd/%d", held.Fd())
+	if _, err := os.Stat(from); err != nil {
+		from = abs // no /proc (a chroot): by path, checked again below
+	}
+	dirRoot, err := os.OpenRoot(from)
 	if err != nil {
 		return fmt.Errorf("opening the project's directory: %w", err)
 	}
 	defer dirRoot.Close()
-	p, err := findProject(abs)
+	if afterOpen != nil {
+		afterOpen()
+	}
+	p, err := findProjectIn(from, abs)
 	if err != nil {
 		return err
 	}

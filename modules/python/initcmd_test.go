@@ -279,3 +279,34 @@ func TestInitFinishesWithAGitignoreItCannotExtend(t *testing.T) {
 		t.Errorf("the site's URL is mangled:\n%s", out.String())
 	}
 }
+
+// TestInitReadsTheDirectoryItWritesIn: init reads the project through the
+// directory it holds and writes in: the project swapped for another
+// directory once init held it (by whoever owns the directory above) is
+// not what init finds, and init refuses rather than write a Caddyfile
+// for one directory into another.
+func TestInitReadsTheDirectoryItWritesIn(t *testing.T) {
+	base := t.TempDir()
+	project := filepath.Join(base, "project")
+	os.Mkdir(project, 0o755)
+	os.WriteFile(filepath.Join(project, "app.py"), []byte("from flask import Flask\napp = Flask(__name__)\n"), 0o644)
+	os.MkdirAll(filepath.Join(project, ".venv", "bin"), 0o755)
+	os.WriteFile(filepath.Join(project, ".venv", "bin", "python"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	defer func() { afterOpen = nil }()
+	afterOpen = func() {
+		// the project moved away, another directory in its place
+		if err := os.Rename(project, filepath.Join(base, "moved")); err != nil {
+			t.Fatal(err)
+		}
+		os.Mkdir(project, 0o755)
+	}
+	err := initProject(io.Discard, project, ":2929")
+	if err == nil || !strings.Contains(err.Error(), "is no longer the directory init started in") {
+		t.Errorf("init of a project swapped once held: %v", err)
+	}
+	for _, dir := range []string{project, filepath.Join(base, "moved")} {
+		if _, err := os.Stat(filepath.Join(dir, "Caddyfile")); err == nil {
+			t.Errorf("a Caddyfile was written in %s", dir)
+		}
+	}
+}
