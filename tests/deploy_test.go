@@ -144,7 +144,7 @@ func TestSystemdCommand(t *testing.T) {
 	}
 	// a config another account owns (and so could rewrite): the unit's
 	// Caddy, which may start processes as root, would run what it says
-	owned := filepath.Join(dir, "owned.Caddyfile")
+	owned := filepath.Join(t.TempDir(), "owned.Caddyfile")
 	writeFile(t, owned, fmt.Sprintf("http://127.0.0.1:%d {\n\trespond ok\n}\n", freePort(t)))
 	if err := os.Chown(owned, 65534, 65534); err == nil {
 		out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", owned, "--adapter", "caddyfile").CombinedOutput()

@@ -396,7 +396,7 @@ func TestConnectionsFromManyAddressesAreBounded(t *testing.T) {
 		}
 	}
 	waitFor(t, 30*time.Second, "the warning naming max_connections", func() bool {
-		return warned(c, "Caddy already holds 20 connections open, its max_connections")
+		return warned(c, "Caddy already holds 20 connections open, past its max_connections (20;")
 	})
 	if resp, err := clientFrom("127.0.0.2").Get("http://" + addr + "/"); err == nil {
 		resp.Body.Close()

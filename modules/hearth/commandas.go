@@ -3,6 +3,7 @@ package hearth
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -245,6 +246,9 @@ func trustedTree(dir string) error {
 	real, err := safedir.Trusted(dir)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Lstat(real); errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing there yet, under a parent Trusted judged
 	}
 	entries := 0
 	return filepath.WalkDir(real, func(path string, d fs.DirEntry, err error) error {

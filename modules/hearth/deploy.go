@@ -824,14 +824,21 @@ func systemdCommand() *cobra.Command {
 			if *user == *appsUser || *appsUser == "" || *appsUser == "root" {
 				return fmt.Errorf("--apps-user %q: the apps need an account of their own, neither Caddy's (%s) nor root", *appsUser, *user)
 			}
+			var unit bytes.Buffer
+			if err := writeUnit(&unit, d, unitOptions{binary: bin, config: config, adapter: adapter, user: *user,
+				appsUser: *appsUser, dataDir: filepath.Clean(*dataDir), envFile: *envFile}); err != nil {
+				return err
+			}
 			// the unit's Caddy may start processes as any account, root's
 			// too: whoever may rewrite the config may run anything as root
+			// (after writeUnit's checks, whose errors say more of an app's
+			// directory)
 			if why := configWrittenByOthers(configFile, adapter); why != nil {
 				return fmt.Errorf("--config %s: another account than root (or you) could have written it or could rewrite it (%s), and the unit's Caddy, which may start processes as any account, root too, would run what it says: copy it where only root writes (`sudo install -D -m 0644 -o root -g root %s /etc/caddy/Caddyfile`, with what it imports) and pass --config /etc/caddy/Caddyfile",
 					printable(configFile), printable(why.Error()), printable(config))
 			}
-			return writeUnit(cmd.OutOrStdout(), d, unitOptions{binary: bin, config: config, adapter: adapter, user: *user,
-				appsUser: *appsUser, dataDir: filepath.Clean(*dataDir), envFile: *envFile})
+			_, err = unit.WriteTo(cmd.OutOrStdout())
+			return err
 		})
 	user = cmd.Flags().String("user", "caddy", "the user Caddy runs as (create it with `useradd --system --home /var/lib/caddy caddy`)")
 	appsUser = cmd.Flags().String("apps-user", "hearth-apps", "the account of every app whose block sets no `user` (HEARTH_DEFAULT_USER)")
