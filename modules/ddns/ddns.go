@@ -503,14 +503,15 @@ func (a *App) getRecords(ctx context.Context, zone string) ([]libdns.Record, err
 	}
 }
 
-// setRecords sends one record's update through the provider, then calls
-// done (the shared lock's release). The provider's call runs on a
+// setRecords sends one record's update through the provider, notes it
+// in Caddy's storage for the instances that share it (storeWrite), then
+// calls done (the shared lock's release: the note is written under it). The provider's call runs on a
 // goroutine of its own, which the update stops waiting for when ctx ends:
 // a provider module that ignores its context would otherwise hold the
 // check, and Caddy's reload or stop that waits for it, for good. Until it
 // returns, the same record is not updated again with the same settings
 // (an update coming after it could otherwise be overtaken by it).
-func (a *App) setRecords(ctx context.Context, zone, name, version string, rec libdns.Record, done func()) error {
+func (a *App) setRecords(ctx context.Context, zone, name, version string, ip netip.Addr, rec libdns.Record, done func()) error {
 	key := a.fingerprint + " " + zone + " " + name + " " + version
 	a.state.mu.Lock()
 	if a.state.writing[key] {
@@ -529,6 +530,9 @@ func (a *App) setRecords(ctx context.Context, zone, name, version string, rec li
 			_, err := a.setter.SetRecords(ctx, zone, []libdns.Record{rec})
 			return err
 		})
+		if err == nil {
+			a.storeWrite(ctx, zone, name, version, ip)
+		}
 		a.state.mu.Lock()
 		delete(a.state.writing, key)
 		a.state.mu.Unlock()
@@ -575,7 +579,7 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 		return nil
 	}
 	rec := libdns.Address{Name: relativeName(name, zone), TTL: time.Duration(a.TTL), IP: ip}
-	if err := a.setRecords(ctx, zone, name, version, rec, done); err != nil {
+	if err := a.setRecords(ctx, zone, name, version, ip, rec, done); err != nil {
 		if msg := err.Error(); strings.Contains(msg, "bad authentication") || strings.Contains(msg, "NOTAUTH") {
 			err = fmt.Errorf("%w (the DNS server refused the update's signature: check the provider's key name, algorithm and key)", err)
 		}
@@ -585,7 +589,6 @@ func (a *App) update(ctx context.Context, zone, name, version string, ip netip.A
 		return err
 	}
 	a.logger.Info("record updated", fields...)
-	a.storeWrite(ctx, zone, name, version, ip)
 	a.record(zone, name, version, func(r *recordState) {
 		r.RecordValue, r.LastChange, r.LastError = ip.String(), now, ""
 	})

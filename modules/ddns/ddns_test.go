@@ -122,6 +122,10 @@ func TestDetectConfirmsWhatOnlyTheNetworkSays(t *testing.T) {
 		{"an http source agreed before", []IPSource{{Source: "http", URL: echoAnnounced}, {Source: "http", URL: echoReal}, local}, announced, ""},
 		{"no http source listed", []IPSource{local}, announced, ""},
 		{"a static address, the operator's", []IPSource{{Source: "static", IP: real.String()}, {Source: "http", URL: echoAnnounced}}, real, ""},
+		// the service sees a temporary address of the same prefix (privacy
+		// extensions): that confirms the interface's stable one
+		{"an http source sees a temporary address of its prefix", []IPSource{local, {Source: "http", URL: ipServer(t, "2001:db8:bad::77aa")}}, announced, ""},
+		{"an http source sees a temporary address of its prefix, before", []IPSource{{Source: "http", URL: ipServer(t, "2001:db8:bad::77aa")}, {Source: "http", URL: echoReal}, local}, announced, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ip, err := (&App{IPSources: tc.sources}).detect(ctx, "ipv6")

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +46,9 @@ func TestProvisionErrors(t *testing.T) {
 		{"a TSIG algorithm that does not exist", func(a *App) {
 			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha257", "key": "c2VjcmV0c2VjcmV0", "server": "127.0.0.1:53"}`)
 		}, `rfc2136 key_alg "hmac-sha257" is not a TSIG algorithm`},
+		{"hmac-md5, which miekg/dns no longer signs with", func(a *App) {
+			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-md5", "key": "c2VjcmV0c2VjcmV0", "server": "127.0.0.1:53"}`)
+		}, "hmac-md5 is no longer supported"},
 		{"a key that is not base64", func(a *App) {
 			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha256", "key": "not base64!", "server": "127.0.0.1:53"}`)
 		}, "rfc2136 key is not base64"},
@@ -286,5 +291,48 @@ func TestStopDoesNotWaitForAStuckUpdate(t *testing.T) {
 	case <-setter.called:
 		t.Error("a second update was sent while the first had not returned")
 	default:
+	}
+}
+
+// orderedStorage records the order of the calls of an update under the
+// shared lock.
+type orderedStorage struct {
+	stuckLock
+	mu    sync.Mutex
+	calls []string
+}
+
+func (s *orderedStorage) note(call string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, call)
+}
+func (s *orderedStorage) Lock(context.Context, string) error { s.note("lock"); return nil }
+func (s *orderedStorage) Unlock(context.Context, string) error {
+	s.note("unlock")
+	return nil
+}
+func (s *orderedStorage) Store(context.Context, string, []byte) error {
+	s.note("store")
+	return nil
+}
+
+// The note of an update, which the instances sharing Caddy's storage read
+// to skip a write another one made, is stored under the record's lock:
+// released before it, another instance could write in between and have
+// its note overwritten by the older one.
+func TestUpdateNotesItsWriteUnderTheLock(t *testing.T) {
+	storage := &orderedStorage{}
+	a := &App{Domains: map[string][]string{"example.net": {"home"}}, storage: storage, setter: &countingSetter{},
+		state: &state{records: map[string]*recordState{}}, redact: newRedactor(nil, nil), logger: zap.NewNop()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.update(ctx, "example.net", "home", "ipv4", netip.MustParseAddr("203.0.113.5"), time.Now(), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	storage.mu.Lock()
+	defer storage.mu.Unlock()
+	if !slices.Equal(storage.calls, []string{"lock", "store", "unlock"}) {
+		t.Errorf("calls %v, want the note stored before the lock's release", storage.calls)
 	}
 }

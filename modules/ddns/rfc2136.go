@@ -69,9 +69,9 @@ func checkProvider(mod any) error {
 		return errors.New("ddns: rfc2136 key is not base64: write the key's secret as the DNS server's key file holds it (`tsig-keygen` prints it as secret \"…\"), without quotes")
 	}
 	switch dns.CanonicalName(dns.Fqdn(p.KeyAlg)) {
-	case dns.HmacSHA256, dns.HmacSHA512, dns.HmacSHA384, dns.HmacSHA224, dns.HmacSHA1, dns.HmacMD5:
+	case dns.HmacSHA256, dns.HmacSHA512, dns.HmacSHA384, dns.HmacSHA224, dns.HmacSHA1:
 	default:
-		return fmt.Errorf("ddns: rfc2136 key_alg %q is not a TSIG algorithm: write the key's algorithm as the DNS server's key file names it: hmac-sha256 (tsig-keygen's default), hmac-sha512, hmac-sha384, hmac-sha224, hmac-sha1 or hmac-md5", p.KeyAlg)
+		return fmt.Errorf("ddns: rfc2136 key_alg %q is not a TSIG algorithm Hearth signs with: write the key's algorithm as the DNS server's key file names it: hmac-sha256 (tsig-keygen's default), hmac-sha512, hmac-sha384, hmac-sha224 or hmac-sha1 (hmac-md5 is no longer supported: make a new key with `tsig-keygen`)", p.KeyAlg)
 	}
 	if host, port, err := net.SplitHostPort(p.Server); err != nil || host == "" || port == "" {
 		return fmt.Errorf("ddns: rfc2136 server %q is not host:port: write the zone's primary DNS server with its port, like 192.0.2.53:53 or ns1.example.net:53", p.Server)

@@ -132,6 +132,23 @@ func wantVersion(ip netip.Addr, version string) bool {
 // machine takes an address in it).
 func vouchedByTheNetwork(source string) bool { return source == "upnp" || source == "interface" }
 
+// confirms reports whether an http source's answer confirms local, the
+// answer of a source the network vouches for: the same address, or for
+// IPv6 one in the same /64 (the machine's connections to the service may
+// leave from a temporary address of its prefix, privacy extensions, while
+// the name gets its stable one).
+func confirms(answer, local netip.Addr) bool {
+	if answer == local {
+		return true
+	}
+	if !answer.Is6() || !local.Is6() || answer.Is4In6() || local.Is4In6() {
+		return false
+	}
+	a, _ := answer.Prefix(64)
+	l, _ := local.Prefix(64)
+	return a == l
+}
+
 // detect asks the sources, in order, for a public IP of the version. With
 // more than one http source, two of them must agree; with any http
 // source, the answer of a source only the local network vouches for
@@ -186,13 +203,15 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 		case vouchedByTheNetwork(src.Source) && httpSources > 0:
 			if !local.IsValid() {
 				local, localSource = ip, src.Source
-				if httpVotes[ip] > 0 {
-					return ip, nil // an http source said so before
+				for vote := range httpVotes {
+					if confirms(vote, local) {
+						return local, nil // an http source said so before
+					}
 				}
 			}
 			continue
-		case src.Source == "http" && local.IsValid() && ip == local:
-			return ip, nil
+		case src.Source == "http" && local.IsValid() && confirms(ip, local):
+			return local, nil
 		case src.Source == "http" && httpSources > 1:
 			httpVotes[ip]++
 			if httpVotes[ip] >= 2 {
@@ -210,8 +229,12 @@ func (a *App) detect(ctx context.Context, version string) (netip.Addr, error) {
 			return netip.Addr{}, fmt.Errorf("no public %s address: the %s source answered %s, but no http source answered to confirm it (an address only the local network vouches for is taken when one does: a device on the network could answer in the router's place, or announce an IPv6 prefix of its own): %w",
 				version, localSource, local, errors.Join(errs...))
 		}
-		return netip.Addr{}, fmt.Errorf("no public %s address: the %s source answered %s, but the http sources %s (a device on the local network may be answering in the router's place or announcing a prefix of its own; or the router is itself behind another NAT, whose address the http sources see): find out which is right, and list only the sources that tell it",
-			version, localSource, local, describeVotes(httpVotes))
+		why := "a device on the local network may be announcing a prefix of its own"
+		if localSource == "upnp" {
+			why = "a device on the local network may be answering in the router's place; or the router is itself behind another NAT, whose address the http sources see"
+		}
+		return netip.Addr{}, fmt.Errorf("no public %s address: the %s source answered %s, but the http sources %s (%s): find out which is right, and list only the sources that tell it",
+			version, localSource, local, describeVotes(httpVotes), why)
 	}
 	switch {
 	case httpSources > 1 && len(httpVotes) == 1:
@@ -336,7 +359,8 @@ const (
 // ipv6Flags reads the flags of the machine's IPv6 addresses (none known
 // when /proc/net/if_inet6 cannot be read).
 var ipv6Flags = func() map[netip.Addr]uint64 {
-	data, err := os.ReadFile("/proc/net/if_inet6")
+	// (through /proc/self: the unit's ProcSubset=pid hides /proc/net)
+	data, err := os.ReadFile("/proc/self/net/if_inet6")
 	if err != nil {
 		return nil
 	}
