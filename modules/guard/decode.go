@@ -75,6 +75,13 @@ func decodedBody(h http.Header, body []byte, limit int) ([]byte, error) {
 		}
 		defer d.Close()
 		src = d
+		if i > 0 {
+			// what an outer coding decodes to is the next one's input: a
+			// few bytes of gzip over gzip can hold gigabytes of empty
+			// deflate or zstd blocks that decode to nothing, hours of
+			// Caddy's CPU the final limit never sees
+			src = &innerLimit{r: d, coding: codings[i], left: innerBudget(limit)}
+		}
 	}
 	var out bytes.Buffer
 	out.Grow(min(limit, 64<<10))
@@ -93,6 +100,31 @@ func decodedBody(h http.Header, body []byte, limit int) ([]byte, error) {
 		}
 	}
 	return out.Bytes(), nil
+}
+
+// innerBudget bounds what an outer content coding may decode to, for a
+// final limit: coded data of a body of limit bytes is at most a little
+// more than that (incompressible data, with its blocks' headers).
+func innerBudget(limit int) int64 { return 2*int64(limit) + zstdMaxBlock }
+
+// innerLimit fails a read once an outer coding has decoded more than its
+// budget (innerBudget).
+type innerLimit struct {
+	r      io.Reader
+	coding string
+	left   int64
+}
+
+func (l *innerLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, fmt.Errorf("the %s coding decodes to more than the next coding of a body within scan_limit could take", l.coding)
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // decoder returns a reader that undoes one content coding. Brotli (br) is

@@ -410,6 +410,11 @@ func TestDecodedBody(t *testing.T) {
 		{"zstd twice", "zstd, zstd", zstded(t, string(zstded(t, page))), 64 << 10, "error"},
 		{"zstd", "zstd", zstded(t, page), 64 << 10, page},
 		{"deflate header cut", "deflate", []byte{0x78}, 64 << 10, "error"},
+		// a few KiB of gzip over gzip holding empty deflate or zstd blocks,
+		// which decode to nothing: their decoding stops at a bound
+		{"empty deflate blocks under two gzips", "deflate, gzip, gzip", emptyBlocks(t, "deflate"), 4 << 10, "error"},
+		{"empty zstd blocks under two gzips", "zstd, gzip, gzip", emptyBlocks(t, "zstd"), 4 << 10, "error"},
+		{"a page under two gzips", "gzip, gzip", gzipped(t, string(gz)), 64 << 10, page},
 		{"unknown", "compress", gz, 64 << 10, "error"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -430,6 +435,23 @@ func TestDecodedBody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// emptyBlocks is a stream of the coding ("deflate": raw, stored blocks;
+// "zstd": raw blocks) of 200,000 empty blocks, which decodes to nothing,
+// gzipped twice: 1 MB of blocks in a few KiB.
+func emptyBlocks(t testing.TB, coding string) []byte {
+	var inner bytes.Buffer
+	switch coding {
+	case "deflate":
+		inner.Write(bytes.Repeat([]byte{0x00, 0x00, 0x00, 0xff, 0xff}, 200000)) // stored, not final, empty
+		inner.Write([]byte{0x03, 0x00})                                         // fixed Huffman, final, empty
+	case "zstd":
+		inner.Write([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00})     // frame: magic, no content size, a 1 KiB window
+		inner.Write(bytes.Repeat([]byte{0x00, 0x00, 0x00}, 200000)) // raw, not last, empty
+		inner.Write([]byte{0x01, 0x00, 0x00})                       // raw, last, empty
+	}
+	return gzipped(t, string(gzipped(t, inner.String())))
 }
 
 // TestZstdDecodersAreBounded: a zstd decoder sets aside the window its
