@@ -49,7 +49,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -111,8 +110,81 @@ type keeper struct {
 	// steppedEnds the wait statuses of those reaped meanwhile
 	stepping    map[int]bool
 	steppedEnds map[int]int
-	stepSlot    chan struct{} // held while a step runs
+	steps       stepSlots            // one step at a time per account
+	resume      chan receivedRequest // starts whose account's step slot came free
+	done        chan struct{}        // closed when the main loop ends
 	writeMu     sync.Mutex
+}
+
+// stepSlots lets one step run at a time per account (the steps' own
+// threads count against the account's limit they check: a pool starting
+// its workers at once), and queues the starts of an account whose step
+// runs: never the keeper's main loop, which serves every account, so a
+// step one app holds up (stopped, or its report held open) delays that
+// app's starts only.
+type stepSlots struct {
+	mu      sync.Mutex
+	busy    map[uint32]bool
+	waiting map[uint32][]receivedRequest
+}
+
+// take takes uid's slot for r, or queues r (false) while it is busy.
+func (s *stepSlots) take(uid uint32, r receivedRequest) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[uid] {
+		if s.waiting == nil {
+			s.waiting = map[uint32][]receivedRequest{}
+		}
+		s.waiting[uid] = append(s.waiting[uid], r)
+		return false
+	}
+	if s.busy == nil {
+		s.busy = map[uint32]bool{}
+	}
+	s.busy[uid] = true
+	return true
+}
+
+// give gives uid's slot back: to the next start queued for it (ok), which
+// then holds it, or free.
+func (s *stepSlots) give(uid uint32) (next receivedRequest, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q := s.waiting[uid]; len(q) > 0 {
+		next, s.waiting[uid] = q[0], q[1:]
+		if len(s.waiting[uid]) == 0 {
+			delete(s.waiting, uid)
+		}
+		return next, true
+	}
+	delete(s.busy, uid)
+	return receivedRequest{}, false
+}
+
+// stepAccount is the account a start runs as, whose step slot it takes.
+func stepAccount(r receivedRequest) uint32 {
+	if c := r.req.Credential; c != nil {
+		return c.Uid
+	}
+	return uint32(os.Getuid())
+}
+
+// giveStep gives back the step slot of uid: a start queued for it is
+// passed to the main loop, which runs every fork (see serve).
+func (k *keeper) giveStep(uid uint32) {
+	next, ok := k.steps.give(uid)
+	if !ok {
+		return
+	}
+	next.holdsStep = true
+	select {
+	case k.resume <- next:
+	case <-k.done:
+		for _, f := range next.files {
+			syscall.Close(f)
+		}
+	}
 }
 
 // serve serves Caddy on the socket at fd until Caddy is gone, then
@@ -156,7 +228,8 @@ func serve(fd int) int {
 		os.Stderr.WriteString("hearth-keeper: becoming the subreaper of Hearth's processes: " + e.Error() + "\n")
 		return 1
 	}
-	k := &keeper{conn: fd, started: map[int]bool{}, stepping: map[int]bool{}, steppedEnds: map[int]int{}, stepSlot: make(chan struct{}, 1)}
+	k := &keeper{conn: fd, started: map[int]bool{}, stepping: map[int]bool{}, steppedEnds: map[int]int{},
+		resume: make(chan receivedRequest), done: make(chan struct{})}
 	children := make(chan os.Signal, 1)
 	signal.Notify(children, syscall.SIGCHLD)
 	go func() {
@@ -166,9 +239,17 @@ func serve(fd int) int {
 	}()
 	requests := make(chan receivedRequest)
 	go k.read(requests)
-	for r := range requests {
-		k.start(r)
+	for open := true; open; {
+		select {
+		case r, ok := <-requests:
+			if open = ok; ok {
+				k.start(r)
+			}
+		case r := <-k.resume:
+			k.start(r)
+		}
 	}
+	close(k.done)
 	signal.Stop(children) // endAll reaps by itself: a listed pid stays its until then
 	k.endAll()
 	return 0
@@ -177,6 +258,9 @@ func serve(fd int) int {
 type receivedRequest struct {
 	req   Request
 	files []int
+	// holdsStep: a start taken from its account's queue, which holds its
+	// step slot already (stepSlots)
+	holdsStep bool
 }
 
 // read passes Caddy's requests to the main loop; it closes requests when
@@ -234,6 +318,19 @@ func (k *keeper) read(requests chan<- receivedRequest) {
 // stdin from /dev/null, the request's descriptors as 1, 2, 3, …, its
 // umask and credential, and SIGKILL should the keeper die.
 func (k *keeper) start(r receivedRequest) {
+	// one step at a time per account: a start under a limit whose
+	// account's step runs waits in its queue (with its descriptors)
+	limited, handedOff := r.req.MaxProcesses > 0, false
+	if limited && !r.holdsStep && !k.steps.take(stepAccount(r), r) {
+		return
+	}
+	if limited {
+		defer func() {
+			if !handedOff {
+				k.giveStep(stepAccount(r))
+			}
+		}()
+	}
 	defer func() {
 		for _, f := range r.files {
 			syscall.Close(f)
@@ -256,17 +353,6 @@ func (k *keeper) start(r receivedRequest) {
 	umask := r.req.Umask
 	if umask == 0 {
 		umask = DefaultUmask
-	}
-	// one step at a time: the steps' own threads count against the
-	// account's limit they check (a pool starting its workers at once)
-	limited, handedOff := r.req.MaxProcesses > 0, false
-	if limited {
-		k.stepSlot <- struct{}{}
-		defer func() {
-			if !handedOff {
-				<-k.stepSlot
-			}
-		}()
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -306,7 +392,7 @@ func (k *keeper) start(r receivedRequest) {
 			// without holding up other starts or the reports of ends
 			k.stepping[pid] = true
 			handedOff = true
-			go k.awaitStep(r.req.ID, pid, report)
+			go k.awaitStep(r.req.ID, pid, report, stepAccount(r))
 			return
 		}
 		syscall.Close(report)
@@ -325,20 +411,9 @@ func (k *keeper) start(r receivedRequest) {
 // awaitStep answers the request id for a start under a limit once its step
 // (pid) has executed the program, or has failed, or is killed for hanging
 // (limited.go).
-func (k *keeper) awaitStep(id uint64, pid, report int) {
-	defer func() { <-k.stepSlot }()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(limitedStartWait, func() {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		if _, ended := k.steppedEnds[pid]; !ended && k.stepping[pid] {
-			timedOut.Store(true)
-			_ = syscall.Kill(-pid, syscall.SIGKILL) // its end closes the report pipe
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	err := awaitLimited(report, &timedOut)
-	timer.Stop()
+func (k *keeper) awaitStep(id uint64, pid, report int, uid uint32) {
+	defer k.giveStep(uid)
+	err := awaitLimited(report, time.Now().Add(limitedStartWait)) // (past it, the step is killed below)
 	syscall.Close(report)
 	if err == syscall.ETIMEDOUT {
 		err = errors.New("the first step of a start under max_processes (" + LimitedName + ") did not execute the program within " + limitedStartWait.String())

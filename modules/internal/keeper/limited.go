@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -240,18 +239,29 @@ func statusField(status []byte, name string) []byte {
 
 // awaitLimited reads the step's report on fd (the read end; the step
 // holds the write end until it executes the program or fails): nil once
-// the program runs, the errno the step wrote, or ETIMEDOUT once timedOut
-// (a timer that killed the step, which then closed the write end).
-func awaitLimited(fd int, timedOut *atomic.Bool) error {
+// the program runs, the errno the step wrote, or ETIMEDOUT at deadline.
+// It never waits past deadline: the write end may be held by another
+// process of the account too (it could open the step's descriptor
+// through /proc while the step was its to read), which a read alone would
+// wait for as long as it pleased.
+func awaitLimited(fd int, deadline time.Time) error {
 	var b [4]byte
 	got := 0
 	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return syscall.ETIMEDOUT
+		}
+		ready, err := pollIn(fd, left)
+		if err == syscall.EINTR || err == nil && !ready {
+			continue // (the deadline is checked again)
+		}
+		if err != nil {
+			return err
+		}
 		n, err := syscall.Read(fd, b[got:])
 		if err == syscall.EINTR {
 			continue
-		}
-		if timedOut.Load() {
-			return syscall.ETIMEDOUT
 		}
 		if err != nil {
 			return err
@@ -266,4 +276,19 @@ func awaitLimited(fd int, timedOut *atomic.Bool) error {
 			return syscall.Errno(binary.NativeEndian.Uint32(b[:]))
 		}
 	}
+}
+
+// pollIn waits up to timeout for fd to be readable (data, or its end
+// closed), with ppoll (this package keeps to the standard library).
+func pollIn(fd int, timeout time.Duration) (bool, error) {
+	pfd := struct {
+		fd              int32
+		events, revents int16
+	}{fd: int32(fd), events: 0x1} // POLLIN
+	ts := syscall.NsecToTimespec(int64(timeout))
+	n, _, e := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if e != 0 {
+		return false, e
+	}
+	return n > 0, nil
 }

@@ -86,6 +86,15 @@ func dropPriorityLimits() error {
 // <linux/personality.h>.
 const (
 	keyctlJoinSessionKeyring = 1
+	keyctlSetPerm            = 5
+	keyctlDescribe           = 6
+	keySpecSessionKeyring    = -3
+
+	// a session keyring's permissions once made: its possessor (the
+	// process started, running as an app's account) may view, read,
+	// write and search it, not link it elsewhere nor change these; its
+	// owner (Caddy's account, the keeper) may view and read it
+	sessionKeyringPerm = 0x0f000000 | 0x00030000
 
 	schedOther       = 0
 	schedFIFO        = 1
@@ -169,8 +178,18 @@ func lowerPriority() error {
 // (ENOSYS), or a system call filter or security module that refuses
 // keyctl (EPERM, EACCES, as Docker's default filter does), binds the
 // children too, so those are not errors; anything else is.
+//
+// The new keyring is charged to the calling thread's account (Caddy's
+// under the unit, whose quota is 200 keys): its possessors may not link
+// it into a keyring of theirs (sessionKeyringPerm), where it would
+// outlive the process and count against that quota for good, one more
+// at each start, until no start could get one.
 func LeaveSessionKeyring() error {
 	_, _, e := syscall.Syscall(syscall.SYS_KEYCTL, keyctlJoinSessionKeyring, 0, 0)
+	if e == 0 {
+		session := keySpecSessionKeyring
+		_, _, e = syscall.Syscall(syscall.SYS_KEYCTL, keyctlSetPerm, uintptr(session), sessionKeyringPerm)
+	}
 	switch e {
 	case 0, syscall.ENOSYS, syscall.EPERM, syscall.EACCES:
 		return nil
