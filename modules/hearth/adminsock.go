@@ -207,19 +207,30 @@ const AdminFix = "put Caddy's admin API on a unix socket in a directory only Cad
 // 0200) with Caddy as its owner.
 func socketReachable(path, mode string, uid, gid uint32) (string, bool) {
 	path = filepath.Clean(path)
+	// from the top down, as far as it may search: a directory on the way
+	// it may write lets it put a socket of its own where Caddy's is — the
+	// socket's own (removed, or not made yet: a sticky bit only keeps it
+	// from removing Caddy's), or one above without the sticky bit, whose
+	// entry on the way it may rename away and make anew — and `caddy
+	// reload` would hand it the config
+	var dirs []string
 	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		if st, err := statOf(dir); err == nil && !permits(st, uid, gid, 0o1) {
-			return "", false
-		}
+		dirs = append(dirs, dir)
 		if dir == "/" || dir == "." {
 			break
 		}
 	}
-	// a directory it may write: it could put a socket of its own where
-	// Caddy's is (removed, or not made yet: a sticky bit only keeps it
-	// from removing Caddy's), and `caddy reload` would hand it the config
-	if st, err := statOf(filepath.Dir(path)); err == nil && permits(st, uid, gid, 0o2) {
-		return fmt.Sprintf("it may write the socket's directory %s (mode %04o, owner %s), where it could put a socket of its own in Caddy's place", filepath.Dir(path), fs.FileMode(st.Mode).Perm(), AccountName(st.Uid)), true
+	for i := len(dirs) - 1; i >= 0; i-- {
+		st, err := statOf(dirs[i])
+		if err != nil {
+			continue
+		}
+		if !permits(st, uid, gid, 0o1) {
+			return "", false
+		}
+		if permits(st, uid, gid, 0o2) && (i == 0 || st.Mode&syscall.S_ISVTX == 0) {
+			return fmt.Sprintf("it may write %s (mode %04o, owner %s), on the way to the socket, where it could put a socket of its own in Caddy's place", dirs[i], fs.FileMode(st.Mode).Perm(), AccountName(st.Uid)), true
+		}
 	}
 	st, err := statOf(path)
 	if err != nil {

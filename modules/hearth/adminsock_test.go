@@ -1,6 +1,7 @@
 package hearth
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -104,8 +105,24 @@ func TestAdminSocketInADirectoryTheAccountWrites(t *testing.T) {
 		os.Chown(dir, tc.owner, tc.owner)
 		os.Chmod(dir, tc.mode)
 		got := AdminReachableBy("unix/"+filepath.Join(dir, "admin.sock")+"|0600", true, nobody, "the app")
-		if (got != "") != tc.reachable || tc.reachable && !strings.Contains(got, "may write the socket's directory") {
+		if (got != "") != tc.reachable || tc.reachable && !strings.Contains(got, "may write "+dir+" (") {
 			t.Errorf("%s: %q, want reachable %v", tc.name, got, tc.reachable)
+		}
+	}
+	// a directory above, which the account may write without the sticky
+	// bit: it renames root's 0700 directory of the socket away and makes
+	// its own; with the sticky bit (as /tmp) it cannot
+	for _, tc := range []struct {
+		mode      fs.FileMode
+		reachable bool
+	}{{0o777, true}, {fs.ModeSticky | 0o777, false}} {
+		above := filepath.Join(base, fmt.Sprintf("above-%o", tc.mode))
+		os.Mkdir(above, 0o700)
+		os.Chmod(above, tc.mode)
+		os.Mkdir(filepath.Join(above, "caddy"), 0o700)
+		got := AdminReachableBy("unix/"+filepath.Join(above, "caddy", "admin.sock")+"|0600", true, nobody, "the app")
+		if (got != "") != tc.reachable || tc.reachable && !strings.Contains(got, "may write "+above+" (") {
+			t.Errorf("a directory above of mode %v: %q, want reachable %v", tc.mode, got, tc.reachable)
 		}
 	}
 }
