@@ -148,12 +148,26 @@ func TestSystemdCommand(t *testing.T) {
 	writeFile(t, owned, fmt.Sprintf("http://127.0.0.1:%d {\n\trespond ok\n}\n", freePort(t)))
 	if err := os.Chown(owned, 65534, 65534); err == nil {
 		out, err := exec.Command(caddyBinary(t), "hearth", "systemd", "--config", owned, "--adapter", "caddyfile").CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "another account than root") || !strings.Contains(string(out), "sudo install -D -m 0644 -o root -g root "+owned) ||
+		if err == nil || !strings.Contains(string(out), "an account other than root") || !strings.Contains(string(out), "sudo install -D -m 0644 -o root -g root "+owned) ||
 			strings.Contains(string(out), "ExecStart=") {
 			t.Errorf("a config another account owns (%v):\n%s", err, out)
 		}
 	} else if os.Geteuid() == 0 {
 		t.Fatal(err)
+	}
+	// so an environment file another account could rewrite (it could set
+	// CADDY_ADMIN or HEARTH_DEFAULT_USER), and a binary
+	envFile := filepath.Join(t.TempDir(), "caddy.env")
+	writeFile(t, envFile, "")
+	binary := filepath.Join(t.TempDir(), "caddy")
+	writeFile(t, binary, "")
+	if os.Chown(envFile, 65534, 65534) == nil && os.Chown(binary, 65534, 65534) == nil {
+		for _, args := range [][]string{{"--env-file", envFile}, {"--binary", binary}} {
+			out, err := exec.Command(caddyBinary(t), append([]string{"hearth", "systemd", "--config", highPath, "--adapter", "caddyfile"}, args...)...).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), args[0]+" "+args[1]+": an account other than root") || strings.Contains(string(out), "ExecStart=") {
+				t.Errorf("%v another account owns (%v):\n%s", args, err, out)
+			}
+		}
 	}
 	// a piece the Caddyfile imports from an app's directory: the same
 	imports := filepath.Join(dir, "imports.Caddyfile")

@@ -834,8 +834,22 @@ func systemdCommand() *cobra.Command {
 			// (after writeUnit's checks, whose errors say more of an app's
 			// directory)
 			if why := configWrittenByOthers(configFile, adapter); why != nil {
-				return fmt.Errorf("--config %s: another account than root (or you) could have written it or could rewrite it (%s), and the unit's Caddy, which may start processes as any account, root too, would run what it says: copy it where only root writes (`sudo install -D -m 0644 -o root -g root %s /etc/caddy/Caddyfile`, with what it imports) and pass --config /etc/caddy/Caddyfile",
+				return fmt.Errorf("--config %s: an account other than root (and the one running this command; under sudo, root) could have written it or could rewrite it (%s), and the unit's Caddy, which may start processes as any account, root too, would run what it says: whoever has that account could run anything as root. Copy it where only root writes (`sudo install -D -m 0644 -o root -g root %s /etc/caddy/Caddyfile`, with what it imports) and pass --config /etc/caddy/Caddyfile",
 					printable(configFile), printable(why.Error()), printable(config))
+			}
+			// so the binary the unit runs, and the environment file it
+			// reads (which could set CADDY_ADMIN or HEARTH_DEFAULT_USER)
+			for _, f := range []struct{ flag, path, install string }{
+				{"--binary", bin, "sudo install -D -m 0755 -o root -g root " + printable(bin) + " /usr/local/bin/caddy` and pass --binary /usr/local/bin/caddy"},
+				{"--env-file", *envFile, "sudo chown root:root " + printable(*envFile) + " && sudo chmod 0600 " + printable(*envFile) + "`, in a directory only root writes"},
+			} {
+				if _, err := os.Lstat(f.path); err != nil {
+					continue // (the steps make the environment file as root)
+				}
+				if why := safedir.TrustedFile(f.path); why != nil {
+					return fmt.Errorf("%s %s: an account other than root (and the one running this command; under sudo, root) could rewrite it (%s), and the unit runs Caddy from it with the right to start processes as any account, root too: `%s",
+						f.flag, printable(f.path), printable(why.Error()), f.install)
+				}
 			}
 			_, err = unit.WriteTo(cmd.OutOrStdout())
 			return err
@@ -973,7 +987,7 @@ func (d *deployment) riskyToGive(dir, dataDir, account string) string {
 		return "a hidden directory of a home (its owner's settings and keys: .ssh, .gnupg, .config)"
 	}
 	if owner := otherOwner(clean, account); owner != "" {
-		return "it belongs to " + owner + ", another account (a service's data, or someone's files): give the app a directory of its own"
+		return "it belongs to " + owner + ", a system account (a service's data): give the app a directory of its own"
 	}
 	if filepath.Dir(clean) == "/var" { // /var/backups, /var/cache, /var/tmp, /var/www…: root's jobs write there
 		return "a system directory"
@@ -992,16 +1006,19 @@ func (d *deployment) riskyToGive(dir, dataDir, account string) string {
 	return ""
 }
 
-// otherOwner names the owner of dir when it exists and belongs to an
-// account other than root, account (the one it would be given to) and
-// the operator (who runs this command, or sudo's caller): "" otherwise.
+// otherOwner names the owner of dir when it exists and belongs to a
+// system account (a uid under 1000, postgres or www-data, or nobody) other than
+// account (the one it would be given to) and the operator (who runs this
+// command, or sudo's caller): a service's data. A person's account's
+// directory (1000 and above) may be the operator's project, given from a
+// root login without sudo: "" for it, as for root's and the others.
 func otherOwner(dir, account string) string {
 	info, err := os.Stat(dir)
 	if err != nil {
 		return ""
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 || int(st.Uid) == os.Geteuid() || strconv.FormatUint(uint64(st.Uid), 10) == os.Getenv("SUDO_UID") {
+	if !ok || st.Uid == 0 || st.Uid >= firstPersonUID && st.Uid <= lastPersonUID || int(st.Uid) == os.Geteuid() || strconv.FormatUint(uint64(st.Uid), 10) == os.Getenv("SUDO_UID") {
 		return ""
 	}
 	if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil && u.Username == account {
@@ -1009,6 +1026,11 @@ func otherOwner(dir, account string) string {
 	}
 	return safedir.Owner(st.Uid)
 }
+
+// firstPersonUID and lastPersonUID bound people's accounts (Debian's
+// UID_MIN and UID_MAX); outside are the system's and services' (nobody is
+// 65534).
+const firstPersonUID, lastPersonUID = 1000, 60000
 
 // inside reports whether path is dir or under it.
 func inside(path, dir string) bool {
@@ -1236,28 +1258,34 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 WantedBy=multi-user.target
 `, o.config, apps, o.user, o.dataDir, filepath.Dir(o.dataDir), filepath.Join(o.dataDir, "config"), o.binary, adapterFlag,
 		o.appsUser, o.envFile, filepath.Dir(o.envFile), chown, state, caps, strings.TrimSuffix(rwLine, "\n"), systemdSeconds(d.unitStopTimeout()))
-	if err := checkUnitLines(unit.String()); err != nil {
+	if err := checkUnitText(unit.String(), chown, o.config, apps, o.user, o.dataDir, o.binary, adapterFlag, o.appsUser, o.envFile, caps, strings.TrimSuffix(rwLine, "\n")); err != nil {
 		return err
 	}
 	_, err := out.Write(unit.Bytes())
 	return err
 }
 
-// checkUnitLines refuses a unit in which something the config names
-// (checked where it is read, each by its own rule) would still have
-// started a line of its own: a control character, or a line before
-// [Unit] that is not a comment. The unit runs as root what its lines say;
-// this is the last look before it is written.
-func checkUnitLines(unit string) error {
+// checkUnitText refuses a unit in which something the config or a flag
+// names (checked where it is read, each by its own rule) would still
+// start a line of its own: a control character anywhere, a line break in
+// one of values (each goes into one line of the unit), or a line of the
+// steps (comments) that is not a comment. The unit runs as root what its
+// lines say; this is the last look before it is written.
+func checkUnitText(unit, steps string, values ...string) error {
+	const fix = "rename it to letters, digits and / . _ - (or write the unit by hand)"
 	for i, c := range []byte(unit) {
 		if c < 0x20 && c != '\n' || c == 0x7f {
-			return fmt.Errorf("the unit would hold the control character %q (at byte %d), from a name or path in the config: rename it to letters, digits and / . _ - (or write the unit by hand)", c, i)
+			return fmt.Errorf("the unit would hold the control character %q (at byte %d), from a name or path in the config: %s", c, i, fix)
 		}
 	}
-	head, _, _ := strings.Cut(unit, "\n[Unit]\n")
-	for line := range strings.SplitSeq(head, "\n") {
+	for _, v := range values {
+		if strings.ContainsAny(v, "\n\r") {
+			return fmt.Errorf("the unit would hold %q, a name or path with a line break: %s", v, fix)
+		}
+	}
+	for line := range strings.SplitSeq(strings.TrimSuffix(steps, "\n"), "\n") {
 		if !strings.HasPrefix(line, "#") {
-			return fmt.Errorf("the unit's comments would hold the line %q, from a name or path in the config: rename it to letters, digits and / . _ - (or write the unit by hand)", line)
+			return fmt.Errorf("the unit's comments would hold the line %q, from a name or path in the config: %s", line, fix)
 		}
 	}
 	return nil

@@ -71,7 +71,9 @@ func TestRiskyToGive(t *testing.T) {
 		{"/var/log/shop", "hearth-apps", "a system directory"},
 		{"/home/alice/.ssh", "hearth-apps", "a hidden directory of a home"},
 		{"/home/alice/site/.config", "hearth-apps", "a hidden directory of a home"},
-		{owned("nobodys", 65534), "hearth-apps", "it belongs to nobody (uid 65534), another account"},
+		{owned("nobodys", 65534), "hearth-apps", "it belongs to nobody (uid 65534), a system account"},
+		{owned("daemons", 1), "hearth-apps", "it belongs to daemon (uid 1), a system account"},
+		{owned("a-persons", 1500), "hearth-apps", ""}, // the operator's project, from a root login without sudo
 		{owned("roots", 0), "hearth-apps", ""},
 		{owned("games", 5), "games", ""},
 		{filepath.Join(base, "not-yet"), "hearth-apps", ""},
@@ -245,7 +247,8 @@ func TestDeploymentRefusesWhatItCannotPrint(t *testing.T) {
 // read would have refused) is refused there rather than written as a line
 // of its own, which systemd would run as root.
 func TestUnitKeepsConfigTextInItsComments(t *testing.T) {
-	for _, misplaced := range []string{"x\n[Service]\nExecStartPre=+/bin/id", "x\rExecStartPre=+/bin/id", "x\x1b[2J"} {
+	for _, misplaced := range []string{"x\n[Service]\nExecStartPre=+/bin/id", "x\rExecStartPre=+/bin/id", "x\x1b[2J",
+		"x\n[Unit]\n[Service]\nExecStartPre=+/bin/id"} { // (a [Unit] of its own does not end the comments)
 		d := &deployment{owners: map[string]string{}, dirs: []string{"/srv/shop"}, misplaced: []string{misplaced}}
 		var out strings.Builder
 		err := writeUnit(&out, d, unitOptions{config: "/etc/caddy/Caddyfile", user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"})
@@ -253,7 +256,13 @@ func TestUnitKeepsConfigTextInItsComments(t *testing.T) {
 			t.Errorf("%q: accepted (%v); the unit:\n%s", misplaced, err, out.String())
 		}
 	}
-	d := &deployment{owners: map[string]string{}, dirs: []string{"/srv/shop"}, misplaced: []string{"backup db: its copies cannot go to /srv/shop/b"}}
+	// a value that goes into one line of the unit
+	d := &deployment{owners: map[string]string{}, dirs: []string{"/srv/shop"}}
+	var out strings.Builder
+	if err := writeUnit(&out, d, unitOptions{config: "/etc/caddy/Caddyfile", user: "caddy", appsUser: "apps\nExecStartPre=+/bin/id", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"}); err == nil || out.Len() != 0 {
+		t.Errorf("an account with a line break: accepted (%v); the unit:\n%s", err, out.String())
+	}
+	d = &deployment{owners: map[string]string{}, dirs: []string{"/srv/shop"}, misplaced: []string{"backup db: its copies cannot go to /srv/shop/b"}}
 	if err := writeUnit(io.Discard, d, unitOptions{config: "/etc/caddy/Caddyfile", user: "caddy", appsUser: "hearth-apps", dataDir: "/var/lib/caddy", binary: "/usr/bin/caddy", envFile: "/etc/caddy/env"}); err != nil {
 		t.Errorf("a plain line refused: %v", err)
 	}
