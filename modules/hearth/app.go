@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -151,6 +152,9 @@ type App struct {
 	logger          *zap.Logger
 
 	certLog *certLog // certificate attempts (certs.go)
+	// certRedact is this config's certRedactor once it has started: what
+	// its events' errors are redacted with as they are recorded
+	certRedact *atomic.Pointer[func(string) string]
 }
 
 // CaddyModule returns the Caddy module information.

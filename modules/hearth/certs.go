@@ -65,11 +65,6 @@ type certAttempt struct {
 type certLog struct {
 	mu       sync.Mutex
 	attempts map[string]certAttempt
-	// redact is the running config's certRedactor: an error is redacted
-	// as it is recorded, with the credentials of the config it came
-	// under (a later config may no longer know them: a rotated token, a
-	// ddns app taken out), and again when a status shows it
-	redact func(string) string
 }
 
 func (*certLog) Destruct() error { return nil }
@@ -89,8 +84,15 @@ type certSource struct {
 
 var currentCerts atomic.Pointer[certSource]
 
-// certEvents is the events handler that records attempts.
-type certEvents struct{ log *certLog }
+// certEvents is the events handler of a config that records attempts.
+// An error is redacted as it is recorded, with the credentials of the
+// config it came under (redact: its certRedactor once it started; a
+// later config may no longer know them, a rotated token, a ddns app
+// taken out), and again when a status shows it.
+type certEvents struct {
+	log    *certLog
+	redact *atomic.Pointer[func(string) string]
+}
 
 // Handle records a tls app event about a certificate.
 func (h certEvents) Handle(_ context.Context, e caddy.Event) error {
@@ -112,9 +114,11 @@ func (h certEvents) Handle(_ context.Context, e caddy.Event) error {
 		a.obtaining = false
 		// kept whole enough to be redacted before it is cut for display
 		a.lastError, a.at = textcut.Prefix(fmt.Sprint(e.Data["error"]), maxKeptCertError), e.Timestamp()
-		redact := h.log.redact
-		if redact == nil { // (before the config's Start: what looks like a credential)
-			redact = certRedactor(nil)
+		redact := certRedactor(nil) // (before the config's Start: what looks like a credential)
+		if h.redact != nil {
+			if f := h.redact.Load(); f != nil {
+				redact = *f
+			}
 		}
 		a.lastError = redact(a.lastError)
 	}
@@ -155,13 +159,14 @@ func (a *App) watchCertificates(ctx caddy.Context) error {
 		return err
 	}
 	a.certLog = val.(*certLog)
+	a.certRedact = new(atomic.Pointer[func(string) string])
 	eventsAny, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("hearth: loading the events app to follow certificates: %w", err)
 	}
 	events := eventsAny.(*caddyevents.App)
 	for _, name := range []string{"cert_obtaining", "cert_obtained", "cert_failed"} {
-		if err := events.On(name, certEvents{a.certLog}); err != nil {
+		if err := events.On(name, certEvents{a.certLog, a.certRedact}); err != nil {
 			return fmt.Errorf("hearth: following %s events: %w", name, err)
 		}
 	}
@@ -177,10 +182,8 @@ func (a *App) publishCertificates() {
 	}
 	src := &certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog, redact: certRedactor(a.ddns)}
 	currentCerts.Store(src)
-	if a.certLog != nil {
-		a.certLog.mu.Lock()
-		a.certLog.redact = src.redact
-		a.certLog.mu.Unlock()
+	if a.certRedact != nil {
+		a.certRedact.Store(&src.redact)
 	}
 }
 

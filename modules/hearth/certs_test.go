@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -21,7 +22,7 @@ func TestCertificateAttempts(t *testing.T) {
 	defer currentCerts.Store(old)
 	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log,
 		redact: func(s string) string { return strings.ReplaceAll(s, "tok-123", "[redacted]") }})
-	h := certEvents{log}
+	h := certEvents{log: log}
 	state := func() CertificateState { return certificateStates([]string{"Home.Example.net"})[0] }
 	if s := state(); s.State != CertNone {
 		t.Errorf("before any event: %+v", s)
@@ -112,8 +113,12 @@ func TestCertificateSummaryOfAHostileAnswer(t *testing.T) {
 // reload that rotated the token (or took the ddns app out), the status
 // still shows the old token redacted.
 func TestCertificateErrorRedactedAsItCame(t *testing.T) {
-	log := &certLog{attempts: map[string]certAttempt{},
-		redact: func(s string) string { return strings.ReplaceAll(s, "OLDTOKEN1234", "[redacted]") }}
+	log := &certLog{attempts: map[string]certAttempt{}}
+	var oldConfig, newConfig atomic.Pointer[func(string) string]
+	oldRedact := func(s string) string { return strings.ReplaceAll(s, "OLDTOKEN1234", "[redacted]") }
+	newRedact := func(s string) string { return strings.ReplaceAll(s, "NEWTOKEN5678", "[redacted]") }
+	oldConfig.Store(&oldRedact)
+	newConfig.Store(&newRedact)
 	old := currentCerts.Load()
 	defer currentCerts.Store(old)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -122,11 +127,21 @@ func TestCertificateErrorRedactedAsItCame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certEvents{log}.Handle(ctx, e)
+	// the next config has started, and the old one's event comes after
+	certEvents{log, &newConfig}.Handle(ctx, e2(t, ctx, "cert_obtaining"))
+	certEvents{log, &oldConfig}.Handle(ctx, e)
 	// the next config knows only the new token
-	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log,
-		redact: func(s string) string { return strings.ReplaceAll(s, "NEWTOKEN5678", "[redacted]") }})
+	currentCerts.Store(&certSource{tls: &caddytls.TLS{}, log: log, redact: newRedact})
 	if s := certificateStates([]string{"home.example.net"})[0]; s.State != CertFailed || strings.Contains(s.LastError, "OLDTOKEN1234") {
 		t.Errorf("after a reload that rotated the token: %+v", s)
 	}
+}
+
+// e2 is an event of the tls app about home.example.net.
+func e2(t *testing.T, ctx caddy.Context, name string) caddy.Event {
+	e, err := caddy.NewEvent(ctx, name, map[string]any{"identifier": "home.example.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

@@ -32,8 +32,8 @@ func newReadOp() *readOp {
 	return o
 }
 
-// readsNothing is the read of an empty buffer: done at once.
-func readsNothing(uintptr) bool { return true }
+// controlsNothing is the read of an empty buffer.
+func controlsNothing(uintptr) {}
 
 func (o *readOp) recv(fd uintptr) bool {
 	for {
@@ -52,7 +52,9 @@ func (o *readOp) recv(fd uintptr) bool {
 func (o *readOp) do(c syscall.RawConn, p []byte) (int, error) {
 	if len(p) == 0 {
 		// nothing to read, but as net.Conn: a closed connection says so
-		return 0, c.Read(readsNothing)
+		// (Control, not Read: a deadline past does not fail it, as it
+		// does not net.Conn's)
+		return 0, c.Control(controlsNothing)
 	}
 	o.p, o.n, o.errno = p, 0, 0
 	err := c.Read(o.fn)

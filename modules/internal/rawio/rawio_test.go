@@ -209,6 +209,12 @@ func TestReadAsNetConnDoes(t *testing.T) {
 	if n, err := Read(raw, nil); n != 0 || err != nil {
 		t.Fatalf("an empty read = %d, %v; want 0, nil", n, err)
 	}
+	// past a deadline too, as net.Conn's
+	_ = a.SetReadDeadline(time.Now().Add(-time.Second))
+	if n, err := Read(raw, nil); n != 0 || err != nil {
+		t.Fatalf("an empty read past a deadline = %d, %v; want 0, nil", n, err)
+	}
+	_ = a.SetReadDeadline(time.Time{})
 	// a deadline: the poller's error, a timeout, with net.Conn's op
 	_ = a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	_, err := Read(raw, make([]byte, 10))

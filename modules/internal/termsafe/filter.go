@@ -43,11 +43,12 @@ const (
 // through a Filter has ended: the modes a command may leave set, which
 // would act on what is typed and shown next (mouse and focus reports
 // typed into the shell, hidden text and cursor, the alternate screen,
-// application keys, bracketed paste), set back to a shell's. None moves
-// the cursor or clears what is shown.
-const ModesReset = "\x1b[0m\x1b[4l\x1b[?25h\x1b[?7h\x1b[?1l\x1b>" +
+// application keys, bracketed paste, the keyboard protocols of kitty and
+// xterm's modifyOtherKeys, reverse video, a line-drawing character set),
+// set back to a shell's. None moves the cursor or clears what is shown.
+const ModesReset = "\x1b[0m\x1b[4l\x1b[?25h\x1b[?7h\x1b[?1l\x1b>\x1b[?5l\x1b(B" +
 	"\x1b[?9l\x1b[?1000l\x1b[?1001l\x1b[?1002l\x1b[?1003l\x1b[?1004l\x1b[?1005l\x1b[?1006l\x1b[?1015l" +
-	"\x1b[?2004l\x1b[?1047l"
+	"\x1b[?2004l\x1b[?1047l\x1b[>4m\x1b[<99u"
 
 // NewFilter returns a Filter writing to w.
 func NewFilter(w io.Writer) *Filter { return &Filter{w: w} }
