@@ -38,6 +38,7 @@ func FuzzGuardCheck(f *testing.F) {
 		{"", "", "example.net", "https://evil.example", "", "", "", "", false, false, true},
 		{"", "", "Example.NET.", "https://EXAMPLE.net", "", "", "", "", false, false, true},
 		{"", "", "localhost:8080", "http://localhost:8080", "", "", "", "", false, false, true},
+		{"", "", "localhost:8080", "http://localhost:3000", "", "", "", "", false, false, true},
 		{"", "", "[::1]:8080", "http://[::1]:8080", "", "", "", "", false, true, true},
 		{"example.net,*.example.net", "", "example.net", "https://tenant.example.net", "", "", "", "", false, false, true},
 		{"example.net,www.example.net", "https://app.example.com", "example.net", "https://www.example.net", "", "", "", "", false, false, true},
@@ -110,14 +111,45 @@ func FuzzGuardCheck(f *testing.F) {
 		if listed {
 			return
 		}
-		requestName := host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			requestName = h
+		// a port as a browser means it: none is the scheme's default
+		port := func(p, scheme string) string {
+			if p != "" {
+				return p
+			}
+			switch strings.ToLower(scheme) {
+			case "http", "ws":
+				return "80"
+			case "https", "wss":
+				return "443"
+			}
+			return ""
 		}
+		requestName, requestPort := host, ""
+		if h, p, err := net.SplitHostPort(host); err == nil {
+			requestName, requestPort = h, p
+		}
+		exact := map[string]bool{} // the names of hosts, read here
+		for _, h := range g.Hosts {
+			if h = name(strings.ToLower(h)); !strings.HasPrefix(h, "*.") {
+				exact[h] = true
+			}
+		}
+		// from a trusted proxy, any name its headers hold (split at every
+		// separator they have)
+		forwardedName := false
+		for _, token := range strings.FieldsFunc(strings.ToLower(xfh+" "+forwarded), func(r rune) bool { return strings.ContainsRune(" ,;=\"", r) }) {
+			if h, _, err := net.SplitHostPort(token); err == nil {
+				token = h
+			}
+			forwardedName = forwardedName || name(token) == ours
+		}
+		originPort := port(u.Port(), u.Scheme)
 		switch {
-		case ours == name(requestName):
-		case g.hosts.exact[ours]:
-		case trusted && strings.Contains(strings.ToLower(xfh+" "+forwarded), ours):
+		case ours == "":
+			t.Fatalf("let through an Origin without a host: %q", origin)
+		case ours == name(requestName) && originPort == port(requestPort, u.Scheme):
+		case exact[ours] && originPort == port("", u.Scheme):
+		case trusted && (forwardedName || ours == name(requestName)):
 		default:
 			t.Fatalf("let through a page of another site: Origin %q, Host %q (trusted proxy %v)", origin, host, trusted)
 		}
