@@ -103,22 +103,25 @@ type overlayReport struct {
 	Applied map[string]any `json:"applied"`
 }
 
+// sqliteReport is what the runtime reports of a SQLite database.
+type sqliteReport struct {
+	Path         string `json:"path"`
+	FileWritable *bool  `json:"file_writable"`
+	DirWritable  bool   `json:"dir_writable"`
+}
+
 // djangoReport is what the runtime reports of a Django project.
 type djangoReport struct {
-	DeployChecks []djangoCheck    `json:"deploy_checks"`
-	Migrations   *migrationReport `json:"migrations"`
-	SQLite       []struct {
-		Path         string `json:"path"`
-		FileWritable *bool  `json:"file_writable"`
-		DirWritable  bool   `json:"dir_writable"`
-	} `json:"sqlite"`
-	Debug              bool         `json:"debug"`
-	SecretKey          secretReport `json:"secret_key"`
-	AllowedHosts       []string     `json:"allowed_hosts"`
-	CSRFMiddleware     bool         `json:"csrf_middleware"`
-	CSRFTrustedOrigins []string     `json:"csrf_trusted_origins"`
-	PasswordValidators int          `json:"password_validators"`
-	DebugTooling       []string     `json:"debug_tooling"`
+	DeployChecks       []djangoCheck    `json:"deploy_checks"`
+	Migrations         *migrationReport `json:"migrations"`
+	SQLite             []sqliteReport   `json:"sqlite"`
+	Debug              bool             `json:"debug"`
+	SecretKey          secretReport     `json:"secret_key"`
+	AllowedHosts       []string         `json:"allowed_hosts"`
+	CSRFMiddleware     bool             `json:"csrf_middleware"`
+	CSRFTrustedOrigins []string         `json:"csrf_trusted_origins"`
+	PasswordValidators int              `json:"password_validators"`
+	DebugTooling       []string         `json:"debug_tooling"`
 }
 
 // secretReport describes a secret key without revealing it.
@@ -193,6 +196,7 @@ func (a *App) collectFindings() ([]Finding, error) {
 	findings := append(a.fileFindings(site), reportFindings(report, site, a.spec.HSTSMaxAge)...)
 	if report.Django != nil {
 		findings = append(findings, migrationFindings(report.Django.Migrations, a.spec.Name, a.migratesBeforeStart())...)
+		findings = append(findings, servedDatabaseFindings(report.Django.SQLite, a.spec.Dir, site)...)
 	}
 	if a.spec.Settings == SettingsOverlay && report.Framework != "django" {
 		findings = append(findings, Finding{ID: "HG-SET-01", Problem: fmt.Sprintf("`settings overlay` sets Django's settings, but this app is %s: it gets nothing from it", frameworkName(report.Framework)),
@@ -379,15 +383,33 @@ func servesHTTPS(site hearth.Site) bool {
 	return false
 }
 
+// servedDatabaseFindings reports the SQLite databases a file_server serves
+// outside the app's directory (inside it, HG-FILE-04 says so already).
+func servedDatabaseFindings(dbs []sqliteReport, dir string, site hearth.Site) []Finding {
+	var out []Finding
+	for _, db := range dbs {
+		if root := hearth.ServedRootOf(db.Path, site.Roots); root != "" && hearth.ServedRootOf(dir, site.Roots) == "" {
+			out = append(out, Finding{ID: "HG-FILE-05", Blocking: true,
+				Problem: fmt.Sprintf("the SQLite database %s is inside %s, which file_server serves: anyone can download it, password hashes and sessions included", db.Path, root),
+				Fix:     "move the database out of every directory Caddy serves (and set DATABASES to its new path)"})
+		}
+	}
+	return out
+}
+
 // fileFindings checks the files around the app.
 func (a *App) fileFindings(site hearth.Site) []Finding {
 	var out []Finding
-	if _, err := os.Stat(filepath.Join(a.spec.Dir, ".git")); err == nil {
-		if root := hearth.ServedRootOf(a.spec.Dir, site.Roots); root != "" {
-			out = append(out, Finding{ID: "HG-FILE-04", Blocking: true,
-				Problem: fmt.Sprintf("the app directory %s, with its .git, is inside %s, which file_server serves: the code and its history can be downloaded", a.spec.Dir, root),
-				Fix:     "serve only a directory of collected static files (like Django's STATIC_ROOT), outside the app directory"})
+	if root := hearth.ServedRootOf(a.spec.Dir, site.Roots); root != "" {
+		// with or without a .git: the settings, the .env a library reads,
+		// the database are in it (deployed by rsync or an archive too)
+		what := "its code, settings and whatever else it keeps there (a .env, a database)"
+		if _, err := os.Stat(filepath.Join(a.spec.Dir, ".git")); err == nil {
+			what = "its code and history (.git), settings and whatever else it keeps there"
 		}
+		out = append(out, Finding{ID: "HG-FILE-04", Blocking: true,
+			Problem: fmt.Sprintf("the app directory %s is inside %s, which file_server serves: %s can be downloaded", a.spec.Dir, root, what),
+			Fix:     "serve only a directory of collected static files (like Django's STATIC_ROOT), outside the app directory"})
 	}
 	path := a.spec.EnvFile
 	if path == "" {

@@ -125,13 +125,33 @@ func TestFileFindings(t *testing.T) {
 	if got := ids(p.fileFindings(hearth.Site{})); got != nil {
 		t.Errorf("0600 env_file: %v", got)
 	}
-	// served by file_server: the env_file, and the app with its .git
+	// served by file_server: the env_file, and the app, with its .git or
+	// without (deployed by rsync, an archive)
+	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}})); !slices.Equal(got, []string{"HG-FILE-03", "HG-FILE-04"}) {
+		t.Errorf("under a served root, no .git: %v", got)
+	}
 	os.Mkdir(filepath.Join(dir, ".git"), 0o755)
 	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}})); !slices.Equal(got, []string{"HG-FILE-03", "HG-FILE-04"}) {
 		t.Errorf("under a served root: %v", got)
 	}
 	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Join(dir, "static")}})); got != nil {
 		t.Errorf("a served root inside the app: %v", got)
+	}
+}
+
+// TestServedDatabaseFindings: a SQLite database a file_server serves is a
+// finding of its own when it is outside the app's directory (inside, the
+// app directory's finding says so).
+func TestServedDatabaseFindings(t *testing.T) {
+	dbs := []sqliteReport{{Path: "/srv/www/data/db.sqlite3"}, {Path: "/var/lib/shop/db.sqlite3"}}
+	if got := ids(servedDatabaseFindings(dbs, "/srv/shop", hearth.Site{Roots: []string{"/srv/www"}})); !slices.Equal(got, []string{"HG-FILE-05"}) {
+		t.Errorf("a database in a served root: %v", got)
+	}
+	if got := ids(servedDatabaseFindings(dbs, "/srv/www/shop", hearth.Site{Roots: []string{"/srv/www"}})); got != nil {
+		t.Errorf("a database in a served root that holds the app too: %v", got)
+	}
+	if got := ids(servedDatabaseFindings(dbs, "/srv/shop", hearth.Site{Roots: []string{"/srv/static"}})); got != nil {
+		t.Errorf("no database served: %v", got)
 	}
 }
 
