@@ -39,6 +39,16 @@ func actAsParent(mode string) int {
 	if mode == "descriptors" {
 		return listChildDescriptors()
 	}
+	if mode == "chain" {
+		// a chain of processes, each in a session (and group) of its own,
+		// each the parent of the next: tests/ passes its script and length
+		if _, err := Start(Command{Path: "/bin/sh", Args: []string{os.Getenv(chainScriptEnv), chainLength, os.Getenv(chainLeafEnv)}, Env: []string{"PATH=/usr/bin:/bin"}}, zap.NewNop()); err != nil {
+			os.Stdout.WriteString("error: " + err.Error() + "\n")
+			return 1
+		}
+		os.Stdout.WriteString("ready\n")
+		select {}
+	}
 	scripts := []string{
 		`sleep 600 & wait`,
 		`setsid sleep 600 & wait`,
@@ -174,6 +184,81 @@ func TestNothingOutlivesItsCaddy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The chain's script, its leaf's mark, and its length: more levels than
+// the keeper's wait of 4 s would end one round (~10 ms) at a time.
+const (
+	chainScriptEnv = "HEARTH_TEST_CHAIN_SCRIPT"
+	chainLeafEnv   = "HEARTH_TEST_CHAIN_LEAF"
+	chainLength    = "600"
+	chainScript    = `n=$1
+if [ "$n" -gt 0 ]; then exec setsid -w /bin/sh "$0" $((n-1)) "$2"; fi
+: > "$2"
+exec sleep 600
+`
+)
+
+// TestAChainOfGroupsDoesNotOutliveItsCaddy: an app's chain of processes,
+// each in a group of its own and the parent of the next, ends with Caddy:
+// the keeper killed its children and their groups a round at a time,
+// each orphan reaching it only once its parent had died, and gave up
+// after 4 s with hundreds left.
+func TestAChainOfGroupsDoesNotOutliveItsCaddy(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("no setsid here")
+	}
+	dir := t.TempDir()
+	script, leaf := filepath.Join(dir, "chain.sh"), filepath.Join(dir, "leaf")
+	if err := os.WriteFile(script, []byte(chainScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), parentModeEnv+"=chain", chainScriptEnv+"="+script, chainLeafEnv+"="+leaf)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() { _ = cmd.Process.Kill() }()
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the parent said %q", line)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(leaf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the chain was not built within 60 s (%d processes)", len(descendants(cmd.Process.Pid)))
+		}
+	}
+	procs := descendants(cmd.Process.Pid)
+	_ = cmd.Process.Kill() // Caddy gone: the keeper ends what it started
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the parent did not end")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var alive []int
+	for _, pid := range procs {
+		for Alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if Alive(pid) {
+			alive = append(alive, pid)
+		}
+	}
+	for _, pid := range alive {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(alive) > 0 {
+		t.Errorf("%d of the chain's %d processes outlived their Caddy", len(alive), len(procs))
 	}
 }
 

@@ -510,6 +510,11 @@ func (k *keeper) endAll() {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+		// and every process below them at once: a chain of processes,
+		// each in a group of its own, would otherwise lose one level a
+		// round (each orphan handed to the keeper only once its parent
+		// died), and outlive the keeper's wait
+		killDescendants(kids)
 		k.reap()
 		if time.Now().After(deadline) {
 			os.Stderr.WriteString("hearth-keeper: processes " + intList(kids) + " did not end within " + keeperEndWait.String() + " of SIGKILL\n")
@@ -534,6 +539,45 @@ const prSetChildSubreaper = 36
 // keeperEndWait bounds how long the keeper, once Caddy is gone, waits for
 // the processes it killed (one in uninterruptible sleep cannot die at once).
 const keeperEndWait = 4 * time.Second
+
+// killDescendants sends SIGKILL to every process below the keeper's
+// children kids (not to kids, which the caller signals), each through a
+// pidfd opened before its parent is read again: the process signalled is
+// the one seen below them, never one that took its number since.
+func killDescendants(kids []int) {
+	below := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if parent := ParentPID(pid); parent > 0 {
+				below[parent] = append(below[parent], pid)
+			}
+		}
+	}
+	queue := append([]int(nil), kids...)
+	for len(queue) > 0 {
+		parent := queue[0]
+		queue = queue[1:]
+		for _, pid := range below[parent] {
+			queue = append(queue, pid)
+			fd, _, e := syscall.RawSyscall(sysPidfdOpen, uintptr(pid), 0, 0)
+			if e != 0 {
+				continue // ended (or a kernel before 5.3: the next round)
+			}
+			if ParentPID(pid) == parent {
+				syscall.RawSyscall6(sysPidfdSendSignal, fd, uintptr(syscall.SIGKILL), 0, 0, 0, 0)
+			}
+			syscall.Close(int(fd))
+		}
+	}
+}
+
+// pidfd_open and pidfd_send_signal (the same number on every
+// architecture; this package keeps to the standard library).
+const (
+	sysPidfdOpen       = 434
+	sysPidfdSendSignal = 424
+)
 
 // childPIDs lists the keeper's children, zombies included: every thread's
 // /proc children list (an orphan is handed to any thread of its reaper),
