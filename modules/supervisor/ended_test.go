@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +69,11 @@ func TestSignalReachesAProcessThatLeftItsGroup(t *testing.T) {
 	r2, w2, _ := os.Pipe()
 	w1.Close()
 	w2.Close()
-	p, err := Adopt(cmd.Process.Pid, os.Getpid(), r1, r2, zap.NewNop())
+	self, err := Pin(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Adopt(cmd.Process.Pid, self, r1, r2, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,4 +86,50 @@ func TestSignalReachesAProcessThatLeftItsGroup(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the process that left its group did not get the signal")
 	}
+}
+
+// TestAdoptRefusesAChildOfAParentThatEnded: a worker is adopted only while
+// the fork server that named itself (pinned by a pidfd at its greeting)
+// is alive: once it has ended, its number may be another account's
+// process, whose children the app could name as its workers (and have
+// Caddy signal them). Here the number is the test's own, the pidfd that of
+// a process that ended: a child of the test's is refused.
+func TestAdoptRefusesAChildOfAParentThatEnded(t *testing.T) {
+	ended := exec.Command("/bin/true")
+	if err := ended.Start(); err != nil {
+		t.Fatal(err)
+	}
+	held, err := Pin(ended.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	_ = ended.Wait()
+	child := exec.Command("/bin/sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	reused := &Pinned{pid: os.Getpid(), fd: held.fd} // the ended one's number, taken since by this process
+	r1, w1, _ := os.Pipe()
+	r2, w2, _ := os.Pipe()
+	w1.Close()
+	w2.Close()
+	if _, err := Adopt(child.Process.Pid, reused, r1, r2, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "which has ended") {
+		t.Errorf("adopting a child of a number whose process ended: %v", err)
+	}
+	self, err := Pin(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	r1, w1, _ = os.Pipe()
+	r2, w2, _ = os.Pipe()
+	w1.Close()
+	w2.Close()
+	p, err := Adopt(child.Process.Pid, self, r1, r2, zap.NewNop())
+	if err != nil {
+		t.Fatalf("adopting a child of a living parent: %v", err)
+	}
+	_ = p.Signal(syscall.SIGKILL)
 }

@@ -219,7 +219,7 @@ func OutputPipes() (stdout, stderr Pipe, err error) {
 // status is not known here: its parent reaps it. The pid comes from
 // another process (the template), so it is taken only for a living child
 // of parent: Caddy will signal its process group.
-func Adopt(pid, parent int, stdout, stderr *os.File, logger *zap.Logger) (*Process, error) {
+func Adopt(pid int, parent *Pinned, stdout, stderr *os.File, logger *zap.Logger) (*Process, error) {
 	pidfd, err := adoptable(pid, parent)
 	if err != nil {
 		stdout.Close()
@@ -248,9 +248,12 @@ func Adopt(pid, parent int, stdout, stderr *os.File, logger *zap.Logger) (*Proce
 // adoptable opens a pidfd on pid once it is known to be a living child of
 // parent: the pidfd pins the process, /proc then names its parent, and
 // the pidfd, still not readable, shows that /proc described that same
-// process and not one that took its pid after it ended.
-func adoptable(pid, parent int) (int, error) {
-	if pid <= 1 || pid == os.Getpid() || pid == parent {
+// process and not one that took its pid after it ended; parent, pinned
+// too and still alive, is the process its number named when it was
+// checked (a fork server that ended could otherwise have its number taken
+// by another account's process, whose children the app would name).
+func adoptable(pid int, parent *Pinned) (int, error) {
+	if pid <= 1 || pid == os.Getpid() || pid == parent.pid {
 		return -1, fmt.Errorf("process %d, named as a new worker, is not one: refused", pid)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
@@ -258,8 +261,11 @@ func adoptable(pid, parent int) (int, error) {
 		return -1, fmt.Errorf("watching process %d: %w", pid, err)
 	}
 	ppid, err := parentOf(pid)
-	if err == nil && ppid != parent {
-		err = fmt.Errorf("process %d, named as a new worker by process %d, is not its child (its parent is %d): refused", pid, parent, ppid)
+	if err == nil && ppid != parent.pid {
+		err = fmt.Errorf("process %d, named as a new worker by process %d, is not its child (its parent is %d): refused", pid, parent.pid, ppid)
+	}
+	if err == nil && !parent.Alive() {
+		err = fmt.Errorf("process %d, named as a new worker by process %d, which has ended: refused", pid, parent.pid)
 	}
 	if err == nil {
 		if n, perr := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 0); perr != nil || n != 0 {
@@ -272,6 +278,43 @@ func adoptable(pid, parent int) (int, error) {
 	}
 	return pidfd, nil
 }
+
+// Pinned is a process known by its number (a fork server that named
+// itself), held by a pidfd: while it is alive, its number is its own.
+type Pinned struct {
+	pid int
+	fd  *os.File // the pidfd (an *os.File: closed once, or when collected)
+}
+
+// Pin holds the process pid, or fails when there is none.
+func Pin(pid int) (*Pinned, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("watching process %d: %w", pid, err)
+	}
+	return &Pinned{pid: pid, fd: os.NewFile(uintptr(fd), "pidfd")}, nil
+}
+
+// Pid is the process's number.
+func (p *Pinned) Pid() int { return p.pid }
+
+// Alive reports whether the process has not ended (its pidfd is not
+// readable): its number is still its own.
+func (p *Pinned) Alive() bool {
+	conn, err := p.fd.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	_ = conn.Control(func(fd uintptr) {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		alive = err == nil && n == 0
+	})
+	return alive
+}
+
+// Close lets the process go.
+func (p *Pinned) Close() { _ = p.fd.Close() }
 
 // Descends reports whether pid is ancestor or one of its descendants
 // (within a few generations: a wrapper script or two between them).

@@ -30,6 +30,7 @@ type forkServer struct {
 	// the configured python is a wrapper that runs the interpreter as its
 	// child; the workers are its children
 	pid     int
+	pinned  *supervisor.Pinned // pid, held: its workers' parent must still be it
 	control *net.UnixConn
 	frames  *protocol.Reader
 	mu      sync.Mutex // one fork request at a time
@@ -62,7 +63,11 @@ func (p *Pool) startForkServer() (*forkServer, error) {
 	}
 	// its greeting is its pid: taken only if it is the process started or
 	// one below it (the workers' parent is named by the app's own code)
-	if t.pid, err = strconv.Atoi(string(hello)); err != nil || !supervisor.Descends(t.pid, proc.Pid()) {
+	// (held first: then the number checked is the process held)
+	if t.pid, err = strconv.Atoi(string(hello)); err == nil {
+		t.pinned, err = supervisor.Pin(t.pid)
+	}
+	if err != nil || !supervisor.Descends(t.pid, proc.Pid()) || !t.pinned.Alive() {
 		t.stop()
 		return nil, fmt.Errorf("the fork server (pid %d) greeted with %q, which is not its pid or that of a process below it", proc.Pid(), hello[:min(len(hello), 32)])
 	}
@@ -124,6 +129,9 @@ func (t *forkServer) fork(files []*os.File) (int, error) {
 func (t *forkServer) stop() {
 	t.control.Close()
 	t.proc.Stop(syscall.SIGTERM, 5*time.Second)
+	if t.pinned != nil {
+		t.pinned.Close()
+	}
 }
 
 // retire closes the channel of a fork server a restart replaced: it forks
@@ -236,5 +244,5 @@ func (p *Pool) forkWorker(channels []*os.File) (*supervisor.Process, error) {
 	// the pid is the app's word: only a child of the fork server is taken,
 	// or a hostile app could name any process (1: kill(-1)) for Caddy
 	// to signal when it stops or recycles the worker
-	return supervisor.Adopt(pid, t.pid, stdout.Read, stderr.Read, p.logger)
+	return supervisor.Adopt(pid, t.pinned, stdout.Read, stderr.Read, p.logger)
 }

@@ -69,7 +69,11 @@ func fakeForkServer(t *testing.T, server int, answer func(request uint32) []byte
 		}
 	}()
 	p := New(Options{Name: "forked", Kind: "wsgi", Threads: 1, Preload: true, StartTimeout: 2 * time.Second}, zap.NewNop())
-	p.forkServer = &forkServer{proc: adoptChild(t, server), pid: server, control: conn.(*pairConn).UnixConn, frames: protocol.NewReader(conn)}
+	pinned, err := supervisor.Pin(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.forkServer = &forkServer{proc: adoptChild(t, server), pid: server, pinned: pinned, control: conn.(*pairConn).UnixConn, frames: protocol.NewReader(conn)}
 	return p
 }
 
@@ -98,7 +102,11 @@ func adoptChild(t *testing.T, pid int) *supervisor.Process {
 	r2, w2, _ := os.Pipe()
 	w1.Close()
 	w2.Close()
-	proc, err := supervisor.Adopt(pid, os.Getpid(), r1, r2, zap.NewNop())
+	parent, err := supervisor.Pin(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, err := supervisor.Adopt(pid, parent, r1, r2, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
