@@ -466,6 +466,17 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	return err
 }
 
+// SignalItself sends sig to the process alone, not its group (a
+// worker's stack dump), while it is not known to have ended: an adopted
+// process through its pidfd, never by a number another process may have
+// taken since.
+func (p *Process) SignalItself(sig syscall.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	return p.signalItself(sig)
+}
+
 // signalItself sends sig to the process itself, not its group, while it
 // is not known to have ended: through its pidfd when adopted, else by its
 // pid (a child of the keeper, which reports its end as it reaps it).

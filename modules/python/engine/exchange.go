@@ -761,7 +761,7 @@ const hungGrace = 2 * time.Second
 // terminateHung dumps a hung worker's Python stacks (faulthandler, all
 // threads, into the log), then sends SIGTERM and, after hungGrace, SIGKILL.
 func terminateHung(w *worker) {
-	_ = syscall.Kill(w.proc.Pid(), syscall.SIGUSR1)
+	_ = w.proc.SignalItself(syscall.SIGUSR1) // (through its pidfd when forked: its number may be another's by now)
 	_ = w.proc.Signal(syscall.SIGTERM)
 	select {
 	case <-w.proc.Done():
