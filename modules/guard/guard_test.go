@@ -832,3 +832,23 @@ func TestForwardedPlaceFromATrustedProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestOneLargeWriteIsNotHeld: an error page past what the guard checks,
+// written in one piece (the engine writes a whole small response at
+// once; an app may write 8 MiB), is replaced without being copied first:
+// the copy, made before the bound was looked at, was outside the budget
+// of pages held.
+func TestOneLargeWriteIsNotHeld(t *testing.T) {
+	body := bytes.Repeat([]byte("<p>x</p>"), 1<<20) // 8 MiB
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	rec, _ := guardedResponse(t, 64<<10, 500, http.Header{"Content-Type": {"text/html"}}, body, len(body))
+	runtime.ReadMemStats(&after)
+	if rec.Body.Len() >= len(body) || bytes.Contains(rec.Body.Bytes(), []byte("<p>x</p><p>x</p>")) {
+		t.Errorf("the page was sent (%d bytes), not replaced", rec.Body.Len())
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > uint64(len(body))/2 {
+		t.Errorf("%d bytes allocated for a page of %d past the scan limit: it was copied", grew, len(body))
+	}
+}

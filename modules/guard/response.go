@@ -124,10 +124,13 @@ func (gw *guardedWriter) Write(p []byte) (int, error) {
 	case gw.discard:
 		return len(p), nil
 	case gw.holding:
-		if !gw.hold(p) {
+		// past the limit, judged before any of p is copied (one write of
+		// a whole large response would otherwise be held, uncounted)
+		over := gw.held.Len()+len(p) > gw.holdLimit
+		if !over && !gw.hold(p) {
 			return len(p), nil
 		}
-		if gw.held.Len() > gw.holdLimit {
+		if over {
 			gw.holding = false
 			if ok, skipped := gw.g.logs.tooLarge.Allow(); ok {
 				gw.g.logger.Error("guard replaced an error response larger than it checks (at most one line a second of those a client can cause)",
