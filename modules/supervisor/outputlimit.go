@@ -151,13 +151,15 @@ func (b *outputBudget) reportRest() {
 		b.held = 0
 	}
 	// charged to all processes' budget, even below nothing: processes
-	// that keep crashing would otherwise log past it
+	// that keep crashing would otherwise log past it; but by at most a
+	// second's worth, so that one app that keeps crashing does not keep
+	// every other app's output out of the log for long
 	kept := 0
 	for i := range b.last {
 		kept += b.last[i].n
 	}
 	allOutput.Lock()
-	allOutput.tokens -= float64(kept)
+	allOutput.tokens = max(allOutput.tokens-float64(kept), -allOutputLinesPerSecond)
 	allOutput.Unlock()
 	for i := range b.last {
 		b.last[i].each(func(line []byte) {

@@ -154,3 +154,32 @@ func TestAllOutputBudget(t *testing.T) {
 		t.Errorf("three processes logged %d lines of their bursts together, want %d", logged, allOutputBurst)
 	}
 }
+
+// TestDroppedLinesChargeTheBudgetBoundedly: the last lines an ending
+// process had dropped, logged at its end, are charged to every process's
+// budget below nothing, but by at most a second's worth: an app whose
+// processes keep crashing with floods of output kept every other app's
+// lines out of the log for as long as its debt took to refill.
+func TestDroppedLinesChargeTheBudgetBoundedly(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	freshAllOutput(t, t0)
+	for range 100 { // 100 crashes, 64 lines kept of each
+		b := newOutputBudget(t0, zap.NewNop())
+		for i := range keptDropped {
+			b.last[0].add([]byte{byte(i)})
+			b.last[1].add([]byte{byte(i)})
+		}
+		b.reportRest()
+	}
+	allOutput.Lock()
+	tokens := allOutput.tokens
+	allOutput.Unlock()
+	if tokens < -allOutputLinesPerSecond {
+		t.Errorf("all processes' budget is %v lines in debt: more than a second's worth (%d)", tokens, allOutputLinesPerSecond)
+	}
+	// and another app logs again within two seconds
+	other := newOutputBudget(t0, zap.NewNop())
+	if !other.take(t0.Add(2*time.Second), 0, []byte("x")) {
+		t.Error("another app's line was dropped two seconds after the crashes")
+	}
+}
