@@ -88,6 +88,8 @@ func TestRefused(t *testing.T) {
 		// and as ss, ff, fi, fl, ffi, ffl (ẞ lowers to ß)
 		"/.htpa\u00dfwd": true, "/.htpa\u1e9ewd": true, "/.\u00dfh/authorized_keys": true, "/.gitcon\ufb01g": true,
 		"/.\ufb02askenv": true, "/a.di\ufb00": false, "/stra\u00dfe/": false,
+		// characters nothing shows, which a case-folding file system may ignore
+		"/.g\u200dit/config": true, "/db.sqlite\u00ad3": true, "/.e\u200bnv": true, "/.env\ufe0f": true, "/caf\u00e9/\u200d": false,
 		"/db": false, "/dbs/x.json": false, "/~user/": false, "/venv/": false, "/docs/ssh.html": false,
 		"/.env": true, "/.ENV": true, "/.env.local": true, "/a/.git/config": true, "/db.sqlite3": true,
 		"/app/models.py": true, "/console": true, "/console/x": true, "/?__debugger__=yes": true,

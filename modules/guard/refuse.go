@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"path"
 	"strings"
+	"unicode"
 )
 
 // The guard judges a request by what the app, or a file system behind it,
@@ -108,6 +109,12 @@ func (g *Guard) refusedPath(p string, sitePaths bool) string {
 	if strings.ContainsAny(lower, foldsToASCII) { // what a case-folding file system reads as ASCII
 		lower = foldToASCII.Replace(lower)
 	}
+	if !isASCII(lower) {
+		// characters nothing shows (a zero-width joiner, a soft hyphen,
+		// a variation selector): a case-folding file system may ignore
+		// them (ext4's did), so /.g<U+200D>it/config opened .git/config
+		lower = strings.Map(dropIgnorable, lower)
+	}
 	for _, rp := range refusedPaths {
 		if sitePaths && (lower == rp || strings.HasPrefix(lower, rp+"/")) {
 			return "a debug console path"
@@ -140,6 +147,25 @@ func (g *Guard) refusedPath(p string, sitePaths bool) string {
 		}
 	}
 	return ""
+}
+
+// isASCII reports whether s has only ASCII bytes.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// dropIgnorable drops (-1) a character Unicode says to ignore when it
+// cannot be shown: format characters and default-ignorable code points.
+func dropIgnorable(r rune) rune {
+	if unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Variation_Selector, r) {
+		return -1
+	}
+	return r
 }
 
 // refusedBy reports whether the path p matches pattern (both in lower
