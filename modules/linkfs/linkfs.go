@@ -348,7 +348,9 @@ const (
 // in (only that one is held open): a link is read, and its owner taken,
 // from its own descriptor, and what it leads to walked in turn. It returns
 // an O_PATH descriptor of the file, the links met (on failure too), and
-// what the directories the file is reached through were when walked.
+// what the directories the file is reached through were when walked, and
+// those passed through on the way and left (each needs the search
+// permission of whoever walks it).
 func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 	if len(path) > unix.PathMax {
 		return -1, nil, nil, unix.ENAMETOOLONG
@@ -363,6 +365,7 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 		return -1, nil, nil, err
 	}
 	dirs = []unix.Stat_t{st}
+	var left []unix.Stat_t // directories passed through and left (by "..", or a link from the root)
 	fail := func(err error) (int, []link, []unix.Stat_t, error) {
 		unix.Close(cur)
 		return -1, links, nil, err
@@ -388,6 +391,9 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 					return fail(err)
 				}
 				unix.Close(cur)
+				// (left, it was still passed through: the kernel asks
+				// for its search permission of whoever walks this way)
+				left = append(left, dirs[len(dirs)-1])
 				cur, dirs = up, dirs[:len(dirs)-1]
 			}
 			continue
@@ -419,6 +425,7 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 					return fail(err)
 				}
 				unix.Close(cur)
+				left = append(left, dirs[1:]...)
 				cur, dirs = root, dirs[:1]
 			}
 			todo = append(strings.Split(target, "/"), todo...)
@@ -430,7 +437,7 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 				return fail(unix.ENOTDIR) // "file.css/"
 			}
 			unix.Close(cur)
-			return next, links, dirs, nil
+			return next, links, append(dirs, left...), nil
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			unix.Close(next)
@@ -441,7 +448,7 @@ func walk(path string) (fd int, links []link, dirs []unix.Stat_t, err error) {
 	}
 	// the path ended at a directory already reached (like "/x/.."): itself,
 	// reached through the ones before it
-	return cur, links, dirs[:len(dirs)-1], nil
+	return cur, links, append(dirs[:len(dirs)-1], left...), nil
 }
 
 // What is left of a path after a name: more names, nothing, or only

@@ -92,7 +92,11 @@ func TestLinksOfAnotherAccount(t *testing.T) {
 	symlink(t, grouped, filepath.Join(tr.served, "notgrouped.txt"), appUID)
 	symlink(t, "/proc/self/status", filepath.Join(tr.served, "status.txt"), appUID)
 	// through a link, up again with ..: the kernel goes up from where the
-	// link led (the closed directory's parent), not from the link's
+	// link led (the directory's parent), not from the link's; and looks
+	// ".." up in that directory, which the link's owner must be let enter:
+	// through a closed directory, the answer would tell the app whether a
+	// name it guessed there exists (its own walk would be refused)
+	symlink(t, tr.publicDir, filepath.Join(tr.served, "upopen"), appUID)
 	symlink(t, tr.secretDir, filepath.Join(tr.served, "up"), appUID)
 	fifo := filepath.Join(tr.served, "pipe.css")
 	must(t, syscall.Mkfifo(fifo, 0o644))
@@ -126,22 +130,23 @@ const wwwData = 33 // www-data, in its own group
 func checkTree(t *testing.T, tr tree) {
 	fsys := FS{}
 	for name, want := range map[string]string{
-		"grouped.txt":           "grp",
-		"notgrouped.txt":        "refused",
-		"status.txt":            "refused",
-		"up/../share/admin.css": "body{}",
-		"up/site.key":           "refused",
-		"app.css":               "p{}",
-		"admin.css":             "body{}",
-		"root.key":              "-----BEGIN EC PRIVATE KEY-----\n",
-		"third.txt":             "3rd",
-		"a.css":                 "refused",
-		"certs/site.key":        "refused",
-		"rel.txt":               "refused",
-		"again.css":             "refused",
-		"loop":                  "error",
-		"missing.css":           "missing",
-		"certs/nothing.js":      "refused", // past the app's link, missing and closed look the same
+		"grouped.txt":               "grp",
+		"notgrouped.txt":            "refused",
+		"status.txt":                "refused",
+		"upopen/../share/admin.css": "body{}",
+		"up/../share/admin.css":     "refused",
+		"up/site.key":               "refused",
+		"app.css":                   "p{}",
+		"admin.css":                 "body{}",
+		"root.key":                  "-----BEGIN EC PRIVATE KEY-----\n",
+		"third.txt":                 "3rd",
+		"a.css":                     "refused",
+		"certs/site.key":            "refused",
+		"rel.txt":                   "refused",
+		"again.css":                 "refused",
+		"loop":                      "error",
+		"missing.css":               "missing",
+		"certs/nothing.js":          "refused", // past the app's link, missing and closed look the same
 	} {
 		path := tr.served + "/" + name // not cleaned: .. after a link is the walk's
 		for op, read := range map[string]func() (string, error){
@@ -222,7 +227,7 @@ func checkTree(t *testing.T, tr tree) {
 	if _, err := fsys.ReadDir(filepath.Join(tr.served, "certs")); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("ReadDir through the app's link to a closed directory: %v", err)
 	}
-	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 15 || entries[0].Name() != "a.css" {
+	if entries, err := fsys.ReadDir(tr.served); err != nil || len(entries) != 16 || entries[0].Name() != "a.css" {
 		t.Errorf("ReadDir of the served directory: %v %v", entries, err)
 	}
 }
