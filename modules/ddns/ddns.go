@@ -531,7 +531,10 @@ func (a *App) setRecords(ctx context.Context, zone, name, version string, ip net
 			return err
 		})
 		if err == nil {
-			a.storeWrite(ctx, zone, name, version, ip)
+			// (its own time: the update's may be over once a slow provider answered)
+			noteCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			a.storeWrite(noteCtx, zone, name, version, ip)
+			cancel()
 		}
 		a.state.mu.Lock()
 		delete(a.state.writing, key)

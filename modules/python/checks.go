@@ -388,7 +388,7 @@ func servesHTTPS(site hearth.Site) bool {
 func servedDatabaseFindings(dbs []sqliteReport, dir string, site hearth.Site) []Finding {
 	var out []Finding
 	for _, db := range dbs {
-		if root := hearth.ServedRootOf(db.Path, site.Roots); root != "" && hearth.ServedRootOf(dir, site.Roots) == "" {
+		if root := hearth.ServedRootOf(db.Path, site.Roots); root != "" && hearth.ServedRootOf(db.Path, []string{dir}) == "" {
 			out = append(out, Finding{ID: "HG-FILE-05", Blocking: true,
 				Problem: fmt.Sprintf("the SQLite database %s is inside %s, which file_server serves: anyone can download it, password hashes and sessions included", db.Path, root),
 				Fix:     "move the database out of every directory Caddy serves (and set DATABASES to its new path)"})
@@ -403,11 +403,16 @@ func (a *App) fileFindings(site hearth.Site) []Finding {
 	if root := hearth.ServedRootOf(a.spec.Dir, site.Roots); root != "" {
 		// with or without a .git: the settings, the .env a library reads,
 		// the database are in it (deployed by rsync or an archive too)
-		what := "its code, settings and whatever else it keeps there (a .env, a database)"
-		if _, err := os.Stat(filepath.Join(a.spec.Dir, ".git")); err == nil {
+		// blocking with its .git (its history holds every secret ever
+		// committed); without, a warning: the served roots are read
+		// without the routes' path matchers, so a site that serves only
+		// /static/* of the app's directory is reported too
+		what := "its code, settings and whatever else it keeps there (a .env, a database), unless the route that serves it takes only some paths"
+		_, err := os.Stat(filepath.Join(a.spec.Dir, ".git"))
+		if err == nil {
 			what = "its code and history (.git), settings and whatever else it keeps there"
 		}
-		out = append(out, Finding{ID: "HG-FILE-04", Blocking: true,
+		out = append(out, Finding{ID: "HG-FILE-04", Blocking: err == nil,
 			Problem: fmt.Sprintf("the app directory %s is inside %s, which file_server serves: %s can be downloaded", a.spec.Dir, root, what),
 			Fix:     "serve only a directory of collected static files (like Django's STATIC_ROOT), outside the app directory"})
 	}

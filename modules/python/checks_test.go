@@ -127,12 +127,12 @@ func TestFileFindings(t *testing.T) {
 	}
 	// served by file_server: the env_file, and the app, with its .git or
 	// without (deployed by rsync, an archive)
-	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}})); !slices.Equal(got, []string{"HG-FILE-03", "HG-FILE-04"}) {
-		t.Errorf("under a served root, no .git: %v", got)
+	if got := p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}}); !slices.Equal(ids(got), []string{"HG-FILE-03", "HG-FILE-04"}) || slices.ContainsFunc(got, func(f Finding) bool { return f.ID == "HG-FILE-04" && f.Blocking }) {
+		t.Errorf("under a served root, no .git (a warning): %+v", got)
 	}
 	os.Mkdir(filepath.Join(dir, ".git"), 0o755)
-	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}})); !slices.Equal(got, []string{"HG-FILE-03", "HG-FILE-04"}) {
-		t.Errorf("under a served root: %v", got)
+	if got := p.fileFindings(hearth.Site{Roots: []string{filepath.Dir(dir)}}); !slices.Equal(ids(got), []string{"HG-FILE-03", "HG-FILE-04"}) || !slices.ContainsFunc(got, func(f Finding) bool { return f.ID == "HG-FILE-04" && f.Blocking }) {
+		t.Errorf("under a served root, with its .git (blocking): %+v", got)
 	}
 	if got := ids(p.fileFindings(hearth.Site{Roots: []string{filepath.Join(dir, "static")}})); got != nil {
 		t.Errorf("a served root inside the app: %v", got)
@@ -147,8 +147,11 @@ func TestServedDatabaseFindings(t *testing.T) {
 	if got := ids(servedDatabaseFindings(dbs, "/srv/shop", hearth.Site{Roots: []string{"/srv/www"}})); !slices.Equal(got, []string{"HG-FILE-05"}) {
 		t.Errorf("a database in a served root: %v", got)
 	}
-	if got := ids(servedDatabaseFindings(dbs, "/srv/www/shop", hearth.Site{Roots: []string{"/srv/www"}})); got != nil {
-		t.Errorf("a database in a served root that holds the app too: %v", got)
+	if got := ids(servedDatabaseFindings(dbs[:1], "/srv/www/data", hearth.Site{Roots: []string{"/srv/www"}})); got != nil {
+		t.Errorf("a database inside the app's served directory (HG-FILE-04's): %v", got)
+	}
+	if got := ids(servedDatabaseFindings(dbs, "/srv/www/shop", hearth.Site{Roots: []string{"/srv/www"}})); !slices.Equal(got, []string{"HG-FILE-05"}) {
+		t.Errorf("a database outside the app's directory, both served: %v", got)
 	}
 	if got := ids(servedDatabaseFindings(dbs, "/srv/shop", hearth.Site{Roots: []string{"/srv/static"}})); got != nil {
 		t.Errorf("no database served: %v", got)

@@ -327,7 +327,9 @@ func (k *keeper) start(r receivedRequest) {
 	if limited {
 		defer func() {
 			if !handedOff {
-				k.giveStep(stepAccount(r))
+				// on a goroutine: this is the main loop, which the next
+				// start queued is handed to (k.resume)
+				go k.giveStep(stepAccount(r))
 			}
 		}()
 	}
@@ -545,6 +547,15 @@ const keeperEndWait = 4 * time.Second
 // pidfd opened before its parent is read again: the process signalled is
 // the one seen below them, never one that took its number since.
 func killDescendants(kids []int) {
+	// each process met below the children is held by a pidfd until the
+	// end: a child of it is signalled only while it is alive, so that the
+	// number its child names as its parent is still its own
+	held := map[int]uintptr{}
+	defer func() {
+		for _, fd := range held {
+			syscall.Close(int(fd))
+		}
+	}()
 	below := map[int][]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -564,20 +575,21 @@ func killDescendants(kids []int) {
 			if e != 0 {
 				continue // ended (or a kernel before 5.3: the next round)
 			}
-			if ParentPID(pid) == parent {
+			held[pid] = fd
+			parentFD, pinned := held[parent] // (a child of the keeper's, unreaped, needs none)
+			if ParentPID(pid) == parent && (!pinned || alive(parentFD)) {
 				syscall.RawSyscall6(sysPidfdSendSignal, fd, uintptr(syscall.SIGKILL), 0, 0, 0, 0)
 			}
-			syscall.Close(int(fd))
 		}
 	}
 }
 
-// pidfd_open and pidfd_send_signal (the same number on every
-// architecture; this package keeps to the standard library).
-const (
-	sysPidfdOpen       = 434
-	sysPidfdSendSignal = 424
-)
+// alive reports whether the process of a pidfd has not ended (the pidfd
+// is not readable yet).
+func alive(pidfd uintptr) bool {
+	ready, err := pollIn(int(pidfd), 0)
+	return err == nil && !ready
+}
 
 // childPIDs lists the keeper's children, zombies included: every thread's
 // /proc children list (an orphan is handed to any thread of its reaper),

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"encoding/binary"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -80,5 +81,48 @@ func TestStepSlotsPerAccount(t *testing.T) {
 	}
 	if !s.take(1001, start(5)) {
 		t.Error("a free slot was not taken")
+	}
+}
+
+// TestAFailedQueuedStartDoesNotBlockTheMainLoop: a start taken from its
+// account's queue that fails before its step runs (a directory that does
+// not exist) gives the slot to the next start queued without waiting for
+// the main loop, which it runs on: it waited for itself, and the keeper
+// served nothing more, not even Caddy's end.
+func TestAFailedQueuedStartDoesNotBlockTheMainLoop(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	old := syscall.Umask(0o22)
+	defer syscall.Umask(old)
+	k := &keeper{conn: fds[0], started: map[int]bool{}, stepping: map[int]bool{}, steppedEnds: map[int]int{},
+		resume: make(chan receivedRequest), done: make(chan struct{})}
+	defer close(k.done)
+	uid := uint32(os.Getuid())
+	failing := Request{ID: 1, Path: "/bin/true", Argv: []string{"true"}, Dir: "/nonexistent-hearth-test", MaxProcesses: 100}
+	next := Request{ID: 2, Path: "/bin/true", Argv: []string{"true"}, Dir: "/", MaxProcesses: 100}
+	if !k.steps.take(uid, receivedRequest{req: failing}) || k.steps.take(uid, receivedRequest{req: next}) {
+		t.Fatal("the slots did not take the first start and queue the second")
+	}
+	ended := make(chan struct{})
+	go func() { // as the main loop
+		k.start(receivedRequest{req: failing, holdsStep: true})
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the main loop waits for itself after a queued start failed")
+	}
+	select {
+	case r := <-k.resume:
+		if r.req.ID != 2 || !r.holdsStep {
+			t.Errorf("the slot went to %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the next start queued was not handed to the main loop")
 	}
 }
