@@ -200,6 +200,38 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 	waitFor(t, 10*time.Second, "no busy channel", func() bool { return c.mustApps()[0].Workers[0].State == "idle" })
 }
 
+// TestWebSocketOverHTTP2OutlivesReadIdle: a WebSocket over HTTP/2 whose
+// client only listens lives past Caddy's read_idle, as one over HTTP/1.1
+// does (its connection taken out of the server): the stream's body read
+// failed once read_idle passed without a frame, and every listening
+// browser tab lost its WebSocket after a minute.
+func TestWebSocketOverHTTP2OutlivesReadIdle(t *testing.T) {
+	t.Setenv("GODEBUG", "http2xconnect=1") // inherited by the caddy process
+	config, base := asgiSite(t, "ws_app:app", "workers 1")
+	startCaddy(t, `{
+	admin {ADMIN}
+	servers {
+		protocols h1 h2c
+		timeouts {
+			read_idle 1s
+		}
+	}
+}`+config)
+	ws, resp := dialH2WebSocket(t, base+"/echo", "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("the opening: %s", resp.Status)
+	}
+	ws.send(t, true, 0x1, []byte("first"))
+	if op, got := ws.receive(t); op != 0x1 || string(got) != "echo:first" {
+		t.Fatalf("echo: op %d %q", op, got)
+	}
+	time.Sleep(3 * time.Second) // the client listens, past read_idle (what is tested, not a wait for readiness)
+	ws.send(t, true, 0x1, []byte("after a silence"))
+	if op, got := ws.receive(t); op != 0x1 || string(got) != "echo:after a silence" {
+		t.Errorf("after 3 s of silence (read_idle 1s): op %d %q", op, got)
+	}
+}
+
 // TestWebSocketsThatFailToOpenKeepTheirPlace: a WebSocket whose opening
 // fails after its app accepted it (here its client reset the HTTP/2 stream
 // while the app decided) holds its channel until the app ends, which an

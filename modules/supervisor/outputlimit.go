@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"io"
 	"sync"
 	"time"
 
@@ -25,6 +26,56 @@ const (
 	allOutputBurst          = 2500
 )
 
+// A process's output is read at most readBytesPerSecond bytes and
+// readLinesPerSecond lines a second (after a second's worth at once):
+// past what is logged, lines are read and dropped, and a process that
+// writes without pause (`yes`, a loop that prints) would otherwise keep
+// one of Caddy's CPUs reading them for as long as it ran. Past these its
+// writes wait, as they would on a full disk or terminal.
+const (
+	readBytesPerSecond = 8 << 20
+	readLinesPerSecond = 20000
+)
+
+// pacer lets a reader through at most rate units a second, after a
+// burst of one second's worth; past that, wait sleeps until there is
+// room again.
+type pacer struct {
+	bucket tokenBucket
+	sleep  func(time.Duration) // time.Sleep, or a test's
+}
+
+func newPacer(rate float64, now time.Time) *pacer {
+	return &pacer{bucket: tokenBucket{rate: rate, burst: rate, tokens: rate, refilled: now}, sleep: time.Sleep}
+}
+
+// spend takes n units at now, first sleeping while fewer than one is
+// left.
+func (p *pacer) spend(n int) {
+	p.bucket.refill(time.Now())
+	if p.bucket.tokens < 1 {
+		p.sleep(time.Duration((1 - p.bucket.tokens) / p.bucket.rate * float64(time.Second)))
+		p.bucket.refill(time.Now())
+	}
+	p.bucket.tokens -= float64(n)
+}
+
+// pacedReader reads r at most its pacer's rate of bytes a second.
+type pacedReader struct {
+	r     io.Reader
+	bytes *pacer
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	p.bytes.spend(0)
+	if room := int(p.bytes.bucket.tokens); room >= 1 && room < len(b) {
+		b = b[:room]
+	}
+	n, err := p.r.Read(b)
+	p.bytes.spend(n)
+	return n, err
+}
+
 // When lines are dropped, the last keptDropped of each stream (each cut
 // to keptDroppedBytes) are kept and logged when the process's output
 // ends: what a process wrote last before it died (a traceback) is what
@@ -45,12 +96,17 @@ type tokenBucket struct {
 	refilled    time.Time // when tokens was last brought up to date
 }
 
-// take spends a token at now, if there is one.
-func (b *tokenBucket) take(now time.Time) bool {
+// refill brings the tokens up to date at now.
+func (b *tokenBucket) refill(now time.Time) {
 	if elapsed := now.Sub(b.refilled); elapsed > 0 {
 		b.tokens = min(b.burst, b.tokens+elapsed.Seconds()*b.rate)
 		b.refilled = now
 	}
+}
+
+// take spends a token at now, if there is one.
+func (b *tokenBucket) take(now time.Time) bool {
+	b.refill(now)
 	if b.tokens < 1 {
 		return false
 	}

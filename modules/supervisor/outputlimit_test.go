@@ -1,9 +1,12 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,5 +184,63 @@ func TestDroppedLinesChargeTheBudgetBoundedly(t *testing.T) {
 	other := newOutputBudget(t0, zap.NewNop())
 	if !other.take(t0.Add(2*time.Second), 0, []byte("x")) {
 		t.Error("another app's line was dropped two seconds after the crashes")
+	}
+}
+
+// TestOutputFloodIsReadAtABoundedRate: a process that writes without
+// pause (`yes`) is read at most readBytesPerSecond: past what is logged,
+// its lines were read and dropped as fast as it wrote them, a CPU of
+// Caddy's for as long as it ran. How much it could write is the bound
+// (what Caddy read, plus a pipe's buffer), whatever the machine's speed.
+func TestOutputFloodIsReadAtABoundedRate(t *testing.T) {
+	for _, how := range []string{"logged", "run"} {
+		t.Run(how, func(t *testing.T) {
+			start := time.Now()
+			var pid int
+			var stop func()
+			switch how {
+			case "logged":
+				p, err := Start(Command{Path: "/usr/bin/yes", Args: []string{"y"}}, zap.NewNop())
+				if err != nil {
+					t.Fatal(err)
+				}
+				pid, stop = p.Pid(), func() { p.Stop(syscall.SIGKILL, time.Second) }
+			case "run":
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() {
+					_, _ = Run(ctx, Command{Path: "/bin/sh", Args: []string{"-c", "exec yes y"}}, zap.NewNop())
+					close(done)
+				}()
+				stop = func() { cancel(); <-done }
+				for deadline := time.Now().Add(10 * time.Second); pid == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					for _, c := range descendants(os.Getpid()) {
+						if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(c) + "/comm"); string(comm) == "yes\n" {
+							pid = c
+						}
+					}
+				}
+				if pid == 0 {
+					stop()
+					t.Fatal("yes did not start")
+				}
+			}
+			time.Sleep(2 * time.Second) // the flood runs (what is measured is how much it wrote meanwhile)
+			io, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+			elapsed := time.Since(start)
+			stop()
+			var written int64
+			for _, line := range strings.Split(string(io), "\n") {
+				if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+					written, _ = strconv.ParseInt(v, 10, 64)
+				}
+			}
+			if written == 0 {
+				t.Fatalf("no count of yes's writes in /proc: %q", io)
+			}
+			if bound := int64(readBytesPerSecond*(elapsed.Seconds()+1)) + 1<<20; written > bound {
+				t.Errorf("yes wrote %d bytes in %v: more than Caddy reads at its bound (%d)", written, elapsed, bound)
+			}
+		})
 	}
 }

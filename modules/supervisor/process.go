@@ -125,7 +125,7 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		_, _ = io.Copy(&out, r)
+		_, _ = io.Copy(&out, &pacedReader{r: r, bytes: newPacer(readBytesPerSecond, time.Now())})
 	}()
 	var result keeper.Reply
 	select {
@@ -391,10 +391,13 @@ const maxLogLine = 16 << 10
 func (p *Process) forward(r io.Reader, budget *outputBudget, stream int, logger *zap.Logger) {
 	defer p.logs.Done()
 	logger = logger.With(zap.String("stream", streams[stream]))
-	br := bufio.NewReaderSize(r, maxLogLine)
+	now := time.Now()
+	br := bufio.NewReaderSize(&pacedReader{r: r, bytes: newPacer(readBytesPerSecond, now)}, maxLogLine)
+	lines := newPacer(readLinesPerSecond, now)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
+			lines.spend(1)
 			text := bytes.TrimSuffix(line, []byte{'\n'})
 			if budget.take(time.Now(), stream, text) {
 				// as a line of text: Caddy's console log writes the message

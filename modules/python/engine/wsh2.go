@@ -11,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/coder/websocket"
 
 	"github.com/hearth-dev/hearth/modules/internal/textcut"
@@ -105,8 +107,20 @@ func acceptStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*
 	if err := rc.Flush(); err != nil {
 		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
 	}
+	// a WebSocket waits for its client's next message as long as both
+	// sides want, as one over HTTP/1.1 does (its connection taken out of
+	// Caddy's server, timeouts with it): Caddy's read_idle would end it
+	// after a minute of a client that only listens
+	if reader, _ := caddyhttp.IdleTimeoutsFromContext(r.Context()); reader != nil {
+		reader.Override(webSocketReadIdle, 0) // (for the stream's life: not restored)
+	}
 	return &streamPeer{body: r.Body, in: bufio.NewReader(r.Body), rc: rc, w: w}, nil
 }
+
+// webSocketReadIdle is how long a WebSocket over HTTP/2 waits for its
+// client's next frame: as good as for ever (a client that went away is
+// the connection's end, TCP keepalive's to find).
+const webSocketReadIdle = 10 * 365 * 24 * time.Hour
 
 func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 	var message []byte
@@ -129,8 +143,17 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 				continue
 			case opClose:
 				code, reason := parseClose(payload)
-				if len(payload) == 0 {
+				switch {
+				case len(payload) == 0:
 					code = 1005 // no status received
+				case len(payload) == 1:
+					return false, nil, -1, s.fail(1002, "a close frame of one byte")
+				case !sentCloseCode(code):
+					// (1005 and 1006 are never sent: a client that did
+					// would pass as another cause to the app)
+					return false, nil, -1, s.fail(1002, fmt.Sprintf("close code %d is not one a peer sends", code))
+				case !utf8.ValidString(reason):
+					return false, nil, -1, s.fail(1007, "close reason is not UTF-8")
 				}
 				s.close(code, reason)
 				return false, nil, code, fmt.Errorf("closed by the client (%d)", code)
@@ -163,6 +186,19 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 			return messageOp == opBinary, message, 0, nil
 		}
 	}
+}
+
+// sentCloseCode reports whether a peer may send code in a close frame
+// (RFC 6455 §7.4: the codes defined for it, those registered since, and
+// 3000 to 4999 for libraries and applications).
+func sentCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 // readFrameHead reads one client frame's head: whether it ends its
