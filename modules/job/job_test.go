@@ -58,7 +58,7 @@ func TestScheduleNext(t *testing.T) {
 			prev = got
 		}
 	}
-	for _, bad := range []string{"", "61 * * * *", "* * * *", "* * * * * *", "0 25 * * *", "every 500ms", "every soon", "every", "TZ=UTC 0 3 * * *", "CRON_TZ=UTC 0 3 * * *", "@fortnightly", "0 0 30 2 *", "0 0 31 4 *"} {
+	for _, bad := range []string{"", "61 * * * *", "* * * *", "* * * * * *", "0 25 * * *", "every 500ms", "every soon", "every", "TZ=UTC 0 3 * * *", "CRON_TZ=UTC 0 3 * * *", "@fortnightly", "0 0 30 2 *", "0 0 31 4 *", "@every 0s", "@every 1ms", "@every -5s", "@every 1h"} {
 		if _, err := ParseSchedule(bad); err == nil {
 			t.Errorf("%q was accepted", bad)
 		} else if !strings.Contains(err.Error(), "schedule") {

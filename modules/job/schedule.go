@@ -40,6 +40,10 @@ func ParseSchedule(text string) (Schedule, error) {
 	if strings.HasPrefix(text, "TZ=") || strings.HasPrefix(text, "CRON_TZ=") {
 		return nil, fmt.Errorf("schedule %q: schedules are in the machine's time zone; a TZ= prefix is not taken", text)
 	}
+	if rest, ok := strings.CutPrefix(text, "@every"); ok {
+		// (the cron parser's own form takes any interval, 0s and -5s too)
+		return nil, fmt.Errorf("schedule %q: write `every%s` (at least %s) instead of @every", text, rest, MinEvery)
+	}
 	s, err := cron.ParseStandard(text)
 	if err != nil {
 		return nil, fmt.Errorf("schedule %q is not a cron expression (five fields: minute hour day-of-month month day-of-week, like \"0 3 * * *\" for 03:00 every day) nor `every <duration>`: %v", text, err)

@@ -114,11 +114,7 @@ func (g *Group) start() error {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		for _, in := range launched {
-			if in != nil {
-				in.stop(g.spec)
-			}
-		}
+		g.stopAll(launched)
 		g.mu.Lock()
 		g.state, g.lastError = supervisor.Failed, err.Error()
 		g.mu.Unlock()
@@ -127,15 +123,14 @@ func (g *Group) start() error {
 	g.mu.Lock()
 	if g.state != supervisor.Starting { // stopped while starting
 		g.mu.Unlock()
-		for _, in := range launched {
-			in.stop(g.spec)
-		}
+		g.stopAll(launched)
 		return fmt.Errorf("%s stopped while starting", g.spec.Name)
 	}
 	g.state = supervisor.Running
 	g.instances = launched
 	g.publishLocked()
 	for _, in := range launched {
+		go g.takeOutWhenEnded(in) // (as adopt does for those that follow)
 		r := supervisor.NewReplica[*instance]()
 		g.replicas = append(g.replicas, r)
 		g.loops.Add(1)
@@ -399,6 +394,19 @@ func (g *Group) takeOut(in *instance, reason string) {
 		g.instances = slices.DeleteFunc(g.instances, func(x *instance) bool { return x == in })
 	}
 	g.publishLocked()
+}
+
+// stopAll stops the instances at once, each within stop_timeout: one
+// after the other, processes that ignore the stop signal held a failed
+// start (and Caddy's config lock with it) for stop_timeout each.
+func (g *Group) stopAll(instances []*instance) {
+	var wg sync.WaitGroup
+	for _, in := range instances {
+		if in != nil {
+			wg.Go(func() { in.stop(g.spec) })
+		}
+	}
+	wg.Wait()
 }
 
 // takeOutWhenEnded takes in out of service the moment its process ends,

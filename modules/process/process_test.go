@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -185,5 +186,55 @@ func TestInstanceOutOfServiceWhenItsProcessEnds(t *testing.T) {
 	g.hooks().Exited(in) // a step run again after a panic
 	if n := g.restarts["crash"]; n != 1 {
 		t.Errorf("%d crashes counted, want 1", n)
+	}
+}
+
+// TestFirstInstancesOutOfServiceWhenTheirProcessEnds: the instances a
+// group starts with are taken out of service the moment their process
+// ends, as those that replace them are (TestInstanceOutOfServiceWhenItsProcessEnds):
+// they stayed until their output was drained, up to 2 s later, with
+// their port free for another account to bind.
+func TestFirstInstancesOutOfServiceWhenTheirProcessEnds(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	holder := filepath.Join(t.TempDir(), "holder")
+	g := newGroup(&spec{Name: "api", Path: "/bin/sh", Workers: 1, StartTimeout: 30 * time.Second, StopSignal: syscall.SIGTERM, StopTimeout: time.Second,
+		Args: []string{"-c", "setsid sh -c 'echo $$ > " + holder + "; exec sleep 60' & exec " + python + " -m http.server $PORT --bind 127.0.0.1"}}, zap.NewNop())
+	t.Cleanup(func() {
+		_ = g.Destruct()
+		if data, err := os.ReadFile(holder); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	in := g.instances[0]
+	g.mu.Unlock()
+	inService := func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return slices.Contains(g.instances, in)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(holder); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("the holder did not start")
+		}
+	}
+	_ = syscall.Kill(in.proc.Pid(), syscall.SIGKILL) // the server; the holder keeps its output open
+	<-in.proc.Ended()
+	for inService() {
+		select {
+		case <-in.proc.Done():
+			t.Fatal("still in service when its output was drained, 2 s after its process ended")
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }

@@ -141,12 +141,17 @@ func (g *Group) start() error {
 	return nil
 }
 
+// stopAll stops procs at once, each within stop_timeout: one after the
+// other, processes that ignore the stop signal held a failed start (and
+// Caddy's config lock with it) for stop_timeout each.
 func (g *Group) stopAll(procs []*proc) {
+	var wg sync.WaitGroup
 	for _, p := range procs {
 		if p != nil {
-			p.p.Stop(g.spec.StopSignal, g.spec.StopTimeout)
+			wg.Go(func() { p.p.Stop(g.spec.StopSignal, g.spec.StopTimeout) })
 		}
 	}
+	wg.Wait()
 }
 
 // launch starts one process and waits until it is up.
