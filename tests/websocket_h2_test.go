@@ -201,9 +201,9 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 }
 
 // TestWebSocketOverHTTP2OutlivesReadIdle: a WebSocket over HTTP/2 whose
-// client only listens lives past Caddy's read_idle, as one over HTTP/1.1
+// client only listens lives past Caddy's read_body_idle, as one over HTTP/1.1
 // does (its connection taken out of the server): the stream's body read
-// failed once read_idle passed without a frame, and every listening
+// failed once read_body_idle passed without a frame, and every listening
 // browser tab lost its WebSocket after a minute.
 func TestWebSocketOverHTTP2OutlivesReadIdle(t *testing.T) {
 	t.Setenv("GODEBUG", "http2xconnect=1") // inherited by the caddy process
@@ -213,7 +213,7 @@ func TestWebSocketOverHTTP2OutlivesReadIdle(t *testing.T) {
 	servers {
 		protocols h1 h2c
 		timeouts {
-			read_idle 1s
+			read_body_idle 1s
 		}
 	}
 }`+config)
@@ -225,10 +225,10 @@ func TestWebSocketOverHTTP2OutlivesReadIdle(t *testing.T) {
 	if op, got := ws.receive(t); op != 0x1 || string(got) != "echo:first" {
 		t.Fatalf("echo: op %d %q", op, got)
 	}
-	time.Sleep(3 * time.Second) // the client listens, past read_idle (what is tested, not a wait for readiness)
+	time.Sleep(3 * time.Second) // the client listens, past read_body_idle (what is tested, not a wait for readiness)
 	ws.send(t, true, 0x1, []byte("after a silence"))
 	if op, got := ws.receive(t); op != 0x1 || string(got) != "echo:after a silence" {
-		t.Errorf("after 3 s of silence (read_idle 1s): op %d %q", op, got)
+		t.Errorf("after 3 s of silence (read_body_idle 1s): op %d %q", op, got)
 	}
 }
 

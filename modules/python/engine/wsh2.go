@@ -109,7 +109,7 @@ func acceptStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*
 	}
 	// a WebSocket waits for its client's next message as long as both
 	// sides want, as one over HTTP/1.1 does (its connection taken out of
-	// Caddy's server, timeouts with it): Caddy's read_idle would end it
+	// Caddy's server, timeouts with it): Caddy's read_body_idle would end it
 	// after a minute of a client that only listens
 	if reader, _ := caddyhttp.IdleTimeoutsFromContext(r.Context()); reader != nil {
 		reader.Override(webSocketReadIdle, 0) // (for the stream's life: not restored)
