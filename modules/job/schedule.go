@@ -42,7 +42,7 @@ func ParseSchedule(text string) (Schedule, error) {
 	}
 	if rest, ok := strings.CutPrefix(text, "@every"); ok {
 		// (the cron parser's own form takes any interval, 0s and -5s too)
-		return nil, fmt.Errorf("schedule %q: write `every%s` (at least %s) instead of @every", text, rest, MinEvery)
+		return nil, fmt.Errorf("schedule %q: write `every %s` (at least %s) instead of @every", text, strings.TrimSpace(rest), MinEvery)
 	}
 	s, err := cron.ParseStandard(text)
 	if err != nil {

@@ -46,6 +46,10 @@ type Group struct {
 	mu        sync.Mutex
 	state     supervisor.State
 	instances []*instance // in service: one per replica, except while one is replaced
+	// ended are instances takeOutWhenEnded took out whose end the
+	// replica has not handled yet (Exited kills what they left and
+	// removes their socket): the group's stop does it for them
+	ended     map[*instance]bool
 	replicas  []*supervisor.Replica[*instance]
 	restarts  map[string]int
 	lastError string
@@ -341,12 +345,14 @@ func (g *Group) hooks() *supervisor.Hooks[*instance] {
 		Start: g.launch,
 		Adopt: g.adopt,
 		Exited: func(in *instance) string {
+			g.handled(in)
 			_ = syscall.Kill(-in.proc.Pid(), syscall.SIGKILL) // what it started (npm's node, sh -c's children) goes with it: they would keep its port and memory
 			g.takeOut(in, "crash")
 			g.logger.Error("process exited; replacing it", zap.Int("pid", in.proc.Pid()), zap.String("exit", in.proc.ExitDescription()))
 			return "crash"
 		},
 		Leave: func(in *instance) {
+			g.handled(in)
 			g.takeOut(in, "")
 			g.stopLater(in)
 		},
@@ -417,9 +423,22 @@ func (g *Group) stopAll(instances []*instance) {
 func (g *Group) takeOutWhenEnded(in *instance) {
 	select {
 	case <-in.proc.Ended():
+		g.mu.Lock()
+		if g.ended == nil {
+			g.ended = map[*instance]bool{}
+		}
+		g.ended[in] = true
+		g.mu.Unlock()
 		g.takeOut(in, "")
 	case <-g.ctx.Done():
 	}
+}
+
+// handled forgets in among the ended: its replica handles its end.
+func (g *Group) handled(in *instance) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.ended, in)
 }
 
 func (g *Group) setLastError(err error) {
@@ -493,6 +512,8 @@ func (g *Group) stop() {
 	g.loops.Wait()
 	g.mu.Lock()
 	instances := slices.Clone(g.instances)
+	ended := slices.Collect(maps.Keys(g.ended))
+	g.ended = nil
 	g.state = supervisor.Stopped
 	g.mu.Unlock()
 	var wg sync.WaitGroup
@@ -502,6 +523,14 @@ func (g *Group) stop() {
 			defer wg.Done()
 			in.stop(g.spec)
 		})
+	}
+	// ended, and taken out, before their replica handled it (their
+	// output still draining): what they left is ended as Exited would
+	for _, in := range ended {
+		_ = syscall.Kill(-in.proc.Pid(), syscall.SIGKILL)
+		if in.network == "unix" {
+			_ = os.Remove(in.addr)
+		}
 	}
 	wg.Wait()
 	g.stopping.Wait()

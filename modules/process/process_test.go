@@ -238,3 +238,60 @@ func TestFirstInstancesOutOfServiceWhenTheirProcessEnds(t *testing.T) {
 		}
 	}
 }
+
+// TestStopEndsWhatAnEndedInstanceLeft: an instance taken out of service as
+// its process ended, whose end its replica has not handled yet (its
+// output still draining, held by what it left in its group), is ended by
+// the group's stop as its replica would have: what it left was not, and
+// outlived the group.
+func TestStopEndsWhatAnEndedInstanceLeft(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	left := filepath.Join(t.TempDir(), "left")
+	g := newGroup(&spec{Name: "api", Path: "/bin/sh", Workers: 1, StartTimeout: 30 * time.Second, StopSignal: syscall.SIGTERM, StopTimeout: time.Second,
+		Args: []string{"-c", "sleep 60 & echo $! > " + left + "; exec " + python + " -m http.server $PORT --bind 127.0.0.1"}}, zap.NewNop())
+	var leftPid int
+	t.Cleanup(func() {
+		if leftPid > 1 {
+			_ = syscall.Kill(leftPid, syscall.SIGKILL)
+		}
+	})
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); leftPid == 0; time.Sleep(10 * time.Millisecond) {
+		if data, err := os.ReadFile(left); err == nil {
+			leftPid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process did not start what it leaves")
+		}
+	}
+	g.mu.Lock()
+	in := g.instances[0]
+	g.mu.Unlock()
+	_ = syscall.Kill(in.proc.Pid(), syscall.SIGKILL) // the server; its sleep keeps the output open
+	<-in.proc.Ended()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) { // taken out
+		g.mu.Lock()
+		out := !slices.Contains(g.instances, in)
+		g.mu.Unlock()
+		if out {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not taken out of service")
+		}
+	}
+	if err := g.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	<-g.Stopped()
+	for deadline := time.Now().Add(5 * time.Second); supervisor.Alive(leftPid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d, left by an ended instance, outlived its group's stop", leftPid)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -26,37 +27,67 @@ const (
 	allOutputBurst          = 2500
 )
 
-// A process's output is read at most readBytesPerSecond bytes and
-// readLinesPerSecond lines a second (after a second's worth at once):
-// past what is logged, lines are read and dropped, and a process that
-// writes without pause (`yes`, a loop that prints) would otherwise keep
-// one of Caddy's CPUs reading them for as long as it ran. Past these its
-// writes wait, as they would on a full disk or terminal.
+// A process's output (its two streams together) is read at most
+// readBytesPerSecond bytes and readLinesPerSecond lines a second (after a
+// second's worth at once), until the process has ended: past what is
+// logged, lines are read and dropped, and a process that writes without
+// pause (`yes`, a loop that prints) would otherwise keep one of Caddy's
+// CPUs reading them for as long as it ran. Past these its writes wait, as
+// they would on a full disk or terminal. Once it has ended, what is left
+// in its pipes is read at once (its last lines, a traceback, and its end
+// reported without delay).
 const (
 	readBytesPerSecond = 8 << 20
 	readLinesPerSecond = 20000
+	// what a reader in debt waits for, at least: a few milliseconds' worth,
+	// so that it wakes a few hundred times a second, not for every byte
+	readBytesQuantum = 16 << 10
+	readLinesQuantum = 100
 )
 
-// pacer lets a reader through at most rate units a second, after a
-// burst of one second's worth; past that, wait sleeps until there is
-// room again.
+// pacer lets readers through at most rate units a second, after a burst
+// of one second's worth, until off is closed.
 type pacer struct {
-	bucket tokenBucket
-	sleep  func(time.Duration) // time.Sleep, or a test's
+	mu      sync.Mutex
+	bucket  tokenBucket
+	quantum float64
+	off     <-chan struct{} // nil: never
 }
 
-func newPacer(rate float64, now time.Time) *pacer {
-	return &pacer{bucket: tokenBucket{rate: rate, burst: rate, tokens: rate, refilled: now}, sleep: time.Sleep}
+func newPacer(rate, quantum float64, now time.Time, off <-chan struct{}) *pacer {
+	return &pacer{bucket: tokenBucket{rate: rate, burst: rate, tokens: rate, refilled: now}, quantum: quantum, off: off}
 }
 
-// spend takes n units at now, first sleeping while fewer than one is
-// left.
-func (p *pacer) spend(n int) {
+// room returns how many units may be spent now, first waiting, while
+// fewer than want (at most quantum) are left, until they are back (or off
+// is closed: then as many as wanted). A reader in debt so waits for a
+// quantum's worth: waiting only for what the time since its last read
+// brought, it read a few bytes at a time, a million times a second.
+func (p *pacer) room(want float64) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.bucket.refill(time.Now())
-	if p.bucket.tokens < 1 {
-		p.sleep(time.Duration((1 - p.bucket.tokens) / p.bucket.rate * float64(time.Second)))
+	want = min(want, p.quantum)
+	if p.bucket.tokens < want {
+		wait := time.Duration((want - p.bucket.tokens) / p.bucket.rate * float64(time.Second))
+		select {
+		case <-time.After(wait):
+		case <-p.off:
+		}
 		p.bucket.refill(time.Now())
 	}
+	select {
+	case <-p.off:
+		return math.Inf(1)
+	default:
+	}
+	return p.bucket.tokens
+}
+
+// spend takes n units.
+func (p *pacer) spend(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.bucket.tokens -= float64(n)
 }
 
@@ -67,9 +98,8 @@ type pacedReader struct {
 }
 
 func (p *pacedReader) Read(b []byte) (int, error) {
-	p.bytes.spend(0)
-	if room := int(p.bytes.bucket.tokens); room >= 1 && room < len(b) {
-		b = b[:room]
+	if room := p.bytes.room(float64(len(b))); room < float64(len(b)) {
+		b = b[:max(1, int(room))]
 	}
 	n, err := p.r.Read(b)
 	p.bytes.spend(n)

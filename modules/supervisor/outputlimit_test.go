@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -242,5 +243,62 @@ func TestOutputFloodIsReadAtABoundedRate(t *testing.T) {
 				t.Errorf("yes wrote %d bytes in %v: more than Caddy reads at its bound (%d)", written, elapsed, bound)
 			}
 		})
+	}
+}
+
+// countingReader counts the reads made of r.
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	c.reads++
+	return c.r.Read(b)
+}
+
+// TestPacedReaderReadsInQuanta: a reader in debt waits for a quantum's
+// worth before it reads again: it waited for a single byte, and read a
+// few bytes at a time, a million reads a second (a CPU of Caddy's, the
+// bound on bytes kept all the same).
+func TestPacedReaderReadsInQuanta(t *testing.T) {
+	zero, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zero.Close()
+	counted := &countingReader{r: zero}
+	paced := &pacedReader{r: counted, bytes: newPacer(readBytesPerSecond, readBytesQuantum, time.Now(), nil)}
+	buf := make([]byte, 32<<10)
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
+		if _, err := paced.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a second's worth at once (in reads of the buffer's size), then a
+	// quantum at a time: about 256 + 1.5 × 512
+	if counted.reads > 3000 {
+		t.Errorf("%d reads in 1.5 s: the reader does not wait for a quantum when in debt", counted.reads)
+	}
+}
+
+// TestLastLinesOfAFloodAreLogged: once a process that flooded its output
+// has ended, what is left in its pipe is read at once: its last line (a
+// traceback, an exit message) is logged, among the last lines dropped,
+// where reading it at the flood's rate took longer than the output's
+// drain and lost it.
+func TestLastLinesOfAFloodAreLogged(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	p, err := Start(Command{Path: "/bin/sh", Args: []string{"-c", "timeout 1 yes ''; echo LAST-LINE"}, Env: []string{"PATH=/usr/bin:/bin"}}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the process did not end")
+	}
+	if logs.FilterMessage("LAST-LINE").Len() == 0 {
+		t.Error("the last line of a process that flooded its output was not logged")
 	}
 }

@@ -125,7 +125,7 @@ func Run(ctx context.Context, c Command, logger *zap.Logger) ([]byte, error) {
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		_, _ = io.Copy(&out, &pacedReader{r: r, bytes: newPacer(readBytesPerSecond, time.Now())})
+		_, _ = io.Copy(&out, &pacedReader{r: r, bytes: newPacer(readBytesPerSecond, readBytesQuantum, time.Now(), nil)})
 	}()
 	var result keeper.Reply
 	select {
@@ -358,10 +358,13 @@ const outputDrain = 2 * time.Second
 // has returned (the process exited) and the output is read.
 func (p *Process) watch(logger *zap.Logger, stdout, stderr *os.File, wait func()) {
 	plog := logger.With(zap.Int("pid", p.pid))
-	budget := newOutputBudget(time.Now(), plog)
+	now := time.Now()
+	budget := newOutputBudget(now, plog)
+	// (shared by its two streams, and off once it has ended)
+	byteRate, lineRate := newPacer(readBytesPerSecond, readBytesQuantum, now, p.gone), newPacer(readLinesPerSecond, readLinesQuantum, now, p.gone)
 	p.logs.Add(2)
-	go p.forward(stdout, budget, 0, plog)
-	go p.forward(stderr, budget, 1, plog)
+	go p.forward(stdout, budget, byteRate, lineRate, 0, plog)
+	go p.forward(stderr, budget, byteRate, lineRate, 1, plog)
 	go func() {
 		wait()
 		p.ended.Store(true)
@@ -388,15 +391,14 @@ const maxLogLine = 16 << 10
 
 // forward logs what r, the process's stream (0 stdout, 1 stderr),
 // carries, line by line, as budget allows.
-func (p *Process) forward(r io.Reader, budget *outputBudget, stream int, logger *zap.Logger) {
+func (p *Process) forward(r io.Reader, budget *outputBudget, byteRate, lines *pacer, stream int, logger *zap.Logger) {
 	defer p.logs.Done()
 	logger = logger.With(zap.String("stream", streams[stream]))
-	now := time.Now()
-	br := bufio.NewReaderSize(&pacedReader{r: r, bytes: newPacer(readBytesPerSecond, now)}, maxLogLine)
-	lines := newPacer(readLinesPerSecond, now)
+	br := bufio.NewReaderSize(&pacedReader{r: r, bytes: byteRate}, maxLogLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
+			lines.room(readLinesQuantum)
 			lines.spend(1)
 			text := bytes.TrimSuffix(line, []byte{'\n'})
 			if budget.take(time.Now(), stream, text) {

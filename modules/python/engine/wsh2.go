@@ -148,7 +148,7 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 					code = 1005 // no status received
 				case len(payload) == 1:
 					return false, nil, -1, s.fail(1002, "a close frame of one byte")
-				case !sentCloseCode(code):
+				case !sendableCloseCode(code):
 					// (1005 and 1006 are never sent: a client that did
 					// would pass as another cause to the app)
 					return false, nil, -1, s.fail(1002, fmt.Sprintf("close code %d is not one a peer sends", code))
@@ -186,19 +186,6 @@ func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 			return messageOp == opBinary, message, 0, nil
 		}
 	}
-}
-
-// sentCloseCode reports whether a peer may send code in a close frame
-// (RFC 6455 §7.4: the codes defined for it, those registered since, and
-// 3000 to 4999 for libraries and applications).
-func sentCloseCode(code int) bool {
-	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
-		return true
-	case code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
 }
 
 // readFrameHead reads one client frame's head: whether it ends its
