@@ -113,6 +113,11 @@ func (h *ASGI) Provision(ctx caddy.Context) error {
 	return err
 }
 
+// webSocketReadIdle is how long a WebSocket over HTTP/2 waits for its
+// client's next frame: as good as for ever (a client that went away is
+// the connection's end, TCP keepalive's to find).
+const webSocketReadIdle = 10 * 365 * 24 * time.Hour
+
 // ServeHTTP runs the request on a worker, behind the HTTP guard.
 func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	defer panics.RecoverRequest(h.logger, "serving", r, &err) // a 500 for this request only
@@ -129,6 +134,17 @@ func (h *ASGI) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		}
 		rq := h.request(r)
 		rq.WriteIdle = writeIdle(r)
+		if r.ProtoMajor >= 2 {
+			// a WebSocket over HTTP/2 waits for its client's next frame as
+			// long as both sides want, as one over HTTP/1.1 does (its
+			// connection taken out of Caddy's server, timeouts with it):
+			// Caddy's read_body_idle would end it after a minute of a
+			// client that only listens (until then the app's answer to the
+			// opening is bounded by its timeout)
+			if reader, _ := caddyhttp.IdleTimeoutsFromContext(r.Context()); reader != nil {
+				reader.Override(webSocketReadIdle, 0) // (for the stream's life: not restored)
+			}
+		}
 		return httpError(w, h.app.pool, h.app.pool.ServeWebSocket(w, r, rq))
 	}
 	return h.WSGI.ServeHTTP(w, r, next)

@@ -11,10 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/coder/websocket"
 
 	"github.com/hearth-dev/hearth/modules/internal/textcut"
@@ -107,20 +105,8 @@ func acceptStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*
 	if err := rc.Flush(); err != nil {
 		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
 	}
-	// a WebSocket waits for its client's next message as long as both
-	// sides want, as one over HTTP/1.1 does (its connection taken out of
-	// Caddy's server, timeouts with it): Caddy's read_body_idle would end it
-	// after a minute of a client that only listens
-	if reader, _ := caddyhttp.IdleTimeoutsFromContext(r.Context()); reader != nil {
-		reader.Override(webSocketReadIdle, 0) // (for the stream's life: not restored)
-	}
 	return &streamPeer{body: r.Body, in: bufio.NewReader(r.Body), rc: rc, w: w}, nil
 }
-
-// webSocketReadIdle is how long a WebSocket over HTTP/2 waits for its
-// client's next frame: as good as for ever (a client that went away is
-// the connection's end, TCP keepalive's to find).
-const webSocketReadIdle = 10 * 365 * 24 * time.Hour
 
 func (s *streamPeer) read(ctx context.Context) (bool, []byte, int, error) {
 	var message []byte
