@@ -79,6 +79,13 @@ func TestWebSocket(t *testing.T) {
 			t.Errorf("the app's close (%s): %v, want a close frame with %d", msg, err, want)
 		}
 	}
+	// a text message that is not UTF-8 is a protocol error (1007), as
+	// over HTTP/2: the app got it with its bytes replaced
+	wsu := wsDial(t, base+"/echo")
+	wsu.Write(ctx, websocket.MessageText, []byte{'a', 0xff, 0xfe})
+	if _, got, err := wsu.Read(ctx); websocket.CloseStatus(err) != websocket.StatusInvalidFramePayloadData {
+		t.Errorf("a text message that is not UTF-8: %q %v, want a close with 1007", got, err)
+	}
 	// the client closes with a code; then one just goes away
 	ws2 := wsDial(t, base+"/echo")
 	wsRoundTrip(t, ws2, websocket.MessageText, "x")

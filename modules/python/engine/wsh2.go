@@ -41,6 +41,12 @@ func (u upgradedPeer) read(ctx context.Context) (bool, []byte, int, error) {
 	if err != nil {
 		return false, nil, int(websocket.CloseStatus(err)), err
 	}
+	if typ == websocket.MessageText && !utf8.Valid(data) {
+		// as over HTTP/2 (the library does not check it): the app would
+		// get the bytes replaced, and a client its message taken
+		_ = u.conn.Close(websocket.StatusInvalidFramePayloadData, "text message is not UTF-8")
+		return false, nil, -1, errors.New("WebSocket protocol error from the client: text message is not UTF-8")
+	}
 	return typ == websocket.MessageBinary, data, 0, nil
 }
 
