@@ -106,10 +106,10 @@ const foldsToASCII = "\u017f\u00df\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
 // does not allocate for the paths it lets through.
 func (g *Guard) refusedPath(p string, sitePaths bool) string {
 	lower := strings.ToLower(p)
-	if strings.ContainsAny(lower, foldsToASCII) { // what a case-folding file system reads as ASCII
-		lower = foldToASCII.Replace(lower)
-	}
-	if !isASCII(lower) {
+	if !isASCII(lower) { // (one pass over an ordinary path, which has none of these)
+		if strings.ContainsAny(lower, foldsToASCII) { // what a case-folding file system reads as ASCII
+			lower = foldToASCII.Replace(lower)
+		}
 		// characters nothing shows (a zero-width joiner, a soft hyphen,
 		// a variation selector): a case-folding file system may ignore
 		// them (ext4's did), so /.g<U+200D>it/config opened .git/config

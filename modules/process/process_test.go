@@ -195,38 +195,12 @@ func TestInstanceOutOfServiceWhenItsProcessEnds(t *testing.T) {
 // they stayed until their output was drained, up to 2 s later, with
 // their port free for another account to bind.
 func TestFirstInstancesOutOfServiceWhenTheirProcessEnds(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3")
-	}
-	holder := filepath.Join(t.TempDir(), "holder")
-	g := newGroup(&spec{Name: "api", Path: "/bin/sh", Workers: 1, StartTimeout: 30 * time.Second, StopSignal: syscall.SIGTERM, StopTimeout: time.Second,
-		Args: []string{"-c", "setsid sh -c 'echo $$ > " + holder + "; exec sleep 60' & exec " + python + " -m http.server $PORT --bind 127.0.0.1"}}, zap.NewNop())
-	t.Cleanup(func() {
-		_ = g.Destruct()
-		if data, err := os.ReadFile(holder); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.mu.Lock()
-	in := g.instances[0]
-	g.mu.Unlock()
+	// its output held by a process of a session of its own
+	g, in, _ := serverLeavingAChild(t, "setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' &")
 	inService := func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return slices.Contains(g.instances, in)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(holder); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal("the holder did not start")
-		}
 	}
 	_ = syscall.Kill(in.proc.Pid(), syscall.SIGKILL) // the server; the holder keeps its output open
 	<-in.proc.Ended()
@@ -245,33 +219,8 @@ func TestFirstInstancesOutOfServiceWhenTheirProcessEnds(t *testing.T) {
 // the group's stop as its replica would have: what it left was not, and
 // outlived the group.
 func TestStopEndsWhatAnEndedInstanceLeft(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3")
-	}
-	left := filepath.Join(t.TempDir(), "left")
-	g := newGroup(&spec{Name: "api", Path: "/bin/sh", Workers: 1, StartTimeout: 30 * time.Second, StopSignal: syscall.SIGTERM, StopTimeout: time.Second,
-		Args: []string{"-c", "sleep 60 & echo $! > " + left + "; exec " + python + " -m http.server $PORT --bind 127.0.0.1"}}, zap.NewNop())
-	var leftPid int
-	t.Cleanup(func() {
-		if leftPid > 1 {
-			_ = syscall.Kill(leftPid, syscall.SIGKILL)
-		}
-	})
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); leftPid == 0; time.Sleep(10 * time.Millisecond) {
-		if data, err := os.ReadFile(left); err == nil {
-			leftPid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the process did not start what it leaves")
-		}
-	}
-	g.mu.Lock()
-	in := g.instances[0]
-	g.mu.Unlock()
+	// its output held by a process of its own group
+	g, in, leftPid := serverLeavingAChild(t, "sleep 60 & echo $! > {pidfile};")
 	_ = syscall.Kill(in.proc.Pid(), syscall.SIGKILL) // the server; its sleep keeps the output open
 	<-in.proc.Ended()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) { // taken out
@@ -294,4 +243,40 @@ func TestStopEndsWhatAnEndedInstanceLeft(t *testing.T) {
 			t.Fatalf("process %d, left by an ended instance, outlived its group's stop", leftPid)
 		}
 	}
+}
+
+// serverLeavingAChild starts a group of one instance, an HTTP server run
+// by a shell that first runs leave, which starts a process that outlives
+// the server and writes its pid to {pidfile}; it returns the group, its
+// instance and that process, which the test's end kills (and the group).
+func serverLeavingAChild(t *testing.T, leave string) (*Group, *instance, int) {
+	t.Helper()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	pidfile := filepath.Join(t.TempDir(), "left")
+	g := newGroup(&spec{Name: "api", Path: "/bin/sh", Workers: 1, StartTimeout: 30 * time.Second, StopSignal: syscall.SIGTERM, StopTimeout: time.Second,
+		Args: []string{"-c", strings.ReplaceAll(leave, "{pidfile}", pidfile) + " exec " + python + " -m http.server $PORT --bind 127.0.0.1"}}, zap.NewNop())
+	left := 0
+	t.Cleanup(func() {
+		_ = g.Destruct()
+		if left > 1 {
+			_ = syscall.Kill(left, syscall.SIGKILL)
+		}
+	})
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); left == 0; time.Sleep(10 * time.Millisecond) {
+		if data, err := os.ReadFile(pidfile); err == nil {
+			left, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process did not start what it leaves")
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g, g.instances[0], left
 }

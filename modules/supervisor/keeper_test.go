@@ -128,22 +128,7 @@ func descendants(pid int) []int {
 func TestNothingOutlivesItsCaddy(t *testing.T) {
 	for _, mode := range []string{"wait", "panic"} {
 		t.Run(mode, func(t *testing.T) {
-			cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-			cmd.Env = append(os.Environ(), parentModeEnv+"="+mode)
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(exited) }()
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			if line != "ready\n" {
-				_ = cmd.Process.Kill()
-				t.Fatalf("the parent said %q", line)
-			}
+			cmd, exited := startParent(t, mode)
 			// four sleeps: one in a shell's group, one in a session of its
 			// own, and one of each kind from the daemon's script
 			var procs []int
@@ -214,21 +199,8 @@ func TestAChainOfGroupsDoesNotOutliveItsCaddy(t *testing.T) {
 	if err := os.WriteFile(script, []byte(chainScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-	cmd.Env = append(os.Environ(), parentModeEnv+"=chain", chainScriptEnv+"="+script, chainLeafEnv+"="+leaf)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	cmd, exited := startParent(t, "chain", chainScriptEnv+"="+script, chainLeafEnv+"="+leaf)
 	defer func() { _ = cmd.Process.Kill() }()
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("the parent said %q", line)
-	}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(leaf); err == nil {
 			break
@@ -260,6 +232,29 @@ func TestAChainOfGroupsDoesNotOutliveItsCaddy(t *testing.T) {
 	if len(alive) > 0 {
 		t.Errorf("%d of the chain's %d processes outlived their Caddy", len(alive), len(procs))
 	}
+}
+
+// startParent starts the test binary acting as a Caddy (parentModeEnv)
+// in mode, with env added, and waits for its "ready"; exited is closed
+// when it has ended.
+func startParent(t *testing.T, mode string, env ...string) (cmd *exec.Cmd, exited chan struct{}) {
+	t.Helper()
+	cmd = exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), parentModeEnv+"="+mode), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("the parent said %q", line)
+	}
+	return cmd, exited
 }
 
 func TestRunReportsTheEnd(t *testing.T) {
