@@ -135,7 +135,7 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", c.Name, err)
 		}
-		own.Path = "python3"
+		own.Path = systemPython()
 		place = &own
 		// isolated: no module from the working directory (Caddy's, which
 		// may be an app's project) nor PYTHON* variables, as this may
@@ -148,8 +148,10 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 	}
 	// the run makes the copy and hands it to Caddy, which keeps it in to:
 	// the script is not told where the copies are
+	// caddys: the run is Caddy's own account's (no app), which takes no
+	// database another account could have put in its way
 	args, err := json.Marshal(map[string]any{"name": c.Name, "path": path,
-		"alias": c.Database, "settings_module": settingsModule})
+		"alias": c.Database, "settings_module": settingsModule, "caddys": app == nil})
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +163,18 @@ func (c *BackupConfig) ResolveBackup(app *supervisor.Command, settingsModule str
 	return &Spec{Name: c.Name, Kind: KindBackup, App: c.AppName(), Path: place.Path, Args: append(python, string(args)),
 		Schedule: schedule, Timeout: timeout, Dir: place.Dir, Env: place.Env, Umask: place.Umask, Credential: place.Credential,
 		schedule: sched, Backup: &BackupTarget{Database: c.Database, Path: path, To: to, Keep: keep}}, nil
+}
+
+// systemPython is the interpreter of a backup without an app: the
+// system's, not the first python3 on Caddy's PATH, which may be a pyenv
+// shim or a virtualenv of whoever started Caddy, then run as root or as
+// Caddy's account (which may not even reach it). Where the system has
+// none there, PATH decides.
+func systemPython() string {
+	if info, err := os.Stat("/usr/bin/python3"); err == nil && info.Mode().IsRegular() {
+		return "/usr/bin/python3"
+	}
+	return "python3"
 }
 
 // OpenCopy opens file, a copy in the backup's directory, for Restore (see

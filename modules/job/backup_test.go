@@ -535,6 +535,82 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 // after it: they are kept, and said), only regular files are pruned (a
 // directory named like a copy does not stop the pruning for good), and
 // the run's result line stays whole in the output tail after many removals.
+// Under the unit Caddy runs as its own account, which is in the apps'
+// groups and so reads every app's database. A backup without an app runs
+// as that account: one app's account must not make it copy another's
+// database as its own (a link in its directory), nor restore through
+// that link. Names of Caddy's account (and root's) are taken as before.
+func TestBackupAsCaddysAccountTakesNoOtherAccountsNames(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the test runs the backup as two accounts of its own")
+	}
+	const caddyUID, appUID = 65533, 65534 // Caddy's account (no name), the app's (nobody)
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	dirOf := func(name string, uid int) string {
+		dir := filepath.Join(base, name)
+		must(t, os.Mkdir(dir, 0o755))
+		must(t, os.Chown(dir, uid, uid))
+		return dir
+	}
+	// another app's database, which Caddy's account may read
+	other := filepath.Join(dirOf("other-app", caddyUID), "db.sqlite3")
+	makeDB(t, other, "the other app's rows")
+	must(t, os.Chown(other, caddyUID, caddyUID))
+	backup := func(name, path string) (*Spec, Run) {
+		spec, err := (&BackupConfig{Name: name, Path: path, To: filepath.Join(base, name+"-copies")}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Credential = &syscall.Credential{Uid: caddyUID, Gid: caddyUID} // as Caddy's account runs it
+		return spec, runBackup(t, spec, "")
+	}
+
+	t.Run("a database of Caddy's account", func(t *testing.T) {
+		if _, run := backup("other", other); run.Result != OK {
+			t.Errorf("the backup: %+v", run)
+		}
+	})
+	t.Run("a link of the app's account to another app's database", func(t *testing.T) {
+		link := filepath.Join(dirOf("app", appUID), "db.sqlite3")
+		must(t, os.Symlink(other, link))
+		must(t, os.Lchown(link, appUID, appUID))
+		spec, run := backup("app", link)
+		copies, _ := filepath.Glob(filepath.Join(base, "app-copies", "*.sqlite3"))
+		if run.Result != Failed || len(copies) != 0 || !strings.Contains(run.Output, "Give the backup `app <name>`") {
+			t.Errorf("a backup through another account's link: %s %q, copies %v", run.Result, run.Output, copies)
+		}
+		// a restore through the link would write the other app's database
+		copied := filepath.Join(base, "app-copies", "app-20261202T000000000Z.sqlite3")
+		must(t, os.MkdirAll(filepath.Dir(copied), 0o700))
+		makeDB(t, copied, "the app's chosen rows")
+		must(t, os.Chmod(copied, 0o600))
+		j := New(spec, zap.NewNop())
+		defer j.Destruct()
+		id, err := restoreFile(j, copied)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := waitRun(t, j, id); r.Result != Failed {
+			t.Errorf("a restore through another account's link: %s %q", r.Result, r.Output)
+		}
+		out, err := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select x from t").fetchall())`, other).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "the other app's rows") {
+			t.Errorf("the other app's database after the restore: %s %v", out, err)
+		}
+	})
+	t.Run("a directory of the app's account on the way", func(t *testing.T) {
+		dir := dirOf("app-dir", appUID)
+		db := filepath.Join(dir, "db.sqlite3")
+		makeDB(t, db, "rows")
+		must(t, os.Chown(db, caddyUID, caddyUID))
+		if _, run := backup("appdir", db); run.Result != Failed || !strings.Contains(run.Output, "of uid 65534") {
+			t.Errorf("a backup under a directory of the app's account: %s %q", run.Result, run.Output)
+		}
+	})
+}
+
 func TestBackupPruning(t *testing.T) {
 	base := t.TempDir()
 	db := filepath.Join(base, "site.sqlite3")

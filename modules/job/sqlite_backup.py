@@ -120,11 +120,11 @@ def walk(path):
     return met, missing_in
 
 
-def account_of(path, what):
+def account_of(path, what, trusted=(0,)):
     """The uid a backup run as root must take for path: the owner of the
-    first name on the way (links included) that is not root's, and every
-    later name that is not root's must be that account's too; or 0 when
-    root owns every name, and no directory on the way is writable by
+    first name on the way (links included) that is not root's (nor
+    another trusted uid's), and every later such name must be that
+    account's too; or 0 when trusted uids own every name, and no directory on the way is writable by
     another account (a sticky one, like /tmp, may be above: no other
     account can move what root owns in it; not the last, where SQLite
     creates files beside the database, nor one a missing name would be
@@ -132,7 +132,7 @@ def account_of(path, what):
     met, missing_in = walk(path)
     owner = 0
     for name, st in met:
-        if st.st_uid == 0:
+        if st.st_uid in trusted:
             continue
         if owner == 0:
             owner = st.st_uid
@@ -148,18 +148,41 @@ def account_of(path, what):
             dirs.append((missing_in, os.lstat(missing_in)))
         except OSError as e:
             fail('cannot check %s: %s' % (missing_in, e.strerror))
+    owners = 'root\'s' if trusted == (0,) else 'root\'s and Caddy\'s account\'s'
     for name, st in dirs:
         if st.st_mode & 0o022 and (name == last or not st.st_mode & stat.S_ISVTX):
-            fail('the %s %s is root\'s, but %s on the way has mode %03o: another account could put links or files in the way of a backup running as root. '
+            fail('the %s %s is %s, but %s on the way has mode %03o: another account could put links or files in the way of the backup. '
                  'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or %s writable by no other'
-                 % (what, path, name, st.st_mode & 0o7777, name))
+                 % (what, path, owners, name, st.st_mode & 0o7777, name))
     return 0
 
 
-def become_owner(source):
+def only_own(path, what):
+    """A backup without an app run as Caddy's account when that is not
+    root (`user caddy` under the unit): every name on the way to path
+    (links included) must be root's or this account's, and no directory
+    on the way writable by another account (as account_of). Caddy's
+    account can read the databases of apps whose group it is in, so a
+    link of one app's account must not make it copy another app's
+    database as the first's, nor write through that link on a restore."""
+    me = os.geteuid()
+    met, _ = walk(path)
+    for name, st in met:
+        if st.st_uid not in (0, me):
+            fail('the %s %s leads through %s of uid %d, not this backup\'s account (uid %d, Caddy\'s): it would copy or restore whatever that account links there. '
+                 'Give the backup `app <name>` (it then runs as that app\'s account), or keep the database in a directory of Caddy\'s account' % (what, path, name, st.st_uid, me))
+    account_of(path, what, (0, me))  # every name root's or ours: the directories' modes
+
+
+def become_owner(source, caddys):
     """Running as root, become the account the database is in the hands of
-    (account_of); stay root only when root's alone."""
+    (account_of); stay root only when root's alone. As another account:
+    a run with an app is that app's, whose files it may handle; a run
+    without one is Caddy's own (caddys), and takes nothing another
+    account could have put in its way (only_own)."""
     if os.geteuid() != 0:
+        if caddys:
+            only_own(source, 'database')
         return
     try:
         st = os.stat(source)  # the file itself, wherever links lead: only a stat, no data read
@@ -349,10 +372,10 @@ def hand_to_caddy(path):
     return size
 
 
-def restore(name, source, copy):
+def restore(name, source, copy, caddys):
     # as the database's owner from the start: the copy is made beside the
     # database, in that account's directory
-    become_owner(source)
+    become_owner(source, caddys)
     work = workspace(name, source)
     try:
         incoming = os.path.join(work, 'restore.sqlite3')
@@ -399,9 +422,9 @@ def main():
     else:
         source = os.path.abspath(spec['path'])
     if spec.get('restore'):
-        restore(name, source, spec['restore'])
+        restore(name, source, spec['restore'], spec.get('caddys', False))
         return
-    become_owner(source)
+    become_owner(source, spec.get('caddys', False))
     if not os.path.isfile(source):
         fail('the database %s does not exist (yet): nothing to back up' % source)
     work = workspace(name, source)
