@@ -231,7 +231,7 @@ func (p *Pool) exchange(g grant, w http.ResponseWriter, r *http.Request, from or
 	case p.opts.ASGI():
 		return false, p.streamASGI(w, r, from, s, sid, status, f.data, bodySent, &mark)
 	}
-	return false, p.stream(w, s, sid, status, f.data, bodySent, nil)
+	return false, p.stream(w, s, sid, status, f.data, bodySent, nil, declaredLength(r, status, hdr))
 }
 
 // bodyFrame is a frame of a response body, as the relays read it.
@@ -317,7 +317,7 @@ func (p *Pool) streamASGI(w http.ResponseWriter, r *http.Request, from origin, s
 	left := &clientLeft{s: s, sid: sid}
 	stop := context.AfterFunc(r.Context(), left.tell)
 	defer stop()
-	return p.stream(w, s, sid, status, first, bodySent, &asgiStream{left: left, release: release})
+	return p.stream(w, s, sid, status, first, bodySent, &asgiStream{left: left, release: release}, declaredLength(r, status, w.Header()))
 }
 
 // asgiStream is what relaying an ASGI stream (streamASGI) adds to a
@@ -403,10 +403,23 @@ const bufferedWrite = 2048
 // when the body was never streamed).
 func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, payload []byte, s *channel, bodySent chan error, mark *headerMark) error {
 	hdr := w.Header()
-	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified {
+	// (a HEAD answered without a body says no length: its GET's is not known)
+	if hdr["Content-Length"] == nil && status != http.StatusNoContent && status != http.StatusNotModified && (r.Method != http.MethodHead || len(payload) > 0) {
 		hdr["Content-Length"] = contentLength(len(payload))
 	}
 	send := len(payload) > 0 && r.Method != http.MethodHead && status != http.StatusNoContent && status != http.StatusNotModified
+	if n := declaredLength(r, status, hdr); n >= 0 && n != int64(len(payload)) {
+		// nothing is sent yet: the client gets an error, not a body its
+		// length misframes (HTTP/2 and HTTP/3 would send it as it is)
+		if mark != nil {
+			mark.restore(hdr)
+		}
+		err := p.lengthMismatch(n, int64(len(payload)), "")
+		if ferr := p.finish(s, bodySent); ferr != nil {
+			return ferr
+		}
+		return Failed(BadResponse, fmt.Errorf("app %s: %w", p.opts.Name, err))
+	}
 	if len(payload) <= bufferedWrite {
 		w.WriteHeader(status)
 		if send {
@@ -453,7 +466,7 @@ func (p *Pool) finishSmall(w http.ResponseWriter, r *http.Request, status int, p
 	w.WriteHeader(status)
 	switch {
 	case sp != nil:
-		p.relay(w, sp, nil)
+		p.relay(w, sp, nil, -1) // (its length is payload's, checked above)
 	case send:
 		_, _ = w.Write(body)
 	}
@@ -477,6 +490,30 @@ func contentLength(n int) []string {
 	return []string{strconv.Itoa(n)}
 }
 
+// declaredLength is the body length the app's Content-Length promises
+// the client, or -1 when there is none to keep: no Content-Length, or a
+// HEAD request, a 204 or a 304, whose bodies are not sent.
+func declaredLength(r *http.Request, status int, hdr http.Header) int64 {
+	v := hdr["Content-Length"]
+	if len(v) == 0 || r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
+		return -1
+	}
+	n, err := strconv.ParseInt(textproto.TrimString(v[0]), 10, 64)
+	if err != nil { // (parseResponseHead refuses what is not 1 to 18 digits)
+		return -1
+	}
+	return n
+}
+
+// lengthMismatch logs (as the app's failures are: at most ten a second)
+// and returns the error of a body whose length is not the one its
+// Content-Length declared.
+func (p *Pool) lengthMismatch(declared, got int64, atLeast string) error {
+	err := fmt.Errorf("the app's response body has%s %d bytes, but its Content-Length says %d: the response is not sent as it is (a file that changed while it was read? a Content-Length set by hand?)", atLeast, got, declared)
+	p.logAppFailure("the app's response does not match its Content-Length", []byte(err.Error()))
+	return err
+}
+
 // stream relays a multi-frame response: a pump goroutine takes frames from
 // the worker as fast as it sends them into a spool (memory, then disk), and
 // this goroutine writes the spool to the client, flushing whenever it has
@@ -495,7 +532,7 @@ func contentLength(n int) []string {
 // Past the answer's own bound on disk (a large download), it waits for
 // its client as long as the client reads, but while other requests wait
 // for a worker those waits count too.
-func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error, asgi *asgiStream) error {
+func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int, first []byte, bodySent chan error, asgi *asgiStream, declared int64) error {
 	sp := newSpool(streamMemLimit, held.answerSpill())
 	// however this goroutine ends, the pump must not wait on it for room
 	// in the spool: it would hold the worker
@@ -535,22 +572,40 @@ func (p *Pool) stream(w http.ResponseWriter, s *channel, sid uint32, status int,
 		// write(b'') sends its headers, as PEP 3333 has it)
 		_ = http.NewResponseController(w).Flush()
 	}
-	p.relay(w, sp, gone)
+	p.relay(w, sp, gone, declared)
 	return nil
 }
 
 // relay writes what sp holds to the client, flushing whenever it has
 // caught up with the producer, until the end. A response that cannot be
-// sent whole is cut off (http.ErrAbortHandler), never ended as complete.
-// gone, when set, is called once the client cannot be written to.
-func (p *Pool) relay(w http.ResponseWriter, sp *spool, gone func()) {
+// sent whole is cut off (http.ErrAbortHandler), never ended as complete:
+// so is one whose body does not match the length the app declared
+// (declared ≥ 0; Go's HTTP/1.1 server closes such a connection, but its
+// HTTP/2 server sends a longer body as it is, and ends a shorter one as
+// complete). gone, when set, is called once the client cannot be written
+// to.
+func (p *Pool) relay(w http.ResponseWriter, sp *spool, gone func(), declared int64) {
 	rc := http.NewResponseController(w)
+	var sent int64
 	for {
 		chunk, more, err := sp.Next()
 		if err == io.EOF {
 			sp.Close()
+			if declared >= 0 && sent != declared {
+				_ = p.lengthMismatch(declared, sent, "")
+				panic(http.ErrAbortHandler)
+			}
 			return
 		}
+		if declared >= 0 && err == nil && sent+int64(len(chunk)) > declared {
+			sp.Discard() // the pump still drains the worker
+			if gone != nil {
+				gone()
+			}
+			_ = p.lengthMismatch(declared, sent+int64(len(chunk)), " at least")
+			panic(http.ErrAbortHandler)
+		}
+		sent += int64(len(chunk))
 		if err != nil {
 			sp.Discard()
 			if FailureOf(err) == 0 && !errors.Is(err, errAppCancelled) { // (else logged where it happened)
@@ -939,6 +994,7 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 	if contentLength != nil && !decimal(textproto.TrimBytes(contentLength)) {
 		return 0, &badHeadError{"the app sent a Content-Length that is not a length in digits: a client or proxy could read the body another way"}
 	}
+	clSeen := false
 	// one string holds every value, and one array the values of names hdr
 	// does not have yet, each such slice capped at its one value (adding
 	// to it copies): two allocations for the head, not two per header
@@ -957,6 +1013,12 @@ func parseResponseHead(p []byte, hdr http.Header) (int, error) {
 		}
 		if hopByHop[name] {
 			continue
+		}
+		if name == "Content-Length" { // one line, however often the app sent the same length
+			if clSeen {
+				continue
+			}
+			clSeen = true
 		}
 		value := text[valueAt : valueAt+len(fields[i+1])]
 		if old := hdr[name]; len(old) > 0 {

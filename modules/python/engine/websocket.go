@@ -127,7 +127,7 @@ func (p *Pool) ServeWebSocket(w http.ResponseWriter, r *http.Request, rq *Reques
 			return p.broken(s, fmt.Errorf("expected the end of a refusal, got %v %v", h.Type, err))
 		}
 		status = refusalStatus(r, status)
-		return p.finishSmall(w, r, status, payload, s, nil, nil)
+		return p.finishSmall(w, r, status, payload, s, nil, &mark)
 	case protocol.WSAccept:
 		if sub := string(payload); sub != "" && !offered(r, sub) {
 			// the subprotocol goes into a response header: only one the
