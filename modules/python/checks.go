@@ -203,7 +203,8 @@ func (a *App) collectFindings() ([]Finding, error) {
 			Fix: "use `settings auto` and read SECRET_KEY, DEBUG and ALLOWED_HOSTS from os.environ in the app"})
 	}
 	findings = append(findings, a.adminEndpointFindings()...)
-	return append(findings, networkFindings(site.ServerPorts)...), nil
+	listen, adminOn := hearth.AdminEndpoint()
+	return append(findings, networkFindings(site.ServerPorts, listen, adminOn)...), nil
 }
 
 // reportFindings turns the app's report into findings; site is where

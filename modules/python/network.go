@@ -7,28 +7,31 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/hearth-dev/hearth/modules/netinfo"
 )
 
-// networkFindings reports listening sockets on non-loopback addresses
-// that Caddy does not own (databases, caches and development servers
-// reachable from the network), and Caddy's own non-loopback listeners that
-// serve no site (its admin API moved off loopback). A Caddy process
-// listening on a port of serverPorts is the one serving the config, when
-// `caddy hearth check` runs beside it: not a finding.
-func networkFindings(serverPorts []string) []Finding {
-	own := netinfo.OwnSocketInodes()
+// networkFindings reports the config's admin API on an address other
+// machines can reach (adminListen, as Caddy reads it; adminOn: not `admin
+// off`), and listening sockets on non-loopback addresses that Caddy does
+// not own (databases, caches and development servers reachable from the
+// network). Caddy's own sockets are its sites' (the new config's, and
+// during a reload the running one's, on ports the new one may not use)
+// and its dashboard's: what the config says of the admin API is what
+// tells it apart. A Caddy process listening on a port of serverPorts is
+// the one serving the config, when `caddy hearth check` runs beside it:
+// not a finding.
+func networkFindings(serverPorts []string, adminListen string, adminOn bool) []Finding {
 	var out []Finding
+	if where := publicAdmin(adminListen, adminOn); where != "" {
+		out = append(out, Finding{ID: "HG-NET-02", Blocking: true,
+			Problem: fmt.Sprintf("Caddy's admin API (which can change the whole config) listens on %s, reachable from the network", where),
+			Fix:     "keep the admin endpoint on loopback: `admin localhost:2019` (the default) in the global options, or a unix socket"})
+	}
+	own := netinfo.OwnSocketInodes()
 	for _, l := range netinfo.Listeners() {
-		if l.Addr.IsLoopback() {
-			continue
-		}
-		if own[l.Inode] {
-			if !slices.Contains(serverPorts, strconv.Itoa(l.Port)) {
-				out = append(out, Finding{ID: "HG-NET-02", Blocking: true,
-					Problem: fmt.Sprintf("Caddy listens on %s for something other than a site: its admin API (which can change the whole config) reachable from the network", net.JoinHostPort(l.Addr.String(), strconv.Itoa(l.Port))),
-					Fix:     "keep the admin endpoint on loopback: `admin localhost:2019` (the default) in the global options"})
-			}
+		if l.Addr.IsLoopback() || own[l.Inode] {
 			continue
 		}
 		if slices.Contains(serverPorts, strconv.Itoa(l.Port)) && strings.HasPrefix(l.Process, "caddy") {
@@ -45,4 +48,25 @@ func networkFindings(serverPorts []string) []Finding {
 	}
 	slices.SortFunc(out, func(a, b Finding) int { return strings.Compare(a.Problem, b.Problem) })
 	return out
+}
+
+// publicAdmin is the admin API's address when other machines can reach it
+// (TCP on a host that is not loopback: no host at all is every
+// interface), or "".
+func publicAdmin(listen string, on bool) string {
+	if !on {
+		return ""
+	}
+	addr, err := caddy.ParseNetworkAddress(listen)
+	if err != nil || addr.IsUnixNetwork() || addr.IsFdNetwork() {
+		return "" // (Caddy refuses an address it cannot parse itself)
+	}
+	host := strings.Trim(addr.Host, "[]")
+	if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() {
+		return ""
+	}
+	if host == "" {
+		return "every interface, port " + addr.JoinHostPort(0)[1:]
+	}
+	return addr.JoinHostPort(0)
 }
