@@ -34,7 +34,22 @@ func parseASGI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	return a, err
 }
 
-func parseHearthOption(d *caddyfile.Dispenser, _ any) (any, error) {
+// onceOnly refuses a global option block given a second time: Caddy
+// hands each block the value of the one before (existing), which the
+// second would replace whole, silently dropping the first's settings.
+func onceOnly(d *caddyfile.Dispenser, existing any) error {
+	if existing == nil {
+		return nil
+	}
+	d.Next() // onto the option's name, where the error points
+	name := d.Val()
+	return d.Errf("the global option %s is given twice: a second %s { } block would replace the first whole; put everything in one %s { } block", name, name, name)
+}
+
+func parseHearthOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if err := onceOnly(d, existing); err != nil {
+		return nil, err
+	}
 	app := new(hearth.App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
 		return nil, err
@@ -42,7 +57,10 @@ func parseHearthOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	return httpcaddyfile.App{Name: "hearth", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-func parseDDNSOption(d *caddyfile.Dispenser, _ any) (any, error) {
+func parseDDNSOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if err := onceOnly(d, existing); err != nil {
+		return nil, err
+	}
 	app := new(ddns.App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
 		return nil, err

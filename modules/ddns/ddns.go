@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -723,11 +724,15 @@ func (s *state) backoff(interval time.Duration) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures++
-	d := interval
-	for i := 1; i < s.failures && d < 8*interval; i++ {
-		d *= 2
+	limit := time.Duration(math.MaxInt64)
+	if interval <= limit/8 {
+		limit = 8 * interval // (past it, 8 intervals wrapped negative: a check without a pause)
 	}
-	return min(d, 8*interval)
+	d := interval
+	for i := 1; i < s.failures && d < limit; i++ {
+		d = min(d, limit/2) * 2
+	}
+	return min(d, limit)
 }
 
 func (s *state) resetBackoff() {

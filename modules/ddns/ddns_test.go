@@ -3,6 +3,7 @@ package ddns
 import (
 	"context"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -310,5 +311,25 @@ func TestEchoServicesAreAskedDirectly(t *testing.T) {
 	tr, ok := ipEchoClient.Transport.(*http.Transport)
 	if !ok || tr.Proxy != nil {
 		t.Fatalf("the http sources' transport (%T) takes a proxy from the environment", ipEchoClient.Transport)
+	}
+}
+
+// TestBackoffNeverWraps: the wait after failures doubles up to 8
+// intervals, and never wraps negative: 8 intervals of 20000d did, and a
+// failing check ran again at once, thousands of times a second.
+func TestBackoffNeverWraps(t *testing.T) {
+	for _, interval := range []time.Duration{MinInterval, DefaultInterval, 20000 * 24 * time.Hour, math.MaxInt64 / 3, math.MaxInt64} {
+		s := &state{}
+		last := time.Duration(0)
+		for i := range 70 {
+			d := s.backoff(interval)
+			if d < interval || d < last || interval <= math.MaxInt64/8 && d > 8*interval {
+				t.Fatalf("interval %v, failure %d: a wait of %v (the one before %v)", interval, i+1, d, last)
+			}
+			last = d
+		}
+		if interval <= math.MaxInt64/8 && last != 8*interval {
+			t.Errorf("interval %v: the wait ended at %v, not 8 intervals", interval, last)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -231,8 +232,11 @@ func (h *Hooks[T]) lifetimeTimer(p T, notBefore time.Time) *time.Timer {
 		t.Stop()
 		return t
 	}
-	jitter := time.Duration(rand.Int64N(int64(h.MaxLifetime)/10 + 1))
-	due := p.StartedAt().Add(h.MaxLifetime + jitter)
+	life := h.MaxLifetime
+	if jitter := time.Duration(rand.Int64N(int64(h.MaxLifetime)/10 + 1)); life <= math.MaxInt64-jitter {
+		life += jitter // (a lifetime of centuries, plus its jitter, wrapped negative: recycled at once)
+	}
+	due := p.StartedAt().Add(life)
 	if due.Before(notBefore) {
 		due = notBefore
 	}

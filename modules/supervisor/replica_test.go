@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -471,5 +472,23 @@ func TestReplicaPanicWhileReplacing(t *testing.T) {
 	case <-ended:
 		t.Error("the replica ended after a panic")
 	default:
+	}
+}
+
+// TestLifetimeTimerOfCenturies: a max_lifetime near the longest duration
+// there is, plus its jitter, wrapped negative, and the worker was recycled
+// at once, again and again (100000d in a Caddyfile did it).
+func TestLifetimeTimerOfCenturies(t *testing.T) {
+	for _, life := range []time.Duration{100000 * 24 * time.Hour, math.MaxInt64 - 1, math.MaxInt64} {
+		h := &Hooks[*fakeProc]{MaxLifetime: life}
+		for range 200 {
+			timer := h.lifetimeTimer(&fakeProc{started: time.Now()}, time.Time{})
+			select {
+			case <-timer.C:
+				t.Fatalf("max_lifetime %v: the timer fired at once", life)
+			default:
+				timer.Stop()
+			}
+		}
 	}
 }
