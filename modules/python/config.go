@@ -401,6 +401,11 @@ var countLimits = map[string]int{
 	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24, "max_open_per_client": 1 << 24,
 }
 
+// maxChannels bounds a pool's channels at its most workers: each count
+// may be at its own limit, but not every one at once (1024 workers of
+// 1024 threads would be a million socket pairs, past any file limit).
+const maxChannels = 65536
+
 // checkCount is the one rule for a count option set to n (0 means "the
 // default" in JSON and is not passed here): a whole number from 1 to its
 // limit. The Caddyfile parser and JSON provisioning both use it.
@@ -537,6 +542,13 @@ func (s *poolSpec) checkRecycling() error {
 		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", s.MaxWorkers, s.Workers)
 	case s.MaxLifetime < 0:
 		return fmt.Errorf("max_lifetime must be a positive duration")
+	}
+	if most := max(s.Workers, s.MaxWorkers); most*max(s.Threads, 1) > maxChannels {
+		per := "threads"
+		if s.ASGI() {
+			per = "max_concurrency"
+		}
+		return fmt.Errorf("workers × %s is %d × %d = %d channels, more than the %d a pool may have (each is a socket pair Caddy holds open, made when its worker starts); lower one of them", per, most, s.Threads, most*s.Threads, maxChannels)
 	}
 	if s.Watch != nil && len(s.Watch) == 0 {
 		s.Watch = []string{"**/*.py"}
