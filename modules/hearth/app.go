@@ -137,9 +137,10 @@ type App struct {
 	Backups []*job.BackupConfig `json:"backups,omitempty"`
 
 	dashboard *dashboard
-	ddns      DDNSReporter // the config's ddns app (nil without one), found at Start
-	started   bool         // applyCaddyCPUs and applyCaddyGCFloor were called: Stop undoes them
-	gcPolling bool         // applyGCPoll counted this config: Stop releases it
+	ddns      DDNSReporter  // the config's ddns app (nil without one), found at Start
+	cpus      *cpuSetting   // applyCaddyCPUs's, which Stop undoes (nil: not applied)
+	gcFloor   *floorSetting // applyCaddyGCFloor's, which Stop undoes (nil: not applied)
+	gcPolling bool          // applyGCPoll counted this config: Stop releases it
 
 	used        []Pool // provisioning of one config is sequential: no lock needed
 	keys        map[Pool]string
@@ -353,10 +354,9 @@ func (a *App) Start() error {
 		return err
 	}
 	keepConnectionsAcrossReloads(a.logger)
-	applyCaddyCPUs(a.CaddyCPUs, len(used), a.logger)
-	applyCaddyGCFloor(a.CaddyGCFloor, len(used), a.logger)
+	a.cpus = applyCaddyCPUs(a.CaddyCPUs, len(used), a.logger)
+	a.gcFloor = applyCaddyGCFloor(a.CaddyGCFloor, len(used), a.logger)
 	a.gcPolling = applyGCPoll(len(used), a.logger)
-	a.started = true
 	return nil
 }
 
@@ -413,10 +413,13 @@ func (a *App) Stop() error {
 	if a.dashboard != nil {
 		a.dashboard.stop()
 	}
-	if a.started {
-		releaseCaddyCPUs()
-		releaseCaddyGCFloor()
-		a.started = false
+	if a.cpus != nil {
+		releaseCaddyCPUs(a.cpus)
+		a.cpus = nil
+	}
+	if a.gcFloor != nil {
+		releaseCaddyGCFloor(a.gcFloor)
+		a.gcFloor = nil
 	}
 	a.releaseMaxProcesses()
 	if a.gcPolling {

@@ -39,7 +39,7 @@ func TestLendForLoad(t *testing.T) {
 // The P is lent while any reason holds, and taken back with the last.
 func TestLendReasons(t *testing.T) {
 	useCaddyCPUs(t)
-	applyCaddyCPUs("auto", 1, zap.NewNop())
+	setting := applyCaddyCPUs("auto", 1, zap.NewNop())
 	if !lendProc(lentForLoad) || !lendProc(lentForGC) || runtime.GOMAXPROCS(0) != 2 {
 		t.Fatalf("lent for the load and a collection: GOMAXPROCS %d, want 2", runtime.GOMAXPROCS(0))
 	}
@@ -61,7 +61,7 @@ func TestLendReasons(t *testing.T) {
 	if _, _, lent := cpuStatus(); lent != 0 {
 		t.Errorf("status shows the P lent for %q after it came back", lent)
 	}
-	releaseCaddyCPUs()
+	releaseCaddyCPUs(setting)
 }
 
 // busyPool is a pool whose workers' busy time the test sets.
@@ -114,7 +114,7 @@ func TestLoadLenderWorkersBusy(t *testing.T) {
 func TestLendOnFourCPUs(t *testing.T) {
 	useCaddyCPUs(t)
 	runtime.GOMAXPROCS(4)
-	applyCaddyCPUs("auto", 1, zap.NewNop())
+	auto := applyCaddyCPUs("auto", 1, zap.NewNop())
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Fatalf("caddy_cpus auto on 4 CPUs: GOMAXPROCS %d, want 2", got)
 	}
@@ -134,12 +134,12 @@ func TestLendOnFourCPUs(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("returned: GOMAXPROCS %d, want 2", got)
 	}
-	applyCaddyCPUs("all", 1, zap.NewNop())
+	all := applyCaddyCPUs("all", 1, zap.NewNop())
 	if _, _, ok := lendShape(); ok || lendProc(lentForLoad) {
 		t.Errorf("caddy_cpus all: lendable %v", ok)
 	}
-	releaseCaddyCPUs()
-	releaseCaddyCPUs()
+	releaseCaddyCPUs(all)
+	releaseCaddyCPUs(auto)
 	if got := runtime.GOMAXPROCS(0); got != 4 {
 		t.Errorf("after the last config stopped: GOMAXPROCS %d, want the 4 from before", got)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -22,15 +23,17 @@ const (
 
 // goProcs arbitrates GOMAXPROCS, which is process-wide, between the
 // hearth apps of the configs that run at once during a reload: the newest
-// started one decides, and when the last one stops, Go's setting from
-// before Hearth changed it comes back.
+// started one decides; when it stops while an older one runs (a config
+// refused after its hearth app started: Caddy stops it, and the running
+// config stays), the older one decides again; when the last one stops,
+// Go's setting from before Hearth changed it comes back.
 var goProcs struct {
 	sync.Mutex
-	running  int        // hearth apps started and not stopped
-	baseline int        // GOMAXPROCS before Hearth changed it; 0 until then
-	procs    int        // GOMAXPROCS the newest config's setting gives; 0 when the environment decides
-	lendable bool       // caddy_cpus auto left Caddy fewer Ps than CPUs: more may be lent
-	lent     lendReason // why lendProc raised GOMAXPROCS above procs; 0 when it did not
+	started  []*cpuSetting // of the hearth apps started and not stopped, oldest first
+	baseline int           // GOMAXPROCS before Hearth changed it; 0 until then
+	procs    int           // GOMAXPROCS the newest config's setting gives; 0 when the environment decides
+	lendable bool          // caddy_cpus auto left Caddy fewer Ps than CPUs: more may be lent
+	lent     lendReason    // why lendProc raised GOMAXPROCS above procs; 0 when it did not
 }
 
 // lendReason is why a second P is lent to Caddy's Go code under
@@ -98,16 +101,24 @@ func caddyCPUsFor(setting string, all int, running bool) int {
 	return min(n, all)
 }
 
+// cpuSetting is what one started config's caddy_cpus gives.
+type cpuSetting struct {
+	procs    int  // GOMAXPROCS; 0 when the environment decides
+	lendable bool // caddy_cpus auto left Caddy fewer Ps than CPUs
+}
+
 // applyCaddyCPUs sets GOMAXPROCS for a starting config, unless the
-// GOMAXPROCS environment variable says what it must be.
-func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
+// GOMAXPROCS environment variable says what it must be, and returns the
+// setting for releaseCaddyCPUs.
+func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) *cpuSetting {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	goProcs.running++
+	s := &cpuSetting{}
+	goProcs.started = append(goProcs.started, s)
 	prev := goProcs.procs
-	goProcs.procs, goProcs.lendable, goProcs.lent = 0, false, 0
 	if envDecides("GOMAXPROCS", "caddy_cpus", setting, logger) {
-		return
+		useCPUSettingLocked(s)
+		return s
 	}
 	if goProcs.baseline == 0 {
 		goProcs.baseline = runtime.GOMAXPROCS(0)
@@ -116,24 +127,45 @@ func applyCaddyCPUs(setting string, pools int, logger *zap.Logger) {
 		prev = runtime.GOMAXPROCS(0)
 	}
 	n := caddyCPUsFor(setting, goProcs.baseline, pools > 0)
-	goProcs.procs = n
-	goProcs.lendable = n < goProcs.baseline && (setting == "" || setting == CaddyCPUsAuto)
-	runtime.GOMAXPROCS(n)
+	s.procs, s.lendable = n, n < goProcs.baseline && (setting == "" || setting == CaddyCPUsAuto)
+	useCPUSettingLocked(s)
 	if prev != n {
 		logger.Info("set how many CPUs Caddy's own code uses at once; the others stay free for the workers",
 			zap.Int("caddy_cpus", n), zap.Int("cpus", goProcs.baseline), zap.String("setting", orAuto(setting)))
 	}
+	return s
 }
 
-// releaseCaddyCPUs undoes applyCaddyCPUs when the last config stops.
-func releaseCaddyCPUs() {
+// useCPUSettingLocked makes s the setting in force (a lent P is taken
+// back: the setting decides anew).
+func useCPUSettingLocked(s *cpuSetting) {
+	goProcs.procs, goProcs.lendable, goProcs.lent = s.procs, s.lendable, 0
+	if s.procs > 0 {
+		runtime.GOMAXPROCS(s.procs)
+	}
+}
+
+// releaseCaddyCPUs undoes applyCaddyCPUs for the config that set s: the
+// newest config still started decides again, and when none is left,
+// GOMAXPROCS from before comes back.
+func releaseCaddyCPUs(s *cpuSetting) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	goProcs.running--
-	if goProcs.running == 0 && goProcs.baseline != 0 {
-		runtime.GOMAXPROCS(goProcs.baseline)
+	i := slices.Index(goProcs.started, s)
+	if i < 0 {
+		return
+	}
+	newest := i == len(goProcs.started)-1
+	goProcs.started = slices.Delete(goProcs.started, i, i+1)
+	switch {
+	case len(goProcs.started) == 0:
+		if goProcs.baseline != 0 {
+			runtime.GOMAXPROCS(goProcs.baseline)
+		}
 		goProcs.baseline, goProcs.procs = 0, 0
 		goProcs.lendable, goProcs.lent = false, 0
+	case newest:
+		useCPUSettingLocked(goProcs.started[len(goProcs.started)-1])
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,16 +39,17 @@ const maxGCPercent = 10000
 
 // gcFloor arbitrates Go's GC percent, which is process-wide, between the
 // hearth apps of the configs that run at once during a reload, like
-// goProcs does for GOMAXPROCS: the newest started one decides, and when
-// the last one stops, the percent from before comes back.
+// goProcs does for GOMAXPROCS: the newest started one decides (the one
+// before it again once it stops first), and when the last one stops, the
+// percent from before comes back.
 var gcFloor struct {
 	sync.Mutex
-	running  int           // hearth apps started and not stopped
-	floor    uint64        // the heap size below which Go should not collect; 0: off
-	baseline int           // GC percent before Hearth changed it
-	tuning   bool          // baseline is set and the tuner runs
-	percent  int           // the GC percent set last
-	stop     chan struct{} // closed to stop the tuner
+	started  []*floorSetting // of the hearth apps started and not stopped, oldest first
+	floor    uint64          // the heap size below which Go should not collect; 0: off
+	baseline int             // GC percent before Hearth changed it
+	tuning   bool            // baseline is set and the tuner runs
+	percent  int             // the GC percent set last
+	stop     chan struct{}   // closed to stop the tuner
 }
 
 // parseCaddyGCFloor validates a caddy_gc_floor setting and returns the
@@ -87,21 +89,40 @@ func gcPercentFor(floor, live uint64, baseline int) int {
 	return max(baseline, int(min(need, maxGCPercent)))
 }
 
+// floorSetting is what one started config's caddy_gc_floor gives.
+type floorSetting struct {
+	floor  uint64 // 0: off
+	env    bool   // GOGC decides
+	logger *zap.Logger
+}
+
 // applyCaddyGCFloor sets the GC floor for a starting config, unless the
-// GOGC environment variable says how Go collects.
-func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) {
+// GOGC environment variable says how Go collects, and returns the setting
+// for releaseCaddyGCFloor.
+func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) *floorSetting {
 	floor, _ := parseCaddyGCFloor(setting) // validated in Provision
 	if pools == 0 {
 		floor = 0
 	}
 	gcFloor.Lock()
 	defer gcFloor.Unlock()
-	gcFloor.running++
-	if envDecides("GOGC", "caddy_gc_floor", setting, logger) {
+	s := &floorSetting{floor: floor, env: envDecides("GOGC", "caddy_gc_floor", setting, logger), logger: logger}
+	gcFloor.started = append(gcFloor.started, s)
+	useFloorLocked(s)
+	if floor != 0 && !s.env {
+		logger.Debug("Caddy's heap may grow to the GC floor before Go collects garbage",
+			zap.String("caddy_gc_floor", humanize.IBytes(floor)), zap.Int("gc_percent", gcFloor.percent))
+	}
+	return s
+}
+
+// useFloorLocked makes s the floor in force.
+func useFloorLocked(s *floorSetting) {
+	if s.env {
 		return
 	}
 	if !gcFloor.tuning {
-		if floor == 0 {
+		if s.floor == 0 {
 			return // nothing to change, nothing to follow
 		}
 		gcFloor.baseline = readGCPercent()
@@ -109,26 +130,34 @@ func applyCaddyGCFloor(setting string, pools int, logger *zap.Logger) {
 		gcFloor.stop = make(chan struct{})
 		gcFloor.tuning = true
 		stop := gcFloor.stop
-		panics.Go(logger, "tuning the GC floor", func() { tuneGC(stop) })
+		panics.Go(s.logger, "tuning the GC floor", func() { tuneGC(stop) })
 	}
-	gcFloor.floor = floor
+	gcFloor.floor = s.floor
 	retuneGCLocked()
-	if floor != 0 {
-		logger.Debug("Caddy's heap may grow to the GC floor before Go collects garbage",
-			zap.String("caddy_gc_floor", humanize.IBytes(floor)), zap.Int("gc_percent", gcFloor.percent))
-	}
 }
 
-// releaseCaddyGCFloor undoes applyCaddyGCFloor when the last config stops.
-func releaseCaddyGCFloor() {
+// releaseCaddyGCFloor undoes applyCaddyGCFloor for the config that set s:
+// the newest config still started decides again, and when none is left,
+// the GC percent from before comes back.
+func releaseCaddyGCFloor(s *floorSetting) {
 	gcFloor.Lock()
 	defer gcFloor.Unlock()
-	gcFloor.running--
-	if gcFloor.running == 0 && gcFloor.tuning {
-		close(gcFloor.stop)
-		gcFloor.tuning = false
-		debug.SetGCPercent(gcFloor.baseline)
-		gcFloor.percent = gcFloor.baseline
+	i := slices.Index(gcFloor.started, s)
+	if i < 0 {
+		return
+	}
+	newest := i == len(gcFloor.started)-1
+	gcFloor.started = slices.Delete(gcFloor.started, i, i+1)
+	switch {
+	case len(gcFloor.started) == 0:
+		if gcFloor.tuning {
+			close(gcFloor.stop)
+			gcFloor.tuning = false
+			debug.SetGCPercent(gcFloor.baseline)
+			gcFloor.percent = gcFloor.baseline
+		}
+	case newest:
+		useFloorLocked(gcFloor.started[len(gcFloor.started)-1])
 	}
 }
 

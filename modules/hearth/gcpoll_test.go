@@ -183,7 +183,7 @@ func useCaddyCPUs(t *testing.T) {
 	before := runtime.GOMAXPROCS(2)
 	t.Cleanup(func() {
 		goProcs.Lock()
-		goProcs.running, goProcs.baseline, goProcs.procs, goProcs.lendable, goProcs.lent = 0, 0, 0, false, 0
+		goProcs.started, goProcs.baseline, goProcs.procs, goProcs.lendable, goProcs.lent = nil, 0, 0, false, 0
 		goProcs.Unlock()
 		runtime.GOMAXPROCS(before)
 	})
@@ -192,7 +192,7 @@ func useCaddyCPUs(t *testing.T) {
 func TestLendGCProc(t *testing.T) {
 	useCaddyCPUs(t)
 	logger := zap.NewNop()
-	applyCaddyCPUs("auto", 1, logger)
+	first := applyCaddyCPUs("auto", 1, logger)
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("caddy_cpus auto on 2 CPUs: GOMAXPROCS %d, want 1", got)
 	}
@@ -210,7 +210,7 @@ func TestLendGCProc(t *testing.T) {
 	// A config started while the P is lent decides; returning it later
 	// changes nothing.
 	lendProc(lentForGC)
-	applyCaddyCPUs("all", 1, logger)
+	second := applyCaddyCPUs("all", 1, logger)
 	returnProc(lentForGC)
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("caddy_cpus all started while a P was lent, then returned: GOMAXPROCS %d, want 2", got)
@@ -220,12 +220,12 @@ func TestLendGCProc(t *testing.T) {
 	}
 
 	// An explicit number is the user's: nothing is lent.
-	applyCaddyCPUs("1", 1, logger)
+	third := applyCaddyCPUs("1", 1, logger)
 	if lendProc(lentForGC) || runtime.GOMAXPROCS(0) != 1 {
 		t.Errorf("lent a P under caddy_cpus 1: GOMAXPROCS %d", runtime.GOMAXPROCS(0))
 	}
-	for range 3 {
-		releaseCaddyCPUs()
+	for _, s := range []*cpuSetting{first, second, third} {
+		releaseCaddyCPUs(s)
 	}
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("after the last config stopped: GOMAXPROCS %d, want the 2 from before", got)
