@@ -23,6 +23,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -137,6 +138,11 @@ type App struct {
 	Backups []*job.BackupConfig `json:"backups,omitempty"`
 
 	dashboard *dashboard
+	services  *serviceView  // the status's view of this config's services (tellSites)
+	certs     *certSource   // where the status reads this config's certificates (publishCertificates)
+	replaced  *App          // the app publish replaced as the status's
+	undo      []func()      // puts back what tell changed in pools the running config shares
+	stopped   uint32        // 1 once Stop (or a failed Start) withdrew it (atomic)
 	ddns      DDNSReporter  // the config's ddns app (nil without one), found at Start
 	cpus      *cpuSetting   // applyCaddyCPUs's, which Stop undoes (nil: not applied)
 	gcFloor   *floorSetting // applyCaddyGCFloor's, which Stop undoes (nil: not applied)
@@ -319,9 +325,11 @@ func (a *App) Start() error {
 	a.ddns = findDDNS(a.ctx)
 	a.tellSites()
 	a.publishCertificates()
+	a.publish()
 	if a.Dashboard != "" {
 		na, host, err := dashboardAddress(a.Dashboard)
 		if err != nil {
+			a.withdraw() // (Caddy stops only the apps that started)
 			return err
 		}
 		var httpApp *caddyhttp.App
@@ -330,10 +338,12 @@ func (a *App) Start() error {
 		}
 		adminListen, adminOn := AdminEndpoint()
 		if err := dashboardClash(na, httpApp, adminListen, adminOn); err != nil {
+			a.withdraw()
 			return err
 		}
 		d, err := startDashboard(a.ctx, na, host, a.DashboardHosts, a.logger)
 		if err != nil {
+			a.withdraw()
 			return err
 		}
 		a.dashboard = d
@@ -351,6 +361,7 @@ func (a *App) Start() error {
 		if a.dashboard != nil {
 			a.dashboard.stop()
 		}
+		a.withdraw()
 		return err
 	}
 	keepConnectionsAcrossReloads(a.logger)
@@ -396,20 +407,35 @@ func (a *App) tellSites() {
 	sites := discoverSites(httpApp.(*caddyhttp.App))
 	a.buildServices(httpApp.(*caddyhttp.App))
 	for _, p := range a.used {
-		if aware, ok := p.(StorageAware); ok {
-			aware.SetStorage(a.ctx.Storage())
+		a.tell(p, sites[a.keys[p]], a.ctx.Storage())
+	}
+}
+
+// tell gives pool p its site (nil: none found) and the config's storage.
+// A pool that runs already serves the running config too (a reload keeps
+// it): what it had is put back if this config is refused (withdraw).
+func (a *App) tell(p Pool, site *Site, storage certmagic.Storage) {
+	kept := p.Running()
+	if aware, ok := p.(StorageAware); ok {
+		if kept {
+			before := aware.Storage()
+			a.undo = append(a.undo, func() { aware.SetStorage(before) })
 		}
-		if aware, ok := p.(SiteAware); ok {
-			if site := sites[a.keys[p]]; site != nil {
-				aware.SetSite(*site)
-			}
+		aware.SetStorage(storage)
+	}
+	if aware, ok := p.(SiteAware); ok && site != nil {
+		if kept {
+			before := aware.Site()
+			a.undo = append(a.undo, func() { aware.SetSite(before) })
 		}
+		aware.SetSite(*site)
 	}
 }
 
 // Stop closes the dashboard; pools stop when the last config using them
 // is cleaned up.
 func (a *App) Stop() error {
+	a.withdraw()
 	if a.dashboard != nil {
 		a.dashboard.stop()
 	}

@@ -181,7 +181,7 @@ func (a *App) publishCertificates() {
 		return
 	}
 	src := &certSource{tls: tlsAny.(*caddytls.TLS), storage: a.ctx.Storage(), log: a.certLog, redact: certRedactor(a.ddns)}
-	currentCerts.Store(src)
+	a.certs = src
 	if a.certRedact != nil {
 		a.certRedact.Store(&src.redact)
 	}

@@ -102,7 +102,7 @@ func (a *App) buildServices(app *caddyhttp.App) {
 		})
 	}
 	slices.SortFunc(list, func(x, y Service) int { return strings.Compare(x.Name, y.Name) })
-	services.Store(&serviceView{list: list, ddns: a.ddns})
+	a.services = &serviceView{list: list, ddns: a.ddns}
 }
 
 // servicesStatus is the body of GET /hearth/services: the pools as their

@@ -33,16 +33,21 @@ type PoolHandler interface {
 	PoolKey() string
 }
 
-// SiteAware pools are told where they are served before they start.
+// SiteAware pools are told where they are served before they start (a
+// pool a reload keeps is told too, and told again what it had when that
+// config is refused: Site is what it was told last).
 type SiteAware interface {
 	SetSite(Site)
+	Site() Site
 }
 
 // StorageAware pools are given the config's storage (Caddy's `storage`,
 // files in its data directory by default) before they start: state that
-// instances sharing a storage must share lives there.
+// instances sharing a storage must share lives there. Storage is what it
+// was given last.
 type StorageAware interface {
 	SetStorage(certmagic.Storage)
+	Storage() certmagic.Storage
 }
 
 // discoverSites walks the HTTP app's routes and returns, per pool key, the

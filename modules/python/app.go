@@ -207,6 +207,13 @@ func (a *App) SetSite(site hearth.Site) {
 	a.mounts.Store(&mounts)
 }
 
+// Site is where the app is served, as SetSite last recorded it.
+func (a *App) Site() hearth.Site {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.site
+}
+
 // Mounts are the path prefixes the config strips before the app's
 // handlers: the values SCRIPT_NAME may take.
 func (a *App) Mounts() []string {
@@ -222,6 +229,13 @@ func (a *App) SetStorage(storage certmagic.Storage) {
 	a.mu.Lock()
 	a.storage = storage
 	a.mu.Unlock()
+}
+
+// Storage is the storage SetStorage last gave the app.
+func (a *App) Storage() certmagic.Storage {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.storage
 }
 
 // AppHosts returns the hosts the app allows, once the pre-launch checks
