@@ -275,3 +275,45 @@ func TestCheckBesideRunningCaddy(t *testing.T) {
 		t.Errorf("the python listener on a config port is not reported:\n%s", out)
 	}
 }
+
+// TestOverlayRefusesCopiesOfTheProjectKey: settings.py that copies its own
+// key into another setting at import (SIMPLE_JWT's SIGNING_KEY, as
+// simplejwt's docs write it) keeps that copy under `settings overlay`,
+// which replaces SECRET_KEY only: with startproject's django-insecure- key,
+// anyone holding the repository could sign tokens the app accepts. The
+// app is refused, naming the setting (never the key); the same project
+// without the copy starts.
+func TestOverlayRefusesCopiesOfTheProjectKey(t *testing.T) {
+	t.Parallel()
+	dir := startproject(t, "mysite")
+	settingsPy := filepath.Join(dir, "mysite", "settings.py")
+	original, err := os.ReadFile(settingsPy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, settingsPy, string(original)+"\nSIMPLE_JWT = {'ALGORITHM': 'HS256', 'SIGNING_KEY': SECRET_KEY}\n")
+	port := freePort(t)
+	site := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	wsgi mysite.wsgi:application {
+		dir %s
+		python {PYTHON}
+		workers 1
+		settings overlay mysite.settings
+		before_start python manage.py migrate --noinput
+	}
+}`, port, dir)
+	log := refused(t, site)
+	if !strings.Contains(log, "HG-KEY-06") || !strings.Contains(log, "SIMPLE_JWT hold a copy") {
+		t.Errorf("a copy of the project's insecure key was not refused:\n%s", tail(log, 8))
+	}
+	for _, line := range strings.Split(string(original), "\n") {
+		if key, ok := strings.CutPrefix(line, "SECRET_KEY = "); ok && strings.Contains(log, strings.Trim(key, "'\"")) {
+			t.Errorf("the project's key is in the log")
+		}
+	}
+	writeFile(t, settingsPy, string(original))
+	c := launchCaddyWithData(t, site, t.TempDir())
+	c.waitRunning()
+}

@@ -122,6 +122,16 @@ type djangoReport struct {
 	CSRFTrustedOrigins []string         `json:"csrf_trusted_origins"`
 	PasswordValidators int              `json:"password_validators"`
 	DebugTooling       []string         `json:"debug_tooling"`
+	// ProjectSecretKey is, under `settings overlay`, settings.py's own
+	// key when other settings hold a copy of it (nil: none do).
+	ProjectSecretKey *projectKeyReport `json:"project_secret_key"`
+}
+
+// projectKeyReport describes settings.py's own SECRET_KEY, which the
+// overlay replaced, and the settings that still hold a copy of it.
+type projectKeyReport struct {
+	secretReport
+	CopiedTo []string `json:"copied_to"`
 }
 
 // secretReport describes a secret key without revealing it.
@@ -225,6 +235,12 @@ func reportFindings(r *appReport, site hearth.Site, hsts int) []Finding {
 				"set DEBUG = False in production, e.g. `DEBUG = os.environ.get(\"DJANGO_DEBUG\") == \"1\"` in settings.py")
 		}
 		out = append(out, keyFindings("SECRET_KEY", "Django", d.SecretKey)...)
+		if p := d.ProjectSecretKey; p != nil && len(p.CopiedTo) > 0 {
+			if weak := keyFindings("SECRET_KEY", "settings.py's own", p.secretReport); len(weak) > 0 {
+				add("HG-KEY-06", true, fmt.Sprintf("%s hold a copy of settings.py's own SECRET_KEY, made when settings.py was imported: `settings overlay` replaced the key in SECRET_KEY only, and that one is not fit to sign with (%s)", strings.Join(p.CopiedTo, ", "), weak[0].Problem),
+					"in settings.py, take them from the key at its source (os.environ, the same variable SECRET_KEY reads) rather than from a key written in the file, or give each its own key from the environment; then replace that key wherever it signed tokens")
+			}
+		}
 		hostFindings(d.AllowedHosts, site.Hosts, add)
 		if !d.CSRFMiddleware {
 			add("HG-CSRF-01", true, "django.middleware.csrf.CsrfViewMiddleware is not in MIDDLEWARE: forms can be forged from other sites",

@@ -153,6 +153,49 @@ def migration_state():
     return state
 
 
+def copies_of(secret, settings):
+    """The settings other than SECRET_KEY (upper-case names; dicts, lists,
+    tuples and sets looked into, a few levels deep) holding secret or a
+    string that contains it: values settings.py computed from its own key
+    at import (SIMPLE_JWT's SIGNING_KEY, SECRET_KEY_FALLBACKS), which
+    `settings overlay` does not reach by setting SECRET_KEY after it."""
+    needle = secret if isinstance(secret, str) else bytes(secret).decode('latin-1')
+    budget = [10000]  # values looked at, at most
+
+    def holds(value, depth):
+        budget[0] -= 1
+        if budget[0] < 0 or depth > 6:
+            return False
+        if isinstance(value, bytes):
+            value = value.decode('latin-1')
+        if isinstance(value, str):
+            return needle in value
+        if isinstance(value, dict):
+            return any(holds(k, depth + 1) or holds(v, depth + 1) for k, v in value.items())
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return any(holds(v, depth + 1) for v in value)
+        return False
+
+    return sorted(name for name in dir(settings)
+                  if name.isupper() and name != 'SECRET_KEY' and holds(getattr(settings, name, None), 0))
+
+
+def project_key_copies(settings):
+    """Under `settings overlay`, the project's own SECRET_KEY (the one
+    settings.py set, which the overlay replaced) when other settings hold
+    a copy of it: described as a secret, never shown."""
+    if not os.environ.get('HEARTH_PROJECT_SETTINGS'):
+        return None
+    base = sys.modules.get(os.environ['HEARTH_PROJECT_SETTINGS'])
+    original = getattr(base, 'SECRET_KEY', None)
+    if not original or len(original) < 8 or original == getattr(settings, 'SECRET_KEY', None):
+        return None
+    copied = copies_of(original, settings)
+    if not copied:
+        return None
+    return dict(describe_secret(original), in_files=tracked_files_containing(original), copied_to=copied)
+
+
 def inspect_django():
     from django.conf import settings
     secret = getattr(settings, 'SECRET_KEY', None)
@@ -169,6 +212,9 @@ def inspect_django():
         'debug_tooling': [a for a in getattr(settings, 'INSTALLED_APPS', [])
                           if str(a).split('.')[0] in ('debug_toolbar', 'django_extensions', 'silk')],
     }
+    copies = project_key_copies(settings)
+    if copies:
+        report['project_secret_key'] = copies
     return report
 
 
