@@ -771,3 +771,39 @@ class InputTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TrackedSecretTest(unittest.TestCase):
+    """The key check (HG-KEY-05) runs git as the app's account: in a
+    repository another account owns (the deploy user's), git refused it as
+    "dubious ownership", and a key written in a tracked file went
+    unreported; the program the repository's config names (core.fsmonitor)
+    never runs."""
+
+    @unittest.skipUnless(os.geteuid() == 0, 'needs root to run as another account')
+    def test_repository_of_another_account(self):
+        secret = 'k3y-' + hashlib.sha256(os.urandom(8)).hexdigest()
+        with tempfile.TemporaryDirectory() as top:
+            repo = os.path.join(top, 'repo')
+            os.mkdir(repo)
+            os.chmod(top, 0o755)
+            marker = os.path.join(top, 'monitor-ran')
+            monitor = os.path.join(top, 'monitor.sh')
+            with open(monitor, 'w') as f:
+                f.write('#!/bin/sh\ntouch %s\n' % marker)
+            os.chmod(monitor, 0o755)
+            with open(os.path.join(repo, 'settings.py'), 'w') as f:
+                f.write('SECRET_KEY = %r\n' % secret)
+            os.chmod(os.path.join(repo, 'settings.py'), 0o644)
+            for args in (['init', '-q'], ['add', 'settings.py'], ['config', 'core.fsmonitor', monitor]):
+                subprocess.run(['git'] + args, cwd=repo, check=True, capture_output=True)
+            for dirpath, dirnames, filenames in os.walk(repo):
+                for name in dirnames + filenames:
+                    os.chmod(os.path.join(dirpath, name), 0o755 if name in dirnames else 0o644)
+            code = ('import sys; sys.path.insert(0, %r)\n'
+                    'from hearth_runtime import inspection\n'
+                    'print(inspection.tracked_files_containing(%r))\n') % (os.path.dirname(RUNTIME), secret)
+            out = subprocess.run([sys.executable, '-I', '-c', code], cwd=repo, capture_output=True, text=True, timeout=60,
+                                 user=65534, group=65534, extra_groups=[], env={'PATH': '/usr/bin:/bin', 'HOME': '/nonexistent'})
+            self.assertEqual(out.stdout.strip(), "['settings.py']", out.stderr)
+            self.assertFalse(os.path.exists(marker), "the repository's core.fsmonitor ran")

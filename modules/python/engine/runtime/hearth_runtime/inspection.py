@@ -54,8 +54,15 @@ def tracked_files_containing(secret):
     if not secret or len(secret) < 8:
         return []
     import subprocess
+    # as Caddy's trackedByGit runs git: a repository of another account
+    # (the deploy user's) is read (git refuses it as "dubious ownership"
+    # otherwise, and the key went unchecked), with the programs its config
+    # may name off and no system or global config
+    env = {'PATH': '/usr/local/bin:/usr/bin:/bin', 'LC_ALL': 'C', 'GIT_CONFIG_NOSYSTEM': '1',
+           'GIT_CONFIG_GLOBAL': '/dev/null', 'GIT_TERMINAL_PROMPT': '0', 'GIT_OPTIONAL_LOCKS': '0'}
     try:
-        listing = subprocess.run(['git', 'ls-files', '-z'], capture_output=True, timeout=20, check=True).stdout
+        listing = subprocess.run(['git', '-c', 'safe.directory=*', '-c', 'core.fsmonitor=false', 'ls-files', '-z'],
+                                 capture_output=True, timeout=20, check=True, env=env).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     needle = secret.encode('utf-8', 'replace') if isinstance(secret, str) else bytes(secret)
