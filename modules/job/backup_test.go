@@ -249,6 +249,23 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 		}
 	})
 
+	t.Run("a database of root's that another account may write", func(t *testing.T) {
+		// root's name all the way, but the file's mode lets the app's
+		// account write what root would then read as a database
+		dir := filepath.Join(base, "root-dir")
+		must(t, os.Mkdir(dir, 0o700))
+		open := filepath.Join(dir, "open.sqlite3")
+		makeDB(t, open, "rows anyone may write")
+		must(t, os.Chmod(open, 0o666))
+		spec, err := (&BackupConfig{Name: "open", Path: open, To: filepath.Join(base, "open-copies")}).ResolveBackup(nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run := runBackup(t, spec, ""); run.Result != Failed || !strings.Contains(run.Output, "another account may write it (mode 666)") {
+			t.Errorf("a root database others may write: %s %q", run.Result, run.Output)
+		}
+	})
+
 	t.Run("a restore's copy that is a link to root's database", func(t *testing.T) {
 		secret := filepath.Join(victimDir, "secret2.sqlite3")
 		makeDB(t, secret, "root's secret rows")

@@ -149,6 +149,11 @@ def account_of(path, what, trusted=(0,)):
         except OSError as e:
             fail('cannot check %s: %s' % (missing_in, e.strerror))
     owners = 'root\'s' if trusted == (0,) else 'root\'s and Caddy\'s account\'s'
+    for name, st in met:
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+            fail('the %s %s is %s, but another account may write it (mode %03o): what it wrote would be read as a database by %s. '
+                 'Give the backup `app <name>` (it then runs as that app\'s account), or `chmod go-w %s`'
+                 % (what, path, owners, st.st_mode & 0o7777, 'root' if trusted == (0,) else 'Caddy\'s account', name))
     for name, st in dirs:
         if st.st_mode & 0o022 and (name == last or not st.st_mode & stat.S_ISVTX):
             fail('the %s %s is %s, but %s on the way has mode %03o: another account could put links or files in the way of the backup. '
@@ -306,10 +311,20 @@ def remove_tree(path):
         os.close(top)
 
 
+def hardened(db):
+    """db, told to trust nothing its file says beyond its data: no
+    function a schema names runs (trusted_schema), every page's cells are
+    checked as read, and the file is read, not mapped (a file another
+    process truncates would end the run with SIGBUS)."""
+    for pragma in ('trusted_schema=OFF', 'cell_size_check=ON', 'mmap_size=0'):
+        db.execute('PRAGMA ' + pragma)
+    return db
+
+
 def read_only(path):
     """A read-only connection to the file at path (quoted: a ?, # or %
     in a path would otherwise be read as part of the URI)."""
-    return sqlite3.connect(pathlib.Path(path).as_uri() + '?mode=ro', uri=True)
+    return hardened(sqlite3.connect(pathlib.Path(path).as_uri() + '?mode=ro', uri=True))
 
 
 def checked(path):
@@ -333,7 +348,7 @@ def snapshot(source, work, what):
     a message."""
     path = os.path.join(work, 'copy.sqlite3')
     try:
-        src = sqlite3.connect(source, timeout=60)
+        src = hardened(sqlite3.connect(source, timeout=60))
         try:
             dst = sqlite3.connect(path)
             try:
@@ -396,7 +411,7 @@ def restore(name, source, copy, caddys):
         try:
             src = read_only(incoming)
             try:
-                dst = sqlite3.connect(source, timeout=60)
+                dst = hardened(sqlite3.connect(source, timeout=60))
                 try:
                     src.backup(dst)
                 finally:
