@@ -73,6 +73,10 @@ func (c *BackupConfig) Check() error {
 		return fmt.Errorf("backup: %w", err)
 	}
 	switch {
+	case strings.HasSuffix(c.Name, "-before-restore"):
+		// its copies would be named as backup <name>'s copies from before
+		// a restore (never pruned), and it would prune them
+		return fmt.Errorf("backup %s: a name may not end in -before-restore, which marks the copies a restore keeps of backup %s; choose another name", c.Name, strings.TrimSuffix(c.Name, "-before-restore"))
 	case c.Database == "" && c.Path == "":
 		return fmt.Errorf("backup %s needs `database <alias>` (a Django DATABASES alias of app %s) or `path <SQLite file>`", c.Name, c.Name)
 	case c.Database != "" && c.Path != "":
