@@ -204,10 +204,13 @@ func (u *Upstreams) resolve() (*spec, error) {
 		}
 	}
 	s.Workers = max(s.Workers, 1)
-	if s.StartTimeout <= 0 {
+	if s.StartTimeout < 0 || s.StopTimeout < 0 {
+		return nil, fmt.Errorf("start_timeout and stop_timeout must be positive durations (0: the default), got %s and %s", s.StartTimeout, s.StopTimeout)
+	}
+	if s.StartTimeout == 0 {
 		s.StartTimeout = 60 * time.Second
 	}
-	if s.StopTimeout <= 0 {
+	if s.StopTimeout == 0 {
 		s.StopTimeout = hearth.DefaultProcessStopTimeout
 	}
 	sig, ok := stopSignals[strings.ToUpper(u.StopSignal)]
@@ -229,6 +232,11 @@ func (u *Upstreams) resolve() (*spec, error) {
 	dir, err := filepath.Abs(u.Dir)
 	if err != nil {
 		return nil, err
+	}
+	if u.Dir != "" {
+		if err := supervisor.CheckDir(dir); err != nil {
+			return nil, err
+		}
 	}
 	s.Dir = dir
 	envFile := u.EnvFile

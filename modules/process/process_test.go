@@ -280,3 +280,23 @@ func serverLeavingAChild(t *testing.T, leave string) (*Group, *instance, int) {
 	defer g.mu.Unlock()
 	return g, g.instances[0], left
 }
+
+// TestResolveRefusesWhatCannotRun: a `dir` that is not there is named
+// when the config loads (the start failed later as "fork/exec <program>:
+// no such file or directory"), and a negative timeout is refused, not
+// silently taken as the default.
+func TestResolveRefusesWhatCannotRun(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone")
+	for _, tc := range []struct {
+		u    Upstreams
+		want string
+	}{
+		{Upstreams{Command: []string{"/bin/true"}, Dir: missing}, "dir " + missing + ": "},
+		{Upstreams{Command: []string{"/bin/true"}, StartTimeout: caddy.Duration(-time.Second)}, "start_timeout and stop_timeout must be positive"},
+		{Upstreams{Command: []string{"/bin/true"}, StopTimeout: caddy.Duration(-time.Second)}, "start_timeout and stop_timeout must be positive"},
+	} {
+		if _, err := tc.u.resolve(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.u, err, tc.want)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -65,6 +67,11 @@ func (p *Placement) Resolve() (Command, error) {
 	if c.Dir, err = filepath.Abs(p.Dir); err != nil {
 		return c, err
 	}
+	if p.Dir != "" {
+		if err := CheckDir(c.Dir); err != nil {
+			return c, err
+		}
+	}
 	if c.Credential, err = Credential(p.User, p.Group, p.AllowRoot); err != nil {
 		return c, err
 	}
@@ -77,6 +84,19 @@ func (p *Placement) Resolve() (Command, error) {
 	}
 	c.Umask, err = ParseUmask(p.Umask)
 	return c, err
+}
+
+// CheckDir refuses a `dir` (absolute) that is not a directory: the
+// keeper's chdir into it would fail as if the program were missing.
+func CheckDir(dir string) error {
+	info, err := os.Stat(dir)
+	if err == nil && !info.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if err != nil {
+		return fmt.Errorf("dir %s: %w; set `dir` to the directory the command runs in", dir, err)
+	}
+	return nil
 }
 
 // UnmarshalOption reads the placement option at d's cursor, if it is one;

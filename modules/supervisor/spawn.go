@@ -307,6 +307,11 @@ func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan 
 	if r := a.reply; r.Pid <= 0 {
 		if r.Errno != 0 && r.Err == syscall.Errno(r.Errno).Error() {
 			err := error(&os.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(r.Errno)})
+			if r.Errno == int(syscall.ENOENT) && c.Dir != "" {
+				if _, serr := os.Stat(c.Dir); serr != nil { // the keeper's chdir, not the program, failed
+					err = fmt.Errorf("cannot start %s: its directory %s is not there (%v); set `dir` to one that exists", path, c.Dir, serr)
+				}
+			}
 			if limit != 0 && r.Errno == int(syscall.EAGAIN) {
 				err = fmt.Errorf("%w: the account %s has more than max_processes (%d) processes and threads; "+
 					"see what runs as it (ps -L -u %d), or raise max_processes in the global hearth block", err, safedir.Owner(c.Credential.Uid), limit, c.Credential.Uid)

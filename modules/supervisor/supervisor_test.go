@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -75,5 +77,23 @@ func TestOutputForwardedAndGroupStopped(t *testing.T) {
 	}
 	if logs.FilterMessage("to-stdout").FilterField(zap.Int("pid", p.Pid())).Len() != 1 {
 		t.Errorf("stdout line not logged with the pid: %v", logs.All())
+	}
+}
+
+// TestMissingDirectorySaysSo: a `dir` that is not there is refused when
+// the config loads, naming it; one removed after that fails the start
+// naming the directory, not the program ("fork/exec /usr/bin/sleep: no
+// such file or directory" sent the user looking for sleep).
+func TestMissingDirectorySaysSo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone")
+	if _, err := (&Placement{Dir: missing}).Resolve(); err == nil || !strings.Contains(err.Error(), "dir "+missing+": ") {
+		t.Errorf("Resolve with a missing dir: %v", err)
+	}
+	if _, err := (&Placement{Dir: t.TempDir()}).Resolve(); err != nil {
+		t.Errorf("Resolve with a dir that is there: %v", err)
+	}
+	_, err := Start(Command{Path: "/bin/true", Dir: missing, Env: os.Environ()}, zap.NewNop())
+	if err == nil || !strings.Contains(err.Error(), "its directory "+missing+" is not there") {
+		t.Errorf("a start in a directory that is not there: %v", err)
 	}
 }
