@@ -72,7 +72,7 @@ func (g *Guard) UnmarshalOption(d *caddyfile.Dispenser) error {
 			return d.Err("scan_limit needs a size, like 256KiB")
 		}
 		n, err := humanize.ParseBytes(d.Val())
-		if err != nil || n == 0 || n > 1<<30 {
+		if err != nil || n == 0 || n > maxScanLimit {
 			return d.Errf("scan_limit %q is not a size between 1 byte and 1GiB", d.Val())
 		}
 		g.ScanLimit = int(n)

@@ -111,6 +111,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 // HSTSMaxAge is unset: one year.
 const DefaultHSTSMaxAge = 31536000
 
+// maxScanLimit bounds scan_limit (1 GiB).
+const maxScanLimit = 1 << 30
+
 // Prepare validates the settings and applies defaults; it is used by
 // handlers that embed a Guard.
 func (g *Guard) Prepare(logger *zap.Logger) error {
@@ -120,6 +123,9 @@ func (g *Guard) Prepare(logger *zap.Logger) error {
 		g.HSTSMaxAge = DefaultHSTSMaxAge
 	}
 	g.hsts, g.hstsAge = "max-age="+strconv.Itoa(g.HSTSMaxAge), g.HSTSMaxAge
+	if g.ScanLimit > maxScanLimit { // (the Caddyfile's bound, for JSON too: past it the hold's arithmetic overflows)
+		return fmt.Errorf("guard: scan_limit %d is more than 1GiB; error pages are held in memory up to it", g.ScanLimit)
+	}
 	if g.ScanLimit <= 0 {
 		g.ScanLimit = 256 << 10
 	}

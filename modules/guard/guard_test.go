@@ -51,6 +51,18 @@ func TestHostSet(t *testing.T) {
 	}
 }
 
+// TestScanLimitBoundInJSON: the Caddyfile bounds scan_limit at 1 GiB;
+// JSON did not, and past it the hold's arithmetic overflowed (every
+// compressed error page was replaced).
+func TestScanLimitBoundInJSON(t *testing.T) {
+	if err := (&Guard{ScanLimit: 1<<62 + 1}).Prepare(zap.NewNop()); err == nil || !strings.Contains(err.Error(), "scan_limit") {
+		t.Errorf("a scan_limit of 2^62: %v", err)
+	}
+	if err := (&Guard{ScanLimit: 1 << 30}).Prepare(zap.NewNop()); err != nil {
+		t.Errorf("a scan_limit of 1GiB: %v", err)
+	}
+}
+
 func TestRefusePatternThatNeverMatches(t *testing.T) {
 	for _, p := range []string{"static/private/*", "a/b"} {
 		if err := (&Guard{Refuse: []string{p}}).Prepare(zap.NewNop()); err == nil || !strings.Contains(err.Error(), "would never match") {
