@@ -73,6 +73,9 @@ func (a *App) unmarshalOption(d *caddyfile.Dispenser) error {
 		if len(a.Versions) == 0 {
 			return d.Err("versions needs ipv4 and/or ipv6")
 		}
+		if err := checkVersions(a.Versions); err != nil {
+			return d.Err(err.Error())
+		}
 	case "interval", "ttl":
 		if !d.NextArg() {
 			return d.Errf("%s needs a duration, like 5m", option)
@@ -80,6 +83,9 @@ func (a *App) unmarshalOption(d *caddyfile.Dispenser) error {
 		dur, err := caddy.ParseDuration(d.Val())
 		if err != nil || dur <= 0 {
 			return d.Errf("%s %q is not a duration; write it like 5m", option, d.Val())
+		}
+		if d.NextArg() {
+			return d.Errf("%s takes one duration, got another value: %q", option, d.Val())
 		}
 		if option == "interval" {
 			a.Interval = caddy.Duration(dur)
@@ -94,8 +100,14 @@ func (a *App) unmarshalOption(d *caddyfile.Dispenser) error {
 		if err != nil || n < 1 {
 			return d.Errf("recheck_every %q is not a positive number", d.Val())
 		}
+		if d.NextArg() {
+			return d.Errf("recheck_every takes one number, got another value: %q", d.Val())
+		}
 		a.RecheckEvery = n
 	case "dry_run":
+		if d.NextArg() {
+			return d.Errf("dry_run takes no value, got %q: write `dry_run` alone to write nothing, or leave it out", d.Val())
+		}
 		a.DryRun = true
 	case "dns_challenge":
 		if !d.NextArg() || (d.Val() != "on" && d.Val() != DNSChallengeOff) || d.NextArg() {

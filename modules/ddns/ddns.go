@@ -109,6 +109,23 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// maxTTL is the largest TTL a DNS record holds (2^31-1 seconds).
+const maxTTL = (1<<31 - 1) * time.Second
+
+// checkVersions refuses a version that is not ipv4 or ipv6, and one given
+// twice (each of its records was updated twice a check).
+func checkVersions(versions []string) error {
+	for i, v := range versions {
+		if v != "ipv4" && v != "ipv6" {
+			return fmt.Errorf("version %q is not ipv4 or ipv6", v)
+		}
+		if slices.Contains(versions[:i], v) {
+			return fmt.Errorf("versions lists %s twice", v)
+		}
+	}
+	return nil
+}
+
 // Provision loads the provider and validates the config. Its errors,
 // like everything the app logs or records, are redacted of credentials.
 func (a *App) Provision(ctx caddy.Context) (err error) {
@@ -124,16 +141,17 @@ func (a *App) Provision(ctx caddy.Context) (err error) {
 	if a.TTL == 0 {
 		a.TTL = caddy.Duration(DefaultTTL)
 	}
+	if ttl := time.Duration(a.TTL); ttl < time.Second || ttl > maxTTL {
+		return fmt.Errorf("ddns: ttl %s is not between 1s and %s (a record's TTL is a whole number of seconds below 2^31); write it like 5m", ttl, maxTTL)
+	}
 	if a.RecheckEvery <= 0 {
 		a.RecheckEvery = DefaultRecheck
 	}
 	if len(a.Versions) == 0 {
 		a.Versions = []string{"ipv4"}
 	}
-	for _, v := range a.Versions {
-		if v != "ipv4" && v != "ipv6" {
-			return fmt.Errorf("ddns: version %q is not ipv4 or ipv6", v)
-		}
+	if err := checkVersions(a.Versions); err != nil {
+		return fmt.Errorf("ddns: %w", err)
 	}
 	if err := a.checkDomains(); err != nil {
 		return err
