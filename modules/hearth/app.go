@@ -480,8 +480,23 @@ func RegisterCollector(registry *prometheus.Registry, c prometheus.Collector) er
 	return err
 }
 
-// Cleanup lets go of what Provision took.
+// Cleanup lets go of what Provision took, and of what Start did when
+// Caddy refused the config after every app started (it then cleans up
+// without stopping them).
 func (a *App) Cleanup() error {
+	a.withdraw()
+	if a.cpus != nil {
+		releaseCaddyCPUs(a.cpus)
+		a.cpus = nil
+	}
+	if a.gcFloor != nil {
+		releaseCaddyGCFloor(a.gcFloor)
+		a.gcFloor = nil
+	}
+	if a.gcPolling {
+		releaseGCPoll()
+		a.gcPolling = false
+	}
 	released := a.releaseServices()
 	a.releaseJobs()
 	a.reviveServices(released)

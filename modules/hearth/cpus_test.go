@@ -86,3 +86,24 @@ func TestARefusedConfigGivesWay(t *testing.T) {
 		t.Errorf("after the last config stopped: GOMAXPROCS %d, the GC still tuned %v", runtime.GOMAXPROCS(0), tuning)
 	}
 }
+
+// TestCleanupWithoutStopGivesWay: when Caddy refuses a config after every
+// app started (its last setting-up step failed), it cleans the config up
+// without stopping its apps: the settings it applied still give way.
+func TestCleanupWithoutStopGivesWay(t *testing.T) {
+	useCaddyCPUs(t)
+	t.Setenv("GOGC", "")
+	running := applyCaddyCPUs("all", 1, zap.NewNop())
+	defer releaseCaddyCPUs(running)
+	a := &App{logger: zap.NewNop()}
+	a.cpus, a.gcFloor = applyCaddyCPUs("1", 1, zap.NewNop()), applyCaddyGCFloor("16MiB", 1, zap.NewNop())
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	gcFloor.Lock()
+	left := len(gcFloor.started)
+	gcFloor.Unlock()
+	if runtime.GOMAXPROCS(0) != 2 || left != 0 {
+		t.Errorf("after Cleanup: GOMAXPROCS %d, %d GC floor settings left", runtime.GOMAXPROCS(0), left)
+	}
+}

@@ -34,12 +34,15 @@ func (a *App) withdraw() {
 		var certs *certSource
 		if back != nil {
 			view, certs = back.services, back.certs
-			for _, undo := range a.undo {
-				undo()
+			for i := len(a.undo) - 1; i >= 0; i-- { // last first: a pool two handlers use was told twice
+				a.undo[i]()
 			}
 		}
 		services.Store(view)
 		currentCerts.Store(certs)
+	}
+	if cur := current.Load(); cur != nil && cur.replaced == a {
+		cur.replaced = nil // (it would hold a's whole config until cur stops)
 	}
 	a.replaced, a.undo = nil, nil
 }

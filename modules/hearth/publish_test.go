@@ -44,6 +44,7 @@ func TestARefusedConfigLeavesTheRunningOneAsItWas(t *testing.T) {
 	refused := &App{services: &serviceView{list: []Service{{Name: "refused"}}}, certs: &certSource{}}
 	fresh := &sitePool{}
 	refused.tell(kept, &Site{}, newStorage)
+	refused.tell(kept, &Site{}, newStorage) // (two handlers of the config use it)
 	refused.tell(fresh, &Site{Mounts: []string{"/x"}}, newStorage)
 	refused.publish()
 	if services.Load() != refused.services || currentCerts.Load() != refused.certs || len(kept.site.Mounts) != 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -547,11 +548,6 @@ func TestBackupInDirectoriesAnotherAccountOwns(t *testing.T) {
 	})
 }
 
-// TestBackupPruning: the copy a run just made is never pruned, whatever
-// the other copies' names say (copies made while the clock was ahead sort
-// after it: they are kept, and said), only regular files are pruned (a
-// directory named like a copy does not stop the pruning for good), and
-// the run's result line stays whole in the output tail after many removals.
 // Under the unit Caddy runs as its own account, which is in the apps'
 // groups and so reads every app's database. A backup without an app runs
 // as that account: one app's account must not make it copy another's
@@ -617,6 +613,40 @@ func TestBackupAsCaddysAccountTakesNoOtherAccountsNames(t *testing.T) {
 			t.Errorf("the other app's database after the restore: %s %v", out, err)
 		}
 	})
+	t.Run("group-writable, the group Caddy's account's own", func(t *testing.T) {
+		// a umask of 002 (user private groups) leaves directories 0775:
+		// writable by a group that is the account's alone, which is no
+		// other account's way in; a group of others is
+		www, err := user.Lookup("www-data") // (an account with a private group, on Debian)
+		if err != nil {
+			t.Skip("no www-data account")
+		}
+		uid, _ := strconv.Atoi(www.Uid)
+		gid, _ := strconv.Atoi(www.Gid)
+		dir := filepath.Join(base, "www-own")
+		must(t, os.Mkdir(dir, 0o775))
+		must(t, os.Chmod(dir, 0o775))
+		must(t, os.Chown(dir, uid, gid))
+		db := filepath.Join(dir, "db.sqlite3")
+		makeDB(t, db, "rows")
+		must(t, os.Chmod(db, 0o664))
+		must(t, os.Chown(db, uid, gid))
+		as := func(name string) Run {
+			spec, err := (&BackupConfig{Name: name, Path: db, To: filepath.Join(base, name+"-copies")}).ResolveBackup(nil, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+			return runBackup(t, spec, "")
+		}
+		if run := as("private"); run.Result != OK {
+			t.Errorf("a backup in Caddy's account's 0775 directory of its private group: %s %q", run.Result, run.Output)
+		}
+		must(t, os.Chown(dir, uid, appUID)) // the group of another account
+		if run := as("shared"); run.Result != Failed || !strings.Contains(run.Output, "chmod go-w "+dir) {
+			t.Errorf("a backup in a directory another account's group may write: %s %q", run.Result, run.Output)
+		}
+	})
 	t.Run("a directory of the app's account on the way", func(t *testing.T) {
 		dir := dirOf("app-dir", appUID)
 		db := filepath.Join(dir, "db.sqlite3")
@@ -628,6 +658,11 @@ func TestBackupAsCaddysAccountTakesNoOtherAccountsNames(t *testing.T) {
 	})
 }
 
+// TestBackupPruning: the copy a run just made is never pruned, whatever
+// the other copies' names say (copies made while the clock was ahead sort
+// after it: they are kept, and said), only regular files are pruned (a
+// directory named like a copy does not stop the pruning for good), and
+// the run's result line stays whole in the output tail after many removals.
 func TestBackupPruning(t *testing.T) {
 	base := t.TempDir()
 	db := filepath.Join(base, "site.sqlite3")

@@ -33,6 +33,7 @@ first copied and handed to Caddy as above (Caddy keeps it as
 database through the backup API, which holds the database's write lock
 for the one step, so the app's open connections see the old data or the
 new, never a mix."""
+import grp
 import json
 import os
 import pathlib
@@ -148,18 +149,39 @@ def account_of(path, what, trusted=(0,)):
             dirs.append((missing_in, os.lstat(missing_in)))
         except OSError as e:
             fail('cannot check %s: %s' % (missing_in, e.strerror))
-    owners = 'root\'s' if trusted == (0,) else 'root\'s and Caddy\'s account\'s'
+    as_root = trusted == (0,)
+    owners = 'root\'s' if as_root else 'root\'s and Caddy\'s account\'s'
+    fix = ('make the database that account\'s (chown), or ' if as_root else '') + '`chmod go-w %s`'
     for name, st in met:
-        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+        if stat.S_ISREG(st.st_mode) and others_may_write(st, trusted):
             fail('the %s %s is %s, but another account may write it (mode %03o): what it wrote would be read as a database by %s. '
-                 'Give the backup `app <name>` (it then runs as that app\'s account), or `chmod go-w %s`'
-                 % (what, path, owners, st.st_mode & 0o7777, 'root' if trusted == (0,) else 'Caddy\'s account', name))
+                 'Give the backup `app <name>` (it then runs as that app\'s account), or %s'
+                 % (what, path, owners, st.st_mode & 0o7777, 'root' if as_root else 'Caddy\'s account', fix % name))
     for name, st in dirs:
-        if st.st_mode & 0o022 and (name == last or not st.st_mode & stat.S_ISVTX):
+        if others_may_write(st, trusted) and (name == last or not st.st_mode & stat.S_ISVTX):
             fail('the %s %s is %s, but %s on the way has mode %03o: another account could put links or files in the way of the backup. '
-                 'Give the backup `app <name>` (it then runs as that app\'s account), or make the database that account\'s (chown), or %s writable by no other'
-                 % (what, path, owners, name, st.st_mode & 0o7777, name))
+                 'Give the backup `app <name>` (it then runs as that app\'s account), or %s'
+                 % (what, path, owners, name, st.st_mode & 0o7777, fix % name))
     return 0
+
+
+def others_may_write(st, trusted):
+    """Whether an account other than the trusted ones may write the file
+    or directory st describes: others may, or its group may and is not the
+    private group of a trusted owner (a group of the owner's name, its
+    primary one, no other member: what a umask of 002 leaves writable)."""
+    if st.st_mode & 0o002:
+        return True
+    if not st.st_mode & 0o020:
+        return False
+    if st.st_uid in trusted and st.st_uid != 0:
+        try:
+            account, group = pwd.getpwuid(st.st_uid), grp.getgrgid(st.st_gid)
+        except KeyError:
+            return True
+        if account.pw_gid == st.st_gid and group.gr_name == account.pw_name and not group.gr_mem:
+            return False
+    return True
 
 
 def only_own(path, what):
