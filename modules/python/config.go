@@ -398,13 +398,8 @@ func choose(option string, value *string, choices ...string) error {
 // channel and its buffers. workers follows the admin API's scale route.
 var countLimits = map[string]int{
 	"workers": 1024, "min_workers": 1024, "max_workers": 1024,
-	"threads": 1024, "max_concurrency": 100000, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24, "max_open_per_client": 1 << 24,
+	"threads": 1024, "max_concurrency": engine.MaxChannels, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24, "max_open_per_client": 1 << 24,
 }
-
-// maxChannels bounds a pool's channels at its most workers: each count
-// may be at its own limit, but not every one at once (1024 workers of
-// 1024 threads would be a million socket pairs, past any file limit).
-const maxChannels = 65536
 
 // checkCount is the one rule for a count option set to n (0 means "the
 // default" in JSON and is not passed here): a whole number from 1 to its
@@ -543,12 +538,15 @@ func (s *poolSpec) checkRecycling() error {
 	case s.MaxLifetime < 0:
 		return fmt.Errorf("max_lifetime must be a positive duration")
 	}
-	if most := max(s.Workers, s.MaxWorkers); most*max(s.Threads, 1) > maxChannels {
-		per := "threads"
+	if most := max(s.Workers, s.MaxWorkers); most*max(s.Threads, 1) > engine.MaxChannels {
+		workers, per := "workers", "threads"
+		if s.MaxWorkers > s.Workers {
+			workers = "max_workers"
+		}
 		if s.ASGI() {
 			per = "max_concurrency"
 		}
-		return fmt.Errorf("workers × %s is %d × %d = %d channels, more than the %d a pool may have (each is a socket pair Caddy holds open, made when its worker starts); lower one of them", per, most, s.Threads, most*s.Threads, maxChannels)
+		return fmt.Errorf("%s × %s is %d × %d = %d channels, more than the %d a pool may have (each is a socket pair Caddy holds open, made when its worker starts); lower one of them", workers, per, most, s.Threads, most*s.Threads, engine.MaxChannels)
 	}
 	if s.Watch != nil && len(s.Watch) == 0 {
 		s.Watch = []string{"**/*.py"}

@@ -79,7 +79,7 @@ func TestResolveErrors(t *testing.T) {
 		{"too many threads", "a:b", PoolConfig{Dir: dir, Threads: 100000}, "threads 100000 is more than the 1024 allowed"},
 		{"max_workers below workers", "a:b", PoolConfig{Dir: dir, Workers: 3, MaxWorkers: 2}, "max_workers (2) is below workers (3)"},
 		{"workers × threads", "a:b", PoolConfig{Dir: dir, Workers: 1024, Threads: 1024}, "workers × threads is 1024 × 1024 = 1048576 channels, more than the 65536"},
-		{"max_workers × threads", "a:b", PoolConfig{Dir: dir, Workers: 1, MaxWorkers: 200, Threads: 400}, "workers × threads is 200 × 400 = 80000 channels"},
+		{"max_workers × threads", "a:b", PoolConfig{Dir: dir, Workers: 1, MaxWorkers: 200, Threads: 400}, "max_workers × threads is 200 × 400 = 80000 channels"},
 		{"jitter alone", "a:b", PoolConfig{Dir: dir, MaxRequestsJitter: 5}, "max_requests_jitter needs max_requests"},
 		{"empty before_start", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{}}}, "before_start command 1 is empty"},
 		{"before_start without a program", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{"true"}, {" ", "x"}}}, "before_start command 2 is empty"},

@@ -881,3 +881,17 @@ func TestBodyMustMatchItsContentLength(t *testing.T) {
 		}
 	})
 }
+
+// TestScaleBoundsTheChannels: the admin API's scale may not take a pool
+// past MaxChannels (1024 workers of 1024 threads each passed: a million
+// socket pairs).
+func TestScaleBoundsTheChannels(t *testing.T) {
+	p := New(Options{Name: "wide", Threads: 1024, MaxQueue: 10, QueueTimeout: time.Minute}, zap.NewNop())
+	p.state = supervisor.Running
+	if err := p.Scale(1024); err == nil || !strings.Contains(err.Error(), "scale to at most 64") {
+		t.Errorf("1024 workers of 1024 threads: %v", err)
+	}
+	if n := p.replicaCountLocked(); n != 0 {
+		t.Errorf("%d replicas added before the refusal", n)
+	}
+}

@@ -107,3 +107,10 @@ func (o *Options) KindName() string {
 func (o *Options) pipelining() bool {
 	return !o.ASGI() && o.Pipeline != "off"
 }
+
+// MaxChannels bounds a pool's channels at its most workers (workers,
+// or max_workers, times Threads): each is a socket pair Caddy holds one
+// end of, made when its worker starts. Each count may be at its own
+// limit, not every one at once (1024 workers of 1024 threads would be a
+// million socket pairs, past any file limit).
+const MaxChannels = 65536

@@ -390,6 +390,9 @@ func (p *Pool) Scale(n int) error {
 	if p.state != supervisor.Running {
 		return fmt.Errorf("app %s is %s, %w", p.opts.Name, p.state, supervisor.ErrNotRunning)
 	}
+	if n*max(p.opts.Threads, 1) > MaxChannels {
+		return fmt.Errorf("app %s: %d workers of %d channels each would be %d channels, more than the %d a pool may have; scale to at most %d", p.opts.Name, n, p.opts.Threads, n*p.opts.Threads, MaxChannels, MaxChannels/max(p.opts.Threads, 1))
+	}
 	if p.opts.MaxWorkers > 0 {
 		if n < p.opts.Workers || n > p.opts.MaxWorkers {
 			return fmt.Errorf("app %s autoscales between %d and %d workers; scale it within those bounds or change `workers` in the Caddyfile", p.opts.Name, p.opts.Workers, p.opts.MaxWorkers)
