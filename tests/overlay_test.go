@@ -305,7 +305,7 @@ http://127.0.0.1:%d {
 	}
 }`, port, dir)
 	log := refused(t, site)
-	if !strings.Contains(log, "HG-KEY-06") || !strings.Contains(log, "SIMPLE_JWT hold a copy") {
+	if !strings.Contains(log, "HG-KEY-06") || !strings.Contains(log, "SIMPLE_JWT holds a copy") {
 		t.Errorf("a copy of the project's insecure key was not refused:\n%s", tail(log, 8))
 	}
 	for _, line := range strings.Split(string(original), "\n") {

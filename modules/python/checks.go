@@ -237,7 +237,11 @@ func reportFindings(r *appReport, site hearth.Site, hsts int) []Finding {
 		out = append(out, keyFindings("SECRET_KEY", "Django", d.SecretKey)...)
 		if p := d.ProjectSecretKey; p != nil && len(p.CopiedTo) > 0 {
 			if weak := keyFindings("SECRET_KEY", "settings.py's own", p.secretReport); len(weak) > 0 {
-				add("HG-KEY-06", true, fmt.Sprintf("%s hold a copy of settings.py's own SECRET_KEY, made when settings.py was imported: `settings overlay` replaced the key in SECRET_KEY only, and that one is not fit to sign with (%s)", strings.Join(p.CopiedTo, ", "), weak[0].Problem),
+				verb := "holds"
+				if len(p.CopiedTo) > 1 {
+					verb = "hold"
+				}
+				add("HG-KEY-06", true, fmt.Sprintf("%s %s a copy of settings.py's own SECRET_KEY, made when settings.py was imported: `settings overlay` replaced the key in SECRET_KEY only, and that one is not fit to sign with (%s)", strings.Join(p.CopiedTo, ", "), verb, weak[0].Problem),
 					"in settings.py, take them from the key at its source (os.environ, the same variable SECRET_KEY reads) rather than from a key written in the file, or give each its own key from the environment; then replace that key wherever it signed tokens")
 			}
 		}

@@ -62,11 +62,23 @@ func publicAdmin(listen string, on bool) string {
 		return "" // (Caddy refuses an address it cannot parse itself)
 	}
 	host := strings.Trim(addr.Host, "[]")
-	if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() {
+	if ip := net.ParseIP(host); loopbackName(host) || ip != nil && ip.IsLoopback() {
 		return ""
 	}
 	if host == "" {
 		return "every interface, port " + addr.JoinHostPort(0)[1:]
 	}
 	return addr.JoinHostPort(0)
+}
+
+// loopbackName reports whether host is a name of this machine's loopback
+// (RFC 6761's localhost and names under it, and the ones Debian's
+// /etc/hosts gives ::1 and 127.0.0.1), without asking DNS.
+func loopbackName(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	switch host {
+	case "localhost", "ip6-localhost", "ip6-loopback", "localhost.localdomain", "localhost6", "localhost6.localdomain6":
+		return true
+	}
+	return strings.HasSuffix(host, ".localhost")
 }

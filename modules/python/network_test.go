@@ -17,6 +17,10 @@ func TestPublicAdmin(t *testing.T) {
 	}{
 		{"localhost:2019", true, ""},
 		{"LOCALHOST:2019", true, ""},
+		{"admin.localhost:2019", true, ""},
+		{"ip6-localhost:2019", true, ""},
+		{"localhost.:2019", true, ""},
+		{"localhost.example.net:2019", true, "localhost.example.net:2019"},
 		{"127.0.0.1:2019", true, ""},
 		{"127.0.0.2:2019", true, ""},
 		{"[::1]:2019", true, ""},

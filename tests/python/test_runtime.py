@@ -198,6 +198,13 @@ def application(environ, start_response):
     if path == '/over':
         start_response('200 OK', [('Content-Length', '4')])
         return (c for c in [b'ab', b'cdef', b'never'])
+    if path == '/written':
+        write = start_response('200 OK', [('Content-Length', '4')])
+        write(b'abc')
+        return (c for c in [b'de', b'never'])
+    if path == '/list':
+        start_response('200 OK', [('Content-Length', '4')])
+        return [b'ab', b'cdef']
     start_response('200 OK', [])
     return (c for c in [b'no', b'length'])
 ''')
@@ -214,6 +221,9 @@ def application(environ, start_response):
         self.assertEqual(frames_of(2, '/two')[1:], [(RESP_BODY, 0, b'abc'), (RESP_BODY, END, b'def')])
         self.assertEqual(frames_of(3, '/over')[1:], [(RESP_BODY, 0, b'ab'), (RESP_BODY, END, b'cd')])
         self.assertEqual(frames_of(4, '/none')[1:], [(RESP_BODY, 0, b'no'), (RESP_BODY, 0, b'length'), (RESP_BODY, END, b'')])
+        # what write() sent counts toward the length; a list is cut at it too
+        self.assertEqual(frames_of(5, '/written')[1:], [(RESP_BODY, 0, b'abc'), (RESP_BODY, END, b'd')])
+        self.assertEqual(frames_of(6, '/list')[1:], [(RESP_BODY, END, b'abcd')])
         self.assertEqual(w.finish()[0], 0)
 
     def test_pipelined_requests_are_answered_in_order(self):
@@ -807,3 +817,27 @@ class TrackedSecretTest(unittest.TestCase):
                                  user=65534, group=65534, extra_groups=[], env={'PATH': '/usr/bin:/bin', 'HOME': '/nonexistent'})
             self.assertEqual(out.stdout.strip(), "['settings.py']", out.stderr)
             self.assertFalse(os.path.exists(marker), "the repository's core.fsmonitor ran")
+
+
+class CopiesOfTest(unittest.TestCase):
+    """HG-KEY-06's search for copies of settings.py's own key in other
+    settings: nested values, strings that contain it, short keys whole."""
+
+    def test_copies(self):
+        from hearth_runtime import inspection
+
+        class Settings:
+            SECRET_KEY = 'the overlay key'
+            SIMPLE_JWT = {'ALGORITHM': 'HS256', 'SIGNING_KEY': 'django-insecure-abcdefgh'}
+            SECRET_KEY_FALLBACKS = ['django-insecure-abcdefgh']
+            DERIVED = ('prefix-django-insecure-abcdefgh',)
+            OTHER = {'a': [1, 2, {'b': 'nothing here'}]}
+            lower = 'django-insecure-abcdefgh'  # not a setting
+        self.assertEqual(inspection.copies_of('django-insecure-abcdefgh', Settings),
+                         ['DERIVED', 'SECRET_KEY_FALLBACKS', 'SIMPLE_JWT'])
+
+        class Short:
+            SECRET_KEY = 'x'
+            JWT = {'SIGNING_KEY': 'abc'}
+            TEXT = 'labcdef'
+        self.assertEqual(inspection.copies_of('abc', Short), ['JWT'])

@@ -167,6 +167,7 @@ def copies_of(secret, settings):
     at import (SIMPLE_JWT's SIGNING_KEY, SECRET_KEY_FALLBACKS), which
     `settings overlay` does not reach by setting SECRET_KEY after it."""
     needle = secret if isinstance(secret, str) else bytes(secret).decode('latin-1')
+    exact = len(needle) < 8  # a short key is looked for whole, not inside strings
     budget = [10000]  # values looked at, at most
 
     def holds(value, depth):
@@ -176,7 +177,7 @@ def copies_of(secret, settings):
         if isinstance(value, bytes):
             value = value.decode('latin-1')
         if isinstance(value, str):
-            return needle in value
+            return value == needle if exact else needle in value
         if isinstance(value, dict):
             return any(holds(k, depth + 1) or holds(v, depth + 1) for k, v in value.items())
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -195,7 +196,7 @@ def project_key_copies(settings):
         return None
     base = sys.modules.get(os.environ['HEARTH_PROJECT_SETTINGS'])
     original = getattr(base, 'SECRET_KEY', None)
-    if not original or len(original) < 8 or original == getattr(settings, 'SECRET_KEY', None):
+    if not original or original == getattr(settings, 'SECRET_KEY', None):
         return None
     copied = copies_of(original, settings)
     if not copied:

@@ -156,7 +156,7 @@ class WsgiWorker:
         body = Input(channel, no_body)
         environ['wsgi.input'] = body
         send = channel.send
-        state = [None, None, False]  # status, headers, head sent
+        state = [None, None, False, 0]  # status, headers, head sent, body bytes write() sent
 
         def send_head(rest):
             # the head goes with the first body frame; the response counts
@@ -169,6 +169,7 @@ class WsgiWorker:
         def write(data):
             if state[0] is None:
                 raise AssertionError('write() called before start_response()')
+            state[3] += len(data)
             if not state[2]:
                 send_head(frames(RESP_BODY, sid, data, False, STREAM_FRAME))
             elif data:
@@ -193,28 +194,34 @@ class WsgiWorker:
                 data = b''.join(result)
                 if state[0] is None:
                     raise AssertionError('the app returned without calling start_response()')
+                expected = declared_length(state[1])
+                if expected >= 0 and state[3] + len(data) > expected:
+                    # not past the declared length, as from an iterable
+                    # (PEP 3333; what Gunicorn does): Caddy sends no body
+                    # that disagrees with its length
+                    data = data[:max(expected - state[3], 0)]
                 if state[2]:
                     send(body_frames(sid, data))
                 else:
                     send_head(body_frames(sid, data))
             else:
-                expected, sent = None, 0
+                expected = None
                 for chunk in result:
                     if not chunk:
                         continue
                     if expected is None:
                         expected = declared_length(state[1])
+                    sent = state[3]  # (what write() sent counts too)
                     if sent + len(chunk) >= expected >= 0:
                         # the declared length is complete: this chunk ends
                         # the body (one frame for the usual one-chunk body)
-                        last = body_frames(sid, chunk[:expected - sent])
+                        last = body_frames(sid, chunk[:max(expected - sent, 0)])
                         if state[2]:
                             send(last)
                         else:
                             send_head(last)
                         break
                     write(chunk)
-                    sent += len(chunk)
                 else:
                     if state[0] is None:
                         raise AssertionError('the app returned without calling start_response()')
