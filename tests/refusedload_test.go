@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -77,5 +79,32 @@ func TestLoadEmptyBeforeStartRefused(t *testing.T) {
 	}
 	if after := c.workerPIDs(); len(after) != len(pids) || (len(pids) > 0 && after[0] != pids[0]) {
 		t.Errorf("workers changed across refused loads: %v, then %v", pids, after)
+	}
+}
+
+// TestReferencesRefusedBeforeBeforeStart: a job in an app the config does
+// not serve refuses the config before any app's before_start runs (it ran
+// a new app's migrations first, then the config was refused anyway).
+func TestReferencesRefusedBeforeBeforeStart(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "before-start-ran")
+	config, _ := site(t, "hello:application", "workers 1\n\t\tbefore_start /usr/bin/touch "+marker)
+	log := refused(t, `
+{
+	admin {ADMIN}
+	hearth {
+		job clean {
+			app nosuchapp
+			command /bin/true
+			schedule every 1h
+		}
+	}
+}
+`+config)
+	if !strings.Contains(log, "job clean runs in app nosuchapp, which this config does not serve") {
+		t.Errorf("the refusal does not name the job and app:\n%s", tail(log, 8))
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("the new app's before_start ran for a config that was refused")
 	}
 }

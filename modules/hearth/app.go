@@ -175,6 +175,11 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the app.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
+	if a.Dashboard != "" { // (`caddy validate` says so too, not only a start)
+		if _, _, err := dashboardAddress(a.Dashboard); err != nil {
+			return err
+		}
+	}
 	recordAdminEndpoint(ctx)
 	serveFilesThroughLinkFS(ctx, a.logger)
 	a.keys = map[Pool]string{}
@@ -308,9 +313,15 @@ func ReleasePool(key string) {
 // parallel, and fails (refusing the config) if any cannot start.
 func (a *App) Start() error {
 	used := a.used
-	// one instance per app and machine (instancelock.go): before anything
-	// of a new pool runs, before_start included
-	if err := lockPools(used, a.keys); err != nil {
+	// what would refuse the config once its pools started is said before
+	// any starts (a new pool's before_start runs its migrations); then one
+	// instance per app and machine (instancelock.go): before anything of a
+	// new pool runs, before_start included
+	err := a.checkReferences()
+	if err == nil {
+		err = lockPools(used, a.keys)
+	}
+	if err != nil {
 		for _, p := range used {
 			if r, ok := p.(interface{ Refuse(error) }); ok {
 				r.Refuse(err) // requests waiting for it fail at once
@@ -349,7 +360,7 @@ func (a *App) Start() error {
 		a.dashboard = d
 	}
 	a.applyMaxProcesses()
-	err := startPools(used, a.logger)
+	err = startPools(used, a.logger)
 	if err == nil {
 		err = a.startServices() // after the apps: a service may run in one's environment
 	}

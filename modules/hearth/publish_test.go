@@ -1,10 +1,17 @@
 package hearth
 
 import (
+	"context"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+
+	"github.com/hearth-dev/hearth/modules/job"
+	"github.com/hearth-dev/hearth/modules/service"
+	"github.com/hearth-dev/hearth/modules/supervisor"
 )
 
 // sitePool is a pool that records what it is told of its site and
@@ -69,5 +76,43 @@ func TestARefusedConfigLeavesTheRunningOneAsItWas(t *testing.T) {
 	next.withdraw() // Caddy stops
 	if current.Load() != nil || services.Load() != nil {
 		t.Errorf("after the last config stopped, the status still shows one")
+	}
+}
+
+// envPool is a Python app's pool: services and jobs may run in it.
+type envPool struct{ placedPool }
+
+func (p *envPool) Environment() (supervisor.Command, error) { return supervisor.Command{}, nil }
+
+// TestReferencesCheckedBeforeAnyPoolStarts: what startServices and
+// startJobs would refuse once the config's pools started (a new pool's
+// before_start runs its migrations first) is refused before: a service
+// named like an app, and a service, job or backup in an app the config
+// does not serve. The dashboard's address is checked when the config
+// loads (`caddy validate` passed a port of 99999).
+func TestReferencesCheckedBeforeAnyPoolStarts(t *testing.T) {
+	web := &envPool{placedPool{name: "web"}}
+	for _, tc := range []struct {
+		name string
+		app  App
+		want string
+	}{
+		{"a service named like an app", App{Services: []*service.Config{{Name: "web"}}}, "service web has the name of an app"},
+		{"a service in an app not served", App{Services: []*service.Config{{Name: "redis", App: "shop"}}}, "service redis runs in app shop, which this config does not serve; its Python apps: web"},
+		{"a job in an app not served", App{Jobs: []*job.Config{{Name: "clean", App: "shop"}}}, "job clean runs in app shop"},
+		{"a backup of an app not served", App{Backups: []*job.BackupConfig{{Name: "shop", Database: "default"}}}, "backup shop runs in app shop"},
+		{"all in order", App{Jobs: []*job.Config{{Name: "clean", App: "web"}}, Services: []*service.Config{{Name: "redis"}}}, ""},
+	} {
+		a := tc.app
+		a.used = []Pool{web}
+		err := a.checkReferences()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := (&App{Dashboard: "127.0.0.1:99999"}).Provision(ctx); err == nil || !strings.Contains(err.Error(), `dashboard address "127.0.0.1:99999"`) {
+		t.Errorf("a dashboard on port 99999: %v", err)
 	}
 }

@@ -29,6 +29,47 @@ type AppEnvironment interface {
 // the old one holds its `ready tcp` address, the old one is stopped first
 // and the new one started again (and revived if this config is refused
 // after all: see reviveServices).
+// checkReferences refuses, before any new pool of the config starts, what
+// startServices and startJobs would refuse once they had: a service named
+// like an app, and a service, job or backup that runs in an app the
+// config does not serve.
+func (a *App) checkReferences() error {
+	names := map[string]bool{}
+	for _, p := range a.used {
+		names[p.Name()] = true
+	}
+	for _, c := range a.Services {
+		if names[c.Name] {
+			return serviceNamedLikeAnApp(c.Name)
+		}
+		if c.App != "" {
+			if _, err := a.appEnvironment("service "+c.Name, c.App); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range a.Jobs {
+		if c.App != "" {
+			if _, err := a.appEnvironment("job "+c.Name, c.App); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range a.Backups {
+		if name := c.AppName(); name != "" {
+			if _, err := a.appEnvironment("backup "+c.Name, name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// serviceNamedLikeAnApp is the error of a service with an app's name.
+func serviceNamedLikeAnApp(name string) error {
+	return fmt.Errorf("service %s has the name of an app of this config; `caddy hearth restart` and the status tell them apart by name: rename the service", name)
+}
+
 func (a *App) startServices() error {
 	names := map[string]bool{}
 	for _, p := range a.used {
@@ -36,7 +77,7 @@ func (a *App) startServices() error {
 	}
 	for _, c := range a.Services {
 		if names[c.Name] {
-			return fmt.Errorf("service %s has the name of an app of this config; `caddy hearth restart` and the status tell them apart by name: rename the service", c.Name)
+			return serviceNamedLikeAnApp(c.Name)
 		}
 		spec, err := a.resolveService(c)
 		if err != nil {
