@@ -438,6 +438,12 @@ func (a *App) tell(p Pool, site *Site, storage certmagic.Storage) {
 		if kept {
 			before := aware.Site()
 			a.undo = append(a.undo, func() { aware.SetSite(before) })
+			if s, ok := p.(SettingsFromSite); ok && s.SettingsFromSite() &&
+				(!slices.Equal(before.Hosts, site.Hosts) || !slices.Equal(before.Origins, site.Origins)) {
+				a.logger.Warn("the app kept running with the settings it made for its site's hosts before this reload (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS): requests for the new hosts are refused until it starts anew",
+					zap.String("app", p.Name()), zap.Strings("hosts_before", before.Hosts), zap.Strings("hosts", site.Hosts),
+					zap.String("fix", "change any setting of its block (so the reload starts it anew), or restart Caddy"))
+			}
 		}
 		aware.SetSite(*site)
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hearth-dev/hearth/modules/job"
 	"github.com/hearth-dev/hearth/modules/service"
@@ -114,5 +116,33 @@ func TestReferencesCheckedBeforeAnyPoolStarts(t *testing.T) {
 	defer cancel()
 	if err := (&App{Dashboard: "127.0.0.1:99999"}).Provision(ctx); err == nil || !strings.Contains(err.Error(), `dashboard address "127.0.0.1:99999"`) {
 		t.Errorf("a dashboard on port 99999: %v", err)
+	}
+}
+
+// settingsPool is a kept pool whose settings came from its site.
+type settingsPool struct{ sitePool }
+
+func (p *settingsPool) SettingsFromSite() bool { return true }
+
+// TestKeptAppWithStaleSiteSettingsIsSaidSo: a reload that keeps an app
+// whose `settings` were made from its site's hosts, with other hosts
+// now, says so with the fix: its ALLOWED_HOSTS stay what they were (the
+// new hosts get 400s) until it starts anew.
+func TestKeptAppWithStaleSiteSettingsIsSaidSo(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	kept := &settingsPool{sitePool{running: true, site: Site{Hosts: []string{"127.0.0.1"}}}}
+	a := &App{logger: zap.New(core)}
+	a.tell(kept, &Site{Hosts: []string{"127.0.0.1"}}, nil)
+	if logs.Len() != 0 {
+		t.Fatalf("the same hosts: %v", logs.All())
+	}
+	a.tell(kept, &Site{Hosts: []string{"127.0.0.1", "localhost"}}, nil)
+	if logs.FilterMessageSnippet("kept running with the settings").Len() != 1 {
+		t.Errorf("new hosts for a kept app whose settings came from them: %v", logs.All())
+	}
+	plain := &sitePool{running: true, site: Site{Hosts: []string{"a"}}}
+	a.tell(plain, &Site{Hosts: []string{"b"}}, nil)
+	if logs.Len() != 1 {
+		t.Errorf("an app without site settings: %v", logs.All())
 	}
 }

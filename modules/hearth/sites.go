@@ -41,6 +41,13 @@ type SiteAware interface {
 	Site() Site
 }
 
+// SettingsFromSite pools made settings from their site when they started
+// (`settings auto` or `overlay`: ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS),
+// which a reload that keeps them running does not make again.
+type SettingsFromSite interface {
+	SettingsFromSite() bool
+}
+
 // StorageAware pools are given the config's storage (Caddy's `storage`,
 // files in its data directory by default) before they start: state that
 // instances sharing a storage must share lives there. Storage is what it

@@ -207,6 +207,12 @@ func (a *App) SetSite(site hearth.Site) {
 	a.mounts.Store(&mounts)
 }
 
+// SettingsFromSite reports whether the app made settings from its site
+// when it started (hearth.SettingsFromSite): `settings auto` or `overlay`.
+func (a *App) SettingsFromSite() bool {
+	return a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay
+}
+
 // Site is where the app is served, as SetSite last recorded it.
 func (a *App) Site() hearth.Site {
 	a.mu.Lock()
