@@ -401,6 +401,10 @@ var countLimits = map[string]int{
 	"threads": 1024, "max_concurrency": engine.MaxChannels, "max_queue": 1 << 20, "max_queue_per_client": 1 << 20, "max_websockets": 1 << 24, "max_streams": 1 << 24, "max_open_per_client": 1 << 24,
 }
 
+// maxRequestsLimit bounds max_requests and max_requests_jitter: a
+// trillion requests, far past any worker's life.
+const maxRequestsLimit = 1_000_000_000_000
+
 // checkCount is the one rule for a count option set to n (0 means "the
 // default" in JSON and is not passed here): a whole number from 1 to its
 // limit. The Caddyfile parser and JSON provisioning both use it.
@@ -468,6 +472,10 @@ func (c PoolConfig) checkFields() error {
 		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", c.MaxWorkers, c.Workers)
 	case c.MaxRequests < 0 || c.MaxRequestsJitter < 0:
 		return fmt.Errorf("max_requests and max_requests_jitter must be positive")
+	case c.MaxRequests > maxRequestsLimit || c.MaxRequestsJitter > maxRequestsLimit:
+		// (past it the limit plus its jitter overflows: a worker recycled
+		// at once, or a panic drawing the jitter)
+		return fmt.Errorf("max_requests and max_requests_jitter may be at most %d", maxRequestsLimit)
 	case c.MaxRequestsJitter > 0 && c.MaxRequests == 0:
 		return fmt.Errorf("max_requests_jitter needs max_requests")
 	case c.MaxMemory < 0:
