@@ -175,6 +175,11 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the app.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx, a.logger = ctx, ctx.Logger()
+	switch a.Guard { // (the Caddyfile checks it where written; JSON here)
+	case "", "enforce", "warn", "off":
+	default:
+		return fmt.Errorf("hearth: guard %q is not one of enforce, warn, off", a.Guard)
+	}
 	if a.Dashboard != "" { // (`caddy validate` says so too, not only a start)
 		if _, _, err := dashboardAddress(a.Dashboard); err != nil {
 			return err

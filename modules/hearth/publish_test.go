@@ -117,6 +117,9 @@ func TestReferencesCheckedBeforeAnyPoolStarts(t *testing.T) {
 	if err := (&App{Dashboard: "127.0.0.1:99999"}).Provision(ctx); err == nil || !strings.Contains(err.Error(), `dashboard address "127.0.0.1:99999"`) {
 		t.Errorf("a dashboard on port 99999: %v", err)
 	}
+	if err := (&App{Guard: "strict"}).Provision(ctx); err == nil || !strings.Contains(err.Error(), `hearth: guard "strict" is not one of enforce, warn, off`) {
+		t.Errorf("a global guard mode that does not exist: %v", err)
+	}
 }
 
 // settingsPool is a kept pool whose settings came from its site.
