@@ -1,7 +1,6 @@
 package python
 
 import (
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -225,10 +224,8 @@ func (h *WSGI) unmarshalOption(d *caddyfile.Dispenser) error {
 		if len(h.Watch) == 0 {
 			h.Watch = []string{"**/*.py"}
 		}
-		for _, g := range h.Watch {
-			if _, err := filepath.Match(strings.TrimPrefix(g, "**/"), "x"); err != nil {
-				return d.Errf("watch glob %q is malformed: %v", g, err)
-			}
+		if err := checkWatch(h.Watch); err != nil {
+			return d.Err(err.Error())
 		}
 		return nil
 	case "threads":

@@ -559,6 +559,9 @@ func (s *poolSpec) checkRecycling() error {
 	if s.Watch != nil && len(s.Watch) == 0 {
 		s.Watch = []string{"**/*.py"}
 	}
+	if err := checkWatch(s.Watch); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -685,4 +688,15 @@ func (c PoolConfig) interpreter(dir string, env []string) (string, error) {
 		return "", fmt.Errorf("python interpreter %q not found in PATH; install it (apt-get install python3) or set `python /path/to/python3`", python)
 	}
 	return path, nil
+}
+
+// checkWatch refuses a watch glob that is malformed (it would never
+// match, silently): the Caddyfile parser and JSON configs both use it.
+func checkWatch(globs []string) error {
+	for _, g := range globs {
+		if _, err := filepath.Match(strings.TrimPrefix(g, "**/"), "x"); err != nil {
+			return fmt.Errorf("watch glob %q is malformed: %v", g, err)
+		}
+	}
+	return nil
 }
