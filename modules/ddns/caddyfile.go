@@ -3,6 +3,7 @@ package ddns
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -86,6 +87,9 @@ func (a *App) unmarshalOption(d *caddyfile.Dispenser) error {
 		}
 		if d.NextArg() {
 			return d.Errf("%s takes one duration, got another value: %q", option, d.Val())
+		}
+		if option == "ttl" && (dur < time.Second || dur > maxTTL) {
+			return d.Errf("ttl %s is not between 1s and %s (a record's TTL is a whole number of seconds below 2^31)", dur, maxTTL)
 		}
 		if option == "interval" {
 			a.Interval = caddy.Duration(dur)

@@ -444,7 +444,7 @@ func (a *App) tell(p Pool, site *Site, storage certmagic.Storage) {
 			before := aware.Site()
 			a.undo = append(a.undo, func() { aware.SetSite(before) })
 			if s, ok := p.(SettingsFromSite); ok && s.SettingsFromSite() &&
-				(!slices.Equal(before.Hosts, site.Hosts) || !slices.Equal(before.Origins, site.Origins)) {
+				(!sameSet(before.Hosts, site.Hosts) || !sameSet(before.Origins, site.Origins)) {
 				a.logger.Warn("the app kept running with the settings it made for its site's hosts before this reload (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS): requests for the new hosts are refused until it starts anew",
 					zap.String("app", p.Name()), zap.Strings("hosts_before", before.Hosts), zap.Strings("hosts", site.Hosts),
 					zap.String("fix", "change any setting of its block (so the reload starts it anew), or restart Caddy"))
@@ -460,6 +460,7 @@ func (a *App) Stop() error {
 	a.withdraw()
 	if a.dashboard != nil {
 		a.dashboard.stop()
+		a.dashboard = nil
 	}
 	if a.cpus != nil {
 		releaseCaddyCPUs(a.cpus)
@@ -507,6 +508,11 @@ func RegisterCollector(registry *prometheus.Registry, c prometheus.Collector) er
 // without stopping them).
 func (a *App) Cleanup() error {
 	a.withdraw()
+	if a.dashboard != nil { // (two dashboards would share its port: SO_REUSEPORT)
+		a.dashboard.stop()
+		a.dashboard = nil
+	}
+	a.releaseMaxProcesses()
 	if a.cpus != nil {
 		releaseCaddyCPUs(a.cpus)
 		a.cpus = nil
@@ -534,3 +540,12 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// sameSet reports whether a and b hold the same strings, in any order (a
+// site's hosts come from its servers, a map: their order is not theirs).
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}

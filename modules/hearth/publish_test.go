@@ -130,15 +130,18 @@ func (p *settingsPool) SettingsFromSite() bool { return true }
 // TestKeptAppWithStaleSiteSettingsIsSaidSo: a reload that keeps an app
 // whose `settings` were made from its site's hosts, with other hosts
 // now, says so with the fix: its ALLOWED_HOSTS stay what they were (the
-// new hosts get 400s) until it starts anew.
+// new hosts get 421) until it starts anew.
 func TestKeptAppWithStaleSiteSettingsIsSaidSo(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	kept := &settingsPool{sitePool{running: true, site: Site{Hosts: []string{"127.0.0.1"}}}}
 	a := &App{logger: zap.New(core)}
 	a.tell(kept, &Site{Hosts: []string{"127.0.0.1"}}, nil)
+	kept.site.Hosts = []string{"localhost", "127.0.0.1"}
+	a.tell(kept, &Site{Hosts: []string{"127.0.0.1", "localhost"}}, nil) // (in another order: two servers, a map)
 	if logs.Len() != 0 {
 		t.Fatalf("the same hosts: %v", logs.All())
 	}
+	kept.site.Hosts = []string{"127.0.0.1"}
 	a.tell(kept, &Site{Hosts: []string{"127.0.0.1", "localhost"}}, nil)
 	if logs.FilterMessageSnippet("kept running with the settings").Len() != 1 {
 		t.Errorf("new hosts for a kept app whose settings came from them: %v", logs.All())

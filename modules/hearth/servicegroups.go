@@ -22,13 +22,6 @@ type AppEnvironment interface {
 	Environment() (supervisor.Command, error)
 }
 
-// startServices starts the config's services once its apps run (a
-// service may run in an app's environment, settings included). Each is a
-// pool kept across reloads by its spec: an unchanged service keeps its
-// processes. A changed one starts beside the old; if it cannot because
-// the old one holds its `ready tcp` address, the old one is stopped first
-// and the new one started again (and revived if this config is refused
-// after all: see reviveServices).
 // checkReferences refuses, before any new pool of the config starts, what
 // startServices and startJobs would refuse once they had: a service named
 // like an app, and a service, job or backup that runs in an app the
@@ -70,6 +63,13 @@ func serviceNamedLikeAnApp(name string) error {
 	return fmt.Errorf("service %s has the name of an app of this config; `caddy hearth restart` and the status tell them apart by name: rename the service", name)
 }
 
+// startServices starts the config's services once its apps run (a
+// service may run in an app's environment, settings included). Each is a
+// pool kept across reloads by its spec: an unchanged service keeps its
+// processes. A changed one starts beside the old; if it cannot because
+// the old one holds its `ready tcp` address, the old one is stopped first
+// and the new one started again (and revived if this config is refused
+// after all: see reviveServices).
 func (a *App) startServices() error {
 	names := map[string]bool{}
 	for _, p := range a.used {

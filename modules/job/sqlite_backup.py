@@ -33,7 +33,6 @@ first copied and handed to Caddy as above (Caddy keeps it as
 database through the backup API, which holds the database's write lock
 for the one step, so the app's open connections see the old data or the
 new, never a mix."""
-import grp
 import json
 import os
 import pathlib
@@ -167,21 +166,11 @@ def account_of(path, what, trusted=(0,)):
 
 def others_may_write(st, trusted):
     """Whether an account other than the trusted ones may write the file
-    or directory st describes: others may, or its group may and is not the
-    private group of a trusted owner (a group of the owner's name, its
-    primary one, no other member: what a umask of 002 leaves writable)."""
-    if st.st_mode & 0o002:
-        return True
-    if not st.st_mode & 0o020:
-        return False
-    if st.st_uid in trusted and st.st_uid != 0:
-        try:
-            account, group = pwd.getpwuid(st.st_uid), grp.getgrgid(st.st_gid)
-        except KeyError:
-            return True
-        if account.pw_gid == st.st_gid and group.gr_name == account.pw_name and not group.gr_mem:
-            return False
-    return True
+    or directory st describes: its group or others may. No group is taken
+    as its owner's alone: who holds a group is not all in /etc/group (an
+    account whose primary group it is; the apps Caddy's unit runs with
+    Caddy's group), and an ACL shows in the group bits."""
+    return bool(st.st_mode & 0o022)
 
 
 def only_own(path, what):

@@ -291,7 +291,7 @@ func TestResolveRefusesWhatCannotRun(t *testing.T) {
 		u    Upstreams
 		want string
 	}{
-		{Upstreams{Command: []string{"/bin/true"}, Dir: missing}, "dir " + missing + ": "},
+		{Upstreams{Command: []string{"/bin/true"}, Dir: missing}, "dir " + missing + " does not exist"},
 		{Upstreams{Command: []string{"/bin/true"}, StartTimeout: caddy.Duration(-time.Second)}, "start_timeout and stop_timeout must be positive"},
 		{Upstreams{Command: []string{"/bin/true"}, StopTimeout: caddy.Duration(-time.Second)}, "start_timeout and stop_timeout must be positive"},
 	} {

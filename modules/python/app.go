@@ -210,7 +210,11 @@ func (a *App) SetSite(site hearth.Site) {
 // SettingsFromSite reports whether the app made settings from its site
 // when it started (hearth.SettingsFromSite): `settings auto` or `overlay`.
 func (a *App) SettingsFromSite() bool {
-	return a.spec.Settings == SettingsAuto || a.spec.Settings == SettingsOverlay
+	if a.spec.Settings != SettingsAuto && a.spec.Settings != SettingsOverlay {
+		return false
+	}
+	// (what env or env_file set explicitly is the user's, not the site's)
+	return !slices.Contains(a.spec.Explicit, "ALLOWED_HOSTS") || !slices.Contains(a.spec.Explicit, "CSRF_TRUSTED_ORIGINS")
 }
 
 // Site is where the app is served, as SetSite last recorded it.

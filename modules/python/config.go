@@ -403,7 +403,7 @@ var countLimits = map[string]int{
 
 // maxRequestsLimit bounds max_requests and max_requests_jitter: a
 // trillion requests, far past any worker's life.
-const maxRequestsLimit = 1_000_000_000_000
+const maxRequestsLimit int64 = 1_000_000_000_000
 
 // checkCount is the one rule for a count option set to n (0 means "the
 // default" in JSON and is not passed here): a whole number from 1 to its
@@ -472,7 +472,7 @@ func (c PoolConfig) checkFields() error {
 		return fmt.Errorf("max_workers (%d) is below workers (%d); write `workers MIN MAX` with MIN ≤ MAX", c.MaxWorkers, c.Workers)
 	case c.MaxRequests < 0 || c.MaxRequestsJitter < 0:
 		return fmt.Errorf("max_requests and max_requests_jitter must be positive")
-	case c.MaxRequests > maxRequestsLimit || c.MaxRequestsJitter > maxRequestsLimit:
+	case int64(c.MaxRequests) > maxRequestsLimit || int64(c.MaxRequestsJitter) > maxRequestsLimit:
 		// (past it the limit plus its jitter overflows: a worker recycled
 		// at once, or a panic drawing the jitter)
 		return fmt.Errorf("max_requests and max_requests_jitter may be at most %d", maxRequestsLimit)

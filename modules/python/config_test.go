@@ -1,6 +1,7 @@
 package python
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func TestResolveErrors(t *testing.T) {
 		{"max_workers × threads", "a:b", PoolConfig{Dir: dir, Workers: 1, MaxWorkers: 200, Threads: 400}, "max_workers × threads is 200 × 400 = 80000 channels"},
 		{"jitter alone", "a:b", PoolConfig{Dir: dir, MaxRequestsJitter: 5}, "max_requests_jitter needs max_requests"},
 		{"a malformed watch glob", "a:b", PoolConfig{Dir: dir, Watch: []string{"**/[.py"}}, `watch glob "**/[.py" is malformed`},
-		{"a jitter past any worker's life", "a:b", PoolConfig{Dir: dir, MaxRequests: 10, MaxRequestsJitter: 1 << 62}, "may be at most 1000000000000"},
+		{"a jitter past any worker's life", "a:b", PoolConfig{Dir: dir, MaxRequests: 10, MaxRequestsJitter: math.MaxInt}, "may be at most 1000000000000"},
 		{"empty before_start", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{}}}, "before_start command 1 is empty"},
 		{"before_start without a program", "a:b", PoolConfig{Dir: dir, BeforeStart: [][]string{{"true"}, {" ", "x"}}}, "before_start command 2 is empty"},
 		{"negative timeout", "a:b", PoolConfig{Dir: dir, QueueTimeout: caddy.Duration(-time.Second)}, "queue_timeout must be a positive duration"},

@@ -3,8 +3,10 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -86,15 +88,17 @@ func (p *Placement) Resolve() (Command, error) {
 	return c, err
 }
 
-// CheckDir refuses a `dir` (absolute) that is not a directory: the
-// keeper's chdir into it would fail as if the program were missing.
+// CheckDir refuses a `dir` (absolute) that is not there, or not a
+// directory: the keeper's chdir into it would fail as if the program were
+// missing. One Caddy's account may not enter is left to the account the
+// command runs as (the keeper changes directory as that account).
 func CheckDir(dir string) error {
 	info, err := os.Stat(dir)
-	if err == nil && !info.IsDir() {
-		err = errors.New("not a directory")
-	}
-	if err != nil {
-		return fmt.Errorf("dir %s: %w; set `dir` to the directory the command runs in", dir, err)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("dir %s does not exist; set `dir` to the directory the command runs in", dir)
+	case err == nil && !info.IsDir():
+		return fmt.Errorf("dir %s is not a directory; set `dir` to the directory the command runs in", dir)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"runtime"
@@ -308,8 +309,8 @@ func spawn(c Command, stdout, stderr *os.File, logger *zap.Logger) (int, <-chan 
 		if r.Errno != 0 && r.Err == syscall.Errno(r.Errno).Error() {
 			err := error(&os.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(r.Errno)})
 			if r.Errno == int(syscall.ENOENT) && c.Dir != "" {
-				if _, serr := os.Stat(c.Dir); serr != nil { // the keeper's chdir, not the program, failed
-					err = fmt.Errorf("cannot start %s: its directory %s is not there (%v); set `dir` to one that exists", path, c.Dir, serr)
+				if _, serr := os.Stat(c.Dir); errors.Is(serr, fs.ErrNotExist) { // the keeper's chdir, not the program, failed
+					err = fmt.Errorf("cannot start %s: its directory %s does not exist; set `dir` to one that does", path, c.Dir)
 				}
 			}
 			if limit != 0 && r.Errno == int(syscall.EAGAIN) {

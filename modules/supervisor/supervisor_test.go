@@ -86,14 +86,14 @@ func TestOutputForwardedAndGroupStopped(t *testing.T) {
 // such file or directory" sent the user looking for sleep).
 func TestMissingDirectorySaysSo(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "gone")
-	if _, err := (&Placement{Dir: missing}).Resolve(); err == nil || !strings.Contains(err.Error(), "dir "+missing+": ") {
+	if _, err := (&Placement{Dir: missing}).Resolve(); err == nil || !strings.Contains(err.Error(), "dir "+missing+" does not exist") {
 		t.Errorf("Resolve with a missing dir: %v", err)
 	}
 	if _, err := (&Placement{Dir: t.TempDir()}).Resolve(); err != nil {
 		t.Errorf("Resolve with a dir that is there: %v", err)
 	}
 	_, err := Start(Command{Path: "/bin/true", Dir: missing, Env: os.Environ()}, zap.NewNop())
-	if err == nil || !strings.Contains(err.Error(), "its directory "+missing+" is not there") {
+	if err == nil || !strings.Contains(err.Error(), "its directory "+missing+" does not exist") {
 		t.Errorf("a start in a directory that is not there: %v", err)
 	}
 }
