@@ -219,11 +219,17 @@ func (a *App) checkDomains() error {
 	if len(a.Domains) == 0 {
 		return fmt.Errorf("ddns: no domains; add `domains { example.net @ home }` (a zone, then names in it)")
 	}
+	zones := map[string]string{} // zone as DNS compares it → as written
 	for zone, names := range a.Domains {
 		z := strings.TrimSuffix(strings.ToLower(zone), ".")
 		if z == "" || strings.ContainsAny(z, " /:") {
 			return fmt.Errorf("ddns: %q is not a DNS zone", zone)
 		}
+		if other, ok := zones[z]; ok { // (each of its records was updated twice a check)
+			return fmt.Errorf("ddns: %s and %s are the same zone (DNS ignores case and a final dot); list its names once, under one of them", other, zone)
+		}
+		zones[z] = zone
+		full := map[string]bool{} // the names as DNS compares them
 		if err := asciiName("zone", zone); err != nil {
 			return err
 		}
@@ -247,6 +253,17 @@ func (a *App) checkDomains() error {
 			if err := asciiName("name", name); err != nil {
 				return err
 			}
+			f := strings.TrimSuffix(n, ".")
+			switch {
+			case n == "@":
+				f = z
+			case !strings.HasSuffix(n, "."):
+				f = n + "." + z
+			}
+			if full[f] {
+				return fmt.Errorf("ddns: zone %s lists %s twice (as %s, among others); list it once", zone, f, name)
+			}
+			full[f] = true
 		}
 	}
 	return nil

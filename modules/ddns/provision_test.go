@@ -43,6 +43,9 @@ func TestProvisionErrors(t *testing.T) {
 		{"a negative ttl", func(a *App) { a.TTL = caddy.Duration(-time.Minute) }, "ttl -1m0s is not between 1s and"},
 		{"a ttl past what a record holds", func(a *App) { a.TTL = caddy.Duration(100 * 365 * 24 * time.Hour) }, "is not between 1s and"},
 		{"a version twice", func(a *App) { a.Versions = []string{"ipv4", "ipv4"} }, "versions lists ipv4 twice"},
+		{"one zone written twice", func(a *App) { a.Domains = map[string][]string{"example.net": {"@"}, "Example.NET.": {"home"}} }, "are the same zone"},
+		{"one name written twice", func(a *App) { a.Domains = map[string][]string{"example.net": {"home", "HOME", "@"}} }, "zone example.net lists home.example.net twice"},
+		{"the zone as @ and in full", func(a *App) { a.Domains = map[string][]string{"example.net": {"@", "example.net."}} }, "lists example.net twice"},
 		{"a key from an unset variable", func(a *App) {
 			a.ProviderRaw = []byte(`{"name": "rfc2136", "key_name": "k", "key_alg": "hmac-sha256", "key": "{env.HEARTH_TEST_UNSET_KEY}", "server": "127.0.0.1:53"}`)
 		}, "the provider's key is empty: it comes from the environment variable HEARTH_TEST_UNSET_KEY, which is not set in Caddy's environment"},
