@@ -76,17 +76,20 @@ http://127.0.0.1:%d {
 	startCaddy(t, config("user root\n\t\tallow_root"))
 }
 
-// TestRuntimeDirectoryRefusedWhenHostile: with `user`, the worker runtime
+// TestRuntimeDirectoryOfOthersNeverUsed: with `user`, the worker runtime
 // lives in a directory of the temporary directory that the workers can
 // read. Another local user who made that directory first (owning it, or
 // making it a symbolic link to theirs, or leaving it writable), with a
 // runtime and a json.py of their own in it (Python puts the script's
-// directory first on sys.path), never gets their code run: the pool is
-// refused with the directory named, nothing they planted runs, now or when
-// a running pool starts workers after the directory was swapped. The
-// name earlier versions used (hearth-runtime) is planted too: it is no
-// longer used at all.
-func TestRuntimeDirectoryRefusedWhenHostile(t *testing.T) {
+// directory first on sys.path), never gets their code run, and cannot keep
+// the app from starting either (that refused the pool before): the runtime
+// goes to a new directory of Caddy's of a name nobody can guess, and the
+// log names the directory refused, now or when a running pool starts
+// workers after the directory was swapped. The name earlier versions used
+// (hearth-runtime) is planted too: it is no longer used at all. Under a
+// temporary directory others can write without the sticky bit, no
+// directory is safe: the pool is refused, naming it.
+func TestRuntimeDirectoryOfOthersNeverUsed(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("only root runs workers as another user: nothing is written for other users")
 	}
@@ -191,8 +194,11 @@ http://127.0.0.1:%d {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode == 200 || !strings.Contains(string(body)+c.log.String(), "is owned by nobody") {
+		if resp.StatusCode != 200 || !strings.Contains(c.log.String(), "the worker runtime's usual directory cannot be used") || !strings.Contains(c.log.String(), "is owned by nobody") {
 			t.Errorf("a restart with a swapped runtime directory: %d %s\n%s", resp.StatusCode, body, tail(c.log.String(), 10))
+		}
+		if _, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); body != nobody.Uid {
+			t.Errorf("after the restart the worker answered %q, not nobody's uid", body)
 		}
 	})
 	for _, tc := range []struct {
@@ -217,10 +223,21 @@ http://127.0.0.1:%d {
 			tc.setup(tmp)
 			t.TempDir() // Caddy's files: in the real temporary directory
 			t.Setenv("TMPDIR", tmp)
-			log := refused(t, config)
-			if !strings.Contains(log, filepath.Join(tmp, runtimeDir)) || !strings.Contains(log, tc.want) || !strings.Contains(log, "rm -rf") {
-				t.Errorf("the refusal does not name the directory, the reason (%q) and the fix:\n%s", tc.want, tail(log, 10))
+			c := startCaddy(t, config)
+			if _, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); body != nobody.Uid {
+				t.Fatalf("the worker answered %q, not nobody's uid", body)
 			}
+			log := c.log.String()
+			if !strings.Contains(log, "the worker runtime's usual directory cannot be used") || !strings.Contains(log, filepath.Join(tmp, runtimeDir)) || !strings.Contains(log, tc.want) || !strings.Contains(log, "rm -rf") {
+				t.Errorf("the log does not name the directory refused, the reason (%q) and the fix:\n%s", tc.want, tail(log, 10))
+			}
+			used, _ := filepath.Glob(filepath.Join(tmp, runtimeDir+"-*", "*", "hearth_worker.py"))
+			if len(used) != 1 {
+				t.Errorf("the runtime's new directory: %v", used)
+			} else if info, err := os.Lstat(filepath.Dir(filepath.Dir(used[0]))); err != nil || info.Sys().(*syscall.Stat_t).Uid != 0 || info.Mode().Perm() != 0o755 {
+				t.Errorf("the runtime's new directory %s: %v %v", used[0], info, err)
+			}
+			c.stop()
 		})
 	}
 	t.Run("under a temporary directory others can write without the sticky bit", func(t *testing.T) {

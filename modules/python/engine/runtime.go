@@ -79,18 +79,58 @@ var runtimeMu sync.Mutex
 // Options.RuntimeDir (hearth/runtime in Caddy's data directory, mode
 // 0700); workers running as another user, who cannot read that, use
 // hearth-runtime-<Caddy's uid> in the system's temporary directory (mode
-// 0755, files 0644). A directory there that someone else made is refused
-// with the fix. Without Options.RuntimeDir (a command run as root beside a
-// data directory of another account's, whose files root's own workers
-// must not import), Caddy's own user's workers use the shared one too.
+// 0755, files 0644). A directory there that someone else made is never
+// used: the runtime goes to one of a name nobody can guess, made beside it
+// by Caddy, and the log says so (another local account could otherwise
+// keep every app of another account from starting). Without
+// Options.RuntimeDir (a command run as root beside a data directory of
+// another account's, whose files root's own workers must not import),
+// Caddy's own user's workers use the shared one too.
 func (p *Pool) Runtime() (string, error) {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
-	root, dirMode, fileMode := p.opts.RuntimeDir, fs.FileMode(0o700), fs.FileMode(0o600)
-	if p.opts.Credential != nil || root == "" {
-		root, dirMode, fileMode = filepath.Join(os.TempDir(), fmt.Sprintf("hearth-runtime-%d", os.Geteuid())), 0o755, 0o644
+	if p.opts.Credential != nil || p.opts.RuntimeDir == "" {
+		return sharedRuntime(p.logger)
 	}
-	return installRuntime(root, dirMode, fileMode)
+	return installRuntime(p.opts.RuntimeDir, 0o700, 0o600)
+}
+
+// sharedRoot is the directory of an unguessable name the shared runtime
+// went to when its usual one was someone else's ("" while the usual one
+// serves); runtimeMu guards it.
+var sharedRoot string
+
+// sharedRuntime installs the runtime for workers of other accounts (mode
+// 0755, files 0644) and returns the path of its program: in
+// hearth-runtime-<Caddy's uid> in the temporary directory, or where it
+// went before because that was someone else's, or, when it is, in a new
+// directory of Caddy's beside it. A temporary directory that is itself
+// unsafe refuses both, with the fix.
+func sharedRuntime(logger *zap.Logger) (string, error) {
+	tmp := os.TempDir()
+	named := filepath.Join(tmp, fmt.Sprintf("hearth-runtime-%d", os.Geteuid()))
+	if sharedRoot != "" && filepath.Dir(sharedRoot) == filepath.Clean(tmp) {
+		if path, err := installRuntime(sharedRoot, 0o755, 0o644); err == nil {
+			return path, nil
+		}
+	}
+	sharedRoot = ""
+	path, err := installRuntime(named, 0o755, 0o644)
+	if err == nil {
+		return path, nil
+	}
+	dir, terr := os.MkdirTemp(tmp, filepath.Base(named)+"-")
+	if terr != nil {
+		return "", err
+	}
+	if path, terr = installRuntime(dir, 0o755, 0o644); terr != nil {
+		_ = os.RemoveAll(dir)
+		return "", err // (the temporary directory's own trouble, said by the first)
+	}
+	sharedRoot = dir
+	logger.Warn("the worker runtime's usual directory cannot be used; it went to a new directory of Caddy's instead",
+		zap.String("dir", dir), zap.String("usual", named), zap.String("why", err.Error()))
+	return path, nil
 }
 
 // installRuntime writes the runtime's files into root/runtimeVersion and
