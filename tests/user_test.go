@@ -83,8 +83,7 @@ http://127.0.0.1:%d {
 // runtime and a json.py of their own in it (Python puts the script's
 // directory first on sys.path), never gets their code run, and cannot keep
 // the app from starting either (that refused the pool before): the runtime
-// goes to a new directory of Caddy's of a name nobody can guess, and the
-// log names the directory refused, now or when a running pool starts
+// goes to a directory of Caddy's beside it, and the log names the directory refused, now or when a running pool starts
 // workers after the directory was swapped. The name earlier versions used
 // (hearth-runtime) is planted too: it is no longer used at all. Under a
 // temporary directory others can write without the sticky bit, no

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -893,5 +895,42 @@ func TestScaleBoundsTheChannels(t *testing.T) {
 	}
 	if n := p.replicaCountLocked(); n != 0 {
 		t.Errorf("%d replicas added before the refusal", n)
+	}
+}
+
+// TestSharedRuntimeBesideAnUnusableOne: when the shared runtime's usual
+// directory cannot be used (here Caddy's own, but writable by others:
+// anything in it would run as the app), the runtime goes to a directory
+// of Caddy's beside it, which later starts (a restarted Caddy, a command)
+// use again rather than make one more each time; the log says why.
+func TestSharedRuntimeBesideAnUnusableOne(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	named := filepath.Join(tmp, fmt.Sprintf("hearth-runtime-%d", os.Geteuid()))
+	if err := os.Mkdir(named, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(named, 0o777)
+	runtimeMu.Lock()
+	defer runtimeMu.Unlock()
+	defer func() { sharedRoot = "" }()
+	core, logs := observer.New(zap.WarnLevel)
+	first, err := sharedRuntime(zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(first, named+"-") || logs.FilterMessageSnippet("usual directory cannot be used").Len() != 1 {
+		t.Fatalf("the runtime went to %s; log %v", first, logs.All())
+	}
+	sharedRoot = "" // as in a new process
+	again, err := sharedRuntime(zap.New(core))
+	if err != nil || again != first {
+		t.Errorf("a second start: %s %v, want %s again", again, err, first)
+	}
+	if dirs, _ := filepath.Glob(named + "-*"); len(dirs) != 1 {
+		t.Errorf("directories beside the usual one: %v", dirs)
+	}
+	if entries, _ := os.ReadDir(named); len(entries) != 0 {
+		t.Errorf("something was written into the unusable directory: %v", entries)
 	}
 }

@@ -80,8 +80,9 @@ var runtimeMu sync.Mutex
 // 0700); workers running as another user, who cannot read that, use
 // hearth-runtime-<Caddy's uid> in the system's temporary directory (mode
 // 0755, files 0644). A directory there that someone else made is never
-// used: the runtime goes to one of a name nobody can guess, made beside it
-// by Caddy, and the log says so (another local account could otherwise
+// used: the runtime goes to a directory of Caddy's beside it (one it made
+// afresh, or made so before: owned by Caddy's account, which no one else
+// can make), and the log says so (another local account could otherwise
 // keep every app of another account from starting). Without
 // Options.RuntimeDir (a command run as root beside a data directory of
 // another account's, whose files root's own workers must not import),
@@ -95,40 +96,52 @@ func (p *Pool) Runtime() (string, error) {
 	return installRuntime(p.opts.RuntimeDir, 0o700, 0o600)
 }
 
-// sharedRoot is the directory of an unguessable name the shared runtime
-// went to when its usual one was someone else's ("" while the usual one
-// serves); runtimeMu guards it.
+// sharedRoot is the directory of Caddy's the shared runtime went to when
+// its usual one was someone else's ("" while the usual one serves);
+// runtimeMu guards it.
 var sharedRoot string
 
 // sharedRuntime installs the runtime for workers of other accounts (mode
 // 0755, files 0644) and returns the path of its program: in
-// hearth-runtime-<Caddy's uid> in the temporary directory, or where it
-// went before because that was someone else's, or, when it is, in a new
-// directory of Caddy's beside it. A temporary directory that is itself
-// unsafe refuses both, with the fix.
+// hearth-runtime-<Caddy's uid> in the temporary directory, or, when that
+// is someone else's, in hearth-runtime-<uid>-<n> beside it: the one it
+// went to before, or one an earlier Caddy made (safedir proves it Caddy's:
+// its name proves nothing), or a new one (MkdirTemp: an exclusive mkdir).
+// A temporary directory that is itself unsafe refuses them all, with the
+// fix.
 func sharedRuntime(logger *zap.Logger) (string, error) {
-	tmp := os.TempDir()
+	tmp := filepath.Clean(os.TempDir())
 	named := filepath.Join(tmp, fmt.Sprintf("hearth-runtime-%d", os.Geteuid()))
-	if sharedRoot != "" && filepath.Dir(sharedRoot) == filepath.Clean(tmp) {
-		if path, err := installRuntime(sharedRoot, 0o755, 0o644); err == nil {
-			return path, nil
-		}
-	}
-	sharedRoot = ""
 	path, err := installRuntime(named, 0o755, 0o644)
 	if err == nil {
+		sharedRoot = ""
 		return path, nil
 	}
-	dir, terr := os.MkdirTemp(tmp, filepath.Base(named)+"-")
-	if terr != nil {
-		return "", err
+	candidates, _ := filepath.Glob(named + "-*")
+	if sharedRoot != "" && filepath.Dir(sharedRoot) == tmp {
+		candidates = append([]string{sharedRoot}, candidates...)
 	}
-	if path, terr = installRuntime(dir, 0o755, 0o644); terr != nil {
-		_ = os.RemoveAll(dir)
-		return "", err // (the temporary directory's own trouble, said by the first)
+	for _, dir := range candidates {
+		if p, cerr := installRuntime(dir, 0o755, 0o644); cerr == nil {
+			if dir != sharedRoot {
+				logger.Warn("the worker runtime's usual directory cannot be used; it went to a directory of Caddy's beside it",
+					zap.String("dir", dir), zap.String("usual", named), zap.String("why", err.Error()))
+			}
+			sharedRoot = dir
+			return p, nil
+		}
+	}
+	dir, terr := os.MkdirTemp(tmp, filepath.Base(named)+"-")
+	if terr == nil {
+		if path, terr = installRuntime(dir, 0o755, 0o644); terr != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	if terr != nil {
+		return "", fmt.Errorf("%w; and a directory of Caddy's beside it could not be made either: %v", err, terr)
 	}
 	sharedRoot = dir
-	logger.Warn("the worker runtime's usual directory cannot be used; it went to a new directory of Caddy's instead",
+	logger.Warn("the worker runtime's usual directory cannot be used; it went to a new directory of Caddy's beside it",
 		zap.String("dir", dir), zap.String("usual", named), zap.String("why", err.Error()))
 	return path, nil
 }
