@@ -457,11 +457,20 @@ func (a *App) tell(p Pool, site *Site, storage certmagic.Storage) {
 // Stop closes the dashboard; pools stop when the last config using them
 // is cleaned up.
 func (a *App) Stop() error {
+	a.undoStart()
+	return nil
+}
+
+// undoStart undoes what Start did to what is shared with other configs
+// (the status, the dashboard's port, GOMAXPROCS, the GC floor and poller,
+// max_processes); each step once, whether Stop or Cleanup comes first.
+func (a *App) undoStart() {
 	a.withdraw()
-	if a.dashboard != nil {
+	if a.dashboard != nil { // (two dashboards would share its port: SO_REUSEPORT)
 		a.dashboard.stop()
 		a.dashboard = nil
 	}
+	a.releaseMaxProcesses()
 	if a.cpus != nil {
 		releaseCaddyCPUs(a.cpus)
 		a.cpus = nil
@@ -470,12 +479,10 @@ func (a *App) Stop() error {
 		releaseCaddyGCFloor(a.gcFloor)
 		a.gcFloor = nil
 	}
-	a.releaseMaxProcesses()
 	if a.gcPolling {
 		releaseGCPoll()
 		a.gcPolling = false
 	}
-	return nil
 }
 
 // Pools returns every pool currently held, sorted by app name.
@@ -507,24 +514,7 @@ func RegisterCollector(registry *prometheus.Registry, c prometheus.Collector) er
 // Caddy refused the config after every app started (it then cleans up
 // without stopping them).
 func (a *App) Cleanup() error {
-	a.withdraw()
-	if a.dashboard != nil { // (two dashboards would share its port: SO_REUSEPORT)
-		a.dashboard.stop()
-		a.dashboard = nil
-	}
-	a.releaseMaxProcesses()
-	if a.cpus != nil {
-		releaseCaddyCPUs(a.cpus)
-		a.cpus = nil
-	}
-	if a.gcFloor != nil {
-		releaseCaddyGCFloor(a.gcFloor)
-		a.gcFloor = nil
-	}
-	if a.gcPolling {
-		releaseGCPoll()
-		a.gcPolling = false
-	}
+	a.undoStart()
 	released := a.releaseServices()
 	a.releaseJobs()
 	a.reviveServices(released)

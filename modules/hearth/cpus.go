@@ -151,13 +151,9 @@ func useCPUSettingLocked(s *cpuSetting) {
 func releaseCaddyCPUs(s *cpuSetting) {
 	goProcs.Lock()
 	defer goProcs.Unlock()
-	i := slices.Index(goProcs.started, s)
-	if i < 0 {
-		return
-	}
-	newest := i == len(goProcs.started)-1
-	goProcs.started = slices.Delete(goProcs.started, i, i+1)
+	newest, found := dropStarted(&goProcs.started, s)
 	switch {
+	case !found:
 	case len(goProcs.started) == 0:
 		if goProcs.baseline != 0 {
 			runtime.GOMAXPROCS(goProcs.baseline)
@@ -167,6 +163,19 @@ func releaseCaddyCPUs(s *cpuSetting) {
 	case newest:
 		useCPUSettingLocked(goProcs.started[len(goProcs.started)-1])
 	}
+}
+
+// dropStarted removes s from started (the settings of the configs started
+// and not stopped, oldest first) and reports whether it was the newest,
+// which decided: then the one before it decides again.
+func dropStarted[T comparable](started *[]T, s T) (newest, found bool) {
+	i := slices.Index(*started, s)
+	if i < 0 {
+		return false, false
+	}
+	newest = i == len(*started)-1
+	*started = slices.Delete(*started, i, i+1)
+	return newest, true
 }
 
 // lendProc lends Caddy's Go code more Ps for reason, when caddy_cpus auto

@@ -5,7 +5,6 @@ import (
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
-	"slices"
 	"sync"
 	"time"
 
@@ -142,13 +141,9 @@ func useFloorLocked(s *floorSetting) {
 func releaseCaddyGCFloor(s *floorSetting) {
 	gcFloor.Lock()
 	defer gcFloor.Unlock()
-	i := slices.Index(gcFloor.started, s)
-	if i < 0 {
-		return
-	}
-	newest := i == len(gcFloor.started)-1
-	gcFloor.started = slices.Delete(gcFloor.started, i, i+1)
+	newest, found := dropStarted(&gcFloor.started, s)
 	switch {
+	case !found:
 	case len(gcFloor.started) == 0:
 		if gcFloor.tuning {
 			close(gcFloor.stop)

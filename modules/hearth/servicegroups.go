@@ -33,7 +33,7 @@ func (a *App) checkReferences() error {
 	}
 	for _, c := range a.Services {
 		if names[c.Name] {
-			return serviceNamedLikeAnApp(c.Name)
+			return fmt.Errorf("service %s has the name of an app of this config; `caddy hearth restart` and the status tell them apart by name: rename the service", c.Name)
 		}
 		if c.App != "" {
 			if _, err := a.appEnvironment("service "+c.Name, c.App); err != nil {
@@ -58,11 +58,6 @@ func (a *App) checkReferences() error {
 	return nil
 }
 
-// serviceNamedLikeAnApp is the error of a service with an app's name.
-func serviceNamedLikeAnApp(name string) error {
-	return fmt.Errorf("service %s has the name of an app of this config; `caddy hearth restart` and the status tell them apart by name: rename the service", name)
-}
-
 // startServices starts the config's services once its apps run (a
 // service may run in an app's environment, settings included). Each is a
 // pool kept across reloads by its spec: an unchanged service keeps its
@@ -71,14 +66,7 @@ func serviceNamedLikeAnApp(name string) error {
 // and the new one started again (and revived if this config is refused
 // after all: see reviveServices).
 func (a *App) startServices() error {
-	names := map[string]bool{}
-	for _, p := range a.used {
-		names[p.Name()] = true
-	}
-	for _, c := range a.Services {
-		if names[c.Name] {
-			return serviceNamedLikeAnApp(c.Name)
-		}
+	for _, c := range a.Services { // (names and apps: checkReferences, at Start's beginning)
 		spec, err := a.resolveService(c)
 		if err != nil {
 			return err
